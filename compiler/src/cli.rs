@@ -1,0 +1,90 @@
+//! The `saferc` command line: one subcommand per compiler stage.
+//!
+//! Exit codes: 0 success, 1 errors in the input (or files that `fmt --check`
+//! would change), 2 usage errors (clap's convention).
+
+mod check;
+mod explain;
+mod fmt;
+mod input;
+mod parse;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// saferc: compile, check and format `.safer` safety-aware RL pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "saferc", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How diagnostics are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Rendered reports with source snippets, on stderr.
+    #[default]
+    Human,
+    /// One JSON document on stdout, for tools and editors.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check files for errors (exit 0 when clean, 1 on errors).
+    Check {
+        /// The `.safer` files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Output format of the diagnostics.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Parse one file and print its syntax tree (for debugging).
+    Parse {
+        /// The `.safer` file.
+        file: PathBuf,
+        /// Print the tree as JSON instead of the indented dump.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Format files in place (or check that they are formatted).
+    Fmt {
+        /// The `.safer` files to format; `-` reads stdin and writes stdout.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing; exit 1 and list the files that would change.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Explain a diagnostic code (`saferc explain E0101`).
+    Explain {
+        /// The code, e.g. `E0101`.
+        code: String,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match cli.command {
+        Command::Check { files, format } => check::run(&files, format),
+        Command::Parse { file, json } => parse::run(&file, json),
+        Command::Fmt { files, check } => fmt::run(&files, check),
+        Command::Explain { code } => explain::run(&code),
+    }
+}

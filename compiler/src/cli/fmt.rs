@@ -1,0 +1,58 @@
+//! `saferc fmt`: format files in place, or `--check` them.
+
+use super::{input, Format};
+use crate::source::SourceMap;
+use crate::{fmt, syntax};
+use std::path::PathBuf;
+
+pub(super) fn run(files: &[PathBuf], check: bool) -> i32 {
+    let mut sources = SourceMap::new();
+    let mut diags = Vec::new();
+    let mut unformatted = Vec::new();
+    for path in files {
+        let id = match input::read(&mut sources, path) {
+            Ok(id) => id,
+            Err(d) => {
+                diags.push(*d);
+                continue;
+            }
+        };
+        let text = sources.get(id).map(|f| f.text.clone()).unwrap_or_default();
+        let module = match syntax::parse(id, &text) {
+            Ok(m) => m,
+            Err(d) => {
+                diags.push(*d);
+                continue;
+            }
+        };
+        let formatted = fmt::format_module(&module, &text);
+        if path.as_os_str() == "-" {
+            print!("{formatted}");
+            continue;
+        }
+        if formatted == text {
+            continue;
+        }
+        if check {
+            unformatted.push(path.display().to_string());
+        } else if let Err(e) = write_atomically(path, &formatted) {
+            eprintln!("error: cannot write `{}`: {e}", path.display());
+            return 1;
+        }
+    }
+    input::emit(&diags, &sources, Format::Human);
+    for name in &unformatted {
+        println!("would reformat {name}");
+    }
+    i32::from(!diags.is_empty() || !unformatted.is_empty())
+}
+
+/// Writes through a temporary file and a rename, so a crash never leaves a
+/// half-written source file.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".saferc-fmt.tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,71 @@
+//! Reading source files for the CLI and printing diagnostics.
+
+use super::Format;
+use crate::diagnostic::render::{self, RenderOptions};
+use crate::diagnostic::{Code, Diagnostic, Severity};
+use crate::source::SourceMap;
+use crate::span::SourceId;
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+
+/// Reads a file (or stdin for `-`) into the source map.
+///
+/// # Errors
+/// As [`SourceMap::load_bytes`], plus E0111 when the file cannot be read.
+pub fn read(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Box<Diagnostic>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).map_err(|e| {
+            Box::new(Diagnostic::error(Code::E0111, format!("cannot read standard input: {e}")))
+        })?;
+        return sources.load_bytes("-", None, &buf);
+    }
+    sources.load(path)
+}
+
+/// Prints diagnostics in the chosen format.
+pub fn emit(diags: &[Diagnostic], sources: &SourceMap, format: Format) {
+    match format {
+        Format::Human => {
+            let options = RenderOptions {
+                color: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                width: terminal_width(),
+            };
+            for d in diags {
+                eprint!("{}", render::render(d, sources, options));
+                eprintln!();
+            }
+            let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+            let warnings = diags.len() - errors;
+            if errors + warnings > 0 {
+                eprintln!("{}", summary(errors, warnings));
+            }
+        }
+        Format::Json => {
+            let list: Vec<serde_json::Value> = diags.iter().map(|d| render::to_json(d, sources)).collect();
+            let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+            let doc = serde_json::json!({
+                "diagnostics": list,
+                "errors": errors,
+                "warnings": diags.len() - errors,
+            });
+            println!("{doc}");
+        }
+    }
+}
+
+fn summary(errors: usize, warnings: usize) -> String {
+    let plural = |n: usize, w: &str| if n == 1 { format!("{n} {w}") } else { format!("{n} {w}s") };
+    match (errors, warnings) {
+        (0, w) => plural(w, "warning"),
+        (e, 0) => plural(e, "error"),
+        (e, w) => format!("{} and {}", plural(e, "error"), plural(w, "warning")),
+    }
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(100)
+}

@@ -1,0 +1,165 @@
+//! One diagnostic type for every stage, rendered late.
+//!
+//! Stages build [`Diagnostic`]s with builder methods (a code, a lowercase
+//! headline, a primary label at the offending spot, secondary labels for
+//! related places, a `help` that says the fix). They hold spans only; the
+//! [`render`] module turns them into miette reports for terminals, JSON for
+//! tools, and (later) LSP diagnostics, all from the same value.
+
+pub mod codes;
+pub mod render;
+
+pub use codes::Code;
+
+use crate::span::Span;
+use serde::Serialize;
+
+/// How serious a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The program is rejected.
+    Error,
+    /// The program is accepted, but something is probably wrong.
+    Warning,
+}
+
+/// A labelled span: the primary label says what is wrong at the spot,
+/// secondary labels point at related places (the rule, the other end).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Label {
+    /// Where.
+    pub span: Span,
+    /// What to say there, if anything.
+    pub message: Option<String>,
+    /// Whether this is the main spot of the diagnostic.
+    pub primary: bool,
+}
+
+/// A compiler diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// The stable code (`E0101`); every code has a page in `docs/errors/`.
+    pub code: Code,
+    /// The headline: lowercase, no trailing period, identifiers in backticks.
+    pub message: String,
+    /// Labelled spans, the primary first.
+    pub labels: Vec<Label>,
+    /// How to fix it.
+    pub help: Option<String>,
+    /// Extra facts (the arithmetic of a batch check, the import cycle, ...).
+    pub notes: Vec<String>,
+}
+
+impl Diagnostic {
+    /// An error with a code and a headline.
+    pub fn error(code: Code, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            help: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// A warning with a code and a headline.
+    pub fn warning(code: Code, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message)
+        }
+    }
+
+    /// Adds the primary label (the spot that is wrong).
+    #[must_use]
+    pub fn with_primary(mut self, span: Span, message: impl Into<String>) -> Self {
+        let message = message.into();
+        self.labels.insert(
+            0,
+            Label {
+                span,
+                message: (!message.is_empty()).then_some(message),
+                primary: true,
+            },
+        );
+        self
+    }
+
+    /// Adds a secondary label (a related place).
+    #[must_use]
+    pub fn with_secondary(mut self, span: Span, message: impl Into<String>) -> Self {
+        let message = message.into();
+        self.labels.push(Label {
+            span,
+            message: (!message.is_empty()).then_some(message),
+            primary: false,
+        });
+        self
+    }
+
+    /// Sets the help text (the fix).
+    #[must_use]
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Adds a note (a supporting fact).
+    #[must_use]
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+
+    /// The primary span, if any label is primary.
+    pub fn primary_span(&self) -> Option<Span> {
+        self.labels.iter().find(|l| l.primary).map(|l| l.span)
+    }
+
+    /// True for errors (as opposed to warnings).
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// Formats `names` as "`a`, `b` or `c`".
+pub fn one_of<S: AsRef<str>>(names: &[S]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{}`", n.as_ref())).collect();
+    join_or(&quoted)
+}
+
+/// Joins phrases as "a, b or c".
+pub fn join_or<S: AsRef<str>>(parts: &[S]) -> String {
+    match parts {
+        [] => String::new(),
+        [one] => one.as_ref().to_string(),
+        [init @ .., last] => {
+            let init: Vec<&str> = init.iter().map(AsRef::as_ref).collect();
+            format!("{} or {}", init.join(", "), last.as_ref())
+        }
+    }
+}
+
+/// The closest candidate to `name` within a small edit distance, for
+/// "did you mean `x`?" hints.
+pub fn did_you_mean<'a, I>(name: &str, candidates: I) -> Option<&'a str>
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    let limit = match name.chars().count() {
+        0..=3 => 1,
+        4..=7 => 2,
+        _ => 3,
+    };
+    candidates
+        .into_iter()
+        .filter(|c| *c != name)
+        .map(|c| (strsim::damerau_levenshtein(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, c)| (*d, *c))
+        .map(|(_, c)| c)
+}

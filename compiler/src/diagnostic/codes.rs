@@ -1,0 +1,113 @@
+//! The registry of diagnostic codes.
+//!
+//! Ranges: `E01xx` syntax, `E02xx` names and imports, `E03xx` types, units
+//! and values, `E04xx` graph, `E05xx` runtime (data, weights, judges).
+//! Every code has an explicit number and a page `docs/errors/E0xxx.md`
+//! (a test checks both ways). A released code is never reused: retire it by
+//! keeping its variant and page and saying so there.
+
+use serde::{Serialize, Serializer};
+use std::fmt;
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $name:ident = $num:literal, $title:literal; )*) => {
+        /// A stable diagnostic code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        pub enum Code {
+            $( $(#[$doc])* $name = $num, )*
+        }
+
+        impl Code {
+            /// Every code, in numeric order.
+            pub const ALL: &'static [Code] = &[ $( Code::$name, )* ];
+
+            /// The code as written in messages and docs, e.g. `E0101`.
+            pub fn as_str(self) -> &'static str {
+                match self { $( Code::$name => stringify!($name), )* }
+            }
+
+            /// A short title, used as the heading of the code's doc page.
+            pub fn title(self) -> &'static str {
+                match self { $( Code::$name => $title, )* }
+            }
+        }
+
+        /// The documentation page of a code (`docs/errors/E0xxx.md`),
+        /// embedded at build time: a code without a page does not compile.
+        pub fn page(code: Code) -> &'static str {
+            match code {
+                $( Code::$name => include_str!(concat!("../../../docs/errors/", stringify!($name), ".md")), )*
+            }
+        }
+    };
+}
+
+codes! {
+    /// The file is not valid UTF-8.
+    E0100 = 100, "source is not valid UTF-8";
+    /// A token that the grammar does not allow here.
+    E0101 = 101, "unexpected token";
+    /// A string literal without its closing quote.
+    E0102 = 102, "unterminated string";
+    /// An opening bracket that is never closed.
+    E0103 = 103, "unclosed delimiter";
+    /// A closing bracket that does not match the open one.
+    E0104 = 104, "mismatched closing delimiter";
+    /// Brackets or expressions nested deeper than the compiler allows.
+    E0105 = 105, "nesting too deep";
+    /// A source file larger than the compiler reads.
+    E0106 = 106, "source file too large";
+    /// A backslash escape that strings do not support.
+    E0107 = 107, "invalid escape sequence";
+    /// A number that cannot be read (an overflow, a dangling exponent).
+    E0108 = 108, "invalid number literal";
+    /// A top-level word that is not a declaration keyword.
+    E0109 = 109, "unknown declaration keyword";
+    /// Comparisons chained as in `a < b < c`.
+    E0110 = 110, "chained comparison or range";
+    /// A source file that cannot be read from disk.
+    E0111 = 111, "cannot read source file";
+    /// An `if` expression without an `else` branch.
+    E0112 = 112, "`if` without `else`";
+    /// A setting written without `=`.
+    E0113 = 113, "setting without `=`";
+}
+
+impl Code {
+    /// The numeric value (101 for `E0101`).
+    pub fn number(self) -> u16 {
+        self as u16
+    }
+
+    /// Where the code's documentation lives, relative to the repository.
+    pub fn doc_path(self) -> String {
+        format!("docs/errors/{}.md", self.as_str())
+    }
+
+    /// A link to the code's page in the repository.
+    pub fn url(self) -> String {
+        format!(
+            "https://github.com/saferc/saferc/blob/main/{}",
+            self.doc_path()
+        )
+    }
+
+    /// Looks a code up by its name (`"E0101"`), for `saferc explain`.
+    pub fn parse(name: &str) -> Option<Code> {
+        let upper = name.trim().to_ascii_uppercase();
+        Code::ALL.iter().copied().find(|c| c.as_str() == upper)
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}

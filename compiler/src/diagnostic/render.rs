@@ -1,0 +1,223 @@
+//! Rendering diagnostics at the edge: miette reports for terminals and
+//! snapshots, JSON for tools and editors.
+//!
+//! Labels whose span lies in another file than the primary label become
+//! related reports with their own snippet, so a diagnostic can point into an
+//! imported rubric and the importing pipeline at once.
+
+use super::{Diagnostic, Severity};
+use crate::source::SourceMap;
+use crate::span::SourceId;
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+use serde_json::{json, Value};
+use std::fmt;
+
+/// How to draw a report.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderOptions {
+    /// ANSI colours (terminals only).
+    pub color: bool,
+    /// Wrap width in columns.
+    pub width: usize,
+}
+
+impl RenderOptions {
+    /// Deterministic output for snapshots and pipes: no colour, fixed width.
+    pub fn plain() -> Self {
+        RenderOptions {
+            color: false,
+            width: 100,
+        }
+    }
+}
+
+/// A miette view of one diagnostic (one file's worth of labels).
+struct Report {
+    message: String,
+    code: Option<String>,
+    severity: miette::Severity,
+    help: Option<String>,
+    source: Option<NamedSource<String>>,
+    labels: Vec<LabeledSpan>,
+    related: Vec<Report>,
+}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Report {}
+
+impl miette::Diagnostic for Report {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.code
+            .as_ref()
+            .map(|c| Box::new(c.clone()) as Box<dyn fmt::Display>)
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(self.severity)
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h.clone()) as Box<dyn fmt::Display>)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        if self.labels.is_empty() {
+            None
+        } else {
+            Some(Box::new(self.labels.iter().cloned()))
+        }
+    }
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        if self.related.is_empty() {
+            None
+        } else {
+            Some(Box::new(
+                self.related.iter().map(|r| r as &dyn miette::Diagnostic),
+            ))
+        }
+    }
+}
+
+fn build_report(diag: &Diagnostic, sources: &SourceMap) -> Report {
+    let severity = match diag.severity {
+        Severity::Error => miette::Severity::Error,
+        Severity::Warning => miette::Severity::Warning,
+    };
+    let home: Option<SourceId> = diag
+        .primary_span()
+        .or_else(|| diag.labels.first().map(|l| l.span))
+        .map(|s| s.source);
+    let mut help = diag.help.clone();
+    for note in &diag.notes {
+        help = Some(match help {
+            Some(h) => format!("{h}\nnote: {note}"),
+            None => format!("note: {note}"),
+        });
+    }
+    let mut report = Report {
+        message: diag.message.clone(),
+        code: Some(diag.code.as_str().to_string()),
+        severity,
+        help,
+        source: None,
+        labels: Vec::new(),
+        related: Vec::new(),
+    };
+    let Some(home) = home else {
+        return report;
+    };
+    if let Some(file) = sources.get(home) {
+        report.source = Some(NamedSource::new(file.name.clone(), file.text.clone()));
+    }
+    for label in &diag.labels {
+        let text_len = sources.get(label.span.source).map_or(0, |f| f.text.len());
+        let start = (label.span.start as usize).min(text_len);
+        let len = label.span.len().min(text_len - start);
+        let span = (start, len);
+        let labeled = if label.primary {
+            LabeledSpan::new_primary_with_span(label.message.clone(), span)
+        } else {
+            LabeledSpan::new_with_span(label.message.clone(), span)
+        };
+        if label.span.source == home {
+            report.labels.push(labeled);
+        } else if let Some(file) = sources.get(label.span.source) {
+            report.related.push(Report {
+                message: label
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "related location".to_string()),
+                code: None,
+                severity: miette::Severity::Advice,
+                help: None,
+                source: Some(NamedSource::new(file.name.clone(), file.text.clone())),
+                labels: vec![LabeledSpan::new_with_span(None, span)],
+                related: Vec::new(),
+            });
+        }
+    }
+    report
+}
+
+/// Renders one diagnostic as a miette graphical report.
+pub fn render(diag: &Diagnostic, sources: &SourceMap, options: RenderOptions) -> String {
+    let theme = if options.color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_width(options.width)
+        .with_links(false)
+        .with_urls(false);
+    let report = build_report(diag, sources);
+    let mut out = String::new();
+    if handler.render_report(&mut out, &report).is_err() {
+        // The handler only fails on a broken fmt::Write, which String is not;
+        // fall back to the headline so nothing is ever lost.
+        out = format!("{}[{}]: {}\n", severity_word(diag), diag.code, diag.message);
+    }
+    out
+}
+
+/// Renders several diagnostics, separated by blank lines.
+pub fn render_all(diags: &[Diagnostic], sources: &SourceMap, options: RenderOptions) -> String {
+    diags
+        .iter()
+        .map(|d| render(d, sources, options))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn severity_word(diag: &Diagnostic) -> &'static str {
+    match diag.severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
+
+/// The JSON form of a diagnostic, for `--format json` and editors.
+///
+/// Locations are 0-based lines and columns (characters), plus byte offsets.
+pub fn to_json(diag: &Diagnostic, sources: &SourceMap) -> Value {
+    let labels: Vec<Value> = diag
+        .labels
+        .iter()
+        .map(|label| {
+            let file = sources.get(label.span.source);
+            let start = file.map(|f| f.location(label.span.start as usize));
+            let end = file.map(|f| f.location(label.span.end as usize));
+            json!({
+                "file": file.map(|f| f.name.clone()),
+                "primary": label.primary,
+                "message": label.message,
+                "byte_start": label.span.start,
+                "byte_end": label.span.end,
+                "start": start,
+                "end": end,
+            })
+        })
+        .collect();
+    json!({
+        "severity": severity_word(diag),
+        "code": diag.code.as_str(),
+        "message": diag.message,
+        "labels": labels,
+        "help": diag.help,
+        "notes": diag.notes,
+        "url": diag.code.url(),
+    })
+}

@@ -1,0 +1,613 @@
+//! The printer behind [`format_source`](super::format_source).
+
+use super::MAX_WIDTH;
+use crate::syntax::ast::*;
+use crate::syntax::lexer::escape;
+use crate::span::Span;
+
+pub(super) fn print(module: &Module, text: &str) -> String {
+    let mut p = Printer {
+        text,
+        comments: &module.comments,
+        next_comment: 0,
+        out: String::new(),
+        indent: 0,
+        trailing: Vec::new(),
+    };
+    p.module(module);
+    let mut out = align_trailing_comments(&p.out, &p.trailing);
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+struct Printer<'a> {
+    text: &'a str,
+    comments: &'a [Comment],
+    next_comment: usize,
+    out: String,
+    indent: usize,
+    /// Offsets in `out` where a trailing comment starts (after the code).
+    trailing: Vec<usize>,
+}
+
+/// Aligns the trailing comments of consecutive lines to one column, two
+/// spaces after the longest code on those lines.
+fn align_trailing_comments(out: &str, marks: &[usize]) -> String {
+    let line_of = |offset: usize| out[..offset].matches('\n').count();
+    let line_start = |offset: usize| out[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let mut result = String::with_capacity(out.len() + marks.len() * 8);
+    let mut copied = 0;
+    let mut i = 0;
+    while i < marks.len() {
+        let mut j = i + 1;
+        while j < marks.len() && line_of(marks[j]) == line_of(marks[j - 1]) + 1 {
+            j += 1;
+        }
+        let widths: Vec<usize> = marks[i..j]
+            .iter()
+            .map(|&m| out[line_start(m)..m].chars().count())
+            .collect();
+        let column = widths.iter().copied().max().unwrap_or(0) + 2;
+        for (k, &m) in marks[i..j].iter().enumerate() {
+            result.push_str(&out[copied..m]);
+            result.push_str(&" ".repeat(column - widths[k]));
+            copied = m;
+        }
+        i = j;
+    }
+    result.push_str(&out[copied..]);
+    result
+}
+
+impl<'a> Printer<'a> {
+    // ------------------------------------------------------------ plumbing
+
+    fn pad(&self) -> String {
+        "  ".repeat(self.indent)
+    }
+
+    fn newline(&mut self) {
+        self.out.push('\n');
+    }
+
+    fn blank_line(&mut self) {
+        if !self.out.is_empty() && !self.out.ends_with("\n\n") {
+            if !self.out.ends_with('\n') {
+                self.out.push('\n');
+            }
+            self.out.push('\n');
+        }
+    }
+
+    fn source_between(&self, from: usize, to: usize) -> &str {
+        self.text.get(from..to).unwrap_or("")
+    }
+
+    fn is_multiline(&self, span: Span) -> bool {
+        self.text.get(span.range()).is_some_and(|s| s.contains('\n'))
+    }
+
+    /// True when the source has a blank line right before `start`, looking
+    /// back over comments.
+    fn blank_before(&self, start: usize) -> bool {
+        let head = self.text.get(..start).unwrap_or("");
+        let trimmed = head.trim_end_matches([' ', '\t']);
+        let mut newlines = 0;
+        for c in trimmed.chars().rev() {
+            match c {
+                '\n' => newlines += 1,
+                '\r' | ' ' | '\t' => {}
+                _ => break,
+            }
+        }
+        newlines >= 2
+    }
+
+    /// Prints, on their own lines, the comments that start before `pos`.
+    fn leading_comments(&mut self, pos: usize) {
+        while let Some(c) = self.comments.get(self.next_comment) {
+            if c.span.start as usize >= pos {
+                break;
+            }
+            if self.blank_before(c.span.start as usize) && !self.out.is_empty() && !self.out.ends_with("{\n") {
+                self.blank_line();
+            }
+            let line = format!("{}{}\n", self.pad(), c.text);
+            self.out.push_str(&line);
+            self.next_comment += 1;
+        }
+    }
+
+    /// After a line-oriented node ending at `end`: a comment on the same
+    /// source line stays at the end of the printed line; comments inside the
+    /// node (which this one-line print could not place) follow on their own
+    /// lines.
+    fn trailing_comments(&mut self, end: usize) {
+        let mut inner = Vec::new();
+        while let Some(c) = self.comments.get(self.next_comment) {
+            let start = c.span.start as usize;
+            if start < end {
+                inner.push(c.text.clone());
+                self.next_comment += 1;
+                continue;
+            }
+            if !self.source_between(end, start).contains('\n') {
+                self.trailing.push(self.out.len());
+                self.out.push_str(&c.text);
+                self.next_comment += 1;
+            }
+            break;
+        }
+        self.newline();
+        for text in inner {
+            let line = format!("{}{}\n", self.pad(), text);
+            self.out.push_str(&line);
+        }
+    }
+
+    // ------------------------------------------------------------ items
+
+    fn module(&mut self, module: &Module) {
+        let mut prev_use = false;
+        for (i, item) in module.items.iter().enumerate() {
+            let is_use = matches!(item.kind, ItemKind::Use(_));
+            let start = item.span.start as usize;
+            if i > 0 && !(is_use && prev_use && !self.blank_before(self.first_comment_or(start))) {
+                self.blank_line();
+            }
+            self.leading_comments(start);
+            if i == 0 && self.blank_before(start) && !self.out.is_empty() {
+                self.blank_line();
+            }
+            self.item(item);
+            prev_use = is_use;
+        }
+        if module.items.is_empty() {
+            self.leading_comments(usize::MAX);
+        } else {
+            let rest_start = self.comments.get(self.next_comment).map(|c| c.span.start as usize);
+            if let Some(start) = rest_start {
+                if self.blank_before(start) {
+                    self.blank_line();
+                }
+            }
+            self.leading_comments(usize::MAX);
+        }
+    }
+
+    /// The start of the comments attached above `start` (or `start`).
+    fn first_comment_or(&self, start: usize) -> usize {
+        self.comments
+            .get(self.next_comment)
+            .map(|c| c.span.start as usize)
+            .filter(|&c| c < start)
+            .unwrap_or(start)
+    }
+
+    fn item(&mut self, item: &Item) {
+        match &item.kind {
+            ItemKind::Use(u) => {
+                let mut line = format!("use {}", self.string(&u.path));
+                if let Some(alias) = &u.alias {
+                    line.push_str(" as ");
+                    line.push_str(&alias.name);
+                }
+                self.out.push_str(&line);
+                self.trailing_comments(item.span.end as usize);
+            }
+            ItemKind::Decl(decl) => self.decl(decl, item.span),
+        }
+    }
+
+    fn decl(&mut self, decl: &Decl, span: Span) {
+        let mut head = format!("{} {}", decl.kind.keyword(), decl.name.name);
+        if let Some(params) = &decl.params {
+            let rendered: Vec<String> = params.iter().map(|p| self.param(p)).collect();
+            head.push('(');
+            head.push_str(&rendered.join(", "));
+            head.push(')');
+        }
+        match &decl.body {
+            DeclBody::Block(block) => {
+                self.out.push_str(&head);
+                self.block(block, true);
+                self.trailing_comments(span.end as usize);
+            }
+            DeclBody::Value(value) => {
+                head.push_str(" = ");
+                let col = head.len();
+                self.out.push_str(&head);
+                let v = self.expr(value, col);
+                self.out.push_str(&v);
+                self.trailing_comments(span.end as usize);
+            }
+        }
+    }
+
+    fn param(&self, p: &Param) -> String {
+        let mut s = p.name.name.clone();
+        if let Some(ty) = &p.ty {
+            s.push_str(": ");
+            s.push_str(&ty.name);
+        }
+        if let Some(default) = &p.default {
+            s.push_str(" = ");
+            s.push_str(&self.flat(default));
+        }
+        s
+    }
+
+    // ------------------------------------------------------------ blocks
+
+    /// Prints ` { ... }` after a head already on the line (no newline after
+    /// the closing brace).
+    fn block(&mut self, block: &Block, allow_inline: bool) {
+        if allow_inline {
+            if let Some(inline) = self.inline_block(block) {
+                let line_start = self.out.rfind('\n').map_or(0, |i| i + 1);
+                let col = self.out.len() - line_start;
+                if col + inline.len() + 1 <= MAX_WIDTH {
+                    self.out.push(' ');
+                    self.out.push_str(&inline);
+                    return;
+                }
+            }
+        }
+        self.out.push_str(" {\n");
+        self.indent += 1;
+        let widths = self.alignment(block);
+        for (i, stmt) in block.stmts.iter().enumerate() {
+            let start = self.first_comment_or(stmt.span.start as usize);
+            if i > 0 && self.blank_before(start) {
+                self.blank_line();
+            }
+            self.leading_comments(stmt.span.start as usize);
+            self.stmt(stmt, widths[i]);
+        }
+        self.leading_comments(block.span.end as usize);
+        self.indent -= 1;
+        let close = format!("{}}}", self.pad());
+        self.out.push_str(&close);
+    }
+
+    /// `{ a = 1, b = 2 }` when the block was written on one line, holds only
+    /// settings and no comments.
+    fn inline_block(&self, block: &Block) -> Option<String> {
+        if self.is_multiline(block.span) {
+            return None;
+        }
+        let has_comment = self.comments.iter().any(|c| {
+            c.span.start >= block.span.start && c.span.start < block.span.end
+        });
+        if has_comment {
+            return None;
+        }
+        let mut parts = Vec::new();
+        for stmt in &block.stmts {
+            match &stmt.kind {
+                StmtKind::Assign { key, value } if stmt.docs.is_empty() => {
+                    parts.push(format!("{} = {}", key.name, self.flat(value)));
+                }
+                _ => return None,
+            }
+        }
+        if parts.is_empty() {
+            return Some("{}".to_string());
+        }
+        Some(format!("{{ {} }}", parts.join(", ")))
+    }
+
+    /// For each statement, the key width to pad to (aligned `=` within runs
+    /// of consecutive one-line settings).
+    fn alignment(&self, block: &Block) -> Vec<usize> {
+        let mut widths = vec![0; block.stmts.len()];
+        let mut run: Vec<usize> = Vec::new();
+        let flush = |run: &mut Vec<usize>, widths: &mut Vec<usize>| {
+            let w = run
+                .iter()
+                .filter_map(|&i| match &block.stmts[i].kind {
+                    StmtKind::Assign { key, .. } => Some(key.name.len()),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            for &i in run.iter() {
+                widths[i] = w;
+            }
+            run.clear();
+        };
+        for (i, stmt) in block.stmts.iter().enumerate() {
+            let simple = matches!(stmt.kind, StmtKind::Assign { .. }) && !self.is_multiline(stmt.span);
+            let starts_group = i > 0 && {
+                let start = stmt.span.start as usize;
+                let prev_end = block.stmts[i - 1].span.end as usize;
+                let between = self.source_between(prev_end, start);
+                between.matches('\n').count() > 1
+            };
+            if !simple || starts_group {
+                flush(&mut run, &mut widths);
+            }
+            if simple {
+                run.push(i);
+            }
+        }
+        flush(&mut run, &mut widths);
+        widths
+    }
+
+    fn stmt(&mut self, stmt: &Stmt, key_width: usize) {
+        let pad = self.pad();
+        self.out.push_str(&pad);
+        let col = pad.len();
+        match &stmt.kind {
+            StmtKind::Assign { key, value } => {
+                let head = format!("{:width$} = ", key.name, width = key_width.max(key.name.len()));
+                self.out.push_str(&head);
+                let v = self.expr(value, col + head.len());
+                self.out.push_str(&v);
+            }
+            StmtKind::Block { key, body } => {
+                self.out.push_str(&key.name);
+                self.block(body, true);
+            }
+            StmtKind::Filter { cond } => {
+                self.out.push_str("filter ");
+                let v = self.expr(cond, col + 7);
+                self.out.push_str(&v);
+            }
+            StmtKind::Criterion {
+                name,
+                weight,
+                description,
+                body,
+            } => {
+                let mut line = format!("criterion {}", name.name);
+                if let Some(w) = weight {
+                    line.push_str(" weight ");
+                    line.push_str(&self.flat(w));
+                }
+                if let Some(d) = description {
+                    line.push(' ');
+                    line.push_str(&self.string(d));
+                }
+                self.out.push_str(&line);
+                if let Some(b) = body {
+                    self.block(b, true);
+                }
+            }
+            StmtKind::Penalty { name, value, when } => {
+                let mut line = format!("penalty {} = {}", name.name, self.flat(value));
+                if let Some(w) = when {
+                    line.push_str(" when ");
+                    line.push_str(&self.flat(w));
+                }
+                self.out.push_str(&line);
+            }
+            StmtKind::Format { name, weight } => {
+                let mut line = format!("format {}", name.name);
+                if let Some(w) = weight {
+                    line.push_str(" weight ");
+                    line.push_str(&self.flat(w));
+                }
+                self.out.push_str(&line);
+            }
+        }
+        self.trailing_comments(stmt.span.end as usize);
+    }
+
+    // ------------------------------------------------------------ expressions
+
+    fn string(&self, s: &StringLit) -> String {
+        if s.triple {
+            format!("\"\"\"{}\"\"\"", s.value)
+        } else {
+            format!("\"{}\"", escape(&s.value))
+        }
+    }
+
+    /// An expression at column `col`, broken over lines where it was written
+    /// so or does not fit.
+    fn expr(&mut self, e: &Expr, col: usize) -> String {
+        let flat = self.flat(e);
+        let too_long = col + flat.len() > MAX_WIDTH;
+        let multiline_source = self.is_multiline(e.span);
+        match &e.kind {
+            ExprKind::List { items } if !items.is_empty() && (multiline_source || too_long) => {
+                self.broken_list(items, e.span)
+            }
+            ExprKind::If { .. } if multiline_source || too_long => self.broken_if(e),
+            _ => flat,
+        }
+    }
+
+    fn broken_list(&mut self, items: &[Expr], span: Span) -> String {
+        let outer = self.out.len();
+        let _ = outer;
+        let mut s = String::from("[\n");
+        self.indent += 1;
+        for item in items {
+            s.push_str(&self.comments_into(item.span.start as usize));
+            let pad = self.pad();
+            let value = self.expr(item, pad.len());
+            s.push_str(&pad);
+            s.push_str(&value);
+            s.push(',');
+            s.push_str(&self.same_line_comment(item.span.end as usize, span.end as usize));
+            s.push('\n');
+        }
+        s.push_str(&self.comments_into(span.end as usize));
+        self.indent -= 1;
+        s.push_str(&self.pad());
+        s.push(']');
+        s
+    }
+
+    /// Comments before `pos` rendered as own lines (for broken lists).
+    fn comments_into(&mut self, pos: usize) -> String {
+        let mut s = String::new();
+        while let Some(c) = self.comments.get(self.next_comment) {
+            if c.span.start as usize >= pos {
+                break;
+            }
+            s.push_str(&self.pad());
+            s.push_str(&c.text);
+            s.push('\n');
+            self.next_comment += 1;
+        }
+        s
+    }
+
+    /// A comment after `end` on the same source line, before `limit`.
+    fn same_line_comment(&mut self, end: usize, limit: usize) -> String {
+        // Skip the separating comma in the source.
+        if let Some(c) = self.comments.get(self.next_comment) {
+            let start = c.span.start as usize;
+            if start < limit && !self.source_between(end, start).contains('\n') {
+                self.next_comment += 1;
+                return format!("  {}", c.text);
+            }
+        }
+        String::new()
+    }
+
+    fn broken_if(&mut self, e: &Expr) -> String {
+        let mut s = String::new();
+        let mut cur = e;
+        let mut first = true;
+        loop {
+            match &cur.kind {
+                ExprKind::If { cond, then, otherwise } => {
+                    if !first {
+                        s.push_str(" else ");
+                    }
+                    first = false;
+                    s.push_str("if ");
+                    s.push_str(&self.flat(cond));
+                    s.push_str(" {\n");
+                    self.indent += 1;
+                    let pad = self.pad();
+                    let body = self.expr(then, pad.len());
+                    s.push_str(&pad);
+                    s.push_str(&body);
+                    s.push('\n');
+                    self.indent -= 1;
+                    s.push_str(&self.pad());
+                    s.push('}');
+                    cur = otherwise;
+                }
+                _ => {
+                    s.push_str(" else {\n");
+                    self.indent += 1;
+                    let pad = self.pad();
+                    let body = self.expr(cur, pad.len());
+                    s.push_str(&pad);
+                    s.push_str(&body);
+                    s.push('\n');
+                    self.indent -= 1;
+                    s.push_str(&self.pad());
+                    s.push('}');
+                    return s;
+                }
+            }
+        }
+    }
+
+    /// The one-line form of an expression.
+    fn flat(&self, e: &Expr) -> String {
+        let mut s = String::new();
+        self.flat_into(e, &mut s);
+        s
+    }
+
+    fn flat_into(&self, e: &Expr, s: &mut String) {
+        match &e.kind {
+            ExprKind::Number(n) => s.push_str(&n.text),
+            ExprKind::Quantity { value, unit } => {
+                s.push_str(&value.text);
+                s.push(' ');
+                s.push_str(if value.value == 1.0 { unit.singular() } else { unit.plural() });
+            }
+            ExprKind::String(lit) => s.push_str(&self.string(lit)),
+            ExprKind::Bool { value } => s.push_str(if *value { "true" } else { "false" }),
+            ExprKind::Name { name } => s.push_str(name),
+            ExprKind::List { items } => {
+                s.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        s.push_str(", ");
+                    }
+                    self.flat_into(item, s);
+                }
+                s.push(']');
+            }
+            ExprKind::Paren { inner } => {
+                s.push('(');
+                self.flat_into(inner, s);
+                s.push(')');
+            }
+            ExprKind::Field { base, name } => {
+                self.flat_into(base, s);
+                s.push('.');
+                s.push_str(&name.name);
+            }
+            ExprKind::Index { base, index } => {
+                self.flat_into(base, s);
+                s.push('[');
+                self.flat_into(index, s);
+                s.push(']');
+            }
+            ExprKind::Call { callee, args } => {
+                self.flat_into(callee, s);
+                s.push('(');
+                for (i, arg) in args.iter().enumerate() {
+                    if i > 0 {
+                        s.push_str(", ");
+                    }
+                    if let Some(name) = &arg.name {
+                        s.push_str(&name.name);
+                        s.push_str(" = ");
+                    }
+                    self.flat_into(&arg.value, s);
+                }
+                s.push(')');
+            }
+            ExprKind::Unary { op, operand } => {
+                s.push_str(op.symbol());
+                if *op == UnaryOp::Not {
+                    s.push(' ');
+                }
+                self.flat_into(operand, s);
+            }
+            ExprKind::Binary { op, lhs, rhs } => {
+                self.flat_into(lhs, s);
+                if *op == BinaryOp::Range {
+                    s.push_str("..");
+                } else {
+                    s.push(' ');
+                    s.push_str(op.symbol());
+                    s.push(' ');
+                }
+                self.flat_into(rhs, s);
+            }
+            ExprKind::If { cond, then, otherwise } => {
+                s.push_str("if ");
+                self.flat_into(cond, s);
+                s.push_str(" { ");
+                self.flat_into(then, s);
+                s.push_str(" } else ");
+                if matches!(otherwise.kind, ExprKind::If { .. }) {
+                    self.flat_into(otherwise, s);
+                } else {
+                    s.push_str("{ ");
+                    self.flat_into(otherwise, s);
+                    s.push_str(" }");
+                }
+            }
+        }
+    }
+}

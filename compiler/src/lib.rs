@@ -1,0 +1,12 @@
+#![doc = include_str!("../ARCHITECTURE.md")]
+
+pub mod cli;
+pub mod diagnostic;
+pub mod fmt;
+pub mod source;
+pub mod span;
+pub mod syntax;
+
+pub use diagnostic::{Code, Diagnostic, Severity};
+pub use source::{SourceFile, SourceMap};
+pub use span::{SourceId, Span};

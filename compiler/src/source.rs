@@ -1,0 +1,191 @@
+//! The source map: every file the compiler read, by [`SourceId`].
+//!
+//! Diagnostics hold spans only; the map turns them into file names, snippets
+//! and 0-based line/column locations (UTF-16 columns for editors are computed
+//! from the same line index).
+
+use crate::diagnostic::{Code, Diagnostic};
+use crate::span::{SourceId, Span};
+use std::path::{Path, PathBuf};
+
+/// One source file: its display name, its text, and where its lines start.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// The name shown in diagnostics (a path relative to where the user ran
+    /// the command when possible, or `std/...` for the standard library).
+    pub name: String,
+    /// The path on disk, when the file came from disk.
+    pub path: Option<PathBuf>,
+    /// The full text (valid UTF-8; invalid files never get this far).
+    pub text: String,
+    line_starts: Vec<usize>,
+}
+
+/// A 0-based line and column (columns count Unicode scalar values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Location {
+    /// 0-based line number.
+    pub line: usize,
+    /// 0-based column, in characters.
+    pub column: usize,
+}
+
+impl SourceFile {
+    /// Builds a file and indexes its line starts.
+    pub fn new(name: impl Into<String>, path: Option<PathBuf>, text: String) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        SourceFile {
+            name: name.into(),
+            path,
+            text,
+            line_starts,
+        }
+    }
+
+    /// The 0-based line/column of a byte offset (clamped to the text).
+    pub fn location(&self, offset: usize) -> Location {
+        let offset = offset.min(self.text.len());
+        let line = match self.line_starts.binary_search(&offset) {
+            Ok(line) => line,
+            Err(next) => next.saturating_sub(1),
+        };
+        let start = self.line_starts.get(line).copied().unwrap_or(0);
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count());
+        Location { line, column }
+    }
+
+    /// The 0-based column of a byte offset in UTF-16 code units (for LSP).
+    pub fn utf16_column(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        let line = self.location(offset).line;
+        let start = self.line_starts.get(line).copied().unwrap_or(0);
+        self.text
+            .get(start..offset)
+            .map_or(0, |s| s.encode_utf16().count())
+    }
+
+    /// The byte offset of a 0-based line and UTF-16 column (for LSP), clamped.
+    pub fn offset_of_utf16(&self, line: usize, utf16_column: usize) -> usize {
+        let Some(&start) = self.line_starts.get(line) else {
+            return self.text.len();
+        };
+        let end = self
+            .line_starts
+            .get(line + 1)
+            .copied()
+            .unwrap_or(self.text.len());
+        let mut units = 0;
+        for (i, c) in self.text[start..end].char_indices() {
+            if units >= utf16_column {
+                return start + i;
+            }
+            units += c.len_utf16();
+        }
+        end
+    }
+
+    /// Number of lines (a trailing newline starts an empty last line).
+    pub fn line_count(&self) -> usize {
+        self.line_starts.len()
+    }
+
+    /// The source text under a span (empty if the span is out of range).
+    pub fn slice(&self, span: Span) -> &str {
+        self.text.get(span.range()).unwrap_or("")
+    }
+}
+
+/// Every file read during one compilation, addressed by [`SourceId`].
+#[derive(Debug, Default, Clone)]
+pub struct SourceMap {
+    files: Vec<SourceFile>,
+}
+
+impl SourceMap {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a file and returns its id.
+    pub fn add(&mut self, file: SourceFile) -> SourceId {
+        self.files.push(file);
+        SourceId(u32::try_from(self.files.len() - 1).unwrap_or(u32::MAX))
+    }
+
+    /// Adds text under a display name (no path on disk).
+    pub fn add_text(&mut self, name: impl Into<String>, text: impl Into<String>) -> SourceId {
+        self.add(SourceFile::new(name, None, text.into()))
+    }
+
+    /// Looks a file up by id.
+    pub fn get(&self, id: SourceId) -> Option<&SourceFile> {
+        self.files.get(id.0 as usize)
+    }
+
+    /// Finds the id of a file already read from `path`.
+    pub fn find_path(&self, path: &Path) -> Option<SourceId> {
+        self.files
+            .iter()
+            .position(|f| f.path.as_deref() == Some(path))
+            .and_then(|i| u32::try_from(i).ok())
+            .map(SourceId)
+    }
+
+    /// Reads a file from disk and adds it.
+    ///
+    /// # Errors
+    /// E0111 when it cannot be read; otherwise as [`SourceMap::load_bytes`].
+    pub fn load(&mut self, path: &Path) -> Result<SourceId, Box<Diagnostic>> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Box::new(
+                Diagnostic::error(Code::E0111, format!("cannot read `{}`: {e}", path.display()))
+                    .with_help("check the path and the file's permissions"),
+            )
+        })?;
+        self.load_bytes(path.display().to_string(), Some(path.to_path_buf()), &bytes)
+    }
+
+    /// Adds raw bytes under a name, checking size and UTF-8.
+    ///
+    /// # Errors
+    /// E0100 (not UTF-8) or E0106 (too large). The file is registered anyway,
+    /// with a lossy prefix of its text, so that the diagnostic can be shown.
+    pub fn load_bytes(
+        &mut self,
+        name: impl Into<String>,
+        path: Option<PathBuf>,
+        bytes: &[u8],
+    ) -> Result<SourceId, Box<Diagnostic>> {
+        let name = name.into();
+        let next = SourceId(u32::try_from(self.files.len()).unwrap_or(u32::MAX));
+        match crate::syntax::decode(next, bytes) {
+            Ok(text) => Ok(self.add(SourceFile::new(name, path, text.to_string()))),
+            Err(diag) => {
+                let shown = &bytes[..bytes.len().min(64 * 1024)];
+                let lossy = String::from_utf8_lossy(shown).into_owned();
+                let id = self.add(SourceFile::new(name, path, lossy));
+                let mut diag = *diag;
+                if let Err(e) = std::str::from_utf8(bytes) {
+                    if diag.code == Code::E0100 {
+                        let at = e.valid_up_to();
+                        diag = diag.with_primary(Span::new(id, at, at + 1), "invalid byte");
+                    }
+                }
+                Err(Box::new(diag))
+            }
+        }
+    }
+
+    /// All files with their ids.
+    pub fn iter(&self) -> impl Iterator<Item = (SourceId, &SourceFile)> {
+        self.files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (SourceId(u32::try_from(i).unwrap_or(u32::MAX)), f))
+    }
+}

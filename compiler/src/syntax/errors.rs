@@ -1,0 +1,322 @@
+//! Turning pest failures into coded, human diagnostics.
+//!
+//! The message names what was expected in words ("expected a value after
+//! `=`, found `}`"), never grammar rules. A few frequent situations get
+//! their own code and a targeted fix: an unknown declaration keyword (with
+//! "did you mean"), an `if` without `else`, a setting without `=`.
+
+use super::ast::{Comment, DeclKind};
+use super::expectations::{self, describe, Expectation};
+use super::grammar::Rule;
+use crate::diagnostic::{did_you_mean, Code, Diagnostic};
+use crate::span::{SourceId, Span};
+use pest::error::{Error, ErrorVariant, InputLocation};
+
+/// Converts a pest error at the furthest failure position.
+pub fn from_pest(source: SourceId, text: &str, err: &Error<Rule>, comments: &[Comment]) -> Diagnostic {
+    let pos = match err.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let rules: Vec<Rule> = match &err.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives.clone(),
+        ErrorVariant::CustomError { .. } => Vec::new(),
+    };
+    let found = Token::at(text, skip_trivia(text, pos, comments));
+    let expected = expectations::from_rules(&rules, found.is_punctuation());
+    let prev = Token::before(text, pos, comments);
+    let span = Span::new(source, found.start, found.end);
+
+    // An unknown word where a declaration should start.
+    if expected.contains(&Expectation::Declaration) && found.is_word() {
+        return unknown_declaration(span, &found.text, text, found.end);
+    }
+    // `if` without `else`.
+    if expected.contains(&Expectation::Token("else")) {
+        return Diagnostic::error(Code::E0112, format!("expected `else`, found {}", found.describe()))
+            .with_primary(span, "the `if` expression needs an `else` branch here")
+            .with_help("an expression always has a value: add `else { ... }` after the `if` branch");
+    }
+    // `key value` without `=`.
+    if let Some(prev) = &prev {
+        if expected.first() == Some(&Expectation::Token("=")) && prev.is_word() && found.starts_value() {
+            return Diagnostic::error(
+                Code::E0113,
+                format!("expected `=` after `{}`, found {}", prev.text, found.describe()),
+            )
+            .with_primary(Span::new(source, prev.end, prev.end), "missing `=`")
+            .with_secondary(span, "the value")
+            .with_help(format!(
+                "settings are written `key = value`: `{} = {}`",
+                prev.text,
+                rest_of_line(text, found.start)
+            ));
+        }
+    }
+
+    // `16 promts`: a misspelt unit reads as the key of a new setting.
+    if let Some(prev) = &prev {
+        if let Some(diag) = misspelt_unit(source, text, prev) {
+            return diag;
+        }
+    }
+
+    let what = describe(&expected);
+    let message = match &prev {
+        Some(prev) if prev.text.chars().count() <= 24 => {
+            format!("expected {what} after {}, found {}", prev.quoted(), found.describe())
+        }
+        _ => format!("expected {what}, found {}", found.describe()),
+    };
+    let mut diag = Diagnostic::error(Code::E0101, message).with_primary(span, format!("expected {what}"));
+    if let Some(help) = help_for(&expected, &found) {
+        diag = diag.with_help(help);
+    }
+    diag
+}
+
+fn help_for(expected: &[Expectation], found: &Token) -> Option<String> {
+    if found.text == "=" && (expected.contains(&Expectation::Value) || expected.contains(&Expectation::Operator)) {
+        return Some("compare with `==`; `=` only assigns a setting".into());
+    }
+    if found.text == ":" && expected.contains(&Expectation::Token("=")) {
+        return Some("settings use `=`, not `:`".into());
+    }
+    if found.text == ";" {
+        return Some("statements need no terminator; separate them with new lines or `,`".into());
+    }
+    if (found.text == "&&" || found.text == "&") && expected.contains(&Expectation::Setting) {
+        return Some("use `and` to combine conditions".into());
+    }
+    if found.text == "||" || found.text == "|" {
+        return Some("use `or` to combine conditions".into());
+    }
+    if found.text == "!" {
+        return Some("use `not` to negate a condition".into());
+    }
+    if found.text == "'" {
+        return Some("strings use double quotes: `\"text\"`".into());
+    }
+    if found.is_reserved() && expected.contains(&Expectation::Name) {
+        return Some(format!(
+            "`{}` is a reserved word; pick another name, e.g. `{}_`",
+            found.text, found.text
+        ));
+    }
+    if found.is_eof() && expected.contains(&Expectation::Value) {
+        return Some("the file ends in the middle of a setting: give it a value".into());
+    }
+    None
+}
+
+fn rest_of_line(text: &str, from: usize) -> &str {
+    let rest = text.get(from..).unwrap_or("");
+    rest[..rest.find('\n').unwrap_or(rest.len())].trim_end()
+}
+
+fn misspelt_unit(source: SourceId, text: &str, prev: &Token) -> Option<Diagnostic> {
+    if !prev.is_word() {
+        return None;
+    }
+    let line_head = text.get(..prev.start)?;
+    let line_head = &line_head[line_head.rfind('\n').map_or(0, |i| i + 1)..];
+    let before = line_head.trim_end();
+    if before.len() == line_head.len() || !before.ends_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let units = [
+        "prompts", "prompt", "completions", "completion", "tokens", "token", "steps", "step", "epochs", "epoch",
+    ];
+    let best = did_you_mean(&prev.text, units.iter().copied())?;
+    Some(
+        Diagnostic::error(Code::E0101, format!("unknown unit `{}`", prev.text))
+            .with_primary(Span::new(source, prev.start, prev.end), "not a unit")
+            .with_help(format!(
+                "did you mean `{best}`? Units are `prompts`, `completions`, `tokens`, `steps` and `epochs`"
+            )),
+    )
+}
+
+fn unknown_declaration(span: Span, word: &str, text: &str, after: usize) -> Diagnostic {
+    let mut keywords: Vec<&str> = DeclKind::ALL.iter().map(|k| k.keyword()).collect();
+    keywords.push("use");
+    let rest = text.get(after..).unwrap_or("").trim_start();
+    let mut diag = Diagnostic::error(Code::E0109, format!("unknown declaration keyword `{word}`"))
+        .with_primary(span, "not a declaration");
+    diag = if let Some(best) = did_you_mean(word, keywords.iter().copied()) {
+        diag.with_help(format!("did you mean `{best}`?"))
+    } else if rest.starts_with('=') || rest.starts_with('{') {
+        diag.with_help(format!(
+            "settings belong inside a declaration, e.g. `train stage {{ {word} = ... }}`"
+        ))
+    } else {
+        diag.with_help(format!(
+            "a file is a list of declarations: {}",
+            crate::diagnostic::one_of(&keywords)
+        ))
+    };
+    diag
+}
+
+/// Moves `pos` forward over whitespace and comments.
+fn skip_trivia(text: &str, mut pos: usize, comments: &[Comment]) -> usize {
+    let bytes = text.as_bytes();
+    loop {
+        while pos < bytes.len() && bytes[pos].is_ascii_whitespace() {
+            pos += 1;
+        }
+        match comments.iter().find(|c| c.span.start as usize == pos) {
+            Some(c) => pos = c.span.end as usize,
+            None => return pos,
+        }
+    }
+}
+
+/// A token of the source, found by looking at characters (the parser gave
+/// only a position).
+#[derive(Debug, Clone)]
+struct Token {
+    text: String,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+const TWO_CHAR: &[&str] = &["==", "!=", "<=", ">=", "..", "&&", "||"];
+
+impl Token {
+    fn at(text: &str, pos: usize) -> Token {
+        let rest = text.get(pos..).unwrap_or("");
+        let Some(first) = rest.chars().next() else {
+            return Token {
+                text: String::new(),
+                start: text.len(),
+                end: text.len(),
+                eof: true,
+            };
+        };
+        let len = if first.is_ascii_alphanumeric() || first == '_' {
+            rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' && first.is_ascii_digit()))
+                .unwrap_or(rest.len())
+        } else if first == '"' {
+            rest[1..].find(['"', '\n']).map_or(rest.len(), |i| (i + 2).min(rest.len()))
+        } else if TWO_CHAR.iter().any(|t| rest.starts_with(t)) {
+            2
+        } else {
+            first.len_utf8()
+        };
+        let len = len.min(64).max(1);
+        let mut end = pos + len;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Token {
+            text: text[pos..end].to_string(),
+            start: pos,
+            end,
+            eof: false,
+        }
+    }
+
+    /// The token that ends right before `pos` (skipping whitespace and
+    /// comments), if any.
+    fn before(text: &str, pos: usize, comments: &[Comment]) -> Option<Token> {
+        let bytes = text.as_bytes();
+        let mut end = pos.min(bytes.len());
+        loop {
+            while end > 0 && bytes[end - 1].is_ascii_whitespace() {
+                end -= 1;
+            }
+            match comments
+                .iter()
+                .find(|c| (c.span.start as usize) < end && end <= c.span.end as usize)
+            {
+                Some(c) => end = c.span.start as usize,
+                None => break,
+            }
+        }
+        if end == 0 {
+            return None;
+        }
+        let head = &text[..end];
+        let last = head.chars().next_back()?;
+        let start = if last.is_ascii_alphanumeric() || last == '_' {
+            head.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                .map_or(0, |i| i + 1)
+        } else if last == '"' {
+            head[..end - 1].rfind(['"', '\n']).unwrap_or(end - 1)
+        } else if TWO_CHAR.iter().any(|t| head.ends_with(t)) {
+            end - 2
+        } else {
+            end - last.len_utf8()
+        };
+        let mut start = start;
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        Some(Token {
+            text: text[start..end].to_string(),
+            start,
+            end,
+            eof: false,
+        })
+    }
+
+    fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    fn is_word(&self) -> bool {
+        self.text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    }
+
+    fn is_punctuation(&self) -> bool {
+        !self.eof
+            && self
+                .text
+                .chars()
+                .next()
+                .is_some_and(|c| !(c.is_alphanumeric() || c == '_' || c == '"' || c.is_control()))
+    }
+
+    fn is_reserved(&self) -> bool {
+        matches!(
+            self.text.as_str(),
+            "and" | "or" | "not" | "in" | "if" | "else" | "true" | "false"
+        )
+    }
+
+    fn starts_value(&self) -> bool {
+        self.text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '"' || c == '[' || c == '-')
+    }
+
+    fn quoted(&self) -> String {
+        if self.text.starts_with('"') {
+            if self.text.chars().count() <= 16 {
+                format!("`{}`", self.text)
+            } else {
+                "a string".to_string()
+            }
+        } else {
+            format!("`{}`", self.text)
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.eof {
+            "the end of the file".to_string()
+        } else if self.text.starts_with('"') {
+            "a string".to_string()
+        } else if self.text.chars().next().is_some_and(|c| c.is_control()) {
+            format!("the control character U+{:04X}", self.text.chars().next().map_or(0, |c| c as u32))
+        } else {
+            format!("`{}`", self.text)
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! A linear pre-scan of the source, run before the pest parser.
+//!
+//! It does what a PEG parser does poorly:
+//! - records every comment (for doc attachment and the formatter);
+//! - finds unterminated strings and invalid escapes, with the span of the
+//!   opening quote rather than "expected ..." at the end of the file;
+//! - matches brackets, so an unclosed or mismatched one is reported at its
+//!   opening position;
+//! - bounds nesting (brackets plus open `if`s) at [`MAX_NESTING`], so that
+//!   the recursive-descent parser can never overflow the stack, whatever
+//!   the input.
+//!
+//! It runs in one pass over the bytes and allocates only for comments.
+
+use crate::diagnostic::{Code, Diagnostic};
+use crate::span::{SourceId, Span};
+use crate::syntax::ast::Comment;
+
+/// The deepest nesting of brackets (and `if` conditions) the parser accepts.
+pub const MAX_NESTING: usize = 128;
+
+/// The largest source file the compiler reads, in bytes (8 MiB).
+pub const MAX_SOURCE_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Bracket(u8, usize),
+    If(usize),
+}
+
+/// Scans `text`; returns its comments, or the first lexical error.
+///
+/// # Errors
+/// E0102 (unterminated string), E0103 (unclosed delimiter), E0104
+/// (mismatched closing delimiter), E0105 (nesting too deep), E0107
+/// (invalid escape).
+pub fn scan(source: SourceId, text: &str) -> Result<Vec<Comment>, Box<Diagnostic>> {
+    let bytes = text.as_bytes();
+    let span = |start: usize, end: usize| Span::new(source, start, end);
+    let mut comments = Vec::new();
+    let mut stack: Vec<Open> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'#' => {
+                let end = memchr_newline(bytes, i);
+                let raw = &text[i..end];
+                let body = raw.trim_end();
+                let doc = body.starts_with("##") && !body.starts_with("###");
+                comments.push(Comment {
+                    text: body.to_string(),
+                    doc,
+                    span: span(i, i + body.len()),
+                });
+                i = end;
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                match find(bytes, i + 3, b"\"\"\"") {
+                    Some(close) => i = close + 3,
+                    None => {
+                        return Err(Box::new(
+                            Diagnostic::error(Code::E0102, "unterminated multi-line string")
+                                .with_primary(span(i, i + 3), "this `\"\"\"` is never closed")
+                                .with_help("close the text with `\"\"\"`"),
+                        ))
+                    }
+                }
+            }
+            b'"' => i = scan_plain_string(source, text, i)?,
+            b'(' | b'[' | b'{' => {
+                stack.push(Open::Bracket(b, i));
+                check_depth(source, &stack, i)?;
+                i += 1;
+            }
+            b')' | b']' | b'}' => {
+                while let Some(Open::If(_)) = stack.last() {
+                    stack.pop();
+                }
+                match stack.pop() {
+                    Some(Open::Bracket(open, at)) if closer(open) == b => {
+                        let _ = at;
+                    }
+                    Some(Open::Bracket(open, at)) => {
+                        return Err(Box::new(
+                            Diagnostic::error(
+                                Code::E0104,
+                                format!(
+                                    "mismatched closing delimiter: expected `{}`, found `{}`",
+                                    closer(open) as char,
+                                    b as char
+                                ),
+                            )
+                            .with_primary(span(i, i + 1), "this does not close the open bracket")
+                            .with_secondary(
+                                span(at, at + 1),
+                                format!("this `{}` is still open", open as char),
+                            )
+                            .with_help(format!(
+                                "close the `{}` with `{}` first",
+                                open as char,
+                                closer(open) as char
+                            )),
+                        ))
+                    }
+                    _ => {
+                        return Err(Box::new(
+                            Diagnostic::error(
+                                Code::E0104,
+                                format!("unexpected closing delimiter `{}`", b as char),
+                            )
+                            .with_primary(span(i, i + 1), "nothing is open here")
+                            .with_help("remove it, or add the opening bracket it closes"),
+                        ))
+                    }
+                }
+                i += 1;
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                match &text[start..i] {
+                    "if" => {
+                        stack.push(Open::If(start));
+                        check_depth(source, &stack, start)?;
+                    }
+                    "else" => {
+                        if let Some(Open::If(_)) = stack.last() {
+                            stack.pop();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            b'0'..=b'9' => {
+                // Numbers may contain letters (`1e-6`); skip them whole so
+                // that `1e5if` is not read as the keyword `if`.
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    if let Some(Open::Bracket(open, at)) = stack
+        .iter()
+        .rev()
+        .find(|o| matches!(o, Open::Bracket(..)))
+        .copied()
+    {
+        let mut diag = Diagnostic::error(
+            Code::E0103,
+            format!("unclosed delimiter `{}`", open as char),
+        )
+        .with_primary(
+            span(at, at + 1),
+            format!("this `{}` is never closed", open as char),
+        )
+        .with_help(format!(
+            "add `{}` where the {} ends",
+            closer(open) as char,
+            what_bracket(open)
+        ));
+        let end = text.trim_end().len();
+        if end > at + 1 {
+            diag = diag.with_secondary(span(end, end), "the file ends here");
+        }
+        return Err(Box::new(diag));
+    }
+    Ok(comments)
+}
+
+fn check_depth(source: SourceId, stack: &[Open], at: usize) -> Result<(), Box<Diagnostic>> {
+    if stack.len() > MAX_NESTING {
+        return Err(Box::new(
+            Diagnostic::error(
+                Code::E0105,
+                format!("nesting too deep: more than {MAX_NESTING} levels"),
+            )
+            .with_primary(
+                Span::new(source, at, at + 1),
+                format!("level {} starts here", stack.len()),
+            )
+            .with_help("flatten the expression, or move parts of it into named declarations"),
+        ));
+    }
+    Ok(())
+}
+
+fn closer(open: u8) -> u8 {
+    match open {
+        b'(' => b')',
+        b'[' => b']',
+        _ => b'}',
+    }
+}
+
+fn what_bracket(open: u8) -> &'static str {
+    match open {
+        b'(' => "argument list or group",
+        b'[' => "list",
+        _ => "block",
+    }
+}
+
+fn memchr_newline(bytes: &[u8], from: usize) -> usize {
+    bytes[from..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |p| from + p)
+}
+
+fn find(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    if from > bytes.len() {
+        return None;
+    }
+    bytes[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| from + p)
+}
+
+/// Scans a `"..."` string starting at `start`; returns the offset after it.
+fn scan_plain_string(source: SourceId, text: &str, start: usize) -> Result<usize, Box<Diagnostic>> {
+    let bytes = text.as_bytes();
+    let span = |a: usize, b: usize| Span::new(source, a, b);
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => return Ok(i + 1),
+            b'\n' => break,
+            b'\\' => {
+                let len = escape_len(text, i).map_err(|bad_end| {
+                    let shown = text.get(i..bad_end).unwrap_or("\\");
+                    Box::new(
+                        Diagnostic::error(
+                            Code::E0107,
+                            format!("invalid escape sequence `{shown}`"),
+                        )
+                        .with_primary(span(i, bad_end), "not a known escape")
+                        .with_help(
+                            "strings support `\\\\`, `\\\"`, `\\n`, `\\t`, `\\r`, `\\0` and `\\u{...}`; \
+                             use `\"\"\"...\"\"\"` for text with backslashes",
+                        ),
+                    )
+                })?;
+                i += len;
+            }
+            _ => i += 1,
+        }
+    }
+    let line_end = memchr_newline(bytes, start);
+    Err(Box::new(
+        Diagnostic::error(Code::E0102, "unterminated string")
+            .with_primary(span(start, line_end), "this string is never closed")
+            .with_help("close it with `\"` on the same line; use `\"\"\"...\"\"\"` for text over several lines"),
+    ))
+}
+
+/// The byte length of the escape at `at` (which holds `\`), or the end of the
+/// bad escape.
+fn escape_len(text: &str, at: usize) -> Result<usize, usize> {
+    let rest = &text[at + 1..];
+    let mut chars = rest.chars();
+    match chars.next() {
+        Some('\\' | '"' | 'n' | 't' | 'r' | '0') => Ok(2),
+        Some('u') => {
+            let body = rest.get(1..).unwrap_or("");
+            if !body.starts_with('{') {
+                return Err(at + 2);
+            }
+            let close = body.find('}').filter(|&c| c <= 9);
+            let Some(close) = close else {
+                return Err(at + 2 + body.find(['\n', '"']).unwrap_or(body.len()).min(9));
+            };
+            let hex = &body[1..close];
+            let valid = !hex.is_empty()
+                && u32::from_str_radix(hex, 16)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .is_some();
+            if valid {
+                Ok(2 + close + 1)
+            } else {
+                Err(at + 2 + close + 1)
+            }
+        }
+        Some('\n') | None => Err(at + 1),
+        Some(c) => Err(at + 1 + c.len_utf8()),
+    }
+}
+
+/// Resolves the escapes of a plain string body (already validated by
+/// [`scan`]); unknown escapes are kept verbatim.
+pub fn unescape(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some((_, 'n')) => out.push('\n'),
+            Some((_, 't')) => out.push('\t'),
+            Some((_, 'r')) => out.push('\r'),
+            Some((_, '0')) => out.push('\0'),
+            Some((_, '\\')) => out.push('\\'),
+            Some((_, '"')) => out.push('"'),
+            Some((i, 'u')) => {
+                let rest = &body[i + 1..];
+                let decoded = rest
+                    .strip_prefix('{')
+                    .and_then(|r| r.find('}').map(|c| &r[..c]))
+                    .and_then(|hex| {
+                        u32::from_str_radix(hex, 16)
+                            .ok()
+                            .and_then(char::from_u32)
+                            .map(|ch| (ch, hex.len() + 2))
+                    });
+                match decoded {
+                    Some((ch, skip)) => {
+                        out.push(ch);
+                        for _ in 0..skip {
+                            chars.next();
+                        }
+                    }
+                    None => out.push_str("\\u"),
+                }
+            }
+            Some((_, other)) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// Escapes a value for printing inside `"..."`.
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\0' => out.push_str("\\0"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
