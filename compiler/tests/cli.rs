@@ -1,0 +1,131 @@
+//! The `saferc` binary: exit codes, output formats, `fmt` and `explain`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn saferc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run saferc: {e}"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("saferc-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path.display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn check_exit_codes() {
+    let dir = temp_dir("check");
+    let good = write(&dir, "good.safer", "model m { arch = tiny_vlm }\n");
+    let bad = write(&dir, "bad.safer", "train t {\n  steps = }\n");
+    let ok = saferc(&["check", &good]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stderr(&ok).is_empty());
+
+    let err = saferc(&["check", &good, &bad]);
+    assert_eq!(err.status.code(), Some(1));
+    let text = stderr(&err);
+    assert!(text.contains("E0101") && text.contains("expected a value after `=`, found `}`"), "{text}");
+    assert!(text.contains("bad.safer:2:11"), "{text}");
+    assert!(text.contains("1 error"), "{text}");
+
+    let missing = saferc(&["check", &dir.join("nope.safer").display().to_string()]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("E0111"), "{}", stderr(&missing));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(saferc(&[]).status.code(), Some(2));
+    assert_eq!(saferc(&["check"]).status.code(), Some(2));
+    assert_eq!(saferc(&["check", "--bogus", "x.safer"]).status.code(), Some(2));
+    assert_eq!(saferc(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(saferc(&["explain", "nope"]).status.code(), Some(2));
+    assert_eq!(saferc(&["--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn check_json_format() {
+    let dir = temp_dir("json");
+    let bad = write(&dir, "bad.safer", "modle policy {\n}\n");
+    let out = saferc(&["check", "--format", "json", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    assert_eq!(doc["errors"], 1);
+    let diag = &doc["diagnostics"][0];
+    assert_eq!(diag["code"], "E0109");
+    assert_eq!(diag["severity"], "error");
+    assert_eq!(diag["help"], "did you mean `model`?");
+    let label = &diag["labels"][0];
+    assert_eq!(label["primary"], true);
+    assert_eq!(label["start"]["line"], 0);
+    assert_eq!(label["start"]["column"], 0);
+    assert_eq!(label["end"]["column"], 5);
+    assert!(label["file"].as_str().is_some_and(|f| f.ends_with("bad.safer")));
+
+    let good = write(&dir, "good.safer", "judge j { kind = rules }\n");
+    let clean = saferc(&["check", "--format", "json", &good]);
+    assert_eq!(clean.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&clean)).unwrap_or_default();
+    assert_eq!(doc["errors"], 0);
+}
+
+#[test]
+fn fmt_rewrites_and_check_reports() {
+    let dir = temp_dir("fmt");
+    let messy = write(&dir, "messy.safer", "model m{arch=tiny_vlm}\n");
+    let check = saferc(&["fmt", "--check", &messy]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(stdout(&check).contains("would reformat"), "{}", stdout(&check));
+    assert_eq!(std::fs::read_to_string(&messy).unwrap_or_default(), "model m{arch=tiny_vlm}\n");
+
+    let fix = saferc(&["fmt", &messy]);
+    assert_eq!(fix.status.code(), Some(0), "{}", stderr(&fix));
+    assert_eq!(std::fs::read_to_string(&messy).unwrap_or_default(), "model m { arch = tiny_vlm }\n");
+    assert_eq!(saferc(&["fmt", "--check", &messy]).status.code(), Some(0));
+
+    let broken = write(&dir, "broken.safer", "model m {\n");
+    let out = saferc(&["fmt", &broken]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("E0103"));
+    assert_eq!(std::fs::read_to_string(&broken).unwrap_or_default(), "model m {\n", "a file that does not parse is left alone");
+}
+
+#[test]
+fn parse_prints_tree_or_json() {
+    let dir = temp_dir("parse");
+    let file = write(&dir, "m.safer", "model m { arch = tiny_vlm }\n");
+    let tree = saferc(&["parse", &file]);
+    assert_eq!(tree.status.code(), Some(0));
+    assert!(stdout(&tree).starts_with("Module 0..28\n  Decl 0..27 model m"), "{}", stdout(&tree));
+    let json = saferc(&["parse", &file, "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap_or_default();
+    assert_eq!(doc["items"][0]["kind"]["item"], "decl");
+    assert_eq!(doc["items"][0]["kind"]["name"]["name"], "m");
+}
+
+#[test]
+fn explain_prints_the_code_page() {
+    let out = saferc(&["explain", "e0109"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).starts_with("# E0109: unknown declaration keyword"), "{}", stdout(&out));
+}
