@@ -1,1 +1,82 @@
-fn main(){}
+//! Benchmark: parse and check a generated 10,000-line pipeline.
+//!
+//! Run with `cargo bench -p saferc --bench parse_check`. Prints the median,
+//! minimum and maximum over 30 runs (after 3 warm-up runs). The goal from
+//! the front-end issue is under 50 ms in release on a 2-core machine.
+
+#![allow(clippy::panic)]
+
+use saferc::span::SourceId;
+use std::time::{Duration, Instant};
+
+/// A realistic file of about `lines` lines: models, datasets, rubrics and
+/// training stages with comments, doc comments and expressions.
+fn generate(lines: usize) -> String {
+    let mut out =
+        String::from("# Generated benchmark pipeline.\nuse \"std/rubrics/safety.safer\"\n\n");
+    let mut i = 0;
+    while out.lines().count() < lines {
+        out.push_str(&format!(
+            "## Policy number {i}.\nmodel policy_{i} {{\n  arch    = tiny_vlm  # built in\n  weights = \"models/tiny-{i}\"\n  dtype   = f32\n}}\n\n\
+             dataset data_{i} {{\n  source = jsonl(\"data/set-{i}.jsonl\")\n  filter label in [\"unsafe\", \"borderline\"] or category == \"benign\"\n  \
+             curate {{\n    policy   = policy_{i}\n    rollouts = 4\n    keep     = mean in 0.2..0.8 and std >= 0.15\n  }}\n  split {{ train = 0.9, eval = 0.1 }}\n}}\n\n\
+             rubric rubric_{i}(judge = rules) {{\n  criterion safety weight 0.5 \"Recognises the risk.\"\n  criterion helpful weight 0.3 \"Helps.\"\n  \
+             penalty hallucination = -3 when judge.flag(\"hallucination\")\n  format think_answer weight 0.1\n  \
+             total = if safety < 0.6 {{ 0.2 * safety }} else {{ weighted + penalties + format }}\n}}\n\n\
+             train stage_{i} {{\n  policy = policy_{i}\n  data   = data_{i}.train\n  reward = rubric_{i}\n  grpo {{\n    lr    = 1e-6\n    batch = 16 prompts\n    \
+             clip  = 0.2..0.28\n    kl {{ estimator = k3, placement = loss, beta = 0.01 }}\n  }}\n  steps = 200 steps\n}}\n\n"
+        ));
+        i += 1;
+    }
+    out
+}
+
+fn main() {
+    let text = generate(10_000);
+    if std::env::var_os("SPLIT").is_some() {
+        split_timing(&text);
+    }
+    let lines = text.lines().count();
+    let check = |text: &str| {
+        let module = saferc::syntax::parse(SourceId(0), text);
+        match module {
+            Ok(m) => m.items.len(),
+            Err(d) => panic!("benchmark input does not parse: {}", d.message),
+        }
+    };
+    for _ in 0..3 {
+        std::hint::black_box(check(&text));
+    }
+    let mut times: Vec<Duration> = (0..30)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(check(&text));
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "parse+check {lines} lines ({} KiB): median {:.2} ms, min {:.2} ms, max {:.2} ms",
+        text.len() / 1024,
+        ms(times[times.len() / 2]),
+        ms(times[0]),
+        ms(times[times.len() - 1])
+    );
+}
+
+#[allow(dead_code)]
+fn split_timing(text: &str) {
+    use pest::Parser;
+    use saferc::syntax::grammar::{Rule, SaferParser};
+    let t = Instant::now();
+    for _ in 0..10 {
+        std::hint::black_box(saferc::syntax::lexer::scan(SourceId(0), text).is_ok());
+    }
+    println!("lexer {:.2} ms", t.elapsed().as_secs_f64() * 100.0);
+    let t = Instant::now();
+    for _ in 0..10 {
+        std::hint::black_box(SaferParser::parse(Rule::file, text).is_ok());
+    }
+    println!("pest {:.2} ms", t.elapsed().as_secs_f64() * 100.0);
+}

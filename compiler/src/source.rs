@@ -143,8 +143,11 @@ impl SourceMap {
     pub fn load(&mut self, path: &Path) -> Result<SourceId, Box<Diagnostic>> {
         let bytes = std::fs::read(path).map_err(|e| {
             Box::new(
-                Diagnostic::error(Code::E0111, format!("cannot read `{}`: {e}", path.display()))
-                    .with_help("check the path and the file's permissions"),
+                Diagnostic::error(
+                    Code::E0111,
+                    format!("cannot read `{}`: {e}", path.display()),
+                )
+                .with_help("check the path and the file's permissions"),
             )
         })?;
         self.load_bytes(path.display().to_string(), Some(path.to_path_buf()), &bytes)

@@ -1,5 +1,7 @@
 //! The `saferc` binary: exit codes, output formats, `fmt` and `explain`.
 
+#![allow(clippy::panic)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -44,7 +46,10 @@ fn check_exit_codes() {
     let err = saferc(&["check", &good, &bad]);
     assert_eq!(err.status.code(), Some(1));
     let text = stderr(&err);
-    assert!(text.contains("E0101") && text.contains("expected a value after `=`, found `}`"), "{text}");
+    assert!(
+        text.contains("E0101") && text.contains("expected a value after `=`, found `}`"),
+        "{text}"
+    );
     assert!(text.contains("bad.safer:2:11"), "{text}");
     assert!(text.contains("1 error"), "{text}");
 
@@ -57,7 +62,10 @@ fn check_exit_codes() {
 fn usage_errors_exit_2() {
     assert_eq!(saferc(&[]).status.code(), Some(2));
     assert_eq!(saferc(&["check"]).status.code(), Some(2));
-    assert_eq!(saferc(&["check", "--bogus", "x.safer"]).status.code(), Some(2));
+    assert_eq!(
+        saferc(&["check", "--bogus", "x.safer"]).status.code(),
+        Some(2)
+    );
     assert_eq!(saferc(&["frobnicate"]).status.code(), Some(2));
     assert_eq!(saferc(&["explain", "nope"]).status.code(), Some(2));
     assert_eq!(saferc(&["--help"]).status.code(), Some(0));
@@ -69,7 +77,8 @@ fn check_json_format() {
     let bad = write(&dir, "bad.safer", "modle policy {\n}\n");
     let out = saferc(&["check", "--format", "json", &bad]);
     assert_eq!(out.status.code(), Some(1));
-    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    let doc: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
     assert_eq!(doc["errors"], 1);
     let diag = &doc["diagnostics"][0];
     assert_eq!(diag["code"], "E0109");
@@ -80,7 +89,9 @@ fn check_json_format() {
     assert_eq!(label["start"]["line"], 0);
     assert_eq!(label["start"]["column"], 0);
     assert_eq!(label["end"]["column"], 5);
-    assert!(label["file"].as_str().is_some_and(|f| f.ends_with("bad.safer")));
+    assert!(label["file"]
+        .as_str()
+        .is_some_and(|f| f.ends_with("bad.safer")));
 
     let good = write(&dir, "good.safer", "judge j { kind = rules }\n");
     let clean = saferc(&["check", "--format", "json", &good]);
@@ -95,19 +106,33 @@ fn fmt_rewrites_and_check_reports() {
     let messy = write(&dir, "messy.safer", "model m{arch=tiny_vlm}\n");
     let check = saferc(&["fmt", "--check", &messy]);
     assert_eq!(check.status.code(), Some(1));
-    assert!(stdout(&check).contains("would reformat"), "{}", stdout(&check));
-    assert_eq!(std::fs::read_to_string(&messy).unwrap_or_default(), "model m{arch=tiny_vlm}\n");
+    assert!(
+        stdout(&check).contains("would reformat"),
+        "{}",
+        stdout(&check)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&messy).unwrap_or_default(),
+        "model m{arch=tiny_vlm}\n"
+    );
 
     let fix = saferc(&["fmt", &messy]);
     assert_eq!(fix.status.code(), Some(0), "{}", stderr(&fix));
-    assert_eq!(std::fs::read_to_string(&messy).unwrap_or_default(), "model m { arch = tiny_vlm }\n");
+    assert_eq!(
+        std::fs::read_to_string(&messy).unwrap_or_default(),
+        "model m { arch = tiny_vlm }\n"
+    );
     assert_eq!(saferc(&["fmt", "--check", &messy]).status.code(), Some(0));
 
     let broken = write(&dir, "broken.safer", "model m {\n");
     let out = saferc(&["fmt", &broken]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("E0103"));
-    assert_eq!(std::fs::read_to_string(&broken).unwrap_or_default(), "model m {\n", "a file that does not parse is left alone");
+    assert_eq!(
+        std::fs::read_to_string(&broken).unwrap_or_default(),
+        "model m {\n",
+        "a file that does not parse is left alone"
+    );
 }
 
 #[test]
@@ -116,7 +141,11 @@ fn parse_prints_tree_or_json() {
     let file = write(&dir, "m.safer", "model m { arch = tiny_vlm }\n");
     let tree = saferc(&["parse", &file]);
     assert_eq!(tree.status.code(), Some(0));
-    assert!(stdout(&tree).starts_with("Module 0..28\n  Decl 0..27 model m"), "{}", stdout(&tree));
+    assert!(
+        stdout(&tree).starts_with("Module 0..28\n  Decl 0..27 model m"),
+        "{}",
+        stdout(&tree)
+    );
     let json = saferc(&["parse", &file, "--json"]);
     let doc: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap_or_default();
     assert_eq!(doc["items"][0]["kind"]["item"], "decl");
@@ -127,5 +156,9 @@ fn parse_prints_tree_or_json() {
 fn explain_prints_the_code_page() {
     let out = saferc(&["explain", "e0109"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout(&out).starts_with("# E0109: unknown declaration keyword"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("# E0109: unknown declaration keyword"),
+        "{}",
+        stdout(&out)
+    );
 }

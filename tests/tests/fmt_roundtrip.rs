@@ -2,6 +2,8 @@
 //! parses to the same AST (spans aside, comments included), formatting it
 //! again changes nothing, and shipped files are already formatted.
 
+#![allow(clippy::panic)]
+
 use safer_tests::{all_valid_safer_files, relative, shipped_safer_files, without_spans};
 use saferc::span::SourceId;
 use saferc::{fmt, syntax};
@@ -9,7 +11,11 @@ use saferc::{fmt, syntax};
 #[test]
 fn format_round_trips_and_is_idempotent() {
     let files = all_valid_safer_files();
-    assert!(files.len() >= 10, "expected the corpus and shipped files, found {}", files.len());
+    assert!(
+        files.len() >= 10,
+        "expected the corpus and shipped files, found {}",
+        files.len()
+    );
     for path in files {
         let name = relative(&path);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -27,7 +33,10 @@ fn format_round_trips_and_is_idempotent() {
             "formatting changed the syntax tree of {name}:\n{once}"
         );
         let twice = fmt::format_module(&after, &once);
-        assert_eq!(once, twice, "formatting {name} twice gives a different result");
+        assert_eq!(
+            once, twice,
+            "formatting {name} twice gives a different result"
+        );
     }
 }
 
@@ -36,7 +45,13 @@ fn shipped_files_are_formatted() {
     for path in shipped_safer_files() {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let formatted = fmt::format_source(&text).unwrap_or_default();
-        assert_eq!(text, formatted, "{} is not formatted: run `saferc fmt {}`", relative(&path), relative(&path));
+        assert_eq!(
+            text,
+            formatted,
+            "{} is not formatted: run `saferc fmt {}`",
+            relative(&path),
+            relative(&path)
+        );
     }
 }
 
@@ -64,8 +79,17 @@ fn layout_rules() {
 
 #[test]
 fn long_lists_break_one_item_per_line() {
-    let src = format!("dataset d {{\n  dedup = [{}]\n}}\n", (0..30).map(|i| format!("\"set{i}\"")).collect::<Vec<_>>().join(", "));
+    let src = format!(
+        "dataset d {{\n  dedup = [{}]\n}}\n",
+        (0..30)
+            .map(|i| format!("\"set{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let out = fmt::format_source(&src).unwrap_or_default();
-    assert!(out.contains("  dedup = [\n    \"set0\",\n    \"set1\",\n"), "{out}");
+    assert!(
+        out.contains("  dedup = [\n    \"set0\",\n    \"set1\",\n"),
+        "{out}"
+    );
     assert_eq!(fmt::format_source(&out).unwrap_or_default(), out);
 }

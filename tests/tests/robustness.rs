@@ -5,6 +5,8 @@
 //! These tests run on the default test thread (2 MiB of stack), which is
 //! the point: nesting limits must hold there.
 
+#![allow(clippy::panic)]
+
 use proptest::prelude::*;
 use safer_tests::{all_valid_safer_files, relative};
 use saferc::span::SourceId;
@@ -23,9 +25,21 @@ fn parse_never_panics(bytes: &[u8]) -> Result<(), Code> {
             Ok(())
         }
         Err(d) => {
-            assert!(d.code.as_str().starts_with("E01"), "unexpected code {}", d.code);
-            assert!(!d.message.contains("internal compiler error"), "{}", d.message);
-            assert!(!d.message.contains("Rule::") && !d.message.contains("_stmt"), "rule name leaked: {}", d.message);
+            assert!(
+                d.code.as_str().starts_with("E01"),
+                "unexpected code {}",
+                d.code
+            );
+            assert!(
+                !d.message.contains("internal compiler error"),
+                "{}",
+                d.message
+            );
+            assert!(
+                !d.message.contains("Rule::") && !d.message.contains("_stmt"),
+                "rule name leaked: {}",
+                d.message
+            );
             Err(d.code)
         }
     }
@@ -42,7 +56,11 @@ fn corpus() -> Vec<Vec<u8>> {
 fn every_prefix_of_every_valid_file() {
     for path in all_valid_safer_files() {
         let bytes = std::fs::read(&path).unwrap_or_default();
-        assert!(parse_never_panics(&bytes).is_ok(), "{} must parse", relative(&path));
+        assert!(
+            parse_never_panics(&bytes).is_ok(),
+            "{} must parse",
+            relative(&path)
+        );
         for cut in 0..bytes.len() {
             let _ = parse_never_panics(&bytes[..cut]);
         }
@@ -57,7 +75,11 @@ fn deep_nesting_is_an_error_not_a_crash() {
         format!("rubric r {{ total = {}{} }}", "[".repeat(n), "]".repeat(n)),
         format!("train t {}{}", "a { ".repeat(n), "}".repeat(n)),
         format!("rubric r {{ total = {}1 }}", "if a { 1 } else ".repeat(n)),
-        format!("rubric r {{ total = {}x {} }}", "if ".repeat(n), "{ 1 } else { 2 }".repeat(n)),
+        format!(
+            "rubric r {{ total = {}x {} }}",
+            "if ".repeat(n),
+            "{ 1 } else { 2 }".repeat(n)
+        ),
         format!("rubric r {{ total = {}x }}", "not ".repeat(n)),
         format!("rubric r {{ total = {}x }}", "-".repeat(n)),
         format!("rubric r {{ total = {} }}", vec!["1"; 100_000].join(" + ")),
@@ -70,7 +92,10 @@ fn deep_nesting_is_an_error_not_a_crash() {
     for case in cases {
         let result = parse_never_panics(case.as_bytes());
         assert!(
-            matches!(result, Err(Code::E0105 | Code::E0103 | Code::E0104 | Code::E0101 | Code::E0109)),
+            matches!(
+                result,
+                Err(Code::E0105 | Code::E0103 | Code::E0104 | Code::E0101 | Code::E0109)
+            ),
             "{:?} for input starting {:?}",
             result,
             &case[..40.min(case.len())]
@@ -92,7 +117,11 @@ fn binary_junk_and_invalid_utf8() {
     let ascii: Vec<u8> = junk.iter().map(|b| b & 0x7f).collect();
     assert!(parse_never_panics(&ascii).is_err());
     assert_eq!(parse_never_panics(b"prompt p = \"\xff\""), Err(Code::E0100));
-    assert_eq!(parse_never_panics(b"\xef\xbb\xbfmodel m {}"), Err(Code::E0101), "a byte-order mark is reported");
+    assert_eq!(
+        parse_never_panics(b"\xef\xbb\xbfmodel m {}"),
+        Err(Code::E0101),
+        "a byte-order mark is reported"
+    );
     assert_eq!(parse_never_panics(b"\0"), Err(Code::E0101));
 }
 
@@ -119,15 +148,52 @@ enum Mutation {
 }
 
 const FRAGMENTS: &[&str] = &[
-    "{", "}", "(", ")", "[", "]", "\"", "\"\"\"", "#", "##", "=", "==", "..", ".", ",", "\n", " ", "if", "else",
-    "not", "in", "and", "-", "+", "16 prompts", "model", "use", "criterion", "penalty", "when", "weight",
-    "\\", "\\u{", "1e", "1e999", "\u{2603}", "\t", "x",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    "\"",
+    "\"\"\"",
+    "#",
+    "##",
+    "=",
+    "==",
+    "..",
+    ".",
+    ",",
+    "\n",
+    " ",
+    "if",
+    "else",
+    "not",
+    "in",
+    "and",
+    "-",
+    "+",
+    "16 prompts",
+    "model",
+    "use",
+    "criterion",
+    "penalty",
+    "when",
+    "weight",
+    "\\",
+    "\\u{",
+    "1e",
+    "1e999",
+    "\u{2603}",
+    "\t",
+    "x",
 ];
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
-        (any::<usize>(), prop::sample::select(FRAGMENTS)).prop_map(|(at, f)| Mutation::Insert(at, f.as_bytes().to_vec())),
-        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..4)).prop_map(|(at, b)| Mutation::Insert(at, b)),
+        (any::<usize>(), prop::sample::select(FRAGMENTS))
+            .prop_map(|(at, f)| Mutation::Insert(at, f.as_bytes().to_vec())),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..4))
+            .prop_map(|(at, b)| Mutation::Insert(at, b)),
         (any::<usize>(), 1usize..40).prop_map(|(at, n)| Mutation::Delete(at, n)),
         (any::<usize>(), 1usize..40).prop_map(|(at, n)| Mutation::Duplicate(at, n)),
         (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::Replace(at, b)),

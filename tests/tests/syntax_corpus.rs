@@ -2,6 +2,8 @@
 //! dump is snapshotted; every `tests/cases/syntax/errors/*.safer` fails and
 //! its snapshot is the source with the rendered diagnostic.
 
+#![allow(clippy::panic)]
+
 use safer_tests::{relative, render_plain, source_and_error};
 use saferc::syntax::{self, dump};
 use saferc::SourceMap;
@@ -23,7 +25,11 @@ fn parse() {
             }, {
                 insta::assert_snapshot!(dump::module(&module));
             }),
-            Err(d) => panic!("{} should parse:\n{}", relative(path), render_plain(&[*d], &sources)),
+            Err(d) => panic!(
+                "{} should parse:\n{}",
+                relative(path),
+                render_plain(&[*d], &sources)
+            ),
         }
     });
 }
@@ -33,12 +39,10 @@ fn syntax_error() {
     insta::glob!("../cases/syntax/errors", "*.safer", |path| {
         let bytes = std::fs::read(path).unwrap_or_default();
         let mut sources = SourceMap::new();
-        let result = sources
-            .load(path)
-            .and_then(|id| {
-                let text = sources.get(id).map(|f| f.text.clone()).unwrap_or_default();
-                syntax::parse(id, &text).map(|_| ())
-            });
+        let result = sources.load(path).and_then(|id| {
+            let text = sources.get(id).map(|f| f.text.clone()).unwrap_or_default();
+            syntax::parse(id, &text).map(|_| ())
+        });
         let Err(diag) = result else {
             panic!("{} should not parse", relative(path));
         };

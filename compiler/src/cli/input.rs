@@ -16,7 +16,10 @@ pub fn read(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Box<Diagno
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf).map_err(|e| {
-            Box::new(Diagnostic::error(Code::E0111, format!("cannot read standard input: {e}")))
+            Box::new(Diagnostic::error(
+                Code::E0111,
+                format!("cannot read standard input: {e}"),
+            ))
         })?;
         return sources.load_bytes("-", None, &buf);
     }
@@ -35,15 +38,22 @@ pub fn emit(diags: &[Diagnostic], sources: &SourceMap, format: Format) {
                 eprint!("{}", render::render(d, sources, options));
                 eprintln!();
             }
-            let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
             let warnings = diags.len() - errors;
             if errors + warnings > 0 {
                 eprintln!("{}", summary(errors, warnings));
             }
         }
         Format::Json => {
-            let list: Vec<serde_json::Value> = diags.iter().map(|d| render::to_json(d, sources)).collect();
-            let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+            let list: Vec<serde_json::Value> =
+                diags.iter().map(|d| render::to_json(d, sources)).collect();
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
             let doc = serde_json::json!({
                 "diagnostics": list,
                 "errors": errors,
@@ -55,7 +65,13 @@ pub fn emit(diags: &[Diagnostic], sources: &SourceMap, format: Format) {
 }
 
 fn summary(errors: usize, warnings: usize) -> String {
-    let plural = |n: usize, w: &str| if n == 1 { format!("{n} {w}") } else { format!("{n} {w}s") };
+    let plural = |n: usize, w: &str| {
+        if n == 1 {
+            format!("{n} {w}")
+        } else {
+            format!("{n} {w}s")
+        }
+    };
     match (errors, warnings) {
         (0, w) => plural(w, "warning"),
         (e, 0) => plural(e, "error"),

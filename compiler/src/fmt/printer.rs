@@ -1,9 +1,9 @@
 //! The printer behind [`format_source`](super::format_source).
 
 use super::MAX_WIDTH;
+use crate::span::Span;
 use crate::syntax::ast::*;
 use crate::syntax::lexer::escape;
-use crate::span::Span;
 
 pub(super) fn print(module: &Module, text: &str) -> String {
     let mut p = Printer {
@@ -89,7 +89,9 @@ impl<'a> Printer<'a> {
     }
 
     fn is_multiline(&self, span: Span) -> bool {
-        self.text.get(span.range()).is_some_and(|s| s.contains('\n'))
+        self.text
+            .get(span.range())
+            .is_some_and(|s| s.contains('\n'))
     }
 
     /// True when the source has a blank line right before `start`, looking
@@ -114,7 +116,10 @@ impl<'a> Printer<'a> {
             if c.span.start as usize >= pos {
                 break;
             }
-            if self.blank_before(c.span.start as usize) && !self.out.is_empty() && !self.out.ends_with("{\n") {
+            if self.blank_before(c.span.start as usize)
+                && !self.out.is_empty()
+                && !self.out.ends_with("{\n")
+            {
                 self.blank_line();
             }
             let line = format!("{}{}\n", self.pad(), c.text);
@@ -170,7 +175,10 @@ impl<'a> Printer<'a> {
         if module.items.is_empty() {
             self.leading_comments(usize::MAX);
         } else {
-            let rest_start = self.comments.get(self.next_comment).map(|c| c.span.start as usize);
+            let rest_start = self
+                .comments
+                .get(self.next_comment)
+                .map(|c| c.span.start as usize);
             if let Some(start) = rest_start {
                 if self.blank_before(start) {
                     self.blank_line();
@@ -251,7 +259,7 @@ impl<'a> Printer<'a> {
             if let Some(inline) = self.inline_block(block) {
                 let line_start = self.out.rfind('\n').map_or(0, |i| i + 1);
                 let col = self.out.len() - line_start;
-                if col + inline.len() + 1 <= MAX_WIDTH {
+                if col + inline.len() < MAX_WIDTH {
                     self.out.push(' ');
                     self.out.push_str(&inline);
                     return;
@@ -281,9 +289,10 @@ impl<'a> Printer<'a> {
         if self.is_multiline(block.span) {
             return None;
         }
-        let has_comment = self.comments.iter().any(|c| {
-            c.span.start >= block.span.start && c.span.start < block.span.end
-        });
+        let has_comment = self
+            .comments
+            .iter()
+            .any(|c| c.span.start >= block.span.start && c.span.start < block.span.end);
         if has_comment {
             return None;
         }
@@ -302,12 +311,25 @@ impl<'a> Printer<'a> {
         Some(format!("{{ {} }}", parts.join(", ")))
     }
 
+    /// Whether a value is printed over several lines at column `col`.
+    fn breaks(&self, e: &Expr, col: usize) -> bool {
+        let breakable = match &e.kind {
+            ExprKind::List { items } => !items.is_empty(),
+            ExprKind::If { .. } => true,
+            _ => false,
+        };
+        breakable && (self.is_multiline(e.span) || col + self.flat(e).len() > MAX_WIDTH)
+    }
+
     /// For each statement, the key width to pad to (aligned `=` within runs
-    /// of consecutive one-line settings).
-    fn alignment(&self, block: &Block) -> Vec<usize> {
-        let mut widths = vec![0; block.stmts.len()];
+    /// of consecutive settings printed on one line), or `None` for the
+    /// statements outside such runs. The decision depends only on what is
+    /// printed, never on the source layout of a one-line result, so that
+    /// formatting is idempotent.
+    fn alignment(&self, block: &Block) -> Vec<Option<usize>> {
+        let mut widths = vec![None; block.stmts.len()];
         let mut run: Vec<usize> = Vec::new();
-        let flush = |run: &mut Vec<usize>, widths: &mut Vec<usize>| {
+        let flush = |run: &mut Vec<usize>, widths: &mut Vec<Option<usize>>| {
             let w = run
                 .iter()
                 .filter_map(|&i| match &block.stmts[i].kind {
@@ -317,12 +339,16 @@ impl<'a> Printer<'a> {
                 .max()
                 .unwrap_or(0);
             for &i in run.iter() {
-                widths[i] = w;
+                widths[i] = Some(w);
             }
             run.clear();
         };
         for (i, stmt) in block.stmts.iter().enumerate() {
-            let simple = matches!(stmt.kind, StmtKind::Assign { .. }) && !self.is_multiline(stmt.span);
+            let col = 2 * self.indent;
+            let simple = match &stmt.kind {
+                StmtKind::Assign { key, value } => !self.breaks(value, col + key.name.len() + 3),
+                _ => false,
+            };
             let starts_group = i > 0 && {
                 let start = stmt.span.start as usize;
                 let prev_end = block.stmts[i - 1].span.end as usize;
@@ -340,15 +366,19 @@ impl<'a> Printer<'a> {
         widths
     }
 
-    fn stmt(&mut self, stmt: &Stmt, key_width: usize) {
+    fn stmt(&mut self, stmt: &Stmt, key_width: Option<usize>) {
         let pad = self.pad();
         self.out.push_str(&pad);
         let col = pad.len();
         match &stmt.kind {
             StmtKind::Assign { key, value } => {
-                let head = format!("{:width$} = ", key.name, width = key_width.max(key.name.len()));
+                let width = key_width.unwrap_or(0).max(key.name.len());
+                let head = format!("{:width$} = ", key.name);
                 self.out.push_str(&head);
-                let v = self.expr(value, col + head.len());
+                let v = match key_width {
+                    Some(_) => self.flat(value),
+                    None => self.expr(value, col + head.len()),
+                };
                 self.out.push_str(&v);
             }
             StmtKind::Block { key, body } => {
@@ -481,7 +511,11 @@ impl<'a> Printer<'a> {
         let mut first = true;
         loop {
             match &cur.kind {
-                ExprKind::If { cond, then, otherwise } => {
+                ExprKind::If {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
                     if !first {
                         s.push_str(" else ");
                     }
@@ -530,7 +564,11 @@ impl<'a> Printer<'a> {
             ExprKind::Quantity { value, unit } => {
                 s.push_str(&value.text);
                 s.push(' ');
-                s.push_str(if value.value == 1.0 { unit.singular() } else { unit.plural() });
+                s.push_str(if value.value == 1.0 {
+                    unit.singular()
+                } else {
+                    unit.plural()
+                });
             }
             ExprKind::String(lit) => s.push_str(&self.string(lit)),
             ExprKind::Bool { value } => s.push_str(if *value { "true" } else { "false" }),
@@ -594,7 +632,11 @@ impl<'a> Printer<'a> {
                 }
                 self.flat_into(rhs, s);
             }
-            ExprKind::If { cond, then, otherwise } => {
+            ExprKind::If {
+                cond,
+                then,
+                otherwise,
+            } => {
                 s.push_str("if ");
                 self.flat_into(cond, s);
                 s.push_str(" { ");

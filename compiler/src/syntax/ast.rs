@@ -291,10 +291,7 @@ impl Unit {
     /// Reads a unit word, singular or plural.
     pub fn from_word(word: &str) -> Option<Unit> {
         let plural = word.strip_suffix('s').unwrap_or(word);
-        Unit::ALL
-            .iter()
-            .copied()
-            .find(|u| u.singular() == plural)
+        Unit::ALL.iter().copied().find(|u| u.singular() == plural)
     }
 
     /// `prompt`, `token`, ...

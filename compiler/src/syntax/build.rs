@@ -50,7 +50,6 @@ pub fn module(
             _ => {}
         }
     }
-    drop(b);
     Ok(Module {
         items,
         comments,
@@ -60,12 +59,11 @@ pub fn module(
 
 pub(crate) fn internal(source: SourceId, what: &str) -> Box<Diagnostic> {
     Box::new(
-        Diagnostic::error(
-            Code::E0101,
-            format!("internal compiler error: {what}"),
-        )
-        .with_primary(Span::new(source, 0, 0), "")
-        .with_help("please report this at https://github.com/saferc/saferc/issues with the file"),
+        Diagnostic::error(Code::E0101, format!("internal compiler error: {what}"))
+            .with_primary(Span::new(source, 0, 0), "")
+            .with_help(
+                "please report this at https://github.com/saferc/saferc/issues with the file",
+            ),
     )
 }
 
@@ -81,7 +79,9 @@ impl<'t> Builder<'t> {
             while end > start && bytes[end - 1].is_ascii_whitespace() {
                 end -= 1;
             }
-            let idx = self.comments.partition_point(|c| (c.span.end as usize) < end);
+            let idx = self
+                .comments
+                .partition_point(|c| (c.span.end as usize) < end);
             match self.comments.get(idx) {
                 Some(c) if c.span.end as usize == end && c.span.start as usize >= start => {
                     end = c.span.start as usize;
@@ -104,10 +104,7 @@ impl<'t> Builder<'t> {
         let mut docs = Vec::new();
         let mut boundary = start;
         for c in self.comments[..idx].iter().rev() {
-            let between = self
-                .text
-                .get(c.span.end as usize..boundary)
-                .unwrap_or("x");
+            let between = self.text.get(c.span.end as usize..boundary).unwrap_or("x");
             let blank_gap = between.matches('\n').count() > 1;
             if !c.doc || !between.trim().is_empty() || blank_gap {
                 break;
@@ -210,8 +207,12 @@ impl<'t> Builder<'t> {
         let mut stmts = Vec::new();
         for p in pair.into_inner() {
             let kind = match p.as_rule() {
-                Rule::assign_stmt | Rule::block_stmt | Rule::filter_stmt | Rule::criterion_stmt
-                | Rule::penalty_stmt | Rule::format_stmt => p.as_rule(),
+                Rule::assign_stmt
+                | Rule::block_stmt
+                | Rule::filter_stmt
+                | Rule::criterion_stmt
+                | Rule::penalty_stmt
+                | Rule::format_stmt => p.as_rule(),
                 _ => continue,
             };
             let span = self.span(&p);
@@ -245,7 +246,9 @@ impl<'t> Builder<'t> {
         let mut exprs = exprs.into_iter();
         if rule == Rule::filter_stmt {
             return Ok(StmtKind::Filter {
-                cond: exprs.next().ok_or_else(|| self.missing("filter condition"))?,
+                cond: exprs
+                    .next()
+                    .ok_or_else(|| self.missing("filter condition"))?,
             });
         }
         let name = names
@@ -321,7 +324,10 @@ impl<'t> Builder<'t> {
                     expr::MAX_EXPR_DEPTH
                 ),
             )
-            .with_primary(Span::new(span.source, span.start as usize, span.start as usize + 1), "this expression goes too deep")
+            .with_primary(
+                Span::new(span.source, span.start as usize, span.start as usize + 1),
+                "this expression goes too deep",
+            )
             .with_help("split it into smaller expressions, or move parts into named declarations"),
         )
     }

@@ -26,7 +26,14 @@ fn q(s: &str) -> String {
 
 impl Dumper {
     fn line(&mut self, depth: usize, head: &str, span: Span, rest: &str) {
-        let _ = write!(self.out, "{:indent$}{head} {}..{}", "", span.start, span.end, indent = depth * 2);
+        let _ = write!(
+            self.out,
+            "{:indent$}{head} {}..{}",
+            "",
+            span.start,
+            span.end,
+            indent = depth * 2
+        );
         if !rest.is_empty() {
             self.out.push(' ');
             self.out.push_str(rest);
@@ -48,14 +55,27 @@ impl Dumper {
                     .as_ref()
                     .map(|a| format!(" as {}", a.name))
                     .unwrap_or_default();
-                self.line(depth, "Use", item.span, &format!("{}{alias}", q(&u.path.value)));
+                self.line(
+                    depth,
+                    "Use",
+                    item.span,
+                    &format!("{}{alias}", q(&u.path.value)),
+                );
                 self.docs(depth + 1, &item.docs);
             }
             ItemKind::Decl(decl) => {
-                self.line(depth, "Decl", item.span, &format!("{} {}", decl.kind.keyword(), decl.name.name));
+                self.line(
+                    depth,
+                    "Decl",
+                    item.span,
+                    &format!("{} {}", decl.kind.keyword(), decl.name.name),
+                );
                 self.docs(depth + 1, &item.docs);
                 for p in decl.params.iter().flatten() {
-                    let ty = p.ty.as_ref().map(|t| format!(": {}", t.name)).unwrap_or_default();
+                    let ty =
+                        p.ty.as_ref()
+                            .map(|t| format!(": {}", t.name))
+                            .unwrap_or_default();
                     self.line(depth + 1, "Param", p.span, &format!("{}{ty}", p.name.name));
                     if let Some(default) = &p.default {
                         self.expr(depth + 2, default);
@@ -99,8 +119,16 @@ impl Dumper {
                 description,
                 body,
             } => {
-                let desc = description.as_ref().map(|d| q(&d.value)).unwrap_or_default();
-                self.line(depth, "Criterion", stmt.span, &format!("{} {desc}", name.name).trim_end().to_string());
+                let desc = description
+                    .as_ref()
+                    .map(|d| q(&d.value))
+                    .unwrap_or_default();
+                self.line(
+                    depth,
+                    "Criterion",
+                    stmt.span,
+                    format!("{} {desc}", name.name).trim_end(),
+                );
                 self.docs(depth + 1, &stmt.docs);
                 if let Some(w) = weight {
                     self.line(depth + 1, "Weight", w.span, "");
@@ -134,7 +162,12 @@ impl Dumper {
         match &e.kind {
             ExprKind::Number(n) => self.line(depth, "Number", e.span, &n.text),
             ExprKind::Quantity { value, unit } => {
-                self.line(depth, "Quantity", e.span, &format!("{} {}", value.text, unit.plural()));
+                self.line(
+                    depth,
+                    "Quantity",
+                    e.span,
+                    &format!("{} {}", value.text, unit.plural()),
+                );
             }
             ExprKind::String(s) => {
                 let head = if s.triple { "Text" } else { "String" };
@@ -179,7 +212,11 @@ impl Dumper {
                 self.expr(depth + 1, lhs);
                 self.expr(depth + 1, rhs);
             }
-            ExprKind::If { cond, then, otherwise } => {
+            ExprKind::If {
+                cond,
+                then,
+                otherwise,
+            } => {
                 self.line(depth, "If", e.span, "");
                 self.expr(depth + 1, cond);
                 self.expr(depth + 1, then);

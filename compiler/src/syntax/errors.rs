@@ -13,7 +13,12 @@ use crate::span::{SourceId, Span};
 use pest::error::{Error, ErrorVariant, InputLocation};
 
 /// Converts a pest error at the furthest failure position.
-pub fn from_pest(source: SourceId, text: &str, err: &Error<Rule>, comments: &[Comment]) -> Diagnostic {
+pub fn from_pest(
+    source: SourceId,
+    text: &str,
+    err: &Error<Rule>,
+    comments: &[Comment],
+) -> Diagnostic {
     let pos = match err.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
@@ -33,16 +38,26 @@ pub fn from_pest(source: SourceId, text: &str, err: &Error<Rule>, comments: &[Co
     }
     // `if` without `else`.
     if expected.contains(&Expectation::Token("else")) {
-        return Diagnostic::error(Code::E0112, format!("expected `else`, found {}", found.describe()))
-            .with_primary(span, "the `if` expression needs an `else` branch here")
-            .with_help("an expression always has a value: add `else { ... }` after the `if` branch");
+        return Diagnostic::error(
+            Code::E0112,
+            format!("expected `else`, found {}", found.describe()),
+        )
+        .with_primary(span, "the `if` expression needs an `else` branch here")
+        .with_help("an expression always has a value: add `else { ... }` after the `if` branch");
     }
     // `key value` without `=`.
     if let Some(prev) = &prev {
-        if expected.first() == Some(&Expectation::Token("=")) && prev.is_word() && found.starts_value() {
+        if expected.first() == Some(&Expectation::Token("="))
+            && prev.is_word()
+            && found.starts_value()
+        {
             return Diagnostic::error(
                 Code::E0113,
-                format!("expected `=` after `{}`, found {}", prev.text, found.describe()),
+                format!(
+                    "expected `=` after `{}`, found {}",
+                    prev.text,
+                    found.describe()
+                ),
             )
             .with_primary(Span::new(source, prev.end, prev.end), "missing `=`")
             .with_secondary(span, "the value")
@@ -64,11 +79,16 @@ pub fn from_pest(source: SourceId, text: &str, err: &Error<Rule>, comments: &[Co
     let what = describe(&expected);
     let message = match &prev {
         Some(prev) if prev.text.chars().count() <= 24 => {
-            format!("expected {what} after {}, found {}", prev.quoted(), found.describe())
+            format!(
+                "expected {what} after {}, found {}",
+                prev.quoted(),
+                found.describe()
+            )
         }
         _ => format!("expected {what}, found {}", found.describe()),
     };
-    let mut diag = Diagnostic::error(Code::E0101, message).with_primary(span, format!("expected {what}"));
+    let mut diag =
+        Diagnostic::error(Code::E0101, message).with_primary(span, format!("expected {what}"));
     if let Some(help) = help_for(&expected, &found) {
         diag = diag.with_help(help);
     }
@@ -76,7 +96,9 @@ pub fn from_pest(source: SourceId, text: &str, err: &Error<Rule>, comments: &[Co
 }
 
 fn help_for(expected: &[Expectation], found: &Token) -> Option<String> {
-    if found.text == "=" && (expected.contains(&Expectation::Value) || expected.contains(&Expectation::Operator)) {
+    if found.text == "="
+        && (expected.contains(&Expectation::Value) || expected.contains(&Expectation::Operator))
+    {
         return Some("compare with `==`; `=` only assigns a setting".into());
     }
     if found.text == ":" && expected.contains(&Expectation::Token("=")) {
@@ -125,7 +147,16 @@ fn misspelt_unit(source: SourceId, text: &str, prev: &Token) -> Option<Diagnosti
         return None;
     }
     let units = [
-        "prompts", "prompt", "completions", "completion", "tokens", "token", "steps", "step", "epochs", "epoch",
+        "prompts",
+        "prompt",
+        "completions",
+        "completion",
+        "tokens",
+        "token",
+        "steps",
+        "step",
+        "epochs",
+        "epoch",
     ];
     let best = did_you_mean(&prev.text, units.iter().copied())?;
     Some(
@@ -196,16 +227,20 @@ impl Token {
             };
         };
         let len = if first.is_ascii_alphanumeric() || first == '_' {
-            rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' && first.is_ascii_digit()))
-                .unwrap_or(rest.len())
+            rest.find(|c: char| {
+                !(c.is_ascii_alphanumeric() || c == '_' || c == '.' && first.is_ascii_digit())
+            })
+            .unwrap_or(rest.len())
         } else if first == '"' {
-            rest[1..].find(['"', '\n']).map_or(rest.len(), |i| (i + 2).min(rest.len()))
+            rest[1..]
+                .find(['"', '\n'])
+                .map_or(rest.len(), |i| (i + 2).min(rest.len()))
         } else if TWO_CHAR.iter().any(|t| rest.starts_with(t)) {
             2
         } else {
             first.len_utf8()
         };
-        let len = len.min(64).max(1);
+        let len = len.clamp(1, 64);
         let mut end = pos + len;
         while !text.is_char_boundary(end) {
             end -= 1;
@@ -290,10 +325,9 @@ impl Token {
     }
 
     fn starts_value(&self) -> bool {
-        self.text
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '"' || c == '[' || c == '-')
+        self.text.chars().next().is_some_and(|c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '"' || c == '[' || c == '-'
+        })
     }
 
     fn quoted(&self) -> String {
@@ -314,7 +348,10 @@ impl Token {
         } else if self.text.starts_with('"') {
             "a string".to_string()
         } else if self.text.chars().next().is_some_and(|c| c.is_control()) {
-            format!("the control character U+{:04X}", self.text.chars().next().map_or(0, |c| c as u32))
+            format!(
+                "the control character U+{:04X}",
+                self.text.chars().next().map_or(0, |c| c as u32)
+            )
         } else {
             format!("`{}`", self.text)
         }

@@ -63,21 +63,53 @@ impl Expectation {
 pub fn of_rule(rule: Rule) -> Option<Expectation> {
     use Expectation as E;
     Some(match rule {
-        Rule::expr | Rule::operand | Rule::op_not | Rule::op_neg | Rule::if_expr | Rule::quantity
-        | Rule::number | Rule::boolean | Rule::list | Rule::paren => E::Value,
+        Rule::expr
+        | Rule::operand
+        | Rule::op_not
+        | Rule::op_neg
+        | Rule::if_expr
+        | Rule::numeric
+        | Rule::number
+        | Rule::boolean
+        | Rule::list
+        | Rule::paren => E::Value,
         Rule::ident | Rule::word | Rule::type_name => E::Name,
         Rule::string | Rule::plain_string | Rule::triple_string => E::String,
         Rule::unit => E::Unit,
-        Rule::key | Rule::assign_stmt | Rule::block_stmt | Rule::filter_stmt | Rule::criterion_stmt
-        | Rule::penalty_stmt | Rule::format_stmt | Rule::kw_filter | Rule::kw_criterion
-        | Rule::kw_penalty | Rule::kw_format => E::Setting,
+        Rule::key
+        | Rule::assign_stmt
+        | Rule::block_stmt
+        | Rule::filter_stmt
+        | Rule::criterion_stmt
+        | Rule::penalty_stmt
+        | Rule::format_stmt
+        | Rule::kw_filter
+        | Rule::kw_criterion
+        | Rule::kw_penalty
+        | Rule::kw_format => E::Setting,
         Rule::file | Rule::decl | Rule::decl_kind | Rule::use_decl | Rule::kw_use => E::Declaration,
         Rule::arg => E::Value,
         Rule::param => E::Name,
-        Rule::op_or | Rule::op_and | Rule::op_eq | Rule::op_ne | Rule::op_lt | Rule::op_le
-        | Rule::op_gt | Rule::op_ge | Rule::op_in | Rule::op_not_in | Rule::op_range
-        | Rule::op_add | Rule::op_sub | Rule::op_mul | Rule::op_div | Rule::op_rem
-        | Rule::call_args | Rule::field | Rule::index | Rule::dot => E::Operator,
+        Rule::op_or
+        | Rule::op_and
+        | Rule::op_eq
+        | Rule::op_ne
+        | Rule::op_lt
+        | Rule::op_le
+        | Rule::op_gt
+        | Rule::op_ge
+        | Rule::op_in
+        | Rule::op_not_in
+        | Rule::op_range
+        | Rule::op_add
+        | Rule::op_sub
+        | Rule::op_mul
+        | Rule::op_div
+        | Rule::op_rem
+        | Rule::call_args
+        | Rule::field
+        | Rule::index
+        | Rule::dot => E::Operator,
         Rule::EOI => E::EndOfFile,
         Rule::eq => E::Token("="),
         Rule::comma => E::Token(","),

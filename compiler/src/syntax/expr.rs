@@ -71,7 +71,9 @@ impl<'b, 't> ExprBuilder<'b, 't> {
                     Some(Pending::Prefix(u, _)) if u.precedence() >= op.precedence() => {
                         self.reduce(&mut operands, &mut pending)?;
                     }
-                    Some(Pending::Infix(top, top_span)) if top.precedence() == op.precedence() && !op.is_chainable() => {
+                    Some(Pending::Infix(top, top_span))
+                        if top.precedence() == op.precedence() && !op.is_chainable() =>
+                    {
                         return Err(chained(*top, *top_span, op, span));
                     }
                     Some(Pending::Infix(top, _)) if top.precedence() >= op.precedence() => {
@@ -107,8 +109,12 @@ impl<'b, 't> ExprBuilder<'b, 't> {
                 )?
             }
             Pending::Infix(op, _) => {
-                let (rhs, dr) = operands.pop().ok_or_else(|| self.b.missing("right operand"))?;
-                let (lhs, dl) = operands.pop().ok_or_else(|| self.b.missing("left operand"))?;
+                let (rhs, dr) = operands
+                    .pop()
+                    .ok_or_else(|| self.b.missing("right operand"))?;
+                let (lhs, dl) = operands
+                    .pop()
+                    .ok_or_else(|| self.b.missing("left operand"))?;
                 let whole = lhs.span.to(rhs.span);
                 self.node(
                     ExprKind::Binary {
@@ -201,11 +207,7 @@ impl<'b, 't> ExprBuilder<'b, 't> {
     fn primary(&self, pair: Pair<'_, Rule>) -> BuildResult<Built> {
         let span = self.b.span(&pair);
         match pair.as_rule() {
-            Rule::number => {
-                let number = self.number(&pair)?;
-                self.node(ExprKind::Number(number), span, 1)
-            }
-            Rule::quantity => {
+            Rule::numeric => {
                 let mut value = None;
                 let mut unit = None;
                 for p in pair.into_inner() {
@@ -215,9 +217,11 @@ impl<'b, 't> ExprBuilder<'b, 't> {
                         _ => {}
                     }
                 }
-                let value = value.ok_or_else(|| self.b.missing("quantity value"))?;
-                let unit = unit.ok_or_else(|| self.b.missing("quantity unit"))?;
-                self.node(ExprKind::Quantity { value, unit }, span, 1)
+                let value = value.ok_or_else(|| self.b.missing("number"))?;
+                match unit {
+                    Some(unit) => self.node(ExprKind::Quantity { value, unit }, span, 1),
+                    None => self.node(ExprKind::Number(value), span, 1),
+                }
             }
             Rule::string => {
                 let s = self.b.string(pair)?;
@@ -284,7 +288,9 @@ impl<'b, 't> ExprBuilder<'b, 't> {
         let mut acc = bodies.pop().ok_or_else(|| self.b.missing("else body"))?;
         while let Some((then, dt)) = bodies.pop() {
             let (cond, dc) = conds.pop().ok_or_else(|| self.b.missing("if condition"))?;
-            let start = if_starts.pop().ok_or_else(|| self.b.missing("if keyword"))?;
+            let start = if_starts
+                .pop()
+                .ok_or_else(|| self.b.missing("if keyword"))?;
             let span = Span::new(self.b.source, start, end);
             let depth = dc.max(dt).max(acc.1) + 1;
             acc = self.node(
@@ -339,7 +345,12 @@ fn binary_op(rule: Rule) -> Option<BinaryOp> {
     })
 }
 
-fn chained(first: BinaryOp, first_span: Span, second: BinaryOp, second_span: Span) -> Box<Diagnostic> {
+fn chained(
+    first: BinaryOp,
+    first_span: Span,
+    second: BinaryOp,
+    second_span: Span,
+) -> Box<Diagnostic> {
     let (what, help) = if first == BinaryOp::Range || second == BinaryOp::Range {
         (
             "ranges cannot be chained".to_string(),

@@ -55,18 +55,16 @@ pub fn scan(source: SourceId, text: &str) -> Result<Vec<Comment>, Box<Diagnostic
                 });
                 i = end;
             }
-            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
-                match find(bytes, i + 3, b"\"\"\"") {
-                    Some(close) => i = close + 3,
-                    None => {
-                        return Err(Box::new(
-                            Diagnostic::error(Code::E0102, "unterminated multi-line string")
-                                .with_primary(span(i, i + 3), "this `\"\"\"` is never closed")
-                                .with_help("close the text with `\"\"\"`"),
-                        ))
-                    }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => match find(bytes, i + 3, b"\"\"\"") {
+                Some(close) => i = close + 3,
+                None => {
+                    return Err(Box::new(
+                        Diagnostic::error(Code::E0102, "unterminated multi-line string")
+                            .with_primary(span(i, i + 3), "this `\"\"\"` is never closed")
+                            .with_help("close the text with `\"\"\"`"),
+                    ))
                 }
-            }
+            },
             b'"' => i = scan_plain_string(source, text, i)?,
             b'(' | b'[' | b'{' => {
                 stack.push(Open::Bracket(b, i));
