@@ -6,6 +6,7 @@
 mod check;
 mod explain;
 mod fmt;
+mod graph;
 mod input;
 mod parse;
 
@@ -32,6 +33,27 @@ pub enum Format {
     Json,
 }
 
+/// How `use` paths may resolve.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportArgs {
+    /// The project root (default: the folder of the file checked); `use`
+    /// may not leave it.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Allow `use` of files outside the project root.
+    #[arg(long)]
+    pub allow_outside_root: bool,
+}
+
+impl ImportArgs {
+    fn options(&self) -> crate::semantic::loader::LoadOptions {
+        crate::semantic::loader::LoadOptions {
+            root: self.root.clone(),
+            allow_outside_root: self.allow_outside_root,
+        }
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -43,6 +65,9 @@ pub enum Command {
         /// Output format of the diagnostics.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// Import options.
+        #[command(flatten)]
+        imports: ImportArgs,
     },
     /// Parse one file and print its syntax tree (for debugging).
     Parse {
@@ -60,6 +85,25 @@ pub enum Command {
         /// Change nothing; exit 1 and list the files that would change.
         #[arg(long)]
         check: bool,
+    },
+    /// Compile a pipeline and print its dataflow graph.
+    Graph {
+        /// The `.safer` file.
+        file: PathBuf,
+        /// Output form.
+        #[arg(long, value_enum, default_value_t = graph::GraphFormat::Text)]
+        format: graph::GraphFormat,
+        /// Import options.
+        #[command(flatten)]
+        imports: ImportArgs,
+    },
+    /// Print the resolved, typed program (HIR) as JSON (for debugging).
+    Hir {
+        /// The `.safer` file.
+        file: PathBuf,
+        /// Import options.
+        #[command(flatten)]
+        imports: ImportArgs,
     },
     /// Explain a diagnostic code (`saferc explain E0101`).
     Explain {
@@ -82,9 +126,19 @@ where
         }
     };
     match cli.command {
-        Command::Check { files, format } => check::run(&files, format),
+        Command::Check {
+            files,
+            format,
+            imports,
+        } => check::run(&files, format, &imports.options()),
         Command::Parse { file, json } => parse::run(&file, json),
         Command::Fmt { files, check } => fmt::run(&files, check),
+        Command::Graph {
+            file,
+            format,
+            imports,
+        } => graph::run(&file, format, &imports.options()),
+        Command::Hir { file, imports } => graph::hir(&file, &imports.options()),
         Command::Explain { code } => explain::run(&code),
     }
 }

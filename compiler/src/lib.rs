@@ -3,8 +3,11 @@
 pub mod cli;
 pub mod diagnostic;
 pub mod fmt;
+pub mod graph;
+pub mod semantic;
 pub mod source;
 pub mod span;
+pub mod stdlib;
 pub mod syntax;
 
 pub use diagnostic::{Code, Diagnostic, Severity};

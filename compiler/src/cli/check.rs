@@ -1,25 +1,17 @@
-//! `saferc check`: parse (and, as the compiler grows, analyze) files.
+//! `saferc check`: load, parse and analyze pipelines; report every
+//! diagnostic.
 
 use super::{input, Format};
+use crate::semantic::{self, loader::LoadOptions};
 use crate::source::SourceMap;
-use crate::syntax;
 use std::path::PathBuf;
 
-pub(super) fn run(files: &[PathBuf], format: Format) -> i32 {
+pub(super) fn run(files: &[PathBuf], format: Format, options: &LoadOptions) -> i32 {
     let mut sources = SourceMap::new();
     let mut diags = Vec::new();
     for path in files {
-        let id = match input::read(&mut sources, path) {
-            Ok(id) => id,
-            Err(d) => {
-                diags.push(*d);
-                continue;
-            }
-        };
-        let text = sources.get(id).map(|f| f.text.clone()).unwrap_or_default();
-        if let Err(d) = syntax::parse(id, &text) {
-            diags.push(*d);
-        }
+        let analysis = semantic::analyze_file(&mut sources, path, options.clone());
+        diags.extend(analysis.diagnostics);
     }
     input::emit(&diags, &sources, format);
     i32::from(diags.iter().any(|d| d.is_error()))

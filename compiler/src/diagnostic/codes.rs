@@ -72,6 +72,75 @@ codes! {
     E0112 = 112, "`if` without `else`";
     /// A setting written without `=`.
     E0113 = 113, "setting without `=`";
+
+    /// A `use` names a file or standard module that does not exist.
+    E0200 = 200, "imported module not found";
+    /// Modules import each other in a cycle.
+    E0201 = 201, "import cycle";
+    /// A `use` leaves the project root.
+    E0202 = 202, "import outside the project root";
+    /// A name that is not declared or imported.
+    E0203 = 203, "unknown name";
+    /// Two declarations with one name in a module.
+    E0204 = 204, "duplicate declaration";
+    /// A key that the block does not have.
+    E0205 = 205, "unknown key";
+    /// A key spelled as another tool (or an older saferc) spells it.
+    E0206 = 206, "renamed key";
+    /// A key that still works but will be removed.
+    E0207 = 207, "deprecated key";
+    /// A key set twice in one block.
+    E0208 = 208, "duplicate key";
+    /// A reference to the wrong kind of declaration.
+    E0209 = 209, "wrong kind of declaration";
+    /// A criterion that the rubric does not have.
+    E0210 = 210, "unknown criterion";
+    /// A required setting is missing.
+    E0211 = 211, "missing setting";
+    /// A field that the referenced thing does not have (a split, a criterion).
+    E0212 = 212, "unknown field";
+
+    /// A value of the wrong type.
+    E0300 = 300, "type mismatch";
+    /// A value outside the allowed range.
+    E0301 = 301, "value out of range";
+    /// A quantity in the wrong unit.
+    E0302 = 302, "wrong unit";
+    /// A name that is not one of the allowed values.
+    E0303 = 303, "unknown value";
+    /// Group-normalised advantages with fewer than 2 completions per group.
+    E0304 = 304, "group too small";
+    /// Batch sizes that do not divide.
+    E0305 = 305, "batch arithmetic";
+    /// A clip range that is reversed or outside (0, 1).
+    E0306 = 306, "invalid clip range";
+    /// A dual-clip constant of at most 1.
+    E0307 = 307, "invalid dual-clip constant";
+    /// A rubric whose criteria all have weight 0.
+    E0308 = 308, "all weights zero";
+    /// A criterion with a negative weight.
+    E0309 = 309, "negative criterion weight";
+    /// Dynamic sampling on a shaped total instead of a raw criterion (warning).
+    E0310 = 310, "dynamic sampling on a shaped reward";
+    /// Completions longer than the model's context.
+    E0311 = 311, "longer than the model context";
+    /// A KL estimator placed where it misbehaves (warning).
+    E0312 = 312, "KL estimator and placement";
+    /// A KL term without a reference model.
+    E0313 = 313, "KL without a reference";
+    /// Split fractions that do not sum to 1.
+    E0314 = 314, "split fractions do not sum to 1";
+    /// A curation box or band that keeps nothing.
+    E0315 = 315, "empty selection";
+    /// Division by zero in a constant expression.
+    E0316 = 316, "division by zero";
+    /// A training stage without exactly one algorithm block.
+    E0319 = 319, "no algorithm";
+
+    /// Training stages ordered in a cycle (`after`).
+    E0400 = 400, "cycle in the pipeline graph";
+    /// An input of a graph node that nothing feeds.
+    E0401 = 401, "dangling input";
 }
 
 impl Code {

@@ -1,0 +1,209 @@
+//! Printing graphs: a stable text form (for snapshots and review), DOT and
+//! Mermaid. Nodes appear in topological order with ties broken by name, so
+//! output never depends on insertion order.
+
+use crate::Graph;
+use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::{EdgeRef, IntoEdgeReferences};
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+/// Nodes in a stable topological order (loop-back edges ignored).
+fn order(g: &Graph) -> Vec<NodeIndex> {
+    let graph = &g.graph;
+    let mut indegree: std::collections::HashMap<NodeIndex, usize> =
+        graph.node_indices().map(|n| (n, 0)).collect();
+    for e in graph.edge_references() {
+        if !e.weight().loop_back {
+            *indegree.entry(e.target()).or_default() += 1;
+        }
+    }
+    let mut ready: BTreeSet<(String, NodeIndex)> = indegree
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(n, _)| (graph[*n].name.clone(), *n))
+        .collect();
+    let mut out = Vec::new();
+    while let Some(first) = ready.iter().next().cloned() {
+        ready.remove(&first);
+        out.push(first.1);
+        for e in graph.edges(first.1) {
+            if e.weight().loop_back {
+                continue;
+            }
+            if let Some(d) = indegree.get_mut(&e.target()) {
+                *d -= 1;
+                if *d == 0 {
+                    ready.insert((graph[e.target()].name.clone(), e.target()));
+                }
+            }
+        }
+    }
+    // Nodes on cycles (invalid graphs) last, by name.
+    let mut rest: Vec<NodeIndex> = graph.node_indices().filter(|n| !out.contains(n)).collect();
+    rest.sort_by_key(|n| graph[*n].name.clone());
+    out.extend(rest);
+    out
+}
+
+/// The stable text form.
+pub fn to_text(g: &Graph) -> String {
+    let graph = &g.graph;
+    let mut s = String::new();
+    let _ = writeln!(s, "program {}", g.program_hash);
+    for (name, hash) in &g.rubric_hashes {
+        let _ = writeln!(s, "rubric {name} {hash}");
+    }
+    for n in order(g) {
+        let node = &graph[n];
+        let loop_note = node
+            .stage_loop
+            .as_ref()
+            .map(|l| format!("  [loop {l}]"))
+            .unwrap_or_default();
+        let _ = writeln!(s, "\n{} : {:?}{loop_note}", node.name, node.op);
+        for (k, v) in &node.params {
+            match v {
+                serde_json::Value::String(text) => {
+                    let _ = writeln!(s, "  {k} = {text}");
+                }
+                other => {
+                    let _ = writeln!(s, "  {k} = {other}");
+                }
+            }
+        }
+        let mut inputs: Vec<String> = graph
+            .edges_directed(n, petgraph::Direction::Incoming)
+            .map(|e| {
+                let back = if e.weight().loop_back {
+                    "  (loop back)"
+                } else {
+                    ""
+                };
+                format!(
+                    "  {} <- {}.{}{back}",
+                    e.weight().to_port,
+                    graph[e.source()].name,
+                    e.weight().from_port
+                )
+            })
+            .collect();
+        inputs.sort();
+        for line in inputs {
+            let _ = writeln!(s, "{line}");
+        }
+        let outs: Vec<String> = node
+            .outputs
+            .iter()
+            .map(|p| format!("{}: {:?}", p.name, p.ty))
+            .collect();
+        if !outs.is_empty() {
+            let _ = writeln!(s, "  -> {}", outs.join(", "));
+        }
+    }
+    s
+}
+
+fn id(name: &str) -> String {
+    name.replace(['.', ':', '/', '-'], "_")
+}
+
+/// Graphviz DOT.
+pub fn to_dot(g: &Graph) -> String {
+    let graph = &g.graph;
+    let mut s = String::from(
+        "digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
+    let nodes = order(g);
+    let mut loops: BTreeSet<String> = BTreeSet::new();
+    for n in &nodes {
+        if let Some(l) = &graph[*n].stage_loop {
+            loops.insert(l.clone());
+        }
+    }
+    for l in &loops {
+        let _ = writeln!(
+            s,
+            "  subgraph cluster_{} {{\n    label=\"step loop: {l}\";",
+            id(l)
+        );
+        for n in nodes
+            .iter()
+            .filter(|n| graph[**n].stage_loop.as_deref() == Some(l))
+        {
+            let _ = writeln!(
+                s,
+                "    {} [label=\"{}\\n{:?}\"];",
+                id(&graph[*n].name),
+                graph[*n].name,
+                graph[*n].op
+            );
+        }
+        s.push_str("  }\n");
+    }
+    for n in nodes.iter().filter(|n| graph[**n].stage_loop.is_none()) {
+        let _ = writeln!(
+            s,
+            "  {} [label=\"{}\\n{:?}\"];",
+            id(&graph[*n].name),
+            graph[*n].name,
+            graph[*n].op
+        );
+    }
+    let mut edges: Vec<String> = graph
+        .edge_references()
+        .map(|e| {
+            let style = if e.weight().loop_back {
+                ", style=dashed"
+            } else {
+                ""
+            };
+            format!(
+                "  {} -> {} [label=\"{}\"{style}];",
+                id(&graph[e.source()].name),
+                id(&graph[e.target()].name),
+                e.weight().to_port
+            )
+        })
+        .collect();
+    edges.sort();
+    for e in edges {
+        s.push_str(&e);
+        s.push('\n');
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Mermaid flowchart.
+pub fn to_mermaid(g: &Graph) -> String {
+    let graph = &g.graph;
+    let mut s = String::from("flowchart LR\n");
+    for n in order(g) {
+        let _ = writeln!(
+            s,
+            "  {}[\"{}<br/>{:?}\"]",
+            id(&graph[n].name),
+            graph[n].name,
+            graph[n].op
+        );
+    }
+    let mut edges: Vec<String> = graph
+        .edge_references()
+        .map(|e| {
+            let arrow = if e.weight().loop_back { "-.->" } else { "-->" };
+            format!(
+                "  {} {arrow}|{}| {}",
+                id(&graph[e.source()].name),
+                e.weight().to_port,
+                id(&graph[e.target()].name)
+            )
+        })
+        .collect();
+    edges.sort();
+    for e in edges {
+        s.push_str(&e);
+        s.push('\n');
+    }
+    s
+}

@@ -1,0 +1,608 @@
+//! Pass 4: rules that involve several settings or declarations.
+//!
+//! Each rule has its own code and a failing case in
+//! `tests/cases/check/errors/`. Messages show the values involved and the
+//! smallest fix (the batch arithmetic is printed in full).
+
+use super::hir::{Const, DeclRef, Setting, Settings, TExpr, TKind, Value};
+use super::schema::{self, format_number as num};
+use super::Analyzer;
+use crate::diagnostic::{Code, Diagnostic};
+use crate::span::Span;
+use crate::syntax::ast::{self, BinaryOp, DeclBody, DeclKind, StmtKind, UnaryOp};
+
+impl<'a> Analyzer<'a> {
+    /// Runs every cross-field rule.
+    pub(crate) fn cross_checks(&mut self) {
+        for i in 0..self.decls.len() {
+            match self.decls[i].kind {
+                DeclKind::Train => self.check_train(i),
+                DeclKind::Rubric => self.check_rubric_weights(i),
+                DeclKind::Dataset => {
+                    self.check_split(i);
+                    self.check_curate_box(i);
+                }
+                DeclKind::Judge => self.check_judge(i),
+                _ => {}
+            }
+        }
+    }
+
+    /// The span of the value of a setting at `path` (`["grpo", "batch"]`),
+    /// or of the block, or of the declaration name.
+    pub(crate) fn setting_span(&self, decl: usize, path: &[&str]) -> Span {
+        let ast = self.info[decl].ast;
+        let fallback = ast.name.span;
+        let DeclBody::Block(first) = &ast.body else {
+            return fallback;
+        };
+        let mut block = first;
+        let mut span = fallback;
+        for (i, key) in path.iter().enumerate() {
+            let last = i + 1 == path.len();
+            let mut next = None;
+            for stmt in &block.stmts {
+                match &stmt.kind {
+                    StmtKind::Assign { key: k, value } if k.name == *key && last => {
+                        return value.span
+                    }
+                    StmtKind::Block { key: k, body } if k.name == *key => {
+                        span = k.span;
+                        next = Some(body);
+                    }
+                    _ => {}
+                }
+            }
+            match next {
+                Some(b) => block = b,
+                None => return span,
+            }
+        }
+        span
+    }
+
+    fn check_train(&mut self, i: usize) {
+        let s = self.decls[i].settings.clone();
+        let name = self.decls[i].name.clone();
+        let has_grpo = s.block("grpo").is_some();
+        let has_sft = s.block("sft").is_some();
+        if has_grpo == has_sft {
+            let msg = if has_grpo {
+                format!("`train {name}` has both `grpo` and `sft`")
+            } else {
+                format!("`train {name}` has no algorithm")
+            };
+            self.diags.push(
+                Diagnostic::error(Code::E0319, msg)
+                    .with_primary(self.decls[i].span, "one stage, one algorithm")
+                    .with_help("write `grpo { ... }` or `sft { ... }`; chain stages with `after = other_stage`"),
+            );
+        }
+        let policy = s.reference("policy");
+        if let Some(policy) = policy {
+            self.check_context(i, policy, &s);
+        }
+        let Some(grpo) = s.block("grpo").cloned() else {
+            return;
+        };
+        for key in ["rollout", "reward"] {
+            if s.get(key).is_none() {
+                self.diags.push(
+                    Diagnostic::error(Code::E0211, format!("`train {name}` uses `grpo` but has no `{key}`"))
+                        .with_primary(self.setting_span(i, &["grpo"]), format!("GRPO needs a `{key}`"))
+                        .with_help(if key == "rollout" {
+                            "add `rollout = ...`, a `rollout` declaration with the group size and lengths (or `std/rollouts.safer`)"
+                        } else {
+                            "add `reward = ...`, the rubric whose `total` is the reward"
+                        }),
+                );
+            }
+        }
+        self.check_batch(i, &s, &grpo);
+        self.check_clip(i, &grpo);
+        self.check_kl(i, &s, &grpo);
+        self.check_dynamic_sampling(i, &grpo);
+        self.check_cost(i, &s, &grpo);
+        if let Some(overlong) = grpo.block("overlong") {
+            if let (Some(max), Some(cache)) = (overlong.number("max"), overlong.number("cache")) {
+                if cache > max {
+                    self.diags.push(
+                        Diagnostic::error(Code::E0301, format!("`overlong.cache` ({} tokens) is longer than `overlong.max` ({} tokens)", num(cache), num(max)))
+                            .with_primary(self.setting_span(i, &["grpo", "overlong", "cache"]), "the soft zone must fit below `max`")
+                            .with_help("make `cache` at most `max`; DAPO used max 20480 and cache 4096"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn group_of(&self, train: &Settings) -> Option<(f64, DeclRef)> {
+        let rollout = train.reference("rollout")?;
+        Some((self.decls[rollout.0].settings.number("group")?, rollout))
+    }
+
+    fn check_batch(&mut self, i: usize, s: &Settings, grpo: &Settings) {
+        let Some((group, rollout)) = self.group_of(s) else {
+            return;
+        };
+        let advantage = grpo.text("advantage").unwrap_or("group_std").to_string();
+        let rollout_name = self.decls[rollout.0].name.clone();
+        if group < 2.0 && schema::GROUP_NORMALISED.contains(&advantage.as_str()) {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0304,
+                    format!("`advantage = {advantage}` compares completions within a group, but rollout `{rollout_name}` samples {} per prompt", num(group)),
+                )
+                .with_primary(self.setting_span(rollout.0, &["group"]), "a group of one has no baseline")
+                .with_secondary(self.setting_span(i, &["grpo", "advantage"]), "group-normalised advantages")
+                .with_help("set `group` to at least 2 (8 is common), or use `advantage = batch_std`"),
+            );
+            return;
+        }
+        let Some(Value::Quantity { value: batch, unit }) = grpo.get("batch").cloned() else {
+            return;
+        };
+        let prompts = match unit {
+            ast::Unit::Completions => {
+                if batch % group != 0.0 {
+                    let down = (batch / group).floor() * group;
+                    let up = down + group;
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0305,
+                            format!(
+                                "{} completions is not a whole number of groups of {}",
+                                num(batch),
+                                num(group)
+                            ),
+                        )
+                        .with_primary(
+                            self.setting_span(i, &["grpo", "batch"]),
+                            format!("{} / {} = {}", num(batch), num(group), num(batch / group)),
+                        )
+                        .with_secondary(self.setting_span(rollout.0, &["group"]), "the group size")
+                        .with_help(format!(
+                            "use {} or {} completions, or count prompts: `batch = {} prompts`",
+                            num(down.max(group)),
+                            num(up),
+                            num((batch / group).round().max(1.0))
+                        )),
+                    );
+                    return;
+                }
+                batch / group
+            }
+            _ => batch,
+        };
+        let completions = prompts * group;
+        let Some(micro) = grpo.number("micro_batch") else {
+            return;
+        };
+        if micro > completions || completions % micro != 0.0 {
+            let fix_micro = (1..=micro as u64)
+                .rev()
+                .find(|d| completions as u64 % d == 0)
+                .unwrap_or(1);
+            let fix_group = ((group as u64 + 1)..=(group as u64 * 4))
+                .find(|g| (prompts as u64 * g) % micro as u64 == 0);
+            let mut help = format!("use micro-batch {fix_micro}");
+            if let Some(g) = fix_group {
+                help = format!("use group {g} or micro-batch {fix_micro}");
+            }
+            let why = if micro > completions {
+                "is larger than"
+            } else {
+                "does not divide"
+            };
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0305,
+                    format!(
+                        "{} prompts x group {} = {} completions, not divisible by micro-batch {}: {help}",
+                        num(prompts),
+                        num(group),
+                        num(completions),
+                        num(micro)
+                    ),
+                )
+                .with_primary(self.setting_span(i, &["grpo", "micro_batch"]), format!("micro-batch {} {why} {} completions", num(micro), num(completions)))
+                .with_secondary(self.setting_span(i, &["grpo", "batch"]), format!("{} prompts", num(prompts)))
+                .with_secondary(self.setting_span(rollout.0, &["group"]), format!("group {}", num(group)))
+                .with_note("completions per step = prompts per step x group; every micro-batch must be full"),
+            );
+        }
+    }
+
+    fn check_clip(&mut self, i: usize, grpo: &Settings) {
+        let span = self.setting_span(i, &["grpo", "clip"]);
+        let (low, high) = match grpo.get("clip") {
+            Some(Value::Range { low, high }) => (*low, *high),
+            Some(Value::Number(n)) => (*n, *n),
+            _ => return,
+        };
+        if low > high {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0306,
+                    format!(
+                        "clip range is reversed: low {} is above high {}",
+                        num(low),
+                        num(high)
+                    ),
+                )
+                .with_primary(span, "written `low..high`")
+                .with_help(format!("write `clip = {}..{}`", num(high), num(low))),
+            );
+        }
+        for (what, v) in [("low", low), ("high", high)] {
+            if !(v > 0.0 && v < 1.0) {
+                self.diags.push(
+                    Diagnostic::error(Code::E0306, format!("clip {what} must be between 0 and 1 (exclusive), found {}", num(v)))
+                        .with_primary(span, "the ratio is clipped to 1 - low .. 1 + high")
+                        .with_help("typical values: `clip = 0.2` (GRPO) or `clip = 0.2..0.28` (DAPO clip-higher)"),
+                );
+                break;
+            }
+        }
+        if let Some(c) = grpo.number("dual_clip") {
+            if c <= 1.0 {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0307,
+                        format!(
+                            "dual-clip constant must be greater than 1, found {}",
+                            num(c)
+                        ),
+                    )
+                    .with_primary(
+                        self.setting_span(i, &["grpo", "dual_clip"]),
+                        "at most 1 would clip every negative-advantage token",
+                    )
+                    .with_help("use `dual_clip = 3` (the verl and EasyR1 default)"),
+                );
+            }
+        }
+    }
+
+    fn check_kl(&mut self, i: usize, s: &Settings, grpo: &Settings) {
+        let Some(kl) = grpo.block("kl") else { return };
+        let beta = kl.number("beta").unwrap_or(0.0);
+        if beta <= 0.0 {
+            return;
+        }
+        if s.get("reference").is_none() {
+            let name = self.decls[i].name.clone();
+            self.diags.push(
+                Diagnostic::error(Code::E0313, format!("`train {name}` has a KL term (beta {}) but no `reference` model", num(beta)))
+                    .with_primary(self.setting_span(i, &["grpo", "kl", "beta"]), "KL against what?")
+                    .with_help("add `reference = policy` (a frozen copy taken at the start of the stage), or set `beta = 0`"),
+            );
+        }
+        let estimator = kl.text("estimator").unwrap_or("k3");
+        let placement = kl.text("placement").unwrap_or("loss");
+        let advice = match (estimator, placement) {
+            ("k1", "loss") => Some("k1 in the loss has an expected gradient of zero: it does not regularise"),
+            ("k2" | "k3" | "k3_corrected", "reward") => Some("k2 and k3 are loss-side estimators; in the reward use k1, whose value is an unbiased KL estimate"),
+            _ => None,
+        };
+        if let Some(why) = advice {
+            self.diags.push(
+                Diagnostic::warning(Code::E0312, format!("KL estimator `{estimator}` placed in the {placement}"))
+                    .with_primary(self.setting_span(i, &["grpo", "kl", "estimator"]), why)
+                    .with_help(if placement == "loss" {
+                        "use `estimator = k3` (or `k2`) with `placement = loss`, or `placement = reward` with k1"
+                    } else {
+                        "use `estimator = k1` with `placement = reward`, or `placement = loss` with k3"
+                    }),
+            );
+        }
+    }
+
+    fn check_dynamic_sampling(&mut self, i: usize, grpo: &Settings) {
+        let Some(ds) = grpo.block("dynamic_sampling") else {
+            return;
+        };
+        if let Some(Value::Criterion {
+            rubric,
+            criterion: None,
+        }) = ds.get("on")
+        {
+            let rubric = self.decls[rubric.0].name.clone();
+            self.diags.push(
+                Diagnostic::warning(Code::E0310, format!("dynamic sampling filters on the shaped total of `{rubric}`"))
+                    .with_primary(self.setting_span(i, &["grpo", "dynamic_sampling", "on"]), "shaped reward")
+                    .with_help(format!("filter on a raw criterion such as `{rubric}.safety`: penalties and format terms vary even when the outcome does not, which lets groups with no real signal through"))
+                    .with_note("see DAPO (arXiv 2503.14476) and verl-recipe PR #125 on \"phantom gradients\""),
+            );
+        }
+        if let Some(Value::Range { low, high }) = ds.get("band") {
+            if low >= high {
+                self.diags.push(
+                    Diagnostic::error(Code::E0315, format!("dynamic-sampling band {}..{} keeps no group", num(*low), num(*high)))
+                        .with_primary(self.setting_span(i, &["grpo", "dynamic_sampling", "band"]), "empty band")
+                        .with_help("a group is kept when its mean lies strictly inside `low..high`: make low < high"),
+                );
+            }
+        }
+    }
+
+    fn check_cost(&mut self, i: usize, s: &Settings, grpo: &Settings) {
+        let Some(cost) = grpo.block("cost") else {
+            return;
+        };
+        let (Some(criterion), Some(reward)) = (
+            cost.text("criterion").map(str::to_string),
+            s.reference("reward"),
+        ) else {
+            return;
+        };
+        if !self.info[reward.0].criteria.contains(&criterion) {
+            let span = self.setting_span(i, &["grpo", "cost", "criterion"]);
+            let ident = ast::Ident {
+                name: criterion,
+                span,
+            };
+            self.unknown_criterion(reward, &ident);
+        }
+    }
+
+    fn check_context(&mut self, _train: usize, policy: DeclRef, s: &Settings) {
+        let Some(rollout) = s.reference("rollout") else {
+            return;
+        };
+        let Some(max_tokens) = self.decls[rollout.0].settings.number("max_tokens") else {
+            return;
+        };
+        let model = &self.decls[policy.0].settings;
+        let arch = model.text("arch").unwrap_or("tiny_vlm").to_string();
+        let context = model
+            .number("context")
+            .unwrap_or_else(|| schema::default_context(&arch));
+        if max_tokens > context {
+            let (rname, mname) = (
+                self.decls[rollout.0].name.clone(),
+                self.decls[policy.0].name.clone(),
+            );
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0311,
+                    format!("rollout `{rname}` allows {} tokens, beyond the {}-token context of model `{mname}`", num(max_tokens), num(context)),
+                )
+                .with_primary(self.setting_span(rollout.0, &["max_tokens"]), "too long")
+                .with_secondary(self.decls[policy.0].span, format!("`{arch}`, context {} tokens", num(context)))
+                .with_help(format!("lower `max_tokens` below {} (the prompt needs room too), or set the model's `context`", num(context))),
+            );
+        }
+    }
+
+    fn check_rubric_weights(&mut self, i: usize) {
+        let Some(rubric) = self.decls[i].rubric.clone() else {
+            return;
+        };
+        for c in &rubric.criteria {
+            if c.weight < 0.0 {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0309,
+                        format!(
+                            "criterion `{}` has a negative weight ({})",
+                            c.name,
+                            num(c.weight)
+                        ),
+                    )
+                    .with_primary(c.span, "criteria reward what is good")
+                    .with_help(format!(
+                        "subtract through a penalty instead: `penalty {} = {} when ...`",
+                        c.name,
+                        num(c.weight)
+                    )),
+                );
+            }
+        }
+        if !rubric.criteria.is_empty() && rubric.criteria.iter().all(|c| c.weight == 0.0) {
+            let name = self.decls[i].name.clone();
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0308,
+                    format!("every criterion of rubric `{name}` has weight 0"),
+                )
+                .with_primary(self.decls[i].span, "`weighted` would be 0/0")
+                .with_help("give at least one criterion a positive weight"),
+            );
+        }
+    }
+
+    fn check_split(&mut self, i: usize) {
+        let Some(split) = self.decls[i].settings.block("split").cloned() else {
+            return;
+        };
+        let parts: Vec<(String, f64)> = split
+            .0
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Setting::Value(Value::Number(n)) => Some((k.clone(), *n)),
+                _ => None,
+            })
+            .collect();
+        if parts.is_empty() {
+            return;
+        }
+        let sum: f64 = parts.iter().map(|(_, n)| n).sum();
+        if (sum - 1.0).abs() > 1e-9 {
+            // The split written last absorbs the difference.
+            let order = self.info[i].splits.clone();
+            let last = order.last().cloned().unwrap_or_default();
+            let last_value = parts
+                .iter()
+                .find(|(k, _)| *k == last)
+                .map_or(0.0, |(_, v)| *v);
+            let fixed = 1.0 - (sum - last_value);
+            let terms: Vec<String> = order
+                .iter()
+                .filter_map(|k| parts.iter().find(|(p, _)| p == k))
+                .map(|(k, v)| format!("{k} {}", num(*v)))
+                .collect();
+            let mut d = Diagnostic::error(
+                Code::E0314,
+                format!(
+                    "split fractions add up to {}, not 1",
+                    num((sum * 1e9).round() / 1e9)
+                ),
+            )
+            .with_primary(self.setting_span(i, &["split"]), terms.join(" + "));
+            if fixed > 0.0 {
+                d = d.with_help(format!(
+                    "set `{last} = {}`",
+                    num((fixed * 1e9).round() / 1e9)
+                ));
+            }
+            self.diags.push(d);
+        }
+    }
+
+    fn check_curate_box(&mut self, i: usize) {
+        let Some(curate) = self.decls[i].settings.block("curate").cloned() else {
+            return;
+        };
+        let Some(Value::Expr(keep)) = curate.get("keep") else {
+            return;
+        };
+        let k = curate.number("rollouts").unwrap_or(4.0).max(2.0);
+        // The largest sample std of K scores in [0, 1].
+        let max_std = (k / (4.0 * (k - 1.0))).sqrt();
+        let mut boxes = Boxes::new(max_std);
+        let mut constraints = Vec::new();
+        if !conjuncts(keep, &mut constraints) {
+            return;
+        }
+        for c in constraints {
+            boxes.apply(c);
+        }
+        if let Some((var, lo, hi)) = boxes.empty() {
+            let detail = if var == "std" && lo > max_std {
+                format!(
+                    "with {} rollouts in 0..1, `std` is at most {:.3}",
+                    num(k),
+                    max_std
+                )
+            } else {
+                format!("`{var}` would have to lie in {}..{}", num(lo), num(hi))
+            };
+            self.diags.push(
+                Diagnostic::error(Code::E0315, "this curation box keeps nothing")
+                    .with_primary(keep.span, detail)
+                    .with_note("scores are normalised to 0..1: `mean`, `min` and `max` lie in 0..1")
+                    .with_help("widen the box; QI-Box keeps moderate quality and high instability, e.g. `mean in 0.2..0.8 and std >= 0.15`"),
+            );
+        }
+    }
+
+    fn check_judge(&mut self, i: usize) {
+        let s = self.decls[i].settings.clone();
+        let name = self.decls[i].name.clone();
+        let needs: &[&str] = match s.text("kind") {
+            Some("http") => &["endpoint", "model_name"],
+            Some("model") => &["model"],
+            _ => &[],
+        };
+        for key in needs {
+            if s.get(key).is_none() {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0211,
+                        format!(
+                            "judge `{name}` of kind `{}` has no `{key}`",
+                            s.text("kind").unwrap_or("")
+                        ),
+                    )
+                    .with_primary(
+                        self.setting_span(i, &["kind"]),
+                        format!("`{key}` is required for this kind"),
+                    )
+                    .with_help(format!("add `{key} = ...`")),
+                );
+            }
+        }
+        if let Some(url) = s.text("endpoint") {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0300,
+                        format!("`endpoint` must be an http(s) URL, found `{url}`"),
+                    )
+                    .with_primary(self.setting_span(i, &["endpoint"]), "not a URL")
+                    .with_help("e.g. `endpoint = \"http://localhost:8000/v1\"`"),
+                );
+            }
+        }
+    }
+}
+
+/// Flattens `a and b and c` into atomic comparisons; false when the
+/// expression has a shape the box analysis does not understand (`or`).
+fn conjuncts<'e>(e: &'e TExpr, out: &mut Vec<&'e TExpr>) -> bool {
+    match &e.kind {
+        TKind::Binary {
+            op: BinaryOp::And,
+            lhs,
+            rhs,
+        } => conjuncts(lhs, out) && conjuncts(rhs, out),
+        TKind::Binary {
+            op: BinaryOp::Or, ..
+        } => false,
+        TKind::Unary {
+            op: UnaryOp::Not, ..
+        } => false,
+        _ => {
+            out.push(e);
+            true
+        }
+    }
+}
+
+/// Feasible intervals of `mean`, `std`, `min`, `max`.
+struct Boxes {
+    vars: Vec<(&'static str, f64, f64)>,
+}
+
+impl Boxes {
+    fn new(max_std: f64) -> Self {
+        Boxes {
+            vars: vec![
+                ("mean", 0.0, 1.0),
+                ("std", 0.0, max_std),
+                ("min", 0.0, 1.0),
+                ("max", 0.0, 1.0),
+            ],
+        }
+    }
+
+    fn apply(&mut self, c: &TExpr) {
+        let TKind::Binary { op, lhs, rhs } = &c.kind else {
+            return;
+        };
+        let TKind::Var { name } = &lhs.kind else {
+            return;
+        };
+        let Some(slot) = self.vars.iter_mut().find(|(v, _, _)| v == name) else {
+            return;
+        };
+        match (op, rhs.constant()) {
+            (BinaryOp::In, Some(Const::Range(a, b))) => {
+                slot.1 = slot.1.max(*a);
+                slot.2 = slot.2.min(*b);
+            }
+            (BinaryOp::Ge | BinaryOp::Gt, Some(Const::Number(a))) => slot.1 = slot.1.max(*a),
+            (BinaryOp::Le | BinaryOp::Lt, Some(Const::Number(b))) => slot.2 = slot.2.min(*b),
+            (BinaryOp::Eq, Some(Const::Number(a))) => {
+                slot.1 = slot.1.max(*a);
+                slot.2 = slot.2.min(*a);
+            }
+            _ => {}
+        }
+    }
+
+    fn empty(&self) -> Option<(&'static str, f64, f64)> {
+        self.vars.iter().find(|(_, lo, hi)| lo > hi).copied()
+    }
+}

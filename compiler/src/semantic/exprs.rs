@@ -1,0 +1,654 @@
+//! Typing and constant folding of expressions (`total`, `when`, `keep`,
+//! `filter`, scorer calls), in the scope of the block that holds them.
+
+use super::hir::{Const, ExprTy, TExpr, TKind, Value};
+use super::schema::{self, Scope};
+use super::scope::Found;
+use super::Analyzer;
+use crate::diagnostic::{did_you_mean, Code, Diagnostic};
+use crate::span::Span;
+use crate::syntax::ast::{self, BinaryOp, DeclKind, ExprKind, UnaryOp};
+use std::collections::BTreeMap;
+
+/// Which names an expression may use.
+#[derive(Debug, Clone)]
+pub(crate) enum ExprScope {
+    /// Constants only.
+    Const,
+    /// A rubric's criteria, `weighted`, `penalties`, `format`, its
+    /// parameters, `judge`, `think`, `answer`, and scorer calls.
+    Rubric {
+        /// The rubric.
+        decl: usize,
+    },
+    /// `mean`, `std`, `min`, `max` of rollout scores.
+    Curate,
+    /// `rubric.criterion` scores and `reward`.
+    Reflection,
+    /// Row fields and `len`, `lower`, `contains`.
+    Filter,
+}
+
+impl ExprScope {
+    pub(crate) fn from_schema(scope: Scope, decl: usize) -> Self {
+        match scope {
+            Scope::Rubric => ExprScope::Rubric { decl },
+            Scope::Curate => ExprScope::Curate,
+            Scope::Reflection => ExprScope::Reflection,
+        }
+    }
+}
+
+const RUBRIC_VARS: &[&str] = &["weighted", "penalties", "format"];
+const RUBRIC_OBJECTS: &[&str] = &["judge", "think", "answer"];
+const CURATE_VARS: &[&str] = &["mean", "std", "min", "max"];
+const FILTER_FUNCTIONS: &[(&str, ExprTy)] = &[
+    ("len", ExprTy::Number),
+    ("lower", ExprTy::String),
+    ("contains", ExprTy::Bool),
+];
+
+fn texpr(kind: TKind, ty: ExprTy, span: Span) -> TExpr {
+    TExpr { kind, ty, span }
+}
+
+fn constant(value: Const, span: Span) -> TExpr {
+    let ty = match &value {
+        Const::Number(_) => ExprTy::Number,
+        Const::Bool(_) => ExprTy::Bool,
+        Const::Str(_) => ExprTy::String,
+        Const::Range(..) => ExprTy::Range,
+    };
+    texpr(TKind::Const { value }, ty, span)
+}
+
+/// An expression of unknown type after an error (stops error cascades).
+fn poisoned(span: Span) -> TExpr {
+    texpr(
+        TKind::Var {
+            name: "<error>".into(),
+        },
+        ExprTy::Any,
+        span,
+    )
+}
+
+impl<'a> Analyzer<'a> {
+    /// Types and folds `e` in `scope`.
+    pub(crate) fn typed(&mut self, decl: usize, e: &ast::Expr, scope: &ExprScope) -> TExpr {
+        let span = e.span;
+        match &e.kind {
+            ExprKind::Number(n) => constant(Const::Number(n.value), span),
+            ExprKind::Quantity { value, .. } => constant(Const::Number(value.value), span),
+            ExprKind::String(s) => constant(Const::Str(s.value.clone()), span),
+            ExprKind::Bool { value } => constant(Const::Bool(*value), span),
+            ExprKind::Paren { inner } => self.typed(decl, inner, scope),
+            ExprKind::List { items } => {
+                let items: Vec<TExpr> = items.iter().map(|i| self.typed(decl, i, scope)).collect();
+                texpr(TKind::List { items }, ExprTy::List, span)
+            }
+            ExprKind::Name { name } => self.name(decl, name, span, scope),
+            ExprKind::Field { .. } => self.field(decl, e, scope),
+            ExprKind::Index { base, index } => {
+                let base = self.typed(decl, base, scope);
+                let index = self.typed(decl, index, scope);
+                texpr(
+                    TKind::Call {
+                        func: "index".into(),
+                        args: vec![base, index],
+                        named: BTreeMap::new(),
+                    },
+                    ExprTy::Any,
+                    span,
+                )
+            }
+            ExprKind::Call { callee, args } => self.call(decl, callee, args, span, scope),
+            ExprKind::Unary { op, operand } => {
+                let inner = self.typed(decl, operand, scope);
+                self.unary(*op, inner, span)
+            }
+            ExprKind::Binary { op, lhs, rhs } => {
+                let l = self.typed(decl, lhs, scope);
+                let r = self.typed(decl, rhs, scope);
+                self.binary(*op, l, r, span)
+            }
+            ExprKind::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = self.typed(decl, cond, scope);
+                self.expect_bool(&c, "an `if` condition");
+                let t = self.typed(decl, then, scope);
+                let o = self.typed(decl, otherwise, scope);
+                let ty = match (t.ty, o.ty) {
+                    (a, b) if a == b => a,
+                    (a, b) if a.is_numeric() && b.is_numeric() => ExprTy::Number,
+                    (ExprTy::Any, b) => b,
+                    (a, ExprTy::Any) => a,
+                    (a, b) => {
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::E0300,
+                                format!(
+                                    "the branches of `if` differ: {} and {}",
+                                    a.describe(),
+                                    b.describe()
+                                ),
+                            )
+                            .with_primary(o.span, b.describe())
+                            .with_secondary(t.span, a.describe())
+                            .with_help("both branches must have the same type"),
+                        );
+                        ExprTy::Any
+                    }
+                };
+                if let Some(Const::Bool(b)) = c.constant() {
+                    return if *b { t } else { o };
+                }
+                texpr(
+                    TKind::If {
+                        cond: Box::new(c),
+                        then: Box::new(t),
+                        otherwise: Box::new(o),
+                    },
+                    ty,
+                    span,
+                )
+            }
+        }
+    }
+
+    fn name(&mut self, decl: usize, name: &str, span: Span, scope: &ExprScope) -> TExpr {
+        let var = |name: &str, ty| texpr(TKind::Var { name: name.into() }, ty, span);
+        let candidates: Vec<String> = match scope {
+            ExprScope::Const => Vec::new(),
+            ExprScope::Filter => return var(name, ExprTy::Any),
+            ExprScope::Curate => {
+                if CURATE_VARS.contains(&name) {
+                    return var(name, ExprTy::Number);
+                }
+                CURATE_VARS.iter().map(|s| s.to_string()).collect()
+            }
+            ExprScope::Reflection => {
+                if name == "reward" {
+                    return var(name, ExprTy::Number);
+                }
+                // A bare rubric name stands for its total.
+                let module = self.info[decl].module;
+                if let Some(Found::Decl(r)) = self.scopes.lookup(module, name) {
+                    if self.decls[r.0].kind == DeclKind::Rubric {
+                        return texpr(
+                            TKind::Criterion {
+                                rubric: r,
+                                criterion: None,
+                            },
+                            ExprTy::Number,
+                            span,
+                        );
+                    }
+                }
+                vec!["reward".into()]
+            }
+            ExprScope::Rubric { decl: rubric } => {
+                if self.info[*rubric].criteria.iter().any(|c| c == name) {
+                    return var(name, ExprTy::Score);
+                }
+                if RUBRIC_VARS.contains(&name) {
+                    return var(name, ExprTy::Number);
+                }
+                if RUBRIC_OBJECTS.contains(&name) {
+                    return var(name, ExprTy::Any);
+                }
+                let params = self.decls[*rubric].params.clone();
+                if let Some(p) = params.iter().find(|p| p.name == name) {
+                    return match &p.default {
+                        Some(Value::Number(n)) => constant(Const::Number(*n), span),
+                        Some(Value::Bool(b)) => constant(Const::Bool(*b), span),
+                        Some(Value::Str(s)) => constant(Const::Str(s.clone()), span),
+                        _ => var(name, ExprTy::Any),
+                    };
+                }
+                let mut c: Vec<String> = self.info[*rubric].criteria.clone();
+                c.extend(
+                    RUBRIC_VARS
+                        .iter()
+                        .chain(RUBRIC_OBJECTS)
+                        .map(|s| s.to_string()),
+                );
+                c.extend(params.iter().map(|p| p.name.clone()));
+                c
+            }
+        };
+        let what = match scope {
+            ExprScope::Const => format!("`{name}` is not a constant"),
+            _ => format!("unknown name `{name}`"),
+        };
+        let mut d = Diagnostic::error(Code::E0203, what).with_primary(span, "not found here");
+        d = match (did_you_mean(name, candidates.iter().map(String::as_str)), scope) {
+            (Some(best), _) => d.with_help(format!("did you mean `{best}`?")),
+            (None, ExprScope::Const) => d.with_help("this setting takes a literal value"),
+            (None, ExprScope::Rubric { .. }) => d.with_help(format!(
+                "a rubric expression can use its criteria, `weighted`, `penalties`, `format` and its parameters: {}",
+                crate::diagnostic::one_of(&candidates)
+            )),
+            (None, _) => d.with_help(format!("names here: {}", crate::diagnostic::one_of(&candidates))),
+        };
+        self.diags.push(d);
+        poisoned(span)
+    }
+
+    fn field(&mut self, decl: usize, e: &ast::Expr, scope: &ExprScope) -> TExpr {
+        let ExprKind::Field { base, name } = &e.kind else {
+            return poisoned(e.span);
+        };
+        match scope {
+            ExprScope::Reflection => {
+                let value = self.criterion_ref(decl, e);
+                match value {
+                    Some(Value::Criterion { rubric, criterion }) => {
+                        let ty = if criterion.is_some() {
+                            ExprTy::Score
+                        } else {
+                            ExprTy::Number
+                        };
+                        texpr(TKind::Criterion { rubric, criterion }, ty, e.span)
+                    }
+                    _ => poisoned(e.span),
+                }
+            }
+            ExprScope::Rubric { .. } => {
+                let b = self.typed(decl, base, scope);
+                let ty = match (&b.kind, name.name.as_str()) {
+                    (TKind::Var { name: obj }, "verdict" | "text")
+                        if obj == "think" || obj == "answer" =>
+                    {
+                        ExprTy::String
+                    }
+                    (TKind::Var { name: obj }, "length") if obj == "think" || obj == "answer" => {
+                        ExprTy::Number
+                    }
+                    (TKind::Var { name: obj }, field) if obj == "think" || obj == "answer" => {
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::E0212,
+                                format!("`{obj}` has no field `{field}`"),
+                            )
+                            .with_primary(name.span, "unknown field")
+                            .with_help(format!("`{obj}` has `text`, `verdict` and `length`")),
+                        );
+                        ExprTy::Any
+                    }
+                    _ => ExprTy::Any,
+                };
+                texpr(
+                    TKind::Field {
+                        base: Box::new(b),
+                        field: name.name.clone(),
+                    },
+                    ty,
+                    e.span,
+                )
+            }
+            _ => {
+                let b = self.typed(decl, base, scope);
+                texpr(
+                    TKind::Field {
+                        base: Box::new(b),
+                        field: name.name.clone(),
+                    },
+                    ExprTy::Any,
+                    e.span,
+                )
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        decl: usize,
+        callee: &ast::Expr,
+        args: &[ast::Arg],
+        span: Span,
+        scope: &ExprScope,
+    ) -> TExpr {
+        let mut positional = Vec::new();
+        let mut named = BTreeMap::new();
+        for arg in args {
+            let v = self.typed(decl, &arg.value, scope);
+            match &arg.name {
+                Some(n) => {
+                    named.insert(n.name.clone(), v);
+                }
+                None => positional.push(v),
+            }
+        }
+        let call = |func: String, ty, positional, named| {
+            texpr(
+                TKind::Call {
+                    func,
+                    args: positional,
+                    named,
+                },
+                ty,
+                span,
+            )
+        };
+        match (&callee.kind, scope) {
+            (ExprKind::Field { base, name }, ExprScope::Rubric { .. }) if matches!(&base.kind, ExprKind::Name { name } if name == "judge") =>
+            {
+                let ty = match name.name.as_str() {
+                    "flag" => ExprTy::Bool,
+                    "score" => ExprTy::Score,
+                    other => {
+                        self.diags.push(
+                            Diagnostic::error(Code::E0203, format!("a judge has no method `{other}`"))
+                                .with_primary(name.span, "unknown method")
+                                .with_help("a judge has `judge.flag(\"name\")` (a yes/no verdict) and `judge.score(\"name\")` (a 0..1 score)"),
+                        );
+                        return poisoned(span);
+                    }
+                };
+                self.expect_string_arg(&positional, span, &format!("judge.{}", name.name));
+                call(format!("judge.{}", name.name), ty, positional, named)
+            }
+            (ExprKind::Name { name }, ExprScope::Filter) => {
+                match FILTER_FUNCTIONS.iter().find(|(f, _)| f == name) {
+                    Some((f, ty)) => call((*f).to_string(), *ty, positional, named),
+                    None => {
+                        let mut d =
+                            Diagnostic::error(Code::E0203, format!("unknown function `{name}`"))
+                                .with_primary(callee.span, "not a filter function");
+                        d = match did_you_mean(name, FILTER_FUNCTIONS.iter().map(|(f, _)| *f)) {
+                            Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                            None => d.with_help("filters can call `len`, `lower` and `contains`"),
+                        };
+                        self.diags.push(d);
+                        poisoned(span)
+                    }
+                }
+            }
+            (ExprKind::Name { .. } | ExprKind::Field { .. }, ExprScope::Rubric { .. }) => {
+                let Some((target, rest, _)) = self.resolve_path(decl, callee, &[DeclKind::Scorer])
+                else {
+                    return poisoned(span);
+                };
+                let d = &self.decls[target.0];
+                if d.kind != DeclKind::Scorer || !rest.is_empty() {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0209,
+                            format!("`{}` is a `{}`, not a scorer", d.name, d.kind.keyword()),
+                        )
+                        .with_primary(callee.span, "cannot be called"),
+                    );
+                    return poisoned(span);
+                }
+                let qualified = d.qualified.clone();
+                self.check_scorer_args(target, args, span);
+                call(qualified, ExprTy::Score, positional, named)
+            }
+            _ => {
+                self.diags.push(
+                    Diagnostic::error(Code::E0203, "no function can be called here")
+                        .with_primary(callee.span, "not callable in this setting"),
+                );
+                poisoned(span)
+            }
+        }
+    }
+
+    fn expect_string_arg(&mut self, args: &[TExpr], span: Span, func: &str) {
+        if !matches!(args, [a] if a.ty == ExprTy::String) {
+            self.diags.push(
+                Diagnostic::error(Code::E0300, format!("`{func}` takes one string"))
+                    .with_primary(span, format!("expected `{func}(\"name\")`")),
+            );
+        }
+    }
+
+    fn check_scorer_args(&mut self, scorer: super::hir::DeclRef, args: &[ast::Arg], span: Span) {
+        let params: Vec<(String, bool)> = match self.info[scorer.0].ast.params.as_ref() {
+            Some(ps) => ps
+                .iter()
+                .map(|p| (p.name.name.clone(), p.default.is_some()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let name = self.decls[scorer.0].name.clone();
+        let mut given = Vec::new();
+        for (i, arg) in args.iter().enumerate() {
+            let pname = match &arg.name {
+                Some(n) => {
+                    if !params.iter().any(|(p, _)| *p == n.name) {
+                        let mut d = Diagnostic::error(
+                            Code::E0203,
+                            format!("scorer `{name}` has no parameter `{}`", n.name),
+                        )
+                        .with_primary(n.span, "unknown parameter");
+                        d = match did_you_mean(&n.name, params.iter().map(|(p, _)| p.as_str())) {
+                            Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                            None if params.is_empty() => {
+                                d.with_help(format!("`{name}` takes no arguments"))
+                            }
+                            None => d.with_help(format!(
+                                "its parameters are {}",
+                                crate::diagnostic::one_of(
+                                    &params.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()
+                                )
+                            )),
+                        };
+                        self.diags.push(d);
+                        continue;
+                    }
+                    n.name.clone()
+                }
+                None => match params.get(i) {
+                    Some((p, _)) => p.clone(),
+                    None => {
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::E0300,
+                                format!("scorer `{name}` takes {} argument(s)", params.len()),
+                            )
+                            .with_primary(arg.span, "one too many"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            given.push(pname);
+        }
+        for (p, has_default) in &params {
+            if !has_default && !given.contains(p) {
+                self.diags.push(
+                    Diagnostic::error(Code::E0211, format!("scorer `{name}` needs `{p}`"))
+                        .with_primary(span, format!("`{p}` is missing"))
+                        .with_help(format!("pass it: `{name}({p} = ...)`")),
+                );
+            }
+        }
+    }
+
+    fn unary(&mut self, op: UnaryOp, inner: TExpr, span: Span) -> TExpr {
+        match op {
+            UnaryOp::Neg => {
+                self.expect_number(&inner, "`-`");
+                if let Some(n) = inner.number() {
+                    return constant(Const::Number(-n), span);
+                }
+                texpr(
+                    TKind::Unary {
+                        op,
+                        operand: Box::new(inner),
+                    },
+                    ExprTy::Number,
+                    span,
+                )
+            }
+            UnaryOp::Not => {
+                self.expect_bool(&inner, "`not`");
+                if let Some(Const::Bool(b)) = inner.constant() {
+                    return constant(Const::Bool(!b), span);
+                }
+                texpr(
+                    TKind::Unary {
+                        op,
+                        operand: Box::new(inner),
+                    },
+                    ExprTy::Bool,
+                    span,
+                )
+            }
+        }
+    }
+
+    fn binary(&mut self, op: BinaryOp, l: TExpr, r: TExpr, span: Span) -> TExpr {
+        use BinaryOp as B;
+        let ty = match op {
+            B::Or | B::And => {
+                self.expect_bool(&l, &format!("`{}`", op.symbol()));
+                self.expect_bool(&r, &format!("`{}`", op.symbol()));
+                ExprTy::Bool
+            }
+            B::Eq | B::Ne => {
+                let comparable = l.ty == r.ty
+                    || (l.ty.is_numeric() && r.ty.is_numeric())
+                    || l.ty == ExprTy::Any
+                    || r.ty == ExprTy::Any;
+                if !comparable {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0300,
+                            format!(
+                                "cannot compare {} with {}",
+                                l.ty.describe(),
+                                r.ty.describe()
+                            ),
+                        )
+                        .with_primary(r.span, r.ty.describe())
+                        .with_secondary(l.span, l.ty.describe()),
+                    );
+                }
+                ExprTy::Bool
+            }
+            B::Lt | B::Le | B::Gt | B::Ge => {
+                self.expect_number(&l, &format!("`{}`", op.symbol()));
+                self.expect_number(&r, &format!("`{}`", op.symbol()));
+                ExprTy::Bool
+            }
+            B::In | B::NotIn => {
+                if !matches!(
+                    r.ty,
+                    ExprTy::List | ExprTy::Range | ExprTy::Any | ExprTy::String
+                ) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0300,
+                            format!(
+                                "`{}` needs a list or a range on its right, found {}",
+                                op.symbol(),
+                                r.ty.describe()
+                            ),
+                        )
+                        .with_primary(r.span, "not a list or range"),
+                    );
+                }
+                ExprTy::Bool
+            }
+            B::Range => {
+                self.expect_number(&l, "a range");
+                self.expect_number(&r, "a range");
+                ExprTy::Range
+            }
+            B::Add | B::Sub | B::Mul | B::Div | B::Rem => {
+                self.expect_number(&l, &format!("`{}`", op.symbol()));
+                self.expect_number(&r, &format!("`{}`", op.symbol()));
+                if matches!(op, B::Div | B::Rem) && r.number() == Some(0.0) {
+                    self.diags.push(
+                        Diagnostic::error(Code::E0316, "division by zero")
+                            .with_primary(r.span, "this is 0")
+                            .with_help("a reward must be a finite number"),
+                    );
+                    return poisoned(span);
+                }
+                ExprTy::Number
+            }
+        };
+        if let Some(folded) = fold(op, &l, &r) {
+            return constant(folded, span);
+        }
+        texpr(
+            TKind::Binary {
+                op,
+                lhs: Box::new(l),
+                rhs: Box::new(r),
+            },
+            ty,
+            span,
+        )
+    }
+
+    /// Reports unless `t` is a condition.
+    pub(crate) fn expect_bool(&mut self, t: &TExpr, what: &str) {
+        if !t.ty.is_bool() {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0300,
+                    format!("{what} needs a condition, found {}", t.ty.describe()),
+                )
+                .with_primary(t.span, "not a condition")
+                .with_help("compare it: `x > 0.5`, `label == \"unsafe\"`"),
+            );
+        }
+    }
+
+    /// Reports unless `t` is a number (or score).
+    pub(crate) fn expect_number(&mut self, t: &TExpr, what: &str) {
+        if !t.ty.is_numeric() {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0300,
+                    format!("{what} needs a number, found {}", t.ty.describe()),
+                )
+                .with_primary(t.span, "not a number"),
+            );
+        }
+    }
+}
+
+fn fold(op: BinaryOp, l: &TExpr, r: &TExpr) -> Option<Const> {
+    use BinaryOp as B;
+    let (lc, rc) = (l.constant()?, r.constant()?);
+    Some(match (op, lc, rc) {
+        (B::Add, Const::Number(a), Const::Number(b)) => Const::Number(a + b),
+        (B::Sub, Const::Number(a), Const::Number(b)) => Const::Number(a - b),
+        (B::Mul, Const::Number(a), Const::Number(b)) => Const::Number(a * b),
+        (B::Div, Const::Number(a), Const::Number(b)) => Const::Number(a / b),
+        (B::Rem, Const::Number(a), Const::Number(b)) => Const::Number(a % b),
+        (B::Range, Const::Number(a), Const::Number(b)) => Const::Range(*a, *b),
+        (B::Lt, Const::Number(a), Const::Number(b)) => Const::Bool(a < b),
+        (B::Le, Const::Number(a), Const::Number(b)) => Const::Bool(a <= b),
+        (B::Gt, Const::Number(a), Const::Number(b)) => Const::Bool(a > b),
+        (B::Ge, Const::Number(a), Const::Number(b)) => Const::Bool(a >= b),
+        (B::Eq, a, b) => Const::Bool(a == b),
+        (B::Ne, a, b) => Const::Bool(a != b),
+        (B::And, Const::Bool(a), Const::Bool(b)) => Const::Bool(*a && *b),
+        (B::Or, Const::Bool(a), Const::Bool(b)) => Const::Bool(*a || *b),
+        (B::In, Const::Number(x), Const::Range(a, b)) => Const::Bool(a <= x && x <= b),
+        (B::NotIn, Const::Number(x), Const::Range(a, b)) => Const::Bool(!(a <= x && x <= b)),
+        _ => return None,
+    })
+}
+
+/// Describes a schema scope's names (for docs).
+pub fn scope_names(scope: Scope) -> &'static str {
+    let _ = schema::FORMATS;
+    match scope {
+        Scope::Rubric => {
+            "criteria, `weighted`, `penalties`, `format`, parameters, `judge`, `think`, `answer`"
+        }
+        Scope::Curate => "`mean`, `std`, `min`, `max`",
+        Scope::Reflection => "`rubric.criterion`, `reward`",
+    }
+}

@@ -1,0 +1,116 @@
+//! Pass 5: content hashes.
+//!
+//! A hash covers the resolved meaning of declarations, not their layout:
+//! spans and comments are not part of the HIR, declaration references are
+//! replaced by qualified names (indices depend on load order), and resolved
+//! absolute paths are left out (a checkout's location must not change the
+//! hash). The encoding is versioned by [`HASH_VERSION`] and does not include
+//! the compiler version, so a rubric's pin survives compiler upgrades.
+
+use super::hir::{Decl, Program};
+use super::Analyzer;
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+/// The version of the canonical encoding; bump it only with a migration.
+pub const HASH_VERSION: &str = "saferc-hash-v1";
+
+/// The canonical JSON of a declaration.
+pub fn canonical(decl: &Decl, decls: &[Decl]) -> Json {
+    let mut v = serde_json::to_value(decl).unwrap_or(Json::Null);
+    if let Json::Object(map) = &mut v {
+        map.remove("hash");
+        map.remove("docs");
+        map.remove("module");
+    }
+    normalise(&mut v, decls);
+    v
+}
+
+pub(crate) fn normalise(v: &mut Json, decls: &[Decl]) {
+    match v {
+        Json::Object(map) => {
+            if map.len() == 1 {
+                if let Some(Json::Number(n)) = map.get("decl") {
+                    let name = n
+                        .as_u64()
+                        .and_then(|i| decls.get(i as usize))
+                        .map(|d| d.qualified.clone())
+                        .unwrap_or_default();
+                    *v = Json::String(name);
+                    return;
+                }
+            }
+            map.remove("resolved");
+            for value in map.values_mut() {
+                normalise(value, decls);
+            }
+        }
+        Json::Array(items) => items.iter_mut().for_each(|i| normalise(i, decls)),
+        _ => {}
+    }
+}
+
+/// `sha256:` followed by the hex digest of the versioned encoding.
+pub fn digest(parts: &[&Json]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(HASH_VERSION.as_bytes());
+    for part in parts {
+        hasher.update(b"\n");
+        hasher.update(part.to_string().as_bytes());
+    }
+    let bytes = hasher.finalize();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+impl<'a> Analyzer<'a> {
+    /// Computes declaration, module and program hashes and returns the
+    /// program.
+    pub(crate) fn finish_program(&mut self) -> Program {
+        let canon: Vec<Json> = self
+            .decls
+            .iter()
+            .map(|d| canonical(d, &self.decls))
+            .collect();
+        for (d, c) in self.decls.iter_mut().zip(&canon) {
+            d.hash = digest(&[c]);
+        }
+        let modules = self
+            .loaded
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(m, module)| {
+                let parts: Vec<&Json> = self
+                    .decls
+                    .iter()
+                    .zip(&canon)
+                    .filter(|(d, _)| d.module == m)
+                    .map(|(_, c)| c)
+                    .collect();
+                super::hir::ModuleInfo {
+                    name: module.name.clone(),
+                    hash: digest(&parts),
+                }
+            })
+            .collect();
+        Program {
+            modules,
+            decls: std::mem::take(&mut self.decls),
+        }
+    }
+}
+
+impl Program {
+    /// The content hash of the whole program.
+    pub fn hash(&self) -> String {
+        let parts: Vec<Json> = self
+            .decls
+            .iter()
+            .map(|d| canonical(d, &self.decls))
+            .collect();
+        let refs: Vec<&Json> = parts.iter().collect();
+        digest(&refs)
+    }
+}

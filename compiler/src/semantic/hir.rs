@@ -1,0 +1,436 @@
+//! The HIR: a resolved, typed program.
+//!
+//! Declarations from every loaded module live in one list; references are
+//! indices into it ([`DeclRef`]). Settings are stored generically (key →
+//! [`Value`]) after the schema table has checked them and filled in
+//! defaults, so that the graph, the emitters and the runtime read one shape.
+//! Spans are kept for diagnostics but never serialised, so the content hash
+//! of a program ignores layout and comments.
+
+use crate::span::Span;
+use crate::syntax::ast::{BinaryOp, DeclKind, UnaryOp, Unit};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Index of a declaration in [`Program::decls`]. Serialised as
+/// `{"decl": index}` so that hashing can replace it by the declaration's
+/// qualified name (indices depend on load order, names do not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeclRef(pub usize);
+
+impl Serialize for DeclRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry("decl", &self.0)?;
+        map.end()
+    }
+}
+
+/// A whole resolved program: the entry module and everything it imports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Program {
+    /// Loaded modules, the entry first.
+    pub modules: Vec<ModuleInfo>,
+    /// Every declaration of every module.
+    pub decls: Vec<Decl>,
+}
+
+/// One loaded module.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleInfo {
+    /// Its display name (`std/rubrics/safety.safer`, `examples/quickstart.safer`).
+    pub name: String,
+    /// Content hash of the module's resolved declarations.
+    pub hash: String,
+}
+
+/// A resolved declaration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decl {
+    /// Its keyword.
+    pub kind: DeclKind,
+    /// Its name as declared.
+    pub name: String,
+    /// A program-wide unique name: the plain name for the entry module,
+    /// `module::name` for imported ones.
+    pub qualified: String,
+    /// Index of its module in [`Program::modules`].
+    pub module: usize,
+    /// Checked settings with defaults filled in (block bodies).
+    pub settings: Settings,
+    /// Filters of a dataset, in order.
+    pub filters: Vec<TExpr>,
+    /// Criteria, penalties, format terms and total of a rubric.
+    pub rubric: Option<Rubric>,
+    /// The value of `prompt name = ...` and `scorer f(...) = ...`.
+    pub value: Option<Value>,
+    /// Declared parameters (rubrics, scorers).
+    pub params: Vec<Param>,
+    /// Content hash (rubrics: what a pin in `safer.toml` compares).
+    pub hash: String,
+    /// The doc comment.
+    pub docs: Vec<String>,
+    /// Where the name is.
+    #[serde(skip)]
+    pub span: Span,
+}
+
+/// A declared parameter.
+#[derive(Debug, Clone, Serialize)]
+pub struct Param {
+    /// Its name.
+    pub name: String,
+    /// Its type name, when declared.
+    pub ty: Option<String>,
+    /// Its default, when declared.
+    pub default: Option<Value>,
+}
+
+/// Settings of a block: values and nested blocks, sorted by key.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Settings(pub BTreeMap<String, Setting>);
+
+/// One entry of [`Settings`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Setting {
+    /// `key = value` (or a default).
+    Value(Value),
+    /// `key { ... }`.
+    Block(Settings),
+}
+
+impl Settings {
+    /// A value by key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self.0.get(key) {
+            Some(Setting::Value(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A nested block by name.
+    pub fn block(&self, key: &str) -> Option<&Settings> {
+        match self.0.get(key) {
+            Some(Setting::Block(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A number (or the amount of a quantity) by key.
+    pub fn number(&self, key: &str) -> Option<f64> {
+        match self.get(key)? {
+            Value::Number(n) => Some(*n),
+            Value::Quantity { value, .. } => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// An enum or string value by key.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        match self.get(key)? {
+            Value::Enum(s) | Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A declaration reference by key.
+    pub fn reference(&self, key: &str) -> Option<DeclRef> {
+        match self.get(key)? {
+            Value::Ref(r) => Some(*r),
+            _ => None,
+        }
+    }
+}
+
+/// A checked value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum Value {
+    /// A number.
+    Number(f64),
+    /// A number with a unit.
+    Quantity {
+        /// The amount.
+        value: f64,
+        /// The unit.
+        unit: Unit,
+    },
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(String),
+    /// A name from a fixed set.
+    Enum(String),
+    /// A path as written and as resolved from the declaring file.
+    Path {
+        /// As written.
+        written: String,
+        /// Resolved (absolute for files; `std/...` for the standard library).
+        resolved: String,
+    },
+    /// `low..high`.
+    Range {
+        /// Low end.
+        low: f64,
+        /// High end.
+        high: f64,
+    },
+    /// A declaration.
+    Ref(DeclRef),
+    /// A dataset split (`None`: the whole dataset).
+    Split {
+        /// The dataset.
+        dataset: DeclRef,
+        /// The split.
+        split: Option<String>,
+    },
+    /// A rubric criterion (`None`: the shaped total).
+    Criterion {
+        /// The rubric.
+        rubric: DeclRef,
+        /// The criterion.
+        criterion: Option<String>,
+    },
+    /// A data source.
+    Source {
+        /// `jsonl`.
+        format: String,
+        /// The file.
+        path: Box<Value>,
+    },
+    /// A list.
+    List(Vec<Value>),
+    /// An expression evaluated at run time (conditions, totals, scorers).
+    Expr(TExpr),
+    /// `intrinsic`: implemented by the runtime.
+    Intrinsic,
+}
+
+/// Criteria, penalties and format terms of a rubric.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rubric {
+    /// The judge that scores the criteria (the `judge` parameter's default).
+    pub judge: Option<DeclRef>,
+    /// Weighted criteria.
+    pub criteria: Vec<Criterion>,
+    /// Penalties.
+    pub penalties: Vec<Penalty>,
+    /// Format terms.
+    pub formats: Vec<FormatTerm>,
+    /// The reward expression.
+    pub total: TExpr,
+}
+
+/// One criterion.
+#[derive(Debug, Clone, Serialize)]
+pub struct Criterion {
+    /// Its name.
+    pub name: String,
+    /// Its weight in `weighted`.
+    pub weight: f64,
+    /// What the judge assesses.
+    pub description: Option<String>,
+    /// How it is scored, when not by asking the judge.
+    pub scorer: Option<TExpr>,
+    /// The raw score range, normalised to 0..1.
+    pub scale: (f64, f64),
+    /// Where it is declared.
+    #[serde(skip)]
+    pub span: Span,
+}
+
+/// One penalty.
+#[derive(Debug, Clone, Serialize)]
+pub struct Penalty {
+    /// Its name.
+    pub name: String,
+    /// The amount (usually negative).
+    pub value: TExpr,
+    /// When it applies (always when absent).
+    pub when: Option<TExpr>,
+}
+
+/// One format term.
+#[derive(Debug, Clone, Serialize)]
+pub struct FormatTerm {
+    /// The format (`think_answer`, ...).
+    pub format: String,
+    /// Its weight.
+    pub weight: f64,
+}
+
+/// The type of an expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExprTy {
+    /// A number.
+    Number,
+    /// A score in 0..1 (a criterion).
+    Score,
+    /// A boolean.
+    Bool,
+    /// A string.
+    String,
+    /// A list.
+    List,
+    /// A range.
+    Range,
+    /// Known only at run time (a dataset row field).
+    Any,
+}
+
+impl ExprTy {
+    /// The type in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ExprTy::Number => "a number",
+            ExprTy::Score => "a score",
+            ExprTy::Bool => "a condition (`true` or `false`)",
+            ExprTy::String => "a string",
+            ExprTy::List => "a list",
+            ExprTy::Range => "a range",
+            ExprTy::Any => "a row field",
+        }
+    }
+
+    /// True for numbers and scores (and unknowns).
+    pub fn is_numeric(self) -> bool {
+        matches!(self, ExprTy::Number | ExprTy::Score | ExprTy::Any)
+    }
+
+    /// True for booleans (and unknowns).
+    pub fn is_bool(self) -> bool {
+        matches!(self, ExprTy::Bool | ExprTy::Any)
+    }
+}
+
+/// A typed, resolved expression (constants folded).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TExpr {
+    /// What it is.
+    pub kind: TKind,
+    /// Its type.
+    pub ty: ExprTy,
+    /// Where it is.
+    #[serde(skip)]
+    pub span: Span,
+}
+
+/// Typed expression forms.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TKind {
+    /// A folded constant.
+    Const {
+        /// Its value.
+        value: Const,
+    },
+    /// A variable of the scope: a criterion, `weighted`, `mean`, a row field.
+    Var {
+        /// Its name.
+        name: String,
+    },
+    /// A criterion of another rubric (reflection conditions).
+    Criterion {
+        /// The rubric.
+        rubric: DeclRef,
+        /// The criterion, or `None` for its total.
+        criterion: Option<String>,
+    },
+    /// `base.field`.
+    Field {
+        /// The object.
+        base: Box<TExpr>,
+        /// The field.
+        field: String,
+    },
+    /// A call of a built-in function or scorer.
+    Call {
+        /// The function (`len`, `judge.flag`, `std::regex`).
+        func: String,
+        /// Positional arguments.
+        args: Vec<TExpr>,
+        /// Named arguments.
+        named: BTreeMap<String, TExpr>,
+    },
+    /// A prefix operator.
+    Unary {
+        /// The operator.
+        op: UnaryOp,
+        /// The operand.
+        operand: Box<TExpr>,
+    },
+    /// An infix operator.
+    Binary {
+        /// The operator.
+        op: BinaryOp,
+        /// Left.
+        lhs: Box<TExpr>,
+        /// Right.
+        rhs: Box<TExpr>,
+    },
+    /// `if c { a } else { b }`.
+    If {
+        /// Condition.
+        cond: Box<TExpr>,
+        /// When true.
+        then: Box<TExpr>,
+        /// When false.
+        otherwise: Box<TExpr>,
+    },
+    /// `[a, b]`.
+    List {
+        /// Elements.
+        items: Vec<TExpr>,
+    },
+}
+
+/// A constant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Const {
+    /// A number.
+    Number(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(String),
+    /// A range.
+    Range(f64, f64),
+}
+
+impl TExpr {
+    /// The constant value, if folded.
+    pub fn constant(&self) -> Option<&Const> {
+        match &self.kind {
+            TKind::Const { value } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The folded number, if any.
+    pub fn number(&self) -> Option<f64> {
+        match self.constant()? {
+            Const::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl Program {
+    /// A declaration by reference.
+    pub fn decl(&self, r: DeclRef) -> &Decl {
+        &self.decls[r.0]
+    }
+
+    /// Declarations of the entry module, in source order.
+    pub fn entry_decls(&self) -> impl Iterator<Item = (DeclRef, &Decl)> {
+        self.decls
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.module == 0)
+            .map(|(i, d)| (DeclRef(i), d))
+    }
+}

@@ -1,0 +1,351 @@
+//! Loading a pipeline and everything it `use`s.
+//!
+//! Paths resolve from the file that names them (never from the working
+//! directory); `std/...` paths come from the embedded standard library.
+//! A file outside the project root is refused unless the caller allows it;
+//! an import cycle is reported with the whole cycle.
+
+use crate::diagnostic::{did_you_mean, Code, Diagnostic};
+use crate::source::{SourceFile, SourceMap};
+use crate::span::{SourceId, Span};
+use crate::stdlib;
+use crate::syntax::{self, ast};
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+/// Where a module comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// The embedded standard library (`std/...`).
+    Std(String),
+    /// A file on disk (canonical path).
+    File(PathBuf),
+    /// Text given directly (tests, the editor's unsaved buffer).
+    Text(String),
+}
+
+/// One parsed module and its resolved imports.
+#[derive(Debug)]
+pub struct LoadedModule {
+    /// Its source.
+    pub source: SourceId,
+    /// Where it came from.
+    pub origin: Origin,
+    /// Its display name.
+    pub name: String,
+    /// The syntax tree.
+    pub ast: ast::Module,
+    /// Its `use` items, resolved.
+    pub imports: Vec<Import>,
+}
+
+/// A resolved `use`.
+#[derive(Debug, Clone)]
+pub struct Import {
+    /// The target module (index into [`Loaded::modules`]).
+    pub module: usize,
+    /// `as name`, when given.
+    pub alias: Option<String>,
+    /// The `use` item.
+    pub span: Span,
+}
+
+/// The entry module (index 0), its imports, and the prelude.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every module; the entry is first.
+    pub modules: Vec<LoadedModule>,
+    /// Index of the prelude (`std/std.safer`), when it loaded.
+    pub prelude: Option<usize>,
+}
+
+/// Options of the loader.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The project root; files outside it are refused. Defaults to the
+    /// entry file's folder.
+    pub root: Option<PathBuf>,
+    /// Allow imports outside the root (`--allow-outside-root`).
+    pub allow_outside_root: bool,
+}
+
+struct Loader<'s> {
+    sources: &'s mut SourceMap,
+    options: LoadOptions,
+    root: Option<PathBuf>,
+    loaded: Loaded,
+    by_origin: HashMap<Origin, usize>,
+    stack: Vec<usize>,
+    visited: Vec<usize>,
+    diags: Vec<Diagnostic>,
+}
+
+/// Loads the entry file from disk and everything it imports.
+pub fn load_file(
+    sources: &mut SourceMap,
+    path: &Path,
+    options: LoadOptions,
+) -> (Loaded, Vec<Diagnostic>) {
+    let id = match sources.load(path) {
+        Ok(id) => id,
+        Err(d) => return (Loaded::default(), vec![*d]),
+    };
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let root = options
+        .root
+        .clone()
+        .or_else(|| canonical.parent().map(Path::to_path_buf));
+    load_entry(sources, id, Origin::File(canonical), root, options)
+}
+
+/// Loads an entry given as text (relative imports resolve from `base_dir`).
+pub fn load_text(
+    sources: &mut SourceMap,
+    name: &str,
+    text: &str,
+    base_dir: Option<&Path>,
+    options: LoadOptions,
+) -> (Loaded, Vec<Diagnostic>) {
+    let path = base_dir.map(|d| d.join(name));
+    let id = sources.add(SourceFile::new(name, path, text.to_string()));
+    let root = options
+        .root
+        .clone()
+        .or_else(|| base_dir.map(Path::to_path_buf));
+    let origin = match base_dir {
+        Some(d) => Origin::File(d.join(name)),
+        None => Origin::Text(name.to_string()),
+    };
+    load_entry(sources, id, origin, root, options)
+}
+
+fn load_entry(
+    sources: &mut SourceMap,
+    id: SourceId,
+    origin: Origin,
+    root: Option<PathBuf>,
+    options: LoadOptions,
+) -> (Loaded, Vec<Diagnostic>) {
+    let mut loader = Loader {
+        sources,
+        options,
+        root,
+        loaded: Loaded::default(),
+        by_origin: HashMap::new(),
+        stack: Vec::new(),
+        visited: Vec::new(),
+        diags: Vec::new(),
+    };
+    let name = loader
+        .sources
+        .get(id)
+        .map(|f| f.name.clone())
+        .unwrap_or_default();
+    if let Some(entry) = loader.parse_and_add(id, origin, name) {
+        loader.visit(entry);
+    }
+    if !loader.loaded.modules.is_empty() {
+        let prelude = loader.load_std(stdlib::PRELUDE, Span::default());
+        loader.loaded.prelude = prelude;
+        if let Some(p) = prelude {
+            loader.visit(p);
+        }
+    }
+    (loader.loaded, loader.diags)
+}
+
+impl Loader<'_> {
+    fn parse_and_add(&mut self, id: SourceId, origin: Origin, name: String) -> Option<usize> {
+        let text = self
+            .sources
+            .get(id)
+            .map(|f| f.text.clone())
+            .unwrap_or_default();
+        match syntax::parse(id, &text) {
+            Ok(ast) => {
+                let index = self.loaded.modules.len();
+                self.loaded.modules.push(LoadedModule {
+                    source: id,
+                    origin: origin.clone(),
+                    name,
+                    ast,
+                    imports: Vec::new(),
+                });
+                self.by_origin.insert(origin, index);
+                Some(index)
+            }
+            Err(d) => {
+                self.diags.push(*d);
+                None
+            }
+        }
+    }
+
+    /// Resolves the imports of `module`, depth first.
+    fn visit(&mut self, module: usize) {
+        self.stack.push(module);
+        let uses: Vec<(String, Option<String>, Span, Span)> = self.loaded.modules[module]
+            .ast
+            .items
+            .iter()
+            .filter_map(|item| match &item.kind {
+                ast::ItemKind::Use(u) => Some((
+                    u.path.value.clone(),
+                    u.alias.as_ref().map(|a| a.name.clone()),
+                    item.span,
+                    u.path.span,
+                )),
+                ast::ItemKind::Decl(_) => None,
+            })
+            .collect();
+        for (path, alias, span, path_span) in uses {
+            let target = if path.starts_with("std/") {
+                self.load_std(&path, path_span)
+            } else {
+                self.load_relative(module, &path, path_span)
+            };
+            let Some(target) = target else { continue };
+            if let Some(pos) = self.stack.iter().position(|&m| m == target) {
+                let mut names: Vec<String> = self.stack[pos..]
+                    .iter()
+                    .map(|&m| self.loaded.modules[m].name.clone())
+                    .collect();
+                names.push(self.loaded.modules[target].name.clone());
+                self.diags.push(
+                    Diagnostic::error(Code::E0201, "import cycle")
+                        .with_primary(span, "this `use` closes the cycle")
+                        .with_note(format!("the cycle: {}", names.join(" → ")))
+                        .with_help("move the shared declarations into a file that both import"),
+                );
+                continue;
+            }
+            self.loaded.modules[module].imports.push(Import {
+                module: target,
+                alias,
+                span,
+            });
+            if !self.is_visited(target) {
+                self.visit(target);
+            }
+        }
+        self.stack.pop();
+        self.mark_visited(module);
+    }
+
+    fn is_visited(&self, module: usize) -> bool {
+        self.visited.contains(&module)
+    }
+
+    fn mark_visited(&mut self, module: usize) {
+        self.visited.push(module);
+    }
+
+    fn load_std(&mut self, path: &str, span: Span) -> Option<usize> {
+        let origin = Origin::Std(path.to_string());
+        if let Some(&i) = self.by_origin.get(&origin) {
+            return Some(i);
+        }
+        let Some(text) = stdlib::file(path) else {
+            let mut d =
+                Diagnostic::error(Code::E0200, format!("no standard library module `{path}`"))
+                    .with_primary(span, "not in the standard library");
+            d = match did_you_mean(path, stdlib::paths()) {
+                Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                None => d.with_help(format!(
+                    "the standard library has {}",
+                    crate::diagnostic::one_of(&stdlib::paths().collect::<Vec<_>>())
+                )),
+            };
+            self.diags.push(d);
+            return None;
+        };
+        let id = self
+            .sources
+            .add(SourceFile::new(path, None, text.to_string()));
+        self.parse_and_add(id, origin, path.to_string())
+    }
+
+    fn load_relative(&mut self, from: usize, path: &str, span: Span) -> Option<usize> {
+        let base = match &self.loaded.modules[from].origin {
+            Origin::File(p) => p.parent().map(Path::to_path_buf),
+            Origin::Std(_) => {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0200,
+                        format!("the standard library cannot import `{path}`"),
+                    )
+                    .with_primary(span, "not a `std/` path"),
+                );
+                return None;
+            }
+            Origin::Text(_) => std::env::current_dir().ok(),
+        };
+        let joined = base.unwrap_or_default().join(path);
+        let normal = normalize(&joined);
+        if let Some(root) = &self.root {
+            let root = normalize(root);
+            if !normal.starts_with(&root) && !self.options.allow_outside_root {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0202,
+                        format!("`{path}` is outside the project root"),
+                    )
+                    .with_primary(span, format!("resolves to {}", normal.display()))
+                    .with_note(format!("the project root is {}", root.display()))
+                    .with_help("move the file into the project, or allow it with `--allow-outside-root`"),
+                );
+                return None;
+            }
+        }
+        let canonical = std::fs::canonicalize(&normal).unwrap_or(normal.clone());
+        let origin = Origin::File(canonical.clone());
+        if let Some(&i) = self.by_origin.get(&origin) {
+            return Some(i);
+        }
+        let bytes = match std::fs::read(&canonical) {
+            Ok(b) => b,
+            Err(e) => {
+                let mut d = Diagnostic::error(Code::E0200, format!("cannot find `{path}`"))
+                    .with_primary(span, format!("{}: {e}", normal.display()))
+                    .with_help("paths in `use` are relative to the file that contains the `use`");
+                if !path.ends_with(".safer") {
+                    d = d.with_help(format!("did you mean `{path}.safer`?"));
+                }
+                self.diags.push(d);
+                return None;
+            }
+        };
+        let name = display_name(&canonical, self.root.as_deref());
+        match self
+            .sources
+            .load_bytes(name.clone(), Some(canonical), &bytes)
+        {
+            Ok(id) => self.parse_and_add(id, origin, name),
+            Err(d) => {
+                self.diags.push(*d);
+                None
+            }
+        }
+    }
+}
+
+/// Removes `.` and `..` components without touching the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+fn display_name(path: &Path, root: Option<&Path>) -> String {
+    root.and_then(|r| path.strip_prefix(normalize(r)).ok())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| path.display().to_string())
+}

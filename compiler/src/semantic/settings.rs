@@ -1,0 +1,558 @@
+//! Pass 3: blocks against the schema table.
+
+use super::exprs::ExprScope;
+use super::hir::{
+    Const, Criterion, FormatTerm, Param, Penalty, Rubric, Setting, Settings, TExpr, TKind, Value,
+};
+use super::schema::{self, Block, Default as Def, Form, Ty};
+use super::Analyzer;
+use crate::diagnostic::{did_you_mean, one_of, Code, Diagnostic};
+use crate::span::Span;
+use crate::syntax::ast::{self, DeclBody, DeclKind, ExprKind, StmtKind};
+use std::collections::HashMap;
+
+impl<'a> Analyzer<'a> {
+    /// Checks every declaration's body.
+    pub(crate) fn check_all_settings(&mut self) {
+        for i in 0..self.decls.len() {
+            let decl = self.info[i].ast;
+            match decl.kind {
+                DeclKind::Prompt => self.check_prompt(i, decl),
+                DeclKind::Scorer => self.check_scorer(i, decl),
+                kind => {
+                    let Some(block_schema) = schema::for_decl(kind) else {
+                        continue;
+                    };
+                    if let Some(params) = &decl.params {
+                        if kind != DeclKind::Rubric {
+                            let span = params.first().map_or(decl.name.span, |p| p.span);
+                            self.diags.push(
+                                Diagnostic::error(
+                                    Code::E0205,
+                                    format!("a `{}` takes no parameters", kind.keyword()),
+                                )
+                                .with_primary(
+                                    span,
+                                    "parameters are for `rubric` and `scorer` declarations",
+                                )
+                                .with_help("remove the parameter list"),
+                            );
+                        }
+                    }
+                    let block = match &decl.body {
+                        DeclBody::Block(b) => b,
+                        DeclBody::Value(v) => {
+                            self.diags.push(
+                                Diagnostic::error(
+                                    Code::E0300,
+                                    format!(
+                                        "a `{}` is declared with a block, not `= value`",
+                                        kind.keyword()
+                                    ),
+                                )
+                                .with_primary(v.span, "expected `{ ... }`")
+                                .with_help(format!(
+                                    "write `{} {} {{ ... }}`",
+                                    kind.keyword(),
+                                    decl.name.name
+                                )),
+                            );
+                            continue;
+                        }
+                    };
+                    if kind == DeclKind::Rubric {
+                        self.check_rubric(i, decl, block);
+                    } else {
+                        let (settings, forms) =
+                            self.check_block(i, block_schema, block, kind.keyword());
+                        self.decls[i].settings = settings;
+                        if kind == DeclKind::Dataset {
+                            for stmt in forms {
+                                if let StmtKind::Filter { cond } = &stmt.kind {
+                                    let t = self.typed(i, cond, &ExprScope::Filter);
+                                    self.expect_bool(&t, "a `filter` condition");
+                                    self.decls[i].filters.push(t);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks a block against its schema; returns the settings and the
+    /// statements of extra forms (filters, criteria, ...) for the caller.
+    pub(crate) fn check_block<'b>(
+        &mut self,
+        decl: usize,
+        schema: &'static Block,
+        block: &'b ast::Block,
+        path: &str,
+    ) -> (Settings, Vec<&'b ast::Stmt>) {
+        let mut settings = Settings::default();
+        let mut forms = Vec::new();
+        let mut seen: HashMap<String, Span> = HashMap::new();
+        for stmt in &block.stmts {
+            match &stmt.kind {
+                StmtKind::Assign { key, value } => {
+                    if let Some(first) = seen.get(&key.name) {
+                        self.duplicate_key(key, *first);
+                        continue;
+                    }
+                    seen.insert(key.name.clone(), key.span);
+                    if let Some(k) = schema.key(&key.name) {
+                        let name = match k.deprecated {
+                            Some(new) => {
+                                self.diags.push(
+                                    Diagnostic::warning(
+                                        Code::E0207,
+                                        format!("`{}` is deprecated", key.name),
+                                    )
+                                    .with_primary(key.span, format!("use `{new}`"))
+                                    .with_help(format!(
+                                        "write `{new} = ...`; `{}` will be removed",
+                                        key.name
+                                    )),
+                                );
+                                new
+                            }
+                            None => k.name,
+                        };
+                        if let Some(v) = self.check_value(decl, k.ty, value, name) {
+                            self.check_range(k, &v, value.span, path);
+                            settings.0.insert(name.to_string(), Setting::Value(v));
+                        }
+                    } else if let Some(ty) = schema.open {
+                        if let Some(v) = self.check_value(decl, ty, value, &key.name) {
+                            settings.0.insert(key.name.clone(), Setting::Value(v));
+                        }
+                    } else {
+                        self.unknown_key(schema, key, path);
+                    }
+                }
+                StmtKind::Block { key, body } => {
+                    if let Some(first) = seen.get(&key.name) {
+                        self.duplicate_key(key, *first);
+                        continue;
+                    }
+                    seen.insert(key.name.clone(), key.span);
+                    match schema.block(&key.name) {
+                        Some(nested) => {
+                            let inner_path = format!("{path}.{}", key.name);
+                            let (inner, inner_forms) =
+                                self.check_block(decl, nested, body, &inner_path);
+                            forms.extend(inner_forms);
+                            settings.0.insert(key.name.clone(), Setting::Block(inner));
+                        }
+                        None => self.unknown_key(schema, key, path),
+                    }
+                }
+                other => {
+                    let (form, word, span) = match other {
+                        StmtKind::Filter { .. } => (Form::Filter, "filter", stmt.span),
+                        StmtKind::Criterion { name, .. } => {
+                            (Form::Criterion, "criterion", name.span)
+                        }
+                        StmtKind::Penalty { name, .. } => (Form::Penalty, "penalty", name.span),
+                        _ => (Form::Format, "format", stmt.span),
+                    };
+                    if schema.forms.contains(&form) {
+                        forms.push(stmt);
+                    } else {
+                        let home = match form {
+                            Form::Filter => "`dataset`",
+                            _ => "`rubric`",
+                        };
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::E0205,
+                                format!("`{word}` is not allowed in `{path}`"),
+                            )
+                            .with_primary(span, format!("`{word}` statements belong in a {home}"))
+                            .with_help(format!("move it into a {home} declaration")),
+                        );
+                    }
+                }
+            }
+        }
+        self.fill_defaults(decl, schema, &mut settings, block, path, &seen);
+        (settings, forms)
+    }
+
+    fn duplicate_key(&mut self, key: &ast::Ident, first: Span) {
+        self.diags.push(
+            Diagnostic::error(Code::E0208, format!("`{}` is set twice", key.name))
+                .with_primary(key.span, "set again here")
+                .with_secondary(first, "first set here")
+                .with_help("keep one of them"),
+        );
+    }
+
+    fn fill_defaults(
+        &mut self,
+        decl: usize,
+        schema: &'static Block,
+        settings: &mut Settings,
+        block: &ast::Block,
+        path: &str,
+        written: &HashMap<String, Span>,
+    ) {
+        for k in schema.keys {
+            // A key that was written but invalid has been reported already.
+            if settings.0.contains_key(k.name)
+                || written.contains_key(k.name)
+                || k.deprecated.is_some()
+            {
+                continue;
+            }
+            let value = match k.default {
+                Def::Required => {
+                    // `train` requires `rollout` and `reward` only for GRPO:
+                    // those checks live in `checks`.
+                    let decl_name = &self.decls[decl].name;
+                    let kind = self.decls[decl].kind.keyword();
+                    let head = if path == kind {
+                        format!("`{kind} {decl_name}`")
+                    } else {
+                        format!("`{path}`")
+                    };
+                    self.diags.push(
+                        Diagnostic::error(Code::E0211, format!("{head} has no `{}`", k.name))
+                            .with_primary(
+                                Span {
+                                    end: block.span.start + 1,
+                                    ..block.span
+                                },
+                                format!("`{}` is required here", k.name),
+                            )
+                            .with_note(format!("`{}`: {}", k.name, k.doc))
+                            .with_help(format!(
+                                "add `{} = ...` ({})",
+                                k.name,
+                                schema::describe(k.ty)
+                            )),
+                    );
+                    continue;
+                }
+                Def::None | Def::Derived(_) => continue,
+                Def::Number(n) => match k.ty {
+                    Ty::Quantity(units) => Value::Quantity {
+                        value: n,
+                        unit: units[0],
+                    },
+                    _ => Value::Number(n),
+                },
+                Def::Quantity(n, unit) => Value::Quantity { value: n, unit },
+                Def::Bool(b) => Value::Bool(b),
+                Def::Str(s) => match k.ty {
+                    Ty::Enum(_) => Value::Enum(s.to_string()),
+                    _ => Value::Str(s.to_string()),
+                },
+                Def::Range(low, high) => Value::Range { low, high },
+            };
+            settings.0.insert(k.name.to_string(), Setting::Value(value));
+        }
+    }
+
+    fn unknown_key(&mut self, schema: &'static Block, key: &ast::Ident, path: &str) {
+        let name = &key.name;
+        if let Some(r) = schema.renamed(name) {
+            let help = if let Some((block, inner)) = r.new.split_once('.') {
+                format!("set it as `{block} {{ {inner} = ... }}`")
+            } else if r.new.contains(' ') {
+                format!("write it as `{}`", r.new)
+            } else {
+                format!("write `{} = ...`", r.new)
+            };
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0206,
+                    format!("`{name}` is called `{}` in saferc", r.new),
+                )
+                .with_primary(key.span, format!("not a key of `{path}`"))
+                .with_help(help),
+            );
+            return;
+        }
+        let mut diag = Diagnostic::error(Code::E0205, format!("unknown key `{name}` in `{path}`"))
+            .with_primary(key.span, "unknown key");
+        if let Some(best) = did_you_mean(name, schema.names()) {
+            diag = diag.with_help(format!("did you mean `{best}`?"));
+        } else if let Some(home) = find_key_elsewhere(name) {
+            diag = diag.with_help(format!(
+                "`{name}` is a setting of `{home}`, not of `{path}`"
+            ));
+        } else {
+            let names: Vec<&str> = schema.names().collect();
+            diag = diag.with_help(if names.is_empty() {
+                format!("`{path}` takes no settings")
+            } else {
+                format!("`{path}` accepts {}", one_of(&names))
+            });
+        }
+        self.diags.push(diag);
+    }
+
+    fn check_range(&mut self, k: &schema::Key, v: &Value, span: Span, path: &str) {
+        let Some(range) = k.range else { return };
+        let (lo, hi, lo_in, hi_in) = range;
+        let n = match v {
+            Value::Number(n) => *n,
+            Value::Quantity { value, .. } => *value,
+            _ => return,
+        };
+        let ok = (if lo_in { n >= lo } else { n > lo }) && (if hi_in { n <= hi } else { n < hi });
+        if !ok {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0301,
+                    format!(
+                        "`{}` must be {}, found {}",
+                        k.name,
+                        schema::describe_range(range),
+                        schema::format_number(n)
+                    ),
+                )
+                .with_primary(span, "out of range")
+                .with_note(format!("`{path}.{}`: {}", k.name, k.doc)),
+            );
+        }
+    }
+
+    fn check_prompt(&mut self, i: usize, decl: &ast::Decl) {
+        match &decl.body {
+            DeclBody::Value(e) => match &e.kind {
+                ExprKind::String(s) => self.decls[i].value = Some(Value::Str(s.value.clone())),
+                _ => self.diags.push(
+                    Diagnostic::error(Code::E0300, "a prompt is a string")
+                        .with_primary(e.span, "expected a string")
+                        .with_help("write `prompt name = \"...\"` or use `\"\"\"...\"\"\"` for several lines"),
+                ),
+            },
+            DeclBody::Block(b) => self.diags.push(
+                Diagnostic::error(Code::E0300, "a prompt is declared with `= \"text\"`, not a block")
+                    .with_primary(b.span, "expected `= \"...\"`")
+                    .with_help(format!("write `prompt {} = \"...\"`", decl.name.name)),
+            ),
+        }
+    }
+
+    fn check_scorer(&mut self, i: usize, decl: &ast::Decl) {
+        let mut params = Vec::new();
+        for p in decl.params.iter().flatten() {
+            let default = p.default.as_ref().and_then(|d| self.constant_value(i, d));
+            params.push(Param {
+                name: p.name.name.clone(),
+                ty: p.ty.as_ref().map(|t| t.name.clone()),
+                default,
+            });
+        }
+        self.decls[i].params = params;
+        match &decl.body {
+            DeclBody::Value(e) if matches!(&e.kind, ExprKind::Name { name } if name == "intrinsic") =>
+            {
+                self.decls[i].value = Some(Value::Intrinsic);
+            }
+            DeclBody::Value(e) => self.diags.push(
+                Diagnostic::error(Code::E0300, "a scorer is `= intrinsic`")
+                    .with_primary(e.span, "expected `intrinsic`")
+                    .with_help(
+                        "scorers are implemented by the runtime; compose them in a rubric instead",
+                    ),
+            ),
+            DeclBody::Block(b) => self.diags.push(
+                Diagnostic::error(
+                    Code::E0300,
+                    "a scorer is declared `= intrinsic`, not with a block",
+                )
+                .with_primary(b.span, "expected `= intrinsic`"),
+            ),
+        }
+    }
+
+    fn check_rubric(&mut self, i: usize, decl: &ast::Decl, block: &ast::Block) {
+        let Some(schema) = schema::for_decl(DeclKind::Rubric) else {
+            return;
+        };
+        // Parameters: `judge = rules` and constants such as `threshold = 0.6`.
+        let mut params = Vec::new();
+        let mut judge = None;
+        for p in decl.params.iter().flatten() {
+            let default = match &p.default {
+                Some(d) if p.name.name == "judge" => {
+                    let r = self.resolve_decl(i, d, &[DeclKind::Judge], "judge");
+                    judge = r;
+                    r.map(Value::Ref)
+                }
+                Some(d) => self.constant_value(i, d),
+                None => None,
+            };
+            params.push(Param {
+                name: p.name.name.clone(),
+                ty: p.ty.as_ref().map(|t| t.name.clone()),
+                default,
+            });
+        }
+        self.decls[i].params = params;
+        let (settings, forms) = self.check_block(i, schema, block, "rubric");
+        let scope = ExprScope::Rubric { decl: i };
+        let mut criteria = Vec::new();
+        let mut penalties = Vec::new();
+        let mut formats = Vec::new();
+        let mut seen: HashMap<String, Span> = HashMap::new();
+        for stmt in forms {
+            match &stmt.kind {
+                StmtKind::Criterion {
+                    name,
+                    weight,
+                    description,
+                    body,
+                } => {
+                    if let Some(first) = seen.insert(name.name.clone(), name.span) {
+                        self.duplicate_key(name, first);
+                    }
+                    let w = weight.as_ref().map_or(Some(1.0), |w| {
+                        self.constant_number(i, w, "a criterion weight")
+                    });
+                    let (mut scorer, mut scale) = (None, (0.0, 1.0));
+                    if let Some(body) = body {
+                        let crit_schema = schema.block("criterion").unwrap_or(schema);
+                        let (s, _) = self.check_block(
+                            i,
+                            crit_schema,
+                            body,
+                            &format!("criterion {}", name.name),
+                        );
+                        if let Some(Value::Expr(e)) = s.get("scorer") {
+                            scorer = Some(e.clone());
+                        }
+                        if let Some(Value::Range { low, high }) = s.get("scale") {
+                            scale = (*low, *high);
+                        }
+                    }
+                    criteria.push(Criterion {
+                        name: name.name.clone(),
+                        weight: w.unwrap_or(0.0),
+                        description: description.as_ref().map(|d| d.value.clone()),
+                        scorer,
+                        scale,
+                        span: weight.as_ref().map_or(name.span, |w| w.span),
+                    });
+                }
+                StmtKind::Penalty { name, value, when } => {
+                    if let Some(first) = seen.insert(name.name.clone(), name.span) {
+                        self.duplicate_key(name, first);
+                    }
+                    let v = self.typed(i, value, &scope);
+                    self.expect_number(&v, "a penalty");
+                    let w = when.as_ref().map(|w| {
+                        let t = self.typed(i, w, &scope);
+                        self.expect_bool(&t, "a `when` condition");
+                        t
+                    });
+                    penalties.push(Penalty {
+                        name: name.name.clone(),
+                        value: v,
+                        when: w,
+                    });
+                }
+                StmtKind::Format { name, weight } => {
+                    if !schema::FORMATS.contains(&name.name.as_str()) {
+                        let mut d = Diagnostic::error(
+                            Code::E0303,
+                            format!("unknown format `{}`", name.name),
+                        )
+                        .with_primary(name.span, "not a response format");
+                        d = match did_you_mean(&name.name, schema::FORMATS.iter().copied()) {
+                            Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                            None => d.with_help(format!("formats are {}", one_of(schema::FORMATS))),
+                        };
+                        self.diags.push(d);
+                    }
+                    let w = weight
+                        .as_ref()
+                        .map_or(Some(1.0), |w| self.constant_number(i, w, "a format weight"));
+                    formats.push(FormatTerm {
+                        format: name.name.clone(),
+                        weight: w.unwrap_or(0.0),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let total = match block.stmts.iter().find_map(|s| match &s.kind {
+            StmtKind::Assign { key, value } if key.name == "total" => Some(value),
+            _ => None,
+        }) {
+            Some(e) => {
+                let t = self.typed(i, e, &scope);
+                self.expect_number(&t, "the rubric `total`");
+                t
+            }
+            None => default_total(block.span),
+        };
+        let mut settings = settings;
+        settings.0.remove("total");
+        self.decls[i].settings = settings;
+        self.decls[i].rubric = Some(Rubric {
+            judge,
+            criteria,
+            penalties,
+            formats,
+            total,
+        });
+    }
+}
+
+/// `weighted + penalties + format`.
+fn default_total(span: Span) -> TExpr {
+    use super::hir::ExprTy;
+    use crate::syntax::ast::BinaryOp;
+    let var = |name: &str| TExpr {
+        kind: TKind::Var { name: name.into() },
+        ty: ExprTy::Number,
+        span,
+    };
+    let add = |l: TExpr, r: TExpr| TExpr {
+        kind: TKind::Binary {
+            op: BinaryOp::Add,
+            lhs: Box::new(l),
+            rhs: Box::new(r),
+        },
+        ty: ExprTy::Number,
+        span,
+    };
+    add(add(var("weighted"), var("penalties")), var("format"))
+}
+
+/// The block (`rollout`, `grpo`, ...) that has a key named `name`, if any.
+fn find_key_elsewhere(name: &str) -> Option<String> {
+    fn walk(block: &'static Block, path: String, name: &str) -> Option<String> {
+        if block.key(name).is_some() {
+            return Some(path);
+        }
+        block
+            .blocks
+            .iter()
+            .find_map(|b| walk(b, format!("{path}.{}", b.name), name))
+    }
+    schema::all_decl_blocks()
+        .into_iter()
+        .find_map(|(kind, block)| walk(block, kind.keyword().to_string(), name))
+}
+
+impl Const {
+    /// The constant as a checked value.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Const::Number(n) => Value::Number(*n),
+            Const::Bool(b) => Value::Bool(*b),
+            Const::Str(s) => Value::Str(s.clone()),
+            Const::Range(low, high) => Value::Range {
+                low: *low,
+                high: *high,
+            },
+        }
+    }
+}
