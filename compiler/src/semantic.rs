@@ -20,6 +20,7 @@ pub mod exprs;
 pub mod hash;
 pub mod hir;
 pub mod loader;
+pub mod reference;
 pub mod schema;
 pub mod scope;
 pub mod settings;

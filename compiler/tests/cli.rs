@@ -37,7 +37,11 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn check_exit_codes() {
     let dir = temp_dir("check");
-    let good = write(&dir, "good.safer", "model m { arch = tiny_vlm }\n");
+    let good = write(
+        &dir,
+        "good.safer",
+        "model m { arch = tiny_vlm, weights = \"w\" }\n",
+    );
     let bad = write(&dir, "bad.safer", "train t {\n  steps = }\n");
     let ok = saferc(&["check", &good]);
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
@@ -161,4 +165,37 @@ fn explain_prints_the_code_page() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn graph_prints_text_dot_and_mermaid() {
+    let dir = temp_dir("graph");
+    let file = write(
+        &dir,
+        "p.safer",
+        "use \"std/rubrics/safety.safer\"\nmodel p { arch = tiny_vlm, weights = \"w\" }\n\
+         dataset d { source = jsonl(\"d.jsonl\") }\n\
+         train t { policy = p, data = d, sft { lr = 1e-4 } }\n",
+    );
+    let text = saferc(&["graph", &file]);
+    assert_eq!(text.status.code(), Some(0), "{}", stderr(&text));
+    assert!(
+        stdout(&text).starts_with("program sha256:"),
+        "{}",
+        stdout(&text)
+    );
+    assert!(stdout(&text).contains("train.t.update : Update  [loop t]"));
+    let dot = saferc(&["graph", "--format", "dot", &file]);
+    assert!(stdout(&dot).starts_with("digraph pipeline {"));
+    let mermaid = saferc(&["graph", "--format", "mermaid", &file]);
+    assert!(stdout(&mermaid).starts_with("flowchart LR"));
+    // The same program hashes the same, wherever it is.
+    let dir2 = temp_dir("graph2");
+    let copy = write(
+        &dir2,
+        "p.safer",
+        &std::fs::read_to_string(&file).unwrap_or_default(),
+    );
+    let again = saferc(&["graph", &copy]);
+    assert_eq!(stdout(&text).lines().next(), stdout(&again).lines().next());
 }

@@ -1,4 +1,6 @@
-//! Every ` ```safer ` block in `docs/` and `README.md` parses; blocks marked
+//! Every ` ```safer ` block in `docs/` and `README.md` compiles (parse and
+//! semantic checks, `std/` imports available); ` ```safer syntax ` blocks
+//! (fragments that name things declared elsewhere) must parse; blocks marked
 //! ` ```safer error ` must fail; ` ```safer no-test ` blocks are skipped.
 
 #![allow(clippy::panic)]
@@ -86,23 +88,42 @@ fn blocks(path: &Path) -> Vec<CodeBlock> {
 }
 
 #[test]
-fn every_safer_block_in_the_docs_parses() {
+fn every_safer_block_in_the_docs_compiles() {
     let mut checked = 0;
     for path in markdown_files() {
         for block in blocks(&path) {
             if block.tags.iter().any(|t| t == "no-test") {
                 continue;
             }
-            let result = syntax::parse(SourceId(0), &block.code);
             let expect_error = block.tags.iter().any(|t| t == "error");
+            let syntax_only = block.tags.iter().any(|t| t == "syntax");
+            let result: Result<(), String> = if syntax_only {
+                syntax::parse(SourceId(0), &block.code)
+                    .map(|_| ())
+                    .map_err(|d| format!("[{}] {}", d.code, d.message))
+            } else {
+                let mut sources = saferc::SourceMap::new();
+                let analysis = saferc::semantic::analyze_text(
+                    &mut sources,
+                    "block.safer",
+                    &block.code,
+                    None,
+                    saferc::semantic::loader::LoadOptions::default(),
+                );
+                if analysis.has_errors() {
+                    Err(safer_tests::render_plain(&analysis.diagnostics, &sources))
+                } else {
+                    Ok(())
+                }
+            };
             match (result, expect_error) {
                 (Ok(_), false) | (Err(_), true) => checked += 1,
                 (Err(d), false) => panic!(
-                    "{}:{}: block does not parse: [{}] {}\n{}",
-                    block.file, block.line, d.code, d.message, block.code
+                    "{}:{}: block does not compile:\n{d}\n{}",
+                    block.file, block.line, block.code
                 ),
                 (Ok(_), true) => panic!(
-                    "{}:{}: block marked `error` parses\n{}",
+                    "{}:{}: block marked `error` compiles\n{}",
                     block.file, block.line, block.code
                 ),
             }

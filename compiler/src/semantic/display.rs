@@ -123,3 +123,71 @@ fn sub(e: &TExpr, program: &Program) -> String {
         _ => expr(e, program),
     }
 }
+
+/// A readable dump of the entry module's resolved declarations (the HIR
+/// snapshots and `saferc hir --text`): one line per setting, defaults
+/// included, references by qualified name.
+pub fn program(p: &Program) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for m in &p.modules {
+        let _ = writeln!(s, "module {} {}", m.name, m.hash);
+    }
+    for (_, d) in p.entry_decls() {
+        let _ = writeln!(s, "\n{} {}", d.kind.keyword(), d.qualified);
+        for param in &d.params {
+            let default = param
+                .default
+                .as_ref()
+                .map(|v| format!(" = {}", value(v, p)))
+                .unwrap_or_default();
+            let _ = writeln!(s, "  param {}{default}", param.name);
+        }
+        flatten(&d.settings, "", p, &mut s);
+        for f in &d.filters {
+            let _ = writeln!(s, "  filter {}", expr(f, p));
+        }
+        if let Some(r) = &d.rubric {
+            for c in &r.criteria {
+                let scorer = c
+                    .scorer
+                    .as_ref()
+                    .map(|e| format!(" scored by {}", expr(e, p)))
+                    .unwrap_or_default();
+                let _ = writeln!(s, "  criterion {} weight {}{scorer}", c.name, num(c.weight));
+            }
+            for pen in &r.penalties {
+                let when = pen
+                    .when
+                    .as_ref()
+                    .map(|w| format!(" when {}", expr(w, p)))
+                    .unwrap_or_default();
+                let _ = writeln!(s, "  penalty {} = {}{when}", pen.name, expr(&pen.value, p));
+            }
+            for f in &r.formats {
+                let _ = writeln!(s, "  format {} weight {}", f.format, num(f.weight));
+            }
+            let _ = writeln!(s, "  total = {}", expr(&r.total, p));
+            let _ = writeln!(s, "  hash = {}", d.hash);
+        }
+        if let Some(v) = &d.value {
+            let text = value(v, p);
+            let shown: String = text.chars().take(60).collect();
+            let more = if text.chars().count() > 60 { "..." } else { "" };
+            let _ = writeln!(s, "  = {}{more}", shown.replace('\n', "\\n"));
+        }
+    }
+    s
+}
+
+fn flatten(settings: &Settings, prefix: &str, p: &Program, out: &mut String) {
+    use std::fmt::Write;
+    for (k, v) in &settings.0 {
+        match v {
+            Setting::Value(v) => {
+                let _ = writeln!(out, "  {prefix}{k} = {}", value(v, p));
+            }
+            Setting::Block(b) => flatten(b, &format!("{prefix}{k}."), p, out),
+        }
+    }
+}

@@ -532,7 +532,7 @@ const GRPO: Block = Block {
     doc: "Group Relative Policy Optimisation and its variants (clip-higher, Dr. GRPO, DAPO token-mean, GSPO, dynamic sampling, cost constraint).",
     keys: &[
         ranged("lr", Ty::Number, Default::Number(1e-6), (0.0, 1.0, false, false), "Learning rate of AdamW."),
-        ranged("batch", Ty::Quantity(&[Unit::Prompts]), Default::Required, AT_LEAST_ONE, "Prompts per step; completions per step are `batch` times the rollout `group`."),
+        ranged("batch", Ty::Quantity(&[Unit::Prompts, Unit::Completions]), Default::Required, AT_LEAST_ONE, "Prompts per step (or completions, which must be a whole number of groups); completions per step are prompts times the rollout `group`."),
         ranged("micro_batch", Ty::Quantity(&[Unit::Completions]), Default::Derived("all completions of the step"), AT_LEAST_ONE, "Completions per forward/backward pass; gradients accumulate over micro-batches, so memory does not grow with `batch`."),
         ranged("iterations", Ty::Int, Default::Number(1.0), AT_LEAST_ONE, "Policy updates per batch (μ); old log-probs are kept for the importance ratio."),
         key("clip", Ty::NumberOrRange, Default::Range(0.2, 0.2), "The ratio clip ε, or `low..high` for clip-higher (DAPO uses `0.2..0.28`)."),
@@ -836,13 +836,24 @@ pub fn describe_range(range: (f64, f64, bool, bool)) -> String {
         (true, false) => format!("greater than {}", format_number(lo)),
         (false, true) if hi_in => format!("at most {}", format_number(hi)),
         (false, true) => format!("less than {}", format_number(hi)),
-        _ => format!(
-            "{}{}, {}{}",
-            if lo_in { "[" } else { "(" },
-            format_number(lo),
-            format_number(hi),
-            if hi_in { "]" } else { ")" }
-        ),
+        _ => match (lo_in, hi_in) {
+            (true, true) => format!("between {} and {}", format_number(lo), format_number(hi)),
+            (false, false) => format!(
+                "strictly between {} and {}",
+                format_number(lo),
+                format_number(hi)
+            ),
+            (false, true) => format!(
+                "greater than {} and at most {}",
+                format_number(lo),
+                format_number(hi)
+            ),
+            (true, false) => format!(
+                "at least {} and less than {}",
+                format_number(lo),
+                format_number(hi)
+            ),
+        },
     }
 }
 

@@ -481,16 +481,11 @@ impl<'a> Analyzer<'a> {
                 _ => {}
             }
         }
-        let total = match block.stmts.iter().find_map(|s| match &s.kind {
-            StmtKind::Assign { key, value } if key.name == "total" => Some(value),
-            _ => None,
-        }) {
-            Some(e) => {
-                let t = self.typed(i, e, &scope);
-                self.expect_number(&t, "the rubric `total`");
-                t
-            }
-            None => default_total(block.span),
+        // `total` was typed by `check_block` (its schema type is a number
+        // expression in the rubric's scope).
+        let total = match settings.get("total") {
+            Some(Value::Expr(t)) => t.clone(),
+            _ => default_total(block.span),
         };
         let mut settings = settings;
         settings.0.remove("total");

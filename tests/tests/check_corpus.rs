@@ -1,0 +1,107 @@
+//! Per-stage snapshots: for every shipped `.safer` file (examples, standard
+//! library, pipelines) and every good check case, the resolved program
+//! (`hir@...`) and the graph text (`graph@...`); for every
+//! `tests/cases/check/errors/*.safer`, the source with the rendered
+//! diagnostics, which must include the code the file is named after.
+
+#![allow(clippy::panic)]
+
+use safer_tests::{relative, render_plain, repo_root, source_and_error};
+use saferc::semantic::{self, display, loader::LoadOptions};
+use saferc::SourceMap;
+use std::path::Path;
+
+fn stages(path: &Path) {
+    let mut sources = SourceMap::new();
+    let options = LoadOptions {
+        root: Some(repo_root()),
+        allow_outside_root: false,
+    };
+    let analysis = semantic::analyze_file(&mut sources, path, options);
+    let rendered = render_plain(&analysis.diagnostics, &sources);
+    assert!(
+        analysis.diagnostics.is_empty(),
+        "{} should check clean:\n{rendered}",
+        relative(path)
+    );
+    let Some(program) = analysis.program else {
+        panic!("no program for {}", relative(path))
+    };
+    let graph = match saferc::graph::lower(&program) {
+        Ok(g) => g,
+        Err(d) => panic!(
+            "{} does not lower:\n{}",
+            relative(path),
+            render_plain(&d, &sources)
+        ),
+    };
+    let name = relative(path).replace('/', "__");
+    insta::with_settings!({
+        input_file => path,
+        description => relative(path),
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(format!("hir@{name}"), display::program(&program));
+        insta::assert_snapshot!(format!("graph@{name}"), safer_ir::to_text(&graph));
+    });
+}
+
+#[test]
+fn shipped_files_check_and_lower() {
+    let mut count = 0;
+    for dir in ["examples", "stdlib", "pipelines"] {
+        for path in safer_tests::safer_files_under(&repo_root().join(dir)) {
+            stages(&path);
+            count += 1;
+        }
+    }
+    assert!(count >= 10, "only {count} shipped files");
+}
+
+#[test]
+fn good_check_cases_lower() {
+    insta::glob!("../cases/check", "*.safer", stages);
+}
+
+#[test]
+fn check_errors() {
+    insta::glob!("../cases/check/errors", "*.safer", |path| {
+        let mut sources = SourceMap::new();
+        let options = LoadOptions {
+            root: Some(repo_root().join("tests/cases/check")),
+            allow_outside_root: false,
+        };
+        let analysis = semantic::analyze_file(&mut sources, path, options);
+        let mut diags = analysis.diagnostics.clone();
+        if !analysis.has_errors() {
+            if let Some(program) = &analysis.program {
+                if let Err(more) = saferc::graph::lower(program) {
+                    diags.extend(more);
+                }
+            }
+        }
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let code = stem.split('_').next().unwrap_or("");
+        assert!(
+            diags.iter().any(|d| d.code.as_str() == code),
+            "{} should produce {code}, got: {:?}",
+            relative(path),
+            diags.iter().map(|d| d.code.as_str()).collect::<Vec<_>>()
+        );
+        let rendered = render_plain(&diags, &sources);
+        let root = repo_root().display().to_string();
+        let rendered = rendered
+            .replace(&format!("{root}/"), "")
+            .replace(&root, "<repo>");
+        let shown = std::fs::read_to_string(path).unwrap_or_default();
+        insta::with_settings!({
+            input_file => path,
+            description => relative(path),
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(source_and_error(&shown, &rendered));
+        });
+    });
+}
