@@ -37,11 +37,19 @@ fn main() {
         split_timing(&text);
     }
     let lines = text.lines().count();
+    // Parse and analyze (the generated declarations are self-contained).
     let check = |text: &str| {
-        let module = saferc::syntax::parse(SourceId(0), text);
-        match module {
-            Ok(m) => m.items.len(),
-            Err(d) => panic!("benchmark input does not parse: {}", d.message),
+        let mut sources = saferc::SourceMap::new();
+        let analysis = saferc::semantic::analyze_text(
+            &mut sources,
+            "bench.safer",
+            text,
+            None,
+            saferc::semantic::loader::LoadOptions::default(),
+        );
+        match analysis.program {
+            Some(p) => p.decls.len(),
+            None => panic!("benchmark input does not parse"),
         }
     };
     for _ in 0..3 {
@@ -56,6 +64,19 @@ fn main() {
         .collect();
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    check_shipped();
+    let mut parse_times: Vec<Duration> = (0..30)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(saferc::syntax::parse(SourceId(0), &text).is_ok());
+            start.elapsed()
+        })
+        .collect();
+    parse_times.sort();
+    println!(
+        "parse {lines} lines: median {:.2} ms",
+        parse_times[parse_times.len() / 2].as_secs_f64() * 1e3
+    );
     println!(
         "parse+check {lines} lines ({} KiB): median {:.2} ms, min {:.2} ms, max {:.2} ms",
         text.len() / 1024,
@@ -79,4 +100,53 @@ fn split_timing(text: &str) {
         std::hint::black_box(SaferParser::parse(Rule::file, text).is_ok());
     }
     println!("pest {:.2} ms", t.elapsed().as_secs_f64() * 100.0);
+}
+
+/// `saferc check` over every shipped file (examples, stdlib, pipelines).
+fn check_shipped() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in ["examples", "stdlib", "pipelines"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "safer") {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    let run = || {
+        let mut sources = saferc::SourceMap::new();
+        let mut errors = 0;
+        for f in &files {
+            let a = saferc::semantic::analyze_file(
+                &mut sources,
+                f,
+                saferc::semantic::loader::LoadOptions::default(),
+            );
+            errors += a.diagnostics.len();
+        }
+        errors
+    };
+    for _ in 0..3 {
+        std::hint::black_box(run());
+    }
+    let mut times: Vec<Duration> = (0..30)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(run());
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "check {} shipped files: median {:.2} ms, max {:.2} ms",
+        files.len(),
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3
+    );
 }
