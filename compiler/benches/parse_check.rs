@@ -19,11 +19,12 @@ fn generate(lines: usize) -> String {
         out.push_str(&format!(
             "## Policy number {i}.\nmodel policy_{i} {{\n  arch    = tiny_vlm  # built in\n  weights = \"models/tiny-{i}\"\n  dtype   = f32\n}}\n\n\
              dataset data_{i} {{\n  source = jsonl(\"data/set-{i}.jsonl\")\n  filter label in [\"unsafe\", \"borderline\"] or category == \"benign\"\n  \
-             curate {{\n    policy   = policy_{i}\n    rollouts = 4\n    keep     = mean in 0.2..0.8 and std >= 0.15\n  }}\n  split {{ train = 0.9, eval = 0.1 }}\n}}\n\n\
+             curate {{\n    policy   = policy_{i}\n    rubric   = rubric_{i}\n    rollouts = 4\n    keep     = mean in 0.2..0.8 and std >= 0.15\n  }}\n  split {{ train = 0.9, eval = 0.1 }}\n}}\n\n\
              rubric rubric_{i}(judge = rules) {{\n  criterion safety weight 0.5 \"Recognises the risk.\"\n  criterion helpful weight 0.3 \"Helps.\"\n  \
              penalty hallucination = -3 when judge.flag(\"hallucination\")\n  format think_answer weight 0.1\n  \
              total = if safety < 0.6 {{ 0.2 * safety }} else {{ weighted + penalties + format }}\n}}\n\n\
-             train stage_{i} {{\n  policy = policy_{i}\n  data   = data_{i}.train\n  reward = rubric_{i}\n  grpo {{\n    lr    = 1e-6\n    batch = 16 prompts\n    \
+             rollout sampling_{i} {{ group = 8, max_tokens = 256 tokens }}\n\n\
+             train stage_{i} {{\n  policy    = policy_{i}\n  reference = policy_{i}\n  rollout   = sampling_{i}\n  data      = data_{i}.train\n  reward    = rubric_{i}\n  grpo {{\n    lr    = 1e-6\n    batch = 16 prompts\n    \
              clip  = 0.2..0.28\n    kl {{ estimator = k3, placement = loss, beta = 0.01 }}\n  }}\n  steps = 200 steps\n}}\n\n"
         ));
         i += 1;
@@ -33,6 +34,22 @@ fn generate(lines: usize) -> String {
 
 fn main() {
     let text = generate(10_000);
+    if std::env::var_os("ONCE").is_some() {
+        // One parse+check, for instruction counting under callgrind.
+        let mut sources = saferc::SourceMap::new();
+        let a = saferc::semantic::analyze_text(
+            &mut sources,
+            "b.safer",
+            &text,
+            None,
+            Default::default(),
+        );
+        for d in a.diagnostics.iter().take(3) {
+            println!("{} {}", d.code, d.message);
+        }
+        println!("{} diagnostics", a.diagnostics.len());
+        return;
+    }
     if std::env::var_os("SPLIT").is_some() {
         split_timing(&text);
     }

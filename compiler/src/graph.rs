@@ -23,9 +23,12 @@ use std::collections::{BTreeMap, HashMap};
 /// E0400 for cycles outside step loops (stages ordered in a cycle by
 /// `after`), E0401 for dangling inputs.
 pub fn lower(program: &Program) -> Result<Graph, Vec<Diagnostic>> {
+    if !program.is_hashed() {
+        return lower(&program.clone().hashed());
+    }
     let mut l = Lowerer {
         program,
-        graph: Graph::new(program.hash()),
+        graph: Graph::new(program.hash.clone()),
         done: HashMap::new(),
     };
     let stages: Vec<DeclRef> = program

@@ -94,3 +94,67 @@ pub fn validate(g: &Graph) -> Vec<GraphError> {
     }
     errors
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{port, Graph, Node, Op, PortType};
+    use std::collections::BTreeMap;
+
+    fn node(name: &str, inputs: &[&str], outputs: &[&str]) -> Node {
+        Node {
+            name: name.into(),
+            op: Op::Generate,
+            stage_loop: None,
+            params: BTreeMap::new(),
+            inputs: inputs.iter().map(|p| port(p, PortType::Model)).collect(),
+            outputs: outputs.iter().map(|p| port(p, PortType::Model)).collect(),
+        }
+    }
+
+    #[test]
+    fn dangling_inputs_are_reported() {
+        let mut g = Graph::new("h".into());
+        g.add(node("a", &["in"], &["out"]));
+        assert_eq!(
+            validate(&g),
+            vec![GraphError::Dangling {
+                node: "a".into(),
+                port: "in".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn loop_back_edges_may_close_cycles_but_others_may_not() {
+        let mut g = Graph::new("h".into());
+        let src = g.add(node("src", &[], &["out"]));
+        let a = g.add(node("a", &["in"], &["out"]));
+        g.connect(src, "out", a, "in");
+        g.loop_back(a, "out", a, "in");
+        assert!(validate(&g).is_empty());
+
+        let b = g.add(node("b", &["in"], &["out"]));
+        let c = g.add(node("c", &["in"], &["out"]));
+        g.connect(b, "out", c, "in");
+        g.connect(c, "out", b, "in");
+        let errors = validate(&g);
+        assert!(
+            errors
+                .iter()
+                .any(|e| matches!(e, GraphError::Cycle(path) if path.len() == 3)),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn mismatched_port_types_are_reported() {
+        let mut g = Graph::new("h".into());
+        let mut a = node("a", &[], &[]);
+        a.outputs.push(port("rows", PortType::Rows));
+        let a = g.add(a);
+        let b = g.add(node("b", &["in"], &[]));
+        g.connect(a, "rows", b, "in");
+        assert!(matches!(validate(&g).as_slice(), [GraphError::BadEdge(_)]));
+    }
+}

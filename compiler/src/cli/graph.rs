@@ -49,7 +49,7 @@ pub(super) fn hir(file: &Path, options: &LoadOptions) -> i32 {
     let analysis = semantic::analyze_file(&mut sources, file, options.clone());
     input::emit(&analysis.diagnostics, &sources, Format::Human);
     let failed = analysis.has_errors();
-    if let Some(program) = analysis.program {
+    if let Some(program) = analysis.program.map(|p| p.hashed()) {
         println!(
             "{}",
             serde_json::to_string_pretty(&program).unwrap_or_default()

@@ -65,9 +65,36 @@ pub fn digest(parts: &[&Json]) -> String {
 }
 
 impl<'a> Analyzer<'a> {
-    /// Computes declaration, module and program hashes and returns the
-    /// program.
+    /// Moves the declarations into a program. Hashes are not computed here
+    /// (`saferc check` does not need them); [`Program::hashed`] fills them.
     pub(crate) fn finish_program(&mut self) -> Program {
+        let modules = self
+            .loaded
+            .modules
+            .iter()
+            .map(|module| super::hir::ModuleInfo {
+                name: module.name.clone(),
+                hash: String::new(),
+            })
+            .collect();
+        Program {
+            hash: String::new(),
+            modules,
+            decls: std::mem::take(&mut self.decls),
+        }
+    }
+}
+
+impl Program {
+    /// True once [`Program::hashed`] has filled the hashes.
+    pub fn is_hashed(&self) -> bool {
+        !self.hash.is_empty()
+    }
+
+    /// Fills the content hashes of declarations, modules and the program.
+    /// Modules and the program hash the hashes of their declarations.
+    #[must_use]
+    pub fn hashed(mut self) -> Program {
         let canon: Vec<Json> = self
             .decls
             .iter()
@@ -76,41 +103,20 @@ impl<'a> Analyzer<'a> {
         for (d, c) in self.decls.iter_mut().zip(&canon) {
             d.hash = digest(&[c]);
         }
-        let modules = self
-            .loaded
-            .modules
-            .iter()
-            .enumerate()
-            .map(|(m, module)| {
-                let parts: Vec<&Json> = self
-                    .decls
-                    .iter()
-                    .zip(&canon)
-                    .filter(|(d, _)| d.module == m)
-                    .map(|(_, c)| c)
-                    .collect();
-                super::hir::ModuleInfo {
-                    name: module.name.clone(),
-                    hash: digest(&parts),
-                }
-            })
+        let hashes = |module: Option<usize>| -> Vec<Json> {
+            self.decls
+                .iter()
+                .filter(|d| module.is_none_or(|m| d.module == m))
+                .map(|d| Json::String(d.hash.clone()))
+                .collect()
+        };
+        let module_hashes: Vec<String> = (0..self.modules.len())
+            .map(|m| digest(&hashes(Some(m)).iter().collect::<Vec<_>>()))
             .collect();
-        Program {
-            modules,
-            decls: std::mem::take(&mut self.decls),
+        self.hash = digest(&hashes(None).iter().collect::<Vec<_>>());
+        for (m, h) in self.modules.iter_mut().zip(module_hashes) {
+            m.hash = h;
         }
-    }
-}
-
-impl Program {
-    /// The content hash of the whole program.
-    pub fn hash(&self) -> String {
-        let parts: Vec<Json> = self
-            .decls
-            .iter()
-            .map(|d| canonical(d, &self.decls))
-            .collect();
-        let refs: Vec<&Json> = parts.iter().collect();
-        digest(&refs)
+        self
     }
 }

@@ -30,6 +30,8 @@ impl Serialize for DeclRef {
 /// A whole resolved program: the entry module and everything it imports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Program {
+    /// Content hash of the whole program (see `semantic::hash`).
+    pub hash: String,
     /// Loaded modules, the entry first.
     pub modules: Vec<ModuleInfo>,
     /// Every declaration of every module.

@@ -104,9 +104,19 @@ impl<'t> Builder<'t> {
         let mut docs = Vec::new();
         let mut boundary = start;
         for c in self.comments[..idx].iter().rev() {
+            if !c.doc {
+                break;
+            }
+            // Only whitespace may separate the comment from what follows, and
+            // at most one line break (a blank line detaches it). Checked from
+            // the end so that a far-away comment costs nothing.
             let between = self.text.get(c.span.end as usize..boundary).unwrap_or("x");
-            let blank_gap = between.matches('\n').count() > 1;
-            if !c.doc || !between.trim().is_empty() || blank_gap {
+            let mut newlines = 0;
+            let attached = between.bytes().rev().all(|b| {
+                newlines += usize::from(b == b'\n');
+                b.is_ascii_whitespace() && newlines <= 1
+            });
+            if !attached {
                 break;
             }
             let line = c.text.trim_start_matches("##");
