@@ -9,6 +9,7 @@ mod fmt;
 mod graph;
 mod input;
 mod parse;
+mod project;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
@@ -46,10 +47,32 @@ pub struct ImportArgs {
 }
 
 impl ImportArgs {
-    fn options(&self) -> crate::semantic::loader::LoadOptions {
-        crate::semantic::loader::LoadOptions {
-            root: self.root.clone(),
-            allow_outside_root: self.allow_outside_root,
+    /// The options for checking `file`: from the nearest `safer.toml`, or
+    /// defaults; `--root` overrides the project. Manifest problems are
+    /// added to `diags`.
+    fn options_for(
+        &self,
+        file: &std::path::Path,
+        sources: &mut crate::source::SourceMap,
+        diags: &mut Vec<crate::diagnostic::Diagnostic>,
+    ) -> crate::semantic::loader::LoadOptions {
+        if let Some(root) = &self.root {
+            return crate::semantic::loader::LoadOptions {
+                root: Some(root.clone()),
+                allow_outside_root: self.allow_outside_root,
+                ..Default::default()
+            };
+        }
+        match crate::project::load_around(sources, file) {
+            Ok(Some(project)) => project.load_options(self.allow_outside_root),
+            Ok(None) => crate::semantic::loader::LoadOptions {
+                allow_outside_root: self.allow_outside_root,
+                ..Default::default()
+            },
+            Err(mut more) => {
+                diags.append(&mut more);
+                crate::semantic::loader::LoadOptions::default()
+            }
         }
     }
 }
@@ -105,6 +128,17 @@ pub enum Command {
         #[command(flatten)]
         imports: ImportArgs,
     },
+    /// Create a project folder with `safer.toml`, a starter pipeline and a rubric.
+    New {
+        /// The folder to create (its name is the project's name).
+        path: PathBuf,
+    },
+    /// Record the content hashes of imported rubrics in `safer.toml` `[pins]`.
+    Pin {
+        /// Pipelines whose imported rubrics to pin (default: every `.safer`
+        /// file of the project).
+        files: Vec<PathBuf>,
+    },
     /// Explain a diagnostic code (`saferc explain E0101`).
     Explain {
         /// The code, e.g. `E0101`.
@@ -130,15 +164,17 @@ where
             files,
             format,
             imports,
-        } => check::run(&files, format, &imports.options()),
+        } => check::run(&files, format, &imports),
         Command::Parse { file, json } => parse::run(&file, json),
         Command::Fmt { files, check } => fmt::run(&files, check),
         Command::Graph {
             file,
             format,
             imports,
-        } => graph::run(&file, format, &imports.options()),
-        Command::Hir { file, imports } => graph::hir(&file, &imports.options()),
+        } => graph::run(&file, format, &imports),
+        Command::Hir { file, imports } => graph::hir(&file, &imports),
+        Command::New { path } => project::new(&path),
+        Command::Pin { files } => project::pin(&files),
         Command::Explain { code } => explain::run(&code),
     }
 }

@@ -103,8 +103,12 @@ fn finish(loaded: Loaded, sources: &SourceMap, diags: &mut Vec<Diagnostic>) -> A
         };
     }
     let _ = sources;
-    let (program, mut more) = analyze(&loaded);
+    let (mut program, mut more) = analyze(&loaded);
     diags.append(&mut more);
+    if !loaded.options.pins.is_empty() && !more_errors(diags) {
+        program = program.hashed();
+        diags.extend(crate::project::pins::check(&program, &loaded.options.pins));
+    }
     sort(diags);
     Analysis {
         program: Some(program),
@@ -126,6 +130,10 @@ pub fn analyze(loaded: &Loaded) -> (Program, Vec<Diagnostic>) {
     a.cross_checks();
     let program = a.finish_program();
     (program, a.diags)
+}
+
+fn more_errors(diags: &[Diagnostic]) -> bool {
+    diags.iter().any(Diagnostic::is_error)
 }
 
 /// Orders diagnostics by file and position (errors of the same place

@@ -199,3 +199,63 @@ fn graph_prints_text_dot_and_mermaid() {
     let again = saferc(&["graph", &copy]);
     assert_eq!(stdout(&text).lines().next(), stdout(&again).lines().next());
 }
+
+#[test]
+fn new_then_check_then_pin() {
+    let dir = temp_dir("new");
+    let out = Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(["new", "demo"])
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let demo = dir.join("demo");
+    for f in [
+        "safer.toml",
+        "pipeline.safer",
+        "rubrics/house.safer",
+        ".gitignore",
+        "README.md",
+    ] {
+        assert!(demo.join(f).is_file(), "{f} missing");
+    }
+    let run_in = |cwd: &std::path::Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_saferc"))
+            .args(args)
+            .current_dir(cwd)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let check = run_in(&demo, &["check", "pipeline.safer"]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    let from_sub = run_in(&demo.join("rubrics"), &["check", "../pipeline.safer"]);
+    assert_eq!(from_sub.status.code(), Some(0), "{}", stderr(&from_sub));
+    let pin = run_in(&demo, &["pin"]);
+    assert_eq!(pin.status.code(), Some(0), "{}", stderr(&pin));
+    assert!(
+        stdout(&pin).contains("pinned rubrics/house::house_rubric sha256:"),
+        "{}",
+        stdout(&pin)
+    );
+    let manifest = std::fs::read_to_string(demo.join("safer.toml")).unwrap_or_default();
+    assert!(
+        manifest.contains("[pins]\n\"rubrics/house::house_rubric\" = \"sha256:"),
+        "{manifest}"
+    );
+    let rubric = demo.join("rubrics/house.safer");
+    let text = std::fs::read_to_string(&rubric).unwrap_or_default();
+    std::fs::write(&rubric, text.replace("weight 0.6", "weight 0.5"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let changed = run_in(&demo, &["check", "pipeline.safer"]);
+    assert_eq!(changed.status.code(), Some(1));
+    assert!(stderr(&changed).contains("E0226"), "{}", stderr(&changed));
+    let again = run_in(&demo, &["new", "demo2"]);
+    assert_eq!(again.status.code(), Some(0));
+    let exists = run_in(&dir, &["new", "demo"]);
+    assert_eq!(
+        exists.status.code(),
+        Some(1),
+        "an existing folder is not overwritten"
+    );
+}

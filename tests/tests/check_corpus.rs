@@ -16,6 +16,7 @@ fn stages(path: &Path) {
     let options = LoadOptions {
         root: Some(repo_root()),
         allow_outside_root: false,
+        ..Default::default()
     };
     let analysis = semantic::analyze_file(&mut sources, path, options);
     let rendered = render_plain(&analysis.diagnostics, &sources);
@@ -73,6 +74,7 @@ fn check_errors() {
         let options = LoadOptions {
             root: Some(repo_root().join("tests/cases/check")),
             allow_outside_root: false,
+            ..Default::default()
         };
         let analysis = semantic::analyze_file(&mut sources, path, options);
         let mut diags = analysis.diagnostics.clone();

@@ -1,7 +1,7 @@
 //! `saferc graph`: compile a pipeline and print its dataflow graph.
 
-use super::{input, Format};
-use crate::semantic::{self, loader::LoadOptions};
+use super::{input, Format, ImportArgs};
+use crate::semantic;
 use crate::source::SourceMap;
 use std::path::Path;
 
@@ -18,11 +18,14 @@ pub enum GraphFormat {
     Json,
 }
 
-pub(super) fn run(file: &Path, format: GraphFormat, options: &LoadOptions) -> i32 {
+pub(super) fn run(file: &Path, format: GraphFormat, imports: &ImportArgs) -> i32 {
     let mut sources = SourceMap::new();
-    let analysis = semantic::analyze_file(&mut sources, file, options.clone());
-    let has_errors = analysis.has_errors();
-    input::emit(&analysis.diagnostics, &sources, Format::Human);
+    let mut diags = Vec::new();
+    let options = imports.options_for(file, &mut sources, &mut diags);
+    let analysis = semantic::analyze_file(&mut sources, file, options);
+    diags.extend(analysis.diagnostics);
+    let has_errors = diags.iter().any(|d| d.is_error());
+    input::emit(&diags, &sources, Format::Human);
     let (Some(program), false) = (analysis.program, has_errors) else {
         return 1;
     };
@@ -44,11 +47,14 @@ pub(super) fn run(file: &Path, format: GraphFormat, options: &LoadOptions) -> i3
     }
 }
 
-pub(super) fn hir(file: &Path, options: &LoadOptions) -> i32 {
+pub(super) fn hir(file: &Path, imports: &ImportArgs) -> i32 {
     let mut sources = SourceMap::new();
-    let analysis = semantic::analyze_file(&mut sources, file, options.clone());
-    input::emit(&analysis.diagnostics, &sources, Format::Human);
-    let failed = analysis.has_errors();
+    let mut diags = Vec::new();
+    let options = imports.options_for(file, &mut sources, &mut diags);
+    let analysis = semantic::analyze_file(&mut sources, file, options);
+    diags.extend(analysis.diagnostics);
+    input::emit(&diags, &sources, Format::Human);
+    let failed = diags.iter().any(|d| d.is_error());
     if let Some(program) = analysis.program.map(|p| p.hashed()) {
         println!(
             "{}",

@@ -99,6 +99,20 @@ codes! {
     E0211 = 211, "missing setting";
     /// A field that the referenced thing does not have (a split, a criterion).
     E0212 = 212, "unknown field";
+    /// `safer.toml` is not valid TOML.
+    E0220 = 220, "invalid manifest";
+    /// A key that `safer.toml` does not have.
+    E0221 = 221, "unknown manifest key";
+    /// A `safer.toml` value of the wrong type, or a missing one.
+    E0222 = 222, "invalid manifest value";
+    /// A judge endpoint in `safer.toml` that is not a URL.
+    E0223 = 223, "endpoint is not a URL";
+    /// An import root outside the project while leaving is not allowed.
+    E0224 = 224, "import root outside the project";
+    /// A judge names an endpoint that `safer.toml` does not declare.
+    E0225 = 225, "unknown judge endpoint";
+    /// A pinned rubric whose content changed.
+    E0226 = 226, "pinned rubric changed";
 
     /// A value of the wrong type.
     E0300 = 300, "type mismatch";

@@ -500,7 +500,11 @@ impl<'a> Analyzer<'a> {
     fn check_judge(&mut self, i: usize) {
         let s = self.decls[i].settings.clone();
         let name = self.decls[i].name.clone();
+        if let Some(named) = s.text("named").map(str::to_string) {
+            self.check_named_endpoint(i, &named);
+        }
         let needs: &[&str] = match s.text("kind") {
+            Some("http") if s.get("named").is_some() => &[],
             Some("http") => &["endpoint", "model_name"],
             Some("model") => &["model"],
             _ => &[],
@@ -534,6 +538,30 @@ impl<'a> Analyzer<'a> {
                     .with_help("e.g. `endpoint = \"http://localhost:8000/v1\"`"),
                 );
             }
+        }
+    }
+}
+
+impl<'a> Analyzer<'a> {
+    fn check_named_endpoint(&mut self, i: usize, named: &str) {
+        let span = self.setting_span(i, &["named"]);
+        match &self.loaded.options.endpoints {
+            Some(names) if names.iter().any(|n| n == named) => {}
+            Some(names) => {
+                let mut d = Diagnostic::error(Code::E0225, format!("`safer.toml` declares no judge endpoint `{named}`"))
+                    .with_primary(span, "unknown endpoint");
+                d = match crate::diagnostic::did_you_mean(named, names.iter().map(String::as_str)) {
+                    Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                    None if names.is_empty() => d.with_help(format!("declare it in `safer.toml`: `[judges.{named}]` with `endpoint` and `model`")),
+                    None => d.with_help(format!("declared endpoints: {}", crate::diagnostic::one_of(names))),
+                };
+                self.diags.push(d);
+            }
+            None => self.diags.push(
+                Diagnostic::error(Code::E0225, format!("judge endpoint `{named}` needs a project"))
+                    .with_primary(span, "no `safer.toml` above this file")
+                    .with_help("create one with `saferc new`, or write `endpoint` and `model_name` in the judge"),
+            ),
         }
     }
 }

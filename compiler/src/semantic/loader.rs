@@ -57,9 +57,11 @@ pub struct Loaded {
     pub modules: Vec<LoadedModule>,
     /// Index of the prelude (`std/std.safer`), when it loaded.
     pub prelude: Option<usize>,
+    /// The options it was loaded with.
+    pub options: LoadOptions,
 }
 
-/// Options of the loader.
+/// Options of the loader (and of the checks that depend on the project).
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// The project root; files outside it are refused. Defaults to the
@@ -67,6 +69,13 @@ pub struct LoadOptions {
     pub root: Option<PathBuf>,
     /// Allow imports outside the root (`--allow-outside-root`).
     pub allow_outside_root: bool,
+    /// Folders searched for `use` paths after the importing file's folder
+    /// (`[imports] roots` of `safer.toml`).
+    pub search: Vec<PathBuf>,
+    /// Names of the judge endpoints of `safer.toml` (`None`: no project).
+    pub endpoints: Option<Vec<String>>,
+    /// Pinned rubric hashes (`[pins]` of `safer.toml`).
+    pub pins: std::collections::BTreeMap<String, String>,
 }
 
 struct Loader<'s> {
@@ -151,6 +160,7 @@ fn load_entry(
             loader.visit(p);
         }
     }
+    loader.loaded.options = loader.options.clone();
     (loader.loaded, loader.diags)
 }
 
@@ -281,7 +291,19 @@ impl Loader<'_> {
             Origin::Text(_) => std::env::current_dir().ok(),
         };
         let joined = base.unwrap_or_default().join(path);
-        let normal = normalize(&joined);
+        let mut normal = normalize(&joined);
+        if !normal.is_file() {
+            // Then the project's import roots, in order.
+            if let Some(found) = self
+                .options
+                .search
+                .iter()
+                .map(|root| normalize(&root.join(path)))
+                .find(|p| p.is_file())
+            {
+                normal = found;
+            }
+        }
         if let Some(root) = &self.root {
             let root = normalize(root);
             if !normal.starts_with(&root) && !self.options.allow_outside_root {

@@ -1,0 +1,119 @@
+//! `saferc new` and `saferc pin`.
+
+use super::{input, Format};
+use crate::project::{self, pins};
+use crate::semantic;
+use crate::source::SourceMap;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub(super) fn new(path: &Path) -> i32 {
+    match project::new::create(path) {
+        Ok(()) => {
+            println!("created project `{}`", path.display());
+            println!("next: cd {} && saferc check pipeline.safer", path.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+pub(super) fn pin(files: &[PathBuf]) -> i32 {
+    let start = files
+        .first()
+        .cloned()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default();
+    let mut sources = SourceMap::new();
+    let found = match project::load_around(&mut sources, &start) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            eprintln!(
+                "error: no `safer.toml` at or above `{}`: pins live in a project (`saferc new`)",
+                start.display()
+            );
+            return 1;
+        }
+        Err(diags) => {
+            input::emit(&diags, &sources, Format::Human);
+            return 1;
+        }
+    };
+    let targets: Vec<PathBuf> = if files.is_empty() {
+        project_files(&found.root)
+    } else {
+        files.to_vec()
+    };
+    let mut options = found.load_options(false);
+    options.pins.clear();
+    let mut new_pins = BTreeMap::new();
+    let mut diags = Vec::new();
+    for file in &targets {
+        let analysis = semantic::analyze_file(&mut sources, file, options.clone());
+        let failed = analysis.has_errors();
+        diags.extend(analysis.diagnostics);
+        if let (Some(program), false) = (analysis.program, failed) {
+            new_pins.extend(pins::imported_rubrics(&program.hashed()));
+        }
+    }
+    if diags.iter().any(|d| d.is_error()) {
+        input::emit(&diags, &sources, Format::Human);
+        eprintln!("error: nothing pinned: fix the errors first");
+        return 1;
+    }
+    let manifest_path = found.root.join(project::MANIFEST);
+    let text = std::fs::read_to_string(&manifest_path).unwrap_or_default();
+    let updated = pins::rewrite(&text, &new_pins);
+    let tmp = manifest_path.with_extension("toml.tmp");
+    if let Err(e) =
+        std::fs::write(&tmp, &updated).and_then(|()| std::fs::rename(&tmp, &manifest_path))
+    {
+        eprintln!("error: cannot write `{}`: {e}", manifest_path.display());
+        return 1;
+    }
+    let old: BTreeMap<String, String> = found
+        .manifest
+        .pins
+        .iter()
+        .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+        .collect();
+    for (k, v) in &new_pins {
+        let what = match old.get(k) {
+            None => "pinned",
+            Some(prev) if prev == v => "unchanged",
+            Some(_) => "updated",
+        };
+        println!("{what:>9} {k} {v}");
+    }
+    println!(
+        "{} rubric(s) pinned in {}",
+        new_pins.len(),
+        manifest_path.display()
+    );
+    0
+}
+
+/// Every `.safer` file of a project (not under `runs/`, `target/` or
+/// hidden folders).
+fn project_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "runs" && name != "target" {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "safer") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}

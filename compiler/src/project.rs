@@ -1,0 +1,89 @@
+//! Projects: a folder with a `safer.toml` manifest.
+//!
+//! Like `Cargo.toml` for a crate, the manifest makes a folder a saferc
+//! project: its name and version, where imports may come from, where models,
+//! data and runs live, the default device, named judge endpoints (so that a
+//! URL or API key never has to be written into a shared rubric), and pins of
+//! imported rubrics (content hashes, checked at compile time).
+//!
+//! Commands find the nearest `safer.toml` above the file they are given (or
+//! the current directory); without one, a single `.safer` file still works
+//! with defaults.
+
+pub mod manifest;
+pub mod new;
+pub mod pins;
+
+pub use manifest::{JudgeEndpoint, Manifest};
+
+use crate::diagnostic::Diagnostic;
+use crate::source::SourceMap;
+use std::path::{Path, PathBuf};
+
+/// The manifest's file name.
+pub const MANIFEST: &str = "safer.toml";
+
+/// A loaded project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The folder that holds `safer.toml`.
+    pub root: PathBuf,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+}
+
+/// The nearest folder at or above `start` that holds a `safer.toml`.
+pub fn discover(start: &Path) -> Option<PathBuf> {
+    let start = std::fs::canonicalize(start).unwrap_or_else(|_| start.to_path_buf());
+    let mut dir = if start.is_file() {
+        start.parent()?.to_path_buf()
+    } else {
+        start
+    };
+    loop {
+        if dir.join(MANIFEST).is_file() {
+            return Some(dir);
+        }
+        dir = dir.parent()?.to_path_buf();
+    }
+}
+
+/// Finds and loads the project around `start`, if there is one.
+///
+/// # Errors
+/// The manifest's diagnostics (syntax, unknown keys, wrong types, endpoints
+/// that are not URLs, import roots outside the project).
+pub fn load_around(
+    sources: &mut SourceMap,
+    start: &Path,
+) -> Result<Option<Project>, Vec<Diagnostic>> {
+    let Some(root) = discover(start) else {
+        return Ok(None);
+    };
+    let manifest = manifest::load(sources, &root)?;
+    Ok(Some(Project { root, manifest }))
+}
+
+impl Project {
+    /// The import options this project implies (root, roots, leaving).
+    pub fn load_options(&self, allow_outside_cli: bool) -> crate::semantic::loader::LoadOptions {
+        crate::semantic::loader::LoadOptions {
+            root: Some(self.root.clone()),
+            allow_outside_root: allow_outside_cli || self.manifest.imports.allow_outside,
+            search: self
+                .manifest
+                .imports
+                .roots
+                .iter()
+                .map(|r| crate::semantic::loader::normalize(&self.root.join(r.get_ref())))
+                .collect(),
+            endpoints: Some(self.manifest.judges.keys().cloned().collect()),
+            pins: self
+                .manifest
+                .pins
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                .collect(),
+        }
+    }
+}

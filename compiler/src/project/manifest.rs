@@ -1,0 +1,270 @@
+//! `safer.toml`: serde types, parsed with the `toml` crate, and its
+//! diagnostics (pointing at the TOML span).
+
+use crate::diagnostic::{did_you_mean, Code, Diagnostic};
+use crate::source::SourceMap;
+use crate::span::{SourceId, Span};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use toml::Spanned;
+
+/// The whole manifest.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// `[project]`.
+    pub project: ProjectSection,
+    /// `[imports]`.
+    #[serde(default)]
+    pub imports: Imports,
+    /// `[paths]`.
+    #[serde(default)]
+    pub paths: Paths,
+    /// `[run]`.
+    #[serde(default)]
+    pub run: Run,
+    /// `[judges.NAME]`: named judge endpoints.
+    #[serde(default)]
+    pub judges: BTreeMap<String, JudgeEndpoint>,
+    /// `[pins]`: rubric (qualified name) → content hash.
+    #[serde(default)]
+    pub pins: BTreeMap<String, Spanned<String>>,
+}
+
+/// `[project]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSection {
+    /// The project's name.
+    pub name: String,
+    /// Its version.
+    #[serde(default = "default_version")]
+    pub version: String,
+}
+
+fn default_version() -> String {
+    "0.1.0".into()
+}
+
+/// `[imports]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Imports {
+    /// Folders searched (after the importing file's folder) for `use` paths,
+    /// relative to the project root.
+    #[serde(default)]
+    pub roots: Vec<Spanned<String>>,
+    /// Whether `use` may reach files outside the project.
+    #[serde(default)]
+    pub allow_outside: bool,
+}
+
+/// `[paths]`: where things live by default, relative to the project root.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// Model directories.
+    #[serde(default = "default_models")]
+    pub models: String,
+    /// Data files.
+    #[serde(default = "default_data")]
+    pub data: String,
+    /// Run directories.
+    #[serde(default = "default_runs")]
+    pub runs: String,
+}
+
+fn default_models() -> String {
+    "models".into()
+}
+fn default_data() -> String {
+    "data".into()
+}
+fn default_runs() -> String {
+    "runs".into()
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            models: default_models(),
+            data: default_data(),
+            runs: default_runs(),
+        }
+    }
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    /// The default device.
+    #[serde(default = "default_device")]
+    pub device: Device,
+}
+
+fn default_device() -> Device {
+    Device::Cpu
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Run {
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// Devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// The CPU (burn's flex backend).
+    Cpu,
+    /// wgpu (Vulkan, Metal, ...).
+    Wgpu,
+    /// CUDA.
+    Cuda,
+}
+
+/// `[judges.NAME]`: an OpenAI-compatible endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeEndpoint {
+    /// Base URL, e.g. `http://localhost:8000/v1`.
+    pub endpoint: Spanned<String>,
+    /// The model name sent with each request.
+    pub model: String,
+    /// The *name* of the environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Seconds before a request is abandoned.
+    #[serde(default = "default_timeout")]
+    pub timeout: f64,
+}
+
+fn default_concurrency() -> u32 {
+    4
+}
+fn default_timeout() -> f64 {
+    60.0
+}
+
+const TOP_KEYS: &[&str] = &["project", "imports", "paths", "run", "judges", "pins"];
+
+/// Reads and checks `root/safer.toml`.
+///
+/// # Errors
+/// E0220 (TOML syntax), E0221 (unknown key), E0222 (wrong type or value),
+/// E0223 (endpoint not a URL), E0224 (import root outside the project).
+pub fn load(sources: &mut SourceMap, root: &Path) -> Result<Manifest, Vec<Diagnostic>> {
+    let path = root.join(super::MANIFEST);
+    let id = sources.load(&path).map_err(|d| vec![*d])?;
+    let text = sources.get(id).map(|f| f.text.clone()).unwrap_or_default();
+    parse(id, &text, root)
+}
+
+/// Parses manifest text (for tests and the editor).
+///
+/// # Errors
+/// As [`load`].
+pub fn parse(id: SourceId, text: &str, root: &Path) -> Result<Manifest, Vec<Diagnostic>> {
+    let manifest: Manifest = toml::from_str(text).map_err(|e| vec![from_toml(id, text, &e)])?;
+    let mut diags = Vec::new();
+    for (name, judge) in &manifest.judges {
+        let url = judge.endpoint.get_ref();
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.len() <= "https://".len()
+        {
+            diags.push(
+                Diagnostic::error(Code::E0223, format!("judge endpoint `{name}` is not an http(s) URL: `{url}`"))
+                    .with_primary(span(id, judge.endpoint.span()), "expected a URL")
+                    .with_help("write the base URL of an OpenAI-compatible server, e.g. `http://localhost:8000/v1`"),
+            );
+        }
+    }
+    if !manifest.imports.allow_outside {
+        let root_n = crate::semantic::loader::normalize(root);
+        for r in &manifest.imports.roots {
+            let full = crate::semantic::loader::normalize(&root.join(r.get_ref()));
+            if !full.starts_with(&root_n) {
+                diags.push(
+                    Diagnostic::error(Code::E0224, format!("import root `{}` is outside the project", r.get_ref()))
+                        .with_primary(span(id, r.span()), "leaves the project folder")
+                        .with_help("set `allow_outside = true` in `[imports]` to share files from outside the project"),
+                );
+            }
+        }
+    }
+    if diags.is_empty() {
+        Ok(manifest)
+    } else {
+        Err(diags)
+    }
+}
+
+fn span(id: SourceId, r: std::ops::Range<usize>) -> Span {
+    Span::new(id, r.start, r.end)
+}
+
+fn from_toml(id: SourceId, text: &str, e: &toml::de::Error) -> Diagnostic {
+    let message = e.message().to_string();
+    let range = e.span().unwrap_or(0..0);
+    let at = span(id, range.clone());
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or("");
+        let expected: Vec<String> = message
+            .split("expected ")
+            .nth(1)
+            .map(|s| {
+                s.split('`')
+                    .enumerate()
+                    .filter(|(i, _)| i % 2 == 1)
+                    .map(|(_, w)| w.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let candidates: Vec<&str> = if expected.is_empty() {
+            TOP_KEYS.to_vec()
+        } else {
+            expected.iter().map(String::as_str).collect()
+        };
+        let mut d = Diagnostic::error(
+            Code::E0221,
+            format!("unknown key `{field}` in `safer.toml`"),
+        )
+        .with_primary(at, "unknown key");
+        d = match did_you_mean(field, candidates.iter().copied()) {
+            Some(best) => d.with_help(format!("did you mean `{best}`?")),
+            None => d.with_help(format!(
+                "expected {}",
+                crate::diagnostic::one_of(&candidates)
+            )),
+        };
+        return d;
+    }
+    if message.starts_with("invalid type")
+        || message.starts_with("invalid value")
+        || message.starts_with("missing field")
+        || message.starts_with("unknown variant")
+    {
+        let text_at = text.get(range).unwrap_or("");
+        let label = if text_at.is_empty() {
+            "here".to_string()
+        } else {
+            format!("`{}`", text_at.trim())
+        };
+        return Diagnostic::error(Code::E0222, format!("`safer.toml`: {message}"))
+            .with_primary(at, label);
+    }
+    Diagnostic::error(
+        Code::E0220,
+        format!("`safer.toml` is not valid TOML: {message}"),
+    )
+    .with_primary(at, "here")
+    .with_help("see https://toml.io for the syntax")
+}

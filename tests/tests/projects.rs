@@ -1,0 +1,200 @@
+//! Projects: `safer.toml` diagnostics (snapshots of the rendered TOML
+//! errors), `saferc new` output that `check` accepts, two projects sharing
+//! one rubric through import roots, named judge endpoints, and the pin
+//! workflow (pin, change the shared rubric, E0226, re-pin).
+
+#![allow(clippy::panic)]
+
+use safer_tests::{relative, render_plain, repo_root, source_and_error};
+use saferc::project::{self, manifest, pins};
+use saferc::semantic;
+use saferc::{Code, SourceFile, SourceMap};
+use std::path::{Path, PathBuf};
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("saferc-projects-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
+    for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+/// Checks a file the way `saferc check` does (project discovery included).
+fn check(file: &Path) -> (Vec<saferc::Diagnostic>, SourceMap) {
+    let mut sources = SourceMap::new();
+    let mut diags = Vec::new();
+    let options = match project::load_around(&mut sources, file) {
+        Ok(Some(p)) => p.load_options(false),
+        Ok(None) => Default::default(),
+        Err(mut d) => {
+            diags.append(&mut d);
+            Default::default()
+        }
+    };
+    let analysis = semantic::analyze_file(&mut sources, file, options);
+    diags.extend(analysis.diagnostics);
+    (diags, sources)
+}
+
+#[test]
+fn manifest_errors() {
+    insta::glob!("../cases/manifest/errors", "*.toml", |path| {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut sources = SourceMap::new();
+        let id = sources.add(SourceFile::new("safer.toml", None, text.clone()));
+        let root = repo_root().join("tests/cases/manifest");
+        let Err(diags) = manifest::parse(id, &text, &root) else {
+            panic!("{} should be rejected", relative(path));
+        };
+        let code = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .split('_')
+            .next()
+            .unwrap_or("");
+        assert!(
+            diags.iter().any(|d| d.code.as_str() == code),
+            "{}: {:?}",
+            relative(path),
+            diags
+        );
+        insta::with_settings!({
+            input_file => path,
+            description => relative(path),
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(source_and_error(&text, &render_plain(&diags, &sources)));
+        });
+    });
+}
+
+#[test]
+fn new_project_checks_clean_from_any_subfolder() {
+    let dir = temp("new").join("demo");
+    project::new::create(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let (diags, sources) = check(&dir.join("pipeline.safer"));
+    assert!(diags.is_empty(), "{}", render_plain(&diags, &sources));
+    // The project is found from the rubric's folder too.
+    assert_eq!(
+        project::discover(&dir.join("rubrics")),
+        std::fs::canonicalize(&dir).ok()
+    );
+    let (diags, _) = check(&dir.join("rubrics/house.safer"));
+    assert!(diags.is_empty());
+    assert!(
+        project::new::create(&dir).is_err(),
+        "an existing project is not overwritten"
+    );
+}
+
+#[test]
+fn two_projects_share_one_rubric_and_pins_catch_changes() {
+    let dir = temp("share");
+    copy_dir(&repo_root().join("tests/cases/projects"), &dir);
+    for p in ["alpha", "beta"] {
+        let (diags, sources) = check(&dir.join(p).join("pipeline.safer"));
+        assert!(diags.is_empty(), "{p}: {}", render_plain(&diags, &sources));
+    }
+    // Pin the shared rubric in alpha (what `saferc pin` does).
+    let alpha = dir.join("alpha");
+    let mut sources = SourceMap::new();
+    let proj = project::load_around(&mut sources, &alpha)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no project"));
+    let analysis = semantic::analyze_file(
+        &mut sources,
+        &alpha.join("pipeline.safer"),
+        proj.load_options(false),
+    );
+    let program = analysis
+        .program
+        .unwrap_or_else(|| panic!("no program"))
+        .hashed();
+    let pinned = pins::imported_rubrics(&program);
+    assert!(
+        pinned.contains_key("shared/safety_house::shared_rubric")
+            || pinned
+                .keys()
+                .any(|k| k.ends_with("safety_house::shared_rubric")),
+        "{pinned:?}"
+    );
+    let manifest_path = alpha.join("safer.toml");
+    let text = std::fs::read_to_string(&manifest_path).unwrap_or_default();
+    std::fs::write(&manifest_path, pins::rewrite(&text, &pinned)).unwrap_or_else(|e| panic!("{e}"));
+    let (diags, _) = check(&alpha.join("pipeline.safer"));
+    assert!(diags.is_empty(), "pinned and unchanged: clean");
+
+    // Someone changes the shared rubric's weights.
+    let shared = dir.join("shared/safety_house.safer");
+    let rubric = std::fs::read_to_string(&shared).unwrap_or_default();
+    std::fs::write(&shared, rubric.replace("weight 0.7", "weight 0.5"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (diags, sources) = check(&alpha.join("pipeline.safer"));
+    assert!(
+        diags.iter().any(|d| d.code == Code::E0226),
+        "{}",
+        render_plain(&diags, &sources)
+    );
+    // beta has no pins: it follows the shared file.
+    let (diags, _) = check(&dir.join("beta/pipeline.safer"));
+    assert!(diags.is_empty());
+    // A comment-only change does not change the hash.
+    std::fs::write(
+        &shared,
+        rubric.replace("## A rubric", "## (edited) A rubric"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (diags, _) = check(&alpha.join("pipeline.safer"));
+    assert!(diags.is_empty(), "comments are not part of the hash");
+}
+
+#[test]
+fn named_endpoints_come_from_the_manifest() {
+    let dir = temp("named");
+    copy_dir(&repo_root().join("tests/cases/projects"), &dir);
+    let file = dir.join("alpha/pipeline.safer");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    std::fs::write(&file, text.replace("named = \"grm\"", "named = \"gmr\""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (diags, _) = check(&file);
+    let d = diags
+        .iter()
+        .find(|d| d.code == Code::E0225)
+        .unwrap_or_else(|| panic!("{diags:?}"));
+    assert_eq!(d.help.as_deref(), Some("did you mean `grm`?"));
+    // Without a project, a named endpoint is an error too.
+    let lone = temp("lone").join("p.safer");
+    std::fs::write(&lone, "judge j { kind = http, named = \"grm\" }\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (diags, _) = check(&lone);
+    assert!(diags.iter().any(|d| d.code == Code::E0225));
+}
+
+#[test]
+fn manifest_problems_stop_the_check() {
+    let dir = temp("badmanifest");
+    std::fs::write(dir.join("safer.toml"), "[project]\nname = \"x\"\nfoo = 1\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("p.safer"), "judge j { kind = rules }\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (diags, sources) = check(&dir.join("p.safer"));
+    assert!(
+        diags.iter().any(|d| d.code == Code::E0221),
+        "{}",
+        render_plain(&diags, &sources)
+    );
+}
