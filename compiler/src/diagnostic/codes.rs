@@ -155,6 +155,15 @@ codes! {
     E0400 = 400, "cycle in the pipeline graph";
     /// An input of a graph node that nothing feeds.
     E0401 = 401, "dangling input";
+
+    /// A NaN or infinity in rewards, log-probs or the loss at run time.
+    E0500 = 500, "non-finite value in training";
+    /// Training inputs whose shapes do not agree.
+    E0501 = 501, "shape mismatch in training";
+    /// Dynamic sampling kept too few groups after its resample cap.
+    E0502 = 502, "dynamic sampling kept nothing";
+    /// A training configuration the GRPO engine cannot use.
+    E0503 = 503, "invalid training configuration";
 }
 
 impl Code {
