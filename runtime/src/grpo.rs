@@ -10,6 +10,7 @@
 //! | dynamic sampling | [`dynamic_sampling`] | DAPO, EasyR1 online filtering |
 //! | cost constraint with a learned λ | [`cost`] | Safe RLHF PPO-Lag |
 //! | learning-rate schedules, global grad-norm clipping | [`schedule`], [`clip`] | |
+//! | step metrics (one JSON line per step) | [`metrics`] | |
 //!
 //! Shapes: per-token tensors are `[N, T]` (N completions, T tokens, padded,
 //! with a 0/1 mask); per-completion tensors are `[N]`; completions of one
@@ -25,6 +26,7 @@ pub mod cost;
 pub mod dynamic_sampling;
 pub mod error;
 pub mod kl;
+pub mod metrics;
 pub mod overlong;
 pub mod policy_loss;
 pub mod schedule;

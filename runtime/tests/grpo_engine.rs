@@ -311,3 +311,155 @@ fn global_norm_clipping_scales_all_gradients_together() {
         "{v:?}"
     );
 }
+
+#[test]
+fn one_completion_groups_follow_verl_and_kl_can_go_into_the_reward() {
+    let cfg = AdvantageConfig {
+        group_size: 1,
+        scale: Scale::Group,
+        eps: 1e-6,
+        multi: MultiObjective::SumThenNormalize,
+    };
+    // verl: a group of one has mean 0 and std 1, so Â = r / (1 + ε).
+    let adv = advantage::compute(&[vec![0.5, -1.0]], &["r"], &[1.0], &cfg, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        (adv.values[0] - 0.5 / 1.000_001).abs() < 1e-6
+            && (adv.values[1] + 1.0 / 1.000_001).abs() < 1e-6
+    );
+    assert_eq!(adv.zero_variance_groups, 0);
+    // KL in the reward: r − β Σ_t m k1.
+    let kl = vec![vec![0.1, 0.2, 5.0], vec![0.0, -0.1, 0.0]];
+    let mask = vec![vec![1.0, 1.0, 0.0], vec![1.0, 1.0, 1.0]];
+    let r = advantage::kl_in_reward(&[1.0, 0.0], &kl, &mask, 0.5).unwrap_or_default();
+    assert!(
+        (r[0] - 0.85).abs() < 1e-6 && (r[1] - 0.05).abs() < 1e-6,
+        "{r:?}"
+    );
+}
+
+#[test]
+fn truncated_completions_leave_the_loss() {
+    let device = Default::default();
+    let mask = Tensor::<AD, 2>::ones([3, 2], &device);
+    let masked = safer_runtime::grpo::policy_loss::mask_truncated(mask, &[false, true, false]);
+    assert_eq!(to_vec(&masked), vec![1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
+}
+
+#[test]
+fn cost_multiplier_grows_while_the_constraint_is_violated() {
+    use safer_runtime::grpo::cost::{CostConfig, Lagrangian};
+    let mut lag = Lagrangian::new(CostConfig {
+        threshold: 0.1,
+        lambda_init: 1.0,
+        lambda_lr: 0.1,
+        lambda_max: 5.0,
+        window: 8,
+        delay: 2,
+    });
+    lag.observe(&[0.9, 0.9]);
+    assert_eq!(lag.update(0), 1.0, "no update during the delay");
+    let mut last = 1.0;
+    for step in 2..20 {
+        lag.observe(&[0.9, 0.8]);
+        let l = lag.update(step);
+        assert!(l >= last && l <= 5.0 + 1e-9);
+        last = l;
+    }
+    assert!(
+        (last - 5.0).abs() < 1e-9,
+        "clamped at lambda_max, got {last}"
+    );
+    let combined = lag.combine(&[1.0], &[1.0]);
+    assert!((combined[0] - (1.0 - 5.0) / 6.0).abs() < 1e-6);
+}
+
+#[test]
+fn gradient_accumulation_over_micro_batches_matches_one_batch() {
+    use burn::optim::GradientsAccumulator;
+    let device = Default::default();
+    let a = 4;
+    let make = || Categorical::<AD> {
+        logits: Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![0.1f32, -0.2, 0.3, 0.0], [a]),
+            &device,
+        )),
+    };
+    let actions = [0usize, 1, 2, 3, 2, 2];
+    let adv = [0.5f32, -0.5, 1.0, -1.0, 0.2, -0.2];
+    let loss_of = |policy: &Categorical<AD>, rows: std::ops::Range<usize>, normaliser: f32| {
+        let n = rows.len();
+        let logp_all = log_softmax(policy.logits.val().reshape([1, a]), 1);
+        let logp = (logp_all.expand([n, a]) * one_hot(&actions[rows.clone()], a)).sum_dim(1);
+        let inputs = LossInputs {
+            logp,
+            old_logp: None,
+            ref_logp: None,
+            mask: Tensor::ones([n, 1], &device),
+            advantages: Tensor::from_data(TensorData::new(adv[rows].to_vec(), [n]), &device),
+            entropy: None,
+            normaliser: Some(normaliser),
+        };
+        let cfg = LossConfig {
+            aggregation: Aggregation::TokenMean,
+            ..LossConfig::default()
+        };
+        policy_loss::compute(&inputs, &cfg, 0)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .loss
+    };
+    let whole = make();
+    let full = GradientsParams::from_grads::<AD, _>(loss_of(&whole, 0..6, 6.0).backward(), &whole);
+    let split = make();
+    let mut acc = GradientsAccumulator::<Categorical<AD>>::new();
+    for rows in [0..2, 2..6] {
+        let g = GradientsParams::from_grads::<AD, _>(loss_of(&split, rows, 6.0).backward(), &split);
+        acc.accumulate::<AD>(&split, g);
+    }
+    let summed = acc.grads();
+    type Inner = <AD as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+    let g1 = to_vec(
+        &full
+            .get::<Inner, 1>(whole.logits.id)
+            .unwrap_or_else(|| panic!("no grad")),
+    );
+    let g2 = to_vec(
+        &summed
+            .get::<Inner, 1>(split.logits.id)
+            .unwrap_or_else(|| panic!("no grad")),
+    );
+    for (x, y) in g1.iter().zip(&g2) {
+        assert!((x - y).abs() < 1e-6, "{g1:?} vs {g2:?}");
+    }
+}
+
+#[test]
+fn step_metrics_are_one_json_line() {
+    use safer_runtime::grpo::metrics::StepMetrics;
+    use safer_runtime::grpo::policy_loss::LossStats;
+    let adv = advantage::compute(
+        &[vec![1.0, 0.0, 1.0, 1.0]],
+        &["safety"],
+        &[1.0],
+        &AdvantageConfig {
+            group_size: 2,
+            scale: Scale::Group,
+            eps: 1e-4,
+            multi: MultiObjective::SumThenNormalize,
+        },
+        4,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stats = LossStats {
+        kl_mean: Some(0.01),
+        ..LossStats::default()
+    };
+    let m = StepMetrics::new(4, 0.5, &stats, &adv, Some(1.5), Some(0.8));
+    assert_eq!(m.zero_variance_fraction, 0.5);
+    let line = m.to_json_line();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+    assert_eq!(v["step"], 4);
+    assert_eq!(v["zero_variance_fraction"], 0.5);
+    assert!(v["lambda"].as_f64().is_some_and(|l| (l - 1.5).abs() < 1e-6));
+    assert!(!line.contains('\n'));
+}
