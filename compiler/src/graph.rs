@@ -406,28 +406,16 @@ impl<'p> Lowerer<'p> {
         }
 
         if let Some(g) = &grpo {
-            let mut gen = node(format!("train.{stage}.generate"), Op::Generate, lp);
-            gen.inputs.push(port("prompts", T::Prompts));
-            gen.inputs.push(port("policy", T::Model));
-            gen.outputs.push(port("completions", T::Completions));
-            if let Some(ro) = s.reference("rollout") {
-                gen.params = self.params(&self.program.decl(ro).settings);
-            }
-            let gi = self.add(gen);
-            self.graph.connect(bi, "prompts", gi, "prompts");
-            self.graph.connect(policy, policy_port, gi, "policy");
+            let prefix = format!("train.{stage}");
+            let gi = self.generate(
+                &prefix,
+                lp,
+                s.reference("rollout"),
+                bi,
+                (policy, policy_port),
+            );
             self.graph.loop_back(ui, "policy", gi, "policy");
-
-            let mut score = node(format!("train.{stage}.score"), Op::Score, lp);
-            score.inputs.push(port("completions", T::Completions));
-            score.inputs.push(port("scorer", T::Scorer));
-            score.outputs.push(port("scores", T::Scores));
-            let si = self.add(score);
-            self.graph.connect(gi, "completions", si, "completions");
-            let scorer = s.reference("reward").map(|rb| self.rubric(rb));
-            if let Some(ri) = scorer {
-                self.graph.connect(ri, "scorer", si, "scorer");
-            }
+            let (si, scorer) = self.score(&prefix, lp, gi, s.reference("reward"));
             let (mut comp, mut comp_port, mut scores) = (gi, "completions", si);
             if let Some(refl) = s.reference("reflection") {
                 let mut rf = node(format!("train.{stage}.reflect"), Op::Reflect, lp);
@@ -510,6 +498,51 @@ impl<'p> Lowerer<'p> {
         Some(ui)
     }
 
+    /// `{prefix}.generate`: prompts from `batch`, the policy from `policy`.
+    fn generate(
+        &mut self,
+        prefix: &str,
+        stage_loop: Option<&str>,
+        rollout: Option<DeclRef>,
+        batch: NodeIndex,
+        policy: (NodeIndex, &str),
+    ) -> NodeIndex {
+        let mut gen = node(format!("{prefix}.generate"), Op::Generate, stage_loop);
+        if let Some(ro) = rollout {
+            gen.params = self.params(&self.program.decl(ro).settings);
+        }
+        gen.inputs.push(port("prompts", T::Prompts));
+        gen.inputs.push(port("policy", T::Model));
+        gen.outputs.push(port("completions", T::Completions));
+        let gi = self.add(gen);
+        self.graph.connect(batch, "prompts", gi, "prompts");
+        self.graph.connect(policy.0, policy.1, gi, "policy");
+        gi
+    }
+
+    /// `{prefix}.score`: the completions of `generate` scored by `rubric`;
+    /// returns the node and the rubric's node.
+    fn score(
+        &mut self,
+        prefix: &str,
+        stage_loop: Option<&str>,
+        generate: NodeIndex,
+        rubric: Option<DeclRef>,
+    ) -> (NodeIndex, Option<NodeIndex>) {
+        let mut score = node(format!("{prefix}.score"), Op::Score, stage_loop);
+        score.inputs.push(port("completions", T::Completions));
+        score.inputs.push(port("scorer", T::Scorer));
+        score.outputs.push(port("scores", T::Scores));
+        let si = self.add(score);
+        self.graph
+            .connect(generate, "completions", si, "completions");
+        let scorer = rubric.map(|rb| self.rubric(rb));
+        if let Some(ri) = scorer {
+            self.graph.connect(ri, "scorer", si, "scorer");
+        }
+        (si, scorer)
+    }
+
     fn eval(&mut self, r: DeclRef) {
         let name = self.name(r);
         let s = self.program.decl(r).settings.clone();
@@ -521,29 +554,13 @@ impl<'p> Lowerer<'p> {
             let (di, p) = self.split(*dataset, split.as_deref());
             self.graph.connect(di, &p, bi, "rows");
         }
-        let mut gen = node(format!("eval.{name}.generate"), Op::Generate, None);
-        if let Some(ro) = s.reference("rollout") {
-            gen.params = self.params(&self.program.decl(ro).settings);
-        }
-        gen.inputs.push(port("prompts", T::Prompts));
-        gen.inputs.push(port("policy", T::Model));
-        gen.outputs.push(port("completions", T::Completions));
-        let gi = self.add(gen);
-        self.graph.connect(bi, "prompts", gi, "prompts");
-        if let Some(m) = s.reference("model") {
-            let mi = self.model(m);
-            self.graph.connect(mi, "model", gi, "policy");
-        }
-        let mut score = node(format!("eval.{name}.score"), Op::Score, None);
-        score.inputs.push(port("completions", T::Completions));
-        score.inputs.push(port("scorer", T::Scorer));
-        score.outputs.push(port("scores", T::Scores));
-        let si = self.add(score);
-        self.graph.connect(gi, "completions", si, "completions");
-        if let Some(rb) = s.reference("rubric") {
-            let ri = self.rubric(rb);
-            self.graph.connect(ri, "scorer", si, "scorer");
-        }
+        let prefix = format!("eval.{name}");
+        let model = s.reference("model").map(|m| (self.model(m), "model"));
+        let gi = match model {
+            Some(source) => self.generate(&prefix, None, s.reference("rollout"), bi, source),
+            None => return,
+        };
+        let (si, _) = self.score(&prefix, None, gi, s.reference("rubric"));
         let mut rp = node(format!("eval.{name}.report"), Op::Report, None);
         rp.inputs.push(port("scores", T::Scores));
         let ri = self.add(rp);

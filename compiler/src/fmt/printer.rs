@@ -522,33 +522,26 @@ impl<'a> Printer<'a> {
                     first = false;
                     s.push_str("if ");
                     s.push_str(&self.flat(cond));
-                    s.push_str(" {\n");
-                    self.indent += 1;
-                    let pad = self.pad();
-                    let body = self.expr(then, pad.len());
-                    s.push_str(&pad);
-                    s.push_str(&body);
-                    s.push('\n');
-                    self.indent -= 1;
-                    s.push_str(&self.pad());
-                    s.push('}');
+                    s.push(' ');
+                    s.push_str(&self.braced_body(then));
                     cur = otherwise;
                 }
                 _ => {
-                    s.push_str(" else {\n");
-                    self.indent += 1;
-                    let pad = self.pad();
-                    let body = self.expr(cur, pad.len());
-                    s.push_str(&pad);
-                    s.push_str(&body);
-                    s.push('\n');
-                    self.indent -= 1;
-                    s.push_str(&self.pad());
-                    s.push('}');
+                    s.push_str(" else ");
+                    s.push_str(&self.braced_body(cur));
                     return s;
                 }
             }
         }
+    }
+
+    /// `{`, the expression on its own indented line, `}`.
+    fn braced_body(&mut self, e: &Expr) -> String {
+        self.indent += 1;
+        let pad = self.pad();
+        let body = self.expr(e, pad.len());
+        self.indent -= 1;
+        format!("{{\n{pad}{body}\n{}}}", self.pad())
     }
 
     /// The one-line form of an expression.
