@@ -82,6 +82,7 @@ fn main() {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     check_shipped();
+    lsp_change(&generate(1_000));
     let mut parse_times: Vec<Duration> = (0..30)
         .map(|_| {
             let start = Instant::now();
@@ -117,6 +118,25 @@ fn split_timing(text: &str) {
         std::hint::black_box(SaferParser::parse(Rule::file, text).is_ok());
     }
     println!("pest {:.2} ms", t.elapsed().as_secs_f64() * 100.0);
+}
+
+/// What `saferc lsp` does on every change of a 1,000-line document.
+fn lsp_change(text: &str) {
+    let uri = "file:///tmp/saferc-bench/pipeline.safer";
+    let mut times: Vec<Duration> = (0..30)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(saferc::lsp::diagnostics_for(uri, text).len());
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "lsp diagnostics after a change, {} lines: median {:.2} ms, max {:.2} ms",
+        text.lines().count(),
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3
+    );
 }
 
 /// `saferc check` over every shipped file (examples, stdlib, pipelines).

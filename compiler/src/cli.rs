@@ -139,6 +139,8 @@ pub enum Command {
         /// file of the project).
         files: Vec<PathBuf>,
     },
+    /// Run the language server over stdio (for editors).
+    Lsp,
     /// Explain a diagnostic code (`saferc explain E0101`).
     Explain {
         /// The code, e.g. `E0101`.
@@ -175,6 +177,11 @@ where
         Command::Hir { file, imports } => graph::hir(&file, &imports),
         Command::New { path } => project::new(&path),
         Command::Pin { files } => project::pin(&files),
+        Command::Lsp => {
+            let stdin = std::io::stdin();
+            let stdout = std::io::stdout();
+            crate::lsp::serve(&mut stdin.lock(), &mut stdout.lock())
+        }
         Command::Explain { code } => explain::run(&code),
     }
 }

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod diagnostic;
 pub mod fmt;
 pub mod graph;
+pub mod lsp;
 pub mod project;
 pub mod semantic;
 pub mod source;

@@ -1,0 +1,176 @@
+//! `saferc lsp`: a language server over stdio (JSON-RPC with
+//! `Content-Length` framing, `lsp-server` message types, no async runtime).
+//!
+//! Features: diagnostics on open and change (the same diagnostics as
+//! `saferc check`, with codes and related locations), hover on keys (doc,
+//! type, default, range from the schema table) and names (kind and doc
+//! comment), completion of keys in the enclosing block and of declared
+//! names, go-to-definition across `use`d files (standard library files are
+//! written to a cache folder so that editors can open them), formatting
+//! (`saferc fmt`), document symbols. Malformed input gets a JSON-RPC error
+//! response and the server keeps running.
+
+mod features;
+mod transport;
+
+use lsp_server::{Message, Notification, Request, RequestId, Response};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+
+/// The diagnostics the server would publish for `text` at `uri` (the work
+/// done on every change; benchmarked by `benches/parse_check.rs`).
+pub fn diagnostics_for(uri: &str, text: &str) -> Vec<Value> {
+    features::Document::analyze(uri, text).diagnostics()
+}
+
+/// Runs the server until `exit`; returns the process exit code (0 after a
+/// `shutdown` request, 1 otherwise, as the protocol asks).
+pub fn serve(input: &mut impl BufRead, output: &mut impl Write) -> i32 {
+    let mut server = Server::default();
+    loop {
+        match transport::read(input) {
+            Ok(None) => return 1,
+            Ok(Some(Ok(message))) => {
+                if let Some(code) = server.handle(message, output) {
+                    return code;
+                }
+            }
+            Ok(Some(Err(error))) => {
+                let response = Response {
+                    id: RequestId::from(0),
+                    result: None,
+                    error: Some(lsp_server::ResponseError {
+                        code: error.code,
+                        message: error.message,
+                        data: None,
+                    }),
+                };
+                transport::write_null_id(output, &response);
+            }
+            Err(_) => return 1,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Server {
+    documents: HashMap<String, String>,
+    shutdown: bool,
+}
+
+impl Server {
+    /// Handles one message; `Some(code)` ends the loop.
+    fn handle(&mut self, message: Message, out: &mut impl Write) -> Option<i32> {
+        match message {
+            Message::Request(req) => {
+                let response = self.request(req);
+                transport::write(out, &Message::Response(response));
+                None
+            }
+            Message::Notification(n) => self.notification(n, out),
+            Message::Response(_) => None,
+        }
+    }
+
+    fn request(&mut self, req: Request) -> Response {
+        let Request { id, method, params } = req;
+        let result: Result<Value, (i32, String)> = match method.as_str() {
+            "initialize" => Ok(json!({
+                "capabilities": {
+                    "textDocumentSync": 1,
+                    "hoverProvider": true,
+                    "completionProvider": { "triggerCharacters": ["."] },
+                    "definitionProvider": true,
+                    "documentFormattingProvider": true,
+                    "documentSymbolProvider": true,
+                },
+                "serverInfo": { "name": "saferc", "version": env!("CARGO_PKG_VERSION") },
+            })),
+            "shutdown" => {
+                self.shutdown = true;
+                Ok(Value::Null)
+            }
+            "textDocument/hover" => self.with_document(&params, features::hover),
+            "textDocument/completion" => self.with_document(&params, features::completion),
+            "textDocument/definition" => self.with_document(&params, features::definition),
+            "textDocument/formatting" => self.with_document(&params, features::formatting),
+            "textDocument/documentSymbol" => self.with_document(&params, features::symbols),
+            other => Err((-32601, format!("method not supported: {other}"))),
+        };
+        match result {
+            Ok(value) => Response::new_ok(id, value),
+            Err((code, message)) => Response::new_err(id, code, message),
+        }
+    }
+
+    fn with_document(
+        &self,
+        params: &Value,
+        f: fn(&features::Document, &Value) -> Value,
+    ) -> Result<Value, (i32, String)> {
+        let uri = params["textDocument"]["uri"]
+            .as_str()
+            .ok_or((-32602, "missing textDocument.uri".to_string()))?;
+        let text = self
+            .documents
+            .get(uri)
+            .ok_or((-32602, format!("document not open: {uri}")))?;
+        let doc = features::Document::analyze(uri, text);
+        Ok(f(&doc, params))
+    }
+
+    fn notification(&mut self, n: Notification, out: &mut impl Write) -> Option<i32> {
+        let uri = n.params["textDocument"]["uri"].as_str().map(str::to_string);
+        match n.method.as_str() {
+            "exit" => return Some(if self.shutdown { 0 } else { 1 }),
+            "textDocument/didOpen" => {
+                if let (Some(uri), Some(text)) = (uri, n.params["textDocument"]["text"].as_str()) {
+                    self.documents.insert(uri.clone(), text.to_string());
+                    self.publish(&uri, out);
+                }
+            }
+            "textDocument/didChange" => {
+                let text = n.params["contentChanges"]
+                    .as_array()
+                    .and_then(|c| c.last())
+                    .and_then(|c| c["text"].as_str())
+                    .map(str::to_string);
+                if let (Some(uri), Some(text)) = (uri, text) {
+                    self.documents.insert(uri.clone(), text);
+                    self.publish(&uri, out);
+                }
+            }
+            "textDocument/didClose" => {
+                if let Some(uri) = uri {
+                    self.documents.remove(&uri);
+                    let clear = json!({ "uri": uri, "diagnostics": [] });
+                    transport::write(
+                        out,
+                        &Message::Notification(Notification::new(
+                            "textDocument/publishDiagnostics".into(),
+                            clear,
+                        )),
+                    );
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn publish(&self, uri: &str, out: &mut impl Write) {
+        let Some(text) = self.documents.get(uri) else {
+            return;
+        };
+        let doc = features::Document::analyze(uri, text);
+        let params = json!({ "uri": uri, "diagnostics": doc.diagnostics() });
+        transport::write(
+            out,
+            &Message::Notification(Notification::new(
+                "textDocument/publishDiagnostics".into(),
+                params,
+            )),
+        );
+    }
+}

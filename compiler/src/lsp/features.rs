@@ -1,0 +1,447 @@
+//! What the server answers, computed from one analysis of the document.
+
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::project;
+use crate::semantic::hir::Decl;
+use crate::semantic::schema::{self, Block};
+use crate::semantic::{self, loader::LoadOptions, Analysis};
+use crate::source::{SourceFile, SourceMap};
+use crate::span::{SourceId, Span};
+use crate::syntax::ast::{self, DeclBody, DeclKind, StmtKind};
+use crate::{fmt, stdlib};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// A document and its analysis.
+pub struct Document {
+    text: String,
+    path: Option<PathBuf>,
+    sources: SourceMap,
+    analysis: Analysis,
+    ast: Option<ast::Module>,
+    id: SourceId,
+}
+
+/// `file:///a%20b/c.safer` → `/a b/c.safer`.
+fn uri_to_path(uri: &str) -> Option<PathBuf> {
+    let rest = uri.strip_prefix("file://")?;
+    let mut bytes = Vec::new();
+    let raw = rest.as_bytes();
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' && i + 2 < raw.len() {
+            if let Ok(b) = u8::from_str_radix(&rest[i + 1..i + 3], 16) {
+                bytes.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        bytes.push(raw[i]);
+        i += 1;
+    }
+    Some(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn path_to_uri(path: &Path) -> String {
+    let mut out = String::from("file://");
+    for b in path.display().to_string().bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Document {
+    /// Analyzes `text` as the file behind `uri` (imports resolve from its
+    /// folder, the project from the nearest `safer.toml`).
+    pub fn analyze(uri: &str, text: &str) -> Document {
+        let path = uri_to_path(uri);
+        let dir = path
+            .as_ref()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        let name = path.as_ref().and_then(|p| p.file_name()).map_or_else(
+            || "untitled.safer".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut sources = SourceMap::new();
+        let mut early = Vec::new();
+        let options = match dir
+            .as_deref()
+            .map(|d| project::load_around(&mut sources, d))
+        {
+            Some(Ok(Some(p))) => p.load_options(false),
+            Some(Err(mut d)) => {
+                early.append(&mut d);
+                LoadOptions::default()
+            }
+            _ => LoadOptions::default(),
+        };
+        let first = SourceId(u32::try_from(sources.iter().count()).unwrap_or(0));
+        let mut analysis =
+            semantic::analyze_text(&mut sources, &name, text, dir.as_deref(), options);
+        analysis.diagnostics.splice(0..0, early);
+        let ast = crate::syntax::parse(first, text).ok();
+        Document {
+            text: text.to_string(),
+            path,
+            sources,
+            analysis,
+            ast,
+            id: first,
+        }
+    }
+
+    fn file(&self, id: SourceId) -> Option<&SourceFile> {
+        self.sources.get(id)
+    }
+
+    fn range(&self, span: Span) -> Value {
+        let Some(f) = self.file(span.source) else {
+            return json!({ "start": { "line": 0, "character": 0 }, "end": { "line": 0, "character": 0 } });
+        };
+        let pos = |o: usize| json!({ "line": f.location(o).line, "character": f.utf16_column(o) });
+        json!({ "start": pos(span.start as usize), "end": pos(span.end as usize) })
+    }
+
+    fn offset(&self, params: &Value) -> usize {
+        let line = params["position"]["line"].as_u64().unwrap_or(0) as usize;
+        let character = params["position"]["character"].as_u64().unwrap_or(0) as usize;
+        self.file(self.id)
+            .map_or(0, |f| f.offset_of_utf16(line, character))
+    }
+
+    fn uri_of(&self, id: SourceId) -> Option<String> {
+        let f = self.file(id)?;
+        if id == self.id {
+            return self.path.as_deref().map(path_to_uri);
+        }
+        match &f.path {
+            Some(p) => Some(path_to_uri(p)),
+            None => materialize_std(&f.name).map(|p| path_to_uri(&p)),
+        }
+    }
+
+    /// The diagnostics of this document as LSP `Diagnostic`s.
+    pub fn diagnostics(&self) -> Vec<Value> {
+        self.analysis
+            .diagnostics
+            .iter()
+            .filter(|d| d.primary_span().is_none_or(|s| s.source == self.id))
+            .map(|d| self.lsp_diagnostic(d))
+            .collect()
+    }
+
+    fn lsp_diagnostic(&self, d: &Diagnostic) -> Value {
+        let span = d.primary_span().unwrap_or_default();
+        let related: Vec<Value> = d
+            .labels
+            .iter()
+            .filter(|l| !l.primary)
+            .filter_map(|l| {
+                Some(json!({
+                    "location": { "uri": self.uri_of(l.span.source)?, "range": self.range(l.span) },
+                    "message": l.message.clone().unwrap_or_default(),
+                }))
+            })
+            .collect();
+        let mut message = d.message.clone();
+        if let Some(h) = &d.help {
+            message.push_str("\nhelp: ");
+            message.push_str(h);
+        }
+        json!({
+            "range": self.range(span),
+            "severity": if d.severity == Severity::Error { 1 } else { 2 },
+            "code": d.code.as_str(),
+            "codeDescription": { "href": d.code.url() },
+            "source": "saferc",
+            "message": message,
+            "relatedInformation": related,
+        })
+    }
+
+    /// The word under `offset`, and the word before a `.` in front of it.
+    fn word_at(&self, offset: usize) -> Option<(String, Option<String>, Span)> {
+        let bytes = self.text.as_bytes();
+        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let mut start = offset.min(bytes.len());
+        while start > 0 && is_word(bytes[start - 1]) {
+            start -= 1;
+        }
+        let mut end = offset.min(bytes.len());
+        while end < bytes.len() && is_word(bytes[end]) {
+            end += 1;
+        }
+        if start == end {
+            return None;
+        }
+        let word = self.text[start..end].to_string();
+        let qualifier = (start > 1 && bytes[start - 1] == b'.').then(|| {
+            let q_end = start - 1;
+            let mut q_start = q_end;
+            while q_start > 0 && is_word(bytes[q_start - 1]) {
+                q_start -= 1;
+            }
+            self.text[q_start..q_end].to_string()
+        });
+        Some((word, qualifier, Span::new(self.id, start, end)))
+    }
+
+    /// The declaration a name refers to (entry module first, then imports;
+    /// `alias.name` looks in the aliased module).
+    fn decl_named(&self, word: &str, qualifier: Option<&str>) -> Option<&Decl> {
+        let program = self.analysis.program.as_ref()?;
+        if let Some(q) = qualifier {
+            let module = self.ast.as_ref()?.items.iter().find_map(|i| match &i.kind {
+                ast::ItemKind::Use(u) if u.alias.as_ref().is_some_and(|a| a.name == q) => {
+                    Some(u.path.value.clone())
+                }
+                _ => None,
+            });
+            if let Some(path) = module {
+                let stem = path.strip_suffix(".safer").unwrap_or(&path).to_string();
+                if let Some(d) = program.decls.iter().find(|d| {
+                    d.name == word
+                        && program.modules.get(d.module).is_some_and(|m| {
+                            m.name
+                                .strip_suffix(".safer")
+                                .unwrap_or(&m.name)
+                                .ends_with(&stem)
+                        })
+                }) {
+                    return Some(d);
+                }
+            }
+        }
+        program
+            .decls
+            .iter()
+            .filter(|d| d.name == word)
+            .min_by_key(|d| (d.module != 0, d.module))
+    }
+
+    /// The schema block enclosing `offset`, its path, and the key under it.
+    fn block_at(&self, offset: usize) -> Option<(&'static Block, String, Option<String>)> {
+        let module = self.ast.as_ref()?;
+        for item in &module.items {
+            let ast::ItemKind::Decl(d) = &item.kind else {
+                continue;
+            };
+            if !(item.span.start as usize <= offset && offset <= item.span.end as usize) {
+                continue;
+            }
+            let DeclBody::Block(block) = &d.body else {
+                return None;
+            };
+            let mut schema = schema::for_decl(d.kind)?;
+            let mut path = d.kind.keyword().to_string();
+            let mut current = block;
+            'descend: loop {
+                for stmt in &current.stmts {
+                    let inside =
+                        stmt.span.start as usize <= offset && offset <= stmt.span.end as usize;
+                    if !inside {
+                        continue;
+                    }
+                    match &stmt.kind {
+                        StmtKind::Assign { key, .. } => {
+                            let on_key = key.span.start as usize <= offset
+                                && offset <= key.span.end as usize;
+                            return Some((schema, path, on_key.then(|| key.name.clone())));
+                        }
+                        StmtKind::Block { key, body } => {
+                            if key.span.start as usize <= offset && offset <= key.span.end as usize
+                            {
+                                return Some((schema, path, Some(key.name.clone())));
+                            }
+                            let Some(nested) = schema.block(&key.name) else {
+                                return Some((schema, path, None));
+                            };
+                            schema = nested;
+                            path = format!("{path}.{}", key.name);
+                            current = body;
+                            continue 'descend;
+                        }
+                        StmtKind::Criterion {
+                            body: Some(body), ..
+                        } if body.span.start as usize <= offset => {
+                            schema = schema.block("criterion")?;
+                            path = format!("{path}.criterion");
+                            current = body;
+                            continue 'descend;
+                        }
+                        _ => return Some((schema, path, None)),
+                    }
+                }
+                return Some((schema, path, None));
+            }
+        }
+        None
+    }
+}
+
+fn key_markdown(path: &str, k: &schema::Key) -> String {
+    let mut s = format!(
+        "**`{path}.{}`**: {}\n\ndefault: {}",
+        k.name,
+        schema::describe(k.ty),
+        schema::describe_default(k.default)
+    );
+    if let Some(r) = k.range {
+        s.push_str(&format!("; allowed: {}", schema::describe_range(r)));
+    }
+    if let Some(new) = k.deprecated {
+        s.push_str(&format!("\n\n**Deprecated**: use `{new}`."));
+    }
+    s.push_str("\n\n");
+    s.push_str(k.doc);
+    s
+}
+
+/// `textDocument/hover`.
+pub fn hover(doc: &Document, params: &Value) -> Value {
+    let offset = doc.offset(params);
+    if let Some((block, path, Some(key))) = doc.block_at(offset) {
+        if let Some(k) = block.key(&key) {
+            return json!({ "contents": { "kind": "markdown", "value": key_markdown(&path, k) } });
+        }
+        if let Some(b) = block.block(&key) {
+            return json!({ "contents": { "kind": "markdown", "value": format!("**`{path}.{}`** block\n\n{}", b.name, b.doc) } });
+        }
+    }
+    let Some((word, qualifier, span)) = doc.word_at(offset) else {
+        return Value::Null;
+    };
+    if let Some(kind) = DeclKind::from_keyword(&word) {
+        if let Some(block) = schema::for_decl(kind) {
+            return json!({ "contents": { "kind": "markdown", "value": format!("**`{word}`**\n\n{}", block.doc) }, "range": doc.range(span) });
+        }
+    }
+    match doc.decl_named(&word, qualifier.as_deref()) {
+        Some(d) => {
+            let module = doc
+                .analysis
+                .program
+                .as_ref()
+                .and_then(|p| p.modules.get(d.module))
+                .map_or(String::new(), |m| m.name.clone());
+            let mut value = format!(
+                "```safer\n{} {}\n```\ndeclared in `{module}`",
+                d.kind.keyword(),
+                d.name
+            );
+            if !d.docs.is_empty() {
+                value.push_str("\n\n");
+                value.push_str(&d.docs.join("\n"));
+            }
+            json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) })
+        }
+        None => Value::Null,
+    }
+}
+
+/// `textDocument/completion`.
+pub fn completion(doc: &Document, params: &Value) -> Value {
+    let offset = doc.offset(params);
+    let mut items = Vec::new();
+    match doc.block_at(offset) {
+        Some((block, path, _)) => {
+            for k in block.keys.iter().filter(|k| k.deprecated.is_none()) {
+                items.push(json!({
+                    "label": k.name,
+                    "kind": 10,
+                    "detail": schema::describe(k.ty),
+                    "documentation": { "kind": "markdown", "value": key_markdown(&path, k) },
+                    "insertText": format!("{} = ", k.name),
+                }));
+            }
+            for b in block.blocks {
+                items.push(json!({ "label": b.name, "kind": 9, "detail": "block", "documentation": b.doc, "insertText": format!("{} {{ }}", b.name) }));
+            }
+        }
+        None => {
+            for kind in DeclKind::ALL {
+                items.push(json!({ "label": kind.keyword(), "kind": 14, "detail": "declaration" }));
+            }
+            items.push(json!({ "label": "use", "kind": 14, "detail": "import" }));
+        }
+    }
+    if let Some(program) = &doc.analysis.program {
+        for d in program.decls.iter().filter(|d| {
+            d.module == 0
+                || program
+                    .modules
+                    .get(d.module)
+                    .is_some_and(|m| !m.name.starts_with("std/std"))
+        }) {
+            items.push(json!({ "label": d.name, "kind": 6, "detail": d.kind.keyword(), "documentation": d.docs.join("\n") }));
+        }
+    }
+    json!({ "isIncomplete": false, "items": items })
+}
+
+/// `textDocument/definition`.
+pub fn definition(doc: &Document, params: &Value) -> Value {
+    let offset = doc.offset(params);
+    let Some((word, qualifier, _)) = doc.word_at(offset) else {
+        return Value::Null;
+    };
+    let Some(d) = doc.decl_named(&word, qualifier.as_deref()) else {
+        return Value::Null;
+    };
+    match doc.uri_of(d.span.source) {
+        Some(uri) => json!({ "uri": uri, "range": doc.range(d.span) }),
+        None => Value::Null,
+    }
+}
+
+/// `textDocument/formatting`: one edit replacing the document (none when
+/// it is formatted or does not parse).
+pub fn formatting(doc: &Document, _params: &Value) -> Value {
+    match fmt::format_source(&doc.text) {
+        Ok(formatted) if formatted != doc.text => {
+            let f = doc.file(doc.id);
+            let end_line = f.map_or(0, |f| f.line_count());
+            json!([{ "range": { "start": { "line": 0, "character": 0 }, "end": { "line": end_line, "character": 0 } }, "newText": formatted }])
+        }
+        _ => json!([]),
+    }
+}
+
+/// `textDocument/documentSymbol`.
+pub fn symbols(doc: &Document, _params: &Value) -> Value {
+    let Some(module) = &doc.ast else {
+        return json!([]);
+    };
+    let symbols: Vec<Value> = module
+        .items
+        .iter()
+        .filter_map(|item| match &item.kind {
+            ast::ItemKind::Decl(d) => Some(json!({
+                "name": d.name.name,
+                "detail": d.kind.keyword(),
+                "kind": match d.kind { DeclKind::Model | DeclKind::Judge => 5, DeclKind::Dataset => 18, DeclKind::Rubric | DeclKind::Scorer => 12, DeclKind::Prompt => 15, _ => 2 },
+                "range": doc.range(item.span),
+                "selectionRange": doc.range(d.name.span),
+            })),
+            ast::ItemKind::Use(_) => None,
+        })
+        .collect();
+    json!(symbols)
+}
+
+/// Writes an embedded standard-library file to a cache folder (once) so an
+/// editor can open it; returns its path.
+fn materialize_std(name: &str) -> Option<PathBuf> {
+    let text = stdlib::file(name)?;
+    let dir = std::env::temp_dir().join(format!("saferc-{}", env!("CARGO_PKG_VERSION")));
+    let path = dir.join(name);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+        std::fs::create_dir_all(path.parent()?).ok()?;
+        std::fs::write(&path, text).ok()?;
+    }
+    Some(path)
+}

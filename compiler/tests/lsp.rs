@@ -1,0 +1,199 @@
+//! `saferc lsp` driven over stdio with JSON-RPC: initialize, diagnostics for
+//! a bad file (code and range), hover, completion, definition into a
+//! standard-library file, formatting, symbols, malformed input answered with
+//! an error, shutdown and exit.
+
+#![allow(clippy::panic)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Duration;
+
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    messages: Receiver<Value>,
+}
+
+impl Client {
+    fn start() -> Client {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_saferc"))
+            .arg("lsp")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.strip_prefix("Content-Length: ") {
+                        length = v.parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Client {
+            child,
+            stdin,
+            messages: rx,
+        }
+    }
+
+    fn raw(&mut self, body: &str) {
+        let _ = write!(self.stdin, "Content-Length: {}\r\n\r\n{body}", body.len());
+        let _ = self.stdin.flush();
+    }
+
+    fn send(&mut self, message: Value) {
+        self.raw(&message.to_string());
+    }
+
+    fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
+        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
+        self.wait(|m| m["id"] == id)
+    }
+
+    fn notify(&mut self, method: &str, params: Value) {
+        self.send(json!({ "jsonrpc": "2.0", "method": method, "params": params }));
+    }
+
+    fn wait(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            match self.messages.recv_timeout(Duration::from_secs(20)) {
+                Ok(m) if pred(&m) => return m,
+                Ok(_) => {}
+                Err(e) => panic!("no answer from saferc lsp: {e}"),
+            }
+        }
+    }
+}
+
+fn uri(path: &std::path::Path) -> String {
+    format!("file://{}", path.display())
+}
+
+#[test]
+fn lsp_session() {
+    let dir = std::env::temp_dir().join(format!("saferc-lsp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join("p.safer");
+    let good = "use \"std/rubrics/safety.safer\"\n\nmodel policy {\n  arch    = tiny_vlm\n  weights = \"w\"\n}\n\nrollout r { group = 8, max_tokens = 64 tokens }\n";
+    let bad = "rollout r {\n  temprature = 1.0\n  max_tokens = 64 tokens\n}\n";
+
+    let mut c = Client::start();
+    let init = c.request(1, "initialize", json!({ "capabilities": {} }));
+    assert_eq!(init["result"]["capabilities"]["hoverProvider"], true);
+    c.notify("initialized", json!({}));
+
+    // Diagnostics for a bad file: code and range.
+    c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": uri(&file), "languageId": "safer", "version": 1, "text": bad } }));
+    let diags = c.wait(|m| m["method"] == "textDocument/publishDiagnostics");
+    let d = &diags["params"]["diagnostics"][0];
+    assert_eq!(d["code"], "E0205", "{diags}");
+    assert_eq!(d["range"]["start"], json!({ "line": 1, "character": 2 }));
+    assert_eq!(d["range"]["end"], json!({ "line": 1, "character": 12 }));
+    assert!(d["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("did you mean `temperature`?"));
+
+    // A fix clears them.
+    c.notify("textDocument/didChange", json!({ "textDocument": { "uri": uri(&file), "version": 2 }, "contentChanges": [{ "text": good }] }));
+    let diags = c.wait(|m| m["method"] == "textDocument/publishDiagnostics");
+    assert_eq!(diags["params"]["diagnostics"], json!([]), "{diags}");
+
+    // Hover on a key: schema doc.
+    let hover = c.request(2, "textDocument/hover", json!({ "textDocument": { "uri": uri(&file) }, "position": { "line": 7, "character": 13 } }));
+    let text = hover["result"]["contents"]["value"].as_str().unwrap_or("");
+    assert!(
+        text.contains("`rollout.group`")
+            && text.contains("default: 8")
+            && text.contains("Completions sampled per prompt"),
+        "{hover}"
+    );
+
+    // Completion inside a block: its keys.
+    let completion = c.request(
+        3,
+        "textDocument/completion",
+        json!({ "textDocument": { "uri": uri(&file) }, "position": { "line": 4, "character": 2 } }),
+    );
+    let labels: Vec<&str> = completion["result"]["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["label"].as_str())
+        .collect();
+    assert!(
+        labels.contains(&"dtype") && labels.contains(&"context") && labels.contains(&"policy"),
+        "{labels:?}"
+    );
+
+    // Definition of a name declared in the standard library.
+    let with_ref = format!("{good}\ntrain t {{\n  policy = policy\n  data = d\n  reward = safety_rubric\n  sft {{ lr = 1e-4 }}\n}}\ndataset d {{ source = jsonl(\"d.jsonl\") }}\n");
+    c.notify("textDocument/didChange", json!({ "textDocument": { "uri": uri(&file), "version": 3 }, "contentChanges": [{ "text": with_ref }] }));
+    let _ = c.wait(|m| m["method"] == "textDocument/publishDiagnostics");
+    let def = c.request(4, "textDocument/definition", json!({ "textDocument": { "uri": uri(&file) }, "position": { "line": 12, "character": 14 } }));
+    let target = def["result"]["uri"].as_str().unwrap_or("");
+    assert!(target.ends_with("std/rubrics/safety.safer"), "{def}");
+    let on_disk = target.trim_start_matches("file://");
+    assert!(std::fs::read_to_string(on_disk)
+        .unwrap_or_default()
+        .contains("rubric safety_rubric"));
+    assert_eq!(def["result"]["range"]["start"]["line"], 4, "{def}");
+
+    // Formatting: one edit with the formatted text.
+    c.notify("textDocument/didChange", json!({ "textDocument": { "uri": uri(&file), "version": 4 }, "contentChanges": [{ "text": "model m{arch=tiny_vlm,weights=\"w\"}\n" }] }));
+    let _ = c.wait(|m| m["method"] == "textDocument/publishDiagnostics");
+    let fmt = c.request(5, "textDocument/formatting", json!({ "textDocument": { "uri": uri(&file) }, "options": { "tabSize": 2, "insertSpaces": true } }));
+    assert_eq!(
+        fmt["result"][0]["newText"], "model m { arch = tiny_vlm, weights = \"w\" }\n",
+        "{fmt}"
+    );
+    let symbols = c.request(
+        6,
+        "textDocument/documentSymbol",
+        json!({ "textDocument": { "uri": uri(&file) } }),
+    );
+    assert_eq!(symbols["result"][0]["name"], "m");
+
+    // Malformed input: an error response, and the server keeps going.
+    c.raw("{ this is not json");
+    let err = c.wait(|m| m.get("error").is_some() && m["id"].is_null());
+    assert_eq!(err["error"]["code"], -32700);
+    let unknown = c.request(7, "textDocument/unknownThing", json!({}));
+    assert_eq!(unknown["error"]["code"], -32601);
+    let not_open = c.request(8, "textDocument/hover", json!({ "textDocument": { "uri": "file:///nope.safer" }, "position": { "line": 0, "character": 0 } }));
+    assert_eq!(not_open["error"]["code"], -32602);
+
+    let shutdown = c.request(9, "shutdown", Value::Null);
+    assert!(shutdown["result"].is_null() && shutdown.get("error").is_none());
+    c.notify("exit", Value::Null);
+    let status = c.child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(0));
+}
