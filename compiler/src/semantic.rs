@@ -64,6 +64,9 @@ pub struct Analysis {
     pub program: Option<Program>,
     /// Errors and warnings, in source order per file.
     pub diagnostics: Vec<Diagnostic>,
+    /// The syntax tree of the entry file, when it parsed (the editor reuses
+    /// it instead of parsing again).
+    pub entry: Option<ast::Module>,
 }
 
 impl Analysis {
@@ -80,7 +83,7 @@ pub fn analyze_file(
     options: loader::LoadOptions,
 ) -> Analysis {
     let (loaded, mut diags) = loader::load_file(sources, path, options);
-    finish(loaded, sources, &mut diags)
+    finish(loaded, &mut diags)
 }
 
 /// Analyzes text (imports resolve from `base_dir`).
@@ -92,17 +95,17 @@ pub fn analyze_text(
     options: loader::LoadOptions,
 ) -> Analysis {
     let (loaded, mut diags) = loader::load_text(sources, name, text, base_dir, options);
-    finish(loaded, sources, &mut diags)
+    finish(loaded, &mut diags)
 }
 
-fn finish(loaded: Loaded, sources: &SourceMap, diags: &mut Vec<Diagnostic>) -> Analysis {
+fn finish(loaded: Loaded, diags: &mut Vec<Diagnostic>) -> Analysis {
     if loaded.modules.is_empty() {
         return Analysis {
             program: None,
             diagnostics: std::mem::take(diags),
+            entry: None,
         };
     }
-    let _ = sources;
     let (mut program, mut more) = analyze(&loaded);
     diags.append(&mut more);
     if !loaded.options.pins.is_empty() && !more_errors(diags) {
@@ -113,6 +116,7 @@ fn finish(loaded: Loaded, sources: &SourceMap, diags: &mut Vec<Diagnostic>) -> A
     Analysis {
         program: Some(program),
         diagnostics: std::mem::take(diags),
+        entry: loaded.modules.into_iter().next().map(|m| m.ast),
     }
 }
 

@@ -159,26 +159,29 @@ impl Graph {
 
     /// Connects `from.from_port` to `to.to_port`.
     pub fn connect(&mut self, from: NodeIndex, from_port: &str, to: NodeIndex, to_port: &str) {
-        self.graph.add_edge(
-            from,
-            to,
-            Edge {
-                from_port: from_port.into(),
-                to_port: to_port.into(),
-                loop_back: false,
-            },
-        );
+        self.edge(from, from_port, to, to_port, false);
     }
 
     /// Adds the back edge of a step loop.
     pub fn loop_back(&mut self, from: NodeIndex, from_port: &str, to: NodeIndex, to_port: &str) {
+        self.edge(from, from_port, to, to_port, true);
+    }
+
+    fn edge(
+        &mut self,
+        from: NodeIndex,
+        from_port: &str,
+        to: NodeIndex,
+        to_port: &str,
+        loop_back: bool,
+    ) {
         self.graph.add_edge(
             from,
             to,
             Edge {
                 from_port: from_port.into(),
                 to_port: to_port.into(),
-                loop_back: true,
+                loop_back,
             },
         );
     }

@@ -83,7 +83,7 @@ impl Document {
         let mut analysis =
             semantic::analyze_text(&mut sources, &name, text, dir.as_deref(), options);
         analysis.diagnostics.splice(0..0, early);
-        let ast = crate::syntax::parse(first, text).ok();
+        let ast = analysis.entry.take();
         Document {
             text: text.to_string(),
             path,

@@ -13,22 +13,9 @@ pub struct StepMetrics {
     pub step: u64,
     /// The aggregated loss.
     pub loss: f32,
-    /// Mean per-token KL (when the KL is in the loss).
-    pub kl: Option<f32>,
-    /// Fraction of tokens clipped below.
-    pub clip_low_fraction: f32,
-    /// Fraction of tokens clipped above.
-    pub clip_high_fraction: f32,
-    /// Fraction of tokens capped by dual-clip.
-    pub dual_clip_fraction: f32,
-    /// Importance ratio: mean, min, max.
-    pub ratio_mean: f32,
-    /// Smallest ratio.
-    pub ratio_min: f32,
-    /// Largest ratio.
-    pub ratio_max: f32,
-    /// Mean token entropy.
-    pub entropy: Option<f32>,
+    /// Clip fractions, ratio statistics, KL and entropy of the loss.
+    #[serde(flatten)]
+    pub loss_stats: LossStats,
     /// Advantages: mean, std, min, max.
     pub advantage_mean: f32,
     /// Standard deviation of the advantages.
@@ -65,14 +52,7 @@ impl StepMetrics {
         StepMetrics {
             step,
             loss,
-            kl: stats.kl_mean,
-            clip_low_fraction: stats.clip_low_fraction,
-            clip_high_fraction: stats.clip_high_fraction,
-            dual_clip_fraction: stats.dual_clip_fraction,
-            ratio_mean: stats.ratio_mean,
-            ratio_min: stats.ratio_min,
-            ratio_max: stats.ratio_max,
-            entropy: stats.entropy_mean,
+            loss_stats: *stats,
             advantage_mean: mean as f32,
             advantage_std: std as f32,
             advantage_min: adv.values.iter().copied().fold(f32::INFINITY, f32::min),

@@ -93,7 +93,7 @@ pub struct LossInputs<B: Backend> {
 }
 
 /// Statistics of a loss evaluation (logged per step).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct LossStats {
     /// Fraction of tokens clipped below (ρ < 1 − ε_low with Â < 0).
     pub clip_low_fraction: f32,
