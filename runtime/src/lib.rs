@@ -9,7 +9,10 @@
 //! The default backend is burn's pure-Rust `flex` CPU backend
 //! ([`CpuBackend`]); training uses [`CpuAutodiff`].
 
+pub mod generate;
 pub mod grpo;
+pub mod model;
+pub mod text;
 
 /// The default CPU backend.
 pub type CpuBackend = burn::backend::Flex;

@@ -1,0 +1,11 @@
+//! Generation and scoring: batched sampling with a KV cache
+//! ([`generation`]), the token choice ([`sampling`]), and the differentiable
+//! per-token log-probs of given sequences ([`logprobs`]).
+
+pub mod generation;
+pub mod logprobs;
+pub mod sampling;
+
+pub use generation::{generate, Completion, FinishReason, Prompt};
+pub use logprobs::{sequence_logprobs, TokenScores};
+pub use sampling::SamplingParams;

@@ -1,0 +1,214 @@
+//! Batched generation with a KV cache.
+//!
+//! Prompts of different lengths are left-padded to one batch: padded keys are
+//! masked and position ids count real tokens only (pads get position 1, as in
+//! transformers), so every row decodes exactly as it would alone. One prefill
+//! forward fills the cache; each step then feeds one token per row. Finished
+//! rows are dropped from the batch (and from the cache), so a batch costs
+//! what its live rows need.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::Rng;
+use serde::Serialize;
+
+use super::sampling::{choose, SamplingParams};
+use crate::model::{ImagePatches, KvCache, Layout, Model, ModelError, ModelInput};
+use crate::text::TextTokenizer;
+
+/// One prompt: token ids (with image placeholders already expanded) and its images.
+#[derive(Clone, Debug, Default)]
+pub struct Prompt {
+    pub tokens: Vec<u32>,
+    pub images: Option<ImagePatches>,
+}
+
+/// Why a completion ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-sequence or stop token was sampled.
+    Stop,
+    /// A stop string appeared in the text.
+    StopString,
+    /// `max_new_tokens` were generated.
+    Length,
+}
+
+/// One generated completion.
+#[derive(Clone, Debug, Serialize)]
+pub struct Completion {
+    /// The index of its prompt in the request.
+    pub prompt: usize,
+    /// Sampled token ids, the final stop token included.
+    pub tokens: Vec<u32>,
+    /// The log-probability of each sampled token (see [`super::sampling`]).
+    pub logprobs: Vec<f32>,
+    /// The decoded text, special tokens skipped, cut before a stop string.
+    pub text: String,
+    pub finish: FinishReason,
+}
+
+/// A live row of the batch.
+struct Row {
+    prompt: usize,
+    /// Next position id.
+    position: i64,
+    /// Padding of every key so far (left pads `true`).
+    key_padding: Vec<bool>,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+}
+
+/// Generates one completion per prompt, all prompts in one batch.
+pub fn generate<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &TextTokenizer,
+    prompts: &[Prompt],
+    params: &SamplingParams,
+    rng: &mut impl Rng,
+) -> Result<Vec<Completion>, ModelError> {
+    params.validate().map_err(|reason| ModelError::Request { reason })?;
+    if prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Some(i) = prompts.iter().position(|p| p.tokens.is_empty()) {
+        return Err(ModelError::Request { reason: format!("prompt {i} is empty") });
+    }
+    let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
+    let context = model.text.config.max_position_embeddings;
+    if longest + params.max_new_tokens > context {
+        return Err(ModelError::Request {
+            reason: format!(
+                "a prompt of {longest} tokens plus {} new tokens exceeds the model's context of {context}",
+                params.max_new_tokens
+            ),
+        });
+    }
+    let mut stop_ids = tokenizer.eos_ids.clone();
+    stop_ids.extend(&params.stop_tokens);
+
+    // Prefill: left-pad every prompt to `longest`.
+    let pad = tokenizer.pad_id;
+    let mut tokens = Vec::with_capacity(prompts.len() * longest);
+    let mut positions = Vec::with_capacity(prompts.len() * longest);
+    let mut rows = Vec::with_capacity(prompts.len());
+    for (i, prompt) in prompts.iter().enumerate() {
+        let pads = longest - prompt.tokens.len();
+        tokens.extend(std::iter::repeat_n(pad, pads).chain(prompt.tokens.iter().copied()));
+        positions.extend(std::iter::repeat_n(1, pads).chain(0..prompt.tokens.len() as i64));
+        let mut key_padding = vec![true; pads];
+        key_padding.resize(longest, false);
+        rows.push(Row { prompt: i, position: prompt.tokens.len() as i64, key_padding, tokens: vec![], logprobs: vec![] });
+    }
+    let images = merge_images(prompts);
+    let layout = Layout {
+        batch: rows.len(),
+        seq: longest,
+        key_padding: rows.iter().flat_map(|r| r.key_padding.iter().copied()).collect(),
+        positions,
+        causal: true,
+    };
+    let mut cache = KvCache::new(model.num_layers());
+    let mut logits = last_logits(model.forward(&ModelInput { tokens, layout, images }, Some(&mut cache))?)?;
+
+    let vocab = model.vocab_size();
+    let mut done: Vec<Completion> = Vec::with_capacity(prompts.len());
+    for step in 0..params.max_new_tokens {
+        let suppressed: &[u32] = if step < params.min_new_tokens { &stop_ids } else { &[] };
+        let mut keep = Vec::with_capacity(rows.len());
+        for (r, row) in rows.iter_mut().enumerate() {
+            let row_logits = logits.get(r * vocab..(r + 1) * vocab).unwrap_or(&[]);
+            let choice = choose(row_logits, params, suppressed, rng);
+            row.tokens.push(choice.token);
+            row.logprobs.push(choice.logprob);
+            let finish = if stop_ids.contains(&choice.token) {
+                Some(FinishReason::Stop)
+            } else if !params.stop_strings.is_empty() && contains_stop_string(tokenizer, &row.tokens, params)? {
+                Some(FinishReason::StopString)
+            } else if step + 1 == params.max_new_tokens {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            match finish {
+                Some(reason) => done.push(finish_row(tokenizer, row, reason, &stop_ids, params)?),
+                None => keep.push(r),
+            }
+        }
+        if keep.is_empty() {
+            break;
+        }
+        if keep.len() < rows.len() {
+            let index: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
+            cache.select_rows(Tensor::<B, 1, Int>::from_data(TensorData::new(index, [keep.len()]), &model.device()));
+            let mut old: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
+            rows = keep.iter().filter_map(|&r| old.get_mut(r).and_then(Option::take)).collect();
+        }
+        let tokens: Vec<u32> = rows.iter().filter_map(|r| r.tokens.last().copied()).collect();
+        let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
+        for row in &mut rows {
+            row.position += 1;
+            row.key_padding.push(false);
+        }
+        let layout = Layout {
+            batch: rows.len(),
+            seq: 1,
+            positions,
+            key_padding: rows.iter().flat_map(|r| r.key_padding.iter().copied()).collect(),
+            causal: true,
+        };
+        logits = last_logits(model.forward(&ModelInput { tokens, layout, images: None }, Some(&mut cache))?)?;
+    }
+    done.sort_by_key(|c| c.prompt);
+    Ok(done)
+}
+
+/// All prompts' images in prompt order (placeholders are found in the same order).
+fn merge_images(prompts: &[Prompt]) -> Option<ImagePatches> {
+    let mut merged: Option<ImagePatches> = None;
+    for images in prompts.iter().filter_map(|p| p.images.as_ref()) {
+        let m = merged.get_or_insert_with(|| ImagePatches { count: 0, values: Vec::new() });
+        m.count += images.count;
+        m.values.extend_from_slice(&images.values);
+    }
+    merged
+}
+
+/// The logits of the last position of every row, row-major `[batch, vocab]`.
+fn last_logits<B: Backend>(logits: Tensor<B, 3>) -> Result<Vec<f32>, ModelError> {
+    let [batch, seq, vocab] = logits.dims();
+    logits
+        .narrow(1, seq - 1, 1)
+        .reshape([batch, vocab])
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| ModelError::Request { reason: format!("reading logits: {e:?}") })
+}
+
+fn contains_stop_string(tokenizer: &TextTokenizer, tokens: &[u32], params: &SamplingParams) -> Result<bool, ModelError> {
+    let text = tokenizer.decode(tokens, true)?;
+    Ok(params.stop_strings.iter().any(|s| !s.is_empty() && text.contains(s.as_str())))
+}
+
+fn finish_row(
+    tokenizer: &TextTokenizer,
+    row: &mut Row,
+    finish: FinishReason,
+    stop_ids: &[u32],
+    params: &SamplingParams,
+) -> Result<Completion, ModelError> {
+    let body: Vec<u32> = row.tokens.iter().copied().filter(|t| !stop_ids.contains(t)).collect();
+    let mut text = tokenizer.decode(&body, true)?;
+    if let Some(cut) = params.stop_strings.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
+        text.truncate(cut);
+    }
+    Ok(Completion {
+        prompt: row.prompt,
+        tokens: std::mem::take(&mut row.tokens),
+        logprobs: std::mem::take(&mut row.logprobs),
+        text,
+        finish,
+    })
+}

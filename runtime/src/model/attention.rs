@@ -1,0 +1,128 @@
+//! Grouped-query self-attention with rotary positions and an optional KV cache.
+//!
+//! Shapes: input `[batch, seq, d_model]`; queries `[batch, heads, seq, head_dim]`;
+//! keys and values `[batch, kv_heads, total, head_dim]` (total = cached + seq),
+//! repeated to `heads` for the product; the additive mask is
+//! `[batch, 1, seq, total]` (0 where a key is visible, `f32::MIN` where not).
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use super::error::ModelError;
+use super::kv_cache::KvCache;
+use super::layers::{export_linear, init_linear, load_linear};
+use super::rope::{apply_rotary, RopeTables};
+use super::weights::{WeightReader, WeightWriter};
+
+/// The widths of one attention block.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionDims {
+    pub d_model: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Whether q, k and v carry biases (Qwen2: yes).
+    pub qkv_bias: bool,
+}
+
+/// Multi-head attention with `heads / kv_heads` query heads per key/value head.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Random weights.
+    pub fn init(dims: AttentionDims, device: &B::Device) -> Self {
+        let AttentionDims { d_model, heads, kv_heads, head_dim, qkv_bias } = dims;
+        Self {
+            q_proj: init_linear(d_model, heads * head_dim, qkv_bias, device),
+            k_proj: init_linear(d_model, kv_heads * head_dim, qkv_bias, device),
+            v_proj: init_linear(d_model, kv_heads * head_dim, qkv_bias, device),
+            o_proj: init_linear(heads * head_dim, d_model, false, device),
+            heads,
+            kv_heads,
+            head_dim,
+        }
+    }
+
+    /// Loads `{prefix}.q_proj`, `.k_proj`, `.v_proj`, `.o_proj`.
+    pub fn load(
+        weights: &WeightReader,
+        prefix: &str,
+        dims: AttentionDims,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
+        let AttentionDims { d_model, heads, kv_heads, head_dim, qkv_bias } = dims;
+        let p = |name: &str| format!("{prefix}.{name}");
+        Ok(Self {
+            q_proj: load_linear(weights, &p("q_proj"), d_model, heads * head_dim, qkv_bias, device)?,
+            k_proj: load_linear(weights, &p("k_proj"), d_model, kv_heads * head_dim, qkv_bias, device)?,
+            v_proj: load_linear(weights, &p("v_proj"), d_model, kv_heads * head_dim, qkv_bias, device)?,
+            o_proj: load_linear(weights, &p("o_proj"), heads * head_dim, d_model, false, device)?,
+            heads,
+            kv_heads,
+            head_dim,
+        })
+    }
+
+    /// Exports under the names [`Attention::load`] reads.
+    pub fn export(&self, out: &mut WeightWriter, prefix: &str) {
+        export_linear(out, &format!("{prefix}.q_proj"), &self.q_proj);
+        export_linear(out, &format!("{prefix}.k_proj"), &self.k_proj);
+        export_linear(out, &format!("{prefix}.v_proj"), &self.v_proj);
+        export_linear(out, &format!("{prefix}.o_proj"), &self.o_proj);
+    }
+
+    /// `x`: `[batch, seq, d_model]` → `[batch, seq, d_model]`. With a cache,
+    /// the new keys and values are appended to layer `layer` and attention
+    /// covers everything cached.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        mask: &Tensor<B, 4>,
+        cache: Option<(&mut KvCache<B>, usize)>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq, _] = x.dims();
+        let split = |t: Tensor<B, 3>, heads: usize| {
+            t.reshape([batch, seq, heads, self.head_dim]).swap_dims(1, 2)
+        };
+        let q = apply_rotary(split(self.q_proj.forward(x.clone()), self.heads), rope);
+        let k = apply_rotary(split(self.k_proj.forward(x.clone()), self.kv_heads), rope);
+        let v = split(self.v_proj.forward(x), self.kv_heads);
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, k, v),
+            None => (k, v),
+        };
+        let k = self.repeat_kv(k);
+        let v = self.repeat_kv(v);
+        let scale = (self.head_dim as f64).sqrt().recip();
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask.clone();
+        let context = softmax(scores, 3).matmul(v); // [batch, heads, seq, head_dim]
+        let context = context.swap_dims(1, 2).reshape([batch, seq, self.heads * self.head_dim]);
+        self.o_proj.forward(context)
+    }
+
+    /// `[batch, kv_heads, total, head_dim]` → `[batch, heads, total, head_dim]`,
+    /// each key/value head serving `heads / kv_heads` consecutive query heads.
+    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let groups = self.heads / self.kv_heads;
+        if groups == 1 {
+            return x;
+        }
+        let [batch, kv_heads, total, head_dim] = x.dims();
+        x.unsqueeze_dim::<5>(2)
+            .expand([batch, kv_heads, groups, total, head_dim])
+            .reshape([batch, kv_heads * groups, total, head_dim])
+    }
+}

@@ -1,0 +1,188 @@
+//! `config.json`: which architecture a model directory holds, and its sizes.
+//!
+//! `model_type = "qwen2"` reads the Qwen2/Qwen2.5 fields (transformers 4 and
+//! 5 spellings: `rope_theta` or `rope_parameters.rope_theta`); `"tiny_vlm"`
+//! reads `text_config`, `vision_config` and `image_token_id`. Anything else
+//! is an unknown-architecture error naming the file.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::decoder::TextConfig;
+use super::error::{io_error, ModelError};
+use super::vision::VisionConfig;
+
+/// The architectures saferc implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// Qwen2 / Qwen2.5 text models.
+    Qwen2,
+    /// The built-in small vision-language model.
+    TinyVlm,
+}
+
+/// Everything `config.json` says that the runtime uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub text: TextConfig,
+    pub vision: Option<VisionConfig>,
+    /// The placeholder token replaced by image patch features (`tiny_vlm`).
+    pub image_token_id: Option<u32>,
+    /// End-of-sequence ids named by the model's config.
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl ModelConfig {
+    /// Reads `dir/config.json`.
+    pub fn read(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join("config.json");
+        if !path.is_file() {
+            return Err(ModelError::MissingFile {
+                dir: dir.to_path_buf(),
+                file: "config.json",
+                hint: "the Hugging Face model configuration",
+            });
+        }
+        let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Config { path: path.clone(), reason: format!("not JSON: {e}") })?;
+        Self::from_json(&value).map_err(|reason| match reason {
+            ConfigIssue::Unknown(found) => ModelError::UnknownArchitecture { path: path.clone(), found },
+            ConfigIssue::Invalid(reason) => ModelError::Config { path: path.clone(), reason },
+        })
+    }
+
+    /// Parses a `config.json` value.
+    pub fn from_json(value: &Value) -> Result<Self, ConfigIssue> {
+        let model_type = value
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ConfigIssue::Invalid("no `model_type` field".into()))?;
+        let eos_token_ids = token_ids(value.get("eos_token_id"));
+        let config = match model_type {
+            "qwen2" => {
+                if value.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
+                    return Err(ConfigIssue::Invalid(
+                        "`use_sliding_window = true` is not supported; saferc attends over the whole context".into(),
+                    ));
+                }
+                Self { architecture: Architecture::Qwen2, text: text_config(value, false)?, vision: None, image_token_id: None, eos_token_ids }
+            }
+            "tiny_vlm" => {
+                let text = value
+                    .get("text_config")
+                    .ok_or_else(|| ConfigIssue::Invalid("no `text_config` object".into()))?;
+                let vision: VisionConfig = value
+                    .get("vision_config")
+                    .cloned()
+                    .ok_or_else(|| ConfigIssue::Invalid("no `vision_config` object".into()))
+                    .and_then(|v| serde_json::from_value(v).map_err(|e| ConfigIssue::Invalid(format!("vision_config: {e}"))))?;
+                vision.validate().map_err(ConfigIssue::Invalid)?;
+                let image_token_id = value
+                    .get("image_token_id")
+                    .and_then(Value::as_u64)
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or_else(|| ConfigIssue::Invalid("no `image_token_id`".into()))?;
+                Self {
+                    architecture: Architecture::TinyVlm,
+                    text: text_config(text, true)?,
+                    vision: Some(vision),
+                    image_token_id: Some(image_token_id),
+                    eos_token_ids,
+                }
+            }
+            other => return Err(ConfigIssue::Unknown(other.to_string())),
+        };
+        config.text.validate().map_err(ConfigIssue::Invalid)?;
+        Ok(config)
+    }
+
+    /// The `config.json` value that [`ModelConfig::from_json`] reads back.
+    pub fn to_json(&self) -> Value {
+        let text = serde_json::to_value(&self.text).unwrap_or(Value::Null);
+        match self.architecture {
+            Architecture::Qwen2 => {
+                let mut v = text;
+                if let Value::Object(map) = &mut v {
+                    map.insert("model_type".into(), json!("qwen2"));
+                    map.insert("architectures".into(), json!(["Qwen2ForCausalLM"]));
+                    map.insert("eos_token_id".into(), json!(self.eos_token_ids));
+                }
+                v
+            }
+            Architecture::TinyVlm => json!({
+                "model_type": "tiny_vlm",
+                "architectures": ["TinyVlmForConditionalGeneration"],
+                "text_config": text,
+                "vision_config": self.vision,
+                "image_token_id": self.image_token_id,
+                "eos_token_id": self.eos_token_ids,
+            }),
+        }
+    }
+}
+
+/// Why a `config.json` value was refused.
+#[derive(Debug)]
+pub enum ConfigIssue {
+    Unknown(String),
+    Invalid(String),
+}
+
+fn text_config(v: &Value, tied_default: bool) -> Result<TextConfig, ConfigIssue> {
+    let size = |name: &str| -> Result<usize, ConfigIssue> {
+        v.get(name)
+            .and_then(Value::as_u64)
+            .map(|n| n as usize)
+            .ok_or_else(|| ConfigIssue::Invalid(format!("no `{name}` (a positive integer)")))
+    };
+    let heads = size("num_attention_heads")?;
+    let rope_theta = v
+        .get("rope_theta")
+        .or_else(|| v.get("rope_parameters").and_then(|p| p.get("rope_theta")))
+        .and_then(Value::as_f64)
+        .unwrap_or(10_000.0);
+    let rope_type = v
+        .get("rope_parameters")
+        .or_else(|| v.get("rope_scaling"))
+        .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    if rope_type != "default" {
+        return Err(ConfigIssue::Invalid(format!(
+            "rope scaling `{rope_type}` is not supported (only the default rotary embedding)"
+        )));
+    }
+    if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
+        if act != "silu" {
+            return Err(ConfigIssue::Invalid(format!("`hidden_act = {act}` is not supported (only `silu`)")));
+        }
+    }
+    Ok(TextConfig {
+        vocab_size: size("vocab_size")?,
+        hidden_size: size("hidden_size")?,
+        intermediate_size: size("intermediate_size")?,
+        num_hidden_layers: size("num_hidden_layers")?,
+        num_attention_heads: heads,
+        num_key_value_heads: v.get("num_key_value_heads").and_then(Value::as_u64).map_or(heads, |n| n as usize),
+        rope_theta,
+        rms_norm_eps: v.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+        tie_word_embeddings: v.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(tied_default),
+        max_position_embeddings: v.get("max_position_embeddings").and_then(Value::as_u64).map_or(32_768, |n| n as usize),
+    })
+}
+
+/// An id or a list of ids (`eos_token_id` takes both forms).
+pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).into_iter().collect(),
+        Some(Value::Array(items)) => {
+            items.iter().filter_map(|i| i.as_u64().and_then(|n| u32::try_from(n).ok())).collect()
+        }
+        _ => Vec::new(),
+    }
+}

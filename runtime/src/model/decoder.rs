@@ -1,0 +1,279 @@
+//! The decoder-only transformer shared by `qwen2` and the text half of
+//! `tiny_vlm`: token embeddings, pre-norm blocks (RMSNorm → attention →
+//! residual, RMSNorm → SwiGLU → residual), a final RMSNorm and the LM head
+//! (tied to the embeddings or separate). Weight names follow Hugging Face's
+//! `Qwen2ForCausalLM`: `model.embed_tokens`, `model.layers.{i}.…`,
+//! `model.norm`, `lm_head`.
+
+use burn::module::Module;
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::attention::{Attention, AttentionDims};
+use super::error::ModelError;
+use super::kv_cache::KvCache;
+use super::layers::{
+    export_linear, export_rms_norm, init_embedding, init_linear, init_rms_norm, load_embedding, load_linear,
+    load_rms_norm, Mlp,
+};
+use super::rope::{Rope, RopeTables};
+use super::weights::{WeightReader, WeightWriter};
+
+/// The sizes of a decoder (the Qwen2 `config.json` fields of the same names).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub tie_word_embeddings: bool,
+    pub max_position_embeddings: usize,
+}
+
+impl TextConfig {
+    /// The width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads.max(1)
+    }
+
+    fn attention_dims(&self) -> AttentionDims {
+        AttentionDims {
+            d_model: self.hidden_size,
+            heads: self.num_attention_heads,
+            kv_heads: self.num_key_value_heads,
+            head_dim: self.head_dim(),
+            qkv_bias: true,
+        }
+    }
+
+    /// Checks the sizes fit together; `what` names the file for the message.
+    pub fn validate(&self) -> Result<(), String> {
+        let c = self;
+        let positive = [
+            ("vocab_size", c.vocab_size),
+            ("hidden_size", c.hidden_size),
+            ("intermediate_size", c.intermediate_size),
+            ("num_hidden_layers", c.num_hidden_layers),
+            ("num_attention_heads", c.num_attention_heads),
+            ("num_key_value_heads", c.num_key_value_heads),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("`{name}` must be positive"));
+        }
+        if c.hidden_size % c.num_attention_heads != 0 || c.head_dim() % 2 != 0 {
+            return Err(format!(
+                "`hidden_size` ({}) must split into `num_attention_heads` ({}) heads of even width",
+                c.hidden_size, c.num_attention_heads
+            ));
+        }
+        if c.num_attention_heads % c.num_key_value_heads != 0 {
+            return Err(format!(
+                "`num_attention_heads` ({}) must be a multiple of `num_key_value_heads` ({})",
+                c.num_attention_heads, c.num_key_value_heads
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the tokens of one forward call sit: positions and padding, on the host.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub batch: usize,
+    /// New tokens per row in this call.
+    pub seq: usize,
+    /// Position ids, row-major `[batch, seq]`.
+    pub positions: Vec<i64>,
+    /// Padding of every key (cached and new), row-major `[batch, cached + seq]`; `true` = padding.
+    pub key_padding: Vec<bool>,
+    /// Whether a query may only see keys at or before its own position.
+    pub causal: bool,
+}
+
+impl Layout {
+    /// Unpadded rows of equal length `seq`, positions `0..seq`.
+    pub fn dense(batch: usize, seq: usize, causal: bool) -> Self {
+        Self {
+            batch,
+            seq,
+            positions: (0..batch).flat_map(|_| 0..seq as i64).collect(),
+            key_padding: vec![false; batch * seq],
+            causal,
+        }
+    }
+
+    /// The additive mask `[batch, 1, seq, total]`: 0 where visible, `f32::MIN` where not.
+    pub fn mask<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4> {
+        let total = self.key_padding.len() / self.batch.max(1);
+        let past = total.saturating_sub(self.seq);
+        let mut values = Vec::with_capacity(self.batch * self.seq * total);
+        for row in 0..self.batch {
+            let padding = &self.key_padding[row * total..(row + 1) * total];
+            for query in 0..self.seq {
+                for (key, &pad) in padding.iter().enumerate() {
+                    let hidden = pad || (self.causal && key > past + query);
+                    values.push(if hidden { f32::MIN } else { 0.0 });
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(values, [self.batch, 1, self.seq, total]), device)
+    }
+}
+
+/// One pre-norm transformer block.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub self_attn: Attention<B>,
+    pub mlp: Mlp<B>,
+    pub input_layernorm: RmsNorm<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    /// Random weights.
+    pub fn init(c: &TextConfig, device: &B::Device) -> Self {
+        Self {
+            self_attn: Attention::init(c.attention_dims(), device),
+            mlp: Mlp::init(c.hidden_size, c.intermediate_size, device),
+            input_layernorm: init_rms_norm(c.hidden_size, c.rms_norm_eps, device),
+            post_attention_layernorm: init_rms_norm(c.hidden_size, c.rms_norm_eps, device),
+        }
+    }
+
+    /// Loads the block at `prefix` (e.g. `model.layers.3`).
+    pub fn load(weights: &WeightReader, prefix: &str, c: &TextConfig, device: &B::Device) -> Result<Self, ModelError> {
+        let p = |name: &str| format!("{prefix}.{name}");
+        Ok(Self {
+            self_attn: Attention::load(weights, &p("self_attn"), c.attention_dims(), device)?,
+            mlp: Mlp::load(weights, &p("mlp"), c.hidden_size, c.intermediate_size, device)?,
+            input_layernorm: load_rms_norm(weights, &p("input_layernorm"), c.hidden_size, c.rms_norm_eps, device)?,
+            post_attention_layernorm: load_rms_norm(
+                weights,
+                &p("post_attention_layernorm"),
+                c.hidden_size,
+                c.rms_norm_eps,
+                device,
+            )?,
+        })
+    }
+
+    /// Exports under the names [`DecoderLayer::load`] reads.
+    pub fn export(&self, out: &mut WeightWriter, prefix: &str) {
+        self.self_attn.export(out, &format!("{prefix}.self_attn"));
+        self.mlp.export(out, &format!("{prefix}.mlp"));
+        export_rms_norm(out, &format!("{prefix}.input_layernorm"), &self.input_layernorm);
+        export_rms_norm(out, &format!("{prefix}.post_attention_layernorm"), &self.post_attention_layernorm);
+    }
+
+    /// `x`: `[batch, seq, d]` → `[batch, seq, d]`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        mask: &Tensor<B, 4>,
+        cache: Option<(&mut KvCache<B>, usize)>,
+    ) -> Tensor<B, 3> {
+        let attended = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, mask, cache);
+        let x = x + attended;
+        let fed = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        x + fed
+    }
+}
+
+/// The decoder with its embeddings and LM head.
+#[derive(Module, Debug)]
+pub struct TextDecoder<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+    /// `None` when the head is tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    #[module(skip)]
+    pub config: TextConfig,
+    #[module(skip)]
+    rope: Rope,
+}
+
+impl<B: Backend> TextDecoder<B> {
+    /// Random weights (embeddings with standard deviation `init_std`).
+    pub fn init(config: TextConfig, init_std: f64, device: &B::Device) -> Self {
+        let c = &config;
+        Self {
+            embed_tokens: init_embedding(c.vocab_size, c.hidden_size, init_std, device),
+            layers: (0..c.num_hidden_layers).map(|_| DecoderLayer::init(c, device)).collect(),
+            norm: init_rms_norm(c.hidden_size, c.rms_norm_eps, device),
+            lm_head: (!c.tie_word_embeddings).then(|| init_linear(c.hidden_size, c.vocab_size, false, device)),
+            rope: Rope::new(c.head_dim(), c.rope_theta),
+            config,
+        }
+    }
+
+    /// Loads `model.*` and `lm_head` (unless tied).
+    pub fn load(weights: &WeightReader, config: TextConfig, device: &B::Device) -> Result<Self, ModelError> {
+        let c = &config;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| DecoderLayer::load(weights, &format!("model.layers.{i}"), c, device))
+            .collect::<Result<Vec<_>, _>>()?;
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(load_linear(weights, "lm_head", c.hidden_size, c.vocab_size, false, device)?)
+        };
+        Ok(Self {
+            embed_tokens: load_embedding(weights, "model.embed_tokens.weight", c.vocab_size, c.hidden_size, device)?,
+            layers,
+            norm: load_rms_norm(weights, "model.norm", c.hidden_size, c.rms_norm_eps, device)?,
+            lm_head,
+            rope: Rope::new(c.head_dim(), c.rope_theta),
+            config,
+        })
+    }
+
+    /// Exports under the names [`TextDecoder::load`] reads.
+    pub fn export(&self, out: &mut WeightWriter) {
+        out.add("model.embed_tokens.weight", self.embed_tokens.weight.val());
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.export(out, &format!("model.layers.{i}"));
+        }
+        export_rms_norm(out, "model.norm", &self.norm);
+        if let Some(head) = &self.lm_head {
+            export_linear(out, "lm_head", head);
+        }
+    }
+
+    /// Token ids `[batch, seq]` → embeddings `[batch, seq, d]`.
+    pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.embed_tokens.forward(tokens)
+    }
+
+    /// Runs the blocks and the final norm: `[batch, seq, d]` → `[batch, seq, d]`.
+    pub fn hidden(&self, embeds: Tensor<B, 3>, layout: &Layout, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        let device = embeds.device();
+        let rope = self.rope.tables(&layout.positions, layout.batch, layout.seq, &device);
+        let mask = layout.mask(&device);
+        let mut x = embeds;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, &rope, &mask, cache.as_deref_mut().map(|c| (c, i)));
+        }
+        self.norm.forward(x)
+    }
+
+    /// Hidden states `[batch, seq, d]` → logits `[batch, seq, vocab]`.
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [batch, seq, d] = hidden.dims();
+                let table = self.embed_tokens.weight.val(); // [vocab, d]
+                let vocab = table.dims()[0];
+                hidden.reshape([batch * seq, d]).matmul(table.transpose()).reshape([batch, seq, vocab])
+            }
+        }
+    }
+}

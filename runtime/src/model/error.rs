@@ -1,0 +1,88 @@
+//! Errors of the model core: every one names the file (and the tensor) it is about.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// What went wrong while loading, saving or running a model, a tokenizer or an image.
+#[derive(Debug)]
+pub enum ModelError {
+    /// A file could not be read or written.
+    Io { path: PathBuf, source: std::io::Error },
+    /// A file the model directory must contain is absent.
+    MissingFile { dir: PathBuf, file: &'static str, hint: &'static str },
+    /// `config.json` (or another JSON file) does not parse or lacks a field.
+    Config { path: PathBuf, reason: String },
+    /// `config.json` names an architecture saferc does not implement.
+    UnknownArchitecture { path: PathBuf, found: String },
+    /// A safetensors file is corrupt or truncated.
+    Corrupt { path: PathBuf, reason: String },
+    /// A tensor the architecture needs is not in any weight file.
+    MissingTensor { dir: PathBuf, name: String },
+    /// A tensor has a different shape than the configuration implies.
+    WrongShape { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
+    /// A tensor is stored in a dtype saferc cannot convert to f32.
+    UnsupportedDtype { path: PathBuf, name: String, dtype: String },
+    /// `tokenizer.json` or the chat template is unusable.
+    Tokenizer { path: PathBuf, reason: String },
+    /// The chat template failed to render.
+    Template { reason: String },
+    /// An image could not be read or decoded.
+    Image { path: PathBuf, reason: String },
+    /// A request the model cannot serve (too long, no images for a text model, ...).
+    Request { reason: String },
+    /// The requested device is not compiled into this build or not present.
+    Device { reason: String },
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { path, source } => write!(f, "cannot access `{}`: {source}", path.display()),
+            Self::MissingFile { dir, file, hint } => {
+                write!(f, "model directory `{}` has no `{file}` ({hint})", dir.display())
+            }
+            Self::Config { path, reason } => write!(f, "`{}`: {reason}", path.display()),
+            Self::UnknownArchitecture { path, found } => write!(
+                f,
+                "`{}`: unknown architecture `{found}`; saferc runs `qwen2` (Qwen2, Qwen2.5 text) and `tiny_vlm`",
+                path.display()
+            ),
+            Self::Corrupt { path, reason } => {
+                write!(f, "`{}` is not a valid safetensors file: {reason}", path.display())
+            }
+            Self::MissingTensor { dir, name } => {
+                write!(f, "tensor `{name}` is missing from the weights in `{}`", dir.display())
+            }
+            Self::WrongShape { path, name, expected, found } => write!(
+                f,
+                "tensor `{name}` in `{}` has shape {found:?}, but config.json implies {expected:?}",
+                path.display()
+            ),
+            Self::UnsupportedDtype { path, name, dtype } => write!(
+                f,
+                "tensor `{name}` in `{}` is stored as {dtype}; saferc reads F32, F16, BF16 and F64",
+                path.display()
+            ),
+            Self::Tokenizer { path, reason } => write!(f, "`{}`: {reason}", path.display()),
+            Self::Template { reason } => write!(f, "chat template: {reason}"),
+            Self::Image { path, reason } => write!(f, "image `{}`: {reason}", path.display()),
+            Self::Request { reason } => write!(f, "{reason}"),
+            Self::Device { reason } => write!(f, "{reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ModelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Shorthand for a [`ModelError::Io`] on `path`.
+pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {
+    let path = path.into();
+    move |source| ModelError::Io { path, source }
+}

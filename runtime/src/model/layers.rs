@@ -1,0 +1,133 @@
+//! Building blocks shared by the architectures: linear layers, RMSNorm,
+//! embeddings and the SwiGLU MLP, created either randomly or from Hugging Face
+//! weights, and exported back under the same names.
+//!
+//! Hugging Face stores a linear weight as `[out, in]`; burn's [`Linear`] keeps
+//! `[in, out]`, so loading and exporting transpose.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use super::error::ModelError;
+use super::weights::{WeightReader, WeightWriter};
+
+/// A linear layer `d_in → d_out` from `{prefix}.weight` (and `{prefix}.bias`).
+pub fn load_linear<B: Backend>(
+    weights: &WeightReader,
+    prefix: &str,
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    device: &B::Device,
+) -> Result<Linear<B>, ModelError> {
+    let weight: Tensor<B, 2> = weights.tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?;
+    let bias = if bias {
+        Some(Param::from_tensor(weights.tensor(&format!("{prefix}.bias"), [d_out], device)?))
+    } else {
+        None
+    };
+    Ok(Linear { weight: Param::from_tensor(weight.transpose()), bias })
+}
+
+/// A randomly initialised linear layer (burn's default Kaiming-uniform init).
+pub fn init_linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
+    LinearConfig::new(d_in, d_out).with_bias(bias).init(device)
+}
+
+/// Exports a linear layer in the Hugging Face layout.
+pub fn export_linear<B: Backend>(out: &mut WeightWriter, prefix: &str, linear: &Linear<B>) {
+    out.add(format!("{prefix}.weight"), linear.weight.val().transpose());
+    if let Some(bias) = &linear.bias {
+        out.add(format!("{prefix}.bias"), bias.val());
+    }
+}
+
+/// An RMSNorm of width `d` from `{prefix}.weight`.
+pub fn load_rms_norm<B: Backend>(
+    weights: &WeightReader,
+    prefix: &str,
+    d: usize,
+    eps: f64,
+    device: &B::Device,
+) -> Result<RmsNorm<B>, ModelError> {
+    let gamma = weights.tensor(&format!("{prefix}.weight"), [d], device)?;
+    Ok(RmsNorm { gamma: Param::from_tensor(gamma), epsilon: eps })
+}
+
+/// A fresh RMSNorm (gain 1).
+pub fn init_rms_norm<B: Backend>(d: usize, eps: f64, device: &B::Device) -> RmsNorm<B> {
+    RmsNormConfig::new(d).with_epsilon(eps).init(device)
+}
+
+/// Exports an RMSNorm's gain as `{prefix}.weight`.
+pub fn export_rms_norm<B: Backend>(out: &mut WeightWriter, prefix: &str, norm: &RmsNorm<B>) {
+    out.add(format!("{prefix}.weight"), norm.gamma.val());
+}
+
+/// An embedding table `[vocab, d]` from `{name}`.
+pub fn load_embedding<B: Backend>(
+    weights: &WeightReader,
+    name: &str,
+    vocab: usize,
+    d: usize,
+    device: &B::Device,
+) -> Result<Embedding<B>, ModelError> {
+    Ok(Embedding { weight: Param::from_tensor(weights.tensor(name, [vocab, d], device)?) })
+}
+
+/// A random embedding table with standard deviation `std`.
+pub fn init_embedding<B: Backend>(vocab: usize, d: usize, std: f64, device: &B::Device) -> Embedding<B> {
+    EmbeddingConfig::new(vocab, d)
+        .with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std })
+        .init(device)
+}
+
+/// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`, no biases.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// A random MLP `d → hidden → d`.
+    pub fn init(d: usize, hidden: usize, device: &B::Device) -> Self {
+        Self {
+            gate_proj: init_linear(d, hidden, false, device),
+            up_proj: init_linear(d, hidden, false, device),
+            down_proj: init_linear(hidden, d, false, device),
+        }
+    }
+
+    /// Loads `{prefix}.gate_proj`, `.up_proj`, `.down_proj`.
+    pub fn load(
+        weights: &WeightReader,
+        prefix: &str,
+        d: usize,
+        hidden: usize,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
+        Ok(Self {
+            gate_proj: load_linear(weights, &format!("{prefix}.gate_proj"), d, hidden, false, device)?,
+            up_proj: load_linear(weights, &format!("{prefix}.up_proj"), d, hidden, false, device)?,
+            down_proj: load_linear(weights, &format!("{prefix}.down_proj"), hidden, d, false, device)?,
+        })
+    }
+
+    /// Exports under the names [`Mlp::load`] reads.
+    pub fn export(&self, out: &mut WeightWriter, prefix: &str) {
+        export_linear(out, &format!("{prefix}.gate_proj"), &self.gate_proj);
+        export_linear(out, &format!("{prefix}.up_proj"), &self.up_proj);
+        export_linear(out, &format!("{prefix}.down_proj"), &self.down_proj);
+    }
+
+    /// `x`: `[batch, seq, d]` → `[batch, seq, d]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}

@@ -1,0 +1,76 @@
+//! Rotary position embeddings in the Hugging Face Qwen/Llama convention.
+//!
+//! `inv_freq[i] = 1 / theta^(2i / head_dim)` (f32, as transformers computes
+//! it), angles `position * inv_freq` duplicated to the full head width
+//! (`cat(freqs, freqs)`), and `x * cos + rotate_half(x) * sin` with
+//! `rotate_half(x) = cat(-x[half..], x[..half])`. burn's own rotary module
+//! pairs neighbouring dimensions instead, so it would need permuted weights;
+//! this form loads Hugging Face weights as they are.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+/// The rotary tables of one head width and base.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+    head_dim: usize,
+}
+
+/// `cos` and `sin`, each `[batch, 1, seq, head_dim]`, for a batch of positions.
+pub struct RopeTables<B: Backend> {
+    pub cos: Tensor<B, 4>,
+    pub sin: Tensor<B, 4>,
+}
+
+impl Rope {
+    /// Tables for heads of width `head_dim` (even) and base `theta`.
+    pub fn new(head_dim: usize, theta: f64) -> Self {
+        let half = head_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| {
+                let exponent = (2 * i) as f32 / head_dim as f32;
+                1.0 / (theta as f32).powf(exponent)
+            })
+            .collect();
+        Self { inv_freq, head_dim }
+    }
+
+    /// The tables for `positions` (row-major `[batch, seq]`).
+    pub fn tables<B: Backend>(
+        &self,
+        positions: &[i64],
+        batch: usize,
+        seq: usize,
+        device: &B::Device,
+    ) -> RopeTables<B> {
+        let half = self.head_dim / 2;
+        let mut cos = Vec::with_capacity(positions.len() * self.head_dim);
+        let mut sin = Vec::with_capacity(positions.len() * self.head_dim);
+        for &position in positions {
+            let start = cos.len();
+            for &freq in &self.inv_freq {
+                let angle = (position as f32 * freq) as f64;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+            cos.extend_from_within(start..start + half);
+            sin.extend_from_within(start..start + half);
+        }
+        let shape = [batch, 1, seq, self.head_dim];
+        RopeTables {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+}
+
+/// Rotates `x`: `[batch, heads, seq, head_dim]` by the tables.
+pub fn apply_rotary<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {
+    let head_dim = x.dims()[3];
+    let half = head_dim / 2;
+    let first = x.clone().narrow(3, 0, half);
+    let second = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![second.neg(), first], 3);
+    x * tables.cos.clone() + rotated * tables.sin.clone()
+}

@@ -1,0 +1,225 @@
+//! Reading and writing weights in the Hugging Face safetensors layout.
+//!
+//! [`WeightReader`] opens a model directory (`model.safetensors`, a sharded
+//! `model.safetensors.index.json`, or any `*.safetensors` files), checks each
+//! file's header with the `safetensors` crate, and hands out tensors by name
+//! with the shape the configuration implies, converting F16/BF16/F64 to f32.
+//! [`WeightWriter`] collects named tensors and writes one file atomically
+//! (temporary file, fsync, rename), so a crash never leaves a half-written
+//! checkpoint.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorView};
+
+use super::error::{io_error, ModelError};
+
+/// One weight file held in memory with its parsed header.
+struct WeightFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    header_len: usize,
+    metadata: Metadata,
+}
+
+/// The weights of one model directory, by tensor name.
+pub struct WeightReader {
+    dir: PathBuf,
+    files: Vec<WeightFile>,
+    /// Tensor name → index into `files`.
+    index: HashMap<String, usize>,
+}
+
+impl WeightReader {
+    /// Opens every weight file of `dir` and checks its header.
+    pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        Self::from_files(dir, weight_files(dir)?)
+    }
+
+    /// Opens one safetensors file.
+    pub fn open_file(path: &Path) -> Result<Self, ModelError> {
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Self::from_files(&dir, vec![path.to_path_buf()])
+    }
+
+    fn from_files(dir: &Path, paths: Vec<PathBuf>) -> Result<Self, ModelError> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut index = HashMap::new();
+        for path in paths {
+            let bytes = fs::read(&path).map_err(io_error(&path))?;
+            let (header_len, metadata) = SafeTensors::read_metadata(&bytes)
+                .map_err(|e| ModelError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+            for name in metadata.offset_keys() {
+                index.insert(name, files.len());
+            }
+            files.push(WeightFile { path, bytes, header_len, metadata });
+        }
+        Ok(Self { dir: dir.to_path_buf(), files, index })
+    }
+
+    /// Whether a tensor of this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// The tensor `name` as f32 values, checked against `expected` (its shape).
+    pub fn values(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let file = self
+            .index
+            .get(name)
+            .and_then(|&i| self.files.get(i))
+            .ok_or_else(|| ModelError::MissingTensor { dir: self.dir.clone(), name: name.to_string() })?;
+        let info = file
+            .metadata
+            .info(name)
+            .ok_or_else(|| ModelError::MissingTensor { dir: self.dir.clone(), name: name.to_string() })?;
+        if info.shape != expected {
+            return Err(ModelError::WrongShape {
+                path: file.path.clone(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let (start, end) = info.data_offsets;
+        let base = 8 + file.header_len;
+        let raw = file.bytes.get(base + start..base + end).ok_or_else(|| ModelError::Corrupt {
+            path: file.path.clone(),
+            reason: format!("the data of `{name}` lies outside the file"),
+        })?;
+        decode(raw, info.dtype).ok_or_else(|| ModelError::UnsupportedDtype {
+            path: file.path.clone(),
+            name: name.to_string(),
+            dtype: format!("{:?}", info.dtype),
+        })
+    }
+
+    /// The tensor `name` on `device`, checked against `shape`.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, ModelError> {
+        let values = self.values(name, &shape)?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+}
+
+/// The safetensors files of a model directory, in a stable order.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let index_path = dir.join("model.safetensors.index.json");
+    if index_path.is_file() {
+        let text = fs::read_to_string(&index_path).map_err(io_error(&index_path))?;
+        let index: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Config { path: index_path.clone(), reason: e.to_string() })?;
+        let map = index.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Config {
+            path: index_path.clone(),
+            reason: "no `weight_map` object".into(),
+        })?;
+        let mut names: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        return Ok(names.into_iter().map(|n| dir.join(n)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let entries = fs::read_dir(dir).map_err(io_error(dir))?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(ModelError::MissingFile {
+            dir: dir.to_path_buf(),
+            file: "model.safetensors",
+            hint: "the weights, as saved by `save_pretrained(safe_serialization=True)`",
+        });
+    }
+    Ok(found)
+}
+
+/// Little-endian bytes of `dtype` to f32 values; `None` for dtypes that are not floats.
+fn decode(raw: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    let values = match dtype {
+        Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => {
+            raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        }
+        Dtype::BF16 => {
+            raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        }
+        Dtype::F64 => raw
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        _ => return None,
+    };
+    Some(values)
+}
+
+/// Named f32 tensors to be written as one safetensors file.
+#[derive(Default)]
+pub struct WeightWriter {
+    tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)>,
+}
+
+impl WeightWriter {
+    /// An empty writer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `tensor` under `name` (stored as F32).
+    pub fn add<B: Backend, const D: usize>(&mut self, name: impl Into<String>, tensor: Tensor<B, D>) {
+        let shape = tensor.dims().to_vec();
+        let values: Vec<f32> = tensor.into_data().convert::<f32>().into_vec().unwrap_or_default();
+        self.add_values(name, shape, &values);
+    }
+
+    /// Adds raw f32 values with their shape.
+    pub fn add_values(&mut self, name: impl Into<String>, shape: Vec<usize>, values: &[f32]) {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.tensors.insert(name.into(), (shape, bytes));
+    }
+
+    /// The names added so far, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Writes the file atomically: a temporary sibling, fsync, then rename.
+    pub fn write(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<(), ModelError> {
+        let views = self
+            .tensors
+            .iter()
+            .map(|(name, (shape, bytes))| {
+                TensorView::new(Dtype::F32, shape.clone(), bytes)
+                    .map(|view| (name.as_str(), view))
+                    .map_err(|e| ModelError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let buffer = safetensors::tensor::serialize(views, metadata)
+            .map_err(|e| ModelError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?;
+        write_atomically(path, &buffer)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
+    let mut file = fs::File::create(&tmp).map_err(io_error(&tmp))?;
+    file.write_all(bytes).map_err(io_error(&tmp))?;
+    file.sync_all().map_err(io_error(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_error(path))
+}

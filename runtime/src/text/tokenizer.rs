@@ -1,0 +1,150 @@
+//! The tokenizer of a model directory: `tokenizer.json` through the Hugging
+//! Face `tokenizers` crate, special tokens and the chat template from
+//! `tokenizer_config.json` / `chat_template.jinja`, end-of-sequence ids from
+//! `generation_config.json` and `config.json`.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::chat_template::{ChatRequest, ChatTemplate};
+use crate::model::config::token_ids;
+use crate::model::error::io_error;
+use crate::model::ModelError;
+
+/// A loaded tokenizer with what generation needs to know about it.
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    template: Option<ChatTemplate>,
+    /// Ids that end a completion (`<|im_end|>`, `<|endoftext|>`, ...).
+    pub eos_ids: Vec<u32>,
+    /// The id used to pad batches.
+    pub pad_id: u32,
+    /// Special-token strings passed to the chat template (`bos_token`, `eos_token`, ...).
+    special: Vec<(&'static str, String)>,
+}
+
+impl TextTokenizer {
+    /// Loads the tokenizer files of `dir`.
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(ModelError::MissingFile {
+                dir: dir.to_path_buf(),
+                file: "tokenizer.json",
+                hint: "the Hugging Face fast tokenizer, as saved by `tokenizer.save_pretrained`",
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| ModelError::Tokenizer { path: path.clone(), reason: e.to_string() })?;
+        let config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+        let token_text = |key: &str| -> Option<String> {
+            match config.get(key)? {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+                _ => None,
+            }
+        };
+        let mut special = Vec::new();
+        for key in ["bos_token", "eos_token", "pad_token", "unk_token"] {
+            if let Some(text) = token_text(key) {
+                special.push((key, text));
+            }
+        }
+        let template_source = match std::fs::read_to_string(dir.join("chat_template.jinja")) {
+            Ok(text) => Some(text),
+            Err(_) => chat_template_from_config(&config),
+        };
+        let template = template_source.map(|s| ChatTemplate::new(&s)).transpose()?;
+
+        let mut eos_ids = Vec::new();
+        for file in ["generation_config.json", "config.json"] {
+            if let Some(v) = read_json(&dir.join(file))? {
+                eos_ids.extend(token_ids(v.get("eos_token_id")));
+            }
+        }
+        if let Some(id) = token_text("eos_token").and_then(|t| inner.token_to_id(&t)) {
+            eos_ids.push(id);
+        }
+        eos_ids.sort_unstable();
+        eos_ids.dedup();
+        let pad_id = token_text("pad_token")
+            .and_then(|t| inner.token_to_id(&t))
+            .or_else(|| eos_ids.first().copied())
+            .unwrap_or(0);
+        Ok(Self { inner, template, eos_ids, pad_id, special })
+    }
+
+    /// Token ids of `text`, without added special tokens (as the chat template already wrote them).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer { path: "tokenizer.json".into(), reason: e.to_string() })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Text of `ids`; special tokens are dropped when `skip_special` is set.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, ModelError> {
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| ModelError::Tokenizer { path: "tokenizer.json".into(), reason: e.to_string() })
+    }
+
+    /// The id of a token string (special tokens included).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The vocabulary size, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Whether a chat template was found.
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// Renders a conversation with the model's chat template; the special
+    /// tokens are available to the template as transformers provides them.
+    pub fn apply_chat_template(
+        &self,
+        messages: &Value,
+        tools: Option<&Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, ModelError> {
+        let template = self.template.as_ref().ok_or_else(|| ModelError::Template {
+            reason: "the model directory has no chat template (chat_template.jinja or `chat_template` in tokenizer_config.json)".into(),
+        })?;
+        let extra: Vec<(&str, Value)> =
+            self.special.iter().map(|(k, v)| (*k, Value::String(v.clone()))).collect();
+        template.render(&ChatRequest { messages, tools, add_generation_prompt, extra: &extra })
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| ModelError::Config { path: path.to_path_buf(), reason: format!("not JSON: {e}") }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+/// `chat_template` in tokenizer_config.json: a string, or a list of named
+/// templates of which `default` is taken.
+fn chat_template_from_config(config: &Value) -> Option<String> {
+    match config.get("chat_template")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(items) => items
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .or_else(|| items.first())
+            .and_then(|t| t.get("template"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
