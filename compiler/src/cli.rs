@@ -161,7 +161,12 @@ where
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    match cli.command {
+    run_command(cli.command)
+}
+
+/// Runs one parsed compiler command; returns the process exit code.
+pub fn run_command(command: Command) -> i32 {
+    match command {
         Command::Check {
             files,
             format,

@@ -4,8 +4,10 @@
 
 pub mod generation;
 pub mod logprobs;
+pub mod prompt;
 pub mod sampling;
 
 pub use generation::{generate, Completion, FinishReason, Prompt};
 pub use logprobs::{sequence_logprobs, TokenScores};
+pub use prompt::user_prompt;
 pub use sampling::SamplingParams;

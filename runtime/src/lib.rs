@@ -9,8 +9,13 @@
 //! The default backend is burn's pure-Rust `flex` CPU backend
 //! ([`CpuBackend`]); training uses [`CpuAutodiff`].
 
+pub mod device;
 pub mod generate;
 pub mod grpo;
+
+/// burn, re-exported so that callers name the same version.
+pub use burn;
+pub mod images;
 pub mod model;
 pub mod text;
 

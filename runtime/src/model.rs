@@ -24,6 +24,7 @@ pub mod error;
 pub mod kv_cache;
 pub mod layers;
 pub mod rope;
+pub mod tiny_vlm;
 pub mod vision;
 pub mod weights;
 
@@ -44,9 +45,12 @@ use weights::{write_atomically, WeightReader, WeightWriter};
 /// A causal language model, with a vision tower for `tiny_vlm`.
 #[derive(Module, Debug)]
 pub struct Model<B: Backend> {
+    /// The vision tower (`tiny_vlm` only).
     pub vision: Option<VisionTower<B>>,
+    /// The decoder, embeddings and LM head.
     pub text: TextDecoder<B>,
     #[module(skip)]
+    /// The configuration the model was built from.
     pub config: ModelConfig,
 }
 
@@ -64,6 +68,7 @@ pub struct ModelInput {
 /// Preprocessed images of one forward call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImagePatches {
+    /// How many images.
     pub count: usize,
     /// `[count, patches, patch_dim]`, row-major.
     pub values: Vec<f32>,
@@ -76,18 +81,34 @@ impl<B: Backend> Model<B> {
         let weights = WeightReader::open(dir)?;
         let text = TextDecoder::load(&weights, config.text.clone(), device)?;
         let vision = match &config.vision {
-            Some(vision) => Some(VisionTower::load(&weights, vision.clone(), config.text.hidden_size, device)?),
+            Some(vision) => Some(VisionTower::load(
+                &weights,
+                vision.clone(),
+                config.text.hidden_size,
+                device,
+            )?),
             None => None,
         };
-        Ok(Self { vision, text, config })
+        Ok(Self {
+            vision,
+            text,
+            config,
+        })
     }
 
     /// A randomly initialised model of `config` (burn's default initialisers,
     /// embeddings with standard deviation 0.02).
     pub fn init(config: ModelConfig, device: &B::Device) -> Self {
         let text = TextDecoder::init(config.text.clone(), 0.02, device);
-        let vision = config.vision.clone().map(|v| VisionTower::init(v, config.text.hidden_size, device));
-        Self { vision, text, config }
+        let vision = config
+            .vision
+            .clone()
+            .map(|v| VisionTower::init(v, config.text.hidden_size, device));
+        Self {
+            vision,
+            text,
+            config,
+        }
     }
 
     /// Writes `config.json` and `model.safetensors` into `dir` (created if
@@ -96,7 +117,10 @@ impl<B: Backend> Model<B> {
         std::fs::create_dir_all(dir).map_err(error::io_error(dir))?;
         let mut out = WeightWriter::new();
         self.export(&mut out);
-        out.write(&dir.join("model.safetensors"), Some([("format".to_string(), "pt".to_string())].into()))?;
+        out.write(
+            &dir.join("model.safetensors"),
+            Some([("format".to_string(), "pt".to_string())].into()),
+        )?;
         let json = serde_json::to_string_pretty(&self.config.to_json()).unwrap_or_default();
         write_atomically(&dir.join("config.json"), format!("{json}\n").as_bytes())
     }
@@ -131,23 +155,36 @@ impl<B: Backend> Model<B> {
 
     /// Logits `[batch, seq, vocab]` for the new tokens of `input`; with a
     /// cache, keys and values are appended and attention covers the cache.
-    pub fn forward(&self, input: &ModelInput, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 3>, ModelError> {
+    pub fn forward(
+        &self,
+        input: &ModelInput,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Result<Tensor<B, 3>, ModelError> {
         let hidden = self.hidden(input, cache)?;
         Ok(self.text.logits(hidden))
     }
 
     /// Final hidden states `[batch, seq, d]` (before the LM head).
-    pub fn hidden(&self, input: &ModelInput, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 3>, ModelError> {
+    pub fn hidden(
+        &self,
+        input: &ModelInput,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Result<Tensor<B, 3>, ModelError> {
         let layout = &input.layout;
         let (batch, seq) = (layout.batch, layout.seq);
         if input.tokens.len() != batch * seq || layout.positions.len() != batch * seq {
             return Err(ModelError::Request {
-                reason: format!("{} tokens for a batch of {batch} rows of {seq}", input.tokens.len()),
+                reason: format!(
+                    "{} tokens for a batch of {batch} rows of {seq}",
+                    input.tokens.len()
+                ),
             });
         }
         let vocab = self.vocab_size();
         if let Some(bad) = input.tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(ModelError::Request { reason: format!("token id {bad} is outside the vocabulary ({vocab})") });
+            return Err(ModelError::Request {
+                reason: format!("token id {bad} is outside the vocabulary ({vocab})"),
+            });
         }
         let device = self.device();
         let ids: Vec<i64> = input.tokens.iter().map(|&t| i64::from(t)).collect();
@@ -155,8 +192,12 @@ impl<B: Backend> Model<B> {
         let mut embeds = self.text.embed(tokens);
         if let Some(images) = &input.images {
             embeds = self.splice_images(embeds, &input.tokens, images)?;
-        } else if self.placeholder_count(&input.tokens) > 0 && cache.as_ref().is_none_or(|c| c.is_empty()) {
-            return Err(ModelError::Request { reason: "the prompt has image placeholders but no images were given".into() });
+        } else if self.placeholder_count(&input.tokens) > 0
+            && cache.as_ref().is_none_or(|c| c.is_empty())
+        {
+            return Err(ModelError::Request {
+                reason: "the prompt has image placeholders but no images were given".into(),
+            });
         }
         Ok(self.text.hidden(embeds, layout, cache))
     }
@@ -170,15 +211,26 @@ impl<B: Backend> Model<B> {
 
     /// Replaces the embeddings of image placeholder tokens, in order, by the
     /// projected patch features. `embeds`: `[batch, seq, d]`.
-    fn splice_images(&self, embeds: Tensor<B, 3>, tokens: &[u32], images: &ImagePatches) -> Result<Tensor<B, 3>, ModelError> {
+    fn splice_images(
+        &self,
+        embeds: Tensor<B, 3>,
+        tokens: &[u32],
+        images: &ImagePatches,
+    ) -> Result<Tensor<B, 3>, ModelError> {
         let (Some(vision), Some(image_token)) = (&self.vision, self.config.image_token_id) else {
-            return Err(ModelError::Request { reason: "this model has no vision tower; it takes text only".into() });
+            return Err(ModelError::Request {
+                reason: "this model has no vision tower; it takes text only".into(),
+            });
         };
         let per_image = vision.config.num_patches();
         let patch_dim = vision.config.patch_dim();
         if images.values.len() != images.count * per_image * patch_dim {
             return Err(ModelError::Request {
-                reason: format!("{} patch values for {} images of {per_image}×{patch_dim}", images.values.len(), images.count),
+                reason: format!(
+                    "{} patch values for {} images of {per_image}×{patch_dim}",
+                    images.values.len(),
+                    images.count
+                ),
             });
         }
         let placeholders = self.placeholder_count(tokens);
@@ -197,7 +249,9 @@ impl<B: Backend> Model<B> {
             TensorData::new(images.values.clone(), [images.count, per_image, patch_dim]),
             &device,
         );
-        let features = vision.forward(patches).reshape([images.count * per_image, d]);
+        let features = vision
+            .forward(patches)
+            .reshape([images.count * per_image, d]);
         let mut next = 0i64;
         let mut rows = Vec::with_capacity(tokens.len());
         let mut is_image = Vec::with_capacity(tokens.len());
@@ -208,9 +262,12 @@ impl<B: Backend> Model<B> {
             next += i64::from(hit);
         }
         let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [tokens.len()]), &device);
-        let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(is_image, [tokens.len(), 1]), &device)
-            .expand([tokens.len(), d]);
-        let spliced = embeds.reshape([batch * seq, d]).mask_where(mask, features.select(0, rows));
+        let mask =
+            Tensor::<B, 2, Bool>::from_data(TensorData::new(is_image, [tokens.len(), 1]), &device)
+                .expand([tokens.len(), d]);
+        let spliced = embeds
+            .reshape([batch * seq, d])
+            .mask_where(mask, features.select(0, rows));
         Ok(spliced.reshape([batch, seq, d]))
     }
 }

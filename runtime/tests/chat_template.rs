@@ -5,6 +5,7 @@
 //! Qwen2.5 template (tools, tool calls, tool responses, multi-turn) and the
 //! Qwen2-VL template (image parts, `namespace`). Made by `make_fixtures.py`.
 
+#![allow(clippy::expect_used, clippy::panic)] // tests stop at the first broken expectation
 use std::path::PathBuf;
 
 use safer_runtime::text::{ChatRequest, ChatTemplate, TextTokenizer};
@@ -27,16 +28,25 @@ fn qwen25_template_through_the_tokenizer_matches_transformers() {
     assert_eq!(cases.len(), 4);
     for case in cases {
         let rendered = tokenizer
-            .apply_chat_template(&case["messages"], case.get("tools"), case["add_generation_prompt"].as_bool().unwrap_or(false))
+            .apply_chat_template(
+                &case["messages"],
+                case.get("tools"),
+                case["add_generation_prompt"].as_bool().unwrap_or(false),
+            )
             .expect("render");
-        assert_eq!(rendered, case["expected"].as_str().expect("expected"), "case {case}");
+        assert_eq!(
+            rendered,
+            case["expected"].as_str().expect("expected"),
+            "case {case}"
+        );
     }
 }
 
 #[test]
 fn qwen2_vl_template_matches_transformers() {
     let all = cases();
-    let template = ChatTemplate::new(all["qwen2-vl"]["template"].as_str().expect("template")).expect("compile");
+    let template = ChatTemplate::new(all["qwen2-vl"]["template"].as_str().expect("template"))
+        .expect("compile");
     for case in all["qwen2-vl"]["cases"].as_array().expect("cases") {
         let rendered = template
             .render(&ChatRequest {
@@ -46,7 +56,11 @@ fn qwen2_vl_template_matches_transformers() {
                 extra: &[],
             })
             .expect("render");
-        assert_eq!(rendered, case["expected"].as_str().expect("expected"), "case {case}");
+        assert_eq!(
+            rendered,
+            case["expected"].as_str().expect("expected"),
+            "case {case}"
+        );
     }
 }
 
@@ -54,11 +68,16 @@ fn qwen2_vl_template_matches_transformers() {
 fn template_errors_are_reported_not_panicked() {
     let broken = ChatTemplate::new("{% for m in messages %}{{ m.content }");
     assert!(broken.is_err());
-    let raising = ChatTemplate::new("{{ raise_exception('roles must alternate') }}").expect("compiles");
+    let raising =
+        ChatTemplate::new("{{ raise_exception('roles must alternate') }}").expect("compiles");
     let err = raising
-        .render(&ChatRequest { messages: &Value::Array(vec![]), tools: None, add_generation_prompt: false, extra: &[] })
-        .err()
-        .expect("error");
+        .render(&ChatRequest {
+            messages: &Value::Array(vec![]),
+            tools: None,
+            add_generation_prompt: false,
+            extra: &[],
+        })
+        .expect_err("error");
     assert!(err.to_string().contains("roles must alternate"), "{err}");
 }
 
@@ -66,9 +85,15 @@ fn template_errors_are_reported_not_panicked() {
 fn tokenizer_without_template_says_so() {
     let dir = std::env::temp_dir().join(format!("saferc-no-template-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::copy(fixtures().join("tokenizer/tokenizer.json"), dir.join("tokenizer.json")).expect("copy");
+    std::fs::copy(
+        fixtures().join("tokenizer/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .expect("copy");
     let tokenizer = TextTokenizer::load(&dir).expect("loads without config");
-    let err = tokenizer.apply_chat_template(&serde_json::json!([]), None, true).err().expect("error");
+    let err = tokenizer
+        .apply_chat_template(&serde_json::json!([]), None, true)
+        .expect_err("error");
     assert!(err.to_string().contains("no chat template"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -4,7 +4,7 @@
 //! spans and comments are not part of the HIR, declaration references are
 //! replaced by qualified names (indices depend on load order), and resolved
 //! absolute paths are left out (a checkout's location must not change the
-//! hash). The encoding is versioned by [`HASH_VERSION`] and does not include
+//! hash); object keys are sorted. The encoding is versioned by [`HASH_VERSION`] and does not include
 //! the compiler version, so a rubric's pin survives compiler upgrades.
 
 use super::hir::{Decl, Program};
@@ -45,6 +45,11 @@ pub(crate) fn normalise(v: &mut Json, decls: &[Decl]) {
             for value in map.values_mut() {
                 normalise(value, decls);
             }
+            // Keys in sorted order, whether or not serde_json preserves
+            // insertion order in this build (the runtime turns that on).
+            let mut entries: Vec<(String, Json)> = std::mem::take(map).into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            map.extend(entries);
         }
         Json::Array(items) => items.iter_mut().for_each(|i| normalise(i, decls)),
         _ => {}

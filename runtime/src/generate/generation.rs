@@ -3,7 +3,8 @@
 //! Prompts of different lengths are left-padded to one batch: padded keys are
 //! masked and position ids count real tokens only (pads get position 1, as in
 //! transformers), so every row decodes exactly as it would alone. One prefill
-//! forward fills the cache; each step then feeds one token per row. Finished
+//! forward of the distinct prompts fills the cache (rows repeating a prompt
+//! share its keys and values); each step then feeds one token per row. Finished
 //! rows are dropped from the batch (and from the cache), so a batch costs
 //! what its live rows need.
 
@@ -19,7 +20,9 @@ use crate::text::TextTokenizer;
 /// One prompt: token ids (with image placeholders already expanded) and its images.
 #[derive(Clone, Debug, Default)]
 pub struct Prompt {
+    /// Token ids.
     pub tokens: Vec<u32>,
+    /// Images, if any.
     pub images: Option<ImagePatches>,
 }
 
@@ -46,6 +49,7 @@ pub struct Completion {
     pub logprobs: Vec<f32>,
     /// The decoded text, special tokens skipped, cut before a stop string.
     pub text: String,
+    /// Why the completion ended.
     pub finish: FinishReason,
 }
 
@@ -68,12 +72,16 @@ pub fn generate<B: Backend>(
     params: &SamplingParams,
     rng: &mut impl Rng,
 ) -> Result<Vec<Completion>, ModelError> {
-    params.validate().map_err(|reason| ModelError::Request { reason })?;
+    params
+        .validate()
+        .map_err(|reason| ModelError::Request { reason })?;
     if prompts.is_empty() {
         return Ok(Vec::new());
     }
     if let Some(i) = prompts.iter().position(|p| p.tokens.is_empty()) {
-        return Err(ModelError::Request { reason: format!("prompt {i} is empty") });
+        return Err(ModelError::Request {
+            reason: format!("prompt {i} is empty"),
+        });
     }
     let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
     let context = model.text.config.max_position_embeddings;
@@ -88,34 +96,83 @@ pub fn generate<B: Backend>(
     let mut stop_ids = tokenizer.eos_ids.clone();
     stop_ids.extend(&params.stop_tokens);
 
-    // Prefill: left-pad every prompt to `longest`.
+    // Prefill each distinct prompt once, left-padded to `longest`; rows that
+    // repeat a prompt (n samples of one prompt, a GRPO group) share its cache,
+    // as vLLM's parallel sampling does.
     let pad = tokenizer.pad_id;
-    let mut tokens = Vec::with_capacity(prompts.len() * longest);
-    let mut positions = Vec::with_capacity(prompts.len() * longest);
-    let mut rows = Vec::with_capacity(prompts.len());
+    let mut distinct: Vec<usize> = Vec::new();
+    let mut source = Vec::with_capacity(prompts.len());
     for (i, prompt) in prompts.iter().enumerate() {
+        let found = distinct.iter().position(|&d| {
+            prompts[d].tokens == prompt.tokens && prompts[d].images == prompt.images
+        });
+        source.push(found.unwrap_or_else(|| {
+            distinct.push(i);
+            distinct.len() - 1
+        }));
+    }
+    let mut tokens = Vec::with_capacity(distinct.len() * longest);
+    let mut positions = Vec::with_capacity(distinct.len() * longest);
+    let mut prefill_padding = Vec::with_capacity(distinct.len() * longest);
+    for &d in &distinct {
+        let prompt = &prompts[d];
         let pads = longest - prompt.tokens.len();
         tokens.extend(std::iter::repeat_n(pad, pads).chain(prompt.tokens.iter().copied()));
         positions.extend(std::iter::repeat_n(1, pads).chain(0..prompt.tokens.len() as i64));
-        let mut key_padding = vec![true; pads];
-        key_padding.resize(longest, false);
-        rows.push(Row { prompt: i, position: prompt.tokens.len() as i64, key_padding, tokens: vec![], logprobs: vec![] });
+        prefill_padding.extend((0..longest).map(|k| k < pads));
     }
-    let images = merge_images(prompts);
+    let distinct_prompts: Vec<Prompt> = distinct.iter().map(|&d| prompts[d].clone()).collect();
+    let images = merge_images(&distinct_prompts);
     let layout = Layout {
-        batch: rows.len(),
+        batch: distinct.len(),
         seq: longest,
-        key_padding: rows.iter().flat_map(|r| r.key_padding.iter().copied()).collect(),
+        key_padding: prefill_padding,
         positions,
         causal: true,
     };
     let mut cache = KvCache::new(model.num_layers());
-    let mut logits = last_logits(model.forward(&ModelInput { tokens, layout, images }, Some(&mut cache))?)?;
-
+    let distinct_logits = last_logits(model.forward(
+        &ModelInput {
+            tokens,
+            layout,
+            images,
+        },
+        Some(&mut cache),
+    )?)?;
     let vocab = model.vocab_size();
+    if distinct.len() < prompts.len() {
+        let index: Vec<i64> = source.iter().map(|&s| s as i64).collect();
+        cache.select_rows(Tensor::<B, 1, Int>::from_data(
+            TensorData::new(index, [prompts.len()]),
+            &model.device(),
+        ));
+    }
+    let mut logits = Vec::with_capacity(prompts.len() * vocab);
+    let mut rows = Vec::with_capacity(prompts.len());
+    for (i, (prompt, &s)) in prompts.iter().zip(&source).enumerate() {
+        logits.extend_from_slice(
+            distinct_logits
+                .get(s * vocab..(s + 1) * vocab)
+                .unwrap_or(&[]),
+        );
+        let pads = longest - prompt.tokens.len();
+        let key_padding = (0..longest).map(|k| k < pads).collect();
+        rows.push(Row {
+            prompt: i,
+            position: prompt.tokens.len() as i64,
+            key_padding,
+            tokens: vec![],
+            logprobs: vec![],
+        });
+    }
+
     let mut done: Vec<Completion> = Vec::with_capacity(prompts.len());
     for step in 0..params.max_new_tokens {
-        let suppressed: &[u32] = if step < params.min_new_tokens { &stop_ids } else { &[] };
+        let suppressed: &[u32] = if step < params.min_new_tokens {
+            &stop_ids
+        } else {
+            &[]
+        };
         let mut keep = Vec::with_capacity(rows.len());
         for (r, row) in rows.iter_mut().enumerate() {
             let row_logits = logits.get(r * vocab..(r + 1) * vocab).unwrap_or(&[]);
@@ -124,7 +181,9 @@ pub fn generate<B: Backend>(
             row.logprobs.push(choice.logprob);
             let finish = if stop_ids.contains(&choice.token) {
                 Some(FinishReason::Stop)
-            } else if !params.stop_strings.is_empty() && contains_stop_string(tokenizer, &row.tokens, params)? {
+            } else if !params.stop_strings.is_empty()
+                && contains_stop_string(tokenizer, &row.tokens, params)?
+            {
                 Some(FinishReason::StopString)
             } else if step + 1 == params.max_new_tokens {
                 Some(FinishReason::Length)
@@ -141,11 +200,20 @@ pub fn generate<B: Backend>(
         }
         if keep.len() < rows.len() {
             let index: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
-            cache.select_rows(Tensor::<B, 1, Int>::from_data(TensorData::new(index, [keep.len()]), &model.device()));
+            cache.select_rows(Tensor::<B, 1, Int>::from_data(
+                TensorData::new(index, [keep.len()]),
+                &model.device(),
+            ));
             let mut old: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
-            rows = keep.iter().filter_map(|&r| old.get_mut(r).and_then(Option::take)).collect();
+            rows = keep
+                .iter()
+                .filter_map(|&r| old.get_mut(r).and_then(Option::take))
+                .collect();
         }
-        let tokens: Vec<u32> = rows.iter().filter_map(|r| r.tokens.last().copied()).collect();
+        let tokens: Vec<u32> = rows
+            .iter()
+            .filter_map(|r| r.tokens.last().copied())
+            .collect();
         let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
         for row in &mut rows {
             row.position += 1;
@@ -155,10 +223,20 @@ pub fn generate<B: Backend>(
             batch: rows.len(),
             seq: 1,
             positions,
-            key_padding: rows.iter().flat_map(|r| r.key_padding.iter().copied()).collect(),
+            key_padding: rows
+                .iter()
+                .flat_map(|r| r.key_padding.iter().copied())
+                .collect(),
             causal: true,
         };
-        logits = last_logits(model.forward(&ModelInput { tokens, layout, images: None }, Some(&mut cache))?)?;
+        logits = last_logits(model.forward(
+            &ModelInput {
+                tokens,
+                layout,
+                images: None,
+            },
+            Some(&mut cache),
+        )?)?;
     }
     done.sort_by_key(|c| c.prompt);
     Ok(done)
@@ -168,7 +246,10 @@ pub fn generate<B: Backend>(
 fn merge_images(prompts: &[Prompt]) -> Option<ImagePatches> {
     let mut merged: Option<ImagePatches> = None;
     for images in prompts.iter().filter_map(|p| p.images.as_ref()) {
-        let m = merged.get_or_insert_with(|| ImagePatches { count: 0, values: Vec::new() });
+        let m = merged.get_or_insert_with(|| ImagePatches {
+            count: 0,
+            values: Vec::new(),
+        });
         m.count += images.count;
         m.values.extend_from_slice(&images.values);
     }
@@ -184,12 +265,21 @@ fn last_logits<B: Backend>(logits: Tensor<B, 3>) -> Result<Vec<f32>, ModelError>
         .into_data()
         .convert::<f32>()
         .into_vec::<f32>()
-        .map_err(|e| ModelError::Request { reason: format!("reading logits: {e:?}") })
+        .map_err(|e| ModelError::Request {
+            reason: format!("reading logits: {e:?}"),
+        })
 }
 
-fn contains_stop_string(tokenizer: &TextTokenizer, tokens: &[u32], params: &SamplingParams) -> Result<bool, ModelError> {
+fn contains_stop_string(
+    tokenizer: &TextTokenizer,
+    tokens: &[u32],
+    params: &SamplingParams,
+) -> Result<bool, ModelError> {
     let text = tokenizer.decode(tokens, true)?;
-    Ok(params.stop_strings.iter().any(|s| !s.is_empty() && text.contains(s.as_str())))
+    Ok(params
+        .stop_strings
+        .iter()
+        .any(|s| !s.is_empty() && text.contains(s.as_str())))
 }
 
 fn finish_row(
@@ -199,9 +289,20 @@ fn finish_row(
     stop_ids: &[u32],
     params: &SamplingParams,
 ) -> Result<Completion, ModelError> {
-    let body: Vec<u32> = row.tokens.iter().copied().filter(|t| !stop_ids.contains(t)).collect();
+    let body: Vec<u32> = row
+        .tokens
+        .iter()
+        .copied()
+        .filter(|t| !stop_ids.contains(t))
+        .collect();
     let mut text = tokenizer.decode(&body, true)?;
-    if let Some(cut) = params.stop_strings.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
+    if let Some(cut) = params
+        .stop_strings
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+    {
         text.truncate(cut);
     }
     Ok(Completion {

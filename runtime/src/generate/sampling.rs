@@ -49,15 +49,24 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Greedy decoding of up to `max_new_tokens`.
     pub fn greedy(max_new_tokens: usize) -> Self {
-        Self { greedy: true, max_new_tokens, ..Self::default() }
+        Self {
+            greedy: true,
+            max_new_tokens,
+            ..Self::default()
+        }
     }
 
     /// Checks the ranges; the message names the offending setting.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.greedy && !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return Err(format!("temperature must be positive, got {}", self.temperature));
+        let usable_temperature = self.temperature > 0.0 && self.temperature.is_finite();
+        if !self.greedy && !usable_temperature {
+            return Err(format!(
+                "temperature must be positive, got {}",
+                self.temperature
+            ));
         }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+        let usable_top_p = self.top_p > 0.0 && self.top_p <= 1.0;
+        if !usable_top_p {
             return Err(format!("top-p must be in (0, 1], got {}", self.top_p));
         }
         if self.min_new_tokens > self.max_new_tokens {
@@ -73,16 +82,35 @@ impl SamplingParams {
 /// The chosen token and its log-probability.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Choice {
+    /// The token id.
     pub token: u32,
+    /// Its log-probability (temperature-scaled, before truncation).
     pub logprob: f32,
 }
 
 /// Chooses a token from `logits` (one row, `[vocab]`); ids in `suppressed`
 /// get no probability. NaN logits are treated as impossible tokens.
-pub fn choose(logits: &[f32], params: &SamplingParams, suppressed: &[u32], rng: &mut impl Rng) -> Choice {
-    let temperature = if params.greedy { 1.0 } else { params.temperature };
-    let mut scaled: Vec<f32> =
-        logits.iter().map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l / temperature }).collect();
+pub fn choose(
+    logits: &[f32],
+    params: &SamplingParams,
+    suppressed: &[u32],
+    rng: &mut impl Rng,
+) -> Choice {
+    let temperature = if params.greedy {
+        1.0
+    } else {
+        params.temperature
+    };
+    let mut scaled: Vec<f32> = logits
+        .iter()
+        .map(|&l| {
+            if l.is_nan() {
+                f32::NEG_INFINITY
+            } else {
+                l / temperature
+            }
+        })
+        .collect();
     for &id in suppressed {
         if let Some(slot) = scaled.get_mut(id as usize) {
             *slot = f32::NEG_INFINITY;
@@ -92,19 +120,30 @@ pub fn choose(logits: &[f32], params: &SamplingParams, suppressed: &[u32], rng: 
     let logprob_of = |token: usize| scaled.get(token).map_or(f32::NEG_INFINITY, |l| l - log_z);
     if params.greedy {
         let token = argmax(&scaled);
-        return Choice { token: token as u32, logprob: logprob_of(token) };
+        return Choice {
+            token: token as u32,
+            logprob: logprob_of(token),
+        };
     }
     // Candidates in decreasing order of probability.
-    let mut order: Vec<usize> = (0..scaled.len()).filter(|&i| scaled[i] > f32::NEG_INFINITY).collect();
+    let mut order: Vec<usize> = (0..scaled.len())
+        .filter(|&i| scaled[i] > f32::NEG_INFINITY)
+        .collect();
     if order.is_empty() {
-        return Choice { token: 0, logprob: f32::NEG_INFINITY };
+        return Choice {
+            token: 0,
+            logprob: f32::NEG_INFINITY,
+        };
     }
     order.sort_unstable_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
     if params.top_k > 0 {
         order.truncate(params.top_k);
     }
     let top = scaled[order[0]];
-    let weights: Vec<f64> = order.iter().map(|&i| f64::from(scaled[i] - top).exp()).collect();
+    let weights: Vec<f64> = order
+        .iter()
+        .map(|&i| f64::from(scaled[i] - top).exp())
+        .collect();
     let mut kept = weights.len();
     if params.top_p < 1.0 {
         let total: f64 = weights.iter().sum();
@@ -127,7 +166,10 @@ pub fn choose(logits: &[f32], params: &SamplingParams, suppressed: &[u32], rng: 
         }
         target -= w;
     }
-    Choice { token: chosen as u32, logprob: logprob_of(chosen) }
+    Choice {
+        token: chosen as u32,
+        logprob: logprob_of(chosen),
+    }
 }
 
 /// The index of the largest value (the first, on ties).
@@ -152,6 +194,7 @@ pub fn log_sum_exp(values: &[f32]) -> f32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
@@ -168,7 +211,12 @@ mod tests {
 
     #[test]
     fn greedy_takes_the_maximum_and_reports_its_log_probability() {
-        let c = choose(&[0.0, 2.0, 1.0], &SamplingParams::greedy(1), &[], &mut ChaCha8Rng::seed_from_u64(0));
+        let c = choose(
+            &[0.0, 2.0, 1.0],
+            &SamplingParams::greedy(1),
+            &[],
+            &mut ChaCha8Rng::seed_from_u64(0),
+        );
         assert_eq!(c.token, 1);
         let expected = 2.0 - (1.0f32 + 2.0f32.exp() + 1.0f32.exp()).ln();
         assert!((c.logprob - expected).abs() < 1e-6);
@@ -176,19 +224,30 @@ mod tests {
 
     #[test]
     fn suppression_removes_tokens() {
-        let c = choose(&[0.0, 2.0, 1.0], &SamplingParams::greedy(1), &[1], &mut ChaCha8Rng::seed_from_u64(0));
+        let c = choose(
+            &[0.0, 2.0, 1.0],
+            &SamplingParams::greedy(1),
+            &[1],
+            &mut ChaCha8Rng::seed_from_u64(0),
+        );
         assert_eq!(c.token, 2);
     }
 
     #[test]
     fn top_k_and_top_p_restrict_the_support() {
         let logits = [3.0, 2.0, 1.0, 0.0];
-        let top_k = SamplingParams { top_k: 2, ..SamplingParams::default() };
+        let top_k = SamplingParams {
+            top_k: 2,
+            ..SamplingParams::default()
+        };
         let counts = sampled(&logits, &top_k, 2000);
         assert_eq!(counts[2] + counts[3], 0);
         assert!(counts[1] > 300, "{counts:?}");
         // p = [0.644, 0.237, 0.087, 0.032]: top-p 0.8 keeps the first two.
-        let top_p = SamplingParams { top_p: 0.8, ..SamplingParams::default() };
+        let top_p = SamplingParams {
+            top_p: 0.8,
+            ..SamplingParams::default()
+        };
         let counts = sampled(&logits, &top_p, 2000);
         assert_eq!(counts[2] + counts[3], 0, "{counts:?}");
     }
@@ -196,7 +255,10 @@ mod tests {
     #[test]
     fn frequencies_follow_the_tempered_distribution() {
         let logits = [1.0, 0.0];
-        let params = SamplingParams { temperature: 0.5, ..SamplingParams::default() };
+        let params = SamplingParams {
+            temperature: 0.5,
+            ..SamplingParams::default()
+        };
         let counts = sampled(&logits, &params, 20_000);
         let p0 = 1.0 / (1.0 + (-2.0f64).exp()); // softmax([2, 0])[0] = 0.881
         let observed = counts[0] as f64 / 20_000.0;
@@ -209,7 +271,9 @@ mod tests {
         let params = SamplingParams::default();
         let run = |seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            (0..20).map(|_| choose(&logits, &params, &[], &mut rng).token).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| choose(&logits, &params, &[], &mut rng).token)
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(3), run(3));
         assert_ne!(run(3), run(4));

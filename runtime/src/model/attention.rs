@@ -2,8 +2,8 @@
 //!
 //! Shapes: input `[batch, seq, d_model]`; queries `[batch, heads, seq, head_dim]`;
 //! keys and values `[batch, kv_heads, total, head_dim]` (total = cached + seq),
-//! repeated to `heads` for the product; the additive mask is
-//! `[batch, 1, seq, total]` (0 where a key is visible, `f32::MIN` where not).
+//! never repeated: queries are regrouped per key/value head; the additive mask is
+//! `[batch, heads, seq, total]` (0 where a key is visible, `f32::MIN` where not).
 
 use burn::module::Module;
 use burn::nn::Linear;
@@ -13,16 +13,20 @@ use burn::tensor::Tensor;
 
 use super::error::ModelError;
 use super::kv_cache::KvCache;
-use super::layers::{export_linear, init_linear, load_linear};
+use super::layers::{export_linear, init_linear, load_linear, project};
 use super::rope::{apply_rotary, RopeTables};
 use super::weights::{WeightReader, WeightWriter};
 
 /// The widths of one attention block.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionDims {
+    /// Model width.
     pub d_model: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key/value heads (divides `heads`).
     pub kv_heads: usize,
+    /// Width of one head.
     pub head_dim: usize,
     /// Whether q, k and v carry biases (Qwen2: yes).
     pub qkv_bias: bool,
@@ -31,9 +35,13 @@ pub struct AttentionDims {
 /// Multi-head attention with `heads / kv_heads` query heads per key/value head.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
+    /// Query projection `d_model → heads·head_dim`.
     pub q_proj: Linear<B>,
+    /// Key projection `d_model → kv_heads·head_dim`.
     pub k_proj: Linear<B>,
+    /// Value projection `d_model → kv_heads·head_dim`.
     pub v_proj: Linear<B>,
+    /// Output projection `heads·head_dim → d_model`.
     pub o_proj: Linear<B>,
     heads: usize,
     kv_heads: usize,
@@ -43,7 +51,13 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     /// Random weights.
     pub fn init(dims: AttentionDims, device: &B::Device) -> Self {
-        let AttentionDims { d_model, heads, kv_heads, head_dim, qkv_bias } = dims;
+        let AttentionDims {
+            d_model,
+            heads,
+            kv_heads,
+            head_dim,
+            qkv_bias,
+        } = dims;
         Self {
             q_proj: init_linear(d_model, heads * head_dim, qkv_bias, device),
             k_proj: init_linear(d_model, kv_heads * head_dim, qkv_bias, device),
@@ -62,13 +76,47 @@ impl<B: Backend> Attention<B> {
         dims: AttentionDims,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
-        let AttentionDims { d_model, heads, kv_heads, head_dim, qkv_bias } = dims;
+        let AttentionDims {
+            d_model,
+            heads,
+            kv_heads,
+            head_dim,
+            qkv_bias,
+        } = dims;
         let p = |name: &str| format!("{prefix}.{name}");
         Ok(Self {
-            q_proj: load_linear(weights, &p("q_proj"), d_model, heads * head_dim, qkv_bias, device)?,
-            k_proj: load_linear(weights, &p("k_proj"), d_model, kv_heads * head_dim, qkv_bias, device)?,
-            v_proj: load_linear(weights, &p("v_proj"), d_model, kv_heads * head_dim, qkv_bias, device)?,
-            o_proj: load_linear(weights, &p("o_proj"), heads * head_dim, d_model, false, device)?,
+            q_proj: load_linear(
+                weights,
+                &p("q_proj"),
+                d_model,
+                heads * head_dim,
+                qkv_bias,
+                device,
+            )?,
+            k_proj: load_linear(
+                weights,
+                &p("k_proj"),
+                d_model,
+                kv_heads * head_dim,
+                qkv_bias,
+                device,
+            )?,
+            v_proj: load_linear(
+                weights,
+                &p("v_proj"),
+                d_model,
+                kv_heads * head_dim,
+                qkv_bias,
+                device,
+            )?,
+            o_proj: load_linear(
+                weights,
+                &p("o_proj"),
+                heads * head_dim,
+                d_model,
+                false,
+                device,
+            )?,
             heads,
             kv_heads,
             head_dim,
@@ -90,39 +138,44 @@ impl<B: Backend> Attention<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTables<B>,
-        mask: &Tensor<B, 4>,
+        mask: Option<&Tensor<B, 4>>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
-        let split = |t: Tensor<B, 3>, heads: usize| {
-            t.reshape([batch, seq, heads, self.head_dim]).swap_dims(1, 2)
-        };
-        let q = apply_rotary(split(self.q_proj.forward(x.clone()), self.heads), rope);
-        let k = apply_rotary(split(self.k_proj.forward(x.clone()), self.kv_heads), rope);
-        let v = split(self.v_proj.forward(x), self.kv_heads);
+        // `[batch, seq, heads·head_dim]` → `[batch, seq, heads, head_dim]`; rotated
+        // in that layout, then `[batch, heads, seq, head_dim]`.
+        let split = |t: Tensor<B, 3>, heads: usize| t.reshape([batch, seq, heads, self.head_dim]);
+        let q = apply_rotary(split(project(&self.q_proj, x.clone()), self.heads), &rope.q)
+            .swap_dims(1, 2);
+        let k = apply_rotary(
+            split(project(&self.k_proj, x.clone()), self.kv_heads),
+            &rope.k,
+        )
+        .swap_dims(1, 2);
+        let v = split(project(&self.v_proj, x), self.kv_heads).swap_dims(1, 2);
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let k = self.repeat_kv(k);
-        let v = self.repeat_kv(v);
-        let scale = (self.head_dim as f64).sqrt().recip();
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask.clone();
-        let context = softmax(scores, 3).matmul(v); // [batch, heads, seq, head_dim]
-        let context = context.swap_dims(1, 2).reshape([batch, seq, self.heads * self.head_dim]);
-        self.o_proj.forward(context)
-    }
-
-    /// `[batch, kv_heads, total, head_dim]` → `[batch, heads, total, head_dim]`,
-    /// each key/value head serving `heads / kv_heads` consecutive query heads.
-    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        // Grouped-query attention without copying keys and values: the
+        // `groups` query heads that share a key/value head are stacked along
+        // the sequence axis, so one batched product serves them all.
         let groups = self.heads / self.kv_heads;
-        if groups == 1 {
-            return x;
-        }
-        let [batch, kv_heads, total, head_dim] = x.dims();
-        x.unsqueeze_dim::<5>(2)
-            .expand([batch, kv_heads, groups, total, head_dim])
-            .reshape([batch, kv_heads * groups, total, head_dim])
+        let total = k.dims()[2];
+        let q = q.reshape([batch, self.kv_heads, groups * seq, self.head_dim]);
+        let scale = (self.head_dim as f64).sqrt().recip();
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [batch, kv_heads, groups·seq, total]
+        let scores = match mask {
+            Some(mask) => scores.reshape([batch, self.heads, seq, total]) + mask.clone(),
+            None => scores.reshape([batch, self.heads, seq, total]),
+        };
+        let weights = softmax(scores, 3).reshape([batch, self.kv_heads, groups * seq, total]);
+        let context = weights
+            .matmul(v)
+            .reshape([batch, self.heads, seq, self.head_dim]);
+        let context = context
+            .swap_dims(1, 2)
+            .reshape([batch, seq, self.heads * self.head_dim]);
+        project(&self.o_proj, context)
     }
 }

@@ -27,8 +27,11 @@ pub enum Architecture {
 /// Everything `config.json` says that the runtime uses.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
+    /// Which architecture.
     pub architecture: Architecture,
+    /// The decoder, embeddings and LM head.
     pub text: TextConfig,
+    /// The vision tower (`tiny_vlm` only).
     pub vision: Option<VisionConfig>,
     /// The placeholder token replaced by image patch features (`tiny_vlm`).
     pub image_token_id: Option<u32>,
@@ -48,11 +51,19 @@ impl ModelConfig {
             });
         }
         let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Config { path: path.clone(), reason: format!("not JSON: {e}") })?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            path: path.clone(),
+            reason: format!("not JSON: {e}"),
+        })?;
         Self::from_json(&value).map_err(|reason| match reason {
-            ConfigIssue::Unknown(found) => ModelError::UnknownArchitecture { path: path.clone(), found },
-            ConfigIssue::Invalid(reason) => ModelError::Config { path: path.clone(), reason },
+            ConfigIssue::Unknown(found) => ModelError::UnknownArchitecture {
+                path: path.clone(),
+                found,
+            },
+            ConfigIssue::Invalid(reason) => ModelError::Config {
+                path: path.clone(),
+                reason,
+            },
         })
     }
 
@@ -70,7 +81,13 @@ impl ModelConfig {
                         "`use_sliding_window = true` is not supported; saferc attends over the whole context".into(),
                     ));
                 }
-                Self { architecture: Architecture::Qwen2, text: text_config(value, false)?, vision: None, image_token_id: None, eos_token_ids }
+                Self {
+                    architecture: Architecture::Qwen2,
+                    text: text_config(value, false)?,
+                    vision: None,
+                    image_token_id: None,
+                    eos_token_ids,
+                }
             }
             "tiny_vlm" => {
                 let text = value
@@ -80,7 +97,10 @@ impl ModelConfig {
                     .get("vision_config")
                     .cloned()
                     .ok_or_else(|| ConfigIssue::Invalid("no `vision_config` object".into()))
-                    .and_then(|v| serde_json::from_value(v).map_err(|e| ConfigIssue::Invalid(format!("vision_config: {e}"))))?;
+                    .and_then(|v| {
+                        serde_json::from_value(v)
+                            .map_err(|e| ConfigIssue::Invalid(format!("vision_config: {e}")))
+                    })?;
                 vision.validate().map_err(ConfigIssue::Invalid)?;
                 let image_token_id = value
                     .get("image_token_id")
@@ -129,7 +149,9 @@ impl ModelConfig {
 /// Why a `config.json` value was refused.
 #[derive(Debug)]
 pub enum ConfigIssue {
+    /// `model_type` names an architecture saferc does not implement.
     Unknown(String),
+    /// A field is missing or inconsistent.
     Invalid(String),
 }
 
@@ -159,7 +181,9 @@ fn text_config(v: &Value, tied_default: bool) -> Result<TextConfig, ConfigIssue>
     }
     if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
         if act != "silu" {
-            return Err(ConfigIssue::Invalid(format!("`hidden_act = {act}` is not supported (only `silu`)")));
+            return Err(ConfigIssue::Invalid(format!(
+                "`hidden_act = {act}` is not supported (only `silu`)"
+            )));
         }
     }
     Ok(TextConfig {
@@ -168,21 +192,38 @@ fn text_config(v: &Value, tied_default: bool) -> Result<TextConfig, ConfigIssue>
         intermediate_size: size("intermediate_size")?,
         num_hidden_layers: size("num_hidden_layers")?,
         num_attention_heads: heads,
-        num_key_value_heads: v.get("num_key_value_heads").and_then(Value::as_u64).map_or(heads, |n| n as usize),
+        num_key_value_heads: v
+            .get("num_key_value_heads")
+            .and_then(Value::as_u64)
+            .map_or(heads, |n| n as usize),
         rope_theta,
-        rms_norm_eps: v.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
-        tie_word_embeddings: v.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(tied_default),
-        max_position_embeddings: v.get("max_position_embeddings").and_then(Value::as_u64).map_or(32_768, |n| n as usize),
+        rms_norm_eps: v
+            .get("rms_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-6),
+        tie_word_embeddings: v
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(tied_default),
+        max_position_embeddings: v
+            .get("max_position_embeddings")
+            .and_then(Value::as_u64)
+            .map_or(32_768, |n| n as usize),
     })
 }
 
 /// An id or a list of ids (`eos_token_id` takes both forms).
 pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
     match v {
-        Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).into_iter().collect(),
-        Some(Value::Array(items)) => {
-            items.iter().filter_map(|i| i.as_u64().and_then(|n| u32::try_from(n).ok())).collect()
-        }
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .into_iter()
+            .collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| i.as_u64().and_then(|n| u32::try_from(n).ok()))
+            .collect(),
         _ => Vec::new(),
     }
 }

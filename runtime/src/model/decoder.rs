@@ -15,8 +15,8 @@ use super::attention::{Attention, AttentionDims};
 use super::error::ModelError;
 use super::kv_cache::KvCache;
 use super::layers::{
-    export_linear, export_rms_norm, init_embedding, init_linear, init_rms_norm, load_embedding, load_linear,
-    load_rms_norm, Mlp,
+    export_linear, export_rms_norm, init_embedding, init_linear, init_rms_norm, load_embedding,
+    load_linear, load_rms_norm, project, Mlp,
 };
 use super::rope::{Rope, RopeTables};
 use super::weights::{WeightReader, WeightWriter};
@@ -24,15 +24,25 @@ use super::weights::{WeightReader, WeightWriter};
 /// The sizes of a decoder (the Qwen2 `config.json` fields of the same names).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TextConfig {
+    /// Vocabulary size (logit width).
     pub vocab_size: usize,
+    /// Model width.
     pub hidden_size: usize,
+    /// MLP hidden width.
     pub intermediate_size: usize,
+    /// Number of blocks.
     pub num_hidden_layers: usize,
+    /// Query heads.
     pub num_attention_heads: usize,
+    /// Key/value heads.
     pub num_key_value_heads: usize,
+    /// Rotary base.
     pub rope_theta: f64,
+    /// RMSNorm epsilon.
     pub rms_norm_eps: f64,
+    /// Whether the LM head reuses the embeddings.
     pub tie_word_embeddings: bool,
+    /// The longest context.
     pub max_position_embeddings: usize,
 }
 
@@ -85,6 +95,7 @@ impl TextConfig {
 /// Where the tokens of one forward call sit: positions and padding, on the host.
 #[derive(Clone, Debug)]
 pub struct Layout {
+    /// Rows.
     pub batch: usize,
     /// New tokens per row in this call.
     pub seq: usize,
@@ -108,30 +119,48 @@ impl Layout {
         }
     }
 
-    /// The additive mask `[batch, 1, seq, total]`: 0 where visible, `f32::MIN` where not.
-    pub fn mask<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4> {
+    /// The additive mask `[batch, heads, seq, total]` (0 where visible,
+    /// `f32::MIN` where not), or `None` when every key is visible to every
+    /// query (a decode step without padding, a bidirectional block). Built at
+    /// full width so the addition needs no broadcasting.
+    pub fn mask<B: Backend>(&self, heads: usize, device: &B::Device) -> Option<Tensor<B, 4>> {
         let total = self.key_padding.len() / self.batch.max(1);
         let past = total.saturating_sub(self.seq);
-        let mut values = Vec::with_capacity(self.batch * self.seq * total);
+        let causal_hides = self.causal && self.seq > 1;
+        if !causal_hides && !self.key_padding.iter().any(|&p| p) {
+            return None;
+        }
+        let mut values = Vec::with_capacity(self.batch * heads * self.seq * total);
         for row in 0..self.batch {
             let padding = &self.key_padding[row * total..(row + 1) * total];
+            let start = values.len();
             for query in 0..self.seq {
                 for (key, &pad) in padding.iter().enumerate() {
                     let hidden = pad || (self.causal && key > past + query);
                     values.push(if hidden { f32::MIN } else { 0.0 });
                 }
             }
+            for _ in 1..heads {
+                values.extend_from_within(start..start + self.seq * total);
+            }
         }
-        Tensor::from_data(TensorData::new(values, [self.batch, 1, self.seq, total]), device)
+        Some(Tensor::from_data(
+            TensorData::new(values, [self.batch, heads, self.seq, total]),
+            device,
+        ))
     }
 }
 
 /// One pre-norm transformer block.
 #[derive(Module, Debug)]
 pub struct DecoderLayer<B: Backend> {
+    /// Self-attention.
     pub self_attn: Attention<B>,
+    /// The SwiGLU feed-forward block.
     pub mlp: Mlp<B>,
+    /// Norm before attention.
     pub input_layernorm: RmsNorm<B>,
+    /// Norm before the MLP.
     pub post_attention_layernorm: RmsNorm<B>,
 }
 
@@ -147,12 +176,29 @@ impl<B: Backend> DecoderLayer<B> {
     }
 
     /// Loads the block at `prefix` (e.g. `model.layers.3`).
-    pub fn load(weights: &WeightReader, prefix: &str, c: &TextConfig, device: &B::Device) -> Result<Self, ModelError> {
+    pub fn load(
+        weights: &WeightReader,
+        prefix: &str,
+        c: &TextConfig,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
         let p = |name: &str| format!("{prefix}.{name}");
         Ok(Self {
             self_attn: Attention::load(weights, &p("self_attn"), c.attention_dims(), device)?,
-            mlp: Mlp::load(weights, &p("mlp"), c.hidden_size, c.intermediate_size, device)?,
-            input_layernorm: load_rms_norm(weights, &p("input_layernorm"), c.hidden_size, c.rms_norm_eps, device)?,
+            mlp: Mlp::load(
+                weights,
+                &p("mlp"),
+                c.hidden_size,
+                c.intermediate_size,
+                device,
+            )?,
+            input_layernorm: load_rms_norm(
+                weights,
+                &p("input_layernorm"),
+                c.hidden_size,
+                c.rms_norm_eps,
+                device,
+            )?,
             post_attention_layernorm: load_rms_norm(
                 weights,
                 &p("post_attention_layernorm"),
@@ -167,8 +213,16 @@ impl<B: Backend> DecoderLayer<B> {
     pub fn export(&self, out: &mut WeightWriter, prefix: &str) {
         self.self_attn.export(out, &format!("{prefix}.self_attn"));
         self.mlp.export(out, &format!("{prefix}.mlp"));
-        export_rms_norm(out, &format!("{prefix}.input_layernorm"), &self.input_layernorm);
-        export_rms_norm(out, &format!("{prefix}.post_attention_layernorm"), &self.post_attention_layernorm);
+        export_rms_norm(
+            out,
+            &format!("{prefix}.input_layernorm"),
+            &self.input_layernorm,
+        );
+        export_rms_norm(
+            out,
+            &format!("{prefix}.post_attention_layernorm"),
+            &self.post_attention_layernorm,
+        );
     }
 
     /// `x`: `[batch, seq, d]` → `[batch, seq, d]`.
@@ -176,12 +230,16 @@ impl<B: Backend> DecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTables<B>,
-        mask: &Tensor<B, 4>,
+        mask: Option<&Tensor<B, 4>>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
-        let attended = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, mask, cache);
+        let attended =
+            self.self_attn
+                .forward(self.input_layernorm.forward(x.clone()), rope, mask, cache);
         let x = x + attended;
-        let fed = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        let fed = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
         x + fed
     }
 }
@@ -189,12 +247,16 @@ impl<B: Backend> DecoderLayer<B> {
 /// The decoder with its embeddings and LM head.
 #[derive(Module, Debug)]
 pub struct TextDecoder<B: Backend> {
+    /// Token embeddings `[vocab, d]`.
     pub embed_tokens: Embedding<B>,
+    /// The transformer blocks.
     pub layers: Vec<DecoderLayer<B>>,
+    /// The final norm.
     pub norm: RmsNorm<B>,
     /// `None` when the head is tied to `embed_tokens`.
     pub lm_head: Option<Linear<B>>,
     #[module(skip)]
+    /// The configuration the model was built from.
     pub config: TextConfig,
     #[module(skip)]
     rope: Rope,
@@ -206,16 +268,23 @@ impl<B: Backend> TextDecoder<B> {
         let c = &config;
         Self {
             embed_tokens: init_embedding(c.vocab_size, c.hidden_size, init_std, device),
-            layers: (0..c.num_hidden_layers).map(|_| DecoderLayer::init(c, device)).collect(),
+            layers: (0..c.num_hidden_layers)
+                .map(|_| DecoderLayer::init(c, device))
+                .collect(),
             norm: init_rms_norm(c.hidden_size, c.rms_norm_eps, device),
-            lm_head: (!c.tie_word_embeddings).then(|| init_linear(c.hidden_size, c.vocab_size, false, device)),
+            lm_head: (!c.tie_word_embeddings)
+                .then(|| init_linear(c.hidden_size, c.vocab_size, false, device)),
             rope: Rope::new(c.head_dim(), c.rope_theta),
             config,
         }
     }
 
     /// Loads `model.*` and `lm_head` (unless tied).
-    pub fn load(weights: &WeightReader, config: TextConfig, device: &B::Device) -> Result<Self, ModelError> {
+    pub fn load(
+        weights: &WeightReader,
+        config: TextConfig,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
         let c = &config;
         let layers = (0..c.num_hidden_layers)
             .map(|i| DecoderLayer::load(weights, &format!("model.layers.{i}"), c, device))
@@ -223,10 +292,23 @@ impl<B: Backend> TextDecoder<B> {
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
-            Some(load_linear(weights, "lm_head", c.hidden_size, c.vocab_size, false, device)?)
+            Some(load_linear(
+                weights,
+                "lm_head",
+                c.hidden_size,
+                c.vocab_size,
+                false,
+                device,
+            )?)
         };
         Ok(Self {
-            embed_tokens: load_embedding(weights, "model.embed_tokens.weight", c.vocab_size, c.hidden_size, device)?,
+            embed_tokens: load_embedding(
+                weights,
+                "model.embed_tokens.weight",
+                c.vocab_size,
+                c.hidden_size,
+                device,
+            )?,
             layers,
             norm: load_rms_norm(weights, "model.norm", c.hidden_size, c.rms_norm_eps, device)?,
             lm_head,
@@ -253,13 +335,31 @@ impl<B: Backend> TextDecoder<B> {
     }
 
     /// Runs the blocks and the final norm: `[batch, seq, d]` → `[batch, seq, d]`.
-    pub fn hidden(&self, embeds: Tensor<B, 3>, layout: &Layout, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+    pub fn hidden(
+        &self,
+        embeds: Tensor<B, 3>,
+        layout: &Layout,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
         let device = embeds.device();
-        let rope = self.rope.tables(&layout.positions, layout.batch, layout.seq, &device);
-        let mask = layout.mask(&device);
+        let c = &self.config;
+        let rope = self.rope.tables(
+            &layout.positions,
+            layout.batch,
+            layout.seq,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            &device,
+        );
+        let mask = layout.mask(self.config.num_attention_heads, &device);
         let mut x = embeds;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x, &rope, &mask, cache.as_deref_mut().map(|c| (c, i)));
+            x = layer.forward(
+                x,
+                &rope,
+                mask.as_ref(),
+                cache.as_deref_mut().map(|c| (c, i)),
+            );
         }
         self.norm.forward(x)
     }
@@ -267,12 +367,15 @@ impl<B: Backend> TextDecoder<B> {
     /// Hidden states `[batch, seq, d]` → logits `[batch, seq, vocab]`.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => project(head, hidden),
             None => {
                 let [batch, seq, d] = hidden.dims();
                 let table = self.embed_tokens.weight.val(); // [vocab, d]
                 let vocab = table.dims()[0];
-                hidden.reshape([batch * seq, d]).matmul(table.transpose()).reshape([batch, seq, vocab])
+                hidden
+                    .reshape([batch * seq, d])
+                    .matmul(table.transpose())
+                    .reshape([batch, seq, vocab])
             }
         }
     }

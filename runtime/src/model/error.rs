@@ -4,12 +4,23 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// What went wrong while loading, saving or running a model, a tokenizer or an image.
+///
+/// Fields: `path` is the file concerned, `dir` the model directory, `name`
+/// the tensor, `reason` the explanation shown to the user.
+#[allow(missing_docs)] // the fields are described above, once for all variants
 #[derive(Debug)]
 pub enum ModelError {
     /// A file could not be read or written.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A file the model directory must contain is absent.
-    MissingFile { dir: PathBuf, file: &'static str, hint: &'static str },
+    MissingFile {
+        dir: PathBuf,
+        file: &'static str,
+        hint: &'static str,
+    },
     /// `config.json` (or another JSON file) does not parse or lacks a field.
     Config { path: PathBuf, reason: String },
     /// `config.json` names an architecture saferc does not implement.
@@ -19,9 +30,18 @@ pub enum ModelError {
     /// A tensor the architecture needs is not in any weight file.
     MissingTensor { dir: PathBuf, name: String },
     /// A tensor has a different shape than the configuration implies.
-    WrongShape { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
+    WrongShape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
     /// A tensor is stored in a dtype saferc cannot convert to f32.
-    UnsupportedDtype { path: PathBuf, name: String, dtype: String },
+    UnsupportedDtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
     /// `tokenizer.json` or the chat template is unusable.
     Tokenizer { path: PathBuf, reason: String },
     /// The chat template failed to render.

@@ -16,7 +16,10 @@ pub struct KvCache<B: Backend> {
 impl<B: Backend> KvCache<B> {
     /// An empty cache for `layers` layers.
     pub fn new(layers: usize) -> Self {
-        Self { layers: (0..layers).map(|_| None).collect(), len: 0 }
+        Self {
+            layers: (0..layers).map(|_| None).collect(),
+            len: 0,
+        }
     }
 
     /// How many positions are cached.
@@ -31,10 +34,18 @@ impl<B: Backend> KvCache<B> {
 
     /// Appends `k`, `v` (`[batch, kv_heads, new, head_dim]`) to layer `layer`
     /// and returns the whole cached keys and values of that layer.
-    pub fn append(&mut self, layer: usize, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    pub fn append(
+        &mut self,
+        layer: usize,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let new = k.dims()[2];
         let merged = match self.layers.get_mut(layer).and_then(Option::take) {
-            Some((old_k, old_v)) => (Tensor::cat(vec![old_k, k], 2), Tensor::cat(vec![old_v, v], 2)),
+            Some((old_k, old_v)) => (
+                Tensor::cat(vec![old_k, k], 2),
+                Tensor::cat(vec![old_v, v], 2),
+            ),
             None => (k, v),
         };
         if let Some(slot) = self.layers.get_mut(layer) {

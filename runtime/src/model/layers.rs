@@ -9,10 +9,20 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use super::error::ModelError;
 use super::weights::{WeightReader, WeightWriter};
+
+/// Applies `linear` to `x`: `[batch, seq, d_in]` → `[batch, seq, d_out]` as
+/// one `[batch·seq, d_in] × [d_in, d_out]` product (burn's 3-D linear runs a
+/// batched product that rereads the weight for every row).
+pub fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [batch, seq, d_in] = x.dims();
+    let y = linear.forward(x.reshape([batch * seq, d_in]));
+    let d_out = y.dims()[1];
+    y.reshape([batch, seq, d_out])
+}
 
 /// A linear layer `d_in → d_out` from `{prefix}.weight` (and `{prefix}.bias`).
 pub fn load_linear<B: Backend>(
@@ -23,17 +33,38 @@ pub fn load_linear<B: Backend>(
     bias: bool,
     device: &B::Device,
 ) -> Result<Linear<B>, ModelError> {
-    let weight: Tensor<B, 2> = weights.tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?;
+    // Transposed on the host, so the parameter is contiguous `[in, out]`
+    // (a transposed view would be copied on every forward).
+    let stored = weights.values(&format!("{prefix}.weight"), &[d_out, d_in])?;
+    let mut transposed = vec![0.0f32; stored.len()];
+    for (o, row) in stored.chunks_exact(d_in).enumerate() {
+        for (i, v) in row.iter().enumerate() {
+            transposed[i * d_out + o] = *v;
+        }
+    }
+    let weight = Tensor::<B, 2>::from_data(TensorData::new(transposed, [d_in, d_out]), device);
     let bias = if bias {
-        Some(Param::from_tensor(weights.tensor(&format!("{prefix}.bias"), [d_out], device)?))
+        Some(Param::from_tensor(weights.tensor(
+            &format!("{prefix}.bias"),
+            [d_out],
+            device,
+        )?))
     } else {
         None
     };
-    Ok(Linear { weight: Param::from_tensor(weight.transpose()), bias })
+    Ok(Linear {
+        weight: Param::from_tensor(weight),
+        bias,
+    })
 }
 
 /// A randomly initialised linear layer (burn's default Kaiming-uniform init).
-pub fn init_linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
+pub fn init_linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    device: &B::Device,
+) -> Linear<B> {
     LinearConfig::new(d_in, d_out).with_bias(bias).init(device)
 }
 
@@ -54,7 +85,10 @@ pub fn load_rms_norm<B: Backend>(
     device: &B::Device,
 ) -> Result<RmsNorm<B>, ModelError> {
     let gamma = weights.tensor(&format!("{prefix}.weight"), [d], device)?;
-    Ok(RmsNorm { gamma: Param::from_tensor(gamma), epsilon: eps })
+    Ok(RmsNorm {
+        gamma: Param::from_tensor(gamma),
+        epsilon: eps,
+    })
 }
 
 /// A fresh RMSNorm (gain 1).
@@ -75,11 +109,18 @@ pub fn load_embedding<B: Backend>(
     d: usize,
     device: &B::Device,
 ) -> Result<Embedding<B>, ModelError> {
-    Ok(Embedding { weight: Param::from_tensor(weights.tensor(name, [vocab, d], device)?) })
+    Ok(Embedding {
+        weight: Param::from_tensor(weights.tensor(name, [vocab, d], device)?),
+    })
 }
 
 /// A random embedding table with standard deviation `std`.
-pub fn init_embedding<B: Backend>(vocab: usize, d: usize, std: f64, device: &B::Device) -> Embedding<B> {
+pub fn init_embedding<B: Backend>(
+    vocab: usize,
+    d: usize,
+    std: f64,
+    device: &B::Device,
+) -> Embedding<B> {
     EmbeddingConfig::new(vocab, d)
         .with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std })
         .init(device)
@@ -88,8 +129,11 @@ pub fn init_embedding<B: Backend>(vocab: usize, d: usize, std: f64, device: &B::
 /// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`, no biases.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
+    /// Gate projection `d → hidden`.
     pub gate_proj: Linear<B>,
+    /// Up projection `d → hidden`.
     pub up_proj: Linear<B>,
+    /// Down projection `hidden → d`.
     pub down_proj: Linear<B>,
 }
 
@@ -112,9 +156,30 @@ impl<B: Backend> Mlp<B> {
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         Ok(Self {
-            gate_proj: load_linear(weights, &format!("{prefix}.gate_proj"), d, hidden, false, device)?,
-            up_proj: load_linear(weights, &format!("{prefix}.up_proj"), d, hidden, false, device)?,
-            down_proj: load_linear(weights, &format!("{prefix}.down_proj"), hidden, d, false, device)?,
+            gate_proj: load_linear(
+                weights,
+                &format!("{prefix}.gate_proj"),
+                d,
+                hidden,
+                false,
+                device,
+            )?,
+            up_proj: load_linear(
+                weights,
+                &format!("{prefix}.up_proj"),
+                d,
+                hidden,
+                false,
+                device,
+            )?,
+            down_proj: load_linear(
+                weights,
+                &format!("{prefix}.down_proj"),
+                hidden,
+                d,
+                false,
+                device,
+            )?,
         })
     }
 
@@ -127,7 +192,7 @@ impl<B: Backend> Mlp<B> {
 
     /// `x`: `[batch, seq, d]` → `[batch, seq, d]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = silu(project(&self.gate_proj, x.clone()));
+        project(&self.down_proj, gate * project(&self.up_proj, x))
     }
 }

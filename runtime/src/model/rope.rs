@@ -17,10 +17,22 @@ pub struct Rope {
     head_dim: usize,
 }
 
-/// `cos` and `sin`, each `[batch, 1, seq, head_dim]`, for a batch of positions.
-pub struct RopeTables<B: Backend> {
+/// `cos` and `sin` for one head count, each `[batch, seq, heads, head_dim]`:
+/// full width and in the projection's own layout, so applying them is a
+/// contiguous element-wise product (no broadcasting, no transposed views).
+pub struct RopeTable<B: Backend> {
+    /// Cosines `[batch, seq, heads, head_dim]`.
     pub cos: Tensor<B, 4>,
+    /// Sines `[batch, seq, heads, head_dim]`.
     pub sin: Tensor<B, 4>,
+}
+
+/// The tables of one forward call: for the query heads and the key heads.
+pub struct RopeTables<B: Backend> {
+    /// For queries.
+    pub q: RopeTable<B>,
+    /// For keys (the same values, `kv_heads` wide).
+    pub k: RopeTable<B>,
 }
 
 impl Rope {
@@ -36,12 +48,15 @@ impl Rope {
         Self { inv_freq, head_dim }
     }
 
-    /// The tables for `positions` (row-major `[batch, seq]`).
+    /// The tables for `positions` (row-major `[batch, seq]`), for `heads`
+    /// query heads and `kv_heads` key heads.
     pub fn tables<B: Backend>(
         &self,
         positions: &[i64],
         batch: usize,
         seq: usize,
+        heads: usize,
+        kv_heads: usize,
         device: &B::Device,
     ) -> RopeTables<B> {
         let half = self.head_dim / 2;
@@ -57,16 +72,36 @@ impl Rope {
             cos.extend_from_within(start..start + half);
             sin.extend_from_within(start..start + half);
         }
-        let shape = [batch, 1, seq, self.head_dim];
+        let table = |count: usize| RopeTable {
+            cos: repeat_heads(&cos, count, [batch, seq, count, self.head_dim], device),
+            sin: repeat_heads(&sin, count, [batch, seq, count, self.head_dim], device),
+        };
         RopeTables {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            q: table(heads),
+            k: table(kv_heads),
         }
     }
 }
 
-/// Rotates `x`: `[batch, heads, seq, head_dim]` by the tables.
-pub fn apply_rotary<B: Backend>(x: Tensor<B, 4>, tables: &RopeTables<B>) -> Tensor<B, 4> {
+/// Rows of `head_dim` values, each repeated `count` times, as a tensor of `shape`.
+fn repeat_heads<B: Backend>(
+    rows: &[f32],
+    count: usize,
+    shape: [usize; 4],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let width = shape[3];
+    let mut values = Vec::with_capacity(rows.len() * count);
+    for row in rows.chunks_exact(width) {
+        for _ in 0..count {
+            values.extend_from_slice(row);
+        }
+    }
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Rotates `x`: `[batch, seq, heads, head_dim]` by a table of the same shape.
+pub fn apply_rotary<B: Backend>(x: Tensor<B, 4>, tables: &RopeTable<B>) -> Tensor<B, 4> {
     let head_dim = x.dims()[3];
     let half = head_dim / 2;
     let first = x.clone().narrow(3, 0, half);

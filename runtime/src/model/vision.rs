@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::decoder::{DecoderLayer, Layout, TextConfig};
 use super::error::ModelError;
-use super::layers::{export_linear, export_rms_norm, init_linear, init_rms_norm, load_linear, load_rms_norm};
+use super::layers::{
+    export_linear, export_rms_norm, init_linear, init_rms_norm, load_linear, load_rms_norm, project,
+};
 use super::rope::Rope;
 use super::weights::{WeightReader, WeightWriter};
 
@@ -25,14 +27,21 @@ use super::weights::{WeightReader, WeightWriter};
 pub struct VisionConfig {
     /// Images are resized to `image_size × image_size` pixels.
     pub image_size: usize,
+    /// Patch side in pixels.
     pub patch_size: usize,
+    /// Model width.
     pub hidden_size: usize,
+    /// MLP hidden width.
     pub intermediate_size: usize,
+    /// Number of blocks.
     pub num_hidden_layers: usize,
+    /// Query heads.
     pub num_attention_heads: usize,
+    /// RMSNorm epsilon.
     pub rms_norm_eps: f64,
-    /// Per-channel normalisation applied after scaling pixels to 0..1.
+    /// Per-channel mean subtracted after scaling pixels to 0..1.
     pub image_mean: [f32; 3],
+    /// Per-channel standard deviation divided by after subtracting the mean.
     pub image_std: [f32; 3],
 }
 
@@ -75,19 +84,27 @@ impl VisionConfig {
         if self.image_std.iter().any(|s| *s <= 0.0) {
             return Err("`vision_config.image_std` must be positive".into());
         }
-        self.block_config().validate().map_err(|e| format!("vision_config: {e}"))
+        self.block_config()
+            .validate()
+            .map_err(|e| format!("vision_config: {e}"))
     }
 }
 
 /// Patch encoder and projector.
 #[derive(Module, Debug)]
 pub struct VisionTower<B: Backend> {
+    /// Patch embedding `3·patch² → hidden`.
     pub patch_embed: Linear<B>,
+    /// Learned position table `[patches, hidden]`.
     pub position_embedding: Param<Tensor<B, 2>>,
+    /// The transformer blocks.
     pub layers: Vec<DecoderLayer<B>>,
+    /// The final norm.
     pub norm: RmsNorm<B>,
+    /// Projection into the text width.
     pub projector: Linear<B>,
     #[module(skip)]
+    /// The configuration the model was built from.
     pub config: VisionConfig,
     #[module(skip)]
     rope: Rope,
@@ -97,11 +114,17 @@ impl<B: Backend> VisionTower<B> {
     /// Random weights projecting into a text model of width `text_width`.
     pub fn init(config: VisionConfig, text_width: usize, device: &B::Device) -> Self {
         let block = config.block_config();
-        let positions = Initializer::Normal { mean: 0.0, std: 0.02 }.init([config.num_patches(), config.hidden_size], device);
+        let positions = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        }
+        .init([config.num_patches(), config.hidden_size], device);
         Self {
             patch_embed: init_linear(config.patch_dim(), config.hidden_size, true, device),
             position_embedding: positions,
-            layers: (0..config.num_hidden_layers).map(|_| DecoderLayer::init(&block, device)).collect(),
+            layers: (0..config.num_hidden_layers)
+                .map(|_| DecoderLayer::init(&block, device))
+                .collect(),
             norm: init_rms_norm(config.hidden_size, config.rms_norm_eps, device),
             projector: init_linear(config.hidden_size, text_width, true, device),
             rope: Rope::new(block.head_dim(), block.rope_theta),
@@ -119,8 +142,19 @@ impl<B: Backend> VisionTower<B> {
         let block = config.block_config();
         let (p, h) = (config.num_patches(), config.hidden_size);
         Ok(Self {
-            patch_embed: load_linear(weights, "vision.patch_embed", config.patch_dim(), h, true, device)?,
-            position_embedding: Param::from_tensor(weights.tensor("vision.position_embedding", [p, h], device)?),
+            patch_embed: load_linear(
+                weights,
+                "vision.patch_embed",
+                config.patch_dim(),
+                h,
+                true,
+                device,
+            )?,
+            position_embedding: Param::from_tensor(weights.tensor(
+                "vision.position_embedding",
+                [p, h],
+                device,
+            )?),
             layers: (0..config.num_hidden_layers)
                 .map(|i| DecoderLayer::load(weights, &format!("vision.layers.{i}"), &block, device))
                 .collect::<Result<Vec<_>, _>>()?,
@@ -146,11 +180,18 @@ impl<B: Backend> VisionTower<B> {
     pub fn forward(&self, patches: Tensor<B, 3>) -> Tensor<B, 3> {
         let [images, count, _] = patches.dims();
         let device = patches.device();
-        let x = self.patch_embed.forward(patches) + self.position_embedding.val().unsqueeze_dim::<3>(0);
+        let x = project(&self.patch_embed, patches)
+            + self.position_embedding.val().unsqueeze_dim::<3>(0);
         let layout = Layout::dense(images, count, false);
-        let rope = self.rope.tables(&layout.positions, images, count, &device);
-        let mask = layout.mask(&device);
-        let x = self.layers.iter().fold(x, |x, layer| layer.forward(x, &rope, &mask, None));
-        self.projector.forward(self.norm.forward(x))
+        let heads = self.config.num_attention_heads;
+        let rope = self
+            .rope
+            .tables(&layout.positions, images, count, heads, heads, &device);
+        let mask = layout.mask(self.config.num_attention_heads, &device);
+        let x = self
+            .layers
+            .iter()
+            .fold(x, |x, layer| layer.forward(x, &rope, mask.as_ref(), None));
+        project(&self.projector, self.norm.forward(x))
     }
 }

@@ -52,14 +52,26 @@ impl WeightReader {
         let mut index = HashMap::new();
         for path in paths {
             let bytes = fs::read(&path).map_err(io_error(&path))?;
-            let (header_len, metadata) = SafeTensors::read_metadata(&bytes)
-                .map_err(|e| ModelError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+            let (header_len, metadata) =
+                SafeTensors::read_metadata(&bytes).map_err(|e| ModelError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
             for name in metadata.offset_keys() {
                 index.insert(name, files.len());
             }
-            files.push(WeightFile { path, bytes, header_len, metadata });
+            files.push(WeightFile {
+                path,
+                bytes,
+                header_len,
+                metadata,
+            });
         }
-        Ok(Self { dir: dir.to_path_buf(), files, index })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            files,
+            index,
+        })
     }
 
     /// Whether a tensor of this name exists.
@@ -73,11 +85,17 @@ impl WeightReader {
             .index
             .get(name)
             .and_then(|&i| self.files.get(i))
-            .ok_or_else(|| ModelError::MissingTensor { dir: self.dir.clone(), name: name.to_string() })?;
+            .ok_or_else(|| ModelError::MissingTensor {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+            })?;
         let info = file
             .metadata
             .info(name)
-            .ok_or_else(|| ModelError::MissingTensor { dir: self.dir.clone(), name: name.to_string() })?;
+            .ok_or_else(|| ModelError::MissingTensor {
+                dir: self.dir.clone(),
+                name: name.to_string(),
+            })?;
         if info.shape != expected {
             return Err(ModelError::WrongShape {
                 path: file.path.clone(),
@@ -88,10 +106,13 @@ impl WeightReader {
         }
         let (start, end) = info.data_offsets;
         let base = 8 + file.header_len;
-        let raw = file.bytes.get(base + start..base + end).ok_or_else(|| ModelError::Corrupt {
-            path: file.path.clone(),
-            reason: format!("the data of `{name}` lies outside the file"),
-        })?;
+        let raw = file
+            .bytes
+            .get(base + start..base + end)
+            .ok_or_else(|| ModelError::Corrupt {
+                path: file.path.clone(),
+                reason: format!("the data of `{name}` lies outside the file"),
+            })?;
         decode(raw, info.dtype).ok_or_else(|| ModelError::UnsupportedDtype {
             path: file.path.clone(),
             name: name.to_string(),
@@ -116,12 +137,18 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.is_file() {
         let text = fs::read_to_string(&index_path).map_err(io_error(&index_path))?;
-        let index: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Config { path: index_path.clone(), reason: e.to_string() })?;
-        let map = index.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Config {
-            path: index_path.clone(),
-            reason: "no `weight_map` object".into(),
-        })?;
+        let index: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Config {
+                path: index_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let map = index
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::Config {
+                path: index_path.clone(),
+                reason: "no `weight_map` object".into(),
+            })?;
         let mut names: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
         names.sort_unstable();
         names.dedup();
@@ -150,13 +177,18 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
 /// Little-endian bytes of `dtype` to f32 values; `None` for dtypes that are not floats.
 fn decode(raw: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     let values = match dtype {
-        Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => {
-            raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-        }
-        Dtype::BF16 => {
-            raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-        }
+        Dtype::F32 => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => raw
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => raw
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         Dtype::F64 => raw
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
@@ -179,9 +211,17 @@ impl WeightWriter {
     }
 
     /// Adds `tensor` under `name` (stored as F32).
-    pub fn add<B: Backend, const D: usize>(&mut self, name: impl Into<String>, tensor: Tensor<B, D>) {
+    pub fn add<B: Backend, const D: usize>(
+        &mut self,
+        name: impl Into<String>,
+        tensor: Tensor<B, D>,
+    ) {
         let shape = tensor.dims().to_vec();
-        let values: Vec<f32> = tensor.into_data().convert::<f32>().into_vec().unwrap_or_default();
+        let values: Vec<f32> = tensor
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .unwrap_or_default();
         self.add_values(name, shape, &values);
     }
 
@@ -191,31 +231,52 @@ impl WeightWriter {
         self.tensors.insert(name.into(), (shape, bytes));
     }
 
+    /// Names and shapes added so far, sorted by name.
+    pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.tensors
+            .iter()
+            .map(|(name, (shape, _))| (name.clone(), shape.clone()))
+            .collect()
+    }
+
     /// The names added so far, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }
 
     /// Writes the file atomically: a temporary sibling, fsync, then rename.
-    pub fn write(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<(), ModelError> {
+    pub fn write(
+        &self,
+        path: &Path,
+        metadata: Option<HashMap<String, String>>,
+    ) -> Result<(), ModelError> {
         let views = self
             .tensors
             .iter()
             .map(|(name, (shape, bytes))| {
                 TensorView::new(Dtype::F32, shape.clone(), bytes)
                     .map(|view| (name.as_str(), view))
-                    .map_err(|e| ModelError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })
+                    .map_err(|e| ModelError::Corrupt {
+                        path: path.to_path_buf(),
+                        reason: e.to_string(),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let buffer = safetensors::tensor::serialize(views, metadata)
-            .map_err(|e| ModelError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?;
+        let buffer =
+            safetensors::tensor::serialize(views, metadata).map_err(|e| ModelError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         write_atomically(path, &buffer)
     }
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp"));
     let mut file = fs::File::create(&tmp).map_err(io_error(&tmp))?;
     file.write_all(bytes).map_err(io_error(&tmp))?;

@@ -17,6 +17,7 @@ use serde_json::Value as Json;
 use crate::model::ModelError;
 
 /// A compiled chat template.
+#[derive(Debug)]
 pub struct ChatTemplate {
     env: Environment<'static>,
 }
@@ -45,16 +46,26 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| ModelError::Template { reason: describe(&e) })?;
+            .map_err(|e| ModelError::Template {
+                reason: describe(&e),
+            })?;
         Ok(Self { env })
     }
 
     /// Renders one conversation.
     pub fn render(&self, request: &ChatRequest<'_>) -> Result<String, ModelError> {
-        let template = self.env.get_template("chat").map_err(|e| ModelError::Template { reason: describe(&e) })?;
+        let template = self
+            .env
+            .get_template("chat")
+            .map_err(|e| ModelError::Template {
+                reason: describe(&e),
+            })?;
         let mut context = serde_json::Map::new();
         context.insert("messages".into(), request.messages.clone());
-        context.insert("add_generation_prompt".into(), Json::Bool(request.add_generation_prompt));
+        context.insert(
+            "add_generation_prompt".into(),
+            Json::Bool(request.add_generation_prompt),
+        );
         if let Some(tools) = request.tools {
             context.insert("tools".into(), tools.clone());
         }
@@ -63,7 +74,9 @@ impl ChatTemplate {
         }
         template
             .render(Value::from_serialize(&context))
-            .map_err(|e| ModelError::Template { reason: describe(&e) })
+            .map_err(|e| ModelError::Template {
+                reason: describe(&e),
+            })
     }
 }
 
@@ -80,8 +93,13 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     kwargs.assert_all_used()?;
-    let json: Json = serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-    let json = if sort_keys.unwrap_or(false) { sorted(json) } else { json };
+    let json: Json = serde_json::to_value(&value)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let json = if sort_keys.unwrap_or(false) {
+        sorted(json)
+    } else {
+        json
+    };
     let mut out = String::new();
     write_python_json(&json, indent, 0, &mut out);
     Ok(Value::from_safe_string(out))
@@ -160,9 +178,21 @@ fn strftime_now(format: String) -> String {
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     const FULL: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
         "December",
     ];
     let month = (m as usize).saturating_sub(1).min(11);
@@ -188,6 +218,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -205,6 +236,9 @@ mod tests {
         assert_eq!(out, r#"{"b": [1, 2.0, "ü"], "a": {}}"#);
         let mut out = String::new();
         write_python_json(&v, Some(2), 0, &mut out);
-        assert_eq!(out, "{\n  \"b\": [\n    1,\n    2.0,\n    \"ü\"\n  ],\n  \"a\": {}\n}");
+        assert_eq!(
+            out,
+            "{\n  \"b\": [\n    1,\n    2.0,\n    \"ü\"\n  ],\n  \"a\": {}\n}"
+        );
     }
 }

@@ -13,6 +13,7 @@ use crate::model::error::io_error;
 use crate::model::ModelError;
 
 /// A loaded tokenizer with what generation needs to know about it.
+#[derive(Debug)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     template: Option<ChatTemplate>,
@@ -35,8 +36,10 @@ impl TextTokenizer {
                 hint: "the Hugging Face fast tokenizer, as saved by `tokenizer.save_pretrained`",
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| ModelError::Tokenizer { path: path.clone(), reason: e.to_string() })?;
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         let config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
         let token_text = |key: &str| -> Option<String> {
             match config.get(key)? {
@@ -72,7 +75,13 @@ impl TextTokenizer {
             .and_then(|t| inner.token_to_id(&t))
             .or_else(|| eos_ids.first().copied())
             .unwrap_or(0);
-        Ok(Self { inner, template, eos_ids, pad_id, special })
+        Ok(Self {
+            inner,
+            template,
+            eos_ids,
+            pad_id,
+            special,
+        })
     }
 
     /// Token ids of `text`, without added special tokens (as the chat template already wrote them).
@@ -80,7 +89,10 @@ impl TextTokenizer {
         let encoding = self
             .inner
             .encode(text, false)
-            .map_err(|e| ModelError::Tokenizer { path: "tokenizer.json".into(), reason: e.to_string() })?;
+            .map_err(|e| ModelError::Tokenizer {
+                path: "tokenizer.json".into(),
+                reason: e.to_string(),
+            })?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -88,7 +100,10 @@ impl TextTokenizer {
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, ModelError> {
         self.inner
             .decode(ids, skip_special)
-            .map_err(|e| ModelError::Tokenizer { path: "tokenizer.json".into(), reason: e.to_string() })
+            .map_err(|e| ModelError::Tokenizer {
+                path: "tokenizer.json".into(),
+                reason: e.to_string(),
+            })
     }
 
     /// The id of a token string (special tokens included).
@@ -117,9 +132,17 @@ impl TextTokenizer {
         let template = self.template.as_ref().ok_or_else(|| ModelError::Template {
             reason: "the model directory has no chat template (chat_template.jinja or `chat_template` in tokenizer_config.json)".into(),
         })?;
-        let extra: Vec<(&str, Value)> =
-            self.special.iter().map(|(k, v)| (*k, Value::String(v.clone()))).collect();
-        template.render(&ChatRequest { messages, tools, add_generation_prompt, extra: &extra })
+        let extra: Vec<(&str, Value)> = self
+            .special
+            .iter()
+            .map(|(k, v)| (*k, Value::String(v.clone())))
+            .collect();
+        template.render(&ChatRequest {
+            messages,
+            tools,
+            add_generation_prompt,
+            extra: &extra,
+        })
     }
 }
 
@@ -127,7 +150,10 @@ fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| ModelError::Config { path: path.to_path_buf(), reason: format!("not JSON: {e}") }),
+            .map_err(|e| ModelError::Config {
+                path: path.to_path_buf(),
+                reason: format!("not JSON: {e}"),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(path)(e)),
     }

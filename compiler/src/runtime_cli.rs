@@ -1,0 +1,34 @@
+//! The commands that run models (binary only, feature `runtime`):
+//! `saferc generate` and `saferc init-model`.
+
+mod generate;
+mod init_model;
+
+use clap::Subcommand;
+
+pub use generate::GenerateArgs;
+pub use init_model::InitModelArgs;
+
+/// Commands backed by the runtime.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate completions of a prompt with a local model (text or image + text).
+    Generate(GenerateArgs),
+    /// Create a fresh, randomly initialised `tiny_vlm` model directory.
+    InitModel(InitModelArgs),
+}
+
+/// Runs one runtime command; returns the exit code (0 ok, 1 failure).
+pub fn run(command: Command) -> i32 {
+    let result = match command {
+        Command::Generate(args) => generate::run(args),
+        Command::InitModel(args) => init_model::run(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("error: {message}");
+            1
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! `saferc generate`: sample completions of one prompt with a local model.
+//!
+//! `--n N` samples N completions as one batch; `--json` prints, per
+//! completion, its token ids, text and per-token log-probs, plus timing.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use safer_runtime::burn::tensor::backend::Backend;
+use safer_runtime::device::{dispatch, BackendTask, DeviceChoice};
+use safer_runtime::generate::{generate, user_prompt, Completion, SamplingParams};
+use safer_runtime::model::Model;
+use safer_runtime::text::TextTokenizer;
+use serde_json::json;
+
+/// Arguments of `saferc generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// A model directory (config.json, *.safetensors, tokenizer.json): `qwen2` or `tiny_vlm`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The user's message.
+    #[arg(long)]
+    pub prompt: String,
+    /// An image shown with the prompt (repeat for several; `tiny_vlm` only).
+    #[arg(long = "image")]
+    pub images: Vec<PathBuf>,
+    /// A system message.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Use the prompt as raw text: no chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Completions to sample, as one batch.
+    #[arg(long, default_value_t = 1)]
+    pub n: usize,
+    /// Greedy decoding (ignores temperature, top-p, top-k).
+    #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
+    pub greedy: bool,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Nucleus sampling mass (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Keep only the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// The most new tokens per completion.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// End-of-sequence is suppressed until this many tokens (transformers' `min_new_tokens`).
+    #[arg(long, default_value_t = 0)]
+    pub min_tokens: usize,
+    /// A string that ends a completion (repeatable).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// auto, cpu, wgpu or cuda.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Print JSON: each completion's token ids, text and log-probs, and timing.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `saferc generate`.
+pub fn run(args: GenerateArgs) -> Result<(), String> {
+    if args.n == 0 {
+        return Err("`--n` must be at least 1".into());
+    }
+    dispatch(args.device, Task(args)).map_err(|e| e.to_string())?
+}
+
+struct Task(GenerateArgs);
+
+impl BackendTask for Task {
+    type Output = Result<(), String>;
+
+    fn run<B: Backend>(self, device: B::Device, name: &'static str) -> Self::Output {
+        let args = self.0;
+        let err = |e: safer_runtime::model::ModelError| e.to_string();
+        let load_start = Instant::now();
+        let model = Model::<B>::load(&args.model, &device).map_err(err)?;
+        let tokenizer = TextTokenizer::load(&args.model).map_err(err)?;
+        let load_seconds = load_start.elapsed().as_secs_f64();
+        let prompt = if args.raw {
+            if !args.images.is_empty() {
+                return Err(
+                    "`--raw` takes text only; images need the chat template's placeholders".into(),
+                );
+            }
+            safer_runtime::generate::Prompt {
+                tokens: tokenizer.encode(&args.prompt).map_err(err)?,
+                images: None,
+            }
+        } else {
+            user_prompt(
+                &tokenizer,
+                &model.config,
+                &args.prompt,
+                &args.images,
+                args.system.as_deref(),
+            )
+            .map_err(err)?
+        };
+        let params = SamplingParams {
+            greedy: args.greedy,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            top_k: args.top_k,
+            max_new_tokens: args.max_tokens,
+            min_new_tokens: args.min_tokens,
+            stop_tokens: Vec::new(),
+            stop_strings: args.stop.clone(),
+        };
+        let prompts = vec![prompt; args.n];
+        let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+        let start = Instant::now();
+        let completions = generate(&model, &tokenizer, &prompts, &params, &mut rng).map_err(err)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let generated: usize = completions.iter().map(|c| c.tokens.len()).sum();
+        let stats = json!({
+            "device": name,
+            "architecture": model.architecture(),
+            "prompt_tokens": prompts[0].tokens.len(),
+            "completions": completions.len(),
+            "generated_tokens": generated,
+            "load_seconds": load_seconds,
+            "generate_seconds": seconds,
+            "tokens_per_second": generated as f64 / seconds.max(1e-9),
+        });
+        if args.json {
+            let items: Vec<_> = completions
+                .iter()
+                .enumerate()
+                .map(|(i, c)| completion_json(i, c))
+                .collect();
+            println!("{:#}", json!({"completions": items, "stats": stats}));
+        } else {
+            for (i, c) in completions.iter().enumerate() {
+                if completions.len() > 1 {
+                    println!(
+                        "--- completion {} ({} tokens, {:?}) ---",
+                        i + 1,
+                        c.tokens.len(),
+                        c.finish
+                    );
+                }
+                println!("{}", c.text);
+            }
+            eprintln!(
+                "{generated} tokens in {seconds:.3} s ({:.0} tokens/s) on {name}",
+                generated as f64 / seconds.max(1e-9)
+            );
+        }
+        Ok(())
+    }
+}
+
+fn completion_json(index: usize, c: &Completion) -> serde_json::Value {
+    json!({
+        "index": index,
+        "text": c.text,
+        "tokens": c.tokens,
+        "logprobs": c.logprobs,
+        "finish": c.finish,
+    })
+}

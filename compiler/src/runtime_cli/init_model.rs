@@ -1,0 +1,43 @@
+//! `saferc init-model DIR [--size tiny|small] [--seed S]`: a fresh `tiny_vlm`.
+
+use std::path::PathBuf;
+
+use safer_runtime::model::tiny_vlm::{create, Preset};
+use safer_runtime::CpuBackend;
+
+/// Arguments of `saferc init-model`.
+#[derive(Debug, clap::Args)]
+pub struct InitModelArgs {
+    /// The model directory to create (config.json, model.safetensors, tokenizer files).
+    pub dir: PathBuf,
+    /// `tiny` (about 0.1M parameters, for tests) or `small` (about 1M, the quickstart's size).
+    #[arg(long, default_value = "small")]
+    pub size: Preset,
+    /// Seed of the initial weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Creates the model directory.
+pub fn run(args: InitModelArgs) -> Result<(), String> {
+    if args.dir.join("config.json").exists() {
+        return Err(format!(
+            "`{}` already holds a model (config.json); choose another folder",
+            args.dir.display()
+        ));
+    }
+    let model = create::<CpuBackend>(&args.dir, args.size, args.seed, &Default::default())
+        .map_err(|e| e.to_string())?;
+    let mut writer = safer_runtime::model::weights::WeightWriter::new();
+    model.export(&mut writer);
+    let params: usize = writer
+        .shapes()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    println!(
+        "created tiny_vlm ({params} parameters) in {}",
+        args.dir.display()
+    );
+    Ok(())
+}

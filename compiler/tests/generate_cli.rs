@@ -1,0 +1,172 @@
+//! `saferc init-model` and `saferc generate` through the real binary, on
+//! both architectures: a fresh `tiny_vlm` with images, and the Qwen2 parity
+//! fixture, whose greedy continuation must equal transformers'.
+
+#![cfg(feature = "runtime")]
+#![allow(clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn saferc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run saferc: {e}"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("saferc-gen-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+fn json(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "saferc failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../runtime/fixtures/models")
+        .join(name)
+}
+
+fn png(path: &Path) {
+    // A 2×2 PNG (red, green, blue, white), written by hand so the test needs no image crate.
+    let bytes: [u8; 75] = [
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44,
+        0x52, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd,
+        0xd4, 0x9a, 0x73, 0x00, 0x00, 0x00, 0x12, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8,
+        0xcf, 0xc0, 0xc0, 0x00, 0xc2, 0x0c, 0xff, 0x81, 0x00, 0x00, 0x1f, 0xee, 0x05, 0xfb, 0x0b,
+        0xd9, 0x68, 0x8b, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn tiny_vlm_from_init_model_generates_with_images() {
+    let dir = temp_dir("tiny");
+    let model = dir.join("model");
+    let m = model.display().to_string();
+    let out = saferc(&["init-model", &m, "--size", "tiny", "--seed", "4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("parameters"));
+    let again = saferc(&["init-model", &m]);
+    assert_eq!(again.status.code(), Some(1), "refuses to overwrite a model");
+
+    let image = dir.join("a.png");
+    png(&image);
+    let img = image.display().to_string();
+    let args = [
+        "generate",
+        "--model",
+        &m,
+        "--prompt",
+        "Is this safe?",
+        "--image",
+        &img,
+        "--image",
+        &img,
+        "--n",
+        "3",
+        "--max-tokens",
+        "6",
+        "--min-tokens",
+        "6",
+        "--seed",
+        "9",
+        "--json",
+    ];
+    let first = json(&saferc(&args));
+    let completions = first["completions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("completions"));
+    assert_eq!(completions.len(), 3);
+    for c in completions {
+        let tokens = c["tokens"].as_array().unwrap_or_else(|| panic!("tokens"));
+        assert_eq!(tokens.len(), 6, "--min-tokens 6 with --max-tokens 6");
+        assert_eq!(c["logprobs"].as_array().map(Vec::len), Some(6));
+        assert!(c["logprobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|l| l.as_f64().is_some_and(|l| l <= 0.0)));
+        assert!(c["text"].is_string());
+    }
+    assert_eq!(first["stats"]["architecture"], "tiny_vlm");
+    assert_eq!(
+        first["completions"],
+        json(&saferc(&args))["completions"],
+        "same seed, same completions"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn qwen2_greedy_matches_transformers_through_the_cli() {
+    let dir = fixture("qwen2-tied");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("expected.json")).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.display().to_string();
+    let out = json(&saferc(&[
+        "generate",
+        "--model",
+        &d,
+        "--prompt",
+        "What does this image show?",
+        "--raw",
+        "--greedy",
+        "--max-tokens",
+        "12",
+        "--json",
+    ]));
+    assert_eq!(out["completions"][0]["tokens"], expected["greedy"][0]);
+    assert_eq!(out["stats"]["architecture"], "qwen2");
+}
+
+#[test]
+fn bad_requests_are_errors_with_exit_code_1() {
+    let dir = temp_dir("bad");
+    let d = dir.display().to_string();
+    let out = saferc(&["generate", "--model", &d, "--prompt", "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no `config.json`"));
+
+    let q = fixture("qwen2-tied").display().to_string();
+    let png_path = dir.join("x.png");
+    png(&png_path);
+    let p = png_path.display().to_string();
+    let out = saferc(&["generate", "--model", &q, "--prompt", "hi", "--image", &p]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("text only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = saferc(&["generate", "--model", &q, "--prompt", "hi", "--top-p", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("top-p"));
+
+    let out = saferc(&[
+        "generate", "--model", &q, "--prompt", "hi", "--device", "tpu",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    let _ = std::fs::remove_dir_all(&dir);
+}

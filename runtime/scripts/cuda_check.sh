@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The CUDA checks, for a machine with an NVIDIA GPU (no network needed):
+# parity with transformers on `cuda`, then generation throughput on the GPU
+# and on the CPU of the same machine. The benchmark model comes from
+# runtime/benches/peer/hf_generate.py (`make`), run beforehand where Python
+# with transformers exists; carry target/bench-models/ along.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+
+echo "== parity on cuda"
+cargo test --release -p safer-runtime --features cuda --test cuda_parity -- --nocapture
+
+echo "== generation, batch 8, 64 new tokens"
+cargo build --release -q -p saferc --features cuda
+model=target/bench-models/qwen2-3.8m
+if [ ! -f "$model/config.json" ]; then
+  echo "no $model: make it with runtime/benches/peer/hf_generate.py make $model" >&2
+  exit 1
+fi
+prompt="Look at the picture and tell me whether it is safe to use this tool in the kitchen."
+for device in cuda cpu; do
+  for seed in 0 1 2; do
+    target/release/saferc generate --model "$model" --prompt "$prompt" --n 8 --max-tokens 64 \
+      --min-tokens 64 --seed "$seed" --device "$device" --json \
+      | python3 -c 'import json,sys; s=json.load(sys.stdin)["stats"]; print(s["device"], round(s["tokens_per_second"]), "tokens/s")'
+  done
+done

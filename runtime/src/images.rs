@@ -1,0 +1,116 @@
+//! Images for the vision tower: decoding (the `image` crate), resizing to
+//! the model's square input, normalisation, and cutting into patches.
+//!
+//! Layout of one image's patches: `[patches, 3 * patch * patch]`, patches in
+//! row-major order over the grid, and inside a patch channel-major
+//! (`c, y, x`), after `(pixel / 255 - mean[c]) / std[c]`.
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::RgbImage;
+
+use crate::model::{ImagePatches, ModelError, VisionConfig};
+
+/// Decodes the image at `path` (PNG or JPEG) to RGB.
+pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::Image {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let decoded = image::load_from_memory(&bytes).map_err(|e| ModelError::Image {
+        path: path.to_path_buf(),
+        reason: format!("cannot decode: {e}"),
+    })?;
+    Ok(decoded.to_rgb8())
+}
+
+/// Resizes (bilinear), normalises and patches one image: `[patches, patch_dim]` row-major.
+pub fn patches(image: &RgbImage, config: &VisionConfig) -> Vec<f32> {
+    let size = config.image_size as u32;
+    let resized = if image.dimensions() == (size, size) {
+        image.clone()
+    } else {
+        image::imageops::resize(image, size, size, FilterType::Triangle)
+    };
+    let p = config.patch_size;
+    let side = config.image_size / p;
+    let mut out = Vec::with_capacity(config.num_patches() * config.patch_dim());
+    for py in 0..side {
+        for px in 0..side {
+            for c in 0..3 {
+                for y in 0..p {
+                    for x in 0..p {
+                        let pixel = resized.get_pixel((px * p + x) as u32, (py * p + y) as u32);
+                        let value = f32::from(pixel.0[c]) / 255.0;
+                        out.push((value - config.image_mean[c]) / config.image_std[c]);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Loads and patches several images (in order).
+pub fn load_patches(
+    paths: &[impl AsRef<Path>],
+    config: &VisionConfig,
+) -> Result<ImagePatches, ModelError> {
+    let mut values = Vec::with_capacity(paths.len() * config.num_patches() * config.patch_dim());
+    for path in paths {
+        values.extend(patches(&load_rgb(path.as_ref())?, config));
+    }
+    Ok(ImagePatches {
+        count: paths.len(),
+        values,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn config() -> VisionConfig {
+        VisionConfig {
+            image_size: 4,
+            patch_size: 2,
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            rms_norm_eps: 1e-6,
+            image_mean: [0.5, 0.5, 0.5],
+            image_std: [0.5, 0.5, 0.5],
+        }
+    }
+
+    #[test]
+    fn patch_layout_is_grid_row_major_then_channel_major() {
+        // Red channel = x + 4y (in 0..16, scaled by 17 to fill 0..255); green 0, blue 255.
+        let image = RgbImage::from_fn(4, 4, |x, y| image::Rgb([((x + 4 * y) * 17) as u8, 0, 255]));
+        let values = patches(&image, &config());
+        assert_eq!(values.len(), 4 * 12);
+        let norm = |v: u32| ((v * 17) as f32 / 255.0 - 0.5) / 0.5;
+        // Patch 1 (top right) red channel covers x 2..4, y 0..2: pixels 2, 3, 6, 7.
+        assert_eq!(&values[12..16], &[norm(2), norm(3), norm(6), norm(7)]);
+        assert_eq!(values[12 + 4], -1.0); // green 0
+        assert_eq!(values[12 + 8], 1.0); // blue 255
+    }
+
+    #[test]
+    fn undecodable_image_names_its_path() {
+        let path = std::env::temp_dir().join(format!("saferc-bad-{}.png", std::process::id()));
+        std::fs::write(&path, b"not a png").expect("write");
+        let err = load_rgb(&path).expect_err("undecodable");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("cannot decode"), "{err}");
+        std::fs::remove_file(&path).ok();
+        let missing = load_rgb(Path::new("/nonexistent/x.png")).expect_err("missing");
+        assert!(missing.to_string().contains("/nonexistent/x.png"));
+    }
+}

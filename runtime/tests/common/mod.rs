@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code, clippy::expect_used, clippy::panic)]
+
+pub mod parity;

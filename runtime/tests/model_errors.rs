@@ -1,0 +1,160 @@
+//! A broken model directory gives an error naming the file (and tensor),
+//! never a panic.
+
+#![allow(clippy::expect_used, clippy::panic)] // tests stop at the first broken expectation
+use std::path::{Path, PathBuf};
+
+use safer_runtime::model::weights::{WeightReader, WeightWriter};
+use safer_runtime::model::Model;
+use safer_runtime::text::TextTokenizer;
+use safer_runtime::CpuBackend;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2-untied-mqa")
+}
+
+/// A copy of the fixture model in a fresh temporary directory.
+fn copy(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("saferc-broken-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(fixture().join(file), dir.join(file)).expect("copy");
+    }
+    dir
+}
+
+fn load_error(dir: &Path) -> String {
+    let err = Model::<CpuBackend>::load(dir, &Default::default()).expect_err("must fail");
+    let text = err.to_string();
+    let _ = std::fs::remove_dir_all(dir);
+    text
+}
+
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    edit(&mut v);
+    std::fs::write(&path, v.to_string()).expect("write");
+}
+
+#[test]
+fn missing_config() {
+    let dir = copy("no-config");
+    std::fs::remove_file(dir.join("config.json")).expect("rm");
+    let err = load_error(&dir);
+    assert!(err.contains("has no `config.json`"), "{err}");
+}
+
+#[test]
+fn missing_weights() {
+    let dir = copy("no-weights");
+    std::fs::remove_file(dir.join("model.safetensors")).expect("rm");
+    let err = load_error(&dir);
+    assert!(err.contains("has no `model.safetensors`"), "{err}");
+}
+
+#[test]
+fn unknown_architecture() {
+    let dir = copy("arch");
+    edit_config(&dir, |v| v["model_type"] = "mamba".into());
+    let err = load_error(&dir);
+    assert!(
+        err.contains("config.json") && err.contains("unknown architecture `mamba`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_shape_names_file_and_tensor() {
+    let dir = copy("shape");
+    edit_config(&dir, |v| v["intermediate_size"] = 100.into());
+    let err = load_error(&dir);
+    assert!(err.contains("model.layers.0.mlp.gate_proj.weight"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("[96, 48]") && err.contains("[100, 48]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_and_truncated_files() {
+    let dir = copy("corrupt");
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).expect("read");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
+    let err = load_error(&dir);
+    assert!(
+        err.contains("model.safetensors") && err.contains("not a valid safetensors file"),
+        "{err}"
+    );
+
+    let dir = copy("junk");
+    std::fs::write(
+        dir.join("model.safetensors"),
+        b"\xff\xff\xff\xff\xff\xff\xff\xffjunk",
+    )
+    .expect("write");
+    let err = load_error(&dir);
+    assert!(err.contains("not a valid safetensors file"), "{err}");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = copy("missing-tensor");
+    let path = dir.join("model.safetensors");
+    let reader = WeightReader::open_file(&path).expect("open");
+    let mut writer = WeightWriter::new();
+    for name in ["model.embed_tokens.weight", "model.norm.weight"] {
+        let shape = if name.contains("embed") {
+            vec![512, 48]
+        } else {
+            vec![48]
+        };
+        writer.add_values(
+            name,
+            shape.clone(),
+            &reader.values(name, &shape).expect("values"),
+        );
+    }
+    writer.write(&path, None).expect("write");
+    let err = load_error(&dir);
+    assert!(
+        err.contains("tensor `model.layers.0.self_attn.q_proj.weight` is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_sizes_and_json() {
+    let dir = copy("heads");
+    edit_config(&dir, |v| v["num_key_value_heads"] = 4.into());
+    let err = load_error(&dir);
+    assert!(err.contains("multiple of `num_key_value_heads`"), "{err}");
+
+    let dir = copy("notjson");
+    std::fs::write(dir.join("config.json"), "{ nope").expect("write");
+    let err = load_error(&dir);
+    assert!(
+        err.contains("config.json") && err.contains("not JSON"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_or_broken_tokenizer() {
+    let dir = copy("tokenizer");
+    std::fs::remove_file(dir.join("tokenizer.json")).expect("rm");
+    let err = TextTokenizer::load(&dir).expect_err("fails").to_string();
+    assert!(err.contains("has no `tokenizer.json`"), "{err}");
+    std::fs::write(dir.join("tokenizer.json"), "{}").expect("write");
+    let err = TextTokenizer::load(&dir).expect_err("fails").to_string();
+    assert!(err.contains("tokenizer.json"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
