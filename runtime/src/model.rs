@@ -114,15 +114,9 @@ impl<B: Backend> Model<B> {
     /// Writes `config.json` and `model.safetensors` into `dir` (created if
     /// needed); each file is replaced atomically.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(error::io_error(dir))?;
         let mut out = WeightWriter::new();
         self.export(&mut out);
-        out.write(
-            &dir.join("model.safetensors"),
-            Some([("format".to_string(), "pt".to_string())].into()),
-        )?;
-        let json = serde_json::to_string_pretty(&self.config.to_json()).unwrap_or_default();
-        write_atomically(&dir.join("config.json"), format!("{json}\n").as_bytes())
+        write_model_dir(dir, &self.config, &out)
     }
 
     /// All weights under their Hugging Face names.
@@ -270,4 +264,20 @@ impl<B: Backend> Model<B> {
             .mask_where(mask, features.select(0, rows));
         Ok(spliced.reshape([batch, seq, d]))
     }
+}
+
+/// Writes `config.json` and `model.safetensors` (from `weights`) into `dir`,
+/// created if needed; each file is replaced atomically.
+pub fn write_model_dir(
+    dir: &Path,
+    config: &ModelConfig,
+    weights: &WeightWriter,
+) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(error::io_error(dir))?;
+    weights.write(
+        &dir.join("model.safetensors"),
+        Some([("format".to_string(), "pt".to_string())].into()),
+    )?;
+    let json = serde_json::to_string_pretty(&config.to_json()).unwrap_or_default();
+    write_atomically(&dir.join("config.json"), format!("{json}\n").as_bytes())
 }

@@ -17,7 +17,9 @@ use safer_runtime::model::Model;
 use safer_runtime::text::TextTokenizer;
 use safer_runtime::CpuBackend;
 
-use common::parity::{check_greedy, check_logits, dir, expected, ids, MODELS};
+use common::parity::{
+    check_greedy, check_logits, dir, expected, fixture_prompts, ids, token_lists, MODELS,
+};
 
 #[test]
 fn logits_match_transformers() {
@@ -53,15 +55,7 @@ fn generation_log_probs_equal_teacher_forced_log_probs_with_right_padding() {
     let model = Model::<CpuBackend>::load(&dir, &device).expect("load");
     let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
     let exp = expected(&dir);
-    let prompts: Vec<Prompt> = exp["prompts"]
-        .as_array()
-        .expect("prompts")
-        .iter()
-        .map(|p| Prompt {
-            tokens: ids(p),
-            images: None,
-        })
-        .collect();
+    let prompts: Vec<Prompt> = fixture_prompts(&exp);
     let params = SamplingParams {
         temperature: 0.7,
         top_p: 0.9,
@@ -159,21 +153,8 @@ fn repeated_prompts_share_their_prefill_and_decode_as_alone() {
     let mut tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
     tokenizer.eos_ids.clear();
     let exp = expected(&dir);
-    let prompts: Vec<Prompt> = exp["prompts"]
-        .as_array()
-        .expect("prompts")
-        .iter()
-        .map(|p| Prompt {
-            tokens: ids(p),
-            images: None,
-        })
-        .collect();
-    let greedy: Vec<Vec<u32>> = exp["greedy"]
-        .as_array()
-        .expect("greedy")
-        .iter()
-        .map(ids)
-        .collect();
+    let prompts: Vec<Prompt> = fixture_prompts(&exp);
+    let greedy: Vec<Vec<u32>> = token_lists(&exp["greedy"]);
     // Rows 0, 1, 3 repeat prompt 1; row 2 is prompt 0: mixed sharing and padding.
     let batch = vec![
         prompts[1].clone(),

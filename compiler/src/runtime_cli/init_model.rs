@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use safer_runtime::burn::module::Module;
 use safer_runtime::model::tiny_vlm::{create, Preset};
 use safer_runtime::CpuBackend;
 
@@ -28,13 +29,7 @@ pub fn run(args: InitModelArgs) -> Result<(), String> {
     }
     let model = create::<CpuBackend>(&args.dir, args.size, args.seed, &Default::default())
         .map_err(|e| e.to_string())?;
-    let mut writer = safer_runtime::model::weights::WeightWriter::new();
-    model.export(&mut writer);
-    let params: usize = writer
-        .shapes()
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum();
+    let params = model.num_params();
     println!(
         "created tiny_vlm ({params} parameters) in {}",
         args.dir.display()

@@ -17,7 +17,7 @@ use super::decoder::TextConfig;
 use super::error::{io_error, ModelError};
 use super::vision::VisionConfig;
 use super::weights::{write_atomically, WeightWriter};
-use super::Model;
+use super::{write_model_dir, Model};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -159,13 +159,7 @@ pub fn create<B: Backend>(
             };
         weights.add_values(name, shape, &values);
     }
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    weights.write(
-        &dir.join("model.safetensors"),
-        Some([("format".to_string(), "pt".to_string())].into()),
-    )?;
-    let json = serde_json::to_string_pretty(&config.to_json()).unwrap_or_default();
-    write_atomically(&dir.join("config.json"), format!("{json}\n").as_bytes())?;
+    write_model_dir(dir, &config, &weights)?;
     write_tokenizer(dir)?;
     Model::load(dir, device)
 }

@@ -41,6 +41,24 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// The fixture's prompts, as text-only generation prompts.
+pub fn fixture_prompts(exp: &Value) -> Vec<Prompt> {
+    exp["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .map(|p| Prompt {
+            tokens: ids(p),
+            images: None,
+        })
+        .collect()
+}
+
+/// A JSON list of token-id lists.
+pub fn token_lists(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array().expect("token lists").iter().map(ids).collect()
+}
+
 /// Logits of every prompt agree with transformers within `tolerance`; returns the largest difference.
 pub fn check_logits<B: Backend>(device: &B::Device, tolerance: f32) -> f32 {
     let mut worst = 0.0f32;
@@ -96,21 +114,8 @@ pub fn check_greedy<B: Backend>(device: &B::Device) {
         let mut tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
         tokenizer.eos_ids.clear(); // the fixture generated without an end token
         let exp = expected(&dir);
-        let prompts: Vec<Prompt> = exp["prompts"]
-            .as_array()
-            .expect("prompts")
-            .iter()
-            .map(|p| Prompt {
-                tokens: ids(p),
-                images: None,
-            })
-            .collect();
-        let greedy: Vec<Vec<u32>> = exp["greedy"]
-            .as_array()
-            .expect("greedy")
-            .iter()
-            .map(ids)
-            .collect();
+        let prompts: Vec<Prompt> = fixture_prompts(&exp);
+        let greedy: Vec<Vec<u32>> = token_lists(&exp["greedy"]);
         let params = SamplingParams::greedy(12);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         for (prompt, want) in prompts.iter().zip(&greedy) {
@@ -125,12 +130,7 @@ pub fn check_greedy<B: Backend>(device: &B::Device) {
             assert_eq!(&got[0].tokens, want, "{name}: single prompt");
         }
         let batch = generate(&model, &tokenizer, &prompts, &params, &mut rng).expect("batched");
-        let batch_want: Vec<Vec<u32>> = exp["batch"]["greedy"]
-            .as_array()
-            .expect("batch")
-            .iter()
-            .map(ids)
-            .collect();
+        let batch_want: Vec<Vec<u32>> = token_lists(&exp["batch"]["greedy"]);
         for (got, want) in batch.iter().zip(&batch_want) {
             assert_eq!(&got.tokens, want, "{name}: left-padded batch");
         }
