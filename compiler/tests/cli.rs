@@ -2,23 +2,10 @@
 
 #![allow(clippy::panic)]
 
-use std::path::PathBuf;
+mod common;
+
+use common::{saferc, temp_dir};
 use std::process::{Command, Output};
-
-fn saferc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_saferc"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run saferc: {e}"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("saferc-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    dir
-}
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     let path = dir.join(name);

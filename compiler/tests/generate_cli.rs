@@ -5,25 +5,13 @@
 #![cfg(feature = "runtime")]
 #![allow(clippy::panic)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{saferc, temp_dir};
 use serde_json::Value;
-
-fn saferc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_saferc"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run saferc: {e}"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("saferc-gen-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    dir
-}
 
 fn json(o: &Output) -> Value {
     assert!(
