@@ -11,6 +11,8 @@ mod input;
 mod parse;
 mod project;
 
+pub use graph::compile_plan;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;

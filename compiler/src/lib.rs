@@ -5,6 +5,7 @@ pub mod diagnostic;
 pub mod fmt;
 pub mod graph;
 pub mod lsp;
+pub mod plan;
 pub mod project;
 pub mod semantic;
 pub mod source;

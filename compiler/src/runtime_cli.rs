@@ -1,13 +1,15 @@
 //! The commands that run models (binary only, feature `runtime`):
-//! `saferc generate` and `saferc init-model`.
+//! `saferc run`, `saferc generate` and `saferc init-model`.
 
 mod generate;
 mod init_model;
+mod run;
 
 use clap::Subcommand;
 
 pub use generate::GenerateArgs;
 pub use init_model::InitModelArgs;
+pub use run::RunArgs;
 
 /// Commands backed by the runtime.
 #[derive(Debug, Subcommand)]
@@ -16,11 +18,14 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Create a fresh, randomly initialised `tiny_vlm` model directory.
     InitModel(InitModelArgs),
+    /// Run a pipeline: datasets, training stages, evaluations; writes a run directory.
+    Run(RunArgs),
 }
 
 /// Runs one runtime command; returns the exit code (0 ok, 1 failure).
 pub fn run(command: Command) -> i32 {
     let result = match command {
+        Command::Run(args) => return run::run(args),
         Command::Generate(args) => generate::run(args),
         Command::InitModel(args) => init_model::run(args),
     };

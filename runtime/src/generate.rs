@@ -7,7 +7,7 @@ pub mod logprobs;
 pub mod prompt;
 pub mod sampling;
 
-pub use generation::{generate, Completion, FinishReason, Prompt};
+pub use generation::{generate, merge_images, Completion, FinishReason, Prompt};
 pub use logprobs::{sequence_logprobs, TokenScores};
 pub use prompt::user_prompt;
 pub use sampling::SamplingParams;

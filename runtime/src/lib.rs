@@ -10,6 +10,7 @@
 //! ([`CpuBackend`]); training uses [`CpuAutodiff`].
 
 pub mod device;
+pub mod exec;
 pub mod generate;
 pub mod grpo;
 

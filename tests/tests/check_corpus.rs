@@ -1,6 +1,7 @@
 //! Per-stage snapshots: for every shipped `.safer` file (examples, standard
 //! library, pipelines) and every good check case, the resolved program
-//! (`hir@...`) and the graph text (`graph@...`); for every
+//! (`hir@...`), the graph text (`graph@...`) and the execution plan
+//! `saferc run` hands to the runtime (`plan@...`); for every
 //! `tests/cases/check/errors/*.safer`, the source with the rendered
 //! diagnostics, which must include the code the file is named after.
 
@@ -47,6 +48,8 @@ fn stages(path: &Path) {
         let root = format!("{}/", repo_root().display());
         insta::assert_snapshot!(format!("hir@{name}"), display::program(&program).replace(&root, ""));
         insta::assert_snapshot!(format!("graph@{name}"), safer_ir::to_text(&graph).replace(&root, ""));
+        let plan = serde_json::to_string_pretty(&saferc::plan::lower(&program)).unwrap_or_default();
+        insta::assert_snapshot!(format!("plan@{name}"), plan.replace(&root, ""));
     });
 }
 

@@ -9,6 +9,7 @@
 //! graph acyclic. Node names come from the source (`train.safer_grpo.generate`),
 //! so printed graphs are stable.
 
+pub mod plan;
 mod print;
 mod validate;
 

@@ -63,3 +63,23 @@ pub(super) fn hir(file: &Path, imports: &ImportArgs) -> i32 {
     }
     i32::from(failed)
 }
+
+/// Compiles `file` for `saferc run`: checks, lowers the graph (validated)
+/// and the plan; diagnostics are printed and `None` returned on errors.
+pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan::Plan> {
+    let mut sources = SourceMap::new();
+    let mut diags = Vec::new();
+    let options = imports.options_for(file, &mut sources, &mut diags);
+    let analysis = semantic::analyze_file(&mut sources, file, options);
+    diags.extend(analysis.diagnostics);
+    let has_errors = diags.iter().any(|d| d.is_error());
+    input::emit(&diags, &sources, Format::Human);
+    let (Some(program), false) = (analysis.program, has_errors) else {
+        return None;
+    };
+    if let Err(diags) = crate::graph::lower(&program) {
+        input::emit(&diags, &sources, Format::Human);
+        return None;
+    }
+    Some(crate::plan::lower(&program))
+}

@@ -610,6 +610,12 @@ const SFT: Block = Block {
             AT_LEAST_ONE,
             "Examples are truncated to this length.",
         ),
+        key(
+            "field",
+            Ty::Field,
+            Default::Str("response"),
+            "The row field holding the reference completion the model learns to write.",
+        ),
         ranged(
             "weight_decay",
             Ty::Number,

@@ -167,11 +167,15 @@ pub fn generate<B: Backend>(
     }
 
     let mut done: Vec<Completion> = Vec::with_capacity(prompts.len());
+    // The image placeholder is never generated: it stands for image features,
+    // and a completion holding one could not be scored again with its images.
+    let never: Vec<u32> = model.config.image_token_id.into_iter().collect();
+    let with_stops: Vec<u32> = never.iter().chain(&stop_ids).copied().collect();
     for step in 0..params.max_new_tokens {
         let suppressed: &[u32] = if step < params.min_new_tokens {
-            &stop_ids
+            &with_stops
         } else {
-            &[]
+            &never
         };
         let mut keep = Vec::with_capacity(rows.len());
         for (r, row) in rows.iter_mut().enumerate() {
@@ -243,7 +247,7 @@ pub fn generate<B: Backend>(
 }
 
 /// All prompts' images in prompt order (placeholders are found in the same order).
-fn merge_images(prompts: &[Prompt]) -> Option<ImagePatches> {
+pub fn merge_images(prompts: &[Prompt]) -> Option<ImagePatches> {
     let mut merged: Option<ImagePatches> = None;
     for images in prompts.iter().filter_map(|p| p.images.as_ref()) {
         let m = merged.get_or_insert_with(|| ImagePatches {

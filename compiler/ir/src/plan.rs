@@ -1,0 +1,374 @@
+//! The execution plan: what `saferc run` executes, typed.
+//!
+//! The [`crate::Graph`] says which operations run and how data flows; the
+//! plan carries what each operation needs, in types the runtime reads
+//! without a parser: resolved paths, numbers without units, enums as
+//! strings checked by the compiler, and expressions as [`Expr`] trees that
+//! [`expr::eval`] evaluates. The compiler writes it (`saferc::plan::lower`)
+//! from the checked program; every value in it has passed the schema table,
+//! so the runtime only meets values the language allows.
+
+pub mod expr;
+
+pub use expr::{eval, Env, EvalError, Expr, Val};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A compiled pipeline ready to run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    /// Content hash of the program (the run manifest records it; `--resume`
+    /// compares it).
+    pub program_hash: String,
+    /// Content hashes of the rubrics, by name.
+    pub rubric_hashes: BTreeMap<String, String>,
+    /// Models by name.
+    pub models: BTreeMap<String, ModelSpec>,
+    /// Judges by name.
+    pub judges: BTreeMap<String, JudgeSpec>,
+    /// Rubrics by name.
+    pub rubrics: BTreeMap<String, RubricSpec>,
+    /// User-defined scorers (`scorer f(x) = expr`) by name.
+    pub functions: BTreeMap<String, Function>,
+    /// Datasets by name.
+    pub datasets: BTreeMap<String, DatasetSpec>,
+    /// Rollout settings by name.
+    pub rollouts: BTreeMap<String, RolloutSpec>,
+    /// Reflection settings by name.
+    pub reflections: BTreeMap<String, ReflectionSpec>,
+    /// Training stages in the order they run.
+    pub stages: Vec<StageSpec>,
+    /// Evaluations, run after the stages.
+    pub evals: Vec<EvalSpec>,
+}
+
+/// A model to load.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelSpec {
+    /// `tiny_vlm`, `qwen2`, ...
+    pub arch: String,
+    /// The model directory (absolute).
+    pub weights: String,
+    /// The model directory as written (for messages).
+    pub weights_written: String,
+    /// `auto`, `cpu`, `wgpu` or `cuda`.
+    pub device: String,
+}
+
+/// A judge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JudgeSpec {
+    /// `rules`, `model` or `http`.
+    pub kind: String,
+    /// The local judge model (`model`).
+    pub model: Option<String>,
+    /// Base URL (`http`), e.g. `http://127.0.0.1:8000/v1`.
+    pub endpoint: Option<String>,
+    /// Model name sent to the endpoint.
+    pub model_name: Option<String>,
+    /// Environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// Attempts after the first on errors, 429 and timeouts.
+    pub retries: u32,
+    /// Seconds before a request times out.
+    pub timeout_s: f64,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Sampling temperature of the judge.
+    pub temperature: f64,
+}
+
+/// A rubric: criteria, penalties, format terms and the total.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RubricSpec {
+    /// The judge that scores criteria without a scorer.
+    pub judge: Option<String>,
+    /// Weighted criteria.
+    pub criteria: Vec<CriterionSpec>,
+    /// Penalties.
+    pub penalties: Vec<PenaltySpec>,
+    /// Format terms.
+    pub formats: Vec<FormatSpec>,
+    /// The reward.
+    pub total: Expr,
+}
+
+/// One criterion.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CriterionSpec {
+    /// Its name.
+    pub name: String,
+    /// Its weight in `weighted`.
+    pub weight: f64,
+    /// What a judge is asked about.
+    pub description: Option<String>,
+    /// The scorer expression; `None`: ask the judge.
+    pub scorer: Option<Expr>,
+    /// Raw score range, normalised to 0..1.
+    pub scale: (f64, f64),
+}
+
+/// One penalty.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PenaltySpec {
+    /// Its name.
+    pub name: String,
+    /// The amount.
+    pub value: Expr,
+    /// When it applies (always when `None`).
+    pub when: Option<Expr>,
+}
+
+/// One format term.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FormatSpec {
+    /// `think_answer`, `answer_only` or `plain`.
+    pub format: String,
+    /// Its weight.
+    pub weight: f64,
+}
+
+/// A user-defined scorer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Function {
+    /// Parameters with their defaults.
+    pub params: Vec<(String, Option<Val>)>,
+    /// The body.
+    pub body: Expr,
+}
+
+/// A dataset: source, filters, curation, balance, de-duplication, splits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DatasetSpec {
+    /// The JSONL file (absolute).
+    pub source: String,
+    /// The file as written.
+    pub source_written: String,
+    /// Folder image paths are relative to (absolute).
+    pub images: String,
+    /// `skip` or `fail`.
+    pub on_bad_row: String,
+    /// Conditions a row must meet, in order.
+    pub filters: Vec<Expr>,
+    /// Rollout-based curation.
+    pub curate: Option<CurateSpec>,
+    /// Field to balance on.
+    pub balance: Option<String>,
+    /// Splits whose questions are removed from this dataset (`dataset.split`).
+    pub dedup: Vec<(String, Option<String>)>,
+    /// Read at most this many rows.
+    pub limit: Option<usize>,
+    /// Named splits and their fractions, in declaration order.
+    pub splits: Vec<(String, f64)>,
+    /// Seed of shuffling, balancing and splitting.
+    pub seed: u64,
+}
+
+/// QI-Box curation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CurateSpec {
+    /// The model that rolls out.
+    pub policy: String,
+    /// Rollouts per prompt (K).
+    pub rollouts: usize,
+    /// The rubric scoring them.
+    pub rubric: String,
+    /// Sampling settings (`None`: the defaults).
+    pub rollout: Option<String>,
+    /// Which prompts to keep, over `mean`, `std`, `min`, `max`.
+    pub keep: Expr,
+}
+
+/// Sampling settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RolloutSpec {
+    /// Completions per prompt (G).
+    pub group: usize,
+    /// Temperature (0: greedy).
+    pub temperature: f64,
+    /// Nucleus sampling.
+    pub top_p: f64,
+    /// Top-k (0: off).
+    pub top_k: usize,
+    /// Longest completion in tokens.
+    pub max_tokens: usize,
+    /// End-of-sequence suppressed until this many tokens.
+    pub min_tokens: usize,
+    /// `think_answer`, `answer_only` or `plain`.
+    pub format: String,
+    /// Stop strings.
+    pub stop: Vec<String>,
+}
+
+/// Reflection on unsafe completions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReflectionSpec {
+    /// Which completions are reflected on.
+    pub when: Expr,
+    /// The prompt; `{completion}` stands for the completion.
+    pub prompt: String,
+    /// Rounds per completion.
+    pub rounds: usize,
+    /// `replace` or `append`.
+    pub keep: String,
+}
+
+/// One training stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageSpec {
+    /// Its name.
+    pub name: String,
+    /// The model trained (its starting weights when `after` is unset).
+    pub policy: String,
+    /// The stage whose result this stage starts from.
+    pub after: Option<String>,
+    /// The frozen reference model, if any.
+    pub reference: Option<String>,
+    /// The training split.
+    pub data: SplitRef,
+    /// A held-out split scored before and after.
+    pub eval_data: Option<SplitRef>,
+    /// Sampling settings (GRPO).
+    pub rollout: Option<String>,
+    /// Reflection (GRPO).
+    pub reflection: Option<String>,
+    /// The reward rubric (GRPO; also scores `eval_data`).
+    pub reward: Option<String>,
+    /// Optimiser steps (`None`: one epoch of the data).
+    pub steps: Option<u64>,
+    /// Seed.
+    pub seed: u64,
+    /// Steps between checkpoints.
+    pub checkpoint_every: u64,
+    /// Checkpoints kept.
+    pub checkpoint_keep: usize,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+}
+
+/// A dataset split (`None`: all rows).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SplitRef {
+    /// The dataset.
+    pub dataset: String,
+    /// The split.
+    pub split: Option<String>,
+}
+
+/// The algorithm of a stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Supervised fine-tuning on reference answers.
+    Sft(SftSpec),
+    /// GRPO.
+    Grpo(Box<GrpoSpec>),
+}
+
+/// SFT settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SftSpec {
+    /// Learning rate.
+    pub lr: f64,
+    /// Examples per step.
+    pub batch: usize,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Truncation length (`None`: the model's context).
+    pub max_tokens: Option<usize>,
+    /// The row field holding the reference completion.
+    pub field: String,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// Warm-up steps.
+    pub warmup: u64,
+    /// `constant`, `linear` or `cosine`.
+    pub schedule: String,
+}
+
+/// GRPO settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GrpoSpec {
+    /// Learning rate.
+    pub lr: f64,
+    /// Prompts per step.
+    pub batch_prompts: usize,
+    /// Completions per forward/backward pass (`None`: all).
+    pub micro_batch: Option<usize>,
+    /// Updates per batch (μ).
+    pub iterations: usize,
+    /// ε_low.
+    pub clip_low: f64,
+    /// ε_high.
+    pub clip_high: f64,
+    /// Dual-clip constant.
+    pub dual_clip: Option<f64>,
+    /// `group_std`, `group_mean` or `batch_std`.
+    pub advantage: String,
+    /// Added to the std.
+    pub eps: f64,
+    /// `sum_then_normalize` or `normalize_then_sum`.
+    pub multi_objective: String,
+    /// Aggregation.
+    pub loss: String,
+    /// `token` or `sequence`.
+    pub importance: String,
+    /// Mask truncated completions.
+    pub mask_truncated: bool,
+    /// Entropy bonus.
+    pub entropy_coef: f64,
+    /// Gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Warm-up steps.
+    pub warmup: u64,
+    /// LR schedule.
+    pub schedule: String,
+    /// KL settings.
+    pub kl: KlSpec,
+    /// Dynamic sampling.
+    pub dynamic_sampling: Option<DynamicSamplingSpec>,
+}
+
+/// KL settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KlSpec {
+    /// `k1`, `k2`, `k3` or `k3_corrected`.
+    pub estimator: String,
+    /// `loss` or `reward`.
+    pub placement: String,
+    /// β.
+    pub beta: f64,
+}
+
+/// Dynamic sampling.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DynamicSamplingSpec {
+    /// The rubric and criterion filtered on.
+    pub rubric: String,
+    /// The criterion (`None`: the total).
+    pub criterion: Option<String>,
+    /// Keep groups whose mean lies inside this range, instead of varying groups.
+    pub band: Option<(f64, f64)>,
+    /// Extra batches drawn at most per step.
+    pub max_resample: usize,
+}
+
+/// An evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalSpec {
+    /// Its name.
+    pub name: String,
+    /// The model.
+    pub model: String,
+    /// The split.
+    pub data: SplitRef,
+    /// The rubric.
+    pub rubric: String,
+    /// Sampling (`None`: greedy).
+    pub rollout: Option<String>,
+}

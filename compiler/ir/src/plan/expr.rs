@@ -1,0 +1,639 @@
+//! Run-time expressions: filters, curation bands, rubric totals, penalties,
+//! reflection conditions and scorer calls, and their evaluator.
+//!
+//! The compiler has already checked types; evaluation still reports a
+//! mismatch (a row field of the wrong type, an unknown variable) as an
+//! [`EvalError`] instead of panicking, because row fields are only known
+//! at run time.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A run-time value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Val {
+    /// A number.
+    Num(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(String),
+    /// A list.
+    List(Vec<Val>),
+    /// An inclusive range `low..high`.
+    Range {
+        /// Low end.
+        low: f64,
+        /// High end.
+        high: f64,
+    },
+    /// A missing row field.
+    Null,
+}
+
+impl Val {
+    /// A JSON value as a run-time value (objects become `Null`).
+    pub fn from_json(v: &serde_json::Value) -> Val {
+        match v {
+            serde_json::Value::Bool(b) => Val::Bool(*b),
+            serde_json::Value::Number(n) => Val::Num(n.as_f64().unwrap_or(f64::NAN)),
+            serde_json::Value::String(s) => Val::Str(s.clone()),
+            serde_json::Value::Array(items) => {
+                Val::List(items.iter().map(Val::from_json).collect())
+            }
+            serde_json::Value::Null | serde_json::Value::Object(_) => Val::Null,
+        }
+    }
+
+    /// The type in words, for errors.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Val::Num(_) => "a number",
+            Val::Bool(_) => "a boolean",
+            Val::Str(_) => "a string",
+            Val::List(_) => "a list",
+            Val::Range { .. } => "a range",
+            Val::Null => "nothing (a missing field)",
+        }
+    }
+
+    /// The number, or an error naming `what`.
+    pub fn num(&self, what: &str) -> Result<f64, EvalError> {
+        match self {
+            Val::Num(n) => Ok(*n),
+            Val::Bool(b) => Ok(f64::from(u8::from(*b))),
+            other => Err(EvalError::Type(format!(
+                "{what} should be a number, found {}",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// The boolean, or an error naming `what`.
+    pub fn truth(&self, what: &str) -> Result<bool, EvalError> {
+        match self {
+            Val::Bool(b) => Ok(*b),
+            Val::Null => Ok(false),
+            other => Err(EvalError::Type(format!(
+                "{what} should be a condition, found {}",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// The string, or an error naming `what`.
+    pub fn text(&self, what: &str) -> Result<&str, EvalError> {
+        match self {
+            Val::Str(s) => Ok(s),
+            other => Err(EvalError::Type(format!(
+                "{what} should be a string, found {}",
+                other.describe()
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Val {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Val::Num(n) => write!(f, "{n}"),
+            Val::Bool(b) => write!(f, "{b}"),
+            Val::Str(s) => write!(f, "{s:?}"),
+            Val::List(items) => {
+                f.write_str("[")?;
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+            Val::Range { low, high } => write!(f, "{low}..{high}"),
+            Val::Null => f.write_str("null"),
+        }
+    }
+}
+
+/// Prefix operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unary {
+    /// `-x`.
+    Neg,
+    /// `not x`.
+    Not,
+}
+
+/// Infix operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binary {
+    /// `or` (short-circuit).
+    Or,
+    /// `and` (short-circuit).
+    And,
+    /// `==`.
+    Eq,
+    /// `!=`.
+    Ne,
+    /// `<`.
+    Lt,
+    /// `<=`.
+    Le,
+    /// `>`.
+    Gt,
+    /// `>=`.
+    Ge,
+    /// `in` (a list, a range or a substring).
+    In,
+    /// `not in`.
+    NotIn,
+    /// `a..b`.
+    Range,
+    /// `+`.
+    Add,
+    /// `-`.
+    Sub,
+    /// `*`.
+    Mul,
+    /// `/`.
+    Div,
+    /// `%`.
+    Rem,
+}
+
+/// An expression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Expr {
+    /// A constant.
+    Const {
+        /// Its value.
+        value: Val,
+    },
+    /// A variable: a row field, a criterion of the rubric in scope,
+    /// `weighted`, `penalties`, `format`, `reward`, `mean`, `std`, ...
+    Var {
+        /// Its name.
+        name: String,
+    },
+    /// A criterion (or the total, when `criterion` is `None`) of a named rubric.
+    Criterion {
+        /// The rubric.
+        rubric: String,
+        /// The criterion.
+        criterion: Option<String>,
+    },
+    /// `base.field` of a row object or a nested field.
+    Field {
+        /// The object.
+        base: Box<Expr>,
+        /// The field.
+        field: String,
+    },
+    /// A call: a built-in function (`len`, `lower`, ...), an intrinsic
+    /// scorer (`safe_response`) or a user scorer; named arguments carry the
+    /// declared defaults.
+    Call {
+        /// The function's plain name.
+        func: String,
+        /// Positional arguments.
+        args: Vec<Expr>,
+        /// Named arguments.
+        named: BTreeMap<String, Expr>,
+    },
+    /// A prefix operator.
+    Unary {
+        /// The operator.
+        op: Unary,
+        /// The operand.
+        operand: Box<Expr>,
+    },
+    /// An infix operator.
+    Binary {
+        /// The operator.
+        op: Binary,
+        /// Left.
+        lhs: Box<Expr>,
+        /// Right.
+        rhs: Box<Expr>,
+    },
+    /// `if c { a } else { b }`.
+    If {
+        /// Condition.
+        cond: Box<Expr>,
+        /// When true.
+        then: Box<Expr>,
+        /// When false.
+        otherwise: Box<Expr>,
+    },
+    /// `[a, b]`.
+    List {
+        /// Elements.
+        items: Vec<Expr>,
+    },
+}
+
+/// Why an expression could not be evaluated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalError {
+    /// A value of the wrong type.
+    Type(String),
+    /// A name with no value here.
+    Unknown(String),
+    /// A failing call (a scorer's own error, a judge that did not answer).
+    Call(String),
+}
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EvalError::Type(m) | EvalError::Call(m) => f.write_str(m),
+            EvalError::Unknown(name) => write!(f, "`{name}` has no value here"),
+        }
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+/// What names and calls mean where an expression is evaluated.
+pub trait Env {
+    /// The value of a variable; `None` when the name is unknown.
+    fn var(&self, name: &str) -> Option<Val>;
+
+    /// A criterion of a named rubric (reflection conditions).
+    fn criterion(&self, rubric: &str, criterion: Option<&str>) -> Option<Val> {
+        let _ = (rubric, criterion);
+        None
+    }
+
+    /// A call that is not a built-in function (scorers).
+    fn call(
+        &self,
+        func: &str,
+        args: &[Val],
+        named: &BTreeMap<String, Val>,
+    ) -> Result<Val, EvalError> {
+        let _ = (args, named);
+        Err(EvalError::Unknown(format!("{func}()")))
+    }
+}
+
+/// Evaluates `e` in `env`.
+pub fn eval(e: &Expr, env: &dyn Env) -> Result<Val, EvalError> {
+    match e {
+        Expr::Const { value } => Ok(value.clone()),
+        Expr::Var { name } => env
+            .var(name)
+            .ok_or_else(|| EvalError::Unknown(name.clone())),
+        Expr::Criterion { rubric, criterion } => {
+            env.criterion(rubric, criterion.as_deref()).ok_or_else(|| {
+                EvalError::Unknown(match criterion {
+                    Some(c) => format!("{rubric}.{c}"),
+                    None => rubric.clone(),
+                })
+            })
+        }
+        Expr::Field { base, field } => match eval(base, env)? {
+            // A nested row field (`meta.source`): the row flattens objects to dotted names.
+            Val::Null if matches!(base.as_ref(), Expr::Var { .. }) => {
+                let Expr::Var { name } = base.as_ref() else {
+                    return Ok(Val::Null);
+                };
+                Ok(env.var(&format!("{name}.{field}")).unwrap_or(Val::Null))
+            }
+            Val::Null => Ok(Val::Null),
+            other => Err(EvalError::Type(format!(
+                "`.{field}` needs an object, found {}",
+                other.describe()
+            ))),
+        },
+        Expr::Call { func, args, named } => {
+            let args = args
+                .iter()
+                .map(|a| eval(a, env))
+                .collect::<Result<Vec<_>, _>>()?;
+            let named = named
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), eval(v, env)?)))
+                .collect::<Result<BTreeMap<_, _>, EvalError>>()?;
+            match builtin(func, &args)? {
+                Some(v) => Ok(v),
+                None => env.call(func, &args, &named),
+            }
+        }
+        Expr::Unary { op, operand } => {
+            let v = eval(operand, env)?;
+            match op {
+                Unary::Neg => Ok(Val::Num(-v.num("the operand of `-`")?)),
+                Unary::Not => Ok(Val::Bool(!v.truth("the operand of `not`")?)),
+            }
+        }
+        Expr::Binary { op, lhs, rhs } => binary(*op, lhs, rhs, env),
+        Expr::If {
+            cond,
+            then,
+            otherwise,
+        } => {
+            if eval(cond, env)?.truth("the condition of `if`")? {
+                eval(then, env)
+            } else {
+                eval(otherwise, env)
+            }
+        }
+        Expr::List { items } => Ok(Val::List(
+            items
+                .iter()
+                .map(|i| eval(i, env))
+                .collect::<Result<_, _>>()?,
+        )),
+    }
+}
+
+fn binary(op: Binary, lhs: &Expr, rhs: &Expr, env: &dyn Env) -> Result<Val, EvalError> {
+    let sym = symbol(op);
+    // Short-circuit first, so `x and f()` does not call `f` when `x` is false.
+    match op {
+        Binary::And => {
+            return Ok(Val::Bool(
+                eval(lhs, env)?.truth("the left side of `and`")?
+                    && eval(rhs, env)?.truth("the right side of `and`")?,
+            ))
+        }
+        Binary::Or => {
+            return Ok(Val::Bool(
+                eval(lhs, env)?.truth("the left side of `or`")?
+                    || eval(rhs, env)?.truth("the right side of `or`")?,
+            ))
+        }
+        _ => {}
+    }
+    let (a, b) = (eval(lhs, env)?, eval(rhs, env)?);
+    let left = || format!("the left side of `{sym}`");
+    let right = || format!("the right side of `{sym}`");
+    Ok(match op {
+        Binary::Eq => Val::Bool(equal(&a, &b)),
+        Binary::Ne => Val::Bool(!equal(&a, &b)),
+        Binary::Lt | Binary::Le | Binary::Gt | Binary::Ge => {
+            let (x, y) = (a.num(&left())?, b.num(&right())?);
+            Val::Bool(match op {
+                Binary::Lt => x < y,
+                Binary::Le => x <= y,
+                Binary::Gt => x > y,
+                _ => x >= y,
+            })
+        }
+        Binary::In | Binary::NotIn => {
+            let inside = contains(&b, &a)?;
+            Val::Bool(if op == Binary::In { inside } else { !inside })
+        }
+        Binary::Range => Val::Range {
+            low: a.num(&left())?,
+            high: b.num(&right())?,
+        },
+        Binary::Add => match (&a, &b) {
+            (Val::Str(x), Val::Str(y)) => Val::Str(format!("{x}{y}")),
+            _ => Val::Num(a.num(&left())? + b.num(&right())?),
+        },
+        Binary::Sub => Val::Num(a.num(&left())? - b.num(&right())?),
+        Binary::Mul => Val::Num(a.num(&left())? * b.num(&right())?),
+        Binary::Div => Val::Num(a.num(&left())? / b.num(&right())?),
+        Binary::Rem => Val::Num(a.num(&left())? % b.num(&right())?),
+        Binary::And | Binary::Or => Val::Null,
+    })
+}
+
+fn equal(a: &Val, b: &Val) -> bool {
+    match (a, b) {
+        (Val::Num(x), Val::Num(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()).max(1.0),
+        _ => a == b,
+    }
+}
+
+fn contains(container: &Val, item: &Val) -> Result<bool, EvalError> {
+    match container {
+        Val::List(items) => Ok(items.iter().any(|i| equal(i, item))),
+        Val::Range { low, high } => {
+            let x = item.num("the left side of `in`")?;
+            Ok(*low <= x && x <= *high)
+        }
+        Val::Str(s) => Ok(s.contains(item.text("the left side of `in`")?)),
+        Val::Null => Ok(false),
+        other => Err(EvalError::Type(format!(
+            "the right side of `in` should be a list, a range or a string, found {}",
+            other.describe()
+        ))),
+    }
+}
+
+/// Built-in functions usable in every expression; `None` when `func` is
+/// not one (the environment resolves it).
+fn builtin(func: &str, args: &[Val]) -> Result<Option<Val>, EvalError> {
+    let one = || {
+        args.first()
+            .ok_or_else(|| EvalError::Call(format!("{func}() takes one argument")))
+    };
+    Ok(Some(match func {
+        "len" => Val::Num(match one()? {
+            Val::Str(s) => s.chars().count() as f64,
+            Val::List(items) => items.len() as f64,
+            Val::Null => 0.0,
+            other => {
+                return Err(EvalError::Type(format!(
+                    "len() needs a string or a list, found {}",
+                    other.describe()
+                )))
+            }
+        }),
+        "lower" => Val::Str(one()?.text("the argument of lower()")?.to_lowercase()),
+        "upper" => Val::Str(one()?.text("the argument of upper()")?.to_uppercase()),
+        "words" => Val::Num(
+            one()?
+                .text("the argument of words()")?
+                .split_whitespace()
+                .count() as f64,
+        ),
+        "contains" => match args {
+            [hay, needle] => Val::Bool(contains(hay, needle)?),
+            _ => {
+                return Err(EvalError::Call(
+                    "contains() takes a container and an item".into(),
+                ))
+            }
+        },
+        "abs" => Val::Num(one()?.num("the argument of abs()")?.abs()),
+        "min" | "max" => {
+            let nums = args
+                .iter()
+                .map(|a| a.num(&format!("an argument of {func}()")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let pick = if func == "min" { f64::min } else { f64::max };
+            match nums.into_iter().reduce(pick) {
+                Some(v) => Val::Num(v),
+                None => return Err(EvalError::Call(format!("{func}() needs an argument"))),
+            }
+        }
+        "clamp" => match args {
+            [x, lo, hi] => Val::Num(x.num("clamp's value")?.clamp(
+                lo.num("clamp's low")?,
+                hi.num("clamp's high")?.max(lo.num("clamp's low")?),
+            )),
+            _ => {
+                return Err(EvalError::Call(
+                    "clamp() takes a value, a low and a high".into(),
+                ))
+            }
+        },
+        _ => return Ok(None),
+    }))
+}
+
+/// An operator as written.
+pub fn symbol(op: Binary) -> &'static str {
+    match op {
+        Binary::Or => "or",
+        Binary::And => "and",
+        Binary::Eq => "==",
+        Binary::Ne => "!=",
+        Binary::Lt => "<",
+        Binary::Le => "<=",
+        Binary::Gt => ">",
+        Binary::Ge => ">=",
+        Binary::In => "in",
+        Binary::NotIn => "not in",
+        Binary::Range => "..",
+        Binary::Add => "+",
+        Binary::Sub => "-",
+        Binary::Mul => "*",
+        Binary::Div => "/",
+        Binary::Rem => "%",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Row(BTreeMap<String, Val>);
+    impl Env for Row {
+        fn var(&self, name: &str) -> Option<Val> {
+            self.0.get(name).cloned()
+        }
+    }
+
+    fn var(n: &str) -> Box<Expr> {
+        Box::new(Expr::Var { name: n.into() })
+    }
+    fn num(x: f64) -> Box<Expr> {
+        Box::new(Expr::Const { value: Val::Num(x) })
+    }
+
+    fn row() -> Row {
+        Row(BTreeMap::from([
+            ("mean".into(), Val::Num(0.5)),
+            ("std".into(), Val::Num(0.1)),
+            ("label".into(), Val::Str("unsafe".into())),
+        ]))
+    }
+
+    #[test]
+    fn curation_band() {
+        // mean in 0.2..0.8 and std >= 0.15
+        let band = Expr::Binary {
+            op: Binary::In,
+            lhs: var("mean"),
+            rhs: Box::new(Expr::Binary {
+                op: Binary::Range,
+                lhs: num(0.2),
+                rhs: num(0.8),
+            }),
+        };
+        let spread = Expr::Binary {
+            op: Binary::Ge,
+            lhs: var("std"),
+            rhs: num(0.15),
+        };
+        let keep = Expr::Binary {
+            op: Binary::And,
+            lhs: Box::new(band.clone()),
+            rhs: Box::new(spread),
+        };
+        assert_eq!(eval(&band, &row()), Ok(Val::Bool(true)));
+        assert_eq!(eval(&keep, &row()), Ok(Val::Bool(false)));
+    }
+
+    #[test]
+    fn membership_gate_and_arithmetic() {
+        let list = Expr::List {
+            items: vec![
+                Expr::Const {
+                    value: Val::Str("unsafe".into()),
+                },
+                Expr::Const {
+                    value: Val::Str("borderline".into()),
+                },
+            ],
+        };
+        let member = Expr::Binary {
+            op: Binary::In,
+            lhs: var("label"),
+            rhs: Box::new(list),
+        };
+        assert_eq!(eval(&member, &row()), Ok(Val::Bool(true)));
+        // if mean < 0.6 { 0.2 * mean } else { mean + std }
+        let gate = Expr::If {
+            cond: Box::new(Expr::Binary {
+                op: Binary::Lt,
+                lhs: var("mean"),
+                rhs: num(0.6),
+            }),
+            then: Box::new(Expr::Binary {
+                op: Binary::Mul,
+                lhs: num(0.2),
+                rhs: var("mean"),
+            }),
+            otherwise: Box::new(Expr::Binary {
+                op: Binary::Add,
+                lhs: var("mean"),
+                rhs: var("std"),
+            }),
+        };
+        assert_eq!(eval(&gate, &row()), Ok(Val::Num(0.1)));
+    }
+
+    #[test]
+    fn short_circuit_and_errors() {
+        // false and unknown_name: no error, the right side is never read.
+        let e = Expr::Binary {
+            op: Binary::And,
+            lhs: Box::new(Expr::Const {
+                value: Val::Bool(false),
+            }),
+            rhs: var("nope"),
+        };
+        assert_eq!(eval(&e, &row()), Ok(Val::Bool(false)));
+        assert_eq!(
+            eval(&var("nope"), &row()),
+            Err(EvalError::Unknown("nope".into()))
+        );
+        let bad = Expr::Binary {
+            op: Binary::Lt,
+            lhs: var("label"),
+            rhs: num(1.0),
+        };
+        assert!(
+            matches!(eval(&bad, &row()), Err(EvalError::Type(m)) if m.contains("should be a number"))
+        );
+        let len = Expr::Call {
+            func: "len".into(),
+            args: vec![Expr::Var {
+                name: "label".into(),
+            }],
+            named: BTreeMap::new(),
+        };
+        assert_eq!(eval(&len, &row()), Ok(Val::Num(6.0)));
+    }
+}

@@ -1,0 +1,606 @@
+//! Lowering: the resolved program → the execution plan
+//! ([`safer_ir::plan::Plan`]) that `saferc run` hands to the runtime.
+//!
+//! The graph ([`crate::graph`]) says what runs; the plan carries the values:
+//! settings as numbers and strings without units, paths resolved, rubric
+//! totals, penalties, filters and conditions as [`Expr`] trees with the
+//! declared defaults of every scorer argument filled in. Declarations are
+//! named by their qualified names (`std/rubrics/safety::safety_rubric`).
+
+use crate::semantic::hir::{Const, DeclRef, Program, Settings, TExpr, TKind, Value};
+use crate::syntax::ast::{BinaryOp, DeclKind, UnaryOp};
+use safer_ir::plan::expr::{Binary, Unary};
+use safer_ir::plan::{
+    Algorithm, CriterionSpec, CurateSpec, DatasetSpec, DynamicSamplingSpec, EvalSpec, Expr,
+    FormatSpec, Function, GrpoSpec, JudgeSpec, KlSpec, ModelSpec, PenaltySpec, Plan,
+    ReflectionSpec, RolloutSpec, RubricSpec, SftSpec, SplitRef, StageSpec, Val,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Lowers a checked program (the caller has run the checks and the graph
+/// lowering, so every required setting is present).
+pub fn lower(program: &Program) -> Plan {
+    let program = if program.is_hashed() {
+        program.clone()
+    } else {
+        program.clone().hashed()
+    };
+    let mut l = Lowerer {
+        p: &program,
+        plan: Plan {
+            program_hash: program.hash.clone(),
+            rubric_hashes: BTreeMap::new(),
+            models: BTreeMap::new(),
+            judges: BTreeMap::new(),
+            rubrics: BTreeMap::new(),
+            functions: BTreeMap::new(),
+            datasets: BTreeMap::new(),
+            rollouts: BTreeMap::new(),
+            reflections: BTreeMap::new(),
+            stages: Vec::new(),
+            evals: Vec::new(),
+        },
+        staged: BTreeSet::new(),
+    };
+    let entry: Vec<(DeclRef, DeclKind)> = program.entry_decls().map(|(r, d)| (r, d.kind)).collect();
+    for (r, kind) in &entry {
+        if *kind == DeclKind::Train {
+            l.stage(*r);
+        }
+    }
+    for (r, kind) in &entry {
+        if *kind == DeclKind::Eval {
+            l.eval(*r);
+        }
+    }
+    l.plan
+}
+
+struct Lowerer<'a> {
+    p: &'a Program,
+    plan: Plan,
+    staged: BTreeSet<usize>,
+}
+
+fn num(s: &Settings, key: &str, default: f64) -> f64 {
+    s.number(key).unwrap_or(default)
+}
+
+fn text(s: &Settings, key: &str, default: &str) -> String {
+    s.text(key).unwrap_or(default).to_string()
+}
+
+fn count(s: &Settings, key: &str, default: f64) -> usize {
+    num(s, key, default).max(0.0) as usize
+}
+
+fn path(v: Option<&Value>) -> Option<(String, String)> {
+    match v? {
+        Value::Path { written, resolved } => Some((resolved.clone(), written.clone())),
+        Value::Str(s) => Some((s.clone(), s.clone())),
+        _ => None,
+    }
+}
+
+impl Lowerer<'_> {
+    fn qualified(&self, r: DeclRef) -> String {
+        self.p.decl(r).qualified.clone()
+    }
+
+    fn split_ref(&mut self, v: Option<&Value>) -> Option<SplitRef> {
+        match v? {
+            Value::Split { dataset, split } => {
+                let name = self.dataset(*dataset);
+                Some(SplitRef {
+                    dataset: name,
+                    split: split.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn model(&mut self, r: DeclRef) -> String {
+        let name = self.qualified(r);
+        if !self.plan.models.contains_key(&name) {
+            let s = &self.p.decl(r).settings;
+            let (weights, weights_written) = path(s.get("weights")).unwrap_or_default();
+            self.plan.models.insert(
+                name.clone(),
+                ModelSpec {
+                    arch: text(s, "arch", "tiny_vlm"),
+                    weights,
+                    weights_written,
+                    device: text(s, "device", "auto"),
+                },
+            );
+        }
+        name
+    }
+
+    fn judge(&mut self, r: DeclRef) -> String {
+        let name = self.qualified(r);
+        if !self.plan.judges.contains_key(&name) {
+            let s = self.p.decl(r).settings.clone();
+            let model = s.reference("model").map(|m| self.model(m));
+            self.plan.judges.insert(
+                name.clone(),
+                JudgeSpec {
+                    kind: text(&s, "kind", "rules"),
+                    model,
+                    endpoint: s.text("endpoint").map(str::to_string),
+                    model_name: s.text("model_name").map(str::to_string),
+                    api_key_env: s.text("api_key_env").map(str::to_string),
+                    retries: num(&s, "retries", 3.0) as u32,
+                    timeout_s: num(&s, "timeout", 60.0),
+                    concurrency: count(&s, "concurrency", 4.0).max(1),
+                    temperature: num(&s, "temperature", 0.0),
+                },
+            );
+        }
+        name
+    }
+
+    fn rubric(&mut self, r: DeclRef) -> String {
+        let name = self.qualified(r);
+        if self.plan.rubrics.contains_key(&name) {
+            return name;
+        }
+        let decl = self.p.decl(r);
+        self.plan
+            .rubric_hashes
+            .insert(name.clone(), decl.hash.clone());
+        let Some(rubric) = decl.rubric.clone() else {
+            return name;
+        };
+        let judge = rubric.judge.map(|j| self.judge(j));
+        let spec = RubricSpec {
+            judge,
+            criteria: rubric
+                .criteria
+                .iter()
+                .map(|c| CriterionSpec {
+                    name: c.name.clone(),
+                    weight: c.weight,
+                    description: c.description.clone(),
+                    scorer: c.scorer.as_ref().map(|e| self.expr(e)),
+                    scale: c.scale,
+                })
+                .collect(),
+            penalties: rubric
+                .penalties
+                .iter()
+                .map(|p| PenaltySpec {
+                    name: p.name.clone(),
+                    value: self.expr(&p.value),
+                    when: p.when.as_ref().map(|w| self.expr(w)),
+                })
+                .collect(),
+            formats: rubric
+                .formats
+                .iter()
+                .map(|f| FormatSpec {
+                    format: f.format.clone(),
+                    weight: f.weight,
+                })
+                .collect(),
+            total: self.expr(&rubric.total),
+        };
+        self.plan.rubrics.insert(name.clone(), spec);
+        name
+    }
+
+    fn rollout(&mut self, r: DeclRef) -> String {
+        let name = self.qualified(r);
+        let s = &self.p.decl(r).settings;
+        let stop = match s.get("stop") {
+            Some(Value::List(items)) => items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.plan.rollouts.insert(
+            name.clone(),
+            RolloutSpec {
+                group: count(s, "group", 8.0).max(1),
+                temperature: num(s, "temperature", 1.0),
+                top_p: num(s, "top_p", 1.0),
+                top_k: count(s, "top_k", 0.0),
+                max_tokens: count(s, "max_tokens", 256.0).max(1),
+                min_tokens: count(s, "min_tokens", 0.0),
+                format: text(s, "format", "think_answer"),
+                stop,
+            },
+        );
+        name
+    }
+
+    fn reflection(&mut self, r: DeclRef) -> String {
+        let name = self.qualified(r);
+        let s = self.p.decl(r).settings.clone();
+        let prompt = match s.get("prompt") {
+            Some(Value::Str(t)) => t.clone(),
+            Some(Value::Ref(p)) => match &self.p.decl(*p).value {
+                Some(Value::Str(t)) => t.clone(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        let when = match s.get("when") {
+            Some(Value::Expr(e)) => self.expr(e),
+            _ => Expr::Const {
+                value: Val::Bool(false),
+            },
+        };
+        self.plan.reflections.insert(
+            name.clone(),
+            ReflectionSpec {
+                when,
+                prompt,
+                rounds: count(&s, "rounds", 1.0).max(1),
+                keep: text(&s, "keep", "replace"),
+            },
+        );
+        name
+    }
+
+    fn dataset(&mut self, r: DeclRef) -> String {
+        let name = self.qualified(r);
+        if self.plan.datasets.contains_key(&name) {
+            return name;
+        }
+        let decl = self.p.decl(r).clone();
+        let s = &decl.settings;
+        let (source, source_written) = match s.get("source") {
+            Some(Value::Source { path: p, .. }) => path(Some(p)).unwrap_or_default(),
+            _ => Default::default(),
+        };
+        let images = path(s.get("images")).map(|(p, _)| p).unwrap_or_else(|| {
+            std::path::Path::new(&source)
+                .parent()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let filters = decl.filters.iter().map(|f| self.expr(f)).collect();
+        // Insert first: curation and dedup may refer back to this dataset.
+        self.plan.datasets.insert(
+            name.clone(),
+            DatasetSpec {
+                source,
+                source_written,
+                images,
+                on_bad_row: text(s, "on_bad_row", "skip"),
+                filters,
+                curate: None,
+                balance: s.text("balance").map(str::to_string),
+                dedup: Vec::new(),
+                limit: s.number("limit").map(|n| n as usize),
+                splits: s
+                    .block("split")
+                    .map(|b| {
+                        b.0.keys()
+                            .map(|k| (k.clone(), b.number(k).unwrap_or(0.0)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                seed: num(s, "seed", 0.0) as u64,
+            },
+        );
+        let curate = s.block("curate").cloned().map(|c| CurateSpec {
+            policy: c
+                .reference("policy")
+                .map(|m| self.model(m))
+                .unwrap_or_default(),
+            rollouts: count(&c, "rollouts", 4.0).max(2),
+            rubric: c
+                .reference("rubric")
+                .map(|x| self.rubric(x))
+                .unwrap_or_default(),
+            rollout: c.reference("rollout").map(|x| self.rollout(x)),
+            keep: match c.get("keep") {
+                Some(Value::Expr(e)) => self.expr(e),
+                _ => Expr::Const {
+                    value: Val::Bool(true),
+                },
+            },
+        });
+        let dedup = match s.get("dedup") {
+            Some(Value::List(items)) => items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Split { dataset, split } if *dataset != r => {
+                        Some((self.dataset(*dataset), split.clone()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let Some(d) = self.plan.datasets.get_mut(&name) {
+            d.curate = curate;
+            d.dedup = dedup;
+        }
+        name
+    }
+
+    fn stage(&mut self, r: DeclRef) {
+        if !self.staged.insert(r.0) {
+            return;
+        }
+        let decl = self.p.decl(r).clone();
+        let s = &decl.settings;
+        let after = s.reference("after");
+        if let Some(prev) = after {
+            self.stage(prev);
+        }
+        let policy = s
+            .reference("policy")
+            .map(|m| self.model(m))
+            .unwrap_or_default();
+        let reference = s.reference("reference").map(|m| self.model(m));
+        let data = self.split_ref(s.get("data")).unwrap_or(SplitRef {
+            dataset: String::new(),
+            split: None,
+        });
+        let eval_data = self.split_ref(s.get("eval_data"));
+        let rollout = s.reference("rollout").map(|x| self.rollout(x));
+        let reflection = s.reference("reflection").map(|x| self.reflection(x));
+        let reward = s.reference("reward").map(|x| self.rubric(x));
+        let algorithm = match (s.block("grpo"), s.block("sft")) {
+            (Some(g), _) => Algorithm::Grpo(Box::new(self.grpo(g))),
+            (None, sft) => {
+                let empty = Settings::default();
+                let f = sft.unwrap_or(&empty);
+                Algorithm::Sft(SftSpec {
+                    lr: num(f, "lr", 1e-4),
+                    batch: count(f, "batch", 8.0).max(1),
+                    epochs: count(f, "epochs", 1.0).max(1),
+                    max_tokens: f.number("max_tokens").map(|n| n as usize),
+                    field: text(f, "field", "response"),
+                    weight_decay: num(f, "weight_decay", 0.0),
+                    max_grad_norm: num(f, "max_grad_norm", 1.0),
+                    warmup: num(f, "warmup", 0.0) as u64,
+                    schedule: text(f, "schedule", "constant"),
+                })
+            }
+        };
+        let ck = s.block("checkpoint");
+        self.plan.stages.push(StageSpec {
+            name: decl.qualified.clone(),
+            policy,
+            after: after.map(|a| self.qualified(a)),
+            reference,
+            data,
+            eval_data,
+            rollout,
+            reflection,
+            reward,
+            steps: s.number("steps").map(|n| n as u64),
+            seed: num(s, "seed", 0.0) as u64,
+            checkpoint_every: ck.map_or(50.0, |c| num(c, "every", 50.0)).max(1.0) as u64,
+            checkpoint_keep: ck.map_or(3.0, |c| num(c, "keep", 3.0)).max(1.0) as usize,
+            algorithm,
+        });
+    }
+
+    fn grpo(&mut self, g: &Settings) -> GrpoSpec {
+        let (clip_low, clip_high) = match g.get("clip") {
+            Some(Value::Range { low, high }) => (*low, *high),
+            Some(Value::Number(n)) => (*n, *n),
+            _ => (0.2, 0.2),
+        };
+        let kl = g.block("kl");
+        let dynamic_sampling = g.block("dynamic_sampling").and_then(|d| {
+            let (rubric, criterion) = match d.get("on") {
+                Some(Value::Criterion { rubric, criterion }) => (*rubric, criterion.clone()),
+                _ => return None,
+            };
+            Some(DynamicSamplingSpec {
+                rubric: self.rubric(rubric),
+                criterion,
+                band: match d.get("band") {
+                    Some(Value::Range { low, high }) => Some((*low, *high)),
+                    _ => None,
+                },
+                max_resample: count(d, "max_resample", 3.0),
+            })
+        });
+        GrpoSpec {
+            lr: num(g, "lr", 1e-6),
+            batch_prompts: count(g, "batch", 1.0).max(1),
+            micro_batch: g.number("micro_batch").map(|n| n.max(1.0) as usize),
+            iterations: count(g, "iterations", 1.0).max(1),
+            clip_low,
+            clip_high,
+            dual_clip: g.number("dual_clip"),
+            advantage: text(g, "advantage", "group_std"),
+            eps: num(g, "eps", 1e-6),
+            multi_objective: text(g, "multi_objective", "sum_then_normalize"),
+            loss: text(g, "loss", "token_mean"),
+            importance: text(g, "importance", "token"),
+            mask_truncated: matches!(g.get("mask_truncated"), Some(Value::Bool(true))),
+            entropy_coef: num(g, "entropy_coef", 0.0),
+            max_grad_norm: num(g, "max_grad_norm", 1.0),
+            weight_decay: num(g, "weight_decay", 0.01),
+            warmup: num(g, "warmup", 0.0) as u64,
+            schedule: text(g, "schedule", "constant"),
+            kl: KlSpec {
+                estimator: kl.map_or("k3".into(), |k| text(k, "estimator", "k3")),
+                placement: kl.map_or("loss".into(), |k| text(k, "placement", "loss")),
+                beta: kl.map_or(0.0, |k| num(k, "beta", 0.0)),
+            },
+            dynamic_sampling,
+        }
+    }
+
+    fn eval(&mut self, r: DeclRef) {
+        let decl = self.p.decl(r).clone();
+        let s = &decl.settings;
+        let model = s
+            .reference("model")
+            .map(|m| self.model(m))
+            .unwrap_or_default();
+        let data = self.split_ref(s.get("data")).unwrap_or(SplitRef {
+            dataset: String::new(),
+            split: None,
+        });
+        let rubric = s
+            .reference("rubric")
+            .map(|x| self.rubric(x))
+            .unwrap_or_default();
+        let rollout = s.reference("rollout").map(|x| self.rollout(x));
+        self.plan.evals.push(EvalSpec {
+            name: decl.qualified.clone(),
+            model,
+            data,
+            rubric,
+            rollout,
+        });
+    }
+
+    /// A scorer call: intrinsics by their plain name with every default
+    /// filled in; user scorers lowered once into `functions`.
+    fn call(&mut self, func: &str, args: &[TExpr], named: &BTreeMap<String, TExpr>) -> Expr {
+        let target = self
+            .p
+            .decls
+            .iter()
+            .position(|d| d.kind == DeclKind::Scorer && d.qualified == func)
+            .map(DeclRef);
+        let mut named_out: BTreeMap<String, Expr> = named
+            .iter()
+            .map(|(k, v)| (k.clone(), self.expr(v)))
+            .collect();
+        let args_out: Vec<Expr> = args.iter().map(|a| self.expr(a)).collect();
+        let Some(target) = target else {
+            return Expr::Call {
+                func: func.to_string(),
+                args: args_out,
+                named: named_out,
+            };
+        };
+        let decl = self.p.decl(target).clone();
+        // Positional arguments bind to parameters in order; defaults fill the rest.
+        for (i, param) in decl.params.iter().enumerate() {
+            if i < args_out.len() || named_out.contains_key(&param.name) {
+                continue;
+            }
+            if let Some(default) = param.default.as_ref().and_then(value_to_val) {
+                named_out.insert(param.name.clone(), Expr::Const { value: default });
+            }
+        }
+        let plain = match decl.value {
+            Some(Value::Intrinsic) => decl.name.clone(),
+            Some(Value::Expr(ref body)) => {
+                if !self.plan.functions.contains_key(&decl.qualified) {
+                    let body = self.expr(body);
+                    let params = decl
+                        .params
+                        .iter()
+                        .map(|p| (p.name.clone(), p.default.as_ref().and_then(value_to_val)))
+                        .collect();
+                    self.plan
+                        .functions
+                        .insert(decl.qualified.clone(), Function { params, body });
+                }
+                decl.qualified.clone()
+            }
+            _ => decl.name.clone(),
+        };
+        Expr::Call {
+            func: plain,
+            args: args_out,
+            named: named_out,
+        }
+    }
+
+    fn expr(&mut self, e: &TExpr) -> Expr {
+        match &e.kind {
+            TKind::Const { value } => Expr::Const {
+                value: match value {
+                    Const::Number(n) => Val::Num(*n),
+                    Const::Bool(b) => Val::Bool(*b),
+                    Const::Str(s) => Val::Str(s.clone()),
+                    Const::Range(low, high) => Val::Range {
+                        low: *low,
+                        high: *high,
+                    },
+                },
+            },
+            TKind::Var { name } => Expr::Var { name: name.clone() },
+            TKind::Criterion { rubric, criterion } => Expr::Criterion {
+                rubric: self.rubric(*rubric),
+                criterion: criterion.clone(),
+            },
+            TKind::Field { base, field } => Expr::Field {
+                base: Box::new(self.expr(base)),
+                field: field.clone(),
+            },
+            TKind::Call { func, args, named } => self.call(func, args, named),
+            TKind::Unary { op, operand } => Expr::Unary {
+                op: match op {
+                    UnaryOp::Neg => Unary::Neg,
+                    UnaryOp::Not => Unary::Not,
+                },
+                operand: Box::new(self.expr(operand)),
+            },
+            TKind::Binary { op, lhs, rhs } => Expr::Binary {
+                op: binary(*op),
+                lhs: Box::new(self.expr(lhs)),
+                rhs: Box::new(self.expr(rhs)),
+            },
+            TKind::If {
+                cond,
+                then,
+                otherwise,
+            } => Expr::If {
+                cond: Box::new(self.expr(cond)),
+                then: Box::new(self.expr(then)),
+                otherwise: Box::new(self.expr(otherwise)),
+            },
+            TKind::List { items } => Expr::List {
+                items: items.iter().map(|i| self.expr(i)).collect(),
+            },
+        }
+    }
+}
+
+fn binary(op: BinaryOp) -> Binary {
+    match op {
+        BinaryOp::Or => Binary::Or,
+        BinaryOp::And => Binary::And,
+        BinaryOp::Eq => Binary::Eq,
+        BinaryOp::Ne => Binary::Ne,
+        BinaryOp::Lt => Binary::Lt,
+        BinaryOp::Le => Binary::Le,
+        BinaryOp::Gt => Binary::Gt,
+        BinaryOp::Ge => Binary::Ge,
+        BinaryOp::In => Binary::In,
+        BinaryOp::NotIn => Binary::NotIn,
+        BinaryOp::Range => Binary::Range,
+        BinaryOp::Add => Binary::Add,
+        BinaryOp::Sub => Binary::Sub,
+        BinaryOp::Mul => Binary::Mul,
+        BinaryOp::Div => Binary::Div,
+        BinaryOp::Rem => Binary::Rem,
+    }
+}
+
+fn value_to_val(v: &Value) -> Option<Val> {
+    Some(match v {
+        Value::Number(n) => Val::Num(*n),
+        Value::Quantity { value, .. } => Val::Num(*value),
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Str(s) | Value::Enum(s) => Val::Str(s.clone()),
+        Value::Range { low, high } => Val::Range {
+            low: *low,
+            high: *high,
+        },
+        Value::List(items) => Val::List(items.iter().filter_map(value_to_val).collect()),
+        _ => return None,
+    })
+}

@@ -1,0 +1,136 @@
+//! `saferc run FILE [--out RUN_DIR] [--device D] [--resume RUN_DIR [--force]]`:
+//! compile a pipeline and execute it (`safer_runtime::exec`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use safer_runtime::device::DeviceChoice;
+use safer_runtime::exec::{self, ExecError, RunOptions};
+use saferc::cli::{compile_plan, ImportArgs};
+
+/// Arguments of `saferc run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The pipeline.
+    pub file: PathBuf,
+    /// The run directory (default: `runs/<pipeline>-<time>` beside the current folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long, conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// With `--resume`: continue even though the pipeline changed since the run started.
+    #[arg(long, requires = "resume")]
+    pub force: bool,
+    /// `auto`, `cpu`, `wgpu` or `cuda`.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// No progress bars (they are also off when stderr is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub imports: ImportArgs,
+}
+
+/// Runs the pipeline; exit code 0 done, 1 failed, 2 bad request, 130 interrupted.
+pub fn run(args: RunArgs) -> i32 {
+    let Some(plan) = compile_plan(&args.file, &args.imports) else {
+        return 1;
+    };
+    let (out, resume) = match (&args.resume, &args.out) {
+        (Some(dir), _) => (dir.clone(), true),
+        (None, Some(dir)) => (dir.clone(), false),
+        (None, None) => {
+            let stem = args
+                .file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            (PathBuf::from("runs").join(format!("{stem}-{secs}")), false)
+        }
+    };
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = interrupt.clone();
+    if let Err(e) = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond Ctrl+C: stopping without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl+C: saving a checkpoint after this step (press again to stop at once)");
+    }) {
+        eprintln!("warning: Ctrl+C will not save a checkpoint: {e}");
+    }
+    let options = RunOptions {
+        out: out.clone(),
+        resume,
+        force: args.force,
+        device: args.device,
+        source: args.file.display().to_string(),
+        progress: !args.no_progress,
+        interrupt,
+    };
+    eprintln!("run directory: {}", out.display());
+    match exec::run(&plan, &options) {
+        Ok(summary) => {
+            print_summary(&summary);
+            println!("run directory: {}", out.display());
+            0
+        }
+        Err(e @ ExecError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            130
+        }
+        Err(e @ ExecError::Usage(_)) => {
+            eprintln!("error: {e}");
+            2
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn print_summary(summary: &serde_json::Value) {
+    let eval = &summary["eval"];
+    let (Some(before), Some(after)) = (eval["before"].as_object(), eval["after"].as_object())
+    else {
+        return;
+    };
+    println!(
+        "\n{:<20} {:>8} {:>8} {:>8}",
+        "held-out", "before", "after", "change"
+    );
+    for (k, b) in before {
+        if k == "count" {
+            continue;
+        }
+        let (b, a) = (
+            b.as_f64().unwrap_or(f64::NAN),
+            after[k].as_f64().unwrap_or(f64::NAN),
+        );
+        println!("{k:<20} {b:>8.3} {a:>8.3} {:>+8.3}", a - b);
+    }
+    if let (Some(bl), Some(al)) = (
+        eval["before_by_label"].as_object(),
+        eval["after_by_label"].as_object(),
+    ) {
+        for (label, b) in bl {
+            let a = &al[label];
+            for key in ["safety", "helpful"] {
+                if let (Some(x), Some(y)) = (b[key].as_f64(), a[key].as_f64()) {
+                    println!(
+                        "{:<20} {x:>8.3} {y:>8.3} {:>+8.3}",
+                        format!("{key} ({label})"),
+                        y - x
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The executor: runs a compiled [`Plan`] end to end (`saferc run`).
+//!
+//! One module per op family: [`data`] (`Source`, `Filter`, `Balance`,
+//! `Dedup`, `Split`), [`curate`] (`Curate`, the QI-Box), [`rollout`]
+//! (`Batch`, `Generate`), [`rubric`] with [`scorers`] and [`judge`]
+//! (`Judge`, `Score`), [`reflect`] (`Reflect`), [`grpo_stage`] and
+//! [`sft_stage`] (`Advantage`, `RefLogprob`, `Update`), [`checkpoint`],
+//! [`evaluate`] and [`report`] (`Report`: summary, plot), [`health`]
+//! (warnings) and [`run_dir`] (the run directory, `Metrics`).
+//!
+//! Order: datasets are built first (sources, filters, curation, balance,
+//! de-duplication, splits), then the stages in dependency order (each
+//! scoring its `eval_data` before and after), then the `eval`
+//! declarations. Everything random is seeded from the plan, so a CPU run
+//! with the same seed gives the same weights, interrupted or not.
+
+pub mod checkpoint;
+pub mod curate;
+pub mod data;
+pub mod evaluate;
+pub mod grpo_stage;
+pub mod health;
+pub mod judge;
+pub mod reflect;
+pub mod report;
+pub mod rollout;
+pub mod rubric;
+pub mod run_dir;
+pub mod scorers;
+pub mod session;
+pub mod sft_stage;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use safer_ir::plan::Plan;
+
+use crate::device::{dispatch, BackendTask, DeviceChoice};
+use crate::grpo::GrpoError;
+use crate::model::ModelError;
+
+/// Why a run stopped.
+#[derive(Debug)]
+pub enum ExecError {
+    /// A request that cannot be carried out (bad flags, a taken run directory).
+    Usage(String),
+    /// A dataset problem.
+    Data {
+        /// The dataset.
+        dataset: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A row that cannot be turned into a prompt.
+    Row {
+        /// `file:line`.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A model, tokenizer or image problem.
+    Model(ModelError),
+    /// A scoring problem (a failing judge, a bad expression).
+    Score(String),
+    /// A GRPO math error (non-finite values, shapes).
+    Grpo(GrpoError),
+    /// A file that cannot be read or written.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        message: String,
+    },
+    /// Interrupted (Ctrl+C) after saving a checkpoint.
+    Interrupted {
+        /// The checkpoint written.
+        checkpoint: PathBuf,
+    },
+}
+
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecError::Usage(m) | ExecError::Score(m) => f.write_str(m),
+            ExecError::Data { dataset, message } => write!(f, "dataset `{dataset}`: {message}"),
+            ExecError::Row { origin, message } => write!(f, "row {origin}: {message}"),
+            ExecError::Model(e) => write!(f, "{e}"),
+            ExecError::Grpo(e) => write!(f, "[{}] {e}", e.code()),
+            ExecError::Io { path, message } => write!(f, "{}: {message}", path.display()),
+            ExecError::Interrupted { checkpoint } => write!(
+                f,
+                "interrupted; checkpoint saved to {} (continue with `saferc run --resume`)",
+                checkpoint.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ExecError {}
+
+impl From<ModelError> for ExecError {
+    fn from(e: ModelError) -> Self {
+        ExecError::Model(e)
+    }
+}
+
+impl From<GrpoError> for ExecError {
+    fn from(e: GrpoError) -> Self {
+        ExecError::Grpo(e)
+    }
+}
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The run directory.
+    pub out: PathBuf,
+    /// Continue the run in `out` from its last checkpoint.
+    pub resume: bool,
+    /// Resume even if the pipeline changed.
+    pub force: bool,
+    /// Where tensors live.
+    pub device: DeviceChoice,
+    /// The pipeline file (for the manifest).
+    pub source: String,
+    /// Show progress bars (off when stderr is not a terminal anyway).
+    pub progress: bool,
+    /// Set by Ctrl+C: save a checkpoint and stop after the current step.
+    pub interrupt: Arc<AtomicBool>,
+}
+
+/// Runs `plan`; returns the summary written to `summary.json`.
+///
+/// # Errors
+/// Any [`ExecError`]; checkpoints written before it stay usable.
+pub fn run(plan: &Plan, options: &RunOptions) -> Result<serde_json::Value, ExecError> {
+    struct Task<'a> {
+        plan: &'a Plan,
+        options: &'a RunOptions,
+    }
+    impl BackendTask for Task<'_> {
+        type Output = Result<serde_json::Value, ExecError>;
+        fn run<B: burn::tensor::backend::Backend>(
+            self,
+            device: B::Device,
+            name: &'static str,
+        ) -> Self::Output {
+            session::Session::<B>::start(self.plan, self.options, device, name)?.run()
+        }
+    }
+    dispatch(options.device, Task { plan, options })?
+}

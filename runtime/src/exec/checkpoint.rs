@@ -1,0 +1,135 @@
+//! The `Checkpoint` op: a training stage's complete state, written
+//! atomically so that a run killed at any moment resumes from the last
+//! complete checkpoint with the same result as an uninterrupted run.
+//!
+//! A checkpoint is a folder `step-NNNNNN/` under the stage's checkpoint
+//! folder holding the policy as a model directory (`config.json` +
+//! `model.safetensors`, f32, what users load), burn's record of the same
+//! module (`model.bin`: the weights with their parameter ids, which the
+//! optimiser's state is keyed by; a model loaded from safetensors gets fresh
+//! ids and would silently lose its Adam moments), the optimiser's moments
+//! (`optimizer.bin`, full precision), and `state.json` (step, data cursor,
+//! RNG state, running statistics). It is written as `step-NNNNNN.partial/` and renamed when
+//! complete; `state.json` is written last, so a folder without it is never
+//! read. Only the newest `keep` checkpoints stay.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::Optimizer;
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::rollout::Cursor;
+use super::run_dir::{list_checkpoints, write_atomically};
+use super::session::copy_tokenizer;
+use super::ExecError;
+use crate::model::Model;
+
+/// The non-tensor state of a training stage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Steps completed.
+    pub step: u64,
+    /// The data cursor.
+    pub cursor: Cursor,
+    /// The sampling RNG.
+    pub rng: ChaCha8Rng,
+    /// Stage-specific running values (health-check windows, ...).
+    pub extra: Value,
+}
+
+fn io(path: &Path, e: impl ToString) -> ExecError {
+    ExecError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes a checkpoint of `model`, `optim` and `state` under `root`, then
+/// removes all but the newest `keep`.
+///
+/// # Errors
+/// I/O and recorder errors.
+pub fn save<B, O>(
+    root: &Path,
+    tokenizer_dir: &Path,
+    model: &Model<B>,
+    optim: &O,
+    state: &TrainState,
+    keep: usize,
+) -> Result<PathBuf, ExecError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Model<B>, B>,
+    Model<B>: AutodiffModule<B>,
+{
+    let name = format!("step-{:06}", state.step);
+    let final_dir = root.join(&name);
+    let partial = root.join(format!("{name}.partial"));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| io(&partial, e))?;
+    }
+    std::fs::create_dir_all(&partial).map_err(|e| io(&partial, e))?;
+    model.save(&partial)?;
+    copy_tokenizer(tokenizer_dir, &partial)?;
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    recorder
+        .record(model.clone().into_record(), partial.join("model"))
+        .map_err(|e| io(&partial.join("model.bin"), format!("{e:?}")))?;
+    recorder
+        .record(optim.to_record(), partial.join("optimizer"))
+        .map_err(|e| io(&partial.join("optimizer.bin"), format!("{e:?}")))?;
+    let state_json = serde_json::to_vec_pretty(state).map_err(|e| io(&partial, e))?;
+    write_atomically(&partial.join("state.json"), &state_json)?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(|e| io(&final_dir, e))?;
+    }
+    std::fs::rename(&partial, &final_dir).map_err(|e| io(&final_dir, e))?;
+    let all = list_checkpoints(root);
+    if all.len() > keep {
+        for (_, old) in &all[..all.len() - keep] {
+            std::fs::remove_dir_all(old).map_err(|e| io(old, e))?;
+        }
+    }
+    Ok(final_dir)
+}
+
+/// The newest complete checkpoint under `root`, restored: the model, the
+/// optimiser (loaded into `optim`) and the state.
+///
+/// # Errors
+/// A checkpoint that cannot be read.
+pub fn restore<B, O>(
+    root: &Path,
+    optim: O,
+    device: &B::Device,
+) -> Result<Option<(Model<B>, O, TrainState)>, ExecError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Model<B>, B>,
+    Model<B>: AutodiffModule<B>,
+{
+    let Some((_, dir)) = list_checkpoints(root).pop() else {
+        return Ok(None);
+    };
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    let module_record = recorder
+        .load(dir.join("model"), device)
+        .map_err(|e| io(&dir.join("model.bin"), format!("{e:?}")))?;
+    // The weights with the ids the optimiser state refers to.
+    let model = Model::<B>::load(&dir, device)?.load_record(module_record);
+    let record = recorder
+        .load(dir.join("optimizer"), device)
+        .map_err(|e| io(&dir.join("optimizer.bin"), format!("{e:?}")))?;
+    let optim = optim.load_record(record);
+    let text = std::fs::read_to_string(dir.join("state.json"))
+        .map_err(|e| io(&dir.join("state.json"), e))?;
+    let state: TrainState =
+        serde_json::from_str(&text).map_err(|e| io(&dir.join("state.json"), e))?;
+    eprintln!("resuming from {} (step {})", dir.display(), state.step);
+    Ok(Some((model, optim, state)))
+}

@@ -1,0 +1,126 @@
+//! The `Curate` op (the paper's QI-Box): each prompt is rolled out K times
+//! by the curation policy and scored by the rubric; prompts whose score
+//! statistics (`mean`, `std`, `min`, `max` of the totals clamped to 0..1)
+//! satisfy `keep` stay. The report holds the kept and dropped counts and a
+//! 10-bin histogram of the prompt means.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::tensor::backend::Backend;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use safer_ir::plan::{eval, CurateSpec, Env, Val};
+use serde_json::{json, Value};
+
+use super::data::Row;
+use super::rollout::{prompt, sample, sampling, Policy};
+use super::rubric::Item;
+use super::session::{load, Session};
+use super::ExecError;
+use crate::grpo::advantage::std;
+
+/// Prompts rolled out per generation batch.
+const PROMPTS_PER_BATCH: usize = 8;
+
+struct Stats(BTreeMap<&'static str, f64>);
+
+impl Env for Stats {
+    fn var(&self, name: &str) -> Option<Val> {
+        self.0.get(name).map(|v| Val::Num(*v))
+    }
+}
+
+/// Curates `rows`; returns the kept rows and the report.
+///
+/// # Errors
+/// Model, scoring and `keep` evaluation errors.
+pub fn curate<B: Backend>(
+    session: &Session<'_, B>,
+    dataset: &str,
+    rows: Vec<Row>,
+    spec: &CurateSpec,
+    vocabulary: &BTreeSet<String>,
+) -> Result<(Vec<Row>, Value), ExecError> {
+    let dir = session.weights(&spec.policy)?;
+    let model = load::<B>(&dir, &session.device)?;
+    let mut rollout = session.rollout(spec.rollout.as_ref().or_else(|| {
+        session
+            .plan
+            .stages
+            .iter()
+            .find(|s| s.data.dataset == dataset)
+            .and_then(|s| s.rollout.as_ref())
+    }));
+    rollout.group = spec.rollouts;
+    let params = sampling(&rollout);
+    let scorer = session.scorer(&spec.rubric, vocabulary)?;
+    let policy = Policy {
+        model: &model.model,
+        tokenizer: &model.tokenizer,
+        config: &model.model.config,
+    };
+    let seed = session.plan.datasets.get(dataset).map_or(0, |d| d.seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc0ffee);
+    let mut kept = Vec::new();
+    let mut histogram = [0usize; 10];
+    let mut dropped = 0usize;
+    for chunk in rows.chunks(PROMPTS_PER_BATCH) {
+        let prompts = chunk
+            .iter()
+            .map(|r| prompt(r, policy.tokenizer, policy.config, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let completions = sample(&policy, &prompts, spec.rollouts, &params, &mut rng)?;
+        let items: Vec<Item<'_>> = completions
+            .iter()
+            .map(|c| Item {
+                row: &chunk[c.prompt / spec.rollouts],
+                text: &c.text,
+                tokens: c.tokens.len(),
+            })
+            .collect();
+        let scores = scorer
+            .score_all(&items)
+            .map_err(|e| ExecError::Score(e.to_string()))?;
+        for (i, row) in chunk.iter().enumerate() {
+            let totals: Vec<f64> = scores[i * spec.rollouts..(i + 1) * spec.rollouts]
+                .iter()
+                .map(|s| s.total.clamp(0.0, 1.0))
+                .collect();
+            let mean = totals.iter().sum::<f64>() / totals.len() as f64;
+            let stats = Stats(BTreeMap::from([
+                ("mean", mean),
+                ("std", std(&totals)),
+                ("min", totals.iter().copied().fold(f64::INFINITY, f64::min)),
+                (
+                    "max",
+                    totals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                ),
+            ]));
+            histogram[((mean * 10.0) as usize).min(9)] += 1;
+            let keep = eval(&spec.keep, &stats)
+                .and_then(|v| v.truth("`keep`"))
+                .map_err(|e| ExecError::Data {
+                    dataset: dataset.to_string(),
+                    message: format!("curation `keep`: {e}"),
+                })?;
+            if keep {
+                kept.push(row.clone());
+            } else {
+                dropped += 1;
+            }
+        }
+    }
+    eprintln!(
+        "dataset {dataset}: curation kept {} of {} prompts ({} rollouts each)",
+        kept.len(),
+        kept.len() + dropped,
+        spec.rollouts
+    );
+    let report = json!({
+        "rollouts": spec.rollouts,
+        "kept": kept.len(),
+        "dropped": dropped,
+        "mean_histogram": {"bins": (0..10).map(|i| format!("{:.1}-{:.1}", i as f64 / 10.0, (i + 1) as f64 / 10.0)).collect::<Vec<_>>(), "counts": histogram},
+    });
+    Ok((kept, report))
+}

@@ -1,0 +1,401 @@
+//! Dataset ops: `Source` (JSONL rows with images, the bad-row policy),
+//! `Filter`, `Balance`, `Dedup` and `Split`. Curation, which needs a model,
+//! is in [`super::curate`].
+//!
+//! A row's prompt is its `question` field (or `prompt`); its images are the
+//! `image` field (a path) or `images` (a list of paths), relative to the
+//! dataset's `images` folder. Nested objects are flattened to dotted names
+//! (`meta.source`) for filters and scorers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use safer_ir::plan::{eval, DatasetSpec, Env, Val};
+use serde_json::Value;
+
+use super::ExecError;
+
+/// One dataset row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// Its `id` field, or `file:line`.
+    pub id: String,
+    /// The file it came from and its 1-based line (for messages).
+    pub origin: String,
+    /// Its fields, objects flattened to dotted names.
+    pub fields: BTreeMap<String, Val>,
+    /// The prompt text.
+    pub prompt: String,
+    /// Image paths, resolved.
+    pub images: Vec<PathBuf>,
+}
+
+impl Row {
+    /// A field as text (`None` when missing or not a string/number).
+    pub fn text(&self, field: &str) -> Option<String> {
+        match self.fields.get(field)? {
+            Val::Str(s) => Some(s.clone()),
+            Val::Num(n) => Some(n.to_string()),
+            Val::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl Env for Row {
+    fn var(&self, name: &str) -> Option<Val> {
+        Some(self.fields.get(name).cloned().unwrap_or(Val::Null))
+    }
+}
+
+/// A row that could not be used.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadRow {
+    /// `file:line`.
+    pub origin: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for BadRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.reason)
+    }
+}
+
+/// The rows of a source and the rows skipped.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    /// Usable rows in file order.
+    pub rows: Vec<Row>,
+    /// Skipped rows (policy `skip`).
+    pub bad: Vec<BadRow>,
+}
+
+/// Reads a dataset's JSONL source and applies the bad-row policy.
+///
+/// # Errors
+/// An unreadable file; with `on_bad_row = fail`, the first bad row.
+pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> {
+    let path = Path::new(&spec.source);
+    let text = std::fs::read(path).map_err(|e| ExecError::Data {
+        dataset: name.to_string(),
+        message: format!("cannot read `{}`: {e}", spec.source_written),
+    })?;
+    let text = String::from_utf8_lossy(&text);
+    let images = Path::new(&spec.images);
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| !l.trim().is_empty())
+        .take(spec.limit.unwrap_or(usize::MAX))
+        .collect();
+    let parsed: Vec<Result<Row, BadRow>> = lines
+        .par_iter()
+        .map(|(line, l)| parse_row(&spec.source_written, *line, l, images))
+        .collect();
+    let mut loaded = Loaded::default();
+    for r in parsed {
+        match r {
+            Ok(row) => loaded.rows.push(row),
+            Err(bad) if spec.on_bad_row == "fail" => {
+                return Err(ExecError::Data {
+                    dataset: name.to_string(),
+                    message: format!("bad row at {bad} (the dataset says `on_bad_row = fail`; `skip` counts and skips such rows)"),
+                })
+            }
+            Err(bad) => loaded.bad.push(bad),
+        }
+    }
+    Ok(loaded)
+}
+
+fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, BadRow> {
+    let origin = format!("{file}:{line}");
+    let bad = |reason: String| BadRow {
+        origin: origin.clone(),
+        reason,
+    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+    let Value::Object(map) = &value else {
+        return Err(bad("a row must be a JSON object".into()));
+    };
+    let mut fields = BTreeMap::new();
+    flatten("", &value, &mut fields);
+    let prompt = ["question", "prompt"]
+        .iter()
+        .find_map(|k| map.get(*k).and_then(Value::as_str))
+        .ok_or_else(|| {
+            bad("missing field `question` (the prompt text; `prompt` also works)".into())
+        })?
+        .to_string();
+    let mut paths = Vec::new();
+    match (map.get("image"), map.get("images")) {
+        (Some(Value::String(p)), _) => paths.push(p.clone()),
+        (Some(Value::Null) | None, Some(Value::Array(items))) => {
+            for item in items {
+                match item.as_str() {
+                    Some(p) => paths.push(p.to_string()),
+                    None => return Err(bad("`images` must be a list of paths".into())),
+                }
+            }
+        }
+        (Some(Value::Null) | None, None | Some(Value::Null)) => {}
+        _ => {
+            return Err(bad(
+                "`image` must be a path (or `images` a list of paths)".into()
+            ))
+        }
+    }
+    let mut resolved = Vec::new();
+    for p in paths {
+        let full = images.join(&p);
+        image::ImageReader::open(&full)
+            .map_err(|e| bad(format!("image `{p}` cannot be opened: {e}")))?
+            .with_guessed_format()
+            .map_err(|e| bad(format!("image `{p}` cannot be read: {e}")))?
+            .into_dimensions()
+            .map_err(|e| bad(format!("image `{p}` cannot be decoded: {e}")))?;
+        resolved.push(full);
+    }
+    let id = map
+        .get("id")
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_else(|| origin.clone());
+    Ok(Row {
+        id,
+        origin,
+        fields,
+        prompt,
+        images: resolved,
+    })
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Val>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), Val::from_json(other));
+        }
+    }
+}
+
+/// Keeps the rows that meet every filter.
+///
+/// # Errors
+/// A filter that cannot be evaluated on a row (a field of the wrong type).
+pub fn filter(name: &str, rows: Vec<Row>, spec: &DatasetSpec) -> Result<Vec<Row>, ExecError> {
+    if spec.filters.is_empty() {
+        return Ok(rows);
+    }
+    let keep: Vec<Result<bool, ExecError>> = rows
+        .par_iter()
+        .map(|row| {
+            for f in &spec.filters {
+                let v = eval(f, row).map_err(|e| ExecError::Data {
+                    dataset: name.to_string(),
+                    message: format!("filter on {}: {e}", row.origin),
+                })?;
+                if !v.truth("a filter").map_err(|e| ExecError::Data {
+                    dataset: name.to_string(),
+                    message: format!("filter on {}: {e}", row.origin),
+                })? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for (row, k) in rows.into_iter().zip(keep) {
+        if k? {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// Resamples so that every value of `field` is as frequent as the most
+/// frequent one (rows of smaller classes are repeated, drawn with `seed`).
+pub fn balance(rows: Vec<Row>, field: &str, seed: u64) -> Vec<Row> {
+    let mut classes: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for row in rows {
+        classes
+            .entry(row.text(field).unwrap_or_default())
+            .or_default()
+            .push(row);
+    }
+    let target = classes.values().map(Vec::len).max().unwrap_or(0);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0ba1_aace);
+    let mut out = Vec::new();
+    for (_, class) in classes {
+        let mut extra = Vec::new();
+        while class.len() + extra.len() < target {
+            let mut pool = class.clone();
+            pool.shuffle(&mut rng);
+            extra.extend(pool.into_iter().take(target - class.len() - extra.len()));
+        }
+        out.extend(class);
+        out.extend(extra);
+    }
+    out
+}
+
+/// Drops rows whose prompt (and images) also appear in `others`.
+pub fn dedup(rows: Vec<Row>, others: &[Row]) -> (Vec<Row>, usize) {
+    let seen: HashSet<(String, Vec<PathBuf>)> = others
+        .iter()
+        .map(|r| (r.prompt.trim().to_lowercase(), r.images.clone()))
+        .collect();
+    let before = rows.len();
+    let kept: Vec<Row> = rows
+        .into_iter()
+        .filter(|r| !seen.contains(&(r.prompt.trim().to_lowercase(), r.images.clone())))
+        .collect();
+    let dropped = before - kept.len();
+    (kept, dropped)
+}
+
+/// Assigns rows to named splits: a seeded shuffle, then consecutive runs of
+/// the fractions' sizes (the last split takes the remainder). Repeated rows
+/// (from balancing) stay in one split, so no prompt is in two splits.
+pub fn split(rows: &[Row], splits: &[(String, f64)], seed: u64) -> BTreeMap<String, Vec<Row>> {
+    let mut out = BTreeMap::new();
+    if splits.is_empty() {
+        return out;
+    }
+    // Distinct rows by origin, shuffled; copies follow their original.
+    let mut distinct: Vec<&str> = Vec::new();
+    let mut seen = HashSet::new();
+    for r in rows {
+        if seen.insert(r.origin.as_str()) {
+            distinct.push(r.origin.as_str());
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    distinct.shuffle(&mut rng);
+    let n = distinct.len();
+    let mut assignment: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut start = 0usize;
+    for (i, (_, fraction)) in splits.iter().enumerate() {
+        let end = if i + 1 == splits.len() {
+            n
+        } else {
+            (start + (fraction * n as f64).round() as usize).min(n)
+        };
+        for origin in &distinct[start..end] {
+            assignment.insert(origin, i);
+        }
+        start = end;
+    }
+    for (name, _) in splits {
+        out.insert(name.clone(), Vec::new());
+    }
+    for r in rows {
+        if let Some(&i) = assignment.get(r.origin.as_str()) {
+            if let Some(v) = out.get_mut(&splits[i].0) {
+                v.push(r.clone());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(origin: &str, category: &str) -> Row {
+        Row {
+            id: origin.into(),
+            origin: origin.into(),
+            fields: BTreeMap::from([("category".into(), Val::Str(category.into()))]),
+            prompt: format!("q {origin}"),
+            images: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn bad_rows_name_their_line() {
+        let dir = std::env::temp_dir().join(format!("saferc-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let file = dir.join("rows.jsonl");
+        std::fs::write(
+            &file,
+            "{\"question\": \"ok\"}\n{broken\n{\"label\": \"x\"}\n{\"question\": \"q\", \"image\": \"missing.png\"}\n",
+        )
+        .ok();
+        let spec = DatasetSpec {
+            source: file.to_string_lossy().into_owned(),
+            source_written: "rows.jsonl".into(),
+            images: dir.to_string_lossy().into_owned(),
+            on_bad_row: "skip".into(),
+            filters: Vec::new(),
+            curate: None,
+            balance: None,
+            dedup: Vec::new(),
+            limit: None,
+            splits: Vec::new(),
+            seed: 0,
+        };
+        let loaded = load_source("d", &spec).ok().unwrap_or_default();
+        assert_eq!(loaded.rows.len(), 1);
+        let bad: Vec<String> = loaded.bad.iter().map(ToString::to_string).collect();
+        assert_eq!(bad.len(), 3);
+        assert!(
+            bad[0].starts_with("rows.jsonl:2: not valid JSON"),
+            "{bad:?}"
+        );
+        assert!(
+            bad[1].starts_with("rows.jsonl:3: missing field `question`"),
+            "{bad:?}"
+        );
+        assert!(
+            bad[2].starts_with("rows.jsonl:4: image `missing.png` cannot be opened"),
+            "{bad:?}"
+        );
+        let fail = DatasetSpec {
+            on_bad_row: "fail".into(),
+            ..spec
+        };
+        let err = load_source("d", &fail)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("rows.jsonl:2"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn balance_equalises_and_split_keeps_copies_together() {
+        let rows = vec![row("a", "x"), row("b", "x"), row("c", "x"), row("d", "y")];
+        let balanced = balance(rows, "category", 1);
+        assert_eq!(balanced.len(), 6);
+        assert_eq!(balanced.iter().filter(|r| r.origin == "d").count(), 3);
+        let splits = split(&balanced, &[("eval".into(), 0.5), ("train".into(), 0.5)], 3);
+        let eval: HashSet<&str> = splits["eval"].iter().map(|r| r.origin.as_str()).collect();
+        let train: HashSet<&str> = splits["train"].iter().map(|r| r.origin.as_str()).collect();
+        assert!(eval.is_disjoint(&train));
+        assert_eq!(eval.len() + train.len(), 4);
+        assert_eq!(splits["eval"].len() + splits["train"].len(), 6);
+    }
+}

@@ -1,0 +1,117 @@
+//! Scoring a model on a split: one completion per row (greedy unless a
+//! rollout is given), scored by a rubric; means per criterion and of the
+//! reward, overall and per value of the rows' `label` field (so that
+//! helpfulness on benign prompts can be read apart from safety on harmful
+//! ones).
+
+use std::collections::BTreeMap;
+
+use burn::tensor::backend::Backend;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use safer_ir::plan::RolloutSpec;
+use serde_json::{json, Map, Value};
+
+use super::data::Row;
+use super::rollout::{prompt, sample, sampling, Policy};
+use super::rubric::{Item, RubricScorer, Scores};
+use super::session::Loaded;
+use super::ExecError;
+use crate::generate::SamplingParams;
+
+/// Rows scored per generation batch.
+const BATCH: usize = 32;
+
+/// Evaluates `model` on `rows`.
+///
+/// # Errors
+/// Model and scoring errors.
+pub fn evaluate<B: Backend>(
+    model: &Loaded<B>,
+    rows: &[Row],
+    scorer: &RubricScorer<'_>,
+    rollout: Option<&RolloutSpec>,
+    seed: u64,
+) -> Result<Value, ExecError> {
+    let params = match rollout {
+        Some(r) => SamplingParams {
+            greedy: true,
+            ..sampling(r)
+        },
+        None => SamplingParams::greedy(128),
+    };
+    let policy = Policy {
+        model: &model.model,
+        tokenizer: &model.tokenizer,
+        config: &model.model.config,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut scores: Vec<(String, Scores)> = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(BATCH) {
+        let prompts = chunk
+            .iter()
+            .map(|r| prompt(r, policy.tokenizer, policy.config, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let completions = sample(&policy, &prompts, 1, &params, &mut rng)?;
+        let items: Vec<Item<'_>> = chunk
+            .iter()
+            .zip(&completions)
+            .map(|(row, c)| Item {
+                row,
+                text: &c.text,
+                tokens: c.tokens.len(),
+            })
+            .collect();
+        let s = scorer
+            .score_all(&items)
+            .map_err(|e| ExecError::Score(e.to_string()))?;
+        for (row, sc) in chunk.iter().zip(s) {
+            scores.push((row.text("label").unwrap_or_default(), sc));
+        }
+    }
+    let names = scorer.criterion_names();
+    let means = |subset: &[&Scores]| -> Value {
+        let n = subset.len().max(1) as f64;
+        let mut m = Map::new();
+        for (i, name) in names.iter().enumerate() {
+            m.insert(
+                name.clone(),
+                json!(subset.iter().map(|s| s.criteria[i]).sum::<f64>() / n),
+            );
+        }
+        m.insert(
+            "reward".into(),
+            json!(subset.iter().map(|s| s.total).sum::<f64>() / n),
+        );
+        m.insert("count".into(), json!(subset.len()));
+        Value::Object(m)
+    };
+    let all: Vec<&Scores> = scores.iter().map(|(_, s)| s).collect();
+    let mut by_label: BTreeMap<String, Vec<&Scores>> = BTreeMap::new();
+    for (label, s) in &scores {
+        if !label.is_empty() {
+            by_label.entry(label.clone()).or_default().push(s);
+        }
+    }
+    Ok(json!({
+        "means": means(&all),
+        "by_label": by_label.iter().map(|(k, v)| (k.clone(), means(v))).collect::<Map<String, Value>>(),
+    }))
+}
+
+/// One line for the console: `safety 0.42, helpful 0.61, reward 0.30 (n = 40)`.
+pub fn describe(result: &Value) -> String {
+    let Some(m) = result["means"].as_object() else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = m
+        .iter()
+        .filter(|(k, _)| k.as_str() != "count")
+        .map(|(k, v)| format!("{k} {:.3}", v.as_f64().unwrap_or(f64::NAN)))
+        .collect();
+    parts.push(format!(
+        "(n = {})",
+        m.get("count").and_then(Value::as_u64).unwrap_or(0)
+    ));
+    parts.join(", ")
+}

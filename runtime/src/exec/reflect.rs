@@ -1,0 +1,157 @@
+//! The `Reflect` op (safety-aware rollout): completions for which the
+//! reflection's `when` holds are shown back to the policy with the
+//! reflection prompt (after the original question and images), the policy
+//! writes a corrected answer, which is scored and enters the group, either
+//! replacing the flagged completion (`keep = replace`, the group stays G)
+//! or beside it (`append`). The corrections are trained as completions of
+//! the original prompt. With `rounds > 1` a correction that is still
+//! flagged is reflected on again.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::backend::Backend;
+use rand_chacha::ChaCha8Rng;
+use safer_ir::plan::ReflectionSpec;
+
+use super::data::Row;
+use super::rollout::{prompt, sample, Policy};
+use super::rubric::{condition, Item, RubricScorer, ScoreEnv, Scores};
+use super::ExecError;
+use crate::generate::{FinishReason, SamplingParams};
+
+/// One completion of a GRPO step.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Its group (the prompt's index in the step).
+    pub group: usize,
+    /// Completion tokens (the final stop token included).
+    pub tokens: Vec<u32>,
+    /// The text.
+    pub text: String,
+    /// Why it ended.
+    pub finish: FinishReason,
+    /// Its scores.
+    pub scores: Scores,
+    /// True for a reflection correction.
+    pub reflected: bool,
+}
+
+/// What reflection did in one step.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReflectStats {
+    /// Completions flagged by `when`.
+    pub flagged: usize,
+    /// Corrections for which `when` no longer holds.
+    pub corrected: usize,
+    /// Completions looked at.
+    pub total: usize,
+}
+
+fn flagged(
+    spec: &ReflectionSpec,
+    scorer: &RubricScorer<'_>,
+    s: &Scores,
+) -> Result<bool, ExecError> {
+    let env = ScoreEnv {
+        scores: BTreeMap::from([(scorer.name, (scorer.criterion_names(), s))]),
+        reward: s.total,
+    };
+    condition(&spec.when, &env).map_err(|e| ExecError::Score(format!("reflection `when`: {e}")))
+}
+
+/// Reflects on the flagged samples of a step.
+///
+/// # Errors
+/// Model, scoring and condition errors.
+#[allow(clippy::too_many_arguments)]
+pub fn reflect<B: Backend>(
+    policy: &Policy<'_, B>,
+    spec: &ReflectionSpec,
+    scorer: &RubricScorer<'_>,
+    rows: &[&Row],
+    samples: Vec<Sample>,
+    params: &SamplingParams,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Vec<Sample>, ReflectStats), ExecError> {
+    let mut stats = ReflectStats {
+        total: samples.len(),
+        ..ReflectStats::default()
+    };
+    let mut pending: Vec<usize> = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        if flagged(spec, scorer, &s.scores)? {
+            pending.push(i);
+        }
+    }
+    stats.flagged = pending.len();
+    // The latest correction of each flagged sample.
+    let mut corrections: BTreeMap<usize, Sample> = BTreeMap::new();
+    for _ in 0..spec.rounds {
+        if pending.is_empty() {
+            break;
+        }
+        let prompts = pending
+            .iter()
+            .map(|&i| {
+                let shown = corrections.get(&i).unwrap_or(&samples[i]);
+                let extra = spec.prompt.replace("{completion}", &shown.text);
+                prompt(
+                    rows[samples[i].group],
+                    policy.tokenizer,
+                    policy.config,
+                    Some(&extra),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let outs = sample(policy, &prompts, 1, params, rng)?;
+        let items: Vec<Item<'_>> = pending
+            .iter()
+            .zip(&outs)
+            .map(|(&i, c)| Item {
+                row: rows[samples[i].group],
+                text: &c.text,
+                tokens: c.tokens.len(),
+            })
+            .collect();
+        let scores = scorer
+            .score_all(&items)
+            .map_err(|e| ExecError::Score(e.to_string()))?;
+        let mut still = Vec::new();
+        for ((&i, c), s) in pending.iter().zip(outs).zip(scores) {
+            let again = flagged(spec, scorer, &s)?;
+            corrections.insert(
+                i,
+                Sample {
+                    group: samples[i].group,
+                    tokens: c.tokens,
+                    text: c.text,
+                    finish: c.finish,
+                    scores: s,
+                    reflected: true,
+                },
+            );
+            if again {
+                still.push(i);
+            }
+        }
+        pending = still;
+    }
+    stats.corrected = corrections.len() - pending.len();
+    let append = spec.keep == "append";
+    let mut out = Vec::with_capacity(samples.len() + if append { corrections.len() } else { 0 });
+    let groups = samples.iter().map(|s| s.group).max().map_or(0, |g| g + 1);
+    for g in 0..groups {
+        for (i, s) in samples.iter().enumerate().filter(|(_, s)| s.group == g) {
+            match corrections.get(&i) {
+                Some(c) if !append => out.push(c.clone()),
+                _ => out.push(s.clone()),
+            }
+        }
+        if append {
+            for (_, c) in corrections.iter().filter(|(_, c)| c.group == g) {
+                out.push(c.clone());
+            }
+        }
+    }
+    Ok((out, stats))
+}

@@ -1,0 +1,161 @@
+//! The `Batch` and `Generate` ops: drawing prompts from a split (a seeded
+//! cursor that reshuffles each epoch and can be saved and restored) and
+//! sampling groups of completions with the policy.
+
+use burn::tensor::backend::Backend;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use safer_ir::plan::RolloutSpec;
+use serde::{Deserialize, Serialize};
+
+use super::data::Row;
+use super::ExecError;
+use crate::generate::{generate, user_prompt, Completion, Prompt, SamplingParams};
+use crate::model::{Model, ModelConfig};
+use crate::text::TextTokenizer;
+
+/// Where a stage is in its data: the epoch and the position in its order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Passes completed.
+    pub epoch: u64,
+    /// The next index into this epoch's order.
+    pub position: usize,
+}
+
+impl Cursor {
+    /// The next `n` row indices of `len` rows; each epoch is a fresh
+    /// permutation seeded by `seed` and the epoch number.
+    pub fn next(&mut self, n: usize, len: usize, seed: u64) -> Vec<usize> {
+        let mut out = Vec::with_capacity(n);
+        if len == 0 {
+            return out;
+        }
+        let mut order = permutation(len, seed, self.epoch);
+        while out.len() < n {
+            if self.position >= len {
+                self.epoch += 1;
+                self.position = 0;
+                order = permutation(len, seed, self.epoch);
+            }
+            out.push(order[self.position]);
+            self.position += 1;
+        }
+        out
+    }
+}
+
+fn permutation(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch));
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Sampling parameters of a rollout spec.
+pub fn sampling(spec: &RolloutSpec) -> SamplingParams {
+    SamplingParams {
+        greedy: spec.temperature <= 0.0,
+        temperature: if spec.temperature <= 0.0 {
+            1.0
+        } else {
+            spec.temperature as f32
+        },
+        top_p: spec.top_p as f32,
+        top_k: spec.top_k,
+        max_new_tokens: spec.max_tokens,
+        min_new_tokens: spec.min_tokens,
+        stop_tokens: Vec::new(),
+        stop_strings: spec.stop.clone(),
+    }
+}
+
+/// The rollout used where none is named: 4 samples of up to 128 tokens.
+pub fn default_rollout() -> RolloutSpec {
+    RolloutSpec {
+        group: 4,
+        temperature: 1.0,
+        top_p: 1.0,
+        top_k: 0,
+        max_tokens: 128,
+        min_tokens: 0,
+        format: "think_answer".into(),
+        stop: Vec::new(),
+    }
+}
+
+/// A model with its tokenizer and configuration.
+pub struct Policy<'a, B: Backend> {
+    /// The model.
+    pub model: &'a Model<B>,
+    /// Its tokenizer.
+    pub tokenizer: &'a TextTokenizer,
+    /// Its configuration.
+    pub config: &'a ModelConfig,
+}
+
+/// The prompt of a row (chat template, image placeholders, patches);
+/// `extra` is appended to the question (reflection).
+///
+/// # Errors
+/// Template or image errors, naming the row.
+pub fn prompt(
+    row: &Row,
+    tokenizer: &TextTokenizer,
+    config: &ModelConfig,
+    extra: Option<&str>,
+) -> Result<Prompt, ExecError> {
+    let text = match extra {
+        Some(e) => format!("{}\n\n{e}", row.prompt),
+        None => row.prompt.clone(),
+    };
+    user_prompt(tokenizer, config, &text, &row.images, None).map_err(|e| ExecError::Row {
+        origin: row.origin.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// Samples `group` completions of each prompt; completions of one prompt
+/// are contiguous.
+///
+/// # Errors
+/// Model errors.
+pub fn sample<B: Backend>(
+    policy: &Policy<'_, B>,
+    prompts: &[Prompt],
+    group: usize,
+    params: &SamplingParams,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Completion>, ExecError> {
+    let repeated: Vec<Prompt> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p.clone(), group))
+        .collect();
+    Ok(generate(
+        policy.model,
+        policy.tokenizer,
+        &repeated,
+        params,
+        rng,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn cursor_covers_each_epoch_and_resumes() {
+        let mut c = Cursor::default();
+        let first = c.next(5, 5, 3);
+        let mut sorted = first.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![0, 1, 2, 3, 4]);
+        let saved = c.clone();
+        let a = c.next(7, 5, 3);
+        let mut d = saved;
+        assert_eq!(d.next(7, 5, 3), a);
+        assert_eq!(c.epoch, 2);
+    }
+}

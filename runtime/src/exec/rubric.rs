@@ -1,0 +1,299 @@
+//! The `Score` op: a rubric scores completions. Each criterion comes from
+//! its scorer expression (intrinsics, user scorers) or, without one, from
+//! the rubric's judge; raw scores are normalised by the criterion's scale to
+//! 0..1. Then penalties (over the criteria), format terms, `weighted` (the
+//! weighted mean of the criteria) and the `total` expression give the reward.
+//! Completions are scored in parallel (rayon).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rayon::prelude::*;
+use safer_ir::plan::{eval, Env, EvalError, Expr, Function, RubricSpec, Val};
+use serde::Serialize;
+
+use super::data::Row;
+use super::judge::Judge;
+use super::scorers::{self, Completion};
+
+/// The scores of one completion under one rubric.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Scores {
+    /// Each criterion, 0..1, in rubric order.
+    pub criteria: Vec<f64>,
+    /// Each penalty's amount (0 when it does not apply), in rubric order.
+    pub penalties: Vec<f64>,
+    /// The weighted format terms.
+    pub format: f64,
+    /// The weighted mean of the criteria.
+    pub weighted: f64,
+    /// The reward (`total`).
+    pub total: f64,
+}
+
+/// A rubric ready to score: its spec, user scorers, judge and vocabulary.
+pub struct RubricScorer<'a> {
+    /// The rubric's qualified name.
+    pub name: &'a str,
+    /// The rubric.
+    pub spec: &'a RubricSpec,
+    /// User-defined scorers.
+    pub functions: &'a BTreeMap<String, Function>,
+    /// The judge for criteria without a scorer and `judge.*` calls.
+    pub judge: &'a dyn Judge,
+    /// Objects named in the dataset (hallucination checks).
+    pub vocabulary: &'a BTreeSet<String>,
+}
+
+/// One completion to score.
+pub struct Item<'a> {
+    /// Its row.
+    pub row: &'a Row,
+    /// Its text.
+    pub text: &'a str,
+    /// Its token count.
+    pub tokens: usize,
+}
+
+struct Scope<'a> {
+    rubric: &'a RubricScorer<'a>,
+    item: &'a Item<'a>,
+    /// Criteria, `weighted`, `penalties`, `format` once known.
+    vars: BTreeMap<String, Val>,
+    /// Arguments of a user scorer being evaluated.
+    params: BTreeMap<String, Val>,
+    /// The criterion being scored (for `judge.*`).
+    criterion: Option<(&'a str, Option<&'a str>)>,
+}
+
+impl Env for Scope<'_> {
+    fn var(&self, name: &str) -> Option<Val> {
+        if let Some(v) = self.params.get(name).or_else(|| self.vars.get(name)) {
+            return Some(v.clone());
+        }
+        self.item.row.var(name)
+    }
+
+    fn call(
+        &self,
+        func: &str,
+        args: &[Val],
+        named: &BTreeMap<String, Val>,
+    ) -> Result<Val, EvalError> {
+        let completion = Completion {
+            text: self.item.text,
+            tokens: self.item.tokens,
+            row: self.item.row,
+            vocabulary: self.rubric.vocabulary,
+        };
+        if let Some(result) = scorers::call(func, args, named, &completion) {
+            return result;
+        }
+        if let Some(kind @ ("judge.score" | "judge.flag")) = Some(func) {
+            let question = args
+                .first()
+                .map(|a| a.text("the judge's question"))
+                .transpose()?;
+            let (criterion, description) = self.criterion.unwrap_or(("reward", None));
+            let asked = question.unwrap_or(criterion);
+            let v = self
+                .rubric
+                .judge
+                .ask(asked, description, self.item.row, self.item.text)?;
+            return Ok(if kind == "judge.flag" {
+                Val::Bool(v >= 0.5)
+            } else {
+                Val::Num(v)
+            });
+        }
+        if let Some(f) = self.rubric.functions.get(func) {
+            let mut params = BTreeMap::new();
+            for (i, (name, default)) in f.params.iter().enumerate() {
+                let v = args.get(i).or_else(|| named.get(name)).or(default.as_ref());
+                params.insert(name.clone(), v.cloned().unwrap_or(Val::Null));
+            }
+            let inner = Scope {
+                rubric: self.rubric,
+                item: self.item,
+                vars: self.vars.clone(),
+                params,
+                criterion: self.criterion,
+            };
+            return eval(&f.body, &inner);
+        }
+        Err(EvalError::Unknown(format!("{func}()")))
+    }
+}
+
+fn number(v: Val, what: &str) -> Result<f64, EvalError> {
+    match v {
+        Val::Bool(b) => Ok(f64::from(u8::from(b))),
+        other => other.num(what),
+    }
+}
+
+impl RubricScorer<'_> {
+    /// Scores one completion.
+    ///
+    /// # Errors
+    /// A scorer or judge that fails, or an expression of the wrong type,
+    /// naming the rubric and the part.
+    pub fn score(&self, item: &Item<'_>) -> Result<Scores, EvalError> {
+        let mut scope = Scope {
+            rubric: self,
+            item,
+            vars: BTreeMap::new(),
+            params: BTreeMap::new(),
+            criterion: None,
+        };
+        let ctx = |part: &str, e: EvalError| {
+            EvalError::Call(format!("rubric `{}`, {part}: {e}", self.name))
+        };
+        let mut criteria = Vec::with_capacity(self.spec.criteria.len());
+        for c in &self.spec.criteria {
+            scope.criterion = Some((c.name.as_str(), c.description.as_deref()));
+            let raw = match &c.scorer {
+                Some(e) => number(
+                    eval(e, &scope).map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
+                    &c.name,
+                )
+                .map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
+                None => self
+                    .judge
+                    .ask(&c.name, c.description.as_deref(), item.row, item.text)
+                    .map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
+            };
+            let (lo, hi) = c.scale;
+            let v = if hi > lo {
+                ((raw - lo) / (hi - lo)).clamp(0.0, 1.0)
+            } else {
+                raw
+            };
+            scope.vars.insert(c.name.clone(), Val::Num(v));
+            criteria.push(v);
+        }
+        scope.criterion = None;
+        let weight_sum: f64 = self.spec.criteria.iter().map(|c| c.weight).sum();
+        let weighted = if weight_sum > 0.0 {
+            self.spec
+                .criteria
+                .iter()
+                .zip(&criteria)
+                .map(|(c, v)| c.weight * v)
+                .sum::<f64>()
+                / weight_sum
+        } else {
+            0.0
+        };
+        let mut penalties = Vec::with_capacity(self.spec.penalties.len());
+        for p in &self.spec.penalties {
+            let applies = match &p.when {
+                Some(w) => eval(w, &scope)
+                    .and_then(|v| v.truth("a penalty's `when`"))
+                    .map_err(|e| ctx(&format!("penalty `{}`", p.name), e))?,
+                None => true,
+            };
+            let amount = if applies {
+                number(
+                    eval(&p.value, &scope).map_err(|e| ctx(&format!("penalty `{}`", p.name), e))?,
+                    &p.name,
+                )
+                .map_err(|e| ctx(&format!("penalty `{}`", p.name), e))?
+            } else {
+                0.0
+            };
+            penalties.push(amount);
+        }
+        let format: f64 = self
+            .spec
+            .formats
+            .iter()
+            .map(|f| f.weight * format_score(&f.format, item.text))
+            .sum();
+        scope.vars.insert("weighted".into(), Val::Num(weighted));
+        scope
+            .vars
+            .insert("penalties".into(), Val::Num(penalties.iter().sum()));
+        scope.vars.insert("format".into(), Val::Num(format));
+        let total = number(
+            eval(&self.spec.total, &scope).map_err(|e| ctx("total", e))?,
+            "total",
+        )
+        .map_err(|e| ctx("total", e))?;
+        Ok(Scores {
+            criteria,
+            penalties,
+            format,
+            weighted,
+            total,
+        })
+    }
+
+    /// Scores many completions in parallel, in order.
+    ///
+    /// # Errors
+    /// The first failure.
+    pub fn score_all(&self, items: &[Item<'_>]) -> Result<Vec<Scores>, EvalError> {
+        items.par_iter().map(|i| self.score(i)).collect()
+    }
+
+    /// The criterion names in order.
+    pub fn criterion_names(&self) -> Vec<String> {
+        self.spec.criteria.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// A criterion's value from scores (`None`: the total).
+    pub fn pick(&self, scores: &Scores, criterion: Option<&str>) -> f64 {
+        match criterion {
+            None => scores.total,
+            Some(c) => self
+                .spec
+                .criteria
+                .iter()
+                .position(|x| x.name == c)
+                .and_then(|i| scores.criteria.get(i).copied())
+                .unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// The score of a response format.
+pub fn format_score(format: &str, text: &str) -> f64 {
+    match format {
+        "think_answer" => scorers::think_answer_format(text),
+        "answer_only" => f64::from(u8::from(
+            scorers::tagged(text, "answer").is_some_and(|a| !a.trim().is_empty()),
+        )),
+        _ => 1.0,
+    }
+}
+
+/// An environment for conditions over named rubrics' scores of one
+/// completion (`safety_rubric.safety < 0.5`, `reward`).
+pub struct ScoreEnv<'a> {
+    /// Scores by rubric name, with each rubric's criterion names.
+    pub scores: BTreeMap<&'a str, (Vec<String>, &'a Scores)>,
+    /// The reward of the stage's rubric.
+    pub reward: f64,
+}
+
+impl Env for ScoreEnv<'_> {
+    fn var(&self, name: &str) -> Option<Val> {
+        (name == "reward").then_some(Val::Num(self.reward))
+    }
+
+    fn criterion(&self, rubric: &str, criterion: Option<&str>) -> Option<Val> {
+        let (names, s) = self.scores.get(rubric)?;
+        Some(Val::Num(match criterion {
+            None => s.total,
+            Some(c) => *s.criteria.get(names.iter().position(|n| n == c)?)?,
+        }))
+    }
+}
+
+/// Evaluates a condition in a [`ScoreEnv`].
+///
+/// # Errors
+/// A condition that does not evaluate to a boolean.
+pub fn condition(e: &Expr, env: &ScoreEnv<'_>) -> Result<bool, EvalError> {
+    eval(e, env)?.truth("the condition")
+}

@@ -1,0 +1,200 @@
+//! The run directory: `manifest.json` (program and rubric hashes, seeds,
+//! versions, device), `metrics.jsonl` (one line per step), `samples.jsonl`
+//! (one line per completion), `checkpoints/` (model directories written
+//! atomically, with the training state), `models/` (each stage's final
+//! policy), `summary.json` and `reward.svg`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use safer_ir::plan::Plan;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::ExecError;
+
+/// An open run directory.
+pub struct RunDir {
+    /// Its path.
+    pub path: PathBuf,
+    metrics: BufWriter<File>,
+    samples: BufWriter<File>,
+}
+
+fn io(path: &Path, e: std::io::Error) -> ExecError {
+    ExecError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+///
+/// # Errors
+/// I/O errors naming the path.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+}
+
+impl RunDir {
+    /// Creates `path` for a new run (it must be empty or absent) and writes
+    /// the manifest.
+    ///
+    /// # Errors
+    /// A non-empty directory (use `--resume`), or I/O errors.
+    pub fn create(path: &Path, plan: &Plan, device: &str, source: &str) -> Result<Self, ExecError> {
+        if path.join("manifest.json").exists() {
+            return Err(ExecError::Usage(format!(
+                "`{}` already holds a run; continue it with `saferc run --resume {}` or pick another `--out`",
+                path.display(),
+                path.display()
+            )));
+        }
+        std::fs::create_dir_all(path).map_err(|e| io(path, e))?;
+        let manifest = json!({
+            "saferc": env!("CARGO_PKG_VERSION"),
+            "pipeline": source,
+            "program_hash": plan.program_hash,
+            "rubric_hashes": plan.rubric_hashes,
+            "seeds": plan.stages.iter().map(|s| (s.name.clone(), s.seed)).collect::<std::collections::BTreeMap<_, _>>(),
+            "device": device,
+            "threads": rayon::current_num_threads(),
+            "plan": plan,
+        });
+        write_atomically(
+            &path.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+        Self::open(path)
+    }
+
+    /// Opens an existing run to continue it: the manifest's program hash
+    /// must equal `plan`'s unless `force`.
+    ///
+    /// # Errors
+    /// No manifest, a different pipeline without `force`, I/O errors.
+    pub fn resume(path: &Path, plan: &Plan, force: bool) -> Result<Self, ExecError> {
+        let manifest_path = path.join("manifest.json");
+        let text = std::fs::read_to_string(&manifest_path).map_err(|_| {
+            ExecError::Usage(format!(
+                "`{}` is not a run directory (no manifest.json)",
+                path.display()
+            ))
+        })?;
+        let manifest: Value = serde_json::from_str(&text).map_err(|e| {
+            ExecError::Usage(format!(
+                "`{}` is not valid JSON: {e}",
+                manifest_path.display()
+            ))
+        })?;
+        let recorded = manifest["program_hash"].as_str().unwrap_or_default();
+        if recorded != plan.program_hash && !force {
+            return Err(ExecError::Usage(format!(
+                "the pipeline changed since this run started (run {recorded}, now {}); resuming would mix two pipelines in one run. Start a new run, or pass `--force` to continue anyway",
+                plan.program_hash
+            )));
+        }
+        Self::open(path)
+    }
+
+    fn open(path: &Path) -> Result<Self, ExecError> {
+        let append = |name: &str| -> Result<BufWriter<File>, ExecError> {
+            let p = path.join(name);
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .map(BufWriter::new)
+                .map_err(|e| io(&p, e))
+        };
+        Ok(RunDir {
+            path: path.to_path_buf(),
+            metrics: append("metrics.jsonl")?,
+            samples: append("samples.jsonl")?,
+        })
+    }
+
+    /// Appends one metrics line.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn metric(&mut self, line: &impl Serialize) -> Result<(), ExecError> {
+        let p = self.path.join("metrics.jsonl");
+        let text = serde_json::to_string(line).unwrap_or_default();
+        writeln!(self.metrics, "{text}").map_err(|e| io(&p, e))?;
+        self.metrics.flush().map_err(|e| io(&p, e))
+    }
+
+    /// Appends sample lines.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn samples(&mut self, lines: &[Value]) -> Result<(), ExecError> {
+        let p = self.path.join("samples.jsonl");
+        for l in lines {
+            writeln!(self.samples, "{l}").map_err(|e| io(&p, e))?;
+        }
+        self.samples.flush().map_err(|e| io(&p, e))
+    }
+
+    /// Writes `summary.json`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn summary(&self, summary: &Value) -> Result<(), ExecError> {
+        write_atomically(
+            &self.path.join("summary.json"),
+            serde_json::to_string_pretty(summary)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+    }
+
+    /// The checkpoint folder of a stage.
+    pub fn checkpoints(&self, stage: &str) -> PathBuf {
+        self.path.join("checkpoints").join(file_name(stage))
+    }
+
+    /// Where a stage's final policy is written.
+    pub fn model_dir(&self, stage: &str) -> PathBuf {
+        self.path.join("models").join(file_name(stage))
+    }
+}
+
+/// A declaration name as a folder name (`std/x::y` → `std_x__y`).
+pub fn file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The checkpoints of a stage, oldest first (`step-000050`, ...), complete
+/// ones only (a `state.json` is written last).
+pub fn list_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            e.path()
+                .join("state.json")
+                .is_file()
+                .then(|| (step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}

@@ -1,0 +1,482 @@
+//! One run: the plan, the device, the run directory, the built datasets,
+//! the judges, and which weights each model has now. [`Session::run`]
+//! executes datasets, stages and evaluations in order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use safer_ir::plan::{Plan, RolloutSpec, SplitRef, StageSpec};
+use serde_json::{json, Value};
+
+use super::data::{self, Row};
+use super::judge::{HttpJudge, Judge, RulesJudge};
+use super::rollout::default_rollout;
+use super::rubric::RubricScorer;
+use super::run_dir::{write_atomically, RunDir};
+use super::{curate, evaluate, grpo_stage, report, sft_stage, ExecError, RunOptions};
+use crate::model::Model;
+use crate::text::TextTokenizer;
+
+/// A dataset after its ops.
+pub struct BuiltDataset {
+    /// Every row after filters, curation, balance and dedup.
+    pub all: Vec<Row>,
+    /// Rows by split.
+    pub splits: BTreeMap<String, Vec<Row>>,
+    /// Objects named in the rows (`objects` field).
+    pub vocabulary: BTreeSet<String>,
+    /// Counts for the summary.
+    pub report: Value,
+}
+
+/// A loaded model with its tokenizer.
+pub struct Loaded<B: Backend> {
+    /// The model.
+    pub model: Model<B>,
+    /// Its tokenizer.
+    pub tokenizer: TextTokenizer,
+}
+
+/// Loads a model directory on `device`.
+///
+/// # Errors
+/// Model and tokenizer errors.
+pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<Loaded<B>, ExecError> {
+    Ok(Loaded {
+        model: Model::load(dir, device)?,
+        tokenizer: TextTokenizer::load(dir)?,
+    })
+}
+
+/// A run in progress.
+pub struct Session<'a, B: Backend> {
+    /// The plan.
+    pub plan: &'a Plan,
+    /// The options.
+    pub options: &'a RunOptions,
+    /// The device.
+    pub device: B::Device,
+    /// The device's name.
+    pub device_name: &'static str,
+    /// The run directory.
+    pub run: RunDir,
+    /// Datasets by name.
+    pub datasets: BTreeMap<String, BuiltDataset>,
+    /// Judges by name.
+    pub judges: BTreeMap<String, Box<dyn Judge>>,
+    /// The current weights of each model that a stage has trained.
+    pub trained: BTreeMap<String, PathBuf>,
+}
+
+impl<'a, B: Backend> Session<'a, B> {
+    /// Opens (or resumes) the run directory and builds the judges.
+    ///
+    /// # Errors
+    /// Run-directory and judge-configuration errors.
+    pub fn start(
+        plan: &'a Plan,
+        options: &'a RunOptions,
+        device: B::Device,
+        device_name: &'static str,
+    ) -> Result<Self, ExecError> {
+        let run = if options.resume {
+            RunDir::resume(&options.out, plan, options.force)?
+        } else {
+            RunDir::create(&options.out, plan, device_name, &options.source)?
+        };
+        let mut judges: BTreeMap<String, Box<dyn Judge>> = BTreeMap::new();
+        for (name, spec) in &plan.judges {
+            let judge: Box<dyn Judge> = match spec.kind.as_str() {
+                "http" => Box::new(HttpJudge::new(name, spec).map_err(ExecError::Usage)?),
+                "model" => {
+                    return Err(ExecError::Usage(format!(
+                        "judge `{name}` is `kind = model`; a local model judge is not supported by `saferc run` yet: serve the model with an OpenAI-compatible server (vLLM) and use `kind = http`"
+                    )))
+                }
+                _ => Box::new(RulesJudge),
+            };
+            judges.insert(name.clone(), judge);
+        }
+        Ok(Session {
+            plan,
+            options,
+            device,
+            device_name,
+            run,
+            datasets: BTreeMap::new(),
+            judges,
+            trained: BTreeMap::new(),
+        })
+    }
+
+    /// The rubric scorer of `rubric` with the vocabulary of `dataset`.
+    pub fn scorer<'s>(
+        &'s self,
+        rubric: &'s str,
+        vocabulary: &'s BTreeSet<String>,
+    ) -> Result<RubricScorer<'s>, ExecError> {
+        let spec = self
+            .plan
+            .rubrics
+            .get(rubric)
+            .ok_or_else(|| ExecError::Usage(format!("rubric `{rubric}` is not in the plan")))?;
+        static RULES: RulesJudge = RulesJudge;
+        let judge: &dyn Judge = match spec.judge.as_ref().and_then(|j| self.judges.get(j)) {
+            Some(j) => j.as_ref(),
+            None => &RULES,
+        };
+        Ok(RubricScorer {
+            name: rubric,
+            spec,
+            functions: &self.plan.functions,
+            judge,
+            vocabulary,
+        })
+    }
+
+    /// The rows of a split.
+    pub fn rows(&self, split: &SplitRef) -> Result<&[Row], ExecError> {
+        let d = self
+            .datasets
+            .get(&split.dataset)
+            .ok_or_else(|| ExecError::Data {
+                dataset: split.dataset.clone(),
+                message: "not built".into(),
+            })?;
+        match &split.split {
+            None => Ok(&d.all),
+            Some(s) => d
+                .splits
+                .get(s)
+                .map(Vec::as_slice)
+                .ok_or_else(|| ExecError::Data {
+                    dataset: split.dataset.clone(),
+                    message: format!("has no split `{s}`"),
+                }),
+        }
+    }
+
+    /// The directory holding the current weights of model `name`.
+    pub fn weights(&self, name: &str) -> Result<PathBuf, ExecError> {
+        if let Some(dir) = self.trained.get(name) {
+            return Ok(dir.clone());
+        }
+        let spec = self
+            .plan
+            .models
+            .get(name)
+            .ok_or_else(|| ExecError::Usage(format!("model `{name}` is not in the plan")))?;
+        if spec.arch != "tiny_vlm" && spec.arch != "qwen2" {
+            return Err(ExecError::Usage(format!(
+                "model `{name}`: `saferc run` runs `tiny_vlm` and `qwen2` models; `{}` is not supported yet",
+                spec.arch
+            )));
+        }
+        Ok(PathBuf::from(&spec.weights))
+    }
+
+    /// The rollout settings of a stage.
+    pub fn rollout(&self, name: Option<&String>) -> RolloutSpec {
+        name.and_then(|n| self.plan.rollouts.get(n))
+            .cloned()
+            .unwrap_or_else(default_rollout)
+    }
+
+    /// Runs everything; returns the summary.
+    ///
+    /// # Errors
+    /// The first failure; checkpoints stay.
+    pub fn run(mut self) -> Result<Value, ExecError> {
+        self.build_datasets()?;
+        let mut stages = Vec::new();
+        let mut first_before: Option<Value> = None;
+        let mut last_after: Option<Value> = None;
+        let plan = self.plan;
+        for stage in &plan.stages {
+            let result = self.stage(stage)?;
+            if first_before.is_none() {
+                first_before = result.get("eval_before").cloned().filter(|v| !v.is_null());
+            }
+            if let Some(after) = result.get("eval_after").filter(|v| !v.is_null()) {
+                last_after = Some(after.clone());
+            }
+            stages.push(result);
+        }
+        let mut evals = serde_json::Map::new();
+        for e in &plan.evals {
+            let dir = self.weights(&e.model)?;
+            let model = load::<B>(&dir, &self.device)?;
+            let rollout = e
+                .rollout
+                .as_ref()
+                .and_then(|r| plan.rollouts.get(r))
+                .cloned();
+            let rows = self.rows(&e.data)?.to_vec();
+            let vocab = self
+                .datasets
+                .get(&e.data.dataset)
+                .map(|d| d.vocabulary.clone())
+                .unwrap_or_default();
+            let scorer = self.scorer(&e.rubric, &vocab)?;
+            let result = evaluate::evaluate(&model, &rows, &scorer, rollout.as_ref(), 0)?;
+            evals.insert(e.name.clone(), result);
+        }
+        let datasets: serde_json::Map<String, Value> = self
+            .datasets
+            .iter()
+            .map(|(k, d)| (k.clone(), d.report.clone()))
+            .collect();
+        let summary = json!({
+            "program_hash": plan.program_hash,
+            "device": self.device_name,
+            "eval": {"before": first_before.as_ref().map(|v| v["means"].clone()), "after": last_after.as_ref().map(|v| v["means"].clone()),
+                     "before_by_label": first_before.as_ref().map(|v| v["by_label"].clone()), "after_by_label": last_after.as_ref().map(|v| v["by_label"].clone())},
+            "stages": stages,
+            "evals": evals,
+            "datasets": datasets,
+        });
+        self.run.summary(&summary)?;
+        report::plot(&self.run.path)?;
+        Ok(summary)
+    }
+
+    fn build_datasets(&mut self) -> Result<(), ExecError> {
+        let plan = self.plan;
+        // Datasets others de-duplicate against come first.
+        let mut order: Vec<&String> = plan
+            .datasets
+            .keys()
+            .filter(|k| plan.datasets[*k].dedup.is_empty())
+            .collect();
+        order.extend(
+            plan.datasets
+                .keys()
+                .filter(|k| !plan.datasets[*k].dedup.is_empty()),
+        );
+        for name in order {
+            let spec = &plan.datasets[name];
+            let loaded = data::load_source(name, spec)?;
+            for bad in loaded.bad.iter().take(5) {
+                eprintln!("warning: dataset `{name}`: skipped bad row at {bad}");
+            }
+            if loaded.bad.len() > 5 {
+                eprintln!(
+                    "warning: dataset `{name}`: {} more bad rows skipped",
+                    loaded.bad.len() - 5
+                );
+            }
+            let read = loaded.rows.len() + loaded.bad.len();
+            let rows = data::filter(name, loaded.rows, spec)?;
+            let filtered = rows.len();
+            let vocabulary = super::scorers::vocabulary(&rows, "objects");
+            let (rows, curation) = match &spec.curate {
+                Some(c) => {
+                    let (kept, report) = curate::curate(self, name, rows, c, &vocabulary)?;
+                    (kept, Some(report))
+                }
+                None => (rows, None),
+            };
+            let mut rows = match &spec.balance {
+                Some(field) => data::balance(rows, field, spec.seed),
+                None => rows,
+            };
+            let mut deduplicated = 0;
+            for (other, split) in &spec.dedup {
+                let against = self
+                    .rows(&SplitRef {
+                        dataset: other.clone(),
+                        split: split.clone(),
+                    })?
+                    .to_vec();
+                let (kept, dropped) = data::dedup(rows, &against);
+                rows = kept;
+                deduplicated += dropped;
+            }
+            let splits = data::split(&rows, &spec.splits, spec.seed);
+            let report = json!({
+                "rows_read": read,
+                "bad_rows": loaded.bad.len(),
+                "bad_row_examples": loaded.bad.iter().take(5).map(ToString::to_string).collect::<Vec<_>>(),
+                "after_filters": filtered,
+                "curation": curation,
+                "after_balance": rows.len(),
+                "deduplicated": deduplicated,
+                "splits": splits.iter().map(|(k, v)| (k.clone(), v.len())).collect::<BTreeMap<_, _>>(),
+            });
+            eprintln!(
+                "dataset {name}: {read} rows read, {} bad, {filtered} after filters, {} in the end ({})",
+                loaded.bad.len(),
+                rows.len(),
+                splits.iter().map(|(k, v)| format!("{k} {}", v.len())).collect::<Vec<_>>().join(", ")
+            );
+            self.datasets.insert(
+                name.clone(),
+                BuiltDataset {
+                    all: rows,
+                    splits,
+                    vocabulary,
+                    report,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs one stage (or reuses its finished result on resume).
+    fn stage(&mut self, stage: &StageSpec) -> Result<Value, ExecError> {
+        let final_dir = self.run.model_dir(&stage.name);
+        let result_path = final_dir.join("stage.json");
+        if self.options.resume {
+            if let Ok(text) = std::fs::read_to_string(&result_path) {
+                if let Ok(done) = serde_json::from_str::<Value>(&text) {
+                    eprintln!(
+                        "stage {}: finished before; reusing {}",
+                        stage.name,
+                        final_dir.display()
+                    );
+                    self.trained.insert(stage.policy.clone(), final_dir);
+                    return Ok(done);
+                }
+            }
+        }
+        let start = self.weights(&stage.policy)?;
+        let vocab = self
+            .datasets
+            .get(&stage.data.dataset)
+            .map(|d| d.vocabulary.clone())
+            .unwrap_or_default();
+        let before_path = self.run.checkpoints(&stage.name).join("eval_before.json");
+        let eval_before = match (&stage.eval_data, &stage.reward) {
+            (Some(split), Some(rubric)) => match std::fs::read_to_string(&before_path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            {
+                Some(v) if self.options.resume => Some(v),
+                _ => {
+                    let model = load::<B>(&start, &self.device)?;
+                    let rows = self.rows(split)?.to_vec();
+                    let rollout = stage
+                        .rollout
+                        .as_ref()
+                        .and_then(|r| self.plan.rollouts.get(r))
+                        .cloned();
+                    let v = evaluate::evaluate(
+                        &model,
+                        &rows,
+                        &self.scorer(rubric, &vocab)?,
+                        rollout.as_ref(),
+                        stage.seed,
+                    )?;
+                    eprintln!(
+                        "stage {}: before training, {}",
+                        stage.name,
+                        evaluate::describe(&v)
+                    );
+                    std::fs::create_dir_all(self.run.checkpoints(&stage.name)).map_err(|e| {
+                        ExecError::Io {
+                            path: before_path.clone(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                    write_atomically(&before_path, v.to_string().as_bytes())?;
+                    Some(v)
+                }
+            },
+            _ => None,
+        };
+        let trained = match &stage.algorithm {
+            safer_ir::plan::Algorithm::Grpo(g) => {
+                grpo_stage::train(self.as_autodiff(), stage, g, &start)?
+            }
+            safer_ir::plan::Algorithm::Sft(s) => {
+                sft_stage::train(self.as_autodiff(), stage, s, &start)?
+            }
+        };
+        let training = trained.summary;
+        trained.model.save(&final_dir)?;
+        let tokenizer_src = start.clone();
+        copy_tokenizer(&tokenizer_src, &final_dir)?;
+        self.trained.insert(stage.policy.clone(), final_dir.clone());
+        let eval_after = match (&stage.eval_data, &stage.reward) {
+            (Some(split), Some(rubric)) => {
+                let model = load::<B>(&final_dir, &self.device)?;
+                let rows = self.rows(split)?.to_vec();
+                let rollout = stage
+                    .rollout
+                    .as_ref()
+                    .and_then(|r| self.plan.rollouts.get(r))
+                    .cloned();
+                let v = evaluate::evaluate(
+                    &model,
+                    &rows,
+                    &self.scorer(rubric, &vocab)?,
+                    rollout.as_ref(),
+                    stage.seed,
+                )?;
+                eprintln!(
+                    "stage {}: after training, {}",
+                    stage.name,
+                    evaluate::describe(&v)
+                );
+                Some(v)
+            }
+            _ => None,
+        };
+        let result = json!({
+            "stage": stage.name,
+            "model": final_dir,
+            "training": training,
+            "eval_before": eval_before,
+            "eval_after": eval_after,
+        });
+        write_atomically(
+            &result_path,
+            serde_json::to_string_pretty(&result)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+        Ok(result)
+    }
+
+    fn as_autodiff(&mut self) -> StageContext<'_, 'a, B> {
+        StageContext { session: self }
+    }
+}
+
+/// What a training stage needs from the session.
+pub struct StageContext<'s, 'a, B: Backend> {
+    /// The session.
+    pub session: &'s mut Session<'a, B>,
+}
+
+/// The result of a training stage.
+pub struct Trained<B: Backend> {
+    /// The trained policy.
+    pub model: Model<B>,
+    /// Training statistics for the summary.
+    pub summary: Value,
+}
+
+/// Copies the tokenizer files of `from` into `to` (next to saved weights).
+///
+/// # Errors
+/// I/O errors.
+pub fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), ExecError> {
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ] {
+        let src = from.join(name);
+        if src.is_file() && src != to.join(name) {
+            std::fs::copy(&src, to.join(name)).map_err(|e| ExecError::Io {
+                path: src.clone(),
+                message: e.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! An SFT stage: supervised fine-tuning on the rows' reference completions
+//! (the `field` of the `sft` block, `response` by default), the warm-up
+//! before GRPO. The loss is the mean negative log-likelihood of the
+//! completion tokens (the end-of-turn token included) given the prompt.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use safer_ir::plan::{SftSpec, StageSpec};
+use serde_json::{json, Value};
+
+use super::checkpoint::{self, TrainState};
+use super::grpo_stage::{schedule_of, sequences};
+use super::rollout::{prompt, Cursor};
+use super::session::{load, StageContext, Trained};
+use super::ExecError;
+use crate::generate::sequence_logprobs;
+use crate::grpo::schedule;
+use crate::grpo::{clip, to_vec};
+use crate::model::Model;
+
+/// Trains a stage with SFT.
+///
+/// # Errors
+/// Rows without the reference field, model errors, a non-finite loss.
+pub fn train<B: Backend>(
+    ctx: StageContext<'_, '_, B>,
+    stage: &StageSpec,
+    s: &SftSpec,
+    start: &Path,
+) -> Result<Trained<B>, ExecError> {
+    type AD<B> = Autodiff<B>;
+    let session = ctx.session;
+    let device = session.device.clone();
+    let loaded = load::<AD<B>>(start, &device)?;
+    let tokenizer = loaded.tokenizer;
+    let mut policy: Model<AD<B>> = loaded.model;
+    let rows = session.rows(&stage.data)?.to_vec();
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.text(&s.field).is_some())
+        .collect();
+    if rows.is_empty() {
+        return Err(ExecError::Data {
+            dataset: stage.data.dataset.clone(),
+            message: format!(
+                "no row of the training split has the field `{}` that `sft` learns from",
+                s.field
+            ),
+        });
+    }
+    let total_steps = stage
+        .steps
+        .unwrap_or_else(|| (rows.len() * s.epochs).div_ceil(s.batch) as u64);
+    let eos = policy.config.eos_token_ids.first().copied().unwrap_or(0);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(s.weight_decay as f32)
+        .init::<AD<B>, Model<AD<B>>>();
+    let ck_root = session.run.checkpoints(&stage.name);
+    let mut state = TrainState {
+        step: 0,
+        cursor: Cursor::default(),
+        rng: ChaCha8Rng::seed_from_u64(stage.seed),
+        extra: Value::Null,
+    };
+    if session.options.resume {
+        if let Some((m, o, st)) = checkpoint::restore::<AD<B>, _>(&ck_root, optim.clone(), &device)?
+        {
+            policy = m;
+            optim = o;
+            state = st;
+        }
+    }
+    let bar = super::report::progress(
+        &stage.name,
+        total_steps,
+        state.step,
+        session.options.progress,
+    );
+    let pad = tokenizer.pad_id;
+    let mut last_loss = f32::NAN;
+    while state.step < total_steps {
+        let step = state.step;
+        let started = Instant::now();
+        let lr = schedule::lr(s.lr, schedule_of(&s.schedule), s.warmup, total_steps, step);
+        let idx = state.cursor.next(s.batch, rows.len(), stage.seed);
+        let mut prompts = Vec::with_capacity(idx.len());
+        let mut targets: Vec<Vec<u32>> = Vec::with_capacity(idx.len());
+        for &i in &idx {
+            let row = &rows[i];
+            let p = prompt(row, &tokenizer, &policy.config, None)?;
+            let mut t = tokenizer.encode(&row.text(&s.field).unwrap_or_default())?;
+            t.push(eos);
+            if let Some(max) = s.max_tokens {
+                t.truncate(max);
+            }
+            prompts.push(p);
+            targets.push(t);
+        }
+        let pairs: Vec<(usize, &[u32])> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i, t.as_slice()))
+            .collect();
+        let (seqs, mask, width, images) = sequences(&prompts, &pairs);
+        let n = seqs.len();
+        let scores = sequence_logprobs(&policy, &seqs, images.as_ref(), 1.0, pad)?;
+        let mask_t =
+            Tensor::<AD<B>, 2>::from_data(TensorData::new(mask.clone(), [n, width]), &device);
+        let count: f32 = mask.iter().sum::<f32>().max(1.0);
+        let loss = (scores.logprobs * mask_t).sum().neg().div_scalar(count);
+        last_loss = to_vec(&loss).first().copied().unwrap_or(f32::NAN);
+        if !last_loss.is_finite() {
+            return Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
+                step,
+                what: "SFT loss".into(),
+                index: 0,
+                value: last_loss,
+            }));
+        }
+        let mut grads = GradientsParams::from_grads::<AD<B>, _>(loss.backward(), &policy);
+        let grad_norm = clip::clip_global_norm::<AD<B>, _>(&policy, &mut grads, s.max_grad_norm);
+        policy = optim.step(lr, policy, grads);
+        let elapsed = started.elapsed().as_secs_f64();
+        session.run.metric(&json!({
+            "stage": stage.name, "step": step + 1, "lr": lr, "loss": last_loss,
+            "grad_norm": grad_norm, "tokens": count, "epoch": state.cursor.epoch, "step_time_s": elapsed,
+        }))?;
+        state.step += 1;
+        if let Some(b) = &bar {
+            b.set_message(format!("loss {last_loss:.3} {elapsed:.2}s/step"));
+            b.inc(1);
+        }
+        let interrupted = session
+            .options
+            .interrupt
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if state.step % stage.checkpoint_every == 0 || state.step == total_steps || interrupted {
+            let dir = checkpoint::save::<AD<B>, _>(
+                &ck_root,
+                start,
+                &policy,
+                &optim,
+                &state,
+                stage.checkpoint_keep,
+            )?;
+            if interrupted {
+                return Err(ExecError::Interrupted { checkpoint: dir });
+            }
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_with_message(format!("loss {last_loss:.3}"));
+    }
+    Ok(Trained {
+        model: policy.valid(),
+        summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss}),
+    })
+}
