@@ -112,6 +112,8 @@ impl Lowerer<'_> {
                     weights,
                     weights_written,
                     device: text(s, "device", "auto"),
+                    dtype: text(s, "dtype", "f32"),
+                    tokenizer: path(s.get("tokenizer")).map(|(p, _)| p),
                 },
             );
         }

@@ -54,6 +54,10 @@ pub struct ModelSpec {
     pub weights_written: String,
     /// `auto`, `cpu`, `wgpu` or `cuda`.
     pub device: String,
+    /// `f32`, `bf16` or `f16` (the runtime computes in f32; lower-precision files are cast on load).
+    pub dtype: String,
+    /// The tokenizer's directory when it is not the weights directory (absolute).
+    pub tokenizer: Option<String>,
 }
 
 /// A judge.

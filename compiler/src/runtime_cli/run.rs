@@ -54,6 +54,13 @@ pub fn run(args: RunArgs) -> i32 {
             (PathBuf::from("runs").join(format!("{stem}-{secs}")), false)
         }
     };
+    let device = match run_device(&plan, args.device) {
+        Ok(d) => d,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return 2;
+        }
+    };
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
     if let Err(e) = ctrlc::set_handler(move || {
@@ -69,7 +76,7 @@ pub fn run(args: RunArgs) -> i32 {
         out: out.clone(),
         resume,
         force: args.force,
-        device: args.device,
+        device,
         source: args.file.display().to_string(),
         progress: !args.no_progress,
         interrupt,
@@ -93,6 +100,34 @@ pub fn run(args: RunArgs) -> i32 {
             eprintln!("error: {e}");
             1
         }
+    }
+}
+
+/// The one device of the run: `--device`, or the device the models name
+/// (`device = cuda` in a `model` block) when `--device` is `auto`.
+fn run_device(plan: &safer_ir::plan::Plan, flag: DeviceChoice) -> Result<DeviceChoice, String> {
+    let mut named: Vec<(String, DeviceChoice)> = Vec::new();
+    for (name, spec) in &plan.models {
+        let d: DeviceChoice = spec.device.parse()?;
+        if d != DeviceChoice::Auto {
+            named.push((name.clone(), d));
+        }
+    }
+    let conflict = |(a, da): &(String, DeviceChoice), other: String| {
+        format!("model `{a}` asks for device `{da}` but {other}; `saferc run` places every model on one device")
+    };
+    if flag != DeviceChoice::Auto {
+        if let Some(m) = named.iter().find(|(_, d)| *d != flag) {
+            return Err(conflict(m, format!("the run is on `{flag}` (--device)")));
+        }
+        return Ok(flag);
+    }
+    match named.as_slice() {
+        [] => Ok(DeviceChoice::Auto),
+        [first, rest @ ..] => match rest.iter().find(|(_, d)| *d != first.1) {
+            Some((b, db)) => Err(conflict(first, format!("model `{b}` asks for `{db}`"))),
+            None => Ok(first.1),
+        },
     }
 }
 

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::data::Row;
 use super::rollout::{prompt, sample, sampling, Policy};
 use super::rubric::Item;
-use super::session::{load, Session};
+use super::session::Session;
 use super::ExecError;
 use crate::grpo::advantage::std;
 
@@ -41,8 +41,9 @@ pub fn curate<B: Backend>(
     spec: &CurateSpec,
     vocabulary: &BTreeSet<String>,
 ) -> Result<(Vec<Row>, Value), ExecError> {
-    let dir = session.weights(&spec.policy)?;
-    let model = load::<B>(&dir, &session.device)?;
+    let model = session
+        .model_dirs(&spec.policy)?
+        .load::<B>(&session.device)?;
     let mut rollout = session.rollout(spec.rollout.as_ref().or_else(|| {
         session
             .plan

@@ -7,7 +7,6 @@
 //! tensors are `[N, T - 1]` (position t scores token t + 1) and the loss
 //! mask keeps completion tokens only.
 
-use std::path::Path;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -26,7 +25,7 @@ use super::health::Health;
 use super::reflect::{reflect, ReflectStats, Sample};
 use super::rollout::{prompt, sample, sampling, Cursor, Policy};
 use super::rubric::Item;
-use super::session::{load, StageContext, Trained};
+use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
 use crate::generate::{merge_images, sequence_logprobs, FinishReason, Prompt};
 use crate::grpo::advantage::{self, AdvantageConfig, MultiObjective, Scale};
@@ -130,20 +129,19 @@ pub fn sequences(
 /// # Errors
 /// Any step failure; checkpoints written stay.
 pub fn train<B: Backend>(
-    ctx: StageContext<'_, '_, B>,
+    session: &mut Session<'_, B>,
     stage: &StageSpec,
     g: &GrpoSpec,
-    start: &Path,
+    start: &ModelDirs,
 ) -> Result<Trained<B>, ExecError> {
     type AD<B> = Autodiff<B>;
-    let session = ctx.session;
     let device = session.device.clone();
-    let loaded = load::<AD<B>>(start, &device)?;
+    let loaded = start.load::<AD<B>>(&device)?;
     let tokenizer = loaded.tokenizer;
     let mut policy: Model<AD<B>> = loaded.model;
     let reference: Option<Model<B>> = match (&stage.reference, g.kl.beta > 0.0) {
         (Some(r), true) if *r == stage.policy => Some(policy.valid()),
-        (Some(r), true) => Some(load::<B>(&session.weights(r)?, &device)?.model),
+        (Some(r), true) => Some(session.model_dirs(r)?.load::<B>(&device)?.model),
         _ => None,
     };
     let rollout = session.rollout(stage.rollout.as_ref());
@@ -239,6 +237,7 @@ pub fn train<B: Backend>(
         let mut refl = ReflectStats::default();
         let mut attempts = 0usize;
         let mut drawn_groups = 0usize;
+        let (mut t_generate, mut t_score, mut t_reflect) = (0.0f64, 0.0f64, 0.0f64);
         loop {
             attempts += 1;
             let need = g.batch_prompts - kept_rows.len();
@@ -248,7 +247,10 @@ pub fn train<B: Backend>(
                 .iter()
                 .map(|r| prompt(r, &tokenizer, &inner.config, None))
                 .collect::<Result<Vec<_>, _>>()?;
+            let t0 = Instant::now();
             let completions = sample(&pol, &prompts, rollout.group, &params, &mut state.rng)?;
+            t_generate += t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
             let items: Vec<Item<'_>> = completions
                 .iter()
                 .map(|c| Item {
@@ -272,6 +274,8 @@ pub fn train<B: Backend>(
                     reflected: false,
                 })
                 .collect();
+            t_score += t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
             if let Some(spec) = &reflection {
                 let (out, st) = reflect(
                     &pol,
@@ -287,6 +291,7 @@ pub fn train<B: Backend>(
                 refl.corrected += st.corrected;
                 refl.total += st.total;
             }
+            t_reflect += t0.elapsed().as_secs_f64();
             drawn_groups += batch.len();
             let keep: Vec<bool> = match &g.dynamic_sampling {
                 Some(ds) => {
@@ -376,6 +381,7 @@ pub fn train<B: Backend>(
         let mut loss_value = f32::NAN;
         let mut stats = policy_loss::LossStats::default();
         let mut grad_norm = 0.0;
+        let (mut t_reference, mut t_update) = (0.0f64, 0.0f64);
         let trainable: Vec<usize> = (0..kept.len())
             .filter(|&i| !kept[i].tokens.is_empty())
             .collect();
@@ -407,6 +413,7 @@ pub fn train<B: Backend>(
             } else {
                 mask_t
             };
+            let t0 = Instant::now();
             let ref_logp = match &reference {
                 Some(r) => {
                     let s = sequence_logprobs(r, &seqs, images.as_ref(), temperature, pad)?;
@@ -417,6 +424,8 @@ pub fn train<B: Backend>(
                 }
                 None => None,
             };
+            t_reference = t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
             let mut old_logp: Option<Tensor<AD<B>, 2>> = None;
             for iteration in 0..g.iterations {
                 let scores = sequence_logprobs(&policy, &seqs, images.as_ref(), temperature, pad)?;
@@ -457,6 +466,7 @@ pub fn train<B: Backend>(
                 }
                 policy = optim.step(lr, policy, grads);
             }
+            t_update = t0.elapsed().as_secs_f64();
         }
         // Metrics and samples.
         let n = kept.len().max(1) as f64;
@@ -501,6 +511,7 @@ pub fn train<B: Backend>(
             "reflection_rate": if refl.total > 0 { refl.flagged as f64 / refl.total as f64 } else { 0.0 },
             "corrected_fraction": if refl.flagged > 0 { refl.corrected as f64 / refl.flagged as f64 } else { 0.0 },
             "groups": groups, "draws": attempts, "step_time_s": elapsed,
+            "time_s": {"generate": t_generate, "score": t_score, "reflect": t_reflect, "reference": t_reference, "update": t_update},
         });
         health.check(step, &line, rollout.max_tokens, reflection.is_some());
         session.run.metric(&line)?;
@@ -540,7 +551,7 @@ pub fn train<B: Backend>(
             state.extra = health.save();
             let dir = checkpoint::save::<AD<B>, _>(
                 &ck_root,
-                start,
+                &start.tokenizer,
                 &policy,
                 &optim,
                 &state,

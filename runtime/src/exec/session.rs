@@ -38,7 +38,7 @@ pub struct Loaded<B: Backend> {
     pub tokenizer: TextTokenizer,
 }
 
-/// Loads a model directory on `device`.
+/// Loads a model directory on `device` (its tokenizer from the same directory).
 ///
 /// # Errors
 /// Model and tokenizer errors.
@@ -47,6 +47,28 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<Loaded<B>, Exe
         model: Model::load(dir, device)?,
         tokenizer: TextTokenizer::load(dir)?,
     })
+}
+
+/// A model directory whose tokenizer may live elsewhere (`tokenizer = "..."`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelDirs {
+    /// `config.json` and the weights.
+    pub weights: PathBuf,
+    /// The tokenizer files.
+    pub tokenizer: PathBuf,
+}
+
+impl ModelDirs {
+    /// Loads the model on `device`.
+    ///
+    /// # Errors
+    /// Model and tokenizer errors.
+    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<Loaded<B>, ExecError> {
+        Ok(Loaded {
+            model: Model::load(&self.weights, device)?,
+            tokenizer: TextTokenizer::load(&self.tokenizer)?,
+        })
+    }
 }
 
 /// A run in progress.
@@ -85,6 +107,14 @@ impl<'a, B: Backend> Session<'a, B> {
         } else {
             RunDir::create(&options.out, plan, device_name, &options.source)?
         };
+        for (name, spec) in &plan.models {
+            if spec.dtype != "f32" {
+                eprintln!(
+                    "note: model `{name}` has `dtype = {}`; the {device_name} runtime trains in f32 (its weights are cast to f32 on load, checkpoints are f32)",
+                    spec.dtype
+                );
+            }
+        }
         let mut judges: BTreeMap<String, Box<dyn Judge>> = BTreeMap::new();
         for (name, spec) in &plan.judges {
             let judge: Box<dyn Judge> = match spec.kind.as_str() {
@@ -157,10 +187,14 @@ impl<'a, B: Backend> Session<'a, B> {
         }
     }
 
-    /// The directory holding the current weights of model `name`.
-    pub fn weights(&self, name: &str) -> Result<PathBuf, ExecError> {
+    /// The directories of the current weights and the tokenizer of model `name`.
+    pub fn model_dirs(&self, name: &str) -> Result<ModelDirs, ExecError> {
         if let Some(dir) = self.trained.get(name) {
-            return Ok(dir.clone());
+            // Trained weights are saved with a copy of the tokenizer.
+            return Ok(ModelDirs {
+                weights: dir.clone(),
+                tokenizer: dir.clone(),
+            });
         }
         let spec = self
             .plan
@@ -173,7 +207,17 @@ impl<'a, B: Backend> Session<'a, B> {
                 spec.arch
             )));
         }
-        Ok(PathBuf::from(&spec.weights))
+        let weights = PathBuf::from(&spec.weights);
+        let tokenizer = match &spec.tokenizer {
+            // `tokenizer` may name the folder or its `tokenizer.json`.
+            Some(t) if Path::new(t).is_file() => Path::new(t)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            Some(t) => PathBuf::from(t),
+            None => weights.clone(),
+        };
+        Ok(ModelDirs { weights, tokenizer })
     }
 
     /// The rollout settings of a stage.
@@ -205,8 +249,7 @@ impl<'a, B: Backend> Session<'a, B> {
         }
         let mut evals = serde_json::Map::new();
         for e in &plan.evals {
-            let dir = self.weights(&e.model)?;
-            let model = load::<B>(&dir, &self.device)?;
+            let model = self.model_dirs(&e.model)?.load::<B>(&self.device)?;
             let rollout = e
                 .rollout
                 .as_ref()
@@ -340,7 +383,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 }
             }
         }
-        let start = self.weights(&stage.policy)?;
+        let start = self.model_dirs(&stage.policy)?;
         let vocab = self
             .datasets
             .get(&stage.data.dataset)
@@ -354,7 +397,7 @@ impl<'a, B: Backend> Session<'a, B> {
             {
                 Some(v) if self.options.resume => Some(v),
                 _ => {
-                    let model = load::<B>(&start, &self.device)?;
+                    let model = start.load::<B>(&self.device)?;
                     let rows = self.rows(split)?.to_vec();
                     let rollout = stage
                         .rollout
@@ -386,17 +429,12 @@ impl<'a, B: Backend> Session<'a, B> {
             _ => None,
         };
         let trained = match &stage.algorithm {
-            safer_ir::plan::Algorithm::Grpo(g) => {
-                grpo_stage::train(self.as_autodiff(), stage, g, &start)?
-            }
-            safer_ir::plan::Algorithm::Sft(s) => {
-                sft_stage::train(self.as_autodiff(), stage, s, &start)?
-            }
+            safer_ir::plan::Algorithm::Grpo(g) => grpo_stage::train(self, stage, g, &start)?,
+            safer_ir::plan::Algorithm::Sft(s) => sft_stage::train(self, stage, s, &start)?,
         };
         let training = trained.summary;
         trained.model.save(&final_dir)?;
-        let tokenizer_src = start.clone();
-        copy_tokenizer(&tokenizer_src, &final_dir)?;
+        copy_tokenizer(&start.tokenizer, &final_dir)?;
         self.trained.insert(stage.policy.clone(), final_dir.clone());
         let eval_after = match (&stage.eval_data, &stage.reward) {
             (Some(split), Some(rubric)) => {
@@ -438,16 +476,6 @@ impl<'a, B: Backend> Session<'a, B> {
         )?;
         Ok(result)
     }
-
-    fn as_autodiff(&mut self) -> StageContext<'_, 'a, B> {
-        StageContext { session: self }
-    }
-}
-
-/// What a training stage needs from the session.
-pub struct StageContext<'s, 'a, B: Backend> {
-    /// The session.
-    pub session: &'s mut Session<'a, B>,
 }
 
 /// The result of a training stage.

@@ -3,7 +3,6 @@
 //! before GRPO. The loss is the mean negative log-likelihood of the
 //! completion tokens (the end-of-turn token included) given the prompt.
 
-use std::path::Path;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -19,7 +18,7 @@ use serde_json::{json, Value};
 use super::checkpoint::{self, TrainState};
 use super::grpo_stage::{schedule_of, sequences};
 use super::rollout::{prompt, Cursor};
-use super::session::{load, StageContext, Trained};
+use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
 use crate::generate::sequence_logprobs;
 use crate::grpo::schedule;
@@ -31,15 +30,14 @@ use crate::model::Model;
 /// # Errors
 /// Rows without the reference field, model errors, a non-finite loss.
 pub fn train<B: Backend>(
-    ctx: StageContext<'_, '_, B>,
+    session: &mut Session<'_, B>,
     stage: &StageSpec,
     s: &SftSpec,
-    start: &Path,
+    start: &ModelDirs,
 ) -> Result<Trained<B>, ExecError> {
     type AD<B> = Autodiff<B>;
-    let session = ctx.session;
     let device = session.device.clone();
-    let loaded = load::<AD<B>>(start, &device)?;
+    let loaded = start.load::<AD<B>>(&device)?;
     let tokenizer = loaded.tokenizer;
     let mut policy: Model<AD<B>> = loaded.model;
     let rows = session.rows(&stage.data)?.to_vec();
@@ -145,7 +143,7 @@ pub fn train<B: Backend>(
         if state.step % stage.checkpoint_every == 0 || state.step == total_steps || interrupted {
             let dir = checkpoint::save::<AD<B>, _>(
                 &ck_root,
-                start,
+                &start.tokenizer,
                 &policy,
                 &optim,
                 &state,
