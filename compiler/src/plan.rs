@@ -130,6 +130,7 @@ impl Lowerer<'_> {
                 JudgeSpec {
                     kind: text(&s, "kind", "rules"),
                     model,
+                    named: s.text("named").map(str::to_string),
                     endpoint: s.text("endpoint").map(str::to_string),
                     model_name: s.text("model_name").map(str::to_string),
                     api_key_env: s.text("api_key_env").map(str::to_string),
@@ -137,6 +138,7 @@ impl Lowerer<'_> {
                     timeout_s: num(&s, "timeout", 60.0),
                     concurrency: count(&s, "concurrency", 4.0).max(1),
                     temperature: num(&s, "temperature", 0.0),
+                    fallback: s.number("fallback"),
                 },
             );
         }

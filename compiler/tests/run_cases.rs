@@ -198,7 +198,20 @@ fn check_case(name: &str) {
                 .entry(row["group"].as_str().unwrap().to_string())
                 .or_default();
             e.0 += 1;
-            e.1 += usize::from(row["reflection"] == Value::Bool(true));
+            let reflected = row["reflection"] == Value::Bool(true);
+            e.1 += usize::from(reflected);
+            // A correction carries the scores of the completion it corrects.
+            assert_eq!(
+                row.get("before").is_some(),
+                reflected,
+                "{name}: `before` on {row}"
+            );
+            if reflected {
+                assert!(
+                    row["before"]["reward"].is_number() && row["before"]["safety"].is_number(),
+                    "{name}: {row}"
+                );
+            }
         }
         for (group, (n, reflected)) in groups {
             assert_eq!(
@@ -308,6 +321,8 @@ cases!(
     resume,
     judge_retry,
     judge_timeout,
+    judge_model_fallback,
+    judge_model_no_score,
 );
 
 #[test]

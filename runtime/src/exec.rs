@@ -2,7 +2,7 @@
 //!
 //! One module per op family: [`data`] (`Source`, `Filter`, `Balance`,
 //! `Dedup`, `Split`), [`curate`] (`Curate`, the QI-Box), [`rollout`]
-//! (`Batch`, `Generate`), [`rubric`] with [`scorers`] and [`judge`]
+//! (`Batch`, `Generate`), [`rubric`] with [`scorers`], [`judge`] and [`judge_model`]
 //! (`Judge`, `Score`), [`reflect`] (`Reflect`), [`grpo_stage`] and
 //! [`sft_stage`] (`Advantage`, `RefLogprob`, `Update`), [`checkpoint`],
 //! [`evaluate`] and [`report`] (`Report`: summary, plot), [`health`]
@@ -21,6 +21,7 @@ pub mod evaluate;
 pub mod grpo_stage;
 pub mod health;
 pub mod judge;
+pub mod judge_model;
 pub mod reflect;
 pub mod report;
 pub mod rollout;

@@ -67,6 +67,8 @@ pub struct JudgeSpec {
     pub kind: String,
     /// The local judge model (`model`).
     pub model: Option<String>,
+    /// The `safer.toml` endpoint it names (`named = "..."`); filled in by `saferc run`.
+    pub named: Option<String>,
     /// Base URL (`http`), e.g. `http://127.0.0.1:8000/v1`.
     pub endpoint: Option<String>,
     /// Model name sent to the endpoint.
@@ -81,6 +83,8 @@ pub struct JudgeSpec {
     pub concurrency: usize,
     /// Sampling temperature of the judge.
     pub temperature: f64,
+    /// The score of a reply that holds none (`None`: such a reply is an error).
+    pub fallback: Option<f64>,
 }
 
 /// A rubric: criteria, penalties, format terms and the total.

@@ -81,5 +81,24 @@ pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan:
         input::emit(&diags, &sources, Format::Human);
         return None;
     }
-    Some(crate::plan::lower(&program))
+    let mut plan = crate::plan::lower(&program);
+    // Judges that name a `safer.toml` endpoint get its URL, model, key variable,
+    // concurrency and timeout (the checker has verified that it exists).
+    if let Ok(Some(project)) = crate::project::load_around(&mut sources, file) {
+        for judge in plan.judges.values_mut() {
+            let Some(endpoint) = judge
+                .named
+                .as_ref()
+                .and_then(|n| project.manifest.judges.get(n))
+            else {
+                continue;
+            };
+            judge.endpoint = Some(endpoint.endpoint.get_ref().clone());
+            judge.model_name = Some(endpoint.model.clone());
+            judge.api_key_env.clone_from(&endpoint.api_key_env);
+            judge.concurrency = endpoint.concurrency.max(1) as usize;
+            judge.timeout_s = endpoint.timeout;
+        }
+    }
+    Some(plan)
 }

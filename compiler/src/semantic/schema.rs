@@ -259,6 +259,7 @@ const JUDGE: Block = Block {
         ranged("timeout", Ty::Number, Default::Number(60.0), POSITIVE, "Seconds before a request is abandoned and retried."),
         ranged("retries", Ty::Int, Default::Number(3.0), NON_NEGATIVE, "Retries with exponential backoff on timeouts, 429 and 5xx answers."),
         ranged("temperature", Ty::Number, Default::Number(0.0), (0.0, 2.0, true, true), "Sampling temperature of the judge."),
+        ranged("fallback", Ty::Number, Default::None, (0.0, 1.0, true, true), "The score given when a `model` or `http` judge's reply holds no score; without it such a reply stops the run with the reply in the message."),
     ],
     blocks: &[],
     forms: &[],

@@ -272,6 +272,7 @@ pub fn train<B: Backend>(
                     finish: c.finish,
                     scores: s,
                     reflected: false,
+                    before: None,
                 })
                 .collect();
             t_score += t0.elapsed().as_secs_f64();
@@ -530,6 +531,15 @@ pub fn train<B: Backend>(
                 o.insert("reward".into(), json!(s.scores.total));
                 o.insert("advantage".into(), json!(a));
                 o.insert("reflection".into(), json!(s.reflected));
+                if let Some(b) = &s.before {
+                    // A correction: the scores of the completion it corrects.
+                    let mut before = serde_json::Map::new();
+                    for (i, name) in names.iter().enumerate() {
+                        before.insert(name.clone(), json!(b.criteria[i]));
+                    }
+                    before.insert("reward".into(), json!(b.total));
+                    o.insert("before".into(), Value::Object(before));
+                }
                 o.insert("text".into(), json!(s.text));
                 Value::Object(o)
             })

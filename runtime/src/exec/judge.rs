@@ -7,7 +7,9 @@
 //!   vLLM-served reward model, a hosted API). Each question is one request
 //!   asking for a score between 0 and 1; 429, 5xx and timeouts are retried
 //!   with exponential backoff (honouring `Retry-After`), at most `retries`
-//!   times, with at most `concurrency` requests in flight.
+//!   times, with at most `concurrency` requests in flight. A reply without a
+//!   score takes the judge's `fallback`, or is an error.
+//! - `model`: a local model ([`super::judge_model`]).
 
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -72,6 +74,7 @@ pub struct HttpJudge {
     api_key: Option<String>,
     retries: u32,
     temperature: f64,
+    fallback: Option<f64>,
     agent: ureq::Agent,
     slots: Slots,
     /// First backoff; doubled per retry.
@@ -101,6 +104,7 @@ impl HttpJudge {
             api_key,
             retries: spec.retries,
             temperature: spec.temperature,
+            fallback: spec.fallback,
             agent: ureq::AgentBuilder::new().timeout(timeout).build(),
             slots: Slots {
                 free: Mutex::new(spec.concurrency.max(1)),
@@ -192,7 +196,7 @@ impl Judge for HttpJudge {
                         .pointer("/choices/0/message/content")
                         .and_then(Value::as_str)
                         .unwrap_or_default();
-                    break parse_score(content).ok_or_else(|| {
+                    break parse_score(content).or(self.fallback).ok_or_else(|| {
                         EvalError::Call(format!(
                             "the judge at {} answered {content:?}, not a score",
                             self.url

@@ -34,6 +34,8 @@ pub struct Sample {
     pub scores: Scores,
     /// True for a reflection correction.
     pub reflected: bool,
+    /// For a correction: the scores of the completion it corrects.
+    pub before: Option<Box<Scores>>,
 }
 
 /// What reflection did in one step.
@@ -128,6 +130,7 @@ pub fn reflect<B: Backend>(
                     finish: c.finish,
                     scores: s,
                     reflected: true,
+                    before: Some(Box::new(samples[i].scores.clone())),
                 },
             );
             if again {

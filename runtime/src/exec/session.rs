@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::data::{self, Row};
 use super::judge::{HttpJudge, Judge, RulesJudge};
+use super::judge_model::ModelJudge;
 use super::rollout::default_rollout;
 use super::rubric::RubricScorer;
 use super::run_dir::{write_atomically, RunDir};
@@ -120,9 +121,17 @@ impl<'a, B: Backend> Session<'a, B> {
             let judge: Box<dyn Judge> = match spec.kind.as_str() {
                 "http" => Box::new(HttpJudge::new(name, spec).map_err(ExecError::Usage)?),
                 "model" => {
-                    return Err(ExecError::Usage(format!(
-                        "judge `{name}` is `kind = model`; a local model judge is not supported by `saferc run` yet: serve the model with an OpenAI-compatible server (vLLM) and use `kind = http`"
-                    )))
+                    let model = spec.model.as_ref().ok_or_else(|| {
+                        ExecError::Usage(format!(
+                            "judge `{name}` is `kind = model` but names no `model`"
+                        ))
+                    })?;
+                    let dirs = Self::original_dirs(plan, model)?;
+                    Box::new(ModelJudge::<B>::new(
+                        name,
+                        dirs.load::<B>(&device)?,
+                        spec.fallback,
+                    ))
                 }
                 _ => Box::new(RulesJudge),
             };
@@ -196,8 +205,12 @@ impl<'a, B: Backend> Session<'a, B> {
                 tokenizer: dir.clone(),
             });
         }
-        let spec = self
-            .plan
+        Self::original_dirs(self.plan, name)
+    }
+
+    /// The directories model `name` is declared with.
+    fn original_dirs(plan: &Plan, name: &str) -> Result<ModelDirs, ExecError> {
+        let spec = plan
             .models
             .get(name)
             .ok_or_else(|| ExecError::Usage(format!("model `{name}` is not in the plan")))?;

@@ -1,0 +1,98 @@
+//! The `model` judge: a local model asked, for each completion and
+//! criterion, for one number between 0 and 1 (greedy, a few tokens). The
+//! reply is parsed strictly ([`super::judge::parse_score`]); a reply without
+//! a score takes the judge's declared `fallback`, or is an error naming the
+//! reply when none is declared.
+
+use std::sync::Mutex;
+
+use burn::tensor::backend::Backend;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use safer_ir::plan::EvalError;
+use serde_json::json;
+
+use super::data::Row;
+use super::judge::{parse_score, Judge};
+use super::session::Loaded;
+use crate::generate::{generate, Prompt, SamplingParams};
+
+/// Tokens a judge may write.
+const REPLY_TOKENS: usize = 8;
+
+/// A local model judge.
+pub struct ModelJudge<B: Backend> {
+    name: String,
+    model: Mutex<Loaded<B>>,
+    fallback: Option<f64>,
+}
+
+impl<B: Backend> ModelJudge<B> {
+    /// A judge named `name` answering with `model`.
+    pub fn new(name: &str, model: Loaded<B>, fallback: Option<f64>) -> Self {
+        ModelJudge {
+            name: name.to_string(),
+            model: Mutex::new(model),
+            fallback,
+        }
+    }
+}
+
+/// The judge's question: the rubric text, the prompt and the response.
+pub fn question(criterion: &str, description: Option<&str>, row: &Row, completion: &str) -> String {
+    format!(
+        "Criterion `{criterion}`: {}\n\nPrompt:\n{}\n\nResponse:\n{completion}\n\nScore (0 to 1):",
+        description.unwrap_or(criterion),
+        row.prompt
+    )
+}
+
+impl<B: Backend> Judge for ModelJudge<B> {
+    fn ask(
+        &self,
+        criterion: &str,
+        description: Option<&str>,
+        row: &Row,
+        completion: &str,
+    ) -> Result<f64, EvalError> {
+        let loaded = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        let fail = |m: String| EvalError::Call(format!("judge `{}`: {m}", self.name));
+        let messages = json!([
+            {"role": "system", "content": "You grade responses. Reply with one number between 0 and 1 and nothing else."},
+            {"role": "user", "content": question(criterion, description, row, completion)},
+        ]);
+        let text = if loaded.tokenizer.has_chat_template() {
+            loaded
+                .tokenizer
+                .apply_chat_template(&messages, None, true)
+                .map_err(|e| fail(e.to_string()))?
+        } else {
+            question(criterion, description, row, completion)
+        };
+        let tokens = loaded
+            .tokenizer
+            .encode(&text)
+            .map_err(|e| fail(e.to_string()))?;
+        let prompt = Prompt {
+            tokens,
+            images: None,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let reply = generate(
+            &loaded.model,
+            &loaded.tokenizer,
+            &[prompt],
+            &SamplingParams::greedy(REPLY_TOKENS),
+            &mut rng,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        let said = reply.first().map(|c| c.text.clone()).unwrap_or_default();
+        match (parse_score(&said), self.fallback) {
+            (Some(v), _) => Ok(v),
+            (None, Some(f)) => Ok(f),
+            (None, None) => Err(fail(format!(
+                "replied {said:?}, which holds no score; declare `fallback = ...` on the judge to use a fixed score instead"
+            ))),
+        }
+    }
+}
