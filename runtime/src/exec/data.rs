@@ -386,6 +386,19 @@ mod tests {
     }
 
     #[test]
+    fn dedup_drops_prompts_seen_elsewhere() {
+        let rows = vec![row("a", "x"), row("b", "x"), row("c", "y")];
+        let mut held_out = row("z", "x");
+        held_out.prompt = "Q B".into(); // same question as `b`, up to case
+        let (kept, dropped) = dedup(rows, &[held_out]);
+        assert_eq!(dropped, 1);
+        assert_eq!(
+            kept.iter().map(|r| r.origin.as_str()).collect::<Vec<_>>(),
+            ["a", "c"]
+        );
+    }
+
+    #[test]
     fn balance_equalises_and_split_keeps_copies_together() {
         let rows = vec![row("a", "x"), row("b", "x"), row("c", "x"), row("d", "y")];
         let balanced = balance(rows, "category", 1);

@@ -528,6 +528,9 @@ pub fn train<B: Backend>(
                 for (i, name) in names.iter().enumerate() {
                     o.insert(name.clone(), json!(s.scores.criteria[i]));
                 }
+                for (i, name) in penalty_names.iter().enumerate() {
+                    o.insert(format!("penalty.{name}"), json!(s.scores.penalties[i]));
+                }
                 o.insert("reward".into(), json!(s.scores.total));
                 o.insert("advantage".into(), json!(a));
                 o.insert("reflection".into(), json!(s.reflected));
