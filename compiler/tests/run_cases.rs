@@ -1,8 +1,9 @@
 //! End-to-end runs of `saferc run` on the case folders of
 //! `tests/cases/run/`: each holds `pipeline.safer`, tiny data and
 //! `expect.json` (exit code, stderr lines, values in `summary.json` by JSON
-//! pointer, per-group sample counts, metric values, a judge server to
-//! start, a SIGKILL-and-resume check). The policy is a fresh `tiny_vlm`
+//! pointer, pairs of summary values that must be equal, per-group sample
+//! counts, metric values, a judge server to start, a SIGKILL-and-resume
+//! check). The policy is a fresh `tiny_vlm`
 //! (`saferc init-model --size tiny --seed 0`) made in the case's copy.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
@@ -174,6 +175,13 @@ fn check_case(name: &str) {
             );
         }
     }
+    // Pairs of summary values that must be equal (a later stage starting where an earlier one ended).
+    for pair in expect["same"].as_array().into_iter().flatten() {
+        let summary: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap()).unwrap();
+        let (a, b) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        assert!(summary.pointer(a).is_some(), "{name}: summary{a} missing");
+        assert_eq!(summary.pointer(a), summary.pointer(b), "{name}: summary{a} != summary{b}");
+    }
     if let Some(s) = expect["samples"].as_object() {
         let samples = read_jsonl(&out_dir.join("samples.jsonl"));
         assert!(!samples.is_empty(), "{name}: no samples");
@@ -323,6 +331,7 @@ cases!(
     judge_timeout,
     judge_model_fallback,
     judge_model_no_score,
+    two_stages,
 );
 
 #[test]

@@ -396,7 +396,17 @@ impl<'a, B: Backend> Session<'a, B> {
                 }
             }
         }
-        let start = self.model_dirs(&stage.policy)?;
+        // `after`: start from the previous stage's result, whatever model it trained.
+        let start = match &stage.after {
+            Some(prev) => {
+                let dir = self.run.model_dir(prev);
+                ModelDirs {
+                    weights: dir.clone(),
+                    tokenizer: dir,
+                }
+            }
+            None => self.model_dirs(&stage.policy)?,
+        };
         let vocab = self
             .datasets
             .get(&stage.data.dataset)
