@@ -439,7 +439,13 @@ pub fn train<B: Backend>(
                     ref_logp: ref_logp.clone(),
                     mask: mask_t.clone(),
                     advantages: adv_t.clone(),
-                    entropy: (g.entropy_coef > 0.0).then_some(scores.entropy),
+                    // Without a bonus the entropy is only measured (the metric and the
+                    // collapse warning), so it carries no gradient.
+                    entropy: Some(if g.entropy_coef > 0.0 {
+                        scores.entropy
+                    } else {
+                        scores.entropy.detach()
+                    }),
                     normaliser: None,
                 };
                 let out = policy_loss::compute(&inputs, &loss_cfg, step)?;
