@@ -177,10 +177,16 @@ fn check_case(name: &str) {
     }
     // Pairs of summary values that must be equal (a later stage starting where an earlier one ended).
     for pair in expect["same"].as_array().into_iter().flatten() {
-        let summary: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap()).unwrap();
+        let summary: Value =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
+                .unwrap();
         let (a, b) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
         assert!(summary.pointer(a).is_some(), "{name}: summary{a} missing");
-        assert_eq!(summary.pointer(a), summary.pointer(b), "{name}: summary{a} != summary{b}");
+        assert_eq!(
+            summary.pointer(a),
+            summary.pointer(b),
+            "{name}: summary{a} != summary{b}"
+        );
     }
     if let Some(s) = expect["samples"].as_object() {
         let samples = read_jsonl(&out_dir.join("samples.jsonl"));
