@@ -18,15 +18,25 @@ pub enum GraphFormat {
     Json,
 }
 
-pub(super) fn run(file: &Path, format: GraphFormat, imports: &ImportArgs) -> i32 {
-    let mut sources = SourceMap::new();
+/// Analyzes `file` with its project's options and prints the diagnostics;
+/// the program when there were no errors.
+fn checked_program(
+    file: &Path,
+    imports: &ImportArgs,
+    sources: &mut SourceMap,
+) -> Option<crate::semantic::hir::Program> {
     let mut diags = Vec::new();
-    let options = imports.options_for(file, &mut sources, &mut diags);
-    let analysis = semantic::analyze_file(&mut sources, file, options);
+    let options = imports.options_for(file, sources, &mut diags);
+    let analysis = semantic::analyze_file(sources, file, options);
     diags.extend(analysis.diagnostics);
     let has_errors = diags.iter().any(|d| d.is_error());
-    input::emit(&diags, &sources, Format::Human);
-    let (Some(program), false) = (analysis.program, has_errors) else {
+    input::emit(&diags, sources, Format::Human);
+    analysis.program.filter(|_| !has_errors)
+}
+
+pub(super) fn run(file: &Path, format: GraphFormat, imports: &ImportArgs) -> i32 {
+    let mut sources = SourceMap::new();
+    let Some(program) = checked_program(file, imports, &mut sources) else {
         return 1;
     };
     match crate::graph::lower(&program) {
@@ -68,15 +78,7 @@ pub(super) fn hir(file: &Path, imports: &ImportArgs) -> i32 {
 /// and the plan; diagnostics are printed and `None` returned on errors.
 pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan::Plan> {
     let mut sources = SourceMap::new();
-    let mut diags = Vec::new();
-    let options = imports.options_for(file, &mut sources, &mut diags);
-    let analysis = semantic::analyze_file(&mut sources, file, options);
-    diags.extend(analysis.diagnostics);
-    let has_errors = diags.iter().any(|d| d.is_error());
-    input::emit(&diags, &sources, Format::Human);
-    let (Some(program), false) = (analysis.program, has_errors) else {
-        return None;
-    };
+    let program = checked_program(file, imports, &mut sources)?;
     if let Err(diags) = crate::graph::lower(&program) {
         input::emit(&diags, &sources, Format::Human);
         return None;

@@ -16,9 +16,10 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::Optimizer;
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -132,4 +133,70 @@ where
         serde_json::from_str(&text).map_err(|e| io(&dir.join("state.json"), e))?;
     eprintln!("resuming from {} (step {})", dir.display(), state.step);
     Ok(Some((model, optim, state)))
+}
+
+/// Writes a checkpoint when one is due (every `every` steps, at the last
+/// step, or after Ctrl+C); after Ctrl+C, returns
+/// [`ExecError::Interrupted`] naming it.
+///
+/// # Errors
+/// I/O errors, or the interruption.
+#[allow(clippy::too_many_arguments)]
+pub fn at_step_end<B, O>(
+    root: &Path,
+    tokenizer_dir: &Path,
+    model: &Model<B>,
+    optim: &O,
+    state: &TrainState,
+    (every, last, keep): (u64, u64, usize),
+    interrupt: &std::sync::atomic::AtomicBool,
+) -> Result<(), ExecError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Model<B>, B>,
+    Model<B>: AutodiffModule<B>,
+{
+    let interrupted = interrupt.load(std::sync::atomic::Ordering::SeqCst);
+    if state.step % every == 0 || state.step == last || interrupted {
+        let dir = save(root, tokenizer_dir, model, optim, state, keep)?;
+        if interrupted {
+            return Err(ExecError::Interrupted { checkpoint: dir });
+        }
+    }
+    Ok(())
+}
+
+/// A stage's starting point: `policy` with a fresh AdamW and state seeded
+/// with `seed`, or, when `resume` is set and `root` holds a checkpoint, the
+/// checkpoint's policy, optimiser and state.
+///
+/// # Errors
+/// A checkpoint that cannot be read.
+pub fn start_or_resume<B>(
+    root: &Path,
+    policy: Model<B>,
+    weight_decay: f64,
+    seed: u64,
+    resume: bool,
+    device: &B::Device,
+) -> Result<(Model<B>, impl Optimizer<Model<B>, B>, TrainState), ExecError>
+where
+    B: AutodiffBackend,
+    Model<B>: AutodiffModule<B>,
+{
+    let optim = AdamWConfig::new()
+        .with_weight_decay(weight_decay as f32)
+        .init::<B, Model<B>>();
+    let fresh = TrainState {
+        step: 0,
+        cursor: Cursor::default(),
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        extra: Value::Null,
+    };
+    if resume {
+        if let Some(restored) = restore::<B, _>(root, optim.clone(), device)? {
+            return Ok(restored);
+        }
+    }
+    Ok((policy, optim, fresh))
 }

@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 
 use super::data::Row;
 use super::rollout::{prompt, sample, sampling, Policy};
-use super::rubric::Item;
 use super::session::Session;
 use super::ExecError;
 use crate::grpo::advantage::std;
@@ -71,17 +70,8 @@ pub fn curate<B: Backend>(
             .map(|r| prompt(r, policy.tokenizer, policy.config, None))
             .collect::<Result<Vec<_>, _>>()?;
         let completions = sample(&policy, &prompts, spec.rollouts, &params, &mut rng)?;
-        let items: Vec<Item<'_>> = completions
-            .iter()
-            .map(|c| Item {
-                row: &chunk[c.prompt / spec.rollouts],
-                text: &c.text,
-                tokens: c.tokens.len(),
-            })
-            .collect();
-        let scores = scorer
-            .score_all(&items)
-            .map_err(|e| ExecError::Score(e.to_string()))?;
+        let scores =
+            scorer.score_completions(&completions, |c| &chunk[c.prompt / spec.rollouts])?;
         for (i, row) in chunk.iter().enumerate() {
             let totals: Vec<f64> = scores[i * spec.rollouts..(i + 1) * spec.rollouts]
                 .iter()

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::data::Row;
 use super::rollout::{prompt, sample, sampling, Policy};
-use super::rubric::{Item, RubricScorer, Scores};
+use super::rubric::{RubricScorer, Scores};
 use super::session::Loaded;
 use super::ExecError;
 use crate::generate::SamplingParams;
@@ -53,18 +53,7 @@ pub fn evaluate<B: Backend>(
             .map(|r| prompt(r, policy.tokenizer, policy.config, None))
             .collect::<Result<Vec<_>, _>>()?;
         let completions = sample(&policy, &prompts, 1, &params, &mut rng)?;
-        let items: Vec<Item<'_>> = chunk
-            .iter()
-            .zip(&completions)
-            .map(|(row, c)| Item {
-                row,
-                text: &c.text,
-                tokens: c.tokens.len(),
-            })
-            .collect();
-        let s = scorer
-            .score_all(&items)
-            .map_err(|e| ExecError::Score(e.to_string()))?;
+        let s = scorer.score_completions(&completions, |c| &chunk[c.prompt])?;
         for (row, sc) in chunk.iter().zip(s) {
             scores.push((row.text("label").unwrap_or_default(), sc));
         }

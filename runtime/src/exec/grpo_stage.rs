@@ -11,20 +11,17 @@ use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use safer_ir::plan::{GrpoSpec, StageSpec};
 use serde_json::{json, Value};
 
-use super::checkpoint::{self, TrainState};
+use super::checkpoint;
 use super::data::Row;
 use super::health::Health;
 use super::reflect::{reflect, ReflectStats, Sample};
-use super::rollout::{prompt, sample, sampling, Cursor, Policy};
-use super::rubric::Item;
+use super::rollout::{prompt, sample, sampling, Policy};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
 use crate::generate::{merge_images, sequence_logprobs, FinishReason, Prompt};
@@ -138,7 +135,7 @@ pub fn train<B: Backend>(
     let device = session.device.clone();
     let loaded = start.load::<AD<B>>(&device)?;
     let tokenizer = loaded.tokenizer;
-    let mut policy: Model<AD<B>> = loaded.model;
+    let policy: Model<AD<B>> = loaded.model;
     let reference: Option<Model<B>> = match (&stage.reference, g.kl.beta > 0.0) {
         (Some(r), true) if *r == stage.policy => Some(policy.valid()),
         (Some(r), true) => Some(session.model_dirs(r)?.load::<B>(&device)?.model),
@@ -192,24 +189,15 @@ pub fn train<B: Backend>(
             MultiObjective::SumThenNormalize
         },
     };
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(g.weight_decay as f32)
-        .init::<AD<B>, Model<AD<B>>>();
     let ck_root = session.run.checkpoints(&stage.name);
-    let mut state = TrainState {
-        step: 0,
-        cursor: Cursor::default(),
-        rng: ChaCha8Rng::seed_from_u64(stage.seed),
-        extra: Value::Null,
-    };
-    if session.options.resume {
-        if let Some((m, o, s)) = checkpoint::restore::<AD<B>, _>(&ck_root, optim.clone(), &device)?
-        {
-            policy = m;
-            optim = o;
-            state = s;
-        }
-    }
+    let (mut policy, mut optim, mut state) = checkpoint::start_or_resume::<AD<B>>(
+        &ck_root,
+        policy,
+        g.weight_decay,
+        stage.seed,
+        session.options.resume,
+        &device,
+    )?;
     let mut health = Health::restore(&state.extra);
     let bar = super::report::progress(
         &stage.name,
@@ -251,17 +239,8 @@ pub fn train<B: Backend>(
             let completions = sample(&pol, &prompts, rollout.group, &params, &mut state.rng)?;
             t_generate += t0.elapsed().as_secs_f64();
             let t0 = Instant::now();
-            let items: Vec<Item<'_>> = completions
-                .iter()
-                .map(|c| Item {
-                    row: batch[c.prompt / rollout.group],
-                    text: &c.text,
-                    tokens: c.tokens.len(),
-                })
-                .collect();
-            let scores = scorer
-                .score_all(&items)
-                .map_err(|e| ExecError::Score(e.to_string()))?;
+            let scores =
+                scorer.score_completions(&completions, |c| batch[c.prompt / rollout.group])?;
             let mut samples: Vec<Sample> = completions
                 .into_iter()
                 .zip(scores)
@@ -562,24 +541,16 @@ pub fn train<B: Backend>(
             ));
             b.inc(1);
         }
-        let interrupted = session
-            .options
-            .interrupt
-            .load(std::sync::atomic::Ordering::SeqCst);
-        if state.step % stage.checkpoint_every == 0 || state.step == total_steps || interrupted {
-            state.extra = health.save();
-            let dir = checkpoint::save::<AD<B>, _>(
-                &ck_root,
-                &start.tokenizer,
-                &policy,
-                &optim,
-                &state,
-                stage.checkpoint_keep,
-            )?;
-            if interrupted {
-                return Err(ExecError::Interrupted { checkpoint: dir });
-            }
-        }
+        state.extra = health.save();
+        checkpoint::at_step_end::<AD<B>, _>(
+            &ck_root,
+            &start.tokenizer,
+            &policy,
+            &optim,
+            &state,
+            (stage.checkpoint_every, total_steps, stage.checkpoint_keep),
+            &session.options.interrupt,
+        )?;
     }
     if let Some(b) = bar {
         b.finish_with_message(format!("reward {last_reward:.3}"));

@@ -19,6 +19,19 @@ use serde_json::{json, Value};
 
 use super::data::Row;
 
+/// What a `model` or `http` judge is told first.
+pub const JUDGE_SYSTEM_PROMPT: &str =
+    "You grade responses. Reply with one number between 0 and 1 and nothing else.";
+
+/// A judge's question: the criterion and its description, the prompt and the response.
+pub fn question(criterion: &str, description: Option<&str>, row: &Row, completion: &str) -> String {
+    format!(
+        "Criterion `{criterion}`: {}\n\nPrompt:\n{}\n\nResponse:\n{completion}\n\nScore (0 to 1):",
+        description.unwrap_or(criterion),
+        row.prompt
+    )
+}
+
 /// Something that scores a completion on a named criterion, 0..1.
 pub trait Judge: Sync {
     /// The score of `completion` (to `row`'s prompt) on `criterion`.
@@ -175,16 +188,12 @@ impl Judge for HttpJudge {
         row: &Row,
         completion: &str,
     ) -> Result<f64, EvalError> {
-        let question = description.unwrap_or(criterion);
         let body = json!({
             "model": self.model,
             "temperature": self.temperature,
             "messages": [
-                {"role": "system", "content": "You grade responses. Reply with one number between 0 and 1 and nothing else."},
-                {"role": "user", "content": format!(
-                    "Criterion `{criterion}`: {question}\n\nPrompt:\n{}\n\nResponse:\n{completion}\n\nScore (0 to 1):",
-                    row.prompt
-                )},
+                {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
+                {"role": "user", "content": question(criterion, description, row, completion)},
             ],
         });
         self.slots.acquire();

@@ -13,7 +13,7 @@ use safer_ir::plan::EvalError;
 use serde_json::json;
 
 use super::data::Row;
-use super::judge::{parse_score, Judge};
+use super::judge::{parse_score, question, Judge, JUDGE_SYSTEM_PROMPT};
 use super::session::Loaded;
 use crate::generate::{generate, Prompt, SamplingParams};
 
@@ -38,15 +38,6 @@ impl<B: Backend> ModelJudge<B> {
     }
 }
 
-/// The judge's question: the rubric text, the prompt and the response.
-pub fn question(criterion: &str, description: Option<&str>, row: &Row, completion: &str) -> String {
-    format!(
-        "Criterion `{criterion}`: {}\n\nPrompt:\n{}\n\nResponse:\n{completion}\n\nScore (0 to 1):",
-        description.unwrap_or(criterion),
-        row.prompt
-    )
-}
-
 impl<B: Backend> Judge for ModelJudge<B> {
     fn ask(
         &self,
@@ -58,7 +49,7 @@ impl<B: Backend> Judge for ModelJudge<B> {
         let loaded = self.model.lock().unwrap_or_else(|p| p.into_inner());
         let fail = |m: String| EvalError::Call(format!("judge `{}`: {m}", self.name));
         let messages = json!([
-            {"role": "system", "content": "You grade responses. Reply with one number between 0 and 1 and nothing else."},
+            {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
             {"role": "user", "content": question(criterion, description, row, completion)},
         ]);
         let text = if loaded.tokenizer.has_chat_template() {

@@ -15,7 +15,7 @@ use safer_ir::plan::ReflectionSpec;
 
 use super::data::Row;
 use super::rollout::{prompt, sample, Policy};
-use super::rubric::{condition, Item, RubricScorer, ScoreEnv, Scores};
+use super::rubric::{condition, RubricScorer, ScoreEnv, Scores};
 use super::ExecError;
 use crate::generate::{FinishReason, SamplingParams};
 
@@ -106,18 +106,7 @@ pub fn reflect<B: Backend>(
             })
             .collect::<Result<Vec<_>, _>>()?;
         let outs = sample(policy, &prompts, 1, params, rng)?;
-        let items: Vec<Item<'_>> = pending
-            .iter()
-            .zip(&outs)
-            .map(|(&i, c)| Item {
-                row: rows[samples[i].group],
-                text: &c.text,
-                tokens: c.tokens.len(),
-            })
-            .collect();
-        let scores = scorer
-            .score_all(&items)
-            .map_err(|e| ExecError::Score(e.to_string()))?;
+        let scores = scorer.score_completions(&outs, |c| rows[samples[pending[c.prompt]].group])?;
         let mut still = Vec::new();
         for ((&i, c), s) in pending.iter().zip(outs).zip(scores) {
             let again = flagged(spec, scorer, &s)?;

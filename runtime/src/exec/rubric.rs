@@ -236,6 +236,27 @@ impl RubricScorer<'_> {
         items.par_iter().map(|i| self.score(i)).collect()
     }
 
+    /// Scores generated completions, each against the row `row_of` names.
+    ///
+    /// # Errors
+    /// The first scoring failure, as [`ExecError::Score`].
+    pub fn score_completions<'r>(
+        &self,
+        completions: &[crate::generate::Completion],
+        row_of: impl Fn(&crate::generate::Completion) -> &'r Row,
+    ) -> Result<Vec<Scores>, super::ExecError> {
+        let items: Vec<Item<'_>> = completions
+            .iter()
+            .map(|c| Item {
+                row: row_of(c),
+                text: &c.text,
+                tokens: c.tokens.len(),
+            })
+            .collect();
+        self.score_all(&items)
+            .map_err(|e| super::ExecError::Score(e.to_string()))
+    }
+
     /// The criterion names in order.
     pub fn criterion_names(&self) -> Vec<String> {
         self.spec.criteria.iter().map(|c| c.name.clone()).collect()

@@ -379,6 +379,40 @@ impl<'a, B: Backend> Session<'a, B> {
         Ok(())
     }
 
+    /// Scores `model` on the stage's held-out split with its reward rubric
+    /// (`None` when the stage has no `eval_data` or no `reward`).
+    fn score_held_out(
+        &self,
+        stage: &StageSpec,
+        model: &ModelDirs,
+        vocab: &BTreeSet<String>,
+        when: &str,
+    ) -> Result<Option<Value>, ExecError> {
+        let (Some(split), Some(rubric)) = (&stage.eval_data, &stage.reward) else {
+            return Ok(None);
+        };
+        let loaded = model.load::<B>(&self.device)?;
+        let rows = self.rows(split)?.to_vec();
+        let rollout = stage
+            .rollout
+            .as_ref()
+            .and_then(|r| self.plan.rollouts.get(r))
+            .cloned();
+        let v = evaluate::evaluate(
+            &loaded,
+            &rows,
+            &self.scorer(rubric, vocab)?,
+            rollout.as_ref(),
+            stage.seed,
+        )?;
+        eprintln!(
+            "stage {}: {when} training, {}",
+            stage.name,
+            evaluate::describe(&v)
+        );
+        Ok(Some(v))
+    }
+
     /// Runs one stage (or reuses its finished result on resume).
     fn stage(&mut self, stage: &StageSpec) -> Result<Value, ExecError> {
         let final_dir = self.run.model_dir(&stage.name);
@@ -413,43 +447,24 @@ impl<'a, B: Backend> Session<'a, B> {
             .map(|d| d.vocabulary.clone())
             .unwrap_or_default();
         let before_path = self.run.checkpoints(&stage.name).join("eval_before.json");
-        let eval_before = match (&stage.eval_data, &stage.reward) {
-            (Some(split), Some(rubric)) => match std::fs::read_to_string(&before_path)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            {
-                Some(v) if self.options.resume => Some(v),
-                _ => {
-                    let model = start.load::<B>(&self.device)?;
-                    let rows = self.rows(split)?.to_vec();
-                    let rollout = stage
-                        .rollout
-                        .as_ref()
-                        .and_then(|r| self.plan.rollouts.get(r))
-                        .cloned();
-                    let v = evaluate::evaluate(
-                        &model,
-                        &rows,
-                        &self.scorer(rubric, &vocab)?,
-                        rollout.as_ref(),
-                        stage.seed,
-                    )?;
-                    eprintln!(
-                        "stage {}: before training, {}",
-                        stage.name,
-                        evaluate::describe(&v)
-                    );
-                    std::fs::create_dir_all(self.run.checkpoints(&stage.name)).map_err(|e| {
-                        ExecError::Io {
-                            path: before_path.clone(),
-                            message: e.to_string(),
-                        }
+        let saved_before = std::fs::read_to_string(&before_path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .filter(|_| self.options.resume);
+        let eval_before = match saved_before {
+            Some(v) => Some(v),
+            None => {
+                let v = self.score_held_out(stage, &start, &vocab, "before")?;
+                if let Some(v) = &v {
+                    let dir = self.run.checkpoints(&stage.name);
+                    std::fs::create_dir_all(&dir).map_err(|e| ExecError::Io {
+                        path: dir.clone(),
+                        message: e.to_string(),
                     })?;
                     write_atomically(&before_path, v.to_string().as_bytes())?;
-                    Some(v)
                 }
-            },
-            _ => None,
+                v
+            }
         };
         let trained = match &stage.algorithm {
             safer_ir::plan::Algorithm::Grpo(g) => grpo_stage::train(self, stage, g, &start)?,
@@ -459,31 +474,11 @@ impl<'a, B: Backend> Session<'a, B> {
         trained.model.save(&final_dir)?;
         copy_tokenizer(&start.tokenizer, &final_dir)?;
         self.trained.insert(stage.policy.clone(), final_dir.clone());
-        let eval_after = match (&stage.eval_data, &stage.reward) {
-            (Some(split), Some(rubric)) => {
-                let model = load::<B>(&final_dir, &self.device)?;
-                let rows = self.rows(split)?.to_vec();
-                let rollout = stage
-                    .rollout
-                    .as_ref()
-                    .and_then(|r| self.plan.rollouts.get(r))
-                    .cloned();
-                let v = evaluate::evaluate(
-                    &model,
-                    &rows,
-                    &self.scorer(rubric, &vocab)?,
-                    rollout.as_ref(),
-                    stage.seed,
-                )?;
-                eprintln!(
-                    "stage {}: after training, {}",
-                    stage.name,
-                    evaluate::describe(&v)
-                );
-                Some(v)
-            }
-            _ => None,
+        let final_dirs = ModelDirs {
+            weights: final_dir.clone(),
+            tokenizer: final_dir.clone(),
         };
+        let eval_after = self.score_held_out(stage, &final_dirs, &vocab, "after")?;
         let result = json!({
             "stage": stage.name,
             "model": final_dir,

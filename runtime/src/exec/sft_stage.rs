@@ -7,17 +7,15 @@ use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use safer_ir::plan::{SftSpec, StageSpec};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::checkpoint::{self, TrainState};
+use super::checkpoint;
 use super::grpo_stage::{schedule_of, sequences};
-use super::rollout::{prompt, Cursor};
+use super::rollout::prompt;
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
 use crate::generate::sequence_logprobs;
@@ -39,7 +37,7 @@ pub fn train<B: Backend>(
     let device = session.device.clone();
     let loaded = start.load::<AD<B>>(&device)?;
     let tokenizer = loaded.tokenizer;
-    let mut policy: Model<AD<B>> = loaded.model;
+    let policy: Model<AD<B>> = loaded.model;
     let rows = session.rows(&stage.data)?.to_vec();
     let rows: Vec<_> = rows
         .into_iter()
@@ -58,24 +56,15 @@ pub fn train<B: Backend>(
         .steps
         .unwrap_or_else(|| (rows.len() * s.epochs).div_ceil(s.batch) as u64);
     let eos = policy.config.eos_token_ids.first().copied().unwrap_or(0);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(s.weight_decay as f32)
-        .init::<AD<B>, Model<AD<B>>>();
     let ck_root = session.run.checkpoints(&stage.name);
-    let mut state = TrainState {
-        step: 0,
-        cursor: Cursor::default(),
-        rng: ChaCha8Rng::seed_from_u64(stage.seed),
-        extra: Value::Null,
-    };
-    if session.options.resume {
-        if let Some((m, o, st)) = checkpoint::restore::<AD<B>, _>(&ck_root, optim.clone(), &device)?
-        {
-            policy = m;
-            optim = o;
-            state = st;
-        }
-    }
+    let (mut policy, mut optim, mut state) = checkpoint::start_or_resume::<AD<B>>(
+        &ck_root,
+        policy,
+        s.weight_decay,
+        stage.seed,
+        session.options.resume,
+        &device,
+    )?;
     let bar = super::report::progress(
         &stage.name,
         total_steps,
@@ -136,23 +125,15 @@ pub fn train<B: Backend>(
             b.set_message(format!("loss {last_loss:.3} {elapsed:.2}s/step"));
             b.inc(1);
         }
-        let interrupted = session
-            .options
-            .interrupt
-            .load(std::sync::atomic::Ordering::SeqCst);
-        if state.step % stage.checkpoint_every == 0 || state.step == total_steps || interrupted {
-            let dir = checkpoint::save::<AD<B>, _>(
-                &ck_root,
-                &start.tokenizer,
-                &policy,
-                &optim,
-                &state,
-                stage.checkpoint_keep,
-            )?;
-            if interrupted {
-                return Err(ExecError::Interrupted { checkpoint: dir });
-            }
-        }
+        checkpoint::at_step_end::<AD<B>, _>(
+            &ck_root,
+            &start.tokenizer,
+            &policy,
+            &optim,
+            &state,
+            (stage.checkpoint_every, total_steps, stage.checkpoint_keep),
+            &session.options.interrupt,
+        )?;
     }
     if let Some(b) = bar {
         b.finish_with_message(format!("loss {last_loss:.3}"));

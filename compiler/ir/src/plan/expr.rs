@@ -127,7 +127,8 @@ pub enum Unary {
     Not,
 }
 
-/// Infix operators.
+/// Infix operators (the same set as the compiler's `BinaryOp`, repeated here
+/// because the plan must not depend on the parser).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Binary {
