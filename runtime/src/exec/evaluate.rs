@@ -59,18 +59,25 @@ pub fn evaluate<B: Backend>(
         }
     }
     let names = scorer.criterion_names();
+    // Means over no rows are `null`, not 0: an empty split scores nothing.
+    let mean = |values: Vec<f64>| -> Value {
+        if values.is_empty() {
+            Value::Null
+        } else {
+            json!(values.iter().sum::<f64>() / values.len() as f64)
+        }
+    };
     let means = |subset: &[&Scores]| -> Value {
-        let n = subset.len().max(1) as f64;
         let mut m = Map::new();
         for (i, name) in names.iter().enumerate() {
             m.insert(
                 name.clone(),
-                json!(subset.iter().map(|s| s.criteria[i]).sum::<f64>() / n),
+                mean(subset.iter().map(|s| s.criteria[i]).collect()),
             );
         }
         m.insert(
             "reward".into(),
-            json!(subset.iter().map(|s| s.total).sum::<f64>() / n),
+            mean(subset.iter().map(|s| s.total).collect()),
         );
         m.insert("count".into(), json!(subset.len()));
         Value::Object(m)
@@ -96,7 +103,10 @@ pub fn describe(result: &Value) -> String {
     let mut parts: Vec<String> = m
         .iter()
         .filter(|(k, _)| k.as_str() != "count")
-        .map(|(k, v)| format!("{k} {:.3}", v.as_f64().unwrap_or(f64::NAN)))
+        .map(|(k, v)| match v.as_f64() {
+            Some(x) => format!("{k} {x:.3}"),
+            None => format!("{k} -"),
+        })
         .collect();
     parts.push(format!(
         "(n = {})",
