@@ -198,13 +198,13 @@ pub fn train<B: Backend>(
         session.options.resume,
         &device,
     )?;
-    let mut health = Health::restore(&state.extra);
     let bar = super::report::progress(
         &stage.name,
         total_steps,
         state.step,
         session.options.progress,
     );
+    let mut health = Health::restore(&state.extra).with_bar(bar.as_ref());
     let pad = tokenizer.pad_id;
     let mut last_reward = f64::NAN;
     while state.step < total_steps {
@@ -554,6 +554,7 @@ pub fn train<B: Backend>(
     }
     if let Some(b) = bar {
         b.finish_with_message(format!("reward {last_reward:.3}"));
+        super::report::end_line(&b);
     }
     Ok(Trained {
         model: policy.valid(),

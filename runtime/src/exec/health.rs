@@ -18,6 +18,9 @@ pub struct Health {
     kl_mean: Option<f64>,
     reflection_rates: Vec<f64>,
     warnings: usize,
+    /// The live progress bar, hidden while a warning prints.
+    #[serde(skip)]
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Health {
@@ -39,7 +42,17 @@ impl Health {
     /// Prints a warning.
     pub fn warn(&mut self, step: u64, message: &str) {
         self.warnings += 1;
-        eprintln!("warning: step {}: {message}", step + 1);
+        let line = format!("warning: step {}: {message}", step + 1);
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Prints warnings above `bar` instead of through it.
+    pub fn with_bar(mut self, bar: Option<&indicatif::ProgressBar>) -> Self {
+        self.bar = bar.cloned();
+        self
     }
 
     /// Checks one step's metrics line.

@@ -28,6 +28,13 @@ pub fn progress(stage: &str, total: u64, done: u64, show: bool) -> Option<Progre
     Some(bar)
 }
 
+/// Ends a finished bar's line (a hidden bar printed nothing).
+pub fn end_line(bar: &ProgressBar) {
+    if !bar.is_hidden() {
+        eprintln!();
+    }
+}
+
 /// Curves by stage: `(step, value)` of `reward` or `loss`.
 fn curves(metrics: &str) -> BTreeMap<String, (String, BTreeMap<u64, f64>)> {
     let mut out: BTreeMap<String, (String, BTreeMap<u64, f64>)> = BTreeMap::new();

@@ -137,6 +137,7 @@ pub fn train<B: Backend>(
     }
     if let Some(b) = bar {
         b.finish_with_message(format!("loss {last_loss:.3}"));
+        super::report::end_line(&b);
     }
     Ok(Trained {
         model: policy.valid(),
