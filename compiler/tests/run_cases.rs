@@ -369,3 +369,33 @@ fn resume_refuses_a_changed_pipeline_unless_forced() {
         "a second run into the same folder is refused"
     );
 }
+
+/// The executor on wgpu (CI runs it on Mesa's software Vulkan driver): an
+/// SFT stage then a GRPO stage; the SFT loss matches the CPU run's.
+#[cfg(feature = "wgpu")]
+#[test]
+fn two_stages_run_on_wgpu_as_on_the_cpu() {
+    let case = prepare("two_stages", "two-stages-wgpu");
+    let summary = |device: &str| -> Value {
+        let dir = case.join(format!("run-{device}"));
+        let out = run_command(&case, &["--out", dir.to_str().unwrap(), "--device", device])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+    };
+    let (gpu, cpu) = (summary("wgpu"), summary("cpu"));
+    assert_eq!(gpu["device"], "wgpu");
+    assert_eq!(gpu["stages"][1]["training"]["algorithm"], "grpo");
+    let loss = |s: &Value| s["stages"][0]["training"]["final_loss"].as_f64().unwrap();
+    println!(
+        "SFT loss after 2 steps: wgpu {}, cpu {}",
+        loss(&gpu),
+        loss(&cpu)
+    );
+    assert!((loss(&gpu) - loss(&cpu)).abs() < 1e-4);
+}
