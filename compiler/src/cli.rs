@@ -58,22 +58,40 @@ impl ImportArgs {
         sources: &mut crate::source::SourceMap,
         diags: &mut Vec<crate::diagnostic::Diagnostic>,
     ) -> crate::semantic::loader::LoadOptions {
+        self.options_and_project(file, sources, diags).0
+    }
+
+    /// [`Self::options_for`] and the project they came from (none with
+    /// `--root`, outside a project, or when its manifest has errors).
+    fn options_and_project(
+        &self,
+        file: &std::path::Path,
+        sources: &mut crate::source::SourceMap,
+        diags: &mut Vec<crate::diagnostic::Diagnostic>,
+    ) -> (
+        crate::semantic::loader::LoadOptions,
+        Option<crate::project::Project>,
+    ) {
         if let Some(root) = &self.root {
-            return crate::semantic::loader::LoadOptions {
+            let options = crate::semantic::loader::LoadOptions {
                 root: Some(root.clone()),
                 allow_outside_root: self.allow_outside_root,
                 ..Default::default()
             };
+            return (options, None);
         }
         match crate::project::load_around(sources, file) {
-            Ok(Some(project)) => project.load_options(self.allow_outside_root),
-            Ok(None) => crate::semantic::loader::LoadOptions {
-                allow_outside_root: self.allow_outside_root,
-                ..Default::default()
-            },
+            Ok(Some(project)) => (project.load_options(self.allow_outside_root), Some(project)),
+            Ok(None) => {
+                let options = crate::semantic::loader::LoadOptions {
+                    allow_outside_root: self.allow_outside_root,
+                    ..Default::default()
+                };
+                (options, None)
+            }
             Err(mut more) => {
                 diags.append(&mut more);
-                crate::semantic::loader::LoadOptions::default()
+                (crate::semantic::loader::LoadOptions::default(), None)
             }
         }
     }

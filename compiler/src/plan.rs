@@ -7,7 +7,7 @@
 //! declared defaults of every scorer argument filled in. Declarations are
 //! named by their qualified names (`std/rubrics/safety::safety_rubric`).
 
-use crate::semantic::hir::{Const, DeclRef, Program, Settings, TExpr, TKind, Value};
+use crate::semantic::hir::{Const, Decl, DeclRef, Program, Settings, TExpr, TKind, Value};
 use crate::syntax::ast::{BinaryOp, DeclKind, UnaryOp};
 use safer_ir::plan::expr::{Binary, Unary};
 use safer_ir::plan::{
@@ -20,13 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Lowers a checked program (the caller has run the checks and the graph
 /// lowering, so every required setting is present).
 pub fn lower(program: &Program) -> Plan {
-    let program = if program.is_hashed() {
-        program.clone()
-    } else {
-        program.clone().hashed()
-    };
+    if !program.is_hashed() {
+        return lower(&program.clone().hashed());
+    }
     let mut l = Lowerer {
-        p: &program,
+        p: program,
         plan: Plan {
             program_hash: program.hash.clone(),
             rubric_hashes: BTreeMap::new(),
@@ -82,9 +80,16 @@ fn path(v: Option<&Value>) -> Option<(String, String)> {
     }
 }
 
-impl Lowerer<'_> {
+impl<'a> Lowerer<'a> {
+    /// A declaration, borrowed from the program (not from the lowerer, which
+    /// is mutated while the declaration is read).
+    fn decl(&self, r: DeclRef) -> &'a Decl {
+        let p: &'a Program = self.p;
+        p.decl(r)
+    }
+
     fn qualified(&self, r: DeclRef) -> String {
-        self.p.decl(r).qualified.clone()
+        self.decl(r).qualified.clone()
     }
 
     fn split_ref(&mut self, v: Option<&Value>) -> Option<SplitRef> {
@@ -103,7 +108,7 @@ impl Lowerer<'_> {
     fn model(&mut self, r: DeclRef) -> String {
         let name = self.qualified(r);
         if !self.plan.models.contains_key(&name) {
-            let s = &self.p.decl(r).settings;
+            let s = &self.decl(r).settings;
             let (weights, weights_written) = path(s.get("weights")).unwrap_or_default();
             self.plan.models.insert(
                 name.clone(),
@@ -123,21 +128,21 @@ impl Lowerer<'_> {
     fn judge(&mut self, r: DeclRef) -> String {
         let name = self.qualified(r);
         if !self.plan.judges.contains_key(&name) {
-            let s = self.p.decl(r).settings.clone();
+            let s = &self.decl(r).settings;
             let model = s.reference("model").map(|m| self.model(m));
             self.plan.judges.insert(
                 name.clone(),
                 JudgeSpec {
-                    kind: text(&s, "kind", "rules"),
+                    kind: text(s, "kind", "rules"),
                     model,
                     named: s.text("named").map(str::to_string),
                     endpoint: s.text("endpoint").map(str::to_string),
                     model_name: s.text("model_name").map(str::to_string),
                     api_key_env: s.text("api_key_env").map(str::to_string),
-                    retries: num(&s, "retries", 3.0) as u32,
-                    timeout_s: num(&s, "timeout", 60.0),
-                    concurrency: count(&s, "concurrency", 4.0).max(1),
-                    temperature: num(&s, "temperature", 0.0),
+                    retries: num(s, "retries", 3.0) as u32,
+                    timeout_s: num(s, "timeout", 60.0),
+                    concurrency: count(s, "concurrency", 4.0).max(1),
+                    temperature: num(s, "temperature", 0.0),
                     fallback: s.number("fallback"),
                 },
             );
@@ -150,11 +155,11 @@ impl Lowerer<'_> {
         if self.plan.rubrics.contains_key(&name) {
             return name;
         }
-        let decl = self.p.decl(r);
+        let decl = self.decl(r);
         self.plan
             .rubric_hashes
             .insert(name.clone(), decl.hash.clone());
-        let Some(rubric) = decl.rubric.clone() else {
+        let Some(rubric) = decl.rubric.as_ref() else {
             return name;
         };
         let judge = rubric.judge.map(|j| self.judge(j));
@@ -196,7 +201,7 @@ impl Lowerer<'_> {
 
     fn rollout(&mut self, r: DeclRef) -> String {
         let name = self.qualified(r);
-        let s = &self.p.decl(r).settings;
+        let s = &self.decl(r).settings;
         let stop = match s.get("stop") {
             Some(Value::List(items)) => items
                 .iter()
@@ -225,7 +230,7 @@ impl Lowerer<'_> {
 
     fn reflection(&mut self, r: DeclRef) -> String {
         let name = self.qualified(r);
-        let s = self.p.decl(r).settings.clone();
+        let s = &self.decl(r).settings;
         let prompt = match s.get("prompt") {
             Some(Value::Str(t)) => t.clone(),
             Some(Value::Ref(p)) => match &self.p.decl(*p).value {
@@ -245,8 +250,8 @@ impl Lowerer<'_> {
             ReflectionSpec {
                 when,
                 prompt,
-                rounds: count(&s, "rounds", 1.0).max(1),
-                keep: text(&s, "keep", "replace"),
+                rounds: count(s, "rounds", 1.0).max(1),
+                keep: text(s, "keep", "replace"),
             },
         );
         name
@@ -257,7 +262,7 @@ impl Lowerer<'_> {
         if self.plan.datasets.contains_key(&name) {
             return name;
         }
-        let decl = self.p.decl(r).clone();
+        let decl = self.decl(r);
         let s = &decl.settings;
         let (source, source_written) = match s.get("source") {
             Some(Value::Source { path: p, .. }) => path(Some(p)).unwrap_or_default(),
@@ -294,12 +299,12 @@ impl Lowerer<'_> {
                 seed: num(s, "seed", 0.0) as u64,
             },
         );
-        let curate = s.block("curate").cloned().map(|c| CurateSpec {
+        let curate = s.block("curate").map(|c| CurateSpec {
             policy: c
                 .reference("policy")
                 .map(|m| self.model(m))
                 .unwrap_or_default(),
-            rollouts: count(&c, "rollouts", 4.0).max(2),
+            rollouts: count(c, "rollouts", 4.0).max(2),
             rubric: c
                 .reference("rubric")
                 .map(|x| self.rubric(x))
@@ -335,7 +340,7 @@ impl Lowerer<'_> {
         if !self.staged.insert(r.0) {
             return;
         }
-        let decl = self.p.decl(r).clone();
+        let decl = self.decl(r);
         let s = &decl.settings;
         let after = s.reference("after");
         if let Some(prev) = after {
@@ -442,7 +447,7 @@ impl Lowerer<'_> {
     }
 
     fn eval(&mut self, r: DeclRef) {
-        let decl = self.p.decl(r).clone();
+        let decl = self.decl(r);
         let s = &decl.settings;
         let model = s
             .reference("model")
@@ -487,7 +492,7 @@ impl Lowerer<'_> {
                 named: named_out,
             };
         };
-        let decl = self.p.decl(target).clone();
+        let decl = self.decl(target);
         // Positional arguments bind to parameters in order; defaults fill the rest.
         for (i, param) in decl.params.iter().enumerate() {
             if i < args_out.len() || named_out.contains_key(&param.name) {
@@ -497,9 +502,9 @@ impl Lowerer<'_> {
                 named_out.insert(param.name.clone(), Expr::Const { value: default });
             }
         }
-        let plain = match decl.value {
+        let plain = match &decl.value {
             Some(Value::Intrinsic) => decl.name.clone(),
-            Some(Value::Expr(ref body)) => {
+            Some(Value::Expr(body)) => {
                 if !self.plan.functions.contains_key(&decl.qualified) {
                     let body = self.expr(body);
                     let params = decl

@@ -19,24 +19,30 @@ pub enum GraphFormat {
 }
 
 /// Analyzes `file` with its project's options and prints the diagnostics;
-/// the program when there were no errors.
+/// the program, when there were no errors, and the project it belongs to.
 fn checked_program(
     file: &Path,
     imports: &ImportArgs,
     sources: &mut SourceMap,
-) -> Option<crate::semantic::hir::Program> {
+) -> Option<(
+    crate::semantic::hir::Program,
+    Option<crate::project::Project>,
+)> {
     let mut diags = Vec::new();
-    let options = imports.options_for(file, sources, &mut diags);
+    let (options, project) = imports.options_and_project(file, sources, &mut diags);
     let analysis = semantic::analyze_file(sources, file, options);
     diags.extend(analysis.diagnostics);
     let has_errors = diags.iter().any(|d| d.is_error());
     input::emit(&diags, sources, Format::Human);
-    analysis.program.filter(|_| !has_errors)
+    analysis
+        .program
+        .filter(|_| !has_errors)
+        .map(|p| (p, project))
 }
 
 pub(super) fn run(file: &Path, format: GraphFormat, imports: &ImportArgs) -> i32 {
     let mut sources = SourceMap::new();
-    let Some(program) = checked_program(file, imports, &mut sources) else {
+    let Some((program, _)) = checked_program(file, imports, &mut sources) else {
         return 1;
     };
     match crate::graph::lower(&program) {
@@ -78,7 +84,7 @@ pub(super) fn hir(file: &Path, imports: &ImportArgs) -> i32 {
 /// and the plan; diagnostics are printed and `None` returned on errors.
 pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan::Plan> {
     let mut sources = SourceMap::new();
-    let program = checked_program(file, imports, &mut sources)?;
+    let (program, project) = checked_program(file, imports, &mut sources)?;
     if let Err(diags) = crate::graph::lower(&program) {
         input::emit(&diags, &sources, Format::Human);
         return None;
@@ -86,7 +92,7 @@ pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan:
     let mut plan = crate::plan::lower(&program);
     // Judges that name a `safer.toml` endpoint get its URL, model, key variable,
     // concurrency and timeout (the checker has verified that it exists).
-    if let Ok(Some(project)) = crate::project::load_around(&mut sources, file) {
+    if let Some(project) = project {
         for judge in plan.judges.values_mut() {
             let Some(endpoint) = judge
                 .named

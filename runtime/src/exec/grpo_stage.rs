@@ -21,10 +21,10 @@ use super::checkpoint;
 use super::data::Row;
 use super::health::Health;
 use super::reflect::{reflect, ReflectStats, Sample};
-use super::rollout::{prompt, sample, sampling, Policy};
+use super::rollout::{sample, sampling, sequences, Policy, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
-use crate::generate::{merge_images, sequence_logprobs, FinishReason, Prompt};
+use crate::generate::{sequence_logprobs, FinishReason, Prompt};
 use crate::grpo::advantage::{self, AdvantageConfig, MultiObjective, Scale};
 use crate::grpo::aggregate::Aggregation;
 use crate::grpo::dynamic_sampling::{keep_groups, Keep};
@@ -70,57 +70,6 @@ fn estimator(name: &str) -> Estimator {
     }
 }
 
-/// The learning-rate schedule named in a plan.
-pub fn schedule_of(name: &str) -> Schedule {
-    match name {
-        "linear" => Schedule::Linear,
-        "cosine" => Schedule::Cosine,
-        _ => Schedule::Constant,
-    }
-}
-
-/// Prompt + completion token sequences of samples, the completion mask
-/// `[N, T - 1]` and the images in sequence order.
-pub fn sequences(
-    prompts: &[Prompt],
-    samples: &[(usize, &[u32])],
-) -> (
-    Vec<Vec<u32>>,
-    Vec<f32>,
-    usize,
-    Option<crate::model::ImagePatches>,
-) {
-    let seqs: Vec<Vec<u32>> = samples
-        .iter()
-        .map(|(p, toks)| {
-            prompts[*p]
-                .tokens
-                .iter()
-                .chain(toks.iter())
-                .copied()
-                .collect()
-        })
-        .collect();
-    let longest = seqs.iter().map(Vec::len).max().unwrap_or(2).max(2);
-    let mut mask = Vec::with_capacity(seqs.len() * (longest - 1));
-    for ((p, toks), seq) in samples.iter().zip(&seqs) {
-        let start = prompts[*p].tokens.len();
-        for t in 0..longest - 1 {
-            // Position t predicts token t + 1.
-            let target = t + 1;
-            mask.push(
-                if target >= start && target < seq.len() && !toks.is_empty() {
-                    1.0
-                } else {
-                    0.0
-                },
-            );
-        }
-    }
-    let ordered: Vec<Prompt> = samples.iter().map(|(p, _)| prompts[*p].clone()).collect();
-    (seqs, mask, longest - 1, merge_images(&ordered))
-}
-
 /// Trains a stage with GRPO.
 ///
 /// # Errors
@@ -151,11 +100,7 @@ pub fn train<B: Backend>(
     let reward_name = stage.reward.clone().ok_or_else(|| {
         ExecError::Usage(format!("stage `{}` has no `reward` rubric", stage.name))
     })?;
-    let vocab = session
-        .datasets
-        .get(&stage.data.dataset)
-        .map(|d| d.vocabulary.clone())
-        .unwrap_or_default();
+    let vocab = session.vocabulary(&stage.data.dataset).clone();
     let rows: Vec<Row> = session.rows(&stage.data)?.to_vec();
     if rows.is_empty() {
         return Err(ExecError::Data {
@@ -204,13 +149,20 @@ pub fn train<B: Backend>(
         state.step,
         session.options.progress,
     );
+    let mut prompt_cache = PromptCache::new(rows.len());
     let mut health = Health::restore(&state.extra).with_bar(bar.as_ref());
     let pad = tokenizer.pad_id;
     let mut last_reward = f64::NAN;
     while state.step < total_steps {
         let step = state.step;
         let started = Instant::now();
-        let lr = schedule::lr(g.lr, schedule_of(&g.schedule), g.warmup, total_steps, step);
+        let lr = schedule::lr(
+            g.lr,
+            Schedule::named(&g.schedule),
+            g.warmup,
+            total_steps,
+            step,
+        );
         let inner = policy.valid();
         let pol = Policy {
             model: &inner,
@@ -231,9 +183,9 @@ pub fn train<B: Backend>(
             let need = g.batch_prompts - kept_rows.len();
             let idx = state.cursor.next(need, rows.len(), stage.seed);
             let batch: Vec<&Row> = idx.iter().map(|&i| &rows[i]).collect();
-            let prompts = batch
+            let prompts = idx
                 .iter()
-                .map(|r| prompt(r, &tokenizer, &inner.config, None))
+                .map(|&i| prompt_cache.get(i, &rows[i], &tokenizer, &inner.config))
                 .collect::<Result<Vec<_>, _>>()?;
             let t0 = Instant::now();
             let completions = sample(&pol, &prompts, rollout.group, &params, &mut state.rng)?;
@@ -552,10 +504,7 @@ pub fn train<B: Backend>(
             &session.options.interrupt,
         )?;
     }
-    if let Some(b) = bar {
-        b.finish_with_message(format!("reward {last_reward:.3}"));
-        super::report::end_line(&b);
-    }
+    super::report::finish(bar, format!("reward {last_reward:.3}"));
     Ok(Trained {
         model: policy.valid(),
         summary: json!({"algorithm": "grpo", "steps": total_steps, "final_reward": last_reward, "warnings": health.count()}),

@@ -55,7 +55,7 @@ fn flagged(
     s: &Scores,
 ) -> Result<bool, ExecError> {
     let env = ScoreEnv {
-        scores: BTreeMap::from([(scorer.name, (scorer.criterion_names(), s))]),
+        scores: BTreeMap::from([(scorer.name, (scorer.spec, s))]),
         reward: s.total,
     };
     condition(&spec.when, &env).map_err(|e| ExecError::Score(format!("reflection `when`: {e}")))

@@ -28,10 +28,14 @@ pub fn progress(stage: &str, total: u64, done: u64, show: bool) -> Option<Progre
     Some(bar)
 }
 
-/// Ends a finished bar's line (a hidden bar printed nothing).
-pub fn end_line(bar: &ProgressBar) {
-    if !bar.is_hidden() {
-        eprintln!();
+/// Finishes a stage's bar with `message` and ends its line (a hidden bar
+/// printed nothing).
+pub fn finish(bar: Option<ProgressBar>, message: String) {
+    if let Some(bar) = bar {
+        bar.finish_with_message(message);
+        if !bar.is_hidden() {
+            eprintln!();
+        }
     }
 }
 

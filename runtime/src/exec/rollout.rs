@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::data::Row;
 use super::ExecError;
-use crate::generate::{generate, user_prompt, Completion, Prompt, SamplingParams};
-use crate::model::{Model, ModelConfig};
+use crate::generate::{generate, merge_images, user_prompt, Completion, Prompt, SamplingParams};
+use crate::model::{ImagePatches, Model, ModelConfig};
 use crate::text::TextTokenizer;
 
 /// Where a stage is in its data: the epoch and the position in its order.
@@ -116,6 +116,42 @@ pub fn prompt(
     })
 }
 
+/// Prompts of a stage's rows, built once (chat template, tokens, decoded
+/// image patches) and reused every time the cursor comes back to a row.
+pub struct PromptCache {
+    prompts: Vec<Option<Prompt>>,
+}
+
+impl PromptCache {
+    /// An empty cache for `rows` rows.
+    pub fn new(rows: usize) -> Self {
+        PromptCache {
+            prompts: vec![None; rows],
+        }
+    }
+
+    /// The prompt of row `index` (`row`), built on first use.
+    ///
+    /// # Errors
+    /// Template or image errors, naming the row.
+    pub fn get(
+        &mut self,
+        index: usize,
+        row: &Row,
+        tokenizer: &TextTokenizer,
+        config: &ModelConfig,
+    ) -> Result<Prompt, ExecError> {
+        if let Some(Some(p)) = self.prompts.get(index) {
+            return Ok(p.clone());
+        }
+        let p = prompt(row, tokenizer, config, None)?;
+        if let Some(slot) = self.prompts.get_mut(index) {
+            *slot = Some(p.clone());
+        }
+        Ok(p)
+    }
+}
+
 /// Samples `group` completions of each prompt; completions of one prompt
 /// are contiguous.
 ///
@@ -139,6 +175,43 @@ pub fn sample<B: Backend>(
         params,
         rng,
     )?)
+}
+
+/// Prompt + completion token sequences of samples, the completion mask
+/// `[N, T - 1]` and the images in sequence order.
+pub fn sequences(
+    prompts: &[Prompt],
+    samples: &[(usize, &[u32])],
+) -> (Vec<Vec<u32>>, Vec<f32>, usize, Option<ImagePatches>) {
+    let seqs: Vec<Vec<u32>> = samples
+        .iter()
+        .map(|(p, toks)| {
+            prompts[*p]
+                .tokens
+                .iter()
+                .chain(toks.iter())
+                .copied()
+                .collect()
+        })
+        .collect();
+    let longest = seqs.iter().map(Vec::len).max().unwrap_or(2).max(2);
+    let mut mask = Vec::with_capacity(seqs.len() * (longest - 1));
+    for ((p, toks), seq) in samples.iter().zip(&seqs) {
+        let start = prompts[*p].tokens.len();
+        for t in 0..longest - 1 {
+            // Position t predicts token t + 1.
+            let target = t + 1;
+            mask.push(
+                if target >= start && target < seq.len() && !toks.is_empty() {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+        }
+    }
+    let ordered: Vec<Prompt> = samples.iter().map(|(p, _)| prompts[*p].clone()).collect();
+    (seqs, mask, longest - 1, merge_images(&ordered))
 }
 
 #[cfg(test)]

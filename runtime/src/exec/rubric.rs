@@ -291,8 +291,8 @@ pub fn format_score(format: &str, text: &str) -> f64 {
 /// An environment for conditions over named rubrics' scores of one
 /// completion (`safety_rubric.safety < 0.5`, `reward`).
 pub struct ScoreEnv<'a> {
-    /// Scores by rubric name, with each rubric's criterion names.
-    pub scores: BTreeMap<&'a str, (Vec<String>, &'a Scores)>,
+    /// Scores by rubric name, with the rubric they follow.
+    pub scores: BTreeMap<&'a str, (&'a RubricSpec, &'a Scores)>,
     /// The reward of the stage's rubric.
     pub reward: f64,
 }
@@ -303,10 +303,12 @@ impl Env for ScoreEnv<'_> {
     }
 
     fn criterion(&self, rubric: &str, criterion: Option<&str>) -> Option<Val> {
-        let (names, s) = self.scores.get(rubric)?;
+        let (spec, s) = self.scores.get(rubric)?;
         Some(Val::Num(match criterion {
             None => s.total,
-            Some(c) => *s.criteria.get(names.iter().position(|n| n == c)?)?,
+            Some(c) => *s
+                .criteria
+                .get(spec.criteria.iter().position(|x| x.name == c)?)?,
         }))
     }
 }

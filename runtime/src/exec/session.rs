@@ -174,6 +174,12 @@ impl<'a, B: Backend> Session<'a, B> {
         })
     }
 
+    /// Objects named in a dataset's rows (empty for an unknown dataset).
+    pub fn vocabulary(&self, dataset: &str) -> &BTreeSet<String> {
+        static EMPTY: BTreeSet<String> = BTreeSet::new();
+        self.datasets.get(dataset).map_or(&EMPTY, |d| &d.vocabulary)
+    }
+
     /// The rows of a split.
     pub fn rows(&self, split: &SplitRef) -> Result<&[Row], ExecError> {
         let d = self
@@ -268,14 +274,9 @@ impl<'a, B: Backend> Session<'a, B> {
                 .as_ref()
                 .and_then(|r| plan.rollouts.get(r))
                 .cloned();
-            let rows = self.rows(&e.data)?.to_vec();
-            let vocab = self
-                .datasets
-                .get(&e.data.dataset)
-                .map(|d| d.vocabulary.clone())
-                .unwrap_or_default();
-            let scorer = self.scorer(&e.rubric, &vocab)?;
-            let result = evaluate::evaluate(&model, &rows, &scorer, rollout.as_ref(), 0)?;
+            let rows = self.rows(&e.data)?;
+            let scorer = self.scorer(&e.rubric, self.vocabulary(&e.data.dataset))?;
+            let result = evaluate::evaluate(&model, rows, &scorer, rollout.as_ref(), 0)?;
             evals.insert(e.name.clone(), result);
         }
         let datasets: serde_json::Map<String, Value> = self
@@ -339,13 +340,11 @@ impl<'a, B: Backend> Session<'a, B> {
             };
             let mut deduplicated = 0;
             for (other, split) in &spec.dedup {
-                let against = self
-                    .rows(&SplitRef {
-                        dataset: other.clone(),
-                        split: split.clone(),
-                    })?
-                    .to_vec();
-                let (kept, dropped) = data::dedup(rows, &against);
+                let against = self.rows(&SplitRef {
+                    dataset: other.clone(),
+                    split: split.clone(),
+                })?;
+                let (kept, dropped) = data::dedup(rows, against);
                 rows = kept;
                 deduplicated += dropped;
             }
@@ -385,24 +384,21 @@ impl<'a, B: Backend> Session<'a, B> {
         &self,
         stage: &StageSpec,
         model: &ModelDirs,
-        vocab: &BTreeSet<String>,
         when: &str,
     ) -> Result<Option<Value>, ExecError> {
         let (Some(split), Some(rubric)) = (&stage.eval_data, &stage.reward) else {
             return Ok(None);
         };
         let loaded = model.load::<B>(&self.device)?;
-        let rows = self.rows(split)?.to_vec();
         let rollout = stage
             .rollout
             .as_ref()
-            .and_then(|r| self.plan.rollouts.get(r))
-            .cloned();
+            .and_then(|r| self.plan.rollouts.get(r));
         let v = evaluate::evaluate(
             &loaded,
-            &rows,
-            &self.scorer(rubric, vocab)?,
-            rollout.as_ref(),
+            self.rows(split)?,
+            &self.scorer(rubric, self.vocabulary(&stage.data.dataset))?,
+            rollout,
             stage.seed,
         )?;
         eprintln!(
@@ -441,11 +437,6 @@ impl<'a, B: Backend> Session<'a, B> {
             }
             None => self.model_dirs(&stage.policy)?,
         };
-        let vocab = self
-            .datasets
-            .get(&stage.data.dataset)
-            .map(|d| d.vocabulary.clone())
-            .unwrap_or_default();
         let before_path = self.run.checkpoints(&stage.name).join("eval_before.json");
         let saved_before = std::fs::read_to_string(&before_path)
             .ok()
@@ -454,7 +445,7 @@ impl<'a, B: Backend> Session<'a, B> {
         let eval_before = match saved_before {
             Some(v) => Some(v),
             None => {
-                let v = self.score_held_out(stage, &start, &vocab, "before")?;
+                let v = self.score_held_out(stage, &start, "before")?;
                 if let Some(v) = &v {
                     let dir = self.run.checkpoints(&stage.name);
                     std::fs::create_dir_all(&dir).map_err(|e| ExecError::Io {
@@ -478,7 +469,7 @@ impl<'a, B: Backend> Session<'a, B> {
             weights: final_dir.clone(),
             tokenizer: final_dir.clone(),
         };
-        let eval_after = self.score_held_out(stage, &final_dirs, &vocab, "after")?;
+        let eval_after = self.score_held_out(stage, &final_dirs, "after")?;
         let result = json!({
             "stage": stage.name,
             "model": final_dir,

@@ -14,12 +14,11 @@ use safer_ir::plan::{SftSpec, StageSpec};
 use serde_json::json;
 
 use super::checkpoint;
-use super::grpo_stage::{schedule_of, sequences};
-use super::rollout::prompt;
+use super::rollout::{sequences, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
 use crate::generate::sequence_logprobs;
-use crate::grpo::schedule;
+use crate::grpo::schedule::{self, Schedule};
 use crate::grpo::{clip, to_vec};
 use crate::model::Model;
 
@@ -72,17 +71,24 @@ pub fn train<B: Backend>(
         session.options.progress,
     );
     let pad = tokenizer.pad_id;
+    let mut prompt_cache = PromptCache::new(rows.len());
     let mut last_loss = f32::NAN;
     while state.step < total_steps {
         let step = state.step;
         let started = Instant::now();
-        let lr = schedule::lr(s.lr, schedule_of(&s.schedule), s.warmup, total_steps, step);
+        let lr = schedule::lr(
+            s.lr,
+            Schedule::named(&s.schedule),
+            s.warmup,
+            total_steps,
+            step,
+        );
         let idx = state.cursor.next(s.batch, rows.len(), stage.seed);
         let mut prompts = Vec::with_capacity(idx.len());
         let mut targets: Vec<Vec<u32>> = Vec::with_capacity(idx.len());
         for &i in &idx {
             let row = &rows[i];
-            let p = prompt(row, &tokenizer, &policy.config, None)?;
+            let p = prompt_cache.get(i, row, &tokenizer, &policy.config)?;
             let mut t = tokenizer.encode(&row.text(&s.field).unwrap_or_default())?;
             t.push(eos);
             if let Some(max) = s.max_tokens {
@@ -135,10 +141,7 @@ pub fn train<B: Backend>(
             &session.options.interrupt,
         )?;
     }
-    if let Some(b) = bar {
-        b.finish_with_message(format!("loss {last_loss:.3}"));
-        super::report::end_line(&b);
-    }
+    super::report::finish(bar, format!("loss {last_loss:.3}"));
     Ok(Trained {
         model: policy.valid(),
         summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss}),

@@ -13,6 +13,18 @@ pub enum Schedule {
     Cosine,
 }
 
+impl Schedule {
+    /// The schedule a pipeline names (`constant`, `linear`, `cosine`; the
+    /// compiler admits nothing else, so other names mean `constant`).
+    pub fn named(name: &str) -> Self {
+        match name {
+            "linear" => Schedule::Linear,
+            "cosine" => Schedule::Cosine,
+            _ => Schedule::Constant,
+        }
+    }
+}
+
 /// The learning rate at `step` (0-based) of `total` steps.
 pub fn lr(base: f64, schedule: Schedule, warmup: u64, total: u64, step: u64) -> f64 {
     if step < warmup {
