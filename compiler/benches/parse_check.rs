@@ -118,6 +118,40 @@ fn split_timing(text: &str) {
         std::hint::black_box(SaferParser::parse(Rule::file, text).is_ok());
     }
     println!("pest {:.2} ms", t.elapsed().as_secs_f64() * 100.0);
+    let t = Instant::now();
+    for _ in 0..10 {
+        let mut sources = saferc::SourceMap::new();
+        let (loaded, diags) = saferc::semantic::loader::load_text(
+            &mut sources,
+            "bench.safer",
+            text,
+            None,
+            Default::default(),
+        );
+        std::hint::black_box((loaded, diags));
+    }
+    println!("load (parse) {:.2} ms", t.elapsed().as_secs_f64() * 100.0);
+    let mut sources = saferc::SourceMap::new();
+    let (loaded, _) = saferc::semantic::loader::load_text(
+        &mut sources,
+        "bench.safer",
+        text,
+        None,
+        Default::default(),
+    );
+    let t = Instant::now();
+    let rounds = if std::env::var_os("ANALYZE").is_some() {
+        300
+    } else {
+        10
+    };
+    for _ in 0..rounds {
+        std::hint::black_box(saferc::semantic::analyze(&loaded));
+    }
+    println!(
+        "analyze {:.2} ms",
+        t.elapsed().as_secs_f64() * 1e3 / f64::from(rounds)
+    );
 }
 
 /// What `saferc lsp` does on every change of a 1,000-line document.

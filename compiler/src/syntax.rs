@@ -5,6 +5,11 @@
 //! [`build`] pass from pest pairs to the [`ast`] (operator precedence in
 //! [`expr`]). Parse failures become coded diagnostics in [`errors`], which
 //! never show pest rule names.
+//!
+//! A large file is cut at the item starts the lexer found and its pieces
+//! are parsed and built in parallel (rayon); the result is the same module
+//! as one serial parse. When any piece fails, the whole file is parsed
+//! serially again, so error messages never depend on where it was cut.
 
 pub mod ast;
 pub mod build;
@@ -28,10 +33,90 @@ pub fn parse(source: SourceId, text: &str) -> Result<ast::Module, Box<Diagnostic
     if text.len() > lexer::MAX_SOURCE_BYTES {
         return Err(Box::new(too_large(source, text.len())));
     }
-    let comments = lexer::scan(source, text)?;
+    let scanned = lexer::scan(source, text)?;
+    let pieces = pieces(text.len(), &scanned.item_starts);
+    if pieces.len() > 1 {
+        if let Some(items) = parse_pieces(source, text, &pieces, &scanned.comments) {
+            return Ok(ast::Module {
+                items: items?,
+                comments: scanned.comments,
+                span: Span::new(source, 0, text.len()),
+            });
+        }
+    }
+    parse_whole(source, text, scanned.comments)
+}
+
+/// Parses the whole text in one piece, never cut: the reference that the
+/// parallel parse of [`parse`] is tested against.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_serial(source: SourceId, text: &str) -> Result<ast::Module, Box<Diagnostic>> {
+    if text.len() > lexer::MAX_SOURCE_BYTES {
+        return Err(Box::new(too_large(source, text.len())));
+    }
+    let scanned = lexer::scan(source, text)?;
+    parse_whole(source, text, scanned.comments)
+}
+
+fn parse_whole(
+    source: SourceId,
+    text: &str,
+    comments: Vec<ast::Comment>,
+) -> Result<ast::Module, Box<Diagnostic>> {
     let pairs = SaferParser::parse(Rule::file, text)
         .map_err(|e| Box::new(errors::from_pest(source, text, &e, &comments)))?;
     build::module(source, text, pairs, comments)
+}
+
+/// Pieces smaller than this are not worth a thread (a 1,000-line pipeline
+/// is about 24 KiB and parses in a few milliseconds).
+const MIN_PIECE_BYTES: usize = 32 * 1024;
+
+/// Byte ranges covering `0..len`, cut at some of `item_starts`: about four
+/// pieces per worker thread, none smaller than [`MIN_PIECE_BYTES`].
+fn pieces(len: usize, item_starts: &[usize]) -> Vec<(usize, usize)> {
+    let target = (len / (4 * rayon::current_num_threads()).max(1)).max(MIN_PIECE_BYTES);
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for &cut in item_starts {
+        if cut - start >= target && len - cut >= MIN_PIECE_BYTES / 2 {
+            pieces.push((start, cut));
+            start = cut;
+        }
+    }
+    pieces.push((start, len));
+    pieces
+}
+
+/// Parses and builds each piece in parallel; `None` when pest rejects any
+/// piece (the caller then parses the whole file for its diagnostic).
+fn parse_pieces(
+    source: SourceId,
+    text: &str,
+    pieces: &[(usize, usize)],
+    comments: &[ast::Comment],
+) -> Option<Result<Vec<ast::Item>, Box<Diagnostic>>> {
+    use rayon::prelude::*;
+    let built: Vec<Option<Result<Vec<ast::Item>, Box<Diagnostic>>>> = pieces
+        .par_iter()
+        .map(|&(start, end)| {
+            let pairs = SaferParser::parse(Rule::file, &text[start..end]).ok()?;
+            Some(build::items(source, text, start, pairs, comments))
+        })
+        .collect();
+    // A syntax error anywhere comes before any build error, as in a serial
+    // parse: pest rejects the file before the builder sees it.
+    let built: Vec<_> = built.into_iter().collect::<Option<_>>()?;
+    let mut items = Vec::new();
+    for piece in built {
+        match piece {
+            Ok(mut more) => items.append(&mut more),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(Ok(items))
 }
 
 /// Parses raw bytes: checks size and UTF-8 first.

@@ -19,11 +19,15 @@ pub type BuildResult<T> = Result<T, Box<Diagnostic>>;
 /// Shared state while building one file.
 pub struct Builder<'t> {
     pub(crate) source: SourceId,
+    /// The whole file.
     pub(crate) text: &'t str,
+    /// Where the parsed piece starts in `text` (pest positions are relative
+    /// to the piece it was given).
+    offset: usize,
     comments: &'t [Comment],
 }
 
-/// Builds the module from the pairs of `Rule::file`.
+/// Builds the module from the pairs of `Rule::file` over the whole text.
 ///
 /// # Errors
 /// Errors the grammar cannot express: invalid numbers (E0108), chained
@@ -31,13 +35,34 @@ pub struct Builder<'t> {
 pub fn module(
     source: SourceId,
     text: &str,
-    mut pairs: Pairs<'_, Rule>,
+    pairs: Pairs<'_, Rule>,
     comments: Vec<Comment>,
 ) -> BuildResult<Module> {
+    let items = items(source, text, 0, pairs, &comments)?;
+    Ok(Module {
+        items,
+        comments,
+        span: Span::new(source, 0, text.len()),
+    })
+}
+
+/// Builds the items of one piece of `text`, the one starting at byte
+/// `offset` that pest parsed as a `Rule::file` on its own.
+///
+/// # Errors
+/// As [`module`].
+pub fn items(
+    source: SourceId,
+    text: &str,
+    offset: usize,
+    mut pairs: Pairs<'_, Rule>,
+    comments: &[Comment],
+) -> BuildResult<Vec<Item>> {
     let b = Builder {
         source,
         text,
-        comments: &comments,
+        offset,
+        comments,
     };
     let file = pairs
         .next()
@@ -50,11 +75,7 @@ pub fn module(
             _ => {}
         }
     }
-    Ok(Module {
-        items,
-        comments,
-        span: Span::new(source, 0, text.len()),
-    })
+    Ok(items)
 }
 
 pub(crate) fn internal(source: SourceId, what: &str) -> Box<Diagnostic> {
@@ -72,9 +93,9 @@ impl<'t> Builder<'t> {
     /// includes after a trailing `?` or `*` element.
     pub(crate) fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
-        let start = s.start();
+        let start = s.start() + self.offset;
         let bytes = self.text.as_bytes();
-        let mut end = s.end();
+        let mut end = s.end() + self.offset;
         loop {
             while end > start && bytes[end - 1].is_ascii_whitespace() {
                 end -= 1;

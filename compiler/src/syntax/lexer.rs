@@ -8,13 +8,17 @@
 //!   opening position;
 //! - bounds nesting (brackets plus open `if`s) at [`MAX_NESTING`], so that
 //!   the recursive-descent parser can never overflow the stack, whatever
-//!   the input.
+//!   the input;
+//! - notes where top-level items start right after a closed block, the
+//!   points where [`super::parse`] may cut a large file into pieces that
+//!   are parsed in parallel.
 //!
-//! It runs in one pass over the bytes and allocates only for comments.
+//! It runs in one pass over the bytes and allocates only for comments and
+//! those item starts.
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::span::{SourceId, Span};
-use crate::syntax::ast::Comment;
+use crate::syntax::ast::{Comment, DeclKind};
 
 /// The deepest nesting of brackets (and `if` conditions) the parser accepts.
 pub const MAX_NESTING: usize = 128;
@@ -28,20 +32,41 @@ enum Open {
     If(usize),
 }
 
-/// Scans `text`; returns its comments, or the first lexical error.
+/// What the scan found in a lexically valid file.
+#[derive(Debug, Clone, Default)]
+pub struct Scanned {
+    /// Every comment, in source order.
+    pub comments: Vec<Comment>,
+    /// Byte offsets of declaration keywords (or `use`) outside all brackets
+    /// whose previous significant character is a `}` that closed the last
+    /// open bracket. Nothing in the grammar can continue an item with such
+    /// a word, so a valid file may be cut there into independently parsable
+    /// pieces.
+    pub item_starts: Vec<usize>,
+}
+
+/// Scans `text`; returns its comments and cut points, or the first lexical
+/// error.
 ///
 /// # Errors
 /// E0102 (unterminated string), E0103 (unclosed delimiter), E0104
 /// (mismatched closing delimiter), E0105 (nesting too deep), E0107
 /// (invalid escape).
-pub fn scan(source: SourceId, text: &str) -> Result<Vec<Comment>, Box<Diagnostic>> {
+pub fn scan(source: SourceId, text: &str) -> Result<Scanned, Box<Diagnostic>> {
     let bytes = text.as_bytes();
     let span = |start: usize, end: usize| Span::new(source, start, end);
     let mut comments = Vec::new();
+    let mut item_starts = Vec::new();
     let mut stack: Vec<Open> = Vec::new();
+    // The first byte of the last token outside comments and whitespace.
+    let mut last_significant = 0u8;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
+        let prev_significant = last_significant;
+        if !b.is_ascii_whitespace() && b != b'#' {
+            last_significant = b;
+        }
         match b {
             b'#' => {
                 let end = memchr_newline(bytes, i);
@@ -119,7 +144,14 @@ pub fn scan(source: SourceId, text: &str) -> Result<Vec<Comment>, Box<Diagnostic
                 while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
                     i += 1;
                 }
-                match &text[start..i] {
+                let word = &text[start..i];
+                if stack.is_empty()
+                    && prev_significant == b'}'
+                    && (word == "use" || DeclKind::from_keyword(word).is_some())
+                {
+                    item_starts.push(start);
+                }
+                match word {
                     "if" => {
                         stack.push(Open::If(start));
                         check_depth(source, &stack, start)?;
@@ -167,7 +199,10 @@ pub fn scan(source: SourceId, text: &str) -> Result<Vec<Comment>, Box<Diagnostic
         }
         return Err(Box::new(diag));
     }
-    Ok(comments)
+    Ok(Scanned {
+        comments,
+        item_starts,
+    })
 }
 
 fn check_depth(source: SourceId, stack: &[Open], at: usize) -> Result<(), Box<Diagnostic>> {
