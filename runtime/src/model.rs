@@ -96,6 +96,17 @@ impl<B: Backend> Model<B> {
         })
     }
 
+    /// The same model with the text decoder's projections stored as decoding
+    /// reads them fastest (a decode step multiplies a few rows by every
+    /// weight). Loading gives this layout already; a training step's update
+    /// does not keep it, so the trainers call this before generating.
+    pub fn with_decoding_layout(self) -> Self {
+        Self {
+            text: self.text.with_decoding_layout(),
+            ..self
+        }
+    }
+
     /// A randomly initialised model of `config` (burn's default initialisers,
     /// embeddings with standard deviation 0.02).
     pub fn init(config: ModelConfig, device: &B::Device) -> Self {

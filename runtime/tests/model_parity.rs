@@ -174,3 +174,66 @@ fn repeated_prompts_share_their_prefill_and_decode_as_alone() {
         assert_eq!(out[row].tokens, greedy[want], "row {row}");
     }
 }
+
+/// Every linear weight rewritten contiguous `[in, out]`, as a training
+/// step's update leaves it (loading gives the decoding layout instead).
+struct Contiguous;
+
+impl burn::module::ModuleMapper<CpuBackend> for Contiguous {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<burn::tensor::Tensor<CpuBackend, D>>,
+    ) -> burn::module::Param<burn::tensor::Tensor<CpuBackend, D>> {
+        param.map(|t| t.mul_scalar(1.0))
+    }
+}
+
+#[test]
+fn the_decoding_layout_changes_no_output() {
+    use burn::module::Module;
+    use safer_runtime::model::{Layout, ModelInput};
+    let device = Default::default();
+    let dir = dir("qwen2-untied-mqa"); // untied: the lm_head is relaid too
+    let loaded = Model::<CpuBackend>::load(&dir, &device).expect("load");
+    let exp = expected(&dir);
+    let prompt = fixture_prompts(&exp).remove(0);
+    let logits = |model: &Model<CpuBackend>| -> Vec<f32> {
+        let input = ModelInput {
+            tokens: prompt.tokens.clone(),
+            layout: Layout::dense(1, prompt.tokens.len(), true),
+            images: None,
+        };
+        model
+            .forward(&input, None)
+            .expect("forward")
+            .into_data()
+            .into_vec::<f32>()
+            .expect("f32")
+    };
+    let want = logits(&loaded);
+    let trained_layout = loaded.clone().map(&mut Contiguous);
+    let relaid = trained_layout.clone().with_decoding_layout();
+    for (name, model) in [("contiguous", &trained_layout), ("relaid", &relaid)] {
+        let got = logits(model);
+        let worst = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        // The layouts sum in different orders: equal up to rounding (1.2e-5
+        // measured), within the parity tolerance.
+        assert!(worst <= 1e-4, "{name}: largest |Δlogit| {worst:e}");
+    }
+    let mut tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
+    tokenizer.eos_ids.clear(); // the fixture generated without an end token
+    let greedy: Vec<Vec<u32>> = token_lists(&exp["greedy"]);
+    let out = generate(
+        &relaid,
+        &tokenizer,
+        &[prompt],
+        &SamplingParams::greedy(12),
+        &mut ChaCha8Rng::seed_from_u64(0),
+    )
+    .expect("generate");
+    assert_eq!(out[0].tokens, greedy[0]);
+}

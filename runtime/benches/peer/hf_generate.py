@@ -4,6 +4,7 @@ the same tiny Qwen2 model, batch and length as `saferc generate`.
 
     hf_generate.py make DIR     # a ~3.8M-parameter random Qwen2 (seed 0) + the fixture tokenizer
     hf_generate.py bench DIR    # tokens/s of model.generate, batch 8, 64 new tokens, as JSON
+    hf_generate.py floor DIR    # ms per decode step spent in the linear products alone, as JSON
 
 Sampling (temperature 1, no top-k/top-p), `min_new_tokens = max_new_tokens = 64`
 so every row produces exactly 64 tokens; one warm-up, then the median of 5 runs.
@@ -67,5 +68,29 @@ def bench(path):
                       "tokens_per_second": statistics.median(rates), "runs": rates}))
 
 
+def floor(path):
+    """A lower bound on a decode step with torch's kernels: only the model's
+    linear products (every projection and the output head, in layer order,
+    on 8 rows), nothing else: no attention, norms, sampling or Python model
+    code. Median of 200 steps after 20 warm-ups."""
+    torch.set_grad_enabled(False)
+    model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    x = {w.shape[1]: torch.randn(BATCH, w.shape[1]) for w in weights}
+    linear = torch.nn.functional.linear
+
+    def step():
+        start = time.perf_counter()
+        for w in weights:
+            linear(x[w.shape[1]], w)
+        return time.perf_counter() - start
+
+    for _ in range(20):
+        step()
+    ms = statistics.median(step() for _ in range(200)) * 1e3
+    print(json.dumps({"products": len(weights), "rows": BATCH, "threads": torch.get_num_threads(),
+                      "ms_per_step": ms, "tokens_per_second_bound": BATCH / ms * 1e3}))
+
+
 if __name__ == "__main__":
-    {"make": make, "bench": bench}[sys.argv[1]](sys.argv[2])
+    {"make": make, "bench": bench, "floor": floor}[sys.argv[1]](sys.argv[2])

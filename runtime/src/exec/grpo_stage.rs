@@ -163,7 +163,7 @@ pub fn train<B: Backend>(
             total_steps,
             step,
         );
-        let inner = policy.valid();
+        let inner = policy.valid().with_decoding_layout();
         let pol = Policy {
             model: &inner,
             tokenizer: &tokenizer,
@@ -506,7 +506,7 @@ pub fn train<B: Backend>(
     }
     super::report::finish(bar, format!("reward {last_reward:.3}"));
     Ok(Trained {
-        model: policy.valid(),
+        model: policy.valid().with_decoding_layout(),
         summary: json!({"algorithm": "grpo", "steps": total_steps, "final_reward": last_reward, "warnings": health.count()}),
     })
 }

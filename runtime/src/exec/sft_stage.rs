@@ -143,7 +143,7 @@ pub fn train<B: Backend>(
     }
     super::report::finish(bar, format!("loss {last_loss:.3}"));
     Ok(Trained {
-        model: policy.valid(),
+        model: policy.valid().with_decoding_layout(),
         summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss}),
     })
 }

@@ -64,6 +64,138 @@ struct Row {
     logprobs: Vec<f32>,
 }
 
+/// A part of the batch decoded as one forward with its own cache. On the
+/// CPU the batch is split into one shard per worker thread and the shards
+/// run in parallel: a decode step multiplies a few rows by every weight, a
+/// product too small for the matrix kernel to split across threads.
+struct Shard<B: Backend> {
+    rows: Vec<Row>,
+    cache: KvCache<B>,
+    /// Last-position logits of the rows, row-major `[rows, vocab]`.
+    logits: Vec<f32>,
+}
+
+impl<B: Backend> Shard<B> {
+    /// Keeps only the rows at `keep` (indices into `rows`, ascending).
+    fn keep(&mut self, keep: &[usize], model: &Model<B>) {
+        if keep.len() == self.rows.len() {
+            return;
+        }
+        if !keep.is_empty() {
+            let index: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
+            self.cache.select_rows(Tensor::<B, 1, Int>::from_data(
+                TensorData::new(index, [keep.len()]),
+                &model.device(),
+            ));
+        }
+        let mut old: Vec<Option<Row>> = std::mem::take(&mut self.rows)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.rows = keep
+            .iter()
+            .filter_map(|&r| old.get_mut(r).and_then(Option::take))
+            .collect();
+    }
+}
+
+/// How many shards a batch of `rows` is split into: one per worker thread
+/// on the CPU (at least two rows each), one on a GPU.
+fn shard_count<B: Backend>(rows: usize) -> usize {
+    if std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::CpuBackend>() {
+        rayon::current_num_threads().min(rows / 2).max(1)
+    } else {
+        1
+    }
+}
+
+/// Splits the rows (in order) into shards, each with its rows' keys and
+/// values taken from the prefill `cache` of the distinct prompts
+/// (`source[row]` is the row's distinct prompt) and its rows' logits.
+fn split_into_shards<B: Backend>(
+    rows: Vec<Row>,
+    cache: KvCache<B>,
+    source: &[usize],
+    distinct_logits: &[f32],
+    vocab: usize,
+    model: &Model<B>,
+) -> Vec<Shard<B>> {
+    let total = rows.len();
+    let count = shard_count::<B>(total);
+    let identity = count == 1 && source.iter().enumerate().all(|(i, &s)| i == s);
+    let mut shards = Vec::with_capacity(count);
+    let mut rows = rows.into_iter();
+    for k in 0..count {
+        let (from, to) = (k * total / count, (k + 1) * total / count);
+        let mut shard_cache = cache.clone();
+        if !identity {
+            let index: Vec<i64> = source[from..to].iter().map(|&s| s as i64).collect();
+            shard_cache.select_rows(Tensor::<B, 1, Int>::from_data(
+                TensorData::new(index, [to - from]),
+                &model.device(),
+            ));
+        }
+        let logits = source[from..to]
+            .iter()
+            .flat_map(|&s| {
+                distinct_logits
+                    .get(s * vocab..(s + 1) * vocab)
+                    .unwrap_or(&[])
+            })
+            .copied()
+            .collect();
+        shards.push(Shard {
+            rows: rows.by_ref().take(to - from).collect(),
+            cache: shard_cache,
+            logits,
+        });
+    }
+    shards
+}
+
+/// Feeds every live row its last sampled token and stores the next logits;
+/// shards run in parallel.
+fn decode_step<B: Backend>(model: &Model<B>, shards: &mut [Shard<B>]) -> Result<(), ModelError> {
+    use rayon::prelude::*;
+    let step = |shard: &mut Shard<B>| -> Result<(), ModelError> {
+        let tokens: Vec<u32> = shard
+            .rows
+            .iter()
+            .filter_map(|r| r.tokens.last().copied())
+            .collect();
+        let positions: Vec<i64> = shard.rows.iter().map(|r| r.position).collect();
+        for row in &mut shard.rows {
+            row.position += 1;
+            row.key_padding.push(false);
+        }
+        let layout = Layout {
+            batch: shard.rows.len(),
+            seq: 1,
+            positions,
+            key_padding: shard
+                .rows
+                .iter()
+                .flat_map(|r| r.key_padding.iter().copied())
+                .collect(),
+            causal: true,
+        };
+        shard.logits = last_logits(model.forward(
+            &ModelInput {
+                tokens,
+                layout,
+                images: None,
+            },
+            Some(&mut shard.cache),
+        )?)?;
+        Ok(())
+    };
+    if shards.len() == 1 {
+        shards.iter_mut().try_for_each(step)
+    } else {
+        shards.par_iter_mut().try_for_each(step)
+    }
+}
+
 /// Generates one completion per prompt, all prompts in one batch.
 pub fn generate<B: Backend>(
     model: &Model<B>,
@@ -140,31 +272,18 @@ pub fn generate<B: Backend>(
         Some(&mut cache),
     )?)?;
     let vocab = model.vocab_size();
-    if distinct.len() < prompts.len() {
-        let index: Vec<i64> = source.iter().map(|&s| s as i64).collect();
-        cache.select_rows(Tensor::<B, 1, Int>::from_data(
-            TensorData::new(index, [prompts.len()]),
-            &model.device(),
-        ));
-    }
-    let mut logits = Vec::with_capacity(prompts.len() * vocab);
     let mut rows = Vec::with_capacity(prompts.len());
-    for (i, (prompt, &s)) in prompts.iter().zip(&source).enumerate() {
-        logits.extend_from_slice(
-            distinct_logits
-                .get(s * vocab..(s + 1) * vocab)
-                .unwrap_or(&[]),
-        );
+    for (i, prompt) in prompts.iter().enumerate() {
         let pads = longest - prompt.tokens.len();
-        let key_padding = (0..longest).map(|k| k < pads).collect();
         rows.push(Row {
             prompt: i,
             position: prompt.tokens.len() as i64,
-            key_padding,
+            key_padding: (0..longest).map(|k| k < pads).collect(),
             tokens: vec![],
             logprobs: vec![],
         });
     }
+    let mut shards = split_into_shards::<B>(rows, cache, &source, &distinct_logits, vocab, model);
 
     let mut done: Vec<Completion> = Vec::with_capacity(prompts.len());
     // The image placeholder is never generated: it stands for image features,
@@ -177,70 +296,40 @@ pub fn generate<B: Backend>(
         } else {
             &never
         };
-        let mut keep = Vec::with_capacity(rows.len());
-        for (r, row) in rows.iter_mut().enumerate() {
-            let row_logits = logits.get(r * vocab..(r + 1) * vocab).unwrap_or(&[]);
-            let choice = choose(row_logits, params, suppressed, rng);
-            row.tokens.push(choice.token);
-            row.logprobs.push(choice.logprob);
-            let finish = if stop_ids.contains(&choice.token) {
-                Some(FinishReason::Stop)
-            } else if !params.stop_strings.is_empty()
-                && contains_stop_string(tokenizer, &row.tokens, params)?
-            {
-                Some(FinishReason::StopString)
-            } else if step + 1 == params.max_new_tokens {
-                Some(FinishReason::Length)
-            } else {
-                None
-            };
-            match finish {
-                Some(reason) => done.push(finish_row(tokenizer, row, reason, &stop_ids, params)?),
-                None => keep.push(r),
+        // Sampling walks the rows in prompt order across shards, so the
+        // random stream does not depend on how the batch was split.
+        for shard in &mut shards {
+            let mut keep = Vec::with_capacity(shard.rows.len());
+            for (r, row) in shard.rows.iter_mut().enumerate() {
+                let row_logits = shard.logits.get(r * vocab..(r + 1) * vocab).unwrap_or(&[]);
+                let choice = choose(row_logits, params, suppressed, rng);
+                row.tokens.push(choice.token);
+                row.logprobs.push(choice.logprob);
+                let finish = if stop_ids.contains(&choice.token) {
+                    Some(FinishReason::Stop)
+                } else if !params.stop_strings.is_empty()
+                    && contains_stop_string(tokenizer, &row.tokens, params)?
+                {
+                    Some(FinishReason::StopString)
+                } else if step + 1 == params.max_new_tokens {
+                    Some(FinishReason::Length)
+                } else {
+                    None
+                };
+                match finish {
+                    Some(reason) => {
+                        done.push(finish_row(tokenizer, row, reason, &stop_ids, params)?)
+                    }
+                    None => keep.push(r),
+                }
             }
+            shard.keep(&keep, model);
         }
-        if keep.is_empty() {
+        shards.retain(|shard| !shard.rows.is_empty());
+        if shards.is_empty() {
             break;
         }
-        if keep.len() < rows.len() {
-            let index: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
-            cache.select_rows(Tensor::<B, 1, Int>::from_data(
-                TensorData::new(index, [keep.len()]),
-                &model.device(),
-            ));
-            let mut old: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
-            rows = keep
-                .iter()
-                .filter_map(|&r| old.get_mut(r).and_then(Option::take))
-                .collect();
-        }
-        let tokens: Vec<u32> = rows
-            .iter()
-            .filter_map(|r| r.tokens.last().copied())
-            .collect();
-        let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
-        for row in &mut rows {
-            row.position += 1;
-            row.key_padding.push(false);
-        }
-        let layout = Layout {
-            batch: rows.len(),
-            seq: 1,
-            positions,
-            key_padding: rows
-                .iter()
-                .flat_map(|r| r.key_padding.iter().copied())
-                .collect(),
-            causal: true,
-        };
-        logits = last_logits(model.forward(
-            &ModelInput {
-                tokens,
-                layout,
-                images: None,
-            },
-            Some(&mut cache),
-        )?)?;
+        decode_step(model, &mut shards)?;
     }
     done.sort_by_key(|c| c.prompt);
     Ok(done)

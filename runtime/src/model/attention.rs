@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 
 use super::error::ModelError;
 use super::kv_cache::KvCache;
-use super::layers::{export_linear, init_linear, load_linear, project};
+use super::layers::{decoding_layout, export_linear, init_linear, load_linear, project};
 use super::rope::{apply_rotary, RopeTables};
 use super::weights::{WeightReader, WeightWriter};
 
@@ -121,6 +121,17 @@ impl<B: Backend> Attention<B> {
             kv_heads,
             head_dim,
         })
+    }
+
+    /// Every projection in the decoding layout ([`decoding_layout`]).
+    pub fn with_decoding_layout(self) -> Self {
+        Self {
+            q_proj: decoding_layout(self.q_proj),
+            k_proj: decoding_layout(self.k_proj),
+            v_proj: decoding_layout(self.v_proj),
+            o_proj: decoding_layout(self.o_proj),
+            ..self
+        }
     }
 
     /// Exports under the names [`Attention::load`] reads.

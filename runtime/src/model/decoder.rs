@@ -263,6 +263,24 @@ pub struct TextDecoder<B: Backend> {
 }
 
 impl<B: Backend> TextDecoder<B> {
+    /// Every projection in the layout that decoding reads fastest
+    /// ([`super::layers::decoding_layout`]); the values are unchanged.
+    pub fn with_decoding_layout(self) -> Self {
+        Self {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|layer| DecoderLayer {
+                    self_attn: layer.self_attn.with_decoding_layout(),
+                    mlp: layer.mlp.with_decoding_layout(),
+                    ..layer
+                })
+                .collect(),
+            lm_head: self.lm_head.map(super::layers::decoding_layout),
+            ..self
+        }
+    }
+
     /// Random weights (embeddings with standard deviation `init_std`).
     pub fn init(config: TextConfig, init_std: f64, device: &B::Device) -> Self {
         let c = &config;

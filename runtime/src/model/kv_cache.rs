@@ -13,6 +13,17 @@ pub struct KvCache<B: Backend> {
     len: usize,
 }
 
+impl<B: Backend> Clone for KvCache<B> {
+    /// Shares the cached tensors (burn tensors are reference-counted); an
+    /// append or row selection on the clone leaves the original intact.
+    fn clone(&self) -> Self {
+        Self {
+            layers: self.layers.clone(),
+            len: self.len,
+        }
+    }
+}
+
 impl<B: Backend> KvCache<B> {
     /// An empty cache for `layers` layers.
     pub fn new(layers: usize) -> Self {
