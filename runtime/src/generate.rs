@@ -1,11 +1,13 @@
 //! Generation and scoring: batched sampling with a KV cache
-//! ([`generation`]), the token choice ([`sampling`]), and the differentiable
-//! per-token log-probs of given sequences ([`logprobs`]).
+//! ([`generation`], its batch split across threads by [`shard`]), the token
+//! choice ([`sampling`]), and the differentiable per-token log-probs of given
+//! sequences ([`logprobs`]).
 
 pub mod generation;
 pub mod logprobs;
 pub mod prompt;
 pub mod sampling;
+mod shard;
 
 pub use generation::{generate, merge_images, Completion, FinishReason, Prompt};
 pub use logprobs::{sequence_logprobs, TokenScores};

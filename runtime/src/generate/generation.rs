@@ -6,14 +6,16 @@
 //! forward of the distinct prompts fills the cache (rows repeating a prompt
 //! share its keys and values); each step then feeds one token per row. Finished
 //! rows are dropped from the batch (and from the cache), so a batch costs
-//! what its live rows need.
+//! what its live rows need. On the CPU the rows are decoded in parallel
+//! shards ([`super::shard`]).
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use rand::Rng;
 use serde::Serialize;
 
 use super::sampling::{choose, SamplingParams};
+use super::shard::{decode_step, split_into_shards};
 use crate::model::{ImagePatches, KvCache, Layout, Model, ModelError, ModelInput};
 use crate::text::TextTokenizer;
 
@@ -54,146 +56,15 @@ pub struct Completion {
 }
 
 /// A live row of the batch.
-struct Row {
+pub(super) struct Row {
     prompt: usize,
     /// Next position id.
-    position: i64,
+    pub(super) position: i64,
     /// Padding of every key so far (left pads `true`).
-    key_padding: Vec<bool>,
-    tokens: Vec<u32>,
+    pub(super) key_padding: Vec<bool>,
+    /// Sampled so far.
+    pub(super) tokens: Vec<u32>,
     logprobs: Vec<f32>,
-}
-
-/// A part of the batch decoded as one forward with its own cache. On the
-/// CPU the batch is split into one shard per worker thread and the shards
-/// run in parallel: a decode step multiplies a few rows by every weight, a
-/// product too small for the matrix kernel to split across threads.
-struct Shard<B: Backend> {
-    rows: Vec<Row>,
-    cache: KvCache<B>,
-    /// Last-position logits of the rows, row-major `[rows, vocab]`.
-    logits: Vec<f32>,
-}
-
-impl<B: Backend> Shard<B> {
-    /// Keeps only the rows at `keep` (indices into `rows`, ascending).
-    fn keep(&mut self, keep: &[usize], model: &Model<B>) {
-        if keep.len() == self.rows.len() {
-            return;
-        }
-        if !keep.is_empty() {
-            let index: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
-            self.cache.select_rows(Tensor::<B, 1, Int>::from_data(
-                TensorData::new(index, [keep.len()]),
-                &model.device(),
-            ));
-        }
-        let mut old: Vec<Option<Row>> = std::mem::take(&mut self.rows)
-            .into_iter()
-            .map(Some)
-            .collect();
-        self.rows = keep
-            .iter()
-            .filter_map(|&r| old.get_mut(r).and_then(Option::take))
-            .collect();
-    }
-}
-
-/// How many shards a batch of `rows` is split into: one per worker thread
-/// on the CPU (at least two rows each), one on a GPU.
-fn shard_count<B: Backend>(rows: usize) -> usize {
-    if std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::CpuBackend>() {
-        rayon::current_num_threads().min(rows / 2).max(1)
-    } else {
-        1
-    }
-}
-
-/// Splits the rows (in order) into shards, each with its rows' keys and
-/// values taken from the prefill `cache` of the distinct prompts
-/// (`source[row]` is the row's distinct prompt) and its rows' logits.
-fn split_into_shards<B: Backend>(
-    rows: Vec<Row>,
-    cache: KvCache<B>,
-    source: &[usize],
-    distinct_logits: &[f32],
-    vocab: usize,
-    model: &Model<B>,
-) -> Vec<Shard<B>> {
-    let total = rows.len();
-    let count = shard_count::<B>(total);
-    let identity = count == 1 && source.iter().enumerate().all(|(i, &s)| i == s);
-    let mut shards = Vec::with_capacity(count);
-    let mut rows = rows.into_iter();
-    for k in 0..count {
-        let (from, to) = (k * total / count, (k + 1) * total / count);
-        let mut shard_cache = cache.clone();
-        if !identity {
-            let index: Vec<i64> = source[from..to].iter().map(|&s| s as i64).collect();
-            shard_cache.select_rows(Tensor::<B, 1, Int>::from_data(
-                TensorData::new(index, [to - from]),
-                &model.device(),
-            ));
-        }
-        let logits = source[from..to]
-            .iter()
-            .flat_map(|&s| {
-                distinct_logits
-                    .get(s * vocab..(s + 1) * vocab)
-                    .unwrap_or(&[])
-            })
-            .copied()
-            .collect();
-        shards.push(Shard {
-            rows: rows.by_ref().take(to - from).collect(),
-            cache: shard_cache,
-            logits,
-        });
-    }
-    shards
-}
-
-/// Feeds every live row its last sampled token and stores the next logits;
-/// shards run in parallel.
-fn decode_step<B: Backend>(model: &Model<B>, shards: &mut [Shard<B>]) -> Result<(), ModelError> {
-    use rayon::prelude::*;
-    let step = |shard: &mut Shard<B>| -> Result<(), ModelError> {
-        let tokens: Vec<u32> = shard
-            .rows
-            .iter()
-            .filter_map(|r| r.tokens.last().copied())
-            .collect();
-        let positions: Vec<i64> = shard.rows.iter().map(|r| r.position).collect();
-        for row in &mut shard.rows {
-            row.position += 1;
-            row.key_padding.push(false);
-        }
-        let layout = Layout {
-            batch: shard.rows.len(),
-            seq: 1,
-            positions,
-            key_padding: shard
-                .rows
-                .iter()
-                .flat_map(|r| r.key_padding.iter().copied())
-                .collect(),
-            causal: true,
-        };
-        shard.logits = last_logits(model.forward(
-            &ModelInput {
-                tokens,
-                layout,
-                images: None,
-            },
-            Some(&mut shard.cache),
-        )?)?;
-        Ok(())
-    };
-    if shards.len() == 1 {
-        shards.iter_mut().try_for_each(step)
-    } else {
-        shards.par_iter_mut().try_for_each(step)
-    }
 }
 
 /// Generates one completion per prompt, all prompts in one batch.
@@ -350,7 +221,7 @@ pub fn merge_images(prompts: &[Prompt]) -> Option<ImagePatches> {
 }
 
 /// The logits of the last position of every row, row-major `[batch, vocab]`.
-fn last_logits<B: Backend>(logits: Tensor<B, 3>) -> Result<Vec<f32>, ModelError> {
+pub(super) fn last_logits<B: Backend>(logits: Tensor<B, 3>) -> Result<Vec<f32>, ModelError> {
     let [batch, seq, vocab] = logits.dims();
     logits
         .narrow(1, seq - 1, 1)
