@@ -10,6 +10,6 @@ pub mod sampling;
 mod shard;
 
 pub use generation::{generate, merge_images, Completion, FinishReason, Prompt};
-pub use logprobs::{sequence_logprobs, TokenScores};
+pub use logprobs::{completion_logprobs, sequence_logprobs, TokenScores};
 pub use prompt::user_prompt;
 pub use sampling::SamplingParams;

@@ -237,3 +237,101 @@ fn the_decoding_layout_changes_no_output() {
     .expect("generate");
     assert_eq!(out[0].tokens, greedy[0]);
 }
+
+/// Completions scored after their shared prompts equal the completion
+/// columns of whole sequences, in values and in gradients: prompts of
+/// different lengths (left-padded), groups sharing a prompt, completions of
+/// different lengths (right-padded), a one-token completion.
+#[test]
+fn completions_scored_after_shared_prompts_equal_whole_sequences() {
+    use safer_runtime::generate::completion_logprobs;
+    use safer_runtime::CpuAutodiff;
+    let device = Default::default();
+    let dir = dir("qwen2-untied-mqa");
+    let model = Model::<CpuAutodiff>::load(&dir, &device).expect("load");
+    let exp = expected(&dir);
+    let prompts: Vec<Prompt> = fixture_prompts(&exp);
+    assert_ne!(prompts[0].tokens.len(), prompts[1].tokens.len());
+    let completions: [(usize, Vec<u32>); 5] = [
+        (0, vec![5, 9, 11, 4]),
+        (0, vec![7, 7]),
+        (1, vec![3, 12, 8, 6, 2, 10]),
+        (1, vec![9]),
+        (0, vec![14, 2, 5, 5, 1, 3]),
+    ];
+    let samples: Vec<(usize, &[u32])> = completions
+        .iter()
+        .map(|(p, c)| (*p, c.as_slice()))
+        .collect();
+    let (temperature, pad) = (0.8, 0);
+
+    let shared = completion_logprobs(&model, &prompts, &samples, temperature, pad).expect("shared");
+    let whole_sequences: Vec<Vec<u32>> = samples
+        .iter()
+        .map(|(p, c)| prompts[*p].tokens.iter().chain(c.iter()).copied().collect())
+        .collect();
+    let whole = sequence_logprobs(&model, &whole_sequences, None, temperature, pad).expect("whole");
+
+    let rows = |t: burn::tensor::Tensor<CpuAutodiff, 2>| -> Vec<Vec<f32>> {
+        let [_, width] = t.dims();
+        let v = t.into_data().into_vec::<f32>().expect("f32");
+        v.chunks(width).map(<[f32]>::to_vec).collect()
+    };
+    let (shared_lp, whole_lp) = (rows(shared.logprobs.clone()), rows(whole.logprobs.clone()));
+    let (shared_h, whole_h) = (rows(shared.entropy.clone()), rows(whole.entropy.clone()));
+    let shared_mask = rows(shared.mask.clone());
+    let mut worst = 0.0f32;
+    for (i, (p, c)) in samples.iter().enumerate() {
+        let start = prompts[*p].tokens.len() - 1; // the column predicting completion token 0
+        for j in 0..c.len() {
+            assert_eq!(shared_mask[i][j], 1.0);
+            worst = worst
+                .max((shared_lp[i][j] - whole_lp[i][start + j]).abs())
+                .max((shared_h[i][j] - whole_h[i][start + j]).abs());
+        }
+        assert!(shared_mask[i][c.len()..].iter().all(|&m| m == 0.0));
+    }
+    assert!(worst <= 1e-5, "largest difference {worst:e}");
+
+    // The gradient of the summed completion log-probs, both ways.
+    let whole_mask: Vec<f32> = samples
+        .iter()
+        .zip(&whole_sequences)
+        .flat_map(|((p, _), seq)| {
+            let start = prompts[*p].tokens.len();
+            let longest = whole_sequences.iter().map(Vec::len).max().unwrap_or(0);
+            (1..longest).map(move |t| {
+                if t >= start && t < seq.len() {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    let whole_mask =
+        burn::tensor::Tensor::<CpuAutodiff, 1>::from_floats(whole_mask.as_slice(), &device)
+            .reshape(whole.logprobs.dims());
+    let grad_of = |loss: burn::tensor::Tensor<CpuAutodiff, 1>| -> Vec<f32> {
+        let grads = loss.backward();
+        let weight = model.text.layers[0].self_attn.q_proj.weight.val();
+        weight
+            .grad(&grads)
+            .expect("gradient")
+            .into_data()
+            .into_vec::<f32>()
+            .expect("f32")
+    };
+    let g_shared = grad_of((shared.logprobs * shared.mask).sum());
+    let g_whole = grad_of((whole.logprobs * whole_mask).sum());
+    let scale = g_whole.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+    let diff = g_shared
+        .iter()
+        .zip(&g_whole)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        scale > 0.0 && diff <= 1e-4 * scale,
+        "gradient differs by {diff:e} (scale {scale:e})"
+    );
+    println!("largest log-prob/entropy difference {worst:e}, gradient {diff:e} of {scale:e}");
+}

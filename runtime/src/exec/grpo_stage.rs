@@ -21,10 +21,10 @@ use super::checkpoint;
 use super::data::Row;
 use super::health::Health;
 use super::reflect::{reflect, ReflectStats, Sample};
-use super::rollout::{sample, sampling, sequences, Policy, PromptCache};
+use super::rollout::{sample, sampling, Policy, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
-use crate::generate::{sequence_logprobs, FinishReason, Prompt};
+use crate::generate::{completion_logprobs, FinishReason, Prompt};
 use crate::grpo::advantage::{self, AdvantageConfig, MultiObjective, Scale};
 use crate::grpo::aggregate::Aggregation;
 use crate::grpo::dynamic_sampling::{keep_groups, Keep};
@@ -322,10 +322,15 @@ pub fn train<B: Backend>(
                 .iter()
                 .map(|&i| (kept[i].group, kept[i].tokens.as_slice()))
                 .collect();
-            let (seqs, mask, width, images) = sequences(&kept_prompts, &pairs);
-            let n = seqs.len();
-            let mask_t =
-                Tensor::<AD<B>, 2>::from_data(TensorData::new(mask.clone(), [n, width]), &device);
+            // Scored after their group's prompt, run once per group: column j
+            // is completion token j.
+            let n = pairs.len();
+            let width = pairs.iter().map(|(_, c)| c.len()).max().unwrap_or(1);
+            let mask: Vec<f32> = pairs
+                .iter()
+                .flat_map(|(_, c)| (0..width).map(move |j| if j < c.len() { 1.0 } else { 0.0 }))
+                .collect();
+            let mask_t = Tensor::<AD<B>, 2>::from_data(TensorData::new(mask, [n, width]), &device);
             let adv_t = Tensor::<AD<B>, 1>::from_data(
                 TensorData::new(
                     trainable
@@ -348,7 +353,7 @@ pub fn train<B: Backend>(
             let t0 = Instant::now();
             let ref_logp = match &reference {
                 Some(r) => {
-                    let s = sequence_logprobs(r, &seqs, images.as_ref(), temperature, pad)?;
+                    let s = completion_logprobs(r, &kept_prompts, &pairs, temperature, pad)?;
                     Some(Tensor::<AD<B>, 2>::from_data(
                         s.logprobs.into_data(),
                         &device,
@@ -360,7 +365,7 @@ pub fn train<B: Backend>(
             let t0 = Instant::now();
             let mut old_logp: Option<Tensor<AD<B>, 2>> = None;
             for iteration in 0..g.iterations {
-                let scores = sequence_logprobs(&policy, &seqs, images.as_ref(), temperature, pad)?;
+                let scores = completion_logprobs(&policy, &kept_prompts, &pairs, temperature, pad)?;
                 if g.iterations > 1 && iteration == 0 {
                     old_logp = Some(scores.logprobs.clone().detach());
                 }
