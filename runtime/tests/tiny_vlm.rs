@@ -220,3 +220,67 @@ fn gradients_reach_the_vision_tower() {
         "patch embedding gradient {norm}"
     );
 }
+
+/// GRPO's scoring of completions after their shared prompt sees each
+/// prompt's own images: it equals scoring whole sequences, with prompts of
+/// one and two images and different lengths.
+#[test]
+fn completions_after_image_prompts_score_as_whole_sequences() {
+    use safer_runtime::generate::completion_logprobs;
+    let tmp = TempDir::new("tiny-vlm-completions");
+    let device = Default::default();
+    let model = create::<CpuBackend>(&tmp.0, Preset::Tiny, 3, &device).expect("create");
+    let tokenizer = TextTokenizer::load(&tmp.0).expect("tokenizer");
+    let red = write_image(&tmp.0, "red.png", [220, 20, 20], false);
+    let knife = write_image(&tmp.0, "knife.png", [20, 20, 220], true);
+    let one = user_prompt(
+        &tokenizer,
+        &model.config,
+        "Is this safe to hold?",
+        std::slice::from_ref(&knife),
+        None,
+    )
+    .expect("prompt");
+    let two =
+        user_prompt(&tokenizer, &model.config, "Compare.", &[red, knife], None).expect("prompt");
+    assert_ne!(one.tokens.len(), two.tokens.len());
+    let prompts = vec![one, two];
+    let completions: [(usize, Vec<u32>); 4] = [
+        (0, tokenizer.encode("No, it is a knife.").expect("encode")),
+        (1, tokenizer.encode("Red.").expect("encode")),
+        (0, tokenizer.encode("Yes.").expect("encode")),
+        (
+            1,
+            tokenizer
+                .encode("The second one is sharp.")
+                .expect("encode"),
+        ),
+    ];
+    let samples: Vec<(usize, &[u32])> = completions
+        .iter()
+        .map(|(p, c)| (*p, c.as_slice()))
+        .collect();
+    let shared =
+        completion_logprobs(&model, &prompts, &samples, 1.0, tokenizer.pad_id).expect("shared");
+    let shared = flat(shared.logprobs);
+    let width = samples.iter().map(|(_, c)| c.len()).max().unwrap_or(1);
+    let mut worst = 0.0f32;
+    for (i, (p, c)) in samples.iter().enumerate() {
+        // Scored alone, so only this prompt's images are in the batch.
+        let whole: Vec<u32> = prompts[*p].tokens.iter().chain(c.iter()).copied().collect();
+        let alone = sequence_logprobs(
+            &model,
+            &[whole],
+            prompts[*p].images.as_ref(),
+            1.0,
+            tokenizer.pad_id,
+        )
+        .expect("whole");
+        let alone = flat(alone.logprobs);
+        let start = prompts[*p].tokens.len() - 1;
+        for j in 0..c.len() {
+            worst = worst.max((shared[i * width + j] - alone[start + j]).abs());
+        }
+    }
+    assert!(worst <= 1e-5, "largest difference {worst:e}");
+}
