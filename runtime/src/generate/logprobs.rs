@@ -44,11 +44,7 @@ pub fn sequence_logprobs<B: Backend>(
             reason: "every scored sequence needs at least two tokens".into(),
         });
     }
-    if temperature.is_nan() || temperature <= 0.0 {
-        return Err(ModelError::Request {
-            reason: format!("temperature must be positive, got {temperature}"),
-        });
-    }
+    check_temperature(temperature)?;
     let batch = sequences.len();
     let longest = sequences.iter().map(Vec::len).max().unwrap_or(0);
     let mut tokens = Vec::with_capacity(batch * longest);
@@ -106,11 +102,7 @@ pub fn completion_logprobs<B: Backend>(
             reason: "every scored completion needs a prompt and at least one token".into(),
         });
     }
-    if temperature.is_nan() || temperature <= 0.0 {
-        return Err(ModelError::Request {
-            reason: format!("temperature must be positive, got {temperature}"),
-        });
-    }
+    check_temperature(temperature)?;
     let device = model.device();
     // The prompts, left-padded to one length so that every last position
     // holds a real token (pads get position 1, as in generation).
@@ -188,6 +180,15 @@ pub fn completion_logprobs<B: Backend>(
         Tensor::cat(vec![first, rest], 1)
     };
     Ok(scores(logits, targets, mask, temperature))
+}
+
+fn check_temperature(temperature: f32) -> Result<(), ModelError> {
+    if temperature.is_nan() || temperature <= 0.0 {
+        return Err(ModelError::Request {
+            reason: format!("temperature must be positive, got {temperature}"),
+        });
+    }
+    Ok(())
 }
 
 /// Log-probs of `targets` (row-major `[rows, width]`) under `logits`
