@@ -118,27 +118,23 @@ fn split_timing(text: &str) {
         std::hint::black_box(SaferParser::parse(Rule::file, text).is_ok());
     }
     println!("pest {:.2} ms", t.elapsed().as_secs_f64() * 100.0);
-    let t = Instant::now();
-    for _ in 0..10 {
+    let load = || {
         let mut sources = saferc::SourceMap::new();
-        let (loaded, diags) = saferc::semantic::loader::load_text(
+        saferc::semantic::loader::load_text(
             &mut sources,
             "bench.safer",
             text,
             None,
             Default::default(),
-        );
-        std::hint::black_box((loaded, diags));
+        )
+        .0
+    };
+    let t = Instant::now();
+    for _ in 0..10 {
+        std::hint::black_box(load());
     }
     println!("load (parse) {:.2} ms", t.elapsed().as_secs_f64() * 100.0);
-    let mut sources = saferc::SourceMap::new();
-    let (loaded, _) = saferc::semantic::loader::load_text(
-        &mut sources,
-        "bench.safer",
-        text,
-        None,
-        Default::default(),
-    );
+    let loaded = load();
     let t = Instant::now();
     let rounds = if std::env::var_os("ANALYZE").is_some() {
         300

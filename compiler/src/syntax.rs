@@ -30,10 +30,7 @@ use pest::Parser;
 /// # Errors
 /// The first syntax error, as an `E01xx` diagnostic.
 pub fn parse(source: SourceId, text: &str) -> Result<ast::Module, Box<Diagnostic>> {
-    if text.len() > lexer::MAX_SOURCE_BYTES {
-        return Err(Box::new(too_large(source, text.len())));
-    }
-    let scanned = lexer::scan(source, text)?;
+    let scanned = scan(source, text)?;
     let pieces = pieces(text.len(), &scanned.item_starts);
     if pieces.len() > 1 {
         if let Some(items) = parse_pieces(source, text, &pieces, &scanned.comments) {
@@ -53,11 +50,15 @@ pub fn parse(source: SourceId, text: &str) -> Result<ast::Module, Box<Diagnostic
 /// # Errors
 /// As [`parse`].
 pub fn parse_serial(source: SourceId, text: &str) -> Result<ast::Module, Box<Diagnostic>> {
+    parse_whole(source, text, scan(source, text)?.comments)
+}
+
+/// The size bound, then the lexer's pre-scan.
+fn scan(source: SourceId, text: &str) -> Result<lexer::Scanned, Box<Diagnostic>> {
     if text.len() > lexer::MAX_SOURCE_BYTES {
         return Err(Box::new(too_large(source, text.len())));
     }
-    let scanned = lexer::scan(source, text)?;
-    parse_whole(source, text, scanned.comments)
+    lexer::scan(source, text)
 }
 
 fn parse_whole(

@@ -74,6 +74,15 @@ pub struct ImagePatches {
     pub values: Vec<f32>,
 }
 
+impl<B: burn::tensor::backend::AutodiffBackend> Model<B> {
+    /// A copy of a model being trained, without autodiff and in the
+    /// decoding layout: what the trainers generate with, and hand on when a
+    /// stage ends.
+    pub fn for_generation(&self) -> Model<B::InnerBackend> {
+        burn::module::AutodiffModule::valid(self).with_decoding_layout()
+    }
+}
+
 impl<B: Backend> Model<B> {
     /// Loads a model directory (`config.json` + safetensors weights).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, ModelError> {
@@ -99,7 +108,7 @@ impl<B: Backend> Model<B> {
     /// The same model with the text decoder's projections stored as decoding
     /// reads them fastest (a decode step multiplies a few rows by every
     /// weight). Loading gives this layout already; a training step's update
-    /// does not keep it, so the trainers call this before generating.
+    /// does not keep it, so the trainers generate with [`Model::for_generation`].
     pub fn with_decoding_layout(self) -> Self {
         Self {
             text: self.text.with_decoding_layout(),

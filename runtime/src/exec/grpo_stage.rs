@@ -163,7 +163,7 @@ pub fn train<B: Backend>(
             total_steps,
             step,
         );
-        let inner = policy.valid().with_decoding_layout();
+        let inner = policy.for_generation();
         let pol = Policy {
             model: &inner,
             tokenizer: &tokenizer,
@@ -511,7 +511,7 @@ pub fn train<B: Backend>(
     }
     super::report::finish(bar, format!("reward {last_reward:.3}"));
     Ok(Trained {
-        model: policy.valid().with_decoding_layout(),
+        model: policy.for_generation(),
         summary: json!({"algorithm": "grpo", "steps": total_steps, "final_reward": last_reward, "warnings": health.count()}),
     })
 }

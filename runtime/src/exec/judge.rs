@@ -23,6 +23,15 @@ use super::data::Row;
 pub const JUDGE_SYSTEM_PROMPT: &str =
     "You grade responses. Reply with one number between 0 and 1 and nothing else.";
 
+/// The chat messages every judge is asked with: the system prompt and the
+/// [`question`].
+pub fn messages(criterion: &str, description: Option<&str>, row: &Row, completion: &str) -> Value {
+    json!([
+        {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
+        {"role": "user", "content": question(criterion, description, row, completion)},
+    ])
+}
+
 /// A judge's question: the criterion and its description, the prompt and the response.
 pub fn question(criterion: &str, description: Option<&str>, row: &Row, completion: &str) -> String {
     format!(
@@ -191,10 +200,7 @@ impl Judge for HttpJudge {
         let body = json!({
             "model": self.model,
             "temperature": self.temperature,
-            "messages": [
-                {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
-                {"role": "user", "content": question(criterion, description, row, completion)},
-            ],
+            "messages": messages(criterion, description, row, completion),
         });
         self.slots.acquire();
         let mut attempt = 0u32;

@@ -10,10 +10,9 @@ use burn::tensor::backend::Backend;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use safer_ir::plan::EvalError;
-use serde_json::json;
 
 use super::data::Row;
-use super::judge::{parse_score, question, Judge, JUDGE_SYSTEM_PROMPT};
+use super::judge::{messages, parse_score, question, Judge};
 use super::session::Loaded;
 use crate::generate::{generate, Prompt, SamplingParams};
 
@@ -48,11 +47,8 @@ impl<B: Backend> Judge for ModelJudge<B> {
     ) -> Result<f64, EvalError> {
         let loaded = self.model.lock().unwrap_or_else(|p| p.into_inner());
         let fail = |m: String| EvalError::Call(format!("judge `{}`: {m}", self.name));
-        let messages = json!([
-            {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
-            {"role": "user", "content": question(criterion, description, row, completion)},
-        ]);
         let text = if loaded.tokenizer.has_chat_template() {
+            let messages = messages(criterion, description, row, completion);
             loaded
                 .tokenizer
                 .apply_chat_template(&messages, None, true)

@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -143,7 +142,7 @@ pub fn train<B: Backend>(
     }
     super::report::finish(bar, format!("loss {last_loss:.3}"));
     Ok(Trained {
-        model: policy.valid().with_decoding_layout(),
+        model: policy.for_generation(),
         summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss}),
     })
 }

@@ -154,7 +154,7 @@ pub fn generate<B: Backend>(
             logprobs: vec![],
         });
     }
-    let mut shards = split_into_shards::<B>(rows, cache, &source, &distinct_logits, vocab, model);
+    let mut shards = split_into_shards::<B>(rows, cache, &source, &distinct_logits, vocab);
 
     let mut done: Vec<Completion> = Vec::with_capacity(prompts.len());
     // The image placeholder is never generated: it stands for image features,
@@ -194,7 +194,7 @@ pub fn generate<B: Backend>(
                     None => keep.push(r),
                 }
             }
-            shard.keep(&keep, model);
+            shard.keep(&keep);
         }
         shards.retain(|shard| !shard.rows.is_empty());
         if shards.is_empty() {

@@ -132,10 +132,15 @@ pub fn completion_logprobs<B: Backend>(
         Some(&mut cache),
     )?; // [prompts, prompt_len, d]
     let first = model.text.logits(hidden.narrow(1, prompt_len - 1, 1)); // [prompts, 1, vocab]
-    let of_sample: Vec<i64> = samples.iter().map(|(p, _)| *p as i64).collect();
-    let index =
-        Tensor::<B, 1, Int>::from_data(TensorData::new(of_sample, [samples.len()]), &device);
-    let first = first.select(0, index.clone()); // [samples, 1, vocab]
+    let of_sample: Vec<usize> = samples.iter().map(|(p, _)| *p).collect();
+    let index = Tensor::<B, 1, Int>::from_data(
+        TensorData::new(
+            of_sample.iter().map(|&p| p as i64).collect::<Vec<_>>(),
+            [samples.len()],
+        ),
+        &device,
+    );
+    let first = first.select(0, index); // [samples, 1, vocab]
 
     // Every completion but its last token, right-padded, after its prompt's
     // cached keys: position j predicts completion token j + 1.
@@ -162,7 +167,7 @@ pub fn completion_logprobs<B: Backend>(
             key_padding.extend_from_slice(&prompt_padding[p * prompt_len..(p + 1) * prompt_len]);
             key_padding.extend((0..fed).map(|j| j >= completion.len()));
         }
-        cache.select_rows(index);
+        cache.select_rows(&of_sample);
         let rest = model.forward(
             &ModelInput {
                 tokens,

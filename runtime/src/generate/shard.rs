@@ -8,7 +8,6 @@
 //! stream does not depend on the split.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
 
 use super::generation::{last_logits, Row};
 use crate::model::{KvCache, Layout, Model, ModelError, ModelInput};
@@ -23,16 +22,12 @@ pub(super) struct Shard<B: Backend> {
 
 impl<B: Backend> Shard<B> {
     /// Keeps only the rows at `keep` (indices into `rows`, ascending).
-    pub(super) fn keep(&mut self, keep: &[usize], model: &Model<B>) {
+    pub(super) fn keep(&mut self, keep: &[usize]) {
         if keep.len() == self.rows.len() {
             return;
         }
         if !keep.is_empty() {
-            let index: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
-            self.cache.select_rows(Tensor::<B, 1, Int>::from_data(
-                TensorData::new(index, [keep.len()]),
-                &model.device(),
-            ));
+            self.cache.select_rows(keep);
         }
         let mut old: Vec<Option<Row>> = std::mem::take(&mut self.rows)
             .into_iter()
@@ -64,7 +59,6 @@ pub(super) fn split_into_shards<B: Backend>(
     source: &[usize],
     distinct_logits: &[f32],
     vocab: usize,
-    model: &Model<B>,
 ) -> Vec<Shard<B>> {
     let total = rows.len();
     let count = shard_count::<B>(total);
@@ -75,11 +69,7 @@ pub(super) fn split_into_shards<B: Backend>(
         let (from, to) = (k * total / count, (k + 1) * total / count);
         let mut shard_cache = cache.clone();
         if !identity {
-            let index: Vec<i64> = source[from..to].iter().map(|&s| s as i64).collect();
-            shard_cache.select_rows(Tensor::<B, 1, Int>::from_data(
-                TensorData::new(index, [to - from]),
-                &model.device(),
-            ));
+            shard_cache.select_rows(&source[from..to]);
         }
         let logits = source[from..to]
             .iter()

@@ -5,7 +5,7 @@
 //! cache length; left padding (masked keys) keeps them aligned.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// Keys and values of every layer seen so far.
 pub struct KvCache<B: Backend> {
@@ -68,11 +68,18 @@ impl<B: Backend> KvCache<B> {
         merged
     }
 
-    /// Keeps only the batch rows in `rows` (for dropping finished sequences).
-    pub fn select_rows(&mut self, rows: Tensor<B, 1, burn::tensor::Int>) {
+    /// Keeps only the batch rows `rows` (in that order; a row may repeat),
+    /// for dropping finished sequences or giving each sample its prompt's
+    /// keys and values.
+    pub fn select_rows(&mut self, rows: &[usize]) {
+        let Some(device) = self.layers.iter().flatten().next().map(|(k, _)| k.device()) else {
+            return;
+        };
+        let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows.len()]), &device);
         for slot in &mut self.layers {
             if let Some((k, v)) = slot.take() {
-                *slot = Some((k.select(0, rows.clone()), v.select(0, rows.clone())));
+                *slot = Some((k.select(0, index.clone()), v.select(0, index.clone())));
             }
         }
     }
