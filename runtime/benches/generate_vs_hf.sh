@@ -6,37 +6,59 @@
 #   python3 -m venv .venv && .venv/bin/pip install torch transformers
 #   runtime/benches/generate_vs_hf.sh            # PYTHON=... to use another interpreter
 #
-# Prints both rates (median of 5 timed runs after a warm-up each), the ratio,
-# and a bound: the time torch's kernels need for a decode step's linear
-# products alone (`hf_generate.py floor`).
+# The machine's speed drifts between phases, so the two sides alternate:
+# ROUNDS rounds (default 3), each timing the peer (median of 5 runs after a
+# warm-up) and then saferc (median of 5 runs after a warm-up). Prints each
+# round's rates and ratio, the median ratio, and two bounds: the time of a
+# decode step's linear products alone in torch (`hf_generate.py floor`) and
+# in saferc (`--example decode_floor`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-.venv/bin/python}
+ROUNDS=${ROUNDS:-3}
 MODEL=target/bench-models/qwen2-3.8m
 PROMPT="Look at the picture and tell me whether it is safe to use this tool in the kitchen."
 
 cargo build --release -q -p saferc
+cargo build --release -q -p safer-runtime --example decode_floor
 "$PYTHON" runtime/benches/peer/hf_generate.py make "$MODEL" >/dev/null
-peer=$("$PYTHON" runtime/benches/peer/hf_generate.py bench "$MODEL")
-floor=$("$PYTHON" runtime/benches/peer/hf_generate.py floor "$MODEL")
 
-rates=()
 saferc=target/release/saferc
-"$saferc" generate --model "$MODEL" --prompt "$PROMPT" --n 8 --max-tokens 64 --min-tokens 64 --seed 0 --device cpu --json >/dev/null
-for seed in 1 2 3 4 5; do
-  out=$("$saferc" generate --model "$MODEL" --prompt "$PROMPT" --n 8 --max-tokens 64 --min-tokens 64 --seed "$seed" --device cpu --json)
-  rates+=("$(printf '%s' "$out" | "$PYTHON" -c 'import json,sys; s=json.load(sys.stdin)["stats"]; assert s["generated_tokens"]==512; print(s["tokens_per_second"])')")
+ours() {
+  local rates=() out
+  "$saferc" generate --model "$MODEL" --prompt "$PROMPT" --n 8 --max-tokens 64 --min-tokens 64 --seed 0 --device cpu --json >/dev/null
+  for seed in 1 2 3 4 5; do
+    out=$("$saferc" generate --model "$MODEL" --prompt "$PROMPT" --n 8 --max-tokens 64 --min-tokens 64 --seed "$seed" --device cpu --json)
+    rates+=("$(printf '%s' "$out" | "$PYTHON" -c 'import json,sys; s=json.load(sys.stdin)["stats"]; assert s["generated_tokens"]==512; print(s["tokens_per_second"])')")
+  done
+  printf '%s\n' "${rates[@]}" | "$PYTHON" -c 'import statistics,sys; print(statistics.median(float(l) for l in sys.stdin))'
+}
+
+rounds=()
+for _ in $(seq "$ROUNDS"); do
+  peer=$("$PYTHON" runtime/benches/peer/hf_generate.py bench "$MODEL" 2>/dev/null)
+  rounds+=("$peer" "$(ours)")
 done
-"$PYTHON" - "$peer" "$floor" "${rates[@]}" <<'PY'
+torch_floor=$("$PYTHON" runtime/benches/peer/hf_generate.py floor "$MODEL" 2>/dev/null)
+saferc_floor=$(target/release/examples/decode_floor "$MODEL" 8)
+
+"$PYTHON" - "$torch_floor" "$saferc_floor" "${rounds[@]}" <<'PY'
 import json, statistics, sys
-peer = json.loads(sys.argv[1])
-floor = json.loads(sys.argv[2])
-ours = statistics.median(float(r) for r in sys.argv[3:])
-print(f"model: Qwen2 ~3.8M parameters, batch {peer['batch']}, {peer['new_tokens']} new tokens, prompt {peer['prompt_tokens']} tokens")
-print(f"transformers {peer['version']} (torch {peer['torch']}, {peer['threads']} threads): {peer['tokens_per_second']:.0f} tokens/s")
-print(f"saferc generate (cpu, flex):          {ours:.0f} tokens/s")
-print(f"ratio: {ours / peer['tokens_per_second']:.1f}x")
-print(f"bound: torch's own kernels spend {floor['ms_per_step']:.2f} ms per decode step on the {floor['products']} "
-      f"linear products alone ({floor['threads']} threads), so no generator built on them exceeds "
-      f"{floor['tokens_per_second_bound']:.0f} tokens/s = {floor['tokens_per_second_bound'] / peer['tokens_per_second']:.1f}x the peer")
+torch_floor, saferc_floor = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+pairs = [(json.loads(sys.argv[i]), float(sys.argv[i + 1])) for i in range(3, len(sys.argv), 2)]
+peer0 = pairs[0][0]
+print(f"model: Qwen2 ~3.8M parameters, batch {peer0['batch']}, {peer0['new_tokens']} new tokens, prompt {peer0['prompt_tokens']} tokens")
+print(f"peer: transformers {peer0['version']} (torch {peer0['torch']}, {peer0['threads']} threads); saferc generate on cpu (flex)")
+ratios = []
+for i, (peer, ours) in enumerate(pairs, 1):
+    ratios.append(ours / peer["tokens_per_second"])
+    print(f"round {i}: transformers {peer['tokens_per_second']:.0f} tokens/s, saferc {ours:.0f} tokens/s, ratio {ratios[-1]:.1f}x")
+peer_rate = statistics.median(p["tokens_per_second"] for p, _ in pairs)
+print(f"ratio (median of {len(ratios)} rounds): {statistics.median(ratios):.1f}x")
+print(f"bound, torch: the {torch_floor['products']} linear products of a decode step alone take "
+      f"{torch_floor['ms_per_step']:.2f} ms ({torch_floor['threads']} threads): at most "
+      f"{torch_floor['tokens_per_second_bound']:.0f} tokens/s = {torch_floor['tokens_per_second_bound'] / peer_rate:.1f}x the peer")
+print(f"bound, saferc: the same products through model::few_rows, {saferc_floor['shards']} shards, take "
+      f"{saferc_floor['ms_per_step']:.2f} ms: at most {saferc_floor['tokens_per_second_bound']:.0f} tokens/s = "
+      f"{saferc_floor['tokens_per_second_bound'] / peer_rate:.1f}x the peer (median peer rate)")
 PY

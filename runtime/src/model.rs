@@ -11,6 +11,7 @@
 //! | `config.json` parsing | [`config`] |
 //! | safetensors reading and atomic writing | [`weights`] |
 //! | linear / RMSNorm / embedding / SwiGLU | [`layers`] |
+//! | decoding's few-row products on the CPU | [`few_rows`] |
 //! | rotary positions (rotate-half form) | [`rope`] |
 //! | grouped-query attention | [`attention`] |
 //! | KV cache | [`kv_cache`] |
@@ -21,6 +22,7 @@ pub mod attention;
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod few_rows;
 pub mod kv_cache;
 pub mod layers;
 pub mod rope;

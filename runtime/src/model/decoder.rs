@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::{Attention, AttentionDims};
 use super::error::ModelError;
+use super::few_rows;
 use super::kv_cache::KvCache;
 use super::layers::{
     export_linear, export_rms_norm, init_embedding, init_linear, init_rms_norm, load_embedding,
@@ -390,9 +391,7 @@ impl<B: Backend> TextDecoder<B> {
                 let [batch, seq, d] = hidden.dims();
                 let table = self.embed_tokens.weight.val(); // [vocab, d]
                 let vocab = table.dims()[0];
-                hidden
-                    .reshape([batch * seq, d])
-                    .matmul(table.transpose())
+                few_rows::matmul(hidden.reshape([batch * seq, d]), table.transpose())
                     .reshape([batch, seq, vocab])
             }
         }

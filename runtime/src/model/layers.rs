@@ -12,14 +12,23 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::error::ModelError;
+use super::few_rows;
 use super::weights::{WeightReader, WeightWriter};
 
 /// Applies `linear` to `x`: `[batch, seq, d_in]` → `[batch, seq, d_out]` as
 /// one `[batch·seq, d_in] × [d_in, d_out]` product (burn's 3-D linear runs a
-/// batched product that rereads the weight for every row).
+/// batched product that rereads the weight for every row); a decode step's
+/// few rows take [`few_rows::product`].
 pub fn project<B: Backend>(linear: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [batch, seq, d_in] = x.dims();
-    let y = linear.forward(x.reshape([batch * seq, d_in]));
+    let x = x.reshape([batch * seq, d_in]);
+    let y = match few_rows::product(&x, &linear.weight.val()) {
+        Some(y) => match &linear.bias {
+            Some(bias) => y + bias.val().unsqueeze(),
+            None => y,
+        },
+        None => linear.forward(x),
+    };
     let d_out = y.dims()[1];
     y.reshape([batch, seq, d_out])
 }

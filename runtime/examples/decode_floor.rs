@@ -1,0 +1,90 @@
+//! The floor under a decode step on the CPU: the time of its linear
+//! products alone (every projection and the output head, the way
+//! `saferc generate` runs them: the batch in one shard of rows per worker
+//! thread, products through `model::few_rows`), with nothing else: no
+//! attention, norms, activations, cache or sampling. `generate_vs_hf.sh`
+//! prints it as the bound on generation throughput.
+//!
+//! ```sh
+//! cargo run --release -p safer-runtime --example decode_floor -- DIR [BATCH]
+//! ```
+//!
+//! Prints one JSON line: milliseconds per step (median of 200 steps) and the
+//! tokens per second that a generator decoding `BATCH` rows (default 8)
+//! cannot exceed, even with its prefill not counted.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::nn::Linear;
+use burn::tensor::{Distribution, Tensor};
+use rayon::prelude::*;
+use safer_runtime::model::{few_rows, Model, ModelError};
+use safer_runtime::CpuBackend as B;
+
+/// Every linear layer of the decoder, in the order a step runs them, and
+/// the output head's weight as a `[d, vocab]` view.
+fn products(model: &Model<B>) -> Vec<Tensor<B, 2>> {
+    let weight = |l: &Linear<B>| l.weight.val();
+    let mut all = Vec::new();
+    for layer in &model.text.layers {
+        let (a, m) = (&layer.self_attn, &layer.mlp);
+        for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
+            all.push(weight(l));
+        }
+        for l in [&m.gate_proj, &m.up_proj, &m.down_proj] {
+            all.push(weight(l));
+        }
+    }
+    all.push(match &model.text.lm_head {
+        Some(head) => weight(head),
+        None => model.text.embed_tokens.weight.val().transpose(),
+    });
+    all
+}
+
+fn main() -> Result<(), ModelError> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = PathBuf::from(
+        args.get(1)
+            .map(String::as_str)
+            .unwrap_or("target/bench-models/qwen2-3.8m"),
+    );
+    let batch: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(8);
+    let device = Default::default();
+    let model = Model::<B>::load(&dir, &device)?.with_decoding_layout();
+    let weights = products(&model);
+    let shards = rayon::current_num_threads().min(batch / 2).max(1);
+    let inputs: Vec<Vec<Tensor<B, 2>>> = (0..shards)
+        .map(|s| {
+            let rows = (s + 1) * batch / shards - s * batch / shards;
+            weights
+                .iter()
+                .map(|w| Tensor::random([rows, w.dims()[0]], Distribution::Default, &device))
+                .collect()
+        })
+        .collect();
+    let step = || {
+        inputs.par_iter().for_each(|xs| {
+            for (x, w) in xs.iter().zip(&weights) {
+                std::hint::black_box(few_rows::matmul(x.clone(), w.clone()));
+            }
+        })
+    };
+    (0..20).for_each(|_| step());
+    let mut times: Vec<f64> = (0..200)
+        .map(|_| {
+            let start = Instant::now();
+            step();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let ms = times[times.len() / 2];
+    println!(
+        "{{\"products\": {}, \"batch\": {batch}, \"shards\": {shards}, \"ms_per_step\": {ms:.4}, \"tokens_per_second_bound\": {:.1}}}",
+        weights.len(),
+        batch as f64 * 1e3 / ms
+    );
+    Ok(())
+}
