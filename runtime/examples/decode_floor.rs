@@ -19,6 +19,7 @@ use std::time::Instant;
 use burn::nn::Linear;
 use burn::tensor::{Distribution, Tensor};
 use rayon::prelude::*;
+use safer_runtime::generate::shard_bounds;
 use safer_runtime::model::{few_rows, Model, ModelError};
 use safer_runtime::CpuBackend as B;
 
@@ -54,13 +55,13 @@ fn main() -> Result<(), ModelError> {
     let device = Default::default();
     let model = Model::<B>::load(&dir, &device)?.with_decoding_layout();
     let weights = products(&model);
-    let shards = rayon::current_num_threads().min(batch / 2).max(1);
-    let inputs: Vec<Vec<Tensor<B, 2>>> = (0..shards)
-        .map(|s| {
-            let rows = (s + 1) * batch / shards - s * batch / shards;
+    let shards = shard_bounds::<B>(batch);
+    let inputs: Vec<Vec<Tensor<B, 2>>> = shards
+        .iter()
+        .map(|rows| {
             weights
                 .iter()
-                .map(|w| Tensor::random([rows, w.dims()[0]], Distribution::Default, &device))
+                .map(|w| Tensor::random([rows.len(), w.dims()[0]], Distribution::Default, &device))
                 .collect()
         })
         .collect();
@@ -82,8 +83,9 @@ fn main() -> Result<(), ModelError> {
     times.sort_by(f64::total_cmp);
     let ms = times[times.len() / 2];
     println!(
-        "{{\"products\": {}, \"batch\": {batch}, \"shards\": {shards}, \"ms_per_step\": {ms:.4}, \"tokens_per_second_bound\": {:.1}}}",
+        "{{\"products\": {}, \"batch\": {batch}, \"shards\": {}, \"ms_per_step\": {ms:.4}, \"tokens_per_second_bound\": {:.1}}}",
         weights.len(),
+        shards.len(),
         batch as f64 * 1e3 / ms
     );
     Ok(())

@@ -13,3 +13,4 @@ pub use generation::{generate, merge_images, Completion, FinishReason, Prompt};
 pub use logprobs::{completion_logprobs, sequence_logprobs, TokenScores};
 pub use prompt::user_prompt;
 pub use sampling::SamplingParams;
+pub use shard::shard_bounds;

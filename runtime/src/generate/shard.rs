@@ -7,6 +7,8 @@
 //! in [`super::generation`] and walks the rows in prompt order, so the random
 //! stream does not depend on the split.
 
+use std::ops::Range;
+
 use burn::tensor::backend::Backend;
 
 use super::generation::{last_logits, Row};
@@ -40,14 +42,18 @@ impl<B: Backend> Shard<B> {
     }
 }
 
-/// How many shards a batch of `rows` is split into: one per worker thread
-/// on the CPU (at least two rows each), one on a GPU.
-fn shard_count<B: Backend>(rows: usize) -> usize {
-    if std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::CpuBackend>() {
+/// The rows of each shard when a batch of `rows` is decoded on backend `B`:
+/// one shard per worker thread on the CPU (at least two rows each), one on
+/// a GPU; consecutive, in order.
+pub fn shard_bounds<B: Backend>(rows: usize) -> Vec<Range<usize>> {
+    let count = if std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::CpuBackend>() {
         rayon::current_num_threads().min(rows / 2).max(1)
     } else {
         1
-    }
+    };
+    (0..count)
+        .map(|k| k * rows / count..(k + 1) * rows / count)
+        .collect()
 }
 
 /// Splits the rows (in order) into shards, each with its rows' keys and
@@ -60,13 +66,15 @@ pub(super) fn split_into_shards<B: Backend>(
     distinct_logits: &[f32],
     vocab: usize,
 ) -> Vec<Shard<B>> {
-    let total = rows.len();
-    let count = shard_count::<B>(total);
-    let identity = count == 1 && source.iter().enumerate().all(|(i, &s)| i == s);
-    let mut shards = Vec::with_capacity(count);
+    let bounds = shard_bounds::<B>(rows.len());
+    let identity = bounds.len() == 1 && source.iter().enumerate().all(|(i, &s)| i == s);
+    let mut shards = Vec::with_capacity(bounds.len());
     let mut rows = rows.into_iter();
-    for k in 0..count {
-        let (from, to) = (k * total / count, (k + 1) * total / count);
+    for Range {
+        start: from,
+        end: to,
+    } in bounds
+    {
         let mut shard_cache = cache.clone();
         if !identity {
             shard_cache.select_rows(&source[from..to]);

@@ -57,7 +57,7 @@ pub fn product<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<
     let block = (HORIZONTAL_OUTPUTS / rows).max(1);
     for first in (0..d_out).step_by(block) {
         let width = block.min(d_out - first);
-        horizontal_block(&mut out, d_out, first, width, &x_operand, &w_operand);
+        horizontal_block(&mut out, first, width, &x_operand, &w_operand);
     }
     let y = FlexTensor::from_data(TensorData::new(out, [rows, d_out]));
     let primitive: Box<dyn Any> = Box::new(y);
@@ -138,19 +138,11 @@ impl<'a> Operand<'a> {
 }
 
 /// Writes output columns `first..first + width` of `out` (`[rows, d_out]`,
-/// row-major) as `x · w` with one gemm call on its horizontal kernels.
+/// row-major, `rows` and `d_out` the vector counts of `x` and `w`) as `x · w` with one gemm call on its horizontal kernels.
 #[allow(unsafe_code)]
-fn horizontal_block(
-    out: &mut [f32],
-    d_out: usize,
-    first: usize,
-    width: usize,
-    x: &Operand<'_>,
-    w: &Operand<'_>,
-) {
-    let (rows, d_in) = (x.count, x.len);
-    assert!(w.len == d_in && w.count == d_out && first + width <= d_out);
-    assert!(out.len() == rows * d_out);
+fn horizontal_block(out: &mut [f32], first: usize, width: usize, x: &Operand<'_>, w: &Operand<'_>) {
+    let (rows, d_in, d_out) = (x.count, x.len, w.count);
+    assert!(w.len == d_in && first + width <= d_out && out.len() == rows * d_out);
     // SAFETY: `Operand::new` checked that `count` vectors of `len` elements
     // at `start + i·stride` lie in `data`: `x` has `rows` vectors of `d_in`,
     // `w` has `d_out` vectors of `d_in`, of which this block reads vectors
