@@ -146,6 +146,47 @@ fn same_seed_same_samples() {
 }
 
 #[test]
+fn a_rows_samples_depend_on_the_seed_and_its_index_alone() {
+    let device = Default::default();
+    let dir = dir("qwen2-untied-mqa");
+    let model = Model::<CpuBackend>::load(&dir, &device).expect("load");
+    let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
+    let prompt = Prompt {
+        tokens: tokenizer.encode("Is this image safe?").expect("encode"),
+        images: None,
+    };
+    // Batches of 5, 2 and 1 rows: two shards, one shard, one row. A token
+    // that row 0 samples early is made a stop token, so some rows end early
+    // and must leave the others' streams alone.
+    let run = |rows: usize, params: &SamplingParams| {
+        generate(
+            &model,
+            &tokenizer,
+            &vec![prompt.clone(); rows],
+            params,
+            &mut ChaCha8Rng::seed_from_u64(7),
+        )
+        .expect("generate")
+        .into_iter()
+        .map(|c| c.tokens)
+        .collect::<Vec<_>>()
+    };
+    let mut params = SamplingParams {
+        max_new_tokens: 24,
+        ..SamplingParams::default()
+    };
+    params.stop_tokens = vec![run(1, &params)[0][2]];
+    let five = run(5, &params);
+    assert_eq!(run(2, &params), five[..2]);
+    assert_eq!(run(1, &params), five[..1]);
+    let lengths: Vec<usize> = five.iter().map(Vec::len).collect();
+    assert!(
+        lengths.iter().any(|&n| n < params.max_new_tokens) && lengths.iter().any(|&n| n > 3),
+        "rows end at different steps: {lengths:?}"
+    );
+}
+
+#[test]
 fn repeated_prompts_share_their_prefill_and_decode_as_alone() {
     let device = Default::default();
     let dir = dir("qwen2-untied-mqa");

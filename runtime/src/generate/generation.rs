@@ -11,11 +11,12 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::sampling::{choose, SamplingParams};
-use super::shard::{decode_step, split_into_shards};
+use super::shard::{decode_shards, split_into_shards, Shard};
 use crate::model::{ImagePatches, KvCache, Layout, Model, ModelError, ModelInput};
 use crate::text::TextTokenizer;
 
@@ -65,9 +66,16 @@ pub(super) struct Row {
     /// Sampled so far.
     pub(super) tokens: Vec<u32>,
     logprobs: Vec<f32>,
+    /// The row's own random stream.
+    rng: ChaCha8Rng,
 }
 
 /// Generates one completion per prompt, all prompts in one batch.
+///
+/// `rng` gives one seed per call; row `i` then samples from stream `i` of
+/// that seed (ChaCha8), so a row's tokens depend on the seed and its index
+/// alone: not on the other rows, on when they end, or on how the batch is
+/// split for decoding.
 pub fn generate<B: Backend>(
     model: &Model<B>,
     tokenizer: &TextTokenizer,
@@ -143,66 +151,95 @@ pub fn generate<B: Backend>(
         Some(&mut cache),
     )?)?;
     let vocab = model.vocab_size();
+    let seed: u64 = rng.random();
     let mut rows = Vec::with_capacity(prompts.len());
     for (i, prompt) in prompts.iter().enumerate() {
         let pads = longest - prompt.tokens.len();
+        let mut stream = ChaCha8Rng::seed_from_u64(seed);
+        stream.set_stream(i as u64);
         rows.push(Row {
             prompt: i,
             position: prompt.tokens.len() as i64,
             key_padding: (0..longest).map(|k| k < pads).collect(),
             tokens: vec![],
             logprobs: vec![],
+            rng: stream,
         });
     }
-    let mut shards = split_into_shards::<B>(rows, cache, &source, &distinct_logits, vocab);
-
-    let mut done: Vec<Completion> = Vec::with_capacity(prompts.len());
+    let shards = split_into_shards::<B>(rows, cache, &source, &distinct_logits, vocab);
     // The image placeholder is never generated: it stands for image features,
     // and a completion holding one could not be scored again with its images.
     let never: Vec<u32> = model.config.image_token_id.into_iter().collect();
-    let with_stops: Vec<u32> = never.iter().chain(&stop_ids).copied().collect();
+    let ends = Ends {
+        with_stops: never.iter().chain(&stop_ids).copied().collect(),
+        never,
+        stop_ids,
+    };
+    let finished = decode_shards(shards, |shard| {
+        decode_shard(model, tokenizer, params, &ends, shard)
+    })?;
+    let mut done: Vec<Completion> = finished.into_iter().flatten().collect();
+    done.sort_by_key(|c| c.prompt);
+    Ok(done)
+}
+
+/// The tokens that end a completion and those never sampled.
+struct Ends {
+    /// End-of-sequence and stop tokens.
+    stop_ids: Vec<u32>,
+    /// Tokens never sampled (the image placeholder).
+    never: Vec<u32>,
+    /// `never` and `stop_ids`: suppressed until `min_new_tokens` exist.
+    with_stops: Vec<u32>,
+}
+
+/// Samples and decodes the rows of one shard until every row has ended;
+/// returns their completions.
+fn decode_shard<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &TextTokenizer,
+    params: &SamplingParams,
+    ends: &Ends,
+    mut shard: Shard<B>,
+) -> Result<Vec<Completion>, ModelError> {
+    let vocab = model.vocab_size();
+    let mut done = Vec::with_capacity(shard.rows.len());
     for step in 0..params.max_new_tokens {
         let suppressed: &[u32] = if step < params.min_new_tokens {
-            &with_stops
+            &ends.with_stops
         } else {
-            &never
+            &ends.never
         };
-        // Sampling walks the rows in prompt order across shards, so the
-        // random stream does not depend on how the batch was split.
-        for shard in &mut shards {
-            let mut keep = Vec::with_capacity(shard.rows.len());
-            for (r, row) in shard.rows.iter_mut().enumerate() {
-                let row_logits = shard.logits.get(r * vocab..(r + 1) * vocab).unwrap_or(&[]);
-                let choice = choose(row_logits, params, suppressed, rng);
-                row.tokens.push(choice.token);
-                row.logprobs.push(choice.logprob);
-                let finish = if stop_ids.contains(&choice.token) {
-                    Some(FinishReason::Stop)
-                } else if !params.stop_strings.is_empty()
-                    && contains_stop_string(tokenizer, &row.tokens, params)?
-                {
-                    Some(FinishReason::StopString)
-                } else if step + 1 == params.max_new_tokens {
-                    Some(FinishReason::Length)
-                } else {
-                    None
-                };
-                match finish {
-                    Some(reason) => {
-                        done.push(finish_row(tokenizer, row, reason, &stop_ids, params)?)
-                    }
-                    None => keep.push(r),
+        let mut keep = Vec::with_capacity(shard.rows.len());
+        for (r, row) in shard.rows.iter_mut().enumerate() {
+            let row_logits = shard.logits.get(r * vocab..(r + 1) * vocab).unwrap_or(&[]);
+            let choice = choose(row_logits, params, suppressed, &mut row.rng);
+            row.tokens.push(choice.token);
+            row.logprobs.push(choice.logprob);
+            let finish = if ends.stop_ids.contains(&choice.token) {
+                Some(FinishReason::Stop)
+            } else if !params.stop_strings.is_empty()
+                && contains_stop_string(tokenizer, &row.tokens, params)?
+            {
+                Some(FinishReason::StopString)
+            } else if step + 1 == params.max_new_tokens {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            match finish {
+                Some(reason) => {
+                    done.push(finish_row(tokenizer, row, reason, &ends.stop_ids, params)?)
                 }
+                None => keep.push(r),
             }
-            shard.keep(&keep);
         }
-        shards.retain(|shard| !shard.rows.is_empty());
-        if shards.is_empty() {
+        shard.keep(&keep);
+        if shard.rows.is_empty() {
             break;
         }
-        decode_step(model, &mut shards)?;
+        shard.decode_step(model)?;
     }
-    done.sort_by_key(|c| c.prompt);
     Ok(done)
 }
 

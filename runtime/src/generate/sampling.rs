@@ -6,6 +6,10 @@
 //! The log-probability returned with each token is taken under the
 //! temperature-scaled distribution before top-k/top-p truncation, the
 //! quantity TRL's GRPO recomputes for importance ratios (`logits / T`).
+//!
+//! A sample is one uniform draw walked over the cumulative weights of the
+//! candidates: in token-id order without truncation (no sort), in decreasing
+//! order of probability under top-k or top-p, where the truncation needs it.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -116,55 +120,63 @@ pub fn choose(
             *slot = f32::NEG_INFINITY;
         }
     }
-    let log_z = log_sum_exp(&scaled);
-    let logprob_of = |token: usize| scaled.get(token).map_or(f32::NEG_INFINITY, |l| l - log_z);
     if params.greedy {
+        let log_z = log_sum_exp(&scaled);
         let token = argmax(&scaled);
         return Choice {
             token: token as u32,
-            logprob: logprob_of(token),
+            logprob: scaled.get(token).map_or(f32::NEG_INFINITY, |l| l - log_z),
         };
     }
-    // Candidates in decreasing order of probability.
-    let mut order: Vec<usize> = (0..scaled.len())
-        .filter(|&i| scaled[i] > f32::NEG_INFINITY)
-        .collect();
-    if order.is_empty() {
+    // `exp(l - top)` of every token, computed once for the normaliser and
+    // the sampling weights (the same f64 sum `log_sum_exp` takes).
+    let top = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if top == f32::NEG_INFINITY {
         return Choice {
             token: 0,
             logprob: f32::NEG_INFINITY,
         };
     }
-    order.sort_unstable_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
-    if params.top_k > 0 {
-        order.truncate(params.top_k);
-    }
-    let top = scaled[order[0]];
-    let weights: Vec<f64> = order
-        .iter()
-        .map(|&i| f64::from(scaled[i] - top).exp())
+    let exps: Vec<f64> = scaled.iter().map(|&l| f64::from(l - top).exp()).collect();
+    let log_z = top + exps.iter().sum::<f64>().ln() as f32;
+    let logprob_of = |token: usize| scaled.get(token).map_or(f32::NEG_INFINITY, |l| l - log_z);
+    // The candidates: every possible token in id order, or, under top-k or
+    // top-p, the survivors in decreasing order of probability (both
+    // truncations are defined on that order).
+    let mut order: Vec<usize> = (0..scaled.len())
+        .filter(|&i| scaled[i] > f32::NEG_INFINITY)
         .collect();
-    let mut kept = weights.len();
+    let truncated = params.top_k > 0 || params.top_p < 1.0;
+    if truncated {
+        let by_probability =
+            |a: &usize, b: &usize| scaled[*b].total_cmp(&scaled[*a]).then(a.cmp(b));
+        if params.top_k > 0 && params.top_k < order.len() {
+            order.select_nth_unstable_by(params.top_k - 1, by_probability);
+            order.truncate(params.top_k);
+        }
+        order.sort_unstable_by(by_probability);
+    }
+    let mut kept = order.len();
     if params.top_p < 1.0 {
-        let total: f64 = weights.iter().sum();
+        let total: f64 = order.iter().map(|&i| exps[i]).sum();
         let mut cumulative = 0.0;
-        for (n, w) in weights.iter().enumerate() {
-            cumulative += w / total;
+        for (n, &i) in order.iter().enumerate() {
+            cumulative += exps[i] / total;
             if cumulative >= f64::from(params.top_p) {
                 kept = n + 1;
                 break;
             }
         }
     }
-    let total: f64 = weights[..kept].iter().sum();
+    let total: f64 = order[..kept].iter().map(|&i| exps[i]).sum();
     let mut target = rng.random::<f64>() * total;
     let mut chosen = order[kept - 1];
-    for (n, w) in weights[..kept].iter().enumerate() {
-        if target < *w {
-            chosen = order[n];
+    for &i in &order[..kept] {
+        if target < exps[i] {
+            chosen = i;
             break;
         }
-        target -= w;
+        target -= exps[i];
     }
     Choice {
         token: chosen as u32,

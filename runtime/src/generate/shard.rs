@@ -3,9 +3,11 @@
 //! On the CPU a decode step multiplies a few rows by every weight, a product
 //! below burn-flex's threshold for a multi-threaded gemm, so one core would
 //! sit idle. The batch is split into one shard per worker thread, each with
-//! its own KV cache, and the shards' forwards run on rayon. Sampling stays
-//! in [`super::generation`] and walks the rows in prompt order, so the random
-//! stream does not depend on the split.
+//! its own KV cache, and each shard samples and decodes its rows on one
+//! worker thread until they have all ended: the shards never wait for each
+//! other (a step-by-step hand-off cost a thread wake-up per token on this
+//! VM). Every row samples from its own random stream
+//! ([`super::generation`]), so the tokens do not depend on the split.
 
 use std::ops::Range;
 
@@ -39,6 +41,40 @@ impl<B: Backend> Shard<B> {
             .iter()
             .filter_map(|&r| old.get_mut(r).and_then(Option::take))
             .collect();
+    }
+
+    /// Feeds every live row its last sampled token and stores the next logits.
+    pub(super) fn decode_step(&mut self, model: &Model<B>) -> Result<(), ModelError> {
+        let tokens: Vec<u32> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.tokens.last().copied())
+            .collect();
+        let positions: Vec<i64> = self.rows.iter().map(|r| r.position).collect();
+        for row in &mut self.rows {
+            row.position += 1;
+            row.key_padding.push(false);
+        }
+        let layout = Layout {
+            batch: self.rows.len(),
+            seq: 1,
+            positions,
+            key_padding: self
+                .rows
+                .iter()
+                .flat_map(|r| r.key_padding.iter().copied())
+                .collect(),
+            causal: true,
+        };
+        self.logits = last_logits(model.forward(
+            &ModelInput {
+                tokens,
+                layout,
+                images: None,
+            },
+            Some(&mut self.cache),
+        )?)?;
+        Ok(())
     }
 }
 
@@ -97,48 +133,17 @@ pub(super) fn split_into_shards<B: Backend>(
     shards
 }
 
-/// Feeds every live row its last sampled token and stores the next logits;
-/// shards run in parallel.
-pub(super) fn decode_step<B: Backend>(
-    model: &Model<B>,
-    shards: &mut [Shard<B>],
-) -> Result<(), ModelError> {
+/// `decode(shard)` for every shard, each on its own worker thread from start
+/// to end (shards share nothing, so they never wait for each other); the
+/// results in shard order.
+pub(super) fn decode_shards<B: Backend, T: Send>(
+    shards: Vec<Shard<B>>,
+    decode: impl Fn(Shard<B>) -> Result<T, ModelError> + Send + Sync,
+) -> Result<Vec<T>, ModelError> {
     use rayon::prelude::*;
-    let step = |shard: &mut Shard<B>| -> Result<(), ModelError> {
-        let tokens: Vec<u32> = shard
-            .rows
-            .iter()
-            .filter_map(|r| r.tokens.last().copied())
-            .collect();
-        let positions: Vec<i64> = shard.rows.iter().map(|r| r.position).collect();
-        for row in &mut shard.rows {
-            row.position += 1;
-            row.key_padding.push(false);
-        }
-        let layout = Layout {
-            batch: shard.rows.len(),
-            seq: 1,
-            positions,
-            key_padding: shard
-                .rows
-                .iter()
-                .flat_map(|r| r.key_padding.iter().copied())
-                .collect(),
-            causal: true,
-        };
-        shard.logits = last_logits(model.forward(
-            &ModelInput {
-                tokens,
-                layout,
-                images: None,
-            },
-            Some(&mut shard.cache),
-        )?)?;
-        Ok(())
-    };
     if shards.len() == 1 {
-        shards.iter_mut().try_for_each(step)
+        shards.into_iter().map(decode).collect()
     } else {
-        shards.par_iter_mut().try_for_each(step)
+        shards.into_par_iter().map(decode).collect()
     }
 }
