@@ -108,37 +108,48 @@ fn generation_log_probs_equal_teacher_forced_log_probs_with_right_padding() {
     }
 }
 
-#[test]
-fn same_seed_same_samples() {
-    let device = Default::default();
+/// The untied MQA fixture, its tokenizer and a short prompt.
+fn sampling_fixture() -> (Model<CpuBackend>, TextTokenizer, Prompt) {
     let dir = dir("qwen2-untied-mqa");
-    let model = Model::<CpuBackend>::load(&dir, &device).expect("load");
+    let model = Model::<CpuBackend>::load(&dir, &Default::default()).expect("load");
     let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
     let prompt = Prompt {
         tokens: tokenizer.encode("Is this image safe?").expect("encode"),
         images: None,
     };
-    let prompts = vec![prompt; 4];
+    (model, tokenizer, prompt)
+}
+
+/// The sampled tokens of each of `rows` copies of `prompt`.
+fn sampled(
+    (model, tokenizer, prompt): &(Model<CpuBackend>, TextTokenizer, Prompt),
+    rows: usize,
+    params: &SamplingParams,
+    seed: u64,
+) -> Vec<Vec<u32>> {
+    generate(
+        model,
+        tokenizer,
+        &vec![prompt.clone(); rows],
+        params,
+        &mut ChaCha8Rng::seed_from_u64(seed),
+    )
+    .expect("generate")
+    .into_iter()
+    .map(|c| c.tokens)
+    .collect()
+}
+
+#[test]
+fn same_seed_same_samples() {
+    let fixture = sampling_fixture();
     let params = SamplingParams {
         max_new_tokens: 16,
         ..SamplingParams::default()
     };
-    let run = |seed| {
-        generate(
-            &model,
-            &tokenizer,
-            &prompts,
-            &params,
-            &mut ChaCha8Rng::seed_from_u64(seed),
-        )
-        .expect("generate")
-        .into_iter()
-        .map(|c| c.tokens)
-        .collect::<Vec<_>>()
-    };
-    let first = run(11);
-    assert_eq!(first, run(11));
-    assert_ne!(first, run(12));
+    let first = sampled(&fixture, 4, &params, 11);
+    assert_eq!(first, sampled(&fixture, 4, &params, 11));
+    assert_ne!(first, sampled(&fixture, 4, &params, 12));
     assert!(
         first.windows(2).any(|w| w[0] != w[1]),
         "rows of one batch sample independently"
@@ -147,38 +158,18 @@ fn same_seed_same_samples() {
 
 #[test]
 fn a_rows_samples_depend_on_the_seed_and_its_index_alone() {
-    let device = Default::default();
-    let dir = dir("qwen2-untied-mqa");
-    let model = Model::<CpuBackend>::load(&dir, &device).expect("load");
-    let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
-    let prompt = Prompt {
-        tokens: tokenizer.encode("Is this image safe?").expect("encode"),
-        images: None,
-    };
+    let fixture = sampling_fixture();
     // Batches of 5, 2 and 1 rows: two shards, one shard, one row. A token
     // that row 0 samples early is made a stop token, so some rows end early
     // and must leave the others' streams alone.
-    let run = |rows: usize, params: &SamplingParams| {
-        generate(
-            &model,
-            &tokenizer,
-            &vec![prompt.clone(); rows],
-            params,
-            &mut ChaCha8Rng::seed_from_u64(7),
-        )
-        .expect("generate")
-        .into_iter()
-        .map(|c| c.tokens)
-        .collect::<Vec<_>>()
-    };
     let mut params = SamplingParams {
         max_new_tokens: 24,
         ..SamplingParams::default()
     };
-    params.stop_tokens = vec![run(1, &params)[0][2]];
-    let five = run(5, &params);
-    assert_eq!(run(2, &params), five[..2]);
-    assert_eq!(run(1, &params), five[..1]);
+    params.stop_tokens = vec![sampled(&fixture, 1, &params, 7)[0][2]];
+    let five = sampled(&fixture, 5, &params, 7);
+    assert_eq!(sampled(&fixture, 2, &params, 7), five[..2]);
+    assert_eq!(sampled(&fixture, 1, &params, 7), five[..1]);
     let lengths: Vec<usize> = five.iter().map(Vec::len).collect();
     assert!(
         lengths.iter().any(|&n| n < params.max_new_tokens) && lengths.iter().any(|&n| n > 3),

@@ -135,9 +135,12 @@ fn write_into_room(old: &mut Tensor<Flex, 4>, new: &Tensor<Flex, 4>) -> bool {
         return false;
     }
     let placeholder = Tensor::<Flex, 4>::empty([0, 0, 0, 0], &old.device());
-    let TensorPrimitive::Float(mut buffer) = std::mem::replace(old, placeholder).into_primitive()
-    else {
-        return false;
+    let mut buffer = match std::mem::replace(old, placeholder).into_primitive() {
+        TensorPrimitive::Float(buffer) => buffer,
+        quantized => {
+            *old = Tensor::from_primitive(quantized);
+            return false;
+        }
     };
     let strides: Vec<isize> = buffer.layout().strides().to_vec();
     let capacity = usize::try_from(strides[1]).unwrap_or(0) / dim.max(1);
