@@ -13,7 +13,6 @@
 //! tokens per second that a generator decoding `BATCH` rows (default 8)
 //! cannot exceed, even with its prefill not counted.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::nn::Linear;
@@ -22,6 +21,9 @@ use rayon::prelude::*;
 use safer_runtime::generate::shard_bounds;
 use safer_runtime::model::{few_rows, Model, ModelError};
 use safer_runtime::CpuBackend as B;
+
+mod common;
+use common::Args;
 
 /// Every linear layer of the decoder, in the order a step runs them, and
 /// the output head's weight as a `[d, vocab]` view.
@@ -45,13 +47,9 @@ fn products(model: &Model<B>) -> Vec<Tensor<B, 2>> {
 }
 
 fn main() -> Result<(), ModelError> {
-    let args: Vec<String> = std::env::args().collect();
-    let dir = PathBuf::from(
-        args.get(1)
-            .map(String::as_str)
-            .unwrap_or("target/bench-models/qwen2-3.8m"),
-    );
-    let batch: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(8);
+    let args = Args::from_env();
+    let dir = args.model_dir();
+    let batch = args.number(2, 8);
     let device = Default::default();
     let model = Model::<B>::load(&dir, &device)?.with_decoding_layout();
     let weights = products(&model);

@@ -6,22 +6,18 @@
 //! cargo run --release -p safer-runtime --example decode_profile -- DIR [BATCH] [PROMPT_LEN] [STEPS]
 //! ```
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use safer_runtime::model::{KvCache, Layout, Model, ModelError, ModelInput};
 use safer_runtime::CpuBackend;
 
+mod common;
+use common::Args;
+
 fn main() -> Result<(), ModelError> {
-    let args: Vec<String> = std::env::args().collect();
-    let dir = PathBuf::from(
-        args.get(1)
-            .map(String::as_str)
-            .unwrap_or("target/bench-models/qwen2-3.8m"),
-    );
-    let number =
-        |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
-    let (batch, prompt, steps) = (number(2, 8), number(3, 67), number(4, 64));
+    let args = Args::from_env();
+    let dir = args.model_dir();
+    let (batch, prompt, steps) = (args.number(2, 8), args.number(3, 67), args.number(4, 64));
     let model = Model::<CpuBackend>::load(&dir, &Default::default())?;
     for round in 0..2 {
         let mut cache = KvCache::new(model.num_layers());

@@ -25,6 +25,7 @@ pub mod error;
 pub mod few_rows;
 pub mod kv_cache;
 pub mod layers;
+pub mod on_cpu;
 pub mod rope;
 pub mod tiny_vlm;
 pub mod vision;

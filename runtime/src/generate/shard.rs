@@ -14,7 +14,7 @@ use std::ops::Range;
 use burn::tensor::backend::Backend;
 
 use super::generation::{last_logits, Row};
-use crate::model::{KvCache, Layout, Model, ModelError, ModelInput};
+use crate::model::{on_cpu, KvCache, Layout, Model, ModelError, ModelInput};
 
 /// A part of the batch decoded as one forward with its own cache.
 pub(super) struct Shard<B: Backend> {
@@ -82,7 +82,7 @@ impl<B: Backend> Shard<B> {
 /// one shard per worker thread on the CPU (at least two rows each), one on
 /// a GPU; consecutive, in order.
 pub fn shard_bounds<B: Backend>(rows: usize) -> Vec<Range<usize>> {
-    let count = if std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::CpuBackend>() {
+    let count = if on_cpu::is_cpu::<B>() {
         rayon::current_num_threads().min(rows / 2).max(1)
     } else {
         1

@@ -17,11 +17,11 @@
 //! [`super::layers::decoding_layout`] give; everything else takes burn's
 //! `matmul`.
 
-use std::any::Any;
-
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
+
+use super::on_cpu::{flex_f32, from_cpu};
 
 /// Products with more rows than this take burn's `matmul`: gemm's packed
 /// kernels use most of their rows from here on.
@@ -49,8 +49,8 @@ pub fn product<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<
     if rows == 0 || rows > MAX_ROWS || d_in == 0 || d_out == 0 || w_in != d_in {
         return None;
     }
-    let x = flex(x)?;
-    let w = flex(w)?;
+    let x = flex_f32(x)?;
+    let w = flex_f32(w)?;
     let x_operand = Operand::rows_of(&x, rows, d_in)?;
     let w_operand = Operand::columns_of(&w, d_in, d_out)?;
     let mut out = vec![0f32; rows * d_out];
@@ -60,20 +60,7 @@ pub fn product<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<
         horizontal_block(&mut out, first, width, &x_operand, &w_operand);
     }
     let y = FlexTensor::from_data(TensorData::new(out, [rows, d_out]));
-    let primitive: Box<dyn Any> = Box::new(y);
-    let primitive = primitive.downcast::<B::FloatTensorPrimitive>().ok()?;
-    Some(Tensor::from_primitive(TensorPrimitive::Float(*primitive)))
-}
-
-/// The burn-flex tensor behind `t` (a shared view, no copy), if `B` is
-/// burn-flex and `t` holds `f32`.
-fn flex<B: Backend>(t: &Tensor<B, 2>) -> Option<FlexTensor> {
-    let TensorPrimitive::Float(primitive) = t.clone().into_primitive() else {
-        return None;
-    };
-    let primitive: Box<dyn Any> = Box::new(primitive);
-    let tensor = *primitive.downcast::<FlexTensor>().ok()?;
-    (tensor.dtype() == DType::F32).then_some(tensor)
+    from_cpu(Tensor::from_primitive(TensorPrimitive::Float(y)))
 }
 
 /// A matrix operand as `count` vectors of `len` contiguous elements, each

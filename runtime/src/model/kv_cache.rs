@@ -13,12 +13,12 @@
 //! attention's products directly (burn-flex multiplies strided operands
 //! without copying).
 
-use std::any::Any;
-
-use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorPrimitive};
 use burn_flex::Layout;
+
+use super::on_cpu::{as_cpu, as_cpu_mut};
+use crate::CpuBackend;
 
 /// Keys and values of every layer seen so far.
 pub struct KvCache<B: Backend> {
@@ -105,8 +105,8 @@ const MIN_ROOM: usize = 16;
 /// (at least [`MIN_ROOM`]) and returns a view of its filled part. Everything
 /// else is `Tensor::cat`.
 fn grow<B: Backend>(mut old: Tensor<B, 4>, new: Tensor<B, 4>) -> Tensor<B, 4> {
-    let flex_old = (&mut old as &mut dyn Any).downcast_mut::<Tensor<Flex, 4>>();
-    let flex_new = (&new as &dyn Any).downcast_ref::<Tensor<Flex, 4>>();
+    let flex_new = as_cpu(&new);
+    let flex_old = as_cpu_mut(&mut old);
     let on_flex = flex_old.is_some();
     let written = match (flex_old, flex_new) {
         (Some(old), Some(new)) => write_into_room(old, new),
@@ -128,13 +128,13 @@ fn grow<B: Backend>(mut old: Tensor<B, 4>, new: Tensor<B, 4>) -> Tensor<B, 4> {
 /// Writes `new`'s positions after `old`'s into the room of `old`'s buffer
 /// and widens the view; `false` (and `old` untouched) where `old` is not a
 /// view of the leading positions of an unshared `f32` buffer with room.
-fn write_into_room(old: &mut Tensor<Flex, 4>, new: &Tensor<Flex, 4>) -> bool {
+fn write_into_room(old: &mut Tensor<CpuBackend, 4>, new: &Tensor<CpuBackend, 4>) -> bool {
     let [batch, heads, len, dim] = old.dims();
     let [new_batch, new_heads, added, new_dim] = new.dims();
     if [new_batch, new_heads, new_dim] != [batch, heads, dim] || old.dtype() != DType::F32 {
         return false;
     }
-    let placeholder = Tensor::<Flex, 4>::empty([0, 0, 0, 0], &old.device());
+    let placeholder = Tensor::<CpuBackend, 4>::empty([0, 0, 0, 0], &old.device());
     let mut buffer = match std::mem::replace(old, placeholder).into_primitive() {
         TensorPrimitive::Float(buffer) => buffer,
         quantized => {

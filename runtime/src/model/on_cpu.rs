@@ -1,0 +1,48 @@
+//! Reaching the CPU backend's own tensors from code generic over the
+//! backend, for the CPU-only fast paths ([`super::few_rows`],
+//! [`super::kv_cache`], the decoding shards of `generate`).
+//!
+//! Each function answers `None` on any other backend (autodiff, wgpu,
+//! cuda), where callers take burn's generic operations.
+
+use std::any::{Any, TypeId};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn_flex::FlexTensor;
+
+use crate::CpuBackend;
+
+/// Whether `B` is the CPU backend (burn-flex, without autodiff).
+pub fn is_cpu<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<CpuBackend>()
+}
+
+/// `t` as a CPU-backend tensor, if `B` is the CPU backend.
+pub fn as_cpu<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<&Tensor<CpuBackend, D>> {
+    (t as &dyn Any).downcast_ref()
+}
+
+/// `t` as a mutable CPU-backend tensor, if `B` is the CPU backend.
+pub fn as_cpu_mut<B: Backend, const D: usize>(
+    t: &mut Tensor<B, D>,
+) -> Option<&mut Tensor<CpuBackend, D>> {
+    (t as &mut dyn Any).downcast_mut()
+}
+
+/// A CPU-backend tensor as a `Tensor<B, D>`, if `B` is the CPU backend.
+pub fn from_cpu<B: Backend, const D: usize>(t: Tensor<CpuBackend, D>) -> Option<Tensor<B, D>> {
+    let mut slot = Some(t);
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<Tensor<B, D>>>()
+        .and_then(Option::take)
+}
+
+/// The `f32` burn-flex tensor behind `t` (a shared handle, no copy), if
+/// `B` is the CPU backend and `t` holds `f32`.
+pub fn flex_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> {
+    match as_cpu(t)?.clone().into_primitive() {
+        TensorPrimitive::Float(tensor) if tensor.dtype() == DType::F32 => Some(tensor),
+        _ => None,
+    }
+}
