@@ -12,6 +12,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{Attention, AttentionDims};
+use super::decode_step;
 use super::error::ModelError;
 use super::few_rows;
 use super::kv_cache::KvCache;
@@ -260,7 +261,7 @@ pub struct TextDecoder<B: Backend> {
     /// The configuration the model was built from.
     pub config: TextConfig,
     #[module(skip)]
-    rope: Rope,
+    pub(super) rope: Rope,
 }
 
 impl<B: Backend> TextDecoder<B> {
@@ -354,7 +355,24 @@ impl<B: Backend> TextDecoder<B> {
     }
 
     /// Runs the blocks and the final norm: `[batch, seq, d]` → `[batch, seq, d]`.
+    /// A decode step on the CPU takes the fused path of [`super::decode_step`].
     pub fn hidden(
+        &self,
+        embeds: Tensor<B, 3>,
+        layout: &Layout,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        if let Some(cache) = cache.as_deref_mut() {
+            if let Some(hidden) = decode_step::hidden(self, &embeds, layout, cache) {
+                return hidden;
+            }
+        }
+        self.hidden_by_tensors(embeds, layout, cache)
+    }
+
+    /// [`TextDecoder::hidden`] as burn tensor operations on any backend: the
+    /// reference the fused decode step is tested against.
+    pub fn hidden_by_tensors(
         &self,
         embeds: Tensor<B, 3>,
         layout: &Layout,

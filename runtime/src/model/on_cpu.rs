@@ -1,6 +1,7 @@
 //! Reaching the CPU backend's own tensors from code generic over the
 //! backend, for the CPU-only fast paths ([`super::few_rows`],
-//! [`super::kv_cache`], the decoding shards of `generate`).
+//! [`super::kv_cache`], [`super::decode_step`], the decoding shards of
+//! `generate`).
 //!
 //! Each function answers `None` on any other backend (autodiff, wgpu,
 //! cuda), where callers take burn's generic operations.
@@ -16,6 +17,18 @@ use crate::CpuBackend;
 /// Whether `B` is the CPU backend (burn-flex, without autodiff).
 pub fn is_cpu<B: Backend>() -> bool {
     TypeId::of::<B>() == TypeId::of::<CpuBackend>()
+}
+
+/// `value` as `C`, its CPU-backend type (`TextDecoder<CpuBackend>` for a
+/// `TextDecoder<B>`, `KvCache<CpuBackend>` for a `KvCache<B>`), if `B` is
+/// the CPU backend.
+pub fn downcast_ref<T: Any, C: Any>(value: &T) -> Option<&C> {
+    (value as &dyn Any).downcast_ref()
+}
+
+/// `value` as its CPU-backend type `C`, mutably; see [`downcast_ref`].
+pub fn downcast_mut<T: Any, C: Any>(value: &mut T) -> Option<&mut C> {
+    (value as &mut dyn Any).downcast_mut()
 }
 
 /// `t` as a CPU-backend tensor, if `B` is the CPU backend.

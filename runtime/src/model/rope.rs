@@ -48,6 +48,16 @@ impl Rope {
         Self { inv_freq, head_dim }
     }
 
+    /// Appends the `head_dim / 2` cosines and sines of `position` (the first
+    /// half of a full-width row; the second half repeats it).
+    pub fn push_half(&self, position: i64, cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
+        for &freq in &self.inv_freq {
+            let angle = (position as f32 * freq) as f64;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+
     /// The tables for `positions` (row-major `[batch, seq]`), for `heads`
     /// query heads and `kv_heads` key heads.
     pub fn tables<B: Backend>(
@@ -64,11 +74,7 @@ impl Rope {
         let mut sin = Vec::with_capacity(positions.len() * self.head_dim);
         for &position in positions {
             let start = cos.len();
-            for &freq in &self.inv_freq {
-                let angle = (position as f32 * freq) as f64;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
+            self.push_half(position, &mut cos, &mut sin);
             cos.extend_from_within(start..start + half);
             sin.extend_from_within(start..start + half);
         }
