@@ -16,6 +16,13 @@
 //! layout [`super::layers::load_linear`] and
 //! [`super::layers::decoding_layout`] give; everything else takes burn's
 //! `matmul`.
+//!
+//! The fused decode step ([`super::decode_step`]) uses the same kernels on
+//! plain slices: [`StoredWeight::apply`] for its projections, and
+//! [`dot_products`] / [`weighted_sums`] for attention's scores and
+//! weighted sums over a head's cached keys and values in their buffer.
+//! Every call goes through `gemm_into`, the crate's one `unsafe` call,
+//! which checks the bounds of its operands and destination first.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
