@@ -436,6 +436,14 @@ mod tests {
         }
     }
 
+    /// A cache holding `prompt` (15 tokens) laid out by [`prompt_layout`].
+    fn prefilled<BB: Backend>(decoder: &TextDecoder<BB>, prompt: &[i64]) -> KvCache<BB> {
+        let mut cache = KvCache::new(2);
+        let x = embeds(decoder, prompt, 3);
+        let _ = decoder.hidden(x, &prompt_layout(), Some(&mut cache));
+        cache
+    }
+
     /// The layout of decode step `step` after [`prompt_layout`].
     fn step_layout(step: usize) -> Layout {
         let total = 5 + step + 1;
@@ -456,13 +464,8 @@ mod tests {
         let device = Default::default();
         B::seed(&device, 3);
         let decoder = TextDecoder::<B>::init(config(), 0.5, &device).with_decoding_layout();
-        let mut fused = KvCache::new(2);
         let prompt: Vec<i64> = (0..15).map(|i| (i * 7 % 40) as i64).collect();
-        let _ = decoder.hidden(
-            embeds(&decoder, &prompt, 3),
-            &prompt_layout(),
-            Some(&mut fused),
-        );
+        let mut fused = prefilled(&decoder, &prompt);
         let mut reference = fused.clone();
         for step in 0..8 {
             let tokens = [step as i64, (step * 3 + 1) as i64, 39 - step as i64];
@@ -486,12 +489,7 @@ mod tests {
         // Weights as training leaves them (contiguous `[in, out]`).
         let trained = TextDecoder::<B>::init(config(), 0.5, &device);
         let prompt: Vec<i64> = (0..15).map(|i| i as i64).collect();
-        let mut cache = KvCache::new(2);
-        let _ = trained.hidden(
-            embeds(&trained, &prompt, 3),
-            &prompt_layout(),
-            Some(&mut cache),
-        );
+        let mut cache = prefilled(&trained, &prompt);
         let x = embeds(&trained, &[1, 2, 3], 3);
         assert!(super::hidden(&trained, &x, &step_layout(0), &mut cache).is_none());
         assert_eq!(cache.len(), 5, "nothing appended");
@@ -507,12 +505,7 @@ mod tests {
 
         // Autodiff: gradients need the tensor code.
         let decoder = TextDecoder::<CpuAutodiff>::init(config(), 0.5, &device);
-        let mut cache = KvCache::new(2);
-        let _ = decoder.hidden(
-            embeds(&decoder, &prompt, 3),
-            &prompt_layout(),
-            Some(&mut cache),
-        );
+        let mut cache = prefilled(&decoder, &prompt);
         let x = embeds(&decoder, &[1, 2, 3], 3);
         assert!(super::hidden(&decoder, &x, &step_layout(0), &mut cache).is_none());
     }
