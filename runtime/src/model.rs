@@ -16,12 +16,12 @@
 //! | grouped-query attention | [`attention`] |
 //! | KV cache | [`kv_cache`] |
 //! | decoder blocks, embeddings, LM head | [`decoder`] |
-//! | a decode step on the CPU, fused | [`decode_step`] |
+//! | the decoder's forward on the CPU, fused | [`cpu_forward`] |
 //! | vision tower of `tiny_vlm` | [`vision`] |
 
 pub mod attention;
 pub mod config;
-pub mod decode_step;
+pub mod cpu_forward;
 pub mod decoder;
 pub mod error;
 pub mod few_rows;

@@ -12,7 +12,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{Attention, AttentionDims};
-use super::decode_step;
+use super::cpu_forward;
 use super::error::ModelError;
 use super::few_rows;
 use super::kv_cache::KvCache;
@@ -355,17 +355,16 @@ impl<B: Backend> TextDecoder<B> {
     }
 
     /// Runs the blocks and the final norm: `[batch, seq, d]` → `[batch, seq, d]`.
-    /// A decode step on the CPU takes the fused path of [`super::decode_step`].
+    /// On the CPU backend without autodiff this is the fused forward of
+    /// [`super::cpu_forward`].
     pub fn hidden(
         &self,
         embeds: Tensor<B, 3>,
         layout: &Layout,
         mut cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
-        if let Some(cache) = cache.as_deref_mut() {
-            if let Some(hidden) = decode_step::hidden(self, &embeds, layout, cache) {
-                return hidden;
-            }
+        if let Some(hidden) = cpu_forward::hidden(self, &embeds, layout, cache.as_deref_mut()) {
+            return hidden;
         }
         self.hidden_by_tensors(embeds, layout, cache)
     }

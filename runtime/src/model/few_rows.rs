@@ -1,5 +1,6 @@
-//! Products of a few rows by a stored weight on the CPU: a decode step's
-//! linear layers.
+//! Matrix products on the CPU through gemm, called directly: a decode
+//! step's linear layers, and the products of the fused CPU forward
+//! ([`super::cpu_forward`]).
 //!
 //! A decode step multiplies a handful of rows (one per sequence of a shard)
 //! by every weight of the model. burn-flex hands such a product to gemm as a
@@ -17,12 +18,14 @@
 //! [`super::layers::decoding_layout`] give; everything else takes burn's
 //! `matmul`.
 //!
-//! The fused decode step ([`super::decode_step`]) uses the same kernels on
-//! plain slices: [`StoredWeight::apply`] for its projections, and
-//! [`dot_products`] / [`weighted_sums`] for attention's scores and
-//! weighted sums over a head's cached keys and values in their buffer.
-//! Every call goes through `gemm_into`, the crate's one `unsafe` call,
-//! which checks the bounds of its operands and destination first.
+//! The fused forward works on plain slices: [`StoredWeight::apply`] for its
+//! projections, [`dot_products`] and [`weighted_sums_into`] for attention's
+//! scores and weighted sums over a head's keys and values where they lie
+//! ([`Vectors`]). Products of at most [`MAX_ROWS`] rows take the horizontal
+//! kernels in column blocks, larger ones one gemm call on its packed kernels
+//! (on the worker threads). Every call goes through `gemm_into`, the crate's
+//! one `unsafe` call, which checks the bounds of its operands and
+//! destination first.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
@@ -30,8 +33,8 @@ use burn_flex::FlexTensor;
 
 use super::on_cpu::{flex_f32, from_cpu};
 
-/// Products with more rows than this take burn's `matmul`: gemm's packed
-/// kernels use most of their rows from here on.
+/// Products with more rows than this take gemm's packed kernels: they use
+/// most of their rows from here on.
 pub const MAX_ROWS: usize = 16;
 
 /// gemm takes its horizontal kernels for products of at most this many
@@ -57,16 +60,15 @@ pub fn product<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<
     }
     let w = StoredWeight::of(w)?;
     let x = flex_f32(x)?;
-    let x_operand = Operand::rows_of(&x, rows, d_in)?;
-    let out = w.times(&x_operand);
+    let x_vectors = Vectors::rows_of(&x, rows, d_in)?;
+    let out = w.times(&x_vectors);
     let y = FlexTensor::from_data(TensorData::new(out, [rows, w.d_out]));
     from_cpu(Tensor::from_primitive(TensorPrimitive::Float(y)))
 }
 
 /// A weight `[d_in, d_out]` on the CPU backend that views a stored
-/// `[d_out, d_in]` matrix (each output's weights contiguous): the operand of
-/// the horizontal kernels, checked once and then applied to rows given as
-/// plain slices (the fused decode step, [`super::decode_step`]).
+/// `[d_out, d_in]` matrix (each output's weights contiguous), checked once
+/// and then applied to rows given as plain slices (the fused forward).
 pub struct StoredWeight {
     tensor: FlexTensor,
     start: usize,
@@ -83,7 +85,7 @@ impl StoredWeight {
             return None;
         }
         let tensor = flex_f32(w)?;
-        let Operand { start, stride, .. } = Operand::columns_of(&tensor, d_in, d_out)?;
+        let Vectors { start, stride, .. } = Vectors::columns_of(&tensor, d_in, d_out)?;
         Some(Self {
             tensor,
             start,
@@ -103,7 +105,7 @@ impl StoredWeight {
         self.d_out
     }
 
-    /// `x · w` for `x`: `rows` contiguous rows of `d_in` values; returns
+    /// `x · w` for `x`: contiguous rows of `d_in` values; returns
     /// `[rows, d_out]` row-major.
     ///
     /// # Panics
@@ -115,7 +117,7 @@ impl StoredWeight {
         if rows == 0 {
             return Vec::new();
         }
-        self.times(&Operand {
+        self.times(&Vectors {
             data: x,
             start: 0,
             stride: self.d_in,
@@ -124,58 +126,26 @@ impl StoredWeight {
         })
     }
 
-    /// `x · w` for an operand of `d_in`-long rows; `[rows, d_out]` row-major.
-    fn times(&self, x: &Operand<'_>) -> Vec<f32> {
-        let w = Operand {
+    /// `x · w` for `d_in`-long vectors `x`; `[x.count, d_out]` row-major.
+    fn times(&self, x: &Vectors<'_>) -> Vec<f32> {
+        let w = Vectors {
             data: self.tensor.storage(),
             start: self.start,
             stride: self.stride,
             count: self.d_out,
             len: self.d_in,
         };
-        horizontal_products(x, &w)
+        dot_products(x, &w)
     }
 }
 
-/// The dot products of `x` (`[rows, len]`, contiguous rows) with `count`
-/// vectors of `len` contiguous values in `data`, the first at `start` and
-/// each `stride` after the previous (an attention head's cached keys in
-/// their buffer): `[rows, count]` row-major, or `None` if those vectors do
-/// not lie inside `data` or `x` is not made of `len`-long rows.
-pub fn dot_products(
-    x: &[f32],
-    len: usize,
-    data: &[f32],
-    start: usize,
-    stride: usize,
-    count: usize,
-) -> Option<Vec<f32>> {
-    if len == 0 || x.is_empty() || x.len() % len != 0 {
-        return None;
-    }
-    let x = Operand::checked(x, 0, len, x.len() / len, len)?;
-    let vectors = Operand::checked(data, start, stride, count, len)?;
-    Some(horizontal_products(&x, &vectors))
-}
-
-/// `[x.count, w.count]` row-major: every vector of `x` dotted with every
-/// vector of `w`, in column blocks small enough for gemm's horizontal kernels.
-fn horizontal_products(x: &Operand<'_>, w: &Operand<'_>) -> Vec<f32> {
-    let (rows, d_out) = (x.count, w.count);
-    let mut out = vec![0f32; rows * d_out];
-    let block = (HORIZONTAL_OUTPUTS / rows).max(1);
-    for first in (0..d_out).step_by(block) {
-        let width = block.min(d_out - first);
-        horizontal_block(&mut out, first, width, x, w);
-    }
-    out
-}
-
-/// A matrix operand as `count` vectors of `len` contiguous elements, each
-/// `stride` after the previous, starting at `start` of `data`: the rows of
-/// `x` or the stored rows (output columns) of `w`. Every element it names
-/// lies inside `data` (checked when built).
-struct Operand<'a> {
+/// `count` vectors of `len` contiguous values in `data`, the first at
+/// `start` and each `stride` after the previous: the rows of an activation,
+/// the stored rows (output columns) of a weight, an attention head's keys
+/// or values in a cache buffer. Every value it names lies inside `data`
+/// (checked when built).
+#[derive(Clone, Copy)]
+pub struct Vectors<'a> {
     data: &'a [f32],
     start: usize,
     stride: usize,
@@ -183,49 +153,17 @@ struct Operand<'a> {
     len: usize,
 }
 
-impl<'a> Operand<'a> {
-    /// `x`: `[rows, d_in]` with contiguous rows.
-    fn rows_of(x: &'a FlexTensor, rows: usize, d_in: usize) -> Option<Self> {
-        let strides = x.layout().strides();
-        let stride = if rows == 1 { d_in as isize } else { strides[0] };
-        Self::new(x, strides[1], stride, rows, d_in)
-    }
-
-    /// `w`: `[d_in, d_out]` viewing a stored `[d_out, d_in]` matrix, so each
-    /// output's weights are contiguous.
-    fn columns_of(w: &'a FlexTensor, d_in: usize, d_out: usize) -> Option<Self> {
-        let strides = w.layout().strides();
-        let stride = if d_out == 1 {
-            d_in as isize
-        } else {
-            strides[1]
-        };
-        Self::new(w, strides[0], stride, d_out, d_in)
-    }
-
-    fn new(
-        t: &'a FlexTensor,
-        element_stride: isize,
-        vector_stride: isize,
-        count: usize,
-        len: usize,
-    ) -> Option<Self> {
-        if element_stride != 1 && len > 1 {
-            return None;
-        }
-        let stride = usize::try_from(vector_stride).ok()?;
-        Self::checked(t.storage(), t.layout().start_offset(), stride, count, len)
-    }
-
-    /// The operand, if all of its `count` vectors lie inside `data`.
-    fn checked(
+impl<'a> Vectors<'a> {
+    /// The vectors, or `None` if one of them reaches outside `data` (or
+    /// there are none, or they are empty, or they overlap: `stride < len`).
+    pub fn new(
         data: &'a [f32],
         start: usize,
         stride: usize,
         count: usize,
         len: usize,
     ) -> Option<Self> {
-        if count == 0 || stride < len {
+        if count == 0 || len == 0 || (stride < len && count > 1) {
             return None;
         }
         let end = start
@@ -239,70 +177,145 @@ impl<'a> Operand<'a> {
             len,
         })
     }
-}
 
-/// Writes output columns `first..first + width` of `out` (`[rows, d_out]`,
-/// row-major, `rows` and `d_out` the vector counts of `x` and `w`) as
-/// `x · w` with one gemm call on its horizontal kernels.
-fn horizontal_block(out: &mut [f32], first: usize, width: usize, x: &Operand<'_>, w: &Operand<'_>) {
-    let lhs = Matrix {
-        data: x.data,
-        start: x.start,
-        rows: x.count,
-        cols: x.len,
-        row_stride: x.stride,
-        col_stride: 1,
-    };
-    // `w`'s vectors `first..first + width` as the columns of `[d_in, width]`.
-    let rhs = Matrix {
-        data: w.data,
-        start: w.start + first * w.stride,
-        rows: w.len,
-        cols: width,
-        row_stride: 1,
-        col_stride: w.stride,
-    };
-    gemm_into(out, first, w.count, &lhs, &rhs);
-}
-
-/// `Σ_t weights[i, t] · vector_t` for `weights`: `[rows, count]` row-major
-/// and `count` vectors of `len` contiguous values in `data`, the first at
-/// `start` and each `stride` after the previous (attention's weighted sum
-/// of an attention head's cached values): `[rows, len]` row-major, or
-/// `None` if the vectors do not lie inside `data` or `weights` is not made
-/// of `count`-long rows.
-pub fn weighted_sums(
-    weights: &[f32],
-    count: usize,
-    data: &[f32],
-    start: usize,
-    stride: usize,
-    len: usize,
-) -> Option<Vec<f32>> {
-    if count == 0 || weights.is_empty() || weights.len() % count != 0 || len == 0 {
-        return None;
+    /// How many vectors.
+    pub fn count(&self) -> usize {
+        self.count
     }
-    let vectors = Operand::checked(data, start, stride, count, len)?;
-    let rows = weights.len() / count;
+
+    /// `x`: `[rows, d_in]` with contiguous rows.
+    fn rows_of(x: &'a FlexTensor, rows: usize, d_in: usize) -> Option<Self> {
+        let strides = x.layout().strides();
+        let stride = if rows == 1 { d_in as isize } else { strides[0] };
+        Self::of_tensor(x, strides[1], stride, rows, d_in)
+    }
+
+    /// `w`: `[d_in, d_out]` viewing a stored `[d_out, d_in]` matrix, so each
+    /// output's weights are contiguous.
+    fn columns_of(w: &'a FlexTensor, d_in: usize, d_out: usize) -> Option<Self> {
+        let strides = w.layout().strides();
+        let stride = if d_out == 1 {
+            d_in as isize
+        } else {
+            strides[1]
+        };
+        Self::of_tensor(w, strides[0], stride, d_out, d_in)
+    }
+
+    fn of_tensor(
+        t: &'a FlexTensor,
+        element_stride: isize,
+        vector_stride: isize,
+        count: usize,
+        len: usize,
+    ) -> Option<Self> {
+        if element_stride != 1 && len > 1 {
+            return None;
+        }
+        let stride = usize::try_from(vector_stride).ok()?;
+        Self::new(t.storage(), t.layout().start_offset(), stride, count, len)
+    }
+
+    /// The vectors as the rows of a `[count, len]` matrix.
+    fn as_rows(&self) -> Matrix<'a> {
+        Matrix {
+            data: self.data,
+            start: self.start,
+            rows: self.count,
+            cols: self.len,
+            row_stride: self.stride,
+            col_stride: 1,
+        }
+    }
+
+    /// Vectors `first..first + width` as the columns of a `[len, width]` matrix.
+    fn as_columns(&self, first: usize, width: usize) -> Matrix<'a> {
+        Matrix {
+            data: self.data,
+            start: self.start + first * self.stride,
+            rows: self.len,
+            cols: width,
+            row_stride: 1,
+            col_stride: self.stride,
+        }
+    }
+}
+
+/// Every vector of `x` dotted with every vector of `y` (of the same
+/// length): `[x.count, y.count]` row-major. At most [`MAX_ROWS`] vectors in
+/// `x` take gemm's horizontal kernels, in column blocks small enough for
+/// them; more take one call on its packed kernels, on the worker threads.
+///
+/// # Panics
+/// If the vectors differ in length.
+pub fn dot_products(x: &Vectors<'_>, y: &Vectors<'_>) -> Vec<f32> {
+    assert_eq!(x.len, y.len, "dot products of vectors of one length");
+    let (rows, columns) = (x.count, y.count);
+    let mut out = vec![0f32; rows * columns];
+    if rows > MAX_ROWS {
+        let parallel = gemm::Parallelism::Rayon(0);
+        gemm_into(
+            &mut out,
+            0,
+            columns,
+            &x.as_rows(),
+            &y.as_columns(0, columns),
+            parallel,
+        );
+        return out;
+    }
+    let block = (HORIZONTAL_OUTPUTS / rows).max(1);
+    for first in (0..columns).step_by(block) {
+        let width = block.min(columns - first);
+        let rhs = y.as_columns(first, width);
+        gemm_into(
+            &mut out,
+            first,
+            columns,
+            &x.as_rows(),
+            &rhs,
+            gemm::Parallelism::None,
+        );
+    }
+    out
+}
+
+/// `Σ_t weights[i, t] · values_t` for `weights`: `[rows, values.count]`
+/// row-major, written as row `i` at `out[out_start + i·out_stride..]` (`len`
+/// values each): attention's weighted sums of an attention head's values,
+/// written where the head's context goes.
+///
+/// # Panics
+/// If `weights` is not made of `values.count`-long rows, or the rows do not
+/// fit in `out` without overlapping.
+pub fn weighted_sums_into(
+    out: &mut [f32],
+    out_start: usize,
+    out_stride: usize,
+    weights: &[f32],
+    values: &Vectors<'_>,
+) {
+    let count = values.count;
+    assert!(
+        weights.len() % count == 0 && !weights.is_empty(),
+        "rows of {count} weights"
+    );
     let lhs = Matrix {
         data: weights,
         start: 0,
-        rows,
+        rows: weights.len() / count,
         cols: count,
         row_stride: count,
         col_stride: 1,
     };
-    let rhs = Matrix {
-        data: vectors.data,
-        start: vectors.start,
-        rows: count,
-        cols: len,
-        row_stride: vectors.stride,
-        col_stride: 1,
-    };
-    let mut out = vec![0f32; rows * len];
-    gemm_into(&mut out, 0, len, &lhs, &rhs);
-    Some(out)
+    gemm_into(
+        out,
+        out_start,
+        out_stride,
+        &lhs,
+        &values.as_rows(),
+        gemm::Parallelism::None,
+    );
 }
 
 /// A `rows × cols` matrix of `data`: element `(i, j)` at
@@ -332,13 +345,20 @@ impl Matrix<'_> {
 }
 
 /// `out[out_start + i·out_row_stride + j] = Σ_l lhs[i, l] · rhs[l, j]` for
-/// every `i < lhs.rows`, `j < rhs.cols`: one gemm call, single-threaded.
+/// every `i < lhs.rows`, `j < rhs.cols`: one gemm call.
 ///
 /// # Panics
 /// If the inner widths differ, an operand reaches outside its slice, or the
 /// destination block does not fit in `out` with rows that do not overlap.
 #[allow(unsafe_code)]
-fn gemm_into(out: &mut [f32], out_start: usize, out_row_stride: usize, lhs: &Matrix, rhs: &Matrix) {
+fn gemm_into(
+    out: &mut [f32],
+    out_start: usize,
+    out_row_stride: usize,
+    lhs: &Matrix,
+    rhs: &Matrix,
+    parallelism: gemm::Parallelism,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     let destination = Matrix {
         data: out,
@@ -385,7 +405,7 @@ fn gemm_into(out: &mut [f32], out_start: usize, out_row_stride: usize, lhs: &Mat
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
@@ -395,7 +415,7 @@ mod tests {
     use burn::tensor::backend::Backend;
     use burn::tensor::{Distribution, Tensor};
 
-    use super::{dot_products, matmul, product, weighted_sums, MAX_ROWS};
+    use super::{dot_products, matmul, product, weighted_sums_into, Vectors, MAX_ROWS};
     use crate::{CpuAutodiff, CpuBackend as B};
 
     fn random<const D: usize>(dims: [usize; D], seed: u64) -> Tensor<B, D> {
@@ -464,35 +484,45 @@ mod tests {
 
     #[test]
     fn dot_products_and_weighted_sums_equal_plain_loops_on_strided_vectors() {
-        // 3 query rows of 32; 70 vectors of 32 stored 40 apart from offset 9
-        // (an attention head's keys in a cache buffer with room).
-        let (rows, len, count, stride, start) = (3, 32, 70, 40, 9);
-        let x = ramp(rows * len, 7);
+        // 70 vectors of 32 stored 40 apart from offset 9 (an attention
+        // head's keys in a cache buffer with room); queries of 3 rows (the
+        // horizontal kernels) and of 40 rows 48 apart (the packed kernels).
+        let (len, count, stride, start) = (32, 70, 40, 9);
         let data = ramp(start + (count - 1) * stride + len + 5, 11);
-        let vector = |t: usize| &data[start + t * stride..][..len];
-        let dots = dot_products(&x, len, &data, start, stride, count);
-        let dots = dots.unwrap_or_else(|| unreachable!("the vectors lie inside `data`"));
-        for (i, q) in x.chunks_exact(len).enumerate() {
-            for t in 0..count {
-                let plain: f32 = q.iter().zip(vector(t)).map(|(a, b)| a * b).sum();
-                assert!((dots[i * count + t] - plain).abs() < 1e-4, "{i} {t}");
+        let keys = Vectors::new(&data, start, stride, count, len);
+        let keys = keys.unwrap_or_else(|| unreachable!("the vectors lie inside `data`"));
+        let key = |t: usize| &data[start + t * stride..][..len];
+        for (rows, row_stride) in [(3, 32), (40, 48)] {
+            let x = ramp(rows * row_stride, 7);
+            let queries = Vectors::new(&x, 0, row_stride, rows, len);
+            let queries = queries.unwrap_or_else(|| unreachable!("{rows} rows fit"));
+            let dots = dot_products(&queries, &keys);
+            for i in 0..rows {
+                let q = &x[i * row_stride..][..len];
+                for t in 0..count {
+                    let plain: f32 = q.iter().zip(key(t)).map(|(a, b)| a * b).sum();
+                    assert!(
+                        (dots[i * count + t] - plain).abs() < 1e-4,
+                        "{rows}: {i} {t}"
+                    );
+                }
+            }
+            // Weighted sums written `row_stride` apart from offset 5.
+            let weights = ramp(rows * count, 5);
+            let mut out = vec![f32::NAN; 5 + rows * row_stride];
+            weighted_sums_into(&mut out, 5, row_stride, &weights, &keys);
+            for i in 0..rows {
+                for j in 0..len {
+                    let plain: f32 = (0..count).map(|t| weights[i * count + t] * key(t)[j]).sum();
+                    let sum = out[5 + i * row_stride + j];
+                    assert!((sum - plain).abs() < 1e-4, "{rows}: {i} {j}");
+                }
             }
         }
-        let weights = ramp(rows * count, 5);
-        let sums = weighted_sums(&weights, count, &data, start, stride, len);
-        let sums = sums.unwrap_or_else(|| unreachable!("the vectors lie inside `data`"));
-        for i in 0..rows {
-            for j in 0..len {
-                let plain: f32 = (0..count)
-                    .map(|t| weights[i * count + t] * vector(t)[j])
-                    .sum();
-                assert!((sums[i * len + j] - plain).abs() < 1e-4, "{i} {j}");
-            }
-        }
-        // Vectors reaching past the end, and rows of the wrong width.
-        assert!(dot_products(&x, len, &data, start + 10, stride, count).is_none());
-        assert!(weighted_sums(&weights, count, &data, start, stride + 1, len).is_none());
-        assert!(dot_products(&x[1..], len, &data, start, stride, count).is_none());
-        assert!(weighted_sums(&weights[1..], count, &data, start, stride, len).is_none());
+        // Vectors reaching past the end, overlapping, or empty.
+        assert!(Vectors::new(&data, start + 10, stride, count, len).is_none());
+        assert!(Vectors::new(&data, start, stride + 1, count, len).is_none());
+        assert!(Vectors::new(&data, start, len - 1, count, len).is_none());
+        assert!(Vectors::new(&data, start, stride, 0, len).is_none());
     }
 }

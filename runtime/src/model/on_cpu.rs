@@ -1,6 +1,6 @@
 //! Reaching the CPU backend's own tensors from code generic over the
 //! backend, for the CPU-only fast paths ([`super::few_rows`],
-//! [`super::kv_cache`], [`super::decode_step`], the decoding shards of
+//! [`super::kv_cache`], [`super::cpu_forward`], the decoding shards of
 //! `generate`).
 //!
 //! Each function answers `None` on any other backend (autodiff, wgpu,
