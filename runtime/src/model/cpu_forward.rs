@@ -151,15 +151,15 @@ fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Rotates every head of `x` (`[rows, heads, head_dim]`) by its row's
-/// angles (`cos`, `sin`: `[rows, head_dim / 2]`), in the rotate-half form of
-/// [`super::rope`]: `x·cos + rotate_half(x)·sin`.
+/// Rotates every head of `x` (`[tokens, heads, head_dim]`) by its token's
+/// angles (`cos`, `sin`: `[tokens, head_dim / 2]`), in the rotate-half form
+/// of [`super::rope`]: `x·cos + rotate_half(x)·sin`.
 fn rotate(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
     let half = head_dim / 2;
-    let heads_per_row = x.len() / head_dim / (cos.len() / half).max(1);
+    let heads_per_token = x.len() / head_dim / (cos.len() / half).max(1);
     for (i, head) in x.chunks_exact_mut(head_dim).enumerate() {
-        let row = i / heads_per_row.max(1);
-        let (cos, sin) = (&cos[row * half..][..half], &sin[row * half..][..half]);
+        let token = i / heads_per_token.max(1);
+        let (cos, sin) = (&cos[token * half..][..half], &sin[token * half..][..half]);
         let (first, second) = head.split_at_mut(half);
         for j in 0..half {
             let (a, b) = (first[j], second[j]);
@@ -230,6 +230,16 @@ fn attend(
     } = *dims;
     let groups = heads / kv_heads;
     let total = layout.key_padding.len() / rows;
+    for t in [keys, values] {
+        // As the tensor code's products would, refuse a cache of another
+        // model or batch rather than read it.
+        let shape = t.layout().shape();
+        let expected = [rows, kv_heads, total, head_dim];
+        assert!(
+            shape.iter().eq(expected.iter()),
+            "cached keys and values {shape:?}, expected {expected:?}"
+        );
+    }
     let past = total - seq;
     let causal = layout.causal && seq > 1;
     let scale = (head_dim as f64).sqrt().recip() as f32;
@@ -268,7 +278,8 @@ fn attend(
                 total,
                 head_dim,
             );
-            // `f32_view` made the views fit their buffers: both exist.
+            // The views fit their buffers (`f32_view`) and have the shape
+            // checked above, so both exist.
             let (Some(head_keys), Some(head_values)) = (head_keys, head_values) else {
                 continue;
             };
