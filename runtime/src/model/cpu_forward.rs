@@ -243,13 +243,6 @@ fn attend(
     let past = total - seq;
     let causal = layout.causal && seq > 1;
     let scale = (head_dim as f64).sqrt().recip() as f32;
-    let (k_data, v_data) = (keys.storage::<f32>(), values.storage::<f32>());
-    let strides = |t: &FlexTensor| -> [usize; 3] {
-        let s = t.layout().strides();
-        [s[0] as usize, s[1] as usize, s[2] as usize]
-    };
-    let (ks, vs) = (strides(keys), strides(values));
-    let (k0, v0) = (keys.layout().start_offset(), values.layout().start_offset());
     let mut context = vec![0f32; rows * seq * heads * head_dim];
     // The queries of one key/value head, as blocks of vectors one stride
     // apart: for one new position, its `groups` adjacent heads; for many,
@@ -264,20 +257,8 @@ fn attend(
     for row in 0..rows {
         let padding = &layout.key_padding[row * total..(row + 1) * total];
         for kv_head in 0..kv_heads {
-            let head_keys = Vectors::new(
-                k_data,
-                k0 + row * ks[0] + kv_head * ks[1],
-                ks[2],
-                total,
-                head_dim,
-            );
-            let head_values = Vectors::new(
-                v_data,
-                v0 + row * vs[0] + kv_head * vs[1],
-                vs[2],
-                total,
-                head_dim,
-            );
+            let head_keys = head_vectors(keys, row, kv_head, total, head_dim);
+            let head_values = head_vectors(values, row, kv_head, total, head_dim);
             // The views fit their buffers (`f32_view`) and have the shape
             // checked above, so both exist.
             let (Some(head_keys), Some(head_values)) = (head_keys, head_values) else {
@@ -308,6 +289,21 @@ fn attend(
         }
     }
     context
+}
+
+/// The `total` cached vectors of key/value head `kv_head` of row `row` in
+/// `t` (`[rows, kv_heads, total, head_dim]`, contiguous head vectors).
+fn head_vectors(
+    t: &FlexTensor,
+    row: usize,
+    kv_head: usize,
+    total: usize,
+    head_dim: usize,
+) -> Option<Vectors<'_>> {
+    let layout = t.layout();
+    let stride = |i: usize| usize::try_from(layout.strides()[i]).ok();
+    let start = layout.start_offset() + row * stride(0)? + kv_head * stride(1)?;
+    Vectors::new(t.storage(), start, stride(2)?, total, head_dim)
 }
 
 /// `x` → `exp(x - max) / Σ exp(x - max)`, in place, as burn's `softmax`.
@@ -520,9 +516,26 @@ mod tests {
         }
     }
 
-    fn largest_difference(a: Tensor<B, 3>, b: Tensor<B, 3>) -> f32 {
-        assert_eq!(a.dims(), b.dims());
-        (a - b).abs().max().into_scalar()
+    /// Runs `x` through the fused forward and through the tensor code, each
+    /// with its own cache (`caches`: fused, tensor), and checks that they
+    /// take the fused path, agree within 1e-5 and append alike.
+    fn assert_agree(
+        decoder: &TextDecoder<B>,
+        x: Tensor<B, 3>,
+        layout: &Layout,
+        caches: Option<(&mut KvCache<B>, &mut KvCache<B>)>,
+        what: &str,
+    ) {
+        let (fused, reference) = match caches {
+            Some((fused, reference)) => (Some(fused), Some(reference)),
+            None => (None, None),
+        };
+        let fast = super::hidden(decoder, &x, layout, fused.map(|c| &mut *c));
+        let fast = fast.unwrap_or_else(|| unreachable!("{what} takes the fused path"));
+        let slow = decoder.hidden_by_tensors(x, layout, reference.map(|c| &mut *c));
+        assert_eq!(fast.dims(), slow.dims(), "{what}");
+        let diff: f32 = (fast - slow).abs().max().into_scalar();
+        assert!(diff < 1e-5, "{what}: {diff}");
     }
 
     #[test]
@@ -532,24 +545,24 @@ mod tests {
         let decoder = TextDecoder::<B>::init(config(), 0.5, &device).with_decoding_layout();
         let prompt: Vec<i64> = (0..15).map(|i| (i * 11 % 40) as i64).collect();
         let x = embeds(&decoder, &prompt, 3);
-        for bidirectional in [false, true] {
+        for causal in [true, false] {
             let layout = Layout {
-                causal: !bidirectional,
+                causal,
                 ..prompt_layout()
             };
-            let fast = super::hidden(&decoder, &x, &layout, None);
-            let fast = fast.unwrap_or_else(|| unreachable!("a prompt takes the fused path"));
-            let slow = decoder.hidden_by_tensors(x.clone(), &layout, None);
-            let diff = largest_difference(fast, slow);
-            assert!(diff < 1e-5, "causal {}: {diff}", !bidirectional);
+            assert_agree(
+                &decoder,
+                x.clone(),
+                &layout,
+                None,
+                &format!("causal {causal}"),
+            );
         }
         // With caches: the prompt, then four more positions per row at once
         // (a scoring pass after a cached prompt).
         let (mut fused, mut reference) = (KvCache::new(2), KvCache::new(2));
-        let fast = super::hidden(&decoder, &x, &prompt_layout(), Some(&mut fused));
-        let fast = fast.unwrap_or_else(|| unreachable!("a prompt takes the fused path"));
-        let slow = decoder.hidden_by_tensors(x, &prompt_layout(), Some(&mut reference));
-        assert!(largest_difference(fast, slow) < 1e-5);
+        let caches = Some((&mut fused, &mut reference));
+        assert_agree(&decoder, x, &prompt_layout(), caches, "a prompt");
         let more: Vec<i64> = (0..12).map(|i| (i * 5 % 40) as i64).collect();
         let mut key_padding = vec![false; 3 * 9];
         key_padding[9] = true;
@@ -562,12 +575,15 @@ mod tests {
             causal: true,
         };
         let x = embeds(&decoder, &more, 3);
-        let fast = super::hidden(&decoder, &x, &layout, Some(&mut fused));
-        let fast = fast.unwrap_or_else(|| unreachable!("cached positions take the fused path"));
-        let slow = decoder.hidden_by_tensors(x, &layout, Some(&mut reference));
+        let caches = Some((&mut fused, &mut reference));
+        assert_agree(
+            &decoder,
+            x,
+            &layout,
+            caches,
+            "positions after a cached prompt",
+        );
         assert_eq!((fused.len(), reference.len()), (9, 9));
-        let diff = largest_difference(fast, slow);
-        assert!(diff < 1e-5, "after the cached prompt: {diff}");
     }
 
     #[test]
@@ -581,14 +597,15 @@ mod tests {
         for step in 0..8 {
             let tokens = [step as i64, (step * 3 + 1) as i64, 39 - step as i64];
             let x = embeds(&decoder, &tokens, 3);
-            let layout = step_layout(step);
-            let before = fused.len();
-            let fast = super::hidden(&decoder, &x, &layout, Some(&mut fused));
-            let fast = fast.unwrap_or_else(|| unreachable!("step {step} takes the fused path"));
-            let slow = decoder.hidden_by_tensors(x, &layout, Some(&mut reference));
-            assert_eq!((fused.len(), reference.len()), (before + 1, before + 1));
-            let diff = largest_difference(fast, slow);
-            assert!(diff < 1e-5, "step {step}: {diff}");
+            let caches = Some((&mut fused, &mut reference));
+            assert_agree(
+                &decoder,
+                x,
+                &step_layout(step),
+                caches,
+                &format!("step {step}"),
+            );
+            assert_eq!((fused.len(), reference.len()), (6 + step, 6 + step));
         }
     }
 
