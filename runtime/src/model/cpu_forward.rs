@@ -477,6 +477,14 @@ mod tests {
         decoder.embed(Tensor::<BB, 2, Int>::from_data(ids, &device))
     }
 
+    /// A random decoder from `seed`, its weights as training leaves them
+    /// (contiguous `[in, out]`).
+    fn seeded(seed: u64) -> TextDecoder<B> {
+        let device = Default::default();
+        B::seed(&device, seed);
+        TextDecoder::init(config(), 0.5, &device)
+    }
+
     /// Three rows, the middle one left-padded by two positions (masked keys,
     /// positions counted from its first real token), as `generate` lays out
     /// prompts of different lengths.
@@ -540,9 +548,7 @@ mod tests {
 
     #[test]
     fn prompts_equal_the_tensor_code_with_and_without_a_cache() {
-        let device = Default::default();
-        B::seed(&device, 5);
-        let decoder = TextDecoder::<B>::init(config(), 0.5, &device).with_decoding_layout();
+        let decoder = seeded(5).with_decoding_layout();
         let prompt: Vec<i64> = (0..15).map(|i| (i * 11 % 40) as i64).collect();
         let x = embeds(&decoder, &prompt, 3);
         for causal in [true, false] {
@@ -588,9 +594,7 @@ mod tests {
 
     #[test]
     fn fused_steps_equal_the_tensor_code_with_left_padding() {
-        let device = Default::default();
-        B::seed(&device, 3);
-        let decoder = TextDecoder::<B>::init(config(), 0.5, &device).with_decoding_layout();
+        let decoder = seeded(3).with_decoding_layout();
         let prompt: Vec<i64> = (0..15).map(|i| (i * 7 % 40) as i64).collect();
         let mut fused = prefilled(&decoder, &prompt);
         let mut reference = fused.clone();
@@ -611,10 +615,7 @@ mod tests {
 
     #[test]
     fn other_layouts_mismatched_masks_and_autodiff_take_the_tensor_code() {
-        let device = Default::default();
-        B::seed(&device, 4);
-        // Weights as training leaves them (contiguous `[in, out]`).
-        let trained = TextDecoder::<B>::init(config(), 0.5, &device);
+        let trained = seeded(4);
         let prompt: Vec<i64> = (0..15).map(|i| i as i64).collect();
         let mut cache = prefilled(&trained, &prompt);
         let x = embeds(&trained, &[1, 2, 3], 3);
@@ -628,7 +629,7 @@ mod tests {
         assert_eq!(cache.len(), 5);
 
         // Autodiff: gradients need the tensor code.
-        let decoder = TextDecoder::<CpuAutodiff>::init(config(), 0.5, &device);
+        let decoder = TextDecoder::<CpuAutodiff>::init(config(), 0.5, &Default::default());
         let mut cache = prefilled(&decoder, &prompt);
         let x = embeds(&decoder, &[1, 2, 3], 3);
         assert!(super::hidden(&decoder, &x, &step_layout(0), Some(&mut cache)).is_none());

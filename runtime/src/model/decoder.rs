@@ -370,7 +370,7 @@ impl<B: Backend> TextDecoder<B> {
     }
 
     /// [`TextDecoder::hidden`] as burn tensor operations on any backend: the
-    /// reference the fused decode step is tested against.
+    /// reference the fused CPU forward is tested against.
     pub fn hidden_by_tensors(
         &self,
         embeds: Tensor<B, 3>,

@@ -178,11 +178,6 @@ impl<'a> Vectors<'a> {
         })
     }
 
-    /// How many vectors.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
     /// `x`: `[rows, d_in]` with contiguous rows.
     fn rows_of(x: &'a FlexTensor, rows: usize, d_in: usize) -> Option<Self> {
         let strides = x.layout().strides();
@@ -251,28 +246,28 @@ impl<'a> Vectors<'a> {
 pub fn dot_products(x: &Vectors<'_>, y: &Vectors<'_>) -> Vec<f32> {
     assert_eq!(x.len, y.len, "dot products of vectors of one length");
     let (rows, columns) = (x.count, y.count);
+    let lhs = x.as_rows();
     let mut out = vec![0f32; rows * columns];
     if rows > MAX_ROWS {
-        let parallel = gemm::Parallelism::Rayon(0);
+        let rhs = y.as_columns(0, columns);
         gemm_into(
             &mut out,
             0,
             columns,
-            &x.as_rows(),
-            &y.as_columns(0, columns),
-            parallel,
+            &lhs,
+            &rhs,
+            gemm::Parallelism::Rayon(0),
         );
         return out;
     }
     let block = (HORIZONTAL_OUTPUTS / rows).max(1);
     for first in (0..columns).step_by(block) {
-        let width = block.min(columns - first);
-        let rhs = y.as_columns(first, width);
+        let rhs = y.as_columns(first, block.min(columns - first));
         gemm_into(
             &mut out,
             first,
             columns,
-            &x.as_rows(),
+            &lhs,
             &rhs,
             gemm::Parallelism::None,
         );

@@ -33,14 +33,14 @@ pub fn downcast_mut<T: Any, C: Any>(value: &mut T) -> Option<&mut C> {
 
 /// `t` as a CPU-backend tensor, if `B` is the CPU backend.
 pub fn as_cpu<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<&Tensor<CpuBackend, D>> {
-    (t as &dyn Any).downcast_ref()
+    downcast_ref(t)
 }
 
 /// `t` as a mutable CPU-backend tensor, if `B` is the CPU backend.
 pub fn as_cpu_mut<B: Backend, const D: usize>(
     t: &mut Tensor<B, D>,
 ) -> Option<&mut Tensor<CpuBackend, D>> {
-    (t as &mut dyn Any).downcast_mut()
+    downcast_mut(t)
 }
 
 /// A CPU-backend tensor as a `Tensor<B, D>`, if `B` is the CPU backend.
