@@ -15,6 +15,13 @@
 //! [`KvCache::append`], so the cache stays the one the tensor code reads
 //! (row selection, clones, later calls).
 //!
+//! Inputs of many tokens (prompts, scoring passes) run on the worker
+//! threads: the position-wise work in parts of consecutive tokens, one per
+//! thread, and attention as one task per row and key/value head, every gemm
+//! call on its task's thread. gemm's own threads, woken for each product,
+//! left a 67-token prefill 20-40% slower. A decode step's shard of a few rows
+//! stays on its thread (the shards are already parallel).
+//!
 //! It applies to the CPU backend without autodiff with weights in the
 //! decoding layout; everything else (training's autodiff, wgpu, cuda,
 //! weights as a training update leaves them) runs the tensor code, which
@@ -31,6 +38,8 @@ use burn::nn::{Linear, RmsNorm};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
+use rayon::prelude::*;
+use std::ops::Range;
 
 use super::decoder::{Layout, TextDecoder};
 use super::few_rows::{self, StoredWeight, Vectors};
@@ -100,8 +109,19 @@ impl Dims {
     }
 }
 
+/// Prompts of fewer tokens than this per worker thread run on the calling
+/// thread alone: below it, waking a thread costs more than it saves (a
+/// decode step's shard of a few rows never splits).
+const MIN_PART_TOKENS: usize = 16;
+
 /// Runs the blocks and the final norm; `x`: embeddings `[rows, seq, d]` →
 /// final hidden states `[rows, seq, d]`.
+///
+/// The position-wise work (norms, projections, rotation, SwiGLU) is split
+/// into [`Parts`] of consecutive tokens, and attention into its row and
+/// key/value-head pairs, each on a worker thread when the prompt is long
+/// enough ([`MIN_PART_TOKENS`]): three hand-offs per block instead of gemm's
+/// own threads waking for each of its seven products.
 fn forward(
     decoder: &TextDecoder<CpuBackend>,
     weights: &DecoderWeights,
@@ -114,13 +134,21 @@ fn forward(
     for &position in &layout.positions {
         decoder.rope.push_half(position, &mut cos, &mut sin);
     }
+    let half = dims.head_dim / 2;
+    let parts = Parts::of(dims.rows * dims.seq);
     for (i, layer) in weights.layers.iter().enumerate() {
-        let h = layer.input_norm.apply(&x);
-        let mut q = layer.q.apply(&h);
-        let mut k = layer.k.apply(&h);
-        let v = layer.v.apply(&h);
-        rotate(&mut q, dims.head_dim, &cos, &sin);
-        rotate(&mut k, dims.head_dim, &cos, &sin);
+        let projected = parts.map(|tokens| {
+            let h = layer
+                .input_norm
+                .apply(&x[tokens.start * dims.d..tokens.end * dims.d]);
+            let (mut q, mut k, v) = (layer.q.apply(&h), layer.k.apply(&h), layer.v.apply(&h));
+            let angles = tokens.start * half..tokens.end * half;
+            let (cos, sin) = (&cos[angles.clone()], &sin[angles]);
+            rotate(&mut q, dims.head_dim, cos, sin);
+            rotate(&mut k, dims.head_dim, cos, sin);
+            [q, k, v]
+        });
+        let [q, k, v] = concatenated(projected);
         let (k, v) = (heads_first(k, dims), heads_first(v, dims));
         let (keys, values) = match cache.as_deref_mut() {
             Some(cache) => {
@@ -130,18 +158,84 @@ fn forward(
             }
             None => (k, v),
         };
-        let context = attend(&q, &keys, &values, layout, dims);
-        add(&mut x, &layer.o.apply(&context));
-        let h = layer.post_norm.apply(&x);
-        let mut gate = layer.gate.apply(&h);
-        let up = layer.up.apply(&h);
-        for (g, u) in gate.iter_mut().zip(&up) {
-            // SiLU as burn computes it: `g · sigmoid(g)`.
-            *g = *g * (1.0 / (1.0 + (-*g).exp())) * u;
-        }
-        add(&mut x, &layer.down.apply(&gate));
+        let context = attend(&q, &keys, &values, layout, dims, parts.parallel());
+        let width = dims.heads * dims.head_dim;
+        let updated = parts.map(|tokens| {
+            let mut x = x[tokens.start * dims.d..tokens.end * dims.d].to_vec();
+            add(
+                &mut x,
+                &layer
+                    .o
+                    .apply(&context[tokens.start * width..tokens.end * width]),
+            );
+            let h = layer.post_norm.apply(&x);
+            let mut gate = layer.gate.apply(&h);
+            let up = layer.up.apply(&h);
+            for (g, u) in gate.iter_mut().zip(&up) {
+                // SiLU as burn computes it: `g · sigmoid(g)`.
+                *g = *g * (1.0 / (1.0 + (-*g).exp())) * u;
+            }
+            add(&mut x, &layer.down.apply(&gate));
+            [x]
+        });
+        [x] = concatenated(updated);
     }
     weights.norm.apply(&x)
+}
+
+/// The tokens of a forward call (`rows · seq` of them, row-major) as
+/// consecutive ranges, one per worker thread when there are at least
+/// [`MIN_PART_TOKENS`] tokens per thread; otherwise one range.
+struct Parts {
+    tokens: usize,
+    size: usize,
+    count: usize,
+}
+
+impl Parts {
+    fn of(tokens: usize) -> Self {
+        let count = (tokens / MIN_PART_TOKENS).clamp(1, rayon::current_num_threads().max(1));
+        let size = tokens.div_ceil(count).max(1);
+        Self {
+            tokens,
+            size,
+            count: tokens.div_ceil(size).max(1),
+        }
+    }
+
+    /// Whether the parts run on worker threads.
+    fn parallel(&self) -> bool {
+        self.count > 1
+    }
+
+    /// `f` of every part's token range, in order; on worker threads when
+    /// there are several parts.
+    fn map<T: Send>(&self, f: impl Fn(Range<usize>) -> T + Sync) -> Vec<T> {
+        let range = |p: usize| p * self.size..((p + 1) * self.size).min(self.tokens);
+        if self.parallel() {
+            (0..self.count)
+                .into_par_iter()
+                .map(|p| f(range(p)))
+                .collect()
+        } else {
+            (0..self.count).map(range).map(f).collect()
+        }
+    }
+}
+
+/// The parts' vectors joined in order: `N` vectors from each part → `N`
+/// vectors.
+fn concatenated<const N: usize>(parts: Vec<[Vec<f32>; N]>) -> [Vec<f32>; N] {
+    let mut parts = parts.into_iter();
+    let mut joined = parts
+        .next()
+        .unwrap_or_else(|| std::array::from_fn(|_| Vec::new()));
+    for part in parts {
+        for (all, piece) in joined.iter_mut().zip(part) {
+            all.extend_from_slice(&piece);
+        }
+    }
+    joined
 }
 
 /// `x += y`.
@@ -213,12 +307,15 @@ fn f32_view(t: Tensor<CpuBackend, 4>) -> FlexTensor {
 /// (`layout.key_padding`, `[rows, total]`) or, in a causal layout, later
 /// than the query; hidden scores get `f32::MIN` added, as the tensor code's
 /// mask does. Query head `h` reads key/value head `h / (heads / kv_heads)`.
+/// Each row and key/value head is one task, on the worker threads when
+/// `parallel`.
 fn attend(
     q: &[f32],
     keys: &FlexTensor,
     values: &FlexTensor,
     layout: &Layout,
     dims: &Dims,
+    parallel: bool,
 ) -> Vec<f32> {
     let Dims {
         rows,
@@ -243,49 +340,63 @@ fn attend(
     let past = total - seq;
     let causal = layout.causal && seq > 1;
     let scale = (head_dim as f64).sqrt().recip() as f32;
-    let mut context = vec![0f32; rows * seq * heads * head_dim];
-    // The queries of one key/value head, as blocks of vectors one stride
+    // The queries of one key/value head as blocks of vectors one stride
     // apart: for one new position, its `groups` adjacent heads; for many,
-    // each head's queries at every position.
-    let blocks: Vec<(usize, usize, usize)> = if seq == 1 {
-        vec![(0, groups, head_dim)]
+    // each head's queries at every position. (offset of the first query from
+    // the head's first, and of its context in the head's `[seq, groups,
+    // head_dim]` context; count; stride between queries; stride between
+    // their contexts.)
+    let width = groups * head_dim;
+    let blocks: Vec<(usize, usize, usize, usize)> = if seq == 1 {
+        vec![(0, groups, head_dim, head_dim)]
     } else {
         (0..groups)
-            .map(|g| (g * head_dim, seq, heads * head_dim))
+            .map(|g| (g * head_dim, seq, heads * head_dim, width))
             .collect()
     };
-    for row in 0..rows {
+    // The context `[seq, groups, head_dim]` of the query heads that read
+    // key/value head `task % kv_heads` of row `task / kv_heads`.
+    let head_context = |task: usize| -> Vec<f32> {
+        let (row, kv_head) = (task / kv_heads, task % kv_heads);
+        let mut out = vec![0f32; seq * width];
         let padding = &layout.key_padding[row * total..(row + 1) * total];
-        for kv_head in 0..kv_heads {
-            let head_keys = head_vectors(keys, row, kv_head, total, head_dim);
-            let head_values = head_vectors(values, row, kv_head, total, head_dim);
-            // The views fit their buffers (`f32_view`) and have the shape
-            // checked above, so both exist.
-            let (Some(head_keys), Some(head_values)) = (head_keys, head_values) else {
+        // The views fit their buffers (`f32_view`) and have the shape checked
+        // above, so both exist.
+        let head_keys = head_vectors(keys, row, kv_head, total, head_dim);
+        let head_values = head_vectors(values, row, kv_head, total, head_dim);
+        let (Some(head_keys), Some(head_values)) = (head_keys, head_values) else {
+            return out;
+        };
+        let first = (row * seq * heads + kv_head * groups) * head_dim;
+        for &(offset, count, stride, out_stride) in &blocks {
+            let Some(queries) = Vectors::new(q, first + offset, stride, count, head_dim) else {
                 continue;
             };
-            let first = (row * seq * heads + kv_head * groups) * head_dim;
-            for &(offset, count, stride) in &blocks {
-                let Some(queries) = Vectors::new(q, first + offset, stride, count, head_dim) else {
-                    continue;
-                };
-                let mut scores = few_rows::dot_products(&queries, &head_keys);
-                for (i, scores) in scores.chunks_exact_mut(total).enumerate() {
-                    let query = if seq == 1 { 0 } else { i };
-                    for (t, (score, &pad)) in scores.iter_mut().zip(padding).enumerate() {
-                        let hidden = pad || (causal && t > past + query);
-                        *score = *score * scale + if hidden { f32::MIN } else { 0.0 };
-                    }
-                    softmax(scores);
+            let mut scores = few_rows::dot_products(&queries, &head_keys);
+            for (i, scores) in scores.chunks_exact_mut(total).enumerate() {
+                let query = if seq == 1 { 0 } else { i };
+                for (t, (score, &pad)) in scores.iter_mut().zip(padding).enumerate() {
+                    let hidden = pad || (causal && t > past + query);
+                    *score = *score * scale + if hidden { f32::MIN } else { 0.0 };
                 }
-                few_rows::weighted_sums_into(
-                    &mut context,
-                    first + offset,
-                    stride,
-                    &scores,
-                    &head_values,
-                );
+                softmax(scores);
             }
+            few_rows::weighted_sums_into(&mut out, offset, out_stride, &scores, &head_values);
+        }
+        out
+    };
+    let tasks = 0..rows * kv_heads;
+    let pieces: Vec<Vec<f32>> = if parallel {
+        tasks.into_par_iter().map(head_context).collect()
+    } else {
+        tasks.map(head_context).collect()
+    };
+    let mut context = vec![0f32; rows * seq * heads * head_dim];
+    for (task, piece) in pieces.iter().enumerate() {
+        let (row, kv_head) = (task / kv_heads, task % kv_heads);
+        for (position, values) in piece.chunks_exact(width).enumerate() {
+            let at = ((row * seq + position) * heads + kv_head * groups) * head_dim;
+            context[at..at + width].copy_from_slice(values);
         }
     }
     context
@@ -611,6 +722,85 @@ mod tests {
             );
             assert_eq!((fused.len(), reference.len()), (6 + step, 6 + step));
         }
+    }
+
+    /// `f` on a pool of `threads` worker threads.
+    fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+        pool.unwrap_or_else(|e| unreachable!("a pool of {threads} threads: {e}"))
+            .install(f)
+    }
+
+    #[test]
+    fn parts_cover_the_tokens_in_order_once_long_enough() {
+        let ranges = |tokens: usize| {
+            let parts = super::Parts::of(tokens);
+            (parts.parallel(), parts.map(|r| r))
+        };
+        let (parallel, one) = on_threads(2, || ranges(31));
+        assert!(!parallel);
+        assert_eq!(one, vec![0..31]);
+        let (parallel, split) = on_threads(4, || ranges(69));
+        assert!(parallel);
+        assert_eq!(split, vec![0..18, 18..36, 36..54, 54..69]);
+        let joined = super::concatenated(vec![[vec![1.0], vec![]], [vec![2.0, 3.0], vec![4.0]]]);
+        assert_eq!(joined, [vec![1.0, 2.0, 3.0], vec![4.0]]);
+    }
+
+    #[test]
+    fn a_long_prompt_split_across_threads_equals_the_tensor_code() {
+        // Three rows of 23 tokens, the second left-padded by three: on four
+        // threads the parts (18 tokens each) cross the rows' boundaries.
+        let decoder = seeded(6).with_decoding_layout();
+        let (rows, seq) = (3, 23);
+        let prompt: Vec<i64> = (0..rows * seq).map(|i| (i * 13 % 40) as i64).collect();
+        let mut key_padding = vec![false; rows * seq];
+        key_padding[seq..seq + 3].fill(true);
+        let positions = (0..rows)
+            .flat_map(|r| {
+                (0..seq).map(move |t| {
+                    if r == 1 {
+                        (t.max(3) - 3) as i64
+                    } else {
+                        t as i64
+                    }
+                })
+            })
+            .collect();
+        let layout = Layout {
+            batch: rows,
+            seq,
+            positions,
+            key_padding,
+            causal: true,
+        };
+        let x = embeds(&decoder, &prompt, rows);
+        let (mut fused, mut reference) = (KvCache::new(2), KvCache::new(2));
+        on_threads(4, || {
+            let caches = Some((&mut fused, &mut reference));
+            assert_agree(&decoder, x, &layout, caches, "a prompt in four parts");
+        });
+        // The cache it filled serves a decode step as the tensor code's does.
+        let mut key_padding = layout.key_padding.clone();
+        let total = seq + 1;
+        key_padding = (0..rows)
+            .flat_map(|r| {
+                let mut row = key_padding[r * seq..(r + 1) * seq].to_vec();
+                row.push(false);
+                row
+            })
+            .collect();
+        assert_eq!(key_padding.len(), rows * total);
+        let step = Layout {
+            batch: rows,
+            seq: 1,
+            positions: vec![23, 20, 23],
+            key_padding,
+            causal: true,
+        };
+        let x = embeds(&decoder, &[4, 5, 6], rows);
+        let caches = Some((&mut fused, &mut reference));
+        assert_agree(&decoder, x, &step, caches, "a step after the split prompt");
     }
 
     #[test]

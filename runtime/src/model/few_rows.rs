@@ -22,8 +22,9 @@
 //! projections, [`dot_products`] and [`weighted_sums_into`] for attention's
 //! scores and weighted sums over a head's keys and values where they lie
 //! ([`Vectors`]). Products of at most [`MAX_ROWS`] rows take the horizontal
-//! kernels in column blocks, larger ones one gemm call on its packed kernels
-//! (on the worker threads). Every call goes through `gemm_into`, the crate's
+//! kernels in column blocks, larger ones one gemm call on its packed kernels,
+//! on the calling thread (the fused forward runs parts of a long prompt on
+//! the worker threads itself). Every call goes through `gemm_into`, the crate's
 //! one `unsafe` call, which checks the bounds of its operands and
 //! destination first.
 
@@ -239,7 +240,8 @@ impl<'a> Vectors<'a> {
 /// Every vector of `x` dotted with every vector of `y` (of the same
 /// length): `[x.count, y.count]` row-major. At most [`MAX_ROWS`] vectors in
 /// `x` take gemm's horizontal kernels, in column blocks small enough for
-/// them; more take one call on its packed kernels, on the worker threads.
+/// them; more take one call on its packed kernels. Always on the calling
+/// thread: the fused forward splits its tokens across threads itself.
 ///
 /// # Panics
 /// If the vectors differ in length.
@@ -250,14 +252,7 @@ pub fn dot_products(x: &Vectors<'_>, y: &Vectors<'_>) -> Vec<f32> {
     let mut out = vec![0f32; rows * columns];
     if rows > MAX_ROWS {
         let rhs = y.as_columns(0, columns);
-        gemm_into(
-            &mut out,
-            0,
-            columns,
-            &lhs,
-            &rhs,
-            gemm::Parallelism::Rayon(0),
-        );
+        gemm_into(&mut out, 0, columns, &lhs, &rhs, gemm::Parallelism::None);
         return out;
     }
     let block = (HORIZONTAL_OUTPUTS / rows).max(1);
