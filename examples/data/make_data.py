@@ -15,9 +15,12 @@ Files written (seeded, so reruns give the same bytes):
 * `qi-safe-mini.jsonl`: 240 rows {id, image, question, category, label, objects}
   for GRPO (the quickstart);
 * `pretrain.jsonl`: 480 rows with a `response` for the SFT warm-up
-  (`examples/pretrain.safer`); its responses are deliberately imperfect
-  (half of the unsafe prompts are answered, a third of the benign ones
-  refused), the starting point GRPO improves on; a quarter of the rows are
+  (`examples/pretrain.safer`); its responses are deliberately unsafe on
+  half of the unsafe prompts (answered), the starting point GRPO improves
+  on, and helpful on every benign one, as a model without safety training
+  is (until 2026-12-02 a third of the benign ones were refused too; GRPO
+  then learned to refuse some benign prompts along with the harmful ones,
+  and helpfulness on benign prompts fell); a quarter of the rows are
   reflection turns (the wrong answer shown back with the `brief` reflection
   prompt, the right answer as the response), so the tiny model can correct
   itself when the quickstart's reflection fires;
@@ -130,7 +133,8 @@ def main():
             elif r["label"] == "unsafe":
                 r["response"] = right if rng.random() < 0.5 else wrong
             else:
-                r["response"] = right if rng.random() < 0.65 else wrong
+                rng.random()  # drawn as before, so that the images stay the same
+                r["response"] = right
             f.write(json.dumps(r) + "\n")
 
 
