@@ -133,7 +133,7 @@ def main():
             elif r["label"] == "unsafe":
                 r["response"] = right if rng.random() < 0.5 else wrong
             else:
-                rng.random()  # drawn as before, so that the images stay the same
+                rng.random()  # drawn as before, so that later rows draw what they drew before
                 r["response"] = right
             f.write(json.dumps(r) + "\n")
 
