@@ -213,14 +213,16 @@ impl Parts {
     /// there are several parts.
     fn map<T: Send>(&self, f: impl Fn(Range<usize>) -> T + Sync) -> Vec<T> {
         let range = |p: usize| p * self.size..((p + 1) * self.size).min(self.tokens);
-        if self.parallel() {
-            (0..self.count)
-                .into_par_iter()
-                .map(|p| f(range(p)))
-                .collect()
-        } else {
-            (0..self.count).map(range).map(f).collect()
-        }
+        tasks(self.count, self.parallel(), |p| f(range(p)))
+    }
+}
+
+/// `f(0), …, f(count - 1)` in order; on the worker threads when `parallel`.
+fn tasks<T: Send>(count: usize, parallel: bool, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    if parallel {
+        (0..count).into_par_iter().map(&f).collect()
+    } else {
+        (0..count).map(f).collect()
     }
 }
 
@@ -386,12 +388,7 @@ fn attend(
         }
         out
     };
-    let tasks = 0..rows * kv_heads;
-    let pieces: Vec<Vec<f32>> = if parallel {
-        tasks.into_par_iter().map(head_context).collect()
-    } else {
-        tasks.map(head_context).collect()
-    };
+    let pieces = tasks(rows * kv_heads, parallel, head_context);
     let mut context = vec![0f32; rows * seq * heads * head_dim];
     for (task, piece) in pieces.iter().enumerate() {
         let (row, kv_head) = (task / kv_heads, task % kv_heads);
