@@ -11,7 +11,11 @@
 //!
 //! Prints one JSON line: milliseconds per step (median of 200 steps) and the
 //! tokens per second that a generator decoding `BATCH` rows (default 8)
-//! cannot exceed, even with its prefill not counted.
+//! cannot exceed, even with its prefill not counted. Also the same products
+//! with one row per shard (the shards at once): a quarter of the arithmetic
+//! or less, so nearly all of that time is each shard's thread reading every
+//! weight from memory, which no step goes below while every shard
+//! multiplies by every weight.
 
 use std::time::Instant;
 
@@ -46,6 +50,20 @@ fn products(model: &Model<B>) -> Vec<Tensor<B, 2>> {
     all
 }
 
+/// Milliseconds of `step`: the median of 200 runs after 20 warm-up runs.
+fn median_ms(step: impl Fn()) -> f64 {
+    (0..20).for_each(|_| step());
+    let mut times: Vec<f64> = (0..200)
+        .map(|_| {
+            let start = Instant::now();
+            step();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
 fn main() -> Result<(), ModelError> {
     let args = Args::from_env();
     let dir = args.model_dir();
@@ -63,25 +81,28 @@ fn main() -> Result<(), ModelError> {
                 .collect()
         })
         .collect();
-    let step = || {
-        inputs.par_iter().for_each(|xs| {
-            for (x, w) in xs.iter().zip(&weights) {
-                std::hint::black_box(few_rows::matmul(x.clone(), w.clone()));
-            }
+    let products_of = |inputs: &[Vec<Tensor<B, 2>>]| {
+        median_ms(|| {
+            inputs.par_iter().for_each(|xs| {
+                for (x, w) in xs.iter().zip(&weights) {
+                    std::hint::black_box(few_rows::matmul(x.clone(), w.clone()));
+                }
+            })
         })
     };
-    (0..20).for_each(|_| step());
-    let mut times: Vec<f64> = (0..200)
-        .map(|_| {
-            let start = Instant::now();
-            step();
-            start.elapsed().as_secs_f64() * 1e3
-        })
+    let ms = products_of(&inputs);
+    let one_row: Vec<Vec<Tensor<B, 2>>> = inputs
+        .iter()
+        .map(|xs| xs.iter().map(|x| x.clone().narrow(0, 0, 1)).collect())
         .collect();
-    times.sort_by(f64::total_cmp);
-    let ms = times[times.len() / 2];
+    let one_row_ms = products_of(&one_row);
+    let megabytes = weights
+        .iter()
+        .map(|w| w.shape().num_elements() * 4)
+        .sum::<usize>() as f64
+        / 1e6;
     println!(
-        "{{\"products\": {}, \"batch\": {batch}, \"shards\": {}, \"ms_per_step\": {ms:.4}, \"tokens_per_second_bound\": {:.1}}}",
+        "{{\"products\": {}, \"batch\": {batch}, \"shards\": {}, \"ms_per_step\": {ms:.4}, \"tokens_per_second_bound\": {:.1}, \"weight_megabytes\": {megabytes:.1}, \"one_row_per_shard_ms_per_step\": {one_row_ms:.4}}}",
         weights.len(),
         shards.len(),
         batch as f64 * 1e3 / ms
