@@ -12,7 +12,8 @@
 # round's rates and ratio, the median ratio, and two bounds: the time of a
 # decode step's linear products alone in torch (`hf_generate.py floor`) and
 # in saferc (`--example decode_floor`), and the same products in saferc with
-# one row per shard: nearly all of that is reading the weights from memory.
+# one row per shard: nearly all of that is reading the weights from memory,
+# which with more rows overlaps the arithmetic.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -63,6 +64,6 @@ print(f"bound, saferc: the same products through model::few_rows, {saferc_floor[
       f"{saferc_floor['ms_per_step']:.2f} ms: at most {saferc_floor['tokens_per_second_bound']:.0f} tokens/s = "
       f"{saferc_floor['tokens_per_second_bound'] / peer_rate:.1f}x the peer (median peer rate)")
 print(f"memory: with one row per shard instead of {saferc_floor['batch'] // saferc_floor['shards']}, the same products take "
-      f"{saferc_floor['one_row_per_shard_ms_per_step']:.2f} ms: most of a step's product time is each shard's thread "
-      f"reading the {saferc_floor['weight_megabytes']:.1f} MB of weights")
+      f"{saferc_floor['one_row_per_shard_ms_per_step']:.2f} ms (each shard's thread reading the "
+      f"{saferc_floor['weight_megabytes']:.1f} MB of weights, the arithmetic a quarter or less); with more rows the reading overlaps the arithmetic")
 PY

@@ -14,8 +14,10 @@
 //! cannot exceed, even with its prefill not counted. Also the same products
 //! with one row per shard (the shards at once): a quarter of the arithmetic
 //! or less, so nearly all of that time is each shard's thread reading every
-//! weight from memory, which no step goes below while every shard
-//! multiplies by every weight.
+//! weight from memory. With more rows the reading overlaps the arithmetic,
+//! which then sets the pace: splitting each product's weights between the
+//! threads (each thread twice the rows, half the weights) halves the reading
+//! but not the arithmetic, and measured no faster (runtime/README.md).
 
 use std::time::Instant;
 
