@@ -152,6 +152,24 @@ fn bad_requests_are_errors_with_exit_code_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("top-p"));
 
+    // A negative number is the flag's value (checked, with the reason), not
+    // an unknown argument.
+    let out = saferc(&[
+        "generate",
+        "--model",
+        &q,
+        "--prompt",
+        "hi",
+        "--temperature",
+        "-1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("temperature must be positive, got -1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let out = saferc(&[
         "generate", "--model", &q, "--prompt", "hi", "--device", "tpu",
     ]);
