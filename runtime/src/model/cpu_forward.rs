@@ -189,31 +189,34 @@ fn forward(
 /// [`MIN_PART_TOKENS`] tokens per thread; otherwise one range.
 struct Parts {
     tokens: usize,
+    /// Tokens per part (the last may have fewer).
     size: usize,
-    count: usize,
 }
 
 impl Parts {
     fn of(tokens: usize) -> Self {
         let count = (tokens / MIN_PART_TOKENS).clamp(1, rayon::current_num_threads().max(1));
-        let size = tokens.div_ceil(count).max(1);
         Self {
             tokens,
-            size,
-            count: tokens.div_ceil(size).max(1),
+            size: tokens.div_ceil(count).max(1),
         }
+    }
+
+    /// How many parts.
+    fn count(&self) -> usize {
+        self.tokens.div_ceil(self.size).max(1)
     }
 
     /// Whether the parts run on worker threads.
     fn parallel(&self) -> bool {
-        self.count > 1
+        self.count() > 1
     }
 
     /// `f` of every part's token range, in order; on worker threads when
     /// there are several parts.
     fn map<T: Send>(&self, f: impl Fn(Range<usize>) -> T + Sync) -> Vec<T> {
         let range = |p: usize| p * self.size..((p + 1) * self.size).min(self.tokens);
-        tasks(self.count, self.parallel(), |p| f(range(p)))
+        tasks(self.count(), self.parallel(), |p| f(range(p)))
     }
 }
 
