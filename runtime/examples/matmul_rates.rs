@@ -9,7 +9,11 @@
 //! "cold" cycles through 24 weight matrices (17 MB, more than the L2 caches
 //! hold), as a decode step through the whole model does; "hot" reuses one.
 //! "few rows" is `model::few_rows::matmul`, what a decode step's linear
-//! layers use.
+//! layers use. The 1024-row "hot" line pays for its 2.9 MB output on every
+//! call: glibc returns that memory to the kernel and faults it in again,
+//! which halves the rate printed (runtime/README.md, GRPO step benchmark;
+//! `GLIBC_TUNABLES=glibc.malloc.trim_threshold=4294967295:glibc.malloc.mmap_threshold=4294967295`
+//! turns that off).
 
 use std::time::Instant;
 
