@@ -22,6 +22,7 @@
 pub mod attention;
 pub mod config;
 pub mod cpu_forward;
+pub mod cpu_train;
 pub mod decoder;
 pub mod error;
 pub mod few_rows;

@@ -24,7 +24,7 @@ use super::reflect::{reflect, ReflectStats, Sample};
 use super::rollout::{sample, sampling, Policy, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
-use crate::generate::{completion_logprobs, FinishReason, Prompt};
+use crate::generate::{completion_logprobs, fused_completion_scores, FinishReason, Prompt};
 use crate::grpo::advantage::{self, AdvantageConfig, MultiObjective, Scale};
 use crate::grpo::aggregate::Aggregation;
 use crate::grpo::dynamic_sampling::{keep_groups, Keep};
@@ -364,24 +364,42 @@ pub fn train<B: Backend>(
             t_reference = t0.elapsed().as_secs_f64();
             let t0 = Instant::now();
             let mut old_logp: Option<Tensor<AD<B>, 2>> = None;
+            // Without a bonus the entropy is only measured (the metric and the
+            // collapse warning), so it carries no gradient.
+            let entropy_grad = g.entropy_coef > 0.0;
             for iteration in 0..g.iterations {
-                let scores = completion_logprobs(&policy, &kept_prompts, &pairs, temperature, pad)?;
+                // On the CPU backend the fused training passes score the
+                // completions and give the weights' gradients; the loss's
+                // gradients with respect to the scores come from autodiff on
+                // the loss alone. Elsewhere autodiff runs through the model.
+                let fused = fused_completion_scores(&policy, &kept_prompts, &pairs, temperature)
+                    .map(|f| {
+                        let leaves = f.leaves::<B>(&device, entropy_grad);
+                        (f, leaves)
+                    });
+                let (logp, entropy) = match &fused {
+                    Some((_, leaves)) => (leaves.logprobs.clone(), leaves.entropy.clone()),
+                    None => {
+                        let s =
+                            completion_logprobs(&policy, &kept_prompts, &pairs, temperature, pad)?;
+                        let entropy = if entropy_grad {
+                            s.entropy
+                        } else {
+                            s.entropy.detach()
+                        };
+                        (s.logprobs, entropy)
+                    }
+                };
                 if g.iterations > 1 && iteration == 0 {
-                    old_logp = Some(scores.logprobs.clone().detach());
+                    old_logp = Some(logp.clone().detach());
                 }
                 let inputs = LossInputs {
-                    logp: scores.logprobs,
+                    logp,
                     old_logp: old_logp.clone(),
                     ref_logp: ref_logp.clone(),
                     mask: mask_t.clone(),
                     advantages: adv_t.clone(),
-                    // Without a bonus the entropy is only measured (the metric and the
-                    // collapse warning), so it carries no gradient.
-                    entropy: Some(if g.entropy_coef > 0.0 {
-                        scores.entropy
-                    } else {
-                        scores.entropy.detach()
-                    }),
+                    entropy: Some(entropy),
                     normaliser: None,
                 };
                 let out = policy_loss::compute(&inputs, &loss_cfg, step)?;
@@ -395,8 +413,10 @@ pub fn train<B: Backend>(
                     }));
                 }
                 stats = out.stats;
-                let mut grads =
-                    GradientsParams::from_grads::<AD<B>, _>(out.loss.backward(), &policy);
+                let mut grads = match &fused {
+                    Some((f, leaves)) => f.backward(leaves, out.loss),
+                    None => GradientsParams::from_grads::<AD<B>, _>(out.loss.backward(), &policy),
+                };
                 grad_norm =
                     clip::clip_global_norm::<AD<B>, _>(&policy, &mut grads, g.max_grad_norm);
                 if !grad_norm.is_finite() {

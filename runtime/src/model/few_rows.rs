@@ -252,7 +252,15 @@ pub fn dot_products(x: &Vectors<'_>, y: &Vectors<'_>) -> Vec<f32> {
     let mut out = vec![0f32; rows * columns];
     if rows > MAX_ROWS {
         let rhs = y.as_columns(0, columns);
-        gemm_into(&mut out, 0, columns, &lhs, &rhs, gemm::Parallelism::None);
+        gemm_into(
+            &mut out,
+            0,
+            columns,
+            &lhs,
+            &rhs,
+            false,
+            gemm::Parallelism::None,
+        );
         return out;
     }
     let block = (HORIZONTAL_OUTPUTS / rows).max(1);
@@ -264,6 +272,7 @@ pub fn dot_products(x: &Vectors<'_>, y: &Vectors<'_>) -> Vec<f32> {
             columns,
             &lhs,
             &rhs,
+            false,
             gemm::Parallelism::None,
         );
     }
@@ -304,13 +313,56 @@ pub fn weighted_sums_into(
         out_stride,
         &lhs,
         &values.as_rows(),
+        false,
         gemm::Parallelism::None,
     );
 }
 
+/// `out = lhs · rhs` (or `out += lhs · rhs` when `accumulate`), `out`
+/// row-major `[lhs.rows, rhs.cols]`, on the calling thread.
+///
+/// # Panics
+/// If the inner widths differ, an operand reaches outside its slice, or
+/// `out` is shorter than the product.
+pub fn product_into(out: &mut [f32], lhs: &Matrix, rhs: &Matrix, accumulate: bool) {
+    let n = rhs.cols;
+    gemm_into(out, 0, n, lhs, rhs, accumulate, gemm::Parallelism::None);
+}
+
+/// [`product_into`] with `lhs`'s rows split into one part per worker
+/// thread, each part one gemm call on its thread (the products of training's
+/// forward and backward, hundreds of rows each).
+///
+/// # Panics
+/// As [`product_into`].
+pub fn parallel_product_into(out: &mut [f32], lhs: &Matrix, rhs: &Matrix, accumulate: bool) {
+    use rayon::prelude::*;
+    let (m, n) = (lhs.rows, rhs.cols);
+    let parts = rayon::current_num_threads().clamp(1, m.max(1));
+    if parts == 1 || n == 0 {
+        return product_into(out, lhs, rhs, accumulate);
+    }
+    assert!(
+        out.len() >= m * n,
+        "a [{m}, {n}] product into {} values",
+        out.len()
+    );
+    let per_part = m.div_ceil(parts);
+    out[..m * n]
+        .par_chunks_mut(per_part * n)
+        .enumerate()
+        .for_each(|(part, out)| {
+            let first = part * per_part;
+            let rows = lhs.rows_in(first..first + out.len() / n);
+            product_into(out, &rows, rhs, accumulate);
+        });
+}
+
 /// A `rows × cols` matrix of `data`: element `(i, j)` at
-/// `start + i·row_stride + j·col_stride`.
-struct Matrix<'a> {
+/// `start + i·row_stride + j·col_stride`. Built unchecked; every product
+/// checks that its operands lie inside their slices before it reads them.
+#[derive(Clone, Copy)]
+pub struct Matrix<'a> {
     data: &'a [f32],
     start: usize,
     rows: usize,
@@ -319,7 +371,49 @@ struct Matrix<'a> {
     col_stride: usize,
 }
 
-impl Matrix<'_> {
+impl<'a> Matrix<'a> {
+    /// The first `rows · cols` values of `data` as a row-major `[rows, cols]`.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            start: 0,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose, reading the same values.
+    pub fn transposed(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Rows `range` of the matrix.
+    fn rows_in(self, range: std::ops::Range<usize>) -> Self {
+        Self {
+            start: self.start + range.start * self.row_stride,
+            rows: range.len(),
+            ..self
+        }
+    }
+
+    /// The number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// Whether every element lies inside `data` (non-empty matrices only).
     fn fits(&self) -> bool {
         let last = (self.rows.checked_sub(1))
@@ -335,7 +429,8 @@ impl Matrix<'_> {
 }
 
 /// `out[out_start + i·out_row_stride + j] = Σ_l lhs[i, l] · rhs[l, j]` for
-/// every `i < lhs.rows`, `j < rhs.cols`: one gemm call.
+/// every `i < lhs.rows`, `j < rhs.cols` (added to what is there when
+/// `accumulate`): one gemm call.
 ///
 /// # Panics
 /// If the inner widths differ, an operand reaches outside its slice, or the
@@ -347,6 +442,7 @@ fn gemm_into(
     out_row_stride: usize,
     lhs: &Matrix,
     rhs: &Matrix,
+    accumulate: bool,
     parallelism: gemm::Parallelism,
 ) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
@@ -373,8 +469,9 @@ fn gemm_into(
     // its slice (strides are non-negative, so every other element does
     // too). It writes `dst[i, j]` at `out_start + i·out_row_stride + j` of
     // `out` for `i < m`, `j < n`: inside `out` by the same check, rows not
-    // overlapping as `n <= out_row_stride`. `read_dst = false`: `dst` is
-    // only written, and `out` is borrowed mutably, so nothing else reads it.
+    // overlapping as `n <= out_row_stride`. `out` is borrowed mutably, so
+    // nothing else reads or writes it meanwhile; with `read_dst` (when
+    // accumulating) gemm reads the same elements it writes.
     unsafe {
         gemm::gemm(
             m,
@@ -383,14 +480,14 @@ fn gemm_into(
             out.as_mut_ptr().add(out_start),
             1,
             out_row_stride as isize,
-            false,
+            accumulate,
             lhs.data.as_ptr().add(lhs.start),
             lhs.col_stride as isize,
             lhs.row_stride as isize,
             rhs.data.as_ptr().add(rhs.start),
             rhs.col_stride as isize,
             rhs.row_stride as isize,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,

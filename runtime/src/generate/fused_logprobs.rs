@@ -1,0 +1,209 @@
+//! [`super::completion_logprobs`] for training on the CPU backend, through
+//! the fused training passes of [`crate::model::cpu_train`]: the same
+//! log-probs and entropies, `[samples, longest completion]`, and the
+//! gradients of the policy's weights for gradients of them, without burn's
+//! autodiff.
+//!
+//! Each prompt is one segment and each completion (but its last token) a
+//! segment whose context is its prompt, so every prompt runs once, as in
+//! `completion_logprobs`. Columns past a completion's end hold 0 and take
+//! no gradient.
+
+use burn::backend::Autodiff;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use super::generation::{merge_images, Prompt};
+use crate::model::cpu_train::{Packed, Recorded, Scored, Segment};
+use crate::model::on_cpu::downcast_ref;
+use crate::model::{Model, TextDecoder};
+use crate::CpuAutodiff;
+
+/// Log-probs and entropies of completions, and what their gradients need.
+pub struct FusedScores {
+    /// Log-prob of completion token `j` of sample `i` at `i · width + j`;
+    /// 0 past the completion's end. `[samples, width]`.
+    pub logprobs: Vec<f32>,
+    /// The entropies of the same predictions `[samples, width]`.
+    pub entropy: Vec<f32>,
+    /// The longest completion.
+    pub width: usize,
+    /// Where each scored token's values go in `logprobs`.
+    columns: Vec<usize>,
+    recorded: Recorded,
+    /// The decoder scored (a shared handle on its parameters), whose
+    /// parameter ids the gradients are registered under.
+    decoder: TextDecoder<CpuAutodiff>,
+}
+
+/// The scores of `samples` (`(prompt index, completion)`) of `prompts`
+/// under `model`, with logits divided by `temperature`; `None` where the
+/// fused passes do not apply (another backend than the CPU's, images, an
+/// empty prompt or completion, a prompt index out of range), and the
+/// caller takes [`super::completion_logprobs`].
+pub fn fused_completion_scores<B: Backend>(
+    model: &Model<Autodiff<B>>,
+    prompts: &[Prompt],
+    samples: &[(usize, &[u32])],
+    temperature: f32,
+) -> Option<FusedScores> {
+    let model: &Model<CpuAutodiff> = downcast_ref(model)?;
+    let fits = !samples.is_empty()
+        && merge_images(prompts).is_none()
+        && prompts.iter().all(|p| !p.tokens.is_empty())
+        && samples
+            .iter()
+            .all(|(p, c)| !c.is_empty() && *p < prompts.len());
+    if !fits {
+        return None;
+    }
+    let width = samples.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
+    let mut packed = Packed::default();
+    let mut last_of_prompt = Vec::with_capacity(prompts.len());
+    for prompt in prompts {
+        let start = packed.tokens.len();
+        packed.tokens.extend_from_slice(&prompt.tokens);
+        packed.positions.extend(0..prompt.tokens.len() as i64);
+        packed.segments.push(Segment {
+            start,
+            len: prompt.tokens.len(),
+            context: None,
+        });
+        last_of_prompt.push(packed.tokens.len() - 1);
+    }
+    let mut columns = Vec::new();
+    for (i, &(p, completion)) in samples.iter().enumerate() {
+        packed.scored.push(Scored {
+            row: last_of_prompt[p],
+            target: completion[0],
+        });
+        columns.push(i * width);
+        let fed = &completion[..completion.len() - 1];
+        if fed.is_empty() {
+            continue;
+        }
+        let start = packed.tokens.len();
+        let first_position = prompts[p].tokens.len() as i64;
+        packed.tokens.extend_from_slice(fed);
+        packed
+            .positions
+            .extend((0..fed.len() as i64).map(|j| first_position + j));
+        packed.segments.push(Segment {
+            start,
+            len: fed.len(),
+            context: Some(p),
+        });
+        for (j, &target) in completion.iter().enumerate().skip(1) {
+            packed.scored.push(Scored {
+                row: start + j - 1,
+                target,
+            });
+            columns.push(i * width + j);
+        }
+    }
+    let recorded = Recorded::forward(&model.text, packed, temperature)?;
+    let mut logprobs = vec![0f32; samples.len() * width];
+    let mut entropy = vec![0f32; samples.len() * width];
+    for ((&at, &l), &e) in columns
+        .iter()
+        .zip(recorded.logprobs())
+        .zip(recorded.entropy())
+    {
+        logprobs[at] = l;
+        entropy[at] = e;
+    }
+    Some(FusedScores {
+        logprobs,
+        entropy,
+        width,
+        columns,
+        recorded,
+        decoder: model.text.clone(),
+    })
+}
+
+/// [`FusedScores`] as autodiff leaves, for a loss to be built on.
+pub struct ScoreLeaves<B: Backend> {
+    /// The log-probs `[samples, width]`, tracked.
+    pub logprobs: Tensor<Autodiff<B>, 2>,
+    /// The entropies `[samples, width]`, tracked when asked for.
+    pub entropy: Tensor<Autodiff<B>, 2>,
+    entropy_tracked: bool,
+}
+
+impl FusedScores {
+    /// The log-probs (tracked) and entropies (tracked when
+    /// `entropy_gradient`) as tensors on `device`, leaves of the graph a loss
+    /// is built on; [`FusedScores::backward`] turns that loss into the
+    /// weights' gradients.
+    pub fn leaves<B: Backend>(&self, device: &B::Device, entropy_gradient: bool) -> ScoreLeaves<B> {
+        let tensor = |values: &[f32]| {
+            Tensor::<Autodiff<B>, 2>::from_data(
+                TensorData::new(
+                    values.to_vec(),
+                    [values.len() / self.width.max(1), self.width],
+                ),
+                device,
+            )
+        };
+        let entropy = tensor(&self.entropy);
+        ScoreLeaves {
+            logprobs: tensor(&self.logprobs).require_grad(),
+            entropy: if entropy_gradient {
+                entropy.require_grad()
+            } else {
+                entropy
+            },
+            entropy_tracked: entropy_gradient,
+        }
+    }
+
+    /// The gradients of the scored model's weights for `loss`, a scalar
+    /// built on `leaves` (this score's): autodiff runs through the loss
+    /// alone, the fused backward through the model. A loss that does not
+    /// read the log-probs gives them no gradient: zero.
+    pub fn backward<B: Backend>(
+        &self,
+        leaves: &ScoreLeaves<B>,
+        loss: Tensor<Autodiff<B>, 1>,
+    ) -> GradientsParams {
+        let grads = loss.backward();
+        let of = |t: &Tensor<Autodiff<B>, 2>| {
+            t.grad(&grads).map(|g| {
+                g.into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .unwrap_or_default()
+            })
+        };
+        let zeros = || vec![0.0; self.logprobs.len()];
+        let dlogprobs = of(&leaves.logprobs)
+            .filter(|g| !g.is_empty())
+            .unwrap_or_else(zeros);
+        let dentropy = leaves.entropy_tracked.then(|| {
+            of(&leaves.entropy)
+                .filter(|g| !g.is_empty())
+                .unwrap_or_else(zeros)
+        });
+        self.gradients(&dlogprobs, dentropy.as_deref())
+    }
+
+    /// The gradients of the scored model's weights for `dlogprobs` and,
+    /// when given, `dentropy` (both `[samples, width]`), as burn's optimiser
+    /// takes them for that model.
+    ///
+    /// # Panics
+    /// If a gradient is not `[samples, width]`.
+    pub fn gradients(&self, dlogprobs: &[f32], dentropy: Option<&[f32]>) -> GradientsParams {
+        let pick = |g: &[f32]| -> Vec<f32> {
+            assert_eq!(g.len(), self.logprobs.len(), "a [samples, width] gradient");
+            self.columns.iter().map(|&at| g[at]).collect()
+        };
+        let dentropy = dentropy.map(pick);
+        let gradients = self
+            .recorded
+            .gradients(&pick(dlogprobs), dentropy.as_deref());
+        gradients.into_params(&self.decoder)
+    }
+}

@@ -1,0 +1,212 @@
+//! Training's forward and backward of the text decoder on the CPU backend,
+//! fused into passes over `f32` vectors: the log-probs (and entropies) of
+//! scored tokens, and the gradients of every weight for given gradients of
+//! those log-probs.
+//!
+//! burn's autodiff runs the tensor code of [`super::TextDecoder`] as some
+//! 40 operations per block and records each for its backward; on a GRPO
+//! step of the benchmark model (16 completions of 32 tokens) the update took
+//! two thirds of the step, and gemm's kernels under half of the update: the
+//! rest was burn-flex's element-wise, strided-copy and gather/scatter work
+//! around them. Here the forward keeps what the backward reads
+//! ([`tape::Tape`]), every product is one gemm call per worker thread
+//! ([`few_rows::parallel_product_into`]), and the backward is written out
+//! per operation ([`backward`]).
+//!
+//! Inputs are packed ([`Packed`]): tokens of every sequence back to back,
+//! no padding, in segments. A segment attends causally to itself and to all
+//! of one earlier segment, its context: a GRPO group is its prompt (a
+//! segment without context) and one segment per completion whose context is
+//! the prompt, so the prompt runs once for the whole group, as in
+//! [`crate::generate::completion_logprobs`], whose tensor code is the
+//! reference the tests compare this with.
+//!
+//! It applies where [`params::Weights::of`] can read the decoder: the CPU
+//! backend under autodiff ([`crate::CpuAutodiff`]), `f32` weights. Callers
+//! take the tensor code everywhere else (wgpu, cuda, images in the prompt).
+//!
+//! Shapes (row-major vectors, `N` packed tokens): hidden states `[N, d]`,
+//! queries `[N, heads, head_dim]`, keys and values `[N, kv_heads,
+//! head_dim]`, MLP activations `[N, intermediate]`, the scored rows' hidden
+//! states `[M, d]` and probabilities `[M, vocab]`.
+
+pub mod attention;
+pub mod backward;
+pub mod ops;
+pub mod params;
+pub mod tape;
+
+pub use params::{Gradients, Weights};
+pub use tape::Tape;
+
+use super::decoder::TextDecoder;
+use crate::CpuAutodiff;
+
+/// A fused forward with the weights it read: its log-probs and entropies,
+/// and the gradients of those weights for gradients of them.
+pub struct Recorded {
+    weights: Weights,
+    tape: Tape,
+}
+
+impl Recorded {
+    /// The forward of `decoder` over `packed` with logits divided by
+    /// `temperature`, or `None` where the fused passes do not apply (a
+    /// weight not `f32`, a packing [`Packed::problem`] refuses, a
+    /// temperature that is not positive).
+    pub fn forward(
+        decoder: &TextDecoder<CpuAutodiff>,
+        packed: Packed,
+        temperature: f32,
+    ) -> Option<Self> {
+        let dims = Dims::of(&decoder.config);
+        let valid = dims.kv_heads > 0
+            && dims.heads % dims.kv_heads == 0
+            && dims.head_dim % 2 == 0
+            && temperature > 0.0;
+        if !valid || packed.problem(dims.vocab).is_some() {
+            return None;
+        }
+        let weights = Weights::of(decoder, &dims)?;
+        let tape = tape::forward(&weights, dims, &decoder.rope, packed, temperature);
+        Some(Self { weights, tape })
+    }
+
+    /// Log-prob of each scored token `[M]`.
+    pub fn logprobs(&self) -> &[f32] {
+        &self.tape.logprobs
+    }
+
+    /// Entropy of each scored token's predicted distribution `[M]`.
+    pub fn entropy(&self) -> &[f32] {
+        &self.tape.entropy
+    }
+
+    /// The weights' gradients for `dlogprobs` (`[M]`) and `dentropy` (`[M]`).
+    ///
+    /// # Panics
+    /// If either is not `M` long.
+    pub fn gradients(&self, dlogprobs: &[f32], dentropy: Option<&[f32]>) -> Gradients {
+        let m = self.tape.logprobs.len();
+        assert!(
+            dlogprobs.len() == m && dentropy.is_none_or(|e| e.len() == m),
+            "gradients of {m} scored tokens"
+        );
+        backward::backward(&self.tape, &self.weights, dlogprobs, dentropy)
+    }
+}
+
+/// Tokens packed back to back in segments.
+#[derive(Clone, Debug, Default)]
+pub struct Packed {
+    /// Token ids `[N]`.
+    pub tokens: Vec<u32>,
+    /// Rotary position of each token `[N]`.
+    pub positions: Vec<i64>,
+    /// The segments, in token order, covering `tokens` once.
+    pub segments: Vec<Segment>,
+    /// The tokens whose next-token log-probs are wanted.
+    pub scored: Vec<Scored>,
+}
+
+/// Consecutive tokens that attend causally to each other and to every token
+/// of their context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Index of the first token.
+    pub start: usize,
+    /// Number of tokens (at least 1).
+    pub len: usize,
+    /// An earlier segment without context of its own whose tokens all
+    /// precede this one's, or `None`.
+    pub context: Option<usize>,
+}
+
+/// A log-prob to compute: of `target` after the token at `row`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scored {
+    /// The packed token whose hidden state predicts `target`.
+    pub row: usize,
+    /// The predicted token id.
+    pub target: u32,
+}
+
+impl Packed {
+    /// Why the packing is not one the fused passes can run, if it is not:
+    /// segments in order, covering every token once, contexts earlier and
+    /// without contexts themselves, scored rows and tokens in range.
+    pub fn problem(&self, vocab: usize) -> Option<String> {
+        let n = self.tokens.len();
+        if n == 0 || self.positions.len() != n {
+            return Some(format!("{n} tokens, {} positions", self.positions.len()));
+        }
+        let mut next = 0;
+        for (i, s) in self.segments.iter().enumerate() {
+            if s.start != next || s.len == 0 {
+                return Some(format!(
+                    "segment {i} does not follow segment {}",
+                    i.max(1) - 1
+                ));
+            }
+            next = s.start + s.len;
+            if let Some(c) = s.context {
+                if c >= i || self.segments[c].context.is_some() {
+                    return Some(format!("segment {i} has context {c}"));
+                }
+            }
+        }
+        if next != n {
+            return Some(format!("segments cover {next} of {n} tokens"));
+        }
+        if let Some(t) = self.tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Some(format!("token {t} outside a vocabulary of {vocab}"));
+        }
+        if let Some(s) = self
+            .scored
+            .iter()
+            .find(|s| s.row >= n || s.target as usize >= vocab)
+        {
+            return Some(format!("scored row {} target {}", s.row, s.target));
+        }
+        None
+    }
+}
+
+/// The sizes the passes need (from [`super::TextConfig`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    /// Model width.
+    pub d: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// MLP hidden width.
+    pub intermediate: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+}
+
+impl Dims {
+    /// The sizes of `config`.
+    pub fn of(config: &super::TextConfig) -> Self {
+        Self {
+            d: config.hidden_size,
+            heads: config.num_attention_heads,
+            kv_heads: config.num_key_value_heads,
+            head_dim: config.head_dim(),
+            intermediate: config.intermediate_size,
+            vocab: config.vocab_size,
+        }
+    }
+
+    /// Query heads per key/value head.
+    pub fn groups(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+}
+
+#[cfg(test)]
+mod tests;
