@@ -11,12 +11,13 @@
 //! | `config.json` parsing | [`config`] |
 //! | safetensors reading and atomic writing | [`weights`] |
 //! | linear / RMSNorm / embedding / SwiGLU | [`layers`] |
-//! | decoding's few-row products on the CPU | [`few_rows`] |
+//! | the CPU's products through gemm (decoding's few rows, training's many) | [`few_rows`] |
 //! | rotary positions (rotate-half form) | [`rope`] |
 //! | grouped-query attention | [`attention`] |
 //! | KV cache | [`kv_cache`] |
 //! | decoder blocks, embeddings, LM head | [`decoder`] |
 //! | the decoder's forward on the CPU, fused | [`cpu_forward`] |
+//! | training's forward and backward on the CPU, fused | [`cpu_train`] |
 //! | vision tower of `tiny_vlm` | [`vision`] |
 
 pub mod attention;

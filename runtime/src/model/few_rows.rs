@@ -1,6 +1,8 @@
 //! Matrix products on the CPU through gemm, called directly: a decode
-//! step's linear layers, and the products of the fused CPU forward
-//! ([`super::cpu_forward`]).
+//! step's linear layers, the products of the fused CPU forward
+//! ([`super::cpu_forward`]), and those of the fused training passes
+//! ([`super::cpu_train`]: [`product_into`] and [`parallel_product_into`]
+//! on [`Matrix`] views with any strides, such as a transposed operand).
 //!
 //! A decode step multiplies a handful of rows (one per sequence of a shard)
 //! by every weight of the model. burn-flex hands such a product to gemm as a
