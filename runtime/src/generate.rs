@@ -1,5 +1,5 @@
 //! Generation and scoring: batched sampling with a KV cache
-//! ([`generation`], its batch split across threads by [`shard`]), the token
+//! ([`generation`], its batch split across threads by `shard`), the token
 //! choice ([`sampling`]), and the differentiable per-token log-probs of given
 //! sequences ([`logprobs`]), and the same scores for training on the CPU
 //! through the fused training passes ([`fused_logprobs`]).

@@ -239,7 +239,7 @@ impl RubricScorer<'_> {
     /// Scores generated completions, each against the row `row_of` names.
     ///
     /// # Errors
-    /// The first scoring failure, as [`ExecError::Score`].
+    /// The first scoring failure, as [`super::ExecError::Score`].
     pub fn score_completions<'r>(
         &self,
         completions: &[crate::generate::Completion],

@@ -7,7 +7,7 @@
 //! share its keys and values); each step then feeds one token per row. Finished
 //! rows are dropped from the batch (and from the cache), so a batch costs
 //! what its live rows need. On the CPU the rows are decoded in parallel
-//! shards ([`super::shard`]).
+//! shards (`super::shard`).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;

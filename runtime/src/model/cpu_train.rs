@@ -10,7 +10,7 @@
 //! rest was burn-flex's element-wise, strided-copy and gather/scatter work
 //! around them. Here the forward keeps what the backward reads
 //! ([`tape::Tape`]), every product is one gemm call per worker thread
-//! ([`few_rows::parallel_product_into`]), and the backward is written out
+//! ([`super::few_rows::parallel_product_into`]), and the backward is written out
 //! per operation ([`backward`]).
 //!
 //! Inputs are packed ([`Packed`]): tokens of every sequence back to back,
