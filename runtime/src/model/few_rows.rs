@@ -504,7 +504,10 @@ mod tests {
     use burn::tensor::backend::Backend;
     use burn::tensor::{Distribution, Tensor};
 
-    use super::{dot_products, matmul, product, weighted_sums_into, Vectors, MAX_ROWS};
+    use super::{
+        dot_products, matmul, parallel_product_into, product, product_into, weighted_sums_into,
+        Matrix, Vectors, MAX_ROWS,
+    };
     use crate::{CpuAutodiff, CpuBackend as B};
 
     fn random<const D: usize>(dims: [usize; D], seed: u64) -> Tensor<B, D> {
@@ -613,5 +616,100 @@ mod tests {
         assert!(Vectors::new(&data, start, stride + 1, count, len).is_none());
         assert!(Vectors::new(&data, start, len - 1, count, len).is_none());
         assert!(Vectors::new(&data, start, stride, 0, len).is_none());
+    }
+
+    /// `a · b` by plain loops, for row-major `a`: `[m, k]` and `b`: `[k, n]`
+    /// read through `at_a(i, l)` and `at_b(l, j)`.
+    fn plain(
+        m: usize,
+        k: usize,
+        n: usize,
+        at_a: impl Fn(usize, usize) -> f32,
+        at_b: impl Fn(usize, usize) -> f32,
+    ) -> Vec<f32> {
+        (0..m * n)
+            .map(|ij| (0..k).map(|l| at_a(ij / n, l) * at_b(l, ij % n)).sum())
+            .collect()
+    }
+
+    #[test]
+    fn products_of_transposed_views_equal_plain_loops_written_or_added() {
+        // Training's shapes in small: `x · w`, `dy · wᵀ` and `xᵀ · dy`, with
+        // 37 rows so that the parts of two and three threads are uneven.
+        let (rows, d_in, d_out) = (37, 24, 40);
+        let x = ramp(rows * d_in, 3);
+        let w = ramp(d_in * d_out, 5);
+        let dy = ramp(rows * d_out, 7);
+        let cases: [(Matrix, Matrix, Vec<f32>); 3] = [
+            (
+                Matrix::row_major(&x, rows, d_in),
+                Matrix::row_major(&w, d_in, d_out),
+                plain(
+                    rows,
+                    d_in,
+                    d_out,
+                    |i, l| x[i * d_in + l],
+                    |l, j| w[l * d_out + j],
+                ),
+            ),
+            (
+                Matrix::row_major(&dy, rows, d_out),
+                Matrix::row_major(&w, d_in, d_out).transposed(),
+                plain(
+                    rows,
+                    d_out,
+                    d_in,
+                    |i, l| dy[i * d_out + l],
+                    |l, j| w[j * d_out + l],
+                ),
+            ),
+            (
+                Matrix::row_major(&x, rows, d_in).transposed(),
+                Matrix::row_major(&dy, rows, d_out),
+                plain(
+                    d_in,
+                    rows,
+                    d_out,
+                    |i, l| x[l * d_in + i],
+                    |l, j| dy[l * d_out + j],
+                ),
+            ),
+        ];
+        for (lhs, rhs, expected) in &cases {
+            let close = |got: &[f32], want: &[f32]| {
+                got.iter()
+                    .zip(want)
+                    .all(|(g, w)| (g - w).abs() <= 1e-3 * w.abs().max(1.0))
+            };
+            let mut out = vec![f32::NAN; expected.len()];
+            product_into(&mut out, lhs, rhs, false);
+            assert!(close(&out, expected), "one thread");
+            for threads in [2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+                let pool = pool.unwrap_or_else(|e| unreachable!("a pool of {threads}: {e}"));
+                let mut out = vec![f32::NAN; expected.len()];
+                pool.install(|| parallel_product_into(&mut out, lhs, rhs, false));
+                assert!(close(&out, expected), "{threads} threads, written");
+                // Added to what is there: twice the product.
+                pool.install(|| parallel_product_into(&mut out, lhs, rhs, true));
+                let twice: Vec<f32> = expected.iter().map(|v| 2.0 * v).collect();
+                assert!(close(&out, &twice), "{threads} threads, added");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "out of its operands' bounds")]
+    fn a_product_reaching_past_its_operand_is_refused() {
+        let x = ramp(6, 1);
+        let mut out = vec![0f32; 9];
+        // A [3, 3] left operand named in six values; the right one, [3, 2],
+        // fits.
+        product_into(
+            &mut out,
+            &Matrix::row_major(&x, 3, 3),
+            &Matrix::row_major(&x, 3, 2),
+            false,
+        );
     }
 }
