@@ -8,6 +8,12 @@
 //! segment whose context is its prompt, so every prompt runs once, as in
 //! `completion_logprobs`. Columns past a completion's end hold 0 and take
 //! no gradient.
+//!
+//! Images (`tiny_vlm`): the vision tower runs in burn, under autodiff, and
+//! its features are given to the fused forward in place of the prompts'
+//! image placeholders, in order, as `Model::hidden` splices them; the fused
+//! backward returns their gradient, and one more autodiff pass, through
+//! `Σ features ∘ gradient`, carries it into the vision tower's weights.
 
 use burn::backend::Autodiff;
 use burn::optim::GradientsParams;
@@ -15,9 +21,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::generation::{merge_images, Prompt};
-use crate::model::cpu_train::{Packed, Recorded, Scored, Segment};
+use crate::model::cpu_train::{GivenInputs, Packed, Recorded, Scored, Segment};
 use crate::model::on_cpu::downcast_ref;
-use crate::model::{Model, TextDecoder};
+use crate::model::Model;
 use crate::CpuAutodiff;
 
 /// Log-probs and entropies of completions, and what their gradients need.
@@ -32,16 +38,21 @@ pub struct FusedScores {
     /// Where each scored token's values go in `logprobs`.
     columns: Vec<usize>,
     recorded: Recorded,
-    /// The decoder scored (a shared handle on its parameters), whose
+    /// The model scored (a shared handle on its parameters), whose
     /// parameter ids the gradients are registered under.
-    decoder: TextDecoder<CpuAutodiff>,
+    model: Model<CpuAutodiff>,
+    /// The image features given in place of placeholders `[rows, d]`,
+    /// tracked back to the vision tower's weights.
+    features: Option<Tensor<CpuAutodiff, 2>>,
 }
 
 /// The scores of `samples` (`(prompt index, completion)`) of `prompts`
 /// under `model`, with logits divided by `temperature`; `None` where the
-/// fused passes do not apply (another backend than the CPU's, images, an
-/// empty prompt or completion, a prompt index out of range), and the
-/// caller takes [`super::completion_logprobs`].
+/// fused passes do not apply (another backend than the CPU's, an empty
+/// prompt or completion, a prompt index out of range, images that do not
+/// match the prompts' placeholders or a model without a vision tower), and
+/// the caller takes [`super::completion_logprobs`], which reports what is
+/// wrong.
 pub fn fused_completion_scores<B: Backend>(
     model: &Model<Autodiff<B>>,
     prompts: &[Prompt],
@@ -50,7 +61,6 @@ pub fn fused_completion_scores<B: Backend>(
 ) -> Option<FusedScores> {
     let model: &Model<CpuAutodiff> = downcast_ref(model)?;
     let fits = !samples.is_empty()
-        && merge_images(prompts).is_none()
         && prompts.iter().all(|p| !p.tokens.is_empty())
         && samples
             .iter()
@@ -102,7 +112,15 @@ pub fn fused_completion_scores<B: Backend>(
             columns.push(i * width + j);
         }
     }
-    let recorded = Recorded::forward(&model.text, packed, temperature)?;
+    let (given, features) = match merge_images(prompts) {
+        Some(images) => {
+            let prompt_tokens = &packed.tokens[..prompts.iter().map(|p| p.tokens.len()).sum()];
+            let (given, features) = image_features(model, prompt_tokens, &images)?;
+            (given, Some(features))
+        }
+        None => (GivenInputs::default(), None),
+    };
+    let recorded = Recorded::forward(&model.text, packed, given, temperature)?;
     let mut logprobs = vec![0f32; samples.len() * width];
     let mut entropy = vec![0f32; samples.len() * width];
     for ((&at, &l), &e) in columns
@@ -119,8 +137,43 @@ pub fn fused_completion_scores<B: Backend>(
         width,
         columns,
         recorded,
-        decoder: model.text.clone(),
+        model: model.clone(),
+        features,
     })
+}
+
+/// The vision tower's features of `images` (`[placeholders, d]`, tracked)
+/// and the same values given to the placeholder rows of `prompt_tokens`
+/// (the packed prompts, first in the packing), in order; `None` if the
+/// model has no vision tower or the counts do not match.
+fn image_features(
+    model: &Model<CpuAutodiff>,
+    prompt_tokens: &[u32],
+    images: &crate::model::ImagePatches,
+) -> Option<(GivenInputs, Tensor<CpuAutodiff, 2>)> {
+    let (vision, placeholder) = (model.vision.as_ref()?, model.config.image_token_id?);
+    let (per_image, patch_dim) = (vision.config.num_patches(), vision.config.patch_dim());
+    let rows: Vec<usize> = (0..prompt_tokens.len())
+        .filter(|&i| prompt_tokens[i] == placeholder)
+        .collect();
+    let fits = rows.len() == images.count * per_image
+        && images.values.len() == images.count * per_image * patch_dim;
+    if !fits || rows.is_empty() {
+        return None;
+    }
+    let d = model.text.config.hidden_size;
+    let patches = Tensor::<CpuAutodiff, 3>::from_data(
+        TensorData::new(images.values.clone(), [images.count, per_image, patch_dim]),
+        &Default::default(),
+    );
+    let features = vision.forward(patches).reshape([rows.len(), d]);
+    let values = features
+        .clone()
+        .inner()
+        .into_data()
+        .into_vec::<f32>()
+        .ok()?;
+    Some((GivenInputs { rows, values }, features))
 }
 
 /// [`FusedScores`] as autodiff leaves, for a loss to be built on.
@@ -201,9 +254,22 @@ impl FusedScores {
             self.columns.iter().map(|&at| g[at]).collect()
         };
         let dentropy = dentropy.map(pick);
-        let gradients = self
+        let mut gradients = self
             .recorded
             .gradients(&pick(dlogprobs), dentropy.as_deref());
-        gradients.into_params(&self.decoder)
+        let mut params = match &self.features {
+            Some(features) => {
+                let given = std::mem::take(&mut gradients.given);
+                let given = Tensor::<CpuAutodiff, 2>::from_data(
+                    TensorData::new(given, features.dims()),
+                    &Default::default(),
+                );
+                let carried = (features.clone() * given).sum();
+                GradientsParams::from_grads(carried.backward(), &self.model)
+            }
+            None => GradientsParams::new(),
+        };
+        gradients.register_in(&self.model.text, &mut params);
+        params
     }
 }

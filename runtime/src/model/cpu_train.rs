@@ -50,13 +50,16 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    /// The forward of `decoder` over `packed` with logits divided by
-    /// `temperature`, or `None` where the fused passes do not apply (a
-    /// weight not `f32`, a packing [`Packed::problem`] refuses, a
+    /// The forward of `decoder` over `packed`, with `given` input
+    /// embeddings in place of some tokens', and logits divided by
+    /// `temperature`; or `None` where the fused passes do not apply (a
+    /// weight not `f32`, a packing [`Packed::problem`] refuses, given rows
+    /// out of range, repeated or with the wrong number of values, a
     /// temperature that is not positive).
     pub fn forward(
         decoder: &TextDecoder<CpuAutodiff>,
         packed: Packed,
+        given: GivenInputs,
         temperature: f32,
     ) -> Option<Self> {
         let dims = Dims::of(&decoder.config);
@@ -67,8 +70,18 @@ impl Recorded {
         if !valid || packed.problem(dims.vocab).is_some() {
             return None;
         }
+        let n = packed.tokens.len();
+        let mut seen = vec![false; n];
+        for &row in &given.rows {
+            if row >= n || std::mem::replace(&mut seen[row], true) {
+                return None;
+            }
+        }
+        if given.values.len() != given.rows.len() * dims.d {
+            return None;
+        }
         let weights = Weights::of(decoder, &dims)?;
-        let tape = tape::forward(&weights, dims, &decoder.rope, packed, temperature);
+        let tape = tape::forward(&weights, dims, &decoder.rope, packed, given, temperature);
         Some(Self { weights, tape })
     }
 
@@ -82,7 +95,8 @@ impl Recorded {
         &self.tape.entropy
     }
 
-    /// The weights' gradients for `dlogprobs` (`[M]`) and `dentropy` (`[M]`).
+    /// The weights' gradients (and the given inputs') for `dlogprobs`
+    /// (`[M]`) and `dentropy` (`[M]`).
     ///
     /// # Panics
     /// If either is not `M` long.
@@ -120,6 +134,17 @@ pub struct Segment {
     /// An earlier segment without context of its own whose tokens all
     /// precede this one's, or `None`.
     pub context: Option<usize>,
+}
+
+/// Input embeddings given for some packed tokens instead of looked up from
+/// the token table (the image features that replace `tiny_vlm`'s image
+/// placeholders); the backward returns their gradient.
+#[derive(Clone, Debug, Default)]
+pub struct GivenInputs {
+    /// The packed tokens they replace, distinct.
+    pub rows: Vec<usize>,
+    /// Their values `[rows, d]`.
+    pub values: Vec<f32>,
 }
 
 /// A log-prob to compute: of `target` after the token at `row`.

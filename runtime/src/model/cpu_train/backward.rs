@@ -207,17 +207,22 @@ pub fn backward(
         });
     }
     layers.reverse();
-    for (&token, g) in packed.tokens.iter().zip(dx.chunks_exact(d)) {
-        let row = &mut embed[token as usize * d..(token as usize + 1) * d];
-        for (e, g) in row.iter_mut().zip(g) {
-            *e += g;
-        }
+    let mut is_given = vec![false; n];
+    let mut given = Vec::with_capacity(tape.given_rows.len() * d);
+    for &row in &tape.given_rows {
+        is_given[row] = true;
+        given.extend_from_slice(&dx[row * d..(row + 1) * d]);
+    }
+    let rows = packed.tokens.iter().zip(dx.chunks_exact(d)).zip(is_given);
+    for ((&token, g), _) in rows.filter(|(_, given)| !given) {
+        add(&mut embed[token as usize * d..(token as usize + 1) * d], g);
     }
     Gradients {
         embed,
         layers,
         norm,
         head: head_grad,
+        given,
     }
 }
 

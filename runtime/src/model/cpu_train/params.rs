@@ -183,25 +183,23 @@ pub struct Gradients {
     pub norm: Vec<f32>,
     /// `[d, vocab]`, for an untied head.
     pub head: Option<Vec<f32>>,
+    /// The gradient of the given input embeddings `[rows, d]`, in the order
+    /// they were given.
+    pub given: Vec<f32>,
 }
 
 impl Gradients {
-    /// The gradients as burn's optimiser takes them: each under the id of
-    /// its parameter in `decoder` (the decoder [`Weights::of`] read).
-    pub fn into_params(self, decoder: &TextDecoder<CpuAutodiff>) -> GradientsParams {
-        let mut out = GradientsParams::new();
+    /// Registers the weights' gradients in `out`, as burn's optimiser takes
+    /// them: each under the id of its parameter in `decoder` (the decoder
+    /// [`Weights::of`] read).
+    pub fn register_in(self, decoder: &TextDecoder<CpuAutodiff>, out: &mut GradientsParams) {
         let c = &decoder.config;
         let (d, vocab) = (c.hidden_size, c.vocab_size);
-        register(
-            &mut out,
-            decoder.embed_tokens.weight.id,
-            self.embed,
-            [vocab, d],
-        );
-        register(&mut out, decoder.norm.gamma.id, self.norm, [d]);
+        register(out, decoder.embed_tokens.weight.id, self.embed, [vocab, d]);
+        register(out, decoder.norm.gamma.id, self.norm, [d]);
         if let (Some(head), Some(g)) = (&decoder.lm_head, self.head) {
             register_linear(
-                &mut out,
+                out,
                 head,
                 LinearGradients {
                     weight: g,
@@ -210,23 +208,22 @@ impl Gradients {
             );
         }
         for (layer, g) in decoder.layers.iter().zip(self.layers) {
-            register(&mut out, layer.input_layernorm.gamma.id, g.input_norm, [d]);
+            register(out, layer.input_layernorm.gamma.id, g.input_norm, [d]);
             register(
-                &mut out,
+                out,
                 layer.post_attention_layernorm.gamma.id,
                 g.post_norm,
                 [d],
             );
             let (attn, mlp) = (&layer.self_attn, &layer.mlp);
-            register_linear(&mut out, &attn.q_proj, g.q);
-            register_linear(&mut out, &attn.k_proj, g.k);
-            register_linear(&mut out, &attn.v_proj, g.v);
-            register_linear(&mut out, &attn.o_proj, g.o);
-            register_linear(&mut out, &mlp.gate_proj, g.gate);
-            register_linear(&mut out, &mlp.up_proj, g.up);
-            register_linear(&mut out, &mlp.down_proj, g.down);
+            register_linear(out, &attn.q_proj, g.q);
+            register_linear(out, &attn.k_proj, g.k);
+            register_linear(out, &attn.v_proj, g.v);
+            register_linear(out, &attn.o_proj, g.o);
+            register_linear(out, &mlp.gate_proj, g.gate);
+            register_linear(out, &mlp.up_proj, g.up);
+            register_linear(out, &mlp.down_proj, g.down);
         }
-        out
     }
 }
 

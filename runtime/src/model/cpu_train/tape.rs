@@ -4,7 +4,7 @@
 use super::super::rope::Rope;
 use super::attention::{self, Probabilities};
 use super::ops::{add, linear, rms_norm, rotary_tables, rotate, swiglu};
-use super::{Dims, Packed, Weights};
+use super::{Dims, GivenInputs, Packed, Weights};
 use crate::model::few_rows::{parallel_product_into, Matrix};
 
 /// What one block's backward reads (`N` packed tokens).
@@ -45,6 +45,8 @@ pub struct Tape {
     pub dims: Dims,
     /// The input.
     pub packed: Packed,
+    /// The packed tokens whose input embeddings were given.
+    pub given_rows: Vec<usize>,
     /// Log-prob of each scored token `[M]`.
     pub logprobs: Vec<f32>,
     /// Entropy of each scored token's predicted distribution `[M]`.
@@ -66,14 +68,16 @@ pub struct Tape {
     pub rotary: (Vec<f32>, Vec<f32>),
 }
 
-/// The forward over `packed` with `weights`: the scored tokens' log-probs
-/// under logits divided by `temperature`, and the tape. `packed` must pass
-/// [`Packed::problem`].
+/// The forward over `packed` with `weights` (and `given` input embeddings
+/// in place of some tokens'): the scored tokens' log-probs under logits
+/// divided by `temperature`, and the tape. `packed` must pass
+/// [`Packed::problem`], `given` name distinct rows with `d` values each.
 pub fn forward(
     weights: &Weights,
     dims: Dims,
     rope: &Rope,
     packed: Packed,
+    given: GivenInputs,
     temperature: f32,
 ) -> Tape {
     let Dims {
@@ -95,6 +99,9 @@ pub fn forward(
                 .copied()
         })
         .collect();
+    for (&row, values) in given.rows.iter().zip(given.values.chunks_exact(d)) {
+        x[row * d..(row + 1) * d].copy_from_slice(values);
+    }
     let mut layers = Vec::with_capacity(weights.layers.len());
     for w in &weights.layers {
         let (normed, x_inverse_rms) = rms_norm(&x, &w.input_norm, eps);
@@ -161,6 +168,7 @@ pub fn forward(
     Tape {
         dims,
         packed,
+        given_rows: given.rows,
         logprobs,
         entropy,
         layers,

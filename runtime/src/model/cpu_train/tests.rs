@@ -11,9 +11,11 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use super::{Packed, Recorded, Scored, Segment};
+use super::{GivenInputs, Packed, Recorded, Scored, Segment};
 use crate::generate::{completion_logprobs, fused_completion_scores, Prompt};
-use crate::model::{Architecture, ImagePatches, Model, ModelConfig, TextConfig, TextDecoder};
+use crate::model::{
+    Architecture, ImagePatches, Model, ModelConfig, TextConfig, TextDecoder, VisionConfig,
+};
 use crate::{CpuAutodiff, CpuBackend};
 
 fn model(tied: bool, seed: u64) -> Model<CpuAutodiff> {
@@ -113,9 +115,23 @@ impl ModuleVisitor<CpuAutodiff> for Compare<'_> {
 fn check(tied: bool, temperature: f32) {
     let model = model(tied, 7);
     let (prompts, samples) = batch();
+    let params = 2 + usize::from(!tied) + 2 * (2 + 4 + 3 + 3);
+    compare_with_autodiff(&model, &prompts, &samples, temperature, params);
+}
+
+/// The fused scores and gradients of a linear loss over log-probs and
+/// entropies against the tensor code under autodiff; `params` parameters
+/// get gradients.
+fn compare_with_autodiff(
+    model: &Model<CpuAutodiff>,
+    prompts: &[Prompt],
+    samples: &[(usize, Vec<u32>)],
+    temperature: f32,
+    params: usize,
+) {
     let pairs: Vec<(usize, &[u32])> = samples.iter().map(|(p, c)| (*p, c.as_slice())).collect();
     let reference =
-        completion_logprobs(&model, &prompts, &pairs, temperature, 0).expect("tensor code");
+        completion_logprobs(model, prompts, &pairs, temperature, 0).expect("tensor code");
     let [n, width] = reference.logprobs.dims();
     let mask: Vec<f32> = reference.mask.to_data().into_vec().expect("mask");
     let a: Vec<f32> = coefficients(n * width, 1)
@@ -134,9 +150,9 @@ fn check(tied: bool, temperature: f32) {
     };
     let loss = (reference.logprobs.clone() * tensor(&a)).sum()
         + (reference.entropy.clone() * tensor(&b)).sum();
-    let expected = GradientsParams::from_grads(loss.backward(), &model);
+    let expected = GradientsParams::from_grads(loss.backward(), model);
 
-    let fused = fused_completion_scores(&model, &prompts, &pairs, temperature).expect("fused");
+    let fused = fused_completion_scores(model, prompts, &pairs, temperature).expect("fused");
     assert_eq!(fused.width, width);
     let values = |t: &Tensor<CpuAutodiff, 2>| -> Vec<f32> { t.to_data().into_vec().expect("f32") };
     for (name, ours, theirs) in [
@@ -157,8 +173,7 @@ fn check(tied: bool, temperature: f32) {
         count: 0,
     };
     model.visit(&mut compare);
-    let layer_params = if tied { 0 } else { 1 };
-    assert_eq!(compare.count, 2 + layer_params + 2 * (2 + 4 + 3 + 3));
+    assert_eq!(compare.count, params);
     assert!(
         compare.worst <= 1e-4,
         "largest relative gradient difference {}",
@@ -214,12 +229,26 @@ fn packings_the_passes_cannot_run_are_refused() {
     ];
     for p in broken {
         assert!(p.problem(40).is_some(), "{p:?}");
-        assert!(Recorded::forward(&model.text, p, 1.0).is_none());
+        assert!(Recorded::forward(&model.text, p, GivenInputs::default(), 1.0).is_none());
     }
-    assert!(Recorded::forward(&model.text, fine.clone(), 0.0).is_none());
-    assert!(Recorded::forward(&model.text, fine, 1.0).is_some());
-    // No samples, a prompt out of range, an empty completion, an image:
-    // the caller takes the tensor code.
+    let none = GivenInputs::default;
+    assert!(Recorded::forward(&model.text, fine.clone(), none(), 0.0).is_none());
+    assert!(Recorded::forward(&model.text, fine.clone(), none(), 1.0).is_some());
+    // Given inputs: a row out of range, a row twice, too few values.
+    let given = |rows: Vec<usize>, count: usize| GivenInputs {
+        rows,
+        values: vec![0.5; count * 32],
+    };
+    for bad in [
+        given(vec![4], 1),
+        given(vec![1, 1], 2),
+        given(vec![0, 2], 1),
+    ] {
+        assert!(Recorded::forward(&model.text, fine.clone(), bad, 1.0).is_none());
+    }
+    assert!(Recorded::forward(&model.text, fine, given(vec![0, 2], 2), 1.0).is_some());
+    // No samples, a prompt out of range, an empty completion, an image for
+    // a model without a vision tower: the caller takes the tensor code.
     let (mut prompts, samples) = batch();
     let pairs: Vec<(usize, &[u32])> = samples.iter().map(|(p, c)| (*p, c.as_slice())).collect();
     assert!(fused_completion_scores(&model, &prompts, &pairs, 1.0).is_some());
@@ -309,4 +338,73 @@ fn a_grpo_loss_on_the_fused_leaves_has_autodiffs_gradients() {
         "largest relative difference {}",
         compare.worst
     );
+}
+
+/// A `tiny_vlm`-shaped model: the decoder of [`model`] (untied) and a
+/// one-block vision tower over 8×8 images in 4×4 patches (4 placeholders
+/// per image, token 39).
+fn vision_model() -> Model<CpuAutodiff> {
+    let mut text_only = model(false, 5);
+    let vision = VisionConfig {
+        image_size: 8,
+        patch_size: 4,
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        rms_norm_eps: 1e-6,
+        image_mean: [0.5; 3],
+        image_std: [0.25; 3],
+    };
+    let config = ModelConfig {
+        architecture: Architecture::TinyVlm,
+        vision: Some(vision),
+        image_token_id: Some(39),
+        ..text_only.config.clone()
+    };
+    let mut model = Model::init(config, &Default::default());
+    std::mem::swap(&mut model.text, &mut text_only.text);
+    model
+}
+
+#[test]
+fn image_prompts_train_the_vision_tower_as_autodiff_does() {
+    let model = vision_model();
+    let images = |count: usize, seed: usize| ImagePatches {
+        count,
+        values: coefficients(count * 4 * 48, seed),
+    };
+    let prompts = vec![
+        Prompt {
+            tokens: vec![3, 39, 39, 39, 39, 17, 8],
+            images: Some(images(1, 5)),
+        },
+        Prompt {
+            tokens: vec![1, 39, 39, 39, 39, 30, 39, 39, 39, 39, 22],
+            images: Some(images(2, 6)),
+        },
+    ];
+    // A completion may hold the placeholder token: there it is a token.
+    let samples = vec![
+        (0, vec![5, 6, 39, 2]),
+        (1, vec![12, 0, 25, 38, 19, 7]),
+        (1, vec![11]),
+        (0, vec![4, 4, 20]),
+    ];
+    struct Count(usize);
+    impl ModuleVisitor<CpuAutodiff> for Count {
+        fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<CpuAutodiff, D>>) {
+            self.0 += 1;
+        }
+    }
+    let mut vision_params = Count(0);
+    model.vision.visit(&mut vision_params);
+    let vision_params = vision_params.0;
+    assert!(vision_params > 5);
+    compare_with_autodiff(&model, &prompts, &samples, 1.0, 27 + vision_params);
+    // Placeholders without their images: the tensor code says what is wrong.
+    let mut missing = prompts.clone();
+    missing[1].images = Some(images(1, 7));
+    let pairs: Vec<(usize, &[u32])> = samples.iter().map(|(p, c)| (*p, c.as_slice())).collect();
+    assert!(fused_completion_scores(&model, &missing, &pairs, 1.0).is_none());
 }
