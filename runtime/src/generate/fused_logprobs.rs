@@ -21,6 +21,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::generation::{merge_images, Prompt};
+use crate::grpo::to_vec;
 use crate::model::cpu_train::{GivenInputs, Packed, Recorded, Scored, Segment};
 use crate::model::on_cpu::downcast_ref;
 use crate::model::Model;
@@ -222,23 +223,10 @@ impl FusedScores {
         loss: Tensor<Autodiff<B>, 1>,
     ) -> GradientsParams {
         let grads = loss.backward();
-        let of = |t: &Tensor<Autodiff<B>, 2>| {
-            t.grad(&grads).map(|g| {
-                g.into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .unwrap_or_default()
-            })
-        };
         let zeros = || vec![0.0; self.logprobs.len()];
-        let dlogprobs = of(&leaves.logprobs)
-            .filter(|g| !g.is_empty())
-            .unwrap_or_else(zeros);
-        let dentropy = leaves.entropy_tracked.then(|| {
-            of(&leaves.entropy)
-                .filter(|g| !g.is_empty())
-                .unwrap_or_else(zeros)
-        });
+        let of = |t: &Tensor<Autodiff<B>, 2>| t.grad(&grads).map_or_else(zeros, |g| to_vec(&g));
+        let dlogprobs = of(&leaves.logprobs);
+        let dentropy = leaves.entropy_tracked.then(|| of(&leaves.entropy));
         self.gradients(&dlogprobs, dentropy.as_deref())
     }
 

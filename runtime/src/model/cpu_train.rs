@@ -169,8 +169,9 @@ impl Packed {
         for (i, s) in self.segments.iter().enumerate() {
             if s.start != next || s.len == 0 {
                 return Some(format!(
-                    "segment {i} does not follow segment {}",
-                    i.max(1) - 1
+                    "segment {i} holds tokens {}..{}, expected a start at {next}",
+                    s.start,
+                    s.start + s.len
                 ));
             }
             next = s.start + s.len;

@@ -146,10 +146,11 @@ pub fn forward(
 ) -> (Vec<f32>, Probabilities) {
     let (kv_heads, head_dim) = (dims.kv_heads, dims.head_dim);
     let scale = (head_dim as f64).sqrt().recip() as f32;
+    let all_tasks = tasks(packed, dims);
     // Per task: each segment's (index, probabilities, stacked context).
     type Piece = Vec<(usize, Vec<f32>, Vec<f32>)>;
-    let pieces: Vec<Piece> = tasks(packed, dims)
-        .into_par_iter()
+    let pieces: Vec<Piece> = all_tasks
+        .par_iter()
         .map(|task| {
             let h = task.kv_head;
             task.segments
@@ -182,7 +183,7 @@ pub fn forward(
     let n = packed.tokens.len();
     let mut context = vec![0f32; n * dims.heads * head_dim];
     let mut probabilities = vec![Vec::new(); packed.segments.len() * kv_heads];
-    for (task, piece) in tasks(packed, dims).iter().zip(pieces) {
+    for (task, piece) in all_tasks.iter().zip(pieces) {
         for (si, p, c) in piece {
             scatter_queries(&mut context, &c, &packed.segments[si], task.kv_head, dims);
             probabilities[si * kv_heads + task.kv_head] = p;
