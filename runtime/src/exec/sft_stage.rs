@@ -16,7 +16,7 @@ use super::checkpoint;
 use super::rollout::{sequences, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
-use crate::generate::sequence_logprobs;
+use crate::generate::{fused_completion_scores, sequence_logprobs};
 use crate::grpo::schedule::{self, Schedule};
 use crate::grpo::{clip, to_vec};
 use crate::model::Model;
@@ -101,13 +101,33 @@ pub fn train<B: Backend>(
             .enumerate()
             .map(|(i, t)| (i, t.as_slice()))
             .collect();
-        let (seqs, mask, width, images) = sequences(&prompts, &pairs);
-        let n = seqs.len();
-        let scores = sequence_logprobs(&policy, &seqs, images.as_ref(), 1.0, pad)?;
+        // Mean negative log-likelihood of the target tokens. On the CPU
+        // backend the fused training passes score each target after its
+        // prompt and give the weights' gradients; elsewhere autodiff runs
+        // through the model over whole sequences.
+        let fused = fused_completion_scores(&policy, &prompts, &pairs, 1.0).map(|f| {
+            let leaves = f.leaves::<B>(&device, false);
+            (f, leaves)
+        });
+        let (logprobs, mask, width) = match &fused {
+            Some((f, leaves)) => {
+                let mask: Vec<f32> = targets
+                    .iter()
+                    .flat_map(|t| (0..f.width).map(move |j| f32::from(u8::from(j < t.len()))))
+                    .collect();
+                (leaves.logprobs.clone(), mask, f.width)
+            }
+            None => {
+                let (seqs, mask, width, images) = sequences(&prompts, &pairs);
+                let scores = sequence_logprobs(&policy, &seqs, images.as_ref(), 1.0, pad)?;
+                (scores.logprobs, mask, width)
+            }
+        };
+        let n = pairs.len();
         let mask_t =
             Tensor::<AD<B>, 2>::from_data(TensorData::new(mask.clone(), [n, width]), &device);
         let count: f32 = mask.iter().sum::<f32>().max(1.0);
-        let loss = (scores.logprobs * mask_t).sum().neg().div_scalar(count);
+        let loss = (logprobs * mask_t).sum().neg().div_scalar(count);
         last_loss = to_vec(&loss).first().copied().unwrap_or(f32::NAN);
         if !last_loss.is_finite() {
             return Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
@@ -117,7 +137,10 @@ pub fn train<B: Backend>(
                 value: last_loss,
             }));
         }
-        let mut grads = GradientsParams::from_grads::<AD<B>, _>(loss.backward(), &policy);
+        let mut grads = match &fused {
+            Some((f, leaves)) => f.backward(leaves, loss),
+            None => GradientsParams::from_grads::<AD<B>, _>(loss.backward(), &policy),
+        };
         let grad_norm = clip::clip_global_norm::<AD<B>, _>(&policy, &mut grads, s.max_grad_norm);
         policy = optim.step(lr, policy, grads);
         let elapsed = started.elapsed().as_secs_f64();
