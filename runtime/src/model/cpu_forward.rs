@@ -42,6 +42,7 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use super::cpu_train::ops::{add, rotate, softmax};
 use super::decoder::{Layout, TextDecoder};
 use super::few_rows::{self, StoredWeight, Vectors};
 use super::kv_cache::KvCache;
@@ -145,8 +146,8 @@ fn forward(
             let (mut q, mut k, v) = (layer.q.apply(&h), layer.k.apply(&h), layer.v.apply(&h));
             let angles = tokens.start * half..tokens.end * half;
             let (cos, sin) = (&cos[angles.clone()], &sin[angles]);
-            rotate(&mut q, dims.head_dim, cos, sin);
-            rotate(&mut k, dims.head_dim, cos, sin);
+            rotate(&mut q, dims.head_dim, cos, sin, false);
+            rotate(&mut k, dims.head_dim, cos, sin, false);
             [q, k, v]
         });
         let [q, k, v] = concatenated(projected);
@@ -242,31 +243,6 @@ fn concatenated<const N: usize>(parts: Vec<[Vec<f32>; N]>) -> [Vec<f32>; N] {
         }
     }
     joined
-}
-
-/// `x += y`.
-fn add(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
-}
-
-/// Rotates every head of `x` (`[tokens, heads, head_dim]`) by its token's
-/// angles (`cos`, `sin`: `[tokens, head_dim / 2]`), in the rotate-half form
-/// of [`super::rope`]: `x·cos + rotate_half(x)·sin`.
-fn rotate(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
-    let half = head_dim / 2;
-    let heads_per_token = x.len() / head_dim / (cos.len() / half).max(1);
-    for (i, head) in x.chunks_exact_mut(head_dim).enumerate() {
-        let token = i / heads_per_token.max(1);
-        let (cos, sin) = (&cos[token * half..][..half], &sin[token * half..][..half]);
-        let (first, second) = head.split_at_mut(half);
-        for j in 0..half {
-            let (a, b) = (first[j], second[j]);
-            first[j] = a * cos[j] + -b * sin[j];
-            second[j] = b * cos[j] + a * sin[j];
-        }
-    }
 }
 
 /// New keys or values `[rows, seq, kv_heads, head_dim]` as a
@@ -416,19 +392,6 @@ fn head_vectors(
     let stride = |i: usize| usize::try_from(layout.strides()[i]).ok();
     let start = layout.start_offset() + row * stride(0)? + kv_head * stride(1)?;
     Vectors::new(t.storage(), start, stride(2)?, total, head_dim)
-}
-
-/// `x` → `exp(x - max) / Σ exp(x - max)`, in place, as burn's `softmax`.
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= sum;
-    }
 }
 
 /// Every weight of the decoder, checked for the fused step.

@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use super::super::few_rows::{product_into, Matrix};
-use super::ops::add;
+use super::ops::{add, softmax};
 use super::{Dims, Packed, Segment};
 
 /// The attention probabilities of every segment and key/value head,
@@ -279,18 +279,4 @@ pub fn backward(
         }
     }
     [dq, dk, dv]
-}
-
-/// `x` → `exp(x − max) / Σ exp(x − max)`, in place (a causal row always
-/// has its first score, so `max` is finite).
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= sum;
-    }
 }

@@ -1,6 +1,8 @@
 //! The position-wise operations of the fused training passes and their
 //! backwards, on row-major `f32` vectors: RMSNorm, rotary positions, SwiGLU,
-//! biases, and the linear layers' products through gemm.
+//! biases, softmax, and the linear layers' products through gemm. The fused
+//! inference forward ([`super::super::cpu_forward`]) shares `add`, `rotate`
+//! and `softmax`.
 
 use super::super::few_rows::{parallel_product_into, Matrix};
 use super::super::rope::Rope;
@@ -129,7 +131,10 @@ pub fn rotary_tables(rope: &Rope, positions: &[i64]) -> (Vec<f32>, Vec<f32>) {
 /// opposite angles, which is the rotation's backward (its transpose).
 pub fn rotate(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], inverse: bool) {
     let half = head_dim / 2;
-    let rows = cos.len() / half;
+    let rows = cos.len() / half.max(1);
+    if rows == 0 {
+        return;
+    }
     let per_row = x.len() / rows;
     for ((row, cos), sin) in x
         .chunks_exact_mut(per_row)
@@ -169,4 +174,18 @@ pub fn swiglu_backward(da: &[f32], gate: &[f32], up: &[f32]) -> (Vec<f32>, Vec<f
 /// `x · σ(x)`, as burn's `silu`.
 fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
+}
+
+/// `x` → `exp(x − max) / Σ exp(x − max)`, in place, as burn's `softmax`
+/// (scores of `−∞`, hidden keys, get 0; a row needs one finite score).
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
 }
