@@ -1,8 +1,9 @@
 //! [`super::completion_logprobs`] for training on the CPU backend, through
 //! the fused training passes of [`crate::model::cpu_train`]: the same
 //! log-probs and entropies, `[samples, longest completion]`, and the
-//! gradients of the policy's weights for gradients of them, without burn's
-//! autodiff.
+//! gradients of the policy's weights for gradients of them, without
+//! running burn's autodiff through the model (the loss on top of the scores
+//! stays in autodiff: [`FusedScores::leaves`], [`FusedScores::backward`]).
 //!
 //! Each prompt is one segment and each completion (but its last token) a
 //! segment whose context is its prompt, so every prompt runs once, as in

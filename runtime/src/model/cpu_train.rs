@@ -21,9 +21,15 @@
 //! [`crate::generate::completion_logprobs`], whose tensor code is the
 //! reference the tests compare this with.
 //!
+//! Some tokens' input embeddings can be given instead of looked up
+//! ([`GivenInputs`]: `tiny_vlm`'s image features); the backward returns
+//! their gradient, for the caller to carry further (into the vision tower).
+//!
 //! It applies where [`params::Weights::of`] can read the decoder: the CPU
 //! backend under autodiff ([`crate::CpuAutodiff`]), `f32` weights. Callers
-//! take the tensor code everywhere else (wgpu, cuda, images in the prompt).
+//! take the tensor code everywhere else (wgpu, cuda).
+//! [`crate::generate::fused_completion_scores`] is the entry point GRPO's
+//! policy pass and SFT use.
 //!
 //! Shapes (row-major vectors, `N` packed tokens): hidden states `[N, d]`,
 //! queries `[N, heads, head_dim]`, keys and values `[N, kv_heads,
