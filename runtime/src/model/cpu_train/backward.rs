@@ -115,7 +115,7 @@ pub fn backward(
             intermediate,
             d,
         );
-        let (dgate, dup) = swiglu_backward(&dactivation, &t.gate, &t.up);
+        let (dgate, dup) = swiglu_backward(&dactivation, &t.gate, &t.up, &t.gate_sigmoid);
         let mut dmid_normed = vec![0f32; n * d];
         let gate = linear_grad(
             &dgate,

@@ -153,27 +153,35 @@ pub fn rotate(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], inverse:
     }
 }
 
-/// `silu(gate) · up`, element by element (SwiGLU).
-pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    gate.iter().zip(up).map(|(&g, &u)| silu(g) * u).collect()
+/// `silu(gate) · up`, element by element (SwiGLU), and `σ(gate)`, which
+/// its backward reads (one `exp` per element, shared by both).
+pub fn swiglu(gate: &[f32], up: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut activation = Vec::with_capacity(gate.len());
+    let mut sigmoid = Vec::with_capacity(gate.len());
+    for (&g, &u) in gate.iter().zip(up) {
+        let e = (-g).exp();
+        // `g / (1 + e)` as burn's `silu`, not `g · σ(g)`, which rounds differently.
+        activation.push(g / (1.0 + e) * u);
+        sigmoid.push(1.0 / (1.0 + e));
+    }
+    (activation, sigmoid)
 }
 
 /// The backward of [`swiglu`] for the output gradient `da`: the gradients
 /// of `gate` and `up`. `silu'(g) = σ(g)·(1 + g·(1 − σ(g)))`.
-pub fn swiglu_backward(da: &[f32], gate: &[f32], up: &[f32]) -> (Vec<f32>, Vec<f32>) {
+pub fn swiglu_backward(
+    da: &[f32],
+    gate: &[f32],
+    up: &[f32],
+    sigmoid: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let mut dgate = Vec::with_capacity(da.len());
     let mut dup = Vec::with_capacity(da.len());
-    for ((&da, &g), &u) in da.iter().zip(gate).zip(up) {
-        let sigmoid = 1.0 / (1.0 + (-g).exp());
-        dup.push(da * g * sigmoid);
-        dgate.push(da * u * sigmoid * (1.0 + g * (1.0 - sigmoid)));
+    for (((&da, &g), &u), &s) in da.iter().zip(gate).zip(up).zip(sigmoid) {
+        dup.push(da * g * s);
+        dgate.push(da * u * s * (1.0 + g * (1.0 - s)));
     }
     (dgate, dup)
-}
-
-/// `x · σ(x)`, as burn's `silu`.
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
 }
 
 /// `x` → `exp(x − max) / Σ exp(x − max)`, in place, as burn's `softmax`

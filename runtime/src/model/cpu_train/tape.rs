@@ -37,6 +37,8 @@ pub struct LayerTape {
     pub up: Vec<f32>,
     /// `silu(gate)·up` `[N, intermediate]`.
     pub activation: Vec<f32>,
+    /// `σ(gate)` `[N, intermediate]`.
+    pub gate_sigmoid: Vec<f32>,
 }
 
 /// A forward's results and what its backward reads.
@@ -119,7 +121,7 @@ pub fn forward(
         let (mid_normed, mid_inverse_rms) = rms_norm(&mid, &w.post_norm, eps);
         let gate = linear(&mid_normed, &w.gate.weight, None, d, intermediate);
         let up = linear(&mid_normed, &w.up.weight, None, d, intermediate);
-        let activation = swiglu(&gate, &up);
+        let (activation, gate_sigmoid) = swiglu(&gate, &up);
         let mut out = linear(&activation, &w.down.weight, None, intermediate, d);
         add(&mut out, &mid);
         layers.push(LayerTape {
@@ -137,6 +139,7 @@ pub fn forward(
             gate,
             up,
             activation,
+            gate_sigmoid,
         });
     }
     let (normed, last_inverse_rms) = rms_norm(&x, &weights.norm, eps);
