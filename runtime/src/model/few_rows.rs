@@ -406,16 +406,6 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// The number of rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// The number of columns.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
     /// Whether every element lies inside `data` (non-empty matrices only).
     fn fits(&self) -> bool {
         let last = (self.rows.checked_sub(1))

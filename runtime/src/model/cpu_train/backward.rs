@@ -71,25 +71,12 @@ pub fn backward(
         }
     }
     // Scored rows' gradients summed per packed row (a prompt's last row is
-    // scored once per completion of it); every value written, none read
-    // first (see `linear_grad`).
-    let mut sums: Vec<Option<usize>> = vec![None; n];
-    let mut summed: Vec<f32> = Vec::new();
-    for (s, g) in packed.scored.iter().zip(dscored.chunks_exact(d)) {
-        match sums[s.row] {
-            Some(at) => add(&mut summed[at * d..(at + 1) * d], g),
-            None => {
-                sums[s.row] = Some(summed.len() / d);
-                summed.extend_from_slice(g);
-            }
-        }
-    }
+    // scored once per completion of it). Zeroed by writing, not by a fresh
+    // zeroed allocation, since it is added to (see `linear_grad`).
     let mut dnormed = Vec::with_capacity(n * d);
-    for sum in &sums {
-        match sum {
-            Some(at) => dnormed.extend_from_slice(&summed[at * d..(at + 1) * d]),
-            None => dnormed.extend(std::iter::repeat_n(0f32, d)),
-        }
+    dnormed.resize(n * d, 0f32);
+    for (s, g) in packed.scored.iter().zip(dscored.chunks_exact(d)) {
+        add(&mut dnormed[s.row * d..(s.row + 1) * d], g);
     }
     let mut norm = vec![0f32; d];
     let mut dx = vec![0f32; n * d];

@@ -92,6 +92,23 @@ struct Compare<'a> {
     count: usize,
 }
 
+/// The largest relative difference between `a`'s and `b`'s gradients over
+/// `model`'s float parameters, and how many parameters were compared.
+fn largest_difference(
+    model: &Model<CpuAutodiff>,
+    a: &GradientsParams,
+    b: &GradientsParams,
+) -> (f32, usize) {
+    let mut compare = Compare {
+        a,
+        b,
+        worst: 0.0,
+        count: 0,
+    };
+    model.visit(&mut compare);
+    (compare.worst, compare.count)
+}
+
 impl ModuleVisitor<CpuAutodiff> for Compare<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<CpuAutodiff, D>>) {
         let get = |g: &GradientsParams| -> Vec<f32> {
@@ -166,18 +183,11 @@ fn compare_with_autodiff(
         }
     }
     let got = fused.gradients(&a, Some(&b));
-    let mut compare = Compare {
-        a: &expected,
-        b: &got,
-        worst: 0.0,
-        count: 0,
-    };
-    model.visit(&mut compare);
-    assert_eq!(compare.count, params);
+    let (worst, count) = largest_difference(model, &expected, &got);
+    assert_eq!(count, params);
     assert!(
-        compare.worst <= 1e-4,
-        "largest relative gradient difference {}",
-        compare.worst
+        worst <= 1e-4,
+        "largest relative gradient difference {worst}"
     );
 }
 
@@ -325,19 +335,9 @@ fn a_grpo_loss_on_the_fused_leaves_has_autodiffs_gradients() {
     )
     .expect("loss");
     let got = fused.backward(&leaves, out.loss);
-    let mut compare = Compare {
-        a: &expected,
-        b: &got,
-        worst: 0.0,
-        count: 0,
-    };
-    model.visit(&mut compare);
-    assert_eq!(compare.count, 2 + 2 * 12);
-    assert!(
-        compare.worst <= 1e-4,
-        "largest relative difference {}",
-        compare.worst
-    );
+    let (worst, count) = largest_difference(&model, &expected, &got);
+    assert_eq!(count, 2 + 2 * 12);
+    assert!(worst <= 1e-4, "largest relative difference {worst}");
 }
 
 /// A `tiny_vlm`-shaped model: the decoder of [`model`] (untied) and a
