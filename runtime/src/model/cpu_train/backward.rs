@@ -3,7 +3,11 @@
 //! [`Tape`].
 
 use super::attention;
-use super::ops::{add, linear_backward, rms_norm_backward, rotate, swiglu_backward};
+use rayon::prelude::*;
+
+use super::ops::{
+    add, linear_backward, rms_norm_backward, rotate_rows, swiglu_backward, ROWS_PER_TASK,
+};
 use super::params::{LayerGradients, LinearGradients, LinearWeights};
 use super::tape::head;
 use super::{Dims, Gradients, Tape, Weights};
@@ -35,19 +39,26 @@ pub fn backward(
     let (n, m) = (packed.tokens.len(), packed.scored.len());
     // The logits' gradient `[M, vocab]`.
     let mut dlogits = vec![0f32; m * vocab];
-    for (i, (row, l)) in dlogits
-        .chunks_exact_mut(vocab)
-        .zip(tape.log_probabilities.chunks_exact(vocab))
+    let block = ROWS_PER_TASK * vocab;
+    dlogits
+        .par_chunks_mut(block)
+        .zip(tape.log_probabilities.par_chunks(block))
         .enumerate()
-    {
-        let (g, target) = (dlogprobs[i], packed.scored[i].target as usize);
-        let (gh, h) = (dentropy.map_or(0.0, |e| e[i]), tape.entropy[i]);
-        for (dz, &l) in row.iter_mut().zip(l) {
-            let p = l.exp();
-            *dz = (-g * p - gh * p * (l + h)) / tape.temperature;
-        }
-        row[target] += g / tape.temperature;
-    }
+        .for_each(|(b, (rows, log_probabilities))| {
+            let rows = rows
+                .chunks_exact_mut(vocab)
+                .zip(log_probabilities.chunks_exact(vocab));
+            for (r, (row, l)) in rows.enumerate() {
+                let i = b * ROWS_PER_TASK + r;
+                let (g, target) = (dlogprobs[i], packed.scored[i].target as usize);
+                let (gh, h) = (dentropy.map_or(0.0, |e| e[i]), tape.entropy[i]);
+                for (dz, &l) in row.iter_mut().zip(l) {
+                    let p = l.exp();
+                    *dz = (-g * p - gh * p * (l + h)) / tape.temperature;
+                }
+                row[target] += g / tape.temperature;
+            }
+        });
     // Through the head.
     let mut embed = vec![0f32; vocab * d];
     let mut head_grad = None;
@@ -143,8 +154,8 @@ pub fn backward(
         );
         let [mut dq, mut dk, dv] =
             attention::backward(&dcontext, &t.q, &t.k, &t.v, &t.probabilities, packed, &dims);
-        rotate(&mut dq, head_dim, cos, sin, true);
-        rotate(&mut dk, head_dim, cos, sin, true);
+        rotate_rows(&mut dq, head_dim, cos, sin, true);
+        rotate_rows(&mut dk, head_dim, cos, sin, true);
         let mut dnormed = vec![0f32; n * d];
         let q = linear_grad(
             &dq,

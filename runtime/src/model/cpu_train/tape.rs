@@ -3,7 +3,9 @@
 
 use super::super::rope::Rope;
 use super::attention::{self, Probabilities};
-use super::ops::{add, linear, rms_norm, rotary_tables, rotate, swiglu};
+use rayon::prelude::*;
+
+use super::ops::{add_rows, linear, rms_norm, rotary_tables, rotate_rows, swiglu, ROWS_PER_TASK};
 use super::{Dims, GivenInputs, Packed, Weights};
 use crate::model::few_rows::{parallel_product_into, Matrix};
 
@@ -113,17 +115,17 @@ pub fn forward(
         let mut q = project(&w.q, heads * head_dim);
         let mut k = project(&w.k, kv_heads * head_dim);
         let v = project(&w.v, kv_heads * head_dim);
-        rotate(&mut q, head_dim, &cos, &sin, false);
-        rotate(&mut k, head_dim, &cos, &sin, false);
+        rotate_rows(&mut q, head_dim, &cos, &sin, false);
+        rotate_rows(&mut k, head_dim, &cos, &sin, false);
         let (context, probabilities) = attention::forward(&q, &k, &v, &packed, &dims);
         let mut mid = linear(&context, &w.o.weight, None, heads * head_dim, d);
-        add(&mut mid, &x);
+        add_rows(&mut mid, &x, d);
         let (mid_normed, mid_inverse_rms) = rms_norm(&mid, &w.post_norm, eps);
         let gate = linear(&mid_normed, &w.gate.weight, None, d, intermediate);
         let up = linear(&mid_normed, &w.up.weight, None, d, intermediate);
         let (activation, gate_sigmoid) = swiglu(&gate, &up);
         let mut out = linear(&activation, &w.down.weight, None, intermediate, d);
-        add(&mut out, &mid);
+        add_rows(&mut out, &mid, d);
         layers.push(LayerTape {
             x: std::mem::replace(&mut x, out),
             x_inverse_rms,
@@ -158,16 +160,22 @@ pub fn forward(
             false,
         );
     }
-    let mut logprobs = Vec::with_capacity(m);
-    let mut entropy = Vec::with_capacity(m);
-    for (row, s) in log_probabilities
-        .chunks_exact_mut(vocab)
-        .zip(&packed.scored)
-    {
-        log_softmax(row, temperature);
-        logprobs.push(row[s.target as usize]);
-        entropy.push(-row.iter().map(|&l| l.exp() * l).sum::<f32>());
-    }
+    let mut logprobs = vec![0f32; m];
+    let mut entropy = vec![0f32; m];
+    log_probabilities
+        .par_chunks_mut(ROWS_PER_TASK * vocab)
+        .zip(packed.scored.par_chunks(ROWS_PER_TASK))
+        .zip(logprobs.par_chunks_mut(ROWS_PER_TASK))
+        .zip(entropy.par_chunks_mut(ROWS_PER_TASK))
+        .for_each(|(((rows, scored), logprobs), entropy)| {
+            let outs = logprobs.iter_mut().zip(entropy);
+            for ((row, s), (logprob, entropy)) in rows.chunks_exact_mut(vocab).zip(scored).zip(outs)
+            {
+                log_softmax(row, temperature);
+                *logprob = row[s.target as usize];
+                *entropy = -row.iter().map(|&l| l.exp() * l).sum::<f32>();
+            }
+        });
     Tape {
         dims,
         packed,
