@@ -11,7 +11,10 @@
 # The machine's speed drifts between phases, so the two sides alternate:
 # ROUNDS rounds (default 3), each running TRL and then saferc; prints each
 # round's medians (steps 2..6), its ratio, the median ratio and saferc's
-# step split into phases (median over every round's steps 2..6).
+# step split into phases (median over every round's steps 2..6). Then the
+# floor under any such step: the time of its linear products alone, with
+# torch's kernels (`trl_grpo_step.py floor`) and with saferc's
+# (`--example grpo_floor`), and the ratio to TRL that each leaves.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -19,6 +22,7 @@ ROUNDS=${ROUNDS:-3}
 MODEL=target/bench-models/qwen2-3.8m
 
 cargo build --release -q -p saferc
+cargo build --release -q -p safer-runtime --example grpo_floor
 "$PYTHON" runtime/benches/peer/hf_generate.py make "$MODEL" >/dev/null
 results=()
 for round in $(seq "$ROUNDS"); do
@@ -28,10 +32,14 @@ for round in $(seq "$ROUNDS"); do
   target/release/saferc run runtime/benches/grpo_step.safer --out "$run" --device cpu --no-progress >/dev/null 2>&1
   results+=("$peer" "$run/metrics.jsonl")
 done
-"$PYTHON" - "${results[@]}" <<'PY'
+torch_floor=$("$PYTHON" runtime/benches/peer/trl_grpo_step.py floor "$MODEL" runtime/benches/grpo_prompts.jsonl 2>/dev/null | tail -n 1)
+prompt_tokens=$(printf '%s' "$torch_floor" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["prompt_tokens"])')
+saferc_floor=$(target/release/examples/grpo_floor "$MODEL" "$prompt_tokens")
+"$PYTHON" - "$torch_floor" "$saferc_floor" "${results[@]}" <<'PY'
 import json, statistics, sys
+torch_floor, saferc_floor = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 pairs = [(json.loads(sys.argv[i]), [json.loads(l) for l in open(sys.argv[i + 1])][1:])
-         for i in range(1, len(sys.argv), 2)]
+         for i in range(3, len(sys.argv), 2)]
 peer0 = pairs[0][0]
 print("GRPO step: Qwen2 ~3.8M parameters, 4 prompts x 4 completions x 32 tokens, KL beta 0.04, one AdamW update")
 print(f"peer: TRL {peer0['trl']} GRPOTrainer (transformers {peer0['transformers']}, torch {peer0['torch']}, {peer0['threads']} threads); saferc run on cpu (flex)")
@@ -44,4 +52,12 @@ print(f"ratio (median of {len(ratios)} rounds): {statistics.median(ratios):.1f}x
 all_steps = [s for _, steps in pairs for s in steps]
 phases = {k: statistics.median(s["time_s"][k] for s in all_steps) for k in all_steps[0]["time_s"]}
 print("saferc step phases (median, s): " + ", ".join(f"{k} {v:.3f}" for k, v in phases.items() if v >= 0.001))
+peer_step = statistics.median(p["seconds_per_step"] for p, _ in pairs)
+print(f"floor: the step's linear products alone ({torch_floor['gflop']:.1f} GFLOP: {torch_floor['prompt_tokens']} prompt tokens "
+      f"prefilled, 31 decode steps of 16 rows, a reference forward and an update forward + backward over "
+      f"{torch_floor['scored_rows']} rows), nothing else:")
+for name, floor in [("torch", torch_floor), ("saferc", saferc_floor)]:
+    parts = ", ".join(f"{k} {v:.3f}" for k, v in floor["seconds"].items())
+    print(f"  {name}'s kernels: {floor['seconds_per_step']:.3f} s ({parts}): at most "
+          f"{peer_step / floor['seconds_per_step']:.1f}x TRL's median step ({peer_step:.3f} s) with everything else free")
 PY

@@ -3,12 +3,14 @@
 same tiny Qwen2 model (made by hf_generate.py make), prompts, group size,
 prompt count, lengths, KL and reward as `runtime/benches/grpo_step.safer`.
 
-    trl_grpo_step.py MODEL_DIR PROMPTS_JSONL
+    trl_grpo_step.py MODEL_DIR PROMPTS_JSONL        # the step's time
+    trl_grpo_step.py floor MODEL_DIR PROMPTS_JSONL  # its linear products alone
 
 One step = 4 prompts x 4 completions of exactly 32 tokens (min = max new
 tokens), a rule reward, the reference model's log-probs (beta 0.04) and one
 AdamW update. Prints the median wall time of steps 2..6 as JSON.
-Run through runtime/benches/grpo_step_vs_trl.sh.
+`floor` times only the linear products such a step cannot avoid, with
+torch's kernels (see `floor`). Run through runtime/benches/grpo_step_vs_trl.sh.
 """
 import json
 import statistics
@@ -65,5 +67,75 @@ def main(model_dir, prompts_path):
                       "torch": torch.__version__, "threads": torch.get_num_threads()}))
 
 
+def floor(model_dir, prompts_path):
+    """A lower bound on a GRPO step with torch's kernels: only the linear
+    products (every projection and the output head) of the least work the
+    step needs, nothing else (no attention, norms, softmax, sampling,
+    optimiser or Python model code):
+
+    - generation: each prompt's prefill once per group, then NEW_TOKENS - 1
+      decode steps of PROMPTS x GROUP rows;
+    - reference: one forward over the prompts once and every completion
+      token but the last (what the scoring passes feed);
+    - update: the same forward, and its backward's two products per layer
+      (input gradient dY.W and weight gradient dY^T.X).
+
+    Prompt lengths are the mean over the prompts file with the chat
+    template, as TRL renders them. Median of 5 runs after one warm-up.
+    """
+    torch.set_grad_enabled(False)
+    rows = [json.loads(l) for l in open(prompts_path)]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    lengths = [len(tok.apply_chat_template([{"role": "user", "content": r["question"]}],
+                                           add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+               for r in rows]
+    prompt_tokens = round(statistics.mean(lengths) * PROMPTS)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    samples = PROMPTS * GROUP
+    scored = prompt_tokens + samples * (NEW_TOKENS - 1)
+    linear = torch.nn.functional.linear
+
+    def inputs(m):
+        return {w.shape[1]: torch.randn(m, w.shape[1]) for w in weights}, \
+               {w.shape[0]: torch.randn(m, w.shape[0]) for w in weights}
+
+    (prefill, _), (step, _), (x, dy) = inputs(prompt_tokens), inputs(samples), inputs(scored)
+
+    def timed(f):
+        start = time.perf_counter()
+        f()
+        return time.perf_counter() - start
+
+    def generation():
+        for w in weights:
+            linear(prefill[w.shape[1]], w)
+        for _ in range(NEW_TOKENS - 1):
+            for w in weights:
+                linear(step[w.shape[1]], w)
+
+    def forward():
+        for w in weights:
+            linear(x[w.shape[1]], w)
+
+    def backward():
+        for w in weights:
+            torch.mm(dy[w.shape[0]], w)                   # input gradient [scored, in]
+            torch.mm(dy[w.shape[0]].t(), x[w.shape[1]])   # weight gradient [out, in]
+
+    phases = {"generation": generation, "reference": forward, "update_forward": forward, "update_backward": backward}
+    for f in phases.values():
+        f()
+    seconds = {name: statistics.median(timed(f) for _ in range(5)) for name, f in phases.items()}
+    macs = sum(w.numel() for w in weights)
+    flops = 2 * macs * (prompt_tokens + samples * (NEW_TOKENS - 1) + 4 * scored)
+    print(json.dumps({"products_per_forward": len(weights), "prompt_tokens": prompt_tokens, "scored_rows": scored,
+                      "gflop": flops / 1e9, "threads": torch.get_num_threads(),
+                      "seconds": seconds, "seconds_per_step": sum(seconds.values())}))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "floor":
+        floor(sys.argv[2], sys.argv[3])
+    else:
+        main(sys.argv[1], sys.argv[2])
