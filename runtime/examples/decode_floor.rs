@@ -21,7 +21,6 @@
 
 use std::time::Instant;
 
-use burn::nn::Linear;
 use burn::tensor::{Distribution, Tensor};
 use rayon::prelude::*;
 use safer_runtime::generate::shard_bounds;
@@ -29,28 +28,10 @@ use safer_runtime::model::{few_rows, Model, ModelError};
 use safer_runtime::CpuBackend as B;
 
 mod common;
+#[path = "common/linear_weights.rs"]
+mod linear_weights;
 use common::Args;
-
-/// Every linear layer of the decoder, in the order a step runs them, and
-/// the output head's weight as a `[d, vocab]` view.
-fn products(model: &Model<B>) -> Vec<Tensor<B, 2>> {
-    let weight = |l: &Linear<B>| l.weight.val();
-    let mut all = Vec::new();
-    for layer in &model.text.layers {
-        let (a, m) = (&layer.self_attn, &layer.mlp);
-        for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
-            all.push(weight(l));
-        }
-        for l in [&m.gate_proj, &m.up_proj, &m.down_proj] {
-            all.push(weight(l));
-        }
-    }
-    all.push(match &model.text.lm_head {
-        Some(head) => weight(head),
-        None => model.text.embed_tokens.weight.val().transpose(),
-    });
-    all
-}
+use linear_weights::linear_weights;
 
 /// Milliseconds of `step`: the median of 200 runs after 20 warm-up runs.
 fn median_ms(step: impl Fn()) -> f64 {
@@ -72,7 +53,7 @@ fn main() -> Result<(), ModelError> {
     let batch = args.number(2, 8);
     let device = Default::default();
     let model = Model::<B>::load(&dir, &device)?.with_decoding_layout();
-    let weights = products(&model);
+    let weights = linear_weights(&model);
     let shards = shard_bounds::<B>(batch);
     let inputs: Vec<Vec<Tensor<B, 2>>> = shards
         .iter()

@@ -32,35 +32,25 @@ use safer_runtime::model::{Model, ModelError};
 use safer_runtime::CpuBackend as B;
 
 mod common;
+#[path = "common/linear_weights.rs"]
+mod linear_weights;
 use common::Args;
+use linear_weights::linear_weights;
 
 const PROMPTS: usize = 4;
 const GROUP: usize = 4;
 const NEW_TOKENS: usize = 32;
 
-/// Every linear layer's weight as `[d_in, d_out]` (row-major), in the order
-/// a forward runs them, the output head last.
-fn weights(model: &Model<B>) -> Vec<(Vec<f32>, usize, usize)> {
-    let as_in_out = |w: Tensor<B, 2>| {
-        let [d_in, d_out] = w.dims();
-        let values = w.into_data().into_vec::<f32>().unwrap_or_default();
-        (values, d_in, d_out)
-    };
-    let mut all = Vec::new();
-    for layer in &model.text.layers {
-        let (a, m) = (&layer.self_attn, &layer.mlp);
-        for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
-            all.push(as_in_out(l.weight.val()));
-        }
-        for l in [&m.gate_proj, &m.up_proj, &m.down_proj] {
-            all.push(as_in_out(l.weight.val()));
-        }
-    }
-    all.push(as_in_out(match &model.text.lm_head {
-        Some(head) => head.weight.val(),
-        None => model.text.embed_tokens.weight.val().transpose(),
-    }));
-    all
+/// `weights` as row-major `[d_in, d_out]` values with their sizes.
+fn as_vectors(weights: &[Tensor<B, 2>]) -> Vec<(Vec<f32>, usize, usize)> {
+    weights
+        .iter()
+        .map(|w| {
+            let [d_in, d_out] = w.dims();
+            let values = w.clone().into_data().into_vec::<f32>().unwrap_or_default();
+            (values, d_in, d_out)
+        })
+        .collect()
 }
 
 /// Seconds of `f`: the median of 5 runs after one warm-up.
@@ -93,23 +83,7 @@ fn main() -> Result<(), ModelError> {
 
     // Decode steps: the products on burn tensors in the decoding layout,
     // one shard of rows per thread, as generation runs them.
-    let decode_weights: Vec<Tensor<B, 2>> = {
-        let mut all = Vec::new();
-        for layer in &model.text.layers {
-            let (a, m) = (&layer.self_attn, &layer.mlp);
-            for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
-                all.push(l.weight.val());
-            }
-            for l in [&m.gate_proj, &m.up_proj, &m.down_proj] {
-                all.push(l.weight.val());
-            }
-        }
-        all.push(match &model.text.lm_head {
-            Some(head) => head.weight.val(),
-            None => model.text.embed_tokens.weight.val().transpose(),
-        });
-        all
-    };
+    let decode_weights = linear_weights(&model);
     let shard_inputs: Vec<Vec<Tensor<B, 2>>> = shard_bounds::<B>(samples)
         .iter()
         .map(|rows| {
@@ -119,7 +93,7 @@ fn main() -> Result<(), ModelError> {
                 .collect()
         })
         .collect();
-    let weights = weights(&model);
+    let weights = as_vectors(&decode_weights);
     let x = ramp(scored * widest);
     let dy = ramp(scored * widest);
     let out = vec![0.0f32; scored * widest];
