@@ -19,33 +19,16 @@
 //! threads (each thread twice the rows, half the weights) halves the reading
 //! but not the arithmetic, and measured no faster (runtime/README.md).
 
-use std::time::Instant;
-
-use burn::tensor::{Distribution, Tensor};
-use rayon::prelude::*;
+use burn::tensor::Tensor;
 use safer_runtime::generate::shard_bounds;
-use safer_runtime::model::{few_rows, Model, ModelError};
+use safer_runtime::model::{Model, ModelError};
 use safer_runtime::CpuBackend as B;
 
 mod common;
-#[path = "common/linear_weights.rs"]
-mod linear_weights;
+#[path = "common/floor.rs"]
+mod floor;
 use common::Args;
-use linear_weights::linear_weights;
-
-/// Milliseconds of `step`: the median of 200 runs after 20 warm-up runs.
-fn median_ms(step: impl Fn()) -> f64 {
-    (0..20).for_each(|_| step());
-    let mut times: Vec<f64> = (0..200)
-        .map(|_| {
-            let start = Instant::now();
-            step();
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
+use floor::{decode_products, linear_weights, median_seconds, shard_inputs};
 
 fn main() -> Result<(), ModelError> {
     let args = Args::from_env();
@@ -55,23 +38,10 @@ fn main() -> Result<(), ModelError> {
     let model = Model::<B>::load(&dir, &device)?.with_decoding_layout();
     let weights = linear_weights(&model);
     let shards = shard_bounds::<B>(batch);
-    let inputs: Vec<Vec<Tensor<B, 2>>> = shards
-        .iter()
-        .map(|rows| {
-            weights
-                .iter()
-                .map(|w| Tensor::random([rows.len(), w.dims()[0]], Distribution::Default, &device))
-                .collect()
-        })
-        .collect();
+    let inputs = shard_inputs(&weights, &shards);
     let products_of = |inputs: &[Vec<Tensor<B, 2>>]| {
-        median_ms(|| {
-            inputs.par_iter().for_each(|xs| {
-                for (x, w) in xs.iter().zip(&weights) {
-                    std::hint::black_box(few_rows::matmul(x.clone(), w.clone()));
-                }
-            })
-        })
+        // Milliseconds: the median of 200 steps after 20 warm-up steps.
+        1e3 * median_seconds(20, 200, || decode_products(inputs, &weights))
     };
     let ms = products_of(&inputs);
     let one_row: Vec<Vec<Tensor<B, 2>>> = inputs

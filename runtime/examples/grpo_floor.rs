@@ -22,20 +22,17 @@
 //! Prints one JSON line: seconds per phase (median of 5 runs after one
 //! warm-up) and in all.
 
-use std::time::Instant;
-
-use burn::tensor::{Distribution, Tensor};
-use rayon::prelude::*;
+use burn::tensor::Tensor;
 use safer_runtime::generate::shard_bounds;
 use safer_runtime::model::few_rows::{self, Matrix};
 use safer_runtime::model::{Model, ModelError};
 use safer_runtime::CpuBackend as B;
 
 mod common;
-#[path = "common/linear_weights.rs"]
-mod linear_weights;
+#[path = "common/floor.rs"]
+mod floor;
 use common::Args;
-use linear_weights::linear_weights;
+use floor::{decode_products, linear_weights, median_seconds, shard_inputs};
 
 const PROMPTS: usize = 4;
 const GROUP: usize = 4;
@@ -53,20 +50,6 @@ fn as_vectors(weights: &[Tensor<B, 2>]) -> Vec<(Vec<f32>, usize, usize)> {
         .collect()
 }
 
-/// Seconds of `f`: the median of 5 runs after one warm-up.
-fn median_seconds(f: impl Fn()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..5)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
 fn ramp(len: usize) -> Vec<f32> {
     (0..len).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect()
 }
@@ -79,24 +62,22 @@ fn main() -> Result<(), ModelError> {
     let model = Model::<B>::load(&dir, &device)?.with_decoding_layout();
     let samples = PROMPTS * GROUP;
     let scored = prompt_tokens + samples * (NEW_TOKENS - 1);
-    let widest = 2048;
 
     // Decode steps: the products on burn tensors in the decoding layout,
     // one shard of rows per thread, as generation runs them.
     let decode_weights = linear_weights(&model);
-    let shard_inputs: Vec<Vec<Tensor<B, 2>>> = shard_bounds::<B>(samples)
-        .iter()
-        .map(|rows| {
-            decode_weights
-                .iter()
-                .map(|w| Tensor::random([rows.len(), w.dims()[0]], Distribution::Default, &device))
-                .collect()
-        })
-        .collect();
+    let inputs = shard_inputs(&decode_weights, &shard_bounds::<B>(samples));
     let weights = as_vectors(&decode_weights);
+    let widest = weights
+        .iter()
+        .map(|(_, d_in, d_out)| *d_in.max(d_out))
+        .max()
+        .unwrap_or(0);
     let x = ramp(scored * widest);
     let dy = ramp(scored * widest);
-    let out = vec![0.0f32; scored * widest];
+    // Every product's output, overwritten: `[scored, d_out]` or a weight
+    // gradient `[d_in, d_out]`, both within `scored × widest`.
+    let mut out = vec![0.0f32; scored.max(widest) * widest];
     let forward = |out: &mut [f32], rows: usize| {
         for (w, d_in, d_out) in &weights {
             let lhs = Matrix::row_major(&x, rows, *d_in);
@@ -104,39 +85,40 @@ fn main() -> Result<(), ModelError> {
             few_rows::parallel_product_into(out, &lhs, &rhs, false);
         }
     };
-    let cell = std::cell::RefCell::new(out);
-    let generation = || {
-        let mut out = cell.borrow_mut();
-        forward(&mut out, prompt_tokens);
-        for _ in 0..NEW_TOKENS - 1 {
-            shard_inputs.par_iter().for_each(|xs| {
-                for (x, w) in xs.iter().zip(&decode_weights) {
-                    std::hint::black_box(few_rows::matmul(x.clone(), w.clone()));
-                }
-            });
-        }
-    };
-    let scoring_forward = || {
-        let mut out = cell.borrow_mut();
-        forward(&mut out, scored);
-    };
-    let backward = || {
-        let mut out = cell.borrow_mut();
+    let backward = |out: &mut [f32]| {
         for (w, d_in, d_out) in &weights {
             // Input gradient [scored, d_in] = dY [scored, d_out] · Wᵀ.
             let grad_out = Matrix::row_major(&dy, scored, *d_out);
             let w_t = Matrix::row_major(w, *d_in, *d_out).transposed();
-            few_rows::parallel_product_into(&mut out, &grad_out, &w_t, false);
+            few_rows::parallel_product_into(out, &grad_out, &w_t, false);
             // Weight gradient [d_in, d_out] = Xᵀ [d_in, scored] · dY.
             let x_t = Matrix::row_major(&x, scored, *d_in).transposed();
-            few_rows::parallel_product_into(&mut out, &x_t, &grad_out, false);
+            few_rows::parallel_product_into(out, &x_t, &grad_out, false);
         }
     };
+    // Seconds per phase: the median of 5 runs after one warm-up.
     let phases = [
-        ("generation", median_seconds(generation)),
-        ("reference", median_seconds(scoring_forward)),
-        ("update_forward", median_seconds(scoring_forward)),
-        ("update_backward", median_seconds(backward)),
+        (
+            "generation",
+            median_seconds(1, 5, || {
+                forward(&mut out, prompt_tokens);
+                for _ in 0..NEW_TOKENS - 1 {
+                    decode_products(&inputs, &decode_weights);
+                }
+            }),
+        ),
+        (
+            "reference",
+            median_seconds(1, 5, || forward(&mut out, scored)),
+        ),
+        (
+            "update_forward",
+            median_seconds(1, 5, || forward(&mut out, scored)),
+        ),
+        (
+            "update_backward",
+            median_seconds(1, 5, || backward(&mut out)),
+        ),
     ];
     let total: f64 = phases.iter().map(|(_, s)| s).sum();
     let seconds = phases

@@ -20,6 +20,9 @@ use super::super::rope::Rope;
 /// Rows per task of the position-wise operations on the worker threads.
 pub const ROWS_PER_TASK: usize = 16;
 
+/// Values per task of the element-wise operations on the worker threads.
+const ELEMENTS_PER_TASK: usize = 1 << 13;
+
 /// `x · w` for `x`: `[rows, d_in]`, `w`: `[d_in, d_out]` → `[rows, d_out]`,
 /// plus `bias` (`[d_out]`) on every row when there is one.
 pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, d_in: usize, d_out: usize) -> Vec<f32> {
@@ -232,9 +235,6 @@ pub fn swiglu(gate: &[f32], up: &[f32]) -> (Vec<f32>, Vec<f32>) {
         });
     (activation, sigmoid)
 }
-
-/// Values per task of the element-wise operations on the worker threads.
-const ELEMENTS_PER_TASK: usize = 1 << 13;
 
 /// The backward of [`swiglu`] for the output gradient `da`: the gradients
 /// of `gate` and `up`. `silu'(g) = σ(g)·(1 + g·(1 − σ(g)))`.
