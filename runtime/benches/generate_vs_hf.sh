@@ -8,8 +8,11 @@
 #
 # The machine's speed drifts between phases, so the two sides alternate:
 # ROUNDS rounds (default 3), each timing the peer (median of 5 runs after a
-# warm-up) and then saferc (median of 5 runs after a warm-up). Prints each
-# round's rates and ratio, the median ratio, and two bounds: the time of a
+# warm-up, in one Python process), then `saferc generate` (median of 5 runs,
+# each its own process, after a warm-up process), then saferc's `generate`
+# timed as the peer is, in one process after a warm-up (`--example
+# generate_rate`: the same call without a fresh process's first forward).
+# Prints each round's rates and ratios, the median ratios, and two bounds: the time of a
 # decode step's linear products alone in torch (`hf_generate.py floor`) and
 # in saferc (`--example decode_floor`), and the same products in saferc with
 # one row per shard: nearly all of that is reading the weights from memory,
@@ -22,7 +25,7 @@ MODEL=target/bench-models/qwen2-3.8m
 PROMPT="Look at the picture and tell me whether it is safe to use this tool in the kitchen."
 
 cargo build --release -q -p saferc
-cargo build --release -q -p safer-runtime --example decode_floor
+cargo build --release -q -p safer-runtime --example decode_floor --example generate_rate
 "$PYTHON" runtime/benches/peer/hf_generate.py make "$MODEL" >/dev/null
 
 saferc=target/release/saferc
@@ -39,7 +42,9 @@ ours() {
 rounds=()
 for _ in $(seq "$ROUNDS"); do
   peer=$("$PYTHON" runtime/benches/peer/hf_generate.py bench "$MODEL" 2>/dev/null)
-  rounds+=("$peer" "$(ours)")
+  cli=$(ours)
+  in_process=$(target/release/examples/generate_rate "$MODEL" 8 64 5 | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_second"])')
+  rounds+=("$peer" "$cli" "$in_process")
 done
 torch_floor=$("$PYTHON" runtime/benches/peer/hf_generate.py floor "$MODEL" 2>/dev/null)
 saferc_floor=$(target/release/examples/decode_floor "$MODEL" 8)
@@ -47,16 +52,19 @@ saferc_floor=$(target/release/examples/decode_floor "$MODEL" 8)
 "$PYTHON" - "$torch_floor" "$saferc_floor" "${rounds[@]}" <<'PY'
 import json, statistics, sys
 torch_floor, saferc_floor = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-pairs = [(json.loads(sys.argv[i]), float(sys.argv[i + 1])) for i in range(3, len(sys.argv), 2)]
-peer0 = pairs[0][0]
+rounds = [(json.loads(sys.argv[i]), float(sys.argv[i + 1]), float(sys.argv[i + 2])) for i in range(3, len(sys.argv), 3)]
+peer0 = rounds[0][0]
 print(f"model: Qwen2 ~3.8M parameters, batch {peer0['batch']}, {peer0['new_tokens']} new tokens, prompt {peer0['prompt_tokens']} tokens")
 print(f"peer: transformers {peer0['version']} (torch {peer0['torch']}, {peer0['threads']} threads); saferc generate on cpu (flex)")
-ratios = []
-for i, (peer, ours) in enumerate(pairs, 1):
-    ratios.append(ours / peer["tokens_per_second"])
-    print(f"round {i}: transformers {peer['tokens_per_second']:.0f} tokens/s, saferc {ours:.0f} tokens/s, ratio {ratios[-1]:.1f}x")
-peer_rate = statistics.median(p["tokens_per_second"] for p, _ in pairs)
-print(f"ratio (median of {len(ratios)} rounds): {statistics.median(ratios):.1f}x")
+ratios, warm_ratios = [], []
+for i, (peer, cli, warm) in enumerate(rounds, 1):
+    ratios.append(cli / peer["tokens_per_second"])
+    warm_ratios.append(warm / peer["tokens_per_second"])
+    print(f"round {i}: transformers {peer['tokens_per_second']:.0f} tokens/s, saferc generate {cli:.0f} tokens/s "
+          f"({ratios[-1]:.1f}x), in one process after a warm-up {warm:.0f} tokens/s ({warm_ratios[-1]:.1f}x)")
+peer_rate = statistics.median(p["tokens_per_second"] for p, _, _ in rounds)
+print(f"ratio (median of {len(ratios)} rounds): saferc generate {statistics.median(ratios):.1f}x; "
+      f"timed as the peer is (one process, after a warm-up) {statistics.median(warm_ratios):.1f}x")
 print(f"bound, torch: the {torch_floor['products']} linear products of a decode step alone take "
       f"{torch_floor['ms_per_step']:.2f} ms ({torch_floor['threads']} threads): at most "
       f"{torch_floor['tokens_per_second_bound']:.0f} tokens/s = {torch_floor['tokens_per_second_bound'] / peer_rate:.1f}x the peer")
