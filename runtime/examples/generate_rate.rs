@@ -31,7 +31,11 @@ const PROMPT: &str =
 fn main() -> Result<(), ModelError> {
     let args = Args::from_env();
     let dir = args.model_dir();
-    let (batch, new_tokens, runs) = (args.number(2, 8), args.number(3, 64), args.number(4, 5));
+    let (batch, new_tokens, runs) = (
+        args.number(2, 8),
+        args.number(3, 64),
+        args.number(4, 5).max(1),
+    );
     let model = Model::<CpuBackend>::load(&dir, &Default::default())?;
     let tokenizer = TextTokenizer::load(&dir)?;
     let prompt = user_prompt(&tokenizer, &model.config, PROMPT, &[], None)?;
