@@ -43,7 +43,7 @@ rounds=()
 for _ in $(seq "$ROUNDS"); do
   peer=$("$PYTHON" runtime/benches/peer/hf_generate.py bench "$MODEL" 2>/dev/null)
   cli=$(ours)
-  in_process=$(target/release/examples/generate_rate "$MODEL" 8 64 5 | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_second"])')
+  in_process=$(target/release/examples/generate_rate "$MODEL" 8 64 5)
   rounds+=("$peer" "$cli" "$in_process")
 done
 torch_floor=$("$PYTHON" runtime/benches/peer/hf_generate.py floor "$MODEL" 2>/dev/null)
@@ -52,7 +52,13 @@ saferc_floor=$(target/release/examples/decode_floor "$MODEL" 8)
 "$PYTHON" - "$torch_floor" "$saferc_floor" "${rounds[@]}" <<'PY'
 import json, statistics, sys
 torch_floor, saferc_floor = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-rounds = [(json.loads(sys.argv[i]), float(sys.argv[i + 1]), float(sys.argv[i + 2])) for i in range(3, len(sys.argv), 3)]
+rounds = []
+for i in range(3, len(sys.argv), 3):
+    peer, warm = json.loads(sys.argv[i]), json.loads(sys.argv[i + 2])
+    # generate_rate has its own copy of the prompt: it must be the peer's.
+    same = [k for k in ("prompt_tokens", "batch", "new_tokens") if warm[k] != peer[k]]
+    assert not same, f"generate_rate differs from the peer in {same}: {warm} vs {peer}"
+    rounds.append((peer, float(sys.argv[i + 1]), warm["tokens_per_second"]))
 peer0 = rounds[0][0]
 print(f"model: Qwen2 ~3.8M parameters, batch {peer0['batch']}, {peer0['new_tokens']} new tokens, prompt {peer0['prompt_tokens']} tokens")
 print(f"peer: transformers {peer0['version']} (torch {peer0['torch']}, {peer0['threads']} threads); saferc generate on cpu (flex)")
