@@ -1,10 +1,19 @@
-//! The saferc runtime.
+//! The saferc runtime: everything `saferc run` and `saferc generate`
+//! execute, on burn.
 //!
-//! Today it holds the GRPO engine ([`grpo`]): advantages, KL estimators,
-//! clipped policy losses, aggregation modes, dynamic sampling, the cost
-//! constraint and learning-rate schedules, on burn tensors (and autodiff),
-//! independent of the models and of the compiler. Models, generation and the
-//! executor come with the model-core and run issues.
+//! - [`model`]: `qwen2` loaded from Hugging Face directories and the
+//!   built-in `tiny_vlm` (vision tower + decoder), with the CPU fast paths
+//!   for inference and training;
+//! - [`text`]: tokenizers and chat templates; [`images`]: image loading and
+//!   patching;
+//! - [`generate`]: batched sampling with a KV cache, and the log-probs and
+//!   entropies of given sequences for training;
+//! - [`grpo`]: the GRPO engine (advantages, KL estimators, clipped losses,
+//!   aggregation, dynamic sampling, the cost constraint, schedules),
+//!   independent of the models;
+//! - [`exec`]: the executor of a compiled plan (data, judges, rubrics,
+//!   reflection, SFT and GRPO stages, run directories, checkpoints);
+//! - [`device`]: the backend chosen at run time.
 //!
 //! The default backend is burn's pure-Rust `flex` CPU backend
 //! ([`CpuBackend`]); training uses [`CpuAutodiff`].

@@ -97,3 +97,56 @@ fn tokenizer_without_template_says_so() {
     assert!(err.to_string().contains("no chat template"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The Qwen2.5 cases rendered through `tokenizer`.
+fn check_qwen25_cases(tokenizer: &TextTokenizer) {
+    let all = cases();
+    for case in all["qwen2.5"]["cases"].as_array().expect("cases") {
+        let rendered = tokenizer
+            .apply_chat_template(
+                &case["messages"],
+                case.get("tools"),
+                case["add_generation_prompt"].as_bool().unwrap_or(false),
+            )
+            .expect("render");
+        assert_eq!(
+            rendered,
+            case["expected"].as_str().expect("expected"),
+            "case {case}"
+        );
+    }
+}
+
+/// Older model directories keep the template in `tokenizer_config.json`
+/// (`chat_template`: a string, or a list of named templates of which
+/// `default` is used) instead of `chat_template.jinja`; it renders the same.
+#[test]
+fn a_template_in_tokenizer_config_json_renders_as_transformers_renders_it() {
+    let source = fixtures().join("tokenizer");
+    let template = std::fs::read_to_string(source.join("chat_template.jinja")).expect("template");
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(source.join("tokenizer_config.json")).expect("config"),
+    )
+    .expect("json");
+    let forms = [
+        Value::String(template.clone()),
+        serde_json::json!([
+            {"name": "tool_use", "template": "{{ 'not this one' }}"},
+            {"name": "default", "template": template},
+        ]),
+    ];
+    for (i, form) in forms.into_iter().enumerate() {
+        let dir = std::env::temp_dir().join(format!("saferc-template-{}-{i}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::copy(source.join("tokenizer.json"), dir.join("tokenizer.json")).expect("copy");
+        let mut config = config.clone();
+        config["chat_template"] = form;
+        std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).expect("write");
+        assert!(!dir.join("chat_template.jinja").exists());
+        let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
+        assert!(tokenizer.has_chat_template());
+        check_qwen25_cases(&tokenizer);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+}

@@ -367,3 +367,62 @@ fn completions_scored_after_shared_prompts_equal_whole_sequences() {
     );
     println!("largest log-prob/entropy difference {worst:e}, gradient {diff:e} of {scale:e}");
 }
+
+/// Log-probs and entropies of whole sequences (three prompts of different
+/// lengths, right-padded into one batch, at temperature 0.7) against the
+/// same quantities computed in f64 from the logits transformers recorded.
+#[test]
+fn sequence_logprobs_and_entropies_match_transformers_logits() {
+    use safer_runtime::model::weights::WeightReader;
+    let device = Default::default();
+    let dir = dir("qwen2-tied");
+    let model = Model::<CpuBackend>::load(&dir, &device).expect("load");
+    let vocab = model.vocab_size();
+    let prompts = token_lists(&expected(&dir)["prompts"]);
+    let temperature = 0.7f64;
+    let scores = sequence_logprobs(&model, &prompts, None, temperature as f32, 0).expect("score");
+    let width = scores.logprobs.dims()[1];
+    let values = |t: burn::tensor::Tensor<CpuBackend, 2>| -> Vec<f32> {
+        t.into_data().convert::<f32>().into_vec().expect("f32")
+    };
+    let (logprobs, entropy, mask) = (
+        values(scores.logprobs),
+        values(scores.entropy),
+        values(scores.mask),
+    );
+    let reference = WeightReader::open_file(&dir.join("expected.safetensors")).expect("logits");
+    let mut compared = 0;
+    for (i, tokens) in prompts.iter().enumerate() {
+        let logits = reference
+            .values(&format!("prompt{i}"), &[tokens.len(), vocab])
+            .expect("logits");
+        for t in 0..width {
+            let at = i * width + t;
+            if t + 1 >= tokens.len() {
+                assert_eq!(mask[at], 0.0, "padding is masked");
+                continue;
+            }
+            assert_eq!(mask[at], 1.0);
+            let row: Vec<f64> = logits[t * vocab..(t + 1) * vocab]
+                .iter()
+                .map(|&l| f64::from(l) / temperature)
+                .collect();
+            let top = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let log_z = top + row.iter().map(|l| (l - top).exp()).sum::<f64>().ln();
+            let want_logprob = row[tokens[t + 1] as usize] - log_z;
+            let want_entropy: f64 = row.iter().map(|l| -(l - log_z).exp() * (l - log_z)).sum();
+            assert!(
+                (f64::from(logprobs[at]) - want_logprob).abs() < 2e-4,
+                "prompt {i} position {t}: log-prob {} vs {want_logprob}",
+                logprobs[at]
+            );
+            assert!(
+                (f64::from(entropy[at]) - want_entropy).abs() < 2e-4,
+                "prompt {i} position {t}: entropy {} vs {want_entropy}",
+                entropy[at]
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, prompts.iter().map(|p| p.len() - 1).sum::<usize>());
+}

@@ -1,0 +1,120 @@
+//! Generation's stopping controls on a model whose greedy continuation
+//! transformers recorded (`qwen2-tied`, first fixture prompt): stop tokens,
+//! `min_new_tokens` holding them back, and stop strings, including one that
+//! spans two tokens.
+
+#![allow(clippy::expect_used, clippy::panic)] // tests stop at the first broken expectation
+mod common;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use safer_runtime::generate::{generate, Completion, FinishReason, Prompt, SamplingParams};
+use safer_runtime::model::Model;
+use safer_runtime::text::TextTokenizer;
+use safer_runtime::CpuBackend;
+
+use common::parity::{dir, expected, token_lists};
+
+struct Fixture {
+    model: Model<CpuBackend>,
+    tokenizer: TextTokenizer,
+    prompt: Prompt,
+    /// transformers' greedy continuation of `prompt`.
+    greedy: Vec<u32>,
+}
+
+fn fixture() -> Fixture {
+    let dir = dir("qwen2-tied");
+    let expected = expected(&dir);
+    let prompt = token_lists(&expected["prompts"]).remove(0);
+    let greedy = token_lists(&expected["greedy"]).remove(0);
+    Fixture {
+        model: Model::<CpuBackend>::load(&dir, &Default::default()).expect("load"),
+        tokenizer: {
+            let mut t = TextTokenizer::load(&dir).expect("tokenizer");
+            t.eos_ids.clear(); // transformers generated without an end token
+            t
+        },
+        prompt: Prompt {
+            tokens: prompt,
+            images: None,
+        },
+        greedy,
+    }
+}
+
+fn run(f: &Fixture, params: &SamplingParams) -> Completion {
+    generate(
+        &f.model,
+        &f.tokenizer,
+        std::slice::from_ref(&f.prompt),
+        params,
+        &mut ChaCha8Rng::seed_from_u64(0),
+    )
+    .expect("generate")
+    .remove(0)
+}
+
+#[test]
+fn greedy_without_controls_is_transformers_continuation() {
+    let f = fixture();
+    let out = run(&f, &SamplingParams::greedy(f.greedy.len()));
+    assert_eq!(out.tokens, f.greedy);
+    assert_eq!(out.finish, FinishReason::Length);
+}
+
+#[test]
+fn min_new_tokens_holds_a_stop_token_back() {
+    let f = fixture();
+    // The token greedy decoding picks at step 5 (not earlier) ends the completion...
+    let at = 5;
+    let stop = f.greedy[at];
+    assert!(!f.greedy[..at].contains(&stop));
+    let mut params = SamplingParams::greedy(f.greedy.len());
+    params.stop_tokens = vec![stop];
+    let out = run(&f, &params);
+    assert_eq!(out.tokens, f.greedy[..=at]);
+    assert_eq!(out.finish, FinishReason::Stop);
+    // ...unless `min_new_tokens` asks for more: then it cannot be sampled
+    // before that many tokens exist, and the prefix before it is unchanged.
+    params.min_new_tokens = 9;
+    let out = run(&f, &params);
+    assert!(out.tokens.len() >= 9, "{:?}", out.tokens);
+    assert_eq!(out.tokens[..at], f.greedy[..at]);
+    assert!(!out.tokens[..9].contains(&stop), "{:?}", out.tokens);
+    assert_ne!(out.tokens[at], stop);
+}
+
+#[test]
+fn stop_strings_end_the_completion_and_cut_its_text() {
+    let f = fixture();
+    let text = |n: usize| f.tokenizer.decode(&f.greedy[..n], true).expect("decode");
+    // The first step whose token adds text not seen before.
+    let step = (3..f.greedy.len())
+        .find(|&n| {
+            let (before, after) = (text(n), text(n + 1));
+            after.len() > before.len() && !before.contains(&after[before.len()..])
+        })
+        .expect("a step that adds new text");
+    let (before, after) = (text(step), text(step + 1));
+    let added = after[before.len()..].to_string();
+    let mut params = SamplingParams::greedy(f.greedy.len());
+    params.stop_strings = vec![added.clone()];
+    let out = run(&f, &params);
+    assert_eq!(out.tokens, f.greedy[..=step]);
+    assert_eq!(out.finish, FinishReason::StopString);
+    assert_eq!(out.text, after[..after.find(&added).expect("found")]);
+
+    // A stop string made of the end of one token's text and the start of
+    // the next is found once both exist.
+    let last = before.chars().last().expect("text");
+    let first = added.chars().next().expect("text");
+    let spanning = format!("{last}{first}");
+    if !before.contains(&spanning) {
+        params.stop_strings = vec![spanning.clone()];
+        let out = run(&f, &params);
+        assert_eq!(out.tokens, f.greedy[..=step], "{spanning:?}");
+        assert_eq!(out.finish, FinishReason::StopString);
+        assert!(!out.text.contains(&spanning));
+    }
+}
