@@ -14,6 +14,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -76,28 +78,43 @@ fn run(case: &Path, out: &Path) -> Output {
 }
 
 /// A loopback server speaking the OpenAI chat-completions wire format:
-/// `429_then_200` answers 429 to the first request and a score after;
-/// `slow` waits longer than any test timeout before answering.
-fn start_server(mode: &str) -> u16 {
+/// `429_then_200` and `503_then_200` answer that status to the first
+/// request and a score after; `slow` waits longer than any test timeout
+/// before answering; `concurrent` answers each request after 300 ms;
+/// `api_key` answers 401 unless the request carries `Bearer {API_KEY}`;
+/// `no_score` answers words around a number. Returns the port and the
+/// most requests the server held at once.
+fn start_server(mode: &str) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mode = mode.to_string();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let most_seen = most.clone();
     std::thread::spawn(move || {
         let mut count = 0usize;
         for stream in listener.incoming().flatten() {
             count += 1;
             let first = count == 1;
             let mode = mode.clone();
+            let (in_flight, most) = (in_flight.clone(), most.clone());
             std::thread::spawn(move || {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut length = 0usize;
+                let mut authorization = String::new();
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
                     }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
                         length = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("authorization:") {
+                        authorization = line["authorization:".len()..].trim().to_string();
                     }
                 }
                 let mut body = vec![0u8; length];
@@ -106,14 +123,33 @@ fn start_server(mode: &str) -> u16 {
                 assert_eq!(request["model"], "grader");
                 assert!(request["messages"].as_array().is_some_and(|m| m.len() == 2));
                 let mut stream = stream;
+                let score = |content: &str| {
+                    serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}).to_string()
+                };
                 let (status, answer) = match mode.as_str() {
-                    "429_then_200" if first => ("429 Too Many Requests", "{\"error\": \"slow down\"}".to_string()),
+                    "429_then_200" if first => (
+                        "429 Too Many Requests",
+                        "{\"error\": \"slow down\"}".to_string(),
+                    ),
+                    "503_then_200" if first => (
+                        "503 Service Unavailable",
+                        "{\"error\": \"loading\"}".to_string(),
+                    ),
                     "slow" => {
                         std::thread::sleep(Duration::from_secs(4));
                         ("200 OK", String::new())
                     }
-                    _ => ("200 OK", serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "0.75"}, "finish_reason": "stop"}]}).to_string()),
+                    "concurrent" => {
+                        std::thread::sleep(Duration::from_millis(300));
+                        ("200 OK", score("0.5"))
+                    }
+                    "api_key" if authorization != format!("Bearer {API_KEY}") => {
+                        ("401 Unauthorized", "{\"error\": \"no key\"}".to_string())
+                    }
+                    "no_score" => ("200 OK", score("I would say 0.8 out of 1")),
+                    _ => ("200 OK", score("0.75")),
                 };
+                in_flight.fetch_sub(1, Ordering::SeqCst);
                 let _ = write!(
                     stream,
                     "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
@@ -122,7 +158,24 @@ fn start_server(mode: &str) -> u16 {
             });
         }
     });
-    port
+    (port, most_seen)
+}
+
+/// The key the `api_key` server wants; the case declares the variable that
+/// holds it, and the test checks it appears nowhere in the run's output.
+const API_KEY: &str = "sk-test-4f1c9a7e2b";
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            out.extend(files_under(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
 }
 
 fn read_jsonl(path: &Path) -> Vec<Value> {
@@ -139,8 +192,10 @@ fn check_case(name: &str) {
     )
     .unwrap();
     let case = prepare(name, name);
+    let mut most_in_flight = None;
     if let Some(mode) = expect["server"].as_str() {
-        let port = start_server(mode);
+        let (port, most) = start_server(mode);
+        most_in_flight = Some(most);
         let pipeline = case.join("pipeline.safer");
         let text = std::fs::read_to_string(&pipeline).unwrap();
         std::fs::write(&pipeline, text.replace("{PORT}", &port.to_string())).unwrap();
@@ -149,13 +204,70 @@ fn check_case(name: &str) {
         return resume_after_kill(&case);
     }
     let out_dir = case.join("run");
-    let out = run(&case, &out_dir);
+    let mut command = run_command(&case, &["--out", out_dir.to_str().unwrap()]);
+    if let Some(var) = expect["api_key_env"].as_str() {
+        command.env(var, API_KEY);
+    }
+    let out = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
         expect["exit"].as_i64().map(|c| c as i32),
         "{name}: stderr:\n{stderr}"
     );
+    // Every run that started records what reproduces it.
+    if out.status.code() != Some(2) {
+        let manifest: Value =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap())
+                .unwrap();
+        for pointer in [
+            "/program_hash",
+            "/rubric_hashes",
+            "/seeds",
+            "/device",
+            "/versions/saferc",
+            "/versions/burn",
+            "/versions/rustc",
+        ] {
+            assert!(
+                manifest.pointer(pointer).is_some_and(|v| !v.is_null()),
+                "{name}: manifest{pointer}"
+            );
+        }
+    }
+    // A finished run that trained draws its curves.
+    let trained = !read_jsonl(&out_dir.join("metrics.jsonl")).is_empty();
+    if out.status.success() && trained {
+        let svg = std::fs::read_to_string(out_dir.join("reward.svg")).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("<polyline"),
+            "{name}: reward.svg"
+        );
+    }
+    if expect["api_key_env"].is_string() {
+        // The key went out in the request only: never printed, never stored.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !stderr.contains(API_KEY) && !stdout.contains(API_KEY),
+            "{name}: the API key was printed"
+        );
+        let files = files_under(&out_dir);
+        assert!(files.iter().any(|f| f.ends_with("manifest.json")));
+        for file in files {
+            let bytes = std::fs::read(&file).unwrap();
+            assert!(
+                !bytes
+                    .windows(API_KEY.len())
+                    .any(|w| w == API_KEY.as_bytes()),
+                "{name}: the API key is in {}",
+                file.display()
+            );
+        }
+    }
+    if let Some(want) = expect["max_in_flight"].as_u64() {
+        let most = most_in_flight.as_ref().unwrap().load(Ordering::SeqCst);
+        assert_eq!(most as u64, want, "{name}: most requests in flight at once");
+    }
     for line in expect["stderr"].as_array().into_iter().flatten() {
         let line = line.as_str().unwrap();
         assert!(
@@ -300,6 +412,20 @@ fn resume_after_kill(case: &Path) {
             reference == weights(&dir),
             "resumed weights differ from the uninterrupted run"
         );
+        // Each step is logged once, as in the uninterrupted run: lines the
+        // killed run wrote after its checkpoint were dropped on resume.
+        let logged = |dir: &Path| -> Vec<Value> {
+            read_jsonl(&dir.join("metrics.jsonl"))
+                .into_iter()
+                .map(|m| serde_json::json!([m["stage"], m["step"], m["loss"], m["reward"]]))
+                .collect()
+        };
+        assert_eq!(logged(&full), logged(&dir), "metrics.jsonl after resume");
+        assert_eq!(
+            read_jsonl(&full.join("samples.jsonl")),
+            read_jsonl(&dir.join("samples.jsonl")),
+            "samples.jsonl after resume"
+        );
         break;
     }
     assert!(killed_once, "the run always finished before SIGKILL");
@@ -337,8 +463,72 @@ cases!(
     judge_timeout,
     judge_model_fallback,
     judge_model_no_score,
+    judge_server_error_retry,
+    judge_concurrency,
+    judge_api_key,
+    judge_http_fallback,
     two_stages,
 );
+
+/// Ctrl+C (SIGINT) during training saves a checkpoint and exits 130; the
+/// run resumed from it ends with the weights of an uninterrupted run.
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
+    let case = prepare("resume", "resume-ctrl-c");
+    let full = case.join("full");
+    assert!(run(&case, &full).status.success());
+    let weights = |dir: &Path| std::fs::read(dir.join("models/t/model.safetensors")).unwrap();
+    let mut interrupted = false;
+    for attempt in 0..3 {
+        let dir = case.join(format!("interrupted-{attempt}"));
+        let child = run_command(&case, &["--out", dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Training is under way once the first checkpoint is written.
+        let first = dir.join("checkpoints/t/step-000002/state.json");
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !first.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let sent = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            continue; // finished before the signal landed; try again
+        }
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        assert!(
+            stderr.contains("Ctrl+C: stopping after this training step"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("interrupted; checkpoint saved to"),
+            "{stderr}"
+        );
+        assert!(!dir.join("models/t/model.safetensors").exists());
+        interrupted = true;
+        let resumed = run_command(&case, &["--resume", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        assert!(
+            weights(&full) == weights(&dir),
+            "weights resumed after Ctrl+C differ from the uninterrupted run"
+        );
+        break;
+    }
+    assert!(interrupted, "the run always finished before Ctrl+C");
+}
 
 #[test]
 fn resume_refuses_a_changed_pipeline_unless_forced() {

@@ -79,6 +79,27 @@ pub enum ExecError {
         /// The checkpoint written.
         checkpoint: PathBuf,
     },
+    /// Interrupted (Ctrl+C) outside training (curating, evaluating), where
+    /// there is no training state to save.
+    Stopped {
+        /// What the run was doing.
+        during: String,
+    },
+}
+
+/// Stops with [`ExecError::Stopped`] if Ctrl+C was pressed: checked
+/// between batches of the work that runs outside training steps.
+///
+/// # Errors
+/// The interruption.
+pub fn stop_if_interrupted(
+    interrupt: &std::sync::atomic::AtomicBool,
+    during: impl FnOnce() -> String,
+) -> Result<(), ExecError> {
+    if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ExecError::Stopped { during: during() });
+    }
+    Ok(())
 }
 
 impl fmt::Display for ExecError {
@@ -94,6 +115,10 @@ impl fmt::Display for ExecError {
                 f,
                 "interrupted; checkpoint saved to {} (continue with `saferc run --resume`)",
                 checkpoint.display()
+            ),
+            ExecError::Stopped { during } => write!(
+                f,
+                "interrupted while {during}; no training step was under way, so there was nothing to save (training checkpoints are kept; continue with `saferc run --resume`)"
             ),
         }
     }

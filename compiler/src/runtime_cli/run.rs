@@ -68,7 +68,7 @@ pub fn run(args: RunArgs) -> i32 {
             eprintln!("\nsecond Ctrl+C: stopping without a checkpoint");
             std::process::exit(130);
         }
-        eprintln!("\nCtrl+C: saving a checkpoint after this step (press again to stop at once)");
+        eprintln!("\nCtrl+C: stopping after this training step, with a checkpoint, or after this batch outside training (press again to stop at once)");
     }) {
         eprintln!("warning: Ctrl+C will not save a checkpoint: {e}");
     }
@@ -88,7 +88,7 @@ pub fn run(args: RunArgs) -> i32 {
             println!("run directory: {}", out.display());
             0
         }
-        Err(e @ ExecError::Interrupted { .. }) => {
+        Err(e @ (ExecError::Interrupted { .. } | ExecError::Stopped { .. })) => {
             eprintln!("{e}");
             130
         }
@@ -155,10 +155,15 @@ fn print_summary(summary: &serde_json::Value) {
         eval["before_by_label"].as_object(),
         eval["after_by_label"].as_object(),
     ) {
+        // Each criterion per `label` value (the reward and counts are above).
+        let criteria: Vec<&String> = before
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "count" | "reward"))
+            .collect();
         for (label, b) in bl {
             let a = &al[label];
-            for key in ["safety", "helpful"] {
-                if let (Some(x), Some(y)) = (b[key].as_f64(), a[key].as_f64()) {
+            for key in &criteria {
+                if let (Some(x), Some(y)) = (b[key.as_str()].as_f64(), a[key.as_str()].as_f64()) {
                     println!(
                         "{:<20} {x:>8.3} {y:>8.3} {:>+8.3}",
                         format!("{key} ({label})"),

@@ -13,7 +13,7 @@ use safer_ir::plan::{eval, CurateSpec, Env, Val};
 use serde_json::{json, Value};
 
 use super::data::Row;
-use super::rollout::{prompt, sample, sampling, Policy};
+use super::rollout::{prompts, sample, sampling, Policy};
 use super::session::Session;
 use super::ExecError;
 use crate::grpo::advantage::std;
@@ -65,10 +65,10 @@ pub fn curate<B: Backend>(
     let mut histogram = [0usize; 10];
     let mut dropped = 0usize;
     for chunk in rows.chunks(PROMPTS_PER_BATCH) {
-        let prompts = chunk
-            .iter()
-            .map(|r| prompt(r, policy.tokenizer, policy.config, None))
-            .collect::<Result<Vec<_>, _>>()?;
+        super::stop_if_interrupted(&session.options.interrupt, || {
+            format!("curating `{dataset}`")
+        })?;
+        let prompts = prompts(chunk, policy.tokenizer, policy.config)?;
         let completions = sample(&policy, &prompts, spec.rollouts, &params, &mut rng)?;
         let scores =
             scorer.score_completions(&completions, |c| &chunk[c.prompt / spec.rollouts])?;

@@ -138,6 +138,10 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
         .to_string();
     let mut paths = Vec::new();
     match (map.get("image"), map.get("images")) {
+        (Some(Value::String(_)), Some(images)) if !images.is_null() => return Err(bad(
+            "the row has both `image` and `images`; give one path as `image` or a list as `images`"
+                .into(),
+        )),
         (Some(Value::String(p)), _) => paths.push(p.clone()),
         (Some(Value::Null) | None, Some(Value::Array(items))) => {
             for item in items {
@@ -161,7 +165,7 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
             .map_err(|e| bad(format!("image `{p}` cannot be opened: {e}")))?
             .with_guessed_format()
             .map_err(|e| bad(format!("image `{p}` cannot be read: {e}")))?
-            .into_dimensions()
+            .decode()
             .map_err(|e| bad(format!("image `{p}` cannot be decoded: {e}")))?;
         resolved.push(full);
     }
@@ -321,6 +325,7 @@ pub fn split(rows: &[Row], splits: &[(String, f64)], seed: u64) -> BTreeMap<Stri
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
 mod tests {
     use super::*;
 
@@ -339,9 +344,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("saferc-data-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok();
         let file = dir.join("rows.jsonl");
+        // A whole image, and one cut after its header: its size reads, its pixels do not.
+        image::RgbImage::new(4, 4).save(dir.join("ok.png")).unwrap();
+        let whole = std::fs::read(dir.join("ok.png")).unwrap();
+        std::fs::write(dir.join("cut.png"), &whole[..40]).unwrap();
         std::fs::write(
             &file,
-            "{\"question\": \"ok\"}\n{broken\n{\"label\": \"x\"}\n{\"question\": \"q\", \"image\": \"missing.png\"}\n",
+            concat!(
+                "{\"question\": \"ok\"}\n{broken\n{\"label\": \"x\"}\n{\"question\": \"q\", \"image\": \"missing.png\"}\n",
+                "{\"question\": \"two\", \"images\": [\"ok.png\", \"ok.png\"]}\n",
+                "{\"question\": \"q\", \"image\": \"cut.png\"}\n",
+                "{\"question\": \"q\", \"image\": \"ok.png\", \"images\": [\"ok.png\"]}\n",
+            ),
         )
         .ok();
         let spec = DatasetSpec {
@@ -358,9 +372,21 @@ mod tests {
             seed: 0,
         };
         let loaded = load_source("d", &spec).ok().unwrap_or_default();
-        assert_eq!(loaded.rows.len(), 1);
+        assert_eq!(loaded.rows.len(), 2);
+        assert_eq!(
+            loaded.rows[1].images,
+            vec![dir.join("ok.png"), dir.join("ok.png")]
+        );
         let bad: Vec<String> = loaded.bad.iter().map(ToString::to_string).collect();
-        assert_eq!(bad.len(), 3);
+        assert_eq!(bad.len(), 5);
+        assert!(
+            bad[3].starts_with("rows.jsonl:6: image `cut.png` cannot be decoded"),
+            "{bad:?}"
+        );
+        assert!(
+            bad[4].starts_with("rows.jsonl:7: the row has both `image` and `images`"),
+            "{bad:?}"
+        );
         assert!(
             bad[0].starts_with("rows.jsonl:2: not valid JSON"),
             "{bad:?}"

@@ -5,6 +5,7 @@
 //! ones).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 
 use burn::tensor::backend::Backend;
 use rand::SeedableRng;
@@ -13,10 +14,10 @@ use safer_ir::plan::RolloutSpec;
 use serde_json::{json, Map, Value};
 
 use super::data::Row;
-use super::rollout::{prompt, sample, sampling, Policy};
+use super::rollout::{prompts, sample, sampling, Policy};
 use super::rubric::{RubricScorer, Scores};
 use super::session::Loaded;
-use super::ExecError;
+use super::{stop_if_interrupted, ExecError};
 use crate::generate::SamplingParams;
 
 /// Rows scored per generation batch.
@@ -32,6 +33,7 @@ pub fn evaluate<B: Backend>(
     scorer: &RubricScorer<'_>,
     rollout: Option<&RolloutSpec>,
     seed: u64,
+    interrupt: &AtomicBool,
 ) -> Result<Value, ExecError> {
     let params = match rollout {
         Some(r) => SamplingParams {
@@ -48,10 +50,8 @@ pub fn evaluate<B: Backend>(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut scores: Vec<(String, Scores)> = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(BATCH) {
-        let prompts = chunk
-            .iter()
-            .map(|r| prompt(r, policy.tokenizer, policy.config, None))
-            .collect::<Result<Vec<_>, _>>()?;
+        stop_if_interrupted(interrupt, || "evaluating".into())?;
+        let prompts = prompts(chunk, policy.tokenizer, policy.config)?;
         let completions = sample(&policy, &prompts, 1, &params, &mut rng)?;
         let s = scorer.score_completions(&completions, |c| &chunk[c.prompt])?;
         for (row, sc) in chunk.iter().zip(s) {

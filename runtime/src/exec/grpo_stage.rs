@@ -143,6 +143,10 @@ pub fn train<B: Backend>(
         session.options.resume,
         &device,
     )?;
+    if session.options.resume {
+        // Lines the killed run wrote after its last checkpoint are written again below.
+        session.run.rewind(&stage.name, state.step)?;
+    }
     let bar = super::report::progress(
         &stage.name,
         total_steps,
@@ -183,10 +187,7 @@ pub fn train<B: Backend>(
             let need = g.batch_prompts - kept_rows.len();
             let idx = state.cursor.next(need, rows.len(), stage.seed);
             let batch: Vec<&Row> = idx.iter().map(|&i| &rows[i]).collect();
-            let prompts = idx
-                .iter()
-                .map(|&i| prompt_cache.get(i, &rows[i], &tokenizer, &inner.config))
-                .collect::<Result<Vec<_>, _>>()?;
+            let prompts = prompt_cache.get_many(&idx, &rows, &tokenizer, &inner.config)?;
             let t0 = Instant::now();
             let completions = sample(&pol, &prompts, rollout.group, &params, &mut state.rng)?;
             t_generate += t0.elapsed().as_secs_f64();

@@ -39,14 +39,15 @@ impl Health {
         self.warnings
     }
 
-    /// Prints a warning.
-    pub fn warn(&mut self, step: u64, message: &str) {
+    /// Prints a warning; returns the line printed.
+    pub fn warn(&mut self, step: u64, message: &str) -> String {
         self.warnings += 1;
         let line = format!("warning: step {}: {message}", step + 1);
         match &self.bar {
             Some(bar) => bar.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),
         }
+        line
     }
 
     /// Prints warnings above `bar` instead of through it.
@@ -55,38 +56,45 @@ impl Health {
         self
     }
 
-    /// Checks one step's metrics line.
-    pub fn check(&mut self, step: u64, m: &Value, max_tokens: usize, reflection: bool) {
+    /// Checks one step's metrics line; returns the warnings it printed.
+    pub fn check(
+        &mut self,
+        step: u64,
+        m: &Value,
+        max_tokens: usize,
+        reflection: bool,
+    ) -> Vec<String> {
         let f = |k: &str| m[k].as_f64();
+        let mut said = Vec::new();
         if f("zero_variance_fraction").is_some_and(|z| z >= 1.0) {
-            self.warn(step, "every group has zero reward variance, so this step has no learning signal; healthy: below 1.0 (raise temperature or group size, or use dynamic_sampling)");
+            said.push(self.warn(step, "every group has zero reward variance, so this step has no learning signal; healthy: below 1.0 (raise temperature or group size, or use dynamic_sampling)"));
         }
         if let Some(kl) = f("kl") {
             if let Some(mean) = self.kl_mean {
                 if step >= KL_WARMUP && kl > 0.05 && kl > 5.0 * mean {
-                    self.warn(step, &format!("KL spiked to {kl:.4} (running mean {mean:.4}); healthy: within 5x the running mean (lower lr or raise kl.beta)"));
+                    said.push(self.warn(step, &format!("KL spiked to {kl:.4} (running mean {mean:.4}); healthy: within 5x the running mean (lower lr or raise kl.beta)")));
                 }
             }
             self.kl_mean = Some(self.kl_mean.map_or(kl, |m| 0.9 * m + 0.1 * kl));
         }
         if f("entropy").is_some_and(|e| e < 0.05) {
-            self.warn(step, "token entropy collapsed below 0.05; healthy: above 0.05 (the policy samples one answer; raise temperature or entropy_coef)");
+            said.push(self.warn(step, "token entropy collapsed below 0.05; healthy: above 0.05 (the policy samples one answer; raise temperature or entropy_coef)"));
         }
         let clip = f("clip_low_fraction").unwrap_or(0.0) + f("clip_high_fraction").unwrap_or(0.0);
         if clip > 0.3 {
-            self.warn(
+            said.push(self.warn(
                 step,
                 &format!(
                     "{:.0}% of tokens were clipped; healthy: below 30% (lower lr or iterations)",
                     clip * 100.0
                 ),
-            );
+            ));
         }
         if let Some(len) = f("length_mean") {
             if len >= 0.95 * max_tokens as f64 {
-                self.warn(step, &format!("mean response length {len:.0} is at max_tokens = {max_tokens}; healthy: below 95% of it (responses are being cut)"));
+                said.push(self.warn(step, &format!("mean response length {len:.0} is at max_tokens = {max_tokens}; healthy: below 95% of it (responses are being cut)")));
             } else if len < 2.0 {
-                self.warn(step, &format!("mean response length {len:.1} tokens; healthy: at least 2 (the policy stops at once)"));
+                said.push(self.warn(step, &format!("mean response length {len:.1} tokens; healthy: at least 2 (the policy stops at once)")));
             }
         }
         if reflection {
@@ -97,14 +105,144 @@ impl Health {
                 }
                 if self.reflection_rates.len() == WINDOW {
                     if self.reflection_rates.iter().all(|r| *r == 0.0) {
-                        self.warn(step, &format!("reflection has not fired for {WINDOW} steps; healthy: fires on some completions (check its `when`)"));
+                        said.push(self.warn(step, &format!("reflection has not fired for {WINDOW} steps; healthy: fires on some completions (check its `when`)")));
                         self.reflection_rates.clear();
                     } else if self.reflection_rates.iter().all(|r| *r >= 1.0) {
-                        self.warn(step, &format!("reflection fired on every completion for {WINDOW} steps; healthy: below 100% (its `when` may always hold)"));
+                        said.push(self.warn(step, &format!("reflection fired on every completion for {WINDOW} steps; healthy: below 100% (its `when` may always hold)")));
                         self.reflection_rates.clear();
                     }
                 }
             }
         }
+        said
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Health, WINDOW};
+    use serde_json::json;
+
+    /// A step whose every metric is in its healthy range.
+    fn healthy() -> serde_json::Value {
+        json!({"zero_variance_fraction": 0.25, "kl": 0.01, "entropy": 1.2,
+               "clip_low_fraction": 0.05, "clip_high_fraction": 0.05, "length_mean": 20.0,
+               "reflection_rate": 0.3})
+    }
+
+    fn with(key: &str, value: f64) -> serde_json::Value {
+        let mut m = healthy();
+        m[key] = json!(value);
+        m
+    }
+
+    /// The one warning `m` raises at `step` after `before` healthy steps.
+    fn one_warning(m: &serde_json::Value) -> String {
+        let mut health = Health::default();
+        for step in 0..6 {
+            assert!(health.check(step, &healthy(), 32, true).is_empty());
+        }
+        let said = health.check(6, m, 32, true);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert_eq!(health.count(), 1);
+        said[0].clone()
+    }
+
+    #[test]
+    fn healthy_steps_raise_nothing() {
+        let mut health = Health::default();
+        for step in 0..3 * WINDOW as u64 {
+            assert!(health.check(step, &healthy(), 32, true).is_empty());
+        }
+        assert_eq!(health.count(), 0);
+    }
+
+    #[test]
+    fn each_warning_names_the_healthy_range_it_left() {
+        for (m, says) in [
+            (
+                with("zero_variance_fraction", 1.0),
+                [
+                    "step 7: every group has zero reward variance",
+                    "healthy: below 1.0",
+                ],
+            ),
+            (
+                with("kl", 0.5),
+                ["KL spiked to 0.5000", "healthy: within 5x the running mean"],
+            ),
+            (
+                with("entropy", 0.01),
+                ["entropy collapsed below 0.05", "healthy: above 0.05"],
+            ),
+            (
+                with("clip_high_fraction", 0.35),
+                ["40% of tokens were clipped", "healthy: below 30%"],
+            ),
+            (
+                with("length_mean", 31.0),
+                [
+                    "mean response length 31 is at max_tokens = 32",
+                    "healthy: below 95% of it",
+                ],
+            ),
+            (
+                with("length_mean", 1.0),
+                ["mean response length 1.0 tokens", "healthy: at least 2"],
+            ),
+        ] {
+            let line = one_warning(&m);
+            for part in says {
+                assert!(line.contains(part), "{line:?} lacks {part:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn kl_spikes_wait_for_a_running_mean() {
+        // A large KL in the first steps is not a spike: there is no mean yet.
+        let mut health = Health::default();
+        assert!(health.check(0, &with("kl", 0.5), 32, false).is_empty());
+        assert!(health.check(1, &with("kl", 0.5), 32, false).is_empty());
+    }
+
+    #[test]
+    fn reflection_that_never_or_always_fires_warns_once_per_window() {
+        for (rate, says) in [
+            (0.0, "reflection has not fired for 10 steps"),
+            (1.0, "reflection fired on every completion for 10 steps"),
+        ] {
+            let mut health = Health::default();
+            let mut lines = Vec::new();
+            for step in 0..2 * WINDOW as u64 {
+                lines.extend(health.check(step, &with("reflection_rate", rate), 32, true));
+            }
+            assert_eq!(lines.len(), 2, "{lines:?}");
+            assert!(
+                lines[0].starts_with("warning: step 10: ") && lines[0].contains(says),
+                "{lines:?}"
+            );
+            assert!(lines[0].contains("healthy: "), "{lines:?}");
+            // Without reflection in the pipeline its rate is not judged.
+            let mut health = Health::default();
+            for step in 0..2 * WINDOW as u64 {
+                assert!(health
+                    .check(step, &with("reflection_rate", rate), 32, false)
+                    .is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn the_window_survives_a_checkpoint() {
+        let mut health = Health::default();
+        for step in 0..WINDOW as u64 - 1 {
+            assert!(health
+                .check(step, &with("reflection_rate", 0.0), 32, true)
+                .is_empty());
+        }
+        let mut resumed = Health::restore(&health.save());
+        let said = resumed.check(WINDOW as u64 - 1, &with("reflection_rate", 0.0), 32, true);
+        assert_eq!(said.len(), 1, "{said:?}");
     }
 }

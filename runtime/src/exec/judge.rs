@@ -7,10 +7,19 @@
 //!   vLLM-served reward model, a hosted API). Each question is one request
 //!   asking for a score between 0 and 1; 429, 5xx and timeouts are retried
 //!   with exponential backoff (honouring `Retry-After`), at most `retries`
-//!   times, with at most `concurrency` requests in flight. A reply without a
-//!   score takes the judge's `fallback`, or is an error.
+//!   times (a `Retry-After` longer than [`MAX_RETRY_AFTER`] is cut to it),
+//!   with at most `concurrency` requests in flight: its questions are asked
+//!   from a pool of that many threads ([`Judge::concurrency`]), not from
+//!   the CPU-sized pool that scores rules.
 //! - `model`: a local model ([`super::judge_model`]).
+//!
+//! Replies are parsed strictly ([`parse_score`]): one number between 0 and
+//! 1, as [`JUDGE_SYSTEM_PROMPT`] asks. A reply without one takes the
+//! judge's declared `fallback` (the first such reply is printed as a
+//! warning, and every one is counted: [`JudgeCounts`], `summary.json`'s
+//! `judges`), or is an error naming the reply.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -41,8 +50,66 @@ pub fn question(criterion: &str, description: Option<&str>, row: &Row, completio
     )
 }
 
+/// The longest wait a `Retry-After` header can impose before a retry.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// What a judge did, for `summary.json`: questions asked, replies without
+/// a score that took the fallback, and retried requests.
+#[derive(Default)]
+pub struct JudgeCounts {
+    asked: AtomicU64,
+    fallbacks: AtomicU64,
+    retries: AtomicU64,
+    warned: AtomicBool,
+}
+
+impl JudgeCounts {
+    /// The counts as JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "asked": self.asked.load(Ordering::Relaxed),
+            "fallbacks": self.fallbacks.load(Ordering::Relaxed),
+            "retries": self.retries.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The score in judge `judge`'s reply `said`, or its `fallback` (counted,
+    /// and printed the first time), or an error naming the reply.
+    pub fn score_of(&self, judge: &str, said: &str, fallback: Option<f64>) -> Result<f64, String> {
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        match (parse_score(said), fallback) {
+            (Some(v), _) => Ok(v),
+            (None, Some(f)) => {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "warning: judge `{judge}` replied {said:?}, not one number between 0 and 1; using its fallback {f} (every fallback is counted in summary.json's `judges`)"
+                    );
+                }
+                Ok(f)
+            }
+            (None, None) => Err(format!(
+                "judge `{judge}` replied {said:?}, which holds no score (one number between 0 and 1 was asked for); declare `fallback = ...` on the judge to use a fixed score instead"
+            )),
+        }
+    }
+}
+
 /// Something that scores a completion on a named criterion, 0..1.
 pub trait Judge: Sync {
+    /// How many questions to ask at once, for a judge that waits on
+    /// something other than this machine's CPUs (an HTTP endpoint); `None`
+    /// for judges that compute here, which share the CPU-sized pool.
+    fn concurrency(&self) -> Option<usize> {
+        None
+    }
+
+    /// What the judge did so far (`summary.json`'s `judges`); `None` for
+    /// judges that never ask anyone.
+    fn counts(&self) -> Option<Value> {
+        None
+    }
+
     /// The score of `completion` (to `row`'s prompt) on `criterion`.
     ///
     /// # Errors
@@ -91,6 +158,7 @@ impl Slots {
 
 /// An OpenAI-compatible HTTP judge.
 pub struct HttpJudge {
+    name: String,
     url: String,
     model: String,
     api_key: Option<String>,
@@ -99,8 +167,10 @@ pub struct HttpJudge {
     fallback: Option<f64>,
     agent: ureq::Agent,
     slots: Slots,
+    concurrency: usize,
     /// First backoff; doubled per retry.
     backoff: Duration,
+    counts: JudgeCounts,
 }
 
 impl HttpJudge {
@@ -121,6 +191,7 @@ impl HttpJudge {
         };
         let timeout = Duration::from_secs_f64(spec.timeout_s.max(0.001));
         Ok(HttpJudge {
+            name: name.to_string(),
             url: format!("{}/chat/completions", endpoint.trim_end_matches('/')),
             model: spec.model_name.clone().unwrap_or_else(|| "default".into()),
             api_key,
@@ -132,6 +203,8 @@ impl HttpJudge {
                 free: Mutex::new(spec.concurrency.max(1)),
                 wake: Condvar::new(),
             },
+            concurrency: spec.concurrency.max(1),
+            counts: JudgeCounts::default(),
             backoff: Duration::from_millis(
                 std::env::var("SAFERC_JUDGE_BACKOFF_MS")
                     .ok()
@@ -162,34 +235,34 @@ impl HttpJudge {
     }
 }
 
-/// The first number in `text`, clamped to 0..1 (a verdict word counts:
-/// "yes"/"safe" 1, "no"/"unsafe" 0).
+/// The score in a judge's reply, parsed strictly: after trimming white
+/// space (and one closing full stop), the reply must be one unsigned
+/// decimal number between 0 and 1 (`0`, `1`, `0.75`, `.5`, `1.0`).
+/// Anything else (a sign, an exponent, a number out of range, words around
+/// the number, a verdict word) holds no score.
 pub fn parse_score(text: &str) -> Option<f64> {
     let t = text.trim();
-    let mut start = None;
-    for (i, c) in t.char_indices() {
-        if c.is_ascii_digit() || (c == '.' && start.is_some()) {
-            start.get_or_insert(i);
-        } else if let Some(s) = start {
-            return t[s..i].parse::<f64>().ok().map(|v| v.clamp(0.0, 1.0));
-        }
+    let t = t
+        .strip_suffix('.')
+        .filter(|r| r.contains(|c: char| c.is_ascii_digit()))
+        .unwrap_or(t);
+    let digits = t.chars().filter(char::is_ascii_digit).count();
+    let dots = t.chars().filter(|&c| c == '.').count();
+    if digits == 0 || dots > 1 || digits + dots != t.chars().count() {
+        return None;
     }
-    if let Some(s) = start {
-        return t[s..].parse::<f64>().ok().map(|v| v.clamp(0.0, 1.0));
-    }
-    let lower = t.to_lowercase();
-    let first = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .find(|w| !w.is_empty())
-        .unwrap_or_default();
-    match first {
-        "yes" | "safe" => Some(1.0),
-        "no" | "unsafe" => Some(0.0),
-        _ => None,
-    }
+    t.parse::<f64>().ok().filter(|v| (0.0..=1.0).contains(v))
 }
 
 impl Judge for HttpJudge {
+    fn concurrency(&self) -> Option<usize> {
+        Some(self.concurrency)
+    }
+
+    fn counts(&self) -> Option<Value> {
+        Some(self.counts.to_json())
+    }
+
     fn ask(
         &self,
         criterion: &str,
@@ -207,21 +280,25 @@ impl Judge for HttpJudge {
         let result = loop {
             match self.request(&body) {
                 Ok(answer) => {
-                    let content = answer
+                    // A reply in another shape than chat completions' is
+                    // a reply without a score (its JSON is shown).
+                    let content = match answer
                         .pointer("/choices/0/message/content")
                         .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    break parse_score(content).or(self.fallback).ok_or_else(|| {
-                        EvalError::Call(format!(
-                            "the judge at {} answered {content:?}, not a score",
-                            self.url
-                        ))
-                    });
+                    {
+                        Some(text) => text.to_string(),
+                        None => answer.to_string(),
+                    };
+                    break self
+                        .counts
+                        .score_of(&self.name, &content, self.fallback)
+                        .map_err(|e| EvalError::Call(format!("{e} (from {})", self.url)));
                 }
                 Err((true, why, retry_after)) if attempt < self.retries => {
                     let wait = retry_after
-                        .map(Duration::from_secs)
+                        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
                         .unwrap_or(self.backoff * 2u32.saturating_pow(attempt));
+                    self.counts.retries.fetch_add(1, Ordering::Relaxed);
                     eprintln!(
                         "warning: judge {} failed ({why}); retry {} of {} in {:.1}s",
                         self.url,
@@ -252,11 +329,41 @@ mod tests {
 
     #[test]
     fn scores_from_answers() {
-        assert_eq!(parse_score("0.75"), Some(0.75));
-        assert_eq!(parse_score("Score: 1"), Some(1.0));
-        assert_eq!(parse_score("7"), Some(1.0));
-        assert_eq!(parse_score("yes"), Some(1.0));
-        assert_eq!(parse_score("No."), Some(0.0));
-        assert_eq!(parse_score("nothing"), None);
+        for (reply, score) in [
+            ("0.75", 0.75),
+            (" 1\n", 1.0),
+            ("0", 0.0),
+            ("1.", 1.0),
+            ("0.5.", 0.5),
+            (".25", 0.25),
+            ("1.000", 1.0),
+        ] {
+            assert_eq!(parse_score(reply), Some(score), "{reply:?}");
+        }
+    }
+
+    #[test]
+    fn replies_that_are_not_one_number_between_0_and_1_hold_no_score() {
+        for reply in [
+            "",
+            ".",
+            "7",
+            "1.5",
+            "-0.5",
+            "+0.5",
+            "1e-1",
+            "0.5.5",
+            "Score: 1",
+            "0.8 because it helps",
+            "1 out of 10",
+            "yes",
+            "No.",
+            "nothing",
+            "NaN",
+            "inf",
+            "0,5",
+        ] {
+            assert_eq!(parse_score(reply), None, "{reply:?}");
+        }
     }
 }

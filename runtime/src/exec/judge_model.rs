@@ -1,8 +1,9 @@
 //! The `model` judge: a local model asked, for each completion and
 //! criterion, for one number between 0 and 1 (greedy, a few tokens). The
 //! reply is parsed strictly ([`super::judge::parse_score`]); a reply without
-//! a score takes the judge's declared `fallback`, or is an error naming the
-//! reply when none is declared.
+//! a score takes the judge's declared `fallback` (counted:
+//! [`super::judge::JudgeCounts`]), or is an error naming the reply when
+//! none is declared.
 
 use std::sync::Mutex;
 
@@ -12,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use safer_ir::plan::EvalError;
 
 use super::data::Row;
-use super::judge::{messages, parse_score, question, Judge};
+use super::judge::{messages, question, Judge, JudgeCounts};
 use super::session::Loaded;
 use crate::generate::{generate, Prompt, SamplingParams};
 
@@ -24,6 +25,7 @@ pub struct ModelJudge<B: Backend> {
     name: String,
     model: Mutex<Loaded<B>>,
     fallback: Option<f64>,
+    counts: JudgeCounts,
 }
 
 impl<B: Backend> ModelJudge<B> {
@@ -33,11 +35,16 @@ impl<B: Backend> ModelJudge<B> {
             name: name.to_string(),
             model: Mutex::new(model),
             fallback,
+            counts: JudgeCounts::default(),
         }
     }
 }
 
 impl<B: Backend> Judge for ModelJudge<B> {
+    fn counts(&self) -> Option<serde_json::Value> {
+        Some(self.counts.to_json())
+    }
+
     fn ask(
         &self,
         criterion: &str,
@@ -74,12 +81,8 @@ impl<B: Backend> Judge for ModelJudge<B> {
         )
         .map_err(|e| fail(e.to_string()))?;
         let said = reply.first().map(|c| c.text.clone()).unwrap_or_default();
-        match (parse_score(&said), self.fallback) {
-            (Some(v), _) => Ok(v),
-            (None, Some(f)) => Ok(f),
-            (None, None) => Err(fail(format!(
-                "replied {said:?}, which holds no score; declare `fallback = ...` on the judge to use a fixed score instead"
-            ))),
-        }
+        self.counts
+            .score_of(&self.name, &said, self.fallback)
+            .map_err(EvalError::Call)
     }
 }

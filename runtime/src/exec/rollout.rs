@@ -6,6 +6,7 @@ use burn::tensor::backend::Backend;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use safer_ir::plan::RolloutSpec;
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +117,20 @@ pub fn prompt(
     })
 }
 
+/// The prompts of `rows`, built in parallel, in order.
+///
+/// # Errors
+/// Template or image errors, naming the row.
+pub fn prompts(
+    rows: &[Row],
+    tokenizer: &TextTokenizer,
+    config: &ModelConfig,
+) -> Result<Vec<Prompt>, ExecError> {
+    rows.par_iter()
+        .map(|r| prompt(r, tokenizer, config, None))
+        .collect()
+}
+
 /// Prompts of a stage's rows, built once (chat template, tokens, decoded
 /// image patches) and reused every time the cursor comes back to a row.
 pub struct PromptCache {
@@ -128,6 +143,36 @@ impl PromptCache {
         PromptCache {
             prompts: vec![None; rows],
         }
+    }
+
+    /// The prompts of rows `indices` of `rows`, those not built yet built
+    /// in parallel (templates, tokenisation and image patches).
+    ///
+    /// # Errors
+    /// Template or image errors, naming the row.
+    pub fn get_many(
+        &mut self,
+        indices: &[usize],
+        rows: &[Row],
+        tokenizer: &TextTokenizer,
+        config: &ModelConfig,
+    ) -> Result<Vec<Prompt>, ExecError> {
+        let missing: Vec<usize> = indices
+            .iter()
+            .copied()
+            .filter(|&i| matches!(self.prompts.get(i), Some(None)))
+            .collect();
+        let built = missing
+            .par_iter()
+            .map(|&i| prompt(&rows[i], tokenizer, config, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, p) in missing.into_iter().zip(built) {
+            self.prompts[i] = Some(p);
+        }
+        indices
+            .iter()
+            .map(|&i| self.get(i, &rows[i], tokenizer, config))
+            .collect()
     }
 
     /// The prompt of row `index` (`row`), built on first use.

@@ -233,7 +233,20 @@ impl RubricScorer<'_> {
     /// # Errors
     /// The first failure.
     pub fn score_all(&self, items: &[Item<'_>]) -> Result<Vec<Scores>, EvalError> {
-        items.par_iter().map(|i| self.score(i)).collect()
+        let score = || items.par_iter().map(|i| self.score(i)).collect();
+        match self.judge.concurrency() {
+            // A judge that waits on the network asks from a pool of its own
+            // size, so that `concurrency` requests are in flight whatever
+            // the number of CPUs (its own semaphore still bounds them).
+            Some(threads) if threads != rayon::current_num_threads() => {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| EvalError::Call(format!("cannot start the judge's threads: {e}")))?
+                    .install(score)
+            }
+            _ => score(),
+        }
     }
 
     /// Scores generated completions, each against the row `row_of` names.

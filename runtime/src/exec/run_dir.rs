@@ -1,8 +1,8 @@
 //! The run directory: `manifest.json` (program and rubric hashes, seeds,
-//! versions, device), `metrics.jsonl` (one line per step), `samples.jsonl`
-//! (one line per completion), `checkpoints/` (model directories written
-//! atomically, with the training state), `models/` (each stage's final
-//! policy), `summary.json` and `reward.svg`.
+//! versions of saferc, burn and rustc, device), `metrics.jsonl` (one line
+//! per step), `samples.jsonl` (one line per completion), `checkpoints/`
+//! (model directories written atomically, with the training state),
+//! `models/` (each stage's final policy), `summary.json` and `reward.svg`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -13,6 +13,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::ExecError;
+
+/// The burn release the runtime is built on (pinned in the workspace's
+/// `Cargo.toml`; a test keeps this equal to `Cargo.lock`'s).
+pub const BURN_VERSION: &str = "0.21.0";
 
 /// An open run directory.
 pub struct RunDir {
@@ -56,6 +60,11 @@ impl RunDir {
         std::fs::create_dir_all(path).map_err(|e| io(path, e))?;
         let manifest = json!({
             "saferc": env!("CARGO_PKG_VERSION"),
+            "versions": {
+                "saferc": env!("CARGO_PKG_VERSION"),
+                "burn": BURN_VERSION,
+                "rustc": env!("SAFERC_RUSTC_VERSION"),
+            },
             "pipeline": source,
             "program_hash": plan.program_hash,
             "rubric_hashes": plan.rubric_hashes,
@@ -117,6 +126,42 @@ impl RunDir {
             metrics: append("metrics.jsonl")?,
             samples: append("samples.jsonl")?,
         })
+    }
+
+    /// Makes `metrics.jsonl` and `samples.jsonl` agree with a stage resumed
+    /// after `completed` steps: the stage's lines of later steps (written
+    /// after the checkpoint it resumes from, before the run was killed) are
+    /// dropped, as is a last line cut short by the kill, so that the
+    /// resumed run writes each step once. Other stages' lines are kept.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn rewind(&mut self, stage: &str, completed: u64) -> Result<(), ExecError> {
+        for name in ["metrics.jsonl", "samples.jsonl"] {
+            let p = self.path.join(name);
+            let text = match std::fs::read_to_string(&p) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&p, e)),
+            };
+            let kept: String = text
+                .lines()
+                .filter(|line| match serde_json::from_str::<Value>(line) {
+                    Ok(v) => {
+                        v["stage"].as_str() != Some(stage)
+                            || v["step"].as_u64().is_some_and(|s| s <= completed)
+                    }
+                    Err(_) => false,
+                })
+                .flat_map(|line| [line, "\n"])
+                .collect();
+            if kept.len() != text.len() {
+                write_atomically(&p, kept.as_bytes())?;
+            }
+        }
+        let reopened = Self::open(&self.path)?;
+        *self = reopened;
+        Ok(())
     }
 
     /// Appends one metrics line.
@@ -197,4 +242,61 @@ pub fn list_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
         .collect();
     out.sort();
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
+mod tests {
+    use super::{RunDir, BURN_VERSION};
+
+    #[test]
+    fn the_recorded_burn_version_is_the_locked_one() {
+        let lock = include_str!("../../../Cargo.lock");
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("\nname = \"burn\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .map(|v| v.trim_matches('"'));
+        assert_eq!(locked, Some(BURN_VERSION));
+        assert!(env!("SAFERC_RUSTC_VERSION").starts_with("rustc "));
+    }
+
+    #[test]
+    fn rewind_drops_the_stage_s_later_steps_and_a_cut_line() {
+        let dir = std::env::temp_dir().join(format!("saferc-rewind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("metrics.jsonl"),
+            concat!(
+                "{\"stage\":\"a\",\"step\":1}\n",
+                "{\"stage\":\"a\",\"step\":2}\n",
+                "{\"stage\":\"b\",\"step\":1}\n",
+                "{\"stage\":\"b\",\"step\":2}\n",
+                "{\"stage\":\"b\",\"step\":3}\n",
+                "{\"stage\":\"b\",\"st",
+            ),
+        )
+        .unwrap();
+        let mut run = RunDir::open(&dir).unwrap();
+        run.rewind("b", 1).unwrap();
+        run.metric(&serde_json::json!({"stage": "b", "step": 2}))
+            .unwrap();
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                "{\"stage\":\"a\",\"step\":1}\n",
+                "{\"stage\":\"a\",\"step\":2}\n",
+                "{\"stage\":\"b\",\"step\":1}\n",
+                "{\"stage\":\"b\",\"step\":2}\n",
+            )
+        );
+        // No samples were written: the file is created empty, not invented.
+        assert_eq!(
+            std::fs::read_to_string(dir.join("samples.jsonl")).unwrap(),
+            ""
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

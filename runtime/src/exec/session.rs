@@ -276,7 +276,14 @@ impl<'a, B: Backend> Session<'a, B> {
                 .cloned();
             let rows = self.rows(&e.data)?;
             let scorer = self.scorer(&e.rubric, self.vocabulary(&e.data.dataset))?;
-            let result = evaluate::evaluate(&model, rows, &scorer, rollout.as_ref(), 0)?;
+            let result = evaluate::evaluate(
+                &model,
+                rows,
+                &scorer,
+                rollout.as_ref(),
+                0,
+                &self.options.interrupt,
+            )?;
             evals.insert(e.name.clone(), result);
         }
         let datasets: serde_json::Map<String, Value> = self
@@ -284,8 +291,14 @@ impl<'a, B: Backend> Session<'a, B> {
             .iter()
             .map(|(k, d)| (k.clone(), d.report.clone()))
             .collect();
+        let judges: serde_json::Map<String, Value> = self
+            .judges
+            .iter()
+            .filter_map(|(name, judge)| Some((name.clone(), judge.counts()?)))
+            .collect();
         let summary = json!({
             "program_hash": plan.program_hash,
+            "judges": judges,
             "device": self.device_name,
             "eval": {"before": first_before.as_ref().map(|v| v["means"].clone()), "after": last_after.as_ref().map(|v| v["means"].clone()),
                      "before_by_label": first_before.as_ref().map(|v| v["by_label"].clone()), "after_by_label": last_after.as_ref().map(|v| v["by_label"].clone())},
@@ -300,18 +313,7 @@ impl<'a, B: Backend> Session<'a, B> {
 
     fn build_datasets(&mut self) -> Result<(), ExecError> {
         let plan = self.plan;
-        // Datasets others de-duplicate against come first.
-        let mut order: Vec<&String> = plan
-            .datasets
-            .keys()
-            .filter(|k| plan.datasets[*k].dedup.is_empty())
-            .collect();
-        order.extend(
-            plan.datasets
-                .keys()
-                .filter(|k| !plan.datasets[*k].dedup.is_empty()),
-        );
-        for name in order {
+        for name in dedup_order(plan)? {
             let spec = &plan.datasets[name];
             let loaded = data::load_source(name, spec)?;
             for bad in loaded.bad.iter().take(5) {
@@ -400,6 +402,7 @@ impl<'a, B: Backend> Session<'a, B> {
             &self.scorer(rubric, self.vocabulary(&stage.data.dataset))?,
             rollout,
             stage.seed,
+            &self.options.interrupt,
         )?;
         eprintln!(
             "stage {}: {when} training, {}",
@@ -516,4 +519,84 @@ pub fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), ExecError> {
         }
     }
     Ok(())
+}
+
+/// The datasets in an order that builds every dataset after those it
+/// de-duplicates against (name order otherwise).
+///
+/// # Errors
+/// Datasets that de-duplicate against each other in a cycle, or one
+/// against its own split.
+fn dedup_order(plan: &Plan) -> Result<Vec<&String>, ExecError> {
+    let mut order: Vec<&String> = Vec::with_capacity(plan.datasets.len());
+    let mut left: Vec<&String> = plan.datasets.keys().collect();
+    while !left.is_empty() {
+        let ready = left.iter().position(|name| {
+            plan.datasets[*name]
+                .dedup
+                .iter()
+                .all(|(other, _)| order.contains(&other) || !plan.datasets.contains_key(other))
+        });
+        match ready {
+            Some(i) => order.push(left.remove(i)),
+            None => {
+                let names: Vec<String> = left.iter().map(|n| format!("`{n}`")).collect();
+                return Err(ExecError::Usage(format!(
+                    "datasets {} de-duplicate against each other (or against their own splits), so none can be built first; a `dedup` must name another dataset's split",
+                    names.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(order)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
+mod tests {
+    use super::dedup_order;
+    use safer_ir::plan::Plan;
+    use serde_json::json;
+
+    /// A plan with datasets `(name, [(dataset, split) it de-duplicates against])`.
+    fn plan(datasets: &[(&str, &[(&str, &str)])]) -> Plan {
+        let datasets: serde_json::Map<String, serde_json::Value> = datasets
+            .iter()
+            .map(|(name, dedup)| {
+                let spec = json!({"source": "d.jsonl", "source_written": "d.jsonl", "images": ".",
+                    "on_bad_row": "skip", "filters": [], "curate": null, "balance": null,
+                    "dedup": dedup, "limit": null, "splits": [["train", 0.8], ["eval", 0.2]], "seed": 0});
+                (name.to_string(), spec)
+            })
+            .collect();
+        serde_json::from_value(
+            json!({"program_hash": "", "rubric_hashes": {}, "models": {}, "judges": {},
+            "rubrics": {}, "functions": {}, "datasets": datasets, "rollouts": {}, "reflections": {},
+            "stages": [], "evals": []}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn datasets_are_built_after_those_they_deduplicate_against() {
+        // `main` (first by name) needs `mid`, which needs `base`.
+        let p = plan(&[
+            ("main", &[("mid", "eval")]),
+            ("mid", &[("base", "eval")]),
+            ("base", &[]),
+        ]);
+        assert_eq!(dedup_order(&p).unwrap(), ["base", "mid", "main"]);
+    }
+
+    #[test]
+    fn a_dedup_cycle_is_a_usage_error() {
+        let p = plan(&[("a", &[("b", "eval")]), ("b", &[("a", "eval")]), ("c", &[])]);
+        let err = dedup_order(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("datasets `a`, `b` de-duplicate against each other"),
+            "{err}"
+        );
+        let own = plan(&[("a", &[("a", "eval")])]);
+        assert!(dedup_order(&own).is_err());
+    }
 }

@@ -36,11 +36,38 @@ pub fn train<B: Backend>(
     let loaded = start.load::<AD<B>>(&device)?;
     let tokenizer = loaded.tokenizer;
     let policy: Model<AD<B>> = loaded.model;
-    let rows = session.rows(&stage.data)?.to_vec();
-    let rows: Vec<_> = rows
-        .into_iter()
-        .filter(|r| r.text(&s.field).is_some())
-        .collect();
+    let (rows, lacking): (Vec<_>, Vec<_>) = session
+        .rows(&stage.data)?
+        .iter()
+        .cloned()
+        .partition(|r| r.text(&s.field).is_some());
+    // A row without the text to learn is a bad row, under its dataset's policy.
+    if let Some(first) = lacking.first() {
+        let dataset = &stage.data.dataset;
+        let fail = session
+            .plan
+            .datasets
+            .get(dataset)
+            .is_some_and(|d| d.on_bad_row == "fail");
+        if fail {
+            return Err(ExecError::Data {
+                dataset: dataset.clone(),
+                message: format!(
+                    "bad row at {}: no field `{}`, the text `sft` learns from (the dataset says `on_bad_row = fail`; `skip` counts and skips such rows)",
+                    first.origin, s.field
+                ),
+            });
+        }
+        let shown: Vec<&str> = lacking.iter().take(5).map(|r| r.origin.as_str()).collect();
+        eprintln!(
+            "warning: stage {}: skipped {} row(s) without the field `{}` that `sft` learns from: {}{}",
+            stage.name,
+            lacking.len(),
+            s.field,
+            shown.join(", "),
+            if lacking.len() > shown.len() { ", ..." } else { "" }
+        );
+    }
     if rows.is_empty() {
         return Err(ExecError::Data {
             dataset: stage.data.dataset.clone(),
@@ -63,6 +90,10 @@ pub fn train<B: Backend>(
         session.options.resume,
         &device,
     )?;
+    if session.options.resume {
+        // Lines the killed run wrote after its last checkpoint are written again below.
+        session.run.rewind(&stage.name, state.step)?;
+    }
     let bar = super::report::progress(
         &stage.name,
         total_steps,
@@ -83,17 +114,15 @@ pub fn train<B: Backend>(
             step,
         );
         let idx = state.cursor.next(s.batch, rows.len(), stage.seed);
-        let mut prompts = Vec::with_capacity(idx.len());
+        let prompts = prompt_cache.get_many(&idx, &rows, &tokenizer, &policy.config)?;
         let mut targets: Vec<Vec<u32>> = Vec::with_capacity(idx.len());
         for &i in &idx {
             let row = &rows[i];
-            let p = prompt_cache.get(i, row, &tokenizer, &policy.config)?;
             let mut t = tokenizer.encode(&row.text(&s.field).unwrap_or_default())?;
             t.push(eos);
             if let Some(max) = s.max_tokens {
                 t.truncate(max);
             }
-            prompts.push(p);
             targets.push(t);
         }
         let pairs: Vec<(usize, &[u32])> = targets
@@ -142,6 +171,15 @@ pub fn train<B: Backend>(
             None => GradientsParams::from_grads::<AD<B>, _>(loss.backward(), &policy),
         };
         let grad_norm = clip::clip_global_norm::<AD<B>, _>(&policy, &mut grads, s.max_grad_norm);
+        if !grad_norm.is_finite() {
+            // Stepping would write NaN into every weight; the last checkpoint stays good.
+            return Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
+                step,
+                what: "SFT gradient norm".into(),
+                index: 0,
+                value: grad_norm as f32,
+            }));
+        }
         policy = optim.step(lr, policy, grads);
         let elapsed = started.elapsed().as_secs_f64();
         session.run.metric(&json!({
@@ -166,6 +204,6 @@ pub fn train<B: Backend>(
     super::report::finish(bar, format!("loss {last_loss:.3}"));
     Ok(Trained {
         model: policy.for_generation(),
-        summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss}),
+        summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss, "skipped_rows": lacking.len()}),
     })
 }
