@@ -51,7 +51,10 @@ fn the_quickstart_learns_safety_without_losing_helpfulness() {
         "helpfulness on benign held-out prompts fell: {before:.3} → {after:.3}"
     );
     // The table the README shows is printed.
-    assert!(stdout.contains("held-out               before    after   change"), "{stdout}");
+    assert!(
+        stdout.contains("held-out               before    after   change"),
+        "{stdout}"
+    );
     assert!(out.join("reward.svg").is_file());
     std::fs::remove_dir_all(&out).unwrap();
 }

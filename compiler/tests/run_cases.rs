@@ -161,6 +161,24 @@ fn start_server(mode: &str) -> (u16, Arc<AtomicUsize>) {
     (port, most_seen)
 }
 
+/// Overwrites the values of f32 tensor `name` in the safetensors file at
+/// `path` with NaN (the header is an 8-byte length and JSON offsets).
+fn poison(path: &Path, name: &str) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    assert_eq!(header[name]["dtype"], "F32", "{name} in {header}");
+    let offsets = header[name]["data_offsets"].as_array().unwrap();
+    let (start, end) = (
+        offsets[0].as_u64().unwrap() as usize,
+        offsets[1].as_u64().unwrap() as usize,
+    );
+    for value in bytes[8 + header_len + start..8 + header_len + end].chunks_exact_mut(4) {
+        value.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
 /// The key the `api_key` server wants; the case declares the variable that
 /// holds it, and the test checks it appears nowhere in the run's output.
 const API_KEY: &str = "sk-test-4f1c9a7e2b";
@@ -199,6 +217,9 @@ fn check_case(name: &str) {
         let pipeline = case.join("pipeline.safer");
         let text = std::fs::read_to_string(&pipeline).unwrap();
         std::fs::write(&pipeline, text.replace("{PORT}", &port.to_string())).unwrap();
+    }
+    if let Some(tensor) = expect["poison_weights"].as_str() {
+        poison(&case.join("model/model.safetensors"), tensor);
     }
     if expect["resume_after_kill"].as_bool() == Some(true) {
         return resume_after_kill(&case);
@@ -263,6 +284,10 @@ fn check_case(name: &str) {
                 file.display()
             );
         }
+    }
+    for path in expect["absent"].as_array().into_iter().flatten() {
+        let path = out_dir.join(path.as_str().unwrap());
+        assert!(!path.exists(), "{name}: {} exists", path.display());
     }
     if let Some(want) = expect["max_in_flight"].as_u64() {
         let most = most_in_flight.as_ref().unwrap().load(Ordering::SeqCst);
@@ -467,6 +492,7 @@ cases!(
     judge_concurrency,
     judge_api_key,
     judge_http_fallback,
+    nan_stop,
     two_stages,
 );
 

@@ -109,7 +109,7 @@ impl fmt::Display for ExecError {
             ExecError::Data { dataset, message } => write!(f, "dataset `{dataset}`: {message}"),
             ExecError::Row { origin, message } => write!(f, "row {origin}: {message}"),
             ExecError::Model(e) => write!(f, "{e}"),
-            ExecError::Grpo(e) => write!(f, "[{}] {e}", e.code()),
+            ExecError::Grpo(e) => write!(f, "{e}"), // carries its code
             ExecError::Io { path, message } => write!(f, "{}: {message}", path.display()),
             ExecError::Interrupted { checkpoint } => write!(
                 f,

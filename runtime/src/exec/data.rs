@@ -264,19 +264,39 @@ pub fn balance(rows: Vec<Row>, field: &str, seed: u64) -> Vec<Row> {
     out
 }
 
-/// Drops rows whose prompt (and images) also appear in `others`.
+/// Drops rows whose prompt (and images) also appear in `others`: the
+/// question compared trimmed and case-folded, the images by content, so the
+/// same picture reached through another `images` folder or file name still
+/// counts as seen.
 pub fn dedup(rows: Vec<Row>, others: &[Row]) -> (Vec<Row>, usize) {
-    let seen: HashSet<(String, Vec<PathBuf>)> = others
-        .iter()
-        .map(|r| (r.prompt.trim().to_lowercase(), r.images.clone()))
-        .collect();
+    let key = |r: &Row| {
+        (
+            r.prompt.trim().to_lowercase(),
+            r.images.iter().map(|p| image_key(p)).collect::<Vec<u64>>(),
+        )
+    };
+    let seen: HashSet<(String, Vec<u64>)> = others.par_iter().map(key).collect();
     let before = rows.len();
+    let keep: Vec<bool> = rows.par_iter().map(|r| !seen.contains(&key(r))).collect();
     let kept: Vec<Row> = rows
         .into_iter()
-        .filter(|r| !seen.contains(&(r.prompt.trim().to_lowercase(), r.images.clone())))
+        .zip(keep)
+        .filter_map(|(r, k)| k.then_some(r))
         .collect();
     let dropped = before - kept.len();
     (kept, dropped)
+}
+
+/// An image file's identity for [`dedup`]: a hash of its bytes (SipHash
+/// with fixed keys), or of its path if it cannot be read.
+fn image_key(path: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match std::fs::read(path) {
+        Ok(bytes) => bytes.hash(&mut h),
+        Err(_) => path.hash(&mut h),
+    }
+    h.finish()
 }
 
 /// Assigns rows to named splits: a seeded shuffle, then consecutive runs of
@@ -422,6 +442,34 @@ mod tests {
             kept.iter().map(|r| r.origin.as_str()).collect::<Vec<_>>(),
             ["a", "c"]
         );
+    }
+
+    #[test]
+    fn dedup_compares_images_by_content() {
+        let dir = std::env::temp_dir().join(format!("saferc-dedup-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("other")).unwrap();
+        image::RgbImage::from_pixel(2, 2, image::Rgb([9, 9, 9]))
+            .save(dir.join("a.png"))
+            .unwrap();
+        std::fs::copy(dir.join("a.png"), dir.join("other/same.png")).unwrap();
+        image::RgbImage::from_pixel(2, 2, image::Rgb([1, 2, 3]))
+            .save(dir.join("b.png"))
+            .unwrap();
+        let with = |origin: &str, image: &str| {
+            let mut r = row(origin, "x");
+            r.prompt = "What is this?".into();
+            r.images = vec![dir.join(image)];
+            r
+        };
+        let rows = vec![with("a", "a.png"), with("b", "b.png")];
+        // The held-out row shows `a.png`'s picture under another name and folder.
+        let (kept, dropped) = dedup(rows, &[with("z", "other/same.png")]);
+        assert_eq!(dropped, 1);
+        assert_eq!(
+            kept.iter().map(|r| r.origin.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

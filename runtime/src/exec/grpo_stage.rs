@@ -300,7 +300,7 @@ pub fn train<B: Backend>(
             if batch_scale {
                 cfg.scale = Scale::None;
             }
-            let a = advantage::compute(&[totals], &["reward"], &[1.0], &cfg, step)?;
+            let a = advantage::compute(&[totals], &["reward"], &[1.0], &cfg, step + 1)?;
             zero_var += a.zero_variance_groups;
             advantages.extend(a.values.iter().map(|v| {
                 if batch_scale {
@@ -403,11 +403,11 @@ pub fn train<B: Backend>(
                     entropy: Some(entropy),
                     normaliser: None,
                 };
-                let out = policy_loss::compute(&inputs, &loss_cfg, step)?;
+                let out = policy_loss::compute(&inputs, &loss_cfg, step + 1)?;
                 loss_value = to_vec(&out.loss).first().copied().unwrap_or(f32::NAN);
                 if !loss_value.is_finite() {
                     return Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
-                        step,
+                        step: step + 1, // 1-based, as in metrics and warnings
                         what: "loss".into(),
                         index: 0,
                         value: loss_value,
@@ -422,7 +422,7 @@ pub fn train<B: Backend>(
                     clip::clip_global_norm::<AD<B>, _>(&policy, &mut grads, g.max_grad_norm);
                 if !grad_norm.is_finite() {
                     return Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
-                        step,
+                        step: step + 1, // 1-based, as in metrics and warnings
                         what: "gradient norm".into(),
                         index: 0,
                         value: grad_norm as f32,

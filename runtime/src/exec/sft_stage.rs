@@ -160,7 +160,7 @@ pub fn train<B: Backend>(
         last_loss = to_vec(&loss).first().copied().unwrap_or(f32::NAN);
         if !last_loss.is_finite() {
             return Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
-                step,
+                step: step + 1, // 1-based, as in metrics and warnings
                 what: "SFT loss".into(),
                 index: 0,
                 value: last_loss,
@@ -174,7 +174,7 @@ pub fn train<B: Backend>(
         if !grad_norm.is_finite() {
             // Stepping would write NaN into every weight; the last checkpoint stays good.
             return Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
-                step,
+                step: step + 1, // 1-based, as in metrics and warnings
                 what: "SFT gradient norm".into(),
                 index: 0,
                 value: grad_norm as f32,
