@@ -82,8 +82,10 @@ fn run(case: &Path, out: &Path) -> Output {
 /// request and a score after; `slow` waits longer than any test timeout
 /// before answering; `concurrent` answers each request after 300 ms;
 /// `api_key` answers 401 unless the request carries `Bearer {API_KEY}`;
-/// `no_score` answers words around a number. Returns the port and the
-/// most requests the server held at once.
+/// `no_score` answers words around a number; `plain_to_tls` answers in
+/// plain HTTP at once, without reading, as a server that does not speak TLS
+/// answers a TLS client. Returns the port and the most requests the server
+/// held at once.
 fn start_server(mode: &str) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -99,6 +101,11 @@ fn start_server(mode: &str) -> (u16, Arc<AtomicUsize>) {
             let mode = mode.clone();
             let (in_flight, most) = (in_flight.clone(), most.clone());
             std::thread::spawn(move || {
+                if mode == "plain_to_tls" {
+                    let mut stream = stream;
+                    let _ = write!(stream, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    return;
+                }
                 let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now, Ordering::SeqCst);
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -492,6 +499,7 @@ cases!(
     judge_concurrency,
     judge_api_key,
     judge_http_fallback,
+    judge_https,
     nan_stop,
     two_stages,
 );

@@ -3,7 +3,9 @@
 the same tiny Qwen2 model, batch and length as `saferc generate`.
 
     hf_generate.py make DIR     # a ~3.8M-parameter random Qwen2 (seed 0) + the fixture tokenizer
-    hf_generate.py bench DIR    # tokens/s of model.generate, batch 8, 64 new tokens, as JSON
+    hf_generate.py bench DIR [DEVICE]
+                                # tokens/s of model.generate, batch 8, 64 new tokens, as JSON
+                                # (DEVICE: cpu, the default, or cuda for runtime/scripts/cuda_check.sh)
     hf_generate.py floor DIR    # ms per decode step spent in the linear products alone, as JSON
 
 Sampling (temperature 1, no top-k/top-p), `min_new_tokens = max_new_tokens = 64`
@@ -42,20 +44,23 @@ def make(out):
     print(json.dumps({"parameters": params, "dir": out}))
 
 
-def bench(path):
+def bench(path, device="cpu"):
     torch.set_grad_enabled(False)
     tok = AutoTokenizer.from_pretrained(path)
-    model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32).eval().to(device)
     ids = tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
                                   return_dict=True, return_tensors="pt")["input_ids"]
-    batch = ids.repeat(BATCH, 1)
+    batch = ids.repeat(BATCH, 1).to(device)
     mask = torch.ones_like(batch)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def once(seed):
         torch.manual_seed(seed)
+        sync()
         start = time.perf_counter()
         out = model.generate(batch, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                              max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, pad_token_id=tok.pad_token_id)
+        sync()
         seconds = time.perf_counter() - start
         assert out.shape == (BATCH, batch.shape[1] + NEW_TOKENS)
         return BATCH * NEW_TOKENS / seconds
@@ -63,7 +68,7 @@ def bench(path):
     once(0)
     rates = [once(seed) for seed in range(1, RUNS + 1)]
     print(json.dumps({"peer": "transformers", "version": __import__("transformers").__version__,
-                      "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
                       "prompt_tokens": batch.shape[1], "batch": BATCH, "new_tokens": NEW_TOKENS,
                       "tokens_per_second": statistics.median(rates), "runs": rates}))
 
@@ -93,4 +98,4 @@ def floor(path):
 
 
 if __name__ == "__main__":
-    {"make": make, "bench": bench, "floor": floor}[sys.argv[1]](sys.argv[2])
+    {"make": make, "bench": bench, "floor": floor}[sys.argv[1]](*sys.argv[2:])

@@ -310,11 +310,12 @@ impl Judge for HttpJudge {
                     attempt += 1;
                 }
                 Err((_, why, _)) => {
+                    let attempts = attempt + 1;
                     break Err(EvalError::Call(format!(
-                        "the judge at {} failed after {} attempts: {why}",
+                        "the judge at {} failed after {attempts} attempt{}: {why}",
                         self.url,
-                        attempt + 1
-                    )))
+                        if attempts == 1 { "" } else { "s" }
+                    )));
                 }
             }
         };
