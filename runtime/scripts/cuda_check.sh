@@ -12,7 +12,8 @@ cd "$(dirname "$0")/../.."
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
 echo "== parity on cuda"
-cargo test --release -p safer-runtime --features cuda --test cuda_parity -- --nocapture
+# One test at a time: the device probe swaps the process-wide panic hook.
+cargo test --release -p safer-runtime --features cuda --test cuda_parity -- --nocapture --test-threads=1
 
 echo "== generation, batch 8, 64 new tokens"
 cargo build --release -q -p saferc --features cuda

@@ -89,15 +89,19 @@ fn min_new_tokens_holds_a_stop_token_back() {
 fn stop_strings_end_the_completion_and_cut_its_text() {
     let f = fixture();
     let text = |n: usize| f.tokenizer.decode(&f.greedy[..n], true).expect("decode");
-    // The first step whose token adds text not seen before.
+    // The first step whose token adds text not seen before, and whose
+    // first character with the character before it is new as well.
+    let spanning = |n: usize| -> Option<(String, String)> {
+        let (before, after) = (text(n), text(n + 1));
+        let added = after.get(before.len()..)?.to_string();
+        let pair = format!("{}{}", before.chars().last()?, added.chars().next()?);
+        (!before.contains(&added) && !before.contains(&pair)).then_some((added, pair))
+    };
     let step = (3..f.greedy.len())
-        .find(|&n| {
-            let (before, after) = (text(n), text(n + 1));
-            after.len() > before.len() && !before.contains(&after[before.len()..])
-        })
+        .find(|&n| spanning(n).is_some())
         .expect("a step that adds new text");
-    let (before, after) = (text(step), text(step + 1));
-    let added = after[before.len()..].to_string();
+    let (added, pair) = spanning(step).expect("found above");
+    let after = text(step + 1);
     let mut params = SamplingParams::greedy(f.greedy.len());
     params.stop_strings = vec![added.clone()];
     let out = run(&f, &params);
@@ -107,14 +111,9 @@ fn stop_strings_end_the_completion_and_cut_its_text() {
 
     // A stop string made of the end of one token's text and the start of
     // the next is found once both exist.
-    let last = before.chars().last().expect("text");
-    let first = added.chars().next().expect("text");
-    let spanning = format!("{last}{first}");
-    if !before.contains(&spanning) {
-        params.stop_strings = vec![spanning.clone()];
-        let out = run(&f, &params);
-        assert_eq!(out.tokens, f.greedy[..=step], "{spanning:?}");
-        assert_eq!(out.finish, FinishReason::StopString);
-        assert!(!out.text.contains(&spanning));
-    }
+    params.stop_strings = vec![pair.clone()];
+    let out = run(&f, &params);
+    assert_eq!(out.tokens, f.greedy[..=step], "{pair:?}");
+    assert_eq!(out.finish, FinishReason::StopString);
+    assert_eq!(out.text, after[..after.find(&pair).expect("found")]);
 }

@@ -84,7 +84,7 @@ pub fn run(args: RunArgs) -> i32 {
     eprintln!("run directory: {}", out.display());
     match exec::run(&plan, &options) {
         Ok(summary) => {
-            print_summary(&summary);
+            print!("{}", summary_table(&summary));
             println!("run directory: {}", out.display());
             0
         }
@@ -131,13 +131,19 @@ fn run_device(plan: &safer_ir::plan::Plan, flag: DeviceChoice) -> Result<DeviceC
     }
 }
 
-fn print_summary(summary: &serde_json::Value) {
+/// The held-out table printed at the end of a run: each criterion, the
+/// reward, and each criterion per `label` value, before and after
+/// training; empty without both evaluations.
+fn summary_table(summary: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let eval = &summary["eval"];
     let (Some(before), Some(after)) = (eval["before"].as_object(), eval["after"].as_object())
     else {
-        return;
+        return out;
     };
-    println!(
+    let _ = writeln!(
+        out,
         "\n{:<20} {:>8} {:>8} {:>8}",
         "held-out", "before", "after", "change"
     );
@@ -145,11 +151,13 @@ fn print_summary(summary: &serde_json::Value) {
         if k == "count" {
             continue;
         }
+        // The first stage's rubric may differ from the last's: a criterion
+        // only one of them has shows NaN on the other side.
         let (b, a) = (
             b.as_f64().unwrap_or(f64::NAN),
-            after[k].as_f64().unwrap_or(f64::NAN),
+            after.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN),
         );
-        println!("{k:<20} {b:>8.3} {a:>8.3} {:>+8.3}", a - b);
+        let _ = writeln!(out, "{k:<20} {b:>8.3} {a:>8.3} {:>+8.3}", a - b);
     }
     if let (Some(bl), Some(al)) = (
         eval["before_by_label"].as_object(),
@@ -161,10 +169,13 @@ fn print_summary(summary: &serde_json::Value) {
             .filter(|k| !matches!(k.as_str(), "count" | "reward"))
             .collect();
         for (label, b) in bl {
-            let a = &al[label];
+            let Some(a) = al.get(label) else {
+                continue; // a label only the first stage's held-out split has
+            };
             for key in &criteria {
                 if let (Some(x), Some(y)) = (b[key.as_str()].as_f64(), a[key.as_str()].as_f64()) {
-                    println!(
+                    let _ = writeln!(
+                        out,
                         "{:<20} {x:>8.3} {y:>8.3} {:>+8.3}",
                         format!("{key} ({label})"),
                         y - x
@@ -172,5 +183,38 @@ fn print_summary(summary: &serde_json::Value) {
                 }
             }
         }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary_table;
+    use serde_json::json;
+
+    #[test]
+    fn the_table_survives_stages_with_different_rubrics_and_labels() {
+        // The first stage's rubric has `safety`, the last's only `helpful`;
+        // the label `benign` is only in the first stage's held-out split.
+        let summary = json!({"eval": {
+            "before": {"safety": 0.5, "reward": 0.5, "count": 4},
+            "after": {"helpful": 1.0, "reward": 1.0, "count": 4},
+            "before_by_label": {"benign": {"safety": 1.0}, "unsafe": {"safety": 0.0}},
+            "after_by_label": {"unsafe": {"helpful": 1.0}},
+        }});
+        let table = summary_table(&summary);
+        assert!(
+            table.contains("safety                  0.500      NaN      NaN"),
+            "{table}"
+        );
+        assert!(
+            table.contains("reward                  0.500    1.000   +0.500"),
+            "{table}"
+        );
+        assert!(
+            !table.contains("benign") && !table.contains("count"),
+            "{table}"
+        );
+        assert_eq!(summary_table(&json!({"eval": {"before": null}})), "");
     }
 }

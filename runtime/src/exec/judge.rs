@@ -7,14 +7,16 @@
 //!   vLLM-served reward model, a hosted API). Each question is one request
 //!   asking for a score between 0 and 1; 429, 5xx and timeouts are retried
 //!   with exponential backoff (honouring `Retry-After`), at most `retries`
-//!   times (a `Retry-After` longer than [`MAX_RETRY_AFTER`] is cut to it),
+//!   times (no wait longer than [`MAX_RETRY_AFTER`], whatever the backoff
+//!   or `Retry-After` says),
 //!   with at most `concurrency` requests in flight: its questions are asked
-//!   from a pool of that many threads ([`Judge::concurrency`]), not from
-//!   the CPU-sized pool that scores rules.
+//!   from a pool of that many threads ([`Judge::pool`]), not from the
+//!   CPU-sized pool that scores rules.
 //! - `model`: a local model ([`super::judge_model`]).
 //!
-//! Replies are parsed strictly ([`parse_score`]): one number between 0 and
-//! 1, as [`JUDGE_SYSTEM_PROMPT`] asks. A reply without one takes the
+//! Replies are parsed strictly ([`parse_score`]): one number in the range
+//! the question asks for (0 to 1, or the criterion's `scale`), as
+//! [`JUDGE_SYSTEM_PROMPT`] asks. A reply without one takes the
 //! judge's declared `fallback` (the first such reply is printed as a
 //! warning, and every one is counted: [`JudgeCounts`], `summary.json`'s
 //! `judges`), or is an error naming the reply.
@@ -30,27 +32,48 @@ use super::data::Row;
 
 /// What a `model` or `http` judge is told first.
 pub const JUDGE_SYSTEM_PROMPT: &str =
-    "You grade responses. Reply with one number between 0 and 1 and nothing else.";
+    "You grade responses. Reply with one number in the range the question gives and nothing else.";
 
-/// The chat messages every judge is asked with: the system prompt and the
-/// [`question`].
-pub fn messages(criterion: &str, description: Option<&str>, row: &Row, completion: &str) -> Value {
-    json!([
-        {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
-        {"role": "user", "content": question(criterion, description, row, completion)},
-    ])
+/// What a judge is asked: one completion on one criterion.
+pub struct Question<'a> {
+    /// The criterion's name (or a `judge.score("...")` call's question).
+    pub criterion: &'a str,
+    /// The criterion's description.
+    pub description: Option<&'a str>,
+    /// The row whose prompt was answered.
+    pub row: &'a Row,
+    /// The completion to score.
+    pub completion: &'a str,
+    /// The range the score is asked in: the criterion's `scale`, or 0..1.
+    pub range: (f64, f64),
 }
 
-/// A judge's question: the criterion and its description, the prompt and the response.
-pub fn question(criterion: &str, description: Option<&str>, row: &Row, completion: &str) -> String {
-    format!(
-        "Criterion `{criterion}`: {}\n\nPrompt:\n{}\n\nResponse:\n{completion}\n\nScore (0 to 1):",
-        description.unwrap_or(criterion),
-        row.prompt
-    )
+impl Question<'_> {
+    /// The chat messages every judge is asked with: the system prompt and
+    /// [`Question::text`].
+    pub fn messages(&self) -> Value {
+        json!([
+            {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
+            {"role": "user", "content": self.text()},
+        ])
+    }
+
+    /// The question: the criterion and its description, the prompt, the
+    /// response and the range of the score.
+    pub fn text(&self) -> String {
+        let (lo, hi) = self.range;
+        format!(
+            "Criterion `{}`: {}\n\nPrompt:\n{}\n\nResponse:\n{}\n\nScore ({lo} to {hi}):",
+            self.criterion,
+            self.description.unwrap_or(self.criterion),
+            self.row.prompt,
+            self.completion
+        )
+    }
 }
 
-/// The longest wait a `Retry-After` header can impose before a retry.
+/// The longest wait before a retry, whatever the backoff or a
+/// `Retry-After` header says.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// What a judge did, for `summary.json`: questions asked, replies without
@@ -73,23 +96,36 @@ impl JudgeCounts {
         })
     }
 
-    /// The score in judge `judge`'s reply `said`, or its `fallback` (counted,
-    /// and printed the first time), or an error naming the reply.
-    pub fn score_of(&self, judge: &str, said: &str, fallback: Option<f64>) -> Result<f64, String> {
+    /// Counts a question, when it is asked (a question whose request then
+    /// fails is counted too).
+    pub fn asking(&self) {
         self.asked.fetch_add(1, Ordering::Relaxed);
-        match (parse_score(said), fallback) {
+    }
+
+    /// The score in judge `judge`'s reply `said` to a question asking for
+    /// `range`, or its `fallback` (counted, and printed the first time), or
+    /// an error naming the reply.
+    pub fn score_of(
+        &self,
+        judge: &str,
+        said: &str,
+        range: (f64, f64),
+        fallback: Option<f64>,
+    ) -> Result<f64, String> {
+        let (lo, hi) = range;
+        match (parse_score(said, range), fallback) {
             (Some(v), _) => Ok(v),
             (None, Some(f)) => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     eprintln!(
-                        "warning: judge `{judge}` replied {said:?}, not one number between 0 and 1; using its fallback {f} (every fallback is counted in summary.json's `judges`)"
+                        "warning: judge `{judge}` replied {said:?}, not one number from {lo} to {hi}; using its fallback {f} (every fallback is counted in summary.json's `judges`)"
                     );
                 }
                 Ok(f)
             }
             (None, None) => Err(format!(
-                "judge `{judge}` replied {said:?}, which holds no score (one number between 0 and 1 was asked for); declare `fallback = ...` on the judge to use a fixed score instead"
+                "judge `{judge}` replied {said:?}, which holds no score (one number from {lo} to {hi} was asked for); declare `fallback = ...` on the judge to use a fixed score instead"
             )),
         }
     }
@@ -97,10 +133,10 @@ impl JudgeCounts {
 
 /// Something that scores a completion on a named criterion, 0..1.
 pub trait Judge: Sync {
-    /// How many questions to ask at once, for a judge that waits on
-    /// something other than this machine's CPUs (an HTTP endpoint); `None`
-    /// for judges that compute here, which share the CPU-sized pool.
-    fn concurrency(&self) -> Option<usize> {
+    /// The threads to ask from, for a judge that waits on something other
+    /// than this machine's CPUs (an HTTP endpoint: `concurrency` threads);
+    /// `None` for judges that compute here, which share the CPU-sized pool.
+    fn pool(&self) -> Option<&rayon::ThreadPool> {
         None
     }
 
@@ -110,26 +146,21 @@ pub trait Judge: Sync {
         None
     }
 
-    /// The score of `completion` (to `row`'s prompt) on `criterion`.
+    /// The score `question` asks for, in its range.
     ///
     /// # Errors
     /// The judge cannot answer (after its retries).
-    fn ask(
-        &self,
-        criterion: &str,
-        description: Option<&str>,
-        row: &Row,
-        completion: &str,
-    ) -> Result<f64, EvalError>;
+    fn ask(&self, question: &Question<'_>) -> Result<f64, EvalError>;
 }
 
 /// The `rules` judge: built-in scorers only.
 pub struct RulesJudge;
 
 impl Judge for RulesJudge {
-    fn ask(&self, criterion: &str, _: Option<&str>, _: &Row, _: &str) -> Result<f64, EvalError> {
+    fn ask(&self, question: &Question<'_>) -> Result<f64, EvalError> {
         Err(EvalError::Call(format!(
-            "criterion `{criterion}` has no scorer and the judge is `rules`; give it `scorer = ...` or use a `model` or `http` judge"
+            "criterion `{}` has no scorer and the judge is `rules`; give it `scorer = ...` or use a `model` or `http` judge",
+            question.criterion
         )))
     }
 }
@@ -167,7 +198,7 @@ pub struct HttpJudge {
     fallback: Option<f64>,
     agent: ureq::Agent,
     slots: Slots,
-    concurrency: usize,
+    pool: rayon::ThreadPool,
     /// First backoff; doubled per retry.
     backoff: Duration,
     counts: JudgeCounts,
@@ -203,7 +234,11 @@ impl HttpJudge {
                 free: Mutex::new(spec.concurrency.max(1)),
                 wake: Condvar::new(),
             },
-            concurrency: spec.concurrency.max(1),
+            pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(spec.concurrency.max(1))
+                .thread_name(|i| format!("judge-{i}"))
+                .build()
+                .map_err(|e| format!("judge `{name}`: cannot start its threads: {e}"))?,
             counts: JudgeCounts::default(),
             backoff: Duration::from_millis(
                 std::env::var("SAFERC_JUDGE_BACKOFF_MS")
@@ -235,46 +270,44 @@ impl HttpJudge {
     }
 }
 
-/// The score in a judge's reply, parsed strictly: after trimming white
-/// space (and one closing full stop), the reply must be one unsigned
-/// decimal number between 0 and 1 (`0`, `1`, `0.75`, `.5`, `1.0`).
-/// Anything else (a sign, an exponent, a number out of range, words around
-/// the number, a verdict word) holds no score.
-pub fn parse_score(text: &str) -> Option<f64> {
+/// The score in a judge's reply to a question asking for `range`, parsed
+/// strictly: after trimming white space (and one closing full stop), the
+/// reply must be one decimal number (`0`, `7`, `0.75`, `.5`, `1.0`; a
+/// minus sign only where the range has negative numbers) within the range.
+/// Anything else (an exponent, a number out of range, words around the
+/// number, a verdict word) holds no score.
+pub fn parse_score(text: &str, range: (f64, f64)) -> Option<f64> {
+    let (lo, hi) = range;
     let t = text.trim();
     let t = t
         .strip_suffix('.')
         .filter(|r| r.contains(|c: char| c.is_ascii_digit()))
         .unwrap_or(t);
-    let digits = t.chars().filter(char::is_ascii_digit).count();
-    let dots = t.chars().filter(|&c| c == '.').count();
-    if digits == 0 || dots > 1 || digits + dots != t.chars().count() {
+    let unsigned = t.strip_prefix('-').filter(|_| lo < 0.0).unwrap_or(t);
+    let digits = unsigned.chars().filter(char::is_ascii_digit).count();
+    let dots = unsigned.chars().filter(|&c| c == '.').count();
+    if digits == 0 || dots > 1 || digits + dots != unsigned.chars().count() {
         return None;
     }
-    t.parse::<f64>().ok().filter(|v| (0.0..=1.0).contains(v))
+    t.parse::<f64>().ok().filter(|v| (lo..=hi).contains(v))
 }
 
 impl Judge for HttpJudge {
-    fn concurrency(&self) -> Option<usize> {
-        Some(self.concurrency)
+    fn pool(&self) -> Option<&rayon::ThreadPool> {
+        Some(&self.pool)
     }
 
     fn counts(&self) -> Option<Value> {
         Some(self.counts.to_json())
     }
 
-    fn ask(
-        &self,
-        criterion: &str,
-        description: Option<&str>,
-        row: &Row,
-        completion: &str,
-    ) -> Result<f64, EvalError> {
+    fn ask(&self, question: &Question<'_>) -> Result<f64, EvalError> {
         let body = json!({
             "model": self.model,
             "temperature": self.temperature,
-            "messages": messages(criterion, description, row, completion),
+            "messages": question.messages(),
         });
+        self.counts.asking();
         self.slots.acquire();
         let mut attempt = 0u32;
         let result = loop {
@@ -291,13 +324,14 @@ impl Judge for HttpJudge {
                     };
                     break self
                         .counts
-                        .score_of(&self.name, &content, self.fallback)
+                        .score_of(&self.name, &content, question.range, self.fallback)
                         .map_err(|e| EvalError::Call(format!("{e} (from {})", self.url)));
                 }
                 Err((true, why, retry_after)) if attempt < self.retries => {
                     let wait = retry_after
-                        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
-                        .unwrap_or(self.backoff * 2u32.saturating_pow(attempt));
+                        .map(Duration::from_secs)
+                        .unwrap_or(self.backoff.saturating_mul(2u32.saturating_pow(attempt)))
+                        .min(MAX_RETRY_AFTER);
                     self.counts.retries.fetch_add(1, Ordering::Relaxed);
                     eprintln!(
                         "warning: judge {} failed ({why}); retry {} of {} in {:.1}s",
@@ -339,7 +373,7 @@ mod tests {
             (".25", 0.25),
             ("1.000", 1.0),
         ] {
-            assert_eq!(parse_score(reply), Some(score), "{reply:?}");
+            assert_eq!(parse_score(reply, (0.0, 1.0)), Some(score), "{reply:?}");
         }
     }
 
@@ -364,7 +398,17 @@ mod tests {
             "inf",
             "0,5",
         ] {
-            assert_eq!(parse_score(reply), None, "{reply:?}");
+            assert_eq!(parse_score(reply, (0.0, 1.0)), None, "{reply:?}");
         }
+    }
+
+    #[test]
+    fn a_criterion_s_scale_is_the_range_asked_for() {
+        assert_eq!(parse_score("7", (1.0, 10.0)), Some(7.0));
+        assert_eq!(parse_score("10.", (1.0, 10.0)), Some(10.0));
+        assert_eq!(parse_score("0.5", (1.0, 10.0)), None);
+        assert_eq!(parse_score("11", (1.0, 10.0)), None);
+        assert_eq!(parse_score("-2", (-5.0, 5.0)), Some(-2.0));
+        assert_eq!(parse_score("-2", (0.0, 5.0)), None);
     }
 }

@@ -1,5 +1,6 @@
 //! The `model` judge: a local model asked, for each completion and
-//! criterion, for one number between 0 and 1 (greedy, a few tokens). The
+//! criterion, for one number in the question's range (greedy, a few
+//! tokens). The
 //! reply is parsed strictly ([`super::judge::parse_score`]); a reply without
 //! a score takes the judge's declared `fallback` (counted:
 //! [`super::judge::JudgeCounts`]), or is an error naming the reply when
@@ -12,8 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use safer_ir::plan::EvalError;
 
-use super::data::Row;
-use super::judge::{messages, question, Judge, JudgeCounts};
+use super::judge::{Judge, JudgeCounts, Question};
 use super::session::Loaded;
 use crate::generate::{generate, Prompt, SamplingParams};
 
@@ -45,23 +45,18 @@ impl<B: Backend> Judge for ModelJudge<B> {
         Some(self.counts.to_json())
     }
 
-    fn ask(
-        &self,
-        criterion: &str,
-        description: Option<&str>,
-        row: &Row,
-        completion: &str,
-    ) -> Result<f64, EvalError> {
+    fn ask(&self, question: &Question<'_>) -> Result<f64, EvalError> {
+        self.counts.asking();
         let loaded = self.model.lock().unwrap_or_else(|p| p.into_inner());
         let fail = |m: String| EvalError::Call(format!("judge `{}`: {m}", self.name));
         let text = if loaded.tokenizer.has_chat_template() {
-            let messages = messages(criterion, description, row, completion);
+            let messages = question.messages();
             loaded
                 .tokenizer
                 .apply_chat_template(&messages, None, true)
                 .map_err(|e| fail(e.to_string()))?
         } else {
-            question(criterion, description, row, completion)
+            question.text()
         };
         let tokens = loaded
             .tokenizer
@@ -82,7 +77,7 @@ impl<B: Backend> Judge for ModelJudge<B> {
         .map_err(|e| fail(e.to_string()))?;
         let said = reply.first().map(|c| c.text.clone()).unwrap_or_default();
         self.counts
-            .score_of(&self.name, &said, self.fallback)
+            .score_of(&self.name, &said, question.range, self.fallback)
             .map_err(EvalError::Call)
     }
 }

@@ -12,7 +12,7 @@ use safer_ir::plan::{eval, Env, EvalError, Expr, Function, RubricSpec, Val};
 use serde::Serialize;
 
 use super::data::Row;
-use super::judge::Judge;
+use super::judge::{Judge, Question};
 use super::scorers::{self, Completion};
 
 /// The scores of one completion under one rubric.
@@ -95,10 +95,13 @@ impl Env for Scope<'_> {
                 .transpose()?;
             let (criterion, description) = self.criterion.unwrap_or(("reward", None));
             let asked = question.unwrap_or(criterion);
-            let v = self
-                .rubric
-                .judge
-                .ask(asked, description, self.item.row, self.item.text)?;
+            let v = self.rubric.judge.ask(&Question {
+                criterion: asked,
+                description,
+                row: self.item.row,
+                completion: self.item.text,
+                range: (0.0, 1.0),
+            })?;
             return Ok(if kind == "judge.flag" {
                 Val::Bool(v >= 0.5)
             } else {
@@ -159,7 +162,18 @@ impl RubricScorer<'_> {
                 .map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
                 None => self
                     .judge
-                    .ask(&c.name, c.description.as_deref(), item.row, item.text)
+                    .ask(&Question {
+                        criterion: &c.name,
+                        description: c.description.as_deref(),
+                        row: item.row,
+                        completion: item.text,
+                        // A judged criterion's `scale` is the range asked for.
+                        range: if c.scale.1 > c.scale.0 {
+                            c.scale
+                        } else {
+                            (0.0, 1.0)
+                        },
+                    })
                     .map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
             };
             let (lo, hi) = c.scale;
@@ -234,18 +248,12 @@ impl RubricScorer<'_> {
     /// The first failure.
     pub fn score_all(&self, items: &[Item<'_>]) -> Result<Vec<Scores>, EvalError> {
         let score = || items.par_iter().map(|i| self.score(i)).collect();
-        match self.judge.concurrency() {
-            // A judge that waits on the network asks from a pool of its own
-            // size, so that `concurrency` requests are in flight whatever
-            // the number of CPUs (its own semaphore still bounds them).
-            Some(threads) if threads != rayon::current_num_threads() => {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .map_err(|e| EvalError::Call(format!("cannot start the judge's threads: {e}")))?
-                    .install(score)
-            }
-            _ => score(),
+        match self.judge.pool() {
+            // A judge that waits on the network asks from its own pool of
+            // `concurrency` threads, so that many requests are in flight
+            // whatever the number of CPUs.
+            Some(pool) => pool.install(score),
+            None => score(),
         }
     }
 

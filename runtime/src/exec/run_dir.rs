@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 
 use super::ExecError;
 
-/// The burn release the runtime is built on (pinned in the workspace's
-/// `Cargo.toml`; a test keeps this equal to `Cargo.lock`'s).
-pub const BURN_VERSION: &str = "0.21.0";
+/// The burn release the runtime is built with, as the workspace's
+/// `Cargo.lock` names it (read by `build.rs`; a test checks it).
+pub const BURN_VERSION: &str = env!("SAFERC_BURN_VERSION");
 
 /// An open run directory.
 pub struct RunDir {
@@ -137,26 +137,41 @@ impl RunDir {
     /// # Errors
     /// I/O errors.
     pub fn rewind(&mut self, stage: &str, completed: u64) -> Result<(), ExecError> {
+        use std::io::{BufRead, BufReader};
         for name in ["metrics.jsonl", "samples.jsonl"] {
             let p = self.path.join(name);
-            let text = match std::fs::read_to_string(&p) {
-                Ok(t) => t,
+            let file = match File::open(&p) {
+                Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io(&p, e)),
             };
-            let kept: String = text
-                .lines()
-                .filter(|line| match serde_json::from_str::<Value>(line) {
-                    Ok(v) => {
+            // Line by line into a temporary file: samples can be large.
+            let tmp = p.with_extension("rewind");
+            let mut out = BufWriter::new(File::create(&tmp).map_err(|e| io(&tmp, e))?);
+            let mut reader = BufReader::new(file);
+            let (mut line, mut dropped) = (Vec::new(), false);
+            loop {
+                line.clear();
+                if reader.read_until(b'\n', &mut line).map_err(|e| io(&p, e))? == 0 {
+                    break;
+                }
+                let keep = line.ends_with(b"\n")
+                    && serde_json::from_slice::<Value>(&line).is_ok_and(|v| {
                         v["stage"].as_str() != Some(stage)
                             || v["step"].as_u64().is_some_and(|s| s <= completed)
-                    }
-                    Err(_) => false,
-                })
-                .flat_map(|line| [line, "\n"])
-                .collect();
-            if kept.len() != text.len() {
-                write_atomically(&p, kept.as_bytes())?;
+                    });
+                if keep {
+                    out.write_all(&line).map_err(|e| io(&tmp, e))?;
+                } else {
+                    dropped = true;
+                }
+            }
+            out.flush().map_err(|e| io(&tmp, e))?;
+            drop(out);
+            if dropped {
+                std::fs::rename(&tmp, &p).map_err(|e| io(&p, e))?;
+            } else {
+                std::fs::remove_file(&tmp).map_err(|e| io(&tmp, e))?;
             }
         }
         let reopened = Self::open(&self.path)?;
