@@ -399,6 +399,33 @@ fn check_case(name: &str) {
     }
 }
 
+/// Starts the `resume` case's run into `dir` (stderr to `stderr`) and
+/// returns once its first checkpoint exists: training is under way.
+fn start_until_first_checkpoint(case: &Path, dir: &Path, stderr: Stdio) -> std::process::Child {
+    let child = run_command(case, &["--out", dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let first = dir.join("checkpoints/t/step-000002/state.json");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !first.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child
+}
+
+/// Continues the interrupted run in `dir` with `--resume`; it must finish.
+/// Returns its stderr.
+fn resume_to_the_end(case: &Path, dir: &Path) -> String {
+    let resumed = run_command(case, &["--resume", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr).into_owned();
+    assert!(resumed.status.success(), "{stderr}");
+    stderr
+}
+
 /// Runs the case once uninterrupted and once killed with SIGKILL after its
 /// first checkpoint and resumed; the final weights must be identical.
 fn resume_after_kill(case: &Path) {
@@ -414,16 +441,7 @@ fn resume_after_kill(case: &Path) {
     let mut killed_once = false;
     for attempt in 0..3 {
         let dir = case.join(format!("killed-{attempt}"));
-        let mut child = run_command(case, &["--out", dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let first = dir.join("checkpoints/t/step-000002/state.json");
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while !first.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let mut child = start_until_first_checkpoint(case, &dir, Stdio::null());
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
         if status.success() {
@@ -431,15 +449,7 @@ fn resume_after_kill(case: &Path) {
         }
         killed_once = true;
         assert!(!dir.join("models/t/model.safetensors").exists());
-        let resumed = run_command(case, &["--resume", dir.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            resumed.status.success(),
-            "{}",
-            String::from_utf8_lossy(&resumed.stderr)
-        );
-        assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming from"));
+        assert!(resume_to_the_end(case, &dir).contains("resuming from"));
         assert!(
             reference == weights(&dir),
             "resumed weights differ from the uninterrupted run"
@@ -515,17 +525,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
     let mut interrupted = false;
     for attempt in 0..3 {
         let dir = case.join(format!("interrupted-{attempt}"));
-        let child = run_command(&case, &["--out", dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Training is under way once the first checkpoint is written.
-        let first = dir.join("checkpoints/t/step-000002/state.json");
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while !first.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let child = start_until_first_checkpoint(&case, &dir, Stdio::piped());
         let sent = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status()
@@ -547,14 +547,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
         );
         assert!(!dir.join("models/t/model.safetensors").exists());
         interrupted = true;
-        let resumed = run_command(&case, &["--resume", dir.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            resumed.status.success(),
-            "{}",
-            String::from_utf8_lossy(&resumed.stderr)
-        );
+        assert!(resume_to_the_end(&case, &dir).contains("resuming from"));
         assert!(
             weights(&full) == weights(&dir),
             "weights resumed after Ctrl+C differ from the uninterrupted run"

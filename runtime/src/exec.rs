@@ -87,6 +87,24 @@ pub enum ExecError {
     },
 }
 
+/// Stops a stage at a NaN or infinity in `what` (the loss, the gradient
+/// norm) at step index `step`, reported counting from 1 as metrics and
+/// warnings do (E0500); the last good checkpoint stays.
+///
+/// # Errors
+/// The non-finite value.
+pub fn ensure_finite(value: f64, step: u64, what: &str) -> Result<(), ExecError> {
+    if value.is_finite() {
+        return Ok(());
+    }
+    Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
+        step: step + 1,
+        what: what.into(),
+        index: 0,
+        value: value as f32,
+    }))
+}
+
 /// Stops with [`ExecError::Stopped`] if Ctrl+C was pressed: checked
 /// between batches of the work that runs outside training steps.
 ///

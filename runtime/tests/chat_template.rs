@@ -23,23 +23,11 @@ fn cases() -> Value {
 #[test]
 fn qwen25_template_through_the_tokenizer_matches_transformers() {
     let tokenizer = TextTokenizer::load(&fixtures().join("tokenizer")).expect("tokenizer");
-    let all = cases();
-    let cases = all["qwen2.5"]["cases"].as_array().expect("cases");
-    assert_eq!(cases.len(), 4);
-    for case in cases {
-        let rendered = tokenizer
-            .apply_chat_template(
-                &case["messages"],
-                case.get("tools"),
-                case["add_generation_prompt"].as_bool().unwrap_or(false),
-            )
-            .expect("render");
-        assert_eq!(
-            rendered,
-            case["expected"].as_str().expect("expected"),
-            "case {case}"
-        );
-    }
+    assert_eq!(
+        cases()["qwen2.5"]["cases"].as_array().map(Vec::len),
+        Some(4)
+    );
+    check_qwen25_cases(&tokenizer);
 }
 
 #[test]

@@ -405,14 +405,7 @@ pub fn train<B: Backend>(
                 };
                 let out = policy_loss::compute(&inputs, &loss_cfg, step + 1)?;
                 loss_value = to_vec(&out.loss).first().copied().unwrap_or(f32::NAN);
-                if !loss_value.is_finite() {
-                    return Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
-                        step: step + 1, // 1-based, as in metrics and warnings
-                        what: "loss".into(),
-                        index: 0,
-                        value: loss_value,
-                    }));
-                }
+                super::ensure_finite(f64::from(loss_value), step, "loss")?;
                 stats = out.stats;
                 let mut grads = match &fused {
                     Some((f, leaves)) => f.backward(leaves, out.loss),
@@ -420,14 +413,7 @@ pub fn train<B: Backend>(
                 };
                 grad_norm =
                     clip::clip_global_norm::<AD<B>, _>(&policy, &mut grads, g.max_grad_norm);
-                if !grad_norm.is_finite() {
-                    return Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
-                        step: step + 1, // 1-based, as in metrics and warnings
-                        what: "gradient norm".into(),
-                        index: 0,
-                        value: grad_norm as f32,
-                    }));
-                }
+                super::ensure_finite(grad_norm, step, "gradient norm")?;
                 policy = optim.step(lr, policy, grads);
             }
             t_update = t0.elapsed().as_secs_f64();

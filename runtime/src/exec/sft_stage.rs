@@ -158,28 +158,14 @@ pub fn train<B: Backend>(
         let count: f32 = mask.iter().sum::<f32>().max(1.0);
         let loss = (logprobs * mask_t).sum().neg().div_scalar(count);
         last_loss = to_vec(&loss).first().copied().unwrap_or(f32::NAN);
-        if !last_loss.is_finite() {
-            return Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
-                step: step + 1, // 1-based, as in metrics and warnings
-                what: "SFT loss".into(),
-                index: 0,
-                value: last_loss,
-            }));
-        }
+        super::ensure_finite(f64::from(last_loss), step, "SFT loss")?;
         let mut grads = match &fused {
             Some((f, leaves)) => f.backward(leaves, loss),
             None => GradientsParams::from_grads::<AD<B>, _>(loss.backward(), &policy),
         };
         let grad_norm = clip::clip_global_norm::<AD<B>, _>(&policy, &mut grads, s.max_grad_norm);
-        if !grad_norm.is_finite() {
-            // Stepping would write NaN into every weight; the last checkpoint stays good.
-            return Err(ExecError::Grpo(crate::grpo::GrpoError::NonFinite {
-                step: step + 1, // 1-based, as in metrics and warnings
-                what: "SFT gradient norm".into(),
-                index: 0,
-                value: grad_norm as f32,
-            }));
-        }
+        // Stepping would write NaN into every weight.
+        super::ensure_finite(grad_norm, step, "SFT gradient norm")?;
         policy = optim.step(lr, policy, grads);
         let elapsed = started.elapsed().as_secs_f64();
         session.run.metric(&json!({
