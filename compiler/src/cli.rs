@@ -37,7 +37,7 @@ pub enum Format {
 }
 
 /// How `use` paths may resolve.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ImportArgs {
     /// The project root (default: the folder of the file checked); `use`
     /// may not leave it.

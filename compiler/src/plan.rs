@@ -139,6 +139,7 @@ impl<'a> Lowerer<'a> {
                     endpoint: s.text("endpoint").map(str::to_string),
                     model_name: s.text("model_name").map(str::to_string),
                     api_key_env: s.text("api_key_env").map(str::to_string),
+                    ca_file: path(s.get("ca_file")).map(|(resolved, _)| resolved),
                     retries: num(s, "retries", 3.0) as u32,
                     timeout_s: num(s, "timeout", 60.0),
                     concurrency: count(s, "concurrency", 4.0).max(1),

@@ -36,11 +36,12 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Copies case `name` (and the shared images) into a temporary folder and
+/// Copies case `name` (and the shared images and test certificates) into a temporary folder and
 /// makes its model; returns the case's copy.
 fn prepare(name: &str, dest: &str) -> PathBuf {
     let root = common::temp_dir(&format!("run-{dest}"));
     copy_dir(&cases_dir().join("images"), &root.join("images"));
+    copy_dir(&cases_dir().join("tls"), &root.join("tls"));
     let case = root.join(name);
     copy_dir(&cases_dir().join(name), &case);
     let model = case.join("model");
@@ -82,14 +83,15 @@ fn run(case: &Path, out: &Path) -> Output {
 /// request and a score after; `slow` waits longer than any test timeout
 /// before answering; `concurrent` answers each request after 300 ms;
 /// `api_key` answers 401 unless the request carries `Bearer {API_KEY}`;
-/// `no_score` answers words around a number; `plain_to_tls` answers in
-/// plain HTTP at once, without reading, as a server that does not speak TLS
-/// answers a TLS client. Returns the port and the most requests the server
-/// held at once.
+/// `no_score` answers words around a number; `tls` speaks https with the
+/// certificate of `tests/cases/run/tls/` (signed by the test CA there) and
+/// answers a score. Returns the port and the most requests the server held
+/// at once.
 fn start_server(mode: &str) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mode = mode.to_string();
+    let tls = (mode == "tls").then(tls_server_config);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let most_seen = most.clone();
@@ -99,73 +101,120 @@ fn start_server(mode: &str) -> (u16, Arc<AtomicUsize>) {
             count += 1;
             let first = count == 1;
             let mode = mode.clone();
+            let tls = tls.clone();
             let (in_flight, most) = (in_flight.clone(), most.clone());
             std::thread::spawn(move || {
-                if mode == "plain_to_tls" {
-                    let mut stream = stream;
-                    let _ = write!(stream, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    return;
-                }
                 let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now, Ordering::SeqCst);
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0usize;
-                let mut authorization = String::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
+                let held = Held(&in_flight);
+                match tls {
+                    Some(config) => {
+                        let Ok(connection) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        let mut stream = rustls::StreamOwned::new(connection, stream);
+                        answer_one_request(&mut stream, &mode, first, held);
+                        stream.conn.send_close_notify();
+                        let _ = stream.flush();
                     }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                    if lower.starts_with("authorization:") {
-                        authorization = line["authorization:".len()..].trim().to_string();
-                    }
+                    None => answer_one_request(&mut { stream }, &mode, first, held),
                 }
-                let mut body = vec![0u8; length];
-                let _ = reader.read_exact(&mut body);
-                let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                assert_eq!(request["model"], "grader");
-                assert!(request["messages"].as_array().is_some_and(|m| m.len() == 2));
-                let mut stream = stream;
-                let score = |content: &str| {
-                    serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}).to_string()
-                };
-                let (status, answer) = match mode.as_str() {
-                    "429_then_200" if first => (
-                        "429 Too Many Requests",
-                        "{\"error\": \"slow down\"}".to_string(),
-                    ),
-                    "503_then_200" if first => (
-                        "503 Service Unavailable",
-                        "{\"error\": \"loading\"}".to_string(),
-                    ),
-                    "slow" => {
-                        std::thread::sleep(Duration::from_secs(4));
-                        ("200 OK", String::new())
-                    }
-                    "concurrent" => {
-                        std::thread::sleep(Duration::from_millis(300));
-                        ("200 OK", score("0.5"))
-                    }
-                    "api_key" if authorization != format!("Bearer {API_KEY}") => {
-                        ("401 Unauthorized", "{\"error\": \"no key\"}".to_string())
-                    }
-                    "no_score" => ("200 OK", score("I would say 0.8 out of 1")),
-                    _ => ("200 OK", score("0.75")),
-                };
-                in_flight.fetch_sub(1, Ordering::SeqCst);
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                    answer.len()
-                );
             });
         }
     });
     (port, most_seen)
+}
+
+/// A request the server holds: counted in flight until dropped, which
+/// happens just before its answer is written (so that a client's next
+/// request, sent after reading the answer, never overlaps it in the count).
+struct Held<'a>(&'a AtomicUsize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The `tls` server's configuration: the test certificate and key.
+fn tls_server_config() -> Arc<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let dir = cases_dir().join("tls");
+    let chain = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    Arc::new(config)
+}
+
+/// Reads one chat-completions request from `stream` and answers it as
+/// `mode` says (see [`start_server`]); `first`: the server's first request.
+fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool, held: Held<'_>) {
+    let mut length = 0usize;
+    let mut authorization = String::new();
+    let mut reader = BufReader::new(&mut *stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("authorization:") {
+            authorization = line["authorization:".len()..].trim().to_string();
+        }
+    }
+    let mut body = vec![0u8; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    drop(reader);
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(request["model"], "grader");
+    assert!(request["messages"].as_array().is_some_and(|m| m.len() == 2));
+    let score = |content: &str| {
+        serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}).to_string()
+    };
+    let (status, answer) = match mode {
+        "429_then_200" if first => (
+            "429 Too Many Requests",
+            "{\"error\": \"slow down\"}".to_string(),
+        ),
+        "503_then_200" if first => (
+            "503 Service Unavailable",
+            "{\"error\": \"loading\"}".to_string(),
+        ),
+        "slow" => {
+            std::thread::sleep(Duration::from_secs(4));
+            ("200 OK", String::new())
+        }
+        "concurrent" => {
+            std::thread::sleep(Duration::from_millis(300));
+            ("200 OK", score("0.5"))
+        }
+        "api_key" if authorization != format!("Bearer {API_KEY}") => {
+            ("401 Unauthorized", "{\"error\": \"no key\"}".to_string())
+        }
+        "no_score" => ("200 OK", score("I would say 0.8 out of 1")),
+        _ => ("200 OK", score("0.75")),
+    };
+    drop(held);
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    );
 }
 
 /// Overwrites the values of f32 tensor `name` in the safetensors file at
@@ -510,6 +559,7 @@ cases!(
     judge_api_key,
     judge_http_fallback,
     judge_https,
+    judge_https_ca,
     nan_stop,
     two_stages,
 );

@@ -2,7 +2,7 @@
 //!
 //! One module per op family: [`data`] (`Source`, `Filter`, `Balance`,
 //! `Dedup`, `Split`), [`curate`] (`Curate`, the QI-Box), [`rollout`]
-//! (`Batch`, `Generate`), [`rubric`] with [`scorers`], [`judge`] and [`judge_model`]
+//! (`Batch`, `Generate`), [`rubric`] with [`scorers`], [`judge`], [`judge_model`] and [`judge_tls`]
 //! (`Judge`, `Score`), [`reflect`] (`Reflect`), [`grpo_stage`] and
 //! [`sft_stage`] (`Advantage`, `RefLogprob`, `Update`), [`checkpoint`],
 //! [`evaluate`] and [`report`] (`Report`: summary, plot), [`health`]
@@ -22,6 +22,7 @@ pub mod grpo_stage;
 pub mod health;
 pub mod judge;
 pub mod judge_model;
+pub mod judge_tls;
 pub mod reflect;
 pub mod report;
 pub mod rollout;

@@ -185,6 +185,45 @@ fn named_endpoints_come_from_the_manifest() {
 }
 
 #[test]
+fn a_named_endpoint_s_settings_reach_the_plan() {
+    let dir = temp("named-plan");
+    copy_dir(&repo_root().join("tests/cases/projects"), &dir);
+    let manifest = dir.join("alpha/safer.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap_or_default();
+    let text = text.replace(
+        "api_key_env = \"GRM_API_KEY\"",
+        "api_key_env = \"GRM_API_KEY\"\nca_file = \"certs/ca.pem\"\nconcurrency = 16\ntimeout = 120",
+    );
+    std::fs::write(&manifest, text).unwrap_or_else(|e| panic!("{e}"));
+    // A rubric that asks the judge, so that the plan holds it.
+    let pipeline = dir.join("alpha/pipeline.safer");
+    let mut text = std::fs::read_to_string(&pipeline).unwrap_or_default();
+    text.push_str(
+        "\nrubric graded(judge = remote) { criterion helpful weight 1 \"Answers.\" }\n\
+         eval e { model = policy, data = prompts.eval, rubric = graded }\n",
+    );
+    std::fs::write(&pipeline, text).unwrap_or_else(|e| panic!("{e}"));
+    let plan = saferc::cli::compile_plan(
+        &dir.join("alpha/pipeline.safer"),
+        &saferc::cli::ImportArgs::default(),
+    )
+    .unwrap_or_else(|| panic!("alpha does not compile"));
+    let judge = plan
+        .judges
+        .values()
+        .find(|j| j.named.as_deref() == Some("grm"))
+        .unwrap_or_else(|| panic!("no judge named grm in {:?}", plan.judges));
+    assert_eq!(judge.endpoint.as_deref(), Some("http://localhost:8000/v1"));
+    assert_eq!(judge.model_name.as_deref(), Some("GRM-RL-7B"));
+    assert_eq!(judge.api_key_env.as_deref(), Some("GRM_API_KEY"));
+    assert_eq!((judge.concurrency, judge.timeout_s), (16, 120.0));
+    // The CA file is relative to the project's folder.
+    let ca = PathBuf::from(judge.ca_file.as_deref().unwrap_or_default());
+    assert!(ca.ends_with("alpha/certs/ca.pem"), "{}", ca.display());
+    assert!(ca.is_absolute(), "{}", ca.display());
+}
+
+#[test]
 fn manifest_problems_stop_the_check() {
     let dir = temp("badmanifest");
     std::fs::write(dir.join("safer.toml"), "[project]\nname = \"x\"\nfoo = 1\n")

@@ -75,6 +75,10 @@ pub struct JudgeSpec {
     pub model_name: Option<String>,
     /// Environment variable holding the API key.
     pub api_key_env: Option<String>,
+    /// PEM file of the certificate authorities an `https` endpoint's
+    /// certificate must chain to (absolute); `None`: the bundled Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Attempts after the first on errors, 429 and timeouts.
     pub retries: u32,
     /// Seconds before a request times out.

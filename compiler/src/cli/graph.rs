@@ -91,7 +91,7 @@ pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan:
     }
     let mut plan = crate::plan::lower(&program);
     // Judges that name a `safer.toml` endpoint get its URL, model, key variable,
-    // concurrency and timeout (the checker has verified that it exists).
+    // CA file, concurrency and timeout (the checker has verified that it exists).
     if let Some(project) = project {
         for judge in plan.judges.values_mut() {
             let Some(endpoint) = judge
@@ -104,6 +104,10 @@ pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan:
             judge.endpoint = Some(endpoint.endpoint.get_ref().clone());
             judge.model_name = Some(endpoint.model.clone());
             judge.api_key_env.clone_from(&endpoint.api_key_env);
+            judge.ca_file = endpoint
+                .ca_file
+                .as_ref()
+                .map(|f| project.root.join(f).to_string_lossy().into_owned());
             judge.concurrency = endpoint.concurrency.max(1) as usize;
             judge.timeout_s = endpoint.timeout;
         }

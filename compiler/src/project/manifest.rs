@@ -139,6 +139,10 @@ pub struct JudgeEndpoint {
     /// The *name* of the environment variable holding the API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// PEM file of the certificate authorities the endpoint's certificate
+    /// must chain to (a private CA), relative to the project's folder.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,

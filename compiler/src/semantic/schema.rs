@@ -251,10 +251,11 @@ const JUDGE: Block = Block {
     keys: &[
         key("kind", Ty::Enum(&["rules", "model", "http"]), Default::Required, "`rules` (built-in scorers), `model` (a local model) or `http` (an OpenAI-compatible `/v1/chat/completions` endpoint)."),
         key("model", Ty::Ref(DeclKind::Model), Default::None, "The local judge model (`kind = model`)."),
-        key("named", Ty::Str, Default::None, "The name of a judge endpoint declared in `safer.toml` (`[judges.NAME]`): its URL, model name, key variable, concurrency and timeout come from there, so shared files carry no URL or key."),
+        key("named", Ty::Str, Default::None, "The name of a judge endpoint declared in `safer.toml` (`[judges.NAME]`): its URL, model name, key variable, CA file, concurrency and timeout come from there, so shared files carry no URL or key."),
         key("endpoint", Ty::Str, Default::None, "Base URL of the endpoint (`kind = http`), e.g. `http://localhost:8000/v1`."),
         key("model_name", Ty::Str, Default::None, "The model name sent to the endpoint (`kind = http`)."),
         key("api_key_env", Ty::Str, Default::None, "Name of the environment variable holding the API key; the key itself is never written in a file or logged."),
+        key("ca_file", Ty::Path, Default::Derived("the bundled Mozilla roots"), "PEM file of the certificate authorities that an `https` endpoint's certificate must chain to (a private CA), relative to this file; it replaces the bundled Mozilla roots for this judge."),
         ranged("concurrency", Ty::Int, Default::Number(4.0), AT_LEAST_ONE, "Requests in flight at once."),
         ranged("timeout", Ty::Number, Default::Number(60.0), POSITIVE, "Seconds before a request is abandoned and retried."),
         ranged("retries", Ty::Int, Default::Number(3.0), NON_NEGATIVE, "Retries with exponential backoff on timeouts, 429 and 5xx answers."),

@@ -11,7 +11,9 @@
 //!   or `Retry-After` says),
 //!   with at most `concurrency` requests in flight: its questions are asked
 //!   from a pool of that many threads ([`Judge::pool`]), not from the
-//!   CPU-sized pool that scores rules.
+//!   CPU-sized pool that scores rules. An `https` endpoint under a private
+//!   certificate authority trusts the judge's `ca_file`
+//!   ([`super::judge_tls`]).
 //! - `model`: a local model ([`super::judge_model`]).
 //!
 //! Replies are parsed strictly ([`parse_score`]): one number in the range
@@ -208,7 +210,8 @@ impl HttpJudge {
     /// A judge for `spec` (`kind = http`).
     ///
     /// # Errors
-    /// No endpoint, or an API-key variable that is not set.
+    /// No endpoint, an API-key variable that is not set, or a `ca_file`
+    /// that holds no usable certificate.
     pub fn new(name: &str, spec: &JudgeSpec) -> Result<Self, String> {
         let endpoint = spec
             .endpoint
@@ -221,6 +224,12 @@ impl HttpJudge {
             None => None,
         };
         let timeout = Duration::from_secs_f64(spec.timeout_s.max(0.001));
+        let mut agent = ureq::AgentBuilder::new().timeout(timeout);
+        if let Some(ca_file) = &spec.ca_file {
+            let config = super::judge_tls::trusting(std::path::Path::new(ca_file))
+                .map_err(|e| format!("judge `{name}`: {e}"))?;
+            agent = agent.tls_config(config);
+        }
         Ok(HttpJudge {
             name: name.to_string(),
             url: format!("{}/chat/completions", endpoint.trim_end_matches('/')),
@@ -229,7 +238,7 @@ impl HttpJudge {
             retries: spec.retries,
             temperature: spec.temperature,
             fallback: spec.fallback,
-            agent: ureq::AgentBuilder::new().timeout(timeout).build(),
+            agent: agent.build(),
             slots: Slots {
                 free: Mutex::new(spec.concurrency.max(1)),
                 wake: Condvar::new(),
