@@ -1,7 +1,7 @@
 //! End-to-end runs of `saferc run` on the case folders of
 //! `tests/cases/run/`: each holds `pipeline.safer`, tiny data and
 //! `expect.json` (exit code, stderr lines, values in `summary.json` by JSON
-//! pointer, pairs of summary values that must be equal, per-group sample
+//! pointer, how often a stderr line appears, pairs of summary values that must be equal, per-group sample
 //! counts, metric values, a judge server to start, a SIGKILL-and-resume
 //! check). The policy is a fresh `tiny_vlm`
 //! (`saferc init-model --size tiny --seed 0`) made in the case's copy.
@@ -356,6 +356,14 @@ fn check_case(name: &str) {
             "{name}: stderr lacks {line:?}:\n{stderr}"
         );
     }
+    // How often a line appears (a warning that holds step after step prints once).
+    for (part, want) in expect["stderr_count"].as_object().into_iter().flatten() {
+        assert_eq!(
+            Some(stderr.matches(part.as_str()).count() as u64),
+            want.as_u64(),
+            "{name}: how often stderr says {part:?}:\n{stderr}"
+        );
+    }
     if let Some(checks) = expect["summary"].as_object() {
         let summary: Value =
             serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
@@ -560,6 +568,7 @@ cases!(
     judge_http_fallback,
     judge_https,
     judge_https_ca,
+    health_warnings,
     nan_stop,
     two_stages,
 );

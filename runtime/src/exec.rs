@@ -26,6 +26,7 @@ pub mod judge_tls;
 pub mod reflect;
 pub mod report;
 pub mod rollout;
+pub mod row_fields;
 pub mod rubric;
 pub mod run_dir;
 pub mod scorers;

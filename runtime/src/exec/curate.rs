@@ -54,6 +54,14 @@ pub fn curate<B: Backend>(
     rollout.group = spec.rollouts;
     let params = sampling(&rollout);
     let scorer = session.scorer(&spec.rubric, vocabulary)?;
+    for line in super::row_fields::warnings(
+        session.plan,
+        &spec.rubric,
+        &rows,
+        &format!("`{dataset}` (curated)"),
+    ) {
+        eprintln!("{line}");
+    }
     let policy = Policy {
         model: &model.model,
         tokenizer: &model.tokenizer,

@@ -274,7 +274,7 @@ pub fn train<B: Backend>(
         }
         if let Some(ds) = &g.dynamic_sampling {
             if kept_rows.len() < g.batch_prompts {
-                health.warn(step, &format!(
+                health.warn(step, "dynamic_sampling", &format!(
                     "dynamic sampling kept {} of {} groups after {} draws ({} groups drawn) on `{}`; healthy: a full batch within max_resample = {}",
                     kept_rows.len(), g.batch_prompts, attempts, drawn_groups, ds.criterion.as_deref().unwrap_or("reward"), ds.max_resample
                 ));

@@ -1,8 +1,12 @@
 //! Health warnings during GRPO, printed as they happen, each naming the
 //! healthy range that was left: every group with zero reward variance, KL
 //! spikes, entropy collapse, clip fractions, response lengths, and
-//! reflection that never or always fires. The running window is part of
-//! the checkpoint so a resumed run warns as an uninterrupted one would.
+//! reflection that never or always fires. A condition that holds step
+//! after step prints once, when it starts, and again only after it has
+//! cleared for a step; every step it holds is counted (the stage's
+//! `warnings` in `summary.json`). The running window and the streaks are
+//! part of the checkpoint, so a resumed run warns as an uninterrupted one
+//! would.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,6 +22,9 @@ pub struct Health {
     kl_mean: Option<f64>,
     reflection_rates: Vec<f64>,
     warnings: usize,
+    /// The last step each kind of warning held.
+    #[serde(default)]
+    last_held: std::collections::BTreeMap<String, u64>,
     /// The live progress bar, hidden while a warning prints.
     #[serde(skip)]
     bar: Option<indicatif::ProgressBar>,
@@ -34,20 +41,30 @@ impl Health {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// Warnings so far.
+    /// Steps flagged so far, one per warning kind that held.
     pub fn count(&self) -> usize {
         self.warnings
     }
 
-    /// Prints a warning; returns the line printed.
-    pub fn warn(&mut self, step: u64, message: &str) -> String {
+    /// Counts a warning of `kind` at `step` and prints it unless the same
+    /// kind held at the step before (a streak prints once); returns the
+    /// line printed.
+    pub fn warn(&mut self, step: u64, kind: &str, message: &str) -> Option<String> {
         self.warnings += 1;
-        let line = format!("warning: step {}: {message}", step + 1);
+        let streak = step > 0 && self.last_held.get(kind) == Some(&(step - 1));
+        self.last_held.insert(kind.to_string(), step);
+        if streak {
+            return None;
+        }
+        let line = format!(
+            "warning: step {}: {message} [not repeated while it lasts]",
+            step + 1
+        );
         match &self.bar {
             Some(bar) => bar.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),
         }
-        line
+        Some(line)
     }
 
     /// Prints warnings above `bar` instead of through it.
@@ -67,23 +84,24 @@ impl Health {
         let f = |k: &str| m[k].as_f64();
         let mut said = Vec::new();
         if f("zero_variance_fraction").is_some_and(|z| z >= 1.0) {
-            said.push(self.warn(step, "every group has zero reward variance, so this step has no learning signal; healthy: below 1.0 (raise temperature or group size, or use dynamic_sampling)"));
+            said.extend(self.warn(step, "zero_variance", "every group has zero reward variance, so this step has no learning signal; healthy: below 1.0 (raise temperature or group size, or use dynamic_sampling)"));
         }
         if let Some(kl) = f("kl") {
             if let Some(mean) = self.kl_mean {
                 if step >= KL_WARMUP && kl > 0.05 && kl > 5.0 * mean {
-                    said.push(self.warn(step, &format!("KL spiked to {kl:.4} (running mean {mean:.4}); healthy: within 5x the running mean (lower lr or raise kl.beta)")));
+                    said.extend(self.warn(step, "kl_spike", &format!("KL spiked to {kl:.4} (running mean {mean:.4}); healthy: within 5x the running mean (lower lr or raise kl.beta)")));
                 }
             }
             self.kl_mean = Some(self.kl_mean.map_or(kl, |m| 0.9 * m + 0.1 * kl));
         }
         if f("entropy").is_some_and(|e| e < 0.05) {
-            said.push(self.warn(step, "token entropy collapsed below 0.05; healthy: above 0.05 (the policy samples one answer; raise temperature or entropy_coef)"));
+            said.extend(self.warn(step, "entropy", "token entropy collapsed below 0.05; healthy: above 0.05 (the policy samples one answer; raise temperature or entropy_coef)"));
         }
         let clip = f("clip_low_fraction").unwrap_or(0.0) + f("clip_high_fraction").unwrap_or(0.0);
         if clip > 0.3 {
-            said.push(self.warn(
+            said.extend(self.warn(
                 step,
+                "clip",
                 &format!(
                     "{:.0}% of tokens were clipped; healthy: below 30% (lower lr or iterations)",
                     clip * 100.0
@@ -92,9 +110,9 @@ impl Health {
         }
         if let Some(len) = f("length_mean") {
             if len >= 0.95 * max_tokens as f64 {
-                said.push(self.warn(step, &format!("mean response length {len:.0} is at max_tokens = {max_tokens}; healthy: below 95% of it (responses are being cut)")));
+                said.extend(self.warn(step, "length_cut", &format!("mean response length {len:.0} is at max_tokens = {max_tokens}; healthy: below 95% of it (responses are being cut)")));
             } else if len < 2.0 {
-                said.push(self.warn(step, &format!("mean response length {len:.1} tokens; healthy: at least 2 (the policy stops at once)")));
+                said.extend(self.warn(step, "length_short", &format!("mean response length {len:.1} tokens; healthy: at least 2 (the policy stops at once)")));
             }
         }
         if reflection {
@@ -105,10 +123,10 @@ impl Health {
                 }
                 if self.reflection_rates.len() == WINDOW {
                     if self.reflection_rates.iter().all(|r| *r == 0.0) {
-                        said.push(self.warn(step, &format!("reflection has not fired for {WINDOW} steps; healthy: fires on some completions (check its `when`)")));
+                        said.extend(self.warn(step, "reflection_never", &format!("reflection has not fired for {WINDOW} steps; healthy: fires on some completions (check its `when`)")));
                         self.reflection_rates.clear();
                     } else if self.reflection_rates.iter().all(|r| *r >= 1.0) {
-                        said.push(self.warn(step, &format!("reflection fired on every completion for {WINDOW} steps; healthy: below 100% (its `when` may always hold)")));
+                        said.extend(self.warn(step, "reflection_always", &format!("reflection fired on every completion for {WINDOW} steps; healthy: below 100% (its `when` may always hold)")));
                         self.reflection_rates.clear();
                     }
                 }
@@ -196,6 +214,37 @@ mod tests {
                 assert!(line.contains(part), "{line:?} lacks {part:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_streak_prints_once_and_counts_every_step() {
+        let mut health = Health::default();
+        let mut lines = Vec::new();
+        // Steps 1-4 without variance, a healthy step 5, then step 6 again.
+        for step in 0..4 {
+            lines.extend(health.check(step, &with("zero_variance_fraction", 1.0), 32, false));
+        }
+        lines.extend(health.check(4, &healthy(), 32, false));
+        lines.extend(health.check(5, &with("zero_variance_fraction", 1.0), 32, false));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("warning: step 1: every group has zero reward variance"));
+        assert!(
+            lines[0].ends_with("[not repeated while it lasts]"),
+            "{lines:?}"
+        );
+        assert!(lines[1].starts_with("warning: step 6: "), "{lines:?}");
+        assert_eq!(health.count(), 5);
+        // Two kinds in one streak print once each; the streak survives a checkpoint.
+        let mut health = Health::default();
+        let both = {
+            let mut m = with("zero_variance_fraction", 1.0);
+            m["entropy"] = json!(0.01);
+            m
+        };
+        assert_eq!(health.check(0, &both, 32, false).len(), 2);
+        let mut resumed = Health::restore(&health.save());
+        assert!(resumed.check(1, &both, 32, false).is_empty());
+        assert_eq!(resumed.count(), 4);
     }
 
     #[test]

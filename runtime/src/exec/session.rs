@@ -239,6 +239,35 @@ impl<'a, B: Backend> Session<'a, B> {
         Ok(ModelDirs { weights, tokenizer })
     }
 
+    /// Warns, before anything is scored, about rows that lack a field a
+    /// rubric's built-in scorers read ([`super::row_fields`]): each stage's
+    /// training and held-out rows under its reward, each eval's rows under
+    /// its rubric. Each warning prints once.
+    fn warn_rows_lacking_fields(&self) -> Result<(), ExecError> {
+        let mut pairs: Vec<(&str, &SplitRef)> = Vec::new();
+        for stage in &self.plan.stages {
+            if let Some(rubric) = &stage.reward {
+                pairs.push((rubric, &stage.data));
+                pairs.extend(stage.eval_data.iter().map(|e| (rubric.as_str(), e)));
+            }
+        }
+        pairs.extend(self.plan.evals.iter().map(|e| (e.rubric.as_str(), &e.data)));
+        let mut printed = BTreeSet::new();
+        for (rubric, split) in pairs {
+            let what = match &split.split {
+                Some(s) => format!("`{}.{s}`", split.dataset),
+                None => format!("`{}`", split.dataset),
+            };
+            let rows = self.rows(split)?;
+            for line in super::row_fields::warnings(self.plan, rubric, rows, &what) {
+                if printed.insert(line.clone()) {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The rollout settings of a stage.
     pub fn rollout(&self, name: Option<&String>) -> RolloutSpec {
         name.and_then(|n| self.plan.rollouts.get(n))
@@ -252,6 +281,7 @@ impl<'a, B: Backend> Session<'a, B> {
     /// The first failure; checkpoints stay.
     pub fn run(mut self) -> Result<Value, ExecError> {
         self.build_datasets()?;
+        self.warn_rows_lacking_fields()?;
         let mut stages = Vec::new();
         let mut first_before: Option<Value> = None;
         let mut last_after: Option<Value> = None;
