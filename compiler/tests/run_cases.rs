@@ -530,6 +530,59 @@ fn resume_after_kill(case: &Path) {
     assert!(killed_once, "the run always finished before SIGKILL");
 }
 
+/// A loss that turns NaN mid-run (step 5, injected: `SAFERC_INJECT_NAN_AT_STEP`)
+/// stops the run with E0500 and keeps the checkpoints before it; resumed
+/// without the fault, the run ends with an uninterrupted run's weights.
+#[test]
+fn a_nan_mid_run_keeps_the_last_good_checkpoint_which_resumes_exactly() {
+    let case = prepare("resume", "nan-mid-run");
+    let full = case.join("full");
+    assert!(run(&case, &full).status.success());
+    let dir = case.join("failed");
+    let out = run_command(&case, &["--out", dir.to_str().unwrap()])
+        .env("SAFERC_INJECT_NAN_AT_STEP", "5")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: [E0500] step 5: ")
+            && stderr.contains("the last good checkpoint is kept"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let checkpoints = dir.join("checkpoints/t");
+    for kept in ["step-000002", "step-000004"] {
+        assert!(
+            checkpoints.join(kept).join("state.json").is_file(),
+            "{kept} is gone"
+        );
+    }
+    let mut steps: Vec<String> = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    steps.sort();
+    assert_eq!(
+        steps,
+        ["step-000002", "step-000004"],
+        "checkpoints after the NaN"
+    );
+    assert!(!dir.join("models/t/model.safetensors").exists());
+    let logged: Vec<u64> = read_jsonl(&dir.join("metrics.jsonl"))
+        .iter()
+        .filter_map(|m| m["step"].as_u64())
+        .collect();
+    assert_eq!(logged, [1, 2, 3, 4], "steps logged before the NaN");
+    assert!(resume_to_the_end(&case, &dir).contains("resuming from"));
+    let weights = |dir: &Path| std::fs::read(dir.join("models/t/model.safetensors")).unwrap();
+    assert!(
+        weights(&full) == weights(&dir),
+        "the run resumed after the NaN differs from the uninterrupted run"
+    );
+}
+
 macro_rules! cases {
     ($($name:ident),* $(,)?) => {
         $(#[test] fn $name() { check_case(stringify!($name)); })*

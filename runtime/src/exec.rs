@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod curate;
 pub mod data;
 pub mod evaluate;
+pub mod fault;
 pub mod grpo_stage;
 pub mod health;
 pub mod judge;

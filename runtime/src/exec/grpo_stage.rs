@@ -404,7 +404,10 @@ pub fn train<B: Backend>(
                     normaliser: None,
                 };
                 let out = policy_loss::compute(&inputs, &loss_cfg, step + 1)?;
-                loss_value = to_vec(&out.loss).first().copied().unwrap_or(f32::NAN);
+                loss_value = super::fault::loss_at(
+                    step,
+                    to_vec(&out.loss).first().copied().unwrap_or(f32::NAN),
+                );
                 super::ensure_finite(f64::from(loss_value), step, "loss")?;
                 stats = out.stats;
                 let mut grads = match &fused {

@@ -157,7 +157,7 @@ pub fn train<B: Backend>(
             Tensor::<AD<B>, 2>::from_data(TensorData::new(mask.clone(), [n, width]), &device);
         let count: f32 = mask.iter().sum::<f32>().max(1.0);
         let loss = (logprobs * mask_t).sum().neg().div_scalar(count);
-        last_loss = to_vec(&loss).first().copied().unwrap_or(f32::NAN);
+        last_loss = super::fault::loss_at(step, to_vec(&loss).first().copied().unwrap_or(f32::NAN));
         super::ensure_finite(f64::from(last_loss), step, "SFT loss")?;
         let mut grads = match &fused {
             Some((f, leaves)) => f.backward(leaves, loss),
