@@ -622,6 +622,7 @@ cases!(
     judge_https,
     judge_https_ca,
     health_warnings,
+    model_arch_mismatch,
     nan_stop,
     two_stages,
 );

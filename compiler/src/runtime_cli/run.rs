@@ -81,7 +81,7 @@ pub fn run(args: RunArgs) -> i32 {
         progress: !args.no_progress,
         interrupt,
     };
-    eprintln!("run directory: {}", out.display());
+    // The runtime names the run directory once it exists.
     match exec::run(&plan, &options) {
         Ok(summary) => {
             print!("{}", summary_table(&summary));

@@ -93,21 +93,24 @@ pub struct Session<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> Session<'a, B> {
-    /// Opens (or resumes) the run directory and builds the judges.
+    /// Checks the models' folders, builds the judges, then opens (or
+    /// resumes) the run directory, so that a missing file, an unsupported
+    /// architecture or an unset API-key variable stops the run before it
+    /// leaves a run directory behind.
     ///
     /// # Errors
-    /// Run-directory and judge-configuration errors.
+    /// Model-folder, judge-configuration and run-directory errors.
     pub fn start(
         plan: &'a Plan,
         options: &'a RunOptions,
         device: B::Device,
         device_name: &'static str,
     ) -> Result<Self, ExecError> {
-        let run = if options.resume {
-            RunDir::resume(&options.out, plan, options.force)?
-        } else {
-            RunDir::create(&options.out, plan, device_name, &options.source)?
-        };
+        // Everything a typo or a missing file can break is checked before
+        // the run directory is made: the models' folders and the judges.
+        for name in plan.models.keys() {
+            Self::check_model(plan, name)?;
+        }
         for (name, spec) in &plan.models {
             if spec.dtype != "f32" {
                 eprintln!(
@@ -137,6 +140,12 @@ impl<'a, B: Backend> Session<'a, B> {
             };
             judges.insert(name.clone(), judge);
         }
+        let run = if options.resume {
+            RunDir::resume(&options.out, plan, options.force)?
+        } else {
+            RunDir::create(&options.out, plan, device_name, &options.source)?
+        };
+        eprintln!("run directory: {}", options.out.display());
         Ok(Session {
             plan,
             options,
@@ -212,6 +221,34 @@ impl<'a, B: Backend> Session<'a, B> {
             });
         }
         Self::original_dirs(self.plan, name)
+    }
+
+    /// Model `name`'s declared folder: an architecture `saferc run` runs,
+    /// a `config.json` that holds the declared architecture, and a
+    /// `tokenizer.json`. The weights themselves are read when the model is
+    /// loaded.
+    fn check_model(plan: &Plan, name: &str) -> Result<(), ExecError> {
+        let dirs = Self::original_dirs(plan, name)?;
+        let config = crate::model::config::ModelConfig::read(&dirs.weights)?;
+        let declared = plan.models.get(name).map_or("", |m| m.arch.as_str());
+        let found = match config.architecture {
+            crate::model::config::Architecture::Qwen2 => "qwen2",
+            crate::model::config::Architecture::TinyVlm => "tiny_vlm",
+        };
+        if declared != found {
+            return Err(ExecError::Usage(format!(
+                "model `{name}` is declared `arch = {declared}`, but {} holds a `{found}` model; fix `arch` or `weights`",
+                dirs.weights.join("config.json").display()
+            )));
+        }
+        let tokenizer = dirs.tokenizer.join("tokenizer.json");
+        if !tokenizer.is_file() {
+            return Err(ExecError::Usage(format!(
+                "model `{name}`: {} is missing (the Hugging Face tokenizer)",
+                tokenizer.display()
+            )));
+        }
+        Ok(())
     }
 
     /// The directories model `name` is declared with.
