@@ -503,6 +503,14 @@ impl<'a> Lowerer<'a> {
                 named_out.insert(param.name.clone(), Expr::Const { value: default });
             }
         }
+        // A built-in scorer reads its arguments by name: positional ones
+        // become named (`label_match("kind")` is `label_match(field = "kind")`).
+        let mut args_out = args_out;
+        if matches!(decl.value, Some(Value::Intrinsic)) {
+            for (param, arg) in decl.params.iter().zip(std::mem::take(&mut args_out)) {
+                named_out.insert(param.name.clone(), arg);
+            }
+        }
         let plain = match &decl.value {
             Some(Value::Intrinsic) => decl.name.clone(),
             Some(Value::Expr(body)) => {

@@ -1,7 +1,7 @@
 //! End-to-end runs of `saferc run` on the case folders of
 //! `tests/cases/run/`: each holds `pipeline.safer`, tiny data and
 //! `expect.json` (exit code, stderr lines, values in `summary.json` by JSON
-//! pointer, how often a stderr line appears, pairs of summary values that must be equal, per-group sample
+//! pointer, how often a stderr line appears, no run directory, pairs of summary values that must be equal, per-group sample
 //! counts, metric values, a judge server to start, a SIGKILL-and-resume
 //! check). The policy is a fresh `tiny_vlm`
 //! (`saferc init-model --size tiny --seed 0`) made in the case's copy.
@@ -162,11 +162,13 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool,
     let mut length = 0usize;
     let mut authorization = String::new();
     let mut reader = BufReader::new(&mut *stream);
+    let mut lines = 0usize;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
             break;
         }
+        lines += 1;
         let lower = line.to_ascii_lowercase();
         if let Some(v) = lower.strip_prefix("content-length:") {
             length = v.trim().parse().unwrap_or(0);
@@ -174,6 +176,10 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool,
         if lower.starts_with("authorization:") {
             authorization = line["authorization:".len()..].trim().to_string();
         }
+    }
+    // A client that left before its request (a refused TLS handshake).
+    if lines == 0 {
+        return;
     }
     let mut body = vec![0u8; length];
     if reader.read_exact(&mut body).is_err() {
@@ -340,6 +346,10 @@ fn check_case(name: &str) {
                 file.display()
             );
         }
+    }
+    // A run refused before it starts leaves no run directory behind.
+    if expect["no_run_dir"].as_bool() == Some(true) {
+        assert!(!out_dir.exists(), "{name}: {} exists", out_dir.display());
     }
     for path in expect["absent"].as_array().into_iter().flatten() {
         let path = out_dir.join(path.as_str().unwrap());

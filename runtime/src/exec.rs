@@ -6,10 +6,14 @@
 //! (`Judge`, `Score`), [`reflect`] (`Reflect`), [`grpo_stage`] and
 //! [`sft_stage`] (`Advantage`, `RefLogprob`, `Update`), [`checkpoint`],
 //! [`evaluate`] and [`report`] (`Report`: summary, plot), [`health`]
-//! (warnings) and [`run_dir`] (the run directory, `Metrics`).
+//! (warnings), [`row_fields`] (rows lacking a field a rubric reads),
+//! [`run_dir`] (the run directory, `Metrics`) and [`fault`] (fault
+//! injection for tests).
 //!
-//! Order: datasets are built first (sources, filters, curation, balance,
-//! de-duplication, splits), then the stages in dependency order (each
+//! Order: before the run directory is made, every model's folder is
+//! checked and the HTTP judges are built; then datasets are built first (sources, filters, curation, balance,
+//! de-duplication, splits), rows lacking a field their rubric reads are
+//! warned about, then the stages in dependency order (each
 //! scoring its `eval_data` before and after), then the `eval`
 //! declarations. Everything random is seeded from the plan, so a CPU run
 //! with the same seed gives the same weights, interrupted or not.

@@ -112,3 +112,45 @@ fn check_errors() {
         });
     });
 }
+
+/// Built-in scorers read their arguments by name: a positional argument
+/// lowers to the parameter it binds (`label_match("kind")` reads `kind`,
+/// not the default `label`).
+#[test]
+fn positional_arguments_of_built_in_scorers_lower_to_named_ones() {
+    let dir = std::env::temp_dir().join(format!("saferc-positional-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("p.safer");
+    std::fs::write(
+        &path,
+        "model policy { arch = tiny_vlm, weights = \"w\" }\n\
+         dataset d {\n  source = jsonl(\"d.jsonl\")\n  split { train = 1.0 }\n}\n\
+         rubric r {\n  criterion verdict weight 1 { scorer = label_match(\"kind\") }\n}\n\
+         eval e { model = policy, data = d.train, rubric = r }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut sources = SourceMap::new();
+    let analysis = semantic::analyze_file(&mut sources, &path, LoadOptions::default());
+    assert!(
+        analysis.diagnostics.is_empty(),
+        "{}",
+        render_plain(&analysis.diagnostics, &sources)
+    );
+    let Some(program) = analysis.program.map(|p| p.hashed()) else {
+        panic!("no program")
+    };
+    let plan = serde_json::to_value(saferc::plan::lower(&program)).unwrap_or_default();
+    let scorer = plan
+        .pointer("/rubrics")
+        .and_then(|r| r.as_object())
+        .and_then(|r| r.values().next())
+        .and_then(|r| r.pointer("/criteria/0/scorer"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        scorer,
+        serde_json::json!({"kind": "call", "func": "label_match", "args": [], "named": {"field": {"kind": "const", "value": "kind"}}}),
+        "{plan}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

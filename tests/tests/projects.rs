@@ -221,6 +221,31 @@ fn a_named_endpoint_s_settings_reach_the_plan() {
     let ca = PathBuf::from(judge.ca_file.as_deref().unwrap_or_default());
     assert!(ca.ends_with("alpha/certs/ca.pem"), "{}", ca.display());
     assert!(ca.is_absolute(), "{}", ca.display());
+    // An endpoint without a CA file keeps the judge's own.
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(&manifest)
+            .unwrap_or_default()
+            .replace("ca_file = \"certs/ca.pem\"\n", ""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&pipeline).unwrap_or_default();
+    std::fs::write(
+        &pipeline,
+        text.replace(
+            "named = \"grm\" }",
+            "named = \"grm\", ca_file = \"own.pem\" }",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let plan = saferc::cli::compile_plan(&pipeline, &saferc::cli::ImportArgs::default())
+        .unwrap_or_else(|| panic!("alpha does not compile"));
+    let own = plan
+        .judges
+        .values()
+        .find_map(|j| j.ca_file.clone())
+        .unwrap_or_default();
+    assert!(own.ends_with("alpha/own.pem"), "{own}");
 }
 
 #[test]

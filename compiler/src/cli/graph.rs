@@ -103,11 +103,13 @@ pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan:
             };
             judge.endpoint = Some(endpoint.endpoint.get_ref().clone());
             judge.model_name = Some(endpoint.model.clone());
-            judge.api_key_env.clone_from(&endpoint.api_key_env);
-            judge.ca_file = endpoint
-                .ca_file
-                .as_ref()
-                .map(|f| project.root.join(f).to_string_lossy().into_owned());
+            // A key variable or CA file the endpoint leaves out stays the judge's own.
+            if let Some(var) = &endpoint.api_key_env {
+                judge.api_key_env = Some(var.clone());
+            }
+            if let Some(file) = &endpoint.ca_file {
+                judge.ca_file = Some(project.root.join(file).to_string_lossy().into_owned());
+            }
             judge.concurrency = endpoint.concurrency.max(1) as usize;
             judge.timeout_s = endpoint.timeout;
         }

@@ -148,6 +148,8 @@ codes! {
     E0315 = 315, "empty selection";
     /// Division by zero in a constant expression.
     E0316 = 316, "division by zero";
+    /// A setting that has no effect where it is written (warning).
+    E0317 = 317, "setting without effect";
     /// A training stage without exactly one algorithm block.
     E0319 = 319, "no algorithm";
 

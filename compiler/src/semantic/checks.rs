@@ -527,6 +527,29 @@ impl<'a> Analyzer<'a> {
                 );
             }
         }
+        // `ca_file` only changes an https connection.
+        if s.get("ca_file").is_some() {
+            let why = match (s.text("kind"), s.text("endpoint")) {
+                (Some("http"), Some(url)) if url.starts_with("http://") => {
+                    Some(format!("`{url}` is plain http: no certificate is checked"))
+                }
+                (Some("http"), _) => None,
+                (kind, _) => Some(format!(
+                    "a `{}` judge makes no https connection",
+                    kind.unwrap_or("rules")
+                )),
+            };
+            if let Some(why) = why {
+                self.diags.push(
+                    Diagnostic::warning(
+                        Code::E0317,
+                        format!("`ca_file` of judge `{name}` has no effect"),
+                    )
+                    .with_primary(self.setting_span(i, &["ca_file"]), why)
+                    .with_help("remove `ca_file`, or give the judge an `https://` endpoint"),
+                );
+            }
+        }
         if let Some(url) = s.text("endpoint") {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 self.diags.push(

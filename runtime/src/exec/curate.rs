@@ -58,7 +58,7 @@ pub fn curate<B: Backend>(
         session.plan,
         &spec.rubric,
         &rows,
-        &format!("`{dataset}` (curated)"),
+        &format!("`{dataset}` (before curation)"),
     ) {
         eprintln!("{line}");
     }

@@ -4,8 +4,9 @@
 //! (1-based, in each stage that reaches it) NaN, as a diverging run's
 //! would be, without touching any weight: the run then goes through the
 //! same check as a real divergence (E0500), and a test can see that the
-//! last checkpoint before step `N` is kept and resumes. Unset (or not a
-//! number), it changes nothing. It exists because no `.safer` setting can
+//! last checkpoint before step `N` is kept and resumes; the run says so
+//! when it starts training. Unset, it changes nothing; a value that is not
+//! a number is reported and ignored. It exists because no `.safer` setting can
 //! make a run diverge on cue: learning rates are below 1, AdamW bounds
 //! each update, and rewards are bounded.
 
@@ -16,7 +17,15 @@ pub const INJECT_NAN_AT_STEP: &str = "SAFERC_INJECT_NAN_AT_STEP";
 
 fn nan_step() -> Option<u64> {
     static STEP: OnceLock<Option<u64>> = OnceLock::new();
-    *STEP.get_or_init(|| std::env::var(INJECT_NAN_AT_STEP).ok()?.trim().parse().ok())
+    *STEP.get_or_init(|| {
+        let value = std::env::var(INJECT_NAN_AT_STEP).ok()?;
+        let step = value.trim().parse().ok();
+        match step {
+            Some(n) => eprintln!("note: {INJECT_NAN_AT_STEP}={n}: step {n}'s loss will be NaN (fault injection)"),
+            None => eprintln!("warning: {INJECT_NAN_AT_STEP}={value:?} is not a step number; no fault is injected"),
+        }
+        step
+    })
 }
 
 /// The loss of 0-based training step `step`: NaN at the injected step,

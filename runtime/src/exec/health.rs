@@ -4,15 +4,22 @@
 //! reflection that never or always fires. A condition that holds step
 //! after step prints once, when it starts, and again only after it has
 //! cleared for a step; every step it holds is counted (the stage's
-//! `warnings` in `summary.json`). The running window and the streaks are
+//! `warnings` in `summary.json`). Reflection is judged over windows of
+//! [`WINDOW`] steps: each window that never or always fired prints and
+//! counts once. The running window and the streaks are
 //! part of the checkpoint, so a resumed run warns as an uninterrupted one
 //! would.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Steps over which reflection firing is judged.
 const WINDOW: usize = 10;
+/// Warning kinds judged over a window of [`WINDOW`] steps (printed once per
+/// window while they hold; the window starts afresh after each).
+const WINDOWED: &[&str] = &["reflection_never", "reflection_always"];
 /// Steps before KL spikes are judged (the running mean starts at 0).
 const KL_WARMUP: u64 = 5;
 
@@ -24,7 +31,7 @@ pub struct Health {
     warnings: usize,
     /// The last step each kind of warning held.
     #[serde(default)]
-    last_held: std::collections::BTreeMap<String, u64>,
+    last_held: BTreeMap<String, u64>,
     /// The live progress bar, hidden while a warning prints.
     #[serde(skip)]
     bar: Option<indicatif::ProgressBar>,
@@ -56,10 +63,13 @@ impl Health {
         if streak {
             return None;
         }
-        let line = format!(
-            "warning: step {}: {message} [not repeated while it lasts]",
-            step + 1
-        );
+        // Windowed kinds are judged once per window, so they never streak.
+        let suffix = if WINDOWED.contains(&kind) {
+            ""
+        } else {
+            " [not repeated while it lasts]"
+        };
+        let line = format!("warning: step {}: {message}{suffix}", step + 1);
         match &self.bar {
             Some(bar) => bar.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),
@@ -272,6 +282,8 @@ mod tests {
                 "{lines:?}"
             );
             assert!(lines[0].contains("healthy: "), "{lines:?}");
+            // Judged per window, it says nothing of streaks.
+            assert!(!lines[0].contains("[not repeated"), "{lines:?}");
             // Without reflection in the pipeline its rate is not judged.
             let mut health = Health::default();
             for step in 0..2 * WINDOW as u64 {

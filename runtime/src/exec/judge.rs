@@ -6,7 +6,8 @@
 //! - `http`: an OpenAI-compatible `/chat/completions` endpoint (a
 //!   vLLM-served reward model, a hosted API). Each question is one request
 //!   asking for a score between 0 and 1; 429, 5xx and timeouts are retried
-//!   with exponential backoff (honouring `Retry-After`), at most `retries`
+//!   with exponential backoff (honouring `Retry-After`; a refused TLS
+//!   certificate is not retried), at most `retries`
 //!   times (no wait longer than [`MAX_RETRY_AFTER`], whatever the backoff
 //!   or `Retry-After` says),
 //!   with at most `concurrency` requests in flight: its questions are asked
@@ -274,9 +275,30 @@ impl HttpJudge {
                 let retryable = code == 429 || code >= 500;
                 Err((retryable, format!("HTTP {code}"), retry_after))
             }
-            Err(ureq::Error::Transport(t)) => Err((true, t.to_string(), None)),
+            Err(ureq::Error::Transport(t)) => {
+                let why = t.to_string();
+                // A certificate that is refused will be refused again.
+                match certificate_hint(&why) {
+                    Some(hint) => Err((false, format!("{why}; {hint}"), None)),
+                    None => Err((true, why, None)),
+                }
+            }
         }
     }
+}
+
+/// What to do about a TLS error that refused the endpoint's certificate
+/// (rustls says "invalid peer certificate: ..."); `None` for any other
+/// error. Such errors are not retried.
+fn certificate_hint(why: &str) -> Option<&'static str> {
+    if !why.contains("invalid peer certificate") {
+        return None;
+    }
+    Some(if why.contains("UnknownIssuer") {
+        "no trusted authority signed the endpoint's certificate: if it is under a private CA, set the judge's `ca_file` to that CA's PEM file"
+    } else {
+        "the endpoint's certificate was refused (expired, or issued for another name?)"
+    })
 }
 
 /// The score in a judge's reply to a question asking for `range`, parsed

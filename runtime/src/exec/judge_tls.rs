@@ -97,5 +97,8 @@ mod tests {
         let unterminated = temp_file("unterminated.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n");
         let e = error_of(&unterminated);
         assert!(e.contains("is not valid PEM"), "{e}");
+        if let Some(dir) = empty.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -16,22 +16,38 @@ use safer_ir::plan::{Expr, Plan, Val};
 use super::data::Row;
 
 /// The built-in scorers that read a row field: name, default field, and
-/// what a row without it scores as.
-const FIELD_READERS: &[(&str, &str, &str)] = &[
-    ("safe_response", "label", "as a prompt that is not unsafe"),
+/// what a row without it scores as. A test keeps the names and defaults
+/// equal to the `field` parameters of `stdlib/std.safer`.
+pub const FIELD_READERS: &[(&str, &str, &str)] = &[
+    (
+        "safe_response",
+        "label",
+        "treats them as prompts not marked unsafe",
+    ),
     (
         "helpful_response",
         "label",
-        "as a prompt that is not unsafe",
+        "treats them as prompts not marked unsafe",
     ),
-    ("label_match", "label", "0"),
-    ("category_match", "category", "0"),
+    ("label_match", "label", "scores them 0"),
+    ("category_match", "category", "scores them 0"),
     (
         "hallucinated_objects",
         "objects",
-        "0 (no object list to check against)",
+        "scores them 0 (no object list to check against)",
     ),
 ];
+
+/// Whether `row` gives `scorer` nothing it can read in `field`, as the
+/// scorer sees it: a list for `hallucinated_objects`, text (a string,
+/// number or boolean) for the others.
+fn unreadable(row: &Row, scorer: &str, field: &str) -> bool {
+    if scorer == "hallucinated_objects" {
+        !matches!(row.fields.get(field), Some(Val::List(_)))
+    } else {
+        row.text(field).is_none()
+    }
+}
 
 /// Rows listed by name in a warning before "and N more".
 const SHOWN: usize = 3;
@@ -67,7 +83,7 @@ pub fn warnings(plan: &Plan, rubric: &str, rows: &[Row], what: &str) -> Vec<Stri
     for read in fields_read(plan, rubric) {
         let lacking: Vec<&Row> = rows
             .iter()
-            .filter(|r| matches!(r.fields.get(&read.field), None | Some(Val::Null)))
+            .filter(|r| unreadable(r, &read.scorer, &read.field))
             .collect();
         if lacking.is_empty() {
             continue;
@@ -75,8 +91,8 @@ pub fn warnings(plan: &Plan, rubric: &str, rows: &[Row], what: &str) -> Vec<Stri
         let scores_as = FIELD_READERS
             .iter()
             .find(|(name, _, _)| *name == read.scorer)
-            .map_or("0", |(_, _, scores_as)| scores_as);
-        let mut shown: Vec<&str> = lacking
+            .map_or("scores them 0", |(_, _, scores_as)| scores_as);
+        let shown: Vec<&str> = lacking
             .iter()
             .take(SHOWN)
             .map(|r| r.origin.as_str())
@@ -87,9 +103,8 @@ pub fn warnings(plan: &Plan, rubric: &str, rows: &[Row], what: &str) -> Vec<Stri
         } else {
             String::new()
         };
-        shown.dedup();
         out.push(format!(
-            "warning: rubric `{rubric}`: `{}` reads the field `{}`, which {} of {} rows of {what} lack ({}{more}); it scores them {scores_as}",
+            "warning: rubric `{rubric}`: `{}` reads the field `{}`, which {} of {} rows of {what} lack or hold in a form it cannot read ({}{more}); it {scores_as}",
             read.scorer,
             read.field,
             lacking.len(),
@@ -198,11 +213,15 @@ impl Walk<'_> {
         // The user scorer's constant string arguments, as its body sees them.
         let mut inner = BTreeMap::new();
         for (i, (param, default)) in function.params.iter().enumerate() {
-            let given = args.get(i).or_else(|| named.get(param)).and_then(constant);
-            let value = given.or_else(|| match default {
-                Some(Val::Str(s)) => Some(s.clone()),
-                _ => None,
-            });
+            // An argument that is not a constant is known only per row: no
+            // value (and not the default, which it replaces).
+            let value = match args.get(i).or_else(|| named.get(param)) {
+                Some(given) => constant(given),
+                None => match default {
+                    Some(Val::Str(s)) => Some(s.clone()),
+                    _ => None,
+                },
+            };
             if let Some(v) = value {
                 inner.insert(param.clone(), v);
             }
@@ -274,6 +293,32 @@ mod tests {
                 ),
             },
         );
+        // Its argument computed per row: the field is unknown, not the default.
+        plan.rubrics.insert(
+            "computed".into(),
+            RubricSpec {
+                judge: None,
+                criteria: vec![criterion(
+                    "topic",
+                    call(
+                        "matches",
+                        &[(
+                            "key",
+                            Expr::Call {
+                                func: "lower".into(),
+                                args: vec![Expr::Var { name: "x".into() }],
+                                named: BTreeMap::new(),
+                            },
+                        )],
+                    ),
+                )],
+                penalties: vec![],
+                formats: vec![],
+                total: Expr::Var {
+                    name: "weighted".into(),
+                },
+            },
+        );
         plan.rubrics.insert(
             "r".into(),
             RubricSpec {
@@ -325,6 +370,48 @@ mod tests {
             .map(|(a, b)| ((*a).to_string(), (*b).to_string()))
             .collect();
         assert_eq!(reads, want);
+        assert!(fields_read(&plan(), "computed").is_empty());
+    }
+
+    #[test]
+    fn fields_in_a_form_the_scorer_cannot_read_count_as_lacking() {
+        let full = [
+            ("label", Val::Str("safe".into())),
+            ("kind", Val::Num(3.0)),
+            ("verdict", Val::Bool(true)),
+            ("objects", Val::List(vec![])),
+        ];
+        let mut listed = row(1, &full);
+        listed
+            .fields
+            .insert("label".into(), Val::List(vec![Val::Str("unsafe".into())]));
+        let mut named = row(2, &full);
+        named
+            .fields
+            .insert("objects".into(), Val::Str("pills".into()));
+        let warnings = warnings(&plan(), "r", &[row(3, &full), listed, named], "`d`");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("`hallucinated_objects` reads the field `objects`, which 1 of 3 rows of `d` lack or hold in a form it cannot read (rows.jsonl:2)"));
+        assert!(warnings[1].contains("`safe_response` reads the field `label`, which 1 of 3 rows of `d` lack or hold in a form it cannot read (rows.jsonl:1)"));
+    }
+
+    #[test]
+    fn the_prelude_s_field_readers_are_these() {
+        let prelude = include_str!("../../../stdlib/std.safer");
+        let declared: Vec<(String, String)> = prelude
+            .lines()
+            .filter(|l| l.starts_with("scorer ") && l.trim_end().ends_with("= intrinsic"))
+            .filter_map(|l| {
+                let name = l["scorer ".len()..].split('(').next()?;
+                let default = l.split("field: string = \"").nth(1)?.split('"').next()?;
+                Some((name.to_string(), default.to_string()))
+            })
+            .collect();
+        let known: Vec<(String, String)> = FIELD_READERS
+            .iter()
+            .map(|(name, field, _)| ((*name).to_string(), (*field).to_string()))
+            .collect();
+        assert_eq!(declared, known);
     }
 
     #[test]
@@ -346,7 +433,7 @@ mod tests {
         assert_eq!(
             warnings,
             vec![
-                "warning: rubric `r`: `safe_response` reads the field `label`, which 5 of 7 rows of `d.train` lack (rows.jsonl:3, rows.jsonl:4, rows.jsonl:5 and 2 more); it scores them as a prompt that is not unsafe"
+                "warning: rubric `r`: `safe_response` reads the field `label`, which 5 of 7 rows of `d.train` lack or hold in a form it cannot read (rows.jsonl:3, rows.jsonl:4, rows.jsonl:5 and 2 more); it treats them as prompts not marked unsafe"
                     .to_string()
             ]
         );

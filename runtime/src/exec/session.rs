@@ -93,10 +93,8 @@ pub struct Session<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> Session<'a, B> {
-    /// Checks the models' folders, builds the judges, then opens (or
-    /// resumes) the run directory, so that a missing file, an unsupported
-    /// architecture or an unset API-key variable stops the run before it
-    /// leaves a run directory behind.
+    /// Checks the models' folders and builds the HTTP judges, then opens
+    /// (or resumes) the run directory and loads local judge models.
     ///
     /// # Errors
     /// Model-folder, judge-configuration and run-directory errors.
@@ -106,10 +104,16 @@ impl<'a, B: Backend> Session<'a, B> {
         device: B::Device,
         device_name: &'static str,
     ) -> Result<Self, ExecError> {
-        // Everything a typo or a missing file can break is checked before
-        // the run directory is made: the models' folders and the judges.
-        for name in plan.models.keys() {
-            Self::check_model(plan, name)?;
+        // The models' folders and the HTTP judges are checked before the
+        // run directory is made, so that a declaration that cannot run (an
+        // unsupported or mismatched `arch`, a missing `config.json` or
+        // `tokenizer.json`, an unset API-key variable, a bad `ca_file`)
+        // leaves no run behind. A resumed run was checked when it started:
+        // its finished stages may no longer need their models' folders.
+        if !options.resume {
+            for name in plan.models.keys() {
+                Self::check_model(plan, name)?;
+            }
         }
         for (name, spec) in &plan.models {
             if spec.dtype != "f32" {
@@ -121,24 +125,16 @@ impl<'a, B: Backend> Session<'a, B> {
         }
         let mut judges: BTreeMap<String, Box<dyn Judge>> = BTreeMap::new();
         for (name, spec) in &plan.judges {
-            let judge: Box<dyn Judge> = match spec.kind.as_str() {
-                "http" => Box::new(HttpJudge::new(name, spec).map_err(ExecError::Usage)?),
-                "model" => {
-                    let model = spec.model.as_ref().ok_or_else(|| {
-                        ExecError::Usage(format!(
-                            "judge `{name}` is `kind = model` but names no `model`"
-                        ))
-                    })?;
-                    let dirs = Self::original_dirs(plan, model)?;
-                    Box::new(ModelJudge::<B>::new(
-                        name,
-                        dirs.load::<B>(&device)?,
-                        spec.fallback,
-                    ))
+            match spec.kind.as_str() {
+                "http" => {
+                    let judge = HttpJudge::new(name, spec).map_err(ExecError::Usage)?;
+                    judges.insert(name.clone(), Box::new(judge));
                 }
-                _ => Box::new(RulesJudge),
-            };
-            judges.insert(name.clone(), judge);
+                "model" => {}
+                _ => {
+                    judges.insert(name.clone(), Box::new(RulesJudge));
+                }
+            }
         }
         let run = if options.resume {
             RunDir::resume(&options.out, plan, options.force)?
@@ -146,6 +142,21 @@ impl<'a, B: Backend> Session<'a, B> {
             RunDir::create(&options.out, plan, device_name, &options.source)?
         };
         eprintln!("run directory: {}", options.out.display());
+        // Local judge models load after the run directory's own checks (a
+        // taken `--out`, a changed pipeline on `--resume`), which are quick.
+        for (name, spec) in &plan.judges {
+            if spec.kind != "model" {
+                continue;
+            }
+            let model = spec.model.as_ref().ok_or_else(|| {
+                ExecError::Usage(format!(
+                    "judge `{name}` is `kind = model` but names no `model`"
+                ))
+            })?;
+            let dirs = Self::original_dirs(plan, model)?;
+            let judge = ModelJudge::<B>::new(name, dirs.load::<B>(&device)?, spec.fallback);
+            judges.insert(name.clone(), Box::new(judge));
+        }
         Ok(Session {
             plan,
             options,
@@ -241,12 +252,12 @@ impl<'a, B: Backend> Session<'a, B> {
                 dirs.weights.join("config.json").display()
             )));
         }
-        let tokenizer = dirs.tokenizer.join("tokenizer.json");
-        if !tokenizer.is_file() {
-            return Err(ExecError::Usage(format!(
-                "model `{name}`: {} is missing (the Hugging Face tokenizer)",
-                tokenizer.display()
-            )));
+        if !dirs.tokenizer.join("tokenizer.json").is_file() {
+            return Err(ExecError::Model(crate::model::ModelError::MissingFile {
+                dir: dirs.tokenizer.clone(),
+                file: "tokenizer.json",
+                hint: "the Hugging Face tokenizer",
+            }));
         }
         Ok(())
     }
@@ -277,14 +288,17 @@ impl<'a, B: Backend> Session<'a, B> {
     }
 
     /// Warns, before anything is scored, about rows that lack a field a
-    /// rubric's built-in scorers read ([`super::row_fields`]): each stage's
-    /// training and held-out rows under its reward, each eval's rows under
-    /// its rubric. Each warning prints once.
+    /// rubric's built-in scorers read ([`super::row_fields`]): each GRPO
+    /// stage's training rows and each stage's held-out rows under its
+    /// reward, each eval's rows under its rubric. Each warning prints once.
     fn warn_rows_lacking_fields(&self) -> Result<(), ExecError> {
         let mut pairs: Vec<(&str, &SplitRef)> = Vec::new();
         for stage in &self.plan.stages {
             if let Some(rubric) = &stage.reward {
-                pairs.push((rubric, &stage.data));
+                // `sft` learns its rows' answers; it scores only `eval_data`.
+                if matches!(stage.algorithm, safer_ir::plan::Algorithm::Grpo(_)) {
+                    pairs.push((rubric, &stage.data));
+                }
                 pairs.extend(stage.eval_data.iter().map(|e| (rubric.as_str(), e)));
             }
         }
