@@ -27,16 +27,7 @@ pub fn lower(program: &Program) -> Plan {
         p: program,
         plan: Plan {
             program_hash: program.hash.clone(),
-            rubric_hashes: BTreeMap::new(),
-            models: BTreeMap::new(),
-            judges: BTreeMap::new(),
-            rubrics: BTreeMap::new(),
-            functions: BTreeMap::new(),
-            datasets: BTreeMap::new(),
-            rollouts: BTreeMap::new(),
-            reflections: BTreeMap::new(),
-            stages: Vec::new(),
-            evals: Vec::new(),
+            ..Plan::default()
         },
         staged: BTreeSet::new(),
     };

@@ -269,19 +269,7 @@ mod tests {
     }
 
     fn plan() -> Plan {
-        let mut plan = Plan {
-            program_hash: String::new(),
-            rubric_hashes: BTreeMap::new(),
-            models: BTreeMap::new(),
-            judges: BTreeMap::new(),
-            rubrics: BTreeMap::new(),
-            functions: BTreeMap::new(),
-            datasets: BTreeMap::new(),
-            rollouts: BTreeMap::new(),
-            reflections: BTreeMap::new(),
-            stages: vec![],
-            evals: vec![],
-        };
+        let mut plan = Plan::default();
         // A user scorer forwarding its `key` parameter to `label_match`.
         plan.functions.insert(
             "matches".into(),
