@@ -1,7 +1,8 @@
 //! End-to-end runs of `saferc run` on the case folders of
 //! `tests/cases/run/`: each holds `pipeline.safer`, tiny data and
 //! `expect.json` (exit code, stderr lines, values in `summary.json` by JSON
-//! pointer, how often a stderr line appears, no run directory, pairs of summary values that must be equal, per-group sample
+//! pointer, how often a stderr line appears, no run directory, files of the
+//! case's copy to remove first, pairs of summary values that must be equal, per-group sample
 //! counts, metric values, a judge server to start, a SIGKILL-and-resume
 //! check). The policy is a fresh `tiny_vlm`
 //! (`saferc init-model --size tiny --seed 0`) made in the case's copy.
@@ -280,6 +281,9 @@ fn check_case(name: &str) {
         let text = std::fs::read_to_string(&pipeline).unwrap();
         std::fs::write(&pipeline, text.replace("{PORT}", &port.to_string())).unwrap();
     }
+    for file in expect["remove"].as_array().into_iter().flatten() {
+        std::fs::remove_file(case.join(file.as_str().unwrap())).unwrap();
+    }
     if let Some(tensor) = expect["poison_weights"].as_str() {
         poison(&case.join("model/model.safetensors"), tensor);
     }
@@ -299,7 +303,8 @@ fn check_case(name: &str) {
         "{name}: stderr:\n{stderr}"
     );
     // Every run that started records what reproduces it.
-    if out.status.code() != Some(2) {
+    let refused_before_start = expect["no_run_dir"].as_bool() == Some(true);
+    if out.status.code() != Some(2) && !refused_before_start {
         let manifest: Value =
             serde_json::from_str(&std::fs::read_to_string(out_dir.join("manifest.json")).unwrap())
                 .unwrap();
@@ -348,7 +353,7 @@ fn check_case(name: &str) {
         }
     }
     // A run refused before it starts leaves no run directory behind.
-    if expect["no_run_dir"].as_bool() == Some(true) {
+    if refused_before_start {
         assert!(!out_dir.exists(), "{name}: {} exists", out_dir.display());
     }
     for path in expect["absent"].as_array().into_iter().flatten() {
@@ -633,6 +638,7 @@ cases!(
     judge_https_ca,
     health_warnings,
     model_arch_mismatch,
+    model_missing_tokenizer,
     nan_stop,
     two_stages,
 );

@@ -150,6 +150,8 @@ codes! {
     E0316 = 316, "division by zero";
     /// A setting that has no effect where it is written (warning).
     E0317 = 317, "setting without effect";
+    /// A model folder whose `config.json` holds another architecture.
+    E0318 = 318, "model folder disagrees with its `arch`";
     /// A training stage without exactly one algorithm block.
     E0319 = 319, "no algorithm";
 

@@ -23,6 +23,7 @@ impl<'a> Analyzer<'a> {
                     self.check_curate_box(i);
                 }
                 DeclKind::Judge => self.check_judge(i),
+                DeclKind::Model => self.check_model_folder(i),
                 _ => {}
             }
         }
@@ -495,6 +496,49 @@ impl<'a> Analyzer<'a> {
                     .with_help("widen the box; QI-Box keeps moderate quality and high instability, e.g. `mean in 0.2..0.8 and std >= 0.15`"),
             );
         }
+    }
+
+    /// A model whose `weights` folder exists must hold the declared
+    /// architecture (`config.json`'s `model_type`). A folder that does not
+    /// exist yet (made elsewhere, or by another run) is not checked here.
+    fn check_model_folder(&mut self, i: usize) {
+        let s = &self.decls[i].settings;
+        let (Some(Value::Path { resolved, written }), Some(declared)) =
+            (s.get("weights"), s.text("arch"))
+        else {
+            return;
+        };
+        let config = std::path::Path::new(resolved).join("config.json");
+        let Ok(text) = std::fs::read_to_string(&config) else {
+            return;
+        };
+        // A `config.json` that is not JSON is the loader's error, with its line.
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return;
+        };
+        let Some(found) = json.get("model_type").and_then(serde_json::Value::as_str) else {
+            return;
+        };
+        if found == declared {
+            return;
+        }
+        let name = self.decls[i].name.clone();
+        let shown = format!("{}/config.json", written.trim_end_matches('/'));
+        let help = if schema::ARCHS.contains(&found) {
+            format!("set `arch = {found}`, or point `weights` at a `{declared}` model folder")
+        } else {
+            let known: Vec<String> = schema::ARCHS.iter().map(|a| format!("`{a}`")).collect();
+            format!("the architectures saferc knows are {}; point `weights` at a folder holding one of them", known.join(", "))
+        };
+        self.diags.push(
+            Diagnostic::error(
+                Code::E0318,
+                format!("model `{name}` is declared `arch = {declared}`, but `{shown}` holds a `{found}` model"),
+            )
+            .with_primary(self.setting_span(i, &["arch"]), "declared here")
+            .with_secondary(self.setting_span(i, &["weights"]), format!("`model_type` is `{found}` there"))
+            .with_help(help),
+        );
     }
 
     fn check_judge(&mut self, i: usize) {
