@@ -69,6 +69,8 @@ fn run_command(case: &Path, extra: &[&str]) -> Command {
         .arg("--no-progress")
         .args(extra)
         .env("NO_COLOR", "1")
+        // Diagnostics are matched by substring: no wrapping at the terminal's width.
+        .env("COLUMNS", "1000")
         .env("SAFERC_JUDGE_BACKOFF_MS", "20");
     cmd
 }

@@ -508,7 +508,19 @@ impl<'a> Analyzer<'a> {
         else {
             return;
         };
+        // A document with no file behind it (an editor's untitled buffer)
+        // has no folder to resolve `weights` against.
+        let module = &self.loaded.modules[self.info[i].module];
+        if !matches!(module.origin, super::loader::Origin::File(_)) {
+            return;
+        }
+        // The check runs on every edit in the editor: only a plain file of
+        // a plausible size is read.
         let config = std::path::Path::new(resolved).join("config.json");
+        match std::fs::metadata(&config) {
+            Ok(m) if m.is_file() && m.len() <= 1 << 20 => {}
+            _ => return,
+        }
         let Ok(text) = std::fs::read_to_string(&config) else {
             return;
         };
@@ -525,7 +537,12 @@ impl<'a> Analyzer<'a> {
         let name = self.decls[i].name.clone();
         let shown = format!("{}/config.json", written.trim_end_matches('/'));
         let help = if schema::ARCHS.contains(&found) {
-            format!("set `arch = {found}`, or point `weights` at a `{declared}` model folder")
+            let runs = if matches!(found, "tiny_vlm" | "qwen2") {
+                ""
+            } else {
+                " (`saferc run` does not run it yet)"
+            };
+            format!("set `arch = {found}`{runs}, or point `weights` at a `{declared}` model folder")
         } else {
             let known: Vec<String> = schema::ARCHS.iter().map(|a| format!("`{a}`")).collect();
             format!("the architectures saferc knows are {}; point `weights` at a folder holding one of them", known.join(", "))

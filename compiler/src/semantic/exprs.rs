@@ -416,8 +416,24 @@ impl<'a> Analyzer<'a> {
             None => Vec::new(),
         };
         let name = self.decls[scorer.0].name.clone();
-        let mut given = Vec::new();
+        let mut given: Vec<String> = Vec::new();
+        let mut named_seen = false;
         for (i, arg) in args.iter().enumerate() {
+            // Positional arguments bind in order, so they come first.
+            if arg.name.is_none() && named_seen {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0300,
+                        format!("a positional argument of scorer `{name}` after a named one"),
+                    )
+                    .with_primary(arg.span, "positional after named")
+                    .with_help(
+                        "name it (`parameter = value`), or move it before the named arguments",
+                    ),
+                );
+                continue;
+            }
+            named_seen |= arg.name.is_some();
             let pname = match &arg.name {
                 Some(n) => {
                     if !params.iter().any(|(p, _)| *p == n.name) {
@@ -457,6 +473,17 @@ impl<'a> Analyzer<'a> {
                     }
                 },
             };
+            if given.contains(&pname) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0208,
+                        format!("scorer `{name}` is given `{pname}` twice"),
+                    )
+                    .with_primary(arg.span, "given again")
+                    .with_help("keep one of them"),
+                );
+                continue;
+            }
             given.push(pname);
         }
         for (p, has_default) in &params {

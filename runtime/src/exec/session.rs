@@ -106,8 +106,9 @@ impl<'a, B: Backend> Session<'a, B> {
     ) -> Result<Self, ExecError> {
         // The models' folders and the HTTP judges are checked before the
         // run directory is made, so that a declaration that cannot run (an
-        // unsupported or mismatched `arch`, a missing `config.json` or
-        // `tokenizer.json`, an unset API-key variable, a bad `ca_file`)
+        // unsupported `arch`, a missing or unloadable `config.json`, no
+        // `tokenizer.json`, an unset API-key variable, a bad `ca_file`; a
+        // mismatched `arch` is the compiler's E0318)
         // leaves no run behind. A resumed run was checked when it started:
         // its finished stages may no longer need their models' folders.
         if !options.resume {
