@@ -2,7 +2,7 @@
 //! `tests/cases/run/`: each holds `pipeline.safer`, tiny data and
 //! `expect.json` (exit code, stderr lines, values in `summary.json` by JSON
 //! pointer, how often a stderr line appears, no run directory, files of the
-//! case's copy to remove first, pairs of summary values that must be equal, per-group sample
+//! case's copy to copy or remove first, pairs of summary values that must be equal, per-group sample
 //! counts, metric values, a judge server to start, a SIGKILL-and-resume
 //! check). The policy is a fresh `tiny_vlm`
 //! (`saferc init-model --size tiny --seed 0`) made in the case's copy.
@@ -282,6 +282,10 @@ fn check_case(name: &str) {
         let pipeline = case.join("pipeline.safer");
         let text = std::fs::read_to_string(&pipeline).unwrap();
         std::fs::write(&pipeline, text.replace("{PORT}", &port.to_string())).unwrap();
+    }
+    for pair in expect["copy"].as_array().into_iter().flatten() {
+        let (from, to) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        std::fs::copy(case.join(from), case.join(to)).unwrap();
     }
     for file in expect["remove"].as_array().into_iter().flatten() {
         std::fs::remove_file(case.join(file.as_str().unwrap())).unwrap();
@@ -641,6 +645,7 @@ cases!(
     health_warnings,
     model_arch_mismatch,
     model_missing_tokenizer,
+    model_tokenizer_file,
     nan_stop,
     two_stages,
 );

@@ -229,7 +229,7 @@ const MODEL: Block = Block {
     keys: &[
         key("arch", Ty::Enum(ARCHS), Default::Required, "The architecture: `tiny_vlm` (built in), `qwen2` or `qwen2_5_vl`."),
         key("weights", Ty::Path, Default::Required, "Directory with `config.json`, `*.safetensors` and `tokenizer.json`, relative to this file."),
-        key("tokenizer", Ty::Path, Default::Derived("the `weights` directory"), "Directory or file of the tokenizer, when it is not next to the weights."),
+        key("tokenizer", Ty::Path, Default::Derived("the `weights` directory"), "Directory of the tokenizer (`tokenizer.json`, `tokenizer_config.json`), or its `tokenizer.json`, when it is not next to the weights."),
         key("dtype", Ty::Enum(&["f32", "bf16", "f16"]), Default::Str("f32"), "Parameter type; bf16 and f16 files are cast on load."),
         key("device", Ty::Enum(&["auto", "cpu", "wgpu", "cuda"]), Default::Str("auto"), "Where the model runs; `auto` takes the run's device."),
         ranged("context", Ty::Quantity(&[Unit::Tokens]), Default::Derived("1024 tokens for `tiny_vlm`, 32768 for Qwen"), AT_LEAST_ONE, "The longest sequence the model accepts, prompt and completion together."),

@@ -267,11 +267,18 @@ impl<'a, B: Backend> Session<'a, B> {
         }
         let weights = PathBuf::from(&spec.weights);
         let tokenizer = match &spec.tokenizer {
-            // `tokenizer` may name the folder or its `tokenizer.json`.
-            Some(t) if Path::new(t).is_file() => Path::new(t)
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
+            // `tokenizer` may name the folder or its `tokenizer.json`; the
+            // folder also holds `tokenizer_config.json` (chat template,
+            // special tokens), so a file of another name cannot stand alone.
+            Some(t) if Path::new(t).is_file() => {
+                let file = Path::new(t);
+                if file.file_name().and_then(|n| n.to_str()) != Some("tokenizer.json") {
+                    return Err(ExecError::Usage(format!(
+                        "model `{name}`: `tokenizer` names the file {t}; name its folder, with the tokenizer saved there as `tokenizer.json` (and `tokenizer_config.json`), as `save_pretrained` writes them"
+                    )));
+                }
+                file.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
             Some(t) => PathBuf::from(t),
             None => weights.clone(),
         };
