@@ -227,21 +227,36 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool,
 }
 
 /// Overwrites the values of f32 tensor `name` in the safetensors file at
-/// `path` with NaN (the header is an 8-byte length and JSON offsets).
+/// `path` with NaN.
 fn poison(path: &Path, name: &str) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
-    assert_eq!(header[name]["dtype"], "F32", "{name} in {header}");
-    let offsets = header[name]["data_offsets"].as_array().unwrap();
-    let (start, end) = (
-        offsets[0].as_u64().unwrap() as usize,
-        offsets[1].as_u64().unwrap() as usize,
-    );
-    for value in bytes[8 + header_len + start..8 + header_len + end].chunks_exact_mut(4) {
-        value.copy_from_slice(&f32::NAN.to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
+    use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+    let bytes = std::fs::read(path).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(n, view)| {
+            let mut data = view.data().to_vec();
+            if n == name {
+                assert_eq!(view.dtype(), Dtype::F32, "{name}");
+                for value in data.chunks_exact_mut(4) {
+                    value.copy_from_slice(&f32::NAN.to_le_bytes());
+                }
+            }
+            (n, view.dtype(), view.shape().to_vec(), data)
+        })
+        .collect();
+    assert!(data.iter().any(|(n, ..)| n == name), "no tensor {name}");
+    let views: Vec<(&str, TensorView<'_>)> = data
+        .iter()
+        .map(|(n, dtype, shape, d)| {
+            (
+                n.as_str(),
+                TensorView::new(*dtype, shape.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
 /// The key the `api_key` server wants; the case declares the variable that

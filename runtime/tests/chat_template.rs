@@ -35,21 +35,14 @@ fn qwen2_vl_template_matches_transformers() {
     let all = cases();
     let template = ChatTemplate::new(all["qwen2-vl"]["template"].as_str().expect("template"))
         .expect("compile");
-    for case in all["qwen2-vl"]["cases"].as_array().expect("cases") {
-        let rendered = template
-            .render(&ChatRequest {
-                messages: &case["messages"],
-                tools: None,
-                add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap_or(false),
-                extra: &[],
-            })
-            .expect("render");
-        assert_eq!(
-            rendered,
-            case["expected"].as_str().expect("expected"),
-            "case {case}"
-        );
-    }
+    assert_renders(&all["qwen2-vl"]["cases"], |case| {
+        template.render(&ChatRequest {
+            messages: &case["messages"],
+            tools: None,
+            add_generation_prompt: generation_prompt(case),
+            extra: &[],
+        })
+    });
 }
 
 #[test]
@@ -86,23 +79,32 @@ fn tokenizer_without_template_says_so() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The Qwen2.5 cases rendered through `tokenizer`.
-fn check_qwen25_cases(tokenizer: &TextTokenizer) {
-    let all = cases();
-    for case in all["qwen2.5"]["cases"].as_array().expect("cases") {
-        let rendered = tokenizer
-            .apply_chat_template(
-                &case["messages"],
-                case.get("tools"),
-                case["add_generation_prompt"].as_bool().unwrap_or(false),
-            )
-            .expect("render");
+/// Each of `cases` rendered by `render` equals the string transformers
+/// rendered (`expected`).
+fn assert_renders<E: std::fmt::Debug>(cases: &Value, render: impl Fn(&Value) -> Result<String, E>) {
+    for case in cases.as_array().expect("cases") {
+        let rendered = render(case).expect("render");
         assert_eq!(
             rendered,
             case["expected"].as_str().expect("expected"),
             "case {case}"
         );
     }
+}
+
+fn generation_prompt(case: &Value) -> bool {
+    case["add_generation_prompt"].as_bool().unwrap_or(false)
+}
+
+/// The Qwen2.5 cases rendered through `tokenizer`.
+fn check_qwen25_cases(tokenizer: &TextTokenizer) {
+    assert_renders(&cases()["qwen2.5"]["cases"], |case| {
+        tokenizer.apply_chat_template(
+            &case["messages"],
+            case.get("tools"),
+            generation_prompt(case),
+        )
+    });
 }
 
 /// Older model directories keep the template in `tokenizer_config.json`

@@ -167,9 +167,7 @@ fn named_endpoints_come_from_the_manifest() {
     let dir = temp("named");
     copy_dir(&repo_root().join("tests/cases/projects"), &dir);
     let file = dir.join("alpha/pipeline.safer");
-    let text = std::fs::read_to_string(&file).unwrap_or_default();
-    std::fs::write(&file, text.replace("named = \"grm\"", "named = \"gmr\""))
-        .unwrap_or_else(|e| panic!("{e}"));
+    edit(&file, "named = \"grm\"", "named = \"gmr\"");
     let (diags, _) = check(&file);
     let d = diags
         .iter()
@@ -184,30 +182,39 @@ fn named_endpoints_come_from_the_manifest() {
     assert!(diags.iter().any(|d| d.code == Code::E0225));
 }
 
+/// Replaces `from` with `to` in the file at `path`.
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.contains(from), "{} lacks {from:?}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The plan of `file`, which must compile.
+fn plan_of(file: &Path) -> safer_ir::plan::Plan {
+    saferc::cli::compile_plan(file, &saferc::cli::ImportArgs::default())
+        .unwrap_or_else(|| panic!("{} does not compile", file.display()))
+}
+
 #[test]
 fn a_named_endpoint_s_settings_reach_the_plan() {
     let dir = temp("named-plan");
     copy_dir(&repo_root().join("tests/cases/projects"), &dir);
     let manifest = dir.join("alpha/safer.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap_or_default();
-    let text = text.replace(
+    edit(
+        &manifest,
         "api_key_env = \"GRM_API_KEY\"",
         "api_key_env = \"GRM_API_KEY\"\nca_file = \"certs/ca.pem\"\nconcurrency = 16\ntimeout = 120",
     );
-    std::fs::write(&manifest, text).unwrap_or_else(|e| panic!("{e}"));
     // A rubric that asks the judge, so that the plan holds it.
     let pipeline = dir.join("alpha/pipeline.safer");
-    let mut text = std::fs::read_to_string(&pipeline).unwrap_or_default();
-    text.push_str(
-        "\nrubric graded(judge = remote) { criterion helpful weight 1 \"Answers.\" }\n\
+    edit(
+        &pipeline,
+        "judge remote { kind = http, named = \"grm\" }\n",
+        "judge remote { kind = http, named = \"grm\" }\n\
+         rubric graded(judge = remote) { criterion helpful weight 1 \"Answers.\" }\n\
          eval e { model = policy, data = prompts.eval, rubric = graded }\n",
     );
-    std::fs::write(&pipeline, text).unwrap_or_else(|e| panic!("{e}"));
-    let plan = saferc::cli::compile_plan(
-        &dir.join("alpha/pipeline.safer"),
-        &saferc::cli::ImportArgs::default(),
-    )
-    .unwrap_or_else(|| panic!("alpha does not compile"));
+    let plan = plan_of(&pipeline);
     let judge = plan
         .judges
         .values()
@@ -222,25 +229,13 @@ fn a_named_endpoint_s_settings_reach_the_plan() {
     assert!(ca.ends_with("alpha/certs/ca.pem"), "{}", ca.display());
     assert!(ca.is_absolute(), "{}", ca.display());
     // An endpoint without a CA file keeps the judge's own.
-    std::fs::write(
-        &manifest,
-        std::fs::read_to_string(&manifest)
-            .unwrap_or_default()
-            .replace("ca_file = \"certs/ca.pem\"\n", ""),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let text = std::fs::read_to_string(&pipeline).unwrap_or_default();
-    std::fs::write(
+    edit(&manifest, "ca_file = \"certs/ca.pem\"\n", "");
+    edit(
         &pipeline,
-        text.replace(
-            "named = \"grm\" }",
-            "named = \"grm\", ca_file = \"own.pem\" }",
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let plan = saferc::cli::compile_plan(&pipeline, &saferc::cli::ImportArgs::default())
-        .unwrap_or_else(|| panic!("alpha does not compile"));
-    let own = plan
+        "named = \"grm\" }",
+        "named = \"grm\", ca_file = \"own.pem\" }",
+    );
+    let own = plan_of(&pipeline)
         .judges
         .values()
         .find_map(|j| j.ca_file.clone())

@@ -398,27 +398,17 @@ mod tests {
             vec![dir.join("ok.png"), dir.join("ok.png")]
         );
         let bad: Vec<String> = loaded.bad.iter().map(ToString::to_string).collect();
-        assert_eq!(bad.len(), 5);
-        assert!(
-            bad[3].starts_with("rows.jsonl:6: image `cut.png` cannot be decoded"),
-            "{bad:?}"
-        );
-        assert!(
-            bad[4].starts_with("rows.jsonl:7: the row has both `image` and `images`"),
-            "{bad:?}"
-        );
-        assert!(
-            bad[0].starts_with("rows.jsonl:2: not valid JSON"),
-            "{bad:?}"
-        );
-        assert!(
-            bad[1].starts_with("rows.jsonl:3: missing field `question`"),
-            "{bad:?}"
-        );
-        assert!(
-            bad[2].starts_with("rows.jsonl:4: image `missing.png` cannot be opened"),
-            "{bad:?}"
-        );
+        let want = [
+            "rows.jsonl:2: not valid JSON",
+            "rows.jsonl:3: missing field `question`",
+            "rows.jsonl:4: image `missing.png` cannot be opened",
+            "rows.jsonl:6: image `cut.png` cannot be decoded",
+            "rows.jsonl:7: the row has both `image` and `images`",
+        ];
+        assert_eq!(bad.len(), want.len());
+        for (got, want) in bad.iter().zip(want) {
+            assert!(got.starts_with(want), "{bad:?}");
+        }
         let fail = DatasetSpec {
             on_bad_row: "fail".into(),
             ..spec

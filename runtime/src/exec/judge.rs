@@ -25,7 +25,6 @@
 //! `judges`), or is an error naming the reply.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use safer_ir::plan::{EvalError, JudgeSpec};
@@ -168,28 +167,6 @@ impl Judge for RulesJudge {
     }
 }
 
-/// A counting semaphore bounding requests in flight.
-struct Slots {
-    free: Mutex<usize>,
-    wake: Condvar,
-}
-
-impl Slots {
-    fn acquire(&self) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.wake.wait(free).unwrap_or_else(|p| p.into_inner());
-        }
-        *free -= 1;
-    }
-
-    fn release(&self) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        *free += 1;
-        self.wake.notify_one();
-    }
-}
-
 /// An OpenAI-compatible HTTP judge.
 pub struct HttpJudge {
     name: String,
@@ -200,7 +177,8 @@ pub struct HttpJudge {
     temperature: f64,
     fallback: Option<f64>,
     agent: ureq::Agent,
-    slots: Slots,
+    /// `concurrency` threads: every question is asked from them
+    /// ([`Judge::pool`]), so at most that many requests are in flight.
     pool: rayon::ThreadPool,
     /// First backoff; doubled per retry.
     backoff: Duration,
@@ -240,10 +218,6 @@ impl HttpJudge {
             temperature: spec.temperature,
             fallback: spec.fallback,
             agent: agent.build(),
-            slots: Slots {
-                free: Mutex::new(spec.concurrency.max(1)),
-                wake: Condvar::new(),
-            },
             pool: rayon::ThreadPoolBuilder::new()
                 .num_threads(spec.concurrency.max(1))
                 .thread_name(|i| format!("judge-{i}"))
@@ -339,9 +313,8 @@ impl Judge for HttpJudge {
             "messages": question.messages(),
         });
         self.counts.asking();
-        self.slots.acquire();
         let mut attempt = 0u32;
-        let result = loop {
+        loop {
             match self.request(&body) {
                 Ok(answer) => {
                     // A reply in another shape than chat completions' is
@@ -383,9 +356,7 @@ impl Judge for HttpJudge {
                     )));
                 }
             }
-        };
-        self.slots.release();
-        result
+        }
     }
 }
 

@@ -292,20 +292,12 @@ mod tests {
         }
     }
 
+    /// `func` without arguments on `text` (10 tokens) for `row`; NaN when
+    /// it fails or gives no number.
     fn run_on(func: &str, text: &str, row: &Row) -> f64 {
-        let vocab: BTreeSet<String> = ["knife", "apple", "cup"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let c = Completion {
-            text,
-            tokens: 10,
-            row,
-            vocabulary: &vocab,
-        };
-        match call(func, &[], &BTreeMap::new(), &c) {
-            Some(Ok(Val::Num(n))) => n,
-            other => f64::NAN + if other.is_none() { 0.0 } else { 1.0 },
+        match run_with(func, &[], text, 10, row) {
+            Ok(Val::Num(n)) => n,
+            _ => f64::NAN,
         }
     }
 
@@ -355,7 +347,8 @@ mod tests {
         );
     }
 
-    /// `func` with named arguments on `text` (`tokens` long) for `row`.
+    /// `func` with named arguments on `text` (`tokens` long) for `row`, the
+    /// objects the rows name being a knife, an apple and a cup.
     fn run_with(
         func: &str,
         args: &[(&str, Val)],
@@ -363,7 +356,10 @@ mod tests {
         tokens: usize,
         row: &Row,
     ) -> Result<Val, EvalError> {
-        let vocab = BTreeSet::new();
+        let vocab: BTreeSet<String> = ["knife", "apple", "cup"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let named: BTreeMap<String, Val> = args
             .iter()
             .map(|(k, v)| ((*k).to_string(), v.clone()))

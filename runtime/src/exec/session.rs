@@ -639,21 +639,15 @@ mod tests {
 
     /// A plan with datasets `(name, [(dataset, split) it de-duplicates against])`.
     fn plan(datasets: &[(&str, &[(&str, &str)])]) -> Plan {
-        let datasets: serde_json::Map<String, serde_json::Value> = datasets
-            .iter()
-            .map(|(name, dedup)| {
-                let spec = json!({"source": "d.jsonl", "source_written": "d.jsonl", "images": ".",
-                    "on_bad_row": "skip", "filters": [], "curate": null, "balance": null,
-                    "dedup": dedup, "limit": null, "splits": [["train", 0.8], ["eval", 0.2]], "seed": 0});
-                (name.to_string(), spec)
-            })
-            .collect();
-        serde_json::from_value(
-            json!({"program_hash": "", "rubric_hashes": {}, "models": {}, "judges": {},
-            "rubrics": {}, "functions": {}, "datasets": datasets, "rollouts": {}, "reflections": {},
-            "stages": [], "evals": []}),
-        )
-        .unwrap()
+        let mut plan = Plan::default();
+        for (name, dedup) in datasets {
+            let spec = json!({"source": "d.jsonl", "source_written": "d.jsonl", "images": ".",
+                "on_bad_row": "skip", "filters": [], "curate": null, "balance": null,
+                "dedup": dedup, "limit": null, "splits": [["train", 0.8], ["eval", 0.2]], "seed": 0});
+            plan.datasets
+                .insert(name.to_string(), serde_json::from_value(spec).unwrap());
+        }
+        plan
     }
 
     #[test]
