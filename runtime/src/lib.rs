@@ -18,6 +18,7 @@
 //! The default backend is burn's pure-Rust `flex` CPU backend
 //! ([`CpuBackend`]); training uses [`CpuAutodiff`].
 
+pub mod adamw;
 pub mod device;
 pub mod exec;
 pub mod generate;

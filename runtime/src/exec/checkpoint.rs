@@ -16,7 +16,8 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::Optimizer;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
@@ -28,6 +29,7 @@ use super::rollout::Cursor;
 use super::run_dir::{list_checkpoints, write_atomically};
 use super::session::copy_tokenizer;
 use super::ExecError;
+use crate::adamw::FusedAdamW;
 use crate::model::Model;
 
 /// The non-tensor state of a training stage.
@@ -184,9 +186,8 @@ where
     B: AutodiffBackend,
     Model<B>: AutodiffModule<B>,
 {
-    let optim = AdamWConfig::new()
-        .with_weight_decay(weight_decay as f32)
-        .init::<B, Model<B>>();
+    let optim: OptimizerAdaptor<FusedAdamW, Model<B>, B> =
+        FusedAdamW::new(weight_decay as f32).into();
     let fresh = TrainState {
         step: 0,
         cursor: Cursor::default(),

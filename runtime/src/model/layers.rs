@@ -13,6 +13,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::error::ModelError;
 use super::few_rows;
+use super::on_cpu;
 use super::weights::{WeightReader, WeightWriter};
 
 /// Applies `linear` to `x`: `[batch, seq, d_in]` → `[batch, seq, d_out]` as
@@ -68,14 +69,32 @@ pub fn load_linear<B: Backend>(
 /// The same layer with its weight stored `[out, in]` (viewed as `[in, out]`),
 /// the layout [`load_linear`] gives and decoding wants. Training's updates
 /// write weights back contiguous `[in, out]`; this restores the layout
-/// with one copy of the weight.
+/// with one copy of the weight (on the CPU a cache-blocked transposition,
+/// and none for a weight already in the layout).
 pub fn decoding_layout<B: Backend>(mut linear: Linear<B>) -> Linear<B> {
     linear.weight = linear.weight.map(|w| {
         let [d_in, d_out] = w.dims();
-        w.transpose()
-            .reshape([d_out * d_in])
-            .reshape([d_out, d_in])
-            .transpose()
+        if on_cpu::flex_f32(&w.clone().transpose()).is_some_and(|f| on_cpu::fills_buffer(&f)) {
+            return w;
+        }
+        let transposed = on_cpu::flex_f32(&w).and_then(|f| {
+            let values = f.as_slice::<f32>().filter(|_| on_cpu::fills_buffer(&f))?;
+            let mut stored = vec![0.0f32; d_in * d_out];
+            transpose::transpose(values, &mut stored, d_out, d_in);
+            Some(stored)
+        });
+        match transposed {
+            Some(stored) => {
+                let device = w.device();
+                Tensor::<B, 2>::from_data(TensorData::new(stored, [d_out, d_in]), &device)
+                    .transpose()
+            }
+            None => w
+                .transpose()
+                .reshape([d_out * d_in])
+                .reshape([d_out, d_in])
+                .transpose(),
+        }
     });
     linear
 }
@@ -225,5 +244,49 @@ impl<B: Backend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let gate = silu(project(&self.gate_proj, x.clone()));
         project(&self.down_proj, gate * project(&self.up_proj, x))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use burn::module::Param;
+    use burn::nn::Linear;
+    use burn::tensor::{Tensor, TensorData};
+
+    use super::decoding_layout;
+    use crate::model::on_cpu;
+    use crate::CpuBackend;
+
+    fn linear(weight: Tensor<CpuBackend, 2>) -> Linear<CpuBackend> {
+        Linear {
+            weight: Param::from_tensor(weight),
+            bias: None,
+        }
+    }
+
+    fn stored_contiguously(weight: &Tensor<CpuBackend, 2>) -> bool {
+        on_cpu::flex_f32(&weight.clone().transpose()).is_some_and(|f| on_cpu::fills_buffer(&f))
+    }
+
+    #[test]
+    fn a_trained_weight_is_relaid_with_its_values_and_a_relaid_one_is_kept() {
+        let values: Vec<f32> = (0..35).map(|i| i as f32).collect();
+        // `[in 5, out 7]`, contiguous, as an update leaves it.
+        let trained = Tensor::<CpuBackend, 2>::from_data(
+            TensorData::new(values, [5, 7]),
+            &Default::default(),
+        );
+        let want = trained.to_data();
+        let relaid = decoding_layout(linear(trained)).weight.val();
+        assert_eq!(relaid.to_data(), want);
+        assert!(stored_contiguously(&relaid));
+        let buffer = on_cpu::flex_f32(&relaid).unwrap().data_arc();
+        let again = decoding_layout(linear(relaid)).weight.val();
+        assert!(std::sync::Arc::ptr_eq(
+            &on_cpu::flex_f32(&again).unwrap().data_arc(),
+            &buffer
+        ));
+        assert_eq!(again.to_data(), want);
     }
 }

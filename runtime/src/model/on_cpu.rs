@@ -59,3 +59,11 @@ pub fn flex_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTens
         _ => None,
     }
 }
+
+/// Whether `t`'s values lie in logical order from the start of its buffer
+/// to its end (so that its storage is its values, and one tensor's and
+/// another's line up element by element).
+pub fn fills_buffer(t: &FlexTensor) -> bool {
+    let n = t.layout().num_elements();
+    t.layout().contiguous_offsets() == Some((0, n)) && t.bytes().len() == n * t.dtype().size()
+}
