@@ -619,6 +619,61 @@ fn a_nan_mid_run_keeps_the_last_good_checkpoint_which_resumes_exactly() {
     );
 }
 
+/// AdamW's `adam_beta1`, `adam_beta2` and `adam_epsilon` reach the
+/// optimiser of the stage that sets them, and only that stage's: each one
+/// changed in `sft` changes the warm-up's weights, and in `grpo` the second
+/// stage's weights but not the warm-up's.
+#[test]
+fn adam_settings_reach_the_optimiser_of_their_stage() {
+    let case = prepare("two_stages", "adam-settings");
+    let pipeline = std::fs::read_to_string(case.join("pipeline.safer")).unwrap();
+    let weights = |out: &Path, stage: &str| {
+        std::fs::read(out.join("models").join(stage).join("model.safetensors")).unwrap()
+    };
+    let run_with = |label: &str, pipeline: &str| {
+        std::fs::write(case.join("pipeline.safer"), pipeline).unwrap();
+        let out = case.join(label);
+        let output = run(&case, &out);
+        assert!(
+            output.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (weights(&out, "warm"), weights(&out, "tune"))
+    };
+    let (warm, tune) = run_with("defaults", &pipeline);
+    for (setting, value) in [
+        ("adam_beta1", "0.5"),
+        ("adam_beta2", "0.5"),
+        ("adam_epsilon", "0.1"),
+    ] {
+        let sft = pipeline.replace(
+            "sft { lr = 1e-3, batch = 2 prompts }",
+            &format!("sft {{ lr = 1e-3, batch = 2 prompts, {setting} = {value} }}"),
+        );
+        assert_ne!(sft, pipeline);
+        let (sft_warm, _) = run_with(&format!("sft-{setting}"), &sft);
+        assert!(
+            sft_warm != warm,
+            "sft's {setting} left the warm-up's weights as they were"
+        );
+        let grpo = pipeline.replace(
+            "    lr    = 1e-3\n    batch = 2 prompts\n",
+            &format!("    lr    = 1e-3\n    batch = 2 prompts\n    {setting} = {value}\n"),
+        );
+        assert_ne!(grpo, pipeline);
+        let (grpo_warm, grpo_tune) = run_with(&format!("grpo-{setting}"), &grpo);
+        assert!(
+            grpo_warm == warm,
+            "grpo's {setting} changed the sft stage's weights"
+        );
+        assert!(
+            grpo_tune != tune,
+            "grpo's {setting} left the GRPO stage's weights as they were"
+        );
+    }
+}
+
 macro_rules! cases {
     ($($name:ident),* $(,)?) => {
         $(#[test] fn $name() { check_case(stringify!($name)); })*

@@ -25,8 +25,21 @@ use crate::model::on_cpu;
 /// Values per task when a tensor's update is split across the worker threads.
 const CHUNK: usize = 1 << 15;
 
-/// AdamW with burn's defaults for β₁ (0.9), β₂ (0.999) and ε (1e-5), and
+/// AdamW's settings: the moments' decay rates β₁ and β₂, ε, and the
 /// decoupled weight decay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWSettings {
+    /// Decay of the gradient's running mean.
+    pub beta_1: f32,
+    /// Decay of the squared gradient's running mean.
+    pub beta_2: f32,
+    /// Added to the root of the squared gradient's mean.
+    pub epsilon: f32,
+    /// Decoupled weight decay (the weight shrinks by `lr · weight_decay`).
+    pub weight_decay: f32,
+}
+
+/// AdamW with decoupled weight decay, fused on the CPU backend.
 #[derive(Clone)]
 pub struct FusedAdamW {
     beta_1: f32,
@@ -38,14 +51,23 @@ pub struct FusedAdamW {
 }
 
 impl FusedAdamW {
-    /// AdamW with weight decay `weight_decay` (burn's `AdamWConfig` defaults
-    /// otherwise).
-    pub fn new(weight_decay: f32) -> Self {
-        let config = AdamWConfig::new().with_weight_decay(weight_decay);
+    /// AdamW with `settings`.
+    pub fn new(settings: AdamWSettings) -> Self {
+        let AdamWSettings {
+            beta_1,
+            beta_2,
+            epsilon,
+            weight_decay,
+        } = settings;
+        let config = AdamWConfig::new()
+            .with_beta_1(beta_1)
+            .with_beta_2(beta_2)
+            .with_epsilon(epsilon)
+            .with_weight_decay(weight_decay);
         Self {
-            beta_1: 0.9,
-            beta_2: 0.999,
-            epsilon: 1e-5,
+            beta_1,
+            beta_2,
+            epsilon,
             weight_decay,
             generic: config.build(),
         }
@@ -230,7 +252,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    use super::FusedAdamW;
+    use super::{AdamWSettings, FusedAdamW};
     use crate::{CpuAutodiff, CpuBackend};
 
     fn random<B: Backend, const D: usize>(rng: &mut ChaCha8Rng, shape: [usize; D]) -> Tensor<B, D> {
@@ -251,8 +273,19 @@ mod tests {
     /// weights are) and asserts equal bits of the weights and moments.
     fn compare<B: Backend>(rows: usize, cols: usize, weight_decay: f32, transposed: bool) {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let fused = FusedAdamW::new(weight_decay);
-        let reference = AdamWConfig::new().with_weight_decay(weight_decay).build();
+        let settings = AdamWSettings {
+            beta_1: 0.9,
+            beta_2: 0.95,
+            epsilon: 1e-8,
+            weight_decay,
+        };
+        let fused = FusedAdamW::new(settings);
+        let reference = AdamWConfig::new()
+            .with_beta_1(0.9)
+            .with_beta_2(0.95)
+            .with_epsilon(1e-8)
+            .with_weight_decay(weight_decay)
+            .build();
         let start: Tensor<B, 2> = if transposed {
             random::<B, 2>(&mut rng, [cols, rows]).transpose()
         } else {
@@ -288,7 +321,12 @@ mod tests {
     #[test]
     fn buffers_shared_with_other_tensors_are_left_as_they_were() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let fused = FusedAdamW::new(0.01);
+        let fused = FusedAdamW::new(AdamWSettings {
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: 0.01,
+        });
         let weight = random::<CpuBackend, 2>(&mut rng, [8, 5]);
         let before = values(&weight);
         // A frozen reference model holds the same buffer.

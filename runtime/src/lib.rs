@@ -13,6 +13,8 @@
 //!   independent of the models;
 //! - [`exec`]: the executor of a compiled plan (data, judges, rubrics,
 //!   reflection, SFT and GRPO stages, run directories, checkpoints);
+//! - [`adamw`]: the trainers' optimiser, burn's AdamW fused into one pass
+//!   per parameter on the CPU backend;
 //! - [`device`]: the backend chosen at run time.
 //!
 //! The default backend is burn's pure-Rust `flex` CPU backend

@@ -293,6 +293,15 @@ pub struct SftSpec {
     pub field: String,
     /// AdamW weight decay.
     pub weight_decay: f64,
+    /// AdamW's β₁.
+    #[serde(default = "default_adam_beta1")]
+    pub adam_beta1: f64,
+    /// AdamW's β₂.
+    #[serde(default = "default_adam_beta2")]
+    pub adam_beta2: f64,
+    /// AdamW's ε.
+    #[serde(default = "default_adam_epsilon")]
+    pub adam_epsilon: f64,
     /// Gradient-norm clip.
     pub max_grad_norm: f64,
     /// Warm-up steps.
@@ -336,6 +345,15 @@ pub struct GrpoSpec {
     pub max_grad_norm: f64,
     /// AdamW weight decay.
     pub weight_decay: f64,
+    /// AdamW's β₁.
+    #[serde(default = "default_adam_beta1")]
+    pub adam_beta1: f64,
+    /// AdamW's β₂.
+    #[serde(default = "default_adam_beta2")]
+    pub adam_beta2: f64,
+    /// AdamW's ε.
+    #[serde(default = "default_adam_epsilon")]
+    pub adam_epsilon: f64,
     /// Warm-up steps.
     pub warmup: u64,
     /// LR schedule.
@@ -383,4 +401,19 @@ pub struct EvalSpec {
     pub rubric: String,
     /// Sampling (`None`: greedy).
     pub rollout: Option<String>,
+}
+
+/// AdamW's β₁ where a plan written before the setting existed has none.
+fn default_adam_beta1() -> f64 {
+    0.9
+}
+
+/// AdamW's β₂ where a plan written before the setting existed has none.
+fn default_adam_beta2() -> f64 {
+    0.999
+}
+
+/// AdamW's ε where a plan written before the setting existed has none.
+fn default_adam_epsilon() -> f64 {
+    1e-8
 }

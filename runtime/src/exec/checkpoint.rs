@@ -29,7 +29,7 @@ use super::rollout::Cursor;
 use super::run_dir::{list_checkpoints, write_atomically};
 use super::session::copy_tokenizer;
 use super::ExecError;
-use crate::adamw::FusedAdamW;
+use crate::adamw::{AdamWSettings, FusedAdamW};
 use crate::model::Model;
 
 /// The non-tensor state of a training stage.
@@ -168,7 +168,7 @@ where
     Ok(())
 }
 
-/// A stage's starting point: `policy` with a fresh AdamW and state seeded
+/// A stage's starting point: `policy` with a fresh AdamW (`adam`) and state seeded
 /// with `seed`, or, when `resume` is set and `root` holds a checkpoint, the
 /// checkpoint's policy, optimiser and state.
 ///
@@ -177,7 +177,7 @@ where
 pub fn start_or_resume<B>(
     root: &Path,
     policy: Model<B>,
-    weight_decay: f64,
+    adam: AdamWSettings,
     seed: u64,
     resume: bool,
     device: &B::Device,
@@ -186,8 +186,7 @@ where
     B: AutodiffBackend,
     Model<B>: AutodiffModule<B>,
 {
-    let optim: OptimizerAdaptor<FusedAdamW, Model<B>, B> =
-        FusedAdamW::new(weight_decay as f32).into();
+    let optim: OptimizerAdaptor<FusedAdamW, Model<B>, B> = FusedAdamW::new(adam).into();
     let fresh = TrainState {
         step: 0,
         cursor: Cursor::default(),

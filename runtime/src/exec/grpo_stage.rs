@@ -7,6 +7,7 @@
 //! tensors are `[N, T - 1]` (position t scores token t + 1) and the loss
 //! mask keeps completion tokens only.
 
+use crate::adamw::AdamWSettings;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -138,7 +139,12 @@ pub fn train<B: Backend>(
     let (mut policy, mut optim, mut state) = checkpoint::start_or_resume::<AD<B>>(
         &ck_root,
         policy,
-        g.weight_decay,
+        AdamWSettings {
+            beta_1: g.adam_beta1 as f32,
+            beta_2: g.adam_beta2 as f32,
+            epsilon: g.adam_epsilon as f32,
+            weight_decay: g.weight_decay as f32,
+        },
         stage.seed,
         session.options.resume,
         &device,

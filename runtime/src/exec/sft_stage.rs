@@ -3,6 +3,7 @@
 //! before GRPO. The loss is the mean negative log-likelihood of the
 //! completion tokens (the end-of-turn token included) given the prompt.
 
+use crate::adamw::AdamWSettings;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -85,7 +86,12 @@ pub fn train<B: Backend>(
     let (mut policy, mut optim, mut state) = checkpoint::start_or_resume::<AD<B>>(
         &ck_root,
         policy,
-        s.weight_decay,
+        AdamWSettings {
+            beta_1: s.adam_beta1 as f32,
+            beta_2: s.adam_beta2 as f32,
+            epsilon: s.adam_epsilon as f32,
+            weight_decay: s.weight_decay as f32,
+        },
         stage.seed,
         session.options.resume,
         &device,
