@@ -11,8 +11,8 @@ use crate::semantic::hir::{Const, Decl, DeclRef, Program, Settings, TExpr, TKind
 use crate::syntax::ast::{BinaryOp, DeclKind, UnaryOp};
 use safer_ir::plan::expr::{Binary, Unary};
 use safer_ir::plan::{
-    Algorithm, CriterionSpec, CurateSpec, DatasetSpec, DynamicSamplingSpec, EvalSpec, Expr,
-    FormatSpec, Function, GrpoSpec, JudgeSpec, KlSpec, ModelSpec, PenaltySpec, Plan,
+    AdamSpec, Algorithm, CriterionSpec, CurateSpec, DatasetSpec, DynamicSamplingSpec, EvalSpec,
+    Expr, FormatSpec, Function, GrpoSpec, JudgeSpec, KlSpec, ModelSpec, PenaltySpec, Plan,
     ReflectionSpec, RolloutSpec, RubricSpec, SftSpec, SplitRef, StageSpec, Val,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,6 +53,16 @@ struct Lowerer<'a> {
 
 fn num(s: &Settings, key: &str, default: f64) -> f64 {
     s.number(key).unwrap_or(default)
+}
+
+/// AdamW's settings of an `sft` or `grpo` block (defaults where unset).
+fn adam(block: &Settings) -> AdamSpec {
+    let d = AdamSpec::default();
+    AdamSpec {
+        adam_beta1: num(block, "adam_beta1", d.adam_beta1),
+        adam_beta2: num(block, "adam_beta2", d.adam_beta2),
+        adam_epsilon: num(block, "adam_epsilon", d.adam_epsilon),
+    }
 }
 
 fn text(s: &Settings, key: &str, default: &str) -> String {
@@ -363,9 +373,7 @@ impl<'a> Lowerer<'a> {
                     max_tokens: f.number("max_tokens").map(|n| n as usize),
                     field: text(f, "field", "response"),
                     weight_decay: num(f, "weight_decay", 0.0),
-                    adam_beta1: num(f, "adam_beta1", 0.9),
-                    adam_beta2: num(f, "adam_beta2", 0.999),
-                    adam_epsilon: num(f, "adam_epsilon", 1e-8),
+                    adam: adam(f),
                     max_grad_norm: num(f, "max_grad_norm", 1.0),
                     warmup: num(f, "warmup", 0.0) as u64,
                     schedule: text(f, "schedule", "constant"),
@@ -430,9 +438,7 @@ impl<'a> Lowerer<'a> {
             entropy_coef: num(g, "entropy_coef", 0.0),
             max_grad_norm: num(g, "max_grad_norm", 1.0),
             weight_decay: num(g, "weight_decay", 0.01),
-            adam_beta1: num(g, "adam_beta1", 0.9),
-            adam_beta2: num(g, "adam_beta2", 0.999),
-            adam_epsilon: num(g, "adam_epsilon", 1e-8),
+            adam: adam(g),
             warmup: num(g, "warmup", 0.0) as u64,
             schedule: text(g, "schedule", "constant"),
             kl: KlSpec {

@@ -19,6 +19,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+use safer_ir::plan::AdamSpec;
 
 use crate::model::on_cpu;
 
@@ -37,6 +38,18 @@ pub struct AdamWSettings {
     pub epsilon: f32,
     /// Decoupled weight decay (the weight shrinks by `lr · weight_decay`).
     pub weight_decay: f32,
+}
+
+impl AdamWSettings {
+    /// A stage's settings: `adam` and `weight_decay` from its algorithm block.
+    pub fn of(adam: &AdamSpec, weight_decay: f64) -> Self {
+        Self {
+            beta_1: adam.adam_beta1 as f32,
+            beta_2: adam.adam_beta2 as f32,
+            epsilon: adam.adam_epsilon as f32,
+            weight_decay: weight_decay as f32,
+        }
+    }
 }
 
 /// AdamW with decoupled weight decay, fused on the CPU backend.

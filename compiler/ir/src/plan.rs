@@ -293,15 +293,9 @@ pub struct SftSpec {
     pub field: String,
     /// AdamW weight decay.
     pub weight_decay: f64,
-    /// AdamW's β₁.
-    #[serde(default = "default_adam_beta1")]
-    pub adam_beta1: f64,
-    /// AdamW's β₂.
-    #[serde(default = "default_adam_beta2")]
-    pub adam_beta2: f64,
-    /// AdamW's ε.
-    #[serde(default = "default_adam_epsilon")]
-    pub adam_epsilon: f64,
+    /// AdamW's β₁, β₂ and ε.
+    #[serde(flatten)]
+    pub adam: AdamSpec,
     /// Gradient-norm clip.
     pub max_grad_norm: f64,
     /// Warm-up steps.
@@ -345,15 +339,9 @@ pub struct GrpoSpec {
     pub max_grad_norm: f64,
     /// AdamW weight decay.
     pub weight_decay: f64,
-    /// AdamW's β₁.
-    #[serde(default = "default_adam_beta1")]
-    pub adam_beta1: f64,
-    /// AdamW's β₂.
-    #[serde(default = "default_adam_beta2")]
-    pub adam_beta2: f64,
-    /// AdamW's ε.
-    #[serde(default = "default_adam_epsilon")]
-    pub adam_epsilon: f64,
+    /// AdamW's β₁, β₂ and ε.
+    #[serde(flatten)]
+    pub adam: AdamSpec,
     /// Warm-up steps.
     pub warmup: u64,
     /// LR schedule.
@@ -403,17 +391,77 @@ pub struct EvalSpec {
     pub rollout: Option<String>,
 }
 
-/// AdamW's β₁ where a plan written before the setting existed has none.
+/// AdamW's moment decay rates and ε as an `sft` or `grpo` block sets them
+/// (flattened into the block's spec: `adam_beta1`, `adam_beta2`,
+/// `adam_epsilon`); a plan written before they existed reads the defaults.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct AdamSpec {
+    /// β₁: decay of the gradient's running mean.
+    #[serde(default = "default_adam_beta1")]
+    pub adam_beta1: f64,
+    /// β₂: decay of the squared gradient's running mean.
+    #[serde(default = "default_adam_beta2")]
+    pub adam_beta2: f64,
+    /// ε: added to the root of the squared gradient's mean.
+    #[serde(default = "default_adam_epsilon")]
+    pub adam_epsilon: f64,
+}
+
+impl Default for AdamSpec {
+    /// PyTorch's (and TRL's) defaults: β = (0.9, 0.999), ε = 1e-8.
+    fn default() -> Self {
+        Self {
+            adam_beta1: default_adam_beta1(),
+            adam_beta2: default_adam_beta2(),
+            adam_epsilon: default_adam_epsilon(),
+        }
+    }
+}
+
 fn default_adam_beta1() -> f64 {
     0.9
 }
 
-/// AdamW's β₂ where a plan written before the setting existed has none.
 fn default_adam_beta2() -> f64 {
     0.999
 }
 
-/// AdamW's ε where a plan written before the setting existed has none.
 fn default_adam_epsilon() -> f64 {
     1e-8
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::{AdamSpec, SftSpec};
+
+    #[test]
+    fn adams_settings_sit_in_the_block_and_default_where_an_older_plan_has_none() {
+        let spec = SftSpec {
+            lr: 1e-4,
+            batch: 8,
+            epochs: 1,
+            max_tokens: None,
+            field: "response".into(),
+            weight_decay: 0.0,
+            adam: AdamSpec {
+                adam_beta1: 0.8,
+                adam_beta2: 0.95,
+                adam_epsilon: 1e-6,
+            },
+            max_grad_norm: 1.0,
+            warmup: 0,
+            schedule: "constant".into(),
+        };
+        let mut json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["adam_beta2"], 0.95);
+        assert_eq!(serde_json::from_value::<SftSpec>(json.clone()).unwrap(), spec);
+        let object = json.as_object_mut().unwrap();
+        for key in ["adam_beta1", "adam_beta2", "adam_epsilon"] {
+            object.remove(key);
+        }
+        let older: SftSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(older.adam, AdamSpec::default());
+        assert_eq!(older.adam.adam_epsilon, 1e-8);
+    }
 }

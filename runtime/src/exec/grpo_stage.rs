@@ -139,12 +139,7 @@ pub fn train<B: Backend>(
     let (mut policy, mut optim, mut state) = checkpoint::start_or_resume::<AD<B>>(
         &ck_root,
         policy,
-        AdamWSettings {
-            beta_1: g.adam_beta1 as f32,
-            beta_2: g.adam_beta2 as f32,
-            epsilon: g.adam_epsilon as f32,
-            weight_decay: g.weight_decay as f32,
-        },
+        AdamWSettings::of(&g.adam, g.weight_decay),
         stage.seed,
         session.options.resume,
         &device,

@@ -86,12 +86,7 @@ pub fn train<B: Backend>(
     let (mut policy, mut optim, mut state) = checkpoint::start_or_resume::<AD<B>>(
         &ck_root,
         policy,
-        AdamWSettings {
-            beta_1: s.adam_beta1 as f32,
-            beta_2: s.adam_beta2 as f32,
-            epsilon: s.adam_epsilon as f32,
-            weight_decay: s.weight_decay as f32,
-        },
+        AdamWSettings::of(&s.adam, s.weight_decay),
         stage.seed,
         session.options.resume,
         &device,
