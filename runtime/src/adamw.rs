@@ -1,12 +1,12 @@
 //! AdamW for the trainers: burn's update rule and optimiser state, with
-//! each parameter's update done in one pass over its values, in place, on
-//! the CPU backend.
+//! each parameter's update done in one pass over its values on the CPU
+//! backend.
 //!
 //! burn's `AdamW` updates a parameter through about fifteen tensor
 //! operations, each a fresh buffer and a pass over the values; on the CPU
-//! backend this takes one pass that reads the gradient and updates the
-//! weight and both moments where they lie (split across the worker threads
-//! for large tensors). The arithmetic is burn's, operation for operation in
+//! backend this takes one pass that reads the gradient, updates both
+//! moments where they lie and writes the weight to a new buffer (split
+//! across the worker threads for large tensors). The arithmetic is burn's, operation for operation in
 //! `f32` (no fused multiply-adds), so the results are bit-identical to
 //! burn's `AdamW` (tested below), and the state is burn's own
 //! [`AdamWState`]: checkpoints written before keep loading. On every other
@@ -178,10 +178,13 @@ impl FusedAdamW {
             v.storage_mut::<f32>(),
             grad.storage::<f32>(),
         );
-        let param = FlexTensor::from_data(TensorData::new(updated, shape));
-        let tensor = |t: FlexTensor| Tensor::<B, D>::from_data(t.into_data(), device);
-        let state = AdamWState::new(AdaptiveMomentumState::new(time, tensor(m), tensor(v)));
-        (tensor(param), Some(state))
+        let tensor = |data: TensorData| Tensor::<B, D>::from_data(data, device);
+        let state = AdamWState::new(AdaptiveMomentumState::new(
+            time,
+            tensor(m.into_data()),
+            tensor(v.into_data()),
+        ));
+        (tensor(TensorData::new(updated, shape)), Some(state))
     }
 }
 
@@ -221,7 +224,10 @@ fn cpu_inputs<B: Backend, const D: usize>(
 }
 
 /// `t`'s values in logical order, exactly filling its buffer from the
-/// start (no copy when they already do).
+/// start (no copy when they already do). burn-flex's `to_contiguous` makes
+/// the same test, but answers an already contiguous tensor with a second
+/// handle on its buffer, which would make the moments' buffers shared and
+/// copied on write.
 fn contiguous(t: FlexTensor) -> FlexTensor {
     if on_cpu::fills_buffer(&t) {
         t
@@ -265,7 +271,10 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    use super::{AdamWSettings, FusedAdamW};
+    use safer_ir::plan::AdamSpec;
+
+    use super::{cpu_inputs, AdamWSettings, FusedAdamW};
+    use crate::model::on_cpu;
     use crate::{CpuAutodiff, CpuBackend};
 
     fn random<B: Backend, const D: usize>(rng: &mut ChaCha8Rng, shape: [usize; D]) -> Tensor<B, D> {
@@ -309,6 +318,9 @@ mod tests {
         for step in 0..4 {
             let grad = random::<B, 2>(&mut rng, [rows, cols]).mul_scalar(0.1 * f64::from(step + 1));
             let lr = 1e-2 / f64::from(step + 1);
+            // On the CPU backend the fused step is the one that runs.
+            let fused_runs = cpu_inputs(&a, &grad, state_a.as_ref()).is_some();
+            assert_eq!(fused_runs, on_cpu::is_cpu::<B>());
             (a, state_a) = SimpleOptimizer::<B>::step(&fused, lr, a, grad.clone(), state_a);
             (b, state_b) = SimpleOptimizer::<B>::step(&reference, lr, b, grad, state_b);
             assert_eq!(values(&a), values(&b), "weights after step {step}");
@@ -329,6 +341,82 @@ mod tests {
         compare::<CpuBackend>(256, 300, 0.01, true);
         // Other backends take burn's own step.
         compare::<CpuAutodiff>(24, 40, 0.01, false);
+    }
+
+    /// A step from a state burn's `AdamW` made (as a checkpoint written
+    /// before holds), from transposed weights and gradients.
+    #[test]
+    fn the_fused_step_continues_from_burns_state() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let settings = AdamWSettings {
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: 0.01,
+        };
+        let burns = AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(0.01)
+            .build();
+        let transposed = |rng: &mut ChaCha8Rng| random::<CpuBackend, 2>(rng, [9, 14]).transpose();
+        let mut weight = transposed(&mut rng);
+        let mut state: State<CpuBackend> = None;
+        for _ in 0..2 {
+            let grad = transposed(&mut rng);
+            (weight, state) =
+                SimpleOptimizer::<CpuBackend>::step(&burns, 1e-2, weight, grad, state);
+        }
+        let grad = transposed(&mut rng);
+        let fused = FusedAdamW::new(settings);
+        let (a, state_a) = SimpleOptimizer::<CpuBackend>::step(
+            &fused,
+            1e-2,
+            weight.clone(),
+            grad.clone(),
+            state.clone(),
+        );
+        let (b, state_b) = SimpleOptimizer::<CpuBackend>::step(&burns, 1e-2, weight, grad, state);
+        assert_eq!(values(&a), values(&b));
+        let (sa, sb) = (state_a.unwrap(), state_b.unwrap());
+        assert_eq!(sa.momentum.time, 3);
+        assert_eq!(values(&sa.momentum.moment_2), values(&sb.momentum.moment_2));
+    }
+
+    /// The moments of a state nothing else holds are updated in their own
+    /// buffers.
+    #[test]
+    fn unshared_moments_are_updated_in_place() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let fused = FusedAdamW::new(AdamWSettings::of(&AdamSpec::default(), 0.0));
+        let grad = random::<CpuBackend, 2>(&mut rng, [6, 4]);
+        let weight = random::<CpuBackend, 2>(&mut rng, [6, 4]);
+        let (weight, state) = SimpleOptimizer::<CpuBackend>::step(&fused, 1e-2, weight, grad, None);
+        let buffer = |t: &Tensor<CpuBackend, 2>| {
+            std::sync::Arc::as_ptr(&on_cpu::flex_f32(t).unwrap().data_arc()) as usize
+        };
+        let before = buffer(&state.as_ref().unwrap().momentum.moment_1);
+        let grad = random::<CpuBackend, 2>(&mut rng, [6, 4]);
+        let (_, state) = SimpleOptimizer::<CpuBackend>::step(&fused, 1e-2, weight, grad, state);
+        assert_eq!(buffer(&state.unwrap().momentum.moment_1), before);
+    }
+
+    #[test]
+    fn a_stages_settings_map_field_by_field() {
+        let spec = AdamSpec {
+            adam_beta1: 0.8,
+            adam_beta2: 0.95,
+            adam_epsilon: 1e-6,
+        };
+        let settings = AdamWSettings::of(&spec, 0.1);
+        assert_eq!(
+            settings,
+            AdamWSettings {
+                beta_1: 0.8,
+                beta_2: 0.95,
+                epsilon: 1e-6,
+                weight_decay: 0.1,
+            }
+        );
     }
 
     #[test]

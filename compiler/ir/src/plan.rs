@@ -393,7 +393,8 @@ pub struct EvalSpec {
 
 /// AdamW's moment decay rates and ε as an `sft` or `grpo` block sets them
 /// (flattened into the block's spec: `adam_beta1`, `adam_beta2`,
-/// `adam_epsilon`); a plan written before they existed reads the defaults.
+/// `adam_epsilon`). A plan written before they existed reads the defaults,
+/// ε 1e-8, although saferc ran those plans with burn's ε of 1e-5.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct AdamSpec {
     /// β₁: decay of the gradient's running mean.
@@ -433,10 +434,10 @@ fn default_adam_epsilon() -> f64 {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{AdamSpec, SftSpec};
+    use super::{AdamSpec, Algorithm, SftSpec};
 
     #[test]
-    fn adams_settings_sit_in_the_block_and_default_where_an_older_plan_has_none() {
+    fn adam_settings_sit_in_the_block_and_default_where_an_older_plan_has_none() {
         let spec = SftSpec {
             lr: 1e-4,
             batch: 8,
@@ -453,9 +454,20 @@ mod tests {
             warmup: 0,
             schedule: "constant".into(),
         };
+        // Inside the `kind`-tagged algorithm, as stages hold it.
+        let algorithm = Algorithm::Sft(spec.clone());
+        let tagged = serde_json::to_value(&algorithm).unwrap();
+        assert_eq!(tagged["adam_epsilon"], 1e-6);
+        assert_eq!(
+            serde_json::from_value::<Algorithm>(tagged).unwrap(),
+            algorithm
+        );
         let mut json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["adam_beta2"], 0.95);
-        assert_eq!(serde_json::from_value::<SftSpec>(json.clone()).unwrap(), spec);
+        assert_eq!(
+            serde_json::from_value::<SftSpec>(json.clone()).unwrap(),
+            spec
+        );
         let object = json.as_object_mut().unwrap();
         for key in ["adam_beta1", "adam_beta2", "adam_epsilon"] {
             object.remove(key);

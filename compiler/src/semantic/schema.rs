@@ -210,8 +210,12 @@ const NON_NEGATIVE: (f64, f64, bool, bool) = (0.0, INF, true, false);
 const POSITIVE: (f64, f64, bool, bool) = (0.0, INF, false, false);
 /// `[1, inf)`.
 const AT_LEAST_ONE: (f64, f64, bool, bool) = (1.0, INF, true, false);
-/// `[0, 1)`.
-const FRACTION_BELOW_ONE: (f64, f64, bool, bool) = (0.0, 1.0, true, false);
+/// AdamW's β: `[0, 0.9999999]`, so that it stays below 1 as the `f32` the
+/// optimiser computes with (at 1 the bias correction divides by zero).
+const ADAM_BETA: (f64, f64, bool, bool) = (0.0, 0.9999999, true, true);
+/// AdamW's ε: at least 1e-30, so that it stays above 0 as an `f32` (at 0 a
+/// weight whose gradient was always 0 becomes 0/0).
+const ADAM_EPSILON: (f64, f64, bool, bool) = (1e-30, INF, true, false);
 
 /// Architectures the runtime knows.
 pub const ARCHS: &[&str] = &["tiny_vlm", "qwen2", "qwen2_5_vl"];
@@ -551,9 +555,9 @@ const GRPO: Block = Block {
         ranged("entropy_coef", Ty::Number, Default::Number(0.0), NON_NEGATIVE, "Entropy bonus coefficient."),
         ranged("max_grad_norm", Ty::Number, Default::Number(1.0), POSITIVE, "Global gradient-norm clipping."),
         ranged("weight_decay", Ty::Number, Default::Number(0.01), NON_NEGATIVE, "AdamW weight decay."),
-        ranged("adam_beta1", Ty::Number, Default::Number(0.9), FRACTION_BELOW_ONE, "AdamW's β₁ (decay of the gradient's running mean)."),
-        ranged("adam_beta2", Ty::Number, Default::Number(0.999), FRACTION_BELOW_ONE, "AdamW's β₂ (decay of the squared gradient's running mean)."),
-        ranged("adam_epsilon", Ty::Number, Default::Number(1e-8), POSITIVE, "AdamW's ε, added to the root of the squared gradient's mean (PyTorch's and TRL's default)."),
+        ranged("adam_beta1", Ty::Number, Default::Number(0.9), ADAM_BETA, "AdamW's β₁ (decay of the gradient's running mean)."),
+        ranged("adam_beta2", Ty::Number, Default::Number(0.999), ADAM_BETA, "AdamW's β₂ (decay of the squared gradient's running mean)."),
+        ranged("adam_epsilon", Ty::Number, Default::Number(1e-8), ADAM_EPSILON, "AdamW's ε, added to the root of the squared gradient's mean; 1e-8 as in PyTorch and TRL."),
         ranged("warmup", Ty::Quantity(&[Unit::Steps]), Default::Quantity(0.0, Unit::Steps), NON_NEGATIVE, "Linear learning-rate warm-up."),
         key("schedule", Ty::Enum(&["constant", "linear", "cosine"]), Default::Str("constant"), "Learning-rate schedule after warm-up."),
     ],
@@ -634,22 +638,22 @@ const SFT: Block = Block {
             "adam_beta1",
             Ty::Number,
             Default::Number(0.9),
-            FRACTION_BELOW_ONE,
+            ADAM_BETA,
             "AdamW's β₁ (decay of the gradient's running mean).",
         ),
         ranged(
             "adam_beta2",
             Ty::Number,
             Default::Number(0.999),
-            FRACTION_BELOW_ONE,
+            ADAM_BETA,
             "AdamW's β₂ (decay of the squared gradient's running mean).",
         ),
         ranged(
             "adam_epsilon",
             Ty::Number,
             Default::Number(1e-8),
-            POSITIVE,
-            "AdamW's ε, added to the root of the squared gradient's mean (PyTorch's and TRL's default).",
+            ADAM_EPSILON,
+            "AdamW's ε, added to the root of the squared gradient's mean; 1e-8 as in PyTorch and TRL.",
         ),
         ranged(
             "max_grad_norm",

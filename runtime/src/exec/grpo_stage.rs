@@ -7,7 +7,6 @@
 //! tensors are `[N, T - 1]` (position t scores token t + 1) and the loss
 //! mask keeps completion tokens only.
 
-use crate::adamw::AdamWSettings;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -25,6 +24,7 @@ use super::reflect::{reflect, ReflectStats, Sample};
 use super::rollout::{sample, sampling, Policy, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
+use crate::adamw::AdamWSettings;
 use crate::generate::{completion_logprobs, fused_completion_scores, FinishReason, Prompt};
 use crate::grpo::advantage::{self, AdvantageConfig, MultiObjective, Scale};
 use crate::grpo::aggregate::Aggregation;

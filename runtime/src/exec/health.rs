@@ -5,7 +5,7 @@
 //! after step prints once, when it starts, and again only after it has
 //! cleared for a step; every step it holds is counted (the stage's
 //! `warnings` in `summary.json`). Reflection is judged over windows of
-//! `WINDOW` (10) steps: each window that never or always fired prints and
+//! a window's steps (`WINDOW`): each window that never or always fired prints and
 //! counts once. The running window and the streaks are
 //! part of the checkpoint, so a resumed run warns as an uninterrupted one
 //! would.

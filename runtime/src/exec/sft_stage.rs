@@ -3,7 +3,6 @@
 //! before GRPO. The loss is the mean negative log-likelihood of the
 //! completion tokens (the end-of-turn token included) given the prompt.
 
-use crate::adamw::AdamWSettings;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -17,6 +16,7 @@ use super::checkpoint;
 use super::rollout::{sequences, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
+use crate::adamw::AdamWSettings;
 use crate::generate::{fused_completion_scores, sequence_logprobs};
 use crate::grpo::schedule::{self, Schedule};
 use crate::grpo::{clip, to_vec};

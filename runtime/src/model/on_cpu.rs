@@ -1,7 +1,8 @@
 //! Reaching the CPU backend's own tensors from code generic over the
 //! backend, for the CPU-only fast paths ([`super::few_rows`],
 //! [`super::kv_cache`], [`super::cpu_forward`], the decoding shards of
-//! `generate`).
+//! `generate`, [`super::layers::decoding_layout`], the fused AdamW of
+//! `crate::adamw`).
 //!
 //! Each function answers `None` on any other backend (autodiff, wgpu,
 //! cuda), where callers take burn's generic operations.
