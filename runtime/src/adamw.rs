@@ -6,9 +6,10 @@
 //! operations, each a fresh buffer and a pass over the values; on the CPU
 //! backend this takes one pass that reads the gradient, updates both
 //! moments where they lie and writes the weight to a new buffer (split
-//! across the worker threads for large tensors). The arithmetic is burn's, operation for operation in
-//! `f32` (no fused multiply-adds), so the results are bit-identical to
-//! burn's `AdamW` (tested below), and the state is burn's own
+//! across the worker threads for large tensors). The arithmetic is burn's,
+//! operation for operation in `f32` (no fused multiply-adds), so the
+//! results are bit-identical to burn's `AdamW` (tested below), and the
+//! state is burn's own
 //! [`AdamWState`]: checkpoints written before keep loading. On every other
 //! backend, and for a tensor that is not `f32`, the step is burn's.
 
@@ -50,15 +51,22 @@ impl AdamWSettings {
             weight_decay: weight_decay as f32,
         }
     }
+
+    /// burn's `AdamW` with these settings.
+    pub fn burns_adamw(&self) -> AdamW {
+        AdamWConfig::new()
+            .with_beta_1(self.beta_1)
+            .with_beta_2(self.beta_2)
+            .with_epsilon(self.epsilon)
+            .with_weight_decay(self.weight_decay)
+            .build()
+    }
 }
 
 /// AdamW with decoupled weight decay, fused on the CPU backend.
 #[derive(Clone)]
 pub struct FusedAdamW {
-    beta_1: f32,
-    beta_2: f32,
-    epsilon: f32,
-    weight_decay: f32,
+    settings: AdamWSettings,
     /// burn's optimiser with the same settings, for other backends.
     generic: AdamW,
 }
@@ -66,23 +74,9 @@ pub struct FusedAdamW {
 impl FusedAdamW {
     /// AdamW with `settings`.
     pub fn new(settings: AdamWSettings) -> Self {
-        let AdamWSettings {
-            beta_1,
-            beta_2,
-            epsilon,
-            weight_decay,
-        } = settings;
-        let config = AdamWConfig::new()
-            .with_beta_1(beta_1)
-            .with_beta_2(beta_2)
-            .with_epsilon(epsilon)
-            .with_weight_decay(weight_decay);
         Self {
-            beta_1,
-            beta_2,
-            epsilon,
-            weight_decay,
-            generic: config.build(),
+            settings,
+            generic: settings.burns_adamw(),
         }
     }
 
@@ -106,12 +100,16 @@ impl FusedAdamW {
         v: &mut [f32],
         grad: &[f32],
     ) -> Vec<f32> {
-        let (b1, b2) = (self.beta_1, self.beta_2);
+        let AdamWSettings {
+            beta_1: b1,
+            beta_2: b2,
+            epsilon: eps,
+            weight_decay,
+        } = self.settings;
         let (f1, f2) = (1.0 - b1, 1.0 - b2);
-        let decay_rate = lr * f64::from(self.weight_decay);
+        let decay_rate = lr * f64::from(weight_decay);
         let keep = (1.0 - decay_rate) as f32;
         let lr = lr as f32;
-        let eps = self.epsilon;
         let t = i32::try_from(time).unwrap_or(i32::MAX);
         let (c1, c2) = (1f32 - b1.powi(t), 1f32 - b2.powi(t));
         let fresh = time == 1;
@@ -265,7 +263,7 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdamW {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
-    use burn::optim::{AdamWConfig, AdamWState, SimpleOptimizer};
+    use burn::optim::{AdamWState, SimpleOptimizer};
     use burn::tensor::backend::Backend;
     use burn::tensor::{Tensor, TensorData};
     use rand::{Rng, SeedableRng};
@@ -302,12 +300,7 @@ mod tests {
             weight_decay,
         };
         let fused = FusedAdamW::new(settings);
-        let reference = AdamWConfig::new()
-            .with_beta_1(0.9)
-            .with_beta_2(0.95)
-            .with_epsilon(1e-8)
-            .with_weight_decay(weight_decay)
-            .build();
+        let reference = settings.burns_adamw();
         let start: Tensor<B, 2> = if transposed {
             random::<B, 2>(&mut rng, [cols, rows]).transpose()
         } else {
@@ -354,10 +347,7 @@ mod tests {
             epsilon: 1e-8,
             weight_decay: 0.01,
         };
-        let burns = AdamWConfig::new()
-            .with_epsilon(1e-8)
-            .with_weight_decay(0.01)
-            .build();
+        let burns = settings.burns_adamw();
         let transposed = |rng: &mut ChaCha8Rng| random::<CpuBackend, 2>(rng, [9, 14]).transpose();
         let mut weight = transposed(&mut rng);
         let mut state: State<CpuBackend> = None;

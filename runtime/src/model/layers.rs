@@ -70,11 +70,11 @@ pub fn load_linear<B: Backend>(
 /// the layout [`load_linear`] gives and decoding wants. Training's updates
 /// write weights back contiguous `[in, out]`; this restores the layout
 /// with one copy of the weight (on the CPU a cache-blocked transposition,
-/// and none for a weight already in the layout).
+/// and none for a weight [`few_rows::StoredWeight`] already reads).
 pub fn decoding_layout<B: Backend>(mut linear: Linear<B>) -> Linear<B> {
     linear.weight = linear.weight.map(|w| {
         let [d_in, d_out] = w.dims();
-        if on_cpu::flex_f32(&w.clone().transpose()).is_some_and(|f| on_cpu::fills_buffer(&f)) {
+        if few_rows::StoredWeight::of(&w).is_some() {
             return w;
         }
         let transposed = on_cpu::flex_f32(&w).and_then(|f| {
