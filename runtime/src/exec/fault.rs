@@ -9,6 +9,11 @@
 //! a number is reported and ignored. It exists because no `.safer` setting can
 //! make a run diverge on cue: learning rates are below 1, AdamW bounds
 //! each update, and rewards are bounded.
+//!
+//! Only a build with the `fault-injection` feature honours the variable: the
+//! saferc crate's tests turn it on (a dev-dependency, so the binary `cargo
+//! test` builds has it), and a `cargo build` or `cargo install` of saferc
+//! does not, where the variable, if set, is reported as ignored.
 
 use std::sync::OnceLock;
 
@@ -19,6 +24,10 @@ fn nan_step() -> Option<u64> {
     static STEP: OnceLock<Option<u64>> = OnceLock::new();
     *STEP.get_or_init(|| {
         let value = std::env::var(INJECT_NAN_AT_STEP).ok()?;
+        if !cfg!(feature = "fault-injection") {
+            eprintln!("warning: {INJECT_NAN_AT_STEP} is set, but this build of saferc has no fault injection (the `fault-injection` feature, for tests); it is ignored");
+            return None;
+        }
         let step = value.trim().parse().ok();
         match step {
             Some(n) => eprintln!("note: {INJECT_NAN_AT_STEP}={n}: step {n}'s loss will be NaN (fault injection)"),
