@@ -94,15 +94,10 @@ pub fn forward(
     } = dims;
     let eps = weights.epsilon;
     let (cos, sin) = rotary_tables(rope, &packed.positions);
-    let mut x: Vec<f32> = packed
-        .tokens
-        .iter()
-        .flat_map(|&t| {
-            weights.embed[t as usize * d..(t as usize + 1) * d]
-                .iter()
-                .copied()
-        })
-        .collect();
+    let mut x: Vec<f32> = Vec::with_capacity(packed.tokens.len() * d);
+    for &t in &packed.tokens {
+        x.extend_from_slice(&weights.embed[t as usize * d..(t as usize + 1) * d]);
+    }
     for (&row, values) in given.rows.iter().zip(given.values.chunks_exact(d)) {
         x[row * d..(row + 1) * d].copy_from_slice(values);
     }
@@ -145,11 +140,10 @@ pub fn forward(
         });
     }
     let (normed, last_inverse_rms) = rms_norm(&x, &weights.norm, eps);
-    let scored_hidden: Vec<f32> = packed
-        .scored
-        .iter()
-        .flat_map(|s| normed[s.row * d..(s.row + 1) * d].iter().copied())
-        .collect();
+    let mut scored_hidden: Vec<f32> = Vec::with_capacity(packed.scored.len() * d);
+    for s in &packed.scored {
+        scored_hidden.extend_from_slice(&normed[s.row * d..(s.row + 1) * d]);
+    }
     let m = packed.scored.len();
     let mut log_probabilities = vec![0f32; m * vocab];
     if m > 0 {
