@@ -9,9 +9,9 @@
 //! across the worker threads for large tensors). The arithmetic is burn's,
 //! operation for operation in `f32` (no fused multiply-adds), so the
 //! results are bit-identical to burn's `AdamW` (tested below), and the
-//! state is burn's own
-//! [`AdamWState`]: checkpoints written before keep loading. On every other
-//! backend, and for a tensor that is not `f32`, the step is burn's.
+//! state is burn's own [`AdamWState`]: checkpoints written before keep
+//! loading. On every other backend, and for a tensor that is not `f32`,
+//! the step is burn's.
 
 use burn::optim::{
     AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimizer,

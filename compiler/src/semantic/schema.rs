@@ -217,6 +217,29 @@ const ADAM_BETA: (f64, f64, bool, bool) = (0.0, 0.9999999, true, true);
 /// weight whose gradient was always 0 becomes 0/0).
 const ADAM_EPSILON: (f64, f64, bool, bool) = (1e-30, INF, true, false);
 
+/// AdamW's settings, the same in the `sft` and `grpo` blocks.
+const ADAM_BETA1_KEY: Key = ranged(
+    "adam_beta1",
+    Ty::Number,
+    Default::Number(0.9),
+    ADAM_BETA,
+    "AdamW's β₁ (decay of the gradient's running mean).",
+);
+const ADAM_BETA2_KEY: Key = ranged(
+    "adam_beta2",
+    Ty::Number,
+    Default::Number(0.999),
+    ADAM_BETA,
+    "AdamW's β₂ (decay of the squared gradient's running mean).",
+);
+const ADAM_EPSILON_KEY: Key = ranged(
+    "adam_epsilon",
+    Ty::Number,
+    Default::Number(1e-8),
+    ADAM_EPSILON,
+    "AdamW's ε, added to the root of the squared gradient's mean; 1e-8 as in PyTorch and TRL.",
+);
+
 /// Architectures the runtime knows.
 pub const ARCHS: &[&str] = &["tiny_vlm", "qwen2", "qwen2_5_vl"];
 /// The context length of each architecture when `context` is not given.
@@ -555,9 +578,9 @@ const GRPO: Block = Block {
         ranged("entropy_coef", Ty::Number, Default::Number(0.0), NON_NEGATIVE, "Entropy bonus coefficient."),
         ranged("max_grad_norm", Ty::Number, Default::Number(1.0), POSITIVE, "Global gradient-norm clipping."),
         ranged("weight_decay", Ty::Number, Default::Number(0.01), NON_NEGATIVE, "AdamW weight decay."),
-        ranged("adam_beta1", Ty::Number, Default::Number(0.9), ADAM_BETA, "AdamW's β₁ (decay of the gradient's running mean)."),
-        ranged("adam_beta2", Ty::Number, Default::Number(0.999), ADAM_BETA, "AdamW's β₂ (decay of the squared gradient's running mean)."),
-        ranged("adam_epsilon", Ty::Number, Default::Number(1e-8), ADAM_EPSILON, "AdamW's ε, added to the root of the squared gradient's mean; 1e-8 as in PyTorch and TRL."),
+        ADAM_BETA1_KEY,
+        ADAM_BETA2_KEY,
+        ADAM_EPSILON_KEY,
         ranged("warmup", Ty::Quantity(&[Unit::Steps]), Default::Quantity(0.0, Unit::Steps), NON_NEGATIVE, "Linear learning-rate warm-up."),
         key("schedule", Ty::Enum(&["constant", "linear", "cosine"]), Default::Str("constant"), "Learning-rate schedule after warm-up."),
     ],
@@ -634,27 +657,9 @@ const SFT: Block = Block {
             NON_NEGATIVE,
             "AdamW weight decay.",
         ),
-        ranged(
-            "adam_beta1",
-            Ty::Number,
-            Default::Number(0.9),
-            ADAM_BETA,
-            "AdamW's β₁ (decay of the gradient's running mean).",
-        ),
-        ranged(
-            "adam_beta2",
-            Ty::Number,
-            Default::Number(0.999),
-            ADAM_BETA,
-            "AdamW's β₂ (decay of the squared gradient's running mean).",
-        ),
-        ranged(
-            "adam_epsilon",
-            Ty::Number,
-            Default::Number(1e-8),
-            ADAM_EPSILON,
-            "AdamW's ε, added to the root of the squared gradient's mean; 1e-8 as in PyTorch and TRL.",
-        ),
+        ADAM_BETA1_KEY,
+        ADAM_BETA2_KEY,
+        ADAM_EPSILON_KEY,
         ranged(
             "max_grad_norm",
             Ty::Number,

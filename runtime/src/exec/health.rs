@@ -5,10 +5,9 @@
 //! after step prints once, when it starts, and again only after it has
 //! cleared for a step; every step it holds is counted (the stage's
 //! `warnings` in `summary.json`). Reflection is judged over windows of
-//! a window's steps (`WINDOW`): each window that never or always fired prints and
-//! counts once. The running window and the streaks are
-//! part of the checkpoint, so a resumed run warns as an uninterrupted one
-//! would.
+//! `WINDOW` steps: each window that never or always fired prints and
+//! counts once. The running window and the streaks are part of the
+//! checkpoint, so a resumed run warns as an uninterrupted one would.
 
 use std::collections::BTreeMap;
 
