@@ -51,7 +51,8 @@ for i, (peer, steps) in enumerate(pairs, 1):
 print(f"ratio (median of {len(ratios)} rounds): {statistics.median(ratios):.1f}x")
 all_steps = [s for _, steps in pairs for s in steps]
 phases = {k: statistics.median(s["time_s"][k] for s in all_steps) for k in all_steps[0]["time_s"]}
-print("saferc step phases (median, s): " + ", ".join(f"{k} {v:.3f}" for k, v in phases.items() if v >= 0.001))
+print("saferc step phases (median, s): " + ", ".join(f"{k} {v:.3f}" for k, v in phases.items() if v >= 0.001)
+      + " (the reference pass runs alongside the update's forward: its time is inside the update's)")
 peer_step = statistics.median(p["seconds_per_step"] for p, _ in pairs)
 print(f"floor: the step's linear products alone ({torch_floor['gflop']:.1f} GFLOP: {torch_floor['prompt_tokens']} prompt tokens "
       f"prefilled, 31 decode steps of 16 rows, a reference forward and an update forward + backward over "
