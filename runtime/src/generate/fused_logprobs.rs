@@ -16,6 +16,8 @@
 //! backward returns their gradient, and one more autodiff pass, through
 //! `Σ features ∘ gradient`, carries it into the vision tower's weights.
 
+use std::ops::Range;
+
 use burn::backend::Autodiff;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
@@ -71,58 +73,35 @@ pub fn fused_completion_scores<B: Backend>(
         return None;
     }
     let width = samples.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
-    let mut packed = Packed::default();
-    let mut last_of_prompt = Vec::with_capacity(prompts.len());
-    for prompt in prompts {
-        let start = packed.tokens.len();
-        packed.tokens.extend_from_slice(&prompt.tokens);
-        packed.positions.extend(0..prompt.tokens.len() as i64);
-        packed.segments.push(Segment {
-            start,
-            len: prompt.tokens.len(),
-            context: None,
-        });
-        last_of_prompt.push(packed.tokens.len() - 1);
-    }
+    let images = merge_images(prompts);
+    let all = 0..prompts.len();
+    let parts = if images.is_some() {
+        vec![all]
+    } else {
+        halves(prompts, samples)
+    };
     let mut columns = Vec::new();
-    for (i, &(p, completion)) in samples.iter().enumerate() {
-        packed.scored.push(Scored {
-            row: last_of_prompt[p],
-            target: completion[0],
-        });
-        columns.push(i * width);
-        let fed = &completion[..completion.len() - 1];
-        if fed.is_empty() {
-            continue;
-        }
-        let start = packed.tokens.len();
-        let first_position = prompts[p].tokens.len() as i64;
-        packed.tokens.extend_from_slice(fed);
-        packed
-            .positions
-            .extend((0..fed.len() as i64).map(|j| first_position + j));
-        packed.segments.push(Segment {
-            start,
-            len: fed.len(),
-            context: Some(p),
-        });
-        for (j, &target) in completion.iter().enumerate().skip(1) {
-            packed.scored.push(Scored {
-                row: start + j - 1,
-                target,
-            });
-            columns.push(i * width + j);
-        }
+    let mut packings = Vec::with_capacity(parts.len());
+    for part in parts {
+        let (packed, part_columns) = pack(prompts, part, samples, width);
+        columns.extend(part_columns);
+        packings.push(packed);
     }
-    let (given, features) = match merge_images(prompts) {
+    let (given, features) = match images {
         Some(images) => {
+            let packed = packings.first()?;
             let prompt_tokens = &packed.tokens[..prompts.iter().map(|p| p.tokens.len()).sum()];
             let (given, features) = image_features(model, prompt_tokens, &images)?;
             (given, Some(features))
         }
         None => (GivenInputs::default(), None),
     };
-    let recorded = Recorded::forward(&model.text, packed, given, temperature)?;
+    let mut given = Some(given);
+    let parts = packings
+        .into_iter()
+        .map(|packed| (packed, given.take().unwrap_or_default()))
+        .collect();
+    let recorded = Recorded::forward_parts(&model.text, parts, temperature)?;
     let mut logprobs = vec![0f32; samples.len() * width];
     let mut entropy = vec![0f32; samples.len() * width];
     for ((&at, &l), &e) in columns
@@ -142,6 +121,93 @@ pub fn fused_completion_scores<B: Backend>(
         model: model.clone(),
         features,
     })
+}
+
+/// The prompts `range` and their samples packed for the fused passes: each
+/// prompt one segment, then each of its samples' completions (but the last
+/// token) a segment whose context is the prompt; and where each scored
+/// token's values go in `[samples, width]`, in scoring order.
+fn pack(
+    prompts: &[Prompt],
+    range: Range<usize>,
+    samples: &[(usize, &[u32])],
+    width: usize,
+) -> (Packed, Vec<usize>) {
+    let mut packed = Packed::default();
+    let mut last_of_prompt = Vec::with_capacity(range.len());
+    for prompt in &prompts[range.clone()] {
+        let start = packed.tokens.len();
+        packed.tokens.extend_from_slice(&prompt.tokens);
+        packed.positions.extend(0..prompt.tokens.len() as i64);
+        packed.segments.push(Segment {
+            start,
+            len: prompt.tokens.len(),
+            context: None,
+        });
+        last_of_prompt.push(packed.tokens.len() - 1);
+    }
+    let mut columns = Vec::new();
+    let of_range = samples
+        .iter()
+        .enumerate()
+        .filter(|(_, (p, _))| range.contains(p));
+    for (i, &(p, completion)) in of_range {
+        let local = p - range.start;
+        packed.scored.push(Scored {
+            row: last_of_prompt[local],
+            target: completion[0],
+        });
+        columns.push(i * width);
+        let fed = &completion[..completion.len() - 1];
+        if fed.is_empty() {
+            continue;
+        }
+        let start = packed.tokens.len();
+        let first_position = prompts[p].tokens.len() as i64;
+        packed.tokens.extend_from_slice(fed);
+        packed
+            .positions
+            .extend((0..fed.len() as i64).map(|j| first_position + j));
+        packed.segments.push(Segment {
+            start,
+            len: fed.len(),
+            context: Some(local),
+        });
+        for (j, &target) in completion.iter().enumerate().skip(1) {
+            packed.scored.push(Scored {
+                row: start + j - 1,
+                target,
+            });
+            columns.push(i * width + j);
+        }
+    }
+    (packed, columns)
+}
+
+/// The prompts split in two consecutive ranges of about equal packed
+/// tokens (each prompt with its samples' completions), for the fused passes
+/// to run as two parts side by side; one range when there is one prompt.
+/// The split depends on the input alone, not on the number of threads.
+fn halves(prompts: &[Prompt], samples: &[(usize, &[u32])]) -> Vec<Range<usize>> {
+    let mut tokens: Vec<usize> = prompts.iter().map(|p| p.tokens.len()).collect();
+    for &(p, completion) in samples {
+        tokens[p] += completion.len() - 1;
+    }
+    let total: usize = tokens.iter().sum();
+    let before: Vec<usize> = tokens
+        .iter()
+        .scan(0, |sum, &t| {
+            let before = *sum;
+            *sum += t;
+            Some(before)
+        })
+        .collect();
+    let split = (1..prompts.len()).min_by_key(|&k| before[k].abs_diff(total - before[k]));
+    let all = 0..prompts.len();
+    match split {
+        Some(k) => vec![0..k, k..all.end],
+        None => vec![all],
+    }
 }
 
 /// The vision tower's features of `images` (`[placeholders, d]`, tracked)
@@ -260,5 +326,37 @@ impl FusedScores {
         };
         gradients.register_in(&self.model.text, &mut params);
         params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{halves, Prompt};
+
+    fn prompts(lengths: &[usize]) -> Vec<Prompt> {
+        lengths
+            .iter()
+            .map(|&n| Prompt {
+                tokens: vec![1; n],
+                images: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_halves_balance_packed_tokens_and_keep_prompts_whole() {
+        let completion = [7u32; 11];
+        // Prompts of 10, 2, 6 and 2 tokens; prompt 1 has two completions
+        // of 10 fed tokens: 10 | 22 | 6 | 2 packed tokens, and 10 against
+        // 30 is closer than 32 against 8.
+        let samples = [(1, &completion[..]), (1, &completion[..])];
+        assert_eq!(halves(&prompts(&[10, 2, 6, 2]), &samples), vec![0..1, 1..4]);
+        assert_eq!(
+            halves(&prompts(&[10, 2, 6, 20]), &samples),
+            vec![0..2, 2..4]
+        );
+        assert_eq!(halves(&prompts(&[4, 4, 4, 4]), &[]), vec![0..2, 2..4]);
+        assert_eq!(halves(&prompts(&[30, 1, 1]), &[]), vec![0..1, 1..3]);
+        assert_eq!(halves(&prompts(&[5]), &samples[..0]), vec![0..1]);
     }
 }

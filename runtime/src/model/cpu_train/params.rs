@@ -14,6 +14,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::super::decoder::TextDecoder;
 use super::Dims;
 use crate::{CpuAutodiff, CpuBackend};
+use rayon::prelude::*;
 
 /// A linear layer's weight `[d_in, d_out]` and bias `[d_out]`.
 pub struct LinearWeights {
@@ -189,6 +190,48 @@ pub struct Gradients {
 }
 
 impl Gradients {
+    /// Adds `other`'s gradients (of the same weights) to these, and appends
+    /// its given inputs' gradients to these'.
+    ///
+    /// # Panics
+    /// If the two are not shaped alike.
+    pub fn add(&mut self, other: Gradients) {
+        add(&mut self.embed, &other.embed);
+        add(&mut self.norm, &other.norm);
+        add_optional(
+            &mut self.head,
+            &other.head,
+            "gradients of a tied and an untied head",
+        );
+        assert_eq!(
+            self.layers.len(),
+            other.layers.len(),
+            "gradients of as many blocks"
+        );
+        for (layer, other) in self.layers.iter_mut().zip(&other.layers) {
+            add(&mut layer.input_norm, &other.input_norm);
+            add(&mut layer.post_norm, &other.post_norm);
+            let linears = [
+                (&mut layer.q, &other.q),
+                (&mut layer.k, &other.k),
+                (&mut layer.v, &other.v),
+                (&mut layer.o, &other.o),
+                (&mut layer.gate, &other.gate),
+                (&mut layer.up, &other.up),
+                (&mut layer.down, &other.down),
+            ];
+            for (linear, other) in linears {
+                add(&mut linear.weight, &other.weight);
+                add_optional(
+                    &mut linear.bias,
+                    &other.bias,
+                    "gradients of a linear layer with and without a bias",
+                );
+            }
+        }
+        self.given.extend_from_slice(&other.given);
+    }
+
     /// Registers the weights' gradients in `out`, as burn's optimiser takes
     /// them: each under the id of its parameter in `decoder` (the decoder
     /// [`Weights::of`] read).
@@ -243,5 +286,28 @@ fn register_linear(out: &mut GradientsParams, layer: &Linear<CpuAutodiff>, g: Li
     register(out, layer.weight.id, g.weight, [d_in, d_out]);
     if let (Some(bias), Some(g)) = (&layer.bias, g.bias) {
         register(out, bias.id, g, [d_out]);
+    }
+}
+
+/// `x += y`, on the worker threads in blocks.
+///
+/// # Panics
+/// If the lengths differ.
+fn add(x: &mut [f32], y: &[f32]) {
+    const BLOCK: usize = 1 << 14;
+    assert_eq!(x.len(), y.len(), "gradients of one shape");
+    x.par_chunks_mut(BLOCK)
+        .zip(y.par_chunks(BLOCK))
+        .for_each(|(x, y)| super::ops::add(x, y));
+}
+
+/// `x += y` where both are present.
+///
+/// # Panics
+/// If only one is, with `mismatch`.
+fn add_optional(x: &mut Option<Vec<f32>>, y: &Option<Vec<f32>>, mismatch: &str) {
+    assert_eq!(x.is_some(), y.is_some(), "{mismatch}");
+    if let (Some(x), Some(y)) = (x, y) {
+        add(x, y);
     }
 }

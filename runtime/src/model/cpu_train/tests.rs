@@ -201,6 +201,33 @@ fn untied_gradients_at_a_temperature_equal_autodiff_through_the_tensor_code() {
     check(false, 0.7);
 }
 
+/// Three prompts, so the passes run as two parts side by side, and samples
+/// out of their prompts' order, so each part's scores go to columns of
+/// samples that are not consecutive.
+#[test]
+fn parts_side_by_side_score_samples_out_of_order_as_autodiff_does() {
+    let model = model(true, 11);
+    let prompt = |tokens: Vec<u32>| Prompt {
+        tokens,
+        images: None,
+    };
+    let prompts = vec![
+        prompt(vec![3, 17, 8, 21]),
+        prompt(vec![1, 30]),
+        prompt(vec![9, 14, 2, 6, 33]),
+    ];
+    let samples = vec![
+        (2, vec![5, 6, 7]),
+        (0, vec![11, 12, 13, 14, 15]),
+        (1, vec![4]),
+        (2, vec![20, 33, 1, 2]),
+        (0, vec![12, 0]),
+        (1, vec![25, 38, 19, 7, 3, 3]),
+    ];
+    let params = 2 + 2 * (2 + 4 + 3 + 3);
+    compare_with_autodiff(&model, &prompts, &samples, 1.0, params);
+}
+
 #[test]
 fn packings_the_passes_cannot_run_are_refused() {
     let model = model(true, 3);
