@@ -8,7 +8,9 @@
 //! Each prompt is one segment and each completion (but its last token) a
 //! segment whose context is its prompt, so every prompt runs once, as in
 //! `completion_logprobs`. Columns past a completion's end hold 0 and take
-//! no gradient.
+//! no gradient. Without images, two or more prompts are packed as two
+//! halves of consecutive prompts (`halves`) that the passes run side by
+//! side ([`crate::model::cpu_train::Recorded::forward_parts`]).
 //!
 //! Images (`tiny_vlm`): the vision tower runs in burn, under autodiff, and
 //! its features are given to the fused forward in place of the prompts'
