@@ -714,6 +714,7 @@ cases!(
     curation_keep,
     curation_drop,
     resume,
+    resume_text,
     judge_retry,
     judge_timeout,
     judge_model_fallback,
