@@ -358,8 +358,10 @@ pub fn train<B: Backend>(
             // backend they run side by side on the worker threads, each
             // filling the other's idle moments (a step of
             // runtime/benches/grpo_step.safer 0.262 → 0.237 s). Their values
-            // do not depend on how the threads are shared. `time_s.reference`
-            // is then the reference pass's own time, inside `time_s.update`.
+            // do not depend on how the threads are shared. There
+            // `time_s.reference` is the reference pass's wall time while it
+            // shares the threads, inside `time_s.update`; elsewhere the two
+            // phases follow each other.
             let mut reference_pass = || -> Result<Option<Tensor<AD<B>, 2>>, ExecError> {
                 let t0 = Instant::now();
                 let logp = match &reference {
@@ -375,13 +377,15 @@ pub fn train<B: Backend>(
                 t_reference = t0.elapsed().as_secs_f64();
                 Ok(logp)
             };
-            let t0 = Instant::now();
+            let mut t0 = Instant::now();
             let first_scores =
                 || fused_completion_scores(&policy, &kept_prompts, &pairs, temperature);
             let (ref_logp, first_fused) = if is_cpu::<B>() {
                 rayon::join(reference_pass, first_scores)
             } else {
-                (reference_pass(), first_scores())
+                let ref_logp = reference_pass();
+                t0 = Instant::now();
+                (ref_logp, first_scores())
             };
             let ref_logp = ref_logp?;
             let mut first_fused = Some(first_fused);

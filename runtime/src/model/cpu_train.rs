@@ -55,11 +55,13 @@ use crate::CpuAutodiff;
 ///
 /// The forward can run over several packings at once, its parts
 /// ([`Recorded::forward_parts`]): they run side by side on the worker
-/// threads, and so do their backwards. Every operation of a pass is split
-/// into parts that meet when it ends; with a second pass beside it, a
-/// thread that finishes its share early takes up the other pass's work
-/// instead of waiting (the benchmark's GRPO update 0.173 → 0.162 s,
-/// runtime/README.md).
+/// threads, and so do their backwards. Within a pass, every operation is
+/// shared out among the worker threads, which wait for each other when it
+/// ends; with a second pass beside it, a thread that finishes its share
+/// early takes up the other pass's work instead of waiting (the
+/// benchmark's GRPO update 0.173 → 0.162 s, runtime/README.md). Each
+/// part's backward holds a full set of weight gradients until they are
+/// summed: with two parts, one more copy of the weights' size at the peak.
 pub struct Recorded {
     weights: Weights,
     /// One tape per part, in part order.

@@ -228,6 +228,19 @@ fn parts_side_by_side_score_samples_out_of_order_as_autodiff_does() {
     compare_with_autodiff(&model, &prompts, &samples, 1.0, params);
 }
 
+/// One prompt: the passes run as one part.
+#[test]
+fn one_prompt_runs_as_one_part_as_autodiff_does() {
+    let model = model(true, 5);
+    let prompts = vec![Prompt {
+        tokens: vec![3, 17, 8, 21],
+        images: None,
+    }];
+    let samples = vec![(0, vec![5, 6, 7]), (0, vec![11]), (0, vec![20, 33, 1, 2])];
+    let params = 2 + 2 * (2 + 4 + 3 + 3);
+    compare_with_autodiff(&model, &prompts, &samples, 1.0, params);
+}
+
 #[test]
 fn packings_the_passes_cannot_run_are_refused() {
     let model = model(true, 3);
@@ -271,6 +284,13 @@ fn packings_the_passes_cannot_run_are_refused() {
     let none = GivenInputs::default;
     assert!(Recorded::forward(&model.text, fine.clone(), none(), 0.0).is_none());
     assert!(Recorded::forward(&model.text, fine.clone(), none(), 1.0).is_some());
+    // No parts, or one refused part among good ones.
+    assert!(Recorded::forward_parts(&model.text, vec![], 1.0).is_none());
+    let gap = packed(vec![segment(0, 1, None), segment(2, 2, Some(0))], vec![]);
+    let parts = vec![(fine.clone(), none()), (gap, none())];
+    assert!(Recorded::forward_parts(&model.text, parts, 1.0).is_none());
+    let parts = vec![(fine.clone(), none()), (fine.clone(), none())];
+    assert!(Recorded::forward_parts(&model.text, parts, 1.0).is_some());
     // Given inputs: a row out of range, a row twice, too few values.
     let given = |rows: Vec<usize>, count: usize| GivenInputs {
         rows,
