@@ -10,7 +10,8 @@
 //! `completion_logprobs`. Columns past a completion's end hold 0 and take
 //! no gradient. Without images, two or more prompts are packed as two
 //! halves of consecutive prompts (`halves`) that the passes run side by
-//! side ([`crate::model::cpu_train::Recorded::forward_parts`]).
+//! side ([`crate::model::cpu_train::Recorded::forward_parts`]), for
+//! decoders of up to 64M parameters (`HALVES_UP_TO_PARAMS`).
 //!
 //! Images (`tiny_vlm`): the vision tower runs in burn, under autodiff, and
 //! its features are given to the fused forward in place of the prompts'
@@ -21,6 +22,7 @@
 use std::ops::Range;
 
 use burn::backend::Autodiff;
+use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -31,6 +33,13 @@ use crate::model::cpu_train::{GivenInputs, Packed, Recorded, Scored, Segment};
 use crate::model::on_cpu::downcast_ref;
 use crate::model::Model;
 use crate::CpuAutodiff;
+
+/// The largest decoder (in parameters) whose passes run in two halves:
+/// each half's backward holds a full set of weight gradients until they are
+/// summed, so halves cost one more copy of the weights' size at the peak,
+/// here at most 256 MB. The halves fill the threads' waits at the end of
+/// each operation, which matter most where operations are small.
+const HALVES_UP_TO_PARAMS: usize = 64 << 20;
 
 /// Log-probs and entropies of completions, and what their gradients need.
 pub struct FusedScores {
@@ -77,7 +86,7 @@ pub fn fused_completion_scores<B: Backend>(
     let width = samples.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
     let images = merge_images(prompts);
     let all = 0..prompts.len();
-    let parts = if images.is_some() {
+    let parts = if images.is_some() || model.text.num_params() > HALVES_UP_TO_PARAMS {
         vec![all]
     } else {
         halves(prompts, samples)
