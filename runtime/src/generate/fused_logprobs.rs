@@ -85,37 +85,35 @@ pub fn fused_completion_scores<B: Backend>(
     }
     let width = samples.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
     let images = merge_images(prompts);
-    let all = 0..prompts.len();
-    let parts = if images.is_some() || model.text.num_params() > HALVES_UP_TO_PARAMS {
-        vec![all]
-    } else {
+    let ranges = if images.is_none() && model.text.num_params() <= HALVES_UP_TO_PARAMS {
         halves(prompts, samples)
+    } else {
+        let all = 0..prompts.len();
+        vec![all]
     };
-    let mut columns = Vec::new();
-    let mut packings = Vec::with_capacity(parts.len());
-    for part in parts {
-        let (packed, part_columns) = pack(prompts, part, samples, width);
-        columns.extend(part_columns);
-        packings.push(packed);
-    }
-    let (given, features) = match images {
-        Some(images) => {
-            let packed = packings.first()?;
-            let prompt_tokens = &packed.tokens[..prompts.iter().map(|p| p.tokens.len()).sum()];
-            let (given, features) = image_features(model, prompt_tokens, &images)?;
-            (given, Some(features))
-        }
-        None => (GivenInputs::default(), None),
-    };
-    let mut given = Some(given);
-    let parts = packings
+    let (mut parts, columns): (Vec<(Packed, GivenInputs)>, Vec<Vec<usize>>) = ranges
         .into_iter()
-        .map(|packed| (packed, given.take().unwrap_or_default()))
-        .collect();
+        .map(|range| {
+            let (packed, columns) = pack(prompts, range, samples, width);
+            ((packed, GivenInputs::default()), columns)
+        })
+        .unzip();
+    let columns: Vec<usize> = columns.concat();
+    // With images there is one part, and every prompt leads its packing.
+    let features = match images {
+        Some(images) => {
+            let (packed, given) = parts.first_mut()?;
+            let prompt_tokens = &packed.tokens[..prompts.iter().map(|p| p.tokens.len()).sum()];
+            let (image_inputs, features) = image_features(model, prompt_tokens, &images)?;
+            *given = image_inputs;
+            Some(features)
+        }
+        None => None,
+    };
     let recorded = Recorded::forward_parts(&model.text, parts, temperature)?;
     let mut logprobs = vec![0f32; samples.len() * width];
     let mut entropy = vec![0f32; samples.len() * width];
-    for ((&at, &l), &e) in columns
+    for ((&at, l), e) in columns
         .iter()
         .zip(recorded.logprobs())
         .zip(recorded.entropy())

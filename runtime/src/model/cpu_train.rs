@@ -66,10 +66,6 @@ pub struct Recorded {
     weights: Weights,
     /// One tape per part, in part order.
     tapes: Vec<Tape>,
-    /// The parts' log-probs `[M]`, in part order.
-    logprobs: Vec<f32>,
-    /// The parts' entropies `[M]`, in part order.
-    entropy: Vec<f32>,
 }
 
 impl Recorded {
@@ -105,38 +101,23 @@ impl Recorded {
             return None;
         }
         let weights = Weights::of(decoder, &dims)?;
-        let record = |(packed, given)| {
-            tape::forward(&weights, dims, &decoder.rope, packed, given, temperature)
-        };
-        let tapes: Vec<Tape> = if parts.len() == 1 {
-            parts.into_iter().map(record).collect()
-        } else {
-            parts.into_par_iter().map(record).collect()
-        };
-        let logprobs = tapes
-            .iter()
-            .flat_map(|t| t.logprobs.iter().copied())
+        let tapes = parts
+            .into_par_iter()
+            .map(|(packed, given)| {
+                tape::forward(&weights, dims, &decoder.rope, packed, given, temperature)
+            })
             .collect();
-        let entropy = tapes
-            .iter()
-            .flat_map(|t| t.entropy.iter().copied())
-            .collect();
-        Some(Self {
-            weights,
-            tapes,
-            logprobs,
-            entropy,
-        })
+        Some(Self { weights, tapes })
     }
 
     /// Log-prob of each scored token `[M]`.
-    pub fn logprobs(&self) -> &[f32] {
-        &self.logprobs
+    pub fn logprobs(&self) -> impl Iterator<Item = f32> + '_ {
+        self.tapes.iter().flat_map(|t| t.logprobs.iter().copied())
     }
 
     /// Entropy of each scored token's predicted distribution `[M]`.
-    pub fn entropy(&self) -> &[f32] {
-        &self.entropy
+    pub fn entropy(&self) -> impl Iterator<Item = f32> + '_ {
+        self.tapes.iter().flat_map(|t| t.entropy.iter().copied())
     }
 
     /// The weights' gradients (and the given inputs', the parts' in part
@@ -147,30 +128,28 @@ impl Recorded {
     /// # Panics
     /// If either is not `M` long.
     pub fn gradients(&self, dlogprobs: &[f32], dentropy: Option<&[f32]>) -> Gradients {
-        let m = self.logprobs.len();
+        let m: usize = self.tapes.iter().map(|t| t.logprobs.len()).sum();
         assert!(
             dlogprobs.len() == m && dentropy.is_none_or(|e| e.len() == m),
             "gradients of {m} scored tokens"
         );
-        let mut first = 0;
-        let slices: Vec<(&Tape, std::ops::Range<usize>)> = self
+        // Each tape's scored tokens: `starts[i]..starts[i + 1]`.
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(self.tapes.iter().scan(0, |end, t| {
+                *end += t.logprobs.len();
+                Some(*end)
+            }))
+            .collect();
+        let mut parts: Vec<Gradients> = self
             .tapes
-            .iter()
-            .map(|t| {
-                let range = first..first + t.logprobs.len();
-                first = range.end;
-                (t, range)
+            .par_iter()
+            .enumerate()
+            .map(|(i, tape)| {
+                let range = starts[i]..starts[i + 1];
+                let dentropy = dentropy.map(|e| &e[range.clone()]);
+                backward::backward(tape, &self.weights, &dlogprobs[range], dentropy)
             })
             .collect();
-        let part = |(tape, range): &(&Tape, std::ops::Range<usize>)| {
-            let dentropy = dentropy.map(|e| &e[range.clone()]);
-            backward::backward(tape, &self.weights, &dlogprobs[range.clone()], dentropy)
-        };
-        let mut parts: Vec<Gradients> = if slices.len() == 1 {
-            slices.iter().map(part).collect()
-        } else {
-            slices.par_iter().map(part).collect()
-        };
         // `forward_parts` keeps at least one tape.
         let mut total = parts.remove(0);
         for other in parts {

@@ -14,7 +14,6 @@ use burn::tensor::{Tensor, TensorData};
 use super::super::decoder::TextDecoder;
 use super::Dims;
 use crate::{CpuAutodiff, CpuBackend};
-use rayon::prelude::*;
 
 /// A linear layer's weight `[d_in, d_out]` and bias `[d_out]`.
 pub struct LinearWeights {
@@ -289,16 +288,14 @@ fn register_linear(out: &mut GradientsParams, layer: &Linear<CpuAutodiff>, g: Li
     }
 }
 
-/// `x += y`, on the worker threads in blocks.
+/// `x += y`, on the worker threads ([`super::ops::add_rows`], with rows of
+/// 1,024 values standing for any shape).
 ///
 /// # Panics
 /// If the lengths differ.
 fn add(x: &mut [f32], y: &[f32]) {
-    const BLOCK: usize = 1 << 14;
     assert_eq!(x.len(), y.len(), "gradients of one shape");
-    x.par_chunks_mut(BLOCK)
-        .zip(y.par_chunks(BLOCK))
-        .for_each(|(x, y)| super::ops::add(x, y));
+    super::ops::add_rows(x, y, 1024);
 }
 
 /// `x += y` where both are present.
