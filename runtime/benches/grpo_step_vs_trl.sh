@@ -14,7 +14,9 @@
 # step split into phases (median over every round's steps 2..6). Then the
 # floor under any such step: the time of its linear products alone, with
 # torch's kernels (`trl_grpo_step.py floor`) and with saferc's
-# (`--example grpo_floor`), and the ratio to TRL that each leaves.
+# (`--example grpo_floor`), the ratio to TRL that each leaves, and the rate
+# in GFLOP/s those products reach; where a C compiler and AVX-512 are at
+# hand, beside this machine's f32 peak (`peer/fma_peak.c`, both cores).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -35,11 +37,18 @@ done
 torch_floor=$("$PYTHON" runtime/benches/peer/trl_grpo_step.py floor "$MODEL" runtime/benches/grpo_prompts.jsonl 2>/dev/null | tail -n 1)
 prompt_tokens=$(printf '%s' "$torch_floor" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["prompt_tokens"])')
 saferc_floor=$(target/release/examples/grpo_floor "$MODEL" "$prompt_tokens")
-"$PYTHON" - "$torch_floor" "$saferc_floor" "${results[@]}" <<'PY'
+peak=none
+if cc -O3 -march=native runtime/benches/peer/fma_peak.c -o target/fma_peak 2>/dev/null \
+    && grep -qw avx512f /proc/cpuinfo; then
+  # Both cores at once: the sum of two single-core probes run together.
+  peak=$( (target/fma_peak & target/fma_peak; wait) | "$PYTHON" -c 'import sys; print(sum(float(l) for l in sys.stdin))')
+fi
+"$PYTHON" - "$torch_floor" "$saferc_floor" "$peak" "${results[@]}" <<'PY'
 import json, statistics, sys
 torch_floor, saferc_floor = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+peak = None if sys.argv[3] == "none" else float(sys.argv[3])
 pairs = [(json.loads(sys.argv[i]), [json.loads(l) for l in open(sys.argv[i + 1])][1:])
-         for i in range(3, len(sys.argv), 2)]
+         for i in range(4, len(sys.argv), 2)]
 peer0 = pairs[0][0]
 print("GRPO step: Qwen2 ~3.8M parameters, 4 prompts x 4 completions x 32 tokens, KL beta 0.04, one AdamW update")
 print(f"peer: TRL {peer0['trl']} GRPOTrainer (transformers {peer0['transformers']}, torch {peer0['torch']}, {peer0['threads']} threads); saferc run on cpu (flex)")
@@ -61,4 +70,15 @@ for name, floor in [("torch", torch_floor), ("saferc", saferc_floor)]:
     parts = ", ".join(f"{k} {v:.3f}" for k, v in floor["seconds"].items())
     print(f"  {name}'s kernels: {floor['seconds_per_step']:.3f} s ({parts}): at most "
           f"{peer_step / floor['seconds_per_step']:.1f}x TRL's median step ({peer_step:.3f} s) with everything else free")
+# Rows through every weight in each phase: the prefill's prompt tokens and
+# 31 decode steps of 16 rows (together as many as a forward's scored rows),
+# a forward's scored rows, twice that for a backward (two products a weight).
+scored = torch_floor["scored_rows"]
+rows = {"generation": scored, "reference": scored, "update_forward": scored, "update_backward": 2 * scored}
+gflop_per_row = torch_floor["gflop"] / sum(rows.values())
+for name, floor in [("torch", torch_floor), ("saferc", saferc_floor)]:
+    rates = ", ".join(f"{k} {rows[k] * gflop_per_row / v:.0f}" for k, v in floor["seconds"].items())
+    print(f"  GFLOP/s of those products, {name}'s kernels: {rates}")
+if peak is not None:
+    print(f"  this machine's f32 peak (AVX-512 FMAs alone, runtime/benches/peer/fma_peak.c, both cores): {peak:.0f} GFLOP/s")
 PY
