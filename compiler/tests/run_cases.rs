@@ -660,8 +660,8 @@ fn adam_settings_reach_the_optimiser_of_their_stage() {
         ("adam_epsilon", "0.1"),
     ] {
         let sft = pipeline.replace(
-            "sft { lr = 1e-3, batch = 2 prompts }",
-            &format!("sft {{ lr = 1e-3, batch = 2 prompts, {setting} = {value} }}"),
+            "sft { lr = 1e-3, batch = 3 prompts }",
+            &format!("sft {{ lr = 1e-3, batch = 3 prompts, {setting} = {value} }}"),
         );
         assert_ne!(sft, pipeline);
         let (sft_warm, _) = run_with(&format!("sft-{setting}"), &sft);

@@ -268,6 +268,16 @@ pub struct SplitRef {
     pub split: Option<String>,
 }
 
+/// As written in a file: `dataset.split`, or `dataset` for all its rows.
+impl std::fmt::Display for SplitRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.split {
+            Some(split) => write!(f, "{}.{split}", self.dataset),
+            None => write!(f, "{}", self.dataset),
+        }
+    }
+}
+
 /// The algorithm of a stage.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]

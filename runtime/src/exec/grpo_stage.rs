@@ -21,7 +21,7 @@ use super::checkpoint;
 use super::data::Row;
 use super::health::Health;
 use super::reflect::{reflect, ReflectStats, Sample};
-use super::rollout::{sample, sampling, Policy, PromptCache};
+use super::rollout::{oversized_batch_warning, sample, sampling, Policy, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
 use crate::adamw::AdamWSettings;
@@ -112,6 +112,11 @@ pub fn train<B: Backend>(
                 stage.name
             ),
         });
+    }
+    let split = format!("`{}`", stage.data);
+    if let Some(warning) = oversized_batch_warning(&stage.name, &split, g.batch_prompts, rows.len())
+    {
+        eprintln!("{warning}");
     }
     let reflection = stage
         .reflection

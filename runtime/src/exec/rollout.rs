@@ -47,6 +47,25 @@ impl Cursor {
     }
 }
 
+/// The warning for a stage whose batch is larger than its training data
+/// (`rows` rows of `split`): the cursor then wraps within one step, so
+/// every step takes each row more than once (in GRPO each copy a group of
+/// its own). Nearly always a typo or a split that curation and filters
+/// shrank more than expected; `None` when the batch fits.
+pub fn oversized_batch_warning(
+    stage: &str,
+    split: &str,
+    batch: usize,
+    rows: usize,
+) -> Option<String> {
+    (batch > rows && rows > 0).then(|| {
+        format!(
+            "warning: stage {stage}: a batch of {batch} prompts is larger than its training data ({split}: {rows} rows after filters and curation), so every step takes each row about {} times; healthy: a batch of at most {rows} (lower `batch` or add rows)",
+            batch.div_ceil(rows)
+        )
+    })
+}
+
 fn permutation(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch));
@@ -261,7 +280,20 @@ pub fn sequences(
 
 #[cfg(test)]
 mod tests {
-    use super::Cursor;
+    use super::{oversized_batch_warning, Cursor};
+
+    #[test]
+    fn a_batch_larger_than_the_data_is_warned_about() {
+        let warning = oversized_batch_warning("t", "`d.train`", 500, 4);
+        assert_eq!(
+            warning.as_deref(),
+            Some("warning: stage t: a batch of 500 prompts is larger than its training data (`d.train`: 4 rows after filters and curation), so every step takes each row about 125 times; healthy: a batch of at most 4 (lower `batch` or add rows)")
+        );
+        assert_eq!(oversized_batch_warning("t", "`d`", 4, 4), None);
+        assert_eq!(oversized_batch_warning("t", "`d`", 3, 4), None);
+        // An empty split is an error of its own, not this warning.
+        assert_eq!(oversized_batch_warning("t", "`d`", 3, 0), None);
+    }
 
     #[test]
     fn cursor_covers_each_epoch_and_resumes() {

@@ -303,10 +303,7 @@ impl<'a, B: Backend> Session<'a, B> {
         pairs.extend(self.plan.evals.iter().map(|e| (e.rubric.as_str(), &e.data)));
         let mut printed = BTreeSet::new();
         for (rubric, split) in pairs {
-            let what = match &split.split {
-                Some(s) => format!("`{}.{s}`", split.dataset),
-                None => format!("`{}`", split.dataset),
-            };
+            let what = format!("`{split}`");
             let rows = self.rows(split)?;
             for line in super::row_fields::warnings(self.plan, rubric, rows, &what) {
                 if printed.insert(line.clone()) {

@@ -13,7 +13,7 @@ use safer_ir::plan::{SftSpec, StageSpec};
 use serde_json::json;
 
 use super::checkpoint;
-use super::rollout::{sequences, PromptCache};
+use super::rollout::{oversized_batch_warning, sequences, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
 use crate::adamw::AdamWSettings;
@@ -77,6 +77,10 @@ pub fn train<B: Backend>(
                 s.field
             ),
         });
+    }
+    let split = format!("`{}`", stage.data);
+    if let Some(warning) = oversized_batch_warning(&stage.name, &split, s.batch, rows.len()) {
+        eprintln!("{warning}");
     }
     let total_steps = stage
         .steps
