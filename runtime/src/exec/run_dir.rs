@@ -48,12 +48,27 @@ impl RunDir {
     /// the manifest.
     ///
     /// # Errors
-    /// A non-empty directory (use `--resume`), or I/O errors.
+    /// A run already there (continue it with `--resume`), a file or a
+    /// folder holding other files at `path` (a run never writes among
+    /// files it did not make), or I/O errors.
     pub fn create(path: &Path, plan: &Plan, device: &str, source: &str) -> Result<Self, ExecError> {
         if path.join("manifest.json").exists() {
             return Err(ExecError::Usage(format!(
                 "`{}` already holds a run; continue it with `saferc run --resume {}` or pick another `--out`",
                 path.display(),
+                path.display()
+            )));
+        }
+        if path.exists() && !path.is_dir() {
+            return Err(ExecError::Usage(format!(
+                "`{}` is a file; `--out` names the folder a new run goes into",
+                path.display()
+            )));
+        }
+        let occupied = std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some());
+        if occupied {
+            return Err(ExecError::Usage(format!(
+                "`{}` holds files and no run; a new run goes into an empty or new folder, so pick another `--out`",
                 path.display()
             )));
         }
@@ -274,6 +289,34 @@ mod tests {
             .map(|v| v.trim_matches('"'));
         assert_eq!(locked, Some(BURN_VERSION));
         assert!(env!("SAFERC_RUSTC_VERSION").starts_with("rustc "));
+    }
+
+    #[test]
+    fn a_new_run_goes_only_into_a_new_or_empty_folder() {
+        let root = std::env::temp_dir().join(format!("saferc-create-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        std::fs::create_dir_all(root.join("occupied")).unwrap();
+        std::fs::write(root.join("occupied/notes.txt"), "mine").unwrap();
+        std::fs::write(root.join("a-file"), "mine").unwrap();
+        let plan = safer_ir::plan::Plan::default();
+        let create = |name: &str| RunDir::create(&root.join(name), &plan, "cpu", "").map(|_| ());
+        let refusal = |name: &str| match create(name) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("a run was made in `{name}`"),
+        };
+        assert!(refusal("occupied").contains("holds files and no run"));
+        assert_eq!(
+            std::fs::read_to_string(root.join("occupied/notes.txt")).unwrap(),
+            "mine"
+        );
+        assert!(!root.join("occupied/manifest.json").exists());
+        assert!(refusal("a-file").contains("is a file"));
+        create("empty").unwrap();
+        create("new/nested").unwrap();
+        assert!(root.join("new/nested/manifest.json").exists());
+        assert!(refusal("empty").contains("already holds a run"));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
