@@ -113,8 +113,8 @@ pub fn train<B: Backend>(
             ),
         });
     }
-    let split = format!("`{}`", stage.data);
-    if let Some(warning) = oversized_batch_warning(&stage.name, &split, g.batch_prompts, rows.len())
+    if let Some(warning) =
+        oversized_batch_warning(&stage.name, &stage.data, g.batch_prompts, rows.len())
     {
         eprintln!("{warning}");
     }

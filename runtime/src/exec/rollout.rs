@@ -7,7 +7,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use safer_ir::plan::RolloutSpec;
+use safer_ir::plan::{RolloutSpec, SplitRef};
 use serde::{Deserialize, Serialize};
 
 use super::data::Row;
@@ -48,19 +48,19 @@ impl Cursor {
 }
 
 /// The warning for a stage whose batch is larger than its training data
-/// (`rows` rows of `split`): the cursor then wraps within one step, so
+/// (`rows` rows of `data`): the cursor then wraps within one step, so
 /// every step takes each row more than once (in GRPO each copy a group of
 /// its own). Nearly always a typo or a split that curation and filters
 /// shrank more than expected; `None` when the batch fits.
 pub fn oversized_batch_warning(
     stage: &str,
-    split: &str,
+    data: &SplitRef,
     batch: usize,
     rows: usize,
 ) -> Option<String> {
     (batch > rows && rows > 0).then(|| {
         format!(
-            "warning: stage {stage}: a batch of {batch} prompts is larger than its training data ({split}: {rows} rows after filters and curation), so every step takes each row about {} times; healthy: a batch of at most {rows} (lower `batch` or add rows)",
+            "warning: stage {stage}: a batch of {batch} prompts is larger than its training data (`{data}`: {rows} rows after filters and curation), so every step takes each row about {} times; healthy: a batch of at most {rows} (lower `batch` or add rows)",
             batch.div_ceil(rows)
         )
     })
@@ -281,18 +281,25 @@ pub fn sequences(
 #[cfg(test)]
 mod tests {
     use super::{oversized_batch_warning, Cursor};
+    use safer_ir::plan::SplitRef;
 
     #[test]
     fn a_batch_larger_than_the_data_is_warned_about() {
-        let warning = oversized_batch_warning("t", "`d.train`", 500, 4);
+        let split = |split: Option<&str>| SplitRef {
+            dataset: "d".into(),
+            split: split.map(Into::into),
+        };
+        let warning = oversized_batch_warning("t", &split(Some("train")), 500, 4);
         assert_eq!(
             warning.as_deref(),
             Some("warning: stage t: a batch of 500 prompts is larger than its training data (`d.train`: 4 rows after filters and curation), so every step takes each row about 125 times; healthy: a batch of at most 4 (lower `batch` or add rows)")
         );
-        assert_eq!(oversized_batch_warning("t", "`d`", 4, 4), None);
-        assert_eq!(oversized_batch_warning("t", "`d`", 3, 4), None);
+        assert!(oversized_batch_warning("t", &split(None), 5, 4)
+            .is_some_and(|w| w.contains("(`d`: 4 rows")));
+        assert_eq!(oversized_batch_warning("t", &split(None), 4, 4), None);
+        assert_eq!(oversized_batch_warning("t", &split(None), 3, 4), None);
         // An empty split is an error of its own, not this warning.
-        assert_eq!(oversized_batch_warning("t", "`d`", 3, 0), None);
+        assert_eq!(oversized_batch_warning("t", &split(None), 3, 0), None);
     }
 
     #[test]

@@ -78,8 +78,7 @@ pub fn train<B: Backend>(
             ),
         });
     }
-    let split = format!("`{}`", stage.data);
-    if let Some(warning) = oversized_batch_warning(&stage.name, &split, s.batch, rows.len()) {
+    if let Some(warning) = oversized_batch_warning(&stage.name, &stage.data, s.batch, rows.len()) {
         eprintln!("{warning}");
     }
     let total_steps = stage
