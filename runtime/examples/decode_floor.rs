@@ -17,7 +17,7 @@
 //! weight from memory. With more rows the reading overlaps the arithmetic,
 //! which then sets the pace: splitting each product's weights between the
 //! threads (each thread twice the rows, half the weights) halves the reading
-//! but not the arithmetic, and measured no faster (runtime/README.md).
+//! but not the arithmetic, and measured no faster (runtime/benches/HISTORY.md).
 
 use burn::tensor::Tensor;
 use safer_runtime::generate::shard_bounds;

@@ -1,6 +1,7 @@
 //! Throughput of burn-flex's matrix product on the shapes of the benchmark
 //! model (Qwen2, width 256, MLP 704): the figures behind the weight layout
-//! of `model::layers::load_linear` and the speed bounds in runtime/README.md.
+//! of `model::layers::load_linear` and the speed bounds in runtime/README.md
+//! (the measurements themselves: runtime/benches/HISTORY.md).
 //!
 //! ```sh
 //! cargo run --release -p safer-runtime --example matmul_rates
@@ -11,7 +12,7 @@
 //! "few rows" is `model::few_rows::matmul`, what a decode step's linear
 //! layers use. The 1024-row "hot" line pays for its 2.9 MB output on every
 //! call: glibc returns that memory to the kernel and faults it in again,
-//! which halves the rate printed (runtime/README.md, GRPO step benchmark;
+//! which halves the rate printed (runtime/benches/HISTORY.md, GRPO step;
 //! `GLIBC_TUNABLES=glibc.malloc.trim_threshold=4294967295:glibc.malloc.mmap_threshold=4294967295`
 //! turns that off).
 

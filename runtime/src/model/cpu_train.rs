@@ -59,7 +59,7 @@ use crate::CpuAutodiff;
 /// shared out among the worker threads, which wait for each other when it
 /// ends; with a second pass beside it, a thread that finishes its share
 /// early takes up the other pass's work instead of waiting (the
-/// benchmark's GRPO update 0.173 → 0.162 s, runtime/README.md). Each
+/// benchmark's GRPO update 0.173 → 0.162 s, runtime/benches/HISTORY.md). Each
 /// part's backward holds a full set of weight gradients until they are
 /// summed: with two parts, one more copy of the weights' size at the peak.
 pub struct Recorded {
