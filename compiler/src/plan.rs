@@ -8,12 +8,12 @@
 //! named by their qualified names (`std/rubrics/safety::safety_rubric`).
 
 use crate::semantic::hir::{Const, Decl, DeclRef, Program, Settings, TExpr, TKind, Value};
-use crate::syntax::ast::{BinaryOp, DeclKind, UnaryOp};
+use crate::syntax::ast::{BinaryOp, DeclKind, UnaryOp, Unit};
 use safer_ir::plan::expr::{Binary, Unary};
 use safer_ir::plan::{
-    AdamSpec, Algorithm, CriterionSpec, CurateSpec, DatasetSpec, DynamicSamplingSpec, EvalSpec,
-    Expr, FormatSpec, Function, GrpoSpec, JudgeSpec, KlSpec, ModelSpec, PenaltySpec, Plan,
-    ReflectionSpec, RolloutSpec, RubricSpec, SftSpec, SplitRef, StageSpec, Val,
+    AdamSpec, Algorithm, CostSpec, CriterionSpec, CurateSpec, DatasetSpec, DynamicSamplingSpec,
+    EvalSpec, Expr, FormatSpec, Function, GrpoSpec, JudgeSpec, KlSpec, ModelSpec, OverlongSpec,
+    PenaltySpec, Plan, ReflectionSpec, RolloutSpec, RubricSpec, SftSpec, SplitRef, StageSpec, Val,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -361,8 +361,14 @@ impl<'a> Lowerer<'a> {
         let rollout = s.reference("rollout").map(|x| self.rollout(x));
         let reflection = s.reference("reflection").map(|x| self.reflection(x));
         let reward = s.reference("reward").map(|x| self.rubric(x));
+        // Completions per prompt, for `batch = N completions`: the rollout's
+        // `group`, or the runtime's default rollout's (4) without one.
+        let group = rollout
+            .as_ref()
+            .and_then(|r| self.plan.rollouts.get(r))
+            .map_or(4, |r| r.group);
         let algorithm = match (s.block("grpo"), s.block("sft")) {
-            (Some(g), _) => Algorithm::Grpo(Box::new(self.grpo(g))),
+            (Some(g), _) => Algorithm::Grpo(Box::new(self.grpo(g, group))),
             (None, sft) => {
                 let empty = Settings::default();
                 let f = sft.unwrap_or(&empty);
@@ -399,7 +405,9 @@ impl<'a> Lowerer<'a> {
         });
     }
 
-    fn grpo(&mut self, g: &Settings) -> GrpoSpec {
+    /// The GRPO settings of a stage whose rollout samples `group`
+    /// completions per prompt.
+    fn grpo(&mut self, g: &Settings, group: usize) -> GrpoSpec {
         let (clip_low, clip_high) = match g.get("clip") {
             Some(Value::Range { low, high }) => (*low, *high),
             Some(Value::Number(n)) => (*n, *n),
@@ -423,7 +431,15 @@ impl<'a> Lowerer<'a> {
         });
         GrpoSpec {
             lr: num(g, "lr", 1e-6),
-            batch_prompts: count(g, "batch", 1.0).max(1),
+            // `batch = N completions` is N / group prompts (E0305 checks
+            // that it divides).
+            batch_prompts: match g.get("batch") {
+                Some(Value::Quantity {
+                    value,
+                    unit: Unit::Completions,
+                }) => (value / group.max(1) as f64).floor().max(1.0) as usize,
+                _ => count(g, "batch", 1.0).max(1),
+            },
             micro_batch: g.number("micro_batch").map(|n| n.max(1.0) as usize),
             iterations: count(g, "iterations", 1.0).max(1),
             clip_low,
@@ -447,6 +463,24 @@ impl<'a> Lowerer<'a> {
                 beta: kl.map_or(0.0, |k| num(k, "beta", 0.0)),
             },
             dynamic_sampling,
+            overlong: g.block("overlong").map(|o| OverlongSpec {
+                max: count(o, "max", 1.0).max(1),
+                cache: count(o, "cache", 1.0).max(1),
+                factor: num(o, "factor", 1.0),
+            }),
+            cost: g.block("cost").and_then(|c| {
+                let lambda = c.block("lambda");
+                let lambda_num = |key, default| lambda.map_or(default, |l| num(l, key, default));
+                Some(CostSpec {
+                    criterion: c.text("criterion")?.to_string(),
+                    threshold: c.number("threshold")?,
+                    lambda_init: lambda_num("init", 1.0),
+                    lambda_lr: lambda_num("lr", 0.1),
+                    lambda_max: lambda_num("max", 5.0),
+                    window: lambda.map_or(128, |l| count(l, "window", 128.0)).max(1),
+                    delay: lambda_num("delay", 0.0) as u64,
+                })
+            }),
         }
     }
 

@@ -725,6 +725,7 @@ cases!(
     judge_http_fallback,
     judge_https,
     judge_https_ca,
+    dynamic_sampling_empty,
     health_warnings,
     model_arch_mismatch,
     model_missing_tokenizer,

@@ -360,6 +360,44 @@ pub struct GrpoSpec {
     pub kl: KlSpec,
     /// Dynamic sampling.
     pub dynamic_sampling: Option<DynamicSamplingSpec>,
+    /// DAPO overlong reward shaping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlong: Option<OverlongSpec>,
+    /// The cost constraint (Safe RLHF's Lagrangian).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostSpec>,
+}
+
+/// DAPO overlong reward shaping: a linear penalty over the last `cache`
+/// tokens before `max`, the full penalty beyond.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OverlongSpec {
+    /// L_max, in tokens.
+    pub max: usize,
+    /// L_cache, the soft zone before `max`, in tokens.
+    pub cache: usize,
+    /// Scale of the penalty.
+    pub factor: f64,
+}
+
+/// A Safe RLHF-style cost constraint: the mean of a cost criterion must stay
+/// below `threshold`; a learned multiplier λ weighs it against the reward.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CostSpec {
+    /// The criterion of the stage's rubric used as the cost.
+    pub criterion: String,
+    /// The bound d on the mean cost.
+    pub threshold: f64,
+    /// λ at the start.
+    pub lambda_init: f64,
+    /// Learning rate of log λ.
+    pub lambda_lr: f64,
+    /// Upper bound of λ.
+    pub lambda_max: f64,
+    /// Completions in the moving average of the cost.
+    pub window: usize,
+    /// Steps before λ moves.
+    pub delay: u64,
 }
 
 /// KL settings.

@@ -1,40 +1,42 @@
 //! A GRPO stage: the step loop `Batch → Generate → Score → Reflect →
 //! Advantage → RefLogprob → Update → Metrics → Checkpoint`, on the engine
-//! in [`crate::grpo`].
+//! in [`crate::grpo`]. Drawing the groups is [`draw`], shaping rewards and
+//! advantages [`shaping`], the reference pass and the update [`update`],
+//! the lines written [`step_log`].
 //!
 //! Shapes: a step has N completions of P prompts (groups contiguous);
-//! sequences are prompt + completion, right-padded to T tokens; per-token
-//! tensors are `[N, T - 1]` (position t scores token t + 1) and the loss
-//! mask keeps completion tokens only.
+//! per-token tensors are `[N, T]` (column j scores completion token j after
+//! its group's prompt) and the loss mask keeps completion tokens only.
+
+mod draw;
+mod shaping;
+mod step_log;
+mod update;
 
 use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
-use safer_ir::plan::{GrpoSpec, StageSpec};
+use safer_ir::plan::{CostSpec, GrpoSpec, StageSpec};
 use serde_json::{json, Value};
 
 use super::checkpoint;
 use super::data::Row;
 use super::health::Health;
-use super::reflect::{reflect, ReflectStats, Sample};
-use super::rollout::{oversized_batch_warning, sample, sampling, Policy, PromptCache};
+use super::rollout::{oversized_batch_warning, sampling, Policy, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
 use crate::adamw::AdamWSettings;
-use crate::generate::{completion_logprobs, fused_completion_scores, FinishReason, Prompt};
-use crate::grpo::advantage::{self, AdvantageConfig, MultiObjective, Scale};
+use crate::grpo::advantage::{AdvantageConfig, MultiObjective, Scale};
 use crate::grpo::aggregate::Aggregation;
-use crate::grpo::dynamic_sampling::{keep_groups, Keep};
+use crate::grpo::cost::{CostConfig, Lagrangian};
 use crate::grpo::kl::{Clamp, Estimator};
-use crate::grpo::policy_loss::{self, Importance, KlInLoss, LossConfig, LossInputs};
+use crate::grpo::policy_loss::{Importance, KlInLoss, LossConfig};
 use crate::grpo::schedule::{self, Schedule};
-use crate::grpo::{clip, to_vec};
-use crate::model::on_cpu::is_cpu;
 use crate::model::Model;
+use shaping::{Shaped, Shaping};
+use step_log::StepRecord;
 
 fn loss_config(g: &GrpoSpec, max_tokens: usize) -> LossConfig {
     LossConfig {
@@ -60,6 +62,50 @@ fn loss_config(g: &GrpoSpec, max_tokens: usize) -> LossConfig {
         entropy_coef: g.entropy_coef as f32,
         max_completion_length: max_tokens,
         log_ratio_clamp: None,
+    }
+}
+
+fn advantage_config(g: &GrpoSpec) -> AdvantageConfig {
+    AdvantageConfig {
+        // Set per group: groups differ in size with `keep = append`.
+        group_size: 1,
+        scale: match g.advantage.as_str() {
+            "group_mean" => Scale::None,
+            "batch_std" => Scale::Batch,
+            _ => Scale::Group,
+        },
+        eps: g.eps,
+        multi: if g.multi_objective == "normalize_then_sum" {
+            MultiObjective::NormalizeThenSum
+        } else {
+            MultiObjective::SumThenNormalize
+        },
+    }
+}
+
+/// The cost constraint's multiplier, as the checkpoint's `extra` left it on
+/// a resumed run.
+fn cost_constraint(c: &CostSpec, extra: &Value) -> Lagrangian {
+    let cfg = CostConfig {
+        threshold: c.threshold,
+        lambda_init: c.lambda_init,
+        lambda_lr: c.lambda_lr,
+        lambda_max: c.lambda_max,
+        window: c.window,
+        delay: c.delay,
+    };
+    match extra.get("cost") {
+        Some(saved) => Lagrangian::restored(
+            cfg,
+            saved["log_lambda"]
+                .as_f64()
+                .unwrap_or(c.lambda_init.max(1e-12).ln()),
+            saved["window"]
+                .as_array()
+                .map(|w| w.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default(),
+        ),
+        None => Lagrangian::new(cfg),
     }
 }
 
@@ -127,20 +173,8 @@ pub fn train<B: Backend>(
         .steps
         .unwrap_or_else(|| (rows.len().div_ceil(g.batch_prompts)) as u64);
     let loss_cfg = loss_config(g, rollout.max_tokens);
-    let adv_cfg = |group_size| AdvantageConfig {
-        group_size,
-        scale: match g.advantage.as_str() {
-            "group_mean" => Scale::None,
-            "batch_std" => Scale::Batch,
-            _ => Scale::Group,
-        },
-        eps: g.eps,
-        multi: if g.multi_objective == "normalize_then_sum" {
-            MultiObjective::NormalizeThenSum
-        } else {
-            MultiObjective::SumThenNormalize
-        },
-    };
+    let adv_cfg = advantage_config(g);
+    let kl_in_reward = reference.is_some() && g.kl.placement == "reward";
     let ck_root = session.run.checkpoints(&stage.name);
     let (mut policy, mut optim, mut state) = checkpoint::start_or_resume::<AD<B>>(
         &ck_root,
@@ -162,6 +196,7 @@ pub fn train<B: Backend>(
     );
     let mut prompt_cache = PromptCache::new(rows.len());
     let mut health = Health::restore(&state.extra).with_bar(bar.as_ref());
+    let mut cost = g.cost.as_ref().map(|c| cost_constraint(c, &state.extra));
     let pad = tokenizer.pad_id;
     let mut last_reward = f64::NAN;
     while state.step < total_steps {
@@ -181,368 +216,148 @@ pub fn train<B: Backend>(
             config: &inner.config,
         };
         let scorer = session.scorer(&reward_name, &vocab)?;
-        // Batch → Generate → Score → Reflect, with dynamic sampling drawing more prompts.
-        let mut kept_rows: Vec<&Row> = Vec::new();
-        let mut kept_prompts: Vec<Prompt> = Vec::new();
-        let mut kept: Vec<Sample> = Vec::new();
-        let mut refl = ReflectStats::default();
-        let mut attempts = 0usize;
-        let mut drawn_groups = 0usize;
-        let (mut t_generate, mut t_score, mut t_reflect) = (0.0f64, 0.0f64, 0.0f64);
-        loop {
-            attempts += 1;
-            let need = g.batch_prompts - kept_rows.len();
-            let idx = state.cursor.next(need, rows.len(), stage.seed);
-            let batch: Vec<&Row> = idx.iter().map(|&i| &rows[i]).collect();
-            let prompts = prompt_cache.get_many(&idx, &rows, &tokenizer, &inner.config)?;
-            let t0 = Instant::now();
-            let completions = sample(&pol, &prompts, rollout.group, &params, &mut state.rng)?;
-            t_generate += t0.elapsed().as_secs_f64();
-            let t0 = Instant::now();
-            let scores =
-                scorer.score_completions(&completions, |c| batch[c.prompt / rollout.group])?;
-            let mut samples: Vec<Sample> = completions
-                .into_iter()
-                .zip(scores)
-                .map(|(c, s)| Sample {
-                    group: c.prompt / rollout.group,
-                    tokens: c.tokens,
-                    text: c.text,
-                    finish: c.finish,
-                    scores: s,
-                    reflected: false,
-                    before: None,
-                })
-                .collect();
-            t_score += t0.elapsed().as_secs_f64();
-            let t0 = Instant::now();
-            if let Some(spec) = &reflection {
-                let (out, st) = reflect(
-                    &pol,
-                    spec,
-                    &scorer,
-                    &batch,
-                    samples,
-                    &params,
-                    &mut state.rng,
-                )?;
-                samples = out;
-                refl.flagged += st.flagged;
-                refl.corrected += st.corrected;
-                refl.total += st.total;
-            }
-            t_reflect += t0.elapsed().as_secs_f64();
-            drawn_groups += batch.len();
-            let keep: Vec<bool> = match &g.dynamic_sampling {
-                Some(ds) => {
-                    let mode = match ds.band {
-                        Some((lo, hi)) => Keep::Band(lo as f32, hi as f32),
-                        None => Keep::Varies,
-                    };
-                    (0..batch.len())
-                        .map(|grp| {
-                            let vals: Vec<f32> = samples
-                                .iter()
-                                .filter(|s| s.group == grp)
-                                .map(|s| scorer.pick(&s.scores, ds.criterion.as_deref()) as f32)
-                                .collect();
-                            keep_groups(&vals, vals.len().max(1), mode)
-                                .map(|v| v.first().copied().unwrap_or(false))
-                        })
-                        .collect::<Result<_, _>>()?
-                }
-                None => vec![true; batch.len()],
-            };
-            for (grp, row) in batch.iter().enumerate() {
-                if !keep[grp] || kept_rows.len() >= g.batch_prompts {
-                    continue;
-                }
-                let new_group = kept_rows.len();
-                kept_rows.push(row);
-                kept_prompts.push(prompts[grp].clone());
-                kept.extend(
-                    samples
-                        .iter()
-                        .filter(|s| s.group == grp)
-                        .cloned()
-                        .map(|mut s| {
-                            s.group = new_group;
-                            s
-                        }),
-                );
-            }
-            let max_attempts = g
-                .dynamic_sampling
-                .as_ref()
-                .map_or(1, |d| d.max_resample + 1);
-            if kept_rows.len() >= g.batch_prompts || attempts >= max_attempts {
-                break;
-            }
-        }
+        let drawn = draw::draw(
+            &draw::Rollouts {
+                policy: &pol,
+                scorer: &scorer,
+                rollout: &rollout,
+                params: &params,
+                reflection: reflection.as_ref(),
+                dynamic_sampling: g.dynamic_sampling.as_ref(),
+                batch_prompts: g.batch_prompts,
+                seed: stage.seed,
+            },
+            &rows,
+            &mut prompt_cache,
+            &mut state,
+        )?;
         if let Some(ds) = &g.dynamic_sampling {
-            if kept_rows.len() < g.batch_prompts {
+            if drawn.rows.len() < g.batch_prompts {
                 health.warn(step, "dynamic_sampling", &format!(
                     "dynamic sampling kept {} of {} groups after {} draws ({} groups drawn) on `{}`; healthy: a full batch within max_resample = {}",
-                    kept_rows.len(), g.batch_prompts, attempts, drawn_groups, ds.criterion.as_deref().unwrap_or("reward"), ds.max_resample
+                    drawn.rows.len(), g.batch_prompts, drawn.draws, drawn.drawn_groups, ds.criterion.as_deref().unwrap_or("reward"), ds.max_resample
                 ));
             }
         }
-        // Advantage: per group (groups may differ in size with `append`).
         let names: Vec<String> = scorer.criterion_names();
-        let mut advantages = Vec::with_capacity(kept.len());
-        let mut zero_var = 0usize;
-        let groups = kept_rows.len();
-        let batch_std = {
-            let all: Vec<f64> = kept.iter().map(|s| s.scores.total).collect();
-            advantage::std(&all)
-        };
-        for grp in 0..groups {
-            let totals: Vec<f32> = kept
-                .iter()
-                .filter(|s| s.group == grp)
-                .map(|s| s.scores.total as f32)
-                .collect();
-            let mut cfg = adv_cfg(totals.len());
-            let batch_scale = cfg.scale == Scale::Batch;
-            if batch_scale {
-                cfg.scale = Scale::None;
-            }
-            let a = advantage::compute(&[totals], &["reward"], &[1.0], &cfg, step + 1)?;
-            zero_var += a.zero_variance_groups;
-            advantages.extend(a.values.iter().map(|v| {
-                if batch_scale {
-                    (f64::from(*v) / (batch_std + g.eps)) as f32
-                } else {
-                    *v
-                }
-            }));
-        }
-        // Update (μ iterations over the same samples).
-        let mut loss_value = f32::NAN;
-        let mut stats = policy_loss::LossStats::default();
-        let mut grad_norm = 0.0;
-        let (mut t_reference, mut t_update) = (0.0f64, 0.0f64);
-        let trainable: Vec<usize> = (0..kept.len())
-            .filter(|&i| !kept[i].tokens.is_empty())
-            .collect();
-        if !trainable.is_empty() && kept_rows.len() == groups {
-            let pairs: Vec<(usize, &[u32])> = trainable
-                .iter()
-                .map(|&i| (kept[i].group, kept[i].tokens.as_slice()))
-                .collect();
-            // Scored after their group's prompt, run once per group: column j
-            // is completion token j.
-            let n = pairs.len();
-            let width = pairs.iter().map(|(_, c)| c.len()).max().unwrap_or(1);
-            let mask: Vec<f32> = pairs
-                .iter()
-                .flat_map(|(_, c)| (0..width).map(move |j| if j < c.len() { 1.0 } else { 0.0 }))
-                .collect();
-            let mask_t = Tensor::<AD<B>, 2>::from_data(TensorData::new(mask, [n, width]), &device);
-            let adv_t = Tensor::<AD<B>, 1>::from_data(
-                TensorData::new(
-                    trainable
-                        .iter()
-                        .map(|&i| advantages[i])
-                        .collect::<Vec<f32>>(),
-                    [n],
-                ),
-                &device,
-            );
-            let mask_t = if g.mask_truncated {
-                let truncated: Vec<bool> = trainable
-                    .iter()
-                    .map(|&i| kept[i].finish == FinishReason::Length)
-                    .collect();
-                policy_loss::mask_truncated(mask_t, &truncated)
-            } else {
-                mask_t
-            };
-            // The reference pass and the policy's first scoring pass read the
-            // same completions and do not depend on each other: on the CPU
-            // backend they run side by side on the worker threads, each
-            // filling the other's idle moments (a step of
-            // runtime/benches/grpo_step.safer 0.262 → 0.237 s). Their values
-            // do not depend on how the threads are shared. There
-            // `time_s.reference` is the reference pass's wall time while it
-            // shares the threads, inside `time_s.update`; elsewhere the two
-            // phases follow each other.
-            let mut reference_pass = || -> Result<Option<Tensor<AD<B>, 2>>, ExecError> {
-                let t0 = Instant::now();
-                let logp = match &reference {
-                    Some(r) => {
-                        let s = completion_logprobs(r, &kept_prompts, &pairs, temperature, pad)?;
-                        Some(Tensor::<AD<B>, 2>::from_data(
-                            s.logprobs.into_data(),
-                            &device,
-                        ))
-                    }
-                    None => None,
-                };
-                t_reference = t0.elapsed().as_secs_f64();
-                Ok(logp)
-            };
-            let mut t0 = Instant::now();
-            let first_scores =
-                || fused_completion_scores(&policy, &kept_prompts, &pairs, temperature);
-            let (ref_logp, first_fused) = if is_cpu::<B>() {
-                rayon::join(reference_pass, first_scores)
-            } else {
-                let ref_logp = reference_pass();
-                t0 = Instant::now();
-                (ref_logp, first_scores())
-            };
-            let ref_logp = ref_logp?;
-            let mut first_fused = Some(first_fused);
-            let mut old_logp: Option<Tensor<AD<B>, 2>> = None;
-            // Without a bonus the entropy is only measured (the metric and the
-            // collapse warning), so it carries no gradient.
-            let entropy_grad = g.entropy_coef > 0.0;
-            for iteration in 0..g.iterations {
-                // On the CPU backend the fused training passes score the
-                // completions and give the weights' gradients; the loss's
-                // gradients with respect to the scores come from autodiff on
-                // the loss alone. Elsewhere autodiff runs through the model.
-                let fused = first_fused
-                    .take()
-                    .unwrap_or_else(|| {
-                        fused_completion_scores(&policy, &kept_prompts, &pairs, temperature)
-                    })
-                    .map(|f| {
-                        let leaves = f.leaves::<B>(&device, entropy_grad);
-                        (f, leaves)
-                    });
-                let (logp, entropy) = match &fused {
-                    Some((_, leaves)) => (leaves.logprobs.clone(), leaves.entropy.clone()),
-                    None => {
-                        let s =
-                            completion_logprobs(&policy, &kept_prompts, &pairs, temperature, pad)?;
-                        let entropy = if entropy_grad {
-                            s.entropy
-                        } else {
-                            s.entropy.detach()
-                        };
-                        (s.logprobs, entropy)
-                    }
-                };
-                if g.iterations > 1 && iteration == 0 {
-                    old_logp = Some(logp.clone().detach());
-                }
-                let inputs = LossInputs {
-                    logp,
-                    old_logp: old_logp.clone(),
-                    ref_logp: ref_logp.clone(),
-                    mask: mask_t.clone(),
-                    advantages: adv_t.clone(),
-                    entropy: Some(entropy),
-                    normaliser: None,
-                };
-                let out = policy_loss::compute(&inputs, &loss_cfg, step + 1)?;
-                loss_value = super::fault::loss_at(
-                    step,
-                    to_vec(&out.loss).first().copied().unwrap_or(f32::NAN),
-                );
-                super::ensure_finite(f64::from(loss_value), step, "loss")?;
-                stats = out.stats;
-                let mut grads = match &fused {
-                    Some((f, leaves)) => f.backward(leaves, out.loss),
-                    None => GradientsParams::from_grads::<AD<B>, _>(out.loss.backward(), &policy),
-                };
-                grad_norm =
-                    clip::clip_global_norm::<AD<B>, _>(&policy, &mut grads, g.max_grad_norm);
-                super::ensure_finite(grad_norm, step, "gradient norm")?;
-                policy = optim.step(lr, policy, grads);
-            }
-            t_update = t0.elapsed().as_secs_f64();
-        }
-        // Metrics and samples.
-        let n = kept.len().max(1) as f64;
-        let reward_mean = kept.iter().map(|s| s.scores.total).sum::<f64>() / n;
-        last_reward = reward_mean;
-        let mut criteria = serde_json::Map::new();
-        for (i, name) in names.iter().enumerate() {
-            criteria.insert(
-                name.clone(),
-                json!(kept.iter().map(|s| s.scores.criteria[i]).sum::<f64>() / n),
-            );
-        }
         let penalty_names: Vec<String> = scorer
             .spec
             .penalties
             .iter()
             .map(|p| p.name.clone())
             .collect();
-        let mut penalties = serde_json::Map::new();
-        for (i, name) in penalty_names.iter().enumerate() {
-            penalties.insert(
-                name.clone(),
-                json!(kept.iter().map(|s| s.scores.penalties[i]).sum::<f64>() / n),
-            );
-        }
-        let length_mean = kept.iter().map(|s| s.tokens.len()).sum::<usize>() as f64 / n;
-        let truncated = kept
-            .iter()
-            .filter(|s| s.finish == FinishReason::Length)
-            .count() as f64
-            / n;
-        let elapsed = started.elapsed().as_secs_f64();
-        let line = json!({
-            "stage": stage.name, "step": step + 1, "lr": lr, "loss": loss_value,
-            "reward": reward_mean, "criteria": criteria, "penalties": penalties,
-            "format": kept.iter().map(|s| s.scores.format).sum::<f64>() / n,
-            "kl": stats.kl_mean, "entropy": stats.entropy_mean,
-            "clip_low_fraction": stats.clip_low_fraction, "clip_high_fraction": stats.clip_high_fraction,
-            "ratio_mean": stats.ratio_mean, "grad_norm": grad_norm,
-            "zero_variance_fraction": zero_var as f64 / groups.max(1) as f64,
-            "length_mean": length_mean, "truncated_fraction": truncated,
-            "reflection_rate": if refl.total > 0 { refl.flagged as f64 / refl.total as f64 } else { 0.0 },
-            "corrected_fraction": if refl.flagged > 0 { refl.corrected as f64 / refl.flagged as f64 } else { 0.0 },
-            "groups": groups, "draws": attempts, "step_time_s": elapsed,
-            "time_s": {"generate": t_generate, "score": t_score, "reflect": t_reflect, "reference": t_reference, "update": t_update},
-        });
+        let criterion_weights: Vec<f64> = scorer.spec.criteria.iter().map(|c| c.weight).collect();
+        // The cost constraint's λ moves with this step's costs before it
+        // weighs them (Safe RLHF's PPO-Lagrangian).
+        let cost_now = match (&mut cost, &g.cost) {
+            (Some(lagrangian), Some(spec)) => {
+                let index = names.iter().position(|n| *n == spec.criterion).ok_or_else(|| {
+                    ExecError::Usage(format!(
+                        "stage `{}`: the cost criterion `{}` is not a criterion of the reward rubric `{reward_name}` (it has {})",
+                        stage.name,
+                        spec.criterion,
+                        names.join(", ")
+                    ))
+                })?;
+                let costs: Vec<f32> = drawn
+                    .samples
+                    .iter()
+                    .map(|s| s.scores.criteria.get(index).copied().unwrap_or(0.0) as f32)
+                    .collect();
+                lagrangian.observe(&costs);
+                let lambda = lagrangian.update(step);
+                Some((index, lambda, lagrangian.mean_cost()))
+            }
+            _ => None,
+        };
+        let shaping = Shaping {
+            overlong: g.overlong.as_ref(),
+            kl_beta: kl_in_reward.then_some(g.kl.beta),
+            cost: cost_now.map(|(i, lambda, _)| (i, lambda)),
+        };
+        let mut shaped = Shaped::default();
+        let mut step_advantages = None;
+        let (new_policy, updated) = update::update(
+            &update::UpdateContext {
+                grpo: g,
+                loss: &loss_cfg,
+                reference: reference.as_ref(),
+                temperature,
+                pad,
+                device: &device,
+            },
+            policy,
+            &mut optim,
+            &drawn.prompts,
+            &drawn.samples,
+            step,
+            lr,
+            |kl_sums| {
+                shaped = shaping::shape(&drawn.samples, kl_sums, &shaping);
+                let a = shaping::advantages(
+                    &drawn.samples,
+                    &shaped,
+                    &shaping,
+                    &criterion_weights,
+                    &adv_cfg,
+                    step,
+                )?;
+                let values = a.values.clone();
+                step_advantages = Some(a);
+                Ok(values)
+            },
+        )?;
+        policy = new_policy;
+        let advantages = step_advantages.ok_or_else(|| {
+            ExecError::Usage(format!(
+                "stage `{}`: step {} computed no advantages",
+                stage.name,
+                step + 1
+            ))
+        })?;
+        let row_ids: Vec<String> = drawn.rows.iter().map(|r| r.id.clone()).collect();
+        let record = StepRecord {
+            stage: &stage.name,
+            step: step + 1,
+            lr,
+            criteria: &names,
+            penalties: &penalty_names,
+            samples: &drawn.samples,
+            row_ids: &row_ids,
+            shaped: &shaped,
+            advantages: &advantages.values,
+            zero_variance_groups: advantages.zero_variance_groups,
+            groups: drawn.rows.len(),
+            draws: drawn.draws,
+            reflection: drawn.reflection,
+            update: &updated,
+            seconds: drawn.seconds,
+            step_seconds: started.elapsed().as_secs_f64(),
+            shaping_terms: (g.overlong.is_some(), kl_in_reward),
+            cost: cost_now.map(|(_, lambda, mean)| (lambda, mean)),
+        };
+        let line = step_log::metrics_line(&record);
+        last_reward = line["reward"].as_f64().unwrap_or(f64::NAN);
         health.check(step, &line, rollout.max_tokens, reflection.is_some());
         session.run.metric(&line)?;
-        let sample_lines: Vec<Value> = kept
-            .iter()
-            .zip(&advantages)
-            .map(|(s, a)| {
-                let mut o = serde_json::Map::new();
-                o.insert("stage".into(), json!(stage.name));
-                o.insert("step".into(), json!(step + 1));
-                o.insert("group".into(), json!(format!("{}-{}", step + 1, s.group)));
-                o.insert("row".into(), json!(kept_rows[s.group].id));
-                for (i, name) in names.iter().enumerate() {
-                    o.insert(name.clone(), json!(s.scores.criteria[i]));
-                }
-                for (i, name) in penalty_names.iter().enumerate() {
-                    o.insert(format!("penalty.{name}"), json!(s.scores.penalties[i]));
-                }
-                o.insert("reward".into(), json!(s.scores.total));
-                o.insert("advantage".into(), json!(a));
-                o.insert("reflection".into(), json!(s.reflected));
-                if let Some(b) = &s.before {
-                    // A correction: the scores of the completion it corrects.
-                    let mut before = serde_json::Map::new();
-                    for (i, name) in names.iter().enumerate() {
-                        before.insert(name.clone(), json!(b.criteria[i]));
-                    }
-                    before.insert("reward".into(), json!(b.total));
-                    o.insert("before".into(), Value::Object(before));
-                }
-                o.insert("text".into(), json!(s.text));
-                Value::Object(o)
-            })
-            .collect();
-        session.run.samples(&sample_lines)?;
+        session.run.samples(&step_log::sample_lines(&record))?;
         state.step += 1;
         if let Some(b) = &bar {
             b.set_message(format!(
-                "reward {reward_mean:.3} kl {:.4} {elapsed:.1}s/step",
-                stats.kl_mean.unwrap_or(0.0)
+                "reward {last_reward:.3} kl {:.4} {:.1}s/step",
+                updated.stats.kl_mean.unwrap_or(0.0),
+                record.step_seconds
             ));
             b.inc(1);
         }
         state.extra = health.save();
+        if let (Some(lagrangian), Value::Object(extra)) = (&cost, &mut state.extra) {
+            let (log_lambda, window) = lagrangian.state();
+            extra.insert(
+                "cost".into(),
+                json!({"log_lambda": log_lambda, "window": window}),
+            );
+        }
         checkpoint::at_step_end::<AD<B>, _>(
             &ck_root,
             &start.tokenizer,

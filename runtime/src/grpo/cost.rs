@@ -45,6 +45,24 @@ impl Lagrangian {
         }
     }
 
+    /// log λ and the cost window, as a checkpoint keeps them.
+    pub fn state(&self) -> (f64, Vec<f64>) {
+        (self.log_lambda, self.window.iter().copied().collect())
+    }
+
+    /// A multiplier as [`Lagrangian::state`] gave it, for a resumed run.
+    pub fn restored(cfg: CostConfig, log_lambda: f64, window: Vec<f64>) -> Self {
+        let mut window: VecDeque<f64> = window.into();
+        while window.len() > cfg.window.max(1) {
+            window.pop_front();
+        }
+        Lagrangian {
+            cfg,
+            log_lambda,
+            window,
+        }
+    }
+
     /// The current λ.
     pub fn lambda(&self) -> f64 {
         self.log_lambda.exp()

@@ -68,7 +68,7 @@ impl fmt::Display for GrpoError {
             ),
             GrpoError::NothingKept { criterion, needed, kept, attempts } => write!(
                 f,
-                "[{}] dynamic sampling kept {kept} of the {needed} groups a step needs after {attempts} batches: `{criterion}` was constant in the other groups; raise `max_resample`, use a `band`, or filter on a criterion that varies",
+                "[{}] dynamic sampling kept {kept} of the {needed} groups a step needs after {attempts} batches: `{criterion}` carried no learning signal in the other groups (the same in every completion, or a mean outside `band`); raise `max_resample`, use a `band`, or filter on a criterion that varies",
                 self.code()
             ),
             GrpoError::Config(msg) => write!(f, "[{}] {msg}", self.code()),

@@ -1,0 +1,218 @@
+//! GRPO settings that change how a step trains, through the real `saferc
+//! run` on the shipped warm `tiny_vlm` (examples/models/tiny-safety) and 24
+//! rows of the quickstart's data, one step each: micro-batches give the
+//! whole batch's gradient; `overlong`, `kl { placement = reward }` and
+//! `cost` shape the reward the advantages come from; `multi_objective`
+//! changes the advantages of the same completions. A step here samples the
+//! same completions whatever these settings, since they act after sampling.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A one-step pipeline; `grpo` is added to the `grpo` block.
+fn pipeline(grpo: &str) -> String {
+    let ex = examples();
+    format!(
+        r#"use "std/rubrics/safety.safer"
+
+model policy {{
+  arch    = tiny_vlm
+  weights = "{model}"
+}}
+
+dataset d {{
+  source = jsonl("{data}")
+  images = "{images}"
+  limit  = 24
+  split {{ train = 1.0 }}
+  seed = 7
+}}
+
+rollout s {{
+  group       = 4
+  temperature = 1.0
+  max_tokens  = 32 tokens
+  format      = think_answer
+}}
+
+train t {{
+  policy    = policy
+  reference = policy
+  data      = d.train
+  rollout   = s
+  reward    = safety_rubric
+  grpo {{
+    lr    = 1e-4
+    batch = 2 prompts
+{grpo}
+  }}
+  steps = 1 steps
+  seed  = 7
+}}
+"#,
+        model = ex.join("models/tiny-safety").display(),
+        data = ex.join("data/qi-safe-mini.jsonl").display(),
+        images = ex.join("data/images").display(),
+    )
+}
+
+/// Runs `grpo`'s pipeline; returns step 1's metrics line and its samples.
+fn run(dir: &Path, label: &str, grpo: &str) -> (Value, Vec<Value>) {
+    let file = dir.join(format!("{label}.safer"));
+    std::fs::write(&file, pipeline(grpo)).unwrap();
+    let out = dir.join(label);
+    let output = Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(["run", "--no-progress", "--out"])
+        .arg(&out)
+        .arg(&file)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{label}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = |name: &str| -> Vec<Value> {
+        std::fs::read_to_string(out.join(name))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let metrics = lines("metrics.jsonl").remove(0);
+    (metrics, lines("samples.jsonl"))
+}
+
+fn number(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number `{key}` in {v}"))
+}
+
+fn close(a: f64, b: f64, tolerance: f64) -> bool {
+    (a - b).abs() <= tolerance * a.abs().max(b.abs()).max(1e-12)
+}
+
+#[test]
+fn micro_batches_give_the_whole_batch_s_gradient() {
+    let dir = common::temp_dir("micro-batches");
+    for loss in ["token_mean", "seq_mean_token_mean", "seq_sum_const"] {
+        let (whole, whole_samples) = run(
+            &dir,
+            &format!("{loss}-whole"),
+            &format!("    loss = {loss}"),
+        );
+        let (split, split_samples) = run(
+            &dir,
+            &format!("{loss}-split"),
+            &format!("    loss = {loss}\n    micro_batch = 2 completions"),
+        );
+        let texts = |s: &[Value]| s.iter().map(|r| r["text"].clone()).collect::<Vec<_>>();
+        assert_eq!(texts(&whole_samples), texts(&split_samples));
+        let norm = number(&whole, "grad_norm");
+        assert!(norm > 1e-6, "{loss}: no gradient to compare: {whole}");
+        assert!(
+            close(norm, number(&split, "grad_norm"), 1e-4),
+            "{loss}: gradient norm {norm} over the whole batch, {} over micro-batches of 2",
+            number(&split, "grad_norm")
+        );
+        assert!(
+            (number(&whole, "loss") - number(&split, "loss")).abs() < 1e-6,
+            "{loss}: loss {} over the whole batch, {} over micro-batches",
+            number(&whole, "loss"),
+            number(&split, "loss")
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn overlong_kl_in_the_reward_and_cost_shape_the_reward_advantages_use() {
+    let dir = common::temp_dir("shaping");
+    let (plain, plain_samples) = run(&dir, "plain", "    kl { beta = 0.04 }");
+    assert!(plain.get("shaped_reward").is_none(), "{plain}");
+    let (m, samples) = run(
+        &dir,
+        "shaped",
+        "    kl { beta = 0.04, placement = reward }\n    overlong { max = 12 tokens, cache = 8 tokens, factor = 0.5 }\n    cost { criterion = safety, threshold = 0.1, lambda { init = 0.5, lr = 0.1 } }",
+    );
+    assert_eq!(samples.len(), plain_samples.len());
+    let lambda = number(&m, "cost_lambda");
+    // The mean cost is the rubric's safety here: λ moves with it at step 1.
+    let safety_mean = number(&m["criteria"], "safety");
+    let expected_lambda = (0.5f64.ln() + 0.1 * (safety_mean - 0.1) * 0.5).exp();
+    assert!(
+        close(lambda, expected_lambda, 1e-9),
+        "λ {lambda}, expected {expected_lambda}"
+    );
+    let mut penalised = 0;
+    for s in &samples {
+        let (reward, overlong, kl) = (
+            number(s, "reward"),
+            number(s, "overlong"),
+            number(s, "kl_reward_penalty"),
+        );
+        assert!((-0.5..=0.0).contains(&overlong), "{s}");
+        penalised += usize::from(overlong < 0.0);
+        assert!(
+            kl.abs() < 1e-3,
+            "the policy is the reference at step 1: {s}"
+        );
+        let expected = (reward + overlong - kl - lambda * number(s, "safety")) / (1.0 + lambda);
+        assert!(close(number(s, "shaped_reward"), expected, 1e-9), "{s}");
+    }
+    assert!(penalised > 0, "no completion reached the overlong zone");
+    // Advantages normalise the shaped reward within each group of 4.
+    for group in samples.chunks(4) {
+        let rewards: Vec<f64> = group.iter().map(|s| number(s, "shaped_reward")).collect();
+        let advantages: Vec<f64> = group.iter().map(|s| number(s, "advantage")).collect();
+        assert!(
+            advantages.iter().sum::<f64>().abs() < 1e-4,
+            "{advantages:?}"
+        );
+        for i in 0..4 {
+            for j in 0..4 {
+                if rewards[i] > rewards[j] + 1e-9 {
+                    assert!(advantages[i] > advantages[j], "{rewards:?} {advantages:?}");
+                }
+            }
+        }
+    }
+    let plain_advantages: Vec<f64> = plain_samples
+        .iter()
+        .map(|s| number(s, "advantage"))
+        .collect();
+    let shaped_advantages: Vec<f64> = samples.iter().map(|s| number(s, "advantage")).collect();
+    assert_ne!(plain_advantages, shaped_advantages);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn normalize_then_sum_changes_the_advantages_of_the_same_completions() {
+    let dir = common::temp_dir("multi-objective");
+    let (_, summed) = run(&dir, "sum", "    multi_objective = sum_then_normalize");
+    let (_, decoupled) = run(&dir, "gdpo", "    multi_objective = normalize_then_sum");
+    let texts = |s: &[Value]| s.iter().map(|r| r["text"].clone()).collect::<Vec<_>>();
+    assert_eq!(texts(&summed), texts(&decoupled));
+    let advantages = |s: &[Value]| s.iter().map(|r| number(r, "advantage")).collect::<Vec<_>>();
+    let gdpo = advantages(&decoupled);
+    assert_ne!(advantages(&summed), gdpo);
+    // GDPO's advantages are normalised over the batch.
+    let mean = gdpo.iter().sum::<f64>() / gdpo.len() as f64;
+    assert!(mean.abs() < 1e-5, "{gdpo:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
