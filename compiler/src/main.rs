@@ -26,7 +26,28 @@ enum Top {
     Runtime(runtime_cli::Command),
 }
 
+/// Ends the process quietly, as a C tool killed by SIGPIPE would (exit 141),
+/// when standard output is closed under it (`saferc hir FILE | head`):
+/// `println!` panics on a broken pipe, which is no error of the program's.
+/// Every other panic goes to the default hook.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() {
+    quiet_on_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -174,5 +174,57 @@ fn bad_requests_are_errors_with_exit_code_1() {
         "generate", "--model", &q, "--prompt", "hi", "--device", "tpu",
     ]);
     assert_eq!(out.status.code(), Some(2), "usage error");
+
+    // Counts near usize::MAX are refused, not overflowed.
+    let out = saferc(&[
+        "generate",
+        "--model",
+        &q,
+        "--prompt",
+        "hi",
+        "--n",
+        "18446744073709551615",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than one batch"));
+    let out = saferc(&[
+        "generate",
+        "--model",
+        &q,
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "18446744073709551615",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exceeds the model's context"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `init-model` writes into a folder only when none of its files is there:
+/// weights without a `config.json` are not overwritten.
+#[test]
+fn init_model_never_overwrites_model_files() {
+    let dir = temp_dir("init-over");
+    let model = dir.join("m");
+    std::fs::create_dir_all(&model).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(model.join("model.safetensors"), b"the user's weights")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = saferc(&["init-model", &model.display().to_string(), "--size", "tiny"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("already holds model files (model.safetensors)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(model.join("model.safetensors")).unwrap_or_default(),
+        b"the user's weights"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -119,6 +119,17 @@ fn build_report(diag: &Diagnostic, sources: &SourceMap) -> Report {
     let Some(home) = home else {
         return report;
     };
+    if let Some(place) = too_wide_to_show(diag, sources) {
+        // miette pads the underline to the label's column with a format
+        // width, which cannot pass u16::MAX: name the place instead of
+        // drawing the line.
+        let note = format!("at {place} (the line is too long to show)");
+        report.help = Some(match report.help.take() {
+            Some(h) => format!("{h}\nnote: {note}"),
+            None => format!("note: {note}"),
+        });
+        return report;
+    }
     if let Some(file) = sources.get(home) {
         report.source = Some(NamedSource::new(file.name.clone(), file.text.clone()));
     }
@@ -150,6 +161,31 @@ fn build_report(diag: &Diagnostic, sources: &SourceMap) -> Report {
         }
     }
     report
+}
+
+/// Labels further right than this many bytes into their line are not drawn.
+const WIDEST_DRAWN_COLUMN: usize = 60_000;
+
+/// `file:line:column` of the first label whose span ends further right than
+/// [`WIDEST_DRAWN_COLUMN`] in its line, if any.
+fn too_wide_to_show(diag: &Diagnostic, sources: &SourceMap) -> Option<String> {
+    diag.labels.iter().find_map(|label| {
+        let file = sources.get(label.span.source)?;
+        let text = file.text.as_str();
+        let start = (label.span.start as usize).min(text.len());
+        let end = (start + label.span.len()).min(text.len());
+        let (before, after) = (text.get(..start)?, text.get(start..)?);
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line_end = after.find('\n').map_or(text.len(), |i| start + i);
+        if end.min(line_end).saturating_sub(line_start) <= WIDEST_DRAWN_COLUMN
+            && line_end - line_start <= WIDEST_DRAWN_COLUMN
+        {
+            return None;
+        }
+        let line = before.matches('\n').count() + 1;
+        let column = before[line_start..].chars().count() + 1;
+        Some(format!("{}:{line}:{column}", file.name))
+    })
 }
 
 /// Renders one diagnostic as a miette graphical report.

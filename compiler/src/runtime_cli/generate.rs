@@ -68,10 +68,19 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
+/// The most completions `--n` samples in one batch.
+const MAX_BATCH: usize = 4096;
+
 /// Runs `saferc generate`.
 pub fn run(args: GenerateArgs) -> Result<(), String> {
     if args.n == 0 {
         return Err("`--n` must be at least 1".into());
+    }
+    if args.n > MAX_BATCH {
+        return Err(format!(
+            "`--n {}` is more than one batch of {MAX_BATCH} completions (every completion keeps its own cache); sample in several calls with different `--seed`s",
+            args.n
+        ));
     }
     dispatch(args.device, Task(args)).map_err(|e| e.to_string())?
 }

@@ -21,11 +21,27 @@ pub struct InitModelArgs {
 
 /// Creates the model directory.
 pub fn run(args: InitModelArgs) -> Result<(), String> {
-    if args.dir.join("config.json").exists() {
+    // Every file `init-model` writes: none may be overwritten.
+    let taken: Vec<&str> = [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "generation_config.json",
+    ]
+    .into_iter()
+    .filter(|f| args.dir.join(f).exists())
+    .collect();
+    if !taken.is_empty() {
         return Err(format!(
-            "`{}` already holds a model (config.json); choose another folder",
-            args.dir.display()
+            "`{}` already holds model files ({}); choose another folder",
+            args.dir.display(),
+            taken.join(", ")
         ));
+    }
+    if args.dir.exists() && !args.dir.is_dir() {
+        return Err(format!("`{}` is a file, not a folder", args.dir.display()));
     }
     let model = create::<CpuBackend>(&args.dir, args.size, args.seed, &Default::default())
         .map_err(|e| e.to_string())?;

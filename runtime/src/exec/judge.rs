@@ -202,7 +202,12 @@ impl HttpJudge {
             })?),
             None => None,
         };
-        let timeout = Duration::from_secs_f64(spec.timeout_s.max(0.001));
+        // A day bounds any request (and keeps `1e300` or `inf` a Duration).
+        let timeout = Duration::from_secs_f64(if spec.timeout_s.is_finite() {
+            spec.timeout_s.clamp(0.001, 86_400.0)
+        } else {
+            86_400.0
+        });
         let mut agent = ureq::AgentBuilder::new().timeout(timeout);
         if let Some(ca_file) = &spec.ca_file {
             let config = super::judge_tls::trusting(std::path::Path::new(ca_file))

@@ -96,7 +96,7 @@ pub fn generate<B: Backend>(
     }
     let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
     let context = model.text.config.max_position_embeddings;
-    if longest + params.max_new_tokens > context {
+    if longest.saturating_add(params.max_new_tokens) > context {
         return Err(ModelError::Request {
             reason: format!(
                 "a prompt of {longest} tokens plus {} new tokens exceeds the model's context of {context}",
