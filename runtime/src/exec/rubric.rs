@@ -61,8 +61,9 @@ struct Scope<'a> {
     vars: BTreeMap<String, Val>,
     /// Arguments of a user scorer being evaluated.
     params: BTreeMap<String, Val>,
-    /// The criterion being scored (for `judge.*`).
-    criterion: Option<(&'a str, Option<&'a str>)>,
+    /// The criterion being scored (for `judge.*`): its name, description
+    /// and `scale`.
+    criterion: Option<(&'a str, Option<&'a str>, (f64, f64))>,
 }
 
 impl Env for Scope<'_> {
@@ -93,14 +94,22 @@ impl Env for Scope<'_> {
                 .first()
                 .map(|a| a.text("the judge's question"))
                 .transpose()?;
-            let (criterion, description) = self.criterion.unwrap_or(("reward", None));
+            let (criterion, description, scale) =
+                self.criterion.unwrap_or(("reward", None, (0.0, 1.0)));
             let asked = question.unwrap_or(criterion);
+            // A score is asked on the criterion's `scale`, which the rubric
+            // then maps to 0..1; a flag is a yes (1) or no (0).
+            let range = if kind == "judge.score" && scale.1 > scale.0 {
+                scale
+            } else {
+                (0.0, 1.0)
+            };
             let v = self.rubric.judge.ask(&Question {
                 criterion: asked,
                 description,
                 row: self.item.row,
                 completion: self.item.text,
-                range: (0.0, 1.0),
+                range,
             })?;
             return Ok(if kind == "judge.flag" {
                 Val::Bool(v >= 0.5)
@@ -153,7 +162,7 @@ impl RubricScorer<'_> {
         };
         let mut criteria = Vec::with_capacity(self.spec.criteria.len());
         for c in &self.spec.criteria {
-            scope.criterion = Some((c.name.as_str(), c.description.as_deref()));
+            scope.criterion = Some((c.name.as_str(), c.description.as_deref(), c.scale));
             let raw = match &c.scorer {
                 Some(e) => number(
                     eval(e, &scope).map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
@@ -340,4 +349,84 @@ impl Env for ScoreEnv<'_> {
 /// A condition that does not evaluate to a boolean.
 pub fn condition(e: &Expr, env: &ScoreEnv<'_>) -> Result<bool, EvalError> {
     eval(e, env)?.truth("the condition")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
+mod tests {
+    use super::*;
+    use safer_ir::plan::CriterionSpec;
+    use std::sync::Mutex;
+
+    /// A judge that answers 70% of the range it is asked in, and records it.
+    struct Grader(Mutex<Vec<(f64, f64)>>);
+
+    impl Judge for Grader {
+        fn ask(&self, q: &Question<'_>) -> Result<f64, EvalError> {
+            self.0.lock().unwrap().push(q.range);
+            Ok(q.range.0 + 0.7 * (q.range.1 - q.range.0))
+        }
+    }
+
+    fn call(func: &str) -> Expr {
+        Expr::Call {
+            func: func.into(),
+            args: Vec::new(),
+            named: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_judge_score_is_asked_on_its_criterion_s_scale() {
+        let criterion = |name: &str, scorer: Option<Expr>, scale| CriterionSpec {
+            name: name.into(),
+            weight: 1.0,
+            description: None,
+            scorer,
+            scale,
+        };
+        let spec = RubricSpec {
+            judge: None,
+            criteria: vec![
+                criterion("tenths", Some(call("judge.score")), (0.0, 10.0)),
+                criterion("unit", Some(call("judge.score")), (0.0, 0.0)),
+                criterion("asked", None, (1.0, 5.0)),
+            ],
+            penalties: Vec::new(),
+            formats: Vec::new(),
+            total: Expr::Var {
+                name: "weighted".into(),
+            },
+        };
+        let judge = Grader(Mutex::new(Vec::new()));
+        let (functions, vocabulary) = (BTreeMap::new(), BTreeSet::new());
+        let scorer = RubricScorer {
+            name: "r",
+            spec: &spec,
+            functions: &functions,
+            judge: &judge,
+            vocabulary: &vocabulary,
+        };
+        let row = Row {
+            id: "a".into(),
+            origin: "rows.jsonl:1".into(),
+            fields: BTreeMap::new(),
+            prompt: "Is this safe?".into(),
+            images: Vec::new(),
+        };
+        let scores = scorer
+            .score(&Item {
+                row: &row,
+                text: "It is.",
+                tokens: 3,
+            })
+            .unwrap();
+        assert_eq!(
+            *judge.0.lock().unwrap(),
+            vec![(0.0, 10.0), (0.0, 1.0), (1.0, 5.0)]
+        );
+        for v in &scores.criteria {
+            assert!((v - 0.7).abs() < 1e-12, "{:?}", scores.criteria);
+        }
+    }
 }
