@@ -129,7 +129,7 @@ pub fn parse_bytes(source: SourceId, bytes: &[u8]) -> Result<ast::Module, Box<Di
     parse(source, text)
 }
 
-/// Checks size and decodes UTF-8.
+/// Checks size and decodes UTF-8, without a leading byte-order mark.
 ///
 /// # Errors
 /// E0106 when the input is larger than [`lexer::MAX_SOURCE_BYTES`], E0100
@@ -138,26 +138,30 @@ pub fn decode(source: SourceId, bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
     if bytes.len() > lexer::MAX_SOURCE_BYTES {
         return Err(Box::new(too_large(source, bytes.len())));
     }
-    std::str::from_utf8(bytes).map_err(|e| {
-        let at = e.valid_up_to();
-        let len = e.error_len().unwrap_or(bytes.len() - at).max(1);
-        Box::new(
-            Diagnostic::error(
-                Code::E0100,
-                format!("source is not valid UTF-8 (invalid byte at offset {at})"),
+    std::str::from_utf8(bytes)
+        .map_err(|e| {
+            let at = e.valid_up_to();
+            let len = e.error_len().unwrap_or(bytes.len() - at).max(1);
+            Box::new(
+                Diagnostic::error(
+                    Code::E0100,
+                    format!("source is not valid UTF-8 (invalid byte at offset {at})"),
+                )
+                .with_note(format!(
+                    "the first invalid sequence is {} byte(s) long: {}",
+                    len,
+                    bytes[at..(at + len).min(bytes.len())]
+                        .iter()
+                        .map(|b| format!("0x{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ))
+                .with_help("save the file as UTF-8"),
             )
-            .with_note(format!(
-                "the first invalid sequence is {} byte(s) long: {}",
-                len,
-                bytes[at..(at + len).min(bytes.len())]
-                    .iter()
-                    .map(|b| format!("0x{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ))
-            .with_help("save the file as UTF-8"),
-        )
-    })
+        })
+        // A UTF-8 byte-order mark is no part of the program (as for rustc);
+        // `fmt` writes the file back without it.
+        .map(|text| text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
 fn too_large(source: SourceId, len: usize) -> Diagnostic {

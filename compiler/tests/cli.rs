@@ -49,6 +49,33 @@ fn check_exit_codes() {
     assert!(stderr(&missing).contains("E0111"), "{}", stderr(&missing));
 }
 
+/// A UTF-8 byte-order mark at the start of a file is skipped, not an error.
+#[test]
+fn a_byte_order_mark_is_no_syntax_error() {
+    let dir = temp_dir("bom");
+    let file = dir.join("bom.safer");
+    std::fs::write(
+        &file,
+        "\u{feff}model m { arch = tiny_vlm, weights = \"w\" }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = saferc(&["check", &file.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// What only the dataflow graph shows (E04xx) is a `check` error too, as
+/// in `graph` and `run`.
+#[test]
+fn check_reports_a_cycle_of_stages() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/cases/check/errors/E0400_stage_cycle.safer");
+    let out = saferc(&["check", &file.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("E0400"), "{}", stderr(&out));
+    let json = saferc(&["check", "--format", "json", &file.display().to_string()]);
+    assert!(stdout(&json).contains("E0400"), "{}", stdout(&json));
+}
+
 #[test]
 fn usage_errors_exit_2() {
     assert_eq!(saferc(&[]).status.code(), Some(2));

@@ -119,8 +119,13 @@ fn binary_junk_and_invalid_utf8() {
     assert_eq!(parse_never_panics(b"prompt p = \"\xff\""), Err(Code::E0100));
     assert_eq!(
         parse_never_panics(b"\xef\xbb\xbfmodel m {}"),
+        Ok(()),
+        "a byte-order mark at the start is skipped (as rustc does)"
+    );
+    assert_eq!(
+        parse_never_panics(b"model m {}\n\xef\xbb\xbf"),
         Err(Code::E0101),
-        "a byte-order mark is reported"
+        "one anywhere else is a stray character"
     );
     assert_eq!(parse_never_panics(b"\0"), Err(Code::E0101));
 }

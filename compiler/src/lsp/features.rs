@@ -83,6 +83,12 @@ impl Document {
         let mut analysis =
             semantic::analyze_text(&mut sources, &name, text, dir.as_deref(), options);
         analysis.diagnostics.splice(0..0, early);
+        // What only the dataflow graph shows (E04xx), as `saferc check` does.
+        if !analysis.diagnostics.iter().any(Diagnostic::is_error) {
+            if let Some(Err(graph_diags)) = analysis.program.as_ref().map(crate::graph::lower) {
+                analysis.diagnostics.extend(graph_diags);
+            }
+        }
         let ast = analysis.entry.take();
         Document {
             text: text.to_string(),

@@ -87,18 +87,36 @@ pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> 
         dataset: name.to_string(),
         message: format!("cannot read `{}`: {e}", spec.source_written),
     })?;
-    let text = String::from_utf8_lossy(&text);
     let images = Path::new(&spec.images);
-    let lines: Vec<(usize, &str)> = text
-        .lines()
+    // Lines as `str::lines` cuts them (a `\r` before the `\n` dropped), with
+    // a UTF-8 byte-order mark at the start of the file skipped; a line that
+    // is not UTF-8 is a bad row, not one read with replacement characters.
+    let lines: Vec<(usize, Result<&str, usize>)> = text
+        .split(|b| *b == b'\n')
         .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, raw)| {
+            let raw = match i {
+                0 => raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw),
+                _ => raw,
+            };
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            (i + 1, std::str::from_utf8(raw).map_err(|e| e.valid_up_to()))
+        })
+        .filter(|(_, l)| !matches!(l, Ok(l) if l.trim().is_empty()))
         .take(spec.limit.unwrap_or(usize::MAX))
         .collect();
     let parsed: Vec<Result<Row, BadRow>> = lines
         .par_iter()
-        .map(|(line, l)| parse_row(&spec.source_written, *line, l, images))
+        .map(|(line, l)| match l {
+            Ok(l) => parse_row(&spec.source_written, *line, l, images),
+            Err(valid) => Err(BadRow {
+                origin: format!("{}:{line}", spec.source_written),
+                reason: format!(
+                    "not valid UTF-8 (at byte {} of the line; the file must be saved as UTF-8)",
+                    valid + 1
+                ),
+            }),
+        })
         .collect();
     let mut loaded = Loaded::default();
     for r in parsed {
@@ -418,6 +436,40 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("rows.jsonl:2"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_a_line_not_in_utf8_is_a_bad_row() {
+        let dir = std::env::temp_dir().join(format!("saferc-data-bom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let file = dir.join("rows.jsonl");
+        let mut bytes = b"\xEF\xBB\xBF{\"question\": \"first\"}\r\n".to_vec();
+        bytes
+            .extend_from_slice(b"{\"question\": \"caf\xE9?\"}\n{\"question\": \"caf\xC3\xA9?\"}\n");
+        std::fs::write(&file, bytes).unwrap();
+        let spec = DatasetSpec {
+            source: file.to_string_lossy().into_owned(),
+            source_written: "rows.jsonl".into(),
+            images: dir.to_string_lossy().into_owned(),
+            on_bad_row: "skip".into(),
+            filters: Vec::new(),
+            curate: None,
+            balance: None,
+            dedup: Vec::new(),
+            limit: None,
+            splits: Vec::new(),
+            seed: 0,
+        };
+        let loaded = load_source("d", &spec).unwrap();
+        let prompts: Vec<&str> = loaded.rows.iter().map(|r| r.prompt.as_str()).collect();
+        assert_eq!(prompts, ["first", "café?"]);
+        let bad: Vec<String> = loaded.bad.iter().map(ToString::to_string).collect();
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].starts_with("rows.jsonl:2: not valid UTF-8 (at byte 18"),
+            "{bad:?}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
