@@ -11,7 +11,7 @@ mod input;
 mod parse;
 mod project;
 
-pub use graph::compile_plan;
+pub use graph::{compile_plan, run_defaults, RunDefaults};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;

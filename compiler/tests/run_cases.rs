@@ -738,7 +738,18 @@ cases!(
 /// run resumed from it ends with the weights of an uninterrupted run.
 #[test]
 fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
-    let case = prepare("resume", "resume-ctrl-c");
+    interrupt_saves_a_checkpoint_that_resumes_exactly("INT");
+}
+
+/// SIGTERM (`docker stop`, a scheduler's preemption; SIGHUP alike) is
+/// handled as Ctrl+C is: a checkpoint after the current step, exit 130.
+#[test]
+fn sigterm_saves_a_checkpoint_that_resumes_exactly() {
+    interrupt_saves_a_checkpoint_that_resumes_exactly("TERM");
+}
+
+fn interrupt_saves_a_checkpoint_that_resumes_exactly(signal: &str) {
+    let case = prepare("resume", &format!("resume-sig{}", signal.to_lowercase()));
     let full = case.join("full");
     assert!(run(&case, &full).status.success());
     let weights = |dir: &Path| std::fs::read(dir.join("models/t/model.safetensors")).unwrap();
@@ -747,7 +758,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
         let dir = case.join(format!("interrupted-{attempt}"));
         let child = start_until_first_checkpoint(&case, &dir, Stdio::piped());
         let sent = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args([&format!("-{signal}"), &child.id().to_string()])
             .status()
             .unwrap();
         assert!(sent.success());
@@ -756,25 +767,71 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
         if out.status.success() {
             continue; // finished before the signal landed; try again
         }
-        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        assert_eq!(out.status.code(), Some(130), "SIG{signal}: {stderr}");
         assert!(
-            stderr.contains("Ctrl+C: stopping after this training step"),
-            "{stderr}"
+            stderr.contains("stopping after this training step"),
+            "SIG{signal}: {stderr}"
         );
         assert!(
             stderr.contains("interrupted; checkpoint saved to"),
-            "{stderr}"
+            "SIG{signal}: {stderr}"
         );
         assert!(!dir.join("models/t/model.safetensors").exists());
         interrupted = true;
         assert!(resume_to_the_end(&case, &dir).contains("resuming from"));
         assert!(
             weights(&full) == weights(&dir),
-            "weights resumed after Ctrl+C differ from the uninterrupted run"
+            "weights resumed after SIG{signal} differ from the uninterrupted run"
         );
         break;
     }
-    assert!(interrupted, "the run always finished before Ctrl+C");
+    assert!(interrupted, "the run always finished before SIG{signal}");
+}
+
+/// In a project, `saferc run` without `--out` writes under `[paths] runs`
+/// (relative to the project's folder, wherever it is run from), and its
+/// `[run] device` is the run's device unless `--device` or a model names one.
+#[test]
+fn a_project_s_runs_folder_and_device_are_run_defaults() {
+    let case = prepare("resume", "project-defaults");
+    let manifest = |device: &str| {
+        std::fs::write(
+            case.join("safer.toml"),
+            format!("[project]\nname = \"demo\"\n\n[paths]\nruns = \"trained\"\n\n[run]\ndevice = \"{device}\"\n"),
+        )
+        .unwrap();
+    };
+    manifest("cpu");
+    let out = run_command(&case, &[])
+        .current_dir(case.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<PathBuf> = std::fs::read_dir(case.join("trained"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(runs[0].join("manifest.json").is_file());
+    let device: Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[0].join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(device["device"].as_str(), Some("cpu"), "{device}");
+    // A device this build lacks: the project's default is used, and refused.
+    if !cfg!(feature = "wgpu") {
+        manifest("wgpu");
+        let out = run_command(&case, &["--out", case.join("w").to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("wgpu"), "{stderr}");
+    }
 }
 
 #[test]

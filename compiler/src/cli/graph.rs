@@ -80,6 +80,41 @@ pub(super) fn hir(file: &Path, imports: &ImportArgs) -> i32 {
     i32::from(failed)
 }
 
+/// What the project around a pipeline (its `safer.toml`) sets for `saferc
+/// run`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunDefaults {
+    /// `[paths] runs`, resolved against the project's folder.
+    pub runs: Option<std::path::PathBuf>,
+    /// `[run] device` (`cpu`, `wgpu` or `cuda`).
+    pub device: Option<String>,
+}
+
+/// The `saferc run` defaults of the project `file` belongs to; none outside
+/// a project (or with a manifest that does not load, which compiling the
+/// file reports).
+pub fn run_defaults(file: &Path) -> RunDefaults {
+    let mut sources = SourceMap::new();
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match crate::project::load_around(&mut sources, dir) {
+        Ok(Some(project)) => RunDefaults {
+            runs: Some(project.root.join(&project.manifest.paths.runs)),
+            device: project.manifest.run.map(|r| {
+                match r.device {
+                    crate::project::manifest::Device::Cpu => "cpu",
+                    crate::project::manifest::Device::Wgpu => "wgpu",
+                    crate::project::manifest::Device::Cuda => "cuda",
+                }
+                .to_string()
+            }),
+        },
+        _ => RunDefaults::default(),
+    }
+}
+
 /// Compiles `file` for `saferc run`: checks, lowers the graph (validated)
 /// and the plan; diagnostics are printed and `None` returned on errors.
 pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan::Plan> {

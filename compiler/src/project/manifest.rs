@@ -21,9 +21,9 @@ pub struct Manifest {
     /// `[paths]`.
     #[serde(default)]
     pub paths: Paths,
-    /// `[run]`.
+    /// `[run]`: defaults of `saferc run` (absent: none).
     #[serde(default)]
-    pub run: Run,
+    pub run: Option<Run>,
     /// `[judges.NAME]`: named judge endpoints.
     #[serde(default)]
     pub judges: BTreeMap<String, JudgeEndpoint>,

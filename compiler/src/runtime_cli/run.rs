@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use safer_runtime::device::DeviceChoice;
 use safer_runtime::exec::{self, ExecError, RunOptions};
-use saferc::cli::{compile_plan, ImportArgs};
+use saferc::cli::{compile_plan, run_defaults, ImportArgs};
 
 /// Arguments of `saferc run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The pipeline.
     pub file: PathBuf,
-    /// The run directory (default: `runs/<pipeline>-<time>` beside the current folder).
+    /// The run directory (default: `runs/<pipeline>-<time>` in the current folder, or in the project's `[paths] runs`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint.
@@ -23,7 +23,7 @@ pub struct RunArgs {
     /// With `--resume`: continue even though the pipeline changed since the run started.
     #[arg(long, requires = "resume")]
     pub force: bool,
-    /// `auto`, `cpu`, `wgpu` or `cuda`.
+    /// `auto`, `cpu`, `wgpu` or `cuda` (`auto`: the models' `device`, else the project's `[run] device`, else the best built in).
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     /// No progress bars (they are also off when stderr is not a terminal).
@@ -38,6 +38,7 @@ pub fn run(args: RunArgs) -> i32 {
     let Some(plan) = compile_plan(&args.file, &args.imports) else {
         return 1;
     };
+    let defaults = run_defaults(&args.file);
     let (out, resume) = match (&args.resume, &args.out) {
         (Some(dir), _) => (dir.clone(), true),
         (None, Some(dir)) => (dir.clone(), false),
@@ -51,10 +52,22 @@ pub fn run(args: RunArgs) -> i32 {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or_default();
-            (PathBuf::from("runs").join(format!("{stem}-{secs}")), false)
+            let runs = defaults
+                .runs
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs"));
+            (runs.join(format!("{stem}-{secs}")), false)
         }
     };
-    let device = match run_device(&plan, args.device) {
+    let project_device = match defaults.device.as_deref().map(str::parse::<DeviceChoice>) {
+        Some(Ok(d)) => Some(d),
+        Some(Err(message)) => {
+            eprintln!("error: safer.toml [run] device: {message}");
+            return 2;
+        }
+        None => None,
+    };
+    let device = match run_device(&plan, args.device, project_device) {
         Ok(d) => d,
         Err(message) => {
             eprintln!("error: {message}");
@@ -65,12 +78,13 @@ pub fn run(args: RunArgs) -> i32 {
     let flag = interrupt.clone();
     if let Err(e) = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\nsecond Ctrl+C: stopping without a checkpoint");
+            eprintln!("\nsecond interrupt: stopping without a checkpoint");
             std::process::exit(130);
         }
-        eprintln!("\nCtrl+C: stopping after this training step, with a checkpoint, or after this batch outside training (press again to stop at once)");
+        // ctrlc's `termination` feature: SIGINT, SIGTERM and SIGHUP.
+        eprintln!("\ninterrupted (Ctrl+C, SIGTERM or SIGHUP): stopping after this training step, with a checkpoint, or after this batch outside training (interrupt again to stop at once)");
     }) {
-        eprintln!("warning: Ctrl+C will not save a checkpoint: {e}");
+        eprintln!("warning: Ctrl+C and termination signals will not save a checkpoint: {e}");
     }
     let options = RunOptions {
         out: out.clone(),
@@ -104,8 +118,13 @@ pub fn run(args: RunArgs) -> i32 {
 }
 
 /// The one device of the run: `--device`, or the device the models name
-/// (`device = cuda` in a `model` block) when `--device` is `auto`.
-fn run_device(plan: &safer_ir::plan::Plan, flag: DeviceChoice) -> Result<DeviceChoice, String> {
+/// (`device = cuda` in a `model` block) when `--device` is `auto`, or the
+/// project's `[run] device` when neither names one.
+fn run_device(
+    plan: &safer_ir::plan::Plan,
+    flag: DeviceChoice,
+    project: Option<DeviceChoice>,
+) -> Result<DeviceChoice, String> {
     let mut named: Vec<(String, DeviceChoice)> = Vec::new();
     for (name, spec) in &plan.models {
         let d: DeviceChoice = spec.device.parse()?;
@@ -123,7 +142,7 @@ fn run_device(plan: &safer_ir::plan::Plan, flag: DeviceChoice) -> Result<DeviceC
         return Ok(flag);
     }
     match named.as_slice() {
-        [] => Ok(DeviceChoice::Auto),
+        [] => Ok(project.unwrap_or(DeviceChoice::Auto)),
         [first, rest @ ..] => match rest.iter().find(|(_, d)| *d != first.1) {
             Some((b, db)) => Err(conflict(first, format!("model `{b}` asks for `{db}`"))),
             None => Ok(first.1),

@@ -54,7 +54,7 @@ impl RunDir {
     pub fn create(path: &Path, plan: &Plan, device: &str, source: &str) -> Result<Self, ExecError> {
         if path.join("manifest.json").exists() {
             return Err(ExecError::Usage(format!(
-                "`{}` already holds a run; continue it with `saferc run --resume {}` or pick another `--out`",
+                "`{}` already holds a run; continue it with `saferc run {source} --resume {}` or pick another `--out`",
                 path.display(),
                 path.display()
             )));
