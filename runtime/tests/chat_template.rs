@@ -79,6 +79,49 @@ fn tokenizer_without_template_says_so() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A template that is there but unusable is an error naming its file, not
+/// a silent fall back to raw prompts.
+#[test]
+fn an_unusable_template_is_an_error_naming_its_file() {
+    let dir = std::env::temp_dir().join(format!("saferc-bad-template-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::copy(
+        fixtures().join("tokenizer/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .expect("copy");
+    // Not UTF-8.
+    std::fs::write(dir.join("chat_template.jinja"), b"{{ caf\xe9 }}").expect("write");
+    let err = TextTokenizer::load(&dir)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("chat_template.jinja"), "{err}");
+    // A syntax error, named with the file.
+    std::fs::write(dir.join("chat_template.jinja"), "{% for %}").expect("write");
+    let err = TextTokenizer::load(&dir)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("chat_template.jinja"), "{err}");
+    // A `chat_template` of the wrong type in tokenizer_config.json.
+    std::fs::remove_file(dir.join("chat_template.jinja")).expect("remove");
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"chat_template": 123}"#,
+    )
+    .expect("write");
+    let err = TextTokenizer::load(&dir)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("tokenizer_config.json") && err.contains("chat_template"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Each of `cases` rendered by `render` equals the string transformers
 /// rendered (`expected`).
 fn assert_renders<E: std::fmt::Debug>(cases: &Value, render: impl Fn(&Value) -> Result<String, E>) {

@@ -54,11 +54,30 @@ impl TextTokenizer {
                 special.push((key, text));
             }
         }
-        let template_source = match std::fs::read_to_string(dir.join("chat_template.jinja")) {
-            Ok(text) => Some(text),
-            Err(_) => chat_template_from_config(&config),
+        // `chat_template.jinja` wins; without one, `tokenizer_config.json`'s
+        // `chat_template`. A template that is there but unusable is an
+        // error, never a silent fall back to raw prompts.
+        let jinja = dir.join("chat_template.jinja");
+        let template_source = match std::fs::read_to_string(&jinja) {
+            Ok(text) => Some((text, jinja)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                chat_template_from_config(&config)
+                    .map_err(|reason| ModelError::Tokenizer {
+                        path: dir.join("tokenizer_config.json"),
+                        reason,
+                    })?
+                    .map(|t| (t, dir.join("tokenizer_config.json")))
+            }
+            Err(e) => return Err(io_error(&jinja)(e)),
         };
-        let template = template_source.map(|s| ChatTemplate::new(&s)).transpose()?;
+        let template = template_source
+            .map(|(s, path)| {
+                ChatTemplate::new(&s).map_err(|e| ModelError::Tokenizer {
+                    path,
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
 
         let mut eos_ids = Vec::new();
         for file in ["generation_config.json", "config.json"] {
@@ -161,16 +180,25 @@ fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
 
 /// `chat_template` in tokenizer_config.json: a string, or a list of named
 /// templates of which `default` is taken.
-fn chat_template_from_config(config: &Value) -> Option<String> {
-    match config.get("chat_template")? {
-        Value::String(s) => Some(s.clone()),
+/// `tokenizer_config.json`'s `chat_template` (a string, or a list of named
+/// templates of which `default` or the first is taken); `None` without one.
+fn chat_template_from_config(config: &Value) -> Result<Option<String>, String> {
+    let Some(value) = config.get("chat_template") else {
+        return Ok(None);
+    };
+    match value {
+        Value::String(s) => Ok(Some(s.clone())),
         Value::Array(items) => items
             .iter()
             .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
             .or_else(|| items.first())
             .and_then(|t| t.get("template"))
             .and_then(Value::as_str)
-            .map(str::to_string),
-        _ => None,
+            .map(|t| Some(t.to_string()))
+            .ok_or_else(|| "`chat_template` is a list without a `template` string".into()),
+        Value::Null => Ok(None),
+        other => Err(format!(
+            "`chat_template` must be a string or a list of named templates, found {other}"
+        )),
     }
 }
