@@ -8,7 +8,7 @@
 use safer_tests::{relative, render_plain, repo_root, source_and_error};
 use saferc::project::{self, manifest, pins};
 use saferc::semantic;
-use saferc::{Code, SourceFile, SourceMap};
+use saferc::{Code, SourceFile, SourceId, SourceMap};
 use std::path::{Path, PathBuf};
 
 fn temp(name: &str) -> PathBuf {
@@ -98,6 +98,43 @@ fn new_project_checks_clean_from_any_subfolder() {
         project::new::create(&dir).is_err(),
         "an existing project is not overwritten"
     );
+}
+
+/// A folder name with quotes and backslashes still makes a valid manifest.
+#[test]
+fn new_project_escapes_its_name_in_the_manifest() {
+    let dir = temp("new-quoted").join("q\"uote\\x");
+    project::new::create(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let (diags, sources) = check(&dir.join("pipeline.safer"));
+    assert!(diags.is_empty(), "{}", render_plain(&diags, &sources));
+    let mut sources = SourceMap::new();
+    let manifest = manifest::load(&mut sources, &dir)
+        .unwrap_or_else(|d| panic!("{}", render_plain(&d, &sources)));
+    assert_eq!(manifest.project.name, "q\"uote\\x");
+}
+
+/// A named endpoint's `concurrency` and `timeout` must make sense.
+#[test]
+fn endpoint_concurrency_and_timeout_are_checked() {
+    let root = temp("endpoint-values");
+    for (values, wanted) in [
+        ("concurrency = 0", "`concurrency = 0`"),
+        ("timeout = -1", "`timeout = -1`"),
+        ("timeout = inf", "`timeout = inf`"),
+    ] {
+        let text = format!(
+            "[project]\nname = \"p\"\n\n[judges.g]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\n{values}\n"
+        );
+        let diags = manifest::parse(SourceId(0), &text, &root)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.code == Code::E0222 && d.message.contains(wanted)),
+            "{values}: {diags:?}"
+        );
+    }
 }
 
 #[test]

@@ -145,8 +145,13 @@ pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan:
             if let Some(file) = &endpoint.ca_file {
                 judge.ca_file = Some(project.root.join(file).to_string_lossy().into_owned());
             }
-            judge.concurrency = endpoint.concurrency.max(1) as usize;
-            judge.timeout_s = endpoint.timeout;
+            // Set in `safer.toml`, they win; unset, the judge's own stay.
+            if let Some(c) = &endpoint.concurrency {
+                judge.concurrency = usize::try_from(*c.get_ref()).unwrap_or(1).max(1);
+            }
+            if let Some(t) = &endpoint.timeout {
+                judge.timeout_s = *t.get_ref();
+            }
         }
     }
     Some(plan)

@@ -143,19 +143,12 @@ pub struct JudgeEndpoint {
     /// must chain to (a private CA), relative to the project's folder.
     #[serde(default)]
     pub ca_file: Option<String>,
-    /// Requests in flight at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: u32,
-    /// Seconds before a request is abandoned.
-    #[serde(default = "default_timeout")]
-    pub timeout: f64,
-}
-
-fn default_concurrency() -> u32 {
-    4
-}
-fn default_timeout() -> f64 {
-    60.0
+    /// Requests in flight at once (unset: the judge's own `concurrency`).
+    #[serde(default)]
+    pub concurrency: Option<Spanned<i64>>,
+    /// Seconds before a request is abandoned (unset: the judge's own `timeout`).
+    #[serde(default)]
+    pub timeout: Option<Spanned<f64>>,
 }
 
 const TOP_KEYS: &[&str] = &["project", "imports", "paths", "run", "judges", "pins"];
@@ -180,6 +173,38 @@ pub fn parse(id: SourceId, text: &str, root: &Path) -> Result<Manifest, Vec<Diag
     let manifest: Manifest = toml::from_str(text).map_err(|e| vec![from_toml(id, text, &e)])?;
     let mut diags = Vec::new();
     for (name, judge) in &manifest.judges {
+        if let Some(c) = judge.concurrency.as_ref().filter(|c| *c.get_ref() < 1) {
+            diags.push(
+                Diagnostic::error(
+                    Code::E0222,
+                    format!(
+                        "`safer.toml`: judge endpoint `{name}` has `concurrency = {}`",
+                        c.get_ref()
+                    ),
+                )
+                .with_primary(span(id, c.span()), "at least 1")
+                .with_help("the number of requests in flight at once: 1 or more (4 if unset)"),
+            );
+        }
+        if let Some(t) = judge
+            .timeout
+            .as_ref()
+            .filter(|t| !(t.get_ref().is_finite() && *t.get_ref() > 0.0))
+        {
+            diags.push(
+                Diagnostic::error(
+                    Code::E0222,
+                    format!(
+                        "`safer.toml`: judge endpoint `{name}` has `timeout = {}`",
+                        t.get_ref()
+                    ),
+                )
+                .with_primary(span(id, t.span()), "a number of seconds greater than 0")
+                .with_help(
+                    "seconds before a request is abandoned and retried, e.g. `timeout = 60`",
+                ),
+            );
+        }
         let url = judge.endpoint.get_ref();
         if !(url.starts_with("http://") || url.starts_with("https://"))
             || url.len() <= "https://".len()

@@ -6,11 +6,13 @@ use std::path::Path;
 pub fn files(name: &str) -> Vec<(String, String)> {
     vec![
         ("safer.toml".into(), format!(
-            "# The saferc project manifest (docs/guide/projects.md).\n[project]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n\
+            "# The saferc project manifest (docs/guide/projects.md).\n[project]\nname = {}\nversion = \"0.1.0\"\n\n\
              [imports]\n# Folders searched for `use` paths after the importing file's folder.\nroots = [\"rubrics\"]\nallow_outside = false\n\n\
              [paths]\nmodels = \"models\"\ndata = \"data\"\nruns = \"runs\"\n\n[run]\ndevice = \"cpu\"\n\n\
              # A judge endpoint that `.safer` files name with `named = \"grm\"`.\n\
-             # [judges.grm]\n# endpoint = \"http://localhost:8000/v1\"\n# model = \"GRM-RL-7B\"\n# api_key_env = \"GRM_API_KEY\"\n"
+             # [judges.grm]\n# endpoint = \"http://localhost:8000/v1\"\n# model = \"GRM-RL-7B\"\n# api_key_env = \"GRM_API_KEY\"\n",
+            // A TOML string, quotes and backslashes in the name escaped.
+            toml::Value::String(name.to_string())
         )),
         ("pipeline.safer".into(), PIPELINE.into()),
         ("rubrics/house.safer".into(), RUBRIC.into()),

@@ -280,7 +280,7 @@ const JUDGE: Block = Block {
     keys: &[
         key("kind", Ty::Enum(&["rules", "model", "http"]), Default::Required, "`rules` (built-in scorers), `model` (a local model) or `http` (an OpenAI-compatible `/v1/chat/completions` endpoint)."),
         key("model", Ty::Ref(DeclKind::Model), Default::None, "The local judge model (`kind = model`)."),
-        key("named", Ty::Str, Default::None, "The name of a judge endpoint declared in `safer.toml` (`[judges.NAME]`): its URL, model name, key variable, CA file, concurrency and timeout come from there, so shared files carry no URL or key."),
+        key("named", Ty::Str, Default::None, "The name of a judge endpoint declared in `safer.toml` (`[judges.NAME]`): its URL, model name, key variable and CA file come from there, and its concurrency and timeout where it sets them, so shared files carry no URL or key."),
         key("endpoint", Ty::Str, Default::None, "Base URL of the endpoint (`kind = http`), e.g. `http://localhost:8000/v1`."),
         key("model_name", Ty::Str, Default::None, "The model name sent to the endpoint (`kind = http`)."),
         key("api_key_env", Ty::Str, Default::None, "Name of the environment variable holding the API key; the key itself is never written in a file or logged."),
