@@ -104,8 +104,28 @@ pub fn to_text(g: &Graph) -> String {
     s
 }
 
+/// A DOT or Mermaid node id for `name`: every character but ASCII letters,
+/// digits and `_` (module paths hold `.`, `/`, spaces, quotes) becomes `_`.
 fn id(name: &str) -> String {
-    name.replace(['.', ':', '/', '-'], "_")
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `text` inside a DOT double-quoted string.
+fn dot_text(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// `text` inside a Mermaid double-quoted label.
+fn mermaid_text(text: &str) -> String {
+    text.replace('"', "#quot;")
 }
 
 /// Graphviz DOT.
@@ -124,8 +144,9 @@ pub fn to_dot(g: &Graph) -> String {
     for l in &loops {
         let _ = writeln!(
             s,
-            "  subgraph cluster_{} {{\n    label=\"step loop: {l}\";",
-            id(l)
+            "  subgraph cluster_{} {{\n    label=\"step loop: {}\";",
+            id(l),
+            dot_text(l)
         );
         for n in nodes
             .iter()
@@ -135,7 +156,7 @@ pub fn to_dot(g: &Graph) -> String {
                 s,
                 "    {} [label=\"{}\\n{:?}\"];",
                 id(&graph[*n].name),
-                graph[*n].name,
+                dot_text(&graph[*n].name),
                 graph[*n].op
             );
         }
@@ -146,7 +167,7 @@ pub fn to_dot(g: &Graph) -> String {
             s,
             "  {} [label=\"{}\\n{:?}\"];",
             id(&graph[*n].name),
-            graph[*n].name,
+            dot_text(&graph[*n].name),
             graph[*n].op
         );
     }
@@ -162,7 +183,7 @@ pub fn to_dot(g: &Graph) -> String {
                 "  {} -> {} [label=\"{}\"{style}];",
                 id(&graph[e.source()].name),
                 id(&graph[e.target()].name),
-                e.weight().to_port
+                dot_text(&e.weight().to_port)
             )
         })
         .collect();
@@ -184,7 +205,7 @@ pub fn to_mermaid(g: &Graph) -> String {
             s,
             "  {}[\"{}<br/>{:?}\"]",
             id(&graph[n].name),
-            graph[n].name,
+            mermaid_text(&graph[n].name),
             graph[n].op
         );
     }
@@ -206,4 +227,44 @@ pub fn to_mermaid(g: &Graph) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Node, Op};
+
+    #[test]
+    fn names_with_spaces_and_quotes_give_valid_ids_and_labels() {
+        let mut g = Graph::new(String::new());
+        let node = |name: &str| Node {
+            name: name.into(),
+            op: Op::Score,
+            stage_loop: None,
+            params: Default::default(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        };
+        let a = g.add(node("rubric.my rubrics::r2"));
+        let b = g.add(node("rubric.a\"b/x::r"));
+        g.connect(a, "out", b, "in");
+        let dot = to_dot(&g);
+        assert!(
+            dot.contains("  rubric_my_rubrics__r2 [label=\"rubric.my rubrics::r2\\nScore\"];"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("  rubric_a_b_x__r [label=\"rubric.a\\\"b/x::r\\nScore\"];"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("  rubric_my_rubrics__r2 -> rubric_a_b_x__r"),
+            "{dot}"
+        );
+        let mermaid = to_mermaid(&g);
+        assert!(
+            mermaid.contains("  rubric_a_b_x__r[\"rubric.a#quot;b/x::r<br/>Score\"]"),
+            "{mermaid}"
+        );
+    }
 }
