@@ -46,7 +46,11 @@ impl<'a> Analyzer<'a> {
                                 schema::format_number(n)
                             ),
                         )
-                        .with_primary(e.span, "not a whole number"),
+                        .with_primary(e.span, "not a whole number")
+                        .with_help(format!(
+                            "write a whole number, e.g. `{key} = {}`",
+                            n.round().max(0.0)
+                        )),
                     );
                     return None;
                 }
@@ -205,6 +209,40 @@ impl<'a> Analyzer<'a> {
     }
 
     fn quantity(
+        &mut self,
+        decl: usize,
+        e: &ast::Expr,
+        units: &'static [Unit],
+        key: &str,
+    ) -> Option<Value> {
+        let value = self.quantity_value(decl, e, units, key)?;
+        // Every unit counts things (tokens, steps, prompts, completions,
+        // epochs): a fraction of one is a typo.
+        if let Value::Quantity { value: n, unit } = &value {
+            if n.fract() != 0.0 {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0300,
+                        format!(
+                            "`{key}` counts whole {}, found {}",
+                            unit.plural(),
+                            schema::format_number(*n)
+                        ),
+                    )
+                    .with_primary(e.span, "not a whole number")
+                    .with_help(format!(
+                        "write a whole number, e.g. `{key} = {} {}`",
+                        n.round().max(0.0),
+                        unit.plural()
+                    )),
+                );
+                return None;
+            }
+        }
+        Some(value)
+    }
+
+    fn quantity_value(
         &mut self,
         decl: usize,
         e: &ast::Expr,
