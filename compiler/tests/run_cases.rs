@@ -566,6 +566,41 @@ fn resume_after_kill(case: &Path) {
     assert!(killed_once, "the run always finished before SIGKILL");
 }
 
+/// A damaged newest checkpoint (its `model.bin` changed after it was
+/// written) is reported and skipped: the run resumes from the one before it
+/// and ends with the uninterrupted run's weights.
+#[test]
+fn a_damaged_newest_checkpoint_is_skipped_for_the_one_before() {
+    let case = prepare("resume", "resume-damaged");
+    let full = case.join("full");
+    assert!(run(&case, &full).status.success());
+    let dir = case.join("damaged");
+    copy_dir(&full, &dir);
+    // As if the run had died after writing its last checkpoint.
+    std::fs::remove_dir_all(dir.join("models")).unwrap();
+    let _ = std::fs::remove_file(dir.join("summary.json"));
+    let newest = dir.join("checkpoints/t/step-000006");
+    let bin = newest.join("model.bin");
+    let mut bytes = std::fs::read(&bin).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 64] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&bin, bytes).unwrap();
+    let stderr = resume_to_the_end(&case, &dir);
+    assert!(
+        stderr.contains("step-000006 cannot be resumed from")
+            && stderr.contains("does not match the checksum"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("step-000004 (step 4)"), "{stderr}");
+    let weights = |d: &Path| std::fs::read(d.join("models/t/model.safetensors")).unwrap();
+    assert!(
+        weights(&full) == weights(&dir),
+        "resumed weights differ from the uninterrupted run"
+    );
+}
+
 /// A loss that turns NaN mid-run (step 5, injected: `SAFERC_INJECT_NAN_AT_STEP`,
 /// which only a build with debug assertions honours; a release test run checks
 /// that it is ignored with a warning)

@@ -9,9 +9,13 @@
 //! optimiser's state is keyed by; a model loaded from safetensors gets fresh
 //! ids and would silently lose its Adam moments), the optimiser's moments
 //! (`optimizer.bin`, full precision), and `state.json` (step, data cursor,
-//! RNG state, running statistics). It is written as `step-NNNNNN.partial/` and renamed when
-//! complete; `state.json` is written last, so a folder without it is never
-//! read. Only the newest `keep` checkpoints stay.
+//! RNG state, running statistics), with `checksums.json` (the SHA-256 of
+//! each of the other files). It is written as `step-NNNNNN.partial/` and
+//! renamed when complete; `state.json` is written last, so a folder without
+//! it is never read. Only the newest `keep` checkpoints stay. A resumed run
+//! takes the newest checkpoint whose files match their checksums and load;
+//! one that does not (a disk that filled up, a file damaged later) is
+//! reported and the one before it taken.
 
 use std::path::{Path, PathBuf};
 
@@ -82,10 +86,21 @@ where
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
     recorder
         .record(model.clone().into_record(), partial.join("model"))
-        .map_err(|e| io(&partial.join("model.bin"), format!("{e:?}")))?;
+        .map_err(|e| {
+            io(
+                &partial.join("model.bin"),
+                format!("cannot be written: {e}"),
+            )
+        })?;
     recorder
         .record(optim.to_record(), partial.join("optimizer"))
-        .map_err(|e| io(&partial.join("optimizer.bin"), format!("{e:?}")))?;
+        .map_err(|e| {
+            io(
+                &partial.join("optimizer.bin"),
+                format!("cannot be written: {e}"),
+            )
+        })?;
+    write_checksums(&partial)?;
     let state_json = serde_json::to_vec_pretty(state).map_err(|e| io(&partial, e))?;
     write_atomically(&partial.join("state.json"), &state_json)?;
     if final_dir.exists() {
@@ -101,11 +116,14 @@ where
     Ok(final_dir)
 }
 
-/// The newest complete checkpoint under `root`, restored: the model, the
-/// optimiser (loaded into `optim`) and the state.
+/// The newest usable checkpoint under `root`, restored: the model, the
+/// optimiser (loaded into `optim`) and the state. A checkpoint whose files
+/// do not match their checksums or do not load is reported and skipped for
+/// the one before it.
 ///
 /// # Errors
-/// A checkpoint that cannot be read.
+/// When there are checkpoints but none can be read (the newest one's
+/// reason).
 pub fn restore<B, O>(
     root: &Path,
     optim: O,
@@ -113,28 +131,124 @@ pub fn restore<B, O>(
 ) -> Result<Option<(Model<B>, O, TrainState)>, ExecError>
 where
     B: AutodiffBackend,
+    O: Optimizer<Model<B>, B> + Clone,
+    Model<B>: AutodiffModule<B>,
+{
+    let mut newest_failure = None;
+    for (_, dir) in list_checkpoints(root).iter().rev() {
+        match restore_from::<B, O>(dir, optim.clone(), device) {
+            Ok((model, optim, state)) => {
+                eprintln!("resuming from {} (step {})", dir.display(), state.step);
+                return Ok(Some((model, optim, state)));
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: checkpoint {} cannot be resumed from ({e}); trying the one before it",
+                    dir.display()
+                );
+                newest_failure.get_or_insert(e);
+            }
+        }
+    }
+    match newest_failure {
+        Some(e) => Err(ExecError::Usage(format!(
+            "no checkpoint under {} can be resumed from; the newest: {e}",
+            root.display()
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// The checkpoint in `dir`, checked against its checksums and loaded.
+fn restore_from<B, O>(
+    dir: &Path,
+    optim: O,
+    device: &B::Device,
+) -> Result<(Model<B>, O, TrainState), ExecError>
+where
+    B: AutodiffBackend,
     O: Optimizer<Model<B>, B>,
     Model<B>: AutodiffModule<B>,
 {
-    let Some((_, dir)) = list_checkpoints(root).pop() else {
-        return Ok(None);
-    };
+    verify_checksums(dir)?;
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
     let module_record = recorder
         .load(dir.join("model"), device)
-        .map_err(|e| io(&dir.join("model.bin"), format!("{e:?}")))?;
+        .map_err(|e| io(&dir.join("model.bin"), format!("cannot be read: {e}")))?;
     // The weights with the ids the optimiser state refers to.
-    let model = Model::<B>::load(&dir, device)?.load_record(module_record);
+    let model = Model::<B>::load(dir, device)?.load_record(module_record);
     let record = recorder
         .load(dir.join("optimizer"), device)
-        .map_err(|e| io(&dir.join("optimizer.bin"), format!("{e:?}")))?;
+        .map_err(|e| io(&dir.join("optimizer.bin"), format!("cannot be read: {e}")))?;
     let optim = optim.load_record(record);
     let text = std::fs::read_to_string(dir.join("state.json"))
         .map_err(|e| io(&dir.join("state.json"), e))?;
     let state: TrainState =
         serde_json::from_str(&text).map_err(|e| io(&dir.join("state.json"), e))?;
-    eprintln!("resuming from {} (step {})", dir.display(), state.step);
-    Ok(Some((model, optim, state)))
+    Ok((model, optim, state))
+}
+
+/// The files of a checkpoint that `checksums.json` covers.
+const CHECKED_FILES: &[&str] = &[
+    "config.json",
+    "model.safetensors",
+    "model.bin",
+    "optimizer.bin",
+];
+
+/// The SHA-256 of a file, in hex.
+fn sha256_of(path: &Path) -> Result<String, ExecError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(|e| io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Writes `checksums.json` for the files of the checkpoint in `dir`.
+fn write_checksums(dir: &Path) -> Result<(), ExecError> {
+    let mut sums = serde_json::Map::new();
+    for name in CHECKED_FILES {
+        sums.insert(
+            (*name).to_string(),
+            Value::String(sha256_of(&dir.join(name))?),
+        );
+    }
+    let text = serde_json::to_vec_pretty(&Value::Object(sums)).map_err(|e| io(dir, e))?;
+    write_atomically(&dir.join("checksums.json"), &text)
+}
+
+/// Checks the files of the checkpoint in `dir` against `checksums.json`
+/// (a checkpoint written before checksums has none, and passes).
+fn verify_checksums(dir: &Path) -> Result<(), ExecError> {
+    let path = dir.join("checksums.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let sums: serde_json::Map<String, Value> =
+        serde_json::from_str(&text).map_err(|e| io(&path, e))?;
+    for (name, want) in &sums {
+        let got = sha256_of(&dir.join(name))?;
+        if want.as_str() != Some(got.as_str()) {
+            return Err(io(
+                &dir.join(name),
+                "does not match the checksum written with it (damaged since)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Writes a checkpoint when one is due (every `every` steps, at the last
