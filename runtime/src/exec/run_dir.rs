@@ -24,6 +24,67 @@ pub struct RunDir {
     pub path: PathBuf,
     metrics: BufWriter<File>,
     samples: BufWriter<File>,
+    _lock: RunLock,
+}
+
+/// `run.lock` in a run directory, holding the id of the saferc process that
+/// has the run open: a second `saferc run` on the same folder (a `--resume`
+/// while the run still goes) is refused instead of interleaving its lines
+/// and checkpoints with the first's. The file goes when the run ends; one
+/// left by a killed process names a process that no longer exists, and is
+/// taken over.
+struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    fn acquire(dir: &Path) -> Result<Self, ExecError> {
+        let path = dir.join("run.lock");
+        for _ in 0..3 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    write!(file, "{}", std::process::id()).map_err(|e| io(&path, e))?;
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok());
+                    if let Some(pid) = holder.filter(|pid| process_exists(*pid)) {
+                        return Err(ExecError::Usage(format!(
+                            "`{}` is in use by another saferc run (process {pid}); let it finish or stop it (Ctrl+C saves a checkpoint) before resuming",
+                            dir.display()
+                        )));
+                    }
+                    // Left by a process that is gone (killed, crashed).
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io(&path, e)),
+                    }
+                }
+                Err(e) => return Err(io(&path, e)),
+            }
+        }
+        Err(ExecError::Usage(format!(
+            "`{}` is being opened by another saferc run at the same moment",
+            dir.display()
+        )))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether process `pid` exists (`/proc/PID`, on Linux; where there is no
+/// `/proc`, every holder counts as alive, and a stale lock is removed by
+/// hand).
+fn process_exists(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
 
 fn io(path: &Path, e: std::io::Error) -> ExecError {
@@ -73,6 +134,7 @@ impl RunDir {
             )));
         }
         std::fs::create_dir_all(path).map_err(|e| io(path, e))?;
+        let lock = RunLock::acquire(path)?;
         let manifest = json!({
             "saferc": env!("CARGO_PKG_VERSION"),
             "versions": {
@@ -94,7 +156,7 @@ impl RunDir {
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
-        Self::open(path)
+        Self::open(path, lock)
     }
 
     /// Opens an existing run to continue it: the manifest's program hash
@@ -116,6 +178,7 @@ impl RunDir {
                 manifest_path.display()
             ))
         })?;
+        let lock = RunLock::acquire(path)?;
         let recorded = manifest["program_hash"].as_str().unwrap_or_default();
         if recorded != plan.program_hash && !force {
             return Err(ExecError::Usage(format!(
@@ -123,10 +186,21 @@ impl RunDir {
                 plan.program_hash
             )));
         }
-        Self::open(path)
+        Self::open(path, lock)
     }
 
-    fn open(path: &Path) -> Result<Self, ExecError> {
+    fn open(path: &Path, lock: RunLock) -> Result<Self, ExecError> {
+        let (metrics, samples) = Self::writers(path)?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+            metrics,
+            samples,
+            _lock: lock,
+        })
+    }
+
+    /// `metrics.jsonl` and `samples.jsonl`, opened to append.
+    fn writers(path: &Path) -> Result<(BufWriter<File>, BufWriter<File>), ExecError> {
         let append = |name: &str| -> Result<BufWriter<File>, ExecError> {
             let p = path.join(name);
             OpenOptions::new()
@@ -136,11 +210,7 @@ impl RunDir {
                 .map(BufWriter::new)
                 .map_err(|e| io(&p, e))
         };
-        Ok(RunDir {
-            path: path.to_path_buf(),
-            metrics: append("metrics.jsonl")?,
-            samples: append("samples.jsonl")?,
-        })
+        Ok((append("metrics.jsonl")?, append("samples.jsonl")?))
     }
 
     /// Makes `metrics.jsonl` and `samples.jsonl` agree with a stage resumed
@@ -189,8 +259,7 @@ impl RunDir {
                 std::fs::remove_file(&tmp).map_err(|e| io(&tmp, e))?;
             }
         }
-        let reopened = Self::open(&self.path)?;
-        *self = reopened;
+        (self.metrics, self.samples) = Self::writers(&self.path)?;
         Ok(())
     }
 
@@ -320,6 +389,28 @@ mod tests {
     }
 
     #[test]
+    fn a_run_in_use_is_refused_and_a_stale_lock_taken_over() {
+        let dir = std::env::temp_dir().join(format!("saferc-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = dir.join("run.lock");
+        // Held by a live process (this one).
+        std::fs::write(&lock, std::process::id().to_string()).unwrap();
+        let refused = super::RunLock::acquire(&dir).err().map(|e| e.to_string());
+        assert!(refused.is_some_and(|m| m.contains("in use by another saferc run")));
+        // Left by a process that is gone (no pid is this large).
+        std::fs::write(&lock, "4294967295").unwrap();
+        let taken = super::RunLock::acquire(&dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&lock).unwrap(),
+            std::process::id().to_string()
+        );
+        drop(taken);
+        assert!(!lock.exists(), "the lock goes with the run");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn rewind_drops_the_stage_s_later_steps_and_a_cut_line() {
         let dir = std::env::temp_dir().join(format!("saferc-rewind-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -336,7 +427,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let mut run = RunDir::open(&dir).unwrap();
+        let mut run = RunDir::open(&dir, super::RunLock::acquire(&dir).unwrap()).unwrap();
         run.rewind("b", 1).unwrap();
         run.metric(&serde_json::json!({"stage": "b", "step": 2}))
             .unwrap();
