@@ -21,6 +21,7 @@ impl<'a> Analyzer<'a> {
                 DeclKind::Dataset => {
                     self.check_split(i);
                     self.check_curate_box(i);
+                    self.check_dedup(i);
                 }
                 DeclKind::Judge => self.check_judge(i),
                 DeclKind::Model => self.check_model_folder(i),
@@ -62,6 +63,39 @@ impl<'a> Analyzer<'a> {
         span
     }
 
+    /// Whether the setting at `path` is written in the declaration (not a
+    /// default filled in).
+    pub(crate) fn written(&self, decl: usize, path: &[&str]) -> bool {
+        let DeclBody::Block(first) = &self.info[decl].ast.body else {
+            return false;
+        };
+        let mut block = first;
+        for (i, key) in path.iter().enumerate() {
+            let last = i + 1 == path.len();
+            let next = block.stmts.iter().find_map(|stmt| match &stmt.kind {
+                StmtKind::Assign { key: k, .. } if k.name == *key && last => Some(None),
+                StmtKind::Block { key: k, body } if k.name == *key && !last => Some(Some(body)),
+                _ => None,
+            });
+            match next {
+                Some(None) => return true,
+                Some(Some(body)) => block = body,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// A warning (E0317) that `path` of declaration `i` changes nothing, and why.
+    fn without_effect(&mut self, i: usize, path: &[&str], why: String, help: &str) {
+        let key = path.join(".");
+        self.diags.push(
+            Diagnostic::warning(Code::E0317, format!("`{key}` has no effect here"))
+                .with_primary(self.setting_span(i, path), why)
+                .with_help(help.to_string()),
+        );
+    }
+
     fn check_train(&mut self, i: usize) {
         let s = self.decls[i].settings.clone();
         let name = self.decls[i].name.clone();
@@ -83,7 +117,36 @@ impl<'a> Analyzer<'a> {
         if let Some(policy) = policy {
             self.check_context(i, policy, &s);
         }
+        if self.written(i, &["eval_data"]) && s.get("reward").is_none() {
+            self.without_effect(
+                i,
+                &["eval_data"],
+                "the held-out split is scored with the stage's `reward` rubric, and there is none"
+                    .into(),
+                "add `reward = RUBRIC`, or score the split with an `eval` declaration",
+            );
+        }
         let Some(grpo) = s.block("grpo").cloned() else {
+            if has_sft {
+                for key in ["reference", "rollout", "reflection"] {
+                    if self.written(i, &[key]) {
+                        self.without_effect(
+                            i,
+                            &[key],
+                            format!("an `sft` stage learns the rows' reference answers; it samples nothing, so it uses no `{key}`"),
+                            "remove it, or train this stage with `grpo`",
+                        );
+                    }
+                }
+                if self.written(i, &["sft", "epochs"]) && self.written(i, &["steps"]) {
+                    self.without_effect(
+                        i,
+                        &["sft", "epochs"],
+                        "`steps` is set, and the stage takes exactly that many".into(),
+                        "remove `steps` to train for `epochs` passes over the data, or remove `epochs`",
+                    );
+                }
+            }
             return;
         };
         for key in ["rollout", "reward"] {
@@ -102,7 +165,7 @@ impl<'a> Analyzer<'a> {
         self.check_batch(i, &s, &grpo);
         self.check_clip(i, &grpo);
         self.check_kl(i, &s, &grpo);
-        self.check_dynamic_sampling(i, &grpo);
+        self.check_dynamic_sampling(i, &s, &grpo);
         self.check_cost(i, &s, &grpo);
         if let Some(overlong) = grpo.block("overlong") {
             if let (Some(max), Some(cache)) = (overlong.number("max"), overlong.number("cache")) {
@@ -299,10 +362,49 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    fn check_dynamic_sampling(&mut self, i: usize, grpo: &Settings) {
+    /// `dedup` names other datasets' splits: a dataset's own rows are
+    /// de-duplicated against other sets before it is split, so its own
+    /// splits cannot be named.
+    fn check_dedup(&mut self, i: usize) {
+        let Some(Value::List(items)) = self.decls[i].settings.get("dedup").cloned() else {
+            return;
+        };
+        let own = items
+            .iter()
+            .any(|v| matches!(v, Value::Split { dataset, .. } if dataset.0 == i));
+        if own {
+            self.without_effect(
+                i,
+                &["dedup"],
+                "a split of this dataset: its splits never share a row, so it is skipped".into(),
+                "`dedup` drops rows that also appear in other datasets (an evaluation set, say); remove this dataset's own split",
+            );
+        }
+    }
+
+    fn check_dynamic_sampling(&mut self, i: usize, s: &Settings, grpo: &Settings) {
         let Some(ds) = grpo.block("dynamic_sampling") else {
             return;
         };
+        // The groups are scored by the stage's reward rubric only.
+        if let (Some(Value::Criterion { rubric, .. }), Some(reward)) =
+            (ds.get("on"), s.reference("reward"))
+        {
+            if rubric.0 != reward.0 {
+                let (on, reward_name) = (
+                    self.decls[rubric.0].name.clone(),
+                    self.decls[reward.0].name.clone(),
+                );
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0210,
+                        format!("dynamic sampling filters on rubric `{on}`, but the stage scores its groups with `{reward_name}`"),
+                    )
+                    .with_primary(self.setting_span(i, &["grpo", "dynamic_sampling", "on"]), "not the stage's reward rubric")
+                    .with_help(format!("filter on a criterion of `{reward_name}`, e.g. `on = {reward_name}.CRITERION`")),
+                );
+            }
+        }
         if let Some(Value::Criterion {
             rubric,
             criterion: None,
@@ -586,6 +688,20 @@ impl<'a> Analyzer<'a> {
                     )
                     .with_help(format!("add `{key} = ...`")),
                 );
+            }
+        }
+        // A local model judge answers greedily, one question at a time, on
+        // this machine: the network's knobs and sampling do not apply.
+        if s.text("kind") == Some("model") {
+            for key in ["temperature", "concurrency", "retries", "timeout"] {
+                if self.written(i, &[key]) {
+                    self.without_effect(
+                        i,
+                        &[key],
+                        format!("judge `{name}` is a local `model` judge: it decodes greedily, one question at a time, with no network to wait on or retry"),
+                        "remove it; it applies to `kind = http` judges",
+                    );
+                }
             }
         }
         // `ca_file` only changes an https connection.
