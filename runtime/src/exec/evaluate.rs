@@ -1,5 +1,7 @@
-//! Scoring a model on a split: one completion per row (greedy unless a
-//! rollout is given), scored by a rubric; means per criterion and of the
+//! Scoring a model on a split: one greedy completion per row (so that
+//! scores before and after training compare the models, not the draws;
+//! a rollout gives only its `max_tokens`, `min_tokens` and `stop`), scored
+//! by a rubric; means per criterion and of the
 //! reward, overall and per value of the rows' `label` field (so that
 //! helpfulness on benign prompts can be read apart from safety on harmful
 //! ones).

@@ -335,6 +335,7 @@ pub fn train<B: Backend>(
             step_seconds: started.elapsed().as_secs_f64(),
             shaping_terms: (g.overlong.is_some(), kl_in_reward),
             cost: cost_now.map(|(_, lambda, mean)| (lambda, mean)),
+            format: &rollout.format,
         };
         let line = step_log::metrics_line(&record);
         last_reward = line["reward"].as_f64().unwrap_or(f64::NAN);

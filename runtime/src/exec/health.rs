@@ -1,7 +1,8 @@
 //! Health warnings during GRPO, printed as they happen, each naming the
 //! healthy range that was left: every group with zero reward variance, KL
-//! spikes, entropy collapse, clip fractions, response lengths, and
-//! reflection that never or always fires. A condition that holds step
+//! spikes, entropy collapse, clip fractions, response lengths, completions
+//! that do not follow the rollout's `format`, and reflection that never or
+//! always fires. A condition that holds step
 //! after step prints once, when it starts, and again only after it has
 //! cleared for a step; every step it holds is counted (the stage's
 //! `warnings` in `summary.json`). Reflection is judged over windows of
@@ -123,6 +124,9 @@ impl Health {
             } else if len < 2.0 {
                 said.extend(self.warn(step, "length_short", &format!("mean response length {len:.1} tokens; healthy: at least 2 (the policy stops at once)")));
             }
+        }
+        if let Some(rate) = f("format_compliance").filter(|r| *r < 0.5) {
+            said.extend(self.warn(step, "format", &format!("{:.0}% of completions follow the rollout's `format`; healthy: at least half (warm the policy up with `sft` on answers in that format, or reward it with a rubric `format` term)", rate * 100.0)));
         }
         if reflection {
             if let Some(rate) = f("reflection_rate") {

@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::super::reflect::{ReflectStats, Sample};
 use super::draw::DrawSeconds;
+use super::super::rubric::format_score;
 use super::shaping::Shaped;
 use super::update::Updated;
 use crate::generate::FinishReason;
@@ -47,6 +48,8 @@ pub struct StepRecord<'a> {
     pub shaping_terms: (bool, bool),
     /// The cost constraint's λ and mean cost, when there is one.
     pub cost: Option<(f64, f64)>,
+    /// The rollout's response `format`.
+    pub format: &'a str,
 }
 
 fn mean(values: impl Iterator<Item = f64>, n: f64) -> f64 {
@@ -95,6 +98,13 @@ pub fn metrics_line(r: &StepRecord<'_>) -> Value {
     });
     let (overlong, kl_in_reward) = r.shaping_terms;
     if let Value::Object(o) = &mut line {
+        // How many completions follow the rollout's format (`plain`: all).
+        if r.format != "plain" {
+            o.insert(
+                "format_compliance".into(),
+                json!(mean(kept.iter().map(|s| format_score(r.format, &s.text)), n)),
+            );
+        }
         if overlong || kl_in_reward || r.cost.is_some() {
             o.insert(
                 "shaped_reward".into(),
