@@ -167,11 +167,12 @@ pub struct DatasetSpec {
     pub curate: Option<CurateSpec>,
     /// Field to balance on.
     pub balance: Option<String>,
-    /// Splits whose questions are removed from this dataset (`dataset.split`).
+    /// Splits whose rows (the same question and images) are removed from this dataset (`dataset.split`).
     pub dedup: Vec<(String, Option<String>)>,
     /// Read at most this many rows.
     pub limit: Option<usize>,
-    /// Named splits and their fractions, in declaration order.
+    /// Named splits and their fractions, in name order (rows are dealt to
+    /// them in this order after the seeded shuffle).
     pub splits: Vec<(String, f64)>,
     /// Seed of shuffling, balancing and splitting.
     pub seed: u64,

@@ -335,7 +335,7 @@ const DATASET: Block = Block {
         key("images", Ty::Path, Default::Derived("the folder of the source file"), "Folder that image paths in rows are relative to."),
         key("on_bad_row", Ty::Enum(&["skip", "fail"]), Default::Str("skip"), "What to do with a row that is not valid JSON, lacks a field or names a missing image: `skip` it (and count it) or `fail`."),
         key("balance", Ty::Field, Default::None, "Resample so that every value of this field is equally frequent."),
-        key("dedup", Ty::SplitList, Default::None, "Drop rows whose question also appears in these splits (e.g. evaluation sets)."),
+        key("dedup", Ty::SplitList, Default::None, "Drop rows whose question and images also appear in these splits (e.g. evaluation sets); done after filters, before curation, balancing and splitting."),
         ranged("limit", Ty::Int, Default::None, AT_LEAST_ONE, "Read at most this many rows."),
         key("seed", Ty::Int, Default::Number(0.0), "Seed of the shuffling, balancing and split assignment."),
     ],

@@ -21,7 +21,7 @@ use crate::text::TextTokenizer;
 
 /// A dataset after its ops.
 pub struct BuiltDataset {
-    /// Every row after filters, curation, balance and dedup.
+    /// Every row after filters, dedup, curation and balance.
     pub all: Vec<Row>,
     /// Rows by split.
     pub splits: BTreeMap<String, Vec<Row>>,
@@ -405,17 +405,9 @@ impl<'a, B: Backend> Session<'a, B> {
             let rows = data::filter(name, loaded.rows, spec)?;
             let filtered = rows.len();
             let vocabulary = super::scorers::vocabulary(&rows, "objects");
-            let (rows, curation) = match &spec.curate {
-                Some(c) => {
-                    let (kept, report) = curate::curate(self, name, rows, c, &vocabulary)?;
-                    (kept, Some(report))
-                }
-                None => (rows, None),
-            };
-            let mut rows = match &spec.balance {
-                Some(field) => data::balance(rows, field, spec.seed),
-                None => rows,
-            };
+            // De-duplication first: curation need not score rows that go,
+            // and balancing after it keeps the classes even.
+            let mut rows = rows;
             let mut deduplicated = 0;
             for (other, split) in &spec.dedup {
                 let against = self.rows(&SplitRef {
@@ -426,6 +418,17 @@ impl<'a, B: Backend> Session<'a, B> {
                 rows = kept;
                 deduplicated += dropped;
             }
+            let (rows, curation) = match &spec.curate {
+                Some(c) => {
+                    let (kept, report) = curate::curate(self, name, rows, c, &vocabulary)?;
+                    (kept, Some(report))
+                }
+                None => (rows, None),
+            };
+            let rows = match &spec.balance {
+                Some(field) => data::balance(rows, field, spec.seed),
+                None => rows,
+            };
             let splits = data::split(&rows, &spec.splits, spec.seed);
             let report = json!({
                 "rows_read": read,
