@@ -762,6 +762,7 @@ cases!(
     judge_https_ca,
     dynamic_sampling_empty,
     health_warnings,
+    long_rows,
     model_arch_mismatch,
     model_missing_tokenizer,
     model_tokenizer_file,

@@ -642,7 +642,7 @@ const SFT: Block = Block {
             Ty::Quantity(&[Unit::Tokens]),
             Default::Derived("the model's context"),
             AT_LEAST_ONE,
-            "Examples are truncated to this length.",
+            "Reference answers are cut to this many tokens (and always to the room the context leaves after the prompt; a cut answer teaches no end-of-sequence).",
         ),
         key(
             "field",

@@ -16,7 +16,7 @@ use safer_ir::plan::RolloutSpec;
 use serde_json::{json, Map, Value};
 
 use super::data::Row;
-use super::rollout::{prompts, sample, sampling, Policy};
+use super::rollout::{fit_to_context, prompts, sample, sampling, Policy};
 use super::rubric::{RubricScorer, Scores};
 use super::session::Loaded;
 use super::{stop_if_interrupted, ExecError};
@@ -53,7 +53,19 @@ pub fn evaluate<B: Backend>(
     let mut scores: Vec<(String, Scores)> = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(BATCH) {
         stop_if_interrupted(interrupt, || "evaluating".into())?;
-        let prompts = prompts(chunk, policy.tokenizer, policy.config)?;
+        // Rows too long for the context are skipped (and named), not the
+        // whole evaluation stopped.
+        let (chunk, prompts) = fit_to_context(
+            "evaluation",
+            chunk.to_vec(),
+            prompts(chunk, policy.tokenizer, policy.config)?,
+            params.max_new_tokens,
+            policy.config.text.max_position_embeddings,
+            false,
+        )?;
+        if chunk.is_empty() {
+            continue;
+        }
         let completions = sample(&policy, &prompts, 1, &params, &mut rng)?;
         let s = scorer.score_completions(&completions, |c| &chunk[c.prompt])?;
         for (row, sc) in chunk.iter().zip(s) {

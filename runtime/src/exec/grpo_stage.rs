@@ -24,7 +24,9 @@ use serde_json::{json, Value};
 use super::checkpoint;
 use super::data::Row;
 use super::health::Health;
-use super::rollout::{oversized_batch_warning, sampling, Policy, PromptCache};
+use super::rollout::{
+    fit_to_context, oversized_batch_warning, prompts, sampling, Policy, PromptCache,
+};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
 use crate::adamw::AdamWSettings;
@@ -150,6 +152,17 @@ pub fn train<B: Backend>(
     })?;
     let vocab = session.vocabulary(&stage.data.dataset).clone();
     let rows: Vec<Row> = session.rows(&stage.data)?.to_vec();
+    // Every prompt is built once here (and cached): rows too long to leave
+    // room for `max_tokens` are skipped by the dataset's bad-row policy.
+    let built = prompts(&rows, &tokenizer, &policy.config)?;
+    let (rows, built) = fit_to_context(
+        &format!("stage {}", stage.name),
+        rows,
+        built,
+        rollout.max_tokens,
+        policy.config.text.max_position_embeddings,
+        session.fails_on_bad_rows(&stage.data.dataset),
+    )?;
     if rows.is_empty() {
         return Err(ExecError::Data {
             dataset: stage.data.dataset.clone(),
@@ -194,7 +207,7 @@ pub fn train<B: Backend>(
         state.step,
         session.options.progress,
     );
-    let mut prompt_cache = PromptCache::new(rows.len());
+    let mut prompt_cache = PromptCache::filled(built);
     let mut health = Health::restore(&state.extra).with_bar(bar.as_ref());
     let mut cost = g.cost.as_ref().map(|c| cost_constraint(c, &state.extra));
     let pad = tokenizer.pad_id;

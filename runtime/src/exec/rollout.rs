@@ -150,6 +150,72 @@ pub fn prompts(
         .collect()
 }
 
+/// The rows (and their prompts) whose prompt leaves room for `new_tokens`
+/// in the model's `context`. The others are skipped with one warning that
+/// names them, as bad rows are; under the dataset's `on_bad_row = fail`
+/// (`fail`) the first is an error naming it.
+///
+/// # Errors
+/// With `fail`, the first row that does not fit.
+pub fn fit_to_context(
+    what: &str,
+    rows: Vec<Row>,
+    prompts: Vec<Prompt>,
+    new_tokens: usize,
+    context: usize,
+    fail: bool,
+) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
+    let fits = |p: &Prompt| p.tokens.len().saturating_add(new_tokens) <= context;
+    let reason = |p: &Prompt| {
+        format!(
+            "its prompt is {} tokens, which with {new_tokens} new tokens exceeds the model's context of {context}",
+            p.tokens.len()
+        )
+    };
+    let mut kept = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    let mut skipped: Vec<String> = Vec::new();
+    for (row, prompt) in rows.into_iter().zip(prompts) {
+        if fits(&prompt) {
+            kept.0.push(row);
+            kept.1.push(prompt);
+        } else if fail {
+            return Err(ExecError::Row {
+                origin: row.origin,
+                message: format!(
+                    "{} (the dataset says `on_bad_row = fail`; `skip` skips such rows)",
+                    reason(&prompt)
+                ),
+            });
+        } else {
+            if skipped.is_empty() {
+                eprintln!(
+                    "warning: {what}: row {}: {}; it is skipped",
+                    row.origin,
+                    reason(&prompt)
+                );
+            }
+            skipped.push(row.origin);
+        }
+    }
+    if skipped.len() > 1 {
+        let shown: Vec<&str> = skipped.iter().take(5).map(String::as_str).collect();
+        eprintln!(
+            "warning: {what}: skipped {} rows too long for the model's context: {}{}",
+            skipped.len(),
+            shown.join(", "),
+            if skipped.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(kept)
+}
+
 /// Prompts of a stage's rows, built once (chat template, tokens, decoded
 /// image patches) and reused every time the cursor comes back to a row.
 pub struct PromptCache {
@@ -161,6 +227,13 @@ impl PromptCache {
     pub fn new(rows: usize) -> Self {
         PromptCache {
             prompts: vec![None; rows],
+        }
+    }
+
+    /// A cache holding the prompts of every row, in row order.
+    pub fn filled(prompts: Vec<Prompt>) -> Self {
+        PromptCache {
+            prompts: prompts.into_iter().map(Some).collect(),
         }
     }
 
@@ -279,9 +352,39 @@ pub fn sequences(
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)] // tests stop at the first broken expectation
 mod tests {
     use super::{oversized_batch_warning, Cursor};
     use safer_ir::plan::SplitRef;
+
+    #[test]
+    fn rows_too_long_for_the_context_are_skipped_or_fail() {
+        use super::{fit_to_context, Row};
+        use crate::generate::Prompt;
+        let row = |origin: &str| Row {
+            id: origin.into(),
+            origin: origin.into(),
+            fields: Default::default(),
+            prompt: String::new(),
+            images: Vec::new(),
+        };
+        let prompt = |n: usize| Prompt {
+            tokens: vec![1; n],
+            images: None,
+        };
+        let rows = || vec![row("a:1"), row("a:2"), row("a:3")];
+        let prompts = || vec![prompt(10), prompt(30), prompt(22)];
+        let (kept, kept_prompts) =
+            fit_to_context("t", rows(), prompts(), 8, 30, false).unwrap_or_else(|e| panic!("{e}"));
+        let origins: Vec<&str> = kept.iter().map(|r| r.origin.as_str()).collect();
+        assert_eq!(origins, ["a:1", "a:3"]);
+        assert_eq!(kept_prompts[1].tokens.len(), 22);
+        let err = fit_to_context("t", rows(), prompts(), 8, 30, true)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("row a:2: its prompt is 30 tokens"), "{err}");
+    }
 
     #[test]
     fn a_batch_larger_than_the_data_is_warned_about() {

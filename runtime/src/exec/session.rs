@@ -201,6 +201,14 @@ impl<'a, B: Backend> Session<'a, B> {
         self.datasets.get(dataset).map_or(&EMPTY, |d| &d.vocabulary)
     }
 
+    /// Whether `dataset` declares `on_bad_row = fail`.
+    pub fn fails_on_bad_rows(&self, dataset: &str) -> bool {
+        self.plan
+            .datasets
+            .get(dataset)
+            .is_some_and(|d| d.on_bad_row == "fail")
+    }
+
     /// The rows of a split.
     pub fn rows(&self, split: &SplitRef) -> Result<&[Row], ExecError> {
         let d = self

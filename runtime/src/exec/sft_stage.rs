@@ -13,7 +13,7 @@ use safer_ir::plan::{SftSpec, StageSpec};
 use serde_json::json;
 
 use super::checkpoint;
-use super::rollout::{oversized_batch_warning, sequences, PromptCache};
+use super::rollout::{fit_to_context, oversized_batch_warning, prompts, sequences, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
 use super::ExecError;
 use crate::adamw::AdamWSettings;
@@ -45,11 +45,7 @@ pub fn train<B: Backend>(
     // A row without the text to learn is a bad row, under its dataset's policy.
     if let Some(first) = lacking.first() {
         let dataset = &stage.data.dataset;
-        let fail = session
-            .plan
-            .datasets
-            .get(dataset)
-            .is_some_and(|d| d.on_bad_row == "fail");
+        let fail = session.fails_on_bad_rows(dataset);
         if fail {
             return Err(ExecError::Data {
                 dataset: dataset.clone(),
@@ -69,11 +65,23 @@ pub fn train<B: Backend>(
             if lacking.len() > shown.len() { ", ..." } else { "" }
         );
     }
+    // Every prompt is built once here (and cached); a row whose prompt
+    // leaves no room for one target token is skipped by the bad-row policy.
+    let context = policy.config.text.max_position_embeddings;
+    let built = prompts(&rows, &tokenizer, &policy.config)?;
+    let (rows, built) = fit_to_context(
+        &format!("stage {}", stage.name),
+        rows,
+        built,
+        1,
+        context,
+        session.fails_on_bad_rows(&stage.data.dataset),
+    )?;
     if rows.is_empty() {
         return Err(ExecError::Data {
             dataset: stage.data.dataset.clone(),
             message: format!(
-                "no row of the training split has the field `{}` that `sft` learns from",
+                "no row of the training split has the field `{}` that `sft` learns from and fits the model's context",
                 s.field
             ),
         });
@@ -105,7 +113,7 @@ pub fn train<B: Backend>(
         session.options.progress,
     );
     let pad = tokenizer.pad_id;
-    let mut prompt_cache = PromptCache::new(rows.len());
+    let mut prompt_cache = PromptCache::filled(built);
     let mut last_loss = f32::NAN;
     while state.step < total_steps {
         let step = state.step;
@@ -120,13 +128,15 @@ pub fn train<B: Backend>(
         let idx = state.cursor.next(s.batch, rows.len(), stage.seed);
         let prompts = prompt_cache.get_many(&idx, &rows, &tokenizer, &policy.config)?;
         let mut targets: Vec<Vec<u32>> = Vec::with_capacity(idx.len());
-        for &i in &idx {
+        for (&i, prompt) in idx.iter().zip(&prompts) {
             let row = &rows[i];
             let mut t = tokenizer.encode(&row.text(&s.field).unwrap_or_default())?;
             t.push(eos);
-            if let Some(max) = s.max_tokens {
-                t.truncate(max);
-            }
+            // `max_tokens`, and at most what the context leaves after the
+            // prompt (the default of `max_tokens`); a cut target teaches
+            // no end-of-sequence.
+            let room = context.saturating_sub(prompt.tokens.len());
+            t.truncate(s.max_tokens.map_or(room, |max| max.min(room)));
             targets.push(t);
         }
         let pairs: Vec<(usize, &[u32])> = targets

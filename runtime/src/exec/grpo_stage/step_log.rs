@@ -4,8 +4,8 @@
 use serde_json::{json, Map, Value};
 
 use super::super::reflect::{ReflectStats, Sample};
-use super::draw::DrawSeconds;
 use super::super::rubric::format_score;
+use super::draw::DrawSeconds;
 use super::shaping::Shaped;
 use super::update::Updated;
 use crate::generate::FinishReason;
@@ -102,7 +102,10 @@ pub fn metrics_line(r: &StepRecord<'_>) -> Value {
         if r.format != "plain" {
             o.insert(
                 "format_compliance".into(),
-                json!(mean(kept.iter().map(|s| format_score(r.format, &s.text)), n)),
+                json!(mean(
+                    kept.iter().map(|s| format_score(r.format, &s.text)),
+                    n
+                )),
             );
         }
         if overlong || kl_in_reward || r.cost.is_some() {
