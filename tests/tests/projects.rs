@@ -162,11 +162,10 @@ fn two_projects_share_one_rubric_and_pins_catch_changes() {
         .unwrap_or_else(|| panic!("no program"))
         .hashed();
     let pinned = pins::imported_rubrics(&program);
+    // Keyed by the path relative to the project's folder, so that the pin
+    // holds wherever the tree is cloned or moved.
     assert!(
-        pinned.contains_key("shared/safety_house::shared_rubric")
-            || pinned
-                .keys()
-                .any(|k| k.ends_with("safety_house::shared_rubric")),
+        pinned.contains_key("../shared/safety_house::shared_rubric"),
         "{pinned:?}"
     );
     let manifest_path = alpha.join("safer.toml");
@@ -197,6 +196,21 @@ fn two_projects_share_one_rubric_and_pins_catch_changes() {
     .unwrap_or_else(|e| panic!("{e}"));
     let (diags, _) = check(&alpha.join("pipeline.safer"));
     assert!(diags.is_empty(), "comments are not part of the hash");
+
+    // The whole tree moved elsewhere (a clone): the pin still holds, and
+    // still catches a change.
+    let moved = temp("share-moved");
+    copy_dir(&dir, &moved);
+    let (diags, _) = check(&moved.join("alpha/pipeline.safer"));
+    assert!(diags.is_empty(), "the pin holds after a move");
+    let shared_moved = moved.join("shared/safety_house.safer");
+    std::fs::write(&shared_moved, rubric.replace("weight 0.7", "weight 0.01"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (diags, _) = check(&moved.join("alpha/pipeline.safer"));
+    assert!(
+        diags.iter().any(|d| d.code == Code::E0226),
+        "a moved tree's pin still catches a change"
+    );
 }
 
 #[test]

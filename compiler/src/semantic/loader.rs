@@ -366,8 +366,29 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// A module's name: its path relative to the project root (with `..` for
+/// a file outside it, so that names, pin keys and hashes do not depend on
+/// where the tree lies), or its absolute path outside a project.
 fn display_name(path: &Path, root: Option<&Path>) -> String {
-    root.and_then(|r| path.strip_prefix(normalize(r)).ok())
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| path.display().to_string())
+    let Some(root) = root else {
+        return path.display().to_string();
+    };
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| normalize(root));
+    if let Ok(inside) = path.strip_prefix(&root) {
+        return inside.display().to_string();
+    }
+    let (mut from, mut to) = (root.components().peekable(), path.components().peekable());
+    while let (Some(a), Some(b)) = (from.peek(), to.peek()) {
+        if a != b {
+            break;
+        }
+        from.next();
+        to.next();
+    }
+    let mut relative = PathBuf::new();
+    for _ in from {
+        relative.push("..");
+    }
+    relative.extend(to);
+    relative.display().to_string()
 }
