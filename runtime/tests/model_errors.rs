@@ -158,3 +158,26 @@ fn missing_or_broken_tokenizer() {
     assert!(err.contains("tokenizer.json"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What `saferc run` checks before it makes a run directory: weight files
+/// present and whole, read by their headers alone.
+#[test]
+fn weight_files_are_checked_by_their_headers() {
+    use safer_runtime::model::weights::check_files;
+    let dir = copy("check-files");
+    check_files(&dir).expect("a whole model passes");
+    let weights = dir.join("model.safetensors");
+    let bytes = std::fs::read(&weights).expect("read");
+    std::fs::write(&weights, &bytes[..bytes.len() - 100]).expect("write");
+    let err = check_files(&dir).expect_err("a cut file fails").to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
+    std::fs::write(&weights, &bytes[..4]).expect("write");
+    let err = check_files(&dir).expect_err("no header").to_string();
+    assert!(err.contains("shorter than a safetensors header"), "{err}");
+    std::fs::remove_file(&weights).expect("remove");
+    assert!(check_files(&dir).is_err(), "no weight file");
+    let _ = std::fs::remove_dir_all(&dir);
+}

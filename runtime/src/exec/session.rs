@@ -107,7 +107,8 @@ impl<'a, B: Backend> Session<'a, B> {
         // The models' folders and the HTTP judges are checked before the
         // run directory is made, so that a declaration that cannot run (an
         // unsupported `arch`, a missing or unloadable `config.json`, no
-        // `tokenizer.json`, an unset API-key variable, a bad `ca_file`; a
+        // `tokenizer.json` or one that does not load, a weight file missing
+        // or cut short, an unset API-key variable, a bad `ca_file`; a
         // mismatched `arch` is the compiler's E0318)
         // leaves no run behind. A resumed run was checked when it started:
         // its finished stages may no longer need their models' folders.
@@ -258,6 +259,10 @@ impl<'a, B: Backend> Session<'a, B> {
                 hint: "the Hugging Face tokenizer",
             }));
         }
+        // The tokenizer and its chat template load, and the weight files are
+        // all there and whole (their headers read, not their tensors).
+        crate::text::TextTokenizer::load(&dirs.tokenizer)?;
+        crate::model::weights::check_files(&dirs.weights)?;
         Ok(())
     }
 

@@ -133,6 +133,51 @@ impl WeightReader {
 }
 
 /// The safetensors files of a model directory, in a stable order.
+/// Checks, without reading the tensors, that every weight file of `dir` is
+/// there, has a safetensors header that parses, and is as long as its
+/// header says: what a run checks before it starts.
+///
+/// # Errors
+/// A missing, truncated or unreadable weight file, named.
+pub fn check_files(dir: &Path) -> Result<(), ModelError> {
+    use std::io::Read;
+    for path in weight_files(dir)? {
+        let corrupt = |reason: String| ModelError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let mut file = fs::File::open(&path).map_err(io_error(&path))?;
+        let len = file.metadata().map_err(io_error(&path))?.len();
+        let mut n = [0u8; 8];
+        file.read_exact(&mut n)
+            .map_err(|_| corrupt("shorter than a safetensors header".into()))?;
+        let header_len = u64::from_le_bytes(n);
+        if header_len > len.saturating_sub(8) || header_len > 100 << 20 {
+            return Err(corrupt(format!(
+                "its header claims {header_len} bytes, more than the file holds"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header)
+            .map_err(|e| corrupt(format!("cannot read its header: {e}")))?;
+        let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+            .map_err(|e| corrupt(format!("its header is not valid JSON: {e}")))?;
+        let data_end = header
+            .iter()
+            .filter(|(name, _)| *name != "__metadata__")
+            .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+            .max()
+            .unwrap_or(0);
+        if 8 + header_len + data_end > len {
+            return Err(corrupt(format!(
+                "truncated: its tensors end at byte {}, the file has {len}",
+                8 + header_len + data_end
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.is_file() {
