@@ -93,3 +93,44 @@ fn long_lists_break_one_item_per_line() {
     );
     assert_eq!(fmt::format_source(&out).unwrap_or_default(), out);
 }
+
+/// Comments inside a statement, or right under one with a blank line after
+/// them, keep their place: formatting twice gives the same text, and a `##`
+/// line never becomes the documentation of what follows it.
+#[test]
+fn comments_keep_their_place_and_formatting_is_idempotent() {
+    let cases = [
+        "model policy {\n  arch # k\n    = tiny_vlm\n  weights = \"m\"\n}\n",
+        "use # a\n  \"std/prompts/reflect.safer\" as reflect\n\nprompt p = \"x\"\n",
+        "prompt a = \"x\"\n## stray doc\n\nprompt p = \"x\"\n",
+        "model m {\n  arch = tiny_vlm\n  ## stray\n\n  weights = \"m\"\n}\n",
+    ];
+    for case in cases {
+        let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+        let twice = fmt::format_source(&once).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(once, twice, "not idempotent on {case:?}");
+        let docs = |text: &str| -> Vec<Vec<String>> {
+            let module = syntax::parse(SourceId(0), text).unwrap_or_else(|e| panic!("{e:?}"));
+            let mut docs: Vec<Vec<String>> = Vec::new();
+            for item in &module.items {
+                docs.push(item.docs.clone());
+                if let syntax::ast::ItemKind::Decl(d) = &item.kind {
+                    if let syntax::ast::DeclBody::Block(b) = &d.body {
+                        docs.extend(b.stmts.iter().map(|s| s.docs.clone()));
+                    }
+                }
+            }
+            docs
+        };
+        assert_eq!(
+            docs(case),
+            docs(&once),
+            "documentation moved in {case:?} -> {once:?}"
+        );
+        assert_eq!(
+            case.matches('#').count(),
+            once.matches('#').count(),
+            "{once:?}"
+        );
+    }
+}

@@ -128,6 +128,43 @@ impl<'a> Printer<'a> {
         }
     }
 
+    /// Comments right under the previous item or statement (no blank line
+    /// before them) that a blank line separates from what comes next,
+    /// `next_start`: printed now, on their own lines, so that they stay with
+    /// what they follow (and a `##` line does not become the documentation
+    /// of the next declaration, nor move on a second formatting).
+    fn comments_after_previous(&mut self, next_start: usize) {
+        let first = self.next_comment;
+        let Some(c0) = self.comments.get(first) else {
+            return;
+        };
+        if c0.span.start as usize >= next_start || self.blank_before(c0.span.start as usize) {
+            return;
+        }
+        let mut end = first;
+        while let Some(c) = self.comments.get(end) {
+            let start = c.span.start as usize;
+            if start >= next_start || (end > first && self.blank_before(start)) {
+                break;
+            }
+            end += 1;
+        }
+        let after = self
+            .comments
+            .get(end)
+            .map(|c| c.span.start as usize)
+            .filter(|&s| s < next_start)
+            .unwrap_or(next_start);
+        if !self.blank_before(after) {
+            return;
+        }
+        for comment in &self.comments[first..end] {
+            let line = format!("{}{}\n", self.pad(), comment.text);
+            self.out.push_str(&line);
+        }
+        self.next_comment = end;
+    }
+
     /// After a line-oriented node ending at `end`: a comment on the same
     /// source line stays at the end of the printed line; comments inside the
     /// node (which this one-line print could not place) follow on their own
@@ -162,6 +199,9 @@ impl<'a> Printer<'a> {
         for (i, item) in module.items.iter().enumerate() {
             let is_use = matches!(item.kind, ItemKind::Use(_));
             let start = item.span.start as usize;
+            if i > 0 {
+                self.comments_after_previous(start);
+            }
             if i > 0 && !(is_use && prev_use && !self.blank_before(self.first_comment_or(start))) {
                 self.blank_line();
             }
@@ -270,6 +310,9 @@ impl<'a> Printer<'a> {
         self.indent += 1;
         let widths = self.alignment(block);
         for (i, stmt) in block.stmts.iter().enumerate() {
+            if i > 0 {
+                self.comments_after_previous(stmt.span.start as usize);
+            }
             let start = self.first_comment_or(stmt.span.start as usize);
             if i > 0 && self.blank_before(start) {
                 self.blank_line();
@@ -349,11 +392,19 @@ impl<'a> Printer<'a> {
                 StmtKind::Assign { key, value } => !self.breaks(value, col + key.name.len() + 3),
                 _ => false,
             };
+            // A blank or comment line between two statements starts a new
+            // group, and so does a comment inside the statement before,
+            // which is printed on its own line after it.
             let starts_group = i > 0 && {
                 let start = stmt.span.start as usize;
-                let prev_end = block.stmts[i - 1].span.end as usize;
+                let prev = &block.stmts[i - 1];
+                let prev_end = prev.span.end as usize;
                 let between = self.source_between(prev_end, start);
                 between.matches('\n').count() > 1
+                    || self
+                        .comments
+                        .iter()
+                        .any(|c| c.span.start >= prev.span.start && c.span.start < prev.span.end)
             };
             if !simple || starts_group {
                 flush(&mut run, &mut widths);
