@@ -131,6 +131,47 @@ fn missing_tensor_is_named() {
     );
 }
 
+/// A field that is there but of the wrong type or sign is an error naming
+/// it, never silently its default.
+#[test]
+fn config_fields_of_the_wrong_type_are_errors() {
+    for (field, value, wanted) in [
+        (
+            "rope_theta",
+            serde_json::json!("abc"),
+            "`rope_theta` is \"abc\", not a positive number",
+        ),
+        (
+            "hidden_size",
+            serde_json::json!(-128),
+            "`hidden_size` is -128, not a positive integer",
+        ),
+        (
+            "rms_norm_eps",
+            serde_json::json!(0.0),
+            "`rms_norm_eps` is 0.0, not a positive number",
+        ),
+        (
+            "max_position_embeddings",
+            serde_json::json!(0),
+            "`max_position_embeddings` is 0",
+        ),
+        (
+            "tie_word_embeddings",
+            serde_json::json!("yes"),
+            "`tie_word_embeddings` is \"yes\"",
+        ),
+    ] {
+        let dir = copy(&format!("type-{field}"));
+        edit_config(&dir, |v| v[field] = value);
+        let err = load_error(&dir);
+        assert!(
+            err.contains("config.json") && err.contains(wanted),
+            "{field}: {err}"
+        );
+    }
+}
+
 #[test]
 fn invalid_sizes_and_json() {
     let dir = copy("heads");

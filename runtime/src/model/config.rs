@@ -157,17 +157,38 @@ pub enum ConfigIssue {
 
 fn text_config(v: &Value, tied_default: bool) -> Result<TextConfig, ConfigIssue> {
     let size = |name: &str| -> Result<usize, ConfigIssue> {
-        v.get(name)
-            .and_then(Value::as_u64)
-            .map(|n| n as usize)
-            .ok_or_else(|| ConfigIssue::Invalid(format!("no `{name}` (a positive integer)")))
+        match v.get(name) {
+            Some(value) => positive(name, value),
+            None => Err(ConfigIssue::Invalid(format!(
+                "no `{name}` (a positive integer)"
+            ))),
+        }
     };
+    // Optional fields: absent takes the default; present must be valid
+    // (a typo'd value is an error, never silently the default).
+    let optional_size = |name: &str, default: usize| -> Result<usize, ConfigIssue> {
+        v.get(name)
+            .map_or(Ok(default), |value| positive(name, value))
+    };
+    let optional_number =
+        |value: Option<&Value>, name: &str, default: f64| -> Result<f64, ConfigIssue> {
+            match value {
+                None | Some(Value::Null) => Ok(default),
+                Some(x) => x
+                    .as_f64()
+                    .filter(|n| n.is_finite() && *n > 0.0)
+                    .ok_or_else(|| {
+                        ConfigIssue::Invalid(format!("`{name}` is {x}, not a positive number"))
+                    }),
+            }
+        };
     let heads = size("num_attention_heads")?;
-    let rope_theta = v
-        .get("rope_theta")
-        .or_else(|| v.get("rope_parameters").and_then(|p| p.get("rope_theta")))
-        .and_then(Value::as_f64)
-        .unwrap_or(10_000.0);
+    let rope_theta = optional_number(
+        v.get("rope_theta")
+            .or_else(|| v.get("rope_parameters").and_then(|p| p.get("rope_theta"))),
+        "rope_theta",
+        10_000.0,
+    )?;
     let rope_type = v
         .get("rope_parameters")
         .or_else(|| v.get("rope_scaling"))
@@ -186,30 +207,36 @@ fn text_config(v: &Value, tied_default: bool) -> Result<TextConfig, ConfigIssue>
             )));
         }
     }
+    let tie_word_embeddings = match v.get("tie_word_embeddings") {
+        None | Some(Value::Null) => tied_default,
+        Some(Value::Bool(b)) => *b,
+        Some(x) => {
+            return Err(ConfigIssue::Invalid(format!(
+                "`tie_word_embeddings` is {x}, not true or false"
+            )))
+        }
+    };
     Ok(TextConfig {
         vocab_size: size("vocab_size")?,
         hidden_size: size("hidden_size")?,
         intermediate_size: size("intermediate_size")?,
         num_hidden_layers: size("num_hidden_layers")?,
         num_attention_heads: heads,
-        num_key_value_heads: v
-            .get("num_key_value_heads")
-            .and_then(Value::as_u64)
-            .map_or(heads, |n| n as usize),
+        num_key_value_heads: optional_size("num_key_value_heads", heads)?,
         rope_theta,
-        rms_norm_eps: v
-            .get("rms_norm_eps")
-            .and_then(Value::as_f64)
-            .unwrap_or(1e-6),
-        tie_word_embeddings: v
-            .get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .unwrap_or(tied_default),
-        max_position_embeddings: v
-            .get("max_position_embeddings")
-            .and_then(Value::as_u64)
-            .map_or(32_768, |n| n as usize),
+        rms_norm_eps: optional_number(v.get("rms_norm_eps"), "rms_norm_eps", 1e-6)?,
+        tie_word_embeddings,
+        max_position_embeddings: optional_size("max_position_embeddings", 32_768)?,
     })
+}
+
+/// A size field: a positive integer, or an error saying what it is.
+fn positive(name: &str, value: &Value) -> Result<usize, ConfigIssue> {
+    value
+        .as_u64()
+        .filter(|n| *n > 0)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| ConfigIssue::Invalid(format!("`{name}` is {value}, not a positive integer")))
 }
 
 /// An id or a list of ids (`eos_token_id` takes both forms).
