@@ -566,6 +566,25 @@ fn resume_after_kill(case: &Path) {
     assert!(killed_once, "the run always finished before SIGKILL");
 }
 
+/// A file that declares nothing to run is refused before a run directory
+/// is made.
+#[test]
+fn a_pipeline_with_nothing_to_run_is_refused() {
+    let dir = common::temp_dir("run-nothing");
+    let file = dir.join("empty.safer");
+    std::fs::write(&file, "# nothing yet\n").unwrap();
+    let out = dir.join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(["run", "--no-progress", "--out"])
+        .arg(&out)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("there is nothing to run"));
+    assert!(!out.exists());
+}
+
 /// A damaged newest checkpoint (its `model.bin` changed after it was
 /// written) is reported and skipped: the run resumes from the one before it
 /// and ends with the uninterrupted run's weights.

@@ -50,6 +50,18 @@ fn missing_config() {
     std::fs::remove_file(dir.join("config.json")).expect("rm");
     let err = load_error(&dir);
     assert!(err.contains("has no `config.json`"), "{err}");
+    // A file, or a folder that is not there, is said to be so.
+    let file = copy("config-file").join("config.json");
+    let err = Model::<CpuBackend>::load(&file, &Default::default())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("is a file; a model is the folder"), "{err}");
+    let err = Model::<CpuBackend>::load(&file.with_file_name("nowhere"), &Default::default())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("does not exist"), "{err}");
 }
 
 #[test]

@@ -178,7 +178,13 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
     }
     let mut resolved = Vec::new();
     for p in paths {
+        if p.trim().is_empty() {
+            return Err(bad("an image path is empty".into()));
+        }
         let full = images.join(&p);
+        if full.is_dir() {
+            return Err(bad(format!("image `{p}` is a folder, not an image file")));
+        }
         image::ImageReader::open(&full)
             .map_err(|e| bad(format!("image `{p}` cannot be opened: {e}")))?
             .with_guessed_format()

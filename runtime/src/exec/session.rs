@@ -104,6 +104,11 @@ impl<'a, B: Backend> Session<'a, B> {
         device: B::Device,
         device_name: &'static str,
     ) -> Result<Self, ExecError> {
+        if plan.stages.is_empty() && plan.evals.is_empty() {
+            return Err(ExecError::Usage(
+                "the pipeline declares no `train` and no `eval`: there is nothing to run (`saferc check` checks a file without running it)".into(),
+            ));
+        }
         // The models' folders and the HTTP judges are checked before the
         // run directory is made, so that a declaration that cannot run (an
         // unsupported `arch`, a missing or unloadable `config.json`, no

@@ -43,6 +43,18 @@ impl ModelConfig {
     /// Reads `dir/config.json`.
     pub fn read(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join("config.json");
+        if !dir.is_dir() {
+            return Err(ModelError::Request {
+                reason: if dir.exists() {
+                    format!(
+                        "`{}` is a file; a model is the folder that holds `config.json`, the weights and the tokenizer",
+                        dir.display()
+                    )
+                } else {
+                    format!("model folder `{}` does not exist", dir.display())
+                },
+            });
+        }
         if !path.is_file() {
             return Err(ModelError::MissingFile {
                 dir: dir.to_path_buf(),
