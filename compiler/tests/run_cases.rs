@@ -613,6 +613,10 @@ fn a_damaged_newest_checkpoint_is_skipped_for_the_one_before() {
         "{stderr}"
     );
     assert!(stderr.contains("step-000004 (step 4)"), "{stderr}");
+    // The damaged one is kept aside, out of `keep`'s count; the step is
+    // checkpointed anew.
+    assert!(dir.join("checkpoints/t/step-000006.damaged").is_dir());
+    assert!(dir.join("checkpoints/t/step-000006/state.json").is_file());
     let weights = |d: &Path| std::fs::read(d.join("models/t/model.safetensors")).unwrap();
     assert!(
         weights(&full) == weights(&dir),

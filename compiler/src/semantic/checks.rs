@@ -162,6 +162,16 @@ impl<'a> Analyzer<'a> {
                 );
             }
         }
+        if grpo.text("multi_objective") == Some("normalize_then_sum")
+            && self.written(i, &["grpo", "advantage"])
+        {
+            self.without_effect(
+                i,
+                &["grpo", "advantage"],
+                "`multi_objective = normalize_then_sum` normalises each objective within its group, and their sum over the batch, itself".into(),
+                "remove `advantage`, or use `multi_objective = sum_then_normalize`",
+            );
+        }
         self.check_batch(i, &s, &grpo);
         self.check_clip(i, &grpo);
         self.check_kl(i, &s, &grpo);

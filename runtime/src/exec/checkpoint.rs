@@ -135,10 +135,22 @@ where
     Model<B>: AutodiffModule<B>,
 {
     let mut newest_failure = None;
+    let mut damaged: Vec<PathBuf> = Vec::new();
     for (_, dir) in list_checkpoints(root).iter().rev() {
         match restore_from::<B, O>(dir, optim.clone(), device) {
             Ok((model, optim, state)) => {
                 eprintln!("resuming from {} (step {})", dir.display(), state.step);
+                // The unusable newer ones are kept for inspection under
+                // another name, out of the count of `keep` (which would
+                // otherwise delete good older checkpoints first) and out of
+                // the way of the steps that are trained again.
+                for bad in &damaged {
+                    let aside = bad.with_extension("damaged");
+                    let _ = std::fs::remove_dir_all(&aside);
+                    if std::fs::rename(bad, &aside).is_ok() {
+                        eprintln!("note: moved the unusable checkpoint to {}", aside.display());
+                    }
+                }
                 return Ok(Some((model, optim, state)));
             }
             Err(e) => {
@@ -147,6 +159,7 @@ where
                     dir.display()
                 );
                 newest_failure.get_or_insert(e);
+                damaged.push(dir.clone());
             }
         }
     }

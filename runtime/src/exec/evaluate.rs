@@ -25,16 +25,18 @@ use crate::generate::SamplingParams;
 /// Rows scored per generation batch.
 const BATCH: usize = 32;
 
-/// Evaluates `model` on `rows`.
+/// Evaluates `model` on `rows`; rows too long for the context are skipped,
+/// or stop it with `fail_on_bad_rows` (the dataset's `on_bad_row = fail`).
 ///
 /// # Errors
-/// Model and scoring errors.
+/// Model and scoring errors; with `fail_on_bad_rows`, a row too long.
 pub fn evaluate<B: Backend>(
     model: &Loaded<B>,
     rows: &[Row],
     scorer: &RubricScorer<'_>,
     rollout: Option<&RolloutSpec>,
     seed: u64,
+    fail_on_bad_rows: bool,
     interrupt: &AtomicBool,
 ) -> Result<Value, ExecError> {
     let params = match rollout {
@@ -61,7 +63,7 @@ pub fn evaluate<B: Backend>(
             prompts(chunk, policy.tokenizer, policy.config)?,
             params.max_new_tokens,
             policy.config.text.max_position_embeddings,
-            false,
+            fail_on_bad_rows,
         )?;
         if chunk.is_empty() {
             continue;

@@ -40,17 +40,28 @@ struct RunLock {
 impl RunLock {
     fn acquire(dir: &Path) -> Result<Self, ExecError> {
         let path = dir.join("run.lock");
+        let me = std::process::id();
+        // The lock appears with its content at once (a hard link to a
+        // written file), so no one ever reads it empty.
+        let mine = dir.join(format!("run.lock.{me}"));
+        std::fs::write(&mine, me.to_string()).map_err(|e| io(&mine, e))?;
+        let taken = Self::take(&path, &mine, dir, me);
+        let _ = std::fs::remove_file(&mine);
+        taken
+    }
+
+    fn take(path: &Path, mine: &Path, dir: &Path, me: u32) -> Result<Self, ExecError> {
+        let path = path.to_path_buf();
         for _ in 0..3 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    write!(file, "{}", std::process::id()).map_err(|e| io(&path, e))?;
-                    return Ok(RunLock { path });
-                }
+            match std::fs::hard_link(mine, &path) {
+                Ok(()) => return Ok(RunLock { path }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = std::fs::read_to_string(&path)
                         .ok()
                         .and_then(|t| t.trim().parse::<u32>().ok());
-                    if let Some(pid) = holder.filter(|pid| process_exists(*pid)) {
+                    // This process's own id is a lock a previous process
+                    // with the same id left (containers reuse pids).
+                    if let Some(pid) = holder.filter(|pid| *pid != me && process_exists(*pid)) {
                         return Err(ExecError::Usage(format!(
                             "`{}` is in use by another saferc run (process {pid}); let it finish or stop it (Ctrl+C saves a checkpoint) before resuming",
                             dir.display()
@@ -394,10 +405,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let lock = dir.join("run.lock");
-        // Held by a live process (this one).
-        std::fs::write(&lock, std::process::id().to_string()).unwrap();
+        // Held by a live process (this one's parent).
+        std::fs::write(&lock, std::os::unix::process::parent_id().to_string()).unwrap();
         let refused = super::RunLock::acquire(&dir).err().map(|e| e.to_string());
         assert!(refused.is_some_and(|m| m.contains("in use by another saferc run")));
+        // Left by an earlier process with this one's id (a container's
+        // pid 1, say): taken over.
+        std::fs::write(&lock, std::process::id().to_string()).unwrap();
+        drop(super::RunLock::acquire(&dir).unwrap());
         // Left by a process that is gone (no pid is this large).
         std::fs::write(&lock, "4294967295").unwrap();
         let taken = super::RunLock::acquire(&dir).unwrap();
@@ -407,6 +422,8 @@ mod tests {
         );
         drop(taken);
         assert!(!lock.exists(), "the lock goes with the run");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert!(left.is_empty(), "no temporary file stays: {left:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -376,6 +376,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 &scorer,
                 rollout.as_ref(),
                 0,
+                self.fails_on_bad_rows(&e.data.dataset),
                 &self.options.interrupt,
             )?;
             evals.insert(e.name.clone(), result);
@@ -499,6 +500,7 @@ impl<'a, B: Backend> Session<'a, B> {
             &self.scorer(rubric, self.vocabulary(&stage.data.dataset))?,
             rollout,
             stage.seed,
+            self.fails_on_bad_rows(&split.dataset),
             &self.options.interrupt,
         )?;
         eprintln!(

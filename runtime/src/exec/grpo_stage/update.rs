@@ -19,6 +19,7 @@
 use std::time::Instant;
 
 use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -126,7 +127,13 @@ where
     let single = micros.len() == 1;
 
     // First passes: the reference's log-probs and the policy's first scores.
-    let mut t0 = Instant::now();
+    let t0 = Instant::now();
+    // With the KL in the reward, the policy's log-probs for it come from
+    // the same code as the reference's (the inference path, on a copy of the
+    // weights): two implementations differ by rounding (about 1e-6 a token
+    // here), which group normalisation would blow up into advantages for
+    // groups whose rewards are equal.
+    let policy_now: Option<Model<B>> = kl_in_reward.then(|| policy.valid());
     let mut refs: Vec<Option<Tensor<AD<B>, 2>>> = Vec::with_capacity(micros.len());
     let mut firsts: Vec<Option<FirstPass>> = Vec::with_capacity(micros.len());
     let mut kl_sums = vec![0.0f64; samples.len()];
@@ -153,9 +160,9 @@ where
             t_reference = t.elapsed().as_secs_f64();
             Ok(logp)
         };
-        // With several micro-batches the policy is scored here only when
-        // the KL is in the reward; its training passes come below.
-        let wanted = single || kl_in_reward;
+        // With several micro-batches the policy's training passes come
+        // below, one micro-batch at a time.
+        let wanted = single;
         let first_scores = || {
             wanted
                 .then(|| fused_completion_scores(&policy, prompts, &m.pairs, cx.temperature))
@@ -164,22 +171,14 @@ where
         let (ref_logp, first) = if is_cpu::<B>() {
             rayon::join(reference_pass, first_scores)
         } else {
-            let ref_logp = reference_pass();
-            if single {
-                t0 = Instant::now();
-            }
-            (ref_logp, first_scores())
+            (reference_pass(), first_scores())
         };
         updated.seconds_reference += t_reference;
         let ref_logp = ref_logp?;
-        if kl_in_reward {
-            let policy_logp = match &first {
-                Some(f) => f.logprobs.clone(),
-                None => to_vec(
-                    &completion_logprobs(&policy, prompts, &m.pairs, cx.temperature, cx.pad)?
-                        .logprobs,
-                ),
-            };
+        if let Some(current) = &policy_now {
+            let policy_logp = to_vec(
+                &completion_logprobs(current, prompts, &m.pairs, cx.temperature, cx.pad)?.logprobs,
+            );
             let reference_logp = ref_logp.as_ref().map(to_vec).unwrap_or_default();
             for (k, &i) in rows.iter().enumerate() {
                 let len = samples[i].tokens.len().min(m.width);
@@ -299,7 +298,15 @@ where
         updated.loss = loss_value;
         updated.stats = stats.mean();
     }
-    updated.seconds_update = t0.elapsed().as_secs_f64();
+    // On the CPU the reference pass shares the threads with the policy's
+    // first pass and its time is inside the update's; elsewhere the passes
+    // follow each other and the reference's time is not counted twice.
+    updated.seconds_update = t0.elapsed().as_secs_f64()
+        - if is_cpu::<B>() {
+            0.0
+        } else {
+            updated.seconds_reference
+        };
     Ok((policy, updated))
 }
 
