@@ -768,6 +768,7 @@ cases!(
     bad_rows_skip,
     bad_rows_fail,
     reflection_replace,
+    reflection_too_long,
     reflection_append,
     curation_keep,
     curation_drop,

@@ -17,7 +17,7 @@ use super::data::Row;
 use super::rollout::{prompt, sample, Policy};
 use super::rubric::{condition, RubricScorer, ScoreEnv, Scores};
 use super::ExecError;
-use crate::generate::{FinishReason, SamplingParams};
+use crate::generate::{FinishReason, Prompt, SamplingParams};
 
 /// One completion of a GRPO step.
 #[derive(Clone, Debug)]
@@ -88,11 +88,13 @@ pub fn reflect<B: Backend>(
     stats.flagged = pending.len();
     // The latest correction of each flagged sample.
     let mut corrections: BTreeMap<usize, Sample> = BTreeMap::new();
+    // Samples whose latest correction is still flagged.
+    let mut unresolved: std::collections::BTreeSet<usize> = Default::default();
     for _ in 0..spec.rounds {
         if pending.is_empty() {
             break;
         }
-        let prompts = pending
+        let built = pending
             .iter()
             .map(|&i| {
                 let shown = corrections.get(&i).unwrap_or(&samples[i]);
@@ -105,6 +107,29 @@ pub fn reflect<B: Backend>(
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // A reflection prompt (the question, the completion and the
+        // reflection text) that leaves no room for the correction in the
+        // model's context is not asked: that completion stays as it is.
+        let context = policy.config.text.max_position_embeddings;
+        let fits = |p: &Prompt| p.tokens.len().saturating_add(params.max_new_tokens) <= context;
+        if let Some(k) = built.iter().position(|p| !fits(p)) {
+            let skipped = built.iter().filter(|p| !fits(p)).count();
+            eprintln!(
+                "warning: reflection: {skipped} reflection prompt(s) too long for the model's context of {context} with {} new tokens (the first for row {}) are not asked; those completions stay uncorrected",
+                params.max_new_tokens,
+                rows[samples[pending[k]].group].origin
+            );
+        }
+        let (asked, prompts): (Vec<usize>, Vec<Prompt>) = pending
+            .iter()
+            .copied()
+            .zip(built)
+            .filter(|(_, p)| fits(p))
+            .unzip();
+        pending = asked;
+        if pending.is_empty() {
+            break;
+        }
         let outs = sample(policy, &prompts, 1, params, rng)?;
         let scores = scorer.score_completions(&outs, |c| rows[samples[pending[c.prompt]].group])?;
         let mut still = Vec::new();
@@ -124,11 +149,14 @@ pub fn reflect<B: Backend>(
             );
             if again {
                 still.push(i);
+                unresolved.insert(i);
+            } else {
+                unresolved.remove(&i);
             }
         }
         pending = still;
     }
-    stats.corrected = corrections.len() - pending.len();
+    stats.corrected = corrections.len() - unresolved.len();
     let append = spec.keep == "append";
     let mut out = Vec::with_capacity(samples.len() + if append { corrections.len() } else { 0 });
     let groups = samples.iter().map(|s| s.group).max().map_or(0, |g| g + 1);
