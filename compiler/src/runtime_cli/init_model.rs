@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use safer_runtime::burn::module::Module;
-use safer_runtime::model::tiny_vlm::{create, Preset};
+use safer_runtime::model::tiny_vlm::{create, Preset, CREATED_FILES};
 use safer_runtime::CpuBackend;
 
 /// Arguments of `saferc init-model`.
@@ -22,17 +22,11 @@ pub struct InitModelArgs {
 /// Creates the model directory.
 pub fn run(args: InitModelArgs) -> Result<(), String> {
     // Every file `init-model` writes: none may be overwritten.
-    let taken: Vec<&str> = [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.jinja",
-        "generation_config.json",
-    ]
-    .into_iter()
-    .filter(|f| args.dir.join(f).exists())
-    .collect();
+    let taken: Vec<&str> = CREATED_FILES
+        .iter()
+        .copied()
+        .filter(|f| args.dir.join(f).exists())
+        .collect();
     if !taken.is_empty() {
         return Err(format!(
             "`{}` already holds model files ({}); choose another folder",

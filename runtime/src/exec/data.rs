@@ -383,6 +383,24 @@ mod tests {
         }
     }
 
+    /// A dataset reading `file` (shown as `rows.jsonl`) with images in
+    /// `dir`, skipping bad rows.
+    fn source_spec(file: &std::path::Path, dir: &std::path::Path) -> DatasetSpec {
+        DatasetSpec {
+            source: file.to_string_lossy().into_owned(),
+            source_written: "rows.jsonl".into(),
+            images: dir.to_string_lossy().into_owned(),
+            on_bad_row: "skip".into(),
+            filters: Vec::new(),
+            curate: None,
+            balance: None,
+            dedup: Vec::new(),
+            limit: None,
+            splits: Vec::new(),
+            seed: 0,
+        }
+    }
+
     #[test]
     fn bad_rows_name_their_line() {
         let dir = std::env::temp_dir().join(format!("saferc-data-{}", std::process::id()));
@@ -402,19 +420,7 @@ mod tests {
             ),
         )
         .ok();
-        let spec = DatasetSpec {
-            source: file.to_string_lossy().into_owned(),
-            source_written: "rows.jsonl".into(),
-            images: dir.to_string_lossy().into_owned(),
-            on_bad_row: "skip".into(),
-            filters: Vec::new(),
-            curate: None,
-            balance: None,
-            dedup: Vec::new(),
-            limit: None,
-            splits: Vec::new(),
-            seed: 0,
-        };
+        let spec = source_spec(&file, &dir);
         let loaded = load_source("d", &spec).ok().unwrap_or_default();
         assert_eq!(loaded.rows.len(), 2);
         assert_eq!(
@@ -454,19 +460,7 @@ mod tests {
         bytes
             .extend_from_slice(b"{\"question\": \"caf\xE9?\"}\n{\"question\": \"caf\xC3\xA9?\"}\n");
         std::fs::write(&file, bytes).unwrap();
-        let spec = DatasetSpec {
-            source: file.to_string_lossy().into_owned(),
-            source_written: "rows.jsonl".into(),
-            images: dir.to_string_lossy().into_owned(),
-            on_bad_row: "skip".into(),
-            filters: Vec::new(),
-            curate: None,
-            balance: None,
-            dedup: Vec::new(),
-            limit: None,
-            splits: Vec::new(),
-            seed: 0,
-        };
+        let spec = source_spec(&file, &dir);
         let loaded = load_source("d", &spec).unwrap();
         let prompts: Vec<&str> = loaded.rows.iter().map(|r| r.prompt.as_str()).collect();
         assert_eq!(prompts, ["first", "café?"]);

@@ -124,6 +124,16 @@ fn vision() -> VisionConfig {
     }
 }
 
+/// The files [`create`] writes into a model folder.
+pub const CREATED_FILES: &[&str] = &[
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+];
+
 /// Creates a randomly initialised `tiny_vlm` in `dir`. The weights come
 /// from a ChaCha RNG seeded with `seed`, tensor by tensor in name order, so
 /// the same seed gives the same model on every backend and thread:
