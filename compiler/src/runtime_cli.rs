@@ -22,7 +22,25 @@ pub enum Command {
     Run(RunArgs),
 }
 
-/// Runs one runtime command; returns the exit code (0 ok, 1 failure).
+/// Why `generate` or `init-model` stopped.
+#[derive(Debug)]
+pub enum Failure {
+    /// A request that cannot be carried out as asked (a flag's value out of
+    /// range, a folder already taken): exit 2, as clap's own usage errors.
+    Refused(String),
+    /// The work failed (a model that does not load, an image that does not
+    /// decode): exit 1.
+    Failed(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Failed(message)
+    }
+}
+
+/// Runs one runtime command; returns the exit code (0 ok, 1 failure,
+/// 2 a request that cannot be carried out).
 pub fn run(command: Command) -> i32 {
     let result = match command {
         Command::Run(args) => return run::run(args),
@@ -31,9 +49,13 @@ pub fn run(command: Command) -> i32 {
     };
     match result {
         Ok(()) => 0,
-        Err(message) => {
+        Err(Failure::Failed(message)) => {
             eprintln!("error: {message}");
             1
+        }
+        Err(Failure::Refused(message)) => {
+            eprintln!("error: {message}");
+            2
         }
     }
 }

@@ -54,7 +54,7 @@ fn tiny_vlm_from_init_model_generates_with_images() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("parameters"));
     let again = saferc(&["init-model", &m]);
-    assert_eq!(again.status.code(), Some(1), "refuses to overwrite a model");
+    assert_eq!(again.status.code(), Some(2), "refuses to overwrite a model");
 
     let image = dir.join("a.png");
     png(&image);
@@ -129,7 +129,10 @@ fn qwen2_greedy_matches_transformers_through_the_cli() {
 }
 
 #[test]
-fn bad_requests_are_errors_with_exit_code_1() {
+/// Exit 1 for work that failed (a folder without a model), exit 2 for a
+/// request that cannot be carried out (a flag's value out of range, images
+/// for a text model, more tokens than the context), as clap's usage errors.
+fn bad_requests_are_errors_with_exit_codes() {
     let dir = temp_dir("bad");
     let d = dir.display().to_string();
     let out = saferc(&["generate", "--model", &d, "--prompt", "hi"]);
@@ -141,7 +144,7 @@ fn bad_requests_are_errors_with_exit_code_1() {
     png(&png_path);
     let p = png_path.display().to_string();
     let out = saferc(&["generate", "--model", &q, "--prompt", "hi", "--image", &p]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("text only"),
         "{}",
@@ -149,7 +152,7 @@ fn bad_requests_are_errors_with_exit_code_1() {
     );
 
     let out = saferc(&["generate", "--model", &q, "--prompt", "hi", "--top-p", "0"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("top-p"));
 
     // A negative number is the flag's value (checked, with the reason), not
@@ -163,7 +166,7 @@ fn bad_requests_are_errors_with_exit_code_1() {
         "--temperature",
         "-1",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("temperature must be positive, got -1"),
         "{}",
@@ -185,7 +188,7 @@ fn bad_requests_are_errors_with_exit_code_1() {
         "--n",
         "18446744073709551615",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("more than one batch"));
     let out = saferc(&[
         "generate",
@@ -196,7 +199,7 @@ fn bad_requests_are_errors_with_exit_code_1() {
         "--max-tokens",
         "18446744073709551615",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("exceeds the model's context"),
         "{}",
@@ -215,7 +218,7 @@ fn init_model_never_overwrites_model_files() {
     std::fs::write(model.join("model.safetensors"), b"the user's weights")
         .unwrap_or_else(|e| panic!("{e}"));
     let out = saferc(&["init-model", &model.display().to_string(), "--size", "tiny"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("already holds model files (model.safetensors)"),

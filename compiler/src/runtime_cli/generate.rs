@@ -11,9 +11,11 @@ use rand_chacha::ChaCha8Rng;
 use safer_runtime::burn::tensor::backend::Backend;
 use safer_runtime::device::{dispatch, BackendTask, DeviceChoice};
 use safer_runtime::generate::{generate, user_prompt, Completion, SamplingParams};
-use safer_runtime::model::Model;
+use safer_runtime::model::{Model, ModelError};
 use safer_runtime::text::TextTokenizer;
 use serde_json::json;
+
+use super::Failure;
 
 /// Arguments of `saferc generate`.
 #[derive(Debug, clap::Args)]
@@ -72,36 +74,62 @@ pub struct GenerateArgs {
 const MAX_BATCH: usize = 4096;
 
 /// Runs `saferc generate`.
-pub fn run(args: GenerateArgs) -> Result<(), String> {
+pub fn run(args: GenerateArgs) -> Result<(), Failure> {
     if args.n == 0 {
-        return Err("`--n` must be at least 1".into());
+        return Err(Failure::Refused("`--n` must be at least 1".into()));
     }
     if args.n > MAX_BATCH {
-        return Err(format!(
+        return Err(Failure::Refused(format!(
             "`--n {}` is more than one batch of {MAX_BATCH} completions (every completion keeps its own cache); sample in several calls with different `--seed`s",
             args.n
-        ));
+        )));
     }
-    dispatch(args.device, Task(args)).map_err(|e| e.to_string())?
+    sampling_params(&args)
+        .validate()
+        .map_err(Failure::Refused)?;
+    dispatch(args.device, Task(args)).map_err(|e| Failure::Failed(e.to_string()))?
+}
+
+/// A model error as the exit code sees it: a request the model cannot serve
+/// (too long for its context, images for a text model) is refused (exit 2).
+fn failure(e: ModelError) -> Failure {
+    match e {
+        ModelError::Request { .. } => Failure::Refused(e.to_string()),
+        _ => Failure::Failed(e.to_string()),
+    }
+}
+
+/// The sampler's settings as the flags give them.
+fn sampling_params(args: &GenerateArgs) -> SamplingParams {
+    SamplingParams {
+        greedy: args.greedy,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        max_new_tokens: args.max_tokens,
+        min_new_tokens: args.min_tokens,
+        stop_tokens: Vec::new(),
+        stop_strings: args.stop.clone(),
+    }
 }
 
 struct Task(GenerateArgs);
 
 impl BackendTask for Task {
-    type Output = Result<(), String>;
+    type Output = Result<(), Failure>;
 
     fn run<B: Backend>(self, device: B::Device, name: &'static str) -> Self::Output {
         let args = self.0;
-        let err = |e: safer_runtime::model::ModelError| e.to_string();
+        let err = failure;
         let load_start = Instant::now();
         let model = Model::<B>::load(&args.model, &device).map_err(err)?;
         let tokenizer = TextTokenizer::load(&args.model).map_err(err)?;
         let load_seconds = load_start.elapsed().as_secs_f64();
         let prompt = if args.raw {
             if !args.images.is_empty() {
-                return Err(
+                return Err(Failure::Refused(
                     "`--raw` takes text only; images need the chat template's placeholders".into(),
-                );
+                ));
             }
             safer_runtime::generate::Prompt {
                 tokens: tokenizer.encode(&args.prompt).map_err(err)?,
@@ -117,16 +145,7 @@ impl BackendTask for Task {
             )
             .map_err(err)?
         };
-        let params = SamplingParams {
-            greedy: args.greedy,
-            temperature: args.temperature,
-            top_p: args.top_p,
-            top_k: args.top_k,
-            max_new_tokens: args.max_tokens,
-            min_new_tokens: args.min_tokens,
-            stop_tokens: Vec::new(),
-            stop_strings: args.stop.clone(),
-        };
+        let params = sampling_params(&args);
         let prompts = vec![prompt; args.n];
         let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
         let start = Instant::now();

@@ -6,6 +6,8 @@ use safer_runtime::burn::module::Module;
 use safer_runtime::model::tiny_vlm::{create, Preset, CREATED_FILES};
 use safer_runtime::CpuBackend;
 
+use super::Failure;
+
 /// Arguments of `saferc init-model`.
 #[derive(Debug, clap::Args)]
 pub struct InitModelArgs {
@@ -20,7 +22,7 @@ pub struct InitModelArgs {
 }
 
 /// Creates the model directory.
-pub fn run(args: InitModelArgs) -> Result<(), String> {
+pub fn run(args: InitModelArgs) -> Result<(), Failure> {
     // Every file `init-model` writes: none may be overwritten.
     let taken: Vec<&str> = CREATED_FILES
         .iter()
@@ -28,14 +30,17 @@ pub fn run(args: InitModelArgs) -> Result<(), String> {
         .filter(|f| args.dir.join(f).exists())
         .collect();
     if !taken.is_empty() {
-        return Err(format!(
+        return Err(Failure::Refused(format!(
             "`{}` already holds model files ({}); choose another folder",
             args.dir.display(),
             taken.join(", ")
-        ));
+        )));
     }
     if args.dir.exists() && !args.dir.is_dir() {
-        return Err(format!("`{}` is a file, not a folder", args.dir.display()));
+        return Err(Failure::Refused(format!(
+            "`{}` is a file, not a folder",
+            args.dir.display()
+        )));
     }
     let model = create::<CpuBackend>(&args.dir, args.size, args.seed, &Default::default())
         .map_err(|e| e.to_string())?;
