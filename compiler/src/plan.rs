@@ -120,6 +120,7 @@ impl<'a> Lowerer<'a> {
                     device: text(s, "device", "auto"),
                     dtype: text(s, "dtype", "f32"),
                     tokenizer: path(s.get("tokenizer")).map(|(p, _)| p),
+                    context: s.number("context").map(|n| n.max(1.0) as usize),
                 },
             );
         }

@@ -787,6 +787,8 @@ cases!(
     dynamic_sampling_empty,
     health_warnings,
     long_rows,
+    declared_context,
+    declared_context_over_file,
     model_arch_mismatch,
     model_missing_tokenizer,
     model_tokenizer_file,

@@ -43,6 +43,10 @@ pub struct Plan {
     pub evals: Vec<EvalSpec>,
 }
 
+/// The most new tokens of a scoring pass (an `eval`, a stage's `eval_data`)
+/// that names no rollout.
+pub const SCORING_MAX_TOKENS: usize = 128;
+
 /// A model to load.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelSpec {
@@ -58,6 +62,11 @@ pub struct ModelSpec {
     pub dtype: String,
     /// The tokenizer's directory when it is not the weights directory (absolute).
     pub tokenizer: Option<String>,
+    /// The declared `context` in tokens, prompt and completion together
+    /// (`None`: `config.json`'s `max_position_embeddings`). At most the
+    /// file's; a smaller one bounds every prompt and completion of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<usize>,
 }
 
 /// A judge.

@@ -25,6 +25,12 @@ impl<'a> Analyzer<'a> {
                 }
                 DeclKind::Judge => self.check_judge(i),
                 DeclKind::Model => self.check_model_folder(i),
+                DeclKind::Eval => {
+                    let s = self.decls[i].settings.clone();
+                    if let Some(model) = s.reference("model") {
+                        self.check_context(i, model, &s, true);
+                    }
+                }
                 _ => {}
             }
         }
@@ -115,7 +121,8 @@ impl<'a> Analyzer<'a> {
         }
         let policy = s.reference("policy");
         if let Some(policy) = policy {
-            self.check_context(i, policy, &s);
+            let scores_held_out = s.get("eval_data").is_some() && s.get("reward").is_some();
+            self.check_context(i, policy, &s, scores_held_out);
         }
         if self.written(i, &["eval_data"]) && s.get("reward").is_none() {
             self.without_effect(
@@ -459,32 +466,65 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    fn check_context(&mut self, _train: usize, policy: DeclRef, s: &Settings) {
-        let Some(rollout) = s.reference("rollout") else {
-            return;
-        };
-        let Some(max_tokens) = self.decls[rollout.0].settings.number("max_tokens") else {
-            return;
-        };
-        let model = &self.decls[policy.0].settings;
-        let arch = model.text("arch").unwrap_or("tiny_vlm").to_string();
-        let context = model
+    /// E0311: the new tokens of declaration `i` (a `train` stage or an
+    /// `eval`) beyond the context of `model`: its rollout's `max_tokens`, or,
+    /// where it scores without a rollout (`scores_without_rollout`), the
+    /// runtime's default for scoring.
+    fn check_context(
+        &mut self,
+        i: usize,
+        model: DeclRef,
+        s: &Settings,
+        scores_without_rollout: bool,
+    ) {
+        let m = &self.decls[model.0].settings;
+        let arch = m.text("arch").unwrap_or("tiny_vlm").to_string();
+        let context = m
             .number("context")
             .unwrap_or_else(|| schema::default_context(&arch));
-        if max_tokens > context {
-            let (rname, mname) = (
-                self.decls[rollout.0].name.clone(),
-                self.decls[policy.0].name.clone(),
-            );
-            self.diags.push(
-                Diagnostic::error(
-                    Code::E0311,
-                    format!("rollout `{rname}` allows {} tokens, beyond the {}-token context of model `{mname}`", num(max_tokens), num(context)),
-                )
-                .with_primary(self.setting_span(rollout.0, &["max_tokens"]), "too long")
-                .with_secondary(self.decls[policy.0].span, format!("`{arch}`, context {} tokens", num(context)))
-                .with_help(format!("lower `max_tokens` below {} (the prompt needs room too), or set the model's `context`", num(context))),
-            );
+        let mname = self.decls[model.0].name.clone();
+        let model_label = format!("`{arch}`, context {} tokens", num(context));
+        match s.reference("rollout") {
+            Some(rollout) => {
+                let Some(max_tokens) = self.decls[rollout.0].settings.number("max_tokens") else {
+                    return;
+                };
+                if max_tokens <= context {
+                    return;
+                }
+                let rname = self.decls[rollout.0].name.clone();
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0311,
+                        format!("rollout `{rname}` allows {} tokens, beyond the {}-token context of model `{mname}`", num(max_tokens), num(context)),
+                    )
+                    .with_primary(self.setting_span(rollout.0, &["max_tokens"]), "too long")
+                    .with_secondary(self.decls[model.0].span, model_label)
+                    .with_help(format!("lower `max_tokens` below {} (the prompt needs room too), or set the model's `context`", num(context))),
+                );
+            }
+            None if scores_without_rollout => {
+                let max_tokens = safer_ir::plan::SCORING_MAX_TOKENS as f64;
+                if max_tokens < context {
+                    return;
+                }
+                let kind = if self.decls[i].kind == DeclKind::Eval {
+                    "eval"
+                } else {
+                    "train"
+                };
+                let name = format!("{kind} {}", self.decls[i].name);
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0311,
+                        format!("`{name}` scores with up to {} new tokens (there is no `rollout`), which leaves no room for a prompt in the {}-token context of model `{mname}`", num(max_tokens), num(context)),
+                    )
+                    .with_primary(self.setting_span(i, &["rollout"]), "scores without a rollout")
+                    .with_secondary(self.decls[model.0].span, model_label)
+                    .with_help(format!("add `rollout = ...` with `max_tokens` below {} (the prompt needs room too), or raise the model's `context`", num(context))),
+                );
+            }
+            None => {}
         }
     }
 

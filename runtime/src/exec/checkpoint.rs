@@ -321,9 +321,56 @@ where
         extra: Value::Null,
     };
     if resume {
-        if let Some(restored) = restore::<B, _>(root, optim.clone(), device)? {
+        if let Some(mut restored) = restore::<B, _>(root, optim.clone(), device)? {
+            // The context the stage holds its rows to (a declared `context`
+            // below `config.json`'s) outlives the reload.
+            restored.0.config.text.max_position_embeddings =
+                policy.config.text.max_position_embeddings;
             return Ok(restored);
         }
     }
     Ok((policy, optim, fresh))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use burn::backend::Autodiff;
+    use safer_ir::plan::AdamSpec;
+
+    use super::{save, start_or_resume};
+    use crate::adamw::AdamWSettings;
+    use crate::model::tiny_vlm::{create, Preset};
+    use crate::model::Model;
+    use crate::CpuBackend;
+
+    /// A model's declared `context` below its file's caps the stage's
+    /// model; the model a resumed stage reloads from its checkpoint keeps
+    /// that cap instead of the file's.
+    #[test]
+    fn a_resumed_model_keeps_the_declared_context() {
+        type B = Autodiff<CpuBackend>;
+        let device = Default::default();
+        let dir = std::env::temp_dir().join(format!("saferc-ck-context-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let model_dir = dir.join("model");
+        create::<CpuBackend>(&model_dir, Preset::Tiny, 0, &device).unwrap();
+        let capped = || {
+            let mut m = Model::<B>::load(&model_dir, &device).unwrap();
+            assert_eq!(m.config.text.max_position_embeddings, 1024);
+            m.config.text.max_position_embeddings = 96;
+            m
+        };
+        let adam = AdamWSettings::of(&AdamSpec::default(), 0.0);
+        let root = dir.join("checkpoints");
+        let (policy, optim, mut state) =
+            start_or_resume::<B>(&root, capped(), adam, 1, false, &device).unwrap();
+        state.step = 1;
+        save(&root, &model_dir, &policy, &optim, &state, 2).unwrap();
+        let (restored, _, state) =
+            start_or_resume::<B>(&root, capped(), adam, 1, true, &device).unwrap();
+        assert_eq!(state.step, 1, "resumed from the checkpoint");
+        assert_eq!(restored.config.text.max_position_embeddings, 96);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -13,7 +13,7 @@ use safer_ir::plan::{eval, CurateSpec, Env, Val};
 use serde_json::{json, Value};
 
 use super::data::Row;
-use super::rollout::{prompts, sample, sampling, Policy};
+use super::rollout::{prompts, sample, sampling, Policy, TooLong};
 use super::session::Session;
 use super::ExecError;
 use crate::grpo::advantage::std;
@@ -72,11 +72,25 @@ pub fn curate<B: Backend>(
     let mut kept = Vec::new();
     let mut histogram = [0usize; 10];
     let mut dropped = 0usize;
+    // Rows too long for the model's context are bad rows: skipped (named
+    // once, after the last chunk), or the run's end under `on_bad_row = fail`.
+    let what = format!("curation of `{dataset}`");
+    let mut too_long = TooLong::new(&what);
+    let fail = session.fails_on_bad_rows(dataset);
     for chunk in rows.chunks(PROMPTS_PER_BATCH) {
         super::stop_if_interrupted(&session.options.interrupt, || {
             format!("curating `{dataset}`")
         })?;
-        let prompts = prompts(chunk, policy.tokenizer, policy.config)?;
+        let (chunk, prompts) = too_long.fit(
+            chunk.to_vec(),
+            prompts(chunk, policy.tokenizer, policy.config)?,
+            params.max_new_tokens,
+            policy.config.text.max_position_embeddings,
+            fail,
+        )?;
+        if chunk.is_empty() {
+            continue;
+        }
         let completions = sample(&policy, &prompts, spec.rollouts, &params, &mut rng)?;
         let scores =
             scorer.score_completions(&completions, |c| &chunk[c.prompt / spec.rollouts])?;
@@ -109,6 +123,7 @@ pub fn curate<B: Backend>(
             }
         }
     }
+    too_long.warn();
     eprintln!(
         "dataset {dataset}: curation kept {} of {} prompts ({} rollouts each)",
         kept.len(),

@@ -16,7 +16,7 @@ use safer_ir::plan::RolloutSpec;
 use serde_json::{json, Map, Value};
 
 use super::data::Row;
-use super::rollout::{fit_to_context, prompts, sample, sampling, Policy};
+use super::rollout::{prompts, sample, sampling, Policy, TooLong};
 use super::rubric::{RubricScorer, Scores};
 use super::session::Loaded;
 use super::{stop_if_interrupted, ExecError};
@@ -44,7 +44,7 @@ pub fn evaluate<B: Backend>(
             greedy: true,
             ..sampling(r)
         },
-        None => SamplingParams::greedy(128),
+        None => SamplingParams::greedy(safer_ir::plan::SCORING_MAX_TOKENS),
     };
     let policy = Policy {
         model: &model.model,
@@ -53,12 +53,12 @@ pub fn evaluate<B: Backend>(
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut scores: Vec<(String, Scores)> = Vec::with_capacity(rows.len());
+    // Rows too long for the context are skipped (and named once, after the
+    // last chunk), not the whole evaluation stopped.
+    let mut too_long = TooLong::new("evaluation");
     for chunk in rows.chunks(BATCH) {
         stop_if_interrupted(interrupt, || "evaluating".into())?;
-        // Rows too long for the context are skipped (and named), not the
-        // whole evaluation stopped.
-        let (chunk, prompts) = fit_to_context(
-            "evaluation",
+        let (chunk, prompts) = too_long.fit(
             chunk.to_vec(),
             prompts(chunk, policy.tokenizer, policy.config)?,
             params.max_new_tokens,
@@ -74,6 +74,7 @@ pub fn evaluate<B: Backend>(
             scores.push((row.text("label").unwrap_or_default(), sc));
         }
     }
+    too_long.warn();
     let names = scorer.criterion_names();
     // Means over no rows are `null`, not 0: an empty split scores nothing.
     let mean = |values: Vec<f64>| -> Value {

@@ -165,55 +165,109 @@ pub fn fit_to_context(
     context: usize,
     fail: bool,
 ) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
-    let fits = |p: &Prompt| p.tokens.len().saturating_add(new_tokens) <= context;
-    let reason = |p: &Prompt| {
-        format!(
-            "its prompt is {} tokens, which with {new_tokens} new tokens exceeds the model's context of {context}",
-            p.tokens.len()
-        )
-    };
-    let mut kept = (
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
-    );
-    let mut skipped: Vec<String> = Vec::new();
-    for (row, prompt) in rows.into_iter().zip(prompts) {
-        if fits(&prompt) {
-            kept.0.push(row);
-            kept.1.push(prompt);
-        } else if fail {
-            return Err(ExecError::Row {
-                origin: row.origin,
-                message: format!(
-                    "{} (the dataset says `on_bad_row = fail`; `skip` skips such rows)",
-                    reason(&prompt)
-                ),
-            });
-        } else {
-            if skipped.is_empty() {
-                eprintln!(
-                    "warning: {what}: row {}: {}; it is skipped",
-                    row.origin,
-                    reason(&prompt)
-                );
-            }
-            skipped.push(row.origin);
+    let mut too_long = TooLong::new(what);
+    let kept = too_long.fit(rows, prompts, new_tokens, context, fail)?;
+    too_long.warn();
+    Ok(kept)
+}
+
+/// Rows skipped as too long for the context, gathered over several batches
+/// (an evaluation's chunks) so that one warning names them all.
+pub struct TooLong<'a> {
+    what: &'a str,
+    /// The first skipped row's origin and reason.
+    first: Option<(String, String)>,
+    /// Every skipped row's origin.
+    skipped: Vec<String>,
+}
+
+impl<'a> TooLong<'a> {
+    /// No rows skipped yet; `what` names the phase in the warning.
+    pub fn new(what: &'a str) -> Self {
+        TooLong {
+            what,
+            first: None,
+            skipped: Vec::new(),
         }
     }
-    if skipped.len() > 1 {
-        let shown: Vec<&str> = skipped.iter().take(5).map(String::as_str).collect();
-        eprintln!(
-            "warning: {what}: skipped {} rows too long for the model's context: {}{}",
-            skipped.len(),
-            shown.join(", "),
-            if skipped.len() > shown.len() {
-                ", ..."
-            } else {
-                ""
-            }
+
+    /// Keeps the rows (and prompts) that fit, records the others.
+    ///
+    /// # Errors
+    /// With `fail`, the first row that does not fit.
+    pub fn fit(
+        &mut self,
+        rows: Vec<Row>,
+        prompts: Vec<Prompt>,
+        new_tokens: usize,
+        context: usize,
+        fail: bool,
+    ) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
+        let fits = |p: &Prompt| p.tokens.len().saturating_add(new_tokens) <= context;
+        let reason = |p: &Prompt| {
+            format!(
+                "its prompt is {} tokens, which with {new_tokens} new tokens exceeds the model's context of {context}",
+                p.tokens.len()
+            )
+        };
+        let mut kept = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
         );
+        for (row, prompt) in rows.into_iter().zip(prompts) {
+            if fits(&prompt) {
+                kept.0.push(row);
+                kept.1.push(prompt);
+            } else if fail {
+                return Err(ExecError::Row {
+                    origin: row.origin,
+                    message: format!(
+                        "{} (the dataset says `on_bad_row = fail`; `skip` skips such rows)",
+                        reason(&prompt)
+                    ),
+                });
+            } else {
+                if self.first.is_none() {
+                    self.first = Some((row.origin.clone(), reason(&prompt)));
+                }
+                self.skipped.push(row.origin);
+            }
+        }
+        Ok(kept)
     }
-    Ok(kept)
+
+    /// Prints the warning: the first row with its reason, then (when there
+    /// were several) their count and the first five.
+    pub fn warn(&self) {
+        for line in self.warning() {
+            eprintln!("{line}");
+        }
+    }
+
+    /// The lines [`TooLong::warn`] prints; none when no row was skipped.
+    pub fn warning(&self) -> Vec<String> {
+        let what = self.what;
+        let mut lines = Vec::new();
+        if let Some((origin, reason)) = &self.first {
+            lines.push(format!(
+                "warning: {what}: row {origin}: {reason}; it is skipped"
+            ));
+        }
+        if self.skipped.len() > 1 {
+            let shown: Vec<&str> = self.skipped.iter().take(5).map(String::as_str).collect();
+            lines.push(format!(
+                "warning: {what}: skipped {} rows too long for the model's context: {}{}",
+                self.skipped.len(),
+                shown.join(", "),
+                if self.skipped.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ));
+        }
+        lines
+    }
 }
 
 /// Prompts of a stage's rows, built once (chat template, tokens, decoded
@@ -384,6 +438,23 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.starts_with("row a:2: its prompt is 30 tokens"), "{err}");
+        // Over several batches (an evaluation's chunks), one warning names
+        // every skipped row.
+        let mut too_long = super::TooLong::new("evaluation");
+        for _ in 0..2 {
+            let (kept, _) = too_long
+                .fit(rows(), prompts(), 8, 30, false)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(kept.len(), 2);
+        }
+        assert_eq!(
+            too_long.warning(),
+            [
+                "warning: evaluation: row a:2: its prompt is 30 tokens, which with 8 new tokens exceeds the model's context of 30; it is skipped",
+                "warning: evaluation: skipped 2 rows too long for the model's context: a:2, a:2",
+            ]
+        );
+        assert!(super::TooLong::new("t").warning().is_empty());
     }
 
     #[test]

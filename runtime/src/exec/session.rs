@@ -57,16 +57,25 @@ pub struct ModelDirs {
     pub weights: PathBuf,
     /// The tokenizer files.
     pub tokenizer: PathBuf,
+    /// The model's declared `context`, when it is set.
+    pub context: Option<usize>,
 }
 
 impl ModelDirs {
-    /// Loads the model on `device`.
+    /// Loads the model on `device`. A declared `context` below
+    /// `config.json`'s becomes the limit the run holds prompts and
+    /// completions to (`config.text.max_position_embeddings`).
     ///
     /// # Errors
     /// Model and tokenizer errors.
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<Loaded<B>, ExecError> {
+        let mut model = Model::load(&self.weights, device)?;
+        if let Some(declared) = self.context {
+            let limit = &mut model.config.text.max_position_embeddings;
+            *limit = (*limit).min(declared);
+        }
         Ok(Loaded {
-            model: Model::load(&self.weights, device)?,
+            model,
             tokenizer: TextTokenizer::load(&self.tokenizer)?,
         })
     }
@@ -244,6 +253,7 @@ impl<'a, B: Backend> Session<'a, B> {
             return Ok(ModelDirs {
                 weights: dir.clone(),
                 tokenizer: dir.clone(),
+                context: self.declared_context(name),
             });
         }
         Self::original_dirs(self.plan, name)
@@ -256,7 +266,14 @@ impl<'a, B: Backend> Session<'a, B> {
         let dirs = Self::original_dirs(plan, name)?;
         // `config.json` must hold a model saferc runs; that it holds the
         // declared `arch` is the compiler's check (E0318).
-        crate::model::config::ModelConfig::read(&dirs.weights)?;
+        let config = crate::model::config::ModelConfig::read(&dirs.weights)?;
+        let file_context = config.text.max_position_embeddings;
+        if let Some(declared) = dirs.context.filter(|d| *d > file_context) {
+            return Err(ExecError::Usage(format!(
+                "model `{name}` declares `context = {declared} tokens`, but its `config.json` ({}) allows at most {file_context} (`max_position_embeddings`); set `context` to at most {file_context} tokens, or leave it out",
+                dirs.weights.join("config.json").display()
+            )));
+        }
         if !dirs.tokenizer.join("tokenizer.json").is_file() {
             return Err(ExecError::Model(crate::model::ModelError::MissingFile {
                 dir: dirs.tokenizer.clone(),
@@ -300,7 +317,16 @@ impl<'a, B: Backend> Session<'a, B> {
             Some(t) => PathBuf::from(t),
             None => weights.clone(),
         };
-        Ok(ModelDirs { weights, tokenizer })
+        Ok(ModelDirs {
+            weights,
+            tokenizer,
+            context: spec.context,
+        })
+    }
+
+    /// Model `name`'s declared `context`, when it is set.
+    fn declared_context(&self, name: &str) -> Option<usize> {
+        self.plan.models.get(name).and_then(|m| m.context)
     }
 
     /// Warns, before anything is scored, about rows that lack a field a
@@ -535,6 +561,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 ModelDirs {
                     weights: dir.clone(),
                     tokenizer: dir,
+                    context: self.declared_context(&stage.policy),
                 }
             }
             None => self.model_dirs(&stage.policy)?,
@@ -570,6 +597,7 @@ impl<'a, B: Backend> Session<'a, B> {
         let final_dirs = ModelDirs {
             weights: final_dir.clone(),
             tokenizer: final_dir.clone(),
+            context: self.declared_context(&stage.policy),
         };
         let eval_after = self.score_held_out(stage, &final_dirs, "after")?;
         let result = json!({
