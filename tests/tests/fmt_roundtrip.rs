@@ -134,3 +134,29 @@ fn comments_keep_their_place_and_formatting_is_idempotent() {
         );
     }
 }
+
+/// A comment inside an expression goes on its own line above its
+/// statement: a `##` line there documents that statement (not the next one,
+/// as when such comments followed the statement), a trailing comment stays
+/// at the end of the line, and the statements keep their alignment.
+#[test]
+fn comments_inside_expressions_go_above_their_statement() {
+    let case = "rubric r {\n  criterion a weight (1 ## of a\n   + 1) \"x\"\n  criterion b weight 1\n}\n\
+                model m {\n  arch = tiny_vlm\n  weights = (\"m\" # path\n    + \"n\") # end\n  dtype = f32\n}\n";
+    let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        once,
+        "rubric r {\n  ## of a\n  criterion a weight (1 + 1) \"x\"\n  criterion b weight 1\n}\n\n\
+         model m {\n  arch = tiny_vlm\n  # path\n  weights = (\"m\" + \"n\")  # end\n  dtype   = f32\n}\n"
+    );
+    assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+    let module = syntax::parse(SourceId(0), &once).unwrap_or_else(|e| panic!("{e:?}"));
+    let syntax::ast::ItemKind::Decl(d) = &module.items[0].kind else {
+        panic!("a declaration")
+    };
+    let syntax::ast::DeclBody::Block(b) = &d.body else {
+        panic!("a block")
+    };
+    assert_eq!(b.stmts[0].docs, ["of a"]);
+    assert!(b.stmts[1].docs.is_empty());
+}

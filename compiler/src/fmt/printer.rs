@@ -165,31 +165,35 @@ impl<'a> Printer<'a> {
         self.next_comment = end;
     }
 
-    /// After a line-oriented node ending at `end`: a comment on the same
-    /// source line stays at the end of the printed line; comments inside the
-    /// node (which this one-line print could not place) follow on their own
-    /// lines.
-    fn trailing_comments(&mut self, end: usize) {
-        let mut inner = Vec::new();
+    /// After a line-oriented node ending at `end`, printed from `line_start`
+    /// in the output: comments inside the node (which its print could not
+    /// place, as in an expression) go on their own lines above it, where a
+    /// `##` line still documents it; a comment on the node's last source line
+    /// stays at the end of the printed line.
+    fn trailing_comments(&mut self, end: usize, line_start: usize) {
+        let mut above = String::new();
         while let Some(c) = self.comments.get(self.next_comment) {
-            let start = c.span.start as usize;
-            if start < end {
-                inner.push(c.text.clone());
-                self.next_comment += 1;
-                continue;
+            if c.span.start as usize >= end {
+                break;
             }
+            above.push_str(&format!("{}{}\n", self.pad(), c.text));
+            self.next_comment += 1;
+        }
+        if !above.is_empty() {
+            self.out.insert_str(line_start, &above);
+            for mark in self.trailing.iter_mut().filter(|m| **m >= line_start) {
+                *mark += above.len();
+            }
+        }
+        if let Some(c) = self.comments.get(self.next_comment) {
+            let start = c.span.start as usize;
             if !self.source_between(end, start).contains('\n') {
                 self.trailing.push(self.out.len());
                 self.out.push_str(&c.text);
                 self.next_comment += 1;
             }
-            break;
         }
         self.newline();
-        for text in inner {
-            let line = format!("{}{}\n", self.pad(), text);
-            self.out.push_str(&line);
-        }
     }
 
     // ------------------------------------------------------------ items
@@ -238,6 +242,7 @@ impl<'a> Printer<'a> {
     }
 
     fn item(&mut self, item: &Item) {
+        let line_start = self.out.len();
         match &item.kind {
             ItemKind::Use(u) => {
                 let mut line = format!("use {}", self.string(&u.path));
@@ -246,13 +251,13 @@ impl<'a> Printer<'a> {
                     line.push_str(&alias.name);
                 }
                 self.out.push_str(&line);
-                self.trailing_comments(item.span.end as usize);
+                self.trailing_comments(item.span.end as usize, line_start);
             }
-            ItemKind::Decl(decl) => self.decl(decl, item.span),
+            ItemKind::Decl(decl) => self.decl(decl, item.span, line_start),
         }
     }
 
-    fn decl(&mut self, decl: &Decl, span: Span) {
+    fn decl(&mut self, decl: &Decl, span: Span, line_start: usize) {
         let mut head = format!("{} {}", decl.kind.keyword(), decl.name.name);
         if let Some(params) = &decl.params {
             let rendered: Vec<String> = params.iter().map(|p| self.param(p)).collect();
@@ -264,7 +269,7 @@ impl<'a> Printer<'a> {
             DeclBody::Block(block) => {
                 self.out.push_str(&head);
                 self.block(block, true);
-                self.trailing_comments(span.end as usize);
+                self.trailing_comments(span.end as usize, line_start);
             }
             DeclBody::Value(value) => {
                 head.push_str(" = ");
@@ -272,7 +277,7 @@ impl<'a> Printer<'a> {
                 self.out.push_str(&head);
                 let v = self.expr(value, col);
                 self.out.push_str(&v);
-                self.trailing_comments(span.end as usize);
+                self.trailing_comments(span.end as usize, line_start);
             }
         }
     }
@@ -393,18 +398,17 @@ impl<'a> Printer<'a> {
                 _ => false,
             };
             // A blank or comment line between two statements starts a new
-            // group, and so does a comment inside the statement before,
-            // which is printed on its own line after it.
+            // group, and so does a comment inside the statement, which is
+            // printed on its own line above it.
             let starts_group = i > 0 && {
                 let start = stmt.span.start as usize;
-                let prev = &block.stmts[i - 1];
-                let prev_end = prev.span.end as usize;
+                let prev_end = block.stmts[i - 1].span.end as usize;
                 let between = self.source_between(prev_end, start);
                 between.matches('\n').count() > 1
                     || self
                         .comments
                         .iter()
-                        .any(|c| c.span.start >= prev.span.start && c.span.start < prev.span.end)
+                        .any(|c| c.span.start >= stmt.span.start && c.span.start < stmt.span.end)
             };
             if !simple || starts_group {
                 flush(&mut run, &mut widths);
@@ -418,6 +422,7 @@ impl<'a> Printer<'a> {
     }
 
     fn stmt(&mut self, stmt: &Stmt, key_width: Option<usize>) {
+        let line_start = self.out.len();
         let pad = self.pad();
         self.out.push_str(&pad);
         let col = pad.len();
@@ -478,7 +483,7 @@ impl<'a> Printer<'a> {
                 self.out.push_str(&line);
             }
         }
-        self.trailing_comments(stmt.span.end as usize);
+        self.trailing_comments(stmt.span.end as usize, line_start);
     }
 
     // ------------------------------------------------------------ expressions
