@@ -262,10 +262,10 @@ impl<'a> Analyzer<'a> {
         if micro > completions || completions % micro != 0.0 {
             let fix_micro = (1..=micro as u64)
                 .rev()
-                .find(|d| completions as u64 % d == 0)
+                .find(|d| (completions as u64).is_multiple_of(*d))
                 .unwrap_or(1);
             let fix_group = ((group as u64 + 1)..=(group as u64 * 4))
-                .find(|g| (prompts as u64 * g) % micro as u64 == 0);
+                .find(|g| (prompts as u64 * g).is_multiple_of(micro as u64));
             let mut help = format!("use micro-batch {fix_micro}");
             if let Some(g) = fix_group {
                 help = format!("use group {g} or micro-batch {fix_micro}");

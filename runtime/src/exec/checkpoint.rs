@@ -286,7 +286,7 @@ where
     Model<B>: AutodiffModule<B>,
 {
     let interrupted = interrupt.load(std::sync::atomic::Ordering::SeqCst);
-    if state.step % every == 0 || state.step == last || interrupted {
+    if state.step.is_multiple_of(every) || state.step == last || interrupted {
         let dir = save(root, tokenizer_dir, model, optim, state, keep)?;
         if interrupted {
             return Err(ExecError::Interrupted { checkpoint: dir });

@@ -27,55 +27,61 @@ pub struct RunDir {
     _lock: RunLock,
 }
 
-/// `run.lock` in a run directory, holding the id of the saferc process that
-/// has the run open: a second `saferc run` on the same folder (a `--resume`
+/// `run.lock` in a run directory: a file the saferc process that has the
+/// run open holds an OS lock on (`flock`), with that process's id inside
+/// for the message. A second `saferc run` on the same folder (a `--resume`
 /// while the run still goes) is refused instead of interleaving its lines
-/// and checkpoints with the first's. The file goes when the run ends; one
-/// left by a killed process names a process that no longer exists, and is
-/// taken over.
+/// and checkpoints with the first's. The file goes when the run ends; the
+/// lock of a killed process is released by the kernel with the process, so
+/// the file it leaves is taken over, and two processes that find it at the
+/// same moment cannot both take it.
 struct RunLock {
     path: PathBuf,
+    /// The open file the lock is held on (released when it closes).
+    _file: File,
 }
 
 impl RunLock {
     fn acquire(dir: &Path) -> Result<Self, ExecError> {
+        use std::io::{Seek, Write};
+        use std::os::unix::fs::MetadataExt;
         let path = dir.join("run.lock");
-        let me = std::process::id();
-        // The lock appears with its content at once (a hard link to a
-        // written file), so no one ever reads it empty.
-        let mine = dir.join(format!("run.lock.{me}"));
-        std::fs::write(&mine, me.to_string()).map_err(|e| io(&mine, e))?;
-        let taken = Self::take(&path, &mine, dir, me);
-        let _ = std::fs::remove_file(&mine);
-        taken
-    }
-
-    fn take(path: &Path, mine: &Path, dir: &Path, me: u32) -> Result<Self, ExecError> {
-        let path = path.to_path_buf();
         for _ in 0..3 {
-            match std::fs::hard_link(mine, &path) {
-                Ok(()) => return Ok(RunLock { path }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|t| t.trim().parse::<u32>().ok());
-                    // This process's own id is a lock a previous process
-                    // with the same id left (containers reuse pids).
-                    if let Some(pid) = holder.filter(|pid| *pid != me && process_exists(*pid)) {
-                        return Err(ExecError::Usage(format!(
-                            "`{}` is in use by another saferc run (process {pid}); let it finish or stop it (Ctrl+C saves a checkpoint) before resuming",
-                            dir.display()
-                        )));
-                    }
-                    // Left by a process that is gone (killed, crashed).
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(io(&path, e)),
-                    }
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io(&path, e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    let holder = match holder.trim() {
+                        "" => String::new(),
+                        pid => format!(" (process {pid})"),
+                    };
+                    return Err(ExecError::Usage(format!(
+                        "`{}` is in use by another saferc run{holder}; let it finish or stop it (Ctrl+C saves a checkpoint) before resuming",
+                        dir.display()
+                    )));
                 }
-                Err(e) => return Err(io(&path, e)),
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(&path, e)),
             }
+            // The run that held the file before may have removed it between
+            // this open and this lock: then the lock is on a file no one
+            // else finds, and the lock is taken again on the one there now.
+            let locked = file.metadata().map_err(|e| io(&path, e))?;
+            let current = std::fs::metadata(&path).ok();
+            if current.is_none_or(|m| (m.dev(), m.ino()) != (locked.dev(), locked.ino())) {
+                continue;
+            }
+            file.set_len(0).map_err(|e| io(&path, e))?;
+            file.rewind().map_err(|e| io(&path, e))?;
+            file.write_all(std::process::id().to_string().as_bytes())
+                .map_err(|e| io(&path, e))?;
+            return Ok(RunLock { path, _file: file });
         }
         Err(ExecError::Usage(format!(
             "`{}` is being opened by another saferc run at the same moment",
@@ -86,16 +92,10 @@ impl RunLock {
 
 impl Drop for RunLock {
     fn drop(&mut self) {
+        // Removed while still locked: a process waiting on this file finds
+        // it gone and locks a new one (see `acquire`).
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-/// Whether process `pid` exists (`/proc/PID`, on Linux; where there is no
-/// `/proc`, every holder counts as alive, and a stale lock is removed by
-/// hand).
-fn process_exists(pid: u32) -> bool {
-    let proc = Path::new("/proc");
-    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
 
 fn io(path: &Path, e: std::io::Error) -> ExecError {
@@ -405,15 +405,24 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let lock = dir.join("run.lock");
-        // Held by a live process (this one's parent).
-        std::fs::write(&lock, std::os::unix::process::parent_id().to_string()).unwrap();
+        // Held (an OS lock on its own open file, as another process holds it).
+        let held = super::RunLock::acquire(&dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&lock).unwrap(),
+            std::process::id().to_string()
+        );
         let refused = super::RunLock::acquire(&dir).err().map(|e| e.to_string());
-        assert!(refused.is_some_and(|m| m.contains("in use by another saferc run")));
-        // Left by an earlier process with this one's id (a container's
-        // pid 1, say): taken over.
-        std::fs::write(&lock, std::process::id().to_string()).unwrap();
-        drop(super::RunLock::acquire(&dir).unwrap());
-        // Left by a process that is gone (no pid is this large).
+        assert!(
+            refused.as_ref().is_some_and(|m| m.contains(&format!(
+                "in use by another saferc run (process {})",
+                std::process::id()
+            ))),
+            "{refused:?}"
+        );
+        drop(held);
+        assert!(!lock.exists(), "the lock goes with the run");
+        // Left by a process that is gone (killed: its file stays, its OS
+        // lock went with it): taken over.
         std::fs::write(&lock, "4294967295").unwrap();
         let taken = super::RunLock::acquire(&dir).unwrap();
         assert_eq!(
@@ -421,9 +430,8 @@ mod tests {
             std::process::id().to_string()
         );
         drop(taken);
-        assert!(!lock.exists(), "the lock goes with the run");
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
-        assert!(left.is_empty(), "no temporary file stays: {left:?}");
+        assert!(left.is_empty(), "no file stays: {left:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

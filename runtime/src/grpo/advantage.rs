@@ -114,7 +114,7 @@ fn validate(
             found: vec![weights.len()],
         });
     }
-    if cfg.group_size == 0 || n % cfg.group_size != 0 {
+    if cfg.group_size == 0 || !n.is_multiple_of(cfg.group_size) {
         return Err(GrpoError::Shape {
             what: format!("rewards (groups of {})", cfg.group_size),
             expected: vec![(n / cfg.group_size.max(1)).max(1) * cfg.group_size.max(1)],

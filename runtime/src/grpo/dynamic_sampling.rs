@@ -22,7 +22,7 @@ pub enum Keep {
 /// # Errors
 /// When the values do not form whole groups.
 pub fn keep_groups(values: &[f32], group_size: usize, keep: Keep) -> Result<Vec<bool>, GrpoError> {
-    if group_size == 0 || values.len() % group_size != 0 {
+    if group_size == 0 || !values.len().is_multiple_of(group_size) {
         return Err(GrpoError::Shape {
             what: format!("criterion values (groups of {group_size})"),
             expected: vec![(values.len() / group_size.max(1)) * group_size.max(1)],

@@ -94,8 +94,8 @@ impl Recorded {
     ) -> Option<Self> {
         let dims = Dims::of(&decoder.config);
         let valid = dims.kv_heads > 0
-            && dims.heads % dims.kv_heads == 0
-            && dims.head_dim % 2 == 0
+            && dims.heads.is_multiple_of(dims.kv_heads)
+            && dims.head_dim.is_multiple_of(2)
             && temperature > 0.0;
         if !valid || parts.is_empty() || !parts.iter().all(|(p, g)| fits(p, g, dims)) {
             return None;

@@ -78,13 +78,13 @@ impl TextConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("`{name}` must be positive"));
         }
-        if c.hidden_size % c.num_attention_heads != 0 || c.head_dim() % 2 != 0 {
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) || !c.head_dim().is_multiple_of(2) {
             return Err(format!(
                 "`hidden_size` ({}) must split into `num_attention_heads` ({}) heads of even width",
                 c.hidden_size, c.num_attention_heads
             ));
         }
-        if c.num_attention_heads % c.num_key_value_heads != 0 {
+        if !c.num_attention_heads.is_multiple_of(c.num_key_value_heads) {
             return Err(format!(
                 "`num_attention_heads` ({}) must be a multiple of `num_key_value_heads` ({})",
                 c.num_attention_heads, c.num_key_value_heads

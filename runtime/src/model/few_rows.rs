@@ -115,7 +115,11 @@ impl StoredWeight {
     /// If `x.len()` is not a multiple of `d_in` (callers size `x` from the
     /// weight they multiply by).
     pub fn apply(&self, x: &[f32]) -> Vec<f32> {
-        assert!(x.len() % self.d_in == 0, "rows of {} values", self.d_in);
+        assert!(
+            x.len().is_multiple_of(self.d_in),
+            "rows of {} values",
+            self.d_in
+        );
         let rows = x.len() / self.d_in;
         if rows == 0 {
             return Vec::new();
@@ -298,7 +302,7 @@ pub fn weighted_sums_into(
 ) {
     let count = values.count;
     assert!(
-        weights.len() % count == 0 && !weights.is_empty(),
+        weights.len().is_multiple_of(count) && !weights.is_empty(),
         "rows of {count} weights"
     );
     let lhs = Matrix {

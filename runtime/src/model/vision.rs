@@ -75,7 +75,7 @@ impl VisionConfig {
 
     /// Checks the sizes fit together.
     pub fn validate(&self) -> Result<(), String> {
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(format!(
                 "`vision_config.image_size` ({}) must be a multiple of `patch_size` ({})",
                 self.image_size, self.patch_size
