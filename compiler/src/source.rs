@@ -80,7 +80,9 @@ impl SourceFile {
             .unwrap_or(self.text.len());
         let mut units = 0;
         for (i, c) in self.text[start..end].char_indices() {
-            if units >= utf16_column {
+            // A column past the line's end is its end, before the line
+            // break (as the protocol says), not the next line's start.
+            if units >= utf16_column || c == '\n' || c == '\r' {
                 return start + i;
             }
             units += c.len_utf16();

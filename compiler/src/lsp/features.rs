@@ -15,43 +15,23 @@ use std::path::{Path, PathBuf};
 /// A document and its analysis.
 pub struct Document {
     text: String,
-    path: Option<PathBuf>,
+    /// The document's URI as the editor sent it.
+    uri: String,
     sources: SourceMap,
     analysis: Analysis,
     ast: Option<ast::Module>,
     id: SourceId,
 }
 
-/// `file:///a%20b/c.safer` → `/a b/c.safer`.
+/// `file:///a%20b/c.safer` → `/a b/c.safer`; `None` for another scheme or
+/// a URI that does not parse.
 fn uri_to_path(uri: &str) -> Option<PathBuf> {
-    let rest = uri.strip_prefix("file://")?;
-    let mut bytes = Vec::new();
-    let raw = rest.as_bytes();
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' && i + 2 < raw.len() {
-            if let Ok(b) = u8::from_str_radix(&rest[i + 1..i + 3], 16) {
-                bytes.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        bytes.push(raw[i]);
-        i += 1;
-    }
-    Some(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()))
+    url::Url::parse(uri).ok()?.to_file_path().ok()
 }
 
-fn path_to_uri(path: &Path) -> String {
-    let mut out = String::from("file://");
-    for b in path.display().to_string().bytes() {
-        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// `/a b/c.safer` → `file:///a%20b/c.safer` (a relative path has no URI).
+fn path_to_uri(path: &Path) -> Option<String> {
+    url::Url::from_file_path(path).ok().map(String::from)
 }
 
 impl Document {
@@ -92,7 +72,7 @@ impl Document {
         let ast = analysis.entry.take();
         Document {
             text: text.to_string(),
-            path,
+            uri: uri.to_string(),
             sources,
             analysis,
             ast,
@@ -122,22 +102,72 @@ impl Document {
     fn uri_of(&self, id: SourceId) -> Option<String> {
         let f = self.file(id)?;
         if id == self.id {
-            return self.path.as_deref().map(path_to_uri);
+            return Some(self.uri.clone());
         }
         match &f.path {
-            Some(p) => Some(path_to_uri(p)),
-            None => materialize_std(&f.name).map(|p| path_to_uri(&p)),
+            Some(p) => path_to_uri(p),
+            None => materialize_std(&f.name).and_then(|p| path_to_uri(&p)),
         }
     }
 
-    /// The diagnostics of this document as LSP `Diagnostic`s.
+    /// The diagnostics of this document as LSP `Diagnostic`s, the same as
+    /// `saferc check` gives: one in a file this document imports (or in
+    /// `safer.toml`) is shown on the `use` line that imports the file (at
+    /// the top when the import is indirect), named, with its own place as
+    /// related information.
     pub fn diagnostics(&self) -> Vec<Value> {
         self.analysis
             .diagnostics
             .iter()
-            .filter(|d| d.primary_span().is_none_or(|s| s.source == self.id))
-            .map(|d| self.lsp_diagnostic(d))
+            .map(|d| match d.primary_span() {
+                Some(span) if span.source != self.id => self.elsewhere(d, span),
+                _ => self.lsp_diagnostic(d),
+            })
             .collect()
+    }
+
+    /// A diagnostic whose place is in another file, anchored in this one.
+    fn elsewhere(&self, d: &Diagnostic, span: Span) -> Value {
+        let mut v = self.lsp_diagnostic(d);
+        let name = self
+            .file(span.source)
+            .map_or("another file", |f| f.name.as_str());
+        let at = self.import_of(span.source).map_or_else(
+            || json!({ "start": { "line": 0, "character": 0 }, "end": { "line": 0, "character": 0 } }),
+            |s| self.range(s),
+        );
+        v["range"] = at;
+        v["message"] = json!(format!(
+            "in `{name}`: {}",
+            v["message"].as_str().unwrap_or_default()
+        ));
+        if let (Some(uri), Some(related)) = (
+            self.uri_of(span.source),
+            v["relatedInformation"].as_array_mut(),
+        ) {
+            related.insert(
+                0,
+                json!({ "location": { "uri": uri, "range": self.range(span) }, "message": d.message.clone() }),
+            );
+        }
+        v
+    }
+
+    /// The `use` item of this document that imports file `source` directly.
+    fn import_of(&self, source: SourceId) -> Option<Span> {
+        let target = self.file(source)?.path.as_ref()?;
+        let target = std::fs::canonicalize(target).ok()?;
+        let dir = uri_to_path(&self.uri)?.parent()?.to_path_buf();
+        self.ast
+            .as_ref()?
+            .items
+            .iter()
+            .find_map(|item| match &item.kind {
+                ast::ItemKind::Use(u) => std::fs::canonicalize(dir.join(&u.path.value))
+                    .is_ok_and(|p| p == target)
+                    .then_some(item.span),
+                _ => None,
+            })
     }
 
     fn lsp_diagnostic(&self, d: &Diagnostic) -> Value {
@@ -208,15 +238,23 @@ impl Document {
                 _ => None,
             });
             if let Some(path) = module {
-                let stem = path.strip_suffix(".safer").unwrap_or(&path).to_string();
+                // The module's name ends with the `use` path's components
+                // (after its leading `./` and `../`), whole components:
+                // `a.safer` is not `ba.safer`.
+                let wanted: Vec<&str> = path
+                    .split('/')
+                    .skip_while(|c| *c == "." || *c == "..")
+                    .collect();
+                let is_module = |name: &str| {
+                    let parts: Vec<&str> = name.split('/').collect();
+                    !wanted.is_empty() && parts.ends_with(&wanted)
+                };
                 if let Some(d) = program.decls.iter().find(|d| {
                     d.name == word
-                        && program.modules.get(d.module).is_some_and(|m| {
-                            m.name
-                                .strip_suffix(".safer")
-                                .unwrap_or(&m.name)
-                                .ends_with(&stem)
-                        })
+                        && program
+                            .modules
+                            .get(d.module)
+                            .is_some_and(|m| is_module(&m.name))
                 }) {
                     return Some(d);
                 }
@@ -450,4 +488,96 @@ fn materialize_std(name: &str) -> Option<PathBuf> {
         std::fs::write(&path, text).ok()?;
     }
     Some(path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::{definition, hover, uri_to_path, Document};
+    use serde_json::json;
+
+    #[test]
+    fn uris_decode_and_odd_escapes_do_not_panic() {
+        assert_eq!(
+            uri_to_path("file:///a%20b/c.safer").unwrap().to_str(),
+            Some("/a b/c.safer")
+        );
+        // A `%` before a multi-byte character used to slice inside it.
+        let _ = uri_to_path("file:///tmp/x%a\u{e9}.safer");
+        assert!(uri_to_path("untitled:Untitled-1").is_none());
+        let doc = Document::analyze("file:///tmp/x%a\u{e9}.safer", "model m {}\n");
+        assert!(!doc.diagnostics().is_empty());
+    }
+
+    /// A column past a line's end is the end of that line, not the start
+    /// of the next one.
+    #[test]
+    fn a_position_past_the_line_end_stays_on_its_line() {
+        let text = "model policy { arch = tiny_vlm, weights = \"w\" }\nrollout r {\n  max_tokens = 64 tokens\n}\n";
+        let doc = Document::analyze("untitled:x.safer", text);
+        let past = hover(
+            &doc,
+            &json!({ "position": { "line": 0, "character": 200 } }),
+        );
+        assert!(!past.to_string().contains("rollout"), "{past}");
+        let on = hover(&doc, &json!({ "position": { "line": 1, "character": 2 } }));
+        assert!(on.to_string().contains("rollout"), "{on}");
+    }
+
+    /// `y.brief` with `use "a.safer" as y` is `a.safer`'s, not that of
+    /// `ba.safer`, whose name also ends with `a`.
+    #[test]
+    fn a_qualified_name_resolves_in_its_own_module() {
+        let dir = std::env::temp_dir().join(format!("saferc-lsp-alias-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ba.safer"), "prompt brief = \"BA\"\n").unwrap();
+        std::fs::write(dir.join("a.safer"), "prompt brief = \"A\"\n").unwrap();
+        let text = "use \"ba.safer\" as x\nuse \"a.safer\" as y\nprompt p = y.brief\n";
+        let uri = url::Url::from_file_path(dir.join("m.safer"))
+            .unwrap()
+            .to_string();
+        let doc = Document::analyze(&uri, text);
+        let def = definition(&doc, &json!({ "position": { "line": 2, "character": 14 } }));
+        let target = def["uri"].as_str().unwrap_or_default();
+        assert!(target.ends_with("/a.safer"), "{def}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An error in an imported file shows on the `use` line that imports
+    /// it, as `saferc check` fails on it too.
+    #[test]
+    fn an_error_in_an_imported_file_shows_on_its_use_line() {
+        let dir = std::env::temp_dir().join(format!("saferc-lsp-import-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("bad.safer"),
+            "rubric broken {\n  criterion a weight\n}\n",
+        )
+        .unwrap();
+        let uri = url::Url::from_file_path(dir.join("m.safer"))
+            .unwrap()
+            .to_string();
+        let doc = Document::analyze(&uri, "prompt p = \"x\"\nuse \"bad.safer\"\n");
+        let diags = doc.diagnostics();
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        let d = &diags[0];
+        assert_eq!(d["code"], "E0101");
+        assert_eq!(d["range"]["start"], json!({ "line": 1, "character": 0 }));
+        assert!(
+            d["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("in `"),
+            "{d}"
+        );
+        let related = &d["relatedInformation"][0];
+        assert!(related["location"]["uri"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("/bad.safer"));
+        assert_eq!(related["location"]["range"]["start"]["line"], 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
