@@ -250,3 +250,27 @@ proptest! {
         let _ = parse_never_panics(&mutated);
     }
 }
+
+/// A diagnostic far to the right of a long line is named by its place, not
+/// drawn: miette pads to the label's column with a `u16` format width and
+/// panics past 65,535 columns, and it draws a tab 4 columns wide, so 16,384
+/// tabs (16 KiB) already reach that.
+#[test]
+fn diagnostics_on_very_wide_lines_render_without_panicking() {
+    use saferc::diagnostic::render::{render_all, RenderOptions};
+    for indent in ["\t".repeat(16_384), " ".repeat(70_000), "\t".repeat(20_000)] {
+        let text = format!("rollout r {{{indent}temprature = 1 }}\n");
+        let mut sources = saferc::SourceMap::new();
+        let diags = saferc::semantic::analyze_text(
+            &mut sources,
+            "wide.safer",
+            &text,
+            None,
+            Default::default(),
+        )
+        .diagnostics;
+        assert!(!diags.is_empty());
+        let shown = render_all(&diags, &sources, RenderOptions::plain());
+        assert!(shown.contains("the line is too long to show"), "{shown}");
+    }
+}

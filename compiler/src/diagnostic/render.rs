@@ -177,8 +177,10 @@ fn too_wide_to_show(diag: &Diagnostic, sources: &SourceMap) -> Option<String> {
         let (before, after) = (text.get(..start)?, text.get(start..)?);
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let line_end = after.find('\n').map_or(text.len(), |i| start + i);
-        if end.min(line_end).saturating_sub(line_start) <= WIDEST_DRAWN_COLUMN
-            && line_end - line_start <= WIDEST_DRAWN_COLUMN
+        let drawn =
+            |from: usize, to: usize| drawn_width(text.get(from..to.max(from)).unwrap_or(""));
+        if drawn(line_start, end.min(line_end)) <= WIDEST_DRAWN_COLUMN
+            && drawn(line_start, line_end) <= WIDEST_DRAWN_COLUMN
         {
             return None;
         }
@@ -186,6 +188,13 @@ fn too_wide_to_show(diag: &Diagnostic, sources: &SourceMap) -> Option<String> {
         let column = before[line_start..].chars().count() + 1;
         Some(format!("{}:{line}:{column}", file.name))
     })
+}
+
+/// At least the columns miette draws `s` across: a tab takes 4, every
+/// other character at most as many columns (1, or 2 when wide) as it has
+/// bytes in UTF-8.
+fn drawn_width(s: &str) -> usize {
+    s.len() + 3 * s.matches('\t').count()
 }
 
 /// Renders one diagnostic as a miette graphical report.
