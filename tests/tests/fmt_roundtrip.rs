@@ -104,6 +104,12 @@ fn comments_keep_their_place_and_formatting_is_idempotent() {
         "use # a\n  \"std/prompts/reflect.safer\" as reflect\n\nprompt p = \"x\"\n",
         "prompt a = \"x\"\n## stray doc\n\nprompt p = \"x\"\n",
         "model m {\n  arch = tiny_vlm\n  ## stray\n\n  weights = \"m\"\n}\n",
+        // Set apart by blank lines on both sides: documents nothing, and
+        // the blank line under it stays.
+        "model a { arch = tiny_vlm, weights = \"w\" }\n\n## doc\n\nmodel b { arch = tiny_vlm, weights = \"w\" }\n",
+        "rollout r {\n  group = 4\n\n  ## about max\n\n  max_tokens = 8 tokens\n}\n",
+        // A leading comma after a blank line: one alignment rule for both passes.
+        "rollout r {\n  group = 4\n\n  , max_tokens = 8 tokens\n}\n",
     ];
     for case in cases {
         let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));

@@ -38,19 +38,30 @@ struct Printer<'a> {
 /// Aligns the trailing comments of consecutive lines to one column, two
 /// spaces after the longest code on those lines.
 fn align_trailing_comments(out: &str, marks: &[usize]) -> String {
-    let line_of = |offset: usize| out[..offset].matches('\n').count();
-    let line_start = |offset: usize| out[..offset].rfind('\n').map_or(0, |i| i + 1);
+    // The line of each mark and where that line starts, in one pass over
+    // `out` (marks are in output order).
+    let mut places = Vec::with_capacity(marks.len());
+    let (mut scanned, mut line, mut line_start) = (0, 0, 0);
+    for &m in marks {
+        for (i, b) in out.as_bytes()[scanned..m].iter().enumerate() {
+            if *b == b'\n' {
+                line += 1;
+                line_start = scanned + i + 1;
+            }
+        }
+        scanned = m;
+        places.push((line, line_start));
+    }
     let mut result = String::with_capacity(out.len() + marks.len() * 8);
     let mut copied = 0;
     let mut i = 0;
     while i < marks.len() {
         let mut j = i + 1;
-        while j < marks.len() && line_of(marks[j]) == line_of(marks[j - 1]) + 1 {
+        while j < marks.len() && places[j].0 == places[j - 1].0 + 1 {
             j += 1;
         }
-        let widths: Vec<usize> = marks[i..j]
-            .iter()
-            .map(|&m| out[line_start(m)..m].chars().count())
+        let widths: Vec<usize> = (i..j)
+            .map(|k| out[places[k].1..marks[k]].chars().count())
             .collect();
         let column = widths.iter().copied().max().unwrap_or(0) + 2;
         for (k, &m) in marks[i..j].iter().enumerate() {
@@ -110,8 +121,20 @@ impl<'a> Printer<'a> {
         newlines >= 2
     }
 
-    /// Prints, on their own lines, the comments that start before `pos`.
-    fn leading_comments(&mut self, pos: usize) {
+    /// Prints the comments above the node at `start`, and keeps the blank
+    /// line between them and the node: comments set apart from it stay
+    /// apart (a `##` line there documents nothing, and must not become the
+    /// node's documentation).
+    fn comments_above(&mut self, start: usize) {
+        if self.leading_comments(start) && self.blank_before(start) {
+            self.blank_line();
+        }
+    }
+
+    /// Prints, on their own lines, the comments that start before `pos`;
+    /// whether there were any.
+    fn leading_comments(&mut self, pos: usize) -> bool {
+        let first = self.next_comment;
         while let Some(c) = self.comments.get(self.next_comment) {
             if c.span.start as usize >= pos {
                 break;
@@ -126,6 +149,7 @@ impl<'a> Printer<'a> {
             self.out.push_str(&line);
             self.next_comment += 1;
         }
+        self.next_comment > first
     }
 
     /// Comments right under the previous item or statement (no blank line
@@ -209,10 +233,7 @@ impl<'a> Printer<'a> {
             if i > 0 && !(is_use && prev_use && !self.blank_before(self.first_comment_or(start))) {
                 self.blank_line();
             }
-            self.leading_comments(start);
-            if i == 0 && self.blank_before(start) && !self.out.is_empty() {
-                self.blank_line();
-            }
+            self.comments_above(start);
             self.item(item);
             prev_use = is_use;
         }
@@ -230,6 +251,15 @@ impl<'a> Printer<'a> {
             }
             self.leading_comments(usize::MAX);
         }
+    }
+
+    /// Whether a comment starts inside `span` (comments are in source order:
+    /// a binary search, so that a file of many statements stays linear).
+    fn has_comment_in(&self, span: Span) -> bool {
+        let first = self.comments.partition_point(|c| c.span.start < span.start);
+        self.comments
+            .get(first)
+            .is_some_and(|c| c.span.start < span.end)
     }
 
     /// The start of the comments attached above `start` (or `start`).
@@ -322,7 +352,7 @@ impl<'a> Printer<'a> {
             if i > 0 && self.blank_before(start) {
                 self.blank_line();
             }
-            self.leading_comments(stmt.span.start as usize);
+            self.comments_above(stmt.span.start as usize);
             self.stmt(stmt, widths[i]);
         }
         self.leading_comments(block.span.end as usize);
@@ -337,11 +367,7 @@ impl<'a> Printer<'a> {
         if self.is_multiline(block.span) {
             return None;
         }
-        let has_comment = self
-            .comments
-            .iter()
-            .any(|c| c.span.start >= block.span.start && c.span.start < block.span.end);
-        if has_comment {
+        if self.has_comment_in(block.span) {
             return None;
         }
         let mut parts = Vec::new();
@@ -397,18 +423,22 @@ impl<'a> Printer<'a> {
                 StmtKind::Assign { key, value } => !self.breaks(value, col + key.name.len() + 3),
                 _ => false,
             };
-            // A blank or comment line between two statements starts a new
+            // A blank line right before a statement (the one the printer
+            // keeps) or a comment line between two statements starts a new
             // group, and so does a comment inside the statement, which is
-            // printed on its own line above it.
+            // printed on its own line above it. (Only what lies between two
+            // statements and commas: the first line's rest is the previous
+            // statement's trailing comment.)
             let starts_group = i > 0 && {
                 let start = stmt.span.start as usize;
                 let prev_end = block.stmts[i - 1].span.end as usize;
                 let between = self.source_between(prev_end, start);
-                between.matches('\n').count() > 1
-                    || self
-                        .comments
-                        .iter()
-                        .any(|c| c.span.start >= stmt.span.start && c.span.start < stmt.span.end)
+                self.blank_before(start)
+                    || between
+                        .lines()
+                        .skip(1)
+                        .any(|l| l.trim_start_matches([' ', '\t', ',']).starts_with('#'))
+                    || self.has_comment_in(stmt.span)
             };
             if !simple || starts_group {
                 flush(&mut run, &mut widths);
