@@ -137,7 +137,15 @@ impl<'t> Builder<'t> {
                 newlines += usize::from(b == b'\n');
                 b.is_ascii_whitespace() && newlines <= 1
             });
-            if !attached {
+            // A `##` after code on its line is a trailing remark on that
+            // code, no documentation of what comes next.
+            let before = self.text.get(..c.span.start as usize).unwrap_or("");
+            let own_line = before
+                .bytes()
+                .rev()
+                .take_while(|b| *b != b'\n')
+                .all(|b| b == b' ' || b == b'\t' || b == b'\r');
+            if !attached || !own_line {
                 break;
             }
             let line = c.text.trim_start_matches("##");
