@@ -5,7 +5,7 @@
 use crate::Graph;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 /// Nodes in a stable topological order (loop-back edges ignored).
@@ -128,9 +128,30 @@ fn mermaid_text(text: &str) -> String {
     text.replace('"', "#quot;")
 }
 
+/// The DOT or Mermaid id of every node: [`id`] of its name, with `_2`,
+/// `_3`, ... after names that [`id`] maps to an id already taken (`a_b::x`
+/// and `a/b::x`), in the order the nodes are printed.
+fn node_ids(g: &Graph) -> BTreeMap<NodeIndex, String> {
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut ids = BTreeMap::new();
+    for n in order(g) {
+        let base = id(&g.graph[n].name);
+        let mut unique = base.clone();
+        let mut k = 2;
+        while !taken.insert(unique.clone()) {
+            unique = format!("{base}_{k}");
+            k += 1;
+        }
+        ids.insert(n, unique);
+    }
+    ids
+}
+
 /// Graphviz DOT.
 pub fn to_dot(g: &Graph) -> String {
     let graph = &g.graph;
+    let ids = node_ids(g);
+    let id_of = |n: NodeIndex| ids.get(&n).cloned().unwrap_or_default();
     let mut s = String::from(
         "digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
     );
@@ -155,7 +176,7 @@ pub fn to_dot(g: &Graph) -> String {
             let _ = writeln!(
                 s,
                 "    {} [label=\"{}\\n{:?}\"];",
-                id(&graph[*n].name),
+                id_of(*n),
                 dot_text(&graph[*n].name),
                 graph[*n].op
             );
@@ -166,7 +187,7 @@ pub fn to_dot(g: &Graph) -> String {
         let _ = writeln!(
             s,
             "  {} [label=\"{}\\n{:?}\"];",
-            id(&graph[*n].name),
+            id_of(*n),
             dot_text(&graph[*n].name),
             graph[*n].op
         );
@@ -181,8 +202,8 @@ pub fn to_dot(g: &Graph) -> String {
             };
             format!(
                 "  {} -> {} [label=\"{}\"{style}];",
-                id(&graph[e.source()].name),
-                id(&graph[e.target()].name),
+                id_of(e.source()),
+                id_of(e.target()),
                 dot_text(&e.weight().to_port)
             )
         })
@@ -199,12 +220,14 @@ pub fn to_dot(g: &Graph) -> String {
 /// Mermaid flowchart.
 pub fn to_mermaid(g: &Graph) -> String {
     let graph = &g.graph;
+    let ids = node_ids(g);
+    let id_of = |n: NodeIndex| ids.get(&n).cloned().unwrap_or_default();
     let mut s = String::from("flowchart LR\n");
     for n in order(g) {
         let _ = writeln!(
             s,
             "  {}[\"{}<br/>{:?}\"]",
-            id(&graph[n].name),
+            id_of(n),
             mermaid_text(&graph[n].name),
             graph[n].op
         );
@@ -215,9 +238,9 @@ pub fn to_mermaid(g: &Graph) -> String {
             let arrow = if e.weight().loop_back { "-.->" } else { "-->" };
             format!(
                 "  {} {arrow}|{}| {}",
-                id(&graph[e.source()].name),
+                id_of(e.source()),
                 e.weight().to_port,
-                id(&graph[e.target()].name)
+                id_of(e.target())
             )
         })
         .collect();
@@ -266,5 +289,32 @@ mod tests {
             mermaid.contains("  rubric_a_b_x__r[\"rubric.a#quot;b/x::r<br/>Score\"]"),
             "{mermaid}"
         );
+    }
+
+    /// Names that map to one id (`a_b::x`, `a/b::x`) stay two nodes.
+    #[test]
+    fn names_that_share_an_id_stay_apart() {
+        let mut g = Graph::new(String::new());
+        let node = |name: &str| Node {
+            name: name.into(),
+            op: Op::LoadModel,
+            stage_loop: None,
+            params: Default::default(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        };
+        let a = g.add(node("model.a_b::x"));
+        let b = g.add(node("model.a/b::x"));
+        g.connect(a, "out", b, "in");
+        let dot = to_dot(&g);
+        let ids: BTreeSet<&str> = dot
+            .lines()
+            .filter(|l| l.contains("[label=\"model."))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(ids.len(), 2, "{dot}");
+        assert!(dot.contains("model_a_b__x -> model_a_b__x_2") || dot.contains("model_a_b__x_2 -> model_a_b__x"), "{dot}");
+        let mermaid = to_mermaid(&g);
+        assert!(mermaid.contains("model_a_b__x_2["), "{mermaid}");
     }
 }

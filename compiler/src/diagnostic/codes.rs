@@ -154,6 +154,8 @@ codes! {
     E0318 = 318, "model folder disagrees with its `arch`";
     /// A training stage without exactly one algorithm block.
     E0319 = 319, "no algorithm";
+    /// A split named `all`, the name of every row of a dataset.
+    E0320 = 320, "reserved split name";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";

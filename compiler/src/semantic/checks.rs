@@ -580,6 +580,17 @@ impl<'a> Analyzer<'a> {
         if parts.is_empty() {
             return;
         }
+        if parts.iter().any(|(k, _)| k == "all") {
+            self.diags.push(
+                Diagnostic::error(Code::E0320, "a split cannot be called `all`")
+                    .with_primary(
+                        self.setting_span(i, &["split", "all"]),
+                        "a split named `all`",
+                    )
+                    .with_note("the dataflow graph calls every row of a dataset `all` (what `data = d` reads)")
+                    .with_help("name the split something else, such as `rest`"),
+            );
+        }
         let sum: f64 = parts.iter().map(|(_, n)| n).sum();
         if (sum - 1.0).abs() > 1e-9 {
             // The split written last absorbs the difference.
