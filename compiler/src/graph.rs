@@ -290,6 +290,7 @@ impl<'p> Lowerer<'p> {
             let mut c = node(format!("{base}.curate"), Op::Curate, None);
             c.params = self.value_params(&[
                 ("rollouts", curate.0.get("rollouts")),
+                ("rollout", curate.0.get("rollout")),
                 ("keep", curate.0.get("keep")),
             ]);
             c.inputs.push(port("rows", T::Rows));
@@ -438,6 +439,7 @@ impl<'p> Lowerer<'p> {
                 comp_port = "completions";
                 scores = fi;
             }
+            let kl_in_reward = g.block("kl").and_then(|k| k.text("placement")) == Some("reward");
             let mut adv = node(format!("train.{stage}.advantage"), Op::Advantage, lp);
             adv.params = self.value_params(&[
                 ("advantage", g.0.get("advantage")),
@@ -445,6 +447,7 @@ impl<'p> Lowerer<'p> {
                 ("multi_objective", g.0.get("multi_objective")),
                 ("dynamic_sampling", g.0.get("dynamic_sampling")),
                 ("cost", g.0.get("cost")),
+                ("kl", g.0.get("kl").filter(|_| kl_in_reward)),
             ]);
             adv.inputs.push(port("scores", T::Scores));
             adv.outputs.push(port("advantages", T::Advantages));
@@ -471,10 +474,22 @@ impl<'p> Lowerer<'p> {
                 let rli = self.add(rl);
                 self.graph.connect(comp, comp_port, rli, "completions");
                 self.graph.connect(fri, "model", rli, "reference");
-                if let Some(u) = self.graph.graph.node_weight_mut(ui) {
-                    u.inputs.push(port("ref_logprobs", T::LogProbs));
+                // `placement = reward` subtracts the KL from the reward
+                // before advantages; `loss` adds it to the update's loss.
+                // In the reward the policy's log-probs of the completions are
+                // scored beside the reference's.
+                let target = if kl_in_reward { ai } else { ui };
+                if let Some(t) = self.graph.graph.node_weight_mut(target) {
+                    t.inputs.push(port("ref_logprobs", T::LogProbs));
+                    if kl_in_reward {
+                        t.inputs.push(port("policy", T::Model));
+                    }
                 }
-                self.graph.connect(rli, "logprobs", ui, "ref_logprobs");
+                self.graph.connect(rli, "logprobs", target, "ref_logprobs");
+                if kl_in_reward {
+                    self.graph.connect(policy, policy_port, ai, "policy");
+                    self.graph.loop_back(ui, "policy", ai, "policy");
+                }
             }
         } else {
             self.graph.connect(bi, "prompts", ui, "prompts");
@@ -491,10 +506,26 @@ impl<'p> Lowerer<'p> {
         mt.inputs.push(port("metrics", T::Metrics));
         let mi = self.add(mt);
         self.graph.connect(ui, "metrics", mi, "metrics");
+        // The report scores the held-out split (`eval_data`) with the
+        // stage's reward before and after training.
         let mut rp = node(format!("train.{stage}.report"), Op::Report, None);
         rp.inputs.push(port("policy", T::Model));
+        let held_out = match (s.get("eval_data"), s.reference("reward")) {
+            (Some(Value::Split { dataset, split }), Some(reward)) => {
+                rp.inputs.push(port("held_out", T::Rows));
+                rp.inputs.push(port("scorer", T::Scorer));
+                Some((*dataset, split.clone(), reward))
+            }
+            _ => None,
+        };
         let ri = self.add(rp);
         self.graph.connect(ui, "policy", ri, "policy");
+        if let Some((dataset, split, reward)) = held_out {
+            let (di, p) = self.split(dataset, split.as_deref());
+            self.graph.connect(di, &p, ri, "held_out");
+            let rubric = self.rubric(reward);
+            self.graph.connect(rubric, "scorer", ri, "scorer");
+        }
         Some(ui)
     }
 

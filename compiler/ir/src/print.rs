@@ -313,7 +313,11 @@ mod tests {
             .filter_map(|l| l.split_whitespace().next())
             .collect();
         assert_eq!(ids.len(), 2, "{dot}");
-        assert!(dot.contains("model_a_b__x -> model_a_b__x_2") || dot.contains("model_a_b__x_2 -> model_a_b__x"), "{dot}");
+        assert!(
+            dot.contains("model_a_b__x -> model_a_b__x_2")
+                || dot.contains("model_a_b__x_2 -> model_a_b__x"),
+            "{dot}"
+        );
         let mermaid = to_mermaid(&g);
         assert!(mermaid.contains("model_a_b__x_2["), "{mermaid}");
     }
