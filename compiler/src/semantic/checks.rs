@@ -157,7 +157,8 @@ impl<'a> Analyzer<'a> {
             return;
         };
         for key in ["rollout", "reward"] {
-            if s.get(key).is_none() {
+            // A written one that does not resolve has its own error (E0203).
+            if s.get(key).is_none() && !self.written(i, &[key]) {
                 self.diags.push(
                     Diagnostic::error(Code::E0211, format!("`train {name}` uses `grpo` but has no `{key}`"))
                         .with_primary(self.setting_span(i, &["grpo"]), format!("GRPO needs a `{key}`"))
@@ -242,12 +243,16 @@ impl<'a> Analyzer<'a> {
                             format!("{} / {} = {}", num(batch), num(group), num(batch / group)),
                         )
                         .with_secondary(self.setting_span(rollout.0, &["group"]), "the group size")
-                        .with_help(format!(
-                            "use {} or {} completions, or count prompts: `batch = {} prompts`",
-                            num(down.max(group)),
-                            num(up),
-                            num((batch / group).round().max(1.0))
-                        )),
+                        .with_help({
+                            let prompts = (batch / group).round().max(1.0);
+                            format!(
+                                "use {} or {} completions, or count prompts: `batch = {} {}`",
+                                num(down.max(group)),
+                                num(up),
+                                num(prompts),
+                                if prompts == 1.0 { "prompt" } else { "prompts" }
+                            )
+                        }),
                     );
                     return;
                 }
