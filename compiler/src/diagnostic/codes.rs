@@ -156,6 +156,8 @@ codes! {
     E0319 = 319, "no algorithm";
     /// A split named `all`, the name of every row of a dataset.
     E0320 = 320, "reserved split name";
+    /// A stage `after` one that trains another model.
+    E0321 = 321, "stage continues another model";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";

@@ -120,6 +120,7 @@ impl<'a> Analyzer<'a> {
             );
         }
         let policy = s.reference("policy");
+        self.check_after(i, policy, &s);
         if let Some(policy) = policy {
             let scores_held_out = s.get("eval_data").is_some() && s.get("reward").is_some();
             self.check_context(i, policy, &s, scores_held_out);
@@ -469,6 +470,37 @@ impl<'a> Analyzer<'a> {
             };
             self.unknown_criterion(reward, &ident);
         }
+    }
+
+    /// E0321: `after` names a stage that trains another model than this
+    /// stage's `policy` (this stage would start from that model's weights).
+    fn check_after(&mut self, i: usize, policy: Option<DeclRef>, s: &Settings) {
+        let (Some(policy), Some(before)) = (policy, s.reference("after")) else {
+            return;
+        };
+        let Some(theirs) = self.decls[before.0].settings.reference("policy") else {
+            return;
+        };
+        if theirs == policy {
+            return;
+        }
+        let (name, other) = (
+            self.decls[i].name.clone(),
+            self.decls[before.0].name.clone(),
+        );
+        let (mine, their_name) = (
+            self.decls[policy.0].name.clone(),
+            self.decls[theirs.0].name.clone(),
+        );
+        self.diags.push(
+            Diagnostic::error(
+                Code::E0321,
+                format!("`train {name}` trains `{mine}` but continues `train {other}`, which trains `{their_name}`"),
+            )
+            .with_primary(self.setting_span(i, &["after"]), format!("starts from `{their_name}`'s trained weights"))
+            .with_secondary(self.setting_span(before.0, &["policy"]), format!("`{other}` trains `{their_name}`"))
+            .with_help(format!("set `policy = {their_name}` to continue it, or remove `after` to train `{mine}` from its own weights")),
+        );
     }
 
     /// E0311: the new tokens of declaration `i` (a `train` stage or an
