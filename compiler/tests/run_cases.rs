@@ -86,7 +86,11 @@ fn run(case: &Path, out: &Path) -> Output {
 /// request and a score after; `slow` waits longer than any test timeout
 /// before answering; `concurrent` answers each request after 300 ms;
 /// `api_key` answers 401 unless the request carries `Bearer {API_KEY}`;
-/// `no_score` answers words around a number; `tls` speaks https with the
+/// `no_score` answers words around a number; `not_json` answers HTML;
+/// `error_message` answers 400 with an OpenAI-style error message;
+/// `cut_then_200` first promises more body than it sends, then scores;
+/// `switchable` answers 429 while [`JUDGE_FAILS`] is set and a score that
+/// varies with the completion otherwise; `tls` speaks https with the
 /// certificate of `tests/cases/run/tls/` (signed by the test CA there) and
 /// answers a score. Returns the port and the most requests the server held
 /// at once.
@@ -127,6 +131,10 @@ fn start_server(mode: &str) -> (u16, Arc<AtomicUsize>) {
     });
     (port, most_seen)
 }
+
+/// Whether the `switchable` server answers 429 (with `Retry-After: 30`)
+/// instead of a score.
+static JUDGE_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A request the server holds: counted in flight until dropped, which
 /// happens just before its answer is written (so that a client's next
@@ -216,6 +224,35 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool,
             ("401 Unauthorized", "{\"error\": \"no key\"}".to_string())
         }
         "no_score" => ("200 OK", score("I would say 0.8 out of 1")),
+        "not_json" => ("200 OK", "<html>Bad gateway</html>".to_string()),
+        "error_message" => (
+            "400 Bad Request",
+            "{\"error\": {\"message\": \"prompt too long for this model\"}}".to_string(),
+        ),
+        "cut_then_200" if first => {
+            // Headers promise more body than comes: the read fails.
+            drop(held);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\nConnection: close\r\n\r\n{{\"choi"
+            );
+            return;
+        }
+        "switchable" if JUDGE_FAILS.load(Ordering::SeqCst) => {
+            drop(held);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            return;
+        }
+        // A score that varies with the completion (so that GRPO learns):
+        // 0, 0.5 or 1 by its text's length.
+        "switchable" => {
+            let text = request["messages"][1]["content"].as_str().unwrap_or("");
+            let s = (text.len() % 3) as f64 / 2.0;
+            ("200 OK", score(&s.to_string()))
+        }
         _ => ("200 OK", score("0.75")),
     };
     drop(held);
@@ -782,6 +819,10 @@ cases!(
     judge_concurrency,
     judge_api_key,
     judge_http_fallback,
+    judge_cut_body,
+    judge_not_json_fallback,
+    judge_error_message,
+    judge_fallback_scale,
     judge_https,
     judge_https_ca,
     dynamic_sampling_empty,
@@ -848,6 +889,70 @@ fn interrupt_saves_a_checkpoint_that_resumes_exactly(signal: &str) {
         break;
     }
     assert!(interrupted, "the run always finished before SIG{signal}");
+}
+
+/// Ctrl+C while an HTTP judge waits to retry ends the wait at once (the
+/// server asks for 30 s): the run exits 130 with a checkpoint of the step
+/// under way as it was before its draws, and the resumed run ends with the
+/// weights of an uninterrupted run.
+#[test]
+fn an_interrupt_ends_a_judge_s_retry_wait_with_a_checkpoint() {
+    let case = prepare("judge_interrupt", "judge-interrupt");
+    let (port, _) = start_server("switchable");
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(&pipeline, text.replace("{PORT}", &port.to_string())).unwrap();
+    let full = case.join("full");
+    let out = run(&case, &full);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let weights = |dir: &Path| std::fs::read(dir.join("models/t/model.safetensors")).unwrap();
+    let mut interrupted = false;
+    for attempt in 0..3 {
+        let dir = case.join(format!("interrupted-{attempt}"));
+        let child = start_until_first_checkpoint(&case, &dir, Stdio::piped());
+        JUDGE_FAILS.store(true, Ordering::SeqCst);
+        // The next request is refused with a 30 s Retry-After.
+        std::thread::sleep(Duration::from_millis(1500));
+        let sent_at = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let out = child.wait_with_output().unwrap();
+        let waited = sent_at.elapsed();
+        JUDGE_FAILS.store(false, Ordering::SeqCst);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            continue; // finished before the judge failed; try again
+        }
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        assert!(stderr.contains("HTTP 429"), "{stderr}");
+        assert!(stderr.contains("interrupted before its retry"), "{stderr}");
+        assert!(
+            stderr.contains("interrupted; checkpoint saved to"),
+            "{stderr}"
+        );
+        assert!(
+            waited < Duration::from_secs(15),
+            "the wait went on for {waited:?}"
+        );
+        interrupted = true;
+        assert!(resume_to_the_end(&case, &dir).contains("resuming from"));
+        assert!(
+            weights(&full) == weights(&dir),
+            "weights resumed after an interrupted judge retry differ from the uninterrupted run"
+        );
+        break;
+    }
+    assert!(
+        interrupted,
+        "the run always finished before the judge failed"
+    );
 }
 
 /// In a project, `saferc run` without `--out` writes under `[paths] runs`

@@ -106,6 +106,11 @@ pub fn run(args: RunArgs) -> i32 {
             eprintln!("{e}");
             130
         }
+        // A failure the interrupt caused (a judge whose retry it cut short).
+        Err(e) if options.interrupt.load(std::sync::atomic::Ordering::SeqCst) => {
+            eprintln!("interrupted: {e} (training checkpoints are kept; continue with `saferc run --resume`)");
+            130
+        }
         Err(e @ ExecError::Usage(_)) => {
             eprintln!("error: {e}");
             2

@@ -229,6 +229,10 @@ pub fn train<B: Backend>(
             config: &inner.config,
         };
         let scorer = session.scorer(&reward_name, &vocab)?;
+        // The state before this step's draws: an interrupt that ends the
+        // step before its update (a judge waiting to retry) checkpoints it,
+        // and the resumed run draws the step again as it would have.
+        let at_start = state.clone();
         let drawn = draw::draw(
             &draw::Rollouts {
                 policy: &pol,
@@ -243,7 +247,27 @@ pub fn train<B: Backend>(
             &rows,
             &mut prompt_cache,
             &mut state,
-        )?;
+        );
+        let drawn = match drawn {
+            Err(e)
+                if session
+                    .options
+                    .interrupt
+                    .load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                eprintln!("step {}: {e}", step + 1);
+                let checkpoint = checkpoint::save::<AD<B>, _>(
+                    &ck_root,
+                    &start.tokenizer,
+                    &policy,
+                    &optim,
+                    &at_start,
+                    stage.checkpoint_keep,
+                )?;
+                return Err(ExecError::Interrupted { checkpoint });
+            }
+            other => other?,
+        };
         if let Some(ds) = &g.dynamic_sampling {
             if drawn.rows.len() < g.batch_prompts {
                 health.warn(step, "dynamic_sampling", &format!(

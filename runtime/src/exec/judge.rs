@@ -25,6 +25,7 @@
 //! `judges`), or is an error naming the reply.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use safer_ir::plan::{EvalError, JudgeSpec};
@@ -124,7 +125,9 @@ impl JudgeCounts {
                         "warning: judge `{judge}` replied {said:?}, not one number from {lo} to {hi}; using its fallback {f} (every fallback is counted in summary.json's `judges`)"
                     );
                 }
-                Ok(f)
+                // The fallback is a score on 0..1, as the criterion's score
+                // is: the raw score on this range that maps to it.
+                Ok(lo + f * (hi - lo))
             }
             (None, None) => Err(format!(
                 "judge `{judge}` replied {said:?}, which holds no score (one number from {lo} to {hi} was asked for); declare `fallback = ...` on the judge to use a fixed score instead"
@@ -167,10 +170,20 @@ impl Judge for RulesJudge {
     }
 }
 
+/// Why a request failed: whether to retry it, the reason, and how long the
+/// server asked to wait (`Retry-After`).
+type Failure = (bool, String, Option<Duration>);
+
 /// An OpenAI-compatible HTTP judge.
 pub struct HttpJudge {
     name: String,
+    /// `endpoint` with `/chat/completions`.
     url: String,
+    /// The same with a password in it masked, for messages.
+    shown_url: String,
+    /// Set by Ctrl+C, SIGTERM or SIGHUP: no retry starts, and a wait for
+    /// one ends.
+    interrupt: Arc<AtomicBool>,
     model: String,
     api_key: Option<String>,
     retries: u32,
@@ -191,11 +204,13 @@ impl HttpJudge {
     /// # Errors
     /// No endpoint, an API-key variable that is not set, or a `ca_file`
     /// that holds no usable certificate.
-    pub fn new(name: &str, spec: &JudgeSpec) -> Result<Self, String> {
+    pub fn new(name: &str, spec: &JudgeSpec, interrupt: Arc<AtomicBool>) -> Result<Self, String> {
         let endpoint = spec
             .endpoint
             .as_deref()
             .ok_or_else(|| format!("judge `{name}` is `kind = http` but has no `endpoint`"))?;
+        let url = chat_completions_url(endpoint)
+            .map_err(|e| format!("judge `{name}`: `endpoint = {}`: {e}", masked_url(endpoint)))?;
         let api_key = match &spec.api_key_env {
             Some(var) => Some(std::env::var(var).map_err(|_| {
                 format!("judge `{name}` reads its API key from ${var}, which is not set")
@@ -216,7 +231,9 @@ impl HttpJudge {
         }
         Ok(HttpJudge {
             name: name.to_string(),
-            url: format!("{}/chat/completions", endpoint.trim_end_matches('/')),
+            shown_url: masked_url(&url),
+            url,
+            interrupt,
             model: spec.model_name.clone().unwrap_or_else(|| "default".into()),
             api_key,
             retries: spec.retries,
@@ -238,21 +255,31 @@ impl HttpJudge {
         })
     }
 
-    fn request(&self, body: &Value) -> Result<Value, (bool, String, Option<u64>)> {
+    /// One request; the body of a 2xx answer.
+    fn request(&self, body: &Value) -> Result<String, Failure> {
         let mut req = self.agent.post(&self.url);
         if let Some(key) = &self.api_key {
             req = req.set("Authorization", &format!("Bearer {key}"));
         }
         match req.send_json(body.clone()) {
+            Ok(resp) if (300..400).contains(&resp.status()) => Err((
+                false,
+                format!(
+                    "HTTP {} to {}: the endpoint redirects; set `endpoint` to where it points",
+                    resp.status(),
+                    resp.header("Location").unwrap_or("(no Location)")
+                ),
+                None,
+            )),
+            // A body cut short or too slow is retried as a failed request is.
             Ok(resp) => resp
-                .into_json::<Value>()
-                .map_err(|e| (false, format!("the answer is not JSON: {e}"), None)),
+                .into_string()
+                .map_err(|e| (true, format!("reading the answer failed: {e}"), None)),
             Err(ureq::Error::Status(code, resp)) => {
-                let retry_after = resp
-                    .header("Retry-After")
-                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let retry_after = resp.header("Retry-After").and_then(retry_after);
+                let detail = error_detail(&resp.into_string().unwrap_or_default());
                 let retryable = code == 429 || code >= 500;
-                Err((retryable, format!("HTTP {code}"), retry_after))
+                Err((retryable, format!("HTTP {code}{detail}"), retry_after))
             }
             Err(ureq::Error::Transport(t)) => {
                 let why = t.to_string();
@@ -263,6 +290,81 @@ impl HttpJudge {
                 }
             }
         }
+    }
+
+    /// Waits `wait` before a retry, or less when the run is interrupted;
+    /// whether it was.
+    fn wait_unless_interrupted(&self, wait: Duration) -> bool {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            if self.interrupt.load(Ordering::SeqCst) {
+                return true;
+            }
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+}
+
+/// `endpoint` with `/chat/completions` appended to its path (not twice),
+/// its query kept (`?api-version=...`).
+///
+/// # Errors
+/// An endpoint that is not an absolute URL.
+fn chat_completions_url(endpoint: &str) -> Result<String, String> {
+    let mut url = url::Url::parse(endpoint).map_err(|e| format!("not a URL ({e})"))?;
+    let path = url.path().trim_end_matches('/').to_string();
+    if !path.ends_with("/chat/completions") {
+        url.set_path(&format!("{path}/chat/completions"));
+    }
+    Ok(url.to_string())
+}
+
+/// `url` with a password in it (`https://user:secret@host/v1`) shown as
+/// `***`, for messages and the run's manifest.
+pub fn masked_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date (RFC 9110).
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// What an error answer says (OpenAI's and vLLM's `{"error": {"message":
+/// ...}}`, or the start of its text), as `: ...`; empty when it says nothing.
+fn error_detail(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| {
+            ["/error/message", "/error", "/message", "/detail"]
+                .iter()
+                .find_map(|p| v.pointer(p).and_then(Value::as_str))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| body.trim().chars().take(200).collect());
+    if message.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", message.trim())
     }
 }
 
@@ -321,42 +423,48 @@ impl Judge for HttpJudge {
         let mut attempt = 0u32;
         loop {
             match self.request(&body) {
-                Ok(answer) => {
-                    // A reply in another shape than chat completions' is
-                    // a reply without a score (its JSON is shown).
+                Ok(text) => {
+                    // A reply in another shape than chat completions' (other
+                    // JSON, or no JSON) is a reply without a score, shown.
+                    let answer: Option<Value> = serde_json::from_str(&text).ok();
                     let content = match answer
-                        .pointer("/choices/0/message/content")
+                        .as_ref()
+                        .and_then(|a| a.pointer("/choices/0/message/content"))
                         .and_then(Value::as_str)
                     {
-                        Some(text) => text.to_string(),
-                        None => answer.to_string(),
+                        Some(said) => said.to_string(),
+                        None => text.chars().take(500).collect(),
                     };
                     break self
                         .counts
                         .score_of(&self.name, &content, question.range, self.fallback)
-                        .map_err(|e| EvalError::Call(format!("{e} (from {})", self.url)));
+                        .map_err(|e| EvalError::Call(format!("{e} (from {})", self.shown_url)));
                 }
                 Err((true, why, retry_after)) if attempt < self.retries => {
                     let wait = retry_after
-                        .map(Duration::from_secs)
                         .unwrap_or(self.backoff.saturating_mul(2u32.saturating_pow(attempt)))
                         .min(MAX_RETRY_AFTER);
                     self.counts.retries.fetch_add(1, Ordering::Relaxed);
                     eprintln!(
                         "warning: judge {} failed ({why}); retry {} of {} in {:.1}s",
-                        self.url,
+                        self.shown_url,
                         attempt + 1,
                         self.retries,
                         wait.as_secs_f64()
                     );
-                    std::thread::sleep(wait);
+                    if self.wait_unless_interrupted(wait) {
+                        break Err(EvalError::Call(format!(
+                            "the judge at {} failed ({why}) and the run was interrupted before its retry",
+                            self.shown_url
+                        )));
+                    }
                     attempt += 1;
                 }
                 Err((_, why, _)) => {
                     let attempts = attempt + 1;
                     break Err(EvalError::Call(format!(
                         "the judge at {} failed after {attempts} attempt{}: {why}",
-                        self.url,
+                        self.shown_url,
                         if attempts == 1 { "" } else { "s" }
                     )));
                 }
@@ -368,6 +476,59 @@ impl Judge for HttpJudge {
 #[cfg(test)]
 mod tests {
     use super::parse_score;
+
+    #[test]
+    fn endpoint_urls() {
+        use super::{chat_completions_url, masked_url};
+        let url = |e: &str| chat_completions_url(e).unwrap_or_default();
+        assert_eq!(url("http://h:8000/v1"), "http://h:8000/v1/chat/completions");
+        assert_eq!(
+            url("http://h:8000/v1/"),
+            "http://h:8000/v1/chat/completions"
+        );
+        assert_eq!(
+            url("https://h/openai/deployments/x?api-version=2024-06-01"),
+            "https://h/openai/deployments/x/chat/completions?api-version=2024-06-01"
+        );
+        assert_eq!(
+            url("http://h/v1/chat/completions"),
+            "http://h/v1/chat/completions"
+        );
+        assert!(chat_completions_url("h/v1").is_err());
+        assert_eq!(masked_url("https://me:secret@h/v1"), "https://me:***@h/v1");
+        assert_eq!(masked_url("https://h/v1"), "https://h/v1");
+    }
+
+    #[test]
+    fn retry_after_and_error_details() {
+        use super::{error_detail, retry_after};
+        use std::time::{Duration, SystemTime};
+        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        assert!(retry_after(&later).is_some_and(|d| d > Duration::from_secs(100)));
+        assert_eq!(retry_after("soon"), None);
+        assert_eq!(
+            error_detail(r#"{"error": {"message": "no such model"}}"#),
+            ": no such model"
+        );
+        assert_eq!(error_detail(r#"{"detail": "Not Found"}"#), ": Not Found");
+        assert_eq!(error_detail("  "), "");
+        assert_eq!(error_detail("<html>oops</html>"), ": <html>oops</html>");
+    }
+
+    /// A fallback is the criterion's score on 0..1: on a question asked on
+    /// 1..10 it is the raw score that maps to it.
+    #[test]
+    fn a_fallback_maps_onto_the_range_asked() {
+        let counts = super::JudgeCounts::default();
+        let raw = counts.score_of("j", "no idea", (1.0, 10.0), Some(0.25));
+        assert_eq!(raw, Ok(1.0 + 0.25 * 9.0));
+        assert_eq!(counts.score_of("j", "0.5", (0.0, 1.0), Some(0.25)), Ok(0.5));
+    }
 
     #[test]
     fn scores_from_answers() {

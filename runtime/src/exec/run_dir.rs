@@ -98,6 +98,18 @@ impl Drop for RunLock {
     }
 }
 
+/// `plan` as the manifest records it: a password in a judge's endpoint URL
+/// (`https://user:secret@host/v1`) masked, as API keys are never written.
+fn shown_plan(plan: &Plan) -> Plan {
+    let mut shown = plan.clone();
+    for judge in shown.judges.values_mut() {
+        if let Some(endpoint) = &mut judge.endpoint {
+            *endpoint = super::judge::masked_url(endpoint);
+        }
+    }
+    shown
+}
+
 fn io(path: &Path, e: std::io::Error) -> ExecError {
     ExecError::Io {
         path: path.to_path_buf(),
@@ -159,7 +171,7 @@ impl RunDir {
             "seeds": plan.stages.iter().map(|s| (s.name.clone(), s.seed)).collect::<std::collections::BTreeMap<_, _>>(),
             "device": device,
             "threads": rayon::current_num_threads(),
-            "plan": plan,
+            "plan": shown_plan(plan),
         });
         write_atomically(
             &path.join("manifest.json"),

@@ -143,7 +143,8 @@ impl<'a, B: Backend> Session<'a, B> {
         for (name, spec) in &plan.judges {
             match spec.kind.as_str() {
                 "http" => {
-                    let judge = HttpJudge::new(name, spec).map_err(ExecError::Usage)?;
+                    let judge = HttpJudge::new(name, spec, options.interrupt.clone())
+                        .map_err(ExecError::Usage)?;
                     judges.insert(name.clone(), Box::new(judge));
                 }
                 "model" => {}
