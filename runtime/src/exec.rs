@@ -37,6 +37,7 @@ pub mod run_dir;
 pub mod scorers;
 pub mod session;
 pub mod sft_stage;
+pub mod skipped_rows;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -13,8 +13,9 @@ use safer_ir::plan::{eval, CurateSpec, Env, Val};
 use serde_json::{json, Value};
 
 use super::data::Row;
-use super::rollout::{prompts, sample, sampling, Policy, TooLong};
+use super::rollout::{sample, sampling, Policy};
 use super::session::Session;
+use super::skipped_rows::SkippedRows;
 use super::ExecError;
 use crate::grpo::advantage::std;
 
@@ -72,20 +73,24 @@ pub fn curate<B: Backend>(
     let mut kept = Vec::new();
     let mut histogram = [0usize; 10];
     let mut dropped = 0usize;
-    // Rows too long for the model's context are bad rows: skipped (named
-    // once, after the last chunk), or the run's end under `on_bad_row = fail`.
+    // Rows whose prompt cannot be built or is too long for the model's
+    // context are bad rows: skipped (named once, after the last chunk), or
+    // the run's end under `on_bad_row = fail`.
     let what = format!("curation of `{dataset}`");
-    let mut too_long = TooLong::new(&what);
+    let mut skipped = SkippedRows::new(&what);
     let fail = session.fails_on_bad_rows(dataset);
     for chunk in rows.chunks(PROMPTS_PER_BATCH) {
         super::stop_if_interrupted(&session.options.interrupt, || {
             format!("curating `{dataset}`")
         })?;
-        let (chunk, prompts) = too_long.fit(
+        let (chunk, prompts) = skipped.usable(
             chunk.to_vec(),
-            prompts(chunk, policy.tokenizer, policy.config)?,
-            params.max_new_tokens,
-            policy.config.text.max_position_embeddings,
+            policy.tokenizer,
+            policy.config,
+            (
+                params.max_new_tokens,
+                policy.config.text.max_position_embeddings,
+            ),
             fail,
         )?;
         if chunk.is_empty() {
@@ -123,7 +128,7 @@ pub fn curate<B: Backend>(
             }
         }
     }
-    too_long.warn();
+    skipped.warn();
     eprintln!(
         "dataset {dataset}: curation kept {} of {} prompts ({} rollouts each)",
         kept.len(),

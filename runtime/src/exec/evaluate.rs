@@ -16,9 +16,10 @@ use safer_ir::plan::RolloutSpec;
 use serde_json::{json, Map, Value};
 
 use super::data::Row;
-use super::rollout::{prompts, sample, sampling, Policy, TooLong};
+use super::rollout::{sample, sampling, Policy};
 use super::rubric::{RubricScorer, Scores};
 use super::session::Loaded;
+use super::skipped_rows::SkippedRows;
 use super::{stop_if_interrupted, ExecError};
 use crate::generate::SamplingParams;
 
@@ -53,16 +54,20 @@ pub fn evaluate<B: Backend>(
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut scores: Vec<(String, Scores)> = Vec::with_capacity(rows.len());
-    // Rows too long for the context are skipped (and named once, after the
-    // last chunk), not the whole evaluation stopped.
-    let mut too_long = TooLong::new("evaluation");
+    // Rows whose prompt cannot be built or is too long for the context are
+    // skipped (and named once, after the last chunk), not the whole
+    // evaluation stopped.
+    let mut skipped = SkippedRows::new("evaluation");
     for chunk in rows.chunks(BATCH) {
         stop_if_interrupted(interrupt, || "evaluating".into())?;
-        let (chunk, prompts) = too_long.fit(
+        let (chunk, prompts) = skipped.usable(
             chunk.to_vec(),
-            prompts(chunk, policy.tokenizer, policy.config)?,
-            params.max_new_tokens,
-            policy.config.text.max_position_embeddings,
+            policy.tokenizer,
+            policy.config,
+            (
+                params.max_new_tokens,
+                policy.config.text.max_position_embeddings,
+            ),
             fail_on_bad_rows,
         )?;
         if chunk.is_empty() {
@@ -74,7 +79,7 @@ pub fn evaluate<B: Backend>(
             scores.push((row.text("label").unwrap_or_default(), sc));
         }
     }
-    too_long.warn();
+    skipped.warn();
     let names = scorer.criterion_names();
     // Means over no rows are `null`, not 0: an empty split scores nothing.
     let mean = |values: Vec<f64>| -> Value {

@@ -24,10 +24,9 @@ use serde_json::{json, Value};
 use super::checkpoint;
 use super::data::Row;
 use super::health::Health;
-use super::rollout::{
-    fit_to_context, oversized_batch_warning, prompts, sampling, Policy, PromptCache,
-};
+use super::rollout::{oversized_batch_warning, sampling, Policy, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
+use super::skipped_rows::usable_prompts;
 use super::ExecError;
 use crate::adamw::AdamWSettings;
 use crate::grpo::advantage::{AdvantageConfig, MultiObjective, Scale};
@@ -152,15 +151,18 @@ pub fn train<B: Backend>(
     })?;
     let vocab = session.vocabulary(&stage.data.dataset).clone();
     let rows: Vec<Row> = session.rows(&stage.data)?.to_vec();
-    // Every prompt is built once here (and cached): rows too long to leave
-    // room for `max_tokens` are skipped by the dataset's bad-row policy.
-    let built = prompts(&rows, &tokenizer, &policy.config)?;
-    let (rows, built) = fit_to_context(
+    // Every prompt is built once here (and cached): rows whose prompt
+    // cannot be built, or leaves no room for `max_tokens`, are skipped by
+    // the dataset's bad-row policy.
+    let (rows, built) = usable_prompts(
         &format!("stage {}", stage.name),
         rows,
-        built,
-        rollout.max_tokens,
-        policy.config.text.max_position_embeddings,
+        &tokenizer,
+        &policy.config,
+        (
+            rollout.max_tokens,
+            policy.config.text.max_position_embeddings,
+        ),
         session.fails_on_bad_rows(&stage.data.dataset),
     )?;
     if rows.is_empty() {

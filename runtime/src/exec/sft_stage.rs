@@ -13,8 +13,9 @@ use safer_ir::plan::{SftSpec, StageSpec};
 use serde_json::json;
 
 use super::checkpoint;
-use super::rollout::{fit_to_context, oversized_batch_warning, prompts, sequences, PromptCache};
+use super::rollout::{oversized_batch_warning, sequences, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
+use super::skipped_rows::usable_prompts;
 use super::ExecError;
 use crate::adamw::AdamWSettings;
 use crate::generate::{fused_completion_scores, sequence_logprobs};
@@ -66,15 +67,15 @@ pub fn train<B: Backend>(
         );
     }
     // Every prompt is built once here (and cached); a row whose prompt
-    // leaves no room for one target token is skipped by the bad-row policy.
+    // cannot be built, or leaves no room for one target token, is skipped
+    // by the bad-row policy.
     let context = policy.config.text.max_position_embeddings;
-    let built = prompts(&rows, &tokenizer, &policy.config)?;
-    let (rows, built) = fit_to_context(
+    let (rows, built) = usable_prompts(
         &format!("stage {}", stage.name),
         rows,
-        built,
-        1,
-        context,
+        &tokenizer,
+        &policy.config,
+        (1, context),
         session.fails_on_bad_rows(&stage.data.dataset),
     )?;
     if rows.is_empty() {

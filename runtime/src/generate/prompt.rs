@@ -22,6 +22,15 @@ pub fn user_prompt(
     images: &[PathBuf],
     system: Option<&str>,
 ) -> Result<Prompt, ModelError> {
+    // The placeholder in the user's own text would be taken for an image
+    // (the template's special tokens are parsed in what it renders).
+    if text.contains(IMAGE_PAD) || system.is_some_and(|s| s.contains(IMAGE_PAD)) {
+        return Err(ModelError::Request {
+            reason: format!(
+                "the text holds `{IMAGE_PAD}`, the token that stands for an image; give images as images, not as that token"
+            ),
+        });
+    }
     let vision = match (&config.vision, images.is_empty()) {
         (_, true) => None,
         (Some(vision), false) => Some(vision),

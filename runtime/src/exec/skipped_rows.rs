@@ -1,0 +1,280 @@
+//! Rows whose prompt cannot be used, set aside as bad rows: a prompt that
+//! cannot be built (the question holds the image placeholder token, the
+//! chat template fails on the row), or one that leaves no room in the
+//! model's context for the new tokens. Each phase (a stage, curation, an
+//! evaluation) names them in one warning, gathered over its batches, or
+//! stops at the first under the dataset's `on_bad_row = fail`.
+
+use rayon::prelude::*;
+
+use super::data::Row;
+use super::rollout::prompt;
+use super::ExecError;
+use crate::generate::Prompt;
+use crate::model::ModelConfig;
+use crate::text::TextTokenizer;
+
+/// The prompts of `rows` that can be built and leave room for `new_tokens`
+/// in `context`, with their rows; the others are named in one warning
+/// (`what` names the phase), or, with `fail`, the first is an error.
+///
+/// # Errors
+/// With `fail`, the first bad row; errors that are not a row's.
+pub fn usable_prompts(
+    what: &str,
+    rows: Vec<Row>,
+    tokenizer: &TextTokenizer,
+    config: &ModelConfig,
+    (new_tokens, context): (usize, usize),
+    fail: bool,
+) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
+    let mut skipped = SkippedRows::new(what);
+    let kept = skipped.usable(rows, tokenizer, config, (new_tokens, context), fail)?;
+    skipped.warn();
+    Ok(kept)
+}
+
+/// Why a row was set aside.
+#[derive(Clone, Copy, PartialEq)]
+enum Why {
+    /// Its prompt could not be built.
+    Unbuilt,
+    /// Its prompt leaves no room for the new tokens.
+    TooLong,
+}
+
+/// The rows set aside in one phase, gathered over several batches (an
+/// evaluation's chunks) so that one warning names them all.
+pub struct SkippedRows<'a> {
+    what: &'a str,
+    /// The first skipped row's origin and reason.
+    first: Option<(String, String)>,
+    /// Every skipped row's origin and why.
+    skipped: Vec<(String, Why)>,
+}
+
+impl<'a> SkippedRows<'a> {
+    /// No rows skipped yet; `what` names the phase in the warning.
+    pub fn new(what: &'a str) -> Self {
+        SkippedRows {
+            what,
+            first: None,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Builds the prompts of `rows` (in parallel) and keeps those that
+    /// leave room for `new_tokens` in `context`; records the others.
+    ///
+    /// # Errors
+    /// With `fail`, the first bad row; errors that are not a row's.
+    pub fn usable(
+        &mut self,
+        rows: Vec<Row>,
+        tokenizer: &TextTokenizer,
+        config: &ModelConfig,
+        (new_tokens, context): (usize, usize),
+        fail: bool,
+    ) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
+        let (rows, prompts) = self.build(rows, tokenizer, config, fail)?;
+        self.fit(rows, prompts, new_tokens, context, fail)
+    }
+
+    /// The rows whose prompt can be built, with their prompts; records the
+    /// others.
+    ///
+    /// # Errors
+    /// With `fail`, the first row whose prompt cannot be built; errors that
+    /// are not a row's.
+    pub fn build(
+        &mut self,
+        rows: Vec<Row>,
+        tokenizer: &TextTokenizer,
+        config: &ModelConfig,
+        fail: bool,
+    ) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
+        let built: Vec<Result<Prompt, ExecError>> = rows
+            .par_iter()
+            .map(|r| prompt(r, tokenizer, config, None))
+            .collect();
+        let mut kept = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
+        for (row, result) in rows.into_iter().zip(built) {
+            match result {
+                Ok(p) => {
+                    kept.0.push(row);
+                    kept.1.push(p);
+                }
+                Err(ExecError::Row { origin, message }) => {
+                    self.set_aside(origin, message, Why::Unbuilt, fail)?;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Keeps the rows (and prompts) that leave room for `new_tokens` in
+    /// `context`, records the others.
+    ///
+    /// # Errors
+    /// With `fail`, the first row that does not fit.
+    pub fn fit(
+        &mut self,
+        rows: Vec<Row>,
+        prompts: Vec<Prompt>,
+        new_tokens: usize,
+        context: usize,
+        fail: bool,
+    ) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
+        let mut kept = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
+        for (row, prompt) in rows.into_iter().zip(prompts) {
+            if prompt.tokens.len().saturating_add(new_tokens) <= context {
+                kept.0.push(row);
+                kept.1.push(prompt);
+            } else {
+                let reason = format!(
+                    "its prompt is {} tokens, which with {new_tokens} new tokens exceeds the model's context of {context}",
+                    prompt.tokens.len()
+                );
+                self.set_aside(row.origin, reason, Why::TooLong, fail)?;
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Records a bad row, or with `fail` returns it as the error.
+    fn set_aside(
+        &mut self,
+        origin: String,
+        reason: String,
+        why: Why,
+        fail: bool,
+    ) -> Result<(), ExecError> {
+        if fail {
+            return Err(ExecError::Row {
+                origin,
+                message: format!(
+                    "{reason} (the dataset says `on_bad_row = fail`; `skip` skips such rows)"
+                ),
+            });
+        }
+        if self.first.is_none() {
+            self.first = Some((origin.clone(), reason));
+        }
+        self.skipped.push((origin, why));
+        Ok(())
+    }
+
+    /// Prints the warning: the first row with its reason, then (when there
+    /// were several) their count and the first five.
+    pub fn warn(&self) {
+        for line in self.warning() {
+            eprintln!("{line}");
+        }
+    }
+
+    /// The lines [`SkippedRows::warn`] prints; none when no row was skipped.
+    pub fn warning(&self) -> Vec<String> {
+        let what = self.what;
+        let mut lines = Vec::new();
+        if let Some((origin, reason)) = &self.first {
+            lines.push(format!(
+                "warning: {what}: row {origin}: {reason}; it is skipped"
+            ));
+        }
+        let n = self.skipped.len();
+        if n > 1 {
+            let too_long = self
+                .skipped
+                .iter()
+                .filter(|(_, w)| *w == Why::TooLong)
+                .count();
+            let kind = if too_long == n {
+                "rows too long for the model's context".to_string()
+            } else if too_long == 0 {
+                "rows whose prompt cannot be built".to_string()
+            } else {
+                format!(
+                    "rows ({too_long} too long for the model's context, {} whose prompt cannot be built)",
+                    n - too_long
+                )
+            };
+            let shown: Vec<&str> = self
+                .skipped
+                .iter()
+                .take(5)
+                .map(|(o, _)| o.as_str())
+                .collect();
+            lines.push(format!(
+                "warning: {what}: skipped {n} {kind}: {}{}",
+                shown.join(", "),
+                if n > shown.len() { ", ..." } else { "" }
+            ));
+        }
+        lines
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::SkippedRows;
+    use crate::exec::data::Row;
+    use crate::generate::Prompt;
+
+    fn row(origin: &str) -> Row {
+        Row {
+            id: origin.into(),
+            origin: origin.into(),
+            fields: Default::default(),
+            prompt: String::new(),
+            images: Vec::new(),
+        }
+    }
+
+    fn prompt(n: usize) -> Prompt {
+        Prompt {
+            tokens: vec![1; n],
+            images: None,
+        }
+    }
+
+    #[test]
+    fn rows_too_long_for_the_context_are_skipped_or_fail() {
+        let rows = || vec![row("a:1"), row("a:2"), row("a:3")];
+        let prompts = || vec![prompt(10), prompt(30), prompt(22)];
+        let mut skipped = SkippedRows::new("t");
+        let (kept, kept_prompts) = skipped.fit(rows(), prompts(), 8, 30, false).unwrap();
+        let origins: Vec<&str> = kept.iter().map(|r| r.origin.as_str()).collect();
+        assert_eq!(origins, ["a:1", "a:3"]);
+        assert_eq!(kept_prompts[1].tokens.len(), 22);
+        let err = SkippedRows::new("t")
+            .fit(rows(), prompts(), 8, 30, true)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("row a:2: its prompt is 30 tokens"), "{err}");
+        assert!(err.contains("on_bad_row = fail"), "{err}");
+        // Over several batches (an evaluation's chunks), one warning names
+        // every skipped row.
+        let mut skipped = SkippedRows::new("evaluation");
+        for _ in 0..2 {
+            let (kept, _) = skipped.fit(rows(), prompts(), 8, 30, false).unwrap();
+            assert_eq!(kept.len(), 2);
+        }
+        assert_eq!(
+            skipped.warning(),
+            [
+                "warning: evaluation: row a:2: its prompt is 30 tokens, which with 8 new tokens exceeds the model's context of 30; it is skipped",
+                "warning: evaluation: skipped 2 rows too long for the model's context: a:2, a:2",
+            ]
+        );
+        assert!(SkippedRows::new("t").warning().is_empty());
+    }
+}
