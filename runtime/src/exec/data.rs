@@ -264,17 +264,22 @@ pub fn filter(name: &str, rows: Vec<Row>, spec: &DatasetSpec) -> Result<Vec<Row>
 
 /// Resamples so that every value of `field` is as frequent as the most
 /// frequent one (rows of smaller classes are repeated, drawn with `seed`).
-pub fn balance(rows: Vec<Row>, field: &str, seed: u64) -> Vec<Row> {
+/// Rows without a text, number or boolean `field` (missing, null, a list,
+/// an object) belong to no class: they are kept once, first, and their
+/// origins returned, for a warning.
+pub fn balance(rows: Vec<Row>, field: &str, seed: u64) -> (Vec<Row>, Vec<String>) {
     let mut classes: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    let mut unclassed = Vec::new();
     for row in rows {
-        classes
-            .entry(row.text(field).unwrap_or_default())
-            .or_default()
-            .push(row);
+        match row.text(field) {
+            Some(value) => classes.entry(value).or_default().push(row),
+            None => unclassed.push(row),
+        }
     }
+    let lacking: Vec<String> = unclassed.iter().map(|r| r.origin.clone()).collect();
     let target = classes.values().map(Vec::len).max().unwrap_or(0);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0ba1_aace);
-    let mut out = Vec::new();
+    let mut out = unclassed;
     for (_, class) in classes {
         let mut extra = Vec::new();
         while class.len() + extra.len() < target {
@@ -285,7 +290,29 @@ pub fn balance(rows: Vec<Row>, field: &str, seed: u64) -> Vec<Row> {
         out.extend(class);
         out.extend(extra);
     }
-    out
+    (out, lacking)
+}
+
+/// The warning for the rows `balance = field` left out of its classes
+/// (`lacking`, of `total` rows in dataset `dataset`); none when every row
+/// has a value.
+pub fn balance_warning(
+    dataset: &str,
+    field: &str,
+    lacking: &[String],
+    total: usize,
+) -> Option<String> {
+    let first = lacking.first()?;
+    Some(if lacking.len() == total {
+        format!(
+            "warning: dataset `{dataset}`: `balance = {field}`: no row has a text, number or boolean `{field}`, so nothing is balanced (a misspelt field?)"
+        )
+    } else {
+        format!(
+            "warning: dataset `{dataset}`: `balance = {field}`: {} row(s) have no text, number or boolean `{field}` (the first: {first}); they are kept once, outside the balancing",
+            lacking.len()
+        )
+    })
 }
 
 /// Drops rows whose prompt (and images) also appear in `others`: the
@@ -323,8 +350,31 @@ fn image_key(path: &Path) -> u64 {
     h.finish()
 }
 
+/// How many of `n` rows each split gets: `fraction · n` rounded by largest
+/// remainder (each floor, then one more row to the splits with the largest
+/// remainders, the earlier split first on a tie), so every split is within
+/// one row of its share and the sizes add up to `n`.
+fn split_sizes(n: usize, splits: &[(String, f64)]) -> Vec<usize> {
+    let shares: Vec<f64> = splits.iter().map(|(_, f)| f.max(0.0) * n as f64).collect();
+    let mut sizes: Vec<usize> = shares.iter().map(|s| s.floor() as usize).collect();
+    let mut order: Vec<usize> = (0..splits.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ra, rb) = (shares[a] - shares[a].floor(), shares[b] - shares[b].floor());
+        rb.total_cmp(&ra).then(a.cmp(&b))
+    });
+    let mut left = n.saturating_sub(sizes.iter().sum());
+    for &i in order.iter().cycle().take(left.max(1) * splits.len()) {
+        if left == 0 {
+            break;
+        }
+        sizes[i] += 1;
+        left -= 1;
+    }
+    sizes
+}
+
 /// Assigns rows to named splits: a seeded shuffle, then consecutive runs of
-/// the fractions' sizes (the last split takes the remainder). Repeated rows
+/// the fractions' sizes ([`split_sizes`]). Repeated rows
 /// (from balancing) stay in one split, so no prompt is in two splits.
 pub fn split(rows: &[Row], splits: &[(String, f64)], seed: u64) -> BTreeMap<String, Vec<Row>> {
     let mut out = BTreeMap::new();
@@ -342,14 +392,11 @@ pub fn split(rows: &[Row], splits: &[(String, f64)], seed: u64) -> BTreeMap<Stri
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     distinct.shuffle(&mut rng);
     let n = distinct.len();
+    let sizes = split_sizes(n, splits);
     let mut assignment: BTreeMap<&str, usize> = BTreeMap::new();
     let mut start = 0usize;
-    for (i, (_, fraction)) in splits.iter().enumerate() {
-        let end = if i + 1 == splits.len() {
-            n
-        } else {
-            (start + (fraction * n as f64).round() as usize).min(n)
-        };
+    for (i, size) in sizes.iter().enumerate() {
+        let end = (start + size).min(n);
         for origin in &distinct[start..end] {
             assignment.insert(origin, i);
         }
@@ -515,9 +562,50 @@ mod tests {
     }
 
     #[test]
+    fn split_sizes_round_by_largest_remainder() {
+        let three = [
+            ("eval".to_string(), 0.33),
+            ("test".to_string(), 0.33),
+            ("train".to_string(), 0.34),
+        ];
+        // The last split took every rounding error: train got 0 of 2 rows.
+        assert_eq!(split_sizes(2, &three), [1, 0, 1]);
+        assert_eq!(split_sizes(5, &three), [2, 1, 2]);
+        assert_eq!(split_sizes(20, &three), [7, 6, 7]);
+        let halves = [("eval".to_string(), 0.5), ("train".to_string(), 0.5)];
+        assert_eq!(split_sizes(3, &halves), [2, 1]);
+        let quarter = [("eval".to_string(), 0.25), ("train".to_string(), 0.75)];
+        for n in 0..50 {
+            let sizes = split_sizes(n, &quarter);
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            // Two splits: as `round` gave the first (half away from zero).
+            assert_eq!(sizes[0], (0.25 * n as f64).round() as usize, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn balance_keeps_rows_without_the_field_once() {
+        let mut rows = vec![row("a", "x"), row("b", "x"), row("c", "y")];
+        let mut unlabelled = row("d", "x");
+        unlabelled.fields.remove("category");
+        rows.push(unlabelled);
+        let (balanced, lacking) = balance(rows, "category", 1);
+        assert_eq!(lacking, ["d"]);
+        assert_eq!(balanced.iter().filter(|r| r.origin == "d").count(), 1);
+        assert_eq!(balanced.len(), 5);
+        assert!(balance_warning("ds", "category", &lacking, 5)
+            .is_some_and(|w| w.contains("1 row(s) have no")));
+        let (_, all) = balance(vec![row("a", "x")], "lable", 1);
+        assert!(balance_warning("ds", "lable", &all, 1)
+            .is_some_and(|w| w.contains("nothing is balanced")));
+        assert_eq!(balance_warning("ds", "category", &[], 4), None);
+    }
+
+    #[test]
     fn balance_equalises_and_split_keeps_copies_together() {
         let rows = vec![row("a", "x"), row("b", "x"), row("c", "x"), row("d", "y")];
-        let balanced = balance(rows, "category", 1);
+        let (balanced, lacking) = balance(rows, "category", 1);
+        assert!(lacking.is_empty());
         assert_eq!(balanced.len(), 6);
         assert_eq!(balanced.iter().filter(|r| r.origin == "d").count(), 3);
         let splits = split(&balanced, &[("eval".into(), 0.5), ("train".into(), 0.5)], 3);

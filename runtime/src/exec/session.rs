@@ -472,7 +472,14 @@ impl<'a, B: Backend> Session<'a, B> {
                 None => (rows, None),
             };
             let rows = match &spec.balance {
-                Some(field) => data::balance(rows, field, spec.seed),
+                Some(field) => {
+                    let (balanced, lacking) = data::balance(rows, field, spec.seed);
+                    if let Some(line) = data::balance_warning(name, field, &lacking, balanced.len())
+                    {
+                        eprintln!("{line}");
+                    }
+                    balanced
+                }
                 None => rows,
             };
             let splits = data::split(&rows, &spec.splits, spec.seed);
