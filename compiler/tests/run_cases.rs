@@ -828,6 +828,7 @@ cases!(
     dynamic_sampling_empty,
     health_warnings,
     long_rows,
+    empty_held_out,
     placeholder_in_question,
     declared_context,
     declared_context_over_file,

@@ -176,12 +176,15 @@ fn summary_table(summary: &serde_json::Value) -> String {
             continue;
         }
         // The first stage's rubric may differ from the last's: a criterion
-        // only one of them has shows NaN on the other side.
-        let (b, a) = (
-            b.as_f64().unwrap_or(f64::NAN),
-            after.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN),
-        );
-        let _ = writeln!(out, "{k:<20} {b:>8.3} {a:>8.3} {:>+8.3}", a - b);
+        // only one of them has shows `-` on the other side, as does a mean
+        // over no rows (`null`).
+        let (b, a) = (b.as_f64(), after.get(k).and_then(|v| v.as_f64()));
+        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        let change = match (b, a) {
+            (Some(b), Some(a)) => format!("{:+.3}", a - b),
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(out, "{k:<20} {:>8} {:>8} {change:>8}", cell(b), cell(a));
     }
     if let (Some(bl), Some(al)) = (
         eval["before_by_label"].as_object(),
@@ -228,7 +231,7 @@ mod tests {
         }});
         let table = summary_table(&summary);
         assert!(
-            table.contains("safety                  0.500      NaN      NaN"),
+            table.contains("safety                  0.500        -        -"),
             "{table}"
         );
         assert!(

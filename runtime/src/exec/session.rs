@@ -330,6 +330,32 @@ impl<'a, B: Backend> Session<'a, B> {
         self.plan.models.get(name).and_then(|m| m.context)
     }
 
+    /// Warns about each held-out split (`eval_data`) and `eval` split that
+    /// has no rows once the dataset is built: it scores nothing, and the
+    /// table shows `-` for it.
+    fn warn_empty_scoring_splits(&self) -> Result<(), ExecError> {
+        let mut uses: Vec<(String, &SplitRef)> = Vec::new();
+        for stage in &self.plan.stages {
+            if let (Some(split), Some(_)) = (&stage.eval_data, &stage.reward) {
+                uses.push((
+                    format!("the held-out split of stage `{}`", stage.name),
+                    split,
+                ));
+            }
+        }
+        for e in &self.plan.evals {
+            uses.push((format!("the split of `eval {}`", e.name), &e.data));
+        }
+        for (what, split) in uses {
+            if self.rows(split)?.is_empty() {
+                eprintln!(
+                    "warning: `{split}`, {what}, has no rows (after filters, dedup, curation and the split); it scores nothing"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Warns, before anything is scored, about rows that lack a field a
     /// rubric's built-in scorers read ([`super::row_fields`]): each GRPO
     /// stage's training rows and each stage's held-out rows under its
@@ -373,6 +399,7 @@ impl<'a, B: Backend> Session<'a, B> {
     pub fn run(mut self) -> Result<Value, ExecError> {
         self.build_datasets()?;
         self.warn_rows_lacking_fields()?;
+        self.warn_empty_scoring_splits()?;
         let mut stages = Vec::new();
         let mut first_before: Option<Value> = None;
         let mut last_after: Option<Value> = None;
