@@ -828,6 +828,7 @@ cases!(
     dynamic_sampling_empty,
     health_warnings,
     long_rows,
+    masked_nothing,
     empty_held_out,
     placeholder_in_question,
     declared_context,

@@ -104,6 +104,9 @@ impl Health {
             }
             self.kl_mean = Some(self.kl_mean.map_or(kl, |m| 0.9 * m + 0.1 * kl));
         }
+        if f("loss_tokens").is_some_and(|t| t == 0.0) {
+            said.extend(self.warn(step, "no_tokens", "no completion token is in the loss: every completion reached max_tokens and `mask_truncated` masks them, so this step trained on nothing; healthy: completions that end before max_tokens (raise max_tokens, or turn mask_truncated off)"));
+        }
         if f("entropy").is_some_and(|e| e < 0.05) {
             said.extend(self.warn(step, "entropy", "token entropy collapsed below 0.05; healthy: above 0.05 (the policy samples one answer; raise temperature or entropy_coef)"));
         }

@@ -85,7 +85,7 @@ pub fn metrics_line(r: &StepRecord<'_>) -> Value {
         "stage": r.stage, "step": r.step, "lr": r.lr, "loss": r.update.loss,
         "reward": mean(kept.iter().map(|s| s.scores.total), n), "criteria": criteria, "penalties": penalties,
         "format": mean(kept.iter().map(|s| s.scores.format), n),
-        "kl": stats.kl_mean, "entropy": stats.entropy_mean,
+        "kl": stats.kl_mean, "entropy": stats.entropy_mean, "loss_tokens": r.update.loss_tokens,
         "clip_low_fraction": stats.clip_low_fraction, "clip_high_fraction": stats.clip_high_fraction,
         "ratio_mean": stats.ratio_mean, "grad_norm": r.update.grad_norm,
         "zero_variance_fraction": r.zero_variance_groups as f64 / r.groups.max(1) as f64,

@@ -67,6 +67,9 @@ pub struct Updated {
     pub seconds_reference: f64,
     /// Seconds of scoring, losses and updates.
     pub seconds_update: f64,
+    /// Completion tokens in the loss (0 when `mask_truncated` masked every
+    /// completion: the step trained on nothing).
+    pub loss_tokens: f32,
 }
 
 /// One micro-batch: which completions, as `(group, tokens)` pairs, and its mask.
@@ -114,6 +117,7 @@ where
         grad_norm: 0.0,
         seconds_reference: 0.0,
         seconds_update: 0.0,
+        loss_tokens: 0.0,
     };
     if trainable.is_empty() {
         advantages_of(None)?;
@@ -297,6 +301,13 @@ where
         policy = optim.step(lr, policy, grads);
         updated.loss = loss_value;
         updated.stats = stats.mean();
+    }
+    updated.loss_tokens = active_tokens;
+    if active_tokens == 0.0 {
+        // Means over no tokens: none (an entropy of 0 would read as a
+        // collapse).
+        updated.stats.entropy_mean = None;
+        updated.stats.kl_mean = None;
     }
     // On the CPU the reference pass shares the threads with the policy's
     // first pass and its time is inside the update's; elsewhere the passes
