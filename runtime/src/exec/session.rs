@@ -520,11 +520,19 @@ impl<'a, B: Backend> Session<'a, B> {
                 "deduplicated": deduplicated,
                 "splits": splits.iter().map(|(k, v)| (k.clone(), v.len())).collect::<BTreeMap<_, _>>(),
             });
+            let split_sizes = if splits.is_empty() {
+                String::new()
+            } else {
+                let sizes: Vec<String> = splits
+                    .iter()
+                    .map(|(k, v)| format!("{k} {}", v.len()))
+                    .collect();
+                format!(" ({})", sizes.join(", "))
+            };
             eprintln!(
-                "dataset {name}: {read} rows read, {} bad, {filtered} after filters, {} in the end ({})",
+                "dataset {name}: {read} rows read, {} bad, {filtered} after filters, {} in the end{split_sizes}",
                 loaded.bad.len(),
                 rows.len(),
-                splits.iter().map(|(k, v)| format!("{k} {}", v.len())).collect::<Vec<_>>().join(", ")
             );
             self.datasets.insert(
                 name.clone(),

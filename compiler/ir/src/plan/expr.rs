@@ -438,6 +438,41 @@ fn builtin(func: &str, args: &[Val]) -> Result<Option<Val>, EvalError> {
             .ok_or_else(|| EvalError::Call(format!("{func}() takes one argument")))
     };
     Ok(Some(match func {
+        // `items[i]`: from 0, negative from the end; past either end, or on
+        // a missing value, null (as a missing row field is).
+        "index" => match args {
+            [base, i] => {
+                let i = i.num("an index")?;
+                if i.fract() != 0.0 {
+                    return Err(EvalError::Type(format!(
+                        "an index is a whole number, found {i}"
+                    )));
+                }
+                let at = |len: usize| -> Option<usize> {
+                    let k = if i < 0.0 { len as f64 + i } else { i };
+                    (k >= 0.0 && k < len as f64).then_some(k as usize)
+                };
+                match base {
+                    Val::List(items) => at(items.len()).map_or(Val::Null, |k| items[k].clone()),
+                    Val::Str(s) => {
+                        let chars: Vec<char> = s.chars().collect();
+                        at(chars.len()).map_or(Val::Null, |k| Val::Str(chars[k].to_string()))
+                    }
+                    Val::Null => Val::Null,
+                    other => {
+                        return Err(EvalError::Type(format!(
+                            "`[...]` needs a list or a string, found {}",
+                            other.describe()
+                        )))
+                    }
+                }
+            }
+            _ => {
+                return Err(EvalError::Call(
+                    "an index takes a value and a position".into(),
+                ))
+            }
+        },
         "len" => Val::Num(match one()? {
             Val::Str(s) => s.chars().count() as f64,
             Val::List(items) => items.len() as f64,
@@ -603,6 +638,26 @@ mod tests {
             }),
         };
         assert_eq!(eval(&gate, &row()), Ok(Val::Num(0.1)));
+    }
+
+    /// `items[i]` from 0, negative from the end, null past either end or on
+    /// a missing value; a fractional index or a number as the base is an
+    /// error.
+    #[test]
+    fn indexing() {
+        let tags = Val::List(vec![Val::Str("a".into()), Val::Str("b".into())]);
+        let at = |base: Val, i: f64| builtin("index", &[base, Val::Num(i)]);
+        assert_eq!(at(tags.clone(), 0.0), Ok(Some(Val::Str("a".into()))));
+        assert_eq!(at(tags.clone(), -1.0), Ok(Some(Val::Str("b".into()))));
+        assert_eq!(at(tags.clone(), 2.0), Ok(Some(Val::Null)));
+        assert_eq!(at(tags.clone(), -3.0), Ok(Some(Val::Null)));
+        assert_eq!(at(Val::Null, 0.0), Ok(Some(Val::Null)));
+        assert_eq!(
+            at(Val::Str("héllo".into()), 1.0),
+            Ok(Some(Val::Str("é".into())))
+        );
+        assert!(matches!(at(tags, 0.5), Err(EvalError::Type(_))));
+        assert!(matches!(at(Val::Num(3.0), 0.0), Err(EvalError::Type(_))));
     }
 
     #[test]
