@@ -958,6 +958,43 @@ fn an_interrupt_ends_a_judge_s_retry_wait_with_a_checkpoint() {
     );
 }
 
+/// `--resume --force` of a pipeline whose `steps` fell below the
+/// checkpoint is refused (the weights hold steps it no longer asks for), and
+/// a resume after the data file changed says so.
+#[test]
+fn a_resume_past_steps_is_refused_and_changed_data_is_named() {
+    let case = prepare("resume", "resume-changed");
+    let dir = case.join("killed");
+    let mut child = start_until_first_checkpoint(&case, &dir, Stdio::null());
+    child.kill().unwrap();
+    let _ = child.wait();
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(&pipeline, text.replace("steps = 6 steps", "steps = 1 step")).unwrap();
+    let rows = std::fs::read_to_string(case.join("rows.jsonl")).unwrap();
+    let first = rows
+        .lines()
+        .next()
+        .unwrap()
+        .replace("\"id\": \"", "\"id\": \"again-");
+    std::fs::write(case.join("rows.jsonl"), format!("{rows}{first}\n")).unwrap();
+    let out = run_command(&case, &["--resume", dir.to_str().unwrap(), "--force"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("dataset `d`: its source rows.jsonl changed since this run started"),
+        "{stderr}"
+    );
+    assert!(
+        // Step 2, or later if the kill came after another checkpoint.
+        stderr.contains("stage `t`: its checkpoint is at step ")
+            && stderr.contains(", past the pipeline's `steps = 1`"),
+        "{stderr}"
+    );
+}
+
 /// In a project, `saferc run` without `--out` writes under `[paths] runs`
 /// (relative to the project's folder, wherever it is run from), and its
 /// `[run] device` is the run's device unless `--device` or a model names one.

@@ -210,7 +210,7 @@ const CHECKED_FILES: &[&str] = &[
 ];
 
 /// The SHA-256 of a file, in hex.
-fn sha256_of(path: &Path) -> Result<String, ExecError> {
+pub(crate) fn sha256_of(path: &Path) -> Result<String, ExecError> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(|e| io(path, e))?;
@@ -291,6 +291,21 @@ where
         if interrupted {
             return Err(ExecError::Interrupted { checkpoint: dir });
         }
+    }
+    Ok(())
+}
+
+/// Refuses a resumed stage whose checkpoint is past its `steps` (lowered
+/// since, under `--force`): its weights hold steps the pipeline no longer
+/// asks for, which no summary could report honestly.
+///
+/// # Errors
+/// [`ExecError::Usage`] when `at > steps`.
+pub fn within_steps(stage: &str, at: u64, steps: u64) -> Result<(), ExecError> {
+    if at > steps {
+        return Err(ExecError::Usage(format!(
+            "stage `{stage}`: its checkpoint is at step {at}, past the pipeline's `steps = {steps}`; resume with `steps` of at least {at}, or start a new run"
+        )));
     }
     Ok(())
 }

@@ -98,6 +98,18 @@ impl Drop for RunLock {
     }
 }
 
+/// The SHA-256 of each dataset's source file (those that can be read), for
+/// the manifest: a resumed run says when its data changed.
+fn data_hashes(plan: &Plan) -> std::collections::BTreeMap<String, String> {
+    plan.datasets
+        .iter()
+        .filter_map(|(name, d)| {
+            let hash = super::checkpoint::sha256_of(Path::new(&d.source)).ok()?;
+            Some((name.clone(), format!("sha256:{hash}")))
+        })
+        .collect()
+}
+
 /// `plan` as the manifest records it: a password in a judge's endpoint URL
 /// (`https://user:secret@host/v1`) masked, as API keys are never written.
 fn shown_plan(plan: &Plan) -> Plan {
@@ -171,6 +183,7 @@ impl RunDir {
             "seeds": plan.stages.iter().map(|s| (s.name.clone(), s.seed)).collect::<std::collections::BTreeMap<_, _>>(),
             "device": device,
             "threads": rayon::current_num_threads(),
+            "data": data_hashes(plan),
             "plan": shown_plan(plan),
         });
         write_atomically(
@@ -208,6 +221,25 @@ impl RunDir {
                 "the pipeline changed since this run started (run {recorded}, now {}); resuming would mix two pipelines in one run. Start a new run, or pass `--force` to continue anyway",
                 plan.program_hash
             )));
+        }
+        // The data cursor of a checkpoint counts rows of the data the run
+        // started with.
+        let now = data_hashes(plan);
+        if let Some(then) = manifest["data"].as_object() {
+            for (dataset, hash) in then {
+                if now
+                    .get(dataset)
+                    .is_some_and(|h| Some(h.as_str()) != hash.as_str())
+                {
+                    let source = plan
+                        .datasets
+                        .get(dataset)
+                        .map_or("?", |d| d.source_written.as_str());
+                    eprintln!(
+                        "warning: dataset `{dataset}`: its source {source} changed since this run started; the resumed stages draw from the new rows where the old ones left off"
+                    );
+                }
+            }
         }
         Self::open(path, lock)
     }

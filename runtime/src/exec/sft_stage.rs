@@ -104,6 +104,7 @@ pub fn train<B: Backend>(
         &device,
     )?;
     if session.options.resume {
+        checkpoint::within_steps(&stage.name, state.step, total_steps)?;
         // Lines the killed run wrote after its last checkpoint are written again below.
         session.run.rewind(&stage.name, state.step)?;
     }
