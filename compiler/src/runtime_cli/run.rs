@@ -35,6 +35,10 @@ pub struct RunArgs {
 
 /// Runs the pipeline; exit code 0 done, 1 failed, 2 bad request, 130 interrupted.
 pub fn run(args: RunArgs) -> i32 {
+    if args.force && args.resume.is_none() {
+        eprintln!("error: `--force` continues a run whose pipeline changed, so it goes with `--resume RUN_DIR`");
+        return 2;
+    }
     let Some(plan) = compile_plan(&args.file, &args.imports) else {
         return 1;
     };

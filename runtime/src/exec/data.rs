@@ -147,13 +147,23 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
     };
     let mut fields = BTreeMap::new();
     flatten("", &value, &mut fields);
-    let prompt = ["question", "prompt"]
+    let prompt = match ["question", "prompt"]
         .iter()
-        .find_map(|k| map.get(*k).and_then(Value::as_str))
-        .ok_or_else(|| {
-            bad("missing field `question` (the prompt text; `prompt` also works)".into())
-        })?
-        .to_string();
+        .find_map(|k| map.get(*k).filter(|v| !v.is_null()).map(|v| (*k, v)))
+    {
+        Some((_, Value::String(text))) => text.clone(),
+        Some((key, other)) => {
+            return Err(bad(format!(
+                "`{key}` must be text (the prompt), found {}",
+                json_kind(other)
+            )))
+        }
+        None => {
+            return Err(bad(
+                "missing field `question` (the prompt text; `prompt` also works)".into(),
+            ))
+        }
+    };
     let mut paths = Vec::new();
     match (map.get("image"), map.get("images")) {
         (Some(Value::String(_)), Some(images)) if !images.is_null() => return Err(bad(
@@ -170,10 +180,17 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
             }
         }
         (Some(Value::Null) | None, None | Some(Value::Null)) => {}
-        _ => {
-            return Err(bad(
-                "`image` must be a path (or `images` a list of paths)".into()
-            ))
+        (Some(Value::Null) | None, Some(other)) => {
+            return Err(bad(format!(
+                "`images` must be a list of paths, found {} (one path goes in `image`)",
+                json_kind(other)
+            )))
+        }
+        (Some(other), _) => {
+            return Err(bad(format!(
+                "`image` must be a path, found {} (several go in `images`, a list)",
+                json_kind(other)
+            )))
         }
     }
     let mut resolved = Vec::new();
@@ -207,6 +224,18 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
         prompt,
         images: resolved,
     })
+}
+
+/// What kind of JSON value `v` is, for messages: "a number", "a list", ...
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }
 
 fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Val>) {
@@ -464,6 +493,9 @@ mod tests {
                 "{\"question\": \"two\", \"images\": [\"ok.png\", \"ok.png\"]}\n",
                 "{\"question\": \"q\", \"image\": \"cut.png\"}\n",
                 "{\"question\": \"q\", \"image\": \"ok.png\", \"images\": [\"ok.png\"]}\n",
+                "{\"question\": 42}\n",
+                "{\"question\": \"q\", \"images\": \"ok.png\"}\n",
+                "{\"question\": \"q\", \"image\": [\"ok.png\"]}\n",
             ),
         )
         .ok();
@@ -481,6 +513,9 @@ mod tests {
             "rows.jsonl:4: image `missing.png` cannot be opened",
             "rows.jsonl:6: image `cut.png` cannot be decoded",
             "rows.jsonl:7: the row has both `image` and `images`",
+            "rows.jsonl:8: `question` must be text (the prompt), found a number",
+            "rows.jsonl:9: `images` must be a list of paths, found text (one path goes in `image`)",
+            "rows.jsonl:10: `image` must be a path, found a list (several go in `images`, a list)",
         ];
         assert_eq!(bad.len(), want.len());
         for (got, want) in bad.iter().zip(want) {

@@ -242,6 +242,25 @@ impl RubricScorer<'_> {
             "total",
         )
         .map_err(|e| ctx("total", e))?;
+        if !total.is_finite() {
+            // A reward no advantage can use (a division by zero in `total`):
+            // named here, with the row, not later as a NaN in the step.
+            let parts: Vec<String> = self
+                .spec
+                .criteria
+                .iter()
+                .zip(&criteria)
+                .map(|(c, v)| format!("{} = {v}", c.name))
+                .collect();
+            return Err(ctx(
+                "total",
+                EvalError::Call(format!(
+                    "it is {total} for row {} ({}); make `total` finite for every score (a division by zero?)",
+                    item.row.origin,
+                    parts.join(", ")
+                )),
+            ));
+        }
         Ok(Scores {
             criteria,
             penalties,

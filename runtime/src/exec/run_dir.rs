@@ -161,6 +161,14 @@ impl RunDir {
                 path.display()
             )));
         }
+        if !path.exists() && path.symlink_metadata().is_ok() {
+            let target = std::fs::read_link(path).unwrap_or_default();
+            return Err(ExecError::Usage(format!(
+                "`{}` is a symbolic link to `{}`, which does not exist; create that folder, or name another `--out`",
+                path.display(),
+                target.display()
+            )));
+        }
         let occupied = std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some());
         if occupied {
             return Err(ExecError::Usage(format!(
@@ -440,6 +448,8 @@ mod tests {
         create("new/nested").unwrap();
         assert!(root.join("new/nested/manifest.json").exists());
         assert!(refusal("empty").contains("already holds a run"));
+        std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
+        assert!(refusal("dangling").contains("is a symbolic link to"));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

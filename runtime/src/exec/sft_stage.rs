@@ -51,14 +51,14 @@ pub fn train<B: Backend>(
             return Err(ExecError::Data {
                 dataset: dataset.clone(),
                 message: format!(
-                    "bad row at {}: no field `{}`, the text `sft` learns from (the dataset says `on_bad_row = fail`; `skip` counts and skips such rows)",
+                    "bad row at {}: no text in the field `{}`, which `sft` learns from (the dataset says `on_bad_row = fail`; `skip` counts and skips such rows)",
                     first.origin, s.field
                 ),
             });
         }
         let shown: Vec<&str> = lacking.iter().take(5).map(|r| r.origin.as_str()).collect();
         eprintln!(
-            "warning: stage {}: skipped {} row(s) without the field `{}` that `sft` learns from: {}{}",
+            "warning: stage {}: skipped {} row(s) without text in the field `{}` that `sft` learns from: {}{}",
             stage.name,
             lacking.len(),
             s.field,
@@ -82,7 +82,7 @@ pub fn train<B: Backend>(
         return Err(ExecError::Data {
             dataset: stage.data.dataset.clone(),
             message: format!(
-                "no row of the training split has the field `{}` that `sft` learns from and fits the model's context",
+                "no row of the training split has text in the field `{}` that `sft` learns from and fits the model's context",
                 s.field
             ),
         });

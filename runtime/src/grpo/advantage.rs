@@ -170,7 +170,10 @@ pub fn compute(
         if !any {
             return Err(GrpoError::NonFinite {
                 step,
-                what: format!("rewards of every criterion ({})", names.join(", ")),
+                what: format!(
+                    "the reward of completion {i}: every criterion ({})",
+                    names.join(", ")
+                ),
                 index: i,
                 value: f32::NAN,
             });

@@ -65,7 +65,8 @@ impl Lagrangian {
 
     /// The current λ.
     pub fn lambda(&self) -> f64 {
-        self.log_lambda.exp()
+        // exp(ln max) can round one ulp above max.
+        self.log_lambda.exp().min(self.cfg.lambda_max)
     }
 
     /// Records the costs of a batch in the moving window.

@@ -53,7 +53,8 @@ pub struct StepRecord<'a> {
 }
 
 fn mean(values: impl Iterator<Item = f64>, n: f64) -> f64 {
-    values.sum::<f64>() / n
+    // `+ 0.0` turns a sum of negative zeros (no penalty) into 0, not -0.
+    values.sum::<f64>() / n + 0.0
 }
 
 /// The step's line of `metrics.jsonl`.
