@@ -11,7 +11,10 @@ pub(super) fn new(path: &Path) -> i32 {
     match project::new::create(path) {
         Ok(()) => {
             println!("created project `{}`", path.display());
-            println!("next: cd {} && saferc check pipeline.safer", path.display());
+            // Quoted for the shell: a name with spaces or quotes works pasted.
+            let shown = path.display().to_string();
+            let quoted = shlex::try_quote(&shown).map_or(shown.clone(), |q| q.into_owned());
+            println!("next: cd {quoted} && saferc check pipeline.safer");
             0
         }
         Err(e) => {

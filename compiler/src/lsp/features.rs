@@ -38,6 +38,13 @@ impl Document {
     /// Analyzes `text` as the file behind `uri` (imports resolve from its
     /// folder, the project from the nearest `safer.toml`).
     pub fn analyze(uri: &str, text: &str) -> Document {
+        // A byte-order mark is no part of the program (as `saferc check`
+        // reads files); a space in its place keeps every line and UTF-16
+        // column the editor counts (both are one unit wide).
+        let text: &str = &match text.strip_prefix('\u{feff}') {
+            Some(rest) => format!(" {rest}"),
+            None => text.to_string(),
+        };
         let path = uri_to_path(uri);
         let dir = path
             .as_ref()
@@ -201,6 +208,15 @@ impl Document {
 
     /// The word under `offset`, and the word before a `.` in front of it.
     fn word_at(&self, offset: usize) -> Option<(String, Option<String>, Span)> {
+        // Words in comments are prose, not names.
+        let in_comment = self.ast.as_ref().is_some_and(|m| {
+            m.comments
+                .iter()
+                .any(|c| (c.span.start as usize) <= offset && offset < c.span.end as usize)
+        });
+        if in_comment {
+            return None;
+        }
         let bytes = self.text.as_bytes();
         let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
         let mut start = offset.min(bytes.len());
@@ -509,6 +525,26 @@ mod tests {
         assert!(!doc.diagnostics().is_empty());
     }
 
+    /// A byte-order mark at the start of the editor's text is ignored, as
+    /// the CLI ignores it, and positions after it stay where the editor has
+    /// them.
+    #[test]
+    fn a_byte_order_mark_is_no_error() {
+        let doc = Document::analyze(
+            "untitled:b.safer",
+            "\u{feff}rollout r {\n  temprature = 1\n  max_tokens = 8 tokens\n}\n",
+        );
+        let diags = doc.diagnostics();
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0]["code"], "E0205");
+        assert_eq!(
+            diags[0]["range"]["start"],
+            json!({ "line": 1, "character": 2 })
+        );
+        let on = hover(&doc, &json!({ "position": { "line": 0, "character": 2 } }));
+        assert!(on.to_string().contains("rollout"), "{on}");
+    }
+
     /// A column past a line's end is the end of that line, not the start
     /// of the next one.
     #[test]
@@ -522,6 +558,10 @@ mod tests {
         assert!(!past.to_string().contains("rollout"), "{past}");
         let on = hover(&doc, &json!({ "position": { "line": 1, "character": 2 } }));
         assert!(on.to_string().contains("rollout"), "{on}");
+        // A name in a comment is prose: no hover.
+        let doc = Document::analyze("untitled:y.safer", &format!("# the policy\n{text}"));
+        let prose = hover(&doc, &json!({ "position": { "line": 0, "character": 7 } }));
+        assert!(prose.is_null(), "{prose}");
     }
 
     /// `y.brief` with `use "a.safer" as y` is `a.safer`'s, not that of

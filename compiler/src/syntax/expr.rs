@@ -309,7 +309,16 @@ impl<'b, 't> ExprBuilder<'b, 't> {
     fn number(&self, pair: &Pair<'_, Rule>) -> BuildResult<Number> {
         let text = pair.as_str();
         let clean: String = text.chars().filter(|&c| c != '_').collect();
+        // A literal with a nonzero digit before its exponent that parses to
+        // 0 is too small to represent (`1e-400`), not zero.
+        let mantissa = clean.split(['e', 'E']).next().unwrap_or("");
+        let nonzero = mantissa.chars().any(|c| c.is_ascii_digit() && c != '0');
         match clean.parse::<f64>() {
+            Ok(value) if value == 0.0 && nonzero => Err(Box::new(
+                Diagnostic::error(Code::E0108, format!("number `{text}` is out of range"))
+                    .with_primary(self.b.span(pair), "too small to represent: it would be 0")
+                    .with_help("numbers are 64-bit floating point; the smallest above 0 is about 5e-324 (write 0 for zero)"),
+            )),
             Ok(value) if value.is_finite() => Ok(Number {
                 text: text.to_string(),
                 value,
