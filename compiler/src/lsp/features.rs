@@ -341,6 +341,98 @@ impl Document {
         }
         None
     }
+
+    /// The schema block around `offset` read from the braces of the text
+    /// alone, for a document that does not parse (a key half typed, a
+    /// block not closed yet), where [`Document::block_at`] has no tree.
+    fn block_by_braces(&self, offset: usize) -> Option<(&'static Block, String)> {
+        let heads = open_block_heads(self.text.get(..offset)?);
+        let mut words = heads
+            .iter()
+            .map(|h| h.split_whitespace().next().unwrap_or(""));
+        let kind = DeclKind::from_keyword(words.next()?)?;
+        let mut schema = schema::for_decl(kind)?;
+        let mut path = kind.keyword().to_string();
+        for word in words {
+            schema = schema.block(word)?;
+            path = format!("{path}.{word}");
+        }
+        Some((schema, path))
+    }
+}
+
+/// The heads (`train t`, `grpo`, `criterion safety weight 1`) of the blocks
+/// still open at the end of `text`, outermost first; strings and comments
+/// are skipped.
+fn open_block_heads(text: &str) -> Vec<String> {
+    let mut heads: Vec<String> = Vec::new();
+    let mut head = String::new();
+    // Inside `(...)` or `[...]` a `,` or `=` belongs to the head's
+    // arguments (`rubric graded(judge = grader) {`).
+    let mut depth = 0usize;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                head.clear();
+            }
+            '"' => {
+                // A string (triple-quoted ones end at the next `"""`).
+                let triple = chars.peek() == Some(&'"') && {
+                    let mut look = chars.clone();
+                    look.next();
+                    look.peek() == Some(&'"')
+                };
+                if triple {
+                    chars.next();
+                    chars.next();
+                    let mut quotes = 0;
+                    for c in chars.by_ref() {
+                        quotes = if c == '"' { quotes + 1 } else { 0 };
+                        if quotes == 3 {
+                            break;
+                        }
+                    }
+                } else {
+                    let mut escaped = false;
+                    for c in chars.by_ref() {
+                        match (escaped, c) {
+                            (false, '\\') => escaped = true,
+                            (false, '"') | (_, '\n') => break,
+                            _ => escaped = false,
+                        }
+                    }
+                }
+                head.push_str("\"\"");
+            }
+            '{' => {
+                heads.push(head.trim().to_string());
+                head.clear();
+                depth = 0;
+            }
+            '}' => {
+                heads.pop();
+                head.clear();
+                depth = 0;
+            }
+            '(' | '[' => {
+                depth += 1;
+                head.push(c);
+            }
+            ')' | ']' => {
+                depth = depth.saturating_sub(1);
+                head.push(c);
+            }
+            '\n' | ',' | '=' if depth == 0 => head.clear(),
+            _ => head.push(c),
+        }
+    }
+    heads
 }
 
 fn key_markdown(path: &str, k: &schema::Key) -> String {
@@ -407,8 +499,12 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
 pub fn completion(doc: &Document, params: &Value) -> Value {
     let offset = doc.offset(params);
     let mut items = Vec::new();
-    match doc.block_at(offset) {
-        Some((block, path, _)) => {
+    let around = match doc.ast {
+        Some(_) => doc.block_at(offset).map(|(block, path, _)| (block, path)),
+        None => doc.block_by_braces(offset),
+    };
+    match around {
+        Some((block, path)) => {
             for k in block.keys.iter().filter(|k| k.deprecated.is_none()) {
                 items.push(json!({
                     "label": k.name,
@@ -523,6 +619,37 @@ mod tests {
         assert!(uri_to_path("untitled:Untitled-1").is_none());
         let doc = Document::analyze("file:///tmp/x%a\u{e9}.safer", "model m {}\n");
         assert!(!doc.diagnostics().is_empty());
+    }
+
+    /// Completion in a document that does not parse (a key half typed, a
+    /// block not closed yet) offers the keys of the block the braces say the
+    /// cursor is in, not the declaration keywords.
+    #[test]
+    fn completion_reads_open_blocks_when_the_text_does_not_parse() {
+        use super::completion;
+        let labels = |text: &str, line: u64, character: u64| -> Vec<String> {
+            let doc = Document::analyze("untitled:c.safer", text);
+            let c = completion(
+                &doc,
+                &json!({ "position": { "line": line, "character": character } }),
+            );
+            c["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["label"].as_str().map(str::to_string))
+                .collect()
+        };
+        let half_typed = labels("train t {\n  grpo {\n    l\n  }\n}\n", 2, 5);
+        assert!(
+            half_typed.iter().any(|l| l == "lr") && half_typed.iter().any(|l| l == "kl"),
+            "{half_typed:?}"
+        );
+        assert!(!half_typed.iter().any(|l| l == "model"), "{half_typed:?}");
+        let unclosed = labels("# a { in a comment\nrubric graded(judge = j) {\n  total = \"}\"\n  criterion c weight 1 {\n    ", 4, 4);
+        assert!(unclosed.iter().any(|l| l == "scale"), "{unclosed:?}");
+        let top = labels("model m {\n}\nmod", 2, 3);
+        assert!(top.iter().any(|l| l == "model"), "{top:?}");
     }
 
     /// A byte-order mark at the start of the editor's text is ignored, as
