@@ -88,6 +88,7 @@ fn run(case: &Path, out: &Path) -> Output {
 /// `api_key` answers 401 unless the request carries `Bearer {API_KEY}`;
 /// `no_score` answers words around a number; `not_json` answers HTML;
 /// `error_message` answers 400 with an OpenAI-style error message;
+/// `redirect` answers 301 to another host;
 /// `cut_then_200` first promises more body than it sends, then scores;
 /// `switchable` answers 429 while [`JUDGE_FAILS`] is set and a score that
 /// varies with the completion otherwise; `tls` speaks https with the
@@ -225,6 +226,14 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool,
         }
         "no_score" => ("200 OK", score("I would say 0.8 out of 1")),
         "not_json" => ("200 OK", "<html>Bad gateway</html>".to_string()),
+        "redirect" => {
+            drop(held);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: https://elsewhere.example/v1/chat/completions\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            return;
+        }
         "error_message" => (
             "400 Bad Request",
             "{\"error\": {\"message\": \"prompt too long for this model\"}}".to_string(),
@@ -822,6 +831,7 @@ cases!(
     judge_cut_body,
     judge_not_json_fallback,
     judge_error_message,
+    judge_redirect,
     judge_fallback_scale,
     judge_https,
     judge_https_ca,

@@ -265,13 +265,28 @@ impl Document {
                     let parts: Vec<&str> = name.split('/').collect();
                     !wanted.is_empty() && parts.ends_with(&wanted)
                 };
-                if let Some(d) = program.decls.iter().find(|d| {
-                    d.name == word
-                        && program
+                // A file on disk is the one the path names from this
+                // document's folder (`lib/a.safer` is not `a.safer`); the
+                // standard library's by name.
+                let target = uri_to_path(&self.uri)
+                    .and_then(|p| p.parent().map(|d| d.join(&path)))
+                    .and_then(|p| std::fs::canonicalize(p).ok());
+                let declared_in_target =
+                    |d: &&Decl| match self.file(d.span.source).and_then(|f| f.path.as_ref()) {
+                        Some(file) => target
+                            .as_ref()
+                            .is_some_and(|t| std::fs::canonicalize(file).ok().as_ref() == Some(t)),
+                        None => program
                             .modules
                             .get(d.module)
-                            .is_some_and(|m| is_module(&m.name))
-                }) {
+                            .is_some_and(|m| is_module(&m.name)),
+                    };
+                if let Some(d) = program
+                    .decls
+                    .iter()
+                    .filter(|d| d.name == word)
+                    .find(declared_in_target)
+                {
                     return Some(d);
                 }
             }
@@ -700,14 +715,19 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ba.safer"), "prompt brief = \"BA\"\n").unwrap();
         std::fs::write(dir.join("a.safer"), "prompt brief = \"A\"\n").unwrap();
-        let text = "use \"ba.safer\" as x\nuse \"a.safer\" as y\nprompt p = y.brief\n";
+        std::fs::create_dir_all(dir.join("lib")).unwrap();
+        std::fs::write(dir.join("lib/a.safer"), "prompt brief = \"LIB\"\n").unwrap();
+        let text = "use \"lib/a.safer\" as z\nuse \"ba.safer\" as x\nuse \"a.safer\" as y\nprompt p = y.brief\n";
         let uri = url::Url::from_file_path(dir.join("m.safer"))
             .unwrap()
             .to_string();
         let doc = Document::analyze(&uri, text);
-        let def = definition(&doc, &json!({ "position": { "line": 2, "character": 14 } }));
+        let def = definition(&doc, &json!({ "position": { "line": 3, "character": 14 } }));
         let target = def["uri"].as_str().unwrap_or_default();
-        assert!(target.ends_with("/a.safer"), "{def}");
+        let expected = url::Url::from_file_path(dir.join("a.safer"))
+            .unwrap()
+            .to_string();
+        assert_eq!(target, expected, "{def}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -94,7 +94,9 @@ pub fn run(args: GenerateArgs) -> Result<(), Failure> {
 /// (too long for its context, images for a text model) is refused (exit 2).
 fn failure(e: ModelError) -> Failure {
     match e {
-        ModelError::Request { .. } => Failure::Refused(e.to_string()),
+        ModelError::Request { .. } | ModelError::PromptText { .. } => {
+            Failure::Refused(e.to_string())
+        }
         _ => Failure::Failed(e.to_string()),
     }
 }

@@ -339,8 +339,7 @@ where
         if let Some(mut restored) = restore::<B, _>(root, optim.clone(), device)? {
             // The context the stage holds its rows to (a declared `context`
             // below `config.json`'s) outlives the reload.
-            restored.0.config.text.max_position_embeddings =
-                policy.config.text.max_position_embeddings;
+            restored.0.config.context_limit = policy.config.context_limit;
             return Ok(restored);
         }
     }
@@ -372,8 +371,8 @@ mod tests {
         create::<CpuBackend>(&model_dir, Preset::Tiny, 0, &device).unwrap();
         let capped = || {
             let mut m = Model::<B>::load(&model_dir, &device).unwrap();
-            assert_eq!(m.config.text.max_position_embeddings, 1024);
-            m.config.text.max_position_embeddings = 96;
+            assert_eq!(m.config.context(), 1024);
+            m.config.context_limit = Some(96);
             m
         };
         let adam = AdamWSettings::of(&AdamSpec::default(), 0.0);
@@ -385,7 +384,11 @@ mod tests {
         let (restored, _, state) =
             start_or_resume::<B>(&root, capped(), adam, 1, true, &device).unwrap();
         assert_eq!(state.step, 1, "resumed from the checkpoint");
-        assert_eq!(restored.config.text.max_position_embeddings, 96);
+        assert_eq!(restored.config.context(), 96);
+        // The checkpoint's `config.json` keeps the file's context: a model
+        // trained under a declared one is not limited to it elsewhere.
+        let saved = crate::model::config::ModelConfig::read(&root.join("step-000001")).unwrap();
+        assert_eq!(saved.context(), 1024);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

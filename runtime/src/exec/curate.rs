@@ -87,10 +87,7 @@ pub fn curate<B: Backend>(
             chunk.to_vec(),
             policy.tokenizer,
             policy.config,
-            (
-                params.max_new_tokens,
-                policy.config.text.max_position_embeddings,
-            ),
+            (params.max_new_tokens, policy.config.context()),
             fail,
         )?;
         if chunk.is_empty() {

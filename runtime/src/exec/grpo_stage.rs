@@ -159,10 +159,7 @@ pub fn train<B: Backend>(
         rows,
         &tokenizer,
         &policy.config,
-        (
-            rollout.max_tokens,
-            policy.config.text.max_position_embeddings,
-        ),
+        (rollout.max_tokens, policy.config.context()),
         session.fails_on_bad_rows(&stage.data.dataset),
     )?;
     if rows.is_empty() {
@@ -259,14 +256,22 @@ pub fn train<B: Backend>(
                     .load(std::sync::atomic::Ordering::SeqCst) =>
             {
                 eprintln!("step {}: {e}", step + 1);
-                let checkpoint = checkpoint::save::<AD<B>, _>(
-                    &ck_root,
-                    &start.tokenizer,
-                    &policy,
-                    &optim,
-                    &at_start,
-                    stage.checkpoint_keep,
-                )?;
+                // The checkpoint of the step before, unless one is there
+                // already (a periodic one, the one resumed from): that one
+                // holds this very state and is not rewritten.
+                let existing = ck_root.join(format!("step-{:06}", at_start.step));
+                let checkpoint = if existing.join("state.json").is_file() {
+                    existing
+                } else {
+                    checkpoint::save::<AD<B>, _>(
+                        &ck_root,
+                        &start.tokenizer,
+                        &policy,
+                        &optim,
+                        &at_start,
+                        stage.checkpoint_keep,
+                    )?
+                };
                 return Err(ExecError::Interrupted { checkpoint });
             }
             other => other?,

@@ -223,7 +223,10 @@ impl HttpJudge {
         } else {
             86_400.0
         });
-        let mut agent = ureq::AgentBuilder::new().timeout(timeout);
+        // No redirect is followed: ureq would re-send a POST as a GET
+        // without its body (301, 302, 303), so every redirect is reported
+        // with where it points instead.
+        let mut agent = ureq::AgentBuilder::new().timeout(timeout).redirects(0);
         if let Some(ca_file) = &spec.ca_file {
             let config = super::judge_tls::trusting(std::path::Path::new(ca_file))
                 .map_err(|e| format!("judge `{name}`: {e}"))?;

@@ -110,7 +110,7 @@ pub fn reflect<B: Backend>(
         // A reflection prompt (the question, the completion and the
         // reflection text) that leaves no room for the correction in the
         // model's context is not asked: that completion stays as it is.
-        let context = policy.config.text.max_position_embeddings;
+        let context = policy.config.context();
         let fits = |p: &Prompt| p.tokens.len().saturating_add(params.max_new_tokens) <= context;
         if let Some(k) = built.iter().position(|p| !fits(p)) {
             let skipped = built.iter().filter(|p| !fits(p)).count();

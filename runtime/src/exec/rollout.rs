@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::data::Row;
 use super::ExecError;
 use crate::generate::{generate, merge_images, user_prompt, Completion, Prompt, SamplingParams};
-use crate::model::{ImagePatches, Model, ModelConfig};
+use crate::model::{ImagePatches, Model, ModelConfig, ModelError};
 use crate::text::TextTokenizer;
 
 /// Where a stage is in its data: the epoch and the position in its order.
@@ -130,9 +130,16 @@ pub fn prompt(
         Some(e) => format!("{}\n\n{e}", row.prompt),
         None => row.prompt.clone(),
     };
-    user_prompt(tokenizer, config, &text, &row.images, None).map_err(|e| ExecError::Row {
-        origin: row.origin.clone(),
-        message: e.to_string(),
+    user_prompt(tokenizer, config, &text, &row.images, None).map_err(|e| match e {
+        // The row's own text or images: a bad row (skipped under
+        // `on_bad_row = skip`).
+        ModelError::PromptText { .. } | ModelError::Image { .. } => ExecError::Row {
+            origin: row.origin.clone(),
+            message: e.to_string(),
+        },
+        // The model, its template or its tokenizer (images for a text-only
+        // model): every such row would fail alike, so the run stops.
+        other => ExecError::Usage(format!("row {}: {other}", row.origin)),
     })
 }
 

@@ -64,16 +64,14 @@ pub struct ModelDirs {
 impl ModelDirs {
     /// Loads the model on `device`. A declared `context` below
     /// `config.json`'s becomes the limit the run holds prompts and
-    /// completions to (`config.text.max_position_embeddings`).
+    /// completions to ([`crate::model::ModelConfig::context`]; the saved
+    /// `config.json` keeps the file's).
     ///
     /// # Errors
     /// Model and tokenizer errors.
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<Loaded<B>, ExecError> {
         let mut model = Model::load(&self.weights, device)?;
-        if let Some(declared) = self.context {
-            let limit = &mut model.config.text.max_position_embeddings;
-            *limit = (*limit).min(declared);
-        }
+        model.config.context_limit = self.context;
         Ok(Loaded {
             model,
             tokenizer: TextTokenizer::load(&self.tokenizer)?,

@@ -69,7 +69,7 @@ pub fn train<B: Backend>(
     // Every prompt is built once here (and cached); a row whose prompt
     // cannot be built, or leaves no room for one target token, is skipped
     // by the bad-row policy.
-    let context = policy.config.text.max_position_embeddings;
+    let context = policy.config.context();
     let (rows, built) = usable_prompts(
         &format!("stage {}", stage.name),
         rows,

@@ -25,7 +25,7 @@ pub fn user_prompt(
     // The placeholder in the user's own text would be taken for an image
     // (the template's special tokens are parsed in what it renders).
     if text.contains(IMAGE_PAD) || system.is_some_and(|s| s.contains(IMAGE_PAD)) {
-        return Err(ModelError::Request {
+        return Err(ModelError::PromptText {
             reason: format!(
                 "the text holds `{IMAGE_PAD}`, the token that stands for an image; give images as images, not as that token"
             ),

@@ -37,14 +37,26 @@ pub struct ModelConfig {
     pub image_token_id: Option<u32>,
     /// End-of-sequence ids named by the model's config.
     pub eos_token_ids: Vec<u32>,
+    /// A run's limit on prompt and completion together below
+    /// `text.max_position_embeddings` (a model's declared `context`); never
+    /// written to `config.json`, so a trained model keeps the file's.
+    pub context_limit: Option<usize>,
 }
 
 impl ModelConfig {
+    /// The longest prompt and completion together a run allows: the
+    /// declared `context` when it is set, else `config.json`'s
+    /// `max_position_embeddings`.
+    pub fn context(&self) -> usize {
+        let file = self.text.max_position_embeddings;
+        self.context_limit.map_or(file, |c| c.min(file))
+    }
+
     /// Reads `dir/config.json`.
     pub fn read(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join("config.json");
         if !dir.is_dir() {
-            return Err(ModelError::Request {
+            return Err(ModelError::NotAFolder {
                 reason: if dir.exists() {
                     format!(
                         "`{}` is a file; a model is the folder that holds `config.json`, the weights and the tokenizer",
@@ -99,6 +111,7 @@ impl ModelConfig {
                     vision: None,
                     image_token_id: None,
                     eos_token_ids,
+                    context_limit: None,
                 }
             }
             "tiny_vlm" => {
@@ -125,6 +138,7 @@ impl ModelConfig {
                     vision: Some(vision),
                     image_token_id: Some(image_token_id),
                     eos_token_ids,
+                    context_limit: None,
                 }
             }
             other => return Err(ConfigIssue::Unknown(other.to_string())),

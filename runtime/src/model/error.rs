@@ -50,6 +50,11 @@ pub enum ModelError {
     Image { path: PathBuf, reason: String },
     /// A request the model cannot serve (too long, no images for a text model, ...).
     Request { reason: String },
+    /// The model path is not a folder (missing, or a file).
+    NotAFolder { reason: String },
+    /// Text that cannot go into a prompt as it is (it holds the image
+    /// placeholder token): a property of that text, not of the model.
+    PromptText { reason: String },
     /// The requested device is not compiled into this build or not present.
     Device { reason: String },
 }
@@ -86,7 +91,9 @@ impl fmt::Display for ModelError {
             Self::Tokenizer { path, reason } => write!(f, "`{}`: {reason}", path.display()),
             Self::Template { reason } => write!(f, "chat template: {reason}"),
             Self::Image { path, reason } => write!(f, "image `{}`: {reason}", path.display()),
-            Self::Request { reason } => write!(f, "{reason}"),
+            Self::Request { reason } | Self::PromptText { reason } | Self::NotAFolder { reason } => {
+                write!(f, "{reason}")
+            }
             Self::Device { reason } => write!(f, "{reason}"),
         }
     }

@@ -85,6 +85,7 @@ impl Preset {
             vision: Some(vision),
             image_token_id: Some(IMAGE_TOKEN_ID),
             eos_token_ids: vec![EOS_TOKEN_ID],
+            context_limit: None,
         }
     }
 }

@@ -55,6 +55,7 @@ fn model(tied: bool, seed: u64) -> Model<CpuAutodiff> {
             vision: None,
             image_token_id: None,
             eos_token_ids: vec![],
+            context_limit: None,
         },
     }
 }
