@@ -67,6 +67,16 @@ impl RunLock {
                         dir.display()
                     )));
                 }
+                // A filesystem without file locks (some network ones):
+                // the run goes on, unguarded, and says so.
+                Err(std::fs::TryLockError::Error(e))
+                    if e.kind() == std::io::ErrorKind::Unsupported =>
+                {
+                    eprintln!(
+                        "warning: `{}` is on a filesystem without file locks: a second saferc run on this folder would not be refused",
+                        dir.display()
+                    );
+                }
                 Err(std::fs::TryLockError::Error(e)) => return Err(io(&path, e)),
             }
             // The run that held the file before may have removed it between
