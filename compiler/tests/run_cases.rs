@@ -137,6 +137,10 @@ fn start_server(mode: &str) -> (u16, Arc<AtomicUsize>) {
 /// instead of a score.
 static JUDGE_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether the `switchable_slow` server takes 30 s to answer (its own flag:
+/// the two tests run at once).
+static JUDGE_SLOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A request the server holds: counted in flight until dropped, which
 /// happens just before its answer is written (so that a client's next
 /// request, sent after reading the answer, never overlaps it in the count).
@@ -247,6 +251,12 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool,
             );
             return;
         }
+        // While flagged, an answer that takes 30 s (a request in flight
+        // when the interrupt comes).
+        "switchable_slow" if JUDGE_SLOW.load(Ordering::SeqCst) => {
+            std::thread::sleep(Duration::from_secs(30));
+            ("200 OK", score("0.5"))
+        }
         "switchable" if JUDGE_FAILS.load(Ordering::SeqCst) => {
             drop(held);
             let _ = write!(
@@ -257,7 +267,7 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool,
         }
         // A score that varies with the completion (so that GRPO learns):
         // 0, 0.5 or 1 by its text's length.
-        "switchable" => {
+        "switchable" | "switchable_slow" => {
             let text = request["messages"][1]["content"].as_str().unwrap_or("");
             let s = (text.len() % 3) as f64 / 2.0;
             ("200 OK", score(&s.to_string()))
@@ -910,8 +920,27 @@ fn interrupt_saves_a_checkpoint_that_resumes_exactly(signal: &str) {
 /// weights of an uninterrupted run.
 #[test]
 fn an_interrupt_ends_a_judge_s_retry_wait_with_a_checkpoint() {
-    let case = prepare("judge_interrupt", "judge-interrupt");
-    let (port, _) = start_server("switchable");
+    judge_interrupt("switchable", "interrupted before its retry");
+}
+
+/// The same for a request in flight (the server takes 30 s to answer):
+/// the run does not wait for it.
+#[test]
+fn an_interrupt_does_not_wait_for_a_judge_s_answer() {
+    judge_interrupt("switchable_slow", "interrupted while the judge at");
+}
+
+/// Runs `judge_interrupt` with a server in `mode`: uninterrupted, then
+/// interrupted while the server fails (`says`: what stderr must say), then
+/// resumed.
+fn judge_interrupt(mode: &str, says: &str) {
+    let flag = if mode == "switchable" {
+        &JUDGE_FAILS
+    } else {
+        &JUDGE_SLOW
+    };
+    let case = prepare("judge_interrupt", &format!("judge-interrupt-{mode}"));
+    let (port, _) = start_server(mode);
     let pipeline = case.join("pipeline.safer");
     let text = std::fs::read_to_string(&pipeline).unwrap();
     std::fs::write(&pipeline, text.replace("{PORT}", &port.to_string())).unwrap();
@@ -927,8 +956,9 @@ fn an_interrupt_ends_a_judge_s_retry_wait_with_a_checkpoint() {
     for attempt in 0..3 {
         let dir = case.join(format!("interrupted-{attempt}"));
         let child = start_until_first_checkpoint(&case, &dir, Stdio::piped());
-        JUDGE_FAILS.store(true, Ordering::SeqCst);
-        // The next request is refused with a 30 s Retry-After.
+        flag.store(true, Ordering::SeqCst);
+        // The next request is refused with a 30 s Retry-After, or answered
+        // after 30 s.
         std::thread::sleep(Duration::from_millis(1500));
         let sent_at = Instant::now();
         let sent = Command::new("kill")
@@ -938,14 +968,13 @@ fn an_interrupt_ends_a_judge_s_retry_wait_with_a_checkpoint() {
         assert!(sent.success());
         let out = child.wait_with_output().unwrap();
         let waited = sent_at.elapsed();
-        JUDGE_FAILS.store(false, Ordering::SeqCst);
+        flag.store(false, Ordering::SeqCst);
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
             continue; // finished before the judge failed; try again
         }
         assert_eq!(out.status.code(), Some(130), "{stderr}");
-        assert!(stderr.contains("HTTP 429"), "{stderr}");
-        assert!(stderr.contains("interrupted before its retry"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
         assert!(
             stderr.contains("interrupted; checkpoint saved to"),
             "{stderr}"

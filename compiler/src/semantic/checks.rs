@@ -185,6 +185,7 @@ impl<'a> Analyzer<'a> {
         self.check_clip(i, &grpo);
         self.check_kl(i, &s, &grpo);
         self.check_dynamic_sampling(i, &s, &grpo);
+        self.check_reflection_rubrics(i, &s);
         self.check_cost(i, &s, &grpo);
         if let Some(overlong) = grpo.block("overlong") {
             if let (Some(max), Some(cache)) = (overlong.number("max"), overlong.number("cache")) {
@@ -401,6 +402,38 @@ impl<'a> Analyzer<'a> {
                 &["dedup"],
                 "a split of this dataset: its splits never share a row, so it is skipped".into(),
                 "`dedup` drops rows that also appear in other datasets (an evaluation set, say); remove this dataset's own split",
+            );
+        }
+    }
+
+    /// E0210: a reflection whose `when` reads a rubric the stage does not
+    /// score with: only the stage's `reward` scores are there at run time.
+    fn check_reflection_rubrics(&mut self, i: usize, s: &Settings) {
+        let (Some(reflection), Some(reward)) = (s.reference("reflection"), s.reference("reward"))
+        else {
+            return;
+        };
+        let Some(Value::Expr(when)) = self.decls[reflection.0].settings.get("when").cloned() else {
+            return;
+        };
+        for (rubric, span) in when.rubrics_read() {
+            if rubric.0 == reward.0 {
+                continue;
+            }
+            let (stage, reflection_name, read, reward_name) = (
+                self.decls[i].name.clone(),
+                self.decls[reflection.0].name.clone(),
+                self.decls[rubric.0].name.clone(),
+                self.decls[reward.0].name.clone(),
+            );
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0210,
+                    format!("reflection `{reflection_name}` reads rubric `{read}`, but stage `{stage}` scores its completions with `{reward_name}`"),
+                )
+                .with_primary(span, "not the stage's reward rubric")
+                .with_secondary(self.setting_span(i, &["reflection"]), format!("used by `train {stage}`"))
+                .with_help(format!("read the criteria of `{reward_name}` in `when` (e.g. `{reward_name}.CRITERION < 0.5`), or give the stage `reward = {read}`")),
             );
         }
     }

@@ -419,6 +419,46 @@ impl TExpr {
             _ => None,
         }
     }
+
+    /// The rubrics whose criteria (or totals) the expression reads
+    /// (`safety_rubric.safety`), with the span of each reference.
+    pub fn rubrics_read(&self) -> Vec<(DeclRef, Span)> {
+        let mut out = Vec::new();
+        self.collect_rubrics(&mut out);
+        out
+    }
+
+    fn collect_rubrics(&self, out: &mut Vec<(DeclRef, Span)>) {
+        match &self.kind {
+            TKind::Criterion { rubric, .. } => out.push((*rubric, self.span)),
+            TKind::Field { base, .. } => base.collect_rubrics(out),
+            TKind::Unary { operand, .. } => operand.collect_rubrics(out),
+            TKind::Binary { lhs, rhs, .. } => {
+                lhs.collect_rubrics(out);
+                rhs.collect_rubrics(out);
+            }
+            TKind::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                cond.collect_rubrics(out);
+                then.collect_rubrics(out);
+                otherwise.collect_rubrics(out);
+            }
+            TKind::Call { args, named, .. } => {
+                for a in args.iter().chain(named.values()) {
+                    a.collect_rubrics(out);
+                }
+            }
+            TKind::List { items } => {
+                for i in items {
+                    i.collect_rubrics(out);
+                }
+            }
+            TKind::Const { .. } | TKind::Var { .. } => {}
+        }
+    }
 }
 
 impl Program {

@@ -177,15 +177,18 @@ type Failure = (bool, String, Option<Duration>);
 /// An OpenAI-compatible HTTP judge.
 pub struct HttpJudge {
     name: String,
-    /// `endpoint` with `/chat/completions`.
+    /// `endpoint` with `/chat/completions`, without the user and password a
+    /// URL may hold (they go in `authorization`, so no message shows them).
     url: String,
-    /// The same with a password in it masked, for messages.
+    /// `endpoint` with `/chat/completions` and a password masked, for messages.
     shown_url: String,
+    /// The `Authorization` header: `Bearer` with the API key, else `Basic`
+    /// with the URL's user and password (percent-decoded).
+    authorization: Option<String>,
     /// Set by Ctrl+C, SIGTERM or SIGHUP: no retry starts, and a wait for
     /// one ends.
     interrupt: Arc<AtomicBool>,
     model: String,
-    api_key: Option<String>,
     retries: u32,
     temperature: f64,
     fallback: Option<f64>,
@@ -209,8 +212,9 @@ impl HttpJudge {
             .endpoint
             .as_deref()
             .ok_or_else(|| format!("judge `{name}` is `kind = http` but has no `endpoint`"))?;
-        let url = chat_completions_url(endpoint)
+        let full = chat_completions_url(endpoint)
             .map_err(|e| format!("judge `{name}`: `endpoint = {}`: {e}", masked_url(endpoint)))?;
+        let (url, basic) = without_credentials(&full);
         let api_key = match &spec.api_key_env {
             Some(var) => Some(std::env::var(var).map_err(|_| {
                 format!("judge `{name}` reads its API key from ${var}, which is not set")
@@ -234,11 +238,11 @@ impl HttpJudge {
         }
         Ok(HttpJudge {
             name: name.to_string(),
-            shown_url: masked_url(&url),
+            shown_url: masked_url(&full),
             url,
+            authorization: api_key.map(|key| format!("Bearer {key}")).or(basic),
             interrupt,
             model: spec.model_name.clone().unwrap_or_else(|| "default".into()),
-            api_key,
             retries: spec.retries,
             temperature: spec.temperature,
             fallback: spec.fallback,
@@ -258,38 +262,34 @@ impl HttpJudge {
         })
     }
 
-    /// One request; the body of a 2xx answer.
-    fn request(&self, body: &Value) -> Result<String, Failure> {
-        let mut req = self.agent.post(&self.url);
-        if let Some(key) = &self.api_key {
-            req = req.set("Authorization", &format!("Bearer {key}"));
-        }
-        match req.send_json(body.clone()) {
-            Ok(resp) if (300..400).contains(&resp.status()) => Err((
-                false,
-                format!(
-                    "HTTP {} to {}: the endpoint redirects; set `endpoint` to where it points",
-                    resp.status(),
-                    resp.header("Location").unwrap_or("(no Location)")
-                ),
-                None,
-            )),
-            // A body cut short or too slow is retried as a failed request is.
-            Ok(resp) => resp
-                .into_string()
-                .map_err(|e| (true, format!("reading the answer failed: {e}"), None)),
-            Err(ureq::Error::Status(code, resp)) => {
-                let retry_after = resp.header("Retry-After").and_then(retry_after);
-                let detail = error_detail(&resp.into_string().unwrap_or_default());
-                let retryable = code == 429 || code >= 500;
-                Err((retryable, format!("HTTP {code}{detail}"), retry_after))
-            }
-            Err(ureq::Error::Transport(t)) => {
-                let why = t.to_string();
-                // A certificate that is refused will be refused again.
-                match certificate_hint(&why) {
-                    Some(hint) => Err((false, format!("{why}; {hint}"), None)),
-                    None => Err((true, why, None)),
+    /// One request, sent from a thread of its own so that an interrupt
+    /// does not wait for its answer (up to `timeout`); `None` when the run
+    /// was interrupted first (the request is left to end alone).
+    fn request_unless_interrupted(&self, body: &Value) -> Option<Result<String, Failure>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (agent, url, authorization, body) = (
+            self.agent.clone(),
+            self.url.clone(),
+            self.authorization.clone(),
+            body.clone(),
+        );
+        std::thread::spawn(move || {
+            let _ = tx.send(send(&agent, &url, authorization.as_deref(), body));
+        });
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(answer) => return Some(answer),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if self.interrupt.load(Ordering::SeqCst) {
+                        return None;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Some(Err((
+                        true,
+                        "the request ended without an answer".into(),
+                        None,
+                    )))
                 }
             }
         }
@@ -310,6 +310,111 @@ impl HttpJudge {
             std::thread::sleep(left.min(Duration::from_millis(50)));
         }
     }
+}
+
+/// The most bytes of an answer read: a chat completion is a few KB.
+const MAX_ANSWER_BYTES: u64 = 10 << 20;
+
+/// One request to `url`; the body of a 2xx answer.
+fn send(
+    agent: &ureq::Agent,
+    url: &str,
+    authorization: Option<&str>,
+    body: Value,
+) -> Result<String, Failure> {
+    let mut req = agent.post(url);
+    if let Some(value) = authorization {
+        req = req.set("Authorization", value);
+    }
+    match req.send_json(body) {
+        Ok(resp) if (300..400).contains(&resp.status()) => Err((
+            false,
+            format!(
+                "HTTP {} to {}: the endpoint redirects; set `endpoint` to where it points",
+                resp.status(),
+                printable(resp.header("Location").unwrap_or("(no Location)"))
+            ),
+            None,
+        )),
+        // A body cut short or too slow is retried as a failed request is.
+        Ok(resp) => {
+            use std::io::Read;
+            let mut text = String::new();
+            let read = resp
+                .into_reader()
+                .take(MAX_ANSWER_BYTES + 1)
+                .read_to_string(&mut text);
+            match read {
+                Err(e) => Err((true, format!("reading the answer failed: {e}"), None)),
+                Ok(n) if n as u64 > MAX_ANSWER_BYTES => Err((
+                    false,
+                    format!(
+                        "the answer is over {} MB; a chat completion is a few KB",
+                        MAX_ANSWER_BYTES >> 20
+                    ),
+                    None,
+                )),
+                Ok(_) => Ok(text),
+            }
+        }
+        Err(ureq::Error::Status(code, resp)) => {
+            let retry_after = resp.header("Retry-After").and_then(retry_after);
+            let detail = error_detail(&resp.into_string().unwrap_or_default());
+            let retryable = code == 429 || code >= 500;
+            Err((retryable, format!("HTTP {code}{detail}"), retry_after))
+        }
+        Err(ureq::Error::Transport(t)) => {
+            let why = t.to_string();
+            // A certificate that is refused will be refused again.
+            match certificate_hint(&why) {
+                Some(hint) => Err((false, format!("{why}; {hint}"), None)),
+                None => Err((true, why, None)),
+            }
+        }
+    }
+}
+
+/// `url` without its user and password, and the `Basic` authorization they
+/// make (percent-decoded, as a browser sends them).
+fn without_credentials(url: &str) -> (String, Option<String>) {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return (url.to_string(), None);
+    };
+    if parsed.username().is_empty() && parsed.password().is_none() {
+        return (url.to_string(), None);
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(parsed.username());
+    let password = parsed.password().map(decode).unwrap_or_default();
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    (parsed.to_string(), Some(format!("Basic {token}")))
+}
+
+/// `text` with control characters (a server's escape sequences, line
+/// breaks) shown as escapes and cut to 300 characters, for a message.
+fn printable(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(300)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if text.chars().count() > 300 {
+        out.push_str("...");
+    }
+    out
 }
 
 /// `endpoint` with `/chat/completions` appended to its path (not twice),
@@ -341,8 +446,11 @@ pub fn masked_url(url: &str) -> String {
 /// A `Retry-After` value: seconds, or an HTTP date (RFC 9110).
 fn retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Seconds; too many to count is as long as the longest wait.
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -367,7 +475,7 @@ fn error_detail(body: &str) -> String {
     if message.trim().is_empty() {
         String::new()
     } else {
-        format!(": {}", message.trim())
+        format!(": {}", printable(message.trim()))
     }
 }
 
@@ -425,7 +533,13 @@ impl Judge for HttpJudge {
         self.counts.asking();
         let mut attempt = 0u32;
         loop {
-            match self.request(&body) {
+            let Some(answer) = self.request_unless_interrupted(&body) else {
+                break Err(EvalError::Call(format!(
+                    "the run was interrupted while the judge at {} was answering",
+                    self.shown_url
+                )));
+            };
+            match answer {
                 Ok(text) => {
                     // A reply in another shape than chat completions' (other
                     // JSON, or no JSON) is a reply without a score, shown.
@@ -442,6 +556,12 @@ impl Judge for HttpJudge {
                         .counts
                         .score_of(&self.name, &content, question.range, self.fallback)
                         .map_err(|e| EvalError::Call(format!("{e} (from {})", self.shown_url)));
+                }
+                Err((true, why, _)) if self.interrupt.load(Ordering::SeqCst) => {
+                    break Err(EvalError::Call(format!(
+                        "the judge at {} failed ({why}) and the run was interrupted before its retry",
+                        self.shown_url
+                    )));
                 }
                 Err((true, why, retry_after)) if attempt < self.retries => {
                     let wait = retry_after
@@ -499,6 +619,13 @@ mod tests {
         );
         assert!(chat_completions_url("h/v1").is_err());
         assert_eq!(masked_url("https://me:secret@h/v1"), "https://me:***@h/v1");
+        // Credentials leave the URL (so no transport error can show them)
+        // and become a Basic header, percent-decoded.
+        use super::without_credentials;
+        let (bare, auth) = without_credentials("http://alice:hun%40ter@h/v1/chat/completions");
+        assert_eq!(bare, "http://h/v1/chat/completions");
+        assert_eq!(auth.as_deref(), Some("Basic YWxpY2U6aHVuQHRlcg=="));
+        assert_eq!(without_credentials("http://h/v1").1, None);
         assert_eq!(masked_url("https://h/v1"), "https://h/v1");
     }
 
@@ -514,6 +641,12 @@ mod tests {
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
         assert!(retry_after(&later).is_some_and(|d| d > Duration::from_secs(100)));
         assert_eq!(retry_after("soon"), None);
+        assert_eq!(
+            retry_after("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(error_detail("a\u{1b}[2Jb"), ": a\\u{1b}[2Jb");
+        assert!(error_detail(&"x".repeat(5000)).len() < 320);
         assert_eq!(
             error_detail(r#"{"error": {"message": "no such model"}}"#),
             ": no such model"
