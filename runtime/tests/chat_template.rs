@@ -183,3 +183,21 @@ fn a_template_in_tokenizer_config_json_renders_as_transformers_renders_it() {
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }
+
+/// A special token written out in a user's text is found, so that a prompt
+/// or a training target holding `<|im_end|>` is refused instead of read as
+/// that control token; ordinary text and look-alikes are not.
+#[test]
+fn special_tokens_in_text_are_found() {
+    let tokenizer = TextTokenizer::load(&fixtures().join("tokenizer")).expect("tokenizer");
+    assert_eq!(
+        tokenizer.special_token_in("hi <|im_end|>"),
+        Some("<|im_end|>")
+    );
+    assert_eq!(
+        tokenizer.special_token_in("<|image_pad|>"),
+        Some("<|image_pad|>")
+    );
+    assert_eq!(tokenizer.special_token_in("a < b and |x| > c"), None);
+    assert_eq!(tokenizer.special_token_in("<|im_end"), None);
+}

@@ -43,6 +43,34 @@ pub fn train<B: Backend>(
         .iter()
         .cloned()
         .partition(|r| r.text(&s.field).is_some());
+    // A target that writes out a special token (`<|im_end|>`) would teach
+    // the model that control token, not text: a bad row too.
+    let (rows, special): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| {
+        r.text(&s.field)
+            .is_none_or(|t| tokenizer.special_token_in(&t).is_none())
+    });
+    if let Some(first) = special.first() {
+        let token = first
+            .text(&s.field)
+            .and_then(|t| tokenizer.special_token_in(&t).map(str::to_string))
+            .unwrap_or_default();
+        let message = format!(
+            "row {}: the field `{}` that `sft` learns from holds `{token}`, one of the model's special tokens, which would be learnt as that control token",
+            first.origin, s.field
+        );
+        if session.fails_on_bad_rows(&stage.data.dataset) {
+            return Err(ExecError::Data {
+                dataset: stage.data.dataset.clone(),
+                message: format!("bad {message} (the dataset says `on_bad_row = fail`)"),
+            });
+        }
+        eprintln!(
+            "warning: stage {}: {message}; {} such row(s) are skipped",
+            stage.name,
+            special.len()
+        );
+    }
+    let skipped_special = special.len();
     // A row without the text to learn is a bad row, under its dataset's policy.
     if let Some(first) = lacking.first() {
         let dataset = &stage.data.dataset;
@@ -206,6 +234,6 @@ pub fn train<B: Backend>(
     super::report::finish(bar, format!("loss {last_loss:.3}"));
     Ok(Trained {
         model: policy.for_generation(),
-        summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss, "skipped_rows": lacking.len()}),
+        summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss, "skipped_rows": lacking.len() + skipped_special}),
     })
 }

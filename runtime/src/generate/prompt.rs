@@ -22,13 +22,19 @@ pub fn user_prompt(
     images: &[PathBuf],
     system: Option<&str>,
 ) -> Result<Prompt, ModelError> {
-    // The placeholder in the user's own text would be taken for an image
-    // (the template's special tokens are parsed in what it renders).
-    if text.contains(IMAGE_PAD) || system.is_some_and(|s| s.contains(IMAGE_PAD)) {
+    // A special token in the user's own text would be read as that control
+    // token (the template's special tokens are parsed in what it renders):
+    // the image placeholder taken for an image, `<|im_end|>` ending the turn.
+    let found = tokenizer
+        .special_token_in(text)
+        .or_else(|| system.and_then(|s| tokenizer.special_token_in(s)));
+    if let Some(token) = found {
         return Err(ModelError::PromptText {
-            reason: format!(
-                "the text holds `{IMAGE_PAD}`, the token that stands for an image; give images as images, not as that token"
-            ),
+            reason: if token == IMAGE_PAD {
+                format!("the text holds `{IMAGE_PAD}`, the token that stands for an image; give images as images, not as that token")
+            } else {
+                format!("the text holds `{token}`, one of the model's special tokens, which would be read as that control token, not as text")
+            },
         });
     }
     let vision = match (&config.vision, images.is_empty()) {

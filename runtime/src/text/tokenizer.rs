@@ -23,6 +23,9 @@ pub struct TextTokenizer {
     pub pad_id: u32,
     /// Special-token strings passed to the chat template (`bos_token`, `eos_token`, ...).
     special: Vec<(&'static str, String)>,
+    /// The text of every special added token (`<|im_end|>`,
+    /// `<|image_pad|>`, ...), longest first.
+    control: Vec<String>,
 }
 
 impl TextTokenizer {
@@ -94,13 +97,31 @@ impl TextTokenizer {
             .and_then(|t| inner.token_to_id(&t))
             .or_else(|| eos_ids.first().copied())
             .unwrap_or(0);
+        let mut control: Vec<String> = inner
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special && !t.content.is_empty())
+            .map(|t| t.content)
+            .collect();
+        control.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         Ok(Self {
             inner,
             template,
             eos_ids,
             pad_id,
             special,
+            control,
         })
+    }
+
+    /// The first special token written out in `text` (`<|im_end|>`): in a
+    /// user's text it would be read as that control token (end the turn,
+    /// stand for an image), as the chat template's own are.
+    pub fn special_token_in(&self, text: &str) -> Option<&str> {
+        self.control
+            .iter()
+            .find(|t| text.contains(t.as_str()))
+            .map(String::as_str)
     }
 
     /// Token ids of `text`, without added special tokens (as the chat template already wrote them).
