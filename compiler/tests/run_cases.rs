@@ -3,7 +3,7 @@
 //! `expect.json` (exit code, stderr lines, values in `summary.json` by JSON
 //! pointer, how often a stderr line appears, no run directory, files of the
 //! case's copy to copy or remove first, pairs of summary values that must be equal, per-group sample
-//! counts, metric values, a judge server to start, a SIGKILL-and-resume
+//! counts, metric values, files that must be equal, a judge server to start, a SIGKILL-and-resume
 //! check). The policy is a fresh `tiny_vlm`
 //! (`saferc init-model --size tiny --seed 0`) made in the case's copy.
 
@@ -436,6 +436,14 @@ fn check_case(name: &str) {
     for path in expect["absent"].as_array().into_iter().flatten() {
         let path = out_dir.join(path.as_str().unwrap());
         assert!(!path.exists(), "{name}: {} exists", path.display());
+    }
+    // Files of the case's copy that must be byte for byte the same.
+    for pair in expect["same_files"].as_array().into_iter().flatten() {
+        let (a, b) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        assert!(
+            std::fs::read(case.join(a)).unwrap() == std::fs::read(case.join(b)).unwrap(),
+            "{name}: {a} and {b} differ"
+        );
     }
     if let Some(want) = expect["max_in_flight"].as_u64() {
         let most = most_in_flight.as_ref().unwrap().load(Ordering::SeqCst);
@@ -1002,7 +1010,7 @@ fn judge_interrupt(mode: &str, says: &str) {
 /// a resume after the data file changed says so.
 #[test]
 fn a_resume_past_steps_is_refused_and_changed_data_is_named() {
-    let case = prepare("resume", "resume-changed");
+    let case = prepare("resume", "resume-past-steps");
     let dir = case.join("killed");
     let mut child = start_until_first_checkpoint(&case, &dir, Stdio::null());
     child.kill().unwrap();
@@ -1088,6 +1096,10 @@ fn resume_refuses_a_changed_pipeline_unless_forced() {
     let pipeline = case.join("pipeline.safer");
     let text = std::fs::read_to_string(&pipeline).unwrap();
     std::fs::write(&pipeline, text.replace("1e-3", "2e-3")).unwrap();
+    let manifest = |dir: &Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+    };
+    let first_hash = manifest(&dir)["program_hash"].clone();
     let refused = run_command(&case, &["--resume", dir.to_str().unwrap()])
         .output()
         .unwrap();
@@ -1102,6 +1114,10 @@ fn resume_refuses_a_changed_pipeline_unless_forced() {
         "{}",
         String::from_utf8_lossy(&forced.stderr)
     );
+    // The manifest describes the pipeline the run went on with.
+    let after = manifest(&dir);
+    assert_ne!(after["program_hash"], first_hash);
+    assert_eq!(after["forced_from"], serde_json::json!([first_hash]));
     let again = run(&case, &dir);
     assert_eq!(
         again.status.code(),

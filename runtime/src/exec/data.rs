@@ -260,9 +260,13 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Val>) {
 ///
 /// # Errors
 /// A filter that cannot be evaluated on a row (a field of the wrong type).
-pub fn filter(name: &str, rows: Vec<Row>, spec: &DatasetSpec) -> Result<Vec<Row>, ExecError> {
+pub fn filter(
+    name: &str,
+    rows: Vec<Row>,
+    spec: &DatasetSpec,
+) -> Result<(Vec<Row>, Vec<String>), ExecError> {
     if spec.filters.is_empty() {
-        return Ok(rows);
+        return Ok((rows, Vec::new()));
     }
     let keep: Vec<Result<bool, ExecError>> = rows
         .par_iter()
@@ -282,13 +286,31 @@ pub fn filter(name: &str, rows: Vec<Row>, spec: &DatasetSpec) -> Result<Vec<Row>
             Ok(true)
         })
         .collect();
+    // A row the filter cannot be evaluated on (a field of another type than
+    // the filter expects) is a bad row, under the dataset's policy.
+    let fail = spec.on_bad_row == "fail";
     let mut out = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
     for (row, k) in rows.into_iter().zip(keep) {
-        if k? {
-            out.push(row);
+        match k {
+            Ok(true) => out.push(row),
+            Ok(false) => {}
+            Err(e) if fail => {
+                return Err(match e {
+                    ExecError::Data { dataset, message } => ExecError::Data {
+                        dataset,
+                        message: format!(
+                        "{message} (the dataset says `on_bad_row = fail`; `skip` skips such rows)"
+                    ),
+                    },
+                    other => other,
+                })
+            }
+            Err(ExecError::Data { message, .. }) => bad.push(message),
+            Err(other) => return Err(other),
         }
     }
-    Ok(out)
+    Ok((out, bad))
 }
 
 /// Resamples so that every value of `field` is as frequent as the most
@@ -475,6 +497,41 @@ mod tests {
             splits: Vec::new(),
             seed: 0,
         }
+    }
+
+    /// A row the filter cannot be evaluated on (`score < 3` where `score`
+    /// is text) is a bad row: skipped and named under `skip`, the end of
+    /// the run under `fail`.
+    #[test]
+    fn rows_a_filter_cannot_read_are_bad_rows() {
+        use safer_ir::plan::expr::Binary;
+        use safer_ir::plan::Expr;
+        let mut rows = vec![row("a", "x"), row("b", "x")];
+        rows[0].fields.insert("score".into(), Val::Num(1.0));
+        rows[1]
+            .fields
+            .insert("score".into(), Val::Str("high".into()));
+        let dir = std::env::temp_dir();
+        let mut spec = source_spec(&dir.join("rows.jsonl"), &dir);
+        spec.filters = vec![Expr::Binary {
+            op: Binary::Lt,
+            lhs: Box::new(Expr::Var {
+                name: "score".into(),
+            }),
+            rhs: Box::new(Expr::Const {
+                value: Val::Num(3.0),
+            }),
+        }];
+        let (kept, bad) = filter("d", rows.clone(), &spec).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].starts_with("filter on b:"), "{bad:?}");
+        spec.on_bad_row = "fail".into();
+        let err = filter("d", rows, &spec)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("on_bad_row = fail"), "{err}");
     }
 
     #[test]

@@ -240,6 +240,26 @@ impl RunDir {
                 plan.program_hash
             )));
         }
+        // Continued under `--force`: the manifest describes the pipeline the
+        // run goes on with, and keeps the hashes it had before.
+        if recorded != plan.program_hash {
+            let mut updated = manifest.clone();
+            let mut before: Vec<Value> = manifest["forced_from"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            before.push(Value::String(recorded.to_string()));
+            updated["forced_from"] = Value::Array(before);
+            updated["program_hash"] = json!(plan.program_hash);
+            updated["rubric_hashes"] = json!(plan.rubric_hashes);
+            updated["plan"] = json!(shown_plan(plan));
+            write_atomically(
+                &manifest_path,
+                serde_json::to_string_pretty(&updated)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            )?;
+        }
         // The data cursor of a checkpoint counts rows of the data the run
         // started with.
         let now = data_hashes(plan);

@@ -473,7 +473,13 @@ impl<'a, B: Backend> Session<'a, B> {
                 );
             }
             let read = loaded.rows.len() + loaded.bad.len();
-            let rows = data::filter(name, loaded.rows, spec)?;
+            let (rows, unfiltered) = data::filter(name, loaded.rows, spec)?;
+            if let Some(first) = unfiltered.first() {
+                eprintln!(
+                    "warning: dataset `{name}`: {first}; {} row(s) the filter cannot be evaluated on are skipped as bad rows",
+                    unfiltered.len()
+                );
+            }
             let filtered = rows.len();
             let vocabulary = super::scorers::vocabulary(&rows, "objects");
             // De-duplication first: curation need not score rows that go,
@@ -513,6 +519,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 "bad_rows": loaded.bad.len(),
                 "bad_row_examples": loaded.bad.iter().take(5).map(ToString::to_string).collect::<Vec<_>>(),
                 "after_filters": filtered,
+                "filter_errors": unfiltered.len(),
                 "curation": curation,
                 "after_balance": rows.len(),
                 "deduplicated": deduplicated,

@@ -145,6 +145,7 @@ pub fn train<B: Backend>(
     let pad = tokenizer.pad_id;
     let mut prompt_cache = PromptCache::filled(built);
     let mut last_loss = f32::NAN;
+    let mut warned_cut = false;
     while state.step < total_steps {
         let step = state.step;
         let started = Instant::now();
@@ -166,7 +167,19 @@ pub fn train<B: Backend>(
             // prompt (the default of `max_tokens`); a cut target teaches
             // no end-of-sequence.
             let room = context.saturating_sub(prompt.tokens.len());
-            t.truncate(s.max_tokens.map_or(room, |max| max.min(room)));
+            let keep = s.max_tokens.map_or(room, |max| max.min(room));
+            if t.len() > room && s.max_tokens.is_none_or(|max| max > room) && !warned_cut {
+                // `max_tokens` cuts as asked; the context's cut is said once.
+                warned_cut = true;
+                eprintln!(
+                    "warning: stage {}: step {}: the target of row {} ({} tokens with end-of-sequence) is cut to the {room} tokens the model's context of {context} leaves after its prompt, so it teaches no end-of-sequence (later cuts are not repeated); healthy: targets that fit (a larger `context`, shorter answers)",
+                    stage.name,
+                    step + 1,
+                    row.origin,
+                    t.len()
+                );
+            }
+            t.truncate(keep);
             targets.push(t);
         }
         let pairs: Vec<(usize, &[u32])> = targets

@@ -204,6 +204,15 @@ where
 
     // μ iterations over the same completions; one AdamW step each.
     let active_tokens: f32 = micros.iter().map(|(_, m)| m.mask.iter().sum::<f32>()).sum();
+    if active_tokens == 0.0 {
+        // Every completion token is masked (`mask_truncated`): no loss, and
+        // no optimiser step either (AdamW's weight decay and moment decay
+        // would still move every weight in a step that trained on nothing).
+        updated.stats.entropy_mean = None;
+        updated.stats.kl_mean = None;
+        updated.seconds_update = t0.elapsed().as_secs_f64();
+        return Ok((policy, updated));
+    }
     let mut old_logp: Vec<Option<Tensor<AD<B>, 2>>> = vec![None; micros.len()];
     // Without a bonus the entropy is only measured (the metric and the
     // collapse warning), so it carries no gradient.
@@ -303,12 +312,6 @@ where
         updated.stats = stats.mean();
     }
     updated.loss_tokens = active_tokens;
-    if active_tokens == 0.0 {
-        // Means over no tokens: none (an entropy of 0 would read as a
-        // collapse).
-        updated.stats.entropy_mean = None;
-        updated.stats.kl_mean = None;
-    }
     // On the CPU the reference pass shares the threads with the policy's
     // first pass and its time is inside the update's; elsewhere the passes
     // follow each other and the reference's time is not counted twice.
