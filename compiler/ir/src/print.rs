@@ -131,7 +131,7 @@ fn mermaid_text(text: &str) -> String {
 /// The DOT or Mermaid id of every node: [`id`] of its name, with `_2`,
 /// `_3`, ... after names that [`id`] maps to an id already taken (`a_b::x`
 /// and `a/b::x`), in the order the nodes are printed.
-fn node_ids(g: &Graph) -> BTreeMap<NodeIndex, String> {
+fn node_ids(g: &Graph) -> impl Fn(NodeIndex) -> String {
     let mut taken: BTreeSet<String> = BTreeSet::new();
     let mut ids = BTreeMap::new();
     for n in order(g) {
@@ -144,14 +144,13 @@ fn node_ids(g: &Graph) -> BTreeMap<NodeIndex, String> {
         }
         ids.insert(n, unique);
     }
-    ids
+    move |n| ids.get(&n).cloned().unwrap_or_default()
 }
 
 /// Graphviz DOT.
 pub fn to_dot(g: &Graph) -> String {
     let graph = &g.graph;
-    let ids = node_ids(g);
-    let id_of = |n: NodeIndex| ids.get(&n).cloned().unwrap_or_default();
+    let id_of = node_ids(g);
     let mut s = String::from(
         "digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
     );
@@ -220,8 +219,7 @@ pub fn to_dot(g: &Graph) -> String {
 /// Mermaid flowchart.
 pub fn to_mermaid(g: &Graph) -> String {
     let graph = &g.graph;
-    let ids = node_ids(g);
-    let id_of = |n: NodeIndex| ids.get(&n).cloned().unwrap_or_default();
+    let id_of = node_ids(g);
     let mut s = String::from("flowchart LR\n");
     for n in order(g) {
         let _ = writeln!(

@@ -56,6 +56,37 @@ fn io(path: &Path, e: impl ToString) -> ExecError {
     }
 }
 
+/// The folder name of the checkpoint at `step`.
+fn step_name(step: u64) -> String {
+    format!("step-{step:06}")
+}
+
+/// As [`save`], unless a complete checkpoint of `state.step` is there
+/// already (a periodic one, the one resumed from): it holds this very state
+/// and is not rewritten (a rewrite would leave a moment with none).
+///
+/// # Errors
+/// I/O and recorder errors.
+pub fn save_unless_there<B, O>(
+    root: &Path,
+    tokenizer_dir: &Path,
+    model: &Model<B>,
+    optim: &O,
+    state: &TrainState,
+    keep: usize,
+) -> Result<PathBuf, ExecError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Model<B>, B>,
+    Model<B>: AutodiffModule<B>,
+{
+    let there = root.join(step_name(state.step));
+    if there.join("state.json").is_file() {
+        return Ok(there);
+    }
+    save(root, tokenizer_dir, model, optim, state, keep)
+}
+
 /// Writes a checkpoint of `model`, `optim` and `state` under `root`, then
 /// removes all but the newest `keep`.
 ///
@@ -74,7 +105,7 @@ where
     O: Optimizer<Model<B>, B>,
     Model<B>: AutodiffModule<B>,
 {
-    let name = format!("step-{:06}", state.step);
+    let name = step_name(state.step);
     let final_dir = root.join(&name);
     let partial = root.join(format!("{name}.partial"));
     if partial.exists() {

@@ -87,7 +87,7 @@ pub fn curate<B: Backend>(
             chunk.to_vec(),
             policy.tokenizer,
             policy.config,
-            (params.max_new_tokens, policy.config.context()),
+            params.max_new_tokens,
             fail,
         )?;
         if chunk.is_empty() {

@@ -413,13 +413,9 @@ fn split_sizes(n: usize, splits: &[(String, f64)]) -> Vec<usize> {
         let (ra, rb) = (shares[a] - shares[a].floor(), shares[b] - shares[b].floor());
         rb.total_cmp(&ra).then(a.cmp(&b))
     });
-    let mut left = n.saturating_sub(sizes.iter().sum());
-    for &i in order.iter().cycle().take(left.max(1) * splits.len()) {
-        if left == 0 {
-            break;
-        }
+    let left = n.saturating_sub(sizes.iter().sum());
+    for &i in order.iter().cycle().take(left) {
         sizes[i] += 1;
-        left -= 1;
     }
     sizes
 }

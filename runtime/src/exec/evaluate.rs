@@ -64,7 +64,7 @@ pub fn evaluate<B: Backend>(
             chunk.to_vec(),
             policy.tokenizer,
             policy.config,
-            (params.max_new_tokens, policy.config.context()),
+            params.max_new_tokens,
             fail_on_bad_rows,
         )?;
         if chunk.is_empty() {

@@ -159,7 +159,7 @@ pub fn train<B: Backend>(
         rows,
         &tokenizer,
         &policy.config,
-        (rollout.max_tokens, policy.config.context()),
+        rollout.max_tokens,
         session.fails_on_bad_rows(&stage.data.dataset),
     )?;
     if rows.is_empty() {
@@ -256,22 +256,14 @@ pub fn train<B: Backend>(
                     .load(std::sync::atomic::Ordering::SeqCst) =>
             {
                 eprintln!("step {}: {e}", step + 1);
-                // The checkpoint of the step before, unless one is there
-                // already (a periodic one, the one resumed from): that one
-                // holds this very state and is not rewritten.
-                let existing = ck_root.join(format!("step-{:06}", at_start.step));
-                let checkpoint = if existing.join("state.json").is_file() {
-                    existing
-                } else {
-                    checkpoint::save::<AD<B>, _>(
-                        &ck_root,
-                        &start.tokenizer,
-                        &policy,
-                        &optim,
-                        &at_start,
-                        stage.checkpoint_keep,
-                    )?
-                };
+                let checkpoint = checkpoint::save_unless_there::<AD<B>, _>(
+                    &ck_root,
+                    &start.tokenizer,
+                    &policy,
+                    &optim,
+                    &at_start,
+                    stage.checkpoint_keep,
+                )?;
                 return Err(ExecError::Interrupted { checkpoint });
             }
             other => other?,

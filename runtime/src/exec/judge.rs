@@ -531,6 +531,12 @@ impl Judge for HttpJudge {
             "messages": question.messages(),
         });
         self.counts.asking();
+        let interrupted_before_retry = |why: &str| {
+            EvalError::Call(format!(
+                "the judge at {} failed ({why}) and the run was interrupted before its retry",
+                self.shown_url
+            ))
+        };
         let mut attempt = 0u32;
         loop {
             let Some(answer) = self.request_unless_interrupted(&body) else {
@@ -558,10 +564,7 @@ impl Judge for HttpJudge {
                         .map_err(|e| EvalError::Call(format!("{e} (from {})", self.shown_url)));
                 }
                 Err((true, why, _)) if self.interrupt.load(Ordering::SeqCst) => {
-                    break Err(EvalError::Call(format!(
-                        "the judge at {} failed ({why}) and the run was interrupted before its retry",
-                        self.shown_url
-                    )));
+                    break Err(interrupted_before_retry(&why));
                 }
                 Err((true, why, retry_after)) if attempt < self.retries => {
                     let wait = retry_after
@@ -576,10 +579,7 @@ impl Judge for HttpJudge {
                         wait.as_secs_f64()
                     );
                     if self.wait_unless_interrupted(wait) {
-                        break Err(EvalError::Call(format!(
-                            "the judge at {} failed ({why}) and the run was interrupted before its retry",
-                            self.shown_url
-                        )));
+                        break Err(interrupted_before_retry(&why));
                     }
                     attempt += 1;
                 }

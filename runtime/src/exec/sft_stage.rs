@@ -103,7 +103,7 @@ pub fn train<B: Backend>(
         rows,
         &tokenizer,
         &policy.config,
-        (1, context),
+        1,
         session.fails_on_bad_rows(&stage.data.dataset),
     )?;
     if rows.is_empty() {

@@ -15,7 +15,7 @@ use crate::model::ModelConfig;
 use crate::text::TextTokenizer;
 
 /// The prompts of `rows` that can be built and leave room for `new_tokens`
-/// in `context`, with their rows; the others are named in one warning
+/// in the run's context ([`ModelConfig::context`]), with their rows; the others are named in one warning
 /// (`what` names the phase), or, with `fail`, the first is an error.
 ///
 /// # Errors
@@ -25,11 +25,11 @@ pub fn usable_prompts(
     rows: Vec<Row>,
     tokenizer: &TextTokenizer,
     config: &ModelConfig,
-    (new_tokens, context): (usize, usize),
+    new_tokens: usize,
     fail: bool,
 ) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
     let mut skipped = SkippedRows::new(what);
-    let kept = skipped.usable(rows, tokenizer, config, (new_tokens, context), fail)?;
+    let kept = skipped.usable(rows, tokenizer, config, new_tokens, fail)?;
     skipped.warn();
     Ok(kept)
 }
@@ -64,7 +64,7 @@ impl<'a> SkippedRows<'a> {
     }
 
     /// Builds the prompts of `rows` (in parallel) and keeps those that
-    /// leave room for `new_tokens` in `context`; records the others.
+    /// leave room for `new_tokens` in the run's context; records the others.
     ///
     /// # Errors
     /// With `fail`, the first bad row; errors that are not a row's.
@@ -73,11 +73,11 @@ impl<'a> SkippedRows<'a> {
         rows: Vec<Row>,
         tokenizer: &TextTokenizer,
         config: &ModelConfig,
-        (new_tokens, context): (usize, usize),
+        new_tokens: usize,
         fail: bool,
     ) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
         let (rows, prompts) = self.build(rows, tokenizer, config, fail)?;
-        self.fit(rows, prompts, new_tokens, context, fail)
+        self.fit(rows, prompts, new_tokens, config.context(), fail)
     }
 
     /// The rows whose prompt can be built, with their prompts; records the
