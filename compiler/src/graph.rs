@@ -178,6 +178,13 @@ impl<'p> Lowerer<'p> {
         let decl = self.program.decl(r);
         let mut n = node(name, Op::Judge, None);
         n.params = self.params(&decl.settings);
+        // A password in the endpoint URL is not printed with the graph.
+        if let Some(url) = decl.settings.text("endpoint") {
+            let masked = safer_ir::masked_url(url);
+            if let Some(serde_json::Value::String(shown)) = n.params.get_mut("endpoint") {
+                *shown = shown.replace(url, &masked);
+            }
+        }
         let model = decl.settings.reference("model");
         if model.is_some() {
             n.inputs.push(port("model", T::Model));

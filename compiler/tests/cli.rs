@@ -215,6 +215,42 @@ fn graph_prints_text_dot_and_mermaid() {
 }
 
 #[test]
+fn graph_hir_and_warnings_mask_an_endpoint_password() {
+    let dir = temp_dir("graph_password");
+    let file = write(
+        &dir,
+        "p.safer",
+        "model p { arch = tiny_vlm, weights = \"w\" }\n\
+         judge g { kind = http, endpoint = \"http://me:s3cret@127.0.0.1:9/v1\", \
+         model_name = \"g\", ca_file = \"ca.pem\" }\n\
+         rubric r(judge = g) { criterion c weight 1 \"Helps.\" }\n\
+         dataset d { source = jsonl(\"d.jsonl\") }\n\
+         eval e { model = p, data = d, rubric = r }\n",
+    );
+    for args in [
+        vec!["graph", file.as_str()],
+        vec!["graph", "--format", "json", file.as_str()],
+        vec!["hir", file.as_str()],
+    ] {
+        let out = saferc(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let printed = stdout(&out);
+        assert!(!printed.contains("s3cret"), "{args:?}: {printed}");
+        assert!(
+            printed.contains("http://me:***@127.0.0.1:9/v1"),
+            "{args:?}: {printed}"
+        );
+        // The warning quotes the source line as written, but its own words
+        // mask the password.
+        assert!(
+            stderr(&out).contains("`http://me:***@127.0.0.1:9/v1` is plain http"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
 fn new_then_check_then_pin() {
     let dir = temp_dir("new");
     let out = Command::new(env!("CARGO_BIN_EXE_saferc"))

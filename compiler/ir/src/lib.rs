@@ -9,10 +9,12 @@
 //! graph acyclic. Node names come from the source (`train.safer_grpo.generate`),
 //! so printed graphs are stable.
 
+mod credentials;
 pub mod plan;
 mod print;
 mod validate;
 
+pub use credentials::{mask_urls_in, masked_url};
 pub use print::{to_dot, to_mermaid, to_text};
 pub use validate::{validate, GraphError};
 

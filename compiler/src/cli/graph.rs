@@ -72,9 +72,12 @@ pub(super) fn hir(file: &Path, imports: &ImportArgs) -> i32 {
     input::emit(&diags, &sources, Format::Human);
     let failed = diags.iter().any(|d| d.is_error());
     if let Some(program) = analysis.program.map(|p| p.hashed()) {
+        // A password in a judge's endpoint URL is not printed.
+        let mut json = serde_json::to_value(&program).unwrap_or_default();
+        safer_ir::mask_urls_in(&mut json);
         println!(
             "{}",
-            serde_json::to_string_pretty(&program).unwrap_or_default()
+            serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     }
     i32::from(failed)

@@ -838,9 +838,10 @@ impl<'a> Analyzer<'a> {
         // `ca_file` only changes an https connection.
         if s.get("ca_file").is_some() {
             let why = match (s.text("kind"), s.text("endpoint")) {
-                (Some("http"), Some(url)) if url.starts_with("http://") => {
-                    Some(format!("`{url}` is plain http: no certificate is checked"))
-                }
+                (Some("http"), Some(url)) if url.starts_with("http://") => Some(format!(
+                    "`{}` is plain http: no certificate is checked",
+                    safer_ir::masked_url(url)
+                )),
                 (Some("http"), _) => None,
                 (kind, _) => Some(format!(
                     "a `{}` judge makes no https connection",

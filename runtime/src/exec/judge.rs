@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use safer_ir::masked_url;
 use safer_ir::plan::{EvalError, JudgeSpec};
 use serde_json::{json, Value};
 
@@ -431,18 +432,6 @@ fn chat_completions_url(endpoint: &str) -> Result<String, String> {
     Ok(url.to_string())
 }
 
-/// `url` with a password in it (`https://user:secret@host/v1`) shown as
-/// `***`, for messages and the run's manifest.
-pub fn masked_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// A `Retry-After` value: seconds, or an HTTP date (RFC 9110).
 fn retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
@@ -602,7 +591,8 @@ mod tests {
 
     #[test]
     fn endpoint_urls() {
-        use super::{chat_completions_url, masked_url};
+        use super::chat_completions_url;
+        use safer_ir::masked_url;
         let url = |e: &str| chat_completions_url(e).unwrap_or_default();
         assert_eq!(url("http://h:8000/v1"), "http://h:8000/v1/chat/completions");
         assert_eq!(

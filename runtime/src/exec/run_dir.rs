@@ -126,7 +126,7 @@ fn shown_plan(plan: &Plan) -> Plan {
     let mut shown = plan.clone();
     for judge in shown.judges.values_mut() {
         if let Some(endpoint) = &mut judge.endpoint {
-            *endpoint = super::judge::masked_url(endpoint);
+            *endpoint = safer_ir::masked_url(endpoint);
         }
     }
     shown
