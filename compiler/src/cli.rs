@@ -80,20 +80,7 @@ impl ImportArgs {
             };
             return (options, None);
         }
-        match crate::project::load_around(sources, file) {
-            Ok(Some(project)) => (project.load_options(self.allow_outside_root), Some(project)),
-            Ok(None) => {
-                let options = crate::semantic::loader::LoadOptions {
-                    allow_outside_root: self.allow_outside_root,
-                    ..Default::default()
-                };
-                (options, None)
-            }
-            Err(mut more) => {
-                diags.append(&mut more);
-                (crate::semantic::loader::LoadOptions::default(), None)
-            }
-        }
+        crate::project::options_around(sources, file, self.allow_outside_root, diags)
     }
 }
 

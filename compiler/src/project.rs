@@ -64,6 +64,41 @@ pub fn load_around(
     Ok(Some(Project { root, manifest }))
 }
 
+/// The import options for checking a file at or under `start`: its
+/// project's, or defaults outside a project; and the project. A manifest
+/// that does not load adds its diagnostics to `diags` and gives defaults
+/// marked [`LoadOptions::manifest_unreadable`], so that checks needing the
+/// project do not also report it missing.
+///
+/// [`LoadOptions::manifest_unreadable`]: crate::semantic::loader::LoadOptions::manifest_unreadable
+pub fn options_around(
+    sources: &mut SourceMap,
+    start: &Path,
+    allow_outside_cli: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> (crate::semantic::loader::LoadOptions, Option<Project>) {
+    use crate::semantic::loader::LoadOptions;
+    match load_around(sources, start) {
+        Ok(Some(project)) => (project.load_options(allow_outside_cli), Some(project)),
+        Ok(None) => {
+            let options = LoadOptions {
+                allow_outside_root: allow_outside_cli,
+                ..LoadOptions::default()
+            };
+            (options, None)
+        }
+        Err(mut more) => {
+            diags.append(&mut more);
+            let options = LoadOptions {
+                allow_outside_root: allow_outside_cli,
+                manifest_unreadable: true,
+                ..LoadOptions::default()
+            };
+            (options, None)
+        }
+    }
+}
+
 impl Project {
     /// The import options this project implies (root, roots, leaving).
     pub fn load_options(&self, allow_outside_cli: bool) -> crate::semantic::loader::LoadOptions {
@@ -78,6 +113,7 @@ impl Project {
                 .map(|r| crate::semantic::loader::normalize(&self.root.join(r.get_ref())))
                 .collect(),
             endpoints: Some(self.manifest.judges.keys().cloned().collect()),
+            manifest_unreadable: false,
             pins: self
                 .manifest
                 .pins

@@ -34,14 +34,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn check(file: &Path) -> (Vec<saferc::Diagnostic>, SourceMap) {
     let mut sources = SourceMap::new();
     let mut diags = Vec::new();
-    let options = match project::load_around(&mut sources, file) {
-        Ok(Some(p)) => p.load_options(false),
-        Ok(None) => Default::default(),
-        Err(mut d) => {
-            diags.append(&mut d);
-            Default::default()
-        }
-    };
+    let (options, _) = project::options_around(&mut sources, file, false, &mut diags);
     let analysis = semantic::analyze_file(&mut sources, file, options);
     diags.extend(analysis.diagnostics);
     (diags, sources)
@@ -231,6 +224,21 @@ fn named_endpoints_come_from_the_manifest() {
         .unwrap_or_else(|e| panic!("{e}"));
     let (diags, _) = check(&lone);
     assert!(diags.iter().any(|d| d.code == Code::E0225));
+    // A `safer.toml` that does not load is reported once, as itself: the
+    // endpoint is not also said to lack a project.
+    let broken = temp("broken");
+    std::fs::write(
+        broken.join("safer.toml"),
+        "[judges.grm]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let file = broken.join("p.safer");
+    std::fs::write(&file, "judge j { kind = http, named = \"grm\" }\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (diags, _) = check(&file);
+    let codes: Vec<Code> = diags.iter().map(|d| d.code).collect();
+    assert!(codes.contains(&Code::E0222), "{diags:?}");
+    assert!(!codes.contains(&Code::E0225), "{diags:?}");
 }
 
 /// Replaces `from` with `to` in the file at `path`.

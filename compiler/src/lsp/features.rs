@@ -55,16 +55,9 @@ impl Document {
         );
         let mut sources = SourceMap::new();
         let mut early = Vec::new();
-        let options = match dir
-            .as_deref()
-            .map(|d| project::load_around(&mut sources, d))
-        {
-            Some(Ok(Some(p))) => p.load_options(false),
-            Some(Err(mut d)) => {
-                early.append(&mut d);
-                LoadOptions::default()
-            }
-            _ => LoadOptions::default(),
+        let options = match dir.as_deref() {
+            Some(d) => project::options_around(&mut sources, d, false, &mut early).0,
+            None => LoadOptions::default(),
         };
         let first = SourceId(u32::try_from(sources.iter().count()).unwrap_or(0));
         let mut analysis =

@@ -889,6 +889,8 @@ impl<'a> Analyzer<'a> {
                 };
                 self.diags.push(d);
             }
+            // Its `safer.toml` has errors, reported where they are.
+            None if self.loaded.options.manifest_unreadable => {}
             None => self.diags.push(
                 Diagnostic::error(Code::E0225, format!("judge endpoint `{named}` needs a project"))
                     .with_primary(span, "no `safer.toml` above this file")

@@ -74,6 +74,9 @@ pub struct LoadOptions {
     pub search: Vec<PathBuf>,
     /// Names of the judge endpoints of `safer.toml` (`None`: no project).
     pub endpoints: Option<Vec<String>>,
+    /// A `safer.toml` was found but did not load (its errors are reported
+    /// already): the checks that need it say nothing more.
+    pub manifest_unreadable: bool,
     /// Pinned rubric hashes (`[pins]` of `safer.toml`).
     pub pins: std::collections::BTreeMap<String, String>,
 }
