@@ -53,9 +53,17 @@ pub fn serve(input: &mut impl BufRead, output: &mut impl Write) -> i32 {
     }
 }
 
+/// JSON-RPC error codes of the protocol's life cycle.
+const SERVER_NOT_INITIALIZED: i32 = -32002;
+const INVALID_REQUEST: i32 = -32600;
+
 #[derive(Default)]
 struct Server {
     documents: HashMap<String, String>,
+    /// `initialize` has been answered: until then only `initialize` and
+    /// `exit` are taken (the protocol's order).
+    initialized: bool,
+    /// `shutdown` has been answered: from then on only `exit` is.
     shutdown: bool,
 }
 
@@ -76,7 +84,16 @@ impl Server {
     fn request(&mut self, req: Request) -> Response {
         let Request { id, method, params } = req;
         let result: Result<Value, (i32, String)> = match method.as_str() {
-            "initialize" => Ok(json!({
+            _ if self.shutdown => Err((
+                INVALID_REQUEST,
+                format!("`{method}` after `shutdown`: only `exit` is taken now"),
+            )),
+            "initialize" if self.initialized => {
+                Err((INVALID_REQUEST, "the server is already initialized".into()))
+            }
+            "initialize" => {
+                self.initialized = true;
+                Ok(json!({
                 "capabilities": {
                     "textDocumentSync": 1,
                     "hoverProvider": true,
@@ -86,7 +103,12 @@ impl Server {
                     "documentSymbolProvider": true,
                 },
                 "serverInfo": { "name": "saferc", "version": env!("CARGO_PKG_VERSION") },
-            })),
+                }))
+            }
+            _ if !self.initialized => Err((
+                SERVER_NOT_INITIALIZED,
+                format!("`{method}` before `initialize`"),
+            )),
             "shutdown" => {
                 self.shutdown = true;
                 Ok(Value::Null)
@@ -124,6 +146,9 @@ impl Server {
         let uri = n.params["textDocument"]["uri"].as_str().map(str::to_string);
         match n.method.as_str() {
             "exit" => return Some(if self.shutdown { 0 } else { 1 }),
+            // Before `initialize` and after `shutdown`, notifications other
+            // than `exit` are dropped (the protocol's order).
+            _ if !self.initialized || self.shutdown => {}
             "textDocument/didOpen" => {
                 if let (Some(uri), Some(text)) = (uri, n.params["textDocument"]["text"].as_str()) {
                     self.documents.insert(uri.clone(), text.to_string());

@@ -1,7 +1,7 @@
 //! `saferc lsp` driven over stdio with JSON-RPC: initialize, diagnostics for
 //! a bad file (code and range), hover, completion, definition into a
 //! standard-library file, formatting, symbols, malformed input answered with
-//! an error, shutdown and exit.
+//! an error, shutdown and exit; requests out of the protocol's order.
 
 #![allow(clippy::panic)]
 
@@ -196,4 +196,48 @@ fn lsp_session() {
     c.notify("exit", Value::Null);
     let status = c.child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.code(), Some(0));
+}
+
+/// The protocol's order: before `initialize` requests are refused (-32002)
+/// and notifications dropped; a second `initialize` and anything after
+/// `shutdown` are invalid requests; `exit` ends the server either way.
+#[test]
+fn requests_out_of_the_protocol_s_order_are_refused() {
+    let file = "file:///order.safer";
+    let open = json!({ "textDocument": { "uri": file, "languageId": "safer", "version": 1, "text": "model m { arch = tiny_vlm }\n" } });
+    let hover =
+        json!({ "textDocument": { "uri": file }, "position": { "line": 0, "character": 0 } });
+
+    let mut c = Client::start();
+    let early = c.request(1, "textDocument/hover", hover.clone());
+    assert_eq!(early["error"]["code"], -32002, "{early}");
+    c.notify("textDocument/didOpen", open.clone());
+    let init = c.request(2, "initialize", json!({ "capabilities": {} }));
+    assert_eq!(init["result"]["capabilities"]["hoverProvider"], true);
+    // The early `didOpen` was dropped: the document is not open.
+    let dropped = c.request(3, "textDocument/hover", hover.clone());
+    assert_eq!(dropped["error"]["code"], -32602, "{dropped}");
+    let again = c.request(4, "initialize", json!({ "capabilities": {} }));
+    assert_eq!(again["error"]["code"], -32600, "{again}");
+    c.notify("textDocument/didOpen", open);
+    let symbols = c.request(
+        5,
+        "textDocument/documentSymbol",
+        json!({ "textDocument": { "uri": file } }),
+    );
+    assert!(symbols.get("error").is_none(), "{symbols}");
+
+    let shutdown = c.request(6, "shutdown", Value::Null);
+    assert!(shutdown.get("error").is_none(), "{shutdown}");
+    let late = c.request(7, "textDocument/hover", hover);
+    assert_eq!(late["error"]["code"], -32600, "{late}");
+    c.notify("exit", Value::Null);
+    let status = c.child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(0));
+
+    // `exit` without `shutdown`, even before `initialize`: exit code 1.
+    let mut c = Client::start();
+    c.notify("exit", Value::Null);
+    let status = c.child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(1));
 }
