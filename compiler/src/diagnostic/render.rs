@@ -8,7 +8,10 @@
 use super::{Diagnostic, Severity};
 use crate::source::SourceMap;
 use crate::span::SourceId;
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
+    NamedSource, SourceCode, SourceSpan, SpanContents,
+};
 use serde_json::{json, Value};
 use std::fmt;
 
@@ -31,13 +34,56 @@ impl RenderOptions {
     }
 }
 
+/// A file as miette reads it, except that the column of the header
+/// (`file:line:column`) counts characters, as the JSON diagnostics and the
+/// LSP do; miette counts bytes, so `é` or `→` before a span shifted it.
+struct CharColumns(NamedSource<String>);
+
+impl CharColumns {
+    fn new(name: &str, text: &str) -> Self {
+        CharColumns(NamedSource::new(name, text.to_string()))
+    }
+}
+
+impl SourceCode for CharColumns {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let contents = self
+            .0
+            .read_span(span, context_lines_before, context_lines_after)?;
+        // Only a span read without lines before it starts mid-line.
+        if contents.column() == 0 {
+            return Ok(contents);
+        }
+        let text = self.0.inner().as_str();
+        let start = contents.span().offset();
+        let Some(before) = text.get(..start) else {
+            return Ok(contents);
+        };
+        let line_start = before.rfind(['\n', '\r']).map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count();
+        Ok(Box::new(MietteSpanContents::new_named(
+            contents.name().unwrap_or_default().to_string(),
+            contents.data(),
+            *contents.span(),
+            contents.line(),
+            column,
+            contents.line_count(),
+        )))
+    }
+}
+
 /// A miette view of one diagnostic (one file's worth of labels).
 struct Report {
     message: String,
     code: Option<String>,
     severity: miette::Severity,
     help: Option<String>,
-    source: Option<NamedSource<String>>,
+    source: Option<CharColumns>,
     labels: Vec<LabeledSpan>,
     related: Vec<Report>,
 }
@@ -131,7 +177,7 @@ fn build_report(diag: &Diagnostic, sources: &SourceMap) -> Report {
         return report;
     }
     if let Some(file) = sources.get(home) {
-        report.source = Some(NamedSource::new(file.name.clone(), file.text.clone()));
+        report.source = Some(CharColumns::new(&file.name, &file.text));
     }
     for label in &diag.labels {
         let text_len = sources.get(label.span.source).map_or(0, |f| f.text.len());
@@ -154,7 +200,7 @@ fn build_report(diag: &Diagnostic, sources: &SourceMap) -> Report {
                 code: None,
                 severity: miette::Severity::Advice,
                 help: None,
-                source: Some(NamedSource::new(file.name.clone(), file.text.clone())),
+                source: Some(CharColumns::new(&file.name, &file.text)),
                 labels: vec![LabeledSpan::new_with_span(None, span)],
                 related: Vec::new(),
             });
