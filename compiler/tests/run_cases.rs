@@ -625,9 +625,51 @@ fn resume_after_kill(case: &Path) {
             read_jsonl(&dir.join("samples.jsonl")),
             "samples.jsonl after resume"
         );
+        // Resumed again, every stage is at its last step and runs none: the
+        // summary still gives each its final reward.
+        resume_to_the_end(case, &dir);
+        let training = |dir: &Path| -> Vec<Value> {
+            let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+            let summary: Value = serde_json::from_str(&text).unwrap();
+            let stages = summary["stages"].as_array().cloned().unwrap_or_default();
+            stages.iter().map(|s| s["training"].clone()).collect()
+        };
+        assert_eq!(training(&full), training(&dir), "summary.json after resume");
+        assert!(training(&dir).iter().all(|t| t["final_reward"].is_number()));
         break;
     }
     assert!(killed_once, "the run always finished before SIGKILL");
+}
+
+/// A two-stage run (sft, then grpo) killed after both stages' last
+/// checkpoint but before they wrote their results, resumed: the stages run
+/// no step, and the summary still gives their final loss and reward (they
+/// were null) and the same judge counts.
+#[test]
+fn a_run_resumed_at_its_last_steps_keeps_its_training_summary() {
+    let case = prepare("two_stages", "two-stages-resumed-at-end");
+    let dir = case.join("run");
+    let out = run(&case, &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+    };
+    let first = summary();
+    // As if killed after the last checkpoints: no finished stage to reuse.
+    std::fs::remove_dir_all(dir.join("models")).unwrap();
+    std::fs::remove_file(dir.join("summary.json")).unwrap();
+    assert!(resume_to_the_end(&case, &dir).contains("resuming from"));
+    let again = summary();
+    for (i, key) in [(0, "final_loss"), (1, "final_reward")] {
+        let training = &again["stages"][i]["training"];
+        assert!(training[key].is_number(), "{training}");
+        assert_eq!(training, &first["stages"][i]["training"]);
+    }
+    assert_eq!(again["judges"], first["judges"]);
 }
 
 /// A file that declares nothing to run is refused before a run directory
@@ -997,6 +1039,17 @@ fn judge_interrupt(mode: &str, says: &str) {
             weights(&full) == weights(&dir),
             "weights resumed after an interrupted judge retry differ from the uninterrupted run"
         );
+        // The judge's counts are the run's as a whole, as uninterrupted
+        // (not only the resumed process's).
+        let judges = |dir: &Path| {
+            let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["judges"].clone()
+        };
+        assert_eq!(judges(&dir), judges(&full));
+        assert!(judges(&full)["grader"]["asked"].as_u64().unwrap_or(0) > 0);
+        // Resumed once more, the finished stage is reused with its counts.
+        assert!(resume_to_the_end(&case, &dir).contains("finished before"));
+        assert_eq!(judges(&dir), judges(&full));
         break;
     }
     assert!(

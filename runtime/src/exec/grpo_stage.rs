@@ -211,7 +211,16 @@ pub fn train<B: Backend>(
     let mut health = Health::restore(&state.extra).with_bar(bar.as_ref());
     let mut cost = g.cost.as_ref().map(|c| cost_constraint(c, &state.extra));
     let pad = tokenizer.pad_id;
-    let mut last_reward = f64::NAN;
+    // A resumed stage takes the judge counts and last reward its checkpoint
+    // kept (a stage resumed at its last step runs no step to set them).
+    if let Some(counts) = state.extra.get("judges") {
+        session.restore_judge_counts(counts);
+    }
+    let mut last_reward = state
+        .extra
+        .get("last_reward")
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN);
     while state.step < total_steps {
         let step = state.step;
         let started = Instant::now();
@@ -389,12 +398,16 @@ pub fn train<B: Backend>(
             b.inc(1);
         }
         state.extra = health.save();
-        if let (Some(lagrangian), Value::Object(extra)) = (&cost, &mut state.extra) {
-            let (log_lambda, window) = lagrangian.state();
-            extra.insert(
-                "cost".into(),
-                json!({"log_lambda": log_lambda, "window": window}),
-            );
+        if let Value::Object(extra) = &mut state.extra {
+            extra.insert("judges".into(), session.judge_counts());
+            extra.insert("last_reward".into(), json!(last_reward));
+            if let Some(lagrangian) = &cost {
+                let (log_lambda, window) = lagrangian.state();
+                extra.insert(
+                    "cost".into(),
+                    json!({"log_lambda": log_lambda, "window": window}),
+                );
+            }
         }
         checkpoint::at_step_end::<AD<B>, _>(
             &ck_root,

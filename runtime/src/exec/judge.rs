@@ -81,7 +81,9 @@ impl Question<'_> {
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// What a judge did, for `summary.json`: questions asked, replies without
-/// a score that took the fallback, and retried requests.
+/// a score that took the fallback, and retried requests. Training
+/// checkpoints keep them, so that a resumed run counts what the run as a
+/// whole asked (as an uninterrupted run would), not only its last process.
 #[derive(Default)]
 pub struct JudgeCounts {
     asked: AtomicU64,
@@ -98,6 +100,15 @@ impl JudgeCounts {
             "fallbacks": self.fallbacks.load(Ordering::Relaxed),
             "retries": self.retries.load(Ordering::Relaxed),
         })
+    }
+
+    /// Takes the counts of `saved` (from [`Self::to_json`] in a
+    /// checkpoint): what the run had asked when it was saved.
+    pub fn restore(&self, saved: &Value) {
+        let count = |key: &str| saved.get(key).and_then(Value::as_u64).unwrap_or(0);
+        self.asked.store(count("asked"), Ordering::Relaxed);
+        self.fallbacks.store(count("fallbacks"), Ordering::Relaxed);
+        self.retries.store(count("retries"), Ordering::Relaxed);
     }
 
     /// Counts a question, when it is asked (a question whose request then
@@ -148,7 +159,7 @@ pub trait Judge: Sync {
 
     /// What the judge did so far (`summary.json`'s `judges`); `None` for
     /// judges that never ask anyone.
-    fn counts(&self) -> Option<Value> {
+    fn counts(&self) -> Option<&JudgeCounts> {
         None
     }
 
@@ -509,8 +520,8 @@ impl Judge for HttpJudge {
         Some(&self.pool)
     }
 
-    fn counts(&self) -> Option<Value> {
-        Some(self.counts.to_json())
+    fn counts(&self) -> Option<&JudgeCounts> {
+        Some(&self.counts)
     }
 
     fn ask(&self, question: &Question<'_>) -> Result<f64, EvalError> {

@@ -41,8 +41,8 @@ impl<B: Backend> ModelJudge<B> {
 }
 
 impl<B: Backend> Judge for ModelJudge<B> {
-    fn counts(&self) -> Option<serde_json::Value> {
-        Some(self.counts.to_json())
+    fn counts(&self) -> Option<&JudgeCounts> {
+        Some(&self.counts)
     }
 
     fn ask(&self, question: &Question<'_>) -> Result<f64, EvalError> {

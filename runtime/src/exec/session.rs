@@ -438,11 +438,7 @@ impl<'a, B: Backend> Session<'a, B> {
             .iter()
             .map(|(k, d)| (k.clone(), d.report.clone()))
             .collect();
-        let judges: serde_json::Map<String, Value> = self
-            .judges
-            .iter()
-            .filter_map(|(name, judge)| Some((name.clone(), judge.counts()?)))
-            .collect();
+        let judges = self.judge_counts();
         let summary = json!({
             "program_hash": plan.program_hash,
             "judges": judges,
@@ -456,6 +452,27 @@ impl<'a, B: Backend> Session<'a, B> {
         self.run.summary(&summary)?;
         report::plot(&self.run.path)?;
         Ok(summary)
+    }
+
+    /// What each judge that asks someone has asked so far (`summary.json`'s
+    /// `judges`, and kept in training checkpoints).
+    pub fn judge_counts(&self) -> Value {
+        self.judges
+            .iter()
+            .filter_map(|(name, judge)| Some((name.clone(), judge.counts()?.to_json())))
+            .collect::<serde_json::Map<String, Value>>()
+            .into()
+    }
+
+    /// Takes the judge counts a checkpoint kept ([`Self::judge_counts`]):
+    /// a resumed run has redone what came before the checkpoint, and the
+    /// counts become the run's as a whole at that point.
+    pub fn restore_judge_counts(&self, saved: &Value) {
+        for (name, judge) in &self.judges {
+            if let (Some(counts), Some(kept)) = (judge.counts(), saved.get(name)) {
+                counts.restore(kept);
+            }
+        }
     }
 
     fn build_datasets(&mut self) -> Result<(), ExecError> {
@@ -591,7 +608,11 @@ impl<'a, B: Backend> Session<'a, B> {
         let result_path = final_dir.join("stage.json");
         if self.options.resume {
             if let Ok(text) = std::fs::read_to_string(&result_path) {
-                if let Ok(done) = serde_json::from_str::<Value>(&text) {
+                if let Ok(mut done) = serde_json::from_str::<Value>(&text) {
+                    // The judge counts of the run when the stage ended.
+                    if let Some(counts) = done.as_object_mut().and_then(|d| d.remove("judges")) {
+                        self.restore_judge_counts(&counts);
+                    }
                     eprintln!(
                         "stage {}: finished before; reusing {}",
                         stage.name,
@@ -655,9 +676,14 @@ impl<'a, B: Backend> Session<'a, B> {
             "eval_before": eval_before,
             "eval_after": eval_after,
         });
+        // The file also keeps the judge counts, for a resume that reuses it.
+        let mut kept = result.clone();
+        if let Value::Object(fields) = &mut kept {
+            fields.insert("judges".into(), self.judge_counts());
+        }
         write_atomically(
             &result_path,
-            serde_json::to_string_pretty(&result)
+            serde_json::to_string_pretty(&kept)
                 .unwrap_or_default()
                 .as_bytes(),
         )?;

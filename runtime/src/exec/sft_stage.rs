@@ -144,7 +144,13 @@ pub fn train<B: Backend>(
     );
     let pad = tokenizer.pad_id;
     let mut prompt_cache = PromptCache::filled(built);
-    let mut last_loss = f32::NAN;
+    // A stage resumed at its last step runs no step: its checkpoint keeps
+    // the last loss.
+    let mut last_loss = state
+        .extra
+        .get("last_loss")
+        .and_then(serde_json::Value::as_f64)
+        .map_or(f32::NAN, |l| l as f32);
     let mut warned_cut = false;
     while state.step < total_steps {
         let step = state.step;
@@ -230,6 +236,7 @@ pub fn train<B: Backend>(
             "grad_norm": grad_norm, "tokens": count, "epoch": state.cursor.epoch, "step_time_s": elapsed,
         }))?;
         state.step += 1;
+        state.extra = json!({ "last_loss": last_loss });
         if let Some(b) = &bar {
             b.set_message(format!("loss {last_loss:.3} {elapsed:.2}s/step"));
             b.inc(1);
