@@ -901,6 +901,7 @@ cases!(
     masked_nothing,
     empty_held_out,
     placeholder_in_question,
+    user_scorers,
     declared_context,
     declared_context_over_file,
     model_arch_mismatch,

@@ -27,6 +27,12 @@ pub(crate) enum ExprScope {
     Reflection,
     /// Row fields and `len`, `lower`, `contains`.
     Filter,
+    /// The body of a user scorer (`scorer f(max: number = 200) = ...`): its
+    /// parameters, `judge`, `think`, `answer`, and built-in scorer calls.
+    Scorer {
+        /// The scorer.
+        decl: usize,
+    },
 }
 
 impl ExprScope {
@@ -190,6 +196,25 @@ impl<'a> Analyzer<'a> {
                 }
                 vec!["reward".into()]
             }
+            ExprScope::Scorer { decl: scorer } => {
+                if RUBRIC_OBJECTS.contains(&name) {
+                    return var(name, ExprTy::Any);
+                }
+                // Parameters are bound when the scorer is called.
+                let params = self.decls[*scorer].params.clone();
+                if let Some(p) = params.iter().find(|p| p.name == name) {
+                    let ty = match (p.ty.as_deref(), &p.default) {
+                        (Some("number"), _) | (None, Some(Value::Number(_))) => ExprTy::Number,
+                        (Some("string"), _) | (None, Some(Value::Str(_))) => ExprTy::String,
+                        (Some("bool"), _) | (None, Some(Value::Bool(_))) => ExprTy::Bool,
+                        _ => ExprTy::Any,
+                    };
+                    return var(name, ty);
+                }
+                let mut c: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+                c.extend(RUBRIC_OBJECTS.iter().map(|s| s.to_string()));
+                c
+            }
             ExprScope::Rubric { decl: rubric } => {
                 if self.info[*rubric].criteria.iter().any(|c| c == name) {
                     return var(name, ExprTy::Score);
@@ -232,6 +257,18 @@ impl<'a> Analyzer<'a> {
                 "a rubric expression can use its criteria, `weighted`, `penalties`, `format` and its parameters: {}",
                 crate::diagnostic::one_of(&candidates)
             )),
+            (None, ExprScope::Scorer { decl: scorer }) => {
+                let params: Vec<String> =
+                    self.decls[*scorer].params.iter().map(|p| p.name.clone()).collect();
+                d.with_help(if params.is_empty() {
+                    "a scorer's body can use `judge`, `think`, `answer` and built-in scorers (this one has no parameters)".to_string()
+                } else {
+                    format!(
+                        "a scorer's body can use its parameters ({}), `judge`, `think`, `answer` and built-in scorers",
+                        crate::diagnostic::one_of(&params)
+                    )
+                })
+            }
             (None, _) => d.with_help(format!("names here: {}", crate::diagnostic::one_of(&candidates))),
         };
         self.diags.push(d);
@@ -257,7 +294,7 @@ impl<'a> Analyzer<'a> {
                     _ => poisoned(e.span),
                 }
             }
-            ExprScope::Rubric { .. } => {
+            ExprScope::Rubric { .. } | ExprScope::Scorer { .. } => {
                 let b = self.typed(decl, base, scope);
                 let ty = match (&b.kind, name.name.as_str()) {
                     (TKind::Var { name: obj }, "verdict" | "text")
@@ -335,8 +372,10 @@ impl<'a> Analyzer<'a> {
             )
         };
         match (&callee.kind, scope) {
-            (ExprKind::Field { base, name }, ExprScope::Rubric { .. }) if matches!(&base.kind, ExprKind::Name { name } if name == "judge") =>
-            {
+            (
+                ExprKind::Field { base, name },
+                ExprScope::Rubric { .. } | ExprScope::Scorer { .. },
+            ) if matches!(&base.kind, ExprKind::Name { name } if name == "judge") => {
                 let ty = match name.name.as_str() {
                     "flag" => ExprTy::Bool,
                     "score" => ExprTy::Score,
@@ -368,7 +407,10 @@ impl<'a> Analyzer<'a> {
                     }
                 }
             }
-            (ExprKind::Name { .. } | ExprKind::Field { .. }, ExprScope::Rubric { .. }) => {
+            (
+                ExprKind::Name { .. } | ExprKind::Field { .. },
+                ExprScope::Rubric { .. } | ExprScope::Scorer { .. },
+            ) => {
                 let Some((target, rest, _)) = self.resolve_path(decl, callee, &[DeclKind::Scorer])
                 else {
                     return poisoned(span);
@@ -381,6 +423,23 @@ impl<'a> Analyzer<'a> {
                             format!("`{}` is a `{}`, not a scorer", d.name, d.kind.keyword()),
                         )
                         .with_primary(callee.span, "cannot be called"),
+                    );
+                    return poisoned(span);
+                }
+                // A scorer's body calls built-in scorers only: no scorer
+                // can then call itself, directly or through another.
+                let intrinsic = super::settings::is_intrinsic(&self.info[target.0].ast.body);
+                if matches!(scope, ExprScope::Scorer { .. }) && !intrinsic {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0209,
+                            format!("scorer `{}` is not a built-in scorer", d.name),
+                        )
+                        .with_primary(callee.span, "a scorer's body calls built-in scorers only")
+                        .with_help(format!(
+                            "call `{}` from the rubric (`criterion c {{ scorer = {}(...) }}`), or write its body into this one",
+                            d.name, d.name
+                        )),
                     );
                     return poisoned(span);
                 }

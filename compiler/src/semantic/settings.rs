@@ -350,23 +350,64 @@ impl<'a> Analyzer<'a> {
         }
         self.decls[i].params = params;
         match &decl.body {
-            DeclBody::Value(e) if matches!(&e.kind, ExprKind::Name { name } if name == "intrinsic") =>
-            {
+            DeclBody::Value(e) if is_intrinsic(&decl.body) => {
                 self.decls[i].value = Some(Value::Intrinsic);
+                // The runtime implements the prelude's built-in scorers
+                // only: another name would check clean and stop the run.
+                let prelude = self.loaded.prelude;
+                let name = &self.decls[i].name;
+                let known = self.info[i].module == prelude.unwrap_or(usize::MAX)
+                    || self.info.iter().any(|d| {
+                        Some(d.module) == prelude
+                            && d.ast.kind == DeclKind::Scorer
+                            && is_intrinsic(&d.ast.body)
+                            && d.ast.name.name == *name
+                    });
+                if prelude.is_some() && !known {
+                    let builtins: Vec<String> = self
+                        .info
+                        .iter()
+                        .filter(|d| Some(d.module) == prelude && is_intrinsic(&d.ast.body))
+                        .map(|d| d.ast.name.name.clone())
+                        .collect();
+                    let mut d = Diagnostic::error(
+                        Code::E0203,
+                        format!("no built-in scorer is named `{name}`"),
+                    )
+                    .with_primary(e.span, "the runtime has no such scorer");
+                    d = match did_you_mean(name, builtins.iter().map(String::as_str)) {
+                        Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                        None => d.with_help(format!(
+                            "built-in scorers: {}; or give `{name}` a body: `scorer {name}(...) = expression`",
+                            one_of(&builtins)
+                        )),
+                    };
+                    self.diags.push(d);
+                }
             }
-            DeclBody::Value(e) => self.diags.push(
-                Diagnostic::error(Code::E0300, "a scorer is `= intrinsic`")
-                    .with_primary(e.span, "expected `intrinsic`")
-                    .with_help(
-                        "scorers are implemented by the runtime; compose them in a rubric instead",
-                    ),
-            ),
+            // A user scorer: an expression of its parameters, the
+            // completion's `think`/`answer`, judge questions and built-in
+            // scorers, giving a number (a condition counts 1 or 0).
+            DeclBody::Value(e) => {
+                let body = self.typed(i, e, &ExprScope::Scorer { decl: i });
+                if !(body.ty.is_numeric() || body.ty.is_bool()) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0300,
+                            format!("a scorer gives a score, found {}", body.ty.describe()),
+                        )
+                        .with_primary(body.span, "not a number or condition")
+                        .with_help("e.g. `scorer short(max: number = 200) = if answer.length <= max { 1 } else { 0 }`"),
+                    );
+                }
+                self.decls[i].value = Some(Value::Expr(body));
+            }
             DeclBody::Block(b) => self.diags.push(
                 Diagnostic::error(
                     Code::E0300,
-                    "a scorer is declared `= intrinsic`, not with a block",
+                    "a scorer is declared with `=`, not with a block",
                 )
-                .with_primary(b.span, "expected `= intrinsic`"),
+                .with_primary(b.span, "expected `= intrinsic` or `= expression`"),
             ),
         }
     }
@@ -579,4 +620,9 @@ impl Const {
             },
         }
     }
+}
+
+/// True for a declaration body `= intrinsic` (a built-in scorer).
+pub(crate) fn is_intrinsic(body: &DeclBody) -> bool {
+    matches!(body, DeclBody::Value(e) if matches!(&e.kind, ExprKind::Name { name } if name == "intrinsic"))
 }

@@ -71,6 +71,14 @@ impl Env for Scope<'_> {
         if let Some(v) = self.params.get(name).or_else(|| self.vars.get(name)) {
             return Some(v.clone());
         }
+        // `think` and `answer` are the completion's parts here, not row
+        // fields: `think.verdict` and the like.
+        if name == "think" || name == "answer" {
+            return Some(Val::Null);
+        }
+        if let Some(v) = super::scorers::part_field(self.item.text, name) {
+            return Some(v);
+        }
         self.item.row.var(name)
     }
 
