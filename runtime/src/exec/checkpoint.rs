@@ -389,6 +389,29 @@ mod tests {
     use crate::model::Model;
     use crate::CpuBackend;
 
+    /// A checkpoint's state is JSON: numbers in it (the cost constraint's
+    /// multiplier, health statistics) must read back to the last bit, or a
+    /// resumed run drifts from an uninterrupted one (serde_json's
+    /// `float_roundtrip`; without it this value came back one ulp off).
+    #[test]
+    fn state_numbers_read_back_exactly() {
+        for x in [
+            0.729_636_820_342_601_8_f64,
+            0.235_294_117_647_058_82,
+            1.0 / 3.0,
+            1e-300,
+            6.02e23,
+        ] {
+            let text = serde_json::to_string(&serde_json::json!({ "x": x })).unwrap();
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                back["x"].as_f64().map(f64::to_bits),
+                Some(x.to_bits()),
+                "{text}"
+            );
+        }
+    }
+
     /// A model's declared `context` below its file's caps the stage's
     /// model; the model a resumed stage reloads from its checkpoint keeps
     /// that cap instead of the file's.
