@@ -909,6 +909,7 @@ cases!(
     empty_held_out,
     placeholder_in_question,
     user_scorers,
+    balance_training_split,
     declared_context,
     declared_context_over_file,
     model_arch_mismatch,

@@ -334,7 +334,7 @@ const DATASET: Block = Block {
         key("source", Ty::Source, Default::Required, "Where rows come from: `jsonl(\"path\")`, a path relative to this file."),
         key("images", Ty::Path, Default::Derived("the folder of the source file"), "Folder that image paths in rows are relative to."),
         key("on_bad_row", Ty::Enum(&["skip", "fail"]), Default::Str("skip"), "What to do with a row that is not valid JSON, lacks a field or names a missing image: `skip` it (and count it) or `fail`."),
-        key("balance", Ty::Field, Default::None, "Resample so that every value of this field is equally frequent."),
+        key("balance", Ty::Field, Default::None, "Split so that each split gets its share of every value of this field, then repeat rows of rarer values in what a stage trains on until every value is equally frequent (held-out and eval splits keep each row once)."),
         key("dedup", Ty::SplitList, Default::None, "Drop rows whose question and images also appear in these splits (e.g. evaluation sets); done after filters, before curation, balancing and splitting."),
         ranged("limit", Ty::Int, Default::None, AT_LEAST_ONE, "Read at most this many rows."),
         key("seed", Ty::Int, Default::Number(0.0), "Seed of the shuffling, balancing and split assignment."),

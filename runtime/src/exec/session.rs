@@ -21,7 +21,8 @@ use crate::text::TextTokenizer;
 
 /// A dataset after its ops.
 pub struct BuiltDataset {
-    /// Every row after filters, dedup, curation and balance.
+    /// Every row after filters, dedup and curation (balanced when a stage
+    /// trains on the dataset as a whole).
     pub all: Vec<Row>,
     /// Rows by split.
     pub splits: BTreeMap<String, Vec<Row>>,
@@ -519,18 +520,45 @@ impl<'a, B: Backend> Session<'a, B> {
                 }
                 None => (rows, None),
             };
-            let rows = match &spec.balance {
-                Some(field) => {
-                    let (balanced, lacking) = data::balance(rows, field, spec.seed);
-                    if let Some(line) = data::balance_warning(name, field, &lacking, balanced.len())
-                    {
-                        eprintln!("{line}");
-                    }
-                    balanced
+            // Split first (stratified by the balanced field), then balance
+            // the splits a stage trains on: copies never reach a held-out or
+            // eval split, and every split has its share of each class.
+            let mut splits = data::split(&rows, &spec.splits, spec.seed, spec.balance.as_deref());
+            let mut rows = rows;
+            // Sizes of what was balanced (`all`: the dataset as a whole).
+            let mut balanced_sizes = BTreeMap::new();
+            if let Some(field) = &spec.balance {
+                let trained_on: BTreeSet<Option<&str>> = plan
+                    .stages
+                    .iter()
+                    .filter(|s| s.data.dataset == *name)
+                    .map(|s| s.data.split.as_deref())
+                    .collect();
+                let (mut lacking, mut considered) = (Vec::new(), 0);
+                let mut balance = |label: &str, part: &mut Vec<Row>| {
+                    considered += part.len();
+                    let (balanced, missing) = data::balance(std::mem::take(part), field, spec.seed);
+                    *part = balanced;
+                    lacking.extend(missing);
+                    balanced_sizes.insert(label.to_string(), part.len());
+                };
+                if trained_on.contains(&None) {
+                    balance("all", &mut rows);
                 }
-                None => rows,
-            };
-            let splits = data::split(&rows, &spec.splits, spec.seed);
+                for (split, split_rows) in splits.iter_mut() {
+                    if trained_on.contains(&Some(split.as_str())) {
+                        balance(split, split_rows);
+                    }
+                }
+                if balanced_sizes.is_empty() {
+                    eprintln!(
+                        "warning: dataset `{name}`: `balance = {field}` balances what a stage trains on, and no stage trains on `{name}`; nothing is balanced (held-out and eval splits keep each row once)"
+                    );
+                } else if let Some(line) = data::balance_warning(name, field, &lacking, considered)
+                {
+                    eprintln!("{line}");
+                }
+            }
             let report = json!({
                 "rows_read": read,
                 "bad_rows": loaded.bad.len(),
@@ -538,7 +566,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 "after_filters": filtered,
                 "filter_errors": unfiltered.len(),
                 "curation": curation,
-                "after_balance": rows.len(),
+                "balanced": spec.balance.as_ref().map(|_| &balanced_sizes),
                 "deduplicated": deduplicated,
                 "splits": splits.iter().map(|(k, v)| (k.clone(), v.len())).collect::<BTreeMap<_, _>>(),
             });
