@@ -679,6 +679,57 @@ fn a_run_resumed_at_its_last_steps_keeps_its_training_summary() {
     assert_eq!(again["judges"], first["judges"]);
 }
 
+/// A resumed run reuses the curation the run made (what it kept is in
+/// `curation/DATASET.json`): curating again samples again, and a judge
+/// need not answer the same, so the training split could change under the
+/// checkpoints' data cursor. Changed curation settings (a forced resume)
+/// curate again.
+#[test]
+fn a_resume_reuses_the_run_s_curation() {
+    let case = prepare("curation_keep", "curation-reused");
+    let dir = case.join("run");
+    let out = run(&case, &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept_file = dir.join("curation/d.json");
+    let mut saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(&kept_file).unwrap()).unwrap();
+    // What a resume reuses is the file's list, not a new curation: keep 3.
+    saved["kept"].as_array_mut().unwrap().pop();
+    std::fs::write(&kept_file, saved.to_string()).unwrap();
+    let stderr = resume_to_the_end(&case, &dir);
+    assert!(
+        stderr.contains("reusing the run's curation (3 of 4 prompts kept)"),
+        "{stderr}"
+    );
+    let train = |dir: &Path| -> Value {
+        let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap()["datasets"]["d"]["splits"]["train"].clone()
+    };
+    assert_eq!(train(&dir), 3);
+    // Other curation settings: curated again, as asked.
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(
+        &pipeline,
+        text.replace("keep     = mean >= 0", "keep     = mean >= -1"),
+    )
+    .unwrap();
+    let forced = run_command(&case, &["--resume", dir.to_str().unwrap(), "--force"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(forced.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("changed since the run curated it; curating again"),
+        "{stderr}"
+    );
+    assert_eq!(train(&dir), 4);
+}
+
 /// A file that declares nothing to run is refused before a run directory
 /// is made.
 #[test]

@@ -397,6 +397,13 @@ impl RunDir {
         self.path.join("checkpoints").join(file_name(stage))
     }
 
+    /// Where a dataset's curation result is kept (for a resume to reuse).
+    pub fn curation(&self, dataset: &str) -> PathBuf {
+        self.path
+            .join("curation")
+            .join(format!("{}.json", file_name(dataset)))
+    }
+
     /// Where a stage's final policy is written.
     pub fn model_dir(&self, stage: &str) -> PathBuf {
         self.path.join("models").join(file_name(stage))

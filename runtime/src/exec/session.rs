@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use safer_ir::plan::{Plan, RolloutSpec, SplitRef, StageSpec};
+use safer_ir::plan::{DatasetSpec, Plan, RolloutSpec, SplitRef, StageSpec};
 use serde_json::{json, Value};
 
 use super::data::{self, Row};
@@ -455,6 +455,101 @@ impl<'a, B: Backend> Session<'a, B> {
         Ok(summary)
     }
 
+    /// Writes what curating `dataset` kept (row origins), its report and
+    /// the judge counts, for a resume to reuse: curation samples, and a
+    /// judge need not answer the same twice, so curating again could keep
+    /// other rows than those the checkpoints' data cursor indexes.
+    fn keep_curation(
+        &self,
+        dataset: &str,
+        spec: &DatasetSpec,
+        kept: &[Row],
+        report: &Value,
+    ) -> Result<(), ExecError> {
+        let path = self.run.curation(dataset);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| ExecError::Io {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
+        let kept: Vec<[&str; 2]> = kept
+            .iter()
+            .map(|r| [r.origin.as_str(), r.prompt.as_str()])
+            .collect();
+        let saved = json!({
+            "settings": self.curation_settings(spec), "kept": kept, "report": report,
+            "judges": self.judge_counts(),
+        });
+        write_atomically(&path, saved.to_string().as_bytes())
+    }
+
+    /// Everything curating a dataset depends on: its settings, and the
+    /// policy, rubric, rollouts and judges (a forced resume may change
+    /// them).
+    fn curation_settings(&self, spec: &DatasetSpec) -> Value {
+        let plan = self.plan;
+        let curate = spec.curate.as_ref();
+        let mut settings = json!({
+            "dataset": spec,
+            "policy": curate.and_then(|c| plan.models.get(&c.policy)),
+            "rubric": curate.and_then(|c| plan.rubrics.get(&c.rubric)),
+            "rollouts": plan.rollouts,
+            "judges": plan.judges,
+            "stages": plan.stages.iter().map(|s| (&s.data.dataset, &s.rollout)).collect::<Vec<_>>(),
+        });
+        // The file keeps no password of an endpoint URL.
+        safer_ir::mask_urls_in(&mut settings);
+        settings
+    }
+
+    /// On resume, the rows of `rows` the run's earlier curation of
+    /// `dataset` kept, with its report (and the judge counts then); `None`
+    /// when there is none, when the dataset's settings changed (a forced
+    /// resume), or when a kept row is no longer among `rows` (the data
+    /// changed): curation then runs again, with a warning.
+    fn reused_curation(
+        &self,
+        dataset: &str,
+        spec: &DatasetSpec,
+        rows: &[Row],
+    ) -> Option<(Vec<Row>, Value)> {
+        if !self.options.resume {
+            return None;
+        }
+        let text = std::fs::read_to_string(self.run.curation(dataset)).ok()?;
+        let saved: Value = serde_json::from_str(&text).ok()?;
+        if saved["settings"] != self.curation_settings(spec) {
+            eprintln!("warning: dataset `{dataset}` or what curates it changed since the run curated it; curating again");
+            return None;
+        }
+        let by_origin: BTreeMap<(&str, &str), &Row> = rows
+            .iter()
+            .map(|r| ((r.origin.as_str(), r.prompt.as_str()), r))
+            .collect();
+        let kept: Option<Vec<Row>> = saved["kept"]
+            .as_array()?
+            .iter()
+            .map(|k| {
+                let key = (k[0].as_str()?, k[1].as_str()?);
+                by_origin.get(&key).map(|r| (*r).clone())
+            })
+            .collect();
+        let Some(kept) = kept else {
+            eprintln!(
+                "warning: dataset `{dataset}`: rows the run's curation kept are no longer in the data; curating again"
+            );
+            return None;
+        };
+        self.restore_judge_counts(&saved["judges"]);
+        eprintln!(
+            "dataset {dataset}: reusing the run's curation ({} of {} prompts kept)",
+            kept.len(),
+            rows.len()
+        );
+        Some((kept, saved["report"].clone()))
+    }
+
     /// What each judge that asks someone has asked so far (`summary.json`'s
     /// `judges`, and kept in training checkpoints).
     pub fn judge_counts(&self) -> Value {
@@ -515,7 +610,14 @@ impl<'a, B: Backend> Session<'a, B> {
             }
             let (rows, curation) = match &spec.curate {
                 Some(c) => {
-                    let (kept, report) = curate::curate(self, name, rows, c, &vocabulary)?;
+                    let (kept, report) = match self.reused_curation(name, spec, &rows) {
+                        Some(reused) => reused,
+                        None => {
+                            let (kept, report) = curate::curate(self, name, rows, c, &vocabulary)?;
+                            self.keep_curation(name, spec, &kept, &report)?;
+                            (kept, report)
+                        }
+                    };
                     (kept, Some(report))
                 }
                 None => (rows, None),
