@@ -679,6 +679,53 @@ fn a_run_resumed_at_its_last_steps_keeps_its_training_summary() {
     assert_eq!(again["judges"], first["judges"]);
 }
 
+/// A forced resume with more `steps` for a finished stage trains it on
+/// from its last checkpoint (its result was reused as it was, while the
+/// manifest said otherwise); an unchanged stage before it is reused.
+#[test]
+fn a_forced_resume_trains_a_finished_stage_whose_settings_changed() {
+    let case = prepare("two_stages", "two-stages-more-steps");
+    let dir = case.join("run");
+    let out = run(&case, &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    let tune_steps = "  steps = 2 steps\n  seed  = 1\n}\n";
+    assert!(text.ends_with(tune_steps), "{text}");
+    let warm_and_tune = &text[..text.len() - tune_steps.len()];
+    std::fs::write(
+        &pipeline,
+        format!("{warm_and_tune}  steps = 3 steps\n  seed  = 1\n}}\n"),
+    )
+    .unwrap();
+    let forced = run_command(&case, &["--resume", dir.to_str().unwrap(), "--force"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(forced.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("stage warm: finished before; reusing"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("stage tune: its settings changed since it finished"),
+        "{stderr}"
+    );
+    let steps: Vec<u64> = read_jsonl(&dir.join("metrics.jsonl"))
+        .iter()
+        .filter(|m| m["stage"] == "tune")
+        .filter_map(|m| m["step"].as_u64())
+        .collect();
+    assert_eq!(steps, [1, 2, 3]);
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["stages"][1]["training"]["steps"], 3);
+}
+
 /// A resumed run reuses the curation the run made (what it kept is in
 /// `curation/DATASET.json`): curating again samples again, and a judge
 /// need not answer the same, so the training split could change under the
@@ -1128,6 +1175,8 @@ fn a_resume_past_steps_is_refused_and_changed_data_is_named() {
     let mut child = start_until_first_checkpoint(&case, &dir, Stdio::null());
     child.kill().unwrap();
     let _ = child.wait();
+    let manifest = || std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    let before = manifest();
     let pipeline = case.join("pipeline.safer");
     let text = std::fs::read_to_string(&pipeline).unwrap();
     std::fs::write(&pipeline, text.replace("steps = 6 steps", "steps = 1 step")).unwrap();
@@ -1153,6 +1202,11 @@ fn a_resume_past_steps_is_refused_and_changed_data_is_named() {
             && stderr.contains(", past the pipeline's `steps = 1`"),
         "{stderr}"
     );
+    // The refused resume left the manifest as it was: the first pipeline
+    // resumes without `--force`.
+    assert_eq!(manifest(), before);
+    std::fs::write(&pipeline, &text).unwrap();
+    assert!(resume_to_the_end(&case, &dir).contains("resuming from"));
 }
 
 /// In a project, `saferc run` without `--out` writes under `[paths] runs`

@@ -218,7 +218,7 @@ impl RunDir {
     ///
     /// # Errors
     /// No manifest, a different pipeline without `force`, I/O errors.
-    pub fn resume(path: &Path, plan: &Plan, force: bool) -> Result<Self, ExecError> {
+    pub fn resume(path: &Path, plan: &Plan, force: bool, source: &str) -> Result<Self, ExecError> {
         let manifest_path = path.join("manifest.json");
         let text = std::fs::read_to_string(&manifest_path).map_err(|_| {
             ExecError::Usage(format!(
@@ -240,26 +240,6 @@ impl RunDir {
                 plan.program_hash
             )));
         }
-        // Continued under `--force`: the manifest describes the pipeline the
-        // run goes on with, and keeps the hashes it had before.
-        if recorded != plan.program_hash {
-            let mut updated = manifest.clone();
-            let mut before: Vec<Value> = manifest["forced_from"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            before.push(Value::String(recorded.to_string()));
-            updated["forced_from"] = Value::Array(before);
-            updated["program_hash"] = json!(plan.program_hash);
-            updated["rubric_hashes"] = json!(plan.rubric_hashes);
-            updated["plan"] = json!(shown_plan(plan));
-            write_atomically(
-                &manifest_path,
-                serde_json::to_string_pretty(&updated)
-                    .unwrap_or_default()
-                    .as_bytes(),
-            )?;
-        }
         // The data cursor of a checkpoint counts rows of the data the run
         // started with.
         let now = data_hashes(plan);
@@ -278,6 +258,37 @@ impl RunDir {
                     );
                 }
             }
+        }
+        // Continued under `--force`: the manifest describes the pipeline the
+        // run goes on with, and keeps the hashes it had before; first the
+        // checkpoints must be within the new `steps` (a refused resume
+        // leaves the manifest as it was).
+        if recorded != plan.program_hash {
+            for stage in &plan.stages {
+                if let (Some(steps), Some((at, _))) = (
+                    stage.steps,
+                    list_checkpoints(&path.join("checkpoints").join(file_name(&stage.name))).pop(),
+                ) {
+                    super::checkpoint::within_steps(&stage.name, at, steps)?;
+                }
+            }
+            let mut updated = manifest.clone();
+            let mut before: Vec<Value> = manifest["forced_from"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            before.push(Value::String(recorded.to_string()));
+            updated["forced_from"] = Value::Array(before);
+            updated["program_hash"] = json!(plan.program_hash);
+            updated["pipeline"] = json!(source);
+            updated["rubric_hashes"] = json!(plan.rubric_hashes);
+            updated["plan"] = json!(shown_plan(plan));
+            write_atomically(
+                &manifest_path,
+                serde_json::to_string_pretty(&updated)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            )?;
         }
         Self::open(path, lock)
     }

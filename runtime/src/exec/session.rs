@@ -98,6 +98,9 @@ pub struct Session<'a, B: Backend> {
     pub judges: BTreeMap<String, Box<dyn Judge>>,
     /// The current weights of each model that a stage has trained.
     pub trained: BTreeMap<String, PathBuf>,
+    /// Finished stages a forced resume found changed (and those after
+    /// them), for the warning on the stages that reuse their results.
+    changed_stages: BTreeSet<String>,
 }
 
 impl<'a, B: Backend> Session<'a, B> {
@@ -153,7 +156,7 @@ impl<'a, B: Backend> Session<'a, B> {
             }
         }
         let run = if options.resume {
-            RunDir::resume(&options.out, plan, options.force)?
+            RunDir::resume(&options.out, plan, options.force, &options.source)?
         } else {
             RunDir::create(&options.out, plan, device_name, &options.source)?
         };
@@ -182,6 +185,7 @@ impl<'a, B: Backend> Session<'a, B> {
             datasets: BTreeMap::new(),
             judges,
             trained: BTreeMap::new(),
+            changed_stages: BTreeSet::new(),
         })
     }
 
@@ -484,6 +488,21 @@ impl<'a, B: Backend> Session<'a, B> {
         write_atomically(&path, saved.to_string().as_bytes())
     }
 
+    /// What a stage's result depends on besides its data: its settings and
+    /// its rubric, rollout and reflection (a forced resume may change them).
+    fn stage_settings(&self, stage: &StageSpec) -> Value {
+        let plan = self.plan;
+        let mut settings = json!({
+            "stage": stage,
+            "reward": stage.reward.as_ref().and_then(|r| plan.rubrics.get(r)),
+            "rollout": stage.rollout.as_ref().and_then(|r| plan.rollouts.get(r)),
+            "reflection": stage.reflection.as_ref().and_then(|r| plan.reflections.get(r)),
+            "judges": plan.judges,
+        });
+        safer_ir::mask_urls_in(&mut settings);
+        settings
+    }
+
     /// Everything curating a dataset depends on: its settings, and the
     /// policy, rubric, rollouts and judges (a forced resume may change
     /// them).
@@ -738,10 +757,37 @@ impl<'a, B: Backend> Session<'a, B> {
         let result_path = final_dir.join("stage.json");
         if self.options.resume {
             if let Ok(text) = std::fs::read_to_string(&result_path) {
-                if let Ok(mut done) = serde_json::from_str::<Value>(&text) {
+                let done = serde_json::from_str::<Value>(&text).ok();
+                // A forced resume may have changed the stage (more `steps`,
+                // another `lr`): its result is not reused then, and the
+                // stage goes on from its last checkpoint.
+                let settings = done.as_ref().map(|d| d["settings"].clone());
+                let changed = settings.is_some_and(|s| s != self.stage_settings(stage));
+                if changed {
+                    eprintln!(
+                        "stage {}: its settings changed since it finished (a forced resume); going on from its last checkpoint",
+                        stage.name
+                    );
+                    self.changed_stages.insert(stage.name.clone());
+                }
+                if let Some(prev) = stage
+                    .after
+                    .as_ref()
+                    .filter(|p| self.changed_stages.contains(*p))
+                {
+                    eprintln!(
+                        "warning: stage {}: it trained after `{prev}`, which changed; its checkpoints hold training from `{prev}`'s old result (start a new run to train it again)",
+                        stage.name
+                    );
+                    self.changed_stages.insert(stage.name.clone());
+                }
+                if let Some(mut done) = done.filter(|_| !changed) {
                     // The judge counts of the run when the stage ended.
-                    if let Some(counts) = done.as_object_mut().and_then(|d| d.remove("judges")) {
-                        self.restore_judge_counts(&counts);
+                    if let Some(d) = done.as_object_mut() {
+                        d.remove("settings");
+                        if let Some(counts) = d.remove("judges") {
+                            self.restore_judge_counts(&counts);
+                        }
                     }
                     eprintln!(
                         "stage {}: finished before; reusing {}",
@@ -810,6 +856,7 @@ impl<'a, B: Backend> Session<'a, B> {
         let mut kept = result.clone();
         if let Value::Object(fields) = &mut kept {
             fields.insert("judges".into(), self.judge_counts());
+            fields.insert("settings".into(), self.stage_settings(stage));
         }
         write_atomically(
             &result_path,
