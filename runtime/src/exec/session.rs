@@ -404,19 +404,26 @@ impl<'a, B: Backend> Session<'a, B> {
         self.warn_rows_lacking_fields()?;
         self.warn_empty_scoring_splits()?;
         let mut stages = Vec::new();
-        let mut first_before: Option<Value> = None;
-        let mut last_after: Option<Value> = None;
+        // The summary's before and after: the first stage that scores a
+        // held-out split, before it trains, and its policy's final weights
+        // on the same split, rubric and rollout (a later stage may score
+        // with other settings, or not at all).
+        let mut first_before: Option<(&StageSpec, Value)> = None;
         let plan = self.plan;
         for stage in &plan.stages {
             let result = self.stage(stage)?;
             if first_before.is_none() {
-                first_before = result.get("eval_before").cloned().filter(|v| !v.is_null());
-            }
-            if let Some(after) = result.get("eval_after").filter(|v| !v.is_null()) {
-                last_after = Some(after.clone());
+                if let Some(before) = result.get("eval_before").filter(|v| !v.is_null()) {
+                    first_before = Some((stage, before.clone()));
+                }
             }
             stages.push(result);
         }
+        let last_after = match &first_before {
+            Some((first, _)) => self.final_on_held_out(first, &stages)?,
+            None => None,
+        };
+        let first_before = first_before.map(|(_, v)| v);
         let mut evals = serde_json::Map::new();
         for e in &plan.evals {
             let model = self.model_dirs(&e.model)?.load::<B>(&self.device)?;
@@ -718,6 +725,38 @@ impl<'a, B: Backend> Session<'a, B> {
         Ok(())
     }
 
+    /// The final weights of `first`'s policy scored as `first` scores its
+    /// held-out split: `first`'s own after-training scores when no later
+    /// stage trains that policy, else a new scoring of the last one's.
+    fn final_on_held_out(
+        &self,
+        first: &StageSpec,
+        results: &[Value],
+    ) -> Result<Option<Value>, ExecError> {
+        let plan = self.plan;
+        let Some(last) = plan.stages.iter().rposition(|s| s.policy == first.policy) else {
+            return Ok(None);
+        };
+        if plan.stages[last].name == first.name {
+            return Ok(results
+                .get(last)
+                .and_then(|r| r.get("eval_after"))
+                .cloned()
+                .filter(|v| !v.is_null()));
+        }
+        let final_dir = self.run.model_dir(&plan.stages[last].name);
+        let dirs = ModelDirs {
+            weights: final_dir.clone(),
+            tokenizer: final_dir,
+            context: self.declared_context(&first.policy),
+        };
+        let when = format!(
+            "final weights (from stage `{}`), scored as before training",
+            plan.stages[last].name
+        );
+        self.score_held_out(first, &dirs, &when)
+    }
+
     /// Scores `model` on the stage's held-out split with its reward rubric
     /// (`None` when the stage has no `eval_data` or no `reward`).
     fn score_held_out(
@@ -743,11 +782,7 @@ impl<'a, B: Backend> Session<'a, B> {
             self.fails_on_bad_rows(&split.dataset),
             &self.options.interrupt,
         )?;
-        eprintln!(
-            "stage {}: {when} training, {}",
-            stage.name,
-            evaluate::describe(&v)
-        );
+        eprintln!("stage {}: {when}, {}", stage.name, evaluate::describe(&v));
         Ok(Some(v))
     }
 
@@ -819,7 +854,7 @@ impl<'a, B: Backend> Session<'a, B> {
         let eval_before = match saved_before {
             Some(v) => Some(v),
             None => {
-                let v = self.score_held_out(stage, &start, "before")?;
+                let v = self.score_held_out(stage, &start, "before training")?;
                 if let Some(v) = &v {
                     let dir = self.run.checkpoints(&stage.name);
                     std::fs::create_dir_all(&dir).map_err(|e| ExecError::Io {
@@ -844,7 +879,7 @@ impl<'a, B: Backend> Session<'a, B> {
             tokenizer: final_dir.clone(),
             context: self.declared_context(&stage.policy),
         };
-        let eval_after = self.score_held_out(stage, &final_dirs, "after")?;
+        let eval_after = self.score_held_out(stage, &final_dirs, "after training")?;
         let result = json!({
             "stage": stage.name,
             "model": final_dir,
