@@ -1008,6 +1008,7 @@ cases!(
     placeholder_in_question,
     user_scorers,
     balance_training_split,
+    empty_training_split,
     declared_context,
     declared_context_over_file,
     model_arch_mismatch,

@@ -166,8 +166,8 @@ pub fn train<B: Backend>(
         return Err(ExecError::Data {
             dataset: stage.data.dataset.clone(),
             message: format!(
-                "the training split of stage `{}` is empty (after filters and curation)",
-                stage.name
+                "every row of `{}`, the training split of stage `{}`, was skipped (the warnings above say why: too long for the context, or a prompt that cannot be built); nothing is left to train on",
+                stage.data, stage.name
             ),
         });
     }

@@ -336,6 +336,24 @@ impl<'a, B: Backend> Session<'a, B> {
     /// Warns about each held-out split (`eval_data`) and `eval` split that
     /// has no rows once the dataset is built: it scores nothing, and the
     /// table shows `-` for it.
+    /// Stops, before any stage trains, when a stage's training split has no
+    /// rows (a later stage's used to be found only after the earlier ones
+    /// had trained).
+    fn refuse_empty_training_splits(&self) -> Result<(), ExecError> {
+        for stage in &self.plan.stages {
+            if self.rows(&stage.data)?.is_empty() {
+                return Err(ExecError::Data {
+                    dataset: stage.data.dataset.clone(),
+                    message: format!(
+                        "`{}`, the training split of stage `{}`, has no rows (after filters, dedup, curation and the split); nothing was trained",
+                        stage.data, stage.name
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn warn_empty_scoring_splits(&self) -> Result<(), ExecError> {
         let mut uses: Vec<(String, &SplitRef)> = Vec::new();
         for stage in &self.plan.stages {
@@ -403,6 +421,7 @@ impl<'a, B: Backend> Session<'a, B> {
         self.build_datasets()?;
         self.warn_rows_lacking_fields()?;
         self.warn_empty_scoring_splits()?;
+        self.refuse_empty_training_splits()?;
         let mut stages = Vec::new();
         // The summary's before and after: the first stage that scores a
         // held-out split, before it trains, and its policy's final weights
