@@ -1137,6 +1137,15 @@ fn judge_interrupt(mode: &str, says: &str) {
             stderr.contains("interrupted; checkpoint saved to"),
             "{stderr}"
         );
+        // The message gives the command that continues the run.
+        assert!(
+            stderr.contains(&format!(
+                "continue with `saferc run {} --resume {}`",
+                case.join("pipeline.safer").display(),
+                dir.display()
+            )),
+            "{stderr}"
+        );
         assert!(
             waited < Duration::from_secs(15),
             "the wait went on for {waited:?}"
@@ -1244,6 +1253,26 @@ fn a_project_s_runs_folder_and_device_are_run_defaults() {
         serde_json::from_str(&std::fs::read_to_string(runs[0].join("manifest.json")).unwrap())
             .unwrap();
     assert_eq!(device["device"].as_str(), Some("cpu"), "{device}");
+    // Two runs started in the same second go into two folders.
+    let both: Vec<_> = (0..2)
+        .map(|_| {
+            run_command(&case, &[])
+                .current_dir(case.parent().unwrap())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in both {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read_dir(case.join("trained")).unwrap().count(), 3);
     // A device this build lacks: the project's default is used, and refused.
     if !cfg!(feature = "wgpu") {
         manifest("wgpu");

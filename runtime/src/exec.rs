@@ -139,12 +139,12 @@ impl fmt::Display for ExecError {
             ExecError::Io { path, message } => write!(f, "{}: {message}", path.display()),
             ExecError::Interrupted { checkpoint } => write!(
                 f,
-                "interrupted; checkpoint saved to {} (continue with `saferc run --resume`)",
+                "interrupted; checkpoint saved to {}",
                 checkpoint.display()
             ),
             ExecError::Stopped { during } => write!(
                 f,
-                "interrupted while {during}; no training step was under way, so there was nothing to save (training checkpoints are kept; continue with `saferc run --resume`)"
+                "interrupted while {during}; no training step was under way, so there was nothing to save (training checkpoints are kept)"
             ),
         }
     }

@@ -43,6 +43,21 @@ pub fn run(args: RunArgs) -> i32 {
         return 1;
     };
     let defaults = run_defaults(&args.file);
+    let project_device = match defaults.device.as_deref().map(str::parse::<DeviceChoice>) {
+        Some(Ok(d)) => Some(d),
+        Some(Err(message)) => {
+            eprintln!("error: safer.toml [run] device: {message}");
+            return 2;
+        }
+        None => None,
+    };
+    let device = match run_device(&plan, args.device, project_device) {
+        Ok(d) => d,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return 2;
+        }
+    };
     let (out, resume) = match (&args.resume, &args.out) {
         (Some(dir), _) => (dir.clone(), true),
         (None, Some(dir)) => (dir.clone(), false),
@@ -60,22 +75,18 @@ pub fn run(args: RunArgs) -> i32 {
                 .runs
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("runs"));
-            (runs.join(format!("{stem}-{secs}")), false)
-        }
-    };
-    let project_device = match defaults.device.as_deref().map(str::parse::<DeviceChoice>) {
-        Some(Ok(d)) => Some(d),
-        Some(Err(message)) => {
-            eprintln!("error: safer.toml [run] device: {message}");
-            return 2;
-        }
-        None => None,
-    };
-    let device = match run_device(&plan, args.device, project_device) {
-        Ok(d) => d,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return 2;
+            // Two runs started in the same second get `-2`, `-3`, ...: each
+            // claims its folder by creating it (which only one can).
+            let _ = std::fs::create_dir_all(&runs);
+            let first = runs.join(format!("{stem}-{secs}"));
+            let claimed = std::iter::once(first.clone())
+                .chain((2..1000).map(|n| runs.join(format!("{stem}-{secs}-{n}"))))
+                .find(|p| match std::fs::create_dir(p) {
+                    Err(e) => e.kind() != std::io::ErrorKind::AlreadyExists,
+                    Ok(()) => true,
+                })
+                .unwrap_or(first);
+            (claimed, false)
         }
     };
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -99,20 +110,37 @@ pub fn run(args: RunArgs) -> i32 {
         progress: !args.no_progress,
         interrupt,
     };
+    // The command that continues this run, for the messages of an
+    // interrupted one.
+    let continue_with = format!(
+        "continue with `saferc run {} --resume {}`",
+        args.file.display(),
+        out.display()
+    );
     // The runtime names the run directory once it exists.
-    match exec::run(&plan, &options) {
+    let result = exec::run(&plan, &options);
+    if result.is_err() && args.out.is_none() && !resume {
+        // The folder claimed above, when the run stopped before writing
+        // into it (`remove_dir` takes only an empty folder).
+        if std::fs::remove_dir(&out).is_ok() {
+            if let Some(runs) = out.parent() {
+                let _ = std::fs::remove_dir(runs);
+            }
+        }
+    }
+    match result {
         Ok(summary) => {
             print!("{}", summary_table(&summary));
             println!("run directory: {}", out.display());
             0
         }
         Err(e @ (ExecError::Interrupted { .. } | ExecError::Stopped { .. })) => {
-            eprintln!("{e}");
+            eprintln!("{e}; {continue_with}");
             130
         }
         // A failure the interrupt caused (a judge whose retry it cut short).
         Err(e) if options.interrupt.load(std::sync::atomic::Ordering::SeqCst) => {
-            eprintln!("interrupted: {e} (training checkpoints are kept; continue with `saferc run --resume`)");
+            eprintln!("interrupted: {e} (training checkpoints are kept; {continue_with})");
             130
         }
         Err(e @ ExecError::Usage(_)) => {

@@ -179,7 +179,14 @@ impl RunDir {
                 target.display()
             )));
         }
-        let occupied = std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some());
+        // What a run killed before its manifest was written leaves (its
+        // lock and a half-written manifest) does not make a folder taken.
+        let occupied = std::fs::read_dir(path).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name();
+                name != "run.lock" && name != "manifest.tmp"
+            })
+        });
         if occupied {
             return Err(ExecError::Usage(format!(
                 "`{}` holds files and no run; a new run goes into an empty or new folder, so pick another `--out`",
@@ -222,7 +229,8 @@ impl RunDir {
         let manifest_path = path.join("manifest.json");
         let text = std::fs::read_to_string(&manifest_path).map_err(|_| {
             ExecError::Usage(format!(
-                "`{}` is not a run directory (no manifest.json)",
+                "`{}` is not a run directory (no manifest.json): a run killed before writing it has nothing to resume; start it again with `--out {}`",
+                path.display(),
                 path.display()
             ))
         })?;
@@ -498,6 +506,16 @@ mod tests {
         assert!(refusal("empty").contains("already holds a run"));
         std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
         assert!(refusal("dangling").contains("is a symbolic link to"));
+        // A run killed before its manifest was written left its lock and a
+        // half-written manifest: the folder takes a new run, and a resume
+        // says how to start it again.
+        std::fs::create_dir_all(root.join("killed-early")).unwrap();
+        std::fs::write(root.join("killed-early/run.lock"), "4242").unwrap();
+        std::fs::write(root.join("killed-early/manifest.tmp"), "{\"sa").unwrap();
+        let resumed = RunDir::resume(&root.join("killed-early"), &plan, false, "p.safer");
+        assert!(resumed.is_err_and(|e| e.to_string().contains("start it again with `--out")));
+        create("killed-early").unwrap();
+        assert!(root.join("killed-early/manifest.json").exists());
         std::fs::remove_dir_all(&root).unwrap();
     }
 
