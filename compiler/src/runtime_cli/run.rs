@@ -131,6 +131,7 @@ pub fn run(args: RunArgs) -> i32 {
     match result {
         Ok(summary) => {
             print!("{}", summary_table(&summary));
+            print!("{}", evals_table(&summary));
             println!("run directory: {}", out.display());
             0
         }
@@ -207,9 +208,8 @@ fn summary_table(summary: &serde_json::Value) -> String {
         if k == "count" {
             continue;
         }
-        // The first stage's rubric may differ from the last's: a criterion
-        // only one of them has shows `-` on the other side, as does a mean
-        // over no rows (`null`).
+        // A criterion without a mean on one side (over no rows: `null`)
+        // shows `-` there.
         let (b, a) = (b.as_f64(), after.get(k).and_then(|v| v.as_f64()));
         let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
         let change = match (b, a) {
@@ -246,10 +246,66 @@ fn summary_table(summary: &serde_json::Value) -> String {
     out
 }
 
+/// The results of the pipeline's `eval` declarations, printed after the
+/// held-out table: each criterion's mean and the reward, then each
+/// criterion per `label` value; empty without evaluations.
+fn evals_table(summary: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let Some(evals) = summary["evals"].as_object() else {
+        return out;
+    };
+    let cell = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.3}"));
+    for (name, result) in evals {
+        let Some(means) = result["means"].as_object() else {
+            continue;
+        };
+        let count = means
+            .get("count")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "\n{:<20} {:>8}",
+            format!("eval {name}"),
+            format!("n = {count}")
+        );
+        for (k, v) in means.iter().filter(|(k, _)| *k != "count") {
+            let _ = writeln!(out, "{k:<20} {:>8}", cell(v));
+        }
+        for (label, by) in result["by_label"].as_object().into_iter().flatten() {
+            for (k, v) in by.as_object().into_iter().flatten() {
+                if !matches!(k.as_str(), "count" | "reward") {
+                    let _ = writeln!(out, "{:<20} {:>8}", format!("{k} ({label})"), cell(v));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::summary_table;
+    use super::{evals_table, summary_table};
     use serde_json::json;
+
+    #[test]
+    fn eval_results_are_printed() {
+        let summary = json!({"evals": {"e": {
+            "means": {"safety": 0.25, "reward": 0.5, "count": 4},
+            "by_label": {"unsafe": {"safety": 0.0, "reward": 0.1, "count": 2}},
+        }}});
+        let table = evals_table(&summary);
+        assert!(table.contains("eval e                  n = 4"), "{table}");
+        assert!(table.contains("safety                  0.250"), "{table}");
+        assert!(table.contains("reward                  0.500"), "{table}");
+        assert!(table.contains("safety (unsafe)         0.000"), "{table}");
+        assert!(
+            !table.contains("count") && !table.contains("reward (unsafe)"),
+            "{table}"
+        );
+        assert_eq!(evals_table(&json!({"evals": {}})), "");
+    }
 
     #[test]
     fn the_table_survives_stages_with_different_rubrics_and_labels() {

@@ -390,9 +390,13 @@ pub fn train<B: Backend>(
         session.run.samples(&step_log::sample_lines(&record))?;
         state.step += 1;
         if let Some(b) = &bar {
+            // No KL term (no reference): `kl -`, not a measured 0.
+            let kl = updated
+                .stats
+                .kl_mean
+                .map_or_else(|| "-".to_string(), |k| format!("{k:.4}"));
             b.set_message(format!(
-                "reward {last_reward:.3} kl {:.4} {:.1}s/step",
-                updated.stats.kl_mean.unwrap_or(0.0),
+                "reward {last_reward:.3} kl {kl} {:.1}s/step",
                 record.step_seconds
             ));
             b.inc(1);

@@ -39,9 +39,14 @@ pub fn finish(bar: Option<ProgressBar>, message: String) {
     }
 }
 
-/// Curves by stage: `(step, value)` of `reward` or `loss`.
-fn curves(metrics: &str) -> BTreeMap<String, (String, BTreeMap<u64, f64>)> {
-    let mut out: BTreeMap<String, (String, BTreeMap<u64, f64>)> = BTreeMap::new();
+/// A stage's curve: its name, what is drawn (`reward` or `loss`) and
+/// `step → value`.
+type Curve = (String, (String, BTreeMap<u64, f64>));
+
+/// Curves by stage, in the order the stages ran (first seen in the
+/// metrics): `(step, value)` of `reward` or `loss`.
+fn curves(metrics: &str) -> Vec<Curve> {
+    let mut out: Vec<Curve> = Vec::new();
     for line in metrics.lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
@@ -56,10 +61,14 @@ fn curves(metrics: &str) -> BTreeMap<String, (String, BTreeMap<u64, f64>)> {
                 None => continue,
             },
         };
-        let entry = out
-            .entry(stage.to_string())
-            .or_insert_with(|| (key.to_string(), BTreeMap::new()));
-        entry.1.insert(step, value);
+        let at = match out.iter().position(|(s, _)| s == stage) {
+            Some(i) => i,
+            None => {
+                out.push((stage.to_string(), (key.to_string(), BTreeMap::new())));
+                out.len() - 1
+            }
+        };
+        out[at].1 .1.insert(step, value);
     }
     out
 }
@@ -123,4 +132,30 @@ pub fn plot(run: &Path) -> Result<(), ExecError> {
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::curves;
+
+    /// Panels follow the order the stages ran (`warm` before `g1`), not
+    /// their names; SFT stages draw the loss, GRPO ones the reward.
+    #[test]
+    fn curves_keep_the_order_the_stages_ran() {
+        let metrics = [
+            r#"{"stage":"warm","step":1,"loss":2.0}"#,
+            r#"{"stage":"warm","step":2,"loss":1.5}"#,
+            r#"{"stage":"g1","step":1,"reward":0.25}"#,
+            "not json",
+            r#"{"stage":"g1","step":2,"reward":0.5}"#,
+        ]
+        .join("\n");
+        let c = curves(&metrics);
+        let names: Vec<(&str, &str, usize)> = c
+            .iter()
+            .map(|(s, (what, points))| (s.as_str(), what.as_str(), points.len()))
+            .collect();
+        assert_eq!(names, [("warm", "loss", 2), ("g1", "reward", 2)]);
+    }
 }
