@@ -177,6 +177,18 @@ fn bad_requests_are_errors_with_exit_codes() {
         "generate", "--model", &q, "--prompt", "hi", "--device", "tpu",
     ]);
     assert_eq!(out.status.code(), Some(2), "usage error");
+    // A GPU backend this build lacks is a refused request too.
+    if !cfg!(feature = "cuda") {
+        let out = saferc(&[
+            "generate", "--model", &q, "--prompt", "hi", "--device", "cuda",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("device `cuda` is not built into this saferc"),
+            "{stderr}"
+        );
+    }
 
     // Counts near usize::MAX are refused, not overflowed.
     let out = saferc(&[

@@ -1280,8 +1280,11 @@ fn a_project_s_runs_folder_and_device_are_run_defaults() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(0), "{stderr}");
-        assert!(stderr.contains("wgpu"), "{stderr}");
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("device `wgpu` is not built into this saferc"),
+            "{stderr}"
+        );
     }
 }
 

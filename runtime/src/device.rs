@@ -70,6 +70,17 @@ pub trait BackendTask {
     fn run<B: Backend>(self, device: B::Device, name: &'static str) -> Self::Output;
 }
 
+/// Why `choice` cannot be used by this binary at all (a GPU backend it was
+/// built without), for refusing a request before any work; `None` for a
+/// built-in device or `auto`.
+pub fn not_built(choice: DeviceChoice) -> Option<String> {
+    (choice != DeviceChoice::Auto && !compiled_devices().contains(&choice)).then(|| {
+        format!(
+            "device `{choice}` is not built into this saferc; rebuild with `--features {choice}`"
+        )
+    })
+}
+
 /// Runs `task` on the chosen device, or says why it cannot: a device not
 /// built into this binary, or built but absent (no driver, no GPU), is an
 /// error naming the device and the reason, never a panic. `auto` takes
@@ -108,9 +119,7 @@ pub fn dispatch<T: BackendTask>(choice: DeviceChoice, task: T) -> Result<T::Outp
         DeviceChoice::Cuda => Ok(task.run::<burn::backend::Cuda>(Default::default(), "cuda")),
         #[allow(unreachable_patterns)]
         other => Err(ModelError::Device {
-            reason: format!(
-                "device `{other}` is not built into this saferc; rebuild with `--features {other}`"
-            ),
+            reason: not_built(other).unwrap_or_default(),
         }),
     }
 }

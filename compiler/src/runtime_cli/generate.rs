@@ -87,6 +87,9 @@ pub fn run(args: GenerateArgs) -> Result<(), Failure> {
     sampling_params(&args)
         .validate()
         .map_err(Failure::Refused)?;
+    if let Some(reason) = safer_runtime::device::not_built(args.device) {
+        return Err(Failure::Refused(reason));
+    }
     dispatch(args.device, Task(args)).map_err(|e| Failure::Failed(e.to_string()))?
 }
 

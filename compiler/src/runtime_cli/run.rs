@@ -58,6 +58,10 @@ pub fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
+    if let Some(reason) = safer_runtime::device::not_built(device) {
+        eprintln!("error: {reason}");
+        return 2;
+    }
     let (out, resume) = match (&args.resume, &args.out) {
         (Some(dir), _) => (dir.clone(), true),
         (None, Some(dir)) => (dir.clone(), false),

@@ -280,9 +280,9 @@ const JUDGE: Block = Block {
     keys: &[
         key("kind", Ty::Enum(&["rules", "model", "http"]), Default::Required, "`rules` (built-in scorers), `model` (a local model) or `http` (an OpenAI-compatible `/v1/chat/completions` endpoint)."),
         key("model", Ty::Ref(DeclKind::Model), Default::None, "The local judge model (`kind = model`)."),
-        key("named", Ty::Str, Default::None, "The name of a judge endpoint declared in `safer.toml` (`[judges.NAME]`): its URL, model name, key variable and CA file come from there, and its concurrency and timeout where it sets them, so shared files carry no URL or key."),
-        key("endpoint", Ty::Str, Default::None, "Base URL of the endpoint (`kind = http`), e.g. `http://localhost:8000/v1`."),
-        key("model_name", Ty::Str, Default::None, "The model name sent to the endpoint (`kind = http`)."),
+        key("named", Ty::Str, Default::None, "The name of a judge endpoint declared in `safer.toml` (`[judges.NAME]`): its URL and model name always come from there; its key variable, CA file, concurrency and timeout where it sets them (the judge's own stay otherwise); so shared files carry no URL or key."),
+        key("endpoint", Ty::Str, Default::None, "Base URL of the endpoint, e.g. `http://localhost:8000/v1`; required for `kind = http` without `named` (E0211)."),
+        key("model_name", Ty::Str, Default::None, "The model name sent to the endpoint; required for `kind = http` without `named` (E0211)."),
         key("api_key_env", Ty::Str, Default::None, "Name of the environment variable holding the API key; the key itself is never written in a file or logged."),
         key("ca_file", Ty::Path, Default::Derived("the bundled Mozilla roots"), "PEM file of the certificate authorities that an `https` endpoint's certificate must chain to (a private CA), relative to this file; it replaces the bundled Mozilla roots for this judge."),
         ranged("concurrency", Ty::Int, Default::Number(4.0), AT_LEAST_ONE, "Requests in flight at once."),
@@ -380,7 +380,7 @@ const RUBRIC: Block = Block {
     blocks: &[&CRITERION],
     forms: &[Form::Criterion, Form::Penalty, Form::Format],
     open: None,
-    renamed: &[Renamed { old: "reward_weights", new: "criterion ... weight" }],
+    renamed: &[Renamed { old: "reward_weights", new: "criterion NAME weight W" }],
 };
 
 const ROLLOUT: Block = Block {

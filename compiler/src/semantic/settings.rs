@@ -258,10 +258,12 @@ impl<'a> Analyzer<'a> {
     fn unknown_key(&mut self, schema: &'static Block, key: &ast::Ident, path: &str) {
         let name = &key.name;
         if let Some(r) = schema.renamed(name) {
-            let help = if let Some((block, inner)) = r.new.split_once('.') {
-                format!("set it as `{block} {{ {inner} = ... }}`")
-            } else if r.new.contains(' ') {
+            // A phrase (`criterion NAME weight W`) is written as it is; a
+            // dotted key (`kl.beta`) goes in its block.
+            let help = if r.new.contains(' ') {
                 format!("write it as `{}`", r.new)
+            } else if let Some((block, inner)) = r.new.split_once('.') {
+                format!("set it as `{block} {{ {inner} = ... }}`")
             } else {
                 format!("write `{} = ...`", r.new)
             };
