@@ -173,6 +173,34 @@ fn bad_requests_are_errors_with_exit_codes() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // `--temperature 0` decodes greedily, as a rollout's `temperature = 0`.
+    let text = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &q,
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "8",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = saferc(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["completions"][0]["tokens"].clone()
+    };
+    assert_eq!(text(&["--temperature", "0"]), text(&["--greedy"]));
+    assert!(text(&["--greedy"])
+        .as_array()
+        .is_some_and(|t| !t.is_empty()));
+
     let out = saferc(&[
         "generate", "--model", &q, "--prompt", "hi", "--device", "tpu",
     ]);
@@ -241,5 +269,28 @@ fn init_model_never_overwrites_model_files() {
         std::fs::read(model.join("model.safetensors")).unwrap_or_default(),
         b"the user's weights"
     );
+    // A sharded model's index and shards left in the folder: refused too
+    // (the index would be read instead of the new weights).
+    let sharded = dir.join("sharded");
+    std::fs::create_dir_all(&sharded).unwrap_or_else(|e| panic!("{e}"));
+    for f in [
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+    ] {
+        std::fs::write(sharded.join(f), b"{}").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let out = saferc(&[
+        "init-model",
+        &sharded.display().to_string(),
+        "--size",
+        "tiny",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("(model-00001-of-00002.safetensors, model.safetensors.index.json)"),
+        "{stderr}"
+    );
+    assert!(!sharded.join("config.json").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

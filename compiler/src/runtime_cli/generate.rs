@@ -41,7 +41,7 @@ pub struct GenerateArgs {
     /// Greedy decoding (ignores temperature, top-p, top-k).
     #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
     pub greedy: bool,
-    /// Sampling temperature.
+    /// Sampling temperature (0: greedy decoding, as `--greedy`).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Nucleus sampling mass (1 = off).
@@ -106,9 +106,12 @@ fn failure(e: ModelError) -> Failure {
 
 /// The sampler's settings as the flags give them.
 fn sampling_params(args: &GenerateArgs) -> SamplingParams {
+    // `--temperature 0` is greedy decoding, as `temperature = 0` in a
+    // rollout is.
+    let zero = args.temperature == 0.0;
     SamplingParams {
-        greedy: args.greedy,
-        temperature: args.temperature,
+        greedy: args.greedy || zero,
+        temperature: if zero { 1.0 } else { args.temperature },
         top_p: args.top_p,
         top_k: args.top_k,
         max_new_tokens: args.max_tokens,

@@ -23,12 +23,26 @@ pub struct InitModelArgs {
 
 /// Creates the model directory.
 pub fn run(args: InitModelArgs) -> Result<(), Failure> {
-    // Every file `init-model` writes: none may be overwritten.
-    let taken: Vec<&str> = CREATED_FILES
+    // Every file `init-model` writes: none may be overwritten; nor may
+    // another model's weights stay beside them (a sharded model's index
+    // would be read instead of the new weights).
+    let mut taken: Vec<String> = CREATED_FILES
         .iter()
-        .copied()
         .filter(|f| args.dir.join(f).exists())
+        .map(|f| (*f).to_string())
         .collect();
+    let mut other_weights: Vec<String> = std::fs::read_dir(&args.dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !taken.contains(n)
+                && (n.ends_with(".safetensors") || n == "model.safetensors.index.json")
+        })
+        .collect();
+    other_weights.sort();
+    taken.extend(other_weights);
     if !taken.is_empty() {
         return Err(Failure::Refused(format!(
             "`{}` already holds model files ({}); choose another folder",

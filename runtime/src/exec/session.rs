@@ -899,9 +899,12 @@ impl<'a, B: Backend> Session<'a, B> {
             context: self.declared_context(&stage.policy),
         };
         let eval_after = self.score_held_out(stage, &final_dirs, "after training")?;
+        // Relative to the run directory, which may be moved or reached by
+        // another path on resume.
+        let model = final_dir.strip_prefix(&self.run.path).unwrap_or(&final_dir);
         let result = json!({
             "stage": stage.name,
-            "model": final_dir,
+            "model": model,
             "training": training,
             "eval_before": eval_before,
             "eval_after": eval_after,
