@@ -871,7 +871,13 @@ impl<'a, B: Backend> Session<'a, B> {
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .filter(|_| self.options.resume);
         let eval_before = match saved_before {
-            Some(v) => Some(v),
+            // The judge counts when it was scored come back with it.
+            Some(mut v) => {
+                if let Some(counts) = v.as_object_mut().and_then(|o| o.remove("judges")) {
+                    self.restore_judge_counts(&counts);
+                }
+                Some(v)
+            }
             None => {
                 let v = self.score_held_out(stage, &start, "before training")?;
                 if let Some(v) = &v {
@@ -880,7 +886,11 @@ impl<'a, B: Backend> Session<'a, B> {
                         path: dir.clone(),
                         message: e.to_string(),
                     })?;
-                    write_atomically(&before_path, v.to_string().as_bytes())?;
+                    let mut kept = v.clone();
+                    if let Value::Object(o) = &mut kept {
+                        o.insert("judges".into(), self.judge_counts());
+                    }
+                    write_atomically(&before_path, kept.to_string().as_bytes())?;
                 }
                 v
             }
