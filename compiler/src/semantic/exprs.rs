@@ -54,6 +54,22 @@ const FILTER_FUNCTIONS: &[(&str, ExprTy)] = &[
     ("contains", ExprTy::Bool),
 ];
 
+/// The error for `think` or `answer` used as a value: they are the
+/// completion's parts, read through a field (a row field of that name
+/// cannot be read in a rubric).
+fn bare_part(name: &str, span: Span) -> Option<Diagnostic> {
+    (name == "think" || name == "answer").then(|| {
+        Diagnostic::error(
+            Code::E0300,
+            format!("`{name}` is the completion's {name} part, not a value"),
+        )
+        .with_primary(span, "read one of its fields")
+        .with_help(format!(
+            "write `{name}.text`, `{name}.length` or `{name}.verdict`"
+        ))
+    })
+}
+
 fn texpr(kind: TKind, ty: ExprTy, span: Span) -> TExpr {
     TExpr { kind, ty, span }
 }
@@ -197,8 +213,12 @@ impl<'a> Analyzer<'a> {
                 vec!["reward".into()]
             }
             ExprScope::Scorer { decl: scorer } => {
-                if RUBRIC_OBJECTS.contains(&name) {
+                if name == "judge" {
                     return var(name, ExprTy::Any);
+                }
+                if let Some(d) = bare_part(name, span) {
+                    self.diags.push(d);
+                    return poisoned(span);
                 }
                 // Parameters are bound when the scorer is called.
                 let params = self.decls[*scorer].params.clone();
@@ -222,8 +242,12 @@ impl<'a> Analyzer<'a> {
                 if RUBRIC_VARS.contains(&name) {
                     return var(name, ExprTy::Number);
                 }
-                if RUBRIC_OBJECTS.contains(&name) {
+                if name == "judge" {
                     return var(name, ExprTy::Any);
+                }
+                if let Some(d) = bare_part(name, span) {
+                    self.diags.push(d);
+                    return poisoned(span);
                 }
                 let params = self.decls[*rubric].params.clone();
                 if let Some(p) = params.iter().find(|p| p.name == name) {
@@ -295,7 +319,13 @@ impl<'a> Analyzer<'a> {
                 }
             }
             ExprScope::Rubric { .. } | ExprScope::Scorer { .. } => {
-                let b = self.typed(decl, base, scope);
+                // `think.x` / `answer.x`: the part itself has no value.
+                let b = match &base.kind {
+                    ExprKind::Name { name } if name == "think" || name == "answer" => {
+                        texpr(TKind::Var { name: name.clone() }, ExprTy::Any, base.span)
+                    }
+                    _ => self.typed(decl, base, scope),
+                };
                 let ty = match (&b.kind, name.name.as_str()) {
                     (TKind::Var { name: obj }, "verdict" | "text")
                         if obj == "think" || obj == "answer" =>
@@ -351,8 +381,10 @@ impl<'a> Analyzer<'a> {
     ) -> TExpr {
         let mut positional = Vec::new();
         let mut named = BTreeMap::new();
+        let mut types = Vec::with_capacity(args.len());
         for arg in args {
             let v = self.typed(decl, &arg.value, scope);
+            types.push(v.ty);
             match &arg.name {
                 Some(n) => {
                     named.insert(n.name.clone(), v);
@@ -444,7 +476,7 @@ impl<'a> Analyzer<'a> {
                     return poisoned(span);
                 }
                 let qualified = d.qualified.clone();
-                self.check_scorer_args(target, args, span);
+                self.check_scorer_args(target, args, &types, span);
                 call(qualified, ExprTy::Score, positional, named)
             }
             _ => {
@@ -466,7 +498,16 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    fn check_scorer_args(&mut self, scorer: super::hir::DeclRef, args: &[ast::Arg], span: Span) {
+    /// Checks a scorer call's arguments (`types`: each argument's type, in
+    /// order) against the scorer's parameters: names, count, order, each
+    /// given once, the required ones given, and declared types.
+    fn check_scorer_args(
+        &mut self,
+        scorer: super::hir::DeclRef,
+        args: &[ast::Arg],
+        types: &[ExprTy],
+        span: Span,
+    ) {
         let params: Vec<(String, bool)> = match self.info[scorer.0].ast.params.as_ref() {
             Some(ps) => ps
                 .iter()
@@ -474,6 +515,13 @@ impl<'a> Analyzer<'a> {
                 .collect(),
             None => Vec::new(),
         };
+        let declared: BTreeMap<String, String> = self.info[scorer.0]
+            .ast
+            .params
+            .iter()
+            .flatten()
+            .filter_map(|p| Some((p.name.name.clone(), p.ty.as_ref()?.name.clone())))
+            .collect();
         let name = self.decls[scorer.0].name.clone();
         let mut given: Vec<String> = Vec::new();
         let mut named_seen = false;
@@ -542,6 +590,27 @@ impl<'a> Analyzer<'a> {
                     .with_help("keep one of them"),
                 );
                 continue;
+            }
+            if let (Some(ty), Some(found)) = (declared.get(&pname), types.get(i)) {
+                let fits = match ty.as_str() {
+                    "number" => found.is_numeric() || *found == ExprTy::Any,
+                    "string" => matches!(found, ExprTy::String | ExprTy::Any),
+                    "bool" => found.is_bool() || *found == ExprTy::Any,
+                    "list" => matches!(found, ExprTy::List | ExprTy::Any),
+                    _ => true,
+                };
+                if !fits {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0300,
+                            format!(
+                                "`{pname}` of scorer `{name}` is a `{ty}`, given {}",
+                                found.describe()
+                            ),
+                        )
+                        .with_primary(arg.value.span, format!("not a {ty}")),
+                    );
+                }
             }
             given.push(pname);
         }

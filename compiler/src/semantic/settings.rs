@@ -340,12 +340,65 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// The names of the prelude's built-in scorers (`= intrinsic`).
+    fn built_in_scorers(&self) -> Vec<String> {
+        let prelude = self.loaded.prelude;
+        self.info
+            .iter()
+            .filter(|d| {
+                Some(d.module) == prelude
+                    && d.ast.kind == DeclKind::Scorer
+                    && is_intrinsic(&d.ast.body)
+            })
+            .map(|d| d.ast.name.name.clone())
+            .collect()
+    }
+
     fn check_scorer(&mut self, i: usize, decl: &ast::Decl) {
-        let mut params = Vec::new();
+        let mut params: Vec<Param> = Vec::new();
         for p in decl.params.iter().flatten() {
+            let name = &p.name.name;
+            if params.iter().any(|q| q.name == *name) {
+                self.diags.push(
+                    Diagnostic::error(Code::E0208, format!("parameter `{name}` is declared twice"))
+                        .with_primary(p.name.span, "declared again")
+                        .with_help("give each parameter its own name"),
+                );
+                continue;
+            }
+            // In a body, `think`, `answer` and `judge` are the completion's
+            // parts and the rubric's judge.
+            if ["think", "answer", "judge"].contains(&name.as_str()) && !is_intrinsic(&decl.body) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0204,
+                        format!("a scorer's parameter cannot be named `{name}`"),
+                    )
+                    .with_primary(p.name.span, format!("`{name}` is taken in a scorer's body"))
+                    .with_help("rename the parameter"),
+                );
+            }
             let default = p.default.as_ref().and_then(|d| self.constant_value(i, d));
+            if let (Some(ty), Some(value)) = (&p.ty, &default) {
+                if let Some(found) = param_type_mismatch(&ty.name, value) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0300,
+                            format!(
+                                "the default of `{name}` is {found}, but `{name}` is a `{}`",
+                                ty.name
+                            ),
+                        )
+                        .with_primary(
+                            p.default.as_ref().map_or(p.name.span, |d| d.span),
+                            "wrong type",
+                        )
+                        .with_help(format!("give a {} default, or change the type", ty.name)),
+                    );
+                }
+            }
             params.push(Param {
-                name: p.name.name.clone(),
+                name: name.clone(),
                 ty: p.ty.as_ref().map(|t| t.name.clone()),
                 default,
             });
@@ -358,20 +411,10 @@ impl<'a> Analyzer<'a> {
                 // only: another name would check clean and stop the run.
                 let prelude = self.loaded.prelude;
                 let name = &self.decls[i].name;
-                let known = self.info[i].module == prelude.unwrap_or(usize::MAX)
-                    || self.info.iter().any(|d| {
-                        Some(d.module) == prelude
-                            && d.ast.kind == DeclKind::Scorer
-                            && is_intrinsic(&d.ast.body)
-                            && d.ast.name.name == *name
-                    });
+                let builtins = self.built_in_scorers();
+                let known =
+                    self.info[i].module == prelude.unwrap_or(usize::MAX) || builtins.contains(name);
                 if prelude.is_some() && !known {
-                    let builtins: Vec<String> = self
-                        .info
-                        .iter()
-                        .filter(|d| Some(d.module) == prelude && is_intrinsic(&d.ast.body))
-                        .map(|d| d.ast.name.name.clone())
-                        .collect();
                     let mut d = Diagnostic::error(
                         Code::E0203,
                         format!("no built-in scorer is named `{name}`"),
@@ -391,6 +434,21 @@ impl<'a> Analyzer<'a> {
             // completion's `think`/`answer`, judge questions and built-in
             // scorers, giving a number (a condition counts 1 or 0).
             DeclBody::Value(e) => {
+                // Its plan name would be the built-in's, which the runtime
+                // would run instead.
+                let name = self.decls[i].name.clone();
+                if self.built_in_scorers().contains(&name)
+                    || ["len", "lower", "contains", "index"].contains(&name.as_str())
+                {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0204,
+                            format!("`{name}` is the name of a built-in; a scorer with a body needs its own"),
+                        )
+                        .with_primary(decl.name.span, "taken by the built-in")
+                        .with_help(format!("rename it, e.g. `my_{name}`")),
+                    );
+                }
                 let body = self.typed(i, e, &ExprScope::Scorer { decl: i });
                 if !(body.ty.is_numeric() || body.ty.is_bool()) {
                     self.diags.push(
@@ -502,6 +560,27 @@ impl<'a> Analyzer<'a> {
                                 );
                             }
                         }
+                    }
+                    // In the rubric's expressions these names are the
+                    // completion's parts, the judge and the totals.
+                    if [
+                        "think",
+                        "answer",
+                        "judge",
+                        "weighted",
+                        "penalties",
+                        "format",
+                    ]
+                    .contains(&name.name.as_str())
+                    {
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::E0204,
+                                format!("a criterion cannot be named `{}`", name.name),
+                            )
+                            .with_primary(name.span, "taken in a rubric's expressions")
+                            .with_help("rename the criterion"),
+                        );
                     }
                     criteria.push(Criterion {
                         name: name.name.clone(),
@@ -627,4 +706,25 @@ impl Const {
 /// True for a declaration body `= intrinsic` (a built-in scorer).
 pub(crate) fn is_intrinsic(body: &DeclBody) -> bool {
     matches!(body, DeclBody::Value(e) if matches!(&e.kind, ExprKind::Name { name } if name == "intrinsic"))
+}
+
+/// How `value` (a parameter's default) fails the declared type `ty`
+/// (`number`, `string`, `bool`, `list`), described; `None` when it fits
+/// or the type is not one of those.
+pub(crate) fn param_type_mismatch(ty: &str, value: &Value) -> Option<&'static str> {
+    let found = match value {
+        Value::Number(_) => "a number",
+        Value::Str(_) => "a string",
+        Value::Bool(_) => "a boolean",
+        Value::List(_) => "a list",
+        _ => return None,
+    };
+    let fits = match ty {
+        "number" => matches!(value, Value::Number(_)),
+        "string" => matches!(value, Value::Str(_)),
+        "bool" => matches!(value, Value::Bool(_)),
+        "list" => matches!(value, Value::List(_)),
+        _ => true,
+    };
+    (!fits).then_some(found)
 }
