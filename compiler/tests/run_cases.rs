@@ -757,9 +757,21 @@ fn a_resume_reuses_the_run_s_curation() {
         serde_json::from_str::<Value>(&text).unwrap()["datasets"]["d"]["splits"]["train"].clone()
     };
     assert_eq!(train(&dir), 3);
-    // Other curation settings: curated again, as asked.
+    // Other split fractions (the split comes after curation): reused.
     let pipeline = case.join("pipeline.safer");
     let text = std::fs::read_to_string(&pipeline).unwrap();
+    let resplit = text.replace("split { train = 1.0 }", "split { train = 0.5, rest = 0.5 }");
+    assert_ne!(resplit, text);
+    std::fs::write(&pipeline, &resplit).unwrap();
+    let forced = run_command(&case, &["--resume", dir.to_str().unwrap(), "--force"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(
+        stderr.contains("reusing the run's curation (3 of 4 prompts kept)"),
+        "{stderr}"
+    );
+    // Other curation settings: curated again, as asked.
     std::fs::write(
         &pipeline,
         text.replace("keep     = mean >= 0", "keep     = mean >= -1"),

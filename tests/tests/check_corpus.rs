@@ -154,3 +154,42 @@ fn positional_arguments_of_built_in_scorers_lower_to_named_ones() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A rubric's hash (what a `safer.toml` pin compares) covers the bodies of
+/// the scorers it calls: flipping a body changes what the rubric rewards,
+/// so it changes the hash; an unrelated scorer does not.
+#[test]
+fn a_rubric_hash_covers_the_bodies_of_its_scorers() {
+    let dir = std::env::temp_dir().join(format!("saferc-rubric-hash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let hash_of_r = |body: &str, other: &str| {
+        let path = dir.join("p.safer");
+        std::fs::write(
+            &path,
+            format!(
+                "scorer strict() = {body}\nscorer unused() = {other}\n\
+                 rubric r {{\n  criterion c weight 1 {{ scorer = strict() }}\n}}\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut sources = SourceMap::new();
+        let analysis = semantic::analyze_file(&mut sources, &path, LoadOptions::default());
+        assert!(
+            analysis.diagnostics.is_empty(),
+            "{}",
+            render_plain(&analysis.diagnostics, &sources)
+        );
+        let Some(program) = analysis.program.map(|p| p.hashed()) else {
+            panic!("no program")
+        };
+        program
+            .decls
+            .iter()
+            .find(|d| d.name == "r")
+            .map(|d| d.hash.clone())
+            .unwrap_or_default()
+    };
+    let first = hash_of_r("if refusal() > 0.5 { 1 } else { 0 }", "1");
+    assert_ne!(first, hash_of_r("if refusal() > 0.5 { 0 } else { 1 }", "1"));
+    assert_eq!(first, hash_of_r("if refusal() > 0.5 { 1 } else { 0 }", "0"));
+}

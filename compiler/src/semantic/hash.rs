@@ -56,6 +56,20 @@ pub(crate) fn normalise(v: &mut Json, decls: &[Decl]) {
     }
 }
 
+/// The names of the functions `v` (a canonical declaration) calls.
+fn called_functions(v: &Json, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        Json::Object(map) => {
+            if let Some(Json::String(f)) = map.get("func") {
+                out.insert(f.clone());
+            }
+            map.values().for_each(|x| called_functions(x, out));
+        }
+        Json::Array(items) => items.iter().for_each(|x| called_functions(x, out)),
+        _ => {}
+    }
+}
+
 /// `sha256:` followed by the hex digest of the versioned encoding.
 pub fn digest(parts: &[&Json]) -> String {
     let mut hasher = Sha256::new();
@@ -105,8 +119,34 @@ impl Program {
             .iter()
             .map(|d| canonical(d, &self.decls))
             .collect();
-        for (d, c) in self.decls.iter_mut().zip(&canon) {
-            d.hash = digest(&[c]);
+        // A rubric's hash (what a pin compares) covers the bodies of the
+        // scorers it calls: a changed body changes what the rubric rewards.
+        let bodies: Vec<Vec<usize>> = self
+            .decls
+            .iter()
+            .zip(&canon)
+            .map(|(d, c)| {
+                if d.kind != crate::syntax::ast::DeclKind::Rubric {
+                    return Vec::new();
+                }
+                let mut called = std::collections::BTreeSet::new();
+                called_functions(c, &mut called);
+                self.decls
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| {
+                        s.kind == crate::syntax::ast::DeclKind::Scorer
+                            && matches!(s.value, Some(super::hir::Value::Expr(_)))
+                            && called.contains(&s.qualified)
+                    })
+                    .map(|(j, _)| j)
+                    .collect()
+            })
+            .collect();
+        for ((d, c), called) in self.decls.iter_mut().zip(&canon).zip(&bodies) {
+            let mut parts = vec![c];
+            parts.extend(called.iter().map(|&j| &canon[j]));
+            d.hash = digest(&parts);
         }
         let hashes = |module: Option<usize>| -> Vec<Json> {
             self.decls

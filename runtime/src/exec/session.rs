@@ -524,6 +524,9 @@ impl<'a, B: Backend> Session<'a, B> {
             "rollout": stage.rollout.as_ref().and_then(|r| plan.rollouts.get(r)),
             "reflection": stage.reflection.as_ref().and_then(|r| plan.reflections.get(r)),
             "judges": plan.judges,
+            "scorers": plan.functions,
+            "data": plan.datasets.get(&stage.data.dataset),
+            "eval_data": stage.eval_data.as_ref().and_then(|e| plan.datasets.get(&e.dataset)),
         });
         safer_ir::mask_urls_in(&mut settings);
         settings
@@ -535,12 +538,19 @@ impl<'a, B: Backend> Session<'a, B> {
     fn curation_settings(&self, spec: &DatasetSpec) -> Value {
         let plan = self.plan;
         let curate = spec.curate.as_ref();
+        // The split comes after curation: a change of fractions alone does
+        // not curate again.
+        let mut dataset = serde_json::to_value(spec).unwrap_or_default();
+        if let Value::Object(fields) = &mut dataset {
+            fields.remove("splits");
+        }
         let mut settings = json!({
-            "dataset": spec,
+            "dataset": dataset,
             "policy": curate.and_then(|c| plan.models.get(&c.policy)),
             "rubric": curate.and_then(|c| plan.rubrics.get(&c.rubric)),
             "rollouts": plan.rollouts,
             "judges": plan.judges,
+            "scorers": plan.functions,
             "stages": plan.stages.iter().map(|s| (&s.data.dataset, &s.rollout)).collect::<Vec<_>>(),
         });
         // The file keeps no password of an endpoint URL.
