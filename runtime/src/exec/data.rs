@@ -7,7 +7,7 @@
 //! dataset's `images` folder. Nested objects are flattened to dotted names
 //! (`meta.source`) for filters and scorers.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -344,6 +344,79 @@ pub fn balance(rows: Vec<Row>, field: &str, seed: u64) -> (Vec<Row>, Vec<String>
     (out, lacking)
 }
 
+/// Gives every split in `trained` at least one row of each value of
+/// `field` that the dataset has, where another split can spare one: a row
+/// of the missing value moves in (from a split not trained on, or one with
+/// two or more of it), and a row of the split's most frequent value moves
+/// out in exchange, so sizes stay. With few rows a stratified split can
+/// still leave a value out of training (1 benign row in 6, halved), and
+/// balancing cannot make a row that is not there. Returns a note per move.
+pub fn give_every_value(
+    splits: &mut BTreeMap<String, Vec<Row>>,
+    trained: &BTreeSet<String>,
+    field: &str,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let values: BTreeSet<String> = splits
+        .values()
+        .flatten()
+        .filter_map(|r| r.text(field))
+        .collect();
+    let names: Vec<String> = splits.keys().cloned().collect();
+    for into in names.iter().filter(|n| trained.contains(*n)) {
+        for value in &values {
+            let has = |rows: &[Row]| {
+                rows.iter()
+                    .filter(|r| r.text(field).as_deref() == Some(value))
+                    .count()
+            };
+            if has(&splits[into]) > 0 {
+                continue;
+            }
+            let donor = names.iter().filter(|n| *n != into).find(|n| {
+                let count = has(&splits[*n]);
+                count > 1 || (count == 1 && !trained.contains(*n))
+            });
+            let Some(from) = donor.cloned() else {
+                continue;
+            };
+            // The split's most frequent value goes the other way.
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for r in &splits[into] {
+                *counts.entry(r.text(field).unwrap_or_default()).or_default() += 1;
+            }
+            let Some((common, _)) = counts.into_iter().max_by_key(|(_, n)| *n) else {
+                continue;
+            };
+            let (Some(give), Some(take)) = (
+                splits[into]
+                    .iter()
+                    .position(|r| r.text(field).unwrap_or_default() == common),
+                splits[&from]
+                    .iter()
+                    .position(|r| r.text(field).as_deref() == Some(value)),
+            ) else {
+                continue;
+            };
+            let out = splits.get_mut(into).map(|s| s.remove(give));
+            let moved = splits.get_mut(&from).map(|s| s.remove(take));
+            if let (Some(out), Some(moved)) = (out, moved) {
+                notes.push(format!(
+                    "`{into}` had no row with `{field} = {value}`: {} moved in from `{from}`, and {} went the other way",
+                    moved.origin, out.origin
+                ));
+                if let Some(s) = splits.get_mut(into) {
+                    s.push(moved);
+                }
+                if let Some(s) = splits.get_mut(&from) {
+                    s.push(out);
+                }
+            }
+        }
+    }
+    notes
+}
+
 /// The warning for the rows `balance = field` left out of its classes
 /// (`lacking`, of `total` rows in dataset `dataset`); none when every row
 /// has a value.
@@ -360,7 +433,7 @@ pub fn balance_warning(
         )
     } else {
         format!(
-            "warning: dataset `{dataset}`: `balance = {field}`: {} row(s) have no text, number or boolean `{field}` (the first: {first}); they are kept once, outside the balancing",
+            "warning: dataset `{dataset}`: `balance = {field}`: {} row(s) of what is balanced have no text, number or boolean `{field}` (the first: {first}); they are kept once, outside the balancing",
             lacking.len()
         )
     })
@@ -713,7 +786,7 @@ mod tests {
         assert_eq!(balanced.iter().filter(|r| r.origin == "d").count(), 1);
         assert_eq!(balanced.len(), 5);
         assert!(balance_warning("ds", "category", &lacking, 5)
-            .is_some_and(|w| w.contains("1 row(s) have no")));
+            .is_some_and(|w| w.contains("1 row(s) of what is balanced have no")));
         let (_, all) = balance(vec![row("a", "x")], "lable", 1);
         assert!(balance_warning("ds", "lable", &all, 1)
             .is_some_and(|w| w.contains("nothing is balanced")));
@@ -738,6 +811,39 @@ mod tests {
         assert!(eval.is_disjoint(&train));
         assert_eq!(eval.len() + train.len(), 4);
         assert_eq!(splits["eval"].len() + splits["train"].len(), 6);
+    }
+
+    /// A value with one row, split away from training, is brought in (and
+    /// a row of the most frequent value goes out): sizes stay.
+    #[test]
+    fn every_trained_split_gets_a_row_of_every_value() {
+        let mut splits = BTreeMap::from([
+            (
+                "eval".to_string(),
+                vec![row("u1", "u"), row("s1", "s"), row("u2", "u")],
+            ),
+            (
+                "train".to_string(),
+                vec![row("u3", "u"), row("u4", "u"), row("u5", "u")],
+            ),
+        ]);
+        let trained = BTreeSet::from(["train".to_string()]);
+        let notes = give_every_value(&mut splits, &trained, "category");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("`train` had no row with `category = s`: s1 moved in from `eval`"),
+            "{notes:?}"
+        );
+        assert_eq!((splits["eval"].len(), splits["train"].len()), (3, 3));
+        assert!(splits["train"].iter().any(|r| r.origin == "s1"));
+        // Nothing to spare: the only row of a value stays in the other
+        // trained split.
+        let mut both = BTreeMap::from([
+            ("a".to_string(), vec![row("s1", "s"), row("u1", "u")]),
+            ("b".to_string(), vec![row("u2", "u"), row("u3", "u")]),
+        ]);
+        let all = BTreeSet::from(["a".to_string(), "b".to_string()]);
+        assert!(give_every_value(&mut both, &all, "category").is_empty());
     }
 
     /// Stratified by a field, every split gets its share of each class:

@@ -691,6 +691,14 @@ impl<'a, B: Backend> Session<'a, B> {
                     .filter(|s| s.data.dataset == *name)
                     .map(|s| s.data.split.as_deref())
                     .collect();
+                let trained_splits: BTreeSet<String> = trained_on
+                    .iter()
+                    .flatten()
+                    .map(|s| (*s).to_string())
+                    .collect();
+                for note in data::give_every_value(&mut splits, &trained_splits, field) {
+                    eprintln!("note: dataset `{name}`: {note}");
+                }
                 let (mut lacking, mut considered) = (Vec::new(), 0);
                 let mut balance = |label: &str, part: &mut Vec<Row>| {
                     considered += part.len();
