@@ -268,21 +268,27 @@ fn evals_table(summary: &serde_json::Value) -> String {
             .get("count")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "\n{:<20} {:>8}",
-            format!("eval {name}"),
-            format!("n = {count}")
-        );
+        let mut lines = vec![(format!("eval {name}"), format!("n = {count}"))];
         for (k, v) in means.iter().filter(|(k, _)| *k != "count") {
-            let _ = writeln!(out, "{k:<20} {:>8}", cell(v));
+            lines.push((k.clone(), cell(v)));
         }
         for (label, by) in result["by_label"].as_object().into_iter().flatten() {
             for (k, v) in by.as_object().into_iter().flatten() {
                 if !matches!(k.as_str(), "count" | "reward") {
-                    let _ = writeln!(out, "{:<20} {:>8}", format!("{k} ({label})"), cell(v));
+                    lines.push((format!("{k} ({label})"), cell(v)));
                 }
             }
+        }
+        // Names as wide as the widest, at least 20 columns.
+        let width = lines
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(20);
+        let _ = writeln!(out);
+        for (k, v) in lines {
+            let _ = writeln!(out, "{k:<width$} {v:>8}");
         }
     }
     out

@@ -144,6 +144,24 @@ impl Env for Scope<'_> {
     }
 }
 
+/// Warns, once per rubric and criterion in a run, that a criterion's
+/// scorer gave `raw` outside its `scale` (the score is clamped into it): a
+/// user scorer giving 3, or a length, where a score from 0 to 1 was meant.
+fn warn_out_of_scale(rubric: &str, criterion: &str, raw: f64, (lo, hi): (f64, f64)) {
+    static WARNED: std::sync::OnceLock<std::sync::Mutex<BTreeSet<String>>> =
+        std::sync::OnceLock::new();
+    let key = format!("{rubric}.{criterion}");
+    let mut warned = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if warned.insert(key) {
+        eprintln!(
+            "warning: rubric `{rubric}`, criterion `{criterion}`: its scorer gave {raw}, outside the criterion's scale {lo}..{hi}; such scores are clamped into it (a scorer gives a score from 0 to 1, or set `scale`)"
+        );
+    }
+}
+
 fn number(v: Val, what: &str) -> Result<f64, EvalError> {
     match v {
         Val::Bool(b) => Ok(f64::from(u8::from(b))),
@@ -194,6 +212,9 @@ impl RubricScorer<'_> {
                     .map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
             };
             let (lo, hi) = c.scale;
+            if c.scorer.is_some() && hi > lo && !(lo..=hi).contains(&raw) {
+                warn_out_of_scale(self.name, &c.name, raw, (lo, hi));
+            }
             let v = if hi > lo {
                 ((raw - lo) / (hi - lo)).clamp(0.0, 1.0)
             } else {
