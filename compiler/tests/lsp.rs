@@ -241,3 +241,41 @@ fn requests_out_of_the_protocol_s_order_are_refused() {
     let status = c.child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.code(), Some(1));
 }
+
+/// Hover on a completion part's field (`answer.length`) explains it (it
+/// showed the built-in `length` scorer), and on a scorer shows its
+/// parameters.
+#[test]
+fn hover_on_parts_and_scorer_signatures() {
+    let file = "file:///scorers.safer";
+    let text = "scorer brief(max: number = 40) = if answer.length <= max { 1 } else { 0 }\nrubric r {\n  criterion c weight 1 { scorer = brief(max = 20) }\n}\n";
+    let mut c = Client::start();
+    c.request(1, "initialize", json!({ "capabilities": {} }));
+    c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": file, "languageId": "safer", "version": 1, "text": text } }));
+    let at = |line: usize, needle: &str| {
+        let column = text
+            .lines()
+            .nth(line)
+            .and_then(|l| l.find(needle))
+            .unwrap_or(0);
+        json!({ "textDocument": { "uri": file }, "position": { "line": line, "character": column + 1 } })
+    };
+    let part = c.request(2, "textDocument/hover", at(0, "length"));
+    let shown = part["result"]["contents"]["value"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        shown.contains("`answer.length`") && shown.contains("words"),
+        "{part}"
+    );
+    let scorer = c.request(3, "textDocument/hover", at(2, "brief"));
+    let shown = scorer["result"]["contents"]["value"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(shown.contains("scorer brief(max: number = 40)"), "{scorer}");
+    c.request(4, "shutdown", Value::Null);
+    c.notify("exit", Value::Null);
+    let _ = c.child.wait();
+}

@@ -480,6 +480,25 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
             return json!({ "contents": { "kind": "markdown", "value": format!("**`{word}`**\n\n{}", block.doc) }, "range": doc.range(span) });
         }
     }
+    // `think.length`, `answer.verdict`: the completion's parts.
+    if let Some(part) = qualifier
+        .as_deref()
+        .filter(|q| *q == "think" || *q == "answer")
+    {
+        let what = match word.as_str() {
+            "text" if part == "think" => "the reasoning inside `<think>...</think>` (empty without one)",
+            "text" => "the answer: inside `<answer>...</answer>`, else after `</think>`, else the whole completion",
+            "length" => "its number of words",
+            "verdict" if part == "think" => "`\"unsafe\"` when the reasoning names a risk, else `\"safe\"` (empty without reasoning)",
+            "verdict" => "`\"unsafe\"` when the answer refuses, else `\"safe\"`",
+            _ => return Value::Null,
+        };
+        let value = format!(
+            "**`{part}.{word}`** ({})\n\n{what}",
+            if word == "length" { "number" } else { "string" }
+        );
+        return json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) });
+    }
     match doc.decl_named(&word, qualifier.as_deref()) {
         Some(d) => {
             let module = doc
@@ -488,8 +507,31 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
                 .as_ref()
                 .and_then(|p| p.modules.get(d.module))
                 .map_or(String::new(), |m| m.name.clone());
+            // A scorer's signature: its parameters, their types and defaults.
+            let params = if d.kind == DeclKind::Scorer {
+                let shown: Vec<String> = d
+                    .params
+                    .iter()
+                    .map(|p| {
+                        let mut s = p.name.clone();
+                        if let Some(t) = &p.ty {
+                            s.push_str(&format!(": {t}"));
+                        }
+                        if let (Some(v), Some(program)) = (&p.default, &doc.analysis.program) {
+                            s.push_str(&format!(
+                                " = {}",
+                                crate::semantic::display::value(v, program)
+                            ));
+                        }
+                        s
+                    })
+                    .collect();
+                format!("({})", shown.join(", "))
+            } else {
+                String::new()
+            };
             let mut value = format!(
-                "```safer\n{} {}\n```\ndeclared in `{module}`",
+                "```safer\n{} {}{params}\n```\ndeclared in `{module}`",
                 d.kind.keyword(),
                 d.name
             );

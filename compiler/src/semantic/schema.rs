@@ -353,7 +353,7 @@ const CRITERION: Block = Block {
             "scorer",
             Ty::ScorerCall,
             Default::Derived("the rubric's judge, asked about this criterion"),
-            "How the criterion is scored: a built-in scorer call or `judge.score(\"name\")`.",
+            "How the criterion is scored: a scorer call (built-in, or yours: `scorer f(...) = expression`) or `judge.score(\"name\")`.",
         ),
         key(
             "scale",
