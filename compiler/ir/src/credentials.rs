@@ -1,16 +1,58 @@
 //! Credentials written into a judge's endpoint URL
-//! (`https://user:secret@host/v1`): everything that prints a URL (graphs,
-//! the HIR, diagnostics, the run's manifest, judge messages) shows it masked.
+//! (`https://user:secret@host/v1`, `https://token@host/v1`,
+//! `?api-key=...`): everything that prints a URL (graphs, the HIR,
+//! diagnostics, the run's manifest, judge messages) shows them masked.
 
-/// `url` with its password shown as `***`; `url` unchanged when it has none
-/// or is not a URL.
+/// Query parameters that carry a credential (compared case-insensitively,
+/// `-` and `_` alike).
+const SECRET_PARAMS: &[&str] = &[
+    "key",
+    "api_key",
+    "apikey",
+    "token",
+    "access_token",
+    "secret",
+    "password",
+    "sig",
+    "signature",
+];
+
+/// `url` with its password (or a user name alone, a token) shown as `***`,
+/// and the values of query parameters that carry a credential; `url`
+/// unchanged when it has none or is not a URL.
 pub fn masked_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
+    let Ok(mut u) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let mut changed = false;
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+        changed = true;
+    } else if !u.username().is_empty() {
+        let _ = u.set_username("***");
+        changed = true;
+    }
+    let secret =
+        |k: &str| SECRET_PARAMS.contains(&k.to_ascii_lowercase().replace('-', "_").as_str());
+    if u.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "***".to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+        changed = true;
+    }
+    if changed {
+        u.to_string()
+    } else {
+        url.to_string()
     }
 }
 
@@ -18,7 +60,7 @@ pub fn masked_url(url: &str) -> String {
 /// (for JSON dumps of a program or plan).
 pub fn mask_urls_in(value: &mut serde_json::Value) {
     match value {
-        serde_json::Value::String(s) if s.contains('@') => {
+        serde_json::Value::String(s) if s.contains('@') || s.contains('?') => {
             let masked = masked_url(s);
             if masked != *s {
                 *s = masked;
@@ -38,7 +80,16 @@ mod tests {
     #[test]
     fn passwords_are_masked_and_nothing_else_changes() {
         assert_eq!(masked_url("https://me:secret@h/v1"), "https://me:***@h/v1");
-        assert_eq!(masked_url("https://me@h/v1"), "https://me@h/v1");
+        // A user name alone is a token; credential query values too.
+        assert_eq!(masked_url("https://tok123@h/v1"), "https://***@h/v1");
+        assert_eq!(
+            masked_url("https://h/v1?api-version=2024-06-01&api-key=s3cret"),
+            "https://h/v1?api-version=2024-06-01&api-key=***"
+        );
+        assert_eq!(
+            masked_url("https://h/v1?Token=abc"),
+            "https://h/v1?Token=***"
+        );
         assert_eq!(masked_url("https://h/v1"), "https://h/v1");
         assert_eq!(masked_url("not a url: a@b"), "not a url: a@b");
         let mut v = serde_json::json!({

@@ -572,8 +572,15 @@ impl<'a, B: Backend> Session<'a, B> {
         if !self.options.resume {
             return None;
         }
-        let text = std::fs::read_to_string(self.run.curation(dataset)).ok()?;
-        let saved: Value = serde_json::from_str(&text).ok()?;
+        let path = self.run.curation(dataset);
+        let text = std::fs::read_to_string(&path).ok()?;
+        let Ok(saved) = serde_json::from_str::<Value>(&text) else {
+            eprintln!(
+                "warning: dataset `{dataset}`: {} does not read as JSON (damaged?); curating again",
+                path.display()
+            );
+            return None;
+        };
         if saved["settings"] != self.curation_settings(spec) {
             eprintln!("warning: dataset `{dataset}` or what curates it changed since the run curated it; curating again");
             return None;
