@@ -726,6 +726,39 @@ fn a_forced_resume_trains_a_finished_stage_whose_settings_changed() {
     assert_eq!(summary["stages"][1]["training"]["steps"], 3);
 }
 
+/// A project moved to another folder (or machine) with its run resumes
+/// as if it had not moved: finished stages and the curation are reused (the
+/// settings they were checked against held absolute paths).
+#[test]
+fn a_moved_project_resumes_with_its_stages_and_curation() {
+    for (name, says) in [
+        ("two_stages", "stage tune: finished before; reusing"),
+        (
+            "curation_keep",
+            "reusing the run's curation (4 of 4 prompts kept)",
+        ),
+    ] {
+        let case = prepare(name, &format!("moved-{name}"));
+        let out = run(&case, &case.join("run"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let root = case.parent().unwrap();
+        let moved_root = root.with_file_name(format!(
+            "{}-moved",
+            root.file_name().unwrap().to_string_lossy()
+        ));
+        let _ = std::fs::remove_dir_all(&moved_root);
+        copy_dir(root, &moved_root);
+        let moved = moved_root.join(name);
+        let stderr = resume_to_the_end(&moved, &moved.join("run"));
+        assert!(stderr.contains(says), "{name}: {stderr}");
+        assert!(!stderr.contains("changed since"), "{name}: {stderr}");
+    }
+}
+
 /// A resumed run reuses the curation the run made (what it kept is in
 /// `curation/DATASET.json`): curating again samples again, and a judge
 /// need not answer the same, so the training split could change under the

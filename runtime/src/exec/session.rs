@@ -529,6 +529,7 @@ impl<'a, B: Backend> Session<'a, B> {
             "eval_data": stage.eval_data.as_ref().and_then(|e| plan.datasets.get(&e.dataset)),
         });
         safer_ir::mask_urls_in(&mut settings);
+        without_local_paths(&mut settings);
         settings
     }
 
@@ -555,6 +556,7 @@ impl<'a, B: Backend> Session<'a, B> {
         });
         // The file keeps no password of an endpoint URL.
         safer_ir::mask_urls_in(&mut settings);
+        without_local_paths(&mut settings);
         settings
     }
 
@@ -957,6 +959,24 @@ impl<'a, B: Backend> Session<'a, B> {
                 .as_bytes(),
         )?;
         Ok(result)
+    }
+}
+
+/// Drops the absolute paths of plan settings (dataset `source` and
+/// `images`, model `weights` and `tokenizer`, a judge's `ca_file`) from
+/// `value`: a run directory resumed after its project moved, or on another
+/// machine, reads the same files from elsewhere, and that is no change of
+/// settings (the paths as written stay, as in the program hash).
+fn without_local_paths(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            for key in ["source", "images", "weights", "tokenizer", "ca_file"] {
+                fields.remove(key);
+            }
+            fields.values_mut().for_each(without_local_paths);
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_local_paths),
+        _ => {}
     }
 }
 
