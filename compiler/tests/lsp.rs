@@ -244,7 +244,7 @@ fn requests_out_of_the_protocol_s_order_are_refused() {
 
 /// Hover on a completion part's field (`answer.length`) explains it (it
 /// showed the built-in `length` scorer), and on a scorer shows its
-/// parameters.
+/// parameters; completion after `answer.` offers the part's fields.
 #[test]
 fn hover_on_parts_and_scorer_signatures() {
     let file = "file:///scorers.safer";
@@ -275,6 +275,20 @@ fn hover_on_parts_and_scorer_signatures() {
         .unwrap_or("")
         .to_string();
     assert!(shown.contains("scorer brief(max: number = 40)"), "{scorer}");
+    // Completion after `answer.` offers its fields only.
+    let column = text.find("answer.").unwrap_or(0) + "answer.".len();
+    let completion = c.request(
+        5,
+        "textDocument/completion",
+        json!({ "textDocument": { "uri": file }, "position": { "line": 0, "character": column } }),
+    );
+    let labels: Vec<&str> = completion["result"]["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["label"].as_str())
+        .collect();
+    assert_eq!(labels, ["text", "length", "verdict"], "{completion}");
     c.request(4, "shutdown", Value::Null);
     c.notify("exit", Value::Null);
     let _ = c.child.wait();

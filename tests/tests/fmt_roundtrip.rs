@@ -166,3 +166,19 @@ fn comments_inside_expressions_go_above_their_statement() {
     assert_eq!(b.stmts[0].docs, ["of a"]);
     assert!(b.stmts[1].docs.is_empty());
 }
+
+/// A comment moved out of a declaration's expression goes above its `##`
+/// documentation, which stays next to the declaration (it went between
+/// them, and the declaration lost its documentation).
+#[test]
+fn moved_comments_do_not_split_a_declaration_from_its_documentation() {
+    let case = "## Doc.\nscorer cond() = # why\n  think.verdict == answer.verdict\n";
+    let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        once,
+        "# why\n## Doc.\nscorer cond() = think.verdict == answer.verdict\n"
+    );
+    assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+    let module = syntax::parse(SourceId(0), &once).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(module.items[0].docs, ["Doc."]);
+}

@@ -191,8 +191,9 @@ impl<'a> Printer<'a> {
 
     /// After a line-oriented node ending at `end`, printed from `line_start`
     /// in the output: comments inside the node (which its print could not
-    /// place, as in an expression) go on their own lines above it, where a
-    /// `##` line still documents it; a comment on the node's last source line
+    /// place, as in an expression) go on their own lines above it and above
+    /// its `##` documentation, which stays next to what it documents (a
+    /// moved `##` line joins it); a comment on the node's last source line
     /// stays at the end of the printed line.
     fn trailing_comments(&mut self, end: usize, line_start: usize) {
         let mut above = String::new();
@@ -204,8 +205,9 @@ impl<'a> Printer<'a> {
             self.next_comment += 1;
         }
         if !above.is_empty() {
-            self.out.insert_str(line_start, &above);
-            for mark in self.trailing.iter_mut().filter(|m| **m >= line_start) {
+            let at = doc_lines_start(&self.out, line_start);
+            self.out.insert_str(at, &above);
+            for mark in self.trailing.iter_mut().filter(|m| **m >= at) {
                 *mark += above.len();
             }
         }
@@ -731,4 +733,25 @@ impl<'a> Printer<'a> {
             }
         }
     }
+}
+
+/// The start of the `##` lines that end right before `line_start` in
+/// `out` (the documentation of the line there), or `line_start`.
+fn doc_lines_start(out: &str, line_start: usize) -> usize {
+    let mut at = line_start;
+    while at > 0 {
+        let Some(before) = out.get(..at - 1) else {
+            break;
+        };
+        let previous = before.rfind('\n').map_or(0, |i| i + 1);
+        if out
+            .get(previous..at)
+            .is_some_and(|l| l.trim_start().starts_with("##"))
+        {
+            at = previous;
+        } else {
+            break;
+        }
+    }
+    at
 }

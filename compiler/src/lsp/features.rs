@@ -548,6 +548,31 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
 /// `textDocument/completion`.
 pub fn completion(doc: &Document, params: &Value) -> Value {
     let offset = doc.offset(params);
+    // After `think.` or `answer.` (and part of a field name): the fields.
+    let before = doc.text.get(..offset).unwrap_or("");
+    let typed = before.trim_end_matches(|c: char| c.is_alphanumeric() || c == '_');
+    if let Some(part) = ["think.", "answer."].iter().find(|p| {
+        typed.ends_with(*p)
+            && !typed[..typed.len() - p.len()]
+                .ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.')
+    }) {
+        let fields = [
+            ("text", "string", "the text of the part"),
+            ("length", "number", "its number of words"),
+            (
+                "verdict",
+                "string",
+                "`\"unsafe\"` or `\"safe\"` (empty without reasoning)",
+            ),
+        ];
+        let items: Vec<Value> = fields
+            .iter()
+            .map(|(name, ty, what)| {
+                json!({ "label": name, "kind": 5, "detail": format!("{}{name}: {ty}", part), "documentation": what })
+            })
+            .collect();
+        return json!({ "isIncomplete": false, "items": items });
+    }
     let mut items = Vec::new();
     let around = match doc.ast {
         Some(_) => doc.block_at(offset).map(|(block, path, _)| (block, path)),
