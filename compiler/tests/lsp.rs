@@ -81,6 +81,13 @@ impl Client {
         self.send(json!({ "jsonrpc": "2.0", "method": method, "params": params }));
     }
 
+    /// Sends `exit` and waits for the server to end; its exit code.
+    fn exit(mut self) -> Option<i32> {
+        self.notify("exit", Value::Null);
+        let status = self.child.wait().unwrap_or_else(|e| panic!("{e}"));
+        status.code()
+    }
+
     fn wait(&self, pred: impl Fn(&Value) -> bool) -> Value {
         loop {
             match self.messages.recv_timeout(Duration::from_secs(20)) {
@@ -193,9 +200,7 @@ fn lsp_session() {
 
     let shutdown = c.request(9, "shutdown", Value::Null);
     assert!(shutdown["result"].is_null() && shutdown.get("error").is_none());
-    c.notify("exit", Value::Null);
-    let status = c.child.wait().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(c.exit(), Some(0));
 }
 
 /// The protocol's order: before `initialize` requests are refused (-32002)
@@ -231,15 +236,10 @@ fn requests_out_of_the_protocol_s_order_are_refused() {
     assert!(shutdown.get("error").is_none(), "{shutdown}");
     let late = c.request(7, "textDocument/hover", hover);
     assert_eq!(late["error"]["code"], -32600, "{late}");
-    c.notify("exit", Value::Null);
-    let status = c.child.wait().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(c.exit(), Some(0));
 
     // `exit` without `shutdown`, even before `initialize`: exit code 1.
-    let mut c = Client::start();
-    c.notify("exit", Value::Null);
-    let status = c.child.wait().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(Client::start().exit(), Some(1));
 }
 
 /// Hover on a completion part's field (`answer.length`) explains it (it
@@ -290,6 +290,5 @@ fn hover_on_parts_and_scorer_signatures() {
         .collect();
     assert_eq!(labels, ["text", "length", "verdict"], "{completion}");
     c.request(4, "shutdown", Value::Null);
-    c.notify("exit", Value::Null);
-    let _ = c.child.wait();
+    c.exit();
 }

@@ -465,9 +465,7 @@ fn check_case(name: &str) {
         );
     }
     if let Some(checks) = expect["summary"].as_object() {
-        let summary: Value =
-            serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
-                .unwrap();
+        let summary = summary_of(&out_dir);
         for (pointer, want) in checks {
             assert_eq!(
                 summary.pointer(pointer),
@@ -478,9 +476,7 @@ fn check_case(name: &str) {
     }
     // Pairs of summary values that must be equal (a later stage starting where an earlier one ended).
     for pair in expect["same"].as_array().into_iter().flatten() {
-        let summary: Value =
-            serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
-                .unwrap();
+        let summary = summary_of(&out_dir);
         let (a, b) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
         assert!(summary.pointer(a).is_some(), "{name}: summary{a} missing");
         assert_eq!(
@@ -572,15 +568,33 @@ fn start_until_first_checkpoint(case: &Path, dir: &Path, stderr: Stdio) -> std::
     child
 }
 
+/// Runs the case with `extra` arguments; it must finish. Returns its stderr.
+fn run_to_success(case: &Path, extra: &[&str]) -> String {
+    let out = run_command(case, extra).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+/// Runs the case into `dir`; it must finish. Returns its stderr.
+fn run_to_the_end(case: &Path, dir: &Path) -> String {
+    run_to_success(case, &["--out", dir.to_str().unwrap()])
+}
+
 /// Continues the interrupted run in `dir` with `--resume`; it must finish.
 /// Returns its stderr.
 fn resume_to_the_end(case: &Path, dir: &Path) -> String {
-    let resumed = run_command(case, &["--resume", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&resumed.stderr).into_owned();
-    assert!(resumed.status.success(), "{stderr}");
-    stderr
+    run_to_success(case, &["--resume", dir.to_str().unwrap()])
+}
+
+/// [`resume_to_the_end`] with `--force`, for a pipeline that changed.
+fn force_to_the_end(case: &Path, dir: &Path) -> String {
+    run_to_success(case, &["--resume", dir.to_str().unwrap(), "--force"])
+}
+
+/// The run's `summary.json`.
+fn summary_of(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
 /// Runs the case once uninterrupted and once killed with SIGKILL after its
@@ -636,9 +650,10 @@ fn resume_after_kill(case: &Path) {
         // summary still gives each its final reward.
         resume_to_the_end(case, &dir);
         let training = |dir: &Path| -> Vec<Value> {
-            let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
-            let summary: Value = serde_json::from_str(&text).unwrap();
-            let stages = summary["stages"].as_array().cloned().unwrap_or_default();
+            let stages = summary_of(dir)["stages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             stages.iter().map(|s| s["training"].clone()).collect()
         };
         assert_eq!(training(&full), training(&dir), "summary.json after resume");
@@ -656,21 +671,13 @@ fn resume_after_kill(case: &Path) {
 fn a_run_resumed_at_its_last_steps_keeps_its_training_summary() {
     let case = prepare("two_stages", "two-stages-resumed-at-end");
     let dir = case.join("run");
-    let out = run(&case, &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = || -> Value {
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
-    };
-    let first = summary();
+    run_to_the_end(&case, &dir);
+    let first = summary_of(&dir);
     // As if killed after the last checkpoints: no finished stage to reuse.
     std::fs::remove_dir_all(dir.join("models")).unwrap();
     std::fs::remove_file(dir.join("summary.json")).unwrap();
     assert!(resume_to_the_end(&case, &dir).contains("resuming from"));
-    let again = summary();
+    let again = summary_of(&dir);
     for (i, key) in [(0, "final_loss"), (1, "final_reward")] {
         let training = &again["stages"][i]["training"];
         assert!(training[key].is_number(), "{training}");
@@ -686,12 +693,7 @@ fn a_run_resumed_at_its_last_steps_keeps_its_training_summary() {
 fn a_forced_resume_trains_a_finished_stage_whose_settings_changed() {
     let case = prepare("two_stages", "two-stages-more-steps");
     let dir = case.join("run");
-    let out = run(&case, &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_to_the_end(&case, &dir);
     let pipeline = case.join("pipeline.safer");
     let text = std::fs::read_to_string(&pipeline).unwrap();
     let tune_steps = "  steps = 2 steps\n  seed  = 1\n}\n";
@@ -702,11 +704,7 @@ fn a_forced_resume_trains_a_finished_stage_whose_settings_changed() {
         format!("{warm_and_tune}  steps = 3 steps\n  seed  = 1\n}}\n"),
     )
     .unwrap();
-    let forced = run_command(&case, &["--resume", dir.to_str().unwrap(), "--force"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&forced.stderr);
-    assert!(forced.status.success(), "{stderr}");
+    let stderr = force_to_the_end(&case, &dir);
     assert!(
         stderr.contains("stage warm: finished before; reusing"),
         "{stderr}"
@@ -721,9 +719,7 @@ fn a_forced_resume_trains_a_finished_stage_whose_settings_changed() {
         .filter_map(|m| m["step"].as_u64())
         .collect();
     assert_eq!(steps, [1, 2, 3]);
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["stages"][1]["training"]["steps"], 3);
+    assert_eq!(summary_of(&dir)["stages"][1]["training"]["steps"], 3);
 }
 
 /// A project moved to another folder (or machine) with its run resumes
@@ -739,12 +735,7 @@ fn a_moved_project_resumes_with_its_stages_and_curation() {
         ),
     ] {
         let case = prepare(name, &format!("moved-{name}"));
-        let out = run(&case, &case.join("run"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_to_the_end(&case, &case.join("run"));
         let root = case.parent().unwrap();
         let moved_root = root.with_file_name(format!(
             "{}-moved",
@@ -768,12 +759,7 @@ fn a_moved_project_resumes_with_its_stages_and_curation() {
 fn a_resume_reuses_the_run_s_curation() {
     let case = prepare("curation_keep", "curation-reused");
     let dir = case.join("run");
-    let out = run(&case, &dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_to_the_end(&case, &dir);
     let kept_file = dir.join("curation/d.json");
     let mut saved: Value =
         serde_json::from_str(&std::fs::read_to_string(&kept_file).unwrap()).unwrap();
@@ -785,10 +771,7 @@ fn a_resume_reuses_the_run_s_curation() {
         stderr.contains("reusing the run's curation (3 of 4 prompts kept)"),
         "{stderr}"
     );
-    let train = |dir: &Path| -> Value {
-        let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
-        serde_json::from_str::<Value>(&text).unwrap()["datasets"]["d"]["splits"]["train"].clone()
-    };
+    let train = |dir: &Path| summary_of(dir)["datasets"]["d"]["splits"]["train"].clone();
     assert_eq!(train(&dir), 3);
     // Other split fractions (the split comes after curation): reused.
     let pipeline = case.join("pipeline.safer");
@@ -796,10 +779,7 @@ fn a_resume_reuses_the_run_s_curation() {
     let resplit = text.replace("split { train = 1.0 }", "split { train = 0.5, rest = 0.5 }");
     assert_ne!(resplit, text);
     std::fs::write(&pipeline, &resplit).unwrap();
-    let forced = run_command(&case, &["--resume", dir.to_str().unwrap(), "--force"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&forced.stderr);
+    let stderr = force_to_the_end(&case, &dir);
     assert!(
         stderr.contains("reusing the run's curation (3 of 4 prompts kept)"),
         "{stderr}"
@@ -810,11 +790,7 @@ fn a_resume_reuses_the_run_s_curation() {
         text.replace("keep     = mean >= 0", "keep     = mean >= -1"),
     )
     .unwrap();
-    let forced = run_command(&case, &["--resume", dir.to_str().unwrap(), "--force"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&forced.stderr);
-    assert!(forced.status.success(), "{stderr}");
+    let stderr = force_to_the_end(&case, &dir);
     assert!(
         stderr.contains("changed since the run curated it; curating again"),
         "{stderr}"
@@ -1203,10 +1179,7 @@ fn judge_interrupt(mode: &str, says: &str) {
         );
         // The judge's counts are the run's as a whole, as uninterrupted
         // (not only the resumed process's).
-        let judges = |dir: &Path| {
-            let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
-            serde_json::from_str::<serde_json::Value>(&text).unwrap()["judges"].clone()
-        };
+        let judges = |dir: &Path| summary_of(dir)["judges"].clone();
         assert_eq!(judges(&dir), judges(&full));
         assert!(judges(&full)["grader"]["asked"].as_u64().unwrap_or(0) > 0);
         // Resumed once more, the finished stage is reused with its counts.
@@ -1387,7 +1360,7 @@ fn two_stages_run_on_wgpu_as_on_the_cpu() {
             "{device}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+        summary_of(&dir)
     };
     let (gpu, cpu) = (summary("wgpu"), summary("cpu"));
     assert_eq!(gpu["device"], "wgpu");

@@ -113,6 +113,22 @@ fn check_errors() {
     });
 }
 
+/// The hashed program of the file at `path`, which must check clean
+/// (outside any project).
+fn clean_program(path: &Path) -> saferc::semantic::hir::Program {
+    let mut sources = SourceMap::new();
+    let analysis = semantic::analyze_file(&mut sources, path, LoadOptions::default());
+    assert!(
+        analysis.diagnostics.is_empty(),
+        "{}",
+        render_plain(&analysis.diagnostics, &sources)
+    );
+    let Some(program) = analysis.program.map(|p| p.hashed()) else {
+        panic!("no program for {}", relative(path))
+    };
+    program
+}
+
 /// Built-in scorers read their arguments by name: a positional argument
 /// lowers to the parameter it binds (`label_match("kind")` reads `kind`,
 /// not the default `label`).
@@ -129,16 +145,7 @@ fn positional_arguments_of_built_in_scorers_lower_to_named_ones() {
          eval e { model = policy, data = d.train, rubric = r }\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut sources = SourceMap::new();
-    let analysis = semantic::analyze_file(&mut sources, &path, LoadOptions::default());
-    assert!(
-        analysis.diagnostics.is_empty(),
-        "{}",
-        render_plain(&analysis.diagnostics, &sources)
-    );
-    let Some(program) = analysis.program.map(|p| p.hashed()) else {
-        panic!("no program")
-    };
+    let program = clean_program(&path);
     let plan = serde_json::to_value(saferc::plan::lower(&program)).unwrap_or_default();
     let scorer = plan
         .pointer("/rubrics")
@@ -172,17 +179,7 @@ fn a_rubric_hash_covers_the_bodies_of_its_scorers() {
             ),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let mut sources = SourceMap::new();
-        let analysis = semantic::analyze_file(&mut sources, &path, LoadOptions::default());
-        assert!(
-            analysis.diagnostics.is_empty(),
-            "{}",
-            render_plain(&analysis.diagnostics, &sources)
-        );
-        let Some(program) = analysis.program.map(|p| p.hashed()) else {
-            panic!("no program")
-        };
-        program
+        clean_program(&path)
             .decls
             .iter()
             .find(|d| d.name == "r")

@@ -1,7 +1,7 @@
 //! `saferc run FILE [--out RUN_DIR] [--device D] [--resume RUN_DIR [--force]]`:
 //! compile a pipeline and execute it (`safer_runtime::exec`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -71,26 +71,11 @@ pub fn run(args: RunArgs) -> i32 {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "run".into());
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default();
             let runs = defaults
                 .runs
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("runs"));
-            // Two runs started in the same second get `-2`, `-3`, ...: each
-            // claims its folder by creating it (which only one can).
-            let _ = std::fs::create_dir_all(&runs);
-            let first = runs.join(format!("{stem}-{secs}"));
-            let claimed = std::iter::once(first.clone())
-                .chain((2..1000).map(|n| runs.join(format!("{stem}-{secs}-{n}"))))
-                .find(|p| match std::fs::create_dir(p) {
-                    Err(e) => e.kind() != std::io::ErrorKind::AlreadyExists,
-                    Ok(()) => true,
-                })
-                .unwrap_or(first);
-            (claimed, false)
+            (claim_run_folder(&runs, &stem), false)
         }
     };
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -157,6 +142,25 @@ pub fn run(args: RunArgs) -> i32 {
             1
         }
     }
+}
+
+/// A new folder `runs/STEM-SECS` for a run without `--out`, created here
+/// so that it is this run's: two runs started in the same second get
+/// `-2`, `-3`, ... (creating a folder succeeds for one of them only).
+fn claim_run_folder(runs: &Path, stem: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let _ = std::fs::create_dir_all(runs);
+    let first = runs.join(format!("{stem}-{secs}"));
+    std::iter::once(first.clone())
+        .chain((2..1000).map(|n| runs.join(format!("{stem}-{secs}-{n}"))))
+        .find(|p| match std::fs::create_dir(p) {
+            Err(e) => e.kind() != std::io::ErrorKind::AlreadyExists,
+            Ok(()) => true,
+        })
+        .unwrap_or(first)
 }
 
 /// The one device of the run: `--device`, or the device the models name

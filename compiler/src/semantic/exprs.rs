@@ -181,6 +181,17 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// `judge` in a rubric expression or a scorer body, or a bare `think`
+    /// or `answer` (an error, [`bare_part`]); `None` for another name.
+    fn rubric_object(&mut self, name: &str, span: Span) -> Option<TExpr> {
+        if name == "judge" {
+            return Some(texpr(TKind::Var { name: name.into() }, ExprTy::Any, span));
+        }
+        let d = bare_part(name, span)?;
+        self.diags.push(d);
+        Some(poisoned(span))
+    }
+
     fn name(&mut self, decl: usize, name: &str, span: Span, scope: &ExprScope) -> TExpr {
         let var = |name: &str, ty| texpr(TKind::Var { name: name.into() }, ty, span);
         let candidates: Vec<String> = match scope {
@@ -213,23 +224,22 @@ impl<'a> Analyzer<'a> {
                 vec!["reward".into()]
             }
             ExprScope::Scorer { decl: scorer } => {
-                if name == "judge" {
-                    return var(name, ExprTy::Any);
-                }
-                if let Some(d) = bare_part(name, span) {
-                    self.diags.push(d);
-                    return poisoned(span);
+                if let Some(t) = self.rubric_object(name, span) {
+                    return t;
                 }
                 // Parameters are bound when the scorer is called.
                 let params = self.decls[*scorer].params.clone();
                 if let Some(p) = params.iter().find(|p| p.name == name) {
-                    let ty = match (p.ty.as_deref(), &p.default) {
-                        (Some("number"), _) | (None, Some(Value::Number(_))) => ExprTy::Number,
-                        (Some("string"), _) | (None, Some(Value::Str(_))) => ExprTy::String,
-                        (Some("bool"), _) | (None, Some(Value::Bool(_))) => ExprTy::Bool,
-                        _ => ExprTy::Any,
+                    // Its declared type, else its default's; a list is
+                    // known only at run time.
+                    let ty = match p.ty.as_deref() {
+                        Some(t) => ExprTy::declared(t),
+                        None => p.default.as_ref().and_then(ExprTy::of_value),
                     };
-                    return var(name, ty);
+                    return var(
+                        name,
+                        ty.filter(|t| *t != ExprTy::List).unwrap_or(ExprTy::Any),
+                    );
                 }
                 let mut c: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
                 c.extend(RUBRIC_OBJECTS.iter().map(|s| s.to_string()));
@@ -242,12 +252,8 @@ impl<'a> Analyzer<'a> {
                 if RUBRIC_VARS.contains(&name) {
                     return var(name, ExprTy::Number);
                 }
-                if name == "judge" {
-                    return var(name, ExprTy::Any);
-                }
-                if let Some(d) = bare_part(name, span) {
-                    self.diags.push(d);
-                    return poisoned(span);
+                if let Some(t) = self.rubric_object(name, span) {
+                    return t;
                 }
                 let params = self.decls[*rubric].params.clone();
                 if let Some(p) = params.iter().find(|p| p.name == name) {
@@ -592,13 +598,7 @@ impl<'a> Analyzer<'a> {
                 continue;
             }
             if let (Some(ty), Some(found)) = (declared.get(&pname), types.get(i)) {
-                let fits = match ty.as_str() {
-                    "number" => found.is_numeric() || *found == ExprTy::Any,
-                    "string" => matches!(found, ExprTy::String | ExprTy::Any),
-                    "bool" => found.is_bool() || *found == ExprTy::Any,
-                    "list" => matches!(found, ExprTy::List | ExprTy::Any),
-                    _ => true,
-                };
+                let fits = ExprTy::declared(ty).is_none_or(|expected| expected.accepts(*found));
                 if !fits {
                     self.diags.push(
                         Diagnostic::error(

@@ -306,6 +306,40 @@ impl ExprTy {
     pub fn is_bool(self) -> bool {
         matches!(self, ExprTy::Bool | ExprTy::Any)
     }
+
+    /// The type a parameter's declared type names (`number`, `string`,
+    /// `bool`, `list`); `None` for another name.
+    pub fn declared(name: &str) -> Option<ExprTy> {
+        match name {
+            "number" => Some(ExprTy::Number),
+            "string" => Some(ExprTy::String),
+            "bool" => Some(ExprTy::Bool),
+            "list" => Some(ExprTy::List),
+            _ => None,
+        }
+    }
+
+    /// The type of a constant value (a parameter's default), when it is a
+    /// number, string, boolean or list.
+    pub fn of_value(value: &Value) -> Option<ExprTy> {
+        match value {
+            Value::Number(_) => Some(ExprTy::Number),
+            Value::Str(_) => Some(ExprTy::String),
+            Value::Bool(_) => Some(ExprTy::Bool),
+            Value::List(_) => Some(ExprTy::List),
+            _ => None,
+        }
+    }
+
+    /// Whether a value of type `found` may be given for a parameter
+    /// declared `self` (an unknown always may).
+    pub fn accepts(self, found: ExprTy) -> bool {
+        match self {
+            ExprTy::Number => found.is_numeric(),
+            ExprTy::Bool => found.is_bool(),
+            expected => found == expected || found == ExprTy::Any,
+        }
+    }
 }
 
 /// A typed, resolved expression (constants folded).

@@ -2,7 +2,8 @@
 
 use super::exprs::ExprScope;
 use super::hir::{
-    Const, Criterion, FormatTerm, Param, Penalty, Rubric, Setting, Settings, TExpr, TKind, Value,
+    Const, Criterion, ExprTy, FormatTerm, Param, Penalty, Rubric, Setting, Settings, TExpr, TKind,
+    Value,
 };
 use super::schema::{self, Block, Default as Def, Form, Ty};
 use super::Analyzer;
@@ -712,19 +713,9 @@ pub(crate) fn is_intrinsic(body: &DeclBody) -> bool {
 /// (`number`, `string`, `bool`, `list`), described; `None` when it fits
 /// or the type is not one of those.
 pub(crate) fn param_type_mismatch(ty: &str, value: &Value) -> Option<&'static str> {
-    let found = match value {
-        Value::Number(_) => "a number",
-        Value::Str(_) => "a string",
-        Value::Bool(_) => "a boolean",
-        Value::List(_) => "a list",
-        _ => return None,
-    };
-    let fits = match ty {
-        "number" => matches!(value, Value::Number(_)),
-        "string" => matches!(value, Value::Str(_)),
-        "bool" => matches!(value, Value::Bool(_)),
-        "list" => matches!(value, Value::List(_)),
-        _ => true,
-    };
-    (!fits).then_some(found)
+    let (expected, found) = (ExprTy::declared(ty)?, ExprTy::of_value(value)?);
+    (!expected.accepts(found)).then_some(match found {
+        ExprTy::Bool => "a boolean",
+        other => other.describe(),
+    })
 }

@@ -497,8 +497,9 @@ fn split_sizes(n: usize, splits: &[(String, f64)]) -> Vec<usize> {
 /// the fractions' sizes ([`split_sizes`]). Repeated rows stay in one split,
 /// so no prompt is in two splits. With `stratify` (the field `balance`
 /// names), every value of the field is spread evenly along the shuffled
-/// order, so each split gets about its fraction of every class (a class of
-/// 1 benign row in 6 is not left out of training by the draw).
+/// order, so each split gets about its fraction of every class (a class
+/// smaller than the number of splits cannot reach them all:
+/// [`give_every_value`]).
 pub fn split(
     rows: &[Row],
     splits: &[(String, f64)],

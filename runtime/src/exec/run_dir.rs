@@ -139,11 +139,15 @@ fn io(path: &Path, e: std::io::Error) -> ExecError {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` (its folder made first) through a temporary
+/// file and a rename.
 ///
 /// # Errors
 /// I/O errors naming the path.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))

@@ -497,12 +497,6 @@ impl<'a, B: Backend> Session<'a, B> {
         report: &Value,
     ) -> Result<(), ExecError> {
         let path = self.run.curation(dataset);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ExecError::Io {
-                path: dir.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        }
         let kept: Vec<[&str; 2]> = kept
             .iter()
             .map(|r| [r.origin.as_str(), r.prompt.as_str()])
@@ -518,7 +512,7 @@ impl<'a, B: Backend> Session<'a, B> {
     /// its rubric, rollout and reflection (a forced resume may change them).
     fn stage_settings(&self, stage: &StageSpec) -> Value {
         let plan = self.plan;
-        let mut settings = json!({
+        comparable(json!({
             "stage": stage,
             "reward": stage.reward.as_ref().and_then(|r| plan.rubrics.get(r)),
             "rollout": stage.rollout.as_ref().and_then(|r| plan.rollouts.get(r)),
@@ -527,10 +521,7 @@ impl<'a, B: Backend> Session<'a, B> {
             "scorers": plan.functions,
             "data": plan.datasets.get(&stage.data.dataset),
             "eval_data": stage.eval_data.as_ref().and_then(|e| plan.datasets.get(&e.dataset)),
-        });
-        safer_ir::mask_urls_in(&mut settings);
-        without_local_paths(&mut settings);
-        settings
+        }))
     }
 
     /// Everything curating a dataset depends on: its settings, and the
@@ -545,7 +536,7 @@ impl<'a, B: Backend> Session<'a, B> {
         if let Value::Object(fields) = &mut dataset {
             fields.remove("splits");
         }
-        let mut settings = json!({
+        comparable(json!({
             "dataset": dataset,
             "policy": curate.and_then(|c| plan.models.get(&c.policy)),
             "rubric": curate.and_then(|c| plan.rubrics.get(&c.rubric)),
@@ -553,11 +544,7 @@ impl<'a, B: Backend> Session<'a, B> {
             "judges": plan.judges,
             "scorers": plan.functions,
             "stages": plan.stages.iter().map(|s| (&s.data.dataset, &s.rollout)).collect::<Vec<_>>(),
-        });
-        // The file keeps no password of an endpoint URL.
-        safer_ir::mask_urls_in(&mut settings);
-        without_local_paths(&mut settings);
-        settings
+        }))
     }
 
     /// On resume, the rows of `rows` the run's earlier curation of
@@ -622,6 +609,24 @@ impl<'a, B: Backend> Session<'a, B> {
             .filter_map(|(name, judge)| Some((name.clone(), judge.counts()?.to_json())))
             .collect::<serde_json::Map<String, Value>>()
             .into()
+    }
+
+    /// `result` (an object) with the judge counts now, for a file a resume
+    /// reuses instead of asking again ([`Self::take_judge_counts`]).
+    fn with_judge_counts(&self, result: &Value) -> Value {
+        let mut kept = result.clone();
+        if let Value::Object(fields) = &mut kept {
+            fields.insert("judges".into(), self.judge_counts());
+        }
+        kept
+    }
+
+    /// Takes back the judge counts [`Self::with_judge_counts`] added to
+    /// `kept`, as [`Self::restore_judge_counts`] does.
+    fn take_judge_counts(&self, kept: &mut Value) {
+        if let Some(counts) = kept.as_object_mut().and_then(|o| o.remove("judges")) {
+            self.restore_judge_counts(&counts);
+        }
     }
 
     /// Takes the judge counts a checkpoint kept ([`Self::judge_counts`]):
@@ -864,11 +869,9 @@ impl<'a, B: Backend> Session<'a, B> {
                 }
                 if let Some(mut done) = done.filter(|_| !changed) {
                     // The judge counts of the run when the stage ended.
+                    self.take_judge_counts(&mut done);
                     if let Some(d) = done.as_object_mut() {
                         d.remove("settings");
-                        if let Some(counts) = d.remove("judges") {
-                            self.restore_judge_counts(&counts);
-                        }
                     }
                     eprintln!(
                         "stage {}: finished before; reusing {}",
@@ -900,23 +903,13 @@ impl<'a, B: Backend> Session<'a, B> {
         let eval_before = match saved_before {
             // The judge counts when it was scored come back with it.
             Some(mut v) => {
-                if let Some(counts) = v.as_object_mut().and_then(|o| o.remove("judges")) {
-                    self.restore_judge_counts(&counts);
-                }
+                self.take_judge_counts(&mut v);
                 Some(v)
             }
             None => {
                 let v = self.score_held_out(stage, &start, "before training")?;
                 if let Some(v) = &v {
-                    let dir = self.run.checkpoints(&stage.name);
-                    std::fs::create_dir_all(&dir).map_err(|e| ExecError::Io {
-                        path: dir.clone(),
-                        message: e.to_string(),
-                    })?;
-                    let mut kept = v.clone();
-                    if let Value::Object(o) = &mut kept {
-                        o.insert("judges".into(), self.judge_counts());
-                    }
+                    let kept = self.with_judge_counts(v);
                     write_atomically(&before_path, kept.to_string().as_bytes())?;
                 }
                 v
@@ -946,10 +939,10 @@ impl<'a, B: Backend> Session<'a, B> {
             "eval_before": eval_before,
             "eval_after": eval_after,
         });
-        // The file also keeps the judge counts, for a resume that reuses it.
-        let mut kept = result.clone();
+        // The file also keeps the judge counts and the settings, for a
+        // resume that reuses it.
+        let mut kept = self.with_judge_counts(&result);
         if let Value::Object(fields) = &mut kept {
-            fields.insert("judges".into(), self.judge_counts());
             fields.insert("settings".into(), self.stage_settings(stage));
         }
         write_atomically(
@@ -960,6 +953,14 @@ impl<'a, B: Backend> Session<'a, B> {
         )?;
         Ok(result)
     }
+}
+
+/// Settings as a run's files keep them, to compare on resume: no
+/// password of an endpoint URL, and no absolute path ([`without_local_paths`]).
+fn comparable(mut settings: Value) -> Value {
+    safer_ir::mask_urls_in(&mut settings);
+    without_local_paths(&mut settings);
+    settings
 }
 
 /// Drops the absolute paths of plan settings (dataset `source` and
