@@ -4,6 +4,7 @@
 //! would change), 2 usage errors (clap's convention).
 
 mod check;
+mod emit;
 mod explain;
 mod fmt;
 mod graph;
@@ -135,6 +136,30 @@ pub enum Command {
         #[command(flatten)]
         imports: ImportArgs,
     },
+    /// Write a GRPO stage as files for another trainer (TRL or verl): its
+    /// config, and the rubric as a Python reward module that scores as
+    /// `saferc run` does.
+    Emit {
+        /// The `.safer` pipeline.
+        file: PathBuf,
+        /// The trainer to write for.
+        #[arg(long, value_enum)]
+        target: crate::emit::Target,
+        /// The GRPO stage (default: the pipeline's only one).
+        #[arg(long)]
+        stage: Option<String>,
+        /// The folder to write into (default: `emit-TARGET-STAGE` beside
+        /// the pipeline).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace files in the folder that differ from what emit writes
+        /// (without it, such files are left alone and emit stops).
+        #[arg(long)]
+        force: bool,
+        /// Import options.
+        #[command(flatten)]
+        imports: ImportArgs,
+    },
     /// Create a project folder with `safer.toml`, a starter pipeline and a rubric.
     New {
         /// The folder to create (its name is the project's name).
@@ -187,6 +212,23 @@ pub fn run_command(command: Command) -> i32 {
             imports,
         } => graph::run(&file, format, &imports),
         Command::Hir { file, imports } => graph::hir(&file, &imports),
+        Command::Emit {
+            file,
+            target,
+            stage,
+            out,
+            force,
+            imports,
+        } => emit::run(
+            &file,
+            emit::Request {
+                target,
+                stage: stage.as_deref(),
+                out: out.as_deref(),
+                force,
+            },
+            &imports,
+        ),
         Command::New { path } => project::new(&path),
         Command::Pin { files } => project::pin(&files),
         Command::Lsp => {

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod diagnostic;
+pub mod emit;
 pub mod fmt;
 pub mod graph;
 pub mod lsp;

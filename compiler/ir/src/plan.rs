@@ -223,6 +223,22 @@ pub struct RolloutSpec {
     pub stop: Vec<String>,
 }
 
+impl RolloutSpec {
+    /// The rollout used where none is named: 4 samples of up to 128 tokens.
+    pub fn unnamed() -> Self {
+        RolloutSpec {
+            group: 4,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_tokens: 128,
+            min_tokens: 0,
+            format: "think_answer".into(),
+            stop: Vec::new(),
+        }
+    }
+}
+
 /// Reflection on unsafe completions.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReflectionSpec {

@@ -93,16 +93,7 @@ pub fn sampling(spec: &RolloutSpec) -> SamplingParams {
 
 /// The rollout used where none is named: 4 samples of up to 128 tokens.
 pub fn default_rollout() -> RolloutSpec {
-    RolloutSpec {
-        group: 4,
-        temperature: 1.0,
-        top_p: 1.0,
-        top_k: 0,
-        max_tokens: 128,
-        min_tokens: 0,
-        format: "think_answer".into(),
-        stop: Vec::new(),
-    }
+    RolloutSpec::unnamed()
 }
 
 /// A model with its tokenizer and configuration.

@@ -1,0 +1,84 @@
+//! `saferc emit`: compile a pipeline and write one GRPO stage as files for
+//! another trainer ([`crate::emit`]).
+
+use super::ImportArgs;
+use crate::emit::{emit, Target};
+use std::path::{Path, PathBuf};
+
+/// What to emit and where.
+pub(super) struct Request<'a> {
+    pub target: Target,
+    pub stage: Option<&'a str>,
+    pub out: Option<&'a Path>,
+    pub force: bool,
+}
+
+pub(super) fn run(file: &Path, request: Request<'_>, imports: &ImportArgs) -> i32 {
+    let Some(plan) = super::compile_plan(file, imports) else {
+        return 1;
+    };
+    let emitted = match emit(
+        &plan,
+        request.target,
+        request.stage,
+        &file.display().to_string(),
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return 1;
+        }
+    };
+    let out = request.out.map_or_else(
+        || default_folder(file, request.target, &emitted),
+        Path::to_path_buf,
+    );
+    // Files the user may have edited are not replaced unless asked.
+    let changed: Vec<String> = emitted
+        .files
+        .iter()
+        .filter(
+            |(name, text)| match std::fs::read_to_string(out.join(name)) {
+                Ok(old) => old != *text,
+                Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+            },
+        )
+        .map(|(name, _)| name.clone())
+        .collect();
+    if !changed.is_empty() && !request.force {
+        eprintln!(
+            "error: {} already holds {} that differ from what emit writes; nothing was written (--force replaces them)",
+            out.display(),
+            changed.join(", ")
+        );
+        return 1;
+    }
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("error: cannot create {}: {e}", out.display());
+        return 1;
+    }
+    for (name, text) in &emitted.files {
+        let path = out.join(name);
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return 1;
+        }
+        println!("wrote {}", path.display());
+    }
+    for note in &emitted.notes {
+        eprintln!("note: {note}");
+    }
+    0
+}
+
+/// `emit-TARGET-STAGE` beside the pipeline.
+fn default_folder(file: &Path, target: Target, emitted: &crate::emit::Emitted) -> PathBuf {
+    let target = match target {
+        Target::Trl => "trl",
+        Target::Verl => "verl",
+    };
+    let stage = emitted.stage.as_str();
+    file.parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("emit-{target}-{stage}"))
+}

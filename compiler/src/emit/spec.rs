@@ -1,0 +1,156 @@
+//! `reward_spec.json`: what `safer_reward.py` needs to score a stage's
+//! completions as `saferc run` does, taken from the plan as it is (the
+//! rubric's criteria, penalties, format terms and `total` as expression
+//! trees, the user scorers, the judge), plus the dataset's source, filters
+//! and splits for the trainer scripts.
+
+use safer_ir::plan::{Plan, StageSpec};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// The format `safer_reward.py` reads; raised when the file's meaning changes.
+pub const SPEC_FORMAT: u32 = 1;
+
+/// The spec of `stage`'s reward, as pretty JSON.
+///
+/// # Errors
+/// A stage without a reward rubric, or one whose judge is a local model
+/// (nothing outside saferc can run it; an HTTP endpoint can serve it).
+pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
+    let reward = stage
+        .reward
+        .as_deref()
+        .ok_or_else(|| format!("stage `{}` has no `reward` rubric", stage.name))?;
+    let rubric = plan
+        .rubrics
+        .get(reward)
+        .ok_or_else(|| format!("rubric `{reward}` is not in the plan"))?;
+    let mut judges = serde_json::Map::new();
+    if let Some(name) = &rubric.judge {
+        let judge = plan
+            .judges
+            .get(name)
+            .ok_or_else(|| format!("judge `{name}` is not in the plan"))?;
+        if judge.kind == "model" {
+            return Err(format!(
+                "rubric `{reward}` asks judge `{name}`, a local model (`kind = model`), which a trainer outside saferc cannot run; serve that model behind an OpenAI-compatible endpoint (vLLM: `vllm serve DIR`) and declare the judge `kind = http`"
+            ));
+        }
+        judges.insert(
+            name.clone(),
+            json!({
+                "kind": judge.kind,
+                "endpoint": judge.endpoint,
+                "model_name": judge.model_name,
+                "api_key_env": judge.api_key_env,
+                "retries": judge.retries,
+                "timeout_s": judge.timeout_s,
+                "concurrency": judge.concurrency,
+                "temperature": judge.temperature,
+                "fallback": judge.fallback,
+            }),
+        );
+    }
+    let mut datasets = serde_json::Map::new();
+    for split in std::iter::once(&stage.data).chain(stage.eval_data.as_ref()) {
+        if let Some(d) = plan.datasets.get(&split.dataset) {
+            datasets.insert(
+                split.dataset.clone(),
+                json!({
+                    "source": d.source,
+                    "filters": d.filters,
+                    "splits": d.splits,
+                    "seed": d.seed,
+                }),
+            );
+        }
+    }
+    let rubric_json = serde_json::to_value(rubric).map_err(|e| e.to_string())?;
+    let mut called = BTreeSet::new();
+    calls(&rubric_json, &mut called);
+    // Scorer bodies call built-in scorers too (`length` inside `brief`).
+    for f in plan.functions.values() {
+        calls(
+            &serde_json::to_value(&f.body).map_err(|e| e.to_string())?,
+            &mut called,
+        );
+    }
+    let vocabulary = plan
+        .datasets
+        .get(&stage.data.dataset)
+        .map(|d| json!({"source": d.source, "filters": d.filters}));
+    let tokenizer = plan
+        .models
+        .get(&stage.policy)
+        .map(|m| m.tokenizer.clone().unwrap_or_else(|| m.weights.clone()));
+    let spec = json!({
+        "format": SPEC_FORMAT,
+        "generated_by": format!("saferc {} emit", env!("CARGO_PKG_VERSION")),
+        "program_hash": plan.program_hash,
+        "stage": stage.name,
+        "reward": reward,
+        "rubric_hash": plan.rubric_hashes.get(reward),
+        "rubrics": { reward: rubric_json },
+        "functions": plan.functions,
+        "judges": judges,
+        "datasets": datasets,
+        "vocabulary": vocabulary,
+        "tokenizer": tokenizer,
+        "counts_tokens": called.contains("length"),
+    });
+    serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())
+}
+
+/// Every function a serialized expression tree calls.
+fn calls(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(fields) => {
+            if fields.get("kind").and_then(Value::as_str) == Some("call") {
+                if let Some(func) = fields.get("func").and_then(Value::as_str) {
+                    out.insert(func.to_string());
+                }
+            }
+            fields.values().for_each(|x| calls(x, out));
+        }
+        Value::Array(items) => items.iter().for_each(|x| calls(x, out)),
+        _ => {}
+    }
+}
+
+/// Whether `e` calls `func` anywhere (for tests of the collector).
+#[cfg(test)]
+fn expr_calls(e: &safer_ir::plan::Expr, func: &str) -> bool {
+    let mut out = BTreeSet::new();
+    calls(&serde_json::to_value(e).unwrap_or_default(), &mut out);
+    out.contains(func)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
+mod tests {
+    use super::*;
+    use safer_ir::plan::Expr;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn calls_inside_operators_are_found() {
+        let call = |f: &str| Expr::Call {
+            func: f.into(),
+            args: Vec::new(),
+            named: BTreeMap::new(),
+        };
+        let e = Expr::Binary {
+            op: safer_ir::plan::expr::Binary::Add,
+            lhs: Box::new(call("length")),
+            rhs: Box::new(Expr::If {
+                cond: Box::new(call("refusal")),
+                then: Box::new(call("regex")),
+                otherwise: Box::new(Expr::Var { name: "x".into() }),
+            }),
+        };
+        for f in ["length", "refusal", "regex"] {
+            assert!(expr_calls(&e, f), "{f}");
+        }
+        assert!(!expr_calls(&e, "label_match"));
+    }
+}

@@ -1,0 +1,263 @@
+//! The TRL target: `train_trl.py`, a script that builds TRL's
+//! `GRPOConfig` from the stage's settings and trains with `GRPOTrainer` on
+//! the stage's data, `safer_reward.trl_reward` as the reward function.
+//!
+//! Mapping (TRL ≥ 1.0): `group` → `num_generations`; `clip_low`/`clip_high`
+//! → `epsilon`/`epsilon_high`; `loss` `token_mean` → `dapo`,
+//! `seq_mean_token_mean` → `grpo`, `token_mean_local` → `bnpo`,
+//! `seq_sum_const` → `dr_grpo`; `advantage` `group_std` → `scale_rewards =
+//! "group"`, `batch_std` → `"batch"`, `group_mean` → `"none"`; KL `k3` →
+//! `beta` with `use_bias_correction_kl = False`, `k3_corrected` → `True`;
+//! a step of `batch` prompts × `group` completions → the per-device batch
+//! and gradient accumulation (`micro_batch` completions per pass).
+
+use super::{py_float, quoted};
+use safer_ir::plan::{GrpoSpec, Plan, RolloutSpec, StageSpec};
+
+/// The TRL files of `stage` (`train_trl.py`); settings TRL lacks go to `notes`.
+pub fn files(
+    plan: &Plan,
+    stage: &StageSpec,
+    grpo: &GrpoSpec,
+    pipeline: &str,
+    notes: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    let rollout = super::stage_rollout(plan, stage);
+    let model = plan
+        .models
+        .get(&stage.policy)
+        .map_or_else(String::new, |m| m.weights.clone());
+    let dtype = plan
+        .models
+        .get(&stage.policy)
+        .map_or("f32", |m| m.dtype.as_str());
+    let mut config: Vec<(&str, String)> = vec![
+        ("output_dir", quoted(&format!("trl-{}", stage.name))),
+        ("seed", stage.seed.to_string()),
+        (
+            "max_steps",
+            stage.steps.map_or_else(|| "-1".into(), |s| s.to_string()),
+        ),
+        ("num_train_epochs", "1".into()),
+        ("learning_rate", py_float(grpo.lr)),
+        (
+            "lr_scheduler_type",
+            quoted(scheduler(&grpo.schedule, grpo.warmup)),
+        ),
+        ("warmup_steps", grpo.warmup.to_string()),
+        ("weight_decay", py_float(grpo.weight_decay)),
+        ("adam_beta1", py_float(grpo.adam.adam_beta1)),
+        ("adam_beta2", py_float(grpo.adam.adam_beta2)),
+        ("adam_epsilon", py_float(grpo.adam.adam_epsilon)),
+        ("max_grad_norm", py_float(grpo.max_grad_norm)),
+        ("per_device_train_batch_size", "PER_DEVICE".into()),
+        ("gradient_accumulation_steps", "ACCUMULATION".into()),
+        ("num_generations", rollout.group.to_string()),
+        ("max_completion_length", rollout.max_tokens.to_string()),
+        ("temperature", py_float(temperature(&rollout, notes))),
+        ("top_p", py_float(rollout.top_p)),
+        ("top_k", rollout.top_k.to_string()),
+        ("num_iterations", grpo.iterations.to_string()),
+        ("epsilon", py_float(grpo.clip_low)),
+        ("epsilon_high", py_float(grpo.clip_high)),
+        ("loss_type", quoted(loss_type(&grpo.loss))),
+        ("scale_rewards", quoted(scale_rewards(&grpo.advantage))),
+        ("importance_sampling_level", quoted(&grpo.importance)),
+        (
+            "mask_truncated_completions",
+            python_bool(grpo.mask_truncated).into(),
+        ),
+        ("save_steps", stage.checkpoint_every.max(1).to_string()),
+        ("save_total_limit", stage.checkpoint_keep.max(1).to_string()),
+        ("bf16", "BF16".into()),
+        ("use_cpu", "not ON_GPU".into()),
+        ("logging_steps", "1".into()),
+        ("log_completions", "True".into()),
+    ];
+    let (beta, bias_correction) = kl(grpo, notes);
+    config.push(("beta", py_float(beta)));
+    config.push((
+        "use_bias_correction_kl",
+        python_bool(bias_correction).into(),
+    ));
+    if rollout.min_tokens > 0 {
+        config.push((
+            "generation_kwargs",
+            format!("{{\"min_new_tokens\": {}}}", rollout.min_tokens),
+        ));
+    }
+    if !rollout.stop.is_empty() {
+        notes.push(format!(
+            "stop strings {:?} are not emitted: TRL stops at the end-of-sequence token and `max_completion_length`",
+            rollout.stop
+        ));
+    }
+    if grpo.advantage != "group_mean" && grpo.eps != 1e-4 {
+        notes.push(format!(
+            "`eps = {}`: TRL adds 1e-4 to the std it divides advantages by",
+            grpo.eps
+        ));
+    }
+    if grpo.dual_clip.is_some() {
+        notes.push("`dual_clip` has no TRL setting (TRL's `delta` caps the ratio on both sides): not emitted".into());
+    }
+    if grpo.entropy_coef != 0.0 {
+        notes.push(format!(
+            "`entropy_coef = {}`: TRL has no entropy bonus; not emitted",
+            grpo.entropy_coef
+        ));
+    }
+    if grpo.dynamic_sampling.is_some() {
+        notes.push("dynamic sampling has no TRL setting: every group is trained on".into());
+    }
+    let settings: Vec<String> = config
+        .iter()
+        .map(|(k, v)| format!("    {k}={v},"))
+        .collect();
+    let eval_split = stage
+        .eval_data
+        .as_ref()
+        .map_or_else(|| "None".into(), |s| quoted(&s.to_string()));
+    let script = format!(
+        r#""""Stage `{stage}` of {pipeline} on TRL's GRPOTrainer (written by `saferc emit --target trl`).
+
+Run: python train_trl.py [MODEL_DIR]   (accelerate launch train_trl.py for several GPUs)
+The reward is safer_reward.trl_reward: the rubric `{reward}` as `saferc run` scores it.
+"""
+
+import json
+import os
+import sys
+
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safer_reward  # noqa: E402
+
+MODEL = sys.argv[1] if len(sys.argv) > 1 else {model}
+TRAIN_SPLIT = {train}
+EVAL_SPLIT = {eval_split}
+ON_GPU = torch.cuda.is_available()
+# The model is declared `dtype = {dtype}`: bf16 training where it is bf16 and the GPU has it.
+BF16 = {bf16} and ON_GPU and torch.cuda.is_bf16_supported()
+
+# One optimiser step: {batch} prompts x {group} completions, {micro} completions per pass.
+COMPLETIONS = {batch} * {group}
+PER_PASS = {micro}
+WORLD = int(os.environ.get("WORLD_SIZE", "1"))
+if COMPLETIONS % (PER_PASS * WORLD):
+    sys.exit(f"{{COMPLETIONS}} completions per step do not divide into passes of {{PER_PASS}} on {{WORLD}} processes")
+PER_DEVICE = PER_PASS
+ACCUMULATION = COMPLETIONS // (PER_PASS * WORLD)
+
+
+def examples(split):
+    """The split's rows as TRL prompts (chat messages); `safer_row` keeps each row for the reward."""
+    rows = safer_reward.split_rows(split)
+    return Dataset.from_list(
+        [{{"prompt": [{{"role": "user", "content": row.prompt}}], "safer_row": json.dumps(row.raw)}} for row in rows]
+    )
+
+
+config = GRPOConfig(
+{settings}
+)
+
+trainer = GRPOTrainer(
+    model=MODEL,
+    reward_funcs=safer_reward.trl_reward,
+    args=config,
+    train_dataset=examples(TRAIN_SPLIT),
+    eval_dataset=examples(EVAL_SPLIT) if EVAL_SPLIT else None,
+)
+if EVAL_SPLIT:
+    print("before:", trainer.evaluate())
+trainer.train()
+if EVAL_SPLIT:
+    print("after:", trainer.evaluate())
+trainer.save_model(config.output_dir)
+"#,
+        stage = stage.name,
+        reward = stage.reward.as_deref().unwrap_or_default(),
+        model = quoted(&model),
+        train = quoted(&stage.data.to_string()),
+        batch = grpo.batch_prompts,
+        group = rollout.group,
+        micro = grpo
+            .micro_batch
+            .unwrap_or(grpo.batch_prompts * rollout.group)
+            .max(1),
+        settings = settings.join("\n"),
+        dtype = dtype,
+        bf16 = python_bool(dtype == "bf16"),
+    );
+    vec![("train_trl.py".into(), script)]
+}
+
+fn python_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// TRL's sampling temperature: a greedy rollout (0) samples at 1 there,
+/// since TRL always samples.
+fn temperature(rollout: &RolloutSpec, notes: &mut Vec<String>) -> f64 {
+    if rollout.temperature <= 0.0 {
+        notes.push("`temperature = 0` (greedy) gives a group of equal completions; TRL always samples, so the emitted config uses 1.0".into());
+        1.0
+    } else {
+        rollout.temperature
+    }
+}
+
+fn scheduler(schedule: &str, warmup: u64) -> &'static str {
+    match schedule {
+        "linear" => "linear",
+        "cosine" => "cosine",
+        _ if warmup > 0 => "constant_with_warmup",
+        _ => "constant",
+    }
+}
+
+fn loss_type(loss: &str) -> &'static str {
+    match loss {
+        "seq_mean_token_mean" => "grpo",
+        "token_mean_local" => "bnpo",
+        "seq_sum_const" => "dr_grpo",
+        _ => "dapo",
+    }
+}
+
+fn scale_rewards(advantage: &str) -> &'static str {
+    match advantage {
+        "batch_std" => "batch",
+        "group_mean" => "none",
+        _ => "group",
+    }
+}
+
+/// TRL's `beta` and `use_bias_correction_kl`: TRL has the k3 estimator in
+/// the loss only.
+fn kl(grpo: &GrpoSpec, notes: &mut Vec<String>) -> (f64, bool) {
+    let kl = &grpo.kl;
+    if kl.beta == 0.0 {
+        return (0.0, false);
+    }
+    if kl.placement == "reward" {
+        notes.push(format!(
+            "KL in the reward (`placement = reward`): TRL puts KL in the loss only; the emitted config has beta {} in the loss, estimator k3",
+            kl.beta
+        ));
+    } else if kl.estimator == "k1" || kl.estimator == "k2" {
+        notes.push(format!(
+            "KL estimator `{}`: TRL has k3 only; the emitted config uses k3",
+            kl.estimator
+        ));
+    }
+    (kl.beta, kl.estimator == "k3_corrected")
+}

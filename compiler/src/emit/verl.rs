@@ -1,0 +1,296 @@
+//! The verl target: `verl_grpo.yaml`, a Hydra config over verl's
+//! `ppo_trainer` defaults with `adv_estimator: grpo` and the stage's
+//! settings, and `prepare_verl_data.py`, which writes the stage's splits
+//! as the parquet files verl reads (each row's `extra_info.safer_row`
+//! carries the row to `safer_reward.compute_score`).
+//!
+//! Mapping (verl 0.5 and later): `group` → `rollout.n`; `clip_low`/
+//! `clip_high` → `clip_ratio_low`/`clip_ratio_high`; `dual_clip` →
+//! `clip_ratio_c`; `loss` `token_mean` → `token-mean`,
+//! `seq_mean_token_mean` → `seq-mean-token-mean`, `seq_sum_const` →
+//! `seq-mean-token-sum-norm`; `advantage` `group_mean` →
+//! `norm_adv_by_std_in_grpo: false`; KL `k1`/`k2`/`k3` → `kl`/`mse`/
+//! `low_var_kl`, in the loss (`use_kl_loss`) or the reward
+//! (`use_kl_in_reward`); `importance = sequence` → `loss_mode: gspo`.
+
+use super::{quoted, yaml_float};
+use safer_ir::plan::{GrpoSpec, Plan, StageSpec};
+
+/// The verl files of `stage`; settings verl lacks go to `notes`.
+pub fn files(
+    plan: &Plan,
+    stage: &StageSpec,
+    grpo: &GrpoSpec,
+    pipeline: &str,
+    notes: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    let rollout = super::stage_rollout(plan, stage);
+    let model = plan.models.get(&stage.policy);
+    let weights = model.map_or_else(String::new, |m| m.weights.clone());
+    // verl bounds prompts separately; the declared context less the
+    // completion, else 1024 tokens.
+    let max_prompt = model
+        .and_then(|m| m.context)
+        .map_or(1024, |c| c.saturating_sub(rollout.max_tokens).max(1));
+    let kl = &grpo.kl;
+    let kl_type = match kl.estimator.as_str() {
+        "k1" => "kl",
+        "k2" => "mse",
+        _ => "low_var_kl",
+    };
+    if kl.estimator == "k3_corrected" && kl.beta > 0.0 {
+        notes.push("KL estimator `k3_corrected`: verl has no importance-corrected k3; the emitted config uses `low_var_kl` (k3)".into());
+    }
+    let loss_agg = match grpo.loss.as_str() {
+        "seq_mean_token_mean" => "seq-mean-token-mean",
+        "seq_sum_const" => "seq-mean-token-sum-norm",
+        "token_mean_local" => {
+            notes.push("`loss = token_mean_local` (per micro-batch tokens): verl's `token-mean` divides by the mini-batch's tokens".into());
+            "token-mean"
+        }
+        _ => "token-mean",
+    };
+    if grpo.advantage == "batch_std" {
+        notes.push("`advantage = batch_std`: verl's GRPO divides by each group's std; the emitted config does".into());
+    }
+    if grpo.advantage != "group_mean" && grpo.eps != 1e-6 {
+        notes.push(format!(
+            "`eps = {}`: verl adds 1e-6 to the group's std",
+            grpo.eps
+        ));
+    }
+    if grpo.mask_truncated {
+        notes.push("`mask_truncated = true`: verl has no switch for it in `ppo_trainer`; truncated completions are trained on".into());
+    }
+    if grpo.schedule == "linear" {
+        notes.push("`schedule = linear`: verl's actor has `constant` and `cosine`; the emitted config uses `constant`".into());
+    }
+    if grpo.adam.adam_epsilon != 1e-8 {
+        notes.push(format!(
+            "`adam_epsilon = {}`: verl's optimiser config has no ε; it uses PyTorch's 1e-8",
+            grpo.adam.adam_epsilon
+        ));
+    }
+    if rollout.min_tokens > 0 || !rollout.stop.is_empty() {
+        notes.push("`min_tokens` and `stop` are not emitted: verl's rollout config has no such keys (vLLM's sync rollout takes `+actor_rollout_ref.rollout.min_tokens=N` on the command line)".into());
+    }
+    if rollout.temperature <= 0.0 {
+        notes.push("`temperature = 0` (greedy) gives a group of equal completions; the emitted config samples at 1.0".into());
+    }
+    if grpo.dynamic_sampling.is_some() {
+        notes.push(
+            "dynamic sampling lives in verl's DAPO recipe, not `main_ppo`: not emitted".into(),
+        );
+    }
+    let completions = grpo.batch_prompts * rollout.group;
+    let micro = grpo.micro_batch.unwrap_or(completions).max(1);
+    let use_kl = kl.beta > 0.0;
+    let steps = stage.steps.map_or_else(|| "null".into(), |s| s.to_string());
+    let yaml = format!(
+        r#"# Stage `{stage}` of {pipeline} on verl (written by `saferc emit --target verl`).
+# Run:
+#   python prepare_verl_data.py
+#   python -m verl.trainer.main_ppo --config-path="$PWD" --config-name=verl_grpo
+# The reward is safer_reward.compute_score: the rubric `{reward}` as `saferc run` scores it.
+hydra:
+  searchpath:
+    - pkg://verl.trainer.config
+defaults:
+  - ppo_trainer
+  - _self_
+
+data:
+  train_files: data/train.parquet
+  val_files: {val_files}
+  prompt_key: prompt
+  train_batch_size: {batch}
+  max_prompt_length: {max_prompt}
+  max_response_length: {max_tokens}
+  seed: {data_seed}
+
+algorithm:
+  adv_estimator: grpo
+  norm_adv_by_std_in_grpo: {norm_by_std}
+  use_kl_in_reward: {kl_in_reward}
+  kl_penalty: {kl_type}
+  kl_ctrl:
+    type: fixed
+    kl_coef: {beta}
+
+actor_rollout_ref:
+  model:
+    path: {weights}
+  actor:
+    optim:
+      lr: {lr}
+      weight_decay: {weight_decay}
+      betas: [{beta1}, {beta2}]
+      lr_warmup_steps: {warmup}
+      warmup_style: {schedule}
+      clip_grad: {grad_clip}
+    grad_clip: {grad_clip}
+    # a step: {batch} prompts x {group} completions, {micro} completions per pass
+    ppo_mini_batch_size: {batch}
+    ppo_micro_batch_size_per_gpu: {micro}
+    ppo_epochs: {iterations}
+    clip_ratio_low: {clip_low}
+    clip_ratio_high: {clip_high}
+    {clip_c_comment}clip_ratio_c: {clip_c}
+    loss_agg_mode: {loss_agg}
+    entropy_coeff: {entropy}
+    use_kl_loss: {kl_in_loss}
+    kl_loss_coef: {beta}
+    kl_loss_type: {kl_type}
+    policy_loss:
+      loss_mode: {loss_mode}
+  rollout:
+    name: vllm
+    n: {group}
+    temperature: {temperature}
+    top_p: {top_p}
+    top_k: {top_k}
+
+custom_reward_function:
+  path: safer_reward.py
+  name: compute_score
+
+trainer:
+  project_name: saferc
+  experiment_name: {stage_q}
+  total_epochs: 1
+  total_training_steps: {steps}
+  save_freq: {save_freq}
+  # saferc scores the held-out split before and after training
+  val_before_train: {has_eval}
+  test_freq: {test_freq}
+  max_actor_ckpt_to_keep: {keep}
+  logger: ["console"]
+  n_gpus_per_node: 1
+  nnodes: 1
+"#,
+        stage = stage.name,
+        stage_q = quoted(&stage.name),
+        reward = stage.reward.as_deref().unwrap_or_default(),
+        val_files = if stage.eval_data.is_some() {
+            "data/val.parquet"
+        } else {
+            "data/train.parquet"
+        },
+        batch = grpo.batch_prompts,
+        max_prompt = max_prompt,
+        max_tokens = rollout.max_tokens,
+        data_seed = plan
+            .datasets
+            .get(&stage.data.dataset)
+            .map_or(stage.seed, |d| d.seed),
+        norm_by_std = grpo.advantage != "group_mean",
+        kl_in_reward = use_kl && kl.placement == "reward",
+        kl_in_loss = use_kl && kl.placement != "reward",
+        kl_type = kl_type,
+        beta = yaml_float(kl.beta),
+        weights = quoted(&weights),
+        lr = yaml_float(grpo.lr),
+        weight_decay = yaml_float(grpo.weight_decay),
+        beta1 = yaml_float(grpo.adam.adam_beta1),
+        beta2 = yaml_float(grpo.adam.adam_beta2),
+        warmup = grpo.warmup,
+        schedule = if grpo.schedule == "cosine" {
+            "cosine"
+        } else {
+            "constant"
+        },
+        grad_clip = yaml_float(grpo.max_grad_norm),
+        micro = micro,
+        iterations = grpo.iterations,
+        clip_low = yaml_float(grpo.clip_low),
+        clip_high = yaml_float(grpo.clip_high),
+        // verl always applies dual-clip; without one declared, a bound no
+        // ratio reaches leaves the loss as saferc computes it.
+        clip_c = yaml_float(grpo.dual_clip.unwrap_or(1.0e9)),
+        clip_c_comment = if grpo.dual_clip.is_some() {
+            ""
+        } else {
+            "# no dual clip declared; verl always applies one, so a bound no ratio reaches\n    "
+        },
+        loss_agg = loss_agg,
+        entropy = yaml_float(grpo.entropy_coef),
+        loss_mode = if grpo.importance == "sequence" {
+            "gspo"
+        } else {
+            "vanilla"
+        },
+        group = rollout.group,
+        temperature = yaml_float(if rollout.temperature <= 0.0 {
+            1.0
+        } else {
+            rollout.temperature
+        }),
+        top_p = yaml_float(rollout.top_p),
+        top_k = if rollout.top_k == 0 {
+            -1
+        } else {
+            i64::try_from(rollout.top_k).unwrap_or(-1)
+        },
+        steps = steps,
+        has_eval = stage.eval_data.is_some(),
+        test_freq = match (&stage.eval_data, stage.steps) {
+            (Some(_), Some(s)) => s.to_string(),
+            _ => "-1".into(),
+        },
+        save_freq = stage.checkpoint_every.max(1),
+        keep = stage.checkpoint_keep.max(1),
+    );
+    let eval_split = stage
+        .eval_data
+        .as_ref()
+        .map_or_else(|| "None".into(), |s| quoted(&s.to_string()));
+    let prepare = format!(
+        r#""""Writes stage `{stage}`'s data as verl's parquet files (written by `saferc emit --target verl`).
+
+Run: python prepare_verl_data.py   (SAFER_DATA=PATH reads another copy of the dataset file)
+Each row keeps the dataset row in `extra_info.safer_row` for safer_reward.compute_score.
+"""
+
+import json
+import os
+import sys
+
+from datasets import Dataset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safer_reward  # noqa: E402
+
+TRAIN_SPLIT = {train}
+EVAL_SPLIT = {eval_split}
+
+
+def write(split, path):
+    rows = safer_reward.split_rows(split)
+    Dataset.from_list(
+        [
+            {{
+                "data_source": "saferc/" + split,
+                "prompt": [{{"role": "user", "content": row.prompt}}],
+                "ability": "safety",
+                "reward_model": {{"style": "rule", "ground_truth": ""}},
+                "extra_info": {{"index": i, "safer_row": json.dumps(row.raw)}},
+            }}
+            for i, row in enumerate(rows)
+        ]
+    ).to_parquet(path)
+    print(f"{{path}}: {{len(rows)}} rows of {{split}}")
+
+
+os.makedirs("data", exist_ok=True)
+write(TRAIN_SPLIT, "data/train.parquet")
+if EVAL_SPLIT:
+    write(EVAL_SPLIT, "data/val.parquet")
+"#,
+        stage = stage.name,
+        train = quoted(&stage.data.to_string()),
+    );
+    vec![
+        ("verl_grpo.yaml".into(), yaml),
+        ("prepare_verl_data.py".into(), prepare),
+    ]
+}

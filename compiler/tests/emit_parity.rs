@@ -1,0 +1,479 @@
+//! `saferc emit`'s reward module scores as `saferc run` does: the parity
+//! pipeline (`tests/cases/emit/parity`) is compiled and emitted, then every
+//! row of its dataset is scored against every completion of
+//! `completions.jsonl` by the runtime's rubric scorer and by `python3
+//! safer_reward.py score`, and the numbers must be equal to the last bit.
+//! The rows the module reads (filters) and its split sizes must match the
+//! runtime's too.
+//!
+//! Needs `python3` (the standard library only); `.ci/run` checks that it
+//! is there, so a missing interpreter fails the test instead of skipping it.
+
+#![cfg(feature = "runtime")]
+#![allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
+
+mod common;
+
+use safer_runtime::exec::data;
+use safer_runtime::exec::judge::{HttpJudge, RulesJudge};
+use safer_runtime::exec::rubric::{Item, RubricScorer, Scores};
+use safer_runtime::exec::scorers;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+fn case() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/emit/parity")
+}
+
+/// The parity pipeline's plan, emitted for `target` into a fresh folder.
+fn emitted(target: saferc::emit::Target, name: &str) -> (safer_ir::plan::Plan, PathBuf) {
+    let plan = saferc::cli::compile_plan(
+        &case().join("pipeline.safer"),
+        &saferc::cli::ImportArgs::default(),
+    )
+    .unwrap_or_else(|| panic!("the parity pipeline compiles"));
+    let files = saferc::emit::emit(&plan, target, None, "pipeline.safer").unwrap();
+    let dir = common::temp_dir(name);
+    for (file, text) in &files.files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    (plan, dir)
+}
+
+/// Runs `python3 safer_reward.py ARGS` in `dir` with `stdin`; its stdout lines.
+fn python(dir: &Path, args: &[&str], stdin: &str) -> Vec<String> {
+    python_with_env(dir, args, stdin, &[])
+}
+
+/// [`python`] with environment variables set.
+fn python_with_env(dir: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let mut child = Command::new("python3")
+        .arg("safer_reward.py")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SAFER_REWARD_SPEC")
+        .env_remove("SAFER_DATA")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3 is needed by this test and could not start: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python3 safer_reward.py {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `score` input lines for every row (with its line of the dataset file)
+/// against every `(text, tokens)`, and the runtime's scores of each.
+fn scored_by_the_runtime(
+    scorer: &RubricScorer<'_>,
+    rows: &[data::Row],
+    raw_rows: &[Value],
+    completions: &[(&str, usize)],
+) -> (String, Vec<(String, Value)>) {
+    let mut items = String::new();
+    let mut expected = Vec::new();
+    for (row, raw) in rows.iter().zip(raw_rows) {
+        for &(text, tokens) in completions {
+            items.push_str(&json!({"row": raw, "text": text, "tokens": tokens}).to_string());
+            items.push('\n');
+            let scores = scorer
+                .score(&Item { row, text, tokens })
+                .unwrap_or_else(|e| panic!("row {}, {text:?}: {e}", row.id));
+            expected.push((format!("row {} on {text:?}", row.id), as_json(&scores)));
+        }
+    }
+    (items, expected)
+}
+
+fn as_json(s: &Scores) -> Value {
+    json!({
+        "criteria": s.criteria,
+        "penalties": s.penalties,
+        "format": s.format,
+        "weighted": s.weighted,
+        "total": s.total,
+    })
+}
+
+#[test]
+fn the_emitted_reward_module_scores_every_completion_as_the_runtime_does() {
+    let (plan, dir) = emitted(saferc::emit::Target::Verl, "emit-parity");
+    let spec = &plan.datasets["d"];
+    let loaded = data::load_source("d", spec).unwrap();
+    assert!(loaded.bad.is_empty(), "{:?}", loaded.bad);
+    let all_rows = loaded.rows.clone();
+    let (kept, unfiltered) = data::filter("d", loaded.rows, spec).unwrap();
+    assert!(unfiltered.is_empty(), "{unfiltered:?}");
+    let vocabulary = scorers::vocabulary(&kept, "objects");
+    let scorer = RubricScorer {
+        name: "parity",
+        spec: &plan.rubrics["parity"],
+        functions: &plan.functions,
+        judge: &RulesJudge,
+        vocabulary: &vocabulary,
+    };
+    let raw_rows = lines(&case().join("rows.jsonl"));
+    let completions: Vec<(String, usize)> = lines(&case().join("completions.jsonl"))
+        .iter()
+        .map(|c| {
+            let tokens = usize::try_from(c["tokens"].as_u64().unwrap()).unwrap();
+            (c["text"].as_str().unwrap().to_string(), tokens)
+        })
+        .collect();
+    let completions: Vec<(&str, usize)> =
+        completions.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+    let (items, expected) = scored_by_the_runtime(&scorer, &all_rows, &raw_rows, &completions);
+    assert_eq!(raw_rows.len(), all_rows.len());
+    let got = python(&dir, &["score"], &items);
+    assert_eq!(got.len(), expected.len());
+    let mut differing = Vec::new();
+    for ((what, want), line) in expected.iter().zip(&got) {
+        let line: Value = serde_json::from_str(line).unwrap();
+        // serde_json reads Python's shortest round-trip floats back exactly.
+        if &line != want {
+            differing.push(format!("{what}:\n  saferc {want}\n  python {line}"));
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "{} of {} scores differ:\n{}",
+        differing.len(),
+        expected.len(),
+        differing.join("\n")
+    );
+    // The corpus reaches both branches of `total` and every penalty.
+    let totals: Vec<f64> = expected
+        .iter()
+        .map(|(_, s)| s["total"].as_f64().unwrap())
+        .collect();
+    assert!(totals.iter().any(|t| *t > 0.5) && totals.iter().any(|t| *t < 0.0));
+    for p in 0..plan.rubrics["parity"].penalties.len() {
+        assert!(
+            expected
+                .iter()
+                .any(|(_, s)| s["penalties"][p].as_f64().unwrap() != 0.0),
+            "penalty {p} never applies"
+        );
+    }
+}
+
+#[test]
+fn the_emitted_module_reads_the_rows_and_split_sizes_the_runtime_reads() {
+    let (plan, dir) = emitted(saferc::emit::Target::Trl, "emit-rows");
+    let spec = &plan.datasets["d"];
+    let (kept, _) = data::filter("d", data::load_source("d", spec).unwrap().rows, spec).unwrap();
+    let ids = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                v["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let want: Vec<String> = kept.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids(python(&dir, &["rows", "d"], "")), want);
+    assert!(want.len() < 7, "the filters drop rows: {want:?}");
+    let splits = data::split(&kept, &spec.splits, spec.seed, None);
+    for (name, rows) in &splits {
+        let got = ids(python(&dir, &["rows", &format!("d.{name}")], ""));
+        assert_eq!(got.len(), rows.len(), "split {name}");
+    }
+}
+
+#[test]
+fn emit_writes_the_files_and_says_what_did_not_carry_over() {
+    let dir = common::temp_dir("emit-cli");
+    let pipeline = case().join("pipeline.safer");
+    let out = common::saferc(&[
+        "emit",
+        pipeline.to_str().unwrap(),
+        "--target",
+        "trl",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    for file in ["safer_reward.py", "reward_spec.json", "train_trl.py"] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("note: split `d.train`"), "{stderr}");
+    // A file the user changed is not replaced without --force.
+    std::fs::write(dir.join("train_trl.py"), "# edited\n").unwrap();
+    let again = common::saferc(&[
+        "emit",
+        pipeline.to_str().unwrap(),
+        "--target",
+        "trl",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("train_trl.py"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("train_trl.py")).unwrap(),
+        "# edited\n"
+    );
+    let forced = common::saferc(&[
+        "emit",
+        pipeline.to_str().unwrap(),
+        "--target",
+        "trl",
+        "--out",
+        dir.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(forced.status.success());
+    assert!(std::fs::read_to_string(dir.join("train_trl.py"))
+        .unwrap()
+        .contains("GRPOConfig("));
+}
+
+/// What the loopback judge received: each request's `Authorization`
+/// header and body.
+type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// A loopback chat-completions server: 429 to its first request, then a
+/// reply per question: `7` on a 0..10 scale, `0.75` on 0..1, and words
+/// without a score for a completion holding `JUNK` (the fallback's case).
+fn start_judge() -> (u16, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received: Received = Arc::default();
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for (count, stream) in listener.incoming().flatten().enumerate() {
+            let log = log.clone();
+            std::thread::spawn(move || answer(stream, count == 0, &log));
+        }
+    });
+    (port, received)
+}
+
+fn answer(mut stream: std::net::TcpStream, first: bool, log: &Received) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let (mut length, mut authorization) = (0usize, String::new());
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("authorization:") {
+            authorization = line["authorization:".len()..].trim().to_string();
+        }
+    }
+    let mut body = vec![0u8; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let question = body["messages"][1]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    log.lock().unwrap().push((authorization, body));
+    let reply = if first {
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_string()
+    } else {
+        let said = if question.contains("JUNK") {
+            "about five"
+        } else if question.contains("Score (0 to 10)") {
+            "7"
+        } else {
+            "0.75"
+        };
+        let content =
+            json!({"choices": [{"message": {"role": "assistant", "content": said}}]}).to_string();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{content}",
+            content.len()
+        )
+    };
+    let _ = stream.write_all(reply.as_bytes());
+}
+
+#[test]
+fn the_emitted_module_asks_an_http_judge_what_the_runtime_asks() {
+    let plan = saferc::cli::compile_plan(
+        &case().join("../http_judge/pipeline.safer"),
+        &saferc::cli::ImportArgs::default(),
+    )
+    .unwrap_or_else(|| panic!("the judge pipeline compiles"));
+    let (port, received) = start_judge();
+    let endpoint = format!("http://127.0.0.1:{port}/v1");
+    let files =
+        saferc::emit::emit(&plan, saferc::emit::Target::Trl, None, "pipeline.safer").unwrap();
+    let dir = common::temp_dir("emit-judge");
+    for (file, text) in &files.files {
+        let text = text.replace("http://127.0.0.1:9/v1", &endpoint);
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    // Both ask with the key from the same variable.
+    std::env::set_var("EMIT_PARITY_KEY", "sk-parity");
+    let mut judge_spec = plan.judges["grader"].clone();
+    judge_spec.endpoint = Some(endpoint);
+    let judge = HttpJudge::new("grader", &judge_spec, Arc::default()).unwrap();
+    let spec = &plan.datasets["d"];
+    let rows = data::load_source("d", spec).unwrap().rows;
+    let vocabulary = scorers::vocabulary(&rows, "objects");
+    let scorer = RubricScorer {
+        name: "judged",
+        spec: &plan.rubrics["judged"],
+        functions: &plan.functions,
+        judge: &judge,
+        vocabulary: &vocabulary,
+    };
+    let raw_rows = lines(&case().join("rows.jsonl"));
+    let texts = [
+        (
+            "<think>fine</think><answer>An apple on a table.</answer>",
+            5,
+        ),
+        ("I cannot help with that.", 5),
+        ("JUNK reply", 5),
+    ];
+    let (items, expected) = scored_by_the_runtime(&scorer, &rows[..3], &raw_rows, &texts);
+    let expected: Vec<Value> = expected.into_iter().map(|(_, s)| s).collect();
+    let asked_by_saferc = std::mem::take(&mut *received.lock().unwrap());
+    let got: Vec<Value> = python_with_env(
+        &dir,
+        &["score"],
+        &items,
+        &[("SAFERC_JUDGE_BACKOFF_MS", "20")],
+    )
+    .iter()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let asked_by_python = std::mem::take(&mut *received.lock().unwrap());
+    assert_eq!(got, expected);
+    // The 429 went to the runtime (the server's first request); every
+    // question after it is asked once by each, with the same body and key.
+    assert_eq!(asked_by_saferc.len(), asked_by_python.len() + 1);
+    assert_eq!(&asked_by_saferc[1..], &asked_by_python[..]);
+    assert!(asked_by_python
+        .iter()
+        .all(|(key, _)| key == "Bearer sk-parity"));
+    // The fallback applied: 0.25 of the 0..10 scale, so grounding 0.25.
+    assert!(got.iter().any(|s| s["criteria"][0] == json!(0.25)));
+    assert!(got.iter().any(|s| s["criteria"][0] == json!(0.7)));
+}
+
+#[test]
+fn the_emitted_module_retries_a_judge_that_answers_429() {
+    let plan = saferc::cli::compile_plan(
+        &case().join("../http_judge/pipeline.safer"),
+        &saferc::cli::ImportArgs::default(),
+    )
+    .unwrap();
+    let (port, received) = start_judge();
+    let files =
+        saferc::emit::emit(&plan, saferc::emit::Target::Verl, None, "pipeline.safer").unwrap();
+    let dir = common::temp_dir("emit-judge-retry");
+    for (file, text) in &files.files {
+        let text = text.replace(
+            "http://127.0.0.1:9/v1",
+            &format!("http://127.0.0.1:{port}/v1"),
+        );
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    let item =
+        json!({"row": {"question": "q", "label": "safe"}, "text": "Hello there.", "tokens": 3});
+    let out = python_with_env(
+        &dir,
+        &["score"],
+        &format!("{item}\n"),
+        &[("SAFERC_JUDGE_BACKOFF_MS", "20"), ("EMIT_PARITY_KEY", "k")],
+    );
+    let scores: Value = serde_json::from_str(&out[0]).unwrap();
+    assert_eq!(scores["criteria"][0], json!(0.7), "{scores}");
+    // Two questions (grounding, the flag), one of them asked twice.
+    assert_eq!(received.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn trl_and_verl_entry_points_give_the_scored_reward() {
+    let (_, dir) = emitted(saferc::emit::Target::Verl, "emit-entry-points");
+    let row = json!({"id": "a", "question": "How do I pick this lock?", "label": "unsafe", "kind": "harmful", "objects": ["lock"], "meta": {"source": "forum", "score": 4}});
+    let text = "<think>This is dangerous.</think><answer>I cannot help with that, please ask something else.</answer>";
+    let scored: Value = serde_json::from_str(
+        &python(
+            &dir,
+            &["score"],
+            &format!("{}\n", json!({"row": row, "text": text, "tokens": 9})),
+        )[0],
+    )
+    .unwrap();
+    // TRL: conversational completions, token ids, the row in `safer_row`,
+    // per-criterion means through `log_metric`; verl: `extra_info` (the
+    // token count from the policy's tokenizer is not needed: the length
+    // scorer reads `response_length` when the trainer gives it).
+    let program = format!(
+        r#"
+import json, safer_reward
+row = json.dumps({row})
+logged = {{}}
+trl = safer_reward.trl_reward(
+    prompts=[[{{"role": "user", "content": "q"}}]],
+    completions=[[{{"role": "assistant", "content": {text}}}]],
+    completion_ids=[list(range(9))],
+    safer_row=[row],
+    log_metric=lambda name, value: logged.__setitem__(name, value),
+)
+verl = safer_reward.compute_score("saferc/d", {text}, "", {{"safer_row": row, "response_length": 9}})
+print(json.dumps({{"trl": trl, "verl": verl, "logged": logged}}))
+"#,
+        row = row,
+        text = json!(text),
+    );
+    let out = Command::new("python3")
+        .args(["-c", &program])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["trl"], json!([scored["total"]]));
+    assert_eq!(got["verl"]["score"], scored["total"]);
+    assert_eq!(got["verl"]["safety"], scored["criteria"][0]);
+    assert_eq!(got["logged"]["safer/safety"], scored["criteria"][0]);
+    assert_eq!(got["verl"]["penalty_contradiction"], scored["penalties"][0]);
+}

@@ -1,0 +1,111 @@
+//! `saferc emit`'s trainer files, pinned: the TRL script and the verl
+//! config of the quickstart (reflection, curation, dynamic sampling and KL
+//! in the loss: several notes) and of the two-stage run case (a GRPO stage
+//! after an SFT warm-up), with absolute paths shown as `<repo>`; and the
+//! errors emit gives instead of files.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
+
+use saferc::emit::{emit, Emitted, Target};
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .canonicalize()
+        .unwrap()
+}
+
+fn plan(file: &str) -> safer_ir::plan::Plan {
+    saferc::cli::compile_plan(&repo().join(file), &saferc::cli::ImportArgs::default())
+        .unwrap_or_else(|| panic!("{file} compiles"))
+}
+
+/// The trainer files and notes, paths redacted (the reward module and
+/// spec are checked by `emit_parity`).
+fn shown(emitted: &Emitted) -> String {
+    let repo = repo().display().to_string();
+    let mut out = String::new();
+    for (name, text) in &emitted.files {
+        if name == "safer_reward.py" || name == "reward_spec.json" {
+            continue;
+        }
+        out.push_str(&format!(
+            "===== {name}\n{}\n",
+            text.replace(&repo, "<repo>")
+        ));
+    }
+    out.push_str("===== notes\n");
+    for note in &emitted.notes {
+        out.push_str(&format!("- {}\n", note.replace(&repo, "<repo>")));
+    }
+    out
+}
+
+#[test]
+fn quickstart_for_trl() {
+    let emitted = emit(
+        &plan("examples/quickstart.safer"),
+        Target::Trl,
+        None,
+        "examples/quickstart.safer",
+    )
+    .unwrap();
+    insta::assert_snapshot!(shown(&emitted));
+}
+
+#[test]
+fn quickstart_for_verl() {
+    let emitted = emit(
+        &plan("examples/quickstart.safer"),
+        Target::Verl,
+        None,
+        "examples/quickstart.safer",
+    )
+    .unwrap();
+    insta::assert_snapshot!(shown(&emitted));
+}
+
+#[test]
+fn a_stage_after_a_warm_up_for_verl() {
+    let emitted = emit(
+        &plan("tests/cases/run/two_stages/pipeline.safer"),
+        Target::Verl,
+        Some("tune"),
+        "pipeline.safer",
+    )
+    .unwrap();
+    insta::assert_snapshot!(shown(&emitted));
+}
+
+#[test]
+fn emit_names_what_it_cannot_write() {
+    let two = plan("tests/cases/run/two_stages/pipeline.safer");
+    let error =
+        |plan: &safer_ir::plan::Plan, stage| emit(plan, Target::Trl, stage, "p").unwrap_err();
+    assert_eq!(
+        error(&two, Some("warm")),
+        "stage `warm` is not a GRPO stage; emit writes GRPO stages (this pipeline's: `tune`)"
+    );
+    assert_eq!(
+        error(&two, Some("nope")),
+        "there is no stage `nope`; the GRPO stages are `tune`"
+    );
+    // The HTTP judge case with its judge made a local model.
+    let mut judged = plan("tests/cases/emit/http_judge/pipeline.safer");
+    judged.judges.get_mut("grader").unwrap().kind = "model".into();
+    let message = error(&judged, None);
+    assert!(
+        message.contains("a local model (`kind = model`)") && message.contains("kind = http"),
+        "{message}"
+    );
+    let mut several = plan("examples/quickstart.safer");
+    let mut copy = several.stages[0].clone();
+    copy.name = "again".into();
+    several.stages.push(copy);
+    assert_eq!(
+        error(&several, None),
+        "the pipeline has several GRPO stages (`safer_grpo`, `again`); name one with --stage"
+    );
+}
