@@ -177,6 +177,27 @@ fn common_notes(plan: &Plan, stage: &StageSpec, grpo: &GrpoSpec) -> Vec<String> 
             ));
         }
     }
+    let mut patterns = Vec::new();
+    if let Some(rubric) = stage.reward.as_ref().and_then(|r| plan.rubrics.get(r)) {
+        spec::regex_patterns(
+            &serde_json::to_value(rubric).unwrap_or_default(),
+            &mut patterns,
+        );
+    }
+    for f in plan.functions.values() {
+        spec::regex_patterns(
+            &serde_json::to_value(&f.body).unwrap_or_default(),
+            &mut patterns,
+        );
+    }
+    patterns.dedup();
+    for pattern in patterns {
+        if let Some(why) = spec::regex_difference(&pattern) {
+            notes.push(format!(
+                "regex {pattern:?} may match differently in safer_reward.py: {why}"
+            ));
+        }
+    }
     if grpo.cost.is_some() {
         notes.push(
             "the cost constraint (`cost`, Safe RLHF's Lagrangian) has no equivalent: the emitted trainer maximises the reward alone".into(),
@@ -264,6 +285,54 @@ pub(crate) fn quoted(s: &str) -> String {
 #[allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
 mod tests {
     use super::*;
+
+    /// Rust's `char::is_alphanumeric` as inclusive ranges, in the
+    /// Python tuple `safer_reward.py` holds.
+    fn word_ranges() -> String {
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+            if !c.is_alphanumeric() {
+                continue;
+            }
+            let o = u32::from(c);
+            match ranges.last_mut() {
+                Some((_, end)) if *end + 1 == o => *end = o,
+                _ => ranges.push((o, o)),
+            }
+        }
+        let items: Vec<String> = ranges
+            .iter()
+            .map(|(a, b)| format!("(0x{a:X}, 0x{b:X})"))
+            .collect();
+        let lines: Vec<String> = items
+            .chunks(6)
+            .map(|c| format!("    {},", c.join(", ")))
+            .collect();
+        format!("_WORD_RANGES = (\n{}\n)", lines.join("\n"))
+    }
+
+    /// `safer_reward.py` splits words as `exec::scorers::words` does:
+    /// its table is Rust's, regenerated with `SAFERC_BLESS=1` when the
+    /// toolchain's Unicode tables change.
+    #[test]
+    fn the_reward_module_s_word_characters_are_rust_s() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/emit/safer_reward.py");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = ("# BEGIN WORD RANGES\n", "\n# END WORD RANGES");
+        let start = text.find(begin).unwrap() + begin.len();
+        let stop = text.find(end).unwrap();
+        let want = word_ranges();
+        if std::env::var_os("SAFERC_BLESS").is_some() {
+            let updated = format!("{}{want}{}", &text[..start], &text[stop..]);
+            std::fs::write(&path, updated).unwrap();
+            return;
+        }
+        assert!(
+            text[start..stop] == want,
+            "safer_reward.py's word ranges are not Rust's: SAFERC_BLESS=1 cargo test -p saferc --lib emit::tests"
+        );
+    }
 
     #[test]
     fn numbers_and_strings_are_python_literals() {

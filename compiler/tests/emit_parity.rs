@@ -202,12 +202,73 @@ fn the_emitted_module_reads_the_rows_and_split_sizes_the_runtime_reads() {
     };
     let want: Vec<String> = kept.iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids(python(&dir, &["rows", "d"], "")), want);
-    assert!(want.len() < 7, "the filters drop rows: {want:?}");
+    assert!(
+        !want.contains(&"f".to_string()),
+        "the filters drop row f: {want:?}"
+    );
     let splits = data::split(&kept, &spec.splits, spec.seed, None);
     for (name, rows) in &splits {
         let got = ids(python(&dir, &["rows", &format!("d.{name}")], ""));
         assert_eq!(got.len(), rows.len(), "split {name}");
     }
+}
+
+/// Rows read as saferc reads them: a byte-order mark, `\r\n`, a blank
+/// line, invalid UTF-8, a number out of range, `NaN`, `-0`, and `limit`
+/// (bad lines count towards it).
+#[test]
+fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
+    let mut plan = saferc::cli::compile_plan(
+        &case().join("pipeline.safer"),
+        &saferc::cli::ImportArgs::default(),
+    )
+    .unwrap_or_else(|| panic!("the parity pipeline compiles"));
+    let dir = common::temp_dir("emit-read-rows");
+    let data = dir.join("rows.jsonl");
+    let row = |id: &str, extra: &str| {
+        format!(
+            r#"{{"id": "{id}", "question": "q", "kind": "benign", "objects": ["{id}"]{extra}}}"#
+        )
+    };
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend(row("bom", "").as_bytes());
+    bytes.extend(b"\r\n\n   \n");
+    bytes.extend(br#"{"id": "utf8", "question": "\xFF", "kind": "benign", "objects": ["u"]}"#);
+    bytes.push(b'\n');
+    for line in [
+        row("huge", r#", "meta": {"score": 1e400}"#),
+        row("nan", r#", "x": NaN"#),
+        row("negzero", r#", "label": -0, "meta": {"score": -0}"#),
+        row("point", r#", "meta": {"score": 0.30000000000000004}"#),
+        row("past-the-limit", ""),
+    ] {
+        bytes.extend(line.as_bytes());
+        bytes.push(b'\n');
+    }
+    std::fs::write(&data, &bytes).unwrap();
+    let spec = plan.datasets.get_mut("d").unwrap();
+    spec.limit = Some(6);
+    spec.source = data.display().to_string();
+    let files = saferc::emit::emit(&plan, saferc::emit::Target::Trl, None, "p").unwrap();
+    for (file, text) in &files.files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    let spec = &plan.datasets["d"];
+    let loaded = data::load_source("d", spec).unwrap();
+    assert_eq!(loaded.bad.len(), 3, "{:?}", loaded.bad);
+    let (kept, _) = data::filter("d", loaded.rows, spec).unwrap();
+    let want: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(want, ["bom", "negzero", "point"]);
+    let got: Vec<String> = python(&dir, &["rows", "d"], "")
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -257,6 +318,18 @@ fn emit_writes_the_files_and_says_what_did_not_carry_over() {
     assert!(std::fs::read_to_string(dir.join("train_trl.py"))
         .unwrap()
         .contains("GRPOConfig("));
+    let file = dir.join("train_trl.py");
+    let into_a_file = common::saferc(&[
+        "emit",
+        pipeline.to_str().unwrap(),
+        "--target",
+        "verl",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(into_a_file.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&into_a_file.stderr)
+        .contains("is a file; emit writes into a folder"));
 }
 
 /// What the loopback judge received: each request's `Authorization`
@@ -473,7 +546,10 @@ print(json.dumps({{"trl": trl, "verl": verl, "logged": logged}}))
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["trl"], json!([scored["total"]]));
     assert_eq!(got["verl"]["score"], scored["total"]);
-    assert_eq!(got["verl"]["safety"], scored["criteria"][0]);
+    assert_eq!(got["verl"]["safer/safety"], scored["criteria"][0]);
     assert_eq!(got["logged"]["safer/safety"], scored["criteria"][0]);
-    assert_eq!(got["verl"]["penalty_contradiction"], scored["penalties"][0]);
+    assert_eq!(
+        got["verl"]["safer/penalty/contradiction"],
+        scored["penalties"][0]
+    );
 }

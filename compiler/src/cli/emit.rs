@@ -33,6 +33,13 @@ pub(super) fn run(file: &Path, request: Request<'_>, imports: &ImportArgs) -> i3
         || default_folder(file, request.target, &emitted),
         Path::to_path_buf,
     );
+    if out.exists() && !out.is_dir() {
+        eprintln!(
+            "error: --out {} is a file; emit writes into a folder",
+            out.display()
+        );
+        return 1;
+    }
     // Files the user may have edited are not replaced unless asked.
     let changed: Vec<String> = emitted
         .files

@@ -59,6 +59,7 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
                 json!({
                     "source": d.source,
                     "filters": d.filters,
+                    "limit": d.limit,
                     "splits": d.splits,
                     "seed": d.seed,
                 }),
@@ -78,7 +79,7 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
     let vocabulary = plan
         .datasets
         .get(&stage.data.dataset)
-        .map(|d| json!({"source": d.source, "filters": d.filters}));
+        .map(|d| json!({"source": d.source, "filters": d.filters, "limit": d.limit}));
     let tokenizer = plan
         .models
         .get(&stage.policy)
@@ -97,8 +98,67 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
         "vocabulary": vocabulary,
         "tokenizer": tokenizer,
         "counts_tokens": called.contains("length"),
+        "max_tokens": super::stage_rollout(plan, stage).max_tokens,
     });
     serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())
+}
+
+/// The patterns of the `regex(...)` calls in `v` (a serialized expression
+/// tree) given as string constants.
+pub(crate) fn regex_patterns(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(fields) => {
+            if fields.get("kind").and_then(Value::as_str) == Some("call")
+                && fields.get("func").and_then(Value::as_str) == Some("regex")
+            {
+                let pattern = fields
+                    .get("args")
+                    .and_then(|a| a.get(0))
+                    .or_else(|| fields.get("named").and_then(|n| n.get("pattern")));
+                if let Some(text) = pattern
+                    .filter(|p| p.get("kind").and_then(Value::as_str) == Some("const"))
+                    .and_then(|p| p.get("value"))
+                    .and_then(Value::as_str)
+                {
+                    out.push(text.to_string());
+                }
+            }
+            fields.values().for_each(|x| regex_patterns(x, out));
+        }
+        Value::Array(items) => items.iter().for_each(|x| regex_patterns(x, out)),
+        _ => {}
+    }
+}
+
+/// Why Python's `re` may match `pattern` differently from saferc's
+/// `regex` crate, if it may: `$` (Python's also matches before a final
+/// newline), `\Z`, look-around (only Python has it).
+pub(crate) fn regex_difference(pattern: &str) -> Option<&'static str> {
+    let mut escaped = false;
+    for (i, c) in pattern.char_indices() {
+        if escaped {
+            escaped = false;
+            if c == 'Z' {
+                return Some("`\\Z` means the end of the text in Python, and is no escape saferc's regex crate knows");
+            }
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '$' => return Some(
+                "Python's `$` also matches before a final newline, saferc's only at the very end",
+            ),
+            '(' if pattern[i..].starts_with("(?=")
+                || pattern[i..].starts_with("(?!")
+                || pattern[i..].starts_with("(?<=")
+                || pattern[i..].starts_with("(?<!") =>
+            {
+                return Some("look-around: Python's `re` has it, saferc's regex crate refuses it")
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Every function a serialized expression tree calls.
@@ -131,6 +191,17 @@ mod tests {
     use super::*;
     use safer_ir::plan::Expr;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn patterns_python_may_match_differently_are_named() {
+        for differs in ["^[0-9]+$", "x\\Z", "a(?=b)", "(?<!no )risk"] {
+            assert!(regex_difference(differs).is_some(), "{differs}");
+        }
+        for same in ["(?i)please|thank", "cost \\$5", "^\\d+", "[$]"] {
+            let why = regex_difference(same);
+            assert!(why.is_none() || same == "[$]", "{same}: {why:?}");
+        }
+    }
 
     #[test]
     fn calls_inside_operators_are_found() {

@@ -52,6 +52,8 @@ pub fn files(
         ("max_grad_norm", py_float(grpo.max_grad_norm)),
         ("per_device_train_batch_size", "PER_DEVICE".into()),
         ("gradient_accumulation_steps", "ACCUMULATION".into()),
+        // An evaluation batch holds whole groups.
+        ("per_device_eval_batch_size", rollout.group.to_string()),
         ("num_generations", rollout.group.to_string()),
         ("max_completion_length", rollout.max_tokens.to_string()),
         ("temperature", py_float(temperature(&rollout, notes))),
@@ -98,14 +100,26 @@ pub fn files(
             grpo.eps
         ));
     }
-    if grpo.dual_clip.is_some() {
-        notes.push("`dual_clip` has no TRL setting (TRL's `delta` caps the ratio on both sides): not emitted".into());
+    if let Some(c) = grpo.dual_clip {
+        // TRL's `delta` caps the ratio of the unclipped term, which binds
+        // only where the advantage is negative once it exceeds 1 + ε_high:
+        // dual-clip's bound.
+        if c > 1.0 + grpo.clip_high {
+            config.push(("delta", py_float(c)));
+        } else {
+            notes.push(format!(
+                "`dual_clip = {c}` is within the clip range (at most 1 + clip_high): TRL's `delta` would also cap positive advantages there; not emitted"
+            ));
+        }
     }
     if grpo.entropy_coef != 0.0 {
-        notes.push(format!(
-            "`entropy_coef = {}`: TRL has no entropy bonus; not emitted",
-            grpo.entropy_coef
-        ));
+        config.push(("entropy_coef", py_float(grpo.entropy_coef)));
+        if grpo.loss != "token_mean" {
+            notes.push(format!(
+                "`entropy_coef = {}`: TRL adds the mean token entropy, while saferc aggregates the bonus as `loss = {}` aggregates the loss",
+                grpo.entropy_coef, grpo.loss
+            ));
+        }
     }
     if grpo.dynamic_sampling.is_some() {
         notes.push("dynamic sampling has no TRL setting: every group is trained on".into());
@@ -143,10 +157,14 @@ ON_GPU = torch.cuda.is_available()
 # The model is declared `dtype = {dtype}`: bf16 training where it is bf16 and the GPU has it.
 BF16 = {bf16} and ON_GPU and torch.cuda.is_bf16_supported()
 
-# One optimiser step: {batch} prompts x {group} completions, {micro} completions per pass.
+# One optimiser step: {batch} prompts x {group} completions{micro_comment}.
 COMPLETIONS = {batch} * {group}
-PER_PASS = {micro}
 WORLD = int(os.environ.get("WORLD_SIZE", "1"))
+PER_PASS = {micro}
+if PER_PASS is None:  # no `micro_batch`: one pass per process
+    if COMPLETIONS % WORLD:
+        sys.exit(f"{{COMPLETIONS}} completions per step do not divide among {{WORLD}} processes")
+    PER_PASS = COMPLETIONS // WORLD
 if COMPLETIONS % (PER_PASS * WORLD):
     sys.exit(f"{{COMPLETIONS}} completions per step do not divide into passes of {{PER_PASS}} on {{WORLD}} processes")
 PER_DEVICE = PER_PASS
@@ -187,8 +205,10 @@ trainer.save_model(config.output_dir)
         group = rollout.group,
         micro = grpo
             .micro_batch
-            .unwrap_or(grpo.batch_prompts * rollout.group)
-            .max(1),
+            .map_or_else(|| "None".into(), |m| m.max(1).to_string()),
+        micro_comment = grpo
+            .micro_batch
+            .map_or_else(String::new, |m| format!(", {m} completions per pass")),
         settings = settings.join("\n"),
         dtype = dtype,
         bf16 = python_bool(dtype == "bf16"),

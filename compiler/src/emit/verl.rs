@@ -82,8 +82,9 @@ pub fn files(
             "dynamic sampling lives in verl's DAPO recipe, not `main_ppo`: not emitted".into(),
         );
     }
-    let completions = grpo.batch_prompts * rollout.group;
-    let micro = grpo.micro_batch.unwrap_or(completions).max(1);
+    // Without `micro_batch`, one group per pass: it divides the per-GPU
+    // share of a step on any number of GPUs that divides `batch`.
+    let micro = grpo.micro_batch.unwrap_or(rollout.group).max(1);
     let use_kl = kl.beta > 0.0;
     let steps = stage.steps.map_or_else(|| "null".into(), |s| s.to_string());
     let yaml = format!(
@@ -145,10 +146,15 @@ actor_rollout_ref:
       loss_mode: {loss_mode}
   rollout:
     name: vllm
+    tensor_model_parallel_size: 1
+    log_prob_micro_batch_size_per_gpu: {micro}
     n: {group}
     temperature: {temperature}
     top_p: {top_p}
     top_k: {top_k}
+
+  ref:
+    log_prob_micro_batch_size_per_gpu: {micro}
 
 custom_reward_function:
   path: safer_reward.py
@@ -157,7 +163,8 @@ custom_reward_function:
 trainer:
   project_name: saferc
   experiment_name: {stage_q}
-  total_epochs: 1
+  # verl stops at the end of its epochs: enough of them for `steps`
+  total_epochs: {epochs}
   total_training_steps: {steps}
   save_freq: {save_freq}
   # saferc scores the held-out split before and after training
@@ -232,6 +239,7 @@ trainer:
             i64::try_from(rollout.top_k).unwrap_or(-1)
         },
         steps = steps,
+        epochs = stage.steps.unwrap_or(1).max(1),
         has_eval = stage.eval_data.is_some(),
         test_freq = match (&stage.eval_data, stage.steps) {
             (Some(_), Some(s)) => s.to_string(),

@@ -4,6 +4,10 @@
 //! 0..1. Then penalties (over the criteria), format terms, `weighted` (the
 //! weighted mean of the criteria) and the `total` expression give the reward.
 //! Completions are scored in parallel (rayon).
+//!
+//! `saferc emit`'s `safer_reward.py` (`compiler/src/emit/`) does this in
+//! Python for trainers other than saferc: a change here needs the same
+//! change there (`compiler/tests/emit_parity.rs` compares the two).
 
 use std::collections::{BTreeMap, BTreeSet};
 

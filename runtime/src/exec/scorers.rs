@@ -2,6 +2,10 @@
 //! deterministic functions of one completion and its row, each returning a
 //! score in 0..1. `INTRINSICS` lists them; a test keeps it equal to the
 //! prelude's `= intrinsic` declarations.
+//!
+//! `saferc emit`'s `safer_reward.py` (`compiler/src/emit/`) does this in
+//! Python for trainers other than saferc: a change here needs the same
+//! change there (`compiler/tests/emit_parity.rs` compares the two).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -5,6 +5,10 @@
 //! mismatch (a row field of the wrong type, an unknown variable) as an
 //! [`EvalError`] instead of panicking, because row fields are only known
 //! at run time.
+//!
+//! `saferc emit`'s `safer_reward.py` (`compiler/src/emit/`) does this in
+//! Python for trainers other than saferc: a change here needs the same
+//! change there (`compiler/tests/emit_parity.rs` compares the two).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
