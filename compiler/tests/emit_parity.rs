@@ -214,8 +214,8 @@ fn the_emitted_module_reads_the_rows_and_split_sizes_the_runtime_reads() {
 }
 
 /// Rows read as saferc reads them: a byte-order mark, `\r\n`, a blank
-/// line, invalid UTF-8, a number out of range, `NaN`, `-0`, and `limit`
-/// (bad lines count towards it).
+/// line, invalid UTF-8, a number out of range, `NaN`, `-0`, malformed or
+/// missing images, and `limit` (bad lines count towards it).
 #[test]
 fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
     let mut plan = saferc::cli::compile_plan(
@@ -240,25 +240,36 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
         row("nan", r#", "x": NaN"#),
         row("negzero", r#", "label": -0, "meta": {"score": -0}"#),
         row("point", r#", "meta": {"score": 0.30000000000000004}"#),
+        row("img-ok", r#", "image": "ok.png""#),
+        row("img-missing", r#", "images": ["ok.png", "missing.png"]"#),
+        row("img-both", r#", "image": "ok.png", "images": ["ok.png"]"#),
+        row("img-empty", r#", "image": " ""#),
+        row("img-not-a-list", r#", "images": "ok.png""#),
         row("past-the-limit", ""),
     ] {
         bytes.extend(line.as_bytes());
         bytes.push(b'\n');
     }
     std::fs::write(&data, &bytes).unwrap();
+    std::fs::copy(
+        case().join("../../../../examples/data/images/q-0003.png"),
+        dir.join("ok.png"),
+    )
+    .unwrap();
     let spec = plan.datasets.get_mut("d").unwrap();
-    spec.limit = Some(6);
+    spec.limit = Some(11);
     spec.source = data.display().to_string();
+    spec.images = dir.display().to_string();
     let files = saferc::emit::emit(&plan, saferc::emit::Target::Trl, None, "p").unwrap();
     for (file, text) in &files.files {
         std::fs::write(dir.join(file), text).unwrap();
     }
     let spec = &plan.datasets["d"];
     let loaded = data::load_source("d", spec).unwrap();
-    assert_eq!(loaded.bad.len(), 3, "{:?}", loaded.bad);
+    assert_eq!(loaded.bad.len(), 7, "{:?}", loaded.bad);
     let (kept, _) = data::filter("d", loaded.rows, spec).unwrap();
     let want: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(want, ["bom", "negzero", "point"]);
+    assert_eq!(want, ["bom", "negzero", "point", "img-ok"]);
     let got: Vec<String> = python(&dir, &["rows", "d"], "")
         .iter()
         .map(|l| {

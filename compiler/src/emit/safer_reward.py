@@ -22,7 +22,8 @@ Entry points:
   trainer scripts load them.
 
 `SAFER_REWARD_SPEC` names another spec file; `SAFER_DATA` replaces the
-dataset file named in it (a cluster path).
+dataset file named in it (a cluster path), and `SAFER_IMAGES` its images
+folder (without it, a moved dataset's image files are not checked).
 """
 
 import decimal
@@ -407,6 +408,30 @@ def binary(op, lhs, rhs, env):
 # ---------------------------------------------------------------- rows
 
 
+def image_paths(obj, origin):
+    """A row's image paths, checked as saferc checks them: one path in
+    `image` or a list in `images`, not both, none empty."""
+    image, images = obj.get("image"), obj.get("images")
+    if isinstance(image, str) and images is not None:
+        raise EvalError(f"{origin}: the row has both `image` and `images`")
+    if isinstance(image, str):
+        paths = [image]
+    elif image is not None:
+        raise EvalError(f"{origin}: `image` must be a path")
+    elif images is None:
+        paths = []
+    elif isinstance(images, list):
+        if not all(isinstance(p, str) for p in images):
+            raise EvalError(f"{origin}: `images` must be a list of paths")
+        paths = list(images)
+    else:
+        raise EvalError(f"{origin}: `images` must be a list of paths")
+    if any(trim(p) == "" for p in paths):
+        raise EvalError(f"{origin}: an image path is empty")
+    return paths
+
+
+
 class Row:
     """A dataset row as saferc reads it: fields flattened to dotted names,
     the prompt from `question` (or `prompt`)."""
@@ -428,6 +453,7 @@ class Row:
             raise EvalError(f"{origin}: missing field `question` (the prompt text; `prompt` also works)")
         self.prompt = prompt
         self.raw = obj
+        self.images = image_paths(obj, origin)
 
     def text(self, field):
         v = self.fields.get(field)
@@ -1070,7 +1096,9 @@ class Reward:
                 vocab = set()
                 source = self.spec.get("vocabulary")
                 if source:
-                    for row in read_rows(source["source"], source["filters"], source.get("limit")):
+                    for row in read_rows(
+                        source["source"], source["filters"], source.get("limit"), source.get("images")
+                    ):
                         items = row.fields.get("objects")
                         if isinstance(items, list):
                             vocab.update(x.lower() for x in items if isinstance(x, str))
@@ -1187,12 +1215,15 @@ def parse_json(text):
     return json.loads(text, parse_int=number, parse_float=number, parse_constant=constant)
 
 
-def read_rows(path, filters, limit=None):
+def read_rows(path, filters, limit=None, images=None):
     """The rows of a JSONL file that parse and pass every filter, read as
     saferc reads them: lines split at `\n` (a `\r` before it and a byte
     order mark dropped), blank lines skipped, at most `limit` lines taken
-    (bad ones count), bad rows skipped (images are not opened here)."""
-    path = os.environ.get("SAFER_DATA") or path
+    (bad ones count), bad rows skipped. An image must be a file under
+    `images` (saferc also decodes it; this module does not)."""
+    if os.environ.get("SAFER_DATA"):
+        # A moved dataset: its images are where SAFER_IMAGES says, if anywhere.
+        path, images = os.environ["SAFER_DATA"], os.environ.get("SAFER_IMAGES")
     with open(path, "rb") as f:
         data = f.read()
     lines = []
@@ -1216,6 +1247,10 @@ def read_rows(path, filters, limit=None):
             continue
         try:
             row = Row(parse_json(text), f"{os.path.basename(path)}:{number}")
+            if images is not None and not all(
+                os.path.isfile(os.path.join(images, p)) for p in row.images
+            ):
+                continue  # saferc skips a row whose image cannot be opened
             if all(truth(evaluate(flt, row), "a filter") for flt in filters):
                 rows.append(row)
         except (ValueError, EvalError, RecursionError):
@@ -1244,8 +1279,8 @@ def split_rows(split):
     """
     dataset, _, part = split.partition(".")
     spec = load_spec()["datasets"][dataset]
-    rows = read_rows(spec["source"], spec["filters"], spec.get("limit"))
-    with_images = sum(1 for r in rows if r.raw.get("image") or r.raw.get("images"))
+    rows = read_rows(spec["source"], spec["filters"], spec.get("limit"), spec.get("images"))
+    with_images = sum(1 for r in rows if r.images)
     if with_images:
         print(
             f"warning: {with_images} row(s) of `{dataset}` have images, which the emitted trainer "

@@ -60,6 +60,7 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
                     "source": d.source,
                     "filters": d.filters,
                     "limit": d.limit,
+                    "images": d.images,
                     "splits": d.splits,
                     "seed": d.seed,
                 }),
@@ -76,10 +77,9 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
             &mut called,
         );
     }
-    let vocabulary = plan
-        .datasets
-        .get(&stage.data.dataset)
-        .map(|d| json!({"source": d.source, "filters": d.filters, "limit": d.limit}));
+    let vocabulary = plan.datasets.get(&stage.data.dataset).map(
+        |d| json!({"source": d.source, "filters": d.filters, "limit": d.limit, "images": d.images}),
+    );
     let tokenizer = plan
         .models
         .get(&stage.policy)
