@@ -114,6 +114,25 @@ fn scored_by_the_runtime(
     (items, expected)
 }
 
+/// Equal to the last bit: numbers compared by their bits (`-0.0` is not
+/// `0.0`, as serde_json's `==` has it), everything else as JSON.
+fn same_bits(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            x.as_f64().map(f64::to_bits) == y.as_f64().map(f64::to_bits)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_bits(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_bits(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 fn as_json(s: &Scores) -> Value {
     json!({
         "criteria": s.criteria,
@@ -159,7 +178,7 @@ fn the_emitted_reward_module_scores_every_completion_as_the_runtime_does() {
     for ((what, want), line) in expected.iter().zip(&got) {
         let line: Value = serde_json::from_str(line).unwrap();
         // serde_json reads Python's shortest round-trip floats back exactly.
-        if &line != want {
+        if !same_bits(&line, want) {
             differing.push(format!("{what}:\n  saferc {want}\n  python {line}"));
         }
     }
@@ -215,7 +234,8 @@ fn the_emitted_module_reads_the_rows_and_split_sizes_the_runtime_reads() {
 
 /// Rows read as saferc reads them: a byte-order mark, `\r\n`, a blank
 /// line, invalid UTF-8, a number out of range, `NaN`, `-0`, malformed or
-/// missing images, and `limit` (bad lines count towards it).
+/// missing images, a lone surrogate, deep nesting, and `limit` (bad lines
+/// count towards it).
 #[test]
 fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
     let mut plan = saferc::cli::compile_plan(
@@ -233,7 +253,10 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
     let mut bytes = b"\xEF\xBB\xBF".to_vec();
     bytes.extend(row("bom", "").as_bytes());
     bytes.extend(b"\r\n\n   \n");
-    bytes.extend(br#"{"id": "utf8", "question": "\xFF", "kind": "benign", "objects": ["u"]}"#);
+    // Not UTF-8: a lone 0xFF byte in the question.
+    bytes.extend(br#"{"id": "utf8", "question": ""#);
+    bytes.push(0xFF);
+    bytes.extend(br#"", "kind": "benign", "objects": ["u"]}"#);
     bytes.push(b'\n');
     for line in [
         row("huge", r#", "meta": {"score": 1e400}"#),
@@ -245,6 +268,11 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
         row("img-both", r#", "image": "ok.png", "images": ["ok.png"]"#),
         row("img-empty", r#", "image": " ""#),
         row("img-not-a-list", r#", "images": "ok.png""#),
+        row("surrogate", r#", "note": "\ud800""#),
+        row(
+            "deep",
+            &format!(r#", "deep": {}{}"#, "[".repeat(130), "]".repeat(130)),
+        ),
         row("past-the-limit", ""),
     ] {
         bytes.extend(line.as_bytes());
@@ -257,7 +285,7 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
     )
     .unwrap();
     let spec = plan.datasets.get_mut("d").unwrap();
-    spec.limit = Some(11);
+    spec.limit = Some(13);
     spec.source = data.display().to_string();
     spec.images = dir.display().to_string();
     let files = saferc::emit::emit(&plan, saferc::emit::Target::Trl, None, "p").unwrap();
@@ -266,7 +294,7 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
     }
     let spec = &plan.datasets["d"];
     let loaded = data::load_source("d", spec).unwrap();
-    assert_eq!(loaded.bad.len(), 7, "{:?}", loaded.bad);
+    assert_eq!(loaded.bad.len(), 9, "{:?}", loaded.bad);
     let (kept, _) = data::filter("d", loaded.rows, spec).unwrap();
     let want: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(want, ["bom", "negzero", "point", "img-ok"]);
@@ -280,6 +308,23 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
         })
         .collect();
     assert_eq!(got, want);
+    // Under `on_bad_row = fail` the first bad row stops the scripts.
+    plan.datasets.get_mut("d").unwrap().on_bad_row = "fail".into();
+    let files = saferc::emit::emit(&plan, saferc::emit::Target::Trl, None, "p").unwrap();
+    for (file, text) in &files.files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    let out = Command::new("python3")
+        .args(["safer_reward.py", "rows", "d"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("rows.jsonl:4: not valid UTF-8 (dataset `d` has `on_bad_row = fail`)"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -464,7 +509,14 @@ fn the_emitted_module_asks_an_http_judge_what_the_runtime_asks() {
     .map(|l| serde_json::from_str(l).unwrap())
     .collect();
     let asked_by_python = std::mem::take(&mut *received.lock().unwrap());
-    assert_eq!(got, expected);
+    assert!(
+        got.len() == expected.len() && got.iter().zip(&expected).all(|(g, e)| same_bits(g, e)),
+        "{got:?}\n{expected:?}"
+    );
+    // No format terms: both sums are Rust's empty sum, -0.0.
+    assert!(got
+        .iter()
+        .all(|s| s["format"].as_f64().unwrap().to_bits() == (-0.0f64).to_bits()));
     // The 429 went to the runtime (the server's first request); every
     // question after it is asked once by each, with the same body and key.
     assert_eq!(asked_by_saferc.len(), asked_by_python.len() + 1);

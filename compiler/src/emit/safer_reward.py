@@ -22,8 +22,9 @@ Entry points:
   trainer scripts load them.
 
 `SAFER_REWARD_SPEC` names another spec file; `SAFER_DATA` replaces the
-dataset file named in it (a cluster path), and `SAFER_IMAGES` its images
-folder (without it, a moved dataset's image files are not checked).
+training dataset's file named in it (a cluster path), `SAFER_IMAGES` its
+images folder (without it, a moved dataset's image files are not checked);
+`SAFER_DATA_<NAME>` and `SAFER_IMAGES_<NAME>` do the same for dataset NAME.
 """
 
 import decimal
@@ -1094,11 +1095,9 @@ class Reward:
         with self._vocabulary_lock:
             if self._vocabulary is None:
                 vocab = set()
-                source = self.spec.get("vocabulary")
-                if source:
-                    for row in read_rows(
-                        source["source"], source["filters"], source.get("limit"), source.get("images")
-                    ):
+                name = self.spec.get("train_dataset")
+                if name:
+                    for row in read_rows(name, self.spec["datasets"][name]):
                         items = row.fields.get("objects")
                         if isinstance(items, list):
                             vocab.update(x.lower() for x in items if isinstance(x, str))
@@ -1133,11 +1132,13 @@ class Reward:
             scope.vars[c["name"]] = v
             criteria.append(v)
         scope.criterion_info = None
-        weight_sum = 0.0
+        # Rust's float sums start at -0.0: an empty sum is -0.0.
+        weight_sum = -0.0
         for c in spec["criteria"]:
             weight_sum += c["weight"]
         weighted = 0.0
         if weight_sum > 0.0:
+            weighted = -0.0
             for c, v in zip(spec["criteria"], criteria):
                 weighted += c["weight"] * v
             weighted = weighted / weight_sum
@@ -1149,10 +1150,10 @@ class Reward:
             except EvalError as e:
                 raise context(f"penalty `{p['name']}`", e) from None
             penalties.append(amount)
-        fmt = 0.0
+        fmt = -0.0
         for f in spec["formats"]:
             fmt += f["weight"] * format_score(f["format"], text)
-        penalty_sum = 0.0
+        penalty_sum = -0.0
         for p in penalties:
             penalty_sum += p
         scope.vars["weighted"] = weighted
@@ -1212,18 +1213,58 @@ def parse_json(text):
     def constant(name):
         raise ValueError(f"{name} is not JSON")
 
-    return json.loads(text, parse_int=number, parse_float=number, parse_constant=constant)
+    value = json.loads(text, parse_int=number, parse_float=number, parse_constant=constant)
+    # serde_json refuses lone surrogates (`"\ud800"`) and nesting 128 deep.
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth >= 128:
+                raise ValueError("recursion limit exceeded")
+            items = list(v.items()) if isinstance(v, dict) else [(None, x) for x in v]
+            for key, x in items:
+                if key is not None and has_surrogate(key):
+                    raise ValueError("a lone surrogate in a key")
+                stack.append((x, depth + 1))
+        elif isinstance(v, str) and has_surrogate(v):
+            raise ValueError("a lone surrogate in a string")
+    return value
 
 
-def read_rows(path, filters, limit=None, images=None):
-    """The rows of a JSONL file that parse and pass every filter, read as
-    saferc reads them: lines split at `\n` (a `\r` before it and a byte
-    order mark dropped), blank lines skipped, at most `limit` lines taken
-    (bad ones count), bad rows skipped. An image must be a file under
-    `images` (saferc also decodes it; this module does not)."""
-    if os.environ.get("SAFER_DATA"):
-        # A moved dataset: its images are where SAFER_IMAGES says, if anywhere.
-        path, images = os.environ["SAFER_DATA"], os.environ.get("SAFER_IMAGES")
+def has_surrogate(text):
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def env_name(dataset):
+    """`qi_safe` → `QI_SAFE`, for `SAFER_DATA_QI_SAFE`."""
+    return "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in dataset)
+
+
+def read_rows(name, dataset):
+    """The rows of dataset `name` (its spec entry) that parse and pass every
+    filter, read as saferc reads them: lines split at `\n` (a `\r` before
+    it and a byte-order mark dropped), blank lines skipped, at most `limit`
+    lines taken (bad ones count), bad rows skipped, or an error under
+    `on_bad_row = fail`. An image must be a file under `images` (saferc
+    also decodes it; this module does not).
+
+    `SAFER_DATA_<NAME>` (`SAFER_DATA` for the stage's training dataset)
+    reads another copy of the file, `SAFER_IMAGES_<NAME>` (`SAFER_IMAGES`)
+    its images; without it a moved file's images are not checked."""
+    path, images = dataset["source"], dataset.get("images")
+    training = name == load_spec().get("train_dataset")
+    moved = os.environ.get(f"SAFER_DATA_{env_name(name)}") or (training and os.environ.get("SAFER_DATA"))
+    if moved:
+        path = moved
+        images = os.environ.get(f"SAFER_IMAGES_{env_name(name)}") or (
+            os.environ.get("SAFER_IMAGES") if training else None
+        )
+    fail = dataset.get("on_bad_row") == "fail"
+
+    def bad(origin, why):
+        if fail:
+            raise EvalError(f"{origin}: {why} (dataset `{name}` has `on_bad_row = fail`)")
+
     with open(path, "rb") as f:
         data = f.read()
     lines = []
@@ -1239,22 +1280,28 @@ def read_rows(path, filters, limit=None, images=None):
         if text is not None and trim(text) == "":
             continue
         lines.append((number, text))
-    if limit is not None:
-        lines = lines[:limit]
+    if dataset.get("limit") is not None:
+        lines = lines[: dataset["limit"]]
     rows = []
     for number, text in lines:
+        origin = f"{os.path.basename(path)}:{number}"
         if text is None:
+            bad(origin, "not valid UTF-8")
             continue
         try:
-            row = Row(parse_json(text), f"{os.path.basename(path)}:{number}")
-            if images is not None and not all(
-                os.path.isfile(os.path.join(images, p)) for p in row.images
-            ):
-                continue  # saferc skips a row whose image cannot be opened
-            if all(truth(evaluate(flt, row), "a filter") for flt in filters):
-                rows.append(row)
-        except (ValueError, EvalError, RecursionError):
+            row = Row(parse_json(text), origin)
+        except (ValueError, EvalError, RecursionError) as e:
+            bad(origin, str(e))
             continue
+        missing = [p for p in row.images if images is not None and not os.path.isfile(os.path.join(images, p))]
+        if missing:
+            bad(origin, f"image `{missing[0]}` cannot be opened")
+            continue
+        try:
+            if all(truth(evaluate(flt, row), "a filter") for flt in dataset["filters"]):
+                rows.append(row)
+        except EvalError:
+            continue  # saferc skips a row its filter cannot be evaluated on
     return rows
 
 
@@ -1279,7 +1326,7 @@ def split_rows(split):
     """
     dataset, _, part = split.partition(".")
     spec = load_spec()["datasets"][dataset]
-    rows = read_rows(spec["source"], spec["filters"], spec.get("limit"), spec.get("images"))
+    rows = read_rows(dataset, spec)
     with_images = sum(1 for r in rows if r.images)
     if with_images:
         print(
@@ -1415,6 +1462,9 @@ def main(argv):
                 print(json.dumps(row.raw))
         except BrokenPipeError:  # `rows ... | head`
             sys.stderr.close()
+        except (EvalError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         return 0
     print(__doc__, file=sys.stderr)
     return 2

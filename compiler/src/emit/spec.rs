@@ -61,6 +61,7 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
                     "filters": d.filters,
                     "limit": d.limit,
                     "images": d.images,
+                    "on_bad_row": d.on_bad_row,
                     "splits": d.splits,
                     "seed": d.seed,
                 }),
@@ -77,9 +78,6 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
             &mut called,
         );
     }
-    let vocabulary = plan.datasets.get(&stage.data.dataset).map(
-        |d| json!({"source": d.source, "filters": d.filters, "limit": d.limit, "images": d.images}),
-    );
     let tokenizer = plan
         .models
         .get(&stage.policy)
@@ -95,7 +93,8 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
         "functions": plan.functions,
         "judges": judges,
         "datasets": datasets,
-        "vocabulary": vocabulary,
+        // Its rows' `objects` are `hallucinated_objects`'s vocabulary.
+        "train_dataset": stage.data.dataset,
         "tokenizer": tokenizer,
         "counts_tokens": called.contains("length"),
         "max_tokens": super::stage_rollout(plan, stage).max_tokens,
@@ -132,28 +131,38 @@ pub(crate) fn regex_patterns(v: &Value, out: &mut Vec<String>) {
 
 /// Why Python's `re` may match `pattern` differently from saferc's
 /// `regex` crate, if it may: `$` (Python's also matches before a final
-/// newline), `\Z`, look-around (only Python has it).
+/// newline), `\\Z`, look-around (only Python has it), `\\p{..}`, `\\z`,
+/// `(?<name>..)` and `[[:class:]]` (only Rust has them), `\\w` and `\\b`
+/// (Python's leave combining marks out of a word).
 pub(crate) fn regex_difference(pattern: &str) -> Option<&'static str> {
     let mut escaped = false;
     for (i, c) in pattern.char_indices() {
+        let rest = &pattern[i..];
         if escaped {
             escaped = false;
-            if c == 'Z' {
-                return Some("`\\Z` means the end of the text in Python, and is no escape saferc's regex crate knows");
+            match c {
+                'Z' => return Some("`\\Z` is the end of the text in Python, and no escape saferc's regex crate knows"),
+                'p' | 'P' | 'z' => return Some("`\\p{..}`, `\\P{..}` and `\\z` are escapes of saferc's regex crate that Python's `re` refuses"),
+                'w' | 'W' | 'b' | 'B' => return Some("Python's `\\w` and `\\b` leave combining marks (Devanagari vowel signs, decomposed accents) out of a word, saferc's keep them in"),
+                _ => {}
             }
             continue;
         }
         match c {
             '\\' => escaped = true,
-            '$' => return Some(
-                "Python's `$` also matches before a final newline, saferc's only at the very end",
-            ),
-            '(' if pattern[i..].starts_with("(?=")
-                || pattern[i..].starts_with("(?!")
-                || pattern[i..].starts_with("(?<=")
-                || pattern[i..].starts_with("(?<!") =>
+            '$' => return Some("Python's `$` also matches before a final newline, saferc's only at the very end"),
+            '(' if rest.starts_with("(?=")
+                || rest.starts_with("(?!")
+                || rest.starts_with("(?<=")
+                || rest.starts_with("(?<!") =>
             {
                 return Some("look-around: Python's `re` has it, saferc's regex crate refuses it")
+            }
+            '(' if rest.starts_with("(?<") => {
+                return Some("`(?<name>..)` is saferc's named group; Python's `re` writes `(?P<name>..)`")
+            }
+            '[' if rest.starts_with("[[:") => {
+                return Some("`[[:digit:]]`-style classes are saferc's; Python's `re` reads them as plain sets of characters")
             }
             _ => {}
         }
@@ -194,10 +203,21 @@ mod tests {
 
     #[test]
     fn patterns_python_may_match_differently_are_named() {
-        for differs in ["^[0-9]+$", "x\\Z", "a(?=b)", "(?<!no )risk"] {
+        for differs in [
+            "^[0-9]+$",
+            "x\\Z",
+            "a(?=b)",
+            "(?<!no )risk",
+            "\\p{L}+",
+            "end\\z",
+            "(?<n>a)",
+            "[[:digit:]]",
+            "\\bno\\b",
+            "\\w+",
+        ] {
             assert!(regex_difference(differs).is_some(), "{differs}");
         }
-        for same in ["(?i)please|thank", "cost \\$5", "^\\d+", "[$]"] {
+        for same in ["(?i)please|thank", "cost \\$5", "^\\d+", "[$]", "(?P<n>a)"] {
             let why = regex_difference(same);
             assert!(why.is_none() || same == "[$]", "{same}: {why:?}");
         }

@@ -31,12 +31,17 @@ pub fn files(
         .models
         .get(&stage.policy)
         .map_or("f32", |m| m.dtype.as_str());
+    let updates = u64::try_from(grpo.iterations.max(1)).unwrap_or(1);
     let mut config: Vec<(&str, String)> = vec![
         ("output_dir", quoted(&format!("trl-{}", stage.name))),
         ("seed", stage.seed.to_string()),
+        // TRL counts each of the `iterations` updates of a batch as a step,
+        // saferc counts the batch.
         (
             "max_steps",
-            stage.steps.map_or_else(|| "-1".into(), |s| s.to_string()),
+            stage
+                .steps
+                .map_or_else(|| "-1".into(), |s| (s * updates).to_string()),
         ),
         ("num_train_epochs", "1".into()),
         ("learning_rate", py_float(grpo.lr)),
@@ -44,7 +49,7 @@ pub fn files(
             "lr_scheduler_type",
             quoted(scheduler(&grpo.schedule, grpo.warmup)),
         ),
-        ("warmup_steps", grpo.warmup.to_string()),
+        ("warmup_steps", (grpo.warmup * updates).to_string()),
         ("weight_decay", py_float(grpo.weight_decay)),
         ("adam_beta1", py_float(grpo.adam.adam_beta1)),
         ("adam_beta2", py_float(grpo.adam.adam_beta2)),
@@ -69,7 +74,10 @@ pub fn files(
             "mask_truncated_completions",
             python_bool(grpo.mask_truncated).into(),
         ),
-        ("save_steps", stage.checkpoint_every.max(1).to_string()),
+        (
+            "save_steps",
+            (stage.checkpoint_every.max(1) * updates).to_string(),
+        ),
         ("save_total_limit", stage.checkpoint_keep.max(1).to_string()),
         ("bf16", "BF16".into()),
         ("use_cpu", "not ON_GPU".into()),
