@@ -177,6 +177,23 @@ fn common_notes(plan: &Plan, stage: &StageSpec, grpo: &GrpoSpec) -> Vec<String> 
             ));
         }
     }
+    if let Some(judge) = stage
+        .reward
+        .as_ref()
+        .and_then(|r| plan.rubrics.get(r))
+        .and_then(|r| r.judge.as_ref())
+        .and_then(|j| plan.judges.get(j).map(|spec| (j, spec)))
+    {
+        if let Some(endpoint) = &judge.1.endpoint {
+            let masked = safer_ir::masked_url(endpoint);
+            if masked != *endpoint {
+                notes.push(format!(
+                    "judge `{}`'s endpoint {masked} holds a credential, which reward_spec.json holds in full so that the module can ask it: keep the file private, or give the key through `api_key_env`",
+                    judge.0
+                ));
+            }
+        }
+    }
     let mut patterns = Vec::new();
     if let Some(rubric) = stage.reward.as_ref().and_then(|r| plan.rubrics.get(r)) {
         spec::regex_patterns(

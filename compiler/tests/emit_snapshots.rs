@@ -109,3 +109,21 @@ fn emit_names_what_it_cannot_write() {
         "the pipeline has several GRPO stages (`safer_grpo`, `again`); name one with --stage"
     );
 }
+
+#[test]
+fn a_judge_endpoint_s_credential_is_named_masked_in_a_note() {
+    let mut judged = plan("tests/cases/emit/http_judge/pipeline.safer");
+    judged.judges.get_mut("grader").unwrap().endpoint =
+        Some("https://user:s3cret@judge.example/v1".into());
+    let emitted = emit(&judged, Target::Verl, None, "p").unwrap();
+    let note = emitted
+        .notes
+        .iter()
+        .find(|n| n.contains("holds a credential"))
+        .unwrap_or_else(|| panic!("{:?}", emitted.notes));
+    assert!(!note.contains("s3cret"), "{note}");
+    // The module needs it to ask the judge.
+    let spec = &emitted.files[1];
+    assert_eq!(spec.0, "reward_spec.json");
+    assert!(spec.1.contains("user:s3cret@judge.example"));
+}
