@@ -122,10 +122,16 @@ pub fn files(
     }
     if grpo.entropy_coef != 0.0 {
         config.push(("entropy_coef", py_float(grpo.entropy_coef)));
-        if grpo.loss != "token_mean" {
+        // TRL's bonus is each pass's token mean: saferc's
+        // `token_mean_local`, and `token_mean` when a step is one pass.
+        let same = grpo.loss == "token_mean_local"
+            || (grpo.loss == "token_mean" && grpo.micro_batch.is_none());
+        if !same {
             notes.push(format!(
-                "`entropy_coef = {}`: TRL adds the mean token entropy, while saferc aggregates the bonus as `loss = {}` aggregates the loss",
-                grpo.entropy_coef, grpo.loss
+                "`entropy_coef = {}`: TRL adds each pass's mean token entropy, while saferc aggregates the bonus as `loss = {}` aggregates the loss{}",
+                grpo.entropy_coef,
+                grpo.loss,
+                if grpo.loss == "token_mean" { " over the whole step" } else { "" }
             ));
         }
     }

@@ -9,9 +9,10 @@
 //! `clip_ratio_c`; `loss` `token_mean` → `token-mean`,
 //! `seq_mean_token_mean` → `seq-mean-token-mean`, `seq_sum_const` →
 //! `seq-mean-token-sum-norm`; `advantage` `group_mean` →
-//! `norm_adv_by_std_in_grpo: false`; KL `k1`/`k2`/`k3` → `kl`/`mse`/
-//! `low_var_kl`, in the loss (`use_kl_loss`) or the reward
-//! (`use_kl_in_reward`); `importance = sequence` → `loss_mode: gspo`.
+//! `norm_adv_by_std_in_grpo: false`; KL in the loss (`use_kl_loss`) `k1`/
+//! `k2`/`k3` → `kl`/`mse`/`low_var_kl`, in the reward (`use_kl_in_reward`)
+//! `kl` (saferc's reward KL is k1); `importance = sequence` → `loss_mode:
+//! gspo`. Without `micro_batch` a step is one pass, as in saferc.
 
 use super::{quoted, yaml_float};
 use safer_ir::plan::{GrpoSpec, Plan, StageSpec};
@@ -38,18 +39,45 @@ pub fn files(
         "k2" => "mse",
         _ => "low_var_kl",
     };
-    if kl.estimator == "k3_corrected" && kl.beta > 0.0 {
+    // KL in the reward is saferc's k1 whatever `estimator` says (E0312
+    // warns); verl's `kl_penalty: kl` is the same sum.
+    let reward_kl_type = "kl";
+    if kl.estimator == "k3_corrected" && kl.beta > 0.0 && kl.placement != "reward" {
         notes.push("KL estimator `k3_corrected`: verl has no importance-corrected k3; the emitted config uses `low_var_kl` (k3)".into());
     }
     let loss_agg = match grpo.loss.as_str() {
         "seq_mean_token_mean" => "seq-mean-token-mean",
-        "seq_sum_const" => "seq-mean-token-sum-norm",
+        "seq_sum_const" => {
+            notes.push("`loss = seq_sum_const` (Dr. GRPO): verl's `seq-mean-token-sum-norm` divides by the padded response length, and before verl's fix of February 2026 (PR #5417) not by the number of sequences, so its gradient is a micro-batch's size times saferc's (clipping by `max_grad_norm` comes sooner)".into());
+            "seq-mean-token-sum-norm"
+        }
         "token_mean_local" => {
-            notes.push("`loss = token_mean_local` (per micro-batch tokens): verl's `token-mean` divides by the mini-batch's tokens".into());
+            if grpo.micro_batch.is_none() {
+                notes.push("`loss = token_mean_local` without `micro_batch`: one pass per step, so verl's `token-mean` divides by the step's tokens as saferc does".into());
+            }
             "token-mean"
         }
-        _ => "token-mean",
+        _ => {
+            if grpo.micro_batch.is_some() {
+                notes.push("`loss = token_mean` with `micro_batch`: verl's legacy FSDP worker divides each micro-batch by its own tokens (saferc's `token_mean_local`); only its newer engine worker divides by the step's tokens".into());
+            }
+            "token-mean"
+        }
     };
+    if grpo.importance == "sequence" {
+        if grpo.loss != "seq_mean_token_mean" {
+            notes.push(format!(
+                "`importance = sequence`: verl's `gspo` loss always aggregates as `seq-mean-token-mean`, not as `loss = {}`",
+                grpo.loss
+            ));
+        }
+        if grpo.dual_clip.is_some() {
+            notes.push(
+                "`dual_clip` with `importance = sequence`: verl's `gspo` loss has no dual clip"
+                    .into(),
+            );
+        }
+    }
     if grpo.advantage == "batch_std" {
         notes.push("`advantage = batch_std`: verl's GRPO divides by each group's std; the emitted config does".into());
     }
@@ -82,9 +110,13 @@ pub fn files(
             "dynamic sampling lives in verl's DAPO recipe, not `main_ppo`: not emitted".into(),
         );
     }
-    // Without `micro_batch`, one group per pass: it divides the per-GPU
-    // share of a step on any number of GPUs that divides `batch`.
-    let micro = grpo.micro_batch.unwrap_or(rollout.group).max(1);
+    // Without `micro_batch`, one pass per step, as saferc does (verl's
+    // legacy worker averages tokens per micro-batch). On more GPUs it
+    // must divide each GPU's share of the step.
+    let micro = grpo
+        .micro_batch
+        .unwrap_or(grpo.batch_prompts * rollout.group)
+        .max(1);
     let use_kl = kl.beta > 0.0;
     let steps = stage.steps.map_or_else(|| "null".into(), |s| s.to_string());
     let yaml = format!(
@@ -113,7 +145,7 @@ algorithm:
   adv_estimator: grpo
   norm_adv_by_std_in_grpo: {norm_by_std}
   use_kl_in_reward: {kl_in_reward}
-  kl_penalty: {kl_type}
+  kl_penalty: {reward_kl_type}
   kl_ctrl:
     type: fixed
     kl_coef: {beta}
@@ -131,6 +163,7 @@ actor_rollout_ref:
       clip_grad: {grad_clip}
     grad_clip: {grad_clip}
     # a step: {batch} prompts x {group} completions, {micro} completions per pass
+    # (on N GPUs a pass must divide each GPU's {batch} x {group} / N)
     ppo_mini_batch_size: {batch}
     ppo_micro_batch_size_per_gpu: {micro}
     ppo_epochs: {iterations}
@@ -194,6 +227,7 @@ trainer:
         kl_in_reward = use_kl && kl.placement == "reward",
         kl_in_loss = use_kl && kl.placement != "reward",
         kl_type = kl_type,
+        reward_kl_type = reward_kl_type,
         beta = yaml_float(kl.beta),
         weights = quoted(&weights),
         lr = yaml_float(grpo.lr),
