@@ -177,37 +177,21 @@ fn common_notes(plan: &Plan, stage: &StageSpec, grpo: &GrpoSpec) -> Vec<String> 
             ));
         }
     }
-    if let Some(judge) = stage
-        .reward
-        .as_ref()
-        .and_then(|r| plan.rubrics.get(r))
+    let rubric = stage.reward.as_ref().and_then(|r| plan.rubrics.get(r));
+    let judge = rubric
         .and_then(|r| r.judge.as_ref())
-        .and_then(|j| plan.judges.get(j).map(|spec| (j, spec)))
-    {
-        if let Some(endpoint) = &judge.1.endpoint {
-            let masked = safer_ir::masked_url(endpoint);
-            if masked != *endpoint {
-                notes.push(format!(
-                    "judge `{}`'s endpoint {masked} holds a credential, which reward_spec.json holds in full so that the module can ask it: keep the file private, or give the key through `api_key_env`",
-                    judge.0
-                ));
-            }
+        .and_then(|name| Some((name, plan.judges.get(name)?.endpoint.as_ref()?)));
+    if let Some((name, endpoint)) = judge {
+        let masked = safer_ir::masked_url(endpoint);
+        if masked != *endpoint {
+            notes.push(format!(
+                "judge `{name}`'s endpoint {masked} holds a credential, which reward_spec.json holds in full so that the module can ask it: keep the file private, or give the key through `api_key_env`"
+            ));
         }
     }
-    let mut patterns = Vec::new();
-    if let Some(rubric) = stage.reward.as_ref().and_then(|r| plan.rubrics.get(r)) {
-        spec::regex_patterns(
-            &serde_json::to_value(rubric).unwrap_or_default(),
-            &mut patterns,
-        );
-    }
-    for f in plan.functions.values() {
-        spec::regex_patterns(
-            &serde_json::to_value(&f.body).unwrap_or_default(),
-            &mut patterns,
-        );
-    }
-    patterns.dedup();
+    let patterns = rubric
+        .map(|rubric| spec::regex_patterns(rubric, plan))
+        .unwrap_or_default();
     for pattern in patterns {
         if let Some(why) = spec::regex_difference(&pattern) {
             notes.push(format!(
@@ -227,16 +211,6 @@ fn common_notes(plan: &Plan, stage: &StageSpec, grpo: &GrpoSpec) -> Vec<String> 
         notes.push("`multi_objective = normalize_then_sum` (GDPO) needs one reward per criterion: the emitted reward is the rubric's total, normalised as one".into());
     }
     notes
-}
-
-/// The stage's sampling settings: its rollout, or saferc's default.
-pub(crate) fn stage_rollout(plan: &Plan, stage: &StageSpec) -> safer_ir::plan::RolloutSpec {
-    stage
-        .rollout
-        .as_ref()
-        .and_then(|r| plan.rollouts.get(r))
-        .cloned()
-        .unwrap_or_else(safer_ir::plan::RolloutSpec::unnamed)
 }
 
 /// `x` as a Python literal (`1e-06`, `0.5`, `3.0`; `inf` as `float("inf")`).

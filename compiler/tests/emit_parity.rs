@@ -29,18 +29,25 @@ fn case() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/emit/parity")
 }
 
-/// The parity pipeline's plan, emitted for `target` into a fresh folder.
-fn emitted(target: saferc::emit::Target, name: &str) -> (safer_ir::plan::Plan, PathBuf) {
-    let plan = saferc::cli::compile_plan(
-        &case().join("pipeline.safer"),
-        &saferc::cli::ImportArgs::default(),
-    )
-    .unwrap_or_else(|| panic!("the parity pipeline compiles"));
-    let files = saferc::emit::emit(&plan, target, None, "pipeline.safer").unwrap();
-    let dir = common::temp_dir(name);
+/// The plan of `pipeline` (relative to the parity case's folder).
+fn plan_of(pipeline: &str) -> safer_ir::plan::Plan {
+    saferc::cli::compile_plan(&case().join(pipeline), &saferc::cli::ImportArgs::default())
+        .unwrap_or_else(|| panic!("{pipeline} compiles"))
+}
+
+/// Writes `plan` emitted for `target` into `dir`.
+fn write_emitted(plan: &safer_ir::plan::Plan, target: saferc::emit::Target, dir: &Path) {
+    let files = saferc::emit::emit(plan, target, None, "pipeline.safer").unwrap();
     for (file, text) in &files.files {
         std::fs::write(dir.join(file), text).unwrap();
     }
+}
+
+/// The parity pipeline's plan, emitted for `target` into a fresh folder.
+fn emitted(target: saferc::emit::Target, name: &str) -> (safer_ir::plan::Plan, PathBuf) {
+    let plan = plan_of("pipeline.safer");
+    let dir = common::temp_dir(name);
+    write_emitted(&plan, target, &dir);
     (plan, dir)
 }
 
@@ -238,11 +245,7 @@ fn the_emitted_module_reads_the_rows_and_split_sizes_the_runtime_reads() {
 /// count towards it).
 #[test]
 fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
-    let mut plan = saferc::cli::compile_plan(
-        &case().join("pipeline.safer"),
-        &saferc::cli::ImportArgs::default(),
-    )
-    .unwrap_or_else(|| panic!("the parity pipeline compiles"));
+    let mut plan = plan_of("pipeline.safer");
     let dir = common::temp_dir("emit-read-rows");
     let data = dir.join("rows.jsonl");
     let row = |id: &str, extra: &str| {
@@ -288,10 +291,7 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
     spec.limit = Some(13);
     spec.source = data.display().to_string();
     spec.images = dir.display().to_string();
-    let files = saferc::emit::emit(&plan, saferc::emit::Target::Trl, None, "p").unwrap();
-    for (file, text) in &files.files {
-        std::fs::write(dir.join(file), text).unwrap();
-    }
+    write_emitted(&plan, saferc::emit::Target::Trl, &dir);
     let spec = &plan.datasets["d"];
     let loaded = data::load_source("d", spec).unwrap();
     assert_eq!(loaded.bad.len(), 9, "{:?}", loaded.bad);
@@ -310,10 +310,7 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
     assert_eq!(got, want);
     // Under `on_bad_row = fail` the first bad row stops the scripts.
     plan.datasets.get_mut("d").unwrap().on_bad_row = "fail".into();
-    let files = saferc::emit::emit(&plan, saferc::emit::Target::Trl, None, "p").unwrap();
-    for (file, text) in &files.files {
-        std::fs::write(dir.join(file), text).unwrap();
-    }
+    write_emitted(&plan, saferc::emit::Target::Trl, &dir);
     let out = Command::new("python3")
         .args(["safer_reward.py", "rows", "d"])
         .current_dir(&dir)
@@ -456,27 +453,22 @@ fn answer(mut stream: std::net::TcpStream, first: bool, log: &Received) {
     let _ = stream.write_all(reply.as_bytes());
 }
 
+/// The HTTP judge case with its judge at the loopback server on `port`.
+fn judged_at(port: u16) -> safer_ir::plan::Plan {
+    let mut plan = plan_of("../http_judge/pipeline.safer");
+    plan.judges.get_mut("grader").unwrap().endpoint = Some(format!("http://127.0.0.1:{port}/v1"));
+    plan
+}
+
 #[test]
 fn the_emitted_module_asks_an_http_judge_what_the_runtime_asks() {
-    let plan = saferc::cli::compile_plan(
-        &case().join("../http_judge/pipeline.safer"),
-        &saferc::cli::ImportArgs::default(),
-    )
-    .unwrap_or_else(|| panic!("the judge pipeline compiles"));
     let (port, received) = start_judge();
-    let endpoint = format!("http://127.0.0.1:{port}/v1");
-    let files =
-        saferc::emit::emit(&plan, saferc::emit::Target::Trl, None, "pipeline.safer").unwrap();
+    let plan = judged_at(port);
     let dir = common::temp_dir("emit-judge");
-    for (file, text) in &files.files {
-        let text = text.replace("http://127.0.0.1:9/v1", &endpoint);
-        std::fs::write(dir.join(file), text).unwrap();
-    }
+    write_emitted(&plan, saferc::emit::Target::Trl, &dir);
     // Both ask with the key from the same variable.
     std::env::set_var("EMIT_PARITY_KEY", "sk-parity");
-    let mut judge_spec = plan.judges["grader"].clone();
-    judge_spec.endpoint = Some(endpoint);
-    let judge = HttpJudge::new("grader", &judge_spec, Arc::default()).unwrap();
+    let judge = HttpJudge::new("grader", &plan.judges["grader"], Arc::default()).unwrap();
     let spec = &plan.datasets["d"];
     let rows = data::load_source("d", spec).unwrap().rows;
     let vocabulary = scorers::vocabulary(&rows, "objects");
@@ -531,22 +523,9 @@ fn the_emitted_module_asks_an_http_judge_what_the_runtime_asks() {
 
 #[test]
 fn the_emitted_module_retries_a_judge_that_answers_429() {
-    let plan = saferc::cli::compile_plan(
-        &case().join("../http_judge/pipeline.safer"),
-        &saferc::cli::ImportArgs::default(),
-    )
-    .unwrap();
     let (port, received) = start_judge();
-    let files =
-        saferc::emit::emit(&plan, saferc::emit::Target::Verl, None, "pipeline.safer").unwrap();
     let dir = common::temp_dir("emit-judge-retry");
-    for (file, text) in &files.files {
-        let text = text.replace(
-            "http://127.0.0.1:9/v1",
-            &format!("http://127.0.0.1:{port}/v1"),
-        );
-        std::fs::write(dir.join(file), text).unwrap();
-    }
+    write_emitted(&judged_at(port), saferc::emit::Target::Verl, &dir);
     let item =
         json!({"row": {"question": "q", "label": "safe"}, "text": "Hello there.", "tokens": 3});
     let out = python_with_env(

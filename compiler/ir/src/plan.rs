@@ -43,6 +43,16 @@ pub struct Plan {
     pub evals: Vec<EvalSpec>,
 }
 
+impl Plan {
+    /// The rollout named `name`, or [`RolloutSpec::unnamed`] where none is
+    /// named (or the name is not in the plan).
+    pub fn rollout(&self, name: Option<&String>) -> RolloutSpec {
+        name.and_then(|n| self.rollouts.get(n))
+            .cloned()
+            .unwrap_or_else(RolloutSpec::unnamed)
+    }
+}
+
 /// The most new tokens of a scoring pass (an `eval`, a stage's `eval_data`)
 /// that names no rollout.
 pub const SCORING_MAX_TOKENS: usize = 128;
@@ -113,6 +123,22 @@ pub struct RubricSpec {
     pub formats: Vec<FormatSpec>,
     /// The reward.
     pub total: Expr,
+}
+
+impl RubricSpec {
+    /// Every expression of the rubric: criteria's scorers, penalties'
+    /// amounts and conditions, and the total.
+    pub fn exprs(&self) -> impl Iterator<Item = &Expr> {
+        self.criteria
+            .iter()
+            .filter_map(|c| c.scorer.as_ref())
+            .chain(
+                self.penalties
+                    .iter()
+                    .flat_map(|p| std::iter::once(&p.value).chain(p.when.as_ref())),
+            )
+            .chain(std::iter::once(&self.total))
+    }
 }
 
 /// One criterion.

@@ -1097,7 +1097,7 @@ class Reward:
                 vocab = set()
                 name = self.spec.get("train_dataset")
                 if name:
-                    for row in read_rows(name, self.spec["datasets"][name]):
+                    for row in read_rows(name, self.spec["datasets"][name], training=True):
                         items = row.fields.get("objects")
                         if isinstance(items, list):
                             vocab.update(x.lower() for x in items if isinstance(x, str))
@@ -1240,8 +1240,9 @@ def env_name(dataset):
     return "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in dataset)
 
 
-def read_rows(name, dataset):
-    """The rows of dataset `name` (its spec entry) that parse and pass every
+def read_rows(name, dataset, training):
+    """The rows of dataset `name` (its spec entry; `training`: the stage trains
+    on it) that parse and pass every
     filter, read as saferc reads them: lines split at `\n` (a `\r` before
     it and a byte-order mark dropped), blank lines skipped, at most `limit`
     lines taken (bad ones count), bad rows skipped, or an error under
@@ -1252,7 +1253,6 @@ def read_rows(name, dataset):
     reads another copy of the file, `SAFER_IMAGES_<NAME>` (`SAFER_IMAGES`)
     its images; without it a moved file's images are not checked."""
     path, images = dataset["source"], dataset.get("images")
-    training = name == load_spec().get("train_dataset")
     moved = os.environ.get(f"SAFER_DATA_{env_name(name)}") or (training and os.environ.get("SAFER_DATA"))
     if moved:
         path = moved
@@ -1325,8 +1325,9 @@ def split_rows(split):
     without saferc's curation, balancing and de-duplication.
     """
     dataset, _, part = split.partition(".")
-    spec = load_spec()["datasets"][dataset]
-    rows = read_rows(dataset, spec)
+    whole = load_spec()
+    spec = whole["datasets"][dataset]
+    rows = read_rows(dataset, spec, training=dataset == whole.get("train_dataset"))
     with_images = sum(1 for r in rows if r.images)
     if with_images:
         print(

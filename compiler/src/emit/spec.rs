@@ -4,9 +4,9 @@
 //! trees, the user scorers, the judge), plus the dataset's source, filters
 //! and splits for the trainer scripts.
 
-use safer_ir::plan::{Plan, StageSpec};
-use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use safer_ir::plan::{Expr, Plan, RubricSpec, StageSpec, Val};
+use serde_json::json;
+use std::collections::BTreeMap;
 
 /// The format `safer_reward.py` reads; raised when the file's meaning changes.
 pub const SPEC_FORMAT: u32 = 1;
@@ -68,16 +68,10 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
             );
         }
     }
-    let rubric_json = serde_json::to_value(rubric).map_err(|e| e.to_string())?;
-    let mut called = BTreeSet::new();
-    calls(&rubric_json, &mut called);
-    // Scorer bodies call built-in scorers too (`length` inside `brief`).
-    for f in plan.functions.values() {
-        calls(
-            &serde_json::to_value(&f.body).map_err(|e| e.to_string())?,
-            &mut called,
-        );
-    }
+    let mut counts_tokens = false;
+    for_each_call(rubric, plan, &mut |func, _, _| {
+        counts_tokens |= func == "length"
+    });
     let tokenizer = plan
         .models
         .get(&stage.policy)
@@ -89,44 +83,50 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
         "stage": stage.name,
         "reward": reward,
         "rubric_hash": plan.rubric_hashes.get(reward),
-        "rubrics": { reward: rubric_json },
+        "rubrics": { reward: rubric },
         "functions": plan.functions,
         "judges": judges,
         "datasets": datasets,
         // Its rows' `objects` are `hallucinated_objects`'s vocabulary.
         "train_dataset": stage.data.dataset,
         "tokenizer": tokenizer,
-        "counts_tokens": called.contains("length"),
-        "max_tokens": super::stage_rollout(plan, stage).max_tokens,
+        "counts_tokens": counts_tokens,
+        "max_tokens": plan.rollout(stage.rollout.as_ref()).max_tokens,
     });
     serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())
 }
 
-/// The patterns of the `regex(...)` calls in `v` (a serialized expression
-/// tree) given as string constants.
-pub(crate) fn regex_patterns(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(fields) => {
-            if fields.get("kind").and_then(Value::as_str) == Some("call")
-                && fields.get("func").and_then(Value::as_str) == Some("regex")
-            {
-                let pattern = fields
-                    .get("args")
-                    .and_then(|a| a.get(0))
-                    .or_else(|| fields.get("named").and_then(|n| n.get("pattern")));
-                if let Some(text) = pattern
-                    .filter(|p| p.get("kind").and_then(Value::as_str) == Some("const"))
-                    .and_then(|p| p.get("value"))
-                    .and_then(Value::as_str)
-                {
-                    out.push(text.to_string());
-                }
-            }
-            fields.values().for_each(|x| regex_patterns(x, out));
-        }
-        Value::Array(items) => items.iter().for_each(|x| regex_patterns(x, out)),
-        _ => {}
+/// Calls `f` with every call in `rubric` and in the plan's scorers with a
+/// body (which call built-in scorers too: `length` inside `brief`).
+fn for_each_call<'p>(
+    rubric: &'p RubricSpec,
+    plan: &'p Plan,
+    f: &mut impl FnMut(&'p str, &'p [Expr], &'p BTreeMap<String, Expr>),
+) {
+    let bodies = plan.functions.values().map(|function| &function.body);
+    for e in rubric.exprs().chain(bodies) {
+        e.for_each_call(f);
     }
+}
+
+/// The patterns of the `regex(...)` calls in `rubric` and the scorers,
+/// where they are string constants.
+pub(crate) fn regex_patterns(rubric: &RubricSpec, plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for_each_call(rubric, plan, &mut |func, args, named| {
+        if func != "regex" {
+            return;
+        }
+        if let Some(Expr::Const {
+            value: Val::Str(pattern),
+        }) = args.first().or_else(|| named.get("pattern"))
+        {
+            if !out.contains(pattern) {
+                out.push(pattern.clone());
+            }
+        }
+    });
+    out
 }
 
 /// Why Python's `re` may match `pattern` differently from saferc's
@@ -170,36 +170,17 @@ pub(crate) fn regex_difference(pattern: &str) -> Option<&'static str> {
     None
 }
 
-/// Every function a serialized expression tree calls.
-fn calls(v: &Value, out: &mut BTreeSet<String>) {
-    match v {
-        Value::Object(fields) => {
-            if fields.get("kind").and_then(Value::as_str) == Some("call") {
-                if let Some(func) = fields.get("func").and_then(Value::as_str) {
-                    out.insert(func.to_string());
-                }
-            }
-            fields.values().for_each(|x| calls(x, out));
-        }
-        Value::Array(items) => items.iter().for_each(|x| calls(x, out)),
-        _ => {}
-    }
-}
-
-/// Whether `e` calls `func` anywhere (for tests of the collector).
-#[cfg(test)]
-fn expr_calls(e: &safer_ir::plan::Expr, func: &str) -> bool {
-    let mut out = BTreeSet::new();
-    calls(&serde_json::to_value(e).unwrap_or_default(), &mut out);
-    out.contains(func)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
 mod tests {
     use super::*;
-    use safer_ir::plan::Expr;
-    use std::collections::BTreeMap;
+
+    /// Whether `e` calls `func` anywhere.
+    fn expr_calls(e: &Expr, func: &str) -> bool {
+        let mut found = false;
+        e.for_each_call(&mut |f, _, _| found |= f == func);
+        found
+    }
 
     #[test]
     fn patterns_python_may_match_differently_are_named() {

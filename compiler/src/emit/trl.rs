@@ -22,7 +22,7 @@ pub fn files(
     pipeline: &str,
     notes: &mut Vec<String>,
 ) -> Vec<(String, String)> {
-    let rollout = super::stage_rollout(plan, stage);
+    let rollout = plan.rollout(stage.rollout.as_ref());
     let model = plan
         .models
         .get(&stage.policy)

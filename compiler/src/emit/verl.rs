@@ -25,7 +25,7 @@ pub fn files(
     pipeline: &str,
     notes: &mut Vec<String>,
 ) -> Vec<(String, String)> {
-    let rollout = super::stage_rollout(plan, stage);
+    let rollout = plan.rollout(stage.rollout.as_ref());
     let model = plan.models.get(&stage.policy);
     let weights = model.map_or_else(String::new, |m| m.weights.clone());
     // verl bounds prompts separately; the declared context less the

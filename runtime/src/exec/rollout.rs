@@ -91,11 +91,6 @@ pub fn sampling(spec: &RolloutSpec) -> SamplingParams {
     }
 }
 
-/// The rollout used where none is named: 4 samples of up to 128 tokens.
-pub fn default_rollout() -> RolloutSpec {
-    RolloutSpec::unnamed()
-}
-
 /// A model with its tokenizer and configuration.
 pub struct Policy<'a, B: Backend> {
     /// The model.

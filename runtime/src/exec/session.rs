@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use super::data::{self, Row};
 use super::judge::{HttpJudge, Judge, RulesJudge};
 use super::judge_model::ModelJudge;
-use super::rollout::default_rollout;
 use super::rubric::RubricScorer;
 use super::run_dir::{write_atomically, RunDir};
 use super::{curate, evaluate, grpo_stage, report, sft_stage, ExecError, RunOptions};
@@ -408,9 +407,7 @@ impl<'a, B: Backend> Session<'a, B> {
 
     /// The rollout settings of a stage.
     pub fn rollout(&self, name: Option<&String>) -> RolloutSpec {
-        name.and_then(|n| self.plan.rollouts.get(n))
-            .cloned()
-            .unwrap_or_else(default_rollout)
+        self.plan.rollout(name)
     }
 
     /// Runs everything; returns the summary.

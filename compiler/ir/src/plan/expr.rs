@@ -531,6 +531,40 @@ fn builtin(func: &str, args: &[Val]) -> Result<Option<Val>, EvalError> {
     }))
 }
 
+impl Expr {
+    /// Calls `f` with every call in the tree, outer calls first: the
+    /// function's name, its positional and its named arguments.
+    pub fn for_each_call<'e>(
+        &'e self,
+        f: &mut impl FnMut(&'e str, &'e [Expr], &'e BTreeMap<String, Expr>),
+    ) {
+        match self {
+            Expr::Call { func, args, named } => {
+                f(func, args, named);
+                args.iter().for_each(|a| a.for_each_call(f));
+                named.values().for_each(|a| a.for_each_call(f));
+            }
+            Expr::Field { base, .. } => base.for_each_call(f),
+            Expr::Unary { operand, .. } => operand.for_each_call(f),
+            Expr::Binary { lhs, rhs, .. } => {
+                lhs.for_each_call(f);
+                rhs.for_each_call(f);
+            }
+            Expr::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                cond.for_each_call(f);
+                then.for_each_call(f);
+                otherwise.for_each_call(f);
+            }
+            Expr::List { items } => items.iter().for_each(|i| i.for_each_call(f)),
+            Expr::Const { .. } | Expr::Var { .. } | Expr::Criterion { .. } => {}
+        }
+    }
+}
+
 /// An operator as written.
 pub fn symbol(op: Binary) -> &'static str {
     match op {
