@@ -38,6 +38,7 @@ fn main() -> Result<(), ModelError> {
                 positions: vec![(prompt + step) as i64; batch],
                 key_padding: vec![false; batch * total],
                 causal: true,
+                mrope: None,
             };
             let _ = model
                 .forward(

@@ -1,5 +1,6 @@
 //! Images for the vision tower: decoding (the `image` crate), resizing to
-//! the model's square input, normalisation, and cutting into patches.
+//! the model's square input, normalisation, and cutting into patches
+//! (`tiny_vlm`; `qwen2_5_vl`'s processor is [`qwen`]).
 //!
 //! Layout of one image's patches: `[patches, 3 * patch * patch]`, patches in
 //! row-major order over the grid, and inside a patch channel-major
@@ -11,6 +12,8 @@ use image::imageops::FilterType;
 use image::RgbImage;
 
 use crate::model::{ImagePatches, ModelError, VisionConfig};
+
+pub mod qwen;
 
 /// Decodes the image at `path` (PNG or JPEG) to RGB.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
@@ -64,6 +67,7 @@ pub fn load_patches(
     Ok(ImagePatches {
         count: paths.len(),
         values,
+        grids: Vec::new(),
     })
 }
 

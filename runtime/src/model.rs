@@ -1,6 +1,6 @@
-//! Models on burn: `qwen2` (Qwen2 / Qwen2.5 text, loaded from Hugging Face
-//! directories) and `tiny_vlm` (the built-in small vision-language model),
-//! one [`Model`] type for both.
+//! Models on burn: `qwen2` (Qwen2 / Qwen2.5 text) and `qwen2_5_vl`
+//! (Qwen2.5-VL), loaded from Hugging Face directories, and `tiny_vlm` (the
+//! built-in small vision-language model), one [`Model`] type for all three.
 //!
 //! A model directory holds `config.json`, `*.safetensors` and the tokenizer
 //! files; [`Model::load`] reads it, [`Model::save`] writes the same layout
@@ -19,6 +19,9 @@
 //! | the decoder's forward on the CPU, fused | [`cpu_forward`] |
 //! | training's forward and backward on the CPU, fused | [`cpu_train`] |
 //! | vision tower of `tiny_vlm` | [`vision`] |
+//! | vision tower of `qwen2_5_vl` (windowed ViT, patch merger) | [`qwen_vision`] |
+//! | `qwen2_5_vl`'s image processor settings | [`image_processor`] |
+//! | `qwen2_5_vl`'s 3-D rotary positions | [`mrope`] |
 
 pub mod attention;
 pub mod config;
@@ -27,9 +30,12 @@ pub mod cpu_train;
 pub mod decoder;
 pub mod error;
 pub mod few_rows;
+pub mod image_processor;
 pub mod kv_cache;
 pub mod layers;
+pub mod mrope;
 pub mod on_cpu;
+pub mod qwen_vision;
 pub mod rope;
 pub mod tiny_vlm;
 pub mod vision;
@@ -45,15 +51,19 @@ pub use config::{Architecture, ModelConfig};
 pub use decoder::{Layout, TextConfig, TextDecoder};
 pub use error::ModelError;
 pub use kv_cache::KvCache;
+pub use qwen_vision::{QwenVisionConfig, QwenVisionTower};
 pub use vision::{VisionConfig, VisionTower};
 
 use weights::{write_atomically, WeightReader, WeightWriter};
 
-/// A causal language model, with a vision tower for `tiny_vlm`.
+/// A causal language model, with a vision tower for `tiny_vlm` and
+/// `qwen2_5_vl`.
 #[derive(Module, Debug)]
 pub struct Model<B: Backend> {
-    /// The vision tower (`tiny_vlm` only).
+    /// The vision tower of `tiny_vlm`.
     pub vision: Option<VisionTower<B>>,
+    /// The vision tower of `qwen2_5_vl`.
+    pub qwen_vision: Option<QwenVisionTower<B>>,
     /// The decoder, embeddings and LM head.
     pub text: TextDecoder<B>,
     #[module(skip)]
@@ -77,8 +87,12 @@ pub struct ModelInput {
 pub struct ImagePatches {
     /// How many images.
     pub count: usize,
-    /// `[count, patches, patch_dim]`, row-major.
+    /// The patches of every image one after another, `patch_dim` values
+    /// each, row-major (`tiny_vlm`: `[count, patches, patch_dim]`).
     pub values: Vec<f32>,
+    /// Each image's grid of patches `[t, h, w]` (`qwen2_5_vl`, whose
+    /// images keep their own sizes); empty for `tiny_vlm`'s fixed size.
+    pub grids: Vec<[usize; 3]>,
 }
 
 impl<B: burn::tensor::backend::AutodiffBackend> Model<B> {
@@ -105,8 +119,13 @@ impl<B: Backend> Model<B> {
             )?),
             None => None,
         };
+        let qwen_vision = match &config.qwen_vision {
+            Some(vision) => Some(QwenVisionTower::load(&weights, vision.clone(), device)?),
+            None => None,
+        };
         Ok(Self {
             vision,
+            qwen_vision,
             text,
             config,
         })
@@ -131,8 +150,13 @@ impl<B: Backend> Model<B> {
             .vision
             .clone()
             .map(|v| VisionTower::init(v, config.text.hidden_size, device));
+        let qwen_vision = config
+            .qwen_vision
+            .clone()
+            .map(|v| QwenVisionTower::init(v, device));
         Self {
             vision,
+            qwen_vision,
             text,
             config,
         }
@@ -150,6 +174,9 @@ impl<B: Backend> Model<B> {
     pub fn export(&self, out: &mut WeightWriter) {
         self.text.export(out);
         if let Some(vision) = &self.vision {
+            vision.export(out);
+        }
+        if let Some(vision) = &self.qwen_vision {
             vision.export(out);
         }
     }
@@ -189,7 +216,7 @@ impl<B: Backend> Model<B> {
     pub fn hidden(
         &self,
         input: &ModelInput,
-        cache: Option<&mut KvCache<B>>,
+        mut cache: Option<&mut KvCache<B>>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         let layout = &input.layout;
         let (batch, seq) = (layout.batch, layout.seq);
@@ -220,7 +247,42 @@ impl<B: Backend> Model<B> {
                 reason: "the prompt has image placeholders but no images were given".into(),
             });
         }
+        if let Some(mrope) = self.mrope_layout(input, cache.as_deref_mut())? {
+            return Ok(self.text.hidden(embeds, &mrope, cache));
+        }
         Ok(self.text.hidden(embeds, layout, cache))
+    }
+
+    /// For `qwen2_5_vl`, `input`'s layout with its tokens' 3-D rotary
+    /// positions (and the cache's rows' offsets updated); `None` for the
+    /// other architectures.
+    fn mrope_layout(
+        &self,
+        input: &ModelInput,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Result<Option<Layout>, ModelError> {
+        let (Some(vision), Some(image_token)) = (&self.qwen_vision, self.config.image_token_id)
+        else {
+            return Ok(None);
+        };
+        let grids = input.images.as_ref().map_or(&[][..], |i| &i.grids[..]);
+        let before = cache.as_ref().map(|c| c.rope_deltas().to_vec());
+        let (positions, deltas) = mrope::positions(
+            &input.tokens,
+            &input.layout,
+            image_token,
+            grids,
+            vision.config.spatial_merge_size,
+            before.as_deref().unwrap_or(&[]),
+        )
+        .map_err(|reason| ModelError::Request { reason })?;
+        if let Some(cache) = cache {
+            cache.set_rope_deltas(deltas);
+        }
+        Ok(Some(Layout {
+            mrope: Some(positions),
+            ..input.layout.clone()
+        }))
     }
 
     fn placeholder_count(&self, tokens: &[u32]) -> usize {
@@ -238,6 +300,10 @@ impl<B: Backend> Model<B> {
         tokens: &[u32],
         images: &ImagePatches,
     ) -> Result<Tensor<B, 3>, ModelError> {
+        if let (Some(vision), Some(image_token)) = (&self.qwen_vision, self.config.image_token_id) {
+            let features = qwen_features(vision, tokens, image_token, images, &embeds.device())?;
+            return Ok(splice(embeds, tokens, image_token, features));
+        }
         let (Some(vision), Some(image_token)) = (&self.vision, self.config.image_token_id) else {
             return Err(ModelError::Request {
                 reason: "this model has no vision tower; it takes text only".into(),
@@ -264,33 +330,91 @@ impl<B: Backend> Model<B> {
                 ),
             });
         }
-        let [batch, seq, d] = embeds.dims();
-        let device = embeds.device();
+        let d = embeds.dims()[2];
         let patches = Tensor::<B, 3>::from_data(
             TensorData::new(images.values.clone(), [images.count, per_image, patch_dim]),
-            &device,
+            &embeds.device(),
         );
         let features = vision
             .forward(patches)
             .reshape([images.count * per_image, d]);
-        let mut next = 0i64;
-        let mut rows = Vec::with_capacity(tokens.len());
-        let mut is_image = Vec::with_capacity(tokens.len());
-        for &t in tokens {
-            let hit = t == image_token;
-            rows.push(if hit { next } else { 0 });
-            is_image.push(hit);
-            next += i64::from(hit);
-        }
-        let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [tokens.len()]), &device);
-        let mask =
-            Tensor::<B, 2, Bool>::from_data(TensorData::new(is_image, [tokens.len(), 1]), &device)
-                .expand([tokens.len(), d]);
-        let spliced = embeds
-            .reshape([batch * seq, d])
-            .mask_where(mask, features.select(0, rows));
-        Ok(spliced.reshape([batch, seq, d]))
+        Ok(splice(embeds, tokens, image_token, features))
     }
+}
+
+/// The features of `qwen2_5_vl`'s images, `[placeholders, d]`, after
+/// checking they fit the placeholders of `tokens`.
+fn qwen_features<B: Backend>(
+    vision: &QwenVisionTower<B>,
+    tokens: &[u32],
+    image_token: u32,
+    images: &ImagePatches,
+    device: &B::Device,
+) -> Result<Tensor<B, 2>, ModelError> {
+    let c = &vision.config;
+    let patch_dim = c.patch_dim();
+    let patches: usize = images.grids.iter().map(|g| g[0] * g[1] * g[2]).sum();
+    let merge = c.spatial_merge_size;
+    if images.grids.len() != images.count
+        || images.values.len() != patches * patch_dim
+        || images
+            .grids
+            .iter()
+            .any(|g| g[0] == 0 || g[1] % merge != 0 || g[2] % merge != 0 || g[1] == 0 || g[2] == 0)
+    {
+        return Err(ModelError::Request {
+            reason: format!(
+                "{} patch values and grids {:?} for {} images of {patch_dim}-value patches merged {merge}×{merge}",
+                images.values.len(),
+                images.grids,
+                images.count
+            ),
+        });
+    }
+    let needed: usize = images.grids.iter().map(|&g| c.tokens(g)).sum();
+    let placeholders = tokens.iter().filter(|&&t| t == image_token).count();
+    if placeholders != needed {
+        return Err(ModelError::Request {
+            reason: format!(
+                "the prompt has {placeholders} image placeholder tokens, but its {} images need {needed}",
+                images.count
+            ),
+        });
+    }
+    let patches = Tensor::<B, 2>::from_data(
+        TensorData::new(images.values.clone(), [patches, patch_dim]),
+        device,
+    );
+    Ok(vision.forward(patches, &images.grids))
+}
+
+/// `embeds` (`[batch, seq, d]`) with the rows of `features` (`[placeholders,
+/// d]`) in place of the image placeholders of `tokens`, in order.
+fn splice<B: Backend>(
+    embeds: Tensor<B, 3>,
+    tokens: &[u32],
+    image_token: u32,
+    features: Tensor<B, 2>,
+) -> Tensor<B, 3> {
+    let [batch, seq, d] = embeds.dims();
+    let device = embeds.device();
+    let mut next = 0i64;
+    let mut rows = Vec::with_capacity(tokens.len());
+    let mut is_image = Vec::with_capacity(tokens.len());
+    for &t in tokens {
+        let hit = t == image_token;
+        rows.push(if hit { next } else { 0 });
+        is_image.push(hit);
+        next += i64::from(hit);
+    }
+    let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [tokens.len()]), &device);
+    let mask =
+        Tensor::<B, 2, Bool>::from_data(TensorData::new(is_image, [tokens.len(), 1]), &device)
+            .expand([tokens.len(), d]);
+    let spliced = embeds
+        .reshape([batch * seq, d])
+        .mask_where(mask, features.select(0, rows));
+    spliced.reshape([batch, seq, d])
 }
 
 /// Writes `config.json` and `model.safetensors` (from `weights`) into `dir`,
@@ -305,6 +429,14 @@ pub fn write_model_dir(
         &dir.join("model.safetensors"),
         Some([("format".to_string(), "pt".to_string())].into()),
     )?;
+    if let Some(vision) = &config.qwen_vision {
+        let json =
+            serde_json::to_string_pretty(&image_processor::to_json(vision)).unwrap_or_default();
+        write_atomically(
+            &dir.join(image_processor::FILE),
+            format!("{json}\n").as_bytes(),
+        )?;
+    }
     let json = serde_json::to_string_pretty(&config.to_json()).unwrap_or_default();
     write_atomically(&dir.join("config.json"), format!("{json}\n").as_bytes())
 }

@@ -15,6 +15,9 @@ fn parity_and_generation_on_cuda() {
     let worst = common::parity::check_logits::<Cuda>(&device, 1e-4);
     println!("largest |Δlogit| on cuda: {worst:e}");
     common::parity::check_greedy::<Cuda>(&device);
+    let worst = common::qwen2_5_vl::check_logits::<Cuda>(&device, 1e-4);
+    println!("qwen2_5_vl: largest |Δlogit| on cuda: {worst:e}");
+    common::qwen2_5_vl::check_greedy::<Cuda>(&device);
 }
 
 /// A task that reports the backend it ran on.

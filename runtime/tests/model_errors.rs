@@ -234,3 +234,74 @@ fn weight_files_are_checked_by_their_headers() {
     assert!(check_files(&dir).is_err(), "no weight file");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A copy of the Qwen2.5-VL fixture (config, weights, processor settings).
+fn copy_qwen2_5_vl(tag: &str) -> PathBuf {
+    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2_5_vl");
+    let dir = std::env::temp_dir().join(format!("saferc-broken-vl-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    for file in ["config.json", "model.safetensors", "processor_config.json"] {
+        std::fs::copy(from.join(file), dir.join(file)).expect("copy");
+    }
+    dir
+}
+
+#[test]
+fn qwen2_5_vl_errors_name_the_file_and_setting() {
+    let dir = copy_qwen2_5_vl("no-processor");
+    std::fs::remove_file(dir.join("processor_config.json")).expect("rm");
+    let err = load_error(&dir);
+    assert!(err.contains("preprocessor_config.json"), "{err}");
+
+    let dir = copy_qwen2_5_vl("sections");
+    edit_config(&dir, |v| {
+        v["text_config"]["rope_parameters"]["mrope_section"] = serde_json::json!([4, 4, 4]);
+    });
+    let err = load_error(&dir);
+    assert!(
+        err.contains("`mrope_section` [4, 4, 4] must sum to half the head width (8)"),
+        "{err}"
+    );
+
+    let dir = copy_qwen2_5_vl("window");
+    edit_config(&dir, |v| {
+        v["vision_config"]["window_size"] = serde_json::json!(50)
+    });
+    let err = load_error(&dir);
+    assert!(
+        err.contains("`vision_config.window_size` (50) must be a multiple"),
+        "{err}"
+    );
+
+    let dir = copy_qwen2_5_vl("patch");
+    edit_config(&dir, |v| {
+        v["vision_config"]["patch_size"] = serde_json::json!(16);
+        v["vision_config"]["window_size"] = serde_json::json!(64);
+    });
+    let err = load_error(&dir);
+    assert!(
+        err.contains("`patch_size` is 14, but the model's `vision_config` says 16"),
+        "{err}"
+    );
+
+    let dir = copy_qwen2_5_vl("width");
+    edit_config(&dir, |v| {
+        v["vision_config"]["out_hidden_size"] = serde_json::json!(32)
+    });
+    let err = load_error(&dir);
+    assert!(
+        err.contains("`vision_config.out_hidden_size` (32) must equal"),
+        "{err}"
+    );
+
+    let dir = copy_qwen2_5_vl("shape");
+    edit_config(&dir, |v| {
+        v["vision_config"]["intermediate_size"] = serde_json::json!(40)
+    });
+    let err = load_error(&dir);
+    assert!(
+        err.contains("visual.blocks.0.mlp.gate_proj.weight"),
+        "{err}"
+    );
+}

@@ -17,4 +17,7 @@ fn parity_and_generation_on_wgpu() {
     let worst = common::parity::check_logits::<Wgpu>(&device, 1e-4);
     println!("largest |Δlogit| on wgpu: {worst:e}");
     common::parity::check_greedy::<Wgpu>(&device);
+    let worst = common::qwen2_5_vl::check_logits::<Wgpu>(&device, 1e-4);
+    println!("qwen2_5_vl: largest |Δlogit| on wgpu: {worst:e}");
+    common::qwen2_5_vl::check_greedy::<Wgpu>(&device);
 }

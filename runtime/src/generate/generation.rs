@@ -140,6 +140,7 @@ pub fn generate<B: Backend>(
         key_padding: prefill_padding,
         positions,
         causal: true,
+        mrope: None,
     };
     let mut cache = KvCache::new(model.num_layers());
     let distinct_logits = last_logits(model.forward(
@@ -250,9 +251,11 @@ pub fn merge_images(prompts: &[Prompt]) -> Option<ImagePatches> {
         let m = merged.get_or_insert_with(|| ImagePatches {
             count: 0,
             values: Vec::new(),
+            grids: Vec::new(),
         });
         m.count += images.count;
         m.values.extend_from_slice(&images.values);
+        m.grids.extend_from_slice(&images.grids);
     }
     merged
 }

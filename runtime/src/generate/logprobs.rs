@@ -67,6 +67,7 @@ pub fn sequence_logprobs<B: Backend>(
         positions: (0..batch).flat_map(|_| 0..longest as i64).collect(),
         key_padding,
         causal: true,
+        mrope: None,
     };
     let input = ModelInput {
         tokens,
@@ -126,6 +127,7 @@ pub fn completion_logprobs<B: Backend>(
                 positions,
                 key_padding: prompt_padding.clone(),
                 causal: true,
+                mrope: None,
             },
             images: merge_images(prompts),
         },
@@ -177,6 +179,7 @@ pub fn completion_logprobs<B: Backend>(
                     positions,
                     key_padding,
                     causal: true,
+                    mrope: None,
                 },
                 images: None,
             },

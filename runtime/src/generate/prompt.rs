@@ -1,13 +1,14 @@
 //! Turning a user's question (and images) into prompt tokens: the chat
 //! template when the model has one, image placeholders expanded to one token
-//! per patch (as Qwen2-VL's processor expands `<|image_pad|>`).
+//! per patch (`tiny_vlm`) or per merged token of each image's own grid
+//! (`qwen2_5_vl`), as Qwen2-VL's processor expands `<|image_pad|>`.
 
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
 use super::generation::Prompt;
-use crate::images::load_patches;
+use crate::images::{load_patches, qwen};
 use crate::model::{ModelConfig, ModelError};
 use crate::text::TextTokenizer;
 
@@ -37,20 +38,17 @@ pub fn user_prompt(
             },
         });
     }
-    let vision = match (&config.vision, images.is_empty()) {
-        (_, true) => None,
-        (Some(vision), false) => Some(vision),
-        (None, false) => {
-            return Err(ModelError::Request {
-                reason: "this model takes text only; drop `--image`".into(),
-            })
-        }
-    };
+    let with_images = !images.is_empty();
+    if with_images && config.vision.is_none() && config.qwen_vision.is_none() {
+        return Err(ModelError::Request {
+            reason: "this model takes text only; drop `--image`".into(),
+        });
+    }
     let mut messages = Vec::new();
     if let Some(system) = system {
         messages.push(json!({"role": "system", "content": system}));
     }
-    let content = if vision.is_some() {
+    let content = if with_images {
         let mut parts: Vec<Value> = images.iter().map(|_| json!({"type": "image"})).collect();
         parts.push(json!({"type": "text", "text": text}));
         Value::Array(parts)
@@ -60,7 +58,7 @@ pub fn user_prompt(
     messages.push(json!({"role": "user", "content": content}));
     let rendered = if tokenizer.has_chat_template() {
         tokenizer.apply_chat_template(&Value::Array(messages), None, true)?
-    } else if vision.is_some() {
+    } else if with_images {
         format!(
             "{}{text}",
             format!("<|vision_start|>{IMAGE_PAD}<|vision_end|>").repeat(images.len())
@@ -69,12 +67,12 @@ pub fn user_prompt(
         text.to_string()
     };
     let mut tokens = tokenizer.encode(&rendered)?;
-    let Some(vision) = vision else {
+    if !with_images {
         return Ok(Prompt {
             tokens,
             images: None,
         });
-    };
+    }
     let image_token = config.image_token_id.unwrap_or_default();
     let pads = tokens.iter().filter(|&&t| t == image_token).count();
     if pads != images.len() {
@@ -85,11 +83,28 @@ pub fn user_prompt(
             ),
         });
     }
+    let patches = match (&config.vision, &config.qwen_vision) {
+        (Some(vision), _) => load_patches(images, vision)?,
+        (None, Some(vision)) => qwen::load_patches(images, vision)?,
+        (None, None) => {
+            return Ok(Prompt {
+                tokens,
+                images: None,
+            })
+        }
+    };
+    // Tokens per image: the tower's patches (`tiny_vlm`) or the merged
+    // tokens of the image's grid (`qwen2_5_vl`).
+    let mut per_image = (0..patches.count).map(|i| match (&config.vision, &config.qwen_vision) {
+        (Some(vision), _) => vision.num_patches(),
+        (None, Some(vision)) => patches.grids.get(i).map_or(0, |&g| vision.tokens(g)),
+        (None, None) => 0,
+    });
     tokens = tokens
         .into_iter()
         .flat_map(|t| {
             let n = if t == image_token {
-                vision.num_patches()
+                per_image.next().unwrap_or(0)
             } else {
                 1
             };
@@ -98,6 +113,6 @@ pub fn user_prompt(
         .collect();
     Ok(Prompt {
         tokens,
-        images: Some(load_patches(images, vision)?),
+        images: Some(patches),
     })
 }

@@ -65,6 +65,7 @@ impl<B: Backend> Shard<B> {
                 .flat_map(|r| r.key_padding.iter().copied())
                 .collect(),
             causal: true,
+            mrope: None,
         };
         self.logits = last_logits(model.forward(
             &ModelInput {

@@ -2,8 +2,13 @@
 //!
 //! `model_type = "qwen2"` reads the Qwen2/Qwen2.5 fields (transformers 4 and
 //! 5 spellings: `rope_theta` or `rope_parameters.rope_theta`); `"tiny_vlm"`
-//! reads `text_config`, `vision_config` and `image_token_id`. Anything else
-//! is an unknown-architecture error naming the file.
+//! reads `text_config`, `vision_config` and `image_token_id`;
+//! `"qwen2_5_vl"` reads Qwen2.5-VL's (the text fields at the top level, as
+//! transformers 4 writes them, or in `text_config`, as transformers 5
+//! does; the M-RoPE sections from `rope_scaling` or `rope_parameters`), and
+//! [`ModelConfig::read`] adds the image processor's settings from
+//! `preprocessor_config.json` (or `processor_config.json`). Anything else is
+//! an unknown-architecture error naming the file.
 
 use std::path::Path;
 
@@ -12,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::decoder::TextConfig;
 use super::error::{io_error, ModelError};
+use super::qwen_vision::QwenVisionConfig;
 use super::vision::VisionConfig;
 
 /// The architectures saferc implements.
@@ -22,6 +28,10 @@ pub enum Architecture {
     Qwen2,
     /// The built-in small vision-language model.
     TinyVlm,
+    /// Qwen2.5-VL: a Qwen2 decoder with multimodal rotary positions and a
+    /// windowed vision transformer.
+    #[serde(rename = "qwen2_5_vl")]
+    Qwen25Vl,
 }
 
 /// Everything `config.json` says that the runtime uses.
@@ -31,9 +41,12 @@ pub struct ModelConfig {
     pub architecture: Architecture,
     /// The decoder, embeddings and LM head.
     pub text: TextConfig,
-    /// The vision tower (`tiny_vlm` only).
+    /// The vision tower of `tiny_vlm`.
     pub vision: Option<VisionConfig>,
-    /// The placeholder token replaced by image patch features (`tiny_vlm`).
+    /// The vision tower of `qwen2_5_vl`, with its image processing.
+    pub qwen_vision: Option<QwenVisionConfig>,
+    /// The placeholder token replaced by image features (`tiny_vlm`,
+    /// `qwen2_5_vl`).
     pub image_token_id: Option<u32>,
     /// End-of-sequence ids named by the model's config.
     pub eos_token_ids: Vec<u32>,
@@ -79,7 +92,7 @@ impl ModelConfig {
             path: path.clone(),
             reason: format!("not JSON: {e}"),
         })?;
-        Self::from_json(&value).map_err(|reason| match reason {
+        let mut config = Self::from_json(&value).map_err(|reason| match reason {
             ConfigIssue::Unknown(found) => ModelError::UnknownArchitecture {
                 path: path.clone(),
                 found,
@@ -88,7 +101,11 @@ impl ModelConfig {
                 path: path.clone(),
                 reason,
             },
-        })
+        })?;
+        if let Some(vision) = &mut config.qwen_vision {
+            super::image_processor::read(dir, vision)?;
+        }
+        Ok(config)
     }
 
     /// Parses a `config.json` value.
@@ -107,8 +124,9 @@ impl ModelConfig {
                 }
                 Self {
                     architecture: Architecture::Qwen2,
-                    text: text_config(value, false)?,
+                    text: text_config(value, false, false)?,
                     vision: None,
+                    qwen_vision: None,
                     image_token_id: None,
                     eos_token_ids,
                     context_limit: None,
@@ -134,13 +152,15 @@ impl ModelConfig {
                     .ok_or_else(|| ConfigIssue::Invalid("no `image_token_id`".into()))?;
                 Self {
                     architecture: Architecture::TinyVlm,
-                    text: text_config(text, true)?,
+                    text: text_config(text, true, false)?,
                     vision: Some(vision),
+                    qwen_vision: None,
                     image_token_id: Some(image_token_id),
                     eos_token_ids,
                     context_limit: None,
                 }
             }
+            "qwen2_5_vl" => qwen2_5_vl(value, eos_token_ids)?,
             other => return Err(ConfigIssue::Unknown(other.to_string())),
         };
         config.text.validate().map_err(ConfigIssue::Invalid)?;
@@ -160,6 +180,28 @@ impl ModelConfig {
                 }
                 v
             }
+            Architecture::Qwen25Vl => {
+                let mut text = text;
+                if let Value::Object(map) = &mut text {
+                    let sections = map.remove("mrope_section");
+                    let theta = map.remove("rope_theta");
+                    map.insert(
+                        "rope_scaling".into(),
+                        json!({"type": "mrope", "mrope_section": sections}),
+                    );
+                    map.insert("rope_theta".into(), theta.unwrap_or(Value::Null));
+                    map.insert("model_type".into(), json!("qwen2_5_vl_text"));
+                }
+                json!({
+                    "model_type": "qwen2_5_vl",
+                    "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+                    "text_config": text,
+                    "vision_config": self.qwen_vision,
+                    "image_token_id": self.image_token_id,
+                    "eos_token_id": self.eos_token_ids,
+                    "tie_word_embeddings": self.text.tie_word_embeddings,
+                })
+            }
             Architecture::TinyVlm => json!({
                 "model_type": "tiny_vlm",
                 "architectures": ["TinyVlmForConditionalGeneration"],
@@ -172,6 +214,86 @@ impl ModelConfig {
     }
 }
 
+/// A Qwen2.5-VL `config.json`: the decoder's fields at the top level or in
+/// `text_config`, the M-RoPE sections, `vision_config` and the image token.
+fn qwen2_5_vl(value: &Value, eos_token_ids: Vec<u32>) -> Result<ModelConfig, ConfigIssue> {
+    let text_value = value.get("text_config").unwrap_or(value);
+    let mut text = text_config(text_value, false, true)?;
+    let rope = text_value
+        .get("rope_scaling")
+        .filter(|v| !v.is_null())
+        .or_else(|| text_value.get("rope_parameters"))
+        .or_else(|| value.get("rope_scaling"));
+    let sections: [usize; 3] = rope
+        .and_then(|r| r.get("mrope_section"))
+        .cloned()
+        .ok_or_else(|| ConfigIssue::Invalid("no `mrope_section` in `rope_scaling`".into()))
+        .and_then(|v| {
+            serde_json::from_value(v).map_err(|e| {
+                ConfigIssue::Invalid(format!("`mrope_section` is not three sizes: {e}"))
+            })
+        })?;
+    text.mrope_section = Some(sections);
+    if let Some(tied) = value.get("tie_word_embeddings").and_then(Value::as_bool) {
+        text.tie_word_embeddings = tied;
+    }
+    let vision_value = value
+        .get("vision_config")
+        .ok_or_else(|| ConfigIssue::Invalid("no `vision_config` object".into()))?;
+    let in_channels = vision_value
+        .get("in_channels")
+        .or_else(|| vision_value.get("in_chans"))
+        .and_then(Value::as_u64)
+        .unwrap_or(3);
+    if in_channels != 3 {
+        return Err(ConfigIssue::Invalid(format!(
+            "`vision_config.in_channels` is {in_channels}; saferc reads RGB images (3)"
+        )));
+    }
+    if let Some(act) = vision_value.get("hidden_act").and_then(Value::as_str) {
+        if act != "silu" {
+            return Err(ConfigIssue::Invalid(format!(
+                "`vision_config.hidden_act = {act}` is not supported (only `silu`)"
+            )));
+        }
+    }
+    let mut vision: QwenVisionConfig = serde_json::from_value(vision_value.clone())
+        .map_err(|e| ConfigIssue::Invalid(format!("vision_config: {e}")))?;
+    if let Some(theta) = vision_value
+        .get("rope_parameters")
+        .and_then(|r| r.get("rope_theta"))
+        .and_then(Value::as_f64)
+    {
+        vision.rope_theta = theta;
+    }
+    vision.validate().map_err(ConfigIssue::Invalid)?;
+    if vision.out_hidden_size != text.hidden_size {
+        return Err(ConfigIssue::Invalid(format!(
+            "`vision_config.out_hidden_size` ({}) must equal the decoder's `hidden_size` ({})",
+            vision.out_hidden_size, text.hidden_size
+        )));
+    }
+    let image_token_id = value
+        .get("image_token_id")
+        .and_then(Value::as_u64)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| ConfigIssue::Invalid("no `image_token_id`".into()))?;
+    let eos_token_ids = if eos_token_ids.is_empty() {
+        token_ids(text_value.get("eos_token_id"))
+    } else {
+        eos_token_ids
+    };
+    Ok(ModelConfig {
+        architecture: Architecture::Qwen25Vl,
+        text,
+        vision: None,
+        qwen_vision: Some(vision),
+        image_token_id: Some(image_token_id),
+        eos_token_ids,
+        context_limit: None,
+    })
+}
+
 /// Why a `config.json` value was refused.
 #[derive(Debug)]
 pub enum ConfigIssue {
@@ -181,7 +303,7 @@ pub enum ConfigIssue {
     Invalid(String),
 }
 
-fn text_config(v: &Value, tied_default: bool) -> Result<TextConfig, ConfigIssue> {
+fn text_config(v: &Value, tied_default: bool, mrope: bool) -> Result<TextConfig, ConfigIssue> {
     let size = |name: &str| -> Result<usize, ConfigIssue> {
         match v.get(name) {
             Some(value) => positive(name, value),
@@ -221,7 +343,9 @@ fn text_config(v: &Value, tied_default: bool) -> Result<TextConfig, ConfigIssue>
         .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
         .and_then(Value::as_str)
         .unwrap_or("default");
-    if rope_type != "default" {
+    // `mrope` (Qwen2.5-VL's spelling before transformers 4.5x) is the
+    // default rotary with sections, which `qwen2_5_vl` reads.
+    if rope_type != "default" && !(mrope && rope_type == "mrope") {
         return Err(ConfigIssue::Invalid(format!(
             "rope scaling `{rope_type}` is not supported (only the default rotary embedding)"
         )));
@@ -253,6 +377,7 @@ fn text_config(v: &Value, tied_default: bool) -> Result<TextConfig, ConfigIssue>
         rms_norm_eps: optional_number(v.get("rms_norm_eps"), "rms_norm_eps", 1e-6)?,
         tie_word_embeddings,
         max_position_embeddings: optional_size("max_position_embeddings", 32_768)?,
+        mrope_section: None,
     })
 }
 

@@ -133,9 +133,7 @@ fn forward(
     mut cache: Option<&mut KvCache<CpuBackend>>,
 ) -> Vec<f32> {
     let (mut cos, mut sin) = (Vec::new(), Vec::new());
-    for &position in &layout.positions {
-        decoder.rope.push_half(position, &mut cos, &mut sin);
-    }
+    decoder.rope.push_layout(layout, &mut cos, &mut sin);
     let half = dims.head_dim / 2;
     let parts = Parts::of(dims.rows * dims.seq);
     for (i, layer) in weights.layers.iter().enumerate() {
@@ -538,6 +536,7 @@ mod tests {
             rms_norm_eps: 1e-6,
             tie_word_embeddings: true,
             max_position_embeddings: 64,
+            mrope_section: None,
         }
     }
 
@@ -573,6 +572,7 @@ mod tests {
             positions: vec![0, 1, 2, 3, 4, 0, 0, 0, 1, 2, 0, 1, 2, 3, 4],
             key_padding,
             causal: true,
+            mrope: None,
         }
     }
 
@@ -596,6 +596,7 @@ mod tests {
             positions: vec![(5 + step) as i64, (3 + step) as i64, (5 + step) as i64],
             key_padding,
             causal: true,
+            mrope: None,
         }
     }
 
@@ -654,6 +655,7 @@ mod tests {
             positions: vec![5, 6, 7, 8, 3, 4, 5, 6, 5, 6, 7, 8],
             key_padding,
             causal: true,
+            mrope: None,
         };
         let x = embeds(&decoder, &more, 3);
         let caches = Some((&mut fused, &mut reference));
@@ -737,6 +739,7 @@ mod tests {
             positions,
             key_padding,
             causal: true,
+            mrope: None,
         };
         let x = embeds(&decoder, &prompt, rows);
         let (mut fused, mut reference) = (KvCache::new(2), KvCache::new(2));
@@ -761,6 +764,7 @@ mod tests {
             positions: vec![23, 20, 23],
             key_padding,
             causal: true,
+            mrope: None,
         };
         let x = embeds(&decoder, &[4, 5, 6], rows);
         let caches = Some((&mut fused, &mut reference));

@@ -46,6 +46,11 @@ pub struct TextConfig {
     pub tie_word_embeddings: bool,
     /// The longest context.
     pub max_position_embeddings: usize,
+    /// Multimodal rotary sections (`qwen2_5_vl`): how many of the
+    /// `head_dim / 2` frequencies the temporal, height and width positions
+    /// turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mrope_section: Option<[usize; 3]>,
 }
 
 impl TextConfig {
@@ -84,6 +89,14 @@ impl TextConfig {
                 c.hidden_size, c.num_attention_heads
             ));
         }
+        if let Some(sections) = c.mrope_section {
+            if sections.iter().sum::<usize>() != c.head_dim() / 2 {
+                return Err(format!(
+                    "`mrope_section` {sections:?} must sum to half the head width ({})",
+                    c.head_dim() / 2
+                ));
+            }
+        }
         if !c.num_attention_heads.is_multiple_of(c.num_key_value_heads) {
             return Err(format!(
                 "`num_attention_heads` ({}) must be a multiple of `num_key_value_heads` ({})",
@@ -107,6 +120,10 @@ pub struct Layout {
     pub key_padding: Vec<bool>,
     /// Whether a query may only see keys at or before its own position.
     pub causal: bool,
+    /// Multimodal rotary positions `[t, h, w]` of every new token,
+    /// row-major `[batch, seq]` (`qwen2_5_vl`, set by the model from
+    /// `positions` and the images); `None` rotates by `positions`.
+    pub mrope: Option<Vec<[i64; 3]>>,
 }
 
 impl Layout {
@@ -118,6 +135,7 @@ impl Layout {
             positions: (0..batch).flat_map(|_| 0..seq as i64).collect(),
             key_padding: vec![false; batch * seq],
             causal,
+            mrope: None,
         }
     }
 
@@ -294,7 +312,7 @@ impl<B: Backend> TextDecoder<B> {
             norm: init_rms_norm(c.hidden_size, c.rms_norm_eps, device),
             lm_head: (!c.tie_word_embeddings)
                 .then(|| init_linear(c.hidden_size, c.vocab_size, false, device)),
-            rope: Rope::new(c.head_dim(), c.rope_theta),
+            rope: Rope::new(c.head_dim(), c.rope_theta).with_sections(c.mrope_section),
             config,
         }
     }
@@ -332,7 +350,7 @@ impl<B: Backend> TextDecoder<B> {
             layers,
             norm: load_rms_norm(weights, "model.norm", c.hidden_size, c.rms_norm_eps, device)?,
             lm_head,
-            rope: Rope::new(c.head_dim(), c.rope_theta),
+            rope: Rope::new(c.head_dim(), c.rope_theta).with_sections(c.mrope_section),
             config,
         })
     }
@@ -380,9 +398,7 @@ impl<B: Backend> TextDecoder<B> {
         let device = embeds.device();
         let c = &self.config;
         let rope = self.rope.tables(
-            &layout.positions,
-            layout.batch,
-            layout.seq,
+            layout,
             c.num_attention_heads,
             c.num_key_value_heads,
             &device,

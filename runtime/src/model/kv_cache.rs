@@ -24,6 +24,9 @@ use crate::CpuBackend;
 pub struct KvCache<B: Backend> {
     layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
     len: usize,
+    /// Each row's multimodal rotary offset (`qwen2_5_vl`, see
+    /// [`super::mrope`]); empty when every row's is 0.
+    rope_deltas: Vec<i64>,
 }
 
 impl<B: Backend> Clone for KvCache<B> {
@@ -33,6 +36,7 @@ impl<B: Backend> Clone for KvCache<B> {
         Self {
             layers: self.layers.clone(),
             len: self.len,
+            rope_deltas: self.rope_deltas.clone(),
         }
     }
 }
@@ -43,7 +47,18 @@ impl<B: Backend> KvCache<B> {
         Self {
             layers: (0..layers).map(|_| None).collect(),
             len: 0,
+            rope_deltas: Vec::new(),
         }
+    }
+
+    /// Each row's multimodal rotary offset (empty: all 0).
+    pub fn rope_deltas(&self) -> &[i64] {
+        &self.rope_deltas
+    }
+
+    /// Sets each row's multimodal rotary offset.
+    pub fn set_rope_deltas(&mut self, deltas: Vec<i64>) {
+        self.rope_deltas = deltas;
     }
 
     /// How many positions are cached.
@@ -82,6 +97,12 @@ impl<B: Backend> KvCache<B> {
     /// for dropping finished sequences or giving each sample its prompt's
     /// keys and values.
     pub fn select_rows(&mut self, rows: &[usize]) {
+        if !self.rope_deltas.is_empty() {
+            self.rope_deltas = rows
+                .iter()
+                .map(|&r| self.rope_deltas.get(r).copied().unwrap_or(0))
+                .collect();
+        }
         let Some(device) = self.layers.iter().flatten().next().map(|(k, _)| k.device()) else {
             return;
         };

@@ -6,15 +6,25 @@
 //! `rotate_half(x) = cat(-x[half..], x[..half])`. burn's own rotary module
 //! pairs neighbouring dimensions instead, so it would need permuted weights;
 //! this form loads Hugging Face weights as they are.
+//!
+//! Qwen2.5-VL's multimodal rotary (M-RoPE) splits the `head_dim / 2`
+//! frequencies into three sections (`mrope_section`) turned by a token's
+//! temporal, height and width positions; a text token has all three equal,
+//! which is the plain rotary above.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+
+use super::decoder::Layout;
 
 /// The rotary tables of one head width and base.
 #[derive(Clone, Debug)]
 pub struct Rope {
     inv_freq: Vec<f32>,
     head_dim: usize,
+    /// M-RoPE: how many frequencies the temporal, height and width
+    /// positions turn, in that order (summing to `head_dim / 2`).
+    sections: Option<[usize; 3]>,
 }
 
 /// `cos` and `sin` for one head count, each `[batch, seq, heads, head_dim]`:
@@ -45,7 +55,55 @@ impl Rope {
                 1.0 / (theta as f32).powf(exponent)
             })
             .collect();
-        Self { inv_freq, head_dim }
+        Self {
+            inv_freq,
+            head_dim,
+            sections: None,
+        }
+    }
+
+    /// The same tables with M-RoPE sections (`mrope_section` in
+    /// `config.json`), which must sum to `head_dim / 2`.
+    pub fn with_sections(self, sections: Option<[usize; 3]>) -> Self {
+        Self { sections, ..self }
+    }
+
+    /// Appends the half-width cosines and sines of a token at 3-D position
+    /// `[t, h, w]`: frequency `i` turns with the position of its section.
+    /// Without sections, the temporal position turns every frequency.
+    pub fn push_half_3d(&self, position: [i64; 3], cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
+        let Some([t, h, _]) = self.sections else {
+            return self.push_half(position[0], cos, sin);
+        };
+        for (i, &freq) in self.inv_freq.iter().enumerate() {
+            let axis = if i < t {
+                0
+            } else if i < t + h {
+                1
+            } else {
+                2
+            };
+            let angle = (position[axis] as f32 * freq) as f64;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+
+    /// Appends the half-width angles of every token of `layout`, row-major:
+    /// its 3-D M-RoPE positions when it has them, else its positions.
+    pub fn push_layout(&self, layout: &Layout, cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
+        match &layout.mrope {
+            Some(positions) => {
+                for &p in positions {
+                    self.push_half_3d(p, cos, sin);
+                }
+            }
+            None => {
+                for &p in &layout.positions {
+                    self.push_half(p, cos, sin);
+                }
+            }
+        }
     }
 
     /// Appends the `head_dim / 2` cosines and sines of `position` (the first
@@ -58,26 +116,22 @@ impl Rope {
         }
     }
 
-    /// The tables for `positions` (row-major `[batch, seq]`), for `heads`
-    /// query heads and `kv_heads` key heads.
+    /// The tables for the tokens of `layout` (row-major `[batch, seq]`),
+    /// for `heads` query heads and `kv_heads` key heads.
     pub fn tables<B: Backend>(
         &self,
-        positions: &[i64],
-        batch: usize,
-        seq: usize,
+        layout: &Layout,
         heads: usize,
         kv_heads: usize,
         device: &B::Device,
     ) -> RopeTables<B> {
-        let half = self.head_dim / 2;
-        let mut cos = Vec::with_capacity(positions.len() * self.head_dim);
-        let mut sin = Vec::with_capacity(positions.len() * self.head_dim);
-        for &position in positions {
-            let start = cos.len();
-            self.push_half(position, &mut cos, &mut sin);
-            cos.extend_from_within(start..start + half);
-            sin.extend_from_within(start..start + half);
-        }
+        let (batch, seq) = (layout.batch, layout.seq);
+        let (mut half_cos, mut half_sin) = (Vec::new(), Vec::new());
+        self.push_layout(layout, &mut half_cos, &mut half_sin);
+        let (cos, sin) = (
+            full_width(&half_cos, self.head_dim),
+            full_width(&half_sin, self.head_dim),
+        );
         let table = |count: usize| RopeTable {
             cos: repeat_heads(&cos, count, [batch, seq, count, self.head_dim], device),
             sin: repeat_heads(&sin, count, [batch, seq, count, self.head_dim], device),
@@ -89,8 +143,19 @@ impl Rope {
     }
 }
 
+/// Half-width rows (`head_dim / 2` values each) repeated to full width
+/// (`cat(half, half)`).
+pub fn full_width(half: &[f32], head_dim: usize) -> Vec<f32> {
+    let mut full = Vec::with_capacity(half.len() * 2);
+    for row in half.chunks_exact((head_dim / 2).max(1)) {
+        full.extend_from_slice(row);
+        full.extend_from_slice(row);
+    }
+    full
+}
+
 /// Rows of `head_dim` values, each repeated `count` times, as a tensor of `shape`.
-fn repeat_heads<B: Backend>(
+pub fn repeat_heads<B: Backend>(
     rows: &[f32],
     count: usize,
     shape: [usize; 4],

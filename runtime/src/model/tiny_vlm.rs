@@ -83,6 +83,7 @@ impl Preset {
             architecture: Architecture::TinyVlm,
             text,
             vision: Some(vision),
+            qwen_vision: None,
             image_token_id: Some(IMAGE_TOKEN_ID),
             eos_token_ids: vec![EOS_TOKEN_ID],
             context_limit: None,
@@ -108,6 +109,7 @@ fn text(
         rms_norm_eps: 1e-6,
         tie_word_embeddings: true,
         max_position_embeddings: 1024,
+        mrope_section: None,
     }
 }
 

@@ -70,6 +70,7 @@ impl VisionConfig {
             rms_norm_eps: self.rms_norm_eps,
             tie_word_embeddings: true,
             max_position_embeddings: self.num_patches(),
+            mrope_section: None,
         }
     }
 
@@ -184,9 +185,7 @@ impl<B: Backend> VisionTower<B> {
             + self.position_embedding.val().unsqueeze_dim::<3>(0);
         let layout = Layout::dense(images, count, false);
         let heads = self.config.num_attention_heads;
-        let rope = self
-            .rope
-            .tables(&layout.positions, images, count, heads, heads, &device);
+        let rope = self.rope.tables(&layout, heads, heads, &device);
         let mask = layout.mask(self.config.num_attention_heads, &device);
         let x = self
             .layers

@@ -30,6 +30,7 @@ fn model(tied: bool, seed: u64) -> Model<CpuAutodiff> {
         rms_norm_eps: 1e-6,
         tie_word_embeddings: tied,
         max_position_embeddings: 64,
+        mrope_section: None,
     };
     let device = Default::default();
     CpuAutodiff::seed(&device, seed);
@@ -48,11 +49,13 @@ fn model(tied: bool, seed: u64) -> Model<CpuAutodiff> {
     decoder.norm.gamma = gain(9);
     Model {
         vision: None,
+        qwen_vision: None,
         text: decoder,
         config: ModelConfig {
             architecture: Architecture::Qwen2,
             text,
             vision: None,
+            qwen_vision: None,
             image_token_id: None,
             eos_token_ids: vec![],
             context_limit: None,
@@ -316,6 +319,7 @@ fn packings_the_passes_cannot_run_are_refused() {
     prompts[1].images = Some(ImagePatches {
         count: 1,
         values: vec![0.0; 12],
+        grids: vec![],
     });
     assert!(fused_completion_scores(&model, &prompts, &pairs, 1.0).is_none());
 }
@@ -421,6 +425,7 @@ fn image_prompts_train_the_vision_tower_as_autodiff_does() {
     let images = |count: usize, seed: usize| ImagePatches {
         count,
         values: coefficients(count * 4 * 48, seed),
+        grids: vec![],
     };
     let prompts = vec![
         Prompt {

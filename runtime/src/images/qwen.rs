@@ -1,0 +1,157 @@
+//! Images for `qwen2_5_vl`, as transformers' `Qwen2VLImageProcessor` makes
+//! them: each image keeps its aspect ratio, resized (bicubic) so both sides
+//! are multiples of `patch · merge` pixels and its area lies within the
+//! processor's pixel range (`smart_resize`), normalised with the fused
+//! `(pixel − 255·mean) / (255·std)`, and cut into patches of `3 ·
+//! temporal_patch · patch²` values (the image repeated over the frames) in
+//! block-major order: the `merge × merge` patches of one decoder token are
+//! consecutive.
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::RgbImage;
+
+use super::load_rgb;
+use crate::model::{ImagePatches, ModelError, QwenVisionConfig};
+
+/// The size `(height, width)` an image of `height × width` pixels is
+/// resized to: sides rounded to multiples of `factor`, then scaled down
+/// (or up) to fit `min_pixels..=max_pixels` (transformers' `smart_resize`).
+pub fn smart_resize(
+    height: usize,
+    width: usize,
+    factor: usize,
+    min_pixels: usize,
+    max_pixels: usize,
+) -> Result<(usize, usize), String> {
+    let (h, w, f) = (height as f64, width as f64, factor as f64);
+    if height == 0 || width == 0 || factor == 0 {
+        return Err(format!("an image of {width}×{height} pixels has no area"));
+    }
+    if h.max(w) / h.min(w) > 200.0 {
+        return Err(format!(
+            "an image of {width}×{height} pixels is more than 200 times longer than wide"
+        ));
+    }
+    // Python's `round` rounds halves to even.
+    let mut h_bar = (h / f).round_ties_even() * f;
+    let mut w_bar = (w / f).round_ties_even() * f;
+    if h_bar * w_bar > max_pixels as f64 {
+        let beta = ((h * w) / max_pixels as f64).sqrt();
+        h_bar = f.max((h / beta / f).floor() * f);
+        w_bar = f.max((w / beta / f).floor() * f);
+    } else if h_bar * w_bar < min_pixels as f64 {
+        let beta = (min_pixels as f64 / (h * w)).sqrt();
+        h_bar = (h * beta / f).ceil() * f;
+        w_bar = (w * beta / f).ceil() * f;
+    }
+    Ok((h_bar as usize, w_bar as usize))
+}
+
+/// One image's patches (`[patches, patch_dim]`, row-major) and its grid
+/// `[1, h, w]` in patches.
+pub fn patches(
+    image: &RgbImage,
+    config: &QwenVisionConfig,
+) -> Result<(Vec<f32>, [usize; 3]), String> {
+    let p = &config.processing;
+    let (patch, merge) = (config.patch_size, config.spatial_merge_size);
+    let (width, height) = image.dimensions();
+    let (h, w) = smart_resize(
+        height as usize,
+        width as usize,
+        patch * merge,
+        p.min_pixels,
+        p.max_pixels,
+    )?;
+    let resized = if (w, h) == (width as usize, height as usize) {
+        image.clone()
+    } else {
+        image::imageops::resize(image, w as u32, h as u32, FilterType::CatmullRom)
+    };
+    let mean: [f32; 3] = p.image_mean.map(|m| m * 255.0);
+    let std: [f32; 3] = p.image_std.map(|s| s * 255.0);
+    let (grid_h, grid_w) = (h / patch, w / patch);
+    let mut out = Vec::with_capacity(grid_h * grid_w * config.patch_dim());
+    for block_y in 0..grid_h / merge {
+        for block_x in 0..grid_w / merge {
+            for my in 0..merge {
+                for mx in 0..merge {
+                    let (py, px) = (
+                        (block_y * merge + my) * patch,
+                        (block_x * merge + mx) * patch,
+                    );
+                    for c in 0..3 {
+                        let start = out.len();
+                        for y in 0..patch {
+                            for x in 0..patch {
+                                let pixel = resized.get_pixel((px + x) as u32, (py + y) as u32);
+                                out.push((f32::from(pixel.0[c]) - mean[c]) / std[c]);
+                            }
+                        }
+                        // The still image fills every frame of the patch.
+                        for _ in 1..config.temporal_patch_size {
+                            out.extend_from_within(start..start + patch * patch);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok((out, [1, grid_h, grid_w]))
+}
+
+/// Loads and patches several images (in order), each at its own size.
+pub fn load_patches(
+    paths: &[impl AsRef<Path>],
+    config: &QwenVisionConfig,
+) -> Result<ImagePatches, ModelError> {
+    let mut values = Vec::new();
+    let mut grids = Vec::with_capacity(paths.len());
+    for path in paths {
+        let path = path.as_ref();
+        let (patch_values, grid) =
+            patches(&load_rgb(path)?, config).map_err(|reason| ModelError::Image {
+                path: path.to_path_buf(),
+                reason,
+            })?;
+        values.extend(patch_values);
+        grids.push(grid);
+    }
+    Ok(ImagePatches {
+        count: paths.len(),
+        values,
+        grids,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smart_resize_matches_transformers() {
+        // Values from transformers' `smart_resize` (factor 28).
+        let cases = [
+            ((45, 71, 784, 12544), (56, 84)),
+            ((56, 84, 784, 12544), (56, 84)),
+            ((10, 10, 3136, 12_845_056), (56, 56)),
+            ((1000, 700, 3136, 200_704), (532, 364)),
+            ((42, 42, 784, 12544), (56, 56)),
+            ((70, 70, 784, 12544), (56, 56)),
+        ];
+        for ((h, w, min, max), expected) in cases {
+            assert_eq!(
+                smart_resize(h, w, 28, min, max).unwrap(),
+                expected,
+                "{h}×{w}"
+            );
+        }
+        assert!(smart_resize(1, 300, 28, 784, 12544)
+            .unwrap_err()
+            .contains("200 times"));
+        assert!(smart_resize(0, 3, 28, 784, 12544).is_err());
+    }
+}

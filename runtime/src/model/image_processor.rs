@@ -1,0 +1,175 @@
+//! The image processor's settings of a `qwen2_5_vl` model directory:
+//! `preprocessor_config.json` (what Qwen's checkpoints ship, with
+//! `min_pixels`/`max_pixels` or `size.shortest_edge`/`size.longest_edge`)
+//! or, where that file is absent, the `image_processor` object of
+//! `processor_config.json` (what transformers 5 writes). The patch, merge
+//! and frame sizes the file names must agree with `vision_config`.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::error::{io_error, ModelError};
+use super::qwen_vision::{ImageProcessing, QwenVisionConfig};
+
+/// The file [`read`] prefers and [`write`] writes.
+pub const FILE: &str = "preprocessor_config.json";
+
+/// Reads the settings in `dir` into `vision.processing`.
+pub fn read(dir: &Path, vision: &mut QwenVisionConfig) -> Result<(), ModelError> {
+    let (path, value) = match load(&dir.join(FILE))? {
+        Some(v) => (dir.join(FILE), v),
+        None => {
+            let path = dir.join("processor_config.json");
+            match load(&path)?.and_then(|v| v.get("image_processor").cloned()) {
+                Some(v) => (path, v),
+                None => {
+                    return Err(ModelError::MissingFile {
+                        dir: dir.to_path_buf(),
+                        file: FILE,
+                        hint: "the image processor's settings (or `processor_config.json` with an `image_processor` object)",
+                    })
+                }
+            }
+        }
+    };
+    let invalid = |reason: String| ModelError::Config {
+        path: path.clone(),
+        reason,
+    };
+    vision.processing = parse(&value, vision).map_err(invalid)?;
+    vision.validate().map_err(|reason| ModelError::Config {
+        path: path.clone(),
+        reason,
+    })
+}
+
+/// The settings in one processor object, checked against `vision`.
+fn parse(value: &Value, vision: &QwenVisionConfig) -> Result<ImageProcessing, String> {
+    let defaults = ImageProcessing::default();
+    let size = value.get("size");
+    let pixels = |legacy: &str, key: &str, default: usize| -> Result<usize, String> {
+        match value
+            .get(legacy)
+            .filter(|v| !v.is_null())
+            .or_else(|| size.and_then(|s| s.get(key)))
+        {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| format!("`{legacy}` is {v}, not a pixel count")),
+        }
+    };
+    for (key, expected) in [
+        ("patch_size", vision.patch_size),
+        ("merge_size", vision.spatial_merge_size),
+        ("temporal_patch_size", vision.temporal_patch_size),
+    ] {
+        if let Some(found) = value.get(key).and_then(Value::as_u64) {
+            if found as usize != expected {
+                return Err(format!(
+                    "`{key}` is {found}, but the model's `vision_config` says {expected}"
+                ));
+            }
+        }
+    }
+    let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3], String> {
+        match value.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|_| format!("`{key}` is {v}, not three numbers")),
+        }
+    };
+    if let Some(rescale) = value.get("rescale_factor").and_then(Value::as_f64) {
+        if (rescale - 1.0 / 255.0).abs() > 1e-9 {
+            return Err(format!(
+                "`rescale_factor` is {rescale}; saferc scales pixels by 1/255"
+            ));
+        }
+    }
+    Ok(ImageProcessing {
+        min_pixels: pixels("min_pixels", "shortest_edge", defaults.min_pixels)?,
+        max_pixels: pixels("max_pixels", "longest_edge", defaults.max_pixels)?,
+        image_mean: triple("image_mean", defaults.image_mean)?,
+        image_std: triple("image_std", defaults.image_std)?,
+    })
+}
+
+fn load(path: &Path) -> Result<Option<Value>, ModelError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ModelError::Config {
+            path: path.to_path_buf(),
+            reason: format!("not JSON: {e}"),
+        })
+}
+
+/// The `preprocessor_config.json` value [`read`] reads back (the layout of
+/// Qwen's checkpoints).
+pub fn to_json(vision: &QwenVisionConfig) -> Value {
+    let p = &vision.processing;
+    json!({
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2_5_VLProcessor",
+        "min_pixels": p.min_pixels,
+        "max_pixels": p.max_pixels,
+        "patch_size": vision.patch_size,
+        "merge_size": vision.spatial_merge_size,
+        "temporal_patch_size": vision.temporal_patch_size,
+        "image_mean": p.image_mean,
+        "image_std": p.image_std,
+        "do_resize": true,
+        "do_rescale": true,
+        "do_normalize": true,
+        "resample": 3,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn vision() -> QwenVisionConfig {
+        serde_json::from_value(json!({
+            "depth": 1, "hidden_size": 16, "intermediate_size": 8, "num_heads": 2,
+            "out_hidden_size": 8, "window_size": 112
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn both_spellings_of_the_pixel_range_are_read() {
+        let legacy = json!({"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14,
+                            "merge_size": 2, "temporal_patch_size": 2});
+        let p = parse(&legacy, &vision()).unwrap();
+        assert_eq!((p.min_pixels, p.max_pixels), (3136, 12_845_056));
+        let sized = json!({"size": {"shortest_edge": 784, "longest_edge": 12544}});
+        let p = parse(&sized, &vision()).unwrap();
+        assert_eq!((p.min_pixels, p.max_pixels), (784, 12544));
+        assert_eq!(p.image_mean, ImageProcessing::default().image_mean);
+    }
+
+    #[test]
+    fn a_processor_at_odds_with_the_model_is_refused() {
+        let err = parse(&json!({"patch_size": 16}), &vision()).unwrap_err();
+        assert!(err.contains("`patch_size` is 16"), "{err}");
+        let err = parse(&json!({"image_std": [1, 2]}), &vision()).unwrap_err();
+        assert!(err.contains("not three numbers"), "{err}");
+        let err = parse(&json!({"rescale_factor": 1.0}), &vision()).unwrap_err();
+        assert!(err.contains("1/255"), "{err}");
+    }
+
+    #[test]
+    fn written_settings_read_back() {
+        let mut v = vision();
+        v.processing.min_pixels = 784;
+        let p = parse(&to_json(&v), &v).unwrap();
+        assert_eq!(p, v.processing);
+    }
+}
