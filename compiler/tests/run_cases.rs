@@ -5,7 +5,9 @@
 //! case's copy to copy or remove first, pairs of summary values that must be equal, per-group sample
 //! counts, metric values, files that must be equal, a judge server to start, a SIGKILL-and-resume
 //! check). The policy is a fresh `tiny_vlm`
-//! (`saferc init-model --size tiny --seed 0`) made in the case's copy.
+//! (`saferc init-model --size tiny --seed 0`) made in the case's copy, or
+//! the model folder `expect.json`'s `model_from` names (relative to the
+//! repository's root).
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -346,6 +348,14 @@ fn check_case(name: &str) {
     )
     .unwrap();
     let case = prepare(name, name);
+    if let Some(from) = expect["model_from"].as_str() {
+        let model = case.join("model");
+        std::fs::remove_dir_all(&model).unwrap();
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(from),
+            &model,
+        );
+    }
     let mut most_in_flight = None;
     if let Some(mode) = expect["server"].as_str() {
         let (port, most) = start_server(mode);
@@ -1037,6 +1047,8 @@ cases!(
     model_tokenizer_file,
     nan_stop,
     two_stages,
+    qwen2_5_vl,
+    qwen2_5_vl_resume,
 );
 
 /// Ctrl+C (SIGINT) during training saves a checkpoint and exits 130; the

@@ -770,12 +770,7 @@ impl<'a> Analyzer<'a> {
         let name = self.decls[i].name.clone();
         let shown = format!("{}/config.json", written.trim_end_matches('/'));
         let help = if schema::ARCHS.contains(&found) {
-            let runs = if matches!(found, "tiny_vlm" | "qwen2") {
-                ""
-            } else {
-                " (`saferc run` does not run it yet)"
-            };
-            format!("set `arch = {found}`{runs}, or point `weights` at a `{declared}` model folder")
+            format!("set `arch = {found}`, or point `weights` at a `{declared}` model folder")
         } else {
             let known: Vec<String> = schema::ARCHS.iter().map(|a| format!("`{a}`")).collect();
             format!("the architectures saferc knows are {}; point `weights` at a folder holding one of them", known.join(", "))

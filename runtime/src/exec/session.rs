@@ -297,12 +297,6 @@ impl<'a, B: Backend> Session<'a, B> {
             .models
             .get(name)
             .ok_or_else(|| ExecError::Usage(format!("model `{name}` is not in the plan")))?;
-        if spec.arch != "tiny_vlm" && spec.arch != "qwen2" {
-            return Err(ExecError::Usage(format!(
-                "model `{name}`: `saferc run` runs `tiny_vlm` and `qwen2` models; `{}` is not supported yet",
-                spec.arch
-            )));
-        }
         let weights = PathBuf::from(&spec.weights);
         let tokenizer = match &spec.tokenizer {
             // `tokenizer` may name the folder or its `tokenizer.json`; the
