@@ -184,6 +184,36 @@ fn a_template_in_tokenizer_config_json_renders_as_transformers_renders_it() {
     }
 }
 
+/// Qwen2-VL and Qwen2.5-VL checkpoints ship the processor's template as
+/// `chat_template.json` (`{"chat_template": "..."}`); it is read before
+/// `tokenizer_config.json`'s, and an unusable one names its file.
+#[test]
+fn a_processor_s_chat_template_json_is_read() {
+    let source = fixtures().join("tokenizer");
+    let template = std::fs::read_to_string(source.join("chat_template.jinja")).expect("template");
+    let dir = std::env::temp_dir().join(format!("saferc-template-json-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::copy(source.join("tokenizer.json"), dir.join("tokenizer.json")).expect("copy");
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(source.join("tokenizer_config.json")).expect("config"),
+    )
+    .expect("json");
+    config["chat_template"] = Value::String("{{ 'not this one' }}".into());
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).expect("write");
+    let processor = serde_json::json!({ "chat_template": template });
+    std::fs::write(dir.join("chat_template.json"), processor.to_string()).expect("write");
+    let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
+    check_qwen25_cases(&tokenizer);
+    std::fs::write(dir.join("chat_template.json"), r#"{"chat_template": 3}"#).expect("write");
+    let err = TextTokenizer::load(&dir)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("chat_template.json"), "{err}");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
 /// A special token written out in a user's text is found, so that a prompt
 /// or a training target holding `<|im_end|>` is refused instead of read as
 /// that control token; ordinary text and look-alikes are not.

@@ -218,6 +218,16 @@ impl ModelConfig {
 /// `text_config`, the M-RoPE sections, `vision_config` and the image token.
 fn qwen2_5_vl(value: &Value, eos_token_ids: Vec<u32>) -> Result<ModelConfig, ConfigIssue> {
     let text_value = value.get("text_config").unwrap_or(value);
+    if text_value
+        .get("use_sliding_window")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        return Err(ConfigIssue::Invalid(
+            "`use_sliding_window = true` is not supported; saferc attends over the whole context"
+                .into(),
+        ));
+    }
     let mut text = text_config(text_value, false, true)?;
     let rope = text_value
         .get("rope_scaling")
@@ -403,5 +413,97 @@ pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
             .filter_map(|i| i.as_u64().and_then(|n| u32::try_from(n).ok()))
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// The layout of Qwen/Qwen2.5-VL-3B-Instruct's `config.json` (written by
+    /// transformers 4: the decoder's fields at the top level, M-RoPE in
+    /// `rope_scaling`), its sizes shrunk.
+    fn qwen2_5_vl_transformers_4() -> Value {
+        json!({
+            "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+            "model_type": "qwen2_5_vl",
+            "bos_token_id": 151643, "eos_token_id": 151645,
+            "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+            "image_token_id": 151655, "video_token_id": 151656,
+            "hidden_act": "silu", "hidden_size": 128, "intermediate_size": 256,
+            "max_position_embeddings": 128000, "num_attention_heads": 2,
+            "num_hidden_layers": 2, "num_key_value_heads": 1, "rms_norm_eps": 1e-6,
+            "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": true,
+            "use_sliding_window": false, "vocab_size": 151936,
+            "vision_config": {
+                "depth": 4, "hidden_act": "silu", "hidden_size": 80, "intermediate_size": 96,
+                "num_heads": 2, "in_chans": 3, "out_hidden_size": 128, "patch_size": 14,
+                "spatial_merge_size": 2, "spatial_patch_size": 14, "window_size": 112,
+                "fullatt_block_indexes": [1, 3], "tokens_per_second": 2,
+                "temporal_patch_size": 2
+            },
+            "rope_scaling": {"type": "mrope", "mrope_section": [16, 8, 8]}
+        })
+    }
+
+    #[test]
+    fn a_transformers_4_qwen2_5_vl_config_reads_and_round_trips() {
+        let config = ModelConfig::from_json(&qwen2_5_vl_transformers_4()).unwrap();
+        assert_eq!(config.architecture, Architecture::Qwen25Vl);
+        assert_eq!(config.text.mrope_section, Some([16, 8, 8]));
+        assert_eq!(config.text.rope_theta, 1_000_000.0);
+        assert_eq!(config.text.hidden_size, 128);
+        assert!(config.text.tie_word_embeddings);
+        assert_eq!(config.image_token_id, Some(151_655));
+        assert_eq!(config.eos_token_ids, vec![151_645]);
+        let vision = config.qwen_vision.clone().unwrap();
+        assert_eq!((vision.depth, vision.window_size), (4, 112));
+        assert_eq!(vision.fullatt_block_indexes, vec![1, 3]);
+        // What `Model::save` writes reads back the same.
+        assert_eq!(ModelConfig::from_json(&config.to_json()).unwrap(), config);
+    }
+
+    #[test]
+    fn qwen2_5_vl_settings_saferc_cannot_honour_are_refused() {
+        let refused = |edit: &dyn Fn(&mut Value), says: &str| {
+            let mut value = qwen2_5_vl_transformers_4();
+            edit(&mut value);
+            match ModelConfig::from_json(&value) {
+                Err(ConfigIssue::Invalid(reason)) => assert!(reason.contains(says), "{reason}"),
+                other => panic!("expected `{says}`, got {other:?}"),
+            }
+        };
+        refused(
+            &|v| v["use_sliding_window"] = json!(true),
+            "use_sliding_window",
+        );
+        refused(
+            &|v| v["rope_scaling"] = json!({"type": "yarn"}),
+            "rope scaling `yarn`",
+        );
+        refused(
+            &|v| v["rope_scaling"] = json!({"type": "mrope"}),
+            "no `mrope_section`",
+        );
+        refused(
+            &|v| v["vision_config"]["in_chans"] = json!(1),
+            "in_channels` is 1",
+        );
+        refused(
+            &|v| v["vision_config"]["hidden_act"] = json!("gelu"),
+            "only `silu`",
+        );
+        refused(
+            &|v| v["vision_config"]["fullatt_block_indexes"] = json!([4]),
+            "names block 4",
+        );
+        // A text-only Qwen2 with M-RoPE is not a model saferc knows.
+        let mut text_only = qwen2_5_vl_transformers_4();
+        text_only["model_type"] = json!("qwen2");
+        assert!(matches!(
+            ModelConfig::from_json(&text_only),
+            Err(ConfigIssue::Invalid(reason)) if reason.contains("rope scaling `mrope`")
+        ));
     }
 }

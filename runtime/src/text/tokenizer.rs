@@ -1,6 +1,6 @@
 //! The tokenizer of a model directory: `tokenizer.json` through the Hugging
 //! Face `tokenizers` crate, special tokens and the chat template from
-//! `tokenizer_config.json` / `chat_template.jinja`, end-of-sequence ids from
+//! `chat_template.jinja` / `chat_template.json` / `tokenizer_config.json`, end-of-sequence ids from
 //! `generation_config.json` and `config.json`.
 
 use std::path::Path;
@@ -57,19 +57,26 @@ impl TextTokenizer {
                 special.push((key, text));
             }
         }
-        // `chat_template.jinja` wins; without one, `tokenizer_config.json`'s
-        // `chat_template`. A template that is there but unusable is an
-        // error, never a silent fall back to raw prompts.
+        // `chat_template.jinja` wins; without one, the processor's
+        // `chat_template.json` (as Qwen2-VL and Qwen2.5-VL checkpoints ship
+        // it), then `tokenizer_config.json`'s `chat_template`: the order
+        // transformers reads them in. A template that is there but unusable
+        // is an error, never a silent fall back to raw prompts.
         let jinja = dir.join("chat_template.jinja");
+        let processor = dir.join("chat_template.json");
         let template_source = match std::fs::read_to_string(&jinja) {
             Ok(text) => Some((text, jinja)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                chat_template_from_config(&config)
+                let (from, file) = match read_json(&processor)? {
+                    Some(value) => (value, processor),
+                    None => (config.clone(), dir.join("tokenizer_config.json")),
+                };
+                chat_template_from_config(&from)
                     .map_err(|reason| ModelError::Tokenizer {
-                        path: dir.join("tokenizer_config.json"),
+                        path: file.clone(),
                         reason,
                     })?
-                    .map(|t| (t, dir.join("tokenizer_config.json")))
+                    .map(|t| (t, file))
             }
             Err(e) => return Err(io_error(&jinja)(e)),
         };
@@ -170,7 +177,7 @@ impl TextTokenizer {
         add_generation_prompt: bool,
     ) -> Result<String, ModelError> {
         let template = self.template.as_ref().ok_or_else(|| ModelError::Template {
-            reason: "the model directory has no chat template (chat_template.jinja or `chat_template` in tokenizer_config.json)".into(),
+            reason: "the model directory has no chat template (chat_template.jinja, chat_template.json or `chat_template` in tokenizer_config.json)".into(),
         })?;
         let extra: Vec<(&str, Value)> = self
             .special
