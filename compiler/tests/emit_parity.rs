@@ -595,3 +595,57 @@ print(json.dumps({{"trl": trl, "verl": verl, "logged": logged}}))
         scored["penalties"][0]
     );
 }
+
+/// A `qwen2_5_vl` policy's TRL script passes each row's images: the module
+/// finds them under the dataset's `images` folder (and warns of images only
+/// where the script does not pass them).
+#[test]
+fn a_vision_policy_s_rows_carry_their_image_files() {
+    let pipeline =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/run/qwen2_5_vl/pipeline.safer");
+    let plan = saferc::cli::compile_plan(&pipeline, &saferc::cli::ImportArgs::default())
+        .unwrap_or_else(|| panic!("the qwen2_5_vl run case compiles"));
+    let dir = common::temp_dir("emit-vision-rows");
+    let files = saferc::emit::emit(
+        &plan,
+        saferc::emit::Target::Trl,
+        Some("tune"),
+        "pipeline.safer",
+    )
+    .unwrap();
+    for (file, text) in &files.files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    let script = std::fs::read_to_string(dir.join("train_trl.py")).unwrap();
+    assert!(script.contains("\nVISION = True\n"), "{script}");
+    let program = r#"
+import json, safer_reward
+rows = safer_reward.split_rows("d", images_passed=True)
+print(json.dumps([[r.images, r.image_files] for r in rows]))
+safer_reward.split_rows("d")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", program])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<(Vec<String>, Vec<String>)> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 4);
+    for (names, files) in &rows {
+        assert_eq!(names.len(), 1);
+        assert!(
+            files[0].ends_with(&names[0]) && Path::new(&files[0]).is_file(),
+            "{files:?}"
+        );
+    }
+    // One warning, from the call that does not pass the images.
+    assert_eq!(
+        stderr
+            .matches("have images, which the emitted trainer")
+            .count(),
+        1,
+        "{stderr}"
+    );
+}

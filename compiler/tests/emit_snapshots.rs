@@ -1,7 +1,8 @@
 //! `saferc emit`'s trainer files, pinned: the TRL script and the verl
 //! config of the quickstart (reflection, curation, dynamic sampling and KL
-//! in the loss: several notes) and of the two-stage run case (a GRPO stage
-//! after an SFT warm-up), with absolute paths shown as `<repo>`; and the
+//! in the loss: several notes), of the two-stage run case (a GRPO stage
+//! after an SFT warm-up) and of the `qwen2_5_vl` run case (the rows'
+//! images passed to TRL), with absolute paths shown as `<repo>`; and the
 //! errors emit gives instead of files.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
@@ -72,6 +73,18 @@ fn a_stage_after_a_warm_up_for_verl() {
     let emitted = emit(
         &plan("tests/cases/run/two_stages/pipeline.safer"),
         Target::Verl,
+        Some("tune"),
+        "pipeline.safer",
+    )
+    .unwrap();
+    insta::assert_snapshot!(shown(&emitted));
+}
+
+#[test]
+fn a_qwen2_5_vl_stage_for_trl() {
+    let emitted = emit(
+        &plan("tests/cases/run/qwen2_5_vl/pipeline.safer"),
+        Target::Trl,
         Some("tune"),
         "pipeline.safer",
     )

@@ -1297,6 +1297,8 @@ def read_rows(name, dataset, training):
         if missing:
             bad(origin, f"image `{missing[0]}` cannot be opened")
             continue
+        # Where the row's images are (unknown for moved data without its images folder).
+        row.image_files = None if images is None else [os.path.join(images, p) for p in row.images]
         try:
             if all(truth(evaluate(flt, row), "a filter") for flt in dataset["filters"]):
                 rows.append(row)
@@ -1317,8 +1319,9 @@ def split_sizes(n, fractions):
     return sizes
 
 
-def split_rows(split):
-    """The rows of `dataset.split` (or `dataset`), for the trainer scripts.
+def split_rows(split, images_passed=False):
+    """The rows of `dataset.split` (or `dataset`), for the trainer scripts
+    (`images_passed`: the script gives the trainer the rows' images).
 
     A seeded shuffle dealt by the declared fractions: the same sizes as
     `saferc run`, not the same rows (saferc shuffles with ChaCha8), and
@@ -1329,7 +1332,7 @@ def split_rows(split):
     spec = whole["datasets"][dataset]
     rows = read_rows(dataset, spec, training=dataset == whole.get("train_dataset"))
     with_images = sum(1 for r in rows if r.images)
-    if with_images:
+    if with_images and not images_passed:
         print(
             f"warning: {with_images} row(s) of `{dataset}` have images, which the emitted trainer "
             "scripts do not pass on: their prompts are the rows' text",

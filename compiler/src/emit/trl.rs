@@ -31,6 +31,11 @@ pub fn files(
         .models
         .get(&stage.policy)
         .map_or("f32", |m| m.dtype.as_str());
+    let arch = plan
+        .models
+        .get(&stage.policy)
+        .map_or("qwen2", |m| m.arch.as_str());
+    let vision = arch == "qwen2_5_vl";
     let updates = u64::try_from(grpo.iterations.max(1)).unwrap_or(1);
     let mut config: Vec<(&str, String)> = vec![
         ("output_dir", quoted(&format!("trl-{}", stage.name))),
@@ -185,12 +190,30 @@ PER_DEVICE = PER_PASS
 ACCUMULATION = COMPLETIONS // (PER_PASS * WORLD)
 
 
+{vision_comment}
+VISION = {vision}
+
+
+def row_images(row):
+    """The row's images, opened as RGB (TRL's processor resizes and patches them)."""
+    if row.images and row.image_files is None:
+        sys.exit(f"{{row.origin}}: the data was moved (SAFER_DATA); set SAFER_IMAGES to its images folder")
+    from PIL import Image
+
+    return [Image.open(path).convert("RGB") for path in row.image_files or []]
+
+
 def examples(split):
-    """The split's rows as TRL prompts (chat messages); `safer_row` keeps each row for the reward."""
-    rows = safer_reward.split_rows(split)
-    return Dataset.from_list(
-        [{{"prompt": [{{"role": "user", "content": row.prompt}}], "safer_row": json.dumps(row.raw)}} for row in rows]
-    )
+    """The split's rows as TRL prompts (chat messages, with the rows' images when VISION);
+    `safer_row` keeps each row for the reward."""
+    rows = safer_reward.split_rows(split, images_passed=VISION)
+    out = []
+    for row in rows:
+        example = {{"prompt": [{{"role": "user", "content": row.prompt}}], "safer_row": json.dumps(row.raw)}}
+        if VISION:
+            example["images"] = row_images(row)
+        out.append(example)
+    return Dataset.from_list(out)
 
 
 config = GRPOConfig(
@@ -226,6 +249,12 @@ trainer.save_model(config.output_dir)
         settings = settings.join("\n"),
         dtype = dtype,
         bf16 = python_bool(dtype == "bf16"),
+        vision_comment = if vision {
+            "# The policy is a vision-language model (`arch = qwen2_5_vl`): the rows' images go to TRL,\n# which puts them before the question's text in the user turn, as `saferc run` does."
+        } else {
+            "# Only a `qwen2_5_vl` policy takes the rows' images here: they are not passed on (the script\n# warns of rows that have them)."
+        },
+        vision = python_bool(vision),
     );
     vec![("train_trl.py".into(), script)]
 }
