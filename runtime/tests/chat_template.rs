@@ -211,6 +211,13 @@ fn a_processor_s_chat_template_json_is_read() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("chat_template.json"), "{err}");
+    // One without a `chat_template` key holds no template: the tokenizer's
+    // is read, as the tokenizer alone would.
+    config["chat_template"] = Value::String(template);
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).expect("write");
+    std::fs::write(dir.join("chat_template.json"), r#"{"other": 1}"#).expect("write");
+    let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
+    check_qwen25_cases(&tokenizer);
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 

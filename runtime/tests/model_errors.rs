@@ -266,11 +266,24 @@ fn qwen2_5_vl_errors_name_the_file_and_setting() {
 
     let dir = copy_qwen2_5_vl("window");
     edit_config(&dir, |v| {
-        v["vision_config"]["window_size"] = serde_json::json!(50)
+        v["vision_config"]["window_size"] = serde_json::json!(20)
     });
     let err = load_error(&dir);
     assert!(
-        err.contains("`vision_config.window_size` (50) must be a multiple"),
+        err.contains("`vision_config.window_size` (20) must be at least `spatial_merge_size · patch_size` (28)"),
+        "{err}"
+    );
+
+    let dir = copy_qwen2_5_vl("min-pixels");
+    let processor = dir.join("processor_config.json");
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&processor).expect("read")).expect("json");
+    value["image_processor"]["size"]["shortest_edge"] = serde_json::json!(0);
+    std::fs::write(&processor, value.to_string()).expect("write");
+    let err = load_error(&dir);
+    assert!(
+        err.contains("processor_config.json")
+            && err.contains("`min_pixels` (`size.shortest_edge`) must be at least 1"),
         "{err}"
     );
 

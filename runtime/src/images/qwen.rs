@@ -49,6 +49,18 @@ pub fn smart_resize(
     Ok((h_bar as usize, w_bar as usize))
 }
 
+/// `image` resized to `width × height` as Pillow's bicubic filter (and
+/// torchvision's antialiased bicubic on 8-bit images, which follows it)
+/// resizes: Catmull-Rom, its support widened by the scale when shrinking,
+/// across first, then down, each pass rounded and clipped to 8 bits. (One
+/// `imageops::resize` call goes down first and clips only at the end,
+/// which differs by up to 27 grey levels where the filter overshoots; in
+/// two calls, one axis each, the other axis's pass is the identity.)
+pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let across = image::imageops::resize(image, width, image.height(), FilterType::CatmullRom);
+    image::imageops::resize(&across, width, height, FilterType::CatmullRom)
+}
+
 /// One image's patches (`[patches, patch_dim]`, row-major) and its grid
 /// `[1, h, w]` in patches.
 pub fn patches(
@@ -65,11 +77,10 @@ pub fn patches(
         p.min_pixels,
         p.max_pixels,
     )?;
-    let resized = if (w, h) == (width as usize, height as usize) {
-        image.clone()
-    } else {
-        image::imageops::resize(image, w as u32, h as u32, FilterType::CatmullRom)
-    };
+    config
+        .check_image_patches((h / patch) * (w / patch))
+        .map_err(|why| format!("resized to {w}×{h} pixels, it is {why}"))?;
+    let resized = resize_bicubic(image, w as u32, h as u32);
     let mean: [f32; 3] = p.image_mean.map(|m| m * 255.0);
     let std: [f32; 3] = p.image_std.map(|s| s * 255.0);
     let (grid_h, grid_w) = (h / patch, w / patch);
@@ -153,5 +164,25 @@ mod tests {
             .unwrap_err()
             .contains("200 times"));
         assert!(smart_resize(0, 3, 28, 784, 12544).is_err());
+    }
+
+    #[test]
+    fn an_image_too_large_for_full_attention_is_refused_with_the_fix() {
+        // 2^20 heads leave room for sqrt(2 GiB / 4 / 2^20) = 22 patches;
+        // an 84×56 image is 6×4 = 24.
+        let config: QwenVisionConfig = serde_json::from_value(serde_json::json!({
+            "depth": 8, "hidden_size": 1 << 22, "intermediate_size": 8,
+            "num_heads": 1 << 20, "out_hidden_size": 8
+        }))
+        .unwrap();
+        let image = RgbImage::new(84, 56);
+        let err = patches(&image, &config).unwrap_err();
+        assert!(
+            err.starts_with("resized to 84×56 pixels, it is 24 patches"),
+            "{err}"
+        );
+        assert!(err.contains("at most 4312"), "{err}");
+        let fits = RgbImage::new(56, 56);
+        assert!(patches(&fits, &config).is_ok());
     }
 }

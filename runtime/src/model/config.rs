@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::decoder::TextConfig;
 use super::error::{io_error, ModelError};
-use super::qwen_vision::QwenVisionConfig;
+use super::qwen_vision::{QwenVisionConfig, VisionTokenIds};
 use super::vision::VisionConfig;
 
 /// The architectures saferc implements.
@@ -124,7 +124,7 @@ impl ModelConfig {
                 }
                 Self {
                     architecture: Architecture::Qwen2,
-                    text: text_config(value, false, false)?,
+                    text: text_config(value, &TextDefaults::QWEN2)?,
                     vision: None,
                     qwen_vision: None,
                     image_token_id: None,
@@ -152,7 +152,7 @@ impl ModelConfig {
                     .ok_or_else(|| ConfigIssue::Invalid("no `image_token_id`".into()))?;
                 Self {
                     architecture: Architecture::TinyVlm,
-                    text: text_config(text, true, false)?,
+                    text: text_config(text, &TextDefaults::TINY_VLM)?,
                     vision: Some(vision),
                     qwen_vision: None,
                     image_token_id: Some(image_token_id),
@@ -198,6 +198,9 @@ impl ModelConfig {
                     "text_config": text,
                     "vision_config": self.qwen_vision,
                     "image_token_id": self.image_token_id,
+                    "vision_start_token_id": self.qwen_vision.as_ref().map(|v| v.tokens.vision_start),
+                    "vision_end_token_id": self.qwen_vision.as_ref().map(|v| v.tokens.vision_end),
+                    "video_token_id": self.qwen_vision.as_ref().map(|v| v.tokens.video),
                     "eos_token_id": self.eos_token_ids,
                     "tie_word_embeddings": self.text.tie_word_embeddings,
                 })
@@ -228,7 +231,7 @@ fn qwen2_5_vl(value: &Value, eos_token_ids: Vec<u32>) -> Result<ModelConfig, Con
                 .into(),
         ));
     }
-    let mut text = text_config(text_value, false, true)?;
+    let mut text = text_config(text_value, &TextDefaults::QWEN2_5_VL)?;
     let rope = text_value
         .get("rope_scaling")
         .filter(|v| !v.is_null())
@@ -283,11 +286,24 @@ fn qwen2_5_vl(value: &Value, eos_token_ids: Vec<u32>) -> Result<ModelConfig, Con
             vision.out_hidden_size, text.hidden_size
         )));
     }
-    let image_token_id = value
-        .get("image_token_id")
-        .and_then(Value::as_u64)
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| ConfigIssue::Invalid("no `image_token_id`".into()))?;
+    // The vision token ids, transformers' defaults (Qwen's vocabulary)
+    // where absent.
+    let id = |name: &str, default: u32| -> Result<u32, ConfigIssue> {
+        match value.get(name) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| ConfigIssue::Invalid(format!("`{name}` is {v}, not a token id"))),
+        }
+    };
+    let image_token_id = id("image_token_id", 151_655)?;
+    let defaults = VisionTokenIds::default();
+    vision.tokens = VisionTokenIds {
+        vision_start: id("vision_start_token_id", defaults.vision_start)?,
+        vision_end: id("vision_end_token_id", defaults.vision_end)?,
+        video: id("video_token_id", defaults.video)?,
+    };
     let eos_token_ids = if eos_token_ids.is_empty() {
         token_ids(text_value.get("eos_token_id"))
     } else {
@@ -313,7 +329,48 @@ pub enum ConfigIssue {
     Invalid(String),
 }
 
-fn text_config(v: &Value, tied_default: bool, mrope: bool) -> Result<TextConfig, ConfigIssue> {
+/// What a decoder field left out of `config.json` means: the defaults of
+/// the architecture's configuration class in transformers.
+struct TextDefaults {
+    /// `tie_word_embeddings`.
+    tied: bool,
+    /// `rope_theta`.
+    rope_theta: f64,
+    /// `rms_norm_eps`.
+    rms_norm_eps: f64,
+    /// `num_key_value_heads` (`None`: as many as the attention heads).
+    kv_heads: Option<usize>,
+    /// Whether M-RoPE's `rope_scaling` type `mrope` is read.
+    mrope: bool,
+}
+
+impl TextDefaults {
+    /// `Qwen2Config`'s (an absent `num_key_value_heads` is taken as the
+    /// head count: every shipped Qwen2 config names it).
+    const QWEN2: Self = Self {
+        tied: false,
+        rope_theta: 10_000.0,
+        rms_norm_eps: 1e-6,
+        kv_heads: None,
+        mrope: false,
+    };
+    /// saferc's own architecture, written with every field.
+    const TINY_VLM: Self = Self {
+        tied: true,
+        ..Self::QWEN2
+    };
+    /// `Qwen2_5_VLTextConfig`'s.
+    const QWEN2_5_VL: Self = Self {
+        tied: false,
+        rope_theta: 1_000_000.0,
+        rms_norm_eps: 1e-5,
+        kv_heads: Some(8),
+        mrope: true,
+    };
+}
+
+fn text_config(v: &Value, defaults: &TextDefaults) -> Result<TextConfig, ConfigIssue> {
+    let mrope = defaults.mrope;
     let size = |name: &str| -> Result<usize, ConfigIssue> {
         match v.get(name) {
             Some(value) => positive(name, value),
@@ -345,7 +402,7 @@ fn text_config(v: &Value, tied_default: bool, mrope: bool) -> Result<TextConfig,
         v.get("rope_theta")
             .or_else(|| v.get("rope_parameters").and_then(|p| p.get("rope_theta"))),
         "rope_theta",
-        10_000.0,
+        defaults.rope_theta,
     )?;
     let rope_type = v
         .get("rope_parameters")
@@ -368,7 +425,7 @@ fn text_config(v: &Value, tied_default: bool, mrope: bool) -> Result<TextConfig,
         }
     }
     let tie_word_embeddings = match v.get("tie_word_embeddings") {
-        None | Some(Value::Null) => tied_default,
+        None | Some(Value::Null) => defaults.tied,
         Some(Value::Bool(b)) => *b,
         Some(x) => {
             return Err(ConfigIssue::Invalid(format!(
@@ -382,9 +439,17 @@ fn text_config(v: &Value, tied_default: bool, mrope: bool) -> Result<TextConfig,
         intermediate_size: size("intermediate_size")?,
         num_hidden_layers: size("num_hidden_layers")?,
         num_attention_heads: heads,
-        num_key_value_heads: optional_size("num_key_value_heads", heads)?,
+        num_key_value_heads: match v.get("num_key_value_heads") {
+            // An explicit null is transformers' "as many as the heads".
+            Some(Value::Null) => heads,
+            _ => optional_size("num_key_value_heads", defaults.kv_heads.unwrap_or(heads))?,
+        },
         rope_theta,
-        rms_norm_eps: optional_number(v.get("rms_norm_eps"), "rms_norm_eps", 1e-6)?,
+        rms_norm_eps: optional_number(
+            v.get("rms_norm_eps"),
+            "rms_norm_eps",
+            defaults.rms_norm_eps,
+        )?,
         tie_word_embeddings,
         max_position_embeddings: optional_size("max_position_embeddings", 32_768)?,
         mrope_section: None,
@@ -465,6 +530,63 @@ mod tests {
     }
 
     #[test]
+    fn absent_qwen2_5_vl_fields_take_transformers_defaults() {
+        let mut value = qwen2_5_vl_transformers_4();
+        let map = value.as_object_mut().unwrap();
+        for key in [
+            "rope_theta",
+            "rms_norm_eps",
+            "num_key_value_heads",
+            "image_token_id",
+            "vision_start_token_id",
+            "vision_end_token_id",
+            "video_token_id",
+        ] {
+            map.remove(key);
+        }
+        map.insert("num_attention_heads".into(), json!(8));
+        map.insert(
+            "rope_scaling".into(),
+            json!({"type": "mrope", "mrope_section": [4, 2, 2]}),
+        );
+        map["vision_config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("fullatt_block_indexes");
+        let config = ModelConfig::from_json(&value).unwrap();
+        assert_eq!(config.text.rope_theta, 1_000_000.0);
+        assert_eq!(config.text.rms_norm_eps, 1e-5);
+        assert_eq!(config.text.num_key_value_heads, 8);
+        assert_eq!(config.image_token_id, Some(151_655));
+        let vision = config.qwen_vision.clone().unwrap();
+        assert_eq!(vision.tokens, VisionTokenIds::default());
+        assert_eq!(vision.fullatt_block_indexes, vec![7, 15, 23, 31]);
+        // An explicit null is as many key-value heads as heads.
+        value["num_key_value_heads"] = Value::Null;
+        let config = ModelConfig::from_json(&value).unwrap();
+        assert_eq!(config.text.num_key_value_heads, 8);
+    }
+
+    #[test]
+    fn a_saved_qwen2_5_vl_config_keeps_its_vision_token_ids() {
+        let mut value = qwen2_5_vl_transformers_4();
+        value["vision_start_token_id"] = json!(3);
+        value["vision_end_token_id"] = json!(4);
+        value["video_token_id"] = json!(6);
+        let config = ModelConfig::from_json(&value).unwrap();
+        let saved = config.to_json();
+        assert_eq!(
+            (
+                &saved["vision_start_token_id"],
+                &saved["vision_end_token_id"],
+                &saved["video_token_id"]
+            ),
+            (&json!(3), &json!(4), &json!(6))
+        );
+        assert_eq!(ModelConfig::from_json(&saved).unwrap(), config);
+    }
+
+    #[test]
     fn qwen2_5_vl_settings_saferc_cannot_honour_are_refused() {
         let refused = |edit: &dyn Fn(&mut Value), says: &str| {
             let mut value = qwen2_5_vl_transformers_4();
@@ -495,8 +617,8 @@ mod tests {
             "only `silu`",
         );
         refused(
-            &|v| v["vision_config"]["fullatt_block_indexes"] = json!([4]),
-            "names block 4",
+            &|v| v["image_token_id"] = json!("<|image_pad|>"),
+            "`image_token_id` is \"<|image_pad|>\", not a token id",
         );
         // A text-only Qwen2 with M-RoPE is not a model saferc knows.
         let mut text_only = qwen2_5_vl_transformers_4();

@@ -69,7 +69,7 @@ impl fmt::Display for ModelError {
             Self::Config { path, reason } => write!(f, "`{}`: {reason}", path.display()),
             Self::UnknownArchitecture { path, found } => write!(
                 f,
-                "`{}`: unknown architecture `{found}`; saferc runs `qwen2` (Qwen2, Qwen2.5 text) and `tiny_vlm`",
+                "`{}`: unknown architecture `{found}`; saferc runs `qwen2` (Qwen2, Qwen2.5 text), `qwen2_5_vl` (Qwen2.5-VL) and `tiny_vlm`",
                 path.display()
             ),
             Self::Corrupt { path, reason } => {

@@ -49,16 +49,16 @@ fn parse(value: &Value, vision: &QwenVisionConfig) -> Result<ImageProcessing, St
     let defaults = ImageProcessing::default();
     let size = value.get("size");
     let pixels = |legacy: &str, key: &str, default: usize| -> Result<usize, String> {
-        match value
-            .get(legacy)
-            .filter(|v| !v.is_null())
-            .or_else(|| size.and_then(|s| s.get(key)))
-        {
+        let (name, found) = match value.get(legacy).filter(|v| !v.is_null()) {
+            Some(v) => (legacy.to_string(), Some(v)),
+            None => (format!("size.{key}"), size.and_then(|s| s.get(key))),
+        };
+        match found {
             None => Ok(default),
             Some(v) => v
                 .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| format!("`{legacy}` is {v}, not a pixel count")),
+                .ok_or_else(|| format!("`{name}` is {v}, not a pixel count")),
         }
     };
     for (key, expected) in [
@@ -74,13 +74,35 @@ fn parse(value: &Value, vision: &QwenVisionConfig) -> Result<ImageProcessing, St
             }
         }
     }
+    // Three numbers, one per channel, or one for all three (as
+    // transformers takes it).
     let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3], String> {
         match value.get(key) {
             None | Some(Value::Null) => Ok(default),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .map(|x| [x as f32; 3])
+                .ok_or_else(|| format!("`{key}` is {n}, not a number")),
             Some(v) => serde_json::from_value(v.clone())
-                .map_err(|_| format!("`{key}` is {v}, not three numbers")),
+                .map_err(|_| format!("`{key}` is {v}, not three numbers (or one)")),
         }
     };
+    // saferc resizes, rescales and normalises as Qwen's processors ship
+    // (bicubic); a processor set otherwise is refused, never ignored.
+    for key in ["do_resize", "do_rescale", "do_normalize"] {
+        if value.get(key).and_then(Value::as_bool) == Some(false) {
+            return Err(format!(
+                "`{key}` is false; saferc always does it (as Qwen2.5-VL's processor ships): remove the setting or set it to true"
+            ));
+        }
+    }
+    if let Some(resample) = value.get("resample").filter(|v| !v.is_null()) {
+        if resample.as_u64() != Some(3) {
+            return Err(format!(
+                "`resample` is {resample}; saferc resizes bicubic (3), as Qwen2.5-VL's processor ships"
+            ));
+        }
+    }
     if let Some(rescale) = value.get("rescale_factor").and_then(Value::as_f64) {
         if (rescale - 1.0 / 255.0).abs() > 1e-9 {
             return Err(format!(
@@ -156,11 +178,30 @@ mod tests {
     }
 
     #[test]
+    fn one_number_stands_for_all_three_channels() {
+        let p = parse(
+            &json!({"image_mean": 0.5, "image_std": [0.5, 0.25, 0.125]}),
+            &vision(),
+        )
+        .unwrap();
+        assert_eq!(p.image_mean, [0.5; 3]);
+        assert_eq!(p.image_std, [0.5, 0.25, 0.125]);
+    }
+
+    #[test]
     fn a_processor_at_odds_with_the_model_is_refused() {
         let err = parse(&json!({"patch_size": 16}), &vision()).unwrap_err();
         assert!(err.contains("`patch_size` is 16"), "{err}");
         let err = parse(&json!({"image_std": [1, 2]}), &vision()).unwrap_err();
-        assert!(err.contains("not three numbers"), "{err}");
+        assert!(err.contains("not three numbers (or one)"), "{err}");
+        let err = parse(&json!({"size": {"shortest_edge": -1}}), &vision()).unwrap_err();
+        assert!(err.contains("`size.shortest_edge` is -1"), "{err}");
+        for key in ["do_resize", "do_rescale", "do_normalize"] {
+            let err = parse(&json!({ key: false }), &vision()).unwrap_err();
+            assert!(err.contains(&format!("`{key}` is false")), "{err}");
+        }
+        let err = parse(&json!({"resample": 2}), &vision()).unwrap_err();
+        assert!(err.contains("bicubic (3)"), "{err}");
         let err = parse(&json!({"rescale_factor": 1.0}), &vision()).unwrap_err();
         assert!(err.contains("1/255"), "{err}");
     }

@@ -66,8 +66,10 @@ pub struct QwenVisionConfig {
     /// Side of an attention window in pixels.
     #[serde(default = "default_window")]
     pub window_size: usize,
-    /// The blocks that attend over the whole image instead of a window.
-    #[serde(default)]
+    /// The blocks that attend over the whole image instead of a window
+    /// (transformers' default `[7, 15, 23, 31]` when absent; indexes past
+    /// the last block are ignored, as transformers ignores them).
+    #[serde(default = "default_full_attention_blocks")]
     pub fullatt_block_indexes: Vec<usize>,
     /// The rotary base.
     #[serde(default = "default_theta")]
@@ -75,6 +77,35 @@ pub struct QwenVisionConfig {
     /// How images are resized and normalised.
     #[serde(skip)]
     pub processing: ImageProcessing,
+    /// The model's other vision token ids (top-level fields of
+    /// `config.json`), kept so that a saved model reads back in
+    /// transformers with the same ones.
+    #[serde(skip)]
+    pub tokens: VisionTokenIds,
+}
+
+/// `vision_start_token_id`, `vision_end_token_id` and `video_token_id` of
+/// a Qwen2.5-VL `config.json`. saferc finds these tokens by their text in
+/// the tokenizer; transformers' `get_rope_index` finds images by these ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VisionTokenIds {
+    /// `<|vision_start|>`.
+    pub vision_start: u32,
+    /// `<|vision_end|>`.
+    pub vision_end: u32,
+    /// `<|video_pad|>`.
+    pub video: u32,
+}
+
+impl Default for VisionTokenIds {
+    /// transformers' defaults (Qwen's vocabulary).
+    fn default() -> Self {
+        Self {
+            vision_start: 151_652,
+            vision_end: 151_653,
+            video: 151_656,
+        }
+    }
 }
 
 /// The image processor's settings (`Qwen2VLImageProcessor`).
@@ -114,6 +145,21 @@ fn default_window() -> usize {
 fn default_theta() -> f64 {
     10_000.0
 }
+fn default_full_attention_blocks() -> Vec<usize> {
+    vec![7, 15, 23, 31]
+}
+
+/// The largest attention score matrix (`heads × N × N` f32 values) a
+/// full-attention block may build for one image: 2 GiB, which holds the
+/// images of transformers' default `max_pixels` (1,003,520 pixels, 5,120
+/// patches) at Qwen2.5-VL's 16 heads. Training keeps one per block for the
+/// backward pass, so a larger image is refused before the run spends
+/// anything on it (see [`QwenVisionConfig::check_image_patches`]).
+pub const MAX_ATTENTION_BYTES: usize = 2 << 30;
+
+/// Queries per attention product in a vision block: inference holds at
+/// most `heads × QUERY_CHUNK × N` scores at once.
+const QUERY_CHUNK: usize = 1024;
 
 impl QwenVisionConfig {
     /// Values per patch: `3 · temporal_patch · patch²`.
@@ -153,25 +199,23 @@ impl QwenVisionConfig {
                 self.hidden_size, self.num_heads
             ));
         }
+        // A window of `window_size / (merge · patch)` merged tokens a side,
+        // rounded down as transformers rounds it.
         let merged_pixels = self.spatial_merge_size * self.patch_size;
-        if self.window_size < merged_pixels || !self.window_size.is_multiple_of(merged_pixels) {
+        if self.window_size < merged_pixels {
             return Err(format!(
-                "`vision_config.window_size` ({}) must be a multiple of `spatial_merge_size · patch_size` ({merged_pixels})",
+                "`vision_config.window_size` ({}) must be at least `spatial_merge_size · patch_size` ({merged_pixels})",
                 self.window_size
             ));
         }
-        if let Some(i) = self
-            .fullatt_block_indexes
-            .iter()
-            .find(|&&i| i >= self.depth)
-        {
-            return Err(format!(
-                "`vision_config.fullatt_block_indexes` names block {i}, but there are {}",
-                self.depth
-            ));
-        }
         let p = &self.processing;
-        if p.min_pixels > p.max_pixels || p.max_pixels == 0 {
+        if p.min_pixels == 0 {
+            return Err(
+                "the image processor's `min_pixels` (`size.shortest_edge`) must be at least 1 (a thin image would resize to no pixels)"
+                    .into(),
+            );
+        }
+        if p.min_pixels > p.max_pixels {
             return Err(format!(
                 "the image processor's pixel range {}..{} is empty",
                 p.min_pixels, p.max_pixels
@@ -185,6 +229,45 @@ impl QwenVisionConfig {
 
     fn head_dim(&self) -> usize {
         self.hidden_size / self.num_heads.max(1)
+    }
+
+    /// Whether any block attends over the whole image.
+    pub fn has_full_attention(&self) -> bool {
+        self.fullatt_block_indexes.iter().any(|&i| i < self.depth)
+    }
+
+    /// The most patches one image may have: its full-attention scores
+    /// must fit [`MAX_ATTENTION_BYTES`] (no limit without full-attention
+    /// blocks: windows bound the scores).
+    pub fn max_image_patches(&self) -> Option<usize> {
+        if !self.has_full_attention() {
+            return None;
+        }
+        let values = MAX_ATTENTION_BYTES / 4 / self.num_heads.max(1);
+        Some(values.isqrt())
+    }
+
+    /// Refuses an image of `patches` patches whose full-attention scores
+    /// would not fit [`MAX_ATTENTION_BYTES`], saying which `max_pixels`
+    /// would.
+    pub fn check_image_patches(&self, patches: usize) -> Result<(), String> {
+        let Some(limit) = self.max_image_patches() else {
+            return Ok(());
+        };
+        if patches <= limit {
+            return Ok(());
+        }
+        let gib =
+            |n: usize| self.num_heads as f64 * (n as f64).powi(2) * 4.0 / f64::from(1u32 << 30);
+        Err(format!(
+            "{patches} patches: the vision tower's full-attention blocks would need {:.1} GiB \
+             of attention scores each, over saferc's limit of {:.1} GiB ({limit} patches); \
+             set `max_pixels` in the model's preprocessor_config.json to at most {} (it is {})",
+            gib(patches),
+            gib(limit),
+            limit * self.patch_size * self.patch_size,
+            self.processing.max_pixels
+        ))
     }
 }
 
@@ -296,25 +379,45 @@ impl<B: Backend> QwenVisionBlock<B> {
             .swap_dims(0, 1);
         let v = part(2).reshape([n, heads, head_dim]).swap_dims(0, 1);
         let scale = (head_dim as f64).powf(-0.5);
-        // q, k, v: [heads, N, head_dim]; one softmax(q·kᵀ)·v per segment.
-        let contexts: Vec<Tensor<B, 3>> = segments
-            .iter()
-            .map(|&(start, end)| {
-                let len = end - start;
-                let (qs, ks, vs) = (
-                    q.clone().narrow(1, start, len),
-                    k.clone().narrow(1, start, len),
-                    v.clone().narrow(1, start, len),
-                );
-                softmax(qs.matmul(ks.swap_dims(1, 2)).mul_scalar(scale), 2).matmul(vs)
-            })
-            .collect();
-        let context = Tensor::cat(contexts, 1).swap_dims(0, 1).reshape([1, n, d]);
+        let context = segment_attention(q, k, v, segments, scale, QUERY_CHUNK)
+            .swap_dims(0, 1)
+            .reshape([1, n, d]);
         let x = x + project(&self.proj, context);
         let h = self.norm2.forward(x.clone());
         let fed = silu(project(&self.gate_proj, h.clone())) * project(&self.up_proj, h);
         x + project(&self.down_proj, fed)
     }
+}
+
+/// `q`, `k`, `v`: `[heads, N, head_dim]` → `[heads, N, head_dim]`:
+/// `softmax(q·kᵀ · scale)·v` within each of `segments` (consecutive ranges
+/// covering `0..N`), at most `chunk` queries per product, so that a
+/// whole-image segment never holds all its `[heads, len, len]` scores at
+/// once in inference.
+fn segment_attention<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    segments: &[(usize, usize)],
+    scale: f64,
+    chunk: usize,
+) -> Tensor<B, 3> {
+    let mut contexts: Vec<Tensor<B, 3>> = Vec::new();
+    for &(start, end) in segments {
+        let len = end - start;
+        let keys = k.clone().narrow(1, start, len).swap_dims(1, 2);
+        let values = v.clone().narrow(1, start, len);
+        for from in (start..end).step_by(chunk.max(1)) {
+            let rows = chunk.max(1).min(end - from);
+            let scores = q
+                .clone()
+                .narrow(1, from, rows)
+                .matmul(keys.clone())
+                .mul_scalar(scale);
+            contexts.push(softmax(scores, 2).matmul(values.clone()));
+        }
+    }
+    Tensor::cat(contexts, 1)
 }
 
 impl<B: Backend> QwenVisionTower<B> {
@@ -562,6 +665,7 @@ mod tests {
             fullatt_block_indexes: vec![],
             rope_theta: 10_000.0,
             processing: ImageProcessing::default(),
+            tokens: VisionTokenIds::default(),
         }
     }
 
@@ -585,6 +689,53 @@ mod tests {
         for (i, &token) in plan.window_tokens.iter().enumerate() {
             assert_eq!(restore[token], i as i64);
         }
+    }
+
+    #[test]
+    fn attention_in_query_chunks_equals_one_product_per_segment() {
+        use burn::tensor::Distribution;
+        type B = burn::backend::Flex;
+        let device = Default::default();
+        let random = || Tensor::<B, 3>::random([2, 11, 4], Distribution::Normal(0.0, 1.0), &device);
+        let (q, k, v) = (random(), random(), random());
+        let segments = [(0, 7), (7, 11)];
+        let whole = segment_attention(q.clone(), k.clone(), v.clone(), &segments, 0.5, 64);
+        let chunked = segment_attention(q, k, v, &segments, 0.5, 3);
+        whole.into_data().assert_approx_eq::<f32>(
+            &chunked.into_data(),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
+    }
+
+    #[test]
+    fn config_defaults_and_limits_follow_transformers() {
+        let c: QwenVisionConfig = serde_json::from_value(serde_json::json!({
+            "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+            "out_hidden_size": 2048, "window_size": 100
+        }))
+        .unwrap();
+        // transformers' default full-attention blocks; a window of 100
+        // pixels is 100 / 28 = 3 merged tokens a side, rounded down.
+        assert_eq!(c.fullatt_block_indexes, vec![7, 15, 23, 31]);
+        assert!(c.validate().is_ok());
+        // 2 GiB of 16 heads' f32 scores: 5,792 patches an image; the
+        // default max_pixels (1,003,520 = 5,120 patches) fits.
+        assert_eq!(c.max_image_patches(), Some(5792));
+        assert!(c.check_image_patches(1_003_520 / 196).is_ok());
+        let err = c.check_image_patches(10_764).unwrap_err();
+        assert!(err.contains("6.9 GiB"), "{err}");
+        assert!(
+            err.contains("`max_pixels`") && err.contains("at most 1135232"),
+            "{err}"
+        );
+        // Blocks past the last are ignored, as transformers ignores them;
+        // with no full-attention block there is no limit.
+        let windows_only = QwenVisionConfig {
+            fullatt_block_indexes: vec![40],
+            ..c
+        };
+        assert!(windows_only.validate().is_ok());
+        assert_eq!(windows_only.max_image_patches(), None);
     }
 
     #[test]

@@ -67,9 +67,11 @@ impl TextTokenizer {
         let template_source = match std::fs::read_to_string(&jinja) {
             Ok(text) => Some((text, jinja)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A `chat_template.json` without a `chat_template` key
+                // holds none: `tokenizer_config.json`'s is read instead.
                 let (from, file) = match read_json(&processor)? {
-                    Some(value) => (value, processor),
-                    None => (config.clone(), dir.join("tokenizer_config.json")),
+                    Some(value) if value.get("chat_template").is_some() => (value, processor),
+                    _ => (config.clone(), dir.join("tokenizer_config.json")),
                 };
                 chat_template_from_config(&from)
                     .map_err(|reason| ModelError::Tokenizer {
