@@ -596,26 +596,30 @@ print(json.dumps({{"trl": trl, "verl": verl, "logged": logged}}))
     );
 }
 
+/// The `qwen2_5_vl` run case's GRPO stage (`tune`, a `qwen2_5_vl` policy on
+/// rows with images) emitted for `target` into a fresh folder.
+fn emitted_vision_stage(target: saferc::emit::Target, tag: &str) -> PathBuf {
+    let pipeline = vision_case().join("pipeline.safer");
+    let plan = saferc::cli::compile_plan(&pipeline, &saferc::cli::ImportArgs::default())
+        .unwrap_or_else(|| panic!("the qwen2_5_vl run case compiles"));
+    let dir = common::temp_dir(tag);
+    let files = saferc::emit::emit(&plan, target, Some("tune"), "pipeline.safer").unwrap();
+    for (file, text) in &files.files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    dir
+}
+
+fn vision_case() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/run/qwen2_5_vl")
+}
+
 /// A `qwen2_5_vl` policy's TRL script passes each row's images: the module
 /// finds them under the dataset's `images` folder (and warns of images only
 /// where the script does not pass them).
 #[test]
 fn a_vision_policy_s_rows_carry_their_image_files() {
-    let pipeline =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/run/qwen2_5_vl/pipeline.safer");
-    let plan = saferc::cli::compile_plan(&pipeline, &saferc::cli::ImportArgs::default())
-        .unwrap_or_else(|| panic!("the qwen2_5_vl run case compiles"));
-    let dir = common::temp_dir("emit-vision-rows");
-    let files = saferc::emit::emit(
-        &plan,
-        saferc::emit::Target::Trl,
-        Some("tune"),
-        "pipeline.safer",
-    )
-    .unwrap();
-    for (file, text) in &files.files {
-        std::fs::write(dir.join(file), text).unwrap();
-    }
+    let dir = emitted_vision_stage(saferc::emit::Target::Trl, "emit-vision-rows");
     let script = std::fs::read_to_string(dir.join("train_trl.py")).unwrap();
     assert!(script.contains("\nVISION = True\n"), "{script}");
     let program = r#"
@@ -646,6 +650,64 @@ safer_reward.split_rows("d")
             .matches("have images, which the emitted trainer")
             .count(),
         1,
+        "{stderr}"
+    );
+}
+
+/// A `qwen2_5_vl` policy's verl data carries each row's images: the file's
+/// bytes in `images` and one `<image>` before the question's text (verl's
+/// placeholder); a question that itself holds a placeholder stops the
+/// script with the row's file and line.
+#[test]
+fn a_vision_policy_s_verl_records_carry_their_images() {
+    let case = vision_case();
+    let dir = emitted_vision_stage(saferc::emit::Target::Verl, "emit-verl-vision");
+    let config = std::fs::read_to_string(dir.join("verl_grpo.yaml")).unwrap();
+    assert!(config.contains("\n  image_key: images\n"), "{config}");
+    let program = r#"
+import json, prepare_verl_data as p
+print(json.dumps([[r["prompt"][0]["content"], r["extra_info"]["safer_row"],
+                   [i["bytes"].hex() for i in r["images"]]] for r in p.records("d")]))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", program])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("have images"), "{stderr}");
+    let records: Vec<(String, String, Vec<String>)> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records.len(), 4);
+    let images = case.join("../images");
+    for (content, row, hex) in &records {
+        let row: Value = serde_json::from_str(row).unwrap();
+        let question = row["question"].as_str().unwrap();
+        assert_eq!(content, &format!("<image>{question}"));
+        let file = std::fs::read(images.join(row["image"].as_str().unwrap())).unwrap();
+        let expected: String = file.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, &vec![expected]);
+    }
+
+    // A question holding verl's placeholder.
+    let rows = std::fs::read_to_string(case.join("rows.jsonl")).unwrap();
+    let moved = dir.join("rows.jsonl");
+    std::fs::write(
+        &moved,
+        rows.replacen("What can I do with this?", "What is <image> here?", 1),
+    )
+    .unwrap();
+    let out = Command::new("python3")
+        .args(["-c", "import prepare_verl_data as p; p.records('d')"])
+        .env("SAFER_DATA", &moved)
+        .env("SAFER_IMAGES", &images)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("rows.jsonl:1: the question holds `<image>`"),
         "{stderr}"
     );
 }

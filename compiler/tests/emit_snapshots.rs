@@ -2,7 +2,7 @@
 //! config of the quickstart (reflection, curation, dynamic sampling and KL
 //! in the loss: several notes), of the two-stage run case (a GRPO stage
 //! after an SFT warm-up) and of the `qwen2_5_vl` run case (the rows'
-//! images passed to TRL), with absolute paths shown as `<repo>`; and the
+//! images passed to TRL and verl), with absolute paths shown as `<repo>`; and the
 //! errors emit gives instead of files.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
@@ -85,6 +85,18 @@ fn a_qwen2_5_vl_stage_for_trl() {
     let emitted = emit(
         &plan("tests/cases/run/qwen2_5_vl/pipeline.safer"),
         Target::Trl,
+        Some("tune"),
+        "pipeline.safer",
+    )
+    .unwrap();
+    insta::assert_snapshot!(shown(&emitted));
+}
+
+#[test]
+fn a_qwen2_5_vl_stage_for_verl() {
+    let emitted = emit(
+        &plan("tests/cases/run/qwen2_5_vl/pipeline.safer"),
+        Target::Verl,
         Some("tune"),
         "pipeline.safer",
     )

@@ -13,6 +13,11 @@
 //! `k2`/`k3` → `kl`/`mse`/`low_var_kl`, in the reward (`use_kl_in_reward`)
 //! `kl` (saferc's reward KL is k1); `importance = sequence` → `loss_mode:
 //! gspo`. Without `micro_batch` a step is one pass, as in saferc.
+//!
+//! A `qwen2_5_vl` policy's rows carry their images into the parquet files
+//! (each file's bytes in `images`, verl's `image_key`), with one `<image>`
+//! placeholder per image before the question's text: the user turn saferc
+//! renders.
 
 use super::{quoted, yaml_float};
 use safer_ir::plan::{GrpoSpec, Plan, StageSpec};
@@ -28,6 +33,7 @@ pub fn files(
     let rollout = plan.rollout(stage.rollout.as_ref());
     let model = plan.models.get(&stage.policy);
     let weights = model.map_or_else(String::new, |m| m.weights.clone());
+    let vision = model.is_some_and(|m| m.arch == "qwen2_5_vl");
     // verl bounds prompts separately; the declared context less the
     // completion, else 1024 tokens.
     let max_prompt = model
@@ -136,7 +142,7 @@ data:
   train_files: data/train.parquet
   val_files: {val_files}
   prompt_key: prompt
-  train_batch_size: {batch}
+{image_key}  train_batch_size: {batch}
   max_prompt_length: {max_prompt}
   max_response_length: {max_tokens}
   seed: {data_seed}
@@ -216,6 +222,11 @@ trainer:
         } else {
             "data/train.parquet"
         },
+        image_key = if vision {
+            "  # each row's images (their bytes), one `<image>` in the prompt per image\n  image_key: images\n"
+        } else {
+            ""
+        },
         batch = grpo.batch_prompts,
         max_prompt = max_prompt,
         max_tokens = rollout.max_tokens,
@@ -289,7 +300,8 @@ trainer:
     let prepare = format!(
         r#""""Writes stage `{stage}`'s data as verl's parquet files (written by `saferc emit --target verl`).
 
-Run: python prepare_verl_data.py   (SAFER_DATA=PATH reads another copy of the dataset file)
+Run: python prepare_verl_data.py   (SAFER_DATA=PATH reads another copy of the dataset file,
+SAFER_IMAGES=DIR its images folder)
 Each row keeps the dataset row in `extra_info.safer_row` for safer_reward.compute_score.
 """
 
@@ -297,39 +309,75 @@ import json
 import os
 import sys
 
-from datasets import Dataset
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safer_reward  # noqa: E402
 
 TRAIN_SPLIT = {train}
 EVAL_SPLIT = {eval_split}
 
+{vision_comment}
+VISION = {vision}
+# What verl reads as a placeholder in the text of a row with images.
+PLACEHOLDERS = ("<image>", "<video>", "<audio>")
+
+
+def row_images(row):
+    """The row's images as verl reads them: each file's bytes."""
+    if row.images and row.image_files is None:
+        sys.exit(f"{{row.origin}}: the data was moved (SAFER_DATA); set SAFER_IMAGES to its images folder")
+    images = []
+    for path in row.image_files or []:
+        with open(path, "rb") as f:
+            images.append({{"bytes": f.read()}})
+    return images
+
+
+def records(split):
+    """The split's rows as verl's records: a chat prompt (with an `<image>`
+    per image before the question's text when VISION) and the row."""
+    rows = safer_reward.split_rows(split, images_passed=VISION)
+    out = []
+    for i, row in enumerate(rows):
+        record = {{
+            "data_source": "saferc/" + split,
+            "prompt": [{{"role": "user", "content": row.prompt}}],
+            "ability": "safety",
+            "reward_model": {{"style": "rule", "ground_truth": ""}},
+            "extra_info": {{"index": i, "safer_row": json.dumps(row.raw)}},
+        }}
+        if VISION:
+            images = row_images(row)
+            held = [p for p in PLACEHOLDERS if p in row.prompt]
+            if images and held:
+                sys.exit(f"{{row.origin}}: the question holds `{{held[0]}}`, which verl would read as a placeholder")
+            record["prompt"][0]["content"] = "<image>" * len(images) + row.prompt
+            record["images"] = images
+        out.append(record)
+    return out
+
 
 def write(split, path):
-    rows = safer_reward.split_rows(split)
-    Dataset.from_list(
-        [
-            {{
-                "data_source": "saferc/" + split,
-                "prompt": [{{"role": "user", "content": row.prompt}}],
-                "ability": "safety",
-                "reward_model": {{"style": "rule", "ground_truth": ""}},
-                "extra_info": {{"index": i, "safer_row": json.dumps(row.raw)}},
-            }}
-            for i, row in enumerate(rows)
-        ]
-    ).to_parquet(path)
+    from datasets import Dataset
+
+    rows = records(split)
+    Dataset.from_list(rows).to_parquet(path)
     print(f"{{path}}: {{len(rows)}} rows of {{split}}")
 
 
-os.makedirs("data", exist_ok=True)
-write(TRAIN_SPLIT, "data/train.parquet")
-if EVAL_SPLIT:
-    write(EVAL_SPLIT, "data/val.parquet")
+if __name__ == "__main__":
+    os.makedirs("data", exist_ok=True)
+    write(TRAIN_SPLIT, "data/train.parquet")
+    if EVAL_SPLIT:
+        write(EVAL_SPLIT, "data/val.parquet")
 "#,
         stage = stage.name,
         train = quoted(&stage.data.to_string()),
+        vision_comment = if vision {
+            "# The policy is a vision-language model (`arch = qwen2_5_vl`): each row's images go in the\n# parquet file, an `<image>` per image before the question's text, as `saferc run` puts them."
+        } else {
+            "# Only a `qwen2_5_vl` policy takes the rows' images here: they are not passed on (the script\n# warns of rows that have them)."
+        },
+        vision = if vision { "True" } else { "False" },
     );
     vec![
         ("verl_grpo.yaml".into(), yaml),
