@@ -262,7 +262,8 @@ impl QwenVisionConfig {
         Err(format!(
             "{patches} patches: the vision tower's full-attention blocks would need {:.1} GiB \
              of attention scores each, over saferc's limit of {:.1} GiB ({limit} patches); \
-             set `max_pixels` in the model's preprocessor_config.json to at most {} (it is {})",
+             lower the model's `max_pixels` (`size.longest_edge`; preprocessor_config.json or \
+             processor_config.json) to at most {} (it is {})",
             gib(patches),
             gib(limit),
             limit * self.patch_size * self.patch_size,
