@@ -15,7 +15,9 @@ use crate::model::{ImagePatches, ModelError, VisionConfig};
 
 pub mod qwen;
 
-/// Decodes the image at `path` (PNG or JPEG) to RGB.
+/// Decodes the image at `path` (PNG or JPEG) to RGB; a transparent one is
+/// laid over white first, as transformers' processors (`do_convert_rgb`)
+/// and Pillow's `alpha_composite` do.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::Image {
         path: path.to_path_buf(),
@@ -25,7 +27,22 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
         path: path.to_path_buf(),
         reason: format!("cannot decode: {e}"),
     })?;
-    Ok(decoded.to_rgb8())
+    if !decoded.color().has_alpha() {
+        return Ok(decoded.to_rgb8());
+    }
+    Ok(over_white(&decoded.to_rgba8()))
+}
+
+/// `image` laid over an opaque white background: each channel becomes
+/// `round((c·α + 255·(255 − α)) / 255)`, which is Pillow's result for every
+/// value and alpha.
+pub fn over_white(image: &image::RgbaImage) -> RgbImage {
+    RgbImage::from_fn(image.width(), image.height(), |x, y| {
+        let [r, g, b, alpha] = image.get_pixel(x, y).0;
+        let a = u32::from(alpha);
+        let blend = |c: u8| ((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8;
+        image::Rgb([blend(r), blend(g), blend(b)])
+    })
 }
 
 /// Resizes (bilinear), normalises and patches one image: `[patches, patch_dim]` row-major.
@@ -75,6 +92,22 @@ pub fn load_patches(
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transparency_is_laid_over_white_as_pillow_lays_it() {
+        // Pillow's `alpha_composite` over white, then `convert("RGB")`.
+        let cases = [
+            ([10u8, 200, 77, 255], [10u8, 200, 77]),
+            ([10, 200, 77, 0], [255, 255, 255]),
+            ([0, 0, 0, 128], [127, 127, 127]),
+            ([100, 50, 0, 1], [254, 254, 254]),
+            ([100, 50, 0, 200], [133, 94, 55]),
+        ];
+        for (rgba, rgb) in cases {
+            let image = image::RgbaImage::from_pixel(1, 1, image::Rgba(rgba));
+            assert_eq!(over_white(&image).get_pixel(0, 0).0, rgb, "{rgba:?}");
+        }
+    }
 
     fn config() -> VisionConfig {
         VisionConfig {

@@ -318,3 +318,46 @@ fn qwen2_5_vl_errors_name_the_file_and_setting() {
         "{err}"
     );
 }
+
+/// `image_token_id` must be the tokenizer's `<|image_pad|>` and inside the
+/// vocabulary: otherwise placeholders go unfilled or another token gets
+/// image features.
+#[test]
+fn an_image_token_id_the_tokenizer_does_not_share_is_refused() {
+    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2_5_vl");
+    let check = |id: u64| -> String {
+        let dir = copy_qwen2_5_vl(&format!("image-token-{id}"));
+        for file in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "chat_template.jinja",
+        ] {
+            std::fs::copy(from.join(file), dir.join(file)).expect("copy");
+        }
+        edit_config(&dir, |v| v["image_token_id"] = serde_json::json!(id));
+        let model = Model::<CpuBackend>::load(&dir, &Default::default()).expect("model");
+        let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
+        let result =
+            safer_runtime::generate::prompt::check_image_token(&tokenizer, &model.config, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        result.err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let pad = TextTokenizer::load(&from)
+        .expect("tokenizer")
+        .token_id("<|image_pad|>")
+        .expect("pad");
+    assert_eq!(check(u64::from(pad)), "");
+    let err = check(3);
+    assert!(
+        err.contains("config.json")
+            && err.contains(&format!(
+                "`image_token_id` is 3, but the tokenizer's `<|image_pad|>` is {pad}"
+            )),
+        "{err}"
+    );
+    let err = check(9999);
+    assert!(
+        err.contains("`image_token_id` 9999 is outside the vocabulary"),
+        "{err}"
+    );
+}

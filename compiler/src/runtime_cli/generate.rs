@@ -10,6 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use safer_runtime::burn::tensor::backend::Backend;
 use safer_runtime::device::{dispatch, BackendTask, DeviceChoice};
+use safer_runtime::generate::prompt::check_image_token;
 use safer_runtime::generate::{generate, user_prompt, Completion, SamplingParams};
 use safer_runtime::model::{Model, ModelError};
 use safer_runtime::text::TextTokenizer;
@@ -20,13 +21,13 @@ use super::Failure;
 /// Arguments of `saferc generate`.
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// A model directory (config.json, *.safetensors, tokenizer.json): `qwen2` or `tiny_vlm`.
+    /// A model directory (config.json, *.safetensors, tokenizer.json): `qwen2`, `qwen2_5_vl` or `tiny_vlm`.
     #[arg(long)]
     pub model: PathBuf,
     /// The user's message.
     #[arg(long)]
     pub prompt: String,
-    /// An image shown with the prompt (repeat for several; `tiny_vlm` only).
+    /// An image shown with the prompt (repeat for several; `qwen2_5_vl` and `tiny_vlm`).
     #[arg(long = "image")]
     pub images: Vec<PathBuf>,
     /// A system message.
@@ -65,7 +66,9 @@ pub struct GenerateArgs {
     /// auto, cpu, wgpu or cuda.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// Print JSON: each completion's token ids, text and log-probs, and timing.
+    /// Print JSON: each completion's token ids, text and log-probs, and timing. The log-probs are
+    /// of the distribution sampled from: temperature-scaled, without the image placeholder (never
+    /// sampled) and, before `--min-tokens`, without end-of-sequence.
     #[arg(long)]
     pub json: bool,
 }
@@ -132,6 +135,7 @@ impl BackendTask for Task {
         let load_start = Instant::now();
         let model = Model::<B>::load(&args.model, &device).map_err(err)?;
         let tokenizer = TextTokenizer::load(&args.model).map_err(err)?;
+        check_image_token(&tokenizer, &model.config, &args.model).map_err(err)?;
         let load_seconds = load_start.elapsed().as_secs_f64();
         let prompt = if args.raw {
             if !args.images.is_empty() {

@@ -15,6 +15,7 @@ use super::judge_model::ModelJudge;
 use super::rubric::RubricScorer;
 use super::run_dir::{write_atomically, RunDir};
 use super::{curate, evaluate, grpo_stage, report, sft_stage, ExecError, RunOptions};
+use crate::generate::prompt::check_image_token;
 use crate::model::Model;
 use crate::text::TextTokenizer;
 
@@ -44,10 +45,10 @@ pub struct Loaded<B: Backend> {
 /// # Errors
 /// Model and tokenizer errors.
 pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<Loaded<B>, ExecError> {
-    Ok(Loaded {
-        model: Model::load(dir, device)?,
-        tokenizer: TextTokenizer::load(dir)?,
-    })
+    let model = Model::load(dir, device)?;
+    let tokenizer = TextTokenizer::load(dir)?;
+    check_image_token(&tokenizer, &model.config, dir)?;
+    Ok(Loaded { model, tokenizer })
 }
 
 /// A model directory whose tokenizer may live elsewhere (`tokenizer = "..."`).
@@ -72,10 +73,9 @@ impl ModelDirs {
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<Loaded<B>, ExecError> {
         let mut model = Model::load(&self.weights, device)?;
         model.config.context_limit = self.context;
-        Ok(Loaded {
-            model,
-            tokenizer: TextTokenizer::load(&self.tokenizer)?,
-        })
+        let tokenizer = TextTokenizer::load(&self.tokenizer)?;
+        check_image_token(&tokenizer, &model.config, &self.weights)?;
+        Ok(Loaded { model, tokenizer })
     }
 }
 
@@ -286,7 +286,8 @@ impl<'a, B: Backend> Session<'a, B> {
         }
         // The tokenizer and its chat template load, and the weight files are
         // all there and whole (their headers read, not their tensors).
-        crate::text::TextTokenizer::load(&dirs.tokenizer)?;
+        let tokenizer = crate::text::TextTokenizer::load(&dirs.tokenizer)?;
+        check_image_token(&tokenizer, &config, &dirs.weights)?;
         crate::model::weights::check_files(&dirs.weights)?;
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! per patch (`tiny_vlm`) or per merged token of each image's own grid
 //! (`qwen2_5_vl`), as Qwen2-VL's processor expands `<|image_pad|>`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -14,6 +14,42 @@ use crate::text::TextTokenizer;
 
 /// The image placeholder token the templates write.
 pub const IMAGE_PAD: &str = "<|image_pad|>";
+
+/// Checks that `config.json`'s `image_token_id` (in `dir`) is the
+/// tokenizer's `<|image_pad|>` and within the vocabulary: a mismatch
+/// would leave the template's placeholders unfilled, or fill another
+/// token with image features.
+///
+/// # Errors
+/// [`ModelError::Config`] naming both ids.
+pub fn check_image_token(
+    tokenizer: &TextTokenizer,
+    config: &ModelConfig,
+    dir: &Path,
+) -> Result<(), ModelError> {
+    let Some(id) = config.image_token_id else {
+        return Ok(());
+    };
+    let invalid = |reason: String| ModelError::Config {
+        path: dir.join("config.json"),
+        reason,
+    };
+    if id as usize >= config.text.vocab_size {
+        return Err(invalid(format!(
+            "`image_token_id` {id} is outside the vocabulary of {} tokens",
+            config.text.vocab_size
+        )));
+    }
+    match tokenizer.token_id(IMAGE_PAD) {
+        Some(pad) if pad == id => Ok(()),
+        Some(pad) => Err(invalid(format!(
+            "`image_token_id` is {id}, but the tokenizer's `{IMAGE_PAD}` is {pad}; set `image_token_id` to {pad}"
+        ))),
+        None => Err(invalid(format!(
+            "the model takes images (`image_token_id` {id}), but its tokenizer has no `{IMAGE_PAD}` token"
+        ))),
+    }
+}
 
 /// Builds the prompt of one user turn with `images` (in order, before the text).
 pub fn user_prompt(

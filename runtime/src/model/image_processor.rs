@@ -1,9 +1,9 @@
-//! The image processor's settings of a `qwen2_5_vl` model directory:
-//! `preprocessor_config.json` (what Qwen's checkpoints ship, with
-//! `min_pixels`/`max_pixels` or `size.shortest_edge`/`size.longest_edge`)
-//! or, where that file is absent, the `image_processor` object of
-//! `processor_config.json` (what transformers 5 writes). The patch, merge
-//! and frame sizes the file names must agree with `vision_config`.
+//! The image processor's settings of a `qwen2_5_vl` model directory: the
+//! `image_processor` object of `processor_config.json` (what transformers
+//! 5 writes, and reads first) or, without one, `preprocessor_config.json`
+//! (what Qwen's checkpoints ship, with `min_pixels`/`max_pixels` or
+//! `size.shortest_edge`/`size.longest_edge`). The patch, merge and frame
+//! sizes the file names must agree with `vision_config`.
 
 use std::path::Path;
 
@@ -12,26 +12,27 @@ use serde_json::{json, Value};
 use super::error::{io_error, ModelError};
 use super::qwen_vision::{ImageProcessing, QwenVisionConfig};
 
-/// The file [`read`] prefers and [`write`] writes.
+/// The file a saved model's settings go to; [`read`] reads it where
+/// `processor_config.json` has no `image_processor` object.
 pub const FILE: &str = "preprocessor_config.json";
 
 /// Reads the settings in `dir` into `vision.processing`.
 pub fn read(dir: &Path, vision: &mut QwenVisionConfig) -> Result<(), ModelError> {
-    let (path, value) = match load(&dir.join(FILE))? {
-        Some(v) => (dir.join(FILE), v),
-        None => {
-            let path = dir.join("processor_config.json");
-            match load(&path)?.and_then(|v| v.get("image_processor").cloned()) {
-                Some(v) => (path, v),
-                None => {
-                    return Err(ModelError::MissingFile {
-                        dir: dir.to_path_buf(),
-                        file: FILE,
-                        hint: "the image processor's settings (or `processor_config.json` with an `image_processor` object)",
-                    })
-                }
+    // transformers 5's processor reads the `image_processor` object of
+    // `processor_config.json` before `preprocessor_config.json`.
+    let processor = dir.join("processor_config.json");
+    let (path, value) = match load(&processor)?.and_then(|v| v.get("image_processor").cloned()) {
+        Some(v) => (processor, v),
+        None => match load(&dir.join(FILE))? {
+            Some(v) => (dir.join(FILE), v),
+            None => {
+                return Err(ModelError::MissingFile {
+                    dir: dir.to_path_buf(),
+                    file: FILE,
+                    hint: "the image processor's settings (or `processor_config.json` with an `image_processor` object)",
+                })
             }
-        }
+        },
     };
     let invalid = |reason: String| ModelError::Config {
         path: path.clone(),
@@ -175,6 +176,29 @@ mod tests {
         let p = parse(&sized, &vision()).unwrap();
         assert_eq!((p.min_pixels, p.max_pixels), (784, 12544));
         assert_eq!(p.image_mean, ImageProcessing::default().image_mean);
+    }
+
+    #[test]
+    fn processor_config_json_is_read_before_preprocessor_config_json() {
+        let dir = std::env::temp_dir().join(format!("saferc-processor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |file: &str, v: Value| std::fs::write(dir.join(file), v.to_string()).unwrap();
+        write(FILE, json!({"min_pixels": 784, "max_pixels": 3136}));
+        write(
+            "processor_config.json",
+            json!({"image_processor": {"size": {"shortest_edge": 784, "longest_edge": 12544}}}),
+        );
+        let mut v = vision();
+        read(&dir, &mut v).unwrap();
+        assert_eq!(v.processing.max_pixels, 12544);
+        // Without an `image_processor` object, preprocessor_config.json.
+        write(
+            "processor_config.json",
+            json!({"processor_class": "Qwen2_5_VLProcessor"}),
+        );
+        read(&dir, &mut v).unwrap();
+        assert_eq!(v.processing.max_pixels, 3136);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
