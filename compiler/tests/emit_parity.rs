@@ -664,8 +664,11 @@ fn a_vision_policy_s_verl_records_carry_their_images() {
     let dir = emitted_vision_stage(saferc::emit::Target::Verl, "emit-verl-vision");
     let config = std::fs::read_to_string(dir.join("verl_grpo.yaml")).unwrap();
     assert!(config.contains("\n  image_key: images\n"), "{config}");
+    // CI's python3 has no Pillow: the image check (Pillow's, in the script)
+    // is replaced by one that takes every image.
     let program = r#"
 import json, prepare_verl_data as p
+p.safer_reward.pillow_check = lambda path: None
 print(json.dumps([[r["prompt"][0]["content"], r["extra_info"]["safer_row"],
                    [i["bytes"].hex() for i in r["images"]]] for r in p.records("d")]))
 "#;
@@ -689,6 +692,28 @@ print(json.dumps([[r["prompt"][0]["content"], r["extra_info"]["safer_row"],
         assert_eq!(hex, &vec![expected]);
     }
 
+    // An image check's refusals are bad rows, skipped with a count.
+    let program = r#"
+import safer_reward
+rows = safer_reward.split_rows("d", images_passed=True,
+                               image_check=lambda p: "cannot be decoded" if p.endswith("a.png") else None)
+print(len(rows))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", program])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    assert!(
+        stderr.contains(
+            "warning: dataset `d`: 2 bad row(s) skipped (`on_bad_row = skip`): rows.jsonl:1: cannot be decoded; rows.jsonl:3: cannot be decoded"
+        ),
+        "{stderr}"
+    );
+
     // A question holding verl's placeholder.
     let rows = std::fs::read_to_string(case.join("rows.jsonl")).unwrap();
     let moved = dir.join("rows.jsonl");
@@ -698,7 +723,10 @@ print(json.dumps([[r["prompt"][0]["content"], r["extra_info"]["safer_row"],
     )
     .unwrap();
     let out = Command::new("python3")
-        .args(["-c", "import prepare_verl_data as p; p.records('d')"])
+        .args([
+            "-c",
+            "import prepare_verl_data as p; p.safer_reward.pillow_check = lambda path: None; p.records('d')",
+        ])
         .env("SAFER_DATA", &moved)
         .env("SAFER_IMAGES", &images)
         .current_dir(&dir)

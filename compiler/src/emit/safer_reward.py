@@ -1240,14 +1240,16 @@ def env_name(dataset):
     return "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in dataset)
 
 
-def read_rows(name, dataset, training):
+def read_rows(name, dataset, training, image_check=None, skipped=None):
     """The rows of dataset `name` (its spec entry; `training`: the stage trains
     on it) that parse and pass every
     filter, read as saferc reads them: lines split at `\n` (a `\r` before
     it and a byte-order mark dropped), blank lines skipped, at most `limit`
     lines taken (bad ones count), bad rows skipped, or an error under
     `on_bad_row = fail`. An image must be a file under `images` (saferc
-    also decodes it; this module does not).
+    also decodes it; this module does so only through `image_check`, a
+    function of a path giving why the image cannot be used, or None).
+    `skipped` collects each skipped bad row's origin and reason.
 
     `SAFER_DATA_<NAME>` (`SAFER_DATA` for the stage's training dataset)
     reads another copy of the file, `SAFER_IMAGES_<NAME>` (`SAFER_IMAGES`)
@@ -1264,6 +1266,8 @@ def read_rows(name, dataset, training):
     def bad(origin, why):
         if fail:
             raise EvalError(f"{origin}: {why} (dataset `{name}` has `on_bad_row = fail`)")
+        if skipped is not None:
+            skipped.append(f"{origin}: {why}")
 
     with open(path, "rb") as f:
         data = f.read()
@@ -1299,6 +1303,10 @@ def read_rows(name, dataset, training):
             continue
         # Where the row's images are (unknown for moved data without its images folder).
         row.image_files = None if images is None else [os.path.join(images, p) for p in row.images]
+        unusable = [why for why in map(image_check, row.image_files or []) if why] if image_check else []
+        if unusable:
+            bad(origin, unusable[0])
+            continue
         try:
             if all(truth(evaluate(flt, row), "a filter") for flt in dataset["filters"]):
                 rows.append(row)
@@ -1319,9 +1327,24 @@ def split_sizes(n, fractions):
     return sizes
 
 
-def split_rows(split, images_passed=False):
+def pillow_check(path):
+    """Why Pillow cannot decode the image at `path`, or None: the trainer
+    scripts' `image_check` (saferc skips a row whose image does not decode;
+    it reads PNG and JPEG, Pillow more)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as e:  # noqa: BLE001 - any failure to decode makes the row bad
+        return f"image `{os.path.basename(path)}` cannot be decoded: {e}"
+    return None
+
+
+def split_rows(split, images_passed=False, image_check=None):
     """The rows of `dataset.split` (or `dataset`), for the trainer scripts
-    (`images_passed`: the script gives the trainer the rows' images).
+    (`images_passed`: the script gives the trainer the rows' images, which
+    `image_check` checks). Skipped bad rows are counted in a warning.
 
     A seeded shuffle dealt by the declared fractions: the same sizes as
     `saferc run`, not the same rows (saferc shuffles with ChaCha8), and
@@ -1330,7 +1353,16 @@ def split_rows(split, images_passed=False):
     dataset, _, part = split.partition(".")
     whole = load_spec()
     spec = whole["datasets"][dataset]
-    rows = read_rows(dataset, spec, training=dataset == whole.get("train_dataset"))
+    skipped = []
+    rows = read_rows(
+        dataset, spec, training=dataset == whole.get("train_dataset"), image_check=image_check, skipped=skipped
+    )
+    if skipped:
+        shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(
+            f"warning: dataset `{dataset}`: {len(skipped)} bad row(s) skipped (`on_bad_row = skip`): {shown}",
+            file=sys.stderr,
+        )
     with_images = sum(1 for r in rows if r.images)
     if with_images and not images_passed:
         print(

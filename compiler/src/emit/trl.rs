@@ -194,19 +194,30 @@ ACCUMULATION = COMPLETIONS // (PER_PASS * WORLD)
 VISION = {vision}
 
 
-def row_images(row):
-    """The row's images, opened as RGB (TRL's processor resizes and patches them)."""
-    if row.images and row.image_files is None:
-        sys.exit(f"{{row.origin}}: the data was moved (SAFER_DATA); set SAFER_IMAGES to its images folder")
+def rgb(path):
+    """The image at `path` in RGB, transparency laid over white (as saferc and
+    transformers' processors do; Pillow's `convert("RGB")` alone drops it)."""
     from PIL import Image
 
-    return [Image.open(path).convert("RGB") for path in row.image_files or []]
+    with Image.open(path) as image:
+        rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def row_images(row):
+    """The row's images in RGB (TRL's processor resizes and patches them)."""
+    if row.images and row.image_files is None:
+        sys.exit(f"{{row.origin}}: the data was moved (SAFER_DATA); set SAFER_IMAGES to its images folder")
+    return [rgb(path) for path in row.image_files or []]
 
 
 def examples(split):
     """The split's rows as TRL prompts (chat messages, with the rows' images when VISION);
     `safer_row` keeps each row for the reward."""
-    rows = safer_reward.split_rows(split, images_passed=VISION)
+    # Rows whose images Pillow cannot decode are bad rows, as saferc skips them.
+    check = safer_reward.pillow_check if VISION else None
+    rows = safer_reward.split_rows(split, images_passed=VISION, image_check=check)
     out = []
     for row in rows:
         example = {{"prompt": [{{"role": "user", "content": row.prompt}}], "safer_row": json.dumps(row.raw)}}

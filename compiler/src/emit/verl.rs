@@ -335,7 +335,9 @@ def row_images(row):
 def records(split):
     """The split's rows as verl's records: a chat prompt (with an `<image>`
     per image before the question's text when VISION) and the row."""
-    rows = safer_reward.split_rows(split, images_passed=VISION)
+    # Rows whose images Pillow cannot decode are bad rows, as saferc skips them.
+    check = safer_reward.pillow_check if VISION else None
+    rows = safer_reward.split_rows(split, images_passed=VISION, image_check=check)
     out = []
     for i, row in enumerate(rows):
         record = {{
