@@ -162,6 +162,17 @@ impl BackendTask for Task {
         let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
         let start = Instant::now();
         let completions = generate(&model, &tokenizer, &prompts, &params, &mut rng).map_err(err)?;
+        // A sampled token always has a finite log-prob; none means every
+        // logit was NaN (or −∞): the weights hold NaN or Inf.
+        if completions
+            .iter()
+            .any(|c| c.logprobs.iter().any(|l| !l.is_finite()))
+        {
+            return Err(Failure::Failed(format!(
+                "the model in `{}` gives no finite logits (NaN or Inf): its weights hold NaN or Inf",
+                args.model.display()
+            )));
+        }
         let seconds = start.elapsed().as_secs_f64();
         let generated: usize = completions.iter().map(|c| c.tokens.len()).sum();
         let stats = json!({
