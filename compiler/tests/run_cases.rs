@@ -1249,6 +1249,28 @@ fn a_resume_past_steps_is_refused_and_changed_data_is_named() {
     assert!(resume_to_the_end(&case, &dir).contains("resuming from"));
 }
 
+/// A resume says when the rows' images changed since the run started (the
+/// manifest's hash covers the JSONL file; the run keeps the images' digest
+/// in `images.json`), and an unchanged resume says nothing of them.
+#[test]
+fn a_resume_names_changed_images() {
+    let case = prepare("resume", "resume-images");
+    let dir = case.join("run");
+    let said = |stderr: &str| stderr.contains("warning: dataset `d`: its images (under ");
+    let first = run_to_the_end(&case, &dir);
+    assert!(!said(&first), "{first}");
+    assert!(dir.join("images.json").is_file());
+    let again = resume_to_the_end(&case, &dir);
+    assert!(!said(&again), "{again}");
+    let images = case.join("../images");
+    std::fs::copy(images.join("b.png"), images.join("a.png")).unwrap();
+    let changed = resume_to_the_end(&case, &dir);
+    assert!(
+        said(&changed) && changed.contains(") changed since this run started"),
+        "{changed}"
+    );
+}
+
 /// In a project, `saferc run` without `--out` writes under `[paths] runs`
 /// (relative to the project's folder, wherever it is run from), and its
 /// `[run] device` is the run's device unless `--device` or a model names one.

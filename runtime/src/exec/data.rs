@@ -462,6 +462,39 @@ pub fn dedup(rows: Vec<Row>, others: &[Row]) -> (Vec<Row>, usize) {
     (kept, dropped)
 }
 
+/// One digest of every image `rows` show (each file's path under `folder`,
+/// the dataset's `images`, and its SHA-256, in path order), `sha256:` and
+/// hex, or `None` when no row has an image: the run directory keeps it, so
+/// that a resume says when the images changed (the manifest's hash covers
+/// the JSONL file alone). Paths are taken under `folder`, so a moved
+/// project keeps its digest.
+pub fn images_digest(rows: &[Row], folder: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let paths: BTreeSet<&Path> = rows
+        .iter()
+        .flat_map(|r| r.images.iter().map(PathBuf::as_path))
+        .collect();
+    if paths.is_empty() {
+        return None;
+    }
+    let mut digest = Sha256::new();
+    for path in paths {
+        let name = path.strip_prefix(folder).unwrap_or(path);
+        digest.update(name.to_string_lossy().as_bytes());
+        digest.update([0]);
+        match std::fs::read(path) {
+            Ok(bytes) => digest.update(Sha256::digest(&bytes)),
+            Err(_) => digest.update(b"unreadable"),
+        }
+    }
+    let hex: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(format!("sha256:{hex}"))
+}
+
 /// An image file's identity for [`dedup`]: a hash of its bytes (SipHash
 /// with fixed keys), or of its path if it cannot be read.
 fn image_key(path: &Path) -> u64 {

@@ -427,6 +427,12 @@ impl RunDir {
             .join(format!("{}.json", file_name(dataset)))
     }
 
+    /// The digest of each dataset's images when the run started
+    /// (`images.json`; see [`super::data::images_digest`]).
+    pub fn images_record(&self) -> PathBuf {
+        self.path.join("images.json")
+    }
+
     /// Where a stage's final policy is written.
     pub fn model_dir(&self, stage: &str) -> PathBuf {
         self.path.join("models").join(file_name(stage))

@@ -481,6 +481,39 @@ impl<'a, B: Backend> Session<'a, B> {
     /// the judge counts, for a resume to reuse: curation samples, and a
     /// judge need not answer the same twice, so curating again could keep
     /// other rows than those the checkpoints' data cursor indexes.
+    /// Keeps the digest of `dataset`'s images in the run directory the
+    /// first time; on a resume, warns when they differ from it (the
+    /// resumed stages then see other images than the run started with).
+    fn record_images(
+        &self,
+        dataset: &str,
+        spec: &DatasetSpec,
+        rows: &[Row],
+    ) -> Result<(), ExecError> {
+        let Some(digest) = data::images_digest(rows, Path::new(&spec.images)) else {
+            return Ok(());
+        };
+        let path = self.run.images_record();
+        let mut record: serde_json::Map<String, Value> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        match record.get(dataset).and_then(Value::as_str) {
+            Some(then) if then == digest => Ok(()),
+            Some(_) => {
+                eprintln!(
+                    "warning: dataset `{dataset}`: its images (under {}) changed since this run started; the resumed stages see the new ones",
+                    spec.images
+                );
+                Ok(())
+            }
+            None => {
+                record.insert(dataset.to_string(), json!(digest));
+                write_atomically(&path, Value::Object(record).to_string().as_bytes())
+            }
+        }
+    }
+
     fn keep_curation(
         &self,
         dataset: &str,
@@ -646,6 +679,7 @@ impl<'a, B: Backend> Session<'a, B> {
                     loaded.bad.len() - 5
                 );
             }
+            self.record_images(name, spec, &loaded.rows)?;
             let read = loaded.rows.len() + loaded.bad.len();
             let (rows, unfiltered) = data::filter(name, loaded.rows, spec)?;
             if let Some(first) = unfiltered.first() {
