@@ -205,11 +205,17 @@ impl<'a> SkippedRows<'a> {
                     n - too_long
                 )
             };
-            let shown: Vec<&str> = self
+            // Of both kinds, each row says which it is.
+            let mixed = too_long != 0 && too_long != n;
+            let shown: Vec<String> = self
                 .skipped
                 .iter()
                 .take(5)
-                .map(|(o, _)| o.as_str())
+                .map(|(o, w)| match (mixed, w) {
+                    (false, _) => o.clone(),
+                    (true, Why::TooLong) => format!("{o} (too long)"),
+                    (true, Why::Unbuilt) => format!("{o} (prompt cannot be built)"),
+                })
                 .collect();
             lines.push(format!(
                 "warning: {what}: skipped {n} {kind}: {}{}",
@@ -276,5 +282,20 @@ mod tests {
             ]
         );
         assert!(SkippedRows::new("t").warning().is_empty());
+        // Of both kinds, each named row says which.
+        let mut skipped = SkippedRows::new("t");
+        skipped.fit(rows(), prompts(), 8, 30, false).unwrap();
+        skipped
+            .set_aside(
+                "a:9".into(),
+                "no template".into(),
+                super::Why::Unbuilt,
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            skipped.warning()[1],
+            "warning: t: skipped 2 rows (1 too long for the model's context, 1 whose prompt cannot be built): a:2 (too long), a:9 (prompt cannot be built)"
+        );
     }
 }
