@@ -331,5 +331,5 @@ fn a_model_with_nan_weights_is_an_error_not_a_completion() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("gives no finite logits"), "{stderr}");
+    assert!(stderr.contains("gives no finite log-probs"), "{stderr}");
 }

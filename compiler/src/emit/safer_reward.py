@@ -1327,6 +1327,9 @@ def split_sizes(n, fractions):
     return sizes
 
 
+_WARNED_BAD_ROWS = set()
+
+
 def pillow_check(path):
     """Why Pillow cannot decode the image at `path`, or None: the trainer
     scripts' `image_check` (saferc skips a row whose image does not decode;
@@ -1357,7 +1360,9 @@ def split_rows(split, images_passed=False, image_check=None):
     rows = read_rows(
         dataset, spec, training=dataset == whole.get("train_dataset"), image_check=image_check, skipped=skipped
     )
-    if skipped:
+    if skipped and dataset not in _WARNED_BAD_ROWS:
+        # Once per dataset, though each of its splits reads it again.
+        _WARNED_BAD_ROWS.add(dataset)
         shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         print(
             f"warning: dataset `{dataset}`: {len(skipped)} bad row(s) skipped (`on_bad_row = skip`): {shown}",

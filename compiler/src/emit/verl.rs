@@ -321,15 +321,39 @@ VISION = {vision}
 PLACEHOLDERS = ("<image>", "<video>", "<audio>")
 
 
+def transparent(data):
+    """Whether PNG bytes carry transparency (an alpha channel, or a tRNS chunk
+    before the image data); JPEG has none."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 26:
+        return False
+    return data[25] in (4, 6) or b"tRNS" in data[: data.find(b"IDAT")]
+
+
+def image_bytes(path):
+    """The image's bytes as verl reads them: the file, or for a transparent
+    PNG the image laid over white as saferc lays it (verl's loader would
+    blacken what is transparent in a grey or palette image), as PNG."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not transparent(data):
+        return data
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    out = io.BytesIO()
+    Image.alpha_composite(white, rgba).convert("RGB").save(out, format="PNG")
+    return out.getvalue()
+
+
 def row_images(row):
     """The row's images as verl reads them: each file's bytes."""
     if row.images and row.image_files is None:
         sys.exit(f"{{row.origin}}: the data was moved (SAFER_DATA); set SAFER_IMAGES to its images folder")
-    images = []
-    for path in row.image_files or []:
-        with open(path, "rb") as f:
-            images.append({{"bytes": f.read()}})
-    return images
+    return [{{"bytes": image_bytes(path)}} for path in row.image_files or []]
 
 
 def records(split):
@@ -349,8 +373,10 @@ def records(split):
         }}
         if VISION:
             images = row_images(row)
+            # Older verl splits every row's text at placeholders once the
+            # column exists, so no question may hold one.
             held = [p for p in PLACEHOLDERS if p in row.prompt]
-            if images and held:
+            if held:
                 sys.exit(f"{{row.origin}}: the question holds `{{held[0]}}`, which verl would read as a placeholder")
             record["prompt"][0]["content"] = "<image>" * len(images) + row.prompt
             record["images"] = images

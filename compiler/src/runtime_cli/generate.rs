@@ -133,7 +133,12 @@ impl BackendTask for Task {
         let args = self.0;
         let err = failure;
         let load_start = Instant::now();
-        let model = Model::<B>::load(&args.model, &device).map_err(err)?;
+        let mut model = Model::<B>::load(&args.model, &device).map_err(err)?;
+        // Generation keeps no attention scores for a backward pass: images
+        // of any size (the vision tower chunks its queries).
+        if let Some(vision) = &mut model.config.qwen_vision {
+            vision.inference_only = true;
+        }
         let tokenizer = TextTokenizer::load(&args.model).map_err(err)?;
         check_image_token(&tokenizer, &model.config, &args.model).map_err(err)?;
         let load_seconds = load_start.elapsed().as_secs_f64();
@@ -169,7 +174,7 @@ impl BackendTask for Task {
             .any(|c| c.logprobs.iter().any(|l| !l.is_finite()))
         {
             return Err(Failure::Failed(format!(
-                "the model in `{}` gives no finite logits (NaN or Inf): its weights hold NaN or Inf",
+                "the model in `{}` gives no finite log-probs (its logits are NaN or Inf): its weights hold NaN or Inf, or the temperature is too small",
                 args.model.display()
             )));
         }

@@ -477,10 +477,6 @@ impl<'a, B: Backend> Session<'a, B> {
         Ok(summary)
     }
 
-    /// Writes what curating `dataset` kept (row origins), its report and
-    /// the judge counts, for a resume to reuse: curation samples, and a
-    /// judge need not answer the same twice, so curating again could keep
-    /// other rows than those the checkpoints' data cursor indexes.
     /// Keeps the digest of `dataset`'s images in the run directory the
     /// first time; on a resume, warns when they differ from it (the
     /// resumed stages then see other images than the run started with).
@@ -514,6 +510,10 @@ impl<'a, B: Backend> Session<'a, B> {
         }
     }
 
+    /// Writes what curating `dataset` kept (row origins), its report and
+    /// the judge counts, for a resume to reuse: curation samples, and a
+    /// judge need not answer the same twice, so curating again could keep
+    /// other rows than those the checkpoints' data cursor indexes.
     fn keep_curation(
         &self,
         dataset: &str,

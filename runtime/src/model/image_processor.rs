@@ -21,7 +21,9 @@ pub fn read(dir: &Path, vision: &mut QwenVisionConfig) -> Result<(), ModelError>
     // transformers 5's processor reads the `image_processor` object of
     // `processor_config.json` before `preprocessor_config.json`.
     let processor = dir.join("processor_config.json");
-    let (path, value) = match load(&processor)?.and_then(|v| v.get("image_processor").cloned()) {
+    let (path, value) = match load(&processor)?
+        .and_then(|v| v.get("image_processor").filter(|p| !p.is_null()).cloned())
+    {
         Some(v) => (processor, v),
         None => match load(&dir.join(FILE))? {
             Some(v) => (dir.join(FILE), v),
@@ -50,10 +52,16 @@ fn parse(value: &Value, vision: &QwenVisionConfig) -> Result<ImageProcessing, St
     let defaults = ImageProcessing::default();
     let size = value.get("size");
     let pixels = |legacy: &str, key: &str, default: usize| -> Result<usize, String> {
-        let (name, found) = match value.get(legacy).filter(|v| !v.is_null()) {
-            Some(v) => (legacy.to_string(), Some(v)),
-            None => (format!("size.{key}"), size.and_then(|s| s.get(key))),
-        };
+        // `min_pixels` at the top, `size.shortest_edge` (transformers 4.5x
+        // and 5), or `size.min_pixels` (transformers 4.45's layout).
+        let found = [
+            (legacy.to_string(), value.get(legacy)),
+            (format!("size.{key}"), size.and_then(|s| s.get(key))),
+            (format!("size.{legacy}"), size.and_then(|s| s.get(legacy))),
+        ]
+        .into_iter()
+        .find(|(_, v)| v.is_some_and(|v| !v.is_null()));
+        let (name, found) = found.unwrap_or((legacy.to_string(), None));
         match found {
             None => Ok(default),
             Some(v) => v
@@ -175,6 +183,10 @@ mod tests {
         let sized = json!({"size": {"shortest_edge": 784, "longest_edge": 12544}});
         let p = parse(&sized, &vision()).unwrap();
         assert_eq!((p.min_pixels, p.max_pixels), (784, 12544));
+        // transformers 4.45 wrote the pixel range into `size` by its own names.
+        let old = json!({"size": {"min_pixels": 1568, "max_pixels": 6272}});
+        let p = parse(&old, &vision()).unwrap();
+        assert_eq!((p.min_pixels, p.max_pixels), (1568, 6272));
         assert_eq!(p.image_mean, ImageProcessing::default().image_mean);
     }
 
@@ -191,11 +203,15 @@ mod tests {
         let mut v = vision();
         read(&dir, &mut v).unwrap();
         assert_eq!(v.processing.max_pixels, 12544);
-        // Without an `image_processor` object, preprocessor_config.json.
+        // Without an `image_processor` object (or with a null one),
+        // preprocessor_config.json.
         write(
             "processor_config.json",
             json!({"processor_class": "Qwen2_5_VLProcessor"}),
         );
+        read(&dir, &mut v).unwrap();
+        assert_eq!(v.processing.max_pixels, 3136);
+        write("processor_config.json", json!({"image_processor": null}));
         read(&dir, &mut v).unwrap();
         assert_eq!(v.processing.max_pixels, 3136);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -82,6 +82,11 @@ pub struct QwenVisionConfig {
     /// transformers with the same ones.
     #[serde(skip)]
     pub tokens: VisionTokenIds,
+    /// Set where the model only generates (`saferc generate`): no backward
+    /// pass keeps the attention scores, and attention runs in query chunks,
+    /// so [`QwenVisionConfig::check_image_patches`] takes images of any size.
+    #[serde(skip)]
+    pub inference_only: bool,
 }
 
 /// `vision_start_token_id`, `vision_end_token_id` and `video_token_id` of
@@ -150,11 +155,13 @@ fn default_full_attention_blocks() -> Vec<usize> {
 }
 
 /// The largest attention score matrix (`heads × N × N` f32 values) a
-/// full-attention block may build for one image: 2 GiB, which holds the
-/// images of transformers' default `max_pixels` (1,003,520 pixels, 5,120
-/// patches) at Qwen2.5-VL's 16 heads. Training keeps one per block for the
-/// backward pass, so a larger image is refused before the run spends
-/// anything on it (see [`QwenVisionConfig::check_image_patches`]).
+/// full-attention block may build for one image in a run that trains: 2
+/// GiB, which holds the images of transformers' default `max_pixels`
+/// (1,003,520 pixels, 5,120 patches) at Qwen2.5-VL's 16 heads. Training
+/// keeps one per block for the backward pass, so a larger image is refused
+/// before the run spends anything on it (see
+/// [`QwenVisionConfig::check_image_patches`]); generation alone chunks the
+/// queries and takes any size.
 pub const MAX_ATTENTION_BYTES: usize = 2 << 30;
 
 /// Queries per attention product in a vision block: inference holds at
@@ -251,7 +258,7 @@ impl QwenVisionConfig {
     /// would not fit [`MAX_ATTENTION_BYTES`], saying which `max_pixels`
     /// would.
     pub fn check_image_patches(&self, patches: usize) -> Result<(), String> {
-        let Some(limit) = self.max_image_patches() else {
+        let Some(limit) = self.max_image_patches().filter(|_| !self.inference_only) else {
             return Ok(());
         };
         if patches <= limit {
@@ -667,6 +674,7 @@ mod tests {
             rope_theta: 10_000.0,
             processing: ImageProcessing::default(),
             tokens: VisionTokenIds::default(),
+            inference_only: false,
         }
     }
 
@@ -729,6 +737,12 @@ mod tests {
             err.contains("`max_pixels`") && err.contains("at most 1135232"),
             "{err}"
         );
+        // Generation alone keeps no scores for a backward pass.
+        let generating = QwenVisionConfig {
+            inference_only: true,
+            ..c.clone()
+        };
+        assert!(generating.check_image_patches(10_764).is_ok());
         // Blocks past the last are ignored, as transformers ignores them;
         // with no full-attention block there is no limit.
         let windows_only = QwenVisionConfig {
