@@ -89,6 +89,13 @@ fn python_with_env(dir: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)])
         .collect()
 }
 
+/// `python3 -c program` in `dir`, ready to run (callers add variables).
+fn python_program(dir: &Path, program: &str) -> Command {
+    let mut command = Command::new("python3");
+    command.args(["-c", program]).current_dir(dir);
+    command
+}
+
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -575,11 +582,7 @@ print(json.dumps({{"trl": trl, "verl": verl, "logged": logged}}))
         row = row,
         text = json!(text),
     );
-    let out = Command::new("python3")
-        .args(["-c", &program])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let out = python_program(&dir, &program).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -628,11 +631,7 @@ rows = safer_reward.split_rows("d", images_passed=True)
 print(json.dumps([[r.images, r.image_files] for r in rows]))
 safer_reward.split_rows("d")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", program])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let out = python_program(&dir, program).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let rows: Vec<(Vec<String>, Vec<String>)> = serde_json::from_slice(&out.stdout).unwrap();
@@ -672,11 +671,7 @@ p.safer_reward.pillow_check = lambda path: None
 print(json.dumps([[r["prompt"][0]["content"], r["extra_info"]["safer_row"],
                    [i["bytes"].hex() for i in r["images"]]] for r in p.records("d")]))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", program])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let out = python_program(&dir, program).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("have images"), "{stderr}");
@@ -699,11 +694,7 @@ rows = safer_reward.split_rows("d", images_passed=True,
                                image_check=lambda p: "cannot be decoded" if p.endswith("a.png") else None)
 print(len(rows))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", program])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let out = python_program(&dir, program).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
@@ -722,15 +713,13 @@ print(len(rows))
         rows.replacen("What can I do with this?", "What is <image> here?", 1),
     )
     .unwrap();
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import prepare_verl_data as p; p.safer_reward.pillow_check = lambda path: None; p.records('d')",
-        ])
-        .env("SAFER_DATA", &moved)
-        .env("SAFER_IMAGES", &images)
-        .current_dir(&dir)
-        .output()
+    let out = python_program(
+        &dir,
+        "import prepare_verl_data as p; p.safer_reward.pillow_check = lambda path: None; p.records('d')",
+    )
+    .env("SAFER_DATA", &moved)
+    .env("SAFER_IMAGES", &images)
+    .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

@@ -1344,6 +1344,18 @@ def pillow_check(path):
     return None
 
 
+def rgb_over_white(source):
+    """The image at `source` (a path or a file object) in RGB, transparency
+    laid over white as saferc and transformers' processors lay it (Pillow's
+    `convert("RGB")` alone drops it): the trainer scripts' images."""
+    from PIL import Image
+
+    with Image.open(source) as image:
+        rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
 def split_rows(split, images_passed=False, image_check=None):
     """The rows of `dataset.split` (or `dataset`), for the trainer scripts
     (`images_passed`: the script gives the trainer the rows' images, which

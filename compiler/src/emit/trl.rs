@@ -194,22 +194,11 @@ ACCUMULATION = COMPLETIONS // (PER_PASS * WORLD)
 VISION = {vision}
 
 
-def rgb(path):
-    """The image at `path` in RGB, transparency laid over white (as saferc and
-    transformers' processors do; Pillow's `convert("RGB")` alone drops it)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        rgba = image.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
-
-
 def row_images(row):
     """The row's images in RGB (TRL's processor resizes and patches them)."""
     if row.images and row.image_files is None:
         sys.exit(f"{{row.origin}}: the data was moved (SAFER_DATA); set SAFER_IMAGES to its images folder")
-    return [rgb(path) for path in row.image_files or []]
+    return [safer_reward.rgb_over_white(path) for path in row.image_files or []]
 
 
 def examples(split):

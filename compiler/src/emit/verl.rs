@@ -339,13 +339,8 @@ def image_bytes(path):
         return data
     import io
 
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        rgba = image.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     out = io.BytesIO()
-    Image.alpha_composite(white, rgba).convert("RGB").save(out, format="PNG")
+    safer_reward.rgb_over_white(io.BytesIO(data)).save(out, format="PNG")
     return out.getvalue()
 
 

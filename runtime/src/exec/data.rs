@@ -469,6 +469,7 @@ pub fn dedup(rows: Vec<Row>, others: &[Row]) -> (Vec<Row>, usize) {
 /// the JSONL file alone). Paths are taken under `folder`, so a moved
 /// project keeps its digest.
 pub fn images_digest(rows: &[Row], folder: &Path) -> Option<String> {
+    use super::checkpoint::{hex, sha256_of};
     use sha2::{Digest, Sha256};
     let paths: BTreeSet<&Path> = rows
         .iter()
@@ -482,17 +483,10 @@ pub fn images_digest(rows: &[Row], folder: &Path) -> Option<String> {
         let name = path.strip_prefix(folder).unwrap_or(path);
         digest.update(name.to_string_lossy().as_bytes());
         digest.update([0]);
-        match std::fs::read(path) {
-            Ok(bytes) => digest.update(Sha256::digest(&bytes)),
-            Err(_) => digest.update(b"unreadable"),
-        }
+        let file = sha256_of(path).unwrap_or_else(|_| "unreadable".into());
+        digest.update(file.as_bytes());
     }
-    let hex: String = digest
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Some(format!("sha256:{hex}"))
+    Some(format!("sha256:{}", hex(&digest.finalize())))
 }
 
 /// An image file's identity for [`dedup`]: a hash of its bytes (SipHash

@@ -45,10 +45,12 @@ pub struct Loaded<B: Backend> {
 /// # Errors
 /// Model and tokenizer errors.
 pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<Loaded<B>, ExecError> {
-    let model = Model::load(dir, device)?;
-    let tokenizer = TextTokenizer::load(dir)?;
-    check_image_token(&tokenizer, &model.config, dir)?;
-    Ok(Loaded { model, tokenizer })
+    ModelDirs {
+        weights: dir.to_path_buf(),
+        tokenizer: dir.to_path_buf(),
+        context: None,
+    }
+    .load(device)
 }
 
 /// A model directory whose tokenizer may live elsewhere (`tokenizer = "..."`).

@@ -410,13 +410,14 @@ fn segment_attention<B: Backend>(
     scale: f64,
     chunk: usize,
 ) -> Tensor<B, 3> {
+    let chunk = chunk.max(1);
     let mut contexts: Vec<Tensor<B, 3>> = Vec::new();
     for &(start, end) in segments {
         let len = end - start;
         let keys = k.clone().narrow(1, start, len).swap_dims(1, 2);
         let values = v.clone().narrow(1, start, len);
-        for from in (start..end).step_by(chunk.max(1)) {
-            let rows = chunk.max(1).min(end - from);
+        for from in (start..end).step_by(chunk) {
+            let rows = chunk.min(end - from);
             let scores = q
                 .clone()
                 .narrow(1, from, rows)
