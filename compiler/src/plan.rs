@@ -402,6 +402,7 @@ impl<'a> Lowerer<'a> {
             seed: num(s, "seed", 0.0) as u64,
             checkpoint_every: ck.map_or(50.0, |c| num(c, "every", 50.0)).max(1.0) as u64,
             checkpoint_keep: ck.map_or(3.0, |c| num(c, "keep", 3.0)).max(1.0) as usize,
+            freeze_vision: matches!(s.get("freeze_vision"), Some(Value::Bool(true))),
             algorithm,
         });
     }

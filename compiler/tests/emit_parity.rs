@@ -653,6 +653,46 @@ safer_reward.split_rows("d")
     );
 }
 
+/// `freeze_vision`: the TRL script freezes the model's `visual` (where
+/// transformers 4.52 and later keep it, `model.model.visual`, or before them
+/// `model.visual`) before training, and stops when there is none. Stand-ins
+/// for the modules: CI's python3 has no PyTorch (by hand, with transformers
+/// 5.25 on the fixture, it froze the 42 `model.visual.*` weights and left
+/// the 26 of the language model).
+#[test]
+fn a_frozen_vision_tower_takes_no_gradient_under_trl() {
+    let dir = emitted_vision_stage(saferc::emit::Target::Trl, "emit-vision-freeze");
+    let script = std::fs::read_to_string(dir.join("train_trl.py")).unwrap();
+    let freeze = script.find("safer_reward.freeze_vision_tower(trainer.model)");
+    let train = script.find("trainer.train()");
+    assert!(freeze.is_some() && freeze < train, "{script}");
+    let program = r#"
+import json, safer_reward
+class Tower:
+    def __init__(self): self.frozen = False
+    def requires_grad_(self, flag): self.frozen = not flag
+    def parameters(self): return iter(range(3))
+class Holder: pass
+new, old = Holder(), Holder()
+new.model = Holder(); new.model.visual = Tower()
+old.visual = Tower()
+counts = [safer_reward.freeze_vision_tower(m) for m in (new, old)]
+print(json.dumps([counts, new.model.visual.frozen, old.visual.frozen]))
+safer_reward.freeze_vision_tower(Holder())
+"#;
+    let out = python_program(&dir, program).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[[3, 3], true, true]"
+    );
+    assert!(
+        stderr.contains("freeze_vision: Holder has no vision tower (`visual`) to freeze"),
+        "{stderr}"
+    );
+}
+
 /// A `qwen2_5_vl` policy's verl data carries each row's images: the file's
 /// bytes in `images` and one `<image>` before the question's text (verl's
 /// placeholder); a question that itself holds a placeholder stops the

@@ -3,8 +3,8 @@
 //! `expect.json` (exit code, stderr lines, values in `summary.json` by JSON
 //! pointer, how often a stderr line appears, no run directory, files of the
 //! case's copy to copy or remove first, pairs of summary values that must be equal, per-group sample
-//! counts, metric values, files that must be equal, a judge server to start, a SIGKILL-and-resume
-//! check). The policy is a fresh `tiny_vlm`
+//! counts, metric values, files that must be equal, model weights that must
+//! be equal or differ, a judge server to start, a SIGKILL-and-resume check). The policy is a fresh `tiny_vlm`
 //! (`saferc init-model --size tiny --seed 0`) made in the case's copy, or
 //! the model folder `expect.json`'s `model_from` names (relative to the
 //! repository's root).
@@ -286,6 +286,22 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool,
 
 /// Overwrites the values of f32 tensor `name` in the safetensors file at
 /// `path` with NaN.
+/// The `f32` tensors of a safetensors file whose names start with
+/// `prefix`, as bytes by name.
+fn tensors(path: &Path, prefix: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use safetensors::tensor::{Dtype, SafeTensors};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with(prefix))
+        .map(|(n, view)| {
+            assert_eq!(view.dtype(), Dtype::F32, "{n}");
+            (n, view.data().to_vec())
+        })
+        .collect()
+}
+
 fn poison(path: &Path, name: &str) {
     use safetensors::tensor::{Dtype, SafeTensors, TensorView};
     let bytes = std::fs::read(path).unwrap();
@@ -453,6 +469,28 @@ fn check_case(name: &str) {
         assert!(
             std::fs::read(case.join(a)).unwrap() == std::fs::read(case.join(b)).unwrap(),
             "{name}: {a} and {b} differ"
+        );
+    }
+    // Weights by name prefix in two model files of the case's copy: all
+    // equal (`"same": true`, a frozen part) or some different (trained).
+    for check in expect["tensors"].as_array().into_iter().flatten() {
+        let file = |key: &str| case.join(check[key].as_str().unwrap());
+        let prefix = check["prefix"].as_str().unwrap();
+        let (a, b) = (tensors(&file("a"), prefix), tensors(&file("b"), prefix));
+        assert!(!a.is_empty(), "{name}: no `{prefix}` tensors");
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{name}: `{prefix}` tensors"
+        );
+        let same = a == b;
+        assert_eq!(
+            same,
+            check["same"].as_bool().unwrap(),
+            "{name}: `{prefix}` tensors of {} and {} {}",
+            check["a"],
+            check["b"],
+            if same { "are equal" } else { "differ" }
         );
     }
     if let Some(want) = expect["max_in_flight"].as_u64() {

@@ -113,6 +113,23 @@ pub fn ensure_finite(value: f64, step: u64, what: &str) -> Result<(), ExecError>
     }))
 }
 
+/// A stage's policy readied for training ([`crate::model::Model::for_training`]):
+/// its vision tower frozen where the stage says `freeze_vision`. A policy
+/// without a vision tower has nothing to freeze, and the stage says so.
+pub fn training_policy<B: burn::tensor::backend::AutodiffBackend>(
+    policy: crate::model::Model<B>,
+    stage: &safer_ir::plan::StageSpec,
+) -> crate::model::Model<B> {
+    let has_tower = policy.vision.is_some() || policy.qwen_vision.is_some();
+    if stage.freeze_vision && !has_tower {
+        eprintln!(
+            "warning: stage {}: `freeze_vision` has no effect: the policy has no vision tower",
+            stage.name
+        );
+    }
+    policy.for_training(stage.freeze_vision)
+}
+
 /// Stops with [`ExecError::Stopped`] if Ctrl+C was pressed: checked
 /// between batches of the work that runs outside training steps.
 ///

@@ -102,6 +102,52 @@ impl<B: burn::tensor::backend::AutodiffBackend> Model<B> {
     pub fn for_generation(&self) -> Model<B::InnerBackend> {
         burn::module::AutodiffModule::valid(self).with_decoding_layout()
     }
+
+    /// The model readied for a training stage. With `freeze_vision` the
+    /// vision tower (`tiny_vlm`'s encoder and projection; Qwen2.5-VL's
+    /// `visual`, merger included, as verl's `freeze_vision_tower` takes it)
+    /// takes no gradient: the optimiser leaves its weights as they are and
+    /// keeps no state for them, and its attention keeps no scores for a
+    /// backward pass, so Qwen images of any size fit. Without it the tower
+    /// trains, and Qwen images are held to
+    /// [`qwen_vision::MAX_ATTENTION_BYTES`] of scores per block.
+    pub fn for_training(mut self, freeze_vision: bool) -> Self {
+        if let Some(vision) = &mut self.config.qwen_vision {
+            vision.trained = !freeze_vision;
+        }
+        if freeze_vision {
+            self.vision = self.vision.map(Module::no_grad);
+            self.qwen_vision = self.qwen_vision.map(Module::no_grad);
+        }
+        self
+    }
+
+    /// Whether the model has a vision tower and none of its weights takes
+    /// a gradient ([`Model::for_training`] froze it).
+    pub fn vision_frozen(&self) -> bool {
+        let mut count = TrainableWeights::default();
+        if let Some(vision) = &self.vision {
+            vision.visit(&mut count);
+        }
+        if let Some(vision) = &self.qwen_vision {
+            vision.visit(&mut count);
+        }
+        count.all > 0 && count.trainable == 0
+    }
+}
+
+/// Counts a module's weights, and those that take a gradient.
+#[derive(Default)]
+struct TrainableWeights {
+    all: usize,
+    trainable: usize,
+}
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for TrainableWeights {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        self.all += 1;
+        self.trainable += usize::from(param.val().is_require_grad());
+    }
 }
 
 impl<B: Backend> Model<B> {

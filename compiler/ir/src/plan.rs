@@ -307,6 +307,9 @@ pub struct StageSpec {
     pub checkpoint_every: u64,
     /// Checkpoints kept.
     pub checkpoint_keep: usize,
+    /// The policy's vision tower takes no gradient (`freeze_vision`).
+    #[serde(default)]
+    pub freeze_vision: bool,
     /// The algorithm.
     pub algorithm: Algorithm,
 }

@@ -1356,6 +1356,21 @@ def rgb_over_white(source):
     return Image.alpha_composite(white, rgba).convert("RGB")
 
 
+def freeze_vision_tower(model):
+    """Stops the vision tower of a Hugging Face vision-language `model`
+    (`visual`, merger included, as saferc and verl's `freeze_vision_tower`
+    take it) from taking gradients: `freeze_vision = true`. Returns how many
+    weights were frozen; stops the script when the model has no tower."""
+    inner = getattr(model, "model", None)
+    tower = getattr(inner, "visual", None)  # transformers >= 4.52
+    if tower is None:
+        tower = getattr(model, "visual", None)
+    if tower is None:
+        sys.exit(f"freeze_vision: {type(model).__name__} has no vision tower (`visual`) to freeze")
+    tower.requires_grad_(False)
+    return sum(1 for _ in tower.parameters())
+
+
 def split_rows(split, images_passed=False, image_check=None):
     """The rows of `dataset.split` (or `dataset`), for the trainer scripts
     (`images_passed`: the script gives the trainer the rows' images, which

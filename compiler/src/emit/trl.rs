@@ -9,7 +9,9 @@
 //! "group"`, `batch_std` → `"batch"`, `group_mean` → `"none"`; KL `k3` →
 //! `beta` with `use_bias_correction_kl = False`, `k3_corrected` → `True`;
 //! a step of `batch` prompts × `group` completions → the per-device batch
-//! and gradient accumulation (`micro_batch` completions per pass).
+//! and gradient accumulation (`micro_batch` completions per pass);
+//! `freeze_vision` → the model's `visual` set to take no gradient before
+//! training.
 
 use super::{py_float, quoted};
 use safer_ir::plan::{GrpoSpec, Plan, RolloutSpec, StageSpec};
@@ -227,7 +229,7 @@ trainer = GRPOTrainer(
     train_dataset=examples(TRAIN_SPLIT),
     eval_dataset=examples(EVAL_SPLIT) if EVAL_SPLIT else None,
 )
-if EVAL_SPLIT:
+{freeze}if EVAL_SPLIT:
     print("before:", trainer.evaluate())
 trainer.train()
 if EVAL_SPLIT:
@@ -255,6 +257,11 @@ trainer.save_model(config.output_dir)
             "# Only a `qwen2_5_vl` policy takes the rows' images here: they are not passed on (the script\n# warns of rows that have them)."
         },
         vision = python_bool(vision),
+        freeze = if vision && stage.freeze_vision {
+            "# `freeze_vision`: the vision tower (`visual`, merger included) takes no gradient. Frozen\n# before train() builds the optimiser, which leaves out weights that take none.\nprint(f\"froze {safer_reward.freeze_vision_tower(trainer.model)} weights of the vision tower\")\n"
+        } else {
+            ""
+        },
     );
     vec![("train_trl.py".into(), script)]
 }

@@ -12,7 +12,8 @@
 //! `norm_adv_by_std_in_grpo: false`; KL in the loss (`use_kl_loss`) `k1`/
 //! `k2`/`k3` → `kl`/`mse`/`low_var_kl`, in the reward (`use_kl_in_reward`)
 //! `kl` (saferc's reward KL is k1); `importance = sequence` → `loss_mode:
-//! gspo`. Without `micro_batch` a step is one pass, as in saferc.
+//! gspo`; `freeze_vision` → `freeze_vision_tower`. Without `micro_batch` a
+//! step is one pass, as in saferc.
 //!
 //! A `qwen2_5_vl` policy's rows carry their images into the parquet files
 //! (each file's bytes in `images`, verl's `image_key`), with one `<image>`
@@ -116,6 +117,9 @@ pub fn files(
             "dynamic sampling lives in verl's DAPO recipe, not `main_ppo`: not emitted".into(),
         );
     }
+    if vision && stage.freeze_vision {
+        notes.push("`freeze_vision` → `actor.freeze_vision_tower: true`, which verl's legacy FSDP worker (verl 0.7 and earlier) applies; the engine workers of verl 0.8 and later accept the key but leave the tower trainable".into());
+    }
     // Without `micro_batch`, one pass per step, as saferc does (verl's
     // legacy worker averages tokens per micro-batch). On more GPUs it
     // must divide each GPU's share of the step.
@@ -168,7 +172,7 @@ actor_rollout_ref:
       warmup_style: {schedule}
       clip_grad: {grad_clip}
     grad_clip: {grad_clip}
-    # a step: {batch} prompts x {group} completions, {micro} completions per pass
+{freeze}    # a step: {batch} prompts x {group} completions, {micro} completions per pass
     # (on N GPUs a pass must divide each GPU's {batch} x {group} / N)
     ppo_mini_batch_size: {batch}
     ppo_micro_batch_size_per_gpu: {micro}
@@ -221,6 +225,11 @@ trainer:
             "data/val.parquet"
         } else {
             "data/train.parquet"
+        },
+        freeze = if vision && stage.freeze_vision {
+            "    # `freeze_vision`: the vision tower (`visual`, merger included) takes no gradient\n    freeze_vision_tower: true\n"
+        } else {
+            ""
         },
         image_key = if vision {
             "  # each row's images (their bytes), one `<image>` in the prompt per image\n  image_key: images\n"

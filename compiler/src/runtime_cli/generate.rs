@@ -133,12 +133,9 @@ impl BackendTask for Task {
         let args = self.0;
         let err = failure;
         let load_start = Instant::now();
-        let mut model = Model::<B>::load(&args.model, &device).map_err(err)?;
         // Generation keeps no attention scores for a backward pass: images
         // of any size (the vision tower chunks its queries).
-        if let Some(vision) = &mut model.config.qwen_vision {
-            vision.inference_only = true;
-        }
+        let model = Model::<B>::load(&args.model, &device).map_err(err)?;
         let tokenizer = TextTokenizer::load(&args.model).map_err(err)?;
         check_image_token(&tokenizer, &model.config, &args.model).map_err(err)?;
         let load_seconds = load_start.elapsed().as_secs_f64();

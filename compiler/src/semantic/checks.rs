@@ -124,6 +124,19 @@ impl<'a> Analyzer<'a> {
         if let Some(policy) = policy {
             let scores_held_out = s.get("eval_data").is_some() && s.get("reward").is_some();
             self.check_context(i, policy, &s, scores_held_out);
+            let arch = self.decls[policy.0]
+                .settings
+                .text("arch")
+                .unwrap_or("tiny_vlm");
+            if arch == "qwen2" && matches!(s.get("freeze_vision"), Some(Value::Bool(true))) {
+                let model = self.decls[policy.0].name.clone();
+                self.without_effect(
+                    i,
+                    &["freeze_vision"],
+                    format!("`{model}` is a `qwen2` model, which reads text only: it has no vision tower to freeze"),
+                    "remove it, or train a vision-language policy (`arch = qwen2_5_vl` or `tiny_vlm`)",
+                );
+            }
         }
         if self.written(i, &["eval_data"]) && s.get("reward").is_none() {
             self.without_effect(

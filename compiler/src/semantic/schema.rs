@@ -744,6 +744,7 @@ const TRAIN: Block = Block {
         ranged("steps", Ty::Quantity(&[Unit::Steps]), Default::Derived("one epoch of `data`"), AT_LEAST_ONE, "Optimiser steps."),
         key("seed", Ty::Int, Default::Number(0.0), "Seed of sampling and shuffling."),
         key("after", Ty::Ref(DeclKind::Train), Default::None, "The stage that runs before this one (its trained policy is this stage's starting point)."),
+        key("freeze_vision", Ty::Bool, Default::Bool(false), "Train the language model only: the policy's vision tower (`tiny_vlm`'s encoder and projection, Qwen2.5-VL's `visual` with its merger) keeps its weights and takes no gradient. Saves the tower's backward pass and optimiser state, and lifts the limit on the size of Qwen images in training (their attention scores need not be kept)."),
     ],
     blocks: &[&GRPO, &SFT, &CHECKPOINT],
     forms: &[],
@@ -756,6 +757,7 @@ const TRAIN: Block = Block {
         Renamed { old: "max_steps", new: "steps" },
         Renamed { old: "lr", new: "grpo.lr" },
         Renamed { old: "batch", new: "grpo.batch" },
+        Renamed { old: "freeze_vision_tower", new: "freeze_vision" },
     ],
 };
 

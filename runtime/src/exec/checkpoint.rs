@@ -370,8 +370,10 @@ where
     if resume {
         if let Some(mut restored) = restore::<B, _>(root, optim.clone(), device)? {
             // The context the stage holds its rows to (a declared `context`
-            // below `config.json`'s) outlives the reload.
+            // below `config.json`'s) and a frozen vision tower outlive the
+            // reload.
             restored.0.config.context_limit = policy.config.context_limit;
+            restored.0 = restored.0.for_training(policy.vision_frozen());
             return Ok(restored);
         }
     }
@@ -415,9 +417,10 @@ mod tests {
 
     /// A model's declared `context` below its file's caps the stage's
     /// model; the model a resumed stage reloads from its checkpoint keeps
-    /// that cap instead of the file's.
+    /// that cap instead of the file's, and a frozen vision tower stays
+    /// frozen (`freeze_vision`).
     #[test]
-    fn a_resumed_model_keeps_the_declared_context() {
+    fn a_resumed_model_keeps_the_declared_context_and_frozen_tower() {
         type B = Autodiff<CpuBackend>;
         let device = Default::default();
         let dir = std::env::temp_dir().join(format!("saferc-ck-context-{}", std::process::id()));
@@ -428,7 +431,7 @@ mod tests {
             let mut m = Model::<B>::load(&model_dir, &device).unwrap();
             assert_eq!(m.config.context(), 1024);
             m.config.context_limit = Some(96);
-            m
+            m.for_training(true)
         };
         let adam = AdamWSettings::of(&AdamSpec::default(), 0.0);
         let root = dir.join("checkpoints");
@@ -440,6 +443,7 @@ mod tests {
             start_or_resume::<B>(&root, capped(), adam, 1, true, &device).unwrap();
         assert_eq!(state.step, 1, "resumed from the checkpoint");
         assert_eq!(restored.config.context(), 96);
+        assert!(restored.vision_frozen());
         // The checkpoint's `config.json` keeps the file's context: a model
         // trained under a declared one is not limited to it elsewhere.
         let saved = crate::model::config::ModelConfig::read(&root.join("step-000001")).unwrap();

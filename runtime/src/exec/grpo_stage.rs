@@ -139,6 +139,7 @@ pub fn train<B: Backend>(
         (Some(r), true) => Some(session.model_dirs(r)?.load::<B>(&device)?.model),
         _ => None,
     };
+    let policy = super::training_policy(policy, stage);
     let rollout = session.rollout(stage.rollout.as_ref());
     let params = sampling(&rollout);
     let temperature = if rollout.temperature > 0.0 {

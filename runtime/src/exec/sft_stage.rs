@@ -37,7 +37,7 @@ pub fn train<B: Backend>(
     let device = session.device.clone();
     let loaded = start.load::<AD<B>>(&device)?;
     let tokenizer = loaded.tokenizer;
-    let policy: Model<AD<B>> = loaded.model;
+    let policy: Model<AD<B>> = super::training_policy(loaded.model, stage);
     let (rows, lacking): (Vec<_>, Vec<_>) = session
         .rows(&stage.data)?
         .iter()

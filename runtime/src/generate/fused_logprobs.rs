@@ -17,7 +17,8 @@
 //! its features are given to the fused forward in place of the prompts'
 //! image placeholders, in order, as `Model::hidden` splices them; the fused
 //! backward returns their gradient, and one more autodiff pass, through
-//! `Σ features ∘ gradient`, carries it into the vision tower's weights.
+//! `Σ features ∘ gradient`, carries it into the vision tower's weights
+//! (none with the tower frozen: `freeze_vision`).
 
 use std::ops::Range;
 
@@ -57,7 +58,8 @@ pub struct FusedScores {
     /// parameter ids the gradients are registered under.
     model: Model<CpuAutodiff>,
     /// The image features given in place of placeholders `[rows, d]`,
-    /// tracked back to the vision tower's weights.
+    /// tracked back to the vision tower's weights; `None` without images
+    /// or with the tower frozen.
     features: Option<Tensor<CpuAutodiff, 2>>,
 }
 
@@ -106,7 +108,8 @@ pub fn fused_completion_scores<B: Backend>(
             let prompt_tokens = &packed.tokens[..prompts.iter().map(|p| p.tokens.len()).sum()];
             let (image_inputs, features) = image_features(model, prompt_tokens, &images)?;
             *given = image_inputs;
-            Some(features)
+            // A frozen tower takes no gradient: nothing to carry back.
+            (!model.vision_frozen()).then_some(features)
         }
         None => None,
     };

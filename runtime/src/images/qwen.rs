@@ -170,12 +170,16 @@ mod tests {
     fn an_image_too_large_for_full_attention_is_refused_with_the_fix() {
         // 2^20 heads leave room for sqrt(2 GiB / 4 / 2^20) = 22 patches;
         // an 84×56 image is 6×4 = 24.
-        let config: QwenVisionConfig = serde_json::from_value(serde_json::json!({
+        let mut config: QwenVisionConfig = serde_json::from_value(serde_json::json!({
             "depth": 8, "hidden_size": 1 << 22, "intermediate_size": 8,
             "num_heads": 1 << 20, "out_hidden_size": 8
         }))
         .unwrap();
         let image = RgbImage::new(84, 56);
+        // Loaded to generate or score, or with the tower frozen: any size.
+        assert!(patches(&image, &config).is_ok());
+        // Loaded for a stage that trains the tower.
+        config.trained = true;
         let err = patches(&image, &config).unwrap_err();
         assert!(
             err.starts_with("resized to 84×56 pixels, it is 24 patches"),

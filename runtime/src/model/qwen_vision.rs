@@ -82,11 +82,14 @@ pub struct QwenVisionConfig {
     /// transformers with the same ones.
     #[serde(skip)]
     pub tokens: VisionTokenIds,
-    /// Set where the model only generates (`saferc generate`): no backward
-    /// pass keeps the attention scores, and attention runs in query chunks,
-    /// so [`QwenVisionConfig::check_image_patches`] takes images of any size.
+    /// Set where a training stage trains the tower (one without
+    /// `freeze_vision`): its backward pass needs every full-attention
+    /// block's scores, so [`QwenVisionConfig::check_image_patches`] holds
+    /// images to [`MAX_ATTENTION_BYTES`]. Unset (generation, scoring, a
+    /// frozen tower), nothing keeps the scores and attention runs in query
+    /// chunks: images of any size.
     #[serde(skip)]
-    pub inference_only: bool,
+    pub trained: bool,
 }
 
 /// `vision_start_token_id`, `vision_end_token_id` and `video_token_id` of
@@ -155,13 +158,13 @@ fn default_full_attention_blocks() -> Vec<usize> {
 }
 
 /// The largest attention score matrix (`heads × N × N` f32 values) a
-/// full-attention block may build for one image in a run that trains: 2
-/// GiB, which holds the images of transformers' default `max_pixels`
-/// (1,003,520 pixels, 5,120 patches) at Qwen2.5-VL's 16 heads. Training
-/// keeps one per block for the backward pass, so a larger image is refused
-/// before the run spends anything on it (see
-/// [`QwenVisionConfig::check_image_patches`]); generation alone chunks the
-/// queries and takes any size.
+/// full-attention block may build for one image in a stage that trains the
+/// tower: 2 GiB, which holds the images of transformers' default
+/// `max_pixels` (1,003,520 pixels, 5,120 patches) at Qwen2.5-VL's 16 heads.
+/// Training the tower keeps one per block for the backward pass, so a
+/// larger image is refused before the run spends anything on it (see
+/// [`QwenVisionConfig::check_image_patches`]); generation, scoring and a
+/// frozen tower (`freeze_vision`) chunk the queries and take any size.
 pub const MAX_ATTENTION_BYTES: usize = 2 << 30;
 
 /// Queries per attention product in a vision block: inference holds at
@@ -258,7 +261,7 @@ impl QwenVisionConfig {
     /// would not fit [`MAX_ATTENTION_BYTES`], saying which `max_pixels`
     /// would.
     pub fn check_image_patches(&self, patches: usize) -> Result<(), String> {
-        let Some(limit) = self.max_image_patches().filter(|_| !self.inference_only) else {
+        let Some(limit) = self.max_image_patches().filter(|_| self.trained) else {
             return Ok(());
         };
         if patches <= limit {
@@ -675,7 +678,7 @@ mod tests {
             rope_theta: 10_000.0,
             processing: ImageProcessing::default(),
             tokens: VisionTokenIds::default(),
-            inference_only: false,
+            trained: true,
         }
     }
 
@@ -719,11 +722,13 @@ mod tests {
 
     #[test]
     fn config_defaults_and_limits_follow_transformers() {
-        let c: QwenVisionConfig = serde_json::from_value(serde_json::json!({
+        let mut c: QwenVisionConfig = serde_json::from_value(serde_json::json!({
             "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
             "out_hidden_size": 2048, "window_size": 100
         }))
         .unwrap();
+        // Loaded for a stage that trains the tower.
+        c.trained = true;
         // transformers' default full-attention blocks; a window of 100
         // pixels is 100 / 28 = 3 merged tokens a side, rounded down.
         assert_eq!(c.fullatt_block_indexes, vec![7, 15, 23, 31]);
@@ -738,9 +743,10 @@ mod tests {
             err.contains("`max_pixels`") && err.contains("at most 1135232"),
             "{err}"
         );
-        // Generation alone keeps no scores for a backward pass.
+        // Generation, scoring and a frozen tower keep no scores for a
+        // backward pass.
         let generating = QwenVisionConfig {
-            inference_only: true,
+            trained: false,
             ..c.clone()
         };
         assert!(generating.check_image_patches(10_764).is_ok());
