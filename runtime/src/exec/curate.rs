@@ -136,6 +136,7 @@ pub fn curate<B: Backend>(
         "rollouts": spec.rollouts,
         "kept": kept.len(),
         "dropped": dropped,
+        "skipped_rows": skipped.count(),
         "mean_histogram": {"bins": (0..10).map(|i| format!("{:.1}-{:.1}", i as f64 / 10.0, (i + 1) as f64 / 10.0)).collect::<Vec<_>>(), "counts": histogram},
     });
     Ok((kept, report))

@@ -111,6 +111,7 @@ pub fn evaluate<B: Backend>(
     Ok(json!({
         "means": means(&all),
         "by_label": by_label.iter().map(|(k, v)| (k.clone(), means(v))).collect::<Map<String, Value>>(),
+        "skipped_rows": skipped.count(),
     }))
 }
 

@@ -155,7 +155,7 @@ pub fn train<B: Backend>(
     // Every prompt is built once here (and cached): rows whose prompt
     // cannot be built, or leaves no room for `max_tokens`, are skipped by
     // the dataset's bad-row policy.
-    let (rows, built) = usable_prompts(
+    let (rows, built, unusable) = usable_prompts(
         &format!("stage {}", stage.name),
         rows,
         &tokenizer,
@@ -427,6 +427,6 @@ pub fn train<B: Backend>(
     super::report::finish(bar, format!("reward {last_reward:.3}"));
     Ok(Trained {
         model: policy.for_generation(),
-        summary: json!({"algorithm": "grpo", "steps": total_steps, "final_reward": last_reward, "warnings": health.count()}),
+        summary: json!({"algorithm": "grpo", "steps": total_steps, "final_reward": last_reward, "warnings": health.count(), "skipped_rows": unusable}),
     })
 }

@@ -98,7 +98,7 @@ pub fn train<B: Backend>(
     // cannot be built, or leaves no room for one target token, is skipped
     // by the bad-row policy.
     let context = policy.config.context();
-    let (rows, built) = usable_prompts(
+    let (rows, built, unusable) = usable_prompts(
         &format!("stage {}", stage.name),
         rows,
         &tokenizer,
@@ -254,6 +254,6 @@ pub fn train<B: Backend>(
     super::report::finish(bar, format!("loss {last_loss:.3}"));
     Ok(Trained {
         model: policy.for_generation(),
-        summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss, "skipped_rows": lacking.len() + skipped_special}),
+        summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss, "skipped_rows": lacking.len() + skipped_special + unusable}),
     })
 }

@@ -1,9 +1,11 @@
 //! Rows whose prompt cannot be used, set aside as bad rows: a prompt that
 //! cannot be built (the question holds the image placeholder token, the
 //! chat template fails on the row), or one that leaves no room in the
-//! model's context for the new tokens. Each phase (a stage, curation, an
-//! evaluation) names them in one warning, gathered over its batches, or
-//! stops at the first under the dataset's `on_bad_row = fail`.
+//! model's context for the new tokens, or an image a stage that trains the
+//! vision tower refuses. Each phase (a stage, curation, an evaluation)
+//! names them in one warning, gathered over its batches, and counts them in
+//! its `skipped_rows` in `summary.json`; or stops at the first under the
+//! dataset's `on_bad_row = fail`.
 
 use rayon::prelude::*;
 
@@ -15,8 +17,9 @@ use crate::model::ModelConfig;
 use crate::text::TextTokenizer;
 
 /// The prompts of `rows` that can be built and leave room for `new_tokens`
-/// in the run's context ([`ModelConfig::context`]), with their rows; the others are named in one warning
-/// (`what` names the phase), or, with `fail`, the first is an error.
+/// in the run's context ([`ModelConfig::context`]), with their rows, and
+/// how many rows were skipped; those are named in one warning (`what`
+/// names the phase), or, with `fail`, the first is an error.
 ///
 /// # Errors
 /// With `fail`, the first bad row; errors that are not a row's.
@@ -27,11 +30,11 @@ pub fn usable_prompts(
     config: &ModelConfig,
     new_tokens: usize,
     fail: bool,
-) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
+) -> Result<(Vec<Row>, Vec<Prompt>, usize), ExecError> {
     let mut skipped = SkippedRows::new(what);
-    let kept = skipped.usable(rows, tokenizer, config, new_tokens, fail)?;
+    let (rows, prompts) = skipped.usable(rows, tokenizer, config, new_tokens, fail)?;
     skipped.warn();
-    Ok(kept)
+    Ok((rows, prompts, skipped.count()))
 }
 
 /// Why a row was set aside.
@@ -169,6 +172,12 @@ impl<'a> SkippedRows<'a> {
         }
         self.skipped.push((origin, why));
         Ok(())
+    }
+
+    /// How many rows were set aside (the phase's `skipped_rows` in
+    /// `summary.json`).
+    pub fn count(&self) -> usize {
+        self.skipped.len()
     }
 
     /// Prints the warning: the first row with its reason, then (when there
