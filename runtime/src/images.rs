@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use image::imageops::FilterType;
-use image::RgbImage;
+use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, RgbImage, Rgba};
 
 use crate::model::{ImagePatches, ModelError, VisionConfig};
 
@@ -17,7 +17,8 @@ pub mod qwen;
 
 /// Decodes the image at `path` (PNG or JPEG) to RGB; a transparent one is
 /// laid over white first, as transformers' processors (`do_convert_rgb`)
-/// and Pillow's `alpha_composite` do.
+/// and Pillow's `alpha_composite` do. A 16-bit PNG becomes 8 bits as
+/// Pillow reads it ([`to_eight_bits_as_pillow`]).
 pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::Image {
         path: path.to_path_buf(),
@@ -27,10 +28,45 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
         path: path.to_path_buf(),
         reason: format!("cannot decode: {e}"),
     })?;
+    let decoded = to_eight_bits_as_pillow(decoded);
     if !decoded.color().has_alpha() {
         return Ok(decoded.to_rgb8());
     }
     Ok(over_white(&decoded.to_rgba8()))
+}
+
+/// A 16-bit image in 8 bits as Pillow, and so transformers' processors,
+/// read it: colour and grey-with-alpha PNGs keep each value's high byte
+/// (Pillow's `RGB;16B`-style raw modes; the `image` crate would round
+/// `v / 257`, one level apart), and a grey one is clipped at 255 (Pillow
+/// opens it as `I;16`, whose conversion to RGB clips rather than scales:
+/// most of such an image turns white). Other images are returned as they
+/// are.
+pub fn to_eight_bits_as_pillow(image: DynamicImage) -> DynamicImage {
+    let high = |v: u16| (v >> 8) as u8;
+    match image {
+        DynamicImage::ImageLuma16(grey) => {
+            DynamicImage::ImageLuma8(ImageBuffer::from_fn(grey.width(), grey.height(), |x, y| {
+                Luma([grey.get_pixel(x, y).0[0].min(255) as u8])
+            }))
+        }
+        DynamicImage::ImageLumaA16(grey) => {
+            DynamicImage::ImageLumaA8(ImageBuffer::from_fn(grey.width(), grey.height(), |x, y| {
+                LumaA(grey.get_pixel(x, y).0.map(high))
+            }))
+        }
+        DynamicImage::ImageRgb16(rgb) => {
+            DynamicImage::ImageRgb8(ImageBuffer::from_fn(rgb.width(), rgb.height(), |x, y| {
+                Rgb(rgb.get_pixel(x, y).0.map(high))
+            }))
+        }
+        DynamicImage::ImageRgba16(rgba) => {
+            DynamicImage::ImageRgba8(ImageBuffer::from_fn(rgba.width(), rgba.height(), |x, y| {
+                Rgba(rgba.get_pixel(x, y).0.map(high))
+            }))
+        }
+        other => other,
+    }
 }
 
 /// `image` laid over an opaque white background: each channel becomes
@@ -107,6 +143,47 @@ mod tests {
             let image = image::RgbaImage::from_pixel(1, 1, image::Rgba(rgba));
             assert_eq!(over_white(&image).get_pixel(0, 0).0, rgb, "{rgba:?}");
         }
+    }
+
+    /// 16-bit PNGs decode to the 8-bit RGB that transformers 5.25's
+    /// `convert_to_rgb` (Pillow 13) gives for the same files.
+    #[test]
+    fn sixteen_bit_pngs_read_as_pillow_reads_them() {
+        let dir = std::env::temp_dir().join(format!("saferc-16bit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let first_two = |image: DynamicImage| -> Vec<[u8; 3]> {
+            let path = dir.join("image.png");
+            image.save(&path).expect("png");
+            let rgb = load_rgb(&path).expect("decodes");
+            vec![rgb.get_pixel(0, 0).0, rgb.get_pixel(1, 0).0]
+        };
+        // Grey: 17 stays, 4017 clips to white.
+        let grey = ImageBuffer::from_fn(4, 4, |x, y| Luma([((y * 4 + x) * 4000 + 17) as u16]));
+        assert_eq!(
+            first_two(DynamicImage::ImageLuma16(grey)),
+            [[17; 3], [255; 3]]
+        );
+        // Colour: each value's high byte (1492 → 5, where v / 257 rounds to 6).
+        let value = |x: u32, y: u32, c: u32| (((y * 4 + x) * 3 + c) * 1365 + 127) as u16;
+        let rgb = ImageBuffer::from_fn(4, 4, |x, y| Rgb([0, 1, 2].map(|c| value(x, y, c))));
+        assert_eq!(
+            first_two(DynamicImage::ImageRgb16(rgb)),
+            [[0, 5, 11], [16, 21, 27]]
+        );
+        // With alpha: high bytes, then laid over white.
+        let rgba = ImageBuffer::from_fn(4, 4, |x, y| {
+            Rgba([value(x, y, 0), value(x, y, 1), value(x, y, 2), 30_000])
+        });
+        assert_eq!(
+            first_two(DynamicImage::ImageRgba16(rgba)),
+            [[138, 140, 143], [145, 148, 150]]
+        );
+        let grey_alpha = ImageBuffer::from_pixel(2, 2, LumaA([300u16, 40_000]));
+        assert_eq!(
+            first_two(DynamicImage::ImageLumaA16(grey_alpha)),
+            [[100; 3], [100; 3]]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn config() -> VisionConfig {
