@@ -398,6 +398,11 @@ impl<'p> Lowerer<'p> {
                 update.inputs.push(port("prompts", T::Prompts));
             }
         }
+        // What the update trains: the whole policy, or its language model
+        // alone.
+        update
+            .params
+            .extend(self.value_params(&[("freeze_vision", s.0.get("freeze_vision"))]));
         let ui = self.add(update);
         let (policy, policy_port) = self.policy_source(r)?;
         self.graph.connect(policy, policy_port, ui, "policy");

@@ -691,6 +691,28 @@ safer_reward.freeze_vision_tower(Holder())
         stderr.contains("freeze_vision: Holder has no vision tower (`visual`) to freeze"),
         "{stderr}"
     );
+    // Under FSDP version 1 (accelerate launch's environment) only with
+    // `use_orig_params`: FSDP1 cannot flatten frozen and trained weights.
+    let freeze_one = "import safer_reward\nclass T:\n    def requires_grad_(self, f): pass\n    def parameters(self): return iter(())\nclass M: visual = T()\nsafer_reward.freeze_vision_tower(M())\nprint('frozen')";
+    let fsdp = |orig: &str, version: &str| {
+        python_program(&dir, freeze_one)
+            .env("ACCELERATE_USE_FSDP", "true")
+            .env("FSDP_VERSION", version)
+            .env("FSDP_USE_ORIG_PARAMS", orig)
+            .output()
+            .unwrap()
+    };
+    let refused = fsdp("false", "1");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("needs `fsdp_use_orig_params: true`"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    for (orig, version) in [("true", "1"), ("false", "2")] {
+        let out = fsdp(orig, version);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "frozen");
+    }
 }
 
 /// A `qwen2_5_vl` policy's verl data carries each row's images: the file's

@@ -284,8 +284,6 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool,
     );
 }
 
-/// Overwrites the values of f32 tensor `name` in the safetensors file at
-/// `path` with NaN.
 /// The `f32` tensors of a safetensors file whose names start with
 /// `prefix`, as bytes by name.
 fn tensors(path: &Path, prefix: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
@@ -302,6 +300,8 @@ fn tensors(path: &Path, prefix: &str) -> std::collections::BTreeMap<String, Vec<
         .collect()
 }
 
+/// Overwrites the values of f32 tensor `name` in the safetensors file at
+/// `path` with NaN.
 fn poison(path: &Path, name: &str) {
     use safetensors::tensor::{Dtype, SafeTensors, TensorView};
     let bytes = std::fs::read(path).unwrap();
@@ -1087,6 +1087,7 @@ cases!(
     two_stages,
     qwen2_5_vl,
     qwen2_5_vl_resume,
+    qwen2_5_vl_resume_frozen,
 );
 
 /// Ctrl+C (SIGINT) during training saves a checkpoint and exits 130; the

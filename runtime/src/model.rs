@@ -115,9 +115,12 @@ impl<B: burn::tensor::backend::AutodiffBackend> Model<B> {
         if let Some(vision) = &mut self.config.qwen_vision {
             vision.trained = !freeze_vision;
         }
+        if let Some(tower) = &mut self.qwen_vision {
+            tower.config.trained = !freeze_vision;
+        }
         if freeze_vision {
-            self.vision = self.vision.map(Module::no_grad);
-            self.qwen_vision = self.qwen_vision.map(Module::no_grad);
+            self.vision = self.vision.map(|v| v.map(&mut FrozenCopy));
+            self.qwen_vision = self.qwen_vision.map(|v| v.map(&mut FrozenCopy));
         }
         self
     }
@@ -133,6 +136,28 @@ impl<B: burn::tensor::backend::AutodiffBackend> Model<B> {
             vision.visit(&mut count);
         }
         count.all > 0 && count.trainable == 0
+    }
+}
+
+/// Freezes a module: each weight becomes a contiguous copy that takes no
+/// gradient. A copy, so that the frozen weights have the same layout in a
+/// stage that starts from the model's files (linear weights viewed
+/// transposed, [`layers::load_linear`]) and in one resumed from a
+/// checkpoint (contiguous): burn-flex's products round differently on the
+/// two layouts, and a resumed run must end with an uninterrupted run's
+/// weights. (A trained weight takes the optimiser's contiguous layout at its
+/// first step.)
+struct FrozenCopy;
+
+impl<B: Backend> burn::module::ModuleMapper<B> for FrozenCopy {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<B, D>>,
+    ) -> burn::module::Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let device = tensor.device();
+        let copy = Tensor::<B, D>::from_data(tensor.into_data(), &device);
+        burn::module::Param::from_mapped_value(id, copy, mapper)
     }
 }
 

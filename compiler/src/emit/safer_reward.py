@@ -1360,7 +1360,21 @@ def freeze_vision_tower(model):
     """Stops the vision tower of a Hugging Face vision-language `model`
     (`visual`, merger included, as saferc and verl's `freeze_vision_tower`
     take it) from taking gradients: `freeze_vision = true`. Returns how many
-    weights were frozen; stops the script when the model has no tower."""
+    weights were frozen; stops the script when the model has no tower, or
+    under FSDP version 1 without `use_orig_params`, which cannot flatten
+    frozen and trained weights into one parameter (verl sets it when it
+    freezes the tower)."""
+    env = os.environ.get
+    truthy = ("1", "true", "yes", "y", "on")
+    if (
+        env("ACCELERATE_USE_FSDP", "false").lower() in truthy
+        and env("FSDP_VERSION", "1") == "1"
+        and env("FSDP_USE_ORIG_PARAMS", "false").lower() not in truthy
+    ):
+        sys.exit(
+            "freeze_vision under FSDP version 1 needs `fsdp_use_orig_params: true` in accelerate's "
+            "config (or `fsdp_version: 2`): FSDP1 cannot flatten frozen and trained weights together"
+        )
     inner = getattr(model, "model", None)
     tower = getattr(inner, "visual", None)  # transformers >= 4.52
     if tower is None:

@@ -38,6 +38,9 @@ pub fn files(
         .get(&stage.policy)
         .map_or("qwen2", |m| m.arch.as_str());
     let vision = arch == "qwen2_5_vl";
+    if stage.freeze_vision && !vision {
+        notes.push("`freeze_vision` is not emitted: the emitted script freezes the vision tower of a `qwen2_5_vl` policy only; freeze the model's tower yourself (`model.visual.requires_grad_(False)` before `trainer.train()`)".into());
+    }
     let updates = u64::try_from(grpo.iterations.max(1)).unwrap_or(1);
     let mut config: Vec<(&str, String)> = vec![
         ("output_dir", quoted(&format!("trl-{}", stage.name))),

@@ -118,7 +118,9 @@ pub fn files(
         );
     }
     if vision && stage.freeze_vision {
-        notes.push("`freeze_vision` → `actor.freeze_vision_tower: true`, which verl's legacy FSDP worker (verl 0.7 and earlier) applies; the engine workers of verl 0.8 and later accept the key but leave the tower trainable".into());
+        notes.push("`freeze_vision` → `actor.freeze_vision_tower: true`, which only the FSDP worker of verl 0.6 and 0.7 applies (with `use_orig_params`); earlier releases lack the key, and the workers of verl 0.8 and later, and its Megatron strategy, accept it but leave the tower trainable".into());
+    } else if stage.freeze_vision {
+        notes.push("`freeze_vision` is not emitted: the emitted files freeze the vision tower of a `qwen2_5_vl` policy only; freeze the model's tower yourself (`actor.freeze_vision_tower: true` in verl 0.6 and 0.7)".into());
     }
     // Without `micro_batch`, one pass per step, as saferc does (verl's
     // legacy worker averages tokens per micro-batch). On more GPUs it

@@ -307,4 +307,36 @@ mod tests {
             "warning: t: skipped 2 rows (1 too long for the model's context, 1 whose prompt cannot be built): a:2 (too long), a:9 (prompt cannot be built)"
         );
     }
+
+    /// A stage that trains a Qwen2.5-VL vision tower refuses an image whose
+    /// full-attention scores would pass the limit; with the tower frozen
+    /// (`freeze_vision`) the stage takes the row, as the phases that only
+    /// score it do (their model is loaded from disk, not readied for
+    /// training).
+    #[test]
+    fn a_tower_in_training_refuses_an_image_a_frozen_tower_takes() {
+        use crate::model::Model;
+        type B = burn::backend::Autodiff<crate::CpuBackend>;
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2_5_vl");
+        let tokenizer = crate::text::TextTokenizer::load(&dir).unwrap();
+        let mut with_image = row("rows.jsonl:1");
+        with_image.prompt = "What is shown?".into();
+        // 84×56 pixels: 6×4 = 24 patches.
+        with_image.images = vec![dir.join("images/wide.png")];
+        let usable = |model: &Model<B>| {
+            // A tower of 2^20 heads, whose scores hold at most 22 patches.
+            let mut config = model.config.clone();
+            config.qwen_vision.as_mut().unwrap().num_heads = 1 << 20;
+            let (rows, _, skipped) =
+                super::usable_prompts("t", vec![with_image.clone()], &tokenizer, &config, 1, false)
+                    .unwrap();
+            assert_eq!(rows.len() + skipped, 1);
+            rows.len()
+        };
+        let loaded = Model::<B>::load(&dir, &Default::default()).unwrap();
+        assert_eq!(usable(&loaded), 1);
+        assert_eq!(usable(&loaded.clone().for_training(false)), 0);
+        assert_eq!(usable(&loaded.for_training(true)), 1);
+    }
 }

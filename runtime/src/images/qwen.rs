@@ -79,7 +79,14 @@ pub fn patches(
     )?;
     config
         .check_image_patches((h / patch) * (w / patch))
-        .map_err(|why| format!("resized to {w}×{h} pixels, it is {why}"))?;
+        .map_err(|why| {
+            let size = if (w, h) == (width as usize, height as usize) {
+                format!("at {w}×{h} pixels")
+            } else {
+                format!("resized to {w}×{h} pixels")
+            };
+            format!("{size}, it is {why}")
+        })?;
     let resized = resize_bicubic(image, w as u32, h as u32);
     let mean: [f32; 3] = p.image_mean.map(|m| m * 255.0);
     let std: [f32; 3] = p.image_std.map(|s| s * 255.0);
@@ -182,10 +189,11 @@ mod tests {
         config.trained = true;
         let err = patches(&image, &config).unwrap_err();
         assert!(
-            err.starts_with("resized to 84×56 pixels, it is 24 patches"),
+            err.starts_with("at 84×56 pixels, it is 24 patches"),
             "{err}"
         );
         assert!(err.contains("at most 4312"), "{err}");
+        assert!(err.contains("`freeze_vision = true`"), "{err}");
         let fits = RgbImage::new(56, 56);
         assert!(patches(&fits, &config).is_ok());
     }

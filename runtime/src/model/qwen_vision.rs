@@ -273,7 +273,8 @@ impl QwenVisionConfig {
             "{patches} patches: the vision tower's full-attention blocks would need {:.1} GiB \
              of attention scores each, over saferc's limit of {:.1} GiB ({limit} patches); \
              lower the model's `max_pixels` (`size.longest_edge`; preprocessor_config.json or \
-             processor_config.json) to at most {} (it is {})",
+             processor_config.json) to at most {} (it is {}), or freeze the vision tower \
+             (`freeze_vision = true` in the stage), which keeps no scores",
             gib(patches),
             gib(limit),
             limit * self.patch_size * self.patch_size,
