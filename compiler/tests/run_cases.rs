@@ -695,7 +695,7 @@ fn resume_after_kill(case: &Path) {
             "samples.jsonl after resume"
         );
         // Resumed again, every stage is at its last step and runs none: the
-        // summary still gives each its final reward.
+        // summary still gives each its final reward (GRPO) or loss (SFT).
         resume_to_the_end(case, &dir);
         let training = |dir: &Path| -> Vec<Value> {
             let stages = summary_of(dir)["stages"]
@@ -705,7 +705,9 @@ fn resume_after_kill(case: &Path) {
             stages.iter().map(|s| s["training"].clone()).collect()
         };
         assert_eq!(training(&full), training(&dir), "summary.json after resume");
-        assert!(training(&dir).iter().all(|t| t["final_reward"].is_number()));
+        assert!(training(&dir)
+            .iter()
+            .all(|t| t["final_reward"].is_number() || t["final_loss"].is_number()));
         break;
     }
     assert!(killed_once, "the run always finished before SIGKILL");
@@ -1088,6 +1090,7 @@ cases!(
     qwen2_5_vl,
     qwen2_5_vl_resume,
     qwen2_5_vl_resume_frozen,
+    qwen2_5_vl_resume_mixed,
 );
 
 /// Ctrl+C (SIGINT) during training saves a checkpoint and exits 130; the

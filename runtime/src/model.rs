@@ -111,6 +111,13 @@ impl<B: burn::tensor::backend::AutodiffBackend> Model<B> {
     /// backward pass, so Qwen images of any size fit. Without it the tower
     /// trains, and Qwen images are held to
     /// [`qwen_vision::MAX_ATTENTION_BYTES`] of scores per block.
+    ///
+    /// The tower's weights become contiguous copies ([`TrainingLayout`]),
+    /// the layout a checkpoint restores, so that a resumed stage computes
+    /// as an uninterrupted one. (The decoder's weights all take a gradient
+    /// at every step, and the optimiser writes them back contiguous at the
+    /// first; until then they keep the layout decoding reads fastest, which
+    /// the reference model, taken from this one, keeps throughout.)
     pub fn for_training(mut self, freeze_vision: bool) -> Self {
         if let Some(vision) = &mut self.config.qwen_vision {
             vision.trained = !freeze_vision;
@@ -118,10 +125,11 @@ impl<B: burn::tensor::backend::AutodiffBackend> Model<B> {
         if let Some(tower) = &mut self.qwen_vision {
             tower.config.trained = !freeze_vision;
         }
-        if freeze_vision {
-            self.vision = self.vision.map(|v| v.map(&mut FrozenCopy));
-            self.qwen_vision = self.qwen_vision.map(|v| v.map(&mut FrozenCopy));
-        }
+        let mut tower = TrainingLayout {
+            trained: !freeze_vision,
+        };
+        self.vision = self.vision.map(|v| v.map(&mut tower));
+        self.qwen_vision = self.qwen_vision.map(|v| v.map(&mut tower));
         self
     }
 
@@ -139,25 +147,38 @@ impl<B: burn::tensor::backend::AutodiffBackend> Model<B> {
     }
 }
 
-/// Freezes a module: each weight becomes a contiguous copy that takes no
-/// gradient. A copy, so that the frozen weights have the same layout in a
-/// stage that starts from the model's files (linear weights viewed
-/// transposed, [`layers::load_linear`]) and in one resumed from a
-/// checkpoint (contiguous): burn-flex's products round differently on the
-/// two layouts, and a resumed run must end with an uninterrupted run's
-/// weights. (A trained weight takes the optimiser's contiguous layout at its
-/// first step.)
-struct FrozenCopy;
+/// Each weight of a module as a contiguous copy (on the CPU backend) that
+/// takes a gradient when `trained`. A stage that starts from the model's
+/// files has its linear weights viewed transposed
+/// ([`layers::load_linear`]), one resumed
+/// from a checkpoint has them contiguous, and burn-flex's products round
+/// differently on the two layouts. The optimiser writes a weight back
+/// contiguous at its first update, but a weight not yet updated when a
+/// checkpoint is written (a frozen tower's, or a tower that no batch with
+/// images has reached) would be multiplied in one layout by the
+/// uninterrupted run and in the other by the resumed one, which then ends
+/// with other weights.
+struct TrainingLayout {
+    trained: bool,
+}
 
-impl<B: Backend> burn::module::ModuleMapper<B> for FrozenCopy {
+impl<B: Backend> burn::module::ModuleMapper<B> for TrainingLayout {
     fn map_float<const D: usize>(
         &mut self,
         param: burn::module::Param<Tensor<B, D>>,
     ) -> burn::module::Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
-        let device = tensor.device();
-        let copy = Tensor::<B, D>::from_data(tensor.into_data(), &device);
-        burn::module::Param::from_mapped_value(id, copy, mapper)
+        // On a GPU the weights stay where they are: no round trip through
+        // the host (bit-exact resumes are the CPU's promise).
+        let on_cpu = std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::CpuAutodiff>()
+            || on_cpu::is_cpu::<B>();
+        let tensor = if on_cpu {
+            let device = tensor.device();
+            Tensor::<B, D>::from_data(tensor.into_data(), &device)
+        } else {
+            tensor
+        };
+        burn::module::Param::from_mapped_value(id, tensor.set_require_grad(self.trained), mapper)
     }
 }
 

@@ -133,13 +133,16 @@ pub fn train<B: Backend>(
     let device = session.device.clone();
     let loaded = start.load::<AD<B>>(&device)?;
     let tokenizer = loaded.tokenizer;
-    let policy: Model<AD<B>> = loaded.model;
+    // The reference is taken from the policy readied for training (its
+    // vision tower's weights copied contiguous), so that at step 1 both
+    // multiply the same weights in the same layout: their log-probs are
+    // equal and the KL is 0, with no rounding noise.
+    let policy: Model<AD<B>> = super::training_policy(loaded.model, stage);
     let reference: Option<Model<B>> = match (&stage.reference, g.kl.beta > 0.0) {
         (Some(r), true) if *r == stage.policy => Some(policy.valid()),
         (Some(r), true) => Some(session.model_dirs(r)?.load::<B>(&device)?.model),
         _ => None,
     };
-    let policy = super::training_policy(policy, stage);
     let rollout = session.rollout(stage.rollout.as_ref());
     let params = sampling(&rollout);
     let temperature = if rollout.temperature > 0.0 {
