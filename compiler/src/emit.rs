@@ -176,6 +176,13 @@ fn common_notes(plan: &Plan, stage: &StageSpec, grpo: &GrpoSpec) -> Vec<String> 
                 stage.data
             ));
         }
+        let remade = dataset.curate.is_some()
+            || dataset.balance.is_some()
+            || !dataset.dedup.is_empty()
+            || stage.data.split.is_some();
+        if remade {
+            notes.push("SAFER_SPLITS=RUN_DIR (the run directory of a `saferc run` of this pipeline) makes the scripts take the rows that run's splits held instead, curated, balanced and de-duplicated as saferc made them (its `splits.json`)".into());
+        }
     }
     let rubric = stage.reward.as_ref().and_then(|r| plan.rubrics.get(r));
     let judge = rubric

@@ -790,3 +790,119 @@ print(len(rows))
         "{stderr}"
     );
 }
+
+/// `SAFER_SPLITS`: with a `saferc run` of the pipeline named, the scripts
+/// take the rows that run's splits held, in its order: the
+/// `balance_training_split` case's training split repeats a row to balance
+/// its labels, which a split dealt by Python would not. A record of another
+/// file, or one without the dataset, stops the script.
+#[test]
+fn recorded_splits_give_the_scripts_saferc_s_rows() {
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/run");
+    let root = common::temp_dir("emit-recorded-splits");
+    let case = root.join("case");
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    std::fs::create_dir_all(&case).unwrap();
+    for image in ["a.png", "b.png"] {
+        std::fs::copy(
+            cases.join("images").join(image),
+            root.join("images").join(image),
+        )
+        .unwrap();
+    }
+    for file in ["pipeline.safer", "rows.jsonl"] {
+        std::fs::copy(
+            cases.join("balance_training_split").join(file),
+            case.join(file),
+        )
+        .unwrap();
+    }
+    let at = |p: &Path| p.to_str().unwrap().to_string();
+    let model = at(&case.join("model"));
+    let pipeline = at(&case.join("pipeline.safer"));
+    let run = case.join("run");
+    let out = common::saferc(&["init-model", &model, "--size", "tiny", "--seed", "0"]);
+    assert!(out.status.success());
+    let out = common::saferc(&["run", &pipeline, "--out", &at(&run), "--no-progress"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trl = case.join("trl");
+    let out = common::saferc(&["emit", &pipeline, "--target", "trl", "--out", &at(&trl)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SAFER_SPLITS"),
+        "emit names SAFER_SPLITS"
+    );
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("splits.json")).unwrap()).unwrap();
+    let program = r#"
+import json, safer_reward
+print(json.dumps({s: [r.origin for r in safer_reward.split_rows(s)] for s in ["d.train", "d.eval", "d"]}))
+"#;
+    let out = python_program(&trl, program)
+        .env("SAFER_SPLITS", &run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let origins = |lines: &Value| -> Vec<String> {
+        lines
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| format!("rows.jsonl:{n}"))
+            .collect()
+    };
+    let train = origins(&record["d"]["splits"]["train"]);
+    assert_eq!(got["d.train"], json!(train));
+    assert_eq!(
+        got["d.eval"],
+        json!(origins(&record["d"]["splits"]["eval"]))
+    );
+    assert_eq!(got["d"], json!(origins(&record["d"]["rows"])));
+    // The run's summary: 4 training rows balanced from 3.
+    assert_eq!(train.len(), 4);
+    let mut distinct = train.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{train:?}");
+
+    // Another file than the run split.
+    let changed = case.join("changed.jsonl");
+    let rows = std::fs::read_to_string(case.join("rows.jsonl")).unwrap();
+    std::fs::write(&changed, format!("{rows}\n")).unwrap();
+    let out = python_program(&trl, program)
+        .env("SAFER_SPLITS", &run)
+        .env("SAFER_DATA", &changed)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "is not the file the saferc run split as `d` (rows.jsonl): their SHA-256 differ"
+        ),
+        "{stderr}"
+    );
+    // A record without the dataset.
+    let other = case.join("other.json");
+    std::fs::write(&other, "{}").unwrap();
+    let out = python_program(&trl, program)
+        .env("SAFER_SPLITS", &other)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("records no dataset `d`"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&root);
+}

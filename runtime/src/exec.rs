@@ -38,6 +38,7 @@ pub mod scorers;
 pub mod session;
 pub mod sft_stage;
 pub mod skipped_rows;
+pub mod splits_record;
 
 use std::fmt;
 use std::path::PathBuf;

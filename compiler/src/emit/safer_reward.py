@@ -29,6 +29,7 @@ images folder (without it, a moved dataset's image files are not checked);
 
 import decimal
 import email.utils
+import hashlib
 import http.client
 import json
 import math
@@ -1255,8 +1256,8 @@ def read_rows(name, dataset, training, image_check=None, skipped=None):
     reads another copy of the file, `SAFER_IMAGES_<NAME>` (`SAFER_IMAGES`)
     its images; without it a moved file's images are not checked."""
     path, images = dataset["source"], dataset.get("images")
-    moved = os.environ.get(f"SAFER_DATA_{env_name(name)}") or (training and os.environ.get("SAFER_DATA"))
-    if moved:
+    moved = source_path(name, dataset, training)
+    if moved != path:
         path = moved
         images = os.environ.get(f"SAFER_IMAGES_{env_name(name)}") or (
             os.environ.get("SAFER_IMAGES") if training else None
@@ -1313,6 +1314,52 @@ def read_rows(name, dataset, training, image_check=None, skipped=None):
         except EvalError:
             continue  # saferc skips a row its filter cannot be evaluated on
     return rows
+
+
+def source_path(name, dataset, training):
+    """The file read for dataset `name`: its source, or the copy
+    `SAFER_DATA_<NAME>` (`SAFER_DATA` for the training dataset) names."""
+    moved = os.environ.get(f"SAFER_DATA_{env_name(name)}") or (training and os.environ.get("SAFER_DATA"))
+    return moved or dataset["source"]
+
+
+def saferc_split(dataset, part, rows, path):
+    """The rows a `saferc run` put in `dataset.part` (all the dataset's
+    rows when `part` is empty), in its order, from the `splits.json` that
+    `SAFER_SPLITS` names (the file or its run directory); None without it.
+    Stops the script when the record does not fit the data read here."""
+    where = os.environ.get("SAFER_SPLITS")
+    if not where:
+        return None
+    if os.path.isdir(where):
+        where = os.path.join(where, "splits.json")
+    try:
+        with open(where, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"SAFER_SPLITS: cannot read {where}: {e}")
+    entry = record.get(dataset) if isinstance(record, dict) else None
+    if not isinstance(entry, dict):
+        sys.exit(f"SAFER_SPLITS: {where} records no dataset `{dataset}`: is it a run of this pipeline?")
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if digest != entry.get("source_sha256"):
+        sys.exit(
+            f"SAFER_SPLITS: {path} is not the file the saferc run split as `{dataset}` "
+            f"({entry.get('source')}): their SHA-256 differ"
+        )
+    name = f"{dataset}.{part}" if part else dataset
+    lines = entry.get("splits", {}).get(part) if part else entry.get("rows")
+    if lines is None:
+        sys.exit(f"SAFER_SPLITS: {where} records no split `{name}`")
+    by_line = {int(r.origin.rsplit(":", 1)[1]): r for r in rows}
+    missing = [n for n in lines if n not in by_line]
+    if missing:
+        sys.exit(
+            f"SAFER_SPLITS: line {missing[0]} of {os.path.basename(path)} is in the saferc run's `{name}` "
+            f"but not among the rows read here ({len(missing)} such): a bad row or filtered out here"
+        )
+    return [by_line[n] for n in lines]
 
 
 def split_sizes(n, fractions):
@@ -1390,7 +1437,10 @@ def split_rows(split, images_passed=False, image_check=None):
     (`images_passed`: the script gives the trainer the rows' images, which
     `image_check` checks). Skipped bad rows are counted in a warning.
 
-    A seeded shuffle dealt by the declared fractions: the same sizes as
+    With `SAFER_SPLITS` naming a `saferc run` directory of the pipeline (or
+    its `splits.json`), the rows that run's split held, in its order:
+    curated, balanced and de-duplicated as saferc made them. Without it, a
+    seeded shuffle dealt by the declared fractions: the same sizes as
     `saferc run`, not the same rows (saferc shuffles with ChaCha8), and
     without saferc's curation, balancing and de-duplication.
     """
@@ -1398,9 +1448,8 @@ def split_rows(split, images_passed=False, image_check=None):
     whole = load_spec()
     spec = whole["datasets"][dataset]
     skipped = []
-    rows = read_rows(
-        dataset, spec, training=dataset == whole.get("train_dataset"), image_check=image_check, skipped=skipped
-    )
+    training = dataset == whole.get("train_dataset")
+    rows = read_rows(dataset, spec, training=training, image_check=image_check, skipped=skipped)
     if skipped and dataset not in _WARNED_BAD_ROWS:
         # Once per dataset, though each of its splits reads it again.
         _WARNED_BAD_ROWS.add(dataset)
@@ -1416,6 +1465,9 @@ def split_rows(split, images_passed=False, image_check=None):
             "scripts do not pass on: their prompts are the rows' text",
             file=sys.stderr,
         )
+    recorded = saferc_split(dataset, part, rows, source_path(dataset, spec, training))
+    if recorded is not None:
+        return recorded
     if not part:
         return rows
     order = list(range(len(rows)))

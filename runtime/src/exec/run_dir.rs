@@ -2,7 +2,9 @@
 //! versions of saferc, burn and rustc, device), `metrics.jsonl` (one line
 //! per step), `samples.jsonl` (one line per completion), `checkpoints/`
 //! (model directories written atomically, with the training state),
-//! `models/` (each stage's final policy), `summary.json` and `reward.svg`.
+//! `models/` (each stage's final policy), `summary.json` and `reward.svg`,
+//! `images.json` (each dataset's images' digest) and `splits.json` (the
+//! rows each split held, for the emitted trainer scripts).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -431,6 +433,12 @@ impl RunDir {
     /// (`images.json`; see [`super::data::images_digest`]).
     pub fn images_record(&self) -> PathBuf {
         self.path.join("images.json")
+    }
+
+    /// Where the rows of each dataset's splits are recorded
+    /// ([`super::splits_record`]).
+    pub fn splits_record(&self) -> PathBuf {
+        self.path.join("splits.json")
     }
 
     /// Where a stage's final policy is written.

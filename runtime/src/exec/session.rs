@@ -791,6 +791,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 loaded.bad.len(),
                 rows.len(),
             );
+            super::splits_record::record(&self.run.splits_record(), name, spec, &rows, &splits)?;
             self.datasets.insert(
                 name.clone(),
                 BuiltDataset {

@@ -1,0 +1,129 @@
+//! `splits.json` in the run directory: the rows each dataset's splits held,
+//! as lines of its source file in the order saferc dealt them, with the
+//! file's SHA-256. The trainer scripts `saferc emit` writes read it
+//! (`SAFER_SPLITS`) to train on exactly these rows: curated, balanced and
+//! de-duplicated as this run made them, not dealt again by Python.
+//!
+//! ```json
+//! {"qi_safe": {"source": "data/qi-safe-mini.jsonl", "source_sha256": "…",
+//!              "rows": [3, 1, …], "splits": {"train": [3, …], "eval": [1, …]}}}
+//! ```
+//!
+//! A row balancing repeats is listed as often as the split holds it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use safer_ir::plan::DatasetSpec;
+use serde_json::{json, Map, Value};
+
+use super::data::Row;
+use super::run_dir::write_atomically;
+use super::ExecError;
+
+/// The line of its source file a row came from (its origin's `:line`).
+fn line_of(row: &Row) -> Option<u64> {
+    row.origin.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The lines of `rows`, in order; `None` if an origin has no line.
+fn lines(rows: &[Row]) -> Option<Vec<u64>> {
+    rows.iter().map(line_of).collect()
+}
+
+/// Adds dataset `name`'s rows (`all`) and splits to the record at `path`
+/// (other datasets' entries are kept; the file is replaced atomically).
+///
+/// # Errors
+/// Reading the source file for its digest, or writing the record.
+pub fn record(
+    path: &Path,
+    name: &str,
+    spec: &DatasetSpec,
+    all: &[Row],
+    splits: &BTreeMap<String, Vec<Row>>,
+) -> Result<(), ExecError> {
+    let (Some(rows), Some(split_lines)) = (
+        lines(all),
+        splits
+            .iter()
+            .map(|(split, rows)| Some((split.clone(), json!(lines(rows)?))))
+            .collect::<Option<Map<String, Value>>>(),
+    ) else {
+        return Ok(());
+    };
+    let digest = super::checkpoint::sha256_of(Path::new(&spec.source))?;
+    let mut record: Map<String, Value> = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    record.insert(
+        name.to_string(),
+        json!({
+            "source": spec.source_written,
+            "source_sha256": digest,
+            "rows": rows,
+            "splits": split_lines,
+        }),
+    );
+    write_atomically(path, Value::Object(record).to_string().as_bytes())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn row(origin: &str) -> Row {
+        Row {
+            id: origin.into(),
+            origin: origin.into(),
+            fields: Default::default(),
+            prompt: String::new(),
+            images: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn splits_are_recorded_as_lines_in_order_beside_other_datasets() {
+        let dir = std::env::temp_dir().join(format!("saferc-splits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = dir.join("rows.jsonl");
+        std::fs::write(&source, "{}\n{}\n{}\n").unwrap();
+        let spec = DatasetSpec {
+            source: source.display().to_string(),
+            source_written: "data/rows.jsonl".into(),
+            images: String::new(),
+            on_bad_row: "skip".into(),
+            filters: Vec::new(),
+            curate: None,
+            balance: None,
+            dedup: Vec::new(),
+            limit: None,
+            splits: Vec::new(),
+            seed: 0,
+        };
+        let path = dir.join("splits.json");
+        std::fs::write(&path, r#"{"other": {"rows": [1]}}"#).unwrap();
+        let all = [row("data/rows.jsonl:3"), row("data/rows.jsonl:1")];
+        let splits = BTreeMap::from([
+            ("train".to_string(), vec![all[0].clone(), all[0].clone()]),
+            ("eval".to_string(), vec![all[1].clone()]),
+        ]);
+        record(&path, "d", &spec, &all, &splits).unwrap();
+        let written: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["other"], json!({"rows": [1]}));
+        assert_eq!(written["d"]["rows"], json!([3, 1]));
+        assert_eq!(
+            written["d"]["splits"],
+            json!({"train": [3, 3], "eval": [1]})
+        );
+        assert_eq!(written["d"]["source"], json!("data/rows.jsonl"));
+        assert_eq!(
+            written["d"]["source_sha256"].as_str().map(str::len),
+            Some(64)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
