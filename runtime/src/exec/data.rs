@@ -594,6 +594,39 @@ pub fn split(
     out
 }
 
+/// A dataset reading `file` (shown as `rows.jsonl`) with images in `dir`,
+/// skipping bad rows: the tests' dataset.
+#[cfg(test)]
+pub(crate) fn source_spec(file: &std::path::Path, dir: &std::path::Path) -> DatasetSpec {
+    DatasetSpec {
+        source: file.to_string_lossy().into_owned(),
+        source_written: "rows.jsonl".into(),
+        images: dir.to_string_lossy().into_owned(),
+        on_bad_row: "skip".into(),
+        filters: Vec::new(),
+        curate: None,
+        balance: None,
+        dedup: Vec::new(),
+        limit: None,
+        splits: Vec::new(),
+        seed: 0,
+    }
+}
+
+#[cfg(test)]
+impl Row {
+    /// A row of no fields, its origin also its id: the tests' row.
+    pub(crate) fn at(origin: &str) -> Row {
+        Row {
+            id: origin.into(),
+            origin: origin.into(),
+            fields: BTreeMap::new(),
+            prompt: String::new(),
+            images: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // tests stop at the first broken expectation
 mod tests {
@@ -606,24 +639,6 @@ mod tests {
             fields: BTreeMap::from([("category".into(), Val::Str(category.into()))]),
             prompt: format!("q {origin}"),
             images: Vec::new(),
-        }
-    }
-
-    /// A dataset reading `file` (shown as `rows.jsonl`) with images in
-    /// `dir`, skipping bad rows.
-    fn source_spec(file: &std::path::Path, dir: &std::path::Path) -> DatasetSpec {
-        DatasetSpec {
-            source: file.to_string_lossy().into_owned(),
-            source_written: "rows.jsonl".into(),
-            images: dir.to_string_lossy().into_owned(),
-            on_bad_row: "skip".into(),
-            filters: Vec::new(),
-            curate: None,
-            balance: None,
-            dedup: Vec::new(),
-            limit: None,
-            splits: Vec::new(),
-            seed: 0,
         }
     }
 

@@ -244,13 +244,7 @@ mod tests {
     use crate::generate::Prompt;
 
     fn row(origin: &str) -> Row {
-        Row {
-            id: origin.into(),
-            origin: origin.into(),
-            fields: Default::default(),
-            prompt: String::new(),
-            images: Vec::new(),
-        }
+        Row::at(origin)
     }
 
     fn prompt(n: usize) -> Prompt {

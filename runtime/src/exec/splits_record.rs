@@ -74,16 +74,6 @@ pub fn record(
 mod tests {
     use super::*;
 
-    fn row(origin: &str) -> Row {
-        Row {
-            id: origin.into(),
-            origin: origin.into(),
-            fields: Default::default(),
-            prompt: String::new(),
-            images: Vec::new(),
-        }
-    }
-
     #[test]
     fn splits_are_recorded_as_lines_in_order_beside_other_datasets() {
         let dir = std::env::temp_dir().join(format!("saferc-splits-{}", std::process::id()));
@@ -91,21 +81,12 @@ mod tests {
         let source = dir.join("rows.jsonl");
         std::fs::write(&source, "{}\n{}\n{}\n").unwrap();
         let spec = DatasetSpec {
-            source: source.display().to_string(),
             source_written: "data/rows.jsonl".into(),
-            images: String::new(),
-            on_bad_row: "skip".into(),
-            filters: Vec::new(),
-            curate: None,
-            balance: None,
-            dedup: Vec::new(),
-            limit: None,
-            splits: Vec::new(),
-            seed: 0,
+            ..crate::exec::data::source_spec(&source, &dir)
         };
         let path = dir.join("splits.json");
         std::fs::write(&path, r#"{"other": {"rows": [1]}}"#).unwrap();
-        let all = [row("data/rows.jsonl:3"), row("data/rows.jsonl:1")];
+        let all = [Row::at("data/rows.jsonl:3"), Row::at("data/rows.jsonl:1")];
         let splits = BTreeMap::from([
             ("train".to_string(), vec![all[0].clone(), all[0].clone()]),
             ("eval".to_string(), vec![all[1].clone()]),
