@@ -795,7 +795,8 @@ print(len(rows))
 /// take the rows that run's splits held, in its order: the
 /// `balance_training_split` case's training split repeats a row to balance
 /// its labels, which a split dealt by Python would not. A record of another
-/// file, or one without the dataset, stops the script.
+/// file, of another version of the pipeline, or without the dataset stops
+/// the script.
 #[test]
 fn recorded_splits_give_the_scripts_saferc_s_rows() {
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/run");
@@ -893,6 +894,36 @@ print(json.dumps({s: [r.origin for r in safer_reward.split_rows(s)] for s in ["d
         stderr.contains(
             "is not the file the saferc run split as `d` (rows.jsonl): their SHA-256 differ"
         ),
+        "{stderr}"
+    );
+    // The record of another version of the pipeline (other fractions).
+    let text = std::fs::read_to_string(case.join("pipeline.safer")).unwrap();
+    let changed = text.replace("train = 0.5, eval = 0.5", "train = 0.6, eval = 0.4");
+    assert_ne!(changed, text);
+    let pipeline = case.join("changed.safer");
+    std::fs::write(&pipeline, changed).unwrap();
+    let trl_changed = case.join("trl-changed");
+    let out = common::saferc(&[
+        "emit",
+        &at(&pipeline),
+        "--target",
+        "trl",
+        "--out",
+        &at(&trl_changed),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = python_program(&trl_changed, program)
+        .env("SAFER_SPLITS", &run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("records dataset `d` with other settings than this pipeline's"),
         "{stderr}"
     );
     // A record without the dataset.

@@ -213,6 +213,22 @@ pub struct DatasetSpec {
     pub seed: u64,
 }
 
+impl DatasetSpec {
+    /// The settings that decide which rows the dataset's splits hold
+    /// (filters, limit, bad-row policy, curation, balance, dedup, splits,
+    /// seed, the file as written), without its machine's paths: what a
+    /// run's `splits.json` records and the emitted scripts compare with
+    /// theirs, so that a record of another pipeline is refused.
+    pub fn row_settings(&self) -> serde_json::Value {
+        let mut settings = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(fields) = settings.as_object_mut() {
+            fields.remove("source");
+            fields.remove("images");
+        }
+        settings
+    }
+}
+
 /// QI-Box curation.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CurateSpec {

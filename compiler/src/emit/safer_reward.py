@@ -1256,8 +1256,8 @@ def read_rows(name, dataset, training, image_check=None, skipped=None):
     reads another copy of the file, `SAFER_IMAGES_<NAME>` (`SAFER_IMAGES`)
     its images; without it a moved file's images are not checked."""
     path, images = dataset["source"], dataset.get("images")
-    moved = source_path(name, dataset, training)
-    if moved != path:
+    moved = moved_source(name, training)
+    if moved:
         path = moved
         images = os.environ.get(f"SAFER_IMAGES_{env_name(name)}") or (
             os.environ.get("SAFER_IMAGES") if training else None
@@ -1316,34 +1316,58 @@ def read_rows(name, dataset, training, image_check=None, skipped=None):
     return rows
 
 
-def source_path(name, dataset, training):
-    """The file read for dataset `name`: its source, or the copy
-    `SAFER_DATA_<NAME>` (`SAFER_DATA` for the training dataset) names."""
-    moved = os.environ.get(f"SAFER_DATA_{env_name(name)}") or (training and os.environ.get("SAFER_DATA"))
-    return moved or dataset["source"]
+def moved_source(name, training):
+    """The copy of dataset `name`'s file that `SAFER_DATA_<NAME>`
+    (`SAFER_DATA` for the training dataset) names, or None."""
+    return os.environ.get(f"SAFER_DATA_{env_name(name)}") or (training and os.environ.get("SAFER_DATA")) or None
 
 
-def saferc_split(dataset, part, rows, path):
+_SPLIT_RECORDS = {}
+_DIGESTS = {}
+
+
+def split_record(where):
+    """The `splits.json` at `where`, read once."""
+    if where not in _SPLIT_RECORDS:
+        try:
+            with open(where, encoding="utf-8") as f:
+                _SPLIT_RECORDS[where] = json.load(f)
+        except (OSError, ValueError) as e:
+            sys.exit(f"SAFER_SPLITS: cannot read {where}: {e}")
+    return _SPLIT_RECORDS[where]
+
+
+def file_sha256(path):
+    """The SHA-256 of the file at `path`, read once."""
+    if path not in _DIGESTS:
+        with open(path, "rb") as f:
+            _DIGESTS[path] = hashlib.sha256(f.read()).hexdigest()
+    return _DIGESTS[path]
+
+
+def saferc_split(dataset, part, rows, settings, path):
     """The rows a `saferc run` put in `dataset.part` (all the dataset's
     rows when `part` is empty), in its order, from the `splits.json` that
     `SAFER_SPLITS` names (the file or its run directory); None without it.
-    Stops the script when the record does not fit the data read here."""
+    Stops the script when the record does not fit: other dataset
+    `settings` than this pipeline's, another file than `path`, or a row not
+    read here."""
     where = os.environ.get("SAFER_SPLITS")
     if not where:
         return None
     if os.path.isdir(where):
         where = os.path.join(where, "splits.json")
-    try:
-        with open(where, encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError) as e:
-        sys.exit(f"SAFER_SPLITS: cannot read {where}: {e}")
+    record = split_record(where)
     entry = record.get(dataset) if isinstance(record, dict) else None
     if not isinstance(entry, dict):
         sys.exit(f"SAFER_SPLITS: {where} records no dataset `{dataset}`: is it a run of this pipeline?")
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    if digest != entry.get("source_sha256"):
+    if entry.get("settings") != settings:
+        sys.exit(
+            f"SAFER_SPLITS: {where} records dataset `{dataset}` with other settings than this pipeline's "
+            "(its file as written, filters, limit, bad-row policy, curation, balance, dedup, splits or seed): "
+            "a run of another version of the pipeline"
+        )
+    if file_sha256(path) != entry.get("source_sha256"):
         sys.exit(
             f"SAFER_SPLITS: {path} is not the file the saferc run split as `{dataset}` "
             f"({entry.get('source')}): their SHA-256 differ"
@@ -1465,7 +1489,8 @@ def split_rows(split, images_passed=False, image_check=None):
             "scripts do not pass on: their prompts are the rows' text",
             file=sys.stderr,
         )
-    recorded = saferc_split(dataset, part, rows, source_path(dataset, spec, training))
+    path = moved_source(dataset, training) or spec["source"]
+    recorded = saferc_split(dataset, part, rows, spec.get("saferc_settings"), path)
     if recorded is not None:
         return recorded
     if not part:

@@ -64,6 +64,7 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
                     "on_bad_row": d.on_bad_row,
                     "splits": d.splits,
                     "seed": d.seed,
+                    "saferc_settings": d.row_settings(),
                 }),
             );
         }

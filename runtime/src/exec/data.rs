@@ -75,6 +75,8 @@ pub struct Loaded {
     pub rows: Vec<Row>,
     /// Skipped rows (policy `skip`).
     pub bad: Vec<BadRow>,
+    /// The SHA-256 of the bytes the rows were read from, in hex.
+    pub sha256: String,
 }
 
 /// Reads a dataset's JSONL source and applies the bad-row policy.
@@ -118,7 +120,13 @@ pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> 
             }),
         })
         .collect();
-    let mut loaded = Loaded::default();
+    let mut loaded = Loaded {
+        sha256: {
+            use sha2::{Digest, Sha256};
+            super::checkpoint::hex(&Sha256::digest(&text))
+        },
+        ..Loaded::default()
+    };
     for r in parsed {
         match r {
             Ok(row) => loaded.rows.push(row),

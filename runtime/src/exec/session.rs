@@ -791,7 +791,14 @@ impl<'a, B: Backend> Session<'a, B> {
                 loaded.bad.len(),
                 rows.len(),
             );
-            super::splits_record::record(&self.run.splits_record(), name, spec, &rows, &splits)?;
+            super::splits_record::record(
+                &self.run.splits_record(),
+                name,
+                spec,
+                &loaded.sha256,
+                &rows,
+                &splits,
+            )?;
             self.datasets.insert(
                 name.clone(),
                 BuiltDataset {

@@ -6,10 +6,14 @@
 //!
 //! ```json
 //! {"qi_safe": {"source": "data/qi-safe-mini.jsonl", "source_sha256": "…",
+//!              "settings": {"filters": […], "splits": […], "seed": 7, …},
 //!              "rows": [3, 1, …], "splits": {"train": [3, …], "eval": [1, …]}}}
 //! ```
 //!
-//! A row balancing repeats is listed as often as the split holds it.
+//! A row balancing repeats is listed as often as the split holds it. The
+//! digest is of the bytes the rows were read from, and `settings`
+//! ([`DatasetSpec::row_settings`]) lets a script refuse the record of
+//! another pipeline.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,15 +35,19 @@ fn lines(rows: &[Row]) -> Option<Vec<u64>> {
     rows.iter().map(line_of).collect()
 }
 
-/// Adds dataset `name`'s rows (`all`) and splits to the record at `path`
-/// (other datasets' entries are kept; the file is replaced atomically).
+/// Adds dataset `name`'s rows (`all`) and splits, read from bytes whose
+/// SHA-256 is `sha256`, to the record at `path` (other datasets' entries
+/// are kept; the file is replaced atomically). A resume whose data changed
+/// keeps the entry the run started with, as `images.json` does, and says
+/// so: its finished stages trained on those rows.
 ///
 /// # Errors
-/// Reading the source file for its digest, or writing the record.
+/// Writing the record.
 pub fn record(
     path: &Path,
     name: &str,
     spec: &DatasetSpec,
+    sha256: &str,
     all: &[Row],
     splits: &BTreeMap<String, Vec<Row>>,
 ) -> Result<(), ExecError> {
@@ -50,22 +58,31 @@ pub fn record(
             .map(|(split, rows)| Some((split.clone(), json!(lines(rows)?))))
             .collect::<Option<Map<String, Value>>>(),
     ) else {
+        eprintln!("warning: dataset `{name}`: a row without a line number; splits.json does not record it");
         return Ok(());
     };
-    let digest = super::checkpoint::sha256_of(Path::new(&spec.source))?;
     let mut record: Map<String, Value> = std::fs::read_to_string(path)
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
-    record.insert(
-        name.to_string(),
-        json!({
-            "source": spec.source_written,
-            "source_sha256": digest,
-            "rows": rows,
-            "splits": split_lines,
-        }),
-    );
+    let entry = json!({
+        "source": spec.source_written,
+        "source_sha256": sha256,
+        "settings": spec.row_settings(),
+        "rows": rows,
+        "splits": split_lines,
+    });
+    match record.get(name) {
+        Some(then) if *then == entry => return Ok(()),
+        Some(then) if then["source_sha256"] != entry["source_sha256"] => {
+            eprintln!(
+                "warning: dataset `{name}`: its file changed since this run started; splits.json keeps the rows the run started with"
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    record.insert(name.to_string(), entry);
     write_atomically(path, Value::Object(record).to_string().as_bytes())
 }
 
@@ -79,7 +96,6 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("saferc-splits-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let source = dir.join("rows.jsonl");
-        std::fs::write(&source, "{}\n{}\n{}\n").unwrap();
         let spec = DatasetSpec {
             source_written: "data/rows.jsonl".into(),
             ..crate::exec::data::source_spec(&source, &dir)
@@ -91,7 +107,7 @@ mod tests {
             ("train".to_string(), vec![all[0].clone(), all[0].clone()]),
             ("eval".to_string(), vec![all[1].clone()]),
         ]);
-        record(&path, "d", &spec, &all, &splits).unwrap();
+        record(&path, "d", &spec, "abc", &all, &splits).unwrap();
         let written: Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(written["other"], json!({"rows": [1]}));
@@ -101,10 +117,12 @@ mod tests {
             json!({"train": [3, 3], "eval": [1]})
         );
         assert_eq!(written["d"]["source"], json!("data/rows.jsonl"));
-        assert_eq!(
-            written["d"]["source_sha256"].as_str().map(str::len),
-            Some(64)
-        );
+        assert_eq!(written["d"]["source_sha256"], json!("abc"));
+        assert_eq!(written["d"]["settings"], spec.row_settings());
+        // Resumed on changed data: the entry the run started with stays.
+        record(&path, "d", &spec, "def", &all[..1], &BTreeMap::new()).unwrap();
+        let kept: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(kept, written);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
