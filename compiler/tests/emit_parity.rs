@@ -822,21 +822,10 @@ fn recorded_splits_give_the_scripts_saferc_s_rows() {
     let model = at(&case.join("model"));
     let pipeline = at(&case.join("pipeline.safer"));
     let run = case.join("run");
-    let out = common::saferc(&["init-model", &model, "--size", "tiny", "--seed", "0"]);
-    assert!(out.status.success());
-    let out = common::saferc(&["run", &pipeline, "--out", &at(&run), "--no-progress"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::saferc_ok(&["init-model", &model, "--size", "tiny", "--seed", "0"]);
+    common::saferc_ok(&["run", &pipeline, "--out", &at(&run), "--no-progress"]);
     let trl = case.join("trl");
-    let out = common::saferc(&["emit", &pipeline, "--target", "trl", "--out", &at(&trl)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::saferc_ok(&["emit", &pipeline, "--target", "trl", "--out", &at(&trl)]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("SAFER_SPLITS"),
         "emit names SAFER_SPLITS"
@@ -903,7 +892,7 @@ print(json.dumps({s: [r.origin for r in safer_reward.split_rows(s)] for s in ["d
     let pipeline = case.join("changed.safer");
     std::fs::write(&pipeline, changed).unwrap();
     let trl_changed = case.join("trl-changed");
-    let out = common::saferc(&[
+    common::saferc_ok(&[
         "emit",
         &at(&pipeline),
         "--target",
@@ -911,11 +900,6 @@ print(json.dumps({s: [r.origin for r in safer_reward.split_rows(s)] for s in ["d
         "--out",
         &at(&trl_changed),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let out = python_program(&trl_changed, program)
         .env("SAFER_SPLITS", &run)
         .output()

@@ -170,9 +170,7 @@ impl<B: Backend> burn::module::ModuleMapper<B> for TrainingLayout {
         let (id, tensor, mapper) = param.consume();
         // On a GPU the weights stay where they are: no round trip through
         // the host (bit-exact resumes are the CPU's promise).
-        let on_cpu = std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::CpuAutodiff>()
-            || on_cpu::is_cpu::<B>();
-        let tensor = if on_cpu {
+        let tensor = if on_cpu::is_cpu::<B>() || on_cpu::is_cpu_autodiff::<B>() {
             let device = tensor.device();
             Tensor::<B, D>::from_data(tensor.into_data(), &device)
         } else {

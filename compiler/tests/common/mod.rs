@@ -14,6 +14,18 @@ pub fn saferc(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run saferc: {e}"))
 }
 
+/// [`saferc`] that must succeed (its stderr in the failure message).
+pub fn saferc_ok(args: &[&str]) -> Output {
+    let out = saferc(args);
+    assert!(
+        out.status.success(),
+        "saferc {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A fresh, empty temporary directory for this test process.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("saferc-cli-{}-{name}", std::process::id()));

@@ -20,6 +20,11 @@ pub fn is_cpu<B: Backend>() -> bool {
     TypeId::of::<B>() == TypeId::of::<CpuBackend>()
 }
 
+/// Whether `B` is the CPU backend under autodiff ([`crate::CpuAutodiff`]).
+pub fn is_cpu_autodiff<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<crate::CpuAutodiff>()
+}
+
 /// `value` as `C`, its CPU-backend type (`TextDecoder<CpuBackend>` for a
 /// `TextDecoder<B>`, `KvCache<CpuBackend>` for a `KvCache<B>`), if `B` is
 /// the CPU backend.
