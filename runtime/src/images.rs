@@ -28,11 +28,20 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
         path: path.to_path_buf(),
         reason: format!("cannot decode: {e}"),
     })?;
-    let decoded = to_eight_bits_as_pillow(decoded);
+    let decoded = to_eight_bits_as_pillow(decoded, stored_as_grey(&bytes));
     if !decoded.color().has_alpha() {
         return Ok(decoded.to_rgb8());
     }
     Ok(over_white(&decoded.to_rgba8()))
+}
+
+/// Whether `bytes` are a PNG stored as grey without an alpha channel. Such
+/// a file with a `tRNS` colour decodes to grey-with-alpha, but Pillow reads
+/// its values as it reads any grey PNG's.
+fn stored_as_grey(bytes: &[u8]) -> bool {
+    png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .is_ok_and(|reader| reader.info().color_type == png::ColorType::Grayscale)
 }
 
 /// A 16-bit image in 8 bits as Pillow, and so transformers' processors,
@@ -40,19 +49,29 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
 /// (Pillow's `RGB;16B`-style raw modes; the `image` crate would round
 /// `v / 257`, one level apart), and a grey one is clipped at 255 (Pillow
 /// opens it as `I;16`, whose conversion to RGB clips rather than scales:
-/// most of such an image turns white). Other images are returned as they
-/// are.
-pub fn to_eight_bits_as_pillow(image: DynamicImage) -> DynamicImage {
+/// most of such an image turns white). `stored_as_grey` says a
+/// grey-with-alpha image was a grey file with a transparent value (`tRNS`),
+/// whose grey is clipped too: Pillow's `convert_transparent` clears the
+/// pixels equal to that value, and every other one keeps its clipped grey.
+/// Other images are returned as they are.
+pub fn to_eight_bits_as_pillow(image: DynamicImage, stored_as_grey: bool) -> DynamicImage {
     let high = |v: u16| (v >> 8) as u8;
+    let clipped = |v: u16| v.min(255) as u8;
     match image {
         DynamicImage::ImageLuma16(grey) => {
             DynamicImage::ImageLuma8(ImageBuffer::from_fn(grey.width(), grey.height(), |x, y| {
-                Luma([grey.get_pixel(x, y).0[0].min(255) as u8])
+                Luma([clipped(grey.get_pixel(x, y).0[0])])
             }))
         }
         DynamicImage::ImageLumaA16(grey) => {
             DynamicImage::ImageLumaA8(ImageBuffer::from_fn(grey.width(), grey.height(), |x, y| {
-                LumaA(grey.get_pixel(x, y).0.map(high))
+                let [value, alpha] = grey.get_pixel(x, y).0;
+                let value = if stored_as_grey {
+                    clipped(value)
+                } else {
+                    high(value)
+                };
+                LumaA([value, high(alpha)])
             }))
         }
         DynamicImage::ImageRgb16(rgb) => {
@@ -146,7 +165,8 @@ mod tests {
     }
 
     /// 16-bit PNGs decode to the 8-bit RGB that transformers 5.25's
-    /// `convert_to_rgb` (Pillow 13) gives for the same files.
+    /// `convert_to_rgb` (Pillow 13) gives for the same files (for the
+    /// `tRNS` case, a file of the same values written by hand in Python).
     #[test]
     fn sixteen_bit_pngs_read_as_pillow_reads_them() {
         let dir = std::env::temp_dir().join(format!("saferc-16bit-{}", std::process::id()));
@@ -183,6 +203,22 @@ mod tests {
             first_two(DynamicImage::ImageLumaA16(grey_alpha)),
             [[100; 3], [100; 3]]
         );
+        // Grey with a transparent value (`tRNS` 100): clipped, and the
+        // pixels equal to 100 laid over white.
+        let values: [u16; 8] = [17, 4017, 100, 300, 255, 65535, 0, 356];
+        let path = dir.join("grey-trns.png");
+        let file = std::fs::File::create(&path).expect("file");
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), 8, 1);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Sixteen);
+        encoder.set_trns(100u16.to_be_bytes().to_vec());
+        let mut writer = encoder.write_header().expect("header");
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_be_bytes()).collect();
+        writer.write_image_data(&data).expect("data");
+        writer.finish().expect("png");
+        let rgb = load_rgb(&path).expect("decodes");
+        let greys: Vec<u8> = (0..8).map(|x| rgb.get_pixel(x, 0).0[0]).collect();
+        assert_eq!(greys, [17, 255, 255, 255, 255, 255, 0, 255]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
