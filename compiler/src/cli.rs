@@ -6,6 +6,7 @@
 mod check;
 mod emit;
 mod explain;
+mod fix;
 mod fmt;
 mod graph;
 mod input;
@@ -96,6 +97,11 @@ pub enum Command {
         /// Output format of the diagnostics.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// Write the diagnostics' fixes into the files (a misspelt key, name,
+        /// value or unit; a renamed or deprecated key), then check again
+        /// and report what is left.
+        #[arg(long)]
+        fix: bool,
         /// Import options.
         #[command(flatten)]
         imports: ImportArgs,
@@ -202,8 +208,9 @@ pub fn run_command(command: Command) -> i32 {
         Command::Check {
             files,
             format,
+            fix,
             imports,
-        } => check::run(&files, format, &imports),
+        } => check::run(&files, format, fix, &imports),
         Command::Parse { file, json } => parse::run(&file, json),
         Command::Fmt { files, check } => fmt::run(&files, check),
         Command::Graph {

@@ -2,14 +2,18 @@
 //!
 //! Stages build [`Diagnostic`]s with builder methods (a code, a lowercase
 //! headline, a primary label at the offending spot, secondary labels for
-//! related places, a `help` that says the fix). They hold spans only; the
-//! [`render`] module turns them into miette reports for terminals, JSON for
-//! tools, and (later) LSP diagnostics, all from the same value.
+//! related places, a `help` that says the fix, and where the fix is one
+//! replacement, that replacement as a [`Fix`]). They hold spans only; the
+//! [`render`] module turns them into miette reports for terminals and JSON
+//! for tools, and the language server into diagnostics and quick fixes,
+//! all from the same value.
 
 pub mod codes;
+pub mod fix;
 pub mod render;
 
 pub use codes::Code;
+pub use fix::Fix;
 
 use crate::span::Span;
 use serde::Serialize;
@@ -51,6 +55,8 @@ pub struct Diagnostic {
     pub help: Option<String>,
     /// Extra facts (the arithmetic of a batch check, the import cycle, ...).
     pub notes: Vec<String>,
+    /// Replacements that fix it, when the fix is that mechanical.
+    pub fixes: Vec<Fix>,
 }
 
 impl Diagnostic {
@@ -63,6 +69,7 @@ impl Diagnostic {
             labels: Vec::new(),
             help: None,
             notes: Vec::new(),
+            fixes: Vec::new(),
         }
     }
 
@@ -105,6 +112,26 @@ impl Diagnostic {
     #[must_use]
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
+        self
+    }
+
+    /// "did you mean `best`?", with the fix that writes `best` over `span`,
+    /// which holds `wrote`.
+    #[must_use]
+    pub fn with_suggestion(self, span: Span, wrote: &str, best: &str) -> Self {
+        self.with_help(format!("did you mean `{best}`?"))
+            .with_fix(span, wrote, best)
+    }
+
+    /// Adds a fix that writes `replacement` over `span`, which holds `wrote`.
+    #[must_use]
+    pub fn with_fix(mut self, span: Span, wrote: &str, replacement: &str) -> Self {
+        self.fixes.push(Fix {
+            title: format!("Replace `{wrote}` with `{replacement}`"),
+            span,
+            wrote: wrote.to_string(),
+            replacement: replacement.to_string(),
+        });
         self
     }
 

@@ -7,7 +7,9 @@
 //! comment), completion of keys in the enclosing block and of declared
 //! names, go-to-definition across `use`d files (standard library files are
 //! written to a cache folder so that editors can open them), formatting
-//! (`saferc fmt`), document symbols. Malformed input gets a JSON-RPC error
+//! (`saferc fmt`), document symbols, quick fixes (code actions that apply a
+//! diagnostic's replacement: a misspelt key or name, a renamed key).
+//! Malformed input gets a JSON-RPC error
 //! response and the server keeps running.
 
 mod features;
@@ -101,6 +103,7 @@ impl Server {
                     "definitionProvider": true,
                     "documentFormattingProvider": true,
                     "documentSymbolProvider": true,
+                    "codeActionProvider": { "codeActionKinds": ["quickfix"] },
                 },
                 "serverInfo": { "name": "saferc", "version": env!("CARGO_PKG_VERSION") },
                 }))
@@ -118,6 +121,7 @@ impl Server {
             "textDocument/definition" => self.with_document(&params, features::definition),
             "textDocument/formatting" => self.with_document(&params, features::formatting),
             "textDocument/documentSymbol" => self.with_document(&params, features::symbols),
+            "textDocument/codeAction" => self.with_document(&params, features::code_actions),
             other => Err((-32601, format!("method not supported: {other}"))),
         };
         match result {

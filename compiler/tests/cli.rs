@@ -102,6 +102,9 @@ fn check_json_format() {
     assert_eq!(diag["code"], "E0109");
     assert_eq!(diag["severity"], "error");
     assert_eq!(diag["help"], "did you mean `model`?");
+    assert_eq!(diag["fixes"][0]["replacement"], "model");
+    assert_eq!(diag["fixes"][0]["byte_start"], 0);
+    assert_eq!(diag["fixes"][0]["byte_end"], 5);
     let label = &diag["labels"][0];
     assert_eq!(label["primary"], true);
     assert_eq!(label["start"]["line"], 0);
@@ -116,6 +119,43 @@ fn check_json_format() {
     assert_eq!(clean.status.code(), Some(0));
     let doc: serde_json::Value = serde_json::from_str(&stdout(&clean)).unwrap_or_default();
     assert_eq!(doc["errors"], 0);
+}
+
+/// `check --fix` writes each diagnostic's fix (a misspelt keyword, import,
+/// key and unit, a renamed key), checks again and reports what is left; it
+/// keeps a byte-order mark, leaves a key whose rename would change its
+/// value's meaning (`api_key`) to the user, and refuses standard input.
+#[test]
+fn check_fix_writes_the_fixes_and_reports_what_is_left() {
+    let dir = temp_dir("fix");
+    let text = "\u{feff}use \"std/rubrics/safty.safer\"\n\nmodle policy {\n  arch = tiny_vlm\n  weights = \"w\"\n  torch_dtype = f32\n}\n\nrollout r {\n  temprature = 1.0\n  max_tokens = 64 tokns\n}\n\njudge j {\n  kind = http\n  endpoint = \"http://127.0.0.1:1/v1\"\n  model_name = \"m\"\n  api_key = \"sk-1\"\n}\n";
+    let file = write(&dir, "p.safer", text);
+    let out = saferc(&["check", "--fix", &file]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("fixed 5 problems in"),
+        "{}",
+        stderr(&out)
+    );
+    let fixed = std::fs::read_to_string(&file).unwrap_or_default();
+    assert_eq!(
+        fixed,
+        text.replace("safty", "safety")
+            .replace("modle", "model")
+            .replace("torch_dtype", "dtype")
+            .replace("temprature", "temperature")
+            .replace("tokns", "tokens")
+    );
+    // What is left: the secret's key, with its help and no fix.
+    assert!(stderr(&out).contains("E0206") && stderr(&out).contains("api_key_env"));
+    let json = saferc(&["check", "--format", "json", &file]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap_or_default();
+    assert_eq!(doc["errors"], 1, "{doc}");
+    assert_eq!(doc["diagnostics"][0]["fixes"], serde_json::json!([]));
+
+    let stdin = saferc(&["check", "--fix", "-"]);
+    assert_eq!(stdin.status.code(), Some(2));
+    assert!(stderr(&stdin).contains("standard input"));
 }
 
 #[test]

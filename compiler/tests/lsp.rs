@@ -1,6 +1,6 @@
 //! `saferc lsp` driven over stdio with JSON-RPC: initialize, diagnostics for
 //! a bad file (code and range), hover, completion, definition into a
-//! standard-library file, formatting, symbols, malformed input answered with
+//! standard-library file, formatting, symbols, quick fixes, malformed input answered with
 //! an error, shutdown and exit; requests out of the protocol's order.
 
 #![allow(clippy::panic)]
@@ -115,6 +115,10 @@ fn lsp_session() {
     let mut c = Client::start();
     let init = c.request(1, "initialize", json!({ "capabilities": {} }));
     assert_eq!(init["result"]["capabilities"]["hoverProvider"], true);
+    assert_eq!(
+        init["result"]["capabilities"]["codeActionProvider"]["codeActionKinds"],
+        json!(["quickfix"])
+    );
     c.notify("initialized", json!({}));
 
     // Diagnostics for a bad file: code and range.
@@ -128,6 +132,37 @@ fn lsp_session() {
         .as_str()
         .unwrap_or("")
         .contains("did you mean `temperature`?"));
+
+    // The quick fix at the misspelt key, and none elsewhere.
+    let actions = c.request(
+        10,
+        "textDocument/codeAction",
+        json!({ "textDocument": { "uri": uri(&file) }, "range": { "start": { "line": 1, "character": 5 }, "end": { "line": 1, "character": 5 } }, "context": { "diagnostics": [] } }),
+    );
+    let action = &actions["result"][0];
+    assert_eq!(
+        action["title"], "Replace `temprature` with `temperature`",
+        "{actions}"
+    );
+    assert_eq!(action["kind"], "quickfix");
+    assert_eq!(action["isPreferred"], true);
+    assert_eq!(action["diagnostics"][0]["code"], "E0205");
+    assert_eq!(
+        action["edit"]["changes"][uri(&file)],
+        json!([{ "range": { "start": { "line": 1, "character": 2 }, "end": { "line": 1, "character": 12 } }, "newText": "temperature" }])
+    );
+    let elsewhere = c.request(
+        11,
+        "textDocument/codeAction",
+        json!({ "textDocument": { "uri": uri(&file) }, "range": { "start": { "line": 2, "character": 0 }, "end": { "line": 2, "character": 3 } }, "context": { "diagnostics": [] } }),
+    );
+    assert_eq!(elsewhere["result"], json!([]), "{elsewhere}");
+    let refactors_only = c.request(
+        12,
+        "textDocument/codeAction",
+        json!({ "textDocument": { "uri": uri(&file) }, "range": { "start": { "line": 1, "character": 5 }, "end": { "line": 1, "character": 5 } }, "context": { "diagnostics": [], "only": ["refactor"] } }),
+    );
+    assert_eq!(refactors_only["result"], json!([]), "{refactors_only}");
 
     // A fix clears them.
     c.notify("textDocument/didChange", json!({ "textDocument": { "uri": uri(&file), "version": 2 }, "contentChanges": [{ "text": good }] }));

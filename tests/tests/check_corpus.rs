@@ -3,11 +3,13 @@
 //! (`hir@...`), the graph text (`graph@...`) and the execution plan
 //! `saferc run` hands to the runtime (`plan@...`); for every
 //! `tests/cases/check/errors/*.safer`, the source with the rendered
-//! diagnostics, which must include the code the file is named after.
+//! diagnostics, which must include the code the file is named after, and
+//! the source as the diagnostics' fixes leave it, when they have any.
 
 #![allow(clippy::panic)]
 
 use safer_tests::{relative, render_plain, repo_root, source_and_error};
+use saferc::diagnostic::fix::{single_fixes, with_fixes};
 use saferc::semantic::{self, display, loader::LoadOptions};
 use saferc::SourceMap;
 use std::path::Path;
@@ -102,13 +104,19 @@ fn check_errors() {
             .replace(&format!("{root}/"), "")
             .replace(&root, "<repo>");
         let shown = std::fs::read_to_string(path).unwrap_or_default();
+        // What `saferc check --fix` and the editor's quick fixes make of it.
+        let fixed = sources.find_path(path).and_then(|id| {
+            let text = &sources.get(id)?.text;
+            let (fixed, count) = with_fixes(text, single_fixes(&diags, id));
+            (count > 0).then(|| format!("\n----- FIXED\n{fixed}"))
+        });
         insta::with_settings!({
             input_file => path,
             description => relative(path),
             prepend_module_to_snapshot => false,
             omit_expression => true,
         }, {
-            insta::assert_snapshot!(source_and_error(&shown, &rendered));
+            insta::assert_snapshot!(source_and_error(&shown, &rendered) + &fixed.unwrap_or_default());
         });
     });
 }

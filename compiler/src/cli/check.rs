@@ -1,18 +1,58 @@
 //! `saferc check`: load, parse and analyze pipelines, lower the clean ones
-//! to their dataflow graph; report every diagnostic.
+//! to their dataflow graph; report every diagnostic. With `--fix`, the
+//! diagnostics' fixes are written into the files first ([`super::fix`]).
 
-use super::{input, Format, ImportArgs};
+use super::{fix, input, Format, ImportArgs};
+use crate::diagnostic::Diagnostic;
 use crate::semantic;
 use crate::source::SourceMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub(super) fn run(files: &[PathBuf], format: Format, imports: &ImportArgs) -> i32 {
+/// Rounds of fixing: a fixed name can uncover a misspelling behind it.
+const FIX_ROUNDS: usize = 4;
+
+pub(super) fn run(files: &[PathBuf], format: Format, fix: bool, imports: &ImportArgs) -> i32 {
+    if fix && files.iter().any(|p| p.as_os_str() == "-") {
+        eprintln!("error: `--fix` writes files, and standard input is not one: give the path");
+        return 2;
+    }
+    let (mut sources, mut diags) = analyze(files, imports);
+    let mut fixed_in: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    for _ in 0..FIX_ROUNDS {
+        if !fix {
+            break;
+        }
+        match fix::apply(&diags, &sources) {
+            Ok(fixed) if fixed.is_empty() => break,
+            Ok(fixed) => {
+                for f in fixed {
+                    *fixed_in.entry(f.path).or_default() += f.count;
+                }
+                (sources, diags) = analyze(files, imports);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
+    for (path, count) in fixed_in {
+        let plural = if count == 1 { "" } else { "s" };
+        eprintln!("fixed {count} problem{plural} in {}", path.display());
+    }
+    input::emit(&diags, &sources, format);
+    i32::from(diags.iter().any(Diagnostic::is_error))
+}
+
+/// Every file's diagnostics, with the sources they point into.
+fn analyze(files: &[PathBuf], imports: &ImportArgs) -> (SourceMap, Vec<Diagnostic>) {
     let mut sources = SourceMap::new();
     let mut diags = Vec::new();
     for path in files {
         let options = imports.options_for(path, &mut sources, &mut diags);
         let analysis = semantic::analyze_file(&mut sources, path, options);
-        let clean = !analysis.diagnostics.iter().any(|d| d.is_error());
+        let clean = !analysis.diagnostics.iter().any(Diagnostic::is_error);
         diags.extend(analysis.diagnostics);
         // What only the dataflow graph shows (stages ordered in a cycle,
         // E04xx), as `graph` and `run` report it.
@@ -22,6 +62,5 @@ pub(super) fn run(files: &[PathBuf], format: Format, imports: &ImportArgs) -> i3
             }
         }
     }
-    input::emit(&diags, &sources, format);
-    i32::from(diags.iter().any(|d| d.is_error()))
+    (sources, diags)
 }

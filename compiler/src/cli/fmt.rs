@@ -35,7 +35,7 @@ pub(super) fn run(files: &[PathBuf], check: bool) -> i32 {
         }
         if check {
             unformatted.push(path.display().to_string());
-        } else if let Err(e) = write_atomically(path, &formatted) {
+        } else if let Err(e) = input::write_atomically(path, &formatted) {
             eprintln!("error: cannot write `{}`: {e}", path.display());
             return 1;
         }
@@ -45,14 +45,4 @@ pub(super) fn run(files: &[PathBuf], check: bool) -> i32 {
         println!("would reformat {name}");
     }
     i32::from(!diags.is_empty() || !unformatted.is_empty())
-}
-
-/// Writes through a temporary file and a rename, so a crash never leaves a
-/// half-written source file.
-fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".saferc-fmt.tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }

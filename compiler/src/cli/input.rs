@@ -26,6 +26,19 @@ pub fn read(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Box<Diagno
     sources.load(path)
 }
 
+/// Writes a source file through a temporary file and a rename, so a crash
+/// never leaves it half-written; the file keeps its permissions.
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".saferc.tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        std::fs::set_permissions(&tmp, meta.permissions())?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
 /// Prints diagnostics in the chosen format.
 pub fn emit(diags: &[Diagnostic], sources: &SourceMap, format: Format) {
     match format {

@@ -302,6 +302,24 @@ pub fn to_json(diag: &Diagnostic, sources: &SourceMap) -> Value {
             })
         })
         .collect();
+    let fixes: Vec<Value> = diag
+        .fixes
+        .iter()
+        .filter(|fix| {
+            sources
+                .get(fix.span.source)
+                .is_some_and(|f| fix.applies_to(&f.text))
+        })
+        .map(|fix| {
+            json!({
+                "title": fix.title,
+                "file": sources.get(fix.span.source).map(|f| f.name.clone()),
+                "byte_start": fix.span.start,
+                "byte_end": fix.span.end,
+                "replacement": fix.replacement,
+            })
+        })
+        .collect();
     json!({
         "severity": severity_word(diag),
         "code": diag.code.as_str(),
@@ -309,6 +327,7 @@ pub fn to_json(diag: &Diagnostic, sources: &SourceMap) -> Value {
         "labels": labels,
         "help": diag.help,
         "notes": diag.notes,
+        "fixes": fixes,
         "url": diag.code.url(),
     })
 }

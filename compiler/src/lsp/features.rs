@@ -12,6 +12,10 @@ use crate::{fmt, stdlib};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
+mod quick_fixes;
+
+pub use quick_fixes::code_actions;
+
 /// A document and its analysis.
 pub struct Document {
     text: String,

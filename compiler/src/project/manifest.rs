@@ -268,7 +268,7 @@ fn from_toml(id: SourceId, text: &str, e: &toml::de::Error) -> Diagnostic {
         )
         .with_primary(at, "unknown key");
         d = match did_you_mean(field, candidates.iter().copied()) {
-            Some(best) => d.with_help(format!("did you mean `{best}`?")),
+            Some(best) => d.with_suggestion(at, field, best),
             None => d.with_help(format!(
                 "expected {}",
                 crate::diagnostic::one_of(&candidates)

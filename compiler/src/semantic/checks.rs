@@ -891,7 +891,9 @@ impl<'a> Analyzer<'a> {
                 let mut d = Diagnostic::error(Code::E0225, format!("`safer.toml` declares no judge endpoint `{named}`"))
                     .with_primary(span, "unknown endpoint");
                 d = match crate::diagnostic::did_you_mean(named, names.iter().map(String::as_str)) {
-                    Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                    Some(best) => d
+                        .with_help(format!("did you mean `{best}`?"))
+                        .with_fix(span, &format!("\"{named}\""), &format!("\"{best}\"")),
                     None if names.is_empty() => d.with_help(format!("declare it in `safer.toml`: `[judges.{named}]` with `endpoint` and `model`")),
                     None => d.with_help(format!("declared endpoints: {}", crate::diagnostic::one_of(names))),
                 };

@@ -263,7 +263,11 @@ impl Loader<'_> {
                 Diagnostic::error(Code::E0200, format!("no standard library module `{path}`"))
                     .with_primary(span, "not in the standard library");
             d = match did_you_mean(path, stdlib::paths()) {
-                Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                Some(best) => d.with_help(format!("did you mean `{best}`?")).with_fix(
+                    span,
+                    &format!("\"{path}\""),
+                    &format!("\"{best}\""),
+                ),
                 None => d.with_help(format!(
                     "the standard library has {}",
                     crate::diagnostic::one_of(&stdlib::paths().collect::<Vec<_>>())
@@ -335,6 +339,12 @@ impl Loader<'_> {
                     .with_help("paths in `use` are relative to the file that contains the `use`");
                 if !path.ends_with(".safer") {
                     d = d.with_help(format!("did you mean `{path}.safer`?"));
+                    let mut with_extension = normal.clone().into_os_string();
+                    with_extension.push(".safer");
+                    if Path::new(&with_extension).is_file() {
+                        let (wrote, fixed) = (format!("\"{path}\""), format!("\"{path}.safer\""));
+                        d = d.with_fix(span, &wrote, &fixed);
+                    }
                 }
                 self.diags.push(d);
                 return None;

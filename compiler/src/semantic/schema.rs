@@ -115,6 +115,10 @@ pub struct Renamed {
     pub old: &'static str,
     /// Where it lives in saferc (`lr`, `kl.beta`, `rollout.group`).
     pub new: &'static str,
+    /// Whether the value written for `old` means the same under `new`, so
+    /// renaming the key is a fix (`api_key` holds a secret where
+    /// `api_key_env` names a variable; `epsilon_high` is one end of `clip`).
+    pub keeps_value: bool,
 }
 
 /// Statement forms a block accepts besides settings and nested blocks.
@@ -267,10 +271,10 @@ const MODEL: Block = Block {
     forms: &[],
     open: None,
     renamed: &[
-        Renamed { old: "path", new: "weights" },
-        Renamed { old: "model_name_or_path", new: "weights" },
-        Renamed { old: "torch_dtype", new: "dtype" },
-        Renamed { old: "architecture", new: "arch" },
+        Renamed { old: "path", new: "weights", keeps_value: true },
+        Renamed { old: "model_name_or_path", new: "weights", keeps_value: true },
+        Renamed { old: "torch_dtype", new: "dtype", keeps_value: true },
+        Renamed { old: "architecture", new: "arch", keeps_value: true },
     ],
 };
 
@@ -295,9 +299,9 @@ const JUDGE: Block = Block {
     forms: &[],
     open: None,
     renamed: &[
-        Renamed { old: "url", new: "endpoint" },
-        Renamed { old: "base_url", new: "endpoint" },
-        Renamed { old: "api_key", new: "api_key_env" },
+        Renamed { old: "url", new: "endpoint", keeps_value: true },
+        Renamed { old: "base_url", new: "endpoint", keeps_value: true },
+        Renamed { old: "api_key", new: "api_key_env", keeps_value: false },
     ],
 };
 
@@ -314,7 +318,7 @@ const CURATE: Block = Block {
     blocks: &[],
     forms: &[],
     open: None,
-    renamed: &[Renamed { old: "n", new: "rollouts" }, Renamed { old: "k", new: "rollouts" }],
+    renamed: &[Renamed { old: "n", new: "rollouts", keeps_value: true }, Renamed { old: "k", new: "rollouts", keeps_value: true }],
 };
 
 const SPLIT: Block = Block {
@@ -342,7 +346,7 @@ const DATASET: Block = Block {
     blocks: &[&CURATE, &SPLIT],
     forms: &[Form::Filter],
     open: None,
-    renamed: &[Renamed { old: "path", new: "source" }, Renamed { old: "train_files", new: "source" }],
+    renamed: &[Renamed { old: "path", new: "source", keeps_value: true }, Renamed { old: "train_files", new: "source", keeps_value: true }],
 };
 
 const CRITERION: Block = Block {
@@ -380,7 +384,7 @@ const RUBRIC: Block = Block {
     blocks: &[&CRITERION],
     forms: &[Form::Criterion, Form::Penalty, Form::Format],
     open: None,
-    renamed: &[Renamed { old: "reward_weights", new: "criterion NAME weight W" }],
+    renamed: &[Renamed { old: "reward_weights", new: "criterion NAME weight W", keeps_value: true }],
 };
 
 const ROLLOUT: Block = Block {
@@ -401,10 +405,10 @@ const ROLLOUT: Block = Block {
     forms: &[],
     open: None,
     renamed: &[
-        Renamed { old: "num_generations", new: "group" },
-        Renamed { old: "max_completion_length", new: "max_tokens" },
-        Renamed { old: "max_new_tokens", new: "max_tokens" },
-        Renamed { old: "min_new_tokens", new: "min_tokens" },
+        Renamed { old: "num_generations", new: "group", keeps_value: true },
+        Renamed { old: "max_completion_length", new: "max_tokens", keeps_value: true },
+        Renamed { old: "max_new_tokens", new: "max_tokens", keeps_value: true },
+        Renamed { old: "min_new_tokens", new: "min_tokens", keeps_value: true },
     ],
 };
 
@@ -420,7 +424,7 @@ const REFLECTION: Block = Block {
     blocks: &[],
     forms: &[],
     open: None,
-    renamed: &[Renamed { old: "max_rounds", new: "rounds" }, Renamed { old: "template", new: "prompt" }],
+    renamed: &[Renamed { old: "max_rounds", new: "rounds", keeps_value: true }, Renamed { old: "template", new: "prompt", keeps_value: true }],
 };
 
 const KL: Block = Block {
@@ -434,7 +438,7 @@ const KL: Block = Block {
     blocks: &[],
     forms: &[],
     open: None,
-    renamed: &[Renamed { old: "coef", new: "beta" }, Renamed { old: "kl_coef", new: "beta" }, Renamed { old: "type", new: "estimator" }],
+    renamed: &[Renamed { old: "coef", new: "beta", keeps_value: true }, Renamed { old: "kl_coef", new: "beta", keeps_value: true }, Renamed { old: "type", new: "estimator", keeps_value: true }],
 };
 
 const DYNAMIC_SAMPLING: Block = Block {
@@ -448,7 +452,7 @@ const DYNAMIC_SAMPLING: Block = Block {
     blocks: &[],
     forms: &[],
     open: None,
-    renamed: &[Renamed { old: "max_num_gen_batches", new: "max_resample" }, Renamed { old: "filter_key", new: "on" }],
+    renamed: &[Renamed { old: "max_num_gen_batches", new: "max_resample", keeps_value: true }, Renamed { old: "filter_key", new: "on", keeps_value: true }],
 };
 
 const OVERLONG: Block = Block {
@@ -531,14 +535,17 @@ const LAMBDA: Block = Block {
         Renamed {
             old: "lambda_init",
             new: "init",
+            keeps_value: true,
         },
         Renamed {
             old: "lambda_lr",
             new: "lr",
+            keeps_value: true,
         },
         Renamed {
             old: "lambda_max",
             new: "max",
+            keeps_value: true,
         },
     ],
 };
@@ -588,27 +595,27 @@ const GRPO: Block = Block {
     forms: &[],
     open: None,
     renamed: &[
-        Renamed { old: "learning_rate", new: "lr" },
-        Renamed { old: "beta", new: "kl.beta" },
-        Renamed { old: "kl_coef", new: "kl.beta" },
-        Renamed { old: "epsilon", new: "clip" },
-        Renamed { old: "epsilon_high", new: "clip" },
-        Renamed { old: "clip_ratio", new: "clip" },
-        Renamed { old: "num_iterations", new: "iterations" },
-        Renamed { old: "ppo_epochs", new: "iterations" },
-        Renamed { old: "loss_type", new: "loss" },
-        Renamed { old: "loss_agg_mode", new: "loss" },
-        Renamed { old: "scale_rewards", new: "advantage" },
-        Renamed { old: "num_generations", new: "rollout.group" },
-        Renamed { old: "group", new: "rollout.group" },
-        Renamed { old: "temperature", new: "rollout.temperature" },
-        Renamed { old: "max_completion_length", new: "rollout.max_tokens" },
-        Renamed { old: "train_batch_size", new: "batch" },
-        Renamed { old: "per_device_train_batch_size", new: "micro_batch" },
-        Renamed { old: "clip_ratio_c", new: "dual_clip" },
-        Renamed { old: "mask_truncated_completions", new: "mask_truncated" },
-        Renamed { old: "importance_sampling_level", new: "importance" },
-        Renamed { old: "steps", new: "train.steps" },
+        Renamed { old: "learning_rate", new: "lr", keeps_value: true },
+        Renamed { old: "beta", new: "kl.beta", keeps_value: true },
+        Renamed { old: "kl_coef", new: "kl.beta", keeps_value: true },
+        Renamed { old: "epsilon", new: "clip", keeps_value: true },
+        Renamed { old: "epsilon_high", new: "clip", keeps_value: false },
+        Renamed { old: "clip_ratio", new: "clip", keeps_value: true },
+        Renamed { old: "num_iterations", new: "iterations", keeps_value: true },
+        Renamed { old: "ppo_epochs", new: "iterations", keeps_value: true },
+        Renamed { old: "loss_type", new: "loss", keeps_value: true },
+        Renamed { old: "loss_agg_mode", new: "loss", keeps_value: true },
+        Renamed { old: "scale_rewards", new: "advantage", keeps_value: true },
+        Renamed { old: "num_generations", new: "rollout.group", keeps_value: true },
+        Renamed { old: "group", new: "rollout.group", keeps_value: true },
+        Renamed { old: "temperature", new: "rollout.temperature", keeps_value: true },
+        Renamed { old: "max_completion_length", new: "rollout.max_tokens", keeps_value: true },
+        Renamed { old: "train_batch_size", new: "batch", keeps_value: false },
+        Renamed { old: "per_device_train_batch_size", new: "micro_batch", keeps_value: false },
+        Renamed { old: "clip_ratio_c", new: "dual_clip", keeps_value: true },
+        Renamed { old: "mask_truncated_completions", new: "mask_truncated", keeps_value: true },
+        Renamed { old: "importance_sampling_level", new: "importance", keeps_value: true },
+        Renamed { old: "steps", new: "train.steps", keeps_value: true },
     ],
 };
 
@@ -688,10 +695,12 @@ const SFT: Block = Block {
         Renamed {
             old: "learning_rate",
             new: "lr",
+            keeps_value: true,
         },
         Renamed {
             old: "num_train_epochs",
             new: "epochs",
+            keeps_value: true,
         },
     ],
 };
@@ -722,10 +731,12 @@ const CHECKPOINT: Block = Block {
         Renamed {
             old: "save_steps",
             new: "every",
+            keeps_value: true,
         },
         Renamed {
             old: "save_limit",
             new: "keep",
+            keeps_value: true,
         },
     ],
 };
@@ -750,14 +761,14 @@ const TRAIN: Block = Block {
     forms: &[],
     open: None,
     renamed: &[
-        Renamed { old: "model", new: "policy" },
-        Renamed { old: "ref", new: "reference" },
-        Renamed { old: "ref_model", new: "reference" },
-        Renamed { old: "dataset", new: "data" },
-        Renamed { old: "max_steps", new: "steps" },
-        Renamed { old: "lr", new: "grpo.lr" },
-        Renamed { old: "batch", new: "grpo.batch" },
-        Renamed { old: "freeze_vision_tower", new: "freeze_vision" },
+        Renamed { old: "model", new: "policy", keeps_value: true },
+        Renamed { old: "ref", new: "reference", keeps_value: true },
+        Renamed { old: "ref_model", new: "reference", keeps_value: true },
+        Renamed { old: "dataset", new: "data", keeps_value: true },
+        Renamed { old: "max_steps", new: "steps", keeps_value: true },
+        Renamed { old: "lr", new: "grpo.lr", keeps_value: true },
+        Renamed { old: "batch", new: "grpo.batch", keeps_value: true },
+        Renamed { old: "freeze_vision_tower", new: "freeze_vision", keeps_value: true },
     ],
 };
 
@@ -792,10 +803,12 @@ const EVAL: Block = Block {
         Renamed {
             old: "policy",
             new: "model",
+            keeps_value: true,
         },
         Renamed {
             old: "reward",
             new: "rubric",
+            keeps_value: true,
         },
     ],
 };

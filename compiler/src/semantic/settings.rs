@@ -114,7 +114,8 @@ impl<'a> Analyzer<'a> {
                                     .with_help(format!(
                                         "write `{new} = ...`; `{}` will be removed",
                                         key.name
-                                    )),
+                                    ))
+                                    .with_fix(key.span, &key.name, new),
                                 );
                                 new
                             }
@@ -129,7 +130,7 @@ impl<'a> Analyzer<'a> {
                             settings.0.insert(key.name.clone(), Setting::Value(v));
                         }
                     } else {
-                        self.unknown_key(schema, key, path);
+                        self.unknown_key(schema, key, path, false);
                     }
                 }
                 StmtKind::Block { key, body } => {
@@ -146,7 +147,7 @@ impl<'a> Analyzer<'a> {
                             forms.extend(inner_forms);
                             settings.0.insert(key.name.clone(), Setting::Block(inner));
                         }
-                        None => self.unknown_key(schema, key, path),
+                        None => self.unknown_key(schema, key, path, true),
                     }
                 }
                 other => {
@@ -256,8 +257,20 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    fn unknown_key(&mut self, schema: &'static Block, key: &ast::Ident, path: &str) {
+    /// E0206 or E0205 for `key` (a block's name when `is_block`), with the
+    /// fix when one name of the same kind replaces it.
+    fn unknown_key(
+        &mut self,
+        schema: &'static Block,
+        key: &ast::Ident,
+        path: &str,
+        is_block: bool,
+    ) {
         let name = &key.name;
+        let same_kind = |other: &str| match is_block {
+            true => schema.block(other).is_some(),
+            false => schema.key(other).is_some(),
+        };
         if let Some(r) = schema.renamed(name) {
             // A phrase (`criterion NAME weight W`) is written as it is; a
             // dotted key (`kl.beta`) goes in its block.
@@ -268,20 +281,25 @@ impl<'a> Analyzer<'a> {
             } else {
                 format!("write `{} = ...`", r.new)
             };
-            self.diags.push(
-                Diagnostic::error(
-                    Code::E0206,
-                    format!("`{name}` is called `{}` in saferc", r.new),
-                )
-                .with_primary(key.span, format!("not a key of `{path}`"))
-                .with_help(help),
-            );
+            let mut d = Diagnostic::error(
+                Code::E0206,
+                format!("`{name}` is called `{}` in saferc", r.new),
+            )
+            .with_primary(key.span, format!("not a key of `{path}`"))
+            .with_help(help);
+            if r.keeps_value && same_kind(r.new) {
+                d = d.with_fix(key.span, name, r.new);
+            }
+            self.diags.push(d);
             return;
         }
         let mut diag = Diagnostic::error(Code::E0205, format!("unknown key `{name}` in `{path}`"))
             .with_primary(key.span, "unknown key");
         if let Some(best) = did_you_mean(name, schema.names()) {
-            diag = diag.with_help(format!("did you mean `{best}`?"));
+            diag = match same_kind(best) {
+                true => diag.with_suggestion(key.span, name, best),
+                false => diag.with_help(format!("did you mean `{best}`?")),
+            };
         } else if let Some(home) = find_key_elsewhere(name) {
             diag = diag.with_help(format!(
                 "`{name}` is a setting of `{home}`, not of `{path}`"
@@ -422,7 +440,7 @@ impl<'a> Analyzer<'a> {
                     )
                     .with_primary(e.span, "the runtime has no such scorer");
                     d = match did_you_mean(name, builtins.iter().map(String::as_str)) {
-                        Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                        Some(best) => d.with_suggestion(e.span, name, best),
                         None => d.with_help(format!(
                             "built-in scorers: {}; or give `{name}` a body: `scorer {name}(...) = expression`",
                             one_of(&builtins)
@@ -617,7 +635,7 @@ impl<'a> Analyzer<'a> {
                         )
                         .with_primary(name.span, "not a response format");
                         d = match did_you_mean(&name.name, schema::FORMATS.iter().copied()) {
-                            Some(best) => d.with_help(format!("did you mean `{best}`?")),
+                            Some(best) => d.with_suggestion(name.span, &name.name, best),
                             None => d.with_help(format!("formats are {}", one_of(schema::FORMATS))),
                         };
                         self.diags.push(d);

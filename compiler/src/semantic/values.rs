@@ -187,7 +187,7 @@ impl<'a> Analyzer<'a> {
                             format!("expected one of {}", crate::diagnostic::one_of(values)),
                         );
                 if let Some(best) = did_you_mean(name, values.iter().copied()) {
-                    d = d.with_help(format!("did you mean `{best}`?"));
+                    d = d.with_suggestion(e.span, name, best);
                 }
                 self.diags.push(d);
                 None
@@ -379,7 +379,7 @@ impl<'a> Analyzer<'a> {
                 .with_primary(callee.span, "not a source format")
                 .with_help("sources are `jsonl(\"path\")`: one JSON object per line");
             if did_you_mean(name, ["jsonl"]).is_some() {
-                d = d.with_help("did you mean `jsonl`?");
+                d = d.with_suggestion(callee.span, name, "jsonl");
             }
             self.diags.push(d);
             return None;
@@ -464,7 +464,9 @@ impl<'a> Analyzer<'a> {
                         )
                         .with_primary(second_span, "not declared there");
                         if let Some(best) = did_you_mean(second, names.iter().map(String::as_str)) {
-                            d = d.with_help(format!("did you mean `{first}.{best}`?"));
+                            d = d
+                                .with_help(format!("did you mean `{first}.{best}`?"))
+                                .with_fix(second_span, second, best);
                         } else if !names.is_empty() {
                             d = d.with_help(format!(
                                 "it declares {}",
@@ -505,7 +507,7 @@ impl<'a> Analyzer<'a> {
         };
         let mut d = Diagnostic::error(Code::E0203, what).with_primary(span, "not found");
         if let Some(best) = did_you_mean(name, names.iter().map(String::as_str)) {
-            d = d.with_help(format!("did you mean `{best}`?"));
+            d = d.with_suggestion(span, name, best);
         } else if !names.is_empty() && names.len() <= 8 {
             d = d.with_help(format!("in scope: {}", crate::diagnostic::one_of(&names)));
         } else if names.is_empty() {
@@ -608,6 +610,7 @@ impl<'a> Analyzer<'a> {
                     did_you_mean(&split.name, splits.iter().map(String::as_str))
                 {
                     d.with_help(format!("did you mean `{dataset}.{best}`?"))
+                        .with_fix(split.span, &split.name, best)
                 } else {
                     d.with_help(format!(
                         "its splits are {}",
@@ -692,7 +695,9 @@ impl<'a> Analyzer<'a> {
         .with_primary(c.span, "unknown criterion")
         .with_secondary(self.decls[rubric.0].span, "the rubric");
         d = match did_you_mean(&c.name, criteria.iter().map(String::as_str)) {
-            Some(best) => d.with_help(format!("did you mean `{name}.{best}`?")),
+            Some(best) => d
+                .with_help(format!("did you mean `{name}.{best}`?"))
+                .with_fix(c.span, &c.name, best),
             None => d.with_help(format!(
                 "its criteria are {}",
                 crate::diagnostic::one_of(&criteria)
