@@ -184,6 +184,17 @@ fn common_notes(plan: &Plan, stage: &StageSpec, grpo: &GrpoSpec) -> Vec<String> 
             notes.push("SAFER_SPLITS=RUN_DIR (the run directory of a `saferc run` of this pipeline) makes the scripts take the rows that run's splits held instead, curated, balanced and de-duplicated as saferc made them (its `splits.json`)".into());
         }
     }
+    if !plan.evals.is_empty() {
+        let names: Vec<String> = plan.evals.iter().map(|e| e.name.clone()).collect();
+        notes.push(format!(
+            "{} {} not emitted: the trainer does not run saferc's evaluations; score its checkpoints with `saferc run` (a pipeline whose `eval` points at them) or with `python safer_reward.py score`",
+            if names.len() == 1 { "eval" } else { "evals" },
+            match names.len() {
+                1 => format!("{} is", crate::diagnostic::one_of(&names)),
+                _ => format!("{} are", crate::diagnostic::one_of(&names)),
+            }
+        ));
+    }
     let rubric = stage.reward.as_ref().and_then(|r| plan.rubrics.get(r));
     let judge = rubric
         .and_then(|r| r.judge.as_ref())

@@ -243,6 +243,24 @@ fn the_emitted_module_reads_the_rows_and_split_sizes_the_runtime_reads() {
     for (name, rows) in &splits {
         let got = ids(python(&dir, &["rows", &format!("d.{name}")], ""));
         assert_eq!(got.len(), rows.len(), "split {name}");
+        // A split name alone, as only one dataset has it.
+        assert_eq!(ids(python(&dir, &["rows", name], "")), got, "split {name}");
+    }
+    // Another name: a message with the names there are, not a traceback.
+    for wrong in ["nope", "d.nope"] {
+        let out = Command::new("python3")
+            .args(["safer_reward.py", "rows", wrong])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.starts_with("error: ")
+                && stderr.contains("`d.train`")
+                && !stderr.contains("Traceback"),
+            "{stderr}"
+        );
     }
 }
 

@@ -205,6 +205,15 @@ fn bad_requests_are_errors_with_exit_codes() {
         "generate", "--model", &q, "--prompt", "hi", "--device", "tpu",
     ]);
     assert_eq!(out.status.code(), Some(2), "usage error");
+    // A system message without the template that would render it, and an
+    // empty stop string, are usage errors, not silently dropped.
+    for extra in [&["--raw", "--system", "be brief"][..], &["--stop", ""][..]] {
+        let mut args = vec!["generate", "--model", &q, "--prompt", "hi"];
+        args.extend_from_slice(extra);
+        let out = saferc(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+    }
     // A GPU backend this build lacks is a refused request too.
     if !cfg!(feature = "cuda") {
         let out = saferc(&[

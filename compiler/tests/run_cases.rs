@@ -1086,6 +1086,7 @@ cases!(
     qwen2_5_vl_resume,
     qwen2_5_vl_resume_frozen,
     qwen2_5_vl_resume_mixed,
+    text_model_with_images,
 );
 
 /// Ctrl+C (SIGINT) during training saves a checkpoint and exits 130; the

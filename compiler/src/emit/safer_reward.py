@@ -19,7 +19,8 @@ Entry points:
   `{"row": {...}, "text": "...", "tokens": N}` lines, one JSON line out
   per line in (`saferc`'s tests compare these with its own scores);
 - `python safer_reward.py rows SPLIT`: the rows a stage reads, as the
-  trainer scripts load them.
+  trainer scripts load them (`SPLIT` is `DATASET.SPLIT`, `DATASET`, or a
+  split name only one dataset has).
 
 `SAFER_REWARD_SPEC` names another spec file; `SAFER_DATA` replaces the
 training dataset's file named in it (a cluster path), `SAFER_IMAGES` its
@@ -1456,6 +1457,31 @@ def freeze_vision_tower(model):
     return sum(1 for _ in tower.parameters())
 
 
+def named_split(split, datasets):
+    """`DATASET.SPLIT`, `DATASET` or a `SPLIT` of one dataset alone, as
+    `(dataset, split)` (`split` empty for the whole dataset)."""
+    dataset, _, part = split.partition(".")
+    if dataset in datasets:
+        if part and part not in [name for name, _ in datasets[dataset]["splits"]]:
+            raise EvalError(f"dataset `{dataset}` has no split `{part}`; give one of {known_splits(datasets)}")
+        return dataset, part
+    holding = [name for name, spec in datasets.items() if any(s == split for s, _ in spec["splits"])]
+    if not part and len(holding) == 1:
+        return holding[0], split
+    if len(holding) > 1:
+        raise EvalError(f"several datasets have a split `{split}`; give one of {known_splits(datasets)}")
+    raise EvalError(f"no dataset or split is named `{split}`; give one of {known_splits(datasets)}")
+
+
+def known_splits(datasets):
+    """Every `DATASET` and `DATASET.SPLIT`, for messages."""
+    names = []
+    for name, spec in datasets.items():
+        names.append(f"`{name}`")
+        names.extend(f"`{name}.{s}`" for s, _ in spec["splits"])
+    return ", ".join(names)
+
+
 def split_rows(split, images_passed=False, image_check=None):
     """The rows of `dataset.split` (or `dataset`), for the trainer scripts
     (`images_passed`: the script gives the trainer the rows' images, which
@@ -1468,8 +1494,8 @@ def split_rows(split, images_passed=False, image_check=None):
     `saferc run`, not the same rows (saferc shuffles with ChaCha8), and
     without saferc's curation, balancing and de-duplication.
     """
-    dataset, _, part = split.partition(".")
     whole = load_spec()
+    dataset, part = named_split(split, whole["datasets"])
     spec = whole["datasets"][dataset]
     skipped = []
     training = dataset == whole.get("train_dataset")

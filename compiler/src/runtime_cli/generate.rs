@@ -30,8 +30,8 @@ pub struct GenerateArgs {
     /// An image shown with the prompt (repeat for several; `qwen2_5_vl` and `tiny_vlm`).
     #[arg(long = "image")]
     pub images: Vec<PathBuf>,
-    /// A system message.
-    #[arg(long)]
+    /// A system message (rendered by the chat template, so not with `--raw`).
+    #[arg(long, conflicts_with = "raw")]
     pub system: Option<String>,
     /// Use the prompt as raw text: no chat template.
     #[arg(long)]
@@ -39,7 +39,7 @@ pub struct GenerateArgs {
     /// Completions to sample, as one batch.
     #[arg(long, default_value_t = 1)]
     pub n: usize,
-    /// Greedy decoding (ignores temperature, top-p, top-k).
+    /// Greedy decoding (not with `--temperature`, `--top-p` or `--top-k`).
     #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
     pub greedy: bool,
     /// Sampling temperature (0: greedy decoding, as `--greedy`).
@@ -57,8 +57,8 @@ pub struct GenerateArgs {
     /// End-of-sequence is suppressed until this many tokens (transformers' `min_new_tokens`).
     #[arg(long, default_value_t = 0)]
     pub min_tokens: usize,
-    /// A string that ends a completion (repeatable).
-    #[arg(long = "stop")]
+    /// A string that ends a completion (repeatable; not empty).
+    #[arg(long = "stop", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub stop: Vec<String>,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]

@@ -103,6 +103,29 @@ impl<'a> Analyzer<'a> {
                     }
                     seen.insert(key.name.clone(), key.span);
                     if let Some(k) = schema.key(&key.name) {
+                        let canonical = k.deprecated.unwrap_or(k.name);
+                        // A deprecated key and its new name set one setting.
+                        let other_spelling = schema
+                            .keys
+                            .iter()
+                            .filter(|o| o.name != key.name)
+                            .filter(|o| o.name == canonical || o.deprecated == Some(canonical))
+                            .find_map(|o| seen.get(o.name).map(|span| (o.name, *span)));
+                        if let Some((other, first)) = other_spelling {
+                            self.diags.push(
+                                Diagnostic::error(
+                                    Code::E0208,
+                                    format!(
+                                        "`{other}` and `{}` set the same setting, `{canonical}`",
+                                        key.name
+                                    ),
+                                )
+                                .with_primary(key.span, "set again here")
+                                .with_secondary(first, "first set here")
+                                .with_help(format!("keep one of them, written `{canonical}`")),
+                            );
+                            continue;
+                        }
                         let name = match k.deprecated {
                             Some(new) => {
                                 self.diags.push(

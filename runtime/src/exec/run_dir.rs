@@ -155,6 +155,18 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
+/// Whether folder `path` holds files a run did not leave. What a run
+/// killed before its manifest was written leaves (its lock and a
+/// half-written manifest) does not count.
+fn holds_other_files(path: &Path) -> bool {
+    std::fs::read_dir(path).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            name != "run.lock" && name != "manifest.tmp"
+        })
+    })
+}
+
 impl RunDir {
     /// Creates `path` for a new run (it must be empty or absent) and writes
     /// the manifest.
@@ -185,15 +197,7 @@ impl RunDir {
                 target.display()
             )));
         }
-        // What a run killed before its manifest was written leaves (its
-        // lock and a half-written manifest) does not make a folder taken.
-        let occupied = std::fs::read_dir(path).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                let name = e.file_name();
-                name != "run.lock" && name != "manifest.tmp"
-            })
-        });
-        if occupied {
+        if holds_other_files(path) {
             return Err(ExecError::Usage(format!(
                 "`{}` holds files and no run; a new run goes into an empty or new folder, so pick another `--out`",
                 path.display()
@@ -234,11 +238,14 @@ impl RunDir {
     pub fn resume(path: &Path, plan: &Plan, force: bool, source: &str) -> Result<Self, ExecError> {
         let manifest_path = path.join("manifest.json");
         let text = std::fs::read_to_string(&manifest_path).map_err(|_| {
-            ExecError::Usage(format!(
-                "`{}` is not a run directory (no manifest.json): a run killed before writing it has nothing to resume; start it again with `--out {}`",
-                path.display(),
-                path.display()
-            ))
+            let shown = path.display();
+            ExecError::Usage(if !path.exists() {
+                format!("`{shown}` does not exist, so there is no run to resume; start one with `--out {shown}`")
+            } else if holds_other_files(path) {
+                format!("`{shown}` is not a run directory (no manifest.json) and holds other files; `--resume` takes the folder of an earlier run's `--out`, and a new run goes into an empty or new folder")
+            } else {
+                format!("`{shown}` is not a run directory (no manifest.json): a run killed before writing it has nothing to resume; start it again with `--out {shown}`")
+            })
         })?;
         let manifest: Value = serde_json::from_str(&text).map_err(|e| {
             ExecError::Usage(format!(
@@ -512,6 +519,17 @@ mod tests {
             Ok(()) => panic!("a run was made in `{name}`"),
         };
         assert!(refusal("occupied").contains("holds files and no run"));
+        // Resuming it, or a folder that is not there, does not suggest
+        // `--out` of a folder a new run would refuse.
+        let resume_error = |name: &str| {
+            RunDir::resume(&root.join(name), &plan, false, "p.safer")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(resume_error("occupied").contains("holds other files"));
+        assert!(!resume_error("occupied").contains("start it again"));
+        assert!(resume_error("absent").contains("does not exist"));
         assert_eq!(
             std::fs::read_to_string(root.join("occupied/notes.txt")).unwrap(),
             "mine"

@@ -76,7 +76,11 @@ impl ModelConfig {
                         dir.display()
                     )
                 } else {
-                    format!("model folder `{}` does not exist", dir.display())
+                    format!(
+                        "model folder `{}` does not exist; point `weights` at a Hugging Face model folder, or make a fresh `tiny_vlm` there with `saferc init-model {}`",
+                        dir.display(),
+                        dir.display()
+                    )
                 },
             });
         }
