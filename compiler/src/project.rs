@@ -89,14 +89,46 @@ pub fn options_around(
         }
         Err(mut more) => {
             diags.append(&mut more);
-            let options = LoadOptions {
+            let mut options = LoadOptions {
                 allow_outside_root: allow_outside_cli,
                 manifest_unreadable: true,
                 ..LoadOptions::default()
             };
+            // Imports still resolve as the project declares them, so that
+            // one mistake in `safer.toml` does not also make every import
+            // through its roots "not found".
+            if let Some(root) = discover(start) {
+                let (search, allow_outside) = declared_import_roots(&root);
+                options.allow_outside_root |= allow_outside;
+                options.search = search;
+                options.root = Some(root);
+            }
             (options, None)
         }
     }
+}
+
+/// The `[imports]` of the manifest in `root`, read loosely from a file
+/// that has errors elsewhere: its roots (resolved) and `allow_outside`;
+/// none when the file is not TOML.
+fn declared_import_roots(root: &Path) -> (Vec<PathBuf>, bool) {
+    let table = std::fs::read_to_string(root.join(MANIFEST))
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok());
+    let imports = table.as_ref().and_then(|t| t.get("imports"));
+    let roots = imports
+        .and_then(|i| i.get("roots"))
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(toml::Value::as_str)
+        .map(|r| crate::semantic::loader::normalize(&root.join(r)))
+        .collect();
+    let allow_outside = imports
+        .and_then(|i| i.get("allow_outside"))
+        .and_then(toml::Value::as_bool)
+        .unwrap_or(false);
+    (roots, allow_outside)
 }
 
 impl Project {

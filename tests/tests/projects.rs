@@ -316,3 +316,31 @@ fn manifest_problems_stop_the_check() {
         render_plain(&diags, &sources)
     );
 }
+
+/// One mistake in `safer.toml` is reported once: the pipeline's imports
+/// still resolve through the roots it declares (they were all "not found",
+/// with errors about what they declare after them), and a wrong type is
+/// named in words, not Rust's (`expected i64`).
+#[test]
+fn a_manifest_error_is_reported_alone() {
+    let dir = temp("manifest-alone").join("demo");
+    project::new::create(&dir).unwrap_or_else(|e| panic!("{e}"));
+    edit(
+        &dir.join("safer.toml"),
+        "device = \"cpu\"",
+        "devise = \"cpu\"",
+    );
+    let (diags, sources) = check(&dir.join("pipeline.safer"));
+    let codes: Vec<&str> = diags.iter().map(|d| d.code.as_str()).collect();
+    assert_eq!(codes, ["E0221"], "{}", render_plain(&diags, &sources));
+    assert_eq!(diags[0].fixes[0].replacement, "device");
+
+    edit(&dir.join("safer.toml"), "devise = \"cpu\"", "device = \"cpu\"\n\n[judges.grm]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\nconcurrency = \"four\"");
+    let (diags, sources) = check(&dir.join("pipeline.safer"));
+    let rendered = render_plain(&diags, &sources);
+    assert_eq!(diags.len(), 1, "{rendered}");
+    assert!(
+        rendered.contains("expected an integer") && !rendered.contains("i64"),
+        "{rendered}"
+    );
+}

@@ -240,6 +240,27 @@ fn span(id: SourceId, r: std::ops::Range<usize>) -> Span {
     Span::new(id, r.start, r.end)
 }
 
+/// A deserializer's message with Rust's type names (`expected i64`) in
+/// words (`expected an integer`).
+fn in_plain_types(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("i64", "an integer"),
+        ("u64", "a whole number"),
+        ("u32", "a whole number"),
+        ("usize", "a whole number"),
+        ("f64", "a number"),
+        ("a sequence", "an array"),
+        ("a map", "a table"),
+    ];
+    let mut out = message.to_string();
+    for (rust, plain) in WORDS {
+        for lead in ["expected ", "invalid type: "] {
+            out = out.replace(&format!("{lead}{rust}"), &format!("{lead}{plain}"));
+        }
+    }
+    out
+}
+
 fn from_toml(id: SourceId, text: &str, e: &toml::de::Error) -> Diagnostic {
     let message = e.message().to_string();
     let range = e.span().unwrap_or(0..0);
@@ -287,8 +308,12 @@ fn from_toml(id: SourceId, text: &str, e: &toml::de::Error) -> Diagnostic {
         } else {
             format!("`{}`", text_at.trim())
         };
-        return Diagnostic::error(Code::E0222, format!("`safer.toml`: {message}"))
-            .with_primary(at, label);
+        return Diagnostic::error(
+            Code::E0222,
+            format!("`safer.toml`: {}", in_plain_types(&message)),
+        )
+        .with_primary(at, label)
+        .with_help("docs/guide/projects.md shows every key of `safer.toml` with an example value");
     }
     Diagnostic::error(
         Code::E0220,
