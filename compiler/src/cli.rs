@@ -43,11 +43,21 @@ pub enum Format {
 pub struct ImportArgs {
     /// The project root (default: the folder of the file checked); `use`
     /// may not leave it.
-    #[arg(long)]
+    #[arg(long, value_parser = existing_folder)]
     pub root: Option<PathBuf>,
     /// Allow `use` of files outside the project root.
     #[arg(long)]
     pub allow_outside_root: bool,
+}
+
+/// `--root`'s check: a folder that exists.
+fn existing_folder(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    match path.is_dir() {
+        true => Ok(path),
+        false if path.exists() => Err(format!("`{value}` is a file; the root is a folder")),
+        false => Err(format!("no folder `{value}`")),
+    }
 }
 
 impl ImportArgs {

@@ -86,6 +86,9 @@ fn usage_errors_exit_2() {
     );
     assert_eq!(saferc(&["frobnicate"]).status.code(), Some(2));
     assert_eq!(saferc(&["explain", "nope"]).status.code(), Some(2));
+    let no_root = saferc(&["check", "--root", "/nonexistent-saferc-root", "x.safer"]);
+    assert_eq!(no_root.status.code(), Some(2));
+    assert!(stderr(&no_root).contains("no folder `/nonexistent-saferc-root`"));
     assert_eq!(saferc(&["--help"]).status.code(), Some(0));
 }
 
