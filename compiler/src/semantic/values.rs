@@ -163,7 +163,11 @@ impl<'a> Analyzer<'a> {
         )
         .with_primary(e.span, format!("expected {expected}"));
         if let (ExprKind::Name { name }, true) = (&e.kind, expected.contains("string")) {
-            d = d.with_help(format!("quote it: `\"{name}\"`"));
+            d = d.with_help(format!("quote it: `\"{name}\"`")).with_fix(
+                e.span,
+                name,
+                &format!("\"{name}\""),
+            );
         }
         self.diags.push(d);
         None
@@ -402,6 +406,35 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// The help for a string where a declaration's name belongs: drop the
+    /// quotes when a declaration of that name and kind is in scope; for a
+    /// judge's `model`, the served model's name goes in `model_name`.
+    fn quoted_name_help(
+        &self,
+        d: Diagnostic,
+        decl: usize,
+        span: crate::span::Span,
+        name: &str,
+        kinds: &[DeclKind],
+    ) -> Diagnostic {
+        let module = self.info[decl].module;
+        let declared = match self.scopes.lookup(module, name) {
+            Some(Found::Decl(r)) => kinds.is_empty() || kinds.contains(&self.decls[r.0].kind),
+            _ => false,
+        };
+        if declared {
+            return d
+                .with_help(format!("a declaration is named without quotes: `{name}`"))
+                .with_fix(span, &format!("\"{name}\""), name);
+        }
+        if self.decls[decl].kind == DeclKind::Judge && kinds == [DeclKind::Model] {
+            return d.with_help(format!(
+                "an `http` judge names the model its server serves with `model_name = \"{name}\"`; `model` names a `model` declaration, for a `kind = model` judge"
+            ));
+        }
+        d
+    }
+
     /// Resolves a dotted name to a declaration and the remaining segments.
     pub(crate) fn resolve_path<'e>(
         &mut self,
@@ -425,13 +458,15 @@ impl<'a> Analyzer<'a> {
                     let what = kinds.first().map_or("a name".to_string(), |k| {
                         format!("the name of a `{}`", k.keyword())
                     });
-                    self.diags.push(
-                        Diagnostic::error(
-                            Code::E0300,
-                            format!("expected {what}, found {}", found(e)),
-                        )
-                        .with_primary(e.span, format!("expected {what}")),
-                    );
+                    let mut d = Diagnostic::error(
+                        Code::E0300,
+                        format!("expected {what}, found {}", found(e)),
+                    )
+                    .with_primary(e.span, format!("expected {what}"));
+                    if let ExprKind::String(s) = &e.kind {
+                        d = self.quoted_name_help(d, decl, e.span, &s.value, kinds);
+                    }
+                    self.diags.push(d);
                     return None;
                 }
             }
