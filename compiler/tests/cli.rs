@@ -161,6 +161,30 @@ fn check_fix_writes_the_fixes_and_reports_what_is_left() {
     assert!(stderr(&stdin).contains("standard input"));
 }
 
+/// A reader of the diagnostics that goes away early (`| head`) ends the
+/// output, not the program: exit 1 for the errors, not a panic's 101.
+#[test]
+fn check_survives_a_closed_stderr() {
+    use std::io::Read;
+    let dir = temp_dir("closed-stderr");
+    let keys: String = (0..3000).map(|i| format!("  unknown_{i} = 1\n")).collect();
+    let file = write(&dir, "many.safer", &format!("rollout r {{\n{keys}}}\n"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(["check", &file])
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stderr = child.stderr.take().unwrap_or_else(|| panic!("stderr"));
+    let mut first = [0u8; 16];
+    stderr
+        .read_exact(&mut first)
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(stderr);
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(1));
+}
+
 #[test]
 fn fmt_rewrites_and_check_reports() {
     let dir = temp_dir("fmt");

@@ -1080,6 +1080,7 @@ cases!(
     model_arch_mismatch,
     model_missing_tokenizer,
     model_tokenizer_file,
+    model_tokenizer_beyond_vocab,
     nan_stop,
     two_stages,
     qwen2_5_vl,

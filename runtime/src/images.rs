@@ -20,6 +20,12 @@ pub mod qwen;
 /// and Pillow's `alpha_composite` do. A 16-bit PNG becomes 8 bits as
 /// Pillow reads it ([`to_eight_bits_as_pillow`]).
 pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
+    if let Some(kind) = not_a_file(path) {
+        return Err(ModelError::Image {
+            path: path.to_path_buf(),
+            reason: format!("{kind}, not an image file"),
+        });
+    }
     let bytes = std::fs::read(path).map_err(|e| ModelError::Image {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -42,6 +48,19 @@ fn stored_as_grey(bytes: &[u8]) -> bool {
     png::Decoder::new(std::io::Cursor::new(bytes))
         .read_info()
         .is_ok_and(|reader| reader.info().color_type == png::ColorType::Grayscale)
+}
+
+/// What `path` is when it exists but is not a regular file (a folder, a
+/// pipe, a device), which reading would refuse or wait on forever; `None`
+/// for a file, or for a path that cannot be looked at (reading it then
+/// says why).
+pub fn not_a_file(path: &Path) -> Option<&'static str> {
+    let meta = std::fs::metadata(path).ok()?;
+    match () {
+        _ if meta.is_file() => None,
+        _ if meta.is_dir() => Some("a folder"),
+        _ => Some("a pipe, socket or device"),
+    }
 }
 
 /// A 16-bit image in 8 bits as Pillow, and so transformers' processors,

@@ -337,8 +337,11 @@ fn an_image_token_id_the_tokenizer_does_not_share_is_refused() {
         edit_config(&dir, |v| v["image_token_id"] = serde_json::json!(id));
         let model = Model::<CpuBackend>::load(&dir, &Default::default()).expect("model");
         let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
-        let result =
-            safer_runtime::generate::prompt::check_image_token(&tokenizer, &model.config, &dir);
+        let result = safer_runtime::generate::prompt::check_tokenizer_against_config(
+            &tokenizer,
+            &model.config,
+            &dir,
+        );
         let _ = std::fs::remove_dir_all(&dir);
         result.err().map(|e| e.to_string()).unwrap_or_default()
     };

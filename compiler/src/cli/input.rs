@@ -39,17 +39,22 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Prints diagnostics in the chosen format.
+/// Prints diagnostics in the chosen format. A reader that goes away
+/// (`saferc check ... | head`) ends the output, not the program: the exit
+/// code still says whether there were errors.
 pub fn emit(diags: &[Diagnostic], sources: &SourceMap, format: Format) {
+    use std::io::Write;
     match format {
         Format::Human => {
             let options = RenderOptions {
                 color: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
                 width: terminal_width(),
             };
+            let mut err = std::io::stderr().lock();
             for d in diags {
-                eprint!("{}", render::render(d, sources, options));
-                eprintln!();
+                if writeln!(err, "{}", render::render(d, sources, options)).is_err() {
+                    return;
+                }
             }
             let errors = diags
                 .iter()
@@ -57,7 +62,7 @@ pub fn emit(diags: &[Diagnostic], sources: &SourceMap, format: Format) {
                 .count();
             let warnings = diags.len() - errors;
             if errors + warnings > 0 {
-                eprintln!("{}", summary(errors, warnings));
+                let _ = writeln!(err, "{}", summary(errors, warnings));
             }
         }
         Format::Json => {
@@ -72,7 +77,7 @@ pub fn emit(diags: &[Diagnostic], sources: &SourceMap, format: Format) {
                 "errors": errors,
                 "warnings": diags.len() - errors,
             });
-            println!("{doc}");
+            let _ = writeln!(std::io::stdout().lock(), "{doc}");
         }
     }
 }

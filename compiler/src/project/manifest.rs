@@ -173,7 +173,12 @@ pub fn parse(id: SourceId, text: &str, root: &Path) -> Result<Manifest, Vec<Diag
     let manifest: Manifest = toml::from_str(text).map_err(|e| vec![from_toml(id, text, &e)])?;
     let mut diags = Vec::new();
     for (name, judge) in &manifest.judges {
-        if let Some(c) = judge.concurrency.as_ref().filter(|c| *c.get_ref() < 1) {
+        let most = crate::semantic::schema::MAX_CONCURRENCY as i64;
+        if let Some(c) = judge
+            .concurrency
+            .as_ref()
+            .filter(|c| !(1..=most).contains(c.get_ref()))
+        {
             diags.push(
                 Diagnostic::error(
                     Code::E0222,
@@ -182,8 +187,8 @@ pub fn parse(id: SourceId, text: &str, root: &Path) -> Result<Manifest, Vec<Diag
                         c.get_ref()
                     ),
                 )
-                .with_primary(span(id, c.span()), "at least 1")
-                .with_help("the number of requests in flight at once: 1 or more (4 if unset)"),
+                .with_primary(span(id, c.span()), format!("from 1 to {most}"))
+                .with_help(format!("the number of requests in flight at once, each on a thread of its own: 1 to {most} (4 if unset)")),
             );
         }
         if let Some(t) = judge

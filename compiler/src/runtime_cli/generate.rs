@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use safer_runtime::burn::tensor::backend::Backend;
 use safer_runtime::device::{dispatch, BackendTask, DeviceChoice};
-use safer_runtime::generate::prompt::check_image_token;
+use safer_runtime::generate::prompt::check_tokenizer_against_config;
 use safer_runtime::generate::{generate, user_prompt, Completion, SamplingParams};
 use safer_runtime::model::{Model, ModelError};
 use safer_runtime::text::TextTokenizer;
@@ -137,7 +137,7 @@ impl BackendTask for Task {
         // of any size (the vision tower chunks its queries).
         let model = Model::<B>::load(&args.model, &device).map_err(err)?;
         let tokenizer = TextTokenizer::load(&args.model).map_err(err)?;
-        check_image_token(&tokenizer, &model.config, &args.model).map_err(err)?;
+        check_tokenizer_against_config(&tokenizer, &model.config, &args.model).map_err(err)?;
         let load_seconds = load_start.elapsed().as_secs_f64();
         let prompt = if args.raw {
             if !args.images.is_empty() {

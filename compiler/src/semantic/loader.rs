@@ -283,6 +283,14 @@ impl Loader<'_> {
     }
 
     fn load_relative(&mut self, from: usize, path: &str, span: Span) -> Option<usize> {
+        if path.trim().is_empty() {
+            self.diags.push(
+                Diagnostic::error(Code::E0200, "`use` with an empty path")
+                    .with_primary(span, "no file named")
+                    .with_help("name a `.safer` file: `use \"rubrics/house.safer\"`"),
+            );
+            return None;
+        }
         let base = match &self.loaded.modules[from].origin {
             Origin::File(p) => p.parent().map(Path::to_path_buf),
             Origin::Std(_) => {
@@ -330,6 +338,19 @@ impl Loader<'_> {
         let origin = Origin::File(canonical.clone());
         if let Some(&i) = self.by_origin.get(&origin) {
             return Some(i);
+        }
+        // A pipe or a device would be waited on forever; a folder fails
+        // with a less clear message.
+        if std::fs::metadata(&canonical).is_ok_and(|m| !m.is_file()) {
+            self.diags.push(
+                Diagnostic::error(Code::E0200, format!("`{path}` is not a file"))
+                    .with_primary(
+                        span,
+                        format!("{} is a folder, a pipe or a device", normal.display()),
+                    )
+                    .with_help("`use` takes a `.safer` file"),
+            );
+            return None;
         }
         let bytes = match std::fs::read(&canonical) {
             Ok(b) => b,

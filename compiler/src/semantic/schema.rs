@@ -214,6 +214,12 @@ const NON_NEGATIVE: (f64, f64, bool, bool) = (0.0, INF, true, false);
 const POSITIVE: (f64, f64, bool, bool) = (0.0, INF, false, false);
 /// `[1, inf)`.
 const AT_LEAST_ONE: (f64, f64, bool, bool) = (1.0, INF, true, false);
+/// A seed: a whole number from 0 to 2^53, the largest below which every
+/// whole number is exact (numbers are read as `f64`: a larger seed would
+/// silently become another).
+const SEED: (f64, f64, bool, bool) = (0.0, 9_007_199_254_740_992.0, true, true);
+/// Requests a judge keeps in flight (each on a thread of its own).
+pub const MAX_CONCURRENCY: f64 = 1024.0;
 /// AdamW's β: `[0, 0.9999999]`, so that it stays below 1 as the `f32` the
 /// optimiser computes with (at 1 the bias correction divides by zero).
 const ADAM_BETA: (f64, f64, bool, bool) = (0.0, 0.9999999, true, true);
@@ -289,7 +295,7 @@ const JUDGE: Block = Block {
         key("model_name", Ty::Str, Default::None, "The model name sent to the endpoint; required for `kind = http` without `named` (E0211)."),
         key("api_key_env", Ty::Str, Default::None, "Name of the environment variable holding the API key; the key itself is never written in a file or logged."),
         key("ca_file", Ty::Path, Default::Derived("the bundled Mozilla roots"), "PEM file of the certificate authorities that an `https` endpoint's certificate must chain to (a private CA), relative to this file; it replaces the bundled Mozilla roots for this judge."),
-        ranged("concurrency", Ty::Int, Default::Number(4.0), AT_LEAST_ONE, "Requests in flight at once."),
+        ranged("concurrency", Ty::Int, Default::Number(4.0), (1.0, MAX_CONCURRENCY, true, true), "Requests in flight at once (at most 1024)."),
         ranged("timeout", Ty::Number, Default::Number(60.0), POSITIVE, "Seconds before a request is abandoned and retried."),
         ranged("retries", Ty::Int, Default::Number(3.0), NON_NEGATIVE, "Retries with exponential backoff on timeouts, 429 and 5xx answers."),
         ranged("temperature", Ty::Number, Default::Number(0.0), (0.0, 2.0, true, true), "Sampling temperature of the judge."),
@@ -341,7 +347,7 @@ const DATASET: Block = Block {
         key("balance", Ty::Field, Default::None, "Split so that each split gets its share of every value of this field, then repeat rows of rarer values in what a stage trains on until every value is equally frequent (held-out and eval splits keep each row once)."),
         key("dedup", Ty::SplitList, Default::None, "Drop rows whose question and images also appear in these splits (e.g. evaluation sets); done after filters, before curation, balancing and splitting."),
         ranged("limit", Ty::Int, Default::None, AT_LEAST_ONE, "Read at most this many rows."),
-        key("seed", Ty::Int, Default::Number(0.0), "Seed of the shuffling, balancing and split assignment."),
+        ranged("seed", Ty::Int, Default::Number(0.0), SEED, "Seed of the shuffling, balancing and split assignment."),
     ],
     blocks: &[&CURATE, &SPLIT],
     forms: &[Form::Filter],
@@ -753,7 +759,7 @@ const TRAIN: Block = Block {
         key("reflection", Ty::Ref(DeclKind::Reflection), Default::None, "Reflection on unsafe completions (GRPO)."),
         key("reward", Ty::Ref(DeclKind::Rubric), Default::None, "The rubric whose `total` is the reward (GRPO)."),
         ranged("steps", Ty::Quantity(&[Unit::Steps]), Default::Derived("one epoch of `data`"), AT_LEAST_ONE, "Optimiser steps."),
-        key("seed", Ty::Int, Default::Number(0.0), "Seed of sampling and shuffling."),
+        ranged("seed", Ty::Int, Default::Number(0.0), SEED, "Seed of sampling and shuffling."),
         key("after", Ty::Ref(DeclKind::Train), Default::None, "The stage that runs before this one (its trained policy is this stage's starting point)."),
         key("freeze_vision", Ty::Bool, Default::Bool(false), "Train the language model only: the policy's vision tower (`tiny_vlm`'s encoder and projection, Qwen2.5-VL's `visual` with its merger) keeps its weights and takes no gradient. Saves the tower's backward pass and optimiser state, and lifts the limit on the size of Qwen images in training (their attention scores need not be kept)."),
     ],
@@ -918,7 +924,7 @@ pub fn describe_range(range: (f64, f64, bool, bool)) -> String {
 
 /// Prints a number the way users write it.
 pub fn format_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
+    if n.fract() == 0.0 && n.abs() <= 9_007_199_254_740_992.0 {
         format!("{}", n as i64)
     } else if n != 0.0 && (n.abs() < 1e-3 || n.abs() >= 1e6) {
         format!("{n:e}")

@@ -10,7 +10,8 @@
 //! ids and would silently lose its Adam moments), the optimiser's moments
 //! (`optimizer.bin`, full precision), and `state.json` (step, data cursor,
 //! RNG state, running statistics), with `checksums.json` (the SHA-256 of
-//! each of the other files). It is written as `step-NNNNNN.partial/` and
+//! each of the other files, `state.json` included; a checkpoint without it
+//! is not resumed from). It is written as `step-NNNNNN.partial/` and
 //! renamed when complete; `state.json` is written last, so a folder without
 //! it is never read. Only the newest `keep` checkpoints stay. A resumed run
 //! takes the newest checkpoint whose files match their checksums and load;
@@ -131,8 +132,8 @@ where
                 format!("cannot be written: {e}"),
             )
         })?;
-    write_checksums(&partial)?;
     let state_json = serde_json::to_vec_pretty(state).map_err(|e| io(&partial, e))?;
+    write_checksums(&partial, &state_json)?;
     write_atomically(&partial.join("state.json"), &state_json)?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| io(&final_dir, e))?;
@@ -229,6 +230,18 @@ where
         .map_err(|e| io(&dir.join("state.json"), e))?;
     let state: TrainState =
         serde_json::from_str(&text).map_err(|e| io(&dir.join("state.json"), e))?;
+    let named = dir
+        .file_name()
+        .and_then(|n| n.to_str()?.strip_prefix("step-")?.parse::<u64>().ok());
+    if named != Some(state.step) {
+        return Err(io(
+            &dir.join("state.json"),
+            format!(
+                "holds step {}, not the step its folder is named for",
+                state.step
+            ),
+        ));
+    }
     Ok((model, optim, state))
 }
 
@@ -262,8 +275,10 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes `checksums.json` for the files of the checkpoint in `dir`.
-fn write_checksums(dir: &Path) -> Result<(), ExecError> {
+/// Writes `checksums.json` for the files of the checkpoint in `dir` and
+/// for `state`, the `state.json` written after it.
+fn write_checksums(dir: &Path, state: &[u8]) -> Result<(), ExecError> {
+    use sha2::{Digest, Sha256};
     let mut sums = serde_json::Map::new();
     for name in CHECKED_FILES {
         sums.insert(
@@ -271,19 +286,30 @@ fn write_checksums(dir: &Path) -> Result<(), ExecError> {
             Value::String(sha256_of(&dir.join(name))?),
         );
     }
+    sums.insert(
+        "state.json".into(),
+        Value::String(hex(&Sha256::digest(state))),
+    );
     let text = serde_json::to_vec_pretty(&Value::Object(sums)).map_err(|e| io(dir, e))?;
     write_atomically(&dir.join("checksums.json"), &text)
 }
 
-/// Checks the files of the checkpoint in `dir` against `checksums.json`
-/// (a checkpoint written before checksums has none, and passes).
+/// Checks the files of the checkpoint in `dir` against `checksums.json`,
+/// which must cover every file the checkpoint is read from (`state.json`
+/// too, but for a checkpoint of a saferc from before it was covered).
 fn verify_checksums(dir: &Path) -> Result<(), ExecError> {
     let path = dir.join("checksums.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(());
-    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        io(
+            &path,
+            format!("cannot be read ({e}): without it the checkpoint's files cannot be trusted"),
+        )
+    })?;
     let sums: serde_json::Map<String, Value> =
         serde_json::from_str(&text).map_err(|e| io(&path, e))?;
+    if let Some(missing) = CHECKED_FILES.iter().find(|name| !sums.contains_key(**name)) {
+        return Err(io(&path, format!("does not cover `{missing}`")));
+    }
     for (name, want) in &sums {
         let got = sha256_of(&dir.join(name))?;
         if want.as_str() != Some(got.as_str()) {
@@ -376,6 +402,14 @@ where
             restored.0 = restored.0.for_training(policy.vision_frozen());
             return Ok(restored);
         }
+        // The stage had started (its folder is there) and left nothing to
+        // resume from: say so rather than train from the start unseen.
+        if root.is_dir() {
+            eprintln!(
+                "warning: {} holds no checkpoint; the stage starts again from step 0",
+                root.display()
+            );
+        }
     }
     Ok((policy, optim, fresh))
 }
@@ -415,18 +449,26 @@ mod tests {
         }
     }
 
+    type B = Autodiff<CpuBackend>;
+
+    /// A fresh temporary folder with a tiny model in `model/`: the folder
+    /// and the model's.
+    fn tiny_model(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("saferc-ck-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let model_dir = dir.join("model");
+        create::<CpuBackend>(&model_dir, Preset::Tiny, 0, &Default::default()).unwrap();
+        (dir, model_dir)
+    }
+
     /// A model's declared `context` below its file's caps the stage's
     /// model; the model a resumed stage reloads from its checkpoint keeps
     /// that cap instead of the file's, and a frozen vision tower stays
     /// frozen (`freeze_vision`).
     #[test]
     fn a_resumed_model_keeps_the_declared_context_and_frozen_tower() {
-        type B = Autodiff<CpuBackend>;
+        let (dir, model_dir) = tiny_model("context");
         let device = Default::default();
-        let dir = std::env::temp_dir().join(format!("saferc-ck-context-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let model_dir = dir.join("model");
-        create::<CpuBackend>(&model_dir, Preset::Tiny, 0, &device).unwrap();
         let capped = || {
             let mut m = Model::<B>::load(&model_dir, &device).unwrap();
             assert_eq!(m.config.context(), 1024);
@@ -448,6 +490,61 @@ mod tests {
         // trained under a declared one is not limited to it elsewhere.
         let saved = crate::model::config::ModelConfig::read(&root.join("step-000001")).unwrap();
         assert_eq!(saved.context(), 1024);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A checkpoint is resumed from only when `checksums.json` covers its
+    /// files, `state.json` included, and they match: an edited state, a
+    /// removed or emptied `checksums.json`, and a state whose step is not
+    /// its folder's are refused, each with the reason.
+    #[test]
+    fn a_checkpoint_without_matching_checksums_is_not_resumed_from() {
+        let (dir, model_dir) = tiny_model("sums");
+        let device = Default::default();
+        let fresh = || {
+            Model::<B>::load(&model_dir, &device)
+                .unwrap()
+                .for_training(false)
+        };
+        let adam = AdamWSettings::of(&AdamSpec::default(), 0.0);
+        let root = dir.join("checkpoints");
+        let (policy, optim, mut state) =
+            start_or_resume::<B>(&root, fresh(), adam, 1, false, &device).unwrap();
+        state.step = 3;
+        save(&root, &model_dir, &policy, &optim, &state, 2).unwrap();
+        let step = root.join("step-000003");
+        let refusal = || match start_or_resume::<B>(&root, fresh(), adam, 1, true, &device) {
+            Ok(_) => panic!("resumed from a checkpoint that cannot be trusted"),
+            Err(e) => e.to_string(),
+        };
+        let state_json = std::fs::read_to_string(step.join("state.json")).unwrap();
+        let sums = std::fs::read_to_string(step.join("checksums.json")).unwrap();
+        assert!(sums.contains("\"state.json\""), "{sums}");
+
+        let edited = state_json.replacen("\"step\": 3", "\"step\": 30", 1);
+        assert_ne!(edited, state_json);
+        std::fs::write(step.join("state.json"), &edited).unwrap();
+        assert!(refusal().contains("does not match the checksum"));
+
+        // Without the checksum of the state, the step is still checked.
+        let without_state: serde_json::Value = serde_json::from_str(&sums).unwrap();
+        let mut without_state = without_state.as_object().unwrap().clone();
+        without_state.remove("state.json");
+        std::fs::write(
+            step.join("checksums.json"),
+            serde_json::to_string(&without_state).unwrap(),
+        )
+        .unwrap();
+        assert!(refusal().contains("not the step its folder is named for"));
+
+        std::fs::write(step.join("state.json"), &state_json).unwrap();
+        std::fs::write(step.join("checksums.json"), "{}").unwrap();
+        assert!(refusal().contains("does not cover"));
+        std::fs::remove_file(step.join("checksums.json")).unwrap();
+        assert!(refusal().contains("cannot be trusted"));
+        std::fs::write(step.join("checksums.json"), &sums).unwrap();
+        let (_, _, resumed) = start_or_resume::<B>(&root, fresh(), adam, 1, true, &device).unwrap();
+        assert_eq!(resumed.step, 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

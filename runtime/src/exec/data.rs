@@ -85,6 +85,15 @@ pub struct Loaded {
 /// An unreadable file; with `on_bad_row = fail`, the first bad row.
 pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> {
     let path = Path::new(&spec.source);
+    if let Some(kind) = crate::images::not_a_file(path) {
+        return Err(ExecError::Data {
+            dataset: name.to_string(),
+            message: format!(
+                "`{}` is {kind}, not a file: saferc reads a dataset more than once (to hash it and to load it)",
+                spec.source_written
+            ),
+        });
+    }
     let text = std::fs::read(path).map_err(|e| ExecError::Data {
         dataset: name.to_string(),
         message: format!("cannot read `{}`: {e}", spec.source_written),
@@ -207,15 +216,27 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
             return Err(bad("an image path is empty".into()));
         }
         let full = images.join(&p);
-        if full.is_dir() {
-            return Err(bad(format!("image `{p}` is a folder, not an image file")));
+        if let Some(kind) = crate::images::not_a_file(&full) {
+            return Err(bad(format!("image `{p}` is {kind}, not an image file")));
         }
-        image::ImageReader::open(&full)
-            .map_err(|e| bad(format!("image `{p}` cannot be opened: {e}")))?
-            .with_guessed_format()
-            .map_err(|e| bad(format!("image `{p}` cannot be read: {e}")))?
-            .decode()
-            .map_err(|e| bad(format!("image `{p}` cannot be decoded: {e}")))?;
+        let open = || {
+            image::ImageReader::open(&full)
+                .map_err(|e| bad(format!("image `{p}` cannot be opened: {e}")))?
+                .with_guessed_format()
+                .map_err(|e| bad(format!("image `{p}` cannot be read: {e}")))
+        };
+        open()?.decode().map_err(|e| match e {
+            image::ImageError::Limits(_) => {
+                let size = open()
+                    .ok()
+                    .and_then(|r| r.into_dimensions().ok())
+                    .map_or_else(String::new, |(w, h)| format!(" ({w}×{h} pixels)"));
+                bad(format!(
+                    "image `{p}` is too large to decode{size}: {e}; shrink the file"
+                ))
+            }
+            e => bad(format!("image `{p}` cannot be decoded: {e}")),
+        })?;
         resolved.push(full);
     }
     let id = map
@@ -264,6 +285,40 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Val>) {
     }
 }
 
+/// The fields the filters read that no row has (none for no rows).
+fn fields_no_row_has<'s>(rows: &[Row], spec: &'s DatasetSpec) -> Vec<&'s str> {
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let mut read = BTreeSet::new();
+    for f in &spec.filters {
+        f.for_each_var(&mut |name| {
+            read.insert(name);
+        });
+    }
+    read.into_iter()
+        .filter(|field| !rows.iter().any(|r| r.fields.contains_key(*field)))
+        .collect()
+}
+
+/// A warning for each field the filters read that no row has: it reads as
+/// null in every row, so a misspelt field (`lable`) would keep or drop
+/// every row without a word.
+fn warn_of_fields_no_row_has(dataset: &str, rows: &[Row], spec: &DatasetSpec) {
+    for field in fields_no_row_has(rows, spec) {
+        let present: BTreeSet<&str> = rows
+            .iter()
+            .flat_map(|r| r.fields.keys().map(String::as_str))
+            .collect();
+        let shown: Vec<String> = present.iter().take(12).map(|f| format!("`{f}`")).collect();
+        eprintln!(
+            "warning: dataset `{dataset}`: a filter reads `{field}`, which no row has, so it is null in every row (a misspelt field?); the rows have {}{}",
+            shown.join(", "),
+            if present.len() > 12 { ", ..." } else { "" }
+        );
+    }
+}
+
 /// Keeps the rows that meet every filter.
 ///
 /// # Errors
@@ -276,6 +331,7 @@ pub fn filter(
     if spec.filters.is_empty() {
         return Ok((rows, Vec::new()));
     }
+    warn_of_fields_no_row_has(name, &rows, spec);
     let keep: Vec<Result<bool, ExecError>> = rows
         .par_iter()
         .map(|row| {
@@ -648,6 +704,29 @@ mod tests {
             prompt: format!("q {origin}"),
             images: Vec::new(),
         }
+    }
+
+    /// A filter's field that no row has (`lable` for `label`) is found for
+    /// the warning; one that some row has is not.
+    #[test]
+    fn a_filter_field_no_row_has_is_found() {
+        use safer_ir::plan::expr::Binary;
+        use safer_ir::plan::Expr;
+        let rows = vec![row("a", "x"), row("b", "y")];
+        let dir = std::env::temp_dir();
+        let mut spec = source_spec(&dir.join("rows.jsonl"), &dir);
+        let reads = |field: &str| Expr::Binary {
+            op: Binary::Ne,
+            lhs: Box::new(Expr::Var { name: field.into() }),
+            rhs: Box::new(Expr::Const {
+                value: Val::Str("unsafe".into()),
+            }),
+        };
+        spec.filters = vec![reads("lable"), reads("category")];
+        assert_eq!(fields_no_row_has(&rows, &spec), ["lable"]);
+        assert!(fields_no_row_has(&[], &spec).is_empty());
+        spec.filters = vec![reads("category")];
+        assert!(fields_no_row_has(&rows, &spec).is_empty());
     }
 
     /// A row the filter cannot be evaluated on (`score < 3` where `score`

@@ -228,9 +228,7 @@ impl HttpJudge {
             .map_err(|e| format!("judge `{name}`: `endpoint = {}`: {e}", masked_url(endpoint)))?;
         let (url, basic) = without_credentials(&full);
         let api_key = match &spec.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                format!("judge `{name}` reads its API key from ${var}, which is not set")
-            })?),
+            Some(var) => Some(api_key(name, var)?),
             None => None,
         };
         // A day bounds any request (and keeps `1e300` or `inf` a Duration).
@@ -260,7 +258,7 @@ impl HttpJudge {
             fallback: spec.fallback,
             agent: agent.build(),
             pool: rayon::ThreadPoolBuilder::new()
-                .num_threads(spec.concurrency.max(1))
+                .num_threads(spec.concurrency.clamp(1, 1024))
                 .thread_name(|i| format!("judge-{i}"))
                 .build()
                 .map_err(|e| format!("judge `{name}`: cannot start its threads: {e}"))?,
@@ -377,6 +375,7 @@ fn send(
         }
         Err(ureq::Error::Transport(t)) => {
             let why = t.to_string();
+            let why = authorization.map_or_else(|| why.clone(), |a| redacted(&why, a));
             // A certificate that is refused will be refused again.
             match certificate_hint(&why) {
                 Some(hint) => Err((false, format!("{why}; {hint}"), None)),
@@ -384,6 +383,55 @@ fn send(
             }
         }
     }
+}
+
+/// The API key in variable `var`. A key that a header cannot carry (a
+/// space, or a line end left by the file it was read from) is refused
+/// here, without showing it: every request would fail alike, with the
+/// header, key included, in the transport's message.
+fn api_key(judge: &str, var: &str) -> Result<String, String> {
+    checked_api_key(judge, var, std::env::var(var))
+}
+
+/// [`api_key`] of the variable's value as read.
+fn checked_api_key(
+    judge: &str,
+    var: &str,
+    value: Result<String, std::env::VarError>,
+) -> Result<String, String> {
+    let key = value.map_err(|e| match e {
+        std::env::VarError::NotPresent => {
+            format!("judge `{judge}` reads its API key from ${var}, which is not set")
+        }
+        std::env::VarError::NotUnicode(_) => {
+            format!("judge `{judge}` reads its API key from ${var}, which is not valid UTF-8")
+        }
+    })?;
+    if key.is_empty() {
+        return Err(format!(
+            "judge `{judge}` reads its API key from ${var}, which is empty"
+        ));
+    }
+    if let Some(at) = key.chars().position(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "judge `{judge}`: the API key in ${var} holds a character an HTTP header cannot carry (at character {}; a space, a tab or a line end, as `$(cat file)` or a file written on Windows leaves); the key is not shown: set the variable to the key alone",
+            at + 1
+        ));
+    }
+    Ok(key)
+}
+
+/// `text` with the `Authorization` header's value, and the credential in
+/// it, replaced: no message shows a key.
+fn redacted(text: &str, authorization: &str) -> String {
+    let credential = authorization
+        .split_once(' ')
+        .map_or(authorization, |(_, c)| c);
+    let mut out = text.replace(authorization, "<authorization>");
+    if credential.len() >= 4 {
+        out = out.replace(credential, "<credential>");
+    }
+    out
 }
 
 /// `url` without its user and password, and the `Basic` authorization they
@@ -597,8 +645,43 @@ impl Judge for HttpJudge {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::parse_score;
+
+    /// A key a header cannot carry is refused before any request, and
+    /// never shown; a transport error never shows the header's value.
+    #[test]
+    fn api_keys_are_checked_and_never_shown() {
+        use super::{checked_api_key, redacted};
+        use std::env::VarError;
+        let check = |value| checked_api_key("j", "K", value);
+        assert_eq!(check(Ok("sk-abc123".into())), Ok("sk-abc123".into()));
+        for bad in [
+            "sk-SECRET123\r",
+            "sk-SECRET123\n",
+            "sk SECRET123",
+            "sk-SECRET123\t",
+        ] {
+            let err = check(Ok(bad.into())).unwrap_err();
+            assert!(
+                err.contains("cannot carry") && !err.contains("SECRET"),
+                "{err}"
+            );
+        }
+        assert!(check(Ok(String::new())).unwrap_err().contains("is empty"));
+        assert!(check(Err(VarError::NotPresent))
+            .unwrap_err()
+            .contains("not set"));
+        let not_utf8 = VarError::NotUnicode(std::ffi::OsString::new());
+        assert!(check(Err(not_utf8))
+            .unwrap_err()
+            .contains("not valid UTF-8"));
+        let why = "Bad Header: invalid header 'Authorization: Bearer sk-SECRET123'";
+        let shown = redacted(why, "Bearer sk-SECRET123");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(!redacted("key sk-SECRET123 echoed", "Bearer sk-SECRET123").contains("SECRET"));
+    }
 
     #[test]
     fn endpoint_urls() {

@@ -253,8 +253,13 @@ impl RunDir {
                 manifest_path.display()
             ))
         })?;
+        let Some(recorded) = manifest["program_hash"].as_str() else {
+            return Err(ExecError::Usage(format!(
+                "`{}` has no `program_hash`: it is not the manifest a `saferc run` wrote (edited or damaged?), so nothing says which pipeline the run was",
+                manifest_path.display()
+            )));
+        };
         let lock = RunLock::acquire(path)?;
-        let recorded = manifest["program_hash"].as_str().unwrap_or_default();
         if recorded != plan.program_hash && !force {
             return Err(ExecError::Usage(format!(
                 "the pipeline changed since this run started (run {recorded}, now {}); resuming would mix two pipelines in one run. Start a new run, or pass `--force` to continue anyway",
@@ -530,6 +535,10 @@ mod tests {
         assert!(resume_error("occupied").contains("holds other files"));
         assert!(!resume_error("occupied").contains("start it again"));
         assert!(resume_error("absent").contains("does not exist"));
+        // A manifest that is JSON but not a run's.
+        std::fs::create_dir_all(root.join("not-a-manifest")).unwrap();
+        std::fs::write(root.join("not-a-manifest/manifest.json"), "[]").unwrap();
+        assert!(resume_error("not-a-manifest").contains("has no `program_hash`"));
         assert_eq!(
             std::fs::read_to_string(root.join("occupied/notes.txt")).unwrap(),
             "mine"

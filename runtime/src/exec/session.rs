@@ -15,7 +15,7 @@ use super::judge_model::ModelJudge;
 use super::rubric::RubricScorer;
 use super::run_dir::{write_atomically, RunDir};
 use super::{curate, evaluate, grpo_stage, report, sft_stage, ExecError, RunOptions};
-use crate::generate::prompt::check_image_token;
+use crate::generate::prompt::check_tokenizer_against_config;
 use crate::model::Model;
 use crate::text::TextTokenizer;
 
@@ -76,7 +76,7 @@ impl ModelDirs {
         let mut model = Model::load(&self.weights, device)?;
         model.config.context_limit = self.context;
         let tokenizer = TextTokenizer::load(&self.tokenizer)?;
-        check_image_token(&tokenizer, &model.config, &self.weights)?;
+        check_tokenizer_against_config(&tokenizer, &model.config, &self.weights)?;
         Ok(Loaded { model, tokenizer })
     }
 }
@@ -289,7 +289,7 @@ impl<'a, B: Backend> Session<'a, B> {
         // The tokenizer and its chat template load, and the weight files are
         // all there and whole (their headers read, not their tensors).
         let tokenizer = crate::text::TextTokenizer::load(&dirs.tokenizer)?;
-        check_image_token(&tokenizer, &config, &dirs.weights)?;
+        check_tokenizer_against_config(&tokenizer, &config, &dirs.weights)?;
         crate::model::weights::check_files(&dirs.weights)?;
         Ok(())
     }

@@ -15,24 +15,33 @@ use crate::text::TextTokenizer;
 /// The image placeholder token the templates write.
 pub const IMAGE_PAD: &str = "<|image_pad|>";
 
-/// Checks that `config.json`'s `image_token_id` (in `dir`) is the
-/// tokenizer's `<|image_pad|>` and within the vocabulary: a mismatch
-/// would leave the template's placeholders unfilled, or fill another
-/// token with image features.
+/// Checks the tokenizer against `config.json` (in `dir`): every token id
+/// it can produce is within the model's vocabulary (a text that reaches a
+/// token beyond it would stop a run part-way), and `image_token_id` is the
+/// tokenizer's `<|image_pad|>` (a mismatch would leave the template's
+/// placeholders unfilled, or fill another token with image features).
 ///
 /// # Errors
 /// [`ModelError::Config`] naming both ids.
-pub fn check_image_token(
+pub fn check_tokenizer_against_config(
     tokenizer: &TextTokenizer,
     config: &ModelConfig,
     dir: &Path,
 ) -> Result<(), ModelError> {
-    let Some(id) = config.image_token_id else {
-        return Ok(());
-    };
     let invalid = |reason: String| ModelError::Config {
         path: dir.join("config.json"),
         reason,
+    };
+    if let Some(highest) = tokenizer.highest_id() {
+        if highest as usize >= config.text.vocab_size {
+            return Err(invalid(format!(
+                "`vocab_size` is {}, but the tokenizer (`tokenizer.json`) has token id {highest}: a text that reaches it has no embedding; use the tokenizer the model was trained with, or a model whose `vocab_size` is above {highest}",
+                config.text.vocab_size
+            )));
+        }
+    }
+    let Some(id) = config.image_token_id else {
+        return Ok(());
     };
     if id as usize >= config.text.vocab_size {
         return Err(invalid(format!(

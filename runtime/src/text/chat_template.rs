@@ -35,10 +35,16 @@ pub struct ChatRequest<'a> {
     pub extra: &'a [(&'a str, Json)],
 }
 
+/// Steps (minijinja's instructions) one rendering may take: Qwen's
+/// templates take a few hundred per message, and a template that loops
+/// without end stops here instead of filling the memory.
+const TEMPLATE_FUEL: u64 = 20_000_000;
+
 impl ChatTemplate {
     /// Compiles `source`.
     pub fn new(source: &str) -> Result<Self, ModelError> {
         let mut env = Environment::new();
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -81,6 +87,11 @@ impl ChatTemplate {
 }
 
 fn describe(e: &Error) -> String {
+    if e.kind() == ErrorKind::OutOfFuel {
+        return format!(
+            "the template ran more than {TEMPLATE_FUEL} steps for one prompt (a loop that does not end, or one far too long)"
+        );
+    }
     match e.line() {
         Some(line) => format!("{e} (template line {line})"),
         None => e.to_string(),
@@ -221,6 +232,30 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// A template that would loop for 10^8 steps stops with a message
+    /// instead of filling the memory; a real one renders within the fuel.
+    #[test]
+    fn a_template_that_runs_too_long_is_stopped() {
+        let bomb = ChatTemplate::new(
+            "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
+        )
+        .expect("compiles");
+        let messages = serde_json::json!([{"role": "user", "content": "hi"}]);
+        let request = ChatRequest {
+            messages: &messages,
+            tools: None,
+            add_generation_prompt: true,
+            extra: &[],
+        };
+        let err = bomb.render(&request).expect_err("stopped");
+        assert!(err.to_string().contains("ran more than"), "{err}");
+        let chatml = ChatTemplate::new(
+            "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+        )
+        .expect("compiles");
+        assert!(chatml.render(&request).is_ok());
+    }
 
     #[test]
     fn civil_dates() {

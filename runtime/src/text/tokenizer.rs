@@ -160,6 +160,11 @@ impl TextTokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The highest token id, added tokens included (`None`: no tokens).
+    pub fn highest_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
+    }
+
     /// The vocabulary size, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

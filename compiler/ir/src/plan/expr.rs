@@ -532,36 +532,55 @@ fn builtin(func: &str, args: &[Val]) -> Result<Option<Val>, EvalError> {
 }
 
 impl Expr {
-    /// Calls `f` with every call in the tree, outer calls first: the
-    /// function's name, its positional and its named arguments.
-    pub fn for_each_call<'e>(
-        &'e self,
-        f: &mut impl FnMut(&'e str, &'e [Expr], &'e BTreeMap<String, Expr>),
-    ) {
+    /// Calls `f` with every node of the tree, each before its children.
+    pub fn for_each_node<'e>(&'e self, f: &mut impl FnMut(&'e Expr)) {
+        f(self);
         match self {
-            Expr::Call { func, args, named } => {
-                f(func, args, named);
-                args.iter().for_each(|a| a.for_each_call(f));
-                named.values().for_each(|a| a.for_each_call(f));
+            Expr::Call { args, named, .. } => {
+                args.iter().for_each(|a| a.for_each_node(f));
+                named.values().for_each(|a| a.for_each_node(f));
             }
-            Expr::Field { base, .. } => base.for_each_call(f),
-            Expr::Unary { operand, .. } => operand.for_each_call(f),
+            Expr::Field { base, .. } => base.for_each_node(f),
+            Expr::Unary { operand, .. } => operand.for_each_node(f),
             Expr::Binary { lhs, rhs, .. } => {
-                lhs.for_each_call(f);
-                rhs.for_each_call(f);
+                lhs.for_each_node(f);
+                rhs.for_each_node(f);
             }
             Expr::If {
                 cond,
                 then,
                 otherwise,
             } => {
-                cond.for_each_call(f);
-                then.for_each_call(f);
-                otherwise.for_each_call(f);
+                cond.for_each_node(f);
+                then.for_each_node(f);
+                otherwise.for_each_node(f);
             }
-            Expr::List { items } => items.iter().for_each(|i| i.for_each_call(f)),
+            Expr::List { items } => items.iter().for_each(|i| i.for_each_node(f)),
             Expr::Const { .. } | Expr::Var { .. } | Expr::Criterion { .. } => {}
         }
+    }
+
+    /// Calls `f` with the name of every variable in the tree (a filter's
+    /// row fields), in order, repeats included.
+    pub fn for_each_var<'e>(&'e self, f: &mut impl FnMut(&'e str)) {
+        self.for_each_node(&mut |e| {
+            if let Expr::Var { name } = e {
+                f(name);
+            }
+        });
+    }
+
+    /// Calls `f` with every call in the tree, outer calls first: the
+    /// function's name, its positional and its named arguments.
+    pub fn for_each_call<'e>(
+        &'e self,
+        f: &mut impl FnMut(&'e str, &'e [Expr], &'e BTreeMap<String, Expr>),
+    ) {
+        self.for_each_node(&mut |e| {
+            if let Expr::Call { func, args, named } = e {
+                f(func, args, named);
+            }
+        });
     }
 }
 
