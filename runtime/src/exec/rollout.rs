@@ -120,6 +120,16 @@ pub fn prompt(
             row.images.len()
         )));
     }
+    let context = config.context();
+    if tokenizer.surely_longer_than(&row.prompt, context) {
+        return Err(ExecError::Row {
+            origin: row.origin.clone(),
+            message: format!(
+                "its prompt is {} bytes, longer than the model's context of {context} tokens can hold",
+                row.prompt.len()
+            ),
+        });
+    }
     let text = match extra {
         Some(e) => format!("{}\n\n{e}", row.prompt),
         None => row.prompt.clone(),

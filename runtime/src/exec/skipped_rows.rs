@@ -333,4 +333,32 @@ mod tests {
         assert_eq!(usable(&loaded.clone().for_training(false)), 0);
         assert_eq!(usable(&loaded.for_training(true)), 1);
     }
+
+    /// A prompt whose length alone shows it cannot fit the context is set
+    /// aside before it is tokenized (which would take memory in proportion
+    /// to it); one just within that bound is tokenized and then measured.
+    #[test]
+    fn a_prompt_far_too_long_is_set_aside_before_it_is_tokenized() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2-tied");
+        let tokenizer = crate::text::TextTokenizer::load(&dir).unwrap();
+        let config = crate::model::ModelConfig::read(&dir).unwrap();
+        let context = config.context();
+        let mut huge = row("rows.jsonl:1");
+        huge.prompt = "x".repeat(context * 1000);
+        assert!(tokenizer.surely_longer_than(&huge.prompt, context));
+        let mut short = row("rows.jsonl:2");
+        short.prompt = "What is shown?".into();
+        assert!(!tokenizer.surely_longer_than(&short.prompt, context));
+        let mut skipped = SkippedRows::new("t");
+        let (rows, _) = skipped
+            .build(vec![huge, short], &tokenizer, &config, false)
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        let warning = skipped.warning().join("\n");
+        assert!(
+            warning.contains("rows.jsonl:1") && warning.contains("bytes, longer than"),
+            "{warning}"
+        );
+    }
 }

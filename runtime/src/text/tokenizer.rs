@@ -26,6 +26,11 @@ pub struct TextTokenizer {
     /// The text of every special added token (`<|im_end|>`,
     /// `<|image_pad|>`, ...), longest first.
     control: Vec<String>,
+    /// The most text bytes one token can stand for, bounded above by the
+    /// longest token string in UTF-8 (a byte-level token's characters stand
+    /// for one byte each, in one to two bytes), times 4 for a normaliser
+    /// that shrinks text (NFKC writes a full-width letter's 3 bytes as 1).
+    most_bytes_per_token: usize,
 }
 
 impl TextTokenizer {
@@ -113,6 +118,7 @@ impl TextTokenizer {
             .map(|t| t.content)
             .collect();
         control.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        let longest = inner.get_vocab(true).keys().map(String::len).max();
         Ok(Self {
             inner,
             template,
@@ -120,7 +126,16 @@ impl TextTokenizer {
             pad_id,
             special,
             control,
+            most_bytes_per_token: longest.unwrap_or(1).max(1).saturating_mul(4),
         })
+    }
+
+    /// Whether `text` is certain to take more than `tokens` tokens, known
+    /// from its length alone: such a text is refused before it is
+    /// tokenized, which would take memory in proportion to it (about 200
+    /// bytes per character).
+    pub fn surely_longer_than(&self, text: &str, tokens: usize) -> bool {
+        text.len() / self.most_bytes_per_token > tokens
     }
 
     /// The first special token written out in `text` (`<|im_end|>`): in a
