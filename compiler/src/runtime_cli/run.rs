@@ -137,6 +137,12 @@ pub fn run(args: RunArgs) -> i32 {
             eprintln!("error: {e}");
             2
         }
+        // A file that could not be written (a full disk, a lost mount):
+        // the checkpoints written before it are intact.
+        Err(e @ ExecError::Io { .. }) if out.join("manifest.json").is_file() => {
+            eprintln!("error: {e}\nhelp: the run's checkpoints are kept; once the cause is fixed, {continue_with}");
+            1
+        }
         Err(e) => {
             eprintln!("error: {e}");
             1
