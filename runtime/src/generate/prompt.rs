@@ -32,6 +32,12 @@ pub fn check_tokenizer_against_config(
         path: dir.join("config.json"),
         reason,
     };
+    let vocab = config.text.vocab_size;
+    if let Some(eos) = tokenizer.eos_ids.iter().find(|id| **id as usize >= vocab) {
+        return Err(invalid(format!(
+            "the end-of-sequence id {eos} (`eos_token_id` here or in `generation_config.json`) is outside the vocabulary of {vocab} tokens"
+        )));
+    }
     if let Some(highest) = tokenizer.highest_id() {
         if highest as usize >= config.text.vocab_size {
             return Err(invalid(format!(

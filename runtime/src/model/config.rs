@@ -118,7 +118,7 @@ impl ModelConfig {
             .get("model_type")
             .and_then(Value::as_str)
             .ok_or_else(|| ConfigIssue::Invalid("no `model_type` field".into()))?;
-        let eos_token_ids = token_ids(value.get("eos_token_id"));
+        let eos_token_ids = token_ids(value.get("eos_token_id")).map_err(ConfigIssue::Invalid)?;
         let config = match model_type {
             "qwen2" => {
                 if value.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
@@ -149,11 +149,17 @@ impl ModelConfig {
                             .map_err(|e| ConfigIssue::Invalid(format!("vision_config: {e}")))
                     })?;
                 vision.validate().map_err(ConfigIssue::Invalid)?;
-                let image_token_id = value
-                    .get("image_token_id")
-                    .and_then(Value::as_u64)
-                    .and_then(|v| u32::try_from(v).ok())
-                    .ok_or_else(|| ConfigIssue::Invalid("no `image_token_id`".into()))?;
+                let image_token_id = match value.get("image_token_id") {
+                    None | Some(Value::Null) => {
+                        return Err(ConfigIssue::Invalid("no `image_token_id`".into()))
+                    }
+                    Some(v) => v
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| {
+                            ConfigIssue::Invalid(format!("`image_token_id` is {v}, not a token id"))
+                        })?,
+                };
                 Self {
                     architecture: Architecture::TinyVlm,
                     text: text_config(text, &TextDefaults::TINY_VLM)?,
@@ -309,7 +315,7 @@ fn qwen2_5_vl(value: &Value, eos_token_ids: Vec<u32>) -> Result<ModelConfig, Con
         video: id("video_token_id", defaults.video)?,
     };
     let eos_token_ids = if eos_token_ids.is_empty() {
-        token_ids(text_value.get("eos_token_id"))
+        token_ids(text_value.get("eos_token_id")).map_err(ConfigIssue::Invalid)?
     } else {
         eos_token_ids
     };
@@ -470,18 +476,21 @@ fn positive(name: &str, value: &Value) -> Result<usize, ConfigIssue> {
 }
 
 /// An id or a list of ids (`eos_token_id` takes both forms).
-pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
-    match v {
-        Some(Value::Number(n)) => n
-            .as_u64()
+///
+/// # Errors
+/// A value that is neither a token id nor a list of them (a string, a
+/// negative number, ...), which would silently leave generation without
+/// an end.
+pub(crate) fn token_ids(v: Option<&Value>) -> Result<Vec<u32>, String> {
+    let one = |v: &Value| {
+        v.as_u64()
             .and_then(|n| u32::try_from(n).ok())
-            .into_iter()
-            .collect(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|i| i.as_u64().and_then(|n| u32::try_from(n).ok()))
-            .collect(),
-        _ => Vec::new(),
+            .ok_or_else(|| format!("`eos_token_id` holds {v}, not a token id"))
+    };
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(one).collect(),
+        Some(other) => one(other).map(|id| vec![id]),
     }
 }
 
@@ -489,6 +498,28 @@ pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// `eos_token_id` as transformers takes it (an id, a list, null), and
+    /// anything else refused rather than read as no end of sequence.
+    #[test]
+    fn end_of_sequence_ids_are_ids_or_refused() {
+        use serde_json::json;
+        assert_eq!(token_ids(Some(&json!(7))), Ok(vec![7]));
+        assert_eq!(token_ids(Some(&json!([7, 9]))), Ok(vec![7, 9]));
+        assert_eq!(token_ids(Some(&json!([]))), Ok(vec![]));
+        assert_eq!(token_ids(Some(&json!(null))), Ok(vec![]));
+        assert_eq!(token_ids(None), Ok(vec![]));
+        for bad in [
+            json!("x"),
+            json!(-3),
+            json!([1, "y"]),
+            json!(1.5),
+            json!(1u64 << 40),
+        ] {
+            let err = token_ids(Some(&bad)).unwrap_err();
+            assert!(err.contains("not a token id"), "{bad}: {err}");
+        }
+    }
 
     /// The layout of Qwen/Qwen2.5-VL-3B-Instruct's `config.json` (written by
     /// transformers 4: the decoder's fields at the top level, M-RoPE in

@@ -99,7 +99,12 @@ impl TextTokenizer {
         let mut eos_ids = Vec::new();
         for file in ["generation_config.json", "config.json"] {
             if let Some(v) = read_json(&dir.join(file))? {
-                eos_ids.extend(token_ids(v.get("eos_token_id")));
+                let ids =
+                    token_ids(v.get("eos_token_id")).map_err(|reason| ModelError::Config {
+                        path: dir.join(file),
+                        reason,
+                    })?;
+                eos_ids.extend(ids);
             }
         }
         if let Some(id) = token_text("eos_token").and_then(|t| inner.token_to_id(&t)) {
