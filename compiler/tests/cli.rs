@@ -156,6 +156,21 @@ fn check_fix_writes_the_fixes_and_reports_what_is_left() {
     assert_eq!(doc["errors"], 1, "{doc}");
     assert_eq!(doc["diagnostics"][0]["fixes"], serde_json::json!([]));
 
+    // A file named through a symbolic link is written through it.
+    let real = write(
+        &dir,
+        "real.safer",
+        "rollout r {\n  temprature = 1.0\n  max_tokens = 8 tokens\n}\n",
+    );
+    let link = dir.join("link.safer");
+    std::os::unix::fs::symlink(&real, &link).unwrap_or_else(|e| panic!("{e}"));
+    let out = saferc(&["check", "--fix", &link.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()));
+    assert!(std::fs::read_to_string(&real)
+        .unwrap_or_default()
+        .contains("temperature = 1.0"));
+
     let stdin = saferc(&["check", "--fix", "-"]);
     assert_eq!(stdin.status.code(), Some(2));
     assert!(stderr(&stdin).contains("standard input"));

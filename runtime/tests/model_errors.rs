@@ -364,3 +364,51 @@ fn an_image_token_id_the_tokenizer_does_not_share_is_refused() {
         "{err}"
     );
 }
+
+/// End-of-sequence ids outside the vocabulary, or that are not ids, are
+/// refused naming the file that holds them.
+#[test]
+fn end_of_sequence_ids_outside_the_vocabulary_name_their_file() {
+    let check = |tag: &str, file: &str, eos: serde_json::Value| -> String {
+        let dir = copy(tag);
+        let path = dir.join(file);
+        let mut v: serde_json::Value = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        v["eos_token_id"] = eos;
+        std::fs::write(&path, v.to_string()).expect("write");
+        let outcome = Model::<CpuBackend>::load(&dir, &Default::default())
+            .map_err(|e| e.to_string())
+            .and_then(|model| {
+                let tokenizer = TextTokenizer::load(&dir).map_err(|e| e.to_string())?;
+                safer_runtime::generate::prompt::check_tokenizer_against_config(
+                    &tokenizer,
+                    &model.config,
+                    &dir,
+                )
+                .map_err(|e| e.to_string())
+            });
+        let _ = std::fs::remove_dir_all(&dir);
+        outcome.err().unwrap_or_default()
+    };
+    let err = check("eos-config", "config.json", serde_json::json!(99_999));
+    assert!(
+        err.contains("config.json") && err.contains("`eos_token_id` 99999 is outside"),
+        "{err}"
+    );
+    let err = check(
+        "eos-generation",
+        "generation_config.json",
+        serde_json::json!([1, 99_999]),
+    );
+    assert!(
+        err.contains("generation_config.json") && err.contains("99999"),
+        "{err}"
+    );
+    let err = check("eos-text", "generation_config.json", serde_json::json!("x"));
+    assert!(
+        err.contains("generation_config.json") && err.contains("not a token id"),
+        "{err}"
+    );
+}

@@ -344,3 +344,32 @@ fn a_manifest_error_is_reported_alone() {
         "{rendered}"
     );
 }
+
+/// A `safer.toml` misspelling is fixed only when the fix would not write a
+/// key (or table) the file already has: that would make it invalid TOML.
+#[test]
+fn a_manifest_fix_never_duplicates_a_key() {
+    let fix_of = |text: &str| {
+        let mut sources = SourceMap::new();
+        let id = sources.add(SourceFile::new("safer.toml", None, text.to_string()));
+        let Err(diags) = manifest::parse(id, text, Path::new("/tmp")) else {
+            panic!("{text} should be rejected")
+        };
+        assert_eq!(diags[0].code, Code::E0221, "{text}");
+        diags[0].fixes.first().map(|f| f.replacement.clone())
+    };
+    let judge =
+        "[project]\nname = \"x\"\n\n[judges.g]\nendpoint = \"http://h/v1\"\nmodel = \"m\"\n";
+    assert_eq!(
+        fix_of(&format!("{judge}endpiont = \"http://h/v1\"\n")),
+        None
+    );
+    assert_eq!(
+        fix_of("[project]\nname = \"x\"\n\n[projet]\nname = \"y\"\n"),
+        None
+    );
+    assert_eq!(
+        fix_of("[project]\nname = \"x\"\n\n[run]\ndevise = \"cpu\"\n").as_deref(),
+        Some("device")
+    );
+}

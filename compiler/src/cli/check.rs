@@ -19,27 +19,34 @@ pub(super) fn run(files: &[PathBuf], format: Format, fix: bool, imports: &Import
     }
     let (mut sources, mut diags) = analyze(files, imports);
     let mut fixed_in: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut failure = None;
     for _ in 0..FIX_ROUNDS {
         if !fix {
             break;
         }
-        match fix::apply(&diags, &sources) {
-            Ok(fixed) if fixed.is_empty() => break,
-            Ok(fixed) => {
-                for f in fixed {
-                    *fixed_in.entry(f.path).or_default() += f.count;
-                }
-                (sources, diags) = analyze(files, imports);
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
+        let mut fixed = Vec::new();
+        let result = fix::apply(&diags, &sources, &mut fixed);
+        let any = !fixed.is_empty();
+        for f in fixed {
+            *fixed_in.entry(f.path).or_default() += f.count;
         }
+        if let Err(e) = result {
+            failure = Some(e);
+            break;
+        }
+        if !any {
+            break;
+        }
+        (sources, diags) = analyze(files, imports);
     }
+    // What was written is said even when a later file could not be.
     for (path, count) in fixed_in {
         let plural = if count == 1 { "" } else { "s" };
         eprintln!("fixed {count} problem{plural} in {}", path.display());
+    }
+    if let Some(e) = failure {
+        eprintln!("error: {e}");
+        return 1;
     }
     input::emit(&diags, &sources, format);
     i32::from(diags.iter().any(Diagnostic::is_error))

@@ -20,13 +20,16 @@ pub(super) struct Fixed {
     pub count: usize,
 }
 
-/// Writes each diagnostic's single fix into its file; returns the files
-/// changed.
+/// Writes each diagnostic's single fix into its file, adding the files
+/// changed to `fixed` (those written before an error included).
 ///
 /// # Errors
 /// A file that cannot be read back or written, with its path.
-pub(super) fn apply(diags: &[Diagnostic], sources: &SourceMap) -> Result<Vec<Fixed>, String> {
-    let mut fixed = Vec::new();
+pub(super) fn apply(
+    diags: &[Diagnostic],
+    sources: &SourceMap,
+    fixed: &mut Vec<Fixed>,
+) -> Result<(), String> {
     for (id, file) in sources.iter() {
         let fixes = single_fixes(diags, id);
         if fixes.is_empty() {
@@ -56,5 +59,5 @@ pub(super) fn apply(diags: &[Diagnostic], sources: &SourceMap) -> Result<Vec<Fix
             count,
         });
     }
-    Ok(fixed)
+    Ok(())
 }

@@ -27,8 +27,15 @@ pub fn read(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Box<Diagno
 }
 
 /// Writes a source file through a temporary file and a rename, so a crash
-/// never leaves it half-written; the file keeps its permissions.
+/// never leaves it half-written; the file keeps its permissions. A
+/// symbolic link is written through (its target changes, the link stays),
+/// and a file this user may not write is left alone, as an editor would
+/// leave it: the rename alone would replace it whatever its permissions.
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if path.exists() {
+        std::fs::OpenOptions::new().append(true).open(path)?;
+    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".saferc.tmp");
     let tmp = std::path::PathBuf::from(tmp);

@@ -282,7 +282,8 @@ fn severity_word(diag: &Diagnostic) -> &'static str {
 
 /// The JSON form of a diagnostic, for `--format json` and editors.
 ///
-/// Locations are 0-based lines and columns (characters), plus byte offsets.
+/// Locations are 0-based lines and columns (characters), plus byte offsets
+/// (counted after a byte-order mark, which is no part of the program).
 pub fn to_json(diag: &Diagnostic, sources: &SourceMap) -> Value {
     let labels: Vec<Value> = diag
         .labels
@@ -311,11 +312,14 @@ pub fn to_json(diag: &Diagnostic, sources: &SourceMap) -> Value {
                 .is_some_and(|f| fix.applies_to(&f.text))
         })
         .map(|fix| {
+            let file = sources.get(fix.span.source);
             json!({
                 "title": fix.title,
-                "file": sources.get(fix.span.source).map(|f| f.name.clone()),
+                "file": file.map(|f| f.name.clone()),
                 "byte_start": fix.span.start,
                 "byte_end": fix.span.end,
+                "start": file.map(|f| f.location(fix.span.start as usize)),
+                "end": file.map(|f| f.location(fix.span.end as usize)),
                 "replacement": fix.replacement,
             })
         })

@@ -245,6 +245,23 @@ fn span(id: SourceId, r: std::ops::Range<usize>) -> Span {
     Span::new(id, r.start, r.end)
 }
 
+/// Whether a line of `text` sets key `key` or opens a table named `key`
+/// (`key = ...`, `[key]`, `[a.key]`).
+fn writes_key(text: &str, key: &str) -> bool {
+    text.lines().map(str::trim_start).any(|line| {
+        let sets = line
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        let opens = line.starts_with('[')
+            && line
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .is_some_and(|name| name.split('.').any(|part| part.trim() == key));
+        sets || opens
+    })
+}
+
 /// A deserializer's message with Rust's type names (`expected i64`) in
 /// words (`expected an integer`).
 fn in_plain_types(message: &str) -> String {
@@ -294,6 +311,9 @@ fn from_toml(id: SourceId, text: &str, e: &toml::de::Error) -> Diagnostic {
         )
         .with_primary(at, "unknown key");
         d = match did_you_mean(field, candidates.iter().copied()) {
+            // Renaming into a key the file already writes (anywhere: this
+            // looks at the text, not the tables) would make it invalid TOML.
+            Some(best) if writes_key(text, best) => d.with_help(format!("did you mean `{best}`?")),
             Some(best) => d.with_suggestion(at, field, best),
             None => d.with_help(format!(
                 "expected {}",

@@ -117,7 +117,11 @@ pub struct Renamed {
     pub new: &'static str,
     /// Whether the value written for `old` means the same under `new`, so
     /// renaming the key is a fix (`api_key` holds a secret where
-    /// `api_key_env` names a variable; `epsilon_high` is one end of `clip`).
+    /// `api_key_env` names a variable; `epsilon_high` is one end of `clip`;
+    /// verl's `max_num_gen_batches` counts the first batch and takes 0 for
+    /// no limit, `max_resample` counts extra batches). A value of another
+    /// type is caught apart from this: the fix is offered only when the
+    /// value checks under `new`.
     pub keeps_value: bool,
 }
 
@@ -214,10 +218,10 @@ const NON_NEGATIVE: (f64, f64, bool, bool) = (0.0, INF, true, false);
 const POSITIVE: (f64, f64, bool, bool) = (0.0, INF, false, false);
 /// `[1, inf)`.
 const AT_LEAST_ONE: (f64, f64, bool, bool) = (1.0, INF, true, false);
-/// A seed: a whole number from 0 to 2^53, the largest below which every
-/// whole number is exact (numbers are read as `f64`: a larger seed would
-/// silently become another).
-const SEED: (f64, f64, bool, bool) = (0.0, 9_007_199_254_740_992.0, true, true);
+/// A seed: a whole number from 0 up to (not including) 2^53, below which
+/// every whole number is exact (numbers are read as `f64`: a larger seed
+/// would silently become another, and 2^53 + 1 reads as 2^53).
+const SEED: (f64, f64, bool, bool) = (0.0, 9_007_199_254_740_992.0, true, false);
 /// Requests a judge keeps in flight (each on a thread of its own).
 pub const MAX_CONCURRENCY: f64 = 1024.0;
 /// AdamW's β: `[0, 0.9999999]`, so that it stays below 1 as the `f32` the
@@ -458,7 +462,7 @@ const DYNAMIC_SAMPLING: Block = Block {
     blocks: &[],
     forms: &[],
     open: None,
-    renamed: &[Renamed { old: "max_num_gen_batches", new: "max_resample", keeps_value: true }, Renamed { old: "filter_key", new: "on", keeps_value: true }],
+    renamed: &[Renamed { old: "max_num_gen_batches", new: "max_resample", keeps_value: false }, Renamed { old: "filter_key", new: "on", keeps_value: true }],
 };
 
 const OVERLONG: Block = Block {

@@ -10,7 +10,15 @@ use super::Analyzer;
 use crate::diagnostic::{did_you_mean, one_of, Code, Diagnostic};
 use crate::span::Span;
 use crate::syntax::ast::{self, DeclBody, DeclKind, ExprKind, StmtKind};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// A statement of a block whose key the schema does not know: the key,
+/// its value (none for a nested block), and every name the block writes.
+struct Written<'w> {
+    key: &'w ast::Ident,
+    value: Option<&'w ast::Expr>,
+    block: &'w HashSet<&'w str>,
+}
 
 impl<'a> Analyzer<'a> {
     /// Checks every declaration's body.
@@ -94,6 +102,18 @@ impl<'a> Analyzer<'a> {
         let mut settings = Settings::default();
         let mut forms = Vec::new();
         let mut seen: HashMap<String, Span> = HashMap::new();
+        // Every key and block name the block writes: a fix never renames
+        // one into another that is already there.
+        let written: HashSet<&str> = block
+            .stmts
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StmtKind::Assign { key, .. } | StmtKind::Block { key, .. } => {
+                    Some(key.name.as_str())
+                }
+                _ => None,
+            })
+            .collect();
         for stmt in &block.stmts {
             match &stmt.kind {
                 StmtKind::Assign { key, value } => {
@@ -128,18 +148,20 @@ impl<'a> Analyzer<'a> {
                         }
                         let name = match k.deprecated {
                             Some(new) => {
-                                self.diags.push(
-                                    Diagnostic::warning(
-                                        Code::E0207,
-                                        format!("`{}` is deprecated", key.name),
-                                    )
-                                    .with_primary(key.span, format!("use `{new}`"))
-                                    .with_help(format!(
-                                        "write `{new} = ...`; `{}` will be removed",
-                                        key.name
-                                    ))
-                                    .with_fix(key.span, &key.name, new),
-                                );
+                                let mut d = Diagnostic::warning(
+                                    Code::E0207,
+                                    format!("`{}` is deprecated", key.name),
+                                )
+                                .with_primary(key.span, format!("use `{new}`"))
+                                .with_help(format!(
+                                    "write `{new} = ...`; `{}` will be removed",
+                                    key.name
+                                ));
+                                // Not when the new name is written too (E0208).
+                                if !written.contains(new) {
+                                    d = d.with_fix(key.span, &key.name, new);
+                                }
+                                self.diags.push(d);
                                 new
                             }
                             None => k.name,
@@ -153,7 +175,12 @@ impl<'a> Analyzer<'a> {
                             settings.0.insert(key.name.clone(), Setting::Value(v));
                         }
                     } else {
-                        self.unknown_key(schema, key, path, false);
+                        let stmt = Written {
+                            key,
+                            value: Some(value),
+                            block: &written,
+                        };
+                        self.unknown_key(decl, schema, &stmt, path);
                     }
                 }
                 StmtKind::Block { key, body } => {
@@ -170,7 +197,14 @@ impl<'a> Analyzer<'a> {
                             forms.extend(inner_forms);
                             settings.0.insert(key.name.clone(), Setting::Block(inner));
                         }
-                        None => self.unknown_key(schema, key, path, true),
+                        None => {
+                            let stmt = Written {
+                                key,
+                                value: None,
+                                block: &written,
+                            };
+                            self.unknown_key(decl, schema, &stmt, path);
+                        }
                     }
                 }
                 other => {
@@ -280,19 +314,21 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    /// E0206 or E0205 for `key` (a block's name when `is_block`), with the
-    /// fix when one name of the same kind replaces it.
-    fn unknown_key(
-        &mut self,
-        schema: &'static Block,
-        key: &ast::Ident,
-        path: &str,
-        is_block: bool,
-    ) {
+    /// E0206 or E0205 for an unknown key or block name, with the fix when
+    /// one name of the same kind replaces it: not one the block already
+    /// writes (the fix would set it twice), and for a rename, only one
+    /// under which the written value checks (`path = "d.jsonl"` is not
+    /// `source = "d.jsonl"`).
+    fn unknown_key(&mut self, decl: usize, schema: &'static Block, stmt: &Written<'_>, path: &str) {
+        let key = stmt.key;
         let name = &key.name;
-        let same_kind = |other: &str| match is_block {
-            true => schema.block(other).is_some(),
-            false => schema.key(other).is_some(),
+        let is_block = stmt.value.is_none();
+        let same_kind = |other: &str| {
+            !stmt.block.contains(other)
+                && match is_block {
+                    true => schema.block(other).is_some(),
+                    false => schema.key(other).is_some(),
+                }
         };
         if let Some(r) = schema.renamed(name) {
             // A phrase (`criterion NAME weight W`) is written as it is; a
@@ -310,7 +346,11 @@ impl<'a> Analyzer<'a> {
             )
             .with_primary(key.span, format!("not a key of `{path}`"))
             .with_help(help);
-            if r.keeps_value && same_kind(r.new) {
+            let value_fits = match (stmt.value, schema.key(r.new)) {
+                (Some(value), Some(k)) => self.value_fits(decl, k, value, path),
+                _ => true,
+            };
+            if r.keeps_value && same_kind(r.new) && value_fits {
                 d = d.with_fix(key.span, name, r.new);
             }
             self.diags.push(d);
@@ -336,6 +376,18 @@ impl<'a> Analyzer<'a> {
             });
         }
         self.diags.push(diag);
+    }
+
+    /// Whether `value` checks as key `k`'s (type and range), reporting
+    /// nothing.
+    fn value_fits(&mut self, decl: usize, k: &schema::Key, value: &ast::Expr, path: &str) -> bool {
+        let before = self.diags.len();
+        if let Some(v) = self.check_value(decl, k.ty, value, k.name) {
+            self.check_range(k, &v, value.span, path);
+        }
+        let fits = self.diags.len() == before;
+        self.diags.truncate(before);
+        fits
     }
 
     fn check_range(&mut self, k: &schema::Key, v: &Value, span: Span, path: &str) {

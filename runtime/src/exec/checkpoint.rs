@@ -254,9 +254,16 @@ const CHECKED_FILES: &[&str] = &[
 ];
 
 /// The SHA-256 of a file, in hex.
+///
+/// # Errors
+/// A path that cannot be read, or that is not a regular file (a pipe
+/// would be waited on forever).
 pub(crate) fn sha256_of(path: &Path) -> Result<String, ExecError> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
+    if let Some(kind) = crate::images::not_a_file(path) {
+        return Err(io(path, format!("is {kind}, not a file")));
+    }
     let mut file = std::fs::File::open(path).map_err(|e| io(path, e))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
@@ -545,6 +552,28 @@ mod tests {
         std::fs::write(step.join("checksums.json"), &sums).unwrap();
         let (_, _, resumed) = start_or_resume::<B>(&root, fresh(), adam, 1, true, &device).unwrap();
         assert_eq!(resumed.step, 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A pipe is refused, not read: reading it would wait for a writer
+    /// forever (a dataset source is hashed before it is loaded).
+    #[test]
+    fn a_pipe_is_not_hashed() {
+        let dir = std::env::temp_dir().join(format!("saferc-ck-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("rows.jsonl");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(
+            made.is_ok_and(|s| s.success()),
+            "mkfifo (coreutils) makes the pipe"
+        );
+        let err = super::sha256_of(&fifo).unwrap_err().to_string();
+        assert!(err.contains("a pipe, socket or device"), "{err}");
+        assert!(super::sha256_of(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("a folder"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -33,18 +33,28 @@ pub fn check_tokenizer_against_config(
         reason,
     };
     let vocab = config.text.vocab_size;
-    if let Some(eos) = tokenizer.eos_ids.iter().find(|id| **id as usize >= vocab) {
-        return Err(invalid(format!(
-            "the end-of-sequence id {eos} (`eos_token_id` here or in `generation_config.json`) is outside the vocabulary of {vocab} tokens"
-        )));
-    }
     if let Some(highest) = tokenizer.highest_id() {
-        if highest as usize >= config.text.vocab_size {
+        if highest as usize >= vocab {
             return Err(invalid(format!(
-                "`vocab_size` is {}, but the tokenizer (`tokenizer.json`) has token id {highest}: a text that reaches it has no embedding; use the tokenizer the model was trained with, or a model whose `vocab_size` is above {highest}",
-                config.text.vocab_size
+                "`vocab_size` is {vocab}, but the tokenizer (`tokenizer.json`) has token id {highest}: a text that reaches it has no embedding; use the tokenizer the model was trained with, or a model whose `vocab_size` is above {highest}"
             )));
         }
+    }
+    // End-of-sequence ids: `config.json`'s, then those the tokenizer adds
+    // (`generation_config.json`, `tokenizer_config.json`'s `eos_token`).
+    let outside = |ids: &[u32]| ids.iter().copied().find(|id| *id as usize >= vocab);
+    if let Some(eos) = outside(&config.eos_token_ids) {
+        return Err(invalid(format!(
+            "`eos_token_id` {eos} is outside the vocabulary of {vocab} tokens"
+        )));
+    }
+    if let Some(eos) = outside(&tokenizer.eos_ids) {
+        return Err(ModelError::Config {
+            path: dir.join("generation_config.json"),
+            reason: format!(
+                "the end-of-sequence id {eos} (`eos_token_id` here, or `tokenizer_config.json`'s `eos_token`) is outside the vocabulary of {vocab} tokens"
+            ),
+        });
     }
     let Some(id) = config.image_token_id else {
         return Ok(());
