@@ -101,7 +101,8 @@ impl ImportArgs {
 pub enum Command {
     /// Check files for errors (exit 0 when clean, 1 on errors).
     Check {
-        /// The `.safer` files to check.
+        /// The `.safer` files to check; `-` reads standard input (its `use`
+        /// paths relative to the current folder).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Output format of the diagnostics.

@@ -143,7 +143,19 @@ impl SourceMap {
     /// # Errors
     /// E0111 when it cannot be read; otherwise as [`SourceMap::load_bytes`].
     pub fn load(&mut self, path: &Path) -> Result<SourceId, Box<Diagnostic>> {
-        let bytes = std::fs::read(path).map_err(|e| {
+        // At most one byte past the limit is read, so that a device that
+        // never ends (`/dev/zero`) is refused as too large, not read into
+        // all the memory there is.
+        let limit = crate::syntax::lexer::MAX_SOURCE_BYTES as u64 + 1;
+        let read = |path: &Path| -> std::io::Result<Vec<u8>> {
+            use std::io::Read;
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)?
+                .take(limit)
+                .read_to_end(&mut bytes)?;
+            Ok(bytes)
+        };
+        let bytes = read(path).map_err(|e| {
             Box::new(
                 Diagnostic::error(
                     Code::E0111,

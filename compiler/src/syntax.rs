@@ -164,15 +164,16 @@ pub fn decode(source: SourceId, bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
         .map(|text| text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
+/// E0106. `len` is what was read: a file is read only one byte past the
+/// limit, so a longer one (or an endless device) shows as that.
 fn too_large(source: SourceId, len: usize) -> Diagnostic {
-    Diagnostic::error(
-        Code::E0106,
-        format!(
-            "source file too large: {} bytes, the limit is {} bytes",
-            len,
-            lexer::MAX_SOURCE_BYTES
-        ),
-    )
-    .with_primary(Span::new(source, 0, 0), "this file")
-    .with_help("split the pipeline into several files joined with `use`")
+    let limit = lexer::MAX_SOURCE_BYTES;
+    let message = if len == limit + 1 {
+        format!("source file too large: over the limit of {limit} bytes")
+    } else {
+        format!("source file too large: {len} bytes, the limit is {limit} bytes")
+    };
+    Diagnostic::error(Code::E0106, message)
+        .with_primary(Span::new(source, 0, 0), "this file")
+        .with_help("split the pipeline into several files joined with `use`")
 }

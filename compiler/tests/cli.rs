@@ -176,6 +176,48 @@ fn check_fix_writes_the_fixes_and_reports_what_is_left() {
     assert!(stderr(&stdin).contains("standard input"));
 }
 
+/// `check -` checks standard input (it was taken for a file named `-`).
+#[test]
+fn check_reads_standard_input() {
+    use std::io::Write;
+    let check = |text: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_saferc"))
+            .args(["check", "-"])
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+        stdin
+            .write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(stdin);
+        child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(check("judge j { kind = rules }\n").status.code(), Some(0));
+    let bad = check("judge j { kind = rulez }\n");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("unknown value `rulez`"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+/// A device that never ends is read only to the size limit: E0106, not
+/// all the memory there is.
+#[test]
+fn check_reads_an_endless_file_only_to_the_limit() {
+    let out = saferc(&["check", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("E0106") && stderr(&out).contains("over the limit"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// A reader of the diagnostics that goes away early (`| head`) ends the
 /// output, not the program: exit 1 for the errors, not a panic's 101.
 #[test]

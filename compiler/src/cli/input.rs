@@ -15,12 +15,17 @@ use std::path::Path;
 pub fn read(sources: &mut SourceMap, path: &Path) -> Result<SourceId, Box<Diagnostic>> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).map_err(|e| {
-            Box::new(Diagnostic::error(
-                Code::E0111,
-                format!("cannot read standard input: {e}"),
-            ))
-        })?;
+        // One byte past the limit at most, as for files (E0106).
+        let limit = crate::syntax::lexer::MAX_SOURCE_BYTES as u64 + 1;
+        std::io::stdin()
+            .take(limit)
+            .read_to_end(&mut buf)
+            .map_err(|e| {
+                Box::new(Diagnostic::error(
+                    Code::E0111,
+                    format!("cannot read standard input: {e}"),
+                ))
+            })?;
         return sources.load_bytes("-", None, &buf);
     }
     sources.load(path)
