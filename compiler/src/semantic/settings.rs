@@ -382,10 +382,11 @@ impl<'a> Analyzer<'a> {
     /// nothing.
     fn value_fits(&mut self, decl: usize, k: &schema::Key, value: &ast::Expr, path: &str) -> bool {
         let before = self.diags.len();
-        if let Some(v) = self.check_value(decl, k.ty, value, k.name) {
-            self.check_range(k, &v, value.span, path);
+        let checked = self.check_value(decl, k.ty, value, k.name);
+        if let Some(v) = &checked {
+            self.check_range(k, v, value.span, path);
         }
-        let fits = self.diags.len() == before;
+        let fits = checked.is_some() && self.diags.len() == before;
         self.diags.truncate(before);
         fits
     }
