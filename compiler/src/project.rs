@@ -110,11 +110,13 @@ pub fn options_around(
 
 /// The `[imports]` of the manifest in `root`, read loosely from a file
 /// that has errors elsewhere: its roots (resolved) and `allow_outside`;
-/// none when the file is not TOML.
+/// none when neither the file nor its `[imports]` table alone is TOML.
 fn declared_import_roots(root: &Path) -> (Vec<PathBuf>, bool) {
-    let table = std::fs::read_to_string(root.join(MANIFEST))
+    let text = std::fs::read_to_string(root.join(MANIFEST)).unwrap_or_default();
+    let table = text
+        .parse::<toml::Table>()
         .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok());
+        .or_else(|| imports_table_alone(&text));
     let imports = table.as_ref().and_then(|t| t.get("imports"));
     let roots = imports
         .and_then(|i| i.get("roots"))
@@ -129,6 +131,22 @@ fn declared_import_roots(root: &Path) -> (Vec<PathBuf>, bool) {
         .and_then(toml::Value::as_bool)
         .unwrap_or(false);
     (roots, allow_outside)
+}
+
+/// The `[imports]` table of a manifest that is not TOML as a whole (a
+/// syntax error elsewhere in it): the lines from its header to the next
+/// table's, parsed alone.
+fn imports_table_alone(text: &str) -> Option<toml::Table> {
+    let is_header = |line: &str| line.trim_start().starts_with('[');
+    let is_imports = |line: &str| {
+        let line = line.trim();
+        let line = line.split('#').next().unwrap_or(line).trim_end();
+        line == "[imports]"
+    };
+    let mut lines = text.lines().skip_while(|line| !is_imports(line));
+    let header = lines.next()?;
+    let body: Vec<&str> = lines.take_while(|line| !is_header(line)).collect();
+    format!("{header}\n{}\n", body.join("\n")).parse().ok()
 }
 
 impl Project {

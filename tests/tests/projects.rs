@@ -345,6 +345,45 @@ fn a_manifest_error_is_reported_alone() {
     );
 }
 
+/// A TOML syntax error in `safer.toml` outside `[imports]` is reported
+/// alone too: the `[imports]` table is read by itself, so `use` paths
+/// through its roots still resolve. One inside `[imports]` leaves the
+/// import unresolved, and its error says why the roots were not searched.
+#[test]
+fn a_manifest_syntax_error_is_reported_alone() {
+    let dir = temp("manifest-syntax").join("demo");
+    project::new::create(&dir).unwrap_or_else(|e| panic!("{e}"));
+    edit(
+        &dir.join("safer.toml"),
+        "device = \"cpu\"",
+        "device = \"cpu",
+    );
+    let (diags, sources) = check(&dir.join("pipeline.safer"));
+    let rendered = render_plain(&diags, &sources);
+    assert_eq!(diags.len(), 1, "{rendered}");
+    assert!(rendered.contains("safer.toml"), "{rendered}");
+
+    edit(
+        &dir.join("safer.toml"),
+        "device = \"cpu",
+        "device = \"cpu\"",
+    );
+    edit(
+        &dir.join("safer.toml"),
+        "allow_outside = false",
+        "allow_outside = ",
+    );
+    let (diags, sources) = check(&dir.join("pipeline.safer"));
+    let rendered = render_plain(&diags, &sources);
+    let codes: Vec<&str> = diags.iter().map(|d| d.code.as_str()).collect();
+    assert_eq!(codes, ["E0220", "E0200"], "{rendered}");
+    let words = rendered.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("the import roots it may declare were not searched"),
+        "{rendered}"
+    );
+}
+
 /// A `safer.toml` misspelling is fixed only when the fix would not write a
 /// key (or table) the file already has: that would make it invalid TOML.
 #[test]

@@ -138,7 +138,11 @@ impl<'a> Analyzer<'a> {
                 );
             }
         }
-        if self.written(i, &["eval_data"]) && s.get("reward").is_none() {
+        // A `reward` written but not resolved has its own error.
+        if self.written(i, &["eval_data"])
+            && s.get("reward").is_none()
+            && !self.written(i, &["reward"])
+        {
             self.without_effect(
                 i,
                 &["eval_data"],

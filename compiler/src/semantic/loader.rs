@@ -37,6 +37,10 @@ pub struct LoadedModule {
     pub ast: ast::Module,
     /// Its `use` items, resolved.
     pub imports: Vec<Import>,
+    /// Its `use` items that did not resolve (their errors are reported):
+    /// each one's `as` name, if any. A name this module does not find may
+    /// be declared in one of them, so it is not also reported unknown.
+    pub failed_uses: Vec<Option<String>>,
 }
 
 /// A resolved `use`.
@@ -183,6 +187,7 @@ impl Loader<'_> {
                     name,
                     ast,
                     imports: Vec::new(),
+                    failed_uses: Vec::new(),
                 });
                 self.by_origin.insert(origin, index);
                 Some(index)
@@ -217,7 +222,10 @@ impl Loader<'_> {
             } else {
                 self.load_relative(module, &path, path_span)
             };
-            let Some(target) = target else { continue };
+            let Some(target) = target else {
+                self.loaded.modules[module].failed_uses.push(alias);
+                continue;
+            };
             if let Some(pos) = self.stack.iter().position(|&m| m == target) {
                 let mut names: Vec<String> = self.stack[pos..]
                     .iter()
@@ -366,6 +374,9 @@ impl Loader<'_> {
                         let (wrote, fixed) = (format!("\"{path}\""), format!("\"{path}.safer\""));
                         d = d.with_fix(span, &wrote, &fixed);
                     }
+                }
+                if self.options.manifest_unreadable && self.options.search.is_empty() {
+                    d = d.with_note("`safer.toml` has errors (reported with it), so the import roots it may declare were not searched");
                 }
                 self.diags.push(d);
                 return None;

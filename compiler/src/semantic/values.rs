@@ -536,12 +536,24 @@ impl<'a> Analyzer<'a> {
         let kind_of = |r: DeclRef| decls[r.0].kind;
         let mut names = self.scopes.visible_names(module, &kind_of, kinds);
         names.extend(self.scopes.modules[module].aliases.keys().cloned());
+        let best = did_you_mean(name, names.iter().map(String::as_str));
+        // Unless it is a misspelling of a name in scope, a name may be
+        // declared by a `use` of this module that failed (or be its alias):
+        // that `use`'s own error says what to fix.
+        let failed = &self.loaded.modules[module].failed_uses;
+        if best.is_none()
+            && failed
+                .iter()
+                .any(|alias| alias.as_deref().is_none_or(|a| a == name))
+        {
+            return;
+        }
         let what = match kinds {
             [k] => format!("no `{}` named `{name}`", k.keyword()),
             _ => format!("unknown name `{name}`"),
         };
         let mut d = Diagnostic::error(Code::E0203, what).with_primary(span, "not found");
-        if let Some(best) = did_you_mean(name, names.iter().map(String::as_str)) {
+        if let Some(best) = best {
             d = d.with_suggestion(span, name, best);
         } else if !names.is_empty() && names.len() <= 8 {
             d = d.with_help(format!("in scope: {}", crate::diagnostic::one_of(&names)));
