@@ -11,9 +11,11 @@
 pub mod codes;
 pub mod fix;
 pub mod render;
+pub mod suggestion;
 
 pub use codes::Code;
 pub use fix::Fix;
+pub use suggestion::{did_you_mean, Suggestion};
 
 use crate::span::Span;
 use serde::Serialize;
@@ -115,14 +117,6 @@ impl Diagnostic {
         self
     }
 
-    /// "did you mean `best`?", with the fix that writes `best` over `span`,
-    /// which holds `wrote`.
-    #[must_use]
-    pub fn with_suggestion(self, span: Span, wrote: &str, best: &str) -> Self {
-        self.with_help(format!("did you mean `{best}`?"))
-            .with_fix(span, wrote, best)
-    }
-
     /// Adds a fix that writes `replacement` over `span`, which holds `wrote`.
     #[must_use]
     pub fn with_fix(mut self, span: Span, wrote: &str, replacement: &str) -> Self {
@@ -169,24 +163,4 @@ pub fn join_or<S: AsRef<str>>(parts: &[S]) -> String {
             format!("{} or {}", init.join(", "), last.as_ref())
         }
     }
-}
-
-/// The closest candidate to `name` within a small edit distance, for
-/// "did you mean `x`?" hints.
-pub fn did_you_mean<'a, I>(name: &str, candidates: I) -> Option<&'a str>
-where
-    I: IntoIterator<Item = &'a str>,
-{
-    let limit = match name.chars().count() {
-        0..=3 => 1,
-        4..=7 => 2,
-        _ => 3,
-    };
-    candidates
-        .into_iter()
-        .filter(|c| *c != name)
-        .map(|c| (strsim::damerau_levenshtein(name, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, c)| (*d, *c))
-        .map(|(_, c)| c)
 }

@@ -313,8 +313,10 @@ fn from_toml(id: SourceId, text: &str, e: &toml::de::Error) -> Diagnostic {
         d = match did_you_mean(field, candidates.iter().copied()) {
             // Renaming into a key the file already writes (anywhere: this
             // looks at the text, not the tables) would make it invalid TOML.
-            Some(best) if writes_key(text, best) => d.with_help(format!("did you mean `{best}`?")),
-            Some(best) => d.with_suggestion(at, field, best),
+            Some(best) if best.names().iter().any(|n| writes_key(text, n)) => {
+                d.with_help(best.help(str::to_string))
+            }
+            Some(best) => d.with_suggestion(at, field, &best),
             None => d.with_help(format!(
                 "expected {}",
                 crate::diagnostic::one_of(&candidates)

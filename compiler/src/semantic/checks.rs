@@ -896,8 +896,8 @@ impl<'a> Analyzer<'a> {
                     .with_primary(span, "unknown endpoint");
                 d = match crate::diagnostic::did_you_mean(named, names.iter().map(String::as_str)) {
                     Some(best) => d
-                        .with_help(format!("did you mean `{best}`?"))
-                        .with_fix(span, &format!("\"{named}\""), &format!("\"{best}\"")),
+                        .with_help(best.help(str::to_string))
+                        .with_suggested_fixes(span, &format!("\"{named}\""), &best, |n| format!("\"{n}\"")),
                     None if names.is_empty() => d.with_help(format!("declare it in `safer.toml`: `[judges.{named}]` with `endpoint` and `model`")),
                     None => d.with_help(format!("declared endpoints: {}", crate::diagnostic::one_of(names))),
                 };

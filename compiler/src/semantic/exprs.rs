@@ -281,7 +281,7 @@ impl<'a> Analyzer<'a> {
         };
         let mut d = Diagnostic::error(Code::E0203, what).with_primary(span, "not found here");
         d = match (did_you_mean(name, candidates.iter().map(String::as_str)), scope) {
-            (Some(best), _) => d.with_suggestion(span, name, best),
+            (Some(best), _) => d.with_suggestion(span, name, &best),
             (None, ExprScope::Const) => d.with_help("this setting takes a literal value"),
             (None, ExprScope::Rubric { .. }) => d.with_help(format!(
                 "a rubric expression can use its criteria, `weighted`, `penalties`, `format` and its parameters: {}",
@@ -437,7 +437,7 @@ impl<'a> Analyzer<'a> {
                             Diagnostic::error(Code::E0203, format!("unknown function `{name}`"))
                                 .with_primary(callee.span, "not a filter function");
                         d = match did_you_mean(name, FILTER_FUNCTIONS.iter().map(|(f, _)| *f)) {
-                            Some(best) => d.with_suggestion(callee.span, name, best),
+                            Some(best) => d.with_suggestion(callee.span, name, &best),
                             None => d.with_help("filters can call `len`, `lower` and `contains`"),
                         };
                         self.diags.push(d);
@@ -556,7 +556,7 @@ impl<'a> Analyzer<'a> {
                         )
                         .with_primary(n.span, "unknown parameter");
                         d = match did_you_mean(&n.name, params.iter().map(|(p, _)| p.as_str())) {
-                            Some(best) => d.with_suggestion(n.span, &n.name, best),
+                            Some(best) => d.with_suggestion(n.span, &n.name, &best),
                             None if params.is_empty() => {
                                 d.with_help(format!("`{name}` takes no arguments"))
                             }

@@ -271,10 +271,11 @@ impl Loader<'_> {
                 Diagnostic::error(Code::E0200, format!("no standard library module `{path}`"))
                     .with_primary(span, "not in the standard library");
             d = match did_you_mean(path, stdlib::paths()) {
-                Some(best) => d.with_help(format!("did you mean `{best}`?")).with_fix(
+                Some(best) => d.with_help(best.help(str::to_string)).with_suggested_fixes(
                     span,
                     &format!("\"{path}\""),
-                    &format!("\"{best}\""),
+                    &best,
+                    |n| format!("\"{n}\""),
                 ),
                 None => d.with_help(format!(
                     "the standard library has {}",

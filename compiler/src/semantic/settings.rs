@@ -359,9 +359,9 @@ impl<'a> Analyzer<'a> {
         let mut diag = Diagnostic::error(Code::E0205, format!("unknown key `{name}` in `{path}`"))
             .with_primary(key.span, "unknown key");
         if let Some(best) = did_you_mean(name, schema.names()) {
-            diag = match same_kind(best) {
-                true => diag.with_suggestion(key.span, name, best),
-                false => diag.with_help(format!("did you mean `{best}`?")),
+            diag = match best.names().iter().all(|n| same_kind(n)) {
+                true => diag.with_suggestion(key.span, name, &best),
+                false => diag.with_help(best.help(str::to_string)),
             };
         } else if let Some(home) = find_key_elsewhere(name) {
             diag = diag.with_help(format!(
@@ -516,7 +516,7 @@ impl<'a> Analyzer<'a> {
                     )
                     .with_primary(e.span, "the runtime has no such scorer");
                     d = match did_you_mean(name, builtins.iter().map(String::as_str)) {
-                        Some(best) => d.with_suggestion(e.span, name, best),
+                        Some(best) => d.with_suggestion(e.span, name, &best),
                         None => d.with_help(format!(
                             "built-in scorers: {}; or give `{name}` a body: `scorer {name}(...) = expression`",
                             one_of(&builtins)
@@ -711,7 +711,7 @@ impl<'a> Analyzer<'a> {
                         )
                         .with_primary(name.span, "not a response format");
                         d = match did_you_mean(&name.name, schema::FORMATS.iter().copied()) {
-                            Some(best) => d.with_suggestion(name.span, &name.name, best),
+                            Some(best) => d.with_suggestion(name.span, &name.name, &best),
                             None => d.with_help(format!("formats are {}", one_of(schema::FORMATS))),
                         };
                         self.diags.push(d);

@@ -191,7 +191,7 @@ impl<'a> Analyzer<'a> {
                             format!("expected one of {}", crate::diagnostic::one_of(values)),
                         );
                 if let Some(best) = did_you_mean(name, values.iter().copied()) {
-                    d = d.with_suggestion(e.span, name, best);
+                    d = d.with_suggestion(e.span, name, &best);
                 }
                 self.diags.push(d);
                 None
@@ -382,8 +382,8 @@ impl<'a> Analyzer<'a> {
             let mut d = Diagnostic::error(Code::E0203, format!("unknown source format `{name}`"))
                 .with_primary(callee.span, "not a source format")
                 .with_help("sources are `jsonl(\"path\")`: one JSON object per line");
-            if did_you_mean(name, ["jsonl"]).is_some() {
-                d = d.with_suggestion(callee.span, name, "jsonl");
+            if let Some(jsonl) = did_you_mean(name, ["jsonl"]) {
+                d = d.with_suggestion(callee.span, name, &jsonl);
             }
             self.diags.push(d);
             return None;
@@ -500,8 +500,8 @@ impl<'a> Analyzer<'a> {
                         .with_primary(second_span, "not declared there");
                         if let Some(best) = did_you_mean(second, names.iter().map(String::as_str)) {
                             d = d
-                                .with_help(format!("did you mean `{first}.{best}`?"))
-                                .with_fix(second_span, second, best);
+                                .with_help(best.help(|n| format!("{first}.{n}")))
+                                .with_suggested_fixes(second_span, second, &best, str::to_string);
                         } else if !names.is_empty() {
                             d = d.with_help(format!(
                                 "it declares {}",
@@ -554,7 +554,7 @@ impl<'a> Analyzer<'a> {
         };
         let mut d = Diagnostic::error(Code::E0203, what).with_primary(span, "not found");
         if let Some(best) = best {
-            d = d.with_suggestion(span, name, best);
+            d = d.with_suggestion(span, name, &best);
         } else if !names.is_empty() && names.len() <= 8 {
             d = d.with_help(format!("in scope: {}", crate::diagnostic::one_of(&names)));
         } else if names.is_empty() {
@@ -656,8 +656,8 @@ impl<'a> Analyzer<'a> {
                 } else if let Some(best) =
                     did_you_mean(&split.name, splits.iter().map(String::as_str))
                 {
-                    d.with_help(format!("did you mean `{dataset}.{best}`?"))
-                        .with_fix(split.span, &split.name, best)
+                    d.with_help(best.help(|n| format!("{dataset}.{n}")))
+                        .with_suggested_fixes(split.span, &split.name, &best, str::to_string)
                 } else {
                     d.with_help(format!(
                         "its splits are {}",
@@ -743,8 +743,8 @@ impl<'a> Analyzer<'a> {
         .with_secondary(self.decls[rubric.0].span, "the rubric");
         d = match did_you_mean(&c.name, criteria.iter().map(String::as_str)) {
             Some(best) => d
-                .with_help(format!("did you mean `{name}.{best}`?"))
-                .with_fix(c.span, &c.name, best),
+                .with_help(best.help(|n| format!("{name}.{n}")))
+                .with_suggested_fixes(c.span, &c.name, &best, str::to_string),
             None => d.with_help(format!(
                 "its criteria are {}",
                 crate::diagnostic::one_of(&criteria)

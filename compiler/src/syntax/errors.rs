@@ -163,9 +163,15 @@ fn misspelt_unit(source: SourceId, text: &str, prev: &Token) -> Option<Diagnosti
         Diagnostic::error(Code::E0101, format!("unknown unit `{}`", prev.text))
             .with_primary(Span::new(source, prev.start, prev.end), "not a unit")
             .with_help(format!(
-                "did you mean `{best}`? Units are `prompts`, `completions`, `tokens`, `steps` and `epochs`"
+                "{} Units are `prompts`, `completions`, `tokens`, `steps` and `epochs`",
+                best.help(str::to_string)
             ))
-            .with_fix(Span::new(source, prev.start, prev.end), &prev.text, best),
+            .with_suggested_fixes(
+                Span::new(source, prev.start, prev.end),
+                &prev.text,
+                &best,
+                str::to_string,
+            ),
     )
 }
 
@@ -176,7 +182,7 @@ fn unknown_declaration(span: Span, word: &str, text: &str, after: usize) -> Diag
     let mut diag = Diagnostic::error(Code::E0109, format!("unknown declaration keyword `{word}`"))
         .with_primary(span, "not a declaration");
     diag = if let Some(best) = did_you_mean(word, keywords.iter().copied()) {
-        diag.with_suggestion(span, word, best)
+        diag.with_suggestion(span, word, &best)
     } else if rest.starts_with('=') || rest.starts_with('{') {
         diag.with_help(format!(
             "settings belong inside a declaration, e.g. `train stage {{ {word} = ... }}`"

@@ -64,3 +64,34 @@ fn action(doc: &Document, diagnostic: &Diagnostic, fix: &Fix) -> Value {
         "edit": { "changes": { doc.uri.clone(): [edit] } },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Equally close names give one action each, none preferred: the
+    /// editor must not apply either unasked.
+    #[test]
+    fn equally_close_names_are_offered_as_a_choice() {
+        let text = "model policy { arch = tiny_vlm, weights = \"w\" }\ndataset d { source = jsonl(\"d.jsonl\") }\ntrain stage1 { policy = policy, data = d, sft { lr = 1e-4 } }\ntrain stage2 { policy = policy, data = d, sft { lr = 1e-4 } }\ntrain last { after = stage3, policy = policy, data = d, sft { lr = 1e-4 } }\n";
+        let doc = Document::analyze("file:///tmp/choice.safer", text);
+        let at = json!({ "line": 4, "character": 22 });
+        let params =
+            json!({ "range": { "start": at, "end": at }, "context": { "diagnostics": [] } });
+        let actions = code_actions(&doc, &params);
+        let offered: Vec<(&str, bool)> = actions
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| (a["title"].as_str().unwrap_or(""), a["isPreferred"] == true))
+            .collect();
+        assert_eq!(
+            offered,
+            [
+                ("Replace `stage3` with `stage1`", false),
+                ("Replace `stage3` with `stage2`", false)
+            ],
+            "{actions}"
+        );
+    }
+}
