@@ -1088,6 +1088,7 @@ cases!(
     qwen2_5_vl_resume_frozen,
     qwen2_5_vl_resume_mixed,
     text_model_with_images,
+    model_template_error,
 );
 
 /// Ctrl+C (SIGINT) during training saves a checkpoint and exits 130; the

@@ -72,6 +72,14 @@ pub enum ExecError {
     },
     /// A model, tokenizer or image problem.
     Model(ModelError),
+    /// A row's prompt that the model's chat template or tokenizer failed
+    /// to build: not the row's fault, so never skipped as a bad row.
+    Prompt {
+        /// `file:line` of the row.
+        origin: String,
+        /// What failed.
+        error: ModelError,
+    },
     /// A scoring problem (a failing judge, a bad expression).
     Score(String),
     /// A GRPO math error (non-finite values, shapes).
@@ -153,6 +161,7 @@ impl fmt::Display for ExecError {
             ExecError::Data { dataset, message } => write!(f, "dataset `{dataset}`: {message}"),
             ExecError::Row { origin, message } => write!(f, "row {origin}: {message}"),
             ExecError::Model(e) => write!(f, "{e}"),
+            ExecError::Prompt { origin, error } => write!(f, "row {origin}: {error}"),
             ExecError::Grpo(e) => write!(f, "{e}"), // carries its code
             ExecError::Io { path, message } => write!(f, "{}: {message}", path.display()),
             ExecError::Interrupted { checkpoint } => write!(

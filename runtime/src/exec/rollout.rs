@@ -141,9 +141,16 @@ pub fn prompt(
             origin: row.origin.clone(),
             message: e.to_string(),
         },
-        // The model, its template or its tokenizer (images for a text-only
-        // model): every such row would fail alike, so the run stops.
-        other => ExecError::Usage(format!("row {}: {other}", row.origin)),
+        // A request the model cannot serve (images for a text-only model):
+        // every such row would be refused alike, so the run stops, as a
+        // request that cannot be carried out (exit 2, as `generate`'s).
+        ModelError::Request { .. } => ExecError::Usage(format!("row {}: {e}", row.origin)),
+        // The model's template or tokenizer failing: every row would fail
+        // alike, so the run stops, failed (exit 1, as `generate`'s).
+        other => ExecError::Prompt {
+            origin: row.origin.clone(),
+            error: other,
+        },
     })
 }
 

@@ -48,6 +48,14 @@ impl RunLock {
         use std::io::{Seek, Write};
         use std::os::unix::fs::MetadataExt;
         let path = dir.join("run.lock");
+        // A folder (or a pipe) there would fail to open with the OS's bare
+        // words, or wait forever.
+        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+            return Err(ExecError::Usage(format!(
+                "`{}` is not a file: saferc keeps the lock of the run in this folder there; remove it, or choose another folder",
+                path.display()
+            )));
+        }
         for _ in 0..3 {
             let mut file = std::fs::OpenOptions::new()
                 .read(true)
@@ -597,6 +605,15 @@ mod tests {
         drop(taken);
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
         assert!(left.is_empty(), "no file stays: {left:?}");
+        // A folder where the lock goes: refused by name, not "Is a directory".
+        std::fs::create_dir(&lock).unwrap();
+        let refused = super::RunLock::acquire(&dir).err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_ref()
+                .is_some_and(|m| m.contains("run.lock` is not a file") && m.contains("remove it")),
+            "{refused:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
