@@ -176,25 +176,29 @@ fn check_fix_writes_the_fixes_and_reports_what_is_left() {
     assert!(stderr(&stdin).contains("standard input"));
 }
 
+/// `saferc ARGS` with `text` on its standard input.
+fn saferc_with_input(args: &[&str], text: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    stdin
+        .write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(stdin);
+    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// `check -` checks standard input (it was taken for a file named `-`).
 #[test]
 fn check_reads_standard_input() {
-    use std::io::Write;
-    let check = |text: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_saferc"))
-            .args(["check", "-"])
-            .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
-        stdin
-            .write_all(text.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-        drop(stdin);
-        child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
-    };
+    let check = |text: &str| saferc_with_input(&["check", "-"], text);
     assert_eq!(check("judge j { kind = rules }\n").status.code(), Some(0));
     let bad = check("judge j { kind = rulez }\n");
     assert_eq!(bad.status.code(), Some(1));
@@ -265,6 +269,18 @@ fn fmt_rewrites_and_check_reports() {
         "model m { arch = tiny_vlm }\n"
     );
     assert_eq!(saferc(&["fmt", "--check", &messy]).status.code(), Some(0));
+
+    // Standard input: formatted to standard output, or checked (`--check -`
+    // printed the formatted text and passed).
+    let piped = saferc_with_input(&["fmt", "-"], "model m{arch=tiny_vlm}\n");
+    assert_eq!(piped.status.code(), Some(0));
+    assert_eq!(stdout(&piped), "model m { arch = tiny_vlm }\n");
+    let checked = saferc_with_input(&["fmt", "--check", "-"], "model m{arch=tiny_vlm}\n");
+    assert_eq!(checked.status.code(), Some(1));
+    assert_eq!(stdout(&checked), "would reformat <standard input>\n");
+    let clean = saferc_with_input(&["fmt", "--check", "-"], "model m { arch = tiny_vlm }\n");
+    assert_eq!(clean.status.code(), Some(0));
+    assert_eq!(stdout(&clean), "");
 
     let broken = write(&dir, "broken.safer", "model m {\n");
     let out = saferc(&["fmt", &broken]);
@@ -432,4 +448,48 @@ fn new_then_check_then_pin() {
         Some(1),
         "an existing folder is not overwritten"
     );
+}
+
+/// Diagnostics name an imported file as the user finds it from where they
+/// ran the command: beside its importer, as the checked file was named
+/// (`m/sub/x/y.safer`), not relative to the project root (`sub/x/y.safer`,
+/// which does not exist from there).
+#[test]
+fn imported_files_are_named_from_where_the_command_ran() {
+    let dir = temp_dir("shown-names");
+    std::fs::create_dir_all(dir.join("m/sub/x")).unwrap_or_else(|e| panic!("{e}"));
+    write(&dir, "m/top.safer", "use \"sub/mid.safer\"\n");
+    write(&dir, "m/sub/mid.safer", "use \"x/../x/y.safer\"\n");
+    write(&dir, "m/sub/x/y.safer", "judge j { kind = rulez }\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(["check", "--format", "json", "m/top.safer"])
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    let report: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let files: Vec<&str> = report["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|d| d["labels"].as_array().into_iter().flatten())
+        .filter_map(|label| label["file"].as_str())
+        .collect();
+    assert_eq!(files, ["m/sub/x/y.safer"], "{text}");
+}
+
+/// Two files checked together that import the same broken file report its
+/// problem once (each file's analysis loads it again).
+#[test]
+fn a_shared_import_s_problem_is_reported_once() {
+    let dir = temp_dir("shared-import");
+    let a = write(&dir, "a.safer", "use \"shared.safer\"\n");
+    let b = write(&dir, "b.safer", "use \"shared.safer\"\n");
+    write(&dir, "shared.safer", "judge j { kind = rulez }\n");
+    let out = saferc(&["check", &a, &b]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert_eq!(said.matches("unknown value `rulez`").count(), 1, "{said}");
 }

@@ -408,6 +408,35 @@ fn emit_writes_the_files_and_says_what_did_not_carry_over() {
     assert_eq!(into_a_file.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&into_a_file.stderr)
         .contains("is a file; emit writes into a folder"));
+    let emit_into = |out: &Path, force: bool| {
+        let mut args = vec![
+            "emit",
+            pipeline.to_str().unwrap(),
+            "--target",
+            "trl",
+            "--out",
+        ];
+        args.push(out.to_str().unwrap());
+        if force {
+            args.push("--force");
+        }
+        common::saferc(&args)
+    };
+    // Below a file: said so (it said the folder held files that differ).
+    let below = emit_into(&file.join("sub"), false);
+    assert_eq!(below.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&below.stderr).to_string();
+    assert!(said.contains("which is a file, not a folder"), "{said}");
+    // A folder where a file goes: refused before anything is written, even
+    // with --force (which wrote the other files, then failed).
+    let taken = dir.join("taken");
+    std::fs::create_dir_all(taken.join("train_trl.py")).unwrap();
+    let refused = emit_into(&taken, true);
+    assert_eq!(refused.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(said.contains("nothing was written"), "{said}");
+    let written: Vec<_> = std::fs::read_dir(&taken).unwrap().flatten().collect();
+    assert_eq!(written.len(), 1, "{written:?}");
 }
 
 /// What the loopback judge received: each request's `Authorization`

@@ -83,5 +83,33 @@ fn analyze(files: &[PathBuf], imports: &ImportArgs) -> (SourceMap, Vec<Diagnosti
             }
         }
     }
+    let diags = each_once(diags, &sources);
     (sources, diags)
+}
+
+/// `diags` without repeats: files checked together that import the same
+/// file, or share a `safer.toml`, report its problems once (each analysis
+/// loads it again, so the same problem comes with another source id).
+fn each_once(diags: Vec<Diagnostic>, sources: &SourceMap) -> Vec<Diagnostic> {
+    let place = |l: &crate::diagnostic::Label| {
+        let file = sources.get(l.span.source).map(|f| match &f.path {
+            Some(path) => path.display().to_string(),
+            None => f.name.clone(),
+        });
+        (file, l.span.start, l.span.end, l.message.clone(), l.primary)
+    };
+    let mut seen = std::collections::HashSet::new();
+    diags
+        .into_iter()
+        .filter(|d| {
+            let labels: Vec<_> = d.labels.iter().map(place).collect();
+            seen.insert((
+                d.is_error(),
+                d.code.as_str(),
+                d.message.clone(),
+                labels,
+                d.help.clone(),
+            ))
+        })
+        .collect()
 }

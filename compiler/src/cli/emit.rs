@@ -40,6 +40,33 @@ pub(super) fn run(file: &Path, request: Request<'_>, imports: &ImportArgs) -> i3
         );
         return 1;
     }
+    // A folder to be made below a file would fail only when it is made.
+    if let Some(file) = out
+        .ancestors()
+        .skip(1)
+        .find(|a| a.exists())
+        .filter(|a| !a.is_dir())
+    {
+        eprintln!(
+            "error: --out {} is below {}, which is a file, not a folder",
+            out.display(),
+            file.display()
+        );
+        return 1;
+    }
+    // Checked before anything is written, so that none is.
+    if let Some(taken) = emitted
+        .files
+        .iter()
+        .map(|(name, _)| out.join(name))
+        .find(|path| path.exists() && !path.is_file())
+    {
+        eprintln!(
+            "error: {} is a folder (or not a plain file), where emit writes a file; nothing was written",
+            taken.display()
+        );
+        return 1;
+    }
     // Files the user may have edited are not replaced unless asked.
     let changed: Vec<String> = emitted
         .files

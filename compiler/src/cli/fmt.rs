@@ -1,4 +1,5 @@
-//! `saferc fmt`: format files in place, or `--check` them.
+//! `saferc fmt`: format files in place (standard input, `-`, to standard
+//! output), or `--check` them.
 
 use super::{input, Format};
 use crate::source::SourceMap;
@@ -26,7 +27,8 @@ pub(super) fn run(files: &[PathBuf], check: bool) -> i32 {
             }
         };
         let formatted = fmt::format_module(&module, &text);
-        if path.as_os_str() == "-" {
+        let stdin = path.as_os_str() == "-";
+        if stdin && !check {
             print!("{formatted}");
             continue;
         }
@@ -34,7 +36,10 @@ pub(super) fn run(files: &[PathBuf], check: bool) -> i32 {
             continue;
         }
         if check {
-            unformatted.push(path.display().to_string());
+            unformatted.push(match stdin {
+                true => "<standard input>".to_string(),
+                false => path.display().to_string(),
+            });
         } else if let Err(e) = input::write_atomically(path, &formatted) {
             eprintln!("error: cannot write `{}`: {e}", path.display());
             return 1;

@@ -316,6 +316,16 @@ impl Loader<'_> {
         };
         let joined = base.unwrap_or_default().join(path);
         let mut normal = normalize(&joined);
+        // Diagnostics name the file as the user finds it from where they
+        // ran the command: beside its importer (as that one is named).
+        let importer = &self.loaded.modules[from];
+        let mut shown = match &importer.origin {
+            Origin::File(_) => self.sources.get(importer.source).map(|f| {
+                let folder = Path::new(&f.name).parent().unwrap_or(Path::new(""));
+                lexically_joined(folder, Path::new(path))
+            }),
+            _ => None,
+        };
         if !normal.is_file() {
             // Then the project's import roots, in order.
             if let Some(found) = self
@@ -326,6 +336,7 @@ impl Loader<'_> {
                 .find(|p| p.is_file())
             {
                 normal = found;
+                shown = None;
             }
         }
         if let Some(root) = &self.root {
@@ -384,10 +395,11 @@ impl Loader<'_> {
             }
         };
         let name = display_name(&canonical, self.root.as_deref());
-        match self
-            .sources
-            .load_bytes(name.clone(), Some(canonical), &bytes)
-        {
+        let shown = shown.unwrap_or_else(|| match std::env::current_dir() {
+            Ok(here) => display_name(&canonical, Some(&here)),
+            Err(_) => canonical.display().to_string(),
+        });
+        match self.sources.load_bytes(shown, Some(canonical), &bytes) {
             Ok(id) => self.parse_and_add(id, origin, name),
             Err(d) => {
                 self.diags.push(*d);
@@ -410,6 +422,24 @@ pub fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// `folder` joined with the relative `path`, `.` and `..` resolved
+/// lexically (a `..` beyond `folder`'s start is kept).
+fn lexically_joined(folder: &Path, path: &Path) -> String {
+    let mut out = PathBuf::new();
+    for c in folder.components().chain(path.components()) {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out.display().to_string()
 }
 
 /// A module's name: its path relative to the project root (with `..` for
