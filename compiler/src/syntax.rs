@@ -13,6 +13,7 @@
 
 pub mod ast;
 pub mod build;
+pub mod docs;
 pub mod dump;
 pub mod errors;
 pub mod expectations;

@@ -110,6 +110,17 @@ fn comments_keep_their_place_and_formatting_is_idempotent() {
         "rollout r {\n  group = 4\n\n  ## about max\n\n  max_tokens = 8 tokens\n}\n",
         // A leading comma after a blank line: one alignment rule for both passes.
         "rollout r {\n  group = 4\n\n  , max_tokens = 8 tokens\n}\n",
+        // `##` remarks after code, in a declaration's head, after a comma
+        // or in a criterion's head: they document nothing, and must not
+        // come to document the first setting (or the next one).
+        "model policy { ## the policy we train\n  arch    = tiny_vlm\n  weights = \"w\"\n}\n",
+        "model\n## x\npolicy {\n  arch = tiny_vlm\n  weights = \"w\"\n}\n",
+        "model\n## x\npolicy {\n  ## doc of arch\n  arch = tiny_vlm\n  weights = \"w\"\n}\n",
+        "train t {\n  reward = r\n  , ## x\n  grpo { lr = 1e-4 }\n}\n",
+        "rubric r {\n  criterion safety\n  ## x\n  weight 1 { scale = 0..10 }\n}\n",
+        // A comment after the next statement on the line is that one's.
+        "train t {\n  grpo { lr = 1e-4, batch = # c\n 2 prompts }\n}\n",
+        "dataset d {\n  a = 1, b = 2  # about b\n  c = 3\n}\n",
     ];
     for case in cases {
         let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
@@ -142,9 +153,10 @@ fn comments_keep_their_place_and_formatting_is_idempotent() {
 }
 
 /// A comment inside an expression goes on its own line above its
-/// statement: a `##` line there documents that statement (not the next one,
-/// as when such comments followed the statement), a trailing comment stays
-/// at the end of the line, and the statements keep their alignment.
+/// statement, a trailing comment stays at the end of the line, and the
+/// statements keep their alignment. A `##` remark there documented nothing
+/// in the source and documents nothing after: a blank line keeps it apart
+/// (it became the statement's documentation, changing the tree).
 #[test]
 fn comments_inside_expressions_go_above_their_statement() {
     let case = "rubric r {\n  criterion a weight (1 ## of a\n   + 1) \"x\"\n  criterion b weight 1\n}\n\
@@ -152,7 +164,7 @@ fn comments_inside_expressions_go_above_their_statement() {
     let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(
         once,
-        "rubric r {\n  ## of a\n  criterion a weight (1 + 1) \"x\"\n  criterion b weight 1\n}\n\n\
+        "rubric r {\n  ## of a\n\n  criterion a weight (1 + 1) \"x\"\n  criterion b weight 1\n}\n\n\
          model m {\n  arch = tiny_vlm\n  # path\n  weights = (\"m\" + \"n\")  # end\n  dtype   = f32\n}\n"
     );
     assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
@@ -163,7 +175,7 @@ fn comments_inside_expressions_go_above_their_statement() {
     let syntax::ast::DeclBody::Block(b) = &d.body else {
         panic!("a block")
     };
-    assert_eq!(b.stmts[0].docs, ["of a"]);
+    assert!(b.stmts[0].docs.is_empty());
     assert!(b.stmts[1].docs.is_empty());
 }
 
@@ -181,4 +193,26 @@ fn moved_comments_do_not_split_a_declaration_from_its_documentation() {
     assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
     let module = syntax::parse(SourceId(0), &once).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(module.items[0].docs, ["Doc."]);
+}
+
+/// A comment on a line after another statement belongs to the statement it
+/// follows, not to the first one on the line (`# about b` went to `a`, and
+/// `# c`, inside `batch`, to `lr`).
+#[test]
+fn a_comment_goes_with_the_statement_it_follows() {
+    let cases = [
+        (
+            "dataset d {\n  a = 1, b = 2  # about b\n  c = 3\n}\n",
+            "dataset d {\n  a = 1\n  b = 2  # about b\n  c = 3\n}\n",
+        ),
+        (
+            "train t {\n  grpo { lr = 1e-4, batch = # c\n 2 prompts }\n}\n",
+            "train t {\n  grpo {\n    lr = 1e-4\n    # c\n    batch = 2 prompts\n  }\n}\n",
+        ),
+    ];
+    for (case, want) in cases {
+        let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(once, want, "{case:?}");
+        assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+    }
 }

@@ -9,6 +9,7 @@ pub(super) fn print(module: &Module, text: &str) -> String {
     let mut p = Printer {
         text,
         comments: &module.comments,
+        documentation: crate::syntax::docs::documentation_marks(module, text),
         next_comment: 0,
         out: String::new(),
         indent: 0,
@@ -28,6 +29,9 @@ pub(super) fn print(module: &Module, text: &str) -> String {
 struct Printer<'a> {
     text: &'a str,
     comments: &'a [Comment],
+    /// For each comment, whether it documents a node (and so must stay
+    /// right above it).
+    documentation: Vec<bool>,
     next_comment: usize,
     out: String,
     indent: usize,
@@ -99,6 +103,28 @@ impl<'a> Printer<'a> {
         self.text.get(from..to).unwrap_or("")
     }
 
+    /// Comment `index` on a line of its own, at the current indent, to be
+    /// followed by the comments before `limit`. A `##` comment that
+    /// documents nothing in the source (a remark after code, a line inside
+    /// a declaration's head) gets a blank line after it when what follows
+    /// is documentation or the node itself, whose documentation it would
+    /// otherwise become; before another comment that documents nothing,
+    /// that one decides.
+    fn own_line(&self, index: usize, limit: usize) -> String {
+        let documents = |i: usize| self.documentation.get(i).copied().unwrap_or(false);
+        let c = &self.comments[index];
+        let mut line = format!("{}{}\n", self.pad(), c.text);
+        let remark = c.doc && !documents(index);
+        let continued = self
+            .comments
+            .get(index + 1)
+            .is_some_and(|n| (n.span.start as usize) < limit && !documents(index + 1));
+        if remark && !continued {
+            line.push('\n');
+        }
+        line
+    }
+
     fn is_multiline(&self, span: Span) -> bool {
         self.text
             .get(span.range())
@@ -145,7 +171,7 @@ impl<'a> Printer<'a> {
             {
                 self.blank_line();
             }
-            let line = format!("{}{}\n", self.pad(), c.text);
+            let line = self.own_line(self.next_comment, pos);
             self.out.push_str(&line);
             self.next_comment += 1;
         }
@@ -182,8 +208,8 @@ impl<'a> Printer<'a> {
         if !self.blank_before(after) {
             return;
         }
-        for comment in &self.comments[first..end] {
-            let line = format!("{}{}\n", self.pad(), comment.text);
+        for index in first..end {
+            let line = self.own_line(index, next_start);
             self.out.push_str(&line);
         }
         self.next_comment = end;
@@ -201,7 +227,7 @@ impl<'a> Printer<'a> {
             if c.span.start as usize >= end {
                 break;
             }
-            above.push_str(&format!("{}{}\n", self.pad(), c.text));
+            above.push_str(&self.own_line(self.next_comment, end));
             self.next_comment += 1;
         }
         if !above.is_empty() {
@@ -213,7 +239,10 @@ impl<'a> Printer<'a> {
         }
         if let Some(c) = self.comments.get(self.next_comment) {
             let start = c.span.start as usize;
-            if !self.source_between(end, start).contains('\n') {
+            // Nothing but spaces and commas between: a comment after the
+            // next statement on the same line is that one's.
+            let between = self.source_between(end, start);
+            if between.trim_matches([' ', '\t', ',']).is_empty() {
                 self.trailing.push(self.out.len());
                 self.out.push_str(&c.text);
                 self.next_comment += 1;

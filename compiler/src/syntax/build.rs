@@ -119,41 +119,12 @@ impl<'t> Builder<'t> {
 
     /// The `##` lines that end right above `start`.
     fn docs_before(&self, start: usize) -> Vec<String> {
-        let idx = self
-            .comments
-            .partition_point(|c| (c.span.start as usize) < start);
-        let mut docs = Vec::new();
-        let mut boundary = start;
-        for c in self.comments[..idx].iter().rev() {
-            if !c.doc {
-                break;
-            }
-            // Only whitespace may separate the comment from what follows, and
-            // at most one line break (a blank line detaches it). Checked from
-            // the end so that a far-away comment costs nothing.
-            let between = self.text.get(c.span.end as usize..boundary).unwrap_or("x");
-            let mut newlines = 0;
-            let attached = between.bytes().rev().all(|b| {
-                newlines += usize::from(b == b'\n');
-                b.is_ascii_whitespace() && newlines <= 1
-            });
-            // A `##` after code on its line is a trailing remark on that
-            // code, no documentation of what comes next.
-            let before = self.text.get(..c.span.start as usize).unwrap_or("");
-            let own_line = before
-                .bytes()
-                .rev()
-                .take_while(|b| *b != b'\n')
-                .all(|b| b == b' ' || b == b'\t' || b == b'\r');
-            if !attached || !own_line {
-                break;
-            }
-            let line = c.text.trim_start_matches("##");
-            docs.push(line.strip_prefix(' ').unwrap_or(line).to_string());
-            boundary = c.span.start as usize;
-        }
-        docs.reverse();
-        docs
+        super::docs::documenting(self.text, self.comments, start)
+            .map(|i| {
+                let line = self.comments[i].text.trim_start_matches("##");
+                line.strip_prefix(' ').unwrap_or(line).to_string()
+            })
+            .collect()
     }
 
     fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
