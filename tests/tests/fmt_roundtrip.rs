@@ -216,3 +216,33 @@ fn a_comment_goes_with_the_statement_it_follows() {
         assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
     }
 }
+
+/// Characters a reader cannot see stay escaped, or become escaped, in a
+/// formatted string (a bidirectional override written as `\u{202e}` was
+/// printed raw, invisible in review: "Trojan Source"); visible text, accents
+/// included, stays as written, and the value is the same.
+#[test]
+fn invisible_characters_in_strings_are_escaped() {
+    let case = "prompt p = \"a\\u{202e}b\\u{200b}c\\u{a0}d\u{2066}e\u{feff}f é\"\n";
+    let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        once,
+        "prompt p = \"a\\u{202e}b\\u{200b}c\\u{a0}d\\u{2066}e\\u{feff}f é\"\n"
+    );
+    assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+    let value = |text: &str| {
+        let module = syntax::parse(SourceId(0), text).unwrap_or_else(|e| panic!("{e:?}"));
+        match &module.items[0].kind {
+            syntax::ast::ItemKind::Decl(d) => match &d.body {
+                syntax::ast::DeclBody::Value(v) => match &v.kind {
+                    syntax::ast::ExprKind::String(s) => s.value.clone(),
+                    _ => String::new(),
+                },
+                syntax::ast::DeclBody::Block(_) => String::new(),
+            },
+            syntax::ast::ItemKind::Use(_) => String::new(),
+        }
+    };
+    assert_eq!(value(case), value(&once));
+    assert!(value(case).contains('\u{202e}'));
+}

@@ -364,8 +364,9 @@ impl<'a> Printer<'a> {
         if allow_inline {
             if let Some(inline) = self.inline_block(block) {
                 let line_start = self.out.rfind('\n').map_or(0, |i| i + 1);
-                let col = self.out.len() - line_start;
-                if col + inline.len() < MAX_WIDTH {
+                // Columns are characters, as an editor counts them.
+                let col = self.out[line_start..].chars().count();
+                if col + inline.chars().count() < MAX_WIDTH {
                     self.out.push(' ');
                     self.out.push_str(&inline);
                     return;
@@ -423,7 +424,7 @@ impl<'a> Printer<'a> {
             ExprKind::If { .. } => true,
             _ => false,
         };
-        breakable && (self.is_multiline(e.span) || col + self.flat(e).len() > MAX_WIDTH)
+        breakable && (self.is_multiline(e.span) || col + self.flat(e).chars().count() > MAX_WIDTH)
     }
 
     /// For each statement, the key width to pad to (aligned `=` within runs
@@ -561,7 +562,7 @@ impl<'a> Printer<'a> {
     /// so or does not fit.
     fn expr(&mut self, e: &Expr, col: usize) -> String {
         let flat = self.flat(e);
-        let too_long = col + flat.len() > MAX_WIDTH;
+        let too_long = col + flat.chars().count() > MAX_WIDTH;
         let multiline_source = self.is_multiline(e.span);
         match &e.kind {
             ExprKind::List { items } if !items.is_empty() && (multiline_source || too_long) => {

@@ -373,7 +373,11 @@ pub fn unescape(body: &str) -> String {
     out
 }
 
-/// Escapes a value for printing inside `"..."`.
+/// Escapes a value for printing inside `"..."`. Characters a reader cannot
+/// see are written as `\u{...}`: control characters, whitespace other than
+/// the space, and invisible format characters (zero-width ones,
+/// bidirectional overrides as in "Trojan Source" attacks, the byte order
+/// mark, tags), so that formatting never hides what a string holds.
 pub fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     for c in value.chars() {
@@ -384,9 +388,41 @@ pub fn escape(value: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
             '\0' => out.push_str("\\0"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if c.is_control() || invisible(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
             c => out.push(c),
         }
     }
     out
+}
+
+/// Whitespace other than the space, and Unicode's invisible format
+/// characters (general category Cf, as of Unicode 16).
+fn invisible(c: char) -> bool {
+    (c.is_whitespace() && c != ' ')
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{600}'..='\u{605}'
+                | '\u{61c}'
+                | '\u{6dd}'
+                | '\u{70f}'
+                | '\u{890}'..='\u{891}'
+                | '\u{8e2}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0001}'
+                | '\u{e0020}'..='\u{e007f}'
+        )
 }
