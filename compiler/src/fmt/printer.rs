@@ -431,8 +431,35 @@ impl<'a> Printer<'a> {
     /// of consecutive settings printed on one line), or `None` for the
     /// statements outside such runs. The decision depends only on what is
     /// printed, never on the source layout of a one-line result, so that
-    /// formatting is idempotent.
+    /// formatting is idempotent. A setting that fits in the line at its own
+    /// key's width but not padded to its run's is left out of the run (it
+    /// went past 100 columns).
     fn alignment(&self, block: &Block) -> Vec<Option<usize>> {
+        let mut unaligned = vec![false; block.stmts.len()];
+        loop {
+            let widths = self.runs(block, &unaligned);
+            let mut changed = false;
+            for (i, stmt) in block.stmts.iter().enumerate() {
+                let (Some(w), StmtKind::Assign { key, value }) = (widths[i], &stmt.kind) else {
+                    continue;
+                };
+                let value_width = self.flat(value).chars().count();
+                let at = |key_width: usize| 2 * self.indent + key_width + 3 + value_width;
+                if at(w) > MAX_WIDTH && at(key.name.len()) <= MAX_WIDTH {
+                    unaligned[i] = true;
+                    changed = true;
+                }
+            }
+            // Each round only takes settings out, so it ends.
+            if !changed {
+                return widths;
+            }
+        }
+    }
+
+    /// The runs of [`Self::alignment`], with the `unaligned` settings kept
+    /// out of them.
+    fn runs(&self, block: &Block, unaligned: &[bool]) -> Vec<Option<usize>> {
         let mut widths = vec![None; block.stmts.len()];
         let mut run: Vec<usize> = Vec::new();
         let flush = |run: &mut Vec<usize>, widths: &mut Vec<Option<usize>>| {
@@ -452,7 +479,9 @@ impl<'a> Printer<'a> {
         for (i, stmt) in block.stmts.iter().enumerate() {
             let col = 2 * self.indent;
             let simple = match &stmt.kind {
-                StmtKind::Assign { key, value } => !self.breaks(value, col + key.name.len() + 3),
+                StmtKind::Assign { key, value } => {
+                    !unaligned[i] && !self.breaks(value, col + key.name.len() + 3)
+                }
                 _ => false,
             };
             // A blank line right before a statement (the one the printer
