@@ -33,8 +33,14 @@ pub struct Location {
 impl SourceFile {
     /// Builds a file and indexes its line starts.
     pub fn new(name: impl Into<String>, path: Option<PathBuf>, text: String) -> Self {
+        // Lines end at `\n`, `\r\n` or a lone `\r`, as editors (and the
+        // language server protocol) count them.
+        let bytes = text.as_bytes();
         let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        line_starts.extend(bytes.iter().enumerate().filter_map(|(i, &b)| {
+            let ends_line = b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+            ends_line.then_some(i + 1)
+        }));
         SourceFile {
             name: name.into(),
             path,

@@ -25,6 +25,12 @@ pub struct Document {
     analysis: Analysis,
     ast: Option<ast::Module>,
     id: SourceId,
+    /// Whether the editor's text starts with a byte-order mark (`text`
+    /// holds a space in its place).
+    byte_order_mark: bool,
+    /// The project's import roots (`[imports] roots` of `safer.toml`),
+    /// searched for a `use` path after the document's folder.
+    import_roots: Vec<PathBuf>,
 }
 
 /// `file:///a%20b/c.safer` → `/a b/c.safer`; `None` for another scheme or
@@ -45,6 +51,7 @@ impl Document {
         // A byte-order mark is no part of the program (as `saferc check`
         // reads files); a space in its place keeps every line and UTF-16
         // column the editor counts (both are one unit wide).
+        let byte_order_mark = text.starts_with('\u{feff}');
         let text: &str = &match text.strip_prefix('\u{feff}') {
             Some(rest) => format!(" {rest}"),
             None => text.to_string(),
@@ -64,6 +71,7 @@ impl Document {
             None => LoadOptions::default(),
         };
         let first = SourceId(u32::try_from(sources.iter().count()).unwrap_or(0));
+        let import_roots = options.search.clone();
         let mut analysis =
             semantic::analyze_text(&mut sources, &name, text, dir.as_deref(), options);
         analysis.diagnostics.splice(0..0, early);
@@ -81,7 +89,21 @@ impl Document {
             analysis,
             ast,
             id: first,
+            byte_order_mark,
+            import_roots,
         }
+    }
+
+    /// The file a `use` path of this document names, found as the loader
+    /// finds it: beside the document, else under the project's import
+    /// roots, in order (canonical, to compare with a loaded file's path).
+    fn imported_file(&self, use_path: &str) -> Option<PathBuf> {
+        let dir = uri_to_path(&self.uri)?.parent()?.to_path_buf();
+        std::iter::once(dir)
+            .chain(self.import_roots.iter().cloned())
+            .map(|folder| folder.join(use_path))
+            .find(|p| p.is_file())
+            .and_then(|p| std::fs::canonicalize(p).ok())
     }
 
     fn file(&self, id: SourceId) -> Option<&SourceFile> {
@@ -161,15 +183,14 @@ impl Document {
     fn import_of(&self, source: SourceId) -> Option<Span> {
         let target = self.file(source)?.path.as_ref()?;
         let target = std::fs::canonicalize(target).ok()?;
-        let dir = uri_to_path(&self.uri)?.parent()?.to_path_buf();
         self.ast
             .as_ref()?
             .items
             .iter()
             .find_map(|item| match &item.kind {
-                ast::ItemKind::Use(u) => std::fs::canonicalize(dir.join(&u.path.value))
-                    .is_ok_and(|p| p == target)
-                    .then_some(item.span),
+                ast::ItemKind::Use(u) => (self.imported_file(&u.path.value).as_ref()
+                    == Some(&target))
+                .then_some(item.span),
                 _ => None,
             })
     }
@@ -262,12 +283,10 @@ impl Document {
                     let parts: Vec<&str> = name.split('/').collect();
                     !wanted.is_empty() && parts.ends_with(&wanted)
                 };
-                // A file on disk is the one the path names from this
-                // document's folder (`lib/a.safer` is not `a.safer`); the
-                // standard library's by name.
-                let target = uri_to_path(&self.uri)
-                    .and_then(|p| p.parent().map(|d| d.join(&path)))
-                    .and_then(|p| std::fs::canonicalize(p).ok());
+                // A file on disk is the one the path names, as the loader
+                // finds it (`lib/a.safer` is not `a.safer`); the standard
+                // library's by name.
+                let target = self.imported_file(&path);
                 let declared_in_target =
                     |d: &&Decl| match self.file(d.span.source).and_then(|f| f.path.as_ref()) {
                         Some(file) => target
@@ -293,6 +312,49 @@ impl Document {
             .iter()
             .filter(|d| d.name == word)
             .min_by_key(|d| (d.module != 0, d.module))
+    }
+
+    /// The `##` documentation of the setting, block or criterion whose
+    /// name is under `offset`.
+    fn statement_docs_at(&self, offset: usize) -> Vec<String> {
+        fn find(stmts: &[ast::Stmt], offset: usize) -> Option<&ast::Stmt> {
+            stmts.iter().find_map(|stmt| {
+                let name = match &stmt.kind {
+                    ast::StmtKind::Assign { key, .. } | ast::StmtKind::Block { key, .. } => key,
+                    ast::StmtKind::Criterion { name, .. }
+                    | ast::StmtKind::Penalty { name, .. }
+                    | ast::StmtKind::Format { name, .. } => name,
+                    ast::StmtKind::Filter { .. } => return None,
+                };
+                let on_name =
+                    (name.span.start as usize) <= offset && offset <= name.span.end as usize;
+                if on_name {
+                    return Some(stmt);
+                }
+                match &stmt.kind {
+                    ast::StmtKind::Block { body, .. }
+                    | ast::StmtKind::Criterion {
+                        body: Some(body), ..
+                    } => find(&body.stmts, offset),
+                    _ => None,
+                }
+            })
+        }
+        let Some(module) = &self.ast else {
+            return Vec::new();
+        };
+        module
+            .items
+            .iter()
+            .find_map(|item| match &item.kind {
+                ast::ItemKind::Decl(ast::Decl {
+                    body: ast::DeclBody::Block(b),
+                    ..
+                }) => find(&b.stmts, offset),
+                _ => None,
+            })
+            .map(|stmt| stmt.docs.clone())
+            .unwrap_or_default()
     }
 
     /// The schema block enclosing `offset`, its path, and the key under it.
@@ -470,7 +532,13 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
     let offset = doc.offset(params);
     if let Some((block, path, Some(key))) = doc.block_at(offset) {
         if let Some(k) = block.key(&key) {
-            return json!({ "contents": { "kind": "markdown", "value": key_markdown(&path, k) } });
+            let mut value = key_markdown(&path, k);
+            // The setting's own `##` lines, above the schema's text.
+            let docs = doc.statement_docs_at(offset);
+            if !docs.is_empty() {
+                value = format!("{}\n\n---\n\n{value}", docs.join("\n"));
+            }
+            return json!({ "contents": { "kind": "markdown", "value": value } });
         }
         if let Some(b) = block.block(&key) {
             return json!({ "contents": { "kind": "markdown", "value": format!("**`{path}.{}`** block\n\n{}", b.name, b.doc) } });
@@ -479,7 +547,20 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
     let Some((word, qualifier, span)) = doc.word_at(offset) else {
         return Value::Null;
     };
-    if let Some(kind) = DeclKind::from_keyword(&word) {
+    // A declaration's keyword, where it starts one (`train` in `d.train`
+    // is a split, `model` in `kind = model` a judge kind).
+    let heads_a_declaration = match &doc.ast {
+        Some(module) => module.items.iter().any(
+            |item| matches!(&item.kind, ast::ItemKind::Decl(d) if d.kind_span.start == span.start),
+        ),
+        None => {
+            let line_start = doc.text[..span.start as usize]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            qualifier.is_none() && doc.text[line_start..span.start as usize].trim().is_empty()
+        }
+    };
+    if let Some(kind) = DeclKind::from_keyword(&word).filter(|_| heads_a_declaration) {
         if let Some(block) = schema::for_decl(kind) {
             return json!({ "contents": { "kind": "markdown", "value": format!("**`{word}`**\n\n{}", block.doc) }, "range": doc.range(span) });
         }
@@ -545,7 +626,13 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
             }
             json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) })
         }
-        None => Value::Null,
+        // A criterion's (or penalty's) name: its `##` lines.
+        None => match doc.statement_docs_at(offset) {
+            docs if docs.is_empty() => Value::Null,
+            docs => {
+                json!({ "contents": { "kind": "markdown", "value": docs.join("\n") }, "range": doc.range(span) })
+            }
+        },
     }
 }
 
@@ -636,11 +723,17 @@ pub fn definition(doc: &Document, params: &Value) -> Value {
 /// `textDocument/formatting`: one edit replacing the document (none when
 /// it is formatted or does not parse).
 pub fn formatting(doc: &Document, _params: &Value) -> Value {
-    match fmt::format_source(&doc.text) {
-        Ok(formatted) if formatted != doc.text => {
+    // A byte-order mark stays, as `saferc fmt` keeps it (the analysed
+    // text holds a space in its place).
+    let (mark, body) = match doc.byte_order_mark {
+        true => ("\u{feff}", doc.text.get(1..).unwrap_or("")),
+        false => ("", doc.text.as_str()),
+    };
+    match fmt::format_source(body) {
+        Ok(formatted) if formatted != body => {
             let f = doc.file(doc.id);
             let end_line = f.map_or(0, |f| f.line_count());
-            json!([{ "range": { "start": { "line": 0, "character": 0 }, "end": { "line": end_line, "character": 0 } }, "newText": formatted }])
+            json!([{ "range": { "start": { "line": 0, "character": 0 }, "end": { "line": end_line, "character": 0 } }, "newText": format!("{mark}{formatted}") }])
         }
         _ => json!([]),
     }
@@ -684,8 +777,8 @@ fn materialize_std(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
-    use super::{definition, hover, uri_to_path, Document};
-    use serde_json::json;
+    use super::{definition, formatting, hover, uri_to_path, Document};
+    use serde_json::{json, Value};
 
     #[test]
     fn uris_decode_and_odd_escapes_do_not_panic() {
@@ -830,5 +923,141 @@ mod tests {
             .ends_with("/bad.safer"));
         assert_eq!(related["location"]["range"]["start"]["line"], 2);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A project's `[imports] roots` (the layout `saferc new` makes): an
+    /// error in a file found there shows on its `use` line (it was at
+    /// 0:0), and `alias.name` goes to that file's declaration, not to a
+    /// same-named one of the document.
+    #[test]
+    fn imports_through_the_project_s_roots_are_found() {
+        let dir = std::env::temp_dir().join(format!("saferc-lsp-roots-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("rubrics")).unwrap();
+        std::fs::write(
+            dir.join("safer.toml"),
+            "[project]\nname = \"p\"\n\n[imports]\nroots = [\"rubrics\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("rubrics/house.safer"),
+            "rubric house_rubric {\n  criterion safety weight 1 \"Safe.\"\n}\n",
+        )
+        .unwrap();
+        let uri = url::Url::from_file_path(dir.join("p.safer"))
+            .unwrap()
+            .to_string();
+        let text = "use \"house.safer\" as h\n\nrubric house_rubric {\n  criterion other weight 1 \"x\"\n}\n\neval e {\n  model = m\n  data = d\n  rubric = h.house_rubric\n}\n";
+        let doc = Document::analyze(&uri, text);
+        let at =
+            json!({ "textDocument": { "uri": uri }, "position": { "line": 9, "character": 15 } });
+        let target = definition(&doc, &at);
+        assert!(
+            target["uri"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("rubrics/house.safer"),
+            "{target}"
+        );
+        std::fs::write(
+            dir.join("rubrics/house.safer"),
+            "rubric house_rubric {\n  criterion safety weight x\n}\n",
+        )
+        .unwrap();
+        let doc = Document::analyze(&uri, text);
+        let diags = doc.diagnostics();
+        let elsewhere: Vec<&Value> = diags
+            .iter()
+            .filter(|d| {
+                d["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("in `")
+            })
+            .collect();
+        assert!(!elsewhere.is_empty(), "{diags:?}");
+        assert_eq!(
+            elsewhere[0]["range"]["start"],
+            json!({ "line": 0, "character": 0 })
+        );
+        assert_eq!(
+            elsewhere[0]["range"]["end"],
+            json!({ "line": 0, "character": 22 })
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A declaration keyword's text is the hover of a declaration's head
+    /// only: `train` in `d.train` is a split, `model` in `kind = model` a
+    /// judge kind.
+    #[test]
+    fn a_keyword_s_hover_is_for_a_declaration_s_head_only() {
+        let text = "judge j { kind = model }\ntrain t {\n  data = d.train\n}\n";
+        let doc = Document::analyze("untitled:k.safer", text);
+        let hover_at = |line: u32, character: u32| {
+            hover(
+                &doc,
+                &json!({ "position": { "line": line, "character": character } }),
+            )
+        };
+        assert!(hover_at(1, 2).to_string().contains("train"), "the head");
+        let declaration_text = hover_at(1, 2)["contents"]["value"].clone();
+        assert_ne!(hover_at(2, 12)["contents"]["value"], declaration_text);
+        assert!(
+            !hover_at(0, 19).to_string().contains("**`model`**"),
+            "{}",
+            hover_at(0, 19)
+        );
+    }
+
+    /// A setting's `##` lines show on hover, above the schema's text, and a
+    /// criterion's on its name.
+    #[test]
+    fn a_setting_s_documentation_shows_on_hover() {
+        let text = "rollout r {\n  ## Eight completions per prompt.\n  group = 8\n  max_tokens = 8 tokens\n}\n\nrubric q {\n  ## Refuses harm.\n  criterion safety weight 1 \"Safe.\"\n}\n";
+        let doc = Document::analyze("untitled:h.safer", text);
+        let on_group = hover(&doc, &json!({ "position": { "line": 2, "character": 3 } }));
+        let shown = on_group["contents"]["value"].as_str().unwrap_or_default();
+        assert!(
+            shown.starts_with("Eight completions per prompt."),
+            "{on_group}"
+        );
+        assert!(shown.contains("group"), "{on_group}");
+        let on_criterion = hover(&doc, &json!({ "position": { "line": 8, "character": 14 } }));
+        assert_eq!(
+            on_criterion["contents"]["value"], "Refuses harm.",
+            "{on_criterion}"
+        );
+    }
+
+    /// Formatting keeps a byte-order mark, as `saferc fmt` does, and a
+    /// formatted file with one gets no edit (the mark was dropped and the
+    /// whole document rewritten).
+    #[test]
+    fn formatting_keeps_a_byte_order_mark() {
+        let formatted =
+            Document::analyze("untitled:f.safer", "\u{feff}model m { arch = tiny_vlm }\n");
+        assert_eq!(formatting(&formatted, &json!({})), json!([]));
+        let messy = Document::analyze("untitled:f.safer", "\u{feff}model m{arch=tiny_vlm}\n");
+        let edits = formatting(&messy, &json!({}));
+        assert_eq!(edits[0]["newText"], "\u{feff}model m { arch = tiny_vlm }\n");
+    }
+
+    /// A lone `\r` ends a line, as the protocol counts lines: positions
+    /// after one are on the next line, and a formatting edit covers the
+    /// whole document.
+    #[test]
+    fn a_lone_carriage_return_ends_a_line() {
+        let text = "model policy { arch = tiny_vlm, weights = \"w\" }\r\rrollout r { temprature = 1.0, max_tokens = 8 tokens }\r";
+        let doc = Document::analyze("untitled:cr.safer", text);
+        let diags = doc.diagnostics();
+        assert_eq!(
+            diags[0]["range"]["start"],
+            json!({ "line": 2, "character": 12 }),
+            "{diags:?}"
+        );
+        let edits = formatting(&doc, &json!({}));
+        // Past the last line (3, empty), which an editor clamps to the end.
+        assert_eq!(edits[0]["range"]["end"]["line"], 4, "{edits}");
     }
 }
