@@ -264,54 +264,86 @@ impl Document {
     /// `alias.name` looks in the aliased module).
     fn decl_named(&self, word: &str, qualifier: Option<&str>) -> Option<&Decl> {
         let program = self.analysis.program.as_ref()?;
-        if let Some(q) = qualifier {
-            let module = self.ast.as_ref()?.items.iter().find_map(|i| match &i.kind {
-                ast::ItemKind::Use(u) if u.alias.as_ref().is_some_and(|a| a.name == q) => {
-                    Some(u.path.value.clone())
-                }
-                _ => None,
-            });
-            if let Some(path) = module {
-                // The module's name ends with the `use` path's components
-                // (after its leading `./` and `../`), whole components:
-                // `a.safer` is not `ba.safer`.
-                let wanted: Vec<&str> = path
-                    .split('/')
-                    .skip_while(|c| *c == "." || *c == "..")
-                    .collect();
-                let is_module = |name: &str| {
-                    let parts: Vec<&str> = name.split('/').collect();
-                    !wanted.is_empty() && parts.ends_with(&wanted)
-                };
-                // A file on disk is the one the path names, as the loader
-                // finds it (`lib/a.safer` is not `a.safer`); the standard
-                // library's by name.
-                let target = self.imported_file(&path);
-                let declared_in_target =
-                    |d: &&Decl| match self.file(d.span.source).and_then(|f| f.path.as_ref()) {
-                        Some(file) => target
-                            .as_ref()
-                            .is_some_and(|t| std::fs::canonicalize(file).ok().as_ref() == Some(t)),
-                        None => program
-                            .modules
-                            .get(d.module)
-                            .is_some_and(|m| is_module(&m.name)),
-                    };
-                if let Some(d) = program
-                    .decls
-                    .iter()
-                    .filter(|d| d.name == word)
-                    .find(declared_in_target)
-                {
-                    return Some(d);
-                }
-            }
+        if let Some(d) = qualifier
+            .and_then(|q| self.aliased_decls(q))
+            .and_then(|decls| decls.into_iter().find(|d| d.name == word))
+        {
+            return Some(d);
         }
         program
             .decls
             .iter()
             .filter(|d| d.name == word)
             .min_by_key(|d| (d.module != 0, d.module))
+    }
+
+    /// The declarations of the module a `use ... as alias` of this document
+    /// imports, if `alias` is one.
+    fn aliased_decls(&self, alias: &str) -> Option<Vec<&Decl>> {
+        let program = self.analysis.program.as_ref()?;
+        let path = self
+            .ast
+            .as_ref()?
+            .items
+            .iter()
+            .find_map(|i| match &i.kind {
+                ast::ItemKind::Use(u) if u.alias.as_ref().is_some_and(|a| a.name == alias) => {
+                    Some(u.path.value.clone())
+                }
+                _ => None,
+            })?;
+        // The module's name ends with the `use` path's components (after
+        // its leading `./` and `../`), whole components: `a.safer` is not
+        // `ba.safer`.
+        let wanted: Vec<&str> = path
+            .split('/')
+            .skip_while(|c| *c == "." || *c == "..")
+            .collect();
+        let is_module = |name: &str| {
+            let parts: Vec<&str> = name.split('/').collect();
+            !wanted.is_empty() && parts.ends_with(&wanted)
+        };
+        // A file on disk is the one the path names, as the loader finds it
+        // (`lib/a.safer` is not `a.safer`); the standard library's by name.
+        let target = self.imported_file(&path);
+        let declared_in_target =
+            |d: &&Decl| match self.file(d.span.source).and_then(|f| f.path.as_ref()) {
+                Some(file) => target
+                    .as_ref()
+                    .is_some_and(|t| std::fs::canonicalize(file).ok().as_ref() == Some(t)),
+                None => program
+                    .modules
+                    .get(d.module)
+                    .is_some_and(|m| is_module(&m.name)),
+            };
+        Some(program.decls.iter().filter(declared_in_target).collect())
+    }
+
+    /// What may follow `name.`: an import alias's declarations, a
+    /// rubric's criteria, a dataset's splits; nothing for another name.
+    fn members_of(&self, name: &str) -> Vec<Value> {
+        if let Some(decls) = self.aliased_decls(name) {
+            return decls
+                .into_iter()
+                .map(|d| json!({ "label": d.name, "kind": 6, "detail": d.kind.keyword(), "documentation": d.docs.join("\n") }))
+                .collect();
+        }
+        match self.decl_named(name, None) {
+            Some(d) if d.kind == DeclKind::Rubric => d
+                .rubric
+                .iter()
+                .flat_map(|r| r.criteria.iter())
+                .map(|c| json!({ "label": c.name, "kind": 5, "detail": format!("criterion of `{name}`") }))
+                .collect(),
+            Some(d) if d.kind == DeclKind::Dataset => d
+                .settings
+                .block("split")
+                .into_iter()
+                .flat_map(|split| split.0.keys())
+                .map(|split| json!({ "label": split, "kind": 5, "detail": format!("split of `{name}`") }))
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// The `##` documentation of the setting, block or criterion whose
@@ -664,6 +696,33 @@ pub fn completion(doc: &Document, params: &Value) -> Value {
             .collect();
         return json!({ "isIncomplete": false, "items": items });
     }
+    // After `name.`: what the name holds (the block's keys and every
+    // declared name were offered, and a key accepted gave `name.key = `).
+    if let Some(head) = typed.strip_suffix('.') {
+        let name_start = head
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let name = &head[name_start..];
+        if !name.is_empty() && !head[..name_start].ends_with('.') {
+            // While `name.` is being typed the text does not parse: the
+            // text without it tells what the names are.
+            let repaired;
+            let source = match &doc.ast {
+                Some(_) => doc,
+                None => {
+                    let mut text = doc.text.clone();
+                    text.replace_range(head.len()..offset, "");
+                    repaired = Document::analyze(&doc.uri, &text);
+                    &repaired
+                }
+            };
+            return json!({ "isIncomplete": false, "items": source.members_of(name) });
+        }
+        // After a string, a number (`0.`) or a range's `..`: nothing.
+        return json!({ "isIncomplete": false, "items": [] });
+    }
     let mut items = Vec::new();
     let around = match doc.ast {
         Some(_) => doc.block_at(offset).map(|(block, path, _)| (block, path)),
@@ -777,7 +836,7 @@ fn materialize_std(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
-    use super::{definition, formatting, hover, uri_to_path, Document};
+    use super::{completion, definition, formatting, hover, uri_to_path, Document};
     use serde_json::{json, Value};
 
     #[test]
@@ -1059,5 +1118,54 @@ mod tests {
         let edits = formatting(&doc, &json!({}));
         // Past the last line (3, empty), which an editor clamps to the end.
         assert_eq!(edits[0]["range"]["end"]["line"], 4, "{edits}");
+    }
+
+    /// After `name.`, completion offers what the name holds: an import
+    /// alias's declarations, a rubric's criteria, a dataset's splits, and
+    /// nothing after another name (it offered the block's keys, and
+    /// accepting one wrote `reflect.when = `).
+    #[test]
+    fn completion_after_a_dot_offers_what_the_name_holds() {
+        let text = "use \"std/prompts/reflect.safer\" as reflect\n\nrubric r {\n  criterion safety weight 1 \"Safe.\"\n}\n\ndataset d {\n  source = jsonl(\"d.jsonl\")\n  split { train = 0.8, eval = 0.2 }\n}\n\nreflection x {\n  when   = r.safety < 0.5\n  prompt = reflect.brief\n}\n\nprompt p = \"🙂\".x\n";
+        let doc = Document::analyze("untitled:c.safer", text);
+        let labels = |line: u32, character: u32| -> Vec<String> {
+            let items = completion(
+                &doc,
+                &json!({ "position": { "line": line, "character": character } }),
+            );
+            items["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["label"].as_str().map(str::to_string))
+                .collect()
+        };
+        let after_alias = labels(13, 19);
+        assert!(
+            after_alias.contains(&"brief".to_string()),
+            "{after_alias:?}"
+        );
+        assert!(
+            !after_alias.contains(&"when".to_string()),
+            "{after_alias:?}"
+        );
+        assert_eq!(labels(12, 13), ["safety"]);
+        // While typed, `d.` does not parse: the splits still come.
+        let typing = text.replace("  when   = r.safety < 0.5\n", "  data = d.\n");
+        let doc = Document::analyze("untitled:c.safer", &typing);
+        let items = completion(
+            &doc,
+            &json!({ "position": { "line": 12, "character": 11 } }),
+        );
+        let mut splits: Vec<&str> = items["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["label"].as_str())
+            .collect();
+        splits.sort_unstable();
+        assert_eq!(splits, ["eval", "train"]);
+        // A dot after a string holding an emoji: nothing, and no panic.
+        assert!(labels(16, 17).is_empty());
     }
 }
