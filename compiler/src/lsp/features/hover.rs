@@ -1,0 +1,134 @@
+//! `textDocument/hover`: a key's schema text (and its `##` lines), a
+//! declaration keyword's, a name's declaration, a criterion's `##` lines.
+
+use super::Document;
+use crate::semantic::schema;
+use crate::syntax::ast::{self, DeclKind};
+use serde_json::{json, Value};
+
+pub(super) fn key_markdown(path: &str, k: &schema::Key) -> String {
+    let mut s = format!(
+        "**`{path}.{}`**: {}\n\ndefault: {}",
+        k.name,
+        schema::describe(k.ty),
+        schema::describe_default(k.default)
+    );
+    if let Some(r) = k.range {
+        s.push_str(&format!("; allowed: {}", schema::describe_range(r)));
+    }
+    if let Some(new) = k.deprecated {
+        s.push_str(&format!("\n\n**Deprecated**: use `{new}`."));
+    }
+    s.push_str("\n\n");
+    s.push_str(k.doc);
+    s
+}
+
+/// `textDocument/hover`.
+pub fn hover(doc: &Document, params: &Value) -> Value {
+    let offset = doc.offset(params);
+    if let Some((block, path, Some(key))) = doc.block_at(offset) {
+        if let Some(k) = block.key(&key) {
+            let mut value = key_markdown(&path, k);
+            // The setting's own `##` lines, above the schema's text.
+            let docs = doc.statement_docs_at(offset);
+            if !docs.is_empty() {
+                value = format!("{}\n\n---\n\n{value}", docs.join("\n"));
+            }
+            return json!({ "contents": { "kind": "markdown", "value": value } });
+        }
+        if let Some(b) = block.block(&key) {
+            return json!({ "contents": { "kind": "markdown", "value": format!("**`{path}.{}`** block\n\n{}", b.name, b.doc) } });
+        }
+    }
+    let Some((word, qualifier, span)) = doc.word_at(offset) else {
+        return Value::Null;
+    };
+    // A declaration's keyword, where it starts one (`train` in `d.train`
+    // is a split, `model` in `kind = model` a judge kind).
+    let heads_a_declaration = match &doc.ast {
+        Some(module) => module.items.iter().any(
+            |item| matches!(&item.kind, ast::ItemKind::Decl(d) if d.kind_span.start == span.start),
+        ),
+        None => {
+            let line_start = doc.text[..span.start as usize]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            qualifier.is_none() && doc.text[line_start..span.start as usize].trim().is_empty()
+        }
+    };
+    if let Some(kind) = DeclKind::from_keyword(&word).filter(|_| heads_a_declaration) {
+        if let Some(block) = schema::for_decl(kind) {
+            return json!({ "contents": { "kind": "markdown", "value": format!("**`{word}`**\n\n{}", block.doc) }, "range": doc.range(span) });
+        }
+    }
+    // `think.length`, `answer.verdict`: the completion's parts.
+    if let Some(part) = qualifier
+        .as_deref()
+        .filter(|q| *q == "think" || *q == "answer")
+    {
+        let what = match word.as_str() {
+            "text" if part == "think" => "the reasoning inside `<think>...</think>` (empty without one)",
+            "text" => "the answer: inside `<answer>...</answer>`, else after `</think>`, else the whole completion",
+            "length" => "its number of words",
+            "verdict" if part == "think" => "`\"unsafe\"` when the reasoning names a risk, else `\"safe\"` (empty without reasoning)",
+            "verdict" => "`\"unsafe\"` when the answer refuses, else `\"safe\"`",
+            _ => return Value::Null,
+        };
+        let value = format!(
+            "**`{part}.{word}`** ({})\n\n{what}",
+            if word == "length" { "number" } else { "string" }
+        );
+        return json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) });
+    }
+    match doc.decl_named(&word, qualifier.as_deref()) {
+        Some(d) => {
+            let module = doc
+                .analysis
+                .program
+                .as_ref()
+                .and_then(|p| p.modules.get(d.module))
+                .map_or(String::new(), |m| m.name.clone());
+            // A scorer's signature: its parameters, their types and defaults.
+            let params = if d.kind == DeclKind::Scorer {
+                let shown: Vec<String> = d
+                    .params
+                    .iter()
+                    .map(|p| {
+                        let mut s = p.name.clone();
+                        if let Some(t) = &p.ty {
+                            s.push_str(&format!(": {t}"));
+                        }
+                        if let (Some(v), Some(program)) = (&p.default, &doc.analysis.program) {
+                            s.push_str(&format!(
+                                " = {}",
+                                crate::semantic::display::value(v, program)
+                            ));
+                        }
+                        s
+                    })
+                    .collect();
+                format!("({})", shown.join(", "))
+            } else {
+                String::new()
+            };
+            let mut value = format!(
+                "```safer\n{} {}{params}\n```\ndeclared in `{module}`",
+                d.kind.keyword(),
+                d.name
+            );
+            if !d.docs.is_empty() {
+                value.push_str("\n\n");
+                value.push_str(&d.docs.join("\n"));
+            }
+            json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) })
+        }
+        // A criterion's (or penalty's) name: its `##` lines.
+        None => match doc.statement_docs_at(offset) {
+            docs if docs.is_empty() => Value::Null,
+            docs => {
+                json!({ "contents": { "kind": "markdown", "value": docs.join("\n") }, "range": doc.range(span) })
+            }
+        },
+    }
+}

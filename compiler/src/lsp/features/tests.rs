@@ -1,0 +1,335 @@
+//! Unit tests of the language server's answers, on documents analysed in
+//! memory (the JSON-RPC session is tested in `compiler/tests/lsp.rs`).
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use super::{completion, definition, formatting, hover, uri_to_path, Document};
+use serde_json::{json, Value};
+
+#[test]
+fn uris_decode_and_odd_escapes_do_not_panic() {
+    assert_eq!(
+        uri_to_path("file:///a%20b/c.safer").unwrap().to_str(),
+        Some("/a b/c.safer")
+    );
+    // A `%` before a multi-byte character used to slice inside it.
+    let _ = uri_to_path("file:///tmp/x%a\u{e9}.safer");
+    assert!(uri_to_path("untitled:Untitled-1").is_none());
+    let doc = Document::analyze("file:///tmp/x%a\u{e9}.safer", "model m {}\n");
+    assert!(!doc.diagnostics().is_empty());
+}
+
+/// Completion in a document that does not parse (a key half typed, a
+/// block not closed yet) offers the keys of the block the braces say the
+/// cursor is in, not the declaration keywords.
+#[test]
+fn completion_reads_open_blocks_when_the_text_does_not_parse() {
+    use super::completion;
+    let labels = |text: &str, line: u64, character: u64| -> Vec<String> {
+        let doc = Document::analyze("untitled:c.safer", text);
+        let c = completion(
+            &doc,
+            &json!({ "position": { "line": line, "character": character } }),
+        );
+        c["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["label"].as_str().map(str::to_string))
+            .collect()
+    };
+    let half_typed = labels("train t {\n  grpo {\n    l\n  }\n}\n", 2, 5);
+    assert!(
+        half_typed.iter().any(|l| l == "lr") && half_typed.iter().any(|l| l == "kl"),
+        "{half_typed:?}"
+    );
+    assert!(!half_typed.iter().any(|l| l == "model"), "{half_typed:?}");
+    let unclosed = labels("# a { in a comment\nrubric graded(judge = j) {\n  total = \"}\"\n  criterion c weight 1 {\n    ", 4, 4);
+    assert!(unclosed.iter().any(|l| l == "scale"), "{unclosed:?}");
+    let top = labels("model m {\n}\nmod", 2, 3);
+    assert!(top.iter().any(|l| l == "model"), "{top:?}");
+}
+
+/// A byte-order mark at the start of the editor's text is ignored, as
+/// the CLI ignores it, and positions after it stay where the editor has
+/// them.
+#[test]
+fn a_byte_order_mark_is_no_error() {
+    let doc = Document::analyze(
+        "untitled:b.safer",
+        "\u{feff}rollout r {\n  temprature = 1\n  max_tokens = 8 tokens\n}\n",
+    );
+    let diags = doc.diagnostics();
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!(diags[0]["code"], "E0205");
+    assert_eq!(
+        diags[0]["range"]["start"],
+        json!({ "line": 1, "character": 2 })
+    );
+    let on = hover(&doc, &json!({ "position": { "line": 0, "character": 2 } }));
+    assert!(on.to_string().contains("rollout"), "{on}");
+}
+
+/// A column past a line's end is the end of that line, not the start
+/// of the next one.
+#[test]
+fn a_position_past_the_line_end_stays_on_its_line() {
+    let text = "model policy { arch = tiny_vlm, weights = \"w\" }\nrollout r {\n  max_tokens = 64 tokens\n}\n";
+    let doc = Document::analyze("untitled:x.safer", text);
+    let past = hover(
+        &doc,
+        &json!({ "position": { "line": 0, "character": 200 } }),
+    );
+    assert!(!past.to_string().contains("rollout"), "{past}");
+    let on = hover(&doc, &json!({ "position": { "line": 1, "character": 2 } }));
+    assert!(on.to_string().contains("rollout"), "{on}");
+    // A name in a comment is prose: no hover.
+    let doc = Document::analyze("untitled:y.safer", &format!("# the policy\n{text}"));
+    let prose = hover(&doc, &json!({ "position": { "line": 0, "character": 7 } }));
+    assert!(prose.is_null(), "{prose}");
+}
+
+/// `y.brief` with `use "a.safer" as y` is `a.safer`'s, not that of
+/// `ba.safer`, whose name also ends with `a`.
+#[test]
+fn a_qualified_name_resolves_in_its_own_module() {
+    let dir = std::env::temp_dir().join(format!("saferc-lsp-alias-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ba.safer"), "prompt brief = \"BA\"\n").unwrap();
+    std::fs::write(dir.join("a.safer"), "prompt brief = \"A\"\n").unwrap();
+    std::fs::create_dir_all(dir.join("lib")).unwrap();
+    std::fs::write(dir.join("lib/a.safer"), "prompt brief = \"LIB\"\n").unwrap();
+    let text = "use \"lib/a.safer\" as z\nuse \"ba.safer\" as x\nuse \"a.safer\" as y\nprompt p = y.brief\n";
+    let uri = url::Url::from_file_path(dir.join("m.safer"))
+        .unwrap()
+        .to_string();
+    let doc = Document::analyze(&uri, text);
+    let def = definition(&doc, &json!({ "position": { "line": 3, "character": 14 } }));
+    let target = def["uri"].as_str().unwrap_or_default();
+    let expected = url::Url::from_file_path(dir.join("a.safer"))
+        .unwrap()
+        .to_string();
+    assert_eq!(target, expected, "{def}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An error in an imported file shows on the `use` line that imports
+/// it, as `saferc check` fails on it too.
+#[test]
+fn an_error_in_an_imported_file_shows_on_its_use_line() {
+    let dir = std::env::temp_dir().join(format!("saferc-lsp-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bad.safer"),
+        "rubric broken {\n  criterion a weight\n}\n",
+    )
+    .unwrap();
+    let uri = url::Url::from_file_path(dir.join("m.safer"))
+        .unwrap()
+        .to_string();
+    let doc = Document::analyze(&uri, "prompt p = \"x\"\nuse \"bad.safer\"\n");
+    let diags = doc.diagnostics();
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    let d = &diags[0];
+    assert_eq!(d["code"], "E0101");
+    assert_eq!(d["range"]["start"], json!({ "line": 1, "character": 0 }));
+    assert!(
+        d["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("in `"),
+        "{d}"
+    );
+    let related = &d["relatedInformation"][0];
+    assert!(related["location"]["uri"]
+        .as_str()
+        .unwrap_or_default()
+        .ends_with("/bad.safer"));
+    assert_eq!(related["location"]["range"]["start"]["line"], 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A project's `[imports] roots` (the layout `saferc new` makes): an
+/// error in a file found there shows on its `use` line (it was at
+/// 0:0), and `alias.name` goes to that file's declaration, not to a
+/// same-named one of the document.
+#[test]
+fn imports_through_the_project_s_roots_are_found() {
+    let dir = std::env::temp_dir().join(format!("saferc-lsp-roots-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("rubrics")).unwrap();
+    std::fs::write(
+        dir.join("safer.toml"),
+        "[project]\nname = \"p\"\n\n[imports]\nroots = [\"rubrics\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("rubrics/house.safer"),
+        "rubric house_rubric {\n  criterion safety weight 1 \"Safe.\"\n}\n",
+    )
+    .unwrap();
+    let uri = url::Url::from_file_path(dir.join("p.safer"))
+        .unwrap()
+        .to_string();
+    let text = "use \"house.safer\" as h\n\nrubric house_rubric {\n  criterion other weight 1 \"x\"\n}\n\neval e {\n  model = m\n  data = d\n  rubric = h.house_rubric\n}\n";
+    let doc = Document::analyze(&uri, text);
+    let at = json!({ "textDocument": { "uri": uri }, "position": { "line": 9, "character": 15 } });
+    let target = definition(&doc, &at);
+    assert!(
+        target["uri"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("rubrics/house.safer"),
+        "{target}"
+    );
+    std::fs::write(
+        dir.join("rubrics/house.safer"),
+        "rubric house_rubric {\n  criterion safety weight x\n}\n",
+    )
+    .unwrap();
+    let doc = Document::analyze(&uri, text);
+    let diags = doc.diagnostics();
+    let elsewhere: Vec<&Value> = diags
+        .iter()
+        .filter(|d| {
+            d["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("in `")
+        })
+        .collect();
+    assert!(!elsewhere.is_empty(), "{diags:?}");
+    assert_eq!(
+        elsewhere[0]["range"]["start"],
+        json!({ "line": 0, "character": 0 })
+    );
+    assert_eq!(
+        elsewhere[0]["range"]["end"],
+        json!({ "line": 0, "character": 22 })
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A declaration keyword's text is the hover of a declaration's head
+/// only: `train` in `d.train` is a split, `model` in `kind = model` a
+/// judge kind.
+#[test]
+fn a_keyword_s_hover_is_for_a_declaration_s_head_only() {
+    let text = "judge j { kind = model }\ntrain t {\n  data = d.train\n}\n";
+    let doc = Document::analyze("untitled:k.safer", text);
+    let hover_at = |line: u32, character: u32| {
+        hover(
+            &doc,
+            &json!({ "position": { "line": line, "character": character } }),
+        )
+    };
+    assert!(hover_at(1, 2).to_string().contains("train"), "the head");
+    let declaration_text = hover_at(1, 2)["contents"]["value"].clone();
+    assert_ne!(hover_at(2, 12)["contents"]["value"], declaration_text);
+    assert!(
+        !hover_at(0, 19).to_string().contains("**`model`**"),
+        "{}",
+        hover_at(0, 19)
+    );
+}
+
+/// A setting's `##` lines show on hover, above the schema's text, and a
+/// criterion's on its name.
+#[test]
+fn a_setting_s_documentation_shows_on_hover() {
+    let text = "rollout r {\n  ## Eight completions per prompt.\n  group = 8\n  max_tokens = 8 tokens\n}\n\nrubric q {\n  ## Refuses harm.\n  criterion safety weight 1 \"Safe.\"\n}\n";
+    let doc = Document::analyze("untitled:h.safer", text);
+    let on_group = hover(&doc, &json!({ "position": { "line": 2, "character": 3 } }));
+    let shown = on_group["contents"]["value"].as_str().unwrap_or_default();
+    assert!(
+        shown.starts_with("Eight completions per prompt."),
+        "{on_group}"
+    );
+    assert!(shown.contains("group"), "{on_group}");
+    let on_criterion = hover(&doc, &json!({ "position": { "line": 8, "character": 14 } }));
+    assert_eq!(
+        on_criterion["contents"]["value"], "Refuses harm.",
+        "{on_criterion}"
+    );
+}
+
+/// Formatting keeps a byte-order mark, as `saferc fmt` does, and a
+/// formatted file with one gets no edit (the mark was dropped and the
+/// whole document rewritten).
+#[test]
+fn formatting_keeps_a_byte_order_mark() {
+    let formatted = Document::analyze("untitled:f.safer", "\u{feff}model m { arch = tiny_vlm }\n");
+    assert_eq!(formatting(&formatted, &json!({})), json!([]));
+    let messy = Document::analyze("untitled:f.safer", "\u{feff}model m{arch=tiny_vlm}\n");
+    let edits = formatting(&messy, &json!({}));
+    assert_eq!(edits[0]["newText"], "\u{feff}model m { arch = tiny_vlm }\n");
+}
+
+/// A lone `\r` ends a line, as the protocol counts lines: positions
+/// after one are on the next line, and a formatting edit covers the
+/// whole document.
+#[test]
+fn a_lone_carriage_return_ends_a_line() {
+    let text = "model policy { arch = tiny_vlm, weights = \"w\" }\r\rrollout r { temprature = 1.0, max_tokens = 8 tokens }\r";
+    let doc = Document::analyze("untitled:cr.safer", text);
+    let diags = doc.diagnostics();
+    assert_eq!(
+        diags[0]["range"]["start"],
+        json!({ "line": 2, "character": 12 }),
+        "{diags:?}"
+    );
+    let edits = formatting(&doc, &json!({}));
+    // Past the last line (3, empty), which an editor clamps to the end.
+    assert_eq!(edits[0]["range"]["end"]["line"], 4, "{edits}");
+}
+
+/// After `name.`, completion offers what the name holds: an import
+/// alias's declarations, a rubric's criteria, a dataset's splits, and
+/// nothing after another name (it offered the block's keys, and
+/// accepting one wrote `reflect.when = `).
+#[test]
+fn completion_after_a_dot_offers_what_the_name_holds() {
+    let text = "use \"std/prompts/reflect.safer\" as reflect\n\nrubric r {\n  criterion safety weight 1 \"Safe.\"\n}\n\ndataset d {\n  source = jsonl(\"d.jsonl\")\n  split { train = 0.8, eval = 0.2 }\n}\n\nreflection x {\n  when   = r.safety < 0.5\n  prompt = reflect.brief\n}\n\nprompt p = \"🙂\".x\n";
+    let doc = Document::analyze("untitled:c.safer", text);
+    let labels = |line: u32, character: u32| -> Vec<String> {
+        let items = completion(
+            &doc,
+            &json!({ "position": { "line": line, "character": character } }),
+        );
+        items["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["label"].as_str().map(str::to_string))
+            .collect()
+    };
+    let after_alias = labels(13, 19);
+    assert!(
+        after_alias.contains(&"brief".to_string()),
+        "{after_alias:?}"
+    );
+    assert!(
+        !after_alias.contains(&"when".to_string()),
+        "{after_alias:?}"
+    );
+    assert_eq!(labels(12, 13), ["safety"]);
+    // While typed, `d.` does not parse: the splits still come.
+    let typing = text.replace("  when   = r.safety < 0.5\n", "  data = d.\n");
+    let doc = Document::analyze("untitled:c.safer", &typing);
+    let items = completion(
+        &doc,
+        &json!({ "position": { "line": 12, "character": 11 } }),
+    );
+    let mut splits: Vec<&str> = items["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["label"].as_str())
+        .collect();
+    splits.sort_unstable();
+    assert_eq!(splits, ["eval", "train"]);
+    // A dot after a string holding an emoji: nothing, and no panic.
+    assert!(labels(16, 17).is_empty());
+}
