@@ -17,8 +17,9 @@ mod transport;
 
 use lsp_server::{Message, Notification, Request, RequestId, Response};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 
 /// The diagnostics the server would publish for `text` at `uri` (the work
 /// done on every change; benchmarked by `benches/parse_check.rs`).
@@ -142,7 +143,7 @@ impl Server {
             .documents
             .get(uri)
             .ok_or((-32602, format!("document not open: {uri}")))?;
-        let doc = features::Document::analyze(uri, text);
+        let doc = features::Document::analyze_among(uri, text, &self.open_buffers(uri));
         Ok(f(&doc, params))
     }
 
@@ -157,6 +158,7 @@ impl Server {
                 if let (Some(uri), Some(text)) = (uri, n.params["textDocument"]["text"].as_str()) {
                     self.documents.insert(uri.clone(), text.to_string());
                     self.publish(&uri, out);
+                    self.publish_others(&uri, out);
                 }
             }
             "textDocument/didChange" => {
@@ -168,6 +170,7 @@ impl Server {
                 if let (Some(uri), Some(text)) = (uri, text) {
                     self.documents.insert(uri.clone(), text);
                     self.publish(&uri, out);
+                    self.publish_others(&uri, out);
                 }
             }
             "textDocument/didClose" => {
@@ -181,6 +184,8 @@ impl Server {
                             clear,
                         )),
                     );
+                    // The documents importing it read it from disk again.
+                    self.publish_others(&uri, out);
                 }
             }
             _ => {}
@@ -188,11 +193,38 @@ impl Server {
         None
     }
 
+    /// The texts of the open documents other than `uri`, by canonical
+    /// path, for the loader to read instead of the files on disk.
+    fn open_buffers(&self, uri: &str) -> BTreeMap<PathBuf, String> {
+        self.documents
+            .iter()
+            .filter(|(other, _)| other.as_str() != uri)
+            .filter_map(|(other, text)| {
+                let path = features::uri_to_path(other)?;
+                Some((std::fs::canonicalize(path).ok()?, text.clone()))
+            })
+            .collect()
+    }
+
+    /// Publishes the diagnostics of every open document but `uri`: any of
+    /// them may import it.
+    fn publish_others(&self, uri: &str, out: &mut impl Write) {
+        let mut others: Vec<&String> = self
+            .documents
+            .keys()
+            .filter(|o| o.as_str() != uri)
+            .collect();
+        others.sort();
+        for other in others {
+            self.publish(other, out);
+        }
+    }
+
     fn publish(&self, uri: &str, out: &mut impl Write) {
         let Some(text) = self.documents.get(uri) else {
             return;
         };
-        let doc = features::Document::analyze(uri, text);
+        let doc = features::Document::analyze_among(uri, text, &self.open_buffers(uri));
         let params = json!({ "uri": uri, "diagnostics": doc.diagnostics() });
         transport::write(
             out,

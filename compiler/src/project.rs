@@ -170,6 +170,7 @@ impl Project {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.get_ref().clone()))
                 .collect(),
+            open_buffers: std::collections::BTreeMap::new(),
         }
     }
 }

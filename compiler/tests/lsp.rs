@@ -327,3 +327,61 @@ fn hover_on_parts_and_scorer_signatures() {
     c.request(4, "shutdown", Value::Null);
     c.exit();
 }
+
+/// An import of a document open in the editor reads its unsaved text, and
+/// a change to it republishes the documents that import it (they kept the
+/// file on disk's answers).
+#[test]
+fn open_documents_are_read_by_the_documents_that_import_them() {
+    let dir = std::env::temp_dir().join(format!("saferc-lsp-open-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let house = "rubric house_rubric {\n  criterion safety weight 1 \"Safe.\"\n}\n";
+    let pipeline = "use \"house.safer\"\n\nmodel m { arch = tiny_vlm, weights = \"w\" }\ndataset d { source = jsonl(\"d.jsonl\") }\neval e {\n  model  = m\n  data   = d\n  rubric = house_rubric\n}\n";
+    std::fs::write(dir.join("house.safer"), house).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("p.safer"), pipeline).unwrap_or_else(|e| panic!("{e}"));
+    let (house_uri, pipeline_uri) = (uri(&dir.join("house.safer")), uri(&dir.join("p.safer")));
+    let mut c = Client::start();
+    c.request(1, "initialize", json!({ "capabilities": {} }));
+    c.notify("initialized", json!({}));
+    let published_for = |c: &Client, target: &str| {
+        let target = target.to_string();
+        c.wait(move |m| {
+            m["method"] == "textDocument/publishDiagnostics"
+                && m["params"]["uri"] == target.as_str()
+        })
+    };
+    c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": pipeline_uri, "languageId": "safer", "version": 1, "text": pipeline } }));
+    let clean = published_for(&c, &pipeline_uri);
+    assert_eq!(clean["params"]["diagnostics"], json!([]), "{clean}");
+    c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": house_uri, "languageId": "safer", "version": 1, "text": house } }));
+    // The rubric renamed in the editor, not saved.
+    let renamed = house.replace("house_rubric", "house_rubric2");
+    c.notify("textDocument/didChange", json!({ "textDocument": { "uri": house_uri, "version": 2 }, "contentChanges": [{ "text": renamed }] }));
+    let broken = published_for(&c, &pipeline_uri);
+    let broken = loop {
+        // The didOpen of house.safer republished p.safer too: the one
+        // after the change is the one that counts.
+        if broken["params"]["diagnostics"] != json!([]) {
+            break broken;
+        }
+        let next = published_for(&c, &pipeline_uri);
+        if next["params"]["diagnostics"] != json!([]) {
+            break next;
+        }
+    };
+    assert_eq!(
+        broken["params"]["diagnostics"][0]["code"], "E0203",
+        "{broken}"
+    );
+    // Closed without saving: the file on disk counts again.
+    c.notify(
+        "textDocument/didClose",
+        json!({ "textDocument": { "uri": house_uri } }),
+    );
+    let again = published_for(&c, &pipeline_uri);
+    assert_eq!(again["params"]["diagnostics"], json!([]), "{again}");
+    c.request(2, "shutdown", Value::Null);
+    c.exit();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@ use crate::span::{SourceId, Span};
 use crate::syntax::ast::{self, DeclBody, DeclKind, StmtKind};
 use crate::{fmt, stdlib};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod completion;
@@ -42,7 +43,7 @@ pub struct Document {
 
 /// `file:///a%20b/c.safer` → `/a b/c.safer`; `None` for another scheme or
 /// a URI that does not parse.
-fn uri_to_path(uri: &str) -> Option<PathBuf> {
+pub(super) fn uri_to_path(uri: &str) -> Option<PathBuf> {
     url::Url::parse(uri).ok()?.to_file_path().ok()
 }
 
@@ -55,6 +56,13 @@ impl Document {
     /// Analyzes `text` as the file behind `uri` (imports resolve from its
     /// folder, the project from the nearest `safer.toml`).
     pub fn analyze(uri: &str, text: &str) -> Document {
+        Self::analyze_among(uri, text, &BTreeMap::new())
+    }
+
+    /// As [`Self::analyze`], with the texts of the other documents open in
+    /// the editor (by canonical path): an import of one reads its unsaved
+    /// text.
+    pub fn analyze_among(uri: &str, text: &str, open: &BTreeMap<PathBuf, String>) -> Document {
         // A byte-order mark is no part of the program (as `saferc check`
         // reads files); a space in its place keeps every line and UTF-16
         // column the editor counts (both are one unit wide).
@@ -73,10 +81,11 @@ impl Document {
         );
         let mut sources = SourceMap::new();
         let mut early = Vec::new();
-        let options = match dir.as_deref() {
+        let mut options = match dir.as_deref() {
             Some(d) => project::options_around(&mut sources, d, false, &mut early).0,
             None => LoadOptions::default(),
         };
+        options.open_buffers = open.clone();
         let first = SourceId(u32::try_from(sources.iter().count()).unwrap_or(0));
         let import_roots = options.search.clone();
         let mut analysis =

@@ -83,6 +83,10 @@ pub struct LoadOptions {
     pub manifest_unreadable: bool,
     /// Pinned rubric hashes (`[pins]` of `safer.toml`).
     pub pins: std::collections::BTreeMap<String, String>,
+    /// The texts of files open in an editor, by canonical path: an import
+    /// of one reads its text there, unsaved changes included, instead of
+    /// the file on disk.
+    pub open_buffers: std::collections::BTreeMap<PathBuf, String>,
 }
 
 struct Loader<'s> {
@@ -372,7 +376,11 @@ impl Loader<'_> {
             );
             return None;
         }
-        let bytes = match std::fs::read(&canonical) {
+        let read = match self.options.open_buffers.get(&canonical) {
+            Some(text) => Ok(text.clone().into_bytes()),
+            None => std::fs::read(&canonical),
+        };
+        let bytes = match read {
             Ok(b) => b,
             Err(e) => {
                 let mut d = Diagnostic::error(Code::E0200, format!("cannot find `{path}`"))
