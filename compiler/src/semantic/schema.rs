@@ -625,6 +625,16 @@ const GRPO: Block = Block {
         Renamed { old: "clip_ratio_c", new: "dual_clip", keeps_value: true },
         Renamed { old: "mask_truncated_completions", new: "mask_truncated", keeps_value: true },
         Renamed { old: "importance_sampling_level", new: "importance", keeps_value: true },
+        // verl's actor keys.
+        Renamed { old: "grad_clip", new: "max_grad_norm", keeps_value: true },
+        Renamed { old: "kl_loss_coef", new: "kl.beta", keeps_value: true },
+        Renamed { old: "kl_loss_type", new: "kl.estimator", keeps_value: false },
+        Renamed { old: "clip_ratio_low", new: "clip", keeps_value: false },
+        Renamed { old: "clip_ratio_high", new: "clip", keeps_value: false },
+        Renamed { old: "ppo_mini_batch_size", new: "batch", keeps_value: false },
+        // TRL's trainer arguments.
+        Renamed { old: "warmup_steps", new: "warmup", keeps_value: true },
+        Renamed { old: "lr_scheduler_type", new: "schedule", keeps_value: true },
         Renamed { old: "steps", new: "train.steps", keeps_value: true },
     ],
 };

@@ -333,7 +333,10 @@ impl<'a> Analyzer<'a> {
         if let Some(r) = schema.renamed(name) {
             // A phrase (`criterion NAME weight W`) is written as it is; a
             // dotted key (`kl.beta`) goes in its block.
-            let help = if r.new.contains(' ') {
+            let help = if r.old == "api_key" {
+                // The key itself never goes in a file.
+                "keep the key out of the file: put it in an environment variable and name that variable, `api_key_env = \"MY_KEY_VAR\"`".to_string()
+            } else if r.new.contains(' ') {
                 format!("write it as `{}`", r.new)
             } else if let Some((block, inner)) = r.new.split_once('.') {
                 format!("set it as `{block} {{ {inner} = ... }}`")
@@ -356,17 +359,62 @@ impl<'a> Analyzer<'a> {
             self.diags.push(d);
             return;
         }
+        // A block written as a setting, a setting as a block, or a
+        // statement (`filter COND`, `format NAME`) as either.
+        let form = schema.forms.iter().find_map(|f| match f {
+            schema::Form::Filter if name == "filter" => Some("filter CONDITION"),
+            schema::Form::Criterion if name == "criterion" => {
+                Some("criterion NAME weight W \"what it assesses\"")
+            }
+            schema::Form::Penalty if name == "penalty" => {
+                Some("penalty NAME = VALUE when CONDITION")
+            }
+            schema::Form::Format if name == "format" => Some("format NAME weight W"),
+            _ => None,
+        });
+        let written_as = match (is_block, schema.block(name), schema.key(name), form) {
+            (_, _, _, Some(form)) => Some((
+                "a statement",
+                format!("`{name}` starts a statement of `{path}`, without `=`: `{form}`"),
+            )),
+            (false, Some(_), _, _) => Some((
+                "a block",
+                format!("`{name}` is a block of `{path}`: write `{name} {{ ... }}`"),
+            )),
+            (true, _, Some(_), _) => Some((
+                "a setting",
+                format!("`{name}` is a setting of `{path}`: write `{name} = ...`"),
+            )),
+            _ => None,
+        };
+        if let Some((is, help)) = written_as {
+            let written = if is_block { "a block" } else { "a setting" };
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0205,
+                    format!("`{name}` is written the wrong way in `{path}`"),
+                )
+                .with_primary(key.span, format!("{is}, written as {written}"))
+                .with_help(help),
+            );
+            return;
+        }
         let mut diag = Diagnostic::error(Code::E0205, format!("unknown key `{name}` in `{path}`"))
             .with_primary(key.span, "unknown key");
-        if let Some(best) = did_you_mean(name, schema.names()) {
+        // A key that exists as written in another block (`keep` of
+        // `train.checkpoint` written in `train`) is named there, before a
+        // near spelling here is offered as a fix (it wrote `seed`).
+        let homes = find_key_elsewhere(name, path);
+        if !homes.is_empty() {
+            diag = diag.with_help(format!(
+                "`{name}` is a setting of {}, not of `{path}`",
+                one_of(&homes)
+            ));
+        } else if let Some(best) = did_you_mean(name, schema.names()) {
             diag = match best.names().iter().all(|n| same_kind(n)) {
                 true => diag.with_suggestion(key.span, name, &best),
                 false => diag.with_help(best.help(str::to_string)),
             };
-        } else if let Some(home) = find_key_elsewhere(name) {
-            diag = diag.with_help(format!(
-                "`{name}` is a setting of `{home}`, not of `{path}`"
-            ));
         } else {
             let names: Vec<&str> = schema.names().collect();
             diag = diag.with_help(if names.is_empty() {
@@ -768,19 +816,27 @@ fn default_total(span: Span) -> TExpr {
 }
 
 /// The block (`rollout`, `grpo`, ...) that has a key named `name`, if any.
-fn find_key_elsewhere(name: &str) -> Option<String> {
-    fn walk(block: &'static Block, path: String, name: &str) -> Option<String> {
+/// Every block of every declaration that has a key `name`, the blocks of
+/// the declaration of `path` first (`train.checkpoint` for `keep` written
+/// in `train`).
+fn find_key_elsewhere(name: &str, path: &str) -> Vec<String> {
+    fn walk(block: &'static Block, path: String, name: &str, homes: &mut Vec<String>) {
         if block.key(name).is_some() {
-            return Some(path);
+            homes.push(path.clone());
         }
-        block
-            .blocks
-            .iter()
-            .find_map(|b| walk(b, format!("{path}.{}", b.name), name))
+        for b in block.blocks {
+            walk(b, format!("{path}.{}", b.name), name, homes);
+        }
     }
-    schema::all_decl_blocks()
-        .into_iter()
-        .find_map(|(kind, block)| walk(block, kind.keyword().to_string(), name))
+    let declaration = path.split('.').next().unwrap_or(path);
+    let mut blocks = schema::all_decl_blocks();
+    blocks.sort_by_key(|(kind, _)| kind.keyword() != declaration);
+    let mut homes = Vec::new();
+    for (kind, block) in blocks {
+        walk(block, kind.keyword().to_string(), name, &mut homes);
+    }
+    homes.dedup();
+    homes
 }
 
 impl Const {
