@@ -375,7 +375,8 @@ impl<'a> Analyzer<'a> {
         if beta <= 0.0 {
             return;
         }
-        if s.get("reference").is_none() {
+        // A `reference` written but not resolved has its own error.
+        if s.get("reference").is_none() && !self.written(i, &["reference"]) {
             let name = self.decls[i].name.clone();
             self.diags.push(
                 Diagnostic::error(Code::E0313, format!("`train {name}` has a KL term (beta {}) but no `reference` model", num(beta)))
@@ -810,13 +811,18 @@ impl<'a> Analyzer<'a> {
             self.check_named_endpoint(i, &named);
         }
         let needs: &[&str] = match s.text("kind") {
-            Some("http") if s.get("named").is_some() => &[],
+            // A `named` endpoint that did not check has its own error.
+            Some("http") if s.get("named").is_some() || self.written(i, &["named"]) => &[],
             Some("http") => &["endpoint", "model_name"],
             Some("model") => &["model"],
             _ => &[],
         };
         for key in needs {
-            if s.get(key).is_none() {
+            // Written but not valid: its own error says why. An http
+            // judge's `model` is answered with `model_name` already.
+            let answered =
+                self.written(i, &[key]) || (*key == "model_name" && self.written(i, &["model"]));
+            if s.get(key).is_none() && !answered {
                 self.diags.push(
                     Diagnostic::error(
                         Code::E0211,

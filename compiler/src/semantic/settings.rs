@@ -218,6 +218,20 @@ impl<'a> Analyzer<'a> {
                     };
                     if schema.forms.contains(&form) {
                         forms.push(stmt);
+                    } else if schema.key(word).is_some() {
+                        // `cost { criterion safety }`: the setting, without
+                        // its `=` (and not also missing).
+                        seen.insert(word.to_string(), span);
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::E0205,
+                                format!(
+                                    "`{word}` is a setting of `{path}`, written as a statement"
+                                ),
+                            )
+                            .with_primary(span, "missing `=`")
+                            .with_help(format!("write `{word} = ...`")),
+                        );
                     } else {
                         let home = match form {
                             Form::Filter => "`dataset`",
@@ -266,6 +280,17 @@ impl<'a> Analyzer<'a> {
                 continue;
             }
             let value = match k.default {
+                // Written misspelt (`wieghts`) or under another name
+                // (`path`): that key's error says what to write.
+                Def::Required
+                    if written.keys().any(|w| {
+                        !schema.names().any(|n| n == w)
+                            && (did_you_mean(w, [k.name]).is_some()
+                                || schema.renamed(w).is_some_and(|r| r.new == k.name))
+                    }) =>
+                {
+                    continue;
+                }
                 Def::Required => {
                     // `train` requires `rollout` and `reward` only for GRPO:
                     // those checks live in `checks`.

@@ -45,11 +45,59 @@ pub fn from_pest(
         .with_primary(span, "the `if` expression needs an `else` branch here")
         .with_help("an expression always has a value: add `else { ... }` after the `if` branch");
     }
-    // `key value` without `=`.
+    // Inside a `penalty`, `criterion` or `format` statement: its form.
+    if let Some(prev) = &prev {
+        let head = statement_head(text, prev.start);
+        let form = match head {
+            "penalty" => Some("a penalty is written `penalty NAME = VALUE when CONDITION`"),
+            "criterion" => Some("a criterion is written `criterion NAME weight W \"what it assesses\"`, its name unquoted"),
+            "format" => Some("a format term is written `format NAME weight W`"),
+            _ => None,
+        };
+        // `penalty NAME VALUE`: the `=` after the name.
+        if form.is_some()
+            && head == "penalty"
+            && statement_prefix(text, prev.start).trim() == head
+            && expected.first() == Some(&Expectation::Token("="))
+            && found.starts_value()
+        {
+            return Diagnostic::error(
+                Code::E0113,
+                format!(
+                    "expected `=` after `{}`, found {}",
+                    prev.text,
+                    found.describe()
+                ),
+            )
+            .with_primary(Span::new(source, prev.end, prev.end), "missing `=`")
+            .with_secondary(span, "the value")
+            .with_help(format!(
+                "a penalty is written `penalty NAME = VALUE when CONDITION`: `penalty {} = {}`",
+                prev.text,
+                rest_of_line(text, found.start)
+            ));
+        }
+        // Past the head word, or a quoted name right after it (a bare
+        // `criterion x` elsewhere is a key missing its `=`).
+        let in_form = head != prev.text || found.text.starts_with('"');
+        if let (Some(form), true) = (form, in_form) {
+            return Diagnostic::error(
+                Code::E0101,
+                format!(
+                    "this `{head}` statement cannot be read at {}",
+                    found.describe()
+                ),
+            )
+            .with_primary(span, format!("expected {} here", describe(&expected)))
+            .with_help(form);
+        }
+    }
+    // `key value` without `=`, the key first in its statement.
     if let Some(prev) = &prev {
         if expected.first() == Some(&Expectation::Token("="))
             && prev.is_word()
             && found.starts_value()
+            && statement_head(text, prev.start) == prev.text
         {
             return Diagnostic::error(
                 Code::E0113,
@@ -93,6 +141,25 @@ pub fn from_pest(
         diag = diag.with_help(help);
     }
     diag
+}
+
+/// The text of the statement holding byte `at` up to `at`: what follows
+/// the last line break, `{` or `,` before it.
+fn statement_prefix(text: &str, at: usize) -> &str {
+    let before = text.get(..at).unwrap_or("");
+    let start = before.rfind(['\n', '{', ',']).map_or(0, |i| i + 1);
+    &before[start..]
+}
+
+/// The first word of the statement holding byte `at`.
+fn statement_head(text: &str, at: usize) -> &str {
+    let before = text.get(..at).unwrap_or("");
+    let start = before.len() - statement_prefix(text, at).len();
+    let rest = text.get(start..).unwrap_or("").trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    &rest[..end]
 }
 
 fn help_for(expected: &[Expectation], found: &Token) -> Option<String> {
