@@ -71,6 +71,24 @@ impl<'a> Analyzer<'a> {
             }
             Ty::Bool => match &e.kind {
                 ExprKind::Bool { value } => Some(Value::Bool(*value)),
+                // Python's and YAML's spellings.
+                ExprKind::Name { name }
+                    if ["True", "False", "TRUE", "FALSE", "yes", "no", "on", "off"]
+                        .contains(&name.as_str()) =>
+                {
+                    let meant = ["True", "TRUE", "yes", "on"].contains(&name.as_str());
+                    let meant = if meant { "true" } else { "false" };
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0300,
+                            format!("`{key}` expects `true` or `false`, found `{name}`"),
+                        )
+                        .with_primary(e.span, "expected `true` or `false`")
+                        .with_help(format!("booleans are lowercase: `{meant}`"))
+                        .with_fix(e.span, name, meant),
+                    );
+                    None
+                }
                 _ => self.mismatch(e, "`true` or `false`", key),
             },
             Ty::Str => match &e.kind {

@@ -124,6 +124,19 @@ pub fn from_pest(
         }
     }
 
+    // `// ...` or `/* ... */`: comments start with `#`.
+    let at_found = text.get(found.start..).unwrap_or("");
+    if at_found.starts_with("//") || at_found.starts_with("/*") {
+        let diag = Diagnostic::error(Code::E0101, "comments start with `#`".to_string())
+            .with_primary(span, "not a comment in this language")
+            .with_help(
+                "write `# ...` (a line of its own or after code); `##` documents what follows",
+            );
+        return match at_found.starts_with("//") {
+            true => diag.with_fix(Span::new(source, found.start, found.start + 2), "//", "#"),
+            false => diag,
+        };
+    }
     let what = describe(&expected);
     let message = match &prev {
         Some(prev) if prev.text.chars().count() <= 24 => {
