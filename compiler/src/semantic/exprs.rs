@@ -275,6 +275,13 @@ impl<'a> Analyzer<'a> {
                 c
             }
         };
+        if matches!(scope, ExprScope::Reflection) {
+            let rubrics = self.rubrics_with_criterion(self.info[decl].module, name);
+            if !rubrics.is_empty() {
+                self.criterion_without_rubric(name, span, &rubrics);
+                return poisoned(span);
+            }
+        }
         let what = match scope {
             ExprScope::Const => format!("`{name}` is not a constant"),
             _ => format!("unknown name `{name}`"),

@@ -543,6 +543,43 @@ impl<'a> Analyzer<'a> {
         Some((target, rest, e.clone()))
     }
 
+    /// The rubrics visible in `module` that have a criterion `name`, for
+    /// a criterion written without its rubric (`safety` for
+    /// `safety_rubric.safety`).
+    pub(crate) fn rubrics_with_criterion(&self, module: usize, name: &str) -> Vec<String> {
+        let decls = &self.decls;
+        let kind_of = |r: DeclRef| decls[r.0].kind;
+        self.scopes
+            .visible_names(module, &kind_of, &[DeclKind::Rubric])
+            .into_iter()
+            .filter(|rubric| match self.scopes.lookup(module, rubric) {
+                Some(Found::Decl(r)) => self.info[r.0].criteria.iter().any(|c| c == name),
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// E0203 for a criterion written without its rubric, with the fix for
+    /// each rubric that has it.
+    pub(crate) fn criterion_without_rubric(
+        &mut self,
+        name: &str,
+        span: crate::span::Span,
+        rubrics: &[String],
+    ) {
+        let written: Vec<String> = rubrics.iter().map(|r| format!("{r}.{name}")).collect();
+        let d = rubrics.iter().fold(
+            Diagnostic::error(
+                Code::E0203,
+                format!("`{name}` is a criterion: name it through its rubric"),
+            )
+            .with_primary(span, "a criterion of a rubric")
+            .with_help(format!("write {}", crate::diagnostic::one_of(&written))),
+            |d, full| d.with_fix(span, name, &format!("{full}.{name}")),
+        );
+        self.diags.push(d);
+    }
+
     fn unknown_name(
         &mut self,
         module: usize,
@@ -555,6 +592,13 @@ impl<'a> Analyzer<'a> {
         let mut names = self.scopes.visible_names(module, &kind_of, kinds);
         names.extend(self.scopes.modules[module].aliases.keys().cloned());
         let best = did_you_mean(name, names.iter().map(String::as_str));
+        if kinds.contains(&DeclKind::Rubric) && best.is_none() {
+            let rubrics = self.rubrics_with_criterion(module, name);
+            if !rubrics.is_empty() {
+                self.criterion_without_rubric(name, span, &rubrics);
+                return;
+            }
+        }
         // Unless it is a misspelling of a name in scope, a name may be
         // declared by a `use` of this module that failed (or be its alias):
         // that `use`'s own error says what to fix.
