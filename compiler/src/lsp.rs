@@ -143,7 +143,7 @@ impl Server {
             .documents
             .get(uri)
             .ok_or((-32602, format!("document not open: {uri}")))?;
-        let doc = features::Document::analyze_among(uri, text, &self.open_buffers(uri));
+        let doc = features::Document::analyze_among(uri, text, &self.open_buffers());
         Ok(f(&doc, params))
     }
 
@@ -157,8 +157,7 @@ impl Server {
             "textDocument/didOpen" => {
                 if let (Some(uri), Some(text)) = (uri, n.params["textDocument"]["text"].as_str()) {
                     self.documents.insert(uri.clone(), text.to_string());
-                    self.publish(&uri, out);
-                    self.publish_others(&uri, out);
+                    self.publish_after_change(&uri, out);
                 }
             }
             "textDocument/didChange" => {
@@ -169,8 +168,7 @@ impl Server {
                     .map(str::to_string);
                 if let (Some(uri), Some(text)) = (uri, text) {
                     self.documents.insert(uri.clone(), text);
-                    self.publish(&uri, out);
-                    self.publish_others(&uri, out);
+                    self.publish_after_change(&uri, out);
                 }
             }
             "textDocument/didClose" => {
@@ -185,7 +183,7 @@ impl Server {
                         )),
                     );
                     // The documents importing it read it from disk again.
-                    self.publish_others(&uri, out);
+                    self.publish_after_change(&uri, out);
                 }
             }
             _ => {}
@@ -193,38 +191,40 @@ impl Server {
         None
     }
 
-    /// The texts of the open documents other than `uri`, by canonical
-    /// path, for the loader to read instead of the files on disk.
-    fn open_buffers(&self, uri: &str) -> BTreeMap<PathBuf, String> {
+    /// The texts of the open documents, by canonical path, for the loader
+    /// to read instead of the files on disk.
+    fn open_buffers(&self) -> BTreeMap<PathBuf, String> {
         self.documents
             .iter()
-            .filter(|(other, _)| other.as_str() != uri)
-            .filter_map(|(other, text)| {
-                let path = features::uri_to_path(other)?;
+            .filter_map(|(uri, text)| {
+                let path = features::uri_to_path(uri)?;
                 Some((std::fs::canonicalize(path).ok()?, text.clone()))
             })
             .collect()
     }
 
-    /// Publishes the diagnostics of every open document but `uri`: any of
-    /// them may import it.
-    fn publish_others(&self, uri: &str, out: &mut impl Write) {
-        let mut others: Vec<&String> = self
+    /// Publishes the diagnostics of `changed` (while it is open), then of
+    /// every other open document: any of them may import it. The open
+    /// texts are gathered once for all of them.
+    fn publish_after_change(&self, changed: &str, out: &mut impl Write) {
+        let buffers = self.open_buffers();
+        let mut others: Vec<&str> = self
             .documents
             .keys()
-            .filter(|o| o.as_str() != uri)
+            .map(String::as_str)
+            .filter(|o| *o != changed)
             .collect();
-        others.sort();
-        for other in others {
-            self.publish(other, out);
+        others.sort_unstable();
+        for uri in std::iter::once(changed).chain(others) {
+            self.publish(uri, &buffers, out);
         }
     }
 
-    fn publish(&self, uri: &str, out: &mut impl Write) {
+    fn publish(&self, uri: &str, buffers: &BTreeMap<PathBuf, String>, out: &mut impl Write) {
         let Some(text) = self.documents.get(uri) else {
             return;
         };
-        let doc = features::Document::analyze_among(uri, text, &self.open_buffers(uri));
+        let doc = features::Document::analyze_among(uri, text, buffers);
         let params = json!({ "uri": uri, "diagnostics": doc.diagnostics() });
         transport::write(
             out,

@@ -59,9 +59,9 @@ impl Document {
         Self::analyze_among(uri, text, &BTreeMap::new())
     }
 
-    /// As [`Self::analyze`], with the texts of the other documents open in
-    /// the editor (by canonical path): an import of one reads its unsaved
-    /// text.
+    /// As [`Self::analyze`], with the texts of the documents open in the
+    /// editor (by canonical path): an import of one reads its unsaved text
+    /// (this document's own entry, if there, is left out).
     pub fn analyze_among(uri: &str, text: &str, open: &BTreeMap<PathBuf, String>) -> Document {
         // A byte-order mark is no part of the program (as `saferc check`
         // reads files); a space in its place keeps every line and UTF-16
@@ -86,6 +86,9 @@ impl Document {
             None => LoadOptions::default(),
         };
         options.open_buffers = open.clone();
+        if let Some(own) = path.as_ref().and_then(|p| std::fs::canonicalize(p).ok()) {
+            options.open_buffers.remove(&own);
+        }
         let first = SourceId(u32::try_from(sources.iter().count()).unwrap_or(0));
         let import_roots = options.search.clone();
         let mut analysis =
@@ -339,10 +342,7 @@ impl Document {
     /// rubric's criteria, a dataset's splits; nothing for another name.
     fn members_of(&self, name: &str) -> Vec<Value> {
         if let Some(decls) = self.aliased_decls(name) {
-            return decls
-                .into_iter()
-                .map(|d| json!({ "label": d.name, "kind": 6, "detail": d.kind.keyword(), "documentation": d.docs.join("\n") }))
-                .collect();
+            return decls.into_iter().map(declaration_item).collect();
         }
         match self.decl_named(name, None) {
             Some(d) if d.kind == DeclKind::Rubric => d
@@ -555,6 +555,11 @@ fn open_block_heads(text: &str) -> Vec<String> {
         }
     }
     heads
+}
+
+/// A completion item for a declared name.
+pub(super) fn declaration_item(d: &Decl) -> Value {
+    json!({ "label": d.name, "kind": 6, "detail": d.kind.keyword(), "documentation": d.docs.join("\n") })
 }
 
 /// `textDocument/definition`.

@@ -386,16 +386,13 @@ impl<'a> Analyzer<'a> {
         }
         // A block written as a setting, a setting as a block, or a
         // statement (`filter COND`, `format NAME`) as either.
-        let form = schema.forms.iter().find_map(|f| match f {
-            schema::Form::Filter if name == "filter" => Some("filter CONDITION"),
-            schema::Form::Criterion if name == "criterion" => {
-                Some("criterion NAME weight W \"what it assesses\"")
-            }
-            schema::Form::Penalty if name == "penalty" => {
-                Some("penalty NAME = VALUE when CONDITION")
-            }
-            schema::Form::Format if name == "format" => Some("format NAME weight W"),
-            _ => None,
+        let form = crate::syntax::ast::statement_form(name).filter(|_| {
+            schema.forms.iter().any(|f| match f {
+                schema::Form::Filter => name == "filter",
+                schema::Form::Criterion => name == "criterion",
+                schema::Form::Penalty => name == "penalty",
+                schema::Form::Format => name == "format",
+            })
         });
         let written_as = match (is_block, schema.block(name), schema.key(name), form) {
             (_, _, _, Some(form)) => Some((

@@ -181,6 +181,18 @@ pub struct Stmt {
     pub span: Span,
 }
 
+/// How the statement form that `keyword` starts is written (`penalty NAME
+/// = VALUE when CONDITION`), for messages; `None` for another word.
+pub fn statement_form(keyword: &str) -> Option<&'static str> {
+    match keyword {
+        "filter" => Some("filter CONDITION"),
+        "criterion" => Some("criterion NAME weight W \"what it assesses\""),
+        "penalty" => Some("penalty NAME = VALUE when CONDITION"),
+        "format" => Some("format NAME weight W"),
+        _ => None,
+    }
+}
+
 /// The statement forms.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "stmt", rename_all = "snake_case")]

@@ -48,34 +48,23 @@ pub fn from_pest(
     // Inside a `penalty`, `criterion` or `format` statement: its form.
     if let Some(prev) = &prev {
         let head = statement_head(text, prev.start);
+        let shape = super::ast::statement_form(head);
         let form = match head {
-            "penalty" => Some("a penalty is written `penalty NAME = VALUE when CONDITION`"),
-            "criterion" => Some("a criterion is written `criterion NAME weight W \"what it assesses\"`, its name unquoted"),
-            "format" => Some("a format term is written `format NAME weight W`"),
+            "penalty" => shape.map(|s| format!("a penalty is written `{s}`")),
+            "criterion" => {
+                shape.map(|s| format!("a criterion is written `{s}`, its name unquoted"))
+            }
+            "format" => shape.map(|s| format!("a format term is written `{s}`")),
             _ => None,
         };
         // `penalty NAME VALUE`: the `=` after the name.
-        if form.is_some()
-            && head == "penalty"
-            && statement_prefix(text, prev.start).trim() == head
-            && expected.first() == Some(&Expectation::Token("="))
-            && found.starts_value()
-        {
-            return Diagnostic::error(
-                Code::E0113,
-                format!(
-                    "expected `=` after `{}`, found {}",
-                    prev.text,
-                    found.describe()
-                ),
-            )
-            .with_primary(Span::new(source, prev.end, prev.end), "missing `=`")
-            .with_secondary(span, "the value")
-            .with_help(format!(
-                "a penalty is written `penalty NAME = VALUE when CONDITION`: `penalty {} = {}`",
-                prev.text,
-                rest_of_line(text, found.start)
-            ));
+        let missing_equals_after = |word: bool| {
+            word && expected.first() == Some(&Expectation::Token("=")) && found.starts_value()
+        };
+        if let (Some(form), "penalty") = (&form, head) {
+            if missing_equals_after(statement_prefix(text, prev.start).trim() == head) {
+                return missing_equals(source, text, prev, &found, form, "penalty ");
+            }
         }
         // Past the head word, or a quoted name right after it (a bare
         // `criterion x` elsewhere is a key missing its `=`).
@@ -91,29 +80,10 @@ pub fn from_pest(
             .with_primary(span, format!("expected {} here", describe(&expected)))
             .with_help(form);
         }
-    }
-    // `key value` without `=`, the key first in its statement.
-    if let Some(prev) = &prev {
-        if expected.first() == Some(&Expectation::Token("="))
-            && prev.is_word()
-            && found.starts_value()
-            && statement_head(text, prev.start) == prev.text
-        {
-            return Diagnostic::error(
-                Code::E0113,
-                format!(
-                    "expected `=` after `{}`, found {}",
-                    prev.text,
-                    found.describe()
-                ),
-            )
-            .with_primary(Span::new(source, prev.end, prev.end), "missing `=`")
-            .with_secondary(span, "the value")
-            .with_help(format!(
-                "settings are written `key = value`: `{} = {}`",
-                prev.text,
-                rest_of_line(text, found.start)
-            ));
+        // `key value` without `=`, the key first in its statement.
+        if missing_equals_after(prev.is_word() && head == prev.text) {
+            let form = "settings are written `key = value`";
+            return missing_equals(source, text, prev, &found, form, "");
         }
     }
 
@@ -154,6 +124,34 @@ pub fn from_pest(
         diag = diag.with_help(help);
     }
     diag
+}
+
+/// E0113: `=` missing between the word `prev` and the value `found`; the
+/// help gives `form` and the line as it should read (`lead` before the word,
+/// `penalty ` for a penalty's name).
+fn missing_equals(
+    source: SourceId,
+    text: &str,
+    prev: &Token,
+    found: &Token,
+    form: &str,
+    lead: &str,
+) -> Diagnostic {
+    Diagnostic::error(
+        Code::E0113,
+        format!(
+            "expected `=` after `{}`, found {}",
+            prev.text,
+            found.describe()
+        ),
+    )
+    .with_primary(Span::new(source, prev.end, prev.end), "missing `=`")
+    .with_secondary(Span::new(source, found.start, found.end), "the value")
+    .with_help(format!(
+        "{form}: `{lead}{} = {}`",
+        prev.text,
+        rest_of_line(text, found.start)
+    ))
 }
 
 /// The text of the statement holding byte `at` up to `at`: what follows

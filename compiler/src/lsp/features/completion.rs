@@ -3,7 +3,7 @@
 //! `name.` what the name holds.
 
 use super::hover::key_markdown;
-use super::Document;
+use super::{declaration_item, Document};
 use crate::semantic::schema;
 use crate::syntax::ast::DeclKind;
 use serde_json::{json, Value};
@@ -98,7 +98,7 @@ pub fn completion(doc: &Document, params: &Value) -> Value {
                     .get(d.module)
                     .is_some_and(|m| !m.name.starts_with("std/std"))
         }) {
-            items.push(json!({ "label": d.name, "kind": 6, "detail": d.kind.keyword(), "documentation": d.docs.join("\n") }));
+            items.push(declaration_item(d));
         }
     }
     json!({ "isIncomplete": false, "items": items })
