@@ -12,6 +12,8 @@ use crate::diagnostic::{did_you_mean, Code, Diagnostic};
 use crate::span::{SourceId, Span};
 use pest::error::{Error, ErrorVariant, InputLocation};
 
+mod glued;
+
 /// Converts a pest error at the furthest failure position.
 pub fn from_pest(
     source: SourceId,
@@ -44,6 +46,21 @@ pub fn from_pest(
         )
         .with_primary(span, "the `if` expression needs an `else` branch here")
         .with_help("an expression always has a value: add `else { ... }` after the `if` branch");
+    }
+    // `30s`, `16prompts`, `2k`, `90%`: a `%` right before the error, or
+    // (`90%` at the end of a line, which reads on as `90 % eval`) before
+    // the word before it.
+    let percent = prev.as_ref().and_then(|p| {
+        let before = Token::before(text, p.start, comments)?;
+        match p.is_word() && found.text == "=" {
+            true => Some((Token::before(text, before.start, comments)?, before)),
+            false => Some((before, p.clone())),
+        }
+    });
+    let key = statement_head(text, found.start);
+    let percent = percent.as_ref().map(|(n, p)| (n, p));
+    if let Some(diag) = glued::glued_to_number(source, text, &found, percent, key) {
+        return diag;
     }
     // Inside a `penalty`, `criterion` or `format` statement: its form.
     if let Some(prev) = &prev {
@@ -224,19 +241,7 @@ fn misspelt_unit(source: SourceId, text: &str, prev: &Token) -> Option<Diagnosti
     if before.len() == line_head.len() || !before.ends_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
-    let units = [
-        "prompts",
-        "prompt",
-        "completions",
-        "completion",
-        "tokens",
-        "token",
-        "steps",
-        "step",
-        "epochs",
-        "epoch",
-    ];
-    let best = did_you_mean(&prev.text, units.iter().copied())?;
+    let best = did_you_mean(&prev.text, glued::UNITS.iter().copied())?;
     Some(
         Diagnostic::error(Code::E0101, format!("unknown unit `{}`", prev.text))
             .with_primary(Span::new(source, prev.start, prev.end), "not a unit")
