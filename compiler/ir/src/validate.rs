@@ -1,7 +1,8 @@
 //! Graph validation: cycles outside step loops, dangling or doubly fed
 //! inputs, and type mismatches across edges.
 
-use crate::Graph;
+use crate::{Edge, Graph, Node};
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 
 /// What is wrong with a graph.
@@ -64,35 +65,54 @@ pub fn validate(g: &Graph) -> Vec<GraphError> {
             }
         }
     }
-    // Cycles, ignoring the loop-back edges.
+    // Cycles, ignoring the loop-back edges: one per strongly connected
+    // component that holds one, so that two separate cycles are both
+    // reported (in the order of their first node).
     let mut filtered = graph.clone();
     filtered.retain_edges(|g, e| !g[e].loop_back);
-    if let Err(cycle) = petgraph::algo::toposort(&filtered, None) {
-        let start = cycle.node_id();
-        let mut path = vec![graph[start].name.clone()];
-        let mut cur = start;
-        // Walk one cycle through `start`.
-        let mut seen = vec![start];
-        'walk: loop {
-            for next in filtered.neighbors(cur) {
-                if next == start {
-                    path.push(graph[start].name.clone());
-                    break 'walk;
-                }
-                if !seen.contains(&next)
-                    && petgraph::algo::has_path_connecting(&filtered, next, start, None)
-                {
-                    seen.push(next);
-                    path.push(graph[next].name.clone());
-                    cur = next;
-                    continue 'walk;
-                }
-            }
-            break;
-        }
-        errors.push(GraphError::Cycle(path));
+    let mut components: Vec<Vec<NodeIndex>> = petgraph::algo::tarjan_scc(&filtered)
+        .into_iter()
+        .filter(|c| c.len() > 1 || filtered.contains_edge(c[0], c[0]))
+        .map(|mut c| {
+            c.sort();
+            c
+        })
+        .collect();
+    components.sort();
+    for component in components {
+        errors.push(GraphError::Cycle(cycle_through(&filtered, &component)));
     }
     errors
+}
+
+/// The names along one cycle of a strongly connected `component`, from its
+/// first node back to it.
+fn cycle_through(graph: &StableDiGraph<Node, Edge>, component: &[NodeIndex]) -> Vec<String> {
+    let start = component[0];
+    let mut path = vec![graph[start].name.clone()];
+    let mut cur = start;
+    let mut seen = vec![start];
+    'walk: loop {
+        let mut next_nodes: Vec<NodeIndex> = graph.neighbors(cur).collect();
+        next_nodes.sort();
+        for next in next_nodes {
+            if next == start {
+                path.push(graph[start].name.clone());
+                break 'walk;
+            }
+            if component.contains(&next)
+                && !seen.contains(&next)
+                && petgraph::algo::has_path_connecting(graph, next, start, None)
+            {
+                seen.push(next);
+                path.push(graph[next].name.clone());
+                cur = next;
+                continue 'walk;
+            }
+        }
+        break;
+    }
+    path
 }
 
 #[cfg(test)]
@@ -145,6 +165,34 @@ mod tests {
                 .any(|e| matches!(e, GraphError::Cycle(path) if path.len() == 3)),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn each_separate_cycle_is_reported_once() {
+        let mut g = Graph::new("h".into());
+        let names = ["a", "b", "c", "d", "e"];
+        let n: Vec<_> = names
+            .iter()
+            .map(|name| g.add(node(name, &["in", "in2"], &["out"])))
+            .collect();
+        // a → b → a, and c → d → e → c with a chord d → c (one component).
+        g.connect(n[0], "out", n[1], "in");
+        g.connect(n[1], "out", n[0], "in");
+        g.connect(n[2], "out", n[3], "in");
+        g.connect(n[3], "out", n[4], "in");
+        g.connect(n[4], "out", n[2], "in");
+        g.connect(n[3], "out", n[2], "in2");
+        let cycles: Vec<Vec<String>> = validate(&g)
+            .into_iter()
+            .filter_map(|e| match e {
+                GraphError::Cycle(path) => Some(path),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cycles.len(), 2, "{cycles:?}");
+        assert_eq!(cycles[0], ["a", "b", "a"]);
+        assert_eq!(cycles[1].first().map(String::as_str), Some("c"));
+        assert_eq!(cycles[1].last().map(String::as_str), Some("c"));
     }
 
     #[test]
