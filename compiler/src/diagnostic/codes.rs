@@ -158,6 +158,10 @@ codes! {
     E0320 = 320, "reserved split name";
     /// A stage `after` one that trains another model.
     E0321 = 321, "stage continues another model";
+    /// A reflection prompt that does not show the completion (warning).
+    E0322 = 322, "reflection prompt without the completion";
+    /// A penalty that adds to the reward (warning).
+    E0323 = 323, "penalty of the wrong sign";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";

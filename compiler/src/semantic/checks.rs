@@ -17,7 +17,12 @@ impl<'a> Analyzer<'a> {
         for i in 0..self.decls.len() {
             match self.decls[i].kind {
                 DeclKind::Train => self.check_train(i),
-                DeclKind::Rubric => self.check_rubric_weights(i),
+                DeclKind::Rubric => {
+                    self.check_rubric_weights(i);
+                    self.check_rubric_scores_something(i);
+                    self.check_penalty_signs(i);
+                }
+                DeclKind::Reflection => self.check_reflection_prompt(i),
                 DeclKind::Dataset => {
                     self.check_split(i);
                     self.check_curate_box(i);
@@ -653,6 +658,107 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// A rubric written with no criteria, penalties, format terms or
+    /// `total` gives every completion 0 (warning, E0308).
+    fn check_rubric_scores_something(&mut self, i: usize) {
+        let Some(rubric) = &self.decls[i].rubric else {
+            return;
+        };
+        let empty =
+            rubric.criteria.is_empty() && rubric.penalties.is_empty() && rubric.formats.is_empty();
+        // Written with nothing but its judge: a statement that failed to
+        // check (an unknown key) has its own error.
+        let written_empty = match &self.info[i].ast.body {
+            DeclBody::Block(b) => b.stmts.iter().all(
+                |stmt| matches!(&stmt.kind, StmtKind::Assign { key, .. } if key.name == "judge"),
+            ),
+            DeclBody::Value(_) => false,
+        };
+        if !empty || !written_empty {
+            return;
+        }
+        let name = self.decls[i].name.clone();
+        self.diags.push(
+            Diagnostic::warning(Code::E0308, format!("rubric `{name}` scores nothing"))
+                .with_primary(self.decls[i].span, "no criteria, penalties or format terms")
+                .with_note("every completion would score 0: GRPO learns nothing from a reward that never varies")
+                .with_help("add a criterion: `criterion safety weight 1 { scorer = refusal() }`, or one the judge scores: `criterion helpful weight 1 \"Answers the question.\"`"),
+        );
+    }
+
+    /// A penalty whose constant amount, as `total` combines it, raises the
+    /// reward (warning, E0323): `penalty x = 0.5 when ...` under the default
+    /// `total = weighted + penalties + format`, or `-0.5` under
+    /// `weighted - penalties`.
+    fn check_penalty_signs(&mut self, i: usize) {
+        let Some(rubric) = &self.decls[i].rubric else {
+            return;
+        };
+        let Some(sign) = sign_of_var(&rubric.total, "penalties", 1.0) else {
+            return;
+        };
+        let mut found = Vec::new();
+        for p in &rubric.penalties {
+            if let Some(n) = p.value.number() {
+                if n * sign > 0.0 {
+                    found.push((p.name.clone(), n, p.value.span));
+                }
+            }
+        }
+        for (name, n, span) in found {
+            let how = match sign > 0.0 {
+                true => "`total` adds `penalties`",
+                false => "`total` subtracts `penalties`",
+            };
+            let (wrote, meant) = (num(n), num(-n));
+            self.diags.push(
+                Diagnostic::warning(
+                    Code::E0323,
+                    format!("penalty `{name}` raises the reward when it applies"),
+                )
+                .with_primary(span, format!("{how}, so this amount is a bonus"))
+                .with_help(format!("write `penalty {name} = {meant} when ...`, or make it a criterion if it rewards what is good"))
+                .with_fix(span, &wrote, &meant),
+            );
+        }
+    }
+
+    /// A reflection prompt without `{completion}`: the model is asked to
+    /// correct an answer it is not shown (warning, E0322).
+    fn check_reflection_prompt(&mut self, i: usize) {
+        let (text, declared) = match self.decls[i].settings.get("prompt") {
+            Some(Value::Str(text)) => (text.clone(), None),
+            Some(Value::Ref(p)) => match &self.decls[p.0].value {
+                Some(Value::Str(text)) => (text.clone(), Some(*p)),
+                _ => return,
+            },
+            _ => return,
+        };
+        if text.contains("{completion}") {
+            return;
+        }
+        let name = self.decls[i].name.clone();
+        let mut d = Diagnostic::warning(
+            Code::E0322,
+            format!("the prompt of reflection `{name}` does not show the completion"),
+        )
+        .with_primary(self.setting_span(i, &["prompt"]), "no `{completion}` in this prompt")
+        .with_help("add `{completion}` where the answer to correct goes, e.g. after `Your previous answer:`; or use a prompt of `std/prompts/reflect.safer`");
+        if let Some(p) = declared {
+            let prompt = self.decls[p.0].name.clone();
+            d = d.with_secondary(self.decls[p.0].span, format!("prompt `{prompt}`"));
+        }
+        let others = placeholders(&text);
+        if !others.is_empty() {
+            d = d.with_note(format!(
+                "only `{{completion}}` is filled in; {} stay{} as written",
+                one_of_code(&others),
+                if others.len() == 1 { "s" } else { "" }
+            ));
+        }
+        self.diags.push(d);
+    }
+
     fn check_split(&mut self, i: usize) {
         let Some(split) = self.decls[i].settings.block("split").cloned() else {
             return;
@@ -665,6 +771,16 @@ impl<'a> Analyzer<'a> {
                 _ => None,
             })
             .collect();
+        if split.0.is_empty() {
+            let dataset = self.decls[i].name.clone();
+            self.without_effect(
+                i,
+                &["split"],
+                "a `split` that names no split".into(),
+                &format!("name the splits and their fractions, `split {{ train = 0.9, eval = 0.1 }}`, or remove it: every row of `{dataset}` is `{dataset}`"),
+            );
+            return;
+        }
         if parts.is_empty() {
             return;
         }
@@ -917,6 +1033,62 @@ impl<'a> Analyzer<'a> {
                     .with_help("create one with `saferc new`, or write `endpoint` and `model_name` in the judge"),
             ),
         }
+    }
+}
+
+/// The sign with which variable `var` enters `e` (`weighted + penalties`:
+/// 1, `weighted - penalties`: -1), starting from `sign`; `None` when it
+/// does not, or enters otherwise than added, subtracted or scaled by a
+/// constant.
+fn sign_of_var(e: &TExpr, var: &str, sign: f64) -> Option<f64> {
+    match &e.kind {
+        TKind::Var { name } if name == var => Some(sign),
+        TKind::Binary { op, lhs, rhs } => match op {
+            BinaryOp::Add => sign_of_var(lhs, var, sign).or_else(|| sign_of_var(rhs, var, sign)),
+            BinaryOp::Sub => sign_of_var(lhs, var, sign).or_else(|| sign_of_var(rhs, var, -sign)),
+            BinaryOp::Mul => match (lhs.number(), rhs.number()) {
+                (Some(k), None) if k != 0.0 => sign_of_var(rhs, var, sign * k.signum()),
+                (None, Some(k)) if k != 0.0 => sign_of_var(lhs, var, sign * k.signum()),
+                _ => None,
+            },
+            _ => None,
+        },
+        TKind::Unary {
+            op: UnaryOp::Neg,
+            operand,
+        } => sign_of_var(operand, var, -sign),
+        _ => None,
+    }
+}
+
+/// The `{name}` placeholders of a prompt, in order, once each.
+fn placeholders(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        rest = &rest[open + 1..];
+        let Some(close) = rest.find('}') else { break };
+        let inner = &rest[..close];
+        let word = !inner.is_empty()
+            && inner.len() <= 40
+            && inner
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == ' ');
+        let shown = format!("{{{inner}}}");
+        if word && !found.contains(&shown) {
+            found.push(shown);
+        }
+    }
+    found
+}
+
+/// `a`, `` `a` and `b` `` or `` `a`, `b` and `c` ``.
+fn one_of_code(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("`{i}`")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 

@@ -70,6 +70,18 @@ fn bare_part(name: &str, span: Span) -> Option<Diagnostic> {
     })
 }
 
+/// A number literal as written, with its minus sign.
+pub(crate) fn written_number(e: &ast::Expr) -> Option<String> {
+    match &e.kind {
+        ExprKind::Number(n) => Some(n.text.clone()),
+        ExprKind::Unary {
+            op: UnaryOp::Neg,
+            operand,
+        } => written_number(operand).map(|n| format!("-{n}")),
+        _ => None,
+    }
+}
+
 fn texpr(kind: TKind, ty: ExprTy, span: Span) -> TExpr {
     TExpr { kind, ty, span }
 }
@@ -132,6 +144,9 @@ impl<'a> Analyzer<'a> {
             ExprKind::Binary { op, lhs, rhs } => {
                 let l = self.typed(decl, lhs, scope);
                 let r = self.typed(decl, rhs, scope);
+                if *op == BinaryOp::Range && self.reversed_range(e, lhs, rhs, &l, &r) {
+                    return poisoned(span);
+                }
                 self.binary(*op, l, r, span)
             }
             ExprKind::If {
@@ -749,6 +764,46 @@ impl<'a> Analyzer<'a> {
             ty,
             span,
         )
+    }
+
+    /// Reports a constant range written high end first (`0.8..0.2`),
+    /// which holds no number, with the swap as its fix.
+    fn reversed_range(
+        &mut self,
+        e: &ast::Expr,
+        lhs: &ast::Expr,
+        rhs: &ast::Expr,
+        l: &TExpr,
+        r: &TExpr,
+    ) -> bool {
+        let (Some(low), Some(high)) = (l.number(), r.number()) else {
+            return false;
+        };
+        if low <= high {
+            return false;
+        }
+        let shown = |n: f64| schema::format_number(n);
+        let swapped = format!("{}..{}", shown(high), shown(low));
+        let mut d = Diagnostic::error(
+            Code::E0315,
+            format!(
+                "the range {}..{} is reversed: no number lies in it",
+                shown(low),
+                shown(high)
+            ),
+        )
+        .with_primary(e.span, "the low end is written last")
+        .with_help(format!("a range is written `low..high`: `{swapped}`"));
+        // The fix swaps the ends as written, where the range is written
+        // without spaces (its span is exactly the two literals and `..`).
+        if let (Some(a), Some(b)) = (written_number(lhs), written_number(rhs)) {
+            let wrote = format!("{a}..{b}");
+            if wrote.len() == e.span.len() {
+                d = d.with_fix(e.span, &wrote, &format!("{b}..{a}"));
+            }
+        }
+        self.diags.push(d);
+        true
     }
 
     /// Reports unless `t` is a condition.

@@ -238,9 +238,13 @@ pub struct Criterion {
     pub scorer: Option<TExpr>,
     /// The raw score range, normalised to 0..1.
     pub scale: (f64, f64),
-    /// Where it is declared.
+    /// Its weight, where written (else its name): what a weight's
+    /// diagnostics point at.
     #[serde(skip)]
     pub span: Span,
+    /// Its name in the `criterion` statement (the editor's definition).
+    #[serde(skip)]
+    pub name_span: Span,
 }
 
 /// One penalty.

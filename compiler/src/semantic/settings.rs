@@ -403,6 +403,17 @@ impl<'a> Analyzer<'a> {
                 "a block",
                 format!("`{name}` is a block of `{path}`: write `{name} {{ ... }}`"),
             )),
+            // `reflection { ... }` inside a stage: a declaration of its own.
+            (true, _, Some(k), _) if matches!(k.ty, Ty::Ref(_)) => {
+                let kind = match k.ty {
+                    Ty::Ref(kind) => kind.keyword(),
+                    _ => name,
+                };
+                Some((
+                    "a setting",
+                    format!("`{name}` names a `{kind}` declared on its own: move the block out of `{path}` as `{kind} NAME {{ ... }}` and write `{name} = NAME` here"),
+                ))
+            }
             (true, _, Some(_), _) => Some((
                 "a setting",
                 format!("`{name}` is a setting of `{path}`: write `{name} = ...`"),
@@ -754,6 +765,7 @@ impl<'a> Analyzer<'a> {
                         scorer,
                         scale,
                         span: weight.as_ref().map_or(name.span, |w| w.span),
+                        name_span: name.span,
                     });
                 }
                 StmtKind::Penalty { name, value, when } => {

@@ -2,7 +2,7 @@
 //! references (`policy`, `qi_safe.train`, `safety_rubric.safety`,
 //! `reflect.default`).
 
-use super::exprs::ExprScope;
+use super::exprs::{written_number, ExprScope};
 use super::hir::{DeclRef, Value};
 use super::schema::{self, Ty};
 use super::scope::Found;
@@ -103,8 +103,11 @@ impl<'a> Analyzer<'a> {
             Ty::Quantity(units) => self.quantity(decl, e, units, key),
             Ty::Range => match self.range(decl, e) {
                 Some((low, high)) => Some(Value::Range { low, high }),
+                None if range_meant(e).is_some() => self.range_misspelt(e, key),
                 None => self.mismatch(e, "a range `low..high`", key),
             },
+            // `clip = 0.2-0.28`: a subtraction below 0 where a range was meant.
+            Ty::NumberOrRange if negative_difference(e) => self.range_misspelt(e, key),
             Ty::NumberOrRange => match &e.kind {
                 ExprKind::Binary {
                     op: BinaryOp::Range,
@@ -172,6 +175,22 @@ impl<'a> Analyzer<'a> {
                 Some(Value::Expr(t))
             }
         }
+    }
+
+    /// E0300 for `0-10` or `[0, 10]` where the range `0..10` was meant.
+    fn range_misspelt(&mut self, e: &ast::Expr, key: &str) -> Option<Value> {
+        let (wrote, range) = range_meant(e)?;
+        let mut d = Diagnostic::error(
+            Code::E0300,
+            format!("`{key}` expects a range `low..high`, found {}", found(e)),
+        )
+        .with_primary(e.span, "not a range")
+        .with_help(format!("a range is written with `..`: `{range}`"));
+        if let Some(wrote) = wrote {
+            d = d.with_fix(e.span, &wrote, &range);
+        }
+        self.diags.push(d);
+        None
     }
 
     fn mismatch(&mut self, e: &ast::Expr, expected: &str, key: &str) -> Option<Value> {
@@ -713,7 +732,25 @@ impl<'a> Analyzer<'a> {
                 )
                 .with_primary(split.span, "unknown split")
                 .with_secondary(self.decls[target.0].span, "declared here");
-                d = if splits.is_empty() {
+                d = if split.name == "all" {
+                    // The graph's name for every row (E0320), not a split.
+                    let d = d.with_help(format!(
+                        "every row of `{dataset}` is written `{dataset}`, without a split"
+                    ));
+                    match &e.kind {
+                        ExprKind::Field { base, .. } if e.span.end == split.span.end => {
+                            let dot_all = crate::span::Span {
+                                start: base.span.end,
+                                ..e.span
+                            };
+                            match dot_all.len() == ".all".len() {
+                                true => d.with_fix(dot_all, ".all", ""),
+                                false => d,
+                            }
+                        }
+                        _ => d,
+                    }
+                } else if splits.is_empty() {
                     d.with_help(format!("add `split {{ {} = ..., ... }}` to `{dataset}`, or use the whole dataset: `{dataset}`", split.name))
                 } else if let Some(best) =
                     did_you_mean(&split.name, splits.iter().map(String::as_str))
@@ -817,6 +854,46 @@ impl<'a> Analyzer<'a> {
 }
 
 /// How a value looks, for "found ..." messages.
+/// The range meant by `0-10` or `[0, 10]`, two number literals joined
+/// otherwise than by `..`: the text written, where it can be rebuilt from
+/// the literals (its length is the span's), and `0..10`.
+fn range_meant(e: &ast::Expr) -> Option<(Option<String>, String)> {
+    let (low, high, shapes) = match &e.kind {
+        ExprKind::Binary {
+            op: BinaryOp::Sub,
+            lhs,
+            rhs,
+        } => (lhs.as_ref(), rhs.as_ref(), ["{a}-{b}", "{a} - {b}"]),
+        ExprKind::List { items } if items.len() == 2 => {
+            (&items[0], &items[1], ["[{a}, {b}]", "[{a},{b}]"])
+        }
+        _ => return None,
+    };
+    let a = written_number(low)?;
+    let b = written_number(high)?;
+    let wrote = shapes
+        .iter()
+        .map(|shape| shape.replace("{a}", &a).replace("{b}", &b))
+        .find(|w| w.len() == e.span.len());
+    Some((wrote, format!("{a}..{b}")))
+}
+
+/// `a-b` of two literals that is below 0: `0.2-0.28` for `0.2..0.28`.
+fn negative_difference(e: &ast::Expr) -> bool {
+    let ExprKind::Binary {
+        op: BinaryOp::Sub,
+        lhs,
+        rhs,
+    } = &e.kind
+    else {
+        return false;
+    };
+    match (&lhs.kind, &rhs.kind) {
+        (ExprKind::Number(a), ExprKind::Number(b)) => a.value < b.value,
+        _ => false,
+    }
+}
+
 pub(crate) fn found(e: &ast::Expr) -> String {
     match &e.kind {
         ExprKind::Number(n) => format!("the number `{}`", n.text),
@@ -829,6 +906,14 @@ pub(crate) fn found(e: &ast::Expr) -> String {
             op: BinaryOp::Range,
             ..
         } => "a range".into(),
+        ExprKind::Binary {
+            op: BinaryOp::Sub,
+            lhs,
+            rhs,
+        } => match (written_number(lhs), written_number(rhs)) {
+            (Some(a), Some(b)) => format!("the subtraction `{a} - {b}`"),
+            _ => "an expression".into(),
+        },
         ExprKind::Call { .. } => "a call".into(),
         _ => "an expression".into(),
     }
