@@ -170,7 +170,7 @@ pub fn load(sources: &mut SourceMap, root: &Path) -> Result<Manifest, Vec<Diagno
 /// # Errors
 /// As [`load`].
 pub fn parse(id: SourceId, text: &str, root: &Path) -> Result<Manifest, Vec<Diagnostic>> {
-    let manifest: Manifest = toml::from_str(text).map_err(|e| vec![from_toml(id, text, &e)])?;
+    let manifest: Manifest = toml::from_str(text).map_err(|e| every_error(id, text, &e))?;
     let mut diags = Vec::new();
     for (name, judge) in &manifest.judges {
         let most = crate::semantic::schema::MAX_CONCURRENCY as i64;
@@ -239,6 +239,57 @@ pub fn parse(id: SourceId, text: &str, root: &Path) -> Result<Manifest, Vec<Diag
     } else {
         Err(diags)
     }
+}
+
+/// The diagnostics of a manifest that did not deserialize: serde stops at
+/// the first mistake (`first`), so each table (`[project]`, each
+/// `[judges.NAME]`, ...) is read again on its own and its first mistake
+/// reported too; a syntax error is reported alone.
+fn every_error(id: SourceId, text: &str, first: &toml::de::Error) -> Vec<Diagnostic> {
+    use serde::de::DeserializeOwned;
+    use toml::de::{DeTable, DeValue, ValueDeserializer};
+    let Ok(root) = DeTable::parse(text) else {
+        return vec![from_toml(id, text, first)];
+    };
+    let mut errors = vec![from_toml(id, text, first)];
+    let mut check =
+        |value: &Spanned<DeValue<'_>>,
+         read: fn(ValueDeserializer<'_>) -> Option<toml::de::Error>| {
+            if let Some(e) = read(ValueDeserializer::from(value.clone())) {
+                errors.push(from_toml(id, text, &e));
+            }
+        };
+    fn read<T: DeserializeOwned>(de: ValueDeserializer<'_>) -> Option<toml::de::Error> {
+        T::deserialize(de).err()
+    }
+    for (key, value) in root.get_ref() {
+        match key.get_ref().as_ref() {
+            "project" => check(value, read::<ProjectSection>),
+            "imports" => check(value, read::<Imports>),
+            "paths" => check(value, read::<Paths>),
+            "run" => check(value, read::<Run>),
+            "pins" => check(value, read::<BTreeMap<String, Spanned<String>>>),
+            "judges" => match value.get_ref() {
+                DeValue::Table(judges) => {
+                    for judge in judges.values() {
+                        check(judge, read::<JudgeEndpoint>);
+                    }
+                }
+                _ => check(value, read::<BTreeMap<String, JudgeEndpoint>>),
+            },
+            _ => {}
+        }
+    }
+    // The first mistake was found again by its table's own reading.
+    let mut seen = Vec::new();
+    errors.retain(|d| {
+        let key = (d.message.clone(), d.labels.first().map(|l| l.span));
+        let new = !seen.contains(&key);
+        seen.push(key);
+        new
+    });
+    errors.sort_by_key(|d| d.labels.first().map_or(0, |l| l.span.start));
+    errors
 }
 
 fn span(id: SourceId, r: std::ops::Range<usize>) -> Span {
