@@ -2,7 +2,7 @@
 
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::project;
-use crate::semantic::hir::Decl;
+use crate::semantic::hir::{Criterion, Decl};
 use crate::semantic::schema::{self, Block};
 use crate::semantic::{self, loader::LoadOptions, Analysis};
 use crate::source::{SourceFile, SourceMap};
@@ -296,6 +296,46 @@ impl Document {
             .min_by_key(|d| (d.module != 0, d.module))
     }
 
+    /// The rubric criterion a word names: `rubric.criterion` (`qualifier`
+    /// a rubric), or a bare criterion name inside the rubric of this
+    /// document that declares it (its penalties, `total`, statements).
+    fn criterion_named(
+        &self,
+        word: &str,
+        qualifier: Option<&str>,
+        offset: usize,
+    ) -> Option<(&Decl, &Criterion)> {
+        let rubric = match qualifier {
+            Some(q) => self.decl_named(q, None)?,
+            None => {
+                let module = self.ast.as_ref()?;
+                let name = module.items.iter().find_map(|item| match &item.kind {
+                    ast::ItemKind::Decl(d)
+                        if d.kind == DeclKind::Rubric
+                            && (item.span.start as usize) <= offset
+                            && offset < item.span.end as usize =>
+                    {
+                        Some(d.name.name.as_str())
+                    }
+                    _ => None,
+                })?;
+                self.analysis
+                    .program
+                    .as_ref()?
+                    .decls
+                    .iter()
+                    .find(|d| d.module == 0 && d.kind == DeclKind::Rubric && d.name == name)?
+            }
+        };
+        let criterion = rubric
+            .rubric
+            .as_ref()?
+            .criteria
+            .iter()
+            .find(|c| c.name == word)?;
+        Some((rubric, criterion))
+    }
+
     /// The declarations of the module a `use ... as alias` of this document
     /// imports, if `alias` is one.
     fn aliased_decls(&self, alias: &str) -> Option<Vec<&Decl>> {
@@ -568,11 +608,15 @@ pub fn definition(doc: &Document, params: &Value) -> Value {
     let Some((word, qualifier, _)) = doc.word_at(offset) else {
         return Value::Null;
     };
-    let Some(d) = doc.decl_named(&word, qualifier.as_deref()) else {
-        return Value::Null;
+    let span = match doc.criterion_named(&word, qualifier.as_deref(), offset) {
+        Some((_, c)) => c.name_span,
+        None => match doc.decl_named(&word, qualifier.as_deref()) {
+            Some(d) => d.span,
+            None => return Value::Null,
+        },
     };
-    match doc.uri_of(d.span.source) {
-        Some(uri) => json!({ "uri": uri, "range": doc.range(d.span) }),
+    match doc.uri_of(span.source) {
+        Some(uri) => json!({ "uri": uri, "range": doc.range(span) }),
         None => Value::Null,
     }
 }
@@ -596,26 +640,67 @@ pub fn formatting(doc: &Document, _params: &Value) -> Value {
     }
 }
 
-/// `textDocument/documentSymbol`.
+/// `textDocument/documentSymbol`: the declarations; while the document
+/// does not parse, those whose heads begin a line (`rubric r {`), each
+/// up to the next.
 pub fn symbols(doc: &Document, _params: &Value) -> Value {
+    let symbol = |kind: DeclKind, name: &str, range: Span, selection: Span| {
+        json!({
+            "name": name,
+            "detail": kind.keyword(),
+            "kind": match kind { DeclKind::Model | DeclKind::Judge => 5, DeclKind::Dataset => 18, DeclKind::Rubric | DeclKind::Scorer => 12, DeclKind::Prompt => 15, _ => 2 },
+            "range": doc.range(range),
+            "selectionRange": doc.range(selection),
+        })
+    };
     let Some(module) = &doc.ast else {
-        return json!([]);
+        let heads = declaration_heads(&doc.text);
+        let ends = heads.iter().skip(1).map(|h| h.0).chain([doc.text.len()]);
+        let symbols: Vec<Value> = heads
+            .iter()
+            .zip(ends)
+            .map(|(&(start, kind, ref name, name_start), end)| {
+                let range = Span::new(doc.id, start, doc.text[..end].trim_end().len().max(start));
+                let selection = Span::new(doc.id, name_start, name_start + name.len());
+                symbol(kind, name, range, selection)
+            })
+            .collect();
+        return json!(symbols);
     };
     let symbols: Vec<Value> = module
         .items
         .iter()
         .filter_map(|item| match &item.kind {
-            ast::ItemKind::Decl(d) => Some(json!({
-                "name": d.name.name,
-                "detail": d.kind.keyword(),
-                "kind": match d.kind { DeclKind::Model | DeclKind::Judge => 5, DeclKind::Dataset => 18, DeclKind::Rubric | DeclKind::Scorer => 12, DeclKind::Prompt => 15, _ => 2 },
-                "range": doc.range(item.span),
-                "selectionRange": doc.range(d.name.span),
-            })),
+            ast::ItemKind::Decl(d) => Some(symbol(d.kind, &d.name.name, item.span, d.name.span)),
             ast::ItemKind::Use(_) => None,
         })
         .collect();
     json!(symbols)
+}
+
+/// Declarations whose keyword begins a line, followed by a name: each
+/// one's start, keyword, name and the name's offset.
+fn declaration_heads(text: &str) -> Vec<(usize, DeclKind, String, usize)> {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut heads = Vec::new();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let keyword_end = line.find(|c: char| !is_word(c)).unwrap_or(line.len());
+        let rest = &line[keyword_end..];
+        let name_at = keyword_end + (rest.len() - rest.trim_start_matches([' ', '\t']).len());
+        let name_len = line[name_at..]
+            .find(|c: char| !is_word(c))
+            .unwrap_or(line.len() - name_at);
+        if let (Some(kind), true) = (
+            DeclKind::from_keyword(&line[..keyword_end]),
+            name_at > keyword_end && name_len > 0,
+        ) {
+            let name = line[name_at..name_at + name_len].to_string();
+            heads.push((start, kind, name, start + name_at));
+        }
+        start += line.len();
+    }
+    heads
 }
 
 /// Writes an embedded standard-library file to a cache folder (once) so an

@@ -1,7 +1,9 @@
 //! `textDocument/hover`: a key's schema text (and its `##` lines), a
-//! declaration keyword's, a name's declaration, a criterion's `##` lines.
+//! declaration keyword's, a name's declaration, a criterion (where it is
+//! declared or referred to: its rubric, weight, scoring, `##` lines).
 
 use super::Document;
+use crate::semantic::hir::{Criterion, Decl};
 use crate::semantic::schema;
 use crate::syntax::ast::{self, DeclKind};
 use serde_json::{json, Value};
@@ -22,6 +24,38 @@ pub(super) fn key_markdown(path: &str, k: &schema::Key) -> String {
     s.push_str("\n\n");
     s.push_str(k.doc);
     s
+}
+
+/// A criterion: its statement, its rubric, how it is scored, its `##`
+/// lines where the rubric is this document's.
+fn criterion_markdown(doc: &Document, rubric: &Decl, c: &Criterion) -> String {
+    let mut value = format!(
+        "```safer\ncriterion {} weight {}\n```\nof rubric `{}`",
+        c.name,
+        schema::format_number(c.weight),
+        rubric.name
+    );
+    let how = match (&c.scorer, &c.description) {
+        (Some(_), _) => "scored by its `scorer`".to_string(),
+        (None, Some(d)) => format!("asked of the rubric's judge: \"{d}\""),
+        (None, None) => "asked of the rubric's judge".to_string(),
+    };
+    value.push_str(&format!("; {how}"));
+    if c.scale != (0.0, 1.0) {
+        value.push_str(&format!(
+            "; raw scores {}..{}, normalised to 0..1",
+            schema::format_number(c.scale.0),
+            schema::format_number(c.scale.1)
+        ));
+    }
+    if c.name_span.source == doc.id {
+        let docs = doc.statement_docs_at(c.name_span.start as usize);
+        if !docs.is_empty() {
+            value.push_str("\n\n");
+            value.push_str(&docs.join("\n"));
+        }
+    }
+    value
 }
 
 /// `textDocument/hover`.
@@ -80,6 +114,9 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
             if word == "length" { "number" } else { "string" }
         );
         return json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) });
+    }
+    if let Some((rubric, c)) = doc.criterion_named(&word, qualifier.as_deref(), offset) {
+        return json!({ "contents": { "kind": "markdown", "value": criterion_markdown(doc, rubric, c) }, "range": doc.range(span) });
     }
     match doc.decl_named(&word, qualifier.as_deref()) {
         Some(d) => {

@@ -249,10 +249,14 @@ fn a_setting_s_documentation_shows_on_hover() {
     );
     assert!(shown.contains("group"), "{on_group}");
     let on_criterion = hover(&doc, &json!({ "position": { "line": 8, "character": 14 } }));
-    assert_eq!(
-        on_criterion["contents"]["value"], "Refuses harm.",
+    let shown = on_criterion["contents"]["value"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        shown.contains("criterion safety weight 1"),
         "{on_criterion}"
     );
+    assert!(shown.ends_with("\n\nRefuses harm."), "{on_criterion}");
 }
 
 /// Formatting keeps a byte-order mark, as `saferc fmt` does, and a
@@ -332,4 +336,75 @@ fn completion_after_a_dot_offers_what_the_name_holds() {
     assert_eq!(splits, ["eval", "train"]);
     // A dot after a string holding an emoji: nothing, and no panic.
     assert!(labels(16, 17).is_empty());
+}
+
+/// A criterion, where a reflection or a penalty refers to it, hovers with
+/// its rubric, weight and scoring and goes to its `criterion` statement;
+/// one of an imported rubric goes to the standard library's file.
+#[test]
+fn criteria_hover_and_go_to_their_statement() {
+    let text = [
+        "use \"std/rubrics/safety.safer\"",
+        "rubric r {",
+        "  ## Refuses what is harmful.",
+        "  criterion harm weight 2 { scorer = refusal() }",
+        "  penalty p = -1 when harm < 0.5",
+        "}",
+        "reflection fix { when = r.harm < 0.5 and safety_rubric.safety < 0.5, prompt = \"{completion}\", keep = replace }",
+    ]
+    .join("\n");
+    let doc = Document::analyze("untitled:c.safer", &text);
+    let at =
+        |line: u64, character: u64| json!({ "position": { "line": line, "character": character } });
+    // `harm` in the penalty's condition, and in `r.harm`.
+    for (line, character) in [(4, 22), (6, 28)] {
+        let shown = hover(&doc, &at(line, character)).to_string();
+        assert!(shown.contains("criterion harm weight 2"), "{shown}");
+        assert!(shown.contains("of rubric `r`"), "{shown}");
+        assert!(shown.contains("Refuses what is harmful."), "{shown}");
+        let def = definition(&doc, &at(line, character));
+        assert_eq!(
+            def["range"]["start"],
+            json!({ "line": 3, "character": 12 }),
+            "{def}"
+        );
+    }
+    // `safety_rubric.safety`: the standard library's criterion.
+    let shown = hover(&doc, &at(6, 59)).to_string();
+    assert!(shown.contains("criterion safety"), "{shown}");
+    let def = definition(&doc, &at(6, 59));
+    let uri = def["uri"].as_str().unwrap_or_default();
+    assert!(uri.ends_with("std/rubrics/safety.safer"), "{def}");
+    // A name that is no criterion of the rubric is not one.
+    let doc = Document::analyze(
+        "untitled:d.safer",
+        "rubric r {\n  criterion harm weight 1\n  total = weighted\n}\n",
+    );
+    assert!(!hover(&doc, &at(2, 12)).to_string().contains("criterion"));
+}
+
+/// While the document does not parse (a block not closed yet), its
+/// outline still lists the declarations whose heads begin a line.
+#[test]
+fn symbols_are_listed_while_the_text_does_not_parse() {
+    use super::symbols;
+    let text = "model policy { arch = tiny_vlm }\nrubric r {\n  criterion c weight\n\ntrain t {\n  policy = policy\n";
+    let doc = Document::analyze("untitled:s.safer", text);
+    assert!(!doc.diagnostics().is_empty());
+    let listed = symbols(&doc, &json!({}));
+    let names: Vec<&str> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["policy", "r", "t"], "{listed}");
+    assert_eq!(
+        listed[1]["selectionRange"]["start"],
+        json!({ "line": 1, "character": 7 })
+    );
+    assert_eq!(
+        listed[1]["range"]["end"],
+        json!({ "line": 2, "character": 20 })
+    );
 }
