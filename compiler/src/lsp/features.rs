@@ -339,7 +339,6 @@ impl Document {
     /// The declarations of the module a `use ... as alias` of this document
     /// imports, if `alias` is one.
     fn aliased_decls(&self, alias: &str) -> Option<Vec<&Decl>> {
-        let program = self.analysis.program.as_ref()?;
         let path = self
             .ast
             .as_ref()?
@@ -351,6 +350,12 @@ impl Document {
                 }
                 _ => None,
             })?;
+        self.imported_decls(&path)
+    }
+
+    /// The declarations of the module `use "path"` imports.
+    fn imported_decls(&self, path: &str) -> Option<Vec<&Decl>> {
+        let program = self.analysis.program.as_ref()?;
         // The module's name ends with the `use` path's components (after
         // its leading `./` and `../`), whole components: `a.safer` is not
         // `ba.safer`.
@@ -364,7 +369,7 @@ impl Document {
         };
         // A file on disk is the one the path names, as the loader finds it
         // (`lib/a.safer` is not `a.safer`); the standard library's by name.
-        let target = self.imported_file(&path);
+        let target = self.imported_file(path);
         let declared_in_target =
             |d: &&Decl| match self.file(d.span.source).and_then(|f| f.path.as_ref()) {
                 Some(file) => target
@@ -376,6 +381,40 @@ impl Document {
                     .is_some_and(|m| is_module(&m.name)),
             };
         Some(program.decls.iter().filter(declared_in_target).collect())
+    }
+
+    /// The declarations this document can name, each as it names them:
+    /// its own and those of the files it imports by name, those of a
+    /// `use ... as alias` as `alias.name` (not the prelude's, not those of
+    /// files its imports import).
+    fn written_names(&self) -> Vec<(String, &Decl)> {
+        let Some(program) = self.analysis.program.as_ref() else {
+            return Vec::new();
+        };
+        let mut names: Vec<(String, &Decl)> = program
+            .decls
+            .iter()
+            .filter(|d| d.module == 0)
+            .map(|d| (d.name.clone(), d))
+            .collect();
+        let uses = self
+            .ast
+            .iter()
+            .flat_map(|m| m.items.iter())
+            .filter_map(|i| match &i.kind {
+                ast::ItemKind::Use(u) => Some(u),
+                _ => None,
+            });
+        for u in uses {
+            for d in self.imported_decls(&u.path.value).unwrap_or_default() {
+                let name = match &u.alias {
+                    Some(alias) => format!("{}.{}", alias.name, d.name),
+                    None => d.name.clone(),
+                };
+                names.push((name, d));
+            }
+        }
+        names
     }
 
     /// What may follow `name.`: an import alias's declarations, a

@@ -1,10 +1,11 @@
 //! `textDocument/completion`: the keys of the block under the cursor,
-//! declaration keywords outside blocks, declared names, and after
-//! `name.` what the name holds.
+//! declaration keywords outside blocks, declared names, after `name.`
+//! what the name holds, and after `key = ` the values the key takes.
 
 use super::hover::key_markdown;
 use super::{declaration_item, Document};
-use crate::semantic::schema;
+use crate::semantic::hir::Decl;
+use crate::semantic::schema::{self, Ty};
 use crate::syntax::ast::DeclKind;
 use serde_json::{json, Value};
 
@@ -63,11 +64,18 @@ pub fn completion(doc: &Document, params: &Value) -> Value {
         // After a string, a number (`0.`) or a range's `..`: nothing.
         return json!({ "isIncomplete": false, "items": [] });
     }
-    let mut items = Vec::new();
     let around = match doc.ast {
         Some(_) => doc.block_at(offset).map(|(block, path, _)| (block, path)),
         None => doc.block_by_braces(offset),
     };
+    // After `key = `: the values the key takes.
+    if let Some((key, typed_from)) = value_position(before) {
+        if let Some(k) = around.as_ref().and_then(|(block, _)| block.key(key)) {
+            let items = values_for(doc, k.ty, typed_from);
+            return json!({ "isIncomplete": false, "items": items });
+        }
+    }
+    let mut items = Vec::new();
     match around {
         Some((block, path)) => {
             for k in block.keys.iter().filter(|k| k.deprecated.is_none()) {
@@ -102,4 +110,95 @@ pub fn completion(doc: &Document, params: &Value) -> Value {
         }
     }
     json!({ "isIncomplete": false, "items": items })
+}
+
+/// `key` when the text before the cursor ends a statement's `key = ` and
+/// part of a value (a word, or nothing yet), with the offset where that
+/// statement starts.
+fn value_position(before: &str) -> Option<(&str, usize)> {
+    let start = before.rfind(['\n', '{', ',']).map_or(0, |i| i + 1);
+    let statement = &before[start..];
+    let (key, value) = statement.split_once('=')?;
+    let key = key.trim();
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let value = value.trim_start();
+    let single_key = !key.is_empty() && key.chars().all(is_word);
+    (single_key && value.chars().all(is_word)).then_some((key, start))
+}
+
+/// Completion items for a value of type `ty`: an enum's names, `true` and
+/// `false`, declarations of the kind a reference takes (a dataset's splits
+/// for a split, a rubric's criteria for a criterion), each named as this
+/// document writes it (`alias.name` for a `use ... as alias`).
+fn values_for(doc: &Document, ty: Ty, statement_start: usize) -> Vec<Value> {
+    let item = |label: &str, kind: u8, detail: &str| json!({ "label": label, "kind": kind, "detail": detail });
+    // While the value is half typed the text may not parse: the text
+    // without this statement tells what is declared.
+    let repaired;
+    let source = match &doc.analysis.program {
+        Some(_) => doc,
+        None => {
+            let mut text = doc.text.clone();
+            let end = text[statement_start..]
+                .find('\n')
+                .map_or(text.len(), |i| statement_start + i);
+            text.replace_range(statement_start..end, "");
+            repaired = Document::analyze(&doc.uri, &text);
+            &repaired
+        }
+    };
+    let declared = |kind: DeclKind| -> Vec<(String, &Decl)> {
+        source
+            .written_names()
+            .into_iter()
+            .filter(|(_, d)| d.kind == kind)
+            .collect()
+    };
+    let with_members = |kind: DeclKind, members: &dyn Fn(&Decl) -> Vec<String>| -> Vec<String> {
+        declared(kind)
+            .into_iter()
+            .flat_map(|(name, d)| members(d).into_iter().map(move |m| format!("{name}.{m}")))
+            .collect()
+    };
+    match ty {
+        Ty::Enum(values) => values.iter().map(|v| item(v, 20, "value")).collect(),
+        Ty::Bool => ["true", "false"]
+            .iter()
+            .map(|v| item(v, 21, "bool"))
+            .collect(),
+        Ty::Ref(kind) => declared(kind)
+            .iter()
+            .map(|(name, d)| item(name, 6, d.kind.keyword()))
+            .collect(),
+        Ty::PromptText => declared(DeclKind::Prompt)
+            .iter()
+            .map(|(name, _)| item(name, 6, "prompt"))
+            .collect(),
+        Ty::SplitRef | Ty::SplitList => {
+            let whole = declared(DeclKind::Dataset)
+                .into_iter()
+                .map(|(name, _)| name);
+            let splits = with_members(DeclKind::Dataset, &|d| {
+                d.settings
+                    .block("split")
+                    .into_iter()
+                    .flat_map(|s| s.0.keys().cloned())
+                    .collect()
+            });
+            whole
+                .chain(splits)
+                .map(|label| item(&label, 5, "dataset split"))
+                .collect()
+        }
+        Ty::CriterionRef => with_members(DeclKind::Rubric, &|r| {
+            r.rubric
+                .iter()
+                .flat_map(|rubric| rubric.criteria.iter().map(|c| c.name.clone()))
+                .collect()
+        })
+        .iter()
+        .map(|label| item(label, 5, "criterion"))
+        .collect(),
+        _ => Vec::new(),
+    }
 }

@@ -408,3 +408,66 @@ fn symbols_are_listed_while_the_text_does_not_parse() {
         json!({ "line": 2, "character": 20 })
     );
 }
+
+/// After `key = ` completion offers the values the key takes, not keys:
+/// an enum's names, the declarations a reference may name (an aliased
+/// import's as `alias.name`), a dataset and its splits.
+#[test]
+fn completion_after_equals_offers_the_key_s_values() {
+    let labels = |text: &str, line: u64, character: u64| -> Vec<String> {
+        let doc = Document::analyze("untitled:v.safer", text);
+        let c = completion(
+            &doc,
+            &json!({ "position": { "line": line, "character": character } }),
+        );
+        c["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["label"].as_str().map(str::to_string))
+            .collect()
+    };
+    let kinds = labels("judge j {\n  kind = \n}\n", 1, 9);
+    assert_eq!(kinds, ["rules", "model", "http"], "{kinds:?}");
+    let partly = labels("judge j {\n  kind = ht\n}\n", 1, 11);
+    assert!(partly.contains(&"http".to_string()), "{partly:?}");
+    // One statement half written at a time, as in an editor.
+    let with_hole = |hole: &str| {
+        let lines = [
+            "use \"std/rollouts.safer\" as rollouts",
+            "model m { arch = tiny_vlm, weights = \"w\" }",
+            "dataset d {",
+            "  source = jsonl(\"d.jsonl\")",
+            "  split { train = 0.9, eval = 0.1 }",
+            "}",
+            "train t {",
+            "  policy = m",
+            "  rollout = rollouts.tiny_cpu",
+            "  data = d.train",
+            "  sft { lr = 1e-4 }",
+            "}",
+        ];
+        let key = hole.split_whitespace().next().unwrap_or("");
+        lines
+            .iter()
+            .map(|l| match l.trim_start().starts_with(&format!("{key} =")) {
+                true => format!("  {hole}"),
+                false => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let policies = labels(&with_hole("policy = "), 7, 11);
+    assert_eq!(policies, ["m"], "{policies:?}");
+    let rollouts = labels(&with_hole("rollout = "), 8, 12);
+    assert!(
+        rollouts.contains(&"rollouts.tiny_cpu".to_string()),
+        "{rollouts:?}"
+    );
+    assert!(!rollouts.contains(&"tiny_cpu".to_string()), "{rollouts:?}");
+    let data = labels(&with_hole("data = "), 9, 9);
+    assert_eq!(data, ["d", "d.eval", "d.train"], "{data:?}");
+    // A key of a block inside a one-line block, after `,`.
+    let placement = labels("train t {\n  grpo { kl { placement = } }\n}\n", 1, 26);
+    assert_eq!(placement, ["loss", "reward"], "{placement:?}");
+}
