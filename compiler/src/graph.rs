@@ -82,6 +82,11 @@ fn diagnostic(program: &Program, e: GraphError) -> Diagnostic {
                     }
                     acc
                 });
+            // A stage after itself: `a → a`.
+            let stages = match stages.as_slice() {
+                [one] => vec![one.clone(), one.clone()],
+                _ => stages,
+            };
             Diagnostic::error(Code::E0400, "training stages are ordered in a cycle")
                 .with_primary(span_of(&first), "this stage is part of the cycle")
                 .with_note(format!("the cycle: {}", stages.join(" → ")))

@@ -174,6 +174,38 @@ fn check_fix_writes_the_fixes_and_reports_what_is_left() {
     let stdin = saferc(&["check", "--fix", "-"]);
     assert_eq!(stdin.status.code(), Some(2));
     assert!(stderr(&stdin).contains("standard input"));
+
+    // A file the named one imports (a shared rubric) is left as it is,
+    // and said to be; named, it is fixed.
+    let lib_text = "rubric shared {\n  criterion c weight 1 { scorer = refusal() }\n  penalty p = 2 when c < 0.5\n}\n";
+    let lib = write(&dir, "lib.safer", lib_text);
+    let main = write(
+        &dir,
+        "main.safer",
+        "use \"lib.safer\" as lib\nrollout r {\n  temprature = 1.0\n  max_tokens = 8 tokens\n}\n",
+    );
+    let out = saferc(&["check", "--fix", &main]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("fixed 1 problem in"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("not fixed: 1 problem in"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&lib).unwrap_or_default(), lib_text);
+    let out = saferc(&["check", "--fix", &main, &lib]);
+    assert!(
+        stderr(&out).contains("fixed 1 problem in"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(std::fs::read_to_string(&lib)
+        .unwrap_or_default()
+        .contains("penalty p = -2 when"));
 }
 
 /// `saferc ARGS` with `text` on its standard input.

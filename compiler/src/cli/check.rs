@@ -19,17 +19,20 @@ pub(super) fn run(files: &[PathBuf], format: Format, fix: bool, imports: &Import
     }
     let (mut sources, mut diags) = analyze(files, imports);
     let mut fixed_in: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut left_in: BTreeMap<PathBuf, usize> = BTreeMap::new();
     let mut failure = None;
     for _ in 0..FIX_ROUNDS {
         if !fix {
             break;
         }
-        let mut fixed = Vec::new();
-        let result = fix::apply(&diags, &sources, &mut fixed);
+        let (mut fixed, mut left) = (Vec::new(), Vec::new());
+        let result = fix::apply(&diags, &sources, files, &mut fixed, &mut left);
         let any = !fixed.is_empty();
         for f in fixed {
             *fixed_in.entry(f.path).or_default() += f.count;
         }
+        // As the last round found them.
+        left_in = left.into_iter().map(|f| (f.path, f.count)).collect();
         if let Err(e) = result {
             failure = Some(e);
             break;
@@ -43,6 +46,18 @@ pub(super) fn run(files: &[PathBuf], format: Format, fix: bool, imports: &Import
     for (path, count) in fixed_in {
         let plural = if count == 1 { "" } else { "s" };
         eprintln!("fixed {count} problem{plural} in {}", path.display());
+    }
+    for (path, count) in left_in {
+        let (plural, them) = if count == 1 {
+            ("", "it")
+        } else {
+            ("s", "them")
+        };
+        eprintln!(
+            "not fixed: {count} problem{plural} in {}, which the checked files import (name it to fix {them}: `saferc check --fix {}`)",
+            path.display(),
+            path.display()
+        );
     }
     if let Some(e) = failure {
         eprintln!("error: {e}");

@@ -3,8 +3,9 @@
 //! unit replaced by the one it was meant to be, a renamed or deprecated key
 //! by its saferc name.
 //!
-//! Only a diagnostic with a single fix is fixed, and only where its file on
-//! disk still holds what the fix replaces; the standard library and
+//! Only a diagnostic with a single fix is fixed, only in the files the
+//! command names (not in the files they import), and only where its file
+//! on disk still holds what the fix replaces; the standard library and
 //! standard input are never written. Files are replaced atomically, and a
 //! byte-order mark the file starts with is kept.
 
@@ -20,16 +21,24 @@ pub(super) struct Fixed {
     pub count: usize,
 }
 
-/// Writes each diagnostic's single fix into its file, adding the files
-/// changed to `fixed` (those written before an error included).
+/// Writes each diagnostic's single fix into its file, if that file is one
+/// of `named` (the files the command names), adding the files changed to
+/// `fixed` (those written before an error included) and the other files
+/// with fixes (those the named files import) to `left`.
 ///
 /// # Errors
 /// A file that cannot be read back or written, with its path.
 pub(super) fn apply(
     diags: &[Diagnostic],
     sources: &SourceMap,
+    named: &[PathBuf],
     fixed: &mut Vec<Fixed>,
+    left: &mut Vec<Fixed>,
 ) -> Result<(), String> {
+    let named: Vec<PathBuf> = named
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect();
     for (id, file) in sources.iter() {
         let fixes = single_fixes(diags, id);
         if fixes.is_empty() {
@@ -38,6 +47,15 @@ pub(super) fn apply(
         let Some(path) = file.path.as_ref().filter(|p| p.as_os_str() != "-") else {
             continue;
         };
+        // A file the named ones import (a shared rubric) is not changed
+        // unasked.
+        if !std::fs::canonicalize(path).is_ok_and(|p| named.contains(&p)) {
+            left.push(Fixed {
+                path: path.clone(),
+                count: fixes.len(),
+            });
+            continue;
+        }
         let bytes =
             std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
         let (bom, on_disk) = match bytes.strip_prefix("\u{feff}".as_bytes()) {

@@ -325,7 +325,18 @@ fn in_plain_types(message: &str) -> String {
         ("a sequence", "an array"),
         ("a map", "a table"),
     ];
-    let mut out = message.to_string();
+    // `expected struct JudgeEndpoint`: a table.
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(at) = rest.find("struct ") {
+        let name_len = rest[at + 7..]
+            .find(|c: char| !c.is_alphanumeric())
+            .unwrap_or(rest.len() - at - 7);
+        out.push_str(&rest[..at]);
+        out.push_str("a table");
+        rest = &rest[at + 7 + name_len..];
+    }
+    out.push_str(rest);
     for (rust, plain) in WORDS {
         for lead in ["expected ", "invalid type: "] {
             out = out.replace(&format!("{lead}{rust}"), &format!("{lead}{plain}"));
@@ -375,10 +386,13 @@ fn from_toml(id: SourceId, text: &str, e: &toml::de::Error) -> Diagnostic {
         };
         return d;
     }
+    // `device = 1`: toml reads an enum from a string or a table.
+    let message = message.replace("wanted string or table", "expected a string");
     if message.starts_with("invalid type")
         || message.starts_with("invalid value")
         || message.starts_with("missing field")
         || message.starts_with("unknown variant")
+        || message.starts_with("expected a string")
     {
         let text_at = text.get(range).unwrap_or("");
         let label = if text_at.is_empty() {

@@ -666,12 +666,10 @@ impl<'a> Analyzer<'a> {
         };
         let empty =
             rubric.criteria.is_empty() && rubric.penalties.is_empty() && rubric.formats.is_empty();
-        // Written with nothing but its judge: a statement that failed to
-        // check (an unknown key) has its own error.
+        // Written with nothing in it: a statement that failed to check (an
+        // unknown key) has its own error.
         let written_empty = match &self.info[i].ast.body {
-            DeclBody::Block(b) => b.stmts.iter().all(
-                |stmt| matches!(&stmt.kind, StmtKind::Assign { key, .. } if key.name == "judge"),
-            ),
+            DeclBody::Block(b) => b.stmts.is_empty(),
             DeclBody::Value(_) => false,
         };
         if !empty || !written_empty {
@@ -694,32 +692,57 @@ impl<'a> Analyzer<'a> {
         let Some(rubric) = &self.decls[i].rubric else {
             return;
         };
-        let Some(sign) = sign_of_var(&rubric.total, "penalties", 1.0) else {
-            return;
+        let coefficient = match penalties_coefficient(&rubric.total) {
+            Some(c) if c != 0.0 => c,
+            _ => return,
+        };
+        // The amounts as written, for the fix (`0.50` stays `0.50`).
+        let written: Vec<(String, String)> = match &self.info[i].ast.body {
+            DeclBody::Block(b) => b
+                .stmts
+                .iter()
+                .filter_map(|stmt| match &stmt.kind {
+                    StmtKind::Penalty { name, value, .. } => {
+                        Some((name.name.clone(), super::exprs::written_number(value)?))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            DeclBody::Value(_) => Vec::new(),
         };
         let mut found = Vec::new();
         for p in &rubric.penalties {
             if let Some(n) = p.value.number() {
-                if n * sign > 0.0 {
-                    found.push((p.name.clone(), n, p.value.span));
+                if n * coefficient > 0.0 {
+                    let wrote = written
+                        .iter()
+                        .find(|(name, _)| *name == p.name)
+                        .map(|(_, w)| w.clone());
+                    found.push((p.name.clone(), wrote, p.value.span));
                 }
             }
         }
-        for (name, n, span) in found {
-            let how = match sign > 0.0 {
+        for (name, wrote, span) in found {
+            let how = match coefficient > 0.0 {
                 true => "`total` adds `penalties`",
                 false => "`total` subtracts `penalties`",
             };
-            let (wrote, meant) = (num(n), num(-n));
-            self.diags.push(
-                Diagnostic::warning(
-                    Code::E0323,
-                    format!("penalty `{name}` raises the reward when it applies"),
-                )
-                .with_primary(span, format!("{how}, so this amount is a bonus"))
-                .with_help(format!("write `penalty {name} = {meant} when ...`, or make it a criterion if it rewards what is good"))
-                .with_fix(span, &wrote, &meant),
-            );
+            let flipped = wrote.as_ref().map(|w| match w.strip_prefix('-') {
+                Some(positive) => positive.to_string(),
+                None => format!("-{w}"),
+            });
+            let mut d = Diagnostic::warning(
+                Code::E0323,
+                format!("penalty `{name}` raises the reward when it applies"),
+            )
+            .with_primary(span, format!("{how}, so this amount is a bonus"));
+            d = match (&wrote, &flipped) {
+                (Some(wrote), Some(flipped)) => d
+                    .with_help(format!("write `penalty {name} = {flipped} when ...`, or make it a criterion if it rewards what is good"))
+                    .with_fix(span, wrote, flipped),
+                _ => d.with_help("negate its amount, or make it a criterion if it rewards what is good"),
+            };
+            self.diags.push(d);
         }
     }
 
@@ -771,7 +794,22 @@ impl<'a> Analyzer<'a> {
                 _ => None,
             })
             .collect();
-        if split.0.is_empty() {
+        // Written empty, and once (a second `split` is E0208; an entry that
+        // did not check has its own error).
+        let written: Vec<bool> = match &self.info[i].ast.body {
+            DeclBody::Block(b) => b
+                .stmts
+                .iter()
+                .filter_map(|stmt| match &stmt.kind {
+                    StmtKind::Block { key, body } if key.name == "split" => {
+                        Some(body.stmts.is_empty())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            DeclBody::Value(_) => Vec::new(),
+        };
+        if written == [true] {
             let dataset = self.decls[i].name.clone();
             self.without_effect(
                 i,
@@ -1036,28 +1074,64 @@ impl<'a> Analyzer<'a> {
     }
 }
 
-/// The sign with which variable `var` enters `e` (`weighted + penalties`:
-/// 1, `weighted - penalties`: -1), starting from `sign`; `None` when it
-/// does not, or enters otherwise than added, subtracted or scaled by a
-/// constant.
-fn sign_of_var(e: &TExpr, var: &str, sign: f64) -> Option<f64> {
+/// How much one unit of `penalties` moves `e`, where `e` is linear in it:
+/// `weighted + penalties` 1, `weighted - 0.5 * penalties` -0.5; an `if`
+/// whose branches agree, or that reads it in one branch only, that
+/// branch's. `Some(0)` when `e` does not read it; `None` when it reads it
+/// otherwise (times a score, in a condition, in a call).
+fn penalties_coefficient(e: &TExpr) -> Option<f64> {
     match &e.kind {
-        TKind::Var { name } if name == var => Some(sign),
-        TKind::Binary { op, lhs, rhs } => match op {
-            BinaryOp::Add => sign_of_var(lhs, var, sign).or_else(|| sign_of_var(rhs, var, sign)),
-            BinaryOp::Sub => sign_of_var(lhs, var, sign).or_else(|| sign_of_var(rhs, var, -sign)),
-            BinaryOp::Mul => match (lhs.number(), rhs.number()) {
-                (Some(k), None) if k != 0.0 => sign_of_var(rhs, var, sign * k.signum()),
-                (None, Some(k)) if k != 0.0 => sign_of_var(lhs, var, sign * k.signum()),
-                _ => None,
-            },
-            _ => None,
-        },
+        TKind::Var { name } if name == "penalties" => Some(1.0),
+        TKind::Const { .. } | TKind::Var { .. } | TKind::Criterion { .. } => Some(0.0),
         TKind::Unary {
             op: UnaryOp::Neg,
             operand,
-        } => sign_of_var(operand, var, -sign),
-        _ => None,
+        } => penalties_coefficient(operand).map(|c| -c),
+        TKind::Binary { op, lhs, rhs } => {
+            let (l, r) = (penalties_coefficient(lhs), penalties_coefficient(rhs));
+            match op {
+                BinaryOp::Add => Some(l? + r?),
+                BinaryOp::Sub => Some(l? - r?),
+                BinaryOp::Mul => match (lhs.number(), rhs.number()) {
+                    (Some(k), _) => r.map(|c| k * c),
+                    (_, Some(k)) => l.map(|c| k * c),
+                    _ => (l? == 0.0 && r? == 0.0).then_some(0.0),
+                },
+                BinaryOp::Div => match rhs.number() {
+                    Some(k) if k != 0.0 => l.map(|c| c / k),
+                    _ => (l? == 0.0 && r? == 0.0).then_some(0.0),
+                },
+                _ => (l? == 0.0 && r? == 0.0).then_some(0.0),
+            }
+        }
+        TKind::If {
+            cond,
+            then,
+            otherwise,
+        } => {
+            if penalties_coefficient(cond)? != 0.0 {
+                return None;
+            }
+            match (
+                penalties_coefficient(then)?,
+                penalties_coefficient(otherwise)?,
+            ) {
+                (a, b) if a == b => Some(a),
+                (0.0, c) | (c, 0.0) => Some(c),
+                _ => None,
+            }
+        }
+        TKind::Field { base, .. } => (penalties_coefficient(base)? == 0.0).then_some(0.0),
+        TKind::Call { args, named, .. } => args
+            .iter()
+            .chain(named.values())
+            .all(|a| penalties_coefficient(a) == Some(0.0))
+            .then_some(0.0),
+        TKind::Unary { operand, .. } => (penalties_coefficient(operand)? == 0.0).then_some(0.0),
+        TKind::List { items } => items
+            .iter()
+            .all(|a| penalties_coefficient(a) == Some(0.0))
+            .then_some(0.0),
     }
 }
 

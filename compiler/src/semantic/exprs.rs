@@ -782,25 +782,22 @@ impl<'a> Analyzer<'a> {
         if low <= high {
             return false;
         }
-        let shown = |n: f64| schema::format_number(n);
-        let swapped = format!("{}..{}", shown(high), shown(low));
+        // The ends as written (`1e-3`, `1_000`), else their values.
+        let (a, b) = match (written_number(lhs), written_number(rhs)) {
+            (Some(a), Some(b)) => (a, b),
+            _ => (schema::format_number(low), schema::format_number(high)),
+        };
         let mut d = Diagnostic::error(
             Code::E0315,
-            format!(
-                "the range {}..{} is reversed: no number lies in it",
-                shown(low),
-                shown(high)
-            ),
+            format!("the range {a}..{b} is reversed: no number lies in it"),
         )
         .with_primary(e.span, "the low end is written last")
-        .with_help(format!("a range is written `low..high`: `{swapped}`"));
+        .with_help(format!("a range is written `low..high`: `{b}..{a}`"));
         // The fix swaps the ends as written, where the range is written
         // without spaces (its span is exactly the two literals and `..`).
-        if let (Some(a), Some(b)) = (written_number(lhs), written_number(rhs)) {
-            let wrote = format!("{a}..{b}");
-            if wrote.len() == e.span.len() {
-                d = d.with_fix(e.span, &wrote, &format!("{b}..{a}"));
-            }
+        let wrote = format!("{a}..{b}");
+        if wrote.len() == e.span.len() && written_number(lhs).is_some() {
+            d = d.with_fix(e.span, &wrote, &format!("{b}..{a}"));
         }
         self.diags.push(d);
         true

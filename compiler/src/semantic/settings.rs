@@ -438,7 +438,12 @@ impl<'a> Analyzer<'a> {
         // `train.checkpoint` written in `train`) is named there, before a
         // near spelling here is offered as a fix (it wrote `seed`).
         let homes = find_key_elsewhere(name, path);
-        if !homes.is_empty() {
+        if name == "judge" && path == "rubric" {
+            let rubric = &self.info[decl].ast.name.name;
+            diag = diag.with_help(format!(
+                "a rubric's judge is a parameter of its head: `rubric {rubric}(judge = ...) {{ ... }}`"
+            ));
+        } else if !homes.is_empty() {
             diag = diag.with_help(format!(
                 "`{name}` is a setting of {}, not of `{path}`",
                 one_of(&homes)

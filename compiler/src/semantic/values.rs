@@ -106,8 +106,14 @@ impl<'a> Analyzer<'a> {
                 None if range_meant(e).is_some() => self.range_misspelt(e, key),
                 None => self.mismatch(e, "a range `low..high`", key),
             },
-            // `clip = 0.2-0.28`: a subtraction below 0 where a range was meant.
-            Ty::NumberOrRange if negative_difference(e) => self.range_misspelt(e, key),
+            // `clip = 0.2-0.28` (a subtraction below 0) or `[0.2, 0.28]`
+            // where a range was meant.
+            Ty::NumberOrRange
+                if negative_difference(e)
+                    || matches!(&e.kind, ExprKind::List { .. }) && range_meant(e).is_some() =>
+            {
+                self.range_misspelt(e, key)
+            }
             Ty::NumberOrRange => match &e.kind {
                 ExprKind::Binary {
                     op: BinaryOp::Range,

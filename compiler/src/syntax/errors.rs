@@ -47,19 +47,9 @@ pub fn from_pest(
         .with_primary(span, "the `if` expression needs an `else` branch here")
         .with_help("an expression always has a value: add `else { ... }` after the `if` branch");
     }
-    // `30s`, `16prompts`, `2k`, `90%`: a `%` right before the error, or
-    // (`90%` at the end of a line, which reads on as `90 % eval`) before
-    // the word before it.
-    let percent = prev.as_ref().and_then(|p| {
-        let before = Token::before(text, p.start, comments)?;
-        match p.is_word() && found.text == "=" {
-            true => Some((Token::before(text, before.start, comments)?, before)),
-            false => Some((before, p.clone())),
-        }
-    });
+    // `30s`, `16prompts`, `2k`, `3and`, `90%`.
     let key = statement_head(text, found.start);
-    let percent = percent.as_ref().map(|(n, p)| (n, p));
-    if let Some(diag) = glued::glued_to_number(source, text, &found, percent, key) {
+    if let Some(diag) = glued::glued_to_number(source, text, &found, comments, key) {
         return diag;
     }
     // Inside a `penalty`, `criterion` or `format` statement: its form.
