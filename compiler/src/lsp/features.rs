@@ -383,6 +383,55 @@ impl Document {
         Some(program.decls.iter().filter(declared_in_target).collect())
     }
 
+    /// The key of the setting whose value is under `offset`.
+    fn key_of_value_at(&self, offset: usize) -> Option<String> {
+        fn find(stmts: &[ast::Stmt], offset: usize) -> Option<String> {
+            stmts.iter().find_map(|stmt| {
+                let inside =
+                    (stmt.span.start as usize) <= offset && offset <= stmt.span.end as usize;
+                match &stmt.kind {
+                    _ if !inside => None,
+                    StmtKind::Assign { key, value } => {
+                        ((value.span.start as usize) <= offset).then(|| key.name.clone())
+                    }
+                    StmtKind::Block { body, .. }
+                    | StmtKind::Criterion {
+                        body: Some(body), ..
+                    } => find(&body.stmts, offset),
+                    _ => None,
+                }
+            })
+        }
+        self.ast
+            .as_ref()?
+            .items
+            .iter()
+            .find_map(|item| match &item.kind {
+                ast::ItemKind::Decl(ast::Decl {
+                    body: DeclBody::Block(b),
+                    ..
+                }) => find(&b.stmts, offset),
+                _ => None,
+            })
+    }
+
+    /// The path of the `use` item whose string is under `offset`.
+    fn use_path_at(&self, offset: usize) -> Option<String> {
+        self.ast
+            .as_ref()?
+            .items
+            .iter()
+            .find_map(|item| match &item.kind {
+                ast::ItemKind::Use(u)
+                    if (u.path.span.start as usize) <= offset
+                        && offset < u.path.span.end as usize =>
+                {
+                    Some(u.path.value.clone())
+                }
+                _ => None,
+            })
+    }
+
     /// The declarations this document can name, each as it names them:
     /// its own and those of the files it imports by name, those of a
     /// `use ... as alias` as `alias.name` (not the prelude's, not those of
@@ -644,6 +693,18 @@ pub(super) fn declaration_item(d: &Decl) -> Value {
 /// `textDocument/definition`.
 pub fn definition(doc: &Document, params: &Value) -> Value {
     let offset = doc.offset(params);
+    // On a `use` path: the file it imports.
+    if let Some(path) = doc.use_path_at(offset) {
+        let file = match path.starts_with("std/") {
+            true => stdlib::file(&path).and(materialize_std(&path)),
+            false => doc.imported_file(&path),
+        };
+        let start = json!({ "line": 0, "character": 0 });
+        return match file.as_deref().and_then(path_to_uri) {
+            Some(uri) => json!({ "uri": uri, "range": { "start": start, "end": start } }),
+            None => Value::Null,
+        };
+    }
     let Some((word, qualifier, _)) = doc.word_at(offset) else {
         return Value::Null;
     };

@@ -1,6 +1,7 @@
 //! `textDocument/hover`: a key's schema text (and its `##` lines), a
 //! declaration keyword's, a name's declaration, a criterion (where it is
-//! declared or referred to: its rubric, weight, scoring, `##` lines).
+//! declared or referred to: its rubric, weight, scoring, `##` lines), an
+//! enum value (its key's text).
 
 use super::Document;
 use crate::semantic::hir::{Criterion, Decl};
@@ -78,6 +79,17 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
     let Some((word, qualifier, span)) = doc.word_at(offset) else {
         return Value::Null;
     };
+    // A value of a key that takes one of a few names (`k3` of
+    // `estimator`): the key's text, which says what each one means.
+    if let Some((block, path, None)) = doc.block_at(offset) {
+        let key = doc.key_of_value_at(offset);
+        if let Some(k) = key.as_deref().and_then(|key| block.key(key)) {
+            if matches!(k.ty, schema::Ty::Enum(values) if values.contains(&word.as_str())) {
+                let value = format!("**`{word}`**, a value of {}", key_markdown(&path, k));
+                return json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) });
+            }
+        }
+    }
     // A declaration's keyword, where it starts one (`train` in `d.train`
     // is a split, `model` in `kind = model` a judge kind).
     let heads_a_declaration = match &doc.ast {

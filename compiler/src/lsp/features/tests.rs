@@ -228,11 +228,9 @@ fn a_keyword_s_hover_is_for_a_declaration_s_head_only() {
     assert!(hover_at(1, 2).to_string().contains("train"), "the head");
     let declaration_text = hover_at(1, 2)["contents"]["value"].clone();
     assert_ne!(hover_at(2, 12)["contents"]["value"], declaration_text);
-    assert!(
-        !hover_at(0, 19).to_string().contains("**`model`**"),
-        "{}",
-        hover_at(0, 19)
-    );
+    // `model` of `kind = model` is a value of the judge's `kind`.
+    let value = hover_at(0, 19).to_string();
+    assert!(value.contains("a value of **`judge.kind`**"), "{value}");
 }
 
 /// A setting's `##` lines show on hover, above the schema's text, and a
@@ -470,4 +468,43 @@ fn completion_after_equals_offers_the_key_s_values() {
     // A key of a block inside a one-line block, after `,`.
     let placement = labels("train t {\n  grpo { kl { placement = } }\n}\n", 1, 26);
     assert_eq!(placement, ["loss", "reward"], "{placement:?}");
+}
+
+/// A `use` path goes to the file it imports (the standard library's
+/// through its cached copy), and an enum value hovers with its key's text.
+#[test]
+fn use_paths_go_to_their_file_and_enum_values_hover() {
+    let dir = std::env::temp_dir().join(format!("saferc-lsp-use-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("lib.safer"), "prompt p = \"{completion}\"\n").unwrap();
+    let text = "use \"std/rubrics/safety.safer\"\nuse \"lib.safer\" as lib\ntrain t {\n  grpo { kl { estimator = k3 } }\n}\n";
+    let uri = url::Url::from_file_path(dir.join("m.safer"))
+        .unwrap()
+        .to_string();
+    let doc = Document::analyze(&uri, text);
+    let at =
+        |line: u64, character: u64| json!({ "position": { "line": line, "character": character } });
+    let std_file = definition(&doc, &at(0, 10));
+    assert!(
+        std_file["uri"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("std/rubrics/safety.safer"),
+        "{std_file}"
+    );
+    let lib = definition(&doc, &at(1, 6));
+    let expected = url::Url::from_file_path(dir.join("lib.safer"))
+        .unwrap()
+        .to_string();
+    assert_eq!(lib["uri"], expected, "{lib}");
+    let value = hover(&doc, &at(3, 27)).to_string();
+    assert!(
+        value.contains("`k3`") && value.contains("low-variance"),
+        "{value}"
+    );
+    // The key itself still hovers with its own text.
+    let key = hover(&doc, &at(3, 16)).to_string();
+    assert!(key.contains("train.grpo.kl.estimator"), "{key}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
