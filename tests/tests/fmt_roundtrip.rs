@@ -217,6 +217,30 @@ fn a_comment_goes_with_the_statement_it_follows() {
     }
 }
 
+/// A comment on the line of a block's `{` stays there: it is about the
+/// block (it went above the first statement, as if about that one).
+#[test]
+fn a_comment_after_an_opening_brace_stays_on_its_line() {
+    let cases = [
+        (
+            "train t { # the main stage\n  policy = p\n  grpo {   # knobs\n    lr = 1e-6\n  }\n}\n",
+            "train t {  # the main stage\n  policy = p\n  grpo {  # knobs\n    lr = 1e-6\n  }\n}\n",
+        ),
+        // A comment of its own line under the `{` stays above the statement.
+        (
+            "train t {\n  # about policy\n  policy = p\n}\n",
+            "train t {\n  # about policy\n  policy = p\n}\n",
+        ),
+        // An empty block keeps its comment too.
+        ("rubric r { # to do\n}\n", "rubric r {  # to do\n}\n"),
+    ];
+    for (case, want) in cases {
+        let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(once, want, "{case:?}");
+        assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+    }
+}
+
 /// Characters a reader cannot see stay escaped, or become escaped, in a
 /// formatted string (a bidirectional override written as `\u{202e}` was
 /// printed raw, invisible in review: "Trojan Source"); visible text, accents

@@ -373,7 +373,25 @@ impl<'a> Printer<'a> {
                 }
             }
         }
-        self.out.push_str(" {\n");
+        self.out.push_str(" {");
+        // A comment on the line of the `{` (`train t {  # the main stage`)
+        // stays there: it is about the block, not its first statement.
+        if let Some(c) = self.comments.get(self.next_comment) {
+            let (open, start) = (block.span.start as usize, c.span.start as usize);
+            let first = block
+                .stmts
+                .first()
+                .map_or(block.span.end as usize, |s| s.span.start as usize);
+            let on_the_line = self.text.get(open..start).is_some_and(|between| {
+                between.starts_with('{') && between[1..].trim_matches([' ', '\t']).is_empty()
+            });
+            if on_the_line && start < first {
+                self.out.push_str("  ");
+                self.out.push_str(&c.text);
+                self.next_comment += 1;
+            }
+        }
+        self.out.push('\n');
         self.indent += 1;
         let widths = self.alignment(block);
         for (i, stmt) in block.stmts.iter().enumerate() {
