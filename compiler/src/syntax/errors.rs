@@ -99,6 +99,13 @@ pub fn from_pest(
         if let Some(diag) = misspelt_unit(source, text, prev) {
             return diag;
         }
+        // `timeout = 30 s`: a duration's unit, likewise.
+        let number = Token::before(text, prev.start, comments);
+        let key = statement_head(text, prev.start);
+        if let Some(diag) = number.and_then(|n| glued::spaced_duration(source, text, &n, prev, key))
+        {
+            return diag;
+        }
     }
 
     // `// ...` or `/* ... */`: comments start with `#`.

@@ -160,6 +160,43 @@ pub(super) fn glued_to_number(
     )
 }
 
+/// E0101 for a duration written with its unit after a space (`timeout =
+/// 30 s`), which reads as the number and then a new setting `s`: numbers
+/// of seconds are plain; under a `timeout` the fix writes the seconds.
+pub(super) fn spaced_duration(
+    source: SourceId,
+    text: &str,
+    number: &Token,
+    unit: &Token,
+    key: &str,
+) -> Option<Diagnostic> {
+    let (_, seconds) = DURATIONS.iter().find(|(s, _)| *s == unit.text)?;
+    let between = text.get(number.end..unit.start)?;
+    if !is_number(&number.text)
+        || between.is_empty()
+        || !between.chars().all(|c| c == ' ' || c == '\t')
+    {
+        return None;
+    }
+    let value: f64 = number.text.replace('_', "").parse().ok()?;
+    let fixed = Some(value * seconds)
+        .filter(|v| v.is_finite())
+        .map(format_number)?;
+    let span = Span::new(source, number.start, unit.end);
+    let wrote = &text[number.start..unit.end];
+    let diag = Diagnostic::error(
+        Code::E0101,
+        format!("`{wrote}` is not a number: durations are plain numbers of seconds"),
+    )
+    .with_primary(span, "a duration with a unit");
+    Some(match key.contains("timeout") {
+        true => diag
+            .with_help(format!("write `{key} = {fixed}`"))
+            .with_fix(span, wrote, &fixed),
+        false => diag.with_help(format!("write the seconds alone: `{fixed}`")),
+    })
+}
+
 /// The unit `suffix` stands for: itself, a near spelling (`promts`), or
 /// the plural it begins (`tok`); durations (`s`) are not units.
 fn unit_meant(suffix: &str) -> Option<&'static str> {
@@ -406,6 +443,29 @@ mod tests {
         assert_eq!(fix_at("x = \"50% \" @?\n"), None);
         // Numbers too large for the fix to write.
         assert_eq!(fix_at("x = @1e308k\n"), None);
+    }
+
+    #[test]
+    fn a_duration_s_unit_after_a_space_is_read_with_its_number() {
+        let text = "  timeout = 1.5 min\n}\n";
+        let number = Token::at(text, 12);
+        let unit = Token::at(text, 16);
+        let diag = super::spaced_duration(SourceId(0), text, &number, &unit, "timeout");
+        let fix = diag.as_ref().and_then(|d| d.fixes.first());
+        assert_eq!(
+            fix.map(|f| (f.wrote.as_str(), f.replacement.as_str())),
+            Some(("1.5 min", "90"))
+        );
+        // Not a duration, or not after a number: not this error.
+        let text = "  timeout = 30 x\n";
+        let other = super::spaced_duration(
+            SourceId(0),
+            text,
+            &Token::at(text, 12),
+            &Token::at(text, 15),
+            "timeout",
+        );
+        assert!(other.is_none());
     }
 
     #[test]
