@@ -42,10 +42,20 @@ pub(super) fn run(files: &[PathBuf], format: Format, fix: bool, imports: &Import
         }
         (sources, diags) = analyze(files, imports);
     }
-    // What was written is said even when a later file could not be.
+    // What was written is said even when a later file could not be; a
+    // path under the current folder is shown from it, however it was
+    // reached (named, or imported by an absolute path).
+    let here = std::env::current_dir().ok();
+    let shown = |path: &std::path::Path| -> String {
+        here.as_ref()
+            .and_then(|here| path.strip_prefix(here).ok())
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
     for (path, count) in fixed_in {
         let plural = if count == 1 { "" } else { "s" };
-        eprintln!("fixed {count} problem{plural} in {}", path.display());
+        eprintln!("fixed {count} problem{plural} in {}", shown(&path));
     }
     for (path, count) in left_in {
         let (plural, them) = if count == 1 {
@@ -53,10 +63,9 @@ pub(super) fn run(files: &[PathBuf], format: Format, fix: bool, imports: &Import
         } else {
             ("s", "them")
         };
+        let path = shown(&path);
         eprintln!(
-            "not fixed: {count} problem{plural} in {}, which the checked files import (name it to fix {them}: `saferc check --fix {}`)",
-            path.display(),
-            path.display()
+            "not fixed: {count} problem{plural} in {path}, which the checked files import (name it to fix {them}: `saferc check --fix {path}`)"
         );
     }
     if let Some(e) = failure {

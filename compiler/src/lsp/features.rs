@@ -754,7 +754,7 @@ pub fn symbols(doc: &Document, _params: &Value) -> Value {
         })
     };
     let Some(module) = &doc.ast else {
-        let heads = declaration_heads(&doc.text);
+        let heads = declaration_heads(&doc.text, usize::from(doc.byte_order_mark));
         let ends = heads.iter().skip(1).map(|h| h.0).chain([doc.text.len()]);
         let symbols: Vec<Value> = heads
             .iter()
@@ -778,25 +778,31 @@ pub fn symbols(doc: &Document, _params: &Value) -> Value {
     json!(symbols)
 }
 
-/// Declarations whose keyword begins a line, followed by a name: each
-/// one's start, keyword, name and the name's offset.
-fn declaration_heads(text: &str) -> Vec<(usize, DeclKind, String, usize)> {
+/// Declarations whose keyword begins a line, followed by a name, outside
+/// triple-quoted strings: each one's start, keyword, name and the name's
+/// offset. The text's first `skip` bytes (a byte-order mark's stand-in)
+/// are not read.
+fn declaration_heads(text: &str, skip: usize) -> Vec<(usize, DeclKind, String, usize)> {
     let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut heads = Vec::new();
-    let mut start = 0;
-    for line in text.split_inclusive('\n') {
+    let mut start = skip.min(text.len());
+    let mut in_triple = false;
+    for line in text[start..].split_inclusive('\n') {
         let keyword_end = line.find(|c: char| !is_word(c)).unwrap_or(line.len());
         let rest = &line[keyword_end..];
         let name_at = keyword_end + (rest.len() - rest.trim_start_matches([' ', '\t']).len());
         let name_len = line[name_at..]
             .find(|c: char| !is_word(c))
             .unwrap_or(line.len() - name_at);
-        if let (Some(kind), true) = (
-            DeclKind::from_keyword(&line[..keyword_end]),
-            name_at > keyword_end && name_len > 0,
-        ) {
+        let head = (name_at > keyword_end && name_len > 0)
+            .then(|| DeclKind::from_keyword(&line[..keyword_end]))
+            .flatten();
+        if let (Some(kind), false) = (head, in_triple) {
             let name = line[name_at..name_at + name_len].to_string();
             heads.push((start, kind, name, start + name_at));
+        }
+        if !line.matches("\"\"\"").count().is_multiple_of(2) {
+            in_triple = !in_triple;
         }
         start += line.len();
     }
@@ -807,11 +813,26 @@ fn declaration_heads(text: &str) -> Vec<(usize, DeclKind, String, usize)> {
 /// editor can open it; returns its path.
 fn materialize_std(name: &str) -> Option<PathBuf> {
     let text = stdlib::file(name)?;
-    let dir = std::env::temp_dir().join(format!("saferc-{}", env!("CARGO_PKG_VERSION")));
+    // The user's own cache (`$XDG_CACHE_HOME`, `~/.cache`), not a shared
+    // temporary folder another user could prepare.
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    let dir = cache.join(format!("saferc-{}", env!("CARGO_PKG_VERSION")));
     let path = dir.join(name);
     if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
         std::fs::create_dir_all(path.parent()?).ok()?;
-        std::fs::write(&path, text).ok()?;
+        // A fresh file renamed into place: a link at `path` is replaced,
+        // never written through.
+        let fresh = path.with_extension(format!("tmp-{}", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&fresh)
+            .ok()?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).ok()?;
+        std::fs::rename(&fresh, &path).ok()?;
     }
     Some(path)
 }

@@ -48,18 +48,32 @@ pub fn completion(doc: &Document, params: &Value) -> Value {
         let name = &head[name_start..];
         if !name.is_empty() && !head[..name_start].ends_with('.') {
             // While `name.` is being typed the text does not parse: the
-            // text without it tells what the names are.
+            // text with a value in its place tells what the names are.
             let repaired;
             let source = match &doc.ast {
                 Some(_) => doc,
                 None => {
-                    let mut text = doc.text.clone();
-                    text.replace_range(head.len()..offset, "");
-                    repaired = Document::analyze(&doc.uri, &text);
+                    repaired = for_names(doc, head.len(), offset, "");
                     &repaired
                 }
             };
-            return json!({ "isIncomplete": false, "items": source.members_of(name) });
+            // After `key = alias.`: only what the key may name.
+            let members = source.members_of(name);
+            let wanted = value_position(&before[..head.len() - name.len()])
+                .and_then(|(key, _)| around_key(doc, offset, key));
+            let members = match wanted.and_then(reference_kinds) {
+                Some(kinds) => members
+                    .into_iter()
+                    .filter(|m| {
+                        m["detail"].as_str().is_none_or(|d| {
+                            kinds.iter().any(|k| k.keyword() == d)
+                                || !DeclKind::ALL.iter().any(|k| k.keyword() == d)
+                        })
+                    })
+                    .collect(),
+                None => members,
+            };
+            return json!({ "isIncomplete": false, "items": members });
         }
         // After a string, a number (`0.`) or a range's `..`: nothing.
         return json!({ "isIncomplete": false, "items": [] });
@@ -71,7 +85,7 @@ pub fn completion(doc: &Document, params: &Value) -> Value {
     // After `key = `: the values the key takes.
     if let Some((key, typed_from)) = value_position(before) {
         if let Some(k) = around.as_ref().and_then(|(block, _)| block.key(key)) {
-            let items = values_for(doc, k.ty, typed_from);
+            let items = values_for(doc, k.ty, typed_from, offset);
             return json!({ "isIncomplete": false, "items": items });
         }
     }
@@ -116,6 +130,11 @@ pub fn completion(doc: &Document, params: &Value) -> Value {
 /// part of a value (a word, or nothing yet), with the offset where that
 /// statement starts.
 fn value_position(before: &str) -> Option<(&str, usize)> {
+    // Not inside a string (an odd number of quotes on the line so far).
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    if !line.matches('"').count().is_multiple_of(2) {
+        return None;
+    }
     let start = before.rfind(['\n', '{', ',']).map_or(0, |i| i + 1);
     let statement = &before[start..];
     let (key, value) = statement.split_once('=')?;
@@ -130,28 +149,38 @@ fn value_position(before: &str) -> Option<(&str, usize)> {
 /// `false`, declarations of the kind a reference takes (a dataset's splits
 /// for a split, a rubric's criteria for a criterion), each named as this
 /// document writes it (`alias.name` for a `use ... as alias`).
-fn values_for(doc: &Document, ty: Ty, statement_start: usize) -> Vec<Value> {
+fn values_for(doc: &Document, ty: Ty, statement_start: usize, offset: usize) -> Vec<Value> {
     let item = |label: &str, kind: u8, detail: &str| json!({ "label": label, "kind": kind, "detail": detail });
-    // While the value is half typed the text may not parse: the text
-    // without this statement tells what is declared.
+    // While the value is half typed the text may not parse: the text with
+    // a value in its place tells what is declared.
     let repaired;
     let source = match &doc.analysis.program {
         Some(_) => doc,
         None => {
-            let mut text = doc.text.clone();
-            let end = text[statement_start..]
-                .find('\n')
-                .map_or(text.len(), |i| statement_start + i);
-            text.replace_range(statement_start..end, "");
-            repaired = Document::analyze(&doc.uri, &text);
+            let value_start = doc.text[statement_start..offset]
+                .find('=')
+                .map_or(offset, |i| statement_start + i + 1);
+            repaired = for_names(doc, value_start, offset, " 0");
             &repaired
         }
     };
+    // The declaration being written is not a value of its own settings
+    // (`after = t` in `train t`, `dedup` of its own dataset).
+    let enclosing = source.ast.as_ref().and_then(|m| {
+        m.items.iter().find_map(|item| match &item.kind {
+            crate::syntax::ast::ItemKind::Decl(d)
+                if (item.span.start as usize) <= offset && offset <= item.span.end as usize =>
+            {
+                Some(d.name.name.clone())
+            }
+            _ => None,
+        })
+    });
     let declared = |kind: DeclKind| -> Vec<(String, &Decl)> {
         source
             .written_names()
             .into_iter()
-            .filter(|(_, d)| d.kind == kind)
+            .filter(|(name, d)| d.kind == kind && Some(name) != enclosing.as_ref())
             .collect()
     };
     let with_members = |kind: DeclKind, members: &dyn Fn(&Decl) -> Vec<String>| -> Vec<String> {
@@ -201,4 +230,53 @@ fn values_for(doc: &Document, ty: Ty, statement_start: usize) -> Vec<Value> {
         .collect(),
         _ => Vec::new(),
     }
+}
+
+/// The type of key `key` of the block around `offset`.
+fn around_key(doc: &Document, offset: usize, key: &str) -> Option<Ty> {
+    let around = match doc.ast {
+        Some(_) => doc.block_at(offset).map(|(block, _, _)| block),
+        None => doc.block_by_braces(offset).map(|(block, _)| block),
+    };
+    around?.key(key).map(|k| k.ty)
+}
+
+/// The kinds of declaration a value of type `ty` names, when it names one.
+fn reference_kinds(ty: Ty) -> Option<Vec<DeclKind>> {
+    match ty {
+        Ty::Ref(kind) => Some(vec![kind]),
+        Ty::PromptText => Some(vec![DeclKind::Prompt]),
+        Ty::SplitRef | Ty::SplitList => Some(vec![DeclKind::Dataset]),
+        Ty::CriterionRef => Some(vec![DeclKind::Rubric]),
+        _ => None,
+    }
+}
+
+/// The document analysed again for the names it declares: the text from
+/// `start` to the end of the word at `offset` (what is being typed)
+/// becomes `placeholder`, and every other half-written setting (`key =`
+/// with nothing after it on its line) gets a placeholder value and a
+/// dangling `name.` loses its dot, so that the text parses around them.
+fn for_names(doc: &Document, start: usize, offset: usize, placeholder: &str) -> Document {
+    let text = &doc.text;
+    let word_end = text[offset..]
+        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+        .map_or(text.len(), |i| offset + i);
+    let repaired = format!("{}{placeholder}{}", &text[..start], &text[word_end..]);
+    let lines: Vec<String> = repaired
+        .split_inclusive('\n')
+        .map(|line| {
+            let body = line.trim_end_matches(['\n', '\r']).trim_end();
+            let newline = &line[line.trim_end_matches(['\n', '\r']).len()..];
+            if body.ends_with('=') && !body.ends_with("==") {
+                format!("{body} 0{newline}")
+            } else if body.ends_with('.') && !body.ends_with("..") {
+                // `rollout = rollouts.`, being typed elsewhere.
+                format!("{}{newline}", &body[..body.len() - 1])
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    Document::analyze(&doc.uri, &lines.concat())
 }

@@ -397,6 +397,18 @@ fn symbols_are_listed_while_the_text_does_not_parse() {
         .filter_map(|s| s["name"].as_str())
         .collect();
     assert_eq!(names, ["policy", "r", "t"], "{listed}");
+    // A declaration's words inside a triple-quoted prompt are not one; a
+    // byte-order mark does not hide the first declaration.
+    let text = "\u{feff}judge j {\n  kind = rules\n}\nprompt p = \"\"\"\nmodel inside_string {\n\"\"\"\ntrain t {\n";
+    let marked = Document::analyze("untitled:s2.safer", text);
+    let listed_marked = symbols(&marked, &json!({}));
+    let marked_names: Vec<&str> = listed_marked
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(marked_names, ["j", "p", "t"], "{listed_marked}");
     assert_eq!(
         listed[1]["selectionRange"]["start"],
         json!({ "line": 1, "character": 7 })
@@ -465,6 +477,42 @@ fn completion_after_equals_offers_the_key_s_values() {
     assert!(!rollouts.contains(&"tiny_cpu".to_string()), "{rollouts:?}");
     let data = labels(&with_hole("data = "), 9, 9);
     assert_eq!(data, ["d", "d.eval", "d.train"], "{data:?}");
+    // Names in a one-line block with nothing typed yet, beside other
+    // half-written settings, and not the declaration being written.
+    let one_line = labels(
+        "model m { arch = tiny_vlm, weights = \"w\" }\ntrain t { policy = }\n",
+        1,
+        19,
+    );
+    assert_eq!(one_line, ["m"], "{one_line:?}");
+    let others = labels(
+        "model m { arch = tiny_vlm, weights = \"w\" }\ntrain t {\n  policy = \n  reward =\n}\n",
+        2,
+        11,
+    );
+    assert_eq!(others, ["m"], "{others:?}");
+    let after = labels(
+        "train s { sft { lr = 1 } }\ntrain t {\n  after = \n}\n",
+        2,
+        10,
+    );
+    assert_eq!(after, ["s"], "{after:?}");
+    // After `key = alias.`: only what the key may name.
+    let members = labels(
+        "use \"std/rubrics/safety.safer\" as s\ntrain t {\n  policy = s.\n  reward = s.\n}\n",
+        3,
+        13,
+    );
+    assert_eq!(members, ["safety_rubric"], "{members:?}");
+    let none = labels(
+        "use \"std/rubrics/safety.safer\" as s\ntrain t {\n  policy = s.\n}\n",
+        2,
+        13,
+    );
+    assert!(none.is_empty(), "{none:?}");
+    // Inside a string: no values.
+    let in_string = labels("judge j {\n  model_name = \"a, kind = \n}\n", 1, 26);
+    assert!(!in_string.contains(&"http".to_string()), "{in_string:?}");
     // A key of a block inside a one-line block, after `,`.
     let placement = labels("train t {\n  grpo { kl { placement = } }\n}\n", 1, 26);
     assert_eq!(placement, ["loss", "reward"], "{placement:?}");
