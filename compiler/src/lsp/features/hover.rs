@@ -59,6 +59,37 @@ fn criterion_markdown(doc: &Document, rubric: &Decl, c: &Criterion) -> String {
     value
 }
 
+/// Hover on a key (`kind` before `=` or `{`) or an enum value (`http`
+/// after `kind = `) of the block the braces around `span` open, in a
+/// document that does not parse.
+fn unparsed_key_or_value(doc: &Document, word: &str, span: crate::span::Span) -> Option<Value> {
+    let (start, end) = (span.start as usize, span.end as usize);
+    let (block, path) = doc.block_by_braces(start)?;
+    let before = &doc.text[..start];
+    let statement = &before[before.rfind(['\n', '{', ',']).map_or(0, |i| i + 1)..];
+    let after = doc.text[end..].trim_start_matches([' ', '\t']);
+    let range = doc.range(span);
+    if statement.trim().is_empty() && (after.starts_with('=') || after.starts_with('{')) {
+        if let Some(k) = block.key(word) {
+            return Some(
+                json!({ "contents": { "kind": "markdown", "value": key_markdown(&path, k) }, "range": range }),
+            );
+        }
+        let b = block.block(word)?;
+        let value = format!("**`{path}.{}`** block\n\n{}", b.name, b.doc);
+        return Some(json!({ "contents": { "kind": "markdown", "value": value }, "range": range }));
+    }
+    let (key, value) = statement.split_once('=')?;
+    let k = block.key(key.trim()).filter(|_| value.trim().is_empty())?;
+    match k.ty {
+        schema::Ty::Enum(values) if values.contains(&word) => {
+            let value = format!("**`{word}`**, a value of {}", key_markdown(&path, k));
+            Some(json!({ "contents": { "kind": "markdown", "value": value }, "range": range }))
+        }
+        _ => None,
+    }
+}
+
 /// `textDocument/hover`.
 pub fn hover(doc: &Document, params: &Value) -> Value {
     let offset = doc.offset(params);
@@ -79,6 +110,13 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
     let Some((word, qualifier, span)) = doc.word_at(offset) else {
         return Value::Null;
     };
+    // While the text does not parse: a key, or an enum value, read from
+    // the braces and the line around the word.
+    if doc.ast.is_none() {
+        if let Some(found) = unparsed_key_or_value(doc, &word, span) {
+            return found;
+        }
+    }
     // A value of a key that takes one of a few names (`k3` of
     // `estimator`): the key's text, which says what each one means.
     if let Some((block, path, None)) = doc.block_at(offset) {

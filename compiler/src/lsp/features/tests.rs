@@ -556,3 +556,27 @@ fn use_paths_go_to_their_file_and_enum_values_hover() {
     assert!(key.contains("train.grpo.kl.estimator"), "{key}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// While the text does not parse, a key and an enum value still hover,
+/// read from the braces around them.
+#[test]
+fn keys_and_values_hover_while_the_text_does_not_parse() {
+    let text = "judge j {\n  kind = http\n  endpoint = \n}\ntrain t {\n  grpo {\n    kl { estimator = k3 }\n";
+    let doc = Document::analyze("untitled:u.safer", text);
+    assert!(!doc.diagnostics().is_empty());
+    let at = |line: u64, character: u64| {
+        hover(
+            &doc,
+            &json!({ "position": { "line": line, "character": character } }),
+        )
+        .to_string()
+    };
+    assert!(at(1, 3).contains("judge.kind"), "{}", at(1, 3));
+    assert!(
+        at(1, 10).contains("a value of **`judge.kind`**"),
+        "{}",
+        at(1, 10)
+    );
+    assert!(at(6, 6).contains("train.grpo.kl"), "{}", at(6, 6));
+    assert!(at(6, 23).contains("`k3`"), "{}", at(6, 23));
+}
