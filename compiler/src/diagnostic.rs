@@ -153,14 +153,25 @@ pub fn one_of<S: AsRef<str>>(names: &[S]) -> String {
     join_or(&quoted)
 }
 
+/// Formats `names` as "`a`, `b` and `c`".
+pub fn all_of<S: AsRef<str>>(names: &[S]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{}`", n.as_ref())).collect();
+    join_with(&quoted, "and")
+}
+
 /// Joins phrases as "a, b or c".
 pub fn join_or<S: AsRef<str>>(parts: &[S]) -> String {
+    join_with(parts, "or")
+}
+
+/// Joins phrases as "a, b WORD c".
+fn join_with<S: AsRef<str>>(parts: &[S], word: &str) -> String {
     match parts {
         [] => String::new(),
         [one] => one.as_ref().to_string(),
         [init @ .., last] => {
             let init: Vec<&str> = init.iter().map(AsRef::as_ref).collect();
-            format!("{} or {}", init.join(", "), last.as_ref())
+            format!("{} {word} {}", init.join(", "), last.as_ref())
         }
     }
 }

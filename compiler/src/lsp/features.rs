@@ -369,12 +369,20 @@ impl Document {
         };
         // A file on disk is the one the path names, as the loader finds it
         // (`lib/a.safer` is not `a.safer`); the standard library's by name.
+        // Each loaded file's path is resolved once, not once per declaration.
         let target = self.imported_file(path);
+        let target_sources: Vec<SourceId> = self
+            .sources
+            .iter()
+            .filter(|(_, f)| {
+                let file = f.path.as_ref().and_then(|p| std::fs::canonicalize(p).ok());
+                target.is_some() && file == target
+            })
+            .map(|(id, _)| id)
+            .collect();
         let declared_in_target =
             |d: &&Decl| match self.file(d.span.source).and_then(|f| f.path.as_ref()) {
-                Some(file) => target
-                    .as_ref()
-                    .is_some_and(|t| std::fs::canonicalize(file).ok().as_ref() == Some(t)),
+                Some(_) => target_sources.contains(&d.span.source),
                 None => program
                     .modules
                     .get(d.module)
@@ -385,22 +393,28 @@ impl Document {
 
     /// The key of the setting whose value is under `offset`.
     fn key_of_value_at(&self, offset: usize) -> Option<String> {
-        fn find(stmts: &[ast::Stmt], offset: usize) -> Option<String> {
-            stmts.iter().find_map(|stmt| {
-                let inside =
-                    (stmt.span.start as usize) <= offset && offset <= stmt.span.end as usize;
-                match &stmt.kind {
-                    _ if !inside => None,
-                    StmtKind::Assign { key, value } => {
-                        ((value.span.start as usize) <= offset).then(|| key.name.clone())
-                    }
-                    StmtKind::Block { body, .. }
-                    | StmtKind::Criterion {
-                        body: Some(body), ..
-                    } => find(&body.stmts, offset),
-                    _ => None,
-                }
-            })
+        match &self.stmt_at(offset)?.kind {
+            StmtKind::Assign { key, value } if (value.span.start as usize) <= offset => {
+                Some(key.name.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// The innermost statement of a declaration's block around `offset`.
+    fn stmt_at(&self, offset: usize) -> Option<&ast::Stmt> {
+        fn find(stmts: &[ast::Stmt], offset: usize) -> Option<&ast::Stmt> {
+            let stmt = stmts.iter().find(|stmt| {
+                (stmt.span.start as usize) <= offset && offset <= stmt.span.end as usize
+            })?;
+            let inner = match &stmt.kind {
+                StmtKind::Block { body, .. }
+                | StmtKind::Criterion {
+                    body: Some(body), ..
+                } => find(&body.stmts, offset),
+                _ => None,
+            };
+            inner.or(Some(stmt))
         }
         self.ast
             .as_ref()?
@@ -493,44 +507,20 @@ impl Document {
     /// The `##` documentation of the setting, block or criterion whose
     /// name is under `offset`.
     fn statement_docs_at(&self, offset: usize) -> Vec<String> {
-        fn find(stmts: &[ast::Stmt], offset: usize) -> Option<&ast::Stmt> {
-            stmts.iter().find_map(|stmt| {
-                let name = match &stmt.kind {
-                    ast::StmtKind::Assign { key, .. } | ast::StmtKind::Block { key, .. } => key,
-                    ast::StmtKind::Criterion { name, .. }
-                    | ast::StmtKind::Penalty { name, .. }
-                    | ast::StmtKind::Format { name, .. } => name,
-                    ast::StmtKind::Filter { .. } => return None,
-                };
-                let on_name =
-                    (name.span.start as usize) <= offset && offset <= name.span.end as usize;
-                if on_name {
-                    return Some(stmt);
-                }
-                match &stmt.kind {
-                    ast::StmtKind::Block { body, .. }
-                    | ast::StmtKind::Criterion {
-                        body: Some(body), ..
-                    } => find(&body.stmts, offset),
-                    _ => None,
-                }
-            })
-        }
-        let Some(module) = &self.ast else {
+        let Some(stmt) = self.stmt_at(offset) else {
             return Vec::new();
         };
-        module
-            .items
-            .iter()
-            .find_map(|item| match &item.kind {
-                ast::ItemKind::Decl(ast::Decl {
-                    body: ast::DeclBody::Block(b),
-                    ..
-                }) => find(&b.stmts, offset),
-                _ => None,
-            })
-            .map(|stmt| stmt.docs.clone())
-            .unwrap_or_default()
+        let name = match &stmt.kind {
+            StmtKind::Assign { key, .. } | StmtKind::Block { key, .. } => key,
+            StmtKind::Criterion { name, .. }
+            | StmtKind::Penalty { name, .. }
+            | StmtKind::Format { name, .. } => name,
+            StmtKind::Filter { .. } => return Vec::new(),
+        };
+        match (name.span.start as usize) <= offset && offset <= name.span.end as usize {
+            true => stmt.docs.clone(),
+            false => Vec::new(),
+        }
     }
 
     /// The schema block enclosing `offset`, its path, and the key under it.
@@ -590,6 +580,15 @@ impl Document {
             }
         }
         None
+    }
+
+    /// The schema block around `offset` and its path: from the tree, or
+    /// from the braces while the text does not parse.
+    fn block_around(&self, offset: usize) -> Option<(&'static Block, String)> {
+        match self.ast {
+            Some(_) => self.block_at(offset).map(|(block, path, _)| (block, path)),
+            None => self.block_by_braces(offset),
+        }
     }
 
     /// The schema block around `offset` read from the braces of the text

@@ -775,7 +775,7 @@ impl<'a> Analyzer<'a> {
         if !others.is_empty() {
             d = d.with_note(format!(
                 "only `{{completion}}` is filled in; {} stay{} as written",
-                one_of_code(&others),
+                crate::diagnostic::all_of(&others),
                 if others.len() == 1 { "s" } else { "" }
             ));
         }
@@ -1154,16 +1154,6 @@ fn placeholders(text: &str) -> Vec<String> {
         }
     }
     found
-}
-
-/// `a`, `` `a` and `b` `` or `` `a`, `b` and `c` ``.
-fn one_of_code(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|i| format!("`{i}`")).collect();
-    match quoted.split_last() {
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
-        None => String::new(),
-    }
 }
 
 /// Flattens `a and b and c` into atomic comparisons; false when the

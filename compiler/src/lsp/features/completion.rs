@@ -78,10 +78,7 @@ pub fn completion(doc: &Document, params: &Value) -> Value {
         // After a string, a number (`0.`) or a range's `..`: nothing.
         return json!({ "isIncomplete": false, "items": [] });
     }
-    let around = match doc.ast {
-        Some(_) => doc.block_at(offset).map(|(block, path, _)| (block, path)),
-        None => doc.block_by_braces(offset),
-    };
+    let around = doc.block_around(offset);
     // After `key = `: the values the key takes.
     if let Some((key, typed_from)) = value_position(before) {
         if let Some(k) = around.as_ref().and_then(|(block, _)| block.key(key)) {
@@ -234,11 +231,7 @@ fn values_for(doc: &Document, ty: Ty, statement_start: usize, offset: usize) -> 
 
 /// The type of key `key` of the block around `offset`.
 fn around_key(doc: &Document, offset: usize, key: &str) -> Option<Ty> {
-    let around = match doc.ast {
-        Some(_) => doc.block_at(offset).map(|(block, _, _)| block),
-        None => doc.block_by_braces(offset).map(|(block, _)| block),
-    };
-    around?.key(key).map(|k| k.ty)
+    doc.block_around(offset)?.0.key(key).map(|k| k.ty)
 }
 
 /// The kinds of declaration a value of type `ty` names, when it names one.

@@ -59,6 +59,17 @@ fn criterion_markdown(doc: &Document, rubric: &Decl, c: &Criterion) -> String {
     value
 }
 
+/// A block's hover: its path and its text.
+fn block_markdown(path: &str, b: &schema::Block) -> String {
+    format!("**`{path}.{}`** block\n\n{}", b.name, b.doc)
+}
+
+/// `k3` of `estimator`: the value, and its key's text (which says what
+/// each value means).
+fn enum_value_markdown(word: &str, path: &str, k: &schema::Key) -> String {
+    format!("**`{word}`**, a value of {}", key_markdown(path, k))
+}
+
 /// Hover on a key (`kind` before `=` or `{`) or an enum value (`http`
 /// after `kind = `) of the block the braces around `span` open, in a
 /// document that does not parse.
@@ -76,14 +87,15 @@ fn unparsed_key_or_value(doc: &Document, word: &str, span: crate::span::Span) ->
             );
         }
         let b = block.block(word)?;
-        let value = format!("**`{path}.{}`** block\n\n{}", b.name, b.doc);
-        return Some(json!({ "contents": { "kind": "markdown", "value": value }, "range": range }));
+        return Some(
+            json!({ "contents": { "kind": "markdown", "value": block_markdown(&path, b) }, "range": range }),
+        );
     }
     let (key, value) = statement.split_once('=')?;
     let k = block.key(key.trim()).filter(|_| value.trim().is_empty())?;
     match k.ty {
         schema::Ty::Enum(values) if values.contains(&word) => {
-            let value = format!("**`{word}`**, a value of {}", key_markdown(&path, k));
+            let value = enum_value_markdown(word, &path, k);
             Some(json!({ "contents": { "kind": "markdown", "value": value }, "range": range }))
         }
         _ => None,
@@ -104,7 +116,7 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
             return json!({ "contents": { "kind": "markdown", "value": value } });
         }
         if let Some(b) = block.block(&key) {
-            return json!({ "contents": { "kind": "markdown", "value": format!("**`{path}.{}`** block\n\n{}", b.name, b.doc) } });
+            return json!({ "contents": { "kind": "markdown", "value": block_markdown(&path, b) } });
         }
     }
     let Some((word, qualifier, span)) = doc.word_at(offset) else {
@@ -123,7 +135,7 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
         let key = doc.key_of_value_at(offset);
         if let Some(k) = key.as_deref().and_then(|key| block.key(key)) {
             if matches!(k.ty, schema::Ty::Enum(values) if values.contains(&word.as_str())) {
-                let value = format!("**`{word}`**, a value of {}", key_markdown(&path, k));
+                let value = enum_value_markdown(&word, &path, k);
                 return json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) });
             }
         }

@@ -6,6 +6,20 @@
 use super::{completion, definition, formatting, hover, uri_to_path, Document};
 use serde_json::{json, Value};
 
+/// The labels `completion` offers at a position of `doc`.
+fn completion_labels(doc: &Document, line: u64, character: u64) -> Vec<String> {
+    let c = completion(
+        doc,
+        &json!({ "position": { "line": line, "character": character } }),
+    );
+    c["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["label"].as_str().map(str::to_string))
+        .collect()
+}
+
 #[test]
 fn uris_decode_and_odd_escapes_do_not_panic() {
     assert_eq!(
@@ -24,19 +38,12 @@ fn uris_decode_and_odd_escapes_do_not_panic() {
 /// cursor is in, not the declaration keywords.
 #[test]
 fn completion_reads_open_blocks_when_the_text_does_not_parse() {
-    use super::completion;
-    let labels = |text: &str, line: u64, character: u64| -> Vec<String> {
-        let doc = Document::analyze("untitled:c.safer", text);
-        let c = completion(
-            &doc,
-            &json!({ "position": { "line": line, "character": character } }),
-        );
-        c["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i["label"].as_str().map(str::to_string))
-            .collect()
+    let labels = |text: &str, line: u64, character: u64| {
+        completion_labels(
+            &Document::analyze("untitled:c.safer", text),
+            line,
+            character,
+        )
     };
     let half_typed = labels("train t {\n  grpo {\n    l\n  }\n}\n", 2, 5);
     assert!(
@@ -295,18 +302,7 @@ fn a_lone_carriage_return_ends_a_line() {
 fn completion_after_a_dot_offers_what_the_name_holds() {
     let text = "use \"std/prompts/reflect.safer\" as reflect\n\nrubric r {\n  criterion safety weight 1 \"Safe.\"\n}\n\ndataset d {\n  source = jsonl(\"d.jsonl\")\n  split { train = 0.8, eval = 0.2 }\n}\n\nreflection x {\n  when   = r.safety < 0.5\n  prompt = reflect.brief\n}\n\nprompt p = \"🙂\".x\n";
     let doc = Document::analyze("untitled:c.safer", text);
-    let labels = |line: u32, character: u32| -> Vec<String> {
-        let items = completion(
-            &doc,
-            &json!({ "position": { "line": line, "character": character } }),
-        );
-        items["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i["label"].as_str().map(str::to_string))
-            .collect()
-    };
+    let labels = |line: u64, character: u64| completion_labels(&doc, line, character);
     let after_alias = labels(13, 19);
     assert!(
         after_alias.contains(&"brief".to_string()),
@@ -424,18 +420,12 @@ fn symbols_are_listed_while_the_text_does_not_parse() {
 /// import's as `alias.name`), a dataset and its splits.
 #[test]
 fn completion_after_equals_offers_the_key_s_values() {
-    let labels = |text: &str, line: u64, character: u64| -> Vec<String> {
-        let doc = Document::analyze("untitled:v.safer", text);
-        let c = completion(
-            &doc,
-            &json!({ "position": { "line": line, "character": character } }),
-        );
-        c["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i["label"].as_str().map(str::to_string))
-            .collect()
+    let labels = |text: &str, line: u64, character: u64| {
+        completion_labels(
+            &Document::analyze("untitled:v.safer", text),
+            line,
+            character,
+        )
     };
     let kinds = labels("judge j {\n  kind = \n}\n", 1, 9);
     assert_eq!(kinds, ["rules", "model", "http"], "{kinds:?}");

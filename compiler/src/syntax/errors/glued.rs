@@ -288,24 +288,15 @@ fn literal_start(text: &str, end: usize) -> Option<usize> {
     {
         start -= 1;
     }
-    // An exponent's sign and `e`: `1e-3`.
-    if start >= 2
-        && matches!(bytes[start - 1], b'-' | b'+')
-        && matches!(bytes[start - 2], b'e' | b'E')
-    {
-        let mut mantissa = start - 2;
+    // An exponent's `e` and optional sign, then the mantissa: `1e-3`, `2e5`.
+    let sign = usize::from(start >= 1 && matches!(bytes[start - 1], b'-' | b'+'));
+    if start > sign && matches!(bytes[start - sign - 1], b'e' | b'E') {
+        let e_at = start - sign - 1;
+        let mut mantissa = e_at;
         while mantissa > 0 && is_part(bytes[mantissa - 1]) {
             mantissa -= 1;
         }
-        if mantissa < start - 2 {
-            start = mantissa;
-        }
-    } else if start >= 1 && matches!(bytes[start - 1], b'e' | b'E') {
-        let mut mantissa = start - 1;
-        while mantissa > 0 && is_part(bytes[mantissa - 1]) {
-            mantissa -= 1;
-        }
-        if mantissa < start - 1 {
+        if mantissa < e_at {
             start = mantissa;
         }
     }
