@@ -15,12 +15,14 @@ use std::path::{Path, PathBuf};
 
 mod completion;
 mod hover;
+mod named;
 mod quick_fixes;
 #[cfg(test)]
 mod tests;
 
 pub use completion::completion;
 pub use hover::hover;
+use named::Named;
 
 pub use quick_fixes::code_actions;
 
@@ -297,8 +299,9 @@ impl Document {
     }
 
     /// The rubric criterion a word names: `rubric.criterion` (`qualifier`
-    /// a rubric), or a bare criterion name inside the rubric of this
-    /// document that declares it (its penalties, `total`, statements).
+    /// a rubric), a bare criterion name inside the rubric of this
+    /// document that declares it (its penalties, `total`, statements), or
+    /// the value of a setting that names a criterion of its stage's rubric.
     fn criterion_named(
         &self,
         word: &str,
@@ -307,25 +310,16 @@ impl Document {
     ) -> Option<(&Decl, &Criterion)> {
         let rubric = match qualifier {
             Some(q) => self.decl_named(q, None)?,
-            None => {
-                let module = self.ast.as_ref()?;
-                let name = module.items.iter().find_map(|item| match &item.kind {
-                    ast::ItemKind::Decl(d)
-                        if d.kind == DeclKind::Rubric
-                            && (item.span.start as usize) <= offset
-                            && offset < item.span.end as usize =>
-                    {
-                        Some(d.name.name.as_str())
-                    }
-                    _ => None,
-                })?;
-                self.analysis
-                    .program
-                    .as_ref()?
-                    .decls
-                    .iter()
-                    .find(|d| d.module == 0 && d.kind == DeclKind::Rubric && d.name == name)?
-            }
+            None => match self.decl_around(offset) {
+                Some(d) if d.kind == DeclKind::Rubric => {
+                    self.analysis.program.as_ref()?.decls.iter().find(|r| {
+                        r.module == 0 && r.kind == DeclKind::Rubric && r.name == d.name.name
+                    })?
+                }
+                // A setting that names a criterion of its stage's rubric
+                // (`cost { criterion = harm }`).
+                _ => self.stage_rubric_at(offset)?,
+            },
         };
         let criterion = rubric
             .rubric
@@ -425,6 +419,22 @@ impl Document {
                     body: DeclBody::Block(b),
                     ..
                 }) => find(&b.stmts, offset),
+                _ => None,
+            })
+    }
+
+    /// This document's declaration around `offset` (its head or its body).
+    fn decl_around(&self, offset: usize) -> Option<&ast::Decl> {
+        self.ast
+            .as_ref()?
+            .items
+            .iter()
+            .find_map(|item| match &item.kind {
+                ast::ItemKind::Decl(d)
+                    if (item.span.start as usize) <= offset && offset <= item.span.end as usize =>
+                {
+                    Some(d)
+                }
                 _ => None,
             })
     }
@@ -694,29 +704,56 @@ pub fn definition(doc: &Document, params: &Value) -> Value {
     let offset = doc.offset(params);
     // On a `use` path: the file it imports.
     if let Some(path) = doc.use_path_at(offset) {
-        let file = match path.starts_with("std/") {
-            true => stdlib::file(&path).and(materialize_std(&path)),
-            false => doc.imported_file(&path),
-        };
-        let start = json!({ "line": 0, "character": 0 });
-        return match file.as_deref().and_then(path_to_uri) {
-            Some(uri) => json!({ "uri": uri, "range": { "start": start, "end": start } }),
+        return doc.imported_file_location(&path);
+    }
+    let Some((word, qualifier, span)) = doc.word_at(offset) else {
+        return Value::Null;
+    };
+    // While the text does not parse: a declaration of this document whose
+    // head begins a line.
+    if doc.ast.is_none() {
+        let heads = declaration_heads(&doc.text, usize::from(doc.byte_order_mark));
+        return match heads.iter().find(|h| h.2 == word && qualifier.is_none()) {
+            Some(&(_, _, ref name, at)) => {
+                json!({ "uri": doc.uri, "range": doc.range(Span::new(doc.id, at, at + name.len())) })
+            }
             None => Value::Null,
         };
     }
-    let Some((word, qualifier, _)) = doc.word_at(offset) else {
-        return Value::Null;
-    };
-    let span = match doc.criterion_named(&word, qualifier.as_deref(), offset) {
-        Some((_, c)) => c.name_span,
-        None => match doc.decl_named(&word, qualifier.as_deref()) {
-            Some(d) => d.span,
-            None => return Value::Null,
+    let target = match doc.named(&word, qualifier.as_deref(), span) {
+        Some(Named::Alias { item }) => return doc.imported_file_location(&item.path.value),
+        Some(Named::Param { param, .. }) => param.name.span,
+        Some(Named::Split {
+            statement: Some((at, _)),
+            ..
+        }) => at,
+        Some(Named::Split { dataset, .. }) => dataset.span,
+        None => match doc.criterion_named(&word, qualifier.as_deref(), offset) {
+            Some((_, c)) => c.name_span,
+            None => match doc.decl_named(&word, qualifier.as_deref()) {
+                Some(d) => d.span,
+                None => return Value::Null,
+            },
         },
     };
-    match doc.uri_of(span.source) {
-        Some(uri) => json!({ "uri": uri, "range": doc.range(span) }),
+    match doc.uri_of(target.source) {
+        Some(uri) => json!({ "uri": uri, "range": doc.range(target) }),
         None => Value::Null,
+    }
+}
+
+impl Document {
+    /// The start of the file `use "path"` imports, as a location.
+    fn imported_file_location(&self, path: &str) -> Value {
+        let file = match path.starts_with("std/") {
+            true => stdlib::file(path).and(materialize_std(path)),
+            false => self.imported_file(path),
+        };
+        let start = json!({ "line": 0, "character": 0 });
+        match file.as_deref().and_then(path_to_uri) {
+            Some(uri) => json!({ "uri": uri, "range": { "start": start, "end": start } }),
+            None => Value::Null,
+        }
     }
 }
 

@@ -145,7 +145,8 @@ fn value_position(before: &str) -> Option<(&str, usize)> {
 /// Completion items for a value of type `ty`: an enum's names, `true` and
 /// `false`, declarations of the kind a reference takes (a dataset's splits
 /// for a split, a rubric's criteria for a criterion), each named as this
-/// document writes it (`alias.name` for a `use ... as alias`).
+/// document writes it (`alias.name` for a `use ... as alias`); for a
+/// criterion's bare name, those of the stage's rubric.
 fn values_for(doc: &Document, ty: Ty, statement_start: usize, offset: usize) -> Vec<Value> {
     let item = |label: &str, kind: u8, detail: &str| json!({ "label": label, "kind": kind, "detail": detail });
     // While the value is half typed the text may not parse: the text with
@@ -163,16 +164,7 @@ fn values_for(doc: &Document, ty: Ty, statement_start: usize, offset: usize) -> 
     };
     // The declaration being written is not a value of its own settings
     // (`after = t` in `train t`, `dedup` of its own dataset).
-    let enclosing = source.ast.as_ref().and_then(|m| {
-        m.items.iter().find_map(|item| match &item.kind {
-            crate::syntax::ast::ItemKind::Decl(d)
-                if (item.span.start as usize) <= offset && offset <= item.span.end as usize =>
-            {
-                Some(d.name.name.clone())
-            }
-            _ => None,
-        })
-    });
+    let enclosing = source.decl_around(offset).map(|d| d.name.name.clone());
     let declared = |kind: DeclKind| -> Vec<(String, &Decl)> {
         source
             .written_names()
@@ -225,6 +217,14 @@ fn values_for(doc: &Document, ty: Ty, statement_start: usize, offset: usize) -> 
         .iter()
         .map(|label| item(label, 5, "criterion"))
         .collect(),
+        // A criterion of the stage's rubric (`cost { criterion = ... }`).
+        Ty::CriterionName => source
+            .stage_rubric(statement_start)
+            .and_then(|r| r.rubric.as_ref())
+            .into_iter()
+            .flat_map(|rubric| rubric.criteria.iter())
+            .map(|c| item(&c.name, 5, "criterion of the stage's rubric"))
+            .collect(),
         _ => Vec::new(),
     }
 }

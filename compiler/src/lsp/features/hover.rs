@@ -1,8 +1,9 @@
 //! `textDocument/hover`: a key's schema text (and its `##` lines), a
 //! declaration keyword's, a name's declaration, a criterion (where it is
 //! declared or referred to: its rubric, weight, scoring, `##` lines), an
-//! enum value (its key's text).
+//! enum value (its key's text), a parameter, a split, an import alias.
 
+use super::named::Named;
 use super::Document;
 use crate::semantic::hir::{Criterion, Decl};
 use crate::semantic::schema;
@@ -57,6 +58,61 @@ fn criterion_markdown(doc: &Document, rubric: &Decl, c: &Criterion) -> String {
         }
     }
     value
+}
+
+/// A parameter (as its head writes it), a split (its statement), an
+/// import alias (its `use` and the names it gives).
+fn named_markdown(doc: &Document, named: &Named) -> String {
+    match named {
+        Named::Param { decl, param } => {
+            let written = doc
+                .text
+                .get(param.span.start as usize..param.span.end as usize)
+                .unwrap_or(&param.name.name);
+            format!(
+                "```safer\n{written}\n```\nparameter of {} `{}`",
+                decl.kind.keyword(),
+                decl.name.name
+            )
+        }
+        Named::Split {
+            dataset,
+            split,
+            statement,
+        } => {
+            let written = match (statement, &doc.analysis.program) {
+                (Some((_, text)), _) => text.clone(),
+                (None, Some(program)) => dataset
+                    .settings
+                    .block("split")
+                    .and_then(|s| s.get(split))
+                    .map_or_else(
+                        || split.clone(),
+                        |v| format!("{split} = {}", crate::semantic::display::value(v, program)),
+                    ),
+                (None, None) => split.clone(),
+            };
+            format!(
+                "```safer\n{written}\n```\nsplit of dataset `{}`",
+                dataset.name
+            )
+        }
+        Named::Alias { item } => {
+            let alias = item.alias.as_ref().map_or("", |a| a.name.as_str());
+            let mut value = format!("```safer\nuse \"{}\" as {alias}\n```\n", item.path.value);
+            let names: Vec<String> = doc
+                .imported_decls(&item.path.value)
+                .unwrap_or_default()
+                .iter()
+                .map(|d| format!("`{alias}.{}` ({})", d.name, d.kind.keyword()))
+                .collect();
+            match names.is_empty() {
+                true => value.push_str("an import"),
+                false => value.push_str(&format!("an import: {}", names.join(", "))),
+            }
+            value
+        }
+    }
 }
 
 /// A block's hover: its path and its text.
@@ -175,6 +231,10 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
             "**`{part}.{word}`** ({})\n\n{what}",
             if word == "length" { "number" } else { "string" }
         );
+        return json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) });
+    }
+    if let Some(named) = doc.named(&word, qualifier.as_deref(), span) {
+        let value = named_markdown(doc, &named);
         return json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) });
     }
     if let Some((rubric, c)) = doc.criterion_named(&word, qualifier.as_deref(), offset) {

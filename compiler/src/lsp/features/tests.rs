@@ -570,3 +570,87 @@ fn keys_and_values_hover_while_the_text_does_not_parse() {
     assert!(at(6, 6).contains("train.grpo.kl"), "{}", at(6, 6));
     assert!(at(6, 23).contains("`k3`"), "{}", at(6, 23));
 }
+
+/// A rubric's parameters, a dataset's splits, an import's alias and a
+/// criterion named by `cost { criterion }` hover and go to where they are
+/// declared; a declaration is found while the text does not parse.
+#[test]
+fn parameters_splits_aliases_and_stage_criteria_hover_and_go_to_definition() {
+    let text = [
+        "use \"std/rollouts.safer\" as rollouts",
+        "judge rules { kind = rules }",
+        "rubric r(judge = rules, threshold: number = 0.6) {",
+        "  criterion harm weight 1 { scorer = refusal() }",
+        "  total = if harm < threshold { 0 } else { weighted }",
+        "}",
+        "model m { arch = tiny_vlm, weights = \"w\" }",
+        "dataset d {",
+        "  source = jsonl(\"d.jsonl\")",
+        "  split { train = 0.8, eval = 0.2 }",
+        "}",
+        "train t {",
+        "  policy = m",
+        "  data = d.train",
+        "  rollout = rollouts.tiny_cpu",
+        "  reward = r",
+        "  grpo { batch = 2 prompts, cost { criterion = harm, threshold = 0.1 } }",
+        "}",
+    ]
+    .join("\n");
+    let doc = Document::analyze("untitled:n.safer", &text);
+    assert!(doc.diagnostics().is_empty(), "{:?}", doc.diagnostics());
+    let at =
+        |line: u64, character: u64| json!({ "position": { "line": line, "character": character } });
+    let start = |v: &Value| v["range"]["start"].clone();
+    let place = |line: u64, character: u64| json!({ "line": line, "character": character });
+    // `threshold` in `total` and in the head; `judge` in the head.
+    for (line, character) in [(4, 22), (2, 26)] {
+        let shown = hover(&doc, &at(line, character)).to_string();
+        assert!(shown.contains("threshold: number = 0.6"), "{shown}");
+        assert!(shown.contains("parameter of rubric `r`"), "{shown}");
+        assert_eq!(start(&definition(&doc, &at(line, character))), place(2, 24));
+    }
+    let shown = hover(&doc, &at(2, 10)).to_string();
+    assert!(shown.contains("judge = rules"), "{shown}");
+    // `d.train`: the split's statement.
+    let shown = hover(&doc, &at(13, 12)).to_string();
+    assert!(shown.contains("train = 0.8"), "{shown}");
+    assert!(shown.contains("split of dataset `d`"), "{shown}");
+    assert_eq!(start(&definition(&doc, &at(13, 12))), place(9, 10));
+    // `rollouts.tiny_cpu`'s alias and its `use`: the imported file.
+    for (line, character) in [(14, 14), (0, 30)] {
+        let shown = hover(&doc, &at(line, character)).to_string();
+        assert!(
+            shown.contains("use \\\"std/rollouts.safer\\\" as rollouts"),
+            "{shown}"
+        );
+        assert!(shown.contains("`rollouts.tiny_cpu` (rollout)"), "{shown}");
+        let def = definition(&doc, &at(line, character));
+        let uri = def["uri"].as_str().unwrap_or_default();
+        assert!(uri.ends_with("std/rollouts.safer"), "{def}");
+    }
+    // `cost { criterion = harm }`: the stage's rubric's criterion; the
+    // block's own `threshold` is its key, not the rubric's parameter.
+    let cost_line = text.lines().nth(16).unwrap();
+    let harm = cost_line.find("= harm").unwrap() as u64 + 3;
+    let shown = hover(&doc, &at(16, harm)).to_string();
+    assert!(shown.contains("criterion harm weight 1"), "{shown}");
+    assert_eq!(start(&definition(&doc, &at(16, harm))), place(3, 12));
+    let key = cost_line.find("threshold").unwrap() as u64 + 2;
+    let shown = hover(&doc, &at(16, key)).to_string();
+    assert!(shown.contains("train.grpo.cost.threshold"), "{shown}");
+    assert_eq!(definition(&doc, &at(16, key)), Value::Null);
+    // Completion of `criterion = ` offers the stage rubric's criteria,
+    // also while the value is missing and the text does not parse.
+    let open = text.replace("criterion = harm", "criterion = ");
+    let column = open.lines().nth(16).unwrap().find("criterion = ").unwrap() as u64 + 12;
+    let doc = Document::analyze("untitled:n.safer", &open);
+    assert_eq!(completion_labels(&doc, 16, column), ["harm"]);
+    // While the text does not parse: a declaration whose head begins a line.
+    let doc = Document::analyze(
+        "untitled:u.safer",
+        "rubric r {\n  criterion c weight 1\n}\ntrain t {\n  reward = r\n  grpo {\n",
+    );
+    assert_eq!(start(&definition(&doc, &at(4, 11))), place(0, 7));
+    assert_eq!(definition(&doc, &at(4, 4)), Value::Null);
+}
