@@ -74,6 +74,34 @@ impl<'a> Analyzer<'a> {
         span
     }
 
+    /// The value the declaration writes for the setting at `path`.
+    fn setting_value(&self, decl: usize, path: &[&str]) -> Option<&ast::Expr> {
+        let DeclBody::Block(first) = &self.info[decl].ast.body else {
+            return None;
+        };
+        let (last, blocks) = path.split_last()?;
+        let mut block = first;
+        for key in blocks {
+            block = block.stmts.iter().find_map(|stmt| match &stmt.kind {
+                StmtKind::Block { key: k, body } if k.name == *key => Some(body),
+                _ => None,
+            })?;
+        }
+        block.stmts.iter().find_map(|stmt| match &stmt.kind {
+            StmtKind::Assign { key, value } if key.name == *last => Some(value),
+            _ => None,
+        })
+    }
+
+    /// `d` with the fix that swaps the ends of the range the setting at
+    /// `path` writes (`0.28..0.2` → `0.2..0.28`).
+    fn with_range_swapped(&self, d: Diagnostic, decl: usize, path: &[&str]) -> Diagnostic {
+        match self.setting_value(decl, path) {
+            Some(e) => super::exprs::with_ends_swapped(d, e),
+            None => d,
+        }
+    }
+
     /// Whether the setting at `path` is written in the declaration (not a
     /// default filled in).
     pub(crate) fn written(&self, decl: usize, path: &[&str]) -> bool {
@@ -331,18 +359,18 @@ impl<'a> Analyzer<'a> {
             _ => return,
         };
         if low > high {
-            self.diags.push(
-                Diagnostic::error(
-                    Code::E0306,
-                    format!(
-                        "clip range is reversed: low {} is above high {}",
-                        num(low),
-                        num(high)
-                    ),
-                )
-                .with_primary(span, "written `low..high`")
-                .with_help(format!("write `clip = {}..{}`", num(high), num(low))),
-            );
+            let d = Diagnostic::error(
+                Code::E0306,
+                format!(
+                    "clip range is reversed: low {} is above high {}",
+                    num(low),
+                    num(high)
+                ),
+            )
+            .with_primary(span, "written `low..high`")
+            .with_help(format!("write `clip = {}..{}`", num(high), num(low)));
+            let d = self.with_range_swapped(d, i, &["grpo", "clip"]);
+            self.diags.push(d);
         }
         for (what, v) in [("low", low), ("high", high)] {
             if !(v > 0.0 && v < 1.0) {
@@ -499,11 +527,15 @@ impl<'a> Analyzer<'a> {
         }
         if let Some(Value::Range { low, high }) = ds.get("band") {
             if low >= high {
-                self.diags.push(
-                    Diagnostic::error(Code::E0315, format!("dynamic-sampling band {}..{} keeps no group", num(*low), num(*high)))
-                        .with_primary(self.setting_span(i, &["grpo", "dynamic_sampling", "band"]), "empty band")
-                        .with_help("a group is kept when its mean lies strictly inside `low..high`: make low < high"),
-                );
+                let path = ["grpo", "dynamic_sampling", "band"];
+                let d = Diagnostic::error(Code::E0315, format!("dynamic-sampling band {}..{} keeps no group", num(*low), num(*high)))
+                    .with_primary(self.setting_span(i, &path), "empty band")
+                    .with_help("a group is kept when its mean lies strictly inside `low..high`: make low < high");
+                let d = match low > high {
+                    true => self.with_range_swapped(d, i, &path),
+                    false => d,
+                };
+                self.diags.push(d);
             }
         }
     }

@@ -82,6 +82,28 @@ pub(crate) fn written_number(e: &ast::Expr) -> Option<String> {
     }
 }
 
+/// `d` with the fix that swaps the ends of the range `e` as written, where
+/// `e` is a range of two number literals written without spaces (its span
+/// is exactly `a..b`); `d` unchanged otherwise.
+pub(crate) fn with_ends_swapped(d: Diagnostic, e: &ast::Expr) -> Diagnostic {
+    let ExprKind::Binary {
+        op: BinaryOp::Range,
+        lhs,
+        rhs,
+    } = &e.kind
+    else {
+        return d;
+    };
+    let (Some(a), Some(b)) = (written_number(lhs), written_number(rhs)) else {
+        return d;
+    };
+    let wrote = format!("{a}..{b}");
+    match wrote.len() == e.span.len() {
+        true => d.with_fix(e.span, &wrote, &format!("{b}..{a}")),
+        false => d,
+    }
+}
+
 fn texpr(kind: TKind, ty: ExprTy, span: Span) -> TExpr {
     TExpr { kind, ty, span }
 }
@@ -787,19 +809,13 @@ impl<'a> Analyzer<'a> {
             (Some(a), Some(b)) => (a, b),
             _ => (schema::format_number(low), schema::format_number(high)),
         };
-        let mut d = Diagnostic::error(
+        let d = Diagnostic::error(
             Code::E0315,
             format!("the range {a}..{b} is reversed: no number lies in it"),
         )
         .with_primary(e.span, "the low end is written last")
         .with_help(format!("a range is written `low..high`: `{b}..{a}`"));
-        // The fix swaps the ends as written, where the range is written
-        // without spaces (its span is exactly the two literals and `..`).
-        let wrote = format!("{a}..{b}");
-        if wrote.len() == e.span.len() && written_number(lhs).is_some() {
-            d = d.with_fix(e.span, &wrote, &format!("{b}..{a}"));
-        }
-        self.diags.push(d);
+        self.diags.push(with_ends_swapped(d, e));
         true
     }
 

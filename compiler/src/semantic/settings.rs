@@ -712,33 +712,34 @@ impl<'a> Analyzer<'a> {
                         if let Some(Value::Range { low, high }) = s.get("scale") {
                             scale = (*low, *high);
                             if low >= high {
-                                let span = body
-                                    .stmts
-                                    .iter()
-                                    .find_map(|st| match &st.kind {
-                                        StmtKind::Assign { key, value } if key.name == "scale" => {
-                                            Some(value.span)
-                                        }
-                                        _ => None,
-                                    })
-                                    .unwrap_or(name.span);
-                                self.diags.push(
-                                    Diagnostic::error(
-                                        Code::E0301,
-                                        format!(
-                                            "the scale of criterion `{}` is empty or reversed: {}..{}",
-                                            name.name,
-                                            schema::format_number(*low),
-                                            schema::format_number(*high)
-                                        ),
-                                    )
-                                    .with_primary(span, "low must be below high")
-                                    .with_help(format!(
-                                        "raw scores are mapped from `low..high` to 0..1; write e.g. `scale = {}..{}`",
-                                        schema::format_number(low.min(*high)),
-                                        schema::format_number(low.max(*high) + if low == high { 1.0 } else { 0.0 })
-                                    )),
-                                );
+                                let value = body.stmts.iter().find_map(|st| match &st.kind {
+                                    StmtKind::Assign { key, value } if key.name == "scale" => {
+                                        Some(value)
+                                    }
+                                    _ => None,
+                                });
+                                let span = value.map_or(name.span, |v| v.span);
+                                let d = Diagnostic::error(
+                                    Code::E0301,
+                                    format!(
+                                        "the scale of criterion `{}` is empty or reversed: {}..{}",
+                                        name.name,
+                                        schema::format_number(*low),
+                                        schema::format_number(*high)
+                                    ),
+                                )
+                                .with_primary(span, "low must be below high")
+                                .with_help(format!(
+                                    "raw scores are mapped from `low..high` to 0..1; write e.g. `scale = {}..{}`",
+                                    schema::format_number(low.min(*high)),
+                                    schema::format_number(low.max(*high) + if low == high { 1.0 } else { 0.0 })
+                                ));
+                                // A reversed scale's fix swaps its ends.
+                                let d = match (value, low > high) {
+                                    (Some(v), true) => super::exprs::with_ends_swapped(d, v),
+                                    _ => d,
+                                };
+                                self.diags.push(d);
                             }
                         }
                     }
