@@ -525,3 +525,46 @@ fn a_shared_import_s_problem_is_reported_once() {
     let said = stderr(&out);
     assert_eq!(said.matches("unknown value `rulez`").count(), 1, "{said}");
 }
+
+/// `--root` named relative to the current folder is the folder it names:
+/// an import inside it is no "outside the project root" (the files' paths
+/// are absolute), one outside it still is.
+#[test]
+fn a_relative_root_is_taken_from_the_current_folder() {
+    let dir = temp_dir("relative-root");
+    for sub in ["rt/a", "rt/shared"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    write(
+        &dir.join("rt/shared"),
+        "lib.safer",
+        "model m { arch = tiny_vlm, weights = \"w\" }\n",
+    );
+    write(
+        &dir.join("rt/a"),
+        "p.safer",
+        "use \"../shared/lib.safer\"\n",
+    );
+    let check = |cwd: &std::path::Path, file: &str, root: &str| {
+        Command::new(env!("CARGO_BIN_EXE_saferc"))
+            .args(["check", file, "--root", root])
+            .current_dir(cwd)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    for root in ["rt", "./rt", "rt/"] {
+        let out = check(&dir, "rt/a/p.safer", root);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "--root {root}: {}",
+            stderr(&out)
+        );
+    }
+    let inside = check(&dir.join("rt/a"), "p.safer", "../../rt");
+    assert_eq!(inside.status.code(), Some(0), "{}", stderr(&inside));
+    let outside = check(&dir.join("rt/a"), "p.safer", ".");
+    assert_eq!(outside.status.code(), Some(1), "{}", stderr(&outside));
+    assert!(stderr(&outside).contains("E0202"), "{}", stderr(&outside));
+}

@@ -146,6 +146,13 @@ fn load_entry(
     root: Option<PathBuf>,
     options: LoadOptions,
 ) -> (Loaded, Vec<Diagnostic>) {
+    // The files' paths are canonical, so the root is too: `--root rt`
+    // from the folder above `rt` is that folder, wherever it is named from.
+    let root = root.map(|r| {
+        std::fs::canonicalize(&r)
+            .or_else(|_| std::path::absolute(&r).map(|a| normalize(&a)))
+            .unwrap_or(r)
+    });
     let mut loader = Loader {
         sources,
         options,
