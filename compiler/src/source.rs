@@ -190,7 +190,18 @@ impl SourceMap {
             Ok(text) => Ok(self.add(SourceFile::new(name, path, text.to_string()))),
             Err(diag) => {
                 let shown = &bytes[..bytes.len().min(64 * 1024)];
-                let lossy = String::from_utf8_lossy(shown).into_owned();
+                // Control characters (a binary's) would garble the
+                // terminal the snippet is shown on; each becomes a `.`
+                // (one byte for one: offsets stay).
+                let lossy: String = String::from_utf8_lossy(shown)
+                    .chars()
+                    .map(
+                        |c| match c.is_ascii_control() && !matches!(c, '\n' | '\t' | '\r') {
+                            true => '.',
+                            false => c,
+                        },
+                    )
+                    .collect();
                 let id = self.add(SourceFile::new(name, path, lossy));
                 let mut diag = *diag;
                 if let Err(e) = std::str::from_utf8(bytes) {

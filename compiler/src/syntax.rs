@@ -136,7 +136,13 @@ pub fn parse_bytes(source: SourceId, bytes: &[u8]) -> Result<ast::Module, Box<Di
 /// E0106 when the input is larger than [`lexer::MAX_SOURCE_BYTES`], E0100
 /// when it is not UTF-8 (pointing at the first bad byte).
 pub fn decode(source: SourceId, bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
-    if bytes.len() > lexer::MAX_SOURCE_BYTES {
+    // A large file that is no text at all (a binary named by mistake) is
+    // "not UTF-8", not "too large": an invalid sequence before the limit
+    // (not a character cut by it) is reported first.
+    let first = &bytes[..bytes.len().min(lexer::MAX_SOURCE_BYTES)];
+    let invalid_before_limit =
+        matches!(std::str::from_utf8(first), Err(e) if e.error_len().is_some());
+    if bytes.len() > lexer::MAX_SOURCE_BYTES && !invalid_before_limit {
         return Err(Box::new(too_large(source, bytes.len())));
     }
     std::str::from_utf8(bytes)

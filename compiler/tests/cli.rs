@@ -254,6 +254,26 @@ fn check_reads_an_endless_file_only_to_the_limit() {
     );
 }
 
+/// A binary named by mistake (larger than the limit too) is "not UTF-8",
+/// and its snippet shows no control characters that would garble the
+/// terminal (an escape sequence, a NUL).
+#[test]
+fn a_binary_file_is_not_utf8_and_its_snippet_is_printable() {
+    let dir = temp_dir("binary");
+    let path = dir.join("tool");
+    let mut bytes = b"\x7fELF\x02\x01\x01\x00\x1b[31mred\x07\xaa\xff".to_vec();
+    bytes.resize(9 * 1024 * 1024, 0);
+    std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let out = saferc(&["check", &path.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.contains("E0100") && !text.contains("E0106"), "{text}");
+    assert!(
+        !text.contains(['\x1b', '\x00', '\x07']),
+        "control characters in {text:?}"
+    );
+}
+
 /// A reader of the diagnostics that goes away early (`| head`) ends the
 /// output, not the program: exit 1 for the errors, not a panic's 101.
 #[test]

@@ -22,7 +22,7 @@ pub fn files(name: &str) -> Vec<(String, String)> {
         ("README.md".into(), format!(
             "# {name}\n\nA saferc project.\n\n- `saferc check pipeline.safer` checks the pipeline.\n- `saferc graph pipeline.safer` shows its dataflow graph.\n\
              - `saferc pin` records the hashes of imported rubrics in `safer.toml`.\n\n\
-             `rubrics/house.safer` is this project's rubric; it builds on the standard library's\n`std/rubrics/safety.safer`.\n"
+             `rubrics/house.safer` is this project's rubric, to edit: the safety and helpfulness\ncriteria of the standard library's `std/rubrics/safety.safer`, copied, with a stricter gate.\n"
         )),
     ]
 }
