@@ -50,11 +50,11 @@ pub fn run(command: Command) -> i32 {
     match result {
         Ok(()) => 0,
         Err(Failure::Failed(message)) => {
-            eprintln!("error: {message}");
+            safer_runtime::stderr_line!("error: {message}");
             1
         }
         Err(Failure::Refused(message)) => {
-            eprintln!("error: {message}");
+            safer_runtime::stderr_line!("error: {message}");
             2
         }
     }

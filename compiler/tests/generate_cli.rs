@@ -168,7 +168,8 @@ fn bad_requests_are_errors_with_exit_codes() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("temperature must be positive, got -1"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("temperature must be positive (or 0 for greedy decoding), got -1"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -225,6 +225,11 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool,
         "api_key" if authorization != format!("Bearer {API_KEY}") => {
             ("401 Unauthorized", "{\"error\": \"no key\"}".to_string())
         }
+        "echo_key" => (
+            "401 Unauthorized",
+            serde_json::json!({"error": {"message": format!("invalid api key: {authorization}")}})
+                .to_string(),
+        ),
         "no_score" => ("200 OK", score("I would say 0.8 out of 1")),
         "not_json" => ("200 OK", "<html>Bad gateway</html>".to_string()),
         "redirect" => {
@@ -296,7 +301,8 @@ fn tensors(path: &Path, prefix: &str) -> std::collections::BTreeMap<String, Vec<
 }
 
 /// Overwrites the values of f32 tensor `name` in the safetensors file at
-/// `path` with NaN.
+/// `path` with `f32::MAX`: finite, so the model loads (NaN in a file is
+/// refused when it loads), but every forward overflows to NaN.
 fn poison(path: &Path, name: &str) {
     use safetensors::tensor::{Dtype, SafeTensors, TensorView};
     let bytes = std::fs::read(path).unwrap();
@@ -309,7 +315,7 @@ fn poison(path: &Path, name: &str) {
             if n == name {
                 assert_eq!(view.dtype(), Dtype::F32, "{name}");
                 for value in data.chunks_exact_mut(4) {
-                    value.copy_from_slice(&f32::NAN.to_le_bytes());
+                    value.copy_from_slice(&f32::MAX.to_le_bytes());
                 }
             }
             (n, view.dtype(), view.shape().to_vec(), data)
@@ -708,6 +714,25 @@ fn resume_after_kill(case: &Path) {
     assert!(killed_once, "the run always finished before SIGKILL");
 }
 
+/// A run whose standard error is closed under it (`2>&1 | head -1`) goes
+/// on to the end and saves its work: its warnings and notes are dropped,
+/// where `eprintln!` panicked at the first one and killed the run mid-step.
+#[test]
+fn a_run_with_its_standard_error_closed_finishes() {
+    let case = prepare("two_stages", "stderr-closed");
+    let dir = case.join("run");
+    let mut child = run_command(&case, &["--out", dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(dir.join("summary.json").is_file());
+    assert!(dir.join("models").is_dir());
+}
+
 /// A two-stage run (sft, then grpo) killed after both stages' last
 /// checkpoint but before they wrote their results, resumed: the stages run
 /// no step, and the summary still gives their final loss and reward (they
@@ -1058,6 +1083,7 @@ cases!(
     judge_server_error_retry,
     judge_concurrency,
     judge_api_key,
+    judge_key_echoed,
     judge_http_fallback,
     judge_cut_body,
     judge_not_json_fallback,
@@ -1078,6 +1104,8 @@ cases!(
     declared_context,
     declared_context_over_file,
     model_arch_mismatch,
+    model_folder_missing,
+    model_folder_missing_hf,
     model_missing_tokenizer,
     model_tokenizer_file,
     model_tokenizer_beyond_vocab,

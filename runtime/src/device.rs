@@ -90,7 +90,7 @@ pub fn dispatch<T: BackendTask>(choice: DeviceChoice, task: T) -> Result<T::Outp
         DeviceChoice::Auto if cfg!(feature = "cuda") => match probe(DeviceChoice::Cuda) {
             Ok(()) => DeviceChoice::Cuda,
             Err(reason) => {
-                eprintln!("note: --device auto: {reason}; using the CPU");
+                crate::stderr_line!("note: --device auto: {reason}; using the CPU");
                 DeviceChoice::Cpu
             }
         },

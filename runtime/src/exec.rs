@@ -131,7 +131,7 @@ pub fn training_policy<B: burn::tensor::backend::AutodiffBackend>(
 ) -> crate::model::Model<B> {
     let has_tower = policy.vision.is_some() || policy.qwen_vision.is_some();
     if stage.freeze_vision && !has_tower {
-        eprintln!(
+        crate::stderr_line!(
             "warning: stage {}: `freeze_vision` has no effect: the policy has no vision tower",
             stage.name
         );

@@ -15,7 +15,12 @@ use crate::model::{ImagePatches, ModelError, VisionConfig};
 
 pub mod qwen;
 
-/// Decodes the image at `path` (PNG or JPEG) to RGB; a transparent one is
+/// The most pixels an image may have, as Pillow's `Image.MAX_IMAGE_PIXELS`
+/// (above it Pillow warns of a decompression bomb): 8,192 × 10,923 or so.
+pub const MAX_PIXELS: u64 = 89_478_485;
+
+/// Decodes the image at `path` (PNG or JPEG) to RGB, refusing one over
+/// [`MAX_PIXELS`]; a transparent one is
 /// laid over white first, as transformers' processors (`do_convert_rgb`)
 /// and Pillow's `alpha_composite` do. A 16-bit PNG becomes 8 bits as
 /// Pillow reads it ([`to_eight_bits_as_pillow`]).
@@ -30,10 +35,27 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let decoded = image::load_from_memory(&bytes).map_err(|e| ModelError::Image {
+    let cannot_decode = |e: image::ImageError| ModelError::Image {
         path: path.to_path_buf(),
         reason: format!("cannot decode: {e}"),
-    })?;
+    };
+    // The size from the header first: a small file can hold an image too
+    // large to decode (a "decompression bomb"), which Pillow refuses too.
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(|e| cannot_decode(e.into()))
+    };
+    let (width, height) = reader()?.into_dimensions().map_err(cannot_decode)?;
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(ModelError::Image {
+            path: path.to_path_buf(),
+            reason: format!(
+                "is {width}×{height} pixels, over the limit of {MAX_PIXELS} (Pillow's `MAX_IMAGE_PIXELS`); a model sees it resized to a few hundred pixels a side, so shrink the file"
+            ),
+        });
+    }
+    let decoded = reader()?.decode().map_err(cannot_decode)?;
     let decoded = to_eight_bits_as_pillow(decoded, stored_as_grey(&bytes));
     if !decoded.color().has_alpha() {
         return Ok(decoded.to_rgb8());
@@ -266,6 +288,45 @@ mod tests {
         assert_eq!(&values[12..16], &[norm(2), norm(3), norm(6), norm(7)]);
         assert_eq!(values[12 + 4], -1.0); // green 0
         assert_eq!(values[12 + 8], 1.0); // blue 255
+    }
+
+    #[test]
+    fn an_image_over_the_pixel_limit_is_refused_before_it_is_decoded() {
+        // A 1×1 PNG whose header says 20000×20000 (its CRC made to match):
+        // the size is read from the header, nothing is decoded.
+        let mut png = Vec::new();
+        let encoder = image::codecs::png::PngEncoder::new(&mut png);
+        image::ImageEncoder::write_image(encoder, &[0u8], 1, 1, image::ExtendedColorType::L8)
+            .expect("encodes");
+        // Signature (8), IHDR length (4), "IHDR" (4), width, height.
+        png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let dir = std::env::temp_dir().join(format!("saferc-bomb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("bomb.png");
+        std::fs::write(&path, &png).expect("write");
+        let err = load_rgb(&path).expect_err("refused").to_string();
+        assert!(err.contains("20000×20000 pixels, over the limit"), "{err}");
+        assert!(err.contains("bomb.png"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// PNG's CRC-32 (ISO-HDLC), bit by bit.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
     }
 
     #[test]

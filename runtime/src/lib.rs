@@ -20,6 +20,18 @@
 //! The default backend is burn's pure-Rust `flex` CPU backend
 //! ([`CpuBackend`]); training uses [`CpuAutodiff`].
 
+/// Writes a line to standard error as `eprintln!` does, but never panics:
+/// a run whose standard error is closed under it (`saferc run ... 2>&1 |
+/// head`) goes on and saves its work, where `eprintln!` would end it
+/// mid-step with a panic. Every message of the runtime goes through it.
+#[macro_export]
+macro_rules! stderr_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod adamw;
 pub mod device;
 pub mod exec;

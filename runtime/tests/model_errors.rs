@@ -117,6 +117,34 @@ fn corrupt_and_truncated_files() {
     assert!(err.contains("not a valid safetensors file"), "{err}");
 }
 
+/// Weights holding NaN or an infinity (a diverged run's, a damaged file)
+/// are refused when they load, naming the file and the tensor, where every
+/// output would otherwise be NaN.
+#[test]
+fn non_finite_weights_name_file_and_tensor() {
+    for (tag, value) in [("nan", f32::NAN), ("inf", f32::NEG_INFINITY)] {
+        let dir = copy(tag);
+        let path = dir.join("model.safetensors");
+        let mut bytes = std::fs::read(&path).expect("read");
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+        let header: serde_json::Value =
+            serde_json::from_slice(&bytes[8..8 + header_len]).expect("header");
+        let start = header["model.norm.weight"]["data_offsets"][0]
+            .as_u64()
+            .expect("offsets") as usize;
+        let at = 8 + header_len + start + 4 * 3;
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        std::fs::write(&path, bytes).expect("write");
+        let err = load_error(&dir);
+        assert!(
+            err.contains("tensor `model.norm.weight`")
+                && err.contains("model.safetensors")
+                && err.contains(&format!("holds {value} (at index 3)")),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn missing_tensor_is_named() {
     let dir = copy("missing-tensor");

@@ -206,7 +206,7 @@ impl BackendTask for Task {
                 }
                 println!("{}", c.text);
             }
-            eprintln!(
+            safer_runtime::stderr_line!(
                 "{generated} tokens in {seconds:.3} s ({:.0} tokens/s) on {name}",
                 generated as f64 / seconds.max(1e-9)
             );

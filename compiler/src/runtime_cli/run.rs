@@ -36,7 +36,7 @@ pub struct RunArgs {
 /// Runs the pipeline; exit code 0 done, 1 failed, 2 bad request, 130 interrupted.
 pub fn run(args: RunArgs) -> i32 {
     if args.force && args.resume.is_none() {
-        eprintln!("error: `--force` continues a run whose pipeline changed, so it goes with `--resume RUN_DIR`");
+        safer_runtime::stderr_line!("error: `--force` continues a run whose pipeline changed, so it goes with `--resume RUN_DIR`");
         return 2;
     }
     let Some(plan) = compile_plan(&args.file, &args.imports) else {
@@ -46,7 +46,7 @@ pub fn run(args: RunArgs) -> i32 {
     let project_device = match defaults.device.as_deref().map(str::parse::<DeviceChoice>) {
         Some(Ok(d)) => Some(d),
         Some(Err(message)) => {
-            eprintln!("error: safer.toml [run] device: {message}");
+            safer_runtime::stderr_line!("error: safer.toml [run] device: {message}");
             return 2;
         }
         None => None,
@@ -54,12 +54,12 @@ pub fn run(args: RunArgs) -> i32 {
     let device = match run_device(&plan, args.device, project_device) {
         Ok(d) => d,
         Err(message) => {
-            eprintln!("error: {message}");
+            safer_runtime::stderr_line!("error: {message}");
             return 2;
         }
     };
     if let Some(reason) = safer_runtime::device::not_built(device) {
-        eprintln!("error: {reason}");
+        safer_runtime::stderr_line!("error: {reason}");
         return 2;
     }
     let (out, resume) = match (&args.resume, &args.out) {
@@ -82,13 +82,15 @@ pub fn run(args: RunArgs) -> i32 {
     let flag = interrupt.clone();
     if let Err(e) = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\nsecond interrupt: stopping without a checkpoint");
+            safer_runtime::stderr_line!("\nsecond interrupt: stopping without a checkpoint");
             std::process::exit(130);
         }
         // ctrlc's `termination` feature: SIGINT, SIGTERM and SIGHUP.
-        eprintln!("\ninterrupted (Ctrl+C, SIGTERM or SIGHUP): stopping after this training step, with a checkpoint, or after this batch outside training (interrupt again to stop at once)");
+        safer_runtime::stderr_line!("\ninterrupted (Ctrl+C, SIGTERM or SIGHUP): stopping after this training step, with a checkpoint, or after this batch outside training (interrupt again to stop at once)");
     }) {
-        eprintln!("warning: Ctrl+C and termination signals will not save a checkpoint: {e}");
+        safer_runtime::stderr_line!(
+            "warning: Ctrl+C and termination signals will not save a checkpoint: {e}"
+        );
     }
     let options = RunOptions {
         out: out.clone(),
@@ -125,26 +127,28 @@ pub fn run(args: RunArgs) -> i32 {
             0
         }
         Err(e @ (ExecError::Interrupted { .. } | ExecError::Stopped { .. })) => {
-            eprintln!("{e}; {continue_with}");
+            safer_runtime::stderr_line!("{e}; {continue_with}");
             130
         }
         // A failure the interrupt caused (a judge whose retry it cut short).
         Err(e) if options.interrupt.load(std::sync::atomic::Ordering::SeqCst) => {
-            eprintln!("interrupted: {e} (training checkpoints are kept; {continue_with})");
+            safer_runtime::stderr_line!(
+                "interrupted: {e} (training checkpoints are kept; {continue_with})"
+            );
             130
         }
         Err(e @ ExecError::Usage(_)) => {
-            eprintln!("error: {e}");
+            safer_runtime::stderr_line!("error: {e}");
             2
         }
         // A file that could not be written (a full disk, a lost mount):
         // the checkpoints written before it are intact.
         Err(e @ ExecError::Io { .. }) if out.join("manifest.json").is_file() => {
-            eprintln!("error: {e}\nhelp: the run's checkpoints are kept; once the cause is fixed, {continue_with}");
+            safer_runtime::stderr_line!("error: {e}\nhelp: the run's checkpoints are kept; once the cause is fixed, {continue_with}");
             1
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            safer_runtime::stderr_line!("error: {e}");
             1
         }
     }

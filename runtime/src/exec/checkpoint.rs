@@ -171,7 +171,7 @@ where
     for (_, dir) in list_checkpoints(root).iter().rev() {
         match restore_from::<B, O>(dir, optim.clone(), device) {
             Ok((model, optim, state)) => {
-                eprintln!("resuming from {} (step {})", dir.display(), state.step);
+                crate::stderr_line!("resuming from {} (step {})", dir.display(), state.step);
                 // The unusable newer ones are kept for inspection under
                 // another name, out of the count of `keep` (which would
                 // otherwise delete good older checkpoints first) and out of
@@ -180,13 +180,16 @@ where
                     let aside = bad.with_extension("damaged");
                     let _ = std::fs::remove_dir_all(&aside);
                     if std::fs::rename(bad, &aside).is_ok() {
-                        eprintln!("note: moved the unusable checkpoint to {}", aside.display());
+                        crate::stderr_line!(
+                            "note: moved the unusable checkpoint to {}",
+                            aside.display()
+                        );
                     }
                 }
                 return Ok(Some((model, optim, state)));
             }
             Err(e) => {
-                eprintln!(
+                crate::stderr_line!(
                     "warning: checkpoint {} cannot be resumed from ({e}); trying the one before it",
                     dir.display()
                 );
@@ -412,7 +415,7 @@ where
         // The stage had started (its folder is there) and left nothing to
         // resume from: say so rather than train from the start unseen.
         if root.is_dir() {
-            eprintln!(
+            crate::stderr_line!(
                 "warning: {} holds no checkpoint; the stage starts again from step 0",
                 root.display()
             );

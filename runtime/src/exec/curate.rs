@@ -61,7 +61,7 @@ pub fn curate<B: Backend>(
         &rows,
         &format!("`{dataset}` (before curation)"),
     ) {
-        eprintln!("{line}");
+        crate::stderr_line!("{line}");
     }
     let policy = Policy {
         model: &model.model,
@@ -126,7 +126,7 @@ pub fn curate<B: Backend>(
         }
     }
     skipped.warn();
-    eprintln!(
+    crate::stderr_line!(
         "dataset {dataset}: curation kept {} of {} prompts ({} rollouts each)",
         kept.len(),
         kept.len() + dropped,

@@ -99,6 +99,20 @@ pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> 
         message: format!("cannot read `{}`: {e}", spec.source_written),
     })?;
     let images = Path::new(&spec.images);
+    // A missing folder is one mistake, not one bad row per image.
+    if !images.is_dir() {
+        let what = match images.exists() {
+            true => "is not a folder",
+            false => "does not exist",
+        };
+        return Err(ExecError::Data {
+            dataset: name.to_string(),
+            message: format!(
+                "the images folder `{}` {what}; set the dataset's `images` to the folder its rows' image paths are relative to",
+                images.display()
+            ),
+        });
+    }
     // Lines as `str::lines` cuts them (a `\r` before the `\n` dropped), with
     // a UTF-8 byte-order mark at the start of the file skipped; a line that
     // is not UTF-8 is a bad row, not one read with replacement characters.
@@ -311,7 +325,7 @@ fn warn_of_fields_no_row_has(dataset: &str, rows: &[Row], spec: &DatasetSpec) {
             .flat_map(|r| r.fields.keys().map(String::as_str))
             .collect();
         let shown: Vec<String> = present.iter().take(12).map(|f| format!("`{f}`")).collect();
-        eprintln!(
+        crate::stderr_line!(
             "warning: dataset `{dataset}`: a filter reads `{field}`, which no row has, so it is null in every row (a misspelt field?); the rows have {}{}",
             shown.join(", "),
             if present.len() > 12 { ", ..." } else { "" }
@@ -839,6 +853,31 @@ mod tests {
             bad[0].starts_with("rows.jsonl:2: not valid UTF-8 (at byte 18"),
             "{bad:?}"
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A missing or misnamed `images` folder is one error naming the
+    /// folder, not one bad row per image.
+    #[test]
+    fn a_missing_images_folder_is_one_error() {
+        let dir = std::env::temp_dir().join(format!("saferc-data-noimg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let file = dir.join("rows.jsonl");
+        std::fs::write(&file, "{\"question\": \"q\", \"image\": \"a.png\"}\n").unwrap();
+        for (folder, what) in [
+            (dir.join("imgs"), "does not exist"),
+            (file.clone(), "is not a folder"),
+        ] {
+            let spec = source_spec(&file, &folder);
+            let err = load_source("d", &spec)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains(&format!("the images folder `{}` {what}", folder.display())),
+                "{err}"
+            );
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 

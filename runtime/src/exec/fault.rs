@@ -28,13 +28,13 @@ fn nan_step() -> Option<u64> {
     *STEP.get_or_init(|| {
         let value = std::env::var(INJECT_NAN_AT_STEP).ok()?;
         if !cfg!(debug_assertions) {
-            eprintln!("warning: {INJECT_NAN_AT_STEP} is set, but a release build of saferc injects no faults (only test builds do); it is ignored");
+            crate::stderr_line!("warning: {INJECT_NAN_AT_STEP} is set, but a release build of saferc injects no faults (only test builds do); it is ignored");
             return None;
         }
         let step = value.trim().parse().ok();
         match step {
-            Some(n) => eprintln!("note: {INJECT_NAN_AT_STEP}={n}: step {n}'s loss will be NaN (fault injection)"),
-            None => eprintln!("warning: {INJECT_NAN_AT_STEP}={value:?} is not a step number; no fault is injected"),
+            Some(n) => crate::stderr_line!("note: {INJECT_NAN_AT_STEP}={n}: step {n}'s loss will be NaN (fault injection)"),
+            None => crate::stderr_line!("warning: {INJECT_NAN_AT_STEP}={value:?} is not a step number; no fault is injected"),
         }
         step
     })

@@ -178,7 +178,7 @@ pub fn train<B: Backend>(
     if let Some(warning) =
         oversized_batch_warning(&stage.name, &stage.data, g.batch_prompts, rows.len())
     {
-        eprintln!("{warning}");
+        crate::stderr_line!("{warning}");
     }
     let reflection = stage
         .reflection
@@ -268,7 +268,7 @@ pub fn train<B: Backend>(
                     .interrupt
                     .load(std::sync::atomic::Ordering::SeqCst) =>
             {
-                eprintln!("step {}: {e}", step + 1);
+                crate::stderr_line!("step {}: {e}", step + 1);
                 let checkpoint = checkpoint::save_unless_there::<AD<B>, _>(
                     &ck_root,
                     &start.tokenizer,

@@ -71,8 +71,8 @@ impl Health {
         };
         let line = format!("warning: step {}: {message}{suffix}", step + 1);
         match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(|| crate::stderr_line!("{line}")),
+            None => crate::stderr_line!("{line}"),
         }
         Some(line)
     }

@@ -133,7 +133,7 @@ impl JudgeCounts {
             (None, Some(f)) => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 if !self.warned.swap(true, Ordering::Relaxed) {
-                    eprintln!(
+                    crate::stderr_line!(
                         "warning: judge `{judge}` replied {said:?}, not one number from {lo} to {hi}; using its fallback {f} (every fallback is counted in summary.json's `judges`)"
                     );
                 }
@@ -332,6 +332,25 @@ fn send(
     authorization: Option<&str>,
     body: Value,
 ) -> Result<String, Failure> {
+    let answer = send_unredacted(agent, url, authorization, body);
+    // A server may echo the key back (`invalid api key: Bearer sk-...`),
+    // in an error or in a reply that messages quote: never shown.
+    match authorization {
+        None => answer,
+        Some(a) => match answer {
+            Ok(text) => Ok(redacted(&text, a)),
+            Err((retry, why, after)) => Err((retry, redacted(&why, a), after)),
+        },
+    }
+}
+
+/// [`send`], whose messages and reply may hold the key.
+fn send_unredacted(
+    agent: &ureq::Agent,
+    url: &str,
+    authorization: Option<&str>,
+    body: Value,
+) -> Result<String, Failure> {
     let mut req = agent.post(url);
     if let Some(value) = authorization {
         req = req.set("Authorization", value);
@@ -375,7 +394,6 @@ fn send(
         }
         Err(ureq::Error::Transport(t)) => {
             let why = t.to_string();
-            let why = authorization.map_or_else(|| why.clone(), |a| redacted(&why, a));
             // A certificate that is refused will be refused again.
             match certificate_hint(&why) {
                 Some(hint) => Err((false, format!("{why}; {hint}"), None)),
@@ -619,7 +637,7 @@ impl Judge for HttpJudge {
                         .unwrap_or(self.backoff.saturating_mul(2u32.saturating_pow(attempt)))
                         .min(MAX_RETRY_AFTER);
                     self.counts.retries.fetch_add(1, Ordering::Relaxed);
-                    eprintln!(
+                    crate::stderr_line!(
                         "warning: judge {} failed ({why}); retry {} of {} in {:.1}s",
                         self.shown_url,
                         attempt + 1,

@@ -114,7 +114,7 @@ pub fn reflect<B: Backend>(
         let fits = |p: &Prompt| p.tokens.len().saturating_add(params.max_new_tokens) <= context;
         if let Some(k) = built.iter().position(|p| !fits(p)) {
             let skipped = built.iter().filter(|p| !fits(p)).count();
-            eprintln!(
+            crate::stderr_line!(
                 "warning: reflection: {skipped} reflection prompt(s) too long for the model's context of {context} with {} new tokens (the first for row {}) are not asked; those completions stay uncorrected",
                 params.max_new_tokens,
                 rows[samples[pending[k]].group].origin

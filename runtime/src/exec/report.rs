@@ -34,7 +34,7 @@ pub fn finish(bar: Option<ProgressBar>, message: String) {
     if let Some(bar) = bar {
         bar.finish_with_message(message);
         if !bar.is_hidden() {
-            eprintln!();
+            crate::stderr_line!();
         }
     }
 }

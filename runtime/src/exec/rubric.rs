@@ -160,7 +160,7 @@ fn warn_out_of_scale(rubric: &str, criterion: &str, raw: f64, (lo, hi): (f64, f6
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if warned.insert(key) {
-        eprintln!(
+        crate::stderr_line!(
             "warning: rubric `{rubric}`, criterion `{criterion}`: its scorer gave {raw}, outside the criterion's scale {lo}..{hi}; such scores are clamped into it (a scorer gives a score from 0 to 1, or set `scale`)"
         );
     }

@@ -82,7 +82,7 @@ impl RunLock {
                 Err(std::fs::TryLockError::Error(e))
                     if e.kind() == std::io::ErrorKind::Unsupported =>
                 {
-                    eprintln!(
+                    crate::stderr_line!(
                         "warning: `{}` is on a filesystem without file locks: a second saferc run on this folder would not be refused",
                         dir.display()
                     );
@@ -287,7 +287,7 @@ impl RunDir {
                         .datasets
                         .get(dataset)
                         .map_or("?", |d| d.source_written.as_str());
-                    eprintln!(
+                    crate::stderr_line!(
                         "warning: dataset `{dataset}`: its source {source} changed since this run started; the resumed stages draw from the new rows where the old ones left off"
                     );
                 }

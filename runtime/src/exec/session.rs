@@ -136,7 +136,7 @@ impl<'a, B: Backend> Session<'a, B> {
         }
         for (name, spec) in &plan.models {
             if spec.dtype != "f32" {
-                eprintln!(
+                crate::stderr_line!(
                     "note: model `{name}` has `dtype = {}`; the {device_name} runtime trains in f32 (its weights are cast to f32 on load, checkpoints are f32)",
                     spec.dtype
                 );
@@ -161,7 +161,7 @@ impl<'a, B: Backend> Session<'a, B> {
         } else {
             RunDir::create(&options.out, plan, device_name, &options.source)?
         };
-        eprintln!("run directory: {}", options.out.display());
+        crate::stderr_line!("run directory: {}", options.out.display());
         // Local judge models load after the run directory's own checks (a
         // taken `--out`, a changed pipeline on `--resume`), which are quick.
         for (name, spec) in &plan.judges {
@@ -271,7 +271,22 @@ impl<'a, B: Backend> Session<'a, B> {
         let dirs = Self::original_dirs(plan, name)?;
         // `config.json` must hold a model saferc runs; that it holds the
         // declared `arch` is the compiler's check (E0318).
-        let config = crate::model::config::ModelConfig::read(&dirs.weights)?;
+        let config = crate::model::config::ModelConfig::read(&dirs.weights).map_err(|e| {
+            match (e, plan.models.get(name).map(|m| m.arch.as_str())) {
+                // A missing folder of the built-in architecture can be made.
+                (crate::model::ModelError::NotAFolder { reason }, Some("tiny_vlm"))
+                    if !dirs.weights.exists() =>
+                {
+                    crate::model::ModelError::NotAFolder {
+                        reason: format!(
+                            "{reason}, or make a fresh `tiny_vlm` there with `saferc init-model {}`",
+                            dirs.weights.display()
+                        ),
+                    }
+                }
+                (e, _) => e,
+            }
+        })?;
         let file_context = config.text.max_position_embeddings;
         if let Some(declared) = dirs.context.filter(|d| *d > file_context) {
             return Err(ExecError::Usage(format!(
@@ -291,6 +306,15 @@ impl<'a, B: Backend> Session<'a, B> {
         let tokenizer = crate::text::TextTokenizer::load(&dirs.tokenizer)?;
         check_tokenizer_against_config(&tokenizer, &config, &dirs.weights)?;
         crate::model::weights::check_files(&dirs.weights)?;
+        // A base model has none and takes the raw text; an instruct model
+        // copied without its template would be prompted in a format it was
+        // never trained on, silently.
+        if !tokenizer.has_chat_template() {
+            crate::stderr_line!(
+                "warning: model `{name}` has no chat template in `{}` (`chat_template.jinja`, `chat_template.json` or `chat_template` in `tokenizer_config.json`): its prompts are the rows' raw text; copy the template with the model if it is an instruct model",
+                dirs.tokenizer.display()
+            );
+        }
         Ok(())
     }
 
@@ -365,7 +389,7 @@ impl<'a, B: Backend> Session<'a, B> {
         }
         for (what, split) in uses {
             if self.rows(split)?.is_empty() {
-                eprintln!(
+                crate::stderr_line!(
                     "warning: `{split}`, {what}, has no rows (after filters, dedup, curation and the split); it scores nothing"
                 );
             }
@@ -395,7 +419,7 @@ impl<'a, B: Backend> Session<'a, B> {
             let rows = self.rows(split)?;
             for line in super::row_fields::warnings(self.plan, rubric, rows, &what) {
                 if printed.insert(line.clone()) {
-                    eprintln!("{line}");
+                    crate::stderr_line!("{line}");
                 }
             }
         }
@@ -499,7 +523,7 @@ impl<'a, B: Backend> Session<'a, B> {
         match record.get(dataset).and_then(Value::as_str) {
             Some(then) if then == digest => Ok(()),
             Some(_) => {
-                eprintln!(
+                crate::stderr_line!(
                     "warning: dataset `{dataset}`: its images (under {}) changed since this run started; the resumed stages see the new ones",
                     spec.images
                 );
@@ -591,14 +615,14 @@ impl<'a, B: Backend> Session<'a, B> {
         let path = self.run.curation(dataset);
         let text = std::fs::read_to_string(&path).ok()?;
         let Ok(saved) = serde_json::from_str::<Value>(&text) else {
-            eprintln!(
+            crate::stderr_line!(
                 "warning: dataset `{dataset}`: {} does not read as JSON (damaged?); curating again",
                 path.display()
             );
             return None;
         };
         if saved["settings"] != self.curation_settings(spec) {
-            eprintln!("warning: dataset `{dataset}` or what curates it changed since the run curated it; curating again");
+            crate::stderr_line!("warning: dataset `{dataset}` or what curates it changed since the run curated it; curating again");
             return None;
         }
         let by_origin: BTreeMap<(&str, &str), &Row> = rows
@@ -614,13 +638,13 @@ impl<'a, B: Backend> Session<'a, B> {
             })
             .collect();
         let Some(kept) = kept else {
-            eprintln!(
+            crate::stderr_line!(
                 "warning: dataset `{dataset}`: rows the run's curation kept are no longer in the data; curating again"
             );
             return None;
         };
         self.restore_judge_counts(&saved["judges"]);
-        eprintln!(
+        crate::stderr_line!(
             "dataset {dataset}: reusing the run's curation ({} of {} prompts kept)",
             kept.len(),
             rows.len()
@@ -673,10 +697,10 @@ impl<'a, B: Backend> Session<'a, B> {
             let spec = &plan.datasets[name];
             let loaded = data::load_source(name, spec)?;
             for bad in loaded.bad.iter().take(5) {
-                eprintln!("warning: dataset `{name}`: skipped bad row at {bad}");
+                crate::stderr_line!("warning: dataset `{name}`: skipped bad row at {bad}");
             }
             if loaded.bad.len() > 5 {
-                eprintln!(
+                crate::stderr_line!(
                     "warning: dataset `{name}`: {} more bad rows skipped",
                     loaded.bad.len() - 5
                 );
@@ -685,7 +709,7 @@ impl<'a, B: Backend> Session<'a, B> {
             let read = loaded.rows.len() + loaded.bad.len();
             let (rows, unfiltered) = data::filter(name, loaded.rows, spec)?;
             if let Some(first) = unfiltered.first() {
-                eprintln!(
+                crate::stderr_line!(
                     "warning: dataset `{name}`: {first}; {} row(s) the filter cannot be evaluated on are skipped as bad rows",
                     unfiltered.len()
                 );
@@ -739,7 +763,7 @@ impl<'a, B: Backend> Session<'a, B> {
                     .map(|s| (*s).to_string())
                     .collect();
                 for note in data::give_every_value(&mut splits, &trained_splits, field) {
-                    eprintln!("note: dataset `{name}`: {note}");
+                    crate::stderr_line!("note: dataset `{name}`: {note}");
                 }
                 let (mut lacking, mut considered) = (Vec::new(), 0);
                 let mut balance = |label: &str, part: &mut Vec<Row>| {
@@ -758,12 +782,12 @@ impl<'a, B: Backend> Session<'a, B> {
                     }
                 }
                 if balanced_sizes.is_empty() {
-                    eprintln!(
+                    crate::stderr_line!(
                         "warning: dataset `{name}`: `balance = {field}` balances what a stage trains on, and no stage trains on `{name}`; nothing is balanced (held-out and eval splits keep each row once)"
                     );
                 } else if let Some(line) = data::balance_warning(name, field, &lacking, considered)
                 {
-                    eprintln!("{line}");
+                    crate::stderr_line!("{line}");
                 }
             }
             let report = json!({
@@ -786,7 +810,7 @@ impl<'a, B: Backend> Session<'a, B> {
                     .collect();
                 format!(" ({})", sizes.join(", "))
             };
-            eprintln!(
+            crate::stderr_line!(
                 "dataset {name}: {read} rows read, {} bad, {filtered} after filters, {} in the end{split_sizes}",
                 loaded.bad.len(),
                 rows.len(),
@@ -869,7 +893,7 @@ impl<'a, B: Backend> Session<'a, B> {
             self.fails_on_bad_rows(&split.dataset),
             &self.options.interrupt,
         )?;
-        eprintln!("stage {}: {when}, {}", stage.name, evaluate::describe(&v));
+        crate::stderr_line!("stage {}: {when}, {}", stage.name, evaluate::describe(&v));
         Ok(Some(v))
     }
 
@@ -886,7 +910,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 let settings = done.as_ref().map(|d| d["settings"].clone());
                 let changed = settings.is_some_and(|s| s != self.stage_settings(stage));
                 if changed {
-                    eprintln!(
+                    crate::stderr_line!(
                         "stage {}: its settings changed since it finished (a forced resume); going on from its last checkpoint",
                         stage.name
                     );
@@ -897,7 +921,7 @@ impl<'a, B: Backend> Session<'a, B> {
                     .as_ref()
                     .filter(|p| self.changed_stages.contains(*p))
                 {
-                    eprintln!(
+                    crate::stderr_line!(
                         "warning: stage {}: it trained after `{prev}`, which changed; its checkpoints hold training from `{prev}`'s old result (start a new run to train it again)",
                         stage.name
                     );
@@ -909,7 +933,7 @@ impl<'a, B: Backend> Session<'a, B> {
                     if let Some(d) = done.as_object_mut() {
                         d.remove("settings");
                     }
-                    eprintln!(
+                    crate::stderr_line!(
                         "stage {}: finished before; reusing {}",
                         stage.name,
                         final_dir.display()

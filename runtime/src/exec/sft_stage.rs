@@ -64,7 +64,7 @@ pub fn train<B: Backend>(
                 message: format!("bad {message} (the dataset says `on_bad_row = fail`)"),
             });
         }
-        eprintln!(
+        crate::stderr_line!(
             "warning: stage {}: {message}; {} such row(s) are skipped",
             stage.name,
             special.len()
@@ -85,7 +85,7 @@ pub fn train<B: Backend>(
             });
         }
         let shown: Vec<&str> = lacking.iter().take(5).map(|r| r.origin.as_str()).collect();
-        eprintln!(
+        crate::stderr_line!(
             "warning: stage {}: skipped {} row(s) without text in the field `{}` that `sft` learns from: {}{}",
             stage.name,
             lacking.len(),
@@ -116,7 +116,7 @@ pub fn train<B: Backend>(
         });
     }
     if let Some(warning) = oversized_batch_warning(&stage.name, &stage.data, s.batch, rows.len()) {
-        eprintln!("{warning}");
+        crate::stderr_line!("{warning}");
     }
     let total_steps = stage
         .steps
@@ -177,7 +177,7 @@ pub fn train<B: Backend>(
             if t.len() > room && s.max_tokens.is_none_or(|max| max > room) && !warned_cut {
                 // `max_tokens` cuts as asked; the context's cut is said once.
                 warned_cut = true;
-                eprintln!(
+                crate::stderr_line!(
                     "warning: stage {}: step {}: the target of row {} ({} tokens with end-of-sequence) is cut to the {room} tokens the model's context of {context} leaves after its prompt, so it teaches no end-of-sequence (later cuts are not repeated); healthy: targets that fit (a larger `context`, shorter answers)",
                     stage.name,
                     step + 1,

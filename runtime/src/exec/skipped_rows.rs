@@ -184,7 +184,7 @@ impl<'a> SkippedRows<'a> {
     /// were several) their count and the first five.
     pub fn warn(&self) {
         for line in self.warning() {
-            eprintln!("{line}");
+            crate::stderr_line!("{line}");
         }
     }
 

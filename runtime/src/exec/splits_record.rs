@@ -58,7 +58,7 @@ pub fn record(
             .map(|(split, rows)| Some((split.clone(), json!(lines(rows)?))))
             .collect::<Option<Map<String, Value>>>(),
     ) else {
-        eprintln!("warning: dataset `{name}`: a row without a line number; splits.json does not record it");
+        crate::stderr_line!("warning: dataset `{name}`: a row without a line number; splits.json does not record it");
         return Ok(());
     };
     let mut record: Map<String, Value> = std::fs::read_to_string(path)
@@ -75,7 +75,7 @@ pub fn record(
     match record.get(name) {
         Some(then) if *then == entry => return Ok(()),
         Some(then) if then["source_sha256"] != entry["source_sha256"] => {
-            eprintln!(
+            crate::stderr_line!(
                 "warning: dataset `{name}`: its file changed since this run started; splits.json keeps the rows the run started with"
             );
             return Ok(());

@@ -65,7 +65,7 @@ impl SamplingParams {
         let usable_temperature = self.temperature > 0.0 && self.temperature.is_finite();
         if !self.greedy && !usable_temperature {
             return Err(format!(
-                "temperature must be positive, got {}",
+                "temperature must be positive (or 0 for greedy decoding), got {}",
                 self.temperature
             ));
         }

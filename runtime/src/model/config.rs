@@ -77,8 +77,7 @@ impl ModelConfig {
                     )
                 } else {
                     format!(
-                        "model folder `{}` does not exist; point `weights` at a Hugging Face model folder, or make a fresh `tiny_vlm` there with `saferc init-model {}`",
-                        dir.display(),
+                        "model folder `{}` does not exist; point `weights` at a Hugging Face model folder (its `config.json`, weights and tokenizer)",
                         dir.display()
                     )
                 },

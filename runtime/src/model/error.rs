@@ -42,6 +42,14 @@ pub enum ModelError {
         name: String,
         dtype: String,
     },
+    /// A tensor holds NaN or an infinity (a diverged run's weights saved,
+    /// a file damaged): every output of the model would be NaN.
+    NonFinite {
+        path: PathBuf,
+        name: String,
+        index: usize,
+        value: f32,
+    },
     /// `tokenizer.json` or the chat template is unusable.
     Tokenizer { path: PathBuf, reason: String },
     /// The chat template failed to render.
@@ -86,6 +94,11 @@ impl fmt::Display for ModelError {
             Self::UnsupportedDtype { path, name, dtype } => write!(
                 f,
                 "tensor `{name}` in `{}` is stored as {dtype}; saferc reads F32, F16, BF16 and F64",
+                path.display()
+            ),
+            Self::NonFinite { path, name, index, value } => write!(
+                f,
+                "tensor `{name}` in `{}` holds {value} (at index {index}): the weights are damaged or come from a run that diverged, and every output would be NaN; load the last good checkpoint instead",
                 path.display()
             ),
             Self::Tokenizer { path, reason } => write!(f, "`{}`: {reason}", path.display()),

@@ -79,7 +79,8 @@ impl WeightReader {
         self.index.contains_key(name)
     }
 
-    /// The tensor `name` as f32 values, checked against `expected` (its shape).
+    /// The tensor `name` as f32 values, checked against `expected` (its
+    /// shape) and for NaN and infinities.
     pub fn values(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, ModelError> {
         let file = self
             .index
@@ -113,11 +114,20 @@ impl WeightReader {
                 path: file.path.clone(),
                 reason: format!("the data of `{name}` lies outside the file"),
             })?;
-        decode(raw, info.dtype).ok_or_else(|| ModelError::UnsupportedDtype {
+        let values = decode(raw, info.dtype).ok_or_else(|| ModelError::UnsupportedDtype {
             path: file.path.clone(),
             name: name.to_string(),
             dtype: format!("{:?}", info.dtype),
-        })
+        })?;
+        match values.iter().position(|v| !v.is_finite()) {
+            Some(index) => Err(ModelError::NonFinite {
+                path: file.path.clone(),
+                name: name.to_string(),
+                index,
+                value: values[index],
+            }),
+            None => Ok(values),
+        }
     }
 
     /// The tensor `name` on `device`, checked against `shape`.
