@@ -162,6 +162,8 @@ codes! {
     E0322 = 322, "reflection prompt without the completion";
     /// A penalty that adds to the reward (warning).
     E0323 = 323, "penalty of the wrong sign";
+    /// A held-out split that the stage trains on (warning).
+    E0324 = 324, "held-out split overlaps the training data";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";

@@ -184,6 +184,7 @@ impl<'a> Analyzer<'a> {
                 "add `reward = RUBRIC`, or score the split with an `eval` declaration",
             );
         }
+        self.check_held_out(i, &s);
         let Some(grpo) = s.block("grpo").cloned() else {
             if has_sft {
                 for key in ["reference", "rollout", "reflection"] {
@@ -538,6 +539,44 @@ impl<'a> Analyzer<'a> {
                 self.diags.push(d);
             }
         }
+    }
+
+    /// E0324 (warning): `eval_data` holds rows the stage trains on (the
+    /// same split as `data`, or the whole dataset on either side), so its
+    /// "held-out" scores before and after measure memorisation.
+    fn check_held_out(&mut self, i: usize, s: &Settings) {
+        let (
+            Some(Value::Split {
+                dataset,
+                split: trained,
+            }),
+            Some(Value::Split {
+                dataset: scored_in,
+                split: scored,
+            }),
+        ) = (s.get("data"), s.get("eval_data"))
+        else {
+            return;
+        };
+        if dataset != scored_in {
+            return;
+        }
+        let name = &self.decls[dataset.0].name;
+        let what = match (trained, scored) {
+            (Some(a), Some(b)) if a != b => return,
+            (Some(a), Some(_)) => format!("`{name}.{a}`, the split the stage trains on"),
+            (None, _) => format!("rows of `{name}`, all of which the stage trains on"),
+            (Some(a), None) => {
+                format!("all of `{name}`, which holds `{name}.{a}`, the split the stage trains on")
+            }
+        };
+        self.diags.push(
+            Diagnostic::warning(Code::E0324, "the held-out scores are measured on training rows")
+                .with_primary(self.setting_span(i, &["eval_data"]), format!("scores {what}"))
+                .with_help(format!(
+                    "score rows the stage never sees: `split {{ train = 0.9, eval = 0.1 }}` in `{name}`, then `data = {name}.train` and `eval_data = {name}.eval`"
+                )),
+        );
     }
 
     fn check_cost(&mut self, i: usize, s: &Settings, grpo: &Settings) {
