@@ -185,6 +185,31 @@ def equal(a, b):
     return same(a, b)
 
 
+def list_against_value(a, b, sym, op):
+    """A list equals only a list, as in the runtime: `objects == "pills"`
+    on a list field is an error that says to use `in`."""
+    if isinstance(a, list) and not isinstance(b, list) and b is not None:
+        the_list, other, side = a, b, "left"
+    elif isinstance(b, list) and not isinstance(a, list) and a is not None:
+        the_list, other, side = b, a, "right"
+    else:
+        return
+    if isinstance(other, bool):
+        shown = "true" if other else "false"
+    elif is_num(other):
+        shown = str(int(other)) if float(other).is_integer() else repr(float(other))
+    elif isinstance(other, str):
+        shown = json.dumps(other, ensure_ascii=False)
+    else:
+        shown = "VALUE"
+    written = "in" if op == "eq" else "not in"
+    raise EvalError(
+        f"the {side} side of `{sym}` is {describe(the_list)} and the other {describe(other)}: "
+        f"a list equals only a list; to test whether it holds the value, write "
+        f"`{shown} {written} ...` with the list after `{written}`"
+    )
+
+
 def contains(container, item):
     if isinstance(container, list):
         return any(equal(i, item) for i in container)
@@ -381,10 +406,9 @@ def binary(op, lhs, rhs, env):
         )
     a, b = evaluate(lhs, env), evaluate(rhs, env)
     left, right = f"the left side of `{sym}`", f"the right side of `{sym}`"
-    if op == "eq":
-        return equal(a, b)
-    if op == "ne":
-        return not equal(a, b)
+    if op in ("eq", "ne"):
+        list_against_value(a, b, sym, op)
+        return equal(a, b) if op == "eq" else not equal(a, b)
     if op in ("lt", "le", "gt", "ge"):
         x, y = num(a, left), num(b, right)
         return {"lt": x < y, "le": x <= y, "gt": x > y, "ge": x >= y}[op]

@@ -379,6 +379,29 @@ fn binary(op: Binary, lhs: &Expr, rhs: &Expr, env: &dyn Env) -> Result<Val, Eval
     let (a, b) = (eval(lhs, env)?, eval(rhs, env)?);
     let left = || format!("the left side of `{sym}`");
     let right = || format!("the right side of `{sym}`");
+    // A list equals only a list: `objects == "pills"` on a list field
+    // would be false for every row, silently; `in` is what was meant.
+    if matches!(op, Binary::Eq | Binary::Ne) {
+        let (list, other, side) = match (&a, &b) {
+            (Val::List(_), o) => (&a, o, "left"),
+            (o, Val::List(_)) => (&b, o, "right"),
+            _ => (&a, &b, ""),
+        };
+        if !side.is_empty() && !matches!(other, Val::List(_) | Val::Null) {
+            let shown = match other {
+                Val::Str(s) => format!("{s:?}"),
+                Val::Num(n) => n.to_string(),
+                Val::Bool(b) => b.to_string(),
+                _ => "VALUE".into(),
+            };
+            let written = if op == Binary::Eq { "in" } else { "not in" };
+            return Err(EvalError::Type(format!(
+                "the {side} side of `{sym}` is {} and the other {}: a list equals only a list; to test whether it holds the value, write `{shown} {written} ...` with the list after `{written}`",
+                list.describe(),
+                other.describe()
+            )));
+        }
+    }
     Ok(match op {
         Binary::Eq => Val::Bool(equal(&a, &b)),
         Binary::Ne => Val::Bool(!equal(&a, &b)),
@@ -695,6 +718,38 @@ mod tests {
             }),
         };
         assert_eq!(eval(&gate, &row()), Ok(Val::Num(0.1)));
+    }
+
+    /// A list compared with `==` or `!=` to a string, number or boolean is
+    /// an error that says to use `in` (it was false for every row); a list
+    /// against a list, or against a missing field, compares as before.
+    #[test]
+    fn a_list_equals_only_a_list() {
+        let tags = || {
+            Box::new(Expr::Const {
+                value: Val::List(vec![Val::Str("pills".into())]),
+            })
+        };
+        let text = || {
+            Box::new(Expr::Const {
+                value: Val::Str("pills".into()),
+            })
+        };
+        let compare = |op, lhs, rhs| eval(&Expr::Binary { op, lhs, rhs }, &row());
+        for (op, written) in [(Binary::Eq, "in"), (Binary::Ne, "not in")] {
+            for (lhs, rhs) in [(tags(), text()), (text(), tags())] {
+                let Err(EvalError::Type(why)) = compare(op, lhs, rhs) else {
+                    panic!("a list against a string must be an error");
+                };
+                assert!(
+                    why.contains(&format!("write `\"pills\" {written} ...`")),
+                    "{why}"
+                );
+            }
+        }
+        assert_eq!(compare(Binary::Eq, tags(), tags()), Ok(Val::Bool(true)));
+        let missing = Box::new(Expr::Const { value: Val::Null });
+        assert_eq!(compare(Binary::Eq, tags(), missing), Ok(Val::Bool(false)));
     }
 
     /// `items[i]` from 0, negative from the end, null past either end or on
