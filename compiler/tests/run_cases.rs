@@ -1,7 +1,7 @@
 //! End-to-end runs of `saferc run` on the case folders of
 //! `tests/cases/run/`: each holds `pipeline.safer`, tiny data and
 //! `expect.json` (exit code, stderr lines, values in `summary.json` by JSON
-//! pointer, how often a stderr line appears, no run directory, files of the
+//! pointer, texts files of the run directory must hold, how often a stderr line appears, no run directory, files of the
 //! case's copy to copy or remove first, pairs of summary values that must be equal, per-group sample
 //! counts, metric values, files that must be equal, model weights that must
 //! be equal or differ, a judge server to start, a SIGKILL-and-resume check). The policy is a fresh `tiny_vlm`
@@ -459,6 +459,18 @@ fn check_case(name: &str) {
     // A run refused before it starts leaves no run directory behind.
     if refused_before_start {
         assert!(!out_dir.exists(), "{name}: {} exists", out_dir.display());
+    }
+    // Files of the run directory that must hold each of some texts.
+    for (file, parts) in expect["file_contains"].as_object().into_iter().flatten() {
+        let text = std::fs::read_to_string(out_dir.join(file))
+            .unwrap_or_else(|e| panic!("{name}: {file}: {e}"));
+        for part in parts.as_array().into_iter().flatten() {
+            let part = part.as_str().unwrap();
+            assert!(
+                text.contains(part),
+                "{name}: {file} lacks {part:?}:\n{text}"
+            );
+        }
     }
     for path in expect["absent"].as_array().into_iter().flatten() {
         let path = out_dir.join(path.as_str().unwrap());

@@ -455,6 +455,12 @@ impl RunDir {
         self.path.join("images.json")
     }
 
+    /// `bad_rows.jsonl`: every bad row of every dataset (`dataset`, `row`
+    /// as `file:line`, `reason`), written when there is one.
+    pub fn bad_rows_record(&self) -> PathBuf {
+        self.path.join("bad_rows.jsonl")
+    }
+
     /// Where the rows of each dataset's splits are recorded
     /// ([`super::splits_record`]).
     pub fn splits_record(&self) -> PathBuf {

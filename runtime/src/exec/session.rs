@@ -693,6 +693,10 @@ impl<'a, B: Backend> Session<'a, B> {
 
     fn build_datasets(&mut self) -> Result<(), ExecError> {
         let plan = self.plan;
+        // Every bad row of every dataset, for `bad_rows.jsonl` (the
+        // terminal and `summary.json` show the first five of each).
+        let mut bad_rows: Vec<Value> = Vec::new();
+        let record = self.run.bad_rows_record();
         for name in dedup_order(plan)? {
             let spec = &plan.datasets[name];
             let loaded = data::load_source(name, spec)?;
@@ -701,13 +705,25 @@ impl<'a, B: Backend> Session<'a, B> {
             }
             if loaded.bad.len() > 5 {
                 crate::stderr_line!(
-                    "warning: dataset `{name}`: {} more bad rows skipped",
-                    loaded.bad.len() - 5
+                    "warning: dataset `{name}`: {} more bad rows skipped (every one is listed in {})",
+                    loaded.bad.len() - 5,
+                    record.display()
                 );
             }
+            bad_rows.extend(
+                loaded
+                    .bad
+                    .iter()
+                    .map(|b| json!({ "dataset": name, "row": b.origin, "reason": b.reason })),
+            );
             self.record_images(name, spec, &loaded.rows)?;
             let read = loaded.rows.len() + loaded.bad.len();
             let (rows, unfiltered) = data::filter(name, loaded.rows, spec)?;
+            bad_rows.extend(
+                unfiltered
+                    .iter()
+                    .map(|why| json!({ "dataset": name, "row": null, "reason": why })),
+            );
             if let Some(first) = unfiltered.first() {
                 crate::stderr_line!(
                     "warning: dataset `{name}`: {first}; {} row(s) the filter cannot be evaluated on are skipped as bad rows",
@@ -832,6 +848,10 @@ impl<'a, B: Backend> Session<'a, B> {
                     report,
                 },
             );
+        }
+        if !bad_rows.is_empty() {
+            let lines: String = bad_rows.iter().map(|line| format!("{line}\n")).collect();
+            super::run_dir::write_atomically(&record, lines.as_bytes())?;
         }
         Ok(())
     }
