@@ -98,6 +98,18 @@ pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> 
         dataset: name.to_string(),
         message: format!("cannot read `{}`: {e}", spec.source_written),
     })?;
+    // A JSON array (what `json.dump` of a list writes) is not JSON Lines:
+    // one error, not one bad row per line.
+    let body = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&text);
+    if body.trim_ascii_start().starts_with(b"[") {
+        return Err(ExecError::Data {
+            dataset: name.to_string(),
+            message: format!(
+                "`{}` holds a JSON array; saferc reads JSON Lines, one object per line (convert it with `jq -c '.[]' FILE`, or in Python write each row with `json.dumps(row)` on its own line)",
+                spec.source_written
+            ),
+        });
+    }
     let images = Path::new(&spec.images);
     // A missing folder is one mistake, not one bad row per image.
     if !images.is_dir() {
@@ -852,6 +864,29 @@ mod tests {
         assert!(
             bad[0].starts_with("rows.jsonl:2: not valid UTF-8 (at byte 18"),
             "{bad:?}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A file holding a JSON array is one error that says it is not JSON
+    /// Lines, not one bad row per line.
+    #[test]
+    fn a_json_array_is_one_error() {
+        let dir = std::env::temp_dir().join(format!("saferc-data-array-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let file = dir.join("rows.jsonl");
+        std::fs::write(
+            &file,
+            "\u{feff}[\n  {\"question\": \"q\"},\n  {\"question\": \"r\"}\n]\n",
+        )
+        .unwrap();
+        let err = load_source("d", &source_spec(&file, &dir))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("`rows.jsonl` holds a JSON array; saferc reads JSON Lines"),
+            "{err}"
         );
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -141,6 +141,17 @@ impl JudgeCounts {
                 // is: the raw score on this range that maps to it.
                 Ok(lo + f * (hi - lo))
             }
+            // A plain number outside the range asked for says so.
+            (None, None)
+                if said
+                    .trim()
+                    .parse::<f64>()
+                    .is_ok_and(|v| v.is_finite() && !(lo..=hi).contains(&v)) =>
+            {
+                Err(format!(
+                "judge `{judge}` replied {said:?}, a number outside {lo}..{hi}, the range its question asked for; check the judge's prompt and `scale`, or declare `fallback = ...` on the judge to use a fixed score instead"
+            ))
+            }
             (None, None) => Err(format!(
                 "judge `{judge}` replied {said:?}, which holds no score (one number from {lo} to {hi} was asked for); declare `fallback = ...` on the judge to use a fixed score instead"
             )),
@@ -393,7 +404,9 @@ fn send_unredacted(
             Err((retryable, format!("HTTP {code}{detail}"), retry_after))
         }
         Err(ureq::Error::Transport(t)) => {
-            let why = t.to_string();
+            // ureq repeats its error's kind in the message ("Network
+            // Error: Network Error: ..."): said once.
+            let why = without_repeats(&t.to_string());
             // A certificate that is refused will be refused again.
             match certificate_hint(&why) {
                 Some(hint) => Err((false, format!("{why}; {hint}"), None)),
@@ -401,6 +414,18 @@ fn send_unredacted(
             }
         }
     }
+}
+
+/// `text` with each part (between `: `) that repeats the one before it
+/// left out.
+fn without_repeats(text: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split(": ") {
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
 }
 
 /// The API key in variable `var`. A key that a header cannot carry (a
@@ -761,11 +786,35 @@ mod tests {
     /// A fallback is the criterion's score on 0..1: on a question asked on
     /// 1..10 it is the raw score that maps to it.
     #[test]
+    fn a_transport_error_says_its_kind_once() {
+        assert_eq!(
+            super::without_repeats("Network Error: Network Error: timed out reading response"),
+            "Network Error: timed out reading response"
+        );
+        assert_eq!(super::without_repeats("a: b: a"), "a: b: a");
+    }
+
+    #[test]
     fn a_fallback_maps_onto_the_range_asked() {
         let counts = super::JudgeCounts::default();
         let raw = counts.score_of("j", "no idea", (1.0, 10.0), Some(0.25));
         assert_eq!(raw, Ok(1.0 + 0.25 * 9.0));
         assert_eq!(counts.score_of("j", "0.5", (0.0, 1.0), Some(0.25)), Ok(0.5));
+        // Without a fallback: a number out of range says so; an exponent
+        // or words hold no score.
+        let out = counts.score_of("j", "1.5", (0.0, 1.0), None);
+        assert!(
+            out.as_ref()
+                .is_err_and(|e| e.contains("a number outside 0..1")),
+            "{out:?}"
+        );
+        for reply in ["1e-1", "about 0.5"] {
+            let none = counts.score_of("j", reply, (0.0, 1.0), None);
+            assert!(
+                none.as_ref().is_err_and(|e| e.contains("holds no score")),
+                "{none:?}"
+            );
+        }
     }
 
     #[test]
