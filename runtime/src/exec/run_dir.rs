@@ -73,7 +73,7 @@ impl RunLock {
                         pid => format!(" (process {pid})"),
                     };
                     return Err(ExecError::Usage(format!(
-                        "`{}` is in use by another saferc run{holder}; let it finish or stop it (Ctrl+C saves a checkpoint) before resuming",
+                        "`{}` is in use by another saferc run{holder}; let it finish or stop it (Ctrl+C saves a checkpoint) first, or pick another `--out`",
                         dir.display()
                     )));
                 }
@@ -185,8 +185,19 @@ impl RunDir {
     /// files it did not make), or I/O errors.
     pub fn create(path: &Path, plan: &Plan, device: &str, source: &str) -> Result<Self, ExecError> {
         if path.join("manifest.json").exists() {
+            // A run still going there is refused as in use (its lock), not
+            // offered for resuming.
+            drop(RunLock::acquire(path)?);
+            let started = match path.join("checkpoints").is_dir() || path.join("models").is_dir() {
+                true => "",
+                // A run that stopped in its first phase (a dataset file
+                // missing, weights that do not load) has nothing to lose.
+                false => {
+                    " that stopped before its first checkpoint (remove the folder to start afresh)"
+                }
+            };
             return Err(ExecError::Usage(format!(
-                "`{}` already holds a run; continue it with `saferc run {source} --resume {}` or pick another `--out`",
+                "`{}` already holds a run{started}; continue it with `saferc run {source} --resume {}` or pick another `--out`",
                 path.display(),
                 path.display()
             )));
@@ -249,6 +260,8 @@ impl RunDir {
             let shown = path.display();
             ExecError::Usage(if !path.exists() {
                 format!("`{shown}` does not exist, so there is no run to resume; start one with `--out {shown}`")
+            } else if !path.is_dir() {
+                format!("`{shown}` is a file, not a run directory; `--resume` takes the folder an earlier run wrote (its `--out`)")
             } else if holds_other_files(path) {
                 format!("`{shown}` is not a run directory (no manifest.json) and holds other files; `--resume` takes the folder of an earlier run's `--out`, and a new run goes into an empty or new folder")
             } else {
@@ -563,6 +576,15 @@ mod tests {
         create("new/nested").unwrap();
         assert!(root.join("new/nested/manifest.json").exists());
         assert!(refusal("empty").contains("already holds a run"));
+        // It never reached a checkpoint: it may as well be removed.
+        assert!(refusal("empty").contains("stopped before its first checkpoint"));
+        // While a run holds the folder, a new one is refused as in use,
+        // not offered `--resume`.
+        let running = RunDir::resume(&root.join("empty"), &plan, false, "p.safer").unwrap();
+        assert!(refusal("empty").contains("in use by another saferc run"));
+        drop(running);
+        // `--resume` of a file says it is one.
+        assert!(resume_error("a-file").contains("is a file, not a run directory"));
         std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
         assert!(refusal("dangling").contains("is a symbolic link to"));
         // A run killed before its manifest was written left its lock and a
