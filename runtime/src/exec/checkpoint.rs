@@ -121,7 +121,7 @@ where
         .map_err(|e| {
             io(
                 &partial.join("model.bin"),
-                format!("cannot be written: {e}"),
+                format!("cannot be written: {}", recorder_reason(&e)),
             )
         })?;
     recorder
@@ -129,7 +129,7 @@ where
         .map_err(|e| {
             io(
                 &partial.join("optimizer.bin"),
-                format!("cannot be written: {e}"),
+                format!("cannot be written: {}", recorder_reason(&e)),
             )
         })?;
     let state_json = serde_json::to_vec_pretty(state).map_err(|e| io(&partial, e))?;
@@ -220,14 +220,20 @@ where
 {
     verify_checksums(dir)?;
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-    let module_record = recorder
-        .load(dir.join("model"), device)
-        .map_err(|e| io(&dir.join("model.bin"), format!("cannot be read: {e}")))?;
+    let module_record = recorder.load(dir.join("model"), device).map_err(|e| {
+        io(
+            &dir.join("model.bin"),
+            format!("cannot be read: {}", recorder_reason(&e)),
+        )
+    })?;
     // The weights with the ids the optimiser state refers to.
     let model = Model::<B>::load(dir, device)?.load_record(module_record);
-    let record = recorder
-        .load(dir.join("optimizer"), device)
-        .map_err(|e| io(&dir.join("optimizer.bin"), format!("cannot be read: {e}")))?;
+    let record = recorder.load(dir.join("optimizer"), device).map_err(|e| {
+        io(
+            &dir.join("optimizer.bin"),
+            format!("cannot be read: {}", recorder_reason(&e)),
+        )
+    })?;
     let optim = optim.load_record(record);
     let text = std::fs::read_to_string(dir.join("state.json"))
         .map_err(|e| io(&dir.join("state.json"), e))?;
@@ -246,6 +252,22 @@ where
         ));
     }
     Ok((model, optim, state))
+}
+
+/// What went wrong in a burn recorder's error, in words: burn shows its
+/// errors as their `Debug` form (`Unknown("Io { inner: Os { code: 28, kind:
+/// StorageFull, message: \"No space left on device\" }, ... }")`), from
+/// which the system's message is taken when there is one.
+fn recorder_reason(e: &burn::record::RecorderError) -> String {
+    use burn::record::RecorderError;
+    let inner = match e {
+        RecorderError::FileNotFound(s) => return format!("not found ({s})"),
+        RecorderError::DeserializeError(s) | RecorderError::Unknown(s) => s,
+    };
+    inner
+        .split_once("message: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or_else(|| inner.clone(), |(message, _)| message.to_string())
 }
 
 /// The files of a checkpoint that `checksums.json` covers.
@@ -430,7 +452,7 @@ mod tests {
     use burn::backend::Autodiff;
     use safer_ir::plan::AdamSpec;
 
-    use super::{save, start_or_resume};
+    use super::{recorder_reason, save, start_or_resume};
     use crate::adamw::AdamWSettings;
     use crate::model::tiny_vlm::{create, Preset};
     use crate::model::Model;
@@ -440,6 +462,19 @@ mod tests {
     /// multiplier, health statistics) must read back to the last bit, or a
     /// resumed run drifts from an uninterrupted one (serde_json's
     /// `float_roundtrip`; without it this value came back one ulp off).
+
+    /// A full disk reads as the system says it, not as burn's `Debug`.
+    #[test]
+    fn a_recorder_error_reads_as_the_system_s_message() {
+        use burn::record::RecorderError;
+        let full = RecorderError::Unknown(
+            "Io { inner: Os { code: 28, kind: StorageFull, message: \"No space left on device\" }, index: 995501 }".into(),
+        );
+        assert_eq!(recorder_reason(&full), "No space left on device");
+        let other = RecorderError::DeserializeError("unexpected end of input".into());
+        assert_eq!(recorder_reason(&other), "unexpected end of input");
+    }
+
     #[test]
     fn state_numbers_read_back_exactly() {
         for x in [
