@@ -458,11 +458,6 @@ mod tests {
     use crate::model::Model;
     use crate::CpuBackend;
 
-    /// A checkpoint's state is JSON: numbers in it (the cost constraint's
-    /// multiplier, health statistics) must read back to the last bit, or a
-    /// resumed run drifts from an uninterrupted one (serde_json's
-    /// `float_roundtrip`; without it this value came back one ulp off).
-
     /// A full disk reads as the system says it, not as burn's `Debug`.
     #[test]
     fn a_recorder_error_reads_as_the_system_s_message() {
@@ -475,6 +470,10 @@ mod tests {
         assert_eq!(recorder_reason(&other), "unexpected end of input");
     }
 
+    /// A checkpoint's state is JSON: numbers in it (the cost constraint's
+    /// multiplier, health statistics) must read back to the last bit, or a
+    /// resumed run drifts from an uninterrupted one (serde_json's
+    /// `float_roundtrip`; without it this value came back one ulp off).
     #[test]
     fn state_numbers_read_back_exactly() {
         for x in [
