@@ -255,6 +255,22 @@ fn weight_files_are_checked_by_their_headers() {
         err.contains("model.safetensors") && err.contains("truncated"),
         "{err}"
     );
+    // A header that is JSON but misses a tensor's `dtype` (same length,
+    // so the offsets still fit the file).
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).expect("text");
+    let damaged = header.replacen("\"dtype\"", "\"dtipe\"", 1);
+    assert_ne!(damaged, header);
+    let mut edited = bytes.clone();
+    edited[8..8 + header_len].copy_from_slice(damaged.as_bytes());
+    std::fs::write(&weights, &edited).expect("write");
+    let err = check_files(&dir)
+        .expect_err("a header without dtype")
+        .to_string();
+    assert!(
+        err.contains("its header does not describe its tensors") && err.contains("dtype"),
+        "{err}"
+    );
     std::fs::write(&weights, &bytes[..4]).expect("write");
     let err = check_files(&dir).expect_err("no header").to_string();
     assert!(err.contains("shorter than a safetensors header"), "{err}");
