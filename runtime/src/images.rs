@@ -184,6 +184,34 @@ pub fn load_patches(
     })
 }
 
+/// A 1×1 grey PNG whose header says `width` × `height` (its checksum made
+/// to match): what reads the size from the header sees a huge image, and
+/// nothing is there to decode. For tests of the pixel limit.
+#[cfg(test)]
+pub(crate) fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut png = Vec::new();
+    let encoder = image::codecs::png::PngEncoder::new(&mut png);
+    // A 1×1 image always encodes.
+    let _ = image::ImageEncoder::write_image(encoder, &[0u8], 1, 1, image::ExtendedColorType::L8);
+    // Signature (8), IHDR length (4), "IHDR" (4), width, height.
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    // PNG's CRC-32 (ISO-HDLC) of the chunk's type and data, bit by bit.
+    let mut crc = !0u32;
+    for &b in &png[12..29] {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    png[29..33].copy_from_slice(&(!crc).to_be_bytes());
+    png
+}
+
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
@@ -292,41 +320,14 @@ mod tests {
 
     #[test]
     fn an_image_over_the_pixel_limit_is_refused_before_it_is_decoded() {
-        // A 1×1 PNG whose header says 20000×20000 (its CRC made to match):
-        // the size is read from the header, nothing is decoded.
-        let mut png = Vec::new();
-        let encoder = image::codecs::png::PngEncoder::new(&mut png);
-        image::ImageEncoder::write_image(encoder, &[0u8], 1, 1, image::ExtendedColorType::L8)
-            .expect("encodes");
-        // Signature (8), IHDR length (4), "IHDR" (4), width, height.
-        png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
-        png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
-        let crc = crc32(&png[12..29]);
-        png[29..33].copy_from_slice(&crc.to_be_bytes());
         let dir = std::env::temp_dir().join(format!("saferc-bomb-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("bomb.png");
-        std::fs::write(&path, &png).expect("write");
+        std::fs::write(&path, png_claiming(20_000, 20_000)).expect("write");
         let err = load_rgb(&path).expect_err("refused").to_string();
         assert!(err.contains("20000×20000 pixels, over the limit"), "{err}");
         assert!(err.contains("bomb.png"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
-    }
-
-    /// PNG's CRC-32 (ISO-HDLC), bit by bit.
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
     }
 
     #[test]

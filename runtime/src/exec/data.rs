@@ -251,6 +251,17 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
                 .with_guessed_format()
                 .map_err(|e| bad(format!("image `{p}` cannot be read: {e}")))
         };
+        // The size from the header first: a small file can hold an image
+        // too large to decode in the memory there is.
+        let (width, height) = open()?
+            .into_dimensions()
+            .map_err(|e| bad(format!("image `{p}` cannot be decoded: {e}")))?;
+        if u64::from(width) * u64::from(height) > crate::images::MAX_PIXELS {
+            return Err(bad(format!(
+                "image `{p}` is {width}×{height} pixels, over the limit of {} (Pillow's `MAX_IMAGE_PIXELS`); shrink the file",
+                crate::images::MAX_PIXELS
+            )));
+        }
         open()?.decode().map_err(|e| match e {
             image::ImageError::Limits(_) => {
                 let size = open()
@@ -264,6 +275,11 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
             e => bad(format!("image `{p}` cannot be decoded: {e}")),
         })?;
         resolved.push(full);
+    }
+    if prompt.trim().is_empty() && resolved.is_empty() {
+        return Err(bad(
+            "the prompt is empty and the row has no image: the model would be asked nothing".into(),
+        ));
     }
     let id = map
         .get("id")
@@ -887,6 +903,37 @@ mod tests {
         assert!(
             err.contains("`rows.jsonl` holds a JSON array; saferc reads JSON Lines"),
             "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// An empty prompt without an image, and an image over the pixel limit
+    /// (read from its header, not decoded), are bad rows.
+    #[test]
+    fn an_empty_prompt_and_a_huge_image_are_bad_rows() {
+        let dir = std::env::temp_dir().join(format!("saferc-data-huge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        std::fs::write(
+            dir.join("huge.png"),
+            crate::images::png_claiming(20_000, 20_000),
+        )
+        .unwrap();
+        let file = dir.join("rows.jsonl");
+        std::fs::write(
+            &file,
+            "{\"question\": \"  \"}\n{\"question\": \"q\", \"image\": \"huge.png\"}\n{\"question\": \"fine\"}\n",
+        )
+        .unwrap();
+        let loaded = load_source("d", &source_spec(&file, &dir)).unwrap();
+        assert_eq!(loaded.rows.len(), 1);
+        let bad: Vec<String> = loaded.bad.iter().map(ToString::to_string).collect();
+        assert!(
+            bad[0].contains("rows.jsonl:1: the prompt is empty"),
+            "{bad:?}"
+        );
+        assert!(
+            bad[1].contains("rows.jsonl:2: image `huge.png` is 20000×20000 pixels, over the limit"),
+            "{bad:?}"
         );
         std::fs::remove_dir_all(&dir).ok();
     }
