@@ -584,6 +584,21 @@ fn a_relative_root_is_taken_from_the_current_folder() {
     }
     let inside = check(&dir.join("rt/a"), "p.safer", "../../rt");
     assert_eq!(inside.status.code(), Some(0), "{}", stderr(&inside));
+    // Standard input's imports resolve from the current folder, inside
+    // the root it names.
+    let mut stdin = Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(["check", "-", "--root", "../.."])
+        .current_dir(dir.join("rt/a"))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut input) = stdin.stdin.take() {
+        std::io::Write::write_all(&mut input, b"use \"../shared/lib.safer\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let piped = stdin.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(piped.status.code(), Some(0), "{}", stderr(&piped));
     let outside = check(&dir.join("rt/a"), "p.safer", ".");
     assert_eq!(outside.status.code(), Some(1), "{}", stderr(&outside));
     assert!(stderr(&outside).contains("E0202"), "{}", stderr(&outside));

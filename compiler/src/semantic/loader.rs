@@ -132,8 +132,15 @@ pub fn load_text(
         .root
         .clone()
         .or_else(|| base_dir.map(Path::to_path_buf));
+    // Imports resolve from the folder's canonical path, as a file's do, so
+    // that they compare with the (canonical) root: standard input's `.`, an
+    // editor's path through a symbolic link.
     let origin = match base_dir {
-        Some(d) => Origin::File(d.join(name)),
+        Some(d) => Origin::File(
+            std::fs::canonicalize(d)
+                .unwrap_or_else(|_| d.to_path_buf())
+                .join(name),
+        ),
         None => Origin::Text(name.to_string()),
     };
     load_entry(sources, id, origin, root, options)
