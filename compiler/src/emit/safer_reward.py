@@ -185,9 +185,28 @@ def equal(a, b):
     return same(a, b)
 
 
+def list_against_value_in(e, env):
+    """Raises where `e` compares a list with `==` or `!=` to a string,
+    number or boolean (`objects == "pills"` on a list field): as saferc's
+    filters do (`safer_ir::plan::expr::list_against_value`), a bad row."""
+    if isinstance(e, list):
+        for item in e:
+            list_against_value_in(item, env)
+        return
+    if not isinstance(e, dict):
+        return
+    if e.get("kind") == "binary" and e.get("op") in ("eq", "ne"):
+        try:
+            a, b = evaluate(e["lhs"], env), evaluate(e["rhs"], env)
+        except EvalError:
+            a = b = None
+        list_against_value(a, b, SYMBOLS[e["op"]], e["op"])
+    for value in e.values():
+        list_against_value_in(value, env)
+
+
 def list_against_value(a, b, sym, op):
-    """A list equals only a list, as in the runtime: `objects == "pills"`
-    on a list field is an error that says to use `in`."""
+    """The error for one comparison of a list with a value."""
     if isinstance(a, list) and not isinstance(b, list) and b is not None:
         the_list, other, side = a, b, "left"
     elif isinstance(b, list) and not isinstance(a, list) and a is not None:
@@ -406,9 +425,10 @@ def binary(op, lhs, rhs, env):
         )
     a, b = evaluate(lhs, env), evaluate(rhs, env)
     left, right = f"the left side of `{sym}`", f"the right side of `{sym}`"
-    if op in ("eq", "ne"):
-        list_against_value(a, b, sym, op)
-        return equal(a, b) if op == "eq" else not equal(a, b)
+    if op == "eq":
+        return equal(a, b)
+    if op == "ne":
+        return not equal(a, b)
     if op in ("lt", "le", "gt", "ge"):
         x, y = num(a, left), num(b, right)
         return {"lt": x < y, "le": x <= y, "gt": x > y, "ge": x >= y}[op]
@@ -1334,6 +1354,8 @@ def read_rows(name, dataset, training, image_check=None, skipped=None):
             bad(origin, unusable[0])
             continue
         try:
+            for flt in dataset["filters"]:
+                list_against_value_in(flt, row)
             if all(truth(evaluate(flt, row), "a filter") for flt in dataset["filters"]):
                 rows.append(row)
         except EvalError:

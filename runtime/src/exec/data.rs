@@ -378,6 +378,14 @@ pub fn filter(
         .par_iter()
         .map(|row| {
             for f in &spec.filters {
+                // `objects == "pills"` on a list field: false for every
+                // row, silently; a bad row that says to write `in`.
+                if let Some(why) = safer_ir::plan::expr::list_against_value(f, row) {
+                    return Err(ExecError::Data {
+                        dataset: name.to_string(),
+                        message: format!("filter on {}: {why}", row.origin),
+                    });
+                }
                 let v = eval(f, row).map_err(|e| ExecError::Data {
                     dataset: name.to_string(),
                     message: format!("filter on {}: {e}", row.origin),
@@ -903,6 +911,45 @@ mod tests {
         assert!(
             err.contains("`rows.jsonl` holds a JSON array; saferc reads JSON Lines"),
             "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A filter comparing a list field with `==` to a text makes each row
+    /// where the field is a list a bad row that says to write `in`; a row
+    /// where the field is text is filtered as before.
+    #[test]
+    fn a_filter_comparing_a_list_with_a_text_is_a_bad_row() {
+        use safer_ir::plan::expr::Binary;
+        use safer_ir::plan::Expr;
+        let dir = std::env::temp_dir().join(format!("saferc-data-list-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let file = dir.join("rows.jsonl");
+        std::fs::write(
+            &file,
+            "{\"question\": \"a\", \"objects\": [\"pills\"]}\n{\"question\": \"b\", \"objects\": \"pills\"}\n",
+        )
+        .unwrap();
+        let mut spec = source_spec(&file, &dir);
+        spec.filters = vec![Expr::Binary {
+            op: Binary::Eq,
+            lhs: Box::new(Expr::Var {
+                name: "objects".into(),
+            }),
+            rhs: Box::new(Expr::Const {
+                value: Val::Str("pills".into()),
+            }),
+        }];
+        let loaded = load_source("d", &spec).unwrap();
+        let (kept, bad) = filter("d", loaded.rows, &spec).unwrap();
+        assert_eq!(
+            kept.iter().map(|r| r.prompt.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].contains("rows.jsonl:1") && bad[0].contains("write `\"pills\" in ...`"),
+            "{bad:?}"
         );
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -379,29 +379,6 @@ fn binary(op: Binary, lhs: &Expr, rhs: &Expr, env: &dyn Env) -> Result<Val, Eval
     let (a, b) = (eval(lhs, env)?, eval(rhs, env)?);
     let left = || format!("the left side of `{sym}`");
     let right = || format!("the right side of `{sym}`");
-    // A list equals only a list: `objects == "pills"` on a list field
-    // would be false for every row, silently; `in` is what was meant.
-    if matches!(op, Binary::Eq | Binary::Ne) {
-        let (list, other, side) = match (&a, &b) {
-            (Val::List(_), o) => (&a, o, "left"),
-            (o, Val::List(_)) => (&b, o, "right"),
-            _ => (&a, &b, ""),
-        };
-        if !side.is_empty() && !matches!(other, Val::List(_) | Val::Null) {
-            let shown = match other {
-                Val::Str(s) => format!("{s:?}"),
-                Val::Num(n) => n.to_string(),
-                Val::Bool(b) => b.to_string(),
-                _ => "VALUE".into(),
-            };
-            let written = if op == Binary::Eq { "in" } else { "not in" };
-            return Err(EvalError::Type(format!(
-                "the {side} side of `{sym}` is {} and the other {}: a list equals only a list; to test whether it holds the value, write `{shown} {written} ...` with the list after `{written}`",
-                list.describe(),
-                other.describe()
-            )));
-        }
-    }
     Ok(match op {
         Binary::Eq => Val::Bool(equal(&a, &b)),
         Binary::Ne => Val::Bool(!equal(&a, &b)),
@@ -607,6 +584,57 @@ impl Expr {
     }
 }
 
+/// Where `e` compares a list with `==` or `!=` to a string, number or
+/// boolean on `env`'s values (`objects == "pills"` where a row's `objects`
+/// is a list), what to write instead. Such a comparison is false (`!=`:
+/// true) whatever the list holds, so a filter written so drops (or keeps)
+/// every row, silently; filters report it. Sides that cannot be evaluated
+/// are passed over (their own errors are the evaluation's).
+pub fn list_against_value(e: &Expr, env: &dyn Env) -> Option<String> {
+    let mut found = None;
+    e.for_each_node(&mut |node| {
+        if let (
+            None,
+            Expr::Binary {
+                op: op @ (Binary::Eq | Binary::Ne),
+                lhs,
+                rhs,
+            },
+        ) = (&found, node)
+        {
+            if let (Ok(a), Ok(b)) = (eval(lhs, env), eval(rhs, env)) {
+                found = list_against_value_message(*op, &a, &b);
+            }
+        }
+    });
+    found
+}
+
+/// [`list_against_value`]'s message for one comparison.
+fn list_against_value_message(op: Binary, a: &Val, b: &Val) -> Option<String> {
+    let (list, other, side) = match (a, b) {
+        (Val::List(_), o) => (a, o, "left"),
+        (o, Val::List(_)) => (b, o, "right"),
+        _ => return None,
+    };
+    if matches!(other, Val::List(_) | Val::Null) {
+        return None;
+    }
+    let shown = match other {
+        Val::Str(s) => format!("{s:?}"),
+        Val::Num(n) => n.to_string(),
+        Val::Bool(b) => b.to_string(),
+        _ => "VALUE".into(),
+    };
+    let written = if op == Binary::Eq { "in" } else { "not in" };
+    Some(format!(
+        "the {side} side of `{}` is {} and the other {}: a list equals only a list; to test whether it holds the value, write `{shown} {written} ...` with the list after `{written}`",
+        symbol(op),
+        list.describe(),
+        other.describe()
+    ))
+}
+
 /// An operator as written.
 pub fn symbol(op: Binary) -> &'static str {
     match op {
@@ -721,10 +749,12 @@ mod tests {
     }
 
     /// A list compared with `==` or `!=` to a string, number or boolean is
-    /// an error that says to use `in` (it was false for every row); a list
-    /// against a list, or against a missing field, compares as before.
+    /// found, with what to write (`in`); the comparison itself still
+    /// evaluates as before (false, `!=` true), so that a rubric whose row
+    /// fields are sometimes lists scores as it did. Lists against lists and
+    /// against a missing field are not reported.
     #[test]
-    fn a_list_equals_only_a_list() {
+    fn a_list_compared_with_a_value_is_found() {
         let tags = || {
             Box::new(Expr::Const {
                 value: Val::List(vec![Val::Str("pills".into())]),
@@ -735,22 +765,34 @@ mod tests {
                 value: Val::Str("pills".into()),
             })
         };
-        let compare = |op, lhs, rhs| eval(&Expr::Binary { op, lhs, rhs }, &row());
+        let binary = |op, lhs, rhs| Expr::Binary { op, lhs, rhs };
         for (op, written) in [(Binary::Eq, "in"), (Binary::Ne, "not in")] {
             for (lhs, rhs) in [(tags(), text()), (text(), tags())] {
-                let why = match compare(op, lhs, rhs) {
-                    Err(EvalError::Type(why)) => why,
-                    other => format!("not an error: {other:?}"),
-                };
+                let e = binary(op, lhs, rhs);
+                let why = list_against_value(&e, &row()).unwrap_or_default();
                 assert!(
                     why.contains(&format!("write `\"pills\" {written} ...`")),
                     "{why}"
                 );
+                assert_eq!(eval(&e, &row()), Ok(Val::Bool(op == Binary::Ne)));
             }
         }
-        assert_eq!(compare(Binary::Eq, tags(), tags()), Ok(Val::Bool(true)));
+        // Inside a larger condition too.
+        let nested = binary(
+            Binary::Or,
+            Box::new(binary(Binary::Eq, var("label"), text())),
+            Box::new(binary(Binary::Eq, tags(), text())),
+        );
+        assert!(list_against_value(&nested, &row()).is_some());
+        assert_eq!(
+            list_against_value(&binary(Binary::Eq, tags(), tags()), &row()),
+            None
+        );
         let missing = Box::new(Expr::Const { value: Val::Null });
-        assert_eq!(compare(Binary::Eq, tags(), missing), Ok(Val::Bool(false)));
+        assert_eq!(
+            list_against_value(&binary(Binary::Eq, tags(), missing), &row()),
+            None
+        );
     }
 
     /// `items[i]` from 0, negative from the end, null past either end or on
