@@ -126,9 +126,13 @@ impl JudgeCounts {
         said: &str,
         range: (f64, f64),
         fallback: Option<f64>,
+        authorization: Option<&str>,
     ) -> Result<f64, String> {
         let (lo, hi) = range;
-        match (parse_score(said, range), fallback) {
+        let score = parse_score(said, range);
+        // What messages quote of the reply, the key hidden.
+        let said = authorization.map_or_else(|| said.to_string(), |a| redacted(said, a));
+        match (score, fallback) {
             (Some(v), _) => Ok(v),
             (None, Some(f)) => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -344,14 +348,12 @@ fn send(
     body: Value,
 ) -> Result<String, Failure> {
     let answer = send_unredacted(agent, url, authorization, body);
-    // A server may echo the key back (`invalid api key: Bearer sk-...`),
-    // in an error or in a reply that messages quote: never shown.
-    match authorization {
-        None => answer,
-        Some(a) => match answer {
-            Ok(text) => Ok(redacted(&text, a)),
-            Err((retry, why, after)) => Err((retry, redacted(&why, a), after)),
-        },
+    // A server may echo the key back (`invalid api key: Bearer sk-...`):
+    // never shown. A reply is read as it came (a short key could be part
+    // of its numbers); what messages quote of it is hidden where quoted.
+    match (authorization, answer) {
+        (Some(a), Err((retry, why, after))) => Err((retry, redacted(&why, a), after)),
+        (_, answer) => answer,
     }
 }
 
@@ -651,7 +653,13 @@ impl Judge for HttpJudge {
                     };
                     break self
                         .counts
-                        .score_of(&self.name, &content, question.range, self.fallback)
+                        .score_of(
+                            &self.name,
+                            &content,
+                            question.range,
+                            self.fallback,
+                            self.authorization.as_deref(),
+                        )
                         .map_err(|e| EvalError::Call(format!("{e} (from {})", self.shown_url)));
                 }
                 Err((true, why, _)) if self.interrupt.load(Ordering::SeqCst) => {
@@ -783,8 +791,6 @@ mod tests {
         assert_eq!(error_detail("<html>oops</html>"), ": <html>oops</html>");
     }
 
-    /// A fallback is the criterion's score on 0..1: on a question asked on
-    /// 1..10 it is the raw score that maps to it.
     #[test]
     fn a_transport_error_says_its_kind_once() {
         assert_eq!(
@@ -794,22 +800,39 @@ mod tests {
         assert_eq!(super::without_repeats("a: b: a"), "a: b: a");
     }
 
+    /// A fallback is the criterion's score on 0..1: on a question asked on
+    /// 1..10 it is the raw score that maps to it.
     #[test]
     fn a_fallback_maps_onto_the_range_asked() {
         let counts = super::JudgeCounts::default();
-        let raw = counts.score_of("j", "no idea", (1.0, 10.0), Some(0.25));
+        let raw = counts.score_of("j", "no idea", (1.0, 10.0), Some(0.25), None);
         assert_eq!(raw, Ok(1.0 + 0.25 * 9.0));
-        assert_eq!(counts.score_of("j", "0.5", (0.0, 1.0), Some(0.25)), Ok(0.5));
+        assert_eq!(
+            counts.score_of("j", "0.5", (0.0, 1.0), Some(0.25), None),
+            Ok(0.5)
+        );
         // Without a fallback: a number out of range says so; an exponent
         // or words hold no score.
-        let out = counts.score_of("j", "1.5", (0.0, 1.0), None);
+        let out = counts.score_of("j", "1.5", (0.0, 1.0), None, None);
         assert!(
             out.as_ref()
                 .is_err_and(|e| e.contains("a number outside 0..1")),
             "{out:?}"
         );
+        // A reply is read as it came, even where a short key is part of it;
+        // what a message quotes of it has the key hidden.
+        let key = Some("Bearer 1234");
+        assert_eq!(
+            counts.score_of("j", "0.1234", (0.0, 1.0), None, key),
+            Ok(0.1234)
+        );
+        let quoted = counts.score_of("j", "key 1234 rejected", (0.0, 1.0), None, key);
+        assert!(
+            quoted.as_ref().is_err_and(|e| !e.contains("1234")),
+            "{quoted:?}"
+        );
         for reply in ["1e-1", "about 0.5"] {
-            let none = counts.score_of("j", reply, (0.0, 1.0), None);
+            let none = counts.score_of("j", reply, (0.0, 1.0), None, None);
             assert!(
                 none.as_ref().is_err_and(|e| e.contains("holds no score")),
                 "{none:?}"

@@ -77,7 +77,7 @@ impl<B: Backend> Judge for ModelJudge<B> {
         .map_err(|e| fail(e.to_string()))?;
         let said = reply.first().map(|c| c.text.clone()).unwrap_or_default();
         self.counts
-            .score_of(&self.name, &said, question.range, self.fallback)
+            .score_of(&self.name, &said, question.range, self.fallback, None)
             .map_err(EvalError::Call)
     }
 }
