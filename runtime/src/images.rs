@@ -15,9 +15,11 @@ use crate::model::{ImagePatches, ModelError, VisionConfig};
 
 pub mod qwen;
 
-/// The most pixels an image may have, as Pillow's `Image.MAX_IMAGE_PIXELS`
-/// (above it Pillow warns of a decompression bomb): 8,192 × 10,923 or so.
-pub const MAX_PIXELS: u64 = 89_478_485;
+/// The most pixels an image may have: twice Pillow's
+/// `Image.MAX_IMAGE_PIXELS`, above which Pillow refuses an image as a
+/// decompression bomb (`DecompressionBombError`; between one and two times
+/// it only warns). About 13,400 × 13,400.
+pub const MAX_PIXELS: u64 = 2 * 89_478_485;
 
 /// Decodes the image at `path` (PNG or JPEG) to RGB, refusing one over
 /// [`MAX_PIXELS`]; a transparent one is
@@ -51,7 +53,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
         return Err(ModelError::Image {
             path: path.to_path_buf(),
             reason: format!(
-                "is {width}×{height} pixels, over the limit of {MAX_PIXELS} (Pillow's `MAX_IMAGE_PIXELS`); a model sees it resized to a few hundred pixels a side, so shrink the file"
+                "is {width}×{height} pixels, over the limit of {MAX_PIXELS} (where Pillow refuses an image as a decompression bomb); a model sees it resized to a few hundred pixels a side, so shrink the file"
             ),
         });
     }

@@ -1343,6 +1343,9 @@ def read_rows(name, dataset, training, image_check=None, skipped=None):
         except (ValueError, EvalError, RecursionError) as e:
             bad(origin, str(e))
             continue
+        if trim(row.prompt) == "" and not row.images:
+            bad(origin, "the prompt is empty and the row has no image: the model would be asked nothing")
+            continue
         missing = [p for p in row.images if images is not None and not os.path.isfile(os.path.join(images, p))]
         if missing:
             bad(origin, f"image `{missing[0]}` cannot be opened")

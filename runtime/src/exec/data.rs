@@ -99,9 +99,17 @@ pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> 
         message: format!("cannot read `{}`: {e}", spec.source_written),
     })?;
     // A JSON array (what `json.dump` of a list writes) is not JSON Lines:
-    // one error, not one bad row per line.
+    // one error, not one bad row per line. An array on a first line of its
+    // own (a header row) is one bad row, as any line that is no object.
     let body = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&text);
-    if body.trim_ascii_start().starts_with(b"[") {
+    let first_line = body
+        .split(|b| *b == b'\n')
+        .find(|l| !l.trim_ascii().is_empty());
+    let opens_an_array = first_line.is_some_and(|l| l.trim_ascii_start().starts_with(b"["));
+    let array_across_lines =
+        opens_an_array && first_line.is_some_and(|l| serde_json::from_slice::<Value>(l).is_err());
+    let whole_array = || matches!(serde_json::from_slice::<Value>(body), Ok(Value::Array(_)));
+    if array_across_lines || (opens_an_array && whole_array()) {
         return Err(ExecError::Data {
             dataset: name.to_string(),
             message: format!(
@@ -111,20 +119,6 @@ pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> 
         });
     }
     let images = Path::new(&spec.images);
-    // A missing folder is one mistake, not one bad row per image.
-    if !images.is_dir() {
-        let what = match images.exists() {
-            true => "is not a folder",
-            false => "does not exist",
-        };
-        return Err(ExecError::Data {
-            dataset: name.to_string(),
-            message: format!(
-                "the images folder `{}` {what}; set the dataset's `images` to the folder its rows' image paths are relative to",
-                images.display()
-            ),
-        });
-    }
     // Lines as `str::lines` cuts them (a `\r` before the `\n` dropped), with
     // a UTF-8 byte-order mark at the start of the file skipped; a line that
     // is not UTF-8 is a bad row, not one read with replacement characters.
@@ -155,6 +149,25 @@ pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> 
             }),
         })
         .collect();
+    // A missing images folder is one mistake, not one bad row per image;
+    // a dataset whose rows name no image needs none.
+    let names_an_image = |r: &Result<Row, BadRow>| match r {
+        Ok(row) => !row.images.is_empty(),
+        Err(bad) => bad.reason.starts_with("image `"),
+    };
+    if !images.is_dir() && parsed.iter().any(names_an_image) {
+        let what = match images.exists() {
+            true => "is not a folder",
+            false => "does not exist",
+        };
+        return Err(ExecError::Data {
+            dataset: name.to_string(),
+            message: format!(
+                "the images folder `{}` {what}; set the dataset's `images` to the folder its rows' image paths are relative to",
+                images.display()
+            ),
+        });
+    }
     let mut loaded = Loaded {
         sha256: {
             use sha2::{Digest, Sha256};
@@ -258,7 +271,7 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
             .map_err(|e| bad(format!("image `{p}` cannot be decoded: {e}")))?;
         if u64::from(width) * u64::from(height) > crate::images::MAX_PIXELS {
             return Err(bad(format!(
-                "image `{p}` is {width}×{height} pixels, over the limit of {} (Pillow's `MAX_IMAGE_PIXELS`); shrink the file",
+                "image `{p}` is {width}×{height} pixels, over the limit of {} (where Pillow refuses an image as a decompression bomb); shrink the file",
                 crate::images::MAX_PIXELS
             )));
         }
@@ -912,6 +925,13 @@ mod tests {
             err.contains("`rows.jsonl` holds a JSON array; saferc reads JSON Lines"),
             "{err}"
         );
+        // The whole array on one line too.
+        std::fs::write(&file, "[{\"question\": \"q\"}, {\"question\": \"r\"}]\n").unwrap();
+        assert!(load_source("d", &source_spec(&file, &dir)).is_err());
+        // A header row that is an array is one bad row; the rows load.
+        std::fs::write(&file, "[\"question\", \"answer\"]\n{\"question\": \"q\"}\n").unwrap();
+        let loaded = load_source("d", &source_spec(&file, &dir)).unwrap();
+        assert_eq!((loaded.rows.len(), loaded.bad.len()), (1, 1));
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -993,6 +1013,10 @@ mod tests {
         std::fs::create_dir_all(&dir).ok();
         let file = dir.join("rows.jsonl");
         std::fs::write(&file, "{\"question\": \"q\", \"image\": \"a.png\"}\n").unwrap();
+        // Rows that name no image need no folder.
+        let text_only = dir.join("text.jsonl");
+        std::fs::write(&text_only, "{\"question\": \"q\"}\n").unwrap();
+        assert!(load_source("d", &source_spec(&text_only, &dir.join("imgs"))).is_ok());
         for (folder, what) in [
             (dir.join("imgs"), "does not exist"),
             (file.clone(), "is not a folder"),

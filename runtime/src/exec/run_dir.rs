@@ -43,7 +43,36 @@ struct RunLock {
     _file: File,
 }
 
+/// The refusal of a folder another run holds; `holder` its process id.
+fn in_use(dir: &Path, holder: &str) -> ExecError {
+    let holder = match holder {
+        "" => String::new(),
+        pid => format!(" (process {pid})"),
+    };
+    ExecError::Usage(format!(
+        "`{}` is in use by another saferc run{holder}; let it finish or stop it (Ctrl+C saves a checkpoint) first, or pick another `--out`",
+        dir.display()
+    ))
+}
+
 impl RunLock {
+    /// The "in use" refusal [`RunLock::acquire`] gives while another run
+    /// holds `dir`, found without creating or writing the lock file (a
+    /// finished run's folder may be read-only); anything else is no refusal.
+    fn refuse_if_held(dir: &Path) -> Result<(), ExecError> {
+        let path = dir.join("run.lock");
+        let Ok(file) = std::fs::File::open(&path) else {
+            return Ok(());
+        };
+        match file.try_lock_shared() {
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                Err(in_use(dir, holder.trim()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn acquire(dir: &Path) -> Result<Self, ExecError> {
         use std::io::{Seek, Write};
         use std::os::unix::fs::MetadataExt;
@@ -68,14 +97,7 @@ impl RunLock {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
                     let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    let holder = match holder.trim() {
-                        "" => String::new(),
-                        pid => format!(" (process {pid})"),
-                    };
-                    return Err(ExecError::Usage(format!(
-                        "`{}` is in use by another saferc run{holder}; let it finish or stop it (Ctrl+C saves a checkpoint) first, or pick another `--out`",
-                        dir.display()
-                    )));
+                    return Err(in_use(dir, holder.trim()));
                 }
                 // A filesystem without file locks (some network ones):
                 // the run goes on, unguarded, and says so.
@@ -187,13 +209,16 @@ impl RunDir {
         if path.join("manifest.json").exists() {
             // A run still going there is refused as in use (its lock), not
             // offered for resuming.
-            drop(RunLock::acquire(path)?);
-            let started = match path.join("checkpoints").is_dir() || path.join("models").is_dir() {
+            RunLock::refuse_if_held(path)?;
+            let worked = ["checkpoints", "models", "summary.json", "curation"]
+                .iter()
+                .any(|p| path.join(p).exists());
+            let started = match worked {
                 true => "",
                 // A run that stopped in its first phase (a dataset file
                 // missing, weights that do not load) has nothing to lose.
                 false => {
-                    " that stopped before its first checkpoint (remove the folder to start afresh)"
+                    " that stopped before it made anything (remove the folder to start afresh)"
                 }
             };
             return Err(ExecError::Usage(format!(
@@ -577,7 +602,7 @@ mod tests {
         assert!(root.join("new/nested/manifest.json").exists());
         assert!(refusal("empty").contains("already holds a run"));
         // It never reached a checkpoint: it may as well be removed.
-        assert!(refusal("empty").contains("stopped before its first checkpoint"));
+        assert!(refusal("empty").contains("stopped before it made anything"));
         // While a run holds the folder, a new one is refused as in use,
         // not offered `--resume`.
         let running = RunDir::resume(&root.join("empty"), &plan, false, "p.safer").unwrap();

@@ -724,6 +724,12 @@ impl<'a, B: Backend> Session<'a, B> {
                     .iter()
                     .map(|why| json!({ "dataset": name, "row": null, "reason": why })),
             );
+            // Written as each dataset is read, so that the file the
+            // warnings name is there when a later dataset stops the run.
+            if !bad_rows.is_empty() {
+                let lines: String = bad_rows.iter().map(|line| format!("{line}\n")).collect();
+                super::run_dir::write_atomically(&record, lines.as_bytes())?;
+            }
             if let Some(first) = unfiltered.first() {
                 crate::stderr_line!(
                     "warning: dataset `{name}`: {first}; {} row(s) the filter cannot be evaluated on are skipped as bad rows",
@@ -849,9 +855,12 @@ impl<'a, B: Backend> Session<'a, B> {
                 },
             );
         }
-        if !bad_rows.is_empty() {
-            let lines: String = bad_rows.iter().map(|line| format!("{line}\n")).collect();
-            super::run_dir::write_atomically(&record, lines.as_bytes())?;
+        // A resume whose data has no bad row left keeps no stale list.
+        if bad_rows.is_empty() && record.exists() {
+            std::fs::remove_file(&record).map_err(|e| ExecError::Io {
+                path: record.clone(),
+                message: e.to_string(),
+            })?;
         }
         Ok(())
     }
