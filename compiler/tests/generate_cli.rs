@@ -305,41 +305,48 @@ fn init_model_never_overwrites_model_files() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A model whose weights are NaN gives no finite logits: `generate` fails
-/// (exit 1) saying so, instead of printing token 0 with no log-probs.
+/// A model whose weights hold NaN is refused as it loads, naming the file
+/// and tensor; one whose finite weights overflow to NaN logits fails when
+/// it generates (exit 1 both), instead of printing token 0 with no
+/// log-probs.
 #[test]
 fn a_model_with_nan_weights_is_an_error_not_a_completion() {
-    let dir = temp_dir("generate-nan");
-    let from = fixture("qwen2-tied");
-    for entry in std::fs::read_dir(&from).unwrap_or_else(|e| panic!("{e}")) {
-        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
-        if path.is_file() {
-            std::fs::copy(&path, dir.join(path.file_name().unwrap_or_default()))
-                .unwrap_or_else(|e| panic!("{e}"));
+    for (tag, value, said) in [
+        ("nan", f32::NAN, "holds NaN (at index 0)"),
+        ("huge", f32::MAX, "gives no finite log-probs"),
+    ] {
+        let dir = temp_dir(&format!("generate-{tag}"));
+        let from = fixture("qwen2-tied");
+        for entry in std::fs::read_dir(&from).unwrap_or_else(|e| panic!("{e}")) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.join(path.file_name().unwrap_or_default()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
         }
+        // Every value after the header (all f32 in this fixture) becomes `value`.
+        let weights = dir.join("model.safetensors");
+        let mut bytes = std::fs::read(&weights).unwrap_or_else(|e| panic!("{e}"));
+        let header: [u8; 8] = bytes[..8].try_into().unwrap_or_else(|e| panic!("{e}"));
+        let start = 8 + u64::from_le_bytes(header) as usize;
+        for v in bytes[start..].chunks_exact_mut(4) {
+            v.copy_from_slice(&value.to_le_bytes());
+        }
+        std::fs::write(&weights, bytes).unwrap_or_else(|e| panic!("{e}"));
+        let d = dir.display().to_string();
+        let out = saferc(&[
+            "generate",
+            "--model",
+            &d,
+            "--prompt",
+            "Hi",
+            "--raw",
+            "--greedy",
+            "--max-tokens",
+            "3",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{tag}: {stderr}");
+        assert!(stderr.contains(said), "{tag}: {stderr}");
     }
-    // Every value after the header (all f32 in this fixture) becomes NaN.
-    let weights = dir.join("model.safetensors");
-    let mut bytes = std::fs::read(&weights).unwrap_or_else(|e| panic!("{e}"));
-    let header: [u8; 8] = bytes[..8].try_into().unwrap_or_else(|e| panic!("{e}"));
-    let start = 8 + u64::from_le_bytes(header) as usize;
-    for value in bytes[start..].chunks_exact_mut(4) {
-        value.copy_from_slice(&f32::NAN.to_le_bytes());
-    }
-    std::fs::write(&weights, bytes).unwrap_or_else(|e| panic!("{e}"));
-    let d = dir.display().to_string();
-    let out = saferc(&[
-        "generate",
-        "--model",
-        &d,
-        "--prompt",
-        "Hi",
-        "--raw",
-        "--greedy",
-        "--max-tokens",
-        "3",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("gives no finite log-probs"), "{stderr}");
 }
