@@ -210,9 +210,15 @@ fn check_fix_writes_the_fixes_and_reports_what_is_left() {
 
 /// `saferc ARGS` with `text` on its standard input.
 fn saferc_with_input(args: &[&str], text: &str) -> std::process::Output {
+    saferc_with_input_in(std::path::Path::new("."), args, text)
+}
+
+/// [`saferc_with_input`] run in folder `cwd`.
+fn saferc_with_input_in(cwd: &std::path::Path, args: &[&str], text: &str) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_saferc"))
         .args(args)
+        .current_dir(cwd)
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -586,18 +592,11 @@ fn a_relative_root_is_taken_from_the_current_folder() {
     assert_eq!(inside.status.code(), Some(0), "{}", stderr(&inside));
     // Standard input's imports resolve from the current folder, inside
     // the root it names.
-    let mut stdin = Command::new(env!("CARGO_BIN_EXE_saferc"))
-        .args(["check", "-", "--root", "../.."])
-        .current_dir(dir.join("rt/a"))
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    if let Some(mut input) = stdin.stdin.take() {
-        std::io::Write::write_all(&mut input, b"use \"../shared/lib.safer\"\n")
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let piped = stdin.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let piped = saferc_with_input_in(
+        &dir.join("rt/a"),
+        &["check", "-", "--root", "../.."],
+        "use \"../shared/lib.safer\"\n",
+    );
     assert_eq!(piped.status.code(), Some(0), "{}", stderr(&piped));
     let outside = check(&dir.join("rt/a"), "p.safer", ".");
     assert_eq!(outside.status.code(), Some(1), "{}", stderr(&outside));

@@ -21,6 +21,17 @@ pub mod qwen;
 /// it only warns). About 13,400 × 13,400.
 pub const MAX_PIXELS: u64 = 2 * 89_478_485;
 
+/// Why an image of `width` × `height` pixels is refused (over
+/// [`MAX_PIXELS`]), or `None`: its size is read from the header, before a
+/// decompression bomb is decoded.
+pub fn over_the_pixel_limit(width: u32, height: u32) -> Option<String> {
+    (u64::from(width) * u64::from(height) > MAX_PIXELS).then(|| {
+        format!(
+            "is {width}×{height} pixels, over the limit of {MAX_PIXELS} (where Pillow refuses an image as a decompression bomb)"
+        )
+    })
+}
+
 /// Decodes the image at `path` (PNG or JPEG) to RGB, refusing one over
 /// [`MAX_PIXELS`]; a transparent one is
 /// laid over white first, as transformers' processors (`do_convert_rgb`)
@@ -49,11 +60,11 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
             .map_err(|e| cannot_decode(e.into()))
     };
     let (width, height) = reader()?.into_dimensions().map_err(cannot_decode)?;
-    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+    if let Some(over) = over_the_pixel_limit(width, height) {
         return Err(ModelError::Image {
             path: path.to_path_buf(),
             reason: format!(
-                "is {width}×{height} pixels, over the limit of {MAX_PIXELS} (where Pillow refuses an image as a decompression bomb); a model sees it resized to a few hundred pixels a side, so shrink the file"
+                "{over}; a model sees it resized to a few hundred pixels a side, so shrink the file"
             ),
         });
     }

@@ -333,18 +333,8 @@ impl Document {
     /// The declarations of the module a `use ... as alias` of this document
     /// imports, if `alias` is one.
     fn aliased_decls(&self, alias: &str) -> Option<Vec<&Decl>> {
-        let path = self
-            .ast
-            .as_ref()?
-            .items
-            .iter()
-            .find_map(|i| match &i.kind {
-                ast::ItemKind::Use(u) if u.alias.as_ref().is_some_and(|a| a.name == alias) => {
-                    Some(u.path.value.clone())
-                }
-                _ => None,
-            })?;
-        self.imported_decls(&path)
+        let path = &self.alias_named(alias)?.path.value;
+        self.imported_decls(path)
     }
 
     /// The declarations of the module `use "path"` imports.

@@ -269,11 +269,8 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
         let (width, height) = open()?
             .into_dimensions()
             .map_err(|e| bad(format!("image `{p}` cannot be decoded: {e}")))?;
-        if u64::from(width) * u64::from(height) > crate::images::MAX_PIXELS {
-            return Err(bad(format!(
-                "image `{p}` is {width}×{height} pixels, over the limit of {} (where Pillow refuses an image as a decompression bomb); shrink the file",
-                crate::images::MAX_PIXELS
-            )));
+        if let Some(over) = crate::images::over_the_pixel_limit(width, height) {
+            return Err(bad(format!("image `{p}` {over}; shrink the file")));
         }
         open()?.decode().map_err(|e| match e {
             image::ImageError::Limits(_) => {
@@ -829,9 +826,7 @@ mod tests {
 
     #[test]
     fn bad_rows_name_their_line() {
-        let dir = std::env::temp_dir().join(format!("saferc-data-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok();
-        let file = dir.join("rows.jsonl");
+        let (dir, file) = rows_file("rows");
         // A whole image, and one cut after its header: its size reads, its pixels do not.
         image::RgbImage::new(4, 4).save(dir.join("ok.png")).unwrap();
         let whole = std::fs::read(dir.join("ok.png")).unwrap();
@@ -883,11 +878,17 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    #[test]
-    fn a_byte_order_mark_is_skipped_and_a_line_not_in_utf8_is_a_bad_row() {
-        let dir = std::env::temp_dir().join(format!("saferc-data-bom-{}", std::process::id()));
+    /// A fresh folder for test `tag` and the path of its `rows.jsonl`.
+    fn rows_file(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("saferc-data-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok();
         let file = dir.join("rows.jsonl");
+        (dir, file)
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_a_line_not_in_utf8_is_a_bad_row() {
+        let (dir, file) = rows_file("bom");
         let mut bytes = b"\xEF\xBB\xBF{\"question\": \"first\"}\r\n".to_vec();
         bytes
             .extend_from_slice(b"{\"question\": \"caf\xE9?\"}\n{\"question\": \"caf\xC3\xA9?\"}\n");
@@ -909,9 +910,7 @@ mod tests {
     /// Lines, not one bad row per line.
     #[test]
     fn a_json_array_is_one_error() {
-        let dir = std::env::temp_dir().join(format!("saferc-data-array-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok();
-        let file = dir.join("rows.jsonl");
+        let (dir, file) = rows_file("array");
         std::fs::write(
             &file,
             "\u{feff}[\n  {\"question\": \"q\"},\n  {\"question\": \"r\"}\n]\n",
@@ -942,9 +941,7 @@ mod tests {
     fn a_filter_comparing_a_list_with_a_text_is_a_bad_row() {
         use safer_ir::plan::expr::Binary;
         use safer_ir::plan::Expr;
-        let dir = std::env::temp_dir().join(format!("saferc-data-list-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok();
-        let file = dir.join("rows.jsonl");
+        let (dir, file) = rows_file("list");
         std::fs::write(
             &file,
             "{\"question\": \"a\", \"objects\": [\"pills\"]}\n{\"question\": \"b\", \"objects\": \"pills\"}\n",
@@ -978,14 +975,12 @@ mod tests {
     /// (read from its header, not decoded), are bad rows.
     #[test]
     fn an_empty_prompt_and_a_huge_image_are_bad_rows() {
-        let dir = std::env::temp_dir().join(format!("saferc-data-huge-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok();
+        let (dir, file) = rows_file("huge");
         std::fs::write(
             dir.join("huge.png"),
             crate::images::png_claiming(20_000, 20_000),
         )
         .unwrap();
-        let file = dir.join("rows.jsonl");
         std::fs::write(
             &file,
             "{\"question\": \"  \"}\n{\"question\": \"q\", \"image\": \"huge.png\"}\n{\"question\": \"fine\"}\n",
@@ -1009,9 +1004,7 @@ mod tests {
     /// folder, not one bad row per image.
     #[test]
     fn a_missing_images_folder_is_one_error() {
-        let dir = std::env::temp_dir().join(format!("saferc-data-noimg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok();
-        let file = dir.join("rows.jsonl");
+        let (dir, file) = rows_file("noimg");
         std::fs::write(&file, "{\"question\": \"q\", \"image\": \"a.png\"}\n").unwrap();
         // Rows that name no image need no folder.
         let text_only = dir.join("text.jsonl");

@@ -170,17 +170,16 @@ pub fn check_files(dir: &Path) -> Result<(), ModelError> {
         let mut header = vec![0u8; header_len as usize];
         file.read_exact(&mut header)
             .map_err(|e| corrupt(format!("cannot read its header: {e}")))?;
-        let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        let header: serde_json::Value = serde_json::from_slice(&header)
             .map_err(|e| corrupt(format!("its header is not valid JSON: {e}")))?;
         // Each tensor's dtype, shape and offsets, as loading reads them
         // (a header missing a `dtype` loaded no further than here).
-        serde_json::from_slice::<safetensors::tensor::Metadata>(&header)
+        let metadata: safetensors::tensor::Metadata = serde_json::from_value(header)
             .map_err(|e| corrupt(format!("its header does not describe its tensors: {e}")))?;
-        let header = parsed;
-        let data_end = header
-            .iter()
-            .filter(|(name, _)| *name != "__metadata__")
-            .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        let data_end = metadata
+            .tensors()
+            .values()
+            .map(|t| t.data_offsets.1 as u64)
             .max()
             .unwrap_or(0);
         if 8 + header_len + data_end > len {

@@ -56,7 +56,7 @@ impl Document {
     }
 
     /// The `use ... as word` item of this document.
-    fn alias_named(&self, word: &str) -> Option<&ast::Use> {
+    pub(super) fn alias_named(&self, word: &str) -> Option<&ast::Use> {
         self.ast.as_ref()?.items.iter().find_map(|i| match &i.kind {
             ast::ItemKind::Use(u) if u.alias.as_ref().is_some_and(|a| a.name == word) => Some(u),
             _ => None,
