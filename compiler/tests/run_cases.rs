@@ -745,6 +745,41 @@ fn a_run_with_its_standard_error_closed_finishes() {
     assert!(dir.join("models").is_dir());
 }
 
+/// A model whose weights do not fit its `config.json`, used only by an
+/// `eval` after two training stages, stops the run before it starts (its
+/// tensors' shapes are read from the weight files' headers), not after
+/// both stages trained; the error names the tensor, both shapes and the
+/// file, and no run directory is left.
+#[test]
+fn a_wrong_shape_in_a_model_used_last_stops_the_run_before_it_starts() {
+    let case = prepare("two_stages", "wrong-shape-used-last");
+    copy_dir(&case.join("model"), &case.join("other"));
+    let config_path = case.join("other/config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["text_config"]["intermediate_size"] = 100.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let pipeline = case.join("pipeline.safer");
+    let mut text = std::fs::read_to_string(&pipeline).unwrap();
+    text.push_str(
+        "\nmodel other {\n  arch    = tiny_vlm\n  weights = \"other\"\n}\n\neval late {\n  model  = other\n  data   = d.eval\n  rubric = r\n}\n",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let dir = case.join("run");
+    let out = run(&case, &dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tensor `model.layers.0.mlp.gate_proj.weight`")
+            && stderr.contains("has shape [")
+            && stderr.contains("config.json implies [100, ")
+            && stderr.contains("other/model.safetensors"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("step"), "{stderr}");
+    assert!(!dir.exists(), "no run directory is made");
+}
+
 /// A two-stage run (sft, then grpo) killed after both stages' last
 /// checkpoint but before they wrote their results, resumed: the stages run
 /// no step, and the summary still gives their final loss and reward (they

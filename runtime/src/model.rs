@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | `config.json` parsing | [`config`] |
 //! | safetensors reading and atomic writing | [`weights`] |
+//! | the tensors a configuration implies, checked before a run | [`expected`] |
 //! | linear / RMSNorm / embedding / SwiGLU | [`layers`] |
 //! | the CPU's products through gemm (decoding's few rows, training's many) | [`few_rows`] |
 //! | rotary positions (rotate-half form) | [`rope`] |
@@ -29,6 +30,7 @@ pub mod cpu_forward;
 pub mod cpu_train;
 pub mod decoder;
 pub mod error;
+pub mod expected;
 pub mod few_rows;
 pub mod image_processor;
 pub mod kv_cache;

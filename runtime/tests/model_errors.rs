@@ -279,6 +279,109 @@ fn weight_files_are_checked_by_their_headers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Each tensor's name and shape in the header of `dir/model.safetensors`, sorted.
+fn stored_tensors(dir: &Path) -> Vec<(String, Vec<usize>)> {
+    let bytes = std::fs::read(dir.join("model.safetensors")).expect("read");
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + header_len]).expect("header");
+    let mut stored: Vec<(String, Vec<usize>)> = header
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, info)| {
+            let shape = serde_json::from_value(info["shape"].clone()).expect("shape");
+            (name, shape)
+        })
+        .collect();
+    stored.sort();
+    stored
+}
+
+/// The tensors `saferc run` expects of a model before it starts (from its
+/// `config.json` alone) are exactly those transformers saved in each
+/// fixture, and those saferc saves: the list follows the loaders.
+#[test]
+fn the_tensors_a_config_implies_are_those_the_models_hold() {
+    use safer_runtime::model::expected::expected_tensors;
+    use safer_runtime::model::weights::check_tensors;
+    use safer_runtime::model::ModelConfig;
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let fresh = std::env::temp_dir().join(format!("saferc-fresh-tiny-vlm-{}", std::process::id()));
+    let config =
+        ModelConfig::read(&manifest.join("../examples/models/tiny-safety")).expect("config");
+    Model::<CpuBackend>::init(config, &Default::default())
+        .save(&fresh)
+        .expect("save");
+    let mut dirs: Vec<PathBuf> = ["qwen2-tied", "qwen2-untied-mqa", "qwen2-bf16", "qwen2_5_vl"]
+        .iter()
+        .map(|name| manifest.join("fixtures/models").join(name))
+        .collect();
+    dirs.extend([
+        manifest.join("../examples/models/tiny-safety"),
+        fresh.clone(),
+    ]);
+    for dir in &dirs {
+        let config = ModelConfig::read(dir).expect("config");
+        let mut expected: Vec<(String, Vec<usize>)> = expected_tensors(&config)
+            .into_iter()
+            .map(|t| (t.name, t.shape))
+            .collect();
+        expected.sort();
+        assert_eq!(expected, stored_tensors(dir), "{}", dir.display());
+        check_tensors(dir, &config).expect("a whole model passes");
+    }
+    let _ = std::fs::remove_dir_all(&fresh);
+}
+
+/// What loading a model would find, [`check_tensors`] finds from the
+/// headers: a tensor of the wrong shape, a missing one, one stored in a
+/// dtype saferc does not read, each named with its file.
+#[test]
+fn the_tensors_are_checked_by_their_headers_as_loading_checks_them() {
+    use safer_runtime::model::weights::check_tensors;
+    use safer_runtime::model::ModelConfig;
+    let checked = |dir: &Path| {
+        let config = ModelConfig::read(dir).expect("config");
+        check_tensors(dir, &config)
+            .expect_err("must fail")
+            .to_string()
+    };
+    let dir = copy("check-shape");
+    edit_config(&dir, |v| v["intermediate_size"] = 100.into());
+    let err = checked(&dir);
+    assert_eq!(err, load_error(&dir));
+    assert!(
+        err.contains("model.layers.0.mlp.gate_proj.weight") && err.contains("[100, 48]"),
+        "{err}"
+    );
+
+    let dir = copy("check-untied");
+    edit_config(&dir, |v| v["tie_word_embeddings"] = true.into());
+    let config = ModelConfig::read(&dir).expect("config");
+    check_tensors(&dir, &config).expect("an unused lm_head is no error");
+    edit_config(&dir, |v| v["num_hidden_layers"] = 4.into());
+    let err = checked(&dir);
+    assert_eq!(err, load_error(&dir));
+    assert!(
+        err.contains("tensor `model.layers.3.self_attn.q_proj.weight` is missing"),
+        "{err}"
+    );
+
+    // `I32` is as long as `F32`: the offsets still fit the file.
+    let dir = copy("check-dtype");
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).expect("read");
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).expect("text");
+    let edited_header = header.replace("\"F32\"", "\"I32\"");
+    let mut edited = bytes.clone();
+    edited[8..8 + header_len].copy_from_slice(edited_header.as_bytes());
+    std::fs::write(&path, &edited).expect("write");
+    let err = checked(&dir);
+    assert_eq!(err, load_error(&dir));
+    assert!(err.contains("is stored as I32"), "{err}");
+}
+
 /// A copy of the Qwen2.5-VL fixture (config, weights, processor settings).
 fn copy_qwen2_5_vl(tag: &str) -> PathBuf {
     let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2_5_vl");

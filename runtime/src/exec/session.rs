@@ -125,7 +125,8 @@ impl<'a, B: Backend> Session<'a, B> {
         // run directory is made, so that a declaration that cannot run (an
         // unsupported `arch`, a missing or unloadable `config.json`, no
         // `tokenizer.json` or one that does not load, a weight file missing
-        // or cut short, an unset API-key variable, a bad `ca_file`; a
+        // or cut short, a tensor missing or of the wrong shape, an unset
+        // API-key variable, a bad `ca_file`; a
         // mismatched `arch` is the compiler's E0318)
         // leaves no run behind. A resumed run was checked when it started:
         // its finished stages may no longer need their models' folders.
@@ -302,10 +303,13 @@ impl<'a, B: Backend> Session<'a, B> {
             }));
         }
         // The tokenizer and its chat template load, and the weight files are
-        // all there and whole (their headers read, not their tensors).
+        // all there and whole and hold every tensor in the shape
+        // `config.json` implies (their headers read, not their tensors): a
+        // model only a later stage loads would otherwise fail after the
+        // earlier stages trained.
         let tokenizer = crate::text::TextTokenizer::load(&dirs.tokenizer)?;
         check_tokenizer_against_config(&tokenizer, &config, &dirs.weights)?;
-        crate::model::weights::check_files(&dirs.weights)?;
+        crate::model::weights::check_tensors(&dirs.weights, &config)?;
         // A base model has none and takes the raw text; an instruct model
         // copied without its template would be prompted in a format it was
         // never trained on, silently.

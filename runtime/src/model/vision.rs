@@ -58,7 +58,7 @@ impl VisionConfig {
     }
 
     /// The block sizes, in the decoder's terms (no vocabulary).
-    fn block_config(&self) -> TextConfig {
+    pub(crate) fn block_config(&self) -> TextConfig {
         TextConfig {
             vocab_size: 1,
             hidden_size: self.hidden_size,

@@ -17,7 +17,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorView};
 
+use super::config::ModelConfig;
 use super::error::{io_error, ModelError};
+use super::expected::expected_tensors;
 
 /// One weight file held in memory with its parsed header.
 struct WeightFile {
@@ -142,7 +144,6 @@ impl WeightReader {
     }
 }
 
-/// The safetensors files of a model directory, in a stable order.
 /// Checks, without reading the tensors, that every weight file of `dir` is
 /// there, has a safetensors header that parses, and is as long as its
 /// header says: what a run checks before it starts.
@@ -150,7 +151,58 @@ impl WeightReader {
 /// # Errors
 /// A missing, truncated or unreadable weight file, named.
 pub fn check_files(dir: &Path) -> Result<(), ModelError> {
+    read_headers(dir).map(|_| ())
+}
+
+/// Checks, from the weight files' headers alone, that `dir` holds every
+/// tensor a model of `config` loads, in the shape `config.json` implies and
+/// in a dtype saferc reads ([`check_files`] first): what `saferc run` checks
+/// of each model before it makes a run directory.
+///
+/// # Errors
+/// The first missing tensor, wrong shape or unreadable dtype, named with its
+/// file; or what [`check_files`] finds.
+pub fn check_tensors(dir: &Path, config: &ModelConfig) -> Result<(), ModelError> {
+    let headers = read_headers(dir)?;
+    // Tensor name → its file and header entry (of the last file that names
+    // it, as loading takes it).
+    let mut stored = HashMap::new();
+    for (path, metadata) in &headers {
+        for (name, info) in metadata.tensors() {
+            stored.insert(name, (path, info));
+        }
+    }
+    for tensor in expected_tensors(config) {
+        let Some(&(path, info)) = stored.get(&tensor.name) else {
+            return Err(ModelError::MissingTensor {
+                dir: dir.to_path_buf(),
+                name: tensor.name,
+            });
+        };
+        if info.shape != tensor.shape {
+            return Err(ModelError::WrongShape {
+                path: path.to_path_buf(),
+                name: tensor.name,
+                expected: tensor.shape,
+                found: info.shape.clone(),
+            });
+        }
+        if !readable(info.dtype) {
+            return Err(ModelError::UnsupportedDtype {
+                path: path.to_path_buf(),
+                name: tensor.name,
+                dtype: format!("{:?}", info.dtype),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Each weight file of `dir` with its parsed header, checked to be as long
+/// as the header says.
+fn read_headers(dir: &Path) -> Result<Vec<(PathBuf, Metadata)>, ModelError> {
     use std::io::Read;
+    let mut headers = Vec::new();
     for path in weight_files(dir)? {
         let corrupt = |reason: String| ModelError::Corrupt {
             path: path.clone(),
@@ -174,7 +226,7 @@ pub fn check_files(dir: &Path) -> Result<(), ModelError> {
             .map_err(|e| corrupt(format!("its header is not valid JSON: {e}")))?;
         // Each tensor's dtype, shape and offsets, as loading reads them
         // (a header missing a `dtype` loaded no further than here).
-        let metadata: safetensors::tensor::Metadata = serde_json::from_value(header)
+        let metadata: Metadata = serde_json::from_value(header)
             .map_err(|e| corrupt(format!("its header does not describe its tensors: {e}")))?;
         let data_end = metadata
             .tensors()
@@ -188,10 +240,12 @@ pub fn check_files(dir: &Path) -> Result<(), ModelError> {
                 8 + header_len + data_end
             )));
         }
+        headers.push((path, metadata));
     }
-    Ok(())
+    Ok(headers)
 }
 
+/// The safetensors files of a model directory, in a stable order.
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.is_file() {
@@ -245,6 +299,11 @@ fn first_non_finite(values: &[f32]) -> Option<usize> {
 }
 
 /// Little-endian bytes of `dtype` to f32 values; `None` for dtypes that are not floats.
+/// Whether [`decode`] reads tensors stored as `dtype`.
+fn readable(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
+}
+
 fn decode(raw: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     let values = match dtype {
         Dtype::F32 => raw
