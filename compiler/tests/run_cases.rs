@@ -780,6 +780,28 @@ fn a_wrong_shape_in_a_model_used_last_stops_the_run_before_it_starts() {
     assert!(!dir.exists(), "no run directory is made");
 }
 
+/// A model folder without a chat template runs on the rows' raw text: a
+/// warning says so before the run, and the manifest keeps it with the run.
+#[test]
+fn a_model_without_a_chat_template_is_warned_about_in_the_manifest_too() {
+    let case = prepare("two_stages", "no-chat-template");
+    std::fs::remove_file(case.join("model/chat_template.jinja")).unwrap();
+    let dir = case.join("run");
+    let out = run(&case, &dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let says = "model `policy` has no chat template in `";
+    assert!(stderr.contains(&format!("warning: {says}")), "{stderr}");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let warnings = manifest["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].as_str().unwrap().starts_with(says),
+        "{warnings:?}"
+    );
+}
+
 /// A two-stage run (sft, then grpo) killed after both stages' last
 /// checkpoint but before they wrote their results, resumed: the stages run
 /// no step, and the summary still gives their final loss and reward (they

@@ -199,13 +199,19 @@ fn holds_other_files(path: &Path) -> bool {
 
 impl RunDir {
     /// Creates `path` for a new run (it must be empty or absent) and writes
-    /// the manifest.
+    /// the manifest, with the `warnings` the checks before the run gave.
     ///
     /// # Errors
     /// A run already there (continue it with `--resume`), a file or a
     /// folder holding other files at `path` (a run never writes among
     /// files it did not make), or I/O errors.
-    pub fn create(path: &Path, plan: &Plan, device: &str, source: &str) -> Result<Self, ExecError> {
+    pub fn create(
+        path: &Path,
+        plan: &Plan,
+        device: &str,
+        source: &str,
+        warnings: &[String],
+    ) -> Result<Self, ExecError> {
         if path.join("manifest.json").exists() {
             // A run still going there is refused as in use (its lock), not
             // offered for resuming.
@@ -264,6 +270,7 @@ impl RunDir {
             "threads": rayon::current_num_threads(),
             "data": data_hashes(plan),
             "plan": shown_plan(plan),
+            "warnings": warnings,
         });
         write_atomically(
             &path.join("manifest.json"),
@@ -570,7 +577,8 @@ mod tests {
         std::fs::write(root.join("occupied/notes.txt"), "mine").unwrap();
         std::fs::write(root.join("a-file"), "mine").unwrap();
         let plan = safer_ir::plan::Plan::default();
-        let create = |name: &str| RunDir::create(&root.join(name), &plan, "cpu", "").map(|_| ());
+        let create =
+            |name: &str| RunDir::create(&root.join(name), &plan, "cpu", "", &[]).map(|_| ());
         let refusal = |name: &str| match create(name) {
             Err(e) => e.to_string(),
             Ok(()) => panic!("a run was made in `{name}`"),

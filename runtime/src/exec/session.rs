@@ -130,10 +130,16 @@ impl<'a, B: Backend> Session<'a, B> {
         // mismatched `arch` is the compiler's E0318)
         // leaves no run behind. A resumed run was checked when it started:
         // its finished stages may no longer need their models' folders.
+        // What the checks warn about is printed now and kept in the
+        // manifest, where it stays with the run's results.
+        let mut warnings = Vec::new();
         if !options.resume {
             for name in plan.models.keys() {
-                Self::check_model(plan, name)?;
+                warnings.extend(Self::check_model(plan, name)?);
             }
+        }
+        for warning in &warnings {
+            crate::stderr_line!("warning: {warning}");
         }
         for (name, spec) in &plan.models {
             if spec.dtype != "f32" {
@@ -160,7 +166,7 @@ impl<'a, B: Backend> Session<'a, B> {
         let run = if options.resume {
             RunDir::resume(&options.out, plan, options.force, &options.source)?
         } else {
-            RunDir::create(&options.out, plan, device_name, &options.source)?
+            RunDir::create(&options.out, plan, device_name, &options.source, &warnings)?
         };
         crate::stderr_line!("run directory: {}", options.out.display());
         // Local judge models load after the run directory's own checks (a
@@ -267,8 +273,8 @@ impl<'a, B: Backend> Session<'a, B> {
 
     /// Model `name`'s declared folder: an architecture `saferc run` runs,
     /// a readable `config.json` and a `tokenizer.json`. The weights themselves are read when the model is
-    /// loaded.
-    fn check_model(plan: &Plan, name: &str) -> Result<(), ExecError> {
+    /// loaded. Returns what it warns about (a missing chat template).
+    fn check_model(plan: &Plan, name: &str) -> Result<Vec<String>, ExecError> {
         let dirs = Self::original_dirs(plan, name)?;
         // `config.json` must hold a model saferc runs; that it holds the
         // declared `arch` is the compiler's check (E0318).
@@ -313,13 +319,14 @@ impl<'a, B: Backend> Session<'a, B> {
         // A base model has none and takes the raw text; an instruct model
         // copied without its template would be prompted in a format it was
         // never trained on, silently.
+        let mut warnings = Vec::new();
         if !tokenizer.has_chat_template() {
-            crate::stderr_line!(
-                "warning: model `{name}` has no chat template in `{}` (`chat_template.jinja`, `chat_template.json` or `chat_template` in `tokenizer_config.json`): its prompts are the rows' raw text; copy the template with the model if it is an instruct model",
+            warnings.push(format!(
+                "model `{name}` has no chat template in `{}` (`chat_template.jinja`, `chat_template.json` or `chat_template` in `tokenizer_config.json`): its prompts are the rows' raw text; copy the template with the model if it is an instruct model",
                 dirs.tokenizer.display()
-            );
+            ));
         }
-        Ok(())
+        Ok(warnings)
     }
 
     /// The directories model `name` is declared with.
