@@ -69,7 +69,7 @@ pub fn scan(source: SourceId, text: &str) -> Result<Scanned, Box<Diagnostic>> {
         }
         match b {
             b'#' => {
-                let end = memchr_newline(bytes, i);
+                let end = line_end(bytes, i);
                 let raw = &text[i..end];
                 let body = raw.trim_end();
                 let doc = body.starts_with("##") && !body.starts_with("###");
@@ -238,10 +238,12 @@ fn what_bracket(open: u8) -> &'static str {
     }
 }
 
-fn memchr_newline(bytes: &[u8], from: usize) -> usize {
+/// Where the line holding `from` ends: its `\n`, or its `\r` (of a
+/// `\r\n`, or a lone one, which ends a line too).
+fn line_end(bytes: &[u8], from: usize) -> usize {
     bytes[from..]
         .iter()
-        .position(|&b| b == b'\n')
+        .position(|&b| b == b'\n' || b == b'\r')
         .map_or(bytes.len(), |p| from + p)
 }
 
@@ -263,7 +265,7 @@ fn scan_plain_string(source: SourceId, text: &str, start: usize) -> Result<usize
     while i < bytes.len() {
         match bytes[i] {
             b'"' => return Ok(i + 1),
-            b'\n' => break,
+            b'\n' | b'\r' => break,
             b'\\' => {
                 let len = escape_len(text, i).map_err(|bad_end| {
                     let shown = text.get(i..bad_end).unwrap_or("\\");
@@ -284,10 +286,10 @@ fn scan_plain_string(source: SourceId, text: &str, start: usize) -> Result<usize
             _ => i += 1,
         }
     }
-    let line_end = memchr_newline(bytes, start);
+    let end = line_end(bytes, start);
     Err(Box::new(
         Diagnostic::error(Code::E0102, "unterminated string")
-            .with_primary(span(start, line_end), "this string is never closed")
+            .with_primary(span(start, end), "this string is never closed")
             .with_help("close it with `\"` on the same line; use `\"\"\"...\"\"\"` for text over several lines"),
     ))
 }
@@ -320,7 +322,7 @@ fn escape_len(text: &str, at: usize) -> Result<usize, usize> {
                 Err(at + 2 + close + 1)
             }
         }
-        Some('\n') | None => Err(at + 1),
+        Some('\n' | '\r') | None => Err(at + 1),
         Some(c) => Err(at + 1 + c.len_utf8()),
     }
 }
@@ -425,4 +427,29 @@ fn invisible(c: char) -> bool {
                 | '\u{e0001}'
                 | '\u{e0020}'..='\u{e007f}'
         )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// A lone `\r` ends a line, as editors and diagnostics count lines: a
+    /// comment stops there (the code after it is not commented out), and
+    /// an unterminated string's span stops before a `\r\n`'s `\r`.
+    #[test]
+    fn a_carriage_return_ends_comments_and_strings() {
+        let text = "# a comment\rmodel m {\r  arch = tiny_vlm # why\r}\r";
+        let scanned = scan(SourceId(0), text).expect("scans");
+        let comments: Vec<&str> = scanned.comments.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(comments, ["# a comment", "# why"]);
+        let module = crate::syntax::parse(SourceId(0), text).expect("parses");
+        assert_eq!(module.items.len(), 1);
+
+        let text = "prompt p = \"abc\r\nmodel m {}\r\n";
+        let err = scan(SourceId(0), text).expect_err("unterminated");
+        let span = err.primary_span().expect("span");
+        assert_eq!((span.start, span.end), (11, 15));
+        assert!(crate::syntax::parse(SourceId(0), "prompt p = \"a\rb\"\n").is_err());
+    }
 }
