@@ -318,12 +318,17 @@ impl<'a> Analyzer<'a> {
             return;
         };
         if micro > completions || completions % micro != 0.0 {
-            let fix_micro = (1..=micro as u64)
-                .rev()
-                .find(|d| (completions as u64).is_multiple_of(*d))
-                .unwrap_or(1);
-            let fix_group = ((group as u64 + 1)..=(group as u64 * 4))
-                .find(|g| (prompts as u64 * g).is_multiple_of(micro as u64));
+            let fix_micro = largest_divisor_at_most(completions as u64, micro as u64);
+            // A few thousand group sizes at most: the search is bounded
+            // whatever the numbers written.
+            let g0 = group as u64;
+            let fix_group = (g0.saturating_add(1)
+                ..=g0.saturating_mul(4).min(g0.saturating_add(4096)))
+                .find(|g| {
+                    (prompts as u64)
+                        .checked_mul(*g)
+                        .is_some_and(|c| c.is_multiple_of(micro as u64))
+                });
             let mut help = format!("use micro-batch {fix_micro}");
             if let Some(g) = fix_group {
                 help = format!("use group {g} or micro-batch {fix_micro}");
@@ -337,7 +342,7 @@ impl<'a> Analyzer<'a> {
                 Diagnostic::error(
                     Code::E0305,
                     format!(
-                        "{} prompts x group {} = {} completions, not divisible by micro-batch {}: {help}",
+                        "{} prompts x group {} = {} completions, not divisible by micro-batch {}",
                         num(prompts),
                         num(group),
                         num(completions),
@@ -347,6 +352,7 @@ impl<'a> Analyzer<'a> {
                 .with_primary(self.setting_span(i, &["grpo", "micro_batch"]), format!("micro-batch {} {why} {} completions", num(micro), num(completions)))
                 .with_secondary(self.setting_span(i, &["grpo", "batch"]), format!("{} prompts", num(prompts)))
                 .with_secondary(self.setting_span(rollout.0, &["group"]), format!("group {}", num(group)))
+                .with_help(help)
                 .with_note("completions per step = prompts per step x group; every micro-batch must be full"),
             );
         }
@@ -1294,4 +1300,37 @@ impl Boxes {
     fn empty(&self) -> Option<(&'static str, f64, f64)> {
         self.vars.iter().find(|(_, lo, hi)| lo > hi).copied()
     }
+}
+
+/// The largest divisor of `n` that is at most `limit`: a count down from a
+/// small `limit`, else trial division up to `√n`, so that a typo such as
+/// `micro_batch = 10000000000` is answered at once (a count down from any
+/// `limit` took minutes). 1 when both would be long (`limit` over 2²⁰ and
+/// `n` over 2⁴⁰).
+fn largest_divisor_at_most(n: u64, limit: u64) -> u64 {
+    if limit >= n {
+        return n.max(1);
+    }
+    if limit <= 1 << 20 {
+        return (1..=limit)
+            .rev()
+            .find(|d| n.is_multiple_of(*d))
+            .unwrap_or(1);
+    }
+    if n > 1 << 40 {
+        return 1;
+    }
+    let mut best = 1;
+    let mut i = 1;
+    while i * i <= n {
+        if n.is_multiple_of(i) {
+            for d in [i, n / i] {
+                if d <= limit {
+                    best = best.max(d);
+                }
+            }
+        }
+        i += 1;
+    }
+    best
 }

@@ -485,8 +485,21 @@ impl<'a> Analyzer<'a> {
             Value::Quantity { value, .. } => *value,
             _ => return,
         };
-        let ok = (if lo_in { n >= lo } else { n > lo }) && (if hi_in { n <= hi } else { n < hi });
+        let low_ok = if lo_in { n >= lo } else { n > lo };
+        let ok = low_ok && (if hi_in { n <= hi } else { n < hi });
         if !ok {
+            // The bound it crossed: the value to write when it is allowed.
+            let (bound, allowed, side) = match low_ok {
+                false => (lo, lo_in, "above"),
+                true => (hi, hi_in, "below"),
+            };
+            let help = match allowed {
+                true => format!(
+                    "the nearest value allowed is {}",
+                    schema::format_number(bound)
+                ),
+                false => format!("use a value {side} {}", schema::format_number(bound)),
+            };
             self.diags.push(
                 Diagnostic::error(
                     Code::E0301,
@@ -498,6 +511,7 @@ impl<'a> Analyzer<'a> {
                     ),
                 )
                 .with_primary(span, "out of range")
+                .with_help(help)
                 .with_note(format!("`{path}.{}`: {}", k.name, k.doc)),
             );
         }
