@@ -10,9 +10,11 @@
 //!    checked and converted by [`values`], expressions typed and folded by
 //!    [`exprs`];
 //! 4. [`checks`]: the cross-field rules (batch arithmetic, clipping, KL,
-//!    splits, curation boxes, context lengths, ...);
+//!    splits, curation boxes, context lengths, ...); [`ambiguity`]: plain
+//!    names two imports declare differently;
 //! 5. [`hash`]: content hashes of modules, rubrics and the program.
 
+pub mod ambiguity;
 pub mod checks;
 pub mod collect;
 pub mod display;
@@ -53,6 +55,9 @@ pub(crate) struct Analyzer<'a> {
     pub decls: Vec<Decl>,
     pub info: Vec<DeclInfo<'a>>,
     pub diags: Vec<Diagnostic>,
+    /// Plain names resolved through an import without an alias: module,
+    /// name, where (checked for ambiguity once the declarations are known).
+    pub glob_uses: Vec<(usize, String, crate::span::Span)>,
 }
 
 /// The result of analysis: the program (when the modules loaded) and every
@@ -128,10 +133,12 @@ pub fn analyze(loaded: &Loaded) -> (Program, Vec<Diagnostic>) {
         decls: Vec::new(),
         info: Vec::new(),
         diags: Vec::new(),
+        glob_uses: Vec::new(),
     };
     a.collect();
     a.check_all_settings();
     a.cross_checks();
+    a.check_ambiguous_uses();
     let program = a.finish_program();
     (program, a.diags)
 }

@@ -99,6 +99,8 @@ codes! {
     E0211 = 211, "missing setting";
     /// A field that the referenced thing does not have (a split, a criterion).
     E0212 = 212, "unknown field";
+    /// A plain name that two modules imported without an alias declare differently.
+    E0213 = 213, "ambiguous imported name";
     /// `safer.toml` is not valid TOML.
     E0220 = 220, "invalid manifest";
     /// A key that `safer.toml` does not have.

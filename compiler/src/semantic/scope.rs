@@ -84,6 +84,24 @@ impl Scopes {
             .map(|r| Found::Decl(*r))
     }
 
+    /// The declarations of `name` in the modules `module` imports without
+    /// an alias, in import order (empty when `module` declares it itself).
+    pub fn glob_declarations(&self, module: usize, name: &str) -> Vec<DeclRef> {
+        let Some(scope) = self.modules.get(module) else {
+            return Vec::new();
+        };
+        if scope.local.contains_key(name) {
+            return Vec::new();
+        }
+        let mut found: Vec<DeclRef> = scope
+            .globs
+            .iter()
+            .filter_map(|&g| self.modules.get(g)?.local.get(name).copied())
+            .collect();
+        found.dedup();
+        found
+    }
+
     /// Looks `name` up inside module `target` (after `alias.`).
     pub fn lookup_in(&self, target: usize, name: &str) -> Option<DeclRef> {
         self.modules.get(target)?.local.get(name).copied()

@@ -518,7 +518,12 @@ impl<'a> Analyzer<'a> {
         let module = self.info[decl].module;
         let (first, first_span, _) = segments[0];
         let (target, used) = match self.scopes.lookup(module, first) {
-            Some(Found::Decl(r)) => (r, 1),
+            Some(Found::Decl(r)) => {
+                if !self.scopes.modules[module].local.contains_key(first) {
+                    self.glob_uses.push((module, first.to_string(), first_span));
+                }
+                (r, 1)
+            }
             Some(Found::Module(m)) => {
                 let Some((second, second_span, _)) = segments.get(1).copied() else {
                     self.diags.push(
