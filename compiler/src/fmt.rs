@@ -37,6 +37,43 @@ pub fn format_source(text: &str) -> Result<String, Box<Diagnostic>> {
     Ok(printer::print(&module, text))
 }
 
+/// What a file keeps through formatting that the layout does not decide:
+/// its byte-order mark and its line ends (`\r\n` when its first line
+/// ends so, as rustfmt's `newline_style = "Auto"`), so that a file checked
+/// out with CRLF line ends passes `saferc fmt --check` once formatted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStyle {
+    /// Write a UTF-8 byte-order mark first.
+    pub byte_order_mark: bool,
+    /// End lines with `\r\n`.
+    pub crlf: bool,
+}
+
+impl FileStyle {
+    /// The style of `text` (read without its byte-order mark, which
+    /// `byte_order_mark` says it had).
+    pub fn of(text: &str, byte_order_mark: bool) -> Self {
+        let crlf = text.find('\n').is_some_and(|at| text[..at].ends_with('\r'));
+        Self {
+            byte_order_mark,
+            crlf,
+        }
+    }
+
+    /// `formatted` (the formatter's `\n` lines) written in this style; the
+    /// lines of triple-quoted text, kept verbatim, end as the others do.
+    pub fn apply(&self, formatted: &str) -> String {
+        let mark = if self.byte_order_mark { "\u{feff}" } else { "" };
+        match self.crlf {
+            true => format!(
+                "{mark}{}",
+                formatted.replace("\r\n", "\n").replace('\n', "\r\n")
+            ),
+            false => format!("{mark}{formatted}"),
+        }
+    }
+}
+
 /// Formats an already parsed module (`text` is the source it came from).
 pub fn format_module(module: &syntax::ast::Module, text: &str) -> String {
     printer::print(module, text)

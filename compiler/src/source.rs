@@ -16,8 +16,12 @@ pub struct SourceFile {
     pub name: String,
     /// The path on disk, when the file came from disk.
     pub path: Option<PathBuf>,
-    /// The full text (valid UTF-8; invalid files never get this far).
+    /// The full text (valid UTF-8; invalid files never get this far),
+    /// without the byte-order mark.
     pub text: String,
+    /// Whether the file started with a UTF-8 byte-order mark (no part of
+    /// the program; `saferc fmt` writes it back).
+    pub byte_order_mark: bool,
     line_starts: Vec<usize>,
 }
 
@@ -45,6 +49,7 @@ impl SourceFile {
             name: name.into(),
             path,
             text,
+            byte_order_mark: false,
             line_starts,
         }
     }
@@ -187,7 +192,11 @@ impl SourceMap {
         let name = name.into();
         let next = SourceId(u32::try_from(self.files.len()).unwrap_or(u32::MAX));
         match crate::syntax::decode(next, bytes) {
-            Ok(text) => Ok(self.add(SourceFile::new(name, path, text.to_string()))),
+            Ok(text) => {
+                let mut file = SourceFile::new(name, path, text.to_string());
+                file.byte_order_mark = bytes.starts_with("\u{feff}".as_bytes());
+                Ok(self.add(file))
+            }
             Err(diag) => {
                 let shown = &bytes[..bytes.len().min(64 * 1024)];
                 // Control characters (a binary's) would garble the

@@ -167,7 +167,7 @@ pub fn decode(source: SourceId, bytes: &[u8]) -> Result<&str, Box<Diagnostic>> {
             )
         })
         // A UTF-8 byte-order mark is no part of the program (as for rustc);
-        // `fmt` writes the file back without it.
+        // `fmt` writes it back (`SourceFile::byte_order_mark`).
         .map(|text| text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 

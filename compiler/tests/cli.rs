@@ -304,6 +304,41 @@ fn check_survives_a_closed_stderr() {
     assert_eq!(status.code(), Some(1));
 }
 
+/// `saferc fmt` keeps what the layout does not decide: a file's CRLF line
+/// ends (a Windows checkout failed `--check` on every formatted file,
+/// with `"""` text left CRLF among LF lines) and its byte-order mark.
+#[test]
+fn fmt_keeps_crlf_line_ends_and_the_byte_order_mark() {
+    let dir = temp_dir("fmt-style");
+    let crlf = write(
+        &dir,
+        "crlf.safer",
+        "model m{arch=tiny_vlm}\r\nprompt p = \"\"\"\r\na\r\n\"\"\"\r\n",
+    );
+    let fix = saferc(&["fmt", &crlf]);
+    assert_eq!(fix.status.code(), Some(0), "{}", stderr(&fix));
+    assert_eq!(
+        std::fs::read_to_string(&crlf).unwrap_or_default(),
+        "model m { arch = tiny_vlm }\r\n\r\nprompt p = \"\"\"\r\na\r\n\"\"\"\r\n"
+    );
+    assert_eq!(saferc(&["fmt", "--check", &crlf]).status.code(), Some(0));
+    // Mixed line ends in a CRLF file are made all CRLF.
+    let mixed = write(
+        &dir,
+        "mixed.safer",
+        "model m { arch = tiny_vlm }\r\n\nprompt p = \"a\"\n",
+    );
+    assert_eq!(saferc(&["fmt", "--check", &mixed]).status.code(), Some(1));
+
+    let marked = write(&dir, "bom.safer", "\u{feff}model m{arch=tiny_vlm}\n");
+    assert_eq!(saferc(&["fmt", &marked]).status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&marked).unwrap_or_default(),
+        "\u{feff}model m { arch = tiny_vlm }\n"
+    );
+    assert_eq!(saferc(&["fmt", "--check", &marked]).status.code(), Some(0));
+}
+
 #[test]
 fn fmt_rewrites_and_check_reports() {
     let dir = temp_dir("fmt");

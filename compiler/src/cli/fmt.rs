@@ -18,7 +18,10 @@ pub(super) fn run(files: &[PathBuf], check: bool) -> i32 {
                 continue;
             }
         };
-        let text = sources.get(id).map(|f| f.text.clone()).unwrap_or_default();
+        let (text, mark) = sources
+            .get(id)
+            .map(|f| (f.text.clone(), f.byte_order_mark))
+            .unwrap_or_default();
         let module = match syntax::parse(id, &text) {
             Ok(m) => m,
             Err(d) => {
@@ -26,13 +29,19 @@ pub(super) fn run(files: &[PathBuf], check: bool) -> i32 {
                 continue;
             }
         };
-        let formatted = fmt::format_module(&module, &text);
+        // The file's byte-order mark and line ends are kept.
+        let style = fmt::FileStyle::of(&text, mark);
+        let formatted = style.apply(&fmt::format_module(&module, &text));
         let stdin = path.as_os_str() == "-";
         if stdin && !check {
             print!("{formatted}");
             continue;
         }
-        if formatted == text {
+        let original = match mark {
+            true => format!("\u{feff}{text}"),
+            false => text.clone(),
+        };
+        if formatted == original {
             continue;
         }
         if check {

@@ -748,21 +748,25 @@ impl Document {
 }
 
 /// `textDocument/formatting`: one edit replacing the document (none when
-/// it is formatted or does not parse).
+/// it is formatted or does not parse), the text `saferc fmt` writes: the
+/// byte-order mark and the line ends kept.
 pub fn formatting(doc: &Document, _params: &Value) -> Value {
-    // A byte-order mark stays, as `saferc fmt` keeps it (the analysed
-    // text holds a space in its place).
+    // The analysed text holds a space in the mark's place.
     let (mark, body) = match doc.byte_order_mark {
         true => ("\u{feff}", doc.text.get(1..).unwrap_or("")),
         false => ("", doc.text.as_str()),
     };
     match fmt::format_source(body) {
-        Ok(formatted) if formatted != body => {
-            let f = doc.file(doc.id);
-            let end_line = f.map_or(0, |f| f.line_count());
-            json!([{ "range": { "start": { "line": 0, "character": 0 }, "end": { "line": end_line, "character": 0 } }, "newText": format!("{mark}{formatted}") }])
+        Ok(formatted) => {
+            let formatted = fmt::FileStyle::of(body, doc.byte_order_mark).apply(&formatted);
+            if formatted == format!("{mark}{body}") {
+                return json!([]);
+            }
+            // The whole document, up to the end of its last line.
+            let whole = Span::new(doc.id, 0, doc.text.len());
+            json!([{ "range": doc.range(whole), "newText": formatted }])
         }
-        _ => json!([]),
+        Err(_) => json!([]),
     }
 }
 

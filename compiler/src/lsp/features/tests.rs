@@ -276,6 +276,29 @@ fn formatting_keeps_a_byte_order_mark() {
     assert_eq!(edits[0]["newText"], "\u{feff}model m { arch = tiny_vlm }\n");
 }
 
+/// A CRLF document is formatted with CRLF line ends (the text `saferc
+/// fmt` writes), and a formatted one gets no edit; the edit ends at the
+/// end of the last line, not past it.
+#[test]
+fn formatting_keeps_crlf_line_ends() {
+    let formatted = Document::analyze("untitled:f.safer", "model m { arch = tiny_vlm }\r\n");
+    assert_eq!(formatting(&formatted, &json!({})), json!([]));
+    let messy = Document::analyze(
+        "untitled:f.safer",
+        "model m{arch=tiny_vlm}\r\nprompt p=\"a\"",
+    );
+    let edits = formatting(&messy, &json!({}));
+    assert_eq!(
+        edits[0]["newText"],
+        "model m { arch = tiny_vlm }\r\n\r\nprompt p = \"a\"\r\n"
+    );
+    assert_eq!(
+        edits[0]["range"]["end"],
+        json!({ "line": 1, "character": 12 }),
+        "{edits}"
+    );
+}
+
 /// A lone `\r` ends a line, as the protocol counts lines: positions
 /// after one are on the next line, and a formatting edit covers the
 /// whole document.
@@ -290,8 +313,13 @@ fn a_lone_carriage_return_ends_a_line() {
         "{diags:?}"
     );
     let edits = formatting(&doc, &json!({}));
-    // Past the last line (3, empty), which an editor clamps to the end.
-    assert_eq!(edits[0]["range"]["end"]["line"], 4, "{edits}");
+    // The end of the last line (3, empty): not past it, which strict
+    // clients refuse.
+    assert_eq!(
+        edits[0]["range"]["end"],
+        json!({ "line": 3, "character": 0 }),
+        "{edits}"
+    );
 }
 
 /// After `name.`, completion offers what the name holds: an import
