@@ -43,6 +43,60 @@ pub struct Document {
     import_roots: Vec<PathBuf>,
 }
 
+/// Whether `offset` is inside a comment or a string (plain, or `"""`
+/// text; one not yet closed runs to the end of its line, or of the file),
+/// where words are prose, not names: a linear scan from the start, which
+/// works while the text does not parse.
+pub(super) fn in_prose(text: &str, offset: usize) -> bool {
+    let bytes = text.as_bytes();
+    let line_end = |from: usize| {
+        bytes[from..]
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+            .map_or(bytes.len(), |p| from + p)
+    };
+    let mut i = 0;
+    while i < offset.min(bytes.len()) {
+        match bytes[i] {
+            b'#' => {
+                let end = line_end(i);
+                if offset <= end {
+                    return true;
+                }
+                i = end;
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                let close = bytes[i + 3..]
+                    .windows(3)
+                    .position(|w| w == b"\"\"\"")
+                    .map(|p| i + 3 + p);
+                match close {
+                    Some(c) if offset >= c + 3 => i = c + 3,
+                    _ => return true,
+                }
+            }
+            b'"' => {
+                let mut j = i + 1;
+                while j < bytes.len() && !matches!(bytes[j], b'"' | b'\n' | b'\r') {
+                    j += if bytes[j] == b'\\' { 2 } else { 1 };
+                }
+                if offset <= j {
+                    return true;
+                }
+                // After the closing quote, or at the end of the line of
+                // one never closed.
+                i = if bytes.get(j) == Some(&b'"') {
+                    j + 1
+                } else {
+                    j
+                };
+            }
+            _ => i += 1,
+        }
+    }
+    false
+}
+
 /// `file:///a%20b/c.safer` → `/a b/c.safer`; `None` for another scheme or
 /// a URI that does not parse.
 pub(super) fn uri_to_path(uri: &str) -> Option<PathBuf> {
@@ -247,13 +301,8 @@ impl Document {
 
     /// The word under `offset`, and the word before a `.` in front of it.
     fn word_at(&self, offset: usize) -> Option<(String, Option<String>, Span)> {
-        // Words in comments are prose, not names.
-        let in_comment = self.ast.as_ref().is_some_and(|m| {
-            m.comments
-                .iter()
-                .any(|c| (c.span.start as usize) <= offset && offset < c.span.end as usize)
-        });
-        if in_comment {
+        // Words in comments and strings are prose, not names.
+        if in_prose(&self.text, offset) {
             return None;
         }
         let bytes = self.text.as_bytes();

@@ -401,13 +401,18 @@ impl Loader<'_> {
                     .with_primary(span, format!("{}: {e}", normal.display()))
                     .with_help("paths in `use` are relative to the file that contains the `use`");
                 if !path.ends_with(".safer") {
-                    d = d.with_help(format!("did you mean `{path}.safer`?"));
+                    // Offered only where that file is there (`use "std"`
+                    // was told of a `std.safer` that does not exist).
                     let mut with_extension = normal.clone().into_os_string();
                     with_extension.push(".safer");
                     if Path::new(&with_extension).is_file() {
+                        d = d.with_help(format!("did you mean `{path}.safer`?"));
                         let (wrote, fixed) = (format!("\"{path}\""), format!("\"{path}.safer\""));
                         d = d.with_fix(span, &wrote, &fixed);
                     }
+                }
+                if path == "std" || path.starts_with("std.") {
+                    d = d.with_help("the standard library's files are named `std/...` (`std/rubrics/safety.safer`, `std/rollouts.safer`); its prelude, `std/std.safer`, is always imported");
                 }
                 if self.options.manifest_unreadable && self.options.search.is_empty() {
                     d = d.with_note("`safer.toml` has errors (reported with it), so the import roots it may declare were not searched");

@@ -12,6 +12,11 @@ use serde_json::{json, Value};
 /// `textDocument/completion`.
 pub fn completion(doc: &Document, params: &Value) -> Value {
     let offset = doc.offset(params);
+    // In a comment or a string, nothing (a key accepted there was written
+    // into the text).
+    if super::in_prose(&doc.text, offset) {
+        return json!({ "isIncomplete": false, "items": [] });
+    }
     // After `think.` or `answer.` (and part of a field name): the fields.
     let before = doc.text.get(..offset).unwrap_or("");
     let typed = before.trim_end_matches(|c: char| c.is_alphanumeric() || c == '_');
@@ -89,17 +94,37 @@ pub fn completion(doc: &Document, params: &Value) -> Value {
     let mut items = Vec::new();
     match around {
         Some((block, path)) => {
+            // A key accepted replaces the word under the cursor, and where
+            // its `=` (a block's `{`) already follows, only the name is
+            // written (`temp| = 0.7` gave `temperature =  = 0.7`).
+            let word_end = offset
+                + doc.text[offset..]
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(doc.text.len() - offset);
+            let word = doc.range(crate::span::Span::new(doc.id, typed.len(), word_end));
+            let after = doc.text[word_end..].trim_start_matches([' ', '\t']);
+            let has_value = after.starts_with('=') && !after.starts_with("==");
+            let has_body = after.starts_with('{');
+            let edit = |text: String| json!({ "range": word, "newText": text });
             for k in block.keys.iter().filter(|k| k.deprecated.is_none()) {
+                let text = match has_value {
+                    true => k.name.to_string(),
+                    false => format!("{} = ", k.name),
+                };
                 items.push(json!({
                     "label": k.name,
                     "kind": 10,
                     "detail": schema::describe(k.ty),
                     "documentation": { "kind": "markdown", "value": key_markdown(&path, k) },
-                    "insertText": format!("{} = ", k.name),
+                    "textEdit": edit(text),
                 }));
             }
             for b in block.blocks {
-                items.push(json!({ "label": b.name, "kind": 9, "detail": "block", "documentation": b.doc, "insertText": format!("{} {{ }}", b.name) }));
+                let text = match has_body {
+                    true => b.name.to_string(),
+                    false => format!("{} {{ }}", b.name),
+                };
+                items.push(json!({ "label": b.name, "kind": 9, "detail": "block", "documentation": b.doc, "textEdit": edit(text) }));
             }
         }
         None => {

@@ -682,3 +682,77 @@ fn parameters_splits_aliases_and_stage_criteria_hover_and_go_to_definition() {
     assert_eq!(start(&definition(&doc, &at(4, 11))), place(0, 7));
     assert_eq!(definition(&doc, &at(4, 4)), Value::Null);
 }
+
+/// Words in strings and comments are prose: no hover, no definition, no
+/// completion there (a declaration's name in a prompt's text went to the
+/// declaration, and a key accepted in a string was written into it).
+#[test]
+fn strings_and_comments_are_prose() {
+    let text = "model policy { arch = tiny_vlm, weights = \"policy\" }\nprompt q = \"the policy\"\nprompt t = \"\"\"\nask policy\n\"\"\"\n# policy\nrollout r {\n  max_tokens = 8 tokens # te\n  temperature = 1.0\n}\n";
+    let doc = Document::analyze("untitled:p.safer", text);
+    let at =
+        |line: u64, character: u64| json!({ "position": { "line": line, "character": character } });
+    for (line, character) in [(0, 45), (1, 17), (3, 6), (5, 4)] {
+        assert_eq!(
+            hover(&doc, &at(line, character)),
+            Value::Null,
+            "{line}:{character}"
+        );
+        assert_eq!(
+            definition(&doc, &at(line, character)),
+            Value::Null,
+            "{line}:{character}"
+        );
+    }
+    // The name itself still is one.
+    assert_ne!(definition(&doc, &at(0, 8)), Value::Null);
+    for (line, character) in [(0, 44), (1, 14), (3, 2), (7, 28)] {
+        assert!(
+            completion_labels(&doc, line, character).is_empty(),
+            "{line}:{character}"
+        );
+    }
+    assert!(completion_labels(&doc, 8, 2)
+        .iter()
+        .any(|l| l == "temperature"));
+    // Not yet closed: the string runs to the end of its line.
+    let typing = Document::analyze("untitled:p.safer", "model m { weights = \"mo\n");
+    assert!(completion_labels(&typing, 0, 23).is_empty());
+    assert!(super::in_prose("a = \"x\\\"y\" b", 8));
+    assert!(!super::in_prose("a = \"x\\\"y\" b", 11));
+}
+
+/// A key accepted over a word replaces the word, and where the setting's
+/// `=` already follows, only the name is written (it gave `temperature =
+/// = 0.7`).
+#[test]
+fn a_key_completed_before_its_value_keeps_one_equals_sign() {
+    let doc = Document::analyze("untitled:k.safer", "rollout r {\n  temp = 0.7\n  max\n}\n");
+    let item = |line: u64, character: u64, label: &str| {
+        let c = completion(
+            &doc,
+            &json!({ "position": { "line": line, "character": character } }),
+        );
+        c["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["label"] == label)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let temperature = item(1, 4, "temperature");
+    assert_eq!(
+        temperature["textEdit"]["newText"], "temperature",
+        "{temperature}"
+    );
+    assert_eq!(
+        temperature["textEdit"]["range"],
+        json!({ "start": { "line": 1, "character": 2 }, "end": { "line": 1, "character": 6 } })
+    );
+    let max_tokens = item(2, 5, "max_tokens");
+    assert_eq!(
+        max_tokens["textEdit"]["newText"], "max_tokens = ",
+        "{max_tokens}"
+    );
+}
