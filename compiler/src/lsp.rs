@@ -2,7 +2,8 @@
 //! `Content-Length` framing, `lsp-server` message types, no async runtime).
 //!
 //! Features: diagnostics on open and change (the same diagnostics as
-//! `saferc check`, with codes and related locations), hover on keys (doc,
+//! `saferc check`, with codes and related locations; a change republishes
+//! the open documents that read the changed one), hover on keys (doc,
 //! type, default, range from the schema table) and names (kind and doc
 //! comment), completion of keys in the enclosing block and of declared
 //! names, go-to-definition across `use`d files (standard library files are
@@ -15,9 +16,9 @@
 mod features;
 mod transport;
 
-use lsp_server::{Message, Notification, Request, RequestId, Response};
+use lsp_server::{Message, Notification, Request, Response};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
@@ -39,18 +40,7 @@ pub fn serve(input: &mut impl BufRead, output: &mut impl Write) -> i32 {
                     return code;
                 }
             }
-            Ok(Some(Err(error))) => {
-                let response = Response {
-                    id: RequestId::from(0),
-                    result: None,
-                    error: Some(lsp_server::ResponseError {
-                        code: error.code,
-                        message: error.message,
-                        data: None,
-                    }),
-                };
-                transport::write_null_id(output, &response);
-            }
+            Ok(Some(Err(error))) => transport::write_error(output, &error),
             Err(_) => return 1,
         }
     }
@@ -63,6 +53,11 @@ const INVALID_REQUEST: i32 = -32600;
 #[derive(Default)]
 struct Server {
     documents: HashMap<String, String>,
+    /// What each open document's last analysis read: the files it
+    /// imports (and `safer.toml`), and whether an import was not found.
+    /// A change republishes only the documents that read the changed one
+    /// (each change re-analysed every open document).
+    reads: HashMap<String, (BTreeSet<PathBuf>, bool)>,
     /// `initialize` has been answered: until then only `initialize` and
     /// `exit` are taken (the protocol's order).
     initialized: bool,
@@ -166,14 +161,18 @@ impl Server {
                     .and_then(|c| c.last())
                     .and_then(|c| c["text"].as_str())
                     .map(str::to_string);
+                // A document not open (never, or closed) is not made one.
                 if let (Some(uri), Some(text)) = (uri, text) {
-                    self.documents.insert(uri.clone(), text);
-                    self.publish_after_change(&uri, out);
+                    if let Some(held) = self.documents.get_mut(&uri) {
+                        *held = text;
+                        self.publish_after_change(&uri, out);
+                    }
                 }
             }
             "textDocument/didClose" => {
                 if let Some(uri) = uri {
                     self.documents.remove(&uri);
+                    self.reads.remove(&uri);
                     let clear = json!({ "uri": uri, "diagnostics": [] });
                     transport::write(
                         out,
@@ -192,39 +191,49 @@ impl Server {
     }
 
     /// The texts of the open documents, by canonical path, for the loader
-    /// to read instead of the files on disk.
+    /// to read instead of the files on disk (a new file not yet saved
+    /// included).
     fn open_buffers(&self) -> BTreeMap<PathBuf, String> {
         self.documents
             .iter()
             .filter_map(|(uri, text)| {
                 let path = features::uri_to_path(uri)?;
-                Some((std::fs::canonicalize(path).ok()?, text.clone()))
+                Some((crate::semantic::loader::canonical_path(&path), text.clone()))
             })
             .collect()
     }
 
     /// Publishes the diagnostics of `changed` (while it is open), then of
-    /// every other open document: any of them may import it. The open
-    /// texts are gathered once for all of them.
-    fn publish_after_change(&self, changed: &str, out: &mut impl Write) {
+    /// every other open document that read it (imports it, directly or
+    /// not, or is in the project of a changed `safer.toml`) or has an
+    /// import not found. The open texts are gathered once for all of them.
+    fn publish_after_change(&mut self, changed: &str, out: &mut impl Write) {
         let buffers = self.open_buffers();
-        let mut others: Vec<&str> = self
+        let changed_path =
+            features::uri_to_path(changed).map(|p| crate::semantic::loader::canonical_path(&p));
+        let mut others: Vec<String> = self
             .documents
             .keys()
-            .map(String::as_str)
             .filter(|o| *o != changed)
+            .filter(|o| {
+                self.reads.get(*o).is_none_or(|(files, unresolved)| {
+                    *unresolved || changed_path.as_ref().is_some_and(|p| files.contains(p))
+                })
+            })
+            .cloned()
             .collect();
         others.sort_unstable();
-        for uri in std::iter::once(changed).chain(others) {
-            self.publish(uri, &buffers, out);
+        for uri in std::iter::once(changed.to_string()).chain(others) {
+            self.publish(&uri, &buffers, out);
         }
     }
 
-    fn publish(&self, uri: &str, buffers: &BTreeMap<PathBuf, String>, out: &mut impl Write) {
+    fn publish(&mut self, uri: &str, buffers: &BTreeMap<PathBuf, String>, out: &mut impl Write) {
         let Some(text) = self.documents.get(uri) else {
             return;
         };
         let doc = features::Document::analyze_among(uri, text, buffers);
+        self.reads.insert(uri.to_string(), doc.dependencies());
         let params = json!({ "uri": uri, "diagnostics": doc.diagnostics() });
         transport::write(
             out,

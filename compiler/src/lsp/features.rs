@@ -142,7 +142,7 @@ impl Document {
             None => LoadOptions::default(),
         };
         options.open_buffers = open.clone();
-        if let Some(own) = path.as_ref().and_then(|p| std::fs::canonicalize(p).ok()) {
+        if let Some(own) = path.as_deref().map(crate::semantic::loader::canonical_path) {
             options.open_buffers.remove(&own);
         }
         let first = SourceId(u32::try_from(sources.iter().count()).unwrap_or(0));
@@ -167,6 +167,26 @@ impl Document {
             byte_order_mark,
             import_roots,
         }
+    }
+
+    /// What this document's analysis read besides its own text: the
+    /// canonical paths of the files it imports (directly or not) and of
+    /// `safer.toml`, and whether an import named a file it could not find
+    /// (which a file opened or saved later may resolve).
+    pub fn dependencies(&self) -> (std::collections::BTreeSet<PathBuf>, bool) {
+        let files = self
+            .sources
+            .iter()
+            .filter(|(id, _)| *id != self.id)
+            .filter_map(|(_, f)| f.path.as_deref())
+            .map(crate::semantic::loader::canonical_path)
+            .collect();
+        let unresolved = self
+            .analysis
+            .diagnostics
+            .iter()
+            .any(|d| d.code == crate::diagnostic::Code::E0200);
+        (files, unresolved)
     }
 
     /// The file a `use` path of this document names, found as the loader

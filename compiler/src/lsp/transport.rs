@@ -3,7 +3,7 @@
 //! becomes a JSON-RPC error (-32700 parse error, -32600 invalid request) and
 //! the server goes on.
 
-use lsp_server::{Message, Response};
+use lsp_server::Message;
 use std::io::{BufRead, Write};
 
 /// A protocol error to answer with.
@@ -12,6 +12,9 @@ pub struct ProtocolError {
     pub code: i32,
     /// What was wrong.
     pub message: String,
+    /// The id of the request it answers (`null` when the message could
+    /// not be read that far).
+    pub id: serde_json::Value,
 }
 
 /// Reads one message. `Ok(None)` at end of input; `Err` only for I/O.
@@ -41,6 +44,7 @@ pub fn read(input: &mut impl BufRead) -> std::io::Result<Option<Result<Message, 
         return Ok(Some(Err(ProtocolError {
             code: -32700,
             message: "missing or invalid Content-Length header".into(),
+            id: serde_json::Value::Null,
         })));
     };
     let mut body = vec![0u8; length];
@@ -51,14 +55,32 @@ pub fn read(input: &mut impl BufRead) -> std::io::Result<Option<Result<Message, 
             return Ok(Some(Err(ProtocolError {
                 code: -32700,
                 message: format!("parse error: {e}"),
+                id: serde_json::Value::Null,
             })))
         }
     };
+    // A request's id is an integer or a string (the protocol's
+    // `integer | string`): another (`7.5`, `null`, one past 32 bits) made
+    // `lsp_server` read the request as a notification, and the client
+    // waited for an answer that never came.
+    if let Some(id) = value.get("id").filter(|_| value.get("method").is_some()) {
+        let readable = id.is_string() || id.as_i64().is_some_and(|n| i32::try_from(n).is_ok());
+        if !readable {
+            return Ok(Some(Err(ProtocolError {
+                code: -32600,
+                message: format!(
+                    "invalid request: its `id` ({id}) must be a string or an integer of 32 bits"
+                ),
+                id: id.clone(),
+            })));
+        }
+    }
     match serde_json::from_value::<Message>(value) {
         Ok(m) => Ok(Some(Ok(m))),
         Err(e) => Ok(Some(Err(ProtocolError {
             code: -32600,
             message: format!("invalid request: {e}"),
+            id: serde_json::Value::Null,
         }))),
     }
 }
@@ -70,13 +92,13 @@ pub fn write(out: &mut impl Write, message: &Message) {
     let _ = out.flush();
 }
 
-/// Writes an error response whose id is `null` (for messages that could not
-/// be parsed).
-pub fn write_null_id(out: &mut impl Write, response: &Response) {
+/// Writes an error response to the request of `id` (`null` for a message
+/// that could not be read that far).
+pub fn write_error(out: &mut impl Write, error: &ProtocolError) {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
-        "id": null,
-        "error": response.error.as_ref().map(|e| serde_json::json!({ "code": e.code, "message": e.message })),
+        "id": error.id,
+        "error": { "code": error.code, "message": error.message },
     })
     .to_string();
     let _ = write!(out, "Content-Length: {}\r\n\r\n{body}", body.len());

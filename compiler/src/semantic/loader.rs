@@ -372,7 +372,7 @@ impl Loader<'_> {
                 return None;
             }
         }
-        let canonical = std::fs::canonicalize(&normal).unwrap_or(normal.clone());
+        let canonical = canonical_path(&normal);
         let origin = Origin::File(canonical.clone());
         if let Some(&i) = self.by_origin.get(&origin) {
             return Some(i);
@@ -494,4 +494,19 @@ fn display_name(path: &Path, root: Option<&Path>) -> String {
     }
     relative.extend(to);
     relative.display().to_string()
+}
+
+/// `path` with its links resolved: canonical where it exists; for a file
+/// not on disk (yet: one an editor has open but not saved), its folder's
+/// canonical path joined with its name; else `path` as given. Open
+/// buffers are keyed and looked up by it.
+pub fn canonical_path(path: &Path) -> PathBuf {
+    if let Ok(canonical) = std::fs::canonicalize(path) {
+        return canonical;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(folder), Some(name)) => std::fs::canonicalize(folder)
+            .map_or_else(|_| path.to_path_buf(), |folder| folder.join(name)),
+        _ => path.to_path_buf(),
+    }
 }
