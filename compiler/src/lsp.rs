@@ -63,6 +63,12 @@ struct Server {
     initialized: bool,
     /// `shutdown` has been answered: from then on only `exit` is.
     shutdown: bool,
+    /// The client registers file watchers on request
+    /// (`workspace.didChangeWatchedFiles.dynamicRegistration`): asked to
+    /// at `initialized`, it tells of `.safer` files and `safer.toml`
+    /// changed on disk, and the open documents that read them are
+    /// checked again.
+    can_watch_files: bool,
 }
 
 impl Server {
@@ -91,6 +97,9 @@ impl Server {
             }
             "initialize" => {
                 self.initialized = true;
+                self.can_watch_files = params["capabilities"]["workspace"]["didChangeWatchedFiles"]
+                    ["dynamicRegistration"]
+                    == true;
                 Ok(json!({
                 "capabilities": {
                     "textDocumentSync": 1,
@@ -149,6 +158,34 @@ impl Server {
             // Before `initialize` and after `shutdown`, notifications other
             // than `exit` are dropped (the protocol's order).
             _ if !self.initialized || self.shutdown => {}
+            "initialized" if self.can_watch_files => {
+                let register = Request::new(
+                    lsp_server::RequestId::from("saferc-watch-files".to_string()),
+                    "client/registerCapability".into(),
+                    json!({ "registrations": [{
+                        "id": "saferc-watch-files",
+                        "method": "workspace/didChangeWatchedFiles",
+                        "registerOptions": { "watchers": [
+                            { "globPattern": "**/*.safer" },
+                            { "globPattern": "**/safer.toml" },
+                        ] },
+                    }] }),
+                );
+                transport::write(out, &Message::Request(register));
+            }
+            "workspace/didChangeWatchedFiles" => {
+                let changed: Vec<PathBuf> = n.params["changes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| features::uri_to_path(c["uri"].as_str()?))
+                    .map(|p| crate::semantic::loader::canonical_path(&p))
+                    .collect();
+                let buffers = self.open_buffers();
+                for uri in self.readers_of(&changed, None) {
+                    self.publish(&uri, &buffers, out);
+                }
+            }
             "textDocument/didOpen" => {
                 if let (Some(uri), Some(text)) = (uri, n.params["textDocument"]["text"].as_str()) {
                     self.documents.insert(uri.clone(), text.to_string());
@@ -209,23 +246,32 @@ impl Server {
     /// import not found. The open texts are gathered once for all of them.
     fn publish_after_change(&mut self, changed: &str, out: &mut impl Write) {
         let buffers = self.open_buffers();
-        let changed_path =
-            features::uri_to_path(changed).map(|p| crate::semantic::loader::canonical_path(&p));
-        let mut others: Vec<String> = self
+        let changed_path: Vec<PathBuf> = features::uri_to_path(changed)
+            .map(|p| crate::semantic::loader::canonical_path(&p))
+            .into_iter()
+            .collect();
+        let others = self.readers_of(&changed_path, Some(changed));
+        for uri in std::iter::once(changed.to_string()).chain(others) {
+            self.publish(&uri, &buffers, out);
+        }
+    }
+
+    /// The open documents (but `except`) whose last analysis read one of
+    /// `files` or found an import missing, in a stable order.
+    fn readers_of(&self, files: &[PathBuf], except: Option<&str>) -> Vec<String> {
+        let mut readers: Vec<String> = self
             .documents
             .keys()
-            .filter(|o| *o != changed)
+            .filter(|o| Some(o.as_str()) != except)
             .filter(|o| {
-                self.reads.get(*o).is_none_or(|(files, unresolved)| {
-                    *unresolved || changed_path.as_ref().is_some_and(|p| files.contains(p))
+                self.reads.get(*o).is_none_or(|(read, unresolved)| {
+                    *unresolved || files.iter().any(|f| read.contains(f))
                 })
             })
             .cloned()
             .collect();
-        others.sort_unstable();
-        for uri in std::iter::once(changed.to_string()).chain(others) {
-            self.publish(&uri, &buffers, out);
-        }
+        readers.sort_unstable();
+        readers
     }
 
     fn publish(&mut self, uri: &str, buffers: &BTreeMap<PathBuf, String>, out: &mut impl Write) {

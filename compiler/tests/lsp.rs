@@ -441,8 +441,16 @@ fn a_change_republishes_the_documents_that_read_it() {
     let [house_uri, importer, unrelated, waiting, new_file] =
         ["house.safer", "p.safer", "q.safer", "w.safer", "new.safer"].map(|f| uri(&dir.join(f)));
     let mut c = Client::start();
-    c.request(1, "initialize", json!({ "capabilities": {} }));
+    let watching =
+        json!({ "workspace": { "didChangeWatchedFiles": { "dynamicRegistration": true } } });
+    c.request(1, "initialize", json!({ "capabilities": watching }));
     c.notify("initialized", json!({}));
+    // The client is asked to watch the files the documents may read.
+    let register = c.wait(|m| m["method"] == "client/registerCapability");
+    assert_eq!(
+        register["params"]["registrations"][0]["method"], "workspace/didChangeWatchedFiles",
+        "{register}"
+    );
     let open = |c: &mut Client, uri: &str, text: &str| {
         c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": uri, "languageId": "safer", "version": 1, "text": text } }));
     };
@@ -490,7 +498,39 @@ fn a_change_republishes_the_documents_that_read_it() {
         .unwrap_or_else(|| panic!("{messages:?}"));
     assert_eq!(found["params"]["diagnostics"], json!([]), "{found}");
     assert!(!published(&messages).contains(&unrelated), "{messages:?}");
-    c.request(5, "shutdown", Value::Null);
+
+    // Closed, then changed on disk: the watcher's news checks its readers
+    // again (the importer kept its old diagnostics).
+    c.notify(
+        "textDocument/didClose",
+        json!({ "textDocument": { "uri": house_uri } }),
+    );
+    let closed = symbols(&mut c, 5, &importer);
+    let clean = closed
+        .iter()
+        .rfind(|m| m["params"]["uri"] == importer.as_str())
+        .unwrap_or_else(|| panic!("{closed:?}"));
+    assert_eq!(clean["params"]["diagnostics"], json!([]), "{clean}");
+    std::fs::write(
+        dir.join("house.safer"),
+        house.replace("house_rubric", "gone"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    c.notify(
+        "workspace/didChangeWatchedFiles",
+        json!({ "changes": [{ "uri": house_uri, "type": 2 }] }),
+    );
+    let messages = symbols(&mut c, 6, &importer);
+    let stale = messages
+        .iter()
+        .rfind(|m| m["params"]["uri"] == importer.as_str())
+        .unwrap_or_else(|| panic!("{messages:?}"));
+    assert_eq!(
+        stale["params"]["diagnostics"][0]["code"], "E0203",
+        "{stale}"
+    );
+    assert!(!published(&messages).contains(&unrelated), "{messages:?}");
+    c.request(7, "shutdown", Value::Null);
     c.exit();
     let _ = std::fs::remove_dir_all(&dir);
 }
