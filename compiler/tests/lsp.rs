@@ -480,6 +480,15 @@ fn a_change_republishes_the_documents_that_read_it() {
         c.send(json!({ "jsonrpc": "2.0", "id": id, "method": "textDocument/documentSymbol", "params": { "textDocument": { "uri": uri } } }));
         c.collect_until(|m| m["id"] == id)
     };
+    // The diagnostics last published for `uri` among `messages`.
+    let last_for = |messages: &[Value], uri: &str| -> Value {
+        messages
+            .iter()
+            .rfind(|m| m["params"]["uri"] == uri)
+            .cloned()
+            .unwrap_or_else(|| panic!("none for {uri}: {messages:?}"))["params"]["diagnostics"]
+            .clone()
+    };
     let after_change = published(&symbols(&mut c, 3, &importer));
     assert_eq!(after_change, [house_uri.clone(), importer.clone()]);
 
@@ -492,11 +501,7 @@ fn a_change_republishes_the_documents_that_read_it() {
     );
     open(&mut c, &new_file, house);
     let messages = symbols(&mut c, 4, &waiting);
-    let found = messages
-        .iter()
-        .rfind(|m| m["params"]["uri"] == waiting.as_str())
-        .unwrap_or_else(|| panic!("{messages:?}"));
-    assert_eq!(found["params"]["diagnostics"], json!([]), "{found}");
+    assert_eq!(last_for(&messages, &waiting), json!([]));
     assert!(!published(&messages).contains(&unrelated), "{messages:?}");
 
     // Closed, then changed on disk: the watcher's news checks its readers
@@ -506,11 +511,7 @@ fn a_change_republishes_the_documents_that_read_it() {
         json!({ "textDocument": { "uri": house_uri } }),
     );
     let closed = symbols(&mut c, 5, &importer);
-    let clean = closed
-        .iter()
-        .rfind(|m| m["params"]["uri"] == importer.as_str())
-        .unwrap_or_else(|| panic!("{closed:?}"));
-    assert_eq!(clean["params"]["diagnostics"], json!([]), "{clean}");
+    assert_eq!(last_for(&closed, &importer), json!([]));
     std::fs::write(
         dir.join("house.safer"),
         house.replace("house_rubric", "gone"),
@@ -521,14 +522,8 @@ fn a_change_republishes_the_documents_that_read_it() {
         json!({ "changes": [{ "uri": house_uri, "type": 2 }] }),
     );
     let messages = symbols(&mut c, 6, &importer);
-    let stale = messages
-        .iter()
-        .rfind(|m| m["params"]["uri"] == importer.as_str())
-        .unwrap_or_else(|| panic!("{messages:?}"));
-    assert_eq!(
-        stale["params"]["diagnostics"][0]["code"], "E0203",
-        "{stale}"
-    );
+    let stale = last_for(&messages, &importer);
+    assert_eq!(stale[0]["code"], "E0203", "{stale}");
     assert!(!published(&messages).contains(&unrelated), "{messages:?}");
     c.request(7, "shutdown", Value::Null);
     c.exit();
