@@ -101,6 +101,15 @@ impl SourceFile {
         end
     }
 
+    /// The byte offset where 0-based `line` starts (the text's end past
+    /// the last line).
+    pub fn line_start(&self, line: usize) -> usize {
+        self.line_starts
+            .get(line)
+            .copied()
+            .unwrap_or(self.text.len())
+    }
+
     /// Number of lines (a trailing newline starts an empty last line).
     pub fn line_count(&self) -> usize {
         self.line_starts.len()
