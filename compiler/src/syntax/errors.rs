@@ -89,6 +89,12 @@ pub fn from_pest(
         }
         // `key value` without `=`, the key first in its statement.
         if missing_equals_after(prev.is_word() && head == prev.text) {
+            // A word alone on its line: what follows is the next
+            // statement, not its value (the help gave `arch = dtype = f32`).
+            let between = text.get(prev.end..found.start).unwrap_or("");
+            if between.contains(['\n', '\r']) {
+                return word_alone_on_its_line(source, text, prev, comments);
+            }
             let form = "settings are written `key = value`";
             return missing_equals(source, text, prev, &found, form, "");
         }
@@ -166,6 +172,37 @@ fn missing_equals(
         prev.text,
         rest_of_line(text, found.start)
     ))
+}
+
+/// E0113 for a word alone on its line inside a block, where a setting
+/// belongs: a key whose `= value` is missing, or a unit that went to the
+/// line after its number (`steps = 200` then `steps`).
+fn word_alone_on_its_line(
+    source: SourceId,
+    text: &str,
+    word: &Token,
+    comments: &[Comment],
+) -> Diagnostic {
+    let span = Span::new(source, word.start, word.end);
+    let number = Token::before(text, word.start, comments).filter(|t| glued::is_number(&t.text));
+    match number {
+        Some(n) => Diagnostic::error(
+            Code::E0113,
+            format!("`{}` stands alone on its line", word.text),
+        )
+        .with_primary(span, "a unit goes on the line of its number")
+        .with_secondary(Span::new(source, n.start, n.end), "its number")
+        .with_help(format!(
+            "write the unit after its number on one line: `{} {}`",
+            n.text, word.text
+        )),
+        None => Diagnostic::error(Code::E0113, format!("`{}` has no value", word.text))
+            .with_primary(span, "a setting needs `= value` on its line")
+            .with_help(format!(
+                "settings are written `key = value` on one line: `{} = ...`, or remove the line",
+                word.text
+            )),
+    }
 }
 
 /// The text of the statement holding byte `at` up to `at`: what follows

@@ -332,7 +332,7 @@ fn hundredth(literal: &str) -> Option<String> {
 }
 
 /// Whether `text` is a number literal (`16`, `0.2`, `1e-6`, `1_000`).
-fn is_number(text: &str) -> bool {
+pub(super) fn is_number(text: &str) -> bool {
     text.starts_with(|c: char| c.is_ascii_digit()) && text.replace('_', "").parse::<f64>().is_ok()
 }
 
