@@ -248,6 +248,28 @@ fn help_for(expected: &[Expectation], found: &Token) -> Option<String> {
     if found.text == "'" {
         return Some("strings use double quotes: `\"text\"`".into());
     }
+    // Typographic quotes, as a word processor or a chat window writes them.
+    if found.text.starts_with([
+        '\u{201c}', '\u{201d}', '\u{2018}', '\u{2019}', '\u{00ab}', '\u{00bb}',
+    ]) {
+        return Some(
+            "strings use straight double quotes (`\"`, U+0022): the text has typographic quotes, as an editor or a chat window writes them".into(),
+        );
+    }
+    if let Some(c) = found.text.chars().next().filter(|c| !c.is_ascii()) {
+        if c.is_alphabetic() {
+            return Some(format!(
+                "names are written in ASCII letters, digits and `_`: `{c}` (U+{:04X}) cannot be part of one",
+                c as u32
+            ));
+        }
+        if c.is_whitespace() || INVISIBLE.contains(&c) {
+            return Some(format!(
+                "an invisible character, U+{:04X}, is here (pasted text often holds one): delete it, or put a plain space in its place",
+                c as u32
+            ));
+        }
+    }
     if found.is_reserved() && expected.contains(&Expectation::Name) {
         return Some(format!(
             "`{}` is a reserved word; pick another name, e.g. `{}_`",
@@ -326,6 +348,13 @@ fn skip_trivia(text: &str, mut pos: usize, comments: &[Comment]) -> usize {
         }
     }
 }
+
+/// Characters that show as nothing (zero-width space, joiners, word
+/// joiner, byte-order mark, soft hyphen), named by their code point in
+/// messages; whitespace other than the language's is named so too.
+const INVISIBLE: &[char] = &[
+    '\u{200b}', '\u{200c}', '\u{200d}', '\u{2060}', '\u{feff}', '\u{00ad}',
+];
 
 /// A token of the source, found by looking at characters (the parser gave
 /// only a position).
@@ -471,6 +500,16 @@ impl Token {
             "the end of the file".to_string()
         } else if self.text.starts_with('"') {
             "a string".to_string()
+        } else if self
+            .text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_whitespace() || INVISIBLE.contains(&c))
+        {
+            format!(
+                "the invisible character U+{:04X}",
+                self.text.chars().next().map_or(0, |c| c as u32)
+            )
         } else if self.text.chars().next().is_some_and(|c| c.is_control()) {
             format!(
                 "the control character U+{:04X}",
