@@ -30,8 +30,17 @@ pub fn from_pest(
         ErrorVariant::CustomError { .. } => Vec::new(),
     };
     let found = Token::at(text, skip_trivia(text, pos, comments));
-    let expected = expectations::from_rules(&rules, found.is_punctuation());
+    let mut expected = expectations::from_rules(&rules, found.is_punctuation());
     let prev = Token::before(text, pos, comments);
+    // After `and`, `or`, `not` or `in` (reserved words, never a key), a
+    // value: the parser also tried the word as the key of a new setting,
+    // and the message offered `=` or `{`.
+    if prev
+        .as_ref()
+        .is_some_and(|p| matches!(p.text.as_str(), "and" | "or" | "not" | "in"))
+    {
+        expected = vec![Expectation::Value];
+    }
     let span = Span::new(source, found.start, found.end);
 
     // An unknown word where a declaration should start.
