@@ -121,10 +121,17 @@ fn comments_keep_their_place_and_formatting_is_idempotent() {
         // A comment after the next statement on the line is that one's.
         "train t {\n  grpo { lr = 1e-4, batch = # c\n 2 prompts }\n}\n",
         "dataset d {\n  a = 1, b = 2  # about b\n  c = 3\n}\n",
+        // A `##` remark right before a closing bracket: nothing follows it
+        // to document, so no blank line goes under it.
+        "model m {\n  arch = tiny_vlm\n  ## note\n}\n",
+        "rollout r {\n  stop = [\n    \"a\",\n    ## end\n  ]\n  max_tokens = 8 tokens\n}\n",
     ];
     for case in cases {
         let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
         let twice = fmt::format_source(&once).unwrap_or_else(|e| panic!("{e:?}"));
+        if case.contains("## note") || case.contains("## end") {
+            assert_eq!(once, case, "a remark before a closing bracket");
+        }
         assert_eq!(once, twice, "not idempotent on {case:?}");
         let docs = |text: &str| -> Vec<Vec<String>> {
             let module = syntax::parse(SourceId(0), text).unwrap_or_else(|e| panic!("{e:?}"));

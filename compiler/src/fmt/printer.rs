@@ -108,8 +108,8 @@ impl<'a> Printer<'a> {
     /// documents nothing in the source (a remark after code, a line inside
     /// a declaration's head) gets a blank line after it when what follows
     /// is documentation or the node itself, whose documentation it would
-    /// otherwise become; before another comment that documents nothing,
-    /// that one decides.
+    /// otherwise become (not before a closing bracket); before another
+    /// comment that documents nothing, that one decides.
     fn own_line(&self, index: usize, limit: usize) -> String {
         let documents = |i: usize| self.documentation.get(i).copied().unwrap_or(false);
         let c = &self.comments[index];
@@ -119,7 +119,12 @@ impl<'a> Printer<'a> {
             .comments
             .get(index + 1)
             .is_some_and(|n| (n.span.start as usize) < limit && !documents(index + 1));
-        if remark && !continued {
+        // Before a closing bracket there is nothing it could document.
+        let closes = self
+            .text
+            .get(c.span.end as usize..)
+            .is_some_and(|rest| rest.trim_start().starts_with(['}', ']', ')']));
+        if remark && !continued && !closes {
             line.push('\n');
         }
         line
