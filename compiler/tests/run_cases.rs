@@ -802,6 +802,34 @@ fn a_model_without_a_chat_template_is_warned_about_in_the_manifest_too() {
     );
 }
 
+/// A trained model that cannot be written at the end of its stage (here
+/// `models` is a file) stops the run with the way to continue it: its
+/// checkpoints are kept, and `--resume` writes the model once the cause is
+/// fixed (the error named only the file).
+#[test]
+fn a_model_that_cannot_be_written_says_how_to_resume() {
+    let case = prepare("two_stages", "model-not-written");
+    let dir = case.join("run");
+    run_to_the_end(&case, &dir);
+    std::fs::remove_dir_all(dir.join("models")).unwrap();
+    std::fs::remove_file(dir.join("summary.json")).unwrap();
+    std::fs::write(dir.join("models"), "in the way").unwrap();
+    let out = run_command(&case, &["--resume", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the run's checkpoints are kept; once the cause is fixed, continue with `saferc run "
+        ) && stderr.contains(&format!("--resume {}`", dir.display())),
+        "{stderr}"
+    );
+    std::fs::remove_file(dir.join("models")).unwrap();
+    assert!(resume_to_the_end(&case, &dir).contains("resuming from"));
+    assert!(dir.join("models").is_dir() && dir.join("summary.json").is_file());
+}
+
 /// A two-stage run (sft, then grpo) killed after both stages' last
 /// checkpoint but before they wrote their results, resumed: the stages run
 /// no step, and the summary still gives their final loss and reward (they

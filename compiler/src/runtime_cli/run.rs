@@ -141,9 +141,13 @@ pub fn run(args: RunArgs) -> i32 {
             safer_runtime::stderr_line!("error: {e}");
             2
         }
-        // A file that could not be written (a full disk, a lost mount):
-        // the checkpoints written before it are intact.
-        Err(e @ ExecError::Io { .. }) if out.join("manifest.json").is_file() => {
+        // A file that could not be written (a full disk, a lost mount; a
+        // trained model's folder too): the checkpoints written before it
+        // are intact.
+        Err(
+            e @ (ExecError::Io { .. }
+            | ExecError::Model(safer_runtime::model::ModelError::Io { .. })),
+        ) if out.join("manifest.json").is_file() => {
             safer_runtime::stderr_line!("error: {e}\nhelp: the run's checkpoints are kept; once the cause is fixed, {continue_with}");
             1
         }
