@@ -637,3 +637,19 @@ fn a_relative_root_is_taken_from_the_current_folder() {
     assert_eq!(outside.status.code(), Some(1), "{}", stderr(&outside));
     assert!(stderr(&outside).contains("E0202"), "{}", stderr(&outside));
 }
+
+/// `saferc graph -` reads standard input as a file of the current folder,
+/// as `check -` and `fmt -` do (it was refused as a file named `-`).
+#[test]
+fn graph_reads_standard_input() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let text = std::fs::read_to_string(examples.join("quickstart.safer")).unwrap_or_default();
+    let piped = saferc_with_input_in(&examples, &["graph", "-"], &text);
+    assert_eq!(piped.status.code(), Some(0), "{}", stderr(&piped));
+    let from_file = saferc(&[
+        "graph",
+        &examples.join("quickstart.safer").to_string_lossy(),
+    ]);
+    assert_eq!(stdout(&piped), stdout(&from_file));
+    assert!(stdout(&piped).starts_with("program sha256:"));
+}

@@ -18,19 +18,40 @@ pub enum GraphFormat {
     Json,
 }
 
-/// Analyzes `file` with its project's options and prints the diagnostics;
-/// the program, when there were no errors, and the project it belongs to.
-fn checked_program(
-    file: &Path,
-    imports: &ImportArgs,
-    sources: &mut SourceMap,
-) -> Option<(
+/// The program and project of a checked pipeline.
+type Checked = (
     crate::semantic::hir::Program,
     Option<crate::project::Project>,
-)> {
+);
+
+/// Analyzes `file` (`-`: standard input, as a file in the current folder,
+/// as `check -` reads it) with its project's options and prints the
+/// diagnostics; the program, when there were no errors, and the project it
+/// belongs to.
+fn checked_program(file: &Path, imports: &ImportArgs, sources: &mut SourceMap) -> Option<Checked> {
     let mut diags = Vec::new();
-    let (options, project) = imports.options_and_project(file, sources, &mut diags);
-    let analysis = semantic::analyze_file(sources, file, options);
+    let stdin = file.as_os_str() == "-";
+    let here = Path::new(".");
+    let project_of = if stdin {
+        here.join("-")
+    } else {
+        file.to_path_buf()
+    };
+    let (options, project) = imports.options_and_project(&project_of, sources, &mut diags);
+    let analysis = match stdin {
+        true => {
+            let text = match input::read(sources, file) {
+                Ok(id) => sources.get(id).map(|f| f.text.clone()).unwrap_or_default(),
+                Err(d) => {
+                    diags.push(*d);
+                    input::emit(&diags, sources, Format::Human);
+                    return None;
+                }
+            };
+            semantic::analyze_text(sources, "-", &text, Some(here), options)
+        }
+        false => semantic::analyze_file(sources, file, options),
+    };
     diags.extend(analysis.diagnostics);
     let has_errors = diags.iter().any(|d| d.is_error());
     input::emit(&diags, sources, Format::Human);
