@@ -272,7 +272,7 @@ fn help_for(expected: &[Expectation], found: &Token) -> Option<String> {
                 c as u32
             ));
         }
-        if c.is_whitespace() || INVISIBLE.contains(&c) {
+        if super::lexer::invisible(c) {
             return Some(format!(
                 "an invisible character, U+{:04X}, is here (pasted text often holds one): delete it, or put a plain space in its place",
                 c as u32
@@ -357,13 +357,6 @@ fn skip_trivia(text: &str, mut pos: usize, comments: &[Comment]) -> usize {
         }
     }
 }
-
-/// Characters that show as nothing (zero-width space, joiners, word
-/// joiner, byte-order mark, soft hyphen), named by their code point in
-/// messages; whitespace other than the language's is named so too.
-const INVISIBLE: &[char] = &[
-    '\u{200b}', '\u{200c}', '\u{200d}', '\u{2060}', '\u{feff}', '\u{00ad}',
-];
 
 /// A token of the source, found by looking at characters (the parser gave
 /// only a position).
@@ -513,7 +506,7 @@ impl Token {
             .text
             .chars()
             .next()
-            .is_some_and(|c| c.is_whitespace() || INVISIBLE.contains(&c))
+            .is_some_and(super::lexer::invisible)
         {
             format!(
                 "the invisible character U+{:04X}",

@@ -401,7 +401,7 @@ pub fn escape(value: &str) -> String {
 
 /// Whitespace other than the space, and Unicode's invisible format
 /// characters (general category Cf, as of Unicode 16).
-fn invisible(c: char) -> bool {
+pub(crate) fn invisible(c: char) -> bool {
     (c.is_whitespace() && c != ' ')
         || matches!(
             c,
