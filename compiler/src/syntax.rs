@@ -20,6 +20,7 @@ pub mod expectations;
 pub mod expr;
 pub mod grammar;
 pub mod lexer;
+pub mod text_direction;
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::span::{SourceId, Span};

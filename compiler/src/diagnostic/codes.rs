@@ -72,6 +72,8 @@ codes! {
     E0112 = 112, "`if` without `else`";
     /// A setting written without `=`.
     E0113 = 113, "setting without `=`";
+    /// A character that reorders how the text around it is displayed.
+    E0114 = 114, "bidirectional control character";
 
     /// A `use` names a file or standard module that does not exist.
     E0200 = 200, "imported module not found";

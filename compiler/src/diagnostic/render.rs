@@ -65,8 +65,17 @@ impl CharColumns {
             .saturating_sub(WINDOW_CONTEXT_LINES);
         let last = file.location(end).line + WINDOW_CONTEXT_LINES + 1;
         let (base, stop) = (file.line_start(first), file.line_start(last));
+        // A character that reorders the display (E0114) would reorder the
+        // snippet on the terminal: U+FFFD, as long in UTF-8, in its place.
+        let shown: String = file.text[base..stop]
+            .chars()
+            .map(|c| match crate::syntax::text_direction::reorders(c) {
+                true => '\u{fffd}',
+                false => c,
+            })
+            .collect();
         CharColumns {
-            window: NamedSource::new(&file.name, file.text[base..stop].to_string()),
+            window: NamedSource::new(&file.name, shown),
             base,
             base_line: first,
         }

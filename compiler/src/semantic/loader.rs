@@ -198,6 +198,8 @@ impl Loader<'_> {
             .unwrap_or_default();
         match syntax::parse(id, &text) {
             Ok(ast) => {
+                self.diags
+                    .extend(syntax::text_direction::warnings(id, &text));
                 let index = self.loaded.modules.len();
                 self.loaded.modules.push(LoadedModule {
                     source: id,
