@@ -174,15 +174,27 @@ impl Server {
                 transport::write(out, &Message::Request(register));
             }
             "workspace/didChangeWatchedFiles" => {
-                let changed: Vec<PathBuf> = n.params["changes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                let changes = n.params["changes"].as_array().cloned().unwrap_or_default();
+                let changed: Vec<PathBuf> = changes
+                    .iter()
                     .filter_map(|c| features::uri_to_path(c["uri"].as_str()?))
                     .map(|p| crate::semantic::loader::canonical_path(&p))
                     .collect();
+                // A file created or deleted (type 1 or 3) can change what an
+                // import or a project resolves to (a `safer.toml` made where
+                // there was none, a file beside the importer taking over
+                // one found under an import root): every open document.
+                let moved = changes.iter().any(|c| c["type"] != 2);
+                let readers = match moved {
+                    true => {
+                        let mut all: Vec<String> = self.documents.keys().cloned().collect();
+                        all.sort_unstable();
+                        all
+                    }
+                    false => self.readers_of(&changed, None),
+                };
                 let buffers = self.open_buffers();
-                for uri in self.readers_of(&changed, None) {
+                for uri in readers {
                     self.publish(&uri, &buffers, out);
                 }
             }

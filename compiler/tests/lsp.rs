@@ -525,7 +525,30 @@ fn a_change_republishes_the_documents_that_read_it() {
     let stale = last_for(&messages, &importer);
     assert_eq!(stale[0]["code"], "E0203", "{stale}");
     assert!(!published(&messages).contains(&unrelated), "{messages:?}");
-    c.request(7, "shutdown", Value::Null);
+
+    // A `safer.toml` created where there was none: no document read it,
+    // and every open one is checked again (a judge's named endpoint needs
+    // a project).
+    let judged = uri(&dir.join("judged.safer"));
+    open(
+        &mut c,
+        &judged,
+        "judge g { kind = http, named = \"grm\" }\n",
+    );
+    let without = c.wait(|m| m["params"]["uri"] == judged.as_str());
+    assert_ne!(without["params"]["diagnostics"], json!([]), "{without}");
+    std::fs::write(
+        dir.join("safer.toml"),
+        "[project]\nname = \"p\"\nversion = \"0.1.0\"\n\n[judges.grm]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    c.notify(
+        "workspace/didChangeWatchedFiles",
+        json!({ "changes": [{ "uri": uri(&dir.join("safer.toml")), "type": 1 }] }),
+    );
+    let messages = symbols(&mut c, 7, &judged);
+    assert_eq!(last_for(&messages, &judged), json!([]), "{messages:?}");
+    c.request(8, "shutdown", Value::Null);
     c.exit();
     let _ = std::fs::remove_dir_all(&dir);
 }

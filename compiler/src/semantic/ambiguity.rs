@@ -6,13 +6,18 @@
 //! model, judge or rubric a pipeline runs. Such a name is an error where it
 //! is used (unused, it does no harm). Declarations that mean the same (the
 //! standard rubrics' identical `judge rules`) are not ambiguous: their
-//! canonical content ([`super::hash::canonical`]) is compared.
+//! content is compared, paths by where they resolve and references by what
+//! they name.
 
-use super::hash::canonical;
+use super::hir::DeclRef;
 use super::Analyzer;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::syntax::ast;
+use serde_json::Value as Json;
 use std::collections::BTreeSet;
+
+/// How many references deep two declarations are compared.
+const REFERENCE_DEPTH: usize = 4;
 
 impl Analyzer<'_> {
     /// Reports each plain name used in a module that two of its imports
@@ -28,18 +33,14 @@ impl Analyzer<'_> {
             let Some((first, others)) = found.split_first() else {
                 continue;
             };
-            let meaning = |r: super::hir::DeclRef| {
-                let mut v = canonical(&self.decls[r.0], &self.decls);
-                if let serde_json::Value::Object(map) = &mut v {
-                    map.remove("qualified");
-                }
-                v
-            };
-            let first_meaning = meaning(*first);
-            let Some(other) = others.iter().find(|r| meaning(**r) != first_meaning) else {
+            let first_meaning = self.meaning(*first, REFERENCE_DEPTH);
+            let Some(other) = others
+                .iter()
+                .find(|r| self.meaning(**r, REFERENCE_DEPTH) != first_meaning)
+            else {
                 continue;
             };
-            let file = |r: super::hir::DeclRef| {
+            let file = |r: DeclRef| {
                 self.loaded
                     .modules
                     .get(self.info[r.0].module)
@@ -63,6 +64,52 @@ impl Analyzer<'_> {
                 .with_secondary(self.decls[other.0].span, format!("`{name}` in `{b}`"))
                 .with_help(format!("{alias}, or declare `{name}` in this file")),
             );
+        }
+    }
+
+    /// What declaration `r` means, to compare with another module's of the
+    /// same name: its content without where it is (its module, qualified
+    /// name, documentation, hash); a path by where it resolves, not as
+    /// written (`models/m` in two folders is two folders); a reference by
+    /// what the declaration it names means, `depth` references deep, then
+    /// by its qualified name (two files' `judge j { model = m }` are the
+    /// same when their `m`s are).
+    fn meaning(&self, r: DeclRef, depth: usize) -> Json {
+        let mut v = self
+            .decls
+            .get(r.0)
+            .and_then(|d| serde_json::to_value(d).ok())
+            .unwrap_or(Json::Null);
+        if let Json::Object(map) = &mut v {
+            for key in ["hash", "docs", "module", "qualified"] {
+                map.remove(key);
+            }
+        }
+        self.resolve(&mut v, depth);
+        v
+    }
+
+    fn resolve(&self, v: &mut Json, depth: usize) {
+        match v {
+            Json::Object(map) => {
+                if let (1, Some(n)) = (map.len(), map.get("decl").and_then(Json::as_u64)) {
+                    let target = DeclRef(n as usize);
+                    *v = match depth {
+                        0 => self
+                            .decls
+                            .get(target.0)
+                            .map_or(Json::Null, |d| Json::String(d.qualified.clone())),
+                        _ => self.meaning(target, depth - 1),
+                    };
+                    return;
+                }
+                if map.contains_key("resolved") {
+                    map.remove("written");
+                }
+                map.values_mut().for_each(|x| self.resolve(x, depth));
+            }
+            Json::Array(items) => items.iter_mut().for_each(|x| self.resolve(x, depth)),
+            _ => {}
         }
     }
 

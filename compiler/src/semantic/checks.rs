@@ -1302,22 +1302,28 @@ impl Boxes {
     }
 }
 
-/// The largest divisor of `n` that is at most `limit`: a count down from a
-/// small `limit`, else trial division up to `√n`, so that a typo such as
-/// `micro_batch = 10000000000` is answered at once (a count down from any
-/// `limit` took minutes). 1 when both would be long (`limit` over 2²⁰ and
-/// `n` over 2⁴⁰).
+/// The largest divisor of `n` that is at most `limit`, found in at most
+/// about 2²⁰ steps, so that a typo such as `micro_batch = 10000000000` is
+/// answered at once (a count down from any `limit` took minutes): a count
+/// down from a small `limit`; else `n / k` for the smallest `k` from
+/// `n / limit` up that divides `n`; else trial division up to `√n`. 1 when
+/// none of them ends in time (`n` over 2⁴⁰ with no such `k` near).
 fn largest_divisor_at_most(n: u64, limit: u64) -> u64 {
+    const STEPS: u64 = 1 << 20;
     if limit >= n {
         return n.max(1);
     }
-    if limit <= 1 << 20 {
+    if limit <= STEPS {
         return (1..=limit)
             .rev()
             .find(|d| n.is_multiple_of(*d))
             .unwrap_or(1);
     }
-    if n > 1 << 40 {
+    let k0 = n.div_ceil(limit.max(1));
+    if let Some(k) = (k0..k0.saturating_add(STEPS)).find(|k| n.is_multiple_of(*k)) {
+        return n / k;
+    }
+    if n > STEPS * STEPS {
         return 1;
     }
     let mut best = 1;
@@ -1333,4 +1339,26 @@ fn largest_divisor_at_most(n: u64, limit: u64) -> u64 {
         i += 1;
     }
     best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::largest_divisor_at_most;
+
+    /// Against a count down, on small numbers, and at once on huge ones.
+    #[test]
+    fn the_largest_divisor_at_most_a_limit() {
+        for n in 1..200u64 {
+            for limit in 1..220u64 {
+                let expected = (1..=limit.min(n)).rev().find(|d| n % d == 0).unwrap_or(1);
+                assert_eq!(largest_divisor_at_most(n, limit), expected, "{n} {limit}");
+            }
+        }
+        // 2^41 completions, micro-batch 3,000,000: 2^21 (it gave 1).
+        assert_eq!(largest_divisor_at_most(1 << 41, 3_000_000), 1 << 21);
+        assert_eq!(largest_divisor_at_most(48, 10_000_000_000), 48);
+        assert_eq!(largest_divisor_at_most(3_000_000_000_000, 7), 6);
+        // A prime below 2^40 and a large limit: trial division.
+        assert_eq!(largest_divisor_at_most(1_099_511_627_689, 1 << 30), 1);
+    }
 }

@@ -247,6 +247,9 @@ impl<'a> Analyzer<'a> {
                 // A bare rubric name stands for its total.
                 let module = self.info[decl].module;
                 if let Some(Found::Decl(r)) = self.scopes.lookup(module, name) {
+                    if !self.scopes.modules[module].local.contains_key(name) {
+                        self.glob_uses.push((module, name.to_string(), span));
+                    }
                     if self.decls[r.0].kind == DeclKind::Rubric {
                         return texpr(
                             TKind::Criterion {

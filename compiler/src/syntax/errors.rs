@@ -193,7 +193,11 @@ fn word_alone_on_its_line(
     comments: &[Comment],
 ) -> Diagnostic {
     let span = Span::new(source, word.start, word.end);
-    let number = Token::before(text, word.start, comments).filter(|t| glued::is_number(&t.text));
+    // A unit's word (`steps`, `token`) after a number; any other word is
+    // a key (`group = 6` then `temperature`).
+    let is_unit = glued::UNITS.contains(&word.text.as_str());
+    let number =
+        Token::before(text, word.start, comments).filter(|t| is_unit && glued::is_number(&t.text));
     match number {
         Some(n) => Diagnostic::error(
             Code::E0113,
@@ -259,7 +263,8 @@ fn help_for(expected: &[Expectation], found: &Token) -> Option<String> {
     }
     // Typographic quotes, as a word processor or a chat window writes them.
     if found.text.starts_with([
-        '\u{201c}', '\u{201d}', '\u{2018}', '\u{2019}', '\u{00ab}', '\u{00bb}',
+        '\u{201c}', '\u{201d}', '\u{201e}', '\u{201f}', '\u{2018}', '\u{2019}', '\u{201a}',
+        '\u{201b}', '\u{00ab}', '\u{00bb}', '\u{2033}', '\u{ff02}',
     ]) {
         return Some(
             "strings use straight double quotes (`\"`, U+0022): the text has typographic quotes, as an editor or a chat window writes them".into(),
