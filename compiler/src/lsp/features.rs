@@ -78,7 +78,13 @@ pub(super) fn in_prose(text: &str, offset: usize) -> bool {
             b'"' => {
                 let mut j = i + 1;
                 while j < bytes.len() && !matches!(bytes[j], b'"' | b'\n' | b'\r') {
-                    j += if bytes[j] == b'\\' { 2 } else { 1 };
+                    // An escape takes the character after the `\`, not a
+                    // line's end (the lexer ends the string there).
+                    let escaped = bytes[j] == b'\\'
+                        && bytes
+                            .get(j + 1)
+                            .is_some_and(|b| !matches!(b, b'\n' | b'\r'));
+                    j += if escaped { 2 } else { 1 };
                 }
                 if offset <= j {
                     return true;

@@ -720,6 +720,8 @@ fn strings_and_comments_are_prose() {
     assert!(completion_labels(&typing, 0, 23).is_empty());
     assert!(super::in_prose("a = \"x\\\"y\" b", 8));
     assert!(!super::in_prose("a = \"x\\\"y\" b", 11));
+    // A `\` at a line's end does not carry the string onto the next line.
+    assert!(!super::in_prose("a = \"x\\\nb", 9));
 }
 
 /// A key accepted over a word replaces the word, and where the setting's
