@@ -46,6 +46,12 @@ pub fn serve(input: &mut impl BufRead, output: &mut impl Write) -> i32 {
     }
 }
 
+/// The canonical path of a `file:` URI, as open buffers and a document's
+/// reads are keyed ([`crate::semantic::loader::canonical_path`]).
+fn canonical_path_of(uri: &str) -> Option<PathBuf> {
+    features::uri_to_path(uri).map(|p| crate::semantic::loader::canonical_path(&p))
+}
+
 /// JSON-RPC error codes of the protocol's life cycle.
 const SERVER_NOT_INITIALIZED: i32 = -32002;
 const INVALID_REQUEST: i32 = -32600;
@@ -177,8 +183,7 @@ impl Server {
                 let changes = n.params["changes"].as_array().cloned().unwrap_or_default();
                 let changed: Vec<PathBuf> = changes
                     .iter()
-                    .filter_map(|c| features::uri_to_path(c["uri"].as_str()?))
-                    .map(|p| crate::semantic::loader::canonical_path(&p))
+                    .filter_map(|c| canonical_path_of(c["uri"].as_str()?))
                     .collect();
                 // A file created or deleted (type 1 or 3) can change what an
                 // import or a project resolves to (a `safer.toml` made where
@@ -245,10 +250,7 @@ impl Server {
     fn open_buffers(&self) -> BTreeMap<PathBuf, String> {
         self.documents
             .iter()
-            .filter_map(|(uri, text)| {
-                let path = features::uri_to_path(uri)?;
-                Some((crate::semantic::loader::canonical_path(&path), text.clone()))
-            })
+            .filter_map(|(uri, text)| Some((canonical_path_of(uri)?, text.clone())))
             .collect()
     }
 
@@ -258,10 +260,7 @@ impl Server {
     /// import not found. The open texts are gathered once for all of them.
     fn publish_after_change(&mut self, changed: &str, out: &mut impl Write) {
         let buffers = self.open_buffers();
-        let changed_path: Vec<PathBuf> = features::uri_to_path(changed)
-            .map(|p| crate::semantic::loader::canonical_path(&p))
-            .into_iter()
-            .collect();
+        let changed_path: Vec<PathBuf> = canonical_path_of(changed).into_iter().collect();
         let others = self.readers_of(&changed_path, Some(changed));
         for uri in std::iter::once(changed.to_string()).chain(others) {
             self.publish(&uri, &buffers, out);

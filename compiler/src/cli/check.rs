@@ -4,7 +4,6 @@
 
 use super::{fix, input, Format, ImportArgs};
 use crate::diagnostic::Diagnostic;
-use crate::semantic;
 use crate::source::SourceMap;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -81,21 +80,13 @@ fn analyze(files: &[PathBuf], imports: &ImportArgs) -> (SourceMap, Vec<Diagnosti
     let mut sources = SourceMap::new();
     let mut diags = Vec::new();
     for path in files {
-        let analysis = if path.as_os_str() == "-" {
-            // Standard input, as a file in the current folder.
-            let here = std::path::Path::new(".");
-            let options = imports.options_for(&here.join("-"), &mut sources, &mut diags);
-            let text = match input::read(&mut sources, path) {
-                Ok(id) => sources.get(id).map(|f| f.text.clone()).unwrap_or_default(),
-                Err(d) => {
-                    diags.push(*d);
-                    continue;
-                }
-            };
-            semantic::analyze_text(&mut sources, "-", &text, Some(here), options)
-        } else {
-            let options = imports.options_for(path, &mut sources, &mut diags);
-            semantic::analyze_file(&mut sources, path, options)
+        let options = imports.options_for(&input::project_path(path), &mut sources, &mut diags);
+        let analysis = match input::analyze(&mut sources, path, options) {
+            Ok(analysis) => analysis,
+            Err(d) => {
+                diags.push(*d);
+                continue;
+            }
         };
         let clean = !analysis.diagnostics.iter().any(Diagnostic::is_error);
         diags.extend(analysis.diagnostics);

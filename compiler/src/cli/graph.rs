@@ -30,27 +30,15 @@ type Checked = (
 /// belongs to.
 fn checked_program(file: &Path, imports: &ImportArgs, sources: &mut SourceMap) -> Option<Checked> {
     let mut diags = Vec::new();
-    let stdin = file.as_os_str() == "-";
-    let here = Path::new(".");
-    let project_of = if stdin {
-        here.join("-")
-    } else {
-        file.to_path_buf()
-    };
-    let (options, project) = imports.options_and_project(&project_of, sources, &mut diags);
-    let analysis = match stdin {
-        true => {
-            let text = match input::read(sources, file) {
-                Ok(id) => sources.get(id).map(|f| f.text.clone()).unwrap_or_default(),
-                Err(d) => {
-                    diags.push(*d);
-                    input::emit(&diags, sources, Format::Human);
-                    return None;
-                }
-            };
-            semantic::analyze_text(sources, "-", &text, Some(here), options)
+    let (options, project) =
+        imports.options_and_project(&input::project_path(file), sources, &mut diags);
+    let analysis = match input::analyze(sources, file, options) {
+        Ok(analysis) => analysis,
+        Err(d) => {
+            diags.push(*d);
+            input::emit(&diags, sources, Format::Human);
+            return None;
         }
-        false => semantic::analyze_file(sources, file, options),
     };
     diags.extend(analysis.diagnostics);
     let has_errors = diags.iter().any(|d| d.is_error());

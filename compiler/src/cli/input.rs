@@ -8,6 +8,39 @@ use crate::span::SourceId;
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 
+/// The path whose project a command's input belongs to: `-` (standard
+/// input) counts as a file of the current folder.
+pub fn project_path(path: &Path) -> std::path::PathBuf {
+    match path.as_os_str() == "-" {
+        true => Path::new(".").join("-"),
+        false => path.to_path_buf(),
+    }
+}
+
+/// Analyzes `path`, or standard input for `-` (as a file of the current
+/// folder, its imports resolved from there).
+///
+/// # Errors
+/// Standard input that cannot be read (E0111, E0100, E0106).
+pub fn analyze(
+    sources: &mut SourceMap,
+    path: &Path,
+    options: crate::semantic::loader::LoadOptions,
+) -> Result<crate::semantic::Analysis, Box<Diagnostic>> {
+    if path.as_os_str() != "-" {
+        return Ok(crate::semantic::analyze_file(sources, path, options));
+    }
+    let id = read(sources, path)?;
+    let text = sources.get(id).map(|f| f.text.clone()).unwrap_or_default();
+    Ok(crate::semantic::analyze_text(
+        sources,
+        "-",
+        &text,
+        Some(Path::new(".")),
+        options,
+    ))
+}
+
 /// Reads a file (or stdin for `-`) into the source map.
 ///
 /// # Errors

@@ -49,12 +49,7 @@ pub struct Document {
 /// works while the text does not parse.
 pub(super) fn in_prose(text: &str, offset: usize) -> bool {
     let bytes = text.as_bytes();
-    let line_end = |from: usize| {
-        bytes[from..]
-            .iter()
-            .position(|&b| b == b'\n' || b == b'\r')
-            .map_or(bytes.len(), |p| from + p)
-    };
+    let line_end = |from: usize| crate::syntax::lexer::line_end(bytes, from);
     let mut i = 0;
     while i < offset.min(bytes.len()) {
         match bytes[i] {

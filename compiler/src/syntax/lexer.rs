@@ -240,7 +240,7 @@ fn what_bracket(open: u8) -> &'static str {
 
 /// Where the line holding `from` ends: its `\n`, or its `\r` (of a
 /// `\r\n`, or a lone one, which ends a line too).
-fn line_end(bytes: &[u8], from: usize) -> usize {
+pub(crate) fn line_end(bytes: &[u8], from: usize) -> usize {
     bytes[from..]
         .iter()
         .position(|&b| b == b'\n' || b == b'\r')
