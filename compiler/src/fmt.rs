@@ -10,7 +10,8 @@
 //! - a nested block written on one line stays on one line
 //!   (`judge rules { kind = rules }`) when it holds only settings and fits;
 //!   a list, call or `if` written over several lines, or too long for the
-//!   line, is printed one element (or branch) per line;
+//!   line, is printed one element, argument (or branch) per line, and so
+//!   is a declaration's parameter list;
 //! - canonical spacing in expressions (`a + b`, `f(x, n = 4)`, `[a, b]`,
 //!   `lo..hi`), numbers as written, units singular for `1` and plural
 //!   otherwise, strings re-escaped, triple-quoted text kept verbatim.

@@ -294,3 +294,45 @@ fn alignment_never_pushes_a_line_past_the_width() {
     assert!(once.lines().all(|l| l.chars().count() <= 100), "{once}");
     assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
 }
+
+/// A call written over several lines, or too long for the line, is printed
+/// one argument per line with a trailing comma, and the comments between
+/// its arguments stay beside them (they went above the statement, and the
+/// call was joined onto one line). A line break inside an argument alone
+/// leaves the call on one line.
+#[test]
+fn calls_written_over_lines_keep_one_argument_per_line() {
+    let case =
+        "dataset d {\n  source = jsonl(\"a.jsonl\",  # the main file\n    # skip bad rows\n    \
+                on_bad_row = skip)\n  other = jsonl(\"b.jsonl\", on_bad_row = skip)\n  \
+                far = jsonl(\"{long}.jsonl\")\n  nested = f([\n    1,\n  ])\n}\n"
+            .replace("{long}", &"b".repeat(90));
+    let once = fmt::format_source(&case).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        once,
+        format!(
+            "dataset d {{\n  source = jsonl(\n    \"a.jsonl\",  # the main file\n    # skip bad rows\n    \
+             on_bad_row = skip,\n  )\n  other = jsonl(\"b.jsonl\", on_bad_row = skip)\n  \
+             far = jsonl(\n    \"{}.jsonl\",\n  )\n  nested = f([1])\n}}\n",
+            "b".repeat(90)
+        )
+    );
+    assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+}
+
+/// A declaration's parameters written over several lines, or too long for
+/// the line, are printed one per line with their comments.
+#[test]
+fn long_parameter_lists_break_one_parameter_per_line() {
+    let case = "scorer helpful(field: string = \"label\", unsafe_values: list = [\"unsafe\"], \
+                min_words: number = 3, at_most: number = 9) = intrinsic\n\n\
+                rubric r(judge = rules,  # the judge\n  threshold = 0.5\n  # last\n) {\n  criterion a weight 1\n}\n";
+    let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        once,
+        "scorer helpful(\n  field: string = \"label\",\n  unsafe_values: list = [\"unsafe\"],\n  \
+         min_words: number = 3,\n  at_most: number = 9,\n) = intrinsic\n\n\
+         rubric r(\n  judge = rules,  # the judge\n  threshold = 0.5,\n  # last\n) {\n  criterion a weight 1\n}\n"
+    );
+    assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+}

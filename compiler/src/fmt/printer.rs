@@ -327,9 +327,28 @@ impl<'a> Printer<'a> {
         let mut head = format!("{} {}", decl.kind.keyword(), decl.name.name);
         if let Some(params) = &decl.params {
             let rendered: Vec<String> = params.iter().map(|p| self.param(p)).collect();
-            head.push('(');
-            head.push_str(&rendered.join(", "));
-            head.push(')');
+            let flat = format!("{head}({})", rendered.join(", "));
+            // The head's line ends with ` {` or ` = ` and a value.
+            if self.params_written_broken(decl, params) || flat.chars().count() + 2 > MAX_WIDTH {
+                head.push_str("(\n");
+                self.indent += 1;
+                for (param, text) in params.iter().zip(&rendered) {
+                    head.push_str(&self.comments_into(param.span.start as usize));
+                    head.push_str(&self.pad());
+                    head.push_str(text);
+                    head.push(',');
+                    head.push_str(
+                        &self.same_line_comment(param.span.end as usize, span.end as usize),
+                    );
+                    head.push('\n');
+                }
+                let close = self.params_end(decl, params);
+                head.push_str(&self.comments_into(close));
+                self.indent -= 1;
+                head.push(')');
+            } else {
+                head = flat;
+            }
         }
         match &decl.body {
             DeclBody::Block(block) => {
@@ -346,6 +365,46 @@ impl<'a> Printer<'a> {
                 self.trailing_comments(span.end as usize, line_start);
             }
         }
+    }
+
+    /// Whether the source breaks a line between a declaration's `(`, its
+    /// parameters and its `)`.
+    fn params_written_broken(&self, decl: &Decl, params: &[Param]) -> bool {
+        let mut from = decl.name.span.end as usize;
+        for param in params {
+            if self
+                .source_between(from, param.span.start as usize)
+                .contains('\n')
+            {
+                return true;
+            }
+            from = param.span.end as usize;
+        }
+        self.source_between(from, self.params_end(decl, params))
+            .contains('\n')
+    }
+
+    /// The offset of the `)` closing a declaration's parameters.
+    fn params_end(&self, decl: &Decl, params: &[Param]) -> usize {
+        let from = params
+            .last()
+            .map_or(decl.name.span.end as usize, |p| p.span.end as usize);
+        let mut lexer_end = from;
+        // Past commas, spaces and comments to the `)`.
+        let rest = self.text.get(from..).unwrap_or("");
+        let mut in_comment = false;
+        for (i, c) in rest.char_indices() {
+            match c {
+                ')' if !in_comment => {
+                    lexer_end = from + i;
+                    break;
+                }
+                '#' => in_comment = true,
+                '\n' | '\r' => in_comment = false,
+                _ => {}
+            }
+        }
+        lexer_end
     }
 
     fn param(&self, p: &Param) -> String {
@@ -442,12 +501,40 @@ impl<'a> Printer<'a> {
 
     /// Whether a value is printed over several lines at column `col`.
     fn breaks(&self, e: &Expr, col: usize) -> bool {
-        let breakable = match &e.kind {
+        self.breakable(e)
+            && (self.written_broken(e) || col + self.flat(e).chars().count() > MAX_WIDTH)
+    }
+
+    /// Whether `e` can be printed over several lines: a non-empty list, a
+    /// call with arguments, an `if`.
+    fn breakable(&self, e: &Expr) -> bool {
+        match &e.kind {
             ExprKind::List { items } => !items.is_empty(),
+            ExprKind::Call { args, .. } => !args.is_empty(),
             ExprKind::If { .. } => true,
             _ => false,
+        }
+    }
+
+    /// Whether the source writes `e` over several lines. For a call, only
+    /// a line break between its brackets and arguments counts: one inside
+    /// an argument (a list written over lines) leaves the call on one line.
+    fn written_broken(&self, e: &Expr) -> bool {
+        let ExprKind::Call { callee, args } = &e.kind else {
+            return self.is_multiline(e.span);
         };
-        breakable && (self.is_multiline(e.span) || col + self.flat(e).chars().count() > MAX_WIDTH)
+        let mut from = callee.span.end as usize;
+        for arg in args {
+            if self
+                .source_between(from, arg.span.start as usize)
+                .contains('\n')
+            {
+                return true;
+            }
+            from = arg.span.end as usize;
+        }
+        self.source_between(from, e.span.end as usize)
+            .contains('\n')
     }
 
     /// For each statement, the key width to pad to (aligned `=` within runs
@@ -613,21 +700,44 @@ impl<'a> Printer<'a> {
     /// An expression at column `col`, broken over lines where it was written
     /// so or does not fit.
     fn expr(&mut self, e: &Expr, col: usize) -> String {
-        let flat = self.flat(e);
-        let too_long = col + flat.chars().count() > MAX_WIDTH;
-        let multiline_source = self.is_multiline(e.span);
+        if !self.breaks(e, col) {
+            return self.flat(e);
+        }
         match &e.kind {
-            ExprKind::List { items } if !items.is_empty() && (multiline_source || too_long) => {
-                self.broken_list(items, e.span)
-            }
-            ExprKind::If { .. } if multiline_source || too_long => self.broken_if(e),
-            _ => flat,
+            ExprKind::List { items } => self.broken_list(items, e.span),
+            ExprKind::Call { callee, args } => self.broken_call(callee, args, e.span),
+            _ => self.broken_if(e),
         }
     }
 
+    /// `callee(`, one argument per line with a trailing comma, `)`; the
+    /// comments between the arguments stay with them.
+    fn broken_call(&mut self, callee: &Expr, args: &[Arg], span: Span) -> String {
+        let mut s = self.flat(callee);
+        s.push_str("(\n");
+        self.indent += 1;
+        for arg in args {
+            s.push_str(&self.comments_into(arg.span.start as usize));
+            let mut line = self.pad();
+            if let Some(name) = &arg.name {
+                line.push_str(&name.name);
+                line.push_str(" = ");
+            }
+            let value = self.expr(&arg.value, line.chars().count());
+            s.push_str(&line);
+            s.push_str(&value);
+            s.push(',');
+            s.push_str(&self.same_line_comment(arg.span.end as usize, span.end as usize));
+            s.push('\n');
+        }
+        s.push_str(&self.comments_into(span.end as usize));
+        self.indent -= 1;
+        s.push_str(&self.pad());
+        s.push(')');
+        s
+    }
+
     fn broken_list(&mut self, items: &[Expr], span: Span) -> String {
-        let outer = self.out.len();
-        let _ = outer;
         let mut s = String::from("[\n");
         self.indent += 1;
         for item in items {

@@ -385,16 +385,15 @@ mod tests {
 
     #[test]
     fn the_prelude_s_field_readers_are_these() {
-        let prelude = include_str!("../../../stdlib/std.safer");
-        let declared: Vec<(String, String)> = prelude
-            .lines()
-            .filter(|l| l.starts_with("scorer ") && l.trim_end().ends_with("= intrinsic"))
-            .filter_map(|l| {
-                let name = l["scorer ".len()..].split('(').next()?;
-                let default = l.split("field: string = \"").nth(1)?.split('"').next()?;
-                Some((name.to_string(), default.to_string()))
-            })
-            .collect();
+        let declared: Vec<(String, String)> =
+            crate::exec::scorers::prelude_intrinsic_declarations()
+                .iter()
+                .filter_map(|l| {
+                    let name = l["scorer ".len()..].split('(').next()?;
+                    let default = l.split("field: string = \"").nth(1)?.split('"').next()?;
+                    Some((name.to_string(), default.to_string()))
+                })
+                .collect();
         let known: Vec<(String, String)> = FIELD_READERS
             .iter()
             .map(|(name, field, _)| ((*name).to_string(), (*field).to_string()))
