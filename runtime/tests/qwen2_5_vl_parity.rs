@@ -160,6 +160,86 @@ fn a_saved_model_loads_back_with_the_same_logits() {
     std::fs::remove_dir_all(&out).ok();
 }
 
+/// transformers 5 saves Qwen2.5-VL's decoder under
+/// `model.language_model.` and its vision tower under `model.visual.` (4.x
+/// saved `model.` and `visual.`): the fixture's tensors renamed so pass the
+/// header check and load with the same logits, and a missing one is named
+/// as that layout names it.
+#[test]
+fn a_checkpoint_in_transformers_5_s_layout_loads_with_the_same_logits() {
+    use safer_runtime::model::weights::check_tensors;
+    use safer_runtime::model::ModelConfig;
+    use safetensors::SafeTensors;
+    let f = fixture();
+    let dir = std::env::temp_dir().join(format!("saferc-qwen25vl-v5-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    for file in [
+        "config.json",
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(f.dir.join(file), dir.join(file)).expect("copy");
+    }
+    let bytes = std::fs::read(f.dir.join("model.safetensors")).expect("read");
+    let stored = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let renamed = |name: &str| -> String {
+        if let Some(rest) = name.strip_prefix("visual.") {
+            format!("model.visual.{rest}")
+        } else if let Some(rest) = name.strip_prefix("model.") {
+            format!("model.language_model.{rest}")
+        } else {
+            name.to_string()
+        }
+    };
+    let write = |skip: Option<&str>| {
+        let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = stored
+            .tensors()
+            .into_iter()
+            .filter(|(name, _)| Some(name.as_str()) != skip)
+            .map(|(name, view)| (renamed(&name), view))
+            .collect();
+        let out = safetensors::serialize(tensors, None).expect("serialize");
+        std::fs::write(dir.join("model.safetensors"), out).expect("write");
+    };
+    write(None);
+    let config = ModelConfig::read(&dir).expect("config");
+    check_tensors(&dir, &config).expect("the header check takes transformers 5's names");
+    let again = Model::<CpuBackend>::load(&dir, &Default::default()).expect("load");
+    let case = &f.cases()[1];
+    let prompt = f.prompt_with_their_pixels(case);
+    let input = ModelInput {
+        layout: Layout::dense(1, prompt.tokens.len(), true),
+        tokens: prompt.tokens,
+        images: prompt.images,
+    };
+    let logits = |m: &Model<CpuBackend>| -> Vec<f32> {
+        m.forward(&input, None)
+            .expect("forward")
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("f32")
+    };
+    assert_eq!(logits(&again), logits(&f.model));
+
+    write(Some("visual.blocks.0.attn.qkv.weight"));
+    let config = ModelConfig::read(&dir).expect("config");
+    let checked = check_tensors(&dir, &config)
+        .expect_err("a tensor is missing")
+        .to_string();
+    let loaded = Model::<CpuBackend>::load(&dir, &Default::default())
+        .expect_err("a tensor is missing")
+        .to_string();
+    assert_eq!(checked, loaded);
+    assert!(
+        checked.contains("tensor `model.visual.blocks.0.attn.qkv.weight` is missing"),
+        "{checked}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn completions_scored_after_cached_image_prompts_equal_whole_sequences() {
     // Training scores completions after each prompt's cached keys: the

@@ -33,8 +33,50 @@ struct WeightFile {
 pub struct WeightReader {
     dir: PathBuf,
     files: Vec<WeightFile>,
-    /// Tensor name → index into `files`.
-    index: HashMap<String, usize>,
+    /// Loading name ([`loading_name`]) → index into `files` and the name
+    /// the file stores the tensor under.
+    index: HashMap<String, (usize, String)>,
+    /// Whether the files use transformers 5's layout ([`RENAMED_PREFIXES`]).
+    renamed: bool,
+}
+
+/// transformers 5 (and the releases from 4.52 on, in memory) holds
+/// Qwen2.5-VL's decoder under `model.language_model.` and its vision tower
+/// under `model.visual.`, and saves them so; transformers 4 saves, and the
+/// Hub's checkpoints hold, `model.` and `visual.`: the names saferc loads
+/// by. Each pair is (transformers 5's prefix, the loading prefix).
+const RENAMED_PREFIXES: [(&str, &str); 2] = [
+    ("model.language_model.", "model."),
+    ("model.visual.", "visual."),
+];
+
+/// The name a stored tensor is loaded by: its own, or, in transformers 5's
+/// layout, the transformers 4 name ([`RENAMED_PREFIXES`]).
+fn loading_name(stored: &str) -> String {
+    for (renamed, loading) in RENAMED_PREFIXES {
+        if let Some(rest) = stored.strip_prefix(renamed) {
+            return format!("{loading}{rest}");
+        }
+    }
+    stored.to_string()
+}
+
+/// Whether a file holding these tensor names uses transformers 5's layout.
+fn is_renamed<'a>(mut stored: impl Iterator<Item = &'a str>) -> bool {
+    stored.any(|name| RENAMED_PREFIXES.iter().any(|(p, _)| name.starts_with(p)))
+}
+
+/// The name a missing tensor would have in the files' layout, for the
+/// message that says it is missing.
+fn stored_name(loading: &str, renamed: bool) -> String {
+    if renamed {
+        for (stored, loading_prefix) in RENAMED_PREFIXES {
+            if let Some(rest) = loading.strip_prefix(loading_prefix) {
+                return format!("{stored}{rest}");
+            }
+        }
+    }
+    loading.to_string()
 }
 
 impl WeightReader {
@@ -60,7 +102,7 @@ impl WeightReader {
                     reason: e.to_string(),
                 })?;
             for name in metadata.offset_keys() {
-                index.insert(name, files.len());
+                index.insert(loading_name(&name), (files.len(), name));
             }
             files.push(WeightFile {
                 path,
@@ -69,36 +111,35 @@ impl WeightReader {
                 metadata,
             });
         }
+        let renamed = is_renamed(index.values().map(|(_, stored)| stored.as_str()));
         Ok(Self {
             dir: dir.to_path_buf(),
             files,
             index,
+            renamed,
         })
     }
 
-    /// Whether a tensor of this name exists.
+    /// Whether a tensor of this (loading) name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
 
     /// The tensor `name` as f32 values, checked against `expected` (its
     /// shape) and for NaN and infinities.
+    /// `name` is the loading name; errors name the tensor as its file
+    /// stores it.
     pub fn values(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let file = self
+        let missing = || ModelError::MissingTensor {
+            dir: self.dir.clone(),
+            name: stored_name(name, self.renamed),
+        };
+        let (file, name) = self
             .index
             .get(name)
-            .and_then(|&i| self.files.get(i))
-            .ok_or_else(|| ModelError::MissingTensor {
-                dir: self.dir.clone(),
-                name: name.to_string(),
-            })?;
-        let info = file
-            .metadata
-            .info(name)
-            .ok_or_else(|| ModelError::MissingTensor {
-                dir: self.dir.clone(),
-                name: name.to_string(),
-            })?;
+            .and_then(|(i, stored)| Some((self.files.get(*i)?, stored.as_str())))
+            .ok_or_else(missing)?;
+        let info = file.metadata.info(name).ok_or_else(missing)?;
         if info.shape != expected {
             return Err(ModelError::WrongShape {
                 path: file.path.clone(),
@@ -164,25 +205,26 @@ pub fn check_files(dir: &Path) -> Result<(), ModelError> {
 /// file; or what [`check_files`] finds.
 pub fn check_tensors(dir: &Path, config: &ModelConfig) -> Result<(), ModelError> {
     let headers = read_headers(dir)?;
-    // Tensor name → its file and header entry (of the last file that names
-    // it, as loading takes it).
+    // Loading name → its file, stored name and header entry (of the last
+    // file that names it, as loading takes it).
     let mut stored = HashMap::new();
     for (path, metadata) in &headers {
         for (name, info) in metadata.tensors() {
-            stored.insert(name, (path, info));
+            stored.insert(loading_name(&name), (path, name, info));
         }
     }
+    let renamed = is_renamed(stored.values().map(|(_, name, _)| name.as_str()));
     for tensor in expected_tensors(config) {
-        let Some(&(path, info)) = stored.get(&tensor.name) else {
+        let Some((path, name, info)) = stored.get(&tensor.name) else {
             return Err(ModelError::MissingTensor {
                 dir: dir.to_path_buf(),
-                name: tensor.name,
+                name: stored_name(&tensor.name, renamed),
             });
         };
         if info.shape != tensor.shape {
             return Err(ModelError::WrongShape {
                 path: path.to_path_buf(),
-                name: tensor.name,
+                name: name.clone(),
                 expected: tensor.shape,
                 found: info.shape.clone(),
             });
@@ -190,7 +232,7 @@ pub fn check_tensors(dir: &Path, config: &ModelConfig) -> Result<(), ModelError>
         if !readable(info.dtype) {
             return Err(ModelError::UnsupportedDtype {
                 path: path.to_path_buf(),
-                name: tensor.name,
+                name: name.clone(),
                 dtype: format!("{:?}", info.dtype),
             });
         }
