@@ -452,4 +452,23 @@ mod tests {
         assert_eq!((span.start, span.end), (11, 15));
         assert!(crate::syntax::parse(SourceId(0), "prompt p = \"a\rb\"\n").is_err());
     }
+
+    /// The grammar, which parses after the lexer, ends a plain string at a
+    /// line's end too: a `\` before it does not carry the string on.
+    #[test]
+    fn the_grammar_and_the_lexer_end_strings_at_the_same_place() {
+        use crate::syntax::grammar::{Rule, SaferParser};
+        use pest::Parser;
+        for text in [
+            "prompt p = \"a\\\nb\"\n",
+            "prompt p = \"a\\\r\nb\"\n",
+            "prompt p = \"a\\\rb\"\n",
+        ] {
+            assert!(scan(SourceId(0), text).is_err(), "{text:?}");
+            assert!(SaferParser::parse(Rule::file, text).is_err(), "{text:?}");
+        }
+        let text = "prompt p = \"a\\\"b\\\\\"\n";
+        assert!(scan(SourceId(0), text).is_ok());
+        assert!(SaferParser::parse(Rule::file, text).is_ok());
+    }
 }
