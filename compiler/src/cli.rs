@@ -41,8 +41,8 @@ pub enum Format {
 /// How `use` paths may resolve.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ImportArgs {
-    /// The project root (default: the folder of the file checked); `use`
-    /// may not leave it.
+    /// The project root (default: the folder of the nearest `safer.toml`
+    /// above the file, else the file's folder); `use` may not leave it.
     #[arg(long, value_parser = existing_folder)]
     pub root: Option<PathBuf>,
     /// Allow `use` of files outside the project root.
