@@ -274,3 +274,20 @@ fn diagnostics_on_very_wide_lines_render_without_panicking() {
         assert!(shown.contains("the line is too long to show"), "{shown}");
     }
 }
+
+/// A lone `\r` ends a line for saferc (the header's `file:line:column`) and
+/// now for the snippet too: miette counted the whole file as one line and
+/// numbered the snippet's lines apart from the header.
+#[test]
+fn snippets_of_files_with_lone_carriage_returns_number_lines_as_the_header() {
+    use saferc::diagnostic::render::{render_all, RenderOptions};
+    let text = "model m {\r  arch = tiny_vlm\r  weights = \"w\"\r  bogus = 3\r}\r";
+    let mut sources = saferc::SourceMap::new();
+    let diags =
+        saferc::semantic::analyze_text(&mut sources, "cr.safer", text, None, Default::default())
+            .diagnostics;
+    let shown = render_all(&diags, &sources, RenderOptions::plain());
+    assert!(shown.contains("cr.safer:4:3]"), "{shown}");
+    assert!(shown.contains(" 4 │   bogus = 3\n"), "{shown}");
+    assert!(shown.contains(" 3 │   weights = \"w\"\n"), "{shown}");
+}

@@ -67,11 +67,16 @@ impl CharColumns {
         let (base, stop) = (file.line_start(first), file.line_start(last));
         // A character that reorders the display (E0114) would reorder the
         // snippet on the terminal: U+FFFD, as long in UTF-8, in its place.
-        let shown: String = file.text[base..stop]
-            .chars()
-            .map(|c| match crate::syntax::text_direction::reorders(c) {
-                true => '\u{fffd}',
-                false => c,
+        // A lone `\r` ends a line for saferc, not for miette, which then
+        // numbered the snippet's lines apart from the header's: `\n`, as
+        // long, in its place.
+        let text = &file.text[base..stop];
+        let shown: String = text
+            .char_indices()
+            .map(|(at, c)| match c {
+                '\r' if !text[at + 1..].starts_with('\n') => '\n',
+                c if crate::syntax::text_direction::reorders(c) => '\u{fffd}',
+                c => c,
             })
             .collect();
         CharColumns {
