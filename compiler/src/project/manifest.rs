@@ -243,8 +243,8 @@ pub fn parse(id: SourceId, text: &str, root: &Path) -> Result<Manifest, Vec<Diag
 
 /// The diagnostics of a manifest that did not deserialize: serde stops at
 /// the first mistake (`first`), so each table (`[project]`, each
-/// `[judges.NAME]`, ...) is read again on its own and its first mistake
-/// reported too; a syntax error is reported alone.
+/// `[judges.NAME]`, ...) is read again key by key ([`table_errors`]) and
+/// every mistake reported; a syntax error is reported alone.
 fn every_error(id: SourceId, text: &str, first: &toml::de::Error) -> Vec<Diagnostic> {
     use serde::de::DeserializeOwned;
     use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -255,7 +255,7 @@ fn every_error(id: SourceId, text: &str, first: &toml::de::Error) -> Vec<Diagnos
     let mut check =
         |value: &Spanned<DeValue<'_>>,
          read: fn(ValueDeserializer<'_>) -> Option<toml::de::Error>| {
-            if let Some(e) = read(ValueDeserializer::from(value.clone())) {
+            for e in table_errors(value, read) {
                 errors.push(from_toml(id, text, &e));
             }
         };
@@ -289,6 +289,46 @@ fn every_error(id: SourceId, text: &str, first: &toml::de::Error) -> Vec<Diagnos
         new
     });
     errors.sort_by_key(|d| d.labels.first().map_or(0, |l| l.span.start));
+    errors
+}
+
+/// Every mistake of one table, where serde reports its first: each key is
+/// read in a table of its own (a wrong type or an unknown key), then the
+/// table without the keys found wrong (a missing key, unless it was there
+/// with a wrong value). A value that is not a table is read as it is.
+fn table_errors<'i>(
+    value: &toml::Spanned<toml::de::DeValue<'i>>,
+    read: fn(toml::de::ValueDeserializer<'i>) -> Option<toml::de::Error>,
+) -> Vec<toml::de::Error> {
+    use toml::de::{DeTable, DeValue, ValueDeserializer};
+    let DeValue::Table(table) = value.get_ref() else {
+        return read(ValueDeserializer::from(value.clone()))
+            .into_iter()
+            .collect();
+    };
+    let as_value = |t: DeTable<'i>| Spanned::new(value.span(), DeValue::Table(t));
+    let is_missing = |e: &toml::de::Error| e.message().starts_with("missing field");
+    let mut errors = Vec::new();
+    let mut rest = DeTable::new();
+    for (key, field) in table {
+        let mut alone = DeTable::new();
+        alone.insert(key.clone(), field.clone());
+        match read(ValueDeserializer::from(as_value(alone))).filter(|e| !is_missing(e)) {
+            Some(e) => errors.push(e),
+            None => {
+                rest.insert(key.clone(), field.clone());
+            }
+        }
+    }
+    if let Some(e) = read(ValueDeserializer::from(as_value(rest))) {
+        // `missing field `endpoint``: not when `endpoint` was there, wrong.
+        let named = |k: &Spanned<toml::de::DeString<'_>>| {
+            e.message().contains(&format!("`{}`", k.get_ref()))
+        };
+        if !(is_missing(&e) && table.keys().any(named)) {
+            errors.push(e);
+        }
+    }
     errors
 }
 
