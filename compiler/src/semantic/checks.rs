@@ -789,20 +789,29 @@ impl<'a> Analyzer<'a> {
         };
         let mut found = Vec::new();
         for p in &rubric.penalties {
-            if let Some(n) = p.value.number() {
-                if n * coefficient > 0.0 {
+            // Never lowers the reward, and raises it for some completion.
+            if let Some((lo, hi)) = amount_range(&p.value) {
+                let (lo, hi) = (lo * coefficient, hi * coefficient);
+                if lo.min(hi) >= 0.0 && lo.max(hi) > 0.0 {
                     let wrote = written
                         .iter()
                         .find(|(name, _)| *name == p.name)
                         .map(|(_, w)| w.clone());
-                    found.push((p.name.clone(), wrote, p.value.span));
+                    let constant = p.value.number().is_some();
+                    found.push((p.name.clone(), wrote, p.value.span, constant));
                 }
             }
         }
-        for (name, wrote, span) in found {
-            let how = match coefficient > 0.0 {
-                true => "`total` adds `penalties`",
-                false => "`total` subtracts `penalties`",
+        for (name, wrote, span, constant) in found {
+            let how = match (coefficient > 0.0, constant) {
+                (true, true) => "`total` adds `penalties`, so this amount is a bonus",
+                (false, true) => "`total` subtracts `penalties`, so this amount is a bonus",
+                (true, false) => {
+                    "`total` adds `penalties`, and this amount is never below 0: a bonus"
+                }
+                (false, false) => {
+                    "`total` subtracts `penalties`, and this amount is never above 0: a bonus"
+                }
             };
             let flipped = wrote.as_ref().map(|w| match w.strip_prefix('-') {
                 Some(positive) => positive.to_string(),
@@ -812,7 +821,7 @@ impl<'a> Analyzer<'a> {
                 Code::E0323,
                 format!("penalty `{name}` raises the reward when it applies"),
             )
-            .with_primary(span, format!("{how}, so this amount is a bonus"));
+            .with_primary(span, how);
             d = match (&wrote, &flipped) {
                 (Some(wrote), Some(flipped)) => d
                     .with_help(format!("write `penalty {name} = {flipped} when ...`, or make it a criterion if it rewards what is good"))
@@ -1156,6 +1165,61 @@ impl<'a> Analyzer<'a> {
 /// whose branches agree, or that reads it in one branch only, that
 /// branch's. `Some(0)` when `e` does not read it; `None` when it reads it
 /// otherwise (times a score, in a condition, in a call).
+/// The values a penalty's amount can take, where that is known: constants,
+/// the prelude's scorers (0 to 1), `answer.length` and `think.length` (0 or
+/// more), and negations, sums, differences, products and quotients by a
+/// constant, and `if`s of those. `None` for anything else (a user scorer
+/// may return any number; a criterion's score lies in its `scale`).
+fn amount_range(e: &TExpr) -> Option<(f64, f64)> {
+    let scaled = |(lo, hi): (f64, f64), k: f64| {
+        let (a, b) = (lo * k, hi * k);
+        // 0 × ∞ is no number: an unbounded side times 0 is 0.
+        let fix = |v: f64| if v.is_nan() { 0.0 } else { v };
+        (fix(a.min(b)), fix(a.max(b)))
+    };
+    match &e.kind {
+        TKind::Const { .. } => e.number().map(|n| (n, n)),
+        TKind::Call { func, .. } if func.starts_with("std/std::") => Some((0.0, 1.0)),
+        TKind::Field { base, field } if field == "length" => match &base.kind {
+            TKind::Var { name } if name == "answer" || name == "think" => {
+                Some((0.0, f64::INFINITY))
+            }
+            _ => None,
+        },
+        TKind::Unary {
+            op: UnaryOp::Neg,
+            operand,
+        } => amount_range(operand).map(|r| scaled(r, -1.0)),
+        TKind::Binary { op, lhs, rhs } => match op {
+            BinaryOp::Add => {
+                let (l, r) = (amount_range(lhs)?, amount_range(rhs)?);
+                Some((l.0 + r.0, l.1 + r.1))
+            }
+            BinaryOp::Sub => {
+                let (l, r) = (amount_range(lhs)?, amount_range(rhs)?);
+                Some((l.0 - r.1, l.1 - r.0))
+            }
+            BinaryOp::Mul => match (lhs.number(), rhs.number()) {
+                (Some(k), _) => amount_range(rhs).map(|r| scaled(r, k)),
+                (_, Some(k)) => amount_range(lhs).map(|r| scaled(r, k)),
+                _ => None,
+            },
+            BinaryOp::Div => match rhs.number() {
+                Some(k) if k != 0.0 => amount_range(lhs).map(|r| scaled(r, 1.0 / k)),
+                _ => None,
+            },
+            _ => None,
+        },
+        TKind::If {
+            then, otherwise, ..
+        } => {
+            let (a, b) = (amount_range(then)?, amount_range(otherwise)?);
+            Some((a.0.min(b.0), a.1.max(b.1)))
+        }
+        _ => None,
+    }
+}
+
 fn penalties_coefficient(e: &TExpr) -> Option<f64> {
     match &e.kind {
         TKind::Var { name } if name == "penalties" => Some(1.0),
