@@ -788,6 +788,11 @@ pub fn definition(doc: &Document, params: &Value) -> Value {
             ..
         }) => at,
         Some(Named::Split { dataset, .. }) => dataset.span,
+        Some(Named::Argument {
+            callee: Some(callee),
+            param: Some(_),
+        }) => callee.span,
+        Some(Named::Argument { .. }) => return Value::Null,
         None => match doc.criterion_named(&word, qualifier.as_deref(), offset) {
             Some((_, c)) => c.name_span,
             None => match doc.decl_named(&word, qualifier.as_deref()) {

@@ -556,3 +556,90 @@ impl Module {
         })
     }
 }
+
+impl Decl {
+    /// Every expression of the declaration, outermost first: its
+    /// parameters' defaults, then its value or its block's.
+    pub fn visit_exprs<'a>(&'a self, f: &mut impl FnMut(&'a Expr)) {
+        for param in self.params.iter().flatten() {
+            if let Some(default) = &param.default {
+                default.visit(f);
+            }
+        }
+        match &self.body {
+            DeclBody::Block(block) => block.visit_exprs(f),
+            DeclBody::Value(value) => value.visit(f),
+        }
+    }
+}
+
+impl Block {
+    /// Every expression of the block's statements, nested blocks included.
+    pub fn visit_exprs<'a>(&'a self, f: &mut impl FnMut(&'a Expr)) {
+        for stmt in &self.stmts {
+            match &stmt.kind {
+                StmtKind::Assign { value, .. } => value.visit(f),
+                StmtKind::Block { body, .. } => body.visit_exprs(f),
+                StmtKind::Filter { cond } => cond.visit(f),
+                StmtKind::Criterion { weight, body, .. } => {
+                    if let Some(w) = weight {
+                        w.visit(f);
+                    }
+                    if let Some(b) = body {
+                        b.visit_exprs(f);
+                    }
+                }
+                StmtKind::Penalty { value, when, .. } => {
+                    value.visit(f);
+                    if let Some(w) = when {
+                        w.visit(f);
+                    }
+                }
+                StmtKind::Format { weight, .. } => {
+                    if let Some(w) = weight {
+                        w.visit(f);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Expr {
+    /// This expression and every one inside it, outermost first.
+    pub fn visit<'a>(&'a self, f: &mut impl FnMut(&'a Expr)) {
+        f(self);
+        match &self.kind {
+            ExprKind::Number(_)
+            | ExprKind::Quantity { .. }
+            | ExprKind::String(_)
+            | ExprKind::Bool { .. }
+            | ExprKind::Name { .. } => {}
+            ExprKind::List { items } => items.iter().for_each(|i| i.visit(f)),
+            ExprKind::Paren { inner } => inner.visit(f),
+            ExprKind::Field { base, .. } => base.visit(f),
+            ExprKind::Index { base, index } => {
+                base.visit(f);
+                index.visit(f);
+            }
+            ExprKind::Call { callee, args } => {
+                callee.visit(f);
+                args.iter().for_each(|a| a.value.visit(f));
+            }
+            ExprKind::Unary { operand, .. } => operand.visit(f),
+            ExprKind::Binary { lhs, rhs, .. } => {
+                lhs.visit(f);
+                rhs.visit(f);
+            }
+            ExprKind::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                cond.visit(f);
+                then.visit(f);
+                otherwise.visit(f);
+            }
+        }
+    }
+}

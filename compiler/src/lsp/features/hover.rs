@@ -60,10 +60,36 @@ fn criterion_markdown(doc: &Document, rubric: &Decl, c: &Criterion) -> String {
     value
 }
 
+/// A declared parameter as a signature shows it: `max: number = 4096`.
+fn param_text(doc: &Document, p: &crate::semantic::hir::Param) -> String {
+    let mut s = p.name.clone();
+    if let Some(t) = &p.ty {
+        s.push_str(&format!(": {t}"));
+    }
+    if let (Some(v), Some(program)) = (&p.default, &doc.analysis.program) {
+        s.push_str(&format!(
+            " = {}",
+            crate::semantic::display::value(v, program)
+        ));
+    }
+    s
+}
+
 /// A parameter (as its head writes it), a split (its statement), an
-/// import alias (its `use` and the names it gives).
-fn named_markdown(doc: &Document, named: &Named) -> String {
-    match named {
+/// import alias (its `use` and the names it gives), the called
+/// declaration's parameter a named argument sets (none when it has no
+/// parameter of that name).
+fn named_markdown(doc: &Document, named: &Named) -> Option<String> {
+    Some(match named {
+        Named::Argument { callee, param } => {
+            let (callee, param) = (callee.as_ref()?, param.as_ref()?);
+            format!(
+                "```safer\n{}\n```\nparameter of {} `{}`",
+                param_text(doc, param),
+                callee.kind.keyword(),
+                callee.name
+            )
+        }
         Named::Param { decl, param } => {
             let written = doc
                 .text
@@ -112,7 +138,7 @@ fn named_markdown(doc: &Document, named: &Named) -> String {
             }
             value
         }
-    }
+    })
 }
 
 /// A block's hover: its path and its text.
@@ -234,8 +260,12 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
         return json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) });
     }
     if let Some(named) = doc.named(&word, qualifier.as_deref(), span) {
-        let value = named_markdown(doc, &named);
-        return json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) });
+        return match named_markdown(doc, &named) {
+            Some(value) => {
+                json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) })
+            }
+            None => Value::Null,
+        };
     }
     if let Some((rubric, c)) = doc.criterion_named(&word, qualifier.as_deref(), offset) {
         return json!({ "contents": { "kind": "markdown", "value": criterion_markdown(doc, rubric, c) }, "range": doc.range(span) });
@@ -250,23 +280,7 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
                 .map_or(String::new(), |m| m.name.clone());
             // A scorer's signature: its parameters, their types and defaults.
             let params = if d.kind == DeclKind::Scorer {
-                let shown: Vec<String> = d
-                    .params
-                    .iter()
-                    .map(|p| {
-                        let mut s = p.name.clone();
-                        if let Some(t) = &p.ty {
-                            s.push_str(&format!(": {t}"));
-                        }
-                        if let (Some(v), Some(program)) = (&p.default, &doc.analysis.program) {
-                            s.push_str(&format!(
-                                " = {}",
-                                crate::semantic::display::value(v, program)
-                            ));
-                        }
-                        s
-                    })
-                    .collect();
+                let shown: Vec<String> = d.params.iter().map(|p| param_text(doc, p)).collect();
                 format!("({})", shown.join(", "))
             } else {
                 String::new()

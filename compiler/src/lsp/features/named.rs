@@ -27,6 +27,12 @@ pub(super) enum Named<'a> {
     },
     /// The alias of this document's `use` item.
     Alias { item: &'a ast::Use },
+    /// The key of a named argument (`max` of `length(max = 200)`): the
+    /// called declaration's parameter of that name, when there is one.
+    Argument {
+        callee: Option<&'a Decl>,
+        param: Option<&'a crate::semantic::hir::Param>,
+    },
 }
 
 impl Document {
@@ -38,6 +44,11 @@ impl Document {
         qualifier: Option<&str>,
         span: Span,
     ) -> Option<Named<'_>> {
+        if let Some((callee, callee_qualifier)) = self.argument_key_call(span) {
+            let callee = self.decl_named(&callee, callee_qualifier.as_deref());
+            let param = callee.and_then(|d| d.params.iter().find(|p| p.name == word));
+            return Some(Named::Argument { callee, param });
+        }
         match qualifier {
             Some(q) => self.split_named(q, word),
             None => {
@@ -53,6 +64,33 @@ impl Document {
                 }
             }
         }
+    }
+
+    /// The callee (its name, and the alias before its dot) of the call
+    /// whose named argument's key lies at `span`.
+    fn argument_key_call(&self, span: Span) -> Option<(String, Option<String>)> {
+        let decl = self.decl_around(span.start as usize)?;
+        let mut found = None;
+        decl.visit_exprs(&mut |e| {
+            if let ast::ExprKind::Call { callee, args } = &e.kind {
+                if args
+                    .iter()
+                    .any(|a| a.name.as_ref().is_some_and(|n| n.span == span))
+                {
+                    found = Some(match &callee.kind {
+                        ast::ExprKind::Name { name } => (name.clone(), None),
+                        ast::ExprKind::Field { base, name } => match &base.kind {
+                            ast::ExprKind::Name { name: alias } => {
+                                (name.name.clone(), Some(alias.clone()))
+                            }
+                            _ => (name.name.clone(), None),
+                        },
+                        _ => (String::new(), None),
+                    });
+                }
+            }
+        });
+        found
     }
 
     /// The `use ... as word` item of this document.

@@ -683,6 +683,58 @@ fn parameters_splits_aliases_and_stage_criteria_hover_and_go_to_definition() {
     assert_eq!(definition(&doc, &at(4, 4)), Value::Null);
 }
 
+/// The key of a named argument is the called scorer's parameter, not one
+/// of the declaration around it that has the same name (`max` here went
+/// to the rubric's `max`); a key the scorer lacks shows nothing.
+#[test]
+fn a_named_argument_s_key_is_the_called_scorer_s_parameter() {
+    let text = [
+        "scorer short(max: number = 9) = length(max = max)",
+        "rubric r(max: number = 50) {",
+        "  criterion brief weight 1 { scorer = length(max = max) }",
+        "  criterion other weight 1 { scorer = short(max = 3) }",
+        "}",
+    ]
+    .join("\n");
+    let doc = Document::analyze("untitled:a.safer", &text);
+    let at =
+        |line: u64, character: u64| json!({ "position": { "line": line, "character": character } });
+    let line = text.lines().nth(2).unwrap();
+    let key = line.find("max =").unwrap() as u64 + 1;
+    let shown = hover(&doc, &at(2, key)).to_string();
+    assert!(shown.contains("max: number = 4096"), "{shown}");
+    assert!(shown.contains("parameter of scorer `length`"), "{shown}");
+    let def = definition(&doc, &at(2, key));
+    assert!(
+        def["uri"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("std.safer"),
+        "{def}"
+    );
+    // The value `max` is the rubric's parameter.
+    let value = line.find("= max").unwrap() as u64 + 3;
+    let shown = hover(&doc, &at(2, value)).to_string();
+    assert!(shown.contains("parameter of rubric `r`"), "{shown}");
+    // A scorer of this file: its own parameter, and its declaration.
+    let line = text.lines().nth(3).unwrap();
+    let key = line.find("max =").unwrap() as u64 + 1;
+    let shown = hover(&doc, &at(3, key)).to_string();
+    assert!(shown.contains("max: number = 9"), "{shown}");
+    assert!(shown.contains("parameter of scorer `short`"), "{shown}");
+    assert_eq!(
+        definition(&doc, &at(3, key))["range"]["start"],
+        json!({ "line": 0, "character": 7 })
+    );
+    // A key the scorer does not have: nothing.
+    let doc = Document::analyze(
+        "untitled:b.safer",
+        &text.replace("short(max = 3)", "short(most = 3)"),
+    );
+    let key = text.lines().nth(3).unwrap().find("max =").unwrap() as u64 + 1;
+    assert_eq!(hover(&doc, &at(3, key)), Value::Null);
+}
+
 /// Words in strings and comments are prose: no hover, no definition, no
 /// completion there (a declaration's name in a prompt's text went to the
 /// declaration, and a key accepted in a string was written into it).
