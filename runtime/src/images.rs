@@ -69,11 +69,45 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
         });
     }
     let decoded = reader()?.decode().map_err(cannot_decode)?;
+    if let Some(reason) = cut_short(&bytes) {
+        return Err(ModelError::Image {
+            path: path.to_path_buf(),
+            reason,
+        });
+    }
     let decoded = to_eight_bits_as_pillow(decoded, stored_as_grey(&bytes));
     if !decoded.color().has_alpha() {
         return Ok(decoded.to_rgb8());
     }
     Ok(over_white(&decoded.to_rgba8()))
+}
+
+/// Why a JPEG that decodes is still cut short, or `None`: the `image`
+/// crate fills the rows of a file cut inside its compressed data with grey
+/// and returns no error, where Pillow refuses it ("image file is
+/// truncated"). Its last scan (after the last start-of-scan marker, `FF
+/// DA`) must end with the end-of-image marker (`FF D9`); inside compressed
+/// data an `FF` is only ever followed by `00` or a restart marker, so
+/// neither pair occurs there by chance.
+pub fn cut_short(bytes: &[u8]) -> Option<String> {
+    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return None;
+    }
+    let marker_at = |marker: u8, from: usize| {
+        bytes
+            .get(from..)?
+            .windows(2)
+            .rposition(|w| w == [0xFF, marker])
+            .map(|at| from + at)
+    };
+    let scan = marker_at(0xDA, 0)?;
+    match marker_at(0xD9, scan + 2) {
+        Some(_) => None,
+        None => Some(format!(
+            "is a JPEG cut short: its data ends at byte {} without the end-of-image marker (an interrupted download or copy?)",
+            bytes.len()
+        )),
+    }
 }
 
 /// Whether `bytes` are a PNG stored as grey without an alpha channel. Such
@@ -229,6 +263,40 @@ pub(crate) fn png_claiming(width: u32, height: u32) -> Vec<u8> {
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// A JPEG cut anywhere inside its compressed data decodes in the
+    /// `image` crate (grey rows fill the rest) but is refused here, as
+    /// Pillow refuses it; the whole file, and bytes after its end marker,
+    /// pass.
+    #[test]
+    fn a_jpeg_cut_short_is_refused() {
+        let noise = image::RgbImage::from_fn(64, 64, |x, y| {
+            let v = (x * 7919 + y * 104_729) as u8;
+            image::Rgb([v, v.wrapping_mul(3), v.wrapping_add(91)])
+        });
+        let mut whole = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut whole, 90)
+            .encode_image(&noise)
+            .expect("encode");
+        assert_eq!(cut_short(&whole), None);
+        let mut trailing = whole.clone();
+        trailing.extend_from_slice(b"camera data");
+        assert_eq!(cut_short(&trailing), None);
+        let scan = whole
+            .windows(2)
+            .rposition(|w| w == [0xFF, 0xDA])
+            .expect("a scan");
+        for len in [scan + 20, (scan + whole.len()) / 2, whole.len() - 1] {
+            let cut = &whole[..len];
+            assert!(
+                image::load_from_memory(cut).is_ok(),
+                "the image crate decodes it"
+            );
+            let reason = cut_short(cut).expect("refused");
+            assert!(reason.contains("cut short"), "{reason}");
+        }
+        assert_eq!(cut_short(b"\x89PNG\r\n"), None);
+    }
 
     #[test]
     fn transparency_is_laid_over_white_as_pillow_lays_it() {

@@ -258,9 +258,10 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
         if let Some(kind) = crate::images::not_a_file(&full) {
             return Err(bad(format!("image `{p}` is {kind}, not an image file")));
         }
+        let bytes =
+            std::fs::read(&full).map_err(|e| bad(format!("image `{p}` cannot be opened: {e}")))?;
         let open = || {
-            image::ImageReader::open(&full)
-                .map_err(|e| bad(format!("image `{p}` cannot be opened: {e}")))?
+            image::ImageReader::new(std::io::Cursor::new(&bytes))
                 .with_guessed_format()
                 .map_err(|e| bad(format!("image `{p}` cannot be read: {e}")))
         };
@@ -284,6 +285,9 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
             }
             e => bad(format!("image `{p}` cannot be decoded: {e}")),
         })?;
+        if let Some(reason) = crate::images::cut_short(&bytes) {
+            return Err(bad(format!("image `{p}` {reason}")));
+        }
         resolved.push(full);
     }
     if prompt.trim().is_empty() && resolved.is_empty() {
