@@ -313,7 +313,7 @@ fn init_model_never_overwrites_model_files() {
 fn a_model_with_nan_weights_is_an_error_not_a_completion() {
     for (tag, value, said) in [
         ("nan", f32::NAN, "holds NaN (at index 0)"),
-        ("huge", f32::MAX, "gives no finite log-probs"),
+        ("huge", f32::MAX, "its logits are NaN or infinite"),
     ] {
         let dir = temp_dir(&format!("generate-{tag}"));
         let from = fixture("qwen2-tied");

@@ -163,18 +163,9 @@ impl BackendTask for Task {
         let prompts = vec![prompt; args.n];
         let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
         let start = Instant::now();
-        let completions = generate(&model, &tokenizer, &prompts, &params, &mut rng).map_err(err)?;
-        // A sampled token always has a finite log-prob; none means every
-        // logit was NaN (or −∞): the weights hold NaN or Inf.
-        if completions
-            .iter()
-            .any(|c| c.logprobs.iter().any(|l| !l.is_finite()))
-        {
-            return Err(Failure::Failed(format!(
-                "the model in `{}` gives no finite log-probs (its logits are NaN or Inf): its weights hold NaN or Inf, or the temperature is too small",
-                args.model.display()
-            )));
-        }
+        let completions = generate(&model, &tokenizer, &prompts, &params, &mut rng)
+            .map_err(|e| e.of_model(|| format!("the model in `{}`", args.model.display())))
+            .map_err(err)?;
         let seconds = start.elapsed().as_secs_f64();
         let generated: usize = completions.iter().map(|c| c.tokens.len()).sum();
         let stats = json!({

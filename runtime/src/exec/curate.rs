@@ -65,6 +65,7 @@ pub fn curate<B: Backend>(
     }
     let policy = Policy {
         model: &model.model,
+        dir: &model.dir,
         tokenizer: &model.tokenizer,
         config: &model.model.config,
     };

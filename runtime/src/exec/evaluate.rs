@@ -49,6 +49,7 @@ pub fn evaluate<B: Backend>(
     };
     let policy = Policy {
         model: &model.model,
+        dir: &model.dir,
         tokenizer: &model.tokenizer,
         config: &model.model.config,
     };

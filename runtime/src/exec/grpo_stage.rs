@@ -238,6 +238,7 @@ pub fn train<B: Backend>(
         let inner = policy.for_generation();
         let pol = Policy {
             model: &inner,
+            dir: &start.weights,
             tokenizer: &tokenizer,
             config: &inner.config,
         };

@@ -74,7 +74,12 @@ impl<B: Backend> Judge for ModelJudge<B> {
             &SamplingParams::greedy(REPLY_TOKENS),
             &mut rng,
         )
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| {
+            fail(
+                e.of_model(|| format!("its model in `{}`", loaded.dir.display()))
+                    .to_string(),
+            )
+        })?;
         let said = reply.first().map(|c| c.text.clone()).unwrap_or_default();
         self.counts
             .score_of(&self.name, &said, question.range, self.fallback, None)

@@ -95,6 +95,8 @@ pub fn sampling(spec: &RolloutSpec) -> SamplingParams {
 pub struct Policy<'a, B: Backend> {
     /// The model.
     pub model: &'a Model<B>,
+    /// The folder it was loaded from, for messages.
+    pub dir: &'a std::path::Path,
     /// Its tokenizer.
     pub tokenizer: &'a TextTokenizer,
     /// Its configuration.
@@ -243,13 +245,9 @@ pub fn sample<B: Backend>(
         .iter()
         .flat_map(|p| std::iter::repeat_n(p.clone(), group))
         .collect();
-    Ok(generate(
-        policy.model,
-        policy.tokenizer,
-        &repeated,
-        params,
-        rng,
-    )?)
+    generate(policy.model, policy.tokenizer, &repeated, params, rng).map_err(|e| {
+        ExecError::Model(e.of_model(|| format!("the model in `{}`", policy.dir.display())))
+    })
 }
 
 /// Prompt + completion token sequences of samples, the completion mask

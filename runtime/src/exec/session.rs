@@ -36,6 +36,8 @@ pub struct BuiltDataset {
 pub struct Loaded<B: Backend> {
     /// The model.
     pub model: Model<B>,
+    /// The folder it was loaded from.
+    pub dir: PathBuf,
     /// Its tokenizer.
     pub tokenizer: TextTokenizer,
 }
@@ -77,7 +79,11 @@ impl ModelDirs {
         model.config.context_limit = self.context;
         let tokenizer = TextTokenizer::load(&self.tokenizer)?;
         check_tokenizer_against_config(&tokenizer, &model.config, &self.weights)?;
-        Ok(Loaded { model, tokenizer })
+        Ok(Loaded {
+            model,
+            tokenizer,
+            dir: self.weights.clone(),
+        })
     }
 }
 

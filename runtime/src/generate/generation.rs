@@ -215,6 +215,11 @@ fn decode_shard<B: Backend>(
         for (r, row) in shard.rows.iter_mut().enumerate() {
             let row_logits = shard.logits.get(r * vocab..(r + 1) * vocab).unwrap_or(&[]);
             let choice = choose(row_logits, params, suppressed, &mut row.rng);
+            // A sampled token has a finite log-prob unless every logit was
+            // NaN or infinite.
+            if !choice.logprob.is_finite() {
+                return Err(ModelError::NonFiniteLogits { model: None });
+            }
             row.tokens.push(choice.token);
             row.logprobs.push(choice.logprob);
             let finish = if ends.stop_ids.contains(&choice.token) {

@@ -65,6 +65,11 @@ pub enum ModelError {
     PromptText { reason: String },
     /// The requested device is not compiled into this build or not present.
     Device { reason: String },
+    /// The logits the model gave for a next token are all NaN (or
+    /// infinite): no token can be sampled, and every score of its
+    /// completions would be made up. `model` describes the model, where
+    /// the caller knows it ([`ModelError::of_model`]).
+    NonFiniteLogits { model: Option<String> },
 }
 
 impl fmt::Display for ModelError {
@@ -108,6 +113,24 @@ impl fmt::Display for ModelError {
                 write!(f, "{reason}")
             }
             Self::Device { reason } => write!(f, "{reason}"),
+            Self::NonFiniteLogits { model } => write!(
+                f,
+                "{}: its logits are NaN or infinite, so no token can be sampled: its weights hold values so large that the arithmetic overflows (as a run that diverged leaves them), a setting of its config.json (such as a `rope_theta` of 0) breaks the arithmetic, or the temperature is too small",
+                model.as_deref().unwrap_or("the model")
+            ),
+        }
+    }
+}
+
+impl ModelError {
+    /// This error, said of `model` (`the model in `DIR``) where it names
+    /// no model yet.
+    pub fn of_model(self, model: impl FnOnce() -> String) -> Self {
+        match self {
+            Self::NonFiniteLogits { model: None } => Self::NonFiniteLogits {
+                model: Some(model()),
+            },
+            e => e,
         }
     }
 }

@@ -16,6 +16,7 @@ use super::super::ExecError;
 use crate::generate::{Prompt, SamplingParams};
 use crate::grpo::dynamic_sampling::{keep_groups, Keep};
 use crate::grpo::GrpoError;
+use crate::model::ModelError;
 
 /// What a step's drawing needs.
 pub struct Rollouts<'a, B: Backend> {
@@ -96,7 +97,20 @@ pub fn draw<'r, B: Backend>(
         let batch: Vec<&Row> = idx.iter().map(|&i| &rows[i]).collect();
         let prompts = prompt_cache.get_many(&idx, rows, r.policy.tokenizer, r.policy.config)?;
         let t0 = Instant::now();
-        let completions = sample(r.policy, &prompts, group_size, r.params, &mut state.rng)?;
+        // Logits gone NaN in training are the step's divergence (E0500),
+        // with its last good checkpoint kept.
+        let completions = sample(r.policy, &prompts, group_size, r.params, &mut state.rng)
+            .map_err(|e| match e {
+                ExecError::Model(ModelError::NonFiniteLogits { .. }) if state.step > 0 => {
+                    ExecError::Grpo(GrpoError::NonFinite {
+                        step: state.step + 1,
+                        what: "the policy's logits, sampling the step's completions,".into(),
+                        index: 0,
+                        value: f32::NAN,
+                    })
+                }
+                e => e,
+            })?;
         drawn.seconds.generate += t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
         let scores = r
