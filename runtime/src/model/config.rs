@@ -281,12 +281,18 @@ fn qwen2_5_vl(value: &Value, eos_token_ids: Vec<u32>) -> Result<ModelConfig, Con
     }
     let mut vision: QwenVisionConfig = serde_json::from_value(vision_value.clone())
         .map_err(|e| ConfigIssue::Invalid(format!("vision_config: {e}")))?;
-    if let Some(theta) = vision_value
+    match vision_value
         .get("rope_parameters")
         .and_then(|r| r.get("rope_theta"))
-        .and_then(Value::as_f64)
     {
-        vision.rope_theta = theta;
+        None | Some(Value::Null) => {}
+        Some(theta) => {
+            vision.rope_theta = theta.as_f64().ok_or_else(|| {
+                ConfigIssue::Invalid(format!(
+                    "`vision_config.rope_parameters.rope_theta` is {theta}, not a positive number"
+                ))
+            })?;
+        }
     }
     vision.validate().map_err(ConfigIssue::Invalid)?;
     if vision.out_hidden_size != text.hidden_size {
@@ -407,24 +413,47 @@ fn text_config(v: &Value, defaults: &TextDefaults) -> Result<TextConfig, ConfigI
             }
         };
     let heads = size("num_attention_heads")?;
+    let top_theta = v.get("rope_theta").filter(|t| !t.is_null());
+    let nested_theta = v
+        .get("rope_parameters")
+        .and_then(|p| p.get("rope_theta"))
+        .filter(|t| !t.is_null());
     let rope_theta = optional_number(
-        v.get("rope_theta")
-            .or_else(|| v.get("rope_parameters").and_then(|p| p.get("rope_theta"))),
+        top_theta.or(nested_theta),
         "rope_theta",
         defaults.rope_theta,
     )?;
-    let rope_type = v
-        .get("rope_parameters")
-        .or_else(|| v.get("rope_scaling"))
-        .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    // `mrope` (Qwen2.5-VL's spelling before transformers 4.5x) is the
-    // default rotary with sections, which `qwen2_5_vl` reads.
-    if rope_type != "default" && !(mrope && rope_type == "mrope") {
-        return Err(ConfigIssue::Invalid(format!(
-            "rope scaling `{rope_type}` is not supported (only the default rotary embedding)"
-        )));
+    if let (Some(_), Some(nested)) = (top_theta, nested_theta) {
+        let other = optional_number(Some(nested), "rope_parameters.rope_theta", rope_theta)?;
+        if other != rope_theta {
+            return Err(ConfigIssue::Invalid(format!(
+                "`rope_theta` ({rope_theta}) and `rope_parameters.rope_theta` ({other}) disagree; keep one"
+            )));
+        }
+    }
+    // transformers 4 writes `rope_scaling`, 5 `rope_parameters`; a file
+    // may hold both (one of them null, or a `rope_scaling` added for long
+    // contexts as Qwen's model cards say): every one given must be the
+    // default rotary. `mrope` (Qwen2.5-VL's spelling before transformers
+    // 4.5x) is the default rotary with sections, which `qwen2_5_vl` reads.
+    for key in ["rope_parameters", "rope_scaling"] {
+        let Some(p) = v.get(key).filter(|p| !p.is_null()) else {
+            continue;
+        };
+        let rope_type = match p.get("rope_type").or_else(|| p.get("type")) {
+            None | Some(Value::Null) => "default",
+            Some(Value::String(t)) => t.as_str(),
+            Some(other) => {
+                return Err(ConfigIssue::Invalid(format!(
+                    "`{key}.rope_type` is {other}, not a name such as \"default\""
+                )))
+            }
+        };
+        if rope_type != "default" && !(mrope && rope_type == "mrope") {
+            return Err(ConfigIssue::Invalid(format!(
+                "rope scaling `{rope_type}` (`{key}`) is not supported (only the default rotary embedding)"
+            )));
+        }
     }
     if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
         if act != "silu" {
@@ -517,6 +546,84 @@ mod tests {
         ] {
             let err = token_ids(Some(&bad)).unwrap_err();
             assert!(err.contains("not a token id"), "{bad}: {err}");
+        }
+    }
+
+    /// Rotary settings saferc cannot honour are refused wherever the file
+    /// writes them: `rope_scaling` beside a `rope_parameters` (a null one,
+    /// or the default one transformers 5 writes) was read as the default
+    /// rotary; two `rope_theta`s that disagree; the vision tower's base.
+    #[test]
+    fn rotary_settings_are_read_from_either_key_or_refused() {
+        use serde_json::json;
+        let qwen2 = || {
+            json!({
+                "model_type": "qwen2", "vocab_size": 64, "hidden_size": 16,
+                "intermediate_size": 32, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "num_key_value_heads": 1,
+            })
+        };
+        let read = |edit: &dyn Fn(&mut Value)| {
+            let mut value = qwen2();
+            edit(&mut value);
+            ModelConfig::from_json(&value)
+        };
+        let refused = |edit: &dyn Fn(&mut Value), says: &str| match read(edit) {
+            Err(ConfigIssue::Invalid(reason)) => assert!(reason.contains(says), "{reason}"),
+            other => panic!("expected `{says}`, got {other:?}"),
+        };
+        let yarn = json!({"type": "yarn", "factor": 4.0});
+        refused(
+            &|v| {
+                v["rope_parameters"] = json!(null);
+                v["rope_scaling"] = yarn.clone();
+            },
+            "rope scaling `yarn` (`rope_scaling`)",
+        );
+        refused(
+            &|v| {
+                v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 1e6});
+                v["rope_scaling"] = json!({"rope_type": "linear", "factor": 2.0});
+            },
+            "rope scaling `linear` (`rope_scaling`)",
+        );
+        refused(
+            &|v| {
+                v["rope_theta"] = json!(1.0);
+                v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 1e4});
+            },
+            "disagree",
+        );
+        refused(
+            &|v| v["rope_parameters"] = json!({"rope_type": 3}),
+            "`rope_parameters.rope_type` is 3",
+        );
+        let theta = |edit: &dyn Fn(&mut Value)| read(edit).map(|c| c.text.rope_theta).ok();
+        assert_eq!(
+            theta(&|v| {
+                v["rope_theta"] = json!(5e5);
+                v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 5e5});
+                v["rope_scaling"] = json!(null);
+            }),
+            Some(5e5)
+        );
+        assert_eq!(
+            theta(&|v| v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 7e5})),
+            Some(7e5)
+        );
+        // The vision tower's base: a number above 0.
+        for (bad, says) in [(json!(0), "is 0,"), (json!("x"), "is \"x\"")] {
+            let mut value = qwen2_5_vl_transformers_4();
+            value["vision_config"]["rope_parameters"] = json!({ "rope_theta": bad });
+            match ModelConfig::from_json(&value) {
+                Err(ConfigIssue::Invalid(reason)) => {
+                    assert!(
+                        reason.contains("rope_theta` ") && reason.contains(says),
+                        "{reason}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 

@@ -202,6 +202,12 @@ impl QwenVisionConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("`vision_config.{name}` must be positive"));
         }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(format!(
+                "`vision_config.rope_theta` is {}, not a positive number",
+                self.rope_theta
+            ));
+        }
         let head_dim = self.hidden_size / self.num_heads;
         if !self.hidden_size.is_multiple_of(self.num_heads) || !head_dim.is_multiple_of(4) {
             return Err(format!(

@@ -85,6 +85,12 @@ impl VisionConfig {
         if self.image_std.iter().any(|s| *s <= 0.0) {
             return Err("`vision_config.image_std` must be positive".into());
         }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(format!(
+                "`vision_config.rms_norm_eps` is {}, not a positive number",
+                self.rms_norm_eps
+            ));
+        }
         self.block_config()
             .validate()
             .map_err(|e| format!("vision_config: {e}"))
