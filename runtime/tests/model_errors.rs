@@ -328,7 +328,8 @@ fn the_tensors_a_config_implies_are_those_the_models_hold() {
             .collect();
         expected.sort();
         assert_eq!(expected, stored_tensors(dir), "{}", dir.display());
-        check_tensors(dir, &config).expect("a whole model passes");
+        let unused = check_tensors(dir, &config).expect("a whole model passes");
+        assert!(unused.is_empty(), "{}: {unused:?}", dir.display());
     }
     let _ = std::fs::remove_dir_all(&fresh);
 }
@@ -358,7 +359,29 @@ fn the_tensors_are_checked_by_their_headers_as_loading_checks_them() {
     let dir = copy("check-untied");
     edit_config(&dir, |v| v["tie_word_embeddings"] = true.into());
     let config = ModelConfig::read(&dir).expect("config");
-    check_tensors(&dir, &config).expect("an unused lm_head is no error");
+    let unused = check_tensors(&dir, &config).expect("an unused lm_head is no error");
+    assert!(
+        unused.is_empty(),
+        "a tied model's lm_head is not listed: {unused:?}"
+    );
+    // Weights of a layer `config.json` leaves out load without it: listed.
+    edit_config(&dir, |v| v["num_hidden_layers"] = 1.into());
+    let config = ModelConfig::read(&dir).expect("config");
+    let unused = check_tensors(&dir, &config).expect("a config of fewer layers loads");
+    assert!(
+        !unused.is_empty()
+            && unused
+                .iter()
+                .all(|n| n.starts_with("model.layers.1.") || n.starts_with("model.layers.2.")),
+        "{unused:?}"
+    );
+    let note = safer_runtime::model::weights::unused_tensors_note(&dir, &unused);
+    assert!(
+        note.contains(&format!("hold {} tensors", unused.len()))
+            && note.contains("`model.layers.1."),
+        "{note}"
+    );
+    edit_config(&dir, |v| v["num_hidden_layers"] = 3.into());
     edit_config(&dir, |v| v["num_hidden_layers"] = 4.into());
     let err = checked(&dir);
     assert_eq!(err, load_error(&dir));

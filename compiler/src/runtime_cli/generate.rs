@@ -136,6 +136,14 @@ impl BackendTask for Task {
         // Generation keeps no attention scores for a backward pass: images
         // of any size (the vision tower chunks its queries).
         let model = Model::<B>::load(&args.model, &device).map_err(err)?;
+        let unused = safer_runtime::model::weights::check_tensors(&args.model, &model.config)
+            .map_err(err)?;
+        if !unused.is_empty() {
+            safer_runtime::stderr_line!(
+                "warning: {}",
+                safer_runtime::model::weights::unused_tensors_note(&args.model, &unused)
+            );
+        }
         let tokenizer = TextTokenizer::load(&args.model).map_err(err)?;
         check_tokenizer_against_config(&tokenizer, &model.config, &args.model).map_err(err)?;
         let load_seconds = load_start.elapsed().as_secs_f64();

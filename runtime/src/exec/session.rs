@@ -321,11 +321,17 @@ impl<'a, B: Backend> Session<'a, B> {
         // earlier stages trained.
         let tokenizer = crate::text::TextTokenizer::load(&dirs.tokenizer)?;
         check_tokenizer_against_config(&tokenizer, &config, &dirs.weights)?;
-        crate::model::weights::check_tensors(&dirs.weights, &config)?;
+        let unused = crate::model::weights::check_tensors(&dirs.weights, &config)?;
+        let mut warnings = Vec::new();
+        if !unused.is_empty() {
+            warnings.push(format!(
+                "model `{name}`: {}",
+                crate::model::weights::unused_tensors_note(&dirs.weights, &unused)
+            ));
+        }
         // A base model has none and takes the raw text; an instruct model
         // copied without its template would be prompted in a format it was
         // never trained on, silently.
-        let mut warnings = Vec::new();
         if !tokenizer.has_chat_template() {
             warnings.push(format!(
                 "model `{name}` has no chat template in `{}` (`chat_template.jinja`, `chat_template.json` or `chat_template` in `tokenizer_config.json`): its prompts are the rows' raw text; copy the template with the model if it is an instruct model",

@@ -200,10 +200,17 @@ pub fn check_files(dir: &Path) -> Result<(), ModelError> {
 /// in a dtype saferc reads ([`check_files`] first): what `saferc run` checks
 /// of each model before it makes a run directory.
 ///
+/// Returns the tensors the files hold that a model of `config` does not
+/// load (as the files name them, sorted): weights of layers past
+/// `num_hidden_layers`, say, which loading leaves out without a word. A
+/// stored `lm_head` of a model whose embeddings are tied, and rotary
+/// tables (`rotary_emb.inv_freq`), which transformers ignores too, are not
+/// listed.
+///
 /// # Errors
 /// The first missing tensor, wrong shape or unreadable dtype, named with its
 /// file; or what [`check_files`] finds.
-pub fn check_tensors(dir: &Path, config: &ModelConfig) -> Result<(), ModelError> {
+pub fn check_tensors(dir: &Path, config: &ModelConfig) -> Result<Vec<String>, ModelError> {
     let headers = read_headers(dir)?;
     // Loading name → its file, stored name and header entry (of the last
     // file that names it, as loading takes it).
@@ -214,7 +221,20 @@ pub fn check_tensors(dir: &Path, config: &ModelConfig) -> Result<(), ModelError>
         }
     }
     let renamed = is_renamed(stored.values().map(|(_, name, _)| name.as_str()));
-    for tensor in expected_tensors(config) {
+    let expected = expected_tensors(config);
+    let loaded: std::collections::HashSet<&str> =
+        expected.iter().map(|t| t.name.as_str()).collect();
+    let mut unused: Vec<String> = stored
+        .iter()
+        .filter(|(loading, _)| !loaded.contains(loading.as_str()))
+        .filter(|(loading, _)| {
+            !(loading.as_str() == "lm_head.weight" && config.text.tie_word_embeddings)
+        })
+        .filter(|(loading, _)| !loading.ends_with("rotary_emb.inv_freq"))
+        .map(|(_, (_, name, _))| name.clone())
+        .collect();
+    unused.sort();
+    for tensor in expected {
         let Some((path, name, info)) = stored.get(&tensor.name) else {
             return Err(ModelError::MissingTensor {
                 dir: dir.to_path_buf(),
@@ -237,7 +257,28 @@ pub fn check_tensors(dir: &Path, config: &ModelConfig) -> Result<(), ModelError>
             });
         }
     }
-    Ok(())
+    Ok(unused)
+}
+
+/// What to say of the tensors [`check_tensors`] found unused in `dir`:
+/// their number and the first few names, and what to check.
+pub fn unused_tensors_note(dir: &Path, unused: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut names: Vec<String> = unused
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("`{n}`"))
+        .collect();
+    if unused.len() > SHOWN {
+        names.push(format!("{} more", unused.len() - SHOWN));
+    }
+    format!(
+        "the weights in `{}` hold {} tensor{} that its `config.json` does not use ({}): they are ignored, and a model saferc trains from it leaves them out; check that `config.json` belongs to these weights (`num_hidden_layers` and the other sizes)",
+        dir.display(),
+        unused.len(),
+        if unused.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    )
 }
 
 /// Each weight file of `dir` with its parsed header, checked to be as long
