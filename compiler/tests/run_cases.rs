@@ -1436,6 +1436,34 @@ fn a_resume_names_changed_images() {
     );
 }
 
+/// A resume says when a model's folder changed since the run started (a
+/// stage resumed from its checkpoint reads it for its reference, tokenizer
+/// and chat template), and an unchanged resume says nothing of it.
+#[test]
+fn a_resume_names_a_changed_model_folder() {
+    let case = prepare("resume", "resume-model");
+    let dir = case.join("run");
+    let said = |stderr: &str| stderr.contains("warning: model `policy`: its folder ");
+    let first = run_to_the_end(&case, &dir);
+    assert!(!said(&first), "{first}");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert!(manifest["models"]["policy"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let again = resume_to_the_end(&case, &dir);
+    assert!(!said(&again), "{again}");
+    let template = case.join("model/chat_template.jinja");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(&template, format!("{text}\n")).unwrap();
+    let changed = resume_to_the_end(&case, &dir);
+    assert!(
+        said(&changed) && changed.contains("changed since this run started"),
+        "{changed}"
+    );
+}
+
 /// In a project, `saferc run` without `--out` writes under `[paths] runs`
 /// (relative to the project's folder, wherever it is run from), and its
 /// `[run] device` is the run's device unless `--device` or a model names one.

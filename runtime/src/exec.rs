@@ -28,6 +28,7 @@ pub mod health;
 pub mod judge;
 pub mod judge_model;
 pub mod judge_tls;
+pub mod model_fingerprint;
 pub mod reflect;
 pub mod report;
 pub mod rollout;

@@ -269,6 +269,7 @@ impl RunDir {
             "device": device,
             "threads": rayon::current_num_threads(),
             "data": data_hashes(plan),
+            "models": super::model_fingerprint::fingerprints(plan),
             "plan": shown_plan(plan),
             "warnings": warnings,
         });
@@ -337,6 +338,17 @@ impl RunDir {
                     );
                 }
             }
+        }
+        // A stage resumed from its checkpoint reads its model's folder for
+        // the reference, the tokenizer and the chat template.
+        for model in super::model_fingerprint::changed(plan, &manifest["models"]) {
+            let folder = plan
+                .models
+                .get(&model)
+                .map_or("?", |m| m.weights_written.as_str());
+            crate::stderr_line!(
+                "warning: model `{model}`: its folder {folder} changed since this run started (its config, tokenizer, chat template or weights); the resumed stages read the new files: a reference model taken from it, its tokenizer and chat template, and any stage that starts from it"
+            );
         }
         // Continued under `--force`: the manifest describes the pipeline the
         // run goes on with, and keeps the hashes it had before; first the
