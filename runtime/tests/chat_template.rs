@@ -238,3 +238,112 @@ fn special_tokens_in_text_are_found() {
     assert_eq!(tokenizer.special_token_in("a < b and |x| > c"), None);
     assert_eq!(tokenizer.special_token_in("<|im_end"), None);
 }
+
+/// A copy of the fixture tokenizer with `tokenizer_config.json`'s
+/// `chat_template` set to `template` (no `chat_template.jinja`).
+fn tokenizer_with_template(tag: &str, template: Value) -> Result<TextTokenizer, String> {
+    let source = fixtures().join("tokenizer");
+    let dir = std::env::temp_dir().join(format!("saferc-template-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::copy(source.join("tokenizer.json"), dir.join("tokenizer.json")).expect("copy");
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(source.join("tokenizer_config.json")).expect("config"),
+    )
+    .expect("json");
+    config["chat_template"] = template;
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).expect("write");
+    TextTokenizer::load(&dir).map_err(|e| e.to_string())
+}
+
+/// A list of templates without one named `default` is refused, as
+/// transformers refuses it (the first one was taken, silently).
+#[test]
+fn a_template_list_without_a_default_is_refused() {
+    let err = tokenizer_with_template(
+        "no-default",
+        serde_json::json!([
+            {"name": "tool_use", "template": "TOOLS {{ messages[0].content }}"},
+            {"name": "rag", "template": "RAG"},
+        ]),
+    )
+    .expect_err("refused");
+    assert!(
+        err.contains("tokenizer_config.json")
+            && err.contains("(`tool_use`, `rag`) without one named `default`"),
+        "{err}"
+    );
+}
+
+/// Failures while a template renders name its file, as its syntax errors
+/// do; a template that renders nothing says so (the model was asked an
+/// empty prompt).
+#[test]
+fn render_failures_and_empty_renders_name_the_template_s_file() {
+    let messages = serde_json::json!([{"role": "system", "content": "be brief"}]);
+    let raising = tokenizer_with_template(
+        "raising",
+        Value::String("{{ raise_exception('System role not supported') }}".into()),
+    )
+    .expect("loads");
+    let err = raising
+        .apply_chat_template(&messages, None, true)
+        .expect_err("raises")
+        .to_string();
+    assert!(
+        err.contains("tokenizer_config.json`: chat template: ")
+            && err.contains("System role not supported"),
+        "{err}"
+    );
+    let empty =
+        tokenizer_with_template("empty", Value::String("{# nothing #}".into())).expect("loads");
+    let err = empty
+        .apply_chat_template(&messages, None, true)
+        .expect_err("empty")
+        .to_string();
+    assert!(
+        err.contains("tokenizer_config.json`")
+            && err.contains("renders the conversation as empty text"),
+        "{err}"
+    );
+}
+
+/// transformers' `{% generation %}` block (for assistant masks) renders its
+/// body unchanged, whitespace control included: the same text as the
+/// template without the tags.
+#[test]
+fn a_generation_block_renders_its_body() {
+    let with = "{% for m in messages %}<|im_start|>{{ m.role }}\n\
+                {% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% endgeneration %}\
+                {% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}\
+                {%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    let without = with
+        .replace("{% generation %}", "")
+        .replace("{% endgeneration %}", "");
+    let messages = serde_json::json!([
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "bye"},
+    ]);
+    let render = |source: &str| {
+        ChatTemplate::new(source)
+            .expect("compiles")
+            .render(&ChatRequest {
+                messages: &messages,
+                tools: None,
+                add_generation_prompt: true,
+                extra: &[],
+            })
+            .expect("renders")
+    };
+    // transformers 5.25 (`_compile_jinja_template(...).render(...)`) gives
+    // these same strings.
+    assert_eq!(render(with), render(&without));
+    assert_eq!(
+        render(with),
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n\
+         <|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let trimmed = "{%- for m in messages %}{%- generation -%}\n  {{ m.content }}\n{%- endgeneration -%}{% endfor %}";
+    assert_eq!(render(trimmed), "hihellobye");
+}

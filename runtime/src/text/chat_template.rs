@@ -7,7 +7,10 @@
 //! separators, `raise_exception(msg)` and `strftime_now(fmt)`, and passes the
 //! special tokens (`bos_token`, `eos_token`, ...) as variables. Python string
 //! methods (`.strip()`, `.split()`, `.startswith()`, ...) come from
-//! minijinja-contrib's pycompat layer. `runtime/tests/chat_template.rs`
+//! minijinja-contrib's pycompat layer. transformers' `{% generation %}`
+//! block, which marks the assistant's text for `return_assistant_tokens_mask`
+//! and renders its body unchanged, is read as a block that renders its
+//! body ([`without_generation_blocks`]). `runtime/tests/chat_template.rs`
 //! compares the result with strings transformers rendered.
 
 use minijinja::value::{Kwargs, Value};
@@ -51,7 +54,7 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned("chat", source.to_string())
+        env.add_template_owned("chat", without_generation_blocks(source))
             .map_err(|e| ModelError::Template {
                 reason: describe(&e),
             })?;
@@ -84,6 +87,26 @@ impl ChatTemplate {
                 reason: describe(&e),
             })
     }
+}
+
+/// `source` with transformers' `{% generation %}` … `{% endgeneration %}`
+/// written as `{% if true %}` … `{% endif %}`, whitespace control kept:
+/// the same text, in a tag minijinja knows.
+fn without_generation_blocks(source: &str) -> String {
+    use std::sync::OnceLock;
+    static TAGS: OnceLock<Option<(regex::Regex, regex::Regex)>> = OnceLock::new();
+    let Some((open, close)) = TAGS.get_or_init(|| {
+        Some((
+            regex::Regex::new(r"\{%([-+]?)\s*generation\s*(-?)%\}").ok()?,
+            regex::Regex::new(r"\{%([-+]?)\s*endgeneration\s*(-?)%\}").ok()?,
+        ))
+    }) else {
+        return source.to_string();
+    };
+    let opened = open.replace_all(source, "{%${1} if true ${2}%}");
+    close
+        .replace_all(&opened, "{%${1} endif ${2}%}")
+        .into_owned()
 }
 
 fn describe(e: &Error) -> String {

@@ -16,7 +16,8 @@ use crate::model::ModelError;
 #[derive(Debug)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
-    template: Option<ChatTemplate>,
+    /// The chat template and the file it came from.
+    template: Option<(ChatTemplate, std::path::PathBuf)>,
     /// Ids that end a completion (`<|im_end|>`, `<|endoftext|>`, ...).
     pub eos_ids: Vec<u32>,
     /// The id used to pad batches.
@@ -88,11 +89,12 @@ impl TextTokenizer {
             Err(e) => return Err(io_error(&jinja)(e)),
         };
         let template = template_source
-            .map(|(s, path)| {
-                ChatTemplate::new(&s).map_err(|e| ModelError::Tokenizer {
+            .map(|(s, path)| match ChatTemplate::new(&s) {
+                Ok(template) => Ok((template, path)),
+                Err(e) => Err(ModelError::Tokenizer {
                     path,
                     reason: e.to_string(),
-                })
+                }),
             })
             .transpose()?;
 
@@ -203,7 +205,7 @@ impl TextTokenizer {
         tools: Option<&Value>,
         add_generation_prompt: bool,
     ) -> Result<String, ModelError> {
-        let template = self.template.as_ref().ok_or_else(|| ModelError::Template {
+        let (template, path) = self.template.as_ref().ok_or_else(|| ModelError::Template {
             reason: "the model directory has no chat template (chat_template.jinja, chat_template.json or `chat_template` in tokenizer_config.json)".into(),
         })?;
         let extra: Vec<(&str, Value)> = self
@@ -211,12 +213,27 @@ impl TextTokenizer {
             .iter()
             .map(|(k, v)| (*k, Value::String(v.clone())))
             .collect();
-        template.render(&ChatRequest {
-            messages,
-            tools,
-            add_generation_prompt,
-            extra: &extra,
-        })
+        // Errors name the template's file, as its syntax errors do.
+        let in_file = |e: ModelError| ModelError::Tokenizer {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let rendered = template
+            .render(&ChatRequest {
+                messages,
+                tools,
+                add_generation_prompt,
+                extra: &extra,
+            })
+            .map_err(in_file)?;
+        if rendered.is_empty() {
+            return Err(in_file(ModelError::Template {
+                reason:
+                    "it renders the conversation as empty text, so the model would be asked nothing"
+                        .into(),
+            }));
+        }
+        Ok(rendered)
     }
 }
 
@@ -233,24 +250,35 @@ fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
     }
 }
 
-/// `chat_template` in tokenizer_config.json: a string, or a list of named
-/// templates of which `default` is taken.
 /// `tokenizer_config.json`'s `chat_template` (a string, or a list of named
-/// templates of which `default` or the first is taken); `None` without one.
+/// templates of which the one named `default` is taken, as transformers
+/// takes it: a list without one is refused, as transformers refuses it);
+/// `None` without one.
 fn chat_template_from_config(config: &Value) -> Result<Option<String>, String> {
     let Some(value) = config.get("chat_template") else {
         return Ok(None);
     };
     match value {
         Value::String(s) => Ok(Some(s.clone())),
-        Value::Array(items) => items
-            .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-            .or_else(|| items.first())
-            .and_then(|t| t.get("template"))
-            .and_then(Value::as_str)
-            .map(|t| Some(t.to_string()))
-            .ok_or_else(|| "`chat_template` is a list without a `template` string".into()),
+        Value::Array(items) => {
+            let name = |t: &Value| t.get("name").and_then(Value::as_str).map(str::to_string);
+            let Some(default) = items.iter().find(|t| name(t).as_deref() == Some("default")) else {
+                let names: Vec<String> = items
+                    .iter()
+                    .filter_map(name)
+                    .map(|n| format!("`{n}`"))
+                    .collect();
+                return Err(format!(
+                    "`chat_template` is a list of templates ({}) without one named `default`, the one transformers and saferc render; name the one to use `default`",
+                    if names.is_empty() { "unnamed".to_string() } else { names.join(", ") }
+                ));
+            };
+            default
+                .get("template")
+                .and_then(Value::as_str)
+                .map(|t| Some(t.to_string()))
+                .ok_or_else(|| "`chat_template`'s `default` entry has no `template` string".into())
+        }
         Value::Null => Ok(None),
         other => Err(format!(
             "`chat_template` must be a string or a list of named templates, found {other}"
