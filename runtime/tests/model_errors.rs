@@ -423,6 +423,15 @@ fn qwen2_5_vl_errors_name_the_file_and_setting() {
     std::fs::remove_file(dir.join("processor_config.json")).expect("rm");
     let err = load_error(&dir);
     assert!(err.contains("preprocessor_config.json"), "{err}");
+    // A `processor_config.json` laid out otherwise (flat, as a
+    // `preprocessor_config.json` is) is named as the file that lacks it.
+    let dir = copy_qwen2_5_vl("flat-processor");
+    std::fs::write(dir.join("processor_config.json"), r#"{"min_pixels": 3136}"#).expect("write");
+    let err = load_error(&dir);
+    assert!(
+        err.contains("processor_config.json`: holds no `image_processor` object"),
+        "{err}"
+    );
 
     let dir = copy_qwen2_5_vl("sections");
     edit_config(&dir, |v| {

@@ -21,12 +21,23 @@ pub fn read(dir: &Path, vision: &mut QwenVisionConfig) -> Result<(), ModelError>
     // transformers 5's processor reads the `image_processor` object of
     // `processor_config.json` before `preprocessor_config.json`.
     let processor = dir.join("processor_config.json");
-    let (path, value) = match load(&processor)?
+    let processor_value = load(&processor)?;
+    let (path, value) = match processor_value
+        .as_ref()
         .and_then(|v| v.get("image_processor").filter(|p| !p.is_null()).cloned())
     {
         Some(v) => (processor, v),
         None => match load(&dir.join(FILE))? {
             Some(v) => (dir.join(FILE), v),
+            // The processor's file is there, laid out otherwise.
+            None if processor_value.is_some() => {
+                return Err(ModelError::Config {
+                    path: processor,
+                    reason: format!(
+                        "holds no `image_processor` object, and the folder has no `{FILE}`: the image processor's settings go in one of them (transformers 5 writes the first, Qwen's checkpoints ship the second)"
+                    ),
+                })
+            }
             None => {
                 return Err(ModelError::MissingFile {
                     dir: dir.to_path_buf(),
@@ -50,7 +61,20 @@ pub fn read(dir: &Path, vision: &mut QwenVisionConfig) -> Result<(), ModelError>
 /// The settings in one processor object, checked against `vision`.
 fn parse(value: &Value, vision: &QwenVisionConfig) -> Result<ImageProcessing, String> {
     let defaults = ImageProcessing::default();
-    let size = value.get("size");
+    let size = value.get("size").filter(|s| !s.is_null());
+    // transformers refuses a `size` without the pixel range's two keys
+    // (`{"height": 224, "width": 224}` is another processor's); it was
+    // read as the default range.
+    if let Some(size) = size {
+        let has = |key: &str| size.get(key).is_some_and(|v| !v.is_null());
+        let pair = (has("shortest_edge") && has("longest_edge"))
+            || (has("min_pixels") && has("max_pixels"));
+        if !size.is_object() || !pair {
+            return Err(format!(
+                "`size` is {size}; Qwen2.5-VL's processor takes its pixel range there as `shortest_edge` and `longest_edge` (the fewest and the most pixels of a resized image, e.g. `{{\"shortest_edge\": 3136, \"longest_edge\": 12845056}}`)"
+            ));
+        }
+    }
     let pixels = |legacy: &str, key: &str, default: usize| -> Result<usize, String> {
         // `min_pixels` at the top, `size.shortest_edge` (transformers 4.5x
         // and 5), or `size.min_pixels` (transformers 4.45's layout).
@@ -234,8 +258,23 @@ mod tests {
         assert!(err.contains("`patch_size` is 16"), "{err}");
         let err = parse(&json!({"image_std": [1, 2]}), &vision()).unwrap_err();
         assert!(err.contains("not three numbers (or one)"), "{err}");
-        let err = parse(&json!({"size": {"shortest_edge": -1}}), &vision()).unwrap_err();
+        let err = parse(
+            &json!({"size": {"shortest_edge": -1, "longest_edge": 9}}),
+            &vision(),
+        )
+        .unwrap_err();
         assert!(err.contains("`size.shortest_edge` is -1"), "{err}");
+        for size in [
+            json!("x"),
+            json!({"height": 224, "width": 224}),
+            json!({"shortest_edge": 784}),
+        ] {
+            let err = parse(&json!({ "size": size }), &vision()).unwrap_err();
+            assert!(
+                err.contains("takes its pixel range there as `shortest_edge` and `longest_edge`"),
+                "{err}"
+            );
+        }
         for key in ["do_resize", "do_rescale", "do_normalize"] {
             let err = parse(&json!({ key: false }), &vision()).unwrap_err();
             assert!(err.contains(&format!("`{key}` is false")), "{err}");
