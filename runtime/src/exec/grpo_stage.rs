@@ -203,7 +203,9 @@ pub fn train<B: Backend>(
     if session.options.resume {
         checkpoint::within_steps(&stage.name, state.step, total_steps)?;
         // Lines the killed run wrote after its last checkpoint are written again below.
-        session.run.rewind(&stage.name, state.step)?;
+        if let Some(warning) = session.run.rewind(&stage.name, state.step)? {
+            crate::stderr_line!("{warning}");
+        }
     }
     let bar = super::report::progress(
         &stage.name,

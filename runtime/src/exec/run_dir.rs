@@ -412,11 +412,15 @@ impl RunDir {
     /// after `completed` steps: the stage's lines of later steps (written
     /// after the checkpoint it resumes from, before the run was killed) are
     /// dropped, as is a last line cut short by the kill, so that the
-    /// resumed run writes each step once. Other stages' lines are kept.
+    /// resumed run writes each step once. Other stages' lines are kept. A
+    /// metrics line of the step the checkpoint holds that is missing (cut
+    /// short by a power loss, say) is not written again: the returned
+    /// warning says so.
     ///
     /// # Errors
     /// I/O errors.
-    pub fn rewind(&mut self, stage: &str, completed: u64) -> Result<(), ExecError> {
+    pub fn rewind(&mut self, stage: &str, completed: u64) -> Result<Option<String>, ExecError> {
+        let mut warning = None;
         use std::io::{BufRead, BufReader};
         for name in ["metrics.jsonl", "samples.jsonl"] {
             let p = self.path.join(name);
@@ -429,7 +433,7 @@ impl RunDir {
             let tmp = p.with_extension("rewind");
             let mut out = BufWriter::new(File::create(&tmp).map_err(|e| io(&tmp, e))?);
             let mut reader = BufReader::new(file);
-            let (mut line, mut dropped) = (Vec::new(), false);
+            let (mut line, mut dropped, mut last_step_kept) = (Vec::new(), false, false);
             loop {
                 line.clear();
                 if reader.read_until(b'\n', &mut line).map_err(|e| io(&p, e))? == 0 {
@@ -437,8 +441,9 @@ impl RunDir {
                 }
                 let keep = line.ends_with(b"\n")
                     && serde_json::from_slice::<Value>(&line).is_ok_and(|v| {
-                        v["stage"].as_str() != Some(stage)
-                            || v["step"].as_u64().is_some_and(|s| s <= completed)
+                        let ours = v["stage"].as_str() == Some(stage);
+                        last_step_kept |= ours && v["step"].as_u64() == Some(completed);
+                        !ours || v["step"].as_u64().is_some_and(|s| s <= completed)
                     });
                 if keep {
                     out.write_all(&line).map_err(|e| io(&tmp, e))?;
@@ -448,6 +453,13 @@ impl RunDir {
             }
             out.flush().map_err(|e| io(&tmp, e))?;
             drop(out);
+            if name == "metrics.jsonl" && completed > 0 && !last_step_kept {
+                warning = Some(format!(
+                    "warning: {} holds no whole line for stage {stage}'s step {completed}, the step its checkpoint holds (cut short when the run stopped); the run goes on from step {}, so that step's metrics stay missing from the log",
+                    p.display(),
+                    completed + 1
+                ));
+            }
             if dropped {
                 std::fs::rename(&tmp, &p).map_err(|e| io(&p, e))?;
             } else {
@@ -455,7 +467,7 @@ impl RunDir {
             }
         }
         (self.metrics, self.samples) = Self::writers(&self.path)?;
-        Ok(())
+        Ok(warning)
     }
 
     /// Appends one metrics line.
@@ -708,7 +720,7 @@ mod tests {
         )
         .unwrap();
         let mut run = RunDir::open(&dir, super::RunLock::acquire(&dir).unwrap()).unwrap();
-        run.rewind("b", 1).unwrap();
+        assert_eq!(run.rewind("b", 1).unwrap(), None);
         run.metric(&serde_json::json!({"stage": "b", "step": 2}))
             .unwrap();
         let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
@@ -720,6 +732,12 @@ mod tests {
                 "{\"stage\":\"b\",\"step\":1}\n",
                 "{\"stage\":\"b\",\"step\":2}\n",
             )
+        );
+        // A resume from step 3, whose line was cut: said, not invented.
+        let said = run.rewind("a", 3).unwrap().unwrap_or_default();
+        assert!(
+            said.contains("no whole line for stage a's step 3"),
+            "{said}"
         );
         // No samples were written: the file is created empty, not invented.
         assert_eq!(
