@@ -226,6 +226,17 @@ fn invalid_sizes_and_json() {
         err.contains("config.json") && err.contains("not JSON"),
         "{err}"
     );
+
+    // Saved with a byte-order mark (as some Windows editors save): said so,
+    // not "expected value at line 1 column 1".
+    let dir = copy("bom");
+    let text = std::fs::read_to_string(dir.join("config.json")).expect("read");
+    std::fs::write(dir.join("config.json"), format!("\u{feff}{text}")).expect("write");
+    let err = load_error(&dir);
+    assert!(
+        err.contains("config.json`: starts with a byte-order mark"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -91,10 +91,7 @@ impl ModelConfig {
             });
         }
         let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            path: path.clone(),
-            reason: format!("not JSON: {e}"),
-        })?;
+        let value: Value = super::error::parse_json(&path, &text)?;
         let mut config = Self::from_json(&value).map_err(|reason| match reason {
             ConfigIssue::Unknown(found) => ModelError::UnknownArchitecture {
                 path: path.clone(),

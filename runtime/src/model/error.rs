@@ -144,6 +144,26 @@ impl std::error::Error for ModelError {
     }
 }
 
+/// The JSON in `text`, read from `path` (a model folder's `config.json`,
+/// `tokenizer_config.json`, ...); a file that does not parse is a
+/// [`ModelError::Config`] naming it, and one saved with a byte-order mark,
+/// which JSON does not allow (Python's `json` refuses it too), says so.
+pub(crate) fn parse_json(
+    path: &std::path::Path,
+    text: &str,
+) -> Result<serde_json::Value, ModelError> {
+    if text.starts_with('\u{feff}') {
+        return Err(ModelError::Config {
+            path: path.to_path_buf(),
+            reason: "starts with a byte-order mark (U+FEFF), which JSON does not allow; save it as UTF-8 without one".into(),
+        });
+    }
+    serde_json::from_str(text).map_err(|e| ModelError::Config {
+        path: path.to_path_buf(),
+        reason: format!("not JSON: {e}"),
+    })
+}
+
 /// Shorthand for a [`ModelError::Io`] on `path`.
 pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {
     let path = path.into();

@@ -156,12 +156,7 @@ fn load(path: &Path) -> Result<Option<Value>, ModelError> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| ModelError::Config {
-            path: path.to_path_buf(),
-            reason: format!("not JSON: {e}"),
-        })
+    super::error::parse_json(path, &text).map(Some)
 }
 
 /// The `preprocessor_config.json` value [`read`] reads back (the layout of

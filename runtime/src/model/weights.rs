@@ -333,11 +333,7 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.is_file() {
         let text = fs::read_to_string(&index_path).map_err(io_error(&index_path))?;
-        let index: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ModelError::Config {
-                path: index_path.clone(),
-                reason: e.to_string(),
-            })?;
+        let index = super::error::parse_json(&index_path, &text)?;
         let map = index
             .get("weight_map")
             .and_then(|m| m.as_object())

@@ -239,12 +239,7 @@ impl TextTokenizer {
 
 fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| ModelError::Config {
-                path: path.to_path_buf(),
-                reason: format!("not JSON: {e}"),
-            }),
+        Ok(text) => crate::model::error::parse_json(path, &text).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error(path)(e)),
     }
