@@ -54,6 +54,13 @@ pub struct ModelConfig {
     /// `text.max_position_embeddings` (a model's declared `context`); never
     /// written to `config.json`, so a trained model keeps the file's.
     pub context_limit: Option<usize>,
+    /// The fields of a `qwen2` `config.json` that saferc neither reads nor
+    /// writes itself (`bos_token_id`, `torch_dtype`, `sliding_window`,
+    /// `rope_parameters`, ...), written back as they were when the model is
+    /// saved, so that a trained copy keeps them for transformers or vLLM.
+    /// Empty for the other architectures, whose nested layouts differ
+    /// between transformers versions.
+    pub kept: serde_json::Map<String, Value>,
 }
 
 impl ModelConfig {
@@ -115,7 +122,7 @@ impl ModelConfig {
             .and_then(Value::as_str)
             .ok_or_else(|| ConfigIssue::Invalid("no `model_type` field".into()))?;
         let eos_token_ids = token_ids(value.get("eos_token_id")).map_err(ConfigIssue::Invalid)?;
-        let config = match model_type {
+        let mut config = match model_type {
             "qwen2" => {
                 if value.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
                     return Err(ConfigIssue::Invalid(
@@ -130,6 +137,7 @@ impl ModelConfig {
                     image_token_id: None,
                     eos_token_ids,
                     context_limit: None,
+                    kept: serde_json::Map::new(),
                 }
             }
             "tiny_vlm" => {
@@ -164,12 +172,23 @@ impl ModelConfig {
                     image_token_id: Some(image_token_id),
                     eos_token_ids,
                     context_limit: None,
+                    kept: serde_json::Map::new(),
                 }
             }
             "qwen2_5_vl" => qwen2_5_vl(value, eos_token_ids)?,
             other => return Err(ConfigIssue::Unknown(other.to_string())),
         };
         config.text.validate().map_err(ConfigIssue::Invalid)?;
+        if config.architecture == Architecture::Qwen2 {
+            let written = config.to_json();
+            if let Some(fields) = value.as_object() {
+                config.kept = fields
+                    .iter()
+                    .filter(|(key, _)| written.get(key.as_str()).is_none())
+                    .map(|(key, field)| (key.clone(), field.clone()))
+                    .collect();
+            }
+        }
         Ok(config)
     }
 
@@ -183,6 +202,9 @@ impl ModelConfig {
                     map.insert("model_type".into(), json!("qwen2"));
                     map.insert("architectures".into(), json!(["Qwen2ForCausalLM"]));
                     map.insert("eos_token_id".into(), json!(self.eos_token_ids));
+                    for (key, value) in &self.kept {
+                        map.entry(key.clone()).or_insert_with(|| value.clone());
+                    }
                 }
                 v
             }
@@ -329,6 +351,7 @@ fn qwen2_5_vl(value: &Value, eos_token_ids: Vec<u32>) -> Result<ModelConfig, Con
         image_token_id: Some(image_token_id),
         eos_token_ids,
         context_limit: None,
+        kept: serde_json::Map::new(),
     })
 }
 
@@ -544,6 +567,34 @@ mod tests {
             let err = token_ids(Some(&bad)).unwrap_err();
             assert!(err.contains("not a token id"), "{bad}: {err}");
         }
+    }
+
+    /// A `qwen2` model saved by saferc (a checkpoint, a trained model) keeps
+    /// the fields of its `config.json` that saferc does not use
+    /// (`bos_token_id`, `pad_token_id`, `dtype`, `rope_parameters`, ...):
+    /// they were dropped, and a loader of the trained copy took its
+    /// defaults. The saved value reads back as the same configuration.
+    #[test]
+    fn a_saved_qwen2_config_keeps_the_fields_saferc_does_not_use() {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/models/qwen2-tied/config.json");
+        let source: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let config = ModelConfig::from_json(&source).unwrap();
+        let saved = config.to_json();
+        for key in [
+            "bos_token_id",
+            "pad_token_id",
+            "dtype",
+            "rope_parameters",
+            "layer_types",
+            "use_sliding_window",
+            "transformers_version",
+        ] {
+            assert_eq!(saved.get(key), source.get(key), "{key}");
+        }
+        // What saferc writes itself is its own, and reads back the same.
+        assert_eq!(saved["rope_theta"], serde_json::json!(10_000.0));
+        assert_eq!(ModelConfig::from_json(&saved).unwrap(), config);
     }
 
     /// Rotary settings saferc cannot honour are refused wherever the file

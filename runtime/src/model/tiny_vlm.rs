@@ -87,6 +87,7 @@ impl Preset {
             image_token_id: Some(IMAGE_TOKEN_ID),
             eos_token_ids: vec![EOS_TOKEN_ID],
             context_limit: None,
+            kept: serde_json::Map::new(),
         }
     }
 }
