@@ -252,30 +252,33 @@ fn every_error(id: SourceId, text: &str, first: &toml::de::Error) -> Vec<Diagnos
         return vec![from_toml(id, text, first)];
     };
     let mut errors = vec![from_toml(id, text, first)];
-    let mut check =
-        |value: &Spanned<DeValue<'_>>,
-         read: fn(ValueDeserializer<'_>) -> Option<toml::de::Error>| {
-            for e in table_errors(value, read) {
-                errors.push(from_toml(id, text, &e));
-            }
-        };
+    let mut check = |value: &Spanned<DeValue<'_>>,
+                     read: fn(ValueDeserializer<'_>) -> Option<toml::de::Error>,
+                     required: &[&str]| {
+        for e in table_errors(value, read) {
+            errors.push(from_toml(id, text, &e));
+        }
+        for key in missing_keys(value, required) {
+            errors.push(missing_key(id, text, key, value.span()));
+        }
+    };
     fn read<T: DeserializeOwned>(de: ValueDeserializer<'_>) -> Option<toml::de::Error> {
         T::deserialize(de).err()
     }
     for (key, value) in root.get_ref() {
         match key.get_ref().as_ref() {
-            "project" => check(value, read::<ProjectSection>),
-            "imports" => check(value, read::<Imports>),
-            "paths" => check(value, read::<Paths>),
-            "run" => check(value, read::<Run>),
-            "pins" => check(value, read::<BTreeMap<String, Spanned<String>>>),
+            "project" => check(value, read::<ProjectSection>, PROJECT_REQUIRED),
+            "imports" => check(value, read::<Imports>, &[]),
+            "paths" => check(value, read::<Paths>, &[]),
+            "run" => check(value, read::<Run>, &[]),
+            "pins" => check(value, read::<BTreeMap<String, Spanned<String>>>, &[]),
             "judges" => match value.get_ref() {
                 DeValue::Table(judges) => {
                     for judge in judges.values() {
-                        check(judge, read::<JudgeEndpoint>);
+                        check(judge, read::<JudgeEndpoint>, JUDGE_REQUIRED);
                     }
                 }
-                _ => check(value, read::<BTreeMap<String, JudgeEndpoint>>),
+                _ => check(value, read::<BTreeMap<String, JudgeEndpoint>>, &[]),
             },
             _ => {}
         }
@@ -292,10 +295,43 @@ fn every_error(id: SourceId, text: &str, first: &toml::de::Error) -> Vec<Diagnos
     errors
 }
 
-/// Every mistake of one table, where serde reports its first: each key is
-/// read in a table of its own (a wrong type or an unknown key), then the
-/// table without the keys found wrong (a missing key, unless it was there
-/// with a wrong value). A value that is not a table is read as it is.
+/// The keys `[project]` must hold (the fields of [`ProjectSection`] without
+/// a default; a test keeps the list equal to serde's).
+const PROJECT_REQUIRED: &[&str] = &["name"];
+/// The keys each `[judges.NAME]` must hold ([`JudgeEndpoint`]'s).
+const JUDGE_REQUIRED: &[&str] = &["endpoint", "model"];
+
+/// The `required` keys a table lacks (none for a value that is not a
+/// table: reading it says what it should be). serde names only the first
+/// missing field, and none while another key's value is wrong.
+fn missing_keys<'r>(value: &Spanned<toml::de::DeValue<'_>>, required: &[&'r str]) -> Vec<&'r str> {
+    let toml::de::DeValue::Table(table) = value.get_ref() else {
+        return Vec::new();
+    };
+    required
+        .iter()
+        .copied()
+        .filter(|key| !table.keys().any(|k| k.get_ref() == key))
+        .collect()
+}
+
+/// The diagnostic of a required key a table lacks, on the table's span, as
+/// serde's "missing field" reads.
+fn missing_key(id: SourceId, text: &str, key: &str, at: std::ops::Range<usize>) -> Diagnostic {
+    let shown = text.get(at.clone()).unwrap_or("").trim();
+    let label = match shown.lines().next() {
+        Some(line) if !line.is_empty() => format!("`{line}`"),
+        _ => "here".to_string(),
+    };
+    Diagnostic::error(Code::E0222, format!("`safer.toml`: missing field `{key}`"))
+        .with_primary(span(id, at), label)
+        .with_help("docs/guide/projects.md shows every key of `safer.toml` with an example value")
+}
+
+/// Every mistake of one table but its missing keys ([`missing_keys`]),
+/// where serde reports its first: each key is read in a table of its own
+/// (a wrong type or an unknown key). A value that is not a table is read
+/// as it is.
 fn table_errors<'i>(
     value: &toml::Spanned<toml::de::DeValue<'i>>,
     read: fn(toml::de::ValueDeserializer<'i>) -> Option<toml::de::Error>,
@@ -308,28 +344,14 @@ fn table_errors<'i>(
     };
     let as_value = |t: DeTable<'i>| Spanned::new(value.span(), DeValue::Table(t));
     let is_missing = |e: &toml::de::Error| e.message().starts_with("missing field");
-    let mut errors = Vec::new();
-    let mut rest = DeTable::new();
-    for (key, field) in table {
-        let mut alone = DeTable::new();
-        alone.insert(key.clone(), field.clone());
-        match read(ValueDeserializer::from(as_value(alone))).filter(|e| !is_missing(e)) {
-            Some(e) => errors.push(e),
-            None => {
-                rest.insert(key.clone(), field.clone());
-            }
-        }
-    }
-    if let Some(e) = read(ValueDeserializer::from(as_value(rest))) {
-        // `missing field `endpoint``: not when `endpoint` was there, wrong.
-        let named = |k: &Spanned<toml::de::DeString<'_>>| {
-            e.message().contains(&format!("`{}`", k.get_ref()))
-        };
-        if !(is_missing(&e) && table.keys().any(named)) {
-            errors.push(e);
-        }
-    }
-    errors
+    table
+        .iter()
+        .filter_map(|(key, field)| {
+            let mut alone = DeTable::new();
+            alone.insert(key.clone(), field.clone());
+            read(ValueDeserializer::from(as_value(alone))).filter(|e| !is_missing(e))
+        })
+        .collect()
 }
 
 fn span(id: SourceId, r: std::ops::Range<usize>) -> Span {
@@ -453,4 +475,33 @@ fn from_toml(id: SourceId, text: &str, e: &toml::de::Error) -> Diagnostic {
     )
     .with_primary(at, "here")
     .with_help("see https://toml.io for the syntax")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// The required-key lists are serde's: a table lacking one of them is
+    /// refused naming it, and one holding just them is read.
+    #[test]
+    fn the_required_keys_are_those_serde_requires() {
+        fn check<T: serde::de::DeserializeOwned>(required: &[&str]) {
+            let with = |keys: &[&str]| -> String {
+                keys.iter()
+                    .map(|k| format!("{k} = \"http://x/v1\"\n"))
+                    .collect()
+            };
+            assert!(toml::from_str::<T>(&with(required)).is_ok(), "{required:?}");
+            for left_out in required {
+                let keys: Vec<&str> = required.iter().copied().filter(|k| k != left_out).collect();
+                let err = toml::from_str::<T>(&with(&keys))
+                    .err()
+                    .map(|e| e.message().to_string());
+                assert_eq!(err, Some(format!("missing field `{left_out}`")));
+            }
+        }
+        check::<ProjectSection>(PROJECT_REQUIRED);
+        check::<JudgeEndpoint>(JUDGE_REQUIRED);
+    }
 }
