@@ -85,28 +85,75 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
 /// Why a JPEG that decodes is still cut short, or `None`: the `image`
 /// crate fills the rows of a file cut inside its compressed data with grey
 /// and returns no error, where Pillow refuses it ("image file is
-/// truncated"). Its last scan (after the last start-of-scan marker, `FF
-/// DA`) must end with the end-of-image marker (`FF D9`); inside compressed
-/// data an `FF` is only ever followed by `00` or a restart marker, so
-/// neither pair occurs there by chance.
+/// truncated"). The file's segments are walked from its start-of-image
+/// marker: each segment by its length, each scan's compressed data to the
+/// next marker (inside it an `FF` is only ever followed by `00` or a
+/// restart marker); reaching the end of the bytes before the end-of-image
+/// marker (`FF D9`) means the file was cut. What follows that marker
+/// (a camera's trailer, a motion photo's video) is not looked at; bytes
+/// that are not a marker where one should be are left to the decoder,
+/// which read them.
 pub fn cut_short(bytes: &[u8]) -> Option<String> {
-    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
         return None;
     }
-    let marker_at = |marker: u8, from: usize| {
-        bytes
-            .get(from..)?
-            .windows(2)
-            .rposition(|w| w == [0xFF, marker])
-            .map(|at| from + at)
-    };
-    let scan = marker_at(0xDA, 0)?;
-    match marker_at(0xD9, scan + 2) {
-        Some(_) => None,
-        None => Some(format!(
-            "is a JPEG cut short: its data ends at byte {} without the end-of-image marker (an interrupted download or copy?)",
+    let cut = || {
+        Some(format!(
+            "is a JPEG cut short: its data ends at byte {} before the end-of-image marker (an interrupted download or copy?)",
             bytes.len()
-        )),
+        ))
+    };
+    let mut at = 2;
+    loop {
+        match bytes.get(at) {
+            None => return cut(),
+            Some(0xFF) => {}
+            Some(_) => return None,
+        }
+        // Fill bytes: any number of `FF` before the marker's code.
+        while bytes.get(at) == Some(&0xFF) {
+            at += 1;
+        }
+        let Some(&marker) = bytes.get(at) else {
+            return cut();
+        };
+        at += 1;
+        match marker {
+            0xD9 => return None,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(length) = bytes.get(at..at + 2) else {
+            return cut();
+        };
+        let length = usize::from(u16::from_be_bytes([length[0], length[1]]));
+        if length < 2 {
+            return None;
+        }
+        at += length;
+        if at > bytes.len() {
+            return cut();
+        }
+        if marker == 0xDA {
+            // The scan's compressed data, to the next marker.
+            loop {
+                let Some(offset) = bytes
+                    .get(at..)
+                    .and_then(|rest| rest.iter().position(|&b| b == 0xFF))
+                else {
+                    return cut();
+                };
+                let ff = at + offset;
+                match bytes.get(ff + 1) {
+                    None => return cut(),
+                    Some(0x00 | 0xD0..=0xD7) => at = ff + 2,
+                    Some(_) => {
+                        at = ff;
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -279,9 +326,23 @@ mod tests {
             .encode_image(&noise)
             .expect("encode");
         assert_eq!(cut_short(&whole), None);
-        let mut trailing = whole.clone();
-        trailing.extend_from_slice(b"camera data");
-        assert_eq!(cut_short(&trailing), None);
+        // Data after the end marker (a camera's trailer, a motion photo's
+        // video) is not looked at, start-of-scan bytes in it included.
+        for trailer in [&b"camera data"[..], &[0xFF, 0xDA, 0x00, 0x08, 1, 2, 3][..]] {
+            let mut trailing = whole.clone();
+            trailing.extend_from_slice(trailer);
+            assert_eq!(cut_short(&trailing), None, "{trailer:?}");
+        }
+        // Restart markers inside the compressed data, and an application
+        // segment holding a thumbnail's markers, are walked over.
+        let scan_end = whole.len() - 2;
+        let mut restarted = whole[..scan_end].to_vec();
+        restarted.extend_from_slice(&[0xFF, 0xD0, 0x12, 0xFF, 0x00, 0xFF, 0xD9]);
+        assert_eq!(cut_short(&restarted), None);
+        let mut thumbnail = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xDA, 0xFF, 0xD9];
+        thumbnail.extend_from_slice(&whole[2..]);
+        assert_eq!(cut_short(&thumbnail), None);
+        assert!(cut_short(&thumbnail[..thumbnail.len() - 40]).is_some());
         let scan = whole
             .windows(2)
             .rposition(|w| w == [0xFF, 0xDA])
