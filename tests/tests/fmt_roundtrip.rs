@@ -336,3 +336,44 @@ fn long_parameter_lists_break_one_parameter_per_line() {
     );
     assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
 }
+
+/// Comments stay with the element they follow or lie in, in calls and
+/// parameter lists printed one element per line: one at the end of a line
+/// holding several arguments stays with the last of them (it moved to the
+/// first), those inside an argument printed on one line go above it (the
+/// second moved to the next argument), and one after `) {` stays after the
+/// `{`. A head that breaks its parameters measures its value from `) = `,
+/// and a value declaration's head counts its value in its width.
+#[test]
+fn comments_stay_with_their_element_in_broken_calls_and_heads() {
+    let cases = [
+        (
+            "dataset d {\n  source = jsonl(\"a.jsonl\", on_bad_row = skip,  # noisy\n  )\n}\n",
+            "dataset d {\n  source = jsonl(\n    \"a.jsonl\",\n    on_bad_row = skip,  # noisy\n  )\n}\n",
+        ),
+        (
+            "dataset d {\n  source = jsonl(\n    \"a.jsonl\",\n    limit = 1 + # c1\n      # c2\n      2,\n  )\n}\n",
+            "dataset d {\n  source = jsonl(\n    \"a.jsonl\",\n    # c1\n    # c2\n    limit = 1 + 2,\n  )\n}\n",
+        ),
+        (
+            "rubric r(judge = rules,\n  threshold = 0.5) {  # the gate\n  criterion a weight 1\n}\n",
+            "rubric r(\n  judge = rules,\n  threshold = 0.5,\n) {  # the gate\n  criterion a weight 1\n}\n",
+        ),
+        (
+            "scorer pick(\n  field: string = \"label\",\n) = [1, 2]\n",
+            "scorer pick(\n  field: string = \"label\",\n) = [1, 2]\n",
+        ),
+    ];
+    for (case, want) in cases {
+        let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(once, want, "{case:?}");
+        assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+    }
+    let head = "scorer helpful2(field: string = \"label\", unsafe_values: list = [\"unsafe\"], min_words: number = 3) = intrinsic\n";
+    let once = fmt::format_source(head).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(
+        once.starts_with("scorer helpful2(\n  field: string"),
+        "{once}"
+    );
+    assert!(once.lines().all(|l| l.chars().count() <= 100), "{once}");
+}

@@ -26,6 +26,13 @@ pub(super) fn print(module: &Module, text: &str) -> String {
     out
 }
 
+/// What [`Printer::element`] prints: an expression (broken over lines
+/// where it must be), or text already laid out (a parameter).
+enum Element<'e> {
+    Expr(&'e Expr),
+    Text(&'e str),
+}
+
 struct Printer<'a> {
     text: &'a str,
     comments: &'a [Comment],
@@ -328,21 +335,26 @@ impl<'a> Printer<'a> {
         if let Some(params) = &decl.params {
             let rendered: Vec<String> = params.iter().map(|p| self.param(p)).collect();
             let flat = format!("{head}({})", rendered.join(", "));
-            // The head's line ends with ` {` or ` = ` and a value.
-            if self.params_written_broken(decl, params) || flat.chars().count() + 2 > MAX_WIDTH {
+            // The head's line ends with ` {`, or ` = ` and a value: the
+            // value's first line (`[` of a list that breaks after it).
+            let tail = match &decl.body {
+                DeclBody::Block(_) => 2,
+                DeclBody::Value(v) => {
+                    let one_line = self.flat(v).chars().count();
+                    match self.breakable(v) && flat.chars().count() + 3 + one_line > MAX_WIDTH {
+                        true => 4,
+                        false => 3 + one_line,
+                    }
+                }
+            };
+            if self.params_written_broken(decl, params) || flat.chars().count() + tail > MAX_WIDTH {
                 head.push_str("(\n");
                 self.indent += 1;
-                for (param, text) in params.iter().zip(&rendered) {
-                    head.push_str(&self.comments_into(param.span.start as usize));
-                    head.push_str(&self.pad());
-                    head.push_str(text);
-                    head.push(',');
-                    head.push_str(
-                        &self.same_line_comment(param.span.end as usize, span.end as usize),
-                    );
-                    head.push('\n');
-                }
                 let close = self.params_end(decl, params);
+                for (i, (param, text)) in params.iter().zip(&rendered).enumerate() {
+                    let next = params.get(i + 1).map_or(close, |p| p.span.start as usize);
+                    head.push_str(&self.element(param.span, next, "", Element::Text(text)));
+                }
                 head.push_str(&self.comments_into(close));
                 self.indent -= 1;
                 head.push(')');
@@ -358,7 +370,8 @@ impl<'a> Printer<'a> {
             }
             DeclBody::Value(value) => {
                 head.push_str(" = ");
-                let col = head.len();
+                // The column where the value starts: after the head's last line.
+                let col = head.rsplit('\n').next().unwrap_or("").chars().count();
                 self.out.push_str(&head);
                 let v = self.expr(value, col);
                 self.out.push_str(&v);
@@ -716,19 +729,17 @@ impl<'a> Printer<'a> {
         let mut s = self.flat(callee);
         s.push_str("(\n");
         self.indent += 1;
-        for arg in args {
-            s.push_str(&self.comments_into(arg.span.start as usize));
-            let mut line = self.pad();
-            if let Some(name) = &arg.name {
-                line.push_str(&name.name);
-                line.push_str(" = ");
-            }
-            let value = self.expr(&arg.value, line.chars().count());
-            s.push_str(&line);
-            s.push_str(&value);
-            s.push(',');
-            s.push_str(&self.same_line_comment(arg.span.end as usize, span.end as usize));
-            s.push('\n');
+        // The closing `)` is the span's last byte.
+        let close = (span.end as usize).saturating_sub(1);
+        for (i, arg) in args.iter().enumerate() {
+            let next = args.get(i + 1).map_or(close, |a| a.span.start as usize);
+            let name = arg.name.as_ref().map(|n| format!("{} = ", n.name));
+            s.push_str(&self.element(
+                arg.span,
+                next,
+                name.as_deref().unwrap_or(""),
+                Element::Expr(&arg.value),
+            ));
         }
         s.push_str(&self.comments_into(span.end as usize));
         self.indent -= 1;
@@ -740,20 +751,44 @@ impl<'a> Printer<'a> {
     fn broken_list(&mut self, items: &[Expr], span: Span) -> String {
         let mut s = String::from("[\n");
         self.indent += 1;
-        for item in items {
-            s.push_str(&self.comments_into(item.span.start as usize));
-            let pad = self.pad();
-            let value = self.expr(item, pad.len());
-            s.push_str(&pad);
-            s.push_str(&value);
-            s.push(',');
-            s.push_str(&self.same_line_comment(item.span.end as usize, span.end as usize));
-            s.push('\n');
+        let close = (span.end as usize).saturating_sub(1);
+        for (i, item) in items.iter().enumerate() {
+            let next = items.get(i + 1).map_or(close, |e| e.span.start as usize);
+            s.push_str(&self.element(item.span, next, "", Element::Expr(item)));
         }
         s.push_str(&self.comments_into(span.end as usize));
         self.indent -= 1;
         s.push_str(&self.pad());
         s.push(']');
+        s
+    }
+
+    /// One element of a list, call or parameter list printed one per line,
+    /// at the current indent: the comments before it, and those inside it
+    /// when it prints on one line, on lines of their own above it; then
+    /// `prefix` (a named argument's `name = `) and the element, a comma,
+    /// and the comment that follows it on its source line before `next`
+    /// (the next element's start, or the closing bracket).
+    fn element(&mut self, span: Span, next: usize, prefix: &str, element: Element<'_>) -> String {
+        let mut s = self.comments_into(span.start as usize);
+        let line = format!("{}{prefix}", self.pad());
+        let col = line.chars().count();
+        let text = match element {
+            Element::Expr(e) if self.breaks(e, col) => self.expr(e, col),
+            Element::Expr(e) => {
+                s.push_str(&self.comments_into(span.end as usize));
+                self.flat(e)
+            }
+            Element::Text(text) => {
+                s.push_str(&self.comments_into(span.end as usize));
+                text.to_string()
+            }
+        };
+        s.push_str(&line);
+        s.push_str(&text);
+        s.push(',');
+        s.push_str(&self.same_line_comment(span.end as usize, next));
+        s.push('\n');
         s
     }
 
