@@ -392,7 +392,6 @@ fn the_tensors_are_checked_by_their_headers_as_loading_checks_them() {
             && note.contains("`model.layers.1."),
         "{note}"
     );
-    edit_config(&dir, |v| v["num_hidden_layers"] = 3.into());
     edit_config(&dir, |v| v["num_hidden_layers"] = 4.into());
     let err = checked(&dir);
     assert_eq!(err, load_error(&dir));

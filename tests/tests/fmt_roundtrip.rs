@@ -369,6 +369,20 @@ fn comments_stay_with_their_element_in_broken_calls_and_heads() {
         assert_eq!(once, want, "{case:?}");
         assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
     }
+    // A `##` remark before a `)` of a call printed on one line moves above
+    // its statement, where the bracket no longer follows it: a blank line
+    // keeps it from documenting the statement (the tree changed).
+    for case in [
+        "rubric r {\n  criterion a weight 1 { scorer = refusal(## x\n  ) }\n}\n",
+        "model m {\n  arch = tiny_vlm\n  weights = f(\"w\" ## y\n  )\n}\n",
+    ] {
+        let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+        let tree = |text: &str| {
+            without_spans(&syntax::parse(SourceId(0), text).unwrap_or_else(|e| panic!("{e:?}")))
+        };
+        assert_eq!(tree(case), tree(&once), "{once}");
+        assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+    }
     let head = "scorer helpful2(field: string = \"label\", unsafe_values: list = [\"unsafe\"], min_words: number = 3) = intrinsic\n";
     let once = fmt::format_source(head).unwrap_or_else(|e| panic!("{e:?}"));
     assert!(

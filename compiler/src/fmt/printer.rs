@@ -118,6 +118,14 @@ impl<'a> Printer<'a> {
     /// otherwise become (not before a closing bracket); before another
     /// comment that documents nothing, that one decides.
     fn own_line(&self, index: usize, limit: usize) -> String {
+        self.own_line_moved(index, limit, false)
+    }
+
+    /// [`Self::own_line`] for a comment `moved` out of the expression it
+    /// was in to a line above its statement: a closing bracket after it in
+    /// the source no longer follows it there, so a `##` remark keeps its
+    /// blank line (it became the statement's documentation).
+    fn own_line_moved(&self, index: usize, limit: usize, moved: bool) -> String {
         let documents = |i: usize| self.documentation.get(i).copied().unwrap_or(false);
         let c = &self.comments[index];
         let mut line = format!("{}{}\n", self.pad(), c.text);
@@ -131,7 +139,7 @@ impl<'a> Printer<'a> {
             .text
             .get(c.span.end as usize..)
             .is_some_and(|rest| rest.trim_start().starts_with(['}', ']', ')']));
-        if remark && !continued && !closes {
+        if remark && !continued && (moved || !closes) {
             line.push('\n');
         }
         line
@@ -239,7 +247,7 @@ impl<'a> Printer<'a> {
             if c.span.start as usize >= end {
                 break;
             }
-            above.push_str(&self.own_line(self.next_comment, end));
+            above.push_str(&self.own_line_moved(self.next_comment, end, true));
             self.next_comment += 1;
         }
         if !above.is_empty() {

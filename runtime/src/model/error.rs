@@ -115,7 +115,7 @@ impl fmt::Display for ModelError {
             Self::Device { reason } => write!(f, "{reason}"),
             Self::NonFiniteLogits { model } => write!(
                 f,
-                "{}: its logits are NaN or infinite, so no token can be sampled: its weights hold values so large that the arithmetic overflows (as a run that diverged leaves them), a setting of its config.json (such as a `rope_theta` of 0) breaks the arithmetic, or the temperature is too small",
+                "{}: its logits are NaN or infinite, so no token can be sampled: its weights hold values so large that the arithmetic overflows (as a run that diverged leaves them), a setting of its config.json breaks the arithmetic, or the temperature is too small",
                 model.as_deref().unwrap_or("the model")
             ),
         }

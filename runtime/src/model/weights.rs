@@ -204,7 +204,8 @@ pub fn check_files(dir: &Path) -> Result<(), ModelError> {
 /// load (as the files name them, sorted): weights of layers past
 /// `num_hidden_layers`, say, which loading leaves out without a word. A
 /// stored `lm_head` of a model whose embeddings are tied, and rotary
-/// tables (`rotary_emb.inv_freq`), which transformers ignores too, are not
+/// tables (`rotary_emb.inv_freq`, the vision tower's
+/// `rotary_pos_emb.inv_freq`), which transformers ignores too, are not
 /// listed.
 ///
 /// # Errors
@@ -230,7 +231,7 @@ pub fn check_tensors(dir: &Path, config: &ModelConfig) -> Result<Vec<String>, Mo
         .filter(|(loading, _)| {
             !(loading.as_str() == "lm_head.weight" && config.text.tie_word_embeddings)
         })
-        .filter(|(loading, _)| !loading.ends_with("rotary_emb.inv_freq"))
+        .filter(|(loading, _)| !loading.ends_with(".inv_freq"))
         .map(|(_, (_, name, _))| name.clone())
         .collect();
     unused.sort();
