@@ -134,6 +134,24 @@ fn greedy_continuations_match_transformers_alone_and_batched() {
     common::qwen2_5_vl::check_greedy::<CpuBackend>(&Default::default());
 }
 
+/// `model`'s logits on the fixture's one-image prompt (its pixels as the
+/// processor made them).
+fn image_prompt_logits(f: &Fixture, model: &Model<CpuBackend>) -> Vec<f32> {
+    let prompt = f.prompt_with_their_pixels(&f.cases()[1]);
+    let input = ModelInput {
+        layout: Layout::dense(1, prompt.tokens.len(), true),
+        tokens: prompt.tokens,
+        images: prompt.images,
+    };
+    model
+        .forward(&input, None)
+        .expect("forward")
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("f32")
+}
+
 #[test]
 fn a_saved_model_loads_back_with_the_same_logits() {
     let f = fixture();
@@ -141,22 +159,10 @@ fn a_saved_model_loads_back_with_the_same_logits() {
     f.model.save(&out).expect("save");
     let again = Model::<CpuBackend>::load(&out, &Default::default()).expect("reload");
     assert_eq!(again.config, f.model.config);
-    let case = &f.cases()[1];
-    let prompt = f.prompt_with_their_pixels(case);
-    let input = ModelInput {
-        layout: Layout::dense(1, prompt.tokens.len(), true),
-        tokens: prompt.tokens,
-        images: prompt.images,
-    };
-    let logits = |m: &Model<CpuBackend>| -> Vec<f32> {
-        m.forward(&input, None)
-            .expect("forward")
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("f32")
-    };
-    assert_eq!(logits(&again), logits(&f.model));
+    assert_eq!(
+        image_prompt_logits(&f, &again),
+        image_prompt_logits(&f, &f.model)
+    );
     std::fs::remove_dir_all(&out).ok();
 }
 
@@ -207,22 +213,10 @@ fn a_checkpoint_in_transformers_5_s_layout_loads_with_the_same_logits() {
     let config = ModelConfig::read(&dir).expect("config");
     check_tensors(&dir, &config).expect("the header check takes transformers 5's names");
     let again = Model::<CpuBackend>::load(&dir, &Default::default()).expect("load");
-    let case = &f.cases()[1];
-    let prompt = f.prompt_with_their_pixels(case);
-    let input = ModelInput {
-        layout: Layout::dense(1, prompt.tokens.len(), true),
-        tokens: prompt.tokens,
-        images: prompt.images,
-    };
-    let logits = |m: &Model<CpuBackend>| -> Vec<f32> {
-        m.forward(&input, None)
-            .expect("forward")
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("f32")
-    };
-    assert_eq!(logits(&again), logits(&f.model));
+    assert_eq!(
+        image_prompt_logits(&f, &again),
+        image_prompt_logits(&f, &f.model)
+    );
 
     write(Some("visual.blocks.0.attn.qkv.weight"));
     let config = ModelConfig::read(&dir).expect("config");

@@ -28,6 +28,7 @@ pub(super) fn print(module: &Module, text: &str) -> String {
 
 /// What [`Printer::element`] prints: an expression (broken over lines
 /// where it must be), or text already laid out (a parameter).
+#[derive(Clone, Copy)]
 enum Element<'e> {
     Expr(&'e Expr),
     Text(&'e str),
@@ -356,16 +357,14 @@ impl<'a> Printer<'a> {
                 }
             };
             if self.params_written_broken(decl, params) || flat.chars().count() + tail > MAX_WIDTH {
-                head.push_str("(\n");
-                self.indent += 1;
+                let elements: Vec<(Span, String, Element<'_>)> = params
+                    .iter()
+                    .zip(&rendered)
+                    .map(|(p, text)| (p.span, String::new(), Element::Text(text)))
+                    .collect();
                 let close = self.params_end(decl, params);
-                for (i, (param, text)) in params.iter().zip(&rendered).enumerate() {
-                    let next = params.get(i + 1).map_or(close, |p| p.span.start as usize);
-                    head.push_str(&self.element(param.span, next, "", Element::Text(text)));
-                }
-                head.push_str(&self.comments_into(close));
-                self.indent -= 1;
-                head.push(')');
+                head.push('(');
+                head.push_str(&self.one_per_line(&elements, close, ')'));
             } else {
                 head = flat;
             }
@@ -391,18 +390,27 @@ impl<'a> Printer<'a> {
     /// Whether the source breaks a line between a declaration's `(`, its
     /// parameters and its `)`.
     fn params_written_broken(&self, decl: &Decl, params: &[Param]) -> bool {
-        let mut from = decl.name.span.end as usize;
-        for param in params {
+        self.breaks_between(
+            decl.name.span.end as usize,
+            params.iter().map(|p| p.span),
+            self.params_end(decl, params),
+        )
+    }
+
+    /// Whether the source breaks a line between `open` (a bracket), the
+    /// elements at `spans` and `close`, not inside an element.
+    fn breaks_between(&self, open: usize, spans: impl Iterator<Item = Span>, close: usize) -> bool {
+        let mut from = open;
+        for span in spans {
             if self
-                .source_between(from, param.span.start as usize)
+                .source_between(from, span.start as usize)
                 .contains('\n')
             {
                 return true;
             }
-            from = param.span.end as usize;
+            from = span.end as usize;
         }
-        self.source_between(from, self.params_end(decl, params))
-            .contains('\n')
+        self.source_between(from, close).contains('\n')
     }
 
     /// The offset of the `)` closing a declaration's parameters.
@@ -544,18 +552,11 @@ impl<'a> Printer<'a> {
         let ExprKind::Call { callee, args } = &e.kind else {
             return self.is_multiline(e.span);
         };
-        let mut from = callee.span.end as usize;
-        for arg in args {
-            if self
-                .source_between(from, arg.span.start as usize)
-                .contains('\n')
-            {
-                return true;
-            }
-            from = arg.span.end as usize;
-        }
-        self.source_between(from, e.span.end as usize)
-            .contains('\n')
+        self.breaks_between(
+            callee.span.end as usize,
+            args.iter().map(|a| a.span),
+            e.span.end as usize,
+        )
     }
 
     /// For each statement, the key width to pad to (aligned `=` within runs
@@ -734,40 +735,54 @@ impl<'a> Printer<'a> {
     /// `callee(`, one argument per line with a trailing comma, `)`; the
     /// comments between the arguments stay with them.
     fn broken_call(&mut self, callee: &Expr, args: &[Arg], span: Span) -> String {
-        let mut s = self.flat(callee);
-        s.push_str("(\n");
-        self.indent += 1;
+        let elements: Vec<(Span, String, Element<'_>)> = args
+            .iter()
+            .map(|a| {
+                let name = a
+                    .name
+                    .as_ref()
+                    .map_or(String::new(), |n| format!("{} = ", n.name));
+                (a.span, name, Element::Expr(&a.value))
+            })
+            .collect();
         // The closing `)` is the span's last byte.
         let close = (span.end as usize).saturating_sub(1);
-        for (i, arg) in args.iter().enumerate() {
-            let next = args.get(i + 1).map_or(close, |a| a.span.start as usize);
-            let name = arg.name.as_ref().map(|n| format!("{} = ", n.name));
-            s.push_str(&self.element(
-                arg.span,
-                next,
-                name.as_deref().unwrap_or(""),
-                Element::Expr(&arg.value),
-            ));
-        }
-        s.push_str(&self.comments_into(span.end as usize));
-        self.indent -= 1;
-        s.push_str(&self.pad());
-        s.push(')');
-        s
+        format!(
+            "{}({}",
+            self.flat(callee),
+            self.one_per_line(&elements, close, ')')
+        )
     }
 
     fn broken_list(&mut self, items: &[Expr], span: Span) -> String {
-        let mut s = String::from("[\n");
-        self.indent += 1;
+        let elements: Vec<(Span, String, Element<'_>)> = items
+            .iter()
+            .map(|e| (e.span, String::new(), Element::Expr(e)))
+            .collect();
         let close = (span.end as usize).saturating_sub(1);
-        for (i, item) in items.iter().enumerate() {
-            let next = items.get(i + 1).map_or(close, |e| e.span.start as usize);
-            s.push_str(&self.element(item.span, next, "", Element::Expr(item)));
+        format!("[{}", self.one_per_line(&elements, close, ']'))
+    }
+
+    /// The elements of a list, call or parameter list one per line ([`Self::element`]),
+    /// indented a step: from the line break after the opening bracket to
+    /// the `closing` bracket, which lies at `close` in the source; the
+    /// comments before it are printed above it.
+    fn one_per_line(
+        &mut self,
+        elements: &[(Span, String, Element<'_>)],
+        close: usize,
+        closing: char,
+    ) -> String {
+        let mut s = String::from("\n");
+        self.indent += 1;
+        for (i, (span, prefix, element)) in elements.iter().enumerate() {
+            let next = elements.get(i + 1).map_or(close, |e| e.0.start as usize);
+            s.push_str(&self.element(*span, next, prefix, *element));
         }
-        s.push_str(&self.comments_into(span.end as usize));
+        s.push_str(&self.comments_into(close));
         self.indent -= 1;
         s.push_str(&self.pad());
-        s.push(']');
+        s.push(closing);
         s
     }
 

@@ -318,12 +318,24 @@ fn missing_keys<'r>(value: &Spanned<toml::de::DeValue<'_>>, required: &[&'r str]
 /// The diagnostic of a required key a table lacks, on the table's span, as
 /// serde's "missing field" reads.
 fn missing_key(id: SourceId, text: &str, key: &str, at: std::ops::Range<usize>) -> Diagnostic {
-    let shown = text.get(at.clone()).unwrap_or("").trim();
-    let label = match shown.lines().next() {
-        Some(line) if !line.is_empty() => format!("`{line}`"),
-        _ => "here".to_string(),
+    let header = text
+        .get(at.clone())
+        .unwrap_or("")
+        .trim()
+        .lines()
+        .next()
+        .unwrap_or("");
+    wrong_value(id, &format!("missing field `{key}`"), at, header)
+}
+
+/// An E0222 diagnostic: `message` about the value (or table) `shown` at
+/// `at`.
+fn wrong_value(id: SourceId, message: &str, at: std::ops::Range<usize>, shown: &str) -> Diagnostic {
+    let label = match shown.trim() {
+        "" => "here".to_string(),
+        shown => format!("`{shown}`"),
     };
-    Diagnostic::error(Code::E0222, format!("`safer.toml`: missing field `{key}`"))
+    Diagnostic::error(Code::E0222, format!("`safer.toml`: {message}"))
         .with_primary(span(id, at), label)
         .with_help("docs/guide/projects.md shows every key of `safer.toml` with an example value")
 }
@@ -456,18 +468,8 @@ fn from_toml(id: SourceId, text: &str, e: &toml::de::Error) -> Diagnostic {
         || message.starts_with("unknown variant")
         || message.starts_with("expected a string")
     {
-        let text_at = text.get(range).unwrap_or("");
-        let label = if text_at.is_empty() {
-            "here".to_string()
-        } else {
-            format!("`{}`", text_at.trim())
-        };
-        return Diagnostic::error(
-            Code::E0222,
-            format!("`safer.toml`: {}", in_plain_types(&message)),
-        )
-        .with_primary(at, label)
-        .with_help("docs/guide/projects.md shows every key of `safer.toml` with an example value");
+        let shown = text.get(range.clone()).unwrap_or("");
+        return wrong_value(id, &in_plain_types(&message), range, shown);
     }
     Diagnostic::error(
         Code::E0220,

@@ -13,7 +13,7 @@
 //! would take most of a minute to read.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use safer_ir::plan::Plan;
 use sha2::{Digest, Sha256};
@@ -28,13 +28,11 @@ pub fn fingerprints(plan: &Plan) -> BTreeMap<String, String> {
         .filter_map(|(name, spec)| {
             let weights = PathBuf::from(&spec.weights);
             let mut dirs = vec![weights.clone()];
-            if let Some(t) = &spec.tokenizer {
-                // `tokenizer` names the folder or its `tokenizer.json`.
-                let t = Path::new(t);
-                let dir = match t.is_file() {
-                    true => t.parent().map(Path::to_path_buf).unwrap_or_default(),
-                    false => t.to_path_buf(),
-                };
+            if let Some(dir) = spec
+                .tokenizer
+                .as_deref()
+                .map(super::session::tokenizer_folder)
+            {
                 if dir != weights {
                     dirs.push(dir);
                 }

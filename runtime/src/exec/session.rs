@@ -55,6 +55,16 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<Loaded<B>, Exe
     .load(device)
 }
 
+/// The folder a model's `tokenizer` setting names: the folder itself, or
+/// the folder of the `tokenizer.json` it names.
+pub fn tokenizer_folder(tokenizer: &str) -> PathBuf {
+    let path = Path::new(tokenizer);
+    match path.is_file() {
+        true => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        false => path.to_path_buf(),
+    }
+}
+
 /// A model directory whose tokenizer may live elsewhere (`tokenizer = "..."`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelDirs {
@@ -349,19 +359,18 @@ impl<'a, B: Backend> Session<'a, B> {
             .ok_or_else(|| ExecError::Usage(format!("model `{name}` is not in the plan")))?;
         let weights = PathBuf::from(&spec.weights);
         let tokenizer = match &spec.tokenizer {
-            // `tokenizer` may name the folder or its `tokenizer.json`; the
-            // folder also holds `tokenizer_config.json` (chat template,
+            // The folder also holds `tokenizer_config.json` (chat template,
             // special tokens), so a file of another name cannot stand alone.
-            Some(t) if Path::new(t).is_file() => {
-                let file = Path::new(t);
-                if file.file_name().and_then(|n| n.to_str()) != Some("tokenizer.json") {
-                    return Err(ExecError::Usage(format!(
-                        "model `{name}`: `tokenizer` names the file {t}; name its folder, with the tokenizer saved there as `tokenizer.json` (and `tokenizer_config.json`), as `save_pretrained` writes them"
-                    )));
-                }
-                file.parent().map(Path::to_path_buf).unwrap_or_default()
+            Some(t)
+                if Path::new(t).is_file()
+                    && Path::new(t).file_name().and_then(|n| n.to_str())
+                        != Some("tokenizer.json") =>
+            {
+                return Err(ExecError::Usage(format!(
+                    "model `{name}`: `tokenizer` names the file {t}; name its folder, with the tokenizer saved there as `tokenizer.json` (and `tokenizer_config.json`), as `save_pretrained` writes them"
+                )));
             }
-            Some(t) => PathBuf::from(t),
+            Some(t) => tokenizer_folder(t),
             None => weights.clone(),
         };
         Ok(ModelDirs {
