@@ -554,6 +554,52 @@ fn an_image_token_id_the_tokenizer_does_not_share_is_refused() {
     );
 }
 
+/// A Qwen2.5-VL model's `vision_start_token_id` and `vision_end_token_id`
+/// must be its tokenizer's `<|vision_start|>` and `<|vision_end|>`:
+/// transformers finds each image after `vision_start_token_id`, so another
+/// id would place a trained model's positions otherwise than saferc did
+/// (the ids were stored and written back, never checked).
+#[test]
+fn vision_token_ids_the_tokenizer_does_not_share_are_refused() {
+    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2_5_vl");
+    let check = |key: &str, id: u64| -> String {
+        let dir = copy_qwen2_5_vl(&format!("{key}-{id}"));
+        for file in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "chat_template.jinja",
+        ] {
+            std::fs::copy(from.join(file), dir.join(file)).expect("copy");
+        }
+        edit_config(&dir, |v| v[key] = serde_json::json!(id));
+        let model = Model::<CpuBackend>::load(&dir, &Default::default()).expect("model");
+        let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
+        let result = safer_runtime::generate::prompt::check_tokenizer_against_config(
+            &tokenizer,
+            &model.config,
+            &dir,
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        result.err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let tokenizer = TextTokenizer::load(&from).expect("tokenizer");
+    for (key, text) in [
+        ("vision_start_token_id", "<|vision_start|>"),
+        ("vision_end_token_id", "<|vision_end|>"),
+    ] {
+        let id = tokenizer.token_id(text).expect("token");
+        assert_eq!(check(key, u64::from(id)), "");
+        let err = check(key, 7);
+        assert!(
+            err.contains("config.json")
+                && err.contains(&format!(
+                    "`{key}` is 7, but the tokenizer's `{text}` is {id}"
+                )),
+            "{err}"
+        );
+    }
+}
+
 /// End-of-sequence ids outside the vocabulary, or that are not ids, are
 /// refused naming the file that holds them.
 #[test]

@@ -14,12 +14,18 @@ use crate::text::TextTokenizer;
 
 /// The image placeholder token the templates write.
 pub const IMAGE_PAD: &str = "<|image_pad|>";
+/// The token before each image of a Qwen2.5-VL prompt.
+pub const VISION_START: &str = "<|vision_start|>";
+/// The token after each image of a Qwen2.5-VL prompt.
+pub const VISION_END: &str = "<|vision_end|>";
 
 /// Checks the tokenizer against `config.json` (in `dir`): every token id
 /// it can produce is within the model's vocabulary (a text that reaches a
 /// token beyond it would stop a run part-way), and `image_token_id` is the
 /// tokenizer's `<|image_pad|>` (a mismatch would leave the template's
-/// placeholders unfilled, or fill another token with image features).
+/// placeholders unfilled, or fill another token with image features), and
+/// a Qwen2.5-VL model's `vision_start_token_id` and `vision_end_token_id`
+/// are the tokenizer's `<|vision_start|>` and `<|vision_end|>`.
 ///
 /// # Errors
 /// [`ModelError::Config`] naming both ids.
@@ -66,14 +72,49 @@ pub fn check_tokenizer_against_config(
         )));
     }
     match tokenizer.token_id(IMAGE_PAD) {
-        Some(pad) if pad == id => Ok(()),
-        Some(pad) => Err(invalid(format!(
-            "`image_token_id` is {id}, but the tokenizer's `{IMAGE_PAD}` is {pad}; set `image_token_id` to {pad}"
-        ))),
-        None => Err(invalid(format!(
-            "the model takes images (`image_token_id` {id}), but its tokenizer has no `{IMAGE_PAD}` token"
-        ))),
+        Some(pad) if pad == id => {}
+        Some(pad) => {
+            return Err(invalid(format!(
+                "`image_token_id` is {id}, but the tokenizer's `{IMAGE_PAD}` is {pad}; set `image_token_id` to {pad}"
+            )))
+        }
+        None => {
+            return Err(invalid(format!(
+                "the model takes images (`image_token_id` {id}), but its tokenizer has no `{IMAGE_PAD}` token"
+            )))
+        }
     }
+    // Qwen2.5-VL's prompts put each image between these two tokens, and
+    // transformers' `get_rope_index` (vLLM's too) finds images by the token
+    // after `vision_start_token_id`: an id the tokenizer gives another
+    // token would have them place the trained model's positions otherwise
+    // than saferc did.
+    let Some(vision) = &config.qwen_vision else {
+        return Ok(());
+    };
+    for (text, key, id) in [
+        (
+            VISION_START,
+            "vision_start_token_id",
+            vision.tokens.vision_start,
+        ),
+        (VISION_END, "vision_end_token_id", vision.tokens.vision_end),
+    ] {
+        match tokenizer.token_id(text) {
+            Some(found) if found == id => {}
+            Some(found) => {
+                return Err(invalid(format!(
+                    "`{key}` is {id}, but the tokenizer's `{text}` is {found}: transformers and vLLM find an image after `vision_start_token_id`; set `{key}` to {found}"
+                )))
+            }
+            None => {
+                return Err(invalid(format!(
+                    "the model takes images, but its tokenizer has no `{text}` token: Qwen2.5-VL's prompts put each image between `{VISION_START}` and `{VISION_END}`"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Builds the prompt of one user turn with `images` (in order, before the text).
@@ -122,7 +163,7 @@ pub fn user_prompt(
     } else if with_images {
         format!(
             "{}{text}",
-            format!("<|vision_start|>{IMAGE_PAD}<|vision_end|>").repeat(images.len())
+            format!("{VISION_START}{IMAGE_PAD}{VISION_END}").repeat(images.len())
         )
     } else {
         text.to_string()
