@@ -250,9 +250,11 @@ pub fn run_command(command: Command) -> i32 {
         Command::New { path } => project::new(&path),
         Command::Pin { files } => project::pin(&files),
         Command::Lsp => {
-            let stdin = std::io::stdin();
             let stdout = std::io::stdout();
-            crate::lsp::serve(&mut stdin.lock(), &mut stdout.lock())
+            crate::lsp::serve(
+                std::io::BufReader::new(std::io::stdin()),
+                &mut stdout.lock(),
+            )
         }
         Command::Explain { code } => explain::run(&code),
     }

@@ -3,7 +3,9 @@
 //!
 //! Features: diagnostics on open and change (the same diagnostics as
 //! `saferc check`, with codes and related locations; a change republishes
-//! the open documents that read the changed one), hover on keys (doc,
+//! the open documents that read the changed one, and so does a file
+//! changed on disk, as the client's file watchers tell or, for a client
+//! without them, as the server finds by looking each second), hover on keys (doc,
 //! type, default, range from the schema table) and names (kind and doc
 //! comment), completion of keys in the enclosing block and of declared
 //! names, go-to-definition across `use`d files (standard library files are
@@ -21,6 +23,8 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, SystemTime};
 
 /// The diagnostics the server would publish for `text` at `uri` (the work
 /// done on every change; benchmarked by `benches/parse_check.rs`).
@@ -28,20 +32,37 @@ pub fn diagnostics_for(uri: &str, text: &str) -> Vec<Value> {
     features::Document::analyze(uri, text).diagnostics()
 }
 
-/// Runs the server until `exit`; returns the process exit code (0 after a
-/// `shutdown` request, 1 otherwise, as the protocol asks).
-pub fn serve(input: &mut impl BufRead, output: &mut impl Write) -> i32 {
+/// How often the server looks at the files open documents read, for a
+/// client that registers no file watchers.
+const DISK_POLL: Duration = Duration::from_secs(1);
+
+/// Runs the server until `exit` or the end of `input`; returns the process
+/// exit code (0 after a `shutdown` request, 1 otherwise, as the protocol
+/// asks). Messages are read on a thread of their own, so that between them
+/// the server can look for files changed on disk ([`Server::poll_disk`]).
+pub fn serve(input: impl BufRead + Send + 'static, output: &mut impl Write) -> i32 {
+    let (sender, messages) = mpsc::sync_channel(16);
+    std::thread::spawn(move || {
+        let mut input = input;
+        loop {
+            let message = transport::read(&mut input);
+            let last = !matches!(message, Ok(Some(_)));
+            if sender.send(message).is_err() || last {
+                return;
+            }
+        }
+    });
     let mut server = Server::default();
     loop {
-        match transport::read(input) {
-            Ok(None) => return 1,
-            Ok(Some(Ok(message))) => {
+        match messages.recv_timeout(DISK_POLL) {
+            Ok(Ok(Some(Ok(message)))) => {
                 if let Some(code) = server.handle(message, output) {
                     return code;
                 }
             }
-            Ok(Some(Err(error))) => transport::write_error(output, &error),
-            Err(_) => return 1,
+            Ok(Ok(Some(Err(error)))) => transport::write_error(output, &error),
+            Ok(Ok(None) | Err(_)) | Err(RecvTimeoutError::Disconnected) => return 1,
+            Err(RecvTimeoutError::Timeout) => server.poll_disk(output),
         }
     }
 }
@@ -73,8 +94,20 @@ struct Server {
     /// (`workspace.didChangeWatchedFiles.dynamicRegistration`): asked to
     /// at `initialized`, it tells of `.safer` files and `safer.toml`
     /// changed on disk, and the open documents that read them are
-    /// checked again.
+    /// checked again. Without them, [`Server::poll_disk`] looks.
     can_watch_files: bool,
+    /// Each file an open document's analysis read, as it was on disk then
+    /// (modification time and length; `None`: not there).
+    stamps: HashMap<PathBuf, Option<(SystemTime, u64)>>,
+    /// The diagnostics last published for each open document.
+    published: HashMap<String, Value>,
+}
+
+/// A file's modification time and length, or `None` where it cannot be
+/// read.
+fn disk_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 impl Server {
@@ -227,6 +260,7 @@ impl Server {
                 if let Some(uri) = uri {
                     self.documents.remove(&uri);
                     self.reads.remove(&uri);
+                    self.published.remove(&uri);
                     let clear = json!({ "uri": uri, "diagnostics": [] });
                     transport::write(
                         out,
@@ -285,13 +319,67 @@ impl Server {
         readers
     }
 
+    /// For a client without file watchers, called while no message comes:
+    /// the open documents that read a file changed on disk since their
+    /// analysis (an imported rubric edited in another program, a
+    /// `safer.toml` rewritten, a file deleted), or that have an import not
+    /// found (the file may have been made since), are analysed again, and
+    /// their diagnostics published where they changed.
+    fn poll_disk(&mut self, out: &mut impl Write) {
+        if self.can_watch_files || self.documents.is_empty() {
+            return;
+        }
+        let mut stale: Vec<String> = self
+            .reads
+            .iter()
+            .filter(|(uri, (read, unresolved))| {
+                self.documents.contains_key(*uri)
+                    && (*unresolved
+                        || read.iter().any(|file| {
+                            self.stamps.get(file).copied().flatten() != disk_stamp(file)
+                        }))
+            })
+            .map(|(uri, _)| uri.clone())
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        stale.sort_unstable();
+        let buffers = self.open_buffers();
+        for uri in stale {
+            let before = self.published.get(&uri).cloned();
+            let Some(text) = self.documents.get(&uri) else {
+                continue;
+            };
+            let doc = features::Document::analyze_among(&uri, text, &buffers);
+            let diagnostics = json!(doc.diagnostics());
+            self.record_reads(&uri, doc.dependencies());
+            if before.as_ref() != Some(&diagnostics) {
+                self.send_diagnostics(&uri, diagnostics, out);
+            }
+        }
+    }
+
+    /// Keeps what `uri`'s analysis read, with each file's stamp now.
+    fn record_reads(&mut self, uri: &str, reads: (BTreeSet<PathBuf>, bool)) {
+        for file in &reads.0 {
+            self.stamps.insert(file.clone(), disk_stamp(file));
+        }
+        self.reads.insert(uri.to_string(), reads);
+    }
+
     fn publish(&mut self, uri: &str, buffers: &BTreeMap<PathBuf, String>, out: &mut impl Write) {
         let Some(text) = self.documents.get(uri) else {
             return;
         };
         let doc = features::Document::analyze_among(uri, text, buffers);
-        self.reads.insert(uri.to_string(), doc.dependencies());
-        let params = json!({ "uri": uri, "diagnostics": doc.diagnostics() });
+        self.record_reads(uri, doc.dependencies());
+        self.send_diagnostics(uri, json!(doc.diagnostics()), out);
+    }
+
+    fn send_diagnostics(&mut self, uri: &str, diagnostics: Value, out: &mut impl Write) {
+        self.published.insert(uri.to_string(), diagnostics.clone());
+        let params = json!({ "uri": uri, "diagnostics": diagnostics });
         transport::write(
             out,
             &Message::Notification(Notification::new(

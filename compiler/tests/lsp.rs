@@ -552,3 +552,55 @@ fn a_change_republishes_the_documents_that_read_it() {
     c.exit();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With a client that watches no files for the server, a file changed on
+/// disk is found by looking: an imported rubric rewritten by another
+/// program, a missing import made, an imported file deleted each republish
+/// the open document that reads it (they waited for its next edit).
+#[test]
+fn without_file_watchers_files_changed_on_disk_are_found() {
+    let dir = std::env::temp_dir().join(format!("saferc-lsp-poll-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let house = "rubric house_rubric {\n  criterion safety weight 1 \"Safe.\"\n}\n";
+    let pipeline = |import: &str| {
+        format!("use \"{import}\"\n\nmodel m {{ arch = tiny_vlm, weights = \"w\" }}\ndataset d {{ source = jsonl(\"d.jsonl\") }}\neval e {{\n  model  = m\n  data   = d\n  rubric = house_rubric\n}}\n")
+    };
+    std::fs::write(dir.join("house.safer"), house).unwrap_or_else(|e| panic!("{e}"));
+    let [importer, waiting] = ["p.safer", "w.safer"].map(|f| uri(&dir.join(f)));
+    let mut c = Client::start();
+    c.request(1, "initialize", json!({ "capabilities": {} }));
+    c.notify("initialized", json!({}));
+    let codes_for = |c: &Client, target: &str| -> Vec<Value> {
+        let target = target.to_string();
+        let m = c.wait(move |m| {
+            m["method"] == "textDocument/publishDiagnostics"
+                && m["params"]["uri"] == target.as_str()
+        });
+        m["params"]["diagnostics"]
+            .as_array()
+            .map(|d| d.iter().map(|d| d["code"].clone()).collect())
+            .unwrap_or_default()
+    };
+    c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": importer, "languageId": "safer", "version": 1, "text": pipeline("house.safer") } }));
+    assert_eq!(codes_for(&c, &importer), Vec::<Value>::new());
+    c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": waiting, "languageId": "safer", "version": 1, "text": pipeline("later.safer") } }));
+    assert_eq!(codes_for(&c, &waiting), vec![json!("E0200")]);
+
+    // Rewritten by another program: the rubric renamed.
+    std::fs::write(
+        dir.join("house.safer"),
+        house.replace("house_rubric", "house_rubric2"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(codes_for(&c, &importer), vec![json!("E0203")]);
+    // The missing import made.
+    std::fs::write(dir.join("later.safer"), house).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(codes_for(&c, &waiting), Vec::<Value>::new());
+    // The import deleted.
+    std::fs::remove_file(dir.join("house.safer")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(codes_for(&c, &importer), vec![json!("E0200")]);
+    c.request(2, "shutdown", Value::Null);
+    assert_eq!(c.exit(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
