@@ -1600,3 +1600,71 @@ fn two_stages_run_on_wgpu_as_on_the_cpu() {
     );
     assert!((loss(&gpu) - loss(&cpu)).abs() < 1e-4);
 }
+
+/// A model stored in BF16 is trained in f32 and saved as its source was
+/// stored: each weight in BF16 (half the size of f32; it was always f32),
+/// `config.json` as the source wrote it, fields saferc does not read
+/// included, and the tokenizer's other files beside it.
+#[test]
+fn a_trained_model_is_saved_as_its_source_was_stored() {
+    use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+    let case = prepare("resume", "bf16-source");
+    let model = case.join("model");
+    let weights = model.join("model.safetensors");
+    let f32_bytes = std::fs::read(&weights).unwrap();
+    let source = SafeTensors::deserialize(&f32_bytes).unwrap();
+    // Each f32's upper half is a BF16 value.
+    let halves: Vec<(String, Vec<usize>, Vec<u8>)> = source
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let bf16 = view
+                .data()
+                .chunks_exact(4)
+                .flat_map(|c| [c[2], c[3]])
+                .collect();
+            (name, view.shape().to_vec(), bf16)
+        })
+        .collect();
+    let views: Vec<(&str, TensorView)> = halves
+        .iter()
+        .map(|(name, shape, data)| {
+            (
+                name.as_str(),
+                TensorView::new(Dtype::BF16, shape.clone(), data).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::tensor::serialize_to_file(views, None, &weights).unwrap();
+    let config_path = model.join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["torch_dtype"] = "bfloat16".into();
+    config["notes"] = serde_json::json!({"kept": ["as", "written"]});
+    std::fs::write(&config_path, serde_json::to_string(&config).unwrap()).unwrap();
+    std::fs::write(model.join("merges.txt"), "#version: 0.2\n").unwrap();
+
+    let dir = case.join("run");
+    run_to_the_end(&case, &dir);
+    let trained_dir = dir.join("models/t");
+    let trained_bytes = std::fs::read(trained_dir.join("model.safetensors")).unwrap();
+    let trained = SafeTensors::deserialize(&trained_bytes).unwrap();
+    let stored = SafeTensors::deserialize(&std::fs::read(&weights).unwrap())
+        .unwrap()
+        .names()
+        .len();
+    assert_eq!(trained.names().len(), stored);
+    let mut changed = 0;
+    for (name, view) in trained.tensors() {
+        assert_eq!(view.dtype(), Dtype::BF16, "{name}");
+        let before = halves.iter().find(|(n, _, _)| *n == name).unwrap();
+        changed += usize::from(view.data() != before.2.as_slice());
+    }
+    assert!(changed > 0, "training changed no weight");
+    assert!(trained_bytes.len() < f32_bytes.len() * 6 / 10);
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(trained_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved, config);
+    assert!(trained_dir.join("merges.txt").is_file());
+}

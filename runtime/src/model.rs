@@ -56,6 +56,7 @@ pub use kv_cache::KvCache;
 pub use qwen_vision::{QwenVisionConfig, QwenVisionTower};
 pub use vision::{VisionConfig, VisionTower};
 
+pub use weights::StoredDtypes;
 use weights::{write_atomically, WeightReader, WeightWriter};
 
 /// A causal language model, with a vision tower for `tiny_vlm` and
@@ -254,12 +255,18 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    /// Writes `config.json` and `model.safetensors` into `dir` (created if
-    /// needed); each file is replaced atomically.
+    /// Writes `config.json` and `model.safetensors` (in f32) into `dir`
+    /// (created if needed); each file is replaced atomically.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        self.save_as(dir, &StoredDtypes::default())
+    }
+
+    /// [`Model::save`] with each weight in the dtype `dtypes` gives it: a
+    /// trained model is saved as its source was stored.
+    pub fn save_as(&self, dir: &Path, dtypes: &StoredDtypes) -> Result<(), ModelError> {
         let mut out = WeightWriter::new();
         self.export(&mut out);
-        write_model_dir(dir, &self.config, &out)
+        write_model_dir(dir, &self.config, &out, dtypes)
     }
 
     /// All weights under their Hugging Face names.
@@ -509,17 +516,20 @@ fn splice<B: Backend>(
     spliced.reshape([batch, seq, d])
 }
 
-/// Writes `config.json` and `model.safetensors` (from `weights`) into `dir`,
-/// created if needed; each file is replaced atomically.
+/// Writes `config.json` and `model.safetensors` (from `weights`, each
+/// tensor in the dtype `dtypes` gives it) into `dir`, created if needed;
+/// each file is replaced atomically.
 pub fn write_model_dir(
     dir: &Path,
     config: &ModelConfig,
     weights: &WeightWriter,
+    dtypes: &StoredDtypes,
 ) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(error::io_error(dir))?;
-    weights.write(
+    weights.write_as(
         &dir.join("model.safetensors"),
         Some([("format".to_string(), "pt".to_string())].into()),
+        dtypes,
     )?;
     if let Some(vision) = &config.qwen_vision {
         let json =

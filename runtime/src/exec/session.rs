@@ -16,7 +16,7 @@ use super::rubric::RubricScorer;
 use super::run_dir::{write_atomically, RunDir};
 use super::{curate, evaluate, grpo_stage, report, sft_stage, ExecError, RunOptions};
 use crate::generate::prompt::check_tokenizer_against_config;
-use crate::model::Model;
+use crate::model::{Model, StoredDtypes};
 use crate::text::TextTokenizer;
 
 /// A dataset after its ops.
@@ -1036,13 +1036,17 @@ impl<'a, B: Backend> Session<'a, B> {
                 v
             }
         };
+        // Read before training, so that the source folder moved or removed
+        // during a run does not stop the trained model from being saved.
+        let dtypes = StoredDtypes::of_folder(&start.weights)?;
         let trained = match &stage.algorithm {
             safer_ir::plan::Algorithm::Grpo(g) => grpo_stage::train(self, stage, g, &start)?,
             safer_ir::plan::Algorithm::Sft(s) => sft_stage::train(self, stage, s, &start)?,
         };
         let training = trained.summary;
-        trained.model.save(&final_dir)?;
+        trained.model.save_as(&final_dir, &dtypes)?;
         copy_tokenizer(&start.tokenizer, &final_dir)?;
+        copy_processor(&start.weights, &final_dir)?;
         self.trained.insert(stage.policy.clone(), final_dir.clone());
         let final_dirs = ModelDirs {
             weights: final_dir.clone(),
@@ -1110,18 +1114,52 @@ pub struct Trained<B: Backend> {
     pub summary: Value,
 }
 
-/// Copies the tokenizer files of `from` into `to` (next to saved weights).
+/// Copies the tokenizer files of `from` into `to` (next to saved weights):
+/// what transformers' `AutoTokenizer` reads, the slow tokenizer's
+/// vocabulary and merges included.
 ///
 /// # Errors
 /// I/O errors.
 pub fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), ExecError> {
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.jinja",
-        "special_tokens_map.json",
-        "generation_config.json",
-    ] {
+    copy_present(
+        from,
+        to,
+        &[
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "chat_template.jinja",
+            "chat_template.json",
+            "special_tokens_map.json",
+            "added_tokens.json",
+            "vocab.json",
+            "merges.txt",
+            "generation_config.json",
+        ],
+    )
+}
+
+/// Copies the image and video processors' settings of `from` into `to` as
+/// they are, over the image processor's file that saving wrote: a trained
+/// model keeps every setting of its source's processor for transformers'
+/// `AutoProcessor`, including those saferc does not use.
+///
+/// # Errors
+/// I/O errors.
+pub fn copy_processor(from: &Path, to: &Path) -> Result<(), ExecError> {
+    copy_present(
+        from,
+        to,
+        &[
+            "preprocessor_config.json",
+            "processor_config.json",
+            "video_preprocessor_config.json",
+        ],
+    )
+}
+
+/// Copies each of `names` that `from` holds into `to`.
+fn copy_present(from: &Path, to: &Path, names: &[&str]) -> Result<(), ExecError> {
+    for name in names {
         let src = from.join(name);
         if src.is_file() && src != to.join(name) {
             std::fs::copy(&src, to.join(name)).map_err(|e| ExecError::Io {

@@ -54,13 +54,26 @@ pub struct ModelConfig {
     /// `text.max_position_embeddings` (a model's declared `context`); never
     /// written to `config.json`, so a trained model keeps the file's.
     pub context_limit: Option<usize>,
-    /// The fields of a `qwen2` `config.json` that saferc neither reads nor
-    /// writes itself (`bos_token_id`, `torch_dtype`, `sliding_window`,
-    /// `rope_parameters`, ...), written back as they were when the model is
-    /// saved, so that a trained copy keeps them for transformers or vLLM.
-    /// Empty for the other architectures, whose nested layouts differ
-    /// between transformers versions.
-    pub kept: serde_json::Map<String, Value>,
+    /// The `config.json` value this configuration was read from (none for a
+    /// model saferc made): [`ModelConfig::to_json`] writes it back as it
+    /// was, so that a trained copy keeps every field saferc does not use
+    /// (`bos_token_id`, `torch_dtype`, `sliding_window`, `rope_parameters`,
+    /// ...) and the file's own layout (Qwen2.5-VL's decoder fields at the
+    /// top level for transformers 4, in `text_config` for transformers 5),
+    /// for transformers or vLLM to load the copy as they loaded the source.
+    pub source: ConfigSource,
+}
+
+/// The `config.json` value a [`ModelConfig`] was read from. It does not make
+/// two configurations differ: equal sizes and settings are the same model
+/// whatever file spelled them.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource(pub Option<Value>);
+
+impl PartialEq for ConfigSource {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 impl ModelConfig {
@@ -137,7 +150,7 @@ impl ModelConfig {
                     image_token_id: None,
                     eos_token_ids,
                     context_limit: None,
-                    kept: serde_json::Map::new(),
+                    source: ConfigSource::default(),
                 }
             }
             "tiny_vlm" => {
@@ -172,28 +185,43 @@ impl ModelConfig {
                     image_token_id: Some(image_token_id),
                     eos_token_ids,
                     context_limit: None,
-                    kept: serde_json::Map::new(),
+                    source: ConfigSource::default(),
                 }
             }
             "qwen2_5_vl" => qwen2_5_vl(value, eos_token_ids)?,
             other => return Err(ConfigIssue::Unknown(other.to_string())),
         };
         config.text.validate().map_err(ConfigIssue::Invalid)?;
-        if config.architecture == Architecture::Qwen2 {
-            let written = config.to_json();
-            if let Some(fields) = value.as_object() {
-                config.kept = fields
-                    .iter()
-                    .filter(|(key, _)| written.get(key.as_str()).is_none())
-                    .map(|(key, field)| (key.clone(), field.clone()))
-                    .collect();
-            }
-        }
+        config.source = ConfigSource(Some(value.clone()));
         Ok(config)
     }
 
-    /// The `config.json` value that [`ModelConfig::from_json`] reads back.
+    /// The `config.json` value that [`ModelConfig::from_json`] reads back:
+    /// the file it was read from, as it was, while the configuration is the
+    /// one that file gives; else saferc's own layout, which for `qwen2`
+    /// keeps the source's other top-level fields.
     pub fn to_json(&self) -> Value {
+        let written = self.written_json();
+        let Some(file) = &self.source.0 else {
+            return written;
+        };
+        let unchanged = Self::from_json(file).is_ok_and(|read| read.written_json() == written);
+        if unchanged {
+            return file.clone();
+        }
+        match (self.architecture, written, file.as_object()) {
+            (Architecture::Qwen2, Value::Object(mut map), Some(fields)) => {
+                for (key, value) in fields {
+                    map.entry(key.clone()).or_insert_with(|| value.clone());
+                }
+                Value::Object(map)
+            }
+            (_, written, _) => written,
+        }
+    }
+
+    /// This configuration in saferc's own `config.json` layout.
+    fn written_json(&self) -> Value {
         let text = serde_json::to_value(&self.text).unwrap_or(Value::Null);
         match self.architecture {
             Architecture::Qwen2 => {
@@ -202,9 +230,6 @@ impl ModelConfig {
                     map.insert("model_type".into(), json!("qwen2"));
                     map.insert("architectures".into(), json!(["Qwen2ForCausalLM"]));
                     map.insert("eos_token_id".into(), json!(self.eos_token_ids));
-                    for (key, value) in &self.kept {
-                        map.entry(key.clone()).or_insert_with(|| value.clone());
-                    }
                 }
                 v
             }
@@ -351,7 +376,7 @@ fn qwen2_5_vl(value: &Value, eos_token_ids: Vec<u32>) -> Result<ModelConfig, Con
         image_token_id: Some(image_token_id),
         eos_token_ids,
         context_limit: None,
-        kept: serde_json::Map::new(),
+        source: ConfigSource::default(),
     })
 }
 
@@ -569,32 +594,52 @@ mod tests {
         }
     }
 
-    /// A `qwen2` model saved by saferc (a checkpoint, a trained model) keeps
-    /// the fields of its `config.json` that saferc does not use
-    /// (`bos_token_id`, `pad_token_id`, `dtype`, `rope_parameters`, ...):
-    /// they were dropped, and a loader of the trained copy took its
-    /// defaults. The saved value reads back as the same configuration.
+    /// A model saved by saferc (a checkpoint, a trained model) keeps its
+    /// source's `config.json` as it was: the fields saferc does not use
+    /// (`bos_token_id`, `pad_token_id`, `dtype`, `rope_parameters`, ...),
+    /// which were dropped, so that a loader of the trained copy took its
+    /// defaults, and the file's layout. A configuration changed since it was
+    /// read is written in saferc's layout, and a `qwen2` one keeps the other
+    /// top-level fields.
     #[test]
-    fn a_saved_qwen2_config_keeps_the_fields_saferc_does_not_use() {
+    fn a_saved_config_is_its_source_file_unless_changed() {
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures/models/qwen2-tied/config.json");
         let source: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let config = ModelConfig::from_json(&source).unwrap();
-        let saved = config.to_json();
+        assert_eq!(config.to_json(), source);
+        assert_eq!(ModelConfig::from_json(&config.to_json()).unwrap(), config);
+
+        let mut changed = config.clone();
+        changed.text.num_hidden_layers += 1;
+        let saved = changed.to_json();
         for key in [
             "bos_token_id",
             "pad_token_id",
             "dtype",
             "rope_parameters",
-            "layer_types",
             "use_sliding_window",
             "transformers_version",
         ] {
             assert_eq!(saved.get(key), source.get(key), "{key}");
         }
-        // What saferc writes itself is its own, and reads back the same.
-        assert_eq!(saved["rope_theta"], serde_json::json!(10_000.0));
-        assert_eq!(ModelConfig::from_json(&saved).unwrap(), config);
+        assert_eq!(
+            saved["num_hidden_layers"],
+            json!(changed.text.num_hidden_layers)
+        );
+        assert_eq!(saved["rope_theta"], json!(10_000.0));
+        assert_eq!(ModelConfig::from_json(&saved).unwrap(), changed);
+
+        // A flat transformers 4 Qwen2.5-VL file stays flat: transformers 4
+        // reads no `text_config`.
+        let flat = qwen2_5_vl_transformers_4();
+        let config = ModelConfig::from_json(&flat).unwrap();
+        assert_eq!(config.to_json(), flat);
+        // A model saferc made has no source: its own layout.
+        let mut made = config.clone();
+        made.source = ConfigSource::default();
+        assert!(made.to_json().get("text_config").is_some());
+        assert_eq!(ModelConfig::from_json(&made.to_json()).unwrap(), config);
     }
 
     /// Rotary settings saferc cannot honour are refused wherever the file

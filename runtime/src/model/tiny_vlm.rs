@@ -16,7 +16,7 @@ use super::config::{Architecture, ModelConfig};
 use super::decoder::TextConfig;
 use super::error::{io_error, ModelError};
 use super::vision::VisionConfig;
-use super::weights::{write_atomically, WeightWriter};
+use super::weights::{write_atomically, StoredDtypes, WeightWriter};
 use super::{write_model_dir, Model};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -87,7 +87,7 @@ impl Preset {
             image_token_id: Some(IMAGE_TOKEN_ID),
             eos_token_ids: vec![EOS_TOKEN_ID],
             context_limit: None,
-            kept: serde_json::Map::new(),
+            source: Default::default(),
         }
     }
 }
@@ -173,7 +173,7 @@ pub fn create<B: Backend>(
             };
         weights.add_values(name, shape, &values);
     }
-    write_model_dir(dir, &config, &weights)?;
+    write_model_dir(dir, &config, &weights, &StoredDtypes::default())?;
     write_tokenizer(dir)?;
     Model::load(dir, device)
 }

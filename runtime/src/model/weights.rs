@@ -6,7 +6,8 @@
 //! with the shape the configuration implies, converting F16/BF16/F64 to f32.
 //! [`WeightWriter`] collects named tensors and writes one file atomically
 //! (temporary file, fsync, rename), so a crash never leaves a half-written
-//! checkpoint.
+//! checkpoint: in f32, or each tensor in the dtype its source stored it in
+//! ([`StoredDtypes`]), as a trained model is saved.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -282,6 +283,53 @@ pub fn unused_tensors_note(dir: &Path, unused: &[String]) -> String {
     )
 }
 
+/// The dtype each tensor of a model folder is stored in, by loading name,
+/// so that a model trained from it is saved as its source was: a BF16
+/// checkpoint stays BF16 (saferc computes in f32 and rounds each weight to
+/// the nearest BF16 value on saving, as torch's `.to(torch.bfloat16)`
+/// does), at half the size of f32.
+#[derive(Clone, Debug, Default)]
+pub struct StoredDtypes {
+    by_name: HashMap<String, Dtype>,
+    /// The dtype most of the source's tensors hold: that of a tensor the
+    /// source did not store.
+    common: Option<Dtype>,
+}
+
+impl StoredDtypes {
+    /// Reads the headers of `dir`'s weight files.
+    ///
+    /// # Errors
+    /// What [`check_files`] finds.
+    pub fn of_folder(dir: &Path) -> Result<Self, ModelError> {
+        let mut by_name = HashMap::new();
+        let mut counts: BTreeMap<String, (usize, Dtype)> = BTreeMap::new();
+        for (_, metadata) in read_headers(dir)? {
+            for (name, info) in metadata.tensors() {
+                let entry = counts
+                    .entry(format!("{:?}", info.dtype))
+                    .or_insert((0, info.dtype));
+                entry.0 += 1;
+                by_name.insert(loading_name(&name), info.dtype);
+            }
+        }
+        let common = counts
+            .into_values()
+            .max_by_key(|(count, _)| *count)
+            .map(|(_, dtype)| dtype);
+        Ok(Self { by_name, common })
+    }
+
+    /// The dtype to save tensor `name` (a loading name) in: its source's
+    /// when that is a float saferc writes, else f32.
+    fn of(&self, name: &str) -> Dtype {
+        match self.by_name.get(name).copied().or(self.common) {
+            Some(dtype @ (Dtype::F16 | Dtype::BF16 | Dtype::F64)) => dtype,
+            _ => Dtype::F32,
+        }
+    }
+}
+
 /// Each weight file of `dir` with its parsed header, checked to be as long
 /// as the header says.
 fn read_headers(dir: &Path) -> Result<Vec<(PathBuf, Metadata)>, ModelError> {
@@ -453,17 +501,36 @@ impl WeightWriter {
         self.tensors.keys().map(String::as_str)
     }
 
-    /// Writes the file atomically: a temporary sibling, fsync, then rename.
+    /// Writes the file in f32 atomically: a temporary sibling, fsync, then
+    /// rename.
     pub fn write(
         &self,
         path: &Path,
         metadata: Option<HashMap<String, String>>,
     ) -> Result<(), ModelError> {
+        self.write_as(path, metadata, &StoredDtypes::default())
+    }
+
+    /// Writes the file atomically with each tensor in the dtype `dtypes`
+    /// gives it.
+    pub fn write_as(
+        &self,
+        path: &Path,
+        metadata: Option<HashMap<String, String>>,
+        dtypes: &StoredDtypes,
+    ) -> Result<(), ModelError> {
+        // Each tensor's dtype and bytes, in the writer's (name) order.
+        let encoded: Vec<_> = self
+            .tensors
+            .iter()
+            .map(|(name, (_, bytes))| encode(bytes, dtypes.of(name)))
+            .collect();
         let views = self
             .tensors
             .iter()
-            .map(|(name, (shape, bytes))| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes)
+            .zip(&encoded)
+            .map(|((name, (shape, _)), (dtype, bytes))| {
+                TensorView::new(*dtype, shape.clone(), bytes)
                     .map(|view| (name.as_str(), view))
                     .map_err(|e| ModelError::Corrupt {
                         path: path.to_path_buf(),
@@ -477,6 +544,41 @@ impl WeightWriter {
                 reason: e.to_string(),
             })?;
         write_atomically(path, &buffer)
+    }
+}
+
+/// Little-endian f32 bytes as `dtype` (F16, BF16 or F64; rounded to the
+/// nearest value, ties to even), with the dtype they are in: f32, as they
+/// are, for any other dtype or where a finite value would overflow `dtype`
+/// (an F16 weight past 65504), so that saving never turns a weight into an
+/// infinity.
+fn encode(f32_bytes: &[u8], dtype: Dtype) -> (Dtype, std::borrow::Cow<'_, [u8]>) {
+    let values = || {
+        f32_bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    };
+    let encoded: Option<Vec<u8>> = match dtype {
+        Dtype::F16 => values()
+            .map(|v| {
+                let h = half::f16::from_f32(v);
+                (h.is_finite() || !v.is_finite()).then(|| h.to_le_bytes())
+            })
+            .collect::<Option<Vec<[u8; 2]>>>()
+            .map(|b| b.concat()),
+        Dtype::BF16 => values()
+            .map(|v| {
+                let h = half::bf16::from_f32(v);
+                (h.is_finite() || !v.is_finite()).then(|| h.to_le_bytes())
+            })
+            .collect::<Option<Vec<[u8; 2]>>>()
+            .map(|b| b.concat()),
+        Dtype::F64 => Some(values().flat_map(|v| f64::from(v).to_le_bytes()).collect()),
+        _ => None,
+    };
+    match encoded {
+        Some(bytes) => (dtype, std::borrow::Cow::Owned(bytes)),
+        None => (Dtype::F32, std::borrow::Cow::Borrowed(f32_bytes)),
     }
 }
 
@@ -495,8 +597,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::first_non_finite;
+    use super::*;
 
     /// The first bad value is found wherever it lies among the blocks.
     #[test]
@@ -508,5 +611,61 @@ mod tests {
             values[at] = if at % 2 == 0 { f32::NAN } else { f32::INFINITY };
             assert_eq!(first_non_finite(&values), Some(at));
         }
+    }
+
+    /// Saving in a source's dtypes rounds each f32 to the nearest value
+    /// (ties to even) and reads back as that value; a tensor the source did
+    /// not hold takes the dtype most of its tensors hold; integers are not
+    /// written as such (f32 instead).
+    #[test]
+    fn weights_are_written_in_their_source_dtypes() {
+        let dir = std::env::temp_dir().join(format!("saferc-dtypes-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model.safetensors");
+        // 1 + 2^-8 lies halfway between two BF16 values: ties to even gives 1.
+        let values = [1.0f32 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -0.1, 65504.0 * 4.0];
+        let mut writer = WeightWriter::new();
+        for name in ["a", "b", "c", "d"] {
+            writer.add_values(name, vec![2, 2], &values);
+        }
+        let dtypes = StoredDtypes {
+            by_name: [
+                ("a".to_string(), Dtype::BF16),
+                ("b".to_string(), Dtype::F16),
+                ("c".to_string(), Dtype::I64),
+            ]
+            .into(),
+            common: Some(Dtype::BF16),
+        };
+        writer.write_as(&path, None, &dtypes).unwrap();
+        let read = WeightReader::open_file(&path).unwrap();
+        let stored = StoredDtypes::of_folder(&dir).unwrap();
+        let dtype = |n: &str| stored.by_name[n];
+        assert_eq!(
+            (dtype("a"), dtype("b"), dtype("c"), dtype("d")),
+            (Dtype::BF16, Dtype::F32, Dtype::F32, Dtype::BF16)
+        );
+        let bf16: Vec<f32> = values
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect();
+        assert_eq!(bf16[..2], [1.0, 1.0 + 4.0 / 256.0]);
+        assert_eq!(read.values("a", &[2, 2]).unwrap(), bf16);
+        assert_eq!(read.values("d", &[2, 2]).unwrap(), bf16);
+        assert_eq!(read.values("c", &[2, 2]).unwrap(), values);
+        // A weight past F16's 65504 keeps its tensor in f32: F16 would make
+        // it an infinity.
+        assert_eq!(read.values("b", &[2, 2]).unwrap(), values);
+        writer.add_values("b", vec![3], &values[..3]);
+        writer.write_as(&path, None, &dtypes).unwrap();
+        let stored = StoredDtypes::of_folder(&dir).unwrap();
+        assert_eq!(stored.by_name["b"], Dtype::F16);
+        let f16: Vec<f32> = values[..3]
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect();
+        let read = WeightReader::open_file(&path).unwrap();
+        assert_eq!(read.values("b", &[3]).unwrap(), f16);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -59,7 +59,7 @@ fn model(tied: bool, seed: u64) -> Model<CpuAutodiff> {
             image_token_id: None,
             eos_token_ids: vec![],
             context_limit: None,
-            kept: serde_json::Map::new(),
+            source: Default::default(),
         },
     }
 }
