@@ -87,7 +87,8 @@ pub fn completion(doc: &Document, params: &Value) -> Value {
     // After `key = `: the values the key takes.
     if let Some((key, typed_from)) = value_position(before) {
         if let Some(k) = around.as_ref().and_then(|(block, _)| block.key(key)) {
-            let items = values_for(doc, k.ty, typed_from, offset);
+            let mut items = values_for(doc, k.ty, typed_from, offset);
+            items.extend(default_value_item(k));
             return json!({ "isIncomplete": false, "items": items });
         }
     }
@@ -252,6 +253,31 @@ fn values_for(doc: &Document, ty: Ty, statement_start: usize, offset: usize) -> 
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// For a key whose default is a number, a quantity or a range, that
+/// default as it is written (`0.7`, `50 steps`, `0.3..0.9`), with the
+/// allowed range beside it: a starting point for a value the names and
+/// enum values above do not cover.
+fn default_value_item(key: &schema::Key) -> Option<Value> {
+    use schema::Default;
+    let text = match key.default {
+        Default::Number(_) | Default::Quantity(..) | Default::Range(..) => {
+            schema::describe_default(key.default)
+        }
+        _ => return None,
+    };
+    let detail = match key.range {
+        Some(range) => format!("default; {}", schema::describe_range(range)),
+        None => "default".to_string(),
+    };
+    Some(json!({
+        "label": text,
+        "kind": 12,
+        "detail": detail,
+        "documentation": key.doc,
+        "sortText": "~default",
+    }))
 }
 
 /// The type of key `key` of the block around `offset`.

@@ -810,3 +810,28 @@ fn a_key_completed_before_its_value_keeps_one_equals_sign() {
         "{max_tokens}"
     );
 }
+
+/// After `key = ` for a number, a quantity or a range, the key's default is
+/// offered as written, with the allowed range; keys without one (or with a
+/// name or enum default) offer no number.
+#[test]
+fn completion_after_equals_offers_a_number_key_s_default() {
+    let items = |text: &str, line: u64, character: u64| -> Vec<Value> {
+        let doc = Document::analyze("untitled:n.safer", text);
+        let c = completion(
+            &doc,
+            &json!({ "position": { "line": line, "character": character } }),
+        );
+        c["items"].as_array().cloned().unwrap_or_default()
+    };
+    let temperature = items("rollout r {\n  temperature = \n}\n", 1, 16);
+    assert_eq!(temperature.len(), 1, "{temperature:?}");
+    assert_eq!(temperature[0]["label"], "1");
+    assert_eq!(temperature[0]["detail"], "default; between 0 and 2");
+    let group = items("rollout r {\n  group = \n}\n", 1, 10);
+    assert_eq!(group[0]["label"], "8", "{group:?}");
+    let max_tokens = items("rollout r {\n  max_tokens = \n}\n", 1, 15);
+    assert_eq!(max_tokens, Vec::<Value>::new());
+    let kinds = items("judge j {\n  kind = \n}\n", 1, 9);
+    assert!(kinds.iter().all(|i| i["detail"] == "value"), "{kinds:?}");
+}
