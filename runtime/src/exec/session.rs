@@ -160,7 +160,7 @@ impl<'a, B: Backend> Session<'a, B> {
         for (name, spec) in &plan.models {
             if spec.dtype != "f32" {
                 crate::stderr_line!(
-                    "note: model `{name}` has `dtype = {}`; the {device_name} runtime trains in f32 (its weights are cast to f32 on load, checkpoints are f32)",
+                    "note: model `{name}` has `dtype = {}`; the {device_name} runtime trains in f32 (its weights are cast to f32 on load, checkpoints are f32, and a trained model is saved in the dtypes its source's files hold)",
                     spec.dtype
                 );
             }
