@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The diagnostics the server would publish for `text` at `uri` (the work
 /// done on every change; benchmarked by `benches/parse_check.rs`).
@@ -53,8 +53,11 @@ pub fn serve(input: impl BufRead + Send + 'static, output: &mut impl Write) -> i
         }
     });
     let mut server = Server::default();
+    // A deadline, not a quiet second: a client sending messages without a
+    // pause (typing, hovering) would otherwise hold the look off.
+    let mut next_poll = Instant::now() + DISK_POLL;
     loop {
-        match messages.recv_timeout(DISK_POLL) {
+        match messages.recv_timeout(next_poll.saturating_duration_since(Instant::now())) {
             Ok(Ok(Some(Ok(message)))) => {
                 if let Some(code) = server.handle(message, output) {
                     return code;
@@ -62,7 +65,11 @@ pub fn serve(input: impl BufRead + Send + 'static, output: &mut impl Write) -> i
             }
             Ok(Ok(Some(Err(error)))) => transport::write_error(output, &error),
             Ok(Ok(None) | Err(_)) | Err(RecvTimeoutError::Disconnected) => return 1,
-            Err(RecvTimeoutError::Timeout) => server.poll_disk(output),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() >= next_poll {
+            server.poll_disk(output);
+            next_poll = Instant::now() + DISK_POLL;
         }
     }
 }
@@ -96,16 +103,21 @@ struct Server {
     /// changed on disk, and the open documents that read them are
     /// checked again. Without them, [`Server::poll_disk`] looks.
     can_watch_files: bool,
-    /// Each file an open document's analysis read, as it was on disk then
-    /// (modification time and length; `None`: not there).
-    stamps: HashMap<PathBuf, Option<(SystemTime, u64)>>,
+    /// For each open document, each file its last analysis read, as it was
+    /// on disk then (modification time and length; `None`: not there).
+    /// Kept per document: an analysis of one must not mark a change as
+    /// seen by the others.
+    stamps: HashMap<String, BTreeMap<PathBuf, Stamp>>,
     /// The diagnostics last published for each open document.
     published: HashMap<String, Value>,
 }
 
 /// A file's modification time and length, or `None` where it cannot be
 /// read.
-fn disk_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+type Stamp = Option<(SystemTime, u64)>;
+
+/// The [`Stamp`] of `path` now.
+fn disk_stamp(path: &std::path::Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
@@ -261,6 +273,7 @@ impl Server {
                     self.documents.remove(&uri);
                     self.reads.remove(&uri);
                     self.published.remove(&uri);
+                    self.stamps.remove(&uri);
                     let clear = json!({ "uri": uri, "diagnostics": [] });
                     transport::write(
                         out,
@@ -326,17 +339,18 @@ impl Server {
     /// found (the file may have been made since), are analysed again, and
     /// their diagnostics published where they changed.
     fn poll_disk(&mut self, out: &mut impl Write) {
-        if self.can_watch_files || self.documents.is_empty() {
+        if self.can_watch_files || self.shutdown || self.documents.is_empty() {
             return;
         }
         let mut stale: Vec<String> = self
             .reads
             .iter()
-            .filter(|(uri, (read, unresolved))| {
+            .filter(|(uri, (_, unresolved))| {
+                let seen = self.stamps.get(*uri);
                 self.documents.contains_key(*uri)
                     && (*unresolved
-                        || read.iter().any(|file| {
-                            self.stamps.get(file).copied().flatten() != disk_stamp(file)
+                        || seen.is_none_or(|files| {
+                            files.iter().any(|(file, stamp)| *stamp != disk_stamp(file))
                         }))
             })
             .map(|(uri, _)| uri.clone())
@@ -348,33 +362,49 @@ impl Server {
         let buffers = self.open_buffers();
         for uri in stale {
             let before = self.published.get(&uri).cloned();
-            let Some(text) = self.documents.get(&uri) else {
+            let Some(diagnostics) = self.analyze(&uri, &buffers) else {
                 continue;
             };
-            let doc = features::Document::analyze_among(&uri, text, &buffers);
-            let diagnostics = json!(doc.diagnostics());
-            self.record_reads(&uri, doc.dependencies());
             if before.as_ref() != Some(&diagnostics) {
                 self.send_diagnostics(&uri, diagnostics, out);
             }
         }
     }
 
-    /// Keeps what `uri`'s analysis read, with each file's stamp now.
-    fn record_reads(&mut self, uri: &str, reads: (BTreeSet<PathBuf>, bool)) {
-        for file in &reads.0 {
-            self.stamps.insert(file.clone(), disk_stamp(file));
-        }
+    /// Analyses open document `uri` and keeps what it read, each file with
+    /// its stamp from before the analysis (a file changed while it was read
+    /// is then found changed by the next look); its diagnostics.
+    fn analyze(&mut self, uri: &str, buffers: &BTreeMap<PathBuf, String>) -> Option<Value> {
+        let text = self.documents.get(uri)?;
+        // The files the last analysis read are most likely those this one
+        // reads: stamped before it.
+        let before: BTreeMap<PathBuf, Stamp> = self
+            .reads
+            .get(uri)
+            .map(|(read, _)| read.iter().map(|f| (f.clone(), disk_stamp(f))).collect())
+            .unwrap_or_default();
+        let doc = features::Document::analyze_among(uri, text, buffers);
+        let diagnostics = json!(doc.diagnostics());
+        let reads = doc.dependencies();
+        let stamps = reads
+            .0
+            .iter()
+            .map(|f| {
+                (
+                    f.clone(),
+                    before.get(f).copied().unwrap_or_else(|| disk_stamp(f)),
+                )
+            })
+            .collect();
+        self.stamps.insert(uri.to_string(), stamps);
         self.reads.insert(uri.to_string(), reads);
+        Some(diagnostics)
     }
 
     fn publish(&mut self, uri: &str, buffers: &BTreeMap<PathBuf, String>, out: &mut impl Write) {
-        let Some(text) = self.documents.get(uri) else {
-            return;
-        };
-        let doc = features::Document::analyze_among(uri, text, buffers);
-        self.record_reads(uri, doc.dependencies());
-        self.send_diagnostics(uri, json!(doc.diagnostics()), out);
+        if let Some(diagnostics) = self.analyze(uri, buffers) {
+            self.send_diagnostics(uri, diagnostics, out);
+        }
     }
 
     fn send_diagnostics(&mut self, uri: &str, diagnostics: Value, out: &mut impl Write) {

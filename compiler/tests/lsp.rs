@@ -600,6 +600,45 @@ fn without_file_watchers_files_changed_on_disk_are_found() {
     // The import deleted.
     std::fs::remove_file(dir.join("house.safer")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(codes_for(&c, &importer), vec![json!("E0200")]);
+
+    // Two documents read one file: when it changes on disk and one of them
+    // is edited at once (its analysis sees the change first), the other
+    // is still found stale; and a client that never pauses (a request every
+    // 100 ms) does not hold the look off.
+    std::fs::write(dir.join("house.safer"), house).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(codes_for(&c, &importer), Vec::<Value>::new());
+    let second = uri(&dir.join("s.safer"));
+    c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": second, "languageId": "safer", "version": 1, "text": pipeline("house.safer") } }));
+    assert_eq!(codes_for(&c, &second), Vec::<Value>::new());
+    std::fs::write(
+        dir.join("house.safer"),
+        house.replace("house_rubric", "house_rubric3"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    c.notify("textDocument/didChange", json!({ "textDocument": { "uri": second, "version": 2 }, "contentChanges": [{ "text": format!("{}\n", pipeline("house.safer")) }] }));
+    assert_eq!(codes_for(&c, &second), vec![json!("E0203")]);
+    let started = std::time::Instant::now();
+    let mut id = 10;
+    let republished = loop {
+        id += 1;
+        c.send(json!({ "jsonrpc": "2.0", "id": id, "method": "textDocument/documentSymbol", "params": { "textDocument": { "uri": second } } }));
+        std::thread::sleep(Duration::from_millis(100));
+        let found = c.messages.try_iter().find(|m| {
+            m["method"] == "textDocument/publishDiagnostics"
+                && m["params"]["uri"] == importer.as_str()
+        });
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "p.safer was not republished"
+        );
+    };
+    assert_eq!(
+        republished["params"]["diagnostics"][0]["code"], "E0203",
+        "{republished}"
+    );
     c.request(2, "shutdown", Value::Null);
     assert_eq!(c.exit(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
