@@ -13,16 +13,26 @@
 //! to read) the size and a sample of the content ([`sampled_digest`]): its
 //! first and last MiB, which hold a safetensors file's header, and
 //! [`SAMPLES`] blocks spread evenly between them. Training changes every
-//! weight, so another checkpoint of the same shapes differs in the samples;
-//! a copy of the folder that does not keep file times (`cp` without `-p`,
-//! a download) is the same folder (with modification times, each such copy
-//! was called changed).
+//! weight, so another checkpoint of the same shapes trained further
+//! differs in the samples, and a copy of the folder that does not keep
+//! file times (`cp` without `-p`, a download) is the same folder (with
+//! modification times, each such copy was called changed). A file of the
+//! same size changed only in a few tensors (one layer, the output head)
+//! may be missed.
+//!
+//! Fingerprints are written with the scheme's prefix ([`SCHEME`]); one
+//! recorded by an earlier scheme (`sha256:`, which counted modification
+//! times) is not compared, so a resume of an older run does not call every
+//! folder changed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use safer_ir::plan::Plan;
 use sha2::{Digest, Sha256};
+
+/// The prefix of this scheme's fingerprints.
+const SCHEME: &str = "sampled-sha256:";
 
 /// Files up to this size are fingerprinted by their content.
 pub const CONTENT_LIMIT: u64 = 16 << 20;
@@ -82,7 +92,7 @@ fn fingerprint(dirs: &[PathBuf]) -> Option<String> {
         }
     }
     Some(format!(
-        "sha256:{}",
+        "{SCHEME}{}",
         super::checkpoint::hex(&hasher.finalize())
     ))
 }
@@ -124,8 +134,9 @@ pub fn changed(plan: &Plan, recorded: &serde_json::Value) -> Vec<String> {
     };
     then.iter()
         .filter(|(name, hash)| {
+            let recorded = hash.as_str().filter(|h| h.starts_with(SCHEME));
             now.get(name.as_str())
-                .is_some_and(|h| Some(h.as_str()) != hash.as_str())
+                .is_some_and(|h| recorded.is_some_and(|r| r != h))
         })
         .map(|(name, _)| name.clone())
         .collect()
@@ -176,6 +187,8 @@ mod tests {
         std::fs::write(&weights, &bytes).unwrap();
         std::fs::write(dir.join("config.json"), "{ }").unwrap();
         assert_ne!(fingerprint(&dirs).unwrap(), first);
+        // A fingerprint of the earlier scheme is not compared.
+        assert!(first.starts_with(SCHEME));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
