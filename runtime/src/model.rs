@@ -56,7 +56,7 @@ pub use kv_cache::KvCache;
 pub use qwen_vision::{QwenVisionConfig, QwenVisionTower};
 pub use vision::{VisionConfig, VisionTower};
 
-pub use weights::StoredDtypes;
+pub use weights::SaveDtype;
 use weights::{write_atomically, WeightReader, WeightWriter};
 
 /// A causal language model, with a vision tower for `tiny_vlm` and
@@ -258,15 +258,15 @@ impl<B: Backend> Model<B> {
     /// Writes `config.json` and `model.safetensors` (in f32) into `dir`
     /// (created if needed); each file is replaced atomically.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        self.save_as(dir, &StoredDtypes::default())
+        self.save_as(dir, SaveDtype::F32).map(|_| ())
     }
 
-    /// [`Model::save`] with each weight in the dtype `dtypes` gives it: a
-    /// trained model is saved as its source was stored.
-    pub fn save_as(&self, dir: &Path, dtypes: &StoredDtypes) -> Result<(), ModelError> {
+    /// [`Model::save`] with the weights in `dtype`; returns the tensors
+    /// kept in f32 because a weight would overflow `dtype`.
+    pub fn save_as(&self, dir: &Path, dtype: SaveDtype) -> Result<Vec<String>, ModelError> {
         let mut out = WeightWriter::new();
         self.export(&mut out);
-        write_model_dir(dir, &self.config, &out, dtypes)
+        write_model_dir(dir, &self.config, &out, dtype)
     }
 
     /// All weights under their Hugging Face names.
@@ -516,20 +516,21 @@ fn splice<B: Backend>(
     spliced.reshape([batch, seq, d])
 }
 
-/// Writes `config.json` and `model.safetensors` (from `weights`, each
-/// tensor in the dtype `dtypes` gives it) into `dir`, created if needed;
-/// each file is replaced atomically.
+/// Writes `config.json` and `model.safetensors` (from `weights`, in
+/// `dtype`) into `dir`, created if needed; each file is replaced
+/// atomically. Returns the tensors kept in f32 because a weight would
+/// overflow `dtype`.
 pub fn write_model_dir(
     dir: &Path,
     config: &ModelConfig,
     weights: &WeightWriter,
-    dtypes: &StoredDtypes,
-) -> Result<(), ModelError> {
+    dtype: SaveDtype,
+) -> Result<Vec<String>, ModelError> {
     std::fs::create_dir_all(dir).map_err(error::io_error(dir))?;
-    weights.write_as(
+    let kept_f32 = weights.write_as(
         &dir.join("model.safetensors"),
         Some([("format".to_string(), "pt".to_string())].into()),
-        dtypes,
+        dtype,
     )?;
     if let Some(vision) = &config.qwen_vision {
         let json =
@@ -540,5 +541,6 @@ pub fn write_model_dir(
         )?;
     }
     let json = serde_json::to_string_pretty(&config.to_json()).unwrap_or_default();
-    write_atomically(&dir.join("config.json"), format!("{json}\n").as_bytes())
+    write_atomically(&dir.join("config.json"), format!("{json}\n").as_bytes())?;
+    Ok(kept_f32)
 }

@@ -68,7 +68,7 @@ pub struct ModelSpec {
     pub weights_written: String,
     /// `auto`, `cpu`, `wgpu` or `cuda`.
     pub device: String,
-    /// `f32`, `bf16` or `f16` (the runtime computes in f32; lower-precision files are cast on load).
+    /// `f32`, `bf16` or `f16`: the dtype a model trained from this one is saved in (the runtime computes in f32 and reads weight files of any float dtype).
     pub dtype: String,
     /// The tokenizer's directory when it is not the weights directory (absolute).
     pub tokenizer: Option<String>,

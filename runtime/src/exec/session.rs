@@ -16,7 +16,7 @@ use super::rubric::RubricScorer;
 use super::run_dir::{write_atomically, RunDir};
 use super::{curate, evaluate, grpo_stage, report, sft_stage, ExecError, RunOptions};
 use crate::generate::prompt::check_tokenizer_against_config;
-use crate::model::{Model, StoredDtypes};
+use crate::model::{Model, SaveDtype};
 use crate::text::TextTokenizer;
 
 /// A dataset after its ops.
@@ -160,7 +160,7 @@ impl<'a, B: Backend> Session<'a, B> {
         for (name, spec) in &plan.models {
             if spec.dtype != "f32" {
                 crate::stderr_line!(
-                    "note: model `{name}` has `dtype = {}`; the {device_name} runtime trains in f32 (its weights are cast to f32 on load, checkpoints are f32, and a trained model is saved in the dtypes its source's files hold)",
+                    "note: model `{name}` has `dtype = {}`; the {device_name} runtime trains in f32 (its weights are cast to f32 on load, checkpoints are f32) and saves the trained model in {0}, rounded: the scores after training, and a stage after it, read what was saved",
                     spec.dtype
                 );
             }
@@ -1036,15 +1036,27 @@ impl<'a, B: Backend> Session<'a, B> {
                 v
             }
         };
-        // Read before training, so that the source folder moved or removed
-        // during a run does not stop the trained model from being saved.
-        let dtypes = StoredDtypes::of_folder(&start.weights)?;
         let trained = match &stage.algorithm {
             safer_ir::plan::Algorithm::Grpo(g) => grpo_stage::train(self, stage, g, &start)?,
             safer_ir::plan::Algorithm::Sft(s) => sft_stage::train(self, stage, s, &start)?,
         };
         let training = trained.summary;
-        trained.model.save_as(&final_dir, &dtypes)?;
+        // f32 unless the model declares `dtype = bf16` or `f16`.
+        let dtype = self
+            .plan
+            .models
+            .get(&stage.policy)
+            .map_or(SaveDtype::F32, |m| SaveDtype::declared(&m.dtype));
+        let kept_f32 = trained.model.save_as(&final_dir, dtype)?;
+        if !kept_f32.is_empty() {
+            crate::stderr_line!(
+                "warning: stage {}: {} tensor{} of the trained model hold weights past f16's range (65504) and are saved in f32 ({}); a loader that casts the model to f16 makes them infinities",
+                stage.name,
+                kept_f32.len(),
+                if kept_f32.len() == 1 { "" } else { "s" },
+                kept_f32.iter().take(3).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            );
+        }
         copy_tokenizer(&start.tokenizer, &final_dir)?;
         copy_processor(&start.weights, &final_dir)?;
         self.trained.insert(stage.policy.clone(), final_dir.clone());

@@ -16,7 +16,7 @@ use super::config::{Architecture, ModelConfig};
 use super::decoder::TextConfig;
 use super::error::{io_error, ModelError};
 use super::vision::VisionConfig;
-use super::weights::{write_atomically, StoredDtypes, WeightWriter};
+use super::weights::{write_atomically, SaveDtype, WeightWriter};
 use super::{write_model_dir, Model};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -173,7 +173,7 @@ pub fn create<B: Backend>(
             };
         weights.add_values(name, shape, &values);
     }
-    write_model_dir(dir, &config, &weights, &StoredDtypes::default())?;
+    write_model_dir(dir, &config, &weights, SaveDtype::F32)?;
     write_tokenizer(dir)?;
     Model::load(dir, device)
 }

@@ -6,8 +6,8 @@
 //! with the shape the configuration implies, converting F16/BF16/F64 to f32.
 //! [`WeightWriter`] collects named tensors and writes one file atomically
 //! (temporary file, fsync, rename), so a crash never leaves a half-written
-//! checkpoint: in f32, or each tensor in the dtype its source stored it in
-//! ([`StoredDtypes`]), as a trained model is saved.
+//! checkpoint: in f32, or in the BF16 or F16 a model declares for its
+//! trained copy ([`SaveDtype`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -283,49 +283,38 @@ pub fn unused_tensors_note(dir: &Path, unused: &[String]) -> String {
     )
 }
 
-/// The dtype each tensor of a model folder is stored in, by loading name,
-/// so that a model trained from it is saved as its source was: a BF16
-/// checkpoint stays BF16 (saferc computes in f32 and rounds each weight to
-/// the nearest BF16 value on saving, as torch's `.to(torch.bfloat16)`
-/// does), at half the size of f32.
-#[derive(Clone, Debug, Default)]
-pub struct StoredDtypes {
-    by_name: HashMap<String, Dtype>,
-    /// The dtype most of the source's tensors hold: that of a tensor the
-    /// source did not store.
-    common: Option<Dtype>,
+/// The dtype a model's weights are saved in: f32, what training computes
+/// (checkpoints always, and a trained model by default), or the BF16 or F16
+/// a model declares with `dtype` (rounded to the nearest value, ties to
+/// even, as torch's `.to()` does; half the size of f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SaveDtype {
+    /// 32-bit floats: the weights exactly as trained.
+    #[default]
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half precision.
+    F16,
 }
 
-impl StoredDtypes {
-    /// Reads the headers of `dir`'s weight files.
-    ///
-    /// # Errors
-    /// What [`check_files`] finds.
-    pub fn of_folder(dir: &Path) -> Result<Self, ModelError> {
-        let mut by_name = HashMap::new();
-        let mut counts: BTreeMap<String, (usize, Dtype)> = BTreeMap::new();
-        for (_, metadata) in read_headers(dir)? {
-            for (name, info) in metadata.tensors() {
-                let entry = counts
-                    .entry(format!("{:?}", info.dtype))
-                    .or_insert((0, info.dtype));
-                entry.0 += 1;
-                by_name.insert(loading_name(&name), info.dtype);
-            }
+impl SaveDtype {
+    /// The dtype a model declared with `dtype = NAME` (`f32`, `bf16` or
+    /// `f16`) is saved in; anything else is f32.
+    pub fn declared(name: &str) -> Self {
+        match name {
+            "bf16" => Self::Bf16,
+            "f16" => Self::F16,
+            _ => Self::F32,
         }
-        let common = counts
-            .into_values()
-            .max_by_key(|(count, _)| *count)
-            .map(|(_, dtype)| dtype);
-        Ok(Self { by_name, common })
     }
 
-    /// The dtype to save tensor `name` (a loading name) in: its source's
-    /// when that is a float saferc writes, else f32.
-    fn of(&self, name: &str) -> Dtype {
-        match self.by_name.get(name).copied().or(self.common) {
-            Some(dtype @ (Dtype::F16 | Dtype::BF16 | Dtype::F64)) => dtype,
-            _ => Dtype::F32,
+    /// The safetensors dtype.
+    fn stored(self) -> Dtype {
+        match self {
+            Self::F32 => Dtype::F32,
+            Self::Bf16 => Dtype::BF16,
+            Self::F16 => Dtype::F16,
         }
     }
 }
@@ -508,22 +497,30 @@ impl WeightWriter {
         path: &Path,
         metadata: Option<HashMap<String, String>>,
     ) -> Result<(), ModelError> {
-        self.write_as(path, metadata, &StoredDtypes::default())
+        self.write_as(path, metadata, SaveDtype::F32).map(|_| ())
     }
 
-    /// Writes the file atomically with each tensor in the dtype `dtypes`
-    /// gives it.
+    /// Writes the file atomically with its tensors in `dtype`; returns the
+    /// names of those kept in f32 because a finite weight would overflow
+    /// `dtype` (an F16 weight past 65504).
     pub fn write_as(
         &self,
         path: &Path,
         metadata: Option<HashMap<String, String>>,
-        dtypes: &StoredDtypes,
-    ) -> Result<(), ModelError> {
+        dtype: SaveDtype,
+    ) -> Result<Vec<String>, ModelError> {
         // Each tensor's dtype and bytes, in the writer's (name) order.
         let encoded: Vec<_> = self
             .tensors
-            .iter()
-            .map(|(name, (_, bytes))| encode(bytes, dtypes.of(name)))
+            .values()
+            .map(|(_, bytes)| encode(bytes, dtype.stored()))
+            .collect();
+        let kept_f32: Vec<String> = self
+            .tensors
+            .keys()
+            .zip(&encoded)
+            .filter(|(_, (stored, _))| *stored != dtype.stored())
+            .map(|(name, _)| name.clone())
             .collect();
         let views = self
             .tensors
@@ -543,14 +540,15 @@ impl WeightWriter {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-        write_atomically(path, &buffer)
+        write_atomically(path, &buffer)?;
+        Ok(kept_f32)
     }
 }
 
-/// Little-endian f32 bytes as `dtype` (F16, BF16 or F64; rounded to the
-/// nearest value, ties to even), with the dtype they are in: f32, as they
-/// are, for any other dtype or where a finite value would overflow `dtype`
-/// (an F16 weight past 65504), so that saving never turns a weight into an
+/// Little-endian f32 bytes as `dtype` (F16 or BF16; rounded to the nearest
+/// value, ties to even), with the dtype they are in: f32, as they are, for
+/// any other dtype or where a finite value would overflow `dtype` (an F16
+/// weight past 65504), so that saving never turns a weight into an
 /// infinity.
 fn encode(f32_bytes: &[u8], dtype: Dtype) -> (Dtype, std::borrow::Cow<'_, [u8]>) {
     let values = || {
@@ -558,26 +556,23 @@ fn encode(f32_bytes: &[u8], dtype: Dtype) -> (Dtype, std::borrow::Cow<'_, [u8]>)
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
     };
-    let encoded: Option<Vec<u8>> = match dtype {
+    let encoded: Option<Vec<[u8; 2]>> = match dtype {
         Dtype::F16 => values()
             .map(|v| {
                 let h = half::f16::from_f32(v);
                 (h.is_finite() || !v.is_finite()).then(|| h.to_le_bytes())
             })
-            .collect::<Option<Vec<[u8; 2]>>>()
-            .map(|b| b.concat()),
+            .collect(),
         Dtype::BF16 => values()
             .map(|v| {
                 let h = half::bf16::from_f32(v);
                 (h.is_finite() || !v.is_finite()).then(|| h.to_le_bytes())
             })
-            .collect::<Option<Vec<[u8; 2]>>>()
-            .map(|b| b.concat()),
-        Dtype::F64 => Some(values().flat_map(|v| f64::from(v).to_le_bytes()).collect()),
+            .collect(),
         _ => None,
     };
     match encoded {
-        Some(bytes) => (dtype, std::borrow::Cow::Owned(bytes)),
+        Some(pairs) => (dtype, std::borrow::Cow::Owned(pairs.concat())),
         None => (Dtype::F32, std::borrow::Cow::Borrowed(f32_bytes)),
     }
 }
@@ -613,59 +608,49 @@ mod tests {
         }
     }
 
-    /// Saving in a source's dtypes rounds each f32 to the nearest value
-    /// (ties to even) and reads back as that value; a tensor the source did
-    /// not hold takes the dtype most of its tensors hold; integers are not
-    /// written as such (f32 instead).
+    /// Saving in BF16 or F16 rounds each f32 to the nearest value (ties to
+    /// even) and reads back as that value; a tensor holding a weight past
+    /// F16's 65504 stays f32 and is named.
     #[test]
-    fn weights_are_written_in_their_source_dtypes() {
+    fn weights_are_written_in_the_dtype_asked_for() {
         let dir = std::env::temp_dir().join(format!("saferc-dtypes-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("model.safetensors");
         // 1 + 2^-8 lies halfway between two BF16 values: ties to even gives 1.
         let values = [1.0f32 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -0.1, 65504.0 * 4.0];
         let mut writer = WeightWriter::new();
-        for name in ["a", "b", "c", "d"] {
-            writer.add_values(name, vec![2, 2], &values);
-        }
-        let dtypes = StoredDtypes {
-            by_name: [
-                ("a".to_string(), Dtype::BF16),
-                ("b".to_string(), Dtype::F16),
-                ("c".to_string(), Dtype::I64),
-            ]
-            .into(),
-            common: Some(Dtype::BF16),
+        writer.add_values("a", vec![2, 2], &values);
+        writer.add_values("b", vec![3], &values[..3]);
+        let stored = |path: &Path| -> Vec<Dtype> {
+            let bytes = fs::read(path).unwrap();
+            let file = SafeTensors::deserialize(&bytes).unwrap();
+            ["a", "b"].map(|n| file.tensor(n).unwrap().dtype()).to_vec()
         };
-        writer.write_as(&path, None, &dtypes).unwrap();
-        let read = WeightReader::open_file(&path).unwrap();
-        let stored = StoredDtypes::of_folder(&dir).unwrap();
-        let dtype = |n: &str| stored.by_name[n];
-        assert_eq!(
-            (dtype("a"), dtype("b"), dtype("c"), dtype("d")),
-            (Dtype::BF16, Dtype::F32, Dtype::F32, Dtype::BF16)
-        );
+
+        let kept = writer.write_as(&path, None, SaveDtype::Bf16).unwrap();
+        assert!(kept.is_empty());
+        assert_eq!(stored(&path), [Dtype::BF16, Dtype::BF16]);
         let bf16: Vec<f32> = values
             .iter()
             .map(|&v| half::bf16::from_f32(v).to_f32())
             .collect();
         assert_eq!(bf16[..2], [1.0, 1.0 + 4.0 / 256.0]);
+        let read = WeightReader::open_file(&path).unwrap();
         assert_eq!(read.values("a", &[2, 2]).unwrap(), bf16);
-        assert_eq!(read.values("d", &[2, 2]).unwrap(), bf16);
-        assert_eq!(read.values("c", &[2, 2]).unwrap(), values);
-        // A weight past F16's 65504 keeps its tensor in f32: F16 would make
-        // it an infinity.
-        assert_eq!(read.values("b", &[2, 2]).unwrap(), values);
-        writer.add_values("b", vec![3], &values[..3]);
-        writer.write_as(&path, None, &dtypes).unwrap();
-        let stored = StoredDtypes::of_folder(&dir).unwrap();
-        assert_eq!(stored.by_name["b"], Dtype::F16);
+
+        let kept = writer.write_as(&path, None, SaveDtype::F16).unwrap();
+        assert_eq!(kept, ["a"]);
+        assert_eq!(stored(&path), [Dtype::F32, Dtype::F16]);
+        let read = WeightReader::open_file(&path).unwrap();
+        assert_eq!(read.values("a", &[2, 2]).unwrap(), values);
         let f16: Vec<f32> = values[..3]
             .iter()
             .map(|&v| half::f16::from_f32(v).to_f32())
             .collect();
-        let read = WeightReader::open_file(&path).unwrap();
         assert_eq!(read.values("b", &[3]).unwrap(), f16);
+
+        writer.write(&path, None).unwrap();
+        assert_eq!(stored(&path), [Dtype::F32, Dtype::F32]);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
