@@ -136,16 +136,57 @@ where
     write_checksums(&partial, &state_json)?;
     write_atomically(&partial.join("state.json"), &state_json)?;
     if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(|e| io(&final_dir, e))?;
+        remove_aside(&final_dir).map_err(|e| io(&final_dir, e))?;
     }
     std::fs::rename(&partial, &final_dir).map_err(|e| io(&final_dir, e))?;
     let all = list_checkpoints(root);
     if all.len() > keep {
         for (_, old) in &all[..all.len() - keep] {
-            std::fs::remove_dir_all(old).map_err(|e| io(old, e))?;
+            // The new checkpoint is written: an old one that cannot be
+            // removed costs disk space, not the run.
+            if let Err(e) = remove_aside(old) {
+                crate::stderr_line!(
+                    "warning: cannot remove the old checkpoint {} ({e}); it is kept beyond `checkpoint.keep`",
+                    old.display()
+                );
+            }
         }
     }
+    sweep_removals(root);
     Ok(final_dir)
+}
+
+/// The suffix of a checkpoint folder being removed.
+const REMOVING: &str = "removing";
+
+/// Removes checkpoint folder `dir` by renaming it out of the checkpoints'
+/// names first (`step-N.removing`), then deleting it: a process killed
+/// part-way leaves a folder [`sweep_removals`] finishes, never a
+/// `step-N` with some of its files gone, which no later count of `keep`
+/// saw (it has no `state.json`) and which stayed for good.
+fn remove_aside(dir: &Path) -> std::io::Result<()> {
+    let aside = dir.with_extension(REMOVING);
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside)?;
+    }
+    std::fs::rename(dir, &aside)?;
+    std::fs::remove_dir_all(&aside)
+}
+
+/// Finishes the removals a killed process left under `root`.
+fn sweep_removals(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let leftover = path.extension().is_some_and(|x| x == REMOVING)
+            && path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("step-"));
+        if leftover && path.is_dir() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// The newest usable checkpoint under `root`, restored: the model, the
@@ -375,14 +416,52 @@ where
     O: Optimizer<Model<B>, B>,
     Model<B>: AutodiffModule<B>,
 {
-    let interrupted = interrupt.load(std::sync::atomic::Ordering::SeqCst);
-    if state.step.is_multiple_of(every) || state.step == last || interrupted {
+    let interrupted = || interrupt.load(std::sync::atomic::Ordering::SeqCst);
+    if state.step.is_multiple_of(every) || state.step == last || interrupted() {
         let dir = save(root, tokenizer_dir, model, optim, state, keep)?;
-        if interrupted {
+        // Asked again after the save: an interrupt that came while the
+        // checkpoint was written (which takes long on a large model) stops
+        // at the checkpoint just written, not after one more step.
+        if interrupted() {
             return Err(ExecError::Interrupted { checkpoint: dir });
         }
     }
     Ok(())
+}
+
+/// Called before each training step: an interrupt that came since the
+/// last step's end (during the stage's evaluation before training, between
+/// two phases, or after that step's check) stops the stage here, before new
+/// work, with a checkpoint of the state reached (unless it is there
+/// already), or, before the stage's first step, with nothing to save. The
+/// stage went on to train a whole step, and checkpointed it, before.
+///
+/// # Errors
+/// [`ExecError::Interrupted`] or [`ExecError::Stopped`] when interrupted;
+/// I/O errors of the checkpoint.
+pub fn at_step_start<B, O>(
+    root: &Path,
+    tokenizer_dir: &Path,
+    (model, optim): (&Model<B>, &O),
+    state: &TrainState,
+    (stage, keep): (&str, usize),
+    interrupt: &std::sync::atomic::AtomicBool,
+) -> Result<(), ExecError>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Model<B>, B>,
+    Model<B>: AutodiffModule<B>,
+{
+    if !interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(());
+    }
+    if state.step == 0 {
+        return Err(ExecError::Stopped {
+            during: format!("starting stage `{stage}`"),
+        });
+    }
+    let checkpoint = save_unless_there(root, tokenizer_dir, model, optim, state, keep)?;
+    Err(ExecError::Interrupted { checkpoint })
 }
 
 /// Refuses a resumed stage whose checkpoint is past its `steps` (lowered
@@ -589,6 +668,87 @@ mod tests {
         std::fs::write(step.join("checksums.json"), &sums).unwrap();
         let (_, _, resumed) = start_or_resume::<B>(&root, fresh(), adam, 1, true, &device).unwrap();
         assert_eq!(resumed.step, 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Old checkpoints are removed beyond `keep` by moving them aside
+    /// first; a removal a killed process left (`step-N.removing`) is
+    /// finished by the next save.
+    #[test]
+    fn old_checkpoints_are_removed_aside_and_leftovers_swept() {
+        let (dir, model_dir) = tiny_model("prune");
+        let device = Default::default();
+        let fresh = Model::<B>::load(&model_dir, &device)
+            .unwrap()
+            .for_training(false);
+        let adam = AdamWSettings::of(&AdamSpec::default(), 0.0);
+        let root = dir.join("checkpoints");
+        let (policy, optim, mut state) =
+            start_or_resume::<B>(&root, fresh, adam, 1, false, &device).unwrap();
+        let names = || {
+            let mut names: Vec<String> = std::fs::read_dir(&root)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        for step in 1..=2 {
+            state.step = step;
+            save(&root, &model_dir, &policy, &optim, &state, 1).unwrap();
+        }
+        assert_eq!(names(), ["step-000002"]);
+        // What a kill during a removal leaves.
+        let leftover = root.join("step-000001.removing");
+        std::fs::create_dir_all(&leftover).unwrap();
+        std::fs::write(leftover.join("optimizer.bin"), b"half").unwrap();
+        state.step = 3;
+        save(&root, &model_dir, &policy, &optim, &state, 1).unwrap();
+        assert_eq!(names(), ["step-000003"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An interrupt found before a step stops the stage there: before its
+    /// first step with nothing to save, later with a checkpoint of the
+    /// state reached (the one already there is not rewritten); without one
+    /// the step goes on.
+    #[test]
+    fn an_interrupt_before_a_step_stops_the_stage_there() {
+        use super::{at_step_start, ExecError};
+        use std::sync::atomic::AtomicBool;
+        let (dir, model_dir) = tiny_model("start");
+        let device = Default::default();
+        let fresh = Model::<B>::load(&model_dir, &device)
+            .unwrap()
+            .for_training(false);
+        let adam = AdamWSettings::of(&AdamSpec::default(), 0.0);
+        let root = dir.join("checkpoints");
+        let (policy, optim, mut state) =
+            start_or_resume::<B>(&root, fresh, adam, 1, false, &device).unwrap();
+        let at_start = |state: &super::TrainState, flag: bool| {
+            at_step_start(
+                &root,
+                &model_dir,
+                (&policy, &optim),
+                state,
+                ("t", 2),
+                &AtomicBool::new(flag),
+            )
+        };
+        assert!(at_start(&state, false).is_ok());
+        match at_start(&state, true) {
+            Err(ExecError::Stopped { during }) => assert_eq!(during, "starting stage `t`"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!root.join("step-000000").exists());
+        state.step = 2;
+        match at_start(&state, true) {
+            Err(ExecError::Interrupted { checkpoint }) => {
+                assert_eq!(checkpoint, root.join("step-000002"));
+                assert!(checkpoint.join("state.json").is_file());
+            }
+            other => panic!("{other:?}"),
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
