@@ -1733,3 +1733,43 @@ fn a_trained_model_is_saved_exactly_or_in_its_declared_dtype() {
         assert_eq!(*data, nearest, "{name}");
     }
 }
+
+/// A finished stage's model that changed on disk since (a later stage
+/// reads it) is not reused on resume as it is: the stage's result names
+/// the checksums of its files, and a model that differs is saved again
+/// from the stage's last checkpoint, as it was.
+#[test]
+fn a_resume_saves_again_a_finished_stage_s_changed_model() {
+    let case = prepare("resume", "changed-final-model");
+    let dir = case.join("run");
+    run_to_the_end(&case, &dir);
+    let summary = summary_of(&dir);
+    let weights = dir.join("models/t/model.safetensors");
+    let saved = std::fs::read(&weights).unwrap();
+    let stage: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("models/t/stage.json")).unwrap())
+            .unwrap();
+    assert!(
+        stage["checksums"]["model.safetensors"].is_string(),
+        "{stage}"
+    );
+    let unchanged = resume_to_the_end(&case, &dir);
+    assert!(
+        unchanged.contains("finished before; reusing"),
+        "{unchanged}"
+    );
+    // The stage's reused result is reported as the run reported it.
+    assert_eq!(summary_of(&dir), summary);
+    let mut damaged = saved.clone();
+    let at = damaged.len() - 3;
+    damaged[at] ^= 0x40;
+    std::fs::write(&weights, &damaged).unwrap();
+    let again = resume_to_the_end(&case, &dir);
+    assert!(
+        again.contains("does not match the checksum recorded when the stage finished"),
+        "{again}"
+    );
+    assert_eq!(std::fs::read(&weights).unwrap(), saved);
+    let healed = resume_to_the_end(&case, &dir);
+    assert!(healed.contains("finished before; reusing"), "{healed}");
+}

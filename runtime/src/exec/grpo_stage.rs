@@ -228,6 +228,14 @@ pub fn train<B: Backend>(
         .and_then(Value::as_f64)
         .unwrap_or(f64::NAN);
     while state.step < total_steps {
+        checkpoint::at_step_start::<AD<B>, _>(
+            &ck_root,
+            &start.tokenizer,
+            (&policy, &optim),
+            &state,
+            (&stage.name, stage.checkpoint_keep),
+            &session.options.interrupt,
+        )?;
         let step = state.step;
         let started = Instant::now();
         let lr = schedule::lr(

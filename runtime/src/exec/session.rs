@@ -988,11 +988,27 @@ impl<'a, B: Backend> Session<'a, B> {
                     );
                     self.changed_stages.insert(stage.name.clone());
                 }
-                if let Some(mut done) = done.filter(|_| !changed) {
+                // A saved model changed since (damaged, or replaced by
+                // hand) is saved again from the stage's last checkpoint: the
+                // stages after it read this one.
+                let damaged = done
+                    .as_ref()
+                    .filter(|_| !changed)
+                    .and_then(|d| d.get("checksums"))
+                    .and_then(|recorded| changed_model_file(&final_dir, recorded));
+                if let Some(file) = &damaged {
+                    crate::stderr_line!(
+                        "warning: stage {}: {} does not match the checksum recorded when the stage finished (changed since); saving the model again from the stage's last checkpoint",
+                        stage.name,
+                        final_dir.join(file).display()
+                    );
+                }
+                if let Some(mut done) = done.filter(|_| !changed && damaged.is_none()) {
                     // The judge counts of the run when the stage ended.
                     self.take_judge_counts(&mut done);
                     if let Some(d) = done.as_object_mut() {
                         d.remove("settings");
+                        d.remove("checksums");
                     }
                     crate::stderr_line!(
                         "stage {}: finished before; reusing {}",
@@ -1081,6 +1097,7 @@ impl<'a, B: Backend> Session<'a, B> {
         let mut kept = self.with_judge_counts(&result);
         if let Value::Object(fields) = &mut kept {
             fields.insert("settings".into(), self.stage_settings(stage));
+            fields.insert("checksums".into(), final_model_checksums(&final_dir)?);
         }
         write_atomically(
             &result_path,
@@ -1090,6 +1107,36 @@ impl<'a, B: Backend> Session<'a, B> {
         )?;
         Ok(result)
     }
+}
+
+/// The files of a stage's final model a resume checks before reusing it.
+const FINAL_MODEL_FILES: [&str; 2] = ["model.safetensors", "config.json"];
+
+/// SHA-256 of each of [`FINAL_MODEL_FILES`] in `dir`, for `stage.json`.
+///
+/// # Errors
+/// A file that cannot be read.
+fn final_model_checksums(dir: &Path) -> Result<Value, ExecError> {
+    let mut sums = serde_json::Map::new();
+    for name in FINAL_MODEL_FILES {
+        let sum = super::checkpoint::sha256_of(&dir.join(name))?;
+        sums.insert(name.to_string(), Value::String(sum));
+    }
+    Ok(Value::Object(sums))
+}
+
+/// The first of the files `recorded` names (a finished stage's
+/// `checksums`) whose content in `dir` differs from it or cannot be read.
+fn changed_model_file(dir: &Path, recorded: &Value) -> Option<String> {
+    let recorded = recorded.as_object()?;
+    recorded
+        .iter()
+        .filter(|(name, _)| FINAL_MODEL_FILES.contains(&name.as_str()))
+        .find(|(name, sum)| {
+            let now = super::checkpoint::sha256_of(&dir.join(name)).ok();
+            now.as_deref() != sum.as_str()
+        })
+        .map(|(name, _)| name.clone())
 }
 
 /// Settings as a run's files keep them, to compare on resume: no

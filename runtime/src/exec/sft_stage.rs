@@ -155,6 +155,14 @@ pub fn train<B: Backend>(
         .map_or(f32::NAN, |l| l as f32);
     let mut warned_cut = false;
     while state.step < total_steps {
+        checkpoint::at_step_start::<AD<B>, _>(
+            &ck_root,
+            &start.tokenizer,
+            (&policy, &optim),
+            &state,
+            (&stage.name, stage.checkpoint_keep),
+            &session.options.interrupt,
+        )?;
         let step = state.step;
         let started = Instant::now();
         let lr = schedule::lr(
