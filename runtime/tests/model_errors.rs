@@ -508,32 +508,38 @@ fn qwen2_5_vl_errors_name_the_file_and_setting() {
     );
 }
 
+/// What `check_tokenizer_against_config` says of a copy of the Qwen2.5-VL
+/// fixture, tokenizer included, whose `config.json` sets `key` to `id`
+/// (empty when it passes).
+fn tokenizer_check_with(key: &str, id: u64) -> String {
+    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2_5_vl");
+    let dir = copy_qwen2_5_vl(&format!("{key}-{id}"));
+    for file in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
+        std::fs::copy(from.join(file), dir.join(file)).expect("copy");
+    }
+    edit_config(&dir, |v| v[key] = serde_json::json!(id));
+    let model = Model::<CpuBackend>::load(&dir, &Default::default()).expect("model");
+    let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
+    let result = safer_runtime::generate::prompt::check_tokenizer_against_config(
+        &tokenizer,
+        &model.config,
+        &dir,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    result.err().map(|e| e.to_string()).unwrap_or_default()
+}
+
 /// `image_token_id` must be the tokenizer's `<|image_pad|>` and inside the
 /// vocabulary: otherwise placeholders go unfilled or another token gets
 /// image features.
 #[test]
 fn an_image_token_id_the_tokenizer_does_not_share_is_refused() {
     let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2_5_vl");
-    let check = |id: u64| -> String {
-        let dir = copy_qwen2_5_vl(&format!("image-token-{id}"));
-        for file in [
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "chat_template.jinja",
-        ] {
-            std::fs::copy(from.join(file), dir.join(file)).expect("copy");
-        }
-        edit_config(&dir, |v| v["image_token_id"] = serde_json::json!(id));
-        let model = Model::<CpuBackend>::load(&dir, &Default::default()).expect("model");
-        let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
-        let result = safer_runtime::generate::prompt::check_tokenizer_against_config(
-            &tokenizer,
-            &model.config,
-            &dir,
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-        result.err().map(|e| e.to_string()).unwrap_or_default()
-    };
+    let check = |id: u64| tokenizer_check_with("image_token_id", id);
     let pad = TextTokenizer::load(&from)
         .expect("tokenizer")
         .token_id("<|image_pad|>")
@@ -562,26 +568,7 @@ fn an_image_token_id_the_tokenizer_does_not_share_is_refused() {
 #[test]
 fn vision_token_ids_the_tokenizer_does_not_share_are_refused() {
     let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2_5_vl");
-    let check = |key: &str, id: u64| -> String {
-        let dir = copy_qwen2_5_vl(&format!("{key}-{id}"));
-        for file in [
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "chat_template.jinja",
-        ] {
-            std::fs::copy(from.join(file), dir.join(file)).expect("copy");
-        }
-        edit_config(&dir, |v| v[key] = serde_json::json!(id));
-        let model = Model::<CpuBackend>::load(&dir, &Default::default()).expect("model");
-        let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
-        let result = safer_runtime::generate::prompt::check_tokenizer_against_config(
-            &tokenizer,
-            &model.config,
-            &dir,
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-        result.err().map(|e| e.to_string()).unwrap_or_default()
-    };
+    let check = tokenizer_check_with;
     let tokenizer = TextTokenizer::load(&from).expect("tokenizer");
     for (key, text) in [
         ("vision_start_token_id", "<|vision_start|>"),

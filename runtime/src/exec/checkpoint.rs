@@ -671,20 +671,32 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A stage started fresh from the model in `model_dir`, its
+    /// checkpoints under `root`: the policy, its optimiser and state.
+    fn fresh_stage(
+        model_dir: &std::path::Path,
+        root: &std::path::Path,
+    ) -> (
+        Model<B>,
+        impl burn::optim::Optimizer<Model<B>, B>,
+        super::TrainState,
+    ) {
+        let device = Default::default();
+        let fresh = Model::<B>::load(model_dir, &device)
+            .unwrap()
+            .for_training(false);
+        let adam = AdamWSettings::of(&AdamSpec::default(), 0.0);
+        start_or_resume::<B>(root, fresh, adam, 1, false, &device).unwrap()
+    }
+
     /// Old checkpoints are removed beyond `keep` by moving them aside
     /// first; a removal a killed process left (`step-N.removing`) is
     /// finished by the next save.
     #[test]
     fn old_checkpoints_are_removed_aside_and_leftovers_swept() {
         let (dir, model_dir) = tiny_model("prune");
-        let device = Default::default();
-        let fresh = Model::<B>::load(&model_dir, &device)
-            .unwrap()
-            .for_training(false);
-        let adam = AdamWSettings::of(&AdamSpec::default(), 0.0);
         let root = dir.join("checkpoints");
-        let (policy, optim, mut state) =
-            start_or_resume::<B>(&root, fresh, adam, 1, false, &device).unwrap();
+        let (policy, optim, mut state) = fresh_stage(&model_dir, &root);
         let names = || {
             let mut names: Vec<String> = std::fs::read_dir(&root)
                 .unwrap()
@@ -717,14 +729,8 @@ mod tests {
         use super::{at_step_start, ExecError};
         use std::sync::atomic::AtomicBool;
         let (dir, model_dir) = tiny_model("start");
-        let device = Default::default();
-        let fresh = Model::<B>::load(&model_dir, &device)
-            .unwrap()
-            .for_training(false);
-        let adam = AdamWSettings::of(&AdamSpec::default(), 0.0);
         let root = dir.join("checkpoints");
-        let (policy, optim, mut state) =
-            start_or_resume::<B>(&root, fresh, adam, 1, false, &device).unwrap();
+        let (policy, optim, mut state) = fresh_stage(&model_dir, &root);
         let at_start = |state: &super::TrainState, flag: bool| {
             at_step_start(
                 &root,
