@@ -1769,7 +1769,42 @@ fn a_resume_saves_again_a_finished_stage_s_changed_model() {
         again.contains("does not match the checksum recorded when the stage finished"),
         "{again}"
     );
+    assert!(
+        again.contains("its model is saved again as it was"),
+        "{again}"
+    );
     assert_eq!(std::fs::read(&weights).unwrap(), saved);
+    assert_eq!(summary_of(&dir), summary);
     let healed = resume_to_the_end(&case, &dir);
     assert!(healed.contains("finished before; reusing"), "{healed}");
+
+    // Without the final step's checkpoint the stage trains its last steps
+    // again from the one before (on the CPU, to the same weights).
+    std::fs::write(&weights, &damaged).unwrap();
+    std::fs::remove_dir_all(dir.join("checkpoints/t/step-000006")).unwrap();
+    let retrained = resume_to_the_end(&case, &dir);
+    assert!(retrained.contains("resuming from"), "{retrained}");
+    assert!(
+        retrained.contains("its model is saved again as it was"),
+        "{retrained}"
+    );
+    assert_eq!(std::fs::read(&weights).unwrap(), saved);
+
+    // Saved in another dtype since (`--force`): another model, said so.
+    std::fs::write(&weights, &damaged).unwrap();
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(
+        &pipeline,
+        text.replace(
+            "weights = \"model\"",
+            "weights = \"model\"\n  dtype   = bf16",
+        ),
+    )
+    .unwrap();
+    let other = force_to_the_end(&case, &dir);
+    assert!(
+        other.contains("the model saved again differs from the one the stage first saved"),
+        "{other}"
+    );
 }

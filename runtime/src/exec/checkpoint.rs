@@ -82,7 +82,7 @@ where
     Model<B>: AutodiffModule<B>,
 {
     let there = root.join(step_name(state.step));
-    if there.join("state.json").is_file() {
+    if there.join("state.json").is_file() && verify_checksums(&there).is_ok() {
         return Ok(there);
     }
     save(root, tokenizer_dir, model, optim, state, keep)
@@ -108,7 +108,7 @@ where
 {
     let name = step_name(state.step);
     let final_dir = root.join(&name);
-    let partial = root.join(format!("{name}.partial"));
+    let partial = root.join(format!("{name}.{PARTIAL}"));
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| io(&partial, e))?;
     }
@@ -135,51 +135,83 @@ where
     let state_json = serde_json::to_vec_pretty(state).map_err(|e| io(&partial, e))?;
     write_checksums(&partial, &state_json)?;
     write_atomically(&partial.join("state.json"), &state_json)?;
-    if final_dir.exists() {
-        remove_aside(&final_dir).map_err(|e| io(&final_dir, e))?;
+    // A folder of this step already there (one a resume could not read)
+    // is moved aside, the new one put in its place, and only then the old
+    // one deleted: a failed rename puts it back.
+    let replaced = match final_dir.exists() {
+        true => Some(move_aside(&final_dir).map_err(|e| io(&final_dir, e))?),
+        false => None,
+    };
+    if let Err(e) = std::fs::rename(&partial, &final_dir) {
+        if let Some(aside) = &replaced {
+            let _ = std::fs::rename(aside, &final_dir);
+        }
+        return Err(io(&final_dir, e));
     }
-    std::fs::rename(&partial, &final_dir).map_err(|e| io(&final_dir, e))?;
+    if let Some(aside) = replaced {
+        delete_or_warn(&aside);
+    }
     let all = list_checkpoints(root);
     if all.len() > keep {
         for (_, old) in &all[..all.len() - keep] {
             // The new checkpoint is written: an old one that cannot be
             // removed costs disk space, not the run.
-            if let Err(e) = remove_aside(old) {
-                crate::stderr_line!(
+            match move_aside(old) {
+                Ok(aside) => delete_or_warn(&aside),
+                Err(e) => crate::stderr_line!(
                     "warning: cannot remove the old checkpoint {} ({e}); it is kept beyond `checkpoint.keep`",
                     old.display()
-                );
+                ),
             }
         }
     }
-    sweep_removals(root);
+    sweep_leftovers(root);
     Ok(final_dir)
 }
 
 /// The suffix of a checkpoint folder being removed.
 const REMOVING: &str = "removing";
 
-/// Removes checkpoint folder `dir` by renaming it out of the checkpoints'
-/// names first (`step-N.removing`), then deleting it: a process killed
-/// part-way leaves a folder [`sweep_removals`] finishes, never a
+/// The suffix of a checkpoint folder being written.
+const PARTIAL: &str = "partial";
+
+/// Renames checkpoint folder `dir` out of the checkpoints' names
+/// (`step-N.removing`) before it is deleted: a process killed while
+/// deleting it leaves a folder [`sweep_leftovers`] finishes, never a
 /// `step-N` with some of its files gone, which no later count of `keep`
-/// saw (it has no `state.json`) and which stayed for good.
-fn remove_aside(dir: &Path) -> std::io::Result<()> {
+/// saw (it has no `state.json`) and which stayed for good. Returns the new
+/// path.
+fn move_aside(dir: &Path) -> std::io::Result<PathBuf> {
     let aside = dir.with_extension(REMOVING);
     if aside.exists() {
         std::fs::remove_dir_all(&aside)?;
     }
     std::fs::rename(dir, &aside)?;
-    std::fs::remove_dir_all(&aside)
+    Ok(aside)
 }
 
-/// Finishes the removals a killed process left under `root`.
-fn sweep_removals(root: &Path) {
+/// Deletes a folder [`move_aside`] moved, saying so when it cannot.
+fn delete_or_warn(aside: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(aside) {
+        crate::stderr_line!(
+            "warning: cannot delete {} ({e}), an old checkpoint; it takes disk space until it is deleted",
+            aside.display()
+        );
+    }
+}
+
+/// Deletes what killed processes left under `root`: checkpoints moved
+/// aside for removal, and checkpoints never finished (`step-N.partial`).
+/// Called when a stage starts or resumes and after each checkpoint, while
+/// the run's lock keeps any other saferc out of the folder.
+fn sweep_leftovers(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        let leftover = path.extension().is_some_and(|x| x == REMOVING)
+        let leftover = path
+            .extension()
+            .is_some_and(|x| x == REMOVING || x == PARTIAL)
             && path
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("step-"));
@@ -504,6 +536,7 @@ where
         rng: ChaCha8Rng::seed_from_u64(seed),
         extra: Value::Null,
     };
+    sweep_leftovers(root);
     if resume {
         if let Some(mut restored) = restore::<B, _>(root, optim.clone(), device)? {
             // The context the stage holds its rows to (a declared `context`
@@ -513,9 +546,15 @@ where
             restored.0 = restored.0.for_training(policy.vision_frozen());
             return Ok(restored);
         }
-        // The stage had started (its folder is there) and left nothing to
-        // resume from: say so rather than train from the start unseen.
-        if root.is_dir() {
+        // The stage had trained (its folder holds more than the scores
+        // before training) and left nothing to resume from: say so rather
+        // than train from the start unseen.
+        let trained = std::fs::read_dir(root).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.file_name() != "eval_before.json")
+        });
+        if trained {
             crate::stderr_line!(
                 "warning: {} holds no checkpoint; the stage starts again from step 0",
                 root.display()
@@ -691,7 +730,8 @@ mod tests {
 
     /// Old checkpoints are removed beyond `keep` by moving them aside
     /// first; a removal a killed process left (`step-N.removing`) is
-    /// finished by the next save.
+    /// finished by the next save, and an unfinished checkpoint
+    /// (`step-N.partial`) when a stage starts.
     #[test]
     fn old_checkpoints_are_removed_aside_and_leftovers_swept() {
         let (dir, model_dir) = tiny_model("prune");
@@ -716,6 +756,13 @@ mod tests {
         std::fs::write(leftover.join("optimizer.bin"), b"half").unwrap();
         state.step = 3;
         save(&root, &model_dir, &policy, &optim, &state, 1).unwrap();
+        assert_eq!(names(), ["step-000003"]);
+        // What a kill during a write, or during the last checkpoint's
+        // removals, leaves: gone when the stage starts again.
+        for leftover in ["step-000004.partial", "step-000002.removing"] {
+            std::fs::create_dir_all(root.join(leftover)).unwrap();
+        }
+        fresh_stage(&model_dir, &root);
         assert_eq!(names(), ["step-000003"]);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -958,10 +958,31 @@ impl<'a, B: Backend> Session<'a, B> {
         Ok(Some(v))
     }
 
+    /// A finished stage's result `done` (its `stage.json`), reused on
+    /// resume as the run reported it.
+    fn reuse_finished(&mut self, stage: &StageSpec, mut done: Value, final_dir: PathBuf) -> Value {
+        // The judge counts of the run when the stage ended.
+        self.take_judge_counts(&mut done);
+        if let Some(d) = done.as_object_mut() {
+            d.remove("settings");
+            d.remove("checksums");
+        }
+        crate::stderr_line!(
+            "stage {}: finished before; reusing {}",
+            stage.name,
+            final_dir.display()
+        );
+        self.trained.insert(stage.policy.clone(), final_dir);
+        done
+    }
+
     /// Runs one stage (or reuses its finished result on resume).
     fn stage(&mut self, stage: &StageSpec) -> Result<Value, ExecError> {
         let final_dir = self.run.model_dir(&stage.name);
         let result_path = final_dir.join("stage.json");
+        // A finished stage whose saved model changed: its result, reused
+        // once the model saved again is the one it recorded.
+        let mut repair: Option<Value> = None;
         if self.options.resume {
             if let Ok(text) = std::fs::read_to_string(&result_path) {
                 let done = serde_json::from_str::<Value>(&text).ok();
@@ -989,7 +1010,7 @@ impl<'a, B: Backend> Session<'a, B> {
                     self.changed_stages.insert(stage.name.clone());
                 }
                 // A saved model changed since (damaged, or replaced by
-                // hand) is saved again from the stage's last checkpoint: the
+                // hand) is saved again from the stage's checkpoints: the
                 // stages after it read this one.
                 let damaged = done
                     .as_ref()
@@ -998,25 +1019,17 @@ impl<'a, B: Backend> Session<'a, B> {
                     .and_then(|recorded| changed_model_file(&final_dir, recorded));
                 if let Some(file) = &damaged {
                     crate::stderr_line!(
-                        "warning: stage {}: {} does not match the checksum recorded when the stage finished (changed since); saving the model again from the stage's last checkpoint",
+                        "warning: stage {}: {} does not match the checksum recorded when the stage finished (changed since); saving the model again from the stage's checkpoints",
                         stage.name,
                         final_dir.join(file).display()
                     );
                 }
-                if let Some(mut done) = done.filter(|_| !changed && damaged.is_none()) {
-                    // The judge counts of the run when the stage ended.
-                    self.take_judge_counts(&mut done);
-                    if let Some(d) = done.as_object_mut() {
-                        d.remove("settings");
-                        d.remove("checksums");
+                match done.filter(|_| !changed) {
+                    Some(done) if damaged.is_none() => {
+                        return Ok(self.reuse_finished(stage, done, final_dir))
                     }
-                    crate::stderr_line!(
-                        "stage {}: finished before; reusing {}",
-                        stage.name,
-                        final_dir.display()
-                    );
-                    self.trained.insert(stage.policy.clone(), final_dir);
-                    return Ok(done);
+                    Some(done) => repair = Some(done),
+                    None => {}
                 }
             }
         }
@@ -1075,6 +1088,21 @@ impl<'a, B: Backend> Session<'a, B> {
         }
         copy_tokenizer(&start.tokenizer, &final_dir)?;
         copy_processor(&start.weights, &final_dir)?;
+        if let Some(done) = repair {
+            let recorded = done.get("checksums").cloned().unwrap_or(Value::Null);
+            if final_model_checksums(&final_dir)? == recorded {
+                crate::stderr_line!("stage {}: its model is saved again as it was", stage.name);
+                return Ok(self.reuse_finished(stage, done, final_dir));
+            }
+            // Not the final step's checkpoint (damaged too, or removed), or
+            // a `dtype` changed under `--force`: another model, which the
+            // stages after it will read.
+            crate::stderr_line!(
+                "warning: stage {}: the model saved again differs from the one the stage first saved (its final checkpoint was not there to save it from); it is scored again, and a stage trained after it says so",
+                stage.name
+            );
+            self.changed_stages.insert(stage.name.clone());
+        }
         self.trained.insert(stage.policy.clone(), final_dir.clone());
         let final_dirs = ModelDirs {
             weights: final_dir.clone(),
