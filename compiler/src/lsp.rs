@@ -386,7 +386,7 @@ impl Server {
         let doc = features::Document::analyze_among(uri, text, buffers);
         let diagnostics = json!(doc.diagnostics());
         let reads = doc.dependencies();
-        let stamps = reads
+        let mut stamps: BTreeMap<PathBuf, Stamp> = reads
             .0
             .iter()
             .map(|f| {
@@ -396,6 +396,19 @@ impl Server {
                 )
             })
             .collect();
+        // Where a `safer.toml` made since would become the document's
+        // project: each folder from the document's up to the project it
+        // has (or to the top), stamped absent.
+        if let Some(path) = canonical_path_of(uri) {
+            for dir in path.ancestors().skip(1) {
+                let manifest = dir.join(crate::project::MANIFEST);
+                let stamp = disk_stamp(&manifest);
+                stamps.entry(manifest).or_insert(stamp);
+                if stamp.is_some() {
+                    break;
+                }
+            }
+        }
         self.stamps.insert(uri.to_string(), stamps);
         self.reads.insert(uri.to_string(), reads);
         Some(diagnostics)

@@ -639,7 +639,18 @@ fn without_file_watchers_files_changed_on_disk_are_found() {
         republished["params"]["diagnostics"][0]["code"], "E0203",
         "{republished}"
     );
-    c.request(2, "shutdown", Value::Null);
+
+    // A `safer.toml` made beside the documents, where there was none,
+    // makes them a project's: its mistake shows in them.
+    std::fs::write(dir.join("safer.toml"), "[project]\nname = 7\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let code = |c: &Client| codes_for(c, &waiting).first().cloned();
+    let mut seen = code(&c);
+    while seen.is_none() {
+        seen = code(&c);
+    }
+    assert_eq!(seen, Some(json!("E0222")));
+    c.request(3, "shutdown", Value::Null);
     assert_eq!(c.exit(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
