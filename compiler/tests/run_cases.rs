@@ -1610,6 +1610,20 @@ fn two_stages_run_on_wgpu_as_on_the_cpu() {
     assert!((loss(&gpu) - loss(&cpu)).abs() < 1e-4);
 }
 
+/// Declares the case's model `dtype = bf16` in its pipeline.
+fn declare_bf16(case: &Path) {
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(
+        &pipeline,
+        text.replace(
+            "weights = \"model\"",
+            "weights = \"model\"\n  dtype   = bf16",
+        ),
+    )
+    .unwrap();
+}
+
 /// A model stored in BF16 is trained in f32 and saved in f32, exactly as
 /// trained (rounding to BF16 would undo most of a short run's updates,
 /// which are far below BF16's step); with `dtype = bf16` it is saved in
@@ -1701,16 +1715,7 @@ fn a_trained_model_is_saved_exactly_or_in_its_declared_dtype() {
         .count();
     assert!(changed > 0, "training changed no weight");
 
-    let pipeline = case.join("pipeline.safer");
-    let text = std::fs::read_to_string(&pipeline).unwrap();
-    std::fs::write(
-        &pipeline,
-        text.replace(
-            "weights = \"model\"",
-            "weights = \"model\"\n  dtype   = bf16",
-        ),
-    )
-    .unwrap();
+    declare_bf16(&case);
     let rounded = case.join("rounded");
     let stderr = run_to_the_end(&case, &rounded);
     assert!(
@@ -1792,16 +1797,7 @@ fn a_resume_saves_again_a_finished_stage_s_changed_model() {
 
     // Saved in another dtype since (`--force`): another model, said so.
     std::fs::write(&weights, &damaged).unwrap();
-    let pipeline = case.join("pipeline.safer");
-    let text = std::fs::read_to_string(&pipeline).unwrap();
-    std::fs::write(
-        &pipeline,
-        text.replace(
-            "weights = \"model\"",
-            "weights = \"model\"\n  dtype   = bf16",
-        ),
-    )
-    .unwrap();
+    declare_bf16(&case);
     let other = force_to_the_end(&case, &dir);
     assert!(
         other.contains("the model saved again differs from the one the stage first saved"),

@@ -1088,9 +1088,11 @@ impl<'a, B: Backend> Session<'a, B> {
         }
         copy_tokenizer(&start.tokenizer, &final_dir)?;
         copy_processor(&start.weights, &final_dir)?;
+        // Hashed once: for a repair's comparison and for `stage.json`.
+        let checksums = final_model_checksums(&final_dir)?;
         if let Some(done) = repair {
             let recorded = done.get("checksums").cloned().unwrap_or(Value::Null);
-            if final_model_checksums(&final_dir)? == recorded {
+            if checksums == recorded {
                 crate::stderr_line!("stage {}: its model is saved again as it was", stage.name);
                 return Ok(self.reuse_finished(stage, done, final_dir));
             }
@@ -1125,7 +1127,7 @@ impl<'a, B: Backend> Session<'a, B> {
         let mut kept = self.with_judge_counts(&result);
         if let Value::Object(fields) = &mut kept {
             fields.insert("settings".into(), self.stage_settings(stage));
-            fields.insert("checksums".into(), final_model_checksums(&final_dir)?);
+            fields.insert("checksums".into(), checksums);
         }
         write_atomically(
             &result_path,

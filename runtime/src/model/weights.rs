@@ -545,6 +545,9 @@ impl WeightWriter {
     }
 }
 
+/// A float's two bytes in a half-width dtype, and whether they are finite.
+type HalfEncoder = fn(f32) -> ([u8; 2], bool);
+
 /// Little-endian f32 bytes as `dtype` (F16 or BF16; rounded to the nearest
 /// value, ties to even), with the dtype they are in: f32, as they are, for
 /// any other dtype or where a finite value would overflow `dtype` (an F16
@@ -556,21 +559,25 @@ fn encode(f32_bytes: &[u8], dtype: Dtype) -> (Dtype, std::borrow::Cow<'_, [u8]>)
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
     };
-    let encoded: Option<Vec<[u8; 2]>> = match dtype {
-        Dtype::F16 => values()
-            .map(|v| {
-                let h = half::f16::from_f32(v);
-                (h.is_finite() || !v.is_finite()).then(|| h.to_le_bytes())
-            })
-            .collect(),
-        Dtype::BF16 => values()
-            .map(|v| {
-                let h = half::bf16::from_f32(v);
-                (h.is_finite() || !v.is_finite()).then(|| h.to_le_bytes())
-            })
-            .collect(),
+    let convert: Option<HalfEncoder> = match dtype {
+        Dtype::F16 => Some(|v| {
+            let h = half::f16::from_f32(v);
+            (h.to_le_bytes(), h.is_finite())
+        }),
+        Dtype::BF16 => Some(|v| {
+            let h = half::bf16::from_f32(v);
+            (h.to_le_bytes(), h.is_finite())
+        }),
         _ => None,
     };
+    let encoded: Option<Vec<[u8; 2]>> = convert.and_then(|convert| {
+        values()
+            .map(|v| {
+                let (bytes, finite) = convert(v);
+                (finite || !v.is_finite()).then_some(bytes)
+            })
+            .collect()
+    });
     match encoded {
         Some(pairs) => (dtype, std::borrow::Cow::Owned(pairs.concat())),
         None => (Dtype::F32, std::borrow::Cow::Borrowed(f32_bytes)),
