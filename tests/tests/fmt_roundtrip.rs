@@ -391,3 +391,26 @@ fn comments_stay_with_their_element_in_broken_calls_and_heads() {
     );
     assert!(once.lines().all(|l| l.chars().count() <= 100), "{once}");
 }
+
+/// The trailing comments on the elements of a call or list printed one per
+/// line are aligned as a block's are (each sat two spaces after its own
+/// element), and with the lines around them (the `)` after an element
+/// without a comment starts a run of its own); a line whose code alone
+/// passes 100 columns keeps its comment two spaces after it and sets no
+/// column for its neighbours (the `seed` line's comment went to column 110).
+#[test]
+fn trailing_comments_in_broken_calls_are_aligned() {
+    let case = "dataset d {\n  source = jsonl(\"data/main.jsonl\",  # the source\n    \
+                \"b.jsonl\",  # the second\n    \"c.jsonl\")  # the third\n  \
+                filter label in [\"unsafe\", \"borderline\", \"benign-with-a-very-long-name-for-this-test-to-pass-a-hundred\"]  # wide\n  \
+                seed = 7  # seed\n  shuffle = true  # shuffled\n}\n";
+    let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        once,
+        "dataset d {\n  source = jsonl(\n    \"data/main.jsonl\",  # the source\n    \
+         \"b.jsonl\",          # the second\n    \"c.jsonl\",\n  )  # the third\n  \
+         filter label in [\"unsafe\", \"borderline\", \"benign-with-a-very-long-name-for-this-test-to-pass-a-hundred\"]  # wide\n  \
+         seed    = 7     # seed\n  shuffle = true  # shuffled\n}\n"
+    );
+    assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+}

@@ -13,10 +13,13 @@ pub(super) fn print(module: &Module, text: &str) -> String {
         next_comment: 0,
         out: String::new(),
         indent: 0,
-        trailing: Vec::new(),
+        mark: unused_mark(text),
     };
     p.module(module);
-    let mut out = align_trailing_comments(&p.out, &p.trailing);
+    let mut out = match p.mark {
+        Some(mark) => align_trailing_comments(&p.out, mark),
+        None => p.out,
+    };
     while out.ends_with("\n\n") {
         out.pop();
     }
@@ -43,47 +46,61 @@ struct Printer<'a> {
     next_comment: usize,
     out: String,
     indent: usize,
-    /// Offsets in `out` where a trailing comment starts (after the code).
-    trailing: Vec<usize>,
+    /// The character put right before each comment that follows code on
+    /// its line, so that [`align_trailing_comments`] can find them once the
+    /// whole output is printed (comments in broken calls and lists are
+    /// printed into strings before they reach `out`); one the source does
+    /// not hold, or none (comments then sit two spaces after their code).
+    mark: Option<char>,
 }
 
-/// Aligns the trailing comments of consecutive lines to one column, two
-/// spaces after the longest code on those lines.
-fn align_trailing_comments(out: &str, marks: &[usize]) -> String {
-    // The line of each mark and where that line starts, in one pass over
-    // `out` (marks are in output order).
-    let mut places = Vec::with_capacity(marks.len());
-    let (mut scanned, mut line, mut line_start) = (0, 0, 0);
-    for &m in marks {
-        for (i, b) in out.as_bytes()[scanned..m].iter().enumerate() {
-            if *b == b'\n' {
-                line += 1;
-                line_start = scanned + i + 1;
-            }
-        }
-        scanned = m;
-        places.push((line, line_start));
-    }
-    let mut result = String::with_capacity(out.len() + marks.len() * 8);
-    let mut copied = 0;
+/// A private-use character that `text` does not contain.
+fn unused_mark(text: &str) -> Option<char> {
+    ('\u{E000}'..='\u{F8FF}').find(|&c| !text.contains(c))
+}
+
+/// Aligns the trailing comments of consecutive lines, each found after
+/// `mark` (which is removed), to one column: two spaces after the longest
+/// code on those lines. A line whose code is already wider than the
+/// width limit keeps its comment two spaces after it and ends the run, so
+/// that it does not push its neighbours' comments past the limit.
+fn align_trailing_comments(out: &str, mark: char) -> String {
+    let lines: Vec<&str> = out.split('\n').collect();
+    let code_width = |line: &str| {
+        line.split_once(mark)
+            .map(|(code, _)| code.chars().count())
+            .filter(|&width| width <= MAX_WIDTH)
+    };
+    let mut result = String::with_capacity(out.len() + 64);
     let mut i = 0;
-    while i < marks.len() {
-        let mut j = i + 1;
-        while j < marks.len() && places[j].0 == places[j - 1].0 + 1 {
+    while i < lines.len() {
+        let mut j = i;
+        while j < lines.len() && code_width(lines[j]).is_some() {
             j += 1;
         }
-        let widths: Vec<usize> = (i..j)
-            .map(|k| out[places[k].1..marks[k]].chars().count())
-            .collect();
-        let column = widths.iter().copied().max().unwrap_or(0) + 2;
-        for (k, &m) in marks[i..j].iter().enumerate() {
-            result.push_str(&out[copied..m]);
-            result.push_str(&" ".repeat(column - widths[k]));
-            copied = m;
+        let run = j.max(i + 1);
+        let column = lines[i..run]
+            .iter()
+            .filter_map(|line| code_width(line))
+            .max()
+            .unwrap_or(0)
+            + 2;
+        for (k, line) in lines[i..run].iter().enumerate() {
+            match line.split_once(mark) {
+                Some((code, comment)) => {
+                    let width = code.chars().count();
+                    result.push_str(code);
+                    result.push_str(&" ".repeat(column.saturating_sub(width).max(2)));
+                    result.push_str(comment);
+                }
+                None => result.push_str(line),
+            }
+            if i + k + 1 < lines.len() {
+                result.push('\n');
+            }
         }
-        i = j;
+        i = run;
     }
-    result.push_str(&out[copied..]);
     result
 }
 
@@ -92,6 +109,12 @@ impl<'a> Printer<'a> {
 
     fn pad(&self) -> String {
         "  ".repeat(self.indent)
+    }
+
+    /// What goes between code and the comment after it on its line: the
+    /// mark [`align_trailing_comments`] pads, or two spaces.
+    fn before_trailing_comment(&self) -> String {
+        self.mark.map_or_else(|| "  ".to_string(), String::from)
     }
 
     fn newline(&mut self) {
@@ -254,9 +277,6 @@ impl<'a> Printer<'a> {
         if !above.is_empty() {
             let at = doc_lines_start(&self.out, line_start);
             self.out.insert_str(at, &above);
-            for mark in self.trailing.iter_mut().filter(|m| **m >= at) {
-                *mark += above.len();
-            }
         }
         if let Some(c) = self.comments.get(self.next_comment) {
             let start = c.span.start as usize;
@@ -264,7 +284,8 @@ impl<'a> Printer<'a> {
             // next statement on the same line is that one's.
             let between = self.source_between(end, start);
             if between.trim_matches([' ', '\t', ',']).is_empty() {
-                self.trailing.push(self.out.len());
+                let before = self.before_trailing_comment();
+                self.out.push_str(&before);
                 self.out.push_str(&c.text);
                 self.next_comment += 1;
             }
@@ -837,7 +858,7 @@ impl<'a> Printer<'a> {
             let start = c.span.start as usize;
             if start < limit && !self.source_between(end, start).contains('\n') {
                 self.next_comment += 1;
-                return format!("  {}", c.text);
+                return format!("{}{}", self.before_trailing_comment(), c.text);
             }
         }
         String::new()
