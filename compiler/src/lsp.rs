@@ -110,6 +110,10 @@ struct Server {
     stamps: HashMap<String, BTreeMap<PathBuf, Stamp>>,
     /// The diagnostics last published for each open document.
     published: HashMap<String, Value>,
+    /// The last text of each open document that parsed: while the text
+    /// does not (a statement half typed), hover and go-to-definition of
+    /// names read that text's analysis.
+    parsed: HashMap<String, String>,
 }
 
 /// A file's modification time and length, or `None` where it cannot be
@@ -198,7 +202,11 @@ impl Server {
             .documents
             .get(uri)
             .ok_or((-32602, format!("document not open: {uri}")))?;
-        let doc = features::Document::analyze_among(uri, text, &self.open_buffers());
+        let buffers = self.open_buffers();
+        let mut doc = features::Document::analyze_among(uri, text, &buffers);
+        if let Some(previous) = self.parsed.get(uri).filter(|_| !doc.parses()) {
+            doc = doc.with_last_parsed(features::Document::analyze_among(uri, previous, &buffers));
+        }
         Ok(f(&doc, params))
     }
 
@@ -274,6 +282,7 @@ impl Server {
                     self.reads.remove(&uri);
                     self.published.remove(&uri);
                     self.stamps.remove(&uri);
+                    self.parsed.remove(&uri);
                     let clear = json!({ "uri": uri, "diagnostics": [] });
                     transport::write(
                         out,
@@ -408,6 +417,10 @@ impl Server {
                     break;
                 }
             }
+        }
+        if doc.parses() {
+            let text = text.clone();
+            self.parsed.insert(uri.to_string(), text);
         }
         self.stamps.insert(uri.to_string(), stamps);
         self.reads.insert(uri.to_string(), reads);

@@ -654,3 +654,57 @@ fn without_file_watchers_files_changed_on_disk_are_found() {
     assert_eq!(c.exit(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// While the text does not parse (a statement half typed), a name still
+/// hovers as the last text that parsed declared it, with its `##` lines,
+/// also one an import brings, and the imported one still goes to its file
+/// (names had no hover, and imported ones no definition, until the text
+/// parsed again).
+#[test]
+fn names_hover_as_the_last_text_that_parsed_declared_them() {
+    let file = "file:///unparsed/pipeline.safer";
+    let good = "use \"std/rubrics/safety.safer\"\n\n## The policy being trained.\nmodel policy {\n  arch    = tiny_vlm\n  weights = \"m\"\n}\n";
+    let broken = format!("{good}\ntrain t {{\n  policy = policy\n  reward = safety_rubric\n  rollout = \n");
+    let mut c = Client::start();
+    c.request(1, "initialize", json!({ "capabilities": {} }));
+    c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": file, "languageId": "safer", "version": 1, "text": good } }));
+    c.notify("textDocument/didChange", json!({ "textDocument": { "uri": file, "version": 2 }, "contentChanges": [{ "text": broken }] }));
+    let at = |needle: &str, nth: usize| {
+        let offset = broken
+            .match_indices(needle)
+            .nth(nth)
+            .map_or(0, |(i, _)| i);
+        let line = broken[..offset].matches('\n').count();
+        let column = offset - broken[..offset].rfind('\n').map_or(0, |i| i + 1);
+        json!({ "textDocument": { "uri": file }, "position": { "line": line, "character": column + 1 } })
+    };
+    let shown = |answer: &Value| {
+        answer["result"]["contents"]["value"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    // `policy` after `policy = `: the model.
+    let model = c.request(2, "textDocument/hover", at("policy", 3));
+    let text = shown(&model);
+    assert!(text.contains("model policy"), "{model}");
+    assert!(text.contains("The policy being trained."), "{model}");
+    assert!(text.contains("last parsed"), "{model}");
+    // An imported rubric.
+    let rubric = c.request(3, "textDocument/hover", at("safety_rubric", 0));
+    let text = shown(&rubric);
+    assert!(text.contains("rubric safety_rubric"), "{rubric}");
+    assert!(text.contains("std/rubrics/safety.safer"), "{rubric}");
+    let definition = c.request(4, "textDocument/definition", at("safety_rubric", 0));
+    let target = definition["result"]["uri"].as_str().unwrap_or("");
+    assert!(target.ends_with("std/rubrics/safety.safer"), "{definition}");
+    // This file's model still goes to where the text now declares it.
+    let own = c.request(5, "textDocument/definition", at("policy", 3));
+    assert_eq!(own["result"]["uri"], file, "{own}");
+    assert_eq!(own["result"]["range"]["start"]["line"], 3, "{own}");
+    // A name neither text declares hovers with nothing.
+    let none = c.request(6, "textDocument/hover", at("rollout", 0));
+    assert!(!shown(&none).contains("last parsed"), "{none}");
+    c.request(7, "shutdown", Value::Null);
+    c.exit();
+}

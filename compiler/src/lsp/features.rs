@@ -41,6 +41,10 @@ pub struct Document {
     /// The project's import roots (`[imports] roots` of `safer.toml`),
     /// searched for a `use` path after the document's folder.
     import_roots: Vec<PathBuf>,
+    /// While this text does not parse: the analysis of the document's last
+    /// text that did, whose declarations still hover (and, for those of
+    /// imported files, still go to their place) while the user types.
+    last_parsed: Option<Box<Document>>,
 }
 
 /// Whether `offset` is inside a comment or a string (plain, or `"""`
@@ -167,7 +171,28 @@ impl Document {
             id: first,
             byte_order_mark,
             import_roots,
+            last_parsed: None,
         }
+    }
+
+    /// Whether the text parses (the other features read its tree).
+    pub fn parses(&self) -> bool {
+        self.ast.is_some()
+    }
+
+    /// The analysis of the last text of this document that parsed, while
+    /// this one does not.
+    pub(super) fn last_parsed(&self) -> Option<&Document> {
+        self.last_parsed.as_deref()
+    }
+
+    /// This document, which does not parse, with `previous`: the analysis
+    /// of the last text of it that did (ignored when this one parses).
+    pub fn with_last_parsed(mut self, previous: Document) -> Document {
+        if !self.parses() && previous.parses() {
+            self.last_parsed = Some(Box::new(previous));
+        }
+        self
     }
 
     /// What this document's analysis read besides its own text: the
@@ -777,7 +802,16 @@ pub fn definition(doc: &Document, params: &Value) -> Value {
             Some(&(_, _, ref name, at)) => {
                 json!({ "uri": doc.uri, "range": doc.range(Span::new(doc.id, at, at + name.len())) })
             }
-            None => Value::Null,
+            // A declaration of an imported file, as the last text that
+            // parsed imported it (those of this file have moved since).
+            None => doc
+                .last_parsed()
+                .and_then(|previous| {
+                    let d = previous.decl_named(&word, qualifier.as_deref())?;
+                    let uri = previous.uri_of(d.span.source).filter(|_| d.module != 0)?;
+                    Some(json!({ "uri": uri, "range": previous.range(d.span) }))
+                })
+                .unwrap_or(Value::Null),
         };
     }
     let target = match doc.named(&word, qualifier.as_deref(), span) {

@@ -184,6 +184,34 @@ fn unparsed_key_or_value(doc: &Document, word: &str, span: crate::span::Span) ->
     }
 }
 
+/// A declaration's hover: its keyword and name (a scorer's signature),
+/// the module declaring it and its `##` lines.
+fn declaration_markdown(doc: &Document, d: &Decl) -> String {
+    let module = doc
+        .analysis
+        .program
+        .as_ref()
+        .and_then(|p| p.modules.get(d.module))
+        .map_or(String::new(), |m| m.name.clone());
+    // A scorer's signature: its parameters, their types and defaults.
+    let params = if d.kind == DeclKind::Scorer {
+        let shown: Vec<String> = d.params.iter().map(|p| param_text(doc, p)).collect();
+        format!("({})", shown.join(", "))
+    } else {
+        String::new()
+    };
+    let mut value = format!(
+        "```safer\n{} {}{params}\n```\ndeclared in `{module}`",
+        d.kind.keyword(),
+        d.name
+    );
+    if !d.docs.is_empty() {
+        value.push_str("\n\n");
+        value.push_str(&d.docs.join("\n"));
+    }
+    value
+}
+
 /// `textDocument/hover`.
 pub fn hover(doc: &Document, params: &Value) -> Value {
     let offset = doc.offset(params);
@@ -272,29 +300,25 @@ pub fn hover(doc: &Document, params: &Value) -> Value {
     }
     match doc.decl_named(&word, qualifier.as_deref()) {
         Some(d) => {
-            let module = doc
-                .analysis
-                .program
-                .as_ref()
-                .and_then(|p| p.modules.get(d.module))
-                .map_or(String::new(), |m| m.name.clone());
-            // A scorer's signature: its parameters, their types and defaults.
-            let params = if d.kind == DeclKind::Scorer {
-                let shown: Vec<String> = d.params.iter().map(|p| param_text(doc, p)).collect();
-                format!("({})", shown.join(", "))
-            } else {
-                String::new()
-            };
-            let mut value = format!(
-                "```safer\n{} {}{params}\n```\ndeclared in `{module}`",
-                d.kind.keyword(),
-                d.name
-            );
-            if !d.docs.is_empty() {
-                value.push_str("\n\n");
-                value.push_str(&d.docs.join("\n"));
-            }
+            let value = declaration_markdown(doc, d);
             json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) })
+        }
+        // While the text does not parse: a declaration as the last text
+        // that parsed declared it (or imported it).
+        None if !doc.parses() => {
+            let Some(previous) = doc.last_parsed() else {
+                return Value::Null;
+            };
+            match previous.decl_named(&word, qualifier.as_deref()) {
+                Some(d) => {
+                    let value = format!(
+                        "{}\n\n---\n\n*as the file read when it last parsed*",
+                        declaration_markdown(previous, d)
+                    );
+                    json!({ "contents": { "kind": "markdown", "value": value }, "range": doc.range(span) })
+                }
+                None => Value::Null,
+            }
         }
         // A criterion's (or penalty's) name: its `##` lines.
         None => match doc.statement_docs_at(offset) {
