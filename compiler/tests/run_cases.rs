@@ -551,6 +551,16 @@ fn check_case(name: &str) {
         assert!(!samples.is_empty(), "{name}: no samples");
         let mut groups: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
         for row in &samples {
+            // Every field besides the criteria's scores (numbers) and the
+            // penalties is one a criterion cannot be named (E0204).
+            for (key, value) in row.as_object().into_iter().flatten() {
+                assert!(
+                    safer_ir::plan::SAMPLE_FIELDS.contains(&key.as_str())
+                        || key.starts_with("penalty.")
+                        || value.is_number(),
+                    "{name}: sample field `{key}` is not in SAMPLE_FIELDS"
+                );
+            }
             for key in [
                 "step",
                 "group",

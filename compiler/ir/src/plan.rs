@@ -53,6 +53,24 @@ impl Plan {
     }
 }
 
+/// The fields of a `samples.jsonl` row besides its criteria's scores
+/// (written under their names) and penalties (`penalty.NAME`): a
+/// criterion cannot take one of these names.
+pub const SAMPLE_FIELDS: &[&str] = &[
+    "stage",
+    "step",
+    "group",
+    "row",
+    "reward",
+    "shaped_reward",
+    "overlong",
+    "kl_reward_penalty",
+    "advantage",
+    "reflection",
+    "before",
+    "text",
+];
+
 /// The most new tokens of a scoring pass (an `eval`, a stage's `eval_data`)
 /// that names no rollout.
 pub const SCORING_MAX_TOKENS: usize = 128;

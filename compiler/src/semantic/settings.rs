@@ -633,7 +633,7 @@ impl<'a> Analyzer<'a> {
                 // would run instead.
                 let name = self.decls[i].name.clone();
                 if self.built_in_scorers().contains(&name)
-                    || ["len", "lower", "contains", "index"].contains(&name.as_str())
+                    || safer_ir::plan::expr::BUILTIN_FUNCTIONS.contains(&name.as_str())
                 {
                     self.diags.push(
                         Diagnostic::error(
@@ -776,6 +776,20 @@ impl<'a> Analyzer<'a> {
                             )
                             .with_primary(name.span, "taken in a rubric's expressions")
                             .with_help("rename the criterion"),
+                        );
+                    } else if safer_ir::plan::SAMPLE_FIELDS.contains(&name.name.as_str()) {
+                        // A row of samples.jsonl holds each criterion's
+                        // score under its name, beside these fields.
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::E0204,
+                                format!("a criterion cannot be named `{}`", name.name),
+                            )
+                            .with_primary(name.span, "a field of each row of samples.jsonl")
+                            .with_help(format!(
+                                "rename the criterion (samples.jsonl writes each criterion's score under its name, beside `{}`), e.g. `{}_score`",
+                                name.name, name.name
+                            )),
                         );
                     }
                     criteria.push(Criterion {

@@ -434,6 +434,12 @@ fn contains(container: &Val, item: &Val) -> Result<bool, EvalError> {
     }
 }
 
+/// The names of [`builtin`]'s functions. They come before the
+/// environment's, so a user scorer cannot take one (the checker refuses it).
+pub const BUILTIN_FUNCTIONS: &[&str] = &[
+    "index", "len", "lower", "upper", "words", "contains", "abs", "min", "max", "clamp",
+];
+
 /// Built-in functions usable in every expression; `None` when `func` is
 /// not one (the environment resolves it).
 fn builtin(func: &str, args: &[Val]) -> Result<Option<Val>, EvalError> {
@@ -659,6 +665,21 @@ pub fn symbol(op: Binary) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn builtin_functions_are_the_ones_listed() {
+        // Each listed name is a built-in (its arity error, or a value);
+        // a name not listed falls through to the environment.
+        for name in super::BUILTIN_FUNCTIONS {
+            assert!(
+                !matches!(super::builtin(name, &[]), Ok(None)),
+                "{name} is listed but not built in"
+            );
+        }
+        for name in ["refusal", "length", "sum", "exp"] {
+            assert!(matches!(super::builtin(name, &[]), Ok(None)), "{name}");
+        }
+    }
+
     use super::*;
 
     struct Row(BTreeMap<String, Val>);
