@@ -86,7 +86,7 @@ fn min_new_tokens_holds_a_stop_token_back() {
 }
 
 #[test]
-fn stop_strings_end_the_completion_and_cut_its_text() {
+fn stop_strings_end_the_completion_and_its_text() {
     let f = fixture();
     let text = |n: usize| f.tokenizer.decode(&f.greedy[..n], true).expect("decode");
     // The first step whose token adds text not seen before, and whose
@@ -107,7 +107,9 @@ fn stop_strings_end_the_completion_and_cut_its_text() {
     let out = run(&f, &params);
     assert_eq!(out.tokens, f.greedy[..=step]);
     assert_eq!(out.finish, FinishReason::StopString);
-    assert_eq!(out.text, after[..after.find(&added).expect("found")]);
+    // The text ends with the stop string, as the tokens do.
+    let end = |s: &str| after.find(s).expect("found") + s.len();
+    assert_eq!(out.text, after[..end(&added)]);
 
     // A stop string made of the end of one token's text and the start of
     // the next is found once both exist.
@@ -115,5 +117,5 @@ fn stop_strings_end_the_completion_and_cut_its_text() {
     let out = run(&f, &params);
     assert_eq!(out.tokens, f.greedy[..=step], "{pair:?}");
     assert_eq!(out.finish, FinishReason::StopString);
-    assert_eq!(out.text, after[..after.find(&pair).expect("found")]);
+    assert_eq!(out.text, after[..end(&pair)]);
 }

@@ -57,7 +57,7 @@ pub struct GenerateArgs {
     /// End-of-sequence is suppressed until this many tokens (transformers' `min_new_tokens`).
     #[arg(long, default_value_t = 0)]
     pub min_tokens: usize,
-    /// A string that ends a completion (repeatable; not empty).
+    /// A string that ends a completion, which ends with it (repeatable; not empty).
     #[arg(long = "stop", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub stop: Vec<String>,
     /// Seed of the sampler.

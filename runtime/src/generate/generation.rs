@@ -304,15 +304,18 @@ fn finish_row(
         .copied()
         .filter(|t| !stop_ids.contains(t))
         .collect();
+    // The text ends with the first stop string, which the tokens hold
+    // (and which a rubric may look for: `</answer>`); the rest of the
+    // token that completed it is left out.
     let mut text = tokenizer.decode(&body, true)?;
-    if let Some(cut) = params
+    if let Some((_, end)) = params
         .stop_strings
         .iter()
         .filter(|s| !s.is_empty())
-        .filter_map(|s| text.find(s.as_str()))
+        .filter_map(|s| text.find(s.as_str()).map(|at| (at, at + s.len())))
         .min()
     {
-        text.truncate(cut);
+        text.truncate(end);
     }
     Ok(Completion {
         prompt: row.prompt,

@@ -31,7 +31,9 @@ pub struct SamplingParams {
     pub min_new_tokens: usize,
     /// Extra token ids that end a completion (the tokenizer's EOS ids are always included).
     pub stop_tokens: Vec<u32>,
-    /// Strings that end a completion; the text is cut before the first one.
+    /// Strings that end a completion; its text ends with the first one
+    /// (which its tokens hold), as transformers' `stop_strings` and vLLM's
+    /// `include_stop_str_in_output` give it.
     pub stop_strings: Vec<String>,
 }
 
