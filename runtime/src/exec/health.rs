@@ -20,8 +20,9 @@ const WINDOW: usize = 10;
 /// Warning kinds judged over a window of [`WINDOW`] steps (printed once per
 /// window while they hold; the window starts afresh after each).
 const WINDOWED: &[&str] = &["reflection_never", "reflection_always"];
-/// Steps before KL spikes are judged (the running mean starts at 0).
-const KL_WARMUP: u64 = 5;
+/// The first step (counted from 1, as messages count) whose KL is judged
+/// against the running mean: the mean of fewer steps says little.
+const KL_FIRST_JUDGED_STEP: u64 = 5;
 
 /// Running health state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -98,7 +99,7 @@ impl Health {
         }
         if let Some(kl) = f("kl") {
             if let Some(mean) = self.kl_mean {
-                if step >= KL_WARMUP && kl > 0.05 && kl > 5.0 * mean {
+                if step + 1 >= KL_FIRST_JUDGED_STEP && kl > 0.05 && kl > 5.0 * mean {
                     said.extend(self.warn(step, "kl_spike", &format!("KL spiked to {kl:.4} (running mean {mean:.4}); healthy: within 5x the running mean (lower lr or raise kl.beta)")));
                 }
             }
@@ -311,5 +312,24 @@ mod tests {
         let mut resumed = Health::restore(&health.save());
         let said = resumed.check(WINDOW as u64 - 1, &with("reflection_rate", 0.0), 32, true);
         assert_eq!(said.len(), 1, "{said:?}");
+    }
+
+    /// A KL spike is judged from step 5 on, as running.md says (the check
+    /// counted steps from 0 and judged from step 6).
+    #[test]
+    fn kl_spikes_are_judged_from_step_5() {
+        let mut health = Health::default();
+        for step in 0..3 {
+            assert!(health.check(step, &with("kl", 0.1), 32, false).is_empty());
+        }
+        // Step 4 (index 3): a spike is not judged yet.
+        assert!(health.check(3, &with("kl", 5.0), 32, false).is_empty());
+        let mut health = Health::default();
+        for step in 0..4 {
+            assert!(health.check(step, &with("kl", 0.1), 32, false).is_empty());
+        }
+        let said = health.check(4, &with("kl", 5.0), 32, false);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].starts_with("warning: step 5: KL spiked"), "{said:?}");
     }
 }
