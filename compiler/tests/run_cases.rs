@@ -1206,6 +1206,7 @@ cases!(
     empty_held_out,
     placeholder_in_question,
     user_scorers,
+    eval_rows_without_label,
     balance_training_split,
     empty_training_split,
     declared_context,

@@ -258,7 +258,7 @@ fn summary_table(summary: &serde_json::Value) -> String {
                     let _ = writeln!(
                         out,
                         "{:<20} {x:>8.3} {y:>8.3} {:>+8.3}",
-                        format!("{key} ({label})"),
+                        labelled(key, label),
                         y - x
                     );
                 }
@@ -266,6 +266,15 @@ fn summary_table(summary: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+/// A criterion's name with a `label` value, `safety (unsafe)`; the rows
+/// without a label's key is in brackets already: `safety (no label)`.
+fn labelled(criterion: &str, label: &str) -> String {
+    match label.starts_with('(') {
+        true => format!("{criterion} {label}"),
+        false => format!("{criterion} ({label})"),
+    }
 }
 
 /// The results of the pipeline's `eval` declarations, printed after the
@@ -293,7 +302,7 @@ fn evals_table(summary: &serde_json::Value) -> String {
         for (label, by) in result["by_label"].as_object().into_iter().flatten() {
             for (k, v) in by.as_object().into_iter().flatten() {
                 if !matches!(k.as_str(), "count" | "reward") {
-                    lines.push((format!("{k} ({label})"), cell(v)));
+                    lines.push((labelled(k, label), cell(v)));
                 }
             }
         }
@@ -321,9 +330,11 @@ mod tests {
     fn eval_results_are_printed() {
         let summary = json!({"evals": {"e": {
             "means": {"safety": 0.25, "reward": 0.5, "count": 4},
-            "by_label": {"unsafe": {"safety": 0.0, "reward": 0.1, "count": 2}},
+            "by_label": {"unsafe": {"safety": 0.0, "reward": 0.1, "count": 2},
+                         "(no label)": {"safety": 1.0, "reward": 1.0, "count": 1}},
         }}});
         let table = evals_table(&summary);
+        assert!(table.contains("safety (no label)       1.000"), "{table}");
         assert!(table.contains("eval e                  n = 4"), "{table}");
         assert!(table.contains("safety                  0.250"), "{table}");
         assert!(table.contains("reward                  0.500"), "{table}");

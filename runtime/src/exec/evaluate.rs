@@ -104,10 +104,11 @@ pub fn evaluate<B: Backend>(
     };
     let all: Vec<&Scores> = scores.iter().map(|(_, s)| s).collect();
     let mut by_label: BTreeMap<String, Vec<&Scores>> = BTreeMap::new();
+    // Rows without a label are counted too, under a key no label is
+    // likely to be, so that the counts add up to the means' count.
     for (label, s) in &scores {
-        if !label.is_empty() {
-            by_label.entry(label.clone()).or_default().push(s);
-        }
+        let key = if label.is_empty() { NO_LABEL } else { label };
+        by_label.entry(key.to_string()).or_default().push(s);
     }
     Ok(json!({
         "means": means(&all),
@@ -115,6 +116,9 @@ pub fn evaluate<B: Backend>(
         "skipped_rows": skipped.count(),
     }))
 }
+
+/// The `by_label` key of the rows that have no `label` (or an empty one).
+pub const NO_LABEL: &str = "(no label)";
 
 /// One line for the console: `safety 0.42, helpful 0.61, reward 0.30 (n = 40)`.
 pub fn describe(result: &Value) -> String {
