@@ -168,6 +168,8 @@ codes! {
     E0323 = 323, "penalty of the wrong sign";
     /// A held-out split that the stage trains on (warning).
     E0324 = 324, "held-out split overlaps the training data";
+    /// A dataset that no stage or evaluation reads (warning).
+    E0325 = 325, "dataset never read";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";

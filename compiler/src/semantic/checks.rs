@@ -39,6 +39,55 @@ impl<'a> Analyzer<'a> {
                 _ => {}
             }
         }
+        self.check_datasets_read();
+    }
+
+    /// E0325 (warning): a dataset of the entry file that no stage or
+    /// evaluation reads, directly or through another's `dedup`: `saferc
+    /// run` never reads it, so its rows are never checked either. A file
+    /// without stages (a library of declarations) is left alone, and so is
+    /// a file with errors (a setting refused would make its dataset look
+    /// unread).
+    fn check_datasets_read(&mut self) {
+        if self.diags.iter().any(Diagnostic::is_error) {
+            return;
+        }
+        let stages: Vec<usize> = (0..self.decls.len())
+            .filter(|&i| {
+                self.decls[i].module == 0
+                    && matches!(self.decls[i].kind, DeclKind::Train | DeclKind::Eval)
+            })
+            .collect();
+        if stages.is_empty() {
+            return;
+        }
+        let mut read = vec![false; self.decls.len()];
+        let mut todo: Vec<usize> = Vec::new();
+        for &i in &stages {
+            datasets_named(&self.decls[i].settings, &mut todo);
+        }
+        while let Some(d) = todo.pop() {
+            if d >= read.len() || read[d] || self.decls[d].kind != DeclKind::Dataset {
+                continue;
+            }
+            read[d] = true;
+            // Its `dedup` reads the datasets it names.
+            datasets_named(&self.decls[d].settings, &mut todo);
+        }
+        for i in 0..self.decls.len() {
+            let decl = &self.decls[i];
+            if decl.module != 0 || decl.kind != DeclKind::Dataset || read[i] {
+                continue;
+            }
+            let name = decl.name.clone();
+            self.diags.push(
+                Diagnostic::warning(Code::E0325, format!("dataset `{name}` is never read"))
+                    .with_primary(decl.span, "no stage or evaluation uses it")
+                    .with_help(format!(
+                        "`saferc run` reads only the datasets its stages and evaluations use (and those they `dedup` against), so this one's rows are never checked: use it (`data = {name}`, `eval_data = {name}`) or remove it"
+                    )),
+            );
+        }
     }
 
     /// The span of the value of a setting at `path` (`["grpo", "batch"]`),
@@ -1424,5 +1473,24 @@ mod tests {
         assert_eq!(largest_divisor_at_most(3_000_000_000_000, 7), 6);
         // A prime below 2^40 and a large limit: trial division.
         assert_eq!(largest_divisor_at_most(1_099_511_627_689, 1 << 30), 1);
+    }
+}
+
+/// Adds to `out` the declarations every dataset split or reference in
+/// `settings` (nested blocks and lists included) names.
+fn datasets_named(settings: &Settings, out: &mut Vec<usize>) {
+    fn value(v: &Value, out: &mut Vec<usize>) {
+        match v {
+            Value::Split { dataset, .. } => out.push(dataset.0),
+            Value::Ref(r) => out.push(r.0),
+            Value::List(items) => items.iter().for_each(|item| value(item, out)),
+            _ => {}
+        }
+    }
+    for setting in settings.0.values() {
+        match setting {
+            Setting::Value(v) => value(v, out),
+            Setting::Block(inner) => datasets_named(inner, out),
+        }
     }
 }
