@@ -664,16 +664,14 @@ fn without_file_watchers_files_changed_on_disk_are_found() {
 fn names_hover_as_the_last_text_that_parsed_declared_them() {
     let file = "file:///unparsed/pipeline.safer";
     let good = "use \"std/rubrics/safety.safer\"\n\n## The policy being trained.\nmodel policy {\n  arch    = tiny_vlm\n  weights = \"m\"\n}\n";
-    let broken = format!("{good}\ntrain t {{\n  policy = policy\n  reward = safety_rubric\n  rollout = \n");
+    let broken =
+        format!("{good}\ntrain t {{\n  policy = policy\n  reward = safety_rubric\n  rollout = \n");
     let mut c = Client::start();
     c.request(1, "initialize", json!({ "capabilities": {} }));
     c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": file, "languageId": "safer", "version": 1, "text": good } }));
     c.notify("textDocument/didChange", json!({ "textDocument": { "uri": file, "version": 2 }, "contentChanges": [{ "text": broken }] }));
     let at = |needle: &str, nth: usize| {
-        let offset = broken
-            .match_indices(needle)
-            .nth(nth)
-            .map_or(0, |(i, _)| i);
+        let offset = broken.match_indices(needle).nth(nth).map_or(0, |(i, _)| i);
         let line = broken[..offset].matches('\n').count();
         let column = offset - broken[..offset].rfind('\n').map_or(0, |i| i + 1);
         json!({ "textDocument": { "uri": file }, "position": { "line": line, "character": column + 1 } })

@@ -74,15 +74,17 @@ impl<'a> Analyzer<'a> {
             // Its `dedup` reads the datasets it names.
             datasets_named(&self.decls[d].settings, &mut todo);
         }
-        for i in 0..self.decls.len() {
-            let decl = &self.decls[i];
-            if decl.module != 0 || decl.kind != DeclKind::Dataset || read[i] {
-                continue;
-            }
-            let name = decl.name.clone();
+        let unread: Vec<(String, Span)> = self
+            .decls
+            .iter()
+            .zip(&read)
+            .filter(|(d, read)| d.module == 0 && d.kind == DeclKind::Dataset && !**read)
+            .map(|(d, _)| (d.name.clone(), d.span))
+            .collect();
+        for (name, span) in unread {
             self.diags.push(
                 Diagnostic::warning(Code::E0325, format!("dataset `{name}` is never read"))
-                    .with_primary(decl.span, "no stage or evaluation uses it")
+                    .with_primary(span, "no stage or evaluation uses it")
                     .with_help(format!(
                         "`saferc run` reads only the datasets its stages and evaluations use (and those they `dedup` against), so this one's rows are never checked: use it (`data = {name}`, `eval_data = {name}`) or remove it"
                     )),
@@ -1454,6 +1456,25 @@ fn largest_divisor_at_most(n: u64, limit: u64) -> u64 {
     best
 }
 
+/// Adds to `out` the declarations every dataset split or reference in
+/// `settings` (nested blocks and lists included) names.
+fn datasets_named(settings: &Settings, out: &mut Vec<usize>) {
+    fn value(v: &Value, out: &mut Vec<usize>) {
+        match v {
+            Value::Split { dataset, .. } => out.push(dataset.0),
+            Value::Ref(r) => out.push(r.0),
+            Value::List(items) => items.iter().for_each(|item| value(item, out)),
+            _ => {}
+        }
+    }
+    for setting in settings.0.values() {
+        match setting {
+            Setting::Value(v) => value(v, out),
+            Setting::Block(inner) => datasets_named(inner, out),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::largest_divisor_at_most;
@@ -1473,24 +1494,5 @@ mod tests {
         assert_eq!(largest_divisor_at_most(3_000_000_000_000, 7), 6);
         // A prime below 2^40 and a large limit: trial division.
         assert_eq!(largest_divisor_at_most(1_099_511_627_689, 1 << 30), 1);
-    }
-}
-
-/// Adds to `out` the declarations every dataset split or reference in
-/// `settings` (nested blocks and lists included) names.
-fn datasets_named(settings: &Settings, out: &mut Vec<usize>) {
-    fn value(v: &Value, out: &mut Vec<usize>) {
-        match v {
-            Value::Split { dataset, .. } => out.push(dataset.0),
-            Value::Ref(r) => out.push(r.0),
-            Value::List(items) => items.iter().for_each(|item| value(item, out)),
-            _ => {}
-        }
-    }
-    for setting in settings.0.values() {
-        match setting {
-            Setting::Value(v) => value(v, out),
-            Setting::Block(inner) => datasets_named(inner, out),
-        }
     }
 }

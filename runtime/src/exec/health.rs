@@ -330,6 +330,9 @@ mod tests {
         }
         let said = health.check(4, &with("kl", 5.0), 32, false);
         assert_eq!(said.len(), 1, "{said:?}");
-        assert!(said[0].starts_with("warning: step 5: KL spiked"), "{said:?}");
+        assert!(
+            said[0].starts_with("warning: step 5: KL spiked"),
+            "{said:?}"
+        );
     }
 }
