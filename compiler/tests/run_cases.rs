@@ -87,6 +87,12 @@ fn run(case: &Path, out: &Path) -> Output {
 /// `error_message` answers 400 with an OpenAI-style error message;
 /// `redirect` answers 301 to another host;
 /// `cut_then_200` first promises more body than it sends, then scores;
+/// `chunked_cut_then_200` first sends a chunked body whose connection
+/// closes mid-chunk, then scores; `gzip` answers a score compressed;
+/// `not_utf8` answers a Latin-1 page; `echo_key_cut` answers 401 with the
+/// key where a message's cut would halve it; `429_then_400` answers 429
+/// with `Retry-After: 60` first and 400 after; `scores_then_400` scores
+/// four requests and answers 400 after;
 /// `switchable` answers 429 while [`JUDGE_FAILS`] is set and a score that
 /// varies with the completion otherwise; `tls` speaks https with the
 /// certificate of `tests/cases/run/tls/` (signed by the test CA there) and
@@ -101,10 +107,8 @@ fn start_server(mode: &str) -> (u16, Arc<AtomicUsize>) {
     let most = Arc::new(AtomicUsize::new(0));
     let most_seen = most.clone();
     std::thread::spawn(move || {
-        let mut count = 0usize;
-        for stream in listener.incoming().flatten() {
-            count += 1;
-            let first = count == 1;
+        for (count, stream) in listener.incoming().flatten().enumerate() {
+            let index = count + 1;
             let mode = mode.clone();
             let tls = tls.clone();
             let (in_flight, most) = (in_flight.clone(), most.clone());
@@ -118,11 +122,11 @@ fn start_server(mode: &str) -> (u16, Arc<AtomicUsize>) {
                             return;
                         };
                         let mut stream = rustls::StreamOwned::new(connection, stream);
-                        answer_one_request(&mut stream, &mode, first, held);
+                        answer_one_request(&mut stream, &mode, index, held);
                         stream.conn.send_close_notify();
                         let _ = stream.flush();
                     }
-                    None => answer_one_request(&mut { stream }, &mode, first, held),
+                    None => answer_one_request(&mut { stream }, &mode, index, held),
                 }
             });
         }
@@ -170,8 +174,10 @@ fn tls_server_config() -> Arc<rustls::ServerConfig> {
 }
 
 /// Reads one chat-completions request from `stream` and answers it as
-/// `mode` says (see [`start_server`]); `first`: the server's first request.
-fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool, held: Held<'_>) {
+/// `mode` says (see [`start_server`]); `index`: the request's place in the
+/// server's order, from 1.
+fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, index: usize, held: Held<'_>) {
+    let first = index == 1;
     let mut length = 0usize;
     let mut authorization = String::new();
     let mut reader = BufReader::new(&mut *stream);
@@ -243,6 +249,63 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, first: bool,
         "error_message" => (
             "400 Bad Request",
             "{\"error\": {\"message\": \"prompt too long for this model\"}}".to_string(),
+        ),
+        "chunked_cut_then_200" if first => {
+            // A chunk promises 64 bytes and the connection closes after a
+            // few: read to its end, the body looks complete.
+            drop(held);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n40\r\n{{\"choices\":[{{\"index\":0,\"mess"
+            );
+            return;
+        }
+        "gzip" => {
+            use flate2::write::GzEncoder;
+            let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(score("0.75").as_bytes()).unwrap();
+            let body = encoder.finish().unwrap();
+            drop(held);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+            return;
+        }
+        "not_utf8" => {
+            let body = b"<html>Passerelle d\xe9faillante</html>";
+            drop(held);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=latin1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(body);
+            return;
+        }
+        // The message is cut at 300 characters, 8 into the key.
+        "echo_key_cut" => (
+            "401 Unauthorized",
+            serde_json::json!({"error": {"message": format!("{}{authorization}", "B".repeat(300 - "Bearer ".len() - 8))}})
+                .to_string(),
+        ),
+        "429_then_400" if first => {
+            drop(held);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 60\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            return;
+        }
+        "429_then_400" => (
+            "400 Bad Request",
+            "{\"error\": {\"message\": \"malformed request\"}}".to_string(),
+        ),
+        "scores_then_400" if index > 4 => (
+            "400 Bad Request",
+            "{\"error\": {\"message\": \"quota exhausted\"}}".to_string(),
         ),
         "cut_then_200" if first => {
             // Headers promise more body than comes: the read fails.
@@ -399,8 +462,24 @@ fn check_case(name: &str) {
     if let Some(var) = expect["api_key_env"].as_str() {
         command.env(var, API_KEY);
     }
+    let started = std::time::Instant::now();
     let out = command.output().unwrap();
+    let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // A run that must stop at once, not after a wait the server asked for.
+    if let Some(most) = expect["stops_within_s"].as_f64() {
+        assert!(
+            took.as_secs_f64() < most,
+            "{name}: took {took:?}, more than {most} s:\n{stderr}"
+        );
+    }
+    for part in expect["stderr_absent"].as_array().into_iter().flatten() {
+        let part = part.as_str().unwrap();
+        assert!(
+            !stderr.contains(part),
+            "{name}: stderr holds {part:?}:\n{stderr}"
+        );
+    }
     assert_eq!(
         out.status.code(),
         expect["exit"].as_i64().map(|c| c as i32),
@@ -1193,6 +1272,13 @@ cases!(
     judge_key_echoed,
     judge_http_fallback,
     judge_cut_body,
+    judge_chunked_cut,
+    judge_gzip,
+    judge_not_utf8_fallback,
+    judge_key_cut,
+    judge_fails_while_another_waits,
+    judge_concurrency_criteria,
+    judge_fails_in_training,
     judge_not_json_fallback,
     judge_error_message,
     judge_redirect,

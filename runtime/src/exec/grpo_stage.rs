@@ -290,6 +290,32 @@ pub fn train<B: Backend>(
                 )?;
                 return Err(ExecError::Interrupted { checkpoint });
             }
+            // A judge or scorer that fails for good (a judge answering 400,
+            // a reply without a score) stops the run with the steps trained
+            // so far checkpointed, as an interrupt does: a resume after the
+            // fix draws this step again instead of training from the last
+            // `every` checkpoint.
+            Err(ExecError::Score(why)) if step > 0 => {
+                match checkpoint::save_unless_there::<AD<B>, _>(
+                    &ck_root,
+                    &start.tokenizer,
+                    &policy,
+                    &optim,
+                    &at_start,
+                    stage.checkpoint_keep,
+                ) {
+                    Ok(checkpoint) => crate::stderr_line!(
+                        "step {}: scoring failed; the {step} steps trained are saved in {} (fix the cause, then resume with `--resume`)",
+                        step + 1,
+                        checkpoint.display()
+                    ),
+                    Err(e) => crate::stderr_line!(
+                        "warning: step {}: scoring failed, and saving the {step} steps trained failed too: {e}",
+                        step + 1
+                    ),
+                }
+                return Err(ExecError::Score(why));
+            }
             other => other?,
         };
         if let Some(ds) = &g.dynamic_sampling {

@@ -130,8 +130,13 @@ impl JudgeCounts {
     ) -> Result<f64, String> {
         let (lo, hi) = range;
         let score = parse_score(said, range);
-        // What messages quote of the reply, the key hidden.
-        let said = authorization.map_or_else(|| said.to_string(), |a| redacted(said, a));
+        // What messages quote of the reply, the key hidden (before the
+        // quote is cut to 500 characters).
+        let said: String = authorization
+            .map_or_else(|| said.to_string(), |a| redacted(said, a))
+            .chars()
+            .take(500)
+            .collect();
         match (score, fallback) {
             (Some(v), _) => Ok(v),
             (None, Some(f)) => {
@@ -226,6 +231,12 @@ pub struct HttpJudge {
     /// First backoff; doubled per retry.
     backoff: Duration,
     counts: JudgeCounts,
+    /// The first failure that stops the run (a question that failed for
+    /// good, or a reply without a score and no fallback): from then on no
+    /// question is asked, no retry is waited for, and each one under way
+    /// ends with this message (it stopped the run at once, not after
+    /// another question's wait for its retry).
+    failed: std::sync::Mutex<Option<String>>,
 }
 
 impl HttpJudge {
@@ -278,6 +289,7 @@ impl HttpJudge {
                 .build()
                 .map_err(|e| format!("judge `{name}`: cannot start its threads: {e}"))?,
             counts: JudgeCounts::default(),
+            failed: std::sync::Mutex::new(None),
             backoff: Duration::from_millis(
                 std::env::var("SAFERC_JUDGE_BACKOFF_MS")
                     .ok()
@@ -287,9 +299,29 @@ impl HttpJudge {
         })
     }
 
+    /// The failure that stopped the run, if one has ([`Self::failed`]).
+    fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records `why` as the failure that stops the run (the first one
+    /// stays); the error to return.
+    fn fail(&self, why: String) -> EvalError {
+        let mut failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        failed.get_or_insert(why.clone());
+        EvalError::Call(why)
+    }
+
     /// One request, sent from a thread of its own so that an interrupt
     /// does not wait for its answer (up to `timeout`); `None` when the run
-    /// was interrupted first (the request is left to end alone).
+    /// was interrupted first, or another question failed for good (the
+    /// request is left to end alone).
     fn request_unless_interrupted(&self, body: &Value) -> Option<Result<String, Failure>> {
         let (tx, rx) = std::sync::mpsc::channel();
         let (agent, url, authorization, body) = (
@@ -305,7 +337,7 @@ impl HttpJudge {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(answer) => return Some(answer),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if self.interrupt.load(Ordering::SeqCst) {
+                    if self.interrupt.load(Ordering::SeqCst) || self.failure().is_some() {
                         return None;
                     }
                 }
@@ -320,12 +352,12 @@ impl HttpJudge {
         }
     }
 
-    /// Waits `wait` before a retry, or less when the run is interrupted;
-    /// whether it was.
+    /// Waits `wait` before a retry, or less when the run is interrupted
+    /// or another question failed for good; whether it was cut short.
     fn wait_unless_interrupted(&self, wait: Duration) -> bool {
         let until = std::time::Instant::now() + wait;
         loop {
-            if self.interrupt.load(Ordering::SeqCst) {
+            if self.interrupt.load(Ordering::SeqCst) || self.failure().is_some() {
                 return true;
             }
             let left = until.saturating_duration_since(std::time::Instant::now());
@@ -364,6 +396,7 @@ fn send_unredacted(
     authorization: Option<&str>,
     body: Value,
 ) -> Result<String, Failure> {
+    let hidden = |text: &str| authorization.map_or_else(|| text.to_string(), |a| redacted(text, a));
     let mut req = agent.post(url);
     if let Some(value) = authorization {
         req = req.set("Authorization", value);
@@ -374,18 +407,36 @@ fn send_unredacted(
             format!(
                 "HTTP {} to {}: the endpoint redirects; set `endpoint` to where it points",
                 resp.status(),
-                printable(resp.header("Location").unwrap_or("(no Location)"))
+                printable(&hidden(resp.header("Location").unwrap_or("(no Location)")))
             ),
             None,
         )),
+        // ureq asks for gzip and reads it; another encoding it cannot.
+        Ok(resp)
+            if resp
+                .header("Content-Encoding")
+                .is_some_and(|e| !matches!(e.trim().to_ascii_lowercase().as_str(), "" | "identity" | "gzip")) =>
+        {
+            Err((
+                false,
+                format!(
+                    "the answer is compressed as `{}`, which saferc did not ask for and cannot read; have the server answer uncompressed or in gzip",
+                    printable(resp.header("Content-Encoding").unwrap_or_default())
+                ),
+                None,
+            ))
+        }
         // A body cut short or too slow is retried as a failed request is.
         Ok(resp) => {
             use std::io::Read;
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             let read = resp
                 .into_reader()
                 .take(MAX_ANSWER_BYTES + 1)
-                .read_to_string(&mut text);
+                .read_to_end(&mut bytes);
+            // Bytes that are not UTF-8 (a Latin-1 error page) are a reply
+            // without a score, quoted, not a failed read.
+            let text = String::from_utf8_lossy(&bytes).into_owned();
             match read {
                 Err(e) => Err((true, format!("reading the answer failed: {e}"), None)),
                 Ok(n) if n as u64 > MAX_ANSWER_BYTES => Err((
@@ -401,7 +452,9 @@ fn send_unredacted(
         }
         Err(ureq::Error::Status(code, resp)) => {
             let retry_after = resp.header("Retry-After").and_then(retry_after);
-            let detail = error_detail(&resp.into_string().unwrap_or_default());
+            // Hidden before the message cuts it: a key cut in two by the
+            // cut would be shown in part.
+            let detail = error_detail(&hidden(&resp.into_string().unwrap_or_default()));
             let retryable = code == 429 || code >= 500;
             Err((retryable, format!("HTTP {code}{detail}"), retry_after))
         }
@@ -415,6 +468,24 @@ fn send_unredacted(
                 None => Err((true, why, None)),
             }
         }
+    }
+}
+
+/// A 2xx answer whose JSON ends in the middle of a value (a chunked body
+/// whose connection closed early reads as complete): cut short, retried
+/// as a failed read is; any other answer as it is.
+fn cut_short(text: String) -> Result<String, Failure> {
+    let json_like = text.trim_start().starts_with(['{', '[']);
+    match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+        Err(e) if json_like && e.classify() == serde_json::error::Category::Eof => Err((
+            true,
+            format!(
+                "the answer was cut short: its JSON ends after {} bytes, in the middle",
+                text.len()
+            ),
+            None,
+        )),
+        _ => Ok(text),
     }
 }
 
@@ -623,6 +694,9 @@ impl Judge for HttpJudge {
             "temperature": self.temperature,
             "messages": question.messages(),
         });
+        if let Some(why) = self.failure() {
+            return Err(EvalError::Call(why));
+        }
         self.counts.asking();
         let interrupted_before_retry = |why: &str| {
             EvalError::Call(format!(
@@ -633,12 +707,15 @@ impl Judge for HttpJudge {
         let mut attempt = 0u32;
         loop {
             let Some(answer) = self.request_unless_interrupted(&body) else {
+                if let Some(why) = self.failure() {
+                    break Err(EvalError::Call(why));
+                }
                 break Err(EvalError::Call(format!(
                     "the run was interrupted while the judge at {} was answering",
                     self.shown_url
                 )));
             };
-            match answer {
+            match answer.and_then(cut_short) {
                 Ok(text) => {
                     // A reply in another shape than chat completions' (other
                     // JSON, or no JSON) is a reply without a score, shown.
@@ -649,7 +726,15 @@ impl Judge for HttpJudge {
                         .and_then(Value::as_str)
                     {
                         Some(said) => said.to_string(),
-                        None => text.chars().take(500).collect(),
+                        // Hidden before it is cut (a key cut in two by the
+                        // cut would be shown in part).
+                        None => self
+                            .authorization
+                            .as_deref()
+                            .map_or_else(|| text.clone(), |a| redacted(&text, a))
+                            .chars()
+                            .take(500)
+                            .collect(),
                     };
                     break self
                         .counts
@@ -660,7 +745,7 @@ impl Judge for HttpJudge {
                             self.fallback,
                             self.authorization.as_deref(),
                         )
-                        .map_err(|e| EvalError::Call(format!("{e} (from {})", self.shown_url)));
+                        .map_err(|e| self.fail(format!("{e} (from {})", self.shown_url)));
                 }
                 Err((true, why, _)) if self.interrupt.load(Ordering::SeqCst) => {
                     break Err(interrupted_before_retry(&why));
@@ -678,13 +763,16 @@ impl Judge for HttpJudge {
                         wait.as_secs_f64()
                     );
                     if self.wait_unless_interrupted(wait) {
+                        if let Some(failed) = self.failure() {
+                            break Err(EvalError::Call(failed));
+                        }
                         break Err(interrupted_before_retry(&why));
                     }
                     attempt += 1;
                 }
                 Err((_, why, _)) => {
                     let attempts = attempt + 1;
-                    break Err(EvalError::Call(format!(
+                    break Err(self.fail(format!(
                         "the judge at {} failed after {attempts} attempt{}: {why}",
                         self.shown_url,
                         if attempts == 1 { "" } else { "s" }

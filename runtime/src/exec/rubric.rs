@@ -190,18 +190,17 @@ impl RubricScorer<'_> {
         let ctx = |part: &str, e: EvalError| {
             EvalError::Call(format!("rubric `{}`, {part}: {e}", self.name))
         };
-        let mut criteria = Vec::with_capacity(self.spec.criteria.len());
-        for c in &self.spec.criteria {
-            scope.criterion = Some((c.name.as_str(), c.description.as_deref(), c.scale));
-            let raw = match &c.scorer {
-                Some(e) => number(
-                    eval(e, &scope).map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
-                    &c.name,
-                )
-                .map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
-                None => self
-                    .judge
-                    .ask(&Question {
+        // The judged criteria are asked together: from a judge's pool of
+        // `concurrency` threads, a completion's questions are in flight at
+        // once (asked one after another, a rubric of several judged
+        // criteria kept at most one request per completion in flight).
+        let asked: Vec<Option<Result<f64, EvalError>>> = self
+            .spec
+            .criteria
+            .par_iter()
+            .map(|c| {
+                c.scorer.is_none().then(|| {
+                    self.judge.ask(&Question {
                         criterion: &c.name,
                         description: c.description.as_deref(),
                         row: item.row,
@@ -213,7 +212,27 @@ impl RubricScorer<'_> {
                             (0.0, 1.0)
                         },
                     })
-                    .map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
+                })
+            })
+            .collect();
+        let mut criteria = Vec::with_capacity(self.spec.criteria.len());
+        for (c, asked) in self.spec.criteria.iter().zip(asked) {
+            scope.criterion = Some((c.name.as_str(), c.description.as_deref(), c.scale));
+            let raw = match (&c.scorer, asked) {
+                (Some(e), _) => number(
+                    eval(e, &scope).map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
+                    &c.name,
+                )
+                .map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?,
+                (None, Some(answer)) => {
+                    answer.map_err(|e| ctx(&format!("criterion `{}`", c.name), e))?
+                }
+                (None, None) => {
+                    return Err(ctx(
+                        &format!("criterion `{}`", c.name),
+                        EvalError::Call("it was not asked".into()),
+                    ))
+                }
             };
             let (lo, hi) = c.scale;
             if c.scorer.is_some() && hi > lo && !(lo..=hi).contains(&raw) {
