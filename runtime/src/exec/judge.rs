@@ -462,6 +462,10 @@ fn send_unredacted(
             // ureq repeats its error's kind in the message ("Network
             // Error: Network Error: ..."): said once.
             let why = without_repeats(&t.to_string());
+            // It starts with the URL, which the message around it names.
+            let why = why
+                .strip_prefix(&format!("{url}: "))
+                .map_or_else(|| why.clone(), str::to_string);
             // A certificate that is refused will be refused again.
             match certificate_hint(&why) {
                 Some(hint) => Err((false, format!("{why}; {hint}"), None)),
@@ -756,7 +760,8 @@ impl Judge for HttpJudge {
                         .min(MAX_RETRY_AFTER);
                     self.counts.retries.fetch_add(1, Ordering::Relaxed);
                     crate::stderr_line!(
-                        "warning: judge {} failed ({why}); retry {} of {} in {:.1}s",
+                        "warning: judge `{}` at {} failed ({why}); retry {} of {} in {:.1}s",
+                        self.name,
                         self.shown_url,
                         attempt + 1,
                         self.retries,
@@ -773,7 +778,8 @@ impl Judge for HttpJudge {
                 Err((_, why, _)) => {
                     let attempts = attempt + 1;
                     break Err(self.fail(format!(
-                        "the judge at {} failed after {attempts} attempt{}: {why}",
+                        "judge `{}` at {} failed after {attempts} attempt{}: {why}",
+                        self.name,
                         self.shown_url,
                         if attempts == 1 { "" } else { "s" }
                     )));

@@ -492,9 +492,11 @@ mod tests {
                 tokens: 3,
             })
             .unwrap();
+        // The judged criterion is asked first (judged criteria are asked
+        // together, before the scorers run).
         assert_eq!(
             *judge.0.lock().unwrap(),
-            vec![(0.0, 10.0), (0.0, 1.0), (1.0, 5.0)]
+            vec![(1.0, 5.0), (0.0, 10.0), (0.0, 1.0)]
         );
         for v in &scores.criteria {
             assert!((v - 0.7).abs() < 1e-12, "{:?}", scores.criteria);
