@@ -590,6 +590,51 @@ pub fn dedup(rows: Vec<Row>, others: &[Row]) -> (Vec<Row>, usize) {
     (kept, dropped)
 }
 
+/// Pairs of splits `(a, b)` that share prompts (the question, trimmed and
+/// case-folded, and the image paths): the number of `b`'s distinct
+/// prompts also in `a`, and one example as `line and line`. A prompt
+/// repeated on two lines of the source is two rows, which the seeded
+/// split may deal to two splits; balance copies are one row and stay in
+/// one.
+pub fn prompts_in_two_splits(
+    splits: &BTreeMap<String, Vec<Row>>,
+) -> Vec<(String, String, usize, String)> {
+    let key = |r: &Row| (r.prompt.trim().to_lowercase(), r.images.clone());
+    // Each split's distinct prompts, with the first line holding each.
+    type FirstLines<'r> = HashMap<(String, Vec<PathBuf>), &'r str>;
+    let firsts: Vec<(&String, FirstLines<'_>)> = splits
+        .iter()
+        .map(|(name, rows)| {
+            let mut first = HashMap::new();
+            for r in rows {
+                first.entry(key(r)).or_insert(r.origin.as_str());
+            }
+            (name, first)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (i, (a, in_a)) in firsts.iter().enumerate() {
+        for (b, in_b) in &firsts[i + 1..] {
+            let mut shared: Vec<(&str, &str)> = in_b
+                .iter()
+                .filter_map(|(k, origin_b)| in_a.get(k).map(|origin_a| (*origin_a, *origin_b)))
+                .collect();
+            if shared.is_empty() {
+                continue;
+            }
+            shared.sort_unstable();
+            let (first_a, first_b) = shared[0];
+            out.push((
+                (*a).clone(),
+                (*b).clone(),
+                shared.len(),
+                format!("{first_a} and {first_b}"),
+            ));
+        }
+    }
+    out
+}
+
 /// One digest of every image `rows` show (each file's path under `folder`,
 /// the dataset's `images`, and its SHA-256, in path order), `sha256:` and
 /// hex, or `None` when no row has an image: the run directory keeps it, so
@@ -1212,5 +1257,46 @@ mod tests {
                 "seed {seed}"
             );
         }
+    }
+
+    /// A prompt on two lines of the source, dealt to two splits, is found
+    /// (its case and spaces aside, its images the same); balance copies
+    /// (one origin) and one split's own repeats are not.
+    #[test]
+    fn prompts_dealt_to_two_splits_are_found() {
+        let with = |origin: &str, prompt: &str, image: &str| Row {
+            prompt: prompt.into(),
+            images: vec![PathBuf::from(image)],
+            ..Row::at(origin)
+        };
+        let splits = BTreeMap::from([
+            (
+                "eval".to_string(),
+                vec![
+                    with("d.jsonl:2", "Is this safe?", "a.png"),
+                    with("d.jsonl:5", "Other?", "a.png"),
+                ],
+            ),
+            (
+                "train".to_string(),
+                vec![
+                    with("d.jsonl:7", " is this SAFE? ", "a.png"),
+                    with("d.jsonl:8", "Is this safe?", "b.png"),
+                    with("d.jsonl:9", "Other?", "b.png"),
+                    with("d.jsonl:9", "Other?", "b.png"),
+                ],
+            ),
+        ]);
+        assert_eq!(
+            prompts_in_two_splits(&splits),
+            vec![(
+                "eval".to_string(),
+                "train".to_string(),
+                1,
+                "d.jsonl:2 and d.jsonl:7".to_string()
+            )]
+        );
+        let apart = BTreeMap::from([("eval".to_string(), splits["eval"].clone())]);
+        assert!(prompts_in_two_splits(&apart).is_empty());
     }
 }

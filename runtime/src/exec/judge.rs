@@ -266,7 +266,15 @@ impl HttpJudge {
         // No redirect is followed: ureq would re-send a POST as a GET
         // without its body (301, 302, 303), so every redirect is reported
         // with where it points instead.
-        let mut agent = ureq::AgentBuilder::new().timeout(timeout).redirects(0);
+        // As many idle connections kept as requests in flight: each thread
+        // reuses one (ureq keeps one per host by default, so most requests
+        // opened a connection, and a TLS handshake, of their own).
+        let concurrency = spec.concurrency.clamp(1, 1024);
+        let mut agent = ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .redirects(0)
+            .max_idle_connections_per_host(concurrency)
+            .max_idle_connections(concurrency.max(100));
         if let Some(ca_file) = &spec.ca_file {
             let config = super::judge_tls::trusting(std::path::Path::new(ca_file))
                 .map_err(|e| format!("judge `{name}`: {e}"))?;
@@ -284,7 +292,7 @@ impl HttpJudge {
             fallback: spec.fallback,
             agent: agent.build(),
             pool: rayon::ThreadPoolBuilder::new()
-                .num_threads(spec.concurrency.clamp(1, 1024))
+                .num_threads(concurrency)
                 .thread_name(|i| format!("judge-{i}"))
                 .build()
                 .map_err(|e| format!("judge `{name}`: cannot start its threads: {e}"))?,

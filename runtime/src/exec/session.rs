@@ -844,6 +844,15 @@ impl<'a, B: Backend> Session<'a, B> {
                     crate::stderr_line!("{line}");
                 }
             }
+            // The same prompt on two lines, dealt to two splits: a
+            // held-out score on it measures memorisation.
+            for (a, b, count, example) in data::prompts_in_two_splits(&splits) {
+                crate::stderr_line!(
+                    "warning: dataset `{name}`: {count} prompt{} of split `{b}` also {} in split `{a}` (the same question and images on another line, as {example}); a score on one split of a prompt the other trains on measures memorisation: remove the repeated lines",
+                    if count == 1 { "" } else { "s" },
+                    if count == 1 { "appears" } else { "appear" },
+                );
+            }
             let report = json!({
                 "rows_read": read,
                 "bad_rows": loaded.bad.len(),
