@@ -176,12 +176,14 @@ impl Server {
                 self.shutdown = true;
                 Ok(Value::Null)
             }
-            "textDocument/hover" => self.with_document(&params, features::hover),
-            "textDocument/completion" => self.with_document(&params, features::completion),
-            "textDocument/definition" => self.with_document(&params, features::definition),
-            "textDocument/formatting" => self.with_document(&params, features::formatting),
-            "textDocument/documentSymbol" => self.with_document(&params, features::symbols),
-            "textDocument/codeAction" => self.with_document(&params, features::code_actions),
+            // Hover and definition read names from the last text that
+            // parsed while this one does not; the others need no names.
+            "textDocument/hover" => self.with_document(&params, features::hover, true),
+            "textDocument/completion" => self.with_document(&params, features::completion, false),
+            "textDocument/definition" => self.with_document(&params, features::definition, true),
+            "textDocument/formatting" => self.with_document(&params, features::formatting, false),
+            "textDocument/documentSymbol" => self.with_document(&params, features::symbols, false),
+            "textDocument/codeAction" => self.with_document(&params, features::code_actions, false),
             other => Err((-32601, format!("method not supported: {other}"))),
         };
         match result {
@@ -194,6 +196,7 @@ impl Server {
         &self,
         params: &Value,
         f: fn(&features::Document, &Value) -> Value,
+        reads_last_parsed: bool,
     ) -> Result<Value, (i32, String)> {
         let uri = params["textDocument"]["uri"]
             .as_str()
@@ -204,7 +207,8 @@ impl Server {
             .ok_or((-32602, format!("document not open: {uri}")))?;
         let buffers = self.open_buffers();
         let mut doc = features::Document::analyze_among(uri, text, &buffers);
-        if let Some(previous) = self.parsed.get(uri).filter(|_| !doc.parses()) {
+        let wanted = reads_last_parsed && !doc.parses();
+        if let Some(previous) = self.parsed.get(uri).filter(|_| wanted) {
             doc = doc.with_last_parsed(features::Document::analyze_among(uri, previous, &buffers));
         }
         Ok(f(&doc, params))

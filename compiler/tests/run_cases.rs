@@ -1293,6 +1293,7 @@ cases!(
     placeholder_in_question,
     user_scorers,
     eval_rows_without_label,
+    eval_rows_with_no_labels,
     balance_training_split,
     empty_training_split,
     declared_context,

@@ -414,3 +414,18 @@ fn trailing_comments_in_broken_calls_are_aligned() {
     );
     assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
 }
+
+/// A string whose escape gives a private-use character (the kind that
+/// marks trailing comments while the file prints) keeps it: the mark is a
+/// character the printed file lacks, not just the source (the string became
+/// spaces, and the mark stayed in the file).
+#[test]
+fn a_private_use_character_in_a_string_is_not_taken_for_a_mark() {
+    let case = "dataset d {\n  source = jsonl(\"d.jsonl\")  # a\n  note = \"\\u{e000}\\u{e001}\"  # b\n}\n";
+    let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        once,
+        "dataset d {\n  source = jsonl(\"d.jsonl\")  # a\n  note   = \"\u{e000}\u{e001}\"              # b\n}\n"
+    );
+    assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+}

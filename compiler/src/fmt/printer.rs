@@ -6,19 +6,27 @@ use crate::syntax::ast::*;
 use crate::syntax::lexer::escape;
 
 pub(super) fn print(module: &Module, text: &str) -> String {
-    let mut p = Printer {
-        text,
-        comments: &module.comments,
-        documentation: crate::syntax::docs::documentation_marks(module, text),
-        next_comment: 0,
-        out: String::new(),
-        indent: 0,
-        mark: unused_mark(text),
+    let documentation = crate::syntax::docs::documentation_marks(module, text);
+    let printed = |mark: Option<char>| {
+        let mut p = Printer {
+            text,
+            comments: &module.comments,
+            documentation: documentation.clone(),
+            next_comment: 0,
+            out: String::new(),
+            indent: 0,
+            mark,
+        };
+        p.module(module);
+        p.out
     };
-    p.module(module);
-    let mut out = match p.mark {
-        Some(mark) => align_trailing_comments(&p.out, mark),
-        None => p.out,
+    // Printed once without marks, the mark is a character that output
+    // lacks (a string's `\u{e000}` escape prints the character itself),
+    // then again with it.
+    let plain = printed(None);
+    let mut out = match unused_mark(&plain) {
+        Some(mark) => align_trailing_comments(&printed(Some(mark)), mark),
+        None => plain,
     };
     while out.ends_with("\n\n") {
         out.pop();
@@ -49,12 +57,14 @@ struct Printer<'a> {
     /// The character put right before each comment that follows code on
     /// its line, so that [`align_trailing_comments`] can find them once the
     /// whole output is printed (comments in broken calls and lists are
-    /// printed into strings before they reach `out`); one the source does
-    /// not hold, or none (comments then sit two spaces after their code).
+    /// printed into strings before they reach `out`); one the output does
+    /// not hold otherwise, or none (comments then sit two spaces after
+    /// their code).
     mark: Option<char>,
 }
 
-/// A private-use character that `text` does not contain.
+/// A private-use character that `text` (the file as printed without
+/// marks) does not contain.
 fn unused_mark(text: &str) -> Option<char> {
     ('\u{E000}'..='\u{F8FF}').find(|&c| !text.contains(c))
 }

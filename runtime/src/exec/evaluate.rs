@@ -104,9 +104,11 @@ pub fn evaluate<B: Backend>(
     };
     let all: Vec<&Scores> = scores.iter().map(|(_, s)| s).collect();
     let mut by_label: BTreeMap<String, Vec<&Scores>> = BTreeMap::new();
-    // Rows without a label are counted too, under a key no label is
-    // likely to be, so that the counts add up to the means' count.
-    for (label, s) in &scores {
+    // Where some rows have a label, those without one are counted too,
+    // under a key no label is likely to be, so that the counts add up to
+    // the means' count (a dataset without labels has no `by_label`).
+    let labelled = scores.iter().any(|(label, _)| !label.is_empty());
+    for (label, s) in scores.iter().filter(|_| labelled) {
         let key = if label.is_empty() { NO_LABEL } else { label };
         by_label.entry(key.to_string()).or_default().push(s);
     }

@@ -177,6 +177,12 @@ pub trait Judge: Sync {
         None
     }
 
+    /// Whether questions must be asked one at a time from outside the
+    /// CPU's pool (a judge that computes on that pool under a lock).
+    fn serial(&self) -> bool {
+        false
+    }
+
     /// What the judge did so far (`summary.json`'s `judges`); `None` for
     /// judges that never ask anyone.
     fn counts(&self) -> Option<&JudgeCounts> {
@@ -419,11 +425,12 @@ fn send_unredacted(
             ),
             None,
         )),
-        // ureq asks for gzip and reads it; another encoding it cannot.
+        // ureq asks for gzip, reads it and drops the header: one still
+        // there names an encoding it did not read (`br`, or `GZIP`).
         Ok(resp)
             if resp
                 .header("Content-Encoding")
-                .is_some_and(|e| !matches!(e.trim().to_ascii_lowercase().as_str(), "" | "identity" | "gzip")) =>
+                .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity")) =>
         {
             Err((
                 false,
@@ -481,6 +488,14 @@ fn send_unredacted(
             }
         }
     }
+}
+
+/// The error of a question stopped because another one failed for good
+/// (`why`, that one's error).
+fn stopped_by(why: &str) -> EvalError {
+    EvalError::Call(format!(
+        "not asked to the end: another question to the judge failed: {why}"
+    ))
 }
 
 /// A 2xx answer whose JSON ends in the middle of a value (a chunked body
@@ -707,7 +722,7 @@ impl Judge for HttpJudge {
             "messages": question.messages(),
         });
         if let Some(why) = self.failure() {
-            return Err(EvalError::Call(why));
+            return Err(stopped_by(&why));
         }
         self.counts.asking();
         let interrupted_before_retry = |why: &str| {
@@ -720,7 +735,7 @@ impl Judge for HttpJudge {
         loop {
             let Some(answer) = self.request_unless_interrupted(&body) else {
                 if let Some(why) = self.failure() {
-                    break Err(EvalError::Call(why));
+                    break Err(stopped_by(&why));
                 }
                 break Err(EvalError::Call(format!(
                     "the run was interrupted while the judge at {} was answering",
@@ -777,7 +792,7 @@ impl Judge for HttpJudge {
                     );
                     if self.wait_unless_interrupted(wait) {
                         if let Some(failed) = self.failure() {
-                            break Err(EvalError::Call(failed));
+                            break Err(stopped_by(&failed));
                         }
                         break Err(interrupted_before_retry(&why));
                     }

@@ -45,6 +45,11 @@ impl<B: Backend> Judge for ModelJudge<B> {
         Some(&self.counts)
     }
 
+    // Its generation runs on the CPU's pool while it holds its model's lock.
+    fn serial(&self) -> bool {
+        true
+    }
+
     fn ask(&self, question: &Question<'_>) -> Result<f64, EvalError> {
         self.counts.asking();
         let loaded = self.model.lock().unwrap_or_else(|p| p.into_inner());

@@ -194,27 +194,29 @@ impl RubricScorer<'_> {
         // `concurrency` threads, a completion's questions are in flight at
         // once (asked one after another, a rubric of several judged
         // criteria kept at most one request per completion in flight).
-        let asked: Vec<Option<Result<f64, EvalError>>> = self
-            .spec
-            .criteria
-            .par_iter()
-            .map(|c| {
-                c.scorer.is_none().then(|| {
-                    self.judge.ask(&Question {
-                        criterion: &c.name,
-                        description: c.description.as_deref(),
-                        row: item.row,
-                        completion: item.text,
-                        // A judged criterion's `scale` is the range asked for.
-                        range: if c.scale.1 > c.scale.0 {
-                            c.scale
-                        } else {
-                            (0.0, 1.0)
-                        },
-                    })
+        // Only a judge with a pool of its own is asked so: a `model` judge
+        // computes on the CPU's pool under a lock, and a question of its
+        // queued there could be taken up by the thread holding the lock.
+        let ask = |c: &safer_ir::plan::CriterionSpec| {
+            c.scorer.is_none().then(|| {
+                self.judge.ask(&Question {
+                    criterion: &c.name,
+                    description: c.description.as_deref(),
+                    row: item.row,
+                    completion: item.text,
+                    // A judged criterion's `scale` is the range asked for.
+                    range: if c.scale.1 > c.scale.0 {
+                        c.scale
+                    } else {
+                        (0.0, 1.0)
+                    },
                 })
             })
-            .collect();
+        };
+        let asked: Vec<Option<Result<f64, EvalError>>> = match self.judge.pool() {
+            Some(_) => self.spec.criteria.par_iter().map(ask).collect(),
+            None => self.spec.criteria.iter().map(ask).collect(),
+        };
         let mut criteria = Vec::with_capacity(self.spec.criteria.len());
         for (c, asked) in self.spec.criteria.iter().zip(asked) {
             scope.criterion = Some((c.name.as_str(), c.description.as_deref(), c.scale));
@@ -333,6 +335,12 @@ impl RubricScorer<'_> {
             // `concurrency` threads, so that many requests are in flight
             // whatever the number of CPUs.
             Some(pool) => pool.install(score),
+            // A judge that computes under a lock (a `model` judge, whose
+            // generation runs on the CPU's pool) is asked one completion at
+            // a time: a thread holding the lock and waiting in the pool
+            // could take up another completion's question and wait for the
+            // lock it holds.
+            None if self.judge.serial() => items.iter().map(|i| self.score(i)).collect(),
             None => score(),
         }
     }
