@@ -373,7 +373,8 @@ fn open_documents_are_read_by_the_documents_that_import_them() {
     let dir = std::env::temp_dir().join(format!("saferc-lsp-open-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let house = "rubric house_rubric {\n  criterion safety weight 1 \"Safe.\"\n}\n";
+    let house =
+        "rubric house_rubric {\n  criterion safety weight 1 \"Safe.\" { scorer = refusal() }\n}\n";
     let pipeline = "use \"house.safer\"\n\nmodel m { arch = tiny_vlm, weights = \"w\" }\ndataset d { source = jsonl(\"d.jsonl\") }\neval e {\n  model  = m\n  data   = d\n  rubric = house_rubric\n}\n";
     std::fs::write(dir.join("house.safer"), house).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.join("p.safer"), pipeline).unwrap_or_else(|e| panic!("{e}"));
@@ -433,7 +434,8 @@ fn a_change_republishes_the_documents_that_read_it() {
     let dir = std::env::temp_dir().join(format!("saferc-lsp-reads-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let house = "rubric house_rubric {\n  criterion safety weight 1 \"Safe.\"\n}\n";
+    let house =
+        "rubric house_rubric {\n  criterion safety weight 1 \"Safe.\" { scorer = refusal() }\n}\n";
     let pipeline = |import: &str| {
         format!("use \"{import}\"\n\nmodel m {{ arch = tiny_vlm, weights = \"w\" }}\ndataset d {{ source = jsonl(\"d.jsonl\") }}\neval e {{\n  model  = m\n  data   = d\n  rubric = house_rubric\n}}\n")
     };
@@ -562,7 +564,8 @@ fn without_file_watchers_files_changed_on_disk_are_found() {
     let dir = std::env::temp_dir().join(format!("saferc-lsp-poll-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let house = "rubric house_rubric {\n  criterion safety weight 1 \"Safe.\"\n}\n";
+    let house =
+        "rubric house_rubric {\n  criterion safety weight 1 \"Safe.\" { scorer = refusal() }\n}\n";
     let pipeline = |import: &str| {
         format!("use \"{import}\"\n\nmodel m {{ arch = tiny_vlm, weights = \"w\" }}\ndataset d {{ source = jsonl(\"d.jsonl\") }}\neval e {{\n  model  = m\n  data   = d\n  rubric = house_rubric\n}}\n")
     };

@@ -170,6 +170,8 @@ codes! {
     E0324 = 324, "held-out split overlaps the training data";
     /// A dataset that no stage or evaluation reads (warning).
     E0325 = 325, "dataset never read";
+    /// A criterion without a scorer in a rubric whose judge is `rules`.
+    E0326 = 326, "criterion nobody scores";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";
