@@ -247,8 +247,11 @@ impl<'a> Analyzer<'a> {
         self.check_held_out(i, &s);
         let Some(grpo) = s.block("grpo").cloned() else {
             if has_sft {
+                // Its held-out scoring (`eval_data`) decodes with the
+                // rollout's lengths: there `rollout` counts.
+                let scores_held_out = s.get("eval_data").is_some() && s.get("reward").is_some();
                 for key in ["reference", "rollout", "reflection"] {
-                    if self.written(i, &[key]) {
+                    if self.written(i, &[key]) && !(key == "rollout" && scores_held_out) {
                         self.without_effect(
                             i,
                             &[key],
