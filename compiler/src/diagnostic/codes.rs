@@ -172,6 +172,8 @@ codes! {
     E0325 = 325, "dataset never read";
     /// A criterion without a scorer in a rubric whose judge is `rules`.
     E0326 = 326, "criterion nobody scores";
+    /// A reflection prompt with a placeholder other than `{completion}` (warning).
+    E0327 = 327, "placeholder left as written";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";

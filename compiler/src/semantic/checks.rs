@@ -950,10 +950,32 @@ impl<'a> Analyzer<'a> {
             },
             _ => return,
         };
+        let name = self.decls[i].name.clone();
         if text.contains("{completion}") {
+            // Another `{word}` is sent as written.
+            let others: Vec<String> = placeholders(&text)
+                .into_iter()
+                .filter(|p| p != "{completion}")
+                .collect();
+            if !others.is_empty() {
+                let mut d = Diagnostic::warning(
+                    Code::E0327,
+                    format!(
+                        "the prompt of reflection `{name}` has {} that nothing fills in",
+                        crate::diagnostic::all_of(&others)
+                    ),
+                )
+                .with_primary(self.setting_span(i, &["prompt"]), "sent to the policy as written")
+                .with_note("only `{completion}` is filled in (the original prompt, images included, is already in the conversation before it)")
+                .with_help("remove the placeholder, or write the text it stands for");
+                if let Some(p) = declared {
+                    let prompt = self.decls[p.0].name.clone();
+                    d = d.with_secondary(self.decls[p.0].span, format!("prompt `{prompt}`"));
+                }
+                self.diags.push(d);
+            }
             return;
         }
-        let name = self.decls[i].name.clone();
         let mut d = Diagnostic::warning(
             Code::E0322,
             format!("the prompt of reflection `{name}` does not show the completion"),
