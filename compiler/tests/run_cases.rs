@@ -978,6 +978,40 @@ fn a_forced_resume_trains_a_finished_stage_whose_settings_changed() {
     assert_eq!(summary_of(&dir)["stages"][1]["training"]["steps"], 3);
 }
 
+/// A forced resume whose held-out split changed (here `split`) scores it
+/// again before training, so that before and after compare one split (the
+/// saved `eval_before` of the old split was reused: 2 rows before, 1 after).
+#[test]
+fn a_forced_resume_scores_a_changed_held_out_split_again() {
+    let case = prepare("two_stages", "two-stages-new-split");
+    let dir = case.join("run");
+    run_to_the_end(&case, &dir);
+    let before = summary_of(&dir);
+    assert_eq!(before["eval"]["before"]["count"], 2, "{before}");
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    let split = "split { train = 0.5, eval = 0.5 }";
+    assert!(text.contains(split), "{text}");
+    std::fs::write(
+        &pipeline,
+        text.replace(split, "split { train = 0.75, eval = 0.25 }"),
+    )
+    .unwrap();
+    let stderr = force_to_the_end(&case, &dir);
+    assert!(
+        stderr.contains("stage warm: its held-out split or how it is scored changed"),
+        "{stderr}"
+    );
+    let after = summary_of(&dir);
+    for stage in 0..2 {
+        let result = &after["stages"][stage];
+        assert_eq!(result["eval_before"]["means"]["count"], 1, "{result}");
+        assert_eq!(result["eval_after"]["means"]["count"], 1, "{result}");
+    }
+    assert_eq!(after["eval"]["before"]["count"], 1, "{after}");
+    assert_eq!(after["eval"]["after"]["count"], 1, "{after}");
+}
+
 /// A project moved to another folder (or machine) with its run resumes
 /// as if it had not moved: finished stages and the curation are reused (the
 /// settings they were checked against held absolute paths).

@@ -967,6 +967,30 @@ impl<'a, B: Backend> Session<'a, B> {
         Ok(Some(v))
     }
 
+    /// What a stage's held-out scores are computed on, hashed: its split's
+    /// rows (line and prompt, in order), its rubric and its rollout;
+    /// empty without held-out scoring.
+    fn held_out_identity(&self, stage: &StageSpec) -> Result<String, ExecError> {
+        use sha2::{Digest, Sha256};
+        let (Some(split), Some(rubric)) = (&stage.eval_data, &stage.reward) else {
+            return Ok(String::new());
+        };
+        let mut hasher = Sha256::new();
+        for row in self.rows(split)? {
+            for part in [row.origin.as_bytes(), row.prompt.as_bytes()] {
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part);
+            }
+        }
+        let rollout = stage
+            .rollout
+            .as_ref()
+            .and_then(|r| self.plan.rollouts.get(r));
+        let how = json!({ "rubric": self.plan.rubrics.get(rubric), "rollout": rollout, "seed": stage.seed });
+        hasher.update(how.to_string().as_bytes());
+        Ok(super::checkpoint::hex(&hasher.finalize()))
+    }
+
     /// A finished stage's result `done` (its `stage.json`), reused on
     /// resume as the run reported it.
     fn reuse_finished(&mut self, stage: &StageSpec, mut done: Value, final_dir: PathBuf) -> Value {
@@ -1055,20 +1079,37 @@ impl<'a, B: Backend> Session<'a, B> {
             None => self.model_dirs(&stage.policy)?,
         };
         let before_path = self.run.checkpoints(&stage.name).join("eval_before.json");
+        // Reused on resume only while what it scored is the same: a split
+        // changed under `--force` (curation, `split`, the rubric) is scored
+        // again, so before and after compare one split.
+        let identity = self.held_out_identity(stage)?;
         let saved_before = std::fs::read_to_string(&before_path)
             .ok()
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .filter(|_| self.options.resume);
+            .filter(|_| self.options.resume)
+            .filter(|v| v.get("held_out") == Some(&Value::String(identity.clone())));
         let eval_before = match saved_before {
             // The judge counts when it was scored come back with it.
             Some(mut v) => {
                 self.take_judge_counts(&mut v);
+                if let Some(fields) = v.as_object_mut() {
+                    fields.remove("held_out");
+                }
                 Some(v)
             }
             None => {
+                if self.options.resume && before_path.exists() {
+                    crate::stderr_line!(
+                        "stage {}: its held-out split or how it is scored changed since it was scored before training: scored again",
+                        stage.name
+                    );
+                }
                 let v = self.score_held_out(stage, &start, "before training")?;
                 if let Some(v) = &v {
-                    let kept = self.with_judge_counts(v);
+                    let mut kept = self.with_judge_counts(v);
+                    if let Some(fields) = kept.as_object_mut() {
+                        fields.insert("held_out".into(), Value::String(identity.clone()));
+                    }
                     write_atomically(&before_path, kept.to_string().as_bytes())?;
                 }
                 v
