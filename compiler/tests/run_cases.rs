@@ -1012,6 +1012,37 @@ fn a_forced_resume_scores_a_changed_held_out_split_again() {
     assert_eq!(after["eval"]["after"]["count"], 1, "{after}");
 }
 
+/// A forced resume that trains a stage again warns about the stage that
+/// started from its result without naming it in `after` (the last stage to
+/// train the same model): it was reused in silence, while one with `after`
+/// was warned about.
+#[test]
+fn a_forced_resume_warns_of_a_stage_that_started_from_a_changed_one() {
+    let case = prepare("two_stages", "two-stages-implicit-chain");
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    let after = "  after     = warm\n";
+    assert!(text.contains(after), "{text}");
+    std::fs::write(&pipeline, text.replace(after, "")).unwrap();
+    let dir = case.join("run");
+    run_to_the_end(&case, &dir);
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(
+        &pipeline,
+        text.replacen("steps = 2 steps", "steps = 3 steps", 1),
+    )
+    .unwrap();
+    let stderr = force_to_the_end(&case, &dir);
+    assert!(
+        stderr.contains("stage warm: its settings changed since it finished"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: stage tune: it trained after `warm`, which changed"),
+        "{stderr}"
+    );
+}
+
 /// A project moved to another folder (or machine) with its run resumes
 /// as if it had not moved: finished stages and the curation are reused (the
 /// settings they were checked against held absolute paths).

@@ -118,6 +118,10 @@ pub struct Session<'a, B: Backend> {
     /// Finished stages a forced resume found changed (and those after
     /// them), for the warning on the stages that reuse their results.
     changed_stages: BTreeSet<String>,
+    /// For each model, the stage that last trained it in this run (whose
+    /// result a stage without `after` starts from, and a `reference` of
+    /// that model reads).
+    trained_by: BTreeMap<String, String>,
 }
 
 impl<'a, B: Backend> Session<'a, B> {
@@ -210,6 +214,7 @@ impl<'a, B: Backend> Session<'a, B> {
             judges,
             trained: BTreeMap::new(),
             changed_stages: BTreeSet::new(),
+            trained_by: BTreeMap::new(),
         })
     }
 
@@ -1006,6 +1011,8 @@ impl<'a, B: Backend> Session<'a, B> {
             final_dir.display()
         );
         self.trained.insert(stage.policy.clone(), final_dir);
+        self.trained_by
+            .insert(stage.policy.clone(), stage.name.clone());
         done
     }
 
@@ -1031,13 +1038,31 @@ impl<'a, B: Backend> Session<'a, B> {
                     );
                     self.changed_stages.insert(stage.name.clone());
                 }
-                if let Some(prev) = stage
-                    .after
+                // The stages whose results it read: the one it started
+                // from (`after`, else the last to train its model) and the
+                // one that trained its reference model.
+                let started_from = match &stage.after {
+                    Some(prev) => Some(prev.clone()),
+                    None => self.trained_by.get(&stage.policy).cloned(),
+                };
+                let reference_from = stage
+                    .reference
                     .as_ref()
-                    .filter(|p| self.changed_stages.contains(*p))
-                {
+                    .and_then(|m| self.trained_by.get(m))
+                    .cloned();
+                let changed_before = [(started_from, "after"), (reference_from, "against")]
+                    .into_iter()
+                    .find_map(|(prev, how)| {
+                        prev.filter(|p| self.changed_stages.contains(p))
+                            .map(|p| (p, how))
+                    });
+                if let Some((prev, how)) = changed_before {
+                    let read = match how {
+                        "after" => format!("it trained after `{prev}`"),
+                        _ => format!("it trained against `{prev}`'s result as its reference"),
+                    };
                     crate::stderr_line!(
-                        "warning: stage {}: it trained after `{prev}`, which changed; its checkpoints hold training from `{prev}`'s old result (start a new run to train it again)",
+                        "warning: stage {}: {read}, which changed; its checkpoints hold training from `{prev}`'s old result (start a new run to train it again)",
                         stage.name
                     );
                     self.changed_stages.insert(stage.name.clone());
@@ -1156,6 +1181,8 @@ impl<'a, B: Backend> Session<'a, B> {
             self.changed_stages.insert(stage.name.clone());
         }
         self.trained.insert(stage.policy.clone(), final_dir.clone());
+        self.trained_by
+            .insert(stage.policy.clone(), stage.name.clone());
         let final_dirs = ModelDirs {
             weights: final_dir.clone(),
             tokenizer: final_dir.clone(),
