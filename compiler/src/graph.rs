@@ -30,6 +30,7 @@ pub fn lower(program: &Program) -> Result<Graph, Vec<Diagnostic>> {
         program,
         graph: Graph::new(program.hash.clone()),
         done: HashMap::new(),
+        run_order: run_order(program),
     };
     let stages: Vec<DeclRef> = program
         .entry_decls()
@@ -60,6 +61,28 @@ pub fn lower(program: &Program) -> Result<Graph, Vec<Diagnostic>> {
     } else {
         Err(errors.into_iter().map(|e| diagnostic(program, e)).collect())
     }
+}
+
+/// The entry file's training stages in the order `saferc run` trains them:
+/// as declared, each after the stage its `after` names.
+fn run_order(program: &Program) -> Vec<DeclRef> {
+    fn visit(program: &Program, r: DeclRef, order: &mut Vec<DeclRef>, seen: &mut Vec<DeclRef>) {
+        if seen.contains(&r) {
+            return;
+        }
+        seen.push(r);
+        if let Some(prev) = program.decl(r).settings.reference("after") {
+            visit(program, prev, order, seen);
+        }
+        order.push(r);
+    }
+    let (mut order, mut seen) = (Vec::new(), Vec::new());
+    for (r, d) in program.entry_decls() {
+        if d.kind == DeclKind::Train {
+            visit(program, r, &mut order, &mut seen);
+        }
+    }
+    order
 }
 
 fn diagnostic(program: &Program, e: GraphError) -> Diagnostic {
@@ -111,6 +134,8 @@ struct Lowerer<'p> {
     graph: Graph,
     /// Nodes already made for declarations (`model.policy`, ...).
     done: HashMap<String, NodeIndex>,
+    /// The training stages in the order they run ([`run_order`]).
+    run_order: Vec<DeclRef>,
 }
 
 fn node(name: String, op: Op, stage_loop: Option<&str>) -> Node {
@@ -367,7 +392,28 @@ impl<'p> Lowerer<'p> {
             return Some((i, "policy"));
         }
         let p = s.reference("policy")?;
-        Some((self.model(p), "model"))
+        // Without `after`: the result of the last stage before it that
+        // trained the same model, else the model's folder.
+        let at = self.run_order.iter().position(|&r| r == stage)?;
+        let previous = self.run_order[..at]
+            .iter()
+            .rev()
+            .copied()
+            .find(|&r| self.program.decl(r).settings.reference("policy") == Some(p));
+        Some(self.latest_weights(p, previous))
+    }
+
+    /// Model `p`'s weights as `trained_by` (a stage that trained it) left
+    /// them, or its folder's.
+    fn latest_weights(
+        &mut self,
+        p: DeclRef,
+        trained_by: Option<DeclRef>,
+    ) -> (NodeIndex, &'static str) {
+        match trained_by.and_then(|r| self.train(r)) {
+            Some(update) => (update, "policy"),
+            None => (self.model(p), "model"),
+        }
     }
 
     fn train(&mut self, r: DeclRef) -> Option<NodeIndex> {
@@ -603,11 +649,32 @@ impl<'p> Lowerer<'p> {
             self.graph.connect(di, &p, bi, "rows");
         }
         let prefix = format!("eval.{name}");
-        let model = s.reference("model").map(|m| (self.model(m), "model"));
+        // An evaluation runs after every stage, on the model's latest
+        // weights: those of the last stage that trained it.
+        let model = s.reference("model").map(|m| {
+            let last = self
+                .run_order
+                .iter()
+                .rev()
+                .copied()
+                .find(|&r| self.program.decl(r).settings.reference("policy") == Some(m));
+            self.latest_weights(m, last)
+        });
         let gi = match model {
             Some(source) => self.generate(&prefix, None, s.reference("rollout"), bi, source),
             None => return,
         };
+        // It decodes greedily, one completion per row: of its rollout,
+        // only the lengths and stops count.
+        if let Some(generate) = self.graph.graph.node_weight_mut(gi) {
+            generate
+                .params
+                .retain(|key, _| matches!(key.as_str(), "max_tokens" | "min_tokens" | "stop"));
+            generate.params.insert(
+                "decoding".into(),
+                serde_json::json!("greedy, one completion per row"),
+            );
+        }
         let (si, _) = self.score(&prefix, None, gi, s.reference("rubric"));
         let mut rp = node(format!("eval.{name}.report"), Op::Report, None);
         rp.inputs.push(port("scores", T::Scores));

@@ -570,6 +570,13 @@ fn without_file_watchers_files_changed_on_disk_are_found() {
         format!("use \"{import}\"\n\nmodel m {{ arch = tiny_vlm, weights = \"w\" }}\ndataset d {{ source = jsonl(\"d.jsonl\") }}\neval e {{\n  model  = m\n  data   = d\n  rubric = house_rubric\n}}\n")
     };
     std::fs::write(dir.join("house.safer"), house).unwrap_or_else(|e| panic!("{e}"));
+    // Files are replaced whole, as editors save them: a file read while a
+    // plain write is half done gives a state the test does not wait for.
+    let put = |path: std::path::PathBuf, text: &str| -> std::io::Result<()> {
+        let part = path.with_extension("part");
+        std::fs::write(&part, text)?;
+        std::fs::rename(&part, &path)
+    };
     let [importer, waiting] = ["p.safer", "w.safer"].map(|f| uri(&dir.join(f)));
     let mut c = Client::start();
     c.request(1, "initialize", json!({ "capabilities": {} }));
@@ -591,14 +598,14 @@ fn without_file_watchers_files_changed_on_disk_are_found() {
     assert_eq!(codes_for(&c, &waiting), vec![json!("E0200")]);
 
     // Rewritten by another program: the rubric renamed.
-    std::fs::write(
+    put(
         dir.join("house.safer"),
-        house.replace("house_rubric", "house_rubric2"),
+        &house.replace("house_rubric", "house_rubric2"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(codes_for(&c, &importer), vec![json!("E0203")]);
     // The missing import made.
-    std::fs::write(dir.join("later.safer"), house).unwrap_or_else(|e| panic!("{e}"));
+    put(dir.join("later.safer"), house).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(codes_for(&c, &waiting), Vec::<Value>::new());
     // The import deleted.
     std::fs::remove_file(dir.join("house.safer")).unwrap_or_else(|e| panic!("{e}"));
@@ -608,14 +615,14 @@ fn without_file_watchers_files_changed_on_disk_are_found() {
     // is edited at once (its analysis sees the change first), the other
     // is still found stale; and a client that never pauses (a request every
     // 100 ms) does not hold the look off.
-    std::fs::write(dir.join("house.safer"), house).unwrap_or_else(|e| panic!("{e}"));
+    put(dir.join("house.safer"), house).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(codes_for(&c, &importer), Vec::<Value>::new());
     let second = uri(&dir.join("s.safer"));
     c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": second, "languageId": "safer", "version": 1, "text": pipeline("house.safer") } }));
     assert_eq!(codes_for(&c, &second), Vec::<Value>::new());
-    std::fs::write(
+    put(
         dir.join("house.safer"),
-        house.replace("house_rubric", "house_rubric3"),
+        &house.replace("house_rubric", "house_rubric3"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     c.notify("textDocument/didChange", json!({ "textDocument": { "uri": second, "version": 2 }, "contentChanges": [{ "text": format!("{}\n", pipeline("house.safer")) }] }));
@@ -645,8 +652,7 @@ fn without_file_watchers_files_changed_on_disk_are_found() {
 
     // A `safer.toml` made beside the documents, where there was none,
     // makes them a project's: its mistake shows in them.
-    std::fs::write(dir.join("safer.toml"), "[project]\nname = 7\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    put(dir.join("safer.toml"), "[project]\nname = 7\n").unwrap_or_else(|e| panic!("{e}"));
     let code = |c: &Client| codes_for(c, &waiting).first().cloned();
     let mut seen = code(&c);
     while seen.is_none() {
