@@ -305,13 +305,16 @@ pub fn train<B: Backend>(
                     stage.checkpoint_keep,
                 ) {
                     Ok(checkpoint) => crate::stderr_line!(
-                        "step {}: scoring failed; the {step} steps trained are saved in {} (fix the cause, then resume with `--resume`)",
+                        "step {}: scoring failed; the {step} step{} trained {} saved in {} (fix the cause, then resume with `--resume`)",
                         step + 1,
+                        if step == 1 { "" } else { "s" },
+                        if step == 1 { "is" } else { "are" },
                         checkpoint.display()
                     ),
                     Err(e) => crate::stderr_line!(
-                        "warning: step {}: scoring failed, and saving the {step} steps trained failed too: {e}",
-                        step + 1
+                        "warning: step {}: scoring failed, and saving the {step} step{} trained failed too: {e}",
+                        step + 1,
+                        if step == 1 { "" } else { "s" }
                     ),
                 }
                 return Err(ExecError::Score(why));
