@@ -395,12 +395,18 @@ impl<'p> Lowerer<'p> {
         // Without `after`: the result of the last stage before it that
         // trained the same model, else the model's folder.
         let at = self.run_order.iter().position(|&r| r == stage)?;
-        let previous = self.run_order[..at]
+        let previous = self.last_to_train(p, at);
+        Some(self.latest_weights(p, previous))
+    }
+
+    /// The last of the first `before` stages in run order that trains
+    /// model `p`.
+    fn last_to_train(&self, p: DeclRef, before: usize) -> Option<DeclRef> {
+        self.run_order[..before]
             .iter()
             .rev()
             .copied()
-            .find(|&r| self.program.decl(r).settings.reference("policy") == Some(p));
-        Some(self.latest_weights(p, previous))
+            .find(|&r| self.program.decl(r).settings.reference("policy") == Some(p))
     }
 
     /// Model `p`'s weights as `trained_by` (a stage that trained it) left
@@ -652,12 +658,7 @@ impl<'p> Lowerer<'p> {
         // An evaluation runs after every stage, on the model's latest
         // weights: those of the last stage that trained it.
         let model = s.reference("model").map(|m| {
-            let last = self
-                .run_order
-                .iter()
-                .rev()
-                .copied()
-                .find(|&r| self.program.decl(r).settings.reference("policy") == Some(m));
+            let last = self.last_to_train(m, self.run_order.len());
             self.latest_weights(m, last)
         });
         let gi = match model {

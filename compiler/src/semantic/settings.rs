@@ -758,8 +758,11 @@ impl<'a> Analyzer<'a> {
                         }
                     }
                     // In the rubric's expressions these names are the
-                    // completion's parts, the judge and the totals.
-                    if [
+                    // completion's parts, the judge and the totals; a row of
+                    // samples.jsonl holds each criterion's score under its
+                    // name, beside its own fields.
+                    let n = name.name.as_str();
+                    let taken = if [
                         "think",
                         "answer",
                         "judge",
@@ -767,29 +770,28 @@ impl<'a> Analyzer<'a> {
                         "penalties",
                         "format",
                     ]
-                    .contains(&name.name.as_str())
+                    .contains(&n)
                     {
+                        Some((
+                            "taken in a rubric's expressions",
+                            "rename the criterion".to_string(),
+                        ))
+                    } else if safer_ir::plan::SAMPLE_FIELDS.contains(&n) {
+                        Some((
+                            "a field of each row of samples.jsonl",
+                            format!("rename the criterion (samples.jsonl writes each criterion's score under its name, beside `{n}`), e.g. `{n}_score`"),
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some((label, help)) = taken {
                         self.diags.push(
                             Diagnostic::error(
                                 Code::E0204,
-                                format!("a criterion cannot be named `{}`", name.name),
+                                format!("a criterion cannot be named `{n}`"),
                             )
-                            .with_primary(name.span, "taken in a rubric's expressions")
-                            .with_help("rename the criterion"),
-                        );
-                    } else if safer_ir::plan::SAMPLE_FIELDS.contains(&name.name.as_str()) {
-                        // A row of samples.jsonl holds each criterion's
-                        // score under its name, beside these fields.
-                        self.diags.push(
-                            Diagnostic::error(
-                                Code::E0204,
-                                format!("a criterion cannot be named `{}`", name.name),
-                            )
-                            .with_primary(name.span, "a field of each row of samples.jsonl")
-                            .with_help(format!(
-                                "rename the criterion (samples.jsonl writes each criterion's score under its name, beside `{}`), e.g. `{}_score`",
-                                name.name, name.name
-                            )),
+                            .with_primary(name.span, label)
+                            .with_help(help),
                         );
                     }
                     criteria.push(Criterion {

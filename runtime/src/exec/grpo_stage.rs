@@ -272,6 +272,18 @@ pub fn train<B: Backend>(
             &mut prompt_cache,
             &mut state,
         );
+        // A checkpoint of the state before this step's draws, for a step
+        // that ends before its update (an interrupt, a scoring failure).
+        let save_step_start = || {
+            checkpoint::save_unless_there::<AD<B>, _>(
+                &ck_root,
+                &start.tokenizer,
+                &policy,
+                &optim,
+                &at_start,
+                stage.checkpoint_keep,
+            )
+        };
         let drawn = match drawn {
             Err(e)
                 if session
@@ -280,14 +292,7 @@ pub fn train<B: Backend>(
                     .load(std::sync::atomic::Ordering::SeqCst) =>
             {
                 crate::stderr_line!("step {}: {e}", step + 1);
-                let checkpoint = checkpoint::save_unless_there::<AD<B>, _>(
-                    &ck_root,
-                    &start.tokenizer,
-                    &policy,
-                    &optim,
-                    &at_start,
-                    stage.checkpoint_keep,
-                )?;
+                let checkpoint = save_step_start()?;
                 return Err(ExecError::Interrupted { checkpoint });
             }
             // A judge or scorer that fails for good (a judge answering 400,
@@ -296,14 +301,7 @@ pub fn train<B: Backend>(
             // fix draws this step again instead of training from the last
             // `every` checkpoint.
             Err(ExecError::Score(why)) if step > 0 => {
-                match checkpoint::save_unless_there::<AD<B>, _>(
-                    &ck_root,
-                    &start.tokenizer,
-                    &policy,
-                    &optim,
-                    &at_start,
-                    stage.checkpoint_keep,
-                ) {
+                match save_step_start() {
                     Ok(checkpoint) => crate::stderr_line!(
                         "step {}: scoring failed; the {step} step{} trained {} saved in {} (fix the cause, then resume with `--resume`)",
                         step + 1,
