@@ -21,6 +21,7 @@ pub mod display;
 pub mod exprs;
 pub mod hash;
 pub mod hir;
+pub mod judge_questions;
 pub mod loader;
 pub mod reference;
 pub mod schema;

@@ -174,6 +174,8 @@ codes! {
     E0326 = 326, "criterion nobody scores";
     /// A reflection prompt with a placeholder other than `{completion}` (warning).
     E0327 = 327, "placeholder left as written";
+    /// `judge.score` or `judge.flag` in a rubric whose judge is `rules`.
+    E0328 = 328, "question for a judge that answers none";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";

@@ -45,7 +45,7 @@ impl<'a> Analyzer<'a> {
         if !self.diags.iter().any(Diagnostic::is_error) {
             for i in 0..self.decls.len() {
                 if self.decls[i].kind == DeclKind::Rubric {
-                    self.check_criteria_scored(i);
+                    self.check_questions_answered(i);
                 }
             }
         }
@@ -822,50 +822,6 @@ impl<'a> Analyzer<'a> {
                 .with_note("every completion would score 0: GRPO learns nothing from a reward that never varies")
                 .with_help("add a criterion: `criterion safety weight 1 { scorer = refusal() }`, or one the judge scores: `criterion helpful weight 1 \"Answers the question.\"`"),
         );
-    }
-
-    /// E0326: a criterion without a `scorer` in a rubric whose judge is
-    /// `rules` (or that names none): only a `model` or `http` judge
-    /// answers such a criterion, and the run would stop at its first
-    /// scoring, after any stage before it had trained.
-    fn check_criteria_scored(&mut self, i: usize) {
-        let Some(rubric) = &self.decls[i].rubric else {
-            return;
-        };
-        let judge = rubric.judge.map(|j| {
-            let d = &self.decls[j.0];
-            (
-                d.name.clone(),
-                d.settings.text("kind").unwrap_or("rules").to_string(),
-            )
-        });
-        if judge.as_ref().is_some_and(|(_, kind)| kind != "rules") {
-            return;
-        }
-        let unscored: Vec<(String, Span)> = rubric
-            .criteria
-            .iter()
-            .filter(|c| c.scorer.is_none())
-            .map(|c| (c.name.clone(), c.name_span))
-            .collect();
-        let rubric_name = self.decls[i].name.clone();
-        let whose = match &judge {
-            Some((name, _)) => format!("its judge `{name}` is `kind = rules`"),
-            None => "the rubric names no judge, so `rules` scores it".to_string(),
-        };
-        for (name, span) in unscored {
-            self.diags.push(
-                Diagnostic::error(
-                    Code::E0326,
-                    format!("criterion `{name}` of rubric `{rubric_name}` has no scorer, and {whose}"),
-                )
-                .with_primary(span, "nothing scores this criterion")
-                .with_note("a `rules` judge runs scorers only; a criterion without one is asked of a `model` or `http` judge")
-                .with_help(format!(
-                    "give it a scorer (`criterion {name} weight 1 {{ scorer = refusal() }}`), or a judge that answers: `rubric {rubric_name}(judge = grader) {{ ... }}` with `judge grader {{ kind = http, endpoint = \"...\" }}`"
-                )),
-            );
-        }
     }
 
     /// A penalty whose constant amount, as `total` combines it, raises the
