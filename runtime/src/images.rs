@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, RgbImage, Rgba};
+use image::{DynamicImage, ImageBuffer, ImageDecoder, Luma, LumaA, Rgb, RgbImage, Rgba};
 
 use crate::model::{ImagePatches, ModelError, VisionConfig};
 
@@ -32,7 +32,8 @@ pub fn over_the_pixel_limit(width: u32, height: u32) -> Option<String> {
     })
 }
 
-/// Decodes the image at `path` (PNG or JPEG) to RGB, refusing one over
+/// Decodes the image at `path` (PNG, JPEG, WebP, GIF's first frame, BMP or
+/// TIFF) to RGB, upright by its EXIF orientation, refusing one over
 /// [`MAX_PIXELS`]; a transparent one is
 /// laid over white first, as transformers' processors (`do_convert_rgb`)
 /// and Pillow's `alpha_composite` do. A 16-bit PNG becomes 8 bits as
@@ -68,7 +69,12 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, ModelError> {
             ),
         });
     }
-    let decoded = reader()?.decode().map_err(cannot_decode)?;
+    // A camera's EXIF orientation is applied, as transformers' image
+    // loading (`load_image`, `fetch_images`) and `datasets` apply it.
+    let mut decoder = reader()?.into_decoder().map_err(cannot_decode)?;
+    let orientation = decoder.orientation().map_err(cannot_decode)?;
+    let mut decoded = DynamicImage::from_decoder(decoder).map_err(cannot_decode)?;
+    decoded.apply_orientation(orientation);
     if let Some(reason) = cut_short(&bytes) {
         return Err(ModelError::Image {
             path: path.to_path_buf(),
@@ -357,6 +363,77 @@ mod tests {
             assert!(reason.contains("cut short"), "{reason}");
         }
         assert_eq!(cut_short(b"\x89PNG\r\n"), None);
+    }
+
+    /// A JPEG whose EXIF says "rotate 90° clockwise to view" (orientation
+    /// 6, as phones write portrait photos) loads upright, as transformers
+    /// loads it (`load_image` applies Pillow's `exif_transpose`).
+    #[test]
+    fn exif_orientation_is_applied() {
+        let image = RgbImage::from_fn(48, 32, |x, y| {
+            image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
+        });
+        let mut plain = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut plain, 95)
+            .encode_image(&image)
+            .expect("encode");
+        // APP1: "Exif", a big-endian TIFF header, one IFD entry
+        // (0x0112 orientation, SHORT, 1 value: 6), no next IFD.
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01".to_vec();
+        exif.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]);
+        let length = u16::try_from(exif.len() + 2).expect("short");
+        let mut rotated = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        rotated.extend_from_slice(&length.to_be_bytes());
+        rotated.extend_from_slice(&exif);
+        rotated.extend_from_slice(&plain[2..]);
+        let dir = std::env::temp_dir().join(format!("saferc-exif-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (plain_path, rotated_path) = (dir.join("plain.jpg"), dir.join("rotated.jpg"));
+        std::fs::write(&plain_path, &plain).expect("write");
+        std::fs::write(&rotated_path, &rotated).expect("write");
+        let stored = load_rgb(&plain_path).expect("plain");
+        let upright = load_rgb(&rotated_path).expect("rotated");
+        assert_eq!(stored.dimensions(), (48, 32));
+        assert_eq!(upright.dimensions(), (32, 48));
+        assert_eq!(upright, image::imageops::rotate90(&stored));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// WebP, GIF (its first frame), BMP and TIFF decode as transformers'
+    /// Pillow decodes them: exactly, for these lossless encodings.
+    #[test]
+    fn other_formats_decode() {
+        use image::ImageFormat;
+        let image = RgbImage::from_fn(20, 12, |x, y| {
+            image::Rgb([
+                (x * 12) as u8,
+                (y * 20) as u8,
+                if (x + y) % 2 == 0 { 0 } else { 255 },
+            ])
+        });
+        let dir = std::env::temp_dir().join(format!("saferc-formats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for (name, format) in [
+            ("a.webp", ImageFormat::WebP),
+            ("a.bmp", ImageFormat::Bmp),
+            ("a.tiff", ImageFormat::Tiff),
+        ] {
+            let path = dir.join(name);
+            image.save_with_format(&path, format).expect("save");
+            assert_eq!(load_rgb(&path).expect(name), image, "{name}");
+        }
+        // GIF holds a palette: two colours survive it exactly.
+        let two = RgbImage::from_fn(8, 6, |x, _| {
+            if x < 4 {
+                image::Rgb([255, 0, 0])
+            } else {
+                image::Rgb([0, 0, 255])
+            }
+        });
+        let path = dir.join("a.gif");
+        two.save_with_format(&path, ImageFormat::Gif).expect("save");
+        assert_eq!(load_rgb(&path).expect("gif"), two);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -346,7 +346,7 @@ const DATASET: Block = Block {
     doc: "A data source with filters, curation, balancing and splits.",
     keys: &[
         key("source", Ty::Source, Default::Required, "Where rows come from: `jsonl(\"path\")`, a path relative to this file."),
-        key("images", Ty::Path, Default::Derived("the folder of the source file"), "Folder that image paths in rows are relative to."),
+        key("images", Ty::Path, Default::Derived("the folder of the source file"), "Folder that image paths in rows are relative to, itself written relative to this file. Images may be PNG, JPEG, WebP, GIF (its first frame), BMP or TIFF, and are turned upright by their EXIF orientation, as transformers loads them."),
         key("on_bad_row", Ty::Enum(&["skip", "fail"]), Default::Str("skip"), "What to do with a row that is not valid JSON, lacks a field or names a missing image: `skip` it (and count it) or `fail`."),
         key("balance", Ty::Field, Default::None, "Split so that each split gets its share of every value of this field, then repeat rows of rarer values in what a stage trains on until every value is equally frequent (held-out and eval splits keep each row once)."),
         key("dedup", Ty::SplitList, Default::None, "Drop rows whose question and images also appear in these splits (e.g. evaluation sets); done after filters, before curation, balancing and splitting."),
