@@ -59,6 +59,13 @@ pub fn emit(
     pipeline: &str,
 ) -> Result<Emitted, String> {
     let (stage, grpo) = grpo_stage(plan, stage)?;
+    let group = plan.rollout(stage.rollout.as_ref()).group;
+    if target == Target::Trl && group < 2 {
+        return Err(format!(
+            "stage `{}` samples one completion per prompt (`group = {group}`), and TRL's GRPOTrainer needs at least 2 (`num_generations`): give its rollout `group = 2` or more, or emit it for verl",
+            stage.name
+        ));
+    }
     let spec = spec::reward_spec(plan, stage)?;
     let mut notes = common_notes(plan, stage, grpo);
     let trainer = match target {
@@ -102,7 +109,9 @@ fn grpo_stage<'p>(
             .find(|(s, _)| s.name == name)
             .copied()
             .ok_or_else(|| {
-                if plan.stages.iter().any(|s| s.name == name) {
+                if plan.stages.iter().any(|s| s.name == name) && grpo.is_empty() {
+                    format!("stage `{name}` is not a GRPO stage, and the pipeline has none; emit writes GRPO stages")
+                } else if plan.stages.iter().any(|s| s.name == name) {
                     format!("stage `{name}` is not a GRPO stage; emit writes GRPO stages (this pipeline's: {})", names())
                 } else if grpo.is_empty() {
                     format!("there is no stage `{name}`, and the pipeline has no GRPO stage")
@@ -229,6 +238,24 @@ fn common_notes(plan: &Plan, stage: &StageSpec, grpo: &GrpoSpec) -> Vec<String> 
         notes.push("`multi_objective = normalize_then_sum` (GDPO) needs one reward per criterion: the emitted reward is the rubric's total, normalised as one".into());
     }
     notes
+}
+
+/// The positions a Hugging Face model folder's `config.json` holds
+/// (`max_position_embeddings`, at its top or in its `text_config`), when
+/// the file can be read.
+pub(crate) fn model_positions(folder: &str) -> Option<usize> {
+    let path = std::path::Path::new(folder).join("config.json");
+    let meta = std::fs::metadata(&path).ok()?;
+    if !meta.is_file() || meta.len() > 1 << 20 {
+        return None;
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let key = "max_position_embeddings";
+    json.get(key)
+        .or_else(|| json.get("text_config")?.get(key))
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|p| usize::try_from(p).ok())
 }
 
 /// `x` as a Python literal (`1e-06`, `0.5`, `3.0`; `inf` as `float("inf")`).

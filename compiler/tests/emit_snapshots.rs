@@ -125,6 +125,23 @@ fn emit_names_what_it_cannot_write() {
         message.contains("a local model (`kind = model`)") && message.contains("kind = http"),
         "{message}"
     );
+    // An SFT stage of a pipeline with no GRPO stage.
+    let mut warm_only = two.clone();
+    warm_only.stages.retain(|s| s.name == "warm");
+    assert_eq!(
+        error(&warm_only, Some("warm")),
+        "stage `warm` is not a GRPO stage, and the pipeline has none; emit writes GRPO stages"
+    );
+    // TRL samples at least two completions per prompt; verl takes one.
+    let mut single = plan("examples/quickstart.safer");
+    for rollout in single.rollouts.values_mut() {
+        rollout.group = 1;
+    }
+    assert_eq!(
+        error(&single, None),
+        "stage `safer_grpo` samples one completion per prompt (`group = 1`), and TRL's GRPOTrainer needs at least 2 (`num_generations`): give its rollout `group = 2` or more, or emit it for verl"
+    );
+    assert!(emit(&single, Target::Verl, None, "p").is_ok());
     let mut several = plan("examples/quickstart.safer");
     let mut copy = several.stages[0].clone();
     copy.name = "again".into();
@@ -151,4 +168,63 @@ fn a_judge_endpoint_s_credential_is_named_masked_in_a_note() {
     let spec = &emitted.files[1];
     assert_eq!(spec.0, "reward_spec.json");
     assert!(spec.1.contains("user:s3cret@judge.example"));
+}
+
+/// The pipeline's file name is written into the scripts' docstring and the
+/// config's comment as a quoted string: a Windows-style `\U`, quotes or a
+/// newline in it leave the Python valid and the YAML one comment.
+#[test]
+fn the_pipeline_s_name_is_quoted_in_the_files() {
+    let name = "C:\\Users\\q\"\"\"\n.safer";
+    let quickstart = plan("examples/quickstart.safer");
+    let trl = emit(&quickstart, Target::Trl, None, name).unwrap();
+    let script = &trl
+        .files
+        .iter()
+        .find(|(n, _)| n == "train_trl.py")
+        .unwrap()
+        .1;
+    let first = script.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "\"\"\"Stage `safer_grpo` of \"C:\\\\Users\\\\q\\\"\\\"\\\"\\n.safer\" on TRL's GRPOTrainer (written by `saferc emit --target trl`)."
+    );
+    let verl = emit(&quickstart, Target::Verl, None, name).unwrap();
+    let config = &verl
+        .files
+        .iter()
+        .find(|(n, _)| n == "verl_grpo.yaml")
+        .unwrap()
+        .1;
+    assert!(config
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with("(written by `saferc emit --target verl`)."));
+    assert!(config.lines().nth(1).unwrap().starts_with("# Run:"));
+}
+
+/// verl's `data.seed` shuffles the training rows: the stage's seed. Without
+/// `steps`, the held-out split is still scored after training (verl scores
+/// it at its last step when `test_freq` is positive).
+#[test]
+fn verl_takes_the_stage_s_seed_and_scores_after_training_without_steps() {
+    let mut quickstart = plan("examples/quickstart.safer");
+    quickstart.stages[0].seed = 11;
+    quickstart.stages[0].steps = None;
+    assert!(quickstart.stages[0].eval_data.is_some());
+    let verl = emit(&quickstart, Target::Verl, None, "p").unwrap();
+    let config = &verl
+        .files
+        .iter()
+        .find(|(n, _)| n == "verl_grpo.yaml")
+        .unwrap()
+        .1;
+    assert!(config.contains("\n  seed: 11\n"), "{config}");
+    let freq = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("test_freq: "))
+        .unwrap();
+    assert!(freq.parse::<i64>().unwrap() > 0, "{freq}");
+    assert!(config.contains("val_before_train: true"));
 }

@@ -1454,7 +1454,7 @@ _WARNED_BAD_ROWS = set()
 def pillow_check(path):
     """Why Pillow cannot decode the image at `path`, or None: the trainer
     scripts' `image_check` (saferc skips a row whose image does not decode;
-    it reads PNG and JPEG, Pillow more)."""
+    it reads PNG, JPEG, WebP, GIF, BMP and TIFF, Pillow more)."""
     from PIL import Image
 
     try:
@@ -1466,13 +1466,15 @@ def pillow_check(path):
 
 
 def rgb_over_white(source):
-    """The image at `source` (a path or a file object) in RGB, transparency
-    laid over white as saferc and transformers' processors lay it (Pillow's
-    `convert("RGB")` alone drops it): the trainer scripts' images."""
-    from PIL import Image
+    """The image at `source` (a path or a file object) in RGB, upright by its
+    EXIF orientation as saferc and transformers' `load_image` turn it, and
+    transparency laid over white as saferc and transformers' processors lay
+    it (Pillow's `convert("RGB")` alone drops it): the trainer scripts'
+    images."""
+    from PIL import Image, ImageOps
 
     with Image.open(source) as image:
-        rgba = image.convert("RGBA")
+        rgba = ImageOps.exif_transpose(image).convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")
 

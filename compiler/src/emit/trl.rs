@@ -157,7 +157,7 @@ pub fn files(
         .as_ref()
         .map_or_else(|| "None".into(), |s| quoted(&s.to_string()));
     let script = format!(
-        r#""""Stage `{stage}` of {pipeline} on TRL's GRPOTrainer (written by `saferc emit --target trl`).
+        r#""""Stage `{stage}` of {pipeline_q} on TRL's GRPOTrainer (written by `saferc emit --target trl`).
 
 Run: python train_trl.py [MODEL_DIR]   (accelerate launch train_trl.py for several GPUs)
 The reward is safer_reward.trl_reward: the rubric `{reward}` as `saferc run` scores it.
@@ -240,6 +240,7 @@ if EVAL_SPLIT:
 trainer.save_model(config.output_dir)
 "#,
         stage = stage.name,
+        pipeline_q = quoted(pipeline),
         reward = stage.reward.as_deref().unwrap_or_default(),
         model = quoted(&model),
         train = quoted(&stage.data.to_string()),

@@ -35,11 +35,36 @@ pub fn files(
     let model = plan.models.get(&stage.policy);
     let weights = model.map_or_else(String::new, |m| m.weights.clone());
     let vision = model.is_some_and(|m| m.arch == "qwen2_5_vl");
-    // verl bounds prompts separately; the declared context less the
-    // completion, else 1024 tokens.
-    let max_prompt = model
-        .and_then(|m| m.context)
-        .map_or(1024, |c| c.saturating_sub(rollout.max_tokens).max(1));
+    // verl bounds prompts separately and pads every prompt to that bound:
+    // the declared context less the completion; else 1024 tokens (4096 with
+    // images), less where `config.json`'s positions end sooner.
+    let declared = model.and_then(|m| m.context);
+    let positions = super::model_positions(&weights);
+    let max_prompt = match declared {
+        Some(c) => c.saturating_sub(rollout.max_tokens).max(1),
+        None => {
+            let default = if vision { 4096 } else { 1024 };
+            positions.map_or(default, |p| {
+                p.saturating_sub(rollout.max_tokens).clamp(1, default)
+            })
+        }
+    };
+    if declared.is_none() {
+        notes.push(format!(
+            "`data.max_prompt_length` is {max_prompt} tokens{}: verl pads every prompt to it, cuts a longer text prompt from the left with a warning and refuses a longer one with images; declare `context` on model `{}` (prompt and completion together) to set it",
+            positions.map_or_else(
+                || " (the policy declares no `context`)".to_string(),
+                |p| format!(" (the policy declares no `context`; its `config.json` holds {p} positions)")
+            ),
+            stage.policy
+        ));
+    }
+    if model.is_some_and(|m| m.dtype == "f32") {
+        notes.push(format!(
+            "model `{}` is `dtype = f32`: verl's defaults train its actor in bf16 mixed precision and sample with vLLM in bf16; set `actor_rollout_ref.actor.fsdp_config.mixed_precision` and `actor_rollout_ref.rollout.dtype` for f32",
+            stage.policy
+        ));
+    }
     let kl = &grpo.kl;
     let kl_type = match kl.estimator.as_str() {
         "k1" => "kl",
@@ -74,7 +99,7 @@ pub fn files(
     if grpo.importance == "sequence" {
         if grpo.loss != "seq_mean_token_mean" {
             notes.push(format!(
-                "`importance = sequence`: verl's `gspo` loss always aggregates as `seq-mean-token-mean`, not as `loss = {}`",
+                "`importance = sequence` → verl's `gspo` loss mode: verl 0.9 aggregates it by `loss_agg_mode` as `loss = {}` asks, while earlier releases always aggregated it as `seq-mean-token-mean`",
                 grpo.loss
             ));
         }
@@ -132,7 +157,7 @@ pub fn files(
     let use_kl = kl.beta > 0.0;
     let steps = stage.steps.map_or_else(|| "null".into(), |s| s.to_string());
     let yaml = format!(
-        r#"# Stage `{stage}` of {pipeline} on verl (written by `saferc emit --target verl`).
+        r#"# Stage `{stage}` of {pipeline_q} on verl (written by `saferc emit --target verl`).
 # Run:
 #   python prepare_verl_data.py
 #   python -m verl.trainer.main_ppo --config-path="$PWD" --config-name=verl_grpo
@@ -221,6 +246,7 @@ trainer:
   nnodes: 1
 "#,
         stage = stage.name,
+        pipeline_q = quoted(pipeline),
         stage_q = quoted(&stage.name),
         reward = stage.reward.as_deref().unwrap_or_default(),
         val_files = if stage.eval_data.is_some() {
@@ -241,10 +267,9 @@ trainer:
         batch = grpo.batch_prompts,
         max_prompt = max_prompt,
         max_tokens = rollout.max_tokens,
-        data_seed = plan
-            .datasets
-            .get(&stage.data.dataset)
-            .map_or(stage.seed, |d| d.seed),
+        // verl's `data.seed` shuffles the training rows: the stage's seed
+        // (the dataset's deals the splits, in prepare_verl_data.py).
+        data_seed = stage.seed,
         norm_by_std = grpo.advantage != "group_mean",
         kl_in_reward = use_kl && kl.placement == "reward",
         kl_in_loss = use_kl && kl.placement != "reward",
@@ -297,9 +322,13 @@ trainer:
         steps = steps,
         epochs = stage.steps.unwrap_or(1).max(1),
         has_eval = stage.eval_data.is_some(),
+        // verl scores the validation split at its last step when
+        // `test_freq` is positive: once, after training, when it is the
+        // step count, or a count no run reaches without `steps`.
         test_freq = match (&stage.eval_data, stage.steps) {
-            (Some(_), Some(s)) => s.to_string(),
-            _ => "-1".into(),
+            (Some(_), Some(s)) => s.max(1).to_string(),
+            (Some(_), None) => "1000000000".into(),
+            (None, _) => "-1".into(),
         },
         save_freq = stage.checkpoint_every.max(1),
         keep = stage.checkpoint_keep.max(1),
@@ -340,13 +369,29 @@ def transparent(data):
     return data[25] in (4, 6) or b"tRNS" in data[: data.find(b"IDAT")]
 
 
+def turned(data):
+    """Whether the image's EXIF orientation turns or mirrors it (Pillow is
+    asked only when the file holds EXIF: a JPEG's `Exif`, a PNG's `eXIf`, a
+    WebP's `EXIF`)."""
+    head = data[: 1 << 20]
+    if b"Exif\x00\x00" not in head and b"eXIf" not in head and b"EXIF" not in head:
+        return False
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.getexif().get(0x0112, 1) != 1
+
+
 def image_bytes(path):
     """The image's bytes as verl reads them: the file, or for a transparent
-    PNG the image laid over white as saferc lays it (verl's loader would
-    blacken what is transparent in a grey or palette image), as PNG."""
+    PNG or a photo turned by its EXIF orientation the image as saferc reads
+    it (laid over white, upright), as PNG: verl's loader would blacken what
+    is transparent in a grey or palette image, and does not turn photos."""
     with open(path, "rb") as f:
         data = f.read()
-    if not transparent(data):
+    if not transparent(data) and not turned(data):
         return data
     import io
 
