@@ -255,6 +255,64 @@ fn bad_requests_are_errors_with_exit_codes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // No tokens asked for is refused, not an empty list of completions.
+    let out = saferc(&[
+        "generate",
+        "--model",
+        &q,
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`--max-tokens` must be at least 1"));
+    // A folder without a chat template: the prompt is raw text, said so,
+    // and a system message it could not render is refused.
+    let bare = dir.join("bare");
+    std::fs::create_dir_all(&bare).unwrap_or_else(|e| panic!("{e}"));
+    for entry in std::fs::read_dir(fixture("qwen2-tied")).unwrap_or_else(|e| panic!("{e}")) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if name == "tokenizer_config.json" {
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+            let mut config: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+            config.as_object_mut().map(|c| c.remove("chat_template"));
+            std::fs::write(bare.join(&name), config.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        } else if name != "chat_template.jinja" {
+            std::fs::copy(&path, bare.join(&name)).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let b = bare.display().to_string();
+    let out = saferc(&[
+        "generate",
+        "--model",
+        &b,
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("has no chat template: the prompt is tokenized as written"),
+        "{stderr}"
+    );
+    let out = saferc(&[
+        "generate", "--model", &b, "--prompt", "hi", "--system", "be brief",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`--system` is rendered by the chat template"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

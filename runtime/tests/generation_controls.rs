@@ -119,3 +119,40 @@ fn stop_strings_end_the_completion_and_its_text() {
     assert_eq!(out.finish, FinishReason::StopString);
     assert_eq!(out.text, after[..end(&pair)]);
 }
+
+/// The ids that end a completion are transformers' generation config's:
+/// `generation_config.json`'s `eos_token_id` where it gives one, else
+/// `config.json`'s, and the tokenizer's `eos_token` only where neither
+/// does; never their union.
+#[test]
+fn end_tokens_are_the_generation_config_s() {
+    let source = dir("qwen2-tied");
+    let folder = std::env::temp_dir().join(format!("saferc-eos-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).expect("dir");
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
+        std::fs::copy(source.join(name), folder.join(name)).expect("copy");
+    }
+    let write = |name: &str, value: serde_json::Value| {
+        std::fs::write(folder.join(name), value.to_string()).expect("write");
+    };
+    let eos = || TextTokenizer::load(&folder).expect("tokenizer").eos_ids;
+    write("config.json", serde_json::json!({"eos_token_id": 4}));
+    write(
+        "generation_config.json",
+        serde_json::json!({"eos_token_id": [3, 6]}),
+    );
+    assert_eq!(eos(), vec![3, 6]);
+    write(
+        "generation_config.json",
+        serde_json::json!({"pad_token_id": 0}),
+    );
+    assert_eq!(eos(), vec![4]);
+    write("config.json", serde_json::json!({"model_type": "qwen2"}));
+    // The tokenizer's `eos_token` is `<|im_end|>`, id 2.
+    assert_eq!(eos(), vec![2]);
+    std::fs::remove_dir_all(&folder).ok();
+}

@@ -87,6 +87,11 @@ pub fn run(args: GenerateArgs) -> Result<(), Failure> {
             args.n
         )));
     }
+    if args.max_tokens == 0 {
+        return Err(Failure::Refused(
+            "`--max-tokens` must be at least 1 (a completion of no tokens is not sampled)".into(),
+        ));
+    }
     sampling_params(&args)
         .validate()
         .map_err(Failure::Refused)?;
@@ -158,6 +163,18 @@ impl BackendTask for Task {
                 images: None,
             }
         } else {
+            if !tokenizer.has_chat_template() {
+                if args.system.is_some() {
+                    return Err(Failure::Refused(format!(
+                        "`--system` is rendered by the chat template, and `{}` has none (no `chat_template.jinja`, `chat_template.json` or `chat_template` in `tokenizer_config.json`)",
+                        args.model.display()
+                    )));
+                }
+                safer_runtime::stderr_line!(
+                    "warning: `{}` has no chat template: the prompt is tokenized as written, as with `--raw`",
+                    args.model.display()
+                );
+            }
             user_prompt(
                 &tokenizer,
                 &model.config,

@@ -507,6 +507,18 @@ fn text_config(v: &Value, defaults: &TextDefaults) -> Result<TextConfig, ConfigI
             )));
         }
     }
+    // transformers reads `head_dim` where a file gives it; saferc's heads
+    // are `hidden_size / num_attention_heads` wide, so another width is
+    // refused by name rather than met as a weight of the wrong shape.
+    if let Some(head_dim) = v.get("head_dim").filter(|d| !d.is_null()) {
+        let hidden = size("hidden_size")?;
+        let width = positive("head_dim", head_dim)?;
+        if hidden % heads != 0 || width != hidden / heads {
+            return Err(ConfigIssue::Invalid(format!(
+                "`head_dim = {width}` is not `hidden_size / num_attention_heads` ({hidden} / {heads}); saferc supports heads of that width only"
+            )));
+        }
+    }
     let tie_word_embeddings = match v.get("tie_word_embeddings") {
         None | Some(Value::Null) => defaults.tied,
         Some(Value::Bool(b)) => *b,
@@ -665,6 +677,10 @@ mod tests {
             Err(ConfigIssue::Invalid(reason)) => assert!(reason.contains(says), "{reason}"),
             other => panic!("expected `{says}`, got {other:?}"),
         };
+        // Heads of another width than `hidden_size / heads` (16 / 2 = 8).
+        refused(&|v| v["head_dim"] = json!(16), "`head_dim = 16` is not");
+        assert!(read(&|v| v["head_dim"] = json!(8)).is_ok());
+        assert!(read(&|v| v["head_dim"] = json!(null)).is_ok());
         let yarn = json!({"type": "yarn", "factor": 4.0});
         refused(
             &|v| {

@@ -4,8 +4,10 @@
 //!
 //! transformers renders with `trim_blocks` and `lstrip_blocks`, loop controls,
 //! a `tojson` that keeps non-ASCII text and Python's `", "` / `": "`
-//! separators, `raise_exception(msg)` and `strftime_now(fmt)`, and passes the
-//! special tokens (`bos_token`, `eos_token`, ...) as variables. Python string
+//! separators (its `ensure_ascii`, `indent`, `separators` and `sort_keys`
+//! taken), `raise_exception(msg)` and `strftime_now(fmt)`, reads `\r\n` as
+//! `\n`, and passes the special tokens (`bos_token`, `eos_token`, ...) as
+//! variables, and `tools` and `documents` (None when there are none). Python string
 //! methods (`.strip()`, `.split()`, `.startswith()`, ...) come from
 //! minijinja-contrib's pycompat layer. transformers' `{% generation %}`
 //! block, which marks the assistant's text for `return_assistant_tokens_mask`
@@ -54,7 +56,10 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned("chat", without_generation_blocks(source))
+        // Jinja2 reads `\r\n` and `\r` as `\n` in a template's text and
+        // strings (its lexer's `newline_sequence`).
+        let source = source.replace("\r\n", "\n").replace('\r', "\n");
+        env.add_template_owned("chat", without_generation_blocks(&source))
             .map_err(|e| ModelError::Template {
                 reason: describe(&e),
             })?;
@@ -75,9 +80,11 @@ impl ChatTemplate {
             "add_generation_prompt".into(),
             Json::Bool(request.add_generation_prompt),
         );
-        if let Some(tools) = request.tools {
-            context.insert("tools".into(), tools.clone());
-        }
+        // transformers always passes `tools` and `documents`, as None when
+        // there are none: `tools is not none` is false, `tools is defined`
+        // true.
+        context.insert("tools".into(), request.tools.cloned().unwrap_or(Json::Null));
+        context.insert("documents".into(), Json::Null);
         for (name, value) in request.extra {
             context.insert((*name).to_string(), value.clone());
         }
@@ -126,7 +133,31 @@ fn describe(e: &Error) -> String {
 fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let separators: Option<Vec<String>> = kwargs.get("separators")?;
     kwargs.assert_all_used()?;
+    let (item_sep, key_sep) = match separators.as_deref() {
+        None => (
+            (if indent.is_some() { "," } else { ", " }).to_string(),
+            ": ".to_string(),
+        ),
+        Some([item, key]) => (item.clone(), key.clone()),
+        Some(other) => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "tojson: `separators` takes two strings, got {}",
+                    other.len()
+                ),
+            ))
+        }
+    };
+    let layout = Layout {
+        indent,
+        item_sep,
+        key_sep,
+        ascii: ensure_ascii.unwrap_or(false),
+    };
     let json: Json = serde_json::to_value(&value)
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
     let json = if sort_keys.unwrap_or(false) {
@@ -135,8 +166,38 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
         json
     };
     let mut out = String::new();
-    write_python_json(&json, indent, 0, &mut out);
+    write_python_json(&json, &layout, 0, &mut out);
     Ok(Value::from_safe_string(out))
+}
+
+/// How `json.dumps` lays out its text: `indent`, `separators` (between
+/// items, between a key and its value) and `ensure_ascii`.
+struct Layout {
+    indent: Option<usize>,
+    item_sep: String,
+    key_sep: String,
+    ascii: bool,
+}
+
+/// `s` as a JSON string, every character past ASCII written as `\uXXXX`
+/// (a surrogate pair past the first plane) when `ascii`, as Python does.
+fn json_string(s: &str, ascii: bool) -> String {
+    let quoted = Json::String(s.to_string()).to_string();
+    if !ascii || quoted.is_ascii() {
+        return quoted;
+    }
+    let mut out = String::with_capacity(quoted.len());
+    for c in quoted.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 fn sorted(json: Json) -> Json {
@@ -153,14 +214,14 @@ fn sorted(json: Json) -> Json {
 
 /// Python's `json.dumps` layout: `", "` and `": "` without indent, newlines
 /// and `","` with one.
-fn write_python_json(json: &Json, indent: Option<usize>, depth: usize, out: &mut String) {
+fn write_python_json(json: &Json, layout: &Layout, depth: usize, out: &mut String) {
     let newline = |out: &mut String, depth: usize| {
-        if let Some(width) = indent {
+        if let Some(width) = layout.indent {
             out.push('\n');
             out.push_str(&" ".repeat(width * depth));
         }
     };
-    let item_sep = if indent.is_some() { "," } else { ", " };
+    let item_sep = layout.item_sep.as_str();
     match json {
         Json::Array(items) if !items.is_empty() => {
             out.push('[');
@@ -169,7 +230,7 @@ fn write_python_json(json: &Json, indent: Option<usize>, depth: usize, out: &mut
                     out.push_str(item_sep);
                 }
                 newline(out, depth + 1);
-                write_python_json(item, indent, depth + 1, out);
+                write_python_json(item, layout, depth + 1, out);
             }
             newline(out, depth);
             out.push(']');
@@ -181,9 +242,9 @@ fn write_python_json(json: &Json, indent: Option<usize>, depth: usize, out: &mut
                     out.push_str(item_sep);
                 }
                 newline(out, depth + 1);
-                out.push_str(&Json::String(key.clone()).to_string());
-                out.push_str(": ");
-                write_python_json(value, indent, depth + 1, out);
+                out.push_str(&json_string(key, layout.ascii));
+                out.push_str(&layout.key_sep);
+                write_python_json(value, layout, depth + 1, out);
             }
             newline(out, depth);
             out.push('}');
@@ -196,6 +257,7 @@ fn write_python_json(json: &Json, indent: Option<usize>, depth: usize, out: &mut
                 out.push_str(&n.to_string());
             }
         }
+        Json::String(text) => out.push_str(&json_string(text, layout.ascii)),
         other => out.push_str(&other.to_string()),
     }
 }
@@ -204,18 +266,22 @@ fn raise_exception(message: String) -> Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, message))
 }
 
-/// `strftime_now(fmt)`: the current UTC date for the formats templates use
-/// (`%d %b %Y`, `%Y-%m-%d`, and their parts).
+/// `strftime_now(fmt)`: the current time in UTC (transformers takes the
+/// machine's local time, which on a server is usually UTC), formatted as
+/// Python's `strftime` formats it.
 fn strftime_now(format: String) -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    strftime(&format, secs)
+}
+
+/// `format` for the UTC time `secs` seconds after 1970: `%Y %y %m %d %e %j
+/// %B %b %h %A %a %w %u %H %I %M %S %p %F %D %T %R %%`, as Python's
+/// `strftime` writes them in the C locale; other codes are left as written.
+fn strftime(format: &str, secs: u64) -> String {
     const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    const FULL: [&str; 12] = [
         "January",
         "February",
         "March",
@@ -229,13 +295,70 @@ fn strftime_now(format: String) -> String {
         "November",
         "December",
     ];
+    const DAYS: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    let days = (secs / 86_400) as i64;
+    let (y, m, d) = civil_from_days(days);
+    let of_day = secs % 86_400;
+    let (hour, minute, second) = (of_day / 3600, of_day / 60 % 60, of_day % 60);
+    // 1970-01-01 was a Thursday (3 counting from Monday as 0).
+    let weekday = (days + 3).rem_euclid(7) as usize;
+    let month = MONTHS[(m as usize).saturating_sub(1).min(11)];
+    let twelve = if hour % 12 == 0 { 12 } else { hour % 12 };
+    let mut out = String::with_capacity(format.len() + 16);
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(code) = chars.next() else {
+            out.push('%');
+            break;
+        };
+        let text = match code {
+            'Y' => y.to_string(),
+            'y' => format!("{:02}", y.rem_euclid(100)),
+            'm' => format!("{m:02}"),
+            'd' => format!("{d:02}"),
+            'e' => format!("{d:>2}"),
+            'j' => format!("{:03}", ordinal(y, m, d)),
+            'B' => month.to_string(),
+            'b' | 'h' => month[..3].to_string(),
+            'A' => DAYS[weekday].to_string(),
+            'a' => DAYS[weekday][..3].to_string(),
+            'w' => ((weekday + 1) % 7).to_string(),
+            'u' => (weekday + 1).to_string(),
+            'H' => format!("{hour:02}"),
+            'I' => format!("{twelve:02}"),
+            'M' => format!("{minute:02}"),
+            'S' => format!("{second:02}"),
+            'p' => (if hour < 12 { "AM" } else { "PM" }).to_string(),
+            'F' => format!("{y}-{m:02}-{d:02}"),
+            'D' => format!("{m:02}/{d:02}/{:02}", y.rem_euclid(100)),
+            'T' => format!("{hour:02}:{minute:02}:{second:02}"),
+            'R' => format!("{hour:02}:{minute:02}"),
+            '%' => "%".to_string(),
+            other => format!("%{other}"),
+        };
+        out.push_str(&text);
+    }
+    out
+}
+
+/// The day of the year (1 for 1 January).
+fn ordinal(y: i64, m: u32, d: u32) -> u32 {
+    const BEFORE: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let month = (m as usize).saturating_sub(1).min(11);
-    format
-        .replace("%Y", &y.to_string())
-        .replace("%m", &format!("{m:02}"))
-        .replace("%d", &format!("{d:02}"))
-        .replace("%B", FULL[month])
-        .replace("%b", MONTHS[month])
+    BEFORE[month] + d + u32::from(leap && m > 2)
 }
 
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
@@ -286,14 +409,61 @@ mod tests {
         assert_eq!(civil_from_days(20_784), (2026, 11, 27));
     }
 
+    /// Python's `strftime` in the C locale, for times `datetime` formatted.
+    #[test]
+    fn strftime_writes_as_python_does() {
+        let format = "%A %a %H:%M:%S %I%p %%Y %y %j %e %w %u %F %D %T %R %B %b %h %Q";
+        assert_eq!(
+            strftime(format, 1_796_652_309),
+            "Monday Mon 14:05:09 02PM %Y 26 341  7 1 1 2026-12-07 12/07/26 14:05:09 14:05 December Dec Dec %Q"
+        );
+        assert_eq!(strftime("%j %A %I %p", 1_709_251_200), "061 Friday 12 AM");
+    }
+
+    fn rendered(source: &str) -> String {
+        let messages = serde_json::json!([{"role": "user", "content": "hi"}]);
+        let request = ChatRequest {
+            messages: &messages,
+            tools: None,
+            add_generation_prompt: true,
+            extra: &[],
+        };
+        ChatTemplate::new(source)
+            .expect("compiles")
+            .render(&request)
+            .expect("renders")
+    }
+
+    /// What transformers' Jinja environment gives: `tools` and `documents`
+    /// passed as None, `\r\n` read as `\n`, `tojson`'s `ensure_ascii` and
+    /// `separators`.
+    #[test]
+    fn templates_render_as_jinja2_renders_them() {
+        assert_eq!(
+            rendered("{% if tools is not none %}T{% endif %}{% if documents is not none %}D{% endif %}{% if tools is defined %}d{% endif %}{{ messages[0].content }}"),
+            "dhi"
+        );
+        assert_eq!(rendered("a\r\n{{ 'b\r\nc' }}\rd\r\n"), "a\nb\nc\nd");
+        assert_eq!(
+            rendered("{{ {'b': [1, 'ü😀'], 'a': 'x'} | tojson(ensure_ascii=true, separators=[',', ':']) }}"),
+            r#"{"b":[1,"\u00fc\ud83d\ude00"],"a":"x"}"#
+        );
+    }
+
     #[test]
     fn python_json_layout() {
         let v: Json = serde_json::json!({"b": [1, 2.0, "ü"], "a": {}});
+        let layout = |indent: Option<usize>| Layout {
+            indent,
+            item_sep: (if indent.is_some() { "," } else { ", " }).to_string(),
+            key_sep: ": ".to_string(),
+            ascii: false,
+        };
         let mut out = String::new();
-        write_python_json(&v, None, 0, &mut out);
+        write_python_json(&v, &layout(None), 0, &mut out);
         assert_eq!(out, r#"{"b": [1, 2.0, "ü"], "a": {}}"#);
         let mut out = String::new();
-        write_python_json(&v, Some(2), 0, &mut out);
+        write_python_json(&v, &layout(Some(2)), 0, &mut out);
         assert_eq!(
             out,
             "{\n  \"b\": [\n    1,\n    2.0,\n    \"ü\"\n  ],\n  \"a\": {}\n}"

@@ -98,6 +98,11 @@ impl TextTokenizer {
             })
             .transpose()?;
 
+        // The ids that end a completion, as transformers' `generate` takes
+        // them: `generation_config.json`'s `eos_token_id` where that file
+        // gives one, else `config.json`'s (transformers' generation config
+        // made from the model's); the tokenizer's `eos_token` only where
+        // neither gives any (transformers would not stop at all).
         let mut eos_ids = Vec::new();
         for file in ["generation_config.json", "config.json"] {
             if let Some(v) = read_json(&dir.join(file))? {
@@ -106,11 +111,15 @@ impl TextTokenizer {
                         path: dir.join(file),
                         reason,
                     })?;
-                eos_ids.extend(ids);
+                if eos_ids.is_empty() {
+                    eos_ids = ids;
+                }
             }
         }
-        if let Some(id) = token_text("eos_token").and_then(|t| inner.token_to_id(&t)) {
-            eos_ids.push(id);
+        if eos_ids.is_empty() {
+            if let Some(id) = token_text("eos_token").and_then(|t| inner.token_to_id(&t)) {
+                eos_ids.push(id);
+            }
         }
         eos_ids.sort_unstable();
         eos_ids.dedup();
