@@ -375,6 +375,15 @@ fn the_tensors_are_checked_by_their_headers_as_loading_checks_them() {
         unused.is_empty(),
         "a tied model's lm_head is not listed: {unused:?}"
     );
+    // Loading it refuses the stored head, which differs from the
+    // embeddings: transformers 5 would use it, untied.
+    let err = Model::<CpuBackend>::load(&dir, &Default::default())
+        .expect_err("must fail")
+        .to_string();
+    assert!(
+        err.contains("`tie_word_embeddings` is true, and the weights also hold `lm_head.weight`, which differs from the embeddings"),
+        "{err}"
+    );
     // Weights of a layer `config.json` leaves out load without it: listed.
     edit_config(&dir, |v| v["num_hidden_layers"] = 1.into());
     let config = ModelConfig::read(&dir).expect("config");

@@ -328,6 +328,7 @@ impl<B: Backend> TextDecoder<B> {
             .map(|i| DecoderLayer::load(weights, &format!("model.layers.{i}"), c, device))
             .collect::<Result<Vec<_>, _>>()?;
         let lm_head = if c.tie_word_embeddings {
+            weights.check_tied_head(c.vocab_size, c.hidden_size)?;
             None
         } else {
             Some(load_linear(

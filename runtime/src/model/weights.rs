@@ -126,6 +126,32 @@ impl WeightReader {
         self.index.contains_key(name)
     }
 
+    /// Refuses a stored `lm_head.weight` that differs from the embeddings
+    /// of a model whose `config.json` ties them (`[vocab, hidden]` each):
+    /// transformers 5 then keeps the stored head and unties the two, where
+    /// loading the head from the embeddings would give other logits without
+    /// a word. An equal copy (as some tools save a tied model) is fine.
+    ///
+    /// # Errors
+    /// The two differ, or either cannot be read.
+    pub fn check_tied_head(&self, vocab: usize, hidden: usize) -> Result<(), ModelError> {
+        if !self.contains("lm_head.weight") {
+            return Ok(());
+        }
+        let shape = [vocab, hidden];
+        let head = self.values("lm_head.weight", &shape)?;
+        if head == self.values("model.embed_tokens.weight", &shape)? {
+            return Ok(());
+        }
+        Err(ModelError::Config {
+            path: self.dir.join("config.json"),
+            reason: format!(
+                "`tie_word_embeddings` is true, and the weights also hold `{}`, which differs from the embeddings (transformers 5 keeps such a stored head and unties the two): set `tie_word_embeddings` to false to use it, or remove it from the weights to tie the head to the embeddings",
+                stored_name("lm_head.weight", self.renamed)
+            ),
+        })
+    }
+
     /// The tensor `name` as f32 values, checked against `expected` (its
     /// shape) and for NaN and infinities.
     /// `name` is the loading name; errors name the tensor as its file
@@ -204,7 +230,8 @@ pub fn check_files(dir: &Path) -> Result<(), ModelError> {
 /// Returns the tensors the files hold that a model of `config` does not
 /// load (as the files name them, sorted): weights of layers past
 /// `num_hidden_layers`, say, which loading leaves out without a word. A
-/// stored `lm_head` of a model whose embeddings are tied, and rotary
+/// stored `lm_head` of a model whose embeddings are tied (equal to them:
+/// loading refuses one that differs), and rotary
 /// tables (`rotary_emb.inv_freq`, the vision tower's
 /// `rotary_pos_emb.inv_freq`), which transformers ignores too, are not
 /// listed.
