@@ -23,6 +23,7 @@ pub mod hash;
 pub mod hir;
 pub mod judge_questions;
 pub mod loader;
+pub mod patterns;
 pub mod reference;
 pub mod schema;
 pub mod scope;

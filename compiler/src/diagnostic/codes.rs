@@ -176,6 +176,8 @@ codes! {
     E0327 = 327, "placeholder left as written";
     /// `judge.score` or `judge.flag` in a rubric whose judge is `rules`.
     E0328 = 328, "question for a judge that answers none";
+    /// A `regex(...)` pattern that saferc's regex engine cannot read.
+    E0329 = 329, "pattern that does not compile";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";

@@ -131,44 +131,116 @@ pub(crate) fn regex_patterns(rubric: &RubricSpec, plan: &Plan) -> Vec<String> {
 }
 
 /// Why Python's `re` may match `pattern` differently from saferc's
-/// `regex` crate, if it may: `$` (Python's also matches before a final
-/// newline), `\\Z`, look-around (only Python has it), `\\p{..}`, `\\z`,
-/// `(?<name>..)` and `[[:class:]]` (only Rust has them), `\\w` and `\\b`
-/// (Python's leave combining marks out of a word).
+/// `regex` crate, if it may: read from the pattern's syntax tree
+/// ([`Differences`]). A pattern the crate cannot parse (refused by `saferc
+/// check`, E0329) is said so.
 pub(crate) fn regex_difference(pattern: &str) -> Option<&'static str> {
-    let mut escaped = false;
-    for (i, c) in pattern.char_indices() {
-        let rest = &pattern[i..];
-        if escaped {
-            escaped = false;
-            match c {
-                'Z' => return Some("`\\Z` is the end of the text in Python, and no escape saferc's regex crate knows"),
-                'p' | 'P' | 'z' => return Some("`\\p{..}`, `\\P{..}` and `\\z` are escapes of saferc's regex crate that Python's `re` refuses"),
-                'w' | 'W' | 'b' | 'B' => return Some("Python's `\\w` and `\\b` leave combining marks (Devanagari vowel signs, decomposed accents) out of a word, saferc's keep them in"),
-                _ => {}
+    let Ok(ast) = regex_syntax::ast::parse::Parser::new().parse(pattern) else {
+        return Some("saferc's regex engine cannot read it");
+    };
+    regex_syntax::ast::visit(&ast, Differences).err()
+}
+
+/// What Python's `re` (3.11 and later) reads differently from saferc's
+/// `regex` crate: `$` (Python's also matches before a final newline), `\z`
+/// and `\p{..}` (Python refuses them), `\w`, `\b` (Python's leave combining
+/// marks out of a word), `\s` (Python's also matches `\x1c`–`\x1f`), `\<`,
+/// `\>` and `\b{start}` (Python reads `\<` as `<`), `[[:digit:]]`, classes
+/// nested in classes and class operations (`&&`, `--`, `~~`; Python reads
+/// them as characters), `\x{..}` and `\u{..}`, `(?<name>..)`, the `U` and
+/// `R` flags, and flags set after the pattern's start (Python refuses
+/// them). The visit stops at the first, as its error.
+struct Differences;
+
+impl regex_syntax::ast::Visitor for Differences {
+    type Output = ();
+    type Err = &'static str;
+
+    fn finish(self) -> Result<(), &'static str> {
+        Ok(())
+    }
+
+    fn visit_pre(&mut self, ast: &regex_syntax::ast::Ast) -> Result<(), &'static str> {
+        use regex_syntax::ast::{AssertionKind, Ast, GroupKind};
+        match ast {
+            Ast::Assertion(a) => match a.kind {
+                AssertionKind::EndLine => Err("Python's `$` also matches before a final newline, saferc's only at the very end"),
+                AssertionKind::EndText => Err("`\\z` is an escape of saferc's regex crate that Python's `re` refuses"),
+                AssertionKind::WordBoundary | AssertionKind::NotWordBoundary => Err(WORD),
+                AssertionKind::StartLine | AssertionKind::StartText => Ok(()),
+                _ => Err("`\\<`, `\\>` and `\\b{start}`-style boundaries are saferc's; Python's `re` reads `\\<` as `<` and refuses `\\b{`"),
+            },
+            Ast::ClassPerl(c) => perl_class(c),
+            Ast::ClassUnicode(_) => Err(UNICODE_CLASS),
+            Ast::Literal(l) => literal(l),
+            Ast::Flags(f) => {
+                if f.span.start.offset > 0 {
+                    return Err("flags set after the pattern's start (`a(?i)b`): Python's `re` refuses them; put them first or scope them as `(?i:b)`");
+                }
+                flags(&f.flags)
             }
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '$' => return Some("Python's `$` also matches before a final newline, saferc's only at the very end"),
-            '(' if rest.starts_with("(?=")
-                || rest.starts_with("(?!")
-                || rest.starts_with("(?<=")
-                || rest.starts_with("(?<!") =>
-            {
-                return Some("look-around: Python's `re` has it, saferc's regex crate refuses it")
-            }
-            '(' if rest.starts_with("(?<") => {
-                return Some("`(?<name>..)` is saferc's named group; Python's `re` writes `(?P<name>..)`")
-            }
-            '[' if rest.starts_with("[[:") => {
-                return Some("`[[:digit:]]`-style classes are saferc's; Python's `re` reads them as plain sets of characters")
-            }
-            _ => {}
+            Ast::Group(g) => match &g.kind {
+                GroupKind::CaptureName { starts_with_p: false, .. } => Err("`(?<name>..)` is saferc's named group; Python's `re` writes `(?P<name>..)`"),
+                GroupKind::NonCapturing(f) => flags(f),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
         }
     }
-    None
+
+    fn visit_class_set_item_pre(
+        &mut self,
+        item: &regex_syntax::ast::ClassSetItem,
+    ) -> Result<(), &'static str> {
+        use regex_syntax::ast::ClassSetItem;
+        match item {
+            ClassSetItem::Ascii(_) => Err("`[[:digit:]]`-style classes are saferc's; Python's `re` reads them as plain sets of characters"),
+            ClassSetItem::Bracketed(_) => Err("a class inside a class (`[a[bc]]`) is saferc's union; Python's `re` reads the inner `[` as a character"),
+            ClassSetItem::Unicode(_) => Err(UNICODE_CLASS),
+            ClassSetItem::Perl(c) => perl_class(c),
+            ClassSetItem::Literal(l) => literal(l),
+            _ => Ok(()),
+        }
+    }
+
+    fn visit_class_set_binary_op_pre(
+        &mut self,
+        _op: &regex_syntax::ast::ClassSetBinaryOp,
+    ) -> Result<(), &'static str> {
+        Err("class operations (`&&`, `--`, `~~`) are saferc's; Python's `re` reads them as characters")
+    }
+}
+
+const WORD: &str = "Python's `\\w` and `\\b` leave combining marks (Devanagari vowel signs, decomposed accents) out of a word, saferc's keep them in";
+const UNICODE_CLASS: &str =
+    "`\\p{..}` and `\\P{..}` are escapes of saferc's regex crate that Python's `re` refuses";
+
+fn perl_class(c: &regex_syntax::ast::ClassPerl) -> Result<(), &'static str> {
+    use regex_syntax::ast::ClassPerlKind;
+    match c.kind {
+        ClassPerlKind::Word => Err(WORD),
+        ClassPerlKind::Space => {
+            Err("Python's `\\s` also matches the separators `\\x1c`–`\\x1f`, saferc's does not")
+        }
+        ClassPerlKind::Digit => Ok(()),
+    }
+}
+
+fn literal(l: &regex_syntax::ast::Literal) -> Result<(), &'static str> {
+    match l.kind {
+        regex_syntax::ast::LiteralKind::HexBrace(_) => Err("`\\x{..}` and `\\u{..}` are escapes of saferc's regex crate that Python's `re` refuses; write `\\x41` or `\\u0041`"),
+        _ => Ok(()),
+    }
+}
+
+fn flags(f: &regex_syntax::ast::Flags) -> Result<(), &'static str> {
+    use regex_syntax::ast::{Flag, FlagsItemKind};
+    for item in &f.items {
+        if let FlagsItemKind::Flag(Flag::SwapGreed | Flag::CRLF) = item.kind {
+            return Err("the `U` and `R` flags are saferc's; Python's `re` refuses them");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -191,17 +263,37 @@ mod tests {
             "a(?=b)",
             "(?<!no )risk",
             "\\p{L}+",
+            "[\\p{L}]",
             "end\\z",
             "(?<n>a)",
             "[[:digit:]]",
+            "[x[:digit:]]",
+            "[a[bc]]",
+            "[a-z&&[^aeiou]]{3}",
             "\\bno\\b",
             "\\w+",
+            "[\\w]",
+            "a\\sb",
+            "\\<cat\\>",
+            "\\x{41}",
+            "\\u{41}",
+            "(?U)a+",
+            "(?R)a$",
+            "a(?i)b",
         ] {
             assert!(regex_difference(differs).is_some(), "{differs}");
         }
-        for same in ["(?i)please|thank", "cost \\$5", "^\\d+", "[$]", "(?P<n>a)"] {
-            let why = regex_difference(same);
-            assert!(why.is_none() || same == "[$]", "{same}: {why:?}");
+        for same in [
+            "(?i)please|thank",
+            "cost \\$5",
+            "^\\d+",
+            "[$]",
+            "(?P<n>a)",
+            "(?i:a)b",
+            "\\x41\\u0041",
+            "[a-z]{2,3}?",
+        ] {
+            assert_eq!(regex_difference(same), None, "{same}");
         }
     }
 

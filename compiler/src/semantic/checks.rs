@@ -15,6 +15,9 @@ impl<'a> Analyzer<'a> {
     /// Runs every cross-field rule.
     pub(crate) fn cross_checks(&mut self) {
         for i in 0..self.decls.len() {
+            if matches!(self.decls[i].kind, DeclKind::Rubric | DeclKind::Scorer) {
+                self.check_patterns(i);
+            }
             match self.decls[i].kind {
                 DeclKind::Train => self.check_train(i),
                 DeclKind::Rubric => {
