@@ -317,6 +317,32 @@ fn manifest_problems_stop_the_check() {
     );
 }
 
+/// An endpoint's `api_key_env` that is no variable's name (a pasted key)
+/// is refused, without the value in the message.
+#[test]
+fn an_endpoint_s_key_variable_must_be_a_name() {
+    let dir = temp("keyvar");
+    std::fs::write(
+        dir.join("safer.toml"),
+        "[project]\nname = \"x\"\n[judges.grm]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\napi_key_env = \"sk-live-0123\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("p.safer"), "judge j { kind = rules }\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (diags, sources) = check(&dir.join("p.safer"));
+    let d = diags
+        .iter()
+        .find(|d| d.code == Code::E0222)
+        .unwrap_or_else(|| panic!("{}", render_plain(&diags, &sources)));
+    assert!(
+        d.message
+            .contains("`api_key_env` is not the name of an environment variable"),
+        "{}",
+        d.message
+    );
+    assert!(!d.message.contains("sk-live"), "{}", d.message);
+}
+
 /// One mistake in `safer.toml` is reported once: the pipeline's imports
 /// still resolve through the roots it declares (they were all "not found",
 /// with errors about what they declare after them), and a wrong type is

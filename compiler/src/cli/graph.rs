@@ -152,7 +152,7 @@ pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan:
             judge.model_name = Some(endpoint.model.clone());
             // A key variable or CA file the endpoint leaves out stays the judge's own.
             if let Some(var) = &endpoint.api_key_env {
-                judge.api_key_env = Some(var.clone());
+                judge.api_key_env = Some(var.get_ref().clone());
             }
             if let Some(file) = &endpoint.ca_file {
                 judge.ca_file = Some(project.root.join(file).to_string_lossy().into_owned());

@@ -138,7 +138,7 @@ pub struct JudgeEndpoint {
     pub model: String,
     /// The *name* of the environment variable holding the API key.
     #[serde(default)]
-    pub api_key_env: Option<String>,
+    pub api_key_env: Option<Spanned<String>>,
     /// PEM file of the certificate authorities the endpoint's certificate
     /// must chain to (a private CA), relative to the project's folder.
     #[serde(default)]
@@ -208,6 +208,21 @@ pub fn parse(id: SourceId, text: &str, root: &Path) -> Result<Manifest, Vec<Diag
                 .with_help(
                     "seconds before a request is abandoned and retried, e.g. `timeout = 60`",
                 ),
+            );
+        }
+        if let Some(var) = judge
+            .api_key_env
+            .as_ref()
+            .filter(|v| !crate::semantic::checks::is_variable_name(v.get_ref()))
+        {
+            diags.push(
+                Diagnostic::error(
+                    Code::E0222,
+                    format!("`safer.toml`: judge endpoint `{name}`'s `api_key_env` is not the name of an environment variable"),
+                )
+                .with_primary(span(id, var.span()), "a variable's name: letters, digits and `_`, not starting with a digit")
+                .with_note("if this is the key itself, it is now in the file: take it out and revoke it")
+                .with_help("put the key in an environment variable and name that variable: `api_key_env = \"JUDGE_API_KEY\"`"),
             );
         }
         let url = judge.endpoint.get_ref();

@@ -1167,6 +1167,25 @@ impl<'a> Analyzer<'a> {
                 );
             }
         }
+        // `api_key_env` names a variable; a value that is no variable's name
+        // is most likely the key itself, which must not be in a file (nor
+        // in this message).
+        if let Some(var) = s.text("api_key_env") {
+            if !is_variable_name(var) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0303,
+                        format!("judge `{name}`: `api_key_env` is not the name of an environment variable"),
+                    )
+                    .with_primary(
+                        self.setting_span(i, &["api_key_env"]),
+                        "a variable's name: letters, digits and `_`, not starting with a digit",
+                    )
+                    .with_note("if this is the key itself, it is now in the file: take it out and revoke it")
+                    .with_help("put the key in an environment variable and name that variable: `api_key_env = \"JUDGE_API_KEY\"`"),
+                );
+            }
+        }
         // A local model judge answers greedily, one question at a time, on
         // this machine: the network's knobs and sampling do not apply.
         if s.text("kind") == Some("model") {
@@ -1510,6 +1529,15 @@ fn datasets_named(settings: &Settings, out: &mut Vec<usize>) {
             Setting::Block(inner) => datasets_named(inner, out),
         }
     }
+}
+
+/// Whether `s` can name an environment variable: ASCII letters, digits and
+/// `_`, not starting with a digit (what `api_key_env` takes).
+pub(crate) fn is_variable_name(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
