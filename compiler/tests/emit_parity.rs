@@ -968,3 +968,38 @@ print(json.dumps({s: [r.origin for r in safer_reward.split_rows(s)] for s in ["d
     assert!(stderr.contains("records no dataset `d`"), "{stderr}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `python3 safer_reward.py score` writes one line per line it reads: a
+/// line that cannot be scored (not JSON, not an item, text that is not a
+/// string, a token count that is not a count) says why, and the lines
+/// after it are still scored.
+#[test]
+fn the_score_command_answers_every_line() {
+    let (_, dir) = emitted(saferc::emit::Target::Trl, "emit-score-lines");
+    let good = json!({"row": {"question": "q", "label": "safe"}, "text": "Hello there.", "tokens": 3});
+    let input = [
+        "not json".to_string(),
+        r#"{"text": "x"}"#.to_string(),
+        "[1, 2]".to_string(),
+        r#"{"row": {"question": "q"}, "text": null}"#.to_string(),
+        r#"{"row": {"question": "q"}, "text": "x", "tokens": 2.5}"#.to_string(),
+        r#"{"row": {"question": "q"}, "text": "x", "tokens": 1e400}"#.to_string(),
+        good.to_string(),
+    ]
+    .join("\n");
+    let out = python(&dir, &["score"], &input);
+    assert_eq!(out.len(), 7, "{out:?}");
+    let parsed: Vec<Value> = out.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (line, why) in parsed[..6].iter().zip([
+        "line 1: not JSON",
+        "expected {\"row\"",
+        "expected {\"row\"",
+        "text must be a string, not None",
+        "token count must be a whole number",
+        "line 6: not JSON",
+    ]) {
+        let error = line["error"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{error} lacks {why}");
+    }
+    assert!(parsed[6]["total"].is_number(), "{}", parsed[6]);
+}

@@ -1611,13 +1611,32 @@ def completion_text(c):
         content = c[-1].get("content", "")
         if isinstance(content, list):
             return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-        return content
-    return str(c)
+        if isinstance(content, str):
+            return content
+    raise EvalError(f"a completion is text or a conversation ending in a message with text, not {describe_value(c)}")
+
+
+def describe_value(v):
+    """`v`'s kind in a message (its repr, cut short)."""
+    shown = repr(v)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def score(row, text, tokens=None, rubric=None):
-    """One completion's scores (see `Reward.score`)."""
+    """One completion's scores (see `Reward.score`); `text` must be a
+    string and `tokens` a count or None (else EvalError)."""
+    check_item(text, tokens)
     return reward().score(row, text, tokens, rubric)
+
+
+def check_item(text, tokens):
+    """Refuses a completion that is not text, or a token count that is not
+    a whole number of at least 0, with EvalError."""
+    if not isinstance(text, str):
+        raise EvalError(f"a completion's text must be a string, not {describe_value(text)}")
+    whole = isinstance(tokens, (int, float)) and not isinstance(tokens, bool) and math.isfinite(tokens) and tokens == int(tokens)
+    if tokens is not None and not (whole and tokens >= 0):
+        raise EvalError(f"a completion's token count must be a whole number of at least 0, not {describe_value(tokens)}")
 
 
 def trl_reward(prompts, completions, completion_ids=None, **columns):
@@ -1682,15 +1701,22 @@ def main(argv):
     if len(argv) >= 1 and argv[0] == "score":
         rubric = argv[argv.index("--rubric") + 1] if "--rubric" in argv else None
         r = reward()
-        for line in sys.stdin:
+        for number, line in enumerate(sys.stdin, start=1):
             if not line.strip():
                 continue
-            item = parse_json(line)  # numbers as saferc reads them
+            # One line out per line in: a line that cannot be scored says
+            # why, and the next lines are still scored.
             try:
+                item = parse_json(line)  # numbers as saferc reads them
+                if not isinstance(item, dict) or "row" not in item or "text" not in item:
+                    raise EvalError('expected {"row": {...}, "text": "...", "tokens": N}')
+                check_item(item["text"], item.get("tokens"))
                 out = r.score(Row(item["row"]), item["text"], item.get("tokens"), rubric)
             except EvalError as e:
                 out = {"error": str(e)}
-            print(json.dumps(out))
+            except ValueError as e:  # JSON that does not parse
+                out = {"error": f"line {number}: not JSON: {e}"}
+            print(json.dumps(out), flush=True)
         return 0
     if len(argv) == 2 and argv[0] == "rows":
         try:
