@@ -976,7 +976,8 @@ print(json.dumps({s: [r.origin for r in safer_reward.split_rows(s)] for s in ["d
 #[test]
 fn the_score_command_answers_every_line() {
     let (_, dir) = emitted(saferc::emit::Target::Trl, "emit-score-lines");
-    let good = json!({"row": {"question": "q", "label": "safe"}, "text": "Hello there.", "tokens": 3});
+    let good =
+        json!({"row": {"question": "q", "label": "safe"}, "text": "Hello there.", "tokens": 3});
     let input = [
         "not json".to_string(),
         r#"{"text": "x"}"#.to_string(),
@@ -989,7 +990,10 @@ fn the_score_command_answers_every_line() {
     .join("\n");
     let out = python(&dir, &["score"], &input);
     assert_eq!(out.len(), 7, "{out:?}");
-    let parsed: Vec<Value> = out.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let parsed: Vec<Value> = out
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     for (line, why) in parsed[..6].iter().zip([
         "line 1: not JSON",
         "expected {\"row\"",

@@ -118,6 +118,28 @@ pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> 
             ),
         });
     }
+    // UTF-16 (what PowerShell 5's `>` writes) reads as one bad row per
+    // line, each "not valid JSON": one error that names the encoding.
+    if text.starts_with(b"\xFF\xFE") || text.starts_with(b"\xFE\xFF") {
+        return Err(ExecError::Data {
+            dataset: name.to_string(),
+            message: format!(
+                "`{}` is UTF-16 (it starts with a UTF-16 byte-order mark); saferc reads JSON Lines in UTF-8 (convert it with `iconv -f UTF-16 -t UTF-8`, or save it as UTF-8)",
+                spec.source_written
+            ),
+        });
+    }
+    // An object printed over several lines (`json.dumps(row, indent=2)`):
+    // its first line is a lone `{`, which no JSON Lines row is.
+    if first_line.is_some_and(|l| l.trim_ascii() == b"{") {
+        return Err(ExecError::Data {
+            dataset: name.to_string(),
+            message: format!(
+                "`{}` holds JSON printed over several lines (its first row opens with a lone `{{`); saferc reads JSON Lines, one object per line (convert it with `jq -c . FILE`, or in Python write each row with `json.dumps(row)`, without `indent`)",
+                spec.source_written
+            ),
+        });
+    }
     let images = Path::new(&spec.images);
     // Lines as `str::lines` cuts them (a `\r` before the `\n` dropped), with
     // a UTF-8 byte-order mark at the start of the file skipped; a line that
@@ -978,6 +1000,40 @@ mod tests {
         assert!(load_source("d", &source_spec(&file, &dir)).is_err());
         // A header row that is an array is one bad row; the rows load.
         std::fs::write(&file, "[\"question\", \"answer\"]\n{\"question\": \"q\"}\n").unwrap();
+        let loaded = load_source("d", &source_spec(&file, &dir)).unwrap();
+        assert_eq!((loaded.rows.len(), loaded.bad.len()), (1, 1));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A UTF-16 file and objects printed over several lines are one error
+    /// that names what the file is, not one bad row per line.
+    #[test]
+    fn a_utf16_file_or_indented_json_is_one_error() {
+        let (dir, file) = rows_file("utf16");
+        let row = "{\"question\": \"q\"}\n";
+        let mut utf16 = vec![0xFF, 0xFE];
+        utf16.extend(row.encode_utf16().flat_map(u16::to_le_bytes));
+        std::fs::write(&file, utf16).unwrap();
+        let err = load_source("d", &source_spec(&file, &dir))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("`rows.jsonl` is UTF-16"), "{err}");
+        std::fs::write(
+            &file,
+            "{\n  \"question\": \"q\"\n}\n{\n  \"question\": \"r\"\n}\n",
+        )
+        .unwrap();
+        let err = load_source("d", &source_spec(&file, &dir))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("holds JSON printed over several lines"),
+            "{err}"
+        );
+        // A lone `{` after the first row is a bad row, as before.
+        std::fs::write(&file, "{\"question\": \"q\"}\n{\n").unwrap();
         let loaded = load_source("d", &source_spec(&file, &dir)).unwrap();
         assert_eq!((loaded.rows.len(), loaded.bad.len()), (1, 1));
         std::fs::remove_dir_all(&dir).ok();
