@@ -67,8 +67,6 @@ pub fn files(
         ("max_grad_norm", py_float(grpo.max_grad_norm)),
         ("per_device_train_batch_size", "PER_DEVICE".into()),
         ("gradient_accumulation_steps", "ACCUMULATION".into()),
-        // An evaluation batch holds whole groups.
-        ("per_device_eval_batch_size", rollout.group.to_string()),
         ("num_generations", rollout.group.to_string()),
         ("max_completion_length", rollout.max_tokens.to_string()),
         ("temperature", py_float(temperature(&rollout, notes))),
@@ -225,18 +223,75 @@ config = GRPOConfig(
 {settings}
 )
 
+def held_out_means(trainer):
+    """The held-out split scored as `saferc run` scores it: one greedy
+    completion per row, at most {max_tokens} tokens, each criterion's mean and the
+    reward's (`reward`). TRL's own `evaluate()` samples `num_generations`
+    completions per prompt at the training temperature instead. Run on the
+    main process, on the unwrapped model (not under FSDP or ZeRO-3)."""
+    reward = safer_reward.reward()
+    criteria, _ = reward.names()
+    check = safer_reward.pillow_check if VISION else None
+    rows = safer_reward.split_rows(EVAL_SPLIT, images_passed=VISION, image_check=check)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    processing = trainer.processing_class
+    tokenizer = getattr(processing, "tokenizer", processing)
+    ends = model.generation_config.eos_token_id
+    ends = set(ends if isinstance(ends, list) else [] if ends is None else [ends])
+    was_training = model.training
+    model.eval()
+    totals = {{name: 0.0 for name in criteria + ["reward"]}}
+    for row in rows:
+        images = row_images(row) if VISION else []
+        content = row.prompt
+        if images:
+            content = [{{"type": "image"}} for _ in images] + [{{"type": "text", "text": row.prompt}}]
+        text = processing.apply_chat_template(
+            [{{"role": "user", "content": content}}], add_generation_prompt=True, tokenize=False
+        )
+        if images:
+            inputs = processing(text=[text], images=[images], return_tensors="pt")
+        else:
+            inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        inputs = inputs.to(model.device)
+        with torch.no_grad():
+            out = model.generate(
+                **inputs, do_sample=False, max_new_tokens={max_tokens}, min_new_tokens={min_tokens}
+            )
+        ids = out[0, inputs["input_ids"].shape[1] :].tolist()
+        # The completion runs to its end token, which saferc counts.
+        for i, token in enumerate(ids):
+            if token in ends:
+                ids = ids[: i + 1]
+                break
+        completion = tokenizer.decode(ids, skip_special_tokens=True)
+        scores = reward.score(row, completion, len(ids))
+        for name, value in zip(criteria, scores["criteria"]):
+            totals[name] += value
+        totals["reward"] += scores["total"]
+    if was_training:
+        model.train()
+    return {{name: total / max(len(rows), 1) for name, total in totals.items()}}
+
+
 trainer = GRPOTrainer(
     model=MODEL,
     reward_funcs=safer_reward.trl_reward,
     args=config,
     train_dataset=examples(TRAIN_SPLIT),
-    eval_dataset=examples(EVAL_SPLIT) if EVAL_SPLIT else None,
 )
-{freeze}if EVAL_SPLIT:
-    print("before:", trainer.evaluate())
+{freeze}main = trainer.accelerator.is_main_process
+evaluated = {{}}
+if EVAL_SPLIT and main:
+    evaluated["before"] = held_out_means(trainer)
+    print("held-out before:", evaluated["before"])
 trainer.train()
-if EVAL_SPLIT:
-    print("after:", trainer.evaluate())
+if EVAL_SPLIT and main:
+    evaluated["after"] = held_out_means(trainer)
+    print("held-out after:", evaluated["after"])
+    # As `saferc run`'s summary.json holds them.
+    with open(os.path.join(config.output_dir, "safer_eval.json"), "w") as f:
+        json.dump({{"eval": evaluated}}, f, indent=2)
 trainer.save_model(config.output_dir)
 "#,
         stage = stage.name,
@@ -261,6 +316,8 @@ trainer.save_model(config.output_dir)
             "# Only a `qwen2_5_vl` policy takes the rows' images here: they are not passed on (the script\n# warns of rows that have them)."
         },
         vision = python_bool(vision),
+        max_tokens = rollout.max_tokens,
+        min_tokens = rollout.min_tokens,
         freeze = if vision && stage.freeze_vision {
             "# `freeze_vision`: the vision tower (`visual`, merger included) takes no gradient. Frozen\n# before train() builds the optimiser, which leaves out weights that take none.\nprint(f\"froze {safer_reward.freeze_vision_tower(trainer.model)} weights of the vision tower\")\n"
         } else {
