@@ -437,6 +437,25 @@ fn emit_writes_the_files_and_says_what_did_not_carry_over() {
     assert!(said.contains("nothing was written"), "{said}");
     let written: Vec<_> = std::fs::read_dir(&taken).unwrap().flatten().collect();
     assert_eq!(written.len(), 1, "{written:?}");
+    // A link where a file goes, even one to nowhere, is not written
+    // through (outside the folder).
+    #[cfg(unix)]
+    {
+        let linked = dir.join("linked");
+        std::fs::create_dir_all(&linked).unwrap();
+        let outside = dir.join("outside.json");
+        std::os::unix::fs::symlink(&outside, linked.join("reward_spec.json")).unwrap();
+        let refused = emit_into(&linked, true);
+        assert_eq!(refused.status.code(), Some(1));
+        let said = String::from_utf8_lossy(&refused.stderr).to_string();
+        assert!(
+            said.contains("is a symbolic link") && said.contains("nothing was written"),
+            "{said}"
+        );
+        assert!(!outside.exists());
+        let written: Vec<_> = std::fs::read_dir(&linked).unwrap().flatten().collect();
+        assert_eq!(written.len(), 1, "{written:?}");
+    }
 }
 
 /// What the loopback judge received: each request's `Authorization`

@@ -54,18 +54,26 @@ pub(super) fn run(file: &Path, request: Request<'_>, imports: &ImportArgs) -> i3
         );
         return 1;
     }
-    // Checked before anything is written, so that none is.
-    if let Some(taken) = emitted
-        .files
-        .iter()
-        .map(|(name, _)| out.join(name))
-        .find(|path| path.exists() && !path.is_file())
-    {
-        eprintln!(
-            "error: {} is a folder (or not a plain file), where emit writes a file; nothing was written",
-            taken.display()
-        );
-        return 1;
+    // Checked before anything is written, so that none is. A link (also
+    // one to nowhere) would be written through, outside the folder.
+    for path in emitted.files.iter().map(|(name, _)| out.join(name)) {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            eprintln!(
+                "error: {} is a symbolic link, where emit writes a file of its own; nothing was written",
+                path.display()
+            );
+            return 1;
+        }
+        if !meta.is_file() {
+            eprintln!(
+                "error: {} is a folder (or not a plain file), where emit writes a file; nothing was written",
+                path.display()
+            );
+            return 1;
+        }
     }
     // Files the user may have edited are not replaced unless asked.
     let changed: Vec<String> = emitted
@@ -91,10 +99,37 @@ pub(super) fn run(file: &Path, request: Request<'_>, imports: &ImportArgs) -> i3
         eprintln!("error: cannot create {}: {e}", out.display());
         return 1;
     }
-    for (name, text) in &emitted.files {
-        let path = out.join(name);
-        if let Err(e) = std::fs::write(&path, text) {
+    // Every file is written beside its place first and then renamed into
+    // it: a write that fails (a full disk) leaves the folder as it was.
+    let staged: Vec<(PathBuf, PathBuf)> = emitted
+        .files
+        .iter()
+        .map(|(name, _)| {
+            (
+                out.join(format!(".{name}.emit-{}", std::process::id())),
+                out.join(name),
+            )
+        })
+        .collect();
+    let discard = |staged: &[(PathBuf, PathBuf)]| {
+        for (temp, _) in staged {
+            let _ = std::fs::remove_file(temp);
+        }
+    };
+    for ((_, text), (temp, path)) in emitted.files.iter().zip(&staged) {
+        if let Err(e) = std::fs::write(temp, text) {
+            eprintln!(
+                "error: cannot write {}: {e}; nothing was written",
+                path.display()
+            );
+            discard(&staged);
+            return 1;
+        }
+    }
+    for (temp, path) in &staged {
+        if let Err(e) = std::fs::rename(temp, path) {
             eprintln!("error: cannot write {}: {e}", path.display());
+            discard(&staged);
             return 1;
         }
         println!("wrote {}", path.display());
