@@ -70,6 +70,15 @@ fn missing_weights() {
     std::fs::remove_file(dir.join("model.safetensors")).expect("rm");
     let err = load_error(&dir);
     assert!(err.contains("has no `model.safetensors`"), "{err}");
+    // A folder of PyTorch pickles says so, and how to convert them.
+    let dir = copy("pickled");
+    std::fs::rename(dir.join("model.safetensors"), dir.join("pytorch_model.bin")).expect("mv");
+    let err = load_error(&dir);
+    assert!(
+        err.contains("has no `model.safetensors` (it holds PyTorch pickles")
+            && err.contains("safe_serialization=True"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -175,6 +175,8 @@ import safer_reward  # noqa: E402
 MODEL = sys.argv[1] if len(sys.argv) > 1 else {model}
 TRAIN_SPLIT = {train}
 EVAL_SPLIT = {eval_split}
+# The rollout's stop strings: the held-out completions end at them, as in `saferc run`.
+STOP = {stop}
 ON_GPU = torch.cuda.is_available()
 # The model is declared `dtype = {dtype}`: bf16 training where it is bf16 and the GPU has it.
 BF16 = {bf16} and ON_GPU and torch.cuda.is_bf16_supported()
@@ -225,53 +227,86 @@ config = GRPOConfig(
 
 def held_out_means(trainer):
     """The held-out split scored as `saferc run` scores it: one greedy
-    completion per row, at most {max_tokens} tokens, each criterion's mean and the
-    reward's (`reward`). TRL's own `evaluate()` samples `num_generations`
-    completions per prompt at the training temperature instead. Run on the
-    main process, on the unwrapped model (not under FSDP or ZeRO-3)."""
+    completion per row (no repetition penalty, at most {max_tokens} tokens, the
+    rollout's stop strings), each criterion's mean, the reward's (`reward`)
+    and the rows' `count`, as summary.json holds them. TRL's own `evaluate()`
+    samples `num_generations` completions per prompt at the training
+    temperature instead. Every process scores its share of the rows."""
+    from contextlib import nullcontext
+
+    from transformers import GenerationConfig
+    from trl.models import unwrap_model_for_generation
+
     reward = safer_reward.reward()
     criteria, _ = reward.names()
     check = safer_reward.pillow_check if VISION else None
     rows = safer_reward.split_rows(EVAL_SPLIT, images_passed=VISION, image_check=check)
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    accelerator = trainer.accelerator
+    mine = rows[accelerator.process_index :: accelerator.num_processes]
     processing = trainer.processing_class
     tokenizer = getattr(processing, "tokenizer", processing)
-    ends = model.generation_config.eos_token_id
-    ends = set(ends if isinstance(ends, list) else [] if ends is None else [ends])
-    was_training = model.training
-    model.eval()
-    totals = {{name: 0.0 for name in criteria + ["reward"]}}
-    for row in rows:
-        images = row_images(row) if VISION else []
-        content = row.prompt
-        if images:
-            content = [{{"type": "image"}} for _ in images] + [{{"type": "text", "text": row.prompt}}]
-        text = processing.apply_chat_template(
-            [{{"role": "user", "content": content}}], add_generation_prompt=True, tokenize=False
+    sums = [0.0] * (len(criteria) + 1)
+    wrapped = trainer.model_wrapped
+    with unwrap_model_for_generation(wrapped, accelerator) as model:
+        # The end tokens `saferc run` stops at: the generation config's,
+        # else the model config's.
+        ends = model.generation_config.eos_token_id
+        if ends is None:
+            text_config = getattr(model.config, "text_config", None)
+            ends = getattr(model.config, "eos_token_id", None) or getattr(text_config, "eos_token_id", None)
+        ends = set(ends if isinstance(ends, list) else [] if ends is None else [ends])
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(ends, default=0)
+        greedy = GenerationConfig(
+            do_sample=False,
+            max_new_tokens={max_tokens},
+            min_new_tokens={min_tokens},
+            eos_token_id=sorted(ends) or None,
+            pad_token_id=pad,
+            repetition_penalty=1.0,
         )
-        if images:
-            inputs = processing(text=[text], images=[images], return_tensors="pt")
-        else:
-            inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
-        inputs = inputs.to(model.device)
-        with torch.no_grad():
-            out = model.generate(
-                **inputs, do_sample=False, max_new_tokens={max_tokens}, min_new_tokens={min_tokens}
-            )
-        ids = out[0, inputs["input_ids"].shape[1] :].tolist()
-        # The completion runs to its end token, which saferc counts.
-        for i, token in enumerate(ids):
-            if token in ends:
-                ids = ids[: i + 1]
-                break
-        completion = tokenizer.decode(ids, skip_special_tokens=True)
-        scores = reward.score(row, completion, len(ids))
-        for name, value in zip(criteria, scores["criteria"]):
-            totals[name] += value
-        totals["reward"] += scores["total"]
-    if was_training:
-        model.train()
-    return {{name: total / max(len(rows), 1) for name, total in totals.items()}}
+        stops = {{"stop_strings": STOP, "tokenizer": tokenizer}} if STOP else {{}}
+        was_training = model.training
+        model.eval()
+        full = None
+        if trainer.is_fsdp_enabled:
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            full = FullyShardedDataParallel.summon_full_params(wrapped, recurse=False)
+        with full or nullcontext():
+            for row in mine:
+                images = row_images(row) if VISION else []
+                content = row.prompt
+                if images:
+                    content = [{{"type": "image"}} for _ in images] + [{{"type": "text", "text": row.prompt}}]
+                text = processing.apply_chat_template(
+                    [{{"role": "user", "content": content}}], add_generation_prompt=True, tokenize=False
+                )
+                if images:
+                    inputs = processing(text=[text], images=[images], return_tensors="pt")
+                else:
+                    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+                inputs = inputs.to(model.device)
+                with torch.no_grad():
+                    out = model.generate(**inputs, generation_config=greedy, **stops)
+                ids = out[0, inputs["input_ids"].shape[1] :].tolist()
+                # The completion runs to its end token, which saferc counts.
+                for i, token in enumerate(ids):
+                    if token in ends:
+                        ids = ids[: i + 1]
+                        break
+                completion = tokenizer.decode(ids, skip_special_tokens=True)
+                scores = reward.score(row, completion, len(ids))
+                for i, value in enumerate(scores["criteria"] + [scores["total"]]):
+                    sums[i] += value
+        if was_training:
+            model.train()
+    totals = accelerator.reduce(
+        torch.tensor(sums + [len(mine)], dtype=torch.float64, device=accelerator.device), reduction="sum"
+    ).tolist()
+    count = int(totals[-1])
+    means = {{name: (total / count if count else None) for name, total in zip(criteria + ["reward"], totals)}}
+    means["count"] = count
+    return means
 
 
 trainer = GRPOTrainer(
@@ -282,16 +317,18 @@ trainer = GRPOTrainer(
 )
 {freeze}main = trainer.accelerator.is_main_process
 evaluated = {{}}
-if EVAL_SPLIT and main:
+if EVAL_SPLIT:
     evaluated["before"] = held_out_means(trainer)
-    print("held-out before:", evaluated["before"])
+    if main:
+        print("held-out before:", evaluated["before"])
 trainer.train()
-if EVAL_SPLIT and main:
+if EVAL_SPLIT:
     evaluated["after"] = held_out_means(trainer)
-    print("held-out after:", evaluated["after"])
-    # As `saferc run`'s summary.json holds them.
-    with open(os.path.join(config.output_dir, "safer_eval.json"), "w") as f:
-        json.dump({{"eval": evaluated}}, f, indent=2)
+    if main:
+        print("held-out after:", evaluated["after"])
+        # As `saferc run`'s summary.json holds them.
+        with open(os.path.join(config.output_dir, "safer_eval.json"), "w") as f:
+            json.dump({{"eval": evaluated}}, f, indent=2)
 trainer.save_model(config.output_dir)
 "#,
         stage = stage.name,
@@ -316,6 +353,7 @@ trainer.save_model(config.output_dir)
             "# Only a `qwen2_5_vl` policy takes the rows' images here: they are not passed on (the script\n# warns of rows that have them)."
         },
         vision = python_bool(vision),
+        stop = python_strings(&rollout.stop),
         max_tokens = rollout.max_tokens,
         min_tokens = rollout.min_tokens,
         freeze = if vision && stage.freeze_vision {
@@ -325,6 +363,12 @@ trainer.save_model(config.output_dir)
         },
     );
     vec![("train_trl.py".into(), script)]
+}
+
+/// `items` as a Python list of strings.
+fn python_strings(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| quoted(s)).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 fn python_bool(b: bool) -> &'static str {

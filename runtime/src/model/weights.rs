@@ -422,10 +422,20 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         .collect();
     found.sort();
     if found.is_empty() {
+        // PyTorch's pickles (`pytorch_model.bin`, its shards) are named, as
+        // the reason the folder has no weights saferc reads.
+        let pickled = fs::read_dir(dir)
+            .map_err(io_error(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .any(|p| p.extension().is_some_and(|x| x == "bin" || x == "pt" || x == "pth"));
         return Err(ModelError::MissingFile {
             dir: dir.to_path_buf(),
             file: "model.safetensors",
-            hint: "the weights, as saved by `save_pretrained(safe_serialization=True)`",
+            hint: if pickled {
+                "it holds PyTorch pickles (`.bin`, `.pt`), which saferc does not read: convert them with transformers, `AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)`"
+            } else {
+                "the weights, as saved by `save_pretrained(safe_serialization=True)`"
+            },
         });
     }
     Ok(found)
