@@ -347,6 +347,41 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
         stderr.contains("rows.jsonl:4: not valid UTF-8 (dataset `d` has `on_bad_row = fail`)"),
         "{stderr}"
     );
+    // A file that is not JSON Lines as a whole is one error in both, under
+    // either policy: UTF-16, a JSON array, objects printed over lines.
+    plan.datasets.get_mut("d").unwrap().on_bad_row = "skip".into();
+    write_emitted(&plan, saferc::emit::Target::Trl, &dir);
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(row("a", "").encode_utf16().flat_map(u16::to_le_bytes));
+    let one = row("a", "");
+    for (contents, says) in [
+        (utf16, "is UTF-16"),
+        (format!("[\n{one}\n]\n").into_bytes(), "holds a JSON array"),
+        (format!("[{one}]\n").into_bytes(), "holds a JSON array"),
+        (
+            b"{\n  \"question\": \"q\"\n}\n".to_vec(),
+            "printed over several lines",
+        ),
+    ] {
+        std::fs::write(&data, &contents).unwrap();
+        let runtime = data::load_source("d", &plan.datasets["d"])
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            runtime.as_deref().is_some_and(|e| e.contains(says)),
+            "{runtime:?}"
+        );
+        let out = Command::new("python3")
+            .args(["safer_reward.py", "rows", "d"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(says),
+            "{says}: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -396,6 +431,27 @@ fn emit_writes_the_files_and_says_what_did_not_carry_over() {
     assert!(std::fs::read_to_string(dir.join("train_trl.py"))
         .unwrap()
         .contains("GRPOConfig("));
+    // A file made private stays private when emit replaces it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let spec = dir.join("reward_spec.json");
+        std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&spec, "{}").unwrap();
+        let again = common::saferc(&[
+            "emit",
+            pipeline.to_str().unwrap(),
+            "--target",
+            "trl",
+            "--out",
+            dir.to_str().unwrap(),
+            "--force",
+        ]);
+        assert!(again.status.success());
+        let mode = std::fs::metadata(&spec).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_ne!(std::fs::read_to_string(&spec).unwrap(), "{}");
+    }
     let file = dir.join("train_trl.py");
     let into_a_file = common::saferc(&[
         "emit",
@@ -1014,12 +1070,12 @@ fn the_score_command_answers_every_line() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     for (line, why) in parsed[..6].iter().zip([
-        "line 1: not JSON",
+        "line 1: cannot be read as JSON",
         "expected {\"row\"",
         "expected {\"row\"",
         "text must be a string, not None",
         "token count must be a whole number",
-        "line 6: not JSON",
+        "line 6: cannot be read as JSON",
     ]) {
         let error = line["error"].as_str().unwrap_or_default();
         assert!(error.contains(why), "{error} lacks {why}");

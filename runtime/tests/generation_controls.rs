@@ -120,10 +120,11 @@ fn stop_strings_end_the_completion_and_its_text() {
     assert_eq!(out.text, after[..end(&pair)]);
 }
 
-/// The ids that end a completion are transformers' generation config's:
-/// `generation_config.json`'s `eos_token_id` where it gives one, else
-/// `config.json`'s, and the tokenizer's `eos_token` only where neither
-/// does; never their union.
+/// The ids that end a completion are `generation_config.json`'s
+/// `eos_token_id` where it gives one (as transformers takes them), else
+/// `config.json`'s (saferc's choice where that file lacks the key, for
+/// which transformers 5 would not stop at all), and the tokenizer's
+/// `eos_token` only where neither does; never their union.
 #[test]
 fn end_tokens_are_the_generation_config_s() {
     let source = dir("qwen2-tied");

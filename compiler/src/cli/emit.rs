@@ -100,7 +100,9 @@ pub(super) fn run(file: &Path, request: Request<'_>, imports: &ImportArgs) -> i3
         return 1;
     }
     // Every file is written beside its place first and then renamed into
-    // it: a write that fails (a full disk) leaves the folder as it was.
+    // it: a write that fails (a full disk) leaves the folder as it was. A
+    // file replaced keeps its permissions (a `reward_spec.json` made
+    // private stays private).
     let staged: Vec<(PathBuf, PathBuf)> = emitted
         .files
         .iter()
@@ -117,7 +119,11 @@ pub(super) fn run(file: &Path, request: Request<'_>, imports: &ImportArgs) -> i3
         }
     };
     for ((_, text), (temp, path)) in emitted.files.iter().zip(&staged) {
-        if let Err(e) = std::fs::write(temp, text) {
+        let written = std::fs::write(temp, text).and_then(|()| match std::fs::metadata(path) {
+            Ok(old) => std::fs::set_permissions(temp, old.permissions()),
+            Err(_) => Ok(()),
+        });
+        if let Err(e) = written {
             eprintln!(
                 "error: cannot write {}: {e}; nothing was written",
                 path.display()
@@ -128,7 +134,10 @@ pub(super) fn run(file: &Path, request: Request<'_>, imports: &ImportArgs) -> i3
     }
     for (temp, path) in &staged {
         if let Err(e) = std::fs::rename(temp, path) {
-            eprintln!("error: cannot write {}: {e}", path.display());
+            eprintln!(
+                "error: cannot write {}: {e} (the files listed above were written)",
+                path.display()
+            );
             discard(&staged);
             return 1;
         }

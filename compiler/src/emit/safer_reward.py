@@ -1317,6 +1317,7 @@ def read_rows(name, dataset, training, image_check=None, skipped=None):
 
     with open(path, "rb") as f:
         data = f.read()
+    whole_file_error(data, os.path.basename(path))
     lines = []
     for number, raw in enumerate(data.split(b"\n"), 1):
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -1364,6 +1365,38 @@ def read_rows(name, dataset, training, image_check=None, skipped=None):
         except EvalError:
             continue  # saferc skips a row its filter cannot be evaluated on
     return rows
+
+
+def whole_file_error(data, shown):
+    """Refuses, as saferc does, a file that is not JSON Lines as a whole
+    (one error, not a bad row per line): UTF-16, a JSON array, objects
+    printed over several lines."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise EvalError(
+            f"`{shown}` is UTF-16 (it starts with a UTF-16 byte-order mark); saferc reads JSON Lines in UTF-8"
+        )
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    first = next((line for line in body.split(b"\n") if line.strip()), None)
+    if first is None:
+        return
+    if first.lstrip().startswith(b"["):
+        try:
+            json.loads(first)
+            one_line = True
+        except ValueError:
+            one_line = False
+        whole = False
+        if one_line:
+            try:
+                whole = isinstance(json.loads(body), list)
+            except ValueError:
+                whole = False
+        if not one_line or whole:
+            raise EvalError(f"`{shown}` holds a JSON array; saferc reads JSON Lines, one object per line")
+    if first.strip() == b"{":
+        raise EvalError(
+            f"`{shown}` holds JSON printed over several lines (its first row opens with a lone `{{`); saferc reads JSON Lines, one object per line"
+        )
 
 
 def moved_source(name, training):
@@ -1708,14 +1741,18 @@ def main(argv):
             # why, and the next lines are still scored.
             try:
                 item = parse_json(line)  # numbers as saferc reads them
+            except (ValueError, RecursionError) as e:  # not JSON, a number out of range, too deep
+                print(json.dumps({"error": f"line {number}: cannot be read as JSON: {e}"}), flush=True)
+                continue
+            try:
                 if not isinstance(item, dict) or "row" not in item or "text" not in item:
                     raise EvalError('expected {"row": {...}, "text": "...", "tokens": N}')
                 check_item(item["text"], item.get("tokens"))
                 out = r.score(Row(item["row"]), item["text"], item.get("tokens"), rubric)
             except EvalError as e:
                 out = {"error": str(e)}
-            except ValueError as e:  # JSON that does not parse
-                out = {"error": f"line {number}: not JSON: {e}"}
+            except Exception as e:  # noqa: BLE001 - every line gets its answer
+                out = {"error": f"line {number}: {type(e).__name__}: {e}"}
             print(json.dumps(out), flush=True)
         return 0
     if len(argv) == 2 and argv[0] == "rows":

@@ -51,7 +51,7 @@ pub fn files(
     };
     if declared.is_none() {
         notes.push(format!(
-            "`data.max_prompt_length` is {max_prompt} tokens{}: verl pads every prompt to it, cuts a longer text prompt from the left with a warning and refuses a longer one with images; declare `context` on model `{}` (prompt and completion together) to set it",
+            "`data.max_prompt_length` is {max_prompt} tokens{}: verl pads every prompt to it and refuses a longer one (its `data.truncation` defaults to `error`; its agent loop cuts a longer text prompt from the left and refuses one with images); declare `context` on model `{}` (prompt and completion together) to set it",
             positions.map_or_else(
                 || " (the policy declares no `context`)".to_string(),
                 |p| format!(" (the policy declares no `context`; its `config.json` holds {p} positions)")
@@ -385,13 +385,16 @@ def turned(data):
 
 
 def image_bytes(path):
-    """The image's bytes as verl reads them: the file, or for a transparent
-    PNG or a photo turned by its EXIF orientation the image as saferc reads
-    it (laid over white, upright), as PNG: verl's loader would blacken what
-    is transparent in a grey or palette image, and does not turn photos."""
+    """The image's bytes as verl reads them: a PNG or JPEG file as it is, or
+    the image as saferc reads it (laid over white, upright), as PNG, for a
+    transparent PNG, a photo turned by its EXIF orientation, and every other
+    format (WebP, GIF, TIFF, BMP may hold transparency, and a TIFF its own
+    orientation): verl's loader would blacken what is transparent and does
+    not turn photos."""
     with open(path, "rb") as f:
         data = f.read()
-    if not transparent(data) and not turned(data):
+    plain = data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] == b"\xff\xd8"
+    if plain and not transparent(data) and not turned(data):
         return data
     import io
 

@@ -427,7 +427,10 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         let pickled = fs::read_dir(dir)
             .map_err(io_error(dir))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .any(|p| p.extension().is_some_and(|x| x == "bin" || x == "pt" || x == "pth"));
+            .any(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "bin" || x == "pt" || x == "pth")
+            });
         return Err(ModelError::MissingFile {
             dir: dir.to_path_buf(),
             file: "model.safetensors",

@@ -98,11 +98,12 @@ impl TextTokenizer {
             })
             .transpose()?;
 
-        // The ids that end a completion, as transformers' `generate` takes
-        // them: `generation_config.json`'s `eos_token_id` where that file
-        // gives one, else `config.json`'s (transformers' generation config
-        // made from the model's); the tokenizer's `eos_token` only where
-        // neither gives any (transformers would not stop at all).
+        // The ids that end a completion: `generation_config.json`'s
+        // `eos_token_id` where that file gives one, as transformers'
+        // `generate` takes them; else `config.json`'s (transformers takes
+        // it only where there is no `generation_config.json`, and with a
+        // file that lacks the key would not stop at all); the tokenizer's
+        // `eos_token` only where neither gives any.
         let mut eos_ids = Vec::new();
         for file in ["generation_config.json", "config.json"] {
             if let Some(v) = read_json(&dir.join(file))? {
