@@ -393,6 +393,25 @@ fn the_tensors_are_checked_by_their_headers_as_loading_checks_them() {
         err.contains("`tie_word_embeddings` is true, and the weights also hold `lm_head.weight`, which differs from the embeddings"),
         "{err}"
     );
+    // A tied model saved with a copy of its embeddings as its head loads.
+    let tied = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2-tied");
+    let copied = std::env::temp_dir().join(format!("saferc-tied-copy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copied);
+    std::fs::create_dir_all(&copied).expect("dir");
+    for file in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tied.join(file), copied.join(file)).expect("copy");
+    }
+    let bytes = std::fs::read(tied.join("model.safetensors")).expect("read");
+    let stored = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = stored.tensors();
+    let embed = stored
+        .tensor("model.embed_tokens.weight")
+        .expect("embeddings");
+    tensors.push(("lm_head.weight".into(), embed));
+    safetensors::serialize_to_file(tensors, None, &copied.join("model.safetensors"))
+        .expect("write");
+    assert!(Model::<CpuBackend>::load(&copied, &Default::default()).is_ok());
+    let _ = std::fs::remove_dir_all(&copied);
     // Weights of a layer `config.json` leaves out load without it: listed.
     edit_config(&dir, |v| v["num_hidden_layers"] = 1.into());
     let config = ModelConfig::read(&dir).expect("config");

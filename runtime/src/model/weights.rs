@@ -138,6 +138,18 @@ impl WeightReader {
         if !self.contains("lm_head.weight") {
             return Ok(());
         }
+        // The stored bytes first: equal ones (a tied model saved with its
+        // head) need no decoding, which for a large vocabulary is gigabytes.
+        let same_bytes = match (
+            self.raw("lm_head.weight"),
+            self.raw("model.embed_tokens.weight"),
+        ) {
+            (Some(head), Some(embed)) => head == embed,
+            _ => false,
+        };
+        if same_bytes {
+            return Ok(());
+        }
         let shape = [vocab, hidden];
         let head = self.values("lm_head.weight", &shape)?;
         if head == self.values("model.embed_tokens.weight", &shape)? {
@@ -150,6 +162,18 @@ impl WeightReader {
                 stored_name("lm_head.weight", self.renamed)
             ),
         })
+    }
+
+    /// The stored dtype, shape and bytes of tensor `name` (a loading name),
+    /// when the files hold it within their bounds.
+    fn raw(&self, name: &str) -> Option<(String, Vec<usize>, &[u8])> {
+        let (i, stored) = self.index.get(name)?;
+        let file = self.files.get(*i)?;
+        let info = file.metadata.info(stored)?;
+        let (start, end) = info.data_offsets;
+        let base = 8 + file.header_len;
+        let bytes = file.bytes.get(base + start..base + end)?;
+        Some((format!("{:?}", info.dtype), info.shape.clone(), bytes))
     }
 
     /// The tensor `name` as f32 values, checked against `expected` (its
