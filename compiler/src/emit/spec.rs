@@ -138,7 +138,7 @@ pub(crate) fn regex_difference(pattern: &str) -> Option<&'static str> {
     let Ok(ast) = regex_syntax::ast::parse::Parser::new().parse(pattern) else {
         return Some("saferc's regex engine cannot read it");
     };
-    regex_syntax::ast::visit(&ast, Differences).err()
+    regex_syntax::ast::visit(&ast, Differences { global_until: 0 }).err()
 }
 
 /// What Python's `re` (3.11 and later) reads differently from saferc's
@@ -149,8 +149,12 @@ pub(crate) fn regex_difference(pattern: &str) -> Option<&'static str> {
 /// nested in classes and class operations (`&&`, `--`, `~~`; Python reads
 /// them as characters), `\x{..}` and `\u{..}`, `(?<name>..)`, the `U` and
 /// `R` flags, and flags set after the pattern's start (Python refuses
-/// them). The visit stops at the first, as its error.
-struct Differences;
+/// them). The visit stops at the first, as its error. `global_until`:
+/// where a flag group that Python takes as global may begin (the pattern's
+/// start, or the end of such a group just before it).
+struct Differences {
+    global_until: usize,
+}
 
 impl regex_syntax::ast::Visitor for Differences {
     type Output = ();
@@ -174,9 +178,13 @@ impl regex_syntax::ast::Visitor for Differences {
             Ast::ClassUnicode(_) => Err(UNICODE_CLASS),
             Ast::Literal(l) => literal(l),
             Ast::Flags(f) => {
-                if f.span.start.offset > 0 {
+                if f.span.start.offset != self.global_until {
                     return Err("flags set after the pattern's start (`a(?i)b`): Python's `re` refuses them; put them first or scope them as `(?i:b)`");
                 }
+                if f.flags.items.iter().any(|i| matches!(i.kind, regex_syntax::ast::FlagsItemKind::Negation)) {
+                    return Err("a flag turned off for the whole pattern (`(?-i)`): Python's `re` turns flags off only in a group, `(?-i:...)`");
+                }
+                self.global_until = f.span.end.offset;
                 flags(&f.flags)
             }
             Ast::Group(g) => match &g.kind {
@@ -199,6 +207,7 @@ impl regex_syntax::ast::Visitor for Differences {
             ClassSetItem::Unicode(_) => Err(UNICODE_CLASS),
             ClassSetItem::Perl(c) => perl_class(c),
             ClassSetItem::Literal(l) => literal(l),
+            ClassSetItem::Range(r) => literal(&r.start).and_then(|()| literal(&r.end)),
             _ => Ok(()),
         }
     }
@@ -235,9 +244,17 @@ fn literal(l: &regex_syntax::ast::Literal) -> Result<(), &'static str> {
 
 fn flags(f: &regex_syntax::ast::Flags) -> Result<(), &'static str> {
     use regex_syntax::ast::{Flag, FlagsItemKind};
+    let mut negated = false;
     for item in &f.items {
-        if let FlagsItemKind::Flag(Flag::SwapGreed | Flag::CRLF) = item.kind {
-            return Err("the `U` and `R` flags are saferc's; Python's `re` refuses them");
+        match item.kind {
+            FlagsItemKind::Negation => negated = true,
+            FlagsItemKind::Flag(Flag::SwapGreed | Flag::CRLF) => {
+                return Err("the `U` and `R` flags are saferc's; Python's `re` refuses them");
+            }
+            FlagsItemKind::Flag(Flag::Unicode) if negated => {
+                return Err("`(?-u)` turns Unicode off in saferc's regex crate; Python's `re` refuses it for text");
+            }
+            FlagsItemKind::Flag(_) => {}
         }
     }
     Ok(())
@@ -280,6 +297,10 @@ mod tests {
             "(?U)a+",
             "(?R)a$",
             "a(?i)b",
+            "(?-i)a",
+            "(?i-s)a",
+            "(?-u:a)",
+            "[\\x{41}-\\x{5A}]",
         ] {
             assert!(regex_difference(differs).is_some(), "{differs}");
         }
@@ -290,6 +311,8 @@ mod tests {
             "[$]",
             "(?P<n>a)",
             "(?i:a)b",
+            "(?i)(?s)abc",
+            "(?-i:a)b",
             "\\x41\\u0041",
             "[a-z]{2,3}?",
         ] {

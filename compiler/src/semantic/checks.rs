@@ -1532,17 +1532,40 @@ fn datasets_named(settings: &Settings, out: &mut Vec<usize>) {
 }
 
 /// Whether `s` can name an environment variable: ASCII letters, digits and
-/// `_`, not starting with a digit (what `api_key_env` takes).
+/// `_`, not starting with a digit (what `api_key_env` takes), and does not
+/// look like a key that has that shape (a Hugging Face token, `hf_` and
+/// 30 or more letters and digits).
 pub(crate) fn is_variable_name(s: &str) -> bool {
-    s.chars()
+    let shaped = s
+        .chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let token = s
+        .strip_prefix("hf_")
+        .is_some_and(|rest| rest.len() >= 30 && rest.chars().all(|c| c.is_ascii_alphanumeric()));
+    shaped && !token
 }
 
 #[cfg(test)]
 mod tests {
-    use super::largest_divisor_at_most;
+    use super::{is_variable_name, largest_divisor_at_most};
+
+    #[test]
+    fn key_variables_are_names_and_not_keys() {
+        for name in ["JUDGE_API_KEY", "_KEY", "hf_token", "OPENAI_API_KEY2"] {
+            assert!(is_variable_name(name), "{name}");
+        }
+        for not_a_name in [
+            "",
+            "2KEY",
+            "sk-live-0123456789abcdef",
+            "MY KEY",
+            "hf_abcdefghijABCDEFGHIJ0123456789xyz",
+        ] {
+            assert!(!is_variable_name(not_a_name), "{not_a_name}");
+        }
+    }
 
     /// Against a count down, on small numbers, and at once on huge ones.
     #[test]

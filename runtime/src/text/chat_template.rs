@@ -278,7 +278,8 @@ fn strftime_now(format: String) -> String {
 }
 
 /// `format` for the UTC time `secs` seconds after 1970: `%Y %y %m %d %e %j
-/// %B %b %h %A %a %w %u %H %I %M %S %p %F %D %T %R %%`, as Python's
+/// %B %b %h %A %a %w %u %H %I %M %S %p %F %D %T %R %%`, glibc's `-` flag
+/// (`%-d`), and `%z %Z` as empty (a time without a zone), as Python's
 /// `strftime` writes them in the C locale; other codes are left as written.
 fn strftime(format: &str, secs: u64) -> String {
     const MONTHS: [&str; 12] = [
@@ -319,10 +320,19 @@ fn strftime(format: &str, secs: u64) -> String {
             out.push(c);
             continue;
         }
-        let Some(code) = chars.next() else {
+        let Some(mut code) = chars.next() else {
             out.push('%');
             break;
         };
+        // glibc's `-` flag (`%-d`): the number without its padding.
+        let unpadded = code == '-';
+        if unpadded {
+            let Some(next) = chars.next() else {
+                out.push_str("%-");
+                break;
+            };
+            code = next;
+        }
         let text = match code {
             'Y' => y.to_string(),
             'y' => format!("{:02}", y.rem_euclid(100)),
@@ -346,7 +356,16 @@ fn strftime(format: &str, secs: u64) -> String {
             'T' => format!("{hour:02}:{minute:02}:{second:02}"),
             'R' => format!("{hour:02}:{minute:02}"),
             '%' => "%".to_string(),
+            // transformers' `datetime.now()` has no time zone: empty.
+            'z' | 'Z' => String::new(),
+            other if unpadded => format!("%-{other}"),
             other => format!("%{other}"),
+        };
+        let text = if unpadded && text.chars().all(|c| c.is_ascii_digit() || c == ' ') {
+            let trimmed = text.trim_start_matches([' ', '0']);
+            if trimmed.is_empty() { "0" } else { trimmed }.to_string()
+        } else {
+            text
         };
         out.push_str(&text);
     }
@@ -418,6 +437,10 @@ mod tests {
             "Monday Mon 14:05:09 02PM %Y 26 341  7 1 1 2026-12-07 12/07/26 14:05:09 14:05 December Dec Dec %Q"
         );
         assert_eq!(strftime("%j %A %I %p", 1_709_251_200), "061 Friday 12 AM");
+        assert_eq!(
+            strftime("%-d %-m %-H:%-M %-j [%z%Z] %-I", 1_709_251_200),
+            "1 3 0:0 61 [] 12"
+        );
     }
 
     fn rendered(source: &str) -> String {
