@@ -295,6 +295,11 @@ def held_out_means(trainer):
                         ids = ids[: i + 1]
                         break
                 completion = tokenizer.decode(ids, skip_special_tokens=True)
+                # The text ends with the first stop string, as saferc cuts it
+                # (the token that completed it may run past it).
+                found = [(completion.find(s), completion.find(s) + len(s)) for s in STOP if s and s in completion]
+                if found:
+                    completion = completion[: min(found)[1]]
                 scores = reward.score(row, completion, len(ids))
                 for i, value in enumerate(scores["criteria"] + [scores["total"]]):
                     sums[i] += value

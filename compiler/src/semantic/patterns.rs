@@ -13,7 +13,10 @@ use crate::syntax::ast::DeclKind;
 
 impl<'a> Analyzer<'a> {
     /// E0329 for the `regex(...)` patterns of declaration `i` (a rubric or
-    /// a scorer with a body).
+    /// a scorer with a body): strings written as a pattern (also in either
+    /// branch of an `if`); in a scorer's body, the default of a parameter
+    /// used as one; in a rubric, a string passed to a scorer for such a
+    /// parameter.
     pub(crate) fn check_patterns(&mut self, i: usize) {
         let mut exprs: Vec<&TExpr> = Vec::new();
         if let Some(rubric) = &self.decls[i].rubric {
@@ -24,70 +27,118 @@ impl<'a> Analyzer<'a> {
             }
             exprs.push(&rubric.total);
         }
+        // A scorer's parameters with a string default, used where its body
+        // names them.
+        let defaults: Vec<(String, String, bool)> = self.decls[i]
+            .params
+            .iter()
+            .filter_map(|p| match &p.default {
+                Some(Value::Str(text)) => Some((p.name.clone(), text.clone(), true)),
+                _ => None,
+            })
+            .collect();
         if let Some(Value::Expr(body)) = &self.decls[i].value {
             exprs.push(body);
         }
         let mut patterns = Vec::new();
         for e in exprs {
-            self.regex_patterns(e, &mut patterns);
+            self.regex_patterns(e, &defaults, &mut patterns);
         }
-        for (pattern, span) in patterns {
+        for (pattern, span, whence) in patterns {
             if let Some((why, help)) = pattern_error(&pattern) {
                 self.diags.push(
                     Diagnostic::error(
                         Code::E0329,
                         format!("regex pattern {pattern:?} does not compile: {why}"),
                     )
-                    .with_primary(span, "saferc's regex engine cannot read this pattern")
+                    .with_primary(span, whence)
                     .with_help(help),
                 );
             }
         }
     }
 
-    /// The string-constant patterns of the `regex(...)` calls in `e`.
-    fn regex_patterns(&self, e: &TExpr, out: &mut Vec<(String, Span)>) {
+    /// The string patterns of the `regex(...)` calls in `e`, each with
+    /// where to point and what to say there. `bound`: names whose string
+    /// value a pattern that names them takes, and whether it is the name's
+    /// default (a scorer's defaults, or the arguments of a call of a
+    /// scorer).
+    fn regex_patterns(
+        &self,
+        e: &TExpr,
+        bound: &[(String, String, bool)],
+        out: &mut Vec<(String, Span, String)>,
+    ) {
         match &e.kind {
             TKind::Call { func, args, named } => {
                 if self.is_builtin_regex(func) {
-                    let pattern = args.first().or_else(|| named.get("pattern"));
-                    if let Some(TExpr {
-                        kind:
-                            TKind::Const {
-                                value: Const::Str(text),
+                    if let Some(pattern) = args.first().or_else(|| named.get("pattern")) {
+                        written_strings(pattern, bound, e.span, out);
+                    }
+                } else if let Some((params, body)) = self.scorer_with_body(func) {
+                    // Strings this call passes for the scorer's parameters.
+                    let passed: Vec<(String, String, bool)> = params
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(k, name)| {
+                            match &args.get(k).or_else(|| named.get(name))?.kind {
+                                TKind::Const {
+                                    value: Const::Str(text),
+                                } => Some((name.clone(), text.clone(), false)),
+                                _ => None,
+                            }
+                        })
+                        .collect();
+                    if !passed.is_empty() {
+                        let mut inner = Vec::new();
+                        self.regex_patterns(body, &passed, &mut inner);
+                        out.extend(inner.into_iter().filter(|(_, _, whence)| whence.starts_with("passed")).map(
+                            |(pattern, _, _)| {
+                                (pattern, e.span, format!("passed to `{func}` as a regex pattern saferc's engine cannot read"))
                             },
-                        span,
-                        ..
-                    }) = pattern
-                    {
-                        out.push((text.clone(), *span));
+                        ));
                     }
                 }
                 for a in args.iter().chain(named.values()) {
-                    self.regex_patterns(a, out);
+                    self.regex_patterns(a, bound, out);
                 }
             }
-            TKind::Unary { operand, .. } => self.regex_patterns(operand, out),
+            TKind::Unary { operand, .. } => self.regex_patterns(operand, bound, out),
             TKind::Binary { lhs, rhs, .. } => {
-                self.regex_patterns(lhs, out);
-                self.regex_patterns(rhs, out);
+                self.regex_patterns(lhs, bound, out);
+                self.regex_patterns(rhs, bound, out);
             }
             TKind::If {
                 cond,
                 then,
                 otherwise,
             } => {
-                self.regex_patterns(cond, out);
-                self.regex_patterns(then, out);
-                self.regex_patterns(otherwise, out);
+                self.regex_patterns(cond, bound, out);
+                self.regex_patterns(then, bound, out);
+                self.regex_patterns(otherwise, bound, out);
             }
             TKind::List { items } => {
                 for item in items {
-                    self.regex_patterns(item, out);
+                    self.regex_patterns(item, bound, out);
                 }
             }
-            TKind::Field { base, .. } => self.regex_patterns(base, out),
+            TKind::Field { base, .. } => self.regex_patterns(base, bound, out),
             TKind::Const { .. } | TKind::Var { .. } | TKind::Criterion { .. } => {}
+        }
+    }
+
+    /// The parameter names and body of the user scorer called as
+    /// `qualified`, when it has a body.
+    fn scorer_with_body(&self, qualified: &str) -> Option<(Vec<String>, &TExpr)> {
+        let d = self
+            .decls
+            .iter()
+            .find(|d| d.kind == DeclKind::Scorer && d.qualified == qualified)?;
+        match &d.value {
+            Some(Value::Expr(body)) => {
+                Some((d.params.iter().map(|p| p.name.clone()).collect(), body))
+            }
+            _ => None,
         }
     }
 
@@ -100,6 +151,44 @@ impl<'a> Analyzer<'a> {
                 && d.qualified == func
                 && matches!(d.value, Some(Value::Intrinsic))
         })
+    }
+}
+
+/// The strings `pattern` (a `regex` call's pattern argument, the call at
+/// `call`) can be, as written: a string, either branch of an `if`, or a
+/// name `bound` gives a string (a parameter's default, or what a call
+/// passes for it), each with where to point and what to say.
+fn written_strings(
+    pattern: &TExpr,
+    bound: &[(String, String, bool)],
+    call: Span,
+    out: &mut Vec<(String, Span, String)>,
+) {
+    match &pattern.kind {
+        TKind::Const {
+            value: Const::Str(text),
+        } => out.push((
+            text.clone(),
+            pattern.span,
+            "saferc's regex engine cannot read this pattern".into(),
+        )),
+        TKind::If {
+            then, otherwise, ..
+        } => {
+            written_strings(then, bound, call, out);
+            written_strings(otherwise, bound, call, out);
+        }
+        TKind::Var { name } => {
+            if let Some((_, text, default)) = bound.iter().find(|(n, _, _)| n == name) {
+                let whence = if *default {
+                    format!("the default of `{name}`, a pattern saferc's engine cannot read")
+                } else {
+                    format!("passed as `{name}`, a pattern saferc's engine cannot read")
+                };
+                out.push((text.clone(), call, whence));
+            }
+        }
+        _ => {}
     }
 }
 

@@ -50,7 +50,8 @@ pub struct Completion {
     pub tokens: Vec<u32>,
     /// The log-probability of each sampled token (see [`super::sampling`]).
     pub logprobs: Vec<f32>,
-    /// The decoded text, special tokens skipped, cut before a stop string.
+    /// The decoded text, special tokens skipped, ending with the first stop
+    /// string where one stopped it.
     pub text: String,
     /// Why the completion ended.
     pub finish: FinishReason,
