@@ -909,9 +909,9 @@ fn a_model_that_cannot_be_written_says_how_to_resume() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(
-            "the run's checkpoints are kept; once the cause is fixed, continue with `saferc run "
-        ) && stderr.contains(&format!("--resume {}`", dir.display())),
+        stderr.contains("the run's checkpoints are kept (the latest: stage `")
+            && stderr.contains("); once the cause is fixed, continue with `saferc run ")
+            && stderr.contains(&format!("--resume {}`", dir.display())),
         "{stderr}"
     );
     std::fs::remove_file(dir.join("models")).unwrap();

@@ -103,10 +103,13 @@ pub fn run(args: RunArgs) -> i32 {
     };
     // The command that continues this run, for the messages of an
     // interrupted one.
+    // A forced resume that stopped may not have replaced the manifest yet:
+    // the command keeps `--force`.
     let continue_with = format!(
-        "continue with `saferc run {} --resume {}`",
+        "continue with `saferc run {} --resume {}{}`",
         args.file.display(),
-        out.display()
+        out.display(),
+        if args.force { " --force" } else { "" }
     );
     // The runtime names the run directory once it exists.
     let result = exec::run(&plan, &options);
@@ -148,7 +151,18 @@ pub fn run(args: RunArgs) -> i32 {
             e @ (ExecError::Io { .. }
             | ExecError::Model(safer_runtime::model::ModelError::Io { .. })),
         ) if out.join("manifest.json").is_file() => {
-            safer_runtime::stderr_line!("error: {e}\nhelp: the run's checkpoints are kept; once the cause is fixed, {continue_with}");
+            let kept = match latest_checkpoint(&out) {
+                Some((stage, step)) => format!(
+                    "the run's checkpoints are kept (the latest: stage `{stage}`, step {step})"
+                ),
+                None => {
+                    "no checkpoint was written yet, so the resumed run starts its first stage again"
+                        .into()
+                }
+            };
+            safer_runtime::stderr_line!(
+                "error: {e}\nhelp: {kept}; once the cause is fixed, {continue_with}"
+            );
             1
         }
         Err(e) => {
@@ -156,6 +170,23 @@ pub fn run(args: RunArgs) -> i32 {
             1
         }
     }
+}
+
+/// The newest checkpoint in run folder `out`: its stage's folder name and
+/// step (the last stage to hold one, by the newest file).
+fn latest_checkpoint(out: &Path) -> Option<(String, u64)> {
+    let stages = std::fs::read_dir(out.join("checkpoints")).ok()?;
+    stages
+        .flatten()
+        .filter_map(|stage| {
+            let (step, dir) = safer_runtime::exec::run_dir::list_checkpoints(&stage.path())
+                .into_iter()
+                .max_by_key(|(step, _)| *step)?;
+            let when = std::fs::metadata(&dir).and_then(|m| m.modified()).ok()?;
+            Some((when, stage.file_name().to_string_lossy().into_owned(), step))
+        })
+        .max()
+        .map(|(_, stage, step)| (stage, step))
 }
 
 /// A new folder `runs/STEM-SECS` for a run without `--out`, created here

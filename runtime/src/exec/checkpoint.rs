@@ -106,6 +106,20 @@ where
     O: Optimizer<Model<B>, B>,
     Model<B>: AutodiffModule<B>,
 {
+    // `root` is RUN/checkpoints/STAGE: a run folder without its lock was
+    // removed under the run, and is not made again here.
+    let run = root
+        .parent()
+        .filter(|p| p.file_name().is_some_and(|n| n == "checkpoints"))
+        .and_then(Path::parent);
+    if let Some(run) = run {
+        if !run.join("run.lock").exists() {
+            return Err(io(
+                run,
+                "was removed while the run went on (its `run.lock` is gone): the run stops, since what it wrote there is lost; start it again",
+            ));
+        }
+    }
     let name = step_name(state.step);
     let final_dir = root.join(&name);
     let partial = root.join(format!("{name}.{PARTIAL}"));

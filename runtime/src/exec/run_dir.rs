@@ -41,6 +41,9 @@ struct RunLock {
     path: PathBuf,
     /// The open file the lock is held on (released when it closes).
     _file: File,
+    /// Its device and inode: a `run.lock` at `path` that is another file
+    /// (or none) means the folder was removed or replaced under the run.
+    id: (u64, u64),
 }
 
 /// The refusal of a folder another run holds; `holder` its process id.
@@ -123,7 +126,11 @@ impl RunLock {
             file.rewind().map_err(|e| io(&path, e))?;
             file.write_all(std::process::id().to_string().as_bytes())
                 .map_err(|e| io(&path, e))?;
-            return Ok(RunLock { path, _file: file });
+            return Ok(RunLock {
+                path,
+                _file: file,
+                id: (locked.dev(), locked.ino()),
+            });
         }
         Err(ExecError::Usage(format!(
             "`{}` is being opened by another saferc run at the same moment",
@@ -135,8 +142,14 @@ impl RunLock {
 impl Drop for RunLock {
     fn drop(&mut self) {
         // Removed while still locked: a process waiting on this file finds
-        // it gone and locks a new one (see `acquire`).
-        let _ = std::fs::remove_file(&self.path);
+        // it gone and locks a new one (see `acquire`). Only this run's own
+        // file: one there now that is another's (the folder removed and
+        // made again by another run) stays.
+        use std::os::unix::fs::MetadataExt;
+        let ours = std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -181,7 +194,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
+    // A write that fails (a full disk) leaves neither the file nor half of it.
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(path, e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
@@ -470,11 +487,33 @@ impl RunDir {
         Ok(warning)
     }
 
+    /// Stops the run when its folder was removed or replaced while it went
+    /// on: its `run.lock` is gone or another file. Writing on would make
+    /// the folder again without its manifest, metrics and lock, with work
+    /// that could not be resumed, and let a second run in beside it.
+    ///
+    /// # Errors
+    /// The folder is not the one the run opened.
+    pub fn ensure_present(&self) -> Result<(), ExecError> {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::metadata(&self._lock.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if now == Some(self._lock.id) {
+            return Ok(());
+        }
+        Err(ExecError::Io {
+            path: self.path.clone(),
+            message: "was removed or replaced while the run went on (its `run.lock` is gone): the run stops, since what it wrote there is lost and what it would write could not be resumed; start it again".into(),
+        })
+    }
+
     /// Appends one metrics line.
     ///
     /// # Errors
     /// I/O errors.
     pub fn metric(&mut self, line: &impl Serialize) -> Result<(), ExecError> {
+        self.ensure_present()?;
         let p = self.path.join("metrics.jsonl");
         let text = serde_json::to_string(line).unwrap_or_default();
         writeln!(self.metrics, "{text}").map_err(|e| io(&p, e))?;
@@ -486,6 +525,7 @@ impl RunDir {
     /// # Errors
     /// I/O errors.
     pub fn samples(&mut self, lines: &[Value]) -> Result<(), ExecError> {
+        self.ensure_present()?;
         let p = self.path.join("samples.jsonl");
         for l in lines {
             writeln!(self.samples, "{l}").map_err(|e| io(&p, e))?;
@@ -498,6 +538,7 @@ impl RunDir {
     /// # Errors
     /// I/O errors.
     pub fn summary(&self, summary: &Value) -> Result<(), ExecError> {
+        self.ensure_present()?;
         write_atomically(
             &self.path.join("summary.json"),
             serde_json::to_string_pretty(summary)
@@ -655,6 +696,36 @@ mod tests {
         create("killed-early").unwrap();
         assert!(root.join("killed-early/manifest.json").exists());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_run_whose_folder_is_removed_stops_and_does_not_make_it_again() {
+        let dir = std::env::temp_dir().join(format!("saferc-gone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = super::RunLock::acquire(&dir).unwrap();
+        let mut run = super::RunDir::open(&dir, lock).unwrap();
+        run.metric(&serde_json::json!({"step": 1})).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let stopped = run
+            .metric(&serde_json::json!({"step": 2}))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            stopped
+                .as_ref()
+                .is_some_and(|m| m.contains("was removed or replaced while the run went on")),
+            "{stopped:?}"
+        );
+        assert!(run.summary(&serde_json::json!({})).is_err());
+        assert!(!dir.exists(), "the folder is not made again");
+        // Replaced by another folder of the same name (another run's).
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("run.lock"), "1").unwrap();
+        assert!(run.ensure_present().is_err());
+        drop(run);
+        assert!(dir.join("run.lock").exists(), "another run's lock stays");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -536,7 +536,11 @@ impl<'a, B: Backend> Session<'a, B> {
             "datasets": datasets,
         });
         self.run.summary(&summary)?;
-        report::plot(&self.run.path)?;
+        // The plot draws what `metrics.jsonl` holds: a plot that cannot be
+        // written (a full disk) loses nothing, and fails nothing saved.
+        if let Err(e) = report::plot(&self.run.path) {
+            crate::stderr_line!("warning: the reward plot was not drawn: {e}");
+        }
         Ok(summary)
     }
 
@@ -1323,15 +1327,19 @@ pub fn copy_processor(from: &Path, to: &Path) -> Result<(), ExecError> {
     )
 }
 
-/// Copies each of `names` that `from` holds into `to`.
+/// Copies each of `names` that `from` holds into `to`, each through a
+/// temporary file and a rename (a full disk leaves no half file); an error
+/// names the file that could not be read or written.
 fn copy_present(from: &Path, to: &Path, names: &[&str]) -> Result<(), ExecError> {
     for name in names {
         let src = from.join(name);
-        if src.is_file() && src != to.join(name) {
-            std::fs::copy(&src, to.join(name)).map_err(|e| ExecError::Io {
+        let dst = to.join(name);
+        if src.is_file() && src != dst {
+            let bytes = std::fs::read(&src).map_err(|e| ExecError::Io {
                 path: src.clone(),
                 message: e.to_string(),
             })?;
+            super::run_dir::write_atomically(&dst, &bytes)?;
         }
     }
     Ok(())
