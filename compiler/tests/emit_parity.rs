@@ -1061,10 +1061,14 @@ fn the_score_command_answers_every_line() {
         r#"{"row": {"question": "q"}, "text": "x", "tokens": 2.5}"#.to_string(),
         r#"{"row": {"question": "q"}, "text": "x", "tokens": 1e400}"#.to_string(),
         good.to_string(),
+        String::new(),
+        good.to_string(),
     ]
     .join("\n");
     let out = python(&dir, &["score"], &input);
-    assert_eq!(out.len(), 7, "{out:?}");
+    assert_eq!(out.len(), 9, "{out:?}");
+    assert_eq!(out[7], "{}");
+    assert_eq!(out[8], out[6]);
     let parsed: Vec<Value> = out
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -1371,12 +1371,19 @@ def whole_file_error(data, shown):
     """Refuses, as saferc does, a file that is not JSON Lines as a whole
     (one error, not a bad row per line): UTF-16, a JSON array, objects
     printed over several lines."""
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise EvalError(
-            f"`{shown}` is UTF-16 (it starts with a UTF-16 byte-order mark); saferc reads JSON Lines in UTF-8"
-        )
     body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
-    first = next((line for line in body.split(b"\n") if line.strip()), None)
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    first = lines[0] if lines else None
+    if data[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"):
+        encoding = "UTF-32 (it starts with a UTF-32 byte-order mark)"
+    elif data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encoding = "UTF-16 (it starts with a UTF-16 byte-order mark)"
+    elif first is not None and b"\x00" in first:
+        encoding = "not UTF-8 text (its first line holds NUL bytes: UTF-16 or UTF-32 without a byte-order mark?)"
+    else:
+        encoding = None
+    if encoding:
+        raise EvalError(f"`{shown}` is {encoding}; saferc reads JSON Lines in UTF-8")
     if first is None:
         return
     if first.lstrip().startswith(b"["):
@@ -1393,7 +1400,7 @@ def whole_file_error(data, shown):
                 whole = False
         if not one_line or whole:
             raise EvalError(f"`{shown}` holds a JSON array; saferc reads JSON Lines, one object per line")
-    if first.strip() == b"{":
+    if first.strip() == b"{" and len(lines) > 1 and not lines[1].lstrip().startswith(b"{"):
         raise EvalError(
             f"`{shown}` holds JSON printed over several lines (its first row opens with a lone `{{`); saferc reads JSON Lines, one object per line"
         )
@@ -1732,10 +1739,20 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
 
 def main(argv):
     if len(argv) >= 1 and argv[0] == "score":
-        rubric = argv[argv.index("--rubric") + 1] if "--rubric" in argv else None
         r = reward()
+        rubric = None
+        if "--rubric" in argv:
+            at = argv.index("--rubric") + 1
+            known = sorted(r.spec["rubrics"])
+            if at >= len(argv) or argv[at] not in known:
+                given = f"`{argv[at]}`" if at < len(argv) else "no name"
+                print(f"error: --rubric takes one of the spec's rubrics ({', '.join(known)}), not {given}", file=sys.stderr)
+                return 2
+            rubric = argv[at]
+        # One line out per line in; a blank line in gives `{}` out.
         for number, line in enumerate(sys.stdin, start=1):
             if not line.strip():
+                print("{}", flush=True)
                 continue
             # One line out per line in: a line that cannot be scored says
             # why, and the next lines are still scored.

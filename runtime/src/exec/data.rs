@@ -118,20 +118,40 @@ pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> 
             ),
         });
     }
-    // UTF-16 (what PowerShell 5's `>` writes) reads as one bad row per
-    // line, each "not valid JSON": one error that names the encoding.
-    if text.starts_with(b"\xFF\xFE") || text.starts_with(b"\xFE\xFF") {
+    // UTF-16 or UTF-32 (what PowerShell 5's `>` writes is UTF-16) reads as
+    // one bad row per line, each "not valid JSON": one error that names
+    // the encoding. Without a byte-order mark such text holds NUL bytes,
+    // which JSON text in UTF-8 never does.
+    let encoding = if text.starts_with(b"\xFF\xFE\x00\x00") || text.starts_with(b"\x00\x00\xFE\xFF")
+    {
+        Some("UTF-32 (it starts with a UTF-32 byte-order mark)")
+    } else if text.starts_with(b"\xFF\xFE") || text.starts_with(b"\xFE\xFF") {
+        Some("UTF-16 (it starts with a UTF-16 byte-order mark)")
+    } else if first_line.is_some_and(|l| l.contains(&0)) {
+        Some("not UTF-8 text (its first line holds NUL bytes: UTF-16 or UTF-32 without a byte-order mark?)")
+    } else {
+        None
+    };
+    if let Some(encoding) = encoding {
         return Err(ExecError::Data {
             dataset: name.to_string(),
             message: format!(
-                "`{}` is UTF-16 (it starts with a UTF-16 byte-order mark); saferc reads JSON Lines in UTF-8 (convert it with `iconv -f UTF-16 -t UTF-8`, or save it as UTF-8)",
+                "`{}` is {encoding}; saferc reads JSON Lines in UTF-8 (convert it with `iconv -t UTF-8`, naming its encoding with `-f`, or save it as UTF-8)",
                 spec.source_written
             ),
         });
     }
     // An object printed over several lines (`json.dumps(row, indent=2)`):
-    // its first line is a lone `{`, which no JSON Lines row is.
-    if first_line.is_some_and(|l| l.trim_ascii() == b"{") {
+    // its first line is a lone `{`, which no JSON Lines row is, and so is
+    // its second (a key, not an object). A stray `{` before rows is one
+    // bad row.
+    let second_line = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+        .nth(1);
+    let printed_over_lines = first_line.is_some_and(|l| l.trim_ascii() == b"{")
+        && second_line.is_some_and(|l| !l.trim_ascii_start().starts_with(b"{"));
+    if printed_over_lines {
         return Err(ExecError::Data {
             dataset: name.to_string(),
             message: format!(
@@ -1032,10 +1052,29 @@ mod tests {
             err.contains("holds JSON printed over several lines"),
             "{err}"
         );
-        // A lone `{` after the first row is a bad row, as before.
-        std::fs::write(&file, "{\"question\": \"q\"}\n{\n").unwrap();
-        let loaded = load_source("d", &source_spec(&file, &dir)).unwrap();
-        assert_eq!((loaded.rows.len(), loaded.bad.len()), (1, 1));
+        // A lone `{` after the first row, or before rows, is a bad row.
+        for text in ["{\"question\": \"q\"}\n{\n", "{\n{\"question\": \"q\"}\n"] {
+            std::fs::write(&file, text).unwrap();
+            let loaded = load_source("d", &source_spec(&file, &dir)).unwrap();
+            assert_eq!((loaded.rows.len(), loaded.bad.len()), (1, 1), "{text:?}");
+        }
+        // UTF-32 is named as such, and UTF-16 without a byte-order mark by
+        // its NUL bytes.
+        let mut utf32 = vec![0xFF, 0xFE, 0, 0];
+        utf32.extend(row.chars().flat_map(|c| u32::from(c).to_le_bytes()));
+        std::fs::write(&file, utf32).unwrap();
+        let err = load_source("d", &source_spec(&file, &dir))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("is UTF-32"), "{err}");
+        let bare: Vec<u8> = row.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        std::fs::write(&file, bare).unwrap();
+        let err = load_source("d", &source_spec(&file, &dir))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("holds NUL bytes"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

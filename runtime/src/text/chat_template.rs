@@ -270,18 +270,18 @@ fn raise_exception(message: String) -> Result<Value, Error> {
 /// machine's local time, which on a server is usually UTC), formatted as
 /// Python's `strftime` formats it.
 fn strftime_now(format: String) -> String {
-    let secs = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
         .unwrap_or_default();
-    strftime(&format, secs)
+    strftime(&format, now.as_secs(), now.subsec_micros())
 }
 
-/// `format` for the UTC time `secs` seconds after 1970: `%Y %y %m %d %e %j
-/// %B %b %h %A %a %w %u %H %I %M %S %p %F %D %T %R %%`, glibc's `-` flag
-/// (`%-d`), and `%z %Z` as empty (a time without a zone), as Python's
-/// `strftime` writes them in the C locale; other codes are left as written.
-fn strftime(format: &str, secs: u64) -> String {
+/// `format` for the UTC time `secs` seconds and `micros` microseconds after
+/// 1970: `%Y %y %C %G %m %d %e %j %U %W %V %B %b %h %A %a %w %u %H %I %M %S
+/// %f %s %p %c %x %X %r %F %D %T %R %%`, glibc's `-` flag (`%-d`), and `%z
+/// %Z` as empty (a time without a zone), as Python's `strftime` writes them
+/// in the C locale; other codes are left as written.
+fn strftime(format: &str, secs: u64, micros: u32) -> String {
     const MONTHS: [&str; 12] = [
         "January",
         "February",
@@ -313,6 +313,10 @@ fn strftime(format: &str, secs: u64) -> String {
     let weekday = (days + 3).rem_euclid(7) as usize;
     let month = MONTHS[(m as usize).saturating_sub(1).min(11)];
     let twelve = if hour % 12 == 0 { 12 } else { hour % 12 };
+    // Weeks: `%U` from Sundays, `%W` from Mondays, `%V`/`%G` ISO 8601's.
+    let yday = i64::from(ordinal(y, m, d)) - 1;
+    let week_from = |first: i64| (yday + 7 - (weekday as i64 + 7 - first) % 7) / 7;
+    let (iso_year, iso_week) = iso_week(y, yday, weekday as i64);
     let mut out = String::with_capacity(format.len() + 16);
     let mut chars = format.chars();
     while let Some(c) = chars.next() {
@@ -351,6 +355,24 @@ fn strftime(format: &str, secs: u64) -> String {
             'M' => format!("{minute:02}"),
             'S' => format!("{second:02}"),
             'p' => (if hour < 12 { "AM" } else { "PM" }).to_string(),
+            'C' => format!("{:02}", y.div_euclid(100)),
+            'G' => iso_year.to_string(),
+            'U' => format!("{:02}", week_from(6)),
+            'W' => format!("{:02}", week_from(0)),
+            'V' => format!("{iso_week:02}"),
+            'f' => format!("{micros:06}"),
+            's' => secs.to_string(),
+            'c' => format!(
+                "{} {} {d:>2} {hour:02}:{minute:02}:{second:02} {y}",
+                &DAYS[weekday][..3],
+                &month[..3]
+            ),
+            'x' => format!("{m:02}/{d:02}/{:02}", y.rem_euclid(100)),
+            'X' => format!("{hour:02}:{minute:02}:{second:02}"),
+            'r' => format!(
+                "{twelve:02}:{minute:02}:{second:02} {}",
+                if hour < 12 { "AM" } else { "PM" }
+            ),
             'F' => format!("{y}-{m:02}-{d:02}"),
             'D' => format!("{m:02}/{d:02}/{:02}", y.rem_euclid(100)),
             'T' => format!("{hour:02}:{minute:02}:{second:02}"),
@@ -370,6 +392,33 @@ fn strftime(format: &str, secs: u64) -> String {
         out.push_str(&text);
     }
     out
+}
+
+/// ISO 8601's year and week of the day `yday` days after 1 January of
+/// `y` (a `weekday` from Monday, 0): weeks start on Mondays, and week 1
+/// holds the year's first Thursday.
+fn iso_week(y: i64, yday: i64, weekday: i64) -> (i64, i64) {
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    // A year has 53 weeks when it starts on a Thursday, or on a Wednesday
+    // in a leap year.
+    let weeks = |y: i64, jan1: i64| {
+        if jan1 == 3 || (jan1 == 2 && leap(y)) {
+            53
+        } else {
+            52
+        }
+    };
+    let jan1 = (weekday - yday).rem_euclid(7);
+    let week = (yday - weekday + 10) / 7;
+    if week < 1 {
+        let days_before = if leap(y - 1) { 366 } else { 365 };
+        let previous_jan1 = (jan1 - days_before).rem_euclid(7);
+        (y - 1, weeks(y - 1, previous_jan1))
+    } else if week > weeks(y, jan1) {
+        (y + 1, 1)
+    } else {
+        (y, week)
+    }
 }
 
 /// The day of the year (1 for 1 January).
@@ -433,14 +482,31 @@ mod tests {
     fn strftime_writes_as_python_does() {
         let format = "%A %a %H:%M:%S %I%p %%Y %y %j %e %w %u %F %D %T %R %B %b %h %Q";
         assert_eq!(
-            strftime(format, 1_796_652_309),
+            strftime(format, 1_796_652_309, 0),
             "Monday Mon 14:05:09 02PM %Y 26 341  7 1 1 2026-12-07 12/07/26 14:05:09 14:05 December Dec Dec %Q"
         );
-        assert_eq!(strftime("%j %A %I %p", 1_709_251_200), "061 Friday 12 AM");
         assert_eq!(
-            strftime("%-d %-m %-H:%-M %-j [%z%Z] %-I", 1_709_251_200),
+            strftime("%j %A %I %p", 1_709_251_200, 0),
+            "061 Friday 12 AM"
+        );
+        assert_eq!(
+            strftime("%-d %-m %-H:%-M %-j [%z%Z] %-I", 1_709_251_200, 0),
             "1 3 0:0 61 [] 12"
         );
+        // Weeks (Sunday's, Monday's, ISO's), the C locale's forms, epoch
+        // seconds and microseconds, at year ends where ISO weeks change year.
+        let weeks = "%U %W %V %G %C %c|%x|%X|%r|%s|%f";
+        for (secs, python) in [
+            (1_796_652_309, "49 49 50 2026 20 Mon Dec  7 14:05:09 2026|12/07/26|14:05:09|02:05:09 PM|1796652309|000042"),
+            (946_684_800, "00 00 52 1999 20 Sat Jan  1 00:00:00 2000|01/01/00|00:00:00|12:00:00 AM|946684800|000042"),
+            (1_104_537_600, "00 00 53 2004 20 Sat Jan  1 00:00:00 2005|01/01/05|00:00:00|12:00:00 AM|1104537600|000042"),
+            (1_230_768_000, "00 00 01 2009 20 Thu Jan  1 00:00:00 2009|01/01/09|00:00:00|12:00:00 AM|1230768000|000042"),
+            (1_262_217_600, "52 52 53 2009 20 Thu Dec 31 00:00:00 2009|12/31/09|00:00:00|12:00:00 AM|1262217600|000042"),
+            (1_704_067_199, "53 52 52 2023 20 Sun Dec 31 23:59:59 2023|12/31/23|23:59:59|11:59:59 PM|1704067199|000042"),
+            (1_735_603_200, "52 53 01 2025 20 Tue Dec 31 00:00:00 2024|12/31/24|00:00:00|12:00:00 AM|1735603200|000042"),
+        ] {
+            assert_eq!(strftime(weeks, secs, 42), python, "{secs}");
+        }
     }
 
     fn rendered(source: &str) -> String {
