@@ -467,35 +467,48 @@ impl TExpr {
     }
 
     fn collect_rubrics(&self, out: &mut Vec<(DeclRef, Span)>) {
+        if let TKind::Criterion { rubric, .. } = &self.kind {
+            out.push((*rubric, self.span));
+        }
+        for child in self.children() {
+            child.collect_rubrics(out);
+        }
+    }
+
+    /// The expressions directly inside this one, in source order (a
+    /// call's positional arguments before its named ones).
+    pub fn children(&self) -> Vec<&TExpr> {
         match &self.kind {
-            TKind::Criterion { rubric, .. } => out.push((*rubric, self.span)),
-            TKind::Field { base, .. } => base.collect_rubrics(out),
-            TKind::Unary { operand, .. } => operand.collect_rubrics(out),
-            TKind::Binary { lhs, rhs, .. } => {
-                lhs.collect_rubrics(out);
-                rhs.collect_rubrics(out);
-            }
+            TKind::Field { base, .. } => vec![base],
+            TKind::Unary { operand, .. } => vec![operand],
+            TKind::Binary { lhs, rhs, .. } => vec![lhs, rhs],
             TKind::If {
                 cond,
                 then,
                 otherwise,
-            } => {
-                cond.collect_rubrics(out);
-                then.collect_rubrics(out);
-                otherwise.collect_rubrics(out);
-            }
-            TKind::Call { args, named, .. } => {
-                for a in args.iter().chain(named.values()) {
-                    a.collect_rubrics(out);
-                }
-            }
-            TKind::List { items } => {
-                for i in items {
-                    i.collect_rubrics(out);
-                }
-            }
-            TKind::Const { .. } | TKind::Var { .. } => {}
+            } => vec![cond, then, otherwise],
+            TKind::Call { args, named, .. } => args.iter().chain(named.values()).collect(),
+            TKind::List { items } => items.iter().collect(),
+            TKind::Const { .. } | TKind::Var { .. } | TKind::Criterion { .. } => Vec::new(),
         }
+    }
+}
+
+impl Rubric {
+    /// Every expression the rubric evaluates: the criteria's scorers, the
+    /// penalties' amounts and conditions, and `total`.
+    pub fn exprs(&self) -> Vec<&TExpr> {
+        let mut out: Vec<&TExpr> = self
+            .criteria
+            .iter()
+            .filter_map(|c| c.scorer.as_ref())
+            .collect();
+        for p in &self.penalties {
+            out.push(&p.value);
+            out.extend(p.when.as_ref());
+        }
+        out.push(&self.total);
+        out
     }
 }
 

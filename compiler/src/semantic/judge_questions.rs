@@ -80,16 +80,7 @@ impl<'a> Analyzer<'a> {
         let Some(rubric) = &self.decls[i].rubric else {
             return;
         };
-        let mut exprs: Vec<&TExpr> = rubric
-            .criteria
-            .iter()
-            .filter_map(|c| c.scorer.as_ref())
-            .collect();
-        for p in &rubric.penalties {
-            exprs.push(&p.value);
-            exprs.extend(p.when.as_ref());
-        }
-        exprs.push(&rubric.total);
+        let exprs = rubric.exprs();
         let mut asked = Vec::new();
         for e in exprs {
             self.judge_calls(e, None, &mut asked);
@@ -125,56 +116,30 @@ impl<'a> Analyzer<'a> {
     /// calls (a body calls built-in scorers only, so one level deep).
     /// `through`: the scorer whose body `e` is, and where it is called.
     fn judge_calls(&self, e: &TExpr, through: Option<(&str, Span)>, out: &mut Vec<Asked>) {
-        match &e.kind {
-            TKind::Call { func, args, named } => {
-                if let Some(method) = func.strip_prefix("judge.") {
-                    out.push(Asked {
-                        at: through.map_or(e.span, |(_, at)| at),
-                        method: format!("judge.{method}"),
-                        through: through.map(|(name, _)| (name.to_string(), e.span)),
-                    });
-                } else if through.is_none() {
-                    if let Some((name, body)) = self.scorer_body(func) {
-                        self.judge_calls(body, Some((name, e.span)), out);
+        if let TKind::Call { func, .. } = &e.kind {
+            if let Some(method) = func.strip_prefix("judge.") {
+                out.push(Asked {
+                    at: through.map_or(e.span, |(_, at)| at),
+                    method: format!("judge.{method}"),
+                    through: through.map(|(name, _)| (name.to_string(), e.span)),
+                });
+            } else if through.is_none() {
+                if let Some(d) = self.scorer_decl(func) {
+                    if let Some(Value::Expr(body)) = &d.value {
+                        self.judge_calls(body, Some((d.name.as_str(), e.span)), out);
                     }
                 }
-                for a in args.iter().chain(named.values()) {
-                    self.judge_calls(a, through, out);
-                }
             }
-            TKind::Unary { operand, .. } => self.judge_calls(operand, through, out),
-            TKind::Binary { lhs, rhs, .. } => {
-                self.judge_calls(lhs, through, out);
-                self.judge_calls(rhs, through, out);
-            }
-            TKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
-                self.judge_calls(cond, through, out);
-                self.judge_calls(then, through, out);
-                self.judge_calls(otherwise, through, out);
-            }
-            TKind::List { items } => {
-                for item in items {
-                    self.judge_calls(item, through, out);
-                }
-            }
-            TKind::Field { base, .. } => self.judge_calls(base, through, out),
-            TKind::Const { .. } | TKind::Var { .. } | TKind::Criterion { .. } => {}
+        }
+        for child in e.children() {
+            self.judge_calls(child, through, out);
         }
     }
 
-    /// The name and body of the user scorer called as `qualified`.
-    fn scorer_body(&self, qualified: &str) -> Option<(&str, &TExpr)> {
-        let d = self
-            .decls
+    /// The scorer declaration called as `qualified`, if one is.
+    pub(crate) fn scorer_decl(&self, qualified: &str) -> Option<&super::hir::Decl> {
+        self.decls
             .iter()
-            .find(|d| d.kind == DeclKind::Scorer && d.qualified == qualified)?;
-        match &d.value {
-            Some(Value::Expr(body)) => Some((d.name.as_str(), body)),
-            _ => None,
-        }
+            .find(|d| d.kind == DeclKind::Scorer && d.qualified == qualified)
     }
 }

@@ -9,7 +9,6 @@ use super::hir::{Const, TExpr, TKind, Value};
 use super::Analyzer;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::span::Span;
-use crate::syntax::ast::DeclKind;
 
 impl<'a> Analyzer<'a> {
     /// E0329 for the `regex(...)` patterns of declaration `i` (a rubric or
@@ -18,15 +17,11 @@ impl<'a> Analyzer<'a> {
     /// used as one; in a rubric, a string passed to a scorer for such a
     /// parameter.
     pub(crate) fn check_patterns(&mut self, i: usize) {
-        let mut exprs: Vec<&TExpr> = Vec::new();
-        if let Some(rubric) = &self.decls[i].rubric {
-            exprs.extend(rubric.criteria.iter().filter_map(|c| c.scorer.as_ref()));
-            for p in &rubric.penalties {
-                exprs.push(&p.value);
-                exprs.extend(p.when.as_ref());
-            }
-            exprs.push(&rubric.total);
-        }
+        let mut exprs: Vec<&TExpr> = self.decls[i]
+            .rubric
+            .as_ref()
+            .map(super::hir::Rubric::exprs)
+            .unwrap_or_default();
         // A scorer's parameters with a string default, used where its body
         // names them.
         let defaults: Vec<(String, String, bool)> = self.decls[i]
@@ -69,71 +64,45 @@ impl<'a> Analyzer<'a> {
         bound: &[(String, String, bool)],
         out: &mut Vec<(String, Span, String)>,
     ) {
-        match &e.kind {
-            TKind::Call { func, args, named } => {
-                if self.is_builtin_regex(func) {
-                    if let Some(pattern) = args.first().or_else(|| named.get("pattern")) {
-                        written_strings(pattern, bound, e.span, out);
-                    }
-                } else if let Some((params, body)) = self.scorer_with_body(func) {
-                    // Strings this call passes for the scorer's parameters.
-                    let passed: Vec<(String, String, bool)> = params
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(k, name)| {
-                            match &args.get(k).or_else(|| named.get(name))?.kind {
-                                TKind::Const {
-                                    value: Const::Str(text),
-                                } => Some((name.clone(), text.clone(), false)),
-                                _ => None,
-                            }
-                        })
-                        .collect();
-                    if !passed.is_empty() {
-                        let mut inner = Vec::new();
-                        self.regex_patterns(body, &passed, &mut inner);
-                        out.extend(inner.into_iter().filter(|(_, _, whence)| whence.starts_with("passed")).map(
-                            |(pattern, _, _)| {
-                                (pattern, e.span, format!("passed to `{func}` as a regex pattern saferc's engine cannot read"))
-                            },
-                        ));
-                    }
+        if let TKind::Call { func, args, named } = &e.kind {
+            if self.is_builtin_regex(func) {
+                if let Some(pattern) = args.first().or_else(|| named.get("pattern")) {
+                    written_strings(pattern, bound, e.span, out);
                 }
-                for a in args.iter().chain(named.values()) {
-                    self.regex_patterns(a, bound, out);
+            } else if let Some((params, body)) = self.scorer_with_body(func) {
+                // Strings this call passes for the scorer's parameters.
+                let passed: Vec<(String, String, bool)> = params
+                    .iter()
+                    .enumerate()
+                    .filter_map(
+                        |(k, name)| match &args.get(k).or_else(|| named.get(name))?.kind {
+                            TKind::Const {
+                                value: Const::Str(text),
+                            } => Some((name.clone(), text.clone(), false)),
+                            _ => None,
+                        },
+                    )
+                    .collect();
+                if !passed.is_empty() {
+                    let mut inner = Vec::new();
+                    self.regex_patterns(body, &passed, &mut inner);
+                    out.extend(inner.into_iter().filter(|(_, _, whence)| whence.starts_with("passed")).map(
+                        |(pattern, _, _)| {
+                            (pattern, e.span, format!("passed to `{func}` as a regex pattern saferc's engine cannot read"))
+                        },
+                    ));
                 }
             }
-            TKind::Unary { operand, .. } => self.regex_patterns(operand, bound, out),
-            TKind::Binary { lhs, rhs, .. } => {
-                self.regex_patterns(lhs, bound, out);
-                self.regex_patterns(rhs, bound, out);
-            }
-            TKind::If {
-                cond,
-                then,
-                otherwise,
-            } => {
-                self.regex_patterns(cond, bound, out);
-                self.regex_patterns(then, bound, out);
-                self.regex_patterns(otherwise, bound, out);
-            }
-            TKind::List { items } => {
-                for item in items {
-                    self.regex_patterns(item, bound, out);
-                }
-            }
-            TKind::Field { base, .. } => self.regex_patterns(base, bound, out),
-            TKind::Const { .. } | TKind::Var { .. } | TKind::Criterion { .. } => {}
+        }
+        for child in e.children() {
+            self.regex_patterns(child, bound, out);
         }
     }
 
     /// The parameter names and body of the user scorer called as
     /// `qualified`, when it has a body.
     fn scorer_with_body(&self, qualified: &str) -> Option<(Vec<String>, &TExpr)> {
-        let d = self
-            .decls
-            .iter()
-            .find(|d| d.kind == DeclKind::Scorer && d.qualified == qualified)?;
+        let d = self.scorer_decl(qualified)?;
         match &d.value {
             Some(Value::Expr(body)) => {
                 Some((d.params.iter().map(|p| p.name.clone()).collect(), body))
@@ -145,12 +114,8 @@ impl<'a> Analyzer<'a> {
     /// Whether `func` (a call's qualified name) is the standard library's
     /// intrinsic `regex` scorer.
     fn is_builtin_regex(&self, func: &str) -> bool {
-        self.decls.iter().any(|d| {
-            d.kind == DeclKind::Scorer
-                && d.name == "regex"
-                && d.qualified == func
-                && matches!(d.value, Some(Value::Intrinsic))
-        })
+        self.scorer_decl(func)
+            .is_some_and(|d| d.name == "regex" && matches!(d.value, Some(Value::Intrinsic)))
     }
 }
 
