@@ -59,6 +59,10 @@ pub struct Diagnostic {
     pub notes: Vec<String>,
     /// Replacements that fix it, when the fix is that mechanical.
     pub fixes: Vec<Fix>,
+    /// Spans whose text is most likely a secret (an API key written where
+    /// its variable's name belongs): a report draws them as `*`, so that the
+    /// key does not reach a terminal or a CI log a second time.
+    pub secrets: Vec<Span>,
 }
 
 impl Diagnostic {
@@ -72,6 +76,7 @@ impl Diagnostic {
             help: None,
             notes: Vec::new(),
             fixes: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 
@@ -126,6 +131,13 @@ impl Diagnostic {
             wrote: wrote.to_string(),
             replacement: replacement.to_string(),
         });
+        self
+    }
+
+    /// Marks `span` as a likely secret, which no report draws.
+    #[must_use]
+    pub fn hiding(mut self, span: Span) -> Self {
+        self.secrets.push(span);
         self
     }
 

@@ -483,6 +483,38 @@ fn graph_hir_and_warnings_mask_an_endpoint_password() {
     }
 }
 
+/// A key written where its variable's name belongs (`api_key_env`), or as
+/// `api_key`, in a pipeline or in `safer.toml`, is drawn as `*` in every
+/// report, also in the snippet of another error on a line next to it: a
+/// CI log does not get the key a second time.
+#[test]
+fn a_key_written_in_a_file_is_not_printed() {
+    let dir = temp_dir("secret");
+    write(
+        &dir,
+        "safer.toml",
+        "[project]\nname = \"p\"\n\n[judges.grm]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\napi_key_env = \"sk-toml-0123456789\"\n",
+    );
+    let file = write(
+        &dir,
+        "p.safer",
+        "judge a {\n  kind        = http\n  endpoint    = \"http://localhost:8000/v1\"\n  model_name  = \"grader\"\n  api_key_env = \"sk-live-0123456789\"\n  concurrency = 0\n}\n\njudge b {\n  kind       = http\n  endpoint   = \"http://localhost:8000/v1\"\n  model_name = \"grader\"\n  api_key    = \"sk-pasted-0123456789\"\n}\n",
+    );
+    let out = saferc(&["check", &file]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for code in ["E0303", "E0206", "E0222"] {
+        assert!(err.contains(code), "{code} missing:\n{err}");
+    }
+    for key in ["sk-live", "sk-pasted", "sk-toml"] {
+        assert!(!err.contains(key), "{key} printed:\n{err}");
+    }
+    assert!(
+        err.contains("api_key_env = \"******************\""),
+        "{err}"
+    );
+}
+
 #[test]
 fn new_then_check_then_pin() {
     let dir = temp_dir("new");

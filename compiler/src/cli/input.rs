@@ -96,8 +96,10 @@ pub fn emit(diags: &[Diagnostic], sources: &SourceMap, format: Format) {
                 width: terminal_width(),
             };
             let mut err = std::io::stderr().lock();
+            let secrets = render::all_secrets(diags);
             for d in diags {
-                if writeln!(err, "{}", render::render(d, sources, options)).is_err() {
+                let report = render::render_hiding(d, sources, options, &secrets);
+                if writeln!(err, "{report}").is_err() {
                     return;
                 }
             }

@@ -7,13 +7,14 @@
 
 use super::{Diagnostic, Severity};
 use crate::source::SourceMap;
-use crate::span::SourceId;
+use crate::span::{SourceId, Span};
 use miette::{
     GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
     NamedSource, SourceCode, SourceSpan, SpanContents,
 };
 use serde_json::{json, Value};
 use std::fmt;
+use std::ops::Range;
 
 /// How to draw a report.
 #[derive(Debug, Clone, Copy)]
@@ -57,8 +58,14 @@ const WINDOW_CONTEXT_LINES: usize = 3;
 
 impl CharColumns {
     /// The lines of `file` around bytes `start..end` (every label of the
-    /// report in this file lies within).
-    fn new(file: &crate::source::SourceFile, start: usize, end: usize) -> Self {
+    /// report in this file lies within), with the bytes of `hidden` drawn
+    /// as `*`.
+    fn new(
+        file: &crate::source::SourceFile,
+        start: usize,
+        end: usize,
+        hidden: &[Range<usize>],
+    ) -> Self {
         let first = file
             .location(start)
             .line
@@ -71,14 +78,20 @@ impl CharColumns {
         // numbered the snippet's lines apart from the header's: `\n`, as
         // long, in its place.
         let text = &file.text[base..stop];
-        let shown: String = text
-            .char_indices()
-            .map(|(at, c)| match c {
-                '\r' if !text[at + 1..].starts_with('\n') => '\n',
-                c if crate::syntax::text_direction::reorders(c) => '\u{fffd}',
-                c => c,
-            })
-            .collect();
+        let mut shown = String::with_capacity(text.len());
+        for (at, c) in text.char_indices() {
+            match c {
+                '\r' if !text[at + 1..].starts_with('\n') => shown.push('\n'),
+                '\r' | '\n' => shown.push(c),
+                // As many `*` as the character has bytes: every offset
+                // after it stays where the spans say.
+                _ if hidden.iter().any(|r| r.contains(&(base + at))) => {
+                    shown.extend(std::iter::repeat_n('*', c.len_utf8()));
+                }
+                c if crate::syntax::text_direction::reorders(c) => shown.push('\u{fffd}'),
+                c => shown.push(c),
+            }
+        }
         CharColumns {
             window: NamedSource::new(&file.name, shown),
             base,
@@ -122,6 +135,27 @@ impl SourceCode for CharColumns {
             contents.line_count() + self.base_line,
         )))
     }
+}
+
+/// The byte ranges of file `id` that `secrets` hide: a quoted value's
+/// text without its quotes, so the report still shows a string.
+fn hidden_in(sources: &SourceMap, id: SourceId, secrets: &[Span]) -> Vec<Range<usize>> {
+    let Some(file) = sources.get(id) else {
+        return Vec::new();
+    };
+    secrets
+        .iter()
+        .filter(|s| s.source == id)
+        .map(|s| {
+            let (start, end) = (s.start as usize, s.end as usize);
+            match file.text.get(start..end) {
+                Some(t) if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') => {
+                    start + 1..end - 1
+                }
+                _ => start..end,
+            }
+        })
+        .collect()
 }
 
 /// A miette view of one diagnostic (one file's worth of labels).
@@ -184,7 +218,7 @@ impl miette::Diagnostic for Report {
     }
 }
 
-fn build_report(diag: &Diagnostic, sources: &SourceMap) -> Report {
+fn build_report(diag: &Diagnostic, sources: &SourceMap, secrets: &[Span]) -> Report {
     let severity = match diag.severity {
         Severity::Error => miette::Severity::Error,
         Severity::Warning => miette::Severity::Warning,
@@ -231,7 +265,12 @@ fn build_report(diag: &Diagnostic, sources: &SourceMap) -> Report {
             .filter(|s| s.source == home);
         let start = spans.clone().map(|s| s.start as usize).min().unwrap_or(0);
         let end = spans.map(|s| s.end as usize).max().unwrap_or(0);
-        report.source = Some(CharColumns::new(file, start, end));
+        report.source = Some(CharColumns::new(
+            file,
+            start,
+            end,
+            &hidden_in(sources, home, secrets),
+        ));
     }
     for label in &diag.labels {
         let text_len = sources.get(label.span.source).map_or(0, |f| f.text.len());
@@ -254,7 +293,12 @@ fn build_report(diag: &Diagnostic, sources: &SourceMap) -> Report {
                 code: None,
                 severity: miette::Severity::Advice,
                 help: None,
-                source: Some(CharColumns::new(file, start, start + len)),
+                source: Some(CharColumns::new(
+                    file,
+                    start,
+                    start + len,
+                    &hidden_in(sources, label.span.source, secrets),
+                )),
                 labels: vec![LabeledSpan::new_with_span(None, span)],
                 related: Vec::new(),
             });
@@ -297,8 +341,21 @@ fn drawn_width(s: &str) -> usize {
     s.len() + 3 * s.matches('\t').count()
 }
 
-/// Renders one diagnostic as a miette graphical report.
+/// Renders one diagnostic as a miette graphical report; the text of its
+/// [`Diagnostic::secrets`] is drawn as `*`.
 pub fn render(diag: &Diagnostic, sources: &SourceMap, options: RenderOptions) -> String {
+    render_hiding(diag, sources, options, &diag.secrets)
+}
+
+/// As [`render`], drawing the text of `secrets` as `*` wherever the report
+/// shows it: a printer of several diagnostics passes all of theirs, since
+/// one diagnostic's snippet can show the line another one hides.
+pub fn render_hiding(
+    diag: &Diagnostic,
+    sources: &SourceMap,
+    options: RenderOptions,
+    secrets: &[Span],
+) -> String {
     let theme = if options.color {
         GraphicalTheme::unicode()
     } else {
@@ -308,7 +365,7 @@ pub fn render(diag: &Diagnostic, sources: &SourceMap, options: RenderOptions) ->
         .with_width(options.width)
         .with_links(false)
         .with_urls(false);
-    let report = build_report(diag, sources);
+    let report = build_report(diag, sources, secrets);
     let mut out = String::new();
     if handler.render_report(&mut out, &report).is_err() {
         // The handler only fails on a broken fmt::Write, which String is not;
@@ -320,11 +377,20 @@ pub fn render(diag: &Diagnostic, sources: &SourceMap, options: RenderOptions) ->
 
 /// Renders several diagnostics, separated by blank lines.
 pub fn render_all(diags: &[Diagnostic], sources: &SourceMap, options: RenderOptions) -> String {
+    let secrets = all_secrets(diags);
     diags
         .iter()
-        .map(|d| render(d, sources, options))
+        .map(|d| render_hiding(d, sources, options, &secrets))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Every span that any of `diags` hides.
+pub fn all_secrets(diags: &[Diagnostic]) -> Vec<Span> {
+    diags
+        .iter()
+        .flat_map(|d| d.secrets.iter().copied())
+        .collect()
 }
 
 fn severity_word(diag: &Diagnostic) -> &'static str {

@@ -221,7 +221,8 @@ pub fn parse(id: SourceId, text: &str, root: &Path) -> Result<Manifest, Vec<Diag
                     format!("`safer.toml`: judge endpoint `{name}`'s `api_key_env` is not the name of an environment variable"),
                 )
                 .with_primary(span(id, var.span()), "a variable's name: letters, digits and `_`, not starting with a digit")
-                .with_note("if this is the key itself, it is now in the file: take it out and revoke it")
+                .hiding(span(id, var.span()))
+                .with_note("if this is the key itself, it is now in the file: take it out and revoke it (this report does not show it)")
                 .with_help("put the key in an environment variable and name that variable: `api_key_env = \"JUDGE_API_KEY\"`"),
             );
         }

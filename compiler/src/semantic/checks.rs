@@ -1181,7 +1181,8 @@ impl<'a> Analyzer<'a> {
                         self.setting_span(i, &["api_key_env"]),
                         "a variable's name: letters, digits and `_`, not starting with a digit",
                     )
-                    .with_note("if this is the key itself, it is now in the file: take it out and revoke it")
+                    .hiding(self.setting_span(i, &["api_key_env"]))
+                    .with_note("if this is the key itself, it is now in the file: take it out and revoke it (this report does not show it)")
                     .with_help("put the key in an environment variable and name that variable: `api_key_env = \"JUDGE_API_KEY\"`"),
                 );
             }

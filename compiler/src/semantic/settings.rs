@@ -381,6 +381,10 @@ impl<'a> Analyzer<'a> {
             if r.keeps_value && same_kind(r.new) && value_fits {
                 d = d.with_fix(key.span, name, r.new);
             }
+            // `api_key = "sk-..."` is the key itself: no report shows it.
+            if let Some(value) = stmt.value.filter(|_| r.old == "api_key") {
+                d = d.hiding(value.span);
+            }
             self.diags.push(d);
             return;
         }
