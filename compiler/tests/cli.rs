@@ -515,6 +515,31 @@ fn a_key_written_in_a_file_is_not_printed() {
     );
 }
 
+/// `seed = 7 steps = 20 steps` reads `steps` as the unit of 7: the fix
+/// writes a comma (a unit already right was "fixed" to its singular, and
+/// back, before).
+#[test]
+fn check_fix_separates_two_settings_whose_second_key_is_a_unit() {
+    let dir = temp_dir("unit-key");
+    let file = write(
+        &dir,
+        "p.safer",
+        "train t { seed = 7 steps = 20 steps }\nreflection f { rounds = 1 prompt = \"{completion}\" }\n",
+    );
+    let out = saferc(&["check", "--fix", &file]);
+    assert!(
+        stderr(&out).contains("fixed 2 problems in"),
+        "{}",
+        stderr(&out)
+    );
+    let fixed = std::fs::read_to_string(&file).unwrap_or_default();
+    assert_eq!(
+        fixed,
+        "train t { seed = 7, steps = 20 steps }\nreflection f { rounds = 1, prompt = \"{completion}\" }\n"
+    );
+    assert!(!stderr(&out).contains("E0101"), "{}", stderr(&out));
+}
+
 #[test]
 fn new_then_check_then_pin() {
     let dir = temp_dir("new");

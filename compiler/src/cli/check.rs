@@ -20,9 +20,19 @@ pub(super) fn run(files: &[PathBuf], format: Format, fix: bool, imports: &Import
     let mut fixed_in: BTreeMap<PathBuf, usize> = BTreeMap::new();
     let mut left_in: BTreeMap<PathBuf, usize> = BTreeMap::new();
     let mut failure = None;
+    // Each file's text before its first fix: fixes that undo each other
+    // leave it as it was, and nothing is said to be fixed in it.
+    let mut before: BTreeMap<PathBuf, String> = BTreeMap::new();
     for _ in 0..FIX_ROUNDS {
         if !fix {
             break;
+        }
+        for (_, file) in sources.iter() {
+            if let Some(path) = &file.path {
+                before
+                    .entry(path.clone())
+                    .or_insert_with(|| file.text.clone());
+            }
         }
         let (mut fixed, mut left) = (Vec::new(), Vec::new());
         let result = fix::apply(&diags, &sources, files, &mut fixed, &mut left);
@@ -41,6 +51,12 @@ pub(super) fn run(files: &[PathBuf], format: Format, fix: bool, imports: &Import
         }
         (sources, diags) = analyze(files, imports);
     }
+    fixed_in.retain(|path, _| {
+        let unchanged = before.get(path).is_some_and(|was| {
+            std::fs::read_to_string(path).is_ok_and(|now| now.trim_start_matches('\u{feff}') == was)
+        });
+        !unchanged
+    });
     // What was written is said even when a later file could not be; a
     // path under the current folder is shown from it, however it was
     // reached (named, or imported by an absolute path).

@@ -97,7 +97,7 @@ impl<'t> Builder<'t> {
         let bytes = self.text.as_bytes();
         let mut end = s.end() + self.offset;
         loop {
-            while end > start && bytes[end - 1].is_ascii_whitespace() {
+            while end > start && super::lexer::is_blank(bytes[end - 1]) {
                 end -= 1;
             }
             let idx = self

@@ -24,7 +24,7 @@ pub fn documenting(text: &str, comments: &[Comment], start: usize) -> Range<usiz
         let mut newlines = 0;
         let attached = between.bytes().rev().all(|b| {
             newlines += usize::from(b == b'\n');
-            b.is_ascii_whitespace() && newlines <= 1
+            super::lexer::is_blank(b) && newlines <= 1
         });
         // A `##` after code on its line is a trailing remark on that code,
         // no documentation of what comes next.

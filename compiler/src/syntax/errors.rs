@@ -111,7 +111,7 @@ pub fn from_pest(
 
     // `16 promts`: a misspelt unit reads as the key of a new setting.
     if let Some(prev) = &prev {
-        if let Some(diag) = misspelt_unit(source, text, prev) {
+        if let Some(diag) = misspelt_unit(source, text, prev, &found) {
             return diag;
         }
         // `timeout = 30 s`: a duration's unit, likewise.
@@ -270,7 +270,12 @@ fn help_for(expected: &[Expectation], found: &Token) -> Option<String> {
             "strings use straight double quotes (`\"`, U+0022): the text has typographic quotes, as an editor or a chat window writes them".into(),
         );
     }
-    if let Some(c) = found.text.chars().next().filter(|c| !c.is_ascii()) {
+    if let Some(c) = found
+        .text
+        .chars()
+        .next()
+        .filter(|c| !c.is_ascii() || c.is_ascii_control())
+    {
         if c.is_alphabetic() {
             return Some(format!(
                 "names are written in ASCII letters, digits and `_`: `{c}` (U+{:04X}) cannot be part of one",
@@ -301,7 +306,7 @@ fn rest_of_line(text: &str, from: usize) -> &str {
     rest[..rest.find('\n').unwrap_or(rest.len())].trim_end()
 }
 
-fn misspelt_unit(source: SourceId, text: &str, prev: &Token) -> Option<Diagnostic> {
+fn misspelt_unit(source: SourceId, text: &str, prev: &Token, found: &Token) -> Option<Diagnostic> {
     if !prev.is_word() {
         return None;
     }
@@ -310,6 +315,15 @@ fn misspelt_unit(source: SourceId, text: &str, prev: &Token) -> Option<Diagnosti
     let before = line_head.trim_end();
     if before.len() == line_head.len() || !before.ends_with(|c: char| c.is_ascii_digit()) {
         return None;
+    }
+    if glued::UNITS.contains(&prev.text.as_str()) {
+        // A unit's word is no misspelt unit: with `=` after it, it is the
+        // key of a second setting on the line (`seed = 7 steps = 20 steps`)
+        // that read as the first one's unit.
+        let number_end = prev.start - (line_head.len() - before.len());
+        return (found.text == "=").then(|| {
+            two_settings_unseparated(source, &line_head[before.len()..], number_end, prev)
+        });
     }
     let best = did_you_mean(&prev.text, glued::UNITS.iter().copied())?;
     Some(
@@ -326,6 +340,30 @@ fn misspelt_unit(source: SourceId, text: &str, prev: &Token) -> Option<Diagnosti
                 str::to_string,
             ),
     )
+}
+
+/// E0101 for `seed = 7 steps = 20 steps`: the second setting's key, a
+/// unit's word, read as the unit of the first one's number, which ends at
+/// `number_end` with `gap` (spaces) after it; the fix writes `, ` there.
+fn two_settings_unseparated(
+    source: SourceId,
+    gap: &str,
+    number_end: usize,
+    key: &Token,
+) -> Diagnostic {
+    Diagnostic::error(
+        Code::E0101,
+        format!("`{}` reads as the unit of the number before it", key.text),
+    )
+    .with_primary(
+        Span::new(source, key.start, key.end),
+        "followed by `=`: the key of a second setting",
+    )
+    .with_help(format!(
+        "separate two settings on one line with `,` (or put the second on its own line): `..., {} = ...`",
+        key.text
+    ))
+    .with_fix(Span::new(source, number_end, key.start), gap, ", ")
 }
 
 fn unknown_declaration(span: Span, word: &str, text: &str, after: usize) -> Diagnostic {
@@ -353,7 +391,7 @@ fn unknown_declaration(span: Span, word: &str, text: &str, after: usize) -> Diag
 fn skip_trivia(text: &str, mut pos: usize, comments: &[Comment]) -> usize {
     let bytes = text.as_bytes();
     loop {
-        while pos < bytes.len() && bytes[pos].is_ascii_whitespace() {
+        while pos < bytes.len() && super::lexer::is_blank(bytes[pos]) {
             pos += 1;
         }
         match comments.iter().find(|c| c.span.start as usize == pos) {
@@ -419,7 +457,7 @@ impl Token {
         let bytes = text.as_bytes();
         let mut end = pos.min(bytes.len());
         loop {
-            while end > 0 && bytes[end - 1].is_ascii_whitespace() {
+            while end > 0 && super::lexer::is_blank(bytes[end - 1]) {
                 end -= 1;
             }
             match comments

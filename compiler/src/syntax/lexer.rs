@@ -45,6 +45,14 @@ pub struct Scanned {
     pub item_starts: Vec<usize>,
 }
 
+/// The grammar's whitespace (`WHITESPACE` in `grammar/safer.pest`): space,
+/// tab, `\n` and `\r`. Not `u8::is_ascii_whitespace`, which also takes a
+/// form feed (U+000C): the grammar does not, and a form feed skipped as
+/// blank hid the character the error is about.
+pub(crate) fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// Scans `text`; returns its comments and cut points, or the first lexical
 /// error.
 ///
@@ -64,7 +72,7 @@ pub fn scan(source: SourceId, text: &str) -> Result<Scanned, Box<Diagnostic>> {
     while i < bytes.len() {
         let b = bytes[i];
         let prev_significant = last_significant;
-        if !b.is_ascii_whitespace() && b != b'#' {
+        if !is_blank(b) && b != b'#' {
             last_significant = b;
         }
         match b {
