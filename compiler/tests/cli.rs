@@ -329,6 +329,37 @@ fn fmt_keeps_crlf_line_ends_and_the_byte_order_mark() {
         "model m { arch = tiny_vlm }\r\n\nprompt p = \"a\"\n",
     );
     assert_eq!(saferc(&["fmt", "--check", &mixed]).status.code(), Some(1));
+    // A line break in `"""` text is `\n` whatever the file's line ends, so
+    // making them all CRLF changes no prompt: the same program before and
+    // after, and as an all-LF copy of it.
+    let hir_in = |dir: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_saferc"))
+            .args(["hir", "p.safer"])
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let (lf_dir, mixed_dir) = (dir.join("lf"), dir.join("mixed"));
+    let text = "prompt y = \"q\"\r\nprompt x = \"\"\"a\nb\r\nc\"\"\"\n";
+    for (d, t) in [
+        (&lf_dir, text.replace("\r\n", "\n")),
+        (&mixed_dir, text.to_string()),
+    ] {
+        std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{e}"));
+        write(d, "p.safer", &t);
+    }
+    let before = hir_in(&mixed_dir);
+    assert_eq!(before, hir_in(&lf_dir));
+    let fmt = saferc(&["fmt", &mixed_dir.join("p.safer").display().to_string()]);
+    assert_eq!(fmt.status.code(), Some(0), "{}", stderr(&fmt));
+    let formatted = std::fs::read_to_string(mixed_dir.join("p.safer")).unwrap_or_default();
+    assert!(
+        formatted.contains("\"\"\"a\r\nb\r\nc\"\"\""),
+        "{formatted:?}"
+    );
+    assert_eq!(hir_in(&mixed_dir), before);
 
     let marked = write(&dir, "bom.safer", "\u{feff}model m{arch=tiny_vlm}\n");
     assert_eq!(saferc(&["fmt", &marked]).status.code(), Some(0));

@@ -778,6 +778,23 @@ impl<'a> Analyzer<'a> {
             }
         };
         if let Some(folded) = fold(op, &l, &r) {
+            // `-1e308 * 10`: each number is one, their result is none (it
+            // would reach the graph as `inf` and JSON as `null`).
+            if let Const::Number(n) = &folded {
+                if !n.is_finite() {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0108,
+                            format!("this number is out of range: it comes to {n}"),
+                        )
+                        .with_primary(span, "too large to represent")
+                        .with_help(
+                            "numbers are 64-bit floating point, at most about 1.8e308 either way",
+                        ),
+                    );
+                    return poisoned(span);
+                }
+            }
             return constant(folded, span);
         }
         texpr(

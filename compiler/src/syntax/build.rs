@@ -301,11 +301,15 @@ impl<'t> Builder<'t> {
             .ok_or_else(|| self.missing("string body"))?;
         let raw = inner.as_str();
         Ok(match inner.as_rule() {
+            // A line break in the text is `\n` whatever the file's line
+            // ends: a checkout with `\r\n` (git's `autocrlf` on Windows)
+            // gives the model the same prompt, and `saferc fmt`, which
+            // writes a file's line ends throughout, never changes it.
             Rule::triple_string => StringLit {
                 value: raw
                     .get(3..raw.len().saturating_sub(3))
                     .unwrap_or("")
-                    .to_string(),
+                    .replace("\r\n", "\n"),
                 triple: true,
                 span,
             },
