@@ -148,13 +148,20 @@ impl<'a> Analyzer<'a> {
             ExprKind::Index { base, index } => {
                 let base = self.typed(decl, base, scope);
                 let index = self.typed(decl, index, scope);
+                self.index_type(&base, &index);
+                // A string's item is a string (or nothing past its end); a
+                // list's items are of any type.
+                let ty = match base.ty {
+                    ExprTy::String => ExprTy::String,
+                    _ => ExprTy::Any,
+                };
                 texpr(
                     TKind::Call {
                         func: "index".into(),
                         args: vec![base, index],
                         named: BTreeMap::new(),
                     },
-                    ExprTy::Any,
+                    ty,
                     span,
                 )
             }
@@ -399,7 +406,10 @@ impl<'a> Analyzer<'a> {
                         );
                         ExprTy::Any
                     }
-                    _ => ExprTy::Any,
+                    _ => {
+                        self.no_fields(&b, name);
+                        ExprTy::Any
+                    }
                 };
                 texpr(
                     TKind::Field {
@@ -412,6 +422,7 @@ impl<'a> Analyzer<'a> {
             }
             _ => {
                 let b = self.typed(decl, base, scope);
+                self.no_fields(&b, name);
                 texpr(
                     TKind::Field {
                         base: Box::new(b),
@@ -854,6 +865,59 @@ impl<'a> Analyzer<'a> {
     }
 
     /// Reports unless `t` is a number (or score).
+    /// E0212 for `.name` on a value known to have no fields: only a
+    /// dataset row's values (known at run time) can be objects; a score,
+    /// number, string or list fails there, in the middle of a run.
+    fn no_fields(&mut self, base: &TExpr, name: &ast::Ident) {
+        if matches!(base.ty, ExprTy::Any) {
+            return;
+        }
+        let help = match base.ty {
+            ExprTy::Score => format!(
+                "a criterion's name is its score already: drop `.{}`",
+                name.name
+            ),
+            _ => "fields belong to a dataset row's objects (`meta.source`)".to_string(),
+        };
+        self.diags.push(
+            Diagnostic::error(
+                Code::E0212,
+                format!("{} has no field `{}`", base.ty.describe(), name.name),
+            )
+            .with_primary(name.span, "unknown field")
+            .with_secondary(base.span, base.ty.describe())
+            .with_help(help),
+        );
+    }
+
+    /// The type of `base[index]`, reporting E0300 for a base that is no
+    /// list or string and an index that is no whole number.
+    fn index_type(&mut self, base: &TExpr, index: &TExpr) {
+        if !matches!(base.ty, ExprTy::List | ExprTy::String | ExprTy::Any) {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0300,
+                    format!(
+                        "`[...]` needs a list or a string, found {}",
+                        base.ty.describe()
+                    ),
+                )
+                .with_primary(base.span, "not a list or a string"),
+            );
+        }
+        self.expect_number(index, "an index");
+        if let Some(i) = index.number().filter(|i| i.fract() != 0.0) {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0300,
+                    format!("an index is a whole number, found {i}"),
+                )
+                .with_primary(index.span, "not a whole number")
+                .with_help("items count from 0, and from -1 at the end"),
+            );
+        }
+    }
+
     pub(crate) fn expect_number(&mut self, t: &TExpr, what: &str) {
         if !t.ty.is_numeric() {
             self.diags.push(
