@@ -334,7 +334,7 @@ impl<'t> Builder<'t> {
             Diagnostic::error(
                 Code::E0105,
                 format!(
-                    "expression nested too deeply: more than {} levels",
+                    "expression too deep: more than {} levels of nesting or chained operators",
                     expr::MAX_EXPR_DEPTH
                 ),
             )
