@@ -429,3 +429,17 @@ fn a_private_use_character_in_a_string_is_not_taken_for_a_mark() {
     );
     assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
 }
+
+/// Trailing comments line up in the columns a terminal draws: a wide
+/// character (Chinese, most emoji) takes two, so the comment after
+/// `"评审模型"` (8 columns, 4 characters) sits where its neighbours' do.
+#[test]
+fn trailing_comments_align_by_drawn_width() {
+    let case = "judge j {\n  kind = http # a\n  model_name = \"评审模型\" # b\n  endpoint = \"http://x/v1\" # c\n}\n";
+    let once = fmt::format_source(case).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        once,
+        "judge j {\n  kind       = http           # a\n  model_name = \"评审模型\"     # b\n  endpoint   = \"http://x/v1\"  # c\n}\n"
+    );
+    assert_eq!(fmt::format_source(&once).unwrap_or_default(), once);
+}

@@ -69,6 +69,14 @@ fn unused_mark(text: &str) -> Option<char> {
     ('\u{E000}'..='\u{F8FF}').find(|&c| !text.contains(c))
 }
 
+/// The columns a terminal or an editor draws `s` across: two for a wide
+/// character (CJK, most emoji), none for a combining mark, one for any
+/// other. Widths and trailing-comment columns are counted in these, so
+/// that a comment after Chinese text lines up with its neighbours'.
+fn width(s: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(s)
+}
+
 /// Aligns the trailing comments of consecutive lines, each found after
 /// `mark` (which is removed), to one column: two spaces after the longest
 /// code on those lines. A line whose code is already wider than the
@@ -78,7 +86,7 @@ fn align_trailing_comments(out: &str, mark: char) -> String {
     let lines: Vec<&str> = out.split('\n').collect();
     let code_width = |line: &str| {
         line.split_once(mark)
-            .map(|(code, _)| code.chars().count())
+            .map(|(code, _)| width(code))
             .filter(|&width| width <= MAX_WIDTH)
     };
     let mut result = String::with_capacity(out.len() + 64);
@@ -98,9 +106,9 @@ fn align_trailing_comments(out: &str, mark: char) -> String {
         for (k, line) in lines[i..run].iter().enumerate() {
             match line.split_once(mark) {
                 Some((code, comment)) => {
-                    let width = code.chars().count();
+                    let drawn = width(code);
                     result.push_str(code);
-                    result.push_str(&" ".repeat(column.saturating_sub(width).max(2)));
+                    result.push_str(&" ".repeat(column.saturating_sub(drawn).max(2)));
                     result.push_str(comment);
                 }
                 None => result.push_str(line),
@@ -380,14 +388,14 @@ impl<'a> Printer<'a> {
             let tail = match &decl.body {
                 DeclBody::Block(_) => 2,
                 DeclBody::Value(v) => {
-                    let one_line = self.flat(v).chars().count();
-                    match self.breakable(v) && flat.chars().count() + 3 + one_line > MAX_WIDTH {
+                    let one_line = width(&self.flat(v));
+                    match self.breakable(v) && width(&flat) + 3 + one_line > MAX_WIDTH {
                         true => 4,
                         false => 3 + one_line,
                     }
                 }
             };
-            if self.params_written_broken(decl, params) || flat.chars().count() + tail > MAX_WIDTH {
+            if self.params_written_broken(decl, params) || width(&flat) + tail > MAX_WIDTH {
                 let elements: Vec<(Span, String, Element<'_>)> = params
                     .iter()
                     .zip(&rendered)
@@ -409,7 +417,7 @@ impl<'a> Printer<'a> {
             DeclBody::Value(value) => {
                 head.push_str(" = ");
                 // The column where the value starts: after the head's last line.
-                let col = head.rsplit('\n').next().unwrap_or("").chars().count();
+                let col = width(head.rsplit('\n').next().unwrap_or(""));
                 self.out.push_str(&head);
                 let v = self.expr(value, col);
                 self.out.push_str(&v);
@@ -489,8 +497,8 @@ impl<'a> Printer<'a> {
             if let Some(inline) = self.inline_block(block) {
                 let line_start = self.out.rfind('\n').map_or(0, |i| i + 1);
                 // Columns are characters, as an editor counts them.
-                let col = self.out[line_start..].chars().count();
-                if col + inline.chars().count() < MAX_WIDTH {
+                let col = width(&self.out[line_start..]);
+                if col + width(&inline) < MAX_WIDTH {
                     self.out.push(' ');
                     self.out.push_str(&inline);
                     return;
@@ -561,8 +569,7 @@ impl<'a> Printer<'a> {
 
     /// Whether a value is printed over several lines at column `col`.
     fn breaks(&self, e: &Expr, col: usize) -> bool {
-        self.breakable(e)
-            && (self.written_broken(e) || col + self.flat(e).chars().count() > MAX_WIDTH)
+        self.breakable(e) && (self.written_broken(e) || col + width(&self.flat(e)) > MAX_WIDTH)
     }
 
     /// Whether `e` can be printed over several lines: a non-empty list, a
@@ -606,7 +613,7 @@ impl<'a> Printer<'a> {
                 let (Some(w), StmtKind::Assign { key, value }) = (widths[i], &stmt.kind) else {
                     continue;
                 };
-                let value_width = self.flat(value).chars().count();
+                let value_width = width(&self.flat(value));
                 let at = |key_width: usize| 2 * self.indent + key_width + 3 + value_width;
                 if at(w) > MAX_WIDTH && at(key.name.len()) <= MAX_WIDTH {
                     unaligned[i] = true;
@@ -826,7 +833,7 @@ impl<'a> Printer<'a> {
     fn element(&mut self, span: Span, next: usize, prefix: &str, element: Element<'_>) -> String {
         let mut s = self.comments_into(span.start as usize);
         let line = format!("{}{prefix}", self.pad());
-        let col = line.chars().count();
+        let col = width(&line);
         let text = match element {
             Element::Expr(e) if self.breaks(e, col) => self.expr(e, col),
             Element::Expr(e) => {
