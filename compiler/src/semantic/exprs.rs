@@ -54,6 +54,15 @@ const FILTER_FUNCTIONS: &[(&str, ExprTy)] = &[
     ("contains", ExprTy::Bool),
 ];
 
+/// How filter function `func` is called, for messages.
+fn filter_form(func: &str) -> &'static str {
+    match func {
+        "len" => "`len(field)`",
+        "lower" => "`lower(field)`",
+        _ => "`contains(field, item)`",
+    }
+}
+
 /// The error for `think` or `answer` used as a value: they are the
 /// completion's parts, read through a field (a row field of that name
 /// cannot be read in a rubric).
@@ -116,6 +125,52 @@ fn constant(value: Const, span: Span) -> TExpr {
         Const::Range(..) => ExprTy::Range,
     };
     texpr(TKind::Const { value }, ty, span)
+}
+
+/// The type a parameter's values must have, as written: its declared
+/// type, else its default's when that is a literal; `None` when neither
+/// says.
+fn written_param_type(p: &ast::Param) -> Option<ExprTy> {
+    if let Some(t) = &p.ty {
+        return ExprTy::declared(&t.name);
+    }
+    let mut default = &p.default.as_ref()?.kind;
+    loop {
+        return Some(match default {
+            ExprKind::Number(_) => ExprTy::Number,
+            ExprKind::String(_) => ExprTy::String,
+            ExprKind::Bool { .. } => ExprTy::Bool,
+            ExprKind::List { .. } => ExprTy::List,
+            ExprKind::Paren { inner } | ExprKind::Unary { operand: inner, .. } => {
+                default = &inner.kind;
+                continue;
+            }
+            _ => return None,
+        });
+    }
+}
+
+/// A parameter's default as an expression: a number, boolean, string or
+/// range as a constant, a list of those as a list literal; `None` for
+/// another value.
+fn constant_of(value: &Value, span: Span) -> Option<TExpr> {
+    Some(match value {
+        Value::Number(n) => constant(Const::Number(*n), span),
+        Value::Bool(b) => constant(Const::Bool(*b), span),
+        Value::Str(s) => constant(Const::Str(s.clone()), span),
+        Value::Range { low, high } => constant(Const::Range(*low, *high), span),
+        Value::List(items) => texpr(
+            TKind::List {
+                items: items
+                    .iter()
+                    .map(|i| constant_of(i, span))
+                    .collect::<Option<Vec<_>>>()?,
+            },
+            ExprTy::List,
+            span,
+        ),
+        _ => return None,
+    })
 }
 
 /// An expression of unknown type after an error (stops error cascades).
@@ -277,16 +332,9 @@ impl<'a> Analyzer<'a> {
                 // Parameters are bound when the scorer is called.
                 let params = self.decls[*scorer].params.clone();
                 if let Some(p) = params.iter().find(|p| p.name == name) {
-                    // Its declared type, else its default's; a list is
-                    // known only at run time.
-                    let ty = match p.ty.as_deref() {
-                        Some(t) => ExprTy::declared(t),
-                        None => p.default.as_ref().and_then(ExprTy::of_value),
-                    };
-                    return var(
-                        name,
-                        ty.filter(|t| *t != ExprTy::List).unwrap_or(ExprTy::Any),
-                    );
+                    // Its declared type, else its default's (a list's
+                    // items are known only at run time).
+                    return var(name, p.expected_type().unwrap_or(ExprTy::Any));
                 }
                 let mut c: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
                 c.extend(RUBRIC_OBJECTS.iter().map(|s| s.to_string()));
@@ -304,11 +352,13 @@ impl<'a> Analyzer<'a> {
                 }
                 let params = self.decls[*rubric].params.clone();
                 if let Some(p) = params.iter().find(|p| p.name == name) {
+                    // A rubric takes no arguments: its parameters are
+                    // their defaults (one without is E0211 where declared).
                     return match &p.default {
-                        Some(Value::Number(n)) => constant(Const::Number(*n), span),
-                        Some(Value::Bool(b)) => constant(Const::Bool(*b), span),
-                        Some(Value::Str(s)) => constant(Const::Str(s.clone()), span),
-                        _ => var(name, ExprTy::Any),
+                        Some(default) => {
+                            constant_of(default, span).unwrap_or_else(|| var(name, ExprTy::Any))
+                        }
+                        None => poisoned(span),
                     };
                 }
                 let mut c: Vec<String> = self.info[*rubric].criteria.clone();
@@ -489,7 +539,10 @@ impl<'a> Analyzer<'a> {
             }
             (ExprKind::Name { name }, ExprScope::Filter) => {
                 match FILTER_FUNCTIONS.iter().find(|(f, _)| f == name) {
-                    Some((f, ty)) => call((*f).to_string(), *ty, positional, named),
+                    Some((f, ty)) => {
+                        self.check_filter_call(f, &positional, &named, span);
+                        call((*f).to_string(), *ty, positional, named)
+                    }
                     None => {
                         let mut d =
                             Diagnostic::error(Code::E0203, format!("unknown function `{name}`"))
@@ -579,12 +632,14 @@ impl<'a> Analyzer<'a> {
                 .collect(),
             None => Vec::new(),
         };
-        let declared: BTreeMap<String, String> = self.info[scorer.0]
+        // Each parameter's declared type, else its default's (read from
+        // the syntax: the scorer may be checked after this call).
+        let declared: BTreeMap<String, ExprTy> = self.info[scorer.0]
             .ast
             .params
             .iter()
             .flatten()
-            .filter_map(|p| Some((p.name.name.clone(), p.ty.as_ref()?.name.clone())))
+            .filter_map(|p| Some((p.name.name.clone(), written_param_type(p)?)))
             .collect();
         let name = self.decls[scorer.0].name.clone();
         let mut given: Vec<String> = Vec::new();
@@ -655,9 +710,9 @@ impl<'a> Analyzer<'a> {
                 );
                 continue;
             }
-            if let (Some(ty), Some(found)) = (declared.get(&pname), types.get(i)) {
-                let fits = ExprTy::declared(ty).is_none_or(|expected| expected.accepts(*found));
-                if !fits {
+            if let (Some(expected), Some(found)) = (declared.get(&pname), types.get(i)) {
+                if !expected.accepts(*found) {
+                    let ty = expected.keyword();
                     self.diags.push(
                         Diagnostic::error(
                             Code::E0300,
@@ -766,6 +821,8 @@ impl<'a> Analyzer<'a> {
                         )
                         .with_primary(r.span, "not a list or range"),
                     );
+                } else {
+                    self.check_item_of(&r, &l, &format!("`{}`", op.symbol()));
                 }
                 ExprTy::Bool
             }
@@ -865,6 +922,92 @@ impl<'a> Analyzer<'a> {
     }
 
     /// Reports unless `t` is a number (or score).
+    /// E0300 unless `item` can be in `container` (a range holds numbers,
+    /// a string holds strings; a list anything): the run would fail at
+    /// the first row or completion.
+    fn check_item_of(&mut self, container: &TExpr, item: &TExpr, what: &str) {
+        let (fits, holds) = match container.ty {
+            ExprTy::Range => (item.ty.is_numeric(), "numbers"),
+            ExprTy::String => (matches!(item.ty, ExprTy::String | ExprTy::Any), "strings"),
+            _ => return,
+        };
+        if !fits {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0300,
+                    format!(
+                        "{what}: {} holds {holds}, found {}",
+                        container.ty.describe(),
+                        item.ty.describe()
+                    ),
+                )
+                .with_primary(item.span, format!("not one of the {holds}"))
+                .with_secondary(container.span, container.ty.describe()),
+            );
+        }
+    }
+
+    /// E0300 for a filter function's arguments that cannot fit it: their
+    /// count, names, and types known not to be what it takes.
+    fn check_filter_call(
+        &mut self,
+        func: &str,
+        args: &[TExpr],
+        named: &BTreeMap<String, TExpr>,
+        span: Span,
+    ) {
+        if let Some(first) = named.values().next() {
+            self.diags.push(
+                Diagnostic::error(Code::E0300, format!("`{func}` takes no named arguments"))
+                    .with_primary(first.span, "named")
+                    .with_help(format!(
+                        "pass its arguments in order: {}",
+                        filter_form(func)
+                    )),
+            );
+            return;
+        }
+        let arity = if func == "contains" { 2 } else { 1 };
+        if args.len() != arity {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0300,
+                    format!(
+                        "`{func}` takes {} argument{}, found {}",
+                        arity,
+                        if arity == 1 { "" } else { "s" },
+                        args.len()
+                    ),
+                )
+                .with_primary(span, format!("expected {}", filter_form(func)))
+                .with_help(format!("write {}", filter_form(func))),
+            );
+            return;
+        }
+        let takes: &[ExprTy] = match func {
+            "len" => &[ExprTy::String, ExprTy::List],
+            "lower" => &[ExprTy::String],
+            _ => &[ExprTy::String, ExprTy::List, ExprTy::Range],
+        };
+        let first = &args[0];
+        if !(first.ty == ExprTy::Any || takes.contains(&first.ty)) {
+            let words: Vec<&str> = takes.iter().map(|t| t.describe()).collect();
+            let needs = match words.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                _ => words.join(""),
+            };
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0300,
+                    format!("`{func}` needs {needs}, found {}", first.ty.describe()),
+                )
+                .with_primary(first.span, "wrong type"),
+            );
+        } else if let [container, item] = args {
+            self.check_item_of(container, item, "`contains`");
+        }
+    }
+
     /// E0212 for `.name` on a value known to have no fields: only a
     /// dataset row's values (known at run time) can be objects; a score,
     /// number, string or list fails there, in the middle of a run.

@@ -89,6 +89,17 @@ pub struct Param {
     pub default: Option<Value>,
 }
 
+impl Param {
+    /// The type its values must have: the declared one, else its
+    /// default's; `None` when neither says.
+    pub fn expected_type(&self) -> Option<ExprTy> {
+        match &self.ty {
+            Some(t) => ExprTy::declared(t),
+            None => self.default.as_ref().and_then(ExprTy::of_value),
+        }
+    }
+}
+
 /// Settings of a block: values and nested blocks, sorted by key.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Settings(pub BTreeMap<String, Setting>);
@@ -322,6 +333,21 @@ impl ExprTy {
             _ => None,
         }
     }
+
+    /// The keyword that declares this type (`number`, ...), for messages.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ExprTy::Number | ExprTy::Score => "number",
+            ExprTy::Bool => "bool",
+            ExprTy::String => "string",
+            ExprTy::List => "list",
+            ExprTy::Range => "range",
+            ExprTy::Any => "value",
+        }
+    }
+
+    /// The type names a parameter can be declared with.
+    pub const DECLARABLE: [&'static str; 4] = ["number", "string", "bool", "list"];
 
     /// The type of a constant value (a parameter's default), when it is a
     /// number, string, boolean or list.

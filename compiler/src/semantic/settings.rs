@@ -553,6 +553,26 @@ impl<'a> Analyzer<'a> {
             .collect()
     }
 
+    /// E0300 for a parameter's type that is no type (`x: nmber`).
+    fn check_param_type(&mut self, p: &ast::Param) {
+        let Some(ty) = &p.ty else {
+            return;
+        };
+        if ExprTy::declared(&ty.name).is_some() {
+            return;
+        }
+        let d = Diagnostic::error(Code::E0300, format!("unknown type `{}`", ty.name))
+            .with_primary(ty.span, "not a type");
+        let d = match did_you_mean(&ty.name, ExprTy::DECLARABLE.iter().copied()) {
+            Some(best) => d.with_suggestion(ty.span, &ty.name, &best),
+            None => d.with_help(format!(
+                "a parameter's type is {}",
+                one_of(&ExprTy::DECLARABLE)
+            )),
+        };
+        self.diags.push(d);
+    }
+
     fn check_scorer(&mut self, i: usize, decl: &ast::Decl) {
         let mut params: Vec<Param> = Vec::new();
         for p in decl.params.iter().flatten() {
@@ -577,6 +597,7 @@ impl<'a> Analyzer<'a> {
                     .with_help("rename the parameter"),
                 );
             }
+            self.check_param_type(p);
             let default = p.default.as_ref().and_then(|d| self.constant_value(i, d));
             if let (Some(ty), Some(value)) = (&p.ty, &default) {
                 if let Some(found) = param_type_mismatch(&ty.name, value) {
@@ -679,6 +700,25 @@ impl<'a> Analyzer<'a> {
         let mut params = Vec::new();
         let mut judge = None;
         for p in decl.params.iter().flatten() {
+            self.check_param_type(p);
+            // Nothing passes a rubric arguments (`rubric = r(x = 1)` is
+            // no form): a parameter is its default.
+            if p.default.is_none() {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0211,
+                        format!(
+                            "parameter `{}` of rubric `{}` has no default",
+                            p.name.name, decl.name.name
+                        ),
+                    )
+                    .with_primary(p.name.span, "a rubric's parameter is its default")
+                    .with_help(format!(
+                        "a rubric takes no arguments: give it one, `{} = ...`",
+                        p.name.name
+                    )),
+                );
+            }
             let default = match &p.default {
                 Some(d) if p.name.name == "judge" => {
                     let r = self.resolve_decl(i, d, &[DeclKind::Judge], "judge");
