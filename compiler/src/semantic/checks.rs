@@ -32,6 +32,7 @@ impl<'a> Analyzer<'a> {
                     self.check_dedup(i);
                 }
                 DeclKind::Judge => self.check_judge(i),
+                DeclKind::Rollout => self.check_rollout_lengths(i),
                 DeclKind::Model => self.check_model_folder(i),
                 DeclKind::Eval => {
                     let s = self.decls[i].settings.clone();
@@ -42,6 +43,7 @@ impl<'a> Analyzer<'a> {
                 _ => {}
             }
         }
+        self.check_dedup_cycle();
         self.check_datasets_read();
         // After the rest: reported where nothing else is (a file's other
         // errors first, as a compiler's later phases wait for its earlier).
@@ -528,6 +530,113 @@ impl<'a> Analyzer<'a> {
                 "`dedup` drops rows that also appear in other datasets (an evaluation set, say); remove this dataset's own split",
             );
         }
+    }
+
+    /// E0400: datasets that de-duplicate against each other in a cycle
+    /// (`a` drops `b.eval`'s rows and `b` drops `a.eval`'s): each needs
+    /// the other built first, and the run stops before reading any.
+    fn check_dedup_cycle(&mut self) {
+        let edges: Vec<Vec<usize>> = (0..self.decls.len())
+            .map(|i| match self.decls[i].settings.get("dedup") {
+                Some(Value::List(items)) if self.decls[i].kind == DeclKind::Dataset => items
+                    .iter()
+                    .filter_map(|v| match v {
+                        Value::Split { dataset, .. } if dataset.0 != i => Some(dataset.0),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        // Depth-first from each dataset in turn; the first cycle found is
+        // reported once, at the dataset that closes it.
+        let mut state = vec![0u8; edges.len()]; // 0 new, 1 on the path, 2 done
+        let mut path: Vec<usize> = Vec::new();
+        fn visit(
+            n: usize,
+            edges: &[Vec<usize>],
+            state: &mut [u8],
+            path: &mut Vec<usize>,
+        ) -> Option<Vec<usize>> {
+            state[n] = 1;
+            path.push(n);
+            for &m in &edges[n] {
+                if state[m] == 1 {
+                    let from = path.iter().position(|&p| p == m).unwrap_or(0);
+                    return Some(path[from..].to_vec());
+                }
+                if state[m] == 0 {
+                    if let Some(cycle) = visit(m, edges, state, path) {
+                        return Some(cycle);
+                    }
+                }
+            }
+            path.pop();
+            state[n] = 2;
+            None
+        }
+        for start in 0..edges.len() {
+            if state[start] != 0 {
+                continue;
+            }
+            let Some(cycle) = visit(start, &edges, &mut state, &mut path) else {
+                continue;
+            };
+            let mut names: Vec<String> = cycle
+                .iter()
+                .map(|&d| format!("`{}`", self.decls[d].name))
+                .collect();
+            names.push(names[0].clone());
+            let last = cycle[cycle.len() - 1];
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0400,
+                    "datasets de-duplicate against each other in a cycle",
+                )
+                .with_primary(
+                    self.setting_span(last, &["dedup"]),
+                    "needs the next dataset built first",
+                )
+                .with_note(format!("the cycle: {}", names.join(" → ")))
+                .with_help("a dataset's `dedup` names splits of datasets built before it: remove one of them from the cycle"),
+            );
+            return;
+        }
+    }
+
+    /// E0301: a rollout whose `min_tokens` passes its `max_tokens`: every
+    /// generation refuses it, at curation or the first step.
+    fn check_rollout_lengths(&mut self, i: usize) {
+        let s = &self.decls[i].settings;
+        let (Some(min), Some(max)) = (s.number("min_tokens"), s.number("max_tokens")) else {
+            return;
+        };
+        if min <= max {
+            return;
+        }
+        let name = self.decls[i].name.clone();
+        self.diags.push(
+            Diagnostic::error(
+                Code::E0301,
+                format!(
+                    "rollout `{name}` asks for at least {} tokens but allows at most {}",
+                    num(min),
+                    num(max)
+                ),
+            )
+            .with_primary(
+                self.setting_span(i, &["min_tokens"]),
+                "more than `max_tokens`",
+            )
+            .with_secondary(
+                self.setting_span(i, &["max_tokens"]),
+                "the most a completion has",
+            )
+            .with_help(format!(
+                "lower `min_tokens` to at most {} tokens, or raise `max_tokens`",
+                num(max)
+            )),
+        );
     }
 
     /// E0210: a reflection whose `when` reads a rubric the stage does not
@@ -1107,6 +1216,8 @@ impl<'a> Analyzer<'a> {
         let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
             return;
         };
+        let (written, declared) = (written.clone(), declared.to_string());
+        self.check_context_fits(i, &json, &written);
         let Some(found) = json.get("model_type").and_then(serde_json::Value::as_str) else {
             return;
         };
@@ -1129,6 +1240,32 @@ impl<'a> Analyzer<'a> {
             .with_primary(self.setting_span(i, &["arch"]), "declared here")
             .with_secondary(self.setting_span(i, &["weights"]), format!("`model_type` is `{found}` there"))
             .with_help(help),
+        );
+    }
+
+    /// E0301: a model's `context` beyond its `config.json`'s
+    /// `max_position_embeddings` (at the top or in `text_config`), which
+    /// `saferc run` refuses when it loads the model.
+    fn check_context_fits(&mut self, i: usize, config: &serde_json::Value, written: &str) {
+        let Some(context) = self.decls[i].settings.number("context") else {
+            return;
+        };
+        let limit = config
+            .get("max_position_embeddings")
+            .or_else(|| config.get("text_config")?.get("max_position_embeddings"))
+            .and_then(serde_json::Value::as_f64);
+        let Some(limit) = limit.filter(|l| context > *l) else {
+            return;
+        };
+        let name = self.decls[i].name.clone();
+        let shown = format!("{}/config.json", written.trim_end_matches('/'));
+        self.diags.push(
+            Diagnostic::error(
+                Code::E0301,
+                format!("model `{name}` declares a context of {} tokens, but `{shown}` allows at most {}", num(context), num(limit)),
+            )
+            .with_primary(self.setting_span(i, &["context"]), "beyond `max_position_embeddings`")
+            .with_help(format!("set `context` to at most {} tokens, or leave it out", num(limit))),
         );
     }
 
