@@ -631,6 +631,97 @@ fn new_then_check_then_pin() {
     );
 }
 
+/// `saferc pin` edits `safer.toml` as a TOML document: comments of other
+/// tables stay, a spaced `[ pins ]` header is replaced rather than doubled,
+/// a path with a quote is quoted; named files keep the other files' pins,
+/// the whole project drops (and names) pins nothing imports; the manifest
+/// stays a symbolic link with its permissions; a file of another project is
+/// refused.
+#[test]
+fn pin_edits_the_manifest_and_keeps_other_files_pins() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("pin-edit");
+    let run_in = |cwd: &std::path::Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_saferc"))
+            .args(args)
+            .current_dir(cwd)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(run_in(&dir, &["new", "demo"]).status.code(), Some(0));
+    let demo = dir.join("demo");
+    // A second pipeline importing a second rubric, from a path with a quote.
+    let house = std::fs::read_to_string(demo.join("rubrics/house.safer")).unwrap_or_default();
+    std::fs::create_dir_all(demo.join("r\"2")).unwrap_or_else(|e| panic!("{e}"));
+    write(
+        &demo.join("r\"2"),
+        "other.safer",
+        &house.replace("house_rubric", "other_rubric"),
+    );
+    let pipeline = std::fs::read_to_string(demo.join("pipeline.safer")).unwrap_or_default();
+    assert!(pipeline.contains("use \"house.safer\""), "{pipeline}");
+    write(
+        &demo,
+        "p2.safer",
+        &pipeline
+            .replace("use \"house.safer\"", "use \"r\\\"2/other.safer\"")
+            .replace("house_rubric", "other_rubric"),
+    );
+    assert_eq!(run_in(&demo, &["check", "p2.safer"]).status.code(), Some(0));
+    // A comment above the table after `[pins]`, and a spaced header.
+    let manifest = demo.join("safer.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap_or_default();
+    std::fs::write(
+        &manifest,
+        format!("{text}\n[ pins ]\n\"gone::r\" = \"sha256:0\"\n\n# ask the judge team first\n[judges.grm]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The manifest through a symbolic link, readable by its owner only.
+    std::fs::rename(&manifest, dir.join("demo.toml")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink("../demo.toml", &manifest).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(
+        dir.join("demo.toml"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let all = run_in(&demo, &["pin"]);
+    assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
+    assert!(stdout(&all).contains("removed gone::r"), "{}", stdout(&all));
+    let read = || std::fs::read_to_string(dir.join("demo.toml")).unwrap_or_default();
+    let pinned: toml::Table = toml::from_str(&read()).unwrap_or_else(|e| panic!("{e}: {}", read()));
+    let pins = pinned["pins"].as_table().cloned().unwrap_or_default();
+    let keys: Vec<&String> = pins.keys().collect();
+    assert_eq!(
+        keys,
+        ["r\"2/other::other_rubric", "rubrics/house::house_rubric"],
+        "{}",
+        read()
+    );
+    assert!(read().contains("# ask the judge team first"), "{}", read());
+    assert!(std::fs::symlink_metadata(&manifest).is_ok_and(|m| m.file_type().is_symlink()));
+    let mode = std::fs::metadata(dir.join("demo.toml")).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode.ok(), Some(0o600));
+
+    // One file named: its pins are written, the other file's stay.
+    let house_only = run_in(&demo, &["pin", "pipeline.safer"]);
+    assert_eq!(house_only.status.code(), Some(0), "{}", stderr(&house_only));
+    assert!(read().contains("other_rubric"), "{}", read());
+
+    // A file of another project is refused, and nothing is written.
+    assert_eq!(run_in(&dir, &["new", "beta"]).status.code(), Some(0));
+    let before = read();
+    let mixed = run_in(&demo, &["pin", "pipeline.safer", "../beta/pipeline.safer"]);
+    assert_eq!(mixed.status.code(), Some(2), "{}", stderr(&mixed));
+    assert!(
+        stderr(&mixed).contains("is not in the project"),
+        "{}",
+        stderr(&mixed)
+    );
+    assert_eq!(read(), before);
+}
+
 /// Diagnostics name an imported file as the user finds it from where they
 /// ran the command: beside its importer, as the checked file was named
 /// (`m/sub/x/y.safer`), not relative to the project root (`sub/x/y.safer`,

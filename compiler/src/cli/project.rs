@@ -50,6 +50,19 @@ pub(super) fn pin(files: &[PathBuf]) -> i32 {
     } else {
         files.to_vec()
     };
+    // Each project keeps its own pins: a file of another project (or of
+    // none) would have its rubrics written into this one's manifest.
+    for file in &targets {
+        let same = project::discover(file).is_some_and(|root| root == found.root);
+        if !same {
+            eprintln!(
+                "error: `{}` is not in the project of `{}`: pin each project on its own (`saferc pin` in its folder)",
+                file.display(),
+                found.root.join(project::MANIFEST).display()
+            );
+            return 2;
+        }
+    }
     let mut options = found.load_options(false);
     options.pins.clear();
     let mut new_pins = BTreeMap::new();
@@ -67,22 +80,42 @@ pub(super) fn pin(files: &[PathBuf]) -> i32 {
         eprintln!("error: nothing pinned: fix the errors first");
         return 1;
     }
-    let manifest_path = found.root.join(project::MANIFEST);
-    let text = std::fs::read_to_string(&manifest_path).unwrap_or_default();
-    let updated = pins::rewrite(&text, &new_pins);
-    let tmp = manifest_path.with_extension("toml.tmp");
-    if let Err(e) =
-        std::fs::write(&tmp, &updated).and_then(|()| std::fs::rename(&tmp, &manifest_path))
-    {
-        eprintln!("error: cannot write `{}`: {e}", manifest_path.display());
-        return 1;
-    }
     let old: BTreeMap<String, String> = found
         .manifest
         .pins
         .iter()
         .map(|(k, v)| (k.clone(), v.get_ref().clone()))
         .collect();
+    // Named files update their own rubrics' pins and keep the others';
+    // the whole project's pins are what its files import now.
+    let pinned = match files.is_empty() {
+        true => new_pins.clone(),
+        false => {
+            let mut all = old.clone();
+            all.extend(new_pins.clone());
+            all
+        }
+    };
+    let manifest_path = found.root.join(project::MANIFEST);
+    let text = std::fs::read_to_string(&manifest_path).unwrap_or_default();
+    let updated = match pins::rewrite(&text, &pinned) {
+        Ok(updated) => updated,
+        Err(e) => {
+            eprintln!(
+                "error: `{}` is no TOML document: {e}",
+                manifest_path.display()
+            );
+            return 1;
+        }
+    };
+    // Written as `check --fix` writes: through a symbolic link, keeping
+    // the file's permissions, and not over a file this user may not write.
+    if updated != text {
+        if let Err(e) = input::write_atomically(&manifest_path, &updated) {
+            eprintln!("error: cannot write `{}`: {e}", manifest_path.display());
+            return 1;
+        }
+    }
     for (k, v) in &new_pins {
         let what = match old.get(k) {
             None => "pinned",
@@ -91,9 +124,15 @@ pub(super) fn pin(files: &[PathBuf]) -> i32 {
         };
         println!("{what:>9} {k} {v}");
     }
+    for (k, v) in old.iter().filter(|(k, _)| !pinned.contains_key(*k)) {
+        println!(
+            "{:>9} {k} {v} (no file of the project imports it now)",
+            "removed"
+        );
+    }
     println!(
         "{} rubric(s) pinned in {}",
-        new_pins.len(),
+        pinned.len(),
         manifest_path.display()
     );
     0

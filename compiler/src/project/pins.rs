@@ -53,29 +53,78 @@ pub fn check(program: &Program, pins: &BTreeMap<String, String>) -> Vec<Diagnost
     out
 }
 
-/// Replaces the `[pins]` table of a manifest's text with `pins` (other
-/// sections, and their comments, are kept as they are).
-pub fn rewrite(text: &str, pins: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    let mut in_pins = false;
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
-            in_pins = trimmed.starts_with("[pins]");
-        }
-        if !in_pins {
-            out.push_str(line);
-            out.push('\n');
-        }
+/// Replaces the pins of a manifest's text with `pins`, editing the TOML
+/// document (`toml_edit`): every other table, key and comment stays as it
+/// was written, a `[pins]` table keeps its place (however its header is
+/// spaced, or as an inline `pins = { ... }`), and keys are quoted as TOML
+/// quotes them (a path holding `"` or `\`).
+///
+/// # Errors
+/// The text is no TOML document (the manifest's own check reports it).
+pub fn rewrite(text: &str, pins: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| e.to_string())?;
+    if pins.is_empty() {
+        doc.remove("pins");
+        return Ok(doc.to_string());
     }
-    while out.ends_with("\n\n") {
-        out.pop();
-    }
-    if !pins.is_empty() {
-        out.push_str("\n[pins]\n");
-        for (k, v) in pins {
-            out.push_str(&format!("\"{k}\" = \"{v}\"\n"));
+    let mut table = match doc.remove("pins") {
+        Some(toml_edit::Item::Table(mut t)) => {
+            t.clear();
+            t
         }
+        _ => toml_edit::Table::new(),
+    };
+    for (k, v) in pins {
+        table.insert(k, toml_edit::value(v.as_str()));
     }
-    out
+    doc.insert("pins", toml_edit::Item::Table(table));
+    Ok(doc.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::rewrite;
+    use std::collections::BTreeMap;
+
+    fn pins(items: &[(&str, &str)]) -> BTreeMap<String, String> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Comments of the tables around `[pins]` stay, a spaced header or an
+    /// inline table is replaced (not added to), and keys holding `"` or
+    /// `\` are quoted so that the file reads back.
+    #[test]
+    fn rewriting_pins_keeps_the_rest_of_the_document() {
+        let text = "[project]\nname = \"p\" # the name\n\n[ pins ]\n\"old::r\" = \"sha256:0\"\n\n# the grader we share\n[judges.grm]\nendpoint = \"http://x/v1\"\n";
+        let out = rewrite(text, &pins(&[("we\"ird\\x::r", "sha256:1")])).unwrap();
+        assert!(
+            out.contains("# the name") && out.contains("# the grader we share"),
+            "{out}"
+        );
+        assert!(!out.contains("old::r"), "{out}");
+        let doc: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(doc["pins"]["we\"ird\\x::r"].as_str(), Some("sha256:1"));
+        assert_eq!(
+            doc["judges"]["grm"]["endpoint"].as_str(),
+            Some("http://x/v1")
+        );
+
+        let inline = "pins = { \"a::r\" = \"sha256:0\" }\n\n[project]\nname = \"p\"\n";
+        let out = rewrite(inline, &pins(&[("a::r", "sha256:2")])).unwrap();
+        let doc: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(doc["pins"]["a::r"].as_str(), Some("sha256:2"), "{out}");
+
+        let none = rewrite(
+            "[project]\nname = \"p\"\n\n[pins]\n\"a::r\" = \"x\"\n",
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        assert!(!none.contains("pins"), "{none}");
+    }
 }
