@@ -62,8 +62,8 @@ fn existing_folder(value: &str) -> Result<PathBuf, String> {
 
 impl ImportArgs {
     /// The options for checking `file`: from the nearest `safer.toml`, or
-    /// defaults; `--root` overrides the project. Manifest problems are
-    /// added to `diags`.
+    /// defaults; `--root` sets the root `use` may not leave. Manifest
+    /// problems are added to `diags`.
     fn options_for(
         &self,
         file: &std::path::Path,
@@ -73,8 +73,8 @@ impl ImportArgs {
         self.options_and_project(file, sources, diags).0
     }
 
-    /// [`Self::options_for`] and the project they came from (none with
-    /// `--root`, outside a project, or when its manifest has errors).
+    /// [`Self::options_for`] and the project they came from (none outside
+    /// a project, or when its manifest has errors).
     fn options_and_project(
         &self,
         file: &std::path::Path,
@@ -84,15 +84,14 @@ impl ImportArgs {
         crate::semantic::loader::LoadOptions,
         Option<crate::project::Project>,
     ) {
+        // `--root` moves the root `use` may not leave; the project's
+        // manifest (import roots, judge endpoints, pins) still applies.
+        let (mut options, project) =
+            crate::project::options_around(sources, file, self.allow_outside_root, diags);
         if let Some(root) = &self.root {
-            let options = crate::semantic::loader::LoadOptions {
-                root: Some(root.clone()),
-                allow_outside_root: self.allow_outside_root,
-                ..Default::default()
-            };
-            return (options, None);
+            options.root = Some(std::fs::canonicalize(root).unwrap_or_else(|_| root.clone()));
         }
-        crate::project::options_around(sources, file, self.allow_outside_root, diags)
+        (options, project)
     }
 }
 

@@ -621,6 +621,9 @@ fn new_then_check_then_pin() {
     let changed = run_in(&demo, &["check", "pipeline.safer"]);
     assert_eq!(changed.status.code(), Some(1));
     assert!(stderr(&changed).contains("E0226"), "{}", stderr(&changed));
+    // `--root` moves the root `use` may not leave, and the pins still hold.
+    let rooted = run_in(&demo, &["check", "--root", ".", "pipeline.safer"]);
+    assert!(stderr(&rooted).contains("E0226"), "{}", stderr(&rooted));
     let again = run_in(&demo, &["new", "demo2"]);
     assert_eq!(again.status.code(), Some(0));
     let exists = run_in(&dir, &["new", "demo"]);
