@@ -34,7 +34,15 @@ pub struct Project {
 
 /// The nearest folder at or above `start` that holds a `safer.toml`.
 pub fn discover(start: &Path) -> Option<PathBuf> {
-    let start = std::fs::canonicalize(start).unwrap_or_else(|_| start.to_path_buf());
+    // A path that is no file (`./-`, standard input as a file of the
+    // current folder) is made absolute, so that the root is too: import
+    // roots such as `../shared` resolve from it.
+    let start = std::fs::canonicalize(start).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .ok()
+            .and_then(|here| std::fs::canonicalize(here).ok())
+            .map_or_else(|| start.to_path_buf(), |here| here.join(start))
+    });
     let mut dir = if start.is_file() {
         start.parent()?.to_path_buf()
     } else {

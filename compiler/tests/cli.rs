@@ -238,6 +238,13 @@ fn saferc_with_input_in(cwd: &std::path::Path, args: &[&str], text: &str) -> std
 fn check_reads_standard_input() {
     let check = |text: &str| saferc_with_input(&["check", "-"], text);
     assert_eq!(check("judge j { kind = rules }\n").status.code(), Some(0));
+    // In a project, its import roots (`../shared`) apply to standard input
+    // as to the file it holds.
+    let alpha =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases/projects/alpha");
+    let text = std::fs::read_to_string(alpha.join("pipeline.safer")).unwrap_or_default();
+    let piped = saferc_with_input_in(&alpha, &["check", "-"], &text);
+    assert_eq!(piped.status.code(), Some(0), "{}", stderr(&piped));
     let bad = check("judge j { kind = rulez }\n");
     assert_eq!(bad.status.code(), Some(1));
     assert!(
