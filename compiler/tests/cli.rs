@@ -732,6 +732,34 @@ fn pin_edits_the_manifest_and_keeps_other_files_pins() {
     assert_eq!(read(), before);
 }
 
+/// A symbolic link inside the project that points out of it does not
+/// carry `use` out of the root (E0202), as `../outside/r.safer` does not.
+#[test]
+fn a_link_out_of_the_project_is_outside_its_root() {
+    let dir = temp_dir("link-out");
+    for d in ["proj", "outside"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    write(&dir.join("proj"), "safer.toml", "[project]\nname = \"p\"\n");
+    write(
+        &dir.join("outside"),
+        "r.safer",
+        "judge j { kind = rules }\n",
+    );
+    std::os::unix::fs::symlink(dir.join("outside"), dir.join("proj/olink"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let main = write(&dir.join("proj"), "main.safer", "use \"olink/r.safer\"\n");
+    let out = saferc(&["check", &main]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("E0202") && stderr(&out).contains("symbolic link"),
+        "{}",
+        stderr(&out)
+    );
+    let allowed = saferc(&["check", "--allow-outside-root", &main]);
+    assert_eq!(allowed.status.code(), Some(0), "{}", stderr(&allowed));
+}
+
 /// Diagnostics name an imported file as the user finds it from where they
 /// ran the command: beside its importer, as the checked file was named
 /// (`m/sub/x/y.safer`), not relative to the project root (`sub/x/y.safer`,

@@ -361,13 +361,26 @@ impl Loader<'_> {
         }
         if let Some(root) = &self.root {
             let root = normalize(root);
-            if !normal.starts_with(&root) && !self.options.allow_outside_root {
+            // A symbolic link inside the root can point out of it: the
+            // file it reaches counts.
+            let linked_out = match (std::fs::canonicalize(&normal), std::fs::canonicalize(&root)) {
+                (Ok(real), Ok(real_root)) if !real.starts_with(&real_root) => Some(real),
+                _ => None,
+            };
+            let outside = !normal.starts_with(&root) || linked_out.is_some();
+            if outside && !self.options.allow_outside_root {
+                let reached = match &linked_out {
+                    Some(real) if normal.starts_with(&root) => {
+                        format!("resolves through a symbolic link to {}", real.display())
+                    }
+                    _ => format!("resolves to {}", normal.display()),
+                };
                 self.diags.push(
                     Diagnostic::error(
                         Code::E0202,
                         format!("`{path}` is outside the project root"),
                     )
-                    .with_primary(span, format!("resolves to {}", normal.display()))
+                    .with_primary(span, reached)
                     .with_note(format!("the project root is {}", root.display()))
                     .with_help("move the file into the project, or allow it with `--allow-outside-root`"),
                 );
