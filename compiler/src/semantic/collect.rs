@@ -55,6 +55,40 @@ impl<'a> Analyzer<'a> {
                 });
             }
         }
+        self.check_aliases();
+    }
+
+    /// E0204 for an alias given to two imports (the later one won, so
+    /// swapping the `use` lines changed what `alias.name` meant) or taken
+    /// by a declaration of the module (which hid the alias).
+    fn check_aliases(&mut self) {
+        for (m, module) in self.loaded.modules.iter().enumerate() {
+            let mut seen: std::collections::HashMap<&str, crate::span::Span> =
+                std::collections::HashMap::new();
+            for import in &module.imports {
+                let Some(alias) = import.alias.as_deref() else {
+                    continue;
+                };
+                if let Some(first) = seen.insert(alias, import.span) {
+                    self.diags.push(
+                        Diagnostic::error(Code::E0204, format!("alias `{alias}` is given twice"))
+                            .with_primary(import.span, "given again here")
+                            .with_secondary(first, "first given here")
+                            .with_help("give each import its own alias"),
+                    );
+                } else if let Some(local) = self.scopes.modules[m].local.get(alias) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0204,
+                            format!("alias `{alias}` is also the name of a declaration"),
+                        )
+                        .with_primary(import.span, "the alias")
+                        .with_secondary(self.decls[local.0].span, "declared here")
+                        .with_help("rename the alias or the declaration: the declaration would hide the alias"),
+                    );
+                }
+            }
+        }
     }
 }
 
