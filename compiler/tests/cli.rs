@@ -730,6 +730,21 @@ fn pin_edits_the_manifest_and_keeps_other_files_pins() {
         stderr(&mixed)
     );
     assert_eq!(read(), before);
+
+    // A copy beside the pipeline shadows the pinned rubric's file: said,
+    // not passed (its key is another file's, which no pin names).
+    write(
+        &demo,
+        "house.safer",
+        &house.replace("weight 0.6", "weight 0.5"),
+    );
+    let shadowed = run_in(&demo, &["check", "pipeline.safer"]);
+    assert_eq!(shadowed.status.code(), Some(1), "{}", stderr(&shadowed));
+    assert!(
+        stderr(&shadowed).contains("pinned from another file"),
+        "{}",
+        stderr(&shadowed)
+    );
 }
 
 /// A symbolic link inside the project that points out of it does not

@@ -35,7 +35,29 @@ pub fn check(program: &Program, pins: &BTreeMap<String, String>) -> Vec<Diagnost
     let mut out = Vec::new();
     for decl in program.decls.iter().filter(|d| d.kind == DeclKind::Rubric) {
         let k = key(program, decl);
-        let Some(pinned) = pins.get(&k) else { continue };
+        let Some(pinned) = pins.get(&k) else {
+            // Not pinned under its own file, but a rubric of this name is
+            // pinned from another: a file that now shadows the pinned one
+            // (a copy beside the pipeline) would pass unseen.
+            let suffix = format!("::{}", decl.name);
+            let elsewhere: Vec<&String> = pins.keys().filter(|p| p.ends_with(&suffix)).collect();
+            if decl.module != 0 && !elsewhere.is_empty() {
+                let file = program
+                    .modules
+                    .get(decl.module)
+                    .map_or("?", |m| m.name.as_str());
+                out.push(
+                    Diagnostic::error(
+                        Code::E0226,
+                        format!("rubric `{}` is pinned from another file than the one this pipeline imports", decl.name),
+                    )
+                    .with_primary(decl.span, format!("imported from {file}"))
+                    .with_note(format!("pinned: {}", elsewhere.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")))
+                    .with_help("if this file is meant to replace the pinned one, run `saferc pin` to pin it; otherwise import the pinned file"),
+                );
+            }
+            continue;
+        };
         if *pinned != decl.hash {
             let file = program
                 .modules
