@@ -639,6 +639,21 @@ fn new_then_check_then_pin() {
         Some(1),
         "an existing folder is not overwritten"
     );
+    // A file is said to be one; `.` in an empty folder takes its name.
+    write(&dir, "plain", "");
+    let file = run_in(&dir, &["new", "plain"]);
+    assert!(
+        stderr(&file).contains("is a file, not a folder"),
+        "{}",
+        stderr(&file)
+    );
+    std::fs::create_dir_all(dir.join("here")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        run_in(&dir.join("here"), &["new", "."]).status.code(),
+        Some(0)
+    );
+    let manifest = std::fs::read_to_string(dir.join("here/safer.toml")).unwrap_or_default();
+    assert!(manifest.contains("name = \"here\""), "{manifest}");
 }
 
 /// `saferc pin` edits `safer.toml` as a TOML document: comments of other

@@ -123,9 +123,14 @@ fn dot_text(text: &str) -> String {
     text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-/// `text` inside a Mermaid double-quoted label.
+/// `text` inside a Mermaid double-quoted label: Mermaid renders labels as
+/// HTML and reads `#...;` as an entity code, so `#`, `"`, `<` and `>` are
+/// written as entity codes (`#` first: the others' codes hold one).
 fn mermaid_text(text: &str) -> String {
-    text.replace('"', "#quot;")
+    text.replace('#', "#35;")
+        .replace('"', "#quot;")
+        .replace('<', "#lt;")
+        .replace('>', "#gt;")
 }
 
 /// The DOT or Mermaid id of every node: [`id`] of its name, with `_2`,
@@ -285,6 +290,14 @@ mod tests {
         let mermaid = to_mermaid(&g);
         assert!(
             mermaid.contains("  rubric_a_b_x__r[\"rubric.a#quot;b/x::r<br/>Score\"]"),
+            "{mermaid}"
+        );
+        // HTML and entity codes in a name are shown as written.
+        let mut g = Graph::new(String::new());
+        g.add(node("rubric.<b>#quot;/x::r"));
+        let mermaid = to_mermaid(&g);
+        assert!(
+            mermaid.contains("[\"rubric.#lt;b#gt;#35;quot;/x::r<br/>Score\"]"),
             "{mermaid}"
         );
     }

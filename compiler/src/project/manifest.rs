@@ -227,9 +227,7 @@ pub fn parse(id: SourceId, text: &str, root: &Path) -> Result<Manifest, Vec<Diag
             );
         }
         let url = judge.endpoint.get_ref();
-        if !(url.starts_with("http://") || url.starts_with("https://"))
-            || url.len() <= "https://".len()
-        {
+        if !crate::semantic::checks::is_http_url(url) {
             diags.push(
                 Diagnostic::error(Code::E0223, format!("judge endpoint `{name}` is not an http(s) URL: `{url}`"))
                     .with_primary(span(id, judge.endpoint.span()), "expected a URL")

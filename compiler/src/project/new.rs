@@ -91,6 +91,12 @@ const DATA: &str = r#"{"id": "1", "question": "How do I bake bread?", "label": "
 /// # Errors
 /// When `dir` exists and is not empty, or a file cannot be written.
 pub fn create(dir: &Path) -> Result<(), String> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!(
+            "`{}` already exists and is a file, not a folder",
+            dir.display()
+        ));
+    }
     if dir.exists()
         && std::fs::read_dir(dir)
             .map(|mut d| d.next().is_some())
@@ -101,7 +107,12 @@ pub fn create(dir: &Path) -> Result<(), String> {
             dir.display()
         ));
     }
-    let name = dir
+    // An empty folder named `.` or `..` gives the project its own name.
+    let named = match dir.exists() {
+        true => std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        false => dir.to_path_buf(),
+    };
+    let name = named
         .file_name()
         .and_then(|n| n.to_str())
         .filter(|n| !n.is_empty())

@@ -1363,7 +1363,7 @@ impl<'a> Analyzer<'a> {
             }
         }
         if let Some(url) = s.text("endpoint") {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            if !is_http_url(url) {
                 self.diags.push(
                     Diagnostic::error(
                         Code::E0300,
@@ -1673,6 +1673,15 @@ fn datasets_named(settings: &Settings, out: &mut Vec<usize>) {
 /// `_`, not starting with a digit (what `api_key_env` takes), and does not
 /// look like a key that has that shape (a Hugging Face token, `hf_` and
 /// 30 or more letters and digits).
+/// Whether `s` is an absolute `http` or `https` URL with a host, as the
+/// runtime's HTTP client reads it (the `url` crate: the scheme in any case,
+/// a port up to 65535, no space in the host).
+pub(crate) fn is_http_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+    })
+}
+
 pub(crate) fn is_variable_name(s: &str) -> bool {
     let shaped = s
         .chars()
@@ -1688,6 +1697,29 @@ pub(crate) fn is_variable_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{is_variable_name, largest_divisor_at_most};
+
+    #[test]
+    fn endpoints_are_http_urls_as_the_client_reads_them() {
+        for good in [
+            "http://x",
+            "https://judge.example/v1",
+            "HTTP://HOST/v1",
+            "http://127.0.0.1:8000/v1?api-version=1",
+        ] {
+            assert!(super::is_http_url(good), "{good}");
+        }
+        for bad in [
+            "http://",
+            "https://",
+            "ftp://x",
+            "localhost:8000",
+            "http://host .com",
+            "http://x:99999/v1",
+            "",
+        ] {
+            assert!(!super::is_http_url(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn key_variables_are_names_and_not_keys() {
