@@ -163,7 +163,8 @@ fn two_projects_share_one_rubric_and_pins_catch_changes() {
     );
     let manifest_path = alpha.join("safer.toml");
     let text = std::fs::read_to_string(&manifest_path).unwrap_or_default();
-    std::fs::write(&manifest_path, pins::rewrite(&text, &pinned)).unwrap_or_else(|e| panic!("{e}"));
+    let rewritten = pins::rewrite(&text, &pinned).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&manifest_path, rewritten).unwrap_or_else(|e| panic!("{e}"));
     let (diags, _) = check(&alpha.join("pipeline.safer"));
     assert!(diags.is_empty(), "pinned and unchanged: clean");
 
