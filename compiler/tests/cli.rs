@@ -450,6 +450,23 @@ fn explain_prints_the_code_page() {
         "{}",
         stdout(&out)
     );
+    // A code's number written short is named as the code; an unknown
+    // number says so.
+    for short in ["0109", "E109", "109"] {
+        let out = saferc(&["explain", short]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("saferc explain E0109"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let unknown = saferc(&["explain", "E9999"]);
+    assert!(
+        stderr(&unknown).contains("no diagnostic `E9999`"),
+        "{}",
+        stderr(&unknown)
+    );
 }
 
 #[test]
@@ -745,6 +762,10 @@ fn pin_edits_the_manifest_and_keeps_other_files_pins() {
         stderr(&mixed)
     );
     assert_eq!(read(), before);
+    // A project inside this one pins its own rubrics: not this one's.
+    assert_eq!(run_in(&demo, &["new", "inner"]).status.code(), Some(0));
+    let outer = run_in(&demo, &["pin"]);
+    assert_eq!(outer.status.code(), Some(0), "{}", stderr(&outer));
 
     // A copy beside the pipeline shadows the pinned rubric's file: said,
     // not passed (its key is another file's, which no pin names).

@@ -60,7 +60,10 @@ pub(super) fn run(file: &Path, format: GraphFormat, imports: &ImportArgs) -> i32
                 GraphFormat::Text => safer_ir::to_text(&graph),
                 GraphFormat::Dot => safer_ir::to_dot(&graph),
                 GraphFormat::Mermaid => safer_ir::to_mermaid(&graph),
-                GraphFormat::Json => serde_json::to_string_pretty(&graph).unwrap_or_default(),
+                // Ended by a newline, as the other formats and `hir` are.
+                GraphFormat::Json => {
+                    serde_json::to_string_pretty(&graph).unwrap_or_default() + "\n"
+                }
             };
             print!("{out}");
             0

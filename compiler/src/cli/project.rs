@@ -138,8 +138,8 @@ pub(super) fn pin(files: &[PathBuf]) -> i32 {
     0
 }
 
-/// Every `.safer` file of a project (not under `runs/`, `target/` or
-/// hidden folders).
+/// Every `.safer` file of a project (not under `runs/`, `target/`, hidden
+/// folders or a nested project's folder).
 fn project_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -148,7 +148,10 @@ fn project_files(root: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             if path.is_dir() {
-                if !name.starts_with('.') && name != "runs" && name != "target" {
+                // A folder with its own `safer.toml` is another project,
+                // which pins its own rubrics.
+                let nested = path.join(project::MANIFEST).is_file();
+                if !name.starts_with('.') && name != "runs" && name != "target" && !nested {
                     stack.push(path);
                 }
             } else if path.extension().is_some_and(|e| e == "safer") {
