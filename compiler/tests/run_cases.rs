@@ -1376,6 +1376,7 @@ cases!(
     qwen2_5_vl_resume_frozen,
     qwen2_5_vl_resume_mixed,
     text_model_with_images,
+    rubric_constant_params,
     model_template_error,
 );
 
