@@ -701,6 +701,21 @@ impl<'a> Analyzer<'a> {
         let mut judge = None;
         for p in decl.params.iter().flatten() {
             self.check_param_type(p);
+            // In the rubric's expressions a criterion's name is its score:
+            // a parameter of that name could never be read.
+            if self.info[i].criteria.contains(&p.name.name) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0204,
+                        format!(
+                            "parameter `{}` of rubric `{}` has a criterion's name",
+                            p.name.name, decl.name.name
+                        ),
+                    )
+                    .with_primary(p.name.span, "hidden by the criterion of this name")
+                    .with_help("rename the parameter or the criterion"),
+                );
+            }
             // Nothing passes a rubric arguments (`rubric = r(x = 1)` is
             // no form): a parameter is its default.
             if p.default.is_none() {
