@@ -205,9 +205,18 @@ impl<'a> Analyzer<'a> {
                 let index = self.typed(decl, index, scope);
                 self.index_type(&base, &index);
                 // A string's item is a string (or nothing past its end); a
-                // list's items are of any type.
-                let ty = match base.ty {
-                    ExprTy::String => ExprTy::String,
+                // list literal's item at a constant index has that item's
+                // type (`[1, "a"][1]` is a string); other items any type.
+                let item = match (&base.kind, index.number()) {
+                    (TKind::List { items }, Some(i)) if i.fract() == 0.0 => {
+                        let at = if i < 0.0 { items.len() as f64 + i } else { i };
+                        (at >= 0.0).then(|| items.get(at as usize)).flatten()
+                    }
+                    _ => None,
+                };
+                let ty = match (base.ty, item) {
+                    (ExprTy::String, _) => ExprTy::String,
+                    (_, Some(item)) => item.ty,
                     _ => ExprTy::Any,
                 };
                 texpr(
