@@ -13,6 +13,16 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// `saferc ARGS` run in folder `cwd`, without colour.
+fn saferc_in(cwd: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -614,19 +624,11 @@ fn new_then_check_then_pin() {
     ] {
         assert!(demo.join(f).is_file(), "{f} missing");
     }
-    let run_in = |cwd: &std::path::Path, args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_saferc"))
-            .args(args)
-            .current_dir(cwd)
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let check = run_in(&demo, &["check", "pipeline.safer"]);
+    let check = saferc_in(&demo, &["check", "pipeline.safer"]);
     assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
-    let from_sub = run_in(&demo.join("rubrics"), &["check", "../pipeline.safer"]);
+    let from_sub = saferc_in(&demo.join("rubrics"), &["check", "../pipeline.safer"]);
     assert_eq!(from_sub.status.code(), Some(0), "{}", stderr(&from_sub));
-    let pin = run_in(&demo, &["pin"]);
+    let pin = saferc_in(&demo, &["pin"]);
     assert_eq!(pin.status.code(), Some(0), "{}", stderr(&pin));
     assert!(
         stdout(&pin).contains("pinned rubrics/house::house_rubric sha256:"),
@@ -642,15 +644,15 @@ fn new_then_check_then_pin() {
     let text = std::fs::read_to_string(&rubric).unwrap_or_default();
     std::fs::write(&rubric, text.replace("weight 0.6", "weight 0.5"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let changed = run_in(&demo, &["check", "pipeline.safer"]);
+    let changed = saferc_in(&demo, &["check", "pipeline.safer"]);
     assert_eq!(changed.status.code(), Some(1));
     assert!(stderr(&changed).contains("E0226"), "{}", stderr(&changed));
     // `--root` moves the root `use` may not leave, and the pins still hold.
-    let rooted = run_in(&demo, &["check", "--root", ".", "pipeline.safer"]);
+    let rooted = saferc_in(&demo, &["check", "--root", ".", "pipeline.safer"]);
     assert!(stderr(&rooted).contains("E0226"), "{}", stderr(&rooted));
-    let again = run_in(&demo, &["new", "demo2"]);
+    let again = saferc_in(&demo, &["new", "demo2"]);
     assert_eq!(again.status.code(), Some(0));
-    let exists = run_in(&dir, &["new", "demo"]);
+    let exists = saferc_in(&dir, &["new", "demo"]);
     assert_eq!(
         exists.status.code(),
         Some(1),
@@ -658,7 +660,7 @@ fn new_then_check_then_pin() {
     );
     // A file is said to be one; `.` in an empty folder takes its name.
     write(&dir, "plain", "");
-    let file = run_in(&dir, &["new", "plain"]);
+    let file = saferc_in(&dir, &["new", "plain"]);
     assert!(
         stderr(&file).contains("is a file, not a folder"),
         "{}",
@@ -666,7 +668,7 @@ fn new_then_check_then_pin() {
     );
     std::fs::create_dir_all(dir.join("here")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        run_in(&dir.join("here"), &["new", "."]).status.code(),
+        saferc_in(&dir.join("here"), &["new", "."]).status.code(),
         Some(0)
     );
     let manifest = std::fs::read_to_string(dir.join("here/safer.toml")).unwrap_or_default();
@@ -683,15 +685,7 @@ fn new_then_check_then_pin() {
 fn pin_edits_the_manifest_and_keeps_other_files_pins() {
     use std::os::unix::fs::PermissionsExt;
     let dir = temp_dir("pin-edit");
-    let run_in = |cwd: &std::path::Path, args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_saferc"))
-            .args(args)
-            .current_dir(cwd)
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
-    assert_eq!(run_in(&dir, &["new", "demo"]).status.code(), Some(0));
+    assert_eq!(saferc_in(&dir, &["new", "demo"]).status.code(), Some(0));
     let demo = dir.join("demo");
     // A second pipeline importing a second rubric, from a path with a quote.
     let house = std::fs::read_to_string(demo.join("rubrics/house.safer")).unwrap_or_default();
@@ -710,7 +704,10 @@ fn pin_edits_the_manifest_and_keeps_other_files_pins() {
             .replace("use \"house.safer\"", "use \"r\\\"2/other.safer\"")
             .replace("house_rubric", "other_rubric"),
     );
-    assert_eq!(run_in(&demo, &["check", "p2.safer"]).status.code(), Some(0));
+    assert_eq!(
+        saferc_in(&demo, &["check", "p2.safer"]).status.code(),
+        Some(0)
+    );
     // A comment above the table after `[pins]`, and a spaced header.
     let manifest = demo.join("safer.toml");
     let text = std::fs::read_to_string(&manifest).unwrap_or_default();
@@ -728,7 +725,7 @@ fn pin_edits_the_manifest_and_keeps_other_files_pins() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
 
-    let all = run_in(&demo, &["pin"]);
+    let all = saferc_in(&demo, &["pin"]);
     assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
     assert!(stdout(&all).contains("removed gone::r"), "{}", stdout(&all));
     let read = || std::fs::read_to_string(dir.join("demo.toml")).unwrap_or_default();
@@ -747,14 +744,14 @@ fn pin_edits_the_manifest_and_keeps_other_files_pins() {
     assert_eq!(mode.ok(), Some(0o600));
 
     // One file named: its pins are written, the other file's stay.
-    let house_only = run_in(&demo, &["pin", "pipeline.safer"]);
+    let house_only = saferc_in(&demo, &["pin", "pipeline.safer"]);
     assert_eq!(house_only.status.code(), Some(0), "{}", stderr(&house_only));
     assert!(read().contains("other_rubric"), "{}", read());
 
     // A file of another project is refused, and nothing is written.
-    assert_eq!(run_in(&dir, &["new", "beta"]).status.code(), Some(0));
+    assert_eq!(saferc_in(&dir, &["new", "beta"]).status.code(), Some(0));
     let before = read();
-    let mixed = run_in(&demo, &["pin", "pipeline.safer", "../beta/pipeline.safer"]);
+    let mixed = saferc_in(&demo, &["pin", "pipeline.safer", "../beta/pipeline.safer"]);
     assert_eq!(mixed.status.code(), Some(2), "{}", stderr(&mixed));
     assert!(
         stderr(&mixed).contains("is not in the project"),
@@ -763,8 +760,8 @@ fn pin_edits_the_manifest_and_keeps_other_files_pins() {
     );
     assert_eq!(read(), before);
     // A project inside this one pins its own rubrics: not this one's.
-    assert_eq!(run_in(&demo, &["new", "inner"]).status.code(), Some(0));
-    let outer = run_in(&demo, &["pin"]);
+    assert_eq!(saferc_in(&demo, &["new", "inner"]).status.code(), Some(0));
+    let outer = saferc_in(&demo, &["pin"]);
     assert_eq!(outer.status.code(), Some(0), "{}", stderr(&outer));
 
     // A copy beside the pipeline shadows the pinned rubric's file: said,
@@ -774,7 +771,7 @@ fn pin_edits_the_manifest_and_keeps_other_files_pins() {
         "house.safer",
         &house.replace("weight 0.6", "weight 0.5"),
     );
-    let shadowed = run_in(&demo, &["check", "pipeline.safer"]);
+    let shadowed = saferc_in(&demo, &["check", "pipeline.safer"]);
     assert_eq!(shadowed.status.code(), Some(1), "{}", stderr(&shadowed));
     assert!(
         stderr(&shadowed).contains("pinned from another file"),
