@@ -538,10 +538,16 @@ fn graph_hir_and_warnings_mask_an_endpoint_password() {
             printed.contains("http://me:***@127.0.0.1:9/v1"),
             "{args:?}: {printed}"
         );
-        // The warning quotes the source line as written, but its own words
-        // mask the password.
+        // The warning's words mask the password, and so does the snippet
+        // of the line that holds it.
         assert!(
             stderr(&out).contains("`http://me:***@127.0.0.1:9/v1` is plain http"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("s3cret"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("\"http://me:******@127.0.0.1:9/v1\""),
             "{}",
             stderr(&out)
         );

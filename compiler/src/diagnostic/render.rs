@@ -78,6 +78,8 @@ impl CharColumns {
         // numbered the snippet's lines apart from the header's: `\n`, as
         // long, in its place.
         let text = &file.text[base..stop];
+        let passwords = url_passwords(text, base);
+        let hidden: Vec<Range<usize>> = hidden.iter().cloned().chain(passwords).collect();
         let mut shown = String::with_capacity(text.len());
         for (at, c) in text.char_indices() {
             match c {
@@ -135,6 +137,23 @@ impl SourceCode for CharColumns {
             contents.line_count() + self.base_line,
         )))
     }
+}
+
+/// The byte ranges (offset by `base`) of the passwords of URLs in `text`
+/// (`scheme://user:password@host`): a judge endpoint may carry one, which
+/// `graph` and messages mask, and a snippet showing its line draws as `*`.
+fn url_passwords(text: &str, base: usize) -> Vec<Range<usize>> {
+    static URL_PASSWORD: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let Some(pattern) = URL_PASSWORD.get_or_init(|| {
+        regex::Regex::new(r#"[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:"]*:([^\s/@"]+)@"#).ok()
+    }) else {
+        return Vec::new();
+    };
+    pattern
+        .captures_iter(text)
+        .filter_map(|c| c.get(1))
+        .map(|m| base + m.start()..base + m.end())
+        .collect()
 }
 
 /// The byte ranges of file `id` that `secrets` hide: a quoted value's
