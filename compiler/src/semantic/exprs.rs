@@ -1001,10 +1001,7 @@ impl<'a> Analyzer<'a> {
         let first = &args[0];
         if !(first.ty == ExprTy::Any || takes.contains(&first.ty)) {
             let words: Vec<&str> = takes.iter().map(|t| t.describe()).collect();
-            let needs = match words.split_last() {
-                Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-                _ => words.join(""),
-            };
+            let needs = crate::diagnostic::join_or(&words);
             self.diags.push(
                 Diagnostic::error(
                     Code::E0300,

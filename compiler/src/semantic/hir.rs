@@ -325,13 +325,9 @@ impl ExprTy {
     /// The type a parameter's declared type names (`number`, `string`,
     /// `bool`, `list`); `None` for another name.
     pub fn declared(name: &str) -> Option<ExprTy> {
-        match name {
-            "number" => Some(ExprTy::Number),
-            "string" => Some(ExprTy::String),
-            "bool" => Some(ExprTy::Bool),
-            "list" => Some(ExprTy::List),
-            _ => None,
-        }
+        Self::DECLARABLE
+            .iter()
+            .find_map(|&(n, ty)| (n == name).then_some(ty))
     }
 
     /// The keyword that declares this type (`number`, ...), for messages.
@@ -346,8 +342,13 @@ impl ExprTy {
         }
     }
 
-    /// The type names a parameter can be declared with.
-    pub const DECLARABLE: [&'static str; 4] = ["number", "string", "bool", "list"];
+    /// The type names a parameter can be declared with, and their types.
+    pub const DECLARABLE: [(&'static str, ExprTy); 4] = [
+        ("number", ExprTy::Number),
+        ("string", ExprTy::String),
+        ("bool", ExprTy::Bool),
+        ("list", ExprTy::List),
+    ];
 
     /// The type of a constant value (a parameter's default), when it is a
     /// number, string, boolean or list.

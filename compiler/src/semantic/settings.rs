@@ -561,14 +561,12 @@ impl<'a> Analyzer<'a> {
         if ExprTy::declared(&ty.name).is_some() {
             return;
         }
+        let names = ExprTy::DECLARABLE.map(|(name, _)| name);
         let d = Diagnostic::error(Code::E0300, format!("unknown type `{}`", ty.name))
             .with_primary(ty.span, "not a type");
-        let d = match did_you_mean(&ty.name, ExprTy::DECLARABLE.iter().copied()) {
+        let d = match did_you_mean(&ty.name, names.iter().copied()) {
             Some(best) => d.with_suggestion(ty.span, &ty.name, &best),
-            None => d.with_help(format!(
-                "a parameter's type is {}",
-                one_of(&ExprTy::DECLARABLE)
-            )),
+            None => d.with_help(format!("a parameter's type is {}", one_of(&names))),
         };
         self.diags.push(d);
     }
