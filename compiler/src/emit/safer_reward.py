@@ -806,10 +806,12 @@ def arg_num(named, key, default):
 
 
 def arg_list(named, key):
-    v = named.get(key)
-    if isinstance(v, list):
-        return [x for x in v if isinstance(x, str)]
-    return ["unsafe"]
+    if key not in named:
+        return ["unsafe"]
+    v = named[key]
+    if not isinstance(v, list):
+        raise EvalError(f"{key} should be a list of strings, found {describe(v)}")
+    return [text_of(x, f"each item of {key}") for x in v]
 
 
 def score_of(b):

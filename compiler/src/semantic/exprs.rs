@@ -127,6 +127,31 @@ fn constant(value: Const, span: Span) -> TExpr {
     texpr(TKind::Const { value }, ty, span)
 }
 
+/// What a scorer call's argument check reads of one argument: its type,
+/// and for a list literal its first item that is not a string (a built-in
+/// scorer's list parameters take strings).
+#[derive(Clone, Copy)]
+struct ArgType {
+    ty: ExprTy,
+    item_not_string: Option<(Span, ExprTy)>,
+}
+
+impl ArgType {
+    fn of(arg: &TExpr) -> ArgType {
+        let item_not_string = match &arg.kind {
+            TKind::List { items } => items
+                .iter()
+                .find(|item| !matches!(item.ty, ExprTy::String | ExprTy::Any))
+                .map(|item| (item.span, item.ty)),
+            _ => None,
+        };
+        ArgType {
+            ty: arg.ty,
+            item_not_string,
+        }
+    }
+}
+
 /// The type a parameter's values must have, as written: its declared
 /// type, else its default's when that is a literal; `None` when neither
 /// says.
@@ -507,7 +532,7 @@ impl<'a> Analyzer<'a> {
         let mut types = Vec::with_capacity(args.len());
         for arg in args {
             let v = self.typed(decl, &arg.value, scope);
-            types.push(v.ty);
+            types.push(ArgType::of(&v));
             match &arg.name {
                 Some(n) => {
                     named.insert(n.name.clone(), v);
@@ -626,14 +651,16 @@ impl<'a> Analyzer<'a> {
 
     /// Checks a scorer call's arguments (`types`: each argument's type, in
     /// order) against the scorer's parameters: names, count, order, each
-    /// given once, the required ones given, and declared types.
+    /// given once, the required ones given, and declared types. A built-in
+    /// scorer's list parameters take strings.
     fn check_scorer_args(
         &mut self,
         scorer: super::hir::DeclRef,
         args: &[ast::Arg],
-        types: &[ExprTy],
+        types: &[ArgType],
         span: Span,
     ) {
+        let intrinsic = super::settings::is_intrinsic(&self.info[scorer.0].ast.body);
         let params: Vec<(String, bool)> = match self.info[scorer.0].ast.params.as_ref() {
             Some(ps) => ps
                 .iter()
@@ -719,8 +746,9 @@ impl<'a> Analyzer<'a> {
                 );
                 continue;
             }
-            if let (Some(expected), Some(found)) = (declared.get(&pname), types.get(i)) {
-                if !expected.accepts(*found) {
+            if let (Some(expected), Some(arg_type)) = (declared.get(&pname), types.get(i)) {
+                let found = arg_type.ty;
+                if !expected.accepts(found) {
                     let ty = expected.keyword();
                     self.diags.push(
                         Diagnostic::error(
@@ -731,6 +759,27 @@ impl<'a> Analyzer<'a> {
                             ),
                         )
                         .with_primary(arg.value.span, format!("not a {ty}")),
+                    );
+                } else if let (true, ExprTy::List, Some((item, item_ty))) =
+                    (intrinsic, expected, arg_type.item_not_string)
+                {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0300,
+                            format!(
+                                "`{pname}` of scorer `{name}` is a list of strings, given {} in it",
+                                item_ty.describe()
+                            ),
+                        )
+                        .with_primary(
+                            item,
+                            if item == arg.value.span {
+                                format!("holds {}", item_ty.describe())
+                            } else {
+                                "not a string".to_string()
+                            },
+                        )
+                        .with_help("write it as a string: `\"...\"`"),
                     );
                 }
             }
