@@ -596,6 +596,23 @@ impl<'a> Analyzer<'a> {
                 );
             }
             self.check_param_type(p);
+            // A call's arguments are checked against the type: one must
+            // say it, or arguments of any type would pass until the run.
+            if p.ty.is_none() && p.default.is_none() {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0211,
+                        format!(
+                            "parameter `{name}` of scorer `{}` has neither a type nor a default",
+                            decl.name.name
+                        ),
+                    )
+                    .with_primary(p.name.span, "its arguments' type is unknown")
+                    .with_help(format!(
+                        "declare its type, `{name}: number` (or `string`, `bool`, `list`), or give it a default, `{name} = ...`"
+                    )),
+                );
+            }
             let default = p.default.as_ref().and_then(|d| self.constant_value(i, d));
             if let (Some(ty), Some(value)) = (&p.ty, &default) {
                 if let Some(found) = param_type_mismatch(&ty.name, value) {
