@@ -162,6 +162,7 @@ impl Project {
     pub fn load_options(&self, allow_outside_cli: bool) -> crate::semantic::loader::LoadOptions {
         crate::semantic::loader::LoadOptions {
             root: Some(self.root.clone()),
+            names_from: Some(self.root.clone()),
             allow_outside_root: allow_outside_cli || self.manifest.imports.allow_outside,
             search: self
                 .manifest

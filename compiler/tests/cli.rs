@@ -646,6 +646,12 @@ fn new_then_check_then_pin() {
         manifest.contains("[pins]\n\"rubrics/house::house_rubric\" = \"sha256:"),
         "{manifest}"
     );
+    // A root above the project names the modules from the project's
+    // folder still, so the pins `saferc pin` wrote hold.
+    for (cwd, file) in [(&demo, "pipeline.safer"), (&dir, "demo/pipeline.safer")] {
+        let above = saferc_in(cwd, &["check", "--root", &dir.to_string_lossy(), file]);
+        assert_eq!(above.status.code(), Some(0), "{}", stderr(&above));
+    }
     let rubric = demo.join("rubrics/house.safer");
     let text = std::fs::read_to_string(&rubric).unwrap_or_default();
     std::fs::write(&rubric, text.replace("weight 0.6", "weight 0.5"))
@@ -656,6 +662,12 @@ fn new_then_check_then_pin() {
     // `--root` moves the root `use` may not leave, and the pins still hold.
     let rooted = saferc_in(&demo, &["check", "--root", ".", "pipeline.safer"]);
     assert!(stderr(&rooted).contains("E0226"), "{}", stderr(&rooted));
+    let above = saferc_in(&demo, &["check", "--root", "..", "pipeline.safer"]);
+    assert!(
+        stderr(&above).contains("changed since it was pinned"),
+        "{}",
+        stderr(&above)
+    );
     let again = saferc_in(&demo, &["new", "demo2"]);
     assert_eq!(again.status.code(), Some(0));
     let exists = saferc_in(&dir, &["new", "demo"]);

@@ -71,6 +71,10 @@ pub struct LoadOptions {
     /// The project root; files outside it are refused. Defaults to the
     /// entry file's folder.
     pub root: Option<PathBuf>,
+    /// The folder modules are named from (their pin keys and content
+    /// hashes): the project's, so that `--root` moving the root elsewhere
+    /// keeps the names `saferc pin` wrote. Defaults to the root.
+    pub names_from: Option<PathBuf>,
     /// Allow imports outside the root (`--allow-outside-root`).
     pub allow_outside_root: bool,
     /// Folders searched for `use` paths after the importing file's folder
@@ -436,7 +440,8 @@ impl Loader<'_> {
                 return None;
             }
         };
-        let name = display_name(&canonical, self.root.as_deref());
+        let names_from = self.options.names_from.as_deref().or(self.root.as_deref());
+        let name = display_name(&canonical, names_from);
         let shown = shown.unwrap_or_else(|| match std::env::current_dir() {
             Ok(here) => display_name(&canonical, Some(&here)),
             Err(_) => canonical.display().to_string(),
