@@ -235,6 +235,17 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// The same model with the text decoder's projections stored as a
+    /// scoring pass reads them fastest (hundreds of positions multiplied by
+    /// every weight): a GRPO reference model, which scores and never
+    /// decodes. A training step's update leaves this layout.
+    pub fn with_scoring_layout(self) -> Self {
+        Self {
+            text: self.text.with_scoring_layout(),
+            ..self
+        }
+    }
+
     /// A randomly initialised model of `config` (burn's default initialisers,
     /// embeddings with standard deviation 0.02).
     pub fn init(config: ModelConfig, device: &B::Device) -> Self {

@@ -138,9 +138,17 @@ pub fn train<B: Backend>(
     // multiply the same weights in the same layout: their log-probs are
     // equal and the KL is 0, with no rounding noise.
     let policy: Model<AD<B>> = super::training_policy(loaded.model, stage);
+    // It only scores, so its weights are kept in the layout scoring reads
+    // fastest (the update's KL-in-reward copies of the policy take it too).
     let reference: Option<Model<B>> = match (&stage.reference, g.kl.beta > 0.0) {
-        (Some(r), true) if *r == stage.policy => Some(policy.valid()),
-        (Some(r), true) => Some(session.model_dirs(r)?.load::<B>(&device)?.model),
+        (Some(r), true) if *r == stage.policy => Some(policy.valid().with_scoring_layout()),
+        (Some(r), true) => Some(
+            session
+                .model_dirs(r)?
+                .load::<B>(&device)?
+                .model
+                .with_scoring_layout(),
+        ),
         _ => None,
     };
     let rollout = session.rollout(stage.rollout.as_ref());

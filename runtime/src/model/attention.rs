@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 
 use super::error::ModelError;
 use super::kv_cache::KvCache;
-use super::layers::{decoding_layout, export_linear, init_linear, load_linear, project};
+use super::layers::{export_linear, init_linear, load_linear, project};
 use super::rope::{apply_rotary, RopeTables};
 use super::weights::{WeightReader, WeightWriter};
 
@@ -123,13 +123,14 @@ impl<B: Backend> Attention<B> {
         })
     }
 
-    /// Every projection in the decoding layout ([`decoding_layout`]).
-    pub fn with_decoding_layout(self) -> Self {
+    /// Every projection through `relayout`
+    /// ([`super::layers::decoding_layout`], [`super::layers::scoring_layout`]).
+    pub fn relaid(self, relayout: &impl Fn(Linear<B>) -> Linear<B>) -> Self {
         Self {
-            q_proj: decoding_layout(self.q_proj),
-            k_proj: decoding_layout(self.k_proj),
-            v_proj: decoding_layout(self.v_proj),
-            o_proj: decoding_layout(self.o_proj),
+            q_proj: relayout(self.q_proj),
+            k_proj: relayout(self.k_proj),
+            v_proj: relayout(self.v_proj),
+            o_proj: relayout(self.o_proj),
             ..self
         }
     }

@@ -23,8 +23,10 @@
 //! of a few rows stays on its thread (the shards are already parallel).
 //!
 //! It applies to the CPU backend without autodiff with weights in the
-//! decoding layout; everything else (training's autodiff, wgpu, cuda,
-//! weights as a training update leaves them) runs the tensor code, which
+//! decoding layout or the scoring layout (contiguous `[in, out]`, as a
+//! training update leaves them, which a reference model is given: gemm
+//! then multiplies many positions by a weight without repacking it);
+//! everything else (training's autodiff, wgpu, cuda) runs the tensor code, which
 //! stays the reference: the tests below compare the two, and every greedy
 //! parity test against transformers runs through this forward.
 //!
@@ -457,7 +459,7 @@ struct Projection {
 
 impl Projection {
     fn of(linear: &Linear<CpuBackend>, d_in: usize, d_out: usize) -> Option<Self> {
-        let weight = StoredWeight::of(&linear.weight.val())?;
+        let weight = StoredWeight::of_either(&linear.weight.val())?;
         if weight.d_in() != d_in || weight.d_out() != d_out {
             return None;
         }
@@ -669,6 +671,23 @@ mod tests {
         assert_eq!((fused.len(), reference.len()), (9, 9));
     }
 
+    /// The scoring layout (a reference model's, and a policy's as an
+    /// update leaves it) takes the fused path too, with and without a
+    /// cached prompt.
+    #[test]
+    fn a_scoring_pass_in_the_scoring_layout_equals_the_tensor_code() {
+        let scoring = seeded(5).with_decoding_layout().with_scoring_layout();
+        let prompt: Vec<i64> = (0..15).map(|i| (i * 11 % 40) as i64).collect();
+        let x = embeds(&scoring, &prompt, 3);
+        assert_agree(&scoring, x.clone(), &prompt_layout(), None, "a prompt");
+        let (mut fused, mut reference) = (KvCache::new(2), KvCache::new(2));
+        let caches = Some((&mut fused, &mut reference));
+        assert_agree(&scoring, x, &prompt_layout(), caches, "a cached prompt");
+        let caches = Some((&mut fused, &mut reference));
+        let x = embeds(&scoring, &[4, 5, 6], 3);
+        assert_agree(&scoring, x, &step_layout(0), caches, "a step after it");
+    }
+
     #[test]
     fn fused_steps_equal_the_tensor_code_with_left_padding() {
         let decoder = seeded(3).with_decoding_layout();
@@ -772,19 +791,15 @@ mod tests {
     }
 
     #[test]
-    fn other_layouts_mismatched_masks_and_autodiff_take_the_tensor_code() {
-        let trained = seeded(4);
+    fn mismatched_masks_and_autodiff_take_the_tensor_code() {
         let prompt: Vec<i64> = (0..15).map(|i| i as i64).collect();
-        let mut cache = prefilled(&trained, &prompt);
-        let x = embeds(&trained, &[1, 2, 3], 3);
-        assert!(super::hidden(&trained, &x, &step_layout(0), Some(&mut cache)).is_none());
-        assert_eq!(cache.len(), 5, "nothing appended");
-
-        // A padding mask of the wrong width.
-        let relaid = trained.with_decoding_layout();
-        let x = embeds(&relaid, &[1, 2, 3], 3);
-        assert!(super::hidden(&relaid, &x, &step_layout(1), Some(&mut cache)).is_none());
-        assert_eq!(cache.len(), 5);
+        // A padding mask of the wrong width, in either layout.
+        for decoder in [seeded(4), seeded(4).with_decoding_layout()] {
+            let mut cache = prefilled(&decoder, &prompt);
+            let x = embeds(&decoder, &[1, 2, 3], 3);
+            assert!(super::hidden(&decoder, &x, &step_layout(1), Some(&mut cache)).is_none());
+            assert_eq!(cache.len(), 5, "nothing appended");
+        }
 
         // Autodiff: gradients need the tensor code.
         let decoder = TextDecoder::<CpuAutodiff>::init(config(), 0.5, &Default::default());

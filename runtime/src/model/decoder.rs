@@ -286,17 +286,28 @@ impl<B: Backend> TextDecoder<B> {
     /// Every projection in the layout that decoding reads fastest
     /// ([`super::layers::decoding_layout`]); the values are unchanged.
     pub fn with_decoding_layout(self) -> Self {
+        self.relaid(&super::layers::decoding_layout)
+    }
+
+    /// Every projection in the layout that scoring many positions at once
+    /// reads fastest ([`super::layers::scoring_layout`]); the values are
+    /// unchanged.
+    pub fn with_scoring_layout(self) -> Self {
+        self.relaid(&super::layers::scoring_layout)
+    }
+
+    fn relaid(self, relayout: &impl Fn(Linear<B>) -> Linear<B>) -> Self {
         Self {
             layers: self
                 .layers
                 .into_iter()
                 .map(|layer| DecoderLayer {
-                    self_attn: layer.self_attn.with_decoding_layout(),
-                    mlp: layer.mlp.with_decoding_layout(),
+                    self_attn: layer.self_attn.relaid(relayout),
+                    mlp: layer.mlp.relaid(relayout),
                     ..layer
                 })
                 .collect(),
-            lm_head: self.lm_head.map(super::layers::decoding_layout),
+            lm_head: self.lm_head.map(relayout),
             ..self
         }
     }

@@ -69,19 +69,26 @@ pub fn product<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<
     from_cpu(Tensor::from_primitive(TensorPrimitive::Float(y)))
 }
 
-/// A weight `[d_in, d_out]` on the CPU backend that views a stored
-/// `[d_out, d_in]` matrix (each output's weights contiguous), checked once
-/// and then applied to rows given as plain slices (the fused forward).
+/// A weight `[d_in, d_out]` on the CPU backend, checked once and then
+/// applied to rows given as plain slices (the fused forward). It views
+/// either a stored `[d_out, d_in]` matrix (each output's weights
+/// contiguous: the decoding layout, which a few rows multiply fastest) or,
+/// from [`StoredWeight::of_either`], a row-major `[d_in, d_out]` one (the
+/// scoring layout: gemm multiplies many rows by it without repacking it).
 pub struct StoredWeight {
     tensor: FlexTensor,
     start: usize,
+    /// Between one output's weights and the next's (decoding layout), or
+    /// between one input's row and the next's (scoring layout).
     stride: usize,
     d_in: usize,
     d_out: usize,
+    inputs_major: bool,
 }
 
 impl StoredWeight {
-    /// `w` if it is a non-empty `f32` burn-flex tensor in the stored layout.
+    /// `w` if it is a non-empty `f32` burn-flex tensor in the decoding
+    /// layout (a view of a stored `[d_out, d_in]` matrix).
     pub fn of<B: Backend>(w: &Tensor<B, 2>) -> Option<Self> {
         let [d_in, d_out] = w.dims();
         if d_in == 0 || d_out == 0 {
@@ -95,6 +102,30 @@ impl StoredWeight {
             stride,
             d_in,
             d_out,
+            inputs_major: false,
+        })
+    }
+
+    /// `w` in the decoding layout, or with contiguous rows of `d_out`
+    /// values (the scoring layout, as [`super::layers::scoring_layout`]
+    /// gives and a training update leaves).
+    pub fn of_either<B: Backend>(w: &Tensor<B, 2>) -> Option<Self> {
+        if let Some(stored) = Self::of(w) {
+            return Some(stored);
+        }
+        let [d_in, d_out] = w.dims();
+        if d_in == 0 || d_out == 0 {
+            return None;
+        }
+        let tensor = flex_f32(w)?;
+        let Vectors { start, stride, .. } = Vectors::rows_of(&tensor, d_in, d_out)?;
+        Some(Self {
+            tensor,
+            start,
+            stride,
+            d_in,
+            d_out,
+            inputs_major: true,
         })
     }
 
@@ -135,6 +166,27 @@ impl StoredWeight {
 
     /// `x · w` for `d_in`-long vectors `x`; `[x.count, d_out]` row-major.
     fn times(&self, x: &Vectors<'_>) -> Vec<f32> {
+        if self.inputs_major {
+            let rhs = Matrix {
+                data: self.tensor.storage(),
+                start: self.start,
+                rows: self.d_in,
+                cols: self.d_out,
+                row_stride: self.stride,
+                col_stride: 1,
+            };
+            let mut out = vec![0f32; x.count * self.d_out];
+            gemm_into(
+                &mut out,
+                0,
+                self.d_out,
+                &x.as_rows(),
+                &rhs,
+                false,
+                gemm::Parallelism::None,
+            );
+            return out;
+        }
         let w = Vectors {
             data: self.tensor.storage(),
             start: self.start,

@@ -66,6 +66,36 @@ pub fn load_linear<B: Backend>(
     })
 }
 
+/// The same layer with its weight contiguous `[in, out]`, the layout a
+/// training update leaves: the one gemm multiplies many rows by without
+/// repacking the weight first (a reference model's scoring passes,
+/// through [`few_rows::StoredWeight::of_either`]). One copy of a weight in
+/// the decoding layout on the CPU; any other weight is left as it is.
+pub fn scoring_layout<B: Backend>(mut linear: Linear<B>) -> Linear<B> {
+    linear.weight = linear.weight.map(|w| {
+        let [d_in, d_out] = w.dims();
+        if few_rows::StoredWeight::of(&w).is_none() {
+            return w;
+        }
+        // The decoding layout views a stored `[out, in]` matrix: its
+        // transpose is that matrix, contiguous.
+        let stored = w.clone().transpose();
+        let relaid = on_cpu::flex_f32(&stored).and_then(|f| {
+            let values = f.as_slice::<f32>().filter(|_| on_cpu::fills_buffer(&f))?;
+            let mut rows = vec![0.0f32; d_in * d_out];
+            transpose::transpose(values, &mut rows, d_in, d_out);
+            Some(rows)
+        });
+        match relaid {
+            Some(rows) => {
+                Tensor::<B, 2>::from_data(TensorData::new(rows, [d_in, d_out]), &w.device())
+            }
+            None => w,
+        }
+    });
+    linear
+}
+
 /// The same layer with its weight stored `[out, in]` (viewed as `[in, out]`),
 /// the layout [`load_linear`] gives and decoding wants. Training's updates
 /// write weights back contiguous `[in, out]`; this restores the layout
@@ -179,12 +209,13 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    /// Every projection in the decoding layout ([`decoding_layout`]).
-    pub fn with_decoding_layout(self) -> Self {
+    /// Every projection through `relayout` ([`decoding_layout`],
+    /// [`scoring_layout`]).
+    pub fn relaid(self, relayout: &impl Fn(Linear<B>) -> Linear<B>) -> Self {
         Self {
-            gate_proj: decoding_layout(self.gate_proj),
-            up_proj: decoding_layout(self.up_proj),
-            down_proj: decoding_layout(self.down_proj),
+            gate_proj: relayout(self.gate_proj),
+            up_proj: relayout(self.up_proj),
+            down_proj: relayout(self.down_proj),
         }
     }
 
@@ -254,7 +285,7 @@ mod tests {
     use burn::nn::Linear;
     use burn::tensor::{Tensor, TensorData};
 
-    use super::decoding_layout;
+    use super::{decoding_layout, scoring_layout};
     use crate::model::on_cpu;
     use crate::CpuBackend;
 
@@ -288,5 +319,29 @@ mod tests {
             &buffer
         ));
         assert_eq!(again.to_data(), want);
+    }
+
+    /// The scoring layout is the contiguous `[in, out]` an update leaves:
+    /// a decoding-layout weight is copied into it with its values, and a
+    /// weight already in it is kept.
+    #[test]
+    fn a_decoding_weight_is_relaid_for_scoring_with_its_values() {
+        let values: Vec<f32> = (0..35).map(|i| i as f32).collect();
+        let trained = Tensor::<CpuBackend, 2>::from_data(
+            TensorData::new(values, [5, 7]),
+            &Default::default(),
+        );
+        let want = trained.to_data();
+        let decoding = decoding_layout(linear(trained)).weight.val();
+        let scoring = scoring_layout(linear(decoding)).weight.val();
+        assert_eq!(scoring.to_data(), want);
+        assert!(!stored_contiguously(&scoring));
+        let flex = on_cpu::flex_f32(&scoring).unwrap();
+        assert!(on_cpu::fills_buffer(&flex), "contiguous [in, out]");
+        let again = scoring_layout(linear(scoring)).weight.val();
+        assert!(std::sync::Arc::ptr_eq(
+            &on_cpu::flex_f32(&again).unwrap().data_arc(),
+            &flex.data_arc()
+        ));
     }
 }

@@ -137,7 +137,7 @@ where
     // weights): two implementations differ by rounding (about 1e-6 a token
     // here), which group normalisation would blow up into advantages for
     // groups whose rewards are equal.
-    let policy_now: Option<Model<B>> = kl_in_reward.then(|| policy.valid());
+    let policy_now: Option<Model<B>> = kl_in_reward.then(|| policy.valid().with_scoring_layout());
     let mut refs: Vec<Option<Tensor<AD<B>, 2>>> = Vec::with_capacity(micros.len());
     let mut firsts: Vec<Option<FirstPass>> = Vec::with_capacity(micros.len());
     let mut kl_sums = vec![0.0f64; samples.len()];
