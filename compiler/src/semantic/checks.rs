@@ -718,6 +718,30 @@ impl<'a> Analyzer<'a> {
                     false => d,
                 };
                 self.diags.push(d);
+            } else if (*high <= 0.0 || *low >= 1.0)
+                && matches!(
+                    ds.get("on"),
+                    Some(Value::Criterion {
+                        criterion: Some(_),
+                        ..
+                    })
+                )
+            {
+                // A criterion's scores lie in 0..1, and so does a group's mean.
+                let path = ["grpo", "dynamic_sampling", "band"];
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0315,
+                        format!(
+                            "dynamic-sampling band {}..{} keeps no group",
+                            num(*low),
+                            num(*high)
+                        ),
+                    )
+                    .with_primary(self.setting_span(i, &path), "outside 0..1")
+                    .with_note("a criterion's scores are normalised to 0..1, and a group is kept when its mean lies strictly inside the band")
+                    .with_help("choose a band inside 0..1, e.g. `band = 0.1..0.9`"),
+                );
             }
         }
     }
@@ -1167,15 +1191,15 @@ impl<'a> Analyzer<'a> {
         for c in constraints {
             boxes.apply(c);
         }
-        if let Some((var, lo, hi)) = boxes.empty() {
-            let detail = if var == "std" && lo > max_std {
+        if let Some(interval) = boxes.empty() {
+            let detail = if interval.var == "std" && interval.lo >= max_std {
                 format!(
                     "with {} rollouts in 0..1, `std` is at most {:.3}",
                     num(k),
                     max_std
                 )
             } else {
-                format!("`{var}` would have to lie in {}..{}", num(lo), num(hi))
+                interval.describe()
             };
             self.diags.push(
                 Diagnostic::error(Code::E0315, "this curation box keeps nothing")
@@ -1566,17 +1590,81 @@ fn conjuncts<'e>(e: &'e TExpr, out: &mut Vec<&'e TExpr>) -> bool {
 
 /// Feasible intervals of `mean`, `std`, `min`, `max`.
 struct Boxes {
-    vars: Vec<(&'static str, f64, f64)>,
+    vars: Vec<Interval>,
+}
+
+/// The values a variable of a curation box may still take: `lo..hi`, each
+/// end left out when a strict comparison (`>`, `<`) set it.
+#[derive(Clone, Copy)]
+struct Interval {
+    var: &'static str,
+    lo: f64,
+    lo_open: bool,
+    hi: f64,
+    hi_open: bool,
+}
+
+impl Interval {
+    fn closed(var: &'static str, lo: f64, hi: f64) -> Self {
+        Interval {
+            var,
+            lo,
+            lo_open: false,
+            hi,
+            hi_open: false,
+        }
+    }
+
+    /// Values above `a` (`open`), or at least `a`.
+    fn above(&mut self, a: f64, open: bool) {
+        if a > self.lo || (a == self.lo && open) {
+            self.lo = a;
+            self.lo_open = open;
+        }
+    }
+
+    /// Values below `b` (`open`), or at most `b`.
+    fn below(&mut self, b: f64, open: bool) {
+        if b < self.hi || (b == self.hi && open) {
+            self.hi = b;
+            self.hi_open = open;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lo > self.hi || (self.lo == self.hi && (self.lo_open || self.hi_open))
+    }
+
+    /// Where the variable would have to lie, in words.
+    fn describe(&self) -> String {
+        if self.lo_open || self.hi_open {
+            let lo = if self.lo_open { "above" } else { "at least" };
+            let hi = if self.hi_open { "below" } else { "at most" };
+            format!(
+                "`{}` would have to be {lo} {} and {hi} {}",
+                self.var,
+                num(self.lo),
+                num(self.hi)
+            )
+        } else {
+            format!(
+                "`{}` would have to lie in {}..{}",
+                self.var,
+                num(self.lo),
+                num(self.hi)
+            )
+        }
+    }
 }
 
 impl Boxes {
     fn new(max_std: f64) -> Self {
         Boxes {
             vars: vec![
-                ("mean", 0.0, 1.0),
-                ("std", 0.0, max_std),
-                ("min", 0.0, 1.0),
-                ("max", 0.0, 1.0),
+                Interval::closed("mean", 0.0, 1.0),
+                Interval::closed("std", 0.0, max_std),
+                Interval::closed("min", 0.0, 1.0),
+                Interval::closed("max", 0.0, 1.0),
             ],
         }
     }
@@ -1588,26 +1676,28 @@ impl Boxes {
         let TKind::Var { name } = &lhs.kind else {
             return;
         };
-        let Some(slot) = self.vars.iter_mut().find(|(v, _, _)| v == name) else {
+        let Some(slot) = self.vars.iter_mut().find(|v| v.var == name) else {
             return;
         };
         match (op, rhs.constant()) {
             (BinaryOp::In, Some(Const::Range(a, b))) => {
-                slot.1 = slot.1.max(*a);
-                slot.2 = slot.2.min(*b);
+                slot.above(*a, false);
+                slot.below(*b, false);
             }
-            (BinaryOp::Ge | BinaryOp::Gt, Some(Const::Number(a))) => slot.1 = slot.1.max(*a),
-            (BinaryOp::Le | BinaryOp::Lt, Some(Const::Number(b))) => slot.2 = slot.2.min(*b),
+            (BinaryOp::Ge, Some(Const::Number(a))) => slot.above(*a, false),
+            (BinaryOp::Gt, Some(Const::Number(a))) => slot.above(*a, true),
+            (BinaryOp::Le, Some(Const::Number(b))) => slot.below(*b, false),
+            (BinaryOp::Lt, Some(Const::Number(b))) => slot.below(*b, true),
             (BinaryOp::Eq, Some(Const::Number(a))) => {
-                slot.1 = slot.1.max(*a);
-                slot.2 = slot.2.min(*a);
+                slot.above(*a, false);
+                slot.below(*a, false);
             }
             _ => {}
         }
     }
 
-    fn empty(&self) -> Option<(&'static str, f64, f64)> {
-        self.vars.iter().find(|(_, lo, hi)| lo > hi).copied()
+    fn empty(&self) -> Option<Interval> {
+        self.vars.iter().find(|v| v.is_empty()).copied()
     }
 }
 
