@@ -250,6 +250,7 @@ impl<'a> Analyzer<'a> {
             );
         }
         self.check_held_out(i, &s);
+        self.check_empty_splits(i, &s);
         let Some(grpo) = s.block("grpo").cloned() else {
             if has_sft {
                 // Its held-out scoring (`eval_data`) decodes with the
@@ -743,6 +744,39 @@ impl<'a> Analyzer<'a> {
                     .with_help("choose a band inside 0..1, e.g. `band = 0.1..0.9`"),
                 );
             }
+        }
+    }
+
+    /// E0315: a stage trains on a split whose fraction is 0 (it gets no
+    /// row, and the run would stop with nothing to train on); a warning
+    /// for `eval_data` (nothing would be scored).
+    fn check_empty_splits(&mut self, i: usize, s: &Settings) {
+        for key in ["data", "eval_data"] {
+            let Some(Value::Split {
+                dataset,
+                split: Some(split),
+            }) = s.get(key)
+            else {
+                continue;
+            };
+            let zero = self.decls[dataset.0]
+                .settings
+                .block("split")
+                .and_then(|b| b.number(split))
+                .is_some_and(|f| f == 0.0);
+            if !zero {
+                continue;
+            }
+            let name = format!("{}.{split}", self.decls[dataset.0].name);
+            let d = if key == "data" {
+                Diagnostic::error(Code::E0315, format!("`{name}` gets no rows to train on"))
+            } else {
+                Diagnostic::warning(Code::E0315, format!("`{name}` gets no rows to score"))
+            };
+            self.diags.push(
+                d.with_primary(self.setting_span(i, &[key]), format!("`{split}` is 0 of the rows"))
+                    .with_help(format!("give `{split}` a share of the rows in `split {{ ... }}`")),
+            );
         }
     }
 
