@@ -1396,6 +1396,30 @@ impl<'a> Analyzer<'a> {
                 }
             }
         }
+        // The settings of the other kinds: a judge meant to be `http`, left
+        // `rules`, would score with the built-in rules without a word.
+        let (other_kinds, help): (&[&str], &str) = match s.text("kind") {
+            Some("rules") => (
+                &["model", "named", "endpoint", "model_name", "api_key_env", "concurrency", "timeout", "retries", "temperature", "fallback"],
+                "remove it, or make the judge `kind = http` (an endpoint) or `kind = model` (a local model) as meant",
+            ),
+            Some("model") => (
+                &["named", "endpoint", "model_name", "api_key_env"],
+                "remove it, or make the judge `kind = http` to ask an endpoint",
+            ),
+            _ => (&[], ""),
+        };
+        for key in other_kinds {
+            if self.written(i, &[key]) {
+                let kind = s.text("kind").unwrap_or("rules");
+                self.without_effect(
+                    i,
+                    &[key],
+                    format!("judge `{name}` is of kind `{kind}`, which does not read `{key}`"),
+                    help,
+                );
+            }
+        }
         // `ca_file` only changes an https connection.
         if s.get("ca_file").is_some() {
             let why = match (s.text("kind"), s.text("endpoint")) {
