@@ -356,6 +356,17 @@ impl<'a> Analyzer<'a> {
                 }
         };
         if let Some(r) = schema.renamed(name) {
+            // A stage's `lr` and `batch` go in its algorithm's block, which
+            // is `sft` when the stage has that one.
+            let sft = stmt.block.contains("sft") && !stmt.block.contains("grpo");
+            let r = match (r.new, sft) {
+                ("grpo.lr", true) => schema::Renamed { new: "sft.lr", ..*r },
+                ("grpo.batch", true) => schema::Renamed {
+                    new: "sft.batch",
+                    ..*r
+                },
+                _ => *r,
+            };
             // A phrase (`criterion NAME weight W`) is written as it is; a
             // dotted key (`kl.beta`) goes in its block.
             let help = if r.old == "api_key" {
