@@ -822,6 +822,25 @@ impl<'a> Analyzer<'a> {
         let Some(cost) = grpo.block("cost") else {
             return;
         };
+        // λ is bounded by `max` from its first step: an `init` above it
+        // would be cut to `max` without a word.
+        if let Some(lambda) = cost.block("lambda") {
+            if let (Some(init), Some(max)) = (lambda.number("init"), lambda.number("max")) {
+                if init > max && self.written(i, &["grpo", "cost", "lambda", "init"]) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0301,
+                            format!("λ starts at {} but is bounded by {}", num(init), num(max)),
+                        )
+                        .with_primary(
+                            self.setting_span(i, &["grpo", "cost", "lambda", "init"]),
+                            format!("above `max = {}`", num(max)),
+                        )
+                        .with_help("raise `max`, or start λ at most at it"),
+                    );
+                }
+            }
+        }
         let (Some(criterion), Some(reward)) = (
             cost.text("criterion").map(str::to_string),
             s.reference("reward"),

@@ -565,7 +565,7 @@ const COST: Block = Block {
     doc: "A Safe RLHF-style constraint: the mean of a cost criterion must stay below `threshold`; a learned multiplier λ weighs it against the reward before group normalisation.",
     keys: &[
         key("criterion", Ty::CriterionName, Default::Required, "The criterion of the stage's rubric used as the cost (higher is worse)."),
-        key("threshold", Ty::Number, Default::Required, "The bound d on the mean cost."),
+        ranged("threshold", Ty::Number, Default::Required, (0.0, 1.0, true, true), "The bound d on the mean cost, in 0..1 as the cost criterion's scores are (outside it the constraint never binds, or always does)."),
     ],
     blocks: &[&LAMBDA],
     forms: &[],
