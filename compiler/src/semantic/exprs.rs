@@ -134,6 +134,8 @@ fn constant(value: Const, span: Span) -> TExpr {
 struct ArgType {
     ty: ExprTy,
     item_not_string: Option<(Span, ExprTy)>,
+    /// Its value, when it is a constant number.
+    number: Option<f64>,
 }
 
 impl ArgType {
@@ -148,6 +150,7 @@ impl ArgType {
         ArgType {
             ty: arg.ty,
             item_not_string,
+            number: arg.number(),
         }
     }
 }
@@ -679,6 +682,8 @@ impl<'a> Analyzer<'a> {
             .collect();
         let name = self.decls[scorer.0].name.clone();
         let mut given: Vec<String> = Vec::new();
+        // Constant numbers given, by parameter, with their spans.
+        let mut numbers: BTreeMap<String, (f64, Span)> = BTreeMap::new();
         let mut named_seen = false;
         for (i, arg) in args.iter().enumerate() {
             // Positional arguments bind in order, so they come first.
@@ -783,7 +788,13 @@ impl<'a> Analyzer<'a> {
                     );
                 }
             }
+            if let Some(n) = types.get(i).and_then(|t| t.number) {
+                numbers.insert(pname.clone(), (n, arg.value.span));
+            }
             given.push(pname);
+        }
+        if intrinsic {
+            self.check_builtin_numbers(&name, &numbers, span);
         }
         for (p, has_default) in &params {
             if !has_default && !given.contains(p) {
@@ -793,6 +804,57 @@ impl<'a> Analyzer<'a> {
                         .with_help(format!("pass it: `{name}({p} = ...)`")),
                 );
             }
+        }
+    }
+
+    /// The numbers a built-in scorer takes, where they are constants:
+    /// `length`'s `min` not above its `max` (no length would score 1) and
+    /// a positive `slack`; `helpful_response`'s `min_words` not negative.
+    fn check_builtin_numbers(
+        &mut self,
+        scorer: &str,
+        numbers: &BTreeMap<String, (f64, Span)>,
+        call: Span,
+    ) {
+        let out_of_range = |param: &str, (n, span): (f64, Span), rule: &str| {
+            Diagnostic::error(
+                Code::E0301,
+                format!("`{param}` of `{scorer}` must be {rule}, found {}", super::schema::format_number(n)),
+            )
+            .with_primary(span, "out of range")
+        };
+        match scorer {
+            "length" => {
+                let min = numbers.get("min").copied();
+                let max = numbers.get("max").copied();
+                let (lo, hi) = (min.map_or(0.0, |m| m.0), max.map_or(4096.0, |m| m.0));
+                if lo > hi {
+                    let span = max.or(min).map_or(call, |m| m.1);
+                    self.diags.push(
+                        Diagnostic::error(
+                            Code::E0315,
+                            format!(
+                                "`length` scores 1 between `min = {}` and `max = {}`: no length does",
+                                super::schema::format_number(lo),
+                                super::schema::format_number(hi)
+                            ),
+                        )
+                        .with_primary(span, "below `min`")
+                        .with_help("make `min` at most `max` (they count tokens)"),
+                    );
+                }
+                if let Some(slack) = numbers.get("slack").filter(|s| s.0 <= 0.0) {
+                    let d = out_of_range("slack", *slack, "above 0 (tokens over which the score falls to 0)");
+                    self.diags.push(d);
+                }
+            }
+            "helpful_response" => {
+                if let Some(words) = numbers.get("min_words").filter(|w| w.0 < 0.0) {
+                    let d = out_of_range("min_words", *words, "at least 0");
+                    self.diags.push(d);
+                }
+            }
+            _ => {}
         }
     }
 
