@@ -781,6 +781,7 @@ impl<'a> Analyzer<'a> {
         let mut criteria = Vec::new();
         let mut penalties = Vec::new();
         let mut formats = Vec::new();
+        let mut format_spans: HashMap<String, Span> = HashMap::new();
         let mut seen: HashMap<String, Span> = HashMap::new();
         for stmt in forms {
             match &stmt.kind {
@@ -922,6 +923,30 @@ impl<'a> Analyzer<'a> {
                     let w = weight
                         .as_ref()
                         .map_or(Some(1.0), |w| self.constant_number(i, w, "a format weight"));
+                    // A format term rewards the format: one term a format,
+                    // with a weight that is not negative (as a criterion's).
+                    if let Some(first) = format_spans.get(&name.name) {
+                        self.duplicate_key(name, *first);
+                    }
+                    format_spans.entry(name.name.clone()).or_insert(name.span);
+                    if let (Some(weight), Some(value)) = (weight, w.filter(|w| *w < 0.0)) {
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::E0309,
+                                format!(
+                                    "format `{}` has a negative weight ({})",
+                                    name.name,
+                                    schema::format_number(value)
+                                ),
+                            )
+                            .with_primary(weight.span, "format terms reward the format")
+                            .with_help(format!(
+                                "to deduct for the format instead, write a penalty: `penalty {} = {} when ...`",
+                                name.name,
+                                schema::format_number(value)
+                            )),
+                        );
+                    }
                     formats.push(FormatTerm {
                         format: name.name.clone(),
                         weight: w.unwrap_or(0.0),
