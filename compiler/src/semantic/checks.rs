@@ -346,6 +346,12 @@ impl<'a> Analyzer<'a> {
         let Some(Value::Quantity { value: batch, unit }) = grpo.get("batch").cloned() else {
             return;
         };
+        // Counts out of range have their own error (E0301); their
+        // products are no counts to check.
+        let micro = grpo.number("micro_batch").unwrap_or(1.0);
+        if [batch, group, micro].iter().any(|n| *n > schema::MAX_COUNT) {
+            return;
+        }
         let prompts = match unit {
             ast::Unit::Completions => {
                 if batch % group != 0.0 {

@@ -218,6 +218,13 @@ const NON_NEGATIVE: (f64, f64, bool, bool) = (0.0, INF, true, false);
 const POSITIVE: (f64, f64, bool, bool) = (0.0, INF, false, false);
 /// `[1, inf)`.
 const AT_LEAST_ONE: (f64, f64, bool, bool) = (1.0, INF, true, false);
+/// A count of prompts or completions per step: from 1 to 2^24
+/// (16,777,216), so that every product of counts (`batch` times `group`,
+/// a step's completions against its micro-batches) is exact and no
+/// typo such as `1e308 prompts` reaches the arithmetic as infinity.
+const COUNT: (f64, f64, bool, bool) = (1.0, MAX_COUNT, true, true);
+/// The largest [`COUNT`].
+pub const MAX_COUNT: f64 = 16_777_216.0;
 /// A seed: a whole number from 0 up to (not including) 2^53, below which
 /// every whole number is exact (numbers are read as `f64`: a larger seed
 /// would silently become another, and 2^53 + 1 reads as 2^53).
@@ -401,7 +408,7 @@ const ROLLOUT: Block = Block {
     name: "rollout",
     doc: "How completions are sampled: the group size, temperature, nucleus and top-k sampling, lengths and the response format.",
     keys: &[
-        ranged("group", Ty::Quantity(&[Unit::Completions]), Default::Number(8.0), AT_LEAST_ONE, "Completions sampled per prompt (G)."),
+        ranged("group", Ty::Quantity(&[Unit::Completions]), Default::Number(8.0), COUNT, "Completions sampled per prompt (G)."),
         ranged("temperature", Ty::Number, Default::Number(1.0), (0.0, 2.0, true, true), "Sampling temperature; 0 is greedy."),
         ranged("top_p", Ty::Number, Default::Number(1.0), (0.0, 1.0, false, true), "Nucleus sampling: keep the smallest set of tokens whose probability reaches `top_p`."),
         ranged("top_k", Ty::Int, Default::Number(0.0), NON_NEGATIVE, "Keep the `top_k` most likely tokens; 0 turns it off."),
@@ -581,8 +588,8 @@ const GRPO: Block = Block {
     doc: "Group Relative Policy Optimisation and its variants (clip-higher, Dr. GRPO, DAPO token-mean, GSPO, dynamic sampling, cost constraint).",
     keys: &[
         ranged("lr", Ty::Number, Default::Number(1e-6), (0.0, 1.0, false, false), "Learning rate of AdamW."),
-        ranged("batch", Ty::Quantity(&[Unit::Prompts, Unit::Completions]), Default::Required, AT_LEAST_ONE, "Prompts per step (or completions, which must be a whole number of groups); completions per step are prompts times the rollout `group`."),
-        ranged("micro_batch", Ty::Quantity(&[Unit::Completions]), Default::Derived("all completions of the step"), AT_LEAST_ONE, "Completions per forward/backward pass; gradients accumulate over micro-batches, so memory does not grow with `batch`."),
+        ranged("batch", Ty::Quantity(&[Unit::Prompts, Unit::Completions]), Default::Required, COUNT, "Prompts per step (or completions, which must be a whole number of groups); completions per step are prompts times the rollout `group`."),
+        ranged("micro_batch", Ty::Quantity(&[Unit::Completions]), Default::Derived("all completions of the step"), COUNT, "Completions per forward/backward pass; gradients accumulate over micro-batches, so memory does not grow with `batch`."),
         ranged("iterations", Ty::Int, Default::Number(1.0), AT_LEAST_ONE, "Policy updates per batch (μ); old log-probs are kept for the importance ratio."),
         key("clip", Ty::NumberOrRange, Default::Range(0.2, 0.2), "The ratio clip ε, or `low..high` for clip-higher (DAPO uses `0.2..0.28`)."),
         key("dual_clip", Ty::Number, Default::None, "Dual-clip constant c > 1 bounding the loss of negative-advantage tokens (verl `clip_ratio_c`, usually 3)."),
@@ -654,7 +661,7 @@ const SFT: Block = Block {
             "batch",
             Ty::Quantity(&[Unit::Prompts]),
             Default::Number(8.0),
-            AT_LEAST_ONE,
+            COUNT,
             "Examples per step.",
         ),
         ranged(

@@ -961,6 +961,13 @@ impl<'a> Analyzer<'a> {
             Some(Value::Expr(t)) => t.clone(),
             _ => default_total(block.span),
         };
+        // `penalties` and `format` are 0 in a rubric with none of them: a
+        // division by either stops the run at its first completion.
+        let zero: Vec<&str> = [("penalties", penalties.is_empty()), ("format", formats.is_empty())]
+            .into_iter()
+            .filter_map(|(var, none)| none.then_some(var))
+            .collect();
+        self.divisions_by_zero_vars(&total, &zero);
         let mut settings = settings;
         settings.0.remove("total");
         self.decls[i].settings = settings;
@@ -971,6 +978,33 @@ impl<'a> Analyzer<'a> {
             formats,
             total,
         });
+    }
+}
+
+impl Analyzer<'_> {
+    /// E0316 for every `x / v` or `x % v` in `e` where `v` is one of
+    /// `zero`, rubric variables that are 0 in this rubric.
+    fn divisions_by_zero_vars(&mut self, e: &TExpr, zero: &[&str]) {
+        if let TKind::Binary {
+            op: crate::syntax::ast::BinaryOp::Div | crate::syntax::ast::BinaryOp::Rem,
+            rhs,
+            ..
+        } = &e.kind
+        {
+            if let TKind::Var { name } = &rhs.kind {
+                if zero.contains(&name.as_str()) {
+                    let what = if name == "penalties" { "penalty" } else { "format term" };
+                    self.diags.push(
+                        Diagnostic::error(Code::E0316, "division by zero")
+                            .with_primary(rhs.span, format!("`{name}` is 0: this rubric has no {what}"))
+                            .with_help("a reward must be a finite number: divide by something that is not 0"),
+                    );
+                }
+            }
+        }
+        for child in e.children() {
+            self.divisions_by_zero_vars(child, zero);
+        }
     }
 }
 

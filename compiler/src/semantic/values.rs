@@ -28,7 +28,7 @@ impl<'a> Analyzer<'a> {
                             format!(
                                 "`{key}` is a plain number, found `{} {}`",
                                 value.text,
-                                unit.plural()
+                                unit.counting(value.value)
                             ),
                         )
                         .with_primary(e.span, "this has a unit")
@@ -280,7 +280,7 @@ impl<'a> Analyzer<'a> {
                     .with_help(format!(
                         "write a whole number, e.g. `{key} = {} {}`",
                         n.round().max(0.0),
-                        unit.plural()
+                        unit.counting(n.round().max(0.0))
                     )),
                 );
                 return None;
@@ -310,7 +310,7 @@ impl<'a> Analyzer<'a> {
                             "`{key}` counts {}, found `{} {}`",
                             crate::diagnostic::join_or(&wanted),
                             value.text,
-                            unit.plural()
+                            unit.counting(value.value)
                         ),
                     )
                     .with_primary(e.span, format!("a number of {}", unit.plural()))

@@ -317,6 +317,15 @@ impl Unit {
         }
     }
 
+    /// The word for `n` of it: `1 prompt`, `2 prompts`.
+    pub fn counting(self, n: f64) -> &'static str {
+        if n == 1.0 {
+            self.singular()
+        } else {
+            self.plural()
+        }
+    }
+
     /// `prompts`, `tokens`, ...
     pub fn plural(self) -> &'static str {
         match self {
