@@ -693,6 +693,36 @@ fn new_then_check_then_pin() {
     assert!(manifest.contains("name = \"here\""), "{manifest}");
 }
 
+/// Two files whose pin keys are one (`h.safer` and a file named `h`: a key
+/// leaves out `.safer`) are refused by `pin`: their one pin could never
+/// match both, and `check` would fail on a freshly pinned project.
+#[test]
+fn pin_refuses_two_files_under_one_key() {
+    let dir = temp_dir("pin-clash");
+    write(&dir, "safer.toml", "[project]\nname = \"p\"\n");
+    let rubric = "rubric rr { criterion safety weight 1 { scorer = refusal() } }\n";
+    write(&dir, "h.safer", rubric);
+    write(&dir, "h", &rubric.replace("weight 1", "weight 3"));
+    write(
+        &dir,
+        "p.safer",
+        "use \"h.safer\" as one\nuse \"h\" as two\nreflection q { when = one.rr.safety < 0.5 and two.rr.safety < 0.5, prompt = \"{completion}\" }\n",
+    );
+    assert_eq!(
+        saferc_in(&dir, &["check", "p.safer"]).status.code(),
+        Some(0)
+    );
+    let pin = saferc_in(&dir, &["pin"]);
+    assert_eq!(pin.status.code(), Some(1), "{}", stdout(&pin));
+    assert!(
+        stderr(&pin).contains("would pin rubric `rr` under one key, `h::rr`"),
+        "{}",
+        stderr(&pin)
+    );
+    let manifest = std::fs::read_to_string(dir.join("safer.toml")).unwrap_or_default();
+    assert!(!manifest.contains("pins"), "{manifest}");
+}
+
 /// `saferc pin` edits `safer.toml` as a TOML document: comments of other
 /// tables stay, a spaced `[ pins ]` header is replaced rather than doubled,
 /// a path with a quote is quoted; named files keep the other files' pins,

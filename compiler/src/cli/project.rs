@@ -66,13 +66,16 @@ pub(super) fn pin(files: &[PathBuf]) -> i32 {
     let mut options = found.load_options(false);
     options.pins.clear();
     let mut new_pins = BTreeMap::new();
+    let mut pinned_files = BTreeMap::new();
     let mut diags = Vec::new();
     for file in &targets {
         let analysis = semantic::analyze_file(&mut sources, file, options.clone());
         let failed = analysis.has_errors();
         diags.extend(analysis.diagnostics);
         if let (Some(program), false) = (analysis.program, failed) {
-            new_pins.extend(pins::imported_rubrics(&program.hashed()));
+            let program = program.hashed();
+            diags.extend(pins::add_pinned_files(&program, &mut pinned_files));
+            new_pins.extend(pins::imported_rubrics(&program));
         }
     }
     if diags.iter().any(|d| d.is_error()) {

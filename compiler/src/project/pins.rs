@@ -28,6 +28,48 @@ pub fn imported_rubrics(program: &Program) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The file (module name) behind each pin key of the rubrics a program
+/// imports, added to `files`; an error for a key that two files would
+/// share (`h.safer` and a file named `h`: a key leaves out `.safer`), whose
+/// pin could never match both.
+pub fn add_pinned_files(
+    program: &Program,
+    files: &mut BTreeMap<String, String>,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for decl in program
+        .decls
+        .iter()
+        .filter(|d| d.kind == DeclKind::Rubric && d.module != 0)
+    {
+        let file = program
+            .modules
+            .get(decl.module)
+            .map_or_else(String::new, |m| m.name.clone());
+        let k = key(program, decl);
+        match files.get(&k) {
+            Some(other) if *other != file => out.push(
+                Diagnostic::error(
+                    Code::E0226,
+                    format!(
+                        "`{file}` and `{other}` would pin rubric `{}` under one key, `{k}`",
+                        decl.name
+                    ),
+                )
+                .with_primary(decl.span, format!("defined in {file}"))
+                .with_help(
+                    "rename one of the files: a pin's key is the file's path without `.safer`",
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                files.insert(k, file);
+            }
+        }
+    }
+    out
+}
+
 /// Compares the program's rubrics with the pins (the program must be
 /// hashed). A pinned rubric that changed is an error naming the file and
 /// both hashes; pins of rubrics this program does not use are ignored.

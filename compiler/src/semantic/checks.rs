@@ -780,8 +780,13 @@ impl<'a> Analyzer<'a> {
                 Diagnostic::warning(Code::E0315, format!("`{name}` gets no rows to score"))
             };
             self.diags.push(
-                d.with_primary(self.setting_span(i, &[key]), format!("`{split}` is 0 of the rows"))
-                    .with_help(format!("give `{split}` a share of the rows in `split {{ ... }}`")),
+                d.with_primary(
+                    self.setting_span(i, &[key]),
+                    format!("`{split}` is 0 of the rows"),
+                )
+                .with_help(format!(
+                    "give `{split}` a share of the rows in `split {{ ... }}`"
+                )),
             );
         }
     }

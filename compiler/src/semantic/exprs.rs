@@ -819,7 +819,10 @@ impl<'a> Analyzer<'a> {
         let out_of_range = |param: &str, (n, span): (f64, Span), rule: &str| {
             Diagnostic::error(
                 Code::E0301,
-                format!("`{param}` of `{scorer}` must be {rule}, found {}", super::schema::format_number(n)),
+                format!(
+                    "`{param}` of `{scorer}` must be {rule}, found {}",
+                    super::schema::format_number(n)
+                ),
             )
             .with_primary(span, "out of range")
         };
@@ -844,7 +847,11 @@ impl<'a> Analyzer<'a> {
                     );
                 }
                 if let Some(slack) = numbers.get("slack").filter(|s| s.0 <= 0.0) {
-                    let d = out_of_range("slack", *slack, "above 0 (tokens over which the score falls to 0)");
+                    let d = out_of_range(
+                        "slack",
+                        *slack,
+                        "above 0 (tokens over which the score falls to 0)",
+                    );
                     self.diags.push(d);
                 }
             }

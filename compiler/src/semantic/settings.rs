@@ -360,7 +360,10 @@ impl<'a> Analyzer<'a> {
             // is `sft` when the stage has that one.
             let sft = stmt.block.contains("sft") && !stmt.block.contains("grpo");
             let r = match (r.new, sft) {
-                ("grpo.lr", true) => schema::Renamed { new: "sft.lr", ..*r },
+                ("grpo.lr", true) => schema::Renamed {
+                    new: "sft.lr",
+                    ..*r
+                },
                 ("grpo.batch", true) => schema::Renamed {
                     new: "sft.batch",
                     ..*r
@@ -963,10 +966,13 @@ impl<'a> Analyzer<'a> {
         };
         // `penalties` and `format` are 0 in a rubric with none of them: a
         // division by either stops the run at its first completion.
-        let zero: Vec<&str> = [("penalties", penalties.is_empty()), ("format", formats.is_empty())]
-            .into_iter()
-            .filter_map(|(var, none)| none.then_some(var))
-            .collect();
+        let zero: Vec<&str> = [
+            ("penalties", penalties.is_empty()),
+            ("format", formats.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(var, none)| none.then_some(var))
+        .collect();
         self.divisions_by_zero_vars(&total, &zero);
         let mut settings = settings;
         settings.0.remove("total");
@@ -993,7 +999,11 @@ impl Analyzer<'_> {
         {
             if let TKind::Var { name } = &rhs.kind {
                 if zero.contains(&name.as_str()) {
-                    let what = if name == "penalties" { "penalty" } else { "format term" };
+                    let what = if name == "penalties" {
+                        "penalty"
+                    } else {
+                        "format term"
+                    };
                     self.diags.push(
                         Diagnostic::error(Code::E0316, "division by zero")
                             .with_primary(rhs.span, format!("`{name}` is 0: this rubric has no {what}"))
