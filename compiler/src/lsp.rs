@@ -4,8 +4,8 @@
 //! Features: diagnostics on open and change (the same diagnostics as
 //! `saferc check`, with codes and related locations; a change republishes
 //! the open documents that read the changed one, and so does a file
-//! changed on disk, as the client's file watchers tell or, for a client
-//! without them, as the server finds by looking each second), hover on keys (doc,
+//! changed on disk, as the client's file watchers tell and as the server
+//! finds by looking each second), hover on keys (doc,
 //! type, default, range from the schema table) and names (kind and doc
 //! comment), completion of keys in the enclosing block and of declared
 //! names, go-to-definition across `use`d files (standard library files are
@@ -32,8 +32,8 @@ pub fn diagnostics_for(uri: &str, text: &str) -> Vec<Value> {
     features::Document::analyze(uri, text).diagnostics()
 }
 
-/// How often the server looks at the files open documents read, for a
-/// client that registers no file watchers.
+/// How often the server looks at the files open documents read (also
+/// with the client's file watchers, which may not cover them all).
 const DISK_POLL: Duration = Duration::from_secs(1);
 
 /// Runs the server until `exit` or the end of `input`; returns the process
@@ -101,7 +101,7 @@ struct Server {
     /// (`workspace.didChangeWatchedFiles.dynamicRegistration`): asked to
     /// at `initialized`, it tells of `.safer` files and `safer.toml`
     /// changed on disk, and the open documents that read them are
-    /// checked again. Without them, [`Server::poll_disk`] looks.
+    /// checked again. [`Server::poll_disk`] looks as well.
     can_watch_files: bool,
     /// For each open document, each file its last analysis read, as it was
     /// on disk then (modification time and length; `None`: not there).
@@ -345,14 +345,17 @@ impl Server {
         readers
     }
 
-    /// For a client without file watchers, called while no message comes:
-    /// the open documents that read a file changed on disk since their
+    /// Called while no message comes, each second, with or without the
+    /// client's file watchers (a client may refuse or never answer their
+    /// registration, and watches only its workspace, not the shared
+    /// rubrics of an import root such as `../shared`): the open documents
+    /// that read a file changed on disk since their
     /// analysis (an imported rubric edited in another program, a
     /// `safer.toml` rewritten, a file deleted), or that have an import not
     /// found (the file may have been made since), are analysed again, and
     /// their diagnostics published where they changed.
     fn poll_disk(&mut self, out: &mut impl Write) {
-        if self.can_watch_files || self.shutdown || self.documents.is_empty() {
+        if self.shutdown || self.documents.is_empty() {
             return;
         }
         let mut stale: Vec<String> = self

@@ -555,6 +555,44 @@ fn a_change_republishes_the_documents_that_read_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A client that refuses the server's file watchers (or never answers
+/// their registration, or watches only its workspace) tells of no file
+/// changed on disk: the server's own look still finds an imported rubric
+/// rewritten by another program.
+#[test]
+fn a_refused_watcher_registration_still_finds_files_changed_on_disk() {
+    let dir = std::env::temp_dir().join(format!("saferc-lsp-refused-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let house =
+        "rubric house_rubric {\n  criterion safety weight 1 \"Safe.\" { scorer = refusal() }\n}\n";
+    let pipeline = "use \"house.safer\"\n\nmodel m { arch = tiny_vlm, weights = \"w\" }\ndataset d { source = jsonl(\"d.jsonl\") }\neval e {\n  model  = m\n  data   = d\n  rubric = house_rubric\n}\n";
+    std::fs::write(dir.join("house.safer"), house).unwrap_or_else(|e| panic!("{e}"));
+    let importer = uri(&dir.join("p.safer"));
+    let mut c = Client::start();
+    let watching =
+        json!({ "workspace": { "didChangeWatchedFiles": { "dynamicRegistration": true } } });
+    c.request(1, "initialize", json!({ "capabilities": watching }));
+    c.notify("initialized", json!({}));
+    let register = c.wait(|m| m["method"] == "client/registerCapability");
+    c.send(json!({ "jsonrpc": "2.0", "id": register["id"], "error": { "code": -32601, "message": "no file watching here" } }));
+    c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": importer, "languageId": "safer", "version": 1, "text": pipeline } }));
+    let first = c.wait(|m| m["method"] == "textDocument/publishDiagnostics");
+    assert_eq!(first["params"]["diagnostics"], json!([]), "{first}");
+    let part = dir.join("house.part");
+    std::fs::write(&part, house.replace("house_rubric", "renamed"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&part, dir.join("house.safer")).unwrap_or_else(|e| panic!("{e}"));
+    let stale = c.wait(|m| m["method"] == "textDocument/publishDiagnostics");
+    assert_eq!(
+        stale["params"]["diagnostics"][0]["code"], "E0203",
+        "{stale}"
+    );
+    c.request(2, "shutdown", Value::Null);
+    c.exit();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// With a client that watches no files for the server, a file changed on
 /// disk is found by looking: an imported rubric rewritten by another
 /// program, a missing import made, an imported file deleted each republish
