@@ -162,7 +162,12 @@ fn unparsed_key_or_value(doc: &Document, word: &str, span: crate::span::Span) ->
     let statement = &before[before.rfind(['\n', '{', ',']).map_or(0, |i| i + 1)..];
     let after = doc.text[end..].trim_start_matches([' ', '\t']);
     let range = doc.range(span);
-    if statement.trim().is_empty() && (after.starts_with('=') || after.starts_with('{')) {
+    // A key starts a statement, or follows a complete setting and a space
+    // (settings may be separated by spaces alone: `dtype = f32 arch = ...`).
+    let prior = statement.trim();
+    let starts_a_setting = prior.is_empty()
+        || (prior.contains('=') && !prior.ends_with('=') && statement.ends_with([' ', '\t']));
+    if starts_a_setting && (after.starts_with('=') || after.starts_with('{')) {
         if let Some(k) = block.key(word) {
             return Some(
                 json!({ "contents": { "kind": "markdown", "value": key_markdown(&path, k) }, "range": range }),
@@ -173,8 +178,11 @@ fn unparsed_key_or_value(doc: &Document, word: &str, span: crate::span::Span) ->
             json!({ "contents": { "kind": "markdown", "value": block_markdown(&path, b) }, "range": range }),
         );
     }
-    let (key, value) = statement.split_once('=')?;
-    let k = block.key(key.trim()).filter(|_| value.trim().is_empty())?;
+    // The value of the setting written last on the line: its key is the
+    // word before the last `=`.
+    let (key, value) = statement.rsplit_once('=')?;
+    let key = key.split_whitespace().last()?;
+    let k = block.key(key).filter(|_| value.trim().is_empty())?;
     match k.ty {
         schema::Ty::Enum(values) if values.contains(&word) => {
             let value = enum_value_markdown(word, &path, k);

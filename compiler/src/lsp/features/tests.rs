@@ -597,6 +597,21 @@ fn keys_and_values_hover_while_the_text_does_not_parse() {
     );
     assert!(at(6, 6).contains("train.grpo.kl"), "{}", at(6, 6));
     assert!(at(6, 23).contains("`k3`"), "{}", at(6, 23));
+    // Settings separated by spaces alone, on one line.
+    let text = "model p { dtype = f32 arch = tiny_vlm weights = \"ab\" context = 5 ar";
+    let doc = Document::analyze("untitled:v.safer", text);
+    let at = |character: u64| {
+        hover(
+            &doc,
+            &json!({ "position": { "line": 0, "character": character } }),
+        )
+        .to_string()
+    };
+    assert!(at(23).contains("model.arch"), "{}", at(23));
+    assert!(at(31).contains("a value of **`model.arch`**"), "{}", at(31));
+    assert!(at(40).contains("model.weights"), "{}", at(40));
+    assert!(at(55).contains("model.context"), "{}", at(55));
+    assert!(at(11).contains("model.dtype"), "{}", at(11));
 }
 
 /// A rubric's parameters, a dataset's splits, an import's alias and a
