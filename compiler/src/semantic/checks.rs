@@ -27,13 +27,17 @@ impl<'a> Analyzer<'a> {
                 }
                 DeclKind::Reflection => self.check_reflection_prompt(i),
                 DeclKind::Dataset => {
+                    self.check_path_kinds(i);
                     self.check_split(i);
                     self.check_curate_box(i);
                     self.check_dedup(i);
                 }
                 DeclKind::Judge => self.check_judge(i),
                 DeclKind::Rollout => self.check_rollout_lengths(i),
-                DeclKind::Model => self.check_model_folder(i),
+                DeclKind::Model => {
+                    self.check_path_kinds(i);
+                    self.check_model_folder(i);
+                }
                 DeclKind::Eval => {
                     let s = self.decls[i].settings.clone();
                     if let Some(model) = s.reference("model") {
@@ -1277,6 +1281,71 @@ impl<'a> Analyzer<'a> {
     /// A model whose `weights` folder exists must hold the declared
     /// architecture (`config.json`'s `model_type`). A folder that does not
     /// exist yet (made elsewhere, or by another run) is not checked here.
+    /// E0300 for a path that exists but is a file where a folder belongs
+    /// or a folder where a file does: a model's `weights` and `images`
+    /// folders, its `tokenizer` (a folder, or its `tokenizer.json`), a
+    /// dataset's `jsonl` source and `images` folder. Paths not on disk
+    /// yet are not checked (another stage or program may make them).
+    fn check_path_kinds(&mut self, i: usize) {
+        let module = &self.loaded.modules[self.info[i].module];
+        if !matches!(module.origin, super::loader::Origin::File(_)) {
+            return;
+        }
+        let s = self.decls[i].settings.clone();
+        let path_of = |v: Option<&Value>| match v {
+            Some(Value::Path { resolved, written }) => Some((resolved.clone(), written.clone())),
+            Some(Value::Source { path, .. }) => match path.as_ref() {
+                Value::Path { resolved, written } => Some((resolved.clone(), written.clone())),
+                _ => None,
+            },
+            _ => None,
+        };
+        // (key, wants a folder, the help)
+        let keys: &[(&str, bool)] = match self.decls[i].kind {
+            DeclKind::Model => &[("weights", true), ("tokenizer", true)],
+            DeclKind::Dataset => &[("source", false), ("images", true)],
+            _ => &[],
+        };
+        for &(key, folder) in keys {
+            let Some((resolved, written)) = path_of(s.get(key)) else {
+                continue;
+            };
+            let path = std::path::Path::new(&resolved);
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            let tokenizer_file = key == "tokenizer"
+                && path.file_name().and_then(|n| n.to_str()) == Some("tokenizer.json");
+            let (wrong, found, help) = if folder && meta.is_file() && !tokenizer_file {
+                let help = match key {
+                    "tokenizer" => "name the folder that holds `tokenizer.json` and `tokenizer_config.json` (as `save_pretrained` writes them), or its `tokenizer.json`".to_string(),
+                    "weights" => "name the model's folder (with `config.json` and the `.safetensors` files), not one of its files".to_string(),
+                    _ => format!("name the folder the rows' image paths are relative to, e.g. the folder of `{written}`"),
+                };
+                (true, "a file", help)
+            } else if !folder && meta.is_dir() {
+                (true, "a folder", "name the JSONL file itself: `jsonl(\"data/train.jsonl\")`".to_string())
+            } else {
+                (false, "", String::new())
+            };
+            if wrong {
+                let wanted = match (key, folder) {
+                    ("tokenizer", _) => "a folder, or its `tokenizer.json`",
+                    (_, true) => "a folder",
+                    (_, false) => "a file",
+                };
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0300,
+                        format!("`{key}` names {found}, `{written}`: it takes {wanted}"),
+                    )
+                    .with_primary(self.setting_span(i, &[key]), format!("{found} on disk"))
+                    .with_help(help),
+                );
+            }
+        }
+    }
+
     fn check_model_folder(&mut self, i: usize) {
         let s = &self.decls[i].settings;
         let (Some(Value::Path { resolved, written }), Some(declared)) =
