@@ -843,6 +843,33 @@ impl<'a> Analyzer<'a> {
                                     _ => d,
                                 };
                                 self.diags.push(d);
+                            } else if (*high <= 0.0 || *low >= 1.0)
+                                && scorer.as_ref().is_some_and(|e| self.scores_in_unit_range(e))
+                            {
+                                let span = body
+                                    .stmts
+                                    .iter()
+                                    .find_map(|st| match &st.kind {
+                                        StmtKind::Assign { key, value } if key.name == "scale" => {
+                                            Some(value.span)
+                                        }
+                                        _ => None,
+                                    })
+                                    .unwrap_or(name.span);
+                                let constant = if *high <= 0.0 { 1 } else { 0 };
+                                self.diags.push(
+                                    Diagnostic::warning(
+                                        Code::E0301,
+                                        format!(
+                                            "criterion `{}` would always be {constant}: its scorer gives 0..1, outside its scale {}..{}",
+                                            name.name,
+                                            schema::format_number(*low),
+                                            schema::format_number(*high)
+                                        ),
+                                    )
+                                    .with_primary(span, "outside the scorer's 0..1")
+                                    .with_help("a built-in scorer or a judge's score is already in 0..1: remove `scale`, or write the range its scores lie in"),
+                                );
                             }
                         }
                     }
@@ -1015,6 +1042,23 @@ impl Analyzer<'_> {
         for child in e.children() {
             self.divisions_by_zero_vars(child, zero);
         }
+    }
+}
+
+impl Analyzer<'_> {
+    /// Whether a criterion's scorer gives scores in 0..1: a call of a
+    /// built-in scorer, or a judge's `score` or `flag`.
+    fn scores_in_unit_range(&self, scorer: &TExpr) -> bool {
+        let TKind::Call { func, .. } = &scorer.kind else {
+            return false;
+        };
+        if func == "judge.score" || func == "judge.flag" {
+            return true;
+        }
+        self.decls
+            .iter()
+            .position(|d| d.kind == DeclKind::Scorer && d.qualified == *func)
+            .is_some_and(|j| is_intrinsic(&self.info[j].ast.body))
     }
 }
 
