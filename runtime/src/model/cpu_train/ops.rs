@@ -269,7 +269,11 @@ pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for v in x.iter_mut() {
-        *v = (*v - max).exp();
+        // Below -104 `exp` is 0 in `f32` (its smallest value is about
+        // e^-103.3): hidden keys, whose scores are `f32::MIN`, skip libm's
+        // slow underflow path, which sets `errno` for each of them.
+        let d = *v - max;
+        *v = if d < -104.0 { 0.0 } else { d.exp() };
         sum += *v;
     }
     for v in x.iter_mut() {
