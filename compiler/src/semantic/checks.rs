@@ -1324,7 +1324,11 @@ impl<'a> Analyzer<'a> {
                 };
                 (true, "a file", help)
             } else if !folder && meta.is_dir() {
-                (true, "a folder", "name the JSONL file itself: `jsonl(\"data/train.jsonl\")`".to_string())
+                (
+                    true,
+                    "a folder",
+                    "name the JSONL file itself: `jsonl(\"data/train.jsonl\")`".to_string(),
+                )
             } else {
                 (false, "", String::new())
             };

@@ -844,7 +844,9 @@ impl<'a> Analyzer<'a> {
                                 };
                                 self.diags.push(d);
                             } else if (*high <= 0.0 || *low >= 1.0)
-                                && scorer.as_ref().is_some_and(|e| self.scores_in_unit_range(e))
+                                && scorer
+                                    .as_ref()
+                                    .is_some_and(|e| self.scores_in_unit_range(e))
                             {
                                 let span = body
                                     .stmts
