@@ -90,42 +90,34 @@ impl StoredWeight {
     /// `w` if it is a non-empty `f32` burn-flex tensor in the decoding
     /// layout (a view of a stored `[d_out, d_in]` matrix).
     pub fn of<B: Backend>(w: &Tensor<B, 2>) -> Option<Self> {
-        let [d_in, d_out] = w.dims();
-        if d_in == 0 || d_out == 0 {
-            return None;
-        }
-        let tensor = flex_f32(w)?;
-        let Vectors { start, stride, .. } = Vectors::columns_of(&tensor, d_in, d_out)?;
-        Some(Self {
-            tensor,
-            start,
-            stride,
-            d_in,
-            d_out,
-            inputs_major: false,
-        })
+        Self::viewing(w, false)
     }
 
     /// `w` in the decoding layout, or with contiguous rows of `d_out`
     /// values (the scoring layout, as [`super::layers::scoring_layout`]
     /// gives and a training update leaves).
     pub fn of_either<B: Backend>(w: &Tensor<B, 2>) -> Option<Self> {
-        if let Some(stored) = Self::of(w) {
-            return Some(stored);
-        }
+        Self::viewing(w, false).or_else(|| Self::viewing(w, true))
+    }
+
+    /// `w` in the scoring layout (`inputs_major`) or the decoding one.
+    fn viewing<B: Backend>(w: &Tensor<B, 2>, inputs_major: bool) -> Option<Self> {
         let [d_in, d_out] = w.dims();
         if d_in == 0 || d_out == 0 {
             return None;
         }
         let tensor = flex_f32(w)?;
-        let Vectors { start, stride, .. } = Vectors::rows_of(&tensor, d_in, d_out)?;
+        let Vectors { start, stride, .. } = match inputs_major {
+            true => Vectors::rows_of(&tensor, d_in, d_out)?,
+            false => Vectors::columns_of(&tensor, d_in, d_out)?,
+        };
         Some(Self {
             tensor,
             start,
             stride,
             d_in,
             d_out,
-            inputs_major: true,
+            inputs_major,
         })
     }
 
