@@ -32,6 +32,13 @@ pub fn diagnostics_for(uri: &str, text: &str) -> Vec<Value> {
     features::Document::analyze(uri, text).diagnostics()
 }
 
+/// Whether a request's `position` is a line and a character, each a
+/// whole number from 0, as the protocol's `uinteger`s are.
+fn has_position(params: &Value) -> bool {
+    let position = &params["position"];
+    position["line"].as_u64().is_some() && position["character"].as_u64().is_some()
+}
+
 /// How often the server looks at the files open documents read (also
 /// with the client's file watchers, which may not cover them all).
 const DISK_POLL: Duration = Duration::from_secs(1);
@@ -178,6 +185,14 @@ impl Server {
             }
             // Hover and definition read names from the last text that
             // parsed while this one does not; the others need no names.
+            "textDocument/hover" | "textDocument/completion" | "textDocument/definition"
+                if !has_position(&params) =>
+            {
+                Err((
+                    -32602,
+                    "`position` must hold `line` and `character`, whole numbers from 0".into(),
+                ))
+            }
             "textDocument/hover" => self.with_document(&params, features::hover, true),
             "textDocument/completion" => self.with_document(&params, features::completion, false),
             "textDocument/definition" => self.with_document(&params, features::definition, true),

@@ -249,6 +249,19 @@ fn lsp_session() {
     assert_eq!(unknown["error"]["code"], -32601);
     let not_open = c.request(8, "textDocument/hover", json!({ "textDocument": { "uri": "file:///nope.safer" }, "position": { "line": 0, "character": 0 } }));
     assert_eq!(not_open["error"]["code"], -32602);
+    // A position that is not two whole numbers from 0 is invalid, not 0:0.
+    for (id, position) in [
+        (10, json!({ "line": -1, "character": 0 })),
+        (11, json!({ "line": 0.5, "character": 0 })),
+        (12, Value::Null),
+    ] {
+        let bad = c.request(
+            id,
+            "textDocument/hover",
+            json!({ "textDocument": { "uri": uri(&file) }, "position": position }),
+        );
+        assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    }
 
     let shutdown = c.request(9, "shutdown", Value::Null);
     assert!(shutdown["result"].is_null() && shutdown.get("error").is_none());
