@@ -709,6 +709,7 @@ impl<'a> Analyzer<'a> {
                         .with_help("e.g. `scorer short(max: number = 200) = if answer.length <= max { 1 } else { 0 }`"),
                     );
                 }
+                self.divisions_by_zero_defaults(i, &body);
                 self.decls[i].value = Some(Value::Expr(body));
             }
             DeclBody::Block(b) => self.diags.push(
@@ -814,14 +815,14 @@ impl<'a> Analyzer<'a> {
                         }
                         if let Some(Value::Range { low, high }) = s.get("scale") {
                             scale = (*low, *high);
+                            let value = body.stmts.iter().find_map(|st| match &st.kind {
+                                StmtKind::Assign { key, value } if key.name == "scale" => {
+                                    Some(value)
+                                }
+                                _ => None,
+                            });
+                            let span = value.map_or(name.span, |v| v.span);
                             if low >= high {
-                                let value = body.stmts.iter().find_map(|st| match &st.kind {
-                                    StmtKind::Assign { key, value } if key.name == "scale" => {
-                                        Some(value)
-                                    }
-                                    _ => None,
-                                });
-                                let span = value.map_or(name.span, |v| v.span);
                                 let d = Diagnostic::error(
                                     Code::E0301,
                                     format!(
@@ -848,16 +849,6 @@ impl<'a> Analyzer<'a> {
                                     .as_ref()
                                     .is_some_and(|e| self.scores_in_unit_range(e))
                             {
-                                let span = body
-                                    .stmts
-                                    .iter()
-                                    .find_map(|st| match &st.kind {
-                                        StmtKind::Assign { key, value } if key.name == "scale" => {
-                                            Some(value.span)
-                                        }
-                                        _ => None,
-                                    })
-                                    .unwrap_or(name.span);
                                 let constant = if *high <= 0.0 { 1 } else { 0 };
                                 self.diags.push(
                                     Diagnostic::warning(
@@ -1017,32 +1008,51 @@ impl<'a> Analyzer<'a> {
 }
 
 impl Analyzer<'_> {
+    /// E0316 (a warning): scorer `i`'s body divides by a parameter whose
+    /// default is 0, so every call that leaves it out divides by zero.
+    fn divisions_by_zero_defaults(&mut self, i: usize, body: &TExpr) {
+        let zero: Vec<String> = self.decls[i]
+            .params
+            .iter()
+            .filter(|p| matches!(p.default, Some(Value::Number(n)) if n == 0.0))
+            .map(|p| p.name.clone())
+            .collect();
+        if zero.is_empty() {
+            return;
+        }
+        let mut found = Vec::new();
+        divisors(body, &mut found);
+        let scorer = self.decls[i].name.clone();
+        for (name, span) in found.into_iter().filter(|(n, _)| zero.contains(n)) {
+            self.diags.push(
+                Diagnostic::warning(Code::E0316, format!("scorer `{scorer}` divides by `{name}`, whose default is 0"))
+                    .with_primary(span, "0 unless the call gives it")
+                    .with_help(format!("give `{name}` a default that is not 0, or declare it without one (`{name}: number`), so that each call must give it")),
+            );
+        }
+    }
+
     /// E0316 for every `x / v` or `x % v` in `e` where `v` is one of
     /// `zero`, rubric variables that are 0 in this rubric.
     fn divisions_by_zero_vars(&mut self, e: &TExpr, zero: &[&str]) {
-        if let TKind::Binary {
-            op: crate::syntax::ast::BinaryOp::Div | crate::syntax::ast::BinaryOp::Rem,
-            rhs,
-            ..
-        } = &e.kind
+        let mut found = Vec::new();
+        divisors(e, &mut found);
+        for (name, span) in found
+            .into_iter()
+            .filter(|(n, _)| zero.contains(&n.as_str()))
         {
-            if let TKind::Var { name } = &rhs.kind {
-                if zero.contains(&name.as_str()) {
-                    let what = if name == "penalties" {
-                        "penalty"
-                    } else {
-                        "format term"
-                    };
-                    self.diags.push(
-                        Diagnostic::error(Code::E0316, "division by zero")
-                            .with_primary(rhs.span, format!("`{name}` is 0: this rubric has no {what}"))
-                            .with_help("a reward must be a finite number: divide by something that is not 0"),
-                    );
-                }
-            }
-        }
-        for child in e.children() {
-            self.divisions_by_zero_vars(child, zero);
+            let what = if name == "penalties" {
+                "penalty"
+            } else {
+                "format term"
+            };
+            self.diags.push(
+                Diagnostic::error(Code::E0316, "division by zero")
+                    .with_primary(span, format!("`{name}` is 0: this rubric has no {what}"))
+                    .with_help(
+                        "a reward must be a finite number: divide by something that is not 0",
+                    ),
+            );
         }
     }
 }
@@ -1061,6 +1071,23 @@ impl Analyzer<'_> {
             .iter()
             .position(|d| d.kind == DeclKind::Scorer && d.qualified == *func)
             .is_some_and(|j| is_intrinsic(&self.info[j].ast.body))
+    }
+}
+
+/// The variables `e` divides by (`x / v`, `x % v`), with their spans.
+fn divisors(e: &TExpr, out: &mut Vec<(String, Span)>) {
+    if let TKind::Binary {
+        op: crate::syntax::ast::BinaryOp::Div | crate::syntax::ast::BinaryOp::Rem,
+        rhs,
+        ..
+    } = &e.kind
+    {
+        if let TKind::Var { name } = &rhs.kind {
+            out.push((name.clone(), rhs.span));
+        }
+    }
+    for child in e.children() {
+        divisors(child, out);
     }
 }
 
