@@ -687,6 +687,21 @@ fn check_case(name: &str) {
             );
         }
     }
+    // The first metrics line of each named stage.
+    for (stage, checks) in expect["first_metrics_of"].as_object().into_iter().flatten() {
+        let metrics = read_jsonl(&out_dir.join("metrics.jsonl"));
+        let first = metrics
+            .iter()
+            .find(|m| m["stage"] == stage.as_str())
+            .unwrap_or_else(|| panic!("{name}: no metrics of stage {stage}"));
+        for (pointer, want) in checks.as_object().into_iter().flatten() {
+            assert_eq!(
+                first.pointer(pointer),
+                Some(want),
+                "{name}: the first metrics of {stage}{pointer}"
+            );
+        }
+    }
     if let Some(checks) = expect["metrics"].as_object() {
         let metrics = read_jsonl(&out_dir.join("metrics.jsonl"));
         assert!(!metrics.is_empty());
@@ -1327,6 +1342,7 @@ cases!(
     curation_drop,
     resume,
     resume_text,
+    kl_zero_at_first_step,
     judge_retry,
     judge_timeout,
     judge_model_fallback,

@@ -1260,7 +1260,9 @@ impl<'a> Analyzer<'a> {
             boxes.apply(c);
         }
         if let Some(interval) = boxes.empty() {
-            let detail = if interval.var == "std" && interval.lo >= max_std {
+            let above_max_std =
+                interval.lo > max_std || (interval.lo == max_std && interval.lo_open);
+            let detail = if interval.var == "std" && above_max_std {
                 format!(
                     "with {} rollouts in 0..1, `std` is at most {:.3}",
                     num(k),
@@ -1278,14 +1280,11 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    /// A model whose `weights` folder exists must hold the declared
-    /// architecture (`config.json`'s `model_type`). A folder that does not
-    /// exist yet (made elsewhere, or by another run) is not checked here.
     /// E0300 for a path that exists but is a file where a folder belongs
-    /// or a folder where a file does: a model's `weights` and `images`
-    /// folders, its `tokenizer` (a folder, or its `tokenizer.json`), a
-    /// dataset's `jsonl` source and `images` folder. Paths not on disk
-    /// yet are not checked (another stage or program may make them).
+    /// or a folder where a file does: a model's `weights` folder and its
+    /// `tokenizer` (a folder, or its `tokenizer.json`), a dataset's `jsonl`
+    /// source and `images` folder. Paths not on disk yet are not checked
+    /// (another stage or program may make them).
     fn check_path_kinds(&mut self, i: usize) {
         let module = &self.loaded.modules[self.info[i].module];
         if !matches!(module.origin, super::loader::Origin::File(_)) {
@@ -1300,7 +1299,7 @@ impl<'a> Analyzer<'a> {
             },
             _ => None,
         };
-        // (key, wants a folder, the help)
+        // Each path setting, and whether it takes a folder.
         let keys: &[(&str, bool)] = match self.decls[i].kind {
             DeclKind::Model => &[("weights", true), ("tokenizer", true)],
             DeclKind::Dataset => &[("source", false), ("images", true)],
@@ -1350,6 +1349,9 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// A model whose `weights` folder exists must hold the declared
+    /// architecture (`config.json`'s `model_type`). A folder that does not
+    /// exist yet (made elsewhere, or by another run) is not checked here.
     fn check_model_folder(&mut self, i: usize) {
         let s = &self.decls[i].settings;
         let (Some(Value::Path { resolved, written }), Some(declared)) =
@@ -1510,10 +1512,17 @@ impl<'a> Analyzer<'a> {
                 &["named", "endpoint", "model_name", "api_key_env"],
                 "remove it, or make the judge `kind = http` to ask an endpoint",
             ),
+            Some("http") => (
+                &["model"],
+                "remove it: an `http` judge asks its endpoint for `model_name`; a local model judges as `kind = model`",
+            ),
             _ => (&[], ""),
         };
         for key in other_kinds {
-            if self.written(i, &[key]) {
+            // An `http` judge's `model` that is no model's name is taken for
+            // its `model_name`, and its own error says so.
+            let read_as_written = s.text("kind") != Some("http") || s.get(key).is_some();
+            if self.written(i, &[key]) && read_as_written {
                 let kind = s.text("kind").unwrap_or("rules");
                 self.without_effect(
                     i,

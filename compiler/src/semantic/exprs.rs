@@ -794,7 +794,7 @@ impl<'a> Analyzer<'a> {
             given.push(pname);
         }
         if intrinsic {
-            self.check_builtin_numbers(&name, &numbers, span);
+            self.check_builtin_numbers(&name, &given, &numbers, span);
         }
         for (p, has_default) in &params {
             if !has_default && !given.contains(p) {
@@ -813,6 +813,7 @@ impl<'a> Analyzer<'a> {
     fn check_builtin_numbers(
         &mut self,
         scorer: &str,
+        given: &[String],
         numbers: &BTreeMap<String, (f64, Span)>,
         call: Span,
     ) {
@@ -828,29 +829,42 @@ impl<'a> Analyzer<'a> {
         };
         match scorer {
             "length" => {
-                let min = numbers.get("min").copied();
-                let max = numbers.get("max").copied();
-                let (lo, hi) = (min.map_or(0.0, |m| m.0), max.map_or(4096.0, |m| m.0));
-                if lo > hi {
-                    let span = max.or(min).map_or(call, |m| m.1);
-                    self.diags.push(
-                        Diagnostic::error(
-                            Code::E0315,
-                            format!(
-                                "`length` scores 1 between `min = {}` and `max = {}`: no length does",
-                                super::schema::format_number(lo),
-                                super::schema::format_number(hi)
-                            ),
-                        )
-                        .with_primary(span, "below `min`")
-                        .with_help("make `min` at most `max` (they count tokens)"),
-                    );
+                // Each end: the constant given, the default when none is
+                // given, unknown when the call gives another expression.
+                let end = |param: &str, default: f64| match numbers.get(param) {
+                    Some(&(n, span)) => Some((n, Some(span))),
+                    None if !given.iter().any(|g| g == param) => Some((default, None)),
+                    None => None,
+                };
+                if let (Some((lo, lo_at)), Some((hi, hi_at))) =
+                    (end("min", 0.0), end("max", 4096.0))
+                {
+                    if lo > hi {
+                        let (span, label) = match (hi_at, lo_at) {
+                            (Some(at), _) => (at, "below `min`"),
+                            (None, Some(at)) => (at, "above `max`, 4096 when not given"),
+                            (None, None) => (call, "here"),
+                        };
+                        self.diags.push(
+                            Diagnostic::error(
+                                Code::E0315,
+                                format!(
+                                    "`length` scores 1 between `min = {}` and `max = {}`: no length does",
+                                    super::schema::format_number(lo),
+                                    super::schema::format_number(hi)
+                                ),
+                            )
+                            .with_primary(span, label)
+                            .with_help("make `min` at most `max` (they count tokens)"),
+                        );
+                    }
                 }
-                if let Some(slack) = numbers.get("slack").filter(|s| s.0 <= 0.0) {
+                // The score falls to 0 over `slack` tokens, at least one.
+                if let Some(slack) = numbers.get("slack").filter(|s| s.0 < 1.0) {
                     let d = out_of_range(
                         "slack",
                         *slack,
-                        "above 0 (tokens over which the score falls to 0)",
+                        "at least 1 (the tokens over which the score falls to 0)",
                     );
                     self.diags.push(d);
                 }

@@ -861,7 +861,7 @@ impl<'a> Analyzer<'a> {
                                         ),
                                     )
                                     .with_primary(span, "outside the scorer's 0..1")
-                                    .with_help("a built-in scorer or a judge's score is already in 0..1: remove `scale`, or write the range its scores lie in"),
+                                    .with_help("a built-in scorer's score and a judge's yes/no verdict are already in 0..1: remove `scale`"),
                                 );
                             }
                         }
@@ -1058,13 +1058,14 @@ impl Analyzer<'_> {
 }
 
 impl Analyzer<'_> {
-    /// Whether a criterion's scorer gives scores in 0..1: a call of a
-    /// built-in scorer, or a judge's `score` or `flag`.
+    /// Whether a criterion's scorer gives scores in 0..1 whatever its
+    /// scale: a call of a built-in scorer, or a judge's `flag` (a judge's
+    /// `score` is asked in the scale, so `scale = 1..10` is its use).
     fn scores_in_unit_range(&self, scorer: &TExpr) -> bool {
         let TKind::Call { func, .. } = &scorer.kind else {
             return false;
         };
-        if func == "judge.score" || func == "judge.flag" {
+        if func == "judge.flag" {
             return true;
         }
         self.decls
@@ -1074,20 +1075,52 @@ impl Analyzer<'_> {
     }
 }
 
-/// The variables `e` divides by (`x / v`, `x % v`), with their spans.
+/// The variables `e` divides by (`x / v`, `x % v`), with their spans;
+/// not those in a branch of an `if` whose condition reads the variable
+/// (`if n > 0 { x / n } else { 0 }`).
 fn divisors(e: &TExpr, out: &mut Vec<(String, Span)>) {
-    if let TKind::Binary {
-        op: crate::syntax::ast::BinaryOp::Div | crate::syntax::ast::BinaryOp::Rem,
-        rhs,
-        ..
-    } = &e.kind
-    {
-        if let TKind::Var { name } = &rhs.kind {
-            out.push((name.clone(), rhs.span));
+    fn walk(e: &TExpr, guarded: &mut Vec<String>, out: &mut Vec<(String, Span)>) {
+        match &e.kind {
+            TKind::Binary {
+                op: crate::syntax::ast::BinaryOp::Div | crate::syntax::ast::BinaryOp::Rem,
+                rhs,
+                ..
+            } => {
+                if let TKind::Var { name } = &rhs.kind {
+                    if !guarded.contains(name) {
+                        out.push((name.clone(), rhs.span));
+                    }
+                }
+            }
+            TKind::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                walk(cond, guarded, out);
+                let before = guarded.len();
+                read_vars(cond, guarded);
+                walk(then, guarded, out);
+                walk(otherwise, guarded, out);
+                guarded.truncate(before);
+                return;
+            }
+            _ => {}
+        }
+        for child in e.children() {
+            walk(child, guarded, out);
         }
     }
+    walk(e, &mut Vec::new(), out);
+}
+
+/// The variables `e` reads, added to `out`.
+fn read_vars(e: &TExpr, out: &mut Vec<String>) {
+    if let TKind::Var { name } = &e.kind {
+        out.push(name.clone());
+    }
     for child in e.children() {
-        divisors(child, out);
+        read_vars(child, out);
     }
 }
 

@@ -135,11 +135,12 @@ pub fn train<B: Backend>(
     let tokenizer = loaded.tokenizer;
     // The reference is taken from the policy readied for training (its
     // vision tower's weights copied contiguous), so that at step 1 both
-    // multiply the same weights in the same layout: their log-probs are
-    // equal and the KL is 0, with no rounding noise.
+    // hold the same weights: their log-probs are equal and the KL is 0,
+    // with no rounding noise (the run case `kl_zero_at_first_step` pins
+    // it). It only scores, so its weights are kept in the layout scoring
+    // reads fastest, which gives the same numbers as the policy's (the
+    // update's KL-in-reward copies of the policy take it too).
     let policy: Model<AD<B>> = super::training_policy(loaded.model, stage);
-    // It only scores, so its weights are kept in the layout scoring reads
-    // fastest (the update's KL-in-reward copies of the policy take it too).
     let reference: Option<Model<B>> = match (&stage.reference, g.kl.beta > 0.0) {
         (Some(r), true) if *r == stage.policy => Some(policy.valid().with_scoring_layout()),
         (Some(r), true) => Some(
