@@ -379,6 +379,7 @@ pub fn train<B: Backend>(
                 grpo: g,
                 loss: &loss_cfg,
                 reference: reference.as_ref(),
+                reference_is_policy: step == 0 && stage.reference.as_ref() == Some(&stage.policy),
                 temperature,
                 pad,
                 device: &device,

@@ -45,6 +45,13 @@ pub struct UpdateContext<'a, B: Backend> {
     pub loss: &'a LossConfig,
     /// The frozen reference, when a KL term needs it.
     pub reference: Option<&'a Model<B>>,
+    /// The reference holds the policy's weights as they are now (the
+    /// stage's first step, with `reference = policy`). Its log-probs for a
+    /// KL loss term are then the policy's own first scores, bit for bit:
+    /// the reference's scoring pass differs from the training pass by
+    /// rounding (about 1e-7 a token), which gave the KL, and through
+    /// AdamW the weights, a step of noise where no group had a signal.
+    pub reference_is_policy: bool,
     /// Logits are divided by this before log-probs (the rollout's).
     pub temperature: f32,
     /// The tokenizer's padding id.
@@ -149,6 +156,11 @@ where
         // runtime/benches/grpo_step.safer 0.262 → 0.237 s). Their values
         // do not depend on how the threads are shared.
         let mut t_reference = 0.0;
+        // The policy's first scores stand for the reference's (see
+        // `UpdateContext::reference_is_policy`); not for a KL in the reward,
+        // whose policy side is scored by the reference's own code above.
+        let from_first =
+            cx.reference_is_policy && !kl_in_reward && single && cx.reference.is_some();
         let mut reference_pass = || -> Result<Option<Tensor<AD<B>, 2>>, ExecError> {
             let t = Instant::now();
             let logp = match cx.reference {
@@ -172,13 +184,21 @@ where
                 .then(|| fused_completion_scores(&policy, prompts, &m.pairs, cx.temperature))
                 .flatten()
         };
-        let (ref_logp, first) = if is_cpu::<B>() {
-            rayon::join(reference_pass, first_scores)
-        } else {
-            (reference_pass(), first_scores())
+        let (ref_logp, first) = match (from_first, is_cpu::<B>()) {
+            (true, _) => (Ok(None), first_scores()),
+            (false, true) => rayon::join(&mut reference_pass, first_scores),
+            (false, false) => (reference_pass(), first_scores()),
+        };
+        let ref_logp = match (&first, from_first) {
+            (Some(f), true) => Some(Tensor::<AD<B>, 2>::from_data(
+                TensorData::new(f.logprobs.clone(), [m.pairs.len(), f.width]),
+                cx.device,
+            )),
+            // No fused first pass (another backend): the reference's own.
+            (None, true) => reference_pass()?,
+            (_, false) => ref_logp?,
         };
         updated.seconds_reference += t_reference;
-        let ref_logp = ref_logp?;
         if let Some(current) = &policy_now {
             let policy_logp = to_vec(
                 &completion_logprobs(current, prompts, &m.pairs, cx.temperature, cx.pad)?.logprobs,
