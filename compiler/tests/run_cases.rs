@@ -1450,6 +1450,58 @@ fn interrupt_saves_a_checkpoint_that_resumes_exactly(signal: &str) {
     assert!(interrupted, "the run always finished before SIG{signal}");
 }
 
+/// Ctrl+C while dynamic sampling draws batch after batch (none keeps a
+/// group, and up to a million may be drawn) stops it between two batches:
+/// exit 130 with a checkpoint of the step's start, not after every batch.
+#[test]
+fn an_interrupt_stops_dynamic_sampling_between_batches() {
+    use std::io::BufRead;
+    let case = prepare("dynamic_sampling_empty", "ds-interrupt");
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(
+        &pipeline,
+        text.replace("max_resample = 1 }", "max_resample = 1000000 }"),
+    )
+    .unwrap();
+    let dir = case.join("run");
+    let mut child = run_command(&case, &["--out", dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its dataset's line comes just before the stage starts drawing.
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with("dataset d:") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let signalled = Instant::now();
+    seen.extend(lines.map(Result::unwrap));
+    let status = child.wait().unwrap();
+    let stderr = seen.join("\n");
+    assert!(signalled.elapsed() < Duration::from_secs(60), "{stderr}");
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted while dynamic sampling drew batch"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("interrupted; checkpoint saved to"),
+        "{stderr}"
+    );
+}
+
 /// Ctrl+C while an HTTP judge waits to retry ends the wait at once (the
 /// server asks for 30 s): the run exits 130 with a checkpoint of the step
 /// under way as it was before its draws, and the resumed run ends with the

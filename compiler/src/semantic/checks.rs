@@ -49,6 +49,7 @@ impl<'a> Analyzer<'a> {
         }
         self.check_dedup_cycle();
         self.check_datasets_read();
+        self.check_one_device();
         // After the rest: reported where nothing else is (a file's other
         // errors first, as a compiler's later phases wait for its earlier).
         if !self.diags.iter().any(Diagnostic::is_error) {
@@ -1276,6 +1277,53 @@ impl<'a> Analyzer<'a> {
                     .with_primary(keep.span, detail)
                     .with_note("scores are normalised to 0..1: `mean`, `min` and `max` lie in 0..1")
                     .with_help("widen the box; QI-Box keeps moderate quality and high instability, e.g. `mean in 0.2..0.8 and std >= 0.15`"),
+            );
+        }
+    }
+
+    /// E0301: the models the pipeline uses name different devices
+    /// (`device = cpu` and `device = cuda`); `saferc run` places every
+    /// model on one device and would refuse the file.
+    fn check_one_device(&mut self) {
+        fn refs_in(settings: &Settings, out: &mut Vec<usize>) {
+            for setting in settings.0.values() {
+                match setting {
+                    Setting::Value(Value::Ref(r)) => out.push(r.0),
+                    Setting::Block(block) => refs_in(block, out),
+                    Setting::Value(_) => {}
+                }
+            }
+        }
+        let mut used = Vec::new();
+        for decl in self.decls.iter().filter(|d| d.kind != DeclKind::Model) {
+            refs_in(&decl.settings, &mut used);
+        }
+        used.sort_unstable();
+        used.dedup();
+        let named: Vec<(usize, String)> = used
+            .into_iter()
+            .filter(|&m| self.decls.get(m).is_some_and(|d| d.kind == DeclKind::Model))
+            .filter_map(|m| {
+                let device = self.decls[m].settings.get("device").and_then(|v| match v {
+                    Value::Enum(d) if d != "auto" => Some(d.clone()),
+                    _ => None,
+                })?;
+                Some((m, device))
+            })
+            .collect();
+        let Some((first, first_device)) = named.first().cloned() else {
+            return;
+        };
+        if let Some((other, device)) = named.iter().find(|(_, d)| *d != first_device) {
+            let (a, b) = (self.decls[first].name.clone(), self.decls[*other].name.clone());
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0301,
+                    format!("model `{a}` asks for device `{first_device}` but model `{b}` asks for `{device}`"),
+                )
+                .with_primary(self.setting_span(*other, &["device"]), format!("`{first_device}` for `{a}`"))
+                .with_secondary(self.setting_span(first, &["device"]), "the first device named")
+                .with_help("`saferc run` places every model on one device: name one device for all of them, or leave `device` out and choose it with `saferc run --device`"),
             );
         }
     }

@@ -276,6 +276,7 @@ pub fn train<B: Backend>(
                 dynamic_sampling: g.dynamic_sampling.as_ref(),
                 batch_prompts: g.batch_prompts,
                 seed: stage.seed,
+                interrupt: &session.options.interrupt,
             },
             &rows,
             &mut prompt_cache,

@@ -36,6 +36,8 @@ pub struct Rollouts<'a, B: Backend> {
     pub batch_prompts: usize,
     /// The stage's seed (the data cursor's shuffles).
     pub seed: u64,
+    /// Set by Ctrl+C or SIGTERM: dynamic sampling draws no further batch.
+    pub interrupt: &'a std::sync::atomic::AtomicBool,
 }
 
 /// The groups of one step.
@@ -91,6 +93,16 @@ pub fn draw<'r, B: Backend>(
     };
     let group_size = r.rollout.group;
     loop {
+        // Dynamic sampling may draw thousands of batches for a step: an
+        // interrupt stops it between two (the caller checkpoints the state
+        // from before the step's draws, which a resume draws again).
+        if drawn.draws > 0 && r.interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ExecError::Usage(format!(
+                "interrupted while dynamic sampling drew batch {} of at most {}",
+                drawn.draws + 1,
+                r.dynamic_sampling.map_or(1, |d| d.max_resample + 1)
+            )));
+        }
         drawn.draws += 1;
         let need = r.batch_prompts - drawn.rows.len();
         let idx = state.cursor.next(need, rows.len(), r.seed);
