@@ -1315,7 +1315,10 @@ impl<'a> Analyzer<'a> {
             return;
         };
         if let Some((other, device)) = named.iter().find(|(_, d)| *d != first_device) {
-            let (a, b) = (self.decls[first].name.clone(), self.decls[*other].name.clone());
+            let (a, b) = (
+                self.decls[first].name.clone(),
+                self.decls[*other].name.clone(),
+            );
             self.diags.push(
                 Diagnostic::error(
                     Code::E0301,

@@ -98,12 +98,20 @@ impl Health {
             said.extend(self.warn(step, "zero_variance", "every group has zero reward variance, so this step has no learning signal; healthy: below 1.0 (raise temperature or group size, or use dynamic_sampling)"));
         }
         if let Some(kl) = f("kl") {
+            // Its size: the k1 estimator is signed, and "5x a negative mean"
+            // would call any positive value a spike.
+            let size = kl.abs();
             if let Some(mean) = self.kl_mean {
-                if step + 1 >= KL_FIRST_JUDGED_STEP && kl > 0.05 && kl > 5.0 * mean {
-                    said.extend(self.warn(step, "kl_spike", &format!("KL spiked to {kl:.4} (running mean {mean:.4}); healthy: within 5x the running mean (lower lr or raise kl.beta)")));
+                if step + 1 >= KL_FIRST_JUDGED_STEP && size > 0.05 && size > 5.0 * mean {
+                    said.extend(self.warn(step, "kl_spike", &format!("KL spiked to {kl:.4} (running mean of its size {mean:.4}); healthy: within 5x the running mean (lower lr or raise kl.beta)")));
                 }
             }
-            self.kl_mean = Some(self.kl_mean.map_or(kl, |m| 0.9 * m + 0.1 * kl));
+            // The first step's KL is 0 when the reference is the policy: the
+            // mean starts from the first KL that is not.
+            self.kl_mean = match self.kl_mean {
+                Some(m) => Some(0.9 * m + 0.1 * size),
+                None => (size > 0.0).then_some(size),
+            };
         }
         if f("loss_tokens").is_some_and(|t| t == 0.0) {
             said.extend(self.warn(step, "no_tokens", "no completion token is in the loss: every completion reached max_tokens and `mask_truncated` masks them, so this step trained on nothing; healthy: completions that end before max_tokens (raise max_tokens, or turn mask_truncated off)"));
@@ -334,5 +342,16 @@ mod tests {
             said[0].starts_with("warning: step 5: KL spiked"),
             "{said:?}"
         );
+        // A signed estimator (k1) around 0 is judged by its size, from the
+        // first KL that is not 0: no spike in this run's values (whose
+        // signed running mean is below 0).
+        let mut health = Health::default();
+        for (step, kl) in [0.0, 0.029, -0.020, -0.015, -0.037, 0.057]
+            .into_iter()
+            .enumerate()
+        {
+            let said = health.check(step as u64, &with("kl", kl), 32, false);
+            assert!(said.is_empty(), "step {}: {said:?}", step + 1);
+        }
     }
 }
