@@ -490,8 +490,21 @@ impl<'a> Analyzer<'a> {
     }
 
     fn check_kl(&mut self, i: usize, s: &Settings, grpo: &Settings) {
+        let beta = grpo
+            .block("kl")
+            .and_then(|kl| kl.number("beta"))
+            .unwrap_or(0.0);
+        // The reference is read by the KL term alone: without one the run
+        // never loads it.
+        if beta <= 0.0 && s.get("reference").is_some() {
+            self.without_effect(
+                i,
+                &["reference"],
+                "the stage has no KL term (`kl.beta` is 0), which is all a reference model is read for".into(),
+                "remove it, or add the KL term: `grpo { kl { beta = 0.04 } }`",
+            );
+        }
         let Some(kl) = grpo.block("kl") else { return };
-        let beta = kl.number("beta").unwrap_or(0.0);
         if beta <= 0.0 {
             return;
         }
