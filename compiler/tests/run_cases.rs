@@ -436,6 +436,14 @@ fn check_case(name: &str) {
             &model,
         );
     }
+    // More model folders, each copied from the repository: `[from, to]`.
+    for pair in expect["models_from"].as_array().into_iter().flatten() {
+        let (from, to) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(from),
+            &case.join(to),
+        );
+    }
     let mut most_in_flight = None;
     if let Some(mode) = expect["server"].as_str() {
         let (port, most) = start_server(mode);
@@ -1392,6 +1400,7 @@ cases!(
     qwen2_5_vl_resume_frozen,
     qwen2_5_vl_resume_mixed,
     text_model_with_images,
+    text_reference_with_images,
     rubric_constant_params,
     model_template_error,
 );
