@@ -155,6 +155,15 @@ impl<'a> Analyzer<'a> {
                     let mut out = Vec::new();
                     for item in items {
                         match &item.kind {
+                            // The runtime skips an empty stop string: it
+                            // would end every completion before it began.
+                            ExprKind::String(s) if s.value.is_empty() && key == "stop" => {
+                                self.diags.push(
+                                    Diagnostic::warning(Code::E0317, "an empty stop string has no effect")
+                                        .with_primary(item.span, "skipped")
+                                        .with_help("remove it; a stop string ends a completion where its text first appears"),
+                                );
+                            }
                             ExprKind::String(s) => out.push(Value::Str(s.value.clone())),
                             _ => return self.mismatch(item, "a string", key),
                         }
