@@ -227,6 +227,16 @@ impl<'a> Analyzer<'a> {
         if let Some(policy) = policy {
             let scores_held_out = s.get("eval_data").is_some() && s.get("reward").is_some();
             self.check_context(i, policy, &s, scores_held_out);
+            // Another reference model scores the same completions (the KL
+            // term): its context must hold them too.
+            let kl_beta = s
+                .block("grpo")
+                .and_then(|g| g.block("kl"))
+                .and_then(|kl| kl.number("beta"))
+                .unwrap_or(0.0);
+            if let Some(reference) = s.reference("reference").filter(|r| *r != policy && kl_beta > 0.0) {
+                self.check_context(i, reference, &s, false);
+            }
             let arch = self.decls[policy.0]
                 .settings
                 .text("arch")
