@@ -234,7 +234,10 @@ impl<'a> Analyzer<'a> {
                 .and_then(|g| g.block("kl"))
                 .and_then(|kl| kl.number("beta"))
                 .unwrap_or(0.0);
-            if let Some(reference) = s.reference("reference").filter(|r| *r != policy && kl_beta > 0.0) {
+            if let Some(reference) = s
+                .reference("reference")
+                .filter(|r| *r != policy && kl_beta > 0.0)
+            {
                 self.check_context(i, reference, &s, false);
             }
             let arch = self.decls[policy.0]
