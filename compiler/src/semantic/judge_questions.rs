@@ -138,8 +138,13 @@ impl<'a> Analyzer<'a> {
 
     /// The scorer declaration called as `qualified`, if one is.
     pub(crate) fn scorer_decl(&self, qualified: &str) -> Option<&super::hir::Decl> {
+        self.scorer_index(qualified).map(|i| &self.decls[i])
+    }
+
+    /// The index of the scorer declaration called as `qualified`.
+    pub(crate) fn scorer_index(&self, qualified: &str) -> Option<usize> {
         self.decls
             .iter()
-            .find(|d| d.kind == DeclKind::Scorer && d.qualified == qualified)
+            .position(|d| d.kind == DeclKind::Scorer && d.qualified == qualified)
     }
 }

@@ -1068,9 +1068,7 @@ impl Analyzer<'_> {
         if func == "judge.flag" {
             return true;
         }
-        self.decls
-            .iter()
-            .position(|d| d.kind == DeclKind::Scorer && d.qualified == *func)
+        self.scorer_index(func)
             .is_some_and(|j| is_intrinsic(&self.info[j].ast.body))
     }
 }

@@ -168,7 +168,7 @@ pub fn train<B: Backend>(
     // prompt's images: a text-only reference cannot, and would stop the
     // first step with an error naming no model.
     if let (Some(r), Some(name)) = (&reference, &stage.reference) {
-        let text_only = r.config.vision.is_none() && r.config.qwen_vision.is_none();
+        let text_only = r.config.is_text_only();
         if let Some(row) = rows.iter().find(|row| text_only && !row.images.is_empty()) {
             return Err(ExecError::Usage(format!(
                 "row {} has {} image(s), and the reference model `{name}` of stage `{}` takes text only (a `qwen2` model): the KL term scores each completion under it with its prompt's images; use a vision-language reference (`tiny_vlm` or `qwen2_5_vl`), or a dataset whose rows have no images",

@@ -114,7 +114,7 @@ pub fn prompt(
     config: &ModelConfig,
     extra: Option<&str>,
 ) -> Result<Prompt, ExecError> {
-    if !row.images.is_empty() && config.vision.is_none() && config.qwen_vision.is_none() {
+    if !row.images.is_empty() && config.is_text_only() {
         // Every row with images would fail alike: the run stops.
         return Err(ExecError::Usage(format!(
             "row {} has {} image(s), and the model takes text only (a `qwen2` model): use a vision-language model (`tiny_vlm` or `qwen2_5_vl`) here, or a dataset whose rows have no images",

@@ -141,7 +141,7 @@ pub fn user_prompt(
         });
     }
     let with_images = !images.is_empty();
-    if with_images && config.vision.is_none() && config.qwen_vision.is_none() {
+    if with_images && config.is_text_only() {
         return Err(ModelError::Request {
             reason: "this model takes text only; drop `--image`".into(),
         });

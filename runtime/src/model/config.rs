@@ -77,6 +77,11 @@ impl PartialEq for ConfigSource {
 }
 
 impl ModelConfig {
+    /// Whether the model reads text only (no vision tower: a `qwen2`).
+    pub fn is_text_only(&self) -> bool {
+        self.vision.is_none() && self.qwen_vision.is_none()
+    }
+
     /// The longest prompt and completion together a run allows: the
     /// declared `context` when it is set, else `config.json`'s
     /// `max_position_embeddings`.
