@@ -384,6 +384,107 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
     }
 }
 
+/// A row a filter cannot be evaluated on (`len(objects)` of a number) is a
+/// bad row in both, skipped and counted, or stopping the scripts under
+/// `on_bad_row = fail`; an images folder that does not exist stops both.
+#[test]
+fn a_row_a_filter_cannot_read_is_a_bad_row_in_both() {
+    let mut plan = plan_of("pipeline.safer");
+    let dir = common::temp_dir("emit-filter-rows");
+    let data = dir.join("rows.jsonl");
+    let rows = [
+        r#"{"id": "a", "question": "q", "kind": "benign", "objects": ["a"]}"#,
+        r#"{"id": "b", "question": "q", "kind": "benign", "objects": 5}"#,
+        r#"{"id": "c", "question": "q", "kind": "benign", "objects": ["c"]}"#,
+    ];
+    std::fs::write(&data, format!("{}\n", rows.join("\n"))).unwrap();
+    let spec = plan.datasets.get_mut("d").unwrap();
+    spec.limit = None;
+    spec.source = data.display().to_string();
+    spec.images = dir.display().to_string();
+    write_emitted(&plan, saferc::emit::Target::Trl, &dir);
+    let spec = &plan.datasets["d"];
+    let loaded = data::load_source("d", spec).unwrap();
+    let (kept, bad) = data::filter("d", loaded.rows, spec).unwrap();
+    let want: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(want, ["a", "c"]);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    let out = python_program(
+        &dir,
+        "import safer_reward, json\nskipped = []\nrows = safer_reward.read_rows('d', safer_reward.load_spec()['datasets']['d'], True, skipped=skipped)\nprint(json.dumps({'ids': [r.raw['id'] for r in rows], 'skipped': skipped}))",
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["ids"], json!(want));
+    let skipped = got["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    let reason = skipped[0].as_str().unwrap();
+    assert!(
+        reason.starts_with("rows.jsonl:2: a filter cannot be evaluated on it: ")
+            && reason.contains("len() needs a string or a list"),
+        "{reason}"
+    );
+    // Under `on_bad_row = fail`, both stop at that row.
+    plan.datasets.get_mut("d").unwrap().on_bad_row = "fail".into();
+    write_emitted(&plan, saferc::emit::Target::Trl, &dir);
+    let spec = &plan.datasets["d"];
+    let loaded = data::load_source("d", spec).unwrap();
+    let runtime = data::filter("d", loaded.rows, spec)
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        runtime
+            .as_deref()
+            .is_some_and(|e| e.contains("rows.jsonl:2")),
+        "{runtime:?}"
+    );
+    let out = Command::new("python3")
+        .args(["safer_reward.py", "rows", "d"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("rows.jsonl:2: a filter cannot be evaluated on it"),
+        "{stderr}"
+    );
+    // Rows naming images, and an images folder that is not there.
+    plan.datasets.get_mut("d").unwrap().on_bad_row = "skip".into();
+    plan.datasets.get_mut("d").unwrap().images = dir.join("imgs").display().to_string();
+    std::fs::write(
+        &data,
+        format!(
+            "{}\n{}\n",
+            rows[0],
+            r#"{"id": "i", "question": "q", "kind": "benign", "objects": ["i"], "image": "x.png"}"#
+        ),
+    )
+    .unwrap();
+    write_emitted(&plan, saferc::emit::Target::Trl, &dir);
+    let runtime = data::load_source("d", &plan.datasets["d"])
+        .err()
+        .map(|e| e.to_string());
+    let says = "imgs` does not exist";
+    assert!(
+        runtime.as_deref().is_some_and(|e| e.contains(says)),
+        "{runtime:?}"
+    );
+    let out = Command::new("python3")
+        .args(["safer_reward.py", "rows", "d"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(says), "{stderr}");
+}
+
 #[test]
 fn emit_writes_the_files_and_says_what_did_not_carry_over() {
     let dir = common::temp_dir("emit-cli");
@@ -718,6 +819,57 @@ print(json.dumps({{"trl": trl, "verl": verl, "logged": logged}}))
     assert_eq!(
         got["verl"]["safer/penalty/contradiction"],
         scored["penalties"][0]
+    );
+}
+
+/// TRL's conversational completions in every form it writes: a message
+/// without content (or `None`, beside tool calls) is the empty text; a part
+/// whose text is not a string is an EvalError naming it; a message whose
+/// reasoning TRL parsed out (`reasoning_content`, through a tokenizer's
+/// response schema) is scored as generated, decoded from its token ids
+/// (or rebuilt with its `<think>` tags when TRL gives none).
+#[test]
+fn trl_s_conversational_completions_are_scored_as_generated() {
+    let (_, dir) = emitted(saferc::emit::Target::Trl, "emit-conversational");
+    // The module decodes with the policy's tokenizer (the `tokenizers`
+    // package); a stand-in whose token ids are code points keeps the test on
+    // the standard library.
+    let program = r#"
+import json, safer_reward
+class CodePoints:
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) for i in ids if i >= 0)
+safer_reward._TOKENIZER = CodePoints()
+row = {"id": "a", "question": "q", "kind": "harmful", "objects": ["lock"]}
+text = "<think>\nIt is dangerous.\n</think>\n\n<answer>I cannot help with that.</answer>"
+ids = [ord(c) for c in text] + [-1]
+whole = safer_reward.trl_reward(prompts=["q"], completions=[text], completion_ids=[ids], safer_row=[json.dumps(row)])
+parsed = [{"role": "assistant", "reasoning_content": "It is dangerous.", "content": "<answer>I cannot help with that.</answer>"}]
+from_ids = safer_reward.trl_reward(prompts=["q"], completions=[parsed], completion_ids=[ids], safer_row=[json.dumps(row)])
+rebuilt = safer_reward.completion_text(parsed)
+empty = [safer_reward.completion_text(c) for c in ([{"role": "assistant"}], [{"role": "assistant", "content": None}], [{"role": "assistant", "content": [{"type": "text", "text": None}]}])]
+try:
+    safer_reward.completion_text([{"role": "assistant", "content": [{"type": "text", "text": 3}]}])
+    error = None
+except safer_reward.EvalError as e:
+    error = str(e)
+print(json.dumps({"whole": whole, "from_ids": from_ids, "text": text, "rebuilt": rebuilt, "empty": empty, "error": error}))
+"#;
+    let out = python_program(&dir, program).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["from_ids"], got["whole"], "{got}");
+    assert_eq!(got["rebuilt"], got["text"], "{got}");
+    assert_eq!(got["empty"], json!(["", "", ""]));
+    assert!(
+        got["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("holds 3 as its text")),
+        "{got}"
     );
 }
 

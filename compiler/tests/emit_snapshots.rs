@@ -228,3 +228,98 @@ fn verl_takes_the_stage_s_seed_and_scores_after_training_without_steps() {
     assert!(freq.parse::<i64>().unwrap() > 0, "{freq}");
     assert!(config.contains("val_before_train: true"));
 }
+
+/// A tokenizer folder apart from the weights reaches TRL's trainer (and is
+/// named in a note for verl, which reads it from the weights' folder); a
+/// judge's `ca_file` reaches the reward module.
+#[test]
+fn a_separate_tokenizer_and_a_judge_s_ca_file_carry_over() {
+    let mut judged = plan("tests/cases/emit/http_judge/pipeline.safer");
+    judged.models.get_mut("policy").unwrap().tokenizer = Some("/models/tok".into());
+    judged.judges.get_mut("grader").unwrap().ca_file = Some("/certs/ca.pem".into());
+    let trl = emit(&judged, Target::Trl, None, "p").unwrap();
+    let file = |emitted: &Emitted, name: &str| {
+        emitted
+            .files
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .1
+            .clone()
+    };
+    let script = file(&trl, "train_trl.py");
+    assert!(
+        script.contains("TOKENIZER = sys.argv[2] if len(sys.argv) > 2 else \"/models/tok\"")
+            && script.contains("processing_class=processing_class(),"),
+        "{script}"
+    );
+    let spec: serde_json::Value = serde_json::from_str(&file(&trl, "reward_spec.json")).unwrap();
+    assert_eq!(spec["judges"]["grader"]["ca_file"], "/certs/ca.pem");
+    let verl = emit(&judged, Target::Verl, None, "p").unwrap();
+    assert!(
+        verl.notes
+            .iter()
+            .any(|n| n.contains("keeps its tokenizer in \"/models/tok\"")),
+        "{:?}",
+        verl.notes
+    );
+    // Without one, TRL loads the model folder's own.
+    let plain = emit(
+        &plan("tests/cases/emit/http_judge/pipeline.safer"),
+        Target::Trl,
+        None,
+        "p",
+    )
+    .unwrap();
+    assert!(file(&plain, "train_trl.py")
+        .contains("TOKENIZER = sys.argv[2] if len(sys.argv) > 2 else None"));
+}
+
+/// Regex patterns that Python's `re` reads otherwise are named in a note
+/// wherever they reach `regex(...)`: written in the call, or through a
+/// user scorer's parameter (its default, or a call's argument).
+#[test]
+fn regex_notes_follow_patterns_through_scorer_parameters() {
+    let dir = std::env::temp_dir().join(format!("saferc-emit-regex-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("d.jsonl"), "{\"question\": \"q\"}\n").unwrap();
+    std::fs::write(
+        dir.join("p.safer"),
+        r#"
+model policy { arch = qwen2, weights = "w" }
+scorer ends(p: string = "done$") = regex(p)
+scorer spaced(n: number) = regex("ha{1, 2}!") * n
+rubric r {
+  criterion a weight 1 { scorer = ends() }
+  criterion b weight 1 { scorer = ends("(?x)[a b]c") }
+  criterion c weight 1 { scorer = spaced(1) }
+  criterion d weight 1 { scorer = regex("plain") }
+}
+dataset d { source = jsonl("d.jsonl") }
+rollout ro { group = 2, max_tokens = 8 tokens }
+train t {
+  policy = policy
+  data = d
+  rollout = ro
+  reward = r
+  grpo { batch = 2 prompts }
+  steps = 1 step
+}
+"#,
+    )
+    .unwrap();
+    let plan = saferc::cli::compile_plan(&dir.join("p.safer"), &saferc::cli::ImportArgs::default())
+        .unwrap_or_else(|| panic!("the regex pipeline compiles"));
+    let notes = emit(&plan, Target::Trl, None, "p").unwrap().notes;
+    let regex_notes: Vec<&String> = notes.iter().filter(|n| n.starts_with("regex ")).collect();
+    for pattern in ["\"done$\"", "\"(?x)[a b]c\"", "\"ha{1, 2}!\""] {
+        assert!(
+            regex_notes
+                .iter()
+                .any(|n| n.starts_with(&format!("regex {pattern} "))),
+            "{pattern}: {regex_notes:?}"
+        );
+    }
+    assert_eq!(regex_notes.len(), 3, "{regex_notes:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

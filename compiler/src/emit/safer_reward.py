@@ -37,6 +37,7 @@ import math
 import os
 import random
 import re
+import ssl
 import sys
 import threading
 import time
@@ -952,6 +953,15 @@ class HttpJudge:
             if key is None:
                 raise EvalError(f"judge `{name}` reads its API key from ${key_env}, which is not set")
             self.authorization = f"Bearer {key}"
+        self.opener = _OPENER
+        ca_file = spec.get("ca_file")
+        if ca_file:
+            # Only these authorities, as saferc trusts them (not the system's).
+            try:
+                context = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as e:
+                raise EvalError(f"judge `{name}`: its `ca_file` {ca_file} cannot be read as PEM certificates: {e}")
+            self.opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
         self.model = spec.get("model_name") or "default"
         self.retries = int(spec.get("retries", 3))
         self.timeout = min(max(float(spec.get("timeout_s", 60.0)), 0.001), 86400.0)
@@ -971,7 +981,7 @@ class HttpJudge:
         if self.authorization:
             request.add_header("Authorization", self.authorization)
         try:
-            with _OPENER.open(request, timeout=self.timeout) as answer:
+            with self.opener.open(request, timeout=self.timeout) as answer:
                 data = answer.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as e:
             if 300 <= e.code < 400:
@@ -1344,11 +1354,19 @@ def read_rows(name, dataset, training, image_check=None, skipped=None):
         try:
             row = Row(parse_json(text), origin)
         except (ValueError, EvalError, RecursionError) as e:
-            bad(origin, str(e))
+            why = str(e)
+            # The row's own errors name the origin already.
+            bad(origin, why[len(origin) + 2 :] if why.startswith(f"{origin}: ") else why)
             continue
         if trim(row.prompt) == "" and not row.images:
             bad(origin, "the prompt is empty and the row has no image: the model would be asked nothing")
             continue
+        if row.images and images is not None and not os.path.isdir(images):
+            # One mistake, not a bad row per image: saferc stops there.
+            what = "is not a folder" if os.path.exists(images) else "does not exist"
+            raise EvalError(
+                f"dataset `{name}`: the images folder `{images}` {what}; set the dataset's `images` to the folder its rows' image paths are relative to"
+            )
         missing = [p for p in row.images if images is not None and not os.path.isfile(os.path.join(images, p))]
         if missing:
             bad(origin, f"image `{missing[0]}` cannot be opened")
@@ -1364,8 +1382,10 @@ def read_rows(name, dataset, training, image_check=None, skipped=None):
                 list_against_value_in(flt, row)
             if all(truth(evaluate(flt, row), "a filter") for flt in dataset["filters"]):
                 rows.append(row)
-        except EvalError:
-            continue  # saferc skips a row its filter cannot be evaluated on
+        except EvalError as e:
+            # A row a filter cannot be evaluated on (a field of another type
+            # than the filter expects) is a bad row, as in saferc.
+            bad(origin, f"a filter cannot be evaluated on it: {e}")
     return rows
 
 
@@ -1645,16 +1665,37 @@ def reward():
         return _REWARD
 
 
-def completion_text(c):
-    """A TRL completion: text, or a conversation whose last message is the answer."""
+def completion_text(c, ids=None):
+    """A TRL completion: text, or a conversation whose last message is the
+    answer. Where TRL parsed the reasoning out of the message
+    (`reasoning_content` or `thinking`, through the tokenizer's response
+    schema), the text saferc would score is the one generated: decoded from
+    the completion's token `ids` when TRL gives them, else rebuilt with its
+    `<think>` tags."""
     if isinstance(c, str):
         return c
     if isinstance(c, list) and c and isinstance(c[-1], dict):
-        content = c[-1].get("content", "")
+        message = c[-1]
+        content = message.get("content")
+        if content is None:
+            content = ""
         if isinstance(content, list):
-            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            parts = []
+            for part in content:
+                text = part.get("text") if isinstance(part, dict) else None
+                if text is not None and not isinstance(text, str):
+                    raise EvalError(f"a completion's message part holds {describe_value(text)} as its text, not a string")
+                parts.append(text or "")
+            content = "".join(parts)
         if isinstance(content, str):
-            return content
+            reasoning = message.get("reasoning_content") or message.get("thinking")
+            if not reasoning:
+                return content
+            if not isinstance(reasoning, str):
+                raise EvalError(f"a completion's reasoning is {describe_value(reasoning)}, not a string")
+            if ids is not None:
+                return tokenizer().decode(list(ids), skip_special_tokens=True)
+            return f"<think>\n{reasoning}\n</think>\n\n{content}"
     raise EvalError(f"a completion is text or a conversation ending in a message with text, not {describe_value(c)}")
 
 
@@ -1686,7 +1727,8 @@ def trl_reward(prompts, completions, completion_ids=None, **columns):
     criterion's and penalty's mean goes to `log_metric` when TRL gives it."""
     r = reward()
     rows = [Row(parse_json(s)) for s in columns["safer_row"]]
-    texts = [completion_text(c) for c in completions]
+    ids = completion_ids if completion_ids is not None else [None] * len(completions)
+    texts = [completion_text(c, i) for c, i in zip(completions, ids)]
     tokens = [len(ids) for ids in completion_ids] if completion_ids is not None else [None] * len(texts)
     scores = r.score_many(list(zip(rows, texts, tokens)))
     log_metric = columns.get("log_metric")
@@ -1704,19 +1746,24 @@ trl_reward.__name__ = "safer_reward"
 _TOKENIZER = None
 
 
-def count_tokens(text):
-    """Tokens of `text` under the policy's tokenizer (verl gives no count)."""
+def tokenizer():
+    """The policy's tokenizer (`SAFER_TOKENIZER`, else the spec's), loaded once."""
     global _TOKENIZER
     if _TOKENIZER is None:
         from tokenizers import Tokenizer  # the Hugging Face tokenizers package
 
         path = os.environ.get("SAFER_TOKENIZER") or reward().spec.get("tokenizer")
         if not path:
-            raise EvalError("the rubric counts tokens; set SAFER_TOKENIZER to the policy's tokenizer.json")
+            raise EvalError("the policy's tokenizer is needed; set SAFER_TOKENIZER to its tokenizer.json")
         if os.path.isdir(path):
             path = os.path.join(path, "tokenizer.json")
         _TOKENIZER = Tokenizer.from_file(path)
-    return len(_TOKENIZER.encode(text, add_special_tokens=False).ids)
+    return _TOKENIZER
+
+
+def count_tokens(text):
+    """Tokens of `text` under the policy's tokenizer (verl gives no count)."""
+    return len(tokenizer().encode(text, add_special_tokens=False).ids)
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):

@@ -43,6 +43,7 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
                 "endpoint": judge.endpoint,
                 "model_name": judge.model_name,
                 "api_key_env": judge.api_key_env,
+                "ca_file": judge.ca_file,
                 "retries": judge.retries,
                 "timeout_s": judge.timeout_s,
                 "concurrency": judge.concurrency,
@@ -111,23 +112,69 @@ fn for_each_call<'p>(
 }
 
 /// The patterns of the `regex(...)` calls in `rubric` and the scorers,
-/// where they are string constants.
+/// where they are string constants: written in the call, or reaching it
+/// through a user scorer's parameter (its default, or a constant argument
+/// of a call to that scorer).
 pub(crate) fn regex_patterns(rubric: &RubricSpec, plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
-    for_each_call(rubric, plan, &mut |func, args, named| {
-        if func != "regex" {
-            return;
-        }
+    let mut add = |e: Option<&Expr>| {
         if let Some(Expr::Const {
             value: Val::Str(pattern),
-        }) = args.first().or_else(|| named.get("pattern"))
+        }) = e
         {
             if !out.contains(pattern) {
                 out.push(pattern.clone());
             }
         }
+    };
+    for_each_call(rubric, plan, &mut |func, args, named| {
+        if func == "regex" {
+            add(args.first().or_else(|| named.get("pattern")));
+        }
     });
+    let pattern_params = pattern_params(plan);
+    for (function, index) in &pattern_params {
+        let Some((name, default)) = plan
+            .functions
+            .get(function)
+            .and_then(|f| f.params.get(*index))
+        else {
+            continue;
+        };
+        if let Some(Val::Str(pattern)) = default {
+            add(Some(&Expr::Const {
+                value: Val::Str(pattern.clone()),
+            }));
+        }
+        for_each_call(rubric, plan, &mut |func, args, named| {
+            if func == function {
+                add(args.get(*index).or_else(|| named.get(name)));
+            }
+        });
+    }
     out
+}
+
+/// The user scorers' parameters (scorer, index) that are a `regex(...)`
+/// call's pattern in their body (a scorer's body calls built-in scorers
+/// only, so a pattern passes through one parameter at most).
+fn pattern_params(plan: &Plan) -> Vec<(String, usize)> {
+    let mut found = Vec::new();
+    for (name, function) in &plan.functions {
+        function.body.for_each_call(&mut |func, args, named| {
+            if func != "regex" {
+                return;
+            }
+            if let Some(Expr::Var { name: var }) = args.first().or_else(|| named.get("pattern")) {
+                if let Some(index) = function.params.iter().position(|(p, _)| p == var) {
+                    if !found.contains(&(name.clone(), index)) {
+                        found.push((name.clone(), index));
+                    }
+                }
+            }
+        });
+    }
+    found
 }
 
 /// Why Python's `re` may match `pattern` differently from saferc's
@@ -138,7 +185,49 @@ pub(crate) fn regex_difference(pattern: &str) -> Option<&'static str> {
     let Ok(ast) = regex_syntax::ast::parse::Parser::new().parse(pattern) else {
         return Some("saferc's regex engine cannot read it");
     };
-    regex_syntax::ast::visit(&ast, Differences { global_until: 0 }).err()
+    if let Some(why) = spaced_class_in_verbose_mode(pattern) {
+        return Some(why);
+    }
+    regex_syntax::ast::visit(
+        &ast,
+        Differences {
+            pattern,
+            global_until: 0,
+            verbose: false,
+        },
+    )
+    .err()
+}
+
+/// In `(?x)` mode saferc's regex crate ignores whitespace inside `[...]`
+/// too, while Python's `re` keeps it as a character of the class: a
+/// pattern with the `x` flag and whitespace inside a class may differ.
+fn spaced_class_in_verbose_mode(pattern: &str) -> Option<&'static str> {
+    let verbose = pattern.starts_with("(?") && {
+        let flags = &pattern[2..];
+        let end = flags.find([')', ':']).unwrap_or(flags.len());
+        flags[..end]
+            .split('-')
+            .next()
+            .is_some_and(|on| on.contains('x'))
+    };
+    if !verbose && !pattern.contains("(?x") {
+        return None;
+    }
+    let (mut in_class, mut escaped) = (false, false);
+    for c in pattern.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '[' => in_class = true,
+            ']' => in_class = false,
+            c if in_class && c.is_whitespace() => {
+                return Some("in `(?x)` mode saferc's regex crate ignores whitespace inside `[...]` too; Python's `re` keeps it as a character of the class (write `\\ ` for a space)");
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// What Python's `re` (3.11 and later) reads differently from saferc's
@@ -151,12 +240,17 @@ pub(crate) fn regex_difference(pattern: &str) -> Option<&'static str> {
 /// `R` flags, and flags set after the pattern's start (Python refuses
 /// them). The visit stops at the first, as its error. `global_until`:
 /// where a flag group that Python takes as global may begin (the pattern's
-/// start, or the end of such a group just before it).
-struct Differences {
+/// start, or the end of such a group just before it). A repetition
+/// written with spaces (`a{1, 2}`) is a repetition for the crate and, out
+/// of `(?x)` mode (`verbose`: its flag set for the whole pattern), text
+/// for Python.
+struct Differences<'p> {
+    pattern: &'p str,
     global_until: usize,
+    verbose: bool,
 }
 
-impl regex_syntax::ast::Visitor for Differences {
+impl regex_syntax::ast::Visitor for Differences<'_> {
     type Output = ();
     type Err = &'static str;
 
@@ -185,7 +279,19 @@ impl regex_syntax::ast::Visitor for Differences {
                     return Err("a flag turned off for the whole pattern (`(?-i)`): Python's `re` turns flags off only in a group, `(?-i:...)`");
                 }
                 self.global_until = f.span.end.offset;
+                self.verbose |= f.flags.flag_state(regex_syntax::ast::Flag::IgnoreWhitespace)
+                    == Some(true);
                 flags(&f.flags)
+            }
+            Ast::Repetition(r)
+                if !self.verbose
+                    && matches!(r.op.kind, regex_syntax::ast::RepetitionKind::Range(_))
+                    && self
+                        .pattern
+                        .get(r.op.span.start.offset..r.op.span.end.offset)
+                        .is_some_and(|op| op.contains(char::is_whitespace)) =>
+            {
+                Err("a repetition written with spaces (`a{1, 2}`) repeats in saferc's regex crate; Python's `re` reads it as text (write `a{1,2}`)")
             }
             Ast::Group(g) => match &g.kind {
                 GroupKind::CaptureName { starts_with_p: false, .. } => Err("`(?<name>..)` is saferc's named group; Python's `re` writes `(?P<name>..)`"),
@@ -301,6 +407,10 @@ mod tests {
             "(?i-s)a",
             "(?-u:a)",
             "[\\x{41}-\\x{5A}]",
+            "(?x)[a b]c",
+            "(?xi)[\\t]|[ ]",
+            "ha{1, 2}!",
+            "ha{ 3 }",
         ] {
             assert!(regex_difference(differs).is_some(), "{differs}");
         }
@@ -315,6 +425,9 @@ mod tests {
             "(?-i:a)b",
             "\\x41\\u0041",
             "[a-z]{2,3}?",
+            "(?x) ha{1, 2}!",
+            "a b [c d]",
+            "(?x)[a\\ b]c",
         ] {
             assert_eq!(regex_difference(same), None, "{same}");
         }

@@ -29,6 +29,11 @@ pub fn files(
         .models
         .get(&stage.policy)
         .map_or_else(String::new, |m| m.weights.clone());
+    let tokenizer = plan
+        .models
+        .get(&stage.policy)
+        .and_then(|m| m.tokenizer.as_ref())
+        .map_or_else(|| "None".into(), |t| quoted(t));
     let dtype = plan
         .models
         .get(&stage.policy)
@@ -157,7 +162,7 @@ pub fn files(
     let script = format!(
         r#""""Stage `{stage}` of {pipeline_q} on TRL's GRPOTrainer (written by `saferc emit --target trl`).
 
-Run: python train_trl.py [MODEL_DIR]   (accelerate launch train_trl.py for several GPUs)
+Run: python train_trl.py [MODEL_DIR [TOKENIZER_DIR]]   (accelerate launch train_trl.py for several GPUs)
 The reward is safer_reward.trl_reward: the rubric `{reward}` as `saferc run` scores it.
 """
 
@@ -173,6 +178,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safer_reward  # noqa: E402
 
 MODEL = sys.argv[1] if len(sys.argv) > 1 else {model}
+# The tokenizer's folder where the model declares one apart from its weights
+# (`tokenizer = ...`); None: the model folder's own, as TRL loads it.
+TOKENIZER = sys.argv[2] if len(sys.argv) > 2 else {tokenizer}
 TRAIN_SPLIT = {train}
 EVAL_SPLIT = {eval_split}
 # The rollout's stop strings: the held-out completions end at them, as in `saferc run`.
@@ -314,8 +322,21 @@ def held_out_means(trainer):
     return means
 
 
+def processing_class():
+    """The declared tokenizer folder's processor, padded and truncated on the
+    left as TRL loads a model folder's own; None when there is none."""
+    if TOKENIZER is None:
+        return None
+    from transformers import AutoProcessor
+
+    # `tokenizer = "tok/tokenizer.json"` names the file: its folder holds the rest.
+    folder = os.path.dirname(TOKENIZER) if os.path.isfile(TOKENIZER) else TOKENIZER
+    return AutoProcessor.from_pretrained(folder, truncation_side="left", padding_side="left")
+
+
 trainer = GRPOTrainer(
     model=MODEL,
+    processing_class=processing_class(),
     reward_funcs=safer_reward.trl_reward,
     args=config,
     train_dataset=examples(TRAIN_SPLIT),
@@ -340,6 +361,7 @@ trainer.save_model(config.output_dir)
         pipeline_q = quoted(pipeline),
         reward = stage.reward.as_deref().unwrap_or_default(),
         model = quoted(&model),
+        tokenizer = tokenizer,
         train = quoted(&stage.data.to_string()),
         batch = grpo.batch_prompts,
         group = rollout.group,

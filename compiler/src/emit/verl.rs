@@ -35,6 +35,14 @@ pub fn files(
     let model = plan.models.get(&stage.policy);
     let weights = model.map_or_else(String::new, |m| m.weights.clone());
     let vision = model.is_some_and(|m| m.arch == "qwen2_5_vl");
+    if let Some(tokenizer) = model.and_then(|m| m.tokenizer.as_ref()) {
+        notes.push(format!(
+            "model `{}` keeps its tokenizer in {}, apart from its weights: verl loads the tokenizer from `actor_rollout_ref.model.path`; copy the tokenizer's files (`tokenizer.json`, `tokenizer_config.json`) into {} before training",
+            stage.policy,
+            quoted(tokenizer),
+            quoted(&weights)
+        ));
+    }
     // verl bounds prompts separately and pads every prompt to that bound:
     // the declared context less the completion; else 1024 tokens (4096 with
     // images), less where `config.json`'s positions end sooner.
@@ -247,7 +255,7 @@ trainer:
 "#,
         stage = stage.name,
         pipeline_q = quoted(pipeline),
-        stage_q = quoted(&stage.name),
+        stage_q = omegaconf_string(&stage.name),
         reward = stage.reward.as_deref().unwrap_or_default(),
         val_files = if stage.eval_data.is_some() {
             "data/val.parquet"
@@ -276,7 +284,7 @@ trainer:
         kl_type = kl_type,
         reward_kl_type = reward_kl_type,
         beta = yaml_float(kl.beta),
-        weights = quoted(&weights),
+        weights = omegaconf_string(&weights),
         lr = yaml_float(grpo.lr),
         weight_decay = yaml_float(grpo.weight_decay),
         beta1 = yaml_float(grpo.adam.adam_beta1),
@@ -465,4 +473,26 @@ if __name__ == "__main__":
         ("verl_grpo.yaml".into(), yaml),
         ("prepare_verl_data.py".into(), prepare),
     ]
+}
+
+/// `s` as a YAML string that OmegaConf (which reads verl's config) takes
+/// as written: `${` would start an interpolation, so it is escaped as
+/// OmegaConf escapes it (`\${`, its backslash escaped for YAML).
+fn omegaconf_string(s: &str) -> String {
+    quoted(&s.replace("${", "\\${"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::omegaconf_string;
+
+    /// `${` is escaped for OmegaConf (`\${`), its backslash for YAML.
+    #[test]
+    fn interpolations_are_escaped_for_omegaconf() {
+        assert_eq!(
+            omegaconf_string("/m/${oc.env:HOME}"),
+            r#""/m/\\${oc.env:HOME}""#
+        );
+        assert_eq!(omegaconf_string("/m/$HOME {x}"), r#""/m/$HOME {x}""#);
+    }
 }
