@@ -265,8 +265,25 @@ impl<'p> Lowerer<'p> {
                     None => format!("{} = {}", p.name, display::expr(&p.value, self.program)),
                 })
                 .collect();
-            n.params
-                .insert("penalties".into(), serde_json::json!(penalties.join("; ")));
+            if !penalties.is_empty() {
+                n.params
+                    .insert("penalties".into(), serde_json::json!(penalties.join("; ")));
+            }
+            let formats: Vec<String> = rubric
+                .formats
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} x {}",
+                        f.format,
+                        crate::semantic::schema::format_number(f.weight)
+                    )
+                })
+                .collect();
+            if !formats.is_empty() {
+                n.params
+                    .insert("format".into(), serde_json::json!(formats.join(", ")));
+            }
             n.params.insert(
                 "total".into(),
                 serde_json::json!(display::expr(&rubric.total, self.program)),

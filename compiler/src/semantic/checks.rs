@@ -953,15 +953,19 @@ impl<'a> Analyzer<'a> {
                 let Some(max_tokens) = self.decls[rollout.0].settings.number("max_tokens") else {
                     return;
                 };
-                if max_tokens <= context {
+                // A prompt takes at least one token: a rollout as long as
+                // the context leaves it none, and every row is skipped.
+                if max_tokens < context {
                     return;
                 }
                 let rname = self.decls[rollout.0].name.clone();
+                let message = if max_tokens == context {
+                    format!("rollout `{rname}` allows {} tokens, the whole {}-token context of model `{mname}`, which leaves no room for a prompt", num(max_tokens), num(context))
+                } else {
+                    format!("rollout `{rname}` allows {} tokens, beyond the {}-token context of model `{mname}`", num(max_tokens), num(context))
+                };
                 self.diags.push(
-                    Diagnostic::error(
-                        Code::E0311,
-                        format!("rollout `{rname}` allows {} tokens, beyond the {}-token context of model `{mname}`", num(max_tokens), num(context)),
-                    )
+                    Diagnostic::error(Code::E0311, message)
                     .with_primary(self.setting_span(rollout.0, &["max_tokens"]), "too long")
                     .with_secondary(self.decls[model.0].span, model_label)
                     .with_help(format!("lower `max_tokens` below {} (the prompt needs room too), or set the model's `context`", num(context))),

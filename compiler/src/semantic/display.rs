@@ -60,6 +60,9 @@ pub fn settings(s: &Settings, program: &Program) -> String {
     format!("{{ {} }}", parts.join(", "))
 }
 
+/// How the prelude's (`stdlib/std.safer`) functions are qualified.
+const PRELUDE_QUALIFIER: &str = "std/std::";
+
 /// A typed expression, fully parenthesised where precedence matters.
 pub fn expr(e: &TExpr, program: &Program) -> String {
     match &e.kind {
@@ -82,6 +85,9 @@ pub fn expr(e: &TExpr, program: &Program) -> String {
                     .iter()
                     .map(|(k, v)| format!("{k} = {}", expr(v, program))),
             );
+            // The prelude's scorers as they are written (`refusal()`, not
+            // `std/std::refusal()`); other modules' keep their qualifier.
+            let func = func.strip_prefix(PRELUDE_QUALIFIER).unwrap_or(func);
             format!("{func}({})", parts.join(", "))
         }
         TKind::Unary { op, operand } => {
