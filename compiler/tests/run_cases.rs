@@ -1117,6 +1117,23 @@ fn a_resume_reuses_the_run_s_curation() {
     );
     let train = |dir: &Path| summary_of(dir)["datasets"]["d"]["splits"]["train"].clone();
     assert_eq!(train(&dir), 3);
+    // A row added to the data since: left out of the reused curation, and
+    // said so (the checkpoints' data cursor counts the kept rows).
+    let rows_path = case.join("rows.jsonl");
+    let rows = std::fs::read_to_string(&rows_path).unwrap();
+    let added = rows
+        .lines()
+        .next()
+        .unwrap()
+        .replace("\"question\": \"", "\"question\": \"Added: ");
+    std::fs::write(&rows_path, format!("{rows}{added}\n")).unwrap();
+    let stderr = resume_to_the_end(&case, &dir);
+    assert!(
+        stderr.contains("reusing the run's curation (3 of 4 prompts kept)")
+            && stderr.contains("1 prompt in the data now was not there when the run curated it"),
+        "{stderr}"
+    );
+    std::fs::write(&rows_path, &rows).unwrap();
     // Other split fractions (the split comes after curation): reused.
     let pipeline = case.join("pipeline.safer");
     let text = std::fs::read_to_string(&pipeline).unwrap();
@@ -1653,6 +1670,43 @@ fn a_resume_past_steps_is_refused_and_changed_data_is_named() {
     assert_eq!(manifest(), before);
     std::fs::write(&pipeline, &text).unwrap();
     assert!(resume_to_the_end(&case, &dir).contains("resuming from"));
+}
+
+/// A forced resume whose pipeline fails before it trains (here a data
+/// file it cannot read) leaves the manifest as it was: the run's own
+/// pipeline resumes without `--force`, and `forced_from` gains nothing.
+#[test]
+fn a_forced_resume_that_fails_leaves_the_manifest() {
+    let case = prepare("resume", "resume-forced-fails");
+    let dir = case.join("killed");
+    let mut child = start_until_first_checkpoint(&case, &dir, Stdio::null());
+    child.kill().unwrap();
+    let _ = child.wait();
+    let manifest = || std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    let before = manifest();
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    let broken = case.join("broken.safer");
+    std::fs::write(&broken, text.replace("rows.jsonl", "nope.jsonl")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args([
+            "run",
+            broken.to_str().unwrap(),
+            "--no-progress",
+            "--resume",
+            dir.to_str().unwrap(),
+            "--force",
+        ])
+        .current_dir(&case)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nope.jsonl"), "{stderr}");
+    assert_eq!(manifest(), before);
+    assert!(resume_to_the_end(&case, &dir).contains("resuming from"));
+    assert!(!manifest().contains("forced_from"));
 }
 
 /// A resume says when the rows' images changed since the run started (the

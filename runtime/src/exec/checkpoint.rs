@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::rollout::Cursor;
-use super::run_dir::{list_checkpoints, write_atomically};
+use super::run_dir::{list_checkpoints, make_run_folder, write_atomically};
 use super::session::copy_tokenizer;
 use super::ExecError;
 use crate::adamw::{AdamWSettings, FusedAdamW};
@@ -112,21 +112,23 @@ where
         .parent()
         .filter(|p| p.file_name().is_some_and(|n| n == "checkpoints"))
         .and_then(Path::parent);
-    if let Some(run) = run {
-        if !run.join("run.lock").exists() {
-            return Err(io(
-                run,
-                "was removed while the run went on (its `run.lock` is gone): the run stops, since what it wrote there is lost; start it again",
-            ));
-        }
+    let run_is_there = || {
+        match run {
+        Some(run) if !run.join("run.lock").exists() => Err(io(
+            run,
+            "was removed while the run went on (its `run.lock` is gone): the run stops, since what it wrote there is lost; start it again",
+        )),
+        _ => Ok(()),
     }
+    };
+    run_is_there()?;
     let name = step_name(state.step);
     let final_dir = root.join(&name);
     let partial = root.join(format!("{name}.{PARTIAL}"));
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| io(&partial, e))?;
     }
-    std::fs::create_dir_all(&partial).map_err(|e| io(&partial, e))?;
+    make_run_folder(&partial)?;
     model.save(&partial)?;
     copy_tokenizer(tokenizer_dir, &partial)?;
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
@@ -149,6 +151,9 @@ where
     let state_json = serde_json::to_vec_pretty(state).map_err(|e| io(&partial, e))?;
     write_checksums(&partial, &state_json)?;
     write_atomically(&partial.join("state.json"), &state_json)?;
+    // Again before the checkpoint is complete: a folder moved while it was
+    // written leaves this one made again by its writers, not a checkpoint.
+    run_is_there()?;
     // A folder of this step already there (one a resume could not read)
     // is moved aside, the new one put in its place, and only then the old
     // one deleted: a failed rename puts it back.
@@ -628,12 +633,14 @@ mod tests {
     type B = Autodiff<CpuBackend>;
 
     /// A fresh temporary folder with a tiny model in `model/`: the folder
-    /// and the model's.
+    /// and the model's. The folder is a run's (it holds a `run.lock`), where
+    /// checkpoints make their folders.
     fn tiny_model(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("saferc-ck-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let model_dir = dir.join("model");
         create::<CpuBackend>(&model_dir, Preset::Tiny, 0, &Default::default()).unwrap();
+        std::fs::write(dir.join("run.lock"), "0").unwrap();
         (dir, model_dir)
     }
 

@@ -337,8 +337,10 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
             "the prompt is empty and the row has no image: the model would be asked nothing".into(),
         ));
     }
+    // A row without an `id` (or with `"id": null`) is named by its line.
     let id = map
         .get("id")
+        .filter(|v| !v.is_null())
         .map(|v| match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -855,6 +857,24 @@ mod tests {
             prompt: format!("q {origin}"),
             images: Vec::new(),
         }
+    }
+
+    /// A row's `id` names it in the samples: text as it is, a number as
+    /// written; without one, or with `"id": null`, its `file:line`.
+    #[test]
+    fn a_row_is_named_by_its_id_or_its_line() {
+        let dir = std::env::temp_dir();
+        let id = |text: &str| parse_row("rows.jsonl", 4, text, &dir).map(|r| r.id).ok();
+        assert_eq!(
+            id(r#"{"question": "q", "id": "a-1"}"#).as_deref(),
+            Some("a-1")
+        );
+        assert_eq!(id(r#"{"question": "q", "id": 7}"#).as_deref(), Some("7"));
+        assert_eq!(id(r#"{"question": "q"}"#).as_deref(), Some("rows.jsonl:4"));
+        assert_eq!(
+            id(r#"{"question": "q", "id": null}"#).as_deref(),
+            Some("rows.jsonl:4")
+        );
     }
 
     /// A filter's field that no row has (`lable` for `label`) is found for

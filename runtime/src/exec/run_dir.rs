@@ -26,8 +26,14 @@ pub struct RunDir {
     pub path: PathBuf,
     metrics: BufWriter<File>,
     samples: BufWriter<File>,
+    /// The manifest a forced resume writes once its checks pass
+    /// ([`RunDir::commit_forced`]).
+    forced_manifest: Option<Value>,
     _lock: RunLock,
 }
+
+/// The lock file of a run that is open ([`RunLock`]).
+const LOCK_FILE: &str = "run.lock";
 
 /// `run.lock` in a run directory: a file the saferc process that has the
 /// run open holds an OS lock on (`flock`), with that process's id inside
@@ -63,7 +69,7 @@ impl RunLock {
     /// holds `dir`, found without creating or writing the lock file (a
     /// finished run's folder may be read-only); anything else is no refusal.
     fn refuse_if_held(dir: &Path) -> Result<(), ExecError> {
-        let path = dir.join("run.lock");
+        let path = dir.join(LOCK_FILE);
         let Ok(file) = std::fs::File::open(&path) else {
             return Ok(());
         };
@@ -79,7 +85,7 @@ impl RunLock {
     fn acquire(dir: &Path) -> Result<Self, ExecError> {
         use std::io::{Seek, Write};
         use std::os::unix::fs::MetadataExt;
-        let path = dir.join("run.lock");
+        let path = dir.join(LOCK_FILE);
         // A folder (or a pipe) there would fail to open with the OS's bare
         // words, or wait forever.
         if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
@@ -184,14 +190,60 @@ fn io(path: &Path, e: std::io::Error) -> ExecError {
     }
 }
 
-/// Writes `bytes` to `path` (its folder made first) through a temporary
-/// file and a rename.
+/// A run's record file (`images.json`, `splits.json`): one JSON object of
+/// an entry per dataset, empty when the file is not there yet. A file that
+/// does not read as one (damaged) is warned about, naming what is lost:
+/// its entries are made again from the files as they are now.
+pub fn read_record(path: &Path, lost: &str) -> serde_json::Map<String, Value> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return serde_json::Map::new();
+    };
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(record)) => record,
+        _ => {
+            crate::stderr_line!(
+                "warning: {} does not read as JSON (damaged?); it is made again from the files as they are now, so {lost}",
+                path.display()
+            );
+            serde_json::Map::new()
+        }
+    }
+}
+
+/// Makes folder `dir` and the folders above it that are missing, inside a
+/// run's folder only: the nearest folder above it that exists must be in a
+/// folder holding a `run.lock`. A run whose folder was removed or moved
+/// while it went on stops there, rather than make the folder again
+/// without its manifest, lock and metrics (nothing could resume it).
+///
+/// # Errors
+/// No run's folder above `dir`, or I/O errors.
+pub fn make_run_folder(dir: &Path) -> Result<(), ExecError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let existing = dir
+        .ancestors()
+        .skip(1)
+        .find(|a| a.as_os_str().is_empty() || a.is_dir());
+    let in_a_run = existing.is_some_and(|e| e.ancestors().any(|a| a.join(LOCK_FILE).is_file()));
+    if !in_a_run {
+        return Err(ExecError::Io {
+            path: dir.to_path_buf(),
+            message: "is in a run folder that was removed or moved while the run went on (no `run.lock` above it): the run stops rather than make the folder again, since what it wrote there is lost; start it again".into(),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename; its
+/// folder is made first, inside a run's folder ([`make_run_folder`]).
 ///
 /// # Errors
 /// I/O errors naming the path.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        make_run_folder(dir)?;
     }
     let tmp = path.with_extension("tmp");
     // A write that fails (a full disk) leaves neither the file nor half of it.
@@ -209,7 +261,7 @@ fn holds_other_files(path: &Path) -> bool {
     std::fs::read_dir(path).is_ok_and(|entries| {
         entries.flatten().any(|e| {
             let name = e.file_name();
-            name != "run.lock" && name != "manifest.tmp"
+            name != LOCK_FILE && name != "manifest.tmp"
         })
     })
 }
@@ -351,7 +403,7 @@ impl RunDir {
                         .get(dataset)
                         .map_or("?", |d| d.source_written.as_str());
                     crate::stderr_line!(
-                        "warning: dataset `{dataset}`: its source {source} changed since this run started; the resumed stages draw from the new rows where the old ones left off"
+                        "warning: dataset `{dataset}`: its source {source} changed since this run started; the resumed stages draw from the new rows where the old ones left off (a curated dataset whose curation is reused keeps the rows it kept)"
                     );
                 }
             }
@@ -391,14 +443,32 @@ impl RunDir {
             updated["pipeline"] = json!(source);
             updated["rubric_hashes"] = json!(plan.rubric_hashes);
             updated["plan"] = json!(shown_plan(plan));
-            write_atomically(
-                &manifest_path,
-                serde_json::to_string_pretty(&updated)
-                    .unwrap_or_default()
-                    .as_bytes(),
-            )?;
+            let mut run = Self::open(path, lock)?;
+            run.forced_manifest = Some(updated);
+            return Ok(run);
         }
         Self::open(path, lock)
+    }
+
+    /// Writes the manifest of a forced resume ([`RunDir::resume`]), once:
+    /// called when the new pipeline's checks have passed and it is about to
+    /// train or write its results. A forced resume that fails before (its
+    /// data unreadable, a stage's checks) leaves the manifest as it was,
+    /// and the run resumable with its own pipeline.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn commit_forced(&mut self) -> Result<(), ExecError> {
+        let Some(updated) = self.forced_manifest.take() else {
+            return Ok(());
+        };
+        self.ensure_present()?;
+        write_atomically(
+            &self.path.join("manifest.json"),
+            serde_json::to_string_pretty(&updated)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
     }
 
     fn open(path: &Path, lock: RunLock) -> Result<Self, ExecError> {
@@ -407,6 +477,7 @@ impl RunDir {
             path: path.to_path_buf(),
             metrics,
             samples,
+            forced_manifest: None,
             _lock: lock,
         })
     }
@@ -429,28 +500,41 @@ impl RunDir {
     /// after `completed` steps: the stage's lines of later steps (written
     /// after the checkpoint it resumes from, before the run was killed) are
     /// dropped, as is a last line cut short by the kill, so that the
-    /// resumed run writes each step once. Other stages' lines are kept. A
-    /// metrics line of the step the checkpoint holds that is missing (cut
-    /// short by a power loss, say) is not written again: the returned
-    /// warning says so.
+    /// resumed run writes each step once. Other stages' lines are kept.
+    /// Lines of steps up to the checkpoint's that are missing (a file cut
+    /// short by a power loss, deleted or edited) are not written again: the
+    /// returned warning names those steps, for `metrics.jsonl` and, where
+    /// the stage writes samples (`with_samples`: GRPO), `samples.jsonl`.
     ///
     /// # Errors
     /// I/O errors.
-    pub fn rewind(&mut self, stage: &str, completed: u64) -> Result<Option<String>, ExecError> {
-        let mut warning = None;
+    pub fn rewind(
+        &mut self,
+        stage: &str,
+        completed: u64,
+        with_samples: bool,
+    ) -> Result<Option<String>, ExecError> {
+        let mut warnings = Vec::new();
         use std::io::{BufRead, BufReader};
         for name in ["metrics.jsonl", "samples.jsonl"] {
             let p = self.path.join(name);
+            let checked = name == "metrics.jsonl" || with_samples;
             let file = match File::open(&p) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if checked && completed > 0 {
+                        warnings.push(missing_steps_warning(&p, stage, completed, &[]));
+                    }
+                    continue;
+                }
                 Err(e) => return Err(io(&p, e)),
             };
             // Line by line into a temporary file: samples can be large.
             let tmp = p.with_extension("rewind");
             let mut out = BufWriter::new(File::create(&tmp).map_err(|e| io(&tmp, e))?);
             let mut reader = BufReader::new(file);
-            let (mut line, mut dropped, mut last_step_kept) = (Vec::new(), false, false);
+            let (mut line, mut dropped) = (Vec::new(), false);
+            let mut kept_steps = std::collections::BTreeSet::new();
             loop {
                 line.clear();
                 if reader.read_until(b'\n', &mut line).map_err(|e| io(&p, e))? == 0 {
@@ -459,8 +543,12 @@ impl RunDir {
                 let keep = line.ends_with(b"\n")
                     && serde_json::from_slice::<Value>(&line).is_ok_and(|v| {
                         let ours = v["stage"].as_str() == Some(stage);
-                        last_step_kept |= ours && v["step"].as_u64() == Some(completed);
-                        !ours || v["step"].as_u64().is_some_and(|s| s <= completed)
+                        let step = v["step"].as_u64();
+                        let keep = !ours || step.is_some_and(|s| s <= completed);
+                        if ours && keep {
+                            kept_steps.extend(step);
+                        }
+                        keep
                     });
                 if keep {
                     out.write_all(&line).map_err(|e| io(&tmp, e))?;
@@ -470,12 +558,11 @@ impl RunDir {
             }
             out.flush().map_err(|e| io(&tmp, e))?;
             drop(out);
-            if name == "metrics.jsonl" && completed > 0 && !last_step_kept {
-                warning = Some(format!(
-                    "warning: {} holds no whole line for stage {stage}'s step {completed}, the step its checkpoint holds (cut short when the run stopped); the run goes on from step {}, so that step's metrics stay missing from the log",
-                    p.display(),
-                    completed + 1
-                ));
+            let missing: Vec<u64> = (1..=completed)
+                .filter(|s| !kept_steps.contains(s))
+                .collect();
+            if checked && !missing.is_empty() {
+                warnings.push(missing_steps_warning(&p, stage, completed, &missing));
             }
             if dropped {
                 std::fs::rename(&tmp, &p).map_err(|e| io(&p, e))?;
@@ -484,7 +571,7 @@ impl RunDir {
             }
         }
         (self.metrics, self.samples) = Self::writers(&self.path)?;
-        Ok(warning)
+        Ok((!warnings.is_empty()).then(|| warnings.join("\n")))
     }
 
     /// Stops the run when its folder was removed or replaced while it went
@@ -581,6 +668,50 @@ impl RunDir {
     pub fn model_dir(&self, stage: &str) -> PathBuf {
         self.path.join("models").join(file_name(stage))
     }
+}
+
+/// The warning for a log file `path` that lacks stage `stage`'s lines of
+/// the `missing` steps (empty: the file is gone, so all of 1..=`completed`)
+/// when it resumes after step `completed`.
+fn missing_steps_warning(path: &Path, stage: &str, completed: u64, missing: &[u64]) -> String {
+    let all: Vec<u64>;
+    let missing = if missing.is_empty() {
+        all = (1..=completed).collect();
+        &all[..]
+    } else {
+        missing
+    };
+    // Runs of consecutive steps, as `1-6, 9`.
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &s in missing {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == s => *end = s,
+            _ => runs.push((s, s)),
+        }
+    }
+    let shown: Vec<String> = runs
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    let cause = if missing == [completed] {
+        " (cut short when the run stopped?)"
+    } else {
+        " (the file was cut short, deleted or edited since)"
+    };
+    format!(
+        "warning: {} holds no whole line for stage {stage}'s step{} {}, which its checkpoint holds{cause}; the run goes on from step {}, so {} stay missing from the log",
+        path.display(),
+        if missing.len() == 1 { "" } else { "s" },
+        shown.join(", "),
+        completed + 1,
+        if missing.len() == 1 { "that step's lines" } else { "those steps' lines" },
+    )
 }
 
 /// A declaration name as a folder name (`std/x::y` → `std_x__y`).
@@ -718,6 +849,26 @@ mod tests {
             "{stopped:?}"
         );
         assert!(run.summary(&serde_json::json!({})).is_err());
+        // Nor do the records, curation, checkpoints and models written
+        // through their paths make it again.
+        for path in [
+            run.images_record(),
+            run.curation("d"),
+            run.checkpoints("t").join("eval_before.json"),
+            run.model_dir("t").join("stage.json"),
+        ] {
+            let refused = super::write_atomically(&path, b"{}")
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                refused
+                    .as_ref()
+                    .is_some_and(|m| m.contains("removed or moved while the run went on")),
+                "{}: {refused:?}",
+                path.display()
+            );
+        }
+        assert!(super::make_run_folder(&run.checkpoints("t").join("step-000001.partial")).is_err());
         assert!(!dir.exists(), "the folder is not made again");
         // Replaced by another folder of the same name (another run's).
         std::fs::create_dir_all(&dir).unwrap();
@@ -791,7 +942,7 @@ mod tests {
         )
         .unwrap();
         let mut run = RunDir::open(&dir, super::RunLock::acquire(&dir).unwrap()).unwrap();
-        assert_eq!(run.rewind("b", 1).unwrap(), None);
+        assert_eq!(run.rewind("b", 1, false).unwrap(), None);
         run.metric(&serde_json::json!({"stage": "b", "step": 2}))
             .unwrap();
         let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
@@ -805,9 +956,21 @@ mod tests {
             )
         );
         // A resume from step 3, whose line was cut: said, not invented.
-        let said = run.rewind("a", 3).unwrap().unwrap_or_default();
+        let said = run.rewind("a", 3, false).unwrap().unwrap_or_default();
         assert!(
-            said.contains("no whole line for stage a's step 3"),
+            said.contains("no whole line for stage a's step 3,"),
+            "{said}"
+        );
+        // Lines missing further back, in both logs of a GRPO stage: each
+        // missing step is named.
+        let said = run.rewind("b", 4, true).unwrap().unwrap_or_default();
+        assert!(
+            said.contains("metrics.jsonl holds no whole line for stage b's steps 3-4,"),
+            "{said}"
+        );
+        assert!(
+            said.contains("samples.jsonl holds no whole line for stage b's steps 1-4,")
+                && said.contains("deleted or edited"),
             "{said}"
         );
         // No samples were written: the file is created empty, not invented.

@@ -535,6 +535,7 @@ impl<'a, B: Backend> Session<'a, B> {
             "evals": evals,
             "datasets": datasets,
         });
+        self.run.commit_forced()?;
         self.run.summary(&summary)?;
         // The plot draws what `metrics.jsonl` holds: a plot that cannot be
         // written (a full disk) loses nothing, and fails nothing saved.
@@ -557,10 +558,10 @@ impl<'a, B: Backend> Session<'a, B> {
             return Ok(());
         };
         let path = self.run.images_record();
-        let mut record: serde_json::Map<String, Value> = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default();
+        let mut record = super::run_dir::read_record(
+            &path,
+            "a change to the images since the run started goes unseen",
+        );
         match record.get(dataset).and_then(Value::as_str) {
             Some(then) if then == digest => Ok(()),
             Some(_) => {
@@ -685,11 +686,26 @@ impl<'a, B: Backend> Session<'a, B> {
             return None;
         };
         self.restore_judge_counts(&saved["judges"]);
+        let report = &saved["report"];
+        let count = |key: &str| report[key].as_u64().unwrap_or(0);
+        let curated = count("kept") + count("dropped") + count("skipped_rows");
         crate::stderr_line!(
             "dataset {dataset}: reusing the run's curation ({} of {} prompts kept)",
             kept.len(),
-            rows.len()
+            count("kept") + count("dropped")
         );
+        // Rows added to the data since: the checkpoints' data cursors count
+        // the kept rows, so the new ones are left out, and said so.
+        let new = (rows.len() as u64).saturating_sub(curated);
+        if new > 0 {
+            crate::stderr_line!(
+                "warning: dataset `{dataset}`: {new} prompt{} in the data now {} not there when the run curated it; the reused curation leaves {} out (start a new run to curate and train on {})",
+                if new == 1 { "" } else { "s" },
+                if new == 1 { "was" } else { "were" },
+                if new == 1 { "it" } else { "them" },
+                if new == 1 { "it" } else { "them" },
+            );
+        }
         Some((kept, saved["report"].clone()))
     }
 
@@ -1155,6 +1171,7 @@ impl<'a, B: Backend> Session<'a, B> {
             .models
             .get(&stage.policy)
             .map_or(SaveDtype::F32, |m| SaveDtype::declared(&m.dtype));
+        super::run_dir::make_run_folder(&final_dir)?;
         let kept_f32 = trained.model.save_as(&final_dir, dtype)?;
         if !kept_f32.is_empty() {
             crate::stderr_line!(

@@ -61,10 +61,10 @@ pub fn record(
         crate::stderr_line!("warning: dataset `{name}`: a row without a line number; splits.json does not record it");
         return Ok(());
     };
-    let mut record: Map<String, Value> = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default();
+    let mut record = super::run_dir::read_record(
+        path,
+        "the splits record the rows as they are now, not as the run started with them",
+    );
     let entry = json!({
         "source": spec.source_written,
         "source_sha256": sha256,
