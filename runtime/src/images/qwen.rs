@@ -52,13 +52,25 @@ pub fn smart_resize(
 /// `image` resized to `width × height` as Pillow's bicubic filter (and
 /// torchvision's antialiased bicubic on 8-bit images, which follows it)
 /// resizes: Catmull-Rom, its support widened by the scale when shrinking,
-/// across first, then down, each pass rounded and clipped to 8 bits. (One
-/// `imageops::resize` call goes down first and clips only at the end,
-/// which differs by up to 27 grey levels where the filter overshoots; in
-/// two calls, one axis each, the other axis's pass is the identity.)
+/// one pass per axis, each rounded and clipped to 8 bits. The passes run
+/// in Pillow 13's order: down first where the height shrinks by more than
+/// twice what the width does (`Resample.c`), across first otherwise
+/// (Pillow 12 and earlier always go across first; the orders differ by up
+/// to 27 grey levels where the filter overshoots). One `imageops::resize`
+/// call goes down first and clips only at the end, so each pass is its own
+/// call, whose other axis is the identity.
 pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let across = image::imageops::resize(image, width, image.height(), FilterType::CatmullRom);
-    image::imageops::resize(&across, width, height, FilterType::CatmullRom)
+    let (shrunk_down, shrunk_across) = (
+        i64::from(image.height()) - i64::from(height),
+        i64::from(image.width()) - i64::from(width),
+    );
+    if shrunk_down > 0 && shrunk_down > 2 * shrunk_across {
+        let down = image::imageops::resize(image, image.width(), height, FilterType::CatmullRom);
+        image::imageops::resize(&down, width, height, FilterType::CatmullRom)
+    } else {
+        let across = image::imageops::resize(image, width, image.height(), FilterType::CatmullRom);
+        image::imageops::resize(&across, width, height, FilterType::CatmullRom)
+    }
 }
 
 /// One image's patches (`[patches, patch_dim]`, row-major) and its grid
@@ -145,9 +157,58 @@ pub fn load_patches(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// Pillow's bicubic resize of black-and-white noise, in both pass
+    /// orders (`runtime/fixtures/images/make_resize_fixture.py`, Pillow 13):
+    /// within two grey levels (Pillow's 8-bit passes are fixed-point, the
+    /// `image` crate's f32; a pass that rounds 1 off feeds an enlarging one,
+    /// whose Catmull-Rom weights overshoot), where the other order is 8
+    /// or more off.
+    #[test]
+    fn resize_bicubic_matches_pillow() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/images/resize");
+        let source = image::open(dir.join("source.png"))
+            .expect("source")
+            .to_rgb8();
+        let worst = |a: &RgbImage, b: &RgbImage| {
+            a.as_raw()
+                .iter()
+                .zip(b.as_raw())
+                .map(|(x, y)| x.abs_diff(*y))
+                .max()
+                .unwrap_or(u8::MAX)
+        };
+        let one_pass =
+            |img: &RgbImage, w, h| image::imageops::resize(img, w, h, FilterType::CatmullRom);
+        for (w, h, down_first) in [
+            (56, 28, true),
+            (40, 10, true),
+            (30, 10, false),
+            (28, 56, false),
+            (84, 56, false),
+        ] {
+            let want = image::open(dir.join(format!("{w}x{h}.png")))
+                .expect("fixture")
+                .to_rgb8();
+            let got = resize_bicubic(&source, w, h);
+            assert!(worst(&got, &want) <= 2, "{w}×{h}: {}", worst(&got, &want));
+            let other_order = if down_first {
+                one_pass(&one_pass(&source, w, source.height()), w, h)
+            } else {
+                one_pass(&one_pass(&source, source.width(), h), w, h)
+            };
+            if w != source.width() && h != source.height() {
+                assert!(
+                    worst(&other_order, &want) >= 8,
+                    "{w}×{h}: the other order is {} off",
+                    worst(&other_order, &want)
+                );
+            }
+        }
+    }
 
     #[test]
     fn smart_resize_matches_transformers() {
