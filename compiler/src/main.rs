@@ -29,6 +29,8 @@ enum Top {
 /// Ends the process quietly, as a C tool killed by SIGPIPE would (exit 141),
 /// when standard output is closed under it (`saferc hir FILE | head`):
 /// `println!` panics on a broken pipe, which is no error of the program's.
+/// Standard output that cannot be written otherwise (a full disk,
+/// `> /dev/full`) is an error said in one line (exit 1), not a panic.
 /// Every other panic goes to the default hook.
 fn quiet_on_broken_pipe() {
     let default = std::panic::take_hook();
@@ -39,8 +41,12 @@ fn quiet_on_broken_pipe() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("");
-        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(141);
+        if let Some(reason) = message.strip_prefix("failed printing to stdout: ") {
+            if reason.contains("Broken pipe") {
+                std::process::exit(141);
+            }
+            eprintln!("error: cannot write to standard output: {reason}");
+            std::process::exit(1);
         }
         default(info);
     }));

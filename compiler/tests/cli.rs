@@ -966,3 +966,34 @@ fn graph_reads_standard_input() {
     assert_eq!(stdout(&piped), stdout(&from_file));
     assert!(stdout(&piped).starts_with("program sha256:"));
 }
+
+/// Standard output that cannot be written (`> /dev/full`) is an error said
+/// in one line, exit 1, not a panic; a closed pipe (`| head`) ends the
+/// process quietly, exit 141, as SIGPIPE ends a C tool.
+#[test]
+fn unwritable_standard_output_is_an_error_not_a_panic() {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
+    let Ok(full) = full else {
+        return; // no /dev/full on this system
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(["explain", "E0101"])
+        .stdout(full)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.starts_with("error: cannot write to standard output:") && !said.contains("panicked"),
+        "{said}"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saferc"))
+        .args(["explain", "E0101"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}

@@ -212,10 +212,14 @@ fn a_processor_s_chat_template_json_is_read() {
         .unwrap_or_default();
     assert!(err.contains("chat_template.json"), "{err}");
     // One without a `chat_template` key holds no template: the tokenizer's
-    // is read, as the tokenizer alone would.
+    // is read, as transformers reads it.
     config["chat_template"] = Value::String(template);
     std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).expect("write");
     std::fs::write(dir.join("chat_template.json"), r#"{"other": 1}"#).expect("write");
+    let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
+    check_qwen25_cases(&tokenizer);
+    // Nor does one whose `chat_template` is null.
+    std::fs::write(dir.join("chat_template.json"), r#"{"chat_template": null}"#).expect("write");
     let tokenizer = TextTokenizer::load(&dir).expect("tokenizer");
     check_qwen25_cases(&tokenizer);
     std::fs::remove_dir_all(&dir).expect("clean up");

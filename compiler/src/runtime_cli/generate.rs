@@ -67,8 +67,9 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     /// Print JSON: each completion's token ids, text and log-probs, and timing. The log-probs are
-    /// of the distribution sampled from: temperature-scaled, without the image placeholder (never
-    /// sampled) and, before `--min-tokens`, without end-of-sequence.
+    /// temperature-scaled and taken before `--top-k`/`--top-p` cut the distribution (as a trainer
+    /// scores the tokens), without the image placeholder (never sampled) and, before
+    /// `--min-tokens`, without end-of-sequence.
     #[arg(long)]
     pub json: bool,
 }

@@ -141,27 +141,23 @@ impl ModelConfig {
             .ok_or_else(|| ConfigIssue::Invalid("no `model_type` field".into()))?;
         let eos_token_ids = token_ids(value.get("eos_token_id")).map_err(ConfigIssue::Invalid)?;
         let mut config = match model_type {
-            "qwen2" => {
-                if value.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
-                    return Err(ConfigIssue::Invalid(
-                        "`use_sliding_window = true` is not supported; saferc attends over the whole context".into(),
-                    ));
-                }
-                Self {
-                    architecture: Architecture::Qwen2,
-                    text: text_config(value, &TextDefaults::QWEN2)?,
-                    vision: None,
-                    qwen_vision: None,
-                    image_token_id: None,
-                    eos_token_ids,
-                    context_limit: None,
-                    source: ConfigSource::default(),
-                }
-            }
+            "qwen2" => Self {
+                architecture: Architecture::Qwen2,
+                text: text_config(value, &TextDefaults::QWEN2)?,
+                vision: None,
+                qwen_vision: None,
+                image_token_id: None,
+                eos_token_ids,
+                context_limit: None,
+                source: ConfigSource::default(),
+            },
             "tiny_vlm" => {
                 let text = value
                     .get("text_config")
                     .ok_or_else(|| ConfigIssue::Invalid("no `text_config` object".into()))?;
+                if let Some(vision) = value.get("vision_config") {
+                    silu_only(vision, "vision_config.hidden_act")?;
+                }
                 let vision: VisionConfig = value
                     .get("vision_config")
                     .cloned()
@@ -279,16 +275,6 @@ impl ModelConfig {
 /// `text_config`, the M-RoPE sections, `vision_config` and the image token.
 fn qwen2_5_vl(value: &Value, eos_token_ids: Vec<u32>) -> Result<ModelConfig, ConfigIssue> {
     let text_value = value.get("text_config").unwrap_or(value);
-    if text_value
-        .get("use_sliding_window")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
-        return Err(ConfigIssue::Invalid(
-            "`use_sliding_window = true` is not supported; saferc attends over the whole context"
-                .into(),
-        ));
-    }
     let mut text = text_config(text_value, &TextDefaults::QWEN2_5_VL)?;
     let rope = text_value
         .get("rope_scaling")
@@ -321,13 +307,7 @@ fn qwen2_5_vl(value: &Value, eos_token_ids: Vec<u32>) -> Result<ModelConfig, Con
             "`vision_config.in_channels` is {in_channels}; saferc reads RGB images (3)"
         )));
     }
-    if let Some(act) = vision_value.get("hidden_act").and_then(Value::as_str) {
-        if act != "silu" {
-            return Err(ConfigIssue::Invalid(format!(
-                "`vision_config.hidden_act = {act}` is not supported (only `silu`)"
-            )));
-        }
-    }
+    silu_only(vision_value, "vision_config.hidden_act")?;
     let mut vision: QwenVisionConfig = serde_json::from_value(vision_value.clone())
         .map_err(|e| ConfigIssue::Invalid(format!("vision_config: {e}")))?;
     match vision_value
@@ -463,23 +443,34 @@ fn text_config(v: &Value, defaults: &TextDefaults) -> Result<TextConfig, ConfigI
             }
         };
     let heads = size("num_attention_heads")?;
-    let top_theta = v.get("rope_theta").filter(|t| !t.is_null());
-    let nested_theta = v
-        .get("rope_parameters")
-        .and_then(|p| p.get("rope_theta"))
-        .filter(|t| !t.is_null());
-    let rope_theta = optional_number(
-        top_theta.or(nested_theta),
-        "rope_theta",
-        defaults.rope_theta,
-    )?;
-    if let (Some(_), Some(nested)) = (top_theta, nested_theta) {
-        let other = optional_number(Some(nested), "rope_parameters.rope_theta", rope_theta)?;
-        if other != rope_theta {
-            return Err(ConfigIssue::Invalid(format!(
-                "`rope_theta` ({rope_theta}) and `rope_parameters.rope_theta` ({other}) disagree; keep one"
-            )));
+    // `rope_theta` at the top (transformers 4), in `rope_parameters` (5),
+    // or in a `rope_scaling` written with 5's keys: every one given must
+    // agree, and the first is taken.
+    let mut thetas = Vec::new();
+    for (name, value) in [
+        ("rope_theta", v.get("rope_theta")),
+        (
+            "rope_parameters.rope_theta",
+            v.get("rope_parameters").and_then(|p| p.get("rope_theta")),
+        ),
+        (
+            "rope_scaling.rope_theta",
+            v.get("rope_scaling").and_then(|p| p.get("rope_theta")),
+        ),
+    ] {
+        if let Some(value) = value.filter(|t| !t.is_null()) {
+            thetas.push((
+                name,
+                optional_number(Some(value), name, defaults.rope_theta)?,
+            ));
         }
+    }
+    let rope_theta = thetas.first().map_or(defaults.rope_theta, |(_, t)| *t);
+    if let Some((name, other)) = thetas.iter().find(|(_, t)| *t != rope_theta) {
+        let first = thetas.first().map_or("rope_theta", |(n, _)| n);
+        return Err(ConfigIssue::Invalid(format!(
+            "`{first}` ({rope_theta}) and `{name}` ({other}) disagree; keep one"
+        )));
     }
     // transformers 4 writes `rope_scaling`, 5 `rope_parameters`; a file
     // may hold both (one of them null, or a `rope_scaling` added for long
@@ -505,12 +496,12 @@ fn text_config(v: &Value, defaults: &TextDefaults) -> Result<TextConfig, ConfigI
             )));
         }
     }
-    if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
-        if act != "silu" {
-            return Err(ConfigIssue::Invalid(format!(
-                "`hidden_act = {act}` is not supported (only `silu`)"
-            )));
-        }
+    silu_only(v, "hidden_act")?;
+    if v.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
+        return Err(ConfigIssue::Invalid(
+            "`use_sliding_window = true` is not supported; saferc attends over the whole context"
+                .into(),
+        ));
     }
     // transformers reads `head_dim` where a file gives it; saferc's heads
     // are `hidden_size / num_attention_heads` wide, so another width is
@@ -554,6 +545,23 @@ fn text_config(v: &Value, defaults: &TextDefaults) -> Result<TextConfig, ConfigI
         max_position_embeddings: optional_size("max_position_embeddings", 32_768)?,
         mrope_section: None,
     })
+}
+
+/// The activation `key` of `v` (the last part of a dotted name), where
+/// given: saferc's MLPs are SwiGLU, so `silu` or nothing; another name, or
+/// a value that is no name, is refused rather than ignored.
+fn silu_only(v: &Value, key: &str) -> Result<(), ConfigIssue> {
+    let field = key.rsplit('.').next().unwrap_or(key);
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(act)) if act == "silu" => Ok(()),
+        Some(Value::String(act)) => Err(ConfigIssue::Invalid(format!(
+            "`{key} = {act}` is not supported (only `silu`)"
+        ))),
+        Some(other) => Err(ConfigIssue::Invalid(format!(
+            "`{key}` is {other}, not an activation's name such as \"silu\""
+        ))),
+    }
 }
 
 /// A size field: a positive integer, or an error saying what it is.
@@ -662,7 +670,8 @@ mod tests {
     /// Rotary settings saferc cannot honour are refused wherever the file
     /// writes them: `rope_scaling` beside a `rope_parameters` (a null one,
     /// or the default one transformers 5 writes) was read as the default
-    /// rotary; two `rope_theta`s that disagree; the vision tower's base.
+    /// rotary; two `rope_theta`s that disagree (at the top, in
+    /// `rope_parameters` or in `rope_scaling`); the vision tower's base.
     #[test]
     fn rotary_settings_are_read_from_either_key_or_refused() {
         use serde_json::json;
@@ -725,6 +734,18 @@ mod tests {
             theta(&|v| v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 7e5})),
             Some(7e5)
         );
+        // In a `rope_scaling` written with transformers 5's keys.
+        assert_eq!(
+            theta(&|v| v["rope_scaling"] = json!({"rope_type": "default", "rope_theta": 500.0})),
+            Some(500.0)
+        );
+        refused(
+            &|v| {
+                v["rope_theta"] = json!(1e4);
+                v["rope_scaling"] = json!({"rope_type": "default", "rope_theta": 500.0});
+            },
+            "`rope_theta` (10000) and `rope_scaling.rope_theta` (500) disagree",
+        );
         // The vision tower's base: a number above 0.
         for (bad, says) in [(json!(0), "is 0,"), (json!("x"), "is \"x\"")] {
             let mut value = qwen2_5_vl_transformers_4();
@@ -739,6 +760,60 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    /// Settings no architecture honours are refused in each of them, not
+    /// ignored: a sliding window, an activation other than `silu` (or one
+    /// that is no name), in the decoder and in `tiny_vlm`'s vision tower.
+    #[test]
+    fn unsupported_settings_are_refused_in_every_architecture() {
+        use serde_json::json;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/models/tiny-safety/config.json");
+        let tiny: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let qwen2 = json!({
+            "model_type": "qwen2", "vocab_size": 64, "hidden_size": 16,
+            "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 1,
+        });
+        assert!(ModelConfig::from_json(&tiny).is_ok());
+        let refused = |base: &Value, edit: &dyn Fn(&mut Value), says: &str| {
+            let mut value = base.clone();
+            edit(&mut value);
+            match ModelConfig::from_json(&value) {
+                Err(ConfigIssue::Invalid(reason)) => assert!(reason.contains(says), "{reason}"),
+                other => panic!("expected `{says}`, got {other:?}"),
+            }
+        };
+        refused(
+            &tiny,
+            &|v| v["text_config"]["use_sliding_window"] = json!(true),
+            "use_sliding_window",
+        );
+        refused(
+            &tiny,
+            &|v| v["text_config"]["hidden_act"] = json!("gelu"),
+            "`hidden_act = gelu`",
+        );
+        refused(
+            &tiny,
+            &|v| v["vision_config"]["hidden_act"] = json!("gelu"),
+            "`vision_config.hidden_act = gelu`",
+        );
+        refused(
+            &qwen2,
+            &|v| v["hidden_act"] = json!(5),
+            "`hidden_act` is 5, not an activation",
+        );
+        refused(
+            &qwen2,
+            &|v| v["use_sliding_window"] = json!(true),
+            "use_sliding_window",
+        );
+        let mut silu = tiny.clone();
+        silu["vision_config"]["hidden_act"] = json!("silu");
+        silu["text_config"]["use_sliding_window"] = json!(false);
+        assert!(ModelConfig::from_json(&silu).is_ok());
     }
 
     /// The layout of Qwen/Qwen2.5-VL-3B-Instruct's `config.json` (written by

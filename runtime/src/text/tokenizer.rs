@@ -73,10 +73,13 @@ impl TextTokenizer {
         let template_source = match std::fs::read_to_string(&jinja) {
             Ok(text) => Some((text, jinja)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // A `chat_template.json` without a `chat_template` key
-                // holds none: `tokenizer_config.json`'s is read instead.
+                // A `chat_template.json` without a `chat_template` (or a
+                // null one) holds none: `tokenizer_config.json`'s is read
+                // instead, as transformers does.
                 let (from, file) = match read_json(&processor)? {
-                    Some(value) if value.get("chat_template").is_some() => (value, processor),
+                    Some(value) if value.get("chat_template").is_some_and(|t| !t.is_null()) => {
+                        (value, processor)
+                    }
                     _ => (config.clone(), dir.join("tokenizer_config.json")),
                 };
                 chat_template_from_config(&from)
