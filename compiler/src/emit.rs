@@ -44,6 +44,9 @@ pub struct Emitted {
     /// Settings of the stage the target does not have, each a sentence
     /// naming the setting and what the emitted files do instead.
     pub notes: Vec<String>,
+    /// Files that hold a credential (a judge endpoint's password or token
+    /// in `reward_spec.json`): written readable by their owner alone.
+    pub private: Vec<String>,
 }
 
 /// Emits stage `stage` of `plan` (default: its only GRPO stage) for
@@ -77,10 +80,20 @@ pub fn emit(
         ("reward_spec.json".to_string(), spec),
     ];
     files.extend(trainer);
+    let holds_credential = plan.judges.values().any(|j| {
+        j.endpoint
+            .as_ref()
+            .is_some_and(|e| safer_ir::masked_url(e) != *e)
+    });
     Ok(Emitted {
         stage: stage.name.clone(),
         files,
         notes,
+        private: if holds_credential {
+            vec!["reward_spec.json".to_string()]
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -212,7 +225,7 @@ fn common_notes(plan: &Plan, stage: &StageSpec, grpo: &GrpoSpec) -> Vec<String> 
         let masked = safer_ir::masked_url(endpoint);
         if masked != *endpoint {
             notes.push(format!(
-                "judge `{name}`'s endpoint {masked} holds a credential, which reward_spec.json holds in full so that the module can ask it: keep the file private, or give the key through `api_key_env`"
+                "judge `{name}`'s endpoint {masked} holds a credential, which reward_spec.json holds in full so that the module can ask it (the file is written readable by its owner alone): keep it private, or give the key through `api_key_env`"
             ));
         }
     }

@@ -485,6 +485,46 @@ fn a_row_a_filter_cannot_read_is_a_bad_row_in_both() {
     assert!(!out.status.success() && stderr.contains(says), "{stderr}");
 }
 
+/// A `reward_spec.json` that holds a judge endpoint's credential is
+/// written readable by its owner alone; one without keeps the default mode.
+#[cfg(unix)]
+#[test]
+fn a_spec_holding_a_credential_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = common::temp_dir("emit-private");
+    let http = case().join("../http_judge/pipeline.safer");
+    let text = std::fs::read_to_string(&http).unwrap();
+    let mode = |with: &str| {
+        let pipeline = dir.join(format!("{with}.safer"));
+        let endpoint = format!("http://{with}127.0.0.1:9/v1");
+        std::fs::write(
+            &pipeline,
+            text.replace("http://127.0.0.1:9/v1", &endpoint).replace(
+                "../parity/rows.jsonl",
+                case().join("rows.jsonl").to_str().unwrap(),
+            ),
+        )
+        .unwrap();
+        let out_dir = dir.join(format!("out-{}", with.len()));
+        let out = common::saferc(&[
+            "emit",
+            pipeline.to_str().unwrap(),
+            "--target",
+            "verl",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        std::fs::metadata(out_dir.join("reward_spec.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("user:s3cret@"), 0o600);
+    assert_ne!(mode(""), 0o600);
+}
+
 #[test]
 fn emit_writes_the_files_and_says_what_did_not_carry_over() {
     let dir = common::temp_dir("emit-cli");

@@ -102,7 +102,8 @@ pub(super) fn run(file: &Path, request: Request<'_>, imports: &ImportArgs) -> i3
     // Every file is written beside its place first and then renamed into
     // it: a write that fails (a full disk) leaves the folder as it was. A
     // file replaced keeps its permissions (a `reward_spec.json` made
-    // private stays private).
+    // private stays private), and one holding a credential is made
+    // readable by its owner alone.
     let staged: Vec<(PathBuf, PathBuf)> = emitted
         .files
         .iter()
@@ -118,10 +119,12 @@ pub(super) fn run(file: &Path, request: Request<'_>, imports: &ImportArgs) -> i3
             let _ = std::fs::remove_file(temp);
         }
     };
-    for ((_, text), (temp, path)) in emitted.files.iter().zip(&staged) {
+    for ((name, text), (temp, path)) in emitted.files.iter().zip(&staged) {
+        let private = emitted.private.contains(name);
         let written = std::fs::write(temp, text).and_then(|()| match std::fs::metadata(path) {
-            Ok(old) => std::fs::set_permissions(temp, old.permissions()),
-            Err(_) => Ok(()),
+            Ok(old) if !private => std::fs::set_permissions(temp, old.permissions()),
+            _ if private => owner_only(temp),
+            _ => Ok(()),
         });
         if let Err(e) = written {
             eprintln!(
@@ -159,4 +162,16 @@ fn default_folder(file: &Path, target: Target, emitted: &crate::emit::Emitted) -
     file.parent()
         .unwrap_or(Path::new("."))
         .join(format!("emit-{target}-{stage}"))
+}
+
+/// Makes `path` readable and writable by its owner alone (mode 0600).
+#[cfg(unix)]
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn owner_only(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
