@@ -130,6 +130,43 @@ fn sampling_params(args: &GenerateArgs) -> SamplingParams {
     }
 }
 
+/// The sampling defaults a model's `generation_config.json` sets
+/// (transformers' `generate` samples with them unless told otherwise),
+/// which `saferc generate` does not take: it samples as its flags say, and
+/// has no repetition penalty. `None` when the file sets none.
+fn generation_config_note(model: &std::path::Path) -> Option<String> {
+    let path = model.join("generation_config.json");
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+    let set: Vec<String> = [
+        "do_sample",
+        "temperature",
+        "top_p",
+        "top_k",
+        "repetition_penalty",
+    ]
+    .iter()
+    .filter_map(|key| {
+        let v = value.get(*key).filter(|v| !v.is_null())?;
+        // The values that change nothing are not worth a note.
+        let neutral = match *key {
+            "temperature" | "top_p" | "repetition_penalty" => v.as_f64() == Some(1.0),
+            "top_k" => v.as_u64() == Some(0),
+            _ => false,
+        };
+        (!neutral).then(|| format!("{key} = {v}"))
+    })
+    .collect();
+    if set.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} sets {}, which `saferc generate` does not read: it samples as its flags say (`--greedy`, `--temperature`, `--top-p`, `--top-k`) and applies no repetition penalty, so its completions differ from those of transformers' `generate` with that file's defaults",
+        path.display(),
+        set.join(", ")
+    ))
+}
+
 struct Task(GenerateArgs);
 
 impl BackendTask for Task {
@@ -152,6 +189,9 @@ impl BackendTask for Task {
         }
         let tokenizer = TextTokenizer::load(&args.model).map_err(err)?;
         check_tokenizer_against_config(&tokenizer, &model.config, &args.model).map_err(err)?;
+        if let Some(note) = generation_config_note(&args.model) {
+            safer_runtime::stderr_line!("note: {note}");
+        }
         let load_seconds = load_start.elapsed().as_secs_f64();
         let prompt = if args.raw {
             if !args.images.is_empty() {
@@ -240,4 +280,36 @@ fn completion_json(index: usize, c: &Completion) -> serde_json::Value {
         "logprobs": c.logprobs,
         "finish": c.finish,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::generation_config_note;
+
+    /// A model's sampling defaults are named where they would change the
+    /// completions; neutral values and a file without them are not.
+    #[test]
+    fn a_model_s_sampling_defaults_are_named() {
+        let dir = std::env::temp_dir().join(format!("saferc-genconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let note = |json: &str| {
+            std::fs::write(dir.join("generation_config.json"), json).unwrap();
+            generation_config_note(&dir)
+        };
+        let said = note(r#"{"eos_token_id": 2, "do_sample": true, "temperature": 0.7, "top_k": 20, "repetition_penalty": 1.05}"#)
+            .unwrap_or_default();
+        assert!(
+            said.contains(
+                "do_sample = true, temperature = 0.7, top_k = 20, repetition_penalty = 1.05"
+            ),
+            "{said}"
+        );
+        assert_eq!(
+            note(r#"{"eos_token_id": 2, "temperature": 1.0, "top_k": 0}"#),
+            None
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(generation_config_note(&dir), None);
+    }
 }
