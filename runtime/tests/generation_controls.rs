@@ -120,6 +120,31 @@ fn stop_strings_end_the_completion_and_its_text() {
     assert_eq!(out.text, after[..end(&pair)]);
 }
 
+/// A stop string holding a special token (`<|im_end|>`) could never match
+/// the decoded text: refused, naming the token, rather than accepted to do
+/// nothing.
+#[test]
+fn a_stop_string_holding_a_special_token_is_refused() {
+    let f = fixture();
+    let mut params = SamplingParams::greedy(4);
+    params.stop_strings = vec!["done<|im_end|>".into()];
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let err = generate(
+        &f.model,
+        &f.tokenizer,
+        std::slice::from_ref(&f.prompt),
+        &params,
+        &mut rng,
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        err.contains("holds the special token `<|im_end|>`"),
+        "{err}"
+    );
+}
+
 /// The ids that end a completion are `generation_config.json`'s
 /// `eos_token_id` where it gives one (as transformers takes them), else
 /// `config.json`'s (saferc's choice where that file lacks the key, for

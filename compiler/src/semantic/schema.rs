@@ -415,7 +415,7 @@ const ROLLOUT: Block = Block {
         ranged("max_tokens", Ty::Quantity(&[Unit::Tokens]), Default::Required, AT_LEAST_ONE, "The longest completion."),
         ranged("min_tokens", Ty::Quantity(&[Unit::Tokens]), Default::Quantity(0.0, Unit::Tokens), NON_NEGATIVE, "End-of-sequence is suppressed until this many tokens."),
         key("format", Ty::Enum(FORMATS), Default::Str("think_answer"), "The response format completions should follow: `think_answer` (`<think>..</think><answer>..</answer>`), `answer_only` or `plain`. GRPO logs the share that does (`format_compliance`) and warns when under half do; reward it with a rubric `format` term."),
-        key("stop", Ty::StrList, Default::None, "Strings that end a completion; its text ends with the first one, which its tokens hold (`stop = [\"</answer>\"]` keeps the `</answer>` a format term looks for)."),
+        key("stop", Ty::StrList, Default::None, "Strings that end a completion; its text ends with the first one, which its tokens hold (`stop = [\"</answer>\"]` keeps the `</answer>` a format term looks for). A string holding one of the tokenizer's special tokens (`<|im_end|>`) is refused when the run starts sampling: the text is decoded without them, and the model's end-of-sequence tokens end a completion already."),
         Key { name: "n", ty: Ty::Quantity(&[Unit::Completions]), default: Default::None, range: Some(AT_LEAST_ONE), doc: "Old name of `group`.", deprecated: Some("group") },
     ],
     blocks: &[],

@@ -87,6 +87,18 @@ pub fn generate<B: Backend>(
     params
         .validate()
         .map_err(|reason| ModelError::Request { reason })?;
+    // A completion's text is decoded without special tokens, so a stop
+    // string holding one (`<|im_end|>`) would never match: refused rather
+    // than accepted to do nothing.
+    for stop in &params.stop_strings {
+        if let Some(token) = tokenizer.special_token_in(stop) {
+            return Err(ModelError::Request {
+                reason: format!(
+                    "the stop string {stop:?} holds the special token `{token}`, which a completion's text never holds (special tokens are decoded out of it); a completion already ends at the model's end-of-sequence tokens"
+                ),
+            });
+        }
+    }
     if prompts.is_empty() {
         return Ok(Vec::new());
     }
