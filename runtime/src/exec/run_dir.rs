@@ -322,7 +322,12 @@ impl RunDir {
                 path.display()
             )));
         }
-        std::fs::create_dir_all(path).map_err(|e| io(path, e))?;
+        std::fs::create_dir_all(path).map_err(|e| {
+            ExecError::Usage(format!(
+                "cannot make the run folder `{}` ({e}); name a folder that can be written with `--out`",
+                path.display()
+            ))
+        })?;
         let lock = RunLock::acquire(path)?;
         let manifest = json!({
             "saferc": env!("CARGO_PKG_VERSION"),
@@ -780,6 +785,8 @@ mod tests {
             Ok(()) => panic!("a run was made in `{name}`"),
         };
         assert!(refusal("occupied").contains("holds files and no run"));
+        // A folder that cannot be made says it was the run's.
+        assert!(refusal("a-file/run").contains("cannot make the run folder"));
         // Resuming it, or a folder that is not there, does not suggest
         // `--out` of a folder a new run would refuse.
         let resume_error = |name: &str| {
