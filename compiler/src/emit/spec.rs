@@ -193,7 +193,6 @@ pub(crate) fn regex_difference(pattern: &str) -> Option<&'static str> {
         Differences {
             pattern,
             global_until: 0,
-            verbose: false,
         },
     )
     .err()
@@ -203,15 +202,16 @@ pub(crate) fn regex_difference(pattern: &str) -> Option<&'static str> {
 /// too, while Python's `re` keeps it as a character of the class: a
 /// pattern with the `x` flag and whitespace inside a class may differ.
 fn spaced_class_in_verbose_mode(pattern: &str) -> Option<&'static str> {
-    let verbose = pattern.starts_with("(?") && {
-        let flags = &pattern[2..];
+    // A flag group anywhere (`(?x)`, `(?ix:...)`) that turns `x` on.
+    let verbose = pattern.match_indices("(?").any(|(at, _)| {
+        let flags = &pattern[at + 2..];
         let end = flags.find([')', ':']).unwrap_or(flags.len());
         flags[..end]
             .split('-')
             .next()
             .is_some_and(|on| on.contains('x'))
-    };
-    if !verbose && !pattern.contains("(?x") {
+    });
+    if !verbose {
         return None;
     }
     let (mut in_class, mut escaped) = (false, false);
@@ -241,13 +241,12 @@ fn spaced_class_in_verbose_mode(pattern: &str) -> Option<&'static str> {
 /// them). The visit stops at the first, as its error. `global_until`:
 /// where a flag group that Python takes as global may begin (the pattern's
 /// start, or the end of such a group just before it). A repetition
-/// written with spaces (`a{1, 2}`) is a repetition for the crate and, out
-/// of `(?x)` mode (`verbose`: its flag set for the whole pattern), text
-/// for Python.
+/// written with spaces (`a{1, 2}`) is a repetition for the crate and text
+/// for Python, in `(?x)` mode too (which strips the spaces and reads
+/// `a{1,2}` as text).
 struct Differences<'p> {
     pattern: &'p str,
     global_until: usize,
-    verbose: bool,
 }
 
 impl regex_syntax::ast::Visitor for Differences<'_> {
@@ -279,19 +278,16 @@ impl regex_syntax::ast::Visitor for Differences<'_> {
                     return Err("a flag turned off for the whole pattern (`(?-i)`): Python's `re` turns flags off only in a group, `(?-i:...)`");
                 }
                 self.global_until = f.span.end.offset;
-                self.verbose |= f.flags.flag_state(regex_syntax::ast::Flag::IgnoreWhitespace)
-                    == Some(true);
                 flags(&f.flags)
             }
             Ast::Repetition(r)
-                if !self.verbose
-                    && matches!(r.op.kind, regex_syntax::ast::RepetitionKind::Range(_))
+                if matches!(r.op.kind, regex_syntax::ast::RepetitionKind::Range(_))
                     && self
                         .pattern
                         .get(r.op.span.start.offset..r.op.span.end.offset)
                         .is_some_and(|op| op.contains(char::is_whitespace)) =>
             {
-                Err("a repetition written with spaces (`a{1, 2}`) repeats in saferc's regex crate; Python's `re` reads it as text (write `a{1,2}`)")
+                Err("a repetition written with spaces (`a{1, 2}`) repeats in saferc's regex crate; Python's `re` reads it as text, in `(?x)` mode too (write `a{1,2}`)")
             }
             Ast::Group(g) => match &g.kind {
                 GroupKind::CaptureName { starts_with_p: false, .. } => Err("`(?<name>..)` is saferc's named group; Python's `re` writes `(?P<name>..)`"),
@@ -407,10 +403,12 @@ mod tests {
             "(?i-s)a",
             "(?-u:a)",
             "[\\x{41}-\\x{5A}]",
+            "b(?ix:[ a])",
             "(?x)[a b]c",
             "(?xi)[\\t]|[ ]",
             "ha{1, 2}!",
             "ha{ 3 }",
+            "(?x) ha{1, 2}!",
         ] {
             assert!(regex_difference(differs).is_some(), "{differs}");
         }
@@ -425,7 +423,6 @@ mod tests {
             "(?-i:a)b",
             "\\x41\\u0041",
             "[a-z]{2,3}?",
-            "(?x) ha{1, 2}!",
             "a b [c d]",
             "(?x)[a\\ b]c",
         ] {

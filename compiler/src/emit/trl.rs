@@ -181,6 +181,8 @@ MODEL = sys.argv[1] if len(sys.argv) > 1 else {model}
 # The tokenizer's folder where the model declares one apart from its weights
 # (`tokenizer = ...`); None: the model folder's own, as TRL loads it.
 TOKENIZER = sys.argv[2] if len(sys.argv) > 2 else {tokenizer}
+# The reward module decodes and counts tokens with the policy's tokenizer.
+os.environ.setdefault("SAFER_TOKENIZER", TOKENIZER or MODEL)
 TRAIN_SPLIT = {train}
 EVAL_SPLIT = {eval_split}
 # The rollout's stop strings: the held-out completions end at them, as in `saferc run`.
@@ -323,15 +325,25 @@ def held_out_means(trainer):
 
 
 def processing_class():
-    """The declared tokenizer folder's processor, padded and truncated on the
-    left as TRL loads a model folder's own; None when there is none."""
+    """The declared tokenizer folder's tokenizer (with its chat template), padded
+    and truncated on the left as TRL loads a model folder's own; for a vision
+    policy inside the model folder's processor, whose image settings saferc reads
+    there too. None when there is no such folder."""
     if TOKENIZER is None:
         return None
-    from transformers import AutoProcessor
+    from transformers import AutoProcessor, AutoTokenizer
 
     # `tokenizer = "tok/tokenizer.json"` names the file: its folder holds the rest.
     folder = os.path.dirname(TOKENIZER) if os.path.isfile(TOKENIZER) else TOKENIZER
-    return AutoProcessor.from_pretrained(folder, truncation_side="left", padding_side="left")
+    tokenizer = AutoTokenizer.from_pretrained(folder, truncation_side="left", padding_side="left")
+    if not VISION:
+        return tokenizer
+    processor = AutoProcessor.from_pretrained(
+        MODEL, tokenizer=tokenizer, truncation_side="left", padding_side="left"
+    )
+    if tokenizer.chat_template:
+        processor.chat_template = tokenizer.chat_template
+    return processor
 
 
 trainer = GRPOTrainer(
