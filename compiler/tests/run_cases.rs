@@ -1130,7 +1130,7 @@ fn a_resume_reuses_the_run_s_curation() {
     let stderr = resume_to_the_end(&case, &dir);
     assert!(
         stderr.contains("reusing the run's curation (3 of 4 prompts kept)")
-            && stderr.contains("1 prompt in the data now was not there when the run curated it"),
+            && stderr.contains("1 prompt of the data now was not among those the run curated"),
         "{stderr}"
     );
     std::fs::write(&rows_path, &rows).unwrap();

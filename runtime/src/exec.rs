@@ -29,6 +29,7 @@ pub mod judge;
 pub mod judge_model;
 pub mod judge_tls;
 pub mod model_fingerprint;
+pub mod records;
 pub mod reflect;
 pub mod report;
 pub mod rollout;

@@ -88,6 +88,19 @@ where
     save(root, tokenizer_dir, model, optim, state, keep)
 }
 
+/// Whether `run`, the run folder a checkpoint goes in (none for a folder
+/// outside a run), still holds its `run.lock`: a folder removed or moved
+/// while the run went on stops it.
+fn still_there(run: Option<&Path>) -> Result<(), ExecError> {
+    match run {
+        Some(run) if !run.join("run.lock").exists() => Err(io(
+            run,
+            "was removed while the run went on (its `run.lock` is gone): the run stops, since what it wrote there is lost; start it again",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Writes a checkpoint of `model`, `optim` and `state` under `root`, then
 /// removes all but the newest `keep`.
 ///
@@ -112,16 +125,7 @@ where
         .parent()
         .filter(|p| p.file_name().is_some_and(|n| n == "checkpoints"))
         .and_then(Path::parent);
-    let run_is_there = || {
-        match run {
-        Some(run) if !run.join("run.lock").exists() => Err(io(
-            run,
-            "was removed while the run went on (its `run.lock` is gone): the run stops, since what it wrote there is lost; start it again",
-        )),
-        _ => Ok(()),
-    }
-    };
-    run_is_there()?;
+    still_there(run)?;
     let name = step_name(state.step);
     let final_dir = root.join(&name);
     let partial = root.join(format!("{name}.{PARTIAL}"));
@@ -153,7 +157,7 @@ where
     write_atomically(&partial.join("state.json"), &state_json)?;
     // Again before the checkpoint is complete: a folder moved while it was
     // written leaves this one made again by its writers, not a checkpoint.
-    run_is_there()?;
+    still_there(run)?;
     // A folder of this step already there (one a resume could not read)
     // is moved aside, the new one put in its place, and only then the old
     // one deleted: a failed rename puts it back.

@@ -215,8 +215,6 @@ pub fn train<B: Backend>(
     let adv_cfg = advantage_config(g);
     let kl_in_reward = reference.is_some() && g.kl.placement == "reward";
     let ck_root = session.run.checkpoints(&stage.name);
-    // The stage's checks passed: a forced resume's pipeline is the run's now.
-    session.run.commit_forced()?;
     let (mut policy, mut optim, mut state) = checkpoint::start_or_resume::<AD<B>>(
         &ck_root,
         policy,
@@ -227,6 +225,11 @@ pub fn train<B: Backend>(
     )?;
     if session.options.resume {
         checkpoint::within_steps(&stage.name, state.step, total_steps)?;
+    }
+    // The stage's checks passed, its checkpoint among them: a forced
+    // resume's pipeline is the run's now.
+    session.run.commit_forced()?;
+    if session.options.resume {
         // Lines the killed run wrote after its last checkpoint are written again below.
         if let Some(warning) = session.run.rewind(&stage.name, state.step, true)? {
             crate::stderr_line!("{warning}");

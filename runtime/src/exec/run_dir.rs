@@ -190,26 +190,6 @@ fn io(path: &Path, e: std::io::Error) -> ExecError {
     }
 }
 
-/// A run's record file (`images.json`, `splits.json`): one JSON object of
-/// an entry per dataset, empty when the file is not there yet. A file that
-/// does not read as one (damaged) is warned about, naming what is lost:
-/// its entries are made again from the files as they are now.
-pub fn read_record(path: &Path, lost: &str) -> serde_json::Map<String, Value> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return serde_json::Map::new();
-    };
-    match serde_json::from_str::<Value>(&text) {
-        Ok(Value::Object(record)) => record,
-        _ => {
-            crate::stderr_line!(
-                "warning: {} does not read as JSON (damaged?); it is made again from the files as they are now, so {lost}",
-                path.display()
-            );
-            serde_json::Map::new()
-        }
-    }
-}
-
 /// Makes folder `dir` and the folders above it that are missing, inside a
 /// run's folder only: the nearest folder above it that exists must be in a
 /// folder holding a `run.lock`. A run whose folder was removed or moved
@@ -459,7 +439,8 @@ impl RunDir {
     /// called when the new pipeline's checks have passed and it is about to
     /// train or write its results. A forced resume that fails before (its
     /// data unreadable, a stage's checks) leaves the manifest as it was,
-    /// and the run resumable with its own pipeline.
+    /// and the run resumable with its own pipeline (the curation and split
+    /// records it wrote are made again by that pipeline where they differ).
     ///
     /// # Errors
     /// I/O errors.
@@ -528,7 +509,8 @@ impl RunDir {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if checked && completed > 0 {
-                        warnings.push(missing_steps_warning(&p, stage, completed, &[]));
+                        let all: Vec<u64> = (1..=completed).collect();
+                        warnings.push(missing_steps_warning(&p, stage, completed, &all, true));
                     }
                     continue;
                 }
@@ -538,13 +520,14 @@ impl RunDir {
             let tmp = p.with_extension("rewind");
             let mut out = BufWriter::new(File::create(&tmp).map_err(|e| io(&tmp, e))?);
             let mut reader = BufReader::new(file);
-            let (mut line, mut dropped) = (Vec::new(), false);
+            let (mut line, mut dropped, mut saw_a_line) = (Vec::new(), false, false);
             let mut kept_steps = std::collections::BTreeSet::new();
             loop {
                 line.clear();
                 if reader.read_until(b'\n', &mut line).map_err(|e| io(&p, e))? == 0 {
                     break;
                 }
+                saw_a_line = true;
                 let keep = line.ends_with(b"\n")
                     && serde_json::from_slice::<Value>(&line).is_ok_and(|v| {
                         let ours = v["stage"].as_str() == Some(stage);
@@ -567,7 +550,10 @@ impl RunDir {
                 .filter(|s| !kept_steps.contains(s))
                 .collect();
             if checked && !missing.is_empty() {
-                warnings.push(missing_steps_warning(&p, stage, completed, &missing));
+                // A file that held no line at all was deleted (or made
+                // again empty by the run's opening).
+                let gone = !saw_a_line;
+                warnings.push(missing_steps_warning(&p, stage, completed, &missing, gone));
             }
             if dropped {
                 std::fs::rename(&tmp, &p).map_err(|e| io(&p, e))?;
@@ -676,16 +662,15 @@ impl RunDir {
 }
 
 /// The warning for a log file `path` that lacks stage `stage`'s lines of
-/// the `missing` steps (empty: the file is gone, so all of 1..=`completed`)
-/// when it resumes after step `completed`.
-fn missing_steps_warning(path: &Path, stage: &str, completed: u64, missing: &[u64]) -> String {
-    let all: Vec<u64>;
-    let missing = if missing.is_empty() {
-        all = (1..=completed).collect();
-        &all[..]
-    } else {
-        missing
-    };
+/// the `missing` steps when it resumes after step `completed`; `gone`: the
+/// file held no line at all (deleted).
+fn missing_steps_warning(
+    path: &Path,
+    stage: &str,
+    completed: u64,
+    missing: &[u64],
+    gone: bool,
+) -> String {
     // Runs of consecutive steps, as `1-6, 9`.
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for &s in missing {
@@ -704,10 +689,12 @@ fn missing_steps_warning(path: &Path, stage: &str, completed: u64, missing: &[u6
             }
         })
         .collect();
-    let cause = if missing == [completed] {
+    let cause = if gone {
+        " (the file was deleted or emptied since)"
+    } else if missing == [completed] {
         " (cut short when the run stopped?)"
     } else {
-        " (the file was cut short, deleted or edited since)"
+        " (the file was cut short or edited since)"
     };
     format!(
         "warning: {} holds no whole line for stage {stage}'s step{} {}, which its checkpoint holds{cause}; the run goes on from step {}, so {} stay missing from the log",
@@ -977,7 +964,7 @@ mod tests {
         );
         assert!(
             said.contains("samples.jsonl holds no whole line for stage b's steps 1-4,")
-                && said.contains("deleted or edited"),
+                && said.contains("deleted or emptied"),
             "{said}"
         );
         // No samples were written: the file is created empty, not invented.

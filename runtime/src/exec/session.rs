@@ -558,7 +558,7 @@ impl<'a, B: Backend> Session<'a, B> {
             return Ok(());
         };
         let path = self.run.images_record();
-        let mut record = super::run_dir::read_record(
+        let mut record = super::records::read_record(
             &path,
             "a change to the images since the run started goes unseen",
         );
@@ -588,15 +588,18 @@ impl<'a, B: Backend> Session<'a, B> {
         spec: &DatasetSpec,
         kept: &[Row],
         report: &Value,
+        curated: &[String],
     ) -> Result<(), ExecError> {
         let path = self.run.curation(dataset);
         let kept: Vec<[&str; 2]> = kept
             .iter()
             .map(|r| [r.origin.as_str(), r.prompt.as_str()])
             .collect();
+        // `curated`: the origins of every row curation saw, for a resume
+        // to name the rows it did not.
         let saved = json!({
             "settings": self.curation_settings(spec), "kept": kept, "report": report,
-            "judges": self.judge_counts(),
+            "judges": self.judge_counts(), "curated": curated,
         });
         write_atomically(&path, saved.to_string().as_bytes())
     }
@@ -688,23 +691,29 @@ impl<'a, B: Backend> Session<'a, B> {
         self.restore_judge_counts(&saved["judges"]);
         let report = &saved["report"];
         let count = |key: &str| report[key].as_u64().unwrap_or(0);
-        let curated = count("kept") + count("dropped") + count("skipped_rows");
         crate::stderr_line!(
             "dataset {dataset}: reusing the run's curation ({} of {} prompts kept)",
             kept.len(),
             count("kept") + count("dropped")
         );
-        // Rows added to the data since: the checkpoints' data cursors count
-        // the kept rows, so the new ones are left out, and said so.
-        let new = (rows.len() as u64).saturating_sub(curated);
-        if new > 0 {
-            crate::stderr_line!(
-                "warning: dataset `{dataset}`: {new} prompt{} in the data now {} not there when the run curated it; the reused curation leaves {} out (start a new run to curate and train on {})",
-                if new == 1 { "" } else { "s" },
-                if new == 1 { "was" } else { "were" },
-                if new == 1 { "it" } else { "them" },
-                if new == 1 { "it" } else { "them" },
-            );
+        // Rows the curation did not see (added to the data since, or no
+        // longer removed by a changed `dedup`): the checkpoints' data
+        // cursors count the kept rows, so they are left out, and said so.
+        if let Some(curated) = saved["curated"].as_array() {
+            let seen: BTreeSet<&str> = curated.iter().filter_map(Value::as_str).collect();
+            let unseen = rows
+                .iter()
+                .filter(|r| !seen.contains(r.origin.as_str()))
+                .count();
+            if unseen > 0 {
+                crate::stderr_line!(
+                    "warning: dataset `{dataset}`: {unseen} prompt{} of the data now {} not among those the run curated; the reused curation leaves {} out (start a new run to curate and train on {})",
+                    if unseen == 1 { "" } else { "s" },
+                    if unseen == 1 { "was" } else { "were" },
+                    if unseen == 1 { "it" } else { "them" },
+                    if unseen == 1 { "it" } else { "them" },
+                );
+            }
         }
         Some((kept, saved["report"].clone()))
     }
@@ -813,8 +822,10 @@ impl<'a, B: Backend> Session<'a, B> {
                     let (kept, report) = match self.reused_curation(name, spec, &rows) {
                         Some(reused) => reused,
                         None => {
+                            let curated: Vec<String> =
+                                rows.iter().map(|r| r.origin.clone()).collect();
                             let (kept, report) = curate::curate(self, name, rows, c, &vocabulary)?;
-                            self.keep_curation(name, spec, &kept, &report)?;
+                            self.keep_curation(name, spec, &kept, &report, &curated)?;
                             (kept, report)
                         }
                     };

@@ -123,8 +123,6 @@ pub fn train<B: Backend>(
         .unwrap_or_else(|| (rows.len() * s.epochs).div_ceil(s.batch) as u64);
     let eos = policy.config.eos_token_ids.first().copied().unwrap_or(0);
     let ck_root = session.run.checkpoints(&stage.name);
-    // The stage's checks passed: a forced resume's pipeline is the run's now.
-    session.run.commit_forced()?;
     let (mut policy, mut optim, mut state) = checkpoint::start_or_resume::<AD<B>>(
         &ck_root,
         policy,
@@ -135,6 +133,11 @@ pub fn train<B: Backend>(
     )?;
     if session.options.resume {
         checkpoint::within_steps(&stage.name, state.step, total_steps)?;
+    }
+    // The stage's checks passed, its checkpoint among them: a forced
+    // resume's pipeline is the run's now.
+    session.run.commit_forced()?;
+    if session.options.resume {
         // Lines the killed run wrote after its last checkpoint are written again below.
         if let Some(warning) = session.run.rewind(&stage.name, state.step, false)? {
             crate::stderr_line!("{warning}");

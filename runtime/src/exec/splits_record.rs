@@ -61,7 +61,7 @@ pub fn record(
         crate::stderr_line!("warning: dataset `{name}`: a row without a line number; splits.json does not record it");
         return Ok(());
     };
-    let mut record = super::run_dir::read_record(
+    let mut record = super::records::read_record(
         path,
         "the splits record the rows as they are now, not as the run started with them",
     );
