@@ -32,7 +32,7 @@ enum Top {
 /// Standard output that cannot be written otherwise (a full disk,
 /// `> /dev/full`) is an error said in one line (exit 1), not a panic.
 /// Every other panic goes to the default hook.
-fn quiet_on_broken_pipe() {
+fn end_cleanly_when_stdout_fails() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = info
@@ -53,7 +53,7 @@ fn quiet_on_broken_pipe() {
 }
 
 fn main() {
-    quiet_on_broken_pipe();
+    end_cleanly_when_stdout_fails();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -86,8 +86,19 @@ pub fn expr(e: &TExpr, program: &Program) -> String {
                     .map(|(k, v)| format!("{k} = {}", expr(v, program))),
             );
             // The prelude's scorers as they are written (`refusal()`, not
-            // `std/std::refusal()`); other modules' keep their qualifier.
-            let func = func.strip_prefix(PRELUDE_QUALIFIER).unwrap_or(func);
+            // `std/std::refusal()`), unless a declaration of the program
+            // shadows the name; other modules' keep their qualifier.
+            let func = match func.strip_prefix(PRELUDE_QUALIFIER) {
+                Some(bare)
+                    if !program
+                        .decls
+                        .iter()
+                        .any(|d| d.name == bare && !d.qualified.starts_with(PRELUDE_QUALIFIER)) =>
+                {
+                    bare
+                }
+                _ => func,
+            };
             format!("{func}({})", parts.join(", "))
         }
         TKind::Unary { op, operand } => {
