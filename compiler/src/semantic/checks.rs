@@ -943,9 +943,26 @@ impl<'a> Analyzer<'a> {
     ) {
         let m = &self.decls[model.0].settings;
         let arch = m.text("arch").unwrap_or("tiny_vlm").to_string();
-        let context = m
-            .number("context")
-            .unwrap_or_else(|| schema::default_context(&arch));
+        // The declared context, else the model folder's positions (what
+        // `saferc run` holds rows to), else the architecture's default.
+        let file_positions = || {
+            self.model_config_json(model.0)
+                .and_then(|(json, _)| Self::file_positions(&json))
+        };
+        let (context, from_file) = match m.number("context") {
+            Some(declared) => (declared, false),
+            None => match file_positions() {
+                Some(positions) => (positions, true),
+                None => (schema::default_context(&arch), false),
+            },
+        };
+        // Where the folder's `config.json` sets the context, a larger one
+        // cannot be declared (E0301).
+        let or_context = if from_file {
+            ": the model's `config.json` allows no more".to_string()
+        } else {
+            ", or set the model's `context`".to_string()
+        };
         let mname = self.decls[model.0].name.clone();
         let model_label = format!("`{arch}`, context {} tokens", num(context));
         match s.reference("rollout") {
@@ -966,9 +983,12 @@ impl<'a> Analyzer<'a> {
                 };
                 self.diags.push(
                     Diagnostic::error(Code::E0311, message)
-                    .with_primary(self.setting_span(rollout.0, &["max_tokens"]), "too long")
-                    .with_secondary(self.decls[model.0].span, model_label)
-                    .with_help(format!("lower `max_tokens` below {} (the prompt needs room too), or set the model's `context`", num(context))),
+                        .with_primary(self.setting_span(rollout.0, &["max_tokens"]), "too long")
+                        .with_secondary(self.decls[model.0].span, model_label)
+                        .with_help(format!(
+                            "lower `max_tokens` below {} (the prompt needs room too){or_context}",
+                            num(context)
+                        )),
                 );
             }
             None if scores_without_rollout => {
@@ -989,7 +1009,7 @@ impl<'a> Analyzer<'a> {
                     )
                     .with_primary(self.setting_span(i, &["rollout"]), "scores without a rollout")
                     .with_secondary(self.decls[model.0].span, model_label)
-                    .with_help(format!("add `rollout = ...` with `max_tokens` below {} (the prompt needs room too), or raise the model's `context`", num(context))),
+                    .with_help(format!("add `rollout = ...` with `max_tokens` below {} (the prompt needs room too){}", num(context), if from_file { ": the model's `config.json` allows no more" } else { ", or raise the model's `context`" })),
                 );
             }
             None => {}
@@ -1430,37 +1450,49 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// The `config.json` of model declaration `i`'s `weights` folder, and
+    /// the folder as written, where the file can be read: a plain file of a
+    /// plausible size (the checks run on every edit in the editor) that
+    /// holds JSON (one that does not is the loader's error, with its line),
+    /// beside a document that is a file (an editor's untitled buffer has no
+    /// folder to resolve `weights` against).
+    fn model_config_json(&self, i: usize) -> Option<(serde_json::Value, String)> {
+        let Some(Value::Path { resolved, written }) = self.decls[i].settings.get("weights") else {
+            return None;
+        };
+        let module = &self.loaded.modules[self.info[i].module];
+        if !matches!(module.origin, super::loader::Origin::File(_)) {
+            return None;
+        }
+        let config = std::path::Path::new(resolved).join("config.json");
+        let meta = std::fs::metadata(&config).ok()?;
+        if !meta.is_file() || meta.len() > 1 << 20 {
+            return None;
+        }
+        let text = std::fs::read_to_string(&config).ok()?;
+        let json = serde_json::from_str::<serde_json::Value>(&text).ok()?;
+        Some((json, written.clone()))
+    }
+
+    /// A model's positions as its `config.json` gives them
+    /// (`max_position_embeddings`, at the top or in `text_config`).
+    fn file_positions(config: &serde_json::Value) -> Option<f64> {
+        config
+            .get("max_position_embeddings")
+            .or_else(|| config.get("text_config")?.get("max_position_embeddings"))
+            .and_then(serde_json::Value::as_f64)
+    }
+
     /// A model whose `weights` folder exists must hold the declared
     /// architecture (`config.json`'s `model_type`). A folder that does not
     /// exist yet (made elsewhere, or by another run) is not checked here.
     fn check_model_folder(&mut self, i: usize) {
-        let s = &self.decls[i].settings;
-        let (Some(Value::Path { resolved, written }), Some(declared)) =
-            (s.get("weights"), s.text("arch"))
-        else {
+        let Some(declared) = self.decls[i].settings.text("arch").map(str::to_string) else {
             return;
         };
-        // A document with no file behind it (an editor's untitled buffer)
-        // has no folder to resolve `weights` against.
-        let module = &self.loaded.modules[self.info[i].module];
-        if !matches!(module.origin, super::loader::Origin::File(_)) {
-            return;
-        }
-        // The check runs on every edit in the editor: only a plain file of
-        // a plausible size is read.
-        let config = std::path::Path::new(resolved).join("config.json");
-        match std::fs::metadata(&config) {
-            Ok(m) if m.is_file() && m.len() <= 1 << 20 => {}
-            _ => return,
-        }
-        let Ok(text) = std::fs::read_to_string(&config) else {
+        let Some((json, written)) = self.model_config_json(i) else {
             return;
         };
-        // A `config.json` that is not JSON is the loader's error, with its line.
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
-            return;
-        };
-        let (written, declared) = (written.clone(), declared.to_string());
         self.check_context_fits(i, &json, &written);
         let Some(found) = json.get("model_type").and_then(serde_json::Value::as_str) else {
             return;
@@ -1494,11 +1526,7 @@ impl<'a> Analyzer<'a> {
         let Some(context) = self.decls[i].settings.number("context") else {
             return;
         };
-        let limit = config
-            .get("max_position_embeddings")
-            .or_else(|| config.get("text_config")?.get("max_position_embeddings"))
-            .and_then(serde_json::Value::as_f64);
-        let Some(limit) = limit.filter(|l| context > *l) else {
+        let Some(limit) = Self::file_positions(config).filter(|l| context > *l) else {
             return;
         };
         let name = self.decls[i].name.clone();

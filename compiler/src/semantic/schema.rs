@@ -282,7 +282,7 @@ const MODEL: Block = Block {
         key("tokenizer", Ty::Path, Default::Derived("the `weights` directory"), "Directory of the tokenizer (`tokenizer.json`, `tokenizer_config.json`), or its `tokenizer.json`, when it is not next to the weights."),
         key("dtype", Ty::Enum(&["f32", "bf16", "f16"]), Default::Str("f32"), "The dtype of a model trained from this one. `saferc run` trains in f32 from weights of any float dtype and saves the trained model in this dtype, each weight rounded to the nearest value (f32: exactly as trained; the scores after training, and a stage after it, read what was saved); checkpoints are f32. Emitted TRL scripts load and train in bf16 where it is `bf16`."),
         key("device", Ty::Enum(&["auto", "cpu", "wgpu", "cuda"]), Default::Str("auto"), "Where the model runs; `auto` takes the run's device."),
-        ranged("context", Ty::Quantity(&[Unit::Tokens]), Default::Derived("1024 tokens for `tiny_vlm`, 32768 for Qwen"), AT_LEAST_ONE, "The longest sequence the model accepts, prompt and completion together. `saferc run` holds every prompt and completion to it (rows too long for it are bad rows) and refuses a value above `config.json`'s `max_position_embeddings`."),
+        ranged("context", Ty::Quantity(&[Unit::Tokens]), Default::Derived("the model folder's `config.json` `max_position_embeddings`; where the folder is not there yet, `check` assumes 1024 tokens for `tiny_vlm`, 32768 for Qwen"), AT_LEAST_ONE, "The longest sequence the model accepts, prompt and completion together. `saferc run` holds every prompt and completion to it (rows too long for it are bad rows) and refuses a value above `config.json`'s `max_position_embeddings`."),
     ],
     blocks: &[],
     forms: &[],
