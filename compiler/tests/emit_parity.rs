@@ -96,6 +96,21 @@ fn python_program(dir: &Path, program: &str) -> Command {
     command
 }
 
+/// Runs `python3 safer_reward.py rows d` in `dir`, which must fail with
+/// `says` in its error.
+fn rows_refused(dir: &Path, says: &str) {
+    let out = Command::new("python3")
+        .args(["safer_reward.py", "rows", "d"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(says),
+        "{says}: {stderr}"
+    );
+}
+
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -371,16 +386,7 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
             runtime.as_deref().is_some_and(|e| e.contains(says)),
             "{runtime:?}"
         );
-        let out = Command::new("python3")
-            .args(["safer_reward.py", "rows", "d"])
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && stderr.contains(says),
-            "{says}: {stderr}"
-        );
+        rows_refused(&dir, says);
     }
 }
 
@@ -444,17 +450,7 @@ fn a_row_a_filter_cannot_read_is_a_bad_row_in_both() {
             .is_some_and(|e| e.contains("rows.jsonl:2")),
         "{runtime:?}"
     );
-    let out = Command::new("python3")
-        .args(["safer_reward.py", "rows", "d"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success()
-            && stderr.contains("rows.jsonl:2: a filter cannot be evaluated on it"),
-        "{stderr}"
-    );
+    rows_refused(&dir, "rows.jsonl:2: a filter cannot be evaluated on it");
     // Rows naming images, and an images folder that is not there.
     plan.datasets.get_mut("d").unwrap().on_bad_row = "skip".into();
     plan.datasets.get_mut("d").unwrap().images = dir.join("imgs").display().to_string();
@@ -476,13 +472,7 @@ fn a_row_a_filter_cannot_read_is_a_bad_row_in_both() {
         runtime.as_deref().is_some_and(|e| e.contains(says)),
         "{runtime:?}"
     );
-    let out = Command::new("python3")
-        .args(["safer_reward.py", "rows", "d"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains(says), "{stderr}");
+    rows_refused(&dir, says);
 }
 
 /// A `reward_spec.json` that holds a judge endpoint's credential is
