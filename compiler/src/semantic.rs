@@ -60,6 +60,9 @@ pub(crate) struct Analyzer<'a> {
     /// Plain names resolved through an import without an alias: module,
     /// name, where (checked for ambiguity once the declarations are known).
     pub glob_uses: Vec<(usize, String, crate::span::Span)>,
+    /// Each model declaration's `config.json` and `weights` as written,
+    /// read once (`Analyzer::model_config_json`).
+    pub model_configs: std::collections::BTreeMap<usize, Option<(serde_json::Value, String)>>,
 }
 
 /// The result of analysis: the program (when the modules loaded) and every
@@ -136,6 +139,7 @@ pub fn analyze(loaded: &Loaded) -> (Program, Vec<Diagnostic>) {
         info: Vec::new(),
         diags: Vec::new(),
         glob_uses: Vec::new(),
+        model_configs: std::collections::BTreeMap::new(),
     };
     a.collect();
     a.check_all_settings();

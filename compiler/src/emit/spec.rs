@@ -116,43 +116,45 @@ fn for_each_call<'p>(
 /// through a user scorer's parameter (its default, or a constant argument
 /// of a call to that scorer).
 pub(crate) fn regex_patterns(rubric: &RubricSpec, plan: &Plan) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut add = |e: Option<&Expr>| {
-        if let Some(Expr::Const {
-            value: Val::Str(pattern),
-        }) = e
-        {
-            if !out.contains(pattern) {
-                out.push(pattern.clone());
-            }
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |pattern: Option<&String>| {
+        if let Some(pattern) = pattern.filter(|p| !out.contains(p)) {
+            out.push(pattern.clone());
         }
     };
     for_each_call(rubric, plan, &mut |func, args, named| {
         if func == "regex" {
-            add(args.first().or_else(|| named.get("pattern")));
+            add(const_str(args.first().or_else(|| named.get("pattern"))));
         }
     });
-    let pattern_params = pattern_params(plan);
-    for (function, index) in &pattern_params {
+    for (function, index) in pattern_params(plan) {
         let Some((name, default)) = plan
             .functions
-            .get(function)
-            .and_then(|f| f.params.get(*index))
+            .get(&function)
+            .and_then(|f| f.params.get(index))
         else {
             continue;
         };
         if let Some(Val::Str(pattern)) = default {
-            add(Some(&Expr::Const {
-                value: Val::Str(pattern.clone()),
-            }));
+            add(Some(pattern));
         }
         for_each_call(rubric, plan, &mut |func, args, named| {
             if func == function {
-                add(args.get(*index).or_else(|| named.get(name)));
+                add(const_str(args.get(index).or_else(|| named.get(name))));
             }
         });
     }
     out
+}
+
+/// `e`'s text where it is a string constant.
+fn const_str(e: Option<&Expr>) -> Option<&String> {
+    match e {
+        Some(Expr::Const {
+            value: Val::Str(text),
+        }) => Some(text),
+        _ => None,
+    }
 }
 
 /// The user scorers' parameters (scorer, index) that are a `regex(...)`

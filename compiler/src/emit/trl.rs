@@ -25,23 +25,13 @@ pub fn files(
     notes: &mut Vec<String>,
 ) -> Vec<(String, String)> {
     let rollout = plan.rollout(stage.rollout.as_ref());
-    let model = plan
-        .models
-        .get(&stage.policy)
-        .map_or_else(String::new, |m| m.weights.clone());
-    let tokenizer = plan
-        .models
-        .get(&stage.policy)
+    let policy = plan.models.get(&stage.policy);
+    let model = policy.map_or_else(String::new, |m| m.weights.clone());
+    let tokenizer = policy
         .and_then(|m| m.tokenizer.as_ref())
         .map_or_else(|| "None".into(), |t| quoted(t));
-    let dtype = plan
-        .models
-        .get(&stage.policy)
-        .map_or("f32", |m| m.dtype.as_str());
-    let arch = plan
-        .models
-        .get(&stage.policy)
-        .map_or("qwen2", |m| m.arch.as_str());
+    let dtype = policy.map_or("f32", |m| m.dtype.as_str());
+    let arch = policy.map_or("qwen2", |m| m.arch.as_str());
     let vision = arch == "qwen2_5_vl";
     if stage.freeze_vision && !vision {
         notes.push("`freeze_vision` is not emitted: the emitted script freezes the vision tower of a `qwen2_5_vl` policy only; freeze the model's tower yourself (`model.visual.requires_grad_(False)` before `trainer.train()`)".into());

@@ -943,25 +943,28 @@ impl<'a> Analyzer<'a> {
     ) {
         let m = &self.decls[model.0].settings;
         let arch = m.text("arch").unwrap_or("tiny_vlm").to_string();
+        let declared = m.number("context");
         // The declared context, else the model folder's positions (what
         // `saferc run` holds rows to), else the architecture's default.
-        let file_positions = || {
+        let file_context = declared.is_none().then(|| {
             self.model_config_json(model.0)
                 .and_then(|(json, _)| Self::file_positions(&json))
-        };
-        let (context, from_file) = match m.number("context") {
-            Some(declared) => (declared, false),
-            None => match file_positions() {
-                Some(positions) => (positions, true),
-                None => (schema::default_context(&arch), false),
-            },
+        });
+        let (context, from_file) = match (declared, file_context.flatten()) {
+            (Some(declared), _) => (declared, false),
+            (None, Some(positions)) => (positions, true),
+            (None, None) => (schema::default_context(&arch), false),
         };
         // Where the folder's `config.json` sets the context, a larger one
         // cannot be declared (E0301).
-        let or_context = if from_file {
-            ": the model's `config.json` allows no more".to_string()
+        let capped = ": the model's `config.json` allows no more";
+        let (or_set, or_raise) = if from_file {
+            (capped, capped)
         } else {
-            ", or set the model's `context`".to_string()
+            (
+                ", or set the model's `context`",
+                ", or raise the model's `context`",
+            )
         };
         let mname = self.decls[model.0].name.clone();
         let model_label = format!("`{arch}`, context {} tokens", num(context));
@@ -986,7 +989,7 @@ impl<'a> Analyzer<'a> {
                         .with_primary(self.setting_span(rollout.0, &["max_tokens"]), "too long")
                         .with_secondary(self.decls[model.0].span, model_label)
                         .with_help(format!(
-                            "lower `max_tokens` below {} (the prompt needs room too){or_context}",
+                            "lower `max_tokens` below {} (the prompt needs room too){or_set}",
                             num(context)
                         )),
                 );
@@ -1009,7 +1012,7 @@ impl<'a> Analyzer<'a> {
                     )
                     .with_primary(self.setting_span(i, &["rollout"]), "scores without a rollout")
                     .with_secondary(self.decls[model.0].span, model_label)
-                    .with_help(format!("add `rollout = ...` with `max_tokens` below {} (the prompt needs room too){}", num(context), if from_file { ": the model's `config.json` allows no more" } else { ", or raise the model's `context`" })),
+                    .with_help(format!("add `rollout = ...` with `max_tokens` below {} (the prompt needs room too){or_raise}", num(context))),
                 );
             }
             None => {}
@@ -1451,12 +1454,23 @@ impl<'a> Analyzer<'a> {
     }
 
     /// The `config.json` of model declaration `i`'s `weights` folder, and
-    /// the folder as written, where the file can be read: a plain file of a
+    /// the folder as written, where the file can be read (once per model;
+    /// every stage's context check asks for it): a plain file of a
     /// plausible size (the checks run on every edit in the editor) that
     /// holds JSON (one that does not is the loader's error, with its line),
     /// beside a document that is a file (an editor's untitled buffer has no
     /// folder to resolve `weights` against).
-    fn model_config_json(&self, i: usize) -> Option<(serde_json::Value, String)> {
+    fn model_config_json(&mut self, i: usize) -> Option<(serde_json::Value, String)> {
+        if let Some(read) = self.model_configs.get(&i) {
+            return read.clone();
+        }
+        let read = self.read_model_config_json(i);
+        self.model_configs.insert(i, read.clone());
+        read
+    }
+
+    /// [`Self::model_config_json`], read from disk.
+    fn read_model_config_json(&self, i: usize) -> Option<(serde_json::Value, String)> {
         let Some(Value::Path { resolved, written }) = self.decls[i].settings.get("weights") else {
             return None;
         };
