@@ -96,6 +96,18 @@ fn python_program(dir: &Path, program: &str) -> Command {
     command
 }
 
+/// Runs `command` (a [`python_program`]), which must succeed and print one
+/// JSON value: that value.
+fn json_printed(command: &mut Command) -> Value {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Runs `python3 safer_reward.py rows d` in `dir`, which must fail with
 /// `says` in its error.
 fn rows_refused(dir: &Path, says: &str) {
@@ -415,18 +427,10 @@ fn a_row_a_filter_cannot_read_is_a_bad_row_in_both() {
     let want: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(want, ["a", "c"]);
     assert_eq!(bad.len(), 1, "{bad:?}");
-    let out = python_program(
+    let got = json_printed(&mut python_program(
         &dir,
         "import safer_reward, json\nskipped = []\nrows = safer_reward.read_rows('d', safer_reward.load_spec()['datasets']['d'], True, skipped=skipped)\nprint(json.dumps({'ids': [r.raw['id'] for r in rows], 'skipped': skipped}))",
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    ));
     assert_eq!(got["ids"], json!(want));
     let skipped = got["skipped"].as_array().unwrap();
     assert_eq!(skipped.len(), 1, "{skipped:?}");
@@ -835,13 +839,7 @@ print(json.dumps({{"trl": trl, "verl": verl, "logged": logged}}))
         row = row,
         text = json!(text),
     );
-    let out = python_program(&dir, &program).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = json_printed(&mut python_program(&dir, &program));
     assert_eq!(got["trl"], json!([scored["total"]]));
     assert_eq!(got["verl"]["score"], scored["total"]);
     assert_eq!(got["verl"]["safer/safety"], scored["criteria"][0]);
@@ -885,13 +883,7 @@ except safer_reward.EvalError as e:
     error = str(e)
 print(json.dumps({"whole": whole, "from_ids": from_ids, "text": text, "rebuilt": rebuilt, "empty": empty, "error": error}))
 "#;
-    let out = python_program(&dir, program).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = json_printed(&mut python_program(&dir, program));
     assert_eq!(got["from_ids"], got["whole"], "{got}");
     assert_eq!(got["rebuilt"], got["text"], "{got}");
     assert_eq!(got["empty"], json!(["", "", ""]));
@@ -1140,16 +1132,7 @@ fn recorded_splits_give_the_scripts_saferc_s_rows() {
 import json, safer_reward
 print(json.dumps({s: [r.origin for r in safer_reward.split_rows(s)] for s in ["d.train", "d.eval", "d"]}))
 "#;
-    let out = python_program(&trl, program)
-        .env("SAFER_SPLITS", &run)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = json_printed(python_program(&trl, program).env("SAFER_SPLITS", &run));
     let origins = |lines: &Value| -> Vec<String> {
         lines
             .as_array()

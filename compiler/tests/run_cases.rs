@@ -741,6 +741,14 @@ fn start_until_first_checkpoint(case: &Path, dir: &Path, stderr: Stdio) -> std::
     child
 }
 
+/// [`start_until_first_checkpoint`], then SIGKILL: a run into `dir` killed
+/// once it has a checkpoint (or finished, if the kill came late).
+fn killed_after_first_checkpoint(case: &Path, dir: &Path) {
+    let mut child = start_until_first_checkpoint(case, dir, Stdio::null());
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
 /// Runs the case with `extra` arguments; it must finish. Returns its stderr.
 fn run_to_success(case: &Path, extra: &[&str]) -> String {
     let out = run_command(case, extra).output().unwrap();
@@ -1635,9 +1643,7 @@ fn judge_interrupt(mode: &str, says: &str) {
 fn a_resume_past_steps_is_refused_and_changed_data_is_named() {
     let case = prepare("resume", "resume-past-steps");
     let dir = case.join("killed");
-    let mut child = start_until_first_checkpoint(&case, &dir, Stdio::null());
-    child.kill().unwrap();
-    let _ = child.wait();
+    killed_after_first_checkpoint(&case, &dir);
     let manifest = || std::fs::read_to_string(dir.join("manifest.json")).unwrap();
     let before = manifest();
     let pipeline = case.join("pipeline.safer");
@@ -1679,9 +1685,7 @@ fn a_resume_past_steps_is_refused_and_changed_data_is_named() {
 fn a_forced_resume_that_fails_leaves_the_manifest() {
     let case = prepare("resume", "resume-forced-fails");
     let dir = case.join("killed");
-    let mut child = start_until_first_checkpoint(&case, &dir, Stdio::null());
-    child.kill().unwrap();
-    let _ = child.wait();
+    killed_after_first_checkpoint(&case, &dir);
     let manifest = || std::fs::read_to_string(dir.join("manifest.json")).unwrap();
     let before = manifest();
     let pipeline = case.join("pipeline.safer");
