@@ -15,7 +15,8 @@
 //!   reflection, SFT and GRPO stages, run directories, checkpoints);
 //! - [`adamw`]: the trainers' optimiser, burn's AdamW fused into one pass
 //!   per parameter on the CPU backend;
-//! - [`device`]: the backend chosen at run time.
+//! - [`device`]: the backend chosen at run time; [`durable`]: files and
+//!   checkpoint folders written to survive a crash or a power cut.
 //!
 //! The default backend is burn's pure-Rust `flex` CPU backend
 //! ([`CpuBackend`]); training uses [`CpuAutodiff`].
@@ -34,6 +35,7 @@ macro_rules! stderr_line {
 
 pub mod adamw;
 pub mod device;
+pub mod durable;
 pub mod exec;
 pub mod generate;
 pub mod grpo;

@@ -12,11 +12,12 @@
 //! RNG state, running statistics), with `checksums.json` (the SHA-256 of
 //! each of the other files, `state.json` included; a checkpoint without it
 //! is not resumed from). It is written as `step-NNNNNN.partial/` and
-//! renamed when complete; `state.json` is written last, so a folder without
-//! it is never read. Only the newest `keep` checkpoints stay. A resumed run
-//! takes the newest checkpoint whose files match their checksums and load;
-//! one that does not (a disk that filled up, a file damaged later) is
-//! reported and the one before it taken.
+//! renamed when complete and flushed to the disk ([`crate::durable`]);
+//! `state.json` is written last, so a folder without it is never read.
+//! Only the newest `keep` checkpoints stay. A resumed run takes the newest
+//! checkpoint whose files match their checksums and load; one that does not
+//! (a disk that filled up, a file damaged later) is reported and the one
+//! before it taken.
 
 use std::path::{Path, PathBuf};
 
@@ -155,6 +156,9 @@ where
     let state_json = serde_json::to_vec_pretty(state).map_err(|e| io(&partial, e))?;
     write_checksums(&partial, &state_json)?;
     write_atomically(&partial.join("state.json"), &state_json)?;
+    // On the disk before it is published: after a power cut, the newest
+    // checkpoint is whole (the older ones may already be deleted).
+    crate::durable::sync_folder(&partial).map_err(|e| io(&partial, e))?;
     // Again before the checkpoint is complete: a folder moved while it was
     // written leaves this one made again by its writers, not a checkpoint.
     still_there(run)?;
@@ -171,6 +175,7 @@ where
         }
         return Err(io(&final_dir, e));
     }
+    crate::durable::sync_parent(&final_dir);
     if let Some(aside) = replaced {
         delete_or_warn(&aside);
     }

@@ -6,6 +6,7 @@
 //! `images.json` (each dataset's images' digest) and `splits.json` (the
 //! rows each split held, for the emitted trainer scripts).
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -216,8 +217,9 @@ pub fn make_run_folder(dir: &Path) -> Result<(), ExecError> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename; its
-/// folder is made first, inside a run's folder ([`make_run_folder`]).
+/// Writes `bytes` to `path` through a flushed temporary file and a rename
+/// ([`crate::durable::replace_file`]); its folder is made first, inside a
+/// run's folder ([`make_run_folder`]).
 ///
 /// # Errors
 /// I/O errors naming the path.
@@ -225,13 +227,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         make_run_folder(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    // A write that fails (a full disk) leaves neither the file nor half of it.
-    if let Err(e) = std::fs::write(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(path, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    // A write that fails (a full disk) leaves neither the file nor half of
+    // it; one that succeeds is on the disk before it replaces the old one.
+    crate::durable::replace_file(path, &path.with_extension("tmp"), bytes).map_err(|e| io(path, e))
 }
 
 /// Whether folder `path` holds files a run did not leave. What a run
@@ -487,6 +485,10 @@ impl RunDir {
     /// after the checkpoint it resumes from, before the run was killed) are
     /// dropped, as is a last line cut short by the kill, so that the
     /// resumed run writes each step once. Other stages' lines are kept.
+    /// Drops the stage's lines of steps after `completed` (the step its
+    /// checkpoint holds), which the run writes again, and says so with the
+    /// steps it drops: a run killed after step 8 with its checkpoint at 5
+    /// runs steps 6-8 again (from step 1 where the stage had no checkpoint).
     /// Lines of steps up to the checkpoint's that are missing (a file cut
     /// short by a power loss, deleted or edited) are not written again: the
     /// returned warning names those steps, for `metrics.jsonl` and, where
@@ -500,7 +502,7 @@ impl RunDir {
         completed: u64,
         with_samples: bool,
     ) -> Result<Option<String>, ExecError> {
-        let mut warnings = Vec::new();
+        let (mut warnings, mut notes) = (Vec::new(), Vec::new());
         use std::io::{BufRead, BufReader};
         for name in ["metrics.jsonl", "samples.jsonl"] {
             let p = self.path.join(name);
@@ -521,7 +523,7 @@ impl RunDir {
             let mut out = BufWriter::new(File::create(&tmp).map_err(|e| io(&tmp, e))?);
             let mut reader = BufReader::new(file);
             let (mut line, mut dropped, mut saw_a_line) = (Vec::new(), false, false);
-            let mut kept_steps = std::collections::BTreeSet::new();
+            let (mut kept_steps, mut later_steps) = (BTreeSet::new(), BTreeSet::new());
             loop {
                 line.clear();
                 if reader.read_until(b'\n', &mut line).map_err(|e| io(&p, e))? == 0 {
@@ -535,6 +537,8 @@ impl RunDir {
                         let keep = !ours || step.is_some_and(|s| s <= completed);
                         if ours && keep {
                             kept_steps.extend(step);
+                        } else if ours && name == "metrics.jsonl" {
+                            later_steps.extend(step);
                         }
                         keep
                     });
@@ -546,6 +550,9 @@ impl RunDir {
             }
             out.flush().map_err(|e| io(&tmp, e))?;
             drop(out);
+            if !later_steps.is_empty() {
+                notes.push(steps_again_note(stage, completed, &later_steps));
+            }
             let missing: Vec<u64> = (1..=completed)
                 .filter(|s| !kept_steps.contains(s))
                 .collect();
@@ -562,7 +569,8 @@ impl RunDir {
             }
         }
         (self.metrics, self.samples) = Self::writers(&self.path)?;
-        Ok((!warnings.is_empty()).then(|| warnings.join("\n")))
+        notes.extend(warnings);
+        Ok((!notes.is_empty()).then(|| notes.join("\n")))
     }
 
     /// Stops the run when its folder was removed or replaced while it went
@@ -671,24 +679,6 @@ fn missing_steps_warning(
     missing: &[u64],
     gone: bool,
 ) -> String {
-    // Runs of consecutive steps, as `1-6, 9`.
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for &s in missing {
-        match runs.last_mut() {
-            Some((_, end)) if *end + 1 == s => *end = s,
-            _ => runs.push((s, s)),
-        }
-    }
-    let shown: Vec<String> = runs
-        .iter()
-        .map(|&(a, b)| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}-{b}")
-            }
-        })
-        .collect();
     let cause = if gone {
         " (the file was deleted or emptied since)"
     } else if missing == [completed] {
@@ -700,10 +690,45 @@ fn missing_steps_warning(
         "warning: {} holds no whole line for stage {stage}'s step{} {}, which its checkpoint holds{cause}; the run goes on from step {}, so {} stay missing from the log",
         path.display(),
         if missing.len() == 1 { "" } else { "s" },
-        shown.join(", "),
+        step_runs(missing.iter().copied()),
         completed + 1,
         if missing.len() == 1 { "that step's lines" } else { "those steps' lines" },
     )
+}
+
+/// The note for stage `stage`'s logged steps `later`, past the `completed`
+/// its checkpoint holds, which a resume runs again.
+fn steps_again_note(stage: &str, completed: u64, later: &BTreeSet<u64>) -> String {
+    let from = match completed {
+        0 => "it had no checkpoint yet, so it starts again from step 1".to_string(),
+        n => format!("its newest checkpoint holds step {n}"),
+    };
+    format!(
+        "note: stage {stage} logged step{} {} before the run stopped, but {from}: {} again, and {} replaced",
+        if later.len() == 1 { "" } else { "s" },
+        step_runs(later.iter().copied()),
+        if later.len() == 1 { "that step runs" } else { "those steps run" },
+        if later.len() == 1 { "its lines are" } else { "their lines are" },
+    )
+}
+
+/// Steps in increasing order as runs of consecutive ones: `1-6, 9`.
+fn step_runs(steps: impl Iterator<Item = u64>) -> String {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for s in steps {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == s => *end = s,
+            _ => runs.push((s, s)),
+        }
+    }
+    let shown: Vec<String> = runs
+        .iter()
+        .map(|&(a, b)| match a == b {
+            true => a.to_string(),
+            false => format!("{a}-{b}"),
+        })
+        .collect();
+    shown.join(", ")
 }
 
 /// A declaration name as a folder name (`std/x::y` → `std_x__y`).
@@ -936,7 +961,11 @@ mod tests {
         )
         .unwrap();
         let mut run = RunDir::open(&dir, super::RunLock::acquire(&dir).unwrap()).unwrap();
-        assert_eq!(run.rewind("b", 1, false).unwrap(), None);
+        let said = run.rewind("b", 1, false).unwrap().unwrap_or_default();
+        assert_eq!(
+            said,
+            "note: stage b logged steps 2-3 before the run stopped, but its newest checkpoint holds step 1: those steps run again, and their lines are replaced"
+        );
         run.metric(&serde_json::json!({"stage": "b", "step": 2}))
             .unwrap();
         let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();

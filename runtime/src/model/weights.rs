@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
@@ -648,18 +647,15 @@ fn encode(f32_bytes: &[u8], dtype: Dtype) -> (Dtype, std::borrow::Cow<'_, [u8]>)
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory.
+/// Writes `bytes` to `path` through a temporary file in the same directory,
+/// flushed to the disk ([`crate::durable::replace_file`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    let mut file = fs::File::create(&tmp).map_err(io_error(&tmp))?;
-    file.write_all(bytes).map_err(io_error(&tmp))?;
-    file.sync_all().map_err(io_error(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io_error(path))
+    crate::durable::replace_file(path, &tmp, bytes).map_err(io_error(path))
 }
 
 #[cfg(test)]
