@@ -1303,8 +1303,12 @@ impl<'a> Analyzer<'a> {
             return;
         };
         let k = curate.number("rollouts").unwrap_or(4.0).max(2.0);
-        // The largest sample std of K scores in [0, 1].
-        let max_std = (k / (4.0 * (k - 1.0))).sqrt();
+        // The largest sample std of K scores in [0, 1]: half of them at 0,
+        // the rest at 1 (for an odd K, one more on one side), rounded as
+        // `saferc run` rounds the statistics (9 places).
+        let k = k.round();
+        let (low, high) = ((k / 2.0).floor(), (k / 2.0).ceil());
+        let max_std = ((low * high / (k * (k - 1.0))).sqrt() * 1e9).round() / 1e9;
         let mut boxes = Boxes::new(max_std);
         let mut constraints = Vec::new();
         if !conjuncts(keep, &mut constraints) {

@@ -1,7 +1,7 @@
 //! The `Curate` op (the paper's QI-Box): each prompt is rolled out K times
 //! by the curation policy and scored by the rubric; prompts whose score
-//! statistics (`mean`, `std`, `min`, `max` of the totals clamped to 0..1)
-//! satisfy `keep` stay. The report holds the kept and dropped counts and a
+//! statistics (`mean`, `std`, `min`, `max` of the totals clamped to 0..1,
+//! rounded to 9 decimal places) satisfy `keep` stay. The report holds the kept and dropped counts and a
 //! 10-bin histogram of the prompt means.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +22,35 @@ use crate::grpo::advantage::std;
 /// Prompts rolled out per generation batch.
 const PROMPTS_PER_BATCH: usize = 8;
 
+/// Places the statistics are rounded to.
+const STATS_DECIMALS: i32 = 9;
+
+/// A prompt's score statistics, as `keep` reads them.
 struct Stats(BTreeMap<&'static str, f64>);
+
+impl Stats {
+    /// The statistics of a prompt's rollout totals, each clamped to 0..1.
+    /// Totals and statistics are rounded to [`STATS_DECIMALS`] places: a
+    /// weighted rubric's total of 0.7 comes out as 0.7000000000000001 or
+    /// 0.6999999999999999, and K equal scores must give that mean exactly
+    /// and a `std` of 0, or a float's last bit would decide a `keep` at a
+    /// band's edge (`mean >= 0.7`, `std > 0`) and the histogram's bin.
+    fn of(totals: &[f64]) -> Self {
+        let scale = 10f64.powi(STATS_DECIMALS);
+        let round = |x: f64| (x * scale).round() / scale;
+        let totals: Vec<f64> = totals.iter().map(|t| round(t.clamp(0.0, 1.0))).collect();
+        let mean = totals.iter().sum::<f64>() / totals.len().max(1) as f64;
+        Self(BTreeMap::from([
+            ("mean", round(mean)),
+            ("std", round(std(&totals))),
+            ("min", totals.iter().copied().fold(f64::INFINITY, f64::min)),
+            (
+                "max",
+                totals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ),
+        ]))
+    }
+}
 
 impl Env for Stats {
     fn var(&self, name: &str) -> Option<Val> {
@@ -100,18 +128,10 @@ pub fn curate<B: Backend>(
         for (i, row) in chunk.iter().enumerate() {
             let totals: Vec<f64> = scores[i * spec.rollouts..(i + 1) * spec.rollouts]
                 .iter()
-                .map(|s| s.total.clamp(0.0, 1.0))
+                .map(|s| s.total)
                 .collect();
-            let mean = totals.iter().sum::<f64>() / totals.len() as f64;
-            let stats = Stats(BTreeMap::from([
-                ("mean", mean),
-                ("std", std(&totals)),
-                ("min", totals.iter().copied().fold(f64::INFINITY, f64::min)),
-                (
-                    "max",
-                    totals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                ),
-            ]));
+            let stats = Stats::of(&totals);
+            let mean = stats.0["mean"];
             histogram[((mean * 10.0) as usize).min(9)] += 1;
             let keep = eval(&spec.keep, &stats)
                 .and_then(|v| v.truth("`keep`"))
@@ -141,4 +161,29 @@ pub fn curate<B: Backend>(
         "mean_histogram": {"bins": (0..10).map(|i| format!("{:.1}-{:.1}", i as f64 / 10.0, (i + 1) as f64 / 10.0)).collect::<Vec<_>>(), "counts": histogram},
     });
     Ok((kept, report))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::Stats;
+
+    #[test]
+    fn equal_scores_give_their_value_and_no_spread() {
+        // 0.1 + 0.2 + ... in floats: sums of weighted terms land a bit off.
+        let point_two = 0.1_f64 + 0.1;
+        let point_seven = 0.1_f64 * 7.0;
+        for (total, k) in [(point_two, 8), (point_seven, 3), (0.8, 6), (1.5, 4)] {
+            let stats = Stats::of(&vec![total; k]);
+            let want = (total.clamp(0.0, 1.0) * 1e9).round() / 1e9;
+            assert_eq!(stats.0["mean"], want, "{total} x{k}");
+            assert_eq!(stats.0["std"], 0.0, "{total} x{k}");
+            assert_eq!(stats.0["min"], stats.0["max"]);
+        }
+        let sum_of_eight = (0..8).map(|_| 0.2).collect::<Vec<f64>>();
+        assert_eq!(Stats::of(&sum_of_eight).0["mean"], 0.2);
+        let spread = Stats::of(&[0.0, 0.0, 1.0]);
+        assert!((spread.0["std"] - 0.577_350_269).abs() < 1e-9);
+        assert!((spread.0["mean"] - 0.333_333_333).abs() < 1e-12);
+    }
 }
