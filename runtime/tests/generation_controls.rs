@@ -145,6 +145,32 @@ fn a_stop_string_holding_a_special_token_is_refused() {
     );
 }
 
+/// A declared `context` below `config.json`'s holds generation to it (a
+/// `model` judge's questions, which no data check sees first).
+#[test]
+fn a_declared_context_holds_generation_to_it() {
+    let mut f = fixture();
+    let prompt_len = f.prompt.tokens.len();
+    f.model.config.context_limit = Some(prompt_len + 4);
+    assert_eq!(run(&f, &SamplingParams::greedy(4)).tokens.len(), 4);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let err = generate(
+        &f.model,
+        &f.tokenizer,
+        std::slice::from_ref(&f.prompt),
+        &SamplingParams::greedy(5),
+        &mut rng,
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    let want = format!(
+        "a prompt of {prompt_len} tokens plus 5 new tokens exceeds the model's context of {} (its declared `context`)",
+        prompt_len + 4
+    );
+    assert!(err.contains(&want), "{err}");
+}
+
 /// The ids that end a completion are `generation_config.json`'s
 /// `eos_token_id` where it gives one (as transformers takes them), else
 /// `config.json`'s (saferc's choice where that file lacks the key, for

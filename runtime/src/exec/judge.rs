@@ -695,7 +695,7 @@ pub fn parse_score(text: &str, range: (f64, f64)) -> Option<f64> {
     let t = text.trim();
     let t = t
         .strip_suffix('.')
-        .filter(|r| r.contains(|c: char| c.is_ascii_digit()))
+        .filter(|r| r.contains(|c: char| c.is_ascii_digit()) && !r.ends_with('.'))
         .unwrap_or(t);
     let unsigned = t.strip_prefix('-').filter(|_| lo < 0.0).unwrap_or(t);
     let digits = unsigned.chars().filter(char::is_ascii_digit).count();
@@ -983,6 +983,9 @@ mod tests {
             "+0.5",
             "1e-1",
             "0.5.5",
+            "1..",
+            "0.5..",
+            "0.1234567… (cut at 8 tokens)",
             "Score: 1",
             "0.8 because it helps",
             "1 out of 10",

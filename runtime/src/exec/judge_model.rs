@@ -1,10 +1,9 @@
 //! The `model` judge: a local model asked, for each completion and
 //! criterion, for one number in the question's range (greedy, a few
-//! tokens). The
-//! reply is parsed strictly ([`super::judge::parse_score`]); a reply without
-//! a score takes the judge's declared `fallback` (counted:
-//! [`super::judge::JudgeCounts`]), or is an error naming the reply when
-//! none is declared.
+//! tokens). The reply is parsed strictly ([`super::judge::parse_score`]);
+//! a reply without a score, or one cut at the token limit, takes the
+//! judge's declared `fallback` (counted: [`super::judge::JudgeCounts`]), or
+//! is an error naming the reply when none is declared.
 
 use std::sync::Mutex;
 
@@ -15,7 +14,7 @@ use safer_ir::plan::EvalError;
 
 use super::judge::{Judge, JudgeCounts, Question};
 use super::session::Loaded;
-use crate::generate::{generate, Prompt, SamplingParams};
+use crate::generate::{generate, FinishReason, Prompt, SamplingParams};
 
 /// Tokens a judge may write.
 const REPLY_TOKENS: usize = 8;
@@ -85,7 +84,15 @@ impl<B: Backend> Judge for ModelJudge<B> {
                     .to_string(),
             )
         })?;
-        let said = reply.first().map(|c| c.text.clone()).unwrap_or_default();
+        // A reply the token limit cut is no whole reply: "0.1234567" could
+        // go on with more digits or words.
+        let said = match reply.first() {
+            Some(c) if c.finish == FinishReason::Length => {
+                format!("{}… (cut at {REPLY_TOKENS} tokens)", c.text)
+            }
+            Some(c) => c.text.clone(),
+            None => String::new(),
+        };
         self.counts
             .score_of(&self.name, &said, question.range, self.fallback, None)
             .map_err(EvalError::Call)

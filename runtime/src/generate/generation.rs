@@ -108,11 +108,16 @@ pub fn generate<B: Backend>(
         });
     }
     let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
-    let context = model.text.config.max_position_embeddings;
+    // The declared `context` where a pipeline sets one below the file's.
+    let context = model.config.context();
     if longest.saturating_add(params.max_new_tokens) > context {
+        let declared = match context < model.text.config.max_position_embeddings {
+            true => " (its declared `context`)",
+            false => "",
+        };
         return Err(ModelError::Request {
             reason: format!(
-                "a prompt of {longest} tokens plus {} new tokens exceeds the model's context of {context}",
+                "a prompt of {longest} tokens plus {} new tokens exceeds the model's context of {context}{declared}",
                 params.max_new_tokens
             ),
         });
