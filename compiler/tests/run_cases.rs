@@ -695,6 +695,47 @@ fn check_case(name: &str) {
             );
         }
     }
+    // Reflection's metrics agree with the samples of the groups kept (under
+    // `keep = replace`: a flagged completion is a correction, or one not
+    // asked that `when`, here `criterion < below`, still holds for).
+    if let Some(r) = expect["reflection_from_samples"].as_object() {
+        let (criterion, below) = (
+            r["criterion"].as_str().unwrap(),
+            r["below"].as_f64().unwrap(),
+        );
+        let samples = read_jsonl(&out_dir.join("samples.jsonl"));
+        let metrics = read_jsonl(&out_dir.join("metrics.jsonl"));
+        assert!(!metrics.is_empty(), "{name}: no metrics");
+        for m in &metrics {
+            let step: Vec<&Value> = samples.iter().filter(|s| s["step"] == m["step"]).collect();
+            let corrections: Vec<&&Value> =
+                step.iter().filter(|s| s["reflection"] == true).collect();
+            let unasked = step
+                .iter()
+                .filter(|s| s["reflection"] == false && s[criterion].as_f64().unwrap() < below)
+                .count();
+            let flagged = corrections.len() + unasked;
+            let corrected = corrections
+                .iter()
+                .filter(|s| s[criterion].as_f64().unwrap() >= below)
+                .count();
+            let rate = flagged as f64 / step.len() as f64;
+            let fraction = corrected as f64 / flagged.max(1) as f64;
+            assert!(
+                (m["reflection_rate"].as_f64().unwrap() - rate).abs() < 1e-12
+                    && (m["corrected_fraction"].as_f64().unwrap() - fraction).abs() < 1e-12,
+                "{name}: step {}: metrics {} / {} against the samples' {rate} / {fraction}",
+                m["step"],
+                m["reflection_rate"],
+                m["corrected_fraction"]
+            );
+        }
+        // Groups were dropped and drawn again: the case tests what it says.
+        assert!(
+            metrics.iter().any(|m| m["draws"].as_u64() > Some(1)),
+            "{name}: no step drew again"
+        );
+    }
     // The first metrics line of each named stage.
     for (stage, checks) in expect["first_metrics_of"].as_object().into_iter().flatten() {
         let metrics = read_jsonl(&out_dir.join("metrics.jsonl"));
@@ -1369,6 +1410,8 @@ cases!(
     bad_rows_skip,
     bad_rows_fail,
     reflection_replace,
+    reflection_dynamic_sampling,
+    reflection_special_token,
     reflection_too_long,
     reflection_append,
     curation_keep,

@@ -38,8 +38,8 @@ pub struct Sample {
     pub before: Option<Box<Scores>>,
 }
 
-/// What reflection did in one step.
-#[derive(Clone, Copy, Debug, Default)]
+/// What reflection did in one group, or summed over a step's groups.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ReflectStats {
     /// Completions flagged by `when`.
     pub flagged: usize,
@@ -47,6 +47,15 @@ pub struct ReflectStats {
     pub corrected: usize,
     /// Completions looked at.
     pub total: usize,
+}
+
+impl ReflectStats {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &ReflectStats) {
+        self.flagged += other.flagged;
+        self.corrected += other.corrected;
+        self.total += other.total;
+    }
 }
 
 fn flagged(
@@ -61,10 +70,18 @@ fn flagged(
     condition(&spec.when, &env).map_err(|e| ExecError::Score(format!("reflection `when`: {e}")))
 }
 
-/// Reflects on the flagged samples of a step.
+/// Reflects on the flagged samples of a step; returns the samples, group
+/// by group, with what reflection did in each group (dynamic sampling keeps
+/// some groups only, and the step's metrics count those).
+///
+/// A reflection prompt that cannot be asked is skipped with a warning, its
+/// completion kept as it stands: one too long for the model's context, or
+/// one whose completion spells a special token of the model. A reflection
+/// prompt that itself holds a special token stops the run, naming it.
 ///
 /// # Errors
-/// Model, scoring and condition errors.
+/// Model, scoring and condition errors; a special token in the reflection
+/// prompt.
 #[allow(clippy::too_many_arguments)]
 pub fn reflect<B: Backend>(
     policy: &Policy<'_, B>,
@@ -74,48 +91,72 @@ pub fn reflect<B: Backend>(
     samples: Vec<Sample>,
     params: &SamplingParams,
     rng: &mut ChaCha8Rng,
-) -> Result<(Vec<Sample>, ReflectStats), ExecError> {
-    let mut stats = ReflectStats {
-        total: samples.len(),
-        ..ReflectStats::default()
-    };
+) -> Result<(Vec<Sample>, Vec<ReflectStats>), ExecError> {
+    if let Some(token) = policy.tokenizer.special_token_in(&spec.prompt) {
+        return Err(ExecError::Usage(format!(
+            "the reflection prompt holds `{token}`, one of the model's special tokens, which would be read as that control token, not as text: reword the prompt"
+        )));
+    }
+    let groups = samples.iter().map(|s| s.group).max().map_or(0, |g| g + 1);
+    let mut stats = vec![ReflectStats::default(); groups];
     let mut pending: Vec<usize> = Vec::new();
     for (i, s) in samples.iter().enumerate() {
+        stats[s.group].total += 1;
         if flagged(spec, scorer, &s.scores)? {
             pending.push(i);
+            stats[s.group].flagged += 1;
         }
     }
-    stats.flagged = pending.len();
     // The latest correction of each flagged sample.
     let mut corrections: BTreeMap<usize, Sample> = BTreeMap::new();
     // Samples whose latest correction is still flagged.
     let mut unresolved: std::collections::BTreeSet<usize> = Default::default();
-    for _ in 0..spec.rounds {
+    for round in 1..=spec.rounds {
         if pending.is_empty() {
             break;
         }
-        let built = pending
-            .iter()
-            .map(|&i| {
-                let shown = corrections.get(&i).unwrap_or(&samples[i]);
-                let extra = spec.prompt.replace("{completion}", &shown.text);
-                prompt(
-                    rows[samples[i].group],
-                    policy.tokenizer,
-                    policy.config,
-                    Some(&extra),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let stays = match round {
+            1 => "those completions stay uncorrected".to_string(),
+            _ => format!(
+                "those completions keep their correction of round {}",
+                round - 1
+            ),
+        };
+        // The row's own prompt was asked already: a prompt that fails now
+        // fails for the completion's text, which spells a special token.
+        let mut built = Vec::with_capacity(pending.len());
+        let mut spelled = Vec::new();
+        for &i in &pending {
+            let shown = corrections.get(&i).unwrap_or(&samples[i]);
+            let extra = spec.prompt.replace("{completion}", &shown.text);
+            let row = rows[samples[i].group];
+            match prompt(row, policy.tokenizer, policy.config, Some(&extra)) {
+                Ok(p) => built.push(Some(p)),
+                Err(ExecError::Row { message, .. }) => {
+                    spelled.push(format!("row {}: {message}", row.origin));
+                    built.push(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(first) = spelled.first() {
+            crate::stderr_line!(
+                "warning: reflection: {} reflection prompt(s) cannot be asked, as the completion shown in them reads as the model's control tokens (the first: {first}); {stays}",
+                spelled.len()
+            );
+        }
         // A reflection prompt (the question, the completion and the
         // reflection text) that leaves no room for the correction in the
         // model's context is not asked: that completion stays as it is.
         let context = policy.config.context();
         let fits = |p: &Prompt| p.tokens.len().saturating_add(params.max_new_tokens) <= context;
-        if let Some(k) = built.iter().position(|p| !fits(p)) {
-            let skipped = built.iter().filter(|p| !fits(p)).count();
+        if let Some(k) = built
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| !fits(p)))
+        {
+            let skipped = built.iter().flatten().filter(|p| !fits(p)).count();
             crate::stderr_line!(
-                "warning: reflection: {skipped} reflection prompt(s) too long for the model's context of {context} with {} new tokens (the first for row {}) are not asked; those completions stay uncorrected",
+                "warning: reflection: {skipped} reflection prompt(s) too long for the model's context of {context} with {} new tokens (the first for row {}) are not asked; {stays}",
                 params.max_new_tokens,
                 rows[samples[pending[k]].group].origin
             );
@@ -124,7 +165,7 @@ pub fn reflect<B: Backend>(
             .iter()
             .copied()
             .zip(built)
-            .filter(|(_, p)| fits(p))
+            .filter_map(|(i, p)| p.filter(|p| fits(p)).map(|p| (i, p)))
             .unzip();
         pending = asked;
         if pending.is_empty() {
@@ -156,10 +197,13 @@ pub fn reflect<B: Backend>(
         }
         pending = still;
     }
-    stats.corrected = corrections.len() - unresolved.len();
+    for (i, c) in &corrections {
+        if !unresolved.contains(i) {
+            stats[c.group].corrected += 1;
+        }
+    }
     let append = spec.keep == "append";
     let mut out = Vec::with_capacity(samples.len() + if append { corrections.len() } else { 0 });
-    let groups = samples.iter().map(|s| s.group).max().map_or(0, |g| g + 1);
     for g in 0..groups {
         for (i, s) in samples.iter().enumerate().filter(|(_, s)| s.group == g) {
             match corrections.get(&i) {

@@ -48,7 +48,7 @@ pub struct Drawn<'r> {
     pub prompts: Vec<Prompt>,
     /// The kept groups' completions (corrections included); `group` indexes `rows`.
     pub samples: Vec<Sample>,
-    /// What reflection did over all draws.
+    /// What reflection did in the groups kept.
     pub reflection: ReflectStats,
     /// Batches drawn.
     pub draws: usize,
@@ -143,6 +143,7 @@ pub fn draw<'r, B: Backend>(
             .collect();
         drawn.seconds.score += t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
+        let mut group_reflection = Vec::new();
         if let Some(spec) = r.reflection {
             let (out, st) = reflect(
                 r.policy,
@@ -154,9 +155,7 @@ pub fn draw<'r, B: Backend>(
                 &mut state.rng,
             )?;
             samples = out;
-            drawn.reflection.flagged += st.flagged;
-            drawn.reflection.corrected += st.corrected;
-            drawn.reflection.total += st.total;
+            group_reflection = st;
         }
         drawn.seconds.reflect += t0.elapsed().as_secs_f64();
         drawn.drawn_groups += batch.len();
@@ -166,6 +165,10 @@ pub fn draw<'r, B: Backend>(
                 continue;
             }
             let new_group = drawn.rows.len();
+            // Counted for the groups kept only, as every other metric.
+            if let Some(st) = group_reflection.get(grp) {
+                drawn.reflection.add(st);
+            }
             drawn.rows.push(row);
             drawn.prompts.push(prompts[grp].clone());
             drawn
