@@ -460,7 +460,12 @@ impl<'a> Lowerer<'a> {
             warmup: num(g, "warmup", 0.0) as u64,
             schedule: text(g, "schedule", "constant"),
             kl: KlSpec {
-                estimator: kl.map_or("k3".into(), |k| text(k, "estimator", "k3")),
+                // Unwritten: k1 in the reward (its value is the penalty),
+                // k3 in the loss (its gradient regularises).
+                estimator: kl.map_or("k3".into(), |k| {
+                    let in_reward = k.text("placement") == Some("reward");
+                    text(k, "estimator", if in_reward { "k1" } else { "k3" })
+                }),
                 placement: kl.map_or("loss".into(), |k| text(k, "placement", "loss")),
                 beta: kl.map_or(0.0, |k| num(k, "beta", 0.0)),
             },

@@ -24,6 +24,12 @@ fn examples() -> PathBuf {
 
 /// A one-step pipeline; `grpo` is added to the `grpo` block.
 fn pipeline(grpo: &str) -> String {
+    pipeline_with("policy", grpo)
+}
+
+/// A one-step pipeline whose reference is model `reference` (`policy`, or
+/// `init`: the untrained `tiny_vlm` the warm one started from).
+fn pipeline_with(reference: &str, grpo: &str) -> String {
     let ex = examples();
     format!(
         r#"use "std/rubrics/safety.safer"
@@ -31,6 +37,11 @@ fn pipeline(grpo: &str) -> String {
 model policy {{
   arch    = tiny_vlm
   weights = "{model}"
+}}
+
+model init {{
+  arch    = tiny_vlm
+  weights = "{init}"
 }}
 
 dataset d {{
@@ -50,7 +61,7 @@ rollout s {{
 
 train t {{
   policy    = policy
-  reference = policy
+  reference = {reference}
   data      = d.train
   rollout   = s
   reward    = safety_rubric
@@ -64,6 +75,7 @@ train t {{
 }}
 "#,
         model = ex.join("models/tiny-safety").display(),
+        init = ex.join("models/tiny-init").display(),
         data = ex.join("data/qi-safe-mini.jsonl").display(),
         images = ex.join("data/images").display(),
     )
@@ -71,8 +83,13 @@ train t {{
 
 /// Runs `grpo`'s pipeline; returns step 1's metrics line and its samples.
 fn run(dir: &Path, label: &str, grpo: &str) -> (Value, Vec<Value>) {
+    run_text(dir, label, &pipeline(grpo))
+}
+
+/// Runs pipeline `text`; returns step 1's metrics line and its samples.
+fn run_text(dir: &Path, label: &str, text: &str) -> (Value, Vec<Value>) {
     let file = dir.join(format!("{label}.safer"));
-    std::fs::write(&file, pipeline(grpo)).unwrap();
+    std::fs::write(&file, text).unwrap();
     let out = dir.join(label);
     let output = Command::new(env!("CARGO_BIN_EXE_saferc"))
         .args(["run", "--no-progress", "--out"])
@@ -213,5 +230,47 @@ fn normalize_then_sum_changes_the_advantages_of_the_same_completions() {
     // GDPO's advantages are normalised over the batch.
     let mean = gdpo.iter().sum::<f64>() / gdpo.len() as f64;
     assert!(mean.abs() < 1e-5, "{gdpo:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A KL in the reward sums the declared estimator's per-token values: k2
+/// and k3 are never negative, and each estimator gives its own penalties
+/// (it used to be k1 whatever `estimator` said). Against the untrained
+/// model as the reference, so that the KL is not 0 at step 1.
+#[test]
+fn a_kl_in_the_reward_takes_its_estimator() {
+    let dir = common::temp_dir("kl-reward-estimator");
+    let mut penalties = Vec::new();
+    let mut texts = Vec::new();
+    for estimator in ["k1", "k2", "k3"] {
+        let grpo = format!("    kl {{ beta = 0.04, placement = reward, estimator = {estimator} }}");
+        let (_, samples) = run_text(&dir, estimator, &pipeline_with("init", &grpo));
+        let values: Vec<f64> = samples
+            .iter()
+            .map(|s| number(s, "kl_reward_penalty"))
+            .collect();
+        assert!(
+            values.iter().any(|v| v.abs() > 1e-6),
+            "{estimator}: no KL: {values:?}"
+        );
+        if estimator != "k1" {
+            assert!(values.iter().all(|&v| v >= 0.0), "{estimator}: {values:?}");
+        }
+        texts.push(
+            samples
+                .iter()
+                .map(|s| s["text"].clone())
+                .collect::<Vec<_>>(),
+        );
+        penalties.push(values);
+    }
+    // The same completions (sampling comes first), penalised differently.
+    assert!(texts.windows(2).all(|w| w[0] == w[1]));
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        assert_ne!(
+            penalties[a], penalties[b],
+            "estimators {a} and {b} gave the same penalties"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

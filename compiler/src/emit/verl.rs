@@ -11,7 +11,7 @@
 //! `seq-mean-token-sum-norm`; `advantage` `group_mean` →
 //! `norm_adv_by_std_in_grpo: false`; KL in the loss (`use_kl_loss`) `k1`/
 //! `k2`/`k3` → `kl`/`mse`/`low_var_kl`, in the reward (`use_kl_in_reward`)
-//! `kl` (saferc's reward KL is k1); `importance = sequence` → `loss_mode:
+//! the same names in `kl_penalty`; `importance = sequence` → `loss_mode:
 //! gspo`; `freeze_vision` → `freeze_vision_tower`. Without `micro_batch` a
 //! step is one pass, as in saferc.
 //!
@@ -79,9 +79,14 @@ pub fn files(
         "k2" => "mse",
         _ => "low_var_kl",
     };
-    // KL in the reward is saferc's k1 whatever `estimator` says (E0312
-    // warns); verl's `kl_penalty: kl` is the same sum.
-    let reward_kl_type = "kl";
+    // KL in the reward: the declared estimator's per-token values summed,
+    // as verl's `kl_penalty` (k3_corrected is k3 there in both: the
+    // completions come from the policy scored).
+    // verl's default where the KL is in the loss (it reads no other then).
+    let reward_kl_type = match kl.placement == "reward" {
+        true => kl_type,
+        false => "kl",
+    };
     if kl.estimator == "k3_corrected" && kl.beta > 0.0 && kl.placement != "reward" {
         notes.push("KL estimator `k3_corrected`: verl has no importance-corrected k3; the emitted config uses `low_var_kl` (k3)".into());
     }

@@ -530,11 +530,13 @@ impl<'a> Analyzer<'a> {
                     .with_help("add `reference = policy` (a frozen copy taken at the start of the stage), or set `beta = 0`"),
             );
         }
-        let estimator = kl.text("estimator").unwrap_or("k3");
         let placement = kl.text("placement").unwrap_or("loss");
+        let estimator =
+            kl.text("estimator")
+                .unwrap_or(if placement == "reward" { "k1" } else { "k3" });
         let advice = match (estimator, placement) {
             ("k1", "loss") => Some("k1 in the loss has an expected gradient of zero: it does not regularise"),
-            ("k2" | "k3" | "k3_corrected", "reward") => Some("k2 and k3 are loss-side estimators; in the reward use k1, whose value is an unbiased KL estimate"),
+            ("k2" | "k3" | "k3_corrected", "reward") => Some("k2 and k3 are built for their gradient in the loss; in the reward only the value counts, and k1's is the usual penalty"),
             _ => None,
         };
         if let Some(why) = advice {

@@ -4,8 +4,9 @@
 //! is shaped, in this order, by what the stage declares:
 //!
 //! - `overlong` (DAPO): plus the length penalty of [`crate::grpo::overlong`];
-//! - `kl { placement = reward }`: minus β · Σ_t (log π − log π_ref) over
-//!   the completion's tokens ([`crate::grpo::advantage::kl_in_reward`]);
+//! - `kl { placement = reward }`: minus β · Σ_t k_t over the completion's
+//!   tokens, k the declared estimator (k1 = log π − log π_ref unless
+//!   another is written; [`crate::grpo::kl::token_value`]);
 //! - `cost` (Safe RLHF): r' = (r − λ c) / (1 + λ), with c the cost
 //!   criterion and λ the multiplier of [`crate::grpo::cost::Lagrangian`].
 //!

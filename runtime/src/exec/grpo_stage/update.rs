@@ -31,7 +31,7 @@ use crate::generate::fused_logprobs::FusedScores;
 use crate::generate::{completion_logprobs, fused_completion_scores, FinishReason, Prompt};
 use crate::grpo::aggregate::Aggregation;
 use crate::grpo::policy_loss::{self, LossConfig, LossInputs, LossStats};
-use crate::grpo::{clip, to_vec};
+use crate::grpo::{clip, kl, to_vec};
 use crate::model::on_cpu::is_cpu;
 use crate::model::Model;
 
@@ -148,6 +148,7 @@ where
     let mut refs: Vec<Option<Tensor<AD<B>, 2>>> = Vec::with_capacity(micros.len());
     let mut firsts: Vec<Option<FirstPass>> = Vec::with_capacity(micros.len());
     let mut kl_sums = vec![0.0f64; samples.len()];
+    let reward_estimator = super::estimator(&g.kl.estimator);
     for (rows, m) in &micros {
         // The reference pass and the policy's first scoring pass read the
         // same completions and do not depend on each other: on the CPU
@@ -209,8 +210,11 @@ where
                 kl_sums[i] = (0..len)
                     .map(|j| {
                         let at = k * m.width + j;
-                        f64::from(policy_logp.get(at).copied().unwrap_or(0.0))
-                            - f64::from(reference_logp.get(at).copied().unwrap_or(0.0))
+                        kl::token_value(
+                            reward_estimator,
+                            f64::from(policy_logp.get(at).copied().unwrap_or(0.0)),
+                            f64::from(reference_logp.get(at).copied().unwrap_or(0.0)),
+                        )
                     })
                     .sum();
             }
