@@ -11,7 +11,10 @@
 //! | `Batch` | (r_i − mean_G r) / (std_batch r + ε) | TRL `scale_rewards="batch"` |
 //!
 //! std is Bessel-corrected (N − 1) everywhere, as in all four anchors. A group
-//! of one completion has mean 0 and std 1 (verl's rule). With several
+//! of one completion has mean 0 and std 1 (verl's rule), except under
+//! `Batch`, where groups of one take the batch's mean as their baseline
+//! (REINFORCE++'s): (r_i − mean_batch r) / (std_batch r + ε), so that the
+//! worse half of a batch is pushed down, not every completion up. With several
 //! criteria, `SumThenNormalize` combines them with their weights first
 //! (NaN, "not applicable", is skipped as in TRL's `nansum`);
 //! `NormalizeThenSum` (GDPO) normalises each criterion within its group,
@@ -183,10 +186,14 @@ pub fn compute(
     let values: Vec<f64> = match cfg.multi {
         MultiObjective::SumThenNormalize => {
             let batch_std = std(&combined);
+            let batch_mean = mean(&combined);
             let mut out = vec![0.0; n];
             for gi in 0..groups {
                 let group = &combined[gi * g..(gi + 1) * g];
-                let (m, s) = group_stats(group);
+                let (m, s) = match (g, cfg.scale) {
+                    (1, Scale::Batch) => (batch_mean, batch_std),
+                    _ => group_stats(group),
+                };
                 if g > 1 && s.abs() <= 1e-8 {
                     zero_variance_groups += 1;
                 }

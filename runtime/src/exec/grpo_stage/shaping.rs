@@ -62,13 +62,10 @@ pub fn shape(samples: &[Sample], kl_sums: Option<&[f64]>, s: &Shaping<'_>) -> Sh
     let mut out = Shaped::default();
     for (i, sample) in samples.iter().enumerate() {
         let mut r = sample.scores.total;
+        // The factor in f64: a large one (accepted: any factor of at least
+        // 0) would overflow f32 into an infinite reward.
         let over = s.overlong.map_or(0.0, |o| {
-            f64::from(overlong::penalty(
-                sample.tokens.len(),
-                o.max,
-                o.cache,
-                o.factor as f32,
-            ))
+            f64::from(overlong::penalty(sample.tokens.len(), o.max, o.cache, 1.0)) * o.factor
         });
         if s.overlong.is_some() {
             r += over;
@@ -126,8 +123,17 @@ pub fn advantages(
     let values = match cfg.multi {
         MultiObjective::SumThenNormalize => {
             let batch_std = advantage::std(&shaped.rewards);
+            let batch_mean =
+                shaped.rewards.iter().sum::<f64>() / shaped.rewards.len().max(1) as f64;
             let mut values = Vec::with_capacity(samples.len());
             for range in &groups {
+                // A group of one under `batch_std`: the batch's mean is its
+                // baseline (REINFORCE++'s), as in `advantage::compute`.
+                if cfg.scale == Scale::Batch && range.len() == 1 {
+                    let r = shaped.rewards[range.start];
+                    values.push(((r - batch_mean) / (batch_std + cfg.eps)) as f32);
+                    continue;
+                }
                 let totals: Vec<f32> = shaped.rewards[range.clone()]
                     .iter()
                     .map(|r| *r as f32)
@@ -382,6 +388,41 @@ mod tests {
         .unwrap();
         assert_eq!(ours.values, engine.values);
         assert_eq!(ours.zero_variance_groups, engine.zero_variance_groups);
+    }
+
+    /// Groups of one under `batch_std`: the batch's mean is the baseline,
+    /// in the engine and here alike, so the worse completions get negative
+    /// advantages (they all got positive ones, r / std, before).
+    #[test]
+    fn groups_of_one_under_batch_std_are_centred_on_the_batch_mean() {
+        let totals = [1.0, 1.0, 0.5, 1.0, 0.0];
+        let samples: Vec<Sample> = totals
+            .iter()
+            .enumerate()
+            .map(|(g, &t)| sample(g, &[t], t, 4))
+            .collect();
+        let shaped = shape(&samples, None, &Shaping::default());
+        let cfg = AdvantageConfig {
+            group_size: 1,
+            scale: Scale::Batch,
+            eps: 1e-6,
+            multi: MultiObjective::SumThenNormalize,
+        };
+        let ours = advantages(&samples, &shaped, &Shaping::default(), &[1.0], &cfg, 0).unwrap();
+        let mean = totals.iter().sum::<f64>() / 5.0;
+        let std = advantage::std(&totals);
+        for (a, t) in ours.values.iter().zip(totals) {
+            assert!(
+                (f64::from(*a) - (t - mean) / (std + 1e-6)).abs() < 1e-6,
+                "{a} for {t}"
+            );
+        }
+        assert!(ours.values[4] < 0.0 && ours.values[2] < 0.0 && ours.values[0] > 0.0);
+        let as_f32: Vec<f32> = totals.iter().map(|t| *t as f32).collect();
+        let engine = advantage::compute(&[as_f32], &["reward"], &[1.0], &cfg, 1).unwrap();
+        for (a, b) in ours.values.iter().zip(&engine.values) {
+            assert!((a - b).abs() < 1e-6, "{a} against the engine's {b}");
+        }
     }
 
     #[test]

@@ -160,8 +160,11 @@ where
         // The policy's first scores stand for the reference's (see
         // `UpdateContext::reference_is_policy`); not for a KL in the reward,
         // whose policy side is scored by the reference's own code above.
-        let from_first =
-            cx.reference_is_policy && !kl_in_reward && single && cx.reference.is_some();
+        // With several micro-batches too: each micro-batch's first pass is
+        // scored here and dropped (its activations are what micro-batches
+        // bound), and the training pass below scores it again with the
+        // same code and weights, to the same values.
+        let from_first = cx.reference_is_policy && !kl_in_reward && cx.reference.is_some();
         let mut reference_pass = || -> Result<Option<Tensor<AD<B>, 2>>, ExecError> {
             let t = Instant::now();
             let logp = match cx.reference {
@@ -178,8 +181,9 @@ where
             Ok(logp)
         };
         // With several micro-batches the policy's training passes come
-        // below, one micro-batch at a time.
-        let wanted = single;
+        // below, one micro-batch at a time (a first pass here only stands
+        // for the reference).
+        let wanted = single || from_first;
         let first_scores = || {
             wanted
                 .then(|| fused_completion_scores(&policy, prompts, &m.pairs, cx.temperature))
