@@ -427,6 +427,12 @@ fn a_row_a_filter_cannot_read_is_a_bad_row_in_both() {
     let want: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(want, ["a", "c"]);
     assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0]
+            .to_string()
+            .starts_with("rows.jsonl:2: a filter cannot be evaluated on it: "),
+        "{bad:?}"
+    );
     let got = json_printed(&mut python_program(
         &dir,
         "import safer_reward, json\nskipped = []\nrows = safer_reward.read_rows('d', safer_reward.load_spec()['datasets']['d'], True, skipped=skipped)\nprint(json.dumps({'ids': [r.raw['id'] for r in rows], 'skipped': skipped}))",

@@ -419,47 +419,39 @@ fn warn_of_fields_no_row_has(dataset: &str, rows: &[Row], spec: &DatasetSpec) {
     }
 }
 
-/// Keeps the rows that meet every filter.
+/// Keeps the rows that meet every filter; returns them with the rows a
+/// filter cannot be evaluated on (a field of another type than it expects),
+/// bad rows under `on_bad_row = skip`.
 ///
 /// # Errors
-/// A filter that cannot be evaluated on a row (a field of the wrong type).
+/// Under `on_bad_row = fail`, the first row a filter cannot be evaluated on.
 pub fn filter(
     name: &str,
     rows: Vec<Row>,
     spec: &DatasetSpec,
-) -> Result<(Vec<Row>, Vec<String>), ExecError> {
+) -> Result<(Vec<Row>, Vec<BadRow>), ExecError> {
     if spec.filters.is_empty() {
         return Ok((rows, Vec::new()));
     }
     warn_of_fields_no_row_has(name, &rows, spec);
-    let keep: Vec<Result<bool, ExecError>> = rows
+    // Per row: kept, or why a filter cannot be evaluated on it.
+    let keep: Vec<Result<bool, String>> = rows
         .par_iter()
         .map(|row| {
             for f in &spec.filters {
                 // `objects == "pills"` on a list field: false for every
                 // row, silently; a bad row that says to write `in`.
                 if let Some(why) = safer_ir::plan::expr::list_against_value(f, row) {
-                    return Err(ExecError::Data {
-                        dataset: name.to_string(),
-                        message: format!("filter on {}: {why}", row.origin),
-                    });
+                    return Err(why);
                 }
-                let v = eval(f, row).map_err(|e| ExecError::Data {
-                    dataset: name.to_string(),
-                    message: format!("filter on {}: {e}", row.origin),
-                })?;
-                if !v.truth("a filter").map_err(|e| ExecError::Data {
-                    dataset: name.to_string(),
-                    message: format!("filter on {}: {e}", row.origin),
-                })? {
+                let v = eval(f, row).map_err(|e| e.to_string())?;
+                if !v.truth("a filter").map_err(|e| e.to_string())? {
                     return Ok(false);
                 }
             }
             Ok(true)
         })
         .collect();
-    // A row the filter cannot be evaluated on (a field of another type than
-    // the filter expects) is a bad row, under the dataset's policy.
     let fail = spec.on_bad_row == "fail";
     let mut out = Vec::with_capacity(rows.len());
     let mut bad = Vec::new();
@@ -467,19 +459,19 @@ pub fn filter(
         match k {
             Ok(true) => out.push(row),
             Ok(false) => {}
-            Err(e) if fail => {
-                return Err(match e {
-                    ExecError::Data { dataset, message } => ExecError::Data {
-                        dataset,
-                        message: format!(
-                        "{message} (the dataset says `on_bad_row = fail`; `skip` skips such rows)"
+            Err(why) if fail => {
+                return Err(ExecError::Data {
+                    dataset: name.to_string(),
+                    message: format!(
+                        "filter on {}: {why} (the dataset says `on_bad_row = fail`; `skip` skips such rows)",
+                        row.origin
                     ),
-                    },
-                    other => other,
                 })
             }
-            Err(ExecError::Data { message, .. }) => bad.push(message),
-            Err(other) => return Err(other),
+            Err(why) => bad.push(BadRow {
+                origin: row.origin,
+                reason: format!("a filter cannot be evaluated on it: {why}"),
+            }),
         }
     }
     Ok((out, bad))
@@ -611,20 +603,35 @@ pub fn balance_warning(
     })
 }
 
+/// A question as two rows are compared: trimmed, and in Unicode's
+/// canonical caseless form (NFD, full case folding, NFD again), so that
+/// "STRASSE" is "Straße" and a composed "café" its decomposed spelling.
+fn caseless_question(text: &str) -> String {
+    use caseless::Caseless;
+    use unicode_normalization::UnicodeNormalization;
+    text.trim().nfd().default_case_fold().nfd().collect()
+}
+
+/// A row's prompt as [`dedup`] and [`prompts_in_two_splits`] compare it:
+/// the question ([`caseless_question`]) and its images by content.
+fn prompt_key(r: &Row) -> (String, Vec<u64>) {
+    (
+        caseless_question(&r.prompt),
+        r.images.iter().map(|p| image_key(p)).collect(),
+    )
+}
+
 /// Drops rows whose prompt (and images) also appear in `others`: the
 /// question compared trimmed and case-folded, the images by content, so the
 /// same picture reached through another `images` folder or file name still
 /// counts as seen.
 pub fn dedup(rows: Vec<Row>, others: &[Row]) -> (Vec<Row>, usize) {
-    let key = |r: &Row| {
-        (
-            r.prompt.trim().to_lowercase(),
-            r.images.iter().map(|p| image_key(p)).collect::<Vec<u64>>(),
-        )
-    };
-    let seen: HashSet<(String, Vec<u64>)> = others.par_iter().map(key).collect();
+    let seen: HashSet<(String, Vec<u64>)> = others.par_iter().map(prompt_key).collect();
     let before = rows.len();
-    let keep: Vec<bool> = rows.par_iter().map(|r| !seen.contains(&key(r))).collect();
+    let keep: Vec<bool> = rows
+        .par_iter()
+        .map(|r| !seen.contains(&prompt_key(r)))
+        .collect();
     let kept: Vec<Row> = rows
         .into_iter()
         .zip(keep)
@@ -634,24 +641,40 @@ pub fn dedup(rows: Vec<Row>, others: &[Row]) -> (Vec<Row>, usize) {
     (kept, dropped)
 }
 
-/// Pairs of splits `(a, b)` that share prompts (the question, trimmed and
-/// case-folded, and the image paths): the number of `b`'s distinct
-/// prompts also in `a`, and one example as `line and line`. A prompt
-/// repeated on two lines of the source is two rows, which the seeded
-/// split may deal to two splits; balance copies are one row and stay in
-/// one.
+/// Pairs of splits `(a, b)` that share prompts, compared as [`dedup`]
+/// compares them (the question trimmed and case-folded, the images by
+/// content): the number of `b`'s distinct prompts also in `a`, and one
+/// example as `line and line`. A prompt repeated on two lines of the source
+/// is two rows, which the seeded split may deal to two splits; balance
+/// copies are one row and stay in one. Images are read only for questions
+/// found in two splits.
 pub fn prompts_in_two_splits(
     splits: &BTreeMap<String, Vec<Row>>,
 ) -> Vec<(String, String, usize, String)> {
-    let key = |r: &Row| (r.prompt.trim().to_lowercase(), r.images.clone());
-    // Each split's distinct prompts, with the first line holding each.
-    type FirstLines<'r> = HashMap<(String, Vec<PathBuf>), &'r str>;
+    let mut in_splits: HashMap<String, BTreeSet<&String>> = HashMap::new();
+    for (name, rows) in splits {
+        for r in rows {
+            in_splits
+                .entry(caseless_question(&r.prompt))
+                .or_default()
+                .insert(name);
+        }
+    }
+    let shared_questions: HashSet<String> = in_splits
+        .into_iter()
+        .filter_map(|(q, names)| (names.len() > 1).then_some(q))
+        .collect();
+    // Each split's distinct prompts among those, with the first line
+    // holding each.
+    type FirstLines<'r> = HashMap<(String, Vec<u64>), &'r str>;
     let firsts: Vec<(&String, FirstLines<'_>)> = splits
         .iter()
         .map(|(name, rows)| {
             let mut first = HashMap::new();
             for r in rows {
-                first.entry(key(r)).or_insert(r.origin.as_str());
+                if shared_questions.contains(&caseless_question(&r.prompt)) {
+                    first.entry(prompt_key(r)).or_insert(r.origin.as_str());
+                }
             }
             (name, first)
         })
@@ -926,7 +949,7 @@ mod tests {
         let (kept, bad) = filter("d", rows.clone(), &spec).unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!(bad.len(), 1);
-        assert!(bad[0].starts_with("filter on b:"), "{bad:?}");
+        assert_eq!(bad[0].origin, "b", "{bad:?}");
         spec.on_bad_row = "fail".into();
         let err = filter("d", rows, &spec)
             .err()
@@ -1129,7 +1152,7 @@ mod tests {
         );
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert!(
-            bad[0].contains("rows.jsonl:1") && bad[0].contains("write `\"pills\" in ...`"),
+            bad[0].origin == "rows.jsonl:1" && bad[0].reason.contains("write `\"pills\" in ...`"),
             "{bad:?}"
         );
         std::fs::remove_dir_all(&dir).ok();
@@ -1413,5 +1436,59 @@ mod tests {
         );
         let apart = BTreeMap::from([("eval".to_string(), splits["eval"].clone())]);
         assert!(prompts_in_two_splits(&apart).is_empty());
+    }
+
+    /// Questions compare in Unicode's canonical caseless form, and images by
+    /// content, in both `dedup` and the two-splits warning.
+    #[test]
+    fn prompts_compare_caseless_and_images_by_content() {
+        assert_eq!(
+            caseless_question("Straße sign"),
+            caseless_question(" STRASSE SIGN")
+        );
+        assert_eq!(
+            caseless_question("caf\u{e9} menu"),
+            caseless_question("cafe\u{301} menu")
+        );
+        assert_ne!(
+            caseless_question("cafe menu"),
+            caseless_question("caf\u{e9} menu")
+        );
+        let dir = std::env::temp_dir().join(format!("saferc-two-splits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        image::RgbImage::from_pixel(2, 2, image::Rgb([9, 9, 9]))
+            .save(dir.join("red.png"))
+            .unwrap();
+        std::fs::copy(dir.join("red.png"), dir.join("red2.png")).unwrap();
+        let with = |origin: &str, prompt: &str, image: &str| Row {
+            prompt: prompt.into(),
+            images: vec![dir.join(image)],
+            ..Row::at(origin)
+        };
+        let splits = BTreeMap::from([
+            (
+                "eval".to_string(),
+                vec![with("d.jsonl:11", "Same Q", "red.png")],
+            ),
+            (
+                "train".to_string(),
+                vec![with("d.jsonl:12", "same q ", "red2.png")],
+            ),
+        ]);
+        assert_eq!(
+            prompts_in_two_splits(&splits),
+            vec![(
+                "eval".to_string(),
+                "train".to_string(),
+                1,
+                "d.jsonl:11 and d.jsonl:12".to_string()
+            )]
+        );
+        let (kept, dropped) = dedup(
+            vec![with("d.jsonl:8", "STRASSE SIGN", "red2.png")],
+            &[with("e.jsonl:3", "Straße sign", "red.png")],
+        );
+        assert_eq!((kept.len(), dropped), (0, 1));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -765,7 +765,14 @@ impl<'a, B: Backend> Session<'a, B> {
         let record = self.run.bad_rows_record();
         for name in dedup_order(plan)? {
             let spec = &plan.datasets[name];
-            let loaded = data::load_source(name, spec)?;
+            let mut loaded = data::load_source(name, spec)?;
+            self.record_images(name, spec, &loaded.rows)?;
+            let read = loaded.rows.len() + loaded.bad.len();
+            // Rows a filter cannot be evaluated on are bad rows too, after
+            // those the source could not read.
+            let (rows, unfiltered) = data::filter(name, std::mem::take(&mut loaded.rows), spec)?;
+            let filter_errors = unfiltered.len();
+            loaded.bad.extend(unfiltered);
             for bad in loaded.bad.iter().take(5) {
                 crate::stderr_line!("warning: dataset `{name}`: skipped bad row at {bad}");
             }
@@ -782,25 +789,11 @@ impl<'a, B: Backend> Session<'a, B> {
                     .iter()
                     .map(|b| json!({ "dataset": name, "row": b.origin, "reason": b.reason })),
             );
-            self.record_images(name, spec, &loaded.rows)?;
-            let read = loaded.rows.len() + loaded.bad.len();
-            let (rows, unfiltered) = data::filter(name, loaded.rows, spec)?;
-            bad_rows.extend(
-                unfiltered
-                    .iter()
-                    .map(|why| json!({ "dataset": name, "row": null, "reason": why })),
-            );
             // Written as each dataset is read, so that the file the
             // warnings name is there when a later dataset stops the run.
             if !bad_rows.is_empty() {
                 let lines: String = bad_rows.iter().map(|line| format!("{line}\n")).collect();
                 super::run_dir::write_atomically(&record, lines.as_bytes())?;
-            }
-            if let Some(first) = unfiltered.first() {
-                crate::stderr_line!(
-                    "warning: dataset `{name}`: {first}; {} row(s) the filter cannot be evaluated on are skipped as bad rows",
-                    unfiltered.len()
-                );
             }
             let filtered = rows.len();
             let vocabulary = super::scorers::vocabulary(&rows, "objects");
@@ -838,8 +831,10 @@ impl<'a, B: Backend> Session<'a, B> {
             // eval split, and every split has its share of each class.
             let mut splits = data::split(&rows, &spec.splits, spec.seed, spec.balance.as_deref());
             let mut rows = rows;
-            // Sizes of what was balanced (`all`: the dataset as a whole).
+            // Sizes of what was balanced (`all`: the dataset as a whole),
+            // after and before.
             let mut balanced_sizes = BTreeMap::new();
+            let mut sizes_before_balance = BTreeMap::new();
             if let Some(field) = &spec.balance {
                 let trained_on: BTreeSet<Option<&str>> = plan
                     .stages
@@ -858,6 +853,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 let (mut lacking, mut considered) = (Vec::new(), 0);
                 let mut balance = |label: &str, part: &mut Vec<Row>| {
                     considered += part.len();
+                    sizes_before_balance.insert(label.to_string(), part.len());
                     let (balanced, missing) = data::balance(std::mem::take(part), field, spec.seed);
                     *part = balanced;
                     lacking.extend(missing);
@@ -894,7 +890,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 "bad_rows": loaded.bad.len(),
                 "bad_row_examples": loaded.bad.iter().take(5).map(ToString::to_string).collect::<Vec<_>>(),
                 "after_filters": filtered,
-                "filter_errors": unfiltered.len(),
+                "filter_errors": filter_errors,
                 "curation": curation,
                 "balanced": spec.balance.as_ref().map(|_| &balanced_sizes),
                 "deduplicated": deduplicated,
@@ -909,10 +905,41 @@ impl<'a, B: Backend> Session<'a, B> {
                     .collect();
                 format!(" ({})", sizes.join(", "))
             };
+            // What a stage reads: the splits, or the whole dataset, as
+            // balanced.
+            let in_the_end = match splits.is_empty() {
+                true => rows.len(),
+                false => splits.values().map(Vec::len).sum(),
+            };
+            let mut steps_between = String::new();
+            if deduplicated > 0 {
+                steps_between += &format!(", {deduplicated} dropped as in eval sets");
+            }
+            if let Some(c) = &curation {
+                steps_between += &format!(", {} kept by curation", c["kept"]);
+            }
+            let balanced = match balanced_sizes.is_empty() {
+                true => String::new(),
+                false => {
+                    let changes: Vec<String> = balanced_sizes
+                        .iter()
+                        .map(|(k, after)| {
+                            format!(
+                                "{k} {} → {after}",
+                                sizes_before_balance.get(k).copied().unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    format!(
+                        "; balanced by `{}`: {}",
+                        spec.balance.as_deref().unwrap_or_default(),
+                        changes.join(", ")
+                    )
+                }
+            };
             crate::stderr_line!(
-                "dataset {name}: {read} rows read, {} bad, {filtered} after filters, {} in the end{split_sizes}",
+                "dataset {name}: {read} rows read, {} bad, {filtered} after filters{steps_between}, {in_the_end} in the end{split_sizes}{balanced}",
                 loaded.bad.len(),
-                rows.len(),
             );
             super::splits_record::record(
                 &self.run.splits_record(),
