@@ -178,6 +178,8 @@ codes! {
     E0328 = 328, "question for a judge that answers none";
     /// A `regex(...)` pattern that saferc's regex engine cannot read.
     E0329 = 329, "pattern that does not compile";
+    /// `x in "text"`, a substring test written like a membership test (warning).
+    E0330 = 330, "`in` a text is a substring test";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";

@@ -237,6 +237,9 @@ def contains(container, item):
         x = num(item, "the left side of `in`")
         return container.low <= x <= container.high
     if isinstance(container, str):
+        # A missing field is in no text, as it is in no list.
+        if item is None:
+            return False
         return text_of(item, "the left side of `in`") in container
     if container is None:
         return False

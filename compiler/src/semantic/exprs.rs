@@ -965,6 +965,25 @@ impl<'a> Analyzer<'a> {
                 } else {
                     self.check_item_of(&r, &l, &format!("`{}`", op.symbol()));
                 }
+                // `label in "unsafe"` holds for "safe" too: `in` a text is
+                // Python's substring test, rarely what such a line means.
+                let text_on_the_left = matches!(l.ty, ExprTy::String | ExprTy::Any);
+                if let (Some(Const::Str(text)), true) = (r.constant(), text_on_the_left) {
+                    let (not, eq) = match op == B::NotIn {
+                        true => ("not ", "!="),
+                        false => ("", "=="),
+                    };
+                    self.diags.push(
+                        Diagnostic::warning(
+                            Code::E0330,
+                            format!("`{}` a text tests for a substring", op.symbol()),
+                        )
+                        .with_primary(r.span, "a text, not a list")
+                        .with_help(format!(
+                            "for one value write `{eq} {text:?}`, for several `{not}in [{text:?}, ...]`; for a substring write `{not}contains({text:?}, ...)` with the field in place of `...`"
+                        )),
+                    );
+                }
                 ExprTy::Bool
             }
             B::Range => {

@@ -425,6 +425,8 @@ fn contains(container: &Val, item: &Val) -> Result<bool, EvalError> {
             let x = item.num("the left side of `in`")?;
             Ok(*low <= x && x <= *high)
         }
+        // A missing field is in no text, as it is in no list.
+        Val::Str(_) if matches!(item, Val::Null) => Ok(false),
         Val::Str(s) => Ok(s.contains(item.text("the left side of `in`")?)),
         Val::Null => Ok(false),
         other => Err(EvalError::Type(format!(
@@ -728,6 +730,25 @@ mod tests {
         };
         assert_eq!(eval(&band, &row()), Ok(Val::Bool(true)));
         assert_eq!(eval(&keep, &row()), Ok(Val::Bool(false)));
+    }
+
+    /// A missing field is in no text, as in no list (it was an error in a
+    /// text and false in a list).
+    #[test]
+    fn a_missing_field_is_in_no_text() {
+        let text = Box::new(Expr::Const {
+            value: Val::Str("unsafe".into()),
+        });
+        let in_text = |field: &str| Expr::Binary {
+            op: Binary::In,
+            lhs: var(field),
+            rhs: text.clone(),
+        };
+        // A row's missing field reads as null.
+        let mut with_null = row();
+        with_null.0.insert("missing".into(), Val::Null);
+        assert_eq!(eval(&in_text("missing"), &with_null), Ok(Val::Bool(false)));
+        assert_eq!(eval(&in_text("label"), &row()), Ok(Val::Bool(true)));
     }
 
     #[test]
