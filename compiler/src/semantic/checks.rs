@@ -25,7 +25,10 @@ impl<'a> Analyzer<'a> {
                     self.check_rubric_scores_something(i);
                     self.check_penalty_signs(i);
                 }
-                DeclKind::Reflection => self.check_reflection_prompt(i),
+                DeclKind::Reflection => {
+                    self.check_reflection_prompt(i);
+                    self.check_reflection_when(i);
+                }
                 DeclKind::Dataset => {
                     self.check_path_kinds(i);
                     self.check_split(i);
@@ -1169,6 +1172,88 @@ impl<'a> Analyzer<'a> {
 
     /// A reflection prompt without `{completion}`: the model is asked to
     /// correct an answer it is not shown (warning, E0322).
+    /// E0315: a reflection's `when` that no completion's scores can meet
+    /// (an error: the reflection would never run), or that every one meets
+    /// (a warning: every completion is reflected on). A criterion's scores
+    /// lie in 0..1 whatever its `scale`, which is the usual slip: `r.helpful
+    /// < 5` on a `scale = 1..10` criterion always holds.
+    fn check_reflection_when(&mut self, i: usize) {
+        let Some(Value::Expr(when)) = self.decls[i].settings.get("when").cloned() else {
+            return;
+        };
+        let mut parts = Vec::new();
+        let all_read = conjuncts(&when, &mut parts);
+        let mut bounds: Vec<(Interval, (f64, f64))> = Vec::new();
+        let mut understood = all_read && !parts.is_empty();
+        for part in parts {
+            let read = match &part.kind {
+                TKind::Binary { op, lhs, rhs } => match &lhs.kind {
+                    TKind::Criterion {
+                        rubric,
+                        criterion: Some(name),
+                    } => {
+                        let scale = self.decls[rubric.0]
+                            .rubric
+                            .as_ref()
+                            .and_then(|r| r.criteria.iter().find(|c| &c.name == name))
+                            .map_or((0.0, 1.0), |c| c.scale);
+                        let at = match bounds.iter().position(|(b, _)| b.var == *name) {
+                            Some(at) => at,
+                            None => {
+                                bounds.push((Interval::closed(name, 0.0, 1.0), scale));
+                                bounds.len() - 1
+                            }
+                        };
+                        bounds[at].0.apply(*op, rhs.constant())
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            understood &= read;
+        }
+        let name = self.decls[i].name.clone();
+        let on_a_scale =
+            bounds
+                .iter()
+                .find(|(_, scale)| *scale != (0.0, 1.0))
+                .map(|(b, (lo, hi))| {
+                    format!(
+                        "; `{}` has `scale = {}..{}`, so a raw score s is (s − {}) / {} on 0..1",
+                        b.var,
+                        num(*lo),
+                        num(*hi),
+                        num(*lo),
+                        num(hi - lo)
+                    )
+                });
+        let note = format!(
+            "a criterion's scores lie in 0..1, whatever its `scale`{}",
+            on_a_scale.unwrap_or_default()
+        );
+        if let Some((empty, _)) = bounds.iter().find(|(b, _)| b.is_empty()) {
+            self.diags.push(
+                Diagnostic::error(
+                    Code::E0315,
+                    format!("the condition of reflection `{name}` never holds"),
+                )
+                .with_primary(when.span, empty.describe())
+                .with_note(note)
+                .with_help("compare within 0..1, e.g. `when = r.safety < 0.5`"),
+            );
+        } else if understood && bounds.iter().all(|(b, _)| b.covers(0.0, 1.0)) {
+            self.diags.push(
+                Diagnostic::warning(
+                    Code::E0315,
+                    format!("the condition of reflection `{name}` always holds"),
+                )
+                .with_primary(when.span, "every completion is reflected on")
+                .with_note(note)
+                .with_help("compare within 0..1, e.g. `when = r.safety < 0.5`"),
+            );
+        }
+    }
+
     fn check_reflection_prompt(&mut self, i: usize) {
         let (text, declared) = match self.decls[i].settings.get("prompt") {
             Some(Value::Str(text)) => (text.clone(), None),
@@ -1906,9 +1991,9 @@ struct Boxes {
 
 /// The values a variable of a curation box may still take: `lo..hi`, each
 /// end left out when a strict comparison (`>`, `<`) set it.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Interval {
-    var: &'static str,
+    var: String,
     lo: f64,
     lo_open: bool,
     hi: f64,
@@ -1916,9 +2001,9 @@ struct Interval {
 }
 
 impl Interval {
-    fn closed(var: &'static str, lo: f64, hi: f64) -> Self {
+    fn closed(var: &str, lo: f64, hi: f64) -> Self {
         Interval {
-            var,
+            var: var.to_string(),
             lo,
             lo_open: false,
             hi,
@@ -1987,10 +2072,23 @@ impl Boxes {
         let TKind::Var { name } = &lhs.kind else {
             return;
         };
-        let Some(slot) = self.vars.iter_mut().find(|v| v.var == name) else {
+        let Some(slot) = self.vars.iter_mut().find(|v| v.var == *name) else {
             return;
         };
-        match (op, rhs.constant()) {
+        slot.apply(*op, rhs.constant());
+    }
+
+    fn empty(&self) -> Option<Interval> {
+        self.vars.iter().find(|v| v.is_empty()).cloned()
+    }
+}
+
+impl Interval {
+    /// Narrows the interval by `var op constant`; false for a comparison
+    /// it cannot read (`!=`, a constant of another kind).
+    fn apply(&mut self, op: BinaryOp, constant: Option<&Const>) -> bool {
+        let slot = self;
+        match (op, constant) {
             (BinaryOp::In, Some(Const::Range(a, b))) => {
                 slot.above(*a, false);
                 slot.below(*b, false);
@@ -2003,12 +2101,15 @@ impl Boxes {
                 slot.above(*a, false);
                 slot.below(*a, false);
             }
-            _ => {}
+            _ => return false,
         }
+        true
     }
 
-    fn empty(&self) -> Option<Interval> {
-        self.vars.iter().find(|v| v.is_empty()).copied()
+    /// Whether the interval still holds all of `lo..hi`.
+    fn covers(&self, lo: f64, hi: f64) -> bool {
+        (self.lo < lo || (self.lo == lo && !self.lo_open))
+            && (self.hi > hi || (self.hi == hi && !self.hi_open))
     }
 }
 

@@ -91,6 +91,18 @@ pub(crate) fn written_number(e: &ast::Expr) -> Option<String> {
     }
 }
 
+/// How to make a condition, with names the context `what` can read: a
+/// row's fields in a `filter`, a rubric's criteria in a reflection's `when`,
+/// the score statistics in a curation's `keep`.
+fn condition_help(what: &str) -> &'static str {
+    match what {
+        "a `filter` condition" => "compare it: `score > 0.5`, `label == \"unsafe\"`",
+        "a `when` condition" | "`when`" => "compare a criterion of the rubric: `r.safety < 0.5`",
+        "`keep`" => "compare the rollouts' scores: `mean in 0.2..0.8 and std >= 0.15`",
+        _ => "compare it: `x > 0.5`",
+    }
+}
+
 /// `d` with the fix that swaps the ends of the range `e` as written, where
 /// `e` is a range of two number literals written without spaces (its span
 /// is exactly `a..b`); `d` unchanged otherwise.
@@ -1076,7 +1088,7 @@ impl<'a> Analyzer<'a> {
                     format!("{what} needs a condition, found {}", t.ty.describe()),
                 )
                 .with_primary(t.span, "not a condition")
-                .with_help("compare it: `x > 0.5`, `label == \"unsafe\"`"),
+                .with_help(condition_help(what)),
             );
         }
     }
