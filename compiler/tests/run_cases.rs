@@ -1412,6 +1412,7 @@ cases!(
     reflection_replace,
     reflection_dynamic_sampling,
     reflection_special_token,
+    data_file_missing,
     reflection_too_long,
     reflection_append,
     curation_keep,

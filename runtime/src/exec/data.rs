@@ -68,6 +68,44 @@ impl fmt::Display for BadRow {
     }
 }
 
+/// Checks that dataset `name`'s source is a file that can be opened: run
+/// before a run makes its folder, and again when the rows are read.
+///
+/// # Errors
+/// The source is missing, not a file, or cannot be opened, with the path it
+/// was looked for at.
+pub fn source_readable(name: &str, spec: &DatasetSpec) -> Result<(), ExecError> {
+    let path = Path::new(&spec.source);
+    if let Some(kind) = crate::images::not_a_file(path) {
+        return Err(ExecError::Data {
+            dataset: name.to_string(),
+            message: format!(
+                "`{}` is {kind}, not a file: saferc reads a dataset more than once (to hash it and to load it)",
+                spec.source_written
+            ),
+        });
+    }
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| unreadable(name, spec, &e))
+}
+
+/// Source `spec` of dataset `name` cannot be read: `e`, with the path it
+/// was looked for at (relative paths are the `.safer` file's).
+fn unreadable(name: &str, spec: &DatasetSpec, e: &std::io::Error) -> ExecError {
+    let at = match spec.source == spec.source_written {
+        true => String::new(),
+        false => format!(
+            " (looked for at {}: a path is relative to the file that declares it)",
+            spec.source
+        ),
+    };
+    ExecError::Data {
+        dataset: name.to_string(),
+        message: format!("cannot read `{}`{at}: {e}", spec.source_written),
+    }
+}
+
 /// The rows of a source and the rows skipped.
 #[derive(Clone, Debug, Default)]
 pub struct Loaded {
@@ -84,20 +122,9 @@ pub struct Loaded {
 /// # Errors
 /// An unreadable file; with `on_bad_row = fail`, the first bad row.
 pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> {
+    source_readable(name, spec)?;
     let path = Path::new(&spec.source);
-    if let Some(kind) = crate::images::not_a_file(path) {
-        return Err(ExecError::Data {
-            dataset: name.to_string(),
-            message: format!(
-                "`{}` is {kind}, not a file: saferc reads a dataset more than once (to hash it and to load it)",
-                spec.source_written
-            ),
-        });
-    }
-    let text = std::fs::read(path).map_err(|e| ExecError::Data {
-        dataset: name.to_string(),
-        message: format!("cannot read `{}`: {e}", spec.source_written),
-    })?;
+    let text = std::fs::read(path).map_err(|e| unreadable(name, spec, &e))?;
     // A JSON array (what `json.dump` of a list writes) is not JSON Lines:
     // one error, not one bad row per line. An array on a first line of its
     // own (a header row) is one bad row, as any line that is no object.
@@ -300,8 +327,13 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
         if let Some(kind) = crate::images::not_a_file(&full) {
             return Err(bad(format!("image `{p}` is {kind}, not an image file")));
         }
-        let bytes =
-            std::fs::read(&full).map_err(|e| bad(format!("image `{p}` cannot be opened: {e}")))?;
+        // Where it was looked for, when that is not the path as written.
+        let at = match full.as_path() == Path::new(&p) {
+            true => String::new(),
+            false => format!(" (at {})", full.display()),
+        };
+        let bytes = std::fs::read(&full)
+            .map_err(|e| bad(format!("image `{p}` cannot be opened{at}: {e}")))?;
         let open = || {
             image::ImageReader::new(std::io::Cursor::new(&bytes))
                 .with_guessed_format()

@@ -141,8 +141,8 @@ impl<'a, B: Backend> Session<'a, B> {
                 "the pipeline declares no `train` and no `eval`: there is nothing to run (`saferc check` checks a file without running it)".into(),
             ));
         }
-        // The models' folders and the HTTP judges are checked before the
-        // run directory is made, so that a declaration that cannot run (an
+        // The models' folders, the data files and the HTTP judges are
+        // checked before the run directory is made, so that a declaration that cannot run (an
         // unsupported `arch`, a missing or unloadable `config.json`, no
         // `tokenizer.json` or one that does not load, a weight file missing
         // or cut short, a tensor missing or of the wrong shape, an unset
@@ -156,6 +156,10 @@ impl<'a, B: Backend> Session<'a, B> {
         if !options.resume {
             for name in plan.models.keys() {
                 warnings.extend(Self::check_model(plan, name)?);
+            }
+            // A data file that is not there either.
+            for (name, spec) in &plan.datasets {
+                data::source_readable(name, spec)?;
             }
         }
         for warning in &warnings {
