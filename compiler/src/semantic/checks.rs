@@ -208,9 +208,63 @@ impl<'a> Analyzer<'a> {
         );
     }
 
+    /// E0317: a `schedule` that a warm-up as long as the stage leaves no
+    /// step to (the rate climbs until the last step and never decays).
+    fn check_warmup_against_steps(&mut self, i: usize, s: &Settings) {
+        let Some(steps) = s.number("steps") else {
+            return;
+        };
+        for algorithm in ["grpo", "sft"] {
+            let Some(block) = s.block(algorithm) else {
+                continue;
+            };
+            let warmup = block.number("warmup").unwrap_or(0.0);
+            let schedule = block.text("schedule").unwrap_or("constant");
+            if warmup >= steps
+                && schedule != "constant"
+                && self.written(i, &[algorithm, "schedule"])
+            {
+                self.without_effect(
+                    i,
+                    &[algorithm, "schedule"],
+                    format!("`warmup` ({} steps) lasts the whole stage ({} steps): the `{schedule}` decay, which starts after it, never does", num(warmup), num(steps)),
+                    "shorten `warmup` (a few percent of `steps` is common) or raise `steps`",
+                );
+            }
+        }
+    }
+
+    /// E0317: `overlong` whose soft zone (`max - cache` tokens on) starts at
+    /// or past the rollout's `max_tokens`: no completion is that long.
+    fn check_overlong_reach(&mut self, i: usize, s: &Settings, grpo: &Settings) {
+        let Some(overlong) = grpo.block("overlong") else {
+            return;
+        };
+        let (Some(max), Some(cache)) = (overlong.number("max"), overlong.number("cache")) else {
+            return;
+        };
+        let Some(rollout) = s.reference("rollout") else {
+            return;
+        };
+        let Some(max_tokens) = self.decls[rollout.0].settings.number("max_tokens") else {
+            return;
+        };
+        let soft = max - cache;
+        if max_tokens <= soft {
+            let rname = self.decls[rollout.0].name.clone();
+            self.without_effect(
+                i,
+                &["grpo", "overlong"],
+                format!("its penalty starts past {} tokens (`max` {} minus `cache` {}), and rollout `{rname}` stops completions at `max_tokens` = {}", num(soft), num(max), num(cache), num(max_tokens)),
+                "set `overlong.max` to the rollout's `max_tokens` (DAPO's choice), with `cache` the zone before it that is penalised",
+            );
+        }
+    }
+
     fn check_train(&mut self, i: usize) {
         let s = self.decls[i].settings.clone();
         let name = self.decls[i].name.clone();
+        self.check_warmup_against_steps(i, &s);
         let has_grpo = s.block("grpo").is_some();
         let has_sft = s.block("sft").is_some();
         if has_grpo == has_sft {
@@ -323,6 +377,7 @@ impl<'a> Analyzer<'a> {
             );
         }
         self.check_batch(i, &s, &grpo);
+        self.check_overlong_reach(i, &s, &grpo);
         self.check_clip(i, &grpo);
         self.check_kl(i, &s, &grpo);
         self.check_dynamic_sampling(i, &s, &grpo);
