@@ -516,7 +516,7 @@ impl<'a> Analyzer<'a> {
                 .with_secondary(self.setting_span(i, &["grpo", "batch"]), format!("{} prompts", num(prompts)))
                 .with_secondary(self.setting_span(rollout.0, &["group"]), format!("group {}", num(group)))
                 .with_help(help)
-                .with_note("completions per step = prompts per step x group; every micro-batch must be full"),
+                .with_note("completions per step = prompts per step x group (before a reflection with `keep = append` adds its corrections), split evenly into micro-batches"),
             );
         }
     }

@@ -147,6 +147,12 @@ impl<'a> Analyzer<'a> {
             Ty::CriterionName | Ty::Field => match &e.kind {
                 ExprKind::Name { name } => Some(Value::Str(name.clone())),
                 ExprKind::String(s) => Some(Value::Str(s.value.clone())),
+                // A nested field, as filters name it: rows flatten
+                // `{"meta": {"src": ...}}` to `meta.src`.
+                ExprKind::Field { .. } if matches!(ty, Ty::Field) => match dotted_name(e) {
+                    Some(name) => Some(Value::Str(name)),
+                    None => self.mismatch(e, "a name", key),
+                },
                 _ => self.mismatch(e, "a name", key),
             },
             Ty::Source => self.source(decl, e),
@@ -424,6 +430,25 @@ impl<'a> Analyzer<'a> {
     }
 
     fn source(&mut self, decl: usize, e: &ast::Expr) -> Option<Value> {
+        if let ExprKind::String(file) = &e.kind {
+            // A file's name alone: its format goes around it.
+            let written = format!("\"{}\"", file.value);
+            let wrapped = format!("jsonl({written})");
+            let mut d = Diagnostic::error(
+                Code::E0300,
+                "`source` expects a source such as `jsonl(\"data.jsonl\")`, found a string",
+            )
+            .with_primary(e.span, "a file name without its format")
+            .with_help(format!(
+                "name the format: `source = {wrapped}` (JSON Lines, one row per line)"
+            ));
+            // Only where the string is written as its value reads.
+            if !file.triple && !file.value.contains(['"', '\\', '\n']) {
+                d = d.with_fix(e.span, &written, &wrapped);
+            }
+            self.diags.push(d);
+            return None;
+        }
         let ExprKind::Call { callee, args } = &e.kind else {
             return self.mismatch(e, "a source such as `jsonl(\"data.jsonl\")`", "source");
         };
@@ -936,5 +961,15 @@ pub(crate) fn found(e: &ast::Expr) -> String {
         },
         ExprKind::Call { .. } => "a call".into(),
         _ => "an expression".into(),
+    }
+}
+
+/// `meta.src` written as fields of a name, as one dotted name; `None` for
+/// any other expression.
+fn dotted_name(e: &ast::Expr) -> Option<String> {
+    match &e.kind {
+        ExprKind::Name { name } => Some(name.clone()),
+        ExprKind::Field { base, name } => Some(format!("{}.{}", dotted_name(base)?, name.name)),
+        _ => None,
     }
 }
