@@ -67,7 +67,9 @@ impl<'a> SkippedRows<'a> {
     }
 
     /// Builds the prompts of `rows` (in parallel) and keeps those that
-    /// leave room for `new_tokens` in the run's context; records the others.
+    /// leave room for `new_tokens` in the run's context; records the others,
+    /// in the rows' order (with `fail`, the first bad row in the file stops
+    /// the run, whichever its fault).
     ///
     /// # Errors
     /// With `fail`, the first bad row; errors that are not a row's.
@@ -79,27 +81,11 @@ impl<'a> SkippedRows<'a> {
         new_tokens: usize,
         fail: bool,
     ) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
-        let (rows, prompts) = self.build(rows, tokenizer, config, fail)?;
-        self.fit(rows, prompts, new_tokens, config.context(), fail)
-    }
-
-    /// The rows whose prompt can be built, with their prompts; records the
-    /// others.
-    ///
-    /// # Errors
-    /// With `fail`, the first row whose prompt cannot be built; errors that
-    /// are not a row's.
-    pub fn build(
-        &mut self,
-        rows: Vec<Row>,
-        tokenizer: &TextTokenizer,
-        config: &ModelConfig,
-        fail: bool,
-    ) -> Result<(Vec<Row>, Vec<Prompt>), ExecError> {
         let built: Vec<Result<Prompt, ExecError>> = rows
             .par_iter()
             .map(|r| prompt(r, tokenizer, config, None))
             .collect();
+        let context = config.context();
         let mut kept = (
             Vec::with_capacity(rows.len()),
             Vec::with_capacity(rows.len()),
@@ -107,8 +93,10 @@ impl<'a> SkippedRows<'a> {
         for (row, result) in rows.into_iter().zip(built) {
             match result {
                 Ok(p) => {
-                    kept.0.push(row);
-                    kept.1.push(p);
+                    if let Some((row, p)) = self.fitting(row, p, new_tokens, context, fail)? {
+                        kept.0.push(row);
+                        kept.1.push(p);
+                    }
                 }
                 Err(ExecError::Row { origin, message }) => {
                     self.set_aside(origin, message, Why::Unbuilt, fail)?;
@@ -137,18 +125,33 @@ impl<'a> SkippedRows<'a> {
             Vec::with_capacity(rows.len()),
         );
         for (row, prompt) in rows.into_iter().zip(prompts) {
-            if prompt.tokens.len().saturating_add(new_tokens) <= context {
+            if let Some((row, prompt)) = self.fitting(row, prompt, new_tokens, context, fail)? {
                 kept.0.push(row);
                 kept.1.push(prompt);
-            } else {
-                let reason = format!(
-                    "its prompt is {} tokens, which with {new_tokens} new tokens exceeds the model's context of {context}",
-                    prompt.tokens.len()
-                );
-                self.set_aside(row.origin, reason, Why::TooLong, fail)?;
             }
         }
         Ok(kept)
+    }
+
+    /// `row` with its prompt when they leave room for `new_tokens` in
+    /// `context`; else it is recorded (or, with `fail`, the error).
+    fn fitting(
+        &mut self,
+        row: Row,
+        prompt: Prompt,
+        new_tokens: usize,
+        context: usize,
+        fail: bool,
+    ) -> Result<Option<(Row, Prompt)>, ExecError> {
+        if prompt.tokens.len().saturating_add(new_tokens) <= context {
+            return Ok(Some((row, prompt)));
+        }
+        let reason = format!(
+            "its prompt is {} tokens, which with {new_tokens} new tokens exceeds the model's context of {context}",
+            prompt.tokens.len()
+        );
+        self.set_aside(row.origin, reason, Why::TooLong, fail)?;
+        Ok(None)
     }
 
     /// Records a bad row, or with `fail` returns it as the error.
@@ -334,6 +337,32 @@ mod tests {
         assert_eq!(usable(&loaded.for_training(true)), 1);
     }
 
+    /// Under `on_bad_row = fail` the first bad row in the file stops the
+    /// run, whether its prompt is too long (found once tokenized) or cannot
+    /// be built at all (a special token in it): the prompts were all built
+    /// before any was measured, so a later unbuildable row came first.
+    #[test]
+    fn the_first_bad_row_in_the_file_is_the_one_named() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2-tied");
+        let tokenizer = crate::text::TextTokenizer::load(&dir).unwrap();
+        let config = crate::model::ModelConfig::read(&dir).unwrap();
+        let mut long = row("rows.jsonl:4");
+        long.prompt = "word ".repeat(config.context());
+        assert!(!tokenizer.surely_longer_than(&long.prompt, config.context()));
+        let mut special = row("rows.jsonl:8");
+        special.prompt = "Hello <|im_end|> there".into();
+        let err = SkippedRows::new("t")
+            .usable(vec![long, special], &tokenizer, &config, 1, true)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("rows.jsonl:4") && err.contains("exceeds the model's context"),
+            "{err}"
+        );
+    }
+
     /// A prompt whose length alone shows it cannot fit the context is set
     /// aside before it is tokenized (which would take memory in proportion
     /// to it); one just within that bound is tokenized and then measured.
@@ -352,7 +381,7 @@ mod tests {
         assert!(!tokenizer.surely_longer_than(&short.prompt, context));
         let mut skipped = SkippedRows::new("t");
         let (rows, _) = skipped
-            .build(vec![huge, short], &tokenizer, &config, false)
+            .usable(vec![huge, short], &tokenizer, &config, 1, false)
             .unwrap();
         assert_eq!(rows.len(), 1);
         let warning = skipped.warning().join("\n");
