@@ -334,6 +334,9 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
         };
         let bytes = std::fs::read(&full)
             .map_err(|e| bad(format!("image `{p}` cannot be opened{at}: {e}")))?;
+        if bytes.is_empty() {
+            return Err(bad(format!("image `{p}` is an empty file{at}")));
+        }
         let open = || {
             image::ImageReader::new(std::io::Cursor::new(&bytes))
                 .with_guessed_format()
@@ -341,9 +344,12 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
         };
         // The size from the header first: a small file can hold an image
         // too large to decode in the memory there is.
-        let (width, height) = open()?
-            .into_dimensions()
-            .map_err(|e| bad(format!("image `{p}` cannot be decoded: {e}")))?;
+        let (width, height) = open()?.into_dimensions().map_err(|e| {
+            bad(format!(
+                "image `{p}` cannot be decoded: {}",
+                e.to_string().trim_end()
+            ))
+        })?;
         if let Some(over) = crate::images::over_the_pixel_limit(width, height) {
             return Err(bad(format!("image `{p}` {over}; shrink the file")));
         }
@@ -357,7 +363,10 @@ fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, 
                     "image `{p}` is too large to decode{size}: {e}; shrink the file"
                 ))
             }
-            e => bad(format!("image `{p}` cannot be decoded: {e}")),
+            e => bad(format!(
+                "image `{p}` cannot be decoded: {}",
+                e.to_string().trim_end()
+            )),
         })?;
         if let Some(reason) = crate::images::cut_short(&bytes) {
             return Err(bad(format!("image `{p}` {reason}")));
@@ -1007,9 +1016,11 @@ mod tests {
                 "{\"question\": 42}\n",
                 "{\"question\": \"q\", \"images\": \"ok.png\"}\n",
                 "{\"question\": \"q\", \"image\": [\"ok.png\"]}\n",
+                "{\"question\": \"q\", \"image\": \"empty.png\"}\n",
             ),
         )
         .ok();
+        std::fs::write(dir.join("empty.png"), b"").unwrap();
         let spec = source_spec(&file, &dir);
         let loaded = load_source("d", &spec).ok().unwrap_or_default();
         assert_eq!(loaded.rows.len(), 2);
@@ -1027,7 +1038,10 @@ mod tests {
             "rows.jsonl:8: `question` must be text (the prompt), found a number",
             "rows.jsonl:9: `images` must be a list of paths, found text (one path goes in `image`)",
             "rows.jsonl:10: `image` must be a path, found a list (several go in `images`, a list)",
+            "rows.jsonl:11: image `empty.png` is an empty file (at ",
         ];
+        // A reason is one line: no decoder's trailing newline.
+        assert!(bad.iter().all(|b| !b.ends_with('\n')), "{bad:?}");
         assert_eq!(bad.len(), want.len());
         for (got, want) in bad.iter().zip(want) {
             assert!(got.starts_with(want), "{bad:?}");
