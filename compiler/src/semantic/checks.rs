@@ -407,27 +407,40 @@ impl<'a> Analyzer<'a> {
         };
         let advantage = grpo.text("advantage").unwrap_or("group_std").to_string();
         let rollout_name = self.decls[rollout.0].name.clone();
-        if group < 2.0 && grpo.text("multi_objective") == Some("normalize_then_sum") {
+        // A group of one under per-group normalisation: GDPO's of each
+        // criterion, or the advantage's.
+        let per_group = if grpo.text("multi_objective") == Some("normalize_then_sum") {
+            Some((
+                "`multi_objective = normalize_then_sum` normalises each criterion within a group".to_string(),
+                "multi_objective",
+                "per-group normalisation (GDPO)",
+                "set `group` to at least 2 (8 is common), or use `multi_objective = sum_then_normalize` with `advantage = batch_std`",
+            ))
+        } else if schema::GROUP_NORMALISED.contains(&advantage.as_str()) {
+            Some((
+                format!("`advantage = {advantage}` compares completions within a group"),
+                "advantage",
+                "group-normalised advantages",
+                "set `group` to at least 2 (8 is common), or use `advantage = batch_std` (a group of one then takes the batch's mean as its baseline)",
+            ))
+        } else {
+            None
+        };
+        if let (true, Some((what, key, label, help))) = (group < 2.0, per_group) {
             self.diags.push(
                 Diagnostic::error(
                     Code::E0304,
-                    format!("`multi_objective = normalize_then_sum` normalises each criterion within a group, but rollout `{rollout_name}` samples {} per prompt", num(group)),
+                    format!(
+                        "{what}, but rollout `{rollout_name}` samples {} per prompt",
+                        num(group)
+                    ),
                 )
-                .with_primary(self.setting_span(rollout.0, &["group"]), "a group of one has no baseline")
-                .with_secondary(self.setting_span(i, &["grpo", "multi_objective"]), "per-group normalisation (GDPO)")
-                .with_help("set `group` to at least 2 (8 is common), or use `multi_objective = sum_then_normalize` with `advantage = batch_std`"),
-            );
-            return;
-        }
-        if group < 2.0 && schema::GROUP_NORMALISED.contains(&advantage.as_str()) {
-            self.diags.push(
-                Diagnostic::error(
-                    Code::E0304,
-                    format!("`advantage = {advantage}` compares completions within a group, but rollout `{rollout_name}` samples {} per prompt", num(group)),
+                .with_primary(
+                    self.setting_span(rollout.0, &["group"]),
+                    "a group of one has no baseline",
                 )
-                .with_primary(self.setting_span(rollout.0, &["group"]), "a group of one has no baseline")
-                .with_secondary(self.setting_span(i, &["grpo", "advantage"]), "group-normalised advantages")
-                .with_help("set `group` to at least 2 (8 is common), or use `advantage = batch_std` (a group of one then takes the batch's mean as its baseline)"),
+                .with_secondary(self.setting_span(i, &["grpo", key]), label)
+                .with_help(help),
             );
             return;
         }
