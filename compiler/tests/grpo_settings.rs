@@ -24,13 +24,23 @@ fn examples() -> PathBuf {
 
 /// A one-step pipeline; `grpo` is added to the `grpo` block.
 fn pipeline(grpo: &str) -> String {
-    pipeline_with("policy", grpo)
+    pipeline_with(grpo, None)
 }
 
-/// A one-step pipeline whose reference is model `reference` (`policy`, or
-/// `init`: the untrained `tiny_vlm` the warm one started from).
-fn pipeline_with(reference: &str, grpo: &str) -> String {
+/// A one-step pipeline whose reference is the policy itself, or, given
+/// `init`, model `init`: the untrained `tiny_vlm` in that folder.
+fn pipeline_with(grpo: &str, init: Option<&Path>) -> String {
     let ex = examples();
+    let (reference, init_model) = match init {
+        Some(dir) => (
+            "init",
+            format!(
+                "model init {{\n  arch    = tiny_vlm\n  weights = \"{}\"\n}}\n",
+                dir.display()
+            ),
+        ),
+        None => ("policy", String::new()),
+    };
     format!(
         r#"use "std/rubrics/safety.safer"
 
@@ -39,11 +49,7 @@ model policy {{
   weights = "{model}"
 }}
 
-model init {{
-  arch    = tiny_vlm
-  weights = "{init}"
-}}
-
+{init_model}
 dataset d {{
   source = jsonl("{data}")
   images = "{images}"
@@ -75,7 +81,6 @@ train t {{
 }}
 "#,
         model = ex.join("models/tiny-safety").display(),
-        init = ex.join("models/tiny-init").display(),
         data = ex.join("data/qi-safe-mini.jsonl").display(),
         images = ex.join("data/images").display(),
     )
@@ -240,11 +245,22 @@ fn normalize_then_sum_changes_the_advantages_of_the_same_completions() {
 #[test]
 fn a_kl_in_the_reward_takes_its_estimator() {
     let dir = common::temp_dir("kl-reward-estimator");
+    // The untrained model the quickstart's warm one started from (as
+    // examples/make_quickstart.sh makes it; not committed).
+    let init = dir.join("tiny-init");
+    common::saferc_ok(&[
+        "init-model",
+        init.to_str().unwrap(),
+        "--size",
+        "small",
+        "--seed",
+        "0",
+    ]);
     let mut penalties = Vec::new();
     let mut texts = Vec::new();
     for estimator in ["k1", "k2", "k3"] {
         let grpo = format!("    kl {{ beta = 0.04, placement = reward, estimator = {estimator} }}");
-        let (_, samples) = run_text(&dir, estimator, &pipeline_with("init", &grpo));
+        let (_, samples) = run_text(&dir, estimator, &pipeline_with(&grpo, Some(&init)));
         let values: Vec<f64> = samples
             .iter()
             .map(|s| number(s, "kl_reward_penalty"))
