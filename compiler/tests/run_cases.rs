@@ -1413,6 +1413,7 @@ cases!(
     reflection_dynamic_sampling,
     reflection_special_token,
     data_file_missing,
+    bad_rows_fail_in_file_order,
     reflection_too_long,
     reflection_append,
     curation_keep,

@@ -247,16 +247,31 @@ pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> 
     for r in parsed {
         match r {
             Ok(row) => loaded.rows.push(row),
-            Err(bad) if spec.on_bad_row == "fail" => {
-                return Err(ExecError::Data {
-                    dataset: name.to_string(),
-                    message: format!("bad row at {bad} (the dataset says `on_bad_row = fail`; `skip` counts and skips such rows)"),
-                })
-            }
+            Err(bad) if spec.on_bad_row == "fail" => return Err(failed_at(name, &bad)),
             Err(bad) => loaded.bad.push(bad),
         }
     }
     Ok(loaded)
+}
+
+/// The error that stops a run at bad row `bad` of dataset `name` under
+/// `on_bad_row = fail`.
+pub fn failed_at(name: &str, bad: &BadRow) -> ExecError {
+    ExecError::Data {
+        dataset: name.to_string(),
+        message: format!(
+            "bad row at {bad} (the dataset says `on_bad_row = fail`; `skip` counts and skips such rows)"
+        ),
+    }
+}
+
+/// Sorts bad rows by their place in the file (`file:line`, the line as a
+/// number), keeping the order of those on one line.
+pub fn in_file_order(bad: &mut [BadRow]) {
+    bad.sort_by_key(|b| {
+        let (file, line) = b.origin.rsplit_once(':').unwrap_or((b.origin.as_str(), ""));
+        (file.to_string(), line.parse::<u64>().unwrap_or(u64::MAX))
+    });
 }
 
 fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, BadRow> {

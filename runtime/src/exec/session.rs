@@ -142,12 +142,12 @@ impl<'a, B: Backend> Session<'a, B> {
             ));
         }
         // The models' folders, the data files and the HTTP judges are
-        // checked before the run directory is made, so that a declaration that cannot run (an
-        // unsupported `arch`, a missing or unloadable `config.json`, no
-        // `tokenizer.json` or one that does not load, a weight file missing
-        // or cut short, a tensor missing or of the wrong shape, an unset
-        // API-key variable, a bad `ca_file`; a
-        // mismatched `arch` is the compiler's E0318)
+        // checked before the run directory is made, so that a declaration
+        // that cannot run (an unsupported `arch`, a missing or unloadable
+        // `config.json`, no `tokenizer.json` or one that does not load, a
+        // weight file missing or cut short, a tensor missing or of the wrong
+        // shape, an unset API-key variable, a bad `ca_file`, a data file
+        // that is not there; a mismatched `arch` is the compiler's E0318)
         // leaves no run behind. A resumed run was checked when it started:
         // its finished stages may no longer need their models' folders.
         // What the checks warn about is printed now and kept in the
@@ -769,14 +769,24 @@ impl<'a, B: Backend> Session<'a, B> {
         let record = self.run.bad_rows_record();
         for name in dedup_order(plan)? {
             let spec = &plan.datasets[name];
-            let mut loaded = data::load_source(name, spec)?;
+            // Every bad row first, those the source cannot read and those a
+            // filter cannot be evaluated on, in the file's order: under
+            // `fail` the first of them stops the run.
+            let skipping = DatasetSpec {
+                on_bad_row: "skip".into(),
+                ..spec.clone()
+            };
+            let mut loaded = data::load_source(name, &skipping)?;
             self.record_images(name, spec, &loaded.rows)?;
             let read = loaded.rows.len() + loaded.bad.len();
-            // Rows a filter cannot be evaluated on are bad rows too, after
-            // those the source could not read.
-            let (rows, unfiltered) = data::filter(name, std::mem::take(&mut loaded.rows), spec)?;
+            let (rows, unfiltered) =
+                data::filter(name, std::mem::take(&mut loaded.rows), &skipping)?;
             let filter_errors = unfiltered.len();
             loaded.bad.extend(unfiltered);
+            data::in_file_order(&mut loaded.bad);
+            if let (Some(first), "fail") = (loaded.bad.first(), spec.on_bad_row.as_str()) {
+                return Err(data::failed_at(name, first));
+            }
             for bad in loaded.bad.iter().take(5) {
                 crate::stderr_line!("warning: dataset `{name}`: skipped bad row at {bad}");
             }
