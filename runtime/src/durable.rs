@@ -11,13 +11,25 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-/// Writes `bytes` to `path` through the temporary file `tmp` (a sibling),
-/// flushed to the disk before it replaces `path`. A write that fails (a
-/// full disk) leaves neither the new file nor the temporary one.
+/// The temporary sibling [`replace_file`] writes `path` through: hidden,
+/// and named after the whole file name (`x.json` and `x.jsonl` differ).
+pub fn temporary_for(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Writes `bytes` to `path` through its temporary sibling
+/// ([`temporary_for`]), flushed to the disk before it replaces `path`. A
+/// write that fails (a full disk) leaves neither the new file nor the
+/// temporary one.
 ///
 /// # Errors
 /// The I/O error of the write, flush or rename.
-pub fn replace_file(path: &Path, tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = &temporary_for(path);
     let written = File::create(tmp).and_then(|mut file| {
         file.write_all(bytes)?;
         file.sync_all()
@@ -67,23 +79,23 @@ fn sync_dir(dir: &Path) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{replace_file, sync_folder};
+    use super::{replace_file, sync_folder, temporary_for};
 
     #[test]
     fn a_replaced_file_holds_the_new_bytes_and_no_temporary_stays() {
         let dir = std::env::temp_dir().join(format!("saferc-durable-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (path, tmp) = (dir.join("a.json"), dir.join("a.tmp"));
-        replace_file(&path, &tmp, b"old").unwrap();
-        replace_file(&path, &tmp, b"new").unwrap();
+        let path = dir.join("a.json");
+        replace_file(&path, b"old").unwrap();
+        replace_file(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
-        assert!(!tmp.exists());
-        // A temporary that cannot be made (its folder is gone) fails and
-        // leaves the file as it was.
-        let missing = dir.join("nowhere").join("a.tmp");
-        assert!(replace_file(&path, &missing, b"lost").is_err());
-        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert!(!temporary_for(&path).exists());
+        assert_ne!(temporary_for(&path), temporary_for(&dir.join("a.jsonl")));
+        // A file whose folder is gone fails, and leaves nothing behind.
+        let missing = dir.join("nowhere").join("a.json");
+        assert!(replace_file(&missing, b"lost").is_err());
+        assert!(!temporary_for(&missing).exists());
         sync_folder(&dir).unwrap();
         assert!(sync_folder(&dir.join("nowhere")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -208,8 +208,8 @@ impl<'a> Analyzer<'a> {
         );
     }
 
-    /// E0317: a `schedule` that a warm-up as long as the stage leaves no
-    /// step to (the rate climbs until the last step and never decays).
+    /// E0317: a `schedule` that a warm-up as long as the stage, or one step
+    /// shorter, leaves no step to lower the rate in.
     fn check_warmup_against_steps(&mut self, i: usize, s: &Settings) {
         let Some(steps) = s.number("steps") else {
             return;
@@ -220,14 +220,16 @@ impl<'a> Analyzer<'a> {
             };
             let warmup = block.number("warmup").unwrap_or(0.0);
             let schedule = block.text("schedule").unwrap_or("constant");
-            if warmup >= steps
+            // The first step after the warm-up runs at the full rate: the
+            // decay lowers it from the second on.
+            if warmup + 1.0 >= steps
                 && schedule != "constant"
                 && self.written(i, &[algorithm, "schedule"])
             {
                 self.without_effect(
                     i,
                     &[algorithm, "schedule"],
-                    format!("`warmup` ({} steps) lasts the whole stage ({} steps): the `{schedule}` decay, which starts after it, never does", num(warmup), num(steps)),
+                    format!("`warmup` ({} steps) leaves the stage ({} steps) at most one step after it, which runs at the full rate: the `{schedule}` decay never lowers it", num(warmup), num(steps)),
                     "shorten `warmup` (a few percent of `steps` is common) or raise `steps`",
                 );
             }
@@ -1238,8 +1240,6 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    /// A reflection prompt without `{completion}`: the model is asked to
-    /// correct an answer it is not shown (warning, E0322).
     /// E0315: a reflection's `when` that no completion's scores can meet
     /// (an error: the reflection would never run), or that every one meets
     /// (a warning: every completion is reflected on). A criterion's scores
@@ -1251,7 +1251,8 @@ impl<'a> Analyzer<'a> {
         };
         let mut parts = Vec::new();
         let all_read = conjuncts(&when, &mut parts);
-        let mut bounds: Vec<(Interval, (f64, f64))> = Vec::new();
+        // Per criterion (of a rubric): the values it may take, its scale.
+        let mut bounds: Vec<(DeclRef, Interval, (f64, f64))> = Vec::new();
         let mut understood = all_read && !parts.is_empty();
         for part in parts {
             let read = match &part.kind {
@@ -1265,14 +1266,16 @@ impl<'a> Analyzer<'a> {
                             .as_ref()
                             .and_then(|r| r.criteria.iter().find(|c| &c.name == name))
                             .map_or((0.0, 1.0), |c| c.scale);
-                        let at = match bounds.iter().position(|(b, _)| b.var == *name) {
+                        let same =
+                            |(r, b, _): &(DeclRef, Interval, _)| r == rubric && b.var == *name;
+                        let at = match bounds.iter().position(same) {
                             Some(at) => at,
                             None => {
-                                bounds.push((Interval::closed(name, 0.0, 1.0), scale));
+                                bounds.push((*rubric, Interval::closed(name, 0.0, 1.0), scale));
                                 bounds.len() - 1
                             }
                         };
-                        bounds[at].0.apply(*op, rhs.constant())
+                        bounds[at].1.apply(*op, rhs.constant())
                     }
                     _ => false,
                 },
@@ -1281,25 +1284,24 @@ impl<'a> Analyzer<'a> {
             understood &= read;
         }
         let name = self.decls[i].name.clone();
-        let on_a_scale =
-            bounds
-                .iter()
-                .find(|(_, scale)| *scale != (0.0, 1.0))
-                .map(|(b, (lo, hi))| {
-                    format!(
-                        "; `{}` has `scale = {}..{}`, so a raw score s is (s − {}) / {} on 0..1",
-                        b.var,
-                        num(*lo),
-                        num(*hi),
-                        num(*lo),
-                        num(hi - lo)
-                    )
-                });
+        let on_a_scale = bounds
+            .iter()
+            .find(|(_, _, scale)| *scale != (0.0, 1.0))
+            .map(|(_, b, (lo, hi))| {
+                format!(
+                    "; `{}` has `scale = {}..{}`, so a raw score s is (s − {}) / {} on 0..1",
+                    b.var,
+                    num(*lo),
+                    num(*hi),
+                    num(*lo),
+                    num(hi - lo)
+                )
+            });
         let note = format!(
             "a criterion's scores lie in 0..1, whatever its `scale`{}",
             on_a_scale.unwrap_or_default()
         );
-        if let Some((empty, _)) = bounds.iter().find(|(b, _)| b.is_empty()) {
+        if let Some((_, empty, _)) = bounds.iter().find(|(_, b, _)| b.is_empty()) {
             self.diags.push(
                 Diagnostic::error(
                     Code::E0315,
@@ -1309,7 +1311,7 @@ impl<'a> Analyzer<'a> {
                 .with_note(note)
                 .with_help("compare within 0..1, e.g. `when = r.safety < 0.5`"),
             );
-        } else if understood && bounds.iter().all(|(b, _)| b.covers(0.0, 1.0)) {
+        } else if understood && bounds.iter().all(|(_, b, _)| b.covers(0.0, 1.0)) {
             self.diags.push(
                 Diagnostic::warning(
                     Code::E0315,
@@ -1322,6 +1324,8 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// A reflection prompt without `{completion}`: the model is asked to
+    /// correct an answer it is not shown (warning, E0322).
     fn check_reflection_prompt(&mut self, i: usize) {
         let (text, declared) = match self.decls[i].settings.get("prompt") {
             Some(Value::Str(text)) => (text.clone(), None),

@@ -92,12 +92,14 @@ pub(crate) fn written_number(e: &ast::Expr) -> Option<String> {
 }
 
 /// How to make a condition, with names the context `what` can read: a
-/// row's fields in a `filter`, a rubric's criteria in a reflection's `when`,
-/// the score statistics in a curation's `keep`.
+/// row's fields in a `filter`, a rubric's criteria in a reflection's `when`
+/// (by the rubric's name) or a penalty's (by their own), the score
+/// statistics in a curation's `keep`.
 fn condition_help(what: &str) -> &'static str {
     match what {
         "a `filter` condition" => "compare it: `score > 0.5`, `label == \"unsafe\"`",
-        "a `when` condition" | "`when`" => "compare a criterion of the rubric: `r.safety < 0.5`",
+        "a penalty's `when`" => "compare a criterion of this rubric: `safety < 0.5`",
+        "`when`" => "compare a criterion of the rubric: `r.safety < 0.5`",
         "`keep`" => "compare the rollouts' scores: `mean in 0.2..0.8 and std >= 0.15`",
         _ => "compare it: `x > 0.5`",
     }

@@ -449,7 +449,7 @@ const KL: Block = Block {
     doc: "The KL regulariser against the frozen reference model.",
     keys: &[
         key("estimator", Ty::Enum(&["k1", "k2", "k3", "k3_corrected"]), Default::Str("k3"), "`k1` (log ratio), `k2` (half squared log ratio), `k3` (low-variance, GRPO's choice) or `k3_corrected` (times the importance ratio, DeepSeek-V3.2); per token, summed over a completion where `placement = reward`. Unwritten: `k3`, or `k1` with `placement = reward`."),
-        key("placement", Ty::Enum(&["loss", "reward"]), Default::Str("loss"), "`loss`: β·KL added to the per-token loss (GRPO); `reward`: β·k1 subtracted from the reward before advantages (PPO style)."),
+        key("placement", Ty::Enum(&["loss", "reward"]), Default::Str("loss"), "`loss`: β·KL added to the per-token loss (GRPO); `reward`: β times the completion's summed per-token estimates (the `estimator`'s, k1 unless written) subtracted from the reward before advantages (PPO style)."),
         ranged("beta", Ty::Number, Default::Number(0.0), NON_NEGATIVE, "The coefficient β; 0 turns the term off (and no reference model is needed)."),
     ],
     blocks: &[],

@@ -921,7 +921,7 @@ impl<'a> Analyzer<'a> {
                     self.expect_number(&v, "a penalty");
                     let w = when.as_ref().map(|w| {
                         let t = self.typed(i, w, &scope);
-                        self.expect_bool(&t, "a `when` condition");
+                        self.expect_bool(&t, "a penalty's `when`");
                         t
                     });
                     penalties.push(Penalty {

@@ -1,8 +1,8 @@
 //! The `Curate` op (the paper's QI-Box): each prompt is rolled out K times
 //! by the curation policy and scored by the rubric; prompts whose score
 //! statistics (`mean`, `std`, `min`, `max` of the totals clamped to 0..1,
-//! rounded to 9 decimal places) satisfy `keep` stay. The report holds the kept and dropped counts and a
-//! 10-bin histogram of the prompt means.
+//! rounded to 9 decimal places) satisfy `keep` stay. The report holds the
+//! kept and dropped counts and a 10-bin histogram of the prompt means.
 
 use std::collections::{BTreeMap, BTreeSet};
 

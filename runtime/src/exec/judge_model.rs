@@ -1,9 +1,9 @@
 //! The `model` judge: a local model asked, for each completion and
 //! criterion, for one number in the question's range (greedy, a few
 //! tokens). The reply is parsed strictly ([`super::judge::parse_score`]);
-//! a reply without a score, or one cut at the token limit, takes the
-//! judge's declared `fallback` (counted: [`super::judge::JudgeCounts`]), or
-//! is an error naming the reply when none is declared.
+//! a reply without a score, or one cut mid-word at the token limit, takes
+//! the judge's declared `fallback` (counted: [`super::judge::JudgeCounts`]),
+//! or is an error naming the reply when none is declared.
 
 use std::sync::Mutex;
 
@@ -84,10 +84,13 @@ impl<B: Backend> Judge for ModelJudge<B> {
                     .to_string(),
             )
         })?;
-        // A reply the token limit cut is no whole reply: "0.1234567" could
-        // go on with more digits or words.
+        // A reply the token limit cut mid-word is no whole reply:
+        // "0.1234567" could go on with more digits or words. One that
+        // reached the limit writing blank lines after its number is whole.
         let said = match reply.first() {
-            Some(c) if c.finish == FinishReason::Length => {
+            Some(c)
+                if c.finish == FinishReason::Length && !c.text.ends_with(char::is_whitespace) =>
+            {
                 format!("{}… (cut at {REPLY_TOKENS} tokens)", c.text)
             }
             Some(c) => c.text.clone(),

@@ -214,7 +214,13 @@ pub fn make_run_folder(dir: &Path) -> Result<(), ExecError> {
             message: "is in a run folder that was removed or moved while the run went on (no `run.lock` above it): the run stops rather than make the folder again, since what it wrote there is lost; start it again".into(),
         });
     }
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    // Each folder made is an entry of the one above it: flushed, so that
+    // after a power cut a checkpoint is not lost with its folder.
+    for made in dir.ancestors().take_while(|a| Some(*a) != existing) {
+        crate::durable::sync_parent(made);
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a flushed temporary file and a rename
@@ -229,7 +235,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ExecError> {
     }
     // A write that fails (a full disk) leaves neither the file nor half of
     // it; one that succeeds is on the disk before it replaces the old one.
-    crate::durable::replace_file(path, &path.with_extension("tmp"), bytes).map_err(|e| io(path, e))
+    crate::durable::replace_file(path, bytes).map_err(|e| io(path, e))
 }
 
 /// Whether folder `path` holds files a run did not leave. What a run
@@ -239,7 +245,8 @@ fn holds_other_files(path: &Path) -> bool {
     std::fs::read_dir(path).is_ok_and(|entries| {
         entries.flatten().any(|e| {
             let name = e.file_name();
-            name != LOCK_FILE && name != "manifest.tmp"
+            // `manifest.tmp`: the name earlier builds gave the temporary.
+            name != LOCK_FILE && name != ".manifest.json.tmp" && name != "manifest.tmp"
         })
     })
 }
@@ -306,6 +313,7 @@ impl RunDir {
                 path.display()
             ))
         })?;
+        crate::durable::sync_parent(path);
         let lock = RunLock::acquire(path)?;
         let manifest = json!({
             "saferc": env!("CARGO_PKG_VERSION"),
@@ -485,14 +493,13 @@ impl RunDir {
     /// after the checkpoint it resumes from, before the run was killed) are
     /// dropped, as is a last line cut short by the kill, so that the
     /// resumed run writes each step once. Other stages' lines are kept.
-    /// Drops the stage's lines of steps after `completed` (the step its
-    /// checkpoint holds), which the run writes again, and says so with the
-    /// steps it drops: a run killed after step 8 with its checkpoint at 5
-    /// runs steps 6-8 again (from step 1 where the stage had no checkpoint).
-    /// Lines of steps up to the checkpoint's that are missing (a file cut
-    /// short by a power loss, deleted or edited) are not written again: the
-    /// returned warning names those steps, for `metrics.jsonl` and, where
-    /// the stage writes samples (`with_samples`: GRPO), `samples.jsonl`.
+    /// The returned note names the steps dropped: a run killed after step 8
+    /// with its checkpoint at 5 runs steps 6-8 again (from step 1 where the
+    /// stage had no checkpoint). Lines of steps up to the checkpoint's that
+    /// are missing (a file cut short by a power loss, deleted or edited) are
+    /// not written again: the returned warning names those steps, for
+    /// `metrics.jsonl` and, where the stage writes samples (`with_samples`:
+    /// GRPO), `samples.jsonl`.
     ///
     /// # Errors
     /// I/O errors.
@@ -840,7 +847,7 @@ mod tests {
         // says how to start it again.
         std::fs::create_dir_all(root.join("killed-early")).unwrap();
         std::fs::write(root.join("killed-early/run.lock"), "4242").unwrap();
-        std::fs::write(root.join("killed-early/manifest.tmp"), "{\"sa").unwrap();
+        std::fs::write(root.join("killed-early/.manifest.json.tmp"), "{\"sa").unwrap();
         let resumed = RunDir::resume(&root.join("killed-early"), &plan, false, "p.safer");
         assert!(resumed.is_err_and(|e| e.to_string().contains("start it again with `--out")));
         create("killed-early").unwrap();

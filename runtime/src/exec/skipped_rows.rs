@@ -108,11 +108,13 @@ impl<'a> SkippedRows<'a> {
     }
 
     /// Keeps the rows (and prompts) that leave room for `new_tokens` in
-    /// `context`, records the others.
+    /// `context`, records the others: [`SkippedRows::usable`]'s measure,
+    /// on prompts the tests make.
     ///
     /// # Errors
     /// With `fail`, the first row that does not fit.
-    pub fn fit(
+    #[cfg(test)]
+    fn fit(
         &mut self,
         rows: Vec<Row>,
         prompts: Vec<Prompt>,

@@ -241,7 +241,10 @@ pub fn compute(
 }
 
 /// Subtracts the KL penalty from the rewards (PPO-style placement):
-/// `r_i − β · Σ_t m_{i,t} · k1_{i,t}`, with `k1 = log π − log π_ref`.
+/// `r_i − β · Σ_t m_{i,t} · k_{i,t}` for given per-token estimates `k`
+/// (k1 = log π − log π_ref, or another estimator's values from
+/// [`super::kl::token_value`]). The executor sums them in f64 itself
+/// (`exec::grpo_stage::shaping`); this is the engine's form, on `f32`.
 ///
 /// # Errors
 /// Shape mismatches.

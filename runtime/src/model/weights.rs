@@ -650,12 +650,7 @@ fn encode(f32_bytes: &[u8], dtype: Dtype) -> (Dtype, std::borrow::Cow<'_, [u8]>)
 /// Writes `bytes` to `path` through a temporary file in the same directory,
 /// flushed to the disk ([`crate::durable::replace_file`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    crate::durable::replace_file(path, &tmp, bytes).map_err(io_error(path))
+    crate::durable::replace_file(path, bytes).map_err(io_error(path))
 }
 
 #[cfg(test)]

@@ -50,14 +50,15 @@ pub struct Shaped {
     pub rewards: Vec<f64>,
     /// The overlong penalty added (0 without `overlong`).
     pub overlong: Vec<f64>,
-    /// β · Σ k1 subtracted (0 unless the KL is in the reward).
+    /// β · Σ k subtracted (0 unless the KL is in the reward).
     pub kl_penalty: Vec<f64>,
-    /// Σ k1 over the completion's tokens (0 unless the KL is in the reward).
+    /// Σ k over the completion's tokens, k the estimator's per-token value
+    /// (0 unless the KL is in the reward).
     pub kl: Vec<f64>,
 }
 
 /// Shapes the rewards of `samples`; `kl_sums` holds each completion's
-/// Σ_t (log π − log π_ref) when the KL is in the reward.
+/// Σ_t k_t ([`crate::grpo::kl::token_value`]) when the KL is in the reward.
 pub fn shape(samples: &[Sample], kl_sums: Option<&[f64]>, s: &Shaping<'_>) -> Shaped {
     let mut out = Shaped::default();
     for (i, sample) in samples.iter().enumerate() {
@@ -127,11 +128,18 @@ pub fn advantages(
                 shaped.rewards.iter().sum::<f64>() / shaped.rewards.len().max(1) as f64;
             let mut values = Vec::with_capacity(samples.len());
             for range in &groups {
-                // A group of one under `batch_std`: the batch's mean is its
-                // baseline (REINFORCE++'s), as in `advantage::compute`.
-                if cfg.scale == Scale::Batch && range.len() == 1 {
-                    let r = shaped.rewards[range.start];
-                    values.push(((r - batch_mean) / (batch_std + cfg.eps)) as f32);
+                // Groups of one (the rollout's `group = 1`) under
+                // `batch_std`: the batch's mean is every completion's
+                // baseline (REINFORCE++'s), as in `advantage::compute`;
+                // also for a group that a reflection's appended correction
+                // made two, so that the baseline does not depend on
+                // whether reflection fired.
+                if cfg.scale == Scale::Batch && cfg.group_size == 1 {
+                    values.extend(
+                        shaped.rewards[range.clone()]
+                            .iter()
+                            .map(|r| ((r - batch_mean) / (batch_std + cfg.eps)) as f32),
+                    );
                     continue;
                 }
                 let totals: Vec<f32> = shaped.rewards[range.clone()]
@@ -418,6 +426,20 @@ mod tests {
             );
         }
         assert!(ours.values[4] < 0.0 && ours.values[2] < 0.0 && ours.values[0] > 0.0);
+        // A correction appended to the last group (two completions there):
+        // still the batch's baseline, not the group's own mean.
+        let mut appended = samples.clone();
+        appended.push(sample(4, &[1.0], 1.0, 4));
+        let shaped = shape(&appended, None, &Shaping::default());
+        let with = advantages(&appended, &shaped, &Shaping::default(), &[1.0], &cfg, 0).unwrap();
+        let all = [1.0, 1.0, 0.5, 1.0, 0.0, 1.0];
+        let (mean, std) = (all.iter().sum::<f64>() / 6.0, advantage::std(&all));
+        for (a, t) in with.values.iter().zip(all) {
+            assert!(
+                (f64::from(*a) - (t - mean) / (std + 1e-6)).abs() < 1e-6,
+                "{a} for {t}"
+            );
+        }
         let as_f32: Vec<f32> = totals.iter().map(|t| *t as f32).collect();
         let engine = advantage::compute(&[as_f32], &["reward"], &[1.0], &cfg, 1).unwrap();
         for (a, b) in ours.values.iter().zip(&engine.values) {

@@ -92,8 +92,9 @@ struct Micro<'s> {
 type FirstPass = Option<FusedScores>;
 
 /// Updates `policy` on `samples` (of `prompts`); `advantages_of` gives
-/// every sample's advantage from each one's Σ_t (log π − log π_ref) when
-/// the KL is in the reward (`None` otherwise), and is called once, after
+/// every sample's advantage from each one's Σ_t k_t (the estimator's
+/// per-token values, [`crate::grpo::kl::token_value`]) when the KL is in
+/// the reward (`None` otherwise), and is called once, after
 /// the first scoring passes.
 ///
 /// # Errors
