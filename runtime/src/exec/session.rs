@@ -846,50 +846,13 @@ impl<'a, B: Backend> Session<'a, B> {
             let mut splits = data::split(&rows, &spec.splits, spec.seed, spec.balance.as_deref());
             let mut rows = rows;
             // Sizes of what was balanced (`all`: the dataset as a whole),
-            // after and before.
-            let mut balanced_sizes = BTreeMap::new();
-            let mut sizes_before_balance = BTreeMap::new();
-            if let Some(field) = &spec.balance {
-                let trained_on: BTreeSet<Option<&str>> = plan
-                    .stages
-                    .iter()
-                    .filter(|s| s.data.dataset == *name)
-                    .map(|s| s.data.split.as_deref())
-                    .collect();
-                let trained_splits: BTreeSet<String> = trained_on
-                    .iter()
-                    .flatten()
-                    .map(|s| (*s).to_string())
-                    .collect();
-                for note in data::give_every_value(&mut splits, &trained_splits, field) {
-                    crate::stderr_line!("note: dataset `{name}`: {note}");
+            // before and after.
+            let balanced = match &spec.balance {
+                Some(field) => {
+                    balance_what_stages_read(plan, name, spec, field, &mut rows, &mut splits)
                 }
-                let (mut lacking, mut considered) = (Vec::new(), 0);
-                let mut balance = |label: &str, part: &mut Vec<Row>| {
-                    considered += part.len();
-                    sizes_before_balance.insert(label.to_string(), part.len());
-                    let (balanced, missing) = data::balance(std::mem::take(part), field, spec.seed);
-                    *part = balanced;
-                    lacking.extend(missing);
-                    balanced_sizes.insert(label.to_string(), part.len());
-                };
-                if trained_on.contains(&None) {
-                    balance("all", &mut rows);
-                }
-                for (split, split_rows) in splits.iter_mut() {
-                    if trained_on.contains(&Some(split.as_str())) {
-                        balance(split, split_rows);
-                    }
-                }
-                if balanced_sizes.is_empty() {
-                    crate::stderr_line!(
-                        "warning: dataset `{name}`: `balance = {field}` balances what a stage trains on, and no stage trains on `{name}`; nothing is balanced (held-out and eval splits keep each row once)"
-                    );
-                } else if let Some(line) = data::balance_warning(name, field, &lacking, considered)
-                {
-                    crate::stderr_line!("{line}");
-                }
-            }
+                None => BTreeMap::new(),
+            };
             // The same prompt on two lines, dealt to two splits: a
             // held-out score on it measures memorisation.
             for (a, b, count, example) in data::prompts_in_two_splits(&splits) {
@@ -906,7 +869,9 @@ impl<'a, B: Backend> Session<'a, B> {
                 "after_filters": filtered,
                 "filter_errors": filter_errors,
                 "curation": curation,
-                "balanced": spec.balance.as_ref().map(|_| &balanced_sizes),
+                "balanced": spec.balance.as_ref().map(|_| {
+                    balanced.iter().map(|(k, (_, after))| (k.clone(), *after)).collect::<BTreeMap<_, _>>()
+                }),
                 "deduplicated": deduplicated,
                 "splits": splits.iter().map(|(k, v)| (k.clone(), v.len())).collect::<BTreeMap<_, _>>(),
             });
@@ -932,17 +897,12 @@ impl<'a, B: Backend> Session<'a, B> {
             if let Some(c) = &curation {
                 steps_between += &format!(", {} kept by curation", c["kept"]);
             }
-            let balanced = match balanced_sizes.is_empty() {
+            let balance_note = match balanced.is_empty() {
                 true => String::new(),
                 false => {
-                    let changes: Vec<String> = balanced_sizes
+                    let changes: Vec<String> = balanced
                         .iter()
-                        .map(|(k, after)| {
-                            format!(
-                                "{k} {} → {after}",
-                                sizes_before_balance.get(k).copied().unwrap_or_default()
-                            )
-                        })
+                        .map(|(k, (before, after))| format!("{k} {before} → {after}"))
                         .collect();
                     format!(
                         "; balanced by `{}`: {}",
@@ -952,7 +912,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 }
             };
             crate::stderr_line!(
-                "dataset {name}: {read} rows read, {} bad, {filtered} after filters{steps_between}, {in_the_end} in the end{split_sizes}{balanced}",
+                "dataset {name}: {read} rows read, {} bad, {filtered} after filters{steps_between}, {in_the_end} in the end{split_sizes}{balance_note}",
                 loaded.bad.len(),
             );
             super::splits_record::record(
@@ -1291,6 +1251,62 @@ impl<'a, B: Backend> Session<'a, B> {
 
 /// The files of a stage's final model a resume checks before reusing it.
 const FINAL_MODEL_FILES: [&str; 2] = ["model.safetensors", "config.json"];
+
+/// Balances by `field` what the stages of `plan` read of dataset `name`:
+/// the splits they train on, or the whole dataset (`rows`) where a stage
+/// reads it unsplit; held-out and eval splits keep each row once. Warns of
+/// rows without the field and of a dataset no stage trains on. Returns the
+/// sizes of what was balanced, before and after (`all` for the whole
+/// dataset).
+fn balance_what_stages_read(
+    plan: &Plan,
+    name: &str,
+    spec: &DatasetSpec,
+    field: &str,
+    rows: &mut Vec<Row>,
+    splits: &mut BTreeMap<String, Vec<Row>>,
+) -> BTreeMap<String, (usize, usize)> {
+    let trained_on: BTreeSet<Option<&str>> = plan
+        .stages
+        .iter()
+        .filter(|s| s.data.dataset == name)
+        .map(|s| s.data.split.as_deref())
+        .collect();
+    let trained_splits: BTreeSet<String> = trained_on
+        .iter()
+        .flatten()
+        .map(|s| (*s).to_string())
+        .collect();
+    for note in data::give_every_value(splits, &trained_splits, field) {
+        crate::stderr_line!("note: dataset `{name}`: {note}");
+    }
+    let (mut lacking, mut considered) = (Vec::new(), 0);
+    let mut sizes = BTreeMap::new();
+    let mut balance = |label: &str, part: &mut Vec<Row>| {
+        considered += part.len();
+        let before = part.len();
+        let (balanced, missing) = data::balance(std::mem::take(part), field, spec.seed);
+        *part = balanced;
+        lacking.extend(missing);
+        sizes.insert(label.to_string(), (before, part.len()));
+    };
+    if trained_on.contains(&None) {
+        balance("all", rows);
+    }
+    for (split, split_rows) in splits.iter_mut() {
+        if trained_on.contains(&Some(split.as_str())) {
+            balance(split, split_rows);
+        }
+    }
+    if sizes.is_empty() {
+        crate::stderr_line!(
+            "warning: dataset `{name}`: `balance = {field}` balances what a stage trains on, and no stage trains on `{name}`; nothing is balanced (held-out and eval splits keep each row once)"
+        );
+    } else if let Some(line) = data::balance_warning(name, field, &lacking, considered) {
+        crate::stderr_line!("{line}");
+    }
+    sizes
+}
 
 /// SHA-256 of each of [`FINAL_MODEL_FILES`] in `dir`, for `stage.json`.
 ///
