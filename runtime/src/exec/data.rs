@@ -268,10 +268,12 @@ pub fn failed_at(name: &str, bad: &BadRow) -> ExecError {
 /// Sorts bad rows by their place in the file (`file:line`, the line as a
 /// number), keeping the order of those on one line.
 pub fn in_file_order(bad: &mut [BadRow]) {
-    bad.sort_by_key(|b| {
+    fn place(b: &BadRow) -> (&str, u64) {
         let (file, line) = b.origin.rsplit_once(':').unwrap_or((b.origin.as_str(), ""));
-        (file.to_string(), line.parse::<u64>().unwrap_or(u64::MAX))
-    });
+        (file, line.parse().unwrap_or(u64::MAX))
+    }
+    // A stable sort on borrowed keys: no string copied per comparison.
+    bad.sort_by(|a, b| place(a).cmp(&place(b)));
 }
 
 fn parse_row(file: &str, line: usize, text: &str, images: &Path) -> Result<Row, BadRow> {
@@ -671,10 +673,12 @@ fn caseless_question(text: &str) -> String {
 /// A row's prompt as [`dedup`] and [`prompts_in_two_splits`] compare it:
 /// the question ([`caseless_question`]) and its images by content.
 fn prompt_key(r: &Row) -> (String, Vec<u64>) {
-    (
-        caseless_question(&r.prompt),
-        r.images.iter().map(|p| image_key(p)).collect(),
-    )
+    with_images(caseless_question(&r.prompt), r)
+}
+
+/// [`prompt_key`] of row `r` whose question is already `question`.
+fn with_images(question: String, r: &Row) -> (String, Vec<u64>) {
+    (question, r.images.iter().map(|p| image_key(p)).collect())
 }
 
 /// Drops rows whose prompt (and images) also appear in `others`: the
@@ -707,16 +711,18 @@ pub fn dedup(rows: Vec<Row>, others: &[Row]) -> (Vec<Row>, usize) {
 pub fn prompts_in_two_splits(
     splits: &BTreeMap<String, Vec<Row>>,
 ) -> Vec<(String, String, usize, String)> {
-    let mut in_splits: HashMap<String, BTreeSet<&String>> = HashMap::new();
-    for (name, rows) in splits {
-        for r in rows {
-            in_splits
-                .entry(caseless_question(&r.prompt))
-                .or_default()
-                .insert(name);
+    // Each row's question, compared once.
+    let questions: Vec<Vec<String>> = splits
+        .values()
+        .map(|rows| rows.iter().map(|r| caseless_question(&r.prompt)).collect())
+        .collect();
+    let mut in_splits: HashMap<&str, BTreeSet<&String>> = HashMap::new();
+    for (name, qs) in splits.keys().zip(&questions) {
+        for q in qs {
+            in_splits.entry(q).or_default().insert(name);
         }
     }
-    let shared_questions: HashSet<String> = in_splits
+    let shared_questions: HashSet<&str> = in_splits
         .into_iter()
         .filter_map(|(q, names)| (names.len() > 1).then_some(q))
         .collect();
@@ -725,11 +731,14 @@ pub fn prompts_in_two_splits(
     type FirstLines<'r> = HashMap<(String, Vec<u64>), &'r str>;
     let firsts: Vec<(&String, FirstLines<'_>)> = splits
         .iter()
-        .map(|(name, rows)| {
+        .zip(&questions)
+        .map(|((name, rows), qs)| {
             let mut first = HashMap::new();
-            for r in rows {
-                if shared_questions.contains(&caseless_question(&r.prompt)) {
-                    first.entry(prompt_key(r)).or_insert(r.origin.as_str());
+            for (r, q) in rows.iter().zip(qs) {
+                if shared_questions.contains(q.as_str()) {
+                    first
+                        .entry(with_images(q.clone(), r))
+                        .or_insert(r.origin.as_str());
                 }
             }
             (name, first)
