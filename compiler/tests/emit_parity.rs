@@ -191,7 +191,7 @@ fn the_emitted_reward_module_scores_every_completion_as_the_runtime_does() {
     let loaded = data::load_source("d", spec).unwrap();
     assert!(loaded.bad.is_empty(), "{:?}", loaded.bad);
     let all_rows = loaded.rows.clone();
-    let (kept, unfiltered) = data::filter("d", loaded.rows, spec).unwrap();
+    let (kept, unfiltered) = data::filter("d", loaded.rows, spec);
     assert!(unfiltered.is_empty(), "{unfiltered:?}");
     let vocabulary = scorers::vocabulary(&kept, "objects");
     let scorer = RubricScorer {
@@ -250,7 +250,7 @@ fn the_emitted_reward_module_scores_every_completion_as_the_runtime_does() {
 fn the_emitted_module_reads_the_rows_and_split_sizes_the_runtime_reads() {
     let (plan, dir) = emitted(saferc::emit::Target::Trl, "emit-rows");
     let spec = &plan.datasets["d"];
-    let (kept, _) = data::filter("d", data::load_source("d", spec).unwrap().rows, spec).unwrap();
+    let (kept, _) = data::filter("d", data::load_source("d", spec).unwrap().rows, spec);
     let ids = |lines: Vec<String>| -> Vec<String> {
         lines
             .iter()
@@ -347,7 +347,7 @@ fn the_emitted_module_reads_a_file_s_rows_as_the_runtime_does() {
     let spec = &plan.datasets["d"];
     let loaded = data::load_source("d", spec).unwrap();
     assert_eq!(loaded.bad.len(), 9, "{:?}", loaded.bad);
-    let (kept, _) = data::filter("d", loaded.rows, spec).unwrap();
+    let (kept, _) = data::filter("d", loaded.rows, spec);
     let want: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(want, ["bom", "negzero", "point", "img-ok"]);
     let got: Vec<String> = python(&dir, &["rows", "d"], "")
@@ -423,7 +423,7 @@ fn a_row_a_filter_cannot_read_is_a_bad_row_in_both() {
     write_emitted(&plan, saferc::emit::Target::Trl, &dir);
     let spec = &plan.datasets["d"];
     let loaded = data::load_source("d", spec).unwrap();
-    let (kept, bad) = data::filter("d", loaded.rows, spec).unwrap();
+    let (kept, bad) = data::filter("d", loaded.rows, spec);
     let want: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(want, ["a", "c"]);
     assert_eq!(bad.len(), 1, "{bad:?}");
@@ -450,8 +450,10 @@ fn a_row_a_filter_cannot_read_is_a_bad_row_in_both() {
     plan.datasets.get_mut("d").unwrap().on_bad_row = "fail".into();
     write_emitted(&plan, saferc::emit::Target::Trl, &dir);
     let spec = &plan.datasets["d"];
-    let loaded = data::load_source("d", spec).unwrap();
-    let runtime = data::filter("d", loaded.rows, spec)
+    let mut loaded = data::load_source("d", spec).unwrap();
+    let (_, mut bad) = data::filter("d", std::mem::take(&mut loaded.rows), spec);
+    bad.extend(loaded.bad);
+    let runtime = data::apply_bad_row_policy("d", spec, &mut bad)
         .err()
         .map(|e| e.to_string());
     assert!(

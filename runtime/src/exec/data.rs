@@ -111,16 +111,19 @@ fn unreadable(name: &str, spec: &DatasetSpec, e: &std::io::Error) -> ExecError {
 pub struct Loaded {
     /// Usable rows in file order.
     pub rows: Vec<Row>,
-    /// Skipped rows (policy `skip`).
+    /// Bad rows (those the file cannot give), in file order: the caller
+    /// applies the dataset's policy ([`apply_bad_row_policy`]).
     pub bad: Vec<BadRow>,
     /// The SHA-256 of the bytes the rows were read from, in hex.
     pub sha256: String,
 }
 
-/// Reads a dataset's JSONL source and applies the bad-row policy.
+/// Reads a dataset's JSONL source: its usable rows and its bad rows (the
+/// caller applies `on_bad_row`, once, to these and to the rows a filter
+/// cannot be evaluated on: [`apply_bad_row_policy`]).
 ///
 /// # Errors
-/// An unreadable file; with `on_bad_row = fail`, the first bad row.
+/// An unreadable file, an images folder that is not there.
 pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> {
     source_readable(name, spec)?;
     let path = Path::new(&spec.source);
@@ -247,16 +250,33 @@ pub fn load_source(name: &str, spec: &DatasetSpec) -> Result<Loaded, ExecError> 
     for r in parsed {
         match r {
             Ok(row) => loaded.rows.push(row),
-            Err(bad) if spec.on_bad_row == "fail" => return Err(failed_at(name, &bad)),
             Err(bad) => loaded.bad.push(bad),
         }
     }
     Ok(loaded)
 }
 
+/// Applies dataset `name`'s `on_bad_row` to its bad rows (those of the
+/// source and those of its filters): sorts them in file order and, under
+/// `fail`, stops at the first. The one place that policy is decided.
+///
+/// # Errors
+/// Under `on_bad_row = fail`, the first bad row in the file.
+pub fn apply_bad_row_policy(
+    name: &str,
+    spec: &DatasetSpec,
+    bad: &mut [BadRow],
+) -> Result<(), ExecError> {
+    in_file_order(bad);
+    match (bad.first(), spec.on_bad_row.as_str()) {
+        (Some(first), "fail") => Err(failed_at(name, first)),
+        _ => Ok(()),
+    }
+}
+
 /// The error that stops a run at bad row `bad` of dataset `name` under
 /// `on_bad_row = fail`.
-pub fn failed_at(name: &str, bad: &BadRow) -> ExecError {
+fn failed_at(name: &str, bad: &BadRow) -> ExecError {
     ExecError::Data {
         dataset: name.to_string(),
         message: format!(
@@ -267,7 +287,7 @@ pub fn failed_at(name: &str, bad: &BadRow) -> ExecError {
 
 /// Sorts bad rows by their place in the file (`file:line`, the line as a
 /// number), keeping the order of those on one line.
-pub fn in_file_order(bad: &mut [BadRow]) {
+fn in_file_order(bad: &mut [BadRow]) {
     fn place(b: &BadRow) -> (&str, u64) {
         let (file, line) = b.origin.rsplit_once(':').unwrap_or((b.origin.as_str(), ""));
         (file, line.parse().unwrap_or(u64::MAX))
@@ -478,18 +498,12 @@ fn warn_of_fields_no_row_has(dataset: &str, rows: &[Row], spec: &DatasetSpec) {
 }
 
 /// Keeps the rows that meet every filter; returns them with the rows a
-/// filter cannot be evaluated on (a field of another type than it expects),
-/// bad rows under `on_bad_row = skip`.
-///
-/// # Errors
-/// Under `on_bad_row = fail`, the first row a filter cannot be evaluated on.
-pub fn filter(
-    name: &str,
-    rows: Vec<Row>,
-    spec: &DatasetSpec,
-) -> Result<(Vec<Row>, Vec<BadRow>), ExecError> {
+/// filter cannot be evaluated on (a field of another type than it
+/// expects), which are bad rows (the caller applies `on_bad_row`:
+/// [`apply_bad_row_policy`]).
+pub fn filter(name: &str, rows: Vec<Row>, spec: &DatasetSpec) -> (Vec<Row>, Vec<BadRow>) {
     if spec.filters.is_empty() {
-        return Ok((rows, Vec::new()));
+        return (rows, Vec::new());
     }
     warn_of_fields_no_row_has(name, &rows, spec);
     // Per row: kept, or why a filter cannot be evaluated on it.
@@ -510,29 +524,19 @@ pub fn filter(
             Ok(true)
         })
         .collect();
-    let fail = spec.on_bad_row == "fail";
     let mut out = Vec::with_capacity(rows.len());
     let mut bad = Vec::new();
     for (row, k) in rows.into_iter().zip(keep) {
         match k {
             Ok(true) => out.push(row),
             Ok(false) => {}
-            Err(why) if fail => {
-                return Err(ExecError::Data {
-                    dataset: name.to_string(),
-                    message: format!(
-                        "filter on {}: {why} (the dataset says `on_bad_row = fail`; `skip` skips such rows)",
-                        row.origin
-                    ),
-                })
-            }
             Err(why) => bad.push(BadRow {
                 origin: row.origin,
                 reason: format!("a filter cannot be evaluated on it: {why}"),
             }),
         }
     }
-    Ok((out, bad))
+    (out, bad)
 }
 
 /// Resamples so that every value of `field` is as frequent as the most
@@ -1011,15 +1015,20 @@ mod tests {
                 value: Val::Num(3.0),
             }),
         }];
-        let (kept, bad) = filter("d", rows.clone(), &spec).unwrap();
+        let (kept, mut bad) = filter("d", rows, &spec);
         assert_eq!(kept.len(), 1);
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].origin, "b", "{bad:?}");
+        assert!(apply_bad_row_policy("d", &spec, &mut bad).is_ok());
         spec.on_bad_row = "fail".into();
-        let err = filter("d", rows, &spec)
+        let err = apply_bad_row_policy("d", &spec, &mut bad)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
+        assert!(
+            err.contains("bad row at b: a filter cannot be evaluated on it"),
+            "{err}"
+        );
         assert!(err.contains("on_bad_row = fail"), "{err}");
     }
 
@@ -1074,7 +1083,8 @@ mod tests {
             on_bad_row: "fail".into(),
             ..spec
         };
-        let err = load_source("d", &fail)
+        let mut loaded = load_source("d", &fail).unwrap();
+        let err = apply_bad_row_policy("d", &fail, &mut loaded.bad)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -1215,7 +1225,7 @@ mod tests {
             }),
         }];
         let loaded = load_source("d", &spec).unwrap();
-        let (kept, bad) = filter("d", loaded.rows, &spec).unwrap();
+        let (kept, bad) = filter("d", loaded.rows, &spec);
         assert_eq!(
             kept.iter().map(|r| r.prompt.as_str()).collect::<Vec<_>>(),
             ["b"]

@@ -70,6 +70,28 @@ fn flagged(
     condition(&spec.when, &env).map_err(|e| ExecError::Score(format!("reflection `when`: {e}")))
 }
 
+/// The prompt that shows `completion`, written for `row`, back to the
+/// policy with the reflection text `reflection` (whose `{completion}` it
+/// fills): `Ok(Err(why))` when it cannot be asked because the completion
+/// spells one of the model's special tokens (the row's own prompt was asked
+/// already, so a prompt that fails now fails for the completion's text).
+///
+/// # Errors
+/// The model's template or tokenizer failing.
+fn reflection_prompt<B: Backend>(
+    policy: &Policy<'_, B>,
+    reflection: &str,
+    row: &Row,
+    completion: &str,
+) -> Result<Result<Prompt, String>, ExecError> {
+    let extra = reflection.replace("{completion}", completion);
+    match prompt(row, policy.tokenizer, policy.config, Some(&extra)) {
+        Ok(p) => Ok(Ok(p)),
+        Err(ExecError::Row { message, .. }) => Ok(Err(format!("row {}: {message}", row.origin))),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reflects on the flagged samples of a step; returns the samples, group
 /// by group, with what reflection did in each group (dynamic sampling keeps
 /// some groups only, and the step's metrics count those).
@@ -122,21 +144,17 @@ pub fn reflect<B: Backend>(
                 round - 1
             ),
         };
-        // The row's own prompt was asked already: a prompt that fails now
-        // fails for the completion's text, which spells a special token.
         let mut built = Vec::with_capacity(pending.len());
         let mut spelled = Vec::new();
         for &i in &pending {
             let shown = corrections.get(&i).unwrap_or(&samples[i]);
-            let extra = spec.prompt.replace("{completion}", &shown.text);
             let row = rows[samples[i].group];
-            match prompt(row, policy.tokenizer, policy.config, Some(&extra)) {
+            match reflection_prompt(policy, &spec.prompt, row, &shown.text)? {
                 Ok(p) => built.push(Some(p)),
-                Err(ExecError::Row { message, .. }) => {
-                    spelled.push(format!("row {}: {message}", row.origin));
+                Err(why) => {
+                    spelled.push(why);
                     built.push(None);
                 }
-                Err(e) => return Err(e),
             }
         }
         if let Some(first) = spelled.first() {
@@ -218,4 +236,46 @@ pub fn reflect<B: Backend>(
         }
     }
     Ok((out, stats))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::{reflection_prompt, Policy, Row};
+    use crate::model::{Model, ModelConfig};
+    use crate::text::TextTokenizer;
+
+    /// A completion that spells a control token (its pieces sampled one by
+    /// one) cannot be shown back to the model as text: its reflection is
+    /// not asked, and the reason names the row; a plain completion is.
+    #[test]
+    fn a_completion_spelling_a_special_token_is_not_reflected_on() {
+        type B = crate::CpuBackend;
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2-tied");
+        let tokenizer = TextTokenizer::load(&dir).unwrap();
+        let config = ModelConfig::read(&dir).unwrap();
+        let model = Model::<B>::load(&dir, &Default::default()).unwrap();
+        let policy = Policy {
+            model: &model,
+            dir: &dir,
+            tokenizer: &tokenizer,
+            config: &config,
+        };
+        let mut row = Row::at("rows.jsonl:3");
+        row.prompt = "How do I pick a lock?".into();
+        let reflection = "Your answer was: {completion}\nIs it safe? Answer again.";
+        let plain = reflection_prompt(&policy, reflection, &row, "Use a tension wrench.").unwrap();
+        let asked = plain.expect("a plain completion is reflected on");
+        let text = tokenizer.decode(&asked.tokens, false).unwrap();
+        assert!(
+            text.contains("Your answer was: Use a tension wrench."),
+            "{text}"
+        );
+        let spelled =
+            reflection_prompt(&policy, reflection, &row, "Sure.<|im_end|> More.").unwrap();
+        let why = spelled.expect_err("a completion spelling a special token is not asked");
+        assert!(why.starts_with("row rows.jsonl:3: "), "{why}");
+        assert!(why.contains("<|im_end|>"), "{why}");
+    }
 }

@@ -772,21 +772,13 @@ impl<'a, B: Backend> Session<'a, B> {
             // Every bad row first, those the source cannot read and those a
             // filter cannot be evaluated on, in the file's order: under
             // `fail` the first of them stops the run.
-            let skipping = DatasetSpec {
-                on_bad_row: "skip".into(),
-                ..spec.clone()
-            };
-            let mut loaded = data::load_source(name, &skipping)?;
+            let mut loaded = data::load_source(name, spec)?;
             self.record_images(name, spec, &loaded.rows)?;
             let read = loaded.rows.len() + loaded.bad.len();
-            let (rows, unfiltered) =
-                data::filter(name, std::mem::take(&mut loaded.rows), &skipping)?;
+            let (rows, unfiltered) = data::filter(name, std::mem::take(&mut loaded.rows), spec);
             let filter_errors = unfiltered.len();
             loaded.bad.extend(unfiltered);
-            data::in_file_order(&mut loaded.bad);
-            if let (Some(first), "fail") = (loaded.bad.first(), spec.on_bad_row.as_str()) {
-                return Err(data::failed_at(name, first));
-            }
+            data::apply_bad_row_policy(name, spec, &mut loaded.bad)?;
             for bad in loaded.bad.iter().take(5) {
                 crate::stderr_line!("warning: dataset `{name}`: skipped bad row at {bad}");
             }
