@@ -20,14 +20,27 @@ const WINDOW: usize = 10;
 /// Warning kinds judged over a window of [`WINDOW`] steps (printed once per
 /// window while they hold; the window starts afresh after each).
 const WINDOWED: &[&str] = &["reflection_never", "reflection_always"];
-/// The first step (counted from 1, as messages count) whose KL is judged
-/// against the running mean: the mean of fewer steps says little.
-const KL_FIRST_JUDGED_STEP: u64 = 5;
+/// The steps before the current one whose KL sizes a spike is judged
+/// against: a jump above [`KL_SPIKE_FACTOR`] times their mean. A window of
+/// recent steps, not a running mean of the whole run: KL grows from 0 as
+/// the policy leaves the reference, and a slow mean seeded at the first
+/// steps' tiny values called that steady growth a spike.
+const KL_RECENT: usize = 5;
+/// How far above the recent steps' mean a KL is a spike.
+const KL_SPIKE_FACTOR: f64 = 5.0;
+/// Below this size no KL is a spike (tiny values jump by large factors).
+const KL_SPIKE_FLOOR: f64 = 0.05;
+/// Above this size (nats per token) KL is too high whatever came before:
+/// the policy has left the reference far behind (a spike check alone never
+/// fires when KL is that high from the first steps on).
+const KL_HIGH: f64 = 1.0;
 
 /// Running health state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Health {
-    kl_mean: Option<f64>,
+    /// The sizes of the last [`KL_RECENT`] steps' KL, oldest first.
+    #[serde(default)]
+    kl_recent: Vec<f64>,
     reflection_rates: Vec<f64>,
     warnings: usize,
     /// The last step each kind of warning held.
@@ -84,6 +97,28 @@ impl Health {
         self
     }
 
+    /// Judges one step's KL: too high in itself, or a spike against the
+    /// steps before it (a full window of them).
+    fn check_kl(&mut self, step: u64, kl: f64) -> Vec<String> {
+        let mut said = Vec::new();
+        // Its size: the k1 estimator is signed, and "5x a negative mean"
+        // would call any positive value a spike.
+        let size = kl.abs();
+        if size > KL_HIGH {
+            said.extend(self.warn(step, "kl_high", &format!("KL is {kl:.3} nats per token; healthy: below {KL_HIGH} (the policy has moved far from the reference: lower lr or raise kl.beta)")));
+        } else if self.kl_recent.len() == KL_RECENT {
+            let mean = self.kl_recent.iter().sum::<f64>() / KL_RECENT as f64;
+            if size > KL_SPIKE_FLOOR && size > KL_SPIKE_FACTOR * mean {
+                said.extend(self.warn(step, "kl_spike", &format!("KL spiked to {kl:.4}, {:.0}x the mean size of the {KL_RECENT} steps before ({mean:.4}); healthy: within {KL_SPIKE_FACTOR}x of them (lower lr or raise kl.beta)", size / mean.max(f64::MIN_POSITIVE))));
+            }
+        }
+        self.kl_recent.push(size);
+        if self.kl_recent.len() > KL_RECENT {
+            self.kl_recent.remove(0);
+        }
+        said
+    }
+
     /// Checks one step's metrics line; returns the warnings it printed.
     pub fn check(
         &mut self,
@@ -98,20 +133,7 @@ impl Health {
             said.extend(self.warn(step, "zero_variance", "every group has zero reward variance, so this step has no learning signal; healthy: below 1.0 (raise temperature or group size, or use dynamic_sampling)"));
         }
         if let Some(kl) = f("kl") {
-            // Its size: the k1 estimator is signed, and "5x a negative mean"
-            // would call any positive value a spike.
-            let size = kl.abs();
-            if let Some(mean) = self.kl_mean {
-                if step + 1 >= KL_FIRST_JUDGED_STEP && size > 0.05 && size > 5.0 * mean {
-                    said.extend(self.warn(step, "kl_spike", &format!("KL spiked to {kl:.4} (running mean of its size {mean:.4}); healthy: within 5x the running mean (lower lr or raise kl.beta)")));
-                }
-            }
-            // The first step's KL is 0 when the reference is the policy: the
-            // mean starts from the first KL that is not.
-            self.kl_mean = match self.kl_mean {
-                Some(m) => Some(0.9 * m + 0.1 * size),
-                None => (size > 0.0).then_some(size),
-            };
+            said.extend(self.check_kl(step, kl));
         }
         if f("loss_tokens").is_some_and(|t| t == 0.0) {
             said.extend(self.warn(step, "no_tokens", "no completion token is in the loss: every completion reached max_tokens and `mask_truncated` masks them, so this step trained on nothing; healthy: completions that end before max_tokens (raise max_tokens, or turn mask_truncated off)"));
@@ -212,7 +234,14 @@ mod tests {
             ),
             (
                 with("kl", 0.5),
-                ["KL spiked to 0.5000", "healthy: within 5x the running mean"],
+                [
+                    "KL spiked to 0.5000, 50x the mean size of the 5 steps before (0.0100)",
+                    "healthy: within 5x of them",
+                ],
+            ),
+            (
+                with("kl", 1.5),
+                ["KL is 1.500 nats per token", "healthy: below 1"],
             ),
             (
                 with("entropy", 0.01),
@@ -273,11 +302,53 @@ mod tests {
     }
 
     #[test]
-    fn kl_spikes_wait_for_a_running_mean() {
-        // A large KL in the first steps is not a spike: there is no mean yet.
+    fn kl_spikes_wait_for_steps_to_compare_with() {
+        // A large KL in the first steps is not a spike: nothing came before.
         let mut health = Health::default();
         assert!(health.check(0, &with("kl", 0.5), 32, false).is_empty());
         assert!(health.check(1, &with("kl", 0.5), 32, false).is_empty());
+    }
+
+    /// KL far from the reference is too high whatever came before, from
+    /// the first step: a run that diverges at once never spikes.
+    #[test]
+    fn a_kl_too_high_warns_from_the_first_step() {
+        let mut health = Health::default();
+        let mut lines = Vec::new();
+        // A quickstart variant at lr 3e-3 (a helper's probe): KL by step.
+        for (step, kl) in [0.0, 2.32, 3.80, 5.97].into_iter().enumerate() {
+            lines.extend(health.check(step as u64, &with("kl", kl), 32, false));
+        }
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("warning: step 2: KL is 2.320 nats per token"),
+            "{lines:?}"
+        );
+        assert_eq!(health.count(), 3);
+    }
+
+    /// KL growing from 0 as the policy learns is not a spike: the
+    /// quickstart's KL by step (a helper's probe found a running mean
+    /// seeded at the first steps calling it one at steps 5 and 6).
+    #[test]
+    fn kl_growing_step_by_step_is_not_a_spike() {
+        let mut health = Health::default();
+        for (step, kl) in [
+            0.0, 0.0036, 0.0082, 0.0183, 0.0356, 0.0576, 0.065, 0.08, 0.1,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let said = health.check(step as u64, &with("kl", kl), 32, false);
+            assert!(said.is_empty(), "step {}: {said:?}", step + 1);
+        }
+        // A jump to 5x the steps before it is one.
+        let said = health.check(9, &with("kl", 0.6), 32, false);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].starts_with("warning: step 10: KL spiked to 0.6000"),
+            "{said:?}"
+        );
     }
 
     #[test]
@@ -322,31 +393,30 @@ mod tests {
         assert_eq!(said.len(), 1, "{said:?}");
     }
 
-    /// A KL spike is judged from step 5 on, as running.md says (the check
-    /// counted steps from 0 and judged from step 6).
+    /// A KL spike is judged from step 6 on, against the five steps before
+    /// it, as running.md says.
     #[test]
-    fn kl_spikes_are_judged_from_step_5() {
-        let mut health = Health::default();
-        for step in 0..3 {
-            assert!(health.check(step, &with("kl", 0.1), 32, false).is_empty());
-        }
-        // Step 4 (index 3): a spike is not judged yet.
-        assert!(health.check(3, &with("kl", 5.0), 32, false).is_empty());
+    fn kl_spikes_are_judged_from_step_6() {
         let mut health = Health::default();
         for step in 0..4 {
-            assert!(health.check(step, &with("kl", 0.1), 32, false).is_empty());
+            assert!(health.check(step, &with("kl", 0.02), 32, false).is_empty());
         }
-        let said = health.check(4, &with("kl", 5.0), 32, false);
+        // Step 5 (index 4): a spike is not judged yet.
+        assert!(health.check(4, &with("kl", 0.5), 32, false).is_empty());
+        let mut health = Health::default();
+        for step in 0..5 {
+            assert!(health.check(step, &with("kl", 0.02), 32, false).is_empty());
+        }
+        let said = health.check(5, &with("kl", 0.5), 32, false);
         assert_eq!(said.len(), 1, "{said:?}");
         assert!(
-            said[0].starts_with("warning: step 5: KL spiked"),
+            said[0].starts_with("warning: step 6: KL spiked"),
             "{said:?}"
         );
-        // A signed estimator (k1) around 0 is judged by its size, from the
-        // first KL that is not 0: no spike in this run's values (whose
-        // signed running mean is below 0).
+        // A signed estimator (k1) around 0 is judged by its size: no spike
+        // in this run's values (whose signed mean is below 0).
         let mut health = Health::default();
-        for (step, kl) in [0.0, 0.029, -0.020, -0.015, -0.037, 0.057]
+        for (step, kl) in [0.0, 0.029, -0.020, -0.015, -0.037, 0.057, 0.06]
             .into_iter()
             .enumerate()
         {
