@@ -566,6 +566,21 @@ fn a_key_written_in_a_file_is_not_printed() {
         "safer.toml",
         "[project]\nname = \"p\"\n\n[judges.grm]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\napi_key_env = \"sk-toml-0123456789\"\n",
     );
+    // The key written as `api_key` in `safer.toml` (no such key there).
+    let literal = temp_dir("secret-literal");
+    write(
+        &literal,
+        "safer.toml",
+        "[project]\nname = \"p\"\n\n[judges.grm]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\napi_key = \"sk-LITERAL-0123\"\n",
+    );
+    let pipeline = write(&literal, "p.safer", "");
+    let out = saferc(&["check", &pipeline]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("E0221"), "{err}");
+    assert!(!err.contains("sk-LITERAL"), "printed:\n{err}");
+    assert!(err.contains("api_key = \"***************\""), "{err}");
+    assert!(err.contains("revoke it"), "{err}");
     let file = write(
         &dir,
         "p.safer",

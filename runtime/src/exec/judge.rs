@@ -555,9 +555,14 @@ fn checked_api_key(
             "judge `{judge}` reads its API key from ${var}, which is empty"
         ));
     }
-    if let Some(at) = key.chars().position(|c| !c.is_ascii_graphic()) {
+    if let Some((at, c)) = key.chars().enumerate().find(|(_, c)| !c.is_ascii_graphic()) {
+        let what = if c.is_ascii() {
+            "a space, a tab or a line end, as `$(cat file)` or a file written on Windows leaves"
+        } else {
+            "a character outside ASCII, which API keys do not hold"
+        };
         return Err(format!(
-            "judge `{judge}`: the API key in ${var} holds a character an HTTP header cannot carry (at character {}; a space, a tab or a line end, as `$(cat file)` or a file written on Windows leaves); the key is not shown: set the variable to the key alone",
+            "judge `{judge}`: the API key in ${var} holds a character an HTTP header cannot carry (at character {}; {what}); the key is not shown: set the variable to the key alone",
             at + 1
         ));
     }
@@ -565,14 +570,34 @@ fn checked_api_key(
 }
 
 /// `text` with the `Authorization` header's value, and the credential in
-/// it, replaced: no message shows a key.
+/// it, replaced, as written and as a JSON string writes them (a server
+/// that echoes the key inside a JSON body escapes its `"` and `\\`): no
+/// message shows a key.
 fn redacted(text: &str, authorization: &str) -> String {
     let credential = authorization
         .split_once(' ')
         .map_or(authorization, |(_, c)| c);
-    let mut out = text.replace(authorization, "<authorization>");
-    if credential.len() >= 4 {
-        out = out.replace(credential, "<credential>");
+    let json_escaped = |s: &str| {
+        let quoted = serde_json::to_string(s).unwrap_or_default();
+        quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let mut out = text.to_string();
+    for (secret, shown) in [
+        (authorization, "<authorization>"),
+        (credential, "<credential>"),
+    ] {
+        if secret.len() < 4 {
+            continue;
+        }
+        out = out.replace(secret, shown);
+        let escaped = json_escaped(secret);
+        if escaped != secret && !escaped.is_empty() {
+            out = out.replace(&escaped, shown);
+        }
     }
     out
 }
@@ -849,6 +874,18 @@ mod tests {
         let shown = redacted(why, "Bearer sk-SECRET123");
         assert!(!shown.contains("SECRET"), "{shown}");
         assert!(!redacted("key sk-SECRET123 echoed", "Bearer sk-SECRET123").contains("SECRET"));
+        // A key with `"` or `\\`, echoed inside a JSON body (escaped there).
+        let key = r#"Bearer sk-SECRET123"q\z"#;
+        let body = serde_json::json!({ "detail": format!("bad key {key}") }).to_string();
+        let shown = redacted(&body, key);
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert_eq!(shown, r#"{"detail":"bad key <authorization>"}"#);
+        // A non-ASCII character is named as one.
+        let err = check(Ok("sk-é".into())).unwrap_err();
+        assert!(
+            err.contains("outside ASCII") && !err.contains("sk-"),
+            "{err}"
+        );
     }
 
     #[test]
