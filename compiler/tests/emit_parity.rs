@@ -793,6 +793,166 @@ fn the_emitted_module_asks_an_http_judge_what_the_runtime_asks() {
     assert!(got.iter().any(|s| s["criteria"][0] == json!(0.7)));
 }
 
+/// A loopback server that answers its requests in turn with `answers`
+/// (each written raw, then the connection closed; `Trickle` sends a byte
+/// every 200 ms); returns its port and how many requests it took.
+fn start_scripted_judge(answers: Vec<Scripted>) -> (u16, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken: Arc<Mutex<usize>> = Arc::default();
+    let count = taken.clone();
+    std::thread::spawn(move || {
+        for (stream, answer) in listener.incoming().flatten().zip(answers) {
+            *count.lock().unwrap() += 1;
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                match answer {
+                    Scripted::Raw(text) => {
+                        let _ = stream.write_all(text.as_bytes());
+                    }
+                    Scripted::Trickle => {
+                        let head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+                        let _ = stream.write_all(head.as_bytes());
+                        for _ in 0..100 {
+                            std::thread::sleep(std::time::Duration::from_millis(200));
+                            if stream.write_all(b" ").is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, taken)
+}
+
+/// How [`start_scripted_judge`] answers one request.
+enum Scripted {
+    Raw(String),
+    Trickle,
+}
+
+/// A 200 whose reply says `content`.
+fn replying(content: &str) -> Scripted {
+    let body =
+        json!({"choices": [{"message": {"role": "assistant", "content": content}}]}).to_string();
+    Scripted::Raw(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// The emitted module fails as `saferc run`'s judge does where a helper's
+/// probe found them apart: an answer cut short of its `Content-Length` or
+/// in the middle of its JSON is retried (it was taken as a reply without a
+/// score, and so given the fallback); `timeout` bounds the whole request
+/// (it bounded each read, so a server sending a byte at a time held a
+/// question for ever); a reply that echoes the key is shown without it;
+/// `1..` is no score; an empty key is refused.
+#[test]
+fn the_emitted_module_retries_cut_answers_and_never_shows_the_key() {
+    let key = "sk-echoed-0123456789";
+    let run = |answers: Vec<Scripted>, timeout_s: f64, retries: u32, fallback: Option<f64>| {
+        let (port, taken) = start_scripted_judge(answers);
+        let mut plan = judged_at(port);
+        let judge = plan.judges.get_mut("grader").unwrap();
+        judge.timeout_s = timeout_s;
+        judge.retries = retries;
+        judge.fallback = fallback;
+        let dir = common::temp_dir("emit-judge-scripted");
+        write_emitted(&plan, saferc::emit::Target::Verl, &dir);
+        let item =
+            json!({"row": {"question": "q", "label": "safe"}, "text": "Hello there.", "tokens": 3});
+        let started = std::time::Instant::now();
+        let out = python_with_env(
+            &dir,
+            &["score"],
+            &format!("{item}\n"),
+            &[("SAFERC_JUDGE_BACKOFF_MS", "20"), ("EMIT_PARITY_KEY", key)],
+        );
+        let scored: Value = serde_json::from_str(&out[0]).unwrap();
+        let requests = *taken.lock().unwrap();
+        (scored, requests, started.elapsed())
+    };
+    // Cut short of its length, then in the middle of its JSON (no length,
+    // the connection closed): each retried, then answered. Two questions
+    // (grounding, the flag), the first taking the three answers.
+    let (scored, requests, _) = run(
+        vec![
+            Scripted::Raw("HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"choi".into()),
+            Scripted::Raw("HTTP/1.0 200 OK\r\n\r\n{\"choices\": [{\"index\": 0, \"mes".into()),
+            replying("7"),
+            replying("7"),
+        ],
+        5.0,
+        3,
+        Some(0.25),
+    );
+    // 7 on the 0..10 scale, not the fallback's 0.25.
+    assert_eq!(scored["criteria"][0], json!(0.7), "{scored}");
+    assert_eq!(requests, 4);
+    // A server that trickles its answer is abandoned at `timeout`.
+    let (scored, requests, took) = run(vec![Scripted::Trickle], 1.0, 0, None);
+    let error = scored["error"].as_str().unwrap_or_default();
+    assert!(error.contains("timed out"), "{scored}");
+    assert_eq!(requests, 1);
+    assert!(took.as_secs_f64() < 10.0, "{took:?}");
+    // A reply that echoes the key, as written and JSON-escaped.
+    let (scored, _, _) = run(
+        vec![replying(&format!("key was Bearer {key}"))],
+        5.0,
+        0,
+        None,
+    );
+    let error = scored["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("replied 'key was <authorization>'"),
+        "{scored}"
+    );
+    assert!(!error.contains("sk-echoed"), "{error}");
+    // `1..` is no score, as in the runtime's `parse_score`.
+    let (_, dir) = emitted(saferc::emit::Target::Verl, "emit-parse-score");
+    let parsed = json_printed(&mut python_program(
+        &dir,
+        "import safer_reward as s, json\nprint(json.dumps([s.parse_score(t, 0.0, 1.0) for t in ['1..', '1.', '0.5', '.']]))",
+    ));
+    assert_eq!(parsed, json!([null, 1.0, 0.5, null]));
+    let runtime: Vec<Option<f64>> = ["1..", "1.", "0.5", "."]
+        .iter()
+        .map(|t| safer_runtime::exec::judge::parse_score(t, (0.0, 1.0)))
+        .collect();
+    assert_eq!(json!(runtime), parsed);
+    // An empty key is refused, never sent.
+    let (port, taken) = start_scripted_judge(vec![replying("0.7")]);
+    let dir = common::temp_dir("emit-judge-empty-key");
+    write_emitted(&judged_at(port), saferc::emit::Target::Verl, &dir);
+    let out = python_program(
+        &dir,
+        "import os, safer_reward as s\ntry:\n    s.HttpJudge('grader', s.load_spec()['judges']['grader'])\nexcept s.EvalError as e:\n    print(e)\n",
+    )
+    .env("EMIT_PARITY_KEY", "")
+    .output()
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("which is empty"), "{said}");
+    assert_eq!(*taken.lock().unwrap(), 0);
+}
+
 #[test]
 fn the_emitted_module_retries_a_judge_that_answers_429() {
     let (port, received) = start_judge();

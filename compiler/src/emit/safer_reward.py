@@ -37,13 +37,12 @@ import math
 import os
 import random
 import re
+import socket
 import ssl
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import base64
 import bisect
 from concurrent.futures import ThreadPoolExecutor
@@ -889,15 +888,54 @@ MAX_RETRY_AFTER = 60.0
 MAX_ANSWER_BYTES = 10 << 20
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects are reported, not followed: urllib would send a POST
-    again as a GET without its body (saferc's judge does the same)."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+def redacted(text, authorization):
+    """`text` with the `Authorization` header's value, and the credential
+    in it, replaced, as written and as a JSON string escapes them: no
+    message shows a key (as saferc's judge)."""
+    if not authorization:
+        return text
+    credential = authorization.split(" ", 1)[1] if " " in authorization else authorization
+    for secret, shown in ((authorization, "<authorization>"), (credential, "<credential>")):
+        if len(secret) < 4:
+            continue
+        text = text.replace(secret, shown)
+        escaped = json.dumps(secret)[1:-1]
+        if escaped != secret:
+            text = text.replace(escaped, shown)
+    return text
+
+
+def checked_api_key(judge, var, key):
+    """The key in `$var`, refused (never shown) when it is empty or holds a
+    character an HTTP header cannot carry, as saferc refuses it."""
+    if key is None:
+        raise EvalError(f"judge `{judge}` reads its API key from ${var}, which is not set")
+    if not key.strip():
+        raise EvalError(f"judge `{judge}` reads its API key from ${var}, which is empty")
+    for at, c in enumerate(key):
+        if not ("!" <= c <= "~"):
+            what = ("a space, a tab or a line end, as `$(cat file)` or a file written on Windows leaves"
+                    if c.isascii() else "a character outside ASCII, which API keys do not hold")
+            raise EvalError(
+                f"judge `{judge}`: the API key in ${var} holds a character an HTTP header cannot carry "
+                f"(at character {at + 1}; {what}); the key is not shown: set the variable to the key alone"
+            )
+    return key
+
+
+def cut_short(text):
+    """Whether a 2xx answer's JSON ends in the middle of a value (a body
+    whose connection closed early): retried as a failed read is."""
+    if not text.lstrip().startswith(("{", "[")):
+        return False
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        # A string left open runs to the end: its error names where it began.
+        return e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
+    return False
 
 
 def retry_after(value):
@@ -917,7 +955,7 @@ def retry_after(value):
 def parse_score(text, lo, hi):
     """The score in a judge's reply, parsed as strictly as saferc does."""
     t = trim(text)
-    if t.endswith(".") and any(c.isdigit() and c.isascii() for c in t[:-1]):
+    if t.endswith(".") and not t[:-1].endswith(".") and any(c.isdigit() and c.isascii() for c in t[:-1]):
         t = t[:-1]
     unsigned = t[1:] if t.startswith("-") and lo < 0.0 else t
     digits = sum(1 for c in unsigned if "0" <= c <= "9")
@@ -952,19 +990,18 @@ class HttpJudge:
             self.authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         key_env = spec.get("api_key_env")
         if key_env:
-            key = os.environ.get(key_env)
-            if key is None:
-                raise EvalError(f"judge `{name}` reads its API key from ${key_env}, which is not set")
+            key = checked_api_key(name, key_env, os.environ.get(key_env))
             self.authorization = f"Bearer {key}"
-        self.opener = _OPENER
+        self.context = None
         ca_file = spec.get("ca_file")
         if ca_file:
             # Only these authorities, as saferc trusts them (not the system's).
             try:
-                context = ssl.create_default_context(cafile=ca_file)
+                self.context = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError) as e:
                 raise EvalError(f"judge `{name}`: its `ca_file` {ca_file} cannot be read as PEM certificates: {e}")
-            self.opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
+        elif url.scheme == "https":
+            self.context = ssl.create_default_context()
         self.model = spec.get("model_name") or "default"
         self.retries = int(spec.get("retries", 3))
         self.timeout = min(max(float(spec.get("timeout_s", 60.0)), 0.001), 86400.0)
@@ -976,30 +1013,90 @@ class HttpJudge:
         self._lock = threading.Lock()
 
     def _send(self, body):
-        """One request; `(text, None)` or `(None, (retryable, why, retry_after))`."""
-        request = urllib.request.Request(
-            self.url, data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json"},
-        )
+        """One request; `(text, None)` or `(None, (retryable, why, retry_after))`,
+        no key in either."""
+        text, failure = self._send_unredacted(body)
+        if failure is not None:
+            retryable, why, wait = failure
+            return None, (retryable, redacted(why, self.authorization), wait)
+        return text, None
+
+    def _send_unredacted(self, body):
+        """[`_send`], whose messages may hold the key. `timeout` bounds the
+        whole request, as saferc's does, not each read of it: a watchdog
+        shuts the socket when it passes (a server that trickles its answer
+        a byte at a time is abandoned and retried)."""
+        url = urllib.parse.urlsplit(self.url)
+        if url.scheme == "https":
+            conn = http.client.HTTPSConnection(url.hostname, url.port, timeout=self.timeout, context=self.context)
+        else:
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=self.timeout)
+        expired = threading.Event()
+        # The connection's socket, kept: the connection lets go of it once
+        # the answer is being read (the answer's file holds it then).
+        opened = []
+        lock = threading.Lock()
+
+        def shut():
+            for sock in opened:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        def expire():
+            with lock:
+                expired.set()
+                shut()
+
+        watchdog = threading.Timer(self.timeout, expire)
+        watchdog.daemon = True
+        headers = {"Content-Type": "application/json"}
         if self.authorization:
-            request.add_header("Authorization", self.authorization)
+            headers["Authorization"] = self.authorization
+        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        watchdog.start()
         try:
-            with self.opener.open(request, timeout=self.timeout) as answer:
-                data = answer.read(MAX_ANSWER_BYTES + 1)
-        except urllib.error.HTTPError as e:
-            if 300 <= e.code < 400:
-                where = e.headers.get("Location", "(no Location)") if e.headers else "(no Location)"
-                return None, (False, f"HTTP {e.code} to {where}: the endpoint redirects; set `endpoint` to where it points", None)
-            wait = retry_after(e.headers.get("Retry-After", "") if e.headers else "")
-            return None, (e.code == 429 or e.code >= 500, f"HTTP {e.code}", wait)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            return None, (True, str(getattr(e, "reason", e)), None)
+            conn.connect()
+            with lock:
+                opened.append(conn.sock)
+                if expired.is_set():
+                    shut()
+            conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
+            answer = conn.getresponse()
+            status = answer.status
+            data = answer.read(MAX_ANSWER_BYTES + 1)
+            # Bytes promised by `Content-Length` that never came.
+            missing = answer.length or 0
+        except (http.client.HTTPException, OSError) as e:
+            if expired.is_set():
+                return None, (True, f"timed out: no whole answer within {rust_number(self.timeout)} s", None)
+            return None, (True, str(e) or type(e).__name__, None)
+        finally:
+            watchdog.cancel()
+            conn.close()
+        if expired.is_set():
+            return None, (True, f"timed out: no whole answer within {rust_number(self.timeout)} s", None)
+        if 300 <= status < 400:
+            where = answer.getheader("Location") or "(no Location)"
+            return None, (False, f"HTTP {status} to {where}: the endpoint redirects; set `endpoint` to where it points", None)
+        if not 200 <= status < 300:
+            wait = retry_after(answer.getheader("Retry-After") or "")
+            detail = data[:300].decode("utf-8", "replace").strip()
+            return None, (status == 429 or status >= 500, f"HTTP {status}" + (f": {detail}" if detail else ""), wait)
         if len(data) > MAX_ANSWER_BYTES:
             return None, (False, "the answer is over 10 MB; a chat completion is a few KB", None)
-        try:
-            return data.decode("utf-8"), None
-        except UnicodeDecodeError as e:
-            return None, (True, f"reading the answer failed: {e}", None)
+        if missing:
+            return None, (True, f"the answer was cut short: {len(data)} of the {len(data) + missing} bytes its Content-Length promised", None)
+        encoding = (answer.getheader("Content-Encoding") or "").strip()
+        if encoding and encoding.lower() != "identity":
+            return None, (False, f"the answer is compressed as `{encoding}`, which was not asked for and cannot be read; have the server answer uncompressed", None)
+        # Bytes that are not UTF-8 (a Latin-1 error page) are a reply
+        # without a score, quoted, as saferc reads them.
+        text = data.decode("utf-8", "replace")
+        if cut_short(text):
+            return None, (True, f"the answer was cut short: its JSON ends after {len(data)} bytes, in the middle", None)
+        return text, None
 
     def ask(self, criterion, description, row, completion, lo, hi):
         question = (
@@ -1028,6 +1125,7 @@ class HttpJudge:
                 except (ValueError, KeyError, IndexError, TypeError):
                     said = text[:500]
                 v = parse_score(said, lo, hi)
+                said = redacted(said, self.authorization)
                 if v is not None:
                     return v
                 if self.fallback is not None:
