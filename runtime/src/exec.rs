@@ -206,7 +206,7 @@ pub struct RunOptions {
     pub device: DeviceChoice,
     /// The pipeline file (for the manifest).
     pub source: String,
-    /// Show progress bars (off when stderr is not a terminal anyway).
+    /// Show progress: a bar on a terminal, plain lines every 10 s otherwise.
     pub progress: bool,
     /// Set by Ctrl+C: save a checkpoint and stop after the current step.
     pub interrupt: Arc<AtomicBool>,

@@ -26,7 +26,7 @@ pub struct RunArgs {
     /// `auto`, `cpu`, `wgpu` or `cuda` (`auto`: the models' `device`, else the project's `[run] device`, else the best built in).
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// No progress bars (they are also off when stderr is not a terminal).
+    /// No progress output (a live bar on a terminal; where stderr is not one, a plain line at a stage's first and last step and at most one every 10 s between).
     #[arg(long)]
     pub no_progress: bool,
     #[command(flatten)]

@@ -127,7 +127,7 @@ pub fn describe(result: &Value) -> String {
     let Some(m) = result["means"].as_object() else {
         return String::new();
     };
-    let mut parts: Vec<String> = m
+    let parts: Vec<String> = m
         .iter()
         .filter(|(k, _)| k.as_str() != "count")
         .map(|(k, v)| match v.as_f64() {
@@ -135,9 +135,9 @@ pub fn describe(result: &Value) -> String {
             None => format!("{k} -"),
         })
         .collect();
-    parts.push(format!(
-        "(n = {})",
+    format!(
+        "{} (n = {})",
+        parts.join(", "),
         m.get("count").and_then(Value::as_u64).unwrap_or(0)
-    ));
-    parts.join(", ")
+    )
 }

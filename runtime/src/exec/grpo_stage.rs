@@ -235,14 +235,14 @@ pub fn train<B: Backend>(
             crate::stderr_line!("{warning}");
         }
     }
-    let bar = super::report::progress(
+    let mut progress = super::report::Progress::new(
         &stage.name,
         total_steps,
         state.step,
         session.options.progress,
     );
     let mut prompt_cache = PromptCache::filled(built);
-    let mut health = Health::restore(&state.extra).with_bar(bar.as_ref());
+    let mut health = Health::restore(&state.extra).with_bar(progress.bar());
     let mut cost = g.cost.as_ref().map(|c| cost_constraint(c, &state.extra));
     let pad = tokenizer.pad_id;
     // A resumed stage takes the judge counts and last reward its checkpoint
@@ -461,18 +461,15 @@ pub fn train<B: Backend>(
         session.run.metric(&line)?;
         session.run.samples(&step_log::sample_lines(&record))?;
         state.step += 1;
-        if let Some(b) = &bar {
-            // No KL term (no reference): `kl -`, not a measured 0.
-            let kl = updated
-                .stats
-                .kl_mean
-                .map_or_else(|| "-".to_string(), |k| format!("{k:.4}"));
-            b.set_message(format!(
-                "reward {last_reward:.3} kl {kl} {:.1}s/step",
-                record.step_seconds
-            ));
-            b.inc(1);
-        }
+        // No KL term (no reference): `kl -`, not a measured 0.
+        let kl = updated
+            .stats
+            .kl_mean
+            .map_or_else(|| "-".to_string(), |k| format!("{k:.4}"));
+        progress.step(format!(
+            "reward {last_reward:.3} kl {kl} {:.1}s/step",
+            record.step_seconds
+        ));
         state.extra = health.save();
         if let Value::Object(extra) = &mut state.extra {
             extra.insert("judges".into(), session.judge_counts());
@@ -495,7 +492,7 @@ pub fn train<B: Backend>(
             &session.options.interrupt,
         )?;
     }
-    super::report::finish(bar, format!("reward {last_reward:.3}"));
+    progress.finish(format!("reward {last_reward:.3}"));
     Ok(Trained {
         model: policy.for_generation(),
         summary: json!({"algorithm": "grpo", "steps": total_steps, "final_reward": last_reward, "warnings": health.count(), "skipped_rows": unusable}),

@@ -147,7 +147,7 @@ impl Health {
                 step,
                 "clip",
                 &format!(
-                    "{:.0}% of tokens were clipped; healthy: below 30% (lower lr or iterations)",
+                    "{:.1}% of tokens were clipped; healthy: below 30% (lower lr or iterations)",
                     clip * 100.0
                 ),
             ));
@@ -249,7 +249,7 @@ mod tests {
             ),
             (
                 with("clip_high_fraction", 0.35),
-                ["40% of tokens were clipped", "healthy: below 30%"],
+                ["40.0% of tokens were clipped", "healthy: below 30%"],
             ),
             (
                 with("length_mean", 31.0),

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
@@ -12,28 +13,101 @@ use serde_json::Value;
 
 use super::ExecError;
 
-/// A progress bar for a stage (`None` when `show` is off).
-pub fn progress(stage: &str, total: u64, done: u64, show: bool) -> Option<ProgressBar> {
-    if !show {
-        return None;
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(stage.to_string());
-    bar.set_position(done);
-    Some(bar)
+/// Seconds between two plain progress lines (stderr not a terminal).
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
+/// A stage's progress: a live bar on a terminal; where stderr is not one
+/// (a log file, a cluster job's output) a plain line at the first step,
+/// then at most one every [`PLAIN_EVERY`], and at the last step, so that a
+/// long job's log shows it advancing without a line per step. Nothing at
+/// all with `--no-progress`.
+pub struct Progress {
+    stage: String,
+    total: u64,
+    done: u64,
+    bar: Option<ProgressBar>,
+    /// Plain lines: when the last one was printed (`None`: none yet).
+    plain: Option<Option<Instant>>,
+    started: Instant,
+    steps_since_start: u64,
 }
 
-/// Finishes a stage's bar with `message` and ends its line (a hidden bar
-/// printed nothing).
-pub fn finish(bar: Option<ProgressBar>, message: String) {
-    if let Some(bar) = bar {
-        bar.finish_with_message(message);
-        if !bar.is_hidden() {
+impl Progress {
+    /// The progress of `stage`, `done` of its `total` steps run.
+    pub fn new(stage: &str, total: u64, done: u64, show: bool) -> Self {
+        let bar = show.then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(stage.to_string());
+            bar.set_position(done);
+            bar
+        });
+        let plain = bar
+            .as_ref()
+            .is_some_and(ProgressBar::is_hidden)
+            .then_some(None);
+        Progress {
+            stage: stage.to_string(),
+            total,
+            done,
+            bar: bar.filter(|b| !b.is_hidden()),
+            plain,
+            started: Instant::now(),
+            steps_since_start: 0,
+        }
+    }
+
+    /// The live bar, for warnings to print above it.
+    pub fn bar(&self) -> Option<&ProgressBar> {
+        self.bar.as_ref()
+    }
+
+    /// One step done; `message` says how it went (`reward 0.41 ...`).
+    pub fn step(&mut self, message: String) {
+        self.done += 1;
+        self.steps_since_start += 1;
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
+            bar.inc(1);
+            return;
+        }
+        let Some(last) = self.plain else {
+            return;
+        };
+        let due = last.is_none_or(|at| at.elapsed() >= PLAIN_EVERY) || self.done >= self.total;
+        if due {
+            crate::stderr_line!("{}", self.plain_line(&message));
+            self.plain = Some(Some(Instant::now()));
+        }
+    }
+
+    /// `stage: step 3/20, reward 0.41 ..., eta 40s`.
+    fn plain_line(&self, message: &str) -> String {
+        let per_step = self.started.elapsed().as_secs_f64() / self.steps_since_start.max(1) as f64;
+        let left = self.total.saturating_sub(self.done) as f64 * per_step;
+        let eta = if self.done >= self.total {
+            String::new()
+        } else {
+            format!(
+                ", eta {}",
+                indicatif::HumanDuration(Duration::from_secs_f64(left))
+            )
+        };
+        format!(
+            "{}: step {}/{}, {message}{eta}",
+            self.stage, self.done, self.total
+        )
+    }
+
+    /// Finishes the stage with `message` (the bar's last state; no plain
+    /// line: the last step printed one).
+    pub fn finish(self, message: String) {
+        if let Some(bar) = self.bar {
+            bar.finish_with_message(message);
             crate::stderr_line!();
         }
     }
@@ -73,6 +147,33 @@ fn curves(metrics: &str) -> Vec<Curve> {
     out
 }
 
+/// Decimals that tell apart the ticks of an axis spanning `span` (about
+/// ten ticks), from 0 to 6.
+fn tick_decimals(span: f64) -> usize {
+    let step = span / 10.0;
+    if step.is_finite() && step > 0.0 {
+        (-step.log10()).ceil().clamp(0.0, 6.0) as usize
+    } else {
+        3
+    }
+}
+
+/// An axis tick's label: `decimals` places, trailing zeros dropped, and
+/// no `-0` for a value that rounds to zero.
+fn tick_label(v: f64, decimals: usize) -> String {
+    let text = format!("{v:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    if text == "-0" {
+        "0".into()
+    } else {
+        text
+    }
+}
+
 /// Draws `reward.svg` from the run's metrics.
 ///
 /// # Errors
@@ -99,6 +200,7 @@ pub fn plot(run: &Path) -> Result<(), ExecError> {
                 (a.min(*v), b.max(*v))
             });
         let pad = ((hi - lo) * 0.1).max(1e-3);
+        let decimals = tick_decimals(hi - lo + 2.0 * pad);
         let mut chart = ChartBuilder::on(area)
             .caption(format!("{stage}: {what}"), ("sans-serif", 18))
             .margin(10)
@@ -110,11 +212,14 @@ pub fn plot(run: &Path) -> Result<(), ExecError> {
             .configure_mesh()
             .x_desc("step")
             .y_desc(what.as_str())
+            .y_label_formatter(&|v| tick_label(*v, decimals))
             .draw()
             .map_err(|e| err(&e))?;
         chart
             .draw_series(LineSeries::new(points.iter().map(|(s, v)| (*s, *v)), &BLUE))
-            .map_err(|e| err(&e))?;
+            .map_err(|e| err(&e))?
+            .label("each step")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
         // A moving average over 10 steps shows the trend through sampling noise.
         let values: Vec<(u64, f64)> = points.iter().map(|(s, v)| (*s, *v)).collect();
         let smooth: Vec<(u64, f64)> = values
@@ -128,6 +233,15 @@ pub fn plot(run: &Path) -> Result<(), ExecError> {
             .collect();
         chart
             .draw_series(LineSeries::new(smooth, RED.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label("mean of the last 10 steps")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
             .map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
@@ -137,7 +251,44 @@ pub fn plot(run: &Path) -> Result<(), ExecError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
-    use super::curves;
+    use super::{curves, tick_decimals, tick_label, Progress};
+
+    /// Without a terminal (as under `cargo test`), progress is plain lines:
+    /// the first step's and the last's, none in between within 10 s; with
+    /// `show` off, none.
+    #[test]
+    fn plain_progress_lines_name_the_step_and_what_is_left() {
+        let mut progress = Progress::new("t", 3, 0, true);
+        assert!(progress.bar().is_none());
+        assert!(progress.plain.is_some());
+        progress.step("reward 0.100".into());
+        let first = progress.plain;
+        assert!(matches!(first, Some(Some(_))));
+        assert!(progress
+            .plain_line("reward 0.2")
+            .starts_with("t: step 1/3, reward 0.2, eta "));
+        progress.step("reward 0.200".into());
+        assert_eq!(progress.plain, first, "a second line within 10 s");
+        progress.step("reward 0.300".into());
+        assert_ne!(progress.plain, first, "the last step prints");
+        assert_eq!(progress.plain_line("reward 0.3"), "t: step 3/3, reward 0.3");
+        let quiet = Progress::new("t", 3, 0, false);
+        assert!(quiet.bar().is_none() && quiet.plain.is_none());
+    }
+
+    /// Ticks read as numbers: no `-0` (a helper saw one on a reward axis),
+    /// no trailing zeros, enough places to tell ticks apart.
+    #[test]
+    fn tick_labels_are_plain_numbers() {
+        assert_eq!(tick_label(-0.00001, 2), "0");
+        assert_eq!(tick_label(-0.0, 1), "0");
+        assert_eq!(tick_label(0.25, 3), "0.25");
+        assert_eq!(tick_label(-0.5, 1), "-0.5");
+        assert_eq!(tick_label(120.0, 0), "120");
+        assert_eq!(tick_decimals(1.0), 1);
+        assert_eq!(tick_decimals(0.002), 4);
+        assert_eq!(tick_decimals(500.0), 0);
+    }
 
     /// Panels follow the order the stages ran (`warm` before `g1`), not
     /// their names; SFT stages draw the loss, GRPO ones the reward.

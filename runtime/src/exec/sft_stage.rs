@@ -143,7 +143,7 @@ pub fn train<B: Backend>(
             crate::stderr_line!("{warning}");
         }
     }
-    let bar = super::report::progress(
+    let mut progress = super::report::Progress::new(
         &stage.name,
         total_steps,
         state.step,
@@ -252,10 +252,7 @@ pub fn train<B: Backend>(
         }))?;
         state.step += 1;
         state.extra = json!({ "last_loss": last_loss });
-        if let Some(b) = &bar {
-            b.set_message(format!("loss {last_loss:.3} {elapsed:.2}s/step"));
-            b.inc(1);
-        }
+        progress.step(format!("loss {last_loss:.3} {elapsed:.2}s/step"));
         checkpoint::at_step_end::<AD<B>, _>(
             &ck_root,
             &start.tokenizer,
@@ -266,7 +263,7 @@ pub fn train<B: Backend>(
             &session.options.interrupt,
         )?;
     }
-    super::report::finish(bar, format!("loss {last_loss:.3}"));
+    progress.finish(format!("loss {last_loss:.3}"));
     Ok(Trained {
         model: policy.for_generation(),
         summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss, "skipped_rows": lacking.len() + skipped_special + unusable}),

@@ -93,14 +93,30 @@ pub fn metrics_line(r: &StepRecord<'_>) -> Value {
         "grad_norm": r.update.grad_norm,
         "zero_variance_fraction": r.zero_variance_groups as f64 / r.groups.max(1) as f64,
         "length_mean": mean(kept.iter().map(|s| s.tokens.len() as f64), n), "truncated_fraction": truncated,
-        "reflection_rate": if refl.total > 0 { refl.flagged as f64 / refl.total as f64 } else { 0.0 },
-        "corrected_fraction": if refl.flagged > 0 { refl.corrected as f64 / refl.flagged as f64 } else { 0.0 },
+        // Null where there is nothing to measure: no reflection in the
+        // stage (it looked at no completion), nothing flagged to correct.
+        "reflection_rate": (refl.total > 0).then(|| refl.flagged as f64 / refl.total as f64),
+        "corrected_fraction": (refl.flagged > 0).then(|| refl.corrected as f64 / refl.flagged as f64),
         "groups": r.groups, "draws": r.draws, "step_time_s": r.step_seconds,
         "time_s": {"generate": r.seconds.generate, "score": r.seconds.score, "reflect": r.seconds.reflect,
                    "reference": r.update.seconds_reference, "update": r.update.seconds_update},
     });
     let (overlong, kl_in_reward) = r.shaping_terms;
     if let Value::Object(o) = &mut line {
+        // No token in the loss: no ratio or clip was measured (as `loss`,
+        // `kl` and `entropy` are null then).
+        if r.update.loss_tokens == 0.0 {
+            for key in [
+                "clip_low_fraction",
+                "clip_high_fraction",
+                "dual_clip_fraction",
+                "ratio_mean",
+                "ratio_min",
+                "ratio_max",
+            ] {
+                o.insert(key.into(), Value::Null);
+            }
+        }
         // How many completions follow the rollout's format (`plain`: all).
         if r.format != "plain" {
             o.insert(
