@@ -340,6 +340,44 @@ impl<'p> Lowerer<'p> {
             self.graph.connect(prev, "rows", fi, "rows");
             prev = fi;
         }
+        // `dedup = [ev.test, ...]`: the rows of those splits are an input,
+        // so a dataset comes after those it de-duplicates against.
+        let against: Vec<(DeclRef, Option<String>)> = match s.get("dedup") {
+            Some(Value::List(items)) => items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Split { dataset, split } if *dataset != r => {
+                        Some((*dataset, split.clone()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !against.is_empty() {
+            let mut d = node(format!("{base}.dedup"), Op::Dedup, None);
+            let names: Vec<String> = against
+                .iter()
+                .map(|(dataset, split)| match split {
+                    Some(split) => format!("{}.{split}", self.name(*dataset)),
+                    None => self.name(*dataset),
+                })
+                .collect();
+            d.params
+                .insert("against".into(), serde_json::json!(names.join(", ")));
+            d.inputs.push(port("rows", T::Rows));
+            for name in &names {
+                d.inputs.push(port(name, T::Rows));
+            }
+            d.outputs.push(port("rows", T::Rows));
+            let di = self.add(d);
+            self.graph.connect(prev, "rows", di, "rows");
+            for ((dataset, split), name) in against.iter().zip(&names) {
+                let (si, p) = self.split(*dataset, split.as_deref());
+                self.graph.connect(si, &p, di, name);
+            }
+            prev = di;
+        }
         if let Some(curate) = s.block("curate") {
             let mut c = node(format!("{base}.curate"), Op::Curate, None);
             c.params = self.value_params(&[
