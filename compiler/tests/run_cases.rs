@@ -502,7 +502,8 @@ fn check_case(name: &str) {
         for pointer in [
             "/program_hash",
             "/rubric_hashes",
-            "/seeds",
+            "/seeds/stages",
+            "/seeds/datasets",
             "/device",
             "/versions/saferc",
             "/versions/burn",

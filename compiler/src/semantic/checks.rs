@@ -220,6 +220,23 @@ impl<'a> Analyzer<'a> {
             };
             let warmup = block.number("warmup").unwrap_or(0.0);
             let schedule = block.text("schedule").unwrap_or("constant");
+            // A warm-up the stage never finishes: the rate rises from 0 by
+            // `lr / warmup` a step and stops at `(steps - 1) / warmup` of it.
+            if warmup >= steps && self.written(i, &[algorithm, "warmup"]) {
+                let peak = (steps - 1.0) / warmup * 100.0;
+                self.diags.push(
+                    Diagnostic::warning(
+                        Code::E0317,
+                        format!("`warmup` ({} steps) outlasts the stage ({} steps): the rate never reaches `lr`", num(warmup), num(steps)),
+                    )
+                    .with_primary(
+                        self.setting_span(i, &[algorithm, "warmup"]),
+                        format!("the last step runs at {peak:.0}% of `lr`"),
+                    )
+                    .with_help("shorten `warmup` (a few percent of `steps` is common) or raise `steps`"),
+                );
+                continue;
+            }
             // The first step after the warm-up runs at the full rate: the
             // decay lowers it from the second on.
             if warmup + 1.0 >= steps

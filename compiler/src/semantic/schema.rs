@@ -669,7 +669,7 @@ const SFT: Block = Block {
             Ty::Quantity(&[Unit::Epochs]),
             Default::Quantity(1.0, Unit::Epochs),
             AT_LEAST_ONE,
-            "Passes over the data.",
+            "Passes over the data, as whole steps: an `sft` stage without `steps` runs ⌈rows × epochs ÷ batch⌉ steps, and a last batch the rows do not fill is filled from the next pass (each pass in a fresh order).",
         ),
         ranged(
             "max_tokens",

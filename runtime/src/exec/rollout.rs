@@ -45,6 +45,16 @@ impl Cursor {
         }
         out
     }
+
+    /// Passes over `len` rows taken so far, with the fraction of the
+    /// current one (as transformers' `Trainer` logs `epoch`): 1.0 once
+    /// every row was taken once, 1.5 halfway through the second pass.
+    pub fn epochs_done(&self, len: usize) -> f64 {
+        if len == 0 {
+            return 0.0;
+        }
+        self.epoch as f64 + self.position as f64 / len as f64
+    }
 }
 
 /// The warning for a stage whose batch is larger than its training data
@@ -324,5 +334,12 @@ mod tests {
         let mut d = saved;
         assert_eq!(d.next(7, 5, 3), a);
         assert_eq!(c.epoch, 2);
+        // 12 rows of 5 taken: 2.4 passes.
+        assert!((c.epochs_done(5) - 2.4).abs() < 1e-12);
+        let mut c = Cursor::default();
+        c.next(4, 6, 3);
+        assert!((c.epochs_done(6) - 4.0 / 6.0).abs() < 1e-12);
+        c.next(4, 6, 3);
+        assert!((c.epochs_done(6) - 8.0 / 6.0).abs() < 1e-12);
     }
 }

@@ -325,7 +325,12 @@ impl RunDir {
             "pipeline": source,
             "program_hash": plan.program_hash,
             "rubric_hashes": plan.rubric_hashes,
-            "seeds": plan.stages.iter().map(|s| (s.name.clone(), s.seed)).collect::<std::collections::BTreeMap<_, _>>(),
+            // Every seed the run draws from: each stage's (sampling, data
+            // order) and each dataset's (its split and curation).
+            "seeds": {
+                "stages": plan.stages.iter().map(|s| (s.name.clone(), s.seed)).collect::<std::collections::BTreeMap<_, _>>(),
+                "datasets": plan.datasets.iter().map(|(name, d)| (name.clone(), d.seed)).collect::<std::collections::BTreeMap<_, _>>(),
+            },
             "device": device,
             "threads": rayon::current_num_threads(),
             "data": data_hashes(plan),

@@ -248,7 +248,7 @@ pub fn train<B: Backend>(
         let elapsed = started.elapsed().as_secs_f64();
         session.run.metric(&json!({
             "stage": stage.name, "step": step + 1, "lr": lr, "loss": last_loss,
-            "grad_norm": grad_norm, "tokens": count, "epoch": state.cursor.epoch, "step_time_s": elapsed,
+            "grad_norm": grad_norm, "tokens": count, "epoch": state.cursor.epochs_done(rows.len()), "step_time_s": elapsed,
         }))?;
         state.step += 1;
         state.extra = json!({ "last_loss": last_loss });
