@@ -56,5 +56,33 @@ fn the_quickstart_learns_safety_without_losing_helpfulness() {
         "{stdout}"
     );
     assert!(out.join("reward.svg").is_file());
+    // Every held-out completion is in `eval_samples.jsonl`, before and
+    // after training, and its scores give back the summary's means.
+    let lines: Vec<Value> = std::fs::read_to_string(out.join("eval_samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for when in ["before", "after"] {
+        let scored: Vec<&Value> = lines.iter().filter(|l| l["when"] == when).collect();
+        let count = eval[when]["count"].as_u64().unwrap() as usize;
+        assert_eq!(scored.len(), count, "{when}");
+        assert!(scored
+            .iter()
+            .all(|l| l["stage"] == "safer_grpo" && l["text"].is_string()));
+        let mean = scored
+            .iter()
+            .map(|l| l["safety"].as_f64().unwrap())
+            .sum::<f64>()
+            / count as f64;
+        assert!(
+            (mean - at(&format!("/{when}/safety"))).abs() < 1e-12,
+            "{when}: {mean}"
+        );
+    }
+    assert!(
+        summary.to_string().find("\"completions\"").is_none(),
+        "summary.json holds the completions"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }

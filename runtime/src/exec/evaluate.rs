@@ -55,6 +55,15 @@ pub fn evaluate<B: Backend>(
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut scores: Vec<(String, Scores)> = Vec::with_capacity(rows.len());
+    // Each row's completion and scores, for `eval_samples.jsonl`.
+    let mut completions_scored: Vec<Value> = Vec::with_capacity(rows.len());
+    let names = scorer.criterion_names();
+    let penalty_names: Vec<&str> = scorer
+        .spec
+        .penalties
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     // Rows whose prompt cannot be built or is too long for the context are
     // skipped (and named once, after the last chunk), not the whole
     // evaluation stopped.
@@ -73,12 +82,25 @@ pub fn evaluate<B: Backend>(
         }
         let completions = sample(&policy, &prompts, 1, &params, &mut rng)?;
         let s = scorer.score_completions(&completions, |c| &chunk[c.prompt])?;
-        for (row, sc) in chunk.iter().zip(s) {
-            scores.push((row.text("label").unwrap_or_default(), sc));
+        for ((row, sc), completion) in chunk.iter().zip(s).zip(&completions) {
+            let label = row.text("label").unwrap_or_default();
+            let mut line = Map::new();
+            line.insert("row".into(), json!(row.origin));
+            line.insert("id".into(), json!(row.id));
+            line.insert("label".into(), json!(label));
+            for (name, value) in names.iter().zip(&sc.criteria) {
+                line.insert(name.clone(), json!(value));
+            }
+            for (name, value) in penalty_names.iter().zip(&sc.penalties) {
+                line.insert(format!("penalty.{name}"), json!(value));
+            }
+            line.insert("reward".into(), json!(sc.total));
+            line.insert("text".into(), json!(completion.text));
+            completions_scored.push(Value::Object(line));
+            scores.push((label, sc));
         }
     }
     skipped.warn();
-    let names = scorer.criterion_names();
     // Means over no rows are `null`, not 0: an empty split scores nothing.
     let mean = |values: Vec<f64>| -> Value {
         if values.is_empty() {
@@ -116,7 +138,38 @@ pub fn evaluate<B: Backend>(
         "means": means(&all),
         "by_label": by_label.iter().map(|(k, v)| (k.clone(), means(v))).collect::<Map<String, Value>>(),
         "skipped_rows": skipped.count(),
+        COMPLETIONS: completions_scored,
     }))
+}
+
+/// The key of an evaluation's result that holds each row's completion and
+/// scores: written to `eval_samples.jsonl`, left out of `summary.json`.
+pub const COMPLETIONS: &str = "completions";
+
+/// `result` without its completions (what `summary.json` shows).
+pub fn without_completions(result: &Value) -> Value {
+    let mut shown = result.clone();
+    if let Value::Object(o) = &mut shown {
+        o.remove(COMPLETIONS);
+    }
+    shown
+}
+
+/// The lines of `eval_samples.jsonl` for one evaluation's `result`: each
+/// completion with `scored` (what was scored, and when) in front.
+pub fn sample_lines(scored: &Map<String, Value>, result: &Value) -> Vec<Value> {
+    result[COMPLETIONS]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|line| {
+            let mut out = scored.clone();
+            if let Value::Object(fields) = line {
+                out.extend(fields.clone());
+            }
+            Value::Object(out)
+        })
+        .collect()
 }
 
 /// The `by_label` key of the rows that have no `label` (or an empty one).

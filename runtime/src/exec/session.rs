@@ -501,6 +501,7 @@ impl<'a, B: Backend> Session<'a, B> {
             Some((first, _)) => self.final_on_held_out(first, &stages)?,
             None => None,
         };
+        let first_before_stage = first_before.as_ref().map(|(stage, _)| *stage);
         let first_before = first_before.map(|(_, v)| v);
         let mut evals = serde_json::Map::new();
         for e in &plan.evals {
@@ -523,6 +524,22 @@ impl<'a, B: Backend> Session<'a, B> {
             )?;
             evals.insert(e.name.clone(), result);
         }
+        self.write_eval_samples(&stages, first_before_stage, last_after.as_ref(), &evals)?;
+        let shown = |v: &Value| evaluate::without_completions(v);
+        let evals: serde_json::Map<String, Value> =
+            evals.iter().map(|(k, v)| (k.clone(), shown(v))).collect();
+        let stages: Vec<Value> = stages
+            .iter()
+            .map(|result| {
+                let mut result = result.clone();
+                for when in ["eval_before", "eval_after"] {
+                    if let Some(v) = result.get_mut(when) {
+                        *v = shown(v);
+                    }
+                }
+                result
+            })
+            .collect();
         let datasets: serde_json::Map<String, Value> = self
             .datasets
             .iter()
@@ -933,6 +950,63 @@ impl<'a, B: Backend> Session<'a, B> {
             })?;
         }
         Ok(())
+    }
+
+    /// Writes `eval_samples.jsonl`: every completion scored on a held-out
+    /// split or by an `eval`, one line each, with what was scored and when
+    /// (`stage` and `when`: `before` or `after` its training, or `final`
+    /// for the first stage's split scored on the weights of a later stage
+    /// that trained the same policy; or `eval`), its row, scores and text,
+    /// so that `summary.json`'s means can be read back to the answers.
+    /// Written whole at the end of the run (a resumed run's before-scores
+    /// come from its records).
+    fn write_eval_samples(
+        &self,
+        stages: &[Value],
+        first: Option<&StageSpec>,
+        last_after: Option<&Value>,
+        evals: &serde_json::Map<String, Value>,
+    ) -> Result<(), ExecError> {
+        let tag = |fields: Value| match fields {
+            Value::Object(o) => o,
+            _ => serde_json::Map::new(),
+        };
+        let mut lines = Vec::new();
+        for (stage, result) in self.plan.stages.iter().zip(stages) {
+            for when in ["before", "after"] {
+                if let Some(v) = result.get(format!("eval_{when}")).filter(|v| !v.is_null()) {
+                    let scored = tag(json!({"stage": stage.name, "when": when}));
+                    lines.extend(evaluate::sample_lines(&scored, v));
+                }
+            }
+        }
+        // The summary's `after`, when a later stage trained the policy (else
+        // it is the first stage's own `after`, written above).
+        if let (Some(first), Some(after)) = (first, last_after) {
+            let own = self
+                .plan
+                .stages
+                .iter()
+                .zip(stages)
+                .find(|(s, _)| s.name == first.name)
+                .and_then(|(_, r)| r.get("eval_after"));
+            if own != Some(after) {
+                let scored = tag(json!({"stage": first.name, "when": "final"}));
+                lines.extend(evaluate::sample_lines(&scored, after));
+            }
+        }
+        for (name, result) in evals {
+            lines.extend(evaluate::sample_lines(
+                &tag(json!({ "eval": name })),
+                result,
+            ));
+        }
+        let path = self.run.path.join("eval_samples.jsonl");
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        write_atomically(&path, text.as_bytes())
     }
 
     /// The final weights of `first`'s policy scored as `first` scores its
