@@ -1083,7 +1083,8 @@ class HttpJudge:
         if not 200 <= status < 300:
             wait = retry_after(answer.getheader("Retry-After") or "")
             detail = data[:300].decode("utf-8", "replace").strip()
-            return None, (status == 429 or status >= 500, f"HTTP {status}" + (f": {detail}" if detail else ""), wait)
+            retried = status in (408, 429) or status >= 500
+            return None, (retried, f"HTTP {status}" + (f": {detail}" if detail else ""), wait)
         if len(data) > MAX_ANSWER_BYTES:
             return None, (False, "the answer is over 10 MB; a chat completion is a few KB", None)
         if missing:
@@ -1146,7 +1147,8 @@ class HttpJudge:
                 )
             retryable, why, retry_after = failure
             if retryable and attempt < self.retries:
-                wait = retry_after if retry_after is not None else self.backoff * 2 ** attempt
+                # Equal jitter on the backoff, as saferc's judge: half to all of it.
+                wait = retry_after if retry_after is not None else self.backoff * 2 ** attempt * (0.5 + 0.5 * random.random())
                 wait = min(wait, MAX_RETRY_AFTER)
                 with self._lock:
                     self.counts["retries"] += 1

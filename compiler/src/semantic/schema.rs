@@ -308,7 +308,7 @@ const JUDGE: Block = Block {
         key("ca_file", Ty::Path, Default::Derived("the bundled Mozilla roots"), "PEM file of the certificate authorities that an `https` endpoint's certificate must chain to (a private CA), relative to this file; it replaces the bundled Mozilla roots for this judge."),
         ranged("concurrency", Ty::Int, Default::Number(4.0), (1.0, MAX_CONCURRENCY, true, true), "Requests in flight at once (at most 1024)."),
         ranged("timeout", Ty::Number, Default::Number(60.0), POSITIVE, "Seconds before a request is abandoned and retried."),
-        ranged("retries", Ty::Int, Default::Number(3.0), (0.0, 100.0, true, true), "Retries with exponential backoff on timeouts, 429 and 5xx answers (at most 100: each wait is capped at 60 s)."),
+        ranged("retries", Ty::Int, Default::Number(3.0), (0.0, 100.0, true, true), "Retries with exponential backoff on timeouts, 408, 429 and 5xx answers (at most 100: each wait is capped at 60 s)."),
         ranged("temperature", Ty::Number, Default::Number(0.0), (0.0, 2.0, true, true), "Sampling temperature of the judge."),
         ranged("fallback", Ty::Number, Default::None, (0.0, 1.0, true, true), "The score given when a `model` or `http` judge's reply holds no score; without it such a reply stops the run with the reply in the message."),
     ],

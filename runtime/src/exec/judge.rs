@@ -5,7 +5,7 @@
 //!   which criterion needs a scorer.
 //! - `http`: an OpenAI-compatible `/chat/completions` endpoint (a
 //!   vLLM-served reward model, a hosted API). Each question is one request
-//!   asking for a score between 0 and 1; 429, 5xx and timeouts are retried
+//!   asking for a score between 0 and 1; 408, 429, 5xx and timeouts are retried
 //!   with exponential backoff (honouring `Retry-After`; a refused TLS
 //!   certificate is not retried), at most `retries`
 //!   times (no wait longer than [`MAX_RETRY_AFTER`], whatever the backoff
@@ -470,7 +470,7 @@ fn send_unredacted(
             // Hidden before the message cuts it: a key cut in two by the
             // cut would be shown in part.
             let detail = error_detail(&hidden(&resp.into_string().unwrap_or_default()));
-            let retryable = code == 429 || code >= 500;
+            let retryable = retried_status(code);
             Err((retryable, format!("HTTP {code}{detail}"), retry_after))
         }
         Err(ureq::Error::Transport(t)) => {
@@ -488,6 +488,28 @@ fn send_unredacted(
             }
         }
     }
+}
+
+/// Whether an answer with HTTP status `code` is retried: 408 (the server
+/// timed the request out), 429 (too many requests) and every 5xx.
+fn retried_status(code: u16) -> bool {
+    code == 408 || code == 429 || code >= 500
+}
+
+/// A backoff wait with "equal jitter": between half of `wait` and all of
+/// it, drawn afresh each time, so that questions that failed together (a
+/// server restarting under 64 requests in flight) do not all come back in
+/// the same millisecond. A server's `Retry-After` is kept as it says.
+fn jittered(wait: Duration) -> Duration {
+    // A fresh `RandomState` is keyed anew (randomly per thread, then one
+    // more per call): its empty hash is a random number, with no RNG to
+    // seed or share between the judge's threads.
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let fraction = (bits >> 11) as f64 / (1u64 << 53) as f64;
+    wait.mul_f64(0.5 + 0.5 * fraction)
 }
 
 /// The error of a question stopped because another one failed for good
@@ -804,7 +826,9 @@ impl Judge for HttpJudge {
                 }
                 Err((true, why, retry_after)) if attempt < self.retries => {
                     let wait = retry_after
-                        .unwrap_or(self.backoff.saturating_mul(2u32.saturating_pow(attempt)))
+                        .unwrap_or_else(|| {
+                            jittered(self.backoff.saturating_mul(2u32.saturating_pow(attempt)))
+                        })
                         .min(MAX_RETRY_AFTER);
                     self.counts.retries.fetch_add(1, Ordering::Relaxed);
                     crate::stderr_line!(
@@ -886,6 +910,27 @@ mod tests {
             err.contains("outside ASCII") && !err.contains("sk-"),
             "{err}"
         );
+    }
+
+    /// 408, 429 and 5xx are retried; other answers are not. A backoff wait
+    /// is jittered within its upper half.
+    #[test]
+    fn retried_answers_and_jittered_waits() {
+        use super::{jittered, retried_status};
+        use std::time::Duration;
+        for code in [408, 429, 500, 502, 503, 599] {
+            assert!(retried_status(code), "{code}");
+        }
+        for code in [400, 401, 403, 404, 413, 422] {
+            assert!(!retried_status(code), "{code}");
+        }
+        let wait = Duration::from_millis(800);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(wait)).collect();
+        assert!(
+            waits.iter().all(|w| *w >= wait / 2 && *w <= wait),
+            "{waits:?}"
+        );
+        assert!(waits.iter().any(|w| *w != waits[0]), "no jitter");
     }
 
     #[test]
