@@ -28,6 +28,7 @@ pub mod reference;
 pub mod schema;
 pub mod scope;
 pub mod settings;
+pub mod unused;
 pub mod values;
 
 use crate::diagnostic::Diagnostic;

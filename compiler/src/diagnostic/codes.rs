@@ -180,6 +180,8 @@ codes! {
     E0329 = 329, "pattern that does not compile";
     /// `x in "text"`, a substring test written like a membership test (warning).
     E0330 = 330, "`in` a text is a substring test";
+    /// A declaration no stage or evaluation reaches (warning).
+    E0331 = 331, "declaration never used";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";

@@ -52,6 +52,7 @@ impl<'a> Analyzer<'a> {
         }
         self.check_dedup_cycle();
         self.check_datasets_read();
+        self.check_declarations_used();
         self.check_one_device();
         // After the rest: reported where nothing else is (a file's other
         // errors first, as a compiler's later phases wait for its earlier).
