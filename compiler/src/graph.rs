@@ -342,18 +342,18 @@ impl<'p> Lowerer<'p> {
         }
         // `dedup = [ev.test, ...]`: the rows of those splits are an input,
         // so a dataset comes after those it de-duplicates against.
-        let against: Vec<(DeclRef, Option<String>)> = match s.get("dedup") {
-            Some(Value::List(items)) => items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::Split { dataset, split } if *dataset != r => {
-                        Some((*dataset, split.clone()))
+        // Each split once (`dedup = [b.test, b.test]` reads it once).
+        let mut against: Vec<(DeclRef, Option<String>)> = Vec::new();
+        if let Some(Value::List(items)) = s.get("dedup") {
+            for v in items {
+                if let Value::Split { dataset, split } = v {
+                    let pair = (*dataset, split.clone());
+                    if *dataset != r && !against.contains(&pair) {
+                        against.push(pair);
                     }
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+                }
+            }
+        }
         if !against.is_empty() {
             let mut d = node(format!("{base}.dedup"), Op::Dedup, None);
             let names: Vec<String> = against
@@ -365,14 +365,17 @@ impl<'p> Lowerer<'p> {
                 .collect();
             d.params
                 .insert("against".into(), serde_json::json!(names.join(", ")));
+            // Ports `against.1`, `against.2`, ... in the order of `against`
+            // (a split's own name could be `rows`, the node's other input).
+            let ports: Vec<String> = (1..=names.len()).map(|k| format!("against.{k}")).collect();
             d.inputs.push(port("rows", T::Rows));
-            for name in &names {
+            for name in &ports {
                 d.inputs.push(port(name, T::Rows));
             }
             d.outputs.push(port("rows", T::Rows));
             let di = self.add(d);
             self.graph.connect(prev, "rows", di, "rows");
-            for ((dataset, split), name) in against.iter().zip(&names) {
+            for ((dataset, split), name) in against.iter().zip(&ports) {
                 let (si, p) = self.split(*dataset, split.as_deref());
                 self.graph.connect(si, &p, di, name);
             }
