@@ -866,7 +866,8 @@ fn replying(content: &str) -> Scripted {
 /// `1..` is no score; an empty key is refused.
 #[test]
 fn the_emitted_module_retries_cut_answers_and_never_shows_the_key() {
-    let key = "sk-echoed-0123456789";
+    // A `"` in it: JSON escapes it where a server echoes the key.
+    let key = r#"sk-echoed-01"23456789"#;
     let run = |answers: Vec<Scripted>, timeout_s: f64, retries: u32, fallback: Option<f64>| {
         let (port, taken) = start_scripted_judge(answers);
         let mut plan = judged_at(port);
@@ -912,7 +913,7 @@ fn the_emitted_module_retries_cut_answers_and_never_shows_the_key() {
     assert!(error.contains("timed out"), "{scored}");
     assert_eq!(requests, 1);
     assert!(took.as_secs_f64() < 10.0, "{took:?}");
-    // A reply that echoes the key, as written and JSON-escaped.
+    // A reply that echoes the key as written.
     let (scored, _, _) = run(
         vec![replying(&format!("key was Bearer {key}"))],
         5.0,
@@ -925,6 +926,33 @@ fn the_emitted_module_retries_cut_answers_and_never_shows_the_key() {
         "{scored}"
     );
     assert!(!error.contains("sk-echoed"), "{error}");
+    // Echoed JSON-escaped in a body without a reply (quoted whole), and in
+    // a 401's body, each across the place where the message is cut (500
+    // and 300 characters): hidden before the cut, not shown in part.
+    let echoed = |pad: usize| {
+        json!({ "detail": format!("{} bad key Bearer {key}", "x".repeat(pad)) }).to_string()
+    };
+    for (head, pad, says) in [
+        ("HTTP/1.1 200 OK", 463, "replied "),
+        ("HTTP/1.1 401 Unauthorized", 263, "HTTP 401: "),
+    ] {
+        let body = echoed(pad);
+        let (scored, _, _) = run(
+            vec![Scripted::Raw(format!(
+                "{head}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ))],
+            5.0,
+            0,
+            None,
+        );
+        let error = scored["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{scored}");
+        assert!(
+            !error.contains("sk-echoed") && !error.contains("23456789"),
+            "{error}"
+        );
+    }
     // `1..` is no score, as in the runtime's `parse_score`.
     let (_, dir) = emitted(saferc::emit::Target::Verl, "emit-parse-score");
     let parsed = json_printed(&mut python_program(

@@ -912,7 +912,7 @@ def checked_api_key(judge, var, key):
     character an HTTP header cannot carry, as saferc refuses it."""
     if key is None:
         raise EvalError(f"judge `{judge}` reads its API key from ${var}, which is not set")
-    if not key.strip():
+    if key == "":
         raise EvalError(f"judge `{judge}` reads its API key from ${var}, which is empty")
     for at, c in enumerate(key):
         if not ("!" <= c <= "~"):
@@ -1057,17 +1057,29 @@ class HttpJudge:
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         watchdog.start()
         try:
-            conn.connect()
+            # Connected by hand, so that the watchdog holds the socket
+            # before a TLS handshake, which a server could trickle too.
+            raw = socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=self.timeout)
+            sock = raw
+            if url.scheme == "https":
+                sock = self.context.wrap_socket(raw, server_hostname=url.hostname, do_handshake_on_connect=False)
             with lock:
-                opened.append(conn.sock)
+                opened.append(sock)
                 if expired.is_set():
                     shut()
+            if url.scheme == "https":
+                sock.do_handshake()
+            conn.sock = sock
             conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
             answer = conn.getresponse()
             status = answer.status
             data = answer.read(MAX_ANSWER_BYTES + 1)
             # Bytes promised by `Content-Length` that never came.
             missing = answer.length or 0
+        except ssl.SSLCertVerificationError as e:
+            # A certificate that is refused will be refused again (saferc
+            # does not retry it either).
+            return None, (False, f"{e.verify_message or e}: the endpoint's certificate is not trusted; give the judge a `ca_file` holding the authority that signed it", None)
         except (http.client.HTTPException, OSError) as e:
             if expired.is_set():
                 return None, (True, f"timed out: no whole answer within {rust_number(self.timeout)} s", None)
@@ -1082,7 +1094,8 @@ class HttpJudge:
             return None, (False, f"HTTP {status} to {where}: the endpoint redirects; set `endpoint` to where it points", None)
         if not 200 <= status < 300:
             wait = retry_after(answer.getheader("Retry-After") or "")
-            detail = data[:300].decode("utf-8", "replace").strip()
+            # Hidden before it is cut: a key cut in two would show in part.
+            detail = redacted(data.decode("utf-8", "replace"), self.authorization)[:300].strip()
             retried = status in (408, 429) or status >= 500
             return None, (retried, f"HTTP {status}" + (f": {detail}" if detail else ""), wait)
         if len(data) > MAX_ANSWER_BYTES:
@@ -1124,9 +1137,10 @@ class HttpJudge:
                     if not isinstance(said, str):
                         raise TypeError
                 except (ValueError, KeyError, IndexError, TypeError):
-                    said = text[:500]
+                    said = text
                 v = parse_score(said, lo, hi)
-                said = redacted(said, self.authorization)
+                # Hidden before it is cut: a key cut in two would show in part.
+                said = redacted(said, self.authorization)[:500]
                 if v is not None:
                     return v
                 if self.fallback is not None:
