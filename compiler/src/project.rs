@@ -13,6 +13,7 @@
 pub mod manifest;
 pub mod new;
 pub mod pins;
+pub mod secrets;
 
 pub use manifest::{JudgeEndpoint, Manifest};
 

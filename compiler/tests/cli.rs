@@ -581,6 +581,36 @@ fn a_key_written_in_a_file_is_not_printed() {
     assert!(!err.contains("sk-LITERAL"), "printed:\n{err}");
     assert!(err.contains("api_key = \"***************\""), "{err}");
     assert!(err.contains("revoke it"), "{err}");
+    // Not TOML (a bare value), triple-quoted, written twice, or in an
+    // `auth` key: hidden in whatever error the file gives.
+    for line in [
+        "api_key = sk-LITERAL-0123",
+        "api_key = \"\"\"sk-LITERAL-0123\"\"\"",
+        "api_key = \"sk-LITERAL-0123\"\napi_key = \"sk-LITERAL-4567\"",
+        "auth = \"Bearer sk-LITERAL-0123\"",
+    ] {
+        write(
+            &literal,
+            "safer.toml",
+            &format!("[project]\nname = \"p\"\n\n[judges.grm]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\n{line}\n"),
+        );
+        let out = saferc(&["check", &pipeline]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{line}: {err}");
+        assert!(!err.contains("sk-LITERAL"), "{line}: printed:\n{err}");
+    }
+    // A misspelt `api_key_env` naming a variable is only misspelt: shown,
+    // with the fix.
+    write(
+        &literal,
+        "safer.toml",
+        "[project]\nname = \"p\"\n\n[judges.grm]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\napi_key_evn = \"JUDGE_KEY\"\n",
+    );
+    let err = stderr(&saferc(&["check", &pipeline]));
+    assert!(
+        err.contains("did you mean `api_key_env`?") && err.contains("\"JUDGE_KEY\""),
+        "{err}"
+    );
     let file = write(
         &dir,
         "p.safer",

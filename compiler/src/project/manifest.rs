@@ -1,6 +1,7 @@
 //! `safer.toml`: serde types, parsed with the `toml` crate, and its
 //! diagnostics (pointing at the TOML span).
 
+use super::secrets;
 use crate::diagnostic::{did_you_mean, Code, Diagnostic};
 use crate::source::SourceMap;
 use crate::span::{SourceId, Span};
@@ -170,6 +171,23 @@ pub fn load(sources: &mut SourceMap, root: &Path) -> Result<Manifest, Vec<Diagno
 /// # Errors
 /// As [`load`].
 pub fn parse(id: SourceId, text: &str, root: &Path) -> Result<Manifest, Vec<Diagnostic>> {
+    parse_showing_secrets(id, text, root).map_err(|diags| {
+        // No report shows a credential written in the file, whatever it
+        // is about (a syntax error on its line, a key written twice).
+        let hidden = secrets::secret_values(text);
+        diags
+            .into_iter()
+            .map(|d| hidden.iter().fold(d, |d, r| d.hiding(span(id, r.clone()))))
+            .collect()
+    })
+}
+
+/// [`parse`], whose reports may show a credential's text.
+fn parse_showing_secrets(
+    id: SourceId,
+    text: &str,
+    root: &Path,
+) -> Result<Manifest, Vec<Diagnostic>> {
     let manifest: Manifest = toml::from_str(text).map_err(|e| every_error(id, text, &e))?;
     let mut diags = Vec::new();
     for (name, judge) in &manifest.judges {
@@ -384,53 +402,15 @@ fn span(id: SourceId, r: std::ops::Range<usize>) -> Span {
     Span::new(id, r.start, r.end)
 }
 
-/// Whether an unknown key's name says its value is a credential
-/// (`api_key`, `token`, `password`, ...).
-fn holds_a_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase().replace('-', "_");
-    [
-        "key",
-        "token",
-        "secret",
-        "password",
-        "bearer",
-        "authorization",
-    ]
-    .iter()
-    .any(|word| {
-        key.split('_')
-            .any(|part| part == *word || part == format!("api{word}"))
-    })
-}
-
-/// The byte range of the value set by the key that ends at `key_end` in
-/// `text` (`key = value`): a string with its quotes, or what is left of
-/// the line; `None` when no `=` follows.
-fn value_after_key(text: &str, key_end: usize) -> Option<std::ops::Range<usize>> {
-    let rest = text.get(key_end..)?;
-    let after_eq = rest.find(|c: char| !matches!(c, ' ' | '\t'))?;
-    let rest_eq = rest.get(after_eq..)?.strip_prefix('=')?;
-    let lead = rest_eq.len() - rest_eq.trim_start_matches([' ', '\t']).len();
-    let start = key_end + after_eq + 1 + lead;
-    let value = text.get(start..)?;
-    let line_end = value.find(['\n', '\r']).unwrap_or(value.len());
-    let len = match value.chars().next() {
-        // A quoted string (basic or literal), to its closing quote; an
-        // unclosed one to the end of its line.
-        Some(q @ ('"' | '\'')) => {
-            let mut escaped = false;
-            value[1..line_end]
-                .char_indices()
-                .find(|&(_, c)| {
-                    let closes = c == q && !escaped;
-                    escaped = q == '"' && c == '\\' && !escaped;
-                    closes
-                })
-                .map_or(line_end, |(i, _)| i + 2)
-        }
-        _ => value[..line_end].trim_end().len(),
-    };
-    (len > 0).then(|| start..start + len)
+/// Where the value of the key ending at `key_end` starts: after its `=`
+/// (`key_end` itself when none follows).
+fn after_eq(text: &str, key_end: usize) -> usize {
+    let rest = text.get(key_end..).unwrap_or("");
+    let trimmed = rest.trim_start_matches([' ', '\t']);
+    match trimmed.strip_prefix('=') {
+        Some(_) => key_end + (rest.len() - trimmed.len()) + 1,
+        None => key_end,
+    }
 }
 
 /// Whether a line of `text` sets key `key` or opens a table named `key`
@@ -509,14 +489,18 @@ fn from_toml(id: SourceId, text: &str, e: &toml::de::Error) -> Diagnostic {
             format!("unknown key `{field}` in `safer.toml`"),
         )
         .with_primary(at, "unknown key");
-        // `api_key = "sk-..."` is the key itself: no report shows it, and
-        // renaming the key would keep it in the file as a variable's name.
-        if holds_a_secret(field) {
-            if let Some(value) = value_after_key(text, range.end) {
-                d = d.hiding(span(id, value));
-            }
+        // `api_key = "sk-..."` is likely the key itself (no report shows
+        // it: `parse` hides every credential), and renaming the key would
+        // keep it in the file as a variable's name; a misspelt
+        // `api_key_env` naming a variable is only misspelt.
+        let value = secrets::value_from(text, after_eq(text, range.end))
+            .and_then(|r| text.get(r))
+            .unwrap_or("");
+        let names_variable =
+            crate::semantic::checks::is_variable_name(value.trim_matches(['"', '\'']));
+        if secrets::holds_a_secret(field) && !names_variable {
             return d
-                .with_note("this is the key itself, now in the file: take it out and revoke it (this report does not show it)")
+                .with_note("if this is the key itself, it is now in the file: take it out and revoke it (this report does not show it)")
                 .with_help("put the key in an environment variable and name that variable: `api_key_env = \"JUDGE_API_KEY\"`");
         }
         d = match did_you_mean(field, candidates.iter().copied()) {
@@ -555,34 +539,6 @@ fn from_toml(id: SourceId, text: &str, e: &toml::de::Error) -> Diagnostic {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-
-    /// A credential's value is found after its key, quotes included, in
-    /// the forms TOML writes it; a key without a value gives nothing.
-    #[test]
-    fn a_secret_value_is_found_after_its_key() {
-        let found = |text: &str| {
-            let key_end = text.find("api_key").map(|i| i + "api_key".len()).unwrap();
-            super::value_after_key(text, key_end).map(|r| text[r].to_string())
-        };
-        assert_eq!(
-            found("api_key = \"sk-1\"\nx = 1").as_deref(),
-            Some("\"sk-1\"")
-        );
-        assert_eq!(found("api_key='sk # 2' # c").as_deref(), Some("'sk # 2'"));
-        assert_eq!(
-            found("api_key = \"a\\\"b\" ").as_deref(),
-            Some("\"a\\\"b\"")
-        );
-        assert_eq!(found("api_key = \"open\nx").as_deref(), Some("\"open"));
-        assert_eq!(
-            found("api_key =   sk-bare  \r\n").as_deref(),
-            Some("sk-bare")
-        );
-        assert_eq!(found("api_key\n= 1"), None);
-        assert!(super::holds_a_secret("api_key") && super::holds_a_secret("apiKey"));
-        assert!(super::holds_a_secret("token") && super::holds_a_secret("openai-api-key"));
-        assert!(!super::holds_a_secret("keep") && !super::holds_a_secret("monkey"));
-    }
     use super::*;
 
     /// The required-key lists are serde's: a table lacking one of them is
