@@ -757,6 +757,27 @@ fn check_case(name: &str) {
             );
         }
     }
+    // `eval_samples.jsonl`: lines per `STAGE/WHEN` (or `eval/NAME`).
+    if let Some(counts) = expect["eval_samples"].as_object() {
+        let lines = read_jsonl(&out_dir.join("eval_samples.jsonl"));
+        let mut got: std::collections::BTreeMap<String, u64> = Default::default();
+        for l in &lines {
+            let key = match l["eval"].as_str() {
+                Some(e) => format!("eval/{e}"),
+                None => format!(
+                    "{}/{}",
+                    l["stage"].as_str().unwrap(),
+                    l["when"].as_str().unwrap()
+                ),
+            };
+            *got.entry(key).or_default() += 1;
+        }
+        let want: std::collections::BTreeMap<String, u64> = counts
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect();
+        assert_eq!(got, want, "{name}: eval_samples.jsonl");
+    }
     if let Some(checks) = expect["metrics"].as_object() {
         let metrics = read_jsonl(&out_dir.join("metrics.jsonl"));
         assert!(!metrics.is_empty());

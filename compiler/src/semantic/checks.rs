@@ -225,15 +225,19 @@ impl<'a> Analyzer<'a> {
             // `lr / warmup` a step and stops at `(steps - 1) / warmup` of it.
             if warmup >= steps && self.written(i, &[algorithm, "warmup"]) {
                 let peak = (steps - 1.0) / warmup * 100.0;
+                let steps_of =
+                    |n: f64| format!("{} step{}", num(n), if n == 1.0 { "" } else { "s" });
+                let at_end = if steps <= 1.0 {
+                    "the only step runs at a rate of 0: nothing is trained".to_string()
+                } else {
+                    format!("the last step runs at {peak:.0}% of `lr`")
+                };
                 self.diags.push(
                     Diagnostic::warning(
                         Code::E0317,
-                        format!("`warmup` ({} steps) outlasts the stage ({} steps): the rate never reaches `lr`", num(warmup), num(steps)),
+                        format!("`warmup` ({}) is as long as the stage ({}) or longer: the rate never reaches `lr`", steps_of(warmup), steps_of(steps)),
                     )
-                    .with_primary(
-                        self.setting_span(i, &[algorithm, "warmup"]),
-                        format!("the last step runs at {peak:.0}% of `lr`"),
-                    )
+                    .with_primary(self.setting_span(i, &[algorithm, "warmup"]), at_end)
                     .with_help("shorten `warmup` (a few percent of `steps` is common) or raise `steps`"),
                 );
                 continue;

@@ -87,7 +87,8 @@ pub fn evaluate<B: Backend>(
             let mut line = Map::new();
             line.insert("row".into(), json!(row.origin));
             line.insert("id".into(), json!(row.id));
-            line.insert("label".into(), json!(label));
+            // No label: null (as the row has none), not "".
+            line.insert("label".into(), json!(row.text("label")));
             for (name, value) in names.iter().zip(&sc.criteria) {
                 line.insert(name.clone(), json!(value));
             }

@@ -1,6 +1,7 @@
 //! Health warnings during GRPO, printed as they happen, each naming the
 //! healthy range that was left: every group with zero reward variance, KL
-//! spikes, entropy collapse, clip fractions, response lengths, completions
+//! spikes (against the steps before) and KL too high (above 1 nat per
+//! token at any step), entropy collapse, clip fractions, response lengths, completions
 //! that do not follow the rollout's `format`, and reflection that never or
 //! always fires. A condition that holds step
 //! after step prints once, when it starts, and again only after it has
@@ -105,11 +106,22 @@ impl Health {
         // would call any positive value a spike.
         let size = kl.abs();
         if size > KL_HIGH {
-            said.extend(self.warn(step, "kl_high", &format!("KL is {kl:.3} nats per token; healthy: below {KL_HIGH} (the policy has moved far from the reference: lower lr or raise kl.beta)")));
+            // Its size: a signed estimator's -1.5 is as far as 1.5.
+            said.extend(self.warn(step, "kl_high", &format!("KL's size is {size:.3} nats per token; healthy: below {KL_HIGH} (the policy has moved far from the reference: lower lr or raise kl.beta)")));
         } else if self.kl_recent.len() == KL_RECENT {
             let mean = self.kl_recent.iter().sum::<f64>() / KL_RECENT as f64;
             if size > KL_SPIKE_FLOOR && size > KL_SPIKE_FACTOR * mean {
-                said.extend(self.warn(step, "kl_spike", &format!("KL spiked to {kl:.4}, {:.0}x the mean size of the {KL_RECENT} steps before ({mean:.4}); healthy: within {KL_SPIKE_FACTOR}x of them (lower lr or raise kl.beta)", size / mean.max(f64::MIN_POSITIVE))));
+                // After steps of 0 (a reference equal to the policy) no
+                // factor says anything.
+                let against = if mean > 0.0 {
+                    format!(
+                        "{:.0}x the mean size of the {KL_RECENT} steps before ({mean:.4})",
+                        size / mean
+                    )
+                } else {
+                    format!("after {KL_RECENT} steps of 0")
+                };
+                said.extend(self.warn(step, "kl_spike", &format!("KL spiked to {kl:.4}, {against}; healthy: within {KL_SPIKE_FACTOR}x of them (lower lr or raise kl.beta)")));
             }
         }
         self.kl_recent.push(size);
@@ -241,7 +253,7 @@ mod tests {
             ),
             (
                 with("kl", 1.5),
-                ["KL is 1.500 nats per token", "healthy: below 1"],
+                ["KL's size is 1.500 nats per token", "healthy: below 1"],
             ),
             (
                 with("entropy", 0.01),
@@ -321,7 +333,7 @@ mod tests {
         }
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
-            lines[0].starts_with("warning: step 2: KL is 2.320 nats per token"),
+            lines[0].starts_with("warning: step 2: KL's size is 2.320 nats per token"),
             "{lines:?}"
         );
         assert_eq!(health.count(), 3);
@@ -349,6 +361,19 @@ mod tests {
             said[0].starts_with("warning: step 10: KL spiked to 0.6000"),
             "{said:?}"
         );
+        // After steps of exactly 0, the spike says so (no factor).
+        let mut health = Health::default();
+        for step in 0..5 {
+            assert!(health.check(step, &with("kl", 0.0), 32, false).is_empty());
+        }
+        let said = health.check(5, &with("kl", 0.2), 32, false);
+        assert!(
+            said[0].contains("KL spiked to 0.2000, after 5 steps of 0;"),
+            "{said:?}"
+        );
+        // A signed estimator's large negative value is too high by its size.
+        let said = Health::default().check(0, &with("kl", -1.5), 32, false);
+        assert!(said[0].contains("KL's size is 1.500"), "{said:?}");
     }
 
     #[test]

@@ -33,9 +33,16 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// The progress of `stage`, `done` of its `total` steps run.
+    /// The progress of `stage`, `done` of its `total` steps run, shown
+    /// as a bar when stderr is a terminal, else as plain lines.
     pub fn new(stage: &str, total: u64, done: u64, show: bool) -> Self {
-        let bar = show.then(|| {
+        use std::io::IsTerminal;
+        Self::on(stage, total, done, show, std::io::stderr().is_terminal())
+    }
+
+    /// [`Progress::new`], told whether stderr is a terminal.
+    fn on(stage: &str, total: u64, done: u64, show: bool, terminal: bool) -> Self {
+        let bar = (show && terminal).then(|| {
             let bar = ProgressBar::new(total);
             bar.set_style(
                 ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
@@ -46,15 +53,14 @@ impl Progress {
             bar.set_position(done);
             bar
         });
-        let plain = bar
-            .as_ref()
-            .is_some_and(ProgressBar::is_hidden)
-            .then_some(None);
+        // A terminal indicatif cannot draw on (`TERM=dumb`) gets lines too.
+        let bar = bar.filter(|b| !b.is_hidden());
+        let plain = (show && bar.is_none()).then_some(None);
         Progress {
             stage: stage.to_string(),
             total,
             done,
-            bar: bar.filter(|b| !b.is_hidden()),
+            bar,
             plain,
             started: Instant::now(),
             steps_since_start: 0,
@@ -253,12 +259,11 @@ pub fn plot(run: &Path) -> Result<(), ExecError> {
 mod tests {
     use super::{curves, tick_decimals, tick_label, Progress};
 
-    /// Without a terminal (as under `cargo test`), progress is plain lines:
-    /// the first step's and the last's, none in between within 10 s; with
-    /// `show` off, none.
+    /// Without a terminal, progress is plain lines: the first step's and
+    /// the last's, none in between within 10 s; with `show` off, none.
     #[test]
     fn plain_progress_lines_name_the_step_and_what_is_left() {
-        let mut progress = Progress::new("t", 3, 0, true);
+        let mut progress = Progress::on("t", 3, 0, true, false);
         assert!(progress.bar().is_none());
         assert!(progress.plain.is_some());
         progress.step("reward 0.100".into());
@@ -272,7 +277,7 @@ mod tests {
         progress.step("reward 0.300".into());
         assert_ne!(progress.plain, first, "the last step prints");
         assert_eq!(progress.plain_line("reward 0.3"), "t: step 3/3, reward 0.3");
-        let quiet = Progress::new("t", 3, 0, false);
+        let quiet = Progress::on("t", 3, 0, false, false);
         assert!(quiet.bar().is_none() && quiet.plain.is_none());
     }
 

@@ -981,28 +981,51 @@ impl<'a, B: Backend> Session<'a, B> {
             }
         }
         // The summary's `after`, when a later stage trained the policy (else
-        // it is the first stage's own `after`, written above).
-        if let (Some(first), Some(after)) = (first, last_after) {
-            let own = self
-                .plan
-                .stages
-                .iter()
-                .zip(stages)
-                .find(|(s, _)| s.name == first.name)
-                .and_then(|(_, r)| r.get("eval_after"));
-            if own != Some(after) {
-                let scored = tag(json!({"stage": first.name, "when": "final"}));
-                lines.extend(evaluate::sample_lines(&scored, after));
-            }
+        // it is the first stage's own `after`, written above): as the plan
+        // says, not as the scores compare (a later stage may change nothing).
+        let final_after = first.zip(last_after).filter(|(first, _)| {
+            let last = self.plan.stages.iter().rfind(|s| s.policy == first.policy);
+            last.is_some_and(|last| last.name != first.name)
+        });
+        if let Some((first, after)) = final_after {
+            let scored = tag(json!({"stage": first.name, "when": "final"}));
+            lines.extend(evaluate::sample_lines(&scored, after));
         }
         for (name, result) in evals {
+            let model = self
+                .plan
+                .evals
+                .iter()
+                .find(|e| &e.name == name)
+                .map(|e| e.model.clone());
             lines.extend(evaluate::sample_lines(
-                &tag(json!({ "eval": name })),
+                &tag(json!({ "eval": name, "model": model })),
                 result,
             ));
         }
+        // Scores a run kept from a saferc that recorded no completions (a
+        // resumed older run) have none to write: said, not silently short.
+        let unrecorded = stages
+            .iter()
+            .flat_map(|r| [r.get("eval_before"), r.get("eval_after")])
+            .chain(std::iter::once(final_after.map(|(_, after)| after)))
+            .flatten()
+            .filter(|v| !v.is_null() && v.get(evaluate::COMPLETIONS).is_none())
+            .count();
+        if unrecorded > 0 {
+            crate::stderr_line!(
+                "warning: {unrecorded} held-out scoring(s) kept from before this version of saferc recorded no completions: eval_samples.jsonl lacks them"
+            );
+        }
         let path = self.run.path.join("eval_samples.jsonl");
         if lines.is_empty() {
+            // A forced resume that now scores nothing leaves no stale file.
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| ExecError::Io {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            }
             return Ok(());
         }
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
