@@ -243,6 +243,39 @@ pub struct HttpJudge {
     /// ends with this message (it stopped the run at once, not after
     /// another question's wait for its retry).
     failed: std::sync::Mutex<Option<String>>,
+    /// Retry warnings: at most one a second is printed ([`RetryWarnings`]).
+    retry_warnings: std::sync::Mutex<RetryWarnings>,
+}
+
+/// Retry warnings of one judge, printed at most one a second: at
+/// `concurrency = 64`, a server restarting would otherwise print 64 lines
+/// per round of retries. A printed line counts the retries left unprinted
+/// since the one before.
+#[derive(Default)]
+struct RetryWarnings {
+    last: Option<std::time::Instant>,
+    unprinted: u64,
+}
+
+impl RetryWarnings {
+    /// `line`, with the retries unprinted before it, when one is due
+    /// (none printed within a second); else `None`, counted.
+    fn due(&mut self, line: String) -> Option<String> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            self.unprinted += 1;
+            return None;
+        }
+        self.last = Some(now);
+        let line = match std::mem::take(&mut self.unprinted) {
+            0 => line,
+            n => format!("{line} ({n} more retries since the last such warning)"),
+        };
+        Some(line)
+    }
 }
 
 impl HttpJudge {
@@ -304,6 +337,7 @@ impl HttpJudge {
                 .map_err(|e| format!("judge `{name}`: cannot start its threads: {e}"))?,
             counts: JudgeCounts::default(),
             failed: std::sync::Mutex::new(None),
+            retry_warnings: std::sync::Mutex::default(),
             backoff: Duration::from_millis(
                 std::env::var("SAFERC_JUDGE_BACKOFF_MS")
                     .ok()
@@ -675,7 +709,11 @@ fn printable(text: &str) -> String {
 fn chat_completions_url(endpoint: &str) -> Result<String, String> {
     let mut url = url::Url::parse(endpoint).map_err(|e| format!("not a URL ({e})"))?;
     let path = url.path().trim_end_matches('/').to_string();
-    if !path.ends_with("/chat/completions") {
+    // `.../chat/completions/` loses its slash too (as the emitted module
+    // posts it): servers route the path without one.
+    if path.ends_with("/chat/completions") {
+        url.set_path(&path);
+    } else {
         url.set_path(&format!("{path}/chat/completions"));
     }
     Ok(url.to_string())
@@ -831,7 +869,7 @@ impl Judge for HttpJudge {
                         })
                         .min(MAX_RETRY_AFTER);
                     self.counts.retries.fetch_add(1, Ordering::Relaxed);
-                    crate::stderr_line!(
+                    let line = format!(
                         "warning: judge `{}` at {} failed ({why}); retry {} of {} in {:.1}s",
                         self.name,
                         self.shown_url,
@@ -839,6 +877,14 @@ impl Judge for HttpJudge {
                         self.retries,
                         wait.as_secs_f64()
                     );
+                    let due = self
+                        .retry_warnings
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .due(line);
+                    if let Some(line) = due {
+                        crate::stderr_line!("{line}");
+                    }
                     if self.wait_unless_interrupted(wait) {
                         if let Some(failed) = self.failure() {
                             break Err(stopped_by(&failed));
@@ -912,6 +958,21 @@ mod tests {
         );
     }
 
+    /// Retry warnings print at most one a second; the next printed counts
+    /// the ones left out.
+    #[test]
+    fn retry_warnings_are_throttled_and_counted() {
+        let mut warnings = super::RetryWarnings::default();
+        assert_eq!(warnings.due("a".into()).as_deref(), Some("a"));
+        assert_eq!(warnings.due("b".into()), None);
+        assert_eq!(warnings.due("c".into()), None);
+        warnings.last = Some(std::time::Instant::now() - std::time::Duration::from_secs(2));
+        assert_eq!(
+            warnings.due("d".into()).as_deref(),
+            Some("d (2 more retries since the last such warning)")
+        );
+    }
+
     /// 408, 429 and 5xx are retried; other answers are not. A backoff wait
     /// is jittered within its upper half.
     #[test]
@@ -949,6 +1010,10 @@ mod tests {
         );
         assert_eq!(
             url("http://h/v1/chat/completions"),
+            "http://h/v1/chat/completions"
+        );
+        assert_eq!(
+            url("http://h/v1/chat/completions/"),
             "http://h/v1/chat/completions"
         );
         assert!(chat_completions_url("h/v1").is_err());
