@@ -344,14 +344,9 @@ impl<'p> Lowerer<'p> {
         // so a dataset comes after those it de-duplicates against.
         // Each split once (`dedup = [b.test, b.test]` reads it once).
         let mut against: Vec<(DeclRef, Option<String>)> = Vec::new();
-        if let Some(Value::List(items)) = s.get("dedup") {
-            for v in items {
-                if let Value::Split { dataset, split } = v {
-                    let pair = (*dataset, split.clone());
-                    if *dataset != r && !against.contains(&pair) {
-                        against.push(pair);
-                    }
-                }
+        for pair in s.dedup_against(r) {
+            if !against.contains(&pair) {
+                against.push(pair);
             }
         }
         if !against.is_empty() {

@@ -320,18 +320,11 @@ impl<'a> Lowerer<'a> {
                 },
             },
         });
-        let dedup = match s.get("dedup") {
-            Some(Value::List(items)) => items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::Split { dataset, split } if *dataset != r => {
-                        Some((self.dataset(*dataset), split.clone()))
-                    }
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let dedup = s
+            .dedup_against(r)
+            .into_iter()
+            .map(|(dataset, split)| (self.dataset(dataset), split))
+            .collect();
         if let Some(d) = self.plan.datasets.get_mut(&name) {
             d.curate = curate;
             d.dedup = dedup;

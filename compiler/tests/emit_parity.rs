@@ -678,7 +678,9 @@ fn start_judge() -> (u16, Received) {
     (port, received)
 }
 
-fn answer(mut stream: std::net::TcpStream, first: bool, log: &Received) {
+/// Reads one HTTP request from `stream`: its `Authorization` header (empty
+/// without one) and its body (`None` when the body is cut short).
+fn read_request(stream: &std::net::TcpStream) -> (String, Option<Vec<u8>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let (mut length, mut authorization) = (0usize, String::new());
     loop {
@@ -695,9 +697,14 @@ fn answer(mut stream: std::net::TcpStream, first: bool, log: &Received) {
         }
     }
     let mut body = vec![0u8; length];
-    if reader.read_exact(&mut body).is_err() {
+    let read = reader.read_exact(&mut body).is_ok();
+    (authorization, read.then_some(body))
+}
+
+fn answer(mut stream: std::net::TcpStream, first: bool, log: &Received) {
+    let (authorization, Some(body)) = read_request(&stream) else {
         return;
-    }
+    };
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let question = body["messages"][1]["content"]
         .as_str()
@@ -806,20 +813,7 @@ fn start_scripted_judge(answers: Vec<Scripted>) -> (u16, Arc<Mutex<usize>>) {
             *count.lock().unwrap() += 1;
             std::thread::spawn(move || {
                 let mut stream = stream;
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0u8; length];
-                let _ = reader.read_exact(&mut body);
+                read_request(&stream);
                 match answer {
                     Scripted::Raw(text) => {
                         let _ = stream.write_all(text.as_bytes());

@@ -72,31 +72,9 @@ impl<'a> Analyzer<'a> {
     /// a file with errors (a setting refused would make its dataset look
     /// unread).
     fn check_datasets_read(&mut self) {
-        if self.diags.iter().any(Diagnostic::is_error) {
+        let Some(read) = self.reached_from_entry_stages() else {
             return;
-        }
-        let stages: Vec<usize> = (0..self.decls.len())
-            .filter(|&i| {
-                self.decls[i].module == 0
-                    && matches!(self.decls[i].kind, DeclKind::Train | DeclKind::Eval)
-            })
-            .collect();
-        if stages.is_empty() {
-            return;
-        }
-        let mut read = vec![false; self.decls.len()];
-        let mut todo: Vec<usize> = Vec::new();
-        for &i in &stages {
-            datasets_named(&self.decls[i].settings, &mut todo);
-        }
-        while let Some(d) = todo.pop() {
-            if d >= read.len() || read[d] || self.decls[d].kind != DeclKind::Dataset {
-                continue;
-            }
-            read[d] = true;
-            // Its `dedup` reads the datasets it names.
-            datasets_named(&self.decls[d].settings, &mut todo);
-        }
+        };
         let unread: Vec<(String, Span)> = self
             .decls
             .iter()
@@ -2244,25 +2222,6 @@ fn largest_divisor_at_most(n: u64, limit: u64) -> u64 {
         i += 1;
     }
     best
-}
-
-/// Adds to `out` the declarations every dataset split or reference in
-/// `settings` (nested blocks and lists included) names.
-fn datasets_named(settings: &Settings, out: &mut Vec<usize>) {
-    fn value(v: &Value, out: &mut Vec<usize>) {
-        match v {
-            Value::Split { dataset, .. } => out.push(dataset.0),
-            Value::Ref(r) => out.push(r.0),
-            Value::List(items) => items.iter().for_each(|item| value(item, out)),
-            _ => {}
-        }
-    }
-    for setting in settings.0.values() {
-        match setting {
-            Setting::Value(v) => value(v, out),
-            Setting::Block(inner) => datasets_named(inner, out),
-        }
-    }
 }
 
 /// Whether `s` can name an environment variable: ASCII letters, digits and

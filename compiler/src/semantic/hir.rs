@@ -115,6 +115,23 @@ pub enum Setting {
 }
 
 impl Settings {
+    /// A dataset's `dedup`: the other datasets' splits it names, in order
+    /// (`own`'s own splits left out: E0317 says so).
+    pub fn dedup_against(&self, own: DeclRef) -> Vec<(DeclRef, Option<String>)> {
+        match self.get("dedup") {
+            Some(Value::List(items)) => items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Split { dataset, split } if *dataset != own => {
+                        Some((*dataset, split.clone()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// A value by key.
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self.0.get(key) {

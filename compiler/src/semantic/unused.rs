@@ -29,19 +29,9 @@ impl Analyzer<'_> {
     /// E0331 for each declaration of the entry file that no stage or
     /// evaluation reaches.
     pub(crate) fn check_declarations_used(&mut self) {
-        if self.diags.iter().any(Diagnostic::is_error) {
+        let Some(reached) = self.reached_from_entry_stages() else {
             return;
-        }
-        let roots: Vec<usize> = (0..self.decls.len())
-            .filter(|&i| {
-                self.decls[i].module == 0
-                    && matches!(self.decls[i].kind, DeclKind::Train | DeclKind::Eval)
-            })
-            .collect();
-        if roots.is_empty() {
-            return;
-        }
-        let reached = self.reached_from(roots);
+        };
         let unused: Vec<usize> = (0..self.decls.len())
             .filter(|&i| {
                 let d = &self.decls[i];
@@ -62,6 +52,23 @@ impl Analyzer<'_> {
                     ),
             );
         }
+    }
+
+    /// Which declarations the entry file's stages and evaluations reach
+    /// (E0325, E0331); `None` for a file with errors (a setting refused
+    /// would make what it names look unused) or without stages or
+    /// evaluations (a library of declarations).
+    pub(crate) fn reached_from_entry_stages(&self) -> Option<Vec<bool>> {
+        if self.diags.iter().any(Diagnostic::is_error) {
+            return None;
+        }
+        let roots: Vec<usize> = (0..self.decls.len())
+            .filter(|&i| {
+                self.decls[i].module == 0
+                    && matches!(self.decls[i].kind, DeclKind::Train | DeclKind::Eval)
+            })
+            .collect();
+        (!roots.is_empty()).then(|| self.reached_from(roots))
     }
 
     /// Which declarations `roots` reach through what they name: settings,
