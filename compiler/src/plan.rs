@@ -132,10 +132,23 @@ impl<'a> Lowerer<'a> {
         if !self.plan.judges.contains_key(&name) {
             let s = &self.decl(r).settings;
             let model = s.reference("model").map(|m| self.model(m));
+            let kind = text(s, "kind", "rules");
+            // Shown by default where the judge can see them: an endpoint
+            // (one that reads text only says so, and `images = false`
+            // answers it) or a local vision-language model.
+            let sees_images = match kind.as_str() {
+                "http" => true,
+                "model" => model
+                    .as_ref()
+                    .and_then(|m| self.plan.models.get(m))
+                    .is_some_and(|m| m.arch != "qwen2"),
+                _ => false,
+            };
+            let images = sees_images && s.bool("images").unwrap_or(true);
             self.plan.judges.insert(
                 name.clone(),
                 JudgeSpec {
-                    kind: text(s, "kind", "rules"),
+                    kind,
                     model,
                     named: s.text("named").map(str::to_string),
                     endpoint: s.text("endpoint").map(str::to_string),
@@ -147,6 +160,7 @@ impl<'a> Lowerer<'a> {
                     concurrency: count(s, "concurrency", 4.0).max(1),
                     temperature: num(s, "temperature", 0.0),
                     fallback: s.number("fallback"),
+                    images,
                 },
             );
         }

@@ -14,6 +14,7 @@
 
 mod common;
 
+use base64::Engine;
 use safer_runtime::exec::data;
 use safer_runtime::exec::judge::{HttpJudge, RulesJudge};
 use safer_runtime::exec::rubric::{Item, RubricScorer, Scores};
@@ -706,10 +707,7 @@ fn answer(mut stream: std::net::TcpStream, first: bool, log: &Received) {
         return;
     };
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let question = body["messages"][1]["content"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let question = question_text(&body).to_string();
     log.lock().unwrap().push((authorization, body));
     let reply = if first {
         "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -730,6 +728,16 @@ fn answer(mut stream: std::net::TcpStream, first: bool, log: &Received) {
         )
     };
     let _ = stream.write_all(reply.as_bytes());
+}
+
+/// The text a chat request asks: its user turn's content, or the text part
+/// after its images.
+fn question_text(body: &Value) -> &str {
+    let content = &body["messages"][1]["content"];
+    content
+        .as_str()
+        .or_else(|| content.as_array()?.iter().find(|p| p["type"] == "text")?["text"].as_str())
+        .unwrap_or_default()
 }
 
 /// The HTTP judge case with its judge at the loopback server on `port`.
@@ -798,6 +806,124 @@ fn the_emitted_module_asks_an_http_judge_what_the_runtime_asks() {
     // The fallback applied: 0.25 of the 0..10 scale, so grounding 0.25.
     assert!(got.iter().any(|s| s["criteria"][0] == json!(0.25)));
     assert!(got.iter().any(|s| s["criteria"][0] == json!(0.7)));
+}
+
+/// A judge is shown a row's images by the emitted module as by the
+/// runtime: the same `image_url` parts (each file's bytes as a `data:` URL)
+/// before the same text, the module finding the files in the training
+/// dataset's images folder for rows handed over alone (as TRL and verl
+/// hand them); with `images = false`, neither shows any, and the module
+/// says so once.
+#[test]
+fn the_emitted_module_shows_a_judge_the_images_the_runtime_shows() {
+    let case_dir = case().join("../http_judge_images");
+    let images = case_dir.join("../../run/images");
+    std::env::set_var("EMIT_PARITY_KEY", "sk-parity");
+    for shown in [true, false] {
+        let (port, received) = start_judge();
+        let mut plan = plan_of("../http_judge_images/pipeline.safer");
+        let spec = plan.judges.get_mut("grader").unwrap();
+        assert!(spec.images, "an http judge is shown images by default");
+        spec.endpoint = Some(format!("http://127.0.0.1:{port}/v1"));
+        spec.images = shown;
+        let dir = common::temp_dir(if shown {
+            "emit-judge-images"
+        } else {
+            "emit-judge-blind"
+        });
+        write_emitted(&plan, saferc::emit::Target::Trl, &dir);
+        let judge = HttpJudge::new("grader", &plan.judges["grader"], Arc::default()).unwrap();
+        let rows = data::load_source("d", &plan.datasets["d"]).unwrap().rows;
+        let vocabulary = scorers::vocabulary(&rows, "objects");
+        let scorer = RubricScorer {
+            name: "judged",
+            spec: &plan.rubrics["judged"],
+            functions: &plan.functions,
+            judge: &judge,
+            vocabulary: &vocabulary,
+        };
+        let raw_rows = lines(&case_dir.join("rows.jsonl"));
+        let (items, expected) =
+            scored_by_the_runtime(&scorer, &rows, &raw_rows, &[("It is safe.", 3)]);
+        let asked_by_saferc = std::mem::take(&mut *received.lock().unwrap());
+        let mut child = Command::new("python3")
+            .args(["safer_reward.py", "score"])
+            .current_dir(&dir)
+            .env("SAFERC_JUDGE_BACKOFF_MS", "20")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(items.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let got: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let asked_by_python = std::mem::take(&mut *received.lock().unwrap());
+        assert!(
+            got.len() == expected.len()
+                && got.iter().zip(&expected).all(|(g, (_, e))| same_bits(g, e)),
+            "{got:?}\n{expected:?}"
+        );
+        // The 429 went to the runtime; every question after it is the same.
+        assert_eq!(&asked_by_saferc[1..], &asked_by_python[..]);
+        // Rows `one` (a.png), `two` (a.png, b.png) and `none`, in order.
+        let file = |name: &str| std::fs::read(images.join(name)).unwrap();
+        let wanted: [Vec<Vec<u8>>; 3] = if shown {
+            [
+                vec![file("a.png")],
+                vec![file("a.png"), file("b.png")],
+                vec![],
+            ]
+        } else {
+            Default::default()
+        };
+        for ((_, body), wanted) in asked_by_python.iter().zip(&wanted) {
+            let content = &body["messages"][1]["content"];
+            let urls: Vec<Vec<u8>> = content
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["type"] == "image_url")
+                .map(|p| {
+                    let url = p["image_url"]["url"].as_str().unwrap();
+                    let data = url.strip_prefix("data:image/png;base64,").unwrap();
+                    base64::engine::general_purpose::STANDARD
+                        .decode(data)
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(&urls, wanted);
+            let text = question_text(body);
+            match wanted.len() {
+                0 => assert!(
+                    text.contains("\n\nPrompt:\n") && content.is_string(),
+                    "{body}"
+                ),
+                1 => assert!(
+                    text.contains("Prompt (asked with the image above):"),
+                    "{text}"
+                ),
+                n => assert!(
+                    text.contains(&format!("Prompt (asked with the {n} images above):")),
+                    "{text}"
+                ),
+            }
+        }
+        let warned = stderr
+            .matches("is not shown the rows' images (it has `images = false`)")
+            .count();
+        assert_eq!(warned, usize::from(!shown), "{stderr}");
+    }
 }
 
 /// A loopback server that answers its requests in turn with `answers`

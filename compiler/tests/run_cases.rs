@@ -94,7 +94,11 @@ fn run(case: &Path, out: &Path) -> Output {
 /// with `Retry-After: 60` first and 400 after; `scores_then_400` scores
 /// four requests and answers 400 after;
 /// `switchable` answers 429 while [`JUDGE_FAILS`] is set and a score that
-/// varies with the completion otherwise; `tls` speaks https with the
+/// varies with the completion otherwise; `images` answers 1 to a question
+/// shown the row's image file (`tests/cases/run/images/`) as a PNG `data:`
+/// URL before a text that says so, 0 to one shown no image, and 0.25 to
+/// anything else; `text_only` answers 400 to a question with images, as
+/// vLLM serving a text-only model does; `tls` speaks https with the
 /// certificate of `tests/cases/run/tls/` (signed by the test CA there) and
 /// answers a score. Returns the port and the most requests the server held
 /// at once.
@@ -330,10 +334,31 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, index: usize
             );
             return;
         }
+        "images" => {
+            let shown = shown_images(&request);
+            let text = question_text(&request);
+            let files = ["a.png", "b.png"].map(|f| std::fs::read(cases_dir().join("images").join(f)).unwrap());
+            let said = match shown.as_slice() {
+                [] if text.contains("\n\nPrompt:\n") => "0",
+                [(mime, bytes)]
+                    if mime == "image/png"
+                        && files.contains(bytes)
+                        && text.contains("Prompt (asked with the image above):") =>
+                {
+                    "1"
+                }
+                _ => "0.25",
+            };
+            ("200 OK", score(said))
+        }
+        "text_only" if !shown_images(&request).is_empty() => (
+            "400 Bad Request",
+            "{\"object\": \"error\", \"message\": \"Qwen2ForCausalLM is not a multimodal model None\", \"type\": \"BadRequestError\", \"code\": 400}".to_string(),
+        ),
         // A score that varies with the completion (so that GRPO learns):
         // 0, 0.5 or 1 by its text's length.
         "switchable" | "switchable_slow" => {
-            let text = request["messages"][1]["content"].as_str().unwrap_or("");
+            let text = question_text(&request);
             let s = (text.len() % 3) as f64 / 2.0;
             ("200 OK", score(&s.to_string()))
         }
@@ -345,6 +370,43 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, index: usize
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
         answer.len()
     );
+}
+
+/// The text a chat request asks: its user turn's content, or the text part
+/// after its images.
+fn question_text(request: &Value) -> &str {
+    let content = &request["messages"][1]["content"];
+    content
+        .as_str()
+        .or_else(|| content.as_array()?.iter().find(|p| p["type"] == "text")?["text"].as_str())
+        .unwrap_or("")
+}
+
+/// The images a chat request shows: each `image_url` part's `data:` URL as
+/// its MIME type and decoded bytes (empty bytes for one that is not a
+/// base64 `data:` URL).
+fn shown_images(request: &Value) -> Vec<(String, Vec<u8>)> {
+    use base64::Engine;
+    let parts = request["messages"][1]["content"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    parts
+        .iter()
+        .filter(|p| p["type"] == "image_url")
+        .map(|p| {
+            let url = p["image_url"]["url"].as_str().unwrap_or("");
+            let (head, data) = url.split_once(',').unwrap_or(("", ""));
+            let mime = head
+                .strip_prefix("data:")
+                .and_then(|h| h.strip_suffix(";base64"))
+                .unwrap_or("");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap_or_default();
+            (mime.to_string(), bytes)
+        })
+        .collect()
 }
 
 /// The `f32` tensors of a safetensors file whose names start with
@@ -1471,6 +1533,8 @@ cases!(
     judge_fallback_scale,
     judge_https,
     judge_https_ca,
+    judge_images,
+    judge_images_refused,
     dynamic_sampling_empty,
     health_warnings,
     long_rows,

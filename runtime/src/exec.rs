@@ -26,6 +26,7 @@ pub mod fault;
 pub mod grpo_stage;
 pub mod health;
 pub mod judge;
+pub mod judge_images;
 pub mod judge_model;
 pub mod judge_tls;
 pub mod model_fingerprint;

@@ -314,7 +314,7 @@ pub(crate) fn png_claiming(width: u32, height: u32) -> Vec<u8> {
 
 #[cfg(test)]
 #[allow(clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A JPEG cut anywhere inside its compressed data decodes in the
@@ -365,6 +365,21 @@ mod tests {
         assert_eq!(cut_short(b"\x89PNG\r\n"), None);
     }
 
+    /// The JPEG `plain` with an EXIF block that says "rotate 90° clockwise
+    /// to view" (orientation 6, as phones write portrait photos).
+    pub(crate) fn turned_by_exif(plain: &[u8]) -> Vec<u8> {
+        // APP1: "Exif", a big-endian TIFF header, one IFD entry
+        // (0x0112 orientation, SHORT, 1 value: 6), no next IFD.
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01".to_vec();
+        exif.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]);
+        let length = u16::try_from(exif.len() + 2).expect("short");
+        let mut rotated = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        rotated.extend_from_slice(&length.to_be_bytes());
+        rotated.extend_from_slice(&exif);
+        rotated.extend_from_slice(&plain[2..]);
+        rotated
+    }
+
     /// A JPEG whose EXIF says "rotate 90° clockwise to view" (orientation
     /// 6, as phones write portrait photos) loads upright, as transformers
     /// loads it (`load_image` applies Pillow's `exif_transpose`).
@@ -377,15 +392,7 @@ mod tests {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut plain, 95)
             .encode_image(&image)
             .expect("encode");
-        // APP1: "Exif", a big-endian TIFF header, one IFD entry
-        // (0x0112 orientation, SHORT, 1 value: 6), no next IFD.
-        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01".to_vec();
-        exif.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]);
-        let length = u16::try_from(exif.len() + 2).expect("short");
-        let mut rotated = vec![0xFF, 0xD8, 0xFF, 0xE1];
-        rotated.extend_from_slice(&length.to_be_bytes());
-        rotated.extend_from_slice(&exif);
-        rotated.extend_from_slice(&plain[2..]);
+        let rotated = turned_by_exif(&plain);
         let dir = std::env::temp_dir().join(format!("saferc-exif-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let (plain_path, rotated_path) = (dir.join("plain.jpg"), dir.join("rotated.jpg"));

@@ -126,6 +126,12 @@ pub struct JudgeSpec {
     pub temperature: f64,
     /// The score of a reply that holds none (`None`: such a reply is an error).
     pub fallback: Option<f64>,
+    /// Whether each question shows the judge the row's images (`http`:
+    /// `image_url` parts; `model`: in its prompt). Resolved by the compiler:
+    /// `images` where written, else `true` for `http` judges and for
+    /// `model` judges whose model takes images.
+    #[serde(default)]
+    pub images: bool,
 }
 
 /// A rubric: criteria, penalties, format terms and the total.

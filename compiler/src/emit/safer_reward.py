@@ -4,8 +4,10 @@ Written by `saferc emit`, next to `reward_spec.json` (the compiled
 rubrics, scorers and judges of one pipeline). This module scores a
 completion exactly as `saferc run` does: the same criteria, scales,
 penalties, format terms and `total`, the same built-in scorers, the same
-questions to an HTTP judge. It needs only the Python standard library
-(and the `tokenizers` package where verl hands over no token count).
+questions to an HTTP judge, shown the row's images as saferc shows them.
+It needs only the Python standard library (and the `tokenizers` package
+where verl hands over no token count, Pillow where a judge is shown an
+image that is not a plain PNG or JPEG file).
 
 Entry points:
 
@@ -26,6 +28,8 @@ Entry points:
 training dataset's file named in it (a cluster path), `SAFER_IMAGES` its
 images folder (without it, a moved dataset's image files are not checked);
 `SAFER_DATA_<NAME>` and `SAFER_IMAGES_<NAME>` do the same for dataset NAME.
+A judge shown a training row's images finds them in the training
+dataset's images folder (`SAFER_IMAGES` for moved data).
 """
 
 import decimal
@@ -45,6 +49,8 @@ import time
 import urllib.parse
 import base64
 import bisect
+import functools
+import io
 from concurrent.futures import ThreadPoolExecutor
 
 SPEC_PATH = os.environ.get("SAFER_REWARD_SPEC") or os.path.join(
@@ -504,6 +510,9 @@ class Row:
         self.prompt = prompt
         self.raw = obj
         self.images = image_paths(obj, origin)
+        # Where the images are: set by `read_rows`; found from the training
+        # dataset's folder when a trainer hands over the row alone.
+        self.image_files = None
 
     def text(self, field):
         v = self.fields.get(field)
@@ -1007,9 +1016,11 @@ class HttpJudge:
         self.timeout = min(max(float(spec.get("timeout_s", 60.0)), 0.001), 86400.0)
         self.temperature = float(spec.get("temperature", 0.0))
         self.fallback = spec.get("fallback")
+        self.images = bool(spec.get("images", False))
         self.concurrency = max(int(spec.get("concurrency", 1)), 1)
         self.backoff = float(os.environ.get("SAFERC_JUDGE_BACKOFF_MS", "500")) / 1000.0
-        self.counts = {"asked": 0, "fallbacks": 0, "retries": 0}
+        self.counts = {"asked": 0, "with_images": 0, "fallbacks": 0, "retries": 0}
+        self._warned_unseen = False
         self._lock = threading.Lock()
 
     def _send(self, body):
@@ -1113,21 +1124,40 @@ class HttpJudge:
         return text, None
 
     def ask(self, criterion, description, row, completion, lo, hi):
+        images = []
+        if self.images:
+            images = [image_data_url(path) for path in image_files_of(row)]
+        elif row.images:
+            with self._lock:
+                first, self._warned_unseen = not self._warned_unseen, True
+            if first:
+                print(
+                    f"warning: judge `{self.name}` is not shown the rows' images (it has `images = false`): "
+                    f"it scores {row.origin} and every row with images from their text alone",
+                    file=sys.stderr,
+                )
+        shown = {0: "", 1: " (asked with the image above)"}.get(len(images), f" (asked with the {len(images)} images above)")
         question = (
             f"Criterion `{criterion}`: {description if description is not None else criterion}\n\n"
-            f"Prompt:\n{row.prompt}\n\nResponse:\n{completion}\n\n"
+            f"Prompt{shown}:\n{row.prompt}\n\nResponse:\n{completion}\n\n"
             f"Score ({rust_number(lo)} to {rust_number(hi)}):"
         )
+        user = question
+        if images:
+            user = [{"type": "image_url", "image_url": {"url": url}} for url in images]
+            user.append({"type": "text", "text": question})
         body = {
             "model": self.model,
             "temperature": self.temperature,
             "messages": [
                 {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
-                {"role": "user", "content": question},
+                {"role": "user", "content": user},
             ],
         }
         with self._lock:
             self.counts["asked"] += 1
+            if images:
+                self.counts["with_images"] += 1
         attempt = 0
         while True:
             text, failure = self._send(body)
@@ -1174,8 +1204,16 @@ class HttpJudge:
                 attempt += 1
                 continue
             attempts = attempt + 1
+            hint = ""
+            if images and why.startswith("HTTP 4"):
+                # A server whose model reads text only refuses image parts (vLLM: 400).
+                what = "image" if len(images) == 1 else f"{len(images)} images"
+                hint = (
+                    f"; the question showed the judge the row's {what}: if the endpoint's model reads "
+                    f"text only, set `images = false` on judge `{self.name}` (or on its `safer.toml` endpoint)"
+                )
             raise EvalError(
-                f"the judge `{self.name}` failed after {attempts} attempt{'' if attempts == 1 else 's'}: {why}"
+                f"the judge `{self.name}` failed after {attempts} attempt{'' if attempts == 1 else 's'}: {why}{hint}"
             )
 
 
@@ -1656,6 +1694,78 @@ def rgb_over_white(source):
         rgba = ImageOps.exif_transpose(image).convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def transparent(data):
+    """Whether PNG bytes carry transparency (an alpha channel, or a tRNS chunk
+    before the image data); JPEG has none."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 26:
+        return False
+    return data[25] in (4, 6) or b"tRNS" in data[: data.find(b"IDAT")]
+
+
+def turned(data):
+    """Whether the image's EXIF orientation turns or mirrors it (Pillow is
+    asked only when the file holds EXIF: a JPEG's `Exif`, a PNG's `eXIf`, a
+    WebP's `EXIF`)."""
+    head = data[: 1 << 20]
+    if b"Exif\x00\x00" not in head and b"eXIf" not in head and b"EXIF" not in head:
+        return False
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.getexif().get(0x0112, 1) != 1
+
+
+def image_bytes(path):
+    """The image's bytes as a trainer or a judge is given them: a PNG or JPEG
+    file as it is, or the image as saferc reads it (laid over white,
+    upright), as PNG, for a transparent PNG, a photo turned by its EXIF
+    orientation, and every other format (WebP, GIF, TIFF, BMP may hold
+    transparency, and a TIFF its own orientation): loaders differ on both,
+    and some blacken what is transparent. Returns `(bytes, mime type)`."""
+    with open(path, "rb") as f:
+        data = f.read()
+    png = data[:8] == b"\x89PNG\r\n\x1a\n"
+    if (png or data[:2] == b"\xff\xd8") and not transparent(data) and not turned(data):
+        return data, "image/png" if png else "image/jpeg"
+    out = io.BytesIO()
+    rgb_over_white(io.BytesIO(data)).save(out, format="PNG")
+    return out.getvalue(), "image/png"
+
+
+@functools.lru_cache(maxsize=64)
+def image_data_url(path):
+    """The `data:` URL of the image at `path` that a judge is shown, as
+    saferc makes it (the image's bytes as `image_bytes` gives them), kept
+    for the row's next questions."""
+    try:
+        data, mime = image_bytes(path)
+    except OSError as e:
+        raise EvalError(f"image {path}: {e}")
+    except ImportError:
+        raise EvalError(f"image {path}: showing a judge an image that is not a plain PNG or JPEG file needs Pillow (`pip install pillow`)")
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def image_files_of(row):
+    """Where `row`'s images are: as `read_rows` found them, or, for a row a
+    trainer hands over alone, in the training dataset's images folder
+    (`SAFER_IMAGES` for moved data)."""
+    if row.image_files is not None or not row.images:
+        return row.image_files or []
+    spec = reward().spec
+    name = spec.get("train_dataset")
+    dataset = spec["datasets"].get(name, {})
+    folder = dataset.get("images")
+    if moved_source(name, True):
+        folder = os.environ.get(f"SAFER_IMAGES_{env_name(name)}") or os.environ.get("SAFER_IMAGES")
+    if folder is None:
+        raise EvalError(
+            f"{row.origin}: the judge is shown the row's images, and the data was moved (SAFER_DATA): "
+            "set SAFER_IMAGES to its images folder"
+        )
+    return [os.path.join(folder, p) for p in row.images]
 
 
 def freeze_vision_tower(model):

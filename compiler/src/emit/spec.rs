@@ -49,6 +49,7 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
                 "concurrency": judge.concurrency,
                 "temperature": judge.temperature,
                 "fallback": judge.fallback,
+                "images": judge.images,
             }),
         );
     }

@@ -374,53 +374,11 @@ VISION = {vision}
 PLACEHOLDERS = ("<image>", "<video>", "<audio>")
 
 
-def transparent(data):
-    """Whether PNG bytes carry transparency (an alpha channel, or a tRNS chunk
-    before the image data); JPEG has none."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 26:
-        return False
-    return data[25] in (4, 6) or b"tRNS" in data[: data.find(b"IDAT")]
-
-
-def turned(data):
-    """Whether the image's EXIF orientation turns or mirrors it (Pillow is
-    asked only when the file holds EXIF: a JPEG's `Exif`, a PNG's `eXIf`, a
-    WebP's `EXIF`)."""
-    head = data[: 1 << 20]
-    if b"Exif\x00\x00" not in head and b"eXIf" not in head and b"EXIF" not in head:
-        return False
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return image.getexif().get(0x0112, 1) != 1
-
-
-def image_bytes(path):
-    """The image's bytes as verl reads them: a PNG or JPEG file as it is, or
-    the image as saferc reads it (laid over white, upright), as PNG, for a
-    transparent PNG, a photo turned by its EXIF orientation, and every other
-    format (WebP, GIF, TIFF, BMP may hold transparency, and a TIFF its own
-    orientation): verl's loader would blacken what is transparent and does
-    not turn photos."""
-    with open(path, "rb") as f:
-        data = f.read()
-    plain = data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] == b"\xff\xd8"
-    if plain and not transparent(data) and not turned(data):
-        return data
-    import io
-
-    out = io.BytesIO()
-    safer_reward.rgb_over_white(io.BytesIO(data)).save(out, format="PNG")
-    return out.getvalue()
-
-
 def row_images(row):
-    """The row's images as verl reads them: each file's bytes."""
+    """The row's images as verl reads them: each one's bytes (`safer_reward.image_bytes`)."""
     if row.images and row.image_files is None:
         sys.exit(f"{{row.origin}}: the data was moved (SAFER_DATA); set SAFER_IMAGES to its images folder")
-    return [{{"bytes": image_bytes(path)}} for path in row.image_files or []]
+    return [{{"bytes": safer_reward.image_bytes(path)[0]}} for path in row.image_files or []]
 
 
 def records(split):

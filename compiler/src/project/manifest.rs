@@ -150,6 +150,10 @@ pub struct JudgeEndpoint {
     /// Seconds before a request is abandoned (unset: the judge's own `timeout`).
     #[serde(default)]
     pub timeout: Option<Spanned<f64>>,
+    /// Whether the endpoint is shown the rows' images (`false` for a
+    /// server whose model reads text only; unset: the judge's own `images`).
+    #[serde(default)]
+    pub images: Option<bool>,
 }
 
 const TOP_KEYS: &[&str] = &["project", "imports", "paths", "run", "judges", "pins"];

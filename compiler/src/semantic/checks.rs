@@ -1799,11 +1799,26 @@ impl<'a> Analyzer<'a> {
                 }
             }
         }
+        // A local model that reads text only cannot be shown the images.
+        if s.text("kind") == Some("model") && s.bool("images") == Some(true) {
+            let text_only = s
+                .reference("model")
+                .filter(|m| self.decls[m.0].settings.text("arch") == Some("qwen2"));
+            if let Some(model) = text_only {
+                let model = self.decls[model.0].name.clone();
+                self.without_effect(
+                    i,
+                    &["images"],
+                    format!("judge `{name}`'s model `{model}` is a `qwen2` model, which reads text only: it cannot be shown the rows' images"),
+                    "remove it, or judge with a vision-language model (`arch = qwen2_5_vl` or `tiny_vlm`) or an `http` endpoint that takes images",
+                );
+            }
+        }
         // The settings of the other kinds: a judge meant to be `http`, left
         // `rules`, would score with the built-in rules without a word.
         let (other_kinds, help): (&[&str], &str) = match s.text("kind") {
             Some("rules") => (
-                &["model", "named", "endpoint", "model_name", "api_key_env", "concurrency", "timeout", "retries", "temperature", "fallback"],
+                &["model", "named", "endpoint", "model_name", "api_key_env", "concurrency", "timeout", "retries", "temperature", "fallback", "images"],
                 "remove it, or make the judge `kind = http` (an endpoint) or `kind = model` (a local model) as meant",
             ),
             Some("model") => (

@@ -165,6 +165,14 @@ impl Settings {
         }
     }
 
+    /// A boolean by key.
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        match self.get(key)? {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
     /// A declaration reference by key.
     pub fn reference(&self, key: &str) -> Option<DeclRef> {
         match self.get(key)? {

@@ -301,7 +301,7 @@ const JUDGE: Block = Block {
     keys: &[
         key("kind", Ty::Enum(&["rules", "model", "http"]), Default::Required, "`rules` (built-in scorers), `model` (a local model) or `http` (an OpenAI-compatible `/v1/chat/completions` endpoint)."),
         key("model", Ty::Ref(DeclKind::Model), Default::None, "The local judge model (`kind = model`)."),
-        key("named", Ty::Str, Default::None, "The name of a judge endpoint declared in `safer.toml` (`[judges.NAME]`): its URL and model name always come from there; its key variable, CA file, concurrency and timeout where it sets them (the judge's own stay otherwise); so shared files carry no URL or key."),
+        key("named", Ty::Str, Default::None, "The name of a judge endpoint declared in `safer.toml` (`[judges.NAME]`): its URL and model name always come from there; its key variable, CA file, concurrency, timeout and `images` where it sets them (the judge's own stay otherwise); so shared files carry no URL or key."),
         key("endpoint", Ty::Str, Default::None, "Base URL of the endpoint, e.g. `http://localhost:8000/v1`; required for `kind = http` without `named` (E0211)."),
         key("model_name", Ty::Str, Default::None, "The model name sent to the endpoint; required for `kind = http` without `named` (E0211)."),
         key("api_key_env", Ty::Str, Default::None, "Name of the environment variable holding the API key; the key itself is never written in a file or logged."),
@@ -311,6 +311,7 @@ const JUDGE: Block = Block {
         ranged("retries", Ty::Int, Default::Number(3.0), (0.0, 100.0, true, true), "Retries with exponential backoff on timeouts, 408, 429 and 5xx answers (at most 100: each wait is capped at 60 s)."),
         ranged("temperature", Ty::Number, Default::Number(0.0), (0.0, 2.0, true, true), "Sampling temperature of the judge."),
         ranged("fallback", Ty::Number, Default::None, (0.0, 1.0, true, true), "The score given when a `model` or `http` judge's reply holds no score; without it such a reply stops the run with the reply in the message."),
+        key("images", Ty::Bool, Default::Derived("`true` where the judge can see images: `http` judges, and `model` judges on a vision-language model"), "Whether each question shows the judge the row's images, before its text: as OpenAI `image_url` parts (base64 `data:` URLs of the files; GIF, BMP, TIFF and EXIF-turned images as PNG of what the policy sees) for `http`, in the prompt for `model`. Set `false` for an endpoint that reads text only; a judge that does not see a row's images says so once per run."),
     ],
     blocks: &[],
     forms: &[],

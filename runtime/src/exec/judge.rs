@@ -33,6 +33,7 @@ use safer_ir::plan::{EvalError, JudgeSpec};
 use serde_json::{json, Value};
 
 use super::data::Row;
+use super::judge_images::ImageUrls;
 
 /// What a `model` or `http` judge is told first.
 pub const JUDGE_SYSTEM_PROMPT: &str =
@@ -53,21 +54,40 @@ pub struct Question<'a> {
 }
 
 impl Question<'_> {
-    /// The chat messages every judge is asked with: the system prompt and
-    /// [`Question::text`].
-    pub fn messages(&self) -> Value {
+    /// The chat messages every judge is asked with: the system prompt, and
+    /// a user turn of the row's `images` (`data:` URLs, as OpenAI
+    /// `image_url` parts, before the text, as the policy was shown them)
+    /// and [`Question::text`].
+    pub fn messages(&self, images: &[Arc<str>]) -> Value {
+        let text = self.text(images.len());
+        let user = if images.is_empty() {
+            Value::String(text)
+        } else {
+            let mut parts: Vec<Value> = images
+                .iter()
+                .map(|url| json!({"type": "image_url", "image_url": {"url": &**url}}))
+                .collect();
+            parts.push(json!({"type": "text", "text": text}));
+            Value::Array(parts)
+        };
         json!([
             {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
-            {"role": "user", "content": self.text()},
+            {"role": "user", "content": user},
         ])
     }
 
-    /// The question: the criterion and its description, the prompt, the
-    /// response and the range of the score.
-    pub fn text(&self) -> String {
+    /// The question: the criterion and its description, the prompt (and
+    /// how many `images` are shown above it), the response and the range
+    /// of the score.
+    pub fn text(&self, images: usize) -> String {
         let (lo, hi) = self.range;
+        let shown = match images {
+            0 => String::new(),
+            1 => " (asked with the image above)".to_string(),
+            n => format!(" (asked with the {n} images above)"),
+        };
         format!(
-            "Criterion `{}`: {}\n\nPrompt:\n{}\n\nResponse:\n{}\n\nScore ({lo} to {hi}):",
+            "Criterion `{}`: {}\n\nPrompt{shown}:\n{}\n\nResponse:\n{}\n\nScore ({lo} to {hi}):",
             self.criterion,
             self.description.unwrap_or(self.criterion),
             self.row.prompt,
@@ -80,16 +100,19 @@ impl Question<'_> {
 /// `Retry-After` header says.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// What a judge did, for `summary.json`: questions asked, replies without
-/// a score that took the fallback, and retried requests. Training
+/// What a judge did, for `summary.json`: questions asked, those that
+/// showed the row's images, replies without a score that took the
+/// fallback, and retried requests. Training
 /// checkpoints keep them, so that a resumed run counts what the run as a
 /// whole asked (as an uninterrupted run would), not only its last process.
 #[derive(Default)]
 pub struct JudgeCounts {
     asked: AtomicU64,
+    with_images: AtomicU64,
     fallbacks: AtomicU64,
     retries: AtomicU64,
     warned: AtomicBool,
+    warned_unseen: AtomicBool,
 }
 
 impl JudgeCounts {
@@ -97,6 +120,7 @@ impl JudgeCounts {
     pub fn to_json(&self) -> Value {
         json!({
             "asked": self.asked.load(Ordering::Relaxed),
+            "with_images": self.with_images.load(Ordering::Relaxed),
             "fallbacks": self.fallbacks.load(Ordering::Relaxed),
             "retries": self.retries.load(Ordering::Relaxed),
         })
@@ -107,6 +131,8 @@ impl JudgeCounts {
     pub fn restore(&self, saved: &Value) {
         let count = |key: &str| saved.get(key).and_then(Value::as_u64).unwrap_or(0);
         self.asked.store(count("asked"), Ordering::Relaxed);
+        self.with_images
+            .store(count("with_images"), Ordering::Relaxed);
         self.fallbacks.store(count("fallbacks"), Ordering::Relaxed);
         self.retries.store(count("retries"), Ordering::Relaxed);
     }
@@ -115,6 +141,22 @@ impl JudgeCounts {
     /// fails is counted too).
     pub fn asking(&self) {
         self.asked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a question that shows the judge the row's images.
+    pub fn showing_images(&self) {
+        self.with_images.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Says, the first time, that judge `judge` scores a row that has
+    /// images from its text alone (`why`: why it is not shown them).
+    pub fn unseen_images(&self, judge: &str, row: &Row, why: &str) {
+        if !row.images.is_empty() && !self.warned_unseen.swap(true, Ordering::Relaxed) {
+            crate::stderr_line!(
+                "warning: judge `{judge}` is not shown the rows' images ({why}): it scores {} and every row with images from their text alone",
+                row.origin
+            );
+        }
     }
 
     /// The score in judge `judge`'s reply `said` to a question asking for
@@ -245,6 +287,10 @@ pub struct HttpJudge {
     failed: std::sync::Mutex<Option<String>>,
     /// Retry warnings: at most one a second is printed ([`RetryWarnings`]).
     retry_warnings: std::sync::Mutex<RetryWarnings>,
+    /// Whether questions show the row's images (`images`).
+    images: bool,
+    /// The images' `data:` URLs, kept for the row's next questions.
+    image_urls: ImageUrls,
 }
 
 /// Retry warnings of one judge, printed at most one a second: at
@@ -338,6 +384,8 @@ impl HttpJudge {
             counts: JudgeCounts::default(),
             failed: std::sync::Mutex::new(None),
             retry_warnings: std::sync::Mutex::default(),
+            images: spec.images,
+            image_urls: ImageUrls::default(),
             backoff: Duration::from_millis(
                 std::env::var("SAFERC_JUDGE_BACKOFF_MS")
                     .ok()
@@ -801,15 +849,31 @@ impl Judge for HttpJudge {
     }
 
     fn ask(&self, question: &Question<'_>) -> Result<f64, EvalError> {
-        let body = json!({
-            "model": self.model,
-            "temperature": self.temperature,
-            "messages": question.messages(),
-        });
         if let Some(why) = self.failure() {
             return Err(stopped_by(&why));
         }
+        let images = if self.images {
+            question
+                .row
+                .images
+                .iter()
+                .map(|path| self.image_urls.of(path))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.fail(format!("judge `{}`: {e}", self.name)))?
+        } else {
+            self.counts
+                .unseen_images(&self.name, question.row, "it has `images = false`");
+            Vec::new()
+        };
+        let body = json!({
+            "model": self.model,
+            "temperature": self.temperature,
+            "messages": question.messages(&images),
+        });
         self.counts.asking();
+        if !images.is_empty() {
+            self.counts.showing_images();
+        }
         let interrupted_before_retry = |why: &str| {
             EvalError::Call(format!(
                 "the judge at {} failed ({why}) and the run was interrupted before its retry",
@@ -895,8 +959,19 @@ impl Judge for HttpJudge {
                 }
                 Err((_, why, _)) => {
                     let attempts = attempt + 1;
+                    // A server whose model reads text only refuses image
+                    // parts with a 4xx (vLLM: 400).
+                    let hint = if !images.is_empty() && why.starts_with("HTTP 4") {
+                        format!(
+                            "; the question showed the judge the row's {}: if the endpoint's model reads text only, set `images = false` on judge `{}` (or on its `safer.toml` endpoint)",
+                            if images.len() == 1 { "image".to_string() } else { format!("{} images", images.len()) },
+                            self.name
+                        )
+                    } else {
+                        String::new()
+                    };
                     break Err(self.fail(format!(
-                        "judge `{}` at {} failed after {attempts} attempt{}: {why}",
+                        "judge `{}` at {} failed after {attempts} attempt{}: {why}{hint}",
                         self.name,
                         self.shown_url,
                         if attempts == 1 { "" } else { "s" }

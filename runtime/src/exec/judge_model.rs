@@ -4,6 +4,9 @@
 //! a reply without a score, or one cut mid-word at the token limit, takes
 //! the judge's declared `fallback` (counted: [`super::judge::JudgeCounts`]),
 //! or is an error naming the reply when none is declared.
+//!
+//! A vision-language judge model is shown the row's images before the
+//! question (as the policy was shown them), unless `images = false`.
 
 use std::sync::Mutex;
 
@@ -12,9 +15,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use safer_ir::plan::EvalError;
 
-use super::judge::{Judge, JudgeCounts, Question};
+use super::judge::{Judge, JudgeCounts, Question, JUDGE_SYSTEM_PROMPT};
 use super::session::Loaded;
-use crate::generate::{generate, FinishReason, Prompt, SamplingParams};
+use crate::generate::{generate, user_prompt, FinishReason, Prompt, SamplingParams};
 
 /// Tokens a judge may write.
 const REPLY_TOKENS: usize = 8;
@@ -24,16 +27,28 @@ pub struct ModelJudge<B: Backend> {
     name: String,
     model: Mutex<Loaded<B>>,
     fallback: Option<f64>,
+    /// Why the rows' images are not shown, or `None` when they are.
+    unseen: Option<String>,
     counts: JudgeCounts,
 }
 
 impl<B: Backend> ModelJudge<B> {
-    /// A judge named `name` answering with `model`.
-    pub fn new(name: &str, model: Loaded<B>, fallback: Option<f64>) -> Self {
+    /// A judge named `name` answering with `model`, shown the rows' images
+    /// when `images` and the model takes them.
+    pub fn new(name: &str, model: Loaded<B>, fallback: Option<f64>, images: bool) -> Self {
+        let unseen = if model.model.config.is_text_only() {
+            Some(format!(
+                "its model in `{}` reads text only",
+                model.dir.display()
+            ))
+        } else {
+            (!images).then(|| "it has `images = false`".to_string())
+        };
         ModelJudge {
             name: name.to_string(),
             model: Mutex::new(model),
             fallback,
+            unseen,
             counts: JudgeCounts::default(),
         }
     }
@@ -53,22 +68,40 @@ impl<B: Backend> Judge for ModelJudge<B> {
         self.counts.asking();
         let loaded = self.model.lock().unwrap_or_else(|p| p.into_inner());
         let fail = |m: String| EvalError::Call(format!("judge `{}`: {m}", self.name));
-        let text = if loaded.tokenizer.has_chat_template() {
-            let messages = question.messages();
-            loaded
-                .tokenizer
-                .apply_chat_template(&messages, None, true)
-                .map_err(|e| fail(e.to_string()))?
-        } else {
-            question.text()
-        };
-        let tokens = loaded
-            .tokenizer
-            .encode(&text)
-            .map_err(|e| fail(e.to_string()))?;
-        let prompt = Prompt {
-            tokens,
-            images: None,
+        let images = &question.row.images;
+        let prompt = match &self.unseen {
+            None if !images.is_empty() => {
+                self.counts.showing_images();
+                user_prompt(
+                    &loaded.tokenizer,
+                    &loaded.model.config,
+                    &question.text(images.len()),
+                    images,
+                    Some(JUDGE_SYSTEM_PROMPT),
+                )
+                .map_err(|e| fail(format!("row {}: {e}", question.row.origin)))?
+            }
+            unseen => {
+                if let Some(why) = unseen {
+                    self.counts.unseen_images(&self.name, question.row, why);
+                }
+                let text = if loaded.tokenizer.has_chat_template() {
+                    loaded
+                        .tokenizer
+                        .apply_chat_template(&question.messages(&[]), None, true)
+                        .map_err(|e| fail(e.to_string()))?
+                } else {
+                    question.text(0)
+                };
+                let tokens = loaded
+                    .tokenizer
+                    .encode(&text)
+                    .map_err(|e| fail(e.to_string()))?;
+                Prompt {
+                    tokens,
+                    images: None,
+                }
+            }
         };
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let reply = generate(

@@ -205,7 +205,8 @@ impl<'a, B: Backend> Session<'a, B> {
                 ))
             })?;
             let dirs = Self::original_dirs(plan, model)?;
-            let judge = ModelJudge::<B>::new(name, dirs.load::<B>(&device)?, spec.fallback);
+            let judge =
+                ModelJudge::<B>::new(name, dirs.load::<B>(&device)?, spec.fallback, spec.images);
             judges.insert(name.clone(), Box::new(judge));
         }
         Ok(Session {

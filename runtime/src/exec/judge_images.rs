@@ -1,0 +1,193 @@
+//! The images an `http` judge is shown: each of a row's image files as a
+//! `data:` URL, for the `image_url` parts of an OpenAI-compatible chat
+//! request (vLLM, SGLang and hosted APIs read base64 `data:` URLs).
+//!
+//! A PNG or JPEG file goes as it is (its bytes, its MIME type), so that the
+//! judge sees the whole image, not the policy's resized copy. Any other
+//! file, a PNG with transparency and one whose EXIF orientation turns or
+//! mirrors it go as a PNG of the image as the policy reads it
+//! ([`crate::images::load_rgb`]: upright, laid over white, GIF's first
+//! frame): servers differ on EXIF and on transparency (some blacken it),
+//! and OpenAI's API takes no BMP or TIFF. The emitted Python module
+//! (`safer_reward.image_bytes`) makes the same choice.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use base64::Engine;
+use image::{ImageDecoder, ImageFormat};
+
+/// How many images' URLs are kept: every question about a row shows its
+/// images again (each completion of its group, each criterion), and the
+/// questions of a step are about a few rows at a time.
+const KEPT: usize = 64;
+
+/// The `data:` URLs of image files, kept for the questions that follow.
+#[derive(Default)]
+pub struct ImageUrls {
+    kept: Mutex<HashMap<PathBuf, Arc<str>>>,
+}
+
+impl ImageUrls {
+    /// The `data:` URL of the image at `path`.
+    ///
+    /// # Errors
+    /// The file cannot be read or decoded (it was read when the dataset was
+    /// loaded: it changed since), as a message naming it.
+    pub fn of(&self, path: &Path) -> Result<Arc<str>, String> {
+        let kept = |urls: &Self| {
+            urls.kept
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(path)
+                .cloned()
+        };
+        if let Some(url) = kept(self) {
+            return Ok(url);
+        }
+        let url: Arc<str> = data_url(path)?.into();
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() >= KEPT {
+            kept.clear();
+        }
+        kept.insert(path.to_path_buf(), url.clone());
+        Ok(url)
+    }
+}
+
+/// The `data:` URL of the image at `path` (see the module's docs).
+///
+/// # Errors
+/// As [`ImageUrls::of`].
+pub fn data_url(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("image {}: {e}", path.display()))?;
+    let (mime, bytes) = match as_it_is(&bytes) {
+        Some(mime) => (mime, bytes),
+        None => ("image/png", as_png(path)?),
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    Ok(format!("data:{mime};base64,{encoded}"))
+}
+
+/// The MIME type `bytes` go under as they are: a PNG without transparency
+/// or a JPEG, that its EXIF orientation leaves as stored; `None` for any
+/// other.
+fn as_it_is(bytes: &[u8]) -> Option<&'static str> {
+    let format = image::guess_format(bytes).ok()?;
+    let mime = match format {
+        ImageFormat::Png if !transparent(bytes) => "image/png",
+        ImageFormat::Jpeg => "image/jpeg",
+        _ => return None,
+    };
+    let mut decoder = image::ImageReader::with_format(Cursor::new(bytes), format)
+        .into_decoder()
+        .ok()?;
+    let upright = decoder.orientation().ok()? == image::metadata::Orientation::NoTransforms;
+    upright.then_some(mime)
+}
+
+/// Whether PNG bytes carry transparency: an alpha channel (colour type 4
+/// or 6 in the header) or a `tRNS` chunk before the image data.
+fn transparent(png: &[u8]) -> bool {
+    let alpha = png.get(25).is_some_and(|t| matches!(t, 4 | 6));
+    let before_data = png
+        .windows(4)
+        .position(|w| w == b"IDAT")
+        .map_or(png, |at| &png[..at]);
+    alpha || before_data.windows(4).any(|w| w == b"tRNS")
+}
+
+/// The image at `path` as the policy reads it, encoded as PNG.
+fn as_png(path: &Path) -> Result<Vec<u8>, String> {
+    let image = crate::images::load_rgb(path).map_err(|e| e.to_string())?;
+    let mut png = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+        .map_err(|e| format!("image {}: cannot encode it as PNG: {e}", path.display()))?;
+    Ok(png)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn decoded(url: &str) -> (String, Vec<u8>) {
+        let (head, data) = url.split_once(',').unwrap();
+        let mime = head
+            .strip_prefix("data:")
+            .and_then(|h| h.strip_suffix(";base64"))
+            .unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        (mime.to_string(), bytes)
+    }
+
+    fn write(dir: &Path, name: &str, format: ImageFormat) -> PathBuf {
+        let image =
+            image::RgbImage::from_fn(6, 4, |x, y| image::Rgb([x as u8 * 40, y as u8 * 60, 7]));
+        let path = dir.join(name);
+        image.save_with_format(&path, format).unwrap();
+        path
+    }
+
+    /// PNG and JPEG files go as they are; BMP (and WebP, GIF, TIFF) and a
+    /// transparent PNG as a PNG of what the policy sees.
+    #[test]
+    fn files_go_as_they_are_or_as_png() {
+        let dir = std::env::temp_dir().join(format!("saferc-judge-images-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, format, mime) in [
+            ("a.png", ImageFormat::Png, "image/png"),
+            ("a.jpg", ImageFormat::Jpeg, "image/jpeg"),
+        ] {
+            let path = write(&dir, name, format);
+            let (shown, bytes) = decoded(&data_url(&path).unwrap());
+            assert_eq!(shown, mime);
+            assert_eq!(bytes, std::fs::read(&path).unwrap(), "{name}");
+        }
+        let bmp = write(&dir, "a.bmp", ImageFormat::Bmp);
+        let clear = dir.join("clear.png");
+        image::RgbaImage::from_fn(3, 2, |x, _| image::Rgba([200, 10, 10, x as u8 * 100]))
+            .save(&clear)
+            .unwrap();
+        for path in [&bmp, &clear] {
+            let (mime, bytes) = decoded(&data_url(path).unwrap());
+            assert_eq!(mime, "image/png");
+            let shown = image::load_from_memory_with_format(&bytes, ImageFormat::Png).unwrap();
+            assert!(!shown.color().has_alpha());
+            assert_eq!(shown.to_rgb8(), crate::images::load_rgb(path).unwrap());
+        }
+        // Kept: the same URL again, and a missing file named.
+        let urls = ImageUrls::default();
+        let first = urls.of(&bmp).unwrap();
+        assert!(Arc::ptr_eq(&first, &urls.of(&bmp).unwrap()));
+        let missing = urls.of(&dir.join("gone.png")).unwrap_err();
+        assert!(missing.contains("gone.png"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A JPEG that its EXIF orientation turns goes as a PNG of the upright
+    /// image (a server might not turn it).
+    #[test]
+    fn a_turned_jpeg_goes_upright() {
+        let dir = std::env::temp_dir().join(format!("saferc-judge-exif-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = write(&dir, "plain.jpg", ImageFormat::Jpeg);
+        let path = dir.join("turned.jpg");
+        std::fs::write(
+            &path,
+            crate::images::tests::turned_by_exif(&std::fs::read(&plain).unwrap()),
+        )
+        .unwrap();
+        let (mime, bytes) = decoded(&data_url(&path).unwrap());
+        assert_eq!(mime, "image/png");
+        let shown = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        assert_eq!(shown.dimensions(), (4, 6));
+        assert_eq!(shown, crate::images::load_rgb(&path).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
