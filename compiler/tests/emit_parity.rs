@@ -977,6 +977,32 @@ fn replying(content: &str) -> Scripted {
     ))
 }
 
+/// The emitted module reads a reply's content as the runtime's judge does
+/// (`judge::tests::reply_texts`): a string, or a list of text parts joined;
+/// another shape holds no reply.
+#[test]
+fn the_emitted_module_reads_replies_given_as_parts() {
+    let (_, dir) = emitted(saferc::emit::Target::Verl, "emit-reply-parts");
+    let program = r#"
+import json, safer_reward as s
+contents = [
+    "0.5",
+    [{"type": "text", "text": "0."}, {"type": "text", "text": "75"}],
+    [{"type": "output_text", "text": "1"}],
+    [{"type": "reasoning", "summary": []}, {"type": "text", "text": "0.2"}],
+    [], [{"type": "text"}], None, 7,
+]
+answers = [json.dumps({"choices": [{"message": {"role": "assistant", "content": c}}]}) for c in contents]
+answers += [json.dumps({"choices": []}), "[1]", "not json"]
+print(json.dumps([s.reply_text(a) for a in answers]))
+"#;
+    let read = json_printed(&mut python_program(&dir, program));
+    assert_eq!(
+        read,
+        json!(["0.5", "0.75", "1", "0.2", null, null, null, null, null, null, null])
+    );
+}
+
 /// The emitted module fails as `saferc run`'s judge does where a helper's
 /// probe found them apart: an answer cut short of its `Content-Length` or
 /// in the middle of its JSON is retried (it was taken as a reply without a

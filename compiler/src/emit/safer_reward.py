@@ -961,6 +961,27 @@ def retry_after(value):
     return max(at.timestamp() - time.time(), 0.0)
 
 
+def reply_text(answer):
+    """The text of a chat completion's first choice (JSON text `answer`): its
+    message's `content`, a string, or the text parts of a list of parts
+    joined, as saferc reads it; None for another shape."""
+    try:
+        content = json.loads(answer)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
+        return None
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    texts = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") in ("text", "output_text"):
+            if not isinstance(part.get("text"), str):
+                return None
+            texts.append(part["text"])
+    return "".join(texts) if texts else None
+
+
 def parse_score(text, lo, hi):
     """The score in a judge's reply, parsed as strictly as saferc does."""
     t = trim(text)
@@ -1162,11 +1183,8 @@ class HttpJudge:
         while True:
             text, failure = self._send(body)
             if failure is None:
-                try:
-                    said = json.loads(text)["choices"][0]["message"]["content"]
-                    if not isinstance(said, str):
-                        raise TypeError
-                except (ValueError, KeyError, IndexError, TypeError):
+                said = reply_text(text)
+                if said is None:
                     said = text
                 v = parse_score(said, lo, hi)
                 # Hidden before it is cut: a key cut in two would show in part.

@@ -783,6 +783,24 @@ fn retry_after(value: &str) -> Option<Duration> {
     )
 }
 
+/// The text of a chat completion's first choice: its message's `content`,
+/// a string, or the text parts of a list of parts (as some servers answer,
+/// `[{"type": "text", "text": "0.8"}]`) joined; `None` for another shape.
+fn reply_text(answer: &Value) -> Option<String> {
+    match answer.pointer("/choices/0/message/content")? {
+        Value::String(said) => Some(said.clone()),
+        Value::Array(parts) => {
+            let texts: Option<Vec<&str>> = parts
+                .iter()
+                .filter(|p| matches!(p["type"].as_str(), Some("text" | "output_text")))
+                .map(|p| p["text"].as_str())
+                .collect();
+            texts.filter(|t| !t.is_empty()).map(|t| t.concat())
+        }
+        _ => None,
+    }
+}
+
 /// What an error answer says (OpenAI's and vLLM's `{"error": {"message":
 /// ...}}`, or the start of its text), as `: ...`; empty when it says nothing.
 fn error_detail(body: &str) -> String {
@@ -896,12 +914,8 @@ impl Judge for HttpJudge {
                     // A reply in another shape than chat completions' (other
                     // JSON, or no JSON) is a reply without a score, shown.
                     let answer: Option<Value> = serde_json::from_str(&text).ok();
-                    let content = match answer
-                        .as_ref()
-                        .and_then(|a| a.pointer("/choices/0/message/content"))
-                        .and_then(Value::as_str)
-                    {
-                        Some(said) => said.to_string(),
+                    let content = match answer.as_ref().and_then(reply_text) {
+                        Some(said) => said,
                         // Hidden before it is cut (a key cut in two by the
                         // cut would be shown in part).
                         None => self
@@ -1177,6 +1191,37 @@ mod tests {
                 "{none:?}"
             );
         }
+    }
+
+    /// A reply's content as a string, or as a list of text parts.
+    #[test]
+    fn reply_texts() {
+        use super::reply_text;
+        use serde_json::json;
+        let of = |content: serde_json::Value| {
+            reply_text(
+                &json!({"choices": [{"message": {"role": "assistant", "content": content}}]}),
+            )
+        };
+        assert_eq!(of(json!("0.5")).as_deref(), Some("0.5"));
+        assert_eq!(
+            of(json!([{"type": "text", "text": "0."}, {"type": "text", "text": "75"}])).as_deref(),
+            Some("0.75")
+        );
+        assert_eq!(
+            of(json!([{"type": "output_text", "text": "1"}])).as_deref(),
+            Some("1")
+        );
+        // Text parts beside others (a refusal, reasoning) are read alone.
+        assert_eq!(
+            of(json!([{"type": "reasoning", "summary": []}, {"type": "text", "text": "0.2"}]))
+                .as_deref(),
+            Some("0.2")
+        );
+        for content in [json!([]), json!([{"type": "text"}]), json!(null), json!(7)] {
+            assert_eq!(of(content.clone()), None, "{content}");
+        }
+        assert_eq!(reply_text(&json!({"choices": []})), None);
     }
 
     #[test]
