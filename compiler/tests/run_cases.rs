@@ -1080,6 +1080,52 @@ fn a_model_that_cannot_be_written_says_how_to_resume() {
     assert!(dir.join("models").is_dir() && dir.join("summary.json").is_file());
 }
 
+/// An SFT stage's held-out loss is its training loss on the held-out rows:
+/// before training, on the same rows as its first batch, the first step's
+/// loss (to rounding: the training pass and the scoring pass differ); after
+/// ten steps on them, lower. Printed before and after, in the summary with
+/// the rows scored.
+#[test]
+fn an_sft_stage_s_held_out_loss_before_training_is_its_first_step_s_loss() {
+    let case = prepare("sft_held_out_loss", "sft-held-out-loss");
+    let dir = case.join("run");
+    let stderr = run_to_the_end(&case, &dir);
+    let summary = summary_of(&dir);
+    let held = &summary["stages"][0]["training"]["eval_loss"];
+    let (before, after) = (
+        held["before"].as_f64().unwrap(),
+        held["after"].as_f64().unwrap(),
+    );
+    assert_eq!(
+        (held["rows"].as_u64(), held["left_out"].as_u64()),
+        (Some(2), Some(0)),
+        "{held}"
+    );
+    let metrics = read_jsonl(&dir.join("metrics.jsonl"));
+    let first = metrics
+        .iter()
+        .find(|m| m["step"] == 1)
+        .and_then(|m| m["loss"].as_f64())
+        .unwrap();
+    assert!(
+        (before - first).abs() < 1e-4,
+        "before {before}, first step's loss {first}"
+    );
+    assert!(after < before - 0.5, "before {before}, after {after}");
+    assert!(
+        stderr.contains(&format!(
+            "stage warm: held-out loss {before:.4} before training"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "stage warm: held-out loss {before:.4} → {after:.4}"
+        )),
+        "{stderr}"
+    );
+}
+
 /// A two-stage run (sft, then grpo) killed after both stages' last
 /// checkpoint but before they wrote their results, resumed: the stages run
 /// no step, and the summary still gives their final loss and reward (they

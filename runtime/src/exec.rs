@@ -39,6 +39,7 @@ pub mod rubric;
 pub mod run_dir;
 pub mod scorers;
 pub mod session;
+pub mod sft_held_out;
 pub mod sft_stage;
 pub mod skipped_rows;
 pub mod splits_record;

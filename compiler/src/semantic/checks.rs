@@ -314,9 +314,11 @@ impl<'a> Analyzer<'a> {
             }
         }
         // A `reward` written but not resolved has its own error.
+        // An `sft` stage reports its loss on the split without a rubric.
         if self.written(i, &["eval_data"])
             && s.get("reward").is_none()
             && !self.written(i, &["reward"])
+            && s.block("sft").is_none()
         {
             self.without_effect(
                 i,

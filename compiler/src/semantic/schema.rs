@@ -776,7 +776,7 @@ const TRAIN: Block = Block {
         key("policy", Ty::Ref(DeclKind::Model), Default::Required, "The model being trained."),
         key("reference", Ty::Ref(DeclKind::Model), Default::None, "The frozen reference for the KL term; a copy taken at the start of the stage. Required when `kl.beta > 0`."),
         key("data", Ty::SplitRef, Default::Required, "The training split, e.g. `qi_safe.train`."),
-        key("eval_data", Ty::SplitRef, Default::None, "A held-out split scored before and after the stage with its `reward` rubric (greedy decoding, the rollout's lengths)."),
+        key("eval_data", Ty::SplitRef, Default::None, "A held-out split scored before and after the stage with its `reward` rubric (greedy decoding, the rollout's lengths); an `sft` stage also reports its loss on the split's reference completions before and after (`summary.json`: `training.eval_loss`), with or without a rubric."),
         key("rollout", Ty::Ref(DeclKind::Rollout), Default::None, "The sampling policy (GRPO)."),
         key("reflection", Ty::Ref(DeclKind::Reflection), Default::None, "Reflection on unsafe completions (GRPO)."),
         key("reward", Ty::Ref(DeclKind::Rubric), Default::None, "The rubric whose `total` is the reward (GRPO)."),

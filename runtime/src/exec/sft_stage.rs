@@ -2,6 +2,8 @@
 //! (the `field` of the `sft` block, `response` by default), the warm-up
 //! before GRPO. The loss is the mean negative log-likelihood of the
 //! completion tokens (the end-of-turn token included) given the prompt.
+//! With `eval_data`, the same loss on the held-out split before the first
+//! step and after the last ([`super::sft_held_out`]).
 
 use std::time::Instant;
 
@@ -15,6 +17,7 @@ use serde_json::json;
 use super::checkpoint;
 use super::rollout::{oversized_batch_warning, sequences, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
+use super::sft_held_out::{target_tokens, HeldOut};
 use super::skipped_rows::usable_prompts;
 use super::ExecError;
 use crate::adamw::AdamWSettings;
@@ -143,13 +146,33 @@ pub fn train<B: Backend>(
             crate::stderr_line!("{warning}");
         }
     }
+    let pad = tokenizer.pad_id;
+    // The held-out loss before training: computed at the first step, kept
+    // in the checkpoints for a resumed stage.
+    let held_out = HeldOut::prepare(session, stage, s, &tokenizer, &policy)?;
+    let mut eval_loss_before = state
+        .extra
+        .get("eval_loss_before")
+        .and_then(serde_json::Value::as_f64);
+    if let Some(h) = held_out.as_ref().filter(|_| state.step == 0) {
+        eval_loss_before = h.loss(&policy, pad)?;
+        if let Some(loss) = eval_loss_before {
+            crate::stderr_line!(
+                "stage {}: held-out loss {loss:.4} before training",
+                stage.name
+            );
+        }
+    }
+    let extra = |last_loss: f32| match eval_loss_before {
+        Some(before) => json!({ "last_loss": last_loss, "eval_loss_before": before }),
+        None => json!({ "last_loss": last_loss }),
+    };
     let mut progress = super::report::Progress::new(
         &stage.name,
         total_steps,
         state.step,
         session.options.progress,
     );
-    let pad = tokenizer.pad_id;
     let mut prompt_cache = PromptCache::filled(built);
     // A stage resumed at its last step runs no step: its checkpoint keeps
     // the last loss.
@@ -159,6 +182,7 @@ pub fn train<B: Backend>(
         .and_then(serde_json::Value::as_f64)
         .map_or(f32::NAN, |l| l as f32);
     let mut warned_cut = false;
+    state.extra = extra(last_loss);
     while state.step < total_steps {
         checkpoint::at_step_start::<AD<B>, _>(
             &ck_root,
@@ -182,14 +206,19 @@ pub fn train<B: Backend>(
         let mut targets: Vec<Vec<u32>> = Vec::with_capacity(idx.len());
         for (&i, prompt) in idx.iter().zip(&prompts) {
             let row = &rows[i];
-            let mut t = tokenizer.encode(&row.text(&s.field).unwrap_or_default())?;
-            t.push(eos);
             // `max_tokens`, and at most what the context leaves after the
             // prompt (the default of `max_tokens`); a cut target teaches
             // no end-of-sequence.
+            let (t, whole) = target_tokens(
+                &tokenizer,
+                &row.text(&s.field).unwrap_or_default(),
+                eos,
+                prompt.tokens.len(),
+                context,
+                s.max_tokens,
+            )?;
             let room = context.saturating_sub(prompt.tokens.len());
-            let keep = s.max_tokens.map_or(room, |max| max.min(room));
-            if t.len() > room && s.max_tokens.is_none_or(|max| max > room) && !warned_cut {
+            if whole > room && s.max_tokens.is_none_or(|max| max > room) && !warned_cut {
                 // `max_tokens` cuts as asked; the context's cut is said once.
                 warned_cut = true;
                 crate::stderr_line!(
@@ -197,10 +226,9 @@ pub fn train<B: Backend>(
                     stage.name,
                     step + 1,
                     row.origin,
-                    t.len()
+                    whole
                 );
             }
-            t.truncate(keep);
             targets.push(t);
         }
         let pairs: Vec<(usize, &[u32])> = targets
@@ -251,7 +279,7 @@ pub fn train<B: Backend>(
             "grad_norm": grad_norm, "tokens": count, "epoch": state.cursor.epochs_done(rows.len()), "step_time_s": elapsed,
         }))?;
         state.step += 1;
-        state.extra = json!({ "last_loss": last_loss });
+        state.extra = extra(last_loss);
         progress.step(format!("loss {last_loss:.3} {elapsed:.2}s/step"));
         checkpoint::at_step_end::<AD<B>, _>(
             &ck_root,
@@ -264,8 +292,17 @@ pub fn train<B: Backend>(
         )?;
     }
     progress.finish(format!("loss {last_loss:.3}"));
+    let mut summary = json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss, "skipped_rows": lacking.len() + skipped_special + unusable});
+    if let Some(h) = &held_out {
+        let after = h.loss(&policy, pad)?;
+        if let Some(loss) = after {
+            let before = eval_loss_before.map_or(String::new(), |b| format!("{b:.4} → "));
+            crate::stderr_line!("stage {}: held-out loss {before}{loss:.4}", stage.name);
+        }
+        summary["eval_loss"] = h.summary(eval_loss_before, after);
+    }
     Ok(Trained {
         model: policy.for_generation(),
-        summary: json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss, "skipped_rows": lacking.len() + skipped_special + unusable}),
+        summary,
     })
 }
