@@ -920,10 +920,209 @@ fn the_emitted_module_shows_a_judge_the_images_the_runtime_shows() {
             }
         }
         let warned = stderr
-            .matches("is not shown the rows' images (it has `images = false`)")
+            .matches("is not shown the rows' images (`images = false`)")
             .count();
         assert_eq!(warned, usize::from(!shown), "{stderr}");
     }
+}
+
+/// A held-out row's images are found in its own dataset's folder, not the
+/// training dataset's: verl's `compute_score` reads the dataset from its
+/// `data_source`, `score` from a line's `dataset`; both show the judge the
+/// files the runtime shows.
+#[test]
+fn the_emitted_module_finds_a_held_out_row_s_images_in_its_dataset() {
+    // `held`'s folder holds a.png and b.png swapped: a module looking in
+    // the training dataset's folder would show the other picture.
+    let images = case().join("../../run/images");
+    let swapped = common::temp_dir("emit-held-images");
+    std::fs::copy(images.join("b.png"), swapped.join("a.png")).unwrap();
+    std::fs::copy(images.join("a.png"), swapped.join("b.png")).unwrap();
+    std::env::set_var("EMIT_PARITY_KEY", "sk-parity");
+    let (port, received) = start_judge();
+    let mut plan = plan_of("../http_judge_images/pipeline.safer");
+    plan.judges.get_mut("grader").unwrap().endpoint = Some(format!("http://127.0.0.1:{port}/v1"));
+    plan.datasets.get_mut("held").unwrap().images = swapped.display().to_string();
+    let dir = common::temp_dir("emit-held-images-module");
+    write_emitted(&plan, saferc::emit::Target::Verl, &dir);
+    let judge = HttpJudge::new("grader", &plan.judges["grader"], Arc::default()).unwrap();
+    let rows = data::load_source("held", &plan.datasets["held"])
+        .unwrap()
+        .rows;
+    let vocabulary = scorers::vocabulary(&rows, "objects");
+    let scorer = RubricScorer {
+        name: "judged",
+        spec: &plan.rubrics["judged"],
+        functions: &plan.functions,
+        judge: &judge,
+        vocabulary: &vocabulary,
+    };
+    let text = "It is safe.";
+    scorer
+        .score(&Item {
+            row: &rows[0],
+            text,
+            tokens: 3,
+        })
+        .unwrap();
+    let last_body = || received.lock().unwrap().last().unwrap().1.clone();
+    let by_saferc = last_body();
+    let raw = &lines(&case().join("../http_judge_images/rows.jsonl"))[0];
+    let program = format!(
+        "import json, safer_reward as s\nprint(json.dumps(s.compute_score('saferc/held.test', {text:?}, '', {{'safer_row': {row:?}}})))",
+        row = raw.to_string()
+    );
+    json_printed(python_program(&dir, &program).env("SAFERC_JUDGE_BACKOFF_MS", "20"));
+    let by_verl = last_body();
+    let item = json!({"row": raw, "text": text, "tokens": 3, "dataset": "held"});
+    python_with_env(
+        &dir,
+        &["score"],
+        &format!("{item}\n"),
+        &[("SAFERC_JUDGE_BACKOFF_MS", "20")],
+    );
+    let by_score = last_body();
+    assert_eq!(by_verl, by_saferc);
+    assert_eq!(by_score, by_saferc);
+    let url = by_saferc["messages"][1]["content"][0]["image_url"]["url"]
+        .as_str()
+        .unwrap();
+    let shown = base64::engine::general_purpose::STANDARD
+        .decode(url.strip_prefix("data:image/png;base64,").unwrap())
+        .unwrap();
+    assert_eq!(shown, std::fs::read(images.join("b.png")).unwrap());
+}
+
+/// The emitted module says what to do about a question with images that
+/// the server refused as the runtime's judge does
+/// (`judge::tests::refused_images_hints`), and reads EXIF orientations
+/// without Pillow where the `image` crate reads them (a JPEG's `Exif`
+/// segment, a PNG's `eXIf` chunk, either byte order).
+#[test]
+fn the_emitted_module_hints_at_refused_images_and_reads_orientations() {
+    let (_, dir) = emitted(saferc::emit::Target::Verl, "emit-image-hints");
+    let program = r#"
+import json, safer_reward as s
+one, two = ["data:image/png;base64,AAAA"], ["x", "y"]
+whys = ["HTTP 400: not a multimodal model", "HTTP 422", "HTTP 415: type", "HTTP 413: too large",
+        "HTTP 401: bad key", "HTTP 429", "HTTP 4000", "timed out", "HTTP 404: no"]
+print(json.dumps([s.images_hint(w, one, "grader") for w in whys] + [s.images_hint("HTTP 400", [], "grader"), s.images_hint("HTTP 400", two, "grader")]))
+"#;
+    let hints = json_printed(&mut python_program(&dir, program));
+    let hints: Vec<&str> = hints
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    for hint in &hints[..3] {
+        assert!(
+            hint.contains("set `images = false` on judge `grader`"),
+            "{hint}"
+        );
+    }
+    assert!(
+        hints[3].contains("MB as sent: shrink the image files"),
+        "{}",
+        hints[3]
+    );
+    assert!(hints[4..10].iter().all(|h| h.is_empty()), "{hints:?}");
+    assert!(hints[10].contains("row's 2 images"), "{}", hints[10]);
+    // Orientations: files the `image` crate reads, against the module.
+    let files = common::temp_dir("emit-orientations");
+    let mut expected = Vec::new();
+    let mut names = Vec::new();
+    let plain = image::RgbImage::from_fn(5, 3, |x, y| image::Rgb([x as u8 * 50, y as u8 * 80, 9]));
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&plain)
+        .unwrap();
+    let mut png = Vec::new();
+    plain
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let tiff = |orientation: u16, big: bool| {
+        let mut t: Vec<u8> = if big {
+            b"MM\0\x2a\0\0\0\x08".to_vec()
+        } else {
+            b"II\x2a\0\x08\0\0\0".to_vec()
+        };
+        let order = |v: u16| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        t.extend_from_slice(&order(1)); // one entry
+        t.extend_from_slice(&order(0x0112));
+        t.extend_from_slice(&order(3)); // SHORT
+        t.extend_from_slice(&if big {
+            1u32.to_be_bytes()
+        } else {
+            1u32.to_le_bytes()
+        });
+        t.extend_from_slice(&order(orientation));
+        t.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        t
+    };
+    for orientation in [1u16, 3, 6, 8, 9] {
+        for big in [false, true] {
+            // JPEG: an XMP APP1 first, then the Exif one.
+            let mut exif = b"Exif\0\0".to_vec();
+            exif.extend(tiff(orientation, big));
+            let mut turned = jpeg[..2].to_vec();
+            for segment in [b"http://ns.adobe.com/xap/1.0/\0<x/>".to_vec(), exif] {
+                turned.extend_from_slice(&[0xFF, 0xE1]);
+                turned.extend_from_slice(&u16::try_from(segment.len() + 2).unwrap().to_be_bytes());
+                turned.extend(segment);
+            }
+            turned.extend_from_slice(&jpeg[2..]);
+            // PNG: an eXIf chunk after IHDR.
+            let body = tiff(orientation, big);
+            let mut chunk = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+            chunk.extend_from_slice(b"eXIf");
+            chunk.extend_from_slice(&body);
+            let crc = {
+                let mut c = 0xFFFF_FFFFu32;
+                for &b in b"eXIf".iter().chain(&body) {
+                    c ^= u32::from(b);
+                    for _ in 0..8 {
+                        c = if c & 1 == 1 {
+                            (c >> 1) ^ 0xEDB8_8320
+                        } else {
+                            c >> 1
+                        };
+                    }
+                }
+                !c
+            };
+            chunk.extend_from_slice(&crc.to_be_bytes());
+            let mut with_exif = png[..33].to_vec();
+            with_exif.extend(chunk);
+            with_exif.extend_from_slice(&png[33..]);
+            for (kind, bytes) in [("jpg", turned), ("png", with_exif)] {
+                let name = format!("o{orientation}-{}.{kind}", if big { "mm" } else { "ii" });
+                std::fs::write(files.join(&name), &bytes).unwrap();
+                let mut decoder = image::ImageReader::new(std::io::Cursor::new(&bytes))
+                    .with_guessed_format()
+                    .unwrap()
+                    .into_decoder()
+                    .unwrap();
+                use image::ImageDecoder;
+                let read = decoder.orientation().unwrap();
+                expected.push(u8::from(read != image::metadata::Orientation::NoTransforms));
+                names.push(name);
+            }
+        }
+    }
+    let program = format!(
+        "import json, os, safer_reward as s\nprint(json.dumps([int(s.turned(open(os.path.join({dir:?}, n), 'rb').read())) for n in {names:?}]))",
+        dir = files.display().to_string()
+    );
+    let turned = json_printed(&mut python_program(&dir, &program));
+    assert_eq!(turned, json!(expected), "{names:?}");
+    assert!(expected.contains(&1) && expected.contains(&0));
 }
 
 /// A loopback server that answers its requests in turn with `answers`

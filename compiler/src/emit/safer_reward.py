@@ -7,7 +7,8 @@ penalties, format terms and `total`, the same built-in scorers, the same
 questions to an HTTP judge, shown the row's images as saferc shows them.
 It needs only the Python standard library (and the `tokenizers` package
 where verl hands over no token count, Pillow where a judge is shown an
-image that is not a plain PNG or JPEG file).
+image that is not a PNG or JPEG file as it is: another format, a
+transparent PNG, a photo that its EXIF orientation turns).
 
 Entry points:
 
@@ -19,7 +20,9 @@ Entry points:
 - `score(row, text, tokens)`: one completion's scores as a dict;
 - `python safer_reward.py score [--rubric NAME] < items.jsonl`: scores
   `{"row": {...}, "text": "...", "tokens": N}` lines, one JSON line out
-  per line in (`saferc`'s tests compare these with its own scores);
+  per line in (`saferc`'s tests compare these with its own scores); a
+  line's `"dataset": NAME` says where its row's images are (the training
+  dataset's folder otherwise);
 - `python safer_reward.py rows SPLIT`: the rows a stage reads, as the
   trainer scripts load them (`SPLIT` is `DATASET.SPLIT`, `DATASET`, or a
   split name only one dataset has).
@@ -28,8 +31,9 @@ Entry points:
 training dataset's file named in it (a cluster path), `SAFER_IMAGES` its
 images folder (without it, a moved dataset's image files are not checked);
 `SAFER_DATA_<NAME>` and `SAFER_IMAGES_<NAME>` do the same for dataset NAME.
-A judge shown a training row's images finds them in the training
-dataset's images folder (`SAFER_IMAGES` for moved data).
+A judge shown a row's images finds them in its dataset's images folder:
+the training dataset's for TRL's rows, the one `data_source` names for
+verl's (`SAFER_IMAGES`, `SAFER_IMAGES_<NAME>` for moved data).
 """
 
 import decimal
@@ -49,7 +53,6 @@ import time
 import urllib.parse
 import base64
 import bisect
-import functools
 import io
 from concurrent.futures import ThreadPoolExecutor
 
@@ -510,9 +513,11 @@ class Row:
         self.prompt = prompt
         self.raw = obj
         self.images = image_paths(obj, origin)
-        # Where the images are: set by `read_rows`; found from the training
-        # dataset's folder when a trainer hands over the row alone.
+        # Where the images are: set by `read_rows`; found from the folder of
+        # the row's `dataset` (else the training dataset's) when a trainer
+        # hands over the row alone.
         self.image_files = None
+        self.dataset = None
 
     def text(self, field):
         v = self.fields.get(field)
@@ -1152,9 +1157,10 @@ class HttpJudge:
             with self._lock:
                 first, self._warned_unseen = not self._warned_unseen, True
             if first:
+                where = f" (the first: {row.origin})" if row.origin != "row" else ""
                 print(
-                    f"warning: judge `{self.name}` is not shown the rows' images (it has `images = false`): "
-                    f"it scores {row.origin} and every row with images from their text alone",
+                    f"warning: judge `{self.name}` is not shown the rows' images (`images = false`): "
+                    f"rows with images are scored from their text alone{where}",
                     file=sys.stderr,
                 )
         shown = {0: "", 1: " (asked with the image above)"}.get(len(images), f" (asked with the {len(images)} images above)")
@@ -1222,17 +1228,34 @@ class HttpJudge:
                 attempt += 1
                 continue
             attempts = attempt + 1
-            hint = ""
-            if images and why.startswith("HTTP 4"):
-                # A server whose model reads text only refuses image parts (vLLM: 400).
-                what = "image" if len(images) == 1 else f"{len(images)} images"
-                hint = (
-                    f"; the question showed the judge the row's {what}: if the endpoint's model reads "
-                    f"text only, set `images = false` on judge `{self.name}` (or on its `safer.toml` endpoint)"
-                )
+            hint = images_hint(why, images, self.name)
             raise EvalError(
                 f"the judge `{self.name}` failed after {attempts} attempt{'' if attempts == 1 else 's'}: {why}{hint}"
             )
+
+
+def images_hint(why, images, judge):
+    """What to do about a request with `images` refused as `why`, as saferc
+    says it: a bad request (400, 415, 422; vLLM serving a model that reads
+    text only answers 400) names `images = false`, one too large (413) the
+    images' size; empty otherwise."""
+    if not images:
+        return ""
+    what = "image" if len(images) == 1 else f"{len(images)} images"
+    status = re.match(r"HTTP (\d+)(:|$)", why)
+    code = status.group(1) if status else ""
+    if code in ("400", "415", "422"):
+        return (
+            f"; the question showed the judge the row's {what}: if the endpoint's model reads "
+            f"text only, set `images = false` on judge `{judge}` (or on its `safer.toml` endpoint)"
+        )
+    if code == "413":
+        megabytes = sum(map(len, images)) / (1 << 20)
+        return (
+            f"; the question showed the judge the row's {what}, {megabytes:.1f} MB as sent: "
+            f"shrink the image files, or set `images = false` on judge `{judge}` to send text only"
+        )
+    return ""
 
 
 class RulesJudge:
@@ -1722,17 +1745,60 @@ def transparent(data):
     return data[25] in (4, 6) or b"tRNS" in data[: data.find(b"IDAT")]
 
 
-def turned(data):
-    """Whether the image's EXIF orientation turns or mirrors it (Pillow is
-    asked only when the file holds EXIF: a JPEG's `Exif`, a PNG's `eXIf`, a
-    WebP's `EXIF`)."""
-    head = data[: 1 << 20]
-    if b"Exif\x00\x00" not in head and b"eXIf" not in head and b"EXIF" not in head:
-        return False
-    from PIL import Image
+def exif_orientation(data):
+    """The EXIF orientation (1 to 8) of PNG or JPEG bytes, where Pillow and
+    saferc read it (a JPEG's `Exif` APP1 segment, a PNG's `eXIf` chunk
+    before the image data), with the standard library alone; 1 where there
+    is none, or it cannot be read."""
+    tiff = None
+    if data[:2] == b"\xff\xd8":
+        at = 2
+        while at + 4 <= len(data) and data[at] == 0xFF:
+            marker = data[at + 1]
+            if marker in (0xD9, 0xDA):  # the end, or the start of the scan
+                break
+            if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:
+                at += 1 if marker == 0xFF else 2
+                continue
+            length = int.from_bytes(data[at + 2 : at + 4], "big")
+            segment = data[at + 4 : at + 2 + length]
+            if marker == 0xE1 and segment[:6] == b"Exif\x00\x00":
+                tiff = segment[6:]
+                break
+            at += 2 + length
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        at = 8
+        while at + 8 <= len(data):
+            length, kind = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8]
+            if kind == b"eXIf":
+                tiff = data[at + 8 : at + 8 + length]
+                break
+            if kind in (b"IDAT", b"IEND"):
+                break
+            at += 12 + length
+    if not tiff or len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return 1
+    order = "little" if tiff[:2] == b"II" else "big"
 
-    with Image.open(io.BytesIO(data)) as image:
-        return image.getexif().get(0x0112, 1) != 1
+    def number(at, size):
+        return int.from_bytes(tiff[at : at + size], order)
+
+    ifd = number(4, 4)
+    if ifd + 2 > len(tiff):
+        return 1
+    for i in range(number(ifd, 2)):
+        entry = ifd + 2 + 12 * i
+        if entry + 12 > len(tiff):
+            break
+        if number(entry, 2) == 0x0112:
+            value = number(entry + 8, 2)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def turned(data):
+    """Whether a PNG's or JPEG's EXIF orientation turns or mirrors it."""
+    return exif_orientation(data) != 1
 
 
 def image_bytes(path):
@@ -1752,36 +1818,73 @@ def image_bytes(path):
     return out.getvalue(), "image/png"
 
 
-@functools.lru_cache(maxsize=64)
+def judge_image(path):
+    """`(bytes, mime type)` of the image at `path` as a judge is shown it, as
+    saferc shows it: `image_bytes`'s, except that a JPEG turned by its EXIF
+    orientation (a phone's portrait photo) goes as a JPEG of quality 95 of
+    the upright image (a PNG of a photo is ten times its size)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\xff\xd8" and turned(data):
+        out = io.BytesIO()
+        rgb_over_white(io.BytesIO(data)).save(out, format="JPEG", quality=95)
+        return out.getvalue(), "image/jpeg"
+    return image_bytes(path)
+
+
+# `data:` URLs of images already shown, by path, up to this many bytes in
+# all (then let go, all at once), as saferc keeps them.
+KEPT_IMAGE_BYTES = 256 << 20
+_IMAGE_URLS = {}
+_IMAGE_URLS_LOCK = threading.Lock()
+
+
 def image_data_url(path):
-    """The `data:` URL of the image at `path` that a judge is shown, as
-    saferc makes it (the image's bytes as `image_bytes` gives them), kept
-    for the row's next questions."""
+    """The `data:` URL of the image at `path` that a judge is shown
+    (`judge_image`), kept for the row's next questions."""
+    with _IMAGE_URLS_LOCK:
+        url = _IMAGE_URLS.get(path)
+    if url is not None:
+        return url
     try:
-        data, mime = image_bytes(path)
+        data, mime = judge_image(path)
     except OSError as e:
         raise EvalError(f"image {path}: {e}")
     except ImportError:
-        raise EvalError(f"image {path}: showing a judge an image that is not a plain PNG or JPEG file needs Pillow (`pip install pillow`)")
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+        raise EvalError(
+            f"image {path}: showing a judge an image that is not a PNG or JPEG file as it is "
+            "(another format, transparency, an EXIF orientation that turns it) needs Pillow (`pip install pillow`)"
+        )
+    url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    with _IMAGE_URLS_LOCK:
+        if sum(map(len, _IMAGE_URLS.values())) + len(url) > KEPT_IMAGE_BYTES:
+            _IMAGE_URLS.clear()
+        _IMAGE_URLS[path] = url
+    return url
 
 
 def image_files_of(row):
     """Where `row`'s images are: as `read_rows` found them, or, for a row a
-    trainer hands over alone, in the training dataset's images folder
-    (`SAFER_IMAGES` for moved data)."""
+    trainer hands over alone, in its dataset's images folder (`row.dataset`,
+    else the training dataset; `SAFER_IMAGES` or `SAFER_IMAGES_<NAME>` for
+    moved data, as `read_rows` reads them)."""
     if row.image_files is not None or not row.images:
         return row.image_files or []
     spec = reward().spec
-    name = spec.get("train_dataset")
-    dataset = spec["datasets"].get(name, {})
-    folder = dataset.get("images")
-    if moved_source(name, True):
-        folder = os.environ.get(f"SAFER_IMAGES_{env_name(name)}") or os.environ.get("SAFER_IMAGES")
+    name = row.dataset or spec.get("train_dataset")
+    if name not in spec["datasets"]:
+        raise EvalError(f"{row.origin}: dataset `{name}` is not in the reward spec ({', '.join(sorted(spec['datasets']))})")
+    training = name == spec.get("train_dataset")
+    folder = spec["datasets"][name].get("images")
+    if moved_source(name, training):
+        folder = os.environ.get(f"SAFER_IMAGES_{env_name(name)}") or (
+            os.environ.get("SAFER_IMAGES") if training else None
+        )
     if folder is None:
+        variable = "SAFER_IMAGES" if training else f"SAFER_IMAGES_{env_name(name)}"
         raise EvalError(
-            f"{row.origin}: the judge is shown the row's images, and the data was moved (SAFER_DATA): "
-            "set SAFER_IMAGES to its images folder"
+            f"{row.origin}: the judge is shown the row's images, and the data was moved: "
+            f"set {variable} to its images folder"
         )
     return [os.path.join(folder, p) for p in row.images]
 
@@ -2016,6 +2119,12 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
     penalty is returned beside it, which verl logs."""
     info = extra_info or {}
     row = Row(parse_json(info["safer_row"]))
+    # `saferc/DATASET.SPLIT`: where a held-out row's images are.
+    if isinstance(data_source, str) and data_source.startswith("saferc/"):
+        try:
+            row.dataset = named_split(data_source[len("saferc/") :], reward().spec["datasets"])[0]
+        except EvalError:
+            pass
     tokens = info.get("response_length")
     if tokens is None and reward().spec.get("counts_tokens"):
         # saferc counts the final stop token, which verl's decoded text
@@ -2059,7 +2168,9 @@ def main(argv):
                 if not isinstance(item, dict) or "row" not in item or "text" not in item:
                     raise EvalError('expected {"row": {...}, "text": "...", "tokens": N}')
                 check_item(item["text"], item.get("tokens"))
-                out = r.score(Row(item["row"]), item["text"], item.get("tokens"), rubric)
+                row = Row(item["row"])
+                row.dataset = item.get("dataset")
+                out = r.score(row, item["text"], item.get("tokens"), rubric)
             except EvalError as e:
                 out = {"error": str(e)}
             except Exception as e:  # noqa: BLE001 - every line gets its answer

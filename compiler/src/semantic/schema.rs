@@ -311,7 +311,7 @@ const JUDGE: Block = Block {
         ranged("retries", Ty::Int, Default::Number(3.0), (0.0, 100.0, true, true), "Retries with exponential backoff on timeouts, 408, 429 and 5xx answers (at most 100: each wait is capped at 60 s)."),
         ranged("temperature", Ty::Number, Default::Number(0.0), (0.0, 2.0, true, true), "Sampling temperature of the judge."),
         ranged("fallback", Ty::Number, Default::None, (0.0, 1.0, true, true), "The score given when a `model` or `http` judge's reply holds no score; without it such a reply stops the run with the reply in the message."),
-        key("images", Ty::Bool, Default::Derived("`true` where the judge can see images: `http` judges, and `model` judges on a vision-language model"), "Whether each question shows the judge the row's images, before its text: as OpenAI `image_url` parts (base64 `data:` URLs of the files; GIF, BMP, TIFF and EXIF-turned images as PNG of what the policy sees) for `http`, in the prompt for `model`. Set `false` for an endpoint that reads text only; a judge that does not see a row's images says so once per run."),
+        key("images", Ty::Bool, Default::Derived("`true` where the judge can see images: `http` judges, and `model` judges on a vision-language model"), "Whether each question shows the judge the row's images, before its text: as OpenAI `image_url` parts for `http` (base64 `data:` URLs: a PNG or JPEG file as it is; WebP, GIF, BMP, TIFF and transparent PNGs as a PNG of what the policy sees, an EXIF-turned photo as an upright JPEG), in the prompt for `model`. Set `false` for an endpoint that reads text only; a judge that does not see a row's images says so once per run."),
     ],
     blocks: &[],
     forms: &[],

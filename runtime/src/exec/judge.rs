@@ -153,7 +153,7 @@ impl JudgeCounts {
     pub fn unseen_images(&self, judge: &str, row: &Row, why: &str) {
         if !row.images.is_empty() && !self.warned_unseen.swap(true, Ordering::Relaxed) {
             crate::stderr_line!(
-                "warning: judge `{judge}` is not shown the rows' images ({why}): it scores {} and every row with images from their text alone",
+                "warning: judge `{judge}` is not shown the rows' images ({why}): rows with images are scored from their text alone (the first: {})",
                 row.origin
             );
         }
@@ -572,6 +572,30 @@ fn send_unredacted(
     }
 }
 
+/// What to do about a request with `images` that the server refused as
+/// `why` (`HTTP 400: ...`), for judge `judge`: as a bad request (400, 415,
+/// 422: vLLM serving a model that reads text only answers 400), say that
+/// `images = false` sends text only; as too large (413), say how large the
+/// images were. Empty for any other failure, or a question without images.
+fn images_hint(why: &str, images: &[Arc<str>], judge: &str) -> String {
+    let status = |code: &str| why == code || why.starts_with(&format!("{code}:"));
+    if images.is_empty() {
+        return String::new();
+    }
+    let what = match images.len() {
+        1 => "image".to_string(),
+        n => format!("{n} images"),
+    };
+    if ["HTTP 400", "HTTP 415", "HTTP 422"].into_iter().any(status) {
+        format!("; the question showed the judge the row's {what}: if the endpoint's model reads text only, set `images = false` on judge `{judge}` (or on its `safer.toml` endpoint)")
+    } else if status("HTTP 413") {
+        let megabytes = images.iter().map(|u| u.len()).sum::<usize>() as f64 / f64::from(1 << 20);
+        format!("; the question showed the judge the row's {what}, {megabytes:.1} MB as sent: shrink the image files, or set `images = false` on judge `{judge}` to send text only")
+    } else {
+        String::new()
+    }
+}
+
 /// Whether an answer with HTTP status `code` is retried: 408 (the server
 /// timed the request out), 429 (too many requests) and every 5xx.
 fn retried_status(code: u16) -> bool {
@@ -880,7 +904,7 @@ impl Judge for HttpJudge {
                 .map_err(|e| self.fail(format!("judge `{}`: {e}", self.name)))?
         } else {
             self.counts
-                .unseen_images(&self.name, question.row, "it has `images = false`");
+                .unseen_images(&self.name, question.row, "`images = false`");
             Vec::new()
         };
         let body = json!({
@@ -973,17 +997,7 @@ impl Judge for HttpJudge {
                 }
                 Err((_, why, _)) => {
                     let attempts = attempt + 1;
-                    // A server whose model reads text only refuses image
-                    // parts with a 4xx (vLLM: 400).
-                    let hint = if !images.is_empty() && why.starts_with("HTTP 4") {
-                        format!(
-                            "; the question showed the judge the row's {}: if the endpoint's model reads text only, set `images = false` on judge `{}` (or on its `safer.toml` endpoint)",
-                            if images.len() == 1 { "image".to_string() } else { format!("{} images", images.len()) },
-                            self.name
-                        )
-                    } else {
-                        String::new()
-                    };
+                    let hint = images_hint(&why, &images, &self.name);
                     break Err(self.fail(format!(
                         "judge `{}` at {} failed after {attempts} attempt{}: {why}{hint}",
                         self.name,
@@ -1191,6 +1205,38 @@ mod tests {
                 "{none:?}"
             );
         }
+    }
+
+    /// The hint after a refused question with images: `images = false`
+    /// for a bad request, the size for one too large, none otherwise.
+    #[test]
+    fn refused_images_hints() {
+        use super::images_hint;
+        use std::sync::Arc;
+        let one: Vec<Arc<str>> = vec![Arc::from("data:image/png;base64,AAAA")];
+        let hint = |why: &str, images: &[Arc<str>]| images_hint(why, images, "grader");
+        for why in [
+            "HTTP 400: not a multimodal model",
+            "HTTP 422",
+            "HTTP 415: type",
+        ] {
+            assert!(
+                hint(why, &one).contains("set `images = false` on judge `grader`"),
+                "{why}"
+            );
+            assert_eq!(hint(why, &[]), "", "{why}");
+        }
+        assert!(hint("HTTP 413: too large", &one).contains("MB as sent: shrink the image files"));
+        for why in [
+            "HTTP 401: bad key",
+            "HTTP 429",
+            "HTTP 4000",
+            "timed out",
+            "HTTP 404: no",
+        ] {
+            assert_eq!(hint(why, &one), "", "{why}");
+        }
+        assert!(hint("HTTP 400", &[one[0].clone(), one[0].clone()]).contains("row's 2 images"));
     }
 
     /// A reply's content as a string, or as a list of text parts.

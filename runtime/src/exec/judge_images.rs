@@ -4,12 +4,15 @@
 //!
 //! A PNG or JPEG file goes as it is (its bytes, its MIME type), so that the
 //! judge sees the whole image, not the policy's resized copy. Any other
-//! file, a PNG with transparency and one whose EXIF orientation turns or
-//! mirrors it go as a PNG of the image as the policy reads it
+//! file (WebP, GIF, BMP, TIFF), a PNG with transparency and one whose EXIF
+//! orientation turns or mirrors it go as the image as the policy reads it
 //! ([`crate::images::load_rgb`]: upright, laid over white, GIF's first
 //! frame): servers differ on EXIF and on transparency (some blacken it),
-//! and OpenAI's API takes no BMP or TIFF. The emitted Python module
-//! (`safer_reward.image_bytes`) makes the same choice.
+//! and OpenAI's API takes no BMP or TIFF. It goes as a PNG, or, for a JPEG
+//! turned by its EXIF orientation (a phone's portrait photo), as a JPEG
+//! of quality 95: a PNG of a photo is ten times its size, in every
+//! question. The emitted Python module (`safer_reward.judge_image`) makes
+//! the same choice.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -19,12 +22,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use base64::Engine;
 use image::{ImageDecoder, ImageFormat};
 
-/// How many images' URLs are kept: every question about a row shows its
-/// images again (each completion of its group, each criterion), and the
-/// questions of a step are about a few rows at a time.
-const KEPT: usize = 64;
+/// How many bytes of images' URLs are kept: every question about a row
+/// shows its images again (each completion of its group, each criterion),
+/// and the questions of a step are about a few rows at a time.
+const KEPT_BYTES: usize = 256 << 20;
 
-/// The `data:` URLs of image files, kept for the questions that follow.
+/// The `data:` URLs of image files, kept for the questions that follow
+/// (up to [`KEPT_BYTES`]; then they are let go, all at once).
 #[derive(Default)]
 pub struct ImageUrls {
     kept: Mutex<HashMap<PathBuf, Arc<str>>>,
@@ -49,7 +53,8 @@ impl ImageUrls {
         }
         let url: Arc<str> = data_url(path)?.into();
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.len() >= KEPT {
+        let held: usize = kept.values().map(|u| u.len()).sum();
+        if held + url.len() > KEPT_BYTES {
             kept.clear();
         }
         kept.insert(path.to_path_buf(), url.clone());
@@ -65,7 +70,10 @@ pub fn data_url(path: &Path) -> Result<String, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("image {}: {e}", path.display()))?;
     let (mime, bytes) = match as_it_is(&bytes) {
         Some(mime) => (mime, bytes),
-        None => ("image/png", as_png(path)?),
+        None if image::guess_format(&bytes).ok() == Some(ImageFormat::Jpeg) => {
+            ("image/jpeg", encoded(path, ImageFormat::Jpeg)?)
+        }
+        None => ("image/png", encoded(path, ImageFormat::Png)?),
     };
     let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
     Ok(format!("data:{mime};base64,{encoded}"))
@@ -99,14 +107,24 @@ fn transparent(png: &[u8]) -> bool {
     alpha || before_data.windows(4).any(|w| w == b"tRNS")
 }
 
-/// The image at `path` as the policy reads it, encoded as PNG.
-fn as_png(path: &Path) -> Result<Vec<u8>, String> {
+/// The image at `path` as the policy reads it, encoded as PNG, or as JPEG
+/// of quality 95.
+fn encoded(path: &Path, format: ImageFormat) -> Result<Vec<u8>, String> {
     let image = crate::images::load_rgb(path).map_err(|e| e.to_string())?;
-    let mut png = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
-        .map_err(|e| format!("image {}: cannot encode it as PNG: {e}", path.display()))?;
-    Ok(png)
+    let mut out = Vec::new();
+    let written = match format {
+        ImageFormat::Jpeg => {
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95).encode_image(&image)
+        }
+        _ => image.write_to(&mut Cursor::new(&mut out), format),
+    };
+    written.map_err(|e| {
+        format!(
+            "image {}: cannot encode it as {format:?}: {e}",
+            path.display()
+        )
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -170,8 +188,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A JPEG that its EXIF orientation turns goes as a PNG of the upright
-    /// image (a server might not turn it).
+    /// A JPEG that its EXIF orientation turns goes as a JPEG of the upright
+    /// image (a server might not turn it; a PNG of a photo is ten times
+    /// its size).
     #[test]
     fn a_turned_jpeg_goes_upright() {
         let dir = std::env::temp_dir().join(format!("saferc-judge-exif-{}", std::process::id()));
@@ -184,10 +203,19 @@ mod tests {
         )
         .unwrap();
         let (mime, bytes) = decoded(&data_url(&path).unwrap());
-        assert_eq!(mime, "image/png");
+        assert_eq!(mime, "image/jpeg");
         let shown = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        let upright = crate::images::load_rgb(&path).unwrap();
         assert_eq!(shown.dimensions(), (4, 6));
-        assert_eq!(shown, crate::images::load_rgb(&path).unwrap());
+        // Quality 95: within a few levels of what the policy sees.
+        let most = shown
+            .as_raw()
+            .iter()
+            .zip(upright.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(most <= 16, "{most}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

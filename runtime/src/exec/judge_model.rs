@@ -42,7 +42,7 @@ impl<B: Backend> ModelJudge<B> {
                 model.dir.display()
             ))
         } else {
-            (!images).then(|| "it has `images = false`".to_string())
+            (!images).then(|| "`images = false`".to_string())
         };
         ModelJudge {
             name: name.to_string(),
