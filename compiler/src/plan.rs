@@ -141,7 +141,7 @@ impl<'a> Lowerer<'a> {
                 "model" => model
                     .as_ref()
                     .and_then(|m| self.plan.models.get(m))
-                    .is_some_and(|m| m.arch != "qwen2"),
+                    .is_some_and(|m| !safer_ir::plan::arch_reads_text_only(&m.arch)),
                 _ => false,
             };
             let images = sees_images && s.bool("images").unwrap_or(true);

@@ -707,7 +707,7 @@ fn answer(mut stream: std::net::TcpStream, first: bool, log: &Received) {
         return;
     };
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let question = question_text(&body).to_string();
+    let question = common::question_text(&body).to_string();
     log.lock().unwrap().push((authorization, body));
     let reply = if first {
         "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -728,16 +728,6 @@ fn answer(mut stream: std::net::TcpStream, first: bool, log: &Received) {
         )
     };
     let _ = stream.write_all(reply.as_bytes());
-}
-
-/// The text a chat request asks: its user turn's content, or the text part
-/// after its images.
-fn question_text(body: &Value) -> &str {
-    let content = &body["messages"][1]["content"];
-    content
-        .as_str()
-        .or_else(|| content.as_array()?.iter().find(|p| p["type"] == "text")?["text"].as_str())
-        .unwrap_or_default()
 }
 
 /// The HTTP judge case with its judge at the loopback server on `port`.
@@ -903,7 +893,7 @@ fn the_emitted_module_shows_a_judge_the_images_the_runtime_shows() {
                 })
                 .collect();
             assert_eq!(&urls, wanted);
-            let text = question_text(body);
+            let text = common::question_text(body);
             match wanted.len() {
                 0 => assert!(
                     text.contains("\n\nPrompt:\n") && content.is_string(),
@@ -1041,12 +1031,20 @@ print(json.dumps([s.images_hint(w, one, "grader") for w in whys] + [s.images_hin
     plain
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .unwrap();
-    let tiff = |orientation: u16, big: bool| {
-        let mut t: Vec<u8> = if big {
-            b"MM\0\x2a\0\0\0\x08".to_vec()
+    // A TIFF block of one entry: `(magic, kind, count)` 42, SHORT, 1 is
+    // well formed; the others are read as upright by the `image` crate.
+    let tiff = |orientation: u16, big: bool, (magic, kind, count): (u16, u16, u32)| {
+        let mut t: Vec<u8> = if big { b"MM".to_vec() } else { b"II".to_vec() };
+        t.extend_from_slice(&if big {
+            magic.to_be_bytes()
         } else {
-            b"II\x2a\0\x08\0\0\0".to_vec()
-        };
+            magic.to_le_bytes()
+        });
+        t.extend_from_slice(&if big {
+            8u32.to_be_bytes()
+        } else {
+            8u32.to_le_bytes()
+        });
         let order = |v: u16| {
             if big {
                 v.to_be_bytes()
@@ -1056,21 +1054,32 @@ print(json.dumps([s.images_hint(w, one, "grader") for w in whys] + [s.images_hin
         };
         t.extend_from_slice(&order(1)); // one entry
         t.extend_from_slice(&order(0x0112));
-        t.extend_from_slice(&order(3)); // SHORT
+        t.extend_from_slice(&order(kind));
         t.extend_from_slice(&if big {
-            1u32.to_be_bytes()
+            count.to_be_bytes()
         } else {
-            1u32.to_le_bytes()
+            count.to_le_bytes()
         });
         t.extend_from_slice(&order(orientation));
         t.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
         t
     };
-    for orientation in [1u16, 3, 6, 8, 9] {
+    let well = (42, 3, 1);
+    let cases = [
+        (1u16, well),
+        (3, well),
+        (6, well),
+        (8, well),
+        (9, well),
+        (6, (43, 3, 1)),
+        (6, (42, 4, 1)),
+        (6, (42, 3, 2)),
+    ];
+    for (case, &(orientation, form)) in cases.iter().enumerate() {
         for big in [false, true] {
             // JPEG: an XMP APP1 first, then the Exif one.
             let mut exif = b"Exif\0\0".to_vec();
-            exif.extend(tiff(orientation, big));
+            exif.extend(tiff(orientation, big, form));
             let mut turned = jpeg[..2].to_vec();
             for segment in [b"http://ns.adobe.com/xap/1.0/\0<x/>".to_vec(), exif] {
                 turned.extend_from_slice(&[0xFF, 0xE1]);
@@ -1079,7 +1088,7 @@ print(json.dumps([s.images_hint(w, one, "grader") for w in whys] + [s.images_hin
             }
             turned.extend_from_slice(&jpeg[2..]);
             // PNG: an eXIf chunk after IHDR.
-            let body = tiff(orientation, big);
+            let body = tiff(orientation, big, form);
             let mut chunk = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
             chunk.extend_from_slice(b"eXIf");
             chunk.extend_from_slice(&body);
@@ -1102,7 +1111,10 @@ print(json.dumps([s.images_hint(w, one, "grader") for w in whys] + [s.images_hin
             with_exif.extend(chunk);
             with_exif.extend_from_slice(&png[33..]);
             for (kind, bytes) in [("jpg", turned), ("png", with_exif)] {
-                let name = format!("o{orientation}-{}.{kind}", if big { "mm" } else { "ii" });
+                let name = format!(
+                    "c{case}-o{orientation}-{}.{kind}",
+                    if big { "mm" } else { "ii" }
+                );
                 std::fs::write(files.join(&name), &bytes).unwrap();
                 let mut decoder = image::ImageReader::new(std::io::Cursor::new(&bytes))
                     .with_guessed_format()

@@ -335,8 +335,8 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, index: usize
             return;
         }
         "images" => {
-            let shown = shown_images(&request);
-            let text = question_text(&request);
+            let shown = common::shown_images(&request);
+            let text = common::question_text(&request);
             let files = ["a.png", "b.png"].map(|f| std::fs::read(cases_dir().join("images").join(f)).unwrap());
             let said = match shown.as_slice() {
                 [] if text.contains("\n\nPrompt:\n") => "0",
@@ -351,14 +351,14 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, index: usize
             };
             ("200 OK", score(said))
         }
-        "text_only" if !shown_images(&request).is_empty() => (
+        "text_only" if !common::shown_images(&request).is_empty() => (
             "400 Bad Request",
             "{\"object\": \"error\", \"message\": \"Qwen2ForCausalLM is not a multimodal model None\", \"type\": \"BadRequestError\", \"code\": 400}".to_string(),
         ),
         // A score that varies with the completion (so that GRPO learns):
         // 0, 0.5 or 1 by its text's length.
         "switchable" | "switchable_slow" => {
-            let text = question_text(&request);
+            let text = common::question_text(&request);
             let s = (text.len() % 3) as f64 / 2.0;
             ("200 OK", score(&s.to_string()))
         }
@@ -370,43 +370,6 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, index: usize
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
         answer.len()
     );
-}
-
-/// The text a chat request asks: its user turn's content, or the text part
-/// after its images.
-fn question_text(request: &Value) -> &str {
-    let content = &request["messages"][1]["content"];
-    content
-        .as_str()
-        .or_else(|| content.as_array()?.iter().find(|p| p["type"] == "text")?["text"].as_str())
-        .unwrap_or("")
-}
-
-/// The images a chat request shows: each `image_url` part's `data:` URL as
-/// its MIME type and decoded bytes (empty bytes for one that is not a
-/// base64 `data:` URL).
-fn shown_images(request: &Value) -> Vec<(String, Vec<u8>)> {
-    use base64::Engine;
-    let parts = request["messages"][1]["content"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    parts
-        .iter()
-        .filter(|p| p["type"] == "image_url")
-        .map(|p| {
-            let url = p["image_url"]["url"].as_str().unwrap_or("");
-            let (head, data) = url.split_once(',').unwrap_or(("", ""));
-            let mime = head
-                .strip_prefix("data:")
-                .and_then(|h| h.strip_suffix(";base64"))
-                .unwrap_or("");
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(data)
-                .unwrap_or_default();
-            (mime.to_string(), bytes)
-        })
-        .collect()
 }
 
 /// The `f32` tensors of a safetensors file whose names start with
@@ -1084,7 +1047,10 @@ fn a_model_that_cannot_be_written_says_how_to_resume() {
 /// before training, on the same rows as its first batch, the first step's
 /// loss (to rounding: the training pass and the scoring pass differ); after
 /// ten steps on them, lower. Printed before and after, in the summary with
-/// the rows scored.
+/// the rows scored and the row left out (no `response`, warned about). A
+/// run killed after its first checkpoint and resumed reports the same
+/// losses; a forced resume whose held-out split changed does not report
+/// the old split's loss as its "before".
 #[test]
 fn an_sft_stage_s_held_out_loss_before_training_is_its_first_step_s_loss() {
     let case = prepare("sft_held_out_loss", "sft-held-out-loss");
@@ -1098,7 +1064,7 @@ fn an_sft_stage_s_held_out_loss_before_training_is_its_first_step_s_loss() {
     );
     assert_eq!(
         (held["rows"].as_u64(), held["left_out"].as_u64()),
-        (Some(2), Some(0)),
+        (Some(2), Some(1)),
         "{held}"
     );
     let metrics = read_jsonl(&dir.join("metrics.jsonl"));
@@ -1123,6 +1089,64 @@ fn an_sft_stage_s_held_out_loss_before_training_is_its_first_step_s_loss() {
             "stage warm: held-out loss {before:.4} → {after:.4}"
         )),
         "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: stage warm: 1 held-out row(s) left out of its held-out loss (no text in the field `response`"),
+        "{stderr}"
+    );
+    // Killed once its first checkpoint (step 2) is written, then resumed.
+    let killed = case.join("killed");
+    let mut child = run_command(&case, &["--out", killed.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first_checkpoint = killed.join("checkpoints/warm/step-000002/state.json");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !first_checkpoint.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let resumed = resume_to_the_end(&case, &killed);
+    assert_eq!(
+        summary_of(&killed)["stages"][0]["training"]["eval_loss"],
+        *held,
+        "{resumed}"
+    );
+    // A forced resume after the held-out split changed: its loss before
+    // training is not the old split's.
+    let changed = case.join("changed");
+    let mut child = run_command(&case, &["--out", changed.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first_checkpoint = changed.join("checkpoints/warm/step-000002/state.json");
+    while !first_checkpoint.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    std::fs::write(
+        &pipeline,
+        text.replace(
+            "sft { lr = 1e-2, batch = 2 prompts }",
+            "sft { lr = 1e-2, batch = 2 prompts, max_tokens = 4 tokens }",
+        ),
+    )
+    .unwrap();
+    let forced = force_to_the_end(&case, &changed);
+    assert!(
+        forced.contains("its held-out split changed since the stage started"),
+        "{forced}"
+    );
+    let again = &summary_of(&changed)["stages"][0]["training"]["eval_loss"];
+    assert!(
+        again["before"].is_null() && again["after"].is_number(),
+        "{again}"
     );
 }
 

@@ -97,6 +97,12 @@ pub struct ModelSpec {
     pub context: Option<usize>,
 }
 
+/// Whether a model of architecture `arch` reads text only, with no vision
+/// tower to be shown images or frozen: `qwen2`.
+pub fn arch_reads_text_only(arch: &str) -> bool {
+    arch == "qwen2"
+}
+
 /// A judge.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JudgeSpec {

@@ -1783,6 +1783,8 @@ def exif_orientation(data):
     def number(at, size):
         return int.from_bytes(tiff[at : at + size], order)
 
+    if number(2, 2) != 42:  # not TIFF
+        return 1
     ifd = number(4, 4)
     if ifd + 2 > len(tiff):
         return 1
@@ -1790,7 +1792,8 @@ def exif_orientation(data):
         entry = ifd + 2 + 12 * i
         if entry + 12 > len(tiff):
             break
-        if number(entry, 2) == 0x0112:
+        # The first entry of one SHORT, as the `image` crate reads it.
+        if number(entry, 2) == 0x0112 and number(entry + 2, 2) == 3 and number(entry + 4, 4) == 1:
             value = number(entry + 8, 2)
             return value if 1 <= value <= 8 else 1
     return 1
@@ -1833,9 +1836,11 @@ def judge_image(path):
 
 
 # `data:` URLs of images already shown, by path, up to this many bytes in
-# all (then let go, all at once), as saferc keeps them.
+# all (then let go, all at once), as saferc keeps them; each made once,
+# under its own lock, while the row's other questions wait for it.
 KEPT_IMAGE_BYTES = 256 << 20
 _IMAGE_URLS = {}
+_IMAGE_LOCKS = {}
 _IMAGE_URLS_LOCK = threading.Lock()
 
 
@@ -1843,24 +1848,35 @@ def image_data_url(path):
     """The `data:` URL of the image at `path` that a judge is shown
     (`judge_image`), kept for the row's next questions."""
     with _IMAGE_URLS_LOCK:
-        url = _IMAGE_URLS.get(path)
-    if url is not None:
+        lock = _IMAGE_LOCKS.setdefault(path, threading.Lock())
+    with lock:
+        with _IMAGE_URLS_LOCK:
+            url = _IMAGE_URLS.get(path)
+        if url is not None:
+            return url
+        url = make_image_data_url(path)
+        with _IMAGE_URLS_LOCK:
+            if sum(map(len, _IMAGE_URLS.values())) + len(url) > KEPT_IMAGE_BYTES:
+                _IMAGE_URLS.clear()
+            _IMAGE_URLS[path] = url
         return url
+
+
+def make_image_data_url(path):
+    """The `data:` URL of the image at `path` (`judge_image`'s bytes)."""
     try:
         data, mime = judge_image(path)
     except OSError as e:
-        raise EvalError(f"image {path}: {e}")
+        raise EvalError(
+            f"image {path}: {e} (a row's images are in its dataset's `images` folder, or in "
+            "SAFER_IMAGES / SAFER_IMAGES_<NAME> where the data was moved)"
+        )
     except ImportError:
         raise EvalError(
             f"image {path}: showing a judge an image that is not a PNG or JPEG file as it is "
             "(another format, transparency, an EXIF orientation that turns it) needs Pillow (`pip install pillow`)"
         )
-    url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
-    with _IMAGE_URLS_LOCK:
-        if sum(map(len, _IMAGE_URLS.values())) + len(url) > KEPT_IMAGE_BYTES:
-            _IMAGE_URLS.clear()
-        _IMAGE_URLS[path] = url
-    return url
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def image_files_of(row):
@@ -2114,6 +2130,9 @@ def count_tokens(text):
     return len(tokenizer().encode(text, add_special_tokens=False).ids)
 
 
+_WARNED_SOURCES = set()
+
+
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
     """verl custom reward function: `score` is the reward; each criterion and
     penalty is returned beside it, which verl logs."""
@@ -2123,8 +2142,16 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
     if isinstance(data_source, str) and data_source.startswith("saferc/"):
         try:
             row.dataset = named_split(data_source[len("saferc/") :], reward().spec["datasets"])[0]
-        except EvalError:
-            pass
+        except EvalError as e:
+            # Not one of the spec's: a judge shown the row's images would
+            # look in the training dataset's folder, which may hold others.
+            if data_source not in _WARNED_SOURCES:
+                _WARNED_SOURCES.add(data_source)
+                print(
+                    f"warning: verl's data_source {data_source!r} names no dataset of the reward spec ({e}); "
+                    "its rows' images are looked for in the training dataset's folder",
+                    file=sys.stderr,
+                )
     tokens = info.get("response_length")
     if tokens is None and reward().spec.get("counts_tokens"):
         # saferc counts the final stop token, which verl's decoded text

@@ -303,7 +303,9 @@ impl<'a> Analyzer<'a> {
                 .settings
                 .text("arch")
                 .unwrap_or("tiny_vlm");
-            if arch == "qwen2" && matches!(s.get("freeze_vision"), Some(Value::Bool(true))) {
+            if safer_ir::plan::arch_reads_text_only(arch)
+                && matches!(s.get("freeze_vision"), Some(Value::Bool(true)))
+            {
                 let model = self.decls[policy.0].name.clone();
                 self.without_effect(
                     i,
@@ -1803,9 +1805,12 @@ impl<'a> Analyzer<'a> {
         }
         // A local model that reads text only cannot be shown the images.
         if s.text("kind") == Some("model") && s.bool("images") == Some(true) {
-            let text_only = s
-                .reference("model")
-                .filter(|m| self.decls[m.0].settings.text("arch") == Some("qwen2"));
+            let text_only = s.reference("model").filter(|m| {
+                self.decls[m.0]
+                    .settings
+                    .text("arch")
+                    .is_some_and(safer_ir::plan::arch_reads_text_only)
+            });
             if let Some(model) = text_only {
                 let model = self.decls[model.0].name.clone();
                 self.without_effect(

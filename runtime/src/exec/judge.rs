@@ -113,6 +113,7 @@ pub struct JudgeCounts {
     retries: AtomicU64,
     warned: AtomicBool,
     warned_unseen: AtomicBool,
+    warned_unasked: AtomicBool,
 }
 
 impl JudgeCounts {
@@ -146,6 +147,31 @@ impl JudgeCounts {
     /// Counts a question that shows the judge the row's images.
     pub fn showing_images(&self) {
         self.with_images.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The score of a question judge `judge` was not asked (`why`): as a
+    /// reply without a score, its `fallback` on `range` (counted, and said
+    /// the first time), or an error saying why.
+    pub fn unasked(
+        &self,
+        judge: &str,
+        why: &str,
+        range: (f64, f64),
+        fallback: Option<f64>,
+    ) -> Result<f64, String> {
+        let Some(f) = fallback else {
+            return Err(format!(
+                "judge `{judge}` was not asked: {why}; declare `fallback = ...` on the judge to score such questions with a fixed score instead"
+            ));
+        };
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        if !self.warned_unasked.swap(true, Ordering::Relaxed) {
+            crate::stderr_line!(
+                "warning: judge `{judge}` was not asked: {why}; using its fallback {f} (said once; every fallback is counted in summary.json's `judges`)"
+            );
+        }
+        let (lo, hi) = range;
+        Ok(lo + f * (hi - lo))
     }
 
     /// Says, the first time, that judge `judge` scores a row that has

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use base64::Engine;
 use image::{ImageDecoder, ImageFormat};
@@ -27,11 +27,16 @@ use image::{ImageDecoder, ImageFormat};
 /// and the questions of a step are about a few rows at a time.
 const KEPT_BYTES: usize = 256 << 20;
 
+/// One image's `data:` URL, made once: the questions about a row are asked
+/// at once (its completions, its criteria), and the first to ask encodes it
+/// while the others wait for that.
+type Made = Arc<OnceLock<Result<Arc<str>, String>>>;
+
 /// The `data:` URLs of image files, kept for the questions that follow
 /// (up to [`KEPT_BYTES`]; then they are let go, all at once).
 #[derive(Default)]
 pub struct ImageUrls {
-    kept: Mutex<HashMap<PathBuf, Arc<str>>>,
+    kept: Mutex<HashMap<PathBuf, Made>>,
 }
 
 impl ImageUrls {
@@ -41,24 +46,23 @@ impl ImageUrls {
     /// The file cannot be read or decoded (it was read when the dataset was
     /// loaded: it changed since), as a message naming it.
     pub fn of(&self, path: &Path) -> Result<Arc<str>, String> {
-        let kept = |urls: &Self| {
-            urls.kept
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(path)
-                .cloned()
+        let made = {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(made) = kept.get(path) {
+                made.clone()
+            } else {
+                let held: usize = kept
+                    .values()
+                    .filter_map(|m| m.get().and_then(|u| u.as_ref().ok()))
+                    .map(|u| u.len())
+                    .sum();
+                if held > KEPT_BYTES {
+                    kept.clear();
+                }
+                kept.entry(path.to_path_buf()).or_default().clone()
+            }
         };
-        if let Some(url) = kept(self) {
-            return Ok(url);
-        }
-        let url: Arc<str> = data_url(path)?.into();
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        let held: usize = kept.values().map(|u| u.len()).sum();
-        if held + url.len() > KEPT_BYTES {
-            kept.clear();
-        }
-        kept.insert(path.to_path_buf(), url.clone());
-        Ok(url)
+        made.get_or_init(|| data_url(path).map(Arc::from)).clone()
     }
 }
 

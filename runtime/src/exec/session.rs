@@ -395,9 +395,6 @@ impl<'a, B: Backend> Session<'a, B> {
         self.plan.models.get(name).and_then(|m| m.context)
     }
 
-    /// Warns about each held-out split (`eval_data`) and `eval` split that
-    /// has no rows once the dataset is built: it scores nothing, and the
-    /// table shows `-` for it.
     /// Stops, before any stage trains, when a stage's training split has no
     /// rows (a later stage's used to be found only after the earlier ones
     /// had trained).
@@ -416,10 +413,15 @@ impl<'a, B: Backend> Session<'a, B> {
         Ok(())
     }
 
+    /// Warns about each held-out split (`eval_data`) and `eval` split that
+    /// has no rows once the dataset is built: it scores nothing, and the
+    /// table shows `-` for it (an `sft` stage's held-out loss is unknown).
     fn warn_empty_scoring_splits(&self) -> Result<(), ExecError> {
         let mut uses: Vec<(String, &SplitRef)> = Vec::new();
         for stage in &self.plan.stages {
-            if let (Some(split), Some(_)) = (&stage.eval_data, &stage.reward) {
+            let scored = stage.reward.is_some()
+                || matches!(stage.algorithm, safer_ir::plan::Algorithm::Sft(_));
+            if let Some(split) = stage.eval_data.as_ref().filter(|_| scored) {
                 uses.push((
                     format!("the held-out split of stage `{}`", stage.name),
                     split,

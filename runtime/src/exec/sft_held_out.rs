@@ -1,28 +1,45 @@
 //! An SFT stage's held-out loss: the mean negative log-likelihood per
 //! target token of its `eval_data` split's reference completions (the
-//! stage's `field`, with the end-of-turn token), taught-forced as in
+//! stage's `field`, with the end-of-turn token), teacher-forced as in
 //! training, before the first step and after the last: the overfitting
-//! check TRL's `SFTTrainer` reports as `eval_loss`. Rows without the field,
-//! or whose target is cut to nothing, are left out and counted.
+//! check, comparable to the `eval_loss` of TRL's `SFTTrainer` (which
+//! averages per-batch means). Rows without the field, or whose prompt
+//! cannot be built or leaves no room, are left out under the dataset's
+//! `on_bad_row`, and counted. Also the rows an SFT stage can learn from
+//! ([`Targets`]) and the target of one ([`target_tokens`]), shared with
+//! training.
+
+use std::sync::atomic::AtomicBool;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use safer_ir::plan::{SftSpec, StageSpec};
+use safer_ir::plan::{SftSpec, SplitRef, StageSpec};
 use serde_json::{json, Value};
 
 use super::data::Row;
+use super::rollout::prompt;
 use super::session::Session;
 use super::skipped_rows::usable_prompts;
-use super::ExecError;
-use crate::generate::{completion_logprobs, Prompt};
+use super::{stop_if_interrupted, ExecError};
+use crate::generate::completion_logprobs;
 use crate::grpo::to_vec;
-use crate::model::Model;
+use crate::model::{Model, ModelConfig};
 use crate::text::TextTokenizer;
+
+/// The target of a row for a prompt: its tokens and the end-of-sequence.
+pub struct Target {
+    /// The tokens learnt, cut to `max_tokens` and to the context's room.
+    pub tokens: Vec<u32>,
+    /// Its length before the cut.
+    pub whole: usize,
+    /// Whether the context's room cut it (not `max_tokens` alone): a cut
+    /// target teaches no end-of-sequence.
+    pub cut_by_context: bool,
+}
 
 /// The target of `text` for a prompt of `prompt_tokens`: its tokens and
 /// `eos`, cut to `max_tokens` and to what the model's `context` leaves
-/// after the prompt (a cut target teaches no end-of-sequence); and its
-/// length before the cut.
+/// after the prompt.
 ///
 /// # Errors
 /// The tokenizer failing on `text`.
@@ -33,66 +50,120 @@ pub fn target_tokens(
     prompt_tokens: usize,
     context: usize,
     max_tokens: Option<usize>,
-) -> Result<(Vec<u32>, usize), ExecError> {
-    let mut target = tokenizer.encode(text)?;
-    target.push(eos);
-    let whole = target.len();
+) -> Result<Target, ExecError> {
+    let mut tokens = tokenizer.encode(text)?;
+    tokens.push(eos);
+    let whole = tokens.len();
     let room = context.saturating_sub(prompt_tokens);
-    target.truncate(max_tokens.map_or(room, |max| max.min(room)));
-    Ok((target, whole))
+    tokens.truncate(max_tokens.map_or(room, |max| max.min(room)));
+    Ok(Target {
+        tokens,
+        whole,
+        cut_by_context: whole > room && max_tokens.is_none_or(|max| max > room),
+    })
 }
 
-/// The held-out rows an SFT stage scores, their prompts and targets.
+/// Rows sorted by what an SFT stage can learn from them.
+pub struct Targets {
+    /// Rows with text in the field.
+    pub usable: Vec<Row>,
+    /// Rows without text in the field.
+    pub lacking: Vec<Row>,
+    /// Rows whose text spells one of the model's special tokens (which
+    /// would be learnt as that control token), with the token.
+    pub special: Vec<(Row, String)>,
+}
+
+impl Targets {
+    /// `rows` sorted by their `field`'s text.
+    pub fn of(rows: &[Row], field: &str, tokenizer: &TextTokenizer) -> Self {
+        let mut sorted = Targets {
+            usable: Vec::new(),
+            lacking: Vec::new(),
+            special: Vec::new(),
+        };
+        for row in rows {
+            match row.text(field) {
+                None => sorted.lacking.push(row.clone()),
+                Some(text) => match tokenizer.special_token_in(&text) {
+                    Some(token) => sorted.special.push((row.clone(), token.to_string())),
+                    None => sorted.usable.push(row.clone()),
+                },
+            }
+        }
+        sorted
+    }
+}
+
+/// The held-out rows an SFT stage scores and their targets.
 pub struct HeldOut {
-    prompts: Vec<Prompt>,
+    rows: Vec<Row>,
     targets: Vec<Vec<u32>>,
     /// Rows of the split left out: no text in the field, a special token
     /// in it, or a prompt that cannot be built or leaves no room.
     left_out: usize,
     batch: usize,
+    /// A hash of what is scored (rows, prompts' lengths, targets), kept
+    /// with the loss before training in the stage's checkpoints.
+    identity: String,
 }
 
 impl HeldOut {
     /// The stage's `eval_data` rows readied for scoring; `None` without a
-    /// held-out split.
+    /// held-out split. Rows left out are named in a warning.
     ///
     /// # Errors
-    /// With `on_bad_row = fail`, a row whose prompt cannot be built; the
-    /// tokenizer failing.
+    /// A row left out, under `on_bad_row = fail`; the tokenizer failing.
     pub fn prepare<B: Backend>(
         session: &Session<'_, B>,
         stage: &StageSpec,
         s: &SftSpec,
         tokenizer: &TextTokenizer,
-        model: &Model<impl Backend>,
+        config: &ModelConfig,
     ) -> Result<Option<Self>, ExecError> {
         let Some(split) = &stage.eval_data else {
             return Ok(None);
         };
-        let all = session.rows(split)?;
-        let with_target: Vec<Row> = all
-            .iter()
-            .filter(|r| {
-                r.text(&s.field)
-                    .is_some_and(|t| tokenizer.special_token_in(&t).is_none())
-            })
-            .cloned()
-            .collect();
-        let lacking = all.len() - with_target.len();
-        let config = &model.config;
+        let fail = session.fails_on_bad_rows(&split.dataset);
+        let sorted = Targets::of(session.rows(split)?, &s.field, tokenizer);
+        let mut left: Vec<String> = sorted.lacking.iter().map(|r| r.origin.clone()).collect();
+        left.extend(sorted.special.iter().map(|(r, _)| r.origin.clone()));
+        left.sort();
+        if let Some(first) = left.first() {
+            let why = format!(
+                "no text in the field `{}` that `sft` learns from, or a special token in it",
+                s.field
+            );
+            if fail {
+                return Err(left_out_error(split, first, &why));
+            }
+            let shown: Vec<&str> = left.iter().take(5).map(String::as_str).collect();
+            crate::stderr_line!(
+                "warning: stage {}: {} held-out row(s) left out of its held-out loss ({why}): {}{}",
+                stage.name,
+                left.len(),
+                shown.join(", "),
+                if left.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            );
+        }
         let (rows, prompts, unusable) = usable_prompts(
             &format!("stage {} (held-out loss)", stage.name),
-            with_target,
+            sorted.usable,
             tokenizer,
             config,
             1,
-            session.fails_on_bad_rows(&split.dataset),
+            fail,
         )?;
         let eos = config.eos_token_ids.first().copied().unwrap_or(0);
         let mut targets = Vec::with_capacity(rows.len());
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
         for (row, prompt) in rows.iter().zip(&prompts) {
             let text = row.text(&s.field).unwrap_or_default();
-            let (target, _) = target_tokens(
+            let target = target_tokens(
                 tokenizer,
                 &text,
                 eos,
@@ -100,39 +171,66 @@ impl HeldOut {
                 config.context(),
                 s.max_tokens,
             )?;
-            targets.push(target);
+            for part in [row.origin.as_bytes(), row.prompt.as_bytes()] {
+                sha2::Digest::update(&mut hasher, (part.len() as u64).to_le_bytes());
+                sha2::Digest::update(&mut hasher, part);
+            }
+            for token in prompt
+                .tokens
+                .iter()
+                .chain([&u32::MAX])
+                .chain(&target.tokens)
+            {
+                sha2::Digest::update(&mut hasher, token.to_le_bytes());
+            }
+            targets.push(target.tokens);
         }
         Ok(Some(HeldOut {
-            prompts,
+            rows,
             targets,
-            left_out: lacking + unusable,
+            left_out: left.len() + unusable,
             batch: s.batch.max(1),
+            identity: super::checkpoint::hex(&sha2::Digest::finalize(hasher)),
         }))
     }
 
+    /// What is scored, hashed: a loss kept from before training is this
+    /// split's only where the identities agree (a forced resume may have
+    /// changed the split, the field or `max_tokens`).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
     /// The mean negative log-likelihood per target token under `policy`
-    /// (no gradient), or `None` when no row was left to score.
+    /// (no gradient), or `None` when no row was left to score. Prompts are
+    /// built a batch at a time (their images are not all held at once).
     ///
     /// # Errors
-    /// Model errors.
+    /// Model errors; Ctrl+C between batches ([`ExecError::Stopped`]).
     pub fn loss<B: AutodiffBackend>(
         &self,
         policy: &Model<B>,
-        pad: u32,
+        tokenizer: &TextTokenizer,
+        interrupt: &AtomicBool,
     ) -> Result<Option<f64>, ExecError> {
         let model = policy.valid();
         let (mut sum, mut tokens) = (0.0f64, 0usize);
-        for (prompts, targets) in self
-            .prompts
+        for (rows, targets) in self
+            .rows
             .chunks(self.batch)
             .zip(self.targets.chunks(self.batch))
         {
+            stop_if_interrupted(interrupt, || "scoring the held-out loss".into())?;
+            let prompts = rows
+                .iter()
+                .map(|row| prompt(row, tokenizer, &model.config, None))
+                .collect::<Result<Vec<_>, _>>()?;
             let pairs: Vec<(usize, &[u32])> = targets
                 .iter()
                 .enumerate()
                 .map(|(i, t)| (i, t.as_slice()))
                 .collect();
-            let scores = completion_logprobs(&model, prompts, &pairs, 1.0, pad)?;
+            let scores = completion_logprobs(&model, &prompts, &pairs, 1.0, tokenizer.pad_id)?;
             let width = scores.logprobs.dims()[1];
             let logprobs = to_vec(&scores.logprobs);
             for (i, target) in targets.iter().enumerate() {
@@ -153,5 +251,15 @@ impl HeldOut {
             "rows": self.targets.len(),
             "left_out": self.left_out,
         })
+    }
+}
+
+/// The error of a held-out row left out (`why`) under `on_bad_row = fail`.
+fn left_out_error(split: &SplitRef, origin: &str, why: &str) -> ExecError {
+    ExecError::Data {
+        dataset: split.dataset.clone(),
+        message: format!(
+            "bad row at {origin}: {why} (the dataset says `on_bad_row = fail`; `skip` leaves such rows out of the held-out loss, counted)"
+        ),
     }
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::checkpoint;
 use super::rollout::{oversized_batch_warning, sequences, PromptCache};
 use super::session::{ModelDirs, Session, Trained};
-use super::sft_held_out::{target_tokens, HeldOut};
+use super::sft_held_out::{target_tokens, HeldOut, Targets};
 use super::skipped_rows::usable_prompts;
 use super::ExecError;
 use crate::adamw::AdamWSettings;
@@ -41,22 +41,14 @@ pub fn train<B: Backend>(
     let loaded = start.load::<AD<B>>(&device)?;
     let tokenizer = loaded.tokenizer;
     let policy: Model<AD<B>> = super::training_policy(loaded.model, stage);
-    let (rows, lacking): (Vec<_>, Vec<_>) = session
-        .rows(&stage.data)?
-        .iter()
-        .cloned()
-        .partition(|r| r.text(&s.field).is_some());
     // A target that writes out a special token (`<|im_end|>`) would teach
     // the model that control token, not text: a bad row too.
-    let (rows, special): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| {
-        r.text(&s.field)
-            .is_none_or(|t| tokenizer.special_token_in(&t).is_none())
-    });
-    if let Some(first) = special.first() {
-        let token = first
-            .text(&s.field)
-            .and_then(|t| tokenizer.special_token_in(&t).map(str::to_string))
-            .unwrap_or_default();
+    let Targets {
+        usable: rows,
+        lacking,
+        special,
+    } = Targets::of(session.rows(&stage.data)?, &s.field, &tokenizer);
+    if let Some((first, token)) = special.first() {
         let message = format!(
             "row {}: the field `{}` that `sft` learns from holds `{token}`, one of the model's special tokens, which would be learnt as that control token",
             first.origin, s.field
@@ -125,6 +117,9 @@ pub fn train<B: Backend>(
         .steps
         .unwrap_or_else(|| (rows.len() * s.epochs).div_ceil(s.batch) as u64);
     let eos = policy.config.eos_token_ids.first().copied().unwrap_or(0);
+    // The held-out split is checked with the training split, before a
+    // forced resume is committed.
+    let held_out = HeldOut::prepare(session, stage, s, &tokenizer, &policy.config)?;
     let ck_root = session.run.checkpoints(&stage.name);
     let (mut policy, mut optim, mut state) = checkpoint::start_or_resume::<AD<B>>(
         &ck_root,
@@ -147,25 +142,23 @@ pub fn train<B: Backend>(
         }
     }
     let pad = tokenizer.pad_id;
-    // The held-out loss before training: computed at the first step, kept
-    // in the checkpoints for a resumed stage.
-    let held_out = HeldOut::prepare(session, stage, s, &tokenizer, &policy)?;
-    let mut eval_loss_before = state
-        .extra
-        .get("eval_loss_before")
-        .and_then(serde_json::Value::as_f64);
-    if let Some(h) = held_out.as_ref().filter(|_| state.step == 0) {
-        eval_loss_before = h.loss(&policy, pad)?;
-        if let Some(loss) = eval_loss_before {
-            crate::stderr_line!(
-                "stage {}: held-out loss {loss:.4} before training",
-                stage.name
-            );
-        }
-    }
-    let extra = |last_loss: f32| match eval_loss_before {
-        Some(before) => json!({ "last_loss": last_loss, "eval_loss_before": before }),
-        None => json!({ "last_loss": last_loss }),
+    let interrupt = &session.options.interrupt;
+    let eval_loss_before = loss_before(
+        stage,
+        held_out.as_ref(),
+        (state.step, &state.extra),
+        &policy,
+        &tokenizer,
+        interrupt,
+    )?;
+    // Kept in the checkpoints, with what it was computed on.
+    let extra = |last_loss: f32| match (eval_loss_before, &held_out) {
+        (Some(before), Some(h)) => json!({
+            "last_loss": last_loss,
+            "eval_loss_before": before,
+            "eval_loss_identity": h.identity(),
+        }),
+        _ => json!({ "last_loss": last_loss }),
     };
     let mut progress = super::report::Progress::new(
         &stage.name,
@@ -209,7 +202,7 @@ pub fn train<B: Backend>(
             // `max_tokens`, and at most what the context leaves after the
             // prompt (the default of `max_tokens`); a cut target teaches
             // no end-of-sequence.
-            let (t, whole) = target_tokens(
+            let target = target_tokens(
                 &tokenizer,
                 &row.text(&s.field).unwrap_or_default(),
                 eos,
@@ -217,8 +210,8 @@ pub fn train<B: Backend>(
                 context,
                 s.max_tokens,
             )?;
-            let room = context.saturating_sub(prompt.tokens.len());
-            if whole > room && s.max_tokens.is_none_or(|max| max > room) && !warned_cut {
+            if target.cut_by_context && !warned_cut {
+                let room = context.saturating_sub(prompt.tokens.len());
                 // `max_tokens` cuts as asked; the context's cut is said once.
                 warned_cut = true;
                 crate::stderr_line!(
@@ -226,10 +219,10 @@ pub fn train<B: Backend>(
                     stage.name,
                     step + 1,
                     row.origin,
-                    whole
+                    target.whole
                 );
             }
-            targets.push(t);
+            targets.push(target.tokens);
         }
         let pairs: Vec<(usize, &[u32])> = targets
             .iter()
@@ -294,7 +287,7 @@ pub fn train<B: Backend>(
     progress.finish(format!("loss {last_loss:.3}"));
     let mut summary = json!({"algorithm": "sft", "steps": total_steps, "final_loss": last_loss, "skipped_rows": lacking.len() + skipped_special + unusable});
     if let Some(h) = &held_out {
-        let after = h.loss(&policy, pad)?;
+        let after = h.loss(&policy, &tokenizer, interrupt)?;
         if let Some(loss) = after {
             let before = eval_loss_before.map_or(String::new(), |b| format!("{b:.4} → "));
             crate::stderr_line!("stage {}: held-out loss {before}{loss:.4}", stage.name);
@@ -305,4 +298,51 @@ pub fn train<B: Backend>(
         model: policy.for_generation(),
         summary,
     })
+}
+
+/// The held-out loss before training: computed at the stage's first step;
+/// on a stage resumed past it (`(step, kept)`: the checkpoint's step and
+/// what it kept), the one its checkpoint kept, where it was computed
+/// on the same rows and targets (else unknown: the weights it was computed
+/// with are gone). Printed; `None` without a held-out split, or with no row
+/// to score (said).
+///
+/// # Errors
+/// Model errors; Ctrl+C while scoring.
+fn loss_before<B: burn::tensor::backend::AutodiffBackend>(
+    stage: &StageSpec,
+    held_out: Option<&HeldOut>,
+    (step, kept): (u64, &serde_json::Value),
+    policy: &Model<B>,
+    tokenizer: &crate::text::TextTokenizer,
+    interrupt: &std::sync::atomic::AtomicBool,
+) -> Result<Option<f64>, ExecError> {
+    let Some(h) = held_out else {
+        return Ok(None);
+    };
+    if step > 0 {
+        let same = kept
+            .get("eval_loss_identity")
+            .and_then(serde_json::Value::as_str)
+            == Some(h.identity());
+        let before = kept
+            .get("eval_loss_before")
+            .and_then(serde_json::Value::as_f64);
+        if before.is_some() && !same {
+            crate::stderr_line!(
+                "warning: stage {}: its held-out split changed since the stage started (a forced resume); its loss there before training is not known",
+                stage.name
+            );
+        }
+        return Ok(before.filter(|_| same));
+    }
+    let before = h.loss(policy, tokenizer, interrupt)?;
+    match before {
+        Some(loss) => crate::stderr_line!("stage {}: held-out loss {loss:.4} before training", stage.name),
+        None => crate::stderr_line!(
+            "warning: stage {}: no row of its held-out split can be scored (see above), so it has no held-out loss",
+            stage.name
+        ),
+    }
+    Ok(before)
 }
