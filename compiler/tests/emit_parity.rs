@@ -133,6 +133,22 @@ fn lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The runtime's scorer of rubric `name` of `plan`, asking `judge`.
+fn scorer_of<'a>(
+    plan: &'a safer_ir::plan::Plan,
+    name: &'a str,
+    judge: &'a dyn safer_runtime::exec::judge::Judge,
+    vocabulary: &'a std::collections::BTreeSet<String>,
+) -> RubricScorer<'a> {
+    RubricScorer {
+        name,
+        spec: &plan.rubrics[name],
+        functions: &plan.functions,
+        judge,
+        vocabulary,
+    }
+}
+
 /// `score` input lines for every row (with its line of the dataset file)
 /// against every `(text, tokens)`, and the runtime's scores of each.
 fn scored_by_the_runtime(
@@ -195,13 +211,7 @@ fn the_emitted_reward_module_scores_every_completion_as_the_runtime_does() {
     let (kept, unfiltered) = data::filter("d", loaded.rows, spec);
     assert!(unfiltered.is_empty(), "{unfiltered:?}");
     let vocabulary = scorers::vocabulary(&kept, "objects");
-    let scorer = RubricScorer {
-        name: "parity",
-        spec: &plan.rubrics["parity"],
-        functions: &plan.functions,
-        judge: &RulesJudge,
-        vocabulary: &vocabulary,
-    };
+    let scorer = scorer_of(&plan, "parity", &RulesJudge, &vocabulary);
     let raw_rows = lines(&case().join("rows.jsonl"));
     let completions: Vec<(String, usize)> = lines(&case().join("completions.jsonl"))
         .iter()
@@ -749,13 +759,7 @@ fn the_emitted_module_asks_an_http_judge_what_the_runtime_asks() {
     let spec = &plan.datasets["d"];
     let rows = data::load_source("d", spec).unwrap().rows;
     let vocabulary = scorers::vocabulary(&rows, "objects");
-    let scorer = RubricScorer {
-        name: "judged",
-        spec: &plan.rubrics["judged"],
-        functions: &plan.functions,
-        judge: &judge,
-        vocabulary: &vocabulary,
-    };
+    let scorer = scorer_of(&plan, "judged", &judge, &vocabulary);
     let raw_rows = lines(&case().join("rows.jsonl"));
     let texts = [
         (
@@ -825,13 +829,7 @@ fn the_emitted_module_shows_a_judge_the_images_the_runtime_shows() {
         let judge = HttpJudge::new("grader", &plan.judges["grader"], Arc::default()).unwrap();
         let rows = data::load_source("d", &plan.datasets["d"]).unwrap().rows;
         let vocabulary = scorers::vocabulary(&rows, "objects");
-        let scorer = RubricScorer {
-            name: "judged",
-            spec: &plan.rubrics["judged"],
-            functions: &plan.functions,
-            judge: &judge,
-            vocabulary: &vocabulary,
-        };
+        let scorer = scorer_of(&plan, "judged", &judge, &vocabulary);
         let raw_rows = lines(&case_dir.join("rows.jsonl"));
         let (items, expected) =
             scored_by_the_runtime(&scorer, &rows, &raw_rows, &[("It is safe.", 3)]);
@@ -940,13 +938,7 @@ fn the_emitted_module_finds_a_held_out_row_s_images_in_its_dataset() {
         .unwrap()
         .rows;
     let vocabulary = scorers::vocabulary(&rows, "objects");
-    let scorer = RubricScorer {
-        name: "judged",
-        spec: &plan.rubrics["judged"],
-        functions: &plan.functions,
-        judge: &judge,
-        vocabulary: &vocabulary,
-    };
+    let scorer = scorer_of(&plan, "judged", &judge, &vocabulary);
     let text = "It is safe.";
     scorer
         .score(&Item {

@@ -821,12 +821,23 @@ fn check_case(name: &str) {
 /// Starts the `resume` case's run into `dir` (stderr to `stderr`) and
 /// returns once its first checkpoint exists: training is under way.
 fn start_until_first_checkpoint(case: &Path, dir: &Path, stderr: Stdio) -> std::process::Child {
+    start_until_checkpoint(case, dir, stderr, "t")
+}
+
+/// Starts a case's run into `dir` (stderr to `stderr`) and returns once
+/// stage `stage` has a checkpoint at step 2.
+fn start_until_checkpoint(
+    case: &Path,
+    dir: &Path,
+    stderr: Stdio,
+    stage: &str,
+) -> std::process::Child {
     let child = run_command(case, &["--out", dir.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
         .unwrap();
-    let first = dir.join("checkpoints/t/step-000002/state.json");
+    let first = dir.join(format!("checkpoints/{stage}/step-000002/state.json"));
     let deadline = Instant::now() + Duration::from_secs(600);
     while !first.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
@@ -1096,18 +1107,12 @@ fn an_sft_stage_s_held_out_loss_before_training_is_its_first_step_s_loss() {
     );
     // Killed once its first checkpoint (step 2) is written, then resumed.
     let killed = case.join("killed");
-    let mut child = run_command(&case, &["--out", killed.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first_checkpoint = killed.join("checkpoints/warm/step-000002/state.json");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !first_checkpoint.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    let _ = child.wait();
+    let kill = |dir: &Path| {
+        let mut child = start_until_checkpoint(&case, dir, Stdio::null(), "warm");
+        child.kill().unwrap();
+        let _ = child.wait();
+    };
+    kill(&killed);
     let resumed = resume_to_the_end(&case, &killed);
     assert_eq!(
         summary_of(&killed)["stages"][0]["training"]["eval_loss"],
@@ -1117,17 +1122,7 @@ fn an_sft_stage_s_held_out_loss_before_training_is_its_first_step_s_loss() {
     // A forced resume after the held-out split changed: its loss before
     // training is not the old split's.
     let changed = case.join("changed");
-    let mut child = run_command(&case, &["--out", changed.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first_checkpoint = changed.join("checkpoints/warm/step-000002/state.json");
-    while !first_checkpoint.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    let _ = child.wait();
+    kill(&changed);
     let pipeline = case.join("pipeline.safer");
     let text = std::fs::read_to_string(&pipeline).unwrap();
     std::fs::write(
