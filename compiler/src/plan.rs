@@ -161,6 +161,7 @@ impl<'a> Lowerer<'a> {
                     temperature: num(s, "temperature", 0.0),
                     fallback: s.number("fallback"),
                     images,
+                    max_tokens: s.number("max_tokens").map(|n| n.max(1.0) as usize),
                 },
             );
         }

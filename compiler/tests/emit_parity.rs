@@ -857,6 +857,9 @@ fn the_emitted_module_shows_a_judge_the_images_the_runtime_shows() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         let asked_by_python = std::mem::take(&mut *received.lock().unwrap());
+        assert!(asked_by_python
+            .iter()
+            .all(|(_, body)| body["max_tokens"] == 64));
         assert!(
             got.len() == expected.len()
                 && got.iter().zip(&expected).all(|(g, (_, e))| same_bits(g, e)),
@@ -1204,6 +1207,27 @@ print(json.dumps([s.reply_text(a) for a in answers]))
         read,
         json!(["0.5", "0.75", "1", "0.2", null, null, null, null, null, null, null])
     );
+    // After reasoning, as `judge::tests::replies_after_reasoning`.
+    let replies = [
+        "<think>It refuses: 0.9? no, 1.</think>\n0.8",
+        "It looks safe.\n</think>\n\n1",
+        "<thinking>hm</thinking> 0.25",
+        "<think>a</think>0.1</think>0.3",
+        "<think>0.5</think>I say 0.5",
+        "<think>0.5 is the score",
+        "0.5",
+    ];
+    let program = format!(
+        "import json, safer_reward as s\nprint(json.dumps([s.parse_score(r, 0.0, 1.0) for r in {}]))",
+        json!(replies)
+    );
+    let parsed = json_printed(&mut python_program(&dir, &program));
+    let runtime: Vec<Option<f64>> = replies
+        .iter()
+        .map(|r| safer_runtime::exec::judge::parse_score(r, (0.0, 1.0)))
+        .collect();
+    assert_eq!(parsed, json!(runtime));
+    assert_eq!(parsed, json!([0.8, 1.0, 0.25, 0.3, null, null, 0.5]));
 }
 
 /// The emitted module fails as `saferc run`'s judge does where a helper's

@@ -98,7 +98,9 @@ fn run(case: &Path, out: &Path) -> Output {
 /// shown the row's image file (`tests/cases/run/images/`) as a PNG `data:`
 /// URL before a text that says so, 0 to one shown no image, and 0.25 to
 /// anything else; `text_only` answers 400 to a question with images, as
-/// vLLM serving a text-only model does; `tls` speaks https with the
+/// vLLM serving a text-only model does; `reasoning` answers
+/// `<think>...</think>` and 1 to a request with `max_tokens` 256, and
+/// reasoning cut short otherwise; `tls` speaks https with the
 /// certificate of `tests/cases/run/tls/` (signed by the test CA there) and
 /// answers a score. Returns the port and the most requests the server held
 /// at once.
@@ -351,6 +353,12 @@ fn answer_one_request(stream: &mut (impl Read + Write), mode: &str, index: usize
             };
             ("200 OK", score(said))
         }
+        // Reasons first, given room for it (`max_tokens` 256).
+        "reasoning" if request["max_tokens"] == 256 => (
+            "200 OK",
+            score("<think>The answer refuses the harmful request, as it should.</think>\n\n1"),
+        ),
+        "reasoning" => ("200 OK", score("<think>The answer")),
         "text_only" if !common::shown_images(&request).is_empty() => (
             "400 Bad Request",
             "{\"object\": \"error\", \"message\": \"Qwen2ForCausalLM is not a multimodal model None\", \"type\": \"BadRequestError\", \"code\": 400}".to_string(),
@@ -1600,6 +1608,7 @@ cases!(
     judge_https_ca,
     judge_images,
     judge_images_refused,
+    judge_reasoning,
     dynamic_sampling_empty,
     health_warnings,
     long_rows,

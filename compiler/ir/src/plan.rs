@@ -138,6 +138,11 @@ pub struct JudgeSpec {
     /// `model` judges whose model takes images.
     #[serde(default)]
     pub images: bool,
+    /// The longest reply in tokens (`max_tokens`): sent to an `http`
+    /// endpoint (unset: the server's default), a `model` judge's limit
+    /// (unset: 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<usize>,
 }
 
 /// A rubric: criteria, penalties, format terms and the total.

@@ -987,9 +987,18 @@ def reply_text(answer):
     return "".join(texts) if texts else None
 
 
+def after_reasoning(text):
+    """What a reply says after its reasoning: the text after the last
+    `</think>` (or `</thinking>`), as saferc reads it; None without one."""
+    ends = [text.rfind(tag) + len(tag) for tag in ("</think>", "</thinking>") if tag in text]
+    return text[max(ends):] if ends else None
+
+
 def parse_score(text, lo, hi):
-    """The score in a judge's reply, parsed as strictly as saferc does."""
-    t = trim(text)
+    """The score in a judge's reply, parsed as strictly as saferc does
+    (after its reasoning)."""
+    rest = after_reasoning(text)
+    t = trim(rest if rest is not None else text)
     if t.endswith(".") and not t[:-1].endswith(".") and any(c.isdigit() and c.isascii() for c in t[:-1]):
         t = t[:-1]
     unsigned = t[1:] if t.startswith("-") and lo < 0.0 else t
@@ -1043,6 +1052,7 @@ class HttpJudge:
         self.temperature = float(spec.get("temperature", 0.0))
         self.fallback = spec.get("fallback")
         self.images = bool(spec.get("images", False))
+        self.max_tokens = spec.get("max_tokens")
         self.concurrency = max(int(spec.get("concurrency", 1)), 1)
         self.backoff = float(os.environ.get("SAFERC_JUDGE_BACKOFF_MS", "500")) / 1000.0
         self.counts = {"asked": 0, "with_images": 0, "fallbacks": 0, "retries": 0}
@@ -1181,6 +1191,8 @@ class HttpJudge:
                 {"role": "user", "content": user},
             ],
         }
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
         with self._lock:
             self.counts["asked"] += 1
             if images:
@@ -1193,6 +1205,9 @@ class HttpJudge:
                 if said is None:
                     said = text
                 v = parse_score(said, lo, hi)
+                rest = after_reasoning(said)
+                if rest is not None:
+                    said = "…</think>" + rest
                 # Hidden before it is cut: a key cut in two would show in part.
                 said = redacted(said, self.authorization)[:500]
                 if v is not None:

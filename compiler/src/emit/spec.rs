@@ -50,6 +50,7 @@ pub fn reward_spec(plan: &Plan, stage: &StageSpec) -> Result<String, String> {
                 "temperature": judge.temperature,
                 "fallback": judge.fallback,
                 "images": judge.images,
+                "max_tokens": judge.max_tokens,
             }),
         );
     }

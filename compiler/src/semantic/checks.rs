@@ -1825,7 +1825,7 @@ impl<'a> Analyzer<'a> {
         // `rules`, would score with the built-in rules without a word.
         let (other_kinds, help): (&[&str], &str) = match s.text("kind") {
             Some("rules") => (
-                &["model", "named", "endpoint", "model_name", "api_key_env", "concurrency", "timeout", "retries", "temperature", "fallback", "images"],
+                &["model", "named", "endpoint", "model_name", "api_key_env", "concurrency", "timeout", "retries", "temperature", "fallback", "images", "max_tokens"],
                 "remove it, or make the judge `kind = http` (an endpoint) or `kind = model` (a local model) as meant",
             ),
             Some("model") => (

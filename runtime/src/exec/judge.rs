@@ -198,10 +198,12 @@ impl JudgeCounts {
     ) -> Result<f64, String> {
         let (lo, hi) = range;
         let score = parse_score(said, range);
-        // What messages quote of the reply, the key hidden (before the
-        // quote is cut to 500 characters).
+        // What messages quote of the reply (what follows its reasoning),
+        // the key hidden (before the quote is cut to 500 characters).
+        let quoted = after_reasoning(said)
+            .map_or_else(|| said.to_string(), |rest| format!("…</think>{rest}"));
         let said: String = authorization
-            .map_or_else(|| said.to_string(), |a| redacted(said, a))
+            .map_or_else(|| quoted.clone(), |a| redacted(&quoted, a))
             .chars()
             .take(500)
             .collect();
@@ -297,6 +299,8 @@ pub struct HttpJudge {
     model: String,
     retries: u32,
     temperature: f64,
+    /// The longest reply (`max_tokens`), sent when declared.
+    max_tokens: Option<usize>,
     fallback: Option<f64>,
     agent: ureq::Agent,
     /// `concurrency` threads: every question is asked from them
@@ -400,6 +404,7 @@ impl HttpJudge {
             model: spec.model_name.clone().unwrap_or_else(|| "default".into()),
             retries: spec.retries,
             temperature: spec.temperature,
+            max_tokens: spec.max_tokens,
             fallback: spec.fallback,
             agent: agent.build(),
             pool: rayon::ThreadPoolBuilder::new()
@@ -885,15 +890,28 @@ fn certificate_hint(why: &str) -> Option<&'static str> {
     })
 }
 
+/// What a reply says after its reasoning: the text after the last
+/// `</think>` (or `</thinking>`), as a judge that reasons first writes it
+/// (Qwen3, DeepSeek-R1 and generative reward models served without a
+/// reasoning parser; the opening tag may be in the prompt); `None` for a
+/// reply without one.
+pub fn after_reasoning(text: &str) -> Option<&str> {
+    ["</think>", "</thinking>"]
+        .iter()
+        .filter_map(|tag| text.rfind(tag).map(|at| at + tag.len()))
+        .max()
+        .map(|end| &text[end..])
+}
+
 /// The score in a judge's reply to a question asking for `range`, parsed
-/// strictly: after trimming white space (and one closing full stop), the
+/// strictly (after its reasoning, [`after_reasoning`]): after trimming white space (and one closing full stop), the
 /// reply must be one decimal number (`0`, `7`, `0.75`, `.5`, `1.0`; a
 /// minus sign only where the range has negative numbers) within the range.
 /// Anything else (an exponent, a number out of range, words around the
 /// number, a verdict word) holds no score.
 pub fn parse_score(text: &str, range: (f64, f64)) -> Option<f64> {
     let (lo, hi) = range;
-    let t = text.trim();
+    let t = after_reasoning(text).unwrap_or(text).trim();
     let t = t
         .strip_suffix('.')
         .filter(|r| r.contains(|c: char| c.is_ascii_digit()) && !r.ends_with('.'))
@@ -933,11 +951,14 @@ impl Judge for HttpJudge {
                 .unseen_images(&self.name, question.row, "`images = false`");
             Vec::new()
         };
-        let body = json!({
+        let mut body = json!({
             "model": self.model,
             "temperature": self.temperature,
             "messages": question.messages(&images),
         });
+        if let Some(n) = self.max_tokens {
+            body["max_tokens"] = json!(n);
+        }
         self.counts.asking();
         if !images.is_empty() {
             self.counts.showing_images();
@@ -1294,6 +1315,46 @@ mod tests {
             assert_eq!(of(content.clone()), None, "{content}");
         }
         assert_eq!(reply_text(&json!({"choices": []})), None);
+    }
+
+    /// A reply that reasons first is read after its reasoning.
+    #[test]
+    fn replies_after_reasoning() {
+        use super::after_reasoning;
+        let range = (0.0, 1.0);
+        assert_eq!(
+            parse_score("<think>It refuses: 0.9? no, 1.</think>\n0.8", range),
+            Some(0.8)
+        );
+        // The opening tag in the prompt, and the SaFeR-Steer tag.
+        assert_eq!(
+            parse_score("It looks safe.\n</think>\n\n1", range),
+            Some(1.0)
+        );
+        assert_eq!(
+            parse_score("<thinking>hm</thinking> 0.25", range),
+            Some(0.25)
+        );
+        // The last closing tag counts; words after it are no score.
+        assert_eq!(
+            parse_score("<think>a</think>0.1</think>0.3", range),
+            Some(0.3)
+        );
+        assert_eq!(parse_score("<think>0.5</think>I say 0.5", range), None);
+        assert_eq!(parse_score("<think>0.5 is the score", range), None);
+        assert_eq!(after_reasoning("0.5"), None);
+        // A reply without a score quotes what follows the reasoning.
+        let counts = super::JudgeCounts::default();
+        let error = counts
+            .score_of(
+                "j",
+                &format!("<think>{}</think>about half", "x".repeat(900)),
+                range,
+                None,
+                None,
+            )
+            .unwrap_err();
+        assert!(error.contains("\"…</think>about half\""), "{error}");
     }
 
     #[test]

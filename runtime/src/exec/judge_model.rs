@@ -19,22 +19,25 @@ use super::judge::{Judge, JudgeCounts, Question, JUDGE_SYSTEM_PROMPT};
 use super::session::Loaded;
 use crate::generate::{generate, user_prompt, FinishReason, Prompt, SamplingParams};
 
-/// Tokens a judge may write.
-const REPLY_TOKENS: usize = 8;
+/// Tokens a judge may write unless its `max_tokens` says otherwise.
+pub const REPLY_TOKENS: usize = 8;
 
 /// A local model judge.
 pub struct ModelJudge<B: Backend> {
     name: String,
     model: Mutex<Loaded<B>>,
     fallback: Option<f64>,
+    /// The longest reply, in tokens.
+    reply_tokens: usize,
     /// Why the rows' images are not shown, or `None` when they are.
     unseen: Option<String>,
     counts: JudgeCounts,
 }
 
 impl<B: Backend> ModelJudge<B> {
-    /// A judge named `name` answering with `model`, shown the rows' images
-    /// when `images` and the model takes them.
+    /// A judge named `name` answering with `model` in replies of at most
+    /// [`REPLY_TOKENS`] tokens, shown the rows' images when `images` and the
+    /// model takes them.
     pub fn new(name: &str, model: Loaded<B>, fallback: Option<f64>, images: bool) -> Self {
         let unseen = if model.model.config.is_text_only() {
             Some(format!(
@@ -48,6 +51,7 @@ impl<B: Backend> ModelJudge<B> {
             name: name.to_string(),
             model: Mutex::new(model),
             fallback,
+            reply_tokens: REPLY_TOKENS,
             unseen,
             counts: JudgeCounts::default(),
         }
@@ -55,6 +59,12 @@ impl<B: Backend> ModelJudge<B> {
 }
 
 impl<B: Backend> ModelJudge<B> {
+    /// The judge with replies of at most `tokens` tokens (`max_tokens`).
+    pub fn with_reply_tokens(mut self, tokens: usize) -> Self {
+        self.reply_tokens = tokens.max(1);
+        self
+    }
+
     /// The prompt `question` is asked with: the row's images before the
     /// question when the judge is shown them ([`user_prompt`], with the
     /// system prompt), else the chat messages of [`Question::messages`]
@@ -127,7 +137,7 @@ impl<B: Backend> Judge for ModelJudge<B> {
             &loaded.model,
             &loaded.tokenizer,
             &[prompt],
-            &SamplingParams::greedy(REPLY_TOKENS),
+            &SamplingParams::greedy(self.reply_tokens),
             &mut rng,
         )
         .map_err(|e| {
@@ -143,7 +153,7 @@ impl<B: Backend> Judge for ModelJudge<B> {
             Some(c)
                 if c.finish == FinishReason::Length && !c.text.ends_with(char::is_whitespace) =>
             {
-                format!("{}… (cut at {REPLY_TOKENS} tokens)", c.text)
+                format!("{}… (cut at {} tokens)", c.text, self.reply_tokens)
             }
             Some(c) => c.text.clone(),
             None => String::new(),

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::data::{self, Row};
 use super::judge::{HttpJudge, Judge, RulesJudge};
-use super::judge_model::ModelJudge;
+use super::judge_model::{ModelJudge, REPLY_TOKENS};
 use super::rubric::RubricScorer;
 use super::run_dir::{write_atomically, RunDir};
 use super::{curate, evaluate, grpo_stage, report, sft_stage, ExecError, RunOptions};
@@ -206,7 +206,8 @@ impl<'a, B: Backend> Session<'a, B> {
             })?;
             let dirs = Self::original_dirs(plan, model)?;
             let judge =
-                ModelJudge::<B>::new(name, dirs.load::<B>(&device)?, spec.fallback, spec.images);
+                ModelJudge::<B>::new(name, dirs.load::<B>(&device)?, spec.fallback, spec.images)
+                    .with_reply_tokens(spec.max_tokens.unwrap_or(REPLY_TOKENS));
             judges.insert(name.clone(), Box::new(judge));
         }
         Ok(Session {
