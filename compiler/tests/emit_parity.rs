@@ -1326,6 +1326,26 @@ fn the_emitted_module_retries_cut_answers_and_never_shows_the_key() {
             "{error}"
         );
     }
+    // A reply cut at its length limit (here inside its reasoning), and an
+    // answer that is not a chat completion (a bare number), hold no score,
+    // as `judge::tests::cut_replies_and_other_answers_hold_no_score` has it.
+    let cut = json!({"choices": [{"message": {"role": "assistant", "content": "<think>The response refuses, so"}, "finish_reason": "length"}]}).to_string();
+    for (body, says) in [
+        (cut.as_str(), "cut at its length limit inside its reasoning (no `</think>`) (the server's default length: `max_tokens` is not set)"),
+        ("0.5", "replied '0.5', which is not a chat completion's reply"),
+    ] {
+        let (scored, _, _) = run(
+            vec![Scripted::Raw(format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ))],
+            5.0,
+            0,
+            None,
+        );
+        let error = scored["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{scored}");
+    }
     // `1..` is no score, as in the runtime's `parse_score`.
     let (_, dir) = emitted(saferc::emit::Target::Verl, "emit-parse-score");
     let parsed = json_printed(&mut python_program(

@@ -1110,7 +1110,7 @@ fn an_sft_stage_s_held_out_loss_before_training_is_its_first_step_s_loss() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("warning: stage warm: 1 held-out row(s) left out of its held-out loss (no text in the field `response`"),
+        stderr.contains("warning: stage warm: 1 row(s) of `held.rows` left out of its held-out loss: 1 with no text in the field `response` that `sft` learns from (the first: rows.jsonl:3)"),
         "{stderr}"
     );
     // Killed once its first checkpoint (step 2) is written, then resumed.
@@ -1143,7 +1143,7 @@ fn an_sft_stage_s_held_out_loss_before_training_is_its_first_step_s_loss() {
     .unwrap();
     let forced = force_to_the_end(&case, &changed);
     assert!(
-        forced.contains("its held-out split changed since the stage started"),
+        forced.contains("what its held-out loss is computed on changed since the stage started"),
         "{forced}"
     );
     let again = &summary_of(&changed)["stages"][0]["training"]["eval_loss"];
@@ -1587,6 +1587,7 @@ cases!(
     judge_timeout,
     judge_model_fallback,
     judge_model_no_score,
+    judge_model_max_tokens,
     judge_server_error_retry,
     judge_concurrency,
     judge_api_key,

@@ -106,7 +106,8 @@ fn new_project_escapes_its_name_in_the_manifest() {
     assert_eq!(manifest.project.name, "q\"uote\\x");
 }
 
-/// A named endpoint's `concurrency` and `timeout` must make sense.
+/// A named endpoint's `concurrency`, `timeout` and `max_tokens` must make
+/// sense.
 #[test]
 fn endpoint_concurrency_and_timeout_are_checked() {
     let root = temp("endpoint-values");
@@ -114,6 +115,7 @@ fn endpoint_concurrency_and_timeout_are_checked() {
         ("concurrency = 0", "`concurrency = 0`"),
         ("timeout = -1", "`timeout = -1`"),
         ("timeout = inf", "`timeout = inf`"),
+        ("max_tokens = 0", "`max_tokens = 0`"),
     ] {
         let text = format!(
             "[project]\nname = \"p\"\n\n[judges.g]\nendpoint = \"http://localhost:8000/v1\"\nmodel = \"m\"\n{values}\n"
@@ -263,7 +265,7 @@ fn a_named_endpoint_s_settings_reach_the_plan() {
     edit(
         &manifest,
         "api_key_env = \"GRM_API_KEY\"",
-        "api_key_env = \"GRM_API_KEY\"\nca_file = \"certs/ca.pem\"\nconcurrency = 16\ntimeout = 120",
+        "api_key_env = \"GRM_API_KEY\"\nca_file = \"certs/ca.pem\"\nconcurrency = 16\ntimeout = 120\nimages = false\nmax_tokens = 1024",
     );
     // A rubric that asks the judge, so that the plan holds it.
     let pipeline = dir.join("alpha/pipeline.safer");
@@ -284,6 +286,8 @@ fn a_named_endpoint_s_settings_reach_the_plan() {
     assert_eq!(judge.model_name.as_deref(), Some("GRM-RL-7B"));
     assert_eq!(judge.api_key_env.as_deref(), Some("GRM_API_KEY"));
     assert_eq!((judge.concurrency, judge.timeout_s), (16, 120.0));
+    // The endpoint says whether it takes images and how long it may reply.
+    assert_eq!((judge.images, judge.max_tokens), (false, Some(1024)));
     // The CA file is relative to the project's folder.
     let ca = PathBuf::from(judge.ca_file.as_deref().unwrap_or_default());
     assert!(ca.ends_with("alpha/certs/ca.pem"), "{}", ca.display());

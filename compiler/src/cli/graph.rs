@@ -141,7 +141,7 @@ pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan:
     }
     let mut plan = crate::plan::lower(&program);
     // Judges that name a `safer.toml` endpoint get its URL, model, key variable,
-    // CA file, concurrency, timeout and `images` (the checker has verified that it exists).
+    // CA file, concurrency, timeout, `images` and `max_tokens` (the checker has verified that it exists).
     if let Some(project) = project {
         for judge in plan.judges.values_mut() {
             let Some(endpoint) = judge
@@ -169,6 +169,9 @@ pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan:
             }
             if let Some(images) = endpoint.images {
                 judge.images = images;
+            }
+            if let Some(n) = &endpoint.max_tokens {
+                judge.max_tokens = usize::try_from(*n.get_ref()).ok().filter(|&n| n > 0);
             }
         }
     }

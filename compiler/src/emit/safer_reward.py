@@ -987,11 +987,28 @@ def reply_text(answer):
     return "".join(texts) if texts else None
 
 
+def reasoning_end(text):
+    """Where a reply's reasoning ends: `(start, end)` of its last `</think>`
+    (or `</thinking>`), as saferc finds it; None without one."""
+    ends = [(text.rfind(tag), text.rfind(tag) + len(tag)) for tag in ("</think>", "</thinking>") if tag in text]
+    return max(ends, key=lambda e: e[1]) if ends else None
+
+
 def after_reasoning(text):
-    """What a reply says after its reasoning: the text after the last
-    `</think>` (or `</thinking>`), as saferc reads it; None without one."""
-    ends = [text.rfind(tag) + len(tag) for tag in ("</think>", "</thinking>") if tag in text]
-    return text[max(ends):] if ends else None
+    """What a reply says after its reasoning (`reasoning_end`); None
+    without one."""
+    end = reasoning_end(text)
+    return text[end[1]:] if end else None
+
+
+def finish_reason(answer):
+    """The first choice's `finish_reason` of a chat completion (JSON text
+    `answer`), or None."""
+    try:
+        reason = json.loads(answer)["choices"][0].get("finish_reason")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
+        return None
+    return reason if isinstance(reason, str) else None
 
 
 def parse_score(text, lo, hi):
@@ -1159,6 +1176,39 @@ class HttpJudge:
             return None, (True, f"the answer was cut short: its JSON ends after {len(data)} bytes, in the middle", None)
         return text, None
 
+    def _read(self, text, lo, hi):
+        """`(score, None, None)` from an answer, or `(None, warned, failed)`:
+        what the fallback's warning and the error say of it, as saferc says
+        it (a reply without a score; one cut at its length limit; an answer
+        that is not a chat completion), the key hidden before any cut."""
+        said = reply_text(text)
+        if said is None:
+            quoted = redacted(text, self.authorization)[:500]
+            described = (
+                f"replied {quoted!r}, which is not a chat completion's reply "
+                "(no `choices[0].message.content`) and holds no score"
+            )
+            return None, described, described + ";"
+        if finish_reason(text) == "length":
+            tail = redacted(said, self.authorization)[-300:]
+            inside = " inside its reasoning (no `</think>`)" if reasoning_end(said) is None and "<think" in said else ""
+            limit = f"`max_tokens` {self.max_tokens}" if self.max_tokens is not None else "the server's default length: `max_tokens` is not set"
+            cut = (
+                f'replied "…{tail}", cut at its length limit{inside} ({limit}), which holds no score: '
+                "give it room with the judge's `max_tokens`"
+            )
+            return None, cut, cut + ", or"
+        v = parse_score(said, lo, hi)
+        if v is not None:
+            return v, None, None
+        end = reasoning_end(said)
+        quoted = redacted("…" + said[end[0]:] if end else said, self.authorization)[:500]
+        return (
+            None,
+            f"replied {quoted!r}, not one number from {rust_number(lo)} to {rust_number(hi)}",
+            f"replied {quoted!r}, which holds no score (one number from {rust_number(lo)} to {rust_number(hi)} was asked for);",
+        )
+
     def ask(self, criterion, description, row, completion, lo, hi):
         images = []
         if self.images:
@@ -1201,15 +1251,7 @@ class HttpJudge:
         while True:
             text, failure = self._send(body)
             if failure is None:
-                said = reply_text(text)
-                if said is None:
-                    said = text
-                v = parse_score(said, lo, hi)
-                rest = after_reasoning(said)
-                if rest is not None:
-                    said = "…</think>" + rest
-                # Hidden before it is cut: a key cut in two would show in part.
-                said = redacted(said, self.authorization)[:500]
+                v, warned, failed = self._read(text, lo, hi)
                 if v is not None:
                     return v
                 if self.fallback is not None:
@@ -1218,15 +1260,13 @@ class HttpJudge:
                         first = self.counts["fallbacks"] == 1
                     if first:
                         print(
-                            f"warning: judge `{self.name}` replied {said!r}, not one number from "
-                            f"{rust_number(lo)} to {rust_number(hi)}; using its fallback "
+                            f"warning: judge `{self.name}` {warned}; using its fallback "
                             f"{rust_number(float(self.fallback))} (every fallback is counted)",
                             file=sys.stderr,
                         )
                     return lo + float(self.fallback) * (hi - lo)
                 raise EvalError(
-                    f"judge `{self.name}` replied {said!r}, which holds no score (one number from "
-                    f"{rust_number(lo)} to {rust_number(hi)} was asked for)"
+                    f"judge `{self.name}` {failed} declare `fallback = ...` on the judge to use a fixed score instead"
                 )
             retryable, why, retry_after = failure
             if retryable and attempt < self.retries:

@@ -154,6 +154,10 @@ pub struct JudgeEndpoint {
     /// server whose model reads text only; unset: the judge's own `images`).
     #[serde(default)]
     pub images: Option<bool>,
+    /// The longest reply in tokens, e.g. room for a reasoning model's
+    /// thinking (unset: the judge's own `max_tokens`).
+    #[serde(default)]
+    pub max_tokens: Option<Spanned<i64>>,
 }
 
 const TOP_KEYS: &[&str] = &["project", "imports", "paths", "run", "judges", "pins"];
@@ -230,6 +234,19 @@ fn parse_showing_secrets(
                 .with_help(
                     "seconds before a request is abandoned and retried, e.g. `timeout = 60`",
                 ),
+            );
+        }
+        if let Some(n) = judge.max_tokens.as_ref().filter(|n| *n.get_ref() < 1) {
+            diags.push(
+                Diagnostic::error(
+                    Code::E0222,
+                    format!(
+                        "`safer.toml`: judge endpoint `{name}` has `max_tokens = {}`",
+                        n.get_ref()
+                    ),
+                )
+                .with_primary(span(id, n.span()), "a number of tokens, at least 1")
+                .with_help("the longest reply, e.g. `max_tokens = 1024` for a model that reasons before its score"),
             );
         }
         if let Some(var) = judge

@@ -301,7 +301,7 @@ const JUDGE: Block = Block {
     keys: &[
         key("kind", Ty::Enum(&["rules", "model", "http"]), Default::Required, "`rules` (built-in scorers), `model` (a local model) or `http` (an OpenAI-compatible `/v1/chat/completions` endpoint)."),
         key("model", Ty::Ref(DeclKind::Model), Default::None, "The local judge model (`kind = model`)."),
-        key("named", Ty::Str, Default::None, "The name of a judge endpoint declared in `safer.toml` (`[judges.NAME]`): its URL and model name always come from there; its key variable, CA file, concurrency, timeout and `images` where it sets them (the judge's own stay otherwise); so shared files carry no URL or key."),
+        key("named", Ty::Str, Default::None, "The name of a judge endpoint declared in `safer.toml` (`[judges.NAME]`): its URL and model name always come from there; its key variable, CA file, concurrency, timeout, `images` and `max_tokens` where it sets them (the judge's own stay otherwise); so shared files carry no URL or key."),
         key("endpoint", Ty::Str, Default::None, "Base URL of the endpoint, e.g. `http://localhost:8000/v1`; required for `kind = http` without `named` (E0211)."),
         key("model_name", Ty::Str, Default::None, "The model name sent to the endpoint; required for `kind = http` without `named` (E0211)."),
         key("api_key_env", Ty::Str, Default::None, "Name of the environment variable holding the API key; the key itself is never written in a file or logged."),
@@ -321,6 +321,8 @@ const JUDGE: Block = Block {
         Renamed { old: "url", new: "endpoint", keeps_value: true },
         Renamed { old: "base_url", new: "endpoint", keeps_value: true },
         Renamed { old: "api_key", new: "api_key_env", keeps_value: false },
+        Renamed { old: "max_new_tokens", new: "max_tokens", keeps_value: true },
+        Renamed { old: "max_completion_tokens", new: "max_tokens", keeps_value: true },
     ],
 };
 

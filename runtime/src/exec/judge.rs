@@ -185,57 +185,102 @@ impl JudgeCounts {
         }
     }
 
-    /// The score in judge `judge`'s reply `said` to a question asking for
+    /// The score in judge `judge`'s `reply` to a question asking for
     /// `range`, or its `fallback` (counted, and printed the first time), or
-    /// an error naming the reply.
+    /// an error naming the reply (the key in `authorization` hidden).
     pub fn score_of(
         &self,
         judge: &str,
-        said: &str,
+        reply: Reply<'_>,
         range: (f64, f64),
         fallback: Option<f64>,
         authorization: Option<&str>,
     ) -> Result<f64, String> {
         let (lo, hi) = range;
-        let score = parse_score(said, range);
-        // What messages quote of the reply (what follows its reasoning),
-        // the key hidden (before the quote is cut to 500 characters).
-        let quoted = after_reasoning(said)
-            .map_or_else(|| said.to_string(), |rest| format!("…</think>{rest}"));
-        let said: String = authorization
-            .map_or_else(|| quoted.clone(), |a| redacted(&quoted, a))
-            .chars()
-            .take(500)
-            .collect();
-        match (score, fallback) {
-            (Some(v), _) => Ok(v),
-            (None, Some(f)) => {
+        if let Some(v) = match reply {
+            Reply::Said(said) => parse_score(said, range),
+            Reply::Cut(..) | Reply::NotAReply(_) => None,
+        } {
+            return Ok(v);
+        }
+        // What messages quote, the key hidden before the quote is cut.
+        let hidden =
+            |text: &str| authorization.map_or_else(|| text.to_string(), |a| redacted(text, a));
+        let head = |text: String| -> String { text.chars().take(500).collect() };
+        let (warned, failed) = match reply {
+            // What follows its reasoning, with the closing tag.
+            Reply::Said(text) => {
+                let quoted = match reasoning_end(text) {
+                    Some((tag, _)) => format!("…{}", &text[tag..]),
+                    None => text.to_string(),
+                };
+                let quoted = head(hidden(&quoted));
+                let answer = after_reasoning(text).unwrap_or(text).trim();
+                if answer
+                    .parse::<f64>()
+                    .is_ok_and(|v| v.is_finite() && !(lo..=hi).contains(&v))
+                {
+                    (
+                        format!("replied {quoted:?}, a number outside {lo}..{hi}"),
+                        format!("replied {quoted:?}, a number outside {lo}..{hi}, the range its question asked for; check the judge's prompt and `scale`, or"),
+                    )
+                } else {
+                    (
+                        format!("replied {quoted:?}, not one number from {lo} to {hi}"),
+                        format!("replied {quoted:?}, which holds no score (one number from {lo} to {hi} was asked for);"),
+                    )
+                }
+            }
+            // Its end, where the cut is.
+            Reply::Cut(text, limit) => {
+                let hidden = hidden(text);
+                let count = hidden.chars().count();
+                let tail: String = hidden.chars().skip(count.saturating_sub(300)).collect();
+                let open = if reasoning_end(text).is_none() && text.contains("<think") {
+                    " inside its reasoning (no `</think>`)"
+                } else {
+                    ""
+                };
+                let cut = format!("replied \"…{tail}\", cut at its length limit{open} ({limit}), which holds no score: give it room with the judge's `max_tokens`");
+                (cut.clone(), format!("{cut}, or"))
+            }
+            Reply::NotAReply(text) => {
+                let not = format!(
+                    "replied {:?}, which is not a chat completion's reply (no `choices[0].message.content`) and holds no score",
+                    head(hidden(text))
+                );
+                (not.clone(), format!("{not};"))
+            }
+        };
+        match fallback {
+            Some(f) => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     crate::stderr_line!(
-                        "warning: judge `{judge}` replied {said:?}, not one number from {lo} to {hi}; using its fallback {f} (every fallback is counted in summary.json's `judges`)"
+                        "warning: judge `{judge}` {warned}; using its fallback {f} (every fallback is counted in summary.json's `judges`)"
                     );
                 }
                 // The fallback is a score on 0..1, as the criterion's score
                 // is: the raw score on this range that maps to it.
                 Ok(lo + f * (hi - lo))
             }
-            // A plain number outside the range asked for says so.
-            (None, None)
-                if said
-                    .trim()
-                    .parse::<f64>()
-                    .is_ok_and(|v| v.is_finite() && !(lo..=hi).contains(&v)) =>
-            {
-                Err(format!(
-                "judge `{judge}` replied {said:?}, a number outside {lo}..{hi}, the range its question asked for; check the judge's prompt and `scale`, or declare `fallback = ...` on the judge to use a fixed score instead"
-            ))
-            }
-            (None, None) => Err(format!(
-                "judge `{judge}` replied {said:?}, which holds no score (one number from {lo} to {hi} was asked for); declare `fallback = ...` on the judge to use a fixed score instead"
+            None => Err(format!(
+                "judge `{judge}` {failed} declare `fallback = ...` on the judge to use a fixed score instead"
             )),
         }
     }
+}
+
+/// What a judge answered a question.
+#[derive(Clone, Copy)]
+pub enum Reply<'a> {
+    /// Its reply: a chat completion's content, a local model's words.
+    Said(&'a str),
+    /// A reply cut at its length limit (`finish_reason` `length`), and
+    /// which limit.
+    Cut(&'a str, &'a str),
+    /// An answer that is not a chat completion, as read.
+    NotAReply(&'a str),
 }
 
 /// Something that scores a completion on a named criterion, 0..1.
@@ -890,17 +935,22 @@ fn certificate_hint(why: &str) -> Option<&'static str> {
     })
 }
 
-/// What a reply says after its reasoning: the text after the last
+/// Where a reply's reasoning ends: the start and end of its last
 /// `</think>` (or `</thinking>`), as a judge that reasons first writes it
 /// (Qwen3, DeepSeek-R1 and generative reward models served without a
 /// reasoning parser; the opening tag may be in the prompt); `None` for a
 /// reply without one.
-pub fn after_reasoning(text: &str) -> Option<&str> {
+fn reasoning_end(text: &str) -> Option<(usize, usize)> {
     ["</think>", "</thinking>"]
         .iter()
-        .filter_map(|tag| text.rfind(tag).map(|at| at + tag.len()))
-        .max()
-        .map(|end| &text[end..])
+        .filter_map(|tag| text.rfind(tag).map(|at| (at, at + tag.len())))
+        .max_by_key(|&(_, end)| end)
+}
+
+/// What a reply says after its reasoning ([`reasoning_end`]); `None` for
+/// a reply without one.
+pub fn after_reasoning(text: &str) -> Option<&str> {
+    reasoning_end(text).map(|(_, end)| &text[end..])
 }
 
 /// The score in a judge's reply to a question asking for `range`, parsed
@@ -983,25 +1033,29 @@ impl Judge for HttpJudge {
             match answer.and_then(cut_short) {
                 Ok(text) => {
                     // A reply in another shape than chat completions' (other
-                    // JSON, or no JSON) is a reply without a score, shown.
+                    // JSON, or no JSON) is a reply without a score, shown;
+                    // one cut at its length limit holds no whole score.
                     let answer: Option<Value> = serde_json::from_str(&text).ok();
-                    let content = match answer.as_ref().and_then(reply_text) {
-                        Some(said) => said,
-                        // Hidden before it is cut (a key cut in two by the
-                        // cut would be shown in part).
-                        None => self
-                            .authorization
-                            .as_deref()
-                            .map_or_else(|| text.clone(), |a| redacted(&text, a))
-                            .chars()
-                            .take(500)
-                            .collect(),
+                    let content = answer.as_ref().and_then(reply_text);
+                    let cut = answer
+                        .as_ref()
+                        .and_then(|a| a.pointer("/choices/0/finish_reason"))
+                        .and_then(Value::as_str)
+                        == Some("length");
+                    let limit = match self.max_tokens {
+                        Some(n) => format!("`max_tokens` {n}"),
+                        None => "the server's default length: `max_tokens` is not set".to_string(),
+                    };
+                    let reply = match &content {
+                        Some(said) if cut => Reply::Cut(said, &limit),
+                        Some(said) => Reply::Said(said),
+                        None => Reply::NotAReply(&text),
                     };
                     break self
                         .counts
                         .score_of(
                             &self.name,
-                            &content,
+                            reply,
                             question.range,
                             self.fallback,
                             self.authorization.as_deref(),
@@ -1219,15 +1273,21 @@ mod tests {
     #[test]
     fn a_fallback_maps_onto_the_range_asked() {
         let counts = super::JudgeCounts::default();
-        let raw = counts.score_of("j", "no idea", (1.0, 10.0), Some(0.25), None);
+        let raw = counts.score_of(
+            "j",
+            super::Reply::Said("no idea"),
+            (1.0, 10.0),
+            Some(0.25),
+            None,
+        );
         assert_eq!(raw, Ok(1.0 + 0.25 * 9.0));
         assert_eq!(
-            counts.score_of("j", "0.5", (0.0, 1.0), Some(0.25), None),
+            counts.score_of("j", super::Reply::Said("0.5"), (0.0, 1.0), Some(0.25), None),
             Ok(0.5)
         );
         // Without a fallback: a number out of range says so; an exponent
         // or words hold no score.
-        let out = counts.score_of("j", "1.5", (0.0, 1.0), None, None);
+        let out = counts.score_of("j", super::Reply::Said("1.5"), (0.0, 1.0), None, None);
         assert!(
             out.as_ref()
                 .is_err_and(|e| e.contains("a number outside 0..1")),
@@ -1237,16 +1297,22 @@ mod tests {
         // what a message quotes of it has the key hidden.
         let key = Some("Bearer 1234");
         assert_eq!(
-            counts.score_of("j", "0.1234", (0.0, 1.0), None, key),
+            counts.score_of("j", super::Reply::Said("0.1234"), (0.0, 1.0), None, key),
             Ok(0.1234)
         );
-        let quoted = counts.score_of("j", "key 1234 rejected", (0.0, 1.0), None, key);
+        let quoted = counts.score_of(
+            "j",
+            super::Reply::Said("key 1234 rejected"),
+            (0.0, 1.0),
+            None,
+            key,
+        );
         assert!(
             quoted.as_ref().is_err_and(|e| !e.contains("1234")),
             "{quoted:?}"
         );
         for reply in ["1e-1", "about 0.5"] {
-            let none = counts.score_of("j", reply, (0.0, 1.0), None, None);
+            let none = counts.score_of("j", super::Reply::Said(reply), (0.0, 1.0), None, None);
             assert!(
                 none.as_ref().is_err_and(|e| e.contains("holds no score")),
                 "{none:?}"
@@ -1317,6 +1383,73 @@ mod tests {
         assert_eq!(reply_text(&json!({"choices": []})), None);
     }
 
+    /// A reply cut at its length limit, and an answer that is not a chat
+    /// completion, hold no score, whatever they say, and say why.
+    #[test]
+    fn cut_replies_and_other_answers_hold_no_score() {
+        use super::{JudgeCounts, Reply};
+        let counts = JudgeCounts::default();
+        let range = (0.0, 1.0);
+        let cut = counts
+            .score_of(
+                "j",
+                Reply::Cut("<think>The response refuses, so", "`max_tokens` 64"),
+                range,
+                None,
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            cut.contains(
+                "cut at its length limit inside its reasoning (no `</think>`) (`max_tokens` 64)"
+            ) && cut.contains("give it room with the judge's `max_tokens`"),
+            "{cut}"
+        );
+        let whole = counts
+            .score_of(
+                "j",
+                Reply::Cut("<think>ok</think>0.12", "`max_tokens` 64"),
+                range,
+                None,
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            whole.contains("cut at its length limit (`max_tokens` 64)"),
+            "{whole}"
+        );
+        let other = counts
+            .score_of("j", Reply::NotAReply("0.5"), range, None, None)
+            .unwrap_err();
+        assert!(
+            other.contains("replied \"0.5\", which is not a chat completion's reply"),
+            "{other}"
+        );
+        assert_eq!(
+            counts.score_of("j", Reply::NotAReply("0.5"), range, Some(0.25), None),
+            Ok(0.25)
+        );
+        // The closing tag quoted is the reply's own; a number after the
+        // reasoning out of range says so.
+        let thinking = counts
+            .score_of(
+                "j",
+                Reply::Said("<thinking>x</thinking>about half"),
+                range,
+                None,
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            thinking.contains("\"…</thinking>about half\""),
+            "{thinking}"
+        );
+        let outside = counts
+            .score_of("j", Reply::Said("<think>x</think>1.5"), range, None, None)
+            .unwrap_err();
+        assert!(outside.contains("a number outside 0..1"), "{outside}");
+    }
+
     /// A reply that reasons first is read after its reasoning.
     #[test]
     fn replies_after_reasoning() {
@@ -1348,7 +1481,7 @@ mod tests {
         let error = counts
             .score_of(
                 "j",
-                &format!("<think>{}</think>about half", "x".repeat(900)),
+                super::Reply::Said(&format!("<think>{}</think>about half", "x".repeat(900))),
                 range,
                 None,
                 None,

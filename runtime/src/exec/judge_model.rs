@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use safer_ir::plan::EvalError;
 
-use super::judge::{Judge, JudgeCounts, Question, JUDGE_SYSTEM_PROMPT};
+use super::judge::{Judge, JudgeCounts, Question, Reply, JUDGE_SYSTEM_PROMPT};
 use super::session::Loaded;
 use crate::generate::{generate, user_prompt, FinishReason, Prompt, SamplingParams};
 
@@ -159,7 +159,13 @@ impl<B: Backend> Judge for ModelJudge<B> {
             None => String::new(),
         };
         self.counts
-            .score_of(&self.name, &said, question.range, self.fallback, None)
+            .score_of(
+                &self.name,
+                Reply::Said(&said),
+                question.range,
+                self.fallback,
+                None,
+            )
             .map_err(EvalError::Call)
     }
 }

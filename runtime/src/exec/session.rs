@@ -205,9 +205,17 @@ impl<'a, B: Backend> Session<'a, B> {
                 ))
             })?;
             let dirs = Self::original_dirs(plan, model)?;
-            let judge =
-                ModelJudge::<B>::new(name, dirs.load::<B>(&device)?, spec.fallback, spec.images)
-                    .with_reply_tokens(spec.max_tokens.unwrap_or(REPLY_TOKENS));
+            let loaded = dirs.load::<B>(&device)?;
+            // Its replies must leave room for a question, before a stage
+            // trains for hours and then asks the first one.
+            let context = loaded.model.config.context();
+            if let Some(n) = spec.max_tokens.filter(|&n| n >= context) {
+                return Err(ExecError::Usage(format!(
+                    "judge `{name}` has `max_tokens = {n} tokens`, which leaves no room for its question in its model's context of {context} tokens; lower it (a reply that reasons needs a few hundred)"
+                )));
+            }
+            let judge = ModelJudge::<B>::new(name, loaded, spec.fallback, spec.images)
+                .with_reply_tokens(spec.max_tokens.unwrap_or(REPLY_TOKENS));
             judges.insert(name.clone(), Box::new(judge));
         }
         Ok(Session {

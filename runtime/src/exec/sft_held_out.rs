@@ -126,28 +126,38 @@ impl HeldOut {
         };
         let fail = session.fails_on_bad_rows(&split.dataset);
         let sorted = Targets::of(session.rows(split)?, &s.field, tokenizer);
-        let mut left: Vec<String> = sorted.lacking.iter().map(|r| r.origin.clone()).collect();
-        left.extend(sorted.special.iter().map(|(r, _)| r.origin.clone()));
-        left.sort();
-        if let Some(first) = left.first() {
+        let mut reasons: Vec<String> = Vec::new();
+        if let Some(first) = sorted.lacking.first() {
+            let why = format!("no text in the field `{}` that `sft` learns from", s.field);
+            if fail {
+                return Err(left_out_error(stage, split, &first.origin, &why));
+            }
+            reasons.push(format!(
+                "{} with {why} (the first: {})",
+                sorted.lacking.len(),
+                first.origin
+            ));
+        }
+        if let Some((first, token)) = sorted.special.first() {
             let why = format!(
-                "no text in the field `{}` that `sft` learns from, or a special token in it",
+                "the field `{}` holds `{token}`, one of the model's special tokens",
                 s.field
             );
             if fail {
-                return Err(left_out_error(split, first, &why));
+                return Err(left_out_error(stage, split, &first.origin, &why));
             }
-            let shown: Vec<&str> = left.iter().take(5).map(String::as_str).collect();
+            reasons.push(format!(
+                "{} where {why} (the first: {})",
+                sorted.special.len(),
+                first.origin
+            ));
+        }
+        let left = sorted.lacking.len() + sorted.special.len();
+        if !reasons.is_empty() {
             crate::stderr_line!(
-                "warning: stage {}: {} held-out row(s) left out of its held-out loss ({why}): {}{}",
+                "warning: stage {}: {left} row(s) of `{split}` left out of its held-out loss: {}",
                 stage.name,
-                left.len(),
-                shown.join(", "),
-                if left.len() > shown.len() {
-                    ", ..."
-                } else {
-                    ""
-                }
+                reasons.join("; ")
             );
         }
         let (rows, prompts, unusable) = usable_prompts(
@@ -171,7 +181,31 @@ impl HeldOut {
                 config.context(),
                 s.max_tokens,
             )?;
-            for part in [row.origin.as_bytes(), row.prompt.as_bytes()] {
+            // The images by path, size and time of change: a changed
+            // image changes what is scored.
+            let images: Vec<String> = row
+                .images
+                .iter()
+                .map(|path| {
+                    let meta = std::fs::metadata(path).ok();
+                    let changed = meta
+                        .as_ref()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_nanos());
+                    format!(
+                        "{}:{}:{changed}",
+                        path.display(),
+                        meta.map_or(0, |m| m.len())
+                    )
+                })
+                .collect();
+            let images = images.join("\n");
+            for part in [
+                row.origin.as_bytes(),
+                row.prompt.as_bytes(),
+                images.as_bytes(),
+            ] {
                 sha2::Digest::update(&mut hasher, (part.len() as u64).to_le_bytes());
                 sha2::Digest::update(&mut hasher, part);
             }
@@ -188,7 +222,7 @@ impl HeldOut {
         Ok(Some(HeldOut {
             rows,
             targets,
-            left_out: left.len() + unusable,
+            left_out: left + unusable,
             batch: s.batch.max(1),
             identity: super::checkpoint::hex(&sha2::Digest::finalize(hasher)),
         }))
@@ -199,6 +233,11 @@ impl HeldOut {
     /// changed the split, the field or `max_tokens`).
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// Whether no row is left to score.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
     }
 
     /// The mean negative log-likelihood per target token under `policy`
@@ -254,12 +293,14 @@ impl HeldOut {
     }
 }
 
-/// The error of a held-out row left out (`why`) under `on_bad_row = fail`.
-fn left_out_error(split: &SplitRef, origin: &str, why: &str) -> ExecError {
+/// The error of a row of `split`, stage `stage`'s held-out split, left
+/// out (`why`) under `on_bad_row = fail`.
+fn left_out_error(stage: &StageSpec, split: &SplitRef, origin: &str, why: &str) -> ExecError {
     ExecError::Data {
         dataset: split.dataset.clone(),
         message: format!(
-            "bad row at {origin}: {why} (the dataset says `on_bad_row = fail`; `skip` leaves such rows out of the held-out loss, counted)"
+            "bad row at {origin} (`{split}`, the held-out split of stage `{}`): {why} (the dataset says `on_bad_row = fail`; `skip` leaves such rows out of the held-out loss, counted)",
+            stage.name
         ),
     }
 }

@@ -330,7 +330,12 @@ fn loss_before<B: burn::tensor::backend::AutodiffBackend>(
             .and_then(serde_json::Value::as_f64);
         if before.is_some() && !same {
             crate::stderr_line!(
-                "warning: stage {}: its held-out split changed since the stage started (a forced resume); its loss there before training is not known",
+                "warning: stage {}: what its held-out loss is computed on changed since the stage started (the split's rows or images, the `field` or `max_tokens`); its loss there before training is not known",
+                stage.name
+            );
+        } else if before.is_none() && !h.is_empty() {
+            crate::stderr_line!(
+                "warning: stage {}: its held-out loss before training was not recorded when the stage started (it had no `eval_data` then); only the loss after is reported",
                 stage.name
             );
         }
