@@ -1217,7 +1217,7 @@ class HttpJudge:
             with self._lock:
                 first, self._warned_unseen = not self._warned_unseen, True
             if first:
-                where = f" (the first: {row.origin})" if row.origin != "row" else ""
+                where = f" (such as {row.origin})" if row.origin != "row" else ""
                 print(
                     f"warning: judge `{self.name}` is not shown the rows' images (`images = false`): "
                     f"rows with images are scored from their text alone{where}",

@@ -179,7 +179,7 @@ impl JudgeCounts {
     pub fn unseen_images(&self, judge: &str, row: &Row, why: &str) {
         if !row.images.is_empty() && !self.warned_unseen.swap(true, Ordering::Relaxed) {
             crate::stderr_line!(
-                "warning: judge `{judge}` is not shown the rows' images ({why}): rows with images are scored from their text alone (the first: {})",
+                "warning: judge `{judge}` is not shown the rows' images ({why}): rows with images are scored from their text alone (such as {})",
                 row.origin
             );
         }
