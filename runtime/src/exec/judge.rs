@@ -164,14 +164,27 @@ impl JudgeCounts {
                 "judge `{judge}` was not asked: {why}; declare `fallback = ...` on the judge to score such questions with a fixed score instead"
             ));
         };
+        Ok(self.fallback_on(f, range, &self.warned_unasked, || {
+            format!("warning: judge `{judge}` was not asked: {why}; using its fallback {f} (said once; every fallback is counted in summary.json's `judges`)")
+        }))
+    }
+
+    /// The fallback `f` (a score on 0..1, as a criterion's is) as the raw
+    /// score on `range` that maps to it, counted; `warning` is printed the
+    /// first time `warned` is raised.
+    fn fallback_on(
+        &self,
+        f: f64,
+        range: (f64, f64),
+        warned: &AtomicBool,
+        warning: impl FnOnce() -> String,
+    ) -> f64 {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
-        if !self.warned_unasked.swap(true, Ordering::Relaxed) {
-            crate::stderr_line!(
-                "warning: judge `{judge}` was not asked: {why}; using its fallback {f} (said once; every fallback is counted in summary.json's `judges`)"
-            );
+        if !warned.swap(true, Ordering::Relaxed) {
+            crate::stderr_line!("{}", warning());
         }
         let (lo, hi) = range;
-        Ok(lo + f * (hi - lo))
+        lo + f * (hi - lo)
     }
 
     /// Says, the first time, that judge `judge` scores a row that has
@@ -253,17 +266,9 @@ impl JudgeCounts {
             }
         };
         match fallback {
-            Some(f) => {
-                self.fallbacks.fetch_add(1, Ordering::Relaxed);
-                if !self.warned.swap(true, Ordering::Relaxed) {
-                    crate::stderr_line!(
-                        "warning: judge `{judge}` {warned}; using its fallback {f} (every fallback is counted in summary.json's `judges`)"
-                    );
-                }
-                // The fallback is a score on 0..1, as the criterion's score
-                // is: the raw score on this range that maps to it.
-                Ok(lo + f * (hi - lo))
-            }
+            Some(f) => Ok(self.fallback_on(f, range, &self.warned, || {
+                format!("warning: judge `{judge}` {warned}; using its fallback {f} (every fallback is counted in summary.json's `judges`)")
+            })),
             None => Err(format!(
                 "judge `{judge}` {failed} declare `fallback = ...` on the judge to use a fixed score instead"
             )),

@@ -126,31 +126,26 @@ impl HeldOut {
         };
         let fail = session.fails_on_bad_rows(&split.dataset);
         let sorted = Targets::of(session.rows(split)?, &s.field, tokenizer);
+        // Each kind of row left out: how many, the first, and why.
+        let kinds = [
+            sorted.lacking.first().map(|first| {
+                let why = format!("no text in the field `{}` that `sft` learns from", s.field);
+                (sorted.lacking.len(), first, format!("with {why}"), why)
+            }),
+            sorted.special.first().map(|(first, token)| {
+                let why = format!(
+                    "the field `{}` holds `{token}`, one of the model's special tokens",
+                    s.field
+                );
+                (sorted.special.len(), first, format!("where {why}"), why)
+            }),
+        ];
         let mut reasons: Vec<String> = Vec::new();
-        if let Some(first) = sorted.lacking.first() {
-            let why = format!("no text in the field `{}` that `sft` learns from", s.field);
+        for (count, first, said, why) in kinds.into_iter().flatten() {
             if fail {
                 return Err(left_out_error(stage, split, &first.origin, &why));
             }
-            reasons.push(format!(
-                "{} with {why} (the first: {})",
-                sorted.lacking.len(),
-                first.origin
-            ));
-        }
-        if let Some((first, token)) = sorted.special.first() {
-            let why = format!(
-                "the field `{}` holds `{token}`, one of the model's special tokens",
-                s.field
-            );
-            if fail {
-                return Err(left_out_error(stage, split, &first.origin, &why));
-            }
-            reasons.push(format!(
-                "{} where {why} (the first: {})",
-                sorted.special.len(),
-                first.origin
-            ));
+            reasons.push(format!("{count} {said} (the first: {})", first.origin));
         }
         let left = sorted.lacking.len() + sorted.special.len();
         if !reasons.is_empty() {
