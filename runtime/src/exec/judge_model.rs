@@ -113,7 +113,6 @@ impl<B: Backend> Judge for ModelJudge<B> {
     }
 
     fn ask(&self, question: &Question<'_>) -> Result<f64, EvalError> {
-        self.counts.asking();
         let loaded = self.model.lock().unwrap_or_else(|p| p.into_inner());
         let fail = |m: String| EvalError::Call(format!("judge `{}`: {m}", self.name));
         // A completion that spells one of the model's special tokens
@@ -131,6 +130,7 @@ impl<B: Backend> Judge for ModelJudge<B> {
                 .unasked(&self.name, &why, question.range, self.fallback)
                 .map_err(EvalError::Call);
         }
+        self.counts.asking();
         let prompt = self.prompt_for(&loaded, question).map_err(fail)?;
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let reply = generate(
@@ -264,7 +264,8 @@ mod tests {
         let counts = with_fallback.counts.to_json();
         assert_eq!(
             (counts["asked"].as_u64(), counts["fallbacks"].as_u64()),
-            (Some(1), Some(1))
+            (Some(0), Some(1)),
+            "a question not asked is not counted as asked, but its fallback is"
         );
         let strict = ModelJudge::new(
             "j",
