@@ -35,7 +35,10 @@ impl<'a> Analyzer<'a> {
                     self.check_curate_box(i);
                     self.check_dedup(i);
                 }
-                DeclKind::Judge => self.check_judge(i),
+                DeclKind::Judge => {
+                    self.check_path_kinds(i);
+                    self.check_judge(i);
+                }
                 DeclKind::Rollout => self.check_rollout_lengths(i),
                 DeclKind::Model => {
                     self.check_path_kinds(i);
@@ -1566,7 +1569,7 @@ impl<'a> Analyzer<'a> {
     /// E0300 for a path that exists but is a file where a folder belongs
     /// or a folder where a file does: a model's `weights` folder and its
     /// `tokenizer` (a folder, or its `tokenizer.json`), a dataset's `jsonl`
-    /// source and `images` folder. Paths not on disk yet are not checked
+    /// source and `images` folder, a judge's `ca_file`. Paths not on disk yet are not checked
     /// (another stage or program may make them).
     fn check_path_kinds(&mut self, i: usize) {
         let module = &self.loaded.modules[self.info[i].module];
@@ -1586,6 +1589,7 @@ impl<'a> Analyzer<'a> {
         let keys: &[(&str, bool)] = match self.decls[i].kind {
             DeclKind::Model => &[("weights", true), ("tokenizer", true)],
             DeclKind::Dataset => &[("source", false), ("images", true)],
+            DeclKind::Judge => &[("ca_file", false)],
             _ => &[],
         };
         for &(key, folder) in keys {
@@ -1606,11 +1610,11 @@ impl<'a> Analyzer<'a> {
                 };
                 (true, "a file", help)
             } else if !folder && meta.is_dir() {
-                (
-                    true,
-                    "a folder",
-                    "name the JSONL file itself: `jsonl(\"data/train.jsonl\")`".to_string(),
-                )
+                let help = match key {
+                    "ca_file" => "name the PEM file of the certificate authority itself, e.g. `\"certs/private-ca.pem\"`",
+                    _ => "name the JSONL file itself: `jsonl(\"data/train.jsonl\")`",
+                };
+                (true, "a folder", help.to_string())
             } else {
                 (false, "", String::new())
             };
