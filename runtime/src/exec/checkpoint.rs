@@ -649,7 +649,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let model_dir = dir.join("model");
         create::<CpuBackend>(&model_dir, Preset::Tiny, 0, &Default::default()).unwrap();
-        std::fs::write(dir.join("run.lock"), "0").unwrap();
+        std::fs::write(dir.join("run.lock"), std::process::id().to_string()).unwrap();
         (dir, model_dir)
     }
 

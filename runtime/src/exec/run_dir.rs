@@ -184,6 +184,13 @@ fn shown_plan(plan: &Plan) -> Plan {
     shown
 }
 
+/// Whether folder `dir` holds the `run.lock` of this process's run: the
+/// file [`RunLock::acquire`] wrote this process's id into.
+fn holds_this_process_s_lock(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(LOCK_FILE))
+        .is_ok_and(|holder| holder.trim() == std::process::id().to_string())
+}
+
 fn io(path: &Path, e: std::io::Error) -> ExecError {
     ExecError::Io {
         path: path.to_path_buf(),
@@ -193,9 +200,11 @@ fn io(path: &Path, e: std::io::Error) -> ExecError {
 
 /// Makes folder `dir` and the folders above it that are missing, inside a
 /// run's folder only: the nearest folder above it that exists must be in a
-/// folder holding a `run.lock`. A run whose folder was removed or moved
-/// while it went on stops there, rather than make the folder again
-/// without its manifest, lock and metrics (nothing could resume it).
+/// folder holding this process's `run.lock`. A run whose folder was
+/// removed or moved while it went on stops there, rather than make the
+/// folder again without its manifest, lock and metrics (nothing could
+/// resume it); another run's lock further up (a run folder made inside
+/// another's, or a lock a killed run left) is not this run's.
 ///
 /// # Errors
 /// No run's folder above `dir`, or I/O errors.
@@ -207,7 +216,7 @@ pub fn make_run_folder(dir: &Path) -> Result<(), ExecError> {
         .ancestors()
         .skip(1)
         .find(|a| a.as_os_str().is_empty() || a.is_dir());
-    let in_a_run = existing.is_some_and(|e| e.ancestors().any(|a| a.join(LOCK_FILE).is_file()));
+    let in_a_run = existing.is_some_and(|e| e.ancestors().any(holds_this_process_s_lock));
     if !in_a_run {
         return Err(ExecError::Io {
             path: dir.to_path_buf(),
@@ -862,8 +871,9 @@ mod tests {
 
     #[test]
     fn a_run_whose_folder_is_removed_stops_and_does_not_make_it_again() {
-        let dir = std::env::temp_dir().join(format!("saferc-gone-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let root = std::env::temp_dir().join(format!("saferc-gone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("run");
         std::fs::create_dir_all(&dir).unwrap();
         let lock = super::RunLock::acquire(&dir).unwrap();
         let mut run = super::RunDir::open(&dir, lock).unwrap();
@@ -901,13 +911,24 @@ mod tests {
         }
         assert!(super::make_run_folder(&run.checkpoints("t").join("step-000001.partial")).is_err());
         assert!(!dir.exists(), "the folder is not made again");
+        // Nor by another run's lock in a folder above it (a run folder made
+        // inside another's), nor by a lock a killed run left there.
+        for holder in ["1", "4242", ""] {
+            std::fs::write(root.join("run.lock"), holder).unwrap();
+            assert!(
+                super::write_atomically(&run.curation("d"), b"{}").is_err(),
+                "{holder:?}"
+            );
+            assert!(!dir.exists(), "{holder:?}: the folder is not made again");
+        }
+        std::fs::remove_file(root.join("run.lock")).unwrap();
         // Replaced by another folder of the same name (another run's).
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("run.lock"), "1").unwrap();
         assert!(run.ensure_present().is_err());
         drop(run);
         assert!(dir.join("run.lock").exists(), "another run's lock stays");
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
