@@ -1370,6 +1370,60 @@ fn a_resume_reuses_the_run_s_curation() {
     assert_eq!(train(&dir), 4);
 }
 
+/// A forced resume that fails after curating with its own settings (here
+/// at a data file it cannot read, before its manifest is written) leaves
+/// the run's curation to the run's own pipeline: a resume with it reuses
+/// what the run kept, not what the failed one curated. The failed one's
+/// curation is kept beside, and reused when it is forced again.
+#[test]
+fn a_failed_forced_resume_leaves_the_run_s_curation_to_its_own_pipeline() {
+    let case = prepare("curation_keep", "curation-forced-fails");
+    let dir = case.join("run");
+    run_to_the_end(&case, &dir);
+    // The run's own record keeps 3 of the 4 prompts: curating again with
+    // the run's settings would keep all 4.
+    let kept_file = dir.join("curation/d.json");
+    let mut saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(&kept_file).unwrap()).unwrap();
+    saved["kept"].as_array_mut().unwrap().pop();
+    std::fs::write(&kept_file, saved.to_string()).unwrap();
+    let pipeline = case.join("pipeline.safer");
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    let recurated = text.replace("keep     = mean >= 0", "keep     = mean >= -1");
+    assert_ne!(recurated, text);
+    let failing = format!(
+        "{recurated}\ndataset zz {{ source = jsonl(\"missing.jsonl\") }}\n\neval e2 {{\n  model  = policy\n  data   = zz\n  rubric = r\n}}\n"
+    );
+    std::fs::write(&pipeline, &failing).unwrap();
+    let output = run_command(&case, &["--resume", dir.to_str().unwrap(), "--force"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("curating again")
+            && stderr.contains("missing.jsonl"),
+        "{stderr}"
+    );
+    std::fs::write(&pipeline, &text).unwrap();
+    let stderr = resume_to_the_end(&case, &dir);
+    assert!(
+        stderr.contains("reusing the run's curation (3 of 4 prompts kept)")
+            && !stderr.contains("curating again"),
+        "{stderr}"
+    );
+    let train = |dir: &Path| summary_of(dir)["datasets"]["d"]["splits"]["train"].clone();
+    assert_eq!(train(&dir), 3);
+    std::fs::write(&pipeline, &recurated).unwrap();
+    let stderr = force_to_the_end(&case, &dir);
+    assert!(
+        stderr.contains("reusing the run's curation (4 of 4 prompts kept)")
+            && !stderr.contains("curating again"),
+        "{stderr}"
+    );
+    assert_eq!(train(&dir), 4);
+}
+
 /// A file that declares nothing to run is refused before a run directory
 /// is made.
 #[test]

@@ -29,6 +29,7 @@ pub mod judge;
 pub mod judge_images;
 pub mod judge_model;
 pub mod judge_tls;
+pub mod kept_records;
 pub mod model_fingerprint;
 pub mod records;
 pub mod reflect;

@@ -575,12 +575,14 @@ where
             return Ok(restored);
         }
         // The stage had trained (its folder holds more than the scores
-        // before training) and left nothing to resume from: say so rather
-        // than train from the start unseen.
+        // before training, and those of other settings kept beside them)
+        // and left nothing to resume from: say so rather than train from
+        // the start unseen.
         let trained = std::fs::read_dir(root).is_ok_and(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .any(|e| e.file_name() != "eval_before.json")
+            entries.filter_map(Result::ok).any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                !(name.starts_with("eval_before.") && name.ends_with(".json"))
+            })
         });
         if trained {
             crate::stderr_line!(

@@ -634,7 +634,7 @@ impl<'a, B: Backend> Session<'a, B> {
             "settings": self.curation_settings(spec), "kept": kept, "report": report,
             "judges": self.judge_counts(), "curated": curated,
         });
-        write_atomically(&path, saved.to_string().as_bytes())
+        super::kept_records::replace(&path, "settings", &saved)
     }
 
     /// What a stage's result depends on besides its data: its settings and
@@ -680,29 +680,50 @@ impl<'a, B: Backend> Session<'a, B> {
     /// `dataset` kept, with its report (and the judge counts then); `None`
     /// when there is none, when the dataset's settings changed (a forced
     /// resume), or when a kept row is no longer among `rows` (the data
-    /// changed): curation then runs again, with a warning.
+    /// changed): curation then runs again, with a warning. A curation of
+    /// these settings that a forced resume's own replaced is found again
+    /// ([`super::kept_records`]).
+    ///
+    /// # Errors
+    /// Putting back a curation record kept beside the one there.
     fn reused_curation(
         &self,
         dataset: &str,
         spec: &DatasetSpec,
         rows: &[Row],
-    ) -> Option<(Vec<Row>, Value)> {
+    ) -> Result<Option<(Vec<Row>, Value)>, ExecError> {
         if !self.options.resume {
-            return None;
+            return Ok(None);
         }
         let path = self.run.curation(dataset);
-        let text = std::fs::read_to_string(&path).ok()?;
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(None);
+        };
         let Ok(saved) = serde_json::from_str::<Value>(&text) else {
             crate::stderr_line!(
                 "warning: dataset `{dataset}`: {} does not read as JSON (damaged?); curating again",
                 path.display()
             );
-            return None;
+            return Ok(None);
         };
-        if saved["settings"] != self.curation_settings(spec) {
-            crate::stderr_line!("warning: dataset `{dataset}` or what curates it changed since the run curated it; curating again");
-            return None;
-        }
+        let settings = self.curation_settings(spec);
+        let saved = match saved["settings"] == settings {
+            true => saved,
+            false => match super::kept_records::kept_beside(&path, "settings", &settings)? {
+                Some(kept) => kept,
+                None => {
+                    crate::stderr_line!("warning: dataset `{dataset}` or what curates it changed since the run curated it; curating again");
+                    return Ok(None);
+                }
+            },
+        };
+        Ok(self.kept_rows(dataset, &saved, rows))
+    }
+
+    /// The rows of `rows` that `saved`, a curation record of `dataset`,
+    /// kept, with its report; `None` when a kept row is no longer among
+    /// `rows` (said so).
+    fn kept_rows(&self, dataset: &str, saved: &Value, rows: &[Row]) -> Option<(Vec<Row>, Value)> {
         let by_origin: BTreeMap<(&str, &str), &Row> = rows
             .iter()
             .map(|r| ((r.origin.as_str(), r.prompt.as_str()), r))
@@ -847,7 +868,7 @@ impl<'a, B: Backend> Session<'a, B> {
             }
             let (rows, curation) = match &spec.curate {
                 Some(c) => {
-                    let (kept, report) = match self.reused_curation(name, spec, &rows) {
+                    let (kept, report) = match self.reused_curation(name, spec, &rows)? {
                         Some(reused) => reused,
                         None => {
                             let curated: Vec<String> =
@@ -1240,12 +1261,21 @@ impl<'a, B: Backend> Session<'a, B> {
         // Reused on resume only while what it scored is the same: a split
         // changed under `--force` (curation, `split`, the rubric) is scored
         // again, so before and after compare one split.
+        // A record of these settings that a forced resume's own replaced is
+        // found again ([`super::kept_records`]).
         let identity = self.held_out_identity(stage)?;
-        let saved_before = std::fs::read_to_string(&before_path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .filter(|_| self.options.resume)
-            .filter(|v| v.get("held_out") == Some(&Value::String(identity.clone())));
+        let held_out = Value::String(identity.clone());
+        let saved_before = match self.options.resume {
+            false => None,
+            true => match std::fs::read_to_string(&before_path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            {
+                Some(v) if v.get("held_out") == Some(&held_out) => Some(v),
+                Some(_) => super::kept_records::kept_beside(&before_path, "held_out", &held_out)?,
+                None => None,
+            },
+        };
         let eval_before = match saved_before {
             // The judge counts when it was scored come back with it.
             Some(mut v) => {
@@ -1266,9 +1296,9 @@ impl<'a, B: Backend> Session<'a, B> {
                 if let Some(v) = &v {
                     let mut kept = self.with_judge_counts(v);
                     if let Some(fields) = kept.as_object_mut() {
-                        fields.insert("held_out".into(), Value::String(identity.clone()));
+                        fields.insert("held_out".into(), held_out.clone());
                     }
-                    write_atomically(&before_path, kept.to_string().as_bytes())?;
+                    super::kept_records::replace(&before_path, "held_out", &kept)?;
                 }
                 v
             }
