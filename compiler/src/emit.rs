@@ -247,9 +247,6 @@ fn common_notes(plan: &Plan, stage: &StageSpec, grpo: &GrpoSpec) -> Vec<String> 
     if grpo.overlong.is_some() {
         notes.push("DAPO overlong shaping (`overlong`) is not emitted: add the trainer's own overlong penalty if you need it".into());
     }
-    if grpo.multi_objective == "normalize_then_sum" {
-        notes.push("`multi_objective = normalize_then_sum` (GDPO) needs one reward per criterion: the emitted reward is the rubric's total, normalised as one".into());
-    }
     notes
 }
 

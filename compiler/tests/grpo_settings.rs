@@ -290,3 +290,140 @@ fn a_kl_in_the_reward_takes_its_estimator() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// GDPO emitted for TRL gives `saferc run`'s advantages: the completions a
+/// GDPO step of `saferc run` sampled, scored by the emitted module's
+/// `trl_gdpo_rewards()` (one reward per criterion and one for the rest of
+/// the total, the batch scored once) and combined with its
+/// `trl_gdpo_weights()` by TRL 1.16's `normalize_then_sum` (transcribed
+/// below from `GRPOTrainer._compute_advantages`: each reward normalised in
+/// its group with Bessel's std and 1e-4, the weighted sum normalised over
+/// the batch), equal the advantages `samples.jsonl` logged.
+#[test]
+fn gdpo_emitted_for_trl_gives_saferc_s_advantages() {
+    let dir = common::temp_dir("gdpo-trl");
+    let text = pipeline("    multi_objective = normalize_then_sum\n    eps = 1e-4");
+    let (_, samples) = run_text(&dir, "gdpo", &text);
+    let emitted = dir.join("emitted");
+    common::saferc_ok(&[
+        "emit",
+        dir.join("gdpo.safer").to_str().unwrap(),
+        "--target",
+        "trl",
+        "--out",
+        emitted.to_str().unwrap(),
+    ]);
+    let script = std::fs::read_to_string(emitted.join("train_trl.py")).unwrap();
+    assert!(
+        script.contains("reward_funcs=safer_reward.trl_gdpo_rewards()")
+            && script.contains("multi_objective_aggregation=\"normalize_then_sum\"")
+            && script.contains("reward_weights=safer_reward.trl_gdpo_weights()"),
+        "{script}"
+    );
+    let batch: Vec<Value> = samples
+        .iter()
+        .map(|s| serde_json::json!({"row": s["row"], "text": s["text"]}))
+        .collect();
+    let program = r#"
+import json, math, sys
+sys.path.insert(0, sys.argv[1])
+import safer_reward
+
+rows = {}
+with open(sys.argv[2]) as f:
+    for line in f:
+        row = json.loads(line)
+        rows[row["id"]] = row
+batch = json.loads(sys.stdin.read())
+scored = []
+score_many = safer_reward.Reward.score_many
+def counted(self, items, rubric=None):
+    scored.append(len(items))
+    return score_many(self, items, rubric)
+safer_reward.Reward.score_many = counted
+
+funcs = safer_reward.trl_gdpo_rewards()
+weights = safer_reward.trl_gdpo_weights()
+columns = {"safer_row": [json.dumps(rows[b["row"]]) for b in batch]}
+prompts = [[{"role": "user", "content": rows[b["row"]]["question"]}] for b in batch]
+completions = [[{"role": "assistant", "content": b["text"]}] for b in batch]
+per_func = [f(prompts=prompts, completions=completions, **columns) for f in funcs]
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+def std(xs):  # trl.trainer.utils.nanstd: Bessel-corrected
+    m = mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs) * len(xs) / (len(xs) - 1))
+
+G = 4
+rewards = [0.0] * len(batch)
+for values, w in zip(per_func, weights):
+    for start in range(0, len(batch), G):
+        group = values[start:start + G]
+        m, s = mean(group), std(group)
+        for j, v in enumerate(group):
+            rewards[start + j] += w * (v - m) / (s + 1e-4)
+m, s = mean(rewards), std(rewards)
+print(json.dumps({
+    "names": [f.__name__ for f in funcs],
+    "weights": weights,
+    "advantages": [(r - m) / (s + 1e-4) for r in rewards],
+    "scored": scored,
+}))
+"#;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .arg(&emitted)
+        .arg(examples().join("data/qi-safe-mini.jsonl"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(Value::Array(batch).to_string().as_bytes())
+            .unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        got["names"],
+        serde_json::json!([
+            "safer/safety",
+            "safer/helpful",
+            "safer/coherence",
+            "safer/rest_of_total"
+        ])
+    );
+    assert_eq!(got["weights"], serde_json::json!([0.5, 0.3, 0.2, 1.0]));
+    assert_eq!(
+        got["scored"],
+        serde_json::json!([samples.len()]),
+        "the batch is scored once for the four rewards"
+    );
+    let trl: Vec<f64> = got["advantages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let saferc: Vec<f64> = samples.iter().map(|s| number(s, "advantage")).collect();
+    assert!(
+        saferc.iter().any(|a| a.abs() > 0.1),
+        "a batch with a learning signal: {saferc:?}"
+    );
+    for (i, (a, b)) in saferc.iter().zip(&trl).enumerate() {
+        assert!((a - b).abs() <= 1e-5, "completion {i}: saferc {a}, TRL {b}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

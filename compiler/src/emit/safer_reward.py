@@ -15,6 +15,10 @@ Entry points:
 - `trl_reward(prompts, completions, completion_ids=None, **columns)`: a TRL
   `GRPOTrainer` reward function (the dataset's `safer_row` column holds
   each prompt's row);
+- `trl_gdpo_rewards()` and `trl_gdpo_weights()`: TRL reward functions and
+  their weights for GDPO (`multi_objective_aggregation="normalize_then_sum"`),
+  one per criterion and one for the rest of the total, as `saferc run` splits
+  the reward (the batch is scored once);
 - `compute_score(data_source, solution_str, ground_truth, extra_info)`:
   verl's custom reward function (`extra_info["safer_row"]`);
 - `score(row, text, tokens)`: one completion's scores as a dict;
@@ -2161,6 +2165,65 @@ def trl_reward(prompts, completions, completion_ids=None, **columns):
 
 
 trl_reward.__name__ = "safer_reward"
+
+# The scores of the batch the first GDPO reward function scored, for the
+# others: (key, scores).
+_GDPO_BATCH = (None, None)
+
+
+def _gdpo_scores(first, prompts, completions, completion_ids, columns):
+    """The scores of TRL's batch: scored by the first GDPO reward function
+    (which TRL calls first for every batch, then the others in order, with
+    the same arguments), reused by the others."""
+    global _GDPO_BATCH
+    ids = completion_ids if completion_ids is not None else [None] * len(completions)
+    texts = [completion_text(c, i) for c, i in zip(completions, ids)]
+    tokens = [len(ids) for ids in completion_ids] if completion_ids is not None else [None] * len(texts)
+    key = (tuple(columns["safer_row"]), tuple(texts), tuple(tokens))
+    if not first and _GDPO_BATCH[0] == key:
+        return _GDPO_BATCH[1]
+    r = reward()
+    rows = [Row(parse_json(s)) for s in columns["safer_row"]]
+    scores = r.score_many(list(zip(rows, texts, tokens)))
+    _GDPO_BATCH = (key, scores)
+    log_metric = columns.get("log_metric")
+    if first and callable(log_metric) and scores:
+        for i, name in enumerate(r.names()[1]):
+            log_metric(f"safer/penalty/{name}", sum(s["penalties"][i] for s in scores) / len(scores))
+    return scores
+
+
+def trl_gdpo_rewards():
+    """TRL `GRPOTrainer` reward functions for GDPO
+    (`multi_objective_aggregation="normalize_then_sum"`), as `saferc run`
+    splits the reward into objectives: one per criterion of the rubric (its
+    score on 0..1) and one for the rest of the total (penalties, format terms
+    and gates: `total - weighted`); their weights are `trl_gdpo_weights()`.
+    A batch is scored once, by the first."""
+    criteria, _ = reward().names()
+
+    def objective(k, name):
+        def score(prompts, completions, completion_ids=None, **columns):
+            scores = _gdpo_scores(k == 0, prompts, completions, completion_ids, columns)
+            if k < len(criteria):
+                return [s["criteria"][k] for s in scores]
+            return [s["total"] - s["weighted"] for s in scores]
+
+        score.__name__ = name
+        return score
+
+    names = [f"safer/{c}" for c in criteria] + ["safer/rest_of_total"]
+    return [objective(k, name) for k, name in enumerate(names)]
+
+
+def trl_gdpo_weights():
+    """The weights of `trl_gdpo_rewards()`: each criterion's share of the
+    rubric's weights (0 when they sum to 0), and 1 for the rest of the total."""
+    weights = [c["weight"] for c in reward().spec["rubrics"][reward().spec["reward"]]["criteria"]]
+    weight_sum = -0.0
+    for w in weights:
+        weight_sum += w
+    return [w / weight_sum if weight_sum > 0.0 else 0.0 for w in weights] + [1.0]
 
 _TOKENIZER = None
 

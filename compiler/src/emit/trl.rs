@@ -11,7 +11,10 @@
 //! a step of `batch` prompts × `group` completions → the per-device batch
 //! and gradient accumulation (`micro_batch` completions per pass);
 //! `freeze_vision` → the model's `visual` set to take no gradient before
-//! training.
+//! training; `multi_objective = normalize_then_sum` (GDPO) →
+//! `multi_objective_aggregation = "normalize_then_sum"` over one reward
+//! function per criterion and one for the rest of the total
+//! (`safer_reward.trl_gdpo_rewards`), weighted as `saferc run` weighs them.
 
 use super::{py_float, quoted};
 use safer_ir::plan::{GrpoSpec, Plan, RolloutSpec, StageSpec};
@@ -141,6 +144,13 @@ pub fn files(
     if grpo.dynamic_sampling.is_some() {
         notes.push("dynamic sampling has no TRL setting: every group is trained on".into());
     }
+    // GDPO normalises each objective in its group: one reward function per
+    // objective, in the order and with the weights `saferc run` uses.
+    let gdpo = grpo.multi_objective == "normalize_then_sum";
+    if gdpo {
+        config.push(("multi_objective_aggregation", quoted("normalize_then_sum")));
+        config.push(("reward_weights", "safer_reward.trl_gdpo_weights()".into()));
+    }
     let settings: Vec<String> = config
         .iter()
         .map(|(k, v)| format!("    {k}={v},"))
@@ -153,7 +163,7 @@ pub fn files(
         r#""""Stage `{stage}` of {pipeline_q} on TRL's GRPOTrainer (written by `saferc emit --target trl`).
 
 Run: python train_trl.py [MODEL_DIR [TOKENIZER_DIR]]   (accelerate launch train_trl.py for several GPUs)
-The reward is safer_reward.trl_reward: the rubric `{reward}` as `saferc run` scores it.
+{reward_line}
 """
 
 import json
@@ -339,7 +349,7 @@ def processing_class():
 trainer = GRPOTrainer(
     model=MODEL,
     processing_class=processing_class(),
-    reward_funcs=safer_reward.trl_reward,
+    reward_funcs={reward_funcs},
     args=config,
     train_dataset=examples(TRAIN_SPLIT),
 )
@@ -361,7 +371,20 @@ trainer.save_model(config.output_dir)
 "#,
         stage = stage.name,
         pipeline_q = quoted(pipeline),
-        reward = stage.reward.as_deref().unwrap_or_default(),
+        reward_line = match gdpo {
+            false => format!(
+                "The reward is safer_reward.trl_reward: the rubric `{}` as `saferc run` scores it.",
+                stage.reward.as_deref().unwrap_or_default()
+            ),
+            true => format!(
+                "The rewards are safer_reward.trl_gdpo_rewards(): the rubric `{}` as `saferc run` scores it,\none reward per criterion and one for the rest of the total, normalised each in its group (GDPO).",
+                stage.reward.as_deref().unwrap_or_default()
+            ),
+        },
+        reward_funcs = match gdpo {
+            false => "safer_reward.trl_reward",
+            true => "safer_reward.trl_gdpo_rewards()",
+        },
         model = quoted(&model),
         tokenizer = tokenizer,
         train = quoted(&stage.data.to_string()),

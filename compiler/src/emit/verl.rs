@@ -87,6 +87,9 @@ pub fn files(
         true => kl_type,
         false => "kl",
     };
+    if grpo.multi_objective == "normalize_then_sum" {
+        notes.push("`multi_objective = normalize_then_sum` (GDPO) needs one reward per criterion, which verl's GRPO estimator does not take: the emitted reward is the rubric's total, normalised as one (`--target trl` emits GDPO)".into());
+    }
     if kl.estimator == "k3_corrected" && kl.beta > 0.0 && kl.placement != "reward" {
         notes.push("KL estimator `k3_corrected`: verl has no importance-corrected k3; the emitted config uses `low_var_kl` (k3)".into());
     }
