@@ -20,9 +20,27 @@ use sha2::{Digest, Sha256};
 use super::run_dir::write_atomically;
 use super::ExecError;
 
+/// `value` with every object's keys in sorted order: equal identities (as
+/// `==` compares them, whatever their key order) name one file.
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => {
+            let mut keys: Vec<&String> = fields.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&fields[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Where a record of `identity` that `path` no longer holds is kept.
 fn beside(path: &Path, identity: &Value) -> PathBuf {
-    let digest = super::checkpoint::hex(&Sha256::digest(identity.to_string()));
+    let digest = super::checkpoint::hex(&Sha256::digest(sorted(identity).to_string()));
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -114,6 +132,22 @@ mod tests {
         assert_eq!(read(), again);
         let files = std::fs::read_dir(dir.join("curation")).unwrap().count();
         assert_eq!(files, 2, "d.json and the run's own record beside it");
+        // Found whatever the order of the identity's keys.
+        let ordered = json!({"settings": {"a": 1, "b": {"c": 2, "d": 3}}, "kept": [5]});
+        replace(&path, "settings", &ordered).unwrap();
+        replace(&path, "settings", &ours).unwrap();
+        let reordered = json!({"b": {"d": 3, "c": 2}, "a": 1});
+        assert_eq!(
+            kept_beside(&path, "settings", &reordered).unwrap(),
+            Some(ordered)
+        );
+        // A damaged record in its place does not hide a kept one.
+        std::fs::write(&path, "{\"settings\": {\"se").unwrap();
+        assert_eq!(
+            kept_beside(&path, "settings", &json!({"seed": 7})).unwrap(),
+            Some(ours.clone())
+        );
+        assert_eq!(read(), ours);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

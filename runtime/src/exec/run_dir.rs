@@ -220,7 +220,7 @@ pub fn make_run_folder(dir: &Path) -> Result<(), ExecError> {
     if !in_a_run {
         return Err(ExecError::Io {
             path: dir.to_path_buf(),
-            message: "is in a run folder that was removed or moved while the run went on (no `run.lock` above it): the run stops rather than make the folder again, since what it wrote there is lost; start it again".into(),
+            message: "is in a run folder that was removed or moved while the run went on (no `run.lock` of this run above it): the run stops rather than make the folder again, since what it wrote there is lost; start it again".into(),
         });
     }
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
@@ -459,8 +459,10 @@ impl RunDir {
     /// called when the new pipeline's checks have passed and it is about to
     /// train or write its results. A forced resume that fails before (its
     /// data unreadable, a stage's checks) leaves the manifest as it was,
-    /// and the run resumable with its own pipeline (the curation and split
-    /// records it wrote are made again by that pipeline where they differ).
+    /// and the run resumable with its own pipeline: the curation records
+    /// and held-out scores it replaced were kept beside them and are put
+    /// back ([`super::kept_records`]), and its split records are made
+    /// again by that pipeline, from the same rows.
     ///
     /// # Errors
     /// I/O errors.

@@ -696,23 +696,25 @@ impl<'a, B: Backend> Session<'a, B> {
             return Ok(None);
         }
         let path = self.run.curation(dataset);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return Ok(None);
-        };
-        let Ok(saved) = serde_json::from_str::<Value>(&text) else {
-            crate::stderr_line!(
-                "warning: dataset `{dataset}`: {} does not read as JSON (damaged?); curating again",
-                path.display()
-            );
-            return Ok(None);
-        };
         let settings = self.curation_settings(spec);
-        let saved = match saved["settings"] == settings {
-            true => saved,
-            false => match super::kept_records::kept_beside(&path, "settings", &settings)? {
+        let saved = match std::fs::read_to_string(&path) {
+            Err(_) => return Ok(None),
+            Ok(text) => serde_json::from_str::<Value>(&text).ok(),
+        };
+        let saved = match saved {
+            Some(saved) if saved["settings"] == settings => saved,
+            // A curation of these settings that another's replaced (or
+            // that a damaged record hides) is found again.
+            other => match super::kept_records::kept_beside(&path, "settings", &settings)? {
                 Some(kept) => kept,
                 None => {
-                    crate::stderr_line!("warning: dataset `{dataset}` or what curates it changed since the run curated it; curating again");
+                    match other {
+                        Some(_) => crate::stderr_line!("warning: dataset `{dataset}` or what curates it changed since the run curated it; curating again"),
+                        None => crate::stderr_line!(
+                            "warning: dataset `{dataset}`: {} does not read as JSON (damaged?); curating again",
+                            path.display()
+                        ),
+                    }
                     return Ok(None);
                 }
             },
@@ -1272,8 +1274,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             {
                 Some(v) if v.get("held_out") == Some(&held_out) => Some(v),
-                Some(_) => super::kept_records::kept_beside(&before_path, "held_out", &held_out)?,
-                None => None,
+                _ => super::kept_records::kept_beside(&before_path, "held_out", &held_out)?,
             },
         };
         let eval_before = match saved_before {
