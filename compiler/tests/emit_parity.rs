@@ -1328,11 +1328,19 @@ fn the_emitted_module_retries_cut_answers_and_never_shows_the_key() {
     }
     // A reply cut at its length limit (here inside its reasoning), and an
     // answer that is not a chat completion (a bare number), hold no score,
-    // as `judge::tests::cut_replies_and_other_answers_hold_no_score` has it.
+    // as `judge::tests::cut_replies_and_other_answers_hold_no_score` has it;
+    // a number outside the range asked for (0..10) is said to be one.
     let cut = json!({"choices": [{"message": {"role": "assistant", "content": "<think>The response refuses, so"}, "finish_reason": "length"}]}).to_string();
+    let outside =
+        json!({"choices": [{"message": {"role": "assistant", "content": "<think>ok</think> 12"}}]})
+            .to_string();
+    let underscored =
+        json!({"choices": [{"message": {"role": "assistant", "content": "1_2"}}]}).to_string();
     for (body, says) in [
         (cut.as_str(), "cut at its length limit inside its reasoning (no `</think>`) (the server's default length: `max_tokens` is not set)"),
         ("0.5", "replied '0.5', which is not a chat completion's reply"),
+        (outside.as_str(), "replied '…</think> 12', a number outside 0..10, the range its question asked for; check the judge's prompt and `scale`"),
+        (underscored.as_str(), "replied '1_2', which holds no score (one number from 0 to 10 was asked for)"),
     ] {
         let (scored, _, _) = run(
             vec![Scripted::Raw(format!(

@@ -1005,6 +1005,21 @@ def after_reasoning(text):
     return text[end[1]:] if end else None
 
 
+# A number as Rust's `f64::from_str` reads one (finite ones: no `inf` or
+# `nan`), ASCII digits only (Python's `float` also takes `1_0` and other
+# scripts' digits).
+_RUST_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def number_outside(answer, lo, hi):
+    """Whether a reply's `answer` is one finite number outside `lo..hi`,
+    as saferc tells such a reply from one without a number."""
+    if not _RUST_FLOAT.fullmatch(answer):
+        return False
+    v = float(answer)
+    return math.isfinite(v) and not (lo <= v <= hi)
+
+
 def finish_reason(answer):
     """The first choice's `finish_reason` of a chat completion (JSON text
     `answer`), or None."""
@@ -1207,6 +1222,13 @@ class HttpJudge:
             return v, None, None
         end = reasoning_end(said)
         quoted = redacted("…" + said[end[0]:] if end else said, self.authorization)[:500]
+        if number_outside(trim(said[end[1]:] if end else said), lo, hi):
+            outside = f"replied {quoted!r}, a number outside {rust_number(lo)}..{rust_number(hi)}"
+            return (
+                None,
+                outside,
+                f"{outside}, the range its question asked for; check the judge's prompt and `scale`, or",
+            )
         return (
             None,
             f"replied {quoted!r}, not one number from {rust_number(lo)} to {rust_number(hi)}",
@@ -2145,14 +2167,21 @@ def check_item(text, tokens):
         raise EvalError(f"a completion's token count must be a whole number of at least 0, not {describe_value(tokens)}")
 
 
+def trl_completions(completions, completion_ids):
+    """The texts TRL's completions were generated as, and their token counts
+    (None where TRL gives no ids)."""
+    ids = completion_ids if completion_ids is not None else [None] * len(completions)
+    texts = [completion_text(c, i) for c, i in zip(completions, ids)]
+    tokens = [len(i) for i in completion_ids] if completion_ids is not None else [None] * len(texts)
+    return texts, tokens
+
+
 def trl_reward(prompts, completions, completion_ids=None, **columns):
     """TRL `GRPOTrainer` reward function: each completion's `total`; each
     criterion's and penalty's mean goes to `log_metric` when TRL gives it."""
     r = reward()
     rows = [Row(parse_json(s)) for s in columns["safer_row"]]
-    ids = completion_ids if completion_ids is not None else [None] * len(completions)
-    texts = [completion_text(c, i) for c, i in zip(completions, ids)]
-    tokens = [len(ids) for ids in completion_ids] if completion_ids is not None else [None] * len(texts)
+    texts, tokens = trl_completions(completions, completion_ids)
     scores = r.score_many(list(zip(rows, texts, tokens)))
     log_metric = columns.get("log_metric")
     if callable(log_metric) and scores:
@@ -2176,12 +2205,11 @@ def _gdpo_scores(first, prompts, completions, completion_ids, columns):
     (which TRL calls first for every batch, then the others in order, with
     the same arguments), reused by the others."""
     global _GDPO_BATCH
-    ids = completion_ids if completion_ids is not None else [None] * len(completions)
-    texts = [completion_text(c, i) for c, i in zip(completions, ids)]
-    tokens = [len(ids) for ids in completion_ids] if completion_ids is not None else [None] * len(texts)
+    texts, tokens = trl_completions(completions, completion_ids)
     key = (tuple(columns["safer_row"]), tuple(texts), tuple(tokens))
-    if not first and _GDPO_BATCH[0] == key:
-        return _GDPO_BATCH[1]
+    scored_key, scored = _GDPO_BATCH  # one read: another thread may replace it
+    if not first and scored_key == key:
+        return scored
     r = reward()
     rows = [Row(parse_json(s)) for s in columns["safer_row"]]
     scores = r.score_many(list(zip(rows, texts, tokens)))
