@@ -158,7 +158,13 @@ pub fn compile_plan(file: &Path, imports: &ImportArgs) -> Option<safer_ir::plan:
                 judge.api_key_env = Some(var.get_ref().clone());
             }
             if let Some(file) = &endpoint.ca_file {
-                judge.ca_file = Some(project.root.join(file).to_string_lossy().into_owned());
+                judge.ca_file = Some(
+                    project
+                        .root
+                        .join(file.get_ref())
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
             // Set in `safer.toml`, they win; unset, the judge's own stay.
             if let Some(c) = &endpoint.concurrency {

@@ -143,7 +143,7 @@ pub struct JudgeEndpoint {
     /// PEM file of the certificate authorities the endpoint's certificate
     /// must chain to (a private CA), relative to the project's folder.
     #[serde(default)]
-    pub ca_file: Option<String>,
+    pub ca_file: Option<Spanned<String>>,
     /// Requests in flight at once (unset: the judge's own `concurrency`).
     #[serde(default)]
     pub concurrency: Option<Spanned<i64>>,
@@ -263,6 +263,26 @@ fn parse_showing_secrets(
                 .hiding(span(id, var.span()))
                 .with_note("if this is the key itself, it is now in the file: take it out and revoke it (this report does not show it)")
                 .with_help("put the key in an environment variable and name that variable: `api_key_env = \"JUDGE_API_KEY\"`"),
+            );
+        }
+        // A CA file that is a folder (or no name at all): `saferc run`
+        // would stop on it with the OS's bare words.
+        if let Some(file) = judge
+            .ca_file
+            .as_ref()
+            .filter(|f| f.get_ref().is_empty() || root.join(f.get_ref()).is_dir())
+        {
+            let what = match file.get_ref().is_empty() {
+                true => "is empty".to_string(),
+                false => format!("names a folder, `{}`", file.get_ref()),
+            };
+            diags.push(
+                Diagnostic::error(
+                    Code::E0222,
+                    format!("`safer.toml`: judge endpoint `{name}`'s `ca_file` {what}: it takes a file"),
+                )
+                .with_primary(span(id, file.span()), "a PEM file, relative to the project's folder")
+                .with_help("name the PEM file of the certificate authority itself, e.g. `ca_file = \"certs/private-ca.pem\"`"),
             );
         }
         let url = judge.endpoint.get_ref();

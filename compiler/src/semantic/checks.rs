@@ -1624,13 +1624,15 @@ impl<'a> Analyzer<'a> {
                     (_, true) => "a folder",
                     (_, false) => "a file",
                 };
+                // `""` resolves to the file's own folder.
+                let named = match written.is_empty() {
+                    true => "is empty".to_string(),
+                    false => format!("names {found}, `{written}`"),
+                };
                 self.diags.push(
-                    Diagnostic::error(
-                        Code::E0300,
-                        format!("`{key}` names {found}, `{written}`: it takes {wanted}"),
-                    )
-                    .with_primary(self.setting_span(i, &[key]), format!("{found} on disk"))
-                    .with_help(help),
+                    Diagnostic::error(Code::E0300, format!("`{key}` {named}: it takes {wanted}"))
+                        .with_primary(self.setting_span(i, &[key]), format!("{found} on disk"))
+                        .with_help(help),
                 );
             }
         }
