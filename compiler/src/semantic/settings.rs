@@ -994,6 +994,7 @@ impl<'a> Analyzer<'a> {
         .filter_map(|(var, none)| none.then_some(var))
         .collect();
         self.divisions_by_zero_vars(&total, &zero);
+        self.totals_read_by_penalties(&penalties);
         let mut settings = settings;
         settings.0.remove("total");
         self.decls[i].settings = settings;
@@ -1008,6 +1009,39 @@ impl<'a> Analyzer<'a> {
 }
 
 impl Analyzer<'_> {
+    /// E0203 for a penalty that reads `weighted`, `penalties` or `format`:
+    /// they are the sums the rubric makes after its penalties (and
+    /// `penalties` of them), so a penalty finds none when it is scored.
+    fn totals_read_by_penalties(&mut self, penalties: &[Penalty]) {
+        fn walk(e: &TExpr, out: &mut Vec<(String, Span)>) {
+            if let TKind::Var { name } = &e.kind {
+                if ["weighted", "penalties", "format"].contains(&name.as_str()) {
+                    out.push((name.clone(), e.span));
+                }
+            }
+            for child in e.children() {
+                walk(child, out);
+            }
+        }
+        for p in penalties {
+            let mut found = Vec::new();
+            walk(&p.value, &mut found);
+            if let Some(when) = &p.when {
+                walk(when, &mut found);
+            }
+            for (name, span) in found {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0203,
+                        format!("penalty `{}` reads `{name}`, which a penalty cannot use", p.name),
+                    )
+                    .with_primary(span, "made after the penalties are scored")
+                    .with_help("`weighted`, `penalties` and `format` are the rubric's sums, made from its criteria, penalties and format terms once the penalties are scored: a penalty can read the criteria (`safety < 0.5`) and the rubric's parameters, and `total` can read the sums"),
+                );
+            }
+        }
+    }
+
     /// E0316 (a warning): scorer `i`'s body divides by a parameter whose
     /// default is 0, so every call that leaves it out divides by zero.
     fn divisions_by_zero_defaults(&mut self, i: usize, body: &TExpr) {
