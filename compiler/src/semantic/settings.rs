@@ -995,6 +995,7 @@ impl<'a> Analyzer<'a> {
         .collect();
         self.divisions_by_zero_vars(&total, &zero);
         self.totals_read_by_penalties(&penalties);
+        self.names_read_by_criteria(&criteria);
         let mut settings = settings;
         settings.0.remove("total");
         self.decls[i].settings = settings;
@@ -1013,21 +1014,11 @@ impl Analyzer<'_> {
     /// they are the sums the rubric makes after its penalties (and
     /// `penalties` of them), so a penalty finds none when it is scored.
     fn totals_read_by_penalties(&mut self, penalties: &[Penalty]) {
-        fn walk(e: &TExpr, out: &mut Vec<(String, Span)>) {
-            if let TKind::Var { name } = &e.kind {
-                if ["weighted", "penalties", "format"].contains(&name.as_str()) {
-                    out.push((name.clone(), e.span));
-                }
-            }
-            for child in e.children() {
-                walk(child, out);
-            }
-        }
         for p in penalties {
             let mut found = Vec::new();
-            walk(&p.value, &mut found);
+            vars_named(&p.value, &RUBRIC_SUMS, &mut found);
             if let Some(when) = &p.when {
-                walk(when, &mut found);
+                vars_named(when, &RUBRIC_SUMS, &mut found);
             }
             for (name, span) in found {
                 self.diags.push(
@@ -1037,6 +1028,46 @@ impl Analyzer<'_> {
                     )
                     .with_primary(span, "made after the penalties are scored")
                     .with_help("`weighted`, `penalties` and `format` are the rubric's sums, made from its criteria, penalties and format terms once the penalties are scored: a penalty can read the criteria (`safety < 0.5`) and the rubric's parameters, and `total` can read the sums"),
+                );
+            }
+        }
+    }
+
+    /// E0203 for a criterion whose scorer's arguments read the rubric's
+    /// sums, itself or a criterion declared after it: criteria are scored
+    /// in order, each seeing those before it, and the sums after all of
+    /// them, so it would find none when it is scored.
+    fn names_read_by_criteria(&mut self, criteria: &[Criterion]) {
+        for (k, c) in criteria.iter().enumerate() {
+            let Some(scorer) = &c.scorer else {
+                continue;
+            };
+            let unscored: Vec<&str> = criteria[k..].iter().map(|c| c.name.as_str()).collect();
+            let mut found = Vec::new();
+            vars_named(scorer, &RUBRIC_SUMS, &mut found);
+            vars_named(scorer, &unscored, &mut found);
+            for (name, span) in found {
+                let (label, help) = match RUBRIC_SUMS.contains(&name.as_str()) {
+                    true => (
+                        "made once every criterion and penalty is scored",
+                        "`weighted`, `penalties` and `format` are the rubric's sums: a criterion can read the criteria declared before it and the rubric's parameters, and `total` can read the sums".to_string(),
+                    ),
+                    false if name == c.name => (
+                        "the criterion being scored",
+                        "a criterion cannot read its own score: read the criteria declared before it".to_string(),
+                    ),
+                    false => (
+                        "declared after it, so not yet scored",
+                        format!("criteria are scored in the order they are declared: declare `{name}` before `{}`", c.name),
+                    ),
+                };
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0203,
+                        format!("criterion `{}` reads `{name}`, which it cannot use", c.name),
+                    )
+                    .with_primary(span, label)
+                    .with_help(help),
                 );
             }
         }
@@ -1144,6 +1175,21 @@ fn divisors(e: &TExpr, out: &mut Vec<(String, Span)>) {
         }
     }
     walk(e, &mut Vec::new(), out);
+}
+
+/// The rubric's sums, made once its criteria and penalties are scored.
+const RUBRIC_SUMS: [&str; 3] = ["weighted", "penalties", "format"];
+
+/// Where `e` reads one of the variables `names`, added to `out`.
+fn vars_named(e: &TExpr, names: &[&str], out: &mut Vec<(String, Span)>) {
+    if let TKind::Var { name } = &e.kind {
+        if names.contains(&name.as_str()) {
+            out.push((name.clone(), e.span));
+        }
+    }
+    for child in e.children() {
+        vars_named(child, names, out);
+    }
 }
 
 /// The variables `e` reads, added to `out`.
