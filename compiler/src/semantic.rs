@@ -28,6 +28,7 @@ pub mod reference;
 pub mod schema;
 pub mod scope;
 pub mod settings;
+pub mod special_tokens;
 pub mod unused;
 pub mod values;
 
@@ -64,6 +65,9 @@ pub(crate) struct Analyzer<'a> {
     /// Each model declaration's `config.json` and `weights` as written,
     /// read once (`Analyzer::model_config_json`).
     pub model_configs: std::collections::BTreeMap<usize, Option<(serde_json::Value, String)>>,
+    /// Each model declaration's special tokens, read once from its
+    /// `tokenizer.json` (`Analyzer::model_special_tokens`).
+    pub model_special_tokens: std::collections::BTreeMap<usize, Option<Vec<String>>>,
 }
 
 /// The result of analysis: the program (when the modules loaded) and every
@@ -141,6 +145,7 @@ pub fn analyze(loaded: &Loaded) -> (Program, Vec<Diagnostic>) {
         diags: Vec::new(),
         glob_uses: Vec::new(),
         model_configs: std::collections::BTreeMap::new(),
+        model_special_tokens: std::collections::BTreeMap::new(),
     };
     a.collect();
     a.check_all_settings();

@@ -182,6 +182,9 @@ codes! {
     E0330 = 330, "`in` a text is a substring test";
     /// A declaration no stage or evaluation reaches (warning).
     E0331 = 331, "declaration never used";
+    /// A rollout's stop string or a reflection's prompt that holds a
+    /// special token of the model it is given to.
+    E0332 = 332, "special token in text for the model";
 
     /// Training stages ordered in a cycle (`after`).
     E0400 = 400, "cycle in the pipeline graph";

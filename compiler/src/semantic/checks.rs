@@ -57,6 +57,7 @@ impl<'a> Analyzer<'a> {
         self.check_datasets_read();
         self.check_declarations_used();
         self.check_one_device();
+        self.check_special_tokens();
         // After the rest: reported where nothing else is (a file's other
         // errors first, as a compiler's later phases wait for its earlier).
         if !self.diags.iter().any(Diagnostic::is_error) {
@@ -1331,16 +1332,24 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// The prompt of reflection declaration `i`: its text, and the `prompt`
+    /// declaration it names (none for a string written in place).
+    pub(crate) fn reflection_prompt(&self, i: usize) -> Option<(String, Option<DeclRef>)> {
+        match self.decls[i].settings.get("prompt") {
+            Some(Value::Str(text)) => Some((text.clone(), None)),
+            Some(Value::Ref(p)) => match &self.decls[p.0].value {
+                Some(Value::Str(text)) => Some((text.clone(), Some(*p))),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// A reflection prompt without `{completion}`: the model is asked to
     /// correct an answer it is not shown (warning, E0322).
     fn check_reflection_prompt(&mut self, i: usize) {
-        let (text, declared) = match self.decls[i].settings.get("prompt") {
-            Some(Value::Str(text)) => (text.clone(), None),
-            Some(Value::Ref(p)) => match &self.decls[p.0].value {
-                Some(Value::Str(text)) => (text.clone(), Some(*p)),
-                _ => return,
-            },
-            _ => return,
+        let Some((text, declared)) = self.reflection_prompt(i) else {
+            return;
         };
         let name = self.decls[i].name.clone();
         if text.contains("{completion}") {

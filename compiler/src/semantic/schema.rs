@@ -419,7 +419,7 @@ const ROLLOUT: Block = Block {
         ranged("max_tokens", Ty::Quantity(&[Unit::Tokens]), Default::Required, AT_LEAST_ONE, "The longest completion."),
         ranged("min_tokens", Ty::Quantity(&[Unit::Tokens]), Default::Quantity(0.0, Unit::Tokens), NON_NEGATIVE, "End-of-sequence is suppressed until this many tokens."),
         key("format", Ty::Enum(FORMATS), Default::Str("think_answer"), "The response format completions should follow: `think_answer` (`<think>..</think><answer>..</answer>`), `answer_only` or `plain`. GRPO logs the share that does (`format_compliance`) and warns when under half do; reward it with a rubric `format` term."),
-        key("stop", Ty::StrList, Default::None, "Strings that end a completion; its text ends with the first one, which its tokens hold (`stop = [\"</answer>\"]` keeps the `</answer>` a format term looks for). A string holding one of the tokenizer's special tokens (`<|im_end|>`) is refused when the run starts sampling: the text is decoded without them, and the model's end-of-sequence tokens end a completion already."),
+        key("stop", Ty::StrList, Default::None, "Strings that end a completion; its text ends with the first one, which its tokens hold (`stop = [\"</answer>\"]` keeps the `</answer>` a format term looks for). A string holding one of the model's special tokens (`<|im_end|>`) is refused (E0332, from the model folder's `tokenizer.json`): the text is decoded without them, and the model's end-of-sequence tokens end a completion already."),
         Key { name: "n", ty: Ty::Quantity(&[Unit::Completions]), default: Default::None, range: Some(AT_LEAST_ONE), doc: "Old name of `group`.", deprecated: Some("group") },
     ],
     blocks: &[],
@@ -438,7 +438,7 @@ const REFLECTION: Block = Block {
     doc: "Safety-aware rollout: completions for which `when` holds are shown back to the policy with the reflection prompt, regenerated, re-scored, and enter the group.",
     keys: &[
         key("when", Ty::BoolExpr(Scope::Reflection), Default::Required, "Which completions are reflected on: a condition over `rubric.criterion` scores and `reward`."),
-        key("prompt", Ty::PromptText, Default::Required, "The reflection prompt; `{completion}` stands for the original completion."),
+        key("prompt", Ty::PromptText, Default::Required, "The reflection prompt; `{completion}` stands for the original completion. It may not hold one of the policy's special tokens (E0332)."),
         ranged("rounds", Ty::Int, Default::Number(1.0), AT_LEAST_ONE, "Reflection rounds per completion."),
         key("keep", Ty::Enum(&["replace", "append"]), Default::Str("replace"), "How corrections enter the group: `replace` the unsafe completion (the group size stays G) or `append` to the group."),
     ],
