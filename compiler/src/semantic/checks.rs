@@ -1025,6 +1025,62 @@ impl<'a> Analyzer<'a> {
         );
     }
 
+    /// The context `saferc run` holds model `model`'s prompts and replies
+    /// to: its declared `context`, else its folder's positions
+    /// (`config.json`), else its architecture's default; and whether it
+    /// came from the folder (a larger one cannot be declared then).
+    fn model_context(&mut self, model: DeclRef) -> (f64, bool) {
+        let m = &self.decls[model.0].settings;
+        let arch = m.text("arch").unwrap_or("tiny_vlm").to_string();
+        let declared = m.number("context");
+        let file_context = declared.is_none().then(|| {
+            self.model_config_json(model.0)
+                .and_then(|(json, _)| Self::file_positions(&json))
+        });
+        match (declared, file_context.flatten()) {
+            (Some(declared), _) => (declared, false),
+            (None, Some(positions)) => (positions, true),
+            (None, None) => (schema::default_context(&arch), false),
+        }
+    }
+
+    /// E0311: a local judge (`kind = model`) whose reply limit
+    /// (`max_tokens`) fills its model's context, leaving no room for its
+    /// question; `saferc run` refuses it before it starts.
+    fn check_judge_reply_fits(&mut self, i: usize, s: &Settings) {
+        let (Some("model"), Some(model), Some(max_tokens)) =
+            (s.text("kind"), s.reference("model"), s.number("max_tokens"))
+        else {
+            return;
+        };
+        let (context, from_file) = self.model_context(model);
+        if max_tokens < context {
+            return;
+        }
+        let name = self.decls[i].name.clone();
+        let mname = self.decls[model.0].name.clone();
+        let or_raise = match from_file {
+            true => "",
+            false => ", or raise the model's `context`",
+        };
+        self.diags.push(
+            Diagnostic::error(
+                Code::E0311,
+                format!(
+                    "judge `{name}` allows replies of {} tokens, which leaves no room for its question in the {}-token context of model `{mname}`",
+                    num(max_tokens),
+                    num(context)
+                ),
+            )
+            .with_primary(self.setting_span(i, &["max_tokens"]), "the reply's limit")
+            .with_secondary(self.decls[model.0].span, format!("context {} tokens", num(context)))
+            .with_help(format!(
+                "set `max_tokens` well below {}: the question (the rubric's text, the prompt and the completion) needs room too{or_raise}",
+                num(context)
+            )),
+        );
+    }
+
     /// E0311: the new tokens of declaration `i` (a `train` stage or an
     /// `eval`) beyond the context of `model`: its rollout's `max_tokens`, or,
     /// where it scores without a rollout (`scores_without_rollout`), the
@@ -1036,20 +1092,12 @@ impl<'a> Analyzer<'a> {
         s: &Settings,
         scores_without_rollout: bool,
     ) {
-        let m = &self.decls[model.0].settings;
-        let arch = m.text("arch").unwrap_or("tiny_vlm").to_string();
-        let declared = m.number("context");
-        // The declared context, else the model folder's positions (what
-        // `saferc run` holds rows to), else the architecture's default.
-        let file_context = declared.is_none().then(|| {
-            self.model_config_json(model.0)
-                .and_then(|(json, _)| Self::file_positions(&json))
-        });
-        let (context, from_file) = match (declared, file_context.flatten()) {
-            (Some(declared), _) => (declared, false),
-            (None, Some(positions)) => (positions, true),
-            (None, None) => (schema::default_context(&arch), false),
-        };
+        let arch = self.decls[model.0]
+            .settings
+            .text("arch")
+            .unwrap_or("tiny_vlm")
+            .to_string();
+        let (context, from_file) = self.model_context(model);
         // Where the folder's `config.json` sets the context, a larger one
         // cannot be declared (E0301).
         let capped = ": the model's `config.json` allows no more";
@@ -1755,6 +1803,7 @@ impl<'a> Analyzer<'a> {
         if let Some(named) = s.text("named").map(str::to_string) {
             self.check_named_endpoint(i, &named);
         }
+        self.check_judge_reply_fits(i, &s);
         let needs: &[&str] = match s.text("kind") {
             // A `named` endpoint that did not check has its own error.
             Some("http") if s.get("named").is_some() || self.written(i, &["named"]) => &[],
