@@ -31,6 +31,7 @@ pub mod settings;
 pub mod special_tokens;
 pub mod unused;
 pub mod values;
+pub mod zero_divisors;
 
 use crate::diagnostic::Diagnostic;
 use crate::source::SourceMap;

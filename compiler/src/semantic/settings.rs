@@ -710,6 +710,8 @@ impl<'a> Analyzer<'a> {
                     );
                 }
                 self.divisions_by_zero_defaults(i, &body);
+                let name = self.decls[i].name.clone();
+                self.possible_zero_divisors_in_scorer(&name, &body);
                 self.decls[i].value = Some(Value::Expr(body));
             }
             DeclBody::Block(b) => self.diags.push(
@@ -999,13 +1001,16 @@ impl<'a> Analyzer<'a> {
         let mut settings = settings;
         settings.0.remove("total");
         self.decls[i].settings = settings;
-        self.decls[i].rubric = Some(Rubric {
+        let rubric = Rubric {
             judge,
             criteria,
             penalties,
             formats,
             total,
-        });
+        };
+        let name = self.decls[i].name.clone();
+        self.possible_zero_divisors_in_rubric(&name, &rubric, &zero);
+        self.decls[i].rubric = Some(rubric);
     }
 }
 

@@ -1,0 +1,208 @@
+//! E0316 (a warning): a rubric's `total`, a penalty or a scorer's body
+//! that divides by something a completion can make 0. A harmonic mean
+//! (`2 * safety * helpful / (safety + helpful)`) is 0/0 when both criteria
+//! are, and `saferc run` stops at the first such completion (a NaN reward),
+//! which can be hours into a run. The values an expression can take are
+//! bounded from what is known of its parts: a criterion's score and
+//! `weighted` lie in 0..1, `format` in 0 to the sum of its weights, the
+//! prelude's scorers and `judge.flag` in 0..1, `answer.length` and
+//! `think.length` are 0 or more, constants are themselves. A divisor inside
+//! an `if` whose condition reads what the divisor reads counts as guarded;
+//! a constant divisor is folded elsewhere (E0316, an error for `x / 0`).
+
+use std::collections::BTreeMap;
+
+use super::hir::{Rubric, TExpr, TKind};
+use super::Analyzer;
+use crate::diagnostic::{Code, Diagnostic};
+use crate::span::Span;
+use crate::syntax::ast::{BinaryOp, UnaryOp};
+
+/// What is known of the variables an expression reads: each one's range.
+type Known = BTreeMap<String, (f64, f64)>;
+
+/// The product of two ranges (0 × ∞ taken as 0).
+fn times(a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
+    let fix = |v: f64| if v.is_nan() { 0.0 } else { v };
+    let corners = [a.0 * b.0, a.0 * b.1, a.1 * b.0, a.1 * b.1].map(fix);
+    let lo = corners.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = corners.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
+}
+
+/// The values `e` can take, where they are bounded by what is known;
+/// `None` otherwise.
+fn range(e: &TExpr, known: &Known) -> Option<(f64, f64)> {
+    match &e.kind {
+        TKind::Const { .. } => e.number().map(|n| (n, n)),
+        TKind::Var { name } => known.get(name).copied(),
+        TKind::Call { func, .. } if func.starts_with("std/std::") || func == "judge.flag" => {
+            Some((0.0, 1.0))
+        }
+        TKind::Field { base, field } if field == "length" => match &base.kind {
+            TKind::Var { name } if name == "answer" || name == "think" => {
+                Some((0.0, f64::INFINITY))
+            }
+            _ => None,
+        },
+        TKind::Unary {
+            op: UnaryOp::Neg,
+            operand,
+        } => range(operand, known).map(|(lo, hi)| (-hi, -lo)),
+        TKind::Binary { op, lhs, rhs } => {
+            let (l, r) = (range(lhs, known)?, range(rhs, known)?);
+            match op {
+                BinaryOp::Add => Some((l.0 + r.0, l.1 + r.1)),
+                BinaryOp::Sub => Some((l.0 - r.1, l.1 - r.0)),
+                BinaryOp::Mul => Some(times(l, r)),
+                _ => None,
+            }
+        }
+        TKind::If {
+            then, otherwise, ..
+        } => {
+            let (a, b) = (range(then, known)?, range(otherwise, known)?);
+            Some((a.0.min(b.0), a.1.max(b.1)))
+        }
+        _ => None,
+    }
+}
+
+/// The variables and `.length` fields `e` reads (what a guard must read).
+fn reads(e: &TExpr, out: &mut Vec<String>) {
+    match &e.kind {
+        TKind::Var { name } => out.push(name.clone()),
+        TKind::Field { base, field } => {
+            if let TKind::Var { name } = &base.kind {
+                out.push(format!("{name}.{field}"));
+            }
+        }
+        _ => {}
+    }
+    for child in e.children() {
+        reads(child, out);
+    }
+}
+
+/// The unguarded divisors of `e` that can be 0, with whether they always
+/// are.
+fn zero_divisors(e: &TExpr, known: &Known) -> Vec<(Span, bool)> {
+    fn walk(e: &TExpr, known: &Known, guarded: &mut Vec<String>, out: &mut Vec<(Span, bool)>) {
+        if let TKind::Binary {
+            op: BinaryOp::Div | BinaryOp::Rem,
+            rhs,
+            ..
+        } = &e.kind
+        {
+            let mut read = Vec::new();
+            reads(rhs, &mut read);
+            let unguarded = !read.iter().any(|r| guarded.contains(r));
+            if let (None, true, Some((lo, hi))) = (rhs.number(), unguarded, range(rhs, known)) {
+                if lo <= 0.0 && 0.0 <= hi {
+                    out.push((rhs.span, lo == 0.0 && hi == 0.0));
+                }
+            }
+        }
+        if let TKind::If {
+            cond,
+            then,
+            otherwise,
+        } = &e.kind
+        {
+            walk(cond, known, guarded, out);
+            let before = guarded.len();
+            reads(cond, guarded);
+            walk(then, known, guarded, out);
+            walk(otherwise, known, guarded, out);
+            guarded.truncate(before);
+            return;
+        }
+        for child in e.children() {
+            walk(child, known, guarded, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(e, known, &mut Vec::new(), &mut out);
+    out
+}
+
+impl Analyzer<'_> {
+    /// E0316 warnings for the divisors of rubric `rubric`'s `total` and
+    /// penalties that a completion can make 0 (`penalties` and `format`
+    /// where the rubric has none are E0316 errors already: `skip`).
+    pub(crate) fn possible_zero_divisors_in_rubric(
+        &mut self,
+        name: &str,
+        rubric: &Rubric,
+        skip: &[&str],
+    ) {
+        let mut known: Known = rubric
+            .criteria
+            .iter()
+            .map(|c| (c.name.clone(), (0.0, 1.0)))
+            .collect();
+        known.insert("weighted".into(), (0.0, 1.0));
+        let format: f64 = rubric.formats.iter().map(|f| f.weight.max(0.0)).sum();
+        known.insert("format".into(), (0.0, format));
+        let skipped =
+            |e: &TExpr| matches!(&e.kind, TKind::Var { name } if skip.contains(&name.as_str()));
+        let mut found: Vec<(String, &TExpr)> =
+            vec![(format!("the `total` of rubric `{name}`"), &rubric.total)];
+        for p in &rubric.penalties {
+            found.push((format!("penalty `{}`", p.name), &p.value));
+            if let Some(when) = &p.when {
+                found.push((format!("the condition of penalty `{}`", p.name), when));
+            }
+        }
+        for (what, e) in found {
+            for (span, always) in zero_divisors(e, &known) {
+                if divisor_at(e, span).is_some_and(skipped) {
+                    continue;
+                }
+                self.warn_zero_divisor(&what, span, always);
+            }
+        }
+    }
+
+    /// E0316 warnings for the divisors of a scorer's body that a
+    /// completion can make 0 (`answer.length`, a prelude scorer's score).
+    pub(crate) fn possible_zero_divisors_in_scorer(&mut self, name: &str, body: &TExpr) {
+        for (span, always) in zero_divisors(body, &Known::new()) {
+            self.warn_zero_divisor(&format!("scorer `{name}`"), span, always);
+        }
+    }
+
+    fn warn_zero_divisor(&mut self, what: &str, span: Span, always: bool) {
+        let (message, label) = match always {
+            true => (
+                format!("{what} divides by something that is always 0"),
+                "always 0",
+            ),
+            false => (
+                format!("{what} divides by something a completion can make 0"),
+                "can be 0",
+            ),
+        };
+        self.diags.push(
+            Diagnostic::warning(Code::E0316, message)
+                .with_primary(span, label)
+                .with_note("a reward must be a finite number: `saferc run` stops at the first completion that makes it 0/0 (an infinite score is clamped, with a warning)")
+                .with_help("guard it: `if safety + helpful > 0 { 2 * safety * helpful / (safety + helpful) } else { 0 }`, or add a small constant to the divisor"),
+        );
+    }
+}
+
+/// The divisor of `e` at `span`.
+fn divisor_at(e: &TExpr, span: Span) -> Option<&TExpr> {
+    if let TKind::Binary {
+        op: BinaryOp::Div | BinaryOp::Rem,
+        rhs,
+        ..
+    } = &e.kind
+    {
+        if rhs.span == span {
+            return Some(rhs);
+        }
+    }
+    e.children().into_iter().find_map(|c| divisor_at(c, span))
+}
