@@ -1230,6 +1230,40 @@ impl<'a> Analyzer<'a> {
                 .with_help("items count from 0, and from -1 at the end"),
             );
         }
+        // A list of known length at a constant index: past its end there
+        // is nothing, which `saferc run` finds where a value is needed.
+        if let (TKind::List { items }, Some(i)) = (&base.kind, index.number()) {
+            let n = items.len() as f64;
+            if i.fract() == 0.0 && !(-n..n).contains(&i) {
+                let (first, last) = (-n, n - 1.0);
+                let valid = match items.len() {
+                    0 => "it has no items".to_string(),
+                    _ => format!("its indexes are 0 to {last} (or {first} to -1 from the end)"),
+                };
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0301,
+                        format!(
+                            "index {i} is outside a list of {} item{}",
+                            items.len(),
+                            if items.len() == 1 { "" } else { "s" }
+                        ),
+                    )
+                    .with_primary(index.span, "no item here")
+                    .with_secondary(
+                        base.span,
+                        format!(
+                            "{} item{}",
+                            items.len(),
+                            if items.len() == 1 { "" } else { "s" }
+                        ),
+                    )
+                    .with_help(format!(
+                        "{valid}: items count from 0, so the first is `[0]` and the last `[-1]`"
+                    )),
+                );
+            }
+        }
     }
 
     pub(crate) fn expect_number(&mut self, t: &TExpr, what: &str) {
