@@ -58,6 +58,7 @@ impl<'a> Analyzer<'a> {
         self.check_declarations_used();
         self.check_one_device();
         self.check_special_tokens();
+        self.zero_arguments_to_divisors();
         // After the rest: reported where nothing else is (a file's other
         // errors first, as a compiler's later phases wait for its earlier).
         if !self.diags.iter().any(Diagnostic::is_error) {

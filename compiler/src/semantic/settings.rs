@@ -1146,7 +1146,7 @@ impl Analyzer<'_> {
 /// The variables `e` divides by (`x / v`, `x % v`), with their spans;
 /// not those in a branch of an `if` whose condition reads the variable
 /// (`if n > 0 { x / n } else { 0 }`).
-fn divisors(e: &TExpr, out: &mut Vec<(String, Span)>) {
+pub(super) fn divisors(e: &TExpr, out: &mut Vec<(String, Span)>) {
     fn walk(e: &TExpr, guarded: &mut Vec<String>, out: &mut Vec<(String, Span)>) {
         match &e.kind {
             TKind::Binary {

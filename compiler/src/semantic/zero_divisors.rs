@@ -9,10 +9,12 @@
 //! `think.length` are 0 or more, constants are themselves. A divisor inside
 //! an `if` whose condition reads what the divisor reads counts as guarded;
 //! a constant divisor is folded elsewhere (E0316, an error for `x / 0`).
+//! A call that gives a scorer 0 for a parameter its body divides by is
+//! warned about at the call (as a default of 0 is at the scorer).
 
 use std::collections::BTreeMap;
 
-use super::hir::{Rubric, TExpr, TKind};
+use super::hir::{Rubric, TExpr, TKind, Value};
 use super::Analyzer;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::span::Span;
@@ -172,6 +174,61 @@ impl Analyzer<'_> {
         }
     }
 
+    /// E0316 warnings for calls, in rubrics and scorer bodies, that give a
+    /// scorer a constant 0 for a parameter its body divides by (unguarded).
+    pub(crate) fn zero_arguments_to_divisors(&mut self) {
+        let mut exprs: Vec<TExpr> = Vec::new();
+        for d in &self.decls {
+            if let Some(r) = &d.rubric {
+                exprs.extend(r.criteria.iter().filter_map(|c| c.scorer.clone()));
+                for p in &r.penalties {
+                    exprs.push(p.value.clone());
+                    exprs.extend(p.when.clone());
+                }
+                exprs.push(r.total.clone());
+            }
+            if let (crate::syntax::ast::DeclKind::Scorer, Some(Value::Expr(body))) =
+                (d.kind, &d.value)
+            {
+                exprs.push(body.clone());
+            }
+        }
+        let mut calls = Vec::new();
+        for e in &exprs {
+            calls_in(e, &mut calls);
+        }
+        for call in calls {
+            let TKind::Call { func, args, named } = &call.kind else {
+                continue;
+            };
+            let Some(j) = self.scorer_index(func) else {
+                continue;
+            };
+            let Some(Value::Expr(body)) = &self.decls[j].value else {
+                continue;
+            };
+            let mut divided = Vec::new();
+            super::settings::divisors(body, &mut divided);
+            let params = self.decls[j].params.clone();
+            let scorer = self.decls[j].name.clone();
+            let given = params.iter().enumerate().filter_map(|(k, p)| {
+                let arg = args.get(k).or_else(|| named.get(&p.name))?;
+                (arg.number() == Some(0.0)).then_some((p.name.clone(), arg.span))
+            });
+            let zero: Vec<(String, Span)> = given
+                .filter(|(name, _)| divided.iter().any(|(d, _)| d == name))
+                .collect();
+            for (name, span) in zero {
+                self.diags.push(
+                    Diagnostic::warning(Code::E0316, format!("this call gives `{name}` 0, and scorer `{scorer}` divides by `{name}`"))
+                        .with_primary(span, "0")
+                        .with_note("a reward must be a finite number: `saferc run` stops at the first completion whose score is 0/0 (an infinite score is clamped, with a warning)")
+                        .with_help(format!("give `{name}` a value that is not 0, or guard the division in `{scorer}`: `if {name} > 0 {{ ... }} else {{ 0 }}`")),
+                );
+            }
+        }
+    }
+
     fn warn_zero_divisor(&mut self, what: &str, span: Span, always: bool) {
         let (message, label) = match always {
             true => (
@@ -189,6 +246,16 @@ impl Analyzer<'_> {
                 .with_note("a reward must be a finite number: `saferc run` stops at the first completion that makes it 0/0 (an infinite score is clamped, with a warning)")
                 .with_help("guard it: `if safety + helpful > 0 { 2 * safety * helpful / (safety + helpful) } else { 0 }`, or add a small constant to the divisor"),
         );
+    }
+}
+
+/// The calls in `e`, outermost first.
+fn calls_in(e: &TExpr, out: &mut Vec<TExpr>) {
+    if matches!(e.kind, TKind::Call { .. }) {
+        out.push(e.clone());
+    }
+    for child in e.children() {
+        calls_in(child, out);
     }
 }
 
