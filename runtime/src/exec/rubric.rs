@@ -237,7 +237,9 @@ impl RubricScorer<'_> {
                 }
             };
             let (lo, hi) = c.scale;
-            if c.scorer.is_some() && hi > lo && !(lo..=hi).contains(&raw) {
+            // NaN (0/0) is no score to clamp: the total it makes stops
+            // the run below, naming the row.
+            if c.scorer.is_some() && hi > lo && !raw.is_nan() && !(lo..=hi).contains(&raw) {
                 warn_out_of_scale(self.name, &c.name, raw, (lo, hi));
             }
             let v = if hi > lo {
