@@ -748,6 +748,22 @@ impl<'a> Analyzer<'a> {
                     .with_help("rename the parameter or the criterion"),
                 );
             }
+            // The rubric's sums and the completion's parts are read first:
+            // a parameter of their name could never be read either.
+            let n = p.name.name.as_str();
+            if ["weighted", "penalties", "format", "think", "answer"].contains(&n) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::E0204,
+                        format!("parameter `{n}` of rubric `{}` has a name the rubric's expressions already give a meaning", decl.name.name),
+                    )
+                    .with_primary(p.name.span, format!("hidden by the rubric's own `{n}`"))
+                    .with_help(format!("rename the parameter: in a rubric's expressions `{n}` is {}", match n {
+                        "think" | "answer" => "a part of the completion",
+                        _ => "one of the rubric's sums",
+                    })),
+                );
+            }
             // Nothing passes a rubric arguments (`rubric = r(x = 1)` is
             // no form): a parameter is its default.
             if p.default.is_none() {
