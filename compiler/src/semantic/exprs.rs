@@ -1100,9 +1100,24 @@ impl<'a> Analyzer<'a> {
     /// a string holds strings; a list anything): the run would fail at
     /// the first row or completion.
     fn check_item_of(&mut self, container: &TExpr, item: &TExpr, what: &str) {
-        let (fits, holds) = match container.ty {
-            ExprTy::Range => (item.ty.is_numeric(), "numbers"),
-            ExprTy::String => (matches!(item.ty, ExprTy::String | ExprTy::Any), "strings"),
+        let (fits, holds) = match (container.ty, &container.kind) {
+            (ExprTy::Range, _) => (item.ty.is_numeric(), "numbers"),
+            (ExprTy::String, _) => (matches!(item.ty, ExprTy::String | ExprTy::Any), "strings"),
+            // A list whose items are all of a kind the value can never
+            // equal (`answer.verdict in [1, 2]`): as `==` between them is.
+            (ExprTy::List, TKind::List { items }) if !items.is_empty() => {
+                let equal_kind = |t: ExprTy| {
+                    t == item.ty || (t.is_numeric() && item.ty.is_numeric()) || t == ExprTy::Any
+                };
+                let holds = match items[0].ty {
+                    t if t.is_numeric() => "numbers",
+                    ExprTy::String => "strings",
+                    ExprTy::Bool => "conditions",
+                    _ => "other values",
+                };
+                let fits = item.ty == ExprTy::Any || items.iter().any(|i| equal_kind(i.ty));
+                (fits, holds)
+            }
             _ => return,
         };
         if !fits {
