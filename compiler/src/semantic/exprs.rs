@@ -1109,11 +1109,17 @@ impl<'a> Analyzer<'a> {
                 let equal_kind = |t: ExprTy| {
                     t == item.ty || (t.is_numeric() && item.ty.is_numeric()) || t == ExprTy::Any
                 };
-                let holds = match items[0].ty {
+                let kind = |t: ExprTy| match t {
                     t if t.is_numeric() => "numbers",
                     ExprTy::String => "strings",
                     ExprTy::Bool => "conditions",
+                    ExprTy::Range => "ranges",
+                    ExprTy::List => "lists",
                     _ => "other values",
+                };
+                let holds = match items.iter().all(|i| kind(i.ty) == kind(items[0].ty)) {
+                    true => kind(items[0].ty),
+                    false => "items of other kinds",
                 };
                 let fits = item.ty == ExprTy::Any || items.iter().any(|i| equal_kind(i.ty));
                 (fits, holds)
@@ -1130,9 +1136,22 @@ impl<'a> Analyzer<'a> {
                         item.ty.describe()
                     ),
                 )
-                .with_primary(item.span, format!("not one of the {holds}"))
+                .with_primary(
+                    item.span,
+                    match holds {
+                        "items of other kinds" => "of no item's kind".to_string(),
+                        _ => format!("not one of the {holds}"),
+                    },
+                )
                 .with_secondary(container.span, container.ty.describe()),
             );
+            if holds == "ranges" {
+                if let Some(d) = self.diags.last_mut() {
+                    *d = d.clone().with_help(
+                        "`x in [0.2..0.8]` looks for a range among the list's items: for a number in the range write `x in 0.2..0.8`",
+                    );
+                }
+            }
         }
     }
 

@@ -7,14 +7,18 @@
 //! `weighted` lie in 0..1, `format` in 0 to the sum of its weights, the
 //! prelude's scorers and `judge.flag` in 0..1, `answer.length` and
 //! `think.length` are 0 or more, constants are themselves. A divisor inside
-//! an `if` whose condition reads what the divisor reads counts as guarded;
-//! a constant divisor is folded elsewhere (E0316, an error for `x / 0`).
+//! an `if` whose condition reads what the divisor reads, or in the value of
+//! a penalty whose `when` reads it, counts as guarded (a condition that
+//! reads `weighted` guards the criteria). A division inside a condition is
+//! left alone: an infinite or NaN quotient compares without stopping the
+//! run. A constant divisor is folded elsewhere (E0316, an error for
+//! `x / 0`).
 //! A call that gives a scorer 0 for a parameter its body divides by is
 //! warned about at the call (as a default of 0 is at the scorer).
 
 use std::collections::BTreeMap;
 
-use super::hir::{Rubric, TExpr, TKind, Value};
+use super::hir::{ExprTy, Rubric, TExpr, TKind, Value};
 use super::Analyzer;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::span::Span;
@@ -70,26 +74,44 @@ fn range(e: &TExpr, known: &Known) -> Option<(f64, f64)> {
     }
 }
 
-/// The variables and `.length` fields `e` reads (what a guard must read).
-fn reads(e: &TExpr, out: &mut Vec<String>) {
+/// The variables, `.length` fields and calls `e` reads (what a guard must
+/// read): `known`'s criteria too where it reads `weighted`, their mean.
+fn reads(e: &TExpr, known: &Known, out: &mut Vec<String>) {
     match &e.kind {
+        TKind::Var { name } if name == "weighted" => {
+            out.push(name.clone());
+            out.extend(
+                known
+                    .keys()
+                    .filter(|k| !["weighted", "format"].contains(&k.as_str()))
+                    .cloned(),
+            );
+        }
         TKind::Var { name } => out.push(name.clone()),
         TKind::Field { base, field } => {
             if let TKind::Var { name } = &base.kind {
                 out.push(format!("{name}.{field}"));
             }
+            return;
         }
+        TKind::Call { func, .. } => out.push(format!("{func}()")),
         _ => {}
     }
     for child in e.children() {
-        reads(child, out);
+        reads(child, known, out);
     }
 }
 
-/// The unguarded divisors of `e` that can be 0, with whether they always
-/// are.
-fn zero_divisors(e: &TExpr, known: &Known) -> Vec<(Span, bool)> {
+/// The divisors of `e` that can be 0 and that nothing guards (`guard`: a
+/// condition that holds wherever `e` is computed), with whether they
+/// always are.
+fn zero_divisors(e: &TExpr, known: &Known, guard: Option<&TExpr>) -> Vec<(Span, bool)> {
     fn walk(e: &TExpr, known: &Known, guarded: &mut Vec<String>, out: &mut Vec<(Span, bool)>) {
+        // A condition's quotient (infinite or NaN) compares without
+        // stopping the run.
+        if e.ty == ExprTy::Bool {
+            return;
+        }
         if let TKind::Binary {
             op: BinaryOp::Div | BinaryOp::Rem,
             rhs,
@@ -97,9 +119,12 @@ fn zero_divisors(e: &TExpr, known: &Known) -> Vec<(Span, bool)> {
         } = &e.kind
         {
             let mut read = Vec::new();
-            reads(rhs, &mut read);
+            reads(rhs, known, &mut read);
             let unguarded = !read.iter().any(|r| guarded.contains(r));
-            if let (None, true, Some((lo, hi))) = (rhs.number(), unguarded, range(rhs, known)) {
+            let numeric = rhs.ty.is_numeric();
+            if let (None, true, true, Some((lo, hi))) =
+                (rhs.number(), numeric, unguarded, range(rhs, known))
+            {
                 if lo <= 0.0 && 0.0 <= hi {
                     out.push((rhs.span, lo == 0.0 && hi == 0.0));
                 }
@@ -111,9 +136,8 @@ fn zero_divisors(e: &TExpr, known: &Known) -> Vec<(Span, bool)> {
             otherwise,
         } = &e.kind
         {
-            walk(cond, known, guarded, out);
             let before = guarded.len();
-            reads(cond, guarded);
+            reads(cond, known, guarded);
             walk(then, known, guarded, out);
             walk(otherwise, known, guarded, out);
             guarded.truncate(before);
@@ -123,8 +147,12 @@ fn zero_divisors(e: &TExpr, known: &Known) -> Vec<(Span, bool)> {
             walk(child, known, guarded, out);
         }
     }
+    let mut guarded = Vec::new();
+    if let Some(guard) = guard {
+        reads(guard, known, &mut guarded);
+    }
     let mut out = Vec::new();
-    walk(e, known, &mut Vec::new(), &mut out);
+    walk(e, known, &mut guarded, &mut out);
     out
 }
 
@@ -148,16 +176,17 @@ impl Analyzer<'_> {
         known.insert("format".into(), (0.0, format));
         let skipped =
             |e: &TExpr| matches!(&e.kind, TKind::Var { name } if skip.contains(&name.as_str()));
-        let mut found: Vec<(String, &TExpr)> =
-            vec![(format!("the `total` of rubric `{name}`"), &rubric.total)];
+        // A penalty's value is computed only where its `when` holds.
+        let mut found: Vec<(String, &TExpr, Option<&TExpr>)> = vec![(
+            format!("the `total` of rubric `{name}`"),
+            &rubric.total,
+            None,
+        )];
         for p in &rubric.penalties {
-            found.push((format!("penalty `{}`", p.name), &p.value));
-            if let Some(when) = &p.when {
-                found.push((format!("the condition of penalty `{}`", p.name), when));
-            }
+            found.push((format!("penalty `{}`", p.name), &p.value, p.when.as_ref()));
         }
-        for (what, e) in found {
-            for (span, always) in zero_divisors(e, &known) {
+        for (what, e, guard) in found {
+            for (span, always) in zero_divisors(e, &known, guard) {
                 if divisor_at(e, span).is_some_and(skipped) {
                     continue;
                 }
@@ -169,7 +198,7 @@ impl Analyzer<'_> {
     /// E0316 warnings for the divisors of a scorer's body that a
     /// completion can make 0 (`answer.length`, a prelude scorer's score).
     pub(crate) fn possible_zero_divisors_in_scorer(&mut self, name: &str, body: &TExpr) {
-        for (span, always) in zero_divisors(body, &Known::new()) {
+        for (span, always) in zero_divisors(body, &Known::new(), None) {
             self.warn_zero_divisor(&format!("scorer `{name}`"), span, always);
         }
     }
@@ -244,7 +273,7 @@ impl Analyzer<'_> {
             Diagnostic::warning(Code::E0316, message)
                 .with_primary(span, label)
                 .with_note("a reward must be a finite number: `saferc run` stops at the first completion that makes it 0/0 (an infinite score is clamped, with a warning)")
-                .with_help("guard it: `if safety + helpful > 0 { 2 * safety * helpful / (safety + helpful) } else { 0 }`, or add a small constant to the divisor"),
+                .with_help("guard it with an `if` whose condition reads the divisor (`if D > 0 { x / D } else { 0 }`; in a penalty, `when D > 0`), or keep it away from 0 (`x / (D + 0.01)`)"),
         );
     }
 }
