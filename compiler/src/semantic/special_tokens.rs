@@ -67,9 +67,14 @@ impl Analyzer<'_> {
                     s.reference("reflection"),
                 )],
                 DeclKind::Eval => vec![(s.reference("model"), s.reference("rollout"), None)],
+                // A curation without a rollout of its own samples with
+                // the rollout of the first stage trained on the dataset.
                 DeclKind::Dataset => s
                     .block("curate")
-                    .map(|c| (c.reference("policy"), c.reference("rollout"), None))
+                    .map(|c| {
+                        let rollout = c.reference("rollout").or_else(|| self.stage_rollout_on(i));
+                        (c.reference("policy"), rollout, None)
+                    })
                     .into_iter()
                     .collect(),
                 _ => Vec::new(),
@@ -83,6 +88,17 @@ impl Analyzer<'_> {
                 }
             }
         }
+    }
+
+    /// The rollout of the first `train` stage whose `data` is dataset `i`.
+    fn stage_rollout_on(&self, i: usize) -> Option<DeclRef> {
+        self.decls
+            .iter()
+            .find(|d| {
+                matches!(d.kind, DeclKind::Train)
+                    && matches!(d.settings.get("data"), Some(Value::Split { dataset, .. }) if dataset.0 == i)
+            })
+            .and_then(|d| d.settings.reference("rollout"))
     }
 
     /// E0332 for a special token of `model` in the stop strings of rollout
