@@ -220,16 +220,7 @@ impl<'a> Lowerer<'a> {
     fn rollout(&mut self, r: DeclRef) -> String {
         let name = self.qualified(r);
         let s = &self.decl(r).settings;
-        let stop = match s.get("stop") {
-            Some(Value::List(items)) => items
-                .iter()
-                .filter_map(|v| match v {
-                    Value::Str(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let stop = s.strings("stop");
         self.plan.rollouts.insert(
             name.clone(),
             RolloutSpec {

@@ -1305,6 +1305,21 @@ fn a_moved_project_resumes_with_its_stages_and_curation() {
     }
 }
 
+/// Drops the last row of run `dir`'s curation record of dataset `d`, so
+/// that reusing the record and curating again keep different rows.
+fn keep_one_row_less(dir: &Path) {
+    let kept_file = dir.join("curation/d.json");
+    let mut saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(&kept_file).unwrap()).unwrap();
+    saved["kept"].as_array_mut().unwrap().pop();
+    std::fs::write(&kept_file, saved.to_string()).unwrap();
+}
+
+/// The rows of dataset `d`'s `train` split in run `dir`'s summary.
+fn train_rows(dir: &Path) -> Value {
+    summary_of(dir)["datasets"]["d"]["splits"]["train"].clone()
+}
+
 /// A resumed run reuses the curation the run made (what it kept is in
 /// `curation/DATASET.json`): curating again samples again, and a judge
 /// need not answer the same, so the training split could change under the
@@ -1315,19 +1330,14 @@ fn a_resume_reuses_the_run_s_curation() {
     let case = prepare("curation_keep", "curation-reused");
     let dir = case.join("run");
     run_to_the_end(&case, &dir);
-    let kept_file = dir.join("curation/d.json");
-    let mut saved: Value =
-        serde_json::from_str(&std::fs::read_to_string(&kept_file).unwrap()).unwrap();
     // What a resume reuses is the file's list, not a new curation: keep 3.
-    saved["kept"].as_array_mut().unwrap().pop();
-    std::fs::write(&kept_file, saved.to_string()).unwrap();
+    keep_one_row_less(&dir);
     let stderr = resume_to_the_end(&case, &dir);
     assert!(
         stderr.contains("reusing the run's curation (3 of 4 prompts kept)"),
         "{stderr}"
     );
-    let train = |dir: &Path| summary_of(dir)["datasets"]["d"]["splits"]["train"].clone();
-    assert_eq!(train(&dir), 3);
+    assert_eq!(train_rows(&dir), 3);
     // A row added to the data since: left out of the reused curation, and
     // said so (the checkpoints' data cursor counts the kept rows).
     let rows_path = case.join("rows.jsonl");
@@ -1367,7 +1377,7 @@ fn a_resume_reuses_the_run_s_curation() {
         stderr.contains("changed since the run curated it; curating again"),
         "{stderr}"
     );
-    assert_eq!(train(&dir), 4);
+    assert_eq!(train_rows(&dir), 4);
 }
 
 /// A forced resume that fails after curating with its own settings (here
@@ -1382,11 +1392,7 @@ fn a_failed_forced_resume_leaves_the_run_s_curation_to_its_own_pipeline() {
     run_to_the_end(&case, &dir);
     // The run's own record keeps 3 of the 4 prompts: curating again with
     // the run's settings would keep all 4.
-    let kept_file = dir.join("curation/d.json");
-    let mut saved: Value =
-        serde_json::from_str(&std::fs::read_to_string(&kept_file).unwrap()).unwrap();
-    saved["kept"].as_array_mut().unwrap().pop();
-    std::fs::write(&kept_file, saved.to_string()).unwrap();
+    keep_one_row_less(&dir);
     let pipeline = case.join("pipeline.safer");
     let text = std::fs::read_to_string(&pipeline).unwrap();
     let recurated = text.replace("keep     = mean >= 0", "keep     = mean >= -1");
@@ -1412,8 +1418,7 @@ fn a_failed_forced_resume_leaves_the_run_s_curation_to_its_own_pipeline() {
             && !stderr.contains("curating again"),
         "{stderr}"
     );
-    let train = |dir: &Path| summary_of(dir)["datasets"]["d"]["splits"]["train"].clone();
-    assert_eq!(train(&dir), 3);
+    assert_eq!(train_rows(&dir), 3);
     std::fs::write(&pipeline, &recurated).unwrap();
     let stderr = force_to_the_end(&case, &dir);
     assert!(
@@ -1421,7 +1426,7 @@ fn a_failed_forced_resume_leaves_the_run_s_curation_to_its_own_pipeline() {
             && !stderr.contains("curating again"),
         "{stderr}"
     );
-    assert_eq!(train(&dir), 4);
+    assert_eq!(train_rows(&dir), 4);
 }
 
 /// A file that declares nothing to run is refused before a run directory

@@ -45,7 +45,8 @@ impl ExprScope {
     }
 }
 
-const RUBRIC_VARS: &[&str] = &["weighted", "penalties", "format"];
+/// The rubric's sums, made once its criteria and penalties are scored.
+pub(super) const RUBRIC_VARS: &[&str] = &["weighted", "penalties", "format"];
 const RUBRIC_OBJECTS: &[&str] = &["judge", "think", "answer"];
 const CURATE_VARS: &[&str] = &["mean", "std", "min", "max"];
 const FILTER_FUNCTIONS: &[(&str, ExprTy)] = &[

@@ -165,6 +165,21 @@ impl Settings {
         }
     }
 
+    /// The strings of a string list by key (a rollout's `stop`); empty
+    /// when unset.
+    pub fn strings(&self, key: &str) -> Vec<String> {
+        match self.get(key) {
+            Some(Value::List(items)) => items
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// A boolean by key.
     pub fn bool(&self, key: &str) -> Option<bool> {
         match self.get(key)? {

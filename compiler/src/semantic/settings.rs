@@ -1,6 +1,6 @@
 //! Pass 3: blocks against the schema table.
 
-use super::exprs::ExprScope;
+use super::exprs::{ExprScope, RUBRIC_VARS};
 use super::hir::{
     Const, Criterion, ExprTy, FormatTerm, Param, Penalty, Rubric, Setting, Settings, TExpr, TKind,
     Value,
@@ -751,7 +751,7 @@ impl<'a> Analyzer<'a> {
             // The rubric's sums and the completion's parts are read first:
             // a parameter of their name could never be read either.
             let n = p.name.name.as_str();
-            if ["weighted", "penalties", "format", "think", "answer"].contains(&n) {
+            if RUBRIC_VARS.contains(&n) || n == "think" || n == "answer" {
                 self.diags.push(
                     Diagnostic::error(
                         Code::E0204,
@@ -1037,9 +1037,9 @@ impl Analyzer<'_> {
     fn totals_read_by_penalties(&mut self, penalties: &[Penalty]) {
         for p in penalties {
             let mut found = Vec::new();
-            vars_named(&p.value, &RUBRIC_SUMS, &mut found);
+            vars_named(&p.value, RUBRIC_VARS, &mut found);
             if let Some(when) = &p.when {
-                vars_named(when, &RUBRIC_SUMS, &mut found);
+                vars_named(when, RUBRIC_VARS, &mut found);
             }
             for (name, span) in found {
                 self.diags.push(
@@ -1065,10 +1065,10 @@ impl Analyzer<'_> {
             };
             let unscored: Vec<&str> = criteria[k..].iter().map(|c| c.name.as_str()).collect();
             let mut found = Vec::new();
-            vars_named(scorer, &RUBRIC_SUMS, &mut found);
+            vars_named(scorer, RUBRIC_VARS, &mut found);
             vars_named(scorer, &unscored, &mut found);
             for (name, span) in found {
-                let (label, help) = match RUBRIC_SUMS.contains(&name.as_str()) {
+                let (label, help) = match RUBRIC_VARS.contains(&name.as_str()) {
                     true => (
                         "made once every criterion and penalty is scored",
                         "`weighted`, `penalties` and `format` are the rubric's sums: a criterion can read the criteria declared before it and the rubric's parameters, and `total` can read the sums".to_string(),
@@ -1197,9 +1197,6 @@ pub(super) fn divisors(e: &TExpr, out: &mut Vec<(String, Span)>) {
     }
     walk(e, &mut Vec::new(), out);
 }
-
-/// The rubric's sums, made once its criteria and penalties are scored.
-const RUBRIC_SUMS: [&str; 3] = ["weighted", "penalties", "format"];
 
 /// Where `e` reads one of the variables `names`, added to `out`.
 fn vars_named(e: &TExpr, names: &[&str], out: &mut Vec<(String, Span)>) {

@@ -110,25 +110,21 @@ impl Analyzer<'_> {
         given: DeclRef,
         said: &mut HashSet<(usize, usize, String)>,
     ) {
-        let Some(tokens) = self.model_special_tokens(model.0) else {
-            return;
-        };
         let is_rollout = matches!(self.decls[given.0].kind, DeclKind::Rollout);
         let texts: Vec<String> = match is_rollout {
-            true => match self.decls[given.0].settings.get("stop") {
-                Some(Value::List(items)) => items
-                    .iter()
-                    .filter_map(|v| match v {
-                        Value::Str(s) => Some(s.clone()),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            },
+            true => self.decls[given.0].settings.strings("stop"),
             false => self
                 .reflection_prompt(given.0)
                 .map(|(text, _)| vec![text])
                 .unwrap_or_default(),
+        };
+        // The tokenizer (megabytes, on every edit in the editor) is read
+        // only where there is text to look in.
+        if texts.is_empty() {
+            return;
+        }
+        let Some(tokens) = self.model_special_tokens(model.0) else {
+            return;
         };
         let mname = self.decls[model.0].name.clone();
         let gname = self.decls[given.0].name.clone();

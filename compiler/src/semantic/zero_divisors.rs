@@ -105,8 +105,13 @@ fn reads(e: &TExpr, known: &Known, out: &mut Vec<String>) {
 /// The divisors of `e` that can be 0 and that nothing guards (`guard`: a
 /// condition that holds wherever `e` is computed), with whether they
 /// always are.
-fn zero_divisors(e: &TExpr, known: &Known, guard: Option<&TExpr>) -> Vec<(Span, bool)> {
-    fn walk(e: &TExpr, known: &Known, guarded: &mut Vec<String>, out: &mut Vec<(Span, bool)>) {
+fn zero_divisors<'e>(e: &'e TExpr, known: &Known, guard: Option<&TExpr>) -> Vec<(&'e TExpr, bool)> {
+    fn walk<'e>(
+        e: &'e TExpr,
+        known: &Known,
+        guarded: &mut Vec<String>,
+        out: &mut Vec<(&'e TExpr, bool)>,
+    ) {
         // A condition's quotient (infinite or NaN) compares without
         // stopping the run.
         if e.ty == ExprTy::Bool {
@@ -126,7 +131,7 @@ fn zero_divisors(e: &TExpr, known: &Known, guard: Option<&TExpr>) -> Vec<(Span, 
                 (rhs.number(), numeric, unguarded, range(rhs, known))
             {
                 if lo <= 0.0 && 0.0 <= hi {
-                    out.push((rhs.span, lo == 0.0 && hi == 0.0));
+                    out.push((rhs, lo == 0.0 && hi == 0.0));
                 }
             }
         }
@@ -186,10 +191,11 @@ impl Analyzer<'_> {
             found.push((format!("penalty `{}`", p.name), &p.value, p.when.as_ref()));
         }
         for (what, e, guard) in found {
-            for (span, always) in zero_divisors(e, &known, guard) {
-                if divisor_at(e, span).is_some_and(skipped) {
+            for (divisor, always) in zero_divisors(e, &known, guard) {
+                if skipped(divisor) {
                     continue;
                 }
+                let span = divisor.span;
                 self.warn_zero_divisor(&what, span, always);
             }
         }
@@ -198,7 +204,8 @@ impl Analyzer<'_> {
     /// E0316 warnings for the divisors of a scorer's body that a
     /// completion can make 0 (`answer.length`, a prelude scorer's score).
     pub(crate) fn possible_zero_divisors_in_scorer(&mut self, name: &str, body: &TExpr) {
-        for (span, always) in zero_divisors(body, &Known::new(), None) {
+        for (divisor, always) in zero_divisors(body, &Known::new(), None) {
+            let span = divisor.span;
             self.warn_zero_divisor(&format!("scorer `{name}`"), span, always);
         }
     }
@@ -206,26 +213,27 @@ impl Analyzer<'_> {
     /// E0316 warnings for calls, in rubrics and scorer bodies, that give a
     /// scorer a constant 0 for a parameter its body divides by (unguarded).
     pub(crate) fn zero_arguments_to_divisors(&mut self) {
-        let mut exprs: Vec<TExpr> = Vec::new();
+        let mut exprs: Vec<&TExpr> = Vec::new();
         for d in &self.decls {
             if let Some(r) = &d.rubric {
-                exprs.extend(r.criteria.iter().filter_map(|c| c.scorer.clone()));
+                exprs.extend(r.criteria.iter().filter_map(|c| c.scorer.as_ref()));
                 for p in &r.penalties {
-                    exprs.push(p.value.clone());
-                    exprs.extend(p.when.clone());
+                    exprs.push(&p.value);
+                    exprs.extend(p.when.as_ref());
                 }
-                exprs.push(r.total.clone());
+                exprs.push(&r.total);
             }
             if let (crate::syntax::ast::DeclKind::Scorer, Some(Value::Expr(body))) =
                 (d.kind, &d.value)
             {
-                exprs.push(body.clone());
+                exprs.push(body);
             }
         }
         let mut calls = Vec::new();
-        for e in &exprs {
+        for e in exprs {
             calls_in(e, &mut calls);
         }
+        let mut warnings = Vec::new();
         for call in calls {
             let TKind::Call { func, args, named } = &call.kind else {
                 continue;
@@ -238,8 +246,7 @@ impl Analyzer<'_> {
             };
             let mut divided = Vec::new();
             super::settings::divisors(body, &mut divided);
-            let params = self.decls[j].params.clone();
-            let scorer = self.decls[j].name.clone();
+            let (params, scorer) = (&self.decls[j].params, &self.decls[j].name);
             let given = params.iter().enumerate().filter_map(|(k, p)| {
                 let arg = args.get(k).or_else(|| named.get(&p.name))?;
                 (arg.number() == Some(0.0)).then_some((p.name.clone(), arg.span))
@@ -248,7 +255,7 @@ impl Analyzer<'_> {
                 .filter(|(name, _)| divided.iter().any(|(d, _)| d == name))
                 .collect();
             for (name, span) in zero {
-                self.diags.push(
+                warnings.push(
                     Diagnostic::warning(Code::E0316, format!("this call gives `{name}` 0, and scorer `{scorer}` divides by `{name}`"))
                         .with_primary(span, "0")
                         .with_note("a reward must be a finite number: `saferc run` stops at the first completion whose score is 0/0 (an infinite score is clamped, with a warning)")
@@ -256,6 +263,7 @@ impl Analyzer<'_> {
                 );
             }
         }
+        self.diags.extend(warnings);
     }
 
     fn warn_zero_divisor(&mut self, what: &str, span: Span, always: bool) {
@@ -279,26 +287,11 @@ impl Analyzer<'_> {
 }
 
 /// The calls in `e`, outermost first.
-fn calls_in(e: &TExpr, out: &mut Vec<TExpr>) {
+fn calls_in<'e>(e: &'e TExpr, out: &mut Vec<&'e TExpr>) {
     if matches!(e.kind, TKind::Call { .. }) {
-        out.push(e.clone());
+        out.push(e);
     }
     for child in e.children() {
         calls_in(child, out);
     }
-}
-
-/// The divisor of `e` at `span`.
-fn divisor_at(e: &TExpr, span: Span) -> Option<&TExpr> {
-    if let TKind::Binary {
-        op: BinaryOp::Div | BinaryOp::Rem,
-        rhs,
-        ..
-    } = &e.kind
-    {
-        if rhs.span == span {
-            return Some(rhs);
-        }
-    }
-    e.children().into_iter().find_map(|c| divisor_at(c, span))
 }
